@@ -1,0 +1,1563 @@
+/*
+ * memtwin-calibrate: measure real-host costs of Linux memory-management
+ * operations and print them as ONE JSON object on stdout (progress on stderr).
+ *
+ * Build (standalone, not part of native/Makefile):
+ *   mkdir -p native/build
+ *   gcc -O2 -Wall -Wextra -pthread -o native/build/memtwin-calibrate native/calibrate.c
+ * Run (needs root for sysfs knobs, hugetlb pools, compact_memory, pagemap PFNs):
+ *   ./native/build/memtwin-calibrate > native/calibrate-sample.json
+ *
+ * Method common to all measurements: one warm-up run (discarded), then
+ * REPEATS (>= 7) timed runs; each run times a batch of operations with
+ * CLOCK_MONOTONIC and divides by the number of units in the batch; the JSON
+ * gives min / median / max over the repeats of that per-unit cost.  See
+ * native/calibrate.md for per-measurement method and caveats.
+ *
+ * Every sysfs knob changed (THP enabled/defrag, hugepages-2048kB enabled,
+ * nr_hugepages 2M/1G) is restored at exit, on error exits and on
+ * SIGINT/SIGTERM/SIGHUP/SIGQUIT and fatal signals.
+ * Peak memory use stays below ~4.5 GiB.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/sysinfo.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/userfaultfd.h>
+
+/* Constants missing from the 6.1 headers / older glibc. */
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+#ifndef MAP_HUGE_SHIFT
+#define MAP_HUGE_SHIFT 26
+#endif
+#ifndef MAP_HUGE_2MB
+#define MAP_HUGE_2MB (21 << MAP_HUGE_SHIFT)
+#endif
+#ifndef MAP_HUGE_1GB
+#define MAP_HUGE_1GB (30 << MAP_HUGE_SHIFT)
+#endif
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+
+#define REPEATS 9
+#define KB (1024UL)
+#define MB (1024UL * KB)
+#define GB (1024UL * MB)
+#define PG 4096UL
+#define HPG (2 * MB)
+
+/* ------------------------------------------------------------------ */
+/* utilities                                                           */
+/* ------------------------------------------------------------------ */
+
+static inline uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static void progress(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "[calibrate] ");
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, "\n");
+	va_end(ap);
+}
+
+static volatile uint64_t sink; /* defeats dead-code elimination */
+
+static int read_file(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, len - 1);
+	close(fd);
+	if (n < 0)
+		return -1;
+	buf[n] = 0;
+	return (int)n;
+}
+
+static int write_file(const char *path, const char *s)
+{
+	int fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return -1;
+	ssize_t n = write(fd, s, strlen(s));
+	close(fd);
+	return n == (ssize_t)strlen(s) ? 0 : -1;
+}
+
+static long read_long(const char *path)
+{
+	char b[64];
+	if (read_file(path, b, sizeof b) < 0)
+		return -1;
+	return strtol(b, NULL, 10);
+}
+
+/* Selected value of a "[a] b c" sysfs file. */
+static int read_bracket(const char *path, char *out, size_t len)
+{
+	char b[256];
+	if (read_file(path, b, sizeof b) < 0)
+		return -1;
+	char *l = strchr(b, '['), *r = l ? strchr(l, ']') : NULL;
+	if (!l || !r || (size_t)(r - l - 1) >= len)
+		return -1;
+	memcpy(out, l + 1, r - l - 1);
+	out[r - l - 1] = 0;
+	return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+typedef struct {
+	double min, median, max;
+} stats_t;
+
+static stats_t stats_of(const double *v, int n)
+{
+	double s[64];
+	memcpy(s, v, n * sizeof(double));
+	qsort(s, n, sizeof(double), cmp_double);
+	stats_t r = {s[0], n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2, s[n - 1]};
+	return r;
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
+static inline uint64_t rnd(void)
+{
+	uint64_t x = rng_state;
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return rng_state = x;
+}
+
+/* ------------------------------------------------------------------ */
+/* sysfs knob save / restore                                           */
+/* ------------------------------------------------------------------ */
+
+#define NKNOBS 5
+static struct knob {
+	const char *path;
+	char orig[64];
+	int saved;   /* orig holds a valid value */
+	int changed; /* we wrote something */
+} knobs[NKNOBS] = {
+	{"/sys/kernel/mm/transparent_hugepage/enabled", "", 0, 0},
+	{"/sys/kernel/mm/transparent_hugepage/defrag", "", 0, 0},
+	{"/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/enabled", "", 0, 0},
+	{"/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "", 0, 0},
+	{"/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages", "", 0, 0},
+};
+enum { K_THP_EN, K_THP_DEFRAG, K_THP_2M_EN, K_NR_2M, K_NR_1G };
+
+static void save_knobs(void)
+{
+	for (int i = 0; i < NKNOBS; i++) {
+		int ok;
+		if (i <= K_THP_2M_EN) {
+			ok = read_bracket(knobs[i].path, knobs[i].orig, sizeof knobs[i].orig) == 0;
+		} else {
+			ok = read_file(knobs[i].path, knobs[i].orig, sizeof knobs[i].orig) >= 0;
+			char *nl = strchr(knobs[i].orig, '\n');
+			if (nl)
+				*nl = 0;
+		}
+		knobs[i].saved = ok;
+	}
+}
+
+static int set_knob(int i, const char *val)
+{
+	if (!knobs[i].saved)
+		return -1;
+	knobs[i].changed = 1;
+	return write_file(knobs[i].path, val);
+}
+
+/* async-signal-safe: only open/write/close on precomputed strings */
+static void restore_knobs(void)
+{
+	for (int i = NKNOBS - 1; i >= 0; i--) {
+		if (knobs[i].saved && knobs[i].changed) {
+			int fd = open(knobs[i].path, O_WRONLY);
+			if (fd >= 0) {
+				ssize_t r = write(fd, knobs[i].orig, strlen(knobs[i].orig));
+				(void)r;
+				close(fd);
+			}
+			knobs[i].changed = 0;
+		}
+	}
+}
+
+static void on_signal(int sig)
+{
+	restore_knobs();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void install_restore_handlers(void)
+{
+	atexit(restore_knobs);
+	int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL};
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+		struct sigaction sa;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_handler = on_signal;
+		sigemptyset(&sa.sa_mask);
+		sigaction(sigs[i], &sa, NULL);
+	}
+}
+
+/* Ask for `want` pages in a hugetlb pool (on top of what was there). */
+static long hugetlb_reserve(int knob, long want)
+{
+	long orig = strtol(knobs[knob].orig, NULL, 10);
+	char b[32];
+	snprintf(b, sizeof b, "%ld", orig + want);
+	if (set_knob(knob, b) < 0)
+		return 0;
+	long got = read_long(knobs[knob].path) - orig;
+	return got < 0 ? 0 : got;
+}
+
+static void hugetlb_release(int knob)
+{
+	if (knobs[knob].changed) {
+		write_file(knobs[knob].path, knobs[knob].orig);
+		knobs[knob].changed = 0;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* JSON output                                                         */
+/* ------------------------------------------------------------------ */
+
+static char *out;
+static size_t out_len, out_cap;
+static int n_costs;
+
+static void outf(const char *fmt, ...)
+{
+	va_list ap;
+	for (;;) {
+		va_start(ap, fmt);
+		int n = vsnprintf(out + out_len, out_cap - out_len, fmt, ap);
+		va_end(ap);
+		if (n >= 0 && (size_t)n < out_cap - out_len) {
+			out_len += n;
+			return;
+		}
+		out_cap = out_cap * 2 + 4096 + (n > 0 ? n : 0);
+		out = realloc(out, out_cap);
+		if (!out)
+			abort();
+	}
+}
+
+static void out_str(const char *s)
+{
+	outf("\"");
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			outf("\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			outf("\\u%04x", *s);
+		else
+			outf("%c", *s);
+	}
+	outf("\"");
+}
+
+static void begin_cost(const char *name)
+{
+	outf("%s\n  ", n_costs++ ? "," : "");
+	out_str(name);
+	outf(": {");
+}
+
+/* extra: already-formatted JSON members (",\"k\":v..."), or NULL */
+static void add_cost(const char *name, const double *v, int n, const char *unit,
+		     const char *method, const char *extra)
+{
+	stats_t s = stats_of(v, n);
+	begin_cost(name);
+	outf("\"min\": %.2f, \"median\": %.2f, \"max\": %.2f, \"repeats\": %d, \"unit\": ", s.min,
+	     s.median, s.max, n);
+	out_str(unit);
+	outf(", \"method\": ");
+	out_str(method);
+	if (extra)
+		outf("%s", extra);
+	outf("}");
+	progress("  %-28s median %10.2f %s (min %.2f max %.2f)", name, s.median, unit, s.min, s.max);
+}
+
+static void add_unavailable(const char *name, const char *why)
+{
+	begin_cost(name);
+	outf("\"unavailable\": ");
+	out_str(why);
+	outf("}");
+	progress("  %-28s UNAVAILABLE: %s", name, why);
+}
+
+/* ------------------------------------------------------------------ */
+/* memory helpers                                                      */
+/* ------------------------------------------------------------------ */
+
+/* Anonymous private mapping, 2M-aligned, with the given madvise hint
+ * (MADV_NOHUGEPAGE / MADV_HUGEPAGE / 0). Exact VMA = [ret, ret+len). */
+static char *map_anon(size_t len, int advice)
+{
+	size_t big = len + HPG;
+	char *p = mmap(NULL, big, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	uintptr_t a = ((uintptr_t)p + HPG - 1) & ~(HPG - 1);
+	if (a > (uintptr_t)p)
+		munmap(p, a - (uintptr_t)p);
+	size_t tail = (uintptr_t)p + big - (a + len);
+	if (tail)
+		munmap((char *)a + len, tail);
+	if (advice && madvise((char *)a, len, advice) != 0) {
+		munmap((char *)a, len);
+		return NULL;
+	}
+	return (char *)a;
+}
+
+static char *map_hugetlb(size_t len, int sizeflag)
+{
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | sizeflag, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void touch_write(char *p, size_t len, size_t stride)
+{
+	for (size_t o = 0; o < len; o += stride)
+		p[o] = 1;
+}
+
+/* AnonHugePages (bytes) summed over VMAs intersecting [a, a+len). */
+static long anon_huge_bytes(const void *a, size_t len)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	if (!f)
+		return -1;
+	char line[512];
+	uintptr_t lo = (uintptr_t)a, hi = lo + len;
+	int in = 0;
+	long total = 0;
+	while (fgets(line, sizeof line, f)) {
+		unsigned long s, e;
+		if (sscanf(line, "%lx-%lx ", &s, &e) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+			in = s < hi && e > lo;
+			continue;
+		}
+		long kb;
+		if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
+			total += kb * 1024;
+	}
+	fclose(f);
+	return total;
+}
+
+static long vmstat(const char *key)
+{
+	FILE *f = fopen("/proc/vmstat", "r");
+	if (!f)
+		return -1;
+	char k[128];
+	long v, r = -1;
+	while (fscanf(f, "%127s %ld", k, &v) == 2)
+		if (!strcmp(k, key)) {
+			r = v;
+			break;
+		}
+	fclose(f);
+	return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* measurements                                                        */
+/* ------------------------------------------------------------------ */
+
+#define FAULT_LEN (64 * MB)
+
+static void m_fault_anon_4k(void)
+{
+	progress("fault_anon_4k_write / fault_anon_4k_read_zeropage");
+	double w[REPEATS], r[REPEATS];
+	size_t np = FAULT_LEN / PG;
+	for (int rep = -1; rep < REPEATS; rep++) {
+		char *p = map_anon(FAULT_LEN, MADV_NOHUGEPAGE);
+		if (!p) {
+			add_unavailable("fault_anon_4k_write", "mmap failed");
+			return;
+		}
+		uint64_t t0 = now_ns();
+		touch_write(p, FAULT_LEN, PG);
+		uint64_t t1 = now_ns();
+		munmap(p, FAULT_LEN);
+		p = map_anon(FAULT_LEN, MADV_NOHUGEPAGE);
+		volatile char *vp = p;
+		uint64_t acc = 0, t2 = now_ns();
+		for (size_t o = 0; o < FAULT_LEN; o += PG)
+			acc += vp[o];
+		uint64_t t3 = now_ns();
+		sink += acc;
+		munmap(p, FAULT_LEN);
+		if (rep >= 0) {
+			w[rep] = (double)(t1 - t0) / np;
+			r[rep] = (double)(t3 - t2) / np;
+		}
+	}
+	add_cost("fault_anon_4k_write", w, REPEATS, "ns per 4K page",
+		 "Write one byte to each 4K page, in address order, of a fresh 64 MiB private anonymous "
+		 "mapping marked MADV_NOHUGEPAGE; total time / 16384 pages (includes fault entry, page "
+		 "allocation, zeroing, PTE install).",
+		 NULL);
+	add_cost("fault_anon_4k_read_zeropage", r, REPEATS, "ns per 4K page",
+		 "Read one byte from each 4K page of a fresh 64 MiB MADV_NOHUGEPAGE anonymous mapping "
+		 "(each fault maps the shared zero page read-only); total time / 16384 pages.",
+		 NULL);
+}
+
+#define THP_LEN (512 * MB)
+
+static void m_fault_thp(void)
+{
+	progress("fault_thp_2m_write");
+	double v[REPEATS];
+	double frac_min = 1.0;
+	size_t nh = THP_LEN / HPG;
+	for (int rep = -1; rep < REPEATS; rep++) {
+		char *p = map_anon(THP_LEN, MADV_HUGEPAGE);
+		if (!p) {
+			add_unavailable("fault_thp_2m_write", "mmap/madvise failed");
+			return;
+		}
+		uint64_t t0 = now_ns();
+		touch_write(p, THP_LEN, HPG);
+		uint64_t t1 = now_ns();
+		double frac = (double)anon_huge_bytes(p, THP_LEN) / THP_LEN;
+		munmap(p, THP_LEN);
+		if (rep >= 0) {
+			v[rep] = (double)(t1 - t0) / nh;
+			if (frac < frac_min)
+				frac_min = frac;
+		}
+	}
+	char extra[128];
+	snprintf(extra, sizeof extra, ", \"thp_fraction_min\": %.4f, \"verified\": %s", frac_min,
+		 frac_min >= 0.99 ? "true" : "false");
+	add_cost("fault_thp_2m_write", v, REPEATS, "ns per 2M page",
+		 "Write one byte to each 2M region of a fresh 2M-aligned 512 MiB anonymous mapping "
+		 "marked MADV_HUGEPAGE; total / 256; thp_fraction_min = lowest AnonHugePages/size seen "
+		 "in /proc/self/smaps over the repeats.",
+		 extra);
+}
+
+static int hugetlb2m_pages; /* pages obtained for the 2M pool */
+
+static void m_fault_hugetlb(void)
+{
+	progress("fault_hugetlb_2m_write");
+	const long want = 256;
+	long got = hugetlb_reserve(K_NR_2M, want);
+	hugetlb2m_pages = (int)got;
+	if (got < 8) {
+		char why[128];
+		snprintf(why, sizeof why, "could only reserve %ld 2M hugetlb pages", got);
+		add_unavailable("fault_hugetlb_2m_write", why);
+	} else {
+		double v[REPEATS];
+		size_t len = got * HPG;
+		int ok = 1;
+		for (int rep = -1; rep < REPEATS && ok; rep++) {
+			char *p = map_hugetlb(len, MAP_HUGE_2MB);
+			if (!p) {
+				ok = 0;
+				break;
+			}
+			uint64_t t0 = now_ns();
+			touch_write(p, len, HPG);
+			uint64_t t1 = now_ns();
+			munmap(p, len);
+			if (rep >= 0)
+				v[rep] = (double)(t1 - t0) / got;
+		}
+		if (ok) {
+			char method[256], extra[96];
+			snprintf(method, sizeof method,
+				 "Write one byte to each page of a fresh MAP_HUGETLB|MAP_HUGE_2MB mapping "
+				 "of %ld pages taken from a pre-reserved pool (fault + 2M zeroing); total / %ld.",
+				 got, got);
+			snprintf(extra, sizeof extra, ", \"pool_pages_obtained\": %ld, \"pool_pages_requested\": %ld",
+				 got, want);
+			add_cost("fault_hugetlb_2m_write", v, REPEATS, "ns per 2M page", method, extra);
+		} else {
+			add_unavailable("fault_hugetlb_2m_write", "MAP_HUGETLB mmap failed");
+		}
+	}
+	/* pool is kept for uffdio_copy_2m_hugetlb and released there */
+
+	progress("fault_hugetlb_1g_write");
+	long g1 = hugetlb_reserve(K_NR_1G, 1);
+	if (g1 < 1) {
+		hugetlb_release(K_NR_1G);
+		add_unavailable("fault_hugetlb_1g_write",
+				"writing nr_hugepages=1 to hugepages-1048576kB did not yield a 1G page "
+				"(no free 1G-contiguous physical range)");
+		return;
+	}
+	double v[REPEATS];
+	for (int rep = -1; rep < REPEATS; rep++) {
+		char *p = map_hugetlb(GB, MAP_HUGE_1GB);
+		if (!p) {
+			hugetlb_release(K_NR_1G);
+			add_unavailable("fault_hugetlb_1g_write", "MAP_HUGE_1GB mmap failed");
+			return;
+		}
+		uint64_t t0 = now_ns();
+		p[0] = 1;
+		uint64_t t1 = now_ns();
+		munmap(p, GB);
+		if (rep >= 0)
+			v[rep] = (double)(t1 - t0);
+	}
+	hugetlb_release(K_NR_1G);
+	add_cost("fault_hugetlb_1g_write", v, REPEATS, "ns per 1G page",
+		 "Write one byte to a fresh MAP_HUGETLB|MAP_HUGE_1GB 1 GiB mapping backed by a 1G page "
+		 "reserved via hugepages-1048576kB/nr_hugepages (fault + 1 GiB zeroing); one fault per repeat.",
+		 ", \"pool_pages_obtained\": 1");
+}
+
+#define BW_LEN (256 * MB)
+
+/* Same instructions as the kernel's clear_page_erms / copy_page (REP_GOOD). */
+static inline void clear_4k(void *p)
+{
+	size_t c = PG;
+	__asm__ volatile("rep stosb" : "+D"(p), "+c"(c) : "a"(0) : "memory");
+}
+
+static inline void copy_4k(void *d, const void *s)
+{
+	size_t c = PG / 8;
+	__asm__ volatile("rep movsq" : "+D"(d), "+S"(s), "+c"(c) : : "memory");
+}
+
+static void m_bandwidth(void)
+{
+	progress("zero_page_4k / memcpy_4k");
+	char *a = map_anon(BW_LEN, MADV_HUGEPAGE), *b = map_anon(BW_LEN, MADV_HUGEPAGE);
+	if (!a || !b) {
+		add_unavailable("zero_page_4k", "mmap failed");
+		add_unavailable("memcpy_4k", "mmap failed");
+		return;
+	}
+	memset(a, 1, BW_LEN);
+	memset(b, 2, BW_LEN);
+	double z[REPEATS], c[REPEATS];
+	size_t np = BW_LEN / PG;
+	for (int rep = -1; rep < REPEATS; rep++) {
+		memset(a, rep + 3, BW_LEN); /* make sure it is not already zero */
+		uint64_t t0 = now_ns();
+		for (size_t o = 0; o < BW_LEN; o += PG)
+			clear_4k(a + o);
+		uint64_t t1 = now_ns();
+		memset(a, rep + 5, BW_LEN);
+		uint64_t t2 = now_ns();
+		for (size_t o = 0; o < BW_LEN; o += PG)
+			copy_4k(b + o, a + o);
+		uint64_t t3 = now_ns();
+		sink += a[rep + 100] + b[rep + 200];
+		if (rep >= 0) {
+			z[rep] = (double)(t1 - t0) / np;
+			c[rep] = (double)(t3 - t2) / np;
+		}
+	}
+	munmap(a, BW_LEN);
+	munmap(b, BW_LEN);
+	add_cost("zero_page_4k", z, REPEATS, "ns per 4K page",
+		 "Zero an already-faulted, non-zero 256 MiB THP-backed buffer (8x the 32 MiB LLC) one "
+		 "4K page at a time with 'rep stosb' (the instruction of the kernel's clear_page_erms); "
+		 "total / 65536 pages.",
+		 NULL);
+	add_cost("memcpy_4k", c, REPEATS, "ns per 4K page",
+		 "Copy an already-faulted 256 MiB THP-backed buffer into another one 4K page at a time "
+		 "with 'rep movsq' (the kernel's copy_page on REP_GOOD CPUs); total / 65536 pages.",
+		 NULL);
+}
+
+static void m_dontneed_munmap(void)
+{
+	progress("madv_dontneed_4k / munmap_populated_4k / madv_dontneed_2m_thp");
+	double d[REPEATS], u[REPEATS], h[REPEATS];
+	size_t np = FAULT_LEN / PG, nh = THP_LEN / HPG;
+	double frac_min = 1.0;
+	for (int rep = -1; rep < REPEATS; rep++) {
+		char *p = map_anon(FAULT_LEN, MADV_NOHUGEPAGE);
+		if (!p)
+			goto fail;
+		touch_write(p, FAULT_LEN, PG);
+		uint64_t t0 = now_ns();
+		madvise(p, FAULT_LEN, MADV_DONTNEED);
+		uint64_t t1 = now_ns();
+		munmap(p, FAULT_LEN);
+
+		p = map_anon(FAULT_LEN, MADV_NOHUGEPAGE);
+		if (!p)
+			goto fail;
+		touch_write(p, FAULT_LEN, PG);
+		uint64_t t2 = now_ns();
+		munmap(p, FAULT_LEN);
+		uint64_t t3 = now_ns();
+
+		p = map_anon(THP_LEN, MADV_HUGEPAGE);
+		if (!p)
+			goto fail;
+		touch_write(p, THP_LEN, HPG);
+		double frac = (double)anon_huge_bytes(p, THP_LEN) / THP_LEN;
+		uint64_t t4 = now_ns();
+		madvise(p, THP_LEN, MADV_DONTNEED);
+		uint64_t t5 = now_ns();
+		munmap(p, THP_LEN);
+		if (rep >= 0) {
+			d[rep] = (double)(t1 - t0) / np;
+			u[rep] = (double)(t3 - t2) / np;
+			h[rep] = (double)(t5 - t4) / nh;
+			if (frac < frac_min)
+				frac_min = frac;
+		}
+	}
+	add_cost("madv_dontneed_4k", d, REPEATS, "ns per 4K page",
+		 "One madvise(MADV_DONTNEED) over a 64 MiB MADV_NOHUGEPAGE mapping whose 16384 pages "
+		 "were all written (PTE zap + page free + TLB flush, batched); total / 16384.",
+		 NULL);
+	add_cost("munmap_populated_4k", u, REPEATS, "ns per 4K page",
+		 "One munmap of a 64 MiB MADV_NOHUGEPAGE mapping whose 16384 pages were all written "
+		 "(zap + free + page-table free + VMA removal); total / 16384.",
+		 NULL);
+	char extra[128];
+	snprintf(extra, sizeof extra, ", \"thp_fraction_min\": %.4f, \"verified\": %s", frac_min,
+		 frac_min >= 0.99 ? "true" : "false");
+	add_cost("madv_dontneed_2m_thp", h, REPEATS, "ns per 2M page",
+		 "One madvise(MADV_DONTNEED) over a 512 MiB MADV_HUGEPAGE mapping populated with 256 "
+		 "PMD-mapped THPs (PMD zap + THP free); total / 256.",
+		 extra);
+	return;
+fail:
+	add_unavailable("madv_dontneed_4k", "mmap failed");
+}
+
+static void m_mmap_mprotect(void)
+{
+	progress("mmap_munmap_pair / mprotect_split / syscall_null");
+	const int iters = 100000;
+	double v[REPEATS];
+	for (int rep = -1; rep < REPEATS; rep++) {
+		uint64_t t0 = now_ns();
+		for (int i = 0; i < iters; i++) {
+			void *p = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			munmap(p, PG);
+		}
+		uint64_t t1 = now_ns();
+		if (rep >= 0)
+			v[rep] = (double)(t1 - t0) / iters;
+	}
+	add_cost("mmap_munmap_pair", v, REPEATS, "ns per mmap+munmap pair",
+		 "Loop of 100000 x { mmap(4 KiB, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS); "
+		 "munmap } with no touch; total / 100000.",
+		 NULL);
+
+	char *p = map_anon(64 * PG, MADV_NOHUGEPAGE);
+	touch_write(p, 64 * PG, PG);
+	char *mid = p + 32 * PG;
+	for (int rep = -1; rep < REPEATS; rep++) {
+		uint64_t t0 = now_ns();
+		for (int i = 0; i < iters; i++) {
+			mprotect(mid, PG, PROT_READ);
+			mprotect(mid, PG, PROT_READ | PROT_WRITE);
+		}
+		uint64_t t1 = now_ns();
+		if (rep >= 0)
+			v[rep] = (double)(t1 - t0) / (2.0 * iters);
+	}
+	munmap(p, 64 * PG);
+	add_cost("mprotect_split", v, REPEATS, "ns per mprotect call",
+		 "Loop of 100000 x { mprotect(page 32 of a populated 64-page MADV_NOHUGEPAGE mapping, "
+		 "PROT_READ) (VMA split in 3 + PTE change + 1-page TLB flush); mprotect(same, "
+		 "PROT_READ|PROT_WRITE) (VMA merge back) }; total / 200000 calls (a split+restore pair "
+		 "costs 2x).",
+		 NULL);
+
+	const int sn = 1000000;
+	for (int rep = -1; rep < REPEATS; rep++) {
+		uint64_t t0 = now_ns();
+		for (int i = 0; i < sn; i++)
+			sink += syscall(SYS_getppid);
+		uint64_t t1 = now_ns();
+		if (rep >= 0)
+			v[rep] = (double)(t1 - t0) / sn;
+	}
+	add_cost("syscall_null", v, REPEATS, "ns per call",
+		 "Loop of 1000000 x syscall(SYS_getppid); total / 1000000 (kernel entry/exit incl. "
+		 "this guest's speculative-execution mitigations).",
+		 NULL);
+}
+
+#define COLLAPSE_LEN (64 * MB)
+
+static void m_collapse(void)
+{
+	progress("madv_collapse_2m");
+	size_t nh = COLLAPSE_LEN / HPG;
+	double v[REPEATS];
+	int fails = 0;
+	double frac_min = 1.0;
+	long pre_huge_max = 0;
+	for (int rep = -1; rep < REPEATS; rep++) {
+		char *p = map_anon(COLLAPSE_LEN, MADV_NOHUGEPAGE);
+		if (!p) {
+			add_unavailable("madv_collapse_2m", "mmap failed");
+			return;
+		}
+		for (size_t o = 0; o < COLLAPSE_LEN; o += PG)
+			p[o] = (char)(o >> 12) | 1;
+		madvise(p, COLLAPSE_LEN, MADV_HUGEPAGE);
+		long pre = anon_huge_bytes(p, COLLAPSE_LEN);
+		uint64_t t0 = now_ns();
+		for (size_t i = 0; i < nh; i++)
+			if (madvise(p + i * HPG, HPG, MADV_COLLAPSE) != 0)
+				fails++;
+		uint64_t t1 = now_ns();
+		double frac = (double)anon_huge_bytes(p, COLLAPSE_LEN) / COLLAPSE_LEN;
+		/* content check */
+		for (size_t o = 0; o < COLLAPSE_LEN; o += PG)
+			if (p[o] != ((char)(o >> 12) | 1))
+				fails++;
+		munmap(p, COLLAPSE_LEN);
+		if (rep >= 0) {
+			v[rep] = (double)(t1 - t0) / nh;
+			if (frac < frac_min)
+				frac_min = frac;
+			if (pre > pre_huge_max)
+				pre_huge_max = pre;
+		}
+	}
+	char extra[200];
+	snprintf(extra, sizeof extra,
+		 ", \"failed_calls\": %d, \"thp_fraction_after_min\": %.4f, \"anon_huge_bytes_before_max\": %ld, \"verified\": %s",
+		 fails, frac_min, pre_huge_max, (!fails && frac_min >= 0.99 && !pre_huge_max) ? "true" : "false");
+	add_cost("madv_collapse_2m", v, REPEATS, "ns per 2M collapse",
+		 "64 MiB 2M-aligned mapping: MADV_NOHUGEPAGE, write every 4K page, MADV_HUGEPAGE, then "
+		 "time 32 x madvise(2M region, MADV_COLLAPSE) (alloc THP + copy 512 pages + free them); "
+		 "total / 32; success = every call returned 0, smaps AnonHugePages == size afterwards "
+		 "(0 before), data intact.",
+		 extra);
+}
+
+static void m_thp_split(void)
+{
+	progress("thp_split_pmd");
+	size_t nh = THP_LEN / HPG;
+	double base[REPEATS], thp[REPEATS], diff[REPEATS];
+	double frac_min = 1.0;
+	long splits_min = -1;
+	for (int rep = -1; rep < REPEATS; rep++) {
+		/* baseline: same pattern on 4K-populated memory */
+		char *p = map_anon(THP_LEN, MADV_NOHUGEPAGE);
+		char *q = NULL;
+		if (!p)
+			goto fail;
+		touch_write(p, THP_LEN, PG);
+		uint64_t t0 = now_ns();
+		for (size_t i = 0; i < nh; i++)
+			mprotect(p + i * HPG + 256 * PG, PG, PROT_READ);
+		uint64_t t1 = now_ns();
+		munmap(p, THP_LEN);
+
+		q = map_anon(THP_LEN, MADV_HUGEPAGE);
+		if (!q)
+			goto fail;
+		touch_write(q, THP_LEN, HPG);
+		double frac = (double)anon_huge_bytes(q, THP_LEN) / THP_LEN;
+		long s0 = vmstat("thp_split_pmd");
+		uint64_t t2 = now_ns();
+		for (size_t i = 0; i < nh; i++)
+			mprotect(q + i * HPG + 256 * PG, PG, PROT_READ);
+		uint64_t t3 = now_ns();
+		long s1 = vmstat("thp_split_pmd");
+		munmap(q, THP_LEN);
+		if (rep >= 0) {
+			base[rep] = (double)(t1 - t0) / nh;
+			thp[rep] = (double)(t3 - t2) / nh;
+			if (frac < frac_min)
+				frac_min = frac;
+			if (splits_min < 0 || s1 - s0 < splits_min)
+				splits_min = s1 - s0;
+		}
+	}
+	stats_t b = stats_of(base, REPEATS), t = stats_of(thp, REPEATS);
+	for (int i = 0; i < REPEATS; i++)
+		diff[i] = thp[i] - b.median;
+	char extra[300];
+	snprintf(extra, sizeof extra,
+		 ", \"mprotect_on_thp_median\": %.2f, \"mprotect_on_4k_baseline_median\": %.2f, "
+		 "\"thp_split_pmd_vmstat_delta_min\": %ld, \"thp_fraction_min\": %.4f, \"verified\": %s",
+		 t.median, b.median, splits_min, frac_min,
+		 (frac_min >= 0.99 && splits_min >= (long)nh) ? "true" : "false");
+	add_cost("thp_split_pmd", diff, REPEATS, "ns per PMD split",
+		 "For each of 256 PMD-mapped THPs of a 512 MiB MADV_HUGEPAGE mapping, time "
+		 "mprotect(one 4K page in its middle, PROT_READ) (splits the PMD and the VMA); the same "
+		 "loop is timed on a 4K-populated MADV_NOHUGEPAGE mapping and its median per call is "
+		 "subtracted from each THP repeat (result = PMD-split cost only); splits checked via "
+		 "/proc/vmstat thp_split_pmd.",
+		 extra);
+	return;
+fail:
+	add_unavailable("thp_split_pmd", "mmap failed");
+}
+
+/* ---------------- userfaultfd ---------------- */
+
+static int uffd_open(void)
+{
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return -1;
+	struct uffdio_api api = {.api = UFFD_API, .features = 0};
+	if (ioctl(fd, UFFDIO_API, &api) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int uffd_register(int fd, void *p, size_t len)
+{
+	struct uffdio_register r = {.range = {(uintptr_t)p, len}, .mode = UFFDIO_REGISTER_MODE_MISSING};
+	return ioctl(fd, UFFDIO_REGISTER, &r);
+}
+
+static int uffd_copy(int fd, void *dst, void *src, size_t len, uint64_t mode)
+{
+	struct uffdio_copy c = {.dst = (uintptr_t)dst, .src = (uintptr_t)src, .len = len, .mode = mode};
+	if (ioctl(fd, UFFDIO_COPY, &c) != 0 || c.copy != (int64_t)len)
+		return -1;
+	return 0;
+}
+
+static char *uffd_src;
+
+static void m_uffd_copy(void)
+{
+	progress("uffdio_copy_4k / uffdio_copy_2m_anon_per_4k / uffdio_copy_2m_hugetlb");
+	uffd_src = map_anon(HPG, MADV_HUGEPAGE);
+	memset(uffd_src, 0x5a, HPG);
+	double v[REPEATS], w[REPEATS];
+	size_t np = FAULT_LEN / PG, nh = FAULT_LEN / HPG;
+	const char *err = NULL;
+	for (int rep = -1; rep < REPEATS && !err; rep++) {
+		int fd = uffd_open();
+		if (fd < 0) {
+			err = "userfaultfd()/UFFDIO_API failed";
+			break;
+		}
+		char *p = map_anon(FAULT_LEN, MADV_NOHUGEPAGE);
+		char *q = map_anon(FAULT_LEN, MADV_NOHUGEPAGE);
+		if (!p || !q || uffd_register(fd, p, FAULT_LEN) || uffd_register(fd, q, FAULT_LEN)) {
+			err = "UFFDIO_REGISTER failed";
+			close(fd);
+			break;
+		}
+		uint64_t t0 = now_ns();
+		for (size_t i = 0; i < np; i++)
+			if (uffd_copy(fd, p + i * PG, uffd_src, PG, UFFDIO_COPY_MODE_DONTWAKE))
+				err = "UFFDIO_COPY 4K failed";
+		uint64_t t1 = now_ns();
+		for (size_t i = 0; i < nh; i++)
+			if (uffd_copy(fd, q + i * HPG, uffd_src, HPG, UFFDIO_COPY_MODE_DONTWAKE))
+				err = "UFFDIO_COPY 2M anon failed";
+		uint64_t t2 = now_ns();
+		if (p[12345] != 0x5a || q[FAULT_LEN - 1] != 0x5a)
+			err = "UFFDIO_COPY content check failed";
+		close(fd);
+		munmap(p, FAULT_LEN);
+		munmap(q, FAULT_LEN);
+		if (rep >= 0) {
+			v[rep] = (double)(t1 - t0) / np;
+			w[rep] = (double)(t2 - t1) / np;
+		}
+	}
+	if (err) {
+		add_unavailable("uffdio_copy_4k", err);
+		add_unavailable("uffdio_copy_2m_anon_per_4k", err);
+	} else {
+		add_cost("uffdio_copy_4k", v, REPEATS, "ns per 4K copy",
+			 "userfaultfd(O_CLOEXEC|O_NONBLOCK)+UFFDIO_API, 64 MiB MADV_NOHUGEPAGE anon range "
+			 "registered MISSING; time 16384 x UFFDIO_COPY(4K, MODE_DONTWAKE) into unpopulated "
+			 "pages, no faulting thread; total / 16384.",
+			 NULL);
+		add_cost("uffdio_copy_2m_anon_per_4k", w, REPEATS, "ns per 4K page",
+			 "Same setup; time 32 x UFFDIO_COPY(len 2M, MODE_DONTWAKE) into an unpopulated "
+			 "MADV_NOHUGEPAGE anon range (kernel installs 512 4K pages per call); total / 16384 pages.",
+			 NULL);
+	}
+
+	/* hugetlb */
+	int nhp = hugetlb2m_pages < 64 ? hugetlb2m_pages : 64;
+	if (nhp < 4) {
+		add_unavailable("uffdio_copy_2m_hugetlb", "2M hugetlb pool could not be reserved");
+		hugetlb_release(K_NR_2M);
+		return;
+	}
+	err = NULL;
+	for (int rep = -1; rep < REPEATS && !err; rep++) {
+		int fd = uffd_open();
+		char *p = map_hugetlb(nhp * HPG, MAP_HUGE_2MB);
+		if (fd < 0 || !p || uffd_register(fd, p, nhp * HPG)) {
+			err = "userfaultfd / hugetlb mmap / UFFDIO_REGISTER failed";
+			if (fd >= 0)
+				close(fd);
+			break;
+		}
+		uint64_t t0 = now_ns();
+		for (int i = 0; i < nhp; i++)
+			if (uffd_copy(fd, p + i * HPG, uffd_src, HPG, UFFDIO_COPY_MODE_DONTWAKE))
+				err = "UFFDIO_COPY 2M hugetlb failed";
+		uint64_t t1 = now_ns();
+		if (!err && p[HPG + 77] != 0x5a)
+			err = "content check failed";
+		close(fd);
+		munmap(p, nhp * HPG);
+		if (rep >= 0)
+			v[rep] = (double)(t1 - t0) / nhp;
+	}
+	hugetlb_release(K_NR_2M);
+	if (err)
+		add_unavailable("uffdio_copy_2m_hugetlb", err);
+	else {
+		char method[300];
+		snprintf(method, sizeof method,
+			 "MAP_HUGETLB|MAP_HUGE_2MB mapping of %d pages registered MISSING; time %d x "
+			 "UFFDIO_COPY(len 2M, MODE_DONTWAKE) into unpopulated hugetlb pages; total / %d.",
+			 nhp, nhp, nhp);
+		add_cost("uffdio_copy_2m_hugetlb", v, REPEATS, "ns per 2M copy", method, NULL);
+	}
+}
+
+struct rt_ctx {
+	int uffd, stop_pipe;
+	long handled;
+	int error;
+};
+
+static void *uffd_handler(void *arg)
+{
+	struct rt_ctx *c = arg;
+	struct pollfd pf[2] = {{c->uffd, POLLIN, 0}, {c->stop_pipe, POLLIN, 0}};
+	for (;;) {
+		if (poll(pf, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			c->error = 1;
+			return NULL;
+		}
+		if (pf[1].revents)
+			return NULL;
+		if (!(pf[0].revents & POLLIN))
+			continue;
+		struct uffd_msg msg;
+		ssize_t n = read(c->uffd, &msg, sizeof msg);
+		if (n != sizeof msg) {
+			if (n < 0 && errno == EAGAIN)
+				continue;
+			c->error = 1;
+			return NULL;
+		}
+		if (msg.event != UFFD_EVENT_PAGEFAULT)
+			continue;
+		uintptr_t a = msg.arg.pagefault.address & ~(PG - 1);
+		struct uffdio_copy cp = {.dst = a, .src = (uintptr_t)uffd_src, .len = PG, .mode = 0};
+		if (ioctl(c->uffd, UFFDIO_COPY, &cp) != 0 && errno != EEXIST)
+			c->error = 1;
+		c->handled++;
+	}
+}
+
+/* pin < 0: threads free to run on any vCPU; pin >= 0: both threads on that CPU */
+static const char *uffd_roundtrip_runs(int pin, double *v)
+{
+	const size_t np = 8192, len = np * PG;
+	const char *err = NULL;
+	cpu_set_t old, one;
+	sched_getaffinity(0, sizeof old, &old);
+	CPU_ZERO(&one);
+	CPU_SET(pin < 0 ? 0 : pin, &one);
+	if (pin >= 0)
+		sched_setaffinity(0, sizeof one, &one);
+	for (int rep = -1; rep < REPEATS && !err; rep++) {
+		int fd = uffd_open();
+		char *p = map_anon(len, MADV_NOHUGEPAGE);
+		int pp[2];
+		if (fd < 0 || !p || uffd_register(fd, p, len) || pipe(pp)) {
+			err = "userfaultfd setup failed";
+			break;
+		}
+		struct rt_ctx c = {fd, pp[0], 0, 0};
+		pthread_t th;
+		pthread_attr_t at;
+		pthread_attr_init(&at);
+		if (pin >= 0)
+			pthread_attr_setaffinity_np(&at, sizeof one, &one);
+		pthread_create(&th, &at, uffd_handler, &c);
+		pthread_attr_destroy(&at);
+		usleep(1000);
+		volatile char *vp = p;
+		uint64_t acc = 0;
+		uint64_t t0 = now_ns();
+		for (size_t i = 0; i < np; i++)
+			acc += vp[i * PG];
+		uint64_t t1 = now_ns();
+		sink += acc;
+		if (write(pp[1], "x", 1) != 1)
+			err = "pipe write";
+		pthread_join(th, NULL);
+		if (c.error || c.handled != (long)np || acc != 0x5aUL * np)
+			err = "handler error / wrong fault count";
+		close(pp[0]);
+		close(pp[1]);
+		close(fd);
+		munmap(p, len);
+		if (rep >= 0)
+			v[rep] = (double)(t1 - t0) / np;
+	}
+	if (pin >= 0)
+		sched_setaffinity(0, sizeof old, &old);
+	return err;
+}
+
+static void m_uffd_roundtrip(void)
+{
+	progress("uffd_fault_roundtrip_4k");
+	double v[REPEATS], w[REPEATS];
+	const char *err = uffd_roundtrip_runs(-1, v);
+	const char *err2 = err ? err : uffd_roundtrip_runs(0, w);
+	if (err || err2) {
+		add_unavailable("uffd_fault_roundtrip_4k", err ? err : err2);
+	} else {
+		stats_t sw = stats_of(w, REPEATS);
+		char extra[160];
+		snprintf(extra, sizeof extra,
+			 ", \"same_cpu_pinned_min\": %.2f, \"same_cpu_pinned_median\": %.2f, "
+			 "\"same_cpu_pinned_max\": %.2f", sw.min, sw.median, sw.max);
+		add_cost("uffd_fault_roundtrip_4k", v, REPEATS, "ns per fault",
+			 "Main thread reads one byte from each of 8192 missing pages of a MISSING-registered "
+			 "anon range; a handler thread poll()s the uffd, read()s the uffd_msg and does "
+			 "UFFDIO_COPY(4K, wake); time of the read loop as seen by the faulting thread / 8192. "
+			 "Headline: threads unpinned on 2 vCPUs (cross-vCPU wakeups); same_cpu_pinned_*: both "
+			 "threads pinned to CPU 0 (plain context switches, no IPI).",
+			 extra);
+	}
+	munmap(uffd_src, HPG);
+}
+
+/* ---------------- move_pages / pagemap ---------------- */
+
+static void m_move_pages_pagemap(void)
+{
+	progress("move_pages_query / move_pages_same_node / pagemap_read_per_page");
+	size_t np = FAULT_LEN / PG;
+	char *p = map_anon(FAULT_LEN, MADV_NOHUGEPAGE);
+	touch_write(p, FAULT_LEN, PG);
+	void **pages = malloc(np * sizeof(void *));
+	int *nodes = calloc(np, sizeof(int)), *status = malloc(np * sizeof(int));
+	for (size_t i = 0; i < np; i++)
+		pages[i] = p + i * PG;
+	double q[REPEATS], s[REPEATS], pm[REPEATS];
+	int bad = 0;
+	for (int rep = -1; rep < REPEATS; rep++) {
+		uint64_t t0 = now_ns();
+		long r1 = syscall(SYS_move_pages, 0, np, pages, NULL, status, 0);
+		uint64_t t1 = now_ns();
+		for (size_t i = 0; i < np; i++)
+			if (status[i] != 0)
+				bad++;
+		long r2 = syscall(SYS_move_pages, 0, np, pages, nodes, status, 0);
+		uint64_t t2 = now_ns();
+		if (r1 != 0 || r2 != 0)
+			bad++;
+		for (size_t i = 0; i < np; i++)
+			if (status[i] != 0)
+				bad++;
+		if (rep >= 0) {
+			q[rep] = (double)(t1 - t0) / np;
+			s[rep] = (double)(t2 - t1) / np;
+		}
+	}
+	char extra[64];
+	snprintf(extra, sizeof extra, ", \"bad_status_count\": %d", bad);
+	add_cost("move_pages_query", q, REPEATS, "ns per page",
+		 "move_pages(0, 16384, pages, NULL, status, 0) on a populated 64 MiB MADV_NOHUGEPAGE "
+		 "mapping (node query only); total / 16384.",
+		 extra);
+	add_cost("move_pages_same_node", s, REPEATS, "ns per page",
+		 "move_pages(0, 16384, pages, nodes={0...}, status, 0) on the same populated mapping; "
+		 "all pages already on node 0 so nothing is migrated (lookup + isolation attempt only); "
+		 "total / 16384. Cross-node migration is not measurable: this host has one NUMA node.",
+		 extra);
+
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+	uint64_t *ent = malloc(np * 8);
+	int ok = fd >= 0;
+	for (int rep = -1; rep < REPEATS && ok; rep++) {
+		uint64_t t0 = now_ns();
+		ssize_t n = pread(fd, ent, np * 8, ((uintptr_t)p / PG) * 8);
+		uint64_t t1 = now_ns();
+		if (n != (ssize_t)(np * 8) || !(ent[7] >> 63))
+			ok = 0;
+		if (rep >= 0)
+			pm[rep] = (double)(t1 - t0) / np;
+	}
+	if (fd >= 0)
+		close(fd);
+	if (ok)
+		add_cost("pagemap_read_per_page", pm, REPEATS, "ns per page",
+			 "One pread of 16384 8-byte entries from /proc/self/pagemap covering a populated "
+			 "64 MiB 4K-mapped region (as root, PFNs visible); total / 16384.",
+			 NULL);
+	else
+		add_unavailable("pagemap_read_per_page", "pagemap read failed");
+	free(ent);
+	free(pages);
+	free(nodes);
+	free(status);
+	munmap(p, FAULT_LEN);
+}
+
+/* ---------------- compaction / migration ---------------- */
+
+#define FRAG_LEN (2 * GB)
+
+#define MAX_ATT 16
+#define MIN_MIGRATED 8192
+
+static void m_compaction(void)
+{
+	progress("page_migrate_4k / compact_scan_per_page (compaction, %d..%d attempts)", REPEATS, MAX_ATT);
+	double per_mig[MAX_ATT], net[MAX_ATT], valid_per_mig[MAX_ATT];
+	long mig[MAX_ATT], msc[MAX_ATT], fsc[MAX_ATT], imig[MAX_ATT], iscan[MAX_ATT];
+	double T[MAX_ATT], Ti[MAX_ATT];
+	int natt = 0, nvalid = 0;
+	uint64_t cstart = now_ns();
+	size_t np = FRAG_LEN / PG;
+	const char *cm = "/proc/sys/vm/compact_memory";
+	if (write_file(cm, "1") != 0) {
+		add_unavailable("page_migrate_4k", "cannot write /proc/sys/vm/compact_memory");
+		add_unavailable("compact_scan_per_page", "cannot write /proc/sys/vm/compact_memory");
+		return;
+	}
+	for (int rep = -1; rep < MAX_ATT && nvalid < REPEATS; rep++) {
+		if (rep >= REPEATS && now_ns() - cstart > 45000000000ULL)
+			break; /* time budget */
+		/* idle compaction: nothing fragmented by us -> mostly scanning */
+		long a0 = vmstat("pgmigrate_success"), b0 = vmstat("compact_migrate_scanned"),
+		     c0 = vmstat("compact_free_scanned");
+		uint64_t t0 = now_ns();
+		write_file(cm, "1");
+		uint64_t t1 = now_ns();
+		long a1 = vmstat("pgmigrate_success"), b1 = vmstat("compact_migrate_scanned"),
+		     c1 = vmstat("compact_free_scanned");
+
+		char *p = map_anon(FRAG_LEN, MADV_NOHUGEPAGE);
+		if (!p) {
+			add_unavailable("page_migrate_4k", "mmap failed");
+			return;
+		}
+		touch_write(p, FRAG_LEN, PG);
+		for (size_t i = 0; i < np; i += 2)
+			madvise(p + i * PG, PG, MADV_DONTNEED);
+		long a2 = vmstat("pgmigrate_success"), b2 = vmstat("compact_migrate_scanned"),
+		     c2 = vmstat("compact_free_scanned");
+		uint64_t t2 = now_ns();
+		write_file(cm, "1");
+		uint64_t t3 = now_ns();
+		long a3 = vmstat("pgmigrate_success"), b3 = vmstat("compact_migrate_scanned"),
+		     c3 = vmstat("compact_free_scanned");
+		/* content check of a few surviving pages */
+		for (size_t i = 1; i < np; i += 4099 * 2)
+			if (p[i * PG] != 1)
+				progress("WARNING: data corrupted after compaction?!");
+		munmap(p, FRAG_LEN);
+		if (rep < 0)
+			continue;
+		long scanned_idle = (b1 - b0) + (c1 - c0);
+		imig[rep] = a1 - a0;
+		iscan[rep] = scanned_idle;
+		Ti[rep] = (double)(t1 - t0);
+		mig[rep] = a3 - a2;
+		msc[rep] = b3 - b2;
+		fsc[rep] = c3 - c2;
+		T[rep] = (double)(t3 - t2);
+		per_mig[rep] = mig[rep] > 0 ? T[rep] / mig[rep] : 0;
+		natt = rep + 1;
+		if (mig[rep] >= MIN_MIGRATED)
+			valid_per_mig[nvalid++] = per_mig[rep];
+		progress("    compaction rep %d: %.1f ms, migrated %ld, migrate_scanned %ld, free_scanned %ld; idle run %.1f ms, migrated %ld, scanned %ld",
+			 rep, T[rep] / 1e6, mig[rep], msc[rep], fsc[rep], (t1 - t0) / 1e6, a1 - a0, scanned_idle);
+	}
+	/* Model: elapsed = a * migrated + b * scanned  (scanned = migrate+free scanner pages).
+	 * Global least squares over all 2*REPEATS runs (idle + fragmented) gives a, b;
+	 * each repeat's pair of runs also gives its own 2x2 solution for b. */
+	double Saa = 0, Sab = 0, Sbb = 0, Sat = 0, Sbt = 0;
+	double bi[MAX_ATT];
+	int nbi = 0;
+	for (int i = 0; i < natt; i++) {
+		double rows[2][3] = {{(double)mig[i], (double)(msc[i] + fsc[i]), T[i]},
+				     {(double)imig[i], (double)iscan[i], Ti[i]}};
+		for (int k = 0; k < 2; k++) {
+			Saa += rows[k][0] * rows[k][0];
+			Sab += rows[k][0] * rows[k][1];
+			Sbb += rows[k][1] * rows[k][1];
+			Sat += rows[k][0] * rows[k][2];
+			Sbt += rows[k][1] * rows[k][2];
+		}
+		double det = rows[0][0] * rows[1][1] - rows[0][1] * rows[1][0];
+		if (det != 0) {
+			double b = (rows[0][0] * rows[1][2] - rows[1][0] * rows[0][2]) / det;
+			if (b > 0)
+				bi[nbi++] = b;
+		}
+	}
+	double det = Saa * Sbb - Sab * Sab;
+	double fit_a = det ? (Sat * Sbb - Sbt * Sab) / det : 0, fit_b = det ? (Saa * Sbt - Sab * Sat) / det : 0;
+	for (int i = 0; i < natt; i++)
+		net[i] = mig[i] > 0 ? (T[i] - fit_b * (double)(msc[i] + fsc[i])) / mig[i] : 0;
+	double dm[MAX_ATT], dms[MAX_ATT], dfs[MAX_ATT];
+	for (int i = 0; i < natt; i++) {
+		dm[i] = mig[i];
+		dms[i] = msc[i];
+		dfs[i] = fsc[i];
+	}
+	stats_t sm = stats_of(dm, natt), sms = stats_of(dms, natt), sfs = stats_of(dfs, natt),
+		snet = stats_of(net, natt);
+	char extra[600];
+	snprintf(extra, sizeof extra,
+		 ", \"pgmigrate_success_median\": %.0f, \"pgmigrate_success_min\": %.0f, "
+		 "\"pgmigrate_success_max\": %.0f, "
+		 "\"compact_migrate_scanned_median\": %.0f, \"compact_free_scanned_median\": %.0f, "
+		 "\"fit_ns_per_migrated_page\": %.2f, \"fit_ns_per_scanned_page\": %.3f, "
+		 "\"net_of_scan_median\": %.2f, \"net_of_scan_min\": %.2f, \"net_of_scan_max\": %.2f, "
+		 "\"attempts\": %d, \"attempts_discarded_few_migrations\": %d",
+		 sm.median, sm.min, sm.max, sms.median, sfs.median, fit_a, fit_b, snet.median, snet.min,
+		 snet.max, natt, natt - nvalid);
+	if (nvalid < 3)
+		add_unavailable("page_migrate_4k", "compaction rarely migrated our fragmented pages");
+	else
+		add_cost("page_migrate_4k", valid_per_mig, nvalid, "ns per migrated 4K page",
+			 "Fault a 2 GiB MADV_NOHUGEPAGE mapping with 4K pages, MADV_DONTNEED every other "
+			 "page (1 GiB left, fragmenting pageblocks), then time one write of 1 to "
+			 "/proc/sys/vm/compact_memory; value = elapsed / pgmigrate_success delta from "
+			 "/proc/vmstat (gross: includes scanning); attempts migrating < 8192 pages (our pages "
+			 "above the scanners' meeting point) are discarded and retried. Stats over "
+			 "all attempts: pgmigrate_*, fit_* = least squares of elapsed = "
+			 "a*migrated + b*(migrate_scanned+free_scanned) over all fragmented and idle runs; "
+			 "net_of_scan_* = (elapsed - b*scanned)/migrated per repeat.",
+			 extra);
+	if (nbi >= 3) {
+		char ex2[96];
+		snprintf(ex2, sizeof ex2, ", \"fit_ns_per_scanned_page\": %.3f, \"pair_solutions\": %d", fit_b, nbi);
+		add_cost("compact_scan_per_page", bi, nbi, "ns per scanned page",
+			 "Derived: per repeat, solve elapsed = a*pgmigrate_success + b*(compact_migrate_scanned"
+			 "+compact_free_scanned) from the fragmented run and an idle compact_memory run (no "
+			 "fragmenting workload) and report b; only positive solutions kept.",
+			 ex2);
+	} else {
+		add_unavailable("compact_scan_per_page", "scan cost not separable from migration cost");
+	}
+}
+
+/* ---------------- TLB / DRAM ---------------- */
+
+/* Build a random cyclic pointer chase with one node per `stride` bytes of
+ * buf (node at a random cache line inside its stride block); returns head. */
+static void **build_chase(char *buf, size_t len, size_t stride)
+{
+	size_t n = len / stride;
+	uint32_t *perm = malloc(n * sizeof(uint32_t));
+	for (size_t i = 0; i < n; i++)
+		perm[i] = (uint32_t)i;
+	for (size_t i = n - 1; i > 0; i--) {
+		size_t j = rnd() % (i + 1);
+		uint32_t t = perm[i];
+		perm[i] = perm[j];
+		perm[j] = t;
+	}
+	size_t lines = stride / 64;
+#define NODE(k) ((void **)(buf + (size_t)perm[k] * stride + (lines > 1 ? ((perm[k] * 2654435761u) % lines) * 64 : 0)))
+	for (size_t i = 0; i < n; i++)
+		*NODE(i) = (void *)NODE((i + 1) % n);
+	void **head = NODE(0);
+#undef NODE
+	free(perm);
+	return head;
+}
+
+static double chase(void **head, size_t steps)
+{
+	void **p = head;
+	uint64_t t0 = now_ns();
+	for (size_t i = 0; i < steps; i += 8) {
+		p = *p; p = *p; p = *p; p = *p;
+		p = *p; p = *p; p = *p; p = *p;
+	}
+	uint64_t t1 = now_ns();
+	sink += (uintptr_t)p;
+	return (double)(t1 - t0) / steps;
+}
+
+#define TLB_LEN (4 * GB)
+#define DRAM_LEN (1 * GB)
+
+static void m_tlb(void)
+{
+	progress("access_tlb_hit / access_4k_random_large / access_2m_random_large / dram");
+	double hit[REPEATS], a4[REPEATS], a2[REPEATS], dr[REPEATS], sq[REPEATS];
+	double d4[REPEATS], d2[REPEATS];
+
+	/* small: 64 pages, one line per page, TLB- and L1-resident */
+	char *s = map_anon(64 * PG, MADV_NOHUGEPAGE);
+	touch_write(s, 64 * PG, PG);
+	void **h = build_chase(s, 64 * PG, PG);
+	chase(h, 1 << 20);
+	for (int rep = 0; rep < REPEATS; rep++)
+		hit[rep] = chase(h, 20u << 20);
+	munmap(s, 64 * PG);
+
+	/* DRAM latency with (mostly) TLB hits: 1 GiB THP, random cache line anywhere */
+	char *d = map_anon(DRAM_LEN, MADV_HUGEPAGE);
+	touch_write(d, DRAM_LEN, PG);
+	double dfrac = (double)anon_huge_bytes(d, DRAM_LEN) / DRAM_LEN;
+	h = build_chase(d, DRAM_LEN, 64);
+	chase(h, 1 << 20);
+	for (int rep = 0; rep < REPEATS; rep++)
+		dr[rep] = chase(h, 2u << 20);
+	/* sequential streaming read, same buffer */
+	for (int rep = -1; rep < REPEATS; rep++) {
+		const uint64_t *u = (const uint64_t *)d;
+		size_t n = DRAM_LEN / 8;
+		uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+		uint64_t t0 = now_ns();
+		for (size_t i = 0; i < n; i += 4) {
+			s0 += u[i];
+			s1 += u[i + 1];
+			s2 += u[i + 2];
+			s3 += u[i + 3];
+		}
+		uint64_t t1 = now_ns();
+		sink += s0 + s1 + s2 + s3;
+		if (rep >= 0)
+			sq[rep] = (double)(t1 - t0) / (DRAM_LEN / PG);
+	}
+	munmap(d, DRAM_LEN);
+
+	/* 4 GiB with 4K pages */
+	progress("  faulting 4 GiB of 4K pages");
+	size_t steps = TLB_LEN / PG; /* = 1M: one full cycle */
+	char *b = map_anon(TLB_LEN, MADV_NOHUGEPAGE);
+	if (!b) {
+		add_unavailable("access_4k_random_large", "mmap 4 GiB failed");
+		return;
+	}
+	touch_write(b, TLB_LEN, PG);
+	h = build_chase(b, TLB_LEN, PG);
+	chase(h, steps);
+	for (int rep = 0; rep < REPEATS; rep++)
+		a4[rep] = chase(h, steps);
+	munmap(b, TLB_LEN);
+
+	progress("  faulting 4 GiB of THPs");
+	b = map_anon(TLB_LEN, MADV_HUGEPAGE);
+	if (!b) {
+		add_unavailable("access_2m_random_large", "mmap 4 GiB failed");
+		return;
+	}
+	touch_write(b, TLB_LEN, HPG);
+	double frac = (double)anon_huge_bytes(b, TLB_LEN) / TLB_LEN;
+	h = build_chase(b, TLB_LEN, PG);
+	chase(h, steps);
+	for (int rep = 0; rep < REPEATS; rep++)
+		a2[rep] = chase(h, steps);
+	munmap(b, TLB_LEN);
+
+	for (int i = 0; i < REPEATS; i++) {
+		d4[i] = a4[i] - dr[i];
+		d2[i] = a2[i] - dr[i];
+	}
+	add_cost("access_tlb_hit", hit, REPEATS, "ns per access",
+		 "Dependent-load pointer chase, random cyclic permutation, one cache line per page over "
+		 "64 4K pages (L1-cache and L1-TLB resident); 20M loads / repeat; per load.",
+		 NULL);
+	char extra[128];
+	snprintf(extra, sizeof extra, ", \"thp_fraction\": %.4f", dfrac);
+	add_cost("access_dram_tlb_hit", dr, REPEATS, "ns per access",
+		 "Dependent-load pointer chase over a random cyclic permutation of ALL cache lines of a "
+		 "1 GiB THP-backed buffer (512 2M pages: fits the L2 TLB, 32x the LLC): DRAM latency "
+		 "without guest page walks; 2M loads / repeat; per load.",
+		 extra);
+	add_cost("access_4k_random_large", a4, REPEATS, "ns per access",
+		 "Dependent-load pointer chase, random cyclic permutation of the 1M 4K pages of a 4 GiB "
+		 "MADV_NOHUGEPAGE buffer, one (pseudo-randomly placed) cache line per page; one full "
+		 "cycle (1M loads) / repeat; per load (DRAM miss + TLB miss + 4K page walk).",
+		 NULL);
+	snprintf(extra, sizeof extra, ", \"thp_fraction\": %.4f, \"verified\": %s", frac,
+		 frac >= 0.99 ? "true" : "false");
+	add_cost("access_2m_random_large", a2, REPEATS, "ns per access",
+		 "Same chase (one line per 4K page, 1M loads) over a 4 GiB MADV_HUGEPAGE buffer backed by "
+		 "2048 PMD-mapped THPs; per load.",
+		 extra);
+	add_cost("tlb_miss_4k", d4, REPEATS, "ns per access",
+		 "Derived: access_4k_random_large - access_dram_tlb_hit, paired per repeat = extra "
+		 "latency of a dependent load whose 4K translation misses the TLBs (guest 4-level walk, "
+		 "nested under the host's EPT/NPT walk in this VM).",
+		 NULL);
+	add_cost("tlb_miss_2m", d2, REPEATS, "ns per access",
+		 "Derived: access_2m_random_large - access_dram_tlb_hit, paired per repeat = extra "
+		 "latency of a load over 4 GiB of 2M guest pages (2048 PMD entries; may be ~0 if the "
+		 "L2 TLB covers them; host backing page size is unknown).",
+		 NULL);
+	add_cost("dram_access_seq_per_4k", sq, REPEATS, "ns per 4K page",
+		 "Sequential streaming read (4 independent uint64 sums) of an already-faulted 1 GiB "
+		 "THP-backed buffer; total / 262144 pages.",
+		 NULL);
+}
+
+/* ------------------------------------------------------------------ */
+
+static void machine_info(void)
+{
+	struct utsname u;
+	uname(&u);
+	char model[256] = "unknown", line[4096];
+	int hyper = 0, have_model = 0;
+	FILE *f = fopen("/proc/cpuinfo", "r");
+	while (f && fgets(line, sizeof line, f)) {
+		if (!strncmp(line, "flags", 5) && strstr(line, " hypervisor"))
+			hyper = 1;
+		if (!have_model && !strncmp(line, "model name", 10)) {
+			have_model = 1;
+			char *c = strchr(line, ':');
+			if (c) {
+				c++;
+				while (*c == ' ' || *c == '\t')
+					c++;
+				snprintf(model, sizeof model, "%s", c);
+				char *nl = strchr(model, '\n');
+				if (nl)
+					*nl = 0;
+			}
+		}
+		if (!strncmp(line, "flags", 5) && have_model)
+			break;
+	}
+	int nodes = 0;
+	char np[64];
+	for (int i = 0; i < 1024; i++) {
+		snprintf(np, sizeof np, "/sys/devices/system/node/node%d", i);
+		if (access(np, F_OK) == 0)
+			nodes++;
+	}
+	if (f)
+		fclose(f);
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	long mem = sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE);
+	outf("{\"machine\": {\"kernel\": ");
+	out_str(u.release);
+	outf(", \"cpu_model\": ");
+	out_str(model);
+	outf(", \"cores\": %ld, \"mem_bytes\": %ld, \"virtualized\": %s, \"numa_nodes\": %d, "
+	     "\"page_size\": %ld},\n \"costs\": {",
+	     cores, mem, hyper ? "true" : "false", nodes, sysconf(_SC_PAGESIZE));
+}
+
+int main(int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	uint64_t start = now_ns();
+	setvbuf(stderr, NULL, _IONBF, 0);
+	save_knobs();
+	install_restore_handlers();
+	if (geteuid() != 0)
+		progress("WARNING: not root; sysfs knobs, hugetlb pools and compaction will be unavailable");
+
+	/* Make sure MADV_HUGEPAGE regions get PMD THPs. */
+	if (knobs[K_THP_EN].saved && !strcmp(knobs[K_THP_EN].orig, "never"))
+		set_knob(K_THP_EN, "madvise");
+	if (knobs[K_THP_DEFRAG].saved && !strcmp(knobs[K_THP_DEFRAG].orig, "never"))
+		set_knob(K_THP_DEFRAG, "madvise");
+	if (knobs[K_THP_2M_EN].saved && !strcmp(knobs[K_THP_2M_EN].orig, "never"))
+		set_knob(K_THP_2M_EN, "inherit");
+	progress("THP enabled=%s defrag=%s 2M=%s; nr_hugepages 2M=%s 1G=%s", knobs[0].orig,
+		 knobs[1].orig, knobs[2].orig, knobs[3].orig, knobs[4].orig);
+
+	machine_info();
+
+	m_mmap_mprotect();
+	m_fault_anon_4k();
+	m_fault_thp();
+	m_fault_hugetlb(); /* keeps 2M pool for uffd */
+	m_uffd_copy();     /* releases 2M pool */
+	m_uffd_roundtrip();
+	m_bandwidth();
+	m_dontneed_munmap();
+	m_collapse();
+	m_thp_split();
+	m_move_pages_pagemap();
+	m_tlb();
+	m_compaction();
+
+	outf("\n }\n}\n");
+	restore_knobs();
+	fwrite(out, 1, out_len, stdout);
+	fflush(stdout);
+	progress("done in %.1f s", (now_ns() - start) / 1e9);
+	return 0;
+}

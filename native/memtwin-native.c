@@ -1,0 +1,2290 @@
+/*
+ * memtwin-native: real-kernel executor for memtwin op-scripts.
+ *
+ * Reads a simple line protocol on stdin (see PROTOCOL.md), executes each op
+ * against the running kernel and prints one JSON line per op on stdout.
+ *
+ * Process structure:
+ *   guardian (top level)  -- forks -->  worker (executes ops, process index 0)
+ *                                          -- fork+exec(/proc/self/exe --child) --> spawned children 1..N
+ * The worker reports every knob's original value to the guardian before it
+ * changes it; the guardian restores all knobs (reverse order) after the worker
+ * and all children are gone, however the worker ended.
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ */
+/* uapi constants newer than the installed 6.1 headers                 */
+
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+#ifndef MPOL_F_NODE
+#define MPOL_F_NODE (1 << 0)
+#endif
+
+struct mt_page_region {
+	uint64_t start, end, categories;
+};
+struct mt_pm_scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define MT_PAGEMAP_SCAN _IOWR('f', 16, struct mt_pm_scan_arg)
+#define PAGE_IS_WPALLOWED (1 << 0)
+#define PAGE_IS_WRITTEN (1 << 1)
+#define PAGE_IS_FILE (1 << 2)
+#define PAGE_IS_PRESENT (1 << 3)
+#define PAGE_IS_SWAPPED (1 << 4)
+#define PAGE_IS_PFNZERO (1 << 5)
+#define PAGE_IS_HUGE (1 << 6)
+
+#define NR_pidfd_open 434
+#define NR_process_madvise 440
+
+/* ------------------------------------------------------------------ */
+/* sizes / limits                                                      */
+
+#define MAX_THREADS 16          /* per process, excluding the main thread */
+#define STACK_SZ (1UL << 20)
+#define ALT_SZ (64UL << 10)
+#define MAX_TOK 64
+#define MAX_HANDLES 65536
+#define MAX_PROCS 64
+#define MAXNODE 1025            /* bits passed to the NUMA syscalls */
+#define MASK_LONGS ((MAXNODE + 63) / 64)
+#define PM_VEC 4096             /* PAGEMAP_SCAN regions per ioctl */
+#define MP_CHUNK 16384          /* move_pages pages per call */
+
+/* ------------------------------------------------------------------ */
+/* growable buffer (malloc'd from brk: mmap threshold is raised)       */
+
+struct buf {
+	char *p;
+	size_t n, cap;
+};
+
+static void bgrow(struct buf *b, size_t need)
+{
+	if (b->n + need + 1 <= b->cap)
+		return;
+	size_t nc = b->cap ? b->cap : 256;
+	while (nc < b->n + need + 1)
+		nc *= 2;
+	char *np = realloc(b->p, nc);
+	if (!np) {
+		fprintf(stderr, "memtwin-native: out of memory\n");
+		_exit(3);
+	}
+	b->p = np;
+	b->cap = nc;
+}
+
+static void bput(struct buf *b, const char *s, size_t n)
+{
+	bgrow(b, n);
+	memcpy(b->p + b->n, s, n);
+	b->n += n;
+	b->p[b->n] = 0;
+}
+
+static void bputs(struct buf *b, const char *s) { bput(b, s, strlen(s)); }
+
+__attribute__((format(printf, 2, 3))) static void bprintf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	char tmp[512];
+	va_start(ap, fmt);
+	int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n < sizeof tmp) {
+		bput(b, tmp, n);
+		return;
+	}
+	bgrow(b, n);
+	va_start(ap, fmt);
+	vsnprintf(b->p + b->n, n + 1, fmt, ap);
+	va_end(ap);
+	b->n += n;
+}
+
+static void bjson_str(struct buf *b, const char *s)
+{
+	bputs(b, "\"");
+	for (; *s; s++) {
+		unsigned char ch = *s;
+		if (ch == '"' || ch == '\\')
+			bprintf(b, "\\%c", ch);
+		else if (ch == '\n')
+			bputs(b, "\\n");
+		else if (ch < 0x20 || ch >= 0x7f)
+			bprintf(b, "\\u%04x", ch);
+		else
+			bput(b, (const char *)&ch, 1);
+	}
+	bputs(b, "\"");
+}
+
+static void bclear(struct buf *b)
+{
+	b->n = 0;
+	if (b->p)
+		b->p[0] = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* small helpers                                                       */
+
+static int write_all(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+	while (n) {
+		ssize_t r = write(fd, c, n);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		c += r;
+		n -= r;
+	}
+	return 0;
+}
+
+static int read_all(int fd, void *p, size_t n)
+{
+	char *c = p;
+	while (n) {
+		ssize_t r = read(fd, c, n);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (r == 0)
+			return -1;
+		c += r;
+		n -= r;
+	}
+	return 0;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+static const char *errname(int e, char *tmp)
+{
+	const char *s = strerrorname_np(e);
+	if (s)
+		return s;
+	sprintf(tmp, "E%d", e);
+	return tmp;
+}
+
+static void signame(int sig, char *out)
+{
+	const char *s = sigabbrev_np(sig);
+	if (s)
+		sprintf(out, "SIG%s", s);
+	else
+		sprintf(out, "SIG%d", sig);
+}
+
+/* read a whole (small) file; returns length or -1 (errno set) */
+static ssize_t read_file(const char *path, char *out, size_t cap)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	size_t n = 0;
+	while (n + 1 < cap) {
+		ssize_t r = read(fd, out + n, cap - 1 - n);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			int e = errno;
+			close(fd);
+			errno = e;
+			return -1;
+		}
+		if (r == 0)
+			break;
+		n += r;
+	}
+	out[n] = 0;
+	close(fd);
+	return n;
+}
+
+static int write_file(const char *path, const char *val, size_t n)
+{
+	int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t r;
+	do
+		r = write(fd, val, n);
+	while (r < 0 && errno == EINTR);
+	int e = errno;
+	if (close(fd) < 0 && r >= 0) {
+		return -1;
+	}
+	errno = e;
+	return r < 0 ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* line reader                                                         */
+
+struct lreader {
+	int fd;
+	char in[65536];
+	size_t st, en;
+};
+
+/* returns 1 with the line (no newline) in *line, 0 on EOF */
+static int lr_get(struct lreader *lr, struct buf *line)
+{
+	bclear(line);
+	for (;;) {
+		if (lr->st == lr->en) {
+			ssize_t r = read(lr->fd, lr->in, sizeof lr->in);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0)
+				return line->n > 0;
+			lr->st = 0;
+			lr->en = r;
+		}
+		char *s = lr->in + lr->st;
+		char *nl = memchr(s, '\n', lr->en - lr->st);
+		if (nl) {
+			bput(line, s, nl - s);
+			lr->st += nl - s + 1;
+			return 1;
+		}
+		bput(line, s, lr->en - lr->st);
+		lr->st = lr->en;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* global process state                                                */
+
+static int g_is_main = 0;           /* worker process (index 0) */
+static int g_out_fd = 1;            /* where result lines go */
+static int g_knob_fd = -1;          /* worker -> guardian */
+static char *g_arena;               /* stacks + altstacks */
+static char *g_fence;
+static uint64_t g_handles[MAX_HANDLES];
+static unsigned char g_handle_ok[MAX_HANDLES];
+
+struct child {
+	pid_t pid;
+	int wfd;
+	struct lreader *rd;
+	char name[64];
+};
+static struct child g_children[MAX_PROCS]; /* index 0 unused */
+static int g_nchildren = 0;
+
+/* ------------------------------------------------------------------ */
+/* op parsing                                                          */
+
+struct op {
+	char *name;
+	int nk;
+	char *k[MAX_TOK];
+	char *v[MAX_TOK];
+	uint64_t i;
+};
+
+__attribute__((noreturn)) static void die_invalid(uint64_t i, const char *msg)
+{
+	struct buf b = {0};
+	bprintf(&b, "{\"i\":%" PRIu64 ",\"invalid\":", i);
+	bjson_str(&b, msg);
+	bputs(&b, "}\n");
+	write_all(g_out_fd, b.p, b.n);
+	_exit(2);
+}
+
+static int tokenize(char *line, struct op *op)
+{
+	memset(op, 0, sizeof *op);
+	char *save = NULL;
+	char *t = strtok_r(line, " \t\r", &save);
+	if (!t)
+		return -1;
+	op->name = t;
+	while ((t = strtok_r(NULL, " \t\r", &save))) {
+		if (op->nk >= MAX_TOK)
+			return -1;
+		char *eq = strchr(t, '=');
+		if (!eq)
+			return -1;
+		*eq = 0;
+		op->k[op->nk] = t;
+		op->v[op->nk] = eq + 1;
+		op->nk++;
+	}
+	return 0;
+}
+
+static const char *sval(struct op *op, const char *key)
+{
+	for (int j = 0; j < op->nk; j++)
+		if (!strcmp(op->k[j], key))
+			return op->v[j];
+	return NULL;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+	if (!s || !*s || !isdigit((unsigned char)*s))
+		return -1;
+	char *e;
+	errno = 0;
+	unsigned long long v = strtoull(s, &e, 10);
+	if (*e || errno)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int parse_i64(const char *s, int64_t *out)
+{
+	if (!s || !*s)
+		return -1;
+	char *e;
+	errno = 0;
+	long long v = strtoll(s, &e, 10);
+	if (*e || errno || e == s)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static uint64_t u64(struct op *op, const char *key, uint64_t def, int required)
+{
+	const char *s = sval(op, key);
+	uint64_t v;
+	if (!s) {
+		if (required) {
+			char m[96];
+			snprintf(m, sizeof m, "missing key %s", key);
+			die_invalid(op->i, m);
+		}
+		return def;
+	}
+	if (parse_u64(s, &v) < 0) {
+		int64_t sv;
+		if (parse_i64(s, &sv) == 0)
+			return (uint64_t)sv;
+		char m[96];
+		snprintf(m, sizeof m, "bad number for %s", key);
+		die_invalid(op->i, m);
+	}
+	return v;
+}
+
+static int64_t i64(struct op *op, const char *key, int64_t def, int required)
+{
+	const char *s = sval(op, key);
+	int64_t v;
+	if (!s) {
+		if (required) {
+			char m[96];
+			snprintf(m, sizeof m, "missing key %s", key);
+			die_invalid(op->i, m);
+		}
+		return def;
+	}
+	if (parse_i64(s, &v) < 0) {
+		uint64_t uv;
+		if (parse_u64(s, &uv) == 0)
+			return (int64_t)uv;
+		char m[96];
+		snprintf(m, sizeof m, "bad number for %s", key);
+		die_invalid(op->i, m);
+	}
+	return v;
+}
+
+/* parse one address at *pp (A<h>+<off> | R<n> | <n>); advances *pp */
+static int parse_addr_at(const char **pp, uint64_t *out)
+{
+	const char *p = *pp;
+	char *e;
+	if (*p == 'A') {
+		p++;
+		if (!isdigit((unsigned char)*p))
+			return -1;
+		unsigned long long h = strtoull(p, &e, 10);
+		p = e;
+		int64_t off = 0;
+		if (*p == '+') {
+			p++;
+			if (!(*p == '-' || isdigit((unsigned char)*p)))
+				return -1;
+			off = strtoll(p, &e, 10);
+			p = e;
+		}
+		uint64_t base = 0;
+		if (h < MAX_HANDLES && g_handle_ok[h])
+			base = g_handles[h];
+		else
+			fprintf(stderr, "memtwin-native: warning: handle %llu has no base, using 0\n", h);
+		*out = base + (uint64_t)off;
+	} else {
+		if (*p == 'R')
+			p++;
+		if (!isdigit((unsigned char)*p))
+			return -1;
+		*out = strtoull(p, &e, 10);
+		p = e;
+	}
+	*pp = p;
+	return 0;
+}
+
+static uint64_t addrv(struct op *op, const char *key)
+{
+	const char *s = sval(op, key);
+	uint64_t a;
+	if (!s) {
+		char m[96];
+		snprintf(m, sizeof m, "missing key %s", key);
+		die_invalid(op->i, m);
+	}
+	const char *p = s;
+	if (parse_addr_at(&p, &a) < 0 || *p) {
+		char m[96];
+		snprintf(m, sizeof m, "bad address for %s", key);
+		die_invalid(op->i, m);
+	}
+	return a;
+}
+
+static int hexv(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* percent-decodes the value in place */
+static char *pstr(struct op *op, const char *key, int required)
+{
+	char *s = (char *)sval(op, key);
+	if (!s) {
+		if (required) {
+			char m[96];
+			snprintf(m, sizeof m, "missing key %s", key);
+			die_invalid(op->i, m);
+		}
+		return NULL;
+	}
+	char *r = s, *w = s;
+	while (*r) {
+		if (*r == '%' && hexv(r[1]) >= 0 && hexv(r[2]) >= 0) {
+			*w++ = (char)(hexv(r[1]) * 16 + hexv(r[2]));
+			r += 3;
+		} else
+			*w++ = *r++;
+	}
+	*w = 0;
+	return s;
+}
+
+/* node list "0,1,3" / "" -> mask; returns 0 or -1 */
+static int parse_nodes(const char *s, unsigned long *mask)
+{
+	memset(mask, 0, MASK_LONGS * sizeof(unsigned long));
+	if (!s)
+		return 0;
+	while (*s) {
+		char *e;
+		if (!isdigit((unsigned char)*s))
+			return -1;
+		unsigned long n = strtoul(s, &e, 10);
+		if (n >= MAXNODE)
+			return -1;
+		mask[n / 64] |= 1UL << (n % 64);
+		s = e;
+		if (*s == ',')
+			s++;
+		else if (*s)
+			return -1;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* per-op context, signals                                             */
+
+struct ctx {
+	struct op *op;
+	struct buf *x; /* extra output fields, each starting with ',' */
+	int err;       /* errno when ret == -1 */
+	int sig;       /* signal when a fault was caught */
+	uint64_t at;
+	int ret_null;
+};
+
+static __thread sigjmp_buf *tl_jb;
+static __thread volatile int tl_sig;
+static __thread volatile uint64_t tl_at;
+
+static void fault_handler(int sig, siginfo_t *si, void *uc)
+{
+	(void)uc;
+	if (tl_jb) {
+		sigjmp_buf *jb = tl_jb;
+		tl_jb = NULL;
+		tl_sig = sig;
+		tl_at = (uint64_t)(uintptr_t)si->si_addr;
+		siglongjmp(*jb, 1);
+	}
+	signal(sig, SIG_DFL); /* genuine crash: re-fault with default action */
+}
+
+static void setup_altstack(int slot)
+{
+	stack_t ss = {.ss_sp = g_arena + MAX_THREADS * STACK_SZ + slot * ALT_SZ, .ss_size = ALT_SZ, .ss_flags = 0};
+	sigaltstack(&ss, NULL);
+}
+
+#define SYSRET(c, expr)                                                                                                \
+	({                                                                                                             \
+		long _r = (long)(expr);                                                                                \
+		if (_r == -1)                                                                                          \
+			(c)->err = errno;                                                                              \
+		_r;                                                                                                    \
+	})
+
+/* ------------------------------------------------------------------ */
+/* knobs (sysfs / procfs) saved to the guardian                         */
+
+static char *g_saved[1024];
+static int g_nsaved;
+
+static void knob_save(const char *path)
+{
+	for (int j = 0; j < g_nsaved; j++)
+		if (!strcmp(g_saved[j], path))
+			return;
+	if (g_nsaved < 1024)
+		g_saved[g_nsaved++] = strdup(path);
+	static char val[4000];
+	ssize_t n = read_file(path, val, sizeof val);
+	if (n < 0) {
+		fprintf(stderr, "memtwin-native: cannot read %s for saving (%s); not restored\n", path,
+		        strerrorname_np(errno));
+		return;
+	}
+	if (g_knob_fd < 0)
+		return;
+	uint32_t hdr[2] = {(uint32_t)strlen(path), (uint32_t)n};
+	struct buf b = {0};
+	bput(&b, (char *)hdr, sizeof hdr);
+	bput(&b, path, hdr[0]);
+	bput(&b, val, n);
+	write_all(g_knob_fd, b.p, b.n); /* a single write: atomic for small records */
+	free(b.p);
+}
+
+static long h_sysfs(struct ctx *c)
+{
+	char *path = pstr(c->op, "path", 1);
+	char *val = pstr(c->op, "value", 1);
+	knob_save(path);
+	return SYSRET(c, write_file(path, val, strlen(val)));
+}
+
+static void size_name(uint64_t kb, char *out)
+{
+	if (kb % (1024 * 1024) == 0)
+		sprintf(out, "%" PRIu64 "G", kb / (1024 * 1024));
+	else if (kb % 1024 == 0)
+		sprintf(out, "%" PRIu64 "M", kb / 1024);
+	else
+		sprintf(out, "%" PRIu64 "K", kb);
+}
+
+static long h_hugetlb_pool(struct ctx *c)
+{
+	uint64_t size = u64(c->op, "size", 0, 1), nr = u64(c->op, "nr", 0, 1);
+	const char *node = sval(c->op, "node");
+	char path[256], v[64];
+	if (node)
+		snprintf(path, sizeof path, "/sys/devices/system/node/node%" PRIu64 "/hugepages/hugepages-%" PRIu64
+		         "kB/nr_hugepages", u64(c->op, "node", 0, 1), size / 1024);
+	else
+		snprintf(path, sizeof path, "/sys/kernel/mm/hugepages/hugepages-%" PRIu64 "kB/nr_hugepages", size / 1024);
+	if (access(path, F_OK) < 0) {
+		c->err = errno;
+		bputs(c->x, ",\"nr\":null");
+		return -1;
+	}
+	knob_save(path);
+	int n = snprintf(v, sizeof v, "%" PRIu64, nr);
+	long r = SYSRET(c, write_file(path, v, n));
+	char rb[64];
+	if (read_file(path, rb, sizeof rb) >= 0)
+		bprintf(c->x, ",\"nr\":%llu", strtoull(rb, NULL, 10));
+	else
+		bputs(c->x, ",\"nr\":null");
+	return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* memory ops                                                          */
+
+static long h_mmap(struct ctx *c)
+{
+	uint64_t addr = addrv(c->op, "addr");
+	uint64_t len = u64(c->op, "len", 0, 1);
+	int prot = (int)i64(c->op, "prot", 0, 1);
+	int flags = (int)i64(c->op, "flags", 0, 1);
+	uint64_t align = u64(c->op, "align", 0, 0);
+	void *p;
+	if (align) {
+		if (len + align < len) {
+			c->err = ENOMEM;
+			return -1;
+		}
+		p = mmap(NULL, len + align, prot, flags, -1, 0);
+		if (p == MAP_FAILED) {
+			c->err = errno;
+			return -1;
+		}
+		uint64_t s = (uint64_t)(uintptr_t)p;
+		uint64_t st = (s + align - 1) / align * align;
+		if (st > s)
+			munmap(p, st - s);
+		if (s + len + align > st + len)
+			munmap((void *)(uintptr_t)(st + len), s + len + align - (st + len));
+		p = (void *)(uintptr_t)st;
+	} else {
+		p = mmap((void *)(uintptr_t)addr, len, prot, flags, -1, 0);
+		if (p == MAP_FAILED) {
+			c->err = errno;
+			return -1;
+		}
+	}
+	bprintf(c->x, ",\"addr\":%" PRIu64, (uint64_t)(uintptr_t)p);
+	return 0;
+}
+
+static long h_munmap(struct ctx *c)
+{
+	uint64_t a = addrv(c->op, "addr"), len = u64(c->op, "len", 0, 1);
+	return SYSRET(c, munmap((void *)(uintptr_t)a, len));
+}
+
+static long h_mprotect(struct ctx *c)
+{
+	uint64_t a = addrv(c->op, "addr"), len = u64(c->op, "len", 0, 1);
+	int prot = (int)i64(c->op, "prot", 0, 1);
+	return SYSRET(c, mprotect((void *)(uintptr_t)a, len, prot));
+}
+
+static long h_madvise(struct ctx *c)
+{
+	uint64_t a = addrv(c->op, "addr"), len = u64(c->op, "len", 0, 1);
+	int adv = (int)i64(c->op, "advice", 0, 1);
+	return SYSRET(c, madvise((void *)(uintptr_t)a, len, adv));
+}
+
+static pid_t target_pid(struct ctx *c)
+{
+	const char *s = sval(c->op, "tpid");
+	if (s)
+		return (pid_t)u64(c->op, "tpid", 0, 1);
+	uint64_t t = u64(c->op, "target", 0, 0);
+	if (t == 0)
+		return getpid();
+	die_invalid(c->op->i, "target not resolvable in this process");
+}
+
+static long h_process_madvise(struct ctx *c)
+{
+	static struct iovec iov[1024];
+	int n = 0;
+	const char *s = sval(c->op, "iov");
+	if (!s)
+		die_invalid(c->op->i, "missing key iov");
+	const char *p = s;
+	while (*p) {
+		uint64_t a, l;
+		if (n >= 1024 || parse_addr_at(&p, &a) < 0 || *p != ':')
+			die_invalid(c->op->i, "bad iov");
+		p++;
+		char *e;
+		if (!isdigit((unsigned char)*p))
+			die_invalid(c->op->i, "bad iov");
+		l = strtoull(p, &e, 10);
+		p = e;
+		iov[n].iov_base = (void *)(uintptr_t)a;
+		iov[n].iov_len = l;
+		n++;
+		if (*p == ',')
+			p++;
+		else if (*p)
+			die_invalid(c->op->i, "bad iov");
+	}
+	int adv = (int)i64(c->op, "advice", 0, 1);
+	unsigned flags = (unsigned)u64(c->op, "flags", 0, 0);
+	pid_t pid = target_pid(c);
+	int pfd = syscall(NR_pidfd_open, pid, 0);
+	if (pfd < 0) {
+		c->err = errno;
+		return -1;
+	}
+	long r = syscall(NR_process_madvise, pfd, iov, (size_t)n, adv, flags);
+	if (r < 0) {
+		c->err = errno;
+		r = -1;
+	}
+	close(pfd);
+	return r;
+}
+
+static long h_touch(struct ctx *c)
+{
+	uint64_t a = addrv(c->op, "addr"), len = u64(c->op, "len", 0, 1);
+	int wr = (int)u64(c->op, "write", 0, 0);
+	uint64_t stride = u64(c->op, "stride", 4096, 0);
+	unsigned char fill = (unsigned char)u64(c->op, "fill", 0, 0);
+	if (!stride)
+		stride = 4096;
+	sigjmp_buf jb;
+	if (sigsetjmp(jb, 1)) {
+		c->sig = tl_sig;
+		c->at = tl_at;
+		return -1;
+	}
+	tl_jb = &jb;
+	uint64_t end = a + len;
+	if (end < a)
+		end = UINT64_MAX;
+	for (volatile uint64_t x = a; x < end; x += stride) {
+		volatile unsigned char *p = (volatile unsigned char *)(uintptr_t)x;
+		if (wr)
+			*p = fill;
+		else
+			(void)*p;
+		if (x + stride < x)
+			break;
+	}
+	tl_jb = NULL;
+	return 0;
+}
+
+static long h_peek(struct ctx *c)
+{
+	uint64_t a = addrv(c->op, "addr"), len = u64(c->op, "len", 0, 1);
+	uint64_t start = a & ~4095ULL, end = a + len;
+	volatile int have = 0;
+	volatile unsigned cur = 0;
+	volatile uint64_t cnt = 0;
+	struct buf *x = c->x;
+	size_t mark = x->n;
+	sigjmp_buf jb;
+	if (sigsetjmp(jb, 1)) {
+		x->n = mark;
+		x->p[mark] = 0;
+		c->sig = tl_sig;
+		c->at = tl_at;
+		return -1;
+	}
+	tl_jb = &jb;
+	bputs(x, ",\"bytes\":[");
+	for (volatile uint64_t pg = start; pg < end; pg += 4096) {
+		uint64_t rd = pg < a ? a : pg;
+		unsigned v = *(volatile unsigned char *)(uintptr_t)rd;
+		if (have && v == cur)
+			cnt++;
+		else {
+			if (have)
+				bprintf(x, "%s[%u,%" PRIu64 "]", have > 1 ? "," : "", cur, cnt);
+			if (have)
+				have = 2;
+			else
+				have = 1;
+			cur = v;
+			cnt = 1;
+		}
+	}
+	tl_jb = NULL;
+	if (have)
+		bprintf(x, "%s[%u,%" PRIu64 "]", have > 1 ? "," : "", cur, cnt);
+	bputs(x, "]");
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* /proc parsing                                                       */
+
+struct vma {
+	uint64_t s, e, kps;
+};
+static struct vma *g_vmas;
+static int g_nvmas, g_vcap;
+
+static int is_vma_header(const char *l)
+{
+	const char *p = l;
+	while (isxdigit((unsigned char)*p))
+		p++;
+	return p > l && *p == '-';
+}
+
+/* load VMAs from /proc/self/smaps (with KernelPageSize) */
+static int load_vmas(void)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	if (!f)
+		return -1;
+	char *line = NULL;
+	size_t cap = 0;
+	g_nvmas = 0;
+	while (getline(&line, &cap, f) > 0) {
+		if (is_vma_header(line)) {
+			if (g_nvmas == g_vcap) {
+				g_vcap = g_vcap ? g_vcap * 2 : 1024;
+				g_vmas = realloc(g_vmas, g_vcap * sizeof *g_vmas);
+			}
+			char *e;
+			g_vmas[g_nvmas].s = strtoull(line, &e, 16);
+			g_vmas[g_nvmas].e = strtoull(e + 1, NULL, 16);
+			g_vmas[g_nvmas].kps = 4;
+			g_nvmas++;
+		} else if (g_nvmas && !strncmp(line, "KernelPageSize:", 15)) {
+			g_vmas[g_nvmas - 1].kps = strtoull(line + 15, NULL, 10);
+		}
+	}
+	free(line);
+	fclose(f);
+	return 0;
+}
+
+static struct vma *find_vma(uint64_t a)
+{
+	int lo = 0, hi = g_nvmas - 1;
+	while (lo <= hi) {
+		int m = (lo + hi) / 2;
+		if (a < g_vmas[m].s)
+			hi = m - 1;
+		else if (a >= g_vmas[m].e)
+			lo = m + 1;
+		else
+			return &g_vmas[m];
+	}
+	return NULL;
+}
+
+/* run-length emitter for pagemap */
+struct rle {
+	struct buf *x;
+	int have, first;
+	int present, node, size; /* size: 0 null, else kB */
+	uint64_t n;
+};
+
+static void rle_flush(struct rle *r)
+{
+	if (!r->have)
+		return;
+	struct buf *x = r->x;
+	bprintf(x, "%s{\"n\":%" PRIu64 ",\"present\":%s,\"node\":", r->first ? "" : ",", r->n,
+	        r->present ? "true" : "false");
+	if (r->node < 0)
+		bputs(x, "null");
+	else
+		bprintf(x, "%d", r->node);
+	bputs(x, ",\"size\":");
+	if (!r->size)
+		bputs(x, "null");
+	else {
+		char sn[32];
+		size_name(r->size, sn);
+		bprintf(x, "\"%s\"", sn);
+	}
+	bputs(x, "}");
+	r->first = 0;
+	r->have = 0;
+}
+
+static void rle_add(struct rle *r, int present, int node, int size, uint64_t n)
+{
+	if (!n)
+		return;
+	if (r->have && r->present == present && r->node == node && r->size == size) {
+		r->n += n;
+		return;
+	}
+	rle_flush(r);
+	r->have = 1;
+	r->present = present;
+	r->node = node;
+	r->size = size;
+	r->n = n;
+}
+
+static void *g_mp_pages[MP_CHUNK];
+static int g_mp_status[MP_CHUNK];
+
+static long h_pagemap(struct ctx *c)
+{
+	uint64_t a = addrv(c->op, "addr"), len = u64(c->op, "len", 0, 1);
+	uint64_t start = a & ~4095ULL, end = (a + len + 4095) & ~4095ULL;
+	static struct mt_page_region vec[PM_VEC];
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		c->err = errno;
+		return -1;
+	}
+	int vmas_loaded = 0;
+	struct rle r = {.x = c->x, .first = 1};
+	size_t mark = c->x->n;
+	bputs(c->x, ",\"pages\":[");
+	uint64_t cur = start;
+	while (cur < end) {
+		struct mt_pm_scan_arg arg = {
+		    .size = sizeof arg,
+		    .start = cur,
+		    .end = end,
+		    .vec = (uint64_t)(uintptr_t)vec,
+		    .vec_len = PM_VEC,
+		    .return_mask = PAGE_IS_PRESENT | PAGE_IS_PFNZERO | PAGE_IS_HUGE | PAGE_IS_SWAPPED | PAGE_IS_FILE,
+		};
+		int nr = ioctl(fd, MT_PAGEMAP_SCAN, &arg);
+		if (nr < 0) {
+			int e = errno;
+			close(fd);
+			c->x->n = mark;
+			c->x->p[mark] = 0;
+			if (e == ENOTTY || e == EINVAL)
+				bputs(c->x, ",\"unsupported\":\"PAGEMAP_SCAN ioctl not available\"");
+			c->err = e;
+			return -1;
+		}
+		for (int k = 0; k < nr; k++) {
+			uint64_t rs = vec[k].start, re = vec[k].end, cat = vec[k].categories;
+			if (rs > cur)
+				rle_add(&r, 0, -1, 0, (rs - cur) / 4096);
+			cur = re;
+			if (!(cat & PAGE_IS_PRESENT)) {
+				rle_add(&r, 0, -1, 0, (re - rs) / 4096);
+				continue;
+			}
+			/* split by VMA when the page size depends on the VMA */
+			uint64_t s = rs;
+			while (s < re) {
+				uint64_t e = re;
+				int size = 4;
+				if (cat & PAGE_IS_HUGE) {
+					if (!vmas_loaded) {
+						load_vmas();
+						vmas_loaded = 1;
+					}
+					struct vma *v = find_vma(s);
+					size = 2048;
+					if (v) {
+						if (v->e < e)
+							e = v->e;
+						if (v->kps > 4)
+							size = (int)v->kps;
+					}
+				}
+				if (cat & PAGE_IS_PFNZERO) {
+					rle_add(&r, 1, -1, size, (e - s) / 4096);
+				} else {
+					uint64_t p = s;
+					while (p < e) {
+						uint64_t n = (e - p) / 4096;
+						if (n > MP_CHUNK)
+							n = MP_CHUNK;
+						for (uint64_t j = 0; j < n; j++)
+							g_mp_pages[j] = (void *)(uintptr_t)(p + j * 4096);
+						long mr = syscall(SYS_move_pages, 0, (unsigned long)n, g_mp_pages, NULL,
+						                  g_mp_status, 0);
+						for (uint64_t j = 0; j < n; j++) {
+							int node = (mr < 0 || g_mp_status[j] < 0) ? -1 : g_mp_status[j];
+							rle_add(&r, 1, node, size, 1);
+						}
+						p += n * 4096;
+					}
+				}
+				s = e;
+			}
+		}
+		if (arg.walk_end > cur) {
+			rle_add(&r, 0, -1, 0, (arg.walk_end - cur) / 4096);
+			cur = arg.walk_end;
+		}
+		if (nr == 0 && arg.walk_end <= cur && cur < end) {
+			/* nothing more interesting in range */
+			rle_add(&r, 0, -1, 0, (end - cur) / 4096);
+			cur = end;
+		}
+	}
+	close(fd);
+	rle_flush(&r);
+	bputs(c->x, "]");
+	return 0;
+}
+
+static long h_smaps(struct ctx *c)
+{
+	uint64_t a = addrv(c->op, "addr");
+	FILE *f = fopen("/proc/self/smaps", "re");
+	if (!f) {
+		c->err = errno;
+		return -1;
+	}
+	char *line = NULL;
+	size_t cap = 0;
+	int in = 0, found = 0;
+	while (getline(&line, &cap, f) > 0) {
+		if (is_vma_header(line)) {
+			if (in)
+				break;
+			char *e;
+			uint64_t s = strtoull(line, &e, 16);
+			uint64_t en = strtoull(e + 1, &e, 16);
+			if (a >= s && a < en) {
+				in = found = 1;
+				char perms[8] = "";
+				char name[512] = "";
+				unsigned long long off;
+				char dev[32];
+				unsigned long ino;
+				int nn = sscanf(e, " %7s %llx %31s %lu %511[^\n]", perms, &off, dev, &ino, name);
+				(void)nn;
+				bprintf(c->x, ",\"vma\":[%" PRIu64 ",%" PRIu64 "],\"perms\":\"%s\",\"name\":", s, en, perms);
+				bjson_str(c->x, name);
+			}
+			continue;
+		}
+		if (!in)
+			continue;
+		char *colon = strchr(line, ':');
+		if (!colon)
+			continue;
+		*colon = 0;
+		char *val = colon + 1;
+		while (*val == ' ' || *val == '\t')
+			val++;
+		val[strcspn(val, "\n")] = 0;
+		if (!strcmp(line, "VmFlags")) {
+			bputs(c->x, ",\"VmFlags\":[");
+			char *save = NULL, *t;
+			int first = 1;
+			for (t = strtok_r(val, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+				bprintf(c->x, "%s\"%s\"", first ? "" : ",", t);
+				first = 0;
+			}
+			bputs(c->x, "]");
+		} else {
+			char *e;
+			unsigned long long v = strtoull(val, &e, 10);
+			if (e != val && (*e == 0 || !strcmp(e, " kB")))
+				bprintf(c->x, ",\"%s\":%llu", line, v);
+			else {
+				bprintf(c->x, ",\"%s\":", line);
+				bjson_str(c->x, val);
+			}
+		}
+	}
+	free(line);
+	fclose(f);
+	if (!found) {
+		c->err = ENOENT;
+		return -1;
+	}
+	return 0;
+}
+
+static long h_numa_maps(struct ctx *c)
+{
+	uint64_t a = addrv(c->op, "addr");
+	FILE *f = fopen("/proc/self/maps", "re");
+	if (!f) {
+		c->err = errno;
+		return -1;
+	}
+	char *line = NULL;
+	size_t cap = 0;
+	uint64_t vs = 0;
+	int found = 0;
+	while (getline(&line, &cap, f) > 0) {
+		char *e;
+		uint64_t s = strtoull(line, &e, 16);
+		uint64_t en = strtoull(e + 1, NULL, 16);
+		if (a >= s && a < en) {
+			vs = s;
+			found = 1;
+			break;
+		}
+	}
+	fclose(f);
+	if (!found) {
+		free(line);
+		c->err = ENOENT;
+		return -1;
+	}
+	f = fopen("/proc/self/numa_maps", "re");
+	if (!f) {
+		free(line);
+		c->err = errno;
+		bputs(c->x, ",\"unsupported\":\"/proc/self/numa_maps not available\"");
+		return -1;
+	}
+	found = 0;
+	while (getline(&line, &cap, f) > 0) {
+		char *e;
+		uint64_t s = strtoull(line, &e, 16);
+		if (s != vs || *e != ' ')
+			continue;
+		found = 1;
+		line[strcspn(line, "\n")] = 0;
+		bputs(c->x, ",\"raw\":");
+		bjson_str(c->x, line);
+		char *save = NULL;
+		char *t = strtok_r(e, " ", &save);
+		bputs(c->x, ",\"policy\":");
+		bjson_str(c->x, t ? t : "");
+		int huge = 0, firstn = 1;
+		long kps = -1;
+		bputs(c->x, ",\"nodes\":{");
+		while ((t = strtok_r(NULL, " ", &save))) {
+			if (!strcmp(t, "huge"))
+				huge = 1;
+			else if (t[0] == 'N' && isdigit((unsigned char)t[1]) && strchr(t, '=')) {
+				char *eq = strchr(t, '=');
+				*eq = 0;
+				bprintf(c->x, "%s\"%s\":%s", firstn ? "" : ",", t + 1, eq + 1);
+				firstn = 0;
+			} else if (!strncmp(t, "kernelpagesize_kB=", 18))
+				kps = strtol(t + 18, NULL, 10);
+		}
+		bprintf(c->x, "},\"huge\":%s,\"kernelpagesize_kB\":", huge ? "true" : "false");
+		if (kps >= 0)
+			bprintf(c->x, "%ld", kps);
+		else
+			bputs(c->x, "null");
+		break;
+	}
+	fclose(f);
+	free(line);
+	if (!found) {
+		c->err = ENOENT;
+		return -1;
+	}
+	return 0;
+}
+
+static long h_meminfo(struct ctx *c)
+{
+	static char txt[65536];
+	const char *node = sval(c->op, "node");
+	char path[256];
+	uint64_t nd = node ? u64(c->op, "node", 0, 1) : 0;
+	if (node)
+		snprintf(path, sizeof path, "/sys/devices/system/node/node%" PRIu64 "/meminfo", nd);
+	else
+		snprintf(path, sizeof path, "/proc/meminfo");
+	if (read_file(path, txt, sizeof txt) < 0) {
+		c->err = errno;
+		return -1;
+	}
+	static const char *keys[] = {"HugePages_Total", "HugePages_Free", "HugePages_Rsvd", "HugePages_Surp"};
+	for (int k = 0; k < 4; k++) {
+		char pat[64];
+		snprintf(pat, sizeof pat, "%s:", keys[k]);
+		char *p = strstr(txt, pat);
+		if (!p)
+			continue;
+		bprintf(c->x, ",\"%s\":%llu", keys[k], strtoull(p + strlen(pat), NULL, 10));
+	}
+	char dir[256];
+	if (node)
+		snprintf(dir, sizeof dir, "/sys/devices/system/node/node%" PRIu64 "/hugepages", nd);
+	else
+		snprintf(dir, sizeof dir, "/sys/kernel/mm/hugepages");
+	DIR *d = opendir(dir);
+	bputs(c->x, ",\"hugepages\":{");
+	if (d) {
+		struct dirent *de;
+		int first = 1;
+		while ((de = readdir(d))) {
+			unsigned long long kb;
+			if (sscanf(de->d_name, "hugepages-%llukB", &kb) != 1)
+				continue;
+			char sn[32];
+			size_name(kb, sn);
+			bprintf(c->x, "%s\"%s\":{", first ? "" : ",", sn);
+			first = 0;
+			static const char *f[] = {"nr_hugepages", "free_hugepages", "resv_hugepages", "surplus_hugepages"};
+			static const char *o[] = {"nr", "free", "resv", "surplus"};
+			int fi = 1;
+			for (int k = 0; k < 4; k++) {
+				char p[600], v[64];
+				snprintf(p, sizeof p, "%s/%s/%s", dir, de->d_name, f[k]);
+				if (read_file(p, v, sizeof v) < 0)
+					continue;
+				bprintf(c->x, "%s\"%s\":%llu", fi ? "" : ",", o[k], strtoull(v, NULL, 10));
+				fi = 0;
+			}
+			bputs(c->x, "}");
+		}
+		closedir(d);
+	}
+	bputs(c->x, "}");
+	return 0;
+}
+
+/* vmstat snapshot taken at worker start */
+#define MAX_VMSTAT 1024
+static char g_vs_name[MAX_VMSTAT][64];
+static int64_t g_vs_val[MAX_VMSTAT];
+static int g_nvs;
+
+static int vmstat_read(char names[][64], int64_t *vals, int max)
+{
+	static char txt[65536];
+	if (read_file("/proc/vmstat", txt, sizeof txt) < 0)
+		return -1;
+	int n = 0;
+	char *save = NULL;
+	for (char *l = strtok_r(txt, "\n", &save); l && n < max; l = strtok_r(NULL, "\n", &save)) {
+		char *sp = strchr(l, ' ');
+		if (!sp)
+			continue;
+		*sp = 0;
+		snprintf(names[n], 64, "%s", l);
+		vals[n] = strtoll(sp + 1, NULL, 10);
+		n++;
+	}
+	return n;
+}
+
+static long h_vmstat(struct ctx *c)
+{
+	static char nm[MAX_VMSTAT][64];
+	static int64_t vv[MAX_VMSTAT];
+	int n = vmstat_read(nm, vv, MAX_VMSTAT);
+	if (n < 0) {
+		c->err = errno;
+		return -1;
+	}
+	const char *keys = sval(c->op, "keys");
+	bputs(c->x, ",\"vmstat\":{");
+	int first = 1;
+	if (keys && *keys) {
+		char *dup = strdup(keys), *save = NULL;
+		for (char *k = strtok_r(dup, ",", &save); k; k = strtok_r(NULL, ",", &save)) {
+			int64_t now = 0, then = 0;
+			int fn = 0, ft = 0;
+			for (int j = 0; j < n; j++)
+				if (!strcmp(nm[j], k)) {
+					now = vv[j];
+					fn = 1;
+					break;
+				}
+			for (int j = 0; j < g_nvs; j++)
+				if (!strcmp(g_vs_name[j], k)) {
+					then = g_vs_val[j];
+					ft = 1;
+					break;
+				}
+			bprintf(c->x, "%s", first ? "" : ",");
+			bjson_str(c->x, k);
+			if (fn)
+				bprintf(c->x, ":%" PRId64, now - (ft ? then : 0));
+			else
+				bputs(c->x, ":null");
+			first = 0;
+		}
+		free(dup);
+	}
+	bputs(c->x, "}");
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* NUMA                                                                */
+
+static void out_mask(struct buf *x, const char *key, unsigned long *mask)
+{
+	bprintf(x, ",\"%s\":[", key);
+	int first = 1;
+	for (int n = 0; n < MAXNODE; n++)
+		if (mask[n / 64] & (1UL << (n % 64))) {
+			bprintf(x, "%s%d", first ? "" : ",", n);
+			first = 0;
+		}
+	bputs(x, "]");
+}
+
+static void nodes_arg(struct ctx *c, const char *key, unsigned long *mask)
+{
+	if (parse_nodes(sval(c->op, key), mask) < 0)
+		die_invalid(c->op->i, "bad node list");
+}
+
+static long h_set_mempolicy(struct ctx *c)
+{
+	unsigned long mask[MASK_LONGS];
+	int mode = (int)i64(c->op, "mode", 0, 1);
+	nodes_arg(c, "nodes", mask);
+	return SYSRET(c, syscall(SYS_set_mempolicy, mode, mask, (unsigned long)MAXNODE));
+}
+
+static long h_get_mempolicy(struct ctx *c)
+{
+	unsigned long mask[MASK_LONGS];
+	memset(mask, 0, sizeof mask);
+	int flags = (int)i64(c->op, "flags", 0, 0);
+	uint64_t a = sval(c->op, "addr") ? addrv(c->op, "addr") : 0;
+	int mode = 0;
+	long r = SYSRET(c, syscall(SYS_get_mempolicy, &mode, mask, (unsigned long)MAXNODE, (unsigned long)a,
+	                           (unsigned long)flags));
+	if (r == 0) {
+		bprintf(c->x, ",\"mode\":%d", mode);
+		out_mask(c->x, "nodes", mask);
+		if (flags & MPOL_F_NODE)
+			bprintf(c->x, ",\"node\":%d", mode);
+	}
+	return r;
+}
+
+static long h_mbind(struct ctx *c)
+{
+	unsigned long mask[MASK_LONGS];
+	uint64_t a = addrv(c->op, "addr"), len = u64(c->op, "len", 0, 1);
+	int mode = (int)i64(c->op, "mode", 0, 1);
+	unsigned flags = (unsigned)u64(c->op, "flags", 0, 0);
+	nodes_arg(c, "nodes", mask);
+	return SYSRET(c, syscall(SYS_mbind, (unsigned long)a, (unsigned long)len, mode, mask, (unsigned long)MAXNODE,
+	                         flags));
+}
+
+static long h_migrate_pages(struct ctx *c)
+{
+	unsigned long o[MASK_LONGS], n[MASK_LONGS];
+	nodes_arg(c, "old_nodes", o);
+	nodes_arg(c, "new_nodes", n);
+	pid_t pid = target_pid(c);
+	return SYSRET(c, syscall(SYS_migrate_pages, pid, (unsigned long)MAXNODE, o, n));
+}
+
+static long h_move_pages(struct ctx *c)
+{
+	static void *pages[65536];
+	static int nodes[65536], status[65536];
+	unsigned long n = 0;
+	const char *p = sval(c->op, "pages");
+	if (!p)
+		die_invalid(c->op->i, "missing key pages");
+	while (*p) {
+		uint64_t a;
+		if (n >= 65536 || parse_addr_at(&p, &a) < 0)
+			die_invalid(c->op->i, "bad pages");
+		pages[n++] = (void *)(uintptr_t)a;
+		if (*p == ',')
+			p++;
+		else if (*p)
+			die_invalid(c->op->i, "bad pages");
+	}
+	const char *ns = sval(c->op, "nodes");
+	int use_nodes = ns && strcmp(ns, "null");
+	if (use_nodes) {
+		unsigned long k = 0;
+		while (*ns) {
+			char *e;
+			long v = strtol(ns, &e, 10);
+			if (e == ns || k >= 65536)
+				die_invalid(c->op->i, "bad nodes");
+			nodes[k++] = (int)v;
+			ns = e;
+			if (*ns == ',')
+				ns++;
+		}
+		if (k != n)
+			die_invalid(c->op->i, "nodes count != pages count");
+	}
+	int flags = (int)i64(c->op, "flags", 0, 0);
+	pid_t pid = sval(c->op, "tpid") || sval(c->op, "target") ? target_pid(c) : 0;
+	for (unsigned long j = 0; j < n; j++)
+		status[j] = -12345;
+	long r = SYSRET(c, syscall(SYS_move_pages, pid, n, pages, use_nodes ? nodes : NULL, status, flags));
+	if (r >= 0) {
+		bputs(c->x, ",\"status\":[");
+		for (unsigned long j = 0; j < n; j++) {
+			char t[32];
+			if (status[j] < 0)
+				bprintf(c->x, "%s\"-%s\"", j ? "," : "", errname(-status[j], t));
+			else
+				bprintf(c->x, "%s%d", j ? "," : "", status[j]);
+		}
+		bputs(c->x, "]");
+	}
+	return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* debug ops                                                           */
+
+static long h_info(struct ctx *c)
+{
+	bprintf(c->x, ",\"pid\":%d,\"fence\":%" PRIu64 ",\"arena\":%" PRIu64, getpid(), (uint64_t)(uintptr_t)g_fence,
+	        (uint64_t)(uintptr_t)g_arena);
+	return 0;
+}
+
+/* Whole contents of a file as a JSON string under `key`. */
+static long read_file_json(struct ctx *c, const char *path, const char *key)
+{
+	struct buf b = {0};
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		c->err = errno;
+		return -1;
+	}
+	char tmp[4096];
+	ssize_t r;
+	while ((r = read(fd, tmp, sizeof tmp)) > 0)
+		bput(&b, tmp, r);
+	close(fd);
+	bprintf(c->x, ",\"%s\":", key);
+	bjson_str(c->x, b.p ? b.p : "");
+	free(b.p);
+	return 0;
+}
+
+static long h_maps(struct ctx *c)
+{
+	return read_file_json(c, "/proc/self/maps", "maps");
+}
+
+/* read path=: any sysfs/procfs file as text (/proc/self/... of process `in`) */
+static long h_read(struct ctx *c)
+{
+	return read_file_json(c, pstr(c->op, "path", 1), "text");
+}
+
+/* ------------------------------------------------------------------ */
+/* threads                                                             */
+
+struct job {
+	struct job *next;
+	struct buf line_store; /* owns the tokenized line */
+	struct op op;
+	long (*fn)(struct ctx *);
+	int async;
+	int done;
+	struct buf out; /* full result line */
+	int sig;
+	uint64_t at;
+};
+
+struct fault_rec {
+	uint64_t i;
+	int sig;
+	uint64_t at;
+};
+
+struct wthread {
+	int used;
+	pthread_t t;
+	pthread_mutex_t mu;
+	pthread_cond_t cv_work, cv_done;
+	struct job *head, *tail;
+	int busy;
+	int cpu;
+	int start_state; /* 0 pending, 1 ok, -errno failed */
+	uint64_t async_done;
+	struct fault_rec faults[64];
+	int nfaults;
+};
+
+static struct wthread g_thr[MAX_THREADS + 1];
+static int g_nthr; /* threads created (excluding main) */
+
+static void run_job(struct job *j)
+{
+	struct buf x = {0};
+	struct ctx c = {.op = &j->op, .x = &x};
+	bputs(&x, "");
+	uint64_t t0 = now_ns();
+	long r = j->fn(&c);
+	uint64_t t1 = now_ns();
+	struct buf *o = &j->out;
+	bclear(o);
+	bprintf(o, "{\"i\":%" PRIu64 ",\"ret\":%ld", j->op.i, r);
+	if (r == -1 && c.sig) {
+		char sn[32];
+		signame(c.sig, sn);
+		bprintf(o, ",\"signal\":\"%s\",\"at\":%" PRIu64, sn, c.at);
+	} else if (r == -1) {
+		char t[32];
+		bprintf(o, ",\"errno\":\"%s\"", errname(c.err, t));
+	}
+	if (x.n)
+		bput(o, x.p, x.n);
+	bprintf(o, ",\"ns\":%" PRIu64 "}\n", t1 - t0);
+	j->sig = c.sig;
+	j->at = c.at;
+	free(x.p);
+}
+
+static void free_job(struct job *j)
+{
+	free(j->line_store.p);
+	free(j->out.p);
+	free(j);
+}
+
+static void *thread_main(void *arg)
+{
+	struct wthread *w = arg;
+	int slot = (int)(w - g_thr);
+	setup_altstack(slot);
+	int st = 1;
+	if (w->cpu >= 0) {
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		if (w->cpu < CPU_SETSIZE)
+			CPU_SET(w->cpu, &set);
+		if (sched_setaffinity(0, sizeof set, &set) < 0)
+			st = -errno;
+	}
+	pthread_mutex_lock(&w->mu);
+	w->start_state = st;
+	pthread_cond_broadcast(&w->cv_done);
+	pthread_mutex_unlock(&w->mu);
+	if (st < 0)
+		return NULL;
+	for (;;) {
+		pthread_mutex_lock(&w->mu);
+		while (!w->head)
+			pthread_cond_wait(&w->cv_work, &w->mu);
+		struct job *j = w->head;
+		w->head = j->next;
+		if (!w->head)
+			w->tail = NULL;
+		w->busy = 1;
+		pthread_mutex_unlock(&w->mu);
+
+		run_job(j);
+
+		pthread_mutex_lock(&w->mu);
+		w->busy = 0;
+		if (j->async) {
+			w->async_done++;
+			if (j->sig && w->nfaults < 64)
+				w->faults[w->nfaults++] = (struct fault_rec){j->op.i, j->sig, j->at};
+			free_job(j);
+		} else
+			j->done = 1;
+		pthread_cond_broadcast(&w->cv_done);
+		pthread_mutex_unlock(&w->mu);
+	}
+	return NULL;
+}
+
+static struct buf *g_capture; /* main worker: collect local results here */
+
+static void emit(const char *s, size_t n)
+{
+	if (g_capture)
+		bput(g_capture, s, n);
+	else
+		write_all(g_out_fd, s, n);
+}
+
+static void emit_simple(uint64_t i, long ret, int err, const char *extra, uint64_t ns)
+{
+	struct buf b = {0};
+	bprintf(&b, "{\"i\":%" PRIu64 ",\"ret\":%ld", i, ret);
+	if (ret == -1) {
+		char t[32];
+		bprintf(&b, ",\"errno\":\"%s\"", errname(err, t));
+	}
+	if (extra)
+		bputs(&b, extra);
+	bprintf(&b, ",\"ns\":%" PRIu64 "}\n", ns);
+	emit(b.p, b.n);
+	free(b.p);
+}
+
+static void op_thread(struct op *op)
+{
+	uint64_t t0 = now_ns();
+	int cpu = (int)i64(op, "cpu", -1, 0);
+	if (g_nthr >= MAX_THREADS) {
+		emit_simple(op->i, -1, EAGAIN, NULL, now_ns() - t0);
+		return;
+	}
+	int slot = g_nthr + 1;
+	struct wthread *w = &g_thr[slot];
+	memset(w, 0, sizeof *w);
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv_work, NULL);
+	pthread_cond_init(&w->cv_done, NULL);
+	w->cpu = cpu;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstack(&attr, g_arena + (slot - 1) * STACK_SZ, STACK_SZ);
+	int e = pthread_create(&w->t, &attr, thread_main, w);
+	pthread_attr_destroy(&attr);
+	if (e) {
+		emit_simple(op->i, -1, e, NULL, now_ns() - t0);
+		return;
+	}
+	pthread_mutex_lock(&w->mu);
+	while (w->start_state == 0)
+		pthread_cond_wait(&w->cv_done, &w->mu);
+	int st = w->start_state;
+	pthread_mutex_unlock(&w->mu);
+	if (st < 0) {
+		pthread_join(w->t, NULL);
+		emit_simple(op->i, -1, -st, NULL, now_ns() - t0);
+		return;
+	}
+	w->used = 1;
+	g_nthr++;
+	char extra[64];
+	snprintf(extra, sizeof extra, ",\"thread\":%d", slot);
+	emit_simple(op->i, 0, 0, extra, now_ns() - t0);
+}
+
+static void op_join(struct op *op)
+{
+	uint64_t t0 = now_ns();
+	uint64_t k = u64(op, "thread", 0, 0);
+	uint64_t tmo = u64(op, "timeout_ms", 10000, 0);
+	if (k == 0) {
+		emit_simple(op->i, 0, 0, ",\"async_done\":0,\"async_faults\":[]", now_ns() - t0);
+		return;
+	}
+	if (k > (uint64_t)g_nthr || !g_thr[k].used) {
+		emit_simple(op->i, -1, ESRCH, NULL, now_ns() - t0);
+		return;
+	}
+	struct wthread *w = &g_thr[k];
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += tmo / 1000;
+	dl.tv_nsec += (tmo % 1000) * 1000000;
+	if (dl.tv_nsec >= 1000000000) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&w->mu);
+	int to = 0;
+	while (w->head || w->busy) {
+		if (pthread_cond_timedwait(&w->cv_done, &w->mu, &dl) == ETIMEDOUT && (w->head || w->busy)) {
+			to = 1;
+			break;
+		}
+	}
+	struct buf x = {0};
+	bprintf(&x, ",\"async_done\":%" PRIu64 ",\"async_faults\":[", w->async_done);
+	for (int f = 0; f < w->nfaults; f++) {
+		char sn[32];
+		signame(w->faults[f].sig, sn);
+		bprintf(&x, "%s{\"i\":%" PRIu64 ",\"signal\":\"%s\",\"at\":%" PRIu64 "}", f ? "," : "", w->faults[f].i,
+		        sn, w->faults[f].at);
+	}
+	bputs(&x, "]");
+	if (!to) {
+		w->async_done = 0;
+		w->nfaults = 0;
+	}
+	pthread_mutex_unlock(&w->mu);
+	emit_simple(op->i, to ? -1 : 0, ETIMEDOUT, x.p, now_ns() - t0);
+	free(x.p);
+}
+
+/* ------------------------------------------------------------------ */
+/* op table                                                            */
+
+enum { W_ANY, W_GLOBAL };
+
+struct opdef {
+	const char *name;
+	long (*fn)(struct ctx *);
+	int where;
+};
+
+static long h_spawn(struct ctx *c);
+
+static const struct opdef g_ops[] = {
+    {"sysfs", h_sysfs, W_GLOBAL},
+    {"hugetlb_pool", h_hugetlb_pool, W_GLOBAL},
+    {"spawn", h_spawn, W_GLOBAL},
+    {"meminfo", h_meminfo, W_GLOBAL},
+    {"vmstat", h_vmstat, W_GLOBAL},
+    {"mmap", h_mmap, W_ANY},
+    {"munmap", h_munmap, W_ANY},
+    {"mprotect", h_mprotect, W_ANY},
+    {"madvise", h_madvise, W_ANY},
+    {"process_madvise", h_process_madvise, W_ANY},
+    {"touch", h_touch, W_ANY},
+    {"peek", h_peek, W_ANY},
+    {"pagemap", h_pagemap, W_ANY},
+    {"smaps", h_smaps, W_ANY},
+    {"numa_maps", h_numa_maps, W_ANY},
+    {"set_mempolicy", h_set_mempolicy, W_ANY},
+    {"get_mempolicy", h_get_mempolicy, W_ANY},
+    {"mbind", h_mbind, W_ANY},
+    {"migrate_pages", h_migrate_pages, W_ANY},
+    {"move_pages", h_move_pages, W_ANY},
+    {"info", h_info, W_ANY},
+    {"maps", h_maps, W_ANY},
+    {"read", h_read, W_ANY},
+    /* "thread" and "join" are handled by the dispatcher */
+};
+
+static const struct opdef *find_op(const char *name)
+{
+	for (size_t k = 0; k < sizeof g_ops / sizeof g_ops[0]; k++)
+		if (!strcmp(g_ops[k].name, name))
+			return &g_ops[k];
+	return NULL;
+}
+
+/* execute an op inside this process. `line` is consumed (ownership taken). */
+static void local_exec(struct buf *line)
+{
+	struct job *j = calloc(1, sizeof *j);
+	j->line_store = *line;
+	memset(line, 0, sizeof *line);
+	if (tokenize(j->line_store.p, &j->op) < 0)
+		die_invalid(0, "cannot tokenize line");
+	struct op *op = &j->op;
+	if (parse_u64(sval(op, "i"), &op->i) < 0)
+		die_invalid(0, "missing i");
+	if (!strcmp(op->name, "thread")) {
+		op_thread(op);
+		free_job(j);
+		return;
+	}
+	if (!strcmp(op->name, "join")) {
+		op_join(op);
+		free_job(j);
+		return;
+	}
+	const struct opdef *d = find_op(op->name);
+	if (!d)
+		die_invalid(op->i, "unknown op");
+	j->fn = d->fn;
+	uint64_t t = d->where == W_GLOBAL ? 0 : u64(op, "thread", 0, 0);
+	if (t == 0) {
+		run_job(j);
+		emit(j->out.p, j->out.n);
+		free_job(j);
+		return;
+	}
+	if (t > (uint64_t)g_nthr || !g_thr[t].used) {
+		emit_simple(op->i, -1, ESRCH, ",\"unsupported\":\"no such thread\"", 0);
+		free_job(j);
+		return;
+	}
+	struct wthread *w = &g_thr[t];
+	j->async = !strcmp(op->name, "touch") && u64(op, "async", 0, 0);
+	uint64_t i = op->i;
+	pthread_mutex_lock(&w->mu);
+	if (w->tail)
+		w->tail->next = j;
+	else
+		w->head = j;
+	w->tail = j;
+	pthread_cond_signal(&w->cv_work);
+	if (j->async) {
+		pthread_mutex_unlock(&w->mu);
+		char b[64];
+		int n = snprintf(b, sizeof b, "{\"i\":%" PRIu64 ",\"ret\":0}\n", i);
+		emit(b, n);
+		return;
+	}
+	while (!j->done)
+		pthread_cond_wait(&w->cv_done, &w->mu);
+	pthread_mutex_unlock(&w->mu);
+	emit(j->out.p, j->out.n);
+	free_job(j);
+}
+
+/* ------------------------------------------------------------------ */
+/* spawn (worker only)                                                 */
+
+static long h_spawn(struct ctx *c)
+{
+	char *name = pstr(c->op, "name", 0);
+	if (!g_is_main)
+		die_invalid(c->op->i, "spawn only in the main process");
+	if (g_nchildren + 1 >= MAX_PROCS) {
+		c->err = EAGAIN;
+		return -1;
+	}
+	int in[2], out[2];
+	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0) {
+		c->err = errno;
+		return -1;
+	}
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid < 0) {
+		c->err = errno;
+		return -1;
+	}
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(1);
+		dup2(in[0], 0);
+		dup2(out[1], 1);
+		char *argv[] = {"memtwin-native", "--child", NULL};
+		execv("/proc/self/exe", argv);
+		_exit(127);
+	}
+	close(in[0]);
+	close(out[1]);
+	int k = ++g_nchildren;
+	struct child *ch = &g_children[k];
+	ch->pid = pid;
+	ch->wfd = in[1];
+	ch->rd = calloc(1, sizeof *ch->rd);
+	ch->rd->fd = out[0];
+	snprintf(ch->name, sizeof ch->name, "%s", name ? name : "");
+	bprintf(c->x, ",\"pid\":%d,\"index\":%d", pid, k);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* startup layout                                                      */
+
+static void fill_holes(int fd)
+{
+	static char txt[1 << 17];
+	static uint64_t st[4096], en[4096];
+	if (read_file("/proc/self/maps", txt, sizeof txt) < 0)
+		return;
+	if (getenv("MEMTWIN_DEBUG_LAYOUT"))
+		fprintf(stderr, "maps before fill:\n%s", txt);
+	int n = 0;
+	/* the arena was the last big mapping, so it is the lowest one of the mmap area */
+	uint64_t low_limit = (uint64_t)(uintptr_t)g_arena, stack = UINT64_MAX;
+	char *save = NULL;
+	for (char *l = strtok_r(txt, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+		char *e;
+		uint64_t s = strtoull(l, &e, 16), en_ = strtoull(e + 1, NULL, 16);
+		if (strstr(l, "[stack]"))
+			stack = s;
+		if (n < 4096) {
+			st[n] = s;
+			en[n] = en_;
+			n++;
+		}
+	}
+	uint64_t prev_end = 0;
+	int started = 0;
+	for (int k = 0; k < n; k++) {
+		if (st[k] < low_limit || st[k] >= stack)
+			continue;
+		if (started && st[k] > prev_end) {
+			void *p = mmap((void *)(uintptr_t)prev_end, st[k] - prev_end, PROT_NONE,
+			               fd >= 0 ? MAP_PRIVATE | MAP_FIXED_NOREPLACE
+			                       : MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+			               fd, 0);
+			if (p == MAP_FAILED)
+				fprintf(stderr, "memtwin-native: cannot fill hole %" PRIx64 "-%" PRIx64 ": %s\n", prev_end,
+				        st[k], strerrorname_np(errno));
+		}
+		started = 1;
+		prev_end = en[k];
+	}
+}
+
+static void startup_layout(void)
+{
+	mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024); /* maximum allowed on 64-bit */
+	mallopt(M_ARENA_MAX, 1);
+	mallopt(M_TOP_PAD, 4 * 1024 * 1024);
+	/* warm up malloc (brk heap); volatile so the compiler keeps it */
+	char *volatile warm = malloc(1 << 20);
+	warm[0] = 1;
+	free(warm);
+	size_t asz = MAX_THREADS * STACK_SZ + (MAX_THREADS + 1) * ALT_SZ;
+	g_arena = mmap(NULL, asz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (g_arena == MAP_FAILED) {
+		perror("mmap arena");
+		_exit(3);
+	}
+	madvise(g_arena, asz, MADV_NOHUGEPAGE);
+	setup_altstack(0);
+	/* Fill every hole between our mappings in the mmap area with file-backed
+	 * PROT_NONE mappings, so the kernel's top-down allocator cannot place a
+	 * script mapping above the fence; then map the fence: a file-backed
+	 * PROT_NONE page (never merges with anonymous mappings) directly below
+	 * the lowest mapping. */
+	int fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	fill_holes(fd);
+	g_fence = MAP_FAILED;
+	if (fd >= 0) {
+		g_fence = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE, fd, 0);
+		close(fd);
+	}
+	if (g_fence == MAP_FAILED)
+		g_fence = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_sigaction = fault_handler;
+	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSEGV, &sa, NULL);
+	sigaction(SIGBUS, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	/* self-check: a probe mapping must land directly below the fence */
+	void *probe = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (probe != MAP_FAILED) {
+		if ((char *)probe + 4096 != g_fence)
+			fprintf(stderr, "memtwin-native: warning: probe mapping %p not directly below fence %p\n", probe,
+			        (void *)g_fence);
+		munmap(probe, 4096);
+	}
+	g_thr[0].used = 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* serving loops                                                       */
+
+static int child_main(void)
+{
+	g_out_fd = 1;
+	startup_layout();
+	static struct lreader lr = {.fd = 0};
+	struct buf line = {0};
+	while (lr_get(&lr, &line)) {
+		if (!line.n)
+			continue;
+		local_exec(&line);
+	}
+	_exit(0);
+}
+
+static int is_addr_key(const char *k) { return !strcmp(k, "addr") || !strcmp(k, "pages") || !strcmp(k, "iov"); }
+
+/* rewrite A<h>+<off> to R<abs> and add tpid= for target=; returns 0 or -1 */
+static int rewrite_line(const char *in, struct buf *out, uint64_t *i_out, uint64_t *proc, char *name, size_t nsz,
+                        uint64_t *handle, int *has_handle)
+{
+	struct buf tmp = {0};
+	bputs(&tmp, in);
+	struct op op;
+	if (tokenize(tmp.p, &op) < 0) {
+		free(tmp.p);
+		return -1;
+	}
+	snprintf(name, nsz, "%s", op.name);
+	bclear(out);
+	bputs(out, op.name);
+	*i_out = 0;
+	*proc = 0;
+	*has_handle = 0;
+	if (parse_u64(sval(&op, "i"), i_out) < 0) {
+		free(tmp.p);
+		return -1;
+	}
+	for (int j = 0; j < op.nk; j++) {
+		bprintf(out, " %s=", op.k[j]);
+		if (is_addr_key(op.k[j])) {
+			const char *p = op.v[j];
+			while (*p) {
+				if (*p == 'A') {
+					uint64_t a;
+					if (parse_addr_at(&p, &a) < 0) {
+						free(tmp.p);
+						return -1;
+					}
+					bprintf(out, "R%" PRIu64, a);
+				} else
+					bput(out, p++, 1);
+			}
+		} else
+			bputs(out, op.v[j]);
+		if (!strcmp(op.k[j], "in") && parse_u64(op.v[j], proc) < 0) {
+			free(tmp.p);
+			return -1;
+		}
+		if (!strcmp(op.k[j], "h") && parse_u64(op.v[j], handle) == 0)
+			*has_handle = 1;
+		if (!strcmp(op.k[j], "target")) {
+			uint64_t t;
+			if (parse_u64(op.v[j], &t) < 0 || t > (uint64_t)g_nchildren) {
+				free(tmp.p);
+				return -1;
+			}
+			bprintf(out, " tpid=%d", t ? g_children[t].pid : getpid());
+		}
+	}
+	free(tmp.p);
+	return 0;
+}
+
+static int worker_main(void)
+{
+	g_is_main = 1;
+	g_out_fd = 1;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	startup_layout();
+	g_nvs = vmstat_read(g_vs_name, g_vs_val, MAX_VMSTAT);
+	if (g_nvs < 0)
+		g_nvs = 0;
+	static struct lreader lr = {.fd = 0};
+	struct buf line = {0}, rw = {0}, res = {0};
+	uint64_t nops = 0, nerr = 0;
+	while (lr_get(&lr, &line)) {
+		char *s = line.p;
+		while (*s == ' ' || *s == '\t')
+			s++;
+		if (!*s || *s == '#')
+			continue;
+		uint64_t i, proc, handle;
+		int has_handle;
+		char name[64];
+		if (rewrite_line(s, &rw, &i, &proc, name, sizeof name, &handle, &has_handle) < 0) {
+			struct buf b = {0};
+			bprintf(&b, "{\"i\":%" PRIu64 ",\"invalid\":", i);
+			bjson_str(&b, s);
+			bputs(&b, "}\n");
+			write_all(1, b.p, b.n);
+			_exit(2);
+		}
+		const struct opdef *d = find_op(name);
+		int global = d && d->where == W_GLOBAL;
+		bclear(&res);
+		if (proc == 0 || global) {
+			/* run locally, capturing the result line */
+			g_capture = &res;
+			local_exec(&rw);
+			g_capture = NULL;
+		} else {
+			if (proc > (uint64_t)g_nchildren) {
+				struct buf b = {0};
+				bprintf(&b, "{\"i\":%" PRIu64 ",\"invalid\":\"no such process\"}\n", i);
+				write_all(1, b.p, b.n);
+				_exit(2);
+			}
+			struct child *ch = &g_children[proc];
+			bputs(&rw, "\n");
+			struct buf l2 = {0};
+			if (write_all(ch->wfd, rw.p, rw.n) < 0 || !lr_get(ch->rd, &l2)) {
+				bprintf(&res, "{\"i\":%" PRIu64 ",\"ret\":-1,\"errno\":\"ECHILD\",\"error\":\"process %" PRIu64
+				        " died\",\"ns\":0}\n", i, proc);
+			} else {
+				bput(&res, l2.p, l2.n);
+				bputs(&res, "\n");
+			}
+			free(l2.p);
+		}
+		write_all(1, res.p, res.n);
+		nops++;
+		if (strstr(res.p, "\"invalid\":"))
+			_exit(2);
+		if (!strncmp(res.p, "{\"i\":", 5)) {
+			char *r = strstr(res.p, ",\"ret\":");
+			if (r && !strncmp(r + 7, "-1", 2) && (r[9] == ',' || r[9] == '}'))
+				nerr++;
+		}
+		if (!strcmp(name, "mmap") && has_handle && handle < MAX_HANDLES) {
+			char *a = strstr(res.p, "\"addr\":");
+			char *r = strstr(res.p, ",\"ret\":0");
+			if (a && r) {
+				g_handles[handle] = strtoull(a + 7, NULL, 10);
+				g_handle_ok[handle] = 1;
+			} else
+				g_handle_ok[handle] = 0;
+		}
+	}
+	/* end of script: shut down children */
+	for (int k = 1; k <= g_nchildren; k++)
+		close(g_children[k].wfd);
+	for (int k = 1; k <= g_nchildren; k++)
+		waitpid(g_children[k].pid, NULL, 0);
+	char b[128];
+	int n = snprintf(b, sizeof b, "{\"summary\":{\"ops\":%" PRIu64 ",\"errors\":%" PRIu64 "}}\n", nops, nerr);
+	write_all(1, b, n);
+	_exit(0);
+}
+
+/* ------------------------------------------------------------------ */
+/* guardian                                                            */
+
+static volatile sig_atomic_t g_stop;
+static volatile pid_t g_worker;
+
+static void guardian_sig(int sig)
+{
+	g_stop = sig;
+	if (g_worker > 0)
+		kill(g_worker, SIGKILL);
+}
+
+struct knob {
+	char *path, *val;
+};
+
+static void restore_value(const char *saved, char *out, size_t cap)
+{
+	const char *lb = strchr(saved, '[');
+	const char *rb = lb ? strchr(lb, ']') : NULL;
+	if (lb && rb) {
+		size_t n = rb - lb - 1;
+		if (n >= cap)
+			n = cap - 1;
+		memcpy(out, lb + 1, n);
+		out[n] = 0;
+		return;
+	}
+	snprintf(out, cap, "%s", saved);
+	size_t n = strlen(out);
+	while (n && isspace((unsigned char)out[n - 1]))
+		out[--n] = 0;
+}
+
+static int guardian_main(void)
+{
+	prctl(PR_SET_CHILD_SUBREAPER, 1);
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		perror("pipe");
+		return 3;
+	}
+	sigset_t all, old;
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, &old);
+	pid_t w = fork();
+	if (w < 0) {
+		perror("fork");
+		return 3;
+	}
+	if (w == 0) {
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		close(p[0]);
+		g_knob_fd = p[1];
+		worker_main();
+		_exit(0);
+	}
+	g_worker = w;
+	close(p[1]);
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = guardian_sig;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+
+	struct knob *k = NULL;
+	int nk = 0;
+	for (;;) {
+		uint32_t hdr[2];
+		if (read_all(p[0], hdr, sizeof hdr) < 0)
+			break;
+		char *path = malloc(hdr[0] + 1), *val = malloc(hdr[1] + 1);
+		if (read_all(p[0], path, hdr[0]) < 0 || read_all(p[0], val, hdr[1]) < 0)
+			break;
+		path[hdr[0]] = 0;
+		val[hdr[1]] = 0;
+		int dup = 0;
+		for (int j = 0; j < nk; j++)
+			if (!strcmp(k[j].path, path))
+				dup = 1;
+		if (dup) {
+			free(path);
+			free(val);
+			continue;
+		}
+		k = realloc(k, (nk + 1) * sizeof *k);
+		k[nk].path = path;
+		k[nk].val = val;
+		nk++;
+	}
+	int st = 0;
+	while (waitpid(w, &st, 0) < 0 && errno == EINTR)
+		;
+	/* reap spawned children re-parented to us */
+	for (;;) {
+		pid_t r = waitpid(-1, NULL, 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			break;
+	}
+	for (int j = nk - 1; j >= 0; j--) {
+		char v[4096];
+		restore_value(k[j].val, v, sizeof v);
+		if (write_file(k[j].path, v, strlen(v)) < 0)
+			fprintf(stderr, "memtwin-native: guardian: restoring %s to '%s' failed: %s\n", k[j].path, v,
+			        strerrorname_np(errno));
+	}
+	if (WIFEXITED(st))
+		return WEXITSTATUS(st);
+	if (WIFSIGNALED(st))
+		return 128 + WTERMSIG(st);
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && !strcmp(argv[1], "--child"))
+		return child_main();
+	if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		printf("usage: memtwin-native < ops   (line protocol, see native/PROTOCOL.md)\n");
+		return 0;
+	}
+	return guardian_main();
+}

@@ -1,0 +1,110 @@
+/**
+ * memtwin's command line.
+ */
+import { Command, Option } from '@commander-js/extra-typings';
+import { readFileSync } from 'node:fs';
+import { Kernel } from '../kernel/kernel.ts';
+import { CostProfile } from '../sim/cost_profile.ts';
+import { resolveHost } from '../sim/host.ts';
+import { InputError } from '../util/input_error.ts';
+import { ScriptRunner, type ResultLine } from '../opscript/runner.ts';
+import { SimBackend } from '../opscript/sim_backend.ts';
+import { ExecutorError, LinuxBackend } from '../opscript/linux_backend.ts';
+import { OPS } from '../opscript/ops.ts';
+import { diffRuns } from '../opscript/diff.ts';
+import { jsonLine, table } from './format.ts';
+import type { Backend } from '../opscript/backend.ts';
+
+const program = new Command()
+  .name('memtwin')
+  .description('An executable twin of the Linux/KVM/QEMU memory-management stack')
+  .version('0.1.0');
+
+function readScript(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new InputError(file, undefined, undefined, undefined, `cannot read script (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+}
+
+function seedOf(v: string): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0) throw new InputError('--seed', undefined, undefined, undefined, `expected a non-negative integer, got "${v}"`);
+  return n;
+}
+
+function simBackend(host: string, seed: number, profile?: string): SimBackend {
+  const costs = profile ? CostProfile.load(profile) : CostProfile.default();
+  return new SimBackend(new Kernel({ host: resolveHost(host), costs, seed }));
+}
+
+/** Run a script on one backend; lines go to `emit` as they are produced. */
+export async function runScript(backend: Backend, text: string, emit?: (r: ResultLine) => void): Promise<ScriptRunner> {
+  const runner = new ScriptRunner(backend, emit);
+  try {
+    await runner.run(text);
+  } finally {
+    await backend.close();
+  }
+  return runner;
+}
+
+const opList = Object.entries(OPS)
+  .map(([n, s]) => `  ${n.padEnd(16)}${s.doc}`)
+  .join('\n');
+
+program
+  .command('exec')
+  .description('run an op-script (JSON Lines, ../shared/spec/op-script.md) on the simulator or the real kernel')
+  .argument('<script>', 'op-script file (.jsonl)')
+  .addOption(new Option('--backend <backend>', 'sim or linux').choices(['sim', 'linux'] as const).default('sim' as const))
+  .option('--host <host>', 'host file, or a shipped host name (default, this-machine)', 'default')
+  .option('--seed <n>', 'seed of all randomness', '1')
+  .option('--profile <file>', 'cost profile (default: profiles/default.json)')
+  .addOption(new Option('--format <format>', 'output format').choices(['json', 'table'] as const).default('json' as const))
+  .addHelpText('after', `\nOps:\n${opList}\n\nExit status: 0 ran, 1 the real-kernel executor failed, 2 bad input.`)
+  .action(async (script, o) => {
+    const text = readScript(script);
+    const backend = o.backend === 'linux' ? new LinuxBackend() : simBackend(o.host, seedOf(o.seed), o.profile);
+    const streaming = o.format === 'json';
+    const runner = await runScript(backend, text, streaming ? (r) => process.stdout.write(jsonLine(r) + '\n') : undefined);
+    if (streaming) process.stdout.write(jsonLine(runner.summary()) + '\n');
+    else process.stdout.write(table(runner.results) + '\n' + summaryText(runner) + '\n');
+    process.exitCode = runner.invalid ? 2 : runner.failed ? 1 : 0;
+  });
+
+function summaryText(r: ScriptRunner): string {
+  const s = r.summary().summary as { ops: number; errors: number; backend: string };
+  return `${s.ops} ops on ${s.backend}, ${s.errors} returned -1${r.invalid ? '; stopped at invalid input' : ''}${r.failed ? `; executor failed: ${r.failed}` : ''}`;
+}
+
+program
+  .command('diff')
+  .description('run an op-script on the simulator and on the real kernel and list every disagreement')
+  .argument('<script>', 'op-script file (.jsonl)')
+  .option('--host <host>', 'host for the simulator side', 'this-machine')
+  .option('--seed <n>', 'seed', '1')
+  .option('--profile <file>', 'cost profile')
+  .action(async (script, o) => {
+    const text = readScript(script);
+    const sim = await runScript(simBackend(o.host, seedOf(o.seed), o.profile), text);
+    const lin = await runScript(new LinuxBackend(), text);
+    const d = diffRuns(sim.results, lin.results);
+    for (const s of d.skipped) console.log(`skip  #${s.i} ${s.op}: ${s.why}`);
+    for (const x of d.disagreements) console.log(`DIFF  #${x.i} ${x.op} ${x.field}: sim=${JSON.stringify(x.a)} linux=${JSON.stringify(x.b)}`);
+    console.log(`${d.compared} ops compared, ${d.disagreements.length} disagreements, ${d.skipped.length} skipped`);
+    process.exitCode = sim.invalid || lin.invalid ? 2 : d.disagreements.length ? 1 : 0;
+  });
+
+try {
+  await program.parseAsync();
+} catch (e) {
+  if (e instanceof InputError) {
+    console.error(`memtwin: ${e.message}`);
+    process.exitCode = 2;
+  } else if (e instanceof ExecutorError) {
+    console.error(`memtwin: ${e.message}`);
+    process.exitCode = 1;
+  } else throw e;
+}

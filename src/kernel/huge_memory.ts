@@ -1,0 +1,212 @@
+/**
+ * Transparent hugepages (mm/huge_memory.c): the sysfs policy, whether a
+ * VMA may get a PMD-sized folio, the huge anonymous fault with its
+ * defrag-dependent allocation, the huge zero page, and PMD splitting.
+ */
+import type { Kernel } from './kernel.ts';
+import { PG } from './page.ts';
+import { MIGRATE_MOVABLE } from './page_alloc.ts';
+import { HugeLeaf, PageTable, PteTable, PTE_ZERO, VM, pteOf, type MmStruct, type Vma } from './mm_types.ts';
+import { HPAGE_PMD_ORDER, HPAGE_PMD_NR, PMD_SIZE, alignDown } from './uapi.ts';
+import { compactForOrder, wakeupKcompactd } from './compaction.ts';
+import { allocPteTable } from './memory.ts';
+
+export const THP_ENABLED = ['always', 'madvise', 'never'] as const;
+export const THP_DEFRAG = ['always', 'defer', 'defer+madvise', 'madvise', 'never'] as const;
+export type ThpEnabled = (typeof THP_ENABLED)[number];
+export type ThpDefrag = (typeof THP_DEFRAG)[number];
+
+/** /sys/kernel/mm/transparent_hugepage/* with Linux's defaults. */
+export class ThpSettings {
+  enabled: ThpEnabled = 'madvise';
+  defrag: ThpDefrag = 'madvise';
+  useZeroPage = 1;
+  /** hugepages-2048kB/enabled: "inherit" follows `enabled`. */
+  pmdEnabled: ThpEnabled | 'inherit' = 'inherit';
+  readonly khugepaged = {
+    defrag: 1,
+    pages_to_scan: 8 * HPAGE_PMD_NR,
+    scan_sleep_millisecs: 10000,
+    alloc_sleep_millisecs: 60000,
+    max_ptes_none: HPAGE_PMD_NR - 1,
+    max_ptes_swap: HPAGE_PMD_NR / 8,
+    max_ptes_shared: HPAGE_PMD_NR / 2,
+    pages_collapsed: 0,
+    full_scans: 0,
+  };
+
+  /** The effective PMD-order mode. */
+  get pmdMode(): ThpEnabled {
+    return this.pmdEnabled === 'inherit' ? this.enabled : this.pmdEnabled;
+  }
+}
+
+/** Whether [haddr, haddr + 2M) fits the VMA (thp_vma_suitable_order). */
+export function thpSuitable(vma: Vma, haddr: number): boolean {
+  return haddr >= vma.start && haddr + PMD_SIZE <= vma.end;
+}
+
+/**
+ * thp_vma_allowable_order(vma, PMD_ORDER) for faults (and smaps). With
+ * `smaps`, also the size check smaps does: an aligned 2M range must end
+ * inside the VMA. `ignoreSysfs` is MADV_COLLAPSE's view.
+ */
+export function thpVmaAllowable(k: Kernel, vma: Vma, opts: { smaps?: boolean; ignoreSysfs?: boolean } = {}): boolean {
+  if (vma.isHugetlb()) return false;
+  if (vma.flags & (VM.NOHUGEPAGE | VM.PFNMAP | VM.IO | VM.MIXEDMAP | VM.DONTEXPAND)) return false;
+  if (vma.file) return false; // shmem_enabled=never: shmem THP not modelled
+  if (!opts.ignoreSysfs) {
+    const mode = k.thp.pmdMode;
+    if (mode === 'never') return false;
+    if (mode === 'madvise' && !(vma.flags & VM.HUGEPAGE)) return false;
+  }
+  if (opts.smaps) return thpSuitable(vma, alignDown(vma.end - PMD_SIZE, PMD_SIZE));
+  return true;
+}
+
+/** The defrag mode's allocation behaviour for this VMA (vma_thp_gfp_mask). */
+export function thpGfp(k: Kernel, vma: Vma): { direct: boolean; kcompactd: boolean } {
+  const madv = (vma.flags & VM.HUGEPAGE) !== 0;
+  switch (k.thp.defrag) {
+    case 'always':
+      return { direct: true, kcompactd: false };
+    case 'defer':
+      return { direct: false, kcompactd: true };
+    case 'defer+madvise':
+      return madv ? { direct: true, kcompactd: false } : { direct: false, kcompactd: true };
+    case 'madvise':
+      return { direct: madv, kcompactd: false };
+    case 'never':
+      return { direct: false, kcompactd: false };
+  }
+}
+
+/**
+ * Allocate a PMD-sized folio for a fault on node `nid`: first the local node
+ * only and without reclaim (as alloc_pages_mpol does for THP), then, if the
+ * mode allows direct reclaim, any node and direct compaction. -1 on failure.
+ */
+export function allocThp(k: Kernel, vma: Vma, nid: number): number {
+  const gfp = thpGfp(k, vma);
+  let pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid, thisNode: true });
+  if (pfn >= 0 || !gfp.direct) {
+    if (pfn < 0 && gfp.kcompactd) wakeupKcompactd(k, nid, HPAGE_PMD_ORDER);
+    return pfn;
+  }
+  pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid });
+  if (pfn >= 0) return pfn;
+  for (const n of k.phys.zonelists[nid]!) {
+    if (compactForOrder(k, n, HPAGE_PMD_ORDER, 'direct')) {
+      pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid: n, thisNode: true });
+      if (pfn >= 0) return pfn;
+    }
+  }
+  return -1;
+}
+
+/** Mark a freshly allocated order-9 block as an anonymous compound folio of `mm`. */
+export function prepAnonThp(k: Kernel, pfn: number, mm: MmStruct, haddr: number): void {
+  const m = k.mem;
+  const vpn = haddr / 4096;
+  m.setFlags(pfn, PG.head | PG.anon);
+  m.setOrder(pfn, HPAGE_PMD_ORDER);
+  for (let i = 0; i < HPAGE_PMD_NR; i++) {
+    if (i) m.setFlags(pfn + i, PG.tail | PG.anon);
+    m.setOwner(pfn + i, mm.id);
+    m.setIndex(pfn + i, vpn + i);
+  }
+}
+
+export type HugeFaultResult = 'done' | 'fallback';
+
+/**
+ * do_huge_pmd_anonymous_page: a read maps the huge zero page (when
+ * use_zero_page), a write allocates and maps a THP; failure falls back to
+ * PTEs and counts thp_fault_fallback.
+ */
+export function doHugePmdAnonymousPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, write: boolean, nid: number): HugeFaultResult {
+  const haddr = alignDown(va, PMD_SIZE);
+  if (!thpSuitable(vma, haddr)) return 'fallback';
+  if (!vma.anonVma) vma.anonVma = k.newAnonVma();
+  const key = PageTable.pmdKey(haddr);
+  if (!write && k.thp.useZeroPage) {
+    mm.pgtable.pmds.set(key, new HugeLeaf(-1, 'pmd'));
+    k.charge(k.costs.ns('fault_anon_4k_read_zeropage'));
+    return 'done';
+  }
+  const pfn = allocThp(k, vma, nid);
+  if (pfn < 0) {
+    k.vmstat.count('thp_fault_fallback');
+    return 'fallback';
+  }
+  k.accountAlloc(pfn, nid, HPAGE_PMD_NR);
+  prepAnonThp(k, pfn, mm, haddr);
+  k.mem.addEntireMapcount(pfn, 1);
+  mm.pgtable.pmds.set(key, new HugeLeaf(pfn, 'pmd'));
+  mm.rssAnon += HPAGE_PMD_NR;
+  k.vmstat.count('thp_fault_alloc');
+  k.charge(k.costs.ns('fault_thp_2m_write'));
+  return 'done';
+}
+
+/**
+ * __split_huge_pmd: replace a PMD leaf with a PTE table mapping the same
+ * 512 pages (the folio itself stays whole, PTE-mapped). Counts thp_split_pmd.
+ */
+export function splitHugePmd(k: Kernel, mm: MmStruct, haddr: number, nid: number): PteTable {
+  const key = PageTable.pmdKey(haddr);
+  const leaf = mm.pgtable.pmds.get(key);
+  if (!(leaf instanceof HugeLeaf)) throw new Error('splitHugePmd: not a huge PMD');
+  const t = allocPteTable(k, mm, nid);
+  const m = k.mem;
+  if (leaf.isZero) {
+    t.ptes.fill(PTE_ZERO);
+  } else {
+    for (let i = 0; i < HPAGE_PMD_NR; i++) {
+      t.ptes[i] = pteOf(leaf.pfn + i);
+      m.addMapcount(leaf.pfn + i, 1);
+    }
+    m.addEntireMapcount(leaf.pfn, -1);
+  }
+  t.used = HPAGE_PMD_NR;
+  mm.pgtable.pmds.set(key, t);
+  k.vmstat.count('thp_split_pmd');
+  k.charge(k.costs.ns('thp_split_pmd'));
+  return t;
+}
+
+/** Total mappings of a folio: entire (PMD) plus per-page PTE mappings. */
+export function folioMapped(k: Kernel, head: number, nr: number): number {
+  const m = k.mem;
+  let n = m.entireMapcount(head);
+  for (let i = 0; i < nr; i++) n += m.mapcount(head + i);
+  return n;
+}
+
+/**
+ * A PTE-mapped anonymous THP lost some of its mappings: free it whole if
+ * nothing maps it any more, otherwise split the folio and free the pages no
+ * longer mapped. (Linux queues such folios for the deferred-split shrinker;
+ * memtwin splits at once, which only changes when MemFree rises.)
+ */
+export function folioUnmappedSome(k: Kernel, head: number): void {
+  const m = k.mem;
+  if (!(m.flags(head) & PG.head)) return;
+  const order = m.order(head);
+  const nr = 1 << order;
+  if (folioMapped(k, head, nr) === 0) {
+    k.freeUserPages(head, order);
+    return;
+  }
+  k.vmstat.count('thp_deferred_split_page');
+  k.vmstat.count('thp_split_page');
+  for (let i = 0; i < nr; i++) {
+    const p = head + i;
+    m.clearFlags(p, PG.head | PG.tail);
+    m.setOrder(p, 0);
+  }
+  for (let i = 0; i < nr; i++) {
+    const p = head + i;
+    if (m.mapcount(p) === 0) k.freeUserPages(p, 0);
+  }
+}

@@ -1,0 +1,160 @@
+/**
+ * The simulated host kernel: physical memory, processes, the mechanisms
+ * in the other files of this directory, and the syscall entry points the
+ * op-script layer (and later the VMM and workloads) call.
+ *
+ * Syscalls return Linux-style values: >= 0 on success, -errno on failure.
+ */
+import { VirtualClock } from '../sim/clock.ts';
+import { EventQueue } from '../sim/event_queue.ts';
+import { SeededRandom } from '../sim/random.ts';
+import type { CostProfile } from '../sim/cost_profile.ts';
+import type { Host } from '../sim/host.ts';
+import { MemMap } from './page.ts';
+import { PhysMem } from './page_alloc.ts';
+import { MmStruct, type MappedFile } from './mm_types.ts';
+import { Process, Thread } from './sched.ts';
+import { VmStat } from './vmstat.ts';
+import { ThpSettings } from './huge_memory.ts';
+import { HugetlbState } from './hugetlb.ts';
+import { CompactionState } from './compaction.ts';
+import { PAGE_SIZE, type SysRet } from './uapi.ts';
+import { Sysfs } from './sysfs.ts';
+import { doMmap, sysMunmap, sysMprotect } from './mmap.ts';
+import { sysMadvise, sysProcessMadvise } from './madvise.ts';
+import { userAccess, type AccessResult } from './memory.ts';
+
+/** Where mmap's top-down search starts (mm->mmap_base without ASLR). */
+export const MMAP_BASE = 0x7f0000000000;
+
+export interface KernelOptions {
+  host: Host;
+  costs: CostProfile;
+  seed?: number;
+}
+
+export class Kernel {
+  readonly host: Host;
+  readonly costs: CostProfile;
+  readonly clock = new VirtualClock();
+  readonly events: EventQueue;
+  readonly random: SeededRandom;
+  readonly mem: MemMap;
+  readonly phys: PhysMem;
+  readonly vmstat: VmStat;
+  readonly thp = new ThpSettings();
+  readonly hugetlb: HugetlbState;
+  readonly compaction: CompactionState;
+  readonly sysfs: Sysfs;
+  readonly processes = new Map<number, Process>();
+  readonly files = new Map<number, MappedFile>();
+  /** vm.overcommit_memory (0 = heuristic), vm.max_map_count. */
+  readonly sysctl = { overcommit_memory: 0, max_map_count: 65530, numa_balancing: 0 };
+  private nextPid = 1000;
+  private nextTid = 1;
+  private nextFileId = 1_000_000;
+  private nextAnonVma = 1;
+  /** Serial of content writes, folded into page tokens. */
+  writeSerial = 0;
+  /** Pages committed by VM_ACCOUNT mappings (Committed_AS). */
+  committedPages = 0;
+
+  constructor(opts: KernelOptions) {
+    this.host = opts.host;
+    this.costs = opts.costs;
+    this.events = new EventQueue(this.clock);
+    this.random = new SeededRandom(opts.seed ?? 1);
+    const nodePages = opts.host.nodes.map((n) => n.memory / PAGE_SIZE);
+    this.mem = new MemMap(nodePages.reduce((a, b) => a + b, 0));
+    this.phys = new PhysMem(nodePages, opts.host.distances, this.mem);
+    this.vmstat = new VmStat(nodePages.length);
+    this.hugetlb = new HugetlbState(this);
+    this.compaction = new CompactionState(this);
+    this.sysfs = new Sysfs(this);
+  }
+
+  // --- syscalls ---------------------------------------------------------------
+
+  mmap(p: Process, addr: number, len: number, prot: number, flags: number): SysRet {
+    return doMmap(this, p, addr, len, prot, flags);
+  }
+  munmap(p: Process, addr: number, len: number): SysRet {
+    return sysMunmap(this, p, addr, len);
+  }
+  mprotect(p: Process, addr: number, len: number, prot: number): SysRet {
+    return sysMprotect(this, p, addr, len, prot);
+  }
+  madvise(p: Process, addr: number, len: number, advice: number): SysRet {
+    return sysMadvise(this, p, addr, len, advice);
+  }
+  processMadvise(caller: Process, target: Process | undefined, iov: readonly [number, number][], advice: number, flags: number): SysRet {
+    return sysProcessMadvise(this, caller, target, iov, advice, flags);
+  }
+  /** Loads/stores by a thread: see userAccess. */
+  access(t: Thread, start: number, len: number, stride: number, write: boolean, fill: number, read?: (va: number, byte: number) => void): AccessResult {
+    return userAccess(this, t, start, len, stride, write, fill, read);
+  }
+
+  get nrNodes(): number {
+    return this.host.nodes.length;
+  }
+
+  /** numa_node_id() for a CPU. */
+  cpuToNode(cpu: number): number {
+    return this.host.cpuNode.get(cpu) ?? 0;
+  }
+
+  // --- tasks ----------------------------------------------------------------
+
+  createProcess(name: string, cpu = this.host.nodes[0]!.cpus[0] ?? 0): Process {
+    const p = new Process(this.nextPid++, name, new MmStruct(MMAP_BASE));
+    this.processes.set(p.pid, p);
+    p.threads.push(new Thread(this.nextTid++, p, cpu));
+    return p;
+  }
+
+  /** clone(CLONE_VM): a new thread on `cpu`; -EINVAL if the CPU does not exist. */
+  createThread(p: Process, cpu: number): Thread | number {
+    if (!this.host.cpuNode.has(cpu)) return -22;
+    const t = new Thread(this.nextTid++, p, cpu);
+    p.threads.push(t);
+    return t;
+  }
+
+  newFile(kind: MappedFile['kind']): MappedFile {
+    const f: MappedFile = { id: this.nextFileId++, kind, pages: new Map(), mapCount: 0, reserved: new Set(), hugeShift: 0 };
+    this.files.set(f.id, f);
+    return f;
+  }
+
+  newAnonVma(): number {
+    return this.nextAnonVma++;
+  }
+
+  mmById(id: number): MmStruct | undefined {
+    for (const p of this.processes.values()) if (p.mm.id === id) return p.mm;
+    return undefined;
+  }
+
+  /** zone_statistics() for `pages` pages just allocated at pfn for a task on `localNid`. */
+  accountAlloc(pfn: number, preferredNid: number, pages: number, localNid = preferredNid): void {
+    this.vmstat.numaAlloc(this.phys.nodeOfPfn(pfn), preferredNid, localNid, pages);
+    this.vmstat.count('pgalloc_normal', pages);
+  }
+
+  /** Free user pages (anon or shmem) to the buddy allocator. */
+  freeUserPages(pfn: number, order: number): void {
+    this.phys.free(pfn, order);
+    this.vmstat.count('pgfree', 1 << order);
+  }
+
+  /** Charge simulated time for work done by the calling thread. */
+  charge(ns: number): void {
+    this.clock.advance(ns);
+  }
+
+  /** Run background work (kcompactd, ...) that is due by now. */
+  runDueEvents(): void {
+    this.events.runUntil(this.clock.now());
+  }
+}

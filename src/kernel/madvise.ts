@@ -1,0 +1,252 @@
+/**
+ * madvise(2) and process_madvise(2) (mm/madvise.c). Unmapped parts of the
+ * range are skipped and reported as ENOMEM after the advice was applied
+ * to the mapped parts, as Linux does.
+ */
+import type { Kernel } from './kernel.ts';
+import type { Process } from './sched.ts';
+import { VM, PageTable, HugeLeaf, type Vma } from './mm_types.ts';
+import { MADV, PAGE_SIZE, PMD_SIZE, alignDown, alignUp, neg, type SysRet } from './uapi.ts';
+import { modifyVmaFlags, populateRange } from './mmap.ts';
+import { zapRange, followPage } from './memory.ts';
+import { splitHugePmd } from './huge_memory.ts';
+import { PG } from './page.ts';
+
+const VALID_ADVICE = new Set<number>(Object.values(MADV));
+
+/** Advice that Linux implements but memtwin does not model yet. */
+export const UNMODELLED_ADVICE = new Set<number>([
+  MADV.MADV_COLLAPSE,
+  MADV.MADV_HWPOISON,
+  MADV.MADV_SOFT_OFFLINE,
+  MADV.MADV_GUARD_INSTALL,
+  MADV.MADV_GUARD_REMOVE,
+]);
+
+export class UnmodelledError extends Error {}
+
+export function sysMadvise(k: Kernel, p: Process, start: number, lenIn: number, advice: number): SysRet {
+  if (!VALID_ADVICE.has(advice)) return neg('EINVAL');
+  if (UNMODELLED_ADVICE.has(advice)) throw new UnmodelledError(`madvise advice ${advice} is not modelled by the simulator yet`);
+  if (start % PAGE_SIZE) return neg('EINVAL');
+  const len = alignUp(lenIn, PAGE_SIZE);
+  if (lenIn && !len) return neg('EINVAL');
+  const end = start + len;
+  if (end < start) return neg('EINVAL');
+  if (end === start) return 0;
+  k.charge(k.costs.ns('syscall_null'));
+  const mm = p.mm;
+
+  if (advice === MADV.MADV_POPULATE_READ || advice === MADV.MADV_POPULATE_WRITE) {
+    return populateRange(k, p, start, end, advice === MADV.MADV_POPULATE_WRITE);
+  }
+
+  // Walk the range VMA by VMA; remember holes.
+  let hole = mm.vmasIn(start, end).length === 0;
+  let covered = start;
+  for (const v of mm.vmasIn(start, end)) {
+    if (v.start > covered) hole = true;
+    covered = Math.max(covered, v.end);
+  }
+  if (covered < end) hole = true;
+  if (mm.vmasIn(start, end).length === 0) return neg('ENOMEM');
+
+  let err = 0;
+  switch (advice) {
+    case MADV.MADV_NORMAL:
+    case MADV.MADV_RANDOM:
+    case MADV.MADV_SEQUENTIAL:
+    case MADV.MADV_DONTFORK:
+    case MADV.MADV_DOFORK:
+    case MADV.MADV_WIPEONFORK:
+    case MADV.MADV_KEEPONFORK:
+    case MADV.MADV_DONTDUMP:
+    case MADV.MADV_DODUMP:
+    case MADV.MADV_HUGEPAGE:
+    case MADV.MADV_NOHUGEPAGE:
+    case MADV.MADV_MERGEABLE:
+    case MADV.MADV_UNMERGEABLE:
+      err = modifyVmaFlags(k, mm, start, end, (vma) => newFlags(vma, advice));
+      break;
+    case MADV.MADV_DONTNEED:
+    case MADV.MADV_DONTNEED_LOCKED:
+    case MADV.MADV_FREE:
+      for (const v of mm.vmasIn(start, end)) {
+        const r = dontneedFree(k, p, v, Math.max(start, v.start), Math.min(end, v.end), advice);
+        if (r < 0) {
+          err = r;
+          break;
+        }
+      }
+      break;
+    case MADV.MADV_REMOVE:
+      for (const v of mm.vmasIn(start, end)) {
+        const r = madviseRemove(k, v, Math.max(start, v.start), Math.min(end, v.end));
+        if (r < 0) {
+          err = r;
+          break;
+        }
+      }
+      break;
+    case MADV.MADV_COLD:
+    case MADV.MADV_PAGEOUT:
+      // No swap is modelled: anonymous pages cannot be reclaimed, only the VMA checks apply.
+      for (const v of mm.vmasIn(start, end)) {
+        if (v.flags & (VM.LOCKED | VM.PFNMAP | VM.HUGETLB)) {
+          err = neg('EINVAL');
+          break;
+        }
+      }
+      break;
+    case MADV.MADV_WILLNEED:
+      break; // anonymous memory without swap: nothing to read ahead
+  }
+  if (err) return err;
+  return hole ? neg('ENOMEM') : 0;
+}
+
+/** madvise_update_vma's new vm_flags for flag-only advice, or -errno. */
+function newFlags(vma: Vma, advice: number): number {
+  let f = vma.flags;
+  switch (advice) {
+    case MADV.MADV_NORMAL:
+      return f & ~(VM.RAND_READ | VM.SEQ_READ);
+    case MADV.MADV_RANDOM:
+      return (f & ~VM.SEQ_READ) | VM.RAND_READ;
+    case MADV.MADV_SEQUENTIAL:
+      return (f & ~VM.RAND_READ) | VM.SEQ_READ;
+    case MADV.MADV_DONTFORK:
+      if (f & VM.IO) return neg('EINVAL');
+      return f | VM.DONTCOPY;
+    case MADV.MADV_DOFORK:
+      if (f & VM.IO) return neg('EINVAL');
+      return f & ~VM.DONTCOPY;
+    case MADV.MADV_WIPEONFORK:
+      if (vma.file || f & VM.SHARED) return neg('EINVAL');
+      return f | VM.WIPEONFORK;
+    case MADV.MADV_KEEPONFORK:
+      return f & ~VM.WIPEONFORK;
+    case MADV.MADV_DONTDUMP:
+      return f | VM.DONTDUMP;
+    case MADV.MADV_DODUMP:
+      if (!vma.isHugetlb() && f & (VM.IO | VM.PFNMAP | VM.MIXEDMAP | VM.DONTEXPAND)) return neg('EINVAL');
+      return f & ~VM.DONTDUMP;
+    case MADV.MADV_HUGEPAGE:
+      f &= ~VM.NOHUGEPAGE;
+      return f | VM.HUGEPAGE;
+    case MADV.MADV_NOHUGEPAGE:
+      f &= ~VM.HUGEPAGE;
+      return f | VM.NOHUGEPAGE;
+    case MADV.MADV_MERGEABLE:
+      if (f & (VM.SHARED | VM.MAYSHARE | VM.PFNMAP | VM.IO | VM.DONTEXPAND | VM.HUGETLB | VM.MIXEDMAP)) return f;
+      return f | VM.MERGEABLE;
+    case MADV.MADV_UNMERGEABLE:
+      return f & ~VM.MERGEABLE;
+  }
+  return f;
+}
+
+/** MADV_DONTNEED / MADV_DONTNEED_LOCKED / MADV_FREE on one VMA's part. */
+function dontneedFree(k: Kernel, p: Process, vma: Vma, start: number, end: number, advice: number): SysRet {
+  const mm = p.mm;
+  if (!vma.isHugetlb()) {
+    let forbidden = VM.PFNMAP;
+    if (advice !== MADV.MADV_DONTNEED_LOCKED) forbidden |= VM.LOCKED;
+    if (vma.flags & forbidden) return neg('EINVAL');
+  } else {
+    if (advice === MADV.MADV_FREE) return neg('EINVAL');
+    const hs = vma.hugePageSize();
+    if (start % hs) return neg('EINVAL');
+    end = alignDown(end, hs);
+    if (end <= start) return 0;
+  }
+  if (advice === MADV.MADV_FREE) {
+    if (!vma.isAnonymous() || vma.flags & VM.SHARED) return neg('EINVAL');
+    madviseFree(k, p, vma, start, end);
+    return 0;
+  }
+  const st = zapRange(k, mm, vma, start, end, true, k.cpuToNode(p.mainThread.cpu));
+  k.charge(st.pages * k.costs.ns('madv_dontneed_4k') + st.hugePmds * k.costs.ns('madv_dontneed_2m_thp'));
+  return 0;
+}
+
+/**
+ * MADV_FREE: pages stay mapped with their contents but are marked lazily
+ * freeable; a later write cancels that. Without memory pressure nothing is
+ * reclaimed (memtwin has no reclaim yet), exactly as on an idle Linux host.
+ * A huge PMD the range covers only partly is split first.
+ */
+function madviseFree(k: Kernel, p: Process, vma: Vma, start: number, end: number): void {
+  const mm = p.mm;
+  for (const a of [start, end]) {
+    if (a % PMD_SIZE === 0) continue;
+    const e = mm.pgtable.pmds.get(PageTable.pmdKey(a));
+    if (e instanceof HugeLeaf && alignDown(a, PMD_SIZE) >= vma.start) splitHugePmd(k, mm, alignDown(a, PMD_SIZE), k.cpuToNode(p.mainThread.cpu));
+  }
+  for (let va = start; va < end; va += PAGE_SIZE) {
+    const pfn = followPage(mm, va);
+    if (pfn >= 0 && k.mem.mapcount(pfn) + k.mem.entireMapcount(pfn) <= 1) k.mem.addFlags(pfn, PG.lazyfree);
+  }
+}
+
+/** MADV_REMOVE: punch a hole in a shared writable mapping's backing file. */
+function madviseRemove(k: Kernel, vma: Vma, start: number, end: number): SysRet {
+  if (vma.flags & VM.LOCKED) return neg('EINVAL');
+  if (!vma.file) return neg('EINVAL');
+  if (!(vma.flags & VM.SHARED && vma.flags & VM.MAYWRITE)) return neg('EACCES');
+  const file = vma.file;
+  const psize = file.kind === 'hugetlbfs' ? 2 ** file.hugeShift : PAGE_SIZE;
+  const i0 = Math.ceil((vma.pgoff * PAGE_SIZE + (start - vma.start)) / psize);
+  const i1 = Math.floor((vma.pgoff * PAGE_SIZE + (end - vma.start)) / psize);
+  // Unmap the range from every process mapping the file, then drop the pages.
+  for (const proc of k.processes.values())
+    for (const v of proc.mm.vmas) {
+      if (v.file !== file) continue;
+      const s = Math.max(v.start, v.start + i0 * psize - v.pgoff * PAGE_SIZE);
+      const e = Math.min(v.end, v.start + i1 * psize - v.pgoff * PAGE_SIZE);
+      if (s < e) zapRange(k, proc.mm, v, s, e, false, 0);
+    }
+  for (let i = i0; i < i1; i++) {
+    const pfn = file.pages.get(i);
+    if (pfn === undefined) continue;
+    file.pages.delete(i);
+    if (file.kind === 'hugetlbfs') k.hugetlb.freeHugePage(k.hugetlb.byShift(file.hugeShift)!, pfn, false);
+    else k.freeUserPages(pfn, 0);
+  }
+  return 0;
+}
+
+/** Advice process_madvise accepts for another process (process_madvise_remote_valid). */
+const REMOTE_ADVICE = new Set<number>([MADV.MADV_COLD, MADV.MADV_PAGEOUT, MADV.MADV_WILLNEED, MADV.MADV_COLLAPSE]);
+export const UIO_MAXIOV = 1024;
+
+/**
+ * process_madvise(pidfd, iovec, vlen, advice, flags): bytes advised, or
+ * -errno. Stops at the first failing iovec and returns what was advised
+ * before it, if anything.
+ */
+export function sysProcessMadvise(
+  k: Kernel,
+  caller: Process,
+  target: Process | undefined,
+  iov: readonly [number, number][],
+  advice: number,
+  flags: number,
+): SysRet {
+  if (flags !== 0) return neg('EINVAL');
+  if (iov.length > UIO_MAXIOV) return neg('EINVAL');
+  if (!target || target.exited) return neg('ESRCH');
+  if (target !== caller && !REMOTE_ADVICE.has(advice)) return neg('EINVAL');
+  if (!VALID_ADVICE.has(advice)) return neg('EINVAL');
+  if (!caller.privileged) return neg('EPERM');
+  let total = 0;
+  for (const [, len] of iov) total += len;
+  if (total > Number.MAX_SAFE_INTEGER) return neg('EINVAL');
+  let done = 0;
+  for (const [base, len] of iov) {
+    const r = sysMadvise(k, target, base, len, advice);
+    if (r < 0) return done > 0 ? done : r;
+    done += len;
+  }
+  return done;
+}

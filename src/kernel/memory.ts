@@ -1,0 +1,353 @@
+/**
+ * Page faults and unmapping (mm/memory.c): handle_mm_fault for anonymous,
+ * shared-anonymous (shmem) and hugetlb VMAs, the user access path that
+ * op-script `touch`/`peek` and workloads use, and zap_page_range.
+ */
+import type { Kernel } from './kernel.ts';
+import { PG, OWNER_KERNEL } from './page.ts';
+import { MIGRATE_MOVABLE, MIGRATE_UNMOVABLE } from './page_alloc.ts';
+import {
+  HugeLeaf,
+  PageTable,
+  PteTable,
+  PTE_NONE,
+  PTE_ZERO,
+  VM,
+  pfnOfPte,
+  pteOf,
+  type MmStruct,
+  type Vma,
+} from './mm_types.ts';
+import { HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE, PUD_SHIFT, PUD_SIZE, alignDown } from './uapi.ts';
+import { doHugePmdAnonymousPage, folioUnmappedSome, splitHugePmd, thpVmaAllowable, allocThp, prepAnonThp } from './huge_memory.ts';
+import type { Thread } from './sched.ts';
+
+export const FAULT_OK = 0;
+export const FAULT_SIGSEGV = 1;
+export const FAULT_SIGBUS = 2;
+export const FAULT_OOM = 3;
+export type FaultResult = typeof FAULT_OK | typeof FAULT_SIGSEGV | typeof FAULT_SIGBUS | typeof FAULT_OOM;
+
+/** pte_alloc: a page-table page, unmovable, from the faulting node. */
+export function allocPteTable(k: Kernel, mm: MmStruct, nid: number): PteTable {
+  let pfn = k.phys.alloc({ order: 0, mt: MIGRATE_UNMOVABLE, nid });
+  if (pfn >= 0) {
+    k.mem.setFlags(pfn, PG.pgtable);
+    k.mem.setOwner(pfn, OWNER_KERNEL);
+    mm.pgtablesBytes += PAGE_SIZE;
+  } else pfn = -1; // memory exhausted: the table is not charged a frame
+  return new PteTable(pfn);
+}
+
+export function freePteTable(k: Kernel, mm: MmStruct, t: PteTable): void {
+  if (t.tablePfn >= 0) {
+    k.phys.free(t.tablePfn, 0);
+    mm.pgtablesBytes -= PAGE_SIZE;
+  }
+}
+
+/** The node a fault allocates on: the faulting CPU's node (mempolicy refines this). */
+function faultNode(k: Kernel, _vma: Vma, cpu: number): number {
+  return k.cpuToNode(cpu);
+}
+
+function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, nid: number): number {
+  const pfn = k.phys.alloc({ order: 0, mt: MIGRATE_MOVABLE, nid });
+  if (pfn < 0) return -1;
+  k.accountAlloc(pfn, nid, 1);
+  const m = k.mem;
+  m.setFlags(pfn, PG.anon);
+  m.setOwner(pfn, mm.id);
+  m.setIndex(pfn, va / PAGE_SIZE);
+  m.addMapcount(pfn, 1);
+  if (!vma.anonVma) vma.anonVma = k.newAnonVma();
+  mm.rssAnon++;
+  return pfn;
+}
+
+/**
+ * handle_mm_fault for a user access at `va` in `vma`. The caller has
+ * already checked the VMA's permissions.
+ */
+export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, write: boolean, cpu: number): FaultResult {
+  k.vmstat.count('pgfault');
+  const nid = faultNode(k, vma, cpu);
+  if (vma.isHugetlb()) return hugetlbFault(k, mm, vma, va, nid);
+  const key = PageTable.pmdKey(va);
+  let e = mm.pgtable.pmds.get(key);
+  if (e === undefined) {
+    if (thpVmaAllowable(k, vma) && doHugePmdAnonymousPage(k, mm, vma, va, write, nid) === 'done') return FAULT_OK;
+  } else if (e instanceof HugeLeaf) {
+    if (!write || !e.isZero) return FAULT_OK;
+    // do_huge_zero_wp_pmd: try a THP for the written huge zero page, else split and COW one PTE.
+    const haddr = alignDown(va, PMD_SIZE);
+    const pfn = allocThp(k, vma, nid);
+    if (pfn >= 0) {
+      k.accountAlloc(pfn, nid, HPAGE_PMD_NR);
+      prepAnonThp(k, pfn, mm, haddr);
+      k.mem.addEntireMapcount(pfn, 1);
+      e.pfn = pfn;
+      mm.rssAnon += HPAGE_PMD_NR;
+      k.vmstat.count('thp_fault_alloc');
+      k.charge(k.costs.ns('fault_thp_2m_write'));
+      return FAULT_OK;
+    }
+    k.vmstat.count('thp_fault_fallback');
+    e = splitHugePmd(k, mm, haddr, nid);
+  }
+  let t = e as PteTable | undefined;
+  if (!t) {
+    t = allocPteTable(k, mm, nid);
+    mm.pgtable.pmds.set(key, t);
+  }
+  const i = Math.floor(va / PAGE_SIZE) & 511;
+  const pte = t.ptes[i]!;
+  if (vma.file) return shmemFault(k, mm, vma, t, i, va, nid);
+  if (pte === PTE_NONE && !write) {
+    t.ptes[i] = PTE_ZERO;
+    t.used++;
+    k.charge(k.costs.ns('fault_anon_4k_read_zeropage'));
+    return FAULT_OK;
+  }
+  if (pte === PTE_NONE || pte === PTE_ZERO) {
+    const pfn = newAnonPage(k, mm, vma, va, nid);
+    if (pfn < 0) return FAULT_OOM;
+    if (pte === PTE_NONE) t.used++;
+    t.ptes[i] = pteOf(pfn);
+    k.charge(k.costs.ns('fault_anon_4k_write'));
+  }
+  return FAULT_OK;
+}
+
+/** shmem_fault: shared anonymous memory lives in its shmem file; reads allocate too. */
+function shmemFault(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: number, va: number, nid: number): FaultResult {
+  const file = vma.file!;
+  const idx = vma.pgoff + (va - vma.start) / PAGE_SIZE;
+  let pfn = file.pages.get(idx);
+  if (pfn === undefined) {
+    pfn = k.phys.alloc({ order: 0, mt: MIGRATE_MOVABLE, nid });
+    if (pfn < 0) return FAULT_OOM;
+    k.accountAlloc(pfn, nid, 1);
+    k.mem.setFlags(pfn, PG.shmem);
+    k.mem.setOwner(pfn, file.id);
+    k.mem.setIndex(pfn, idx);
+    file.pages.set(idx, pfn);
+    k.charge(k.costs.ns('fault_anon_4k_write'));
+  } else k.charge(k.costs.ns('fault_anon_4k_read_zeropage'));
+  if (t.ptes[i] === PTE_NONE) t.used++;
+  t.ptes[i] = pteOf(pfn);
+  k.mem.addMapcount(pfn, 1);
+  mm.rssShmem++;
+  return FAULT_OK;
+}
+
+/** hugetlb_fault / hugetlb_no_page. */
+function hugetlbFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, nid: number): FaultResult {
+  const h = k.hugetlb.byShift(vma.hugeShift)!;
+  const hsize = h.size;
+  const haddr = alignDown(va, hsize);
+  const map = h.shift === PUD_SHIFT ? mm.pgtable.puds : mm.pgtable.pmds;
+  const key = h.shift === PUD_SHIFT ? PageTable.pudKey(haddr) : PageTable.pmdKey(haddr);
+  if (map.get(key)) return FAULT_OK;
+  const idx = (vma.pgoff * PAGE_SIZE + (haddr - vma.start)) / hsize;
+  const shared = (vma.flags & VM.MAYSHARE) !== 0;
+  let pfn: number | undefined;
+  if (shared) pfn = vma.file!.pages.get(idx);
+  if (pfn === undefined) {
+    const reserved = shared ? vma.file!.reserved.has(idx) : vma.resv !== null && !vma.resv.consumed.has(idx);
+    pfn = k.hugetlb.allocForFault(h, nid, reserved);
+    if (pfn < 0) return FAULT_SIGBUS;
+    k.accountAlloc(pfn, nid, 2 ** h.order);
+    const n = 2 ** h.order;
+    const m = k.mem;
+    const owner = shared ? vma.file!.id : mm.id;
+    for (let j = 0; j < n; j++) {
+      m.setToken(pfn + j, 0);
+      m.setOwner(pfn + j, owner);
+      m.setIndex(pfn + j, shared ? idx : haddr / PAGE_SIZE + j);
+    }
+    if (shared) {
+      vma.file!.pages.set(idx, pfn);
+      if (reserved) vma.file!.reserved.delete(idx);
+    } else {
+      m.addFlags(pfn, PG.anon);
+      if (reserved) vma.resv!.consumed.add(idx);
+    }
+    k.charge(k.costs.ns(h.shift === PUD_SHIFT ? 'fault_hugetlb_1g_write' : 'fault_hugetlb_2m_write'));
+  } else k.charge(k.costs.ns('fault_anon_4k_read_zeropage'));
+  k.mem.addEntireMapcount(pfn, 1);
+  map.set(key, new HugeLeaf(pfn, h.shift === PUD_SHIFT ? 'pud' : 'pmd'));
+  return FAULT_OK;
+}
+
+/**
+ * Translate va: the 4K frame it maps, PTE_ZERO-like -1 for a zero page,
+ * or -2 when not mapped. The caller ensures the VMA exists.
+ */
+export function followPage(mm: MmStruct, va: number): number {
+  const pt = mm.pgtable;
+  if (pt.puds.size) {
+    const leaf = pt.puds.get(PageTable.pudKey(va));
+    if (leaf) return leaf.pfn + Math.floor((va % PUD_SIZE) / PAGE_SIZE);
+  }
+  const e = pt.pmds.get(PageTable.pmdKey(va));
+  if (e === undefined) return -2;
+  if (e instanceof HugeLeaf) return e.isZero ? -1 : e.pfn + Math.floor((va % PMD_SIZE) / PAGE_SIZE);
+  const pte = e.ptes[Math.floor(va / PAGE_SIZE) & 511]!;
+  if (pte === PTE_NONE) return -2;
+  if (pte === PTE_ZERO) return -1;
+  return pfnOfPte(pte);
+}
+
+export interface AccessResult {
+  signal?: 'SIGSEGV' | 'SIGBUS';
+  at?: number;
+  faults: number;
+}
+
+export function vmaAllows(vma: Vma, write: boolean): boolean {
+  return write ? (vma.flags & VM.WRITE) !== 0 : (vma.flags & (VM.READ | VM.WRITE | VM.EXEC)) !== 0;
+}
+
+/**
+ * A thread's loads or stores, one byte every `stride` bytes over
+ * [start, start + len): faults as the hardware would, writes `fill` into
+ * the page contents, and reads the first byte of each page into `read`
+ * when given. Stops at the first signal, as the real access would.
+ */
+export function userAccess(
+  k: Kernel,
+  thread: Thread,
+  start: number,
+  len: number,
+  stride: number,
+  write: boolean,
+  fill: number,
+  read?: (va: number, byte: number) => void,
+): AccessResult {
+  const mm = thread.process.mm;
+  const m = k.mem;
+  const res: AccessResult = { faults: 0 };
+  const end = start + len;
+  let va = start;
+  while (va < end) {
+    const vma = mm.vmaAt(va);
+    if (!vma || !vmaAllows(vma, write)) {
+      k.vmstat.count('pgfault');
+      return { ...res, signal: 'SIGSEGV', at: va };
+    }
+    const stop = Math.min(vma.end, end);
+    while (va < stop) {
+      let pfn = followPage(mm, va);
+      if (pfn === -2 || (write && pfn === -1)) {
+        const r = handleMmFault(k, mm, vma, va, write, thread.cpu);
+        res.faults++;
+        if (r !== FAULT_OK) return { ...res, signal: r === FAULT_SIGSEGV ? 'SIGSEGV' : 'SIGBUS', at: va };
+        if (k.events.size) k.runDueEvents();
+        pfn = followPage(mm, va);
+      }
+      if (write) {
+        const serial = (k.writeSerial = (k.writeSerial + 1) & 0xffffff);
+        const keep = va % PAGE_SIZE === 0 ? fill : m.token(pfn) & 0xff;
+        m.setToken(pfn, (serial * 256 + keep) >>> 0);
+        if (m.flags(pfn) & PG.lazyfree) m.clearFlags(pfn, PG.lazyfree);
+      } else if (read) read(va, pfn < 0 ? 0 : m.token(pfn) & 0xff);
+      va += stride;
+    }
+  }
+  return res;
+}
+
+// --- unmapping ------------------------------------------------------------------
+
+export interface ZapStats {
+  pages: number;
+  hugePmds: number;
+}
+
+/**
+ * zap_page_range_single / unmap_vmas over [start, end) of one VMA.
+ * `dontneed` restores hugetlb reservations and frees page-table pages that
+ * became empty (CONFIG_PT_RECLAIM), as MADV_DONTNEED does.
+ */
+export function zapRange(k: Kernel, mm: MmStruct, vma: Vma, start: number, end: number, dontneed: boolean, nid: number): ZapStats {
+  const stats: ZapStats = { pages: 0, hugePmds: 0 };
+  if (vma.isHugetlb()) {
+    zapHugetlb(k, mm, vma, start, end, dontneed, stats);
+    return stats;
+  }
+  const m = k.mem;
+  const touched = new Set<number>();
+  for (let va = start; va < end; ) {
+    const key = PageTable.pmdKey(va);
+    const pmdStart = key * PMD_SIZE;
+    const segEnd = Math.min(end, pmdStart + PMD_SIZE);
+    let e = mm.pgtable.pmds.get(key);
+    if (e instanceof HugeLeaf) {
+      if (va === pmdStart && segEnd === pmdStart + PMD_SIZE) {
+        mm.pgtable.pmds.delete(key);
+        if (!e.isZero) {
+          m.addEntireMapcount(e.pfn, -1);
+          mm.rssAnon -= HPAGE_PMD_NR;
+          stats.hugePmds++;
+          folioUnmappedSome(k, e.pfn);
+        }
+        va = segEnd;
+        continue;
+      }
+      e = splitHugePmd(k, mm, pmdStart, nid);
+    }
+    if (e) {
+      const t = e;
+      const i0 = (va - pmdStart) / PAGE_SIZE;
+      const i1 = (segEnd - pmdStart) / PAGE_SIZE;
+      for (let i = i0; i < i1; i++) {
+        const pte = t.ptes[i]!;
+        if (pte === PTE_NONE) continue;
+        t.ptes[i] = PTE_NONE;
+        t.used--;
+        if (pte === PTE_ZERO) continue;
+        const pfn = pfnOfPte(pte);
+        m.addMapcount(pfn, -1);
+        stats.pages++;
+        const f = m.flags(pfn);
+        if (f & PG.shmem) {
+          mm.rssShmem--;
+          continue;
+        }
+        mm.rssAnon--;
+        if (f & (PG.head | PG.tail)) {
+          touched.add(pfn - (pfn % HPAGE_PMD_NR)); // anon THPs are order-9, naturally aligned
+        } else if (m.mapcount(pfn) === 0) k.freeUserPages(pfn, 0);
+      }
+      if (t.used === 0 && dontneed) {
+        mm.pgtable.pmds.delete(key);
+        freePteTable(k, mm, t);
+      }
+    }
+    va = segEnd;
+  }
+  for (const head of touched) folioUnmappedSome(k, head);
+  return stats;
+}
+
+function zapHugetlb(k: Kernel, mm: MmStruct, vma: Vma, start: number, end: number, dontneed: boolean, stats: ZapStats): void {
+  const h = k.hugetlb.byShift(vma.hugeShift)!;
+  const hsize = h.size;
+  const pud = h.shift === PUD_SHIFT;
+  const map = pud ? mm.pgtable.puds : mm.pgtable.pmds;
+  const shared = (vma.flags & VM.MAYSHARE) !== 0;
+  for (let haddr = start; haddr < end; haddr += hsize) {
+    const key = pud ? PageTable.pudKey(haddr) : PageTable.pmdKey(haddr);
+    const leaf = map.get(key) as HugeLeaf | undefined;
+    if (!leaf) continue;
+    map.delete(key);
+    stats.hugePmds++;
+    k.mem.addEntireMapcount(leaf.pfn, -1);
+    if (shared) continue; // the page stays in the hugetlbfs file
+    const idx = (vma.pgoff * PAGE_SIZE + (haddr - vma.start)) / hsize;
+    const restore = dontneed && h.surplus === 0 && vma.resv !== null;
+    if (restore) vma.resv!.consumed.delete(idx);
+    k.hugetlb.freeHugePage(h, leaf.pfn, restore);
+  }
+}

@@ -1,0 +1,222 @@
+/**
+ * Address-space types (include/linux/mm_types.h, include/linux/mm.h):
+ * VMAs with their vm_flags, the page table, and mm_struct.
+ */
+import { PMD_SIZE, PUD_SIZE, PAGE_SIZE } from './uapi.ts';
+
+/** vm_flags bits, with Linux's values (bits above 31 are kept as separate booleans). */
+export const VM = {
+  READ: 0x1,
+  WRITE: 0x2,
+  EXEC: 0x4,
+  SHARED: 0x8,
+  MAYREAD: 0x10,
+  MAYWRITE: 0x20,
+  MAYEXEC: 0x40,
+  MAYSHARE: 0x80,
+  GROWSDOWN: 0x100,
+  UFFD_MISSING: 0x200,
+  PFNMAP: 0x400,
+  UFFD_WP: 0x1000,
+  LOCKED: 0x2000,
+  IO: 0x4000,
+  SEQ_READ: 0x8000,
+  RAND_READ: 0x10000,
+  DONTCOPY: 0x20000,
+  DONTEXPAND: 0x40000,
+  LOCKONFAULT: 0x80000,
+  ACCOUNT: 0x100000,
+  NORESERVE: 0x200000,
+  HUGETLB: 0x400000,
+  SYNC: 0x800000,
+  ARCH_1: 0x1000000,
+  WIPEONFORK: 0x2000000,
+  DONTDUMP: 0x4000000,
+  SOFTDIRTY: 0x8000000,
+  MIXEDMAP: 0x10000000,
+  HUGEPAGE: 0x20000000,
+  NOHUGEPAGE: 0x40000000,
+  MERGEABLE: 0x80000000,
+} as const;
+
+/** The two-letter names /proc/PID/smaps prints in VmFlags, in bit order. */
+export const VM_MNEMONICS: readonly [number, string][] = [
+  [VM.READ, 'rd'],
+  [VM.WRITE, 'wr'],
+  [VM.EXEC, 'ex'],
+  [VM.SHARED, 'sh'],
+  [VM.MAYREAD, 'mr'],
+  [VM.MAYWRITE, 'mw'],
+  [VM.MAYEXEC, 'me'],
+  [VM.MAYSHARE, 'ms'],
+  [VM.GROWSDOWN, 'gd'],
+  [VM.UFFD_MISSING, 'um'],
+  [VM.PFNMAP, 'pf'],
+  [VM.UFFD_WP, 'uw'],
+  [VM.LOCKED, 'lo'],
+  [VM.IO, 'io'],
+  [VM.SEQ_READ, 'sr'],
+  [VM.RAND_READ, 'rr'],
+  [VM.DONTCOPY, 'dc'],
+  [VM.DONTEXPAND, 'de'],
+  [VM.LOCKONFAULT, 'lf'],
+  [VM.ACCOUNT, 'ac'],
+  [VM.NORESERVE, 'nr'],
+  [VM.HUGETLB, 'ht'],
+  [VM.SYNC, 'sf'],
+  [VM.ARCH_1, 'ar'],
+  [VM.WIPEONFORK, 'wf'],
+  [VM.DONTDUMP, 'dd'],
+  [VM.SOFTDIRTY, 'sd'],
+  [VM.MIXEDMAP, 'mm'],
+  [VM.HUGEPAGE, 'hg'],
+  [VM.NOHUGEPAGE, 'nh'],
+  [VM.MERGEABLE, 'mg'],
+];
+
+
+/** A shmem or hugetlbfs file backing shared (or hugetlb) mappings. */
+export interface MappedFile {
+  readonly id: number;
+  readonly kind: 'shmem' | 'hugetlbfs';
+  /** file page index (in units of the file's page size) -> head pfn */
+  readonly pages: Map<number, number>;
+  /** Number of VMAs that map this file. */
+  mapCount: number;
+  /** hugetlbfs: page indices reserved (region_chg'd) but not yet allocated. */
+  readonly reserved: Set<number>;
+  /** hugetlbfs: log2 of the page size. */
+  hugeShift: number;
+}
+
+/** A private hugetlb mapping's reservation map (shared by the VMAs split from it). */
+export interface HugetlbResvMap {
+  /** Huge page indices whose reservation was consumed by a fault. */
+  readonly consumed: Set<number>;
+}
+
+export class Vma {
+  constructor(
+    public start: number,
+    public end: number,
+    public flags: number,
+    /** vm_pgoff, in 4K pages. */
+    public pgoff: number,
+    public file: MappedFile | null = null,
+    /** log2 of the hugetlb page size, or 0. */
+    public hugeShift = 0,
+  ) {}
+  /** anon_vma identity (0 = none yet). */
+  anonVma = 0;
+  resv: HugetlbResvMap | null = null;
+
+  get size(): number {
+    return this.end - this.start;
+  }
+  isHugetlb(): boolean {
+    return (this.flags & VM.HUGETLB) !== 0;
+  }
+  /** vma_is_anonymous(): private or shared-anonymous before shmem setup. Here: no file. */
+  isAnonymous(): boolean {
+    return this.file === null;
+  }
+  hugePageSize(): number {
+    return this.hugeShift ? 2 ** this.hugeShift : PAGE_SIZE;
+  }
+  clone(): Vma {
+    const v = new Vma(this.start, this.end, this.flags, this.pgoff, this.file, this.hugeShift);
+    v.anonVma = this.anonVma;
+    v.resv = this.resv;
+    return v;
+  }
+}
+
+/** PTE values in a PteTable. */
+export const PTE_NONE = 0;
+export const PTE_ZERO = -1; // maps the shared zero page, read-only
+export const pteOf = (pfn: number): number => pfn + 1;
+export const pfnOfPte = (pte: number): number => pte - 1;
+
+export class PteTable {
+  readonly ptes = new Int32Array(512);
+  /** entries that are not PTE_NONE */
+  used = 0;
+  constructor(readonly tablePfn: number) {}
+}
+
+/** A huge leaf entry at PMD or PUD level. pfn < 0 means the huge zero page. */
+export class HugeLeaf {
+  constructor(
+    public pfn: number,
+    readonly level: 'pmd' | 'pud',
+  ) {}
+  get isZero(): boolean {
+    return this.pfn < 0;
+  }
+}
+
+/**
+ * Page table of one mm: PMD slots keyed by va / 2M hold a PTE table or a
+ * PMD leaf; PUD leaves (1G) are keyed by va / 1G. Upper levels (PGD, P4D,
+ * PUD/PMD table pages) are not modelled as frames.
+ */
+export class PageTable {
+  readonly pmds = new Map<number, PteTable | HugeLeaf>();
+  readonly puds = new Map<number, HugeLeaf>();
+
+  static pmdKey(va: number): number {
+    return Math.floor(va / PMD_SIZE);
+  }
+  static pudKey(va: number): number {
+    return Math.floor(va / PUD_SIZE);
+  }
+}
+
+let mmSeq = 0;
+export class MmStruct {
+  readonly id = ++mmSeq;
+  /** VMAs sorted by start, never overlapping. */
+  vmas: Vma[] = [];
+  readonly pgtable = new PageTable();
+  /** Pages counted as in RSS: anon, shmem (MM_ANONPAGES, MM_SHMEMPAGES). */
+  rssAnon = 0;
+  rssShmem = 0;
+  pgtablesBytes = 0;
+  constructor(readonly mmapBase: number) {}
+
+  /** find_vma: the first VMA with end > addr, or undefined. */
+  findVma(addr: number): Vma | undefined {
+    const v = this.vmas;
+    let lo = 0;
+    let hi = v.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (v[mid]!.end <= addr) lo = mid + 1;
+      else hi = mid;
+    }
+    return v[lo];
+  }
+
+  /** The VMA containing addr, or undefined. */
+  vmaAt(addr: number): Vma | undefined {
+    const v = this.findVma(addr);
+    return v && v.start <= addr ? v : undefined;
+  }
+
+  indexOf(vma: Vma): number {
+    return this.vmas.indexOf(vma);
+  }
+
+  /** VMAs intersecting [start, end). */
+  vmasIn(start: number, end: number): Vma[] {
+    const out: Vma[] = [];
+    const first = this.findVma(start);
+    if (!first) return out;
+    for (let i = this.vmas.indexOf(first); i < this.vmas.length; i++) {
+      const v = this.vmas[i]!;
+      if (v.start >= end) break;
+      out.push(v);
+    }
+    return out;
+  }
+}

@@ -1,0 +1,446 @@
+/**
+ * Address-space layout (mm/mmap.c, mm/vma.c, mm/mprotect.c): the top-down
+ * unmapped-area search (with THP alignment of PMD-multiple anonymous
+ * mappings and hugetlb alignment), mmap/munmap/mprotect, and VMA split and
+ * merge with Linux's compatibility rules.
+ */
+import type { Kernel } from './kernel.ts';
+import type { Process } from './sched.ts';
+import { MmStruct, PageTable, PteTable, Vma, VM, type HugetlbResvMap } from './mm_types.ts';
+import {
+  MAP,
+  MAP_HUGE_MASK,
+  MAP_HUGE_SHIFT,
+  MAP_TYPE,
+  MMAP_MIN_ADDR,
+  PAGE_SIZE,
+  PMD_SIZE,
+  PROT,
+  TASK_SIZE,
+  alignDown,
+  alignUp,
+  isAligned,
+  neg,
+  type SysRet,
+} from './uapi.ts';
+import { freePteTable, zapRange, handleMmFault, followPage, vmaAllows, FAULT_OK } from './memory.ts';
+import { splitHugePmd } from './huge_memory.ts';
+import { HugeLeaf } from './mm_types.ts';
+
+// --- unmapped area search ----------------------------------------------------
+
+/**
+ * vm_unmapped_area, top-down: the highest address A with A + len below the
+ * gap's end, A >= gap start, A aligned to `align`. -ENOMEM if none.
+ */
+function unmappedAreaTopdown(mm: MmStruct, len: number, align: number): number {
+  const low = Math.max(PAGE_SIZE, MMAP_MIN_ADDR);
+  let gapEnd = mm.mmapBase;
+  for (let i = mm.vmas.length - 1; i >= -1; i--) {
+    const v = i >= 0 ? mm.vmas[i]! : undefined;
+    if (v && v.start >= mm.mmapBase) continue;
+    const gapStart = Math.max(v ? v.end : low, low);
+    const top = Math.min(gapEnd, mm.mmapBase);
+    if (top - gapStart >= len) {
+      const a = alignDown(top - len, align);
+      if (a >= gapStart) return a;
+    }
+    if (v) gapEnd = v.start;
+  }
+  return neg('ENOMEM');
+}
+
+function rangeFree(mm: MmStruct, addr: number, len: number): boolean {
+  const v = mm.findVma(addr);
+  return !v || v.start >= addr + len;
+}
+
+/** __get_unmapped_area for anonymous and hugetlb mappings. */
+function getUnmappedArea(mm: MmStruct, hint: number, len: number, flags: number, hugeSize: number): number {
+  if (len > TASK_SIZE - MMAP_MIN_ADDR) return neg('ENOMEM');
+  if (flags & MAP.MAP_FIXED) {
+    if (hugeSize && (!isAligned(hint, hugeSize) || !isAligned(len, hugeSize))) return neg('EINVAL');
+    if (hint > TASK_SIZE - len) return neg('ENOMEM');
+    if (hint % PAGE_SIZE) return neg('EINVAL');
+    return hint;
+  }
+  if (hint) {
+    const a = hugeSize ? alignUp(hint, hugeSize) : alignUp(hint, PAGE_SIZE);
+    if (TASK_SIZE - len >= a && a >= MMAP_MIN_ADDR && rangeFree(mm, a, len)) return a;
+  }
+  if (hugeSize) return unmappedAreaTopdown(mm, len, hugeSize);
+  if (!(flags & MAP.MAP_SHARED && (flags & MAP_TYPE) !== MAP.MAP_PRIVATE) && !hint && isAligned(len, PMD_SIZE)) {
+    // thp_get_unmapped_area: search len + 2M, then align inside the padding.
+    const ret = unmappedAreaTopdown(mm, len + PMD_SIZE, PAGE_SIZE);
+    if (ret >= 0) {
+      const offSub = (PMD_SIZE - (ret % PMD_SIZE)) % PMD_SIZE;
+      return offSub === 0 ? ret + PMD_SIZE : ret + offSub;
+    }
+  }
+  return unmappedAreaTopdown(mm, len, PAGE_SIZE);
+}
+
+// --- VMA list maintenance -------------------------------------------------------
+
+function insertVma(mm: MmStruct, vma: Vma): void {
+  const next = mm.findVma(vma.start);
+  const i = next ? mm.vmas.indexOf(next) : mm.vmas.length;
+  mm.vmas.splice(i, 0, vma);
+}
+
+/** Whether b can be merged onto the end of a (is_mergeable_vma + anon_vma + pgoff). */
+export function canMerge(a: Vma, b: Vma): boolean {
+  if (a.end !== b.start) return false;
+  if ((a.flags & ~VM.SOFTDIRTY) !== (b.flags & ~VM.SOFTDIRTY)) return false;
+  if (a.file !== b.file || a.resv !== b.resv || a.hugeShift !== b.hugeShift) return false;
+  if (a.isHugetlb()) return false;
+  if (a.anonVma && b.anonVma && a.anonVma !== b.anonVma) return false;
+  return b.pgoff === a.pgoff + (a.end - a.start) / PAGE_SIZE;
+}
+
+function mergeInto(mm: MmStruct, a: Vma, b: Vma): void {
+  a.end = b.end;
+  a.flags |= b.flags & VM.SOFTDIRTY;
+  if (!a.anonVma) a.anonVma = b.anonVma;
+  if (b.file) b.file.mapCount--;
+  mm.vmas.splice(mm.vmas.indexOf(b), 1);
+}
+
+/** Merge adjacent VMA pairs around [lo, hi] (indices) where either side is in `changed`. */
+function mergeAround(mm: MmStruct, changed: Set<Vma>): void {
+  for (let i = 0; i + 1 < mm.vmas.length; ) {
+    const a = mm.vmas[i]!;
+    const b = mm.vmas[i + 1]!;
+    if ((changed.has(a) || changed.has(b)) && canMerge(a, b)) {
+      mergeInto(mm, a, b);
+      changed.add(a);
+    } else i++;
+  }
+}
+
+/**
+ * __split_vma at addr: vma keeps [start, addr), a new VMA gets [addr, end).
+ * Returns the new upper VMA, or -errno (hugetlb needs huge alignment;
+ * the map count may not exceed vm.max_map_count).
+ */
+function splitVma(k: Kernel, mm: MmStruct, vma: Vma, addr: number): Vma | number {
+  if (vma.isHugetlb() && !isAligned(addr, vma.hugePageSize())) return neg('EINVAL');
+  if (mm.vmas.length >= k.sysctl.max_map_count) return neg('ENOMEM');
+  const upper = vma.clone();
+  upper.start = addr;
+  upper.pgoff = vma.pgoff + (addr - vma.start) / PAGE_SIZE;
+  vma.end = addr;
+  if (upper.file) upper.file.mapCount++;
+  mm.vmas.splice(mm.vmas.indexOf(vma) + 1, 0, upper);
+  // A THP mapped across the split point is split (vma_adjust_trans_huge).
+  splitPmdAt(k, mm, addr);
+  return upper;
+}
+
+/** Split a huge PMD that straddles addr (not at a 2M boundary). */
+function splitPmdAt(k: Kernel, mm: MmStruct, addr: number): void {
+  if (isAligned(addr, PMD_SIZE)) return;
+  const e = mm.pgtable.pmds.get(PageTable.pmdKey(addr));
+  if (e instanceof HugeLeaf) splitHugePmd(k, mm, alignDown(addr, PMD_SIZE), 0);
+}
+
+/**
+ * Apply `fn` to the vm_flags of every VMA part inside [start, end),
+ * splitting at the ends and merging changed parts with their neighbours
+ * (vma_modify_flags). VMAs whose flags do not change are left whole.
+ * Stops with -errno from `fn` or from a split.
+ */
+export function modifyVmaFlags(
+  k: Kernel,
+  mm: MmStruct,
+  start: number,
+  end: number,
+  fn: (vma: Vma) => number,
+): SysRet {
+  const changed = new Set<Vma>();
+  let err = 0;
+  for (const v0 of mm.vmasIn(start, end)) {
+    let vma = v0;
+    const nf = fn(vma);
+    if (nf < 0 && nf > -4096) {
+      err = nf;
+      break;
+    }
+    if (nf === vma.flags) continue;
+    if (vma.start < start) {
+      const up = splitVma(k, mm, vma, start);
+      if (typeof up === 'number') {
+        err = up;
+        break;
+      }
+      vma = up;
+    }
+    if (vma.end > end) {
+      const up = splitVma(k, mm, vma, end);
+      if (typeof up === 'number') {
+        err = up;
+        break;
+      }
+    }
+    vma.flags = nf;
+    changed.add(vma);
+  }
+  mergeAround(mm, changed);
+  return err;
+}
+
+// --- mmap -----------------------------------------------------------------------
+
+function calcVmFlags(prot: number, flags: number): number {
+  let vf = VM.MAYREAD | VM.MAYWRITE | VM.MAYEXEC;
+  if (prot & PROT.PROT_READ) vf |= VM.READ;
+  if (prot & PROT.PROT_WRITE) vf |= VM.WRITE;
+  if (prot & PROT.PROT_EXEC) vf |= VM.EXEC;
+  if (flags & MAP.MAP_GROWSDOWN) vf |= VM.GROWSDOWN;
+  if (flags & MAP.MAP_LOCKED) vf |= VM.LOCKED;
+  if (flags & MAP.MAP_SYNC) vf |= VM.SYNC;
+  if (flags & MAP.MAP_STACK) vf |= VM.NOHUGEPAGE;
+  return vf;
+}
+
+/** __vm_enough_memory under vm.overcommit_memory = 0 (OVERCOMMIT_GUESS). */
+export function vmEnoughMemory(k: Kernel, pages: number): boolean {
+  if (k.sysctl.overcommit_memory === 1) return true;
+  return pages <= k.phys.totalPages();
+}
+
+export function doMmap(k: Kernel, p: Process, addr: number, len: number, prot: number, flags: number): SysRet {
+  const mm = p.mm;
+  if (!(flags & MAP.MAP_ANONYMOUS)) return neg('EBADF'); // only anonymous memory is modelled (fd = -1)
+  let hugeShift = 0;
+  if (flags & MAP.MAP_HUGETLB) {
+    const log = (flags >>> MAP_HUGE_SHIFT) & MAP_HUGE_MASK;
+    const h = log === 0 ? k.hugetlb.defaultHstate : k.hugetlb.byShift(log);
+    if (!h) return neg('EINVAL');
+    hugeShift = h.shift;
+    len = alignUp(len, h.size);
+  }
+  if (len === 0) return neg('EINVAL');
+  if (!(flags & MAP.MAP_FIXED) && addr && addr < MMAP_MIN_ADDR) addr = alignUp(MMAP_MIN_ADDR, PAGE_SIZE);
+  len = alignUp(len, PAGE_SIZE);
+  if (len > TASK_SIZE) return neg('ENOMEM');
+  if (mm.vmas.length > k.sysctl.max_map_count) return neg('ENOMEM');
+  if (flags & MAP.MAP_FIXED_NOREPLACE) flags |= MAP.MAP_FIXED;
+  const hsize = hugeShift ? 2 ** hugeShift : 0;
+  const start = getUnmappedArea(mm, addr, len, flags, hsize);
+  if (start < 0) return start;
+  if (flags & MAP.MAP_FIXED_NOREPLACE && mm.vmasIn(start, start + len).length) return neg('EEXIST');
+  let vf = calcVmFlags(prot, flags);
+  let pgoff: number;
+  const type = flags & MAP_TYPE;
+  if (hugeShift) {
+    if (type !== MAP.MAP_SHARED && type !== MAP.MAP_SHARED_VALIDATE && type !== MAP.MAP_PRIVATE) return neg('EINVAL');
+    if (type !== MAP.MAP_PRIVATE) vf |= VM.SHARED | VM.MAYSHARE;
+    pgoff = 0;
+  } else if (type === MAP.MAP_SHARED) {
+    if (vf & VM.GROWSDOWN) return neg('EINVAL');
+    vf |= VM.SHARED | VM.MAYSHARE;
+    pgoff = 0;
+  } else if (type === MAP.MAP_PRIVATE) {
+    pgoff = start / PAGE_SIZE;
+  } else return neg('EINVAL');
+  if (flags & MAP.MAP_NORESERVE && (k.sysctl.overcommit_memory !== 2 || hugeShift)) vf |= VM.NORESERVE;
+
+  // MAP_FIXED replaces whatever was there.
+  if (flags & MAP.MAP_FIXED) {
+    const r = doMunmap(k, mm, start, len);
+    if (r < 0) return r;
+  }
+  const vma = new Vma(start, start + len, vf, pgoff, null, hugeShift);
+  if (hugeShift) {
+    vma.flags |= VM.HUGETLB | VM.DONTEXPAND;
+    const h = k.hugetlb.byShift(hugeShift)!;
+    const file = k.newFile('hugetlbfs');
+    file.hugeShift = hugeShift;
+    const pages = len / h.size;
+    if (!(vf & VM.NORESERVE)) {
+      if (k.hugetlb.reserve(h, pages) < 0) {
+        k.files.delete(file.id);
+        return neg('ENOMEM');
+      }
+      if (vf & VM.MAYSHARE) for (let i = 0; i < pages; i++) file.reserved.add(i);
+      else vma.resv = { consumed: new Set<number>() } satisfies HugetlbResvMap;
+    }
+    vma.file = file;
+    file.mapCount = 1;
+  } else if (vf & VM.SHARED) {
+    const file = k.newFile('shmem');
+    vma.file = file;
+    file.mapCount = 1;
+    if (!(vf & VM.NORESERVE) && !vmEnoughMemory(k, len / PAGE_SIZE)) return neg('ENOMEM');
+  } else if ((vf & (VM.NORESERVE | VM.SHARED | VM.WRITE)) === VM.WRITE) {
+    if (!vmEnoughMemory(k, len / PAGE_SIZE)) return neg('ENOMEM');
+    vma.flags |= VM.ACCOUNT;
+    k.committedPages += len / PAGE_SIZE;
+  }
+  insertVma(mm, vma);
+  mergeAround(mm, new Set([vma]));
+  k.charge(k.costs.ns('mmap_munmap_pair') / 2);
+  const populate = (flags & (MAP.MAP_POPULATE | MAP.MAP_NONBLOCK)) === MAP.MAP_POPULATE || (vf & VM.LOCKED) !== 0;
+  if (populate) populateRange(k, p, start, start + len, null);
+  return start;
+}
+
+/**
+ * populate_vma_page_range / faultin_page_range: fault in every page, with
+ * write faults for private writable mappings (or when `write` is forced).
+ * Returns 0, or a fault outcome for MADV_POPULATE_*.
+ */
+export function populateRange(k: Kernel, p: Process, start: number, end: number, write: boolean | null): number {
+  const mm = p.mm;
+  const cpu = p.mainThread.cpu;
+  for (let va = start; va < end; ) {
+    const vma = mm.vmaAt(va);
+    if (!vma) return neg('ENOMEM');
+    const w = write ?? (vma.flags & (VM.WRITE | VM.SHARED)) === VM.WRITE;
+    if (!vmaAllows(vma, w)) return neg('EINVAL');
+    const step = vma.isHugetlb() ? vma.hugePageSize() : PAGE_SIZE;
+    const stop = Math.min(vma.end, end);
+    for (; va < stop; va = alignDown(va, step) + step) {
+      const pfn = followPage(mm, va);
+      if (pfn >= 0 || (pfn === -1 && !w)) continue;
+      const r = handleMmFault(k, mm, vma, va, w, cpu);
+      if (r !== FAULT_OK) return neg(r === 3 ? 'ENOMEM' : 'EFAULT');
+    }
+  }
+  return 0;
+}
+
+// --- munmap -----------------------------------------------------------------------
+
+export function sysMunmap(k: Kernel, p: Process, start: number, len: number): SysRet {
+  if (start % PAGE_SIZE || start > TASK_SIZE || len > TASK_SIZE - start) return neg('EINVAL');
+  len = alignUp(len, PAGE_SIZE);
+  if (len === 0) return neg('EINVAL');
+  return doMunmap(k, p.mm, start, len);
+}
+
+/** do_vmi_munmap on page-aligned arguments. */
+export function doMunmap(k: Kernel, mm: MmStruct, start: number, len: number): SysRet {
+  const end = start + len;
+  let vmas = mm.vmasIn(start, end);
+  if (!vmas.length) return 0;
+  const first = vmas[0]!;
+  const last = vmas[vmas.length - 1]!;
+  // Check both splits before changing anything.
+  if (first.start < start && first.isHugetlb() && !isAligned(start, first.hugePageSize())) return neg('EINVAL');
+  if (last.end > end && last.isHugetlb() && !isAligned(end, last.hugePageSize())) return neg('EINVAL');
+  if (first.start < start && first.end > end && mm.vmas.length >= k.sysctl.max_map_count) return neg('ENOMEM');
+  if (first.start < start) {
+    const r = splitVma(k, mm, first, start);
+    if (typeof r === 'number') return r;
+  }
+  vmas = mm.vmasIn(start, end);
+  const tail = vmas[vmas.length - 1]!;
+  if (tail.end > end) {
+    const r = splitVma(k, mm, tail, end);
+    if (typeof r === 'number') return r;
+  }
+  vmas = mm.vmasIn(start, end);
+  let pages = 0;
+  for (const v of vmas) {
+    const st = zapRange(k, mm, v, v.start, v.end, false, 0);
+    pages += st.pages + st.hugePmds * 512;
+    unaccountVma(k, v);
+    mm.vmas.splice(mm.vmas.indexOf(v), 1);
+    releaseVmaResources(k, v);
+  }
+  freePgtables(k, mm, start, end);
+  k.charge(k.costs.ns('mmap_munmap_pair') / 2 + pages * k.costs.ns('munmap_populated_4k'));
+  return 0;
+}
+
+function unaccountVma(k: Kernel, v: Vma): void {
+  if (v.flags & VM.ACCOUNT) k.committedPages -= v.size / PAGE_SIZE;
+}
+
+/** What a VMA held beyond its pages: hugetlb reservations, its file when last unmapped. */
+function releaseVmaResources(k: Kernel, v: Vma): void {
+  if (v.isHugetlb() && v.resv) {
+    const h = k.hugetlb.byShift(v.hugeShift)!;
+    const first = (v.pgoff * PAGE_SIZE) / h.size;
+    const n = v.size / h.size;
+    let unconsumed = 0;
+    for (let i = first; i < first + n; i++) if (!v.resv.consumed.has(i)) unconsumed++;
+    k.hugetlb.unreserve(h, unconsumed);
+  }
+  const f = v.file;
+  if (f && --f.mapCount === 0) {
+    // Last mapping of an anonymous shmem/hugetlbfs file: the inode goes away.
+    if (f.kind === 'hugetlbfs') {
+      const h = k.hugetlb.byShift(f.hugeShift)!;
+      for (const pfn of f.pages.values()) k.hugetlb.freeHugePage(h, pfn, false);
+      k.hugetlb.unreserve(h, f.reserved.size);
+    } else {
+      for (const pfn of f.pages.values()) k.freeUserPages(pfn, 0);
+    }
+    f.pages.clear();
+    f.reserved.clear();
+    k.files.delete(f.id);
+  }
+}
+
+/** free_pgtables: PTE tables whose 2M range no VMA covers any more. */
+function freePgtables(k: Kernel, mm: MmStruct, start: number, end: number): void {
+  for (let key = PageTable.pmdKey(start); key * PMD_SIZE < end; key++) {
+    const e = mm.pgtable.pmds.get(key);
+    if (!(e instanceof PteTable)) continue;
+    if (mm.vmasIn(key * PMD_SIZE, (key + 1) * PMD_SIZE).length) continue;
+    mm.pgtable.pmds.delete(key);
+    freePteTable(k, mm, e);
+  }
+}
+
+// --- mprotect -----------------------------------------------------------------------
+
+export function sysMprotect(k: Kernel, p: Process, start: number, len: number, prot: number): SysRet {
+  const mm = p.mm;
+  const grows = prot & (PROT.PROT_GROWSDOWN | PROT.PROT_GROWSUP);
+  prot &= ~grows;
+  if (grows === (PROT.PROT_GROWSDOWN | PROT.PROT_GROWSUP)) return neg('EINVAL');
+  if (start % PAGE_SIZE) return neg('EINVAL');
+  if (!len) return 0;
+  len = alignUp(len, PAGE_SIZE);
+  const end = start + len;
+  if (end <= start) return neg('ENOMEM');
+  if (prot & ~(PROT.PROT_READ | PROT.PROT_WRITE | PROT.PROT_EXEC | PROT.PROT_SEM)) return neg('EINVAL');
+  const firstVma = mm.findVma(start);
+  if (!firstVma || firstVma.start > start) return neg('ENOMEM');
+  // Walk the contiguous VMAs; a hole stops the walk with ENOMEM after what came before was changed.
+  let covered = start;
+  for (const v of mm.vmasIn(start, end)) {
+    if (v.start > covered) break;
+    covered = v.end;
+  }
+  const stop = Math.min(end, covered);
+  const want = (prot & PROT.PROT_READ ? VM.READ : 0) | (prot & PROT.PROT_WRITE ? VM.WRITE : 0) | (prot & PROT.PROT_EXEC ? VM.EXEC : 0);
+  let charged = 0;
+  const r = modifyVmaFlags(k, mm, start, stop, (vma) => {
+    if ((want & VM.WRITE && !(vma.flags & VM.MAYWRITE)) || (want & VM.EXEC && !(vma.flags & VM.MAYEXEC))) return neg('EACCES');
+    let nf = (vma.flags & ~(VM.READ | VM.WRITE | VM.EXEC)) | want;
+    if (nf === vma.flags) return nf;
+    const pages = (Math.min(vma.end, stop) - Math.max(vma.start, start)) / PAGE_SIZE;
+    if (nf & VM.WRITE) {
+      if (!(vma.flags & (VM.ACCOUNT | VM.WRITE | VM.HUGETLB | VM.SHARED | VM.NORESERVE))) {
+        if (!vmEnoughMemory(k, pages)) return neg('ENOMEM');
+        nf |= VM.ACCOUNT;
+        charged += pages;
+      }
+    } else if (vma.flags & VM.ACCOUNT && vma.isAnonymous() && !vma.anonVma) {
+      nf &= ~VM.ACCOUNT;
+      charged -= pages;
+    }
+    return nf;
+  });
+  k.committedPages += charged;
+  // change_protection splits huge PMDs the range only partly covers.
+  for (const a of [start, stop]) splitPmdAt(k, mm, a);
+  k.charge(k.costs.ns('mprotect_split'));
+  if (r < 0) return r;
+  return covered < end ? neg('ENOMEM') : 0;
+}

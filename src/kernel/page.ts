@@ -1,0 +1,177 @@
+/**
+ * Frame metadata: the simulator's `struct page` array (mem_map).
+ *
+ * Like SPARSEMEM, metadata lives in sections of 2^15 frames (128 MiB) that
+ * are created the first time any frame in them is handed out, so a host of
+ * 1 TiB costs nothing until its memory is used. Fields are parallel typed
+ * arrays, one element per 4K frame, the way struct page is one per frame.
+ */
+
+export const SECTION_SHIFT = 15;
+export const PAGES_PER_SECTION = 1 << SECTION_SHIFT;
+const SECTION_MASK = PAGES_PER_SECTION - 1;
+
+/** page flags (a subset of enum pageflags, with the same meaning). */
+export const PG = {
+  buddy: 1 << 0, // head of a free buddy block (PageBuddy)
+  head: 1 << 1, // head of a compound page (PG_head)
+  tail: 1 << 2, // tail of a compound page
+  hugetlb: 1 << 3, // belongs to a hugetlb folio (free in a pool or in use)
+  anon: 1 << 4, // anonymous (PageAnon)
+  pgtable: 1 << 5, // a page-table page (PageTable)
+  shmem: 1 << 6, // shmem/page-cache page (PageSwapBacked, mapping = inode)
+  lazyfree: 1 << 7, // MADV_FREE'd and clean (cleared by a later write)
+  reserved: 1 << 8, // PG_reserved: never allocatable (holes, the zero page)
+} as const;
+
+/** Owner ids in `owner`: > 0 is an mm id or a shmem/hugetlbfs inode id. */
+export const OWNER_FREE = 0;
+export const OWNER_KERNEL = -1; // page tables and other kernel memory
+export const OWNER_HUGETLB_POOL = -2; // a free hugetlb page in its pool
+
+class Section {
+  readonly flags = new Uint16Array(PAGES_PER_SECTION);
+  /** buddy order for a free head; compound order for a compound head. */
+  readonly order = new Uint8Array(PAGES_PER_SECTION);
+  /** PTE mappings of this 4K page (page->_mapcount + 1). */
+  readonly mapcount = new Int32Array(PAGES_PER_SECTION);
+  /** PMD/PUD mappings of the folio (head only: folio->_entire_mapcount + 1). */
+  readonly entireMapcount = new Int32Array(PAGES_PER_SECTION);
+  readonly owner = new Int32Array(PAGES_PER_SECTION);
+  /** rmap: virtual page number (anon) or file page index (shmem/hugetlbfs). */
+  readonly index = new Float64Array(PAGES_PER_SECTION);
+  /**
+   * Content token of the 4K page: low 8 bits are the first byte of the page
+   * (what `peek` reads), the upper 24 bits a write serial, so migration and
+   * copies can be proven to carry data, not just "some" byte.
+   */
+  readonly token = new Uint32Array(PAGES_PER_SECTION);
+  /** free-list links for buddy heads (struct page's lru list_head). */
+  readonly next = new Int32Array(PAGES_PER_SECTION).fill(-1);
+  readonly prev = new Int32Array(PAGES_PER_SECTION).fill(-1);
+}
+
+export class MemMap {
+  private readonly sections: (Section | undefined)[];
+  materialized = 0;
+
+  constructor(readonly totalPages: number) {
+    this.sections = new Array(Math.ceil(totalPages / PAGES_PER_SECTION));
+  }
+
+  /** The section holding pfn, created on first use. */
+  sec(pfn: number): Section {
+    const i = pfn >>> SECTION_SHIFT;
+    let s = this.sections[i];
+    if (!s) {
+      s = new Section();
+      this.sections[i] = s;
+      this.materialized++;
+    }
+    return s;
+  }
+
+  isMaterialized(pfn: number): boolean {
+    return this.sections[pfn >>> SECTION_SHIFT] !== undefined;
+  }
+
+  flags(pfn: number): number {
+    return this.sec(pfn).flags[pfn & SECTION_MASK]!;
+  }
+  setFlags(pfn: number, f: number): void {
+    this.sec(pfn).flags[pfn & SECTION_MASK] = f;
+  }
+  addFlags(pfn: number, f: number): void {
+    this.sec(pfn).flags[pfn & SECTION_MASK]! |= f;
+  }
+  clearFlags(pfn: number, f: number): void {
+    this.sec(pfn).flags[pfn & SECTION_MASK]! &= ~f;
+  }
+  test(pfn: number, f: number): boolean {
+    return (this.sec(pfn).flags[pfn & SECTION_MASK]! & f) !== 0;
+  }
+
+  order(pfn: number): number {
+    return this.sec(pfn).order[pfn & SECTION_MASK]!;
+  }
+  setOrder(pfn: number, o: number): void {
+    this.sec(pfn).order[pfn & SECTION_MASK] = o;
+  }
+
+  mapcount(pfn: number): number {
+    return this.sec(pfn).mapcount[pfn & SECTION_MASK]!;
+  }
+  addMapcount(pfn: number, d: number): number {
+    const s = this.sec(pfn);
+    return (s.mapcount[pfn & SECTION_MASK]! += d);
+  }
+  entireMapcount(pfn: number): number {
+    return this.sec(pfn).entireMapcount[pfn & SECTION_MASK]!;
+  }
+  addEntireMapcount(pfn: number, d: number): number {
+    const s = this.sec(pfn);
+    return (s.entireMapcount[pfn & SECTION_MASK]! += d);
+  }
+
+  setEntireMapcountZero(pfn: number): void {
+    this.sec(pfn).entireMapcount[pfn & SECTION_MASK] = 0;
+  }
+
+  owner(pfn: number): number {
+    return this.sec(pfn).owner[pfn & SECTION_MASK]!;
+  }
+  setOwner(pfn: number, o: number): void {
+    this.sec(pfn).owner[pfn & SECTION_MASK] = o;
+  }
+
+  index(pfn: number): number {
+    return this.sec(pfn).index[pfn & SECTION_MASK]!;
+  }
+  setIndex(pfn: number, i: number): void {
+    this.sec(pfn).index[pfn & SECTION_MASK] = i;
+  }
+
+  token(pfn: number): number {
+    return this.sec(pfn).token[pfn & SECTION_MASK]!;
+  }
+  setToken(pfn: number, t: number): void {
+    this.sec(pfn).token[pfn & SECTION_MASK] = t;
+  }
+
+  next(pfn: number): number {
+    return this.sec(pfn).next[pfn & SECTION_MASK]!;
+  }
+  setNext(pfn: number, v: number): void {
+    this.sec(pfn).next[pfn & SECTION_MASK] = v;
+  }
+  prev(pfn: number): number {
+    return this.sec(pfn).prev[pfn & SECTION_MASK]!;
+  }
+  setPrev(pfn: number, v: number): void {
+    this.sec(pfn).prev[pfn & SECTION_MASK] = v;
+  }
+
+  /** Reset every field of `n` frames from pfn (frames handed to a new user). */
+  resetRange(pfn: number, n: number): void {
+    let p = pfn;
+    const end = pfn + n;
+    while (p < end) {
+      const s = this.sec(p);
+      const lo = p & SECTION_MASK;
+      const hi = Math.min(PAGES_PER_SECTION, lo + (end - p));
+      s.flags.fill(0, lo, hi);
+      s.order.fill(0, lo, hi);
+      s.mapcount.fill(0, lo, hi);
+      s.entireMapcount.fill(0, lo, hi);
+      s.owner.fill(0, lo, hi);
+      s.index.fill(0, lo, hi);
+      s.token.fill(0, lo, hi);
+      p += hi - lo;
+    }
+  }
+
+  /** Bytes of metadata currently allocated (for memtwin's own memory use). */
+  metadataBytes(): number {
+    return this.materialized * PAGES_PER_SECTION * (2 + 1 + 4 + 4 + 4 + 8 + 4 + 4 + 4);
+  }
+}

@@ -1,0 +1,372 @@
+/**
+ * The buddy allocator (mm/page_alloc.c), one zone per NUMA node.
+ *
+ * Free blocks of 2^order frames sit on free_area[order] lists, split per
+ * migratetype as Linux groups pageblocks by mobility; freeing coalesces a
+ * block with its buddy (pfn ^ (1 << order)) for as long as the buddy is
+ * free at the same order. Memory a node has never handed out is kept as a
+ * "pristine" tail that is carved into MAX_PAGE_ORDER blocks on demand
+ * (cf. deferred struct page init), which is what lets a 1 TiB host exist
+ * without 1 TiB worth of metadata.
+ */
+import { MAX_PAGE_ORDER } from './uapi.ts';
+import { PG, OWNER_FREE, type MemMap } from './page.ts';
+
+export const MIGRATE_UNMOVABLE = 0;
+export const MIGRATE_MOVABLE = 1;
+export const MIGRATE_TYPES = 2;
+export type MigrateType = typeof MIGRATE_UNMOVABLE | typeof MIGRATE_MOVABLE;
+export const MIGRATETYPE_NAMES = ['Unmovable', 'Movable'] as const;
+
+export const PAGEBLOCK_ORDER = 9; // pageblock_order = HPAGE_PMD_ORDER on x86-64
+const PAGEBLOCK_NR = 1 << PAGEBLOCK_ORDER;
+const MAX_BLOCK = 1 << MAX_PAGE_ORDER;
+
+export class Zone {
+  /** free_area[order][migratetype]: head pfn of a doubly linked list, or -1. */
+  private readonly heads: Int32Array;
+  /** nr_free per (order, migratetype), pristine tail not included. */
+  private readonly nrFreeLists: Float64Array;
+  /** Per-pageblock migratetype. */
+  readonly pageblockMt: Uint8Array;
+  /** Frames in [pristineStart, endPfn) were never handed out. */
+  pristineStart: number;
+  /** Free frames, pristine ones included. */
+  freePages: number;
+
+  constructor(
+    readonly nid: number,
+    readonly startPfn: number,
+    readonly spannedPages: number,
+    private readonly mem: MemMap,
+  ) {
+    if (startPfn % MAX_BLOCK !== 0 || spannedPages % MAX_BLOCK !== 0)
+      throw new Error(`node ${nid}: memory must be a multiple of 4 MiB and 4 MiB aligned`);
+    this.heads = new Int32Array((MAX_PAGE_ORDER + 1) * MIGRATE_TYPES).fill(-1);
+    this.nrFreeLists = new Float64Array((MAX_PAGE_ORDER + 1) * MIGRATE_TYPES);
+    this.pageblockMt = new Uint8Array(spannedPages / PAGEBLOCK_NR).fill(MIGRATE_MOVABLE);
+    this.pristineStart = startPfn;
+    this.freePages = spannedPages;
+  }
+
+  get endPfn(): number {
+    return this.startPfn + this.spannedPages;
+  }
+
+  contains(pfn: number): boolean {
+    return pfn >= this.startPfn && pfn < this.endPfn;
+  }
+
+  pageblockType(pfn: number): MigrateType {
+    return this.pageblockMt[(pfn - this.startPfn) >>> PAGEBLOCK_ORDER] as MigrateType;
+  }
+
+  private setPageblockType(pfn: number, order: number, mt: MigrateType): void {
+    const first = (pfn - this.startPfn) >>> PAGEBLOCK_ORDER;
+    const n = Math.max(1, (1 << order) >>> PAGEBLOCK_ORDER);
+    this.pageblockMt.fill(mt, first, first + n);
+  }
+
+  /** Free blocks per order (all migratetypes, pristine counted at MAX order). */
+  nrFreeByOrder(): number[] {
+    const out: number[] = [];
+    for (let o = 0; o <= MAX_PAGE_ORDER; o++) {
+      let n = 0;
+      for (let mt = 0; mt < MIGRATE_TYPES; mt++) n += this.nrFreeLists[o * MIGRATE_TYPES + mt]!;
+      out.push(n);
+    }
+    out[MAX_PAGE_ORDER]! += (this.endPfn - this.pristineStart) / MAX_BLOCK;
+    return out;
+  }
+
+  nrFree(order: number, mt: MigrateType): number {
+    return this.nrFreeLists[order * MIGRATE_TYPES + mt]!;
+  }
+
+  // --- free lists -------------------------------------------------------
+
+  private listAdd(pfn: number, order: number, mt: number): void {
+    const m = this.mem;
+    const li = order * MIGRATE_TYPES + mt;
+    const head = this.heads[li]!;
+    m.setFlags(pfn, PG.buddy);
+    m.setOrder(pfn, order);
+    m.setOwner(pfn, OWNER_FREE);
+    m.setPrev(pfn, -1);
+    m.setNext(pfn, head);
+    if (head >= 0) m.setPrev(head, pfn);
+    this.heads[li] = pfn;
+    this.nrFreeLists[li]!++;
+  }
+
+  private listDel(pfn: number, order: number, mt: number): void {
+    const m = this.mem;
+    const li = order * MIGRATE_TYPES + mt;
+    const p = m.prev(pfn);
+    const n = m.next(pfn);
+    if (p >= 0) m.setNext(p, n);
+    else this.heads[li] = n;
+    if (n >= 0) m.setPrev(n, p);
+    m.setNext(pfn, -1);
+    m.setPrev(pfn, -1);
+    m.clearFlags(pfn, PG.buddy);
+    this.nrFreeLists[li]!--;
+  }
+
+  /** Which list a free head is on: the migratetype of its pageblock at the time it was added. */
+  private freeListMt(pfn: number): number {
+    // Blocks are always filed under their pageblock's type; a type change
+    // moves the pageblock's free blocks (move_freepages_block).
+    return this.pageblockType(pfn);
+  }
+
+  private isFreeHead(pfn: number, order: number): boolean {
+    if (pfn < this.startPfn || pfn >= this.pristineStart) return false;
+    const m = this.mem;
+    return m.test(pfn, PG.buddy) && m.order(pfn) === order;
+  }
+
+  // --- allocation ----------------------------------------------------------
+
+  /** __rmqueue: a block of 2^order frames, or -1 when none is free. */
+  rmqueue(order: number, mt: MigrateType): number {
+    let pfn = this.rmqueueSmallest(order, mt);
+    if (pfn >= 0) return pfn;
+    if (this.carvePristine(mt)) {
+      pfn = this.rmqueueSmallest(order, mt);
+      if (pfn >= 0) return pfn;
+    }
+    pfn = this.rmqueueFallback(order, mt);
+    return pfn;
+  }
+
+  private rmqueueSmallest(order: number, mt: number): number {
+    for (let o = order; o <= MAX_PAGE_ORDER; o++) {
+      const pfn = this.heads[o * MIGRATE_TYPES + mt]!;
+      if (pfn < 0) continue;
+      this.listDel(pfn, o, mt);
+      this.expand(pfn, order, o);
+      this.freePages -= 1 << order;
+      return pfn;
+    }
+    return -1;
+  }
+
+  /** Split a block of order `high` down to `low`, filing the upper halves. */
+  private expand(pfn: number, low: number, high: number): void {
+    while (high > low) {
+      high--;
+      const buddy = pfn + (1 << high);
+      this.listAdd(buddy, high, this.freeListMt(buddy));
+    }
+  }
+
+  private carvePristine(mt: MigrateType): boolean {
+    if (this.pristineStart >= this.endPfn) return false;
+    const pfn = this.pristineStart;
+    this.mem.resetRange(pfn, MAX_BLOCK);
+    this.pristineStart += MAX_BLOCK;
+    this.setPageblockType(pfn, MAX_PAGE_ORDER, mt);
+    this.listAdd(pfn, MAX_PAGE_ORDER, mt);
+    return true;
+  }
+
+  /**
+   * __rmqueue_fallback: steal from another migratetype, largest block
+   * first; a large enough steal claims the whole pageblock for `mt` so
+   * that unmovable allocations cluster instead of spreading.
+   */
+  private rmqueueFallback(order: number, mt: MigrateType): number {
+    for (let o = MAX_PAGE_ORDER; o >= order; o--) {
+      for (let other = 0; other < MIGRATE_TYPES; other++) {
+        if (other === mt) continue;
+        const pfn = this.heads[o * MIGRATE_TYPES + other]!;
+        if (pfn < 0) continue;
+        if (o >= PAGEBLOCK_ORDER) {
+          this.listDel(pfn, o, other);
+          this.setPageblockType(pfn, o, mt);
+          this.listAdd(pfn, o, mt);
+        } else if (o >= PAGEBLOCK_ORDER / 2 || mt === MIGRATE_UNMOVABLE) {
+          this.claimPageblock(pfn, mt);
+        }
+        const src = o >= PAGEBLOCK_ORDER || this.pageblockType(pfn) === mt ? mt : other;
+        this.listDel(pfn, o, src);
+        this.expand(pfn, order, o);
+        this.freePages -= 1 << order;
+        return pfn;
+      }
+    }
+    return -1;
+  }
+
+  /** move_freepages_block: retype a pageblock and refile its free blocks. */
+  private claimPageblock(pfn: number, mt: MigrateType): void {
+    const start = pfn - ((pfn - this.startPfn) % PAGEBLOCK_NR);
+    const old = this.pageblockType(start);
+    if (old === mt) return;
+    const moves: [number, number][] = [];
+    for (let p = start; p < start + PAGEBLOCK_NR; ) {
+      if (this.mem.isMaterialized(p) && this.mem.test(p, PG.buddy)) {
+        const o = this.mem.order(p);
+        moves.push([p, o]);
+        p += 1 << o;
+      } else p++;
+    }
+    for (const [p, o] of moves) this.listDel(p, o, old);
+    this.setPageblockType(start, 0, mt);
+    for (const [p, o] of moves) this.listAdd(p, o, mt);
+  }
+
+  /** Take a specific free block out of the free lists (used by compaction and contig alloc). */
+  takeFreeBlock(pfn: number, order: number): void {
+    this.listDel(pfn, order, this.freeListMt(pfn));
+    this.freePages -= 1 << order;
+  }
+
+  // --- freeing -------------------------------------------------------------
+
+  /** __free_one_page: return a block and merge it with free buddies. */
+  free(pfn: number, order: number): void {
+    this.freePages += 1 << order;
+    while (order < MAX_PAGE_ORDER) {
+      const buddy = pfn ^ (1 << order);
+      if (!this.isFreeHead(buddy, order)) break;
+      this.listDel(buddy, order, this.freeListMt(buddy));
+      pfn = Math.min(pfn, buddy);
+      order++;
+    }
+    this.listAdd(pfn, order, this.freeListMt(pfn));
+  }
+
+  // --- contiguous ranges (alloc_contig_pages) --------------------------------
+
+  /**
+   * A free, naturally aligned range of 2^order frames (order > MAX_PAGE_ORDER),
+   * as gigantic hugetlb pages need. Succeeds only if such a free range exists;
+   * movable pages are not migrated out of the way.
+   */
+  allocContig(order: number): number {
+    const n = 2 ** order;
+    const first = Math.ceil(this.startPfn / n) * n;
+    for (let s = first; s + n <= this.endPfn; s += n) {
+      if (!this.rangeFree(s, n)) continue;
+      for (let p = s; p < s + n && p < this.pristineStart; p += MAX_BLOCK) this.takeFreeBlock(p, MAX_PAGE_ORDER);
+      if (s + n > this.pristineStart) {
+        // Carve what lies below s out of the pristine tail into free blocks.
+        const low = this.pristineStart;
+        const taken = s + n - Math.max(s, low);
+        this.freePages -= taken;
+        for (let p = low; p < s; p += MAX_BLOCK) {
+          this.mem.resetRange(p, MAX_BLOCK);
+          this.pristineStart = p + MAX_BLOCK;
+          this.listAdd(p, MAX_PAGE_ORDER, MIGRATE_MOVABLE);
+        }
+        this.pristineStart = s + n;
+        this.mem.resetRange(Math.max(s, low), taken);
+      }
+      this.setPageblockType(s, MAX_PAGE_ORDER, MIGRATE_MOVABLE);
+      return s;
+    }
+    return -1;
+  }
+
+  private rangeFree(s: number, n: number): boolean {
+    for (let p = s; p < s + n; p += MAX_BLOCK) {
+      if (p >= this.pristineStart) return true;
+      if (!this.isFreeHead(p, MAX_PAGE_ORDER)) return false;
+    }
+    return true;
+  }
+
+  /** Free a range from allocContig, MAX order block by block. */
+  freeContig(pfn: number, order: number): void {
+    for (let p = pfn; p < pfn + 2 ** order; p += MAX_BLOCK) {
+      this.mem.resetRange(p, MAX_BLOCK);
+      this.free(p, MAX_PAGE_ORDER);
+    }
+  }
+
+  /** Whether pfn is currently free (inside a free buddy block or pristine). */
+  isFree(pfn: number): boolean {
+    if (pfn >= this.pristineStart) return true;
+    for (let o = 0; o <= MAX_PAGE_ORDER; o++) {
+      const head = pfn & ~((1 << o) - 1);
+      if (head < this.startPfn) break;
+      if (this.isFreeHead(head, o)) return true;
+    }
+    return false;
+  }
+}
+
+/** Allocation context, a small subset of gfp_t. */
+export interface AllocRequest {
+  order: number;
+  mt: MigrateType;
+  /** Node the allocation prefers (numa_node_id() or the policy's node). */
+  nid: number;
+  /** Nodes allowed (policy/cpuset); undefined = all. */
+  nodemask?: readonly number[] | undefined;
+  /** __GFP_THISNODE: do not fall back to other nodes. */
+  thisNode?: boolean;
+}
+
+/**
+ * All physical memory: the mem_map and one zone per node, with the
+ * zonelist fallback order of each node (nearest node first by SLIT
+ * distance, ties by node id), as build_zonelists() orders them.
+ */
+export class PhysMem {
+  readonly mem: MemMap;
+  readonly zones: Zone[];
+  readonly zonelists: number[][];
+
+  constructor(nodePages: readonly number[], distance: readonly (readonly number[])[], mem: MemMap) {
+    this.mem = mem;
+    this.zones = [];
+    let start = 0;
+    nodePages.forEach((n, nid) => {
+      this.zones.push(new Zone(nid, start, n, mem));
+      start += n;
+    });
+    this.zonelists = nodePages.map((_, nid) =>
+      nodePages.map((_, j) => j).sort((a, b) => distance[nid]![a]! - distance[nid]![b]! || a - b),
+    );
+  }
+
+  nodeOfPfn(pfn: number): number {
+    for (const z of this.zones) if (z.contains(pfn)) return z.nid;
+    throw new RangeError(`pfn ${pfn} is outside every node`);
+  }
+
+  /** get_page_from_freelist over the zonelist; -1 when every allowed node is exhausted. */
+  alloc(req: AllocRequest): number {
+    const order = req.order;
+    const list = req.thisNode ? [req.nid] : this.zonelists[req.nid]!;
+    for (const nid of list) {
+      if (req.nodemask && !req.nodemask.includes(nid)) continue;
+      const pfn = this.zones[nid]!.rmqueue(order, req.mt);
+      if (pfn >= 0) {
+        this.prepNewPage(pfn, order);
+        return pfn;
+      }
+    }
+    return -1;
+  }
+
+  /** post_alloc_hook: a fresh block reads as zeros and belongs to nobody yet. */
+  private prepNewPage(pfn: number, order: number): void {
+    this.mem.resetRange(pfn, 1 << order);
+  }
+
+  free(pfn: number, order: number): void {
+    this.mem.resetRange(pfn, 1 << order);
+    this.zones[this.nodeOfPfn(pfn)]!.free(pfn, order);
+  }
+
+  totalPages(): number {
+    return this.zones.reduce((s, z) => s + z.spannedPages, 0);
+  }
+  freePages(): number {
+    return this.zones.reduce((s, z) => s + z.freePages, 0);
+  }
+}

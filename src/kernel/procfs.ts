@@ -1,0 +1,280 @@
+/**
+ * /proc as memtwin's kernel reports it (fs/proc/task_mmu.c, fs/proc/meminfo.c,
+ * mm/vmstat.c): structured records for the op-script observation ops, and
+ * the text files for people.
+ */
+import type { Kernel } from './kernel.ts';
+import { HugeLeaf, PageTable, PteTable, PTE_NONE, PTE_ZERO, VM, VM_MNEMONICS, pfnOfPte, type MmStruct, type Vma } from './mm_types.ts';
+import { PG } from './page.ts';
+import { HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE, PUD_SIZE } from './uapi.ts';
+import { thpVmaAllowable } from './huge_memory.ts';
+import { formatSize } from '../util/input_error.ts';
+
+export interface PagemapRun {
+  n: number;
+  present: boolean;
+  node: number | null;
+  size: '4K' | '2M' | '1G' | null;
+}
+
+/** /proc/PID/pagemap over [start, start+len), run-length encoded per 4K page. */
+export function pagemap(k: Kernel, mm: MmStruct, start: number, len: number): PagemapRun[] {
+  const runs: PagemapRun[] = [];
+  const push = (n: number, present: boolean, node: number | null, size: PagemapRun['size']): void => {
+    if (n <= 0) return;
+    const last = runs[runs.length - 1];
+    if (last && last.present === present && last.node === node && last.size === size) last.n += n;
+    else runs.push({ n, present, node, size });
+  };
+  const end = start + len;
+  const pt = mm.pgtable;
+  for (let va = start; va < end; ) {
+    const pud = pt.puds.size ? pt.puds.get(PageTable.pudKey(va)) : undefined;
+    if (pud) {
+      const stop = Math.min(end, (PageTable.pudKey(va) + 1) * PUD_SIZE);
+      push((stop - va) / PAGE_SIZE, true, k.phys.nodeOfPfn(pud.pfn), '1G');
+      va = stop;
+      continue;
+    }
+    const key = PageTable.pmdKey(va);
+    const stop = Math.min(end, (key + 1) * PMD_SIZE);
+    const e = pt.pmds.get(key);
+    if (e === undefined) push((stop - va) / PAGE_SIZE, false, null, null);
+    else if (e instanceof HugeLeaf) push((stop - va) / PAGE_SIZE, true, e.isZero ? null : k.phys.nodeOfPfn(e.pfn), '2M');
+    else {
+      for (let a = va; a < stop; a += PAGE_SIZE) {
+        const pte = e.ptes[Math.floor(a / PAGE_SIZE) & 511]!;
+        if (pte === PTE_NONE) push(1, false, null, null);
+        else if (pte === PTE_ZERO) push(1, true, null, '4K');
+        else push(1, true, k.phys.nodeOfPfn(pfnOfPte(pte)), '4K');
+      }
+    }
+    va = stop;
+  }
+  return runs;
+}
+
+export interface SmapsRecord {
+  Size: number;
+  KernelPageSize: number;
+  Rss: number;
+  Anonymous: number;
+  AnonHugePages: number;
+  Shared_Hugetlb: number;
+  Private_Hugetlb: number;
+  THPeligible: number;
+  VmFlags: string[];
+}
+
+/** Visit every mapped leaf of a VMA: (va, pfn or -1 for a zero page, size in bytes). */
+function walkVma(mm: MmStruct, vma: Vma, cb: (va: number, pfn: number, size: number) => void): void {
+  const pt = mm.pgtable;
+  if (vma.isHugetlb()) {
+    const hs = vma.hugePageSize();
+    const map = hs === PUD_SIZE ? pt.puds : pt.pmds;
+    for (let va = vma.start; va < vma.end; va += hs) {
+      const leaf = map.get(hs === PUD_SIZE ? PageTable.pudKey(va) : PageTable.pmdKey(va));
+      if (leaf) cb(va, (leaf as HugeLeaf).pfn, hs);
+    }
+    return;
+  }
+  for (let va = vma.start; va < vma.end; ) {
+    const key = PageTable.pmdKey(va);
+    const stop = Math.min(vma.end, (key + 1) * PMD_SIZE);
+    const e = pt.pmds.get(key);
+    if (e instanceof HugeLeaf) cb(key * PMD_SIZE, e.pfn, PMD_SIZE);
+    else if (e instanceof PteTable) {
+      for (let a = va; a < stop; a += PAGE_SIZE) {
+        const pte = e.ptes[Math.floor(a / PAGE_SIZE) & 511]!;
+        if (pte !== PTE_NONE) cb(a, pte === PTE_ZERO ? -1 : pfnOfPte(pte), PAGE_SIZE);
+      }
+    }
+    va = stop;
+  }
+}
+
+export function vmFlagNames(flags: number): string[] {
+  return VM_MNEMONICS.filter(([bit]) => (flags & bit) !== 0).map(([, n]) => n);
+}
+
+/** The /proc/PID/smaps record of the VMA containing addr, or undefined. */
+export function smaps(k: Kernel, mm: MmStruct, addr: number): SmapsRecord | undefined {
+  const vma = mm.vmaAt(addr);
+  return vma ? smapsOf(k, mm, vma) : undefined;
+}
+
+export function smapsOf(k: Kernel, mm: MmStruct, vma: Vma): SmapsRecord {
+  const r: SmapsRecord = {
+    Size: vma.size / 1024,
+    KernelPageSize: vma.hugePageSize() / 1024,
+    Rss: 0,
+    Anonymous: 0,
+    AnonHugePages: 0,
+    Shared_Hugetlb: 0,
+    Private_Hugetlb: 0,
+    THPeligible: thpVmaAllowable(k, vma, { smaps: true }) ? 1 : 0,
+    VmFlags: vmFlagNames(vma.flags),
+  };
+  const m = k.mem;
+  walkVma(mm, vma, (_va, pfn, size) => {
+    if (pfn < 0) return; // the zero page is not a "normal" page: not in Rss
+    const kb = size / 1024;
+    if (vma.isHugetlb()) {
+      if (m.entireMapcount(pfn) > 1) r.Shared_Hugetlb += kb;
+      else r.Private_Hugetlb += kb;
+      return;
+    }
+    r.Rss += kb;
+    if (m.flags(pfn) & PG.anon) {
+      r.Anonymous += kb;
+      if (size === PMD_SIZE) r.AnonHugePages += kb;
+    }
+  });
+  return r;
+}
+
+export interface NumaMapsRecord {
+  policy: string;
+  nodes: Record<string, number>;
+  huge: boolean;
+  kernelpagesize_kB: number;
+}
+
+/** The /proc/PID/numa_maps line of the VMA containing addr. */
+export function numaMaps(k: Kernel, mm: MmStruct, addr: number): NumaMapsRecord | undefined {
+  const vma = mm.vmaAt(addr);
+  if (!vma) return undefined;
+  const counts = new Map<number, number>();
+  walkVma(mm, vma, (_va, pfn, size) => {
+    if (pfn < 0) return;
+    const n = vma.isHugetlb() ? 1 : size === PMD_SIZE ? HPAGE_PMD_NR : 1;
+    const nid = k.phys.nodeOfPfn(pfn);
+    counts.set(nid, (counts.get(nid) ?? 0) + n);
+  });
+  const nodes: Record<string, number> = {};
+  for (const nid of [...counts.keys()].sort((a, b) => a - b)) nodes[String(nid)] = counts.get(nid)!;
+  return { policy: 'default', nodes, huge: vma.isHugetlb(), kernelpagesize_kB: vma.hugePageSize() / 1024 };
+}
+
+export interface HugepagesCounts {
+  nr: number;
+  free: number;
+  resv?: number;
+  surplus: number;
+}
+export interface MeminfoRecord {
+  HugePages_Total: number;
+  HugePages_Free: number;
+  HugePages_Rsvd?: number;
+  HugePages_Surp: number;
+  hugepages: Record<string, HugepagesCounts>;
+}
+
+/** The hugetlb part of /proc/meminfo, or of /sys/devices/system/node/nodeN/meminfo. */
+export function meminfo(k: Kernel, node?: number): MeminfoRecord {
+  const hugepages: Record<string, HugepagesCounts> = {};
+  for (const h of k.hugetlb.hstates) {
+    hugepages[formatSize(h.size)] =
+      node === undefined
+        ? { nr: h.nr, free: h.free, resv: h.resv, surplus: h.surplus }
+        : { nr: h.nrNode[node]!, free: h.freeNode[node]!, surplus: h.surplusNode[node]! };
+  }
+  const d = k.hugetlb.defaultHstate;
+  const global = node === undefined;
+  return {
+    HugePages_Total: d ? (global ? d.nr : d.nrNode[node]!) : 0,
+    HugePages_Free: d ? (global ? d.free : d.freeNode[node]!) : 0,
+    ...(global ? { HugePages_Rsvd: d ? d.resv : 0 } : {}),
+    HugePages_Surp: d ? (global ? d.surplus : d.surplusNode[node]!) : 0,
+    hugepages,
+  };
+}
+
+// --- text files -------------------------------------------------------------------
+
+const kb = (pages: number): string => `${String(pages * 4).padStart(8)} kB`;
+
+/** /proc/meminfo (the fields memtwin models). */
+export function renderMeminfo(k: Kernel): string {
+  const total = k.phys.totalPages();
+  const free = k.phys.freePages();
+  let anon = 0;
+  let shmem = 0;
+  let anonHuge = 0;
+  let pgtables = 0;
+  for (const p of k.processes.values()) {
+    anon += p.mm.rssAnon;
+    shmem += p.mm.rssShmem;
+    pgtables += p.mm.pgtablesBytes / PAGE_SIZE;
+    for (const e of p.mm.pgtable.pmds.values()) if (e instanceof HugeLeaf && !e.isZero && !(k.mem.flags(e.pfn) & PG.hugetlb)) anonHuge += HPAGE_PMD_NR;
+  }
+  const d = k.hugetlb.defaultHstate;
+  const hugetlbKb = k.hugetlb.hstates.reduce((s, h) => s + (h.nr * h.size) / 1024, 0);
+  const line = (name: string, v: string): string => `${(name + ':').padEnd(16)}${v}\n`;
+  return (
+    line('MemTotal', kb(total)) +
+    line('MemFree', kb(free)) +
+    line('AnonPages', kb(anon)) +
+    line('Shmem', kb(shmem)) +
+    line('PageTables', kb(pgtables)) +
+    line('Committed_AS', kb(k.committedPages)) +
+    line('AnonHugePages', kb(anonHuge)) +
+    line('HugePages_Total', String(d?.nr ?? 0).padStart(8)) +
+    line('HugePages_Free', String(d?.free ?? 0).padStart(8)) +
+    line('HugePages_Rsvd', String(d?.resv ?? 0).padStart(8)) +
+    line('HugePages_Surp', String(d?.surplus ?? 0).padStart(8)) +
+    line('Hugepagesize', `${String((d?.size ?? 0) / 1024).padStart(8)} kB`) +
+    line('Hugetlb', `${String(hugetlbKb).padStart(8)} kB`)
+  );
+}
+
+export function renderVmstat(k: Kernel): string {
+  return Object.entries(k.vmstat.snapshot())
+    .map(([n, v]) => `${n} ${v}\n`)
+    .join('');
+}
+
+/** /proc/buddyinfo: free blocks per order, per node (one zone per node). */
+export function renderBuddyinfo(k: Kernel): string {
+  return k.phys.zones
+    .map((z) => `Node ${z.nid}, zone   Normal ${z.nrFreeByOrder().map((n) => String(n).padStart(6)).join(' ')}\n`)
+    .join('');
+}
+
+const hex = (n: number): string => n.toString(16).padStart(8, '0');
+
+function vmaName(vma: Vma): string {
+  if (vma.isHugetlb()) return '/anon_hugepage (deleted)';
+  if (vma.file) return '/dev/zero (deleted)';
+  return '';
+}
+
+function permString(vma: Vma): string {
+  return `${vma.flags & VM.READ ? 'r' : '-'}${vma.flags & VM.WRITE ? 'w' : '-'}${vma.flags & VM.EXEC ? 'x' : '-'}${vma.flags & VM.MAYSHARE ? 's' : 'p'}`;
+}
+
+export function renderMaps(mm: MmStruct): string {
+  return mm.vmas.map((v) => `${hex(v.start)}-${hex(v.end)} ${permString(v)} ${hex(v.pgoff * (v.file ? PAGE_SIZE : 0))} 00:00 0 ${vmaName(v)}`.trimEnd() + '\n').join('');
+}
+
+export function renderSmaps(k: Kernel, mm: MmStruct): string {
+  let out = '';
+  for (const v of mm.vmas) {
+    const s = smapsOf(k, mm, v);
+    out += `${hex(v.start)}-${hex(v.end)} ${permString(v)} 00000000 00:00 0 ${vmaName(v)}`.trimEnd() + '\n';
+    for (const f of ['Size', 'KernelPageSize', 'Rss', 'Anonymous', 'AnonHugePages', 'Shared_Hugetlb', 'Private_Hugetlb'] as const)
+      out += `${(f + ':').padEnd(16)}${String(s[f]).padStart(8)} kB\n`;
+    out += `THPeligible:    ${String(s.THPeligible).padStart(8)}\nVmFlags: ${s.VmFlags.join(' ')} \n`;
+  }
+  return out;
+}
+
+export function renderNumaMaps(k: Kernel, mm: MmStruct): string {
+  return mm.vmas
+    .map((v) => {
+      const r = numaMaps(k, mm, v.start)!;
+      const nodes = Object.entries(r.nodes).map(([n, c]) => ` N${n}=${c}`).join('');
+      return `${v.start.toString(16)} ${r.policy}${v.isHugetlb() ? ' file=/anon_hugepage\\040(deleted) huge' : v.file ? '' : ' anon'}${nodes} kernelpagesize_kB=${r.kernelpagesize_kB}\n`;
+    })
+    .join('');
+}

@@ -1,0 +1,29 @@
+/**
+ * Tasks as far as memory management cares: a process owns an mm, its
+ * threads run on CPUs, and the CPU decides the local node.
+ */
+import type { MmStruct } from './mm_types.ts';
+
+export class Thread {
+  constructor(
+    readonly tid: number,
+    readonly process: Process,
+    /** CPU the thread runs on (sched_setaffinity to one CPU). */
+    public cpu: number,
+  ) {}
+}
+
+export class Process {
+  readonly threads: Thread[] = [];
+  /** CAP_SYS_NICE, CAP_SYS_ADMIN, CAP_IPC_LOCK ...: the executor runs as root. */
+  readonly privileged = true;
+  exited = false;
+  constructor(
+    readonly pid: number,
+    readonly name: string,
+    readonly mm: MmStruct,
+  ) {}
+  get mainThread(): Thread {
+    return this.threads[0]!;
+  }
+}

@@ -1,0 +1,33 @@
+/**
+ * What a backend executes: an op whose addresses are already raw numbers
+ * in the backend's own address space, and the raw result it returns.
+ */
+import type { Op } from './ops.ts';
+
+export interface ResolvedOp extends Op {
+  /** Handle number for mmap (the native protocol's h=). */
+  h?: number;
+  /** Process index (0 = the script's first process, then spawn order). */
+  proc: number;
+  /** Thread index in that process (0 = main thread). */
+  thr: number;
+  /** For ops with a target process: its index. */
+  targetProc?: number;
+  /** For join: the index of the thread joined. */
+  joinThr?: number;
+}
+
+export type RawResult = Record<string, unknown> & {
+  ret?: number | string;
+  errno?: string;
+  signal?: string;
+  at?: number;
+  unsupported?: string;
+  invalid?: string;
+};
+
+export interface Backend {
+  readonly name: 'sim' | 'linux';
+  exec(op: ResolvedOp): Promise<RawResult>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,190 @@
+/**
+ * The real-kernel backend: drives native/build/memtwin-native (see
+ * native/PROTOCOL.md) one op at a time over a pipe. The executor runs in
+ * its own process group, so a crash or hang on the real kernel never takes
+ * memtwin down: a hang is reported as a timeout on that op.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { Backend, RawResult, ResolvedOp } from './backend.ts';
+
+export const NATIVE_BIN = fileURLToPath(new URL('../../native/build/memtwin-native', import.meta.url));
+
+export class ExecutorError extends Error {}
+
+/** Why the linux backend cannot run here, or undefined if it can. */
+export function linuxBackendUnavailable(): string | undefined {
+  if (process.platform !== 'linux') return 'not running on Linux';
+  if (!existsSync(NATIVE_BIN)) return `native executor not built (${NATIVE_BIN}); run: make -C native`;
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) return 'not root (pagemap node/PFN data, hugetlb pools and sysfs knobs need root)';
+  return undefined;
+}
+
+const enc = (s: string): string => s.replace(/[^A-Za-z0-9._/-]/g, (c) => [...Buffer.from(c)].map((b) => `%${b.toString(16).padStart(2, '0')}`).join(''));
+const R = (n: number): string => `R${n}`;
+
+/** The protocol line for one resolved op. */
+export function encodeOp(op: ResolvedOp): string {
+  const a = op.a;
+  const kv: string[] = [op.op, `i=${op.i}`, `in=${op.proc}`];
+  if (op.op !== 'join') kv.push(`thread=${op.thr}`);
+  const add = (k: string, v: string | number): void => void kv.push(`${k}=${v}`);
+  switch (op.op) {
+    case 'sysfs':
+      add('path', enc(a.path));
+      add('value', enc(a.value));
+      break;
+    case 'read':
+      add('path', enc(a.path));
+      break;
+    case 'hugetlb_pool':
+      add('size', a.size);
+      add('nr', a.nr);
+      if (a.node !== undefined) add('node', a.node);
+      break;
+    case 'spawn':
+      add('name', enc(a.name));
+      break;
+    case 'thread':
+      add('cpu', a.cpu ?? -1);
+      break;
+    case 'mmap':
+      add('h', op.h!);
+      add('len', a.len);
+      add('prot', a.prot);
+      add('flags', a.flags);
+      add('addr', a.addr !== undefined ? R(a.addr) : 0);
+      add('align', a.align ?? 0);
+      break;
+    case 'munmap':
+    case 'pagemap':
+    case 'peek':
+      add('addr', R(a.addr));
+      add('len', a.len);
+      break;
+    case 'mprotect':
+      add('addr', R(a.addr));
+      add('len', a.len);
+      add('prot', a.prot);
+      break;
+    case 'madvise':
+      add('addr', R(a.addr));
+      add('len', a.len);
+      add('advice', a.advice);
+      break;
+    case 'process_madvise':
+      add('target', op.targetProc!);
+      add('iov', (a.iovec as [number, number][]).map(([x, l]) => `${R(x)}:${l}`).join(','));
+      add('advice', a.advice);
+      add('flags', a.flags ?? 0);
+      break;
+    case 'touch':
+      add('addr', R(a.addr));
+      add('len', a.len);
+      add('write', a.write ? 1 : 0);
+      add('stride', a.stride ?? 4096);
+      add('fill', a.fill ?? 1);
+      add('async', a.async ? 1 : 0);
+      break;
+    case 'join':
+      add('thread', op.joinThr!);
+      add('timeout_ms', a.timeout_ms ?? 10000);
+      break;
+    case 'smaps':
+    case 'numa_maps':
+      add('addr', R(a.addr));
+      break;
+    case 'meminfo':
+      if (a.node !== undefined) add('node', a.node);
+      break;
+    case 'vmstat':
+      add('keys', (a.keys as string[]).map(enc).join(','));
+      break;
+    case 'set_mempolicy':
+      add('mode', a.mode | (a.flags ?? 0));
+      add('nodes', (a.nodes ?? []).join(','));
+      break;
+    case 'get_mempolicy':
+      add('flags', a.flags ?? 0);
+      add('addr', a.addr !== undefined ? R(a.addr) : 0);
+      break;
+    case 'mbind':
+      add('addr', R(a.addr));
+      add('len', a.len);
+      add('mode', a.mode);
+      add('nodes', (a.nodes ?? []).join(','));
+      add('flags', a.flags ?? 0);
+      break;
+    case 'migrate_pages':
+      add('target', op.targetProc!);
+      add('old_nodes', a.old_nodes.join(','));
+      add('new_nodes', a.new_nodes.join(','));
+      break;
+    case 'move_pages':
+      add('target', op.targetProc!);
+      add('pages', (a.pages as number[]).map(R).join(','));
+      add('nodes', a.nodes === null ? 'null' : a.nodes.join(','));
+      add('flags', a.flags ?? 0);
+      break;
+    default:
+      throw new ExecutorError(`op ${op.op} has no native encoding`);
+  }
+  return kv.join(' ');
+}
+
+export class LinuxBackend implements Backend {
+  readonly name = 'linux' as const;
+  private readonly child: ChildProcessWithoutNullStreams;
+  private readonly lines: AsyncIterator<string>;
+  private stderr = '';
+  private dead: string | undefined;
+
+  constructor(readonly timeoutMs = 120_000) {
+    const why = linuxBackendUnavailable();
+    if (why) throw new ExecutorError(`linux backend unavailable: ${why}`);
+    this.child = spawn(NATIVE_BIN, [], { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+    this.child.stderr.on('data', (d: Buffer) => {
+      this.stderr = (this.stderr + d.toString()).slice(-4000);
+    });
+    this.child.on('exit', (code, sig) => {
+      this.dead = `native executor exited (${sig ?? `status ${code}`})${this.stderr ? `: ${this.stderr.trim().split('\n').pop()}` : ''}`;
+    });
+    this.lines = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]();
+  }
+
+  async exec(op: ResolvedOp): Promise<RawResult> {
+    if (this.dead) throw new ExecutorError(this.dead);
+    this.child.stdin.write(encodeOp(op) + '\n');
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((res) => (timer = setTimeout(() => res('timeout'), this.timeoutMs)));
+    const next = await Promise.race([this.lines.next(), timeout]);
+    clearTimeout(timer);
+    if (next === 'timeout') {
+      this.kill();
+      throw new ExecutorError(`no answer from the real kernel within ${this.timeoutMs} ms; executor stopped`);
+    }
+    if (next.done) throw new ExecutorError(this.dead ?? 'native executor closed its output');
+    const r = JSON.parse(next.value) as RawResult;
+    return r;
+  }
+
+  private kill(): void {
+    // The guardian restores knobs when it gets SIGTERM.
+    try {
+      if (this.child.pid) process.kill(this.child.pid, 'SIGTERM');
+    } catch {
+      /* already gone */
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.dead) return;
+    const exited = new Promise<void>((res) => this.child.once('exit', () => res()));
+    this.child.stdin.end();
+    const t = setTimeout(() => this.kill(), 30_000);
+    await exited;
+    clearTimeout(t);
+  }
+}

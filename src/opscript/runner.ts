@@ -1,0 +1,200 @@
+/**
+ * Runs an op-script on a backend: parses each line, resolves handles,
+ * processes and threads, executes, and renders results the same way for
+ * every backend (handle-relative addresses, canonical field order).
+ * Results are streamed as they are produced, so a run that stops half-way
+ * keeps everything it computed.
+ */
+import { BadOp, parseOp, type Op } from './ops.ts';
+import type { Addr } from './values.ts';
+import type { Backend, RawResult, ResolvedOp } from './backend.ts';
+import { parseSize } from '../util/input_error.ts';
+import { ExecutorError } from './linux_backend.ts';
+
+export type ResultLine = Record<string, unknown>;
+
+interface Handle {
+  name: string;
+  proc: number;
+  base: number;
+  len: number;
+  seq: number;
+}
+
+/** Compared output fields per op, in output order (after i, op, ret, errno, signal, at). */
+export const OUTPUT_FIELDS: Record<string, readonly string[]> = {
+  hugetlb_pool: ['nr'],
+  peek: ['bytes'],
+  join: ['async_faults'],
+  pagemap: ['pages'],
+  smaps: ['Size', 'KernelPageSize', 'Rss', 'Anonymous', 'AnonHugePages', 'Shared_Hugetlb', 'Private_Hugetlb', 'THPeligible', 'VmFlags'],
+  numa_maps: ['policy', 'nodes', 'huge', 'kernelpagesize_kB'],
+  meminfo: ['HugePages_Total', 'HugePages_Free', 'HugePages_Rsvd', 'HugePages_Surp', 'hugepages'],
+  vmstat: ['vmstat'],
+  get_mempolicy: ['mode', 'nodes', 'node'],
+  move_pages: ['status'],
+  read: ['text'],
+};
+/** Backend-specific fields kept in the output (never compared). */
+export const BACKEND_FIELDS = ['addr', 'pid', 'ns'] as const;
+
+export class ScriptRunner {
+  private readonly handles = new Map<string, Handle>();
+  private readonly failedHandles = new Set<string>();
+  private readonly procs = new Map<string, number>([['self', 0]]);
+  private readonly threads: Map<string, number>[] = [new Map()];
+  private seq = 0;
+  readonly results: ResultLine[] = [];
+  errors = 0;
+  invalid = false;
+  /** Set when the backend itself failed (executor crashed or hung). */
+  failed: string | undefined;
+
+  constructor(
+    private readonly backend: Backend,
+    private readonly emit: (line: ResultLine) => void = () => {},
+  ) {}
+
+  /** Run every line of a script; stops at the first invalid line. */
+  async run(text: string): Promise<void> {
+    const lines = text.split('\n');
+    let i = 0;
+    for (const raw of lines) {
+      const line = raw.trim();
+      if (!line || line.startsWith('//') || line.startsWith('#')) continue;
+      let op: Op | undefined;
+      try {
+        op = parseOp(line, i);
+        const r = this.resolve(op);
+        const res = await this.backend.exec(r);
+        if (res.invalid) throw new BadOp(i, op.op, res.invalid);
+        this.record(r, res);
+      } catch (e) {
+        if (e instanceof ExecutorError) {
+          this.push({ i, op: op?.op ?? '?', error: e.message });
+          this.failed = e.message;
+          return;
+        }
+        if (!(e instanceof BadOp)) throw e;
+        this.push({ i, op: e.op, invalid: e.message });
+        this.invalid = true;
+        return;
+      }
+      i++;
+    }
+  }
+
+  summary(): ResultLine {
+    return { summary: { ops: this.results.filter((r) => !('invalid' in r)).length, errors: this.errors, backend: this.backend.name } };
+  }
+
+  private push(line: ResultLine): void {
+    this.results.push(line);
+    this.emit(line);
+  }
+
+  private procIndex(op: Op, name: string, field: string): number {
+    const p = this.procs.get(name);
+    if (p === undefined) throw new BadOp(op.i, op.op, `${field}: unknown process "${name}" (spawn it first)`);
+    return p;
+  }
+
+  private addr(op: Op, field: string, a: Addr): number {
+    if ('raw' in a) return a.raw;
+    const h = this.handles.get(a.handle);
+    if (!h) {
+      if (this.failedHandles.has(a.handle)) throw new BadOp(op.i, op.op, `${field}: handle $${a.handle} does not exist (its mmap failed)`);
+      throw new BadOp(op.i, op.op, `${field}: unknown handle $${a.handle}`);
+    }
+    return h.base + a.offset;
+  }
+
+  private resolve(op: Op): ResolvedOp {
+    const proc = this.procIndex(op, op.in, 'in');
+    let thr = 0;
+    if (op.thread !== undefined) {
+      const t = this.threads[proc]!.get(op.thread);
+      if (t === undefined) throw new BadOp(op.i, op.op, `thread: unknown thread "${op.thread}" in process "${op.in}"`);
+      thr = t;
+    }
+    const a = { ...op.a };
+    for (const f of ['addr', 'dst']) if (a[f] !== undefined) a[f] = this.addr(op, f, a[f] as Addr);
+    if (a.pages) a.pages = (a.pages as Addr[]).map((x, j) => this.addr(op, `pages[${j}]`, x));
+    const r: ResolvedOp = { ...op, a, proc, thr };
+    if (op.op === 'mmap') {
+      const name = (a.name as string | undefined) ?? `m${op.i}`;
+      if (this.handles.has(name)) throw new BadOp(op.i, op.op, `name: handle $${name} already exists`);
+      r.h = this.seq + 1;
+    }
+    if (a.target !== undefined) r.targetProc = this.procIndex(op, a.target as string, 'target');
+    if (a.iovec) {
+      a.iovec = (a.iovec as [Addr, number][]).map(([x, l], j) => [this.addr(op, `iovec[${j}]`, x), l]);
+    }
+    if (op.op === 'join') {
+      const t = this.threads[proc]!.get(a.thread as string);
+      if (t === undefined) throw new BadOp(op.i, op.op, `thread: unknown thread "${a.thread}"`);
+      r.joinThr = t;
+    }
+    if (op.op === 'spawn' && this.procs.has(a.name as string)) throw new BadOp(op.i, op.op, `name: process "${a.name}" already exists`);
+    if (op.op === 'thread' && this.threads[proc]!.has(a.name as string)) throw new BadOp(op.i, op.op, `name: thread "${a.name}" already exists`);
+    return r;
+  }
+
+  private record(op: ResolvedOp, raw: RawResult): void {
+    if (op.op === 'mmap') {
+      const name = (op.a.name as string | undefined) ?? `m${op.i}`;
+      if (raw.ret === -1) this.failedHandles.add(name);
+      else {
+        this.handles.set(name, { name, proc: op.proc, base: raw.addr as number, len: op.a.len + 0, seq: ++this.seq });
+        raw.ret = `$${name}`;
+      }
+    }
+    if (op.op === 'spawn' && raw.ret === 0) {
+      this.procs.set(op.a.name as string, this.procs.size);
+      this.threads.push(new Map());
+    }
+    if (op.op === 'thread' && raw.ret === 0) this.threads[op.proc]!.set(op.a.name as string, this.threads[op.proc]!.size + 1);
+    if (raw.ret === -1) this.errors++;
+    this.push(this.shape(op, raw));
+  }
+
+  /** Canonical result line: fixed field order, addresses relative to handles. */
+  private shape(op: ResolvedOp, raw: RawResult): ResultLine {
+    const out: ResultLine = { i: op.i, op: op.op };
+    if (raw.unsupported !== undefined) {
+      out.unsupported = raw.unsupported;
+      if (raw.ret !== undefined) out.ret = raw.ret;
+      return out;
+    }
+    out.ret = raw.ret;
+    if (raw.errno !== undefined) out.errno = raw.errno;
+    if (raw.signal !== undefined) {
+      out.signal = raw.signal;
+      out.at = this.render(op.proc, raw.at as number);
+    }
+    for (const f of OUTPUT_FIELDS[op.op] ?? []) {
+      if (raw[f] === undefined) continue;
+      let v = raw[f];
+      if (f === 'async_faults') v = (v as { i: number; signal: string; at: number }[]).map((x) => ({ i: x.i, signal: x.signal, at: this.render(op.proc, x.at) }));
+      if (f === 'hugepages') v = sortBySize(v as Record<string, unknown>);
+      out[f] = v;
+    }
+    for (const f of BACKEND_FIELDS) if (raw[f] !== undefined) out[f] = raw[f];
+    return out;
+  }
+
+  /** "$a+0x201000" relative to the latest handle of the process containing x. */
+  render(proc: number, x: number): string {
+    let best: Handle | undefined;
+    for (const h of this.handles.values()) if (h.proc === proc && x >= h.base && x < h.base + h.len && (!best || h.seq > best.seq)) best = h;
+    if (!best) return `0x${x.toString(16)}`;
+    const off = x - best.base;
+    return off ? `$${best.name}+0x${off.toString(16)}` : `$${best.name}`;
+  }
+}
+
+function sortBySize(o: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(o).sort((a, b) => (parseSize(a) ?? 0) - (parseSize(b) ?? 0))) out[k] = o[k];
+  return out;
+}

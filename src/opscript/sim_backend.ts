@@ -1,0 +1,186 @@
+/**
+ * The simulator backend: runs resolved ops against a simulated Kernel.
+ */
+import { Kernel } from '../kernel/kernel.ts';
+import type { Process, Thread } from '../kernel/sched.ts';
+import { errnoName, MAP, PAGE_SIZE, alignDown } from '../kernel/uapi.ts';
+import { pagemap, smaps, numaMaps, meminfo, renderMeminfo, renderVmstat, renderBuddyinfo, renderMaps, renderSmaps, renderNumaMaps } from '../kernel/procfs.ts';
+import { UnmodelledError } from '../kernel/madvise.ts';
+import type { Backend, RawResult, ResolvedOp } from './backend.ts';
+
+/** A syscall return turned into the result fields. */
+function sys(r: number): RawResult {
+  return r < 0 ? { ret: -1, errno: errnoName(r) } : { ret: r };
+}
+
+function rle(bytes: number[]): [number, number][] {
+  const out: [number, number][] = [];
+  for (const b of bytes) {
+    const last = out[out.length - 1];
+    if (last && last[0] === b) last[1]++;
+    else out.push([b, 1]);
+  }
+  return out;
+}
+
+export class SimBackend implements Backend {
+  readonly name = 'sim' as const;
+  readonly procs: Process[] = [];
+  private readonly vmstatBase: Record<string, number>;
+  private readonly pendingAsync = new Map<Thread, { i: number; signal: string; at: number }[]>();
+
+  constructor(readonly k: Kernel) {
+    this.procs.push(k.createProcess('self'));
+    this.vmstatBase = k.vmstat.snapshot();
+  }
+
+  private proc(op: ResolvedOp): Process {
+    return this.procs[op.proc]!;
+  }
+  private thread(op: ResolvedOp): Thread {
+    return this.proc(op).threads[op.thr]!;
+  }
+
+  async exec(op: ResolvedOp): Promise<RawResult> {
+    const k = this.k;
+    const t0 = k.clock.now();
+    let r: RawResult;
+    try {
+      r = this.run(op);
+    } catch (e) {
+      if (e instanceof UnmodelledError) r = { unsupported: e.message };
+      else throw e;
+    }
+    k.runDueEvents();
+    r.ns = k.clock.now() - t0;
+    return r;
+  }
+
+  private run(op: ResolvedOp): RawResult {
+    const k = this.k;
+    const a = op.a;
+    const p = this.proc(op);
+    switch (op.op) {
+      case 'sysfs': {
+        if (!k.sysfs.has(a.path)) return { unsupported: `${a.path} is not modelled by the simulator` };
+        return sys(k.sysfs.write(a.path, a.value));
+      }
+      case 'read': {
+        const text = this.readFile(a.path, p);
+        return text === undefined ? { ret: -1, errno: 'ENOENT' } : { ret: 0, text };
+      }
+      case 'hugetlb_pool': {
+        const h = k.hugetlb.bySize(a.size);
+        if (!h) return { ret: -1, errno: 'ENOENT' };
+        if (a.node !== undefined && (a.node < 0 || a.node >= k.nrNodes)) return { ret: -1, errno: 'ENOENT' };
+        k.hugetlb.setNrHugepages(h, a.nr, a.node);
+        return { ret: 0, nr: a.node === undefined ? h.nr : h.nrNode[a.node] };
+      }
+      case 'spawn': {
+        const np = k.createProcess(a.name, p.mainThread.cpu);
+        this.procs.push(np);
+        return { ret: 0, pid: np.pid };
+      }
+      case 'thread': {
+        const t = k.createThread(p, a.cpu ?? p.mainThread.cpu);
+        return typeof t === 'number' ? sys(t) : { ret: 0 };
+      }
+      case 'mmap':
+        return this.mmap(op, p);
+      case 'munmap':
+        return sys(k.munmap(p, a.addr, a.len));
+      case 'mprotect':
+        return sys(k.mprotect(p, a.addr, a.len, a.prot));
+      case 'madvise':
+        return sys(k.madvise(p, a.addr, a.len, a.advice));
+      case 'process_madvise': {
+        const target = this.procs[op.targetProc!];
+        return sys(k.processMadvise(p, target, a.iovec, a.advice, a.flags ?? 0));
+      }
+      case 'touch': {
+        const t = this.thread(op);
+        const res = k.access(t, a.addr, a.len, a.stride ?? PAGE_SIZE, a.write ?? false, a.fill ?? 1);
+        if (a.async && op.thr !== 0) {
+          if (res.signal) {
+            const l = this.pendingAsync.get(t) ?? [];
+            l.push({ i: op.i, signal: res.signal, at: res.at! });
+            this.pendingAsync.set(t, l);
+          }
+          return { ret: 0 };
+        }
+        return res.signal ? { ret: -1, signal: res.signal, at: res.at } : { ret: 0 };
+      }
+      case 'peek': {
+        const bytes: number[] = [];
+        const start = alignDown(a.addr, PAGE_SIZE);
+        const t = this.thread(op);
+        const res = k.access(t, Math.max(start, a.addr), a.addr + a.len - Math.max(start, a.addr), PAGE_SIZE, false, 0, (_va, b) => bytes.push(b));
+        if (res.signal) return { ret: -1, signal: res.signal, at: res.at };
+        return { ret: 0, bytes: rle(bytes) };
+      }
+      case 'join': {
+        const t = this.proc(op).threads[op.joinThr!];
+        if (!t) return { ret: -1, errno: 'ESRCH' };
+        const faults = this.pendingAsync.get(t) ?? [];
+        this.pendingAsync.delete(t);
+        return { ret: 0, async_faults: faults };
+      }
+      case 'pagemap':
+        return { ret: 0, pages: pagemap(k, p.mm, a.addr, a.len) };
+      case 'smaps': {
+        const s = smaps(k, p.mm, a.addr);
+        return s ? { ret: 0, ...s } : { ret: -1, errno: 'ENOENT' };
+      }
+      case 'numa_maps': {
+        const s = numaMaps(k, p.mm, a.addr);
+        return s ? { ret: 0, ...s } : { ret: -1, errno: 'ENOENT' };
+      }
+      case 'meminfo':
+        if (a.node !== undefined && (a.node < 0 || a.node >= k.nrNodes)) return { ret: -1, errno: 'ENOENT' };
+        return { ret: 0, ...meminfo(k, a.node) };
+      case 'vmstat': {
+        const now = k.vmstat.snapshot();
+        const out: Record<string, number | null> = {};
+        for (const key of a.keys as string[]) out[key] = key in now ? now[key]! - this.vmstatBase[key]! : null;
+        return { ret: 0, vmstat: out };
+      }
+      default:
+        return { unsupported: `op ${op.op} is not implemented by the simulator yet` };
+    }
+  }
+
+  private mmap(op: ResolvedOp, p: Process): RawResult {
+    const k = this.k;
+    const a = op.a;
+    if (!a.align) {
+      const r = k.mmap(p, a.addr ?? 0, a.len, a.prot, a.flags);
+      return r < 0 ? sys(r) : { ret: 0, addr: r };
+    }
+    // Over-map by `align`, keep the first aligned `len` bytes, unmap the rest (as the native executor does).
+    const r = k.mmap(p, 0, a.len + a.align, a.prot, a.flags & ~(MAP.MAP_FIXED | MAP.MAP_FIXED_NOREPLACE));
+    if (r < 0) return sys(r);
+    const start = Math.ceil(r / a.align) * a.align;
+    if (start > r) k.munmap(p, r, start - r);
+    const tail = r + a.len + a.align - (start + a.len);
+    if (tail > 0) k.munmap(p, start + a.len, tail);
+    return { ret: 0, addr: start };
+  }
+
+  private readFile(path: string, p: Process): string | undefined {
+    const k = this.k;
+    if (k.sysfs.has(path)) return k.sysfs.read(path);
+    const m = /^\/proc\/self\/(maps|smaps|numa_maps)$/.exec(path);
+    if (m) return m[1] === 'maps' ? renderMaps(p.mm) : m[1] === 'smaps' ? renderSmaps(k, p.mm) : renderNumaMaps(k, p.mm);
+    switch (path) {
+      case '/proc/meminfo':
+        return renderMeminfo(k);
+      case '/proc/vmstat':
+        return renderVmstat(k);
+      case '/proc/buddyinfo':
+        return renderBuddyinfo(k);
+    }
+    return undefined;
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,121 @@
+/**
+ * A host: NUMA nodes with their memory and CPUs, and the SLIT distance
+ * matrix (as /sys/devices/system/node/nodeN/distance reports it).
+ */
+import { z } from 'zod';
+import { fileURLToPath } from 'node:url';
+import { loadYaml } from '../util/yaml_input.ts';
+import { InputError, parseSize } from '../util/input_error.ts';
+
+const size = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const b = parseSize(v);
+  if (b === undefined) {
+    ctx.addIssue({ code: 'custom', message: `expected a size such as 8G, 512M or a number of bytes, got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  return b;
+});
+
+const cpuList = z.union([z.array(z.number().int().nonnegative()), z.string(), z.number().int()]).transform((v, ctx) => {
+  if (Array.isArray(v)) return v;
+  const out = parseCpuList(String(v));
+  if (!out) {
+    ctx.addIssue({ code: 'custom', message: `expected a CPU list such as "0-3,8", got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  return out;
+});
+
+export const hostSchema = z
+  .strictObject({
+    name: z.string(),
+    description: z.string().optional(),
+    nodes: z
+      .array(
+        z.strictObject({
+          id: z.number().int().nonnegative(),
+          memory: size,
+          cpus: cpuList,
+        }),
+      )
+      .min(1),
+    distances: z.array(z.array(z.number().int().min(10).max(255))).optional(),
+    hugepage_sizes: z.array(z.enum(['2M', '1G'])).optional(),
+  })
+  .superRefine((h, ctx) => {
+    h.nodes.forEach((n, i) => {
+      if (n.id !== i) ctx.addIssue({ code: 'custom', path: ['nodes', i, 'id'], message: `expected node ids 0..${h.nodes.length - 1} in order, got ${n.id}` });
+      if (n.memory % (4 << 20) !== 0 || n.memory === 0)
+        ctx.addIssue({ code: 'custom', path: ['nodes', i, 'memory'], message: 'expected a non-zero multiple of 4M (the largest buddy block)' });
+    });
+    const seen = new Set<number>();
+    h.nodes.forEach((n, i) =>
+      n.cpus.forEach((c) => {
+        if (seen.has(c)) ctx.addIssue({ code: 'custom', path: ['nodes', i, 'cpus'], message: `CPU ${c} belongs to two nodes` });
+        seen.add(c);
+      }),
+    );
+    if (h.distances) {
+      const n = h.nodes.length;
+      if (h.distances.length !== n) ctx.addIssue({ code: 'custom', path: ['distances'], message: `expected a ${n}x${n} matrix` });
+      h.distances.forEach((row, i) => {
+        if (row.length !== n) ctx.addIssue({ code: 'custom', path: ['distances', i], message: `expected ${n} entries` });
+        if (row[i] !== 10) ctx.addIssue({ code: 'custom', path: ['distances', i, i], message: 'expected 10 (LOCAL_DISTANCE) on the diagonal' });
+        row.forEach((d, j) => {
+          if (i !== j && d <= 10) ctx.addIssue({ code: 'custom', path: ['distances', i, j], message: 'expected a remote distance > 10' });
+        });
+      });
+    }
+  });
+
+export type HostFile = z.infer<typeof hostSchema>;
+
+export interface Host {
+  name: string;
+  nodes: { id: number; memory: number; cpus: number[] }[];
+  distances: number[][];
+  hugepageSizes: number[];
+  /** CPU id -> node id */
+  cpuNode: Map<number, number>;
+}
+
+export function parseCpuList(s: string): number[] | undefined {
+  const out: number[] = [];
+  for (const part of s.split(',')) {
+    const m = /^\s*(\d+)(?:-(\d+))?\s*$/.exec(part);
+    if (!m) return undefined;
+    const a = +m[1]!;
+    const b = m[2] !== undefined ? +m[2] : a;
+    if (b < a) return undefined;
+    for (let c = a; c <= b; c++) out.push(c);
+  }
+  return out;
+}
+
+export function hostFromFile(h: HostFile): Host {
+  const n = h.nodes.length;
+  const distances = h.distances ?? Array.from({ length: n }, (_, i) => Array.from({ length: n }, (_, j) => (i === j ? 10 : 20)));
+  const cpuNode = new Map<number, number>();
+  for (const node of h.nodes) for (const c of node.cpus) cpuNode.set(c, node.id);
+  return {
+    name: h.name,
+    nodes: h.nodes.map((x) => ({ id: x.id, memory: x.memory, cpus: [...x.cpus] })),
+    distances,
+    hugepageSizes: (h.hugepage_sizes ?? ['2M', '1G']).map((s) => (s === '2M' ? 2 << 20 : 1 << 30)),
+    cpuNode,
+  };
+}
+
+export function loadHost(file: string): Host {
+  return hostFromFile(loadYaml(file, hostSchema));
+}
+
+export const HOSTS_DIR = fileURLToPath(new URL('../../hosts/', import.meta.url));
+
+/** A host by path, or by the name of a shipped host file (`default`, `this-machine`). */
+export function resolveHost(nameOrPath: string): Host {
+  if (/^[a-z0-9-]+$/.test(nameOrPath)) return loadHost(`${HOSTS_DIR}${nameOrPath}.yaml`);
+  return loadHost(nameOrPath);
+}
+
+export { InputError };

@@ -1,0 +1,44 @@
+/**
+ * Bad input is reported, never thrown at the user as a stack trace:
+ * file, line, column, field and what was expected.
+ */
+export class InputError extends Error {
+  constructor(
+    readonly file: string,
+    readonly line: number | undefined,
+    readonly column: number | undefined,
+    readonly field: string | undefined,
+    readonly expected: string,
+  ) {
+    super(
+      `${file}${line !== undefined ? `:${line}` : ''}${column !== undefined ? `:${column}` : ''}: ` +
+        `${field ? `${field}: ` : ''}${expected}`,
+    );
+    this.name = 'InputError';
+  }
+}
+
+/** Parse "4K", "2M", "1G", "1536K", "0x1000" or a number into bytes. */
+export function parseSize(v: unknown): number | undefined {
+  if (typeof v === 'number') return Number.isSafeInteger(v) && v >= 0 ? v : undefined;
+  if (typeof v !== 'string') return undefined;
+  const m = /^\s*(0x[0-9a-fA-F]+|\d+)\s*([KMGT]i?B?|[kmgt])?\s*$/.exec(v);
+  if (!m) return undefined;
+  const base = m[1]!.startsWith('0x') ? parseInt(m[1]!, 16) : parseInt(m[1]!, 10);
+  const unit = (m[2] ?? '').charAt(0).toUpperCase();
+  const mult = unit === '' ? 1 : 1024 ** (' KMGT'.indexOf(unit));
+  const r = base * mult;
+  return Number.isSafeInteger(r) ? r : undefined;
+}
+
+/** Render bytes with the largest exact binary suffix: 2097152 -> "2M". */
+export function formatSize(b: number): string {
+  for (const [s, m] of [
+    ['T', 2 ** 40],
+    ['G', 2 ** 30],
+    ['M', 2 ** 20],
+    ['K', 2 ** 10],
+  ] as const)
+    if (b >= m && b % m === 0) return `${b / m}${s}`;
+  return String(b);
+}
