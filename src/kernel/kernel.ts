@@ -46,6 +46,10 @@ export class Kernel {
   readonly hugetlb: HugetlbState;
   readonly compaction: CompactionState;
   readonly sysfs: Sysfs;
+  /** cpu -> node, as an array for the fault path. */
+  private readonly cpuNodes: number[] = [];
+  /** Costs read on the hottest paths, looked up once. */
+  readonly hot: { faultWrite: number; faultRead: number };
   readonly processes = new Map<number, Process>();
   readonly files = new Map<number, MappedFile>();
   /** vm.overcommit_memory (0 = heuristic), vm.max_map_count. */
@@ -71,6 +75,8 @@ export class Kernel {
     this.hugetlb = new HugetlbState(this);
     this.compaction = new CompactionState(this);
     this.sysfs = new Sysfs(this);
+    for (const [cpu, nid] of opts.host.cpuNode) this.cpuNodes[cpu] = nid;
+    this.hot = { faultWrite: opts.costs.ns('fault_anon_4k_write'), faultRead: opts.costs.ns('fault_anon_4k_read_zeropage') };
   }
 
   // --- syscalls ---------------------------------------------------------------
@@ -101,7 +107,7 @@ export class Kernel {
 
   /** numa_node_id() for a CPU. */
   cpuToNode(cpu: number): number {
-    return this.host.cpuNode.get(cpu) ?? 0;
+    return this.cpuNodes[cpu] ?? 0;
   }
 
   // --- tasks ----------------------------------------------------------------
@@ -139,7 +145,7 @@ export class Kernel {
   /** zone_statistics() for `pages` pages just allocated at pfn for a task on `localNid`. */
   accountAlloc(pfn: number, preferredNid: number, pages: number, localNid = preferredNid): void {
     this.vmstat.numaAlloc(this.phys.nodeOfPfn(pfn), preferredNid, localNid, pages);
-    this.vmstat.count('pgalloc_normal', pages);
+    this.vmstat.events.pgalloc_normal += pages;
   }
 
   /** Free user pages (anon or shmem) to the buddy allocator. */

@@ -51,15 +51,14 @@ function faultNode(k: Kernel, _vma: Vma, cpu: number): number {
   return k.cpuToNode(cpu);
 }
 
+const ORDER0_MOVABLE = { order: 0, mt: MIGRATE_MOVABLE as typeof MIGRATE_MOVABLE, nid: 0 };
+
 function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, nid: number): number {
-  const pfn = k.phys.alloc({ order: 0, mt: MIGRATE_MOVABLE, nid });
+  ORDER0_MOVABLE.nid = nid;
+  const pfn = k.phys.alloc(ORDER0_MOVABLE);
   if (pfn < 0) return -1;
   k.accountAlloc(pfn, nid, 1);
-  const m = k.mem;
-  m.setFlags(pfn, PG.anon);
-  m.setOwner(pfn, mm.id);
-  m.setIndex(pfn, va / PAGE_SIZE);
-  m.addMapcount(pfn, 1);
+  k.mem.initAnonPage(pfn, mm.id, va / PAGE_SIZE, PG.anon);
   if (!vma.anonVma) vma.anonVma = k.newAnonVma();
   mm.rssAnon++;
   return pfn;
@@ -70,7 +69,7 @@ function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, nid: number)
  * already checked the VMA's permissions.
  */
 export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, write: boolean, cpu: number): FaultResult {
-  k.vmstat.count('pgfault');
+  k.vmstat.events.pgfault++;
   const nid = faultNode(k, vma, cpu);
   if (vma.isHugetlb()) return hugetlbFault(k, mm, vma, va, nid);
   const key = PageTable.pmdKey(va);
@@ -106,7 +105,7 @@ export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, wri
   if (pte === PTE_NONE && !write) {
     t.ptes[i] = PTE_ZERO;
     t.used++;
-    k.charge(k.costs.ns('fault_anon_4k_read_zeropage'));
+    k.charge(k.hot.faultRead);
     return FAULT_OK;
   }
   if (pte === PTE_NONE || pte === PTE_ZERO) {
@@ -114,7 +113,7 @@ export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, wri
     if (pfn < 0) return FAULT_OOM;
     if (pte === PTE_NONE) t.used++;
     t.ptes[i] = pteOf(pfn);
-    k.charge(k.costs.ns('fault_anon_4k_write'));
+    k.charge(k.hot.faultWrite);
   }
   return FAULT_OK;
 }
@@ -226,18 +225,28 @@ export function userAccess(
   read?: (va: number, byte: number) => void,
 ): AccessResult {
   const mm = thread.process.mm;
-  const m = k.mem;
   const res: AccessResult = { faults: 0 };
   const end = start + len;
   let va = start;
   while (va < end) {
     const vma = mm.vmaAt(va);
     if (!vma || !vmaAllows(vma, write)) {
-      k.vmstat.count('pgfault');
+      k.vmstat.events.pgfault++;
       return { ...res, signal: 'SIGSEGV', at: va };
     }
     const stop = Math.min(vma.end, end);
+    const fast = !vma.file && !vma.isHugetlb();
     while (va < stop) {
+      if (fast) {
+        // Fast path: walk one PTE table directly.
+        const key = Math.floor(va / PMD_SIZE);
+        const t = mm.pgtable.pmds.get(key);
+        if (t instanceof PteTable) {
+          va = accessPtes(k, mm, vma, t, va, Math.min(stop, (key + 1) * PMD_SIZE), stride, write, fill, thread.cpu, res, read);
+          if (res.signal) return res;
+          continue;
+        }
+      }
       let pfn = followPage(mm, va);
       if (pfn === -2 || (write && pfn === -1)) {
         const r = handleMmFault(k, mm, vma, va, write, thread.cpu);
@@ -246,16 +255,80 @@ export function userAccess(
         if (k.events.size) k.runDueEvents();
         pfn = followPage(mm, va);
       }
-      if (write) {
-        const serial = (k.writeSerial = (k.writeSerial + 1) & 0xffffff);
-        const keep = va % PAGE_SIZE === 0 ? fill : m.token(pfn) & 0xff;
-        m.setToken(pfn, (serial * 256 + keep) >>> 0);
-        if (m.flags(pfn) & PG.lazyfree) m.clearFlags(pfn, PG.lazyfree);
-      } else if (read) read(va, pfn < 0 ? 0 : m.token(pfn) & 0xff);
+      if (write) writeByte(k, pfn, va, fill);
+      else if (read) read(va, pfn < 0 ? 0 : k.mem.token(pfn) & 0xff);
       va += stride;
     }
   }
   return res;
+}
+
+/** Store `fill` at va in frame pfn: the page's first byte changes only at offset 0. */
+function writeByte(k: Kernel, pfn: number, va: number, fill: number): void {
+  k.writeSerial = (k.writeSerial + 1) & 0xffffff;
+  k.mem.storeByte(pfn, k.writeSerial, fill, va % PAGE_SIZE === 0);
+}
+
+/**
+ * Accesses inside one PTE table of a private anonymous VMA, faulting
+ * missing pages in place (the common case: do_anonymous_page and the
+ * zero-page COW). Returns the next address.
+ */
+function accessPtes(
+  k: Kernel,
+  mm: MmStruct,
+  vma: Vma,
+  t: PteTable,
+  va: number,
+  stop: number,
+  stride: number,
+  write: boolean,
+  fill: number,
+  cpu: number,
+  res: AccessResult,
+  read?: (va: number, byte: number) => void,
+): number {
+  const ptes = t.ptes;
+  const m = k.mem;
+  const nid = faultNode(k, vma, cpu);
+  let cost = 0; // charged in one go: time is integer ns, costs are not
+  const background = k.events.size > 0;
+  for (; va < stop; va += stride) {
+    const i = (va / PAGE_SIZE) & 511;
+    let pte = ptes[i]!;
+    if (pte <= 0 && (write || pte === PTE_NONE)) {
+      k.vmstat.events.pgfault++;
+      res.faults++;
+      if (!write) {
+        pte = ptes[i] = PTE_ZERO;
+        t.used++;
+        cost += k.hot.faultRead;
+        if (read) read(va, 0);
+        continue;
+      }
+      const pfn = newAnonPage(k, mm, vma, va, nid);
+      if (pfn < 0) {
+        k.charge(cost);
+        res.signal = 'SIGBUS';
+        res.at = va;
+        return va;
+      }
+      if (pte === PTE_NONE) t.used++;
+      pte = ptes[i] = pteOf(pfn);
+      cost += k.hot.faultWrite;
+      if (background) {
+        k.charge(cost);
+        cost = 0;
+        k.runDueEvents();
+      }
+    }
+    if (write) {
+      k.writeSerial = (k.writeSerial + 1) & 0xffffff;
+      m.storeByte(pte - 1, k.writeSerial, fill, va % PAGE_SIZE === 0);
+    } else if (read) read(va, pte < 0 ? 0 : m.token(pte - 1) & 0xff);
+  }
+  k.charge(cost);
+  return va;
 }
 
 // --- unmapping ------------------------------------------------------------------

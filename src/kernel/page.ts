@@ -151,6 +151,42 @@ export class MemMap {
     this.sec(pfn).prev[pfn & SECTION_MASK] = v;
   }
 
+  /** A freshly allocated order-0 page becomes an anonymous page mapped once (page_add_new_anon_rmap). */
+  initAnonPage(pfn: number, owner: number, index: number, flags: number): void {
+    const s = this.sec(pfn);
+    const i = pfn & SECTION_MASK;
+    s.flags[i] = flags;
+    s.owner[i] = owner;
+    s.index[i] = index;
+    s.mapcount[i] = 1;
+  }
+
+  /**
+   * A store of `fill` into the page: the first byte changes only for a
+   * store at offset 0; the write serial changes either way. Clears lazyfree
+   * (a write cancels MADV_FREE).
+   */
+  storeByte(pfn: number, serial: number, fill: number, atPageStart: boolean): void {
+    const s = this.sec(pfn);
+    const i = pfn & SECTION_MASK;
+    const keep = atPageStart ? fill : s.token[i]! & 0xff;
+    s.token[i] = (serial * 256 + keep) >>> 0;
+    if (s.flags[i]! & PG.lazyfree) s.flags[i]! &= ~PG.lazyfree;
+  }
+
+  /** Reset one frame (the hot order-0 case of resetRange). */
+  resetPage(pfn: number): void {
+    const s = this.sec(pfn);
+    const i = pfn & SECTION_MASK;
+    s.flags[i] = 0;
+    s.order[i] = 0;
+    s.mapcount[i] = 0;
+    s.entireMapcount[i] = 0;
+    s.owner[i] = 0;
+    s.index[i] = 0;
+    s.token[i] = 0;
+  }
+
   /** Reset every field of `n` frames from pfn (frames handed to a new user). */
   resetRange(pfn: number, n: number): void {
     let p = pfn;

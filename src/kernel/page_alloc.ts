@@ -10,7 +10,9 @@
  * without 1 TiB worth of metadata.
  */
 import { MAX_PAGE_ORDER } from './uapi.ts';
-import { PG, OWNER_FREE, type MemMap } from './page.ts';
+import { PG, OWNER_FREE, PAGES_PER_SECTION, type MemMap } from './page.ts';
+
+const SECTION_MASK = PAGES_PER_SECTION - 1;
 
 export const MIGRATE_UNMOVABLE = 0;
 export const MIGRATE_MOVABLE = 1;
@@ -83,17 +85,26 @@ export class Zone {
     return this.nrFreeLists[order * MIGRATE_TYPES + mt]!;
   }
 
+  /** Every block on the free lists: [pfn, order, migratetype]. For checks and /proc/pagetypeinfo. */
+  *freeBlocks(): Generator<[number, number, number]> {
+    for (let o = 0; o <= MAX_PAGE_ORDER; o++)
+      for (let mt = 0; mt < MIGRATE_TYPES; mt++)
+        for (let p = this.heads[o * MIGRATE_TYPES + mt]!; p >= 0; p = this.mem.next(p)) yield [p, o, mt];
+  }
+
   // --- free lists -------------------------------------------------------
 
   private listAdd(pfn: number, order: number, mt: number): void {
     const m = this.mem;
     const li = order * MIGRATE_TYPES + mt;
     const head = this.heads[li]!;
-    m.setFlags(pfn, PG.buddy);
-    m.setOrder(pfn, order);
-    m.setOwner(pfn, OWNER_FREE);
-    m.setPrev(pfn, -1);
-    m.setNext(pfn, head);
+    const s = m.sec(pfn);
+    const i = pfn & SECTION_MASK;
+    s.flags[i] = PG.buddy;
+    s.order[i] = order;
+    s.owner[i] = OWNER_FREE;
+    s.prev[i] = -1;
+    s.next[i] = head;
     if (head >= 0) m.setPrev(head, pfn);
     this.heads[li] = pfn;
     this.nrFreeLists[li]!++;
@@ -102,14 +113,16 @@ export class Zone {
   private listDel(pfn: number, order: number, mt: number): void {
     const m = this.mem;
     const li = order * MIGRATE_TYPES + mt;
-    const p = m.prev(pfn);
-    const n = m.next(pfn);
+    const s = m.sec(pfn);
+    const i = pfn & SECTION_MASK;
+    const p = s.prev[i]!;
+    const n = s.next[i]!;
     if (p >= 0) m.setNext(p, n);
     else this.heads[li] = n;
     if (n >= 0) m.setPrev(n, p);
-    m.setNext(pfn, -1);
-    m.setPrev(pfn, -1);
-    m.clearFlags(pfn, PG.buddy);
+    s.next[i] = -1;
+    s.prev[i] = -1;
+    s.flags[i]! &= ~PG.buddy;
     this.nrFreeLists[li]!--;
   }
 
@@ -319,13 +332,17 @@ export class PhysMem {
   readonly mem: MemMap;
   readonly zones: Zone[];
   readonly zonelists: number[][];
+  /** Node of each MAX_PAGE_ORDER block (nodes are 4 MiB aligned): pfn_to_nid in O(1). */
+  private readonly blockNode: Int16Array;
 
   constructor(nodePages: readonly number[], distance: readonly (readonly number[])[], mem: MemMap) {
     this.mem = mem;
     this.zones = [];
     let start = 0;
+    this.blockNode = new Int16Array(nodePages.reduce((a, b) => a + b, 0) / MAX_BLOCK);
     nodePages.forEach((n, nid) => {
       this.zones.push(new Zone(nid, start, n, mem));
+      this.blockNode.fill(nid, start / MAX_BLOCK, (start + n) / MAX_BLOCK);
       start += n;
     });
     this.zonelists = nodePages.map((_, nid) =>
@@ -334,8 +351,9 @@ export class PhysMem {
   }
 
   nodeOfPfn(pfn: number): number {
-    for (const z of this.zones) if (z.contains(pfn)) return z.nid;
-    throw new RangeError(`pfn ${pfn} is outside every node`);
+    const nid = this.blockNode[Math.floor(pfn / MAX_BLOCK)];
+    if (nid === undefined) throw new RangeError(`pfn ${pfn} is outside every node`);
+    return nid;
   }
 
   /** get_page_from_freelist over the zonelist; -1 when every allowed node is exhausted. */
@@ -355,11 +373,13 @@ export class PhysMem {
 
   /** post_alloc_hook: a fresh block reads as zeros and belongs to nobody yet. */
   private prepNewPage(pfn: number, order: number): void {
-    this.mem.resetRange(pfn, 1 << order);
+    if (order === 0) this.mem.resetPage(pfn);
+    else this.mem.resetRange(pfn, 1 << order);
   }
 
   free(pfn: number, order: number): void {
-    this.mem.resetRange(pfn, 1 << order);
+    if (order === 0) this.mem.resetPage(pfn);
+    else this.mem.resetRange(pfn, 1 << order);
     this.zones[this.nodeOfPfn(pfn)]!.free(pfn, order);
   }
 

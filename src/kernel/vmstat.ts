@@ -39,12 +39,20 @@ export type VmEventName = (typeof VM_EVENT_NAMES)[number];
 export const NUMA_STAT_NAMES = ['numa_hit', 'numa_miss', 'numa_foreign', 'numa_interleave', 'numa_local', 'numa_other'] as const;
 export type NumaStatName = (typeof NUMA_STAT_NAMES)[number];
 
+/** The event counters, as fields of one fixed-shape object (hot paths increment them directly). */
+export type VmEvents = Record<VmEventName, number>;
+function newEvents(): VmEvents {
+  const e = {} as VmEvents;
+  for (const n of VM_EVENT_NAMES) e[n] = 0;
+  return e;
+}
+
 export class VmStat {
-  readonly events: Record<VmEventName, number>;
+  readonly events: VmEvents;
   readonly numa: Record<NumaStatName, number>[];
 
   constructor(nrNodes: number) {
-    this.events = Object.fromEntries(VM_EVENT_NAMES.map((n) => [n, 0])) as Record<VmEventName, number>;
+    this.events = newEvents();
     this.numa = Array.from(
       { length: nrNodes },
       () => Object.fromEntries(NUMA_STAT_NAMES.map((n) => [n, 0])) as Record<NumaStatName, number>,

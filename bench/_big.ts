@@ -1,0 +1,18 @@
+import { Kernel } from '/work/main/src/kernel/kernel.ts';
+import { CostProfile } from '/work/main/src/sim/cost_profile.ts';
+import { hostFromFile } from '/work/main/src/sim/host.ts';
+import { MADV, MAP, PROT } from '/work/main/src/kernel/uapi.ts';
+const host = hostFromFile({ name: 'big', nodes: [{ id: 0, memory: 80 * 2 ** 30, cpus: [0] }] });
+const k = new Kernel({ host, costs: CostProfile.default() });
+const p = k.createProcess('x');
+const len = 64 * 2 ** 30;
+const a = k.mmap(p, 0, len, PROT.PROT_READ | PROT.PROT_WRITE, MAP.MAP_PRIVATE | MAP.MAP_ANONYMOUS | MAP.MAP_NORESERVE);
+k.madvise(p, a, len, MADV.MADV_NOHUGEPAGE);
+const t = performance.now();
+const r = k.access(p.mainThread, a, len, 4096, true, 1);
+const dt = (performance.now() - t) / 1000;
+console.log('faults', r.faults, 'secs', dt.toFixed(2), 'faults/s', (r.faults / dt / 1e6).toFixed(2), 'M', 'rss MiB', (process.memoryUsage().rss / 2 ** 20).toFixed(0));
+const t2 = performance.now();
+const h = hostFromFile({ name: 'tb', nodes: [{ id: 0, memory: 2 ** 40, cpus: [0] }] });
+const k2 = new Kernel({ host: h, costs: CostProfile.default() });
+console.log('1TiB host ms', (performance.now() - t2).toFixed(1), 'free', k2.phys.freePages());

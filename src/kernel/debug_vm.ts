@@ -1,0 +1,113 @@
+/**
+ * Consistency checks over the whole simulated kernel (the spirit of
+ * CONFIG_DEBUG_VM): every frame is free exactly once or owned exactly
+ * once, mapcounts match the page tables, free blocks are aligned, VMAs do
+ * not overlap and page tables map only inside VMAs. Used by the property
+ * tests after every random operation.
+ */
+import type { Kernel } from './kernel.ts';
+import { PteTable, PTE_NONE, PTE_ZERO, pfnOfPte } from './mm_types.ts';
+import { PG } from './page.ts';
+import { PAGE_SIZE, PMD_SIZE, PUD_SIZE, HPAGE_PMD_NR } from './uapi.ts';
+
+export function verifyKernel(k: Kernel): string[] {
+  const errs: string[] = [];
+  const total = k.phys.totalPages();
+  if (total > 1 << 24) return ['verifyKernel: host too large to check frame by frame'];
+  // who[pfn]: 0 unaccounted, 1 free, 2 page table, 3 user page, 4 hugetlb
+  const who = new Uint8Array(total);
+  const claim = (pfn: number, n: number, kind: number, what: string): void => {
+    for (let p = pfn; p < pfn + n; p++) {
+      if (who[p]) {
+        errs.push(`frame ${p} claimed twice (${who[p]} then ${kind}: ${what})`);
+        return;
+      }
+      who[p] = kind;
+    }
+  };
+
+  for (const z of k.phys.zones) {
+    let free = z.endPfn - z.pristineStart;
+    claim(z.pristineStart, z.endPfn - z.pristineStart, 1, `node ${z.nid} pristine`);
+    for (const [pfn, order] of z.freeBlocks()) {
+      if ((pfn - z.startPfn) % (1 << order)) errs.push(`free block ${pfn} of order ${order} is misaligned`);
+      claim(pfn, 1 << order, 1, `free block order ${order}`);
+      free += 1 << order;
+    }
+    if (free !== z.freePages) errs.push(`node ${z.nid}: free lists hold ${free} pages, counter says ${z.freePages}`);
+  }
+
+  for (const h of k.hugetlb.hstates) {
+    let nfree = 0;
+    for (const list of h.freeLists) for (const pfn of list) {
+      claim(pfn, h.size / PAGE_SIZE, 4, `free hugetlb ${h.dirName}`);
+      nfree++;
+    }
+    if (nfree !== h.free) errs.push(`${h.dirName}: ${nfree} pages on free lists, free counter ${h.free}`);
+    if (h.resv > h.free) errs.push(`${h.dirName}: resv ${h.resv} > free ${h.free}`);
+    if (h.surplus > h.nr || h.free > h.nr) errs.push(`${h.dirName}: counters inconsistent nr=${h.nr} free=${h.free} surplus=${h.surplus}`);
+  }
+
+  const m = k.mem;
+  const ptRefs = new Map<number, number>();
+  const entireRefs = new Map<number, number>();
+  const userSeen = new Set<number>();
+  const userPage = (pfn: number, n: number, what: string): void => {
+    if (userSeen.has(pfn)) return;
+    userSeen.add(pfn);
+    claim(pfn, n, m.flags(pfn) & PG.hugetlb ? 4 : 3, what);
+  };
+
+  for (const p of k.processes.values()) {
+    const mm = p.mm;
+    for (let i = 0; i + 1 < mm.vmas.length; i++)
+      if (mm.vmas[i]!.end > mm.vmas[i + 1]!.start) errs.push(`pid ${p.pid}: VMAs overlap at ${mm.vmas[i + 1]!.start.toString(16)}`);
+    for (const v of mm.vmas) if (v.start >= v.end || v.start % PAGE_SIZE || v.end % PAGE_SIZE) errs.push(`pid ${p.pid}: bad VMA ${v.start}-${v.end}`);
+    for (const [key, e] of mm.pgtable.pmds) {
+      const base = key * PMD_SIZE;
+      if (e instanceof PteTable) {
+        if (e.tablePfn >= 0) claim(e.tablePfn, 1, 2, 'pte table');
+        let used = 0;
+        for (let i = 0; i < 512; i++) {
+          const pte = e.ptes[i]!;
+          if (pte === PTE_NONE) continue;
+          used++;
+          const va = base + i * PAGE_SIZE;
+          if (!mm.vmaAt(va)) errs.push(`pid ${p.pid}: PTE outside any VMA at ${va.toString(16)}`);
+          if (pte === PTE_ZERO) continue;
+          const pfn = pfnOfPte(pte);
+          ptRefs.set(pfn, (ptRefs.get(pfn) ?? 0) + 1);
+          const f = m.flags(pfn);
+          if (f & (PG.head | PG.tail)) userPage(pfn - (pfn % HPAGE_PMD_NR), HPAGE_PMD_NR, 'pte-mapped thp');
+          else if (!(f & PG.shmem)) userPage(pfn, 1, 'anon page');
+        }
+        if (used !== e.used) errs.push(`pid ${p.pid}: PTE table at ${base.toString(16)} counts ${e.used} used, has ${used}`);
+      } else {
+        if (!mm.vmaAt(base)) errs.push(`pid ${p.pid}: PMD outside any VMA at ${base.toString(16)}`);
+        if (e.isZero) continue;
+        entireRefs.set(e.pfn, (entireRefs.get(e.pfn) ?? 0) + 1);
+        userPage(e.pfn, PMD_SIZE / PAGE_SIZE, 'pmd-mapped page');
+      }
+    }
+    for (const [key, e] of mm.pgtable.puds) {
+      if (!mm.vmaAt(key * PUD_SIZE)) errs.push(`pid ${p.pid}: PUD outside any VMA`);
+      entireRefs.set(e.pfn, (entireRefs.get(e.pfn) ?? 0) + 1);
+      userPage(e.pfn, PUD_SIZE / PAGE_SIZE, 'pud-mapped page');
+    }
+  }
+  for (const f of k.files.values()) {
+    for (const pfn of f.pages.values()) {
+      if (userSeen.has(pfn)) continue;
+      userSeen.add(pfn);
+      claim(pfn, f.kind === 'hugetlbfs' ? 2 ** (f.hugeShift - 12) : 1, f.kind === 'hugetlbfs' ? 4 : 3, 'file page');
+    }
+  }
+  for (const [pfn, n] of ptRefs) if (m.mapcount(pfn) !== n) errs.push(`frame ${pfn}: mapcount ${m.mapcount(pfn)} but ${n} PTEs map it`);
+  for (const [pfn, n] of entireRefs) if (m.entireMapcount(pfn) !== n) errs.push(`frame ${pfn}: entire mapcount ${m.entireMapcount(pfn)} but ${n} PMD/PUD map it`);
+  for (let p = 0; p < total; p++)
+    if (!who[p]) {
+      errs.push(`frame ${p} is neither free nor owned (leaked)`);
+      break;
+    }
+  return errs;
+}

@@ -1,0 +1,100 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { MemMap } from './page.ts';
+import { MIGRATE_MOVABLE, MIGRATE_UNMOVABLE, PhysMem } from './page_alloc.ts';
+
+function phys(mib = 64, nodes = 1): PhysMem {
+  const pages = (mib * 2 ** 20) / 4096;
+  const dist = Array.from({ length: nodes }, (_, i) => Array.from({ length: nodes }, (_, j) => (i === j ? 10 : 21)));
+  return new PhysMem(new Array(nodes).fill(pages), dist, new MemMap(pages * nodes));
+}
+
+describe('buddy allocator', () => {
+  it('hands out naturally aligned blocks and splits larger ones', () => {
+    const p = phys();
+    const z = p.zones[0]!;
+    const a = p.alloc({ order: 3, mt: MIGRATE_MOVABLE, nid: 0 });
+    expect(a % 8).toBe(0);
+    // one 4 MiB block was split: orders 3..9 each have one free buddy left
+    expect(z.nrFreeByOrder().slice(3, 10)).toEqual([1, 1, 1, 1, 1, 1, 1]);
+    expect(z.freePages).toBe(z.spannedPages - 8);
+  });
+
+  it('coalesces buddies back into the largest block', () => {
+    const p = phys();
+    const z = p.zones[0]!;
+    const before = z.nrFreeByOrder();
+    const pfns = Array.from({ length: 100 }, () => p.alloc({ order: 0, mt: MIGRATE_MOVABLE, nid: 0 }));
+    for (const x of pfns) p.free(x, 0);
+    const after = z.nrFreeByOrder();
+    expect(after.slice(0, 10)).toEqual(new Array(10).fill(0));
+    expect(after[10]).toBe(before[10]);
+  });
+
+  it('falls back to the next node in distance order when a node is full', () => {
+    const p = phys(8, 2);
+    const n0 = p.zones[0]!.spannedPages;
+    for (let i = 0; i < n0; i++) expect(p.nodeOfPfn(p.alloc({ order: 0, mt: MIGRATE_MOVABLE, nid: 0 }))).toBe(0);
+    expect(p.nodeOfPfn(p.alloc({ order: 0, mt: MIGRATE_MOVABLE, nid: 0 }))).toBe(1);
+    expect(p.alloc({ order: 0, mt: MIGRATE_MOVABLE, nid: 0, thisNode: true })).toBe(-1);
+  });
+
+  it('allocates a gigantic range only when a free aligned range exists', () => {
+    const p = phys(2048);
+    const z = p.zones[0]!;
+    const g = z.allocContig(18);
+    expect(g).toBe(0);
+    expect(z.freePages).toBe(z.spannedPages - 262144);
+    // the second 1G range is still free; pin one page in it and the contiguous allocation fails
+    const pin = p.alloc({ order: 0, mt: MIGRATE_UNMOVABLE, nid: 0 });
+    expect(pin).toBeGreaterThanOrEqual(262144);
+    expect(z.allocContig(18)).toBe(-1);
+    p.free(pin, 0);
+    expect(z.allocContig(18)).toBe(262144);
+    z.freeContig(g, 18);
+    expect(z.freePages).toBe(z.spannedPages - 262144);
+  });
+
+  it('keeps unmovable allocations out of movable pageblocks while it can', () => {
+    const p = phys(64);
+    const z = p.zones[0]!;
+    const u = p.alloc({ order: 0, mt: MIGRATE_UNMOVABLE, nid: 0 });
+    const m = p.alloc({ order: 0, mt: MIGRATE_MOVABLE, nid: 0 });
+    expect(z.pageblockType(u)).toBe(MIGRATE_UNMOVABLE);
+    expect(z.pageblockType(m)).toBe(MIGRATE_MOVABLE);
+    expect(Math.floor(u / 512)).not.toBe(Math.floor(m / 512));
+  });
+
+  it('property: any alloc/free sequence conserves pages and coalesces fully', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: 10 }), fc.boolean(), fc.nat()), { maxLength: 200 }), (steps) => {
+        const p = phys(32);
+        const z = p.zones[0]!;
+        const live: [number, number][] = [];
+        for (const [order, unmov, pick] of steps) {
+          if (live.length && pick % 3 === 0) {
+            const [pfn, o] = live.splice(pick % live.length, 1)[0]!;
+            p.free(pfn, o);
+          } else {
+            const pfn = p.alloc({ order, mt: unmov ? MIGRATE_UNMOVABLE : MIGRATE_MOVABLE, nid: 0 });
+            if (pfn >= 0) {
+              expect(pfn % (1 << order)).toBe(0);
+              live.push([pfn, order]);
+            }
+          }
+          const used = live.reduce((s, [, o]) => s + (1 << o), 0);
+          expect(z.freePages + used).toBe(z.spannedPages);
+        }
+        // no two live blocks overlap
+        const sorted = [...live].sort((a, b) => a[0] - b[0]);
+        for (let i = 1; i < sorted.length; i++) expect(sorted[i]![0]).toBeGreaterThanOrEqual(sorted[i - 1]![0] + (1 << sorted[i - 1]![1]));
+        for (const [pfn, o] of live) p.free(pfn, o);
+        const counts = z.nrFreeByOrder();
+        expect(counts.slice(0, 10).every((c) => c === 0)).toBe(true);
+        expect(counts[10]).toBe(z.spannedPages / 1024);
+        for (const [pfn, o] of z.freeBlocks()) expect(pfn % (1 << o)).toBe(0);
+      }),
+      { numRuns: 100 },
+    );
+  });
+});

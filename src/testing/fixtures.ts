@@ -1,0 +1,24 @@
+/** Small hosts and kernels for tests. */
+import { Kernel } from '../kernel/kernel.ts';
+import { CostProfile } from '../sim/cost_profile.ts';
+import { hostFromFile } from '../sim/host.ts';
+import { MAP, PROT } from '../kernel/uapi.ts';
+
+export const MiB = 1 << 20;
+
+/** A host of `nodes` nodes of `mib` MiB each, 2 CPUs per node, 2M and 1G hugepage sizes. */
+export function smallKernel(opts: { nodes?: number; mib?: number; seed?: number } = {}): Kernel {
+  const nodes = opts.nodes ?? 2;
+  const mib = opts.mib ?? 64;
+  const host = hostFromFile({
+    name: 'test',
+    nodes: Array.from({ length: nodes }, (_, i) => ({ id: i, memory: mib * MiB, cpus: [2 * i, 2 * i + 1] })),
+    distances: Array.from({ length: nodes }, (_, i) => Array.from({ length: nodes }, (_, j) => (i === j ? 10 : 21))),
+    hugepage_sizes: ['2M', '1G'],
+  });
+  return new Kernel({ host, costs: CostProfile.default(), seed: opts.seed ?? 1 });
+}
+
+export const RW = PROT.PROT_READ | PROT.PROT_WRITE;
+export const ANON = MAP.MAP_PRIVATE | MAP.MAP_ANONYMOUS;
+export const SHARED_ANON = MAP.MAP_SHARED | MAP.MAP_ANONYMOUS;
