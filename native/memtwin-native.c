@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -2193,8 +2194,26 @@ static void restore_value(const char *saved, char *out, size_t cap)
 		out[--n] = 0;
 }
 
+/*
+ * One executor at a time per machine: the knobs an executor writes are
+ * global (THP mode, hugetlb pools), so two concurrent runs would save and
+ * restore each other's values. The lock is held until this process exits,
+ * i.e. until after the guardian has restored everything.
+ */
+static void take_machine_lock(void)
+{
+	int fd = open("/tmp/memtwin-native.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+	if (fd < 0)
+		return; /* best effort */
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		fprintf(stderr, "memtwin-native: waiting for another executor to finish\n");
+		flock(fd, LOCK_EX);
+	}
+}
+
 static int guardian_main(void)
 {
+	take_machine_lock();
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0) {

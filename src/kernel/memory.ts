@@ -18,7 +18,9 @@ import {
   type MmStruct,
   type Vma,
 } from './mm_types.ts';
-import { HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE, PUD_SHIFT, PUD_SIZE, alignDown } from './uapi.ts';
+import { HPAGE_PMD_NR, MMAP_MIN_ADDR, PAGE_SIZE, PMD_SIZE, PUD_SHIFT, PUD_SIZE, alignDown } from './uapi.ts';
+import { RLIMIT_STACK, STACK_GUARD_GAP, vmaIsAccessible } from './mm_types.ts';
+import { vmEnoughMemory } from './mmap.ts';
 import { doHugePmdAnonymousPage, folioUnmappedSome, splitHugePmd, thpVmaAllowable, allocThp, prepAnonThp } from './huge_memory.ts';
 import type { Thread } from './sched.ts';
 
@@ -229,7 +231,7 @@ export function userAccess(
   const end = start + len;
   let va = start;
   while (va < end) {
-    const vma = mm.vmaAt(va);
+    const vma = mm.vmaAt(va) ?? expandStack(k, mm, va);
     if (!vma || !vmaAllows(vma, write)) {
       k.vmstat.events.pgfault++;
       return { ...res, signal: 'SIGSEGV', at: va };
@@ -261,6 +263,34 @@ export function userAccess(
     }
   }
   return res;
+}
+
+/**
+ * A user fault below a VM_GROWSDOWN VMA grows it (expand_downwards): not
+ * into the stack guard gap above an accessible non-stack VMA, not beyond
+ * RLIMIT_STACK, and with the growth committed like any accounted memory.
+ * Returns the grown VMA, or undefined (the access gets SIGSEGV). GUP
+ * (MADV_POPULATE_*) never grows stacks since Linux 6.5.
+ */
+export function expandStack(k: Kernel, mm: MmStruct, va: number): Vma | undefined {
+  const vma = mm.findVma(va);
+  if (!vma || !(vma.flags & VM.GROWSDOWN) || vma.start <= va) return undefined;
+  const address = alignDown(va, PAGE_SIZE);
+  if (address < MMAP_MIN_ADDR) return undefined;
+  const i = mm.vmas.indexOf(vma);
+  const prev = i > 0 ? mm.vmas[i - 1] : undefined;
+  if (prev && prev.end > address) return undefined;
+  if (prev && !(prev.flags & VM.GROWSDOWN) && vmaIsAccessible(prev) && address - prev.end < STACK_GUARD_GAP) return undefined;
+  const grow = (vma.start - address) / PAGE_SIZE;
+  if (grow > vma.pgoff) return undefined;
+  if (vma.end - address > RLIMIT_STACK) return undefined;
+  if (vma.flags & VM.ACCOUNT) {
+    if (!vmEnoughMemory(k, grow)) return undefined;
+    k.committedPages += grow;
+  }
+  vma.start = address;
+  vma.pgoff -= grow;
+  return vma;
 }
 
 /** Store `fill` at va in frame pfn: the page's first byte changes only at offset 0. */

@@ -131,6 +131,21 @@ export class Vma {
   }
 }
 
+/** stack_guard_gap: 256 pages kept free below a VM_GROWSDOWN VMA. */
+export const STACK_GUARD_GAP = 256 * PAGE_SIZE;
+/** RLIMIT_STACK default (8 MiB): how far a stack VMA may grow. */
+export const RLIMIT_STACK = 8 * 1024 * 1024;
+
+/** vm_start_gap(): where the gap below a VMA ends, counting the stack guard gap. */
+export function vmStartGap(v: Vma): number {
+  if (!(v.flags & VM.GROWSDOWN)) return v.start;
+  const s = v.start - STACK_GUARD_GAP;
+  return s > v.start ? 0 : Math.max(0, s);
+}
+
+/** vma_is_accessible(): any of read, write, exec. */
+export const vmaIsAccessible = (v: Vma): boolean => (v.flags & (VM.READ | VM.WRITE | VM.EXEC)) !== 0;
+
 /** PTE values in a PteTable. */
 export const PTE_NONE = 0;
 export const PTE_ZERO = -1; // maps the shared zero page, read-only

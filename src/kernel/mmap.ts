@@ -6,7 +6,7 @@
  */
 import type { Kernel } from './kernel.ts';
 import type { Process } from './sched.ts';
-import { MmStruct, PageTable, PteTable, Vma, VM, type HugetlbResvMap } from './mm_types.ts';
+import { MmStruct, PageTable, PteTable, Vma, VM, vmStartGap, type HugetlbResvMap } from './mm_types.ts';
 import {
   MAP,
   MAP_HUGE_MASK,
@@ -45,14 +45,15 @@ function unmappedAreaTopdown(mm: MmStruct, len: number, align: number): number {
       const a = alignDown(top - len, align);
       if (a >= gapStart) return a;
     }
-    if (v) gapEnd = v.start;
+    if (v) gapEnd = vmStartGap(v);
   }
   return neg('ENOMEM');
 }
 
+/** The hint check: nothing mapped in [addr, addr+len) and clear of a stack's guard gap above. */
 function rangeFree(mm: MmStruct, addr: number, len: number): boolean {
   const v = mm.findVma(addr);
-  return !v || v.start >= addr + len;
+  return !v || addr + len <= vmStartGap(v);
 }
 
 /** __get_unmapped_area for anonymous and hugetlb mappings. */
@@ -65,7 +66,8 @@ function getUnmappedArea(mm: MmStruct, hint: number, len: number, flags: number,
     return hint;
   }
   if (hint) {
-    const a = hugeSize ? alignUp(hint, hugeSize) : alignUp(hint, PAGE_SIZE);
+    // x86's arch_get_unmapped_area_topdown rounds a hint down to a page; hugetlb aligns it up.
+    const a = hugeSize ? alignUp(hint, hugeSize) : alignDown(hint, PAGE_SIZE);
     if (TASK_SIZE - len >= a && a >= MMAP_MIN_ADDR && rangeFree(mm, a, len)) return a;
   }
   if (hugeSize) return unmappedAreaTopdown(mm, len, hugeSize);
@@ -278,10 +280,12 @@ export function doMmap(k: Kernel, p: Process, addr: number, len: number, prot: n
     vma.flags |= VM.ACCOUNT;
     k.committedPages += len / PAGE_SIZE;
   }
+  const populate = (flags & (MAP.MAP_POPULATE | MAP.MAP_NONBLOCK)) === MAP.MAP_POPULATE || (vf & VM.LOCKED) !== 0;
+  // __mmap_complete: hugetlb (and special) VMAs never keep VM_LOCKED, though they are still populated.
+  if (vma.isHugetlb()) vma.flags &= ~(VM.LOCKED | VM.LOCKONFAULT);
   insertVma(mm, vma);
   mergeAround(mm, new Set([vma]));
   k.charge(k.costs.ns('mmap_munmap_pair') / 2);
-  const populate = (flags & (MAP.MAP_POPULATE | MAP.MAP_NONBLOCK)) === MAP.MAP_POPULATE || (vf & VM.LOCKED) !== 0;
   if (populate) populateRange(k, p, start, start + len, null);
   return start;
 }

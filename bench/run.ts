@@ -1,0 +1,169 @@
+/**
+ * memtwin benchmarks (`npm run bench`). Prints a Markdown table with the
+ * machine and date, for BENCHMARKS.md. Wall-clock time is measured here and
+ * only here; it never enters a simulation result.
+ *
+ *   npm run bench            all benchmarks
+ *   npm run bench -- --quick smaller sizes (used to check the script itself)
+ */
+import { execFileSync } from 'node:child_process';
+import { cpus, totalmem, release } from 'node:os';
+import { Bench } from 'tinybench';
+import { Kernel } from '../src/kernel/kernel.ts';
+import { CostProfile } from '../src/sim/cost_profile.ts';
+import { hostFromFile } from '../src/sim/host.ts';
+import { MADV, MAP, PROT } from '../src/kernel/uapi.ts';
+import { ScriptRunner } from '../src/opscript/runner.ts';
+import { SimBackend } from '../src/opscript/sim_backend.ts';
+import { LinuxBackend, linuxBackendUnavailable } from '../src/opscript/linux_backend.ts';
+import { resolveHost } from '../src/sim/host.ts';
+
+const quick = process.argv.includes('--quick');
+const GiB = 2 ** 30;
+const RW = PROT.PROT_READ | PROT.PROT_WRITE;
+const ANON = MAP.MAP_PRIVATE | MAP.MAP_ANONYMOUS;
+const rows: [string, string, string][] = [];
+const row = (what: string, value: string, note = ''): void => {
+  rows.push([what, value, note]);
+  console.error(`  ${what}: ${value} ${note}`);
+};
+
+function kernelOf(gib: number): Kernel {
+  const host = hostFromFile({ name: 'bench', nodes: [{ id: 0, memory: gib * GiB, cpus: [0, 1] }] });
+  return new Kernel({ host, costs: CostProfile.default() });
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+/** Steady-state fault rate: fault a mapping in, drop it with MADV_DONTNEED, repeat. */
+function faultRate(hugepage: boolean): { perSec: number; faultsPerRound: number } {
+  const k = kernelOf(4);
+  k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'madvise');
+  const p = k.createProcess('b');
+  const len = (quick ? 0.25 : 1) * GiB;
+  const a = k.mmap(p, 0, len, RW, ANON);
+  k.madvise(p, a, len, hugepage ? MADV.MADV_HUGEPAGE : MADV.MADV_NOHUGEPAGE);
+  const stride = hugepage ? 2 ** 21 : 4096;
+  const rates: number[] = [];
+  let faults = 0;
+  for (let r = 0; r < (quick ? 3 : 9); r++) {
+    const t = performance.now();
+    faults = k.access(p.mainThread, a, len, stride, true, 1).faults;
+    rates.push(faults / ((performance.now() - t) / 1000));
+    k.madvise(p, a, len, MADV.MADV_DONTNEED);
+  }
+  return { perSec: median(rates.slice(1)), faultsPerRound: faults };
+}
+
+/** The 64 GiB run, in a child process so its memory is measured alone. */
+function bigRun(): void {
+  const gib = quick ? 4 : 64;
+  const code = `
+    import { Kernel } from './src/kernel/kernel.ts';
+    import { CostProfile } from './src/sim/cost_profile.ts';
+    import { hostFromFile } from './src/sim/host.ts';
+    const before = process.memoryUsage().rss;
+    const k = new Kernel({ host: hostFromFile({ name: 'b', nodes: [{ id: 0, memory: ${gib + 16} * 2 ** 30, cpus: [0] }] }), costs: CostProfile.default() });
+    const p = k.createProcess('x');
+    const len = ${gib} * 2 ** 30;
+    const a = k.mmap(p, 0, len, 3, 0x22 | 0x4000);
+    k.madvise(p, a, len, 15);
+    const t = performance.now();
+    const r = k.access(p.mainThread, a, len, 4096, true, 1);
+    const secs = (performance.now() - t) / 1000;
+    console.log(JSON.stringify({ faults: r.faults, secs, rssMiB: process.memoryUsage().rss / 2 ** 20, baseMiB: before / 2 ** 20, simSecs: k.clock.now() / 1e9 }));`;
+  const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8', maxBuffer: 1 << 20 });
+  const r = JSON.parse(out.trim().split('\n').pop()!) as { faults: number; secs: number; rssMiB: number; baseMiB: number; simSecs: number };
+  row(`${gib} GiB anonymous mapping fully faulted with 4K pages`, `${r.secs.toFixed(2)} s wall`, `${(r.faults / r.secs / 1e6).toFixed(2)} M faults/s; simulated ${r.simSecs.toFixed(1)} s of kernel time`);
+  row(`memtwin memory for that run (RSS)`, `${r.rssMiB.toFixed(0)} MiB`, `${((r.rssMiB - r.baseMiB) / gib).toFixed(1)} MiB per simulated GiB (RSS before: ${r.baseMiB.toFixed(0)} MiB)`);
+}
+
+function hostOf1TiB(): void {
+  const before = process.memoryUsage().rss;
+  const t = performance.now();
+  const k = kernelOf(1024);
+  const ms = performance.now() - t;
+  const p = k.createProcess('x');
+  const a = k.mmap(p, 0, GiB, RW, ANON);
+  k.access(p.mainThread, a, GiB, 4096, true, 1);
+  row('1 TiB host: create, then fault 1 GiB', `${ms.toFixed(1)} ms to create`, `+${((process.memoryUsage().rss - before) / 2 ** 20).toFixed(0)} MiB RSS; ${k.phys.totalPages()} frames`);
+}
+
+async function mmapPairs(): Promise<void> {
+  const k = kernelOf(4);
+  const p = k.createProcess('b');
+  const b = new Bench({ time: quick ? 200 : 1000 });
+  b.add('mmap+munmap 4K', () => {
+    const a = k.mmap(p, 0, 4096, RW, ANON);
+    k.munmap(p, a, 4096);
+  });
+  b.add('mmap+touch+munmap 2M THP', () => {
+    const a = k.mmap(p, 0, 2 ** 21, RW, ANON);
+    k.madvise(p, a, 2 ** 21, MADV.MADV_HUGEPAGE);
+    k.access(p.mainThread, a, 1, 4096, true, 1);
+    k.munmap(p, a, 2 ** 21);
+  });
+  await b.run();
+  for (const t of b.tasks) {
+    const hz = t.result && 'throughput' in t.result ? (t.result as { throughput: { mean: number } }).throughput.mean : 0;
+    row(`${t.name} pairs per second`, `${(hz / 1e6).toFixed(2)} M/s`);
+  }
+}
+
+/** The same fault-heavy op-script on both backends: simulated vs real faults per second. */
+async function versusLinux(): Promise<void> {
+  const mib = quick ? 64 : 1024;
+  const script = [
+    `{"op":"sysfs","path":"/sys/kernel/mm/transparent_hugepage/enabled","value":"never"}`,
+    `{"op":"mmap","len":"${mib}M","prot":["PROT_READ","PROT_WRITE"],"flags":["MAP_PRIVATE","MAP_ANONYMOUS"],"name":"a"}`,
+    `{"op":"touch","addr":"$a","len":"${mib}M","write":true}`,
+    `{"op":"munmap","addr":"$a","len":"${mib}M"}`,
+  ].join('\n');
+  const faults = (mib * 2 ** 20) / 4096;
+  const why = linuxBackendUnavailable();
+  const simTimes: number[] = [];
+  const realTimes: number[] = [];
+  for (let r = 0; r < (quick ? 2 : 5); r++) {
+    const sim = new SimBackend(new Kernel({ host: resolveHost('this-machine'), costs: CostProfile.default() }));
+    const runner = new ScriptRunner(sim);
+    const t = performance.now();
+    await runner.run(script);
+    simTimes.push(performance.now() - t);
+    if (!why) {
+      const backend = new LinuxBackend();
+      const lin = new ScriptRunner(backend);
+      await lin.run(script);
+      await backend.close();
+      realTimes.push((lin.results[2]!.ns as number) / 1e6);
+    }
+  }
+  const simRate = faults / (median(simTimes) / 1000);
+  row(`op-script: ${mib} MiB of 4K write faults, simulator (whole script, wall)`, `${(simRate / 1e6).toFixed(2)} M faults/s`);
+  if (why) row('same script on the real kernel', 'not run', why);
+  else {
+    const realRate = faults / (median(realTimes) / 1000);
+    row('same script on the real kernel (touch op, measured by the executor)', `${(realRate / 1e6).toFixed(2)} M faults/s`, `ratio sim/real = ${(simRate / realRate).toFixed(1)}x`);
+  }
+}
+
+async function main(): Promise<void> {
+  const date = new Date().toISOString().slice(0, 10);
+  console.error(`memtwin bench${quick ? ' (quick)' : ''}`);
+  const f4 = faultRate(false);
+  row('simulated 4K faults per second (steady state, 1 GiB refaulted)', `${(f4.perSec / 1e6).toFixed(2)} M/s`, `${f4.faultsPerRound} faults per round`);
+  const f2 = faultRate(true);
+  row('simulated THP faults per second (2M each)', `${(f2.perSec / 1e3).toFixed(1)} k/s`, `${f2.faultsPerRound} faults per round`);
+  await mmapPairs();
+  bigRun();
+  hostOf1TiB();
+  await versusLinux();
+  const machine = `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${(totalmem() / GiB).toFixed(0)} GiB, Linux ${release()}, Node ${process.version}`;
+  console.log(`\n### ${date}: ${machine}\n`);
+  console.log('| benchmark | result | notes |\n| --- | --- | --- |');
+  for (const [w, v, n] of rows) console.log(`| ${w} | ${v} | ${n} |`);
+}
+
+await main();
