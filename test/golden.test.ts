@@ -13,7 +13,11 @@ import { LinuxBackend, linuxBackendUnavailable } from '../src/opscript/linux_bac
 import { diffRuns } from '../src/opscript/diff.ts';
 
 const dirs = [goldenDir, `${goldenDir}/found`].filter((d) => existsSync(d));
-const scripts = dirs.flatMap((d) => readdirSync(d).filter((f) => f.endsWith('.jsonl') && !f.endsWith('.expected.jsonl')).map((f) => `${d}/${f}`));
+const scripts = dirs.flatMap((d) =>
+  readdirSync(d)
+    .filter((f) => f.endsWith('.jsonl') && !f.endsWith('.expected.jsonl'))
+    .map((f) => `${d}/${f}`),
+);
 const noLinux = linuxBackendUnavailable();
 if (noLinux) console.warn(`\n*** golden differential tests SKIPPED: ${noLinux} ***\n`);
 

@@ -12,9 +12,13 @@ function brief(v: unknown): string {
       .map((r) => `${r.n}×${r.present ? `${r.size}${r.node === null ? '(zero)' : `@N${r.node}`}` : '-'}`)
       .join(' ');
   }
-  if (Array.isArray(v) && v.every((x) => Array.isArray(x) && x.length === 2)) return (v as [number, number][]).map(([b, n]) => `${b}×${n}`).join(' ');
+  if (Array.isArray(v) && v.every((x) => Array.isArray(x) && x.length === 2))
+    return (v as [number, number][]).map(([b, n]) => `${b}×${n}`).join(' ');
   if (Array.isArray(v)) return v.join(' ');
-  if (typeof v === 'object' && v !== null) return Object.entries(v).map(([k, x]) => `${k}=${typeof x === 'object' ? `{${brief(x)}}` : String(x)}`).join(' ');
+  if (typeof v === 'object' && v !== null)
+    return Object.entries(v)
+      .map(([k, x]) => `${k}=${typeof x === 'object' ? `{${brief(x)}}` : String(x)}`)
+      .join(' ');
   return String(v);
 }
 
@@ -35,7 +39,14 @@ export function table(results: ResultLine[]): string {
     if (typeof r.text === 'string') for (const l of r.text.trimEnd().split('\n')) rows.push(['', '', '', `  ${l}`, '']);
   }
   const width = rows[0]!.map((_, c) => Math.min(c === 3 ? 100 : 40, Math.max(...rows.map((r) => r[c]!.length))));
-  return rows.map((r) => r.map((x, c) => (c === 3 && x.length > 100 ? x.slice(0, 97) + '...' : x).padEnd(width[c]!)).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((r) =>
+      r
+        .map((x, c) => (c === 3 && x.length > 100 ? x.slice(0, 97) + '...' : x).padEnd(width[c]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 export function fmtNs(ns: number): string {

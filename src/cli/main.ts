@@ -24,13 +24,20 @@ function readScript(file: string): string {
   try {
     return readFileSync(file, 'utf8');
   } catch (e) {
-    throw new InputError(file, undefined, undefined, undefined, `cannot read script (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new InputError(
+      file,
+      undefined,
+      undefined,
+      undefined,
+      `cannot read script (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
 }
 
 function seedOf(v: string): number {
   const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < 0) throw new InputError('--seed', undefined, undefined, undefined, `expected a non-negative integer, got "${v}"`);
+  if (!Number.isSafeInteger(n) || n < 0)
+    throw new InputError('--seed', undefined, undefined, undefined, `expected a non-negative integer, got "${v}"`);
   return n;
 }
 
@@ -92,7 +99,8 @@ program
     const lin = await runScript(new LinuxBackend(), text);
     const d = diffRuns(sim.results, lin.results);
     for (const s of d.skipped) console.log(`skip  #${s.i} ${s.op}: ${s.why}`);
-    for (const x of d.disagreements) console.log(`DIFF  #${x.i} ${x.op} ${x.field}: sim=${JSON.stringify(x.a)} linux=${JSON.stringify(x.b)}`);
+    for (const x of d.disagreements)
+      console.log(`DIFF  #${x.i} ${x.op} ${x.field}: sim=${JSON.stringify(x.a)} linux=${JSON.stringify(x.b)}`);
     console.log(`${d.compared} ops compared, ${d.disagreements.length} disagreements, ${d.skipped.length} skipped`);
     process.exitCode = sim.invalid || lin.invalid ? 2 : d.disagreements.length ? 1 : 0;
   });

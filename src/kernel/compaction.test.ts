@@ -20,7 +20,11 @@ describe('compaction', () => {
   it('direct compaction at a THP fault (defrag=always) makes a huge page and keeps every byte', () => {
     const k = smallKernel({ nodes: 1, mib: 64 });
     const f = fragment(k, 63);
-    expect(k.phys.zones[0]!.nrFreeByOrder().slice(9).every((n) => n === 0)).toBe(true);
+    expect(
+      k.phys.zones[0]!.nrFreeByOrder()
+        .slice(9)
+        .every((n) => n === 0),
+    ).toBe(true);
     k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'always');
     k.sysfs.write('/sys/kernel/mm/transparent_hugepage/defrag', 'always');
     const p = k.createProcess('thp');

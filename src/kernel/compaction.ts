@@ -93,7 +93,7 @@ export function compactZone(k: Kernel, nid: number, order: number): CompactResul
       const start = zone.startPfn + freeScanBlock * PAGEBLOCK_NR;
       freeScanBlock--;
       if (zone.pageblockType(start) !== MIGRATE_MOVABLE) continue;
-      for (let p = start; p < start + PAGEBLOCK_NR; ) {
+      for (let p = start; p < start + PAGEBLOCK_NR;) {
         freeScanned++;
         if (m.test(p, PG.buddy)) {
           const o = m.order(p);
@@ -113,7 +113,7 @@ export function compactZone(k: Kernel, nid: number, order: number): CompactResul
     // A pageblock is worth migrating only if everything in it can move.
     let movable = true;
     const victims: number[] = [];
-    for (let p = start; p < start + PAGEBLOCK_NR; ) {
+    for (let p = start; p < start + PAGEBLOCK_NR;) {
       migrateScanned++;
       const f = m.flags(p);
       if (f & PG.buddy) {

@@ -39,10 +39,11 @@ export function verifyKernel(k: Kernel): string[] {
 
   for (const h of k.hugetlb.hstates) {
     let nfree = 0;
-    for (const list of h.freeLists) for (const pfn of list) {
-      claim(pfn, h.size / PAGE_SIZE, 4, `free hugetlb ${h.dirName}`);
-      nfree++;
-    }
+    for (const list of h.freeLists)
+      for (const pfn of list) {
+        claim(pfn, h.size / PAGE_SIZE, 4, `free hugetlb ${h.dirName}`);
+        nfree++;
+      }
     if (nfree !== h.free) errs.push(`${h.dirName}: ${nfree} pages on free lists, free counter ${h.free}`);
     if (h.resv > h.free) errs.push(`${h.dirName}: resv ${h.resv} > free ${h.free}`);
     if (h.surplus > h.nr || h.free > h.nr) errs.push(`${h.dirName}: counters inconsistent nr=${h.nr} free=${h.free} surplus=${h.surplus}`);
@@ -62,7 +63,8 @@ export function verifyKernel(k: Kernel): string[] {
     const mm = p.mm;
     for (let i = 0; i + 1 < mm.vmas.length; i++)
       if (mm.vmas[i]!.end > mm.vmas[i + 1]!.start) errs.push(`pid ${p.pid}: VMAs overlap at ${mm.vmas[i + 1]!.start.toString(16)}`);
-    for (const v of mm.vmas) if (v.start >= v.end || v.start % PAGE_SIZE || v.end % PAGE_SIZE) errs.push(`pid ${p.pid}: bad VMA ${v.start}-${v.end}`);
+    for (const v of mm.vmas)
+      if (v.start >= v.end || v.start % PAGE_SIZE || v.end % PAGE_SIZE) errs.push(`pid ${p.pid}: bad VMA ${v.start}-${v.end}`);
     for (const [key, e] of mm.pgtable.pmds) {
       const base = key * PMD_SIZE;
       if (e instanceof PteTable) {
@@ -103,7 +105,8 @@ export function verifyKernel(k: Kernel): string[] {
     }
   }
   for (const [pfn, n] of ptRefs) if (m.mapcount(pfn) !== n) errs.push(`frame ${pfn}: mapcount ${m.mapcount(pfn)} but ${n} PTEs map it`);
-  for (const [pfn, n] of entireRefs) if (m.entireMapcount(pfn) !== n) errs.push(`frame ${pfn}: entire mapcount ${m.entireMapcount(pfn)} but ${n} PMD/PUD map it`);
+  for (const [pfn, n] of entireRefs)
+    if (m.entireMapcount(pfn) !== n) errs.push(`frame ${pfn}: entire mapcount ${m.entireMapcount(pfn)} but ${n} PMD/PUD map it`);
   for (let p = 0; p < total; p++)
     if (!who[p]) {
       errs.push(`frame ${p} is neither free nor owned (leaked)`);

@@ -106,15 +106,7 @@ export function allocThp(k: Kernel, vma: Vma, nid: number): number {
 
 /** Mark a freshly allocated order-9 block as an anonymous compound folio of `mm`. */
 export function prepAnonThp(k: Kernel, pfn: number, mm: MmStruct, haddr: number): void {
-  const m = k.mem;
-  const vpn = haddr / 4096;
-  m.setFlags(pfn, PG.head | PG.anon);
-  m.setOrder(pfn, HPAGE_PMD_ORDER);
-  for (let i = 0; i < HPAGE_PMD_NR; i++) {
-    if (i) m.setFlags(pfn + i, PG.tail | PG.anon);
-    m.setOwner(pfn + i, mm.id);
-    m.setIndex(pfn + i, vpn + i);
-  }
+  k.mem.initAnonFolio(pfn, HPAGE_PMD_ORDER, mm.id, haddr / 4096, PG.anon);
 }
 
 export type HugeFaultResult = 'done' | 'fallback';
@@ -177,10 +169,7 @@ export function splitHugePmd(k: Kernel, mm: MmStruct, haddr: number, nid: number
 
 /** Total mappings of a folio: entire (PMD) plus per-page PTE mappings. */
 export function folioMapped(k: Kernel, head: number, nr: number): number {
-  const m = k.mem;
-  let n = m.entireMapcount(head);
-  for (let i = 0; i < nr; i++) n += m.mapcount(head + i);
-  return n;
+  return k.mem.entireMapcount(head) + k.mem.sumMapcount(head, nr);
 }
 
 /**

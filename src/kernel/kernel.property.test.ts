@@ -29,9 +29,22 @@ const step: fc.Arbitrary<Step> = fc.oneof(
   fc.record({
     k: fc.constant('madvise' as const),
     ...range,
-    advice: fc.constantFrom(MADV.MADV_DONTNEED, MADV.MADV_FREE, MADV.MADV_HUGEPAGE, MADV.MADV_NOHUGEPAGE, MADV.MADV_POPULATE_WRITE, MADV.MADV_POPULATE_READ),
+    advice: fc.constantFrom(
+      MADV.MADV_DONTNEED,
+      MADV.MADV_FREE,
+      MADV.MADV_HUGEPAGE,
+      MADV.MADV_NOHUGEPAGE,
+      MADV.MADV_POPULATE_WRITE,
+      MADV.MADV_POPULATE_READ,
+    ),
   }),
-  fc.record({ k: fc.constant('touch' as const), ...range, write: fc.boolean(), fill: fc.integer({ min: 1, max: 255 }), thread: fc.integer({ min: 0, max: 1 }) }),
+  fc.record({
+    k: fc.constant('touch' as const),
+    ...range,
+    write: fc.boolean(),
+    fill: fc.integer({ min: 1, max: 255 }),
+    thread: fc.integer({ min: 0, max: 1 }),
+  }),
 );
 
 /** The reference model: per arena page, its protection (undefined = unmapped) and content byte. */
@@ -143,7 +156,8 @@ describe('kernel under random syscall sequences', () => {
         const maps: { addr: number; pages: number; reserved: boolean }[] = [];
         for (const s of steps) {
           if (s.k === 'map') {
-            const flags = (s.shared ? MAP.MAP_SHARED : MAP.MAP_PRIVATE) | MAP.MAP_ANONYMOUS | MAP.MAP_HUGETLB | (s.noreserve ? MAP.MAP_NORESERVE : 0);
+            const flags =
+              (s.shared ? MAP.MAP_SHARED : MAP.MAP_PRIVATE) | MAP.MAP_ANONYMOUS | MAP.MAP_HUGETLB | (s.noreserve ? MAP.MAP_NORESERVE : 0);
             const free0 = h.free - h.resv + (h.overcommit - h.surplus);
             const r = k.mmap(p, 0, s.pages * h.size, RW, flags);
             if (r >= 0) maps.push({ addr: r, pages: s.pages, reserved: !s.noreserve });

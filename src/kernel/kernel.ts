@@ -97,7 +97,15 @@ export class Kernel {
     return sysProcessMadvise(this, caller, target, iov, advice, flags);
   }
   /** Loads/stores by a thread: see userAccess. */
-  access(t: Thread, start: number, len: number, stride: number, write: boolean, fill: number, read?: (va: number, byte: number) => void): AccessResult {
+  access(
+    t: Thread,
+    start: number,
+    len: number,
+    stride: number,
+    write: boolean,
+    fill: number,
+    read?: (va: number, byte: number) => void,
+  ): AccessResult {
     return userAccess(this, t, start, len, stride, write, fill, read);
   }
 

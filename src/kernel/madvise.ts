@@ -181,7 +181,8 @@ function madviseFree(k: Kernel, p: Process, vma: Vma, start: number, end: number
   for (const a of [start, end]) {
     if (a % PMD_SIZE === 0) continue;
     const e = mm.pgtable.pmds.get(PageTable.pmdKey(a));
-    if (e instanceof HugeLeaf && alignDown(a, PMD_SIZE) >= vma.start) splitHugePmd(k, mm, alignDown(a, PMD_SIZE), k.cpuToNode(p.mainThread.cpu));
+    if (e instanceof HugeLeaf && alignDown(a, PMD_SIZE) >= vma.start)
+      splitHugePmd(k, mm, alignDown(a, PMD_SIZE), k.cpuToNode(p.mainThread.cpu));
   }
   for (let va = start; va < end; va += PAGE_SIZE) {
     const pfn = followPage(mm, va);

@@ -6,18 +6,7 @@
 import type { Kernel } from './kernel.ts';
 import { PG, OWNER_KERNEL } from './page.ts';
 import { MIGRATE_MOVABLE, MIGRATE_UNMOVABLE } from './page_alloc.ts';
-import {
-  HugeLeaf,
-  PageTable,
-  PteTable,
-  PTE_NONE,
-  PTE_ZERO,
-  VM,
-  pfnOfPte,
-  pteOf,
-  type MmStruct,
-  type Vma,
-} from './mm_types.ts';
+import { HugeLeaf, PageTable, PteTable, PTE_NONE, PTE_ZERO, VM, pfnOfPte, pteOf, type MmStruct, type Vma } from './mm_types.ts';
 import { HPAGE_PMD_NR, MMAP_MIN_ADDR, PAGE_SIZE, PMD_SIZE, PUD_SHIFT, PUD_SIZE, alignDown } from './uapi.ts';
 import { RLIMIT_STACK, STACK_GUARD_GAP, vmaIsAccessible } from './mm_types.ts';
 import { vmEnoughMemory } from './mmap.ts';
@@ -381,7 +370,7 @@ export function zapRange(k: Kernel, mm: MmStruct, vma: Vma, start: number, end: 
   }
   const m = k.mem;
   const touched = new Set<number>();
-  for (let va = start; va < end; ) {
+  for (let va = start; va < end;) {
     const key = PageTable.pmdKey(va);
     const pmdStart = key * PMD_SIZE;
     const segEnd = Math.min(end, pmdStart + PMD_SIZE);

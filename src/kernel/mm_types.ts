@@ -74,7 +74,6 @@ export const VM_MNEMONICS: readonly [number, string][] = [
   [VM.MERGEABLE, 'mg'],
 ];
 
-
 /** A shmem or hugetlbfs file backing shared (or hugetlb) mappings. */
 export interface MappedFile {
   readonly id: number;

@@ -110,7 +110,7 @@ function mergeInto(mm: MmStruct, a: Vma, b: Vma): void {
 
 /** Merge adjacent VMA pairs around [lo, hi] (indices) where either side is in `changed`. */
 function mergeAround(mm: MmStruct, changed: Set<Vma>): void {
-  for (let i = 0; i + 1 < mm.vmas.length; ) {
+  for (let i = 0; i + 1 < mm.vmas.length;) {
     const a = mm.vmas[i]!;
     const b = mm.vmas[i + 1]!;
     if ((changed.has(a) || changed.has(b)) && canMerge(a, b)) {
@@ -152,13 +152,7 @@ function splitPmdAt(k: Kernel, mm: MmStruct, addr: number): void {
  * (vma_modify_flags). VMAs whose flags do not change are left whole.
  * Stops with -errno from `fn` or from a split.
  */
-export function modifyVmaFlags(
-  k: Kernel,
-  mm: MmStruct,
-  start: number,
-  end: number,
-  fn: (vma: Vma) => number,
-): SysRet {
+export function modifyVmaFlags(k: Kernel, mm: MmStruct, start: number, end: number, fn: (vma: Vma) => number): SysRet {
   const changed = new Set<Vma>();
   let err = 0;
   for (const v0 of mm.vmasIn(start, end)) {
@@ -298,7 +292,7 @@ export function doMmap(k: Kernel, p: Process, addr: number, len: number, prot: n
 export function populateRange(k: Kernel, p: Process, start: number, end: number, write: boolean | null): number {
   const mm = p.mm;
   const cpu = p.mainThread.cpu;
-  for (let va = start; va < end; ) {
+  for (let va = start; va < end;) {
     const vma = mm.vmaAt(va);
     if (!vma) return neg('ENOMEM');
     const w = write ?? (vma.flags & (VM.WRITE | VM.SHARED)) === VM.WRITE;

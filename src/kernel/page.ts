@@ -174,6 +174,32 @@ export class MemMap {
     if (s.flags[i]! & PG.lazyfree) s.flags[i]! &= ~PG.lazyfree;
   }
 
+  /**
+   * A fresh naturally aligned compound folio of 2^order pages (order <= 15,
+   * inside one section) becomes anonymous memory of `owner` at virtual page
+   * `vpn`: head and tail flags, owner, rmap index.
+   */
+  initAnonFolio(pfn: number, order: number, owner: number, vpn: number, extraFlags: number): void {
+    const s = this.sec(pfn);
+    const i = pfn & SECTION_MASK;
+    const n = 1 << order;
+    s.flags[i] = PG.head | extraFlags;
+    s.flags.fill(PG.tail | extraFlags, i + 1, i + n);
+    s.order[i] = order;
+    s.owner.fill(owner, i, i + n);
+    const idx = s.index;
+    for (let j = 0; j < n; j++) idx[i + j] = vpn + j;
+  }
+
+  /** Sum of the PTE mapcounts of n pages from pfn (inside one section). */
+  sumMapcount(pfn: number, n: number): number {
+    const s = this.sec(pfn);
+    const i = pfn & SECTION_MASK;
+    let t = 0;
+    for (let j = i; j < i + n; j++) t += s.mapcount[j]!;
+    return t;
+  }
+
   /** Reset one frame (the hot order-0 case of resetRange). */
   resetPage(pfn: number): void {
     const s = this.sec(pfn);

@@ -218,7 +218,7 @@ export class Zone {
     const old = this.pageblockType(start);
     if (old === mt) return;
     const moves: [number, number][] = [];
-    for (let p = start; p < start + PAGEBLOCK_NR; ) {
+    for (let p = start; p < start + PAGEBLOCK_NR;) {
       if (this.mem.isMaterialized(p) && this.mem.test(p, PG.buddy)) {
         const o = this.mem.order(p);
         moves.push([p, o]);
@@ -345,9 +345,7 @@ export class PhysMem {
       this.blockNode.fill(nid, start / MAX_BLOCK, (start + n) / MAX_BLOCK);
       start += n;
     });
-    this.zonelists = nodePages.map((_, nid) =>
-      nodePages.map((_, j) => j).sort((a, b) => distance[nid]![a]! - distance[nid]![b]! || a - b),
-    );
+    this.zonelists = nodePages.map((_, nid) => nodePages.map((_, j) => j).sort((a, b) => distance[nid]![a]! - distance[nid]![b]! || a - b));
   }
 
   nodeOfPfn(pfn: number): number {

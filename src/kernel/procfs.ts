@@ -28,7 +28,7 @@ export function pagemap(k: Kernel, mm: MmStruct, start: number, len: number): Pa
   };
   const end = start + len;
   const pt = mm.pgtable;
-  for (let va = start; va < end; ) {
+  for (let va = start; va < end;) {
     const pud = pt.puds.size ? pt.puds.get(PageTable.pudKey(va)) : undefined;
     if (pud) {
       const stop = Math.min(end, (PageTable.pudKey(va) + 1) * PUD_SIZE);
@@ -78,7 +78,7 @@ function walkVma(mm: MmStruct, vma: Vma, cb: (va: number, pfn: number, size: num
     }
     return;
   }
-  for (let va = vma.start; va < vma.end; ) {
+  for (let va = vma.start; va < vma.end;) {
     const key = PageTable.pmdKey(va);
     const stop = Math.min(vma.end, (key + 1) * PMD_SIZE);
     const e = pt.pmds.get(key);
@@ -206,7 +206,8 @@ export function renderMeminfo(k: Kernel): string {
     anon += p.mm.rssAnon;
     shmem += p.mm.rssShmem;
     pgtables += p.mm.pgtablesBytes / PAGE_SIZE;
-    for (const e of p.mm.pgtable.pmds.values()) if (e instanceof HugeLeaf && !e.isZero && !(k.mem.flags(e.pfn) & PG.hugetlb)) anonHuge += HPAGE_PMD_NR;
+    for (const e of p.mm.pgtable.pmds.values())
+      if (e instanceof HugeLeaf && !e.isZero && !(k.mem.flags(e.pfn) & PG.hugetlb)) anonHuge += HPAGE_PMD_NR;
   }
   const d = k.hugetlb.defaultHstate;
   const hugetlbKb = k.hugetlb.hstates.reduce((s, h) => s + (h.nr * h.size) / 1024, 0);
@@ -237,7 +238,13 @@ export function renderVmstat(k: Kernel): string {
 /** /proc/buddyinfo: free blocks per order, per node (one zone per node). */
 export function renderBuddyinfo(k: Kernel): string {
   return k.phys.zones
-    .map((z) => `Node ${z.nid}, zone   Normal ${z.nrFreeByOrder().map((n) => String(n).padStart(6)).join(' ')}\n`)
+    .map(
+      (z) =>
+        `Node ${z.nid}, zone   Normal ${z
+          .nrFreeByOrder()
+          .map((n) => String(n).padStart(6))
+          .join(' ')}\n`,
+    )
     .join('');
 }
 
@@ -254,7 +261,12 @@ function permString(vma: Vma): string {
 }
 
 export function renderMaps(mm: MmStruct): string {
-  return mm.vmas.map((v) => `${hex(v.start)}-${hex(v.end)} ${permString(v)} ${hex(v.pgoff * (v.file ? PAGE_SIZE : 0))} 00:00 0 ${vmaName(v)}`.trimEnd() + '\n').join('');
+  return mm.vmas
+    .map(
+      (v) =>
+        `${hex(v.start)}-${hex(v.end)} ${permString(v)} ${hex(v.pgoff * (v.file ? PAGE_SIZE : 0))} 00:00 0 ${vmaName(v)}`.trimEnd() + '\n',
+    )
+    .join('');
 }
 
 export function renderSmaps(k: Kernel, mm: MmStruct): string {
@@ -273,7 +285,9 @@ export function renderNumaMaps(k: Kernel, mm: MmStruct): string {
   return mm.vmas
     .map((v) => {
       const r = numaMaps(k, mm, v.start)!;
-      const nodes = Object.entries(r.nodes).map(([n, c]) => ` N${n}=${c}`).join('');
+      const nodes = Object.entries(r.nodes)
+        .map(([n, c]) => ` N${n}=${c}`)
+        .join('');
       return `${v.start.toString(16)} ${r.policy}${v.isHugetlb() ? ' file=/anon_hugepage\\040(deleted) huge' : v.file ? '' : ' anon'}${nodes} kernelpagesize_kB=${r.kernelpagesize_kB}\n`;
     })
     .join('');

@@ -86,24 +86,105 @@ export class Sysfs {
     const t = k.thp;
     const kh = t.khugepaged;
     const add = (p: string, knob: Knob): void => void this.knobs.set(p, knob);
-    add(`${THP}/enabled`, choice(THP_ENABLED, () => t.enabled, (v) => (t.enabled = v)));
-    add(`${THP}/defrag`, choice(THP_DEFRAG, () => t.defrag, (v) => (t.defrag = v)));
-    add(`${THP}/use_zero_page`, number(() => t.useZeroPage, (n) => void (t.useZeroPage = n), (n) => n <= 1));
-    add(`${THP}/hpage_pmd_size`, number(() => HPAGE_PMD_NR * 4096));
+    add(
+      `${THP}/enabled`,
+      choice(
+        THP_ENABLED,
+        () => t.enabled,
+        (v) => (t.enabled = v),
+      ),
+    );
+    add(
+      `${THP}/defrag`,
+      choice(
+        THP_DEFRAG,
+        () => t.defrag,
+        (v) => (t.defrag = v),
+      ),
+    );
+    add(
+      `${THP}/use_zero_page`,
+      number(
+        () => t.useZeroPage,
+        (n) => void (t.useZeroPage = n),
+        (n) => n <= 1,
+      ),
+    );
+    add(
+      `${THP}/hpage_pmd_size`,
+      number(() => HPAGE_PMD_NR * 4096),
+    );
     add(
       `${THP}/hugepages-2048kB/enabled`,
-      choice(['always', 'inherit', 'madvise', 'never'] as const, () => t.pmdEnabled, (v) => (t.pmdEnabled = v)),
+      choice(
+        ['always', 'inherit', 'madvise', 'never'] as const,
+        () => t.pmdEnabled,
+        (v) => (t.pmdEnabled = v),
+      ),
     );
     const KH = `${THP}/khugepaged`;
-    add(`${KH}/defrag`, number(() => kh.defrag, (n) => void (kh.defrag = n), (n) => n <= 1));
-    add(`${KH}/pages_to_scan`, number(() => kh.pages_to_scan, (n) => void (kh.pages_to_scan = n), (n) => n > 0));
-    add(`${KH}/scan_sleep_millisecs`, number(() => kh.scan_sleep_millisecs, (n) => void (kh.scan_sleep_millisecs = n)));
-    add(`${KH}/alloc_sleep_millisecs`, number(() => kh.alloc_sleep_millisecs, (n) => void (kh.alloc_sleep_millisecs = n)));
-    add(`${KH}/max_ptes_none`, number(() => kh.max_ptes_none, (n) => void (kh.max_ptes_none = n), (n) => n <= HPAGE_PMD_NR - 1));
-    add(`${KH}/max_ptes_swap`, number(() => kh.max_ptes_swap, (n) => void (kh.max_ptes_swap = n), (n) => n <= HPAGE_PMD_NR - 1));
-    add(`${KH}/max_ptes_shared`, number(() => kh.max_ptes_shared, (n) => void (kh.max_ptes_shared = n), (n) => n <= HPAGE_PMD_NR - 1));
-    add(`${KH}/pages_collapsed`, number(() => kh.pages_collapsed));
-    add(`${KH}/full_scans`, number(() => kh.full_scans));
+    add(
+      `${KH}/defrag`,
+      number(
+        () => kh.defrag,
+        (n) => void (kh.defrag = n),
+        (n) => n <= 1,
+      ),
+    );
+    add(
+      `${KH}/pages_to_scan`,
+      number(
+        () => kh.pages_to_scan,
+        (n) => void (kh.pages_to_scan = n),
+        (n) => n > 0,
+      ),
+    );
+    add(
+      `${KH}/scan_sleep_millisecs`,
+      number(
+        () => kh.scan_sleep_millisecs,
+        (n) => void (kh.scan_sleep_millisecs = n),
+      ),
+    );
+    add(
+      `${KH}/alloc_sleep_millisecs`,
+      number(
+        () => kh.alloc_sleep_millisecs,
+        (n) => void (kh.alloc_sleep_millisecs = n),
+      ),
+    );
+    add(
+      `${KH}/max_ptes_none`,
+      number(
+        () => kh.max_ptes_none,
+        (n) => void (kh.max_ptes_none = n),
+        (n) => n <= HPAGE_PMD_NR - 1,
+      ),
+    );
+    add(
+      `${KH}/max_ptes_swap`,
+      number(
+        () => kh.max_ptes_swap,
+        (n) => void (kh.max_ptes_swap = n),
+        (n) => n <= HPAGE_PMD_NR - 1,
+      ),
+    );
+    add(
+      `${KH}/max_ptes_shared`,
+      number(
+        () => kh.max_ptes_shared,
+        (n) => void (kh.max_ptes_shared = n),
+        (n) => n <= HPAGE_PMD_NR - 1,
+      ),
+    );
+    add(
+      `${KH}/pages_collapsed`,
+      number(() => kh.pages_collapsed),
+    );
+    add(
+      `${KH}/full_scans`,
+      number(() => kh.full_scans),
+    );
 
     for (const h of k.hugetlb.hstates) {
       for (const [p, knob] of hstateKnobs(k, `/sys/kernel/mm/hugepages/${h.dirName}`, h)) add(p, knob);
@@ -116,9 +197,29 @@ export class Sysfs {
       add('/proc/sys/vm/nr_overcommit_hugepages', this.knobs.get(`/sys/kernel/mm/hugepages/${dh.dirName}/nr_overcommit_hugepages`)!);
     }
     const sc = k.sysctl;
-    add('/proc/sys/vm/overcommit_memory', number(() => sc.overcommit_memory, (n) => void (sc.overcommit_memory = n), (n) => n <= 2));
-    add('/proc/sys/vm/max_map_count', number(() => sc.max_map_count, (n) => void (sc.max_map_count = n)));
-    add('/proc/sys/kernel/numa_balancing', number(() => sc.numa_balancing, (n) => void (sc.numa_balancing = n), (n) => n <= 3));
+    add(
+      '/proc/sys/vm/overcommit_memory',
+      number(
+        () => sc.overcommit_memory,
+        (n) => void (sc.overcommit_memory = n),
+        (n) => n <= 2,
+      ),
+    );
+    add(
+      '/proc/sys/vm/max_map_count',
+      number(
+        () => sc.max_map_count,
+        (n) => void (sc.max_map_count = n),
+      ),
+    );
+    add(
+      '/proc/sys/kernel/numa_balancing',
+      number(
+        () => sc.numa_balancing,
+        (n) => void (sc.numa_balancing = n),
+        (n) => n <= 3,
+      ),
+    );
     add('/proc/sys/vm/drop_caches', { read: () => '0', write: (v) => (kstrtoul(v) !== undefined ? 0 : neg('EINVAL')) });
     add('/proc/sys/vm/compact_memory', {
       read: () => '',

@@ -138,9 +138,7 @@ export const ERRNO = {
 } as const;
 
 export type ErrnoName = keyof typeof ERRNO;
-const ERRNO_BY_NUMBER = new Map<number, ErrnoName>(
-  Object.entries(ERRNO).map(([k, v]) => [v, k as ErrnoName]),
-);
+const ERRNO_BY_NUMBER = new Map<number, ErrnoName>(Object.entries(ERRNO).map(([k, v]) => [v, k as ErrnoName]));
 
 export function errnoName(e: number): ErrnoName {
   const n = ERRNO_BY_NUMBER.get(Math.abs(e));

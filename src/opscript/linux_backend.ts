@@ -18,11 +18,13 @@ export class ExecutorError extends Error {}
 export function linuxBackendUnavailable(): string | undefined {
   if (process.platform !== 'linux') return 'not running on Linux';
   if (!existsSync(NATIVE_BIN)) return `native executor not built (${NATIVE_BIN}); run: make -C native`;
-  if (typeof process.getuid === 'function' && process.getuid() !== 0) return 'not root (pagemap node/PFN data, hugetlb pools and sysfs knobs need root)';
+  if (typeof process.getuid === 'function' && process.getuid() !== 0)
+    return 'not root (pagemap node/PFN data, hugetlb pools and sysfs knobs need root)';
   return undefined;
 }
 
-const enc = (s: string): string => s.replace(/[^A-Za-z0-9._/-]/g, (c) => [...Buffer.from(c)].map((b) => `%${b.toString(16).padStart(2, '0')}`).join(''));
+const enc = (s: string): string =>
+  s.replace(/[^A-Za-z0-9._/-]/g, (c) => [...Buffer.from(c)].map((b) => `%${b.toString(16).padStart(2, '0')}`).join(''));
 const R = (n: number): string => `R${n}`;
 
 /** The protocol line for one resolved op. */

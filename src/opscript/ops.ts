@@ -6,19 +6,7 @@
 import { BadValue, addr, bool, flags, int, nodeSet, size, str, type Addr, type FlagSet } from './values.ts';
 
 type Kind =
-  | 'size'
-  | 'addr'
-  | 'int'
-  | 'bool'
-  | 'str'
-  | 'byte'
-  | 'nodes'
-  | 'nodesOrNull'
-  | 'iovec'
-  | 'addrs'
-  | 'strs'
-  | 'value'
-  | `flags:${FlagSet}`;
+  'size' | 'addr' | 'int' | 'bool' | 'str' | 'byte' | 'nodes' | 'nodesOrNull' | 'iovec' | 'addrs' | 'strs' | 'value' | `flags:${FlagSet}`;
 
 interface OpSpec {
   req: Record<string, Kind>;
@@ -173,5 +161,11 @@ export function parseOp(line: string, i: number): Op {
     if (e instanceof BadValue) throw new BadOp(i, name, e.message);
     throw e;
   }
-  return { i, op: name, in: (o.in as string | undefined) ?? 'self', thread: name === 'join' ? undefined : (o.thread as string | undefined), a };
+  return {
+    i,
+    op: name,
+    in: (o.in as string | undefined) ?? 'self',
+    thread: name === 'join' ? undefined : (o.thread as string | undefined),
+    a,
+  };
 }

@@ -136,7 +136,8 @@ export class ScriptRunner {
       r.joinThr = t;
     }
     if (op.op === 'spawn' && this.procs.has(a.name as string)) throw new BadOp(op.i, op.op, `name: process "${a.name}" already exists`);
-    if (op.op === 'thread' && this.threads[proc]!.has(a.name as string)) throw new BadOp(op.i, op.op, `name: thread "${a.name}" already exists`);
+    if (op.op === 'thread' && this.threads[proc]!.has(a.name as string))
+      throw new BadOp(op.i, op.op, `name: thread "${a.name}" already exists`);
     return r;
   }
 
@@ -175,7 +176,8 @@ export class ScriptRunner {
     for (const f of OUTPUT_FIELDS[op.op] ?? []) {
       if (raw[f] === undefined) continue;
       let v = raw[f];
-      if (f === 'async_faults') v = (v as { i: number; signal: string; at: number }[]).map((x) => ({ i: x.i, signal: x.signal, at: this.render(op.proc, x.at) }));
+      if (f === 'async_faults')
+        v = (v as { i: number; signal: string; at: number }[]).map((x) => ({ i: x.i, signal: x.signal, at: this.render(op.proc, x.at) }));
       if (f === 'hugepages') v = sortBySize(v as Record<string, unknown>);
       out[f] = v;
     }
@@ -186,7 +188,8 @@ export class ScriptRunner {
   /** "$a+0x201000" relative to the latest handle of the process containing x. */
   render(proc: number, x: number): string {
     let best: Handle | undefined;
-    for (const h of this.handles.values()) if (h.proc === proc && x >= h.base && x < h.base + h.len && (!best || h.seq > best.seq)) best = h;
+    for (const h of this.handles.values())
+      if (h.proc === proc && x >= h.base && x < h.base + h.len && (!best || h.seq > best.seq)) best = h;
     if (!best) return `0x${x.toString(16)}`;
     const off = x - best.base;
     return off ? `$${best.name}+0x${off.toString(16)}` : `$${best.name}`;

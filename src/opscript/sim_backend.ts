@@ -4,7 +4,18 @@
 import { Kernel } from '../kernel/kernel.ts';
 import type { Process, Thread } from '../kernel/sched.ts';
 import { errnoName, MAP, PAGE_SIZE, alignDown } from '../kernel/uapi.ts';
-import { pagemap, smaps, numaMaps, meminfo, renderMeminfo, renderVmstat, renderBuddyinfo, renderMaps, renderSmaps, renderNumaMaps } from '../kernel/procfs.ts';
+import {
+  pagemap,
+  smaps,
+  numaMaps,
+  meminfo,
+  renderMeminfo,
+  renderVmstat,
+  renderBuddyinfo,
+  renderMaps,
+  renderSmaps,
+  renderNumaMaps,
+} from '../kernel/procfs.ts';
 import { UnmodelledError } from '../kernel/madvise.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
 
@@ -114,7 +125,9 @@ export class SimBackend implements Backend {
         const bytes: number[] = [];
         const start = alignDown(a.addr, PAGE_SIZE);
         const t = this.thread(op);
-        const res = k.access(t, Math.max(start, a.addr), a.addr + a.len - Math.max(start, a.addr), PAGE_SIZE, false, 0, (_va, b) => bytes.push(b));
+        const res = k.access(t, Math.max(start, a.addr), a.addr + a.len - Math.max(start, a.addr), PAGE_SIZE, false, 0, (_va, b) =>
+          bytes.push(b),
+        );
         if (res.signal) return { ret: -1, signal: res.signal, at: res.at };
         return { ret: 0, bytes: rle(bytes) };
       }

@@ -15,7 +15,9 @@ export function size(field: string, v: unknown): number {
 
 export function int(field: string, v: unknown, min = -Infinity, max = Infinity): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
-    throw new BadValue(`${field}: expected an integer${min > -Infinity ? ` from ${min}` : ''}${max < Infinity ? ` to ${max}` : ''}, got ${JSON.stringify(v)}`);
+    throw new BadValue(
+      `${field}: expected an integer${min > -Infinity ? ` from ${min}` : ''}${max < Infinity ? ` to ${max}` : ''}, got ${JSON.stringify(v)}`,
+    );
   return v;
 }
 
@@ -57,7 +59,8 @@ export function flags(field: string, v: unknown, set: FlagSet): number {
   if (v === undefined) return 0;
   if (typeof v === 'number' && Number.isInteger(v)) return v;
   const names = typeof v === 'string' ? [v] : v;
-  if (!Array.isArray(names)) throw new BadValue(`${field}: expected flag names (e.g. ${example(set)}) or a number, got ${JSON.stringify(v)}`);
+  if (!Array.isArray(names))
+    throw new BadValue(`${field}: expected flag names (e.g. ${example(set)}) or a number, got ${JSON.stringify(v)}`);
   const table = FLAG_SETS[set] as Record<string, number>;
   let r = 0;
   for (const n of names) {
@@ -65,7 +68,8 @@ export function flags(field: string, v: unknown, set: FlagSet): number {
       r |= n;
       continue;
     }
-    if (typeof n !== 'string' || !(n in table)) throw new BadValue(`${field}: unknown flag name ${JSON.stringify(n)} (expected one of ${Object.keys(table).join(', ')})`);
+    if (typeof n !== 'string' || !(n in table))
+      throw new BadValue(`${field}: unknown flag name ${JSON.stringify(n)} (expected one of ${Object.keys(table).join(', ')})`);
     r |= table[n]!;
   }
   return r;
@@ -87,7 +91,7 @@ export type Addr = { handle: string; offset: number } | { raw: number };
 export function addr(field: string, v: unknown): Addr {
   if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return { raw: v };
   if (typeof v === 'string') {
-    const m = /^\$([A-Za-z_][\w.-]*)\s*(?:([+-])\s*(.+))?$/.exec(v.trim());
+    const m = /^\$([A-Za-z_][\w.]*)\s*(?:([+-])\s*(.+))?$/.exec(v.trim());
     if (m) {
       let off = 0;
       if (m[3] !== undefined) {

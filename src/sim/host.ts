@@ -44,9 +44,18 @@ export const hostSchema = z
   })
   .superRefine((h, ctx) => {
     h.nodes.forEach((n, i) => {
-      if (n.id !== i) ctx.addIssue({ code: 'custom', path: ['nodes', i, 'id'], message: `expected node ids 0..${h.nodes.length - 1} in order, got ${n.id}` });
+      if (n.id !== i)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['nodes', i, 'id'],
+          message: `expected node ids 0..${h.nodes.length - 1} in order, got ${n.id}`,
+        });
       if (n.memory % (4 << 20) !== 0 || n.memory === 0)
-        ctx.addIssue({ code: 'custom', path: ['nodes', i, 'memory'], message: 'expected a non-zero multiple of 4M (the largest buddy block)' });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['nodes', i, 'memory'],
+          message: 'expected a non-zero multiple of 4M (the largest buddy block)',
+        });
     });
     const seen = new Set<number>();
     h.nodes.forEach((n, i) =>
@@ -60,7 +69,8 @@ export const hostSchema = z
       if (h.distances.length !== n) ctx.addIssue({ code: 'custom', path: ['distances'], message: `expected a ${n}x${n} matrix` });
       h.distances.forEach((row, i) => {
         if (row.length !== n) ctx.addIssue({ code: 'custom', path: ['distances', i], message: `expected ${n} entries` });
-        if (row[i] !== 10) ctx.addIssue({ code: 'custom', path: ['distances', i, i], message: 'expected 10 (LOCAL_DISTANCE) on the diagonal' });
+        if (row[i] !== 10)
+          ctx.addIssue({ code: 'custom', path: ['distances', i, i], message: 'expected 10 (LOCAL_DISTANCE) on the diagonal' });
         row.forEach((d, j) => {
           if (i !== j && d <= 10) ctx.addIssue({ code: 'custom', path: ['distances', i, j], message: 'expected a remote distance > 10' });
         });

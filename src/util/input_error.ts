@@ -26,7 +26,7 @@ export function parseSize(v: unknown): number | undefined {
   if (!m) return undefined;
   const base = m[1]!.startsWith('0x') ? parseInt(m[1]!, 16) : parseInt(m[1]!, 10);
   const unit = (m[2] ?? '').charAt(0).toUpperCase();
-  const mult = unit === '' ? 1 : 1024 ** (' KMGT'.indexOf(unit));
+  const mult = unit === '' ? 1 : 1024 ** ' KMGT'.indexOf(unit);
   const r = base * mult;
   return Number.isSafeInteger(r) ? r : undefined;
 }

@@ -12,7 +12,13 @@ export function loadYaml<S extends z.ZodType>(file: string, schema: S, text?: st
   try {
     src = text ?? readFileSync(file, 'utf8');
   } catch (e) {
-    throw new InputError(file, undefined, undefined, undefined, `cannot read file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new InputError(
+      file,
+      undefined,
+      undefined,
+      undefined,
+      `cannot read file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
   const lc = new LineCounter();
   const doc = parseDocument(src, { lineCounter: lc, prettyErrors: false });
@@ -30,7 +36,10 @@ export function loadYaml<S extends z.ZodType>(file: string, schema: S, text?: st
   const node = locate(doc.contents as YamlNode | null, unknownKey !== undefined ? [...path, unknownKey] : path, unknownKey !== undefined);
   const off = node?.range?.[0];
   const pos = off !== undefined ? lc.linePos(off) : undefined;
-  const field = path.map((p) => (typeof p === 'number' ? `[${p}]` : p)).join('.').replace(/\.\[/g, '[');
+  const field = path
+    .map((p) => (typeof p === 'number' ? `[${p}]` : p))
+    .join('.')
+    .replace(/\.\[/g, '[');
   throw new InputError(file, pos?.line, pos?.col, field || undefined, describeIssue(issue));
 }
 

@@ -1,0 +1,57 @@
+/** The command line as a user meets it: exit codes and one-line errors, never a stack trace. */
+import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
+
+const bin = fileURLToPath(new URL('../../bin/memtwin.js', import.meta.url));
+const dir = mkdtempSync(`${tmpdir()}/memtwin-cli-`);
+const file = (name: string, text: string): string => {
+  writeFileSync(`${dir}/${name}`, text);
+  return `${dir}/${name}`;
+};
+const memtwin = (...args: string[]) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8' });
+
+describe('memtwin exec', () => {
+  it('runs a script and ends with the summary line', () => {
+    const s = file('ok.jsonl', '{"op":"mmap","len":"4K","prot":["PROT_READ"],"flags":["MAP_PRIVATE","MAP_ANONYMOUS"],"name":"a"}\n');
+    const r = memtwin('exec', s);
+    expect(r.status).toBe(0);
+    const lines = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    expect(lines[0]).toMatchObject({ i: 0, op: 'mmap', ret: '$a' });
+    expect(lines[1]).toEqual({ summary: { ops: 1, errors: 0, backend: 'sim' } });
+  });
+
+  it('exits 2 on invalid input, with the line saying what is wrong', () => {
+    const s = file('bad.jsonl', '{"op":"mmap","len":"4K","prot":["PROT_READ"],"flags":["MAP_PRIVAT"]}\n');
+    const r = memtwin('exec', s);
+    expect(r.status).toBe(2);
+    expect(r.stdout).toContain('"invalid":"flags: unknown flag name \\"MAP_PRIVAT\\"');
+    expect(r.stderr).not.toMatch(/at .*\.ts:\d+/);
+  });
+
+  it('reports a bad host file with file, line, column and what was expected', () => {
+    const h = file('host.yaml', 'name: x\nnodes:\n  - id: 0\n    memory: 8Q\n    cpus: 0-1\n');
+    const s = file('s.jsonl', '{"op":"meminfo"}\n');
+    const r = memtwin('exec', s, '--host', h);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/host\.yaml:4:13: nodes\[0\]\.memory: expected a size/);
+  });
+
+  it('reports an unknown field of a host file at the key', () => {
+    const h = file('host2.yaml', 'name: x\nnodes:\n  - id: 0\n    memory: 8G\n    cpus: 0-1\n    hugepagez: 2M\n');
+    const r = memtwin('exec', file('s2.jsonl', '{"op":"meminfo"}\n'), '--host', h);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/host2\.yaml:6:5: nodes\[0\]: unknown field 'hugepagez'/);
+  });
+
+  it('says when the script file cannot be read', () => {
+    const r = memtwin('exec', `${dir}/missing.jsonl`);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/missing\.jsonl: cannot read script \(ENOENT\)/);
+  });
+});

@@ -1,0 +1,66 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { VirtualClock } from './clock.ts';
+import { EventQueue } from './event_queue.ts';
+import { SeededRandom } from './random.ts';
+import { CostProfile, REQUIRED_COSTS } from './cost_profile.ts';
+import { resolveHost } from './host.ts';
+
+describe('event queue', () => {
+  it('runs events in time order, ties in scheduling order, and skips cancelled ones', () => {
+    const q = new EventQueue(new VirtualClock());
+    const seen: string[] = [];
+    q.schedule(20, 'b', () => seen.push('b@' + q.clock.now()));
+    q.schedule(10, 'a1', () => seen.push('a1@' + q.clock.now()));
+    q.schedule(10, 'a2', () => seen.push('a2@' + q.clock.now()));
+    q.schedule(15, 'x', () => seen.push('x')).cancel();
+    q.runUntil(100);
+    expect(seen).toEqual(['a1@10', 'a2@10', 'b@20']);
+    expect(q.clock.now()).toBe(100);
+  });
+
+  it('property: any schedule runs sorted by (time, sequence)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: 50 }), { maxLength: 100 }), (times) => {
+        const q = new EventQueue(new VirtualClock());
+        const order: [number, number][] = [];
+        times.forEach((t, i) => q.schedule(t, `e${i}`, () => order.push([t, i])));
+        q.runUntil(1000);
+        const sorted = [...order].sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+        expect(order).toEqual(sorted);
+      }),
+    );
+  });
+});
+
+describe('seeded random streams', () => {
+  it('gives the same numbers for the same seed and name, independent of other streams', () => {
+    const a = new SeededRandom(42);
+    const b = new SeededRandom(42);
+    b.stream('other').int(0, 100); // another consumer drawing first changes nothing
+    const xs = Array.from({ length: 5 }, () => a.stream('w').int(0, 1000));
+    const ys = Array.from({ length: 5 }, () => b.stream('w').int(0, 1000));
+    expect(xs).toEqual(ys);
+    expect(new SeededRandom(43).stream('w').int(0, 1 << 30)).not.toBe(new SeededRandom(42).stream('w').int(0, 1 << 30));
+  });
+});
+
+describe('cost profile and hosts', () => {
+  it('ships a measured default profile with every cost the model reads', () => {
+    const p = CostProfile.default();
+    for (const c of REQUIRED_COSTS) expect(p.ns(c)).toBeGreaterThan(0);
+    expect(p.data.machine.kernel).toMatch(/^6\./);
+    for (const c of Object.values(p.data.costs)) expect(c.method.length).toBeGreaterThan(10);
+  });
+
+  it('ships the default two-node host and this machine', () => {
+    const d = resolveHost('default');
+    expect(d.nodes.map((n) => n.memory)).toEqual([8 * 2 ** 30, 8 * 2 ** 30]);
+    expect(d.distances).toEqual([
+      [10, 21],
+      [21, 10],
+    ]);
+    expect(d.cpuNode.get(5)).toBe(1);
+    expect(resolveHost('this-machine').nodes).toHaveLength(1);
+  });
+});
