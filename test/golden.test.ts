@@ -15,7 +15,7 @@ import { diffRuns } from '../src/opscript/diff.ts';
 const dirs = [goldenDir, `${goldenDir}/found`].filter((d) => existsSync(d));
 const scripts = dirs.flatMap((d) =>
   readdirSync(d)
-    .filter((f) => f.endsWith('.jsonl') && !f.endsWith('.expected.jsonl'))
+    .filter((f) => f.endsWith('.jsonl') && !f.endsWith('.expected.jsonl') && !f.startsWith('pending-'))
     .map((f) => `${d}/${f}`),
 );
 const noLinux = linuxBackendUnavailable();

@@ -199,3 +199,45 @@ export function folioUnmappedSome(k: Kernel, head: number): void {
     if (m.mapcount(p) === 0) k.freeUserPages(p, 0);
   }
 }
+
+/**
+ * split_folio() of an anonymous THP of `mm` whose head is `head`, mapped at
+ * `haddr`: a PMD mapping is split first, the folio becomes 512 order-0
+ * pages, pages nothing maps are freed, and pages whose contents are all
+ * zeros are remapped to the shared zero page and freed
+ * (RMP_USE_SHARED_ZEROPAGE, Linux 6.12+). MADV_COLD, MADV_PAGEOUT and
+ * MADV_FREE do this to a THP they cover only in part.
+ */
+export function splitAnonFolio(k: Kernel, mm: MmStruct, head: number, haddr: number, nid: number): void {
+  const m = k.mem;
+  const key = PageTable.pmdKey(haddr);
+  let t = mm.pgtable.pmds.get(key);
+  if (t instanceof HugeLeaf) t = splitHugePmd(k, mm, haddr, nid);
+  if (!(t instanceof PteTable) || !(m.flags(head) & PG.head)) return;
+  k.vmstat.count('thp_split_page');
+  for (let i = 0; i < HPAGE_PMD_NR; i++) {
+    m.clearFlags(head + i, PG.head | PG.tail);
+    m.setOrder(head + i, 0);
+  }
+  for (let i = 0; i < HPAGE_PMD_NR; i++) {
+    const pfn = head + i;
+    if (m.mapcount(pfn) === 1 && !(m.flags(pfn) & PG.nonzero)) {
+      const j = (m.index(pfn) - haddr / 4096) | 0;
+      if (j >= 0 && j < HPAGE_PMD_NR && t.ptes[j] === pteOf(pfn)) {
+        t.ptes[j] = PTE_ZERO;
+        m.addMapcount(pfn, -1);
+        mm.rssAnon--;
+      }
+    }
+    if (m.mapcount(pfn) === 0) k.freeUserPages(pfn, 0);
+  }
+}
+
+/** The THP (head pfn) mapped at va in mm, if va is inside an anonymous large folio. */
+export function anonFolioAt(k: Kernel, mm: MmStruct, va: number, followPage: (mm: MmStruct, va: number) => number): number {
+  const pfn = followPage(mm, va);
+  if (pfn < 0) return -1;
+  const f = k.mem.flags(pfn);
+  if (!(f & PG.anon) || !(f & (PG.head | PG.tail)) || f & PG.hugetlb) return -1;
+  return pfn - (pfn % HPAGE_PMD_NR);
+}

@@ -5,11 +5,11 @@
  */
 import type { Kernel } from './kernel.ts';
 import type { Process } from './sched.ts';
-import { VM, PageTable, HugeLeaf, type Vma } from './mm_types.ts';
+import { VM, type Vma } from './mm_types.ts';
 import { MADV, PAGE_SIZE, PMD_SIZE, alignDown, alignUp, neg, type SysRet } from './uapi.ts';
 import { modifyVmaFlags, populateRange } from './mmap.ts';
 import { zapRange, followPage } from './memory.ts';
-import { splitHugePmd } from './huge_memory.ts';
+import { anonFolioAt, splitAnonFolio } from './huge_memory.ts';
 import { PG } from './page.ts';
 
 const VALID_ADVICE = new Set<number>(Object.values(MADV));
@@ -90,12 +90,14 @@ export function sysMadvise(k: Kernel, p: Process, start: number, lenIn: number, 
       break;
     case MADV.MADV_COLD:
     case MADV.MADV_PAGEOUT:
-      // No swap is modelled: anonymous pages cannot be reclaimed, only the VMA checks apply.
+      // No swap is modelled: anonymous pages cannot be reclaimed. What remains
+      // visible is the VMA check and the split of THPs the range covers in part.
       for (const v of mm.vmasIn(start, end)) {
         if (v.flags & (VM.LOCKED | VM.PFNMAP | VM.HUGETLB)) {
           err = neg('EINVAL');
           break;
         }
+        splitPartlyCoveredThps(k, p, v, Math.max(start, v.start), Math.min(end, v.end));
       }
       break;
     case MADV.MADV_WILLNEED:
@@ -178,15 +180,26 @@ function dontneedFree(k: Kernel, p: Process, vma: Vma, start: number, end: numbe
  */
 function madviseFree(k: Kernel, p: Process, vma: Vma, start: number, end: number): void {
   const mm = p.mm;
-  for (const a of [start, end]) {
-    if (a % PMD_SIZE === 0) continue;
-    const e = mm.pgtable.pmds.get(PageTable.pmdKey(a));
-    if (e instanceof HugeLeaf && alignDown(a, PMD_SIZE) >= vma.start)
-      splitHugePmd(k, mm, alignDown(a, PMD_SIZE), k.cpuToNode(p.mainThread.cpu));
-  }
+  splitPartlyCoveredThps(k, p, vma, start, end);
   for (let va = start; va < end; va += PAGE_SIZE) {
     const pfn = followPage(mm, va);
     if (pfn >= 0 && k.mem.mapcount(pfn) + k.mem.entireMapcount(pfn) <= 1) k.mem.addFlags(pfn, PG.lazyfree);
+  }
+}
+
+/**
+ * A THP that [start, end) covers only in part is split (split_folio), as
+ * MADV_COLD, MADV_PAGEOUT and MADV_FREE do before acting on its pages; a
+ * huge zero PMD is left alone.
+ */
+function splitPartlyCoveredThps(k: Kernel, p: Process, vma: Vma, start: number, end: number): void {
+  const mm = p.mm;
+  for (const edge of [start, end - 1]) {
+    const haddr = alignDown(edge, PMD_SIZE);
+    if (haddr >= start && haddr + PMD_SIZE <= end) continue; // fully covered
+    const head = anonFolioAt(k, mm, edge, followPage);
+    if (head < 0 || !vma.isAnonymous()) continue;
+    splitAnonFolio(k, mm, head, haddr, k.cpuToNode(p.mainThread.cpu));
   }
 }
 

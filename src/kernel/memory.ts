@@ -92,7 +92,7 @@ export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, wri
   }
   const i = Math.floor(va / PAGE_SIZE) & 511;
   const pte = t.ptes[i]!;
-  if (vma.file) return shmemFault(k, mm, vma, t, i, va, nid);
+  if (vma.file) return shmemFault(k, mm, vma, t, i, va, write, nid);
   if (pte === PTE_NONE && !write) {
     t.ptes[i] = PTE_ZERO;
     t.used++;
@@ -109,10 +109,34 @@ export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, wri
   return FAULT_OK;
 }
 
-/** shmem_fault: shared anonymous memory lives in its shmem file; reads allocate too. */
-function shmemFault(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: number, va: number, nid: number): FaultResult {
+/** fault_around_bytes default (64K): pages a read fault maps around itself. */
+export const FAULT_AROUND_PAGES = 16;
+
+/**
+ * Faults on shared anonymous memory, which lives in its shmem file. A read
+ * fault first maps the pages of the 64K window around it that the file
+ * already holds (do_fault_around/filemap_map_pages); then, if the faulting
+ * page is not cached, shmem_fault allocates it (reads allocate too: there
+ * is no zero page here).
+ */
+function shmemFault(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: number, va: number, write: boolean, nid: number): FaultResult {
   const file = vma.file!;
-  const idx = vma.pgoff + (va - vma.start) / PAGE_SIZE;
+  const vmaOff = (va - vma.start) / PAGE_SIZE;
+  if (!write) {
+    const from = Math.max(i - (i % FAULT_AROUND_PAGES), i - Math.min(i, vmaOff));
+    const to = Math.min(from + FAULT_AROUND_PAGES, 512, i + vma.size / PAGE_SIZE - vmaOff) - 1;
+    for (let j = from; j <= to; j++) {
+      if (t.ptes[j] !== PTE_NONE) continue;
+      const pfn = file.pages.get(vma.pgoff + vmaOff + (j - i));
+      if (pfn === undefined) continue;
+      mapShmemPage(k, mm, t, j, pfn);
+    }
+    if (t.ptes[i] !== PTE_NONE) {
+      k.charge(k.costs.ns('fault_anon_4k_read_zeropage'));
+      return FAULT_OK;
+    }
+  }
+  const idx = vma.pgoff + vmaOff;
   let pfn = file.pages.get(idx);
   if (pfn === undefined) {
     pfn = k.phys.alloc({ order: 0, mt: MIGRATE_MOVABLE, nid });
@@ -124,11 +148,15 @@ function shmemFault(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: number, v
     file.pages.set(idx, pfn);
     k.charge(k.costs.ns('fault_anon_4k_write'));
   } else k.charge(k.costs.ns('fault_anon_4k_read_zeropage'));
-  if (t.ptes[i] === PTE_NONE) t.used++;
+  if (t.ptes[i] === PTE_NONE) mapShmemPage(k, mm, t, i, pfn);
+  return FAULT_OK;
+}
+
+function mapShmemPage(k: Kernel, mm: MmStruct, t: PteTable, i: number, pfn: number): void {
   t.ptes[i] = pteOf(pfn);
+  t.used++;
   k.mem.addMapcount(pfn, 1);
   mm.rssShmem++;
-  return FAULT_OK;
 }
 
 /** hugetlb_fault / hugetlb_no_page. */

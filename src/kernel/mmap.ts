@@ -436,8 +436,8 @@ export function sysMprotect(k: Kernel, p: Process, start: number, len: number, p
     return nf;
   });
   k.committedPages += charged;
-  // change_protection splits huge PMDs the range only partly covers.
-  for (const a of [start, stop]) splitPmdAt(k, mm, a);
+  // Huge PMDs the range only partly covers were split where the VMA was split
+  // (only VMAs whose flags change are split: an unchanged protection splits nothing).
   k.charge(k.costs.ns('mprotect_split'));
   if (r < 0) return r;
   return covered < end ? neg('ENOMEM') : 0;

@@ -22,6 +22,7 @@ export const PG = {
   shmem: 1 << 6, // shmem/page-cache page (PageSwapBacked, mapping = inode)
   lazyfree: 1 << 7, // MADV_FREE'd and clean (cleared by a later write)
   reserved: 1 << 8, // PG_reserved: never allocatable (holes, the zero page)
+  nonzero: 1 << 9, // some byte of the page was written non-zero (memtwin: "is it all zeros?")
 } as const;
 
 /** Owner ids in `owner`: > 0 is an mm id or a shmem/hugetlbfs inode id. */
@@ -171,7 +172,7 @@ export class MemMap {
     const i = pfn & SECTION_MASK;
     const keep = atPageStart ? fill : s.token[i]! & 0xff;
     s.token[i] = (serial * 256 + keep) >>> 0;
-    if (s.flags[i]! & PG.lazyfree) s.flags[i]! &= ~PG.lazyfree;
+    s.flags[i] = (s.flags[i]! & ~PG.lazyfree) | (fill ? PG.nonzero : 0);
   }
 
   /**

@@ -137,7 +137,8 @@ export interface NumaMapsRecord {
   policy: string;
   nodes: Record<string, number>;
   huge: boolean;
-  kernelpagesize_kB: number;
+  /** Printed only when the VMA has pages (show_numa_map stops early otherwise): null then. */
+  kernelpagesize_kB: number | null;
 }
 
 /** The /proc/PID/numa_maps line of the VMA containing addr. */
@@ -153,7 +154,8 @@ export function numaMaps(k: Kernel, mm: MmStruct, addr: number): NumaMapsRecord 
   });
   const nodes: Record<string, number> = {};
   for (const nid of [...counts.keys()].sort((a, b) => a - b)) nodes[String(nid)] = counts.get(nid)!;
-  return { policy: 'default', nodes, huge: vma.isHugetlb(), kernelpagesize_kB: vma.hugePageSize() / 1024 };
+  const any = counts.size > 0;
+  return { policy: 'default', nodes, huge: vma.isHugetlb(), kernelpagesize_kB: any ? vma.hugePageSize() / 1024 : null };
 }
 
 export interface HugepagesCounts {
@@ -288,7 +290,8 @@ export function renderNumaMaps(k: Kernel, mm: MmStruct): string {
       const nodes = Object.entries(r.nodes)
         .map(([n, c]) => ` N${n}=${c}`)
         .join('');
-      return `${v.start.toString(16)} ${r.policy}${v.isHugetlb() ? ' file=/anon_hugepage\\040(deleted) huge' : v.file ? '' : ' anon'}${nodes} kernelpagesize_kB=${r.kernelpagesize_kB}\n`;
+      const tail = r.kernelpagesize_kB === null ? '' : `${nodes} kernelpagesize_kB=${r.kernelpagesize_kB}`;
+      return `${v.start.toString(16)} ${r.policy}${v.isHugetlb() ? ' file=/anon_hugepage\\040(deleted) huge' : ''}${tail}\n`;
     })
     .join('');
 }

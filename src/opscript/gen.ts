@@ -1,0 +1,120 @@
+/**
+ * Random op-scripts for differential testing (fast-check arbitraries).
+ *
+ * Every script first reserves a 2M-aligned 16 MiB arena and then works only
+ * inside it with MAP_FIXED mappings and arena-relative addresses, so where
+ * the real kernel's ASLR puts things never matters. The THP mode is set
+ * explicitly, and khugepaged is slowed to a crawl (max_ptes_none 0,
+ * pages_to_scan 1) because memtwin does not model it yet and it would
+ * otherwise collapse pages behind the script's back on the real kernel.
+ */
+import fc from 'fast-check';
+
+export const ARENA = 16 * 1024 * 1024;
+const PAGES = ARENA / 4096;
+
+const RW = ['PROT_READ', 'PROT_WRITE'];
+const prot = fc.constantFrom(['PROT_NONE'], ['PROT_READ'], RW, RW, RW);
+/** Page offsets in the arena, often on a 2M boundary. */
+const pageOff = fc.oneof(
+  fc.integer({ min: 0, max: PAGES - 1 }),
+  fc.integer({ min: 0, max: PAGES / 512 - 1 }).map((x) => x * 512),
+);
+const pageLen = fc.oneof(
+  fc.integer({ min: 1, max: 1024 }),
+  fc.integer({ min: 1, max: 4 }).map((x) => x * 512),
+);
+
+const at = (page: number): string => (page ? `$r+0x${(page * 4096).toString(16)}` : '$r');
+const clip = (page: number, len: number): number => Math.max(1, Math.min(len, PAGES - page));
+const sz = (pages: number): string => `${pages * 4}K`;
+
+type OpJson = Record<string, unknown>;
+
+const ranged = <T extends OpJson>(f: (addr: string, len: string, page: number, pages: number) => T) =>
+  fc.tuple(pageOff, pageLen).map(([p, l]) => f(at(p), sz(clip(p, l)), p, clip(p, l)));
+
+const opArb: fc.Arbitrary<OpJson> = fc.oneof(
+  {
+    weight: 3,
+    arbitrary: fc.tuple(pageOff, pageLen, prot, fc.boolean()).map(([p, l, pr, shared]) => ({
+      op: 'mmap',
+      len: sz(clip(p, l)),
+      prot: pr,
+      flags: [shared ? 'MAP_SHARED' : 'MAP_PRIVATE', 'MAP_ANONYMOUS', 'MAP_FIXED'],
+      addr: at(p),
+    })),
+  },
+  { weight: 2, arbitrary: ranged((addr, len) => ({ op: 'munmap', addr, len })) },
+  {
+    weight: 2,
+    arbitrary: fc.tuple(pageOff, pageLen, prot).map(([p, l, pr]) => ({ op: 'mprotect', addr: at(p), len: sz(clip(p, l)), prot: pr })),
+  },
+  {
+    weight: 4,
+    arbitrary: fc
+      .tuple(
+        pageOff,
+        pageLen,
+        fc.constantFrom(
+          'MADV_DONTNEED',
+          'MADV_FREE',
+          'MADV_HUGEPAGE',
+          'MADV_HUGEPAGE',
+          'MADV_NOHUGEPAGE',
+          'MADV_POPULATE_READ',
+          'MADV_POPULATE_WRITE',
+          'MADV_WILLNEED',
+          'MADV_COLD',
+          'MADV_REMOVE',
+          'MADV_DONTFORK',
+          'MADV_RANDOM',
+          'MADV_NORMAL',
+        ),
+      )
+      .map(([p, l, advice]) => ({ op: 'madvise', addr: at(p), len: sz(clip(p, l)), advice })),
+  },
+  {
+    weight: 5,
+    arbitrary: fc
+      .tuple(pageOff, pageLen, fc.boolean(), fc.integer({ min: 1, max: 255 }), fc.constantFrom('4K', '4K', '64K', '2M'))
+      .map(([p, l, write, fill, stride]) => ({ op: 'touch', addr: at(p), len: sz(clip(p, l)), write, fill, stride })),
+  },
+  { weight: 2, arbitrary: ranged((addr, len) => ({ op: 'peek', addr, len })) },
+  { weight: 2, arbitrary: ranged((addr, len) => ({ op: 'pagemap', addr, len })) },
+  { weight: 1, arbitrary: pageOff.map((p) => ({ op: 'smaps', addr: at(p) })) },
+  { weight: 1, arbitrary: pageOff.map((p) => ({ op: 'numa_maps', addr: at(p) })) },
+  { weight: 1, arbitrary: fc.constant({ op: 'vmstat', keys: ['thp_fault_alloc', 'thp_split_pmd', 'thp_fault_fallback'] }) },
+);
+
+const THP = '/sys/kernel/mm/transparent_hugepage';
+
+/** A whole random script, as JSON Lines text. */
+export const scriptArb: fc.Arbitrary<string> = fc
+  .tuple(
+    fc.constantFrom('always', 'madvise'),
+    fc.constantFrom('always', 'defer', 'madvise', 'never'),
+    fc.array(opArb, { minLength: 1, maxLength: 25 }),
+  )
+  .map(
+    ([enabled, defrag, ops]) =>
+      [
+        { op: 'sysfs', path: `${THP}/enabled`, value: enabled },
+        { op: 'sysfs', path: `${THP}/defrag`, value: defrag },
+        { op: 'sysfs', path: `${THP}/khugepaged/max_ptes_none`, value: '0' },
+        { op: 'sysfs', path: `${THP}/khugepaged/pages_to_scan`, value: '1' },
+        { op: 'mmap', len: '16M', prot: RW, flags: ['MAP_PRIVATE', 'MAP_ANONYMOUS'], align: '2M', name: 'r' },
+        ...ops,
+      ]
+        .map((o) => JSON.stringify(o))
+        .join('\n') + '\n',
+  );
+
+/** The op name of each line of a script (for per-op statistics). */
+export function opsOf(text: string): string[] {
+  return text
+    .trim()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => (JSON.parse(l) as { op: string }).op);
+}
