@@ -97,7 +97,10 @@ export function sysMadvise(k: Kernel, p: Process, start: number, lenIn: number, 
           err = neg('EINVAL');
           break;
         }
-        splitPartlyCoveredThps(k, p, v, Math.max(start, v.start), Math.min(end, v.end));
+        const s0 = Math.max(start, v.start);
+        const e0 = Math.min(end, v.end);
+        if (advice === MADV.MADV_PAGEOUT) pageoutThps(k, p, v, s0, e0);
+        else splitPartlyCoveredThps(k, p, v, s0, e0);
       }
       break;
     case MADV.MADV_WILLNEED:
@@ -201,6 +204,24 @@ function splitPartlyCoveredThps(k: Kernel, p: Process, vma: Vma, start: number, 
     if (head < 0 || !vma.isAnonymous()) continue;
     splitAnonFolio(k, mm, head, haddr, k.cpuToNode(p.mainThread.cpu));
   }
+}
+
+/**
+ * MADV_PAGEOUT reclaims what it isolates. Without swap (memtwin models
+ * none, like this machine) shrink_folio_list cannot add an anonymous THP to
+ * swap, so it splits it to try its pages one by one ("fallback to swap
+ * normal pages"); the split remaps all-zero subpages to the zero page.
+ * Order-0 anonymous pages simply stay.
+ */
+function pageoutThps(k: Kernel, p: Process, vma: Vma, start: number, end: number): void {
+  if (!vma.isAnonymous()) return;
+  const mm = p.mm;
+  const heads = new Map<number, number>();
+  for (let va = start; va < end; va += PAGE_SIZE) {
+    const head = anonFolioAt(k, mm, va, followPage);
+    if (head >= 0 && !heads.has(head)) heads.set(head, alignDown(va, PMD_SIZE));
+  }
+  for (const [head, haddr] of heads) splitAnonFolio(k, mm, head, haddr, k.cpuToNode(p.mainThread.cpu));
 }
 
 /** MADV_REMOVE: punch a hole in a shared writable mapping's backing file. */

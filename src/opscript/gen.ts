@@ -4,7 +4,7 @@
  * Every script first reserves a 2M-aligned 16 MiB arena and then works only
  * inside it with MAP_FIXED mappings and arena-relative addresses, so where
  * the real kernel's ASLR puts things never matters. The THP mode is set
- * explicitly, and khugepaged is slowed to a crawl (max_ptes_none 0,
+ * explicitly, the 2M hugetlb pool is pinned to a small size, and khugepaged is slowed to a crawl (max_ptes_none 0,
  * pages_to_scan 1) because memtwin does not model it yet and it would
  * otherwise collapse pages behind the script's back on the real kernel.
  */
@@ -34,7 +34,30 @@ type OpJson = Record<string, unknown>;
 const ranged = <T extends OpJson>(f: (addr: string, len: string, page: number, pages: number) => T) =>
   fc.tuple(pageOff, pageLen).map(([p, l]) => f(at(p), sz(clip(p, l)), p, clip(p, l)));
 
+/** hugetlb mappings: 2M-aligned inside the arena, whole huge pages, private or shared, sometimes MAP_NORESERVE. */
+const hugeMmap = fc
+  .tuple(fc.integer({ min: 0, max: PAGES / 512 - 1 }), fc.integer({ min: 1, max: 3 }), fc.boolean(), fc.boolean())
+  .map(([pmd, n, shared, noreserve]) => ({
+    op: 'mmap',
+    len: `${Math.min(n, PAGES / 512 - pmd) * 2}M`,
+    prot: RW,
+    flags: [shared ? 'MAP_SHARED' : 'MAP_PRIVATE', 'MAP_ANONYMOUS', 'MAP_FIXED', 'MAP_HUGETLB', 'MAP_HUGE_2MB', ...(noreserve ? ['MAP_NORESERVE'] : [])],
+    addr: at(pmd * 512),
+  }));
+
 const opArb: fc.Arbitrary<OpJson> = fc.oneof(
+  { weight: 1, arbitrary: hugeMmap },
+  { weight: 1, arbitrary: fc.constant({ op: 'meminfo' }) },
+  {
+    weight: 1,
+    arbitrary: fc.tuple(pageOff, pageLen).map(([p, l]) => ({
+      op: 'mmap',
+      len: sz(clip(p, l)),
+      prot: RW,
+      flags: ['MAP_PRIVATE', 'MAP_ANONYMOUS', 'MAP_FIXED', 'MAP_POPULATE'],
+      addr: at(p),
+    })),
+  },
   {
     weight: 3,
     arbitrary: fc.tuple(pageOff, pageLen, prot, fc.boolean()).map(([p, l, pr, shared]) => ({
@@ -70,6 +93,9 @@ const opArb: fc.Arbitrary<OpJson> = fc.oneof(
           'MADV_DONTFORK',
           'MADV_RANDOM',
           'MADV_NORMAL',
+          'MADV_PAGEOUT',
+          'MADV_WIPEONFORK',
+          'MADV_DONTDUMP',
         ),
       )
       .map(([p, l, advice]) => ({ op: 'madvise', addr: at(p), len: sz(clip(p, l)), advice })),
@@ -92,13 +118,15 @@ const THP = '/sys/kernel/mm/transparent_hugepage';
 /** A whole random script, as JSON Lines text. */
 export const scriptArb: fc.Arbitrary<string> = fc
   .tuple(
-    fc.constantFrom('always', 'madvise'),
+    fc.constantFrom('always', 'madvise', 'madvise', 'never'),
+    fc.integer({ min: 0, max: 6 }),
     fc.constantFrom('always', 'defer', 'madvise', 'never'),
     fc.array(opArb, { minLength: 1, maxLength: 25 }),
   )
   .map(
-    ([enabled, defrag, ops]) =>
+    ([enabled, pool, defrag, ops]) =>
       [
+        { op: 'hugetlb_pool', size: '2M', nr: pool },
         { op: 'sysfs', path: `${THP}/enabled`, value: enabled },
         { op: 'sysfs', path: `${THP}/defrag`, value: defrag },
         { op: 'sysfs', path: `${THP}/khugepaged/max_ptes_none`, value: '0' },
