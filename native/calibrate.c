@@ -35,6 +35,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/file.h>
 #include <sys/sysinfo.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -1523,6 +1524,12 @@ int main(int argc, char **argv)
 	(void)argv;
 	uint64_t start = now_ns();
 	setvbuf(stderr, NULL, _IONBF, 0);
+	/* Same machine-wide lock as memtwin-native: the knobs written here are global. */
+	int lockfd = open("/tmp/memtwin-native.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+	if (lockfd >= 0 && flock(lockfd, LOCK_EX | LOCK_NB) < 0) {
+		fprintf(stderr, "memtwin-calibrate: waiting for a running memtwin executor to finish\n");
+		flock(lockfd, LOCK_EX);
+	}
 	save_knobs();
 	install_restore_handlers();
 	if (geteuid() != 0)

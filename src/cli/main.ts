@@ -14,6 +14,7 @@ import { OPS } from '../opscript/ops.ts';
 import { diffRuns } from '../opscript/diff.ts';
 import { jsonLine, table } from './format.ts';
 import type { Backend } from '../opscript/backend.ts';
+import { calibrate, CalibrateError, writeProfile } from './calibrate.ts';
 
 const program = new Command()
   .name('memtwin')
@@ -105,13 +106,21 @@ program
     process.exitCode = sim.invalid || lin.invalid ? 2 : d.disagreements.length ? 1 : 0;
   });
 
+program
+  .command('calibrate')
+  .description('measure what memory operations cost on this host (root) and write a cost profile for --profile')
+  .option('--out <file>', 'where to write the profile', 'profile.json')
+  .action((o) => {
+    console.log(writeProfile(calibrate(), o.out));
+  });
+
 try {
   await program.parseAsync();
 } catch (e) {
   if (e instanceof InputError) {
     console.error(`memtwin: ${e.message}`);
     process.exitCode = 2;
-  } else if (e instanceof ExecutorError) {
+  } else if (e instanceof ExecutorError || e instanceof CalibrateError) {
     console.error(`memtwin: ${e.message}`);
     process.exitCode = 1;
   } else throw e;

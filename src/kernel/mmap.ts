@@ -323,13 +323,12 @@ export function doMunmap(k: Kernel, mm: MmStruct, start: number, len: number): S
   const end = start + len;
   let vmas = mm.vmasIn(start, end);
   if (!vmas.length) return 0;
+  // vms_gather_munmap_vmas: split the first VMA at start, then the last at
+  // end. If the second split fails (a hugetlb VMA split off its huge page
+  // boundary) the call fails, but the first split stays done.
   const first = vmas[0]!;
-  const last = vmas[vmas.length - 1]!;
-  // Check both splits before changing anything.
-  if (first.start < start && first.isHugetlb() && !isAligned(start, first.hugePageSize())) return neg('EINVAL');
-  if (last.end > end && last.isHugetlb() && !isAligned(end, last.hugePageSize())) return neg('EINVAL');
-  if (first.start < start && first.end > end && mm.vmas.length >= k.sysctl.max_map_count) return neg('ENOMEM');
   if (first.start < start) {
+    if (first.end > end && mm.vmas.length >= k.sysctl.max_map_count) return neg('ENOMEM');
     const r = splitVma(k, mm, first, start);
     if (typeof r === 'number') return r;
   }
