@@ -10,6 +10,7 @@ import { HugeLeaf, PageTable, PteTable, PTE_ZERO, VM, pteOf, type MmStruct, type
 import { HPAGE_PMD_ORDER, HPAGE_PMD_NR, PMD_SIZE, alignDown } from './uapi.ts';
 import { compactForOrder, wakeupKcompactd } from './compaction.ts';
 import { allocPteTable } from './memory.ts';
+import { anonVmaPrepare } from './mmap.ts';
 
 export const THP_ENABLED = ['always', 'madvise', 'never'] as const;
 export const THP_DEFRAG = ['always', 'defer', 'defer+madvise', 'madvise', 'never'] as const;
@@ -119,7 +120,7 @@ export type HugeFaultResult = 'done' | 'fallback';
 export function doHugePmdAnonymousPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, write: boolean, nid: number): HugeFaultResult {
   const haddr = alignDown(va, PMD_SIZE);
   if (!thpSuitable(vma, haddr)) return 'fallback';
-  if (!vma.anonVma) vma.anonVma = k.newAnonVma();
+  anonVmaPrepare(k, mm, vma);
   const key = PageTable.pmdKey(haddr);
   if (!write && k.thp.useZeroPage) {
     mm.pgtable.pmds.set(key, new HugeLeaf(-1, 'pmd'));

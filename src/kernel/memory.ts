@@ -9,7 +9,7 @@ import { MIGRATE_MOVABLE, MIGRATE_UNMOVABLE } from './page_alloc.ts';
 import { HugeLeaf, PageTable, PteTable, PTE_NONE, PTE_ZERO, VM, pfnOfPte, pteOf, type MmStruct, type Vma } from './mm_types.ts';
 import { HPAGE_PMD_NR, MMAP_MIN_ADDR, PAGE_SIZE, PMD_SIZE, PUD_SHIFT, PUD_SIZE, alignDown } from './uapi.ts';
 import { RLIMIT_STACK, STACK_GUARD_GAP, vmaIsAccessible } from './mm_types.ts';
-import { vmEnoughMemory } from './mmap.ts';
+import { anonVmaPrepare, vmEnoughMemory } from './mmap.ts';
 import { doHugePmdAnonymousPage, folioUnmappedSome, splitHugePmd, thpVmaAllowable, allocThp, prepAnonThp } from './huge_memory.ts';
 import type { Thread } from './sched.ts';
 
@@ -50,7 +50,7 @@ function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, nid: number)
   if (pfn < 0) return -1;
   k.accountAlloc(pfn, nid, 1);
   k.mem.initAnonPage(pfn, mm.id, va / PAGE_SIZE, PG.anon);
-  if (!vma.anonVma) vma.anonVma = k.newAnonVma();
+  anonVmaPrepare(k, mm, vma);
   mm.rssAnon++;
   return pfn;
 }

@@ -100,6 +100,28 @@ export function canMerge(a: Vma, b: Vma): boolean {
   return b.pgoff === a.pgoff + (a.end - a.start) / PAGE_SIZE;
 }
 
+/**
+ * anon_vma_prepare: a VMA about to get its first anonymous page takes the
+ * anon_vma of an adjacent VMA it could one day merge with (next first, then
+ * prev: find_mergeable_anon_vma), so a later mprotect or mmap can merge them;
+ * otherwise it gets a new one. Protections may differ (VM_ACCESS_FLAGS are
+ * ignored), file, flags and pgoff continuity may not.
+ */
+export function anonVmaPrepare(k: Kernel, mm: MmStruct, vma: Vma): void {
+  if (vma.anonVma) return;
+  const i = mm.vmas.indexOf(vma);
+  const compatible = (a: Vma, b: Vma): boolean =>
+    a.end === b.start &&
+    a.file === b.file &&
+    ((a.flags ^ b.flags) & ~(VM.READ | VM.WRITE | VM.EXEC | VM.SOFTDIRTY)) === 0 &&
+    b.pgoff === a.pgoff + (a.end - a.start) / PAGE_SIZE;
+  const next = mm.vmas[i + 1];
+  const prev = i > 0 ? mm.vmas[i - 1] : undefined;
+  if (next?.anonVma && compatible(vma, next)) vma.anonVma = next.anonVma;
+  else if (prev?.anonVma && compatible(prev, vma)) vma.anonVma = prev.anonVma;
+  else vma.anonVma = k.newAnonVma();
+}
+
 function mergeInto(mm: MmStruct, a: Vma, b: Vma): void {
   a.end = b.end;
   a.flags |= b.flags & VM.SOFTDIRTY;
