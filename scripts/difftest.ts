@@ -68,9 +68,12 @@ const property = fc.asyncProperty(scriptArb, async (text) => {
 const res = await fc.check(property, { seed, numRuns: runs });
 const secs = (Date.now() - t0) / 1000;
 
-console.log(`difftest: ${scripts} random scripts, seed ${seed}, ${secs.toFixed(0)} s (${(secs / Math.max(1, scripts)).toFixed(2)} s per script)`);
+console.log(
+  `difftest: ${scripts} random scripts, seed ${seed}, ${secs.toFixed(0)} s (${(secs / Math.max(1, scripts)).toFixed(2)} s per script)`,
+);
 console.log('| op | ops run | disagreeing | agreement |\n| --- | --- | --- | --- |');
-for (const [op, st] of [...perOp.entries()].sort()) console.log(`| ${op} | ${st.ops} | ${st.bad} | ${(((st.ops - st.bad) / st.ops) * 100).toFixed(2)}% |`);
+for (const [op, st] of [...perOp.entries()].sort())
+  console.log(`| ${op} | ${st.ops} | ${st.bad} | ${(((st.ops - st.bad) / st.ops) * 100).toFixed(2)}% |`);
 console.log(`flaky (not reproducible on the real kernel): ${flaky}`);
 
 if (!res.failed) {

@@ -16,7 +16,8 @@ export class CalibrateError extends Error {}
 export function calibrate(): CostProfileData {
   if (!existsSync(CALIBRATE_BIN)) {
     const r = spawnSync('make', ['-s', '-C', fileURLToPath(new URL('../../native', import.meta.url))], { stdio: 'inherit' });
-    if (r.status !== 0 || !existsSync(CALIBRATE_BIN)) throw new CalibrateError('cannot build native/build/memtwin-calibrate (needs gcc and make)');
+    if (r.status !== 0 || !existsSync(CALIBRATE_BIN))
+      throw new CalibrateError('cannot build native/build/memtwin-calibrate (needs gcc and make)');
   }
   if (typeof process.getuid === 'function' && process.getuid() !== 0)
     throw new CalibrateError('calibrate needs root (hugetlb pools, THP knobs, /proc/sys/vm/compact_memory)');

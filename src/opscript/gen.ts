@@ -41,7 +41,14 @@ const hugeMmap = fc
     op: 'mmap',
     len: `${Math.min(n, PAGES / 512 - pmd) * 2}M`,
     prot: RW,
-    flags: [shared ? 'MAP_SHARED' : 'MAP_PRIVATE', 'MAP_ANONYMOUS', 'MAP_FIXED', 'MAP_HUGETLB', 'MAP_HUGE_2MB', ...(noreserve ? ['MAP_NORESERVE'] : [])],
+    flags: [
+      shared ? 'MAP_SHARED' : 'MAP_PRIVATE',
+      'MAP_ANONYMOUS',
+      'MAP_FIXED',
+      'MAP_HUGETLB',
+      'MAP_HUGE_2MB',
+      ...(noreserve ? ['MAP_NORESERVE'] : []),
+    ],
     addr: at(pmd * 512),
   }));
 
