@@ -2,11 +2,9 @@
  * memtwin-calibrate: measure real-host costs of Linux memory-management
  * operations and print them as ONE JSON object on stdout (progress on stderr).
  *
- * Build (standalone, not part of native/Makefile):
- *   mkdir -p native/build
- *   gcc -O2 -Wall -Wextra -pthread -o native/build/memtwin-calibrate native/calibrate.c
+ * Build: make -C native (builds native/build/memtwin-calibrate)
  * Run (needs root for sysfs knobs, hugetlb pools, compact_memory, pagemap PFNs):
- *   ./native/build/memtwin-calibrate > native/calibrate-sample.json
+ *   ./native/build/memtwin-calibrate > raw.json   (or: memtwin calibrate --out profile.json)
  *
  * Method common to all measurements: one warm-up run (discarded), then
  * REPEATS (>= 7) timed runs; each run times a batch of operations with

@@ -67,7 +67,7 @@ program
   .description('run an op-script (JSON Lines, ../shared/spec/op-script.md) on the simulator or the real kernel')
   .argument('<script>', 'op-script file (.jsonl)')
   .addOption(new Option('--backend <backend>', 'sim or linux').choices(['sim', 'linux'] as const).default('sim' as const))
-  .option('--host <host>', 'host file, or a shipped host name (default, this-machine)', 'default')
+  .option('--host <host>', 'host file, a shipped host name (default, this-machine), or auto (this machine)', 'default')
   .option('--seed <n>', 'seed of all randomness', '1')
   .option('--profile <file>', 'cost profile (default: profiles/default.json)')
   .addOption(new Option('--format <format>', 'output format').choices(['json', 'table'] as const).default('json' as const))
@@ -91,7 +91,7 @@ program
   .command('diff')
   .description('run an op-script on the simulator and on the real kernel and list every disagreement')
   .argument('<script>', 'op-script file (.jsonl)')
-  .option('--host <host>', 'host for the simulator side', 'this-machine')
+  .option('--host <host>', 'host for the simulator side (auto: detected from this machine)', 'auto')
   .option('--seed <n>', 'seed', '1')
   .option('--profile <file>', 'cost profile')
   .action(async (script, o) => {

@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { fileURLToPath } from 'node:url';
+import { readdirSync, readFileSync } from 'node:fs';
 import { loadYaml } from '../util/yaml_input.ts';
 import { InputError, parseSize } from '../util/input_error.ts';
 
@@ -120,10 +121,42 @@ export function loadHost(file: string): Host {
   return hostFromFile(loadYaml(file, hostSchema));
 }
 
+/**
+ * The host this process runs on, read from /sys and /proc: nodes with their
+ * CPUs and distances, memory rounded down to 4 MiB, the hugepage sizes the
+ * kernel offers. On a one-node machine MemTotal of /proc/meminfo is used
+ * (node meminfo can under-report hotplugged memory in VMs, as on the
+ * machine memtwin is developed on).
+ */
+export function detectHost(): Host {
+  const base = '/sys/devices/system/node';
+  const ids = readdirSync(base)
+    .map((d) => /^node(\d+)$/.exec(d)?.[1])
+    .filter((x): x is string => x !== undefined)
+    .map(Number)
+    .sort((a, b) => a - b);
+  const kb = (text: string): number => Number(/MemTotal:\s+(\d+) kB/.exec(text)?.[1] ?? 0);
+  const round4M = (bytes: number): number => Math.floor(bytes / (4 << 20)) * (4 << 20);
+  const nodes = ids.map((id, i) => ({
+    id: i,
+    memory: round4M((ids.length === 1 ? kb(readFileSync('/proc/meminfo', 'utf8')) : kb(readFileSync(`${base}/node${id}/meminfo`, 'utf8'))) * 1024),
+    cpus: parseCpuList(readFileSync(`${base}/node${id}/cpulist`, 'utf8').trim()) ?? [],
+  }));
+  const distances = ids.map((id) => readFileSync(`${base}/node${id}/distance`, 'utf8').trim().split(/\s+/).map(Number));
+  const sizes = readdirSync('/sys/kernel/mm/hugepages')
+    .map((d) => Number(/^hugepages-(\d+)kB$/.exec(d)?.[1] ?? 0) * 1024)
+    .filter((b) => b === 2 << 20 || b === 1 << 30)
+    .sort((a, b) => a - b);
+  const cpuNode = new Map<number, number>();
+  for (const n of nodes) for (const c of n.cpus) cpuNode.set(c, n.id);
+  return { name: 'auto', nodes, distances, hugepageSizes: sizes, cpuNode };
+}
+
 export const HOSTS_DIR = fileURLToPath(new URL('../../hosts/', import.meta.url));
 
-/** A host by path, or by the name of a shipped host file (`default`, `this-machine`). */
+/** A host by path, by the name of a shipped host file (`default`, `this-machine`), or `auto` (this machine, detected). */
 export function resolveHost(nameOrPath: string): Host {
+  if (nameOrPath === 'auto') return detectHost();
   if (/^[a-z0-9-]+$/.test(nameOrPath)) return loadHost(`${HOSTS_DIR}${nameOrPath}.yaml`);
   return loadHost(nameOrPath);
 }
