@@ -139,7 +139,9 @@ export function detectHost(): Host {
   const round4M = (bytes: number): number => Math.floor(bytes / (4 << 20)) * (4 << 20);
   const nodes = ids.map((id, i) => ({
     id: i,
-    memory: round4M((ids.length === 1 ? kb(readFileSync('/proc/meminfo', 'utf8')) : kb(readFileSync(`${base}/node${id}/meminfo`, 'utf8'))) * 1024),
+    memory: round4M(
+      (ids.length === 1 ? kb(readFileSync('/proc/meminfo', 'utf8')) : kb(readFileSync(`${base}/node${id}/meminfo`, 'utf8'))) * 1024,
+    ),
     cpus: parseCpuList(readFileSync(`${base}/node${id}/cpulist`, 'utf8').trim()) ?? [],
   }));
   const distances = ids.map((id) => readFileSync(`${base}/node${id}/distance`, 'utf8').trim().split(/\s+/).map(Number));
