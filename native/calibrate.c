@@ -33,6 +33,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <cpuid.h>
 #include <sys/file.h>
 #include <sys/sysinfo.h>
 #include <sys/utsname.h>
@@ -1355,6 +1356,87 @@ static double chase(void **head, size_t steps)
 #define TLB_LEN (4 * GB)
 #define DRAM_LEN (1 * GB)
 
+/*
+ * Latency of a dependent random load as a function of the working set, with
+ * 4K pages and with THPs: one cache line per 4K page, a random cyclic
+ * permutation over W bytes. memtwin's access model interpolates these
+ * curves (in log W) and splits the 4K-vs-2M difference into a TLB-reach term.
+ */
+static void m_access_curve(void)
+{
+	static const size_t ws[] = {16 * MB, 64 * MB, 256 * MB, 1 * GB, 4 * GB};
+	static const char *wname[] = {"16M", "64M", "256M", "1G", "4G"};
+	for (int huge = 0; huge <= 1; huge++) {
+		for (size_t w = 0; w < sizeof ws / sizeof ws[0]; w++) {
+			char name[64], method[512];
+			snprintf(name, sizeof name, "access_random_%s_ws%s", huge ? "2m" : "4k", wname[w]);
+			progress("%s", name);
+			char *b = map_anon(ws[w], huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+			if (!b) {
+				add_unavailable(name, "mmap failed");
+				continue;
+			}
+			touch_write(b, ws[w], huge ? HPG : PG);
+			double frac = huge ? (double)anon_huge_bytes(b, ws[w]) / ws[w] : 0;
+			void **h = build_chase(b, ws[w], PG);
+			size_t steps = ws[w] / PG;
+			if (steps < (4u << 20))
+				steps = 4u << 20;
+			chase(h, steps);
+			double v[REPEATS];
+			for (int rep = 0; rep < REPEATS; rep++)
+				v[rep] = chase(h, steps);
+			munmap(b, ws[w]);
+			snprintf(method, sizeof method,
+				 "Dependent-load pointer chase, random cyclic permutation with one cache line per 4K page "
+				 "over a %s working set mapped with %s; %zu loads per repeat; per load.",
+				 wname[w], huge ? "THPs (MADV_HUGEPAGE)" : "4K pages (MADV_NOHUGEPAGE)", steps);
+			char extra[96];
+			snprintf(extra, sizeof extra, ", \"working_set_bytes\": %zu, \"thp_fraction\": %.4f", ws[w], frac);
+			add_cost(name, v, REPEATS, "ns per access", method, extra);
+		}
+	}
+}
+
+/*
+ * Data TLB sizes from CPUID (AMD 0x80000006 L2 dTLB; Intel leaf 0x18), as
+ * "costs" with unit "entries": the reach terms of the access model.
+ */
+static void m_tlb_entries(void)
+{
+	unsigned a, b, c, d;
+	double e4 = 0, e2 = 0, e1 = 0;
+	const char *how = "unavailable";
+	if (__get_cpuid(0x80000006, &a, &b, &c, &d) && ((b >> 16) & 0xfff)) {
+		e4 = (b >> 16) & 0xfff;
+		e2 = (a >> 16) & 0xfff;
+		if (__get_cpuid(0x80000019, &a, &b, &c, &d))
+			e1 = (b >> 16) & 0xfff;
+		how = "CPUID 0x80000006 (L2 data TLB entries for 4K and 2M pages) and 0x80000019 (1G)";
+	} else if (__get_cpuid_count(0x18, 0, &a, &b, &c, &d)) {
+		unsigned max = a;
+		for (unsigned sub = 0; sub <= max; sub++) {
+			if (!__get_cpuid_count(0x18, sub, &a, &b, &c, &d))
+				break;
+			unsigned type = d & 0x1f; /* 1 data, 3 unified */
+			if (type != 1 && type != 3)
+				continue;
+			unsigned ways = b >> 16, sets = c;
+			double n = (double)ways * sets;
+			if (b & 1) e4 = n > e4 ? n : e4;
+			if (b & 2) e2 = n > e2 ? n : e2;
+			if (b & 8) e1 = n > e1 ? n : e1;
+		}
+		how = "CPUID leaf 0x18 (largest data/unified TLB level per page size)";
+	}
+	double v4[1] = {e4}, v2[1] = {e2}, v1[1] = {e1};
+	char m[256];
+	snprintf(m, sizeof m, "Entries of the data TLB for this page size, from %s.", how);
+	add_cost("tlb_entries_4k", v4, 1, "entries", m, NULL);
+	add_cost("tlb_entries_2m", v2, 1, "entries", m, NULL);
+	add_cost("tlb_entries_1g", v1, 1, "entries", m, NULL);
+}
+
 static void m_tlb(void)
 {
 	progress("access_tlb_hit / access_4k_random_large / access_2m_random_large / dram");
@@ -1557,6 +1639,8 @@ int main(int argc, char **argv)
 	m_thp_split();
 	m_move_pages_pagemap();
 	m_tlb();
+	m_access_curve();
+	m_tlb_entries();
 	m_compaction();
 
 	outf("\n }\n}\n");

@@ -55,3 +55,23 @@ describe('memtwin exec', () => {
     expect(r.stderr).toMatch(/missing\.jsonl: cannot read script \(ENOENT\)/);
   });
 });
+
+describe('memtwin run', () => {
+  it('exits 2 with a one-line located error for a broken scenario', () => {
+    const s = file('broken.yaml', 'name: x\nduration: 10ms\nprocesses:\n  - name: p\n    mappings:\n      - name: m\n        size: lots\n');
+    const r = memtwin('run', s, '--out', `${dir}/out-broken`);
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/broken\.yaml:7:15: processes\[0\]\.mappings\[0\]\.size: expected a size/);
+  });
+
+  it('runs a scenario and says where the report is', () => {
+    const s = file(
+      'tiny.yaml',
+      'name: tiny\nhost: this-machine\nduration: 5ms\nprocesses:\n  - name: p\n    mappings:\n      - { name: m, size: 8M }\n    threads:\n      - { name: t, cpu: 0, workload: { pattern: uniform, mapping: m } }\n',
+    );
+    const r = memtwin('run', s, '--out', `${dir}/out-tiny`, '--quiet');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/report: .*out-tiny\/report\.html/);
+  });
+});

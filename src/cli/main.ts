@@ -15,6 +15,8 @@ import { diffRuns } from '../opscript/diff.ts';
 import { jsonLine, table } from './format.ts';
 import type { Backend } from '../opscript/backend.ts';
 import { calibrate, CalibrateError, writeProfile } from './calibrate.ts';
+import { runCommand, RUN_HELP, defaultWorkers } from './run.ts';
+import { scenarioJsonSchema } from '../scenario/schema.ts';
 
 const program = new Command()
   .name('memtwin')
@@ -104,6 +106,28 @@ program
       console.log(`DIFF  #${x.i} ${x.op} ${x.field}: sim=${JSON.stringify(x.a)} linux=${JSON.stringify(x.b)}`);
     console.log(`${d.compared} ops compared, ${d.disagreements.length} disagreements, ${d.skipped.length} skipped`);
     process.exitCode = sim.invalid || lin.invalid ? 2 : d.disagreements.length ? 1 : 0;
+  });
+
+program
+  .command('run')
+  .description('run a scenario file (YAML): workloads in virtual time, results, and an HTML report')
+  .argument('<scenario>', 'scenario file (.yaml)')
+  .option('--out <dir>', 'output directory (default: out/<scenario name>)')
+  .option('--workers <n>', 'worker threads for sweeps (default: the number of cores)', String(defaultWorkers()))
+  .option('--quiet', 'no progress output')
+  .addHelpText('after', RUN_HELP)
+  .action(async (file, o) => {
+    const workers = Number(o.workers);
+    if (!Number.isInteger(workers) || workers < 1)
+      throw new InputError('--workers', undefined, undefined, undefined, `expected a positive integer, got "${o.workers}"`);
+    await runCommand(file, { out: o.out, workers, quiet: o.quiet });
+  });
+
+program
+  .command('schema')
+  .description('print the JSON Schema of scenario files (for editors)')
+  .action(() => {
+    console.log(JSON.stringify(scenarioJsonSchema(), null, 2));
   });
 
 program

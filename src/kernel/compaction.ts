@@ -26,12 +26,22 @@ export class CompactionState {
   readonly orderFailed: number[];
   /** kcompactd wake-ups pending per node (order requested), -1 = idle. */
   readonly kcompactdOrder: number[];
+  /**
+   * Where the scanners stopped last time, per node, in pageblocks
+   * (zone->compact_cached_migrate_pfn / compact_cached_free_pfn): the next
+   * compaction resumes there instead of rescanning the zone; both reset
+   * when the scanners meet.
+   */
+  readonly cachedMigrate: number[];
+  readonly cachedFree: number[];
   constructor(k: Kernel) {
     const n = k.host.nodes.length;
     this.considered = new Array<number>(n).fill(0);
     this.deferShift = new Array<number>(n).fill(0);
     this.orderFailed = new Array<number>(n).fill(MAX_PAGE_ORDER + 1);
     this.kcompactdOrder = new Array<number>(n).fill(-1);
+    this.cachedMigrate = new Array<number>(n).fill(0);
+    this.cachedFree = new Array<number>(n).fill(Infinity);
   }
 
   /** compaction_deferred() */
@@ -83,7 +93,10 @@ export function compactZone(k: Kernel, nid: number, order: number): CompactResul
     res.success = true;
     return res;
   }
-  let freeScanBlock = Math.floor((zone.pristineStart - zone.startPfn) / PAGEBLOCK_NR) - 1;
+  const st = k.compaction;
+  const top = Math.floor((zone.pristineStart - zone.startPfn) / PAGEBLOCK_NR) - 1;
+  let freeScanBlock = full ? top : Math.min(top, st.cachedFree[nid]!);
+  let b = full ? 0 : st.cachedMigrate[nid]!;
   const freePool: number[] = [];
   let freeScanned = 0;
   let migrateScanned = 0;
@@ -106,8 +119,12 @@ export function compactZone(k: Kernel, nid: number, order: number): CompactResul
     return freePool.length > 0;
   };
 
-  for (let b = 0; zone.startPfn + b * PAGEBLOCK_NR < zone.pristineStart; b++) {
-    if (b >= freeScanBlock) break; // scanners met
+  let met = false;
+  for (; zone.startPfn + b * PAGEBLOCK_NR < zone.pristineStart; b++) {
+    if (b >= freeScanBlock) {
+      met = true; // scanners met
+      break;
+    }
     const start = zone.startPfn + b * PAGEBLOCK_NR;
     if (zone.pageblockType(start) !== MIGRATE_MOVABLE) continue;
     // A pageblock is worth migrating only if everything in it can move.
@@ -147,6 +164,13 @@ export function compactZone(k: Kernel, nid: number, order: number): CompactResul
       res.success = true;
       break;
     }
+  }
+  if (met || zone.startPfn + b * PAGEBLOCK_NR >= zone.pristineStart) {
+    st.cachedMigrate[nid] = 0;
+    st.cachedFree[nid] = Infinity;
+  } else {
+    st.cachedMigrate[nid] = b;
+    st.cachedFree[nid] = freeScanBlock + 1;
   }
   // Return isolated free pages that were not used (release_freepages).
   for (const p of freePool) zone.free(p, 0);

@@ -217,6 +217,51 @@ export function followPage(mm: MmStruct, va: number): number {
   return pfnOfPte(pte);
 }
 
+/** Size of the leaf found by the last translate(): PAGE_SIZE, PMD_SIZE, PUD_SIZE, or 0. */
+export let translatedSize = 0;
+
+/**
+ * followPage and mappingSize in one page-table walk, for the workload
+ * engine's hot loop: returns the frame (or -1 for a zero page, -2 when not
+ * mapped) and leaves the leaf size in `translatedSize`.
+ */
+export function translate(mm: MmStruct, va: number): number {
+  const pt = mm.pgtable;
+  if (pt.puds.size) {
+    const leaf = pt.puds.get(PageTable.pudKey(va));
+    if (leaf) {
+      translatedSize = PUD_SIZE;
+      return leaf.pfn + Math.floor((va % PUD_SIZE) / PAGE_SIZE);
+    }
+  }
+  const e = pt.pmds.get(PageTable.pmdKey(va));
+  if (e === undefined) {
+    translatedSize = 0;
+    return -2;
+  }
+  if (e instanceof HugeLeaf) {
+    translatedSize = PMD_SIZE;
+    return e.isZero ? -1 : e.pfn + Math.floor((va % PMD_SIZE) / PAGE_SIZE);
+  }
+  const pte = e.ptes[(va / PAGE_SIZE) & 511]!;
+  if (pte === PTE_NONE) {
+    translatedSize = 0;
+    return -2;
+  }
+  translatedSize = PAGE_SIZE;
+  return pte === PTE_ZERO ? -1 : pte - 1;
+}
+
+/** Size of the leaf mapping va: PAGE_SIZE, PMD_SIZE or PUD_SIZE, 0 if nothing maps it. */
+export function mappingSize(mm: MmStruct, va: number): number {
+  const pt = mm.pgtable;
+  if (pt.puds.size && pt.puds.get(PageTable.pudKey(va))) return PUD_SIZE;
+  const e = pt.pmds.get(PageTable.pmdKey(va));
+  if (e === undefined) return 0;
+  if (e instanceof HugeLeaf) return PMD_SIZE;
+  return e.ptes[(va / PAGE_SIZE) & 511] === PTE_NONE ? 0 : PAGE_SIZE;
+}
+
 export interface AccessResult {
   signal?: 'SIGSEGV' | 'SIGBUS';
   at?: number;

@@ -1,0 +1,120 @@
+/** `memtwin run`: run a scenario (or sweep) and write results and a report. */
+import { basename, join, relative } from 'node:path';
+import cliProgress from 'cli-progress';
+import { runScenarioFile, defaultWorkers } from '../scenario/sweep.ts';
+import { renderRunReport, renderSweepReport } from '../report/report.ts';
+import type { RunResult } from '../scenario/result.ts';
+
+export const RUN_HELP = `
+A scenario file (YAML) describes a host, kernel knobs, processes with their
+mappings and threads with their workloads, a duration, sampling, a seed, and
+optionally a sweep of parameters. Complete example:
+
+  name: thp-random
+  description: THP always vs never on random access
+  seed: 1
+  host: default                 # hosts/default.yaml, a file, or an inline host
+  duration: 500ms               # virtual time
+  sample: { interval: 10ms }
+  kernel:                       # sysfs/procfs knobs written before the run
+    /sys/kernel/mm/transparent_hugepage/defrag: madvise
+  processes:
+    - name: app
+      mappings:
+        - name: heap
+          size: 1G
+          madvise: [MADV_HUGEPAGE]   # also: prot, flags, populate, fragment
+      threads:
+        - name: worker
+          cpu: 0
+          count: 4                   # worker-0..3 on CPUs 0..3
+          workload:                  # or: phases: [ {pattern..., duration}, ... ]
+            pattern: uniform         # sequential | uniform | zipf | first-touch
+            mapping: heap
+            read_ratio: 0.7          # also: offset, length, rate, stride, zipf_s
+  sweep:                             # one run per combination of values
+    - path: [kernel, /sys/kernel/mm/transparent_hugepage/enabled]
+      values: [always, never]
+      label: enabled
+
+Outputs in --out DIR (default out/<scenario name>): result.json,
+timeseries.csv (summary.csv for a sweep), report.html, and runs/<id>/ for
+each run of a sweep. Rerunning a sweep into the same DIR keeps the runs that
+already finished with the same inputs. JSON Schema for editors: memtwin schema.
+`;
+
+const report = { run: renderRunReport, sweep: renderSweepReport };
+
+export async function runCommand(file: string, o: { out?: string; workers: number; quiet?: boolean }): Promise<void> {
+  const outDir = o.out ?? join('out', basename(file).replace(/\.ya?ml$/, ''));
+  const tty = process.stderr.isTTY && !o.quiet;
+  let bar: cliProgress.SingleBar | undefined;
+  let total = 0;
+  let done = 0;
+  const startBar = (n: number, unit: string): void => {
+    if (!tty) return;
+    bar = new cliProgress.SingleBar(
+      { format: `{bar} {percentage}% | {value}/{total} ${unit}`, stream: process.stderr, hideCursor: true },
+      cliProgress.Presets.shades_classic,
+    );
+    bar.start(n, 0);
+  };
+  const t0 = performance.now();
+  let lastPct = -1;
+  const summary = await runScenarioFile(file, outDir, o.workers, report, {
+    onProgress: (f) => {
+      const pct = Math.floor(f * 100);
+      if (!bar && tty && total === 0) startBar(100, '% of virtual time');
+      if (bar) bar.update(pct);
+      else if (!o.quiet && pct >= lastPct + 25) {
+        process.stderr.write(`  ${pct}% of virtual time\n`);
+        lastPct = pct;
+      }
+    },
+    onRun: (ev) => {
+      if (total === 0) total = -1;
+      done++;
+      if (bar) bar.increment();
+      else if (!o.quiet)
+        process.stderr.write(
+          `  run ${ev.id}: ${ev.state === 'reused' ? 'kept from an earlier run' : `done in ${((ev.wallMs ?? 0) / 1000).toFixed(1)} s`}\n`,
+        );
+    },
+  });
+  bar?.stop();
+  void done;
+  const secs = ((performance.now() - t0) / 1000).toFixed(1);
+  const rel = relative(process.cwd(), outDir) || '.';
+  const runs = summary.results.length;
+  process.stdout.write(`${summaryTable(summary.results)}\n`);
+  process.stdout.write(
+    `${summary.loaded.base.name}: ${runs} run${runs > 1 ? 's' : ''}${summary.reused ? ` (${summary.reused} kept from before)` : ''} in ${secs} s\n` +
+      `report: ${join(rel, 'report.html')}\nresults: ${join(rel, 'result.json')}\n`,
+  );
+}
+
+function summaryTable(results: RunResult[]): string {
+  const cols = [
+    'throughput_per_s',
+    'access_ns_mean',
+    'faults',
+    'fault_ns_mean',
+    'rss_bytes',
+    'anon_huge_bytes',
+    'bloat_bytes',
+    'remote_access_ratio',
+  ];
+  const fmt = (k: string, v: number): string =>
+    k.endsWith('_bytes')
+      ? `${(v / 2 ** 20).toFixed(0)} MiB`
+      : k.endsWith('_ratio')
+        ? `${(v * 100).toFixed(1)}%`
+        : k.endsWith('_per_s')
+          ? `${(v / 1e6).toFixed(2)} M/s`
+          : String(v);
+  const rows = [['run', ...cols], ...results.map((r) => [r.run.id, ...cols.map((c) => fmt(c, r.final[c] ?? 0))])];
+  const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((x, i) => x.padEnd(w[i]!)).join('  ')).join('\n');
+}
+
+export { defaultWorkers };

@@ -1,0 +1,336 @@
+/**
+ * Server-side ECharts rendering to inline SVG strings, for the HTML reports.
+ *
+ * Output is deterministic (same input, byte-identical SVG) and self-contained:
+ * ZRender's per-instance id prefixes are replaced by the caller's chart id, the
+ * hover-only <style> block and classes are dropped, and so are the xmlns
+ * attributes (inline SVG in HTML does not need them), which leaves no URL at
+ * all in the markup.
+ */
+import * as echarts from 'echarts';
+import { formatTick, formatValue, scaleFor, type Scale, type Unit } from './units.ts';
+
+export const CHART_WIDTH = 1100;
+export const CHART_HEIGHT = 320;
+
+/** Series colours: a palette with good contrast on white, in a fixed order. */
+export const PALETTE = [
+  '#4e79a7',
+  '#f28e2b',
+  '#59a14f',
+  '#e15759',
+  '#76b7b2',
+  '#edc948',
+  '#b07aa1',
+  '#ff9da7',
+  '#9c755f',
+  '#bab0ac',
+  '#1f77b4',
+  '#8c564b',
+];
+
+// No double quotes: ZRender writes this into a double-quoted style attribute unescaped.
+const FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'DejaVu Sans', Arial, sans-serif";
+const AXIS_COLOR = '#5a5f6b';
+const GRID_COLOR = '#e3e6ec';
+
+export interface LineSeries {
+  name: string;
+  /** Sample times, virtual ns. */
+  t_ns: number[];
+  /** Values in the chart's unit, same length as t_ns. */
+  values: number[];
+  color?: string;
+  dashed?: boolean;
+}
+
+export interface LineChartSpec {
+  /** Unique within the page: prefixes the SVG's element ids. */
+  id: string;
+  series: LineSeries[];
+  unit: Unit;
+  /** Show the legend (default: when there is more than one series). */
+  legend?: boolean;
+  /** Accessible label of the chart. */
+  label?: string;
+  width?: number;
+  height?: number;
+}
+
+export interface BarGroup {
+  name: string;
+  /** One value per category, in the chart's unit. */
+  values: number[];
+  color?: string;
+}
+
+export interface BarChartSpec {
+  id: string;
+  categories: string[];
+  /** One bar per group within each category (e.g. one group per run). */
+  groups: BarGroup[];
+  unit: Unit;
+  label?: string;
+  width?: number;
+  height?: number;
+}
+
+/** The time unit of an x axis spanning up to `maxNs`: s from 2 s, ms from 2 ms, µs below. */
+export function timeScale(maxNs: number): Scale {
+  if (maxNs >= 2e9) return { div: 1e9, suffix: ' s' };
+  if (maxNs >= 2e6) return { div: 1e6, suffix: ' ms' };
+  return { div: 1e3, suffix: ' µs' };
+}
+
+/**
+ * Advance widths (em) of DejaVu Sans, the widest of the usual sans-serif
+ * fonts and Debian's default: ZRender's own estimate, made for narrower
+ * fonts, lets legend items overlap when the browser renders them in it.
+ */
+const EM: Record<string, number> = (() => {
+  const w: Record<string, number> = {};
+  const set = (chars: string, em: number): void => {
+    for (const c of chars) w[c] = em;
+  };
+  set('0123456789', 0.636);
+  set('abdgpqhnu', 0.635);
+  set('ceosz', 0.6);
+  set('fjilt', 0.4);
+  set('r', 0.411);
+  set('k', 0.579);
+  set('vxy', 0.592);
+  set('m', 0.974);
+  set('w', 0.818);
+  set('ABCKPRSTXYZ', 0.7);
+  set('DGHNOQUV', 0.79);
+  set('EFL', 0.632);
+  set('IJ', 0.3);
+  set('M', 0.863);
+  set('W', 0.989);
+  set(" .,:;'|!/", 0.34);
+  set('-', 0.361);
+  set('_*', 0.5);
+  set('"()[]', 0.401);
+  set('?', 0.531);
+  set('{}$µ', 0.636);
+  set('<>=+#~&', 0.838);
+  set('%@', 1.0);
+  return w;
+})();
+
+/** Text width in px for a CSS font string (size taken from it), a little generous. */
+export function measureTextWidth(text: string, font?: string): number {
+  const m = /(\d+(?:\.\d+)?)px/.exec(font ?? '');
+  const px = m ? Number(m[1]) : 12;
+  let em = 0;
+  if (font && /mono/.test(font)) em = [...text].length * 0.602;
+  else for (const ch of text) em += EM[ch] ?? (ch.charCodeAt(0) >= 0x2e80 ? 1 : 0.7);
+  if (font && /bold|[6-9]00/.test(font)) em *= 1.1;
+  return em * px * 1.03;
+}
+
+echarts.setPlatformAPI({ measureText: (text: string, font?: string) => ({ width: measureTextWidth(text, font) }) });
+
+const textWidth = (s: string, px = 12): number => measureTextWidth(s, `${px}px sans-serif`);
+
+/** How many rows a horizontal legend of these names needs in `width` pixels. */
+function legendRows(names: string[], width: number): number {
+  if (names.length === 0) return 0;
+  let rows = 1;
+  let x = 0;
+  for (const n of names) {
+    const w = 25 + 5 + textWidth(n) + 14;
+    if (x > 0 && x + w > width) {
+      rows++;
+      x = 0;
+    }
+    x += w;
+  }
+  return rows;
+}
+
+function maxAbs(values: Iterable<number>): number {
+  let m = 0;
+  for (const v of values) if (Number.isFinite(v) && Math.abs(v) > m) m = Math.abs(v);
+  return m;
+}
+
+/** Render an option to an SVG string and make it deterministic and self-contained. */
+function render(id: string, width: number, height: number, option: echarts.EChartsCoreOption, label: string | undefined): string {
+  const chart = echarts.init(null, null, { renderer: 'svg', ssr: true, width, height });
+  let svg: string;
+  try {
+    chart.setOption(option);
+    svg = chart.renderToSVGString();
+  } finally {
+    chart.dispose();
+  }
+  const safeId = id.replace(/[^A-Za-z0-9_-]/g, '_');
+  svg = svg
+    .replace(/<style\b[^>]*>[\s\S]*?<\/style>\s*/g, '')
+    .replace(/ class="zr\d+-cls-\d+"/g, '')
+    .replace(/ pointer-events="visible"/g, '')
+    .replace(/ xmlns(:\w+)?="[^"]*"/g, '')
+    .replace(/ version="1\.1" baseProfile="full"/, '')
+    .replace(/\bzr\d+-/g, `${safeId}-`)
+    .replace(/<defs >\s*<\/defs>\s*/g, '');
+  const aria = label === undefined ? '' : ` role="img" aria-label="${escapeAttr(label)}"`;
+  return svg.replace(/^<svg\b/, `<svg id="${safeId}"${aria}`).trimEnd();
+}
+
+function escapeAttr(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+
+function baseOption(names: string[], width: number): { option: Record<string, unknown>; top: number } {
+  // Estimate generously: ECharts packs a little less per row than the estimate.
+  const rows = legendRows(names, (width - 40) * 0.9);
+  // A legend row is its text line (~12.4px) plus itemGap, which ECharts applies vertically too.
+  const top = rows === 0 ? 16 : 12 + rows * 27;
+  return {
+    top,
+    option: {
+      animation: false,
+      backgroundColor: '#ffffff',
+      textStyle: { fontFamily: FONT, fontSize: 12 },
+      legend:
+        rows === 0
+          ? { show: false }
+          : {
+              show: true,
+              type: 'plain',
+              top: 6,
+              left: 'center',
+              width: width - 40,
+              itemGap: 14,
+              itemWidth: 25,
+              itemHeight: 10,
+              textStyle: { color: '#333a45', fontSize: 12 },
+            },
+    },
+  };
+}
+
+/** A line chart of several series over virtual time; x in µs/ms/s chosen from the range. */
+export function lineChartSVG(spec: LineChartSpec): string {
+  const width = spec.width ?? CHART_WIDTH;
+  const baseHeight = spec.height ?? CHART_HEIGHT;
+  const names = spec.series.map((s) => s.name);
+  const { option, top } = baseOption((spec.legend ?? names.length > 1) ? names : [], width);
+  const height = baseHeight + Math.max(0, top - 40);
+  const maxT = maxAbs(spec.series.flatMap((s) => [s.t_ns[0] ?? 0, s.t_ns[s.t_ns.length - 1] ?? 0]));
+  const ts = timeScale(maxT);
+  const ys = scaleFor(spec.unit, maxAbs(spec.series.flatMap((s) => s.values)));
+  const series = spec.series.map((s, i) => {
+    const color = s.color ?? PALETTE[i % PALETTE.length]!;
+    const data: [number, number][] = [];
+    const n = Math.min(s.t_ns.length, s.values.length);
+    for (let k = 0; k < n; k++) {
+      const v = s.values[k]!;
+      data.push([s.t_ns[k]! / ts.div, Number.isFinite(v) ? v / ys.div : NaN]);
+    }
+    return {
+      type: 'line',
+      name: s.name,
+      data,
+      showSymbol: false,
+      symbol: 'none',
+      sampling: 'lttb',
+      color,
+      lineStyle: { width: 1.6, color, type: s.dashed ? 'dashed' : 'solid' },
+      emphasis: { disabled: true },
+    };
+  });
+  return render(
+    spec.id,
+    width,
+    height,
+    {
+      ...option,
+      grid: { left: 84, right: 36, top, bottom: 44 },
+      xAxis: {
+        type: 'value',
+        min: 0,
+        max: maxT > 0 ? maxT / ts.div : 1,
+        name: 'virtual time',
+        nameLocation: 'middle',
+        nameGap: 26,
+        nameTextStyle: { color: AXIS_COLOR, fontSize: 12 },
+        axisLine: { lineStyle: { color: '#9aa0ab' } },
+        axisTick: { lineStyle: { color: '#9aa0ab' } },
+        axisLabel: { color: AXIS_COLOR, fontSize: 11, hideOverlap: true, formatter: (v: number) => formatTick(v, ts) },
+        splitLine: { show: true, lineStyle: { color: GRID_COLOR } },
+      },
+      yAxis: {
+        type: 'value',
+        axisLine: { show: false },
+        axisLabel: { color: AXIS_COLOR, fontSize: 11, formatter: (v: number) => formatTick(v, ys) },
+        splitLine: { show: true, lineStyle: { color: GRID_COLOR } },
+      },
+      series,
+    },
+    spec.label,
+  );
+}
+
+/** A bar chart of values by category, one bar per group within each category. */
+export function barChartSVG(spec: BarChartSpec): string {
+  const width = spec.width ?? CHART_WIDTH;
+  const baseHeight = spec.height ?? CHART_HEIGHT;
+  const names = spec.groups.map((g) => g.name);
+  const { option, top } = baseOption(names.length > 1 ? names : [], width);
+  const ys = scaleFor(spec.unit, maxAbs(spec.groups.flatMap((g) => g.values)));
+  const plotWidth = width - 108;
+  const perCategory = plotWidth / Math.max(1, spec.categories.length);
+  const longest = Math.max(0, ...spec.categories.map((c) => textWidth(c, 11)));
+  const rotate = longest + 8 > perCategory ? 30 : 0;
+  const labelDrop = rotate ? Math.min(120, Math.ceil(longest * 0.5 + 12)) : 0;
+  const height = baseHeight + Math.max(0, top - 40) + labelDrop;
+  // Value labels on the bars only where they fit across a bar.
+  const barWidth = (perCategory * 0.7) / Math.max(1, spec.groups.length);
+  const widest = Math.max(0, ...spec.groups.flatMap((g) => g.values.map((v) => textWidth(formatValue(v, spec.unit), 10))));
+  const showValues = widest + 2 <= Math.max(barWidth, perCategory / Math.max(1, spec.groups.length));
+  const series = spec.groups.map((g, i) => {
+    const color = g.color ?? PALETTE[i % PALETTE.length]!;
+    return {
+      type: 'bar',
+      name: g.name,
+      data: g.values.map((v) => (Number.isFinite(v) ? v / ys.div : NaN)),
+      color,
+      itemStyle: { color },
+      barMaxWidth: 48,
+      emphasis: { disabled: true },
+      label: {
+        show: showValues,
+        position: 'top',
+        fontSize: 10,
+        color: '#333a45',
+        formatter: (p: { dataIndex: number }) => formatValue(g.values[p.dataIndex] ?? NaN, spec.unit),
+      },
+    };
+  });
+  return render(
+    spec.id,
+    width,
+    height,
+    {
+      ...option,
+      grid: { left: 84, right: 24, top: top + (showValues ? 10 : 0), bottom: 28 + labelDrop },
+      xAxis: {
+        type: 'category',
+        data: spec.categories,
+        axisLine: { lineStyle: { color: '#9aa0ab' } },
+        axisTick: { alignWithLabel: true, lineStyle: { color: '#9aa0ab' } },
+        axisLabel: { color: AXIS_COLOR, fontSize: 11, interval: 0, rotate },
+      },
+      yAxis: {
+        type: 'value',
+        axisLine: { show: false },
+        axisLabel: { color: AXIS_COLOR, fontSize: 11, formatter: (v: number) => formatTick(v, ys) },
+        splitLine: { show: true, lineStyle: { color: GRID_COLOR } },
+      },
+      series,
+    },
+    spec.label,
+  );
+}

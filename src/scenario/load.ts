@@ -1,0 +1,150 @@
+/**
+ * Loading a scenario: YAML, schema, sweep expansion, and the checks a
+ * schema cannot express (names that must exist, CPUs of the host, knobs
+ * the simulator models), every error located in the file.
+ */
+import { basename } from 'node:path';
+import { YamlSource, type YamlPath } from '../util/yaml_input.ts';
+import { InputError } from '../util/input_error.ts';
+import { scenarioSchema, type Scenario } from './schema.ts';
+import { hostFromFile, resolveHost, type Host } from '../sim/host.ts';
+import { Kernel } from '../kernel/kernel.ts';
+import { CostProfile } from '../sim/cost_profile.ts';
+import { errnoName } from '../kernel/uapi.ts';
+
+export interface RunSpec {
+  index: number;
+  id: string;
+  params: Record<string, unknown>;
+  scenario: Scenario;
+}
+
+export interface LoadedScenario {
+  file: string;
+  base: Scenario;
+  runs: RunSpec[];
+  swept: { path: (string | number)[]; label: string; values: unknown[] }[];
+}
+
+const clone = <T>(x: T): T => structuredClone(x);
+
+function setPath(obj: unknown, path: (string | number)[], value: unknown): void {
+  let cur = obj as Record<string | number, unknown>;
+  for (let i = 0; i < path.length - 1; i++) {
+    const k = path[i]!;
+    if (cur[k] === undefined || cur[k] === null || typeof cur[k] !== 'object') cur[k] = typeof path[i + 1] === 'number' ? [] : {};
+    cur = cur[k] as Record<string | number, unknown>;
+  }
+  cur[path[path.length - 1]!] = value;
+}
+
+function slug(v: unknown): string {
+  return String(typeof v === 'object' ? JSON.stringify(v) : v)
+    .replace(/^\/sys\/kernel\/mm\/transparent_hugepage\//, 'thp-')
+    .replace(/[^A-Za-z0-9._+-]+/g, '-')
+    .replace(/^-|-$/g, '')
+    .slice(0, 40);
+}
+
+export function loadScenario(file: string, text?: string): LoadedScenario {
+  const src = YamlSource.read(file, text);
+  const base = src.validate(scenarioSchema);
+  check(src, base, (p) => p);
+  const swept = (base.sweep ?? []).map((s) => ({ path: s.path, label: s.label ?? String(s.path[s.path.length - 1]), values: s.values }));
+  const runs: RunSpec[] = [];
+  if (!swept.length) runs.push({ index: 0, id: 'base', params: {}, scenario: base });
+  else {
+    // Cartesian product, first sweep entry varying slowest.
+    const combos: number[][] = [[]];
+    for (const s of swept) {
+      const next: number[][] = [];
+      for (const c of combos) for (let v = 0; v < s.values.length; v++) next.push([...c, v]);
+      combos.splice(0, combos.length, ...next);
+    }
+    combos.forEach((combo, index) => {
+      const raw = clone(src.data) as Record<string, unknown>;
+      delete raw.sweep;
+      const params: Record<string, unknown> = {};
+      combo.forEach((v, j) => {
+        setPath(raw, swept[j]!.path, swept[j]!.values[v]);
+        params[swept[j]!.label] = swept[j]!.values[v];
+      });
+      // A bad sweep value is reported at the value in the sweep list.
+      const where = (p: YamlPath): YamlPath => {
+        for (let j = 0; j < swept.length; j++) {
+          const sp = swept[j]!.path;
+          if (sp.length <= p.length && sp.every((x, i) => String(x) === String(p[i]))) return ['sweep', j, 'values', combo[j]!];
+        }
+        return p;
+      };
+      const scenario = src.validate(scenarioSchema, raw, where);
+      check(src, scenario, where);
+      const id = `${String(index).padStart(3, '0')}-${combo.map((v, j) => `${slug(swept[j]!.label)}=${slug(swept[j]!.values[v])}`).join(',')}`;
+      runs.push({ index, id, params, scenario });
+    });
+  }
+  return { file, base, runs, swept };
+}
+
+export function hostOf(s: Scenario, file: string): Host {
+  if (typeof s.host === 'string') {
+    try {
+      return resolveHost(s.host);
+    } catch (e) {
+      if (e instanceof InputError) throw e;
+      throw new InputError(file, undefined, undefined, 'host', `cannot load host "${s.host}": ${(e as Error).message}`);
+    }
+  }
+  return hostFromFile(s.host);
+}
+
+/** Checks beyond the schema, located through `where`. */
+function check(src: YamlSource, s: Scenario, where: (p: YamlPath) => YamlPath): void {
+  const host = hostOf(s, src.file);
+  const probe = new Kernel({ host, costs: CostProfile.default() });
+  for (const [knob, value] of Object.entries(s.kernel)) {
+    if (!probe.sysfs.has(knob))
+      throw src.error(where(['kernel', knob]), `unknown knob: memtwin models ${shortList(probe.sysfs.paths())}`, true);
+    const r = probe.sysfs.write(knob, String(value));
+    if (r < 0) throw src.error(where(['kernel', knob]), `the kernel rejects ${JSON.stringify(value)} for ${knob} (${errnoName(r)})`);
+  }
+  const names = new Set<string>();
+  s.processes.forEach((p, pi) => {
+    if (names.has(p.name)) throw src.error(where(['processes', pi, 'name']), `process name "${p.name}" is used twice`);
+    names.add(p.name);
+    const maps = new Set<string>();
+    p.mappings.forEach((m, mi) => {
+      if (maps.has(m.name))
+        throw src.error(where(['processes', pi, 'mappings', mi, 'name']), `mapping name "${m.name}" is used twice in process ${p.name}`);
+      maps.add(m.name);
+    });
+    const threads = new Set<string>();
+    p.threads.forEach((t, ti) => {
+      if (threads.has(t.name)) throw src.error(where(['processes', pi, 'threads', ti, 'name']), `thread name "${t.name}" is used twice`);
+      threads.add(t.name);
+      for (let c = t.cpu; c < t.cpu + t.count; c++)
+        if (!host.cpuNode.has(c))
+          throw src.error(
+            where(['processes', pi, 'threads', ti, 'cpu']),
+            `CPU ${c} does not exist on host ${host.name} (CPUs ${[...host.cpuNode.keys()].join(',')})`,
+          );
+      const phases = 'phases' in t.workload ? t.workload.phases : [t.workload];
+      phases.forEach((ph, phi) => {
+        const at: YamlPath =
+          'phases' in t.workload
+            ? ['processes', pi, 'threads', ti, 'workload', 'phases', phi, 'mapping']
+            : ['processes', pi, 'threads', ti, 'workload', 'mapping'];
+        if (!maps.has(ph.mapping))
+          throw src.error(where(at), `no mapping "${ph.mapping}" in process ${p.name} (it has ${[...maps].join(', ')})`);
+      });
+    });
+  });
+}
+
+function shortList(xs: string[]): string {
+  return xs.length > 8 ? `${xs.slice(0, 8).join(', ')}, ... (${xs.length} knobs)` : xs.join(', ');
+}
+
+export function scenarioName(l: LoadedScenario): string {
+  return l.base.name || basename(l.file).replace(/\.ya?ml$/, '');
+}

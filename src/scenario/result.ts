@@ -1,0 +1,65 @@
+/**
+ * What a scenario run produces (DIR/result.json). The report renderer and
+ * the sweep summary read only this; nothing here depends on how it was
+ * computed.
+ */
+
+export interface SeriesData {
+  /** Sample times, virtual nanoseconds since the start of the run. */
+  t_ns: number[];
+  /**
+   * One column per metric, same length as t_ns. Names:
+   * - rss_bytes, anon_huge_bytes: memory of all scenario processes at the sample
+   * - faults: page faults during the interval; fault_ns_mean: mean fault cost in it
+   * - throughput.<process>/<thread>: accesses per second during the interval
+   * - local.<node>, remote.<node>: accesses to pages on <node> from a CPU on the
+   *   same node / another node, during the interval
+   * - thp_fault_alloc, thp_fault_fallback, compact_stall: cumulative counters
+   */
+  metrics: Record<string, number[]>;
+}
+
+export interface ThreadResult {
+  process: string;
+  thread: string;
+  cpu: number;
+  node: number;
+  accesses: number;
+  reads: number;
+  writes: number;
+  faults: number;
+  /** Simulated time spent in page faults, ns. */
+  fault_ns: number;
+  local_accesses: number;
+  remote_accesses: number;
+  /** Accesses per second of virtual time over the whole run. */
+  throughput: number;
+  /** Why the thread stopped early (a signal), if it did. */
+  stopped?: string;
+}
+
+export interface RunResult {
+  memtwin: { version: string };
+  scenario: { name: string; description?: string; file: string };
+  /** Which run of a sweep this is (index 0, id "base" when there is no sweep). */
+  run: { index: number; id: string; params: Record<string, unknown> };
+  seed: number;
+  duration_ns: number;
+  host: { name: string; nodes: { id: number; memory: number; cpus: number[] }[]; distances: number[][] };
+  profile: { date: string; machine: string };
+  /** The scenario as run: sweep values substituted, defaults filled in. */
+  inputs: unknown;
+  /** Final metrics, flat: name -> value (units in the name: _bytes, _ns, _per_s). */
+  final: Record<string, number>;
+  threads: ThreadResult[];
+  series: SeriesData;
+}
+
+/** DIR/result.json of a sweep: every run's identity and final metrics. */
+export interface SweepResult {
+  memtwin: { version: string };
+  scenario: { name: string; description?: string; file: string };
+  /** The swept parameters, as paths into the scenario. */
+  swept: { path: string[]; label: string; values: unknown[] }[];
+  runs: { index: number; id: string; params: Record<string, unknown>; dir: string; final: Record<string, number> }[];
+}

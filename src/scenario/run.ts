@@ -1,0 +1,314 @@
+/**
+ * One scenario run: build the host kernel, write the knobs, create the
+ * processes and their mappings, start the workload threads, sample metrics
+ * at a fixed virtual interval, and return everything as a RunResult.
+ */
+import { Kernel } from '../kernel/kernel.ts';
+import { CostProfile } from '../sim/cost_profile.ts';
+import { flags as flagValue } from '../opscript/values.ts';
+import { MADV, PAGE_SIZE, PMD_SIZE, errnoName } from '../kernel/uapi.ts';
+import { HugeLeaf } from '../kernel/mm_types.ts';
+import { PG } from '../kernel/page.ts';
+import { populateRange } from '../kernel/mmap.ts';
+import { AccessModel } from '../workload/access_model.ts';
+import { WorkloadThread, streamFor, type PhaseRuntime } from '../workload/engine.ts';
+import { InputError } from '../util/input_error.ts';
+import { hostOf, type RunSpec } from './load.ts';
+import type { Process } from '../kernel/sched.ts';
+import type { RunResult, SeriesData, ThreadResult } from './result.ts';
+import type { Scenario } from './schema.ts';
+
+export const MEMTWIN_VERSION = '0.1.0';
+
+interface MappingRt {
+  base: number;
+  len: number;
+  /** Pages written at least once (what the workload really needed in memory). */
+  written: Uint8Array;
+}
+
+export interface RunOptions {
+  file: string;
+  /** Called now and then with the fraction of virtual time done. */
+  progress?: (fraction: number) => void;
+}
+
+export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
+  const s = spec.scenario;
+  const host = hostOf(s, opts.file);
+  const costs = s.profile ? CostProfile.load(s.profile) : CostProfile.default();
+  const k = new Kernel({ host, costs, seed: s.seed });
+  const model = new AccessModel(costs);
+  for (const [path, value] of Object.entries(s.kernel)) {
+    const r = k.sysfs.write(path, String(value));
+    if (r < 0)
+      throw new InputError(
+        opts.file,
+        undefined,
+        undefined,
+        `kernel.${path}`,
+        `the kernel rejects ${JSON.stringify(value)} (${errnoName(r)})`,
+      );
+  }
+
+  const procs: { p: Process; maps: Map<string, MappingRt> }[] = [];
+  const threads: WorkloadThread[] = [];
+  for (const ps of s.processes) {
+    const firstCpu = ps.threads[0]?.cpu ?? host.nodes[0]!.cpus[0] ?? 0;
+    const p = k.createProcess(ps.name, firstCpu);
+    const maps = new Map<string, MappingRt>();
+    for (const m of ps.mappings) {
+      const prot = flagValue('prot', m.prot, 'prot');
+      const fl = flagValue('flags', m.flags, 'mmap');
+      const addr = k.mmap(p, 0, m.size, prot, fl);
+      if (addr < 0)
+        throw new InputError(
+          opts.file,
+          undefined,
+          undefined,
+          `processes.${ps.name}.mappings.${m.name}`,
+          `mmap failed with ${errnoName(addr)}`,
+        );
+      for (const a of m.madvise) {
+        const r = k.madvise(p, addr, m.size, MADV[a]);
+        if (r < 0)
+          throw new InputError(
+            opts.file,
+            undefined,
+            undefined,
+            `processes.${ps.name}.mappings.${m.name}.madvise`,
+            `${a} failed with ${errnoName(r)}`,
+          );
+      }
+      const written = new Uint8Array(Math.ceil(m.size / PAGE_SIZE));
+      if (m.fragment) {
+        populateRange(k, p, addr, addr + m.size, true);
+        for (let i = 0; i < written.length; i++) {
+          if (i % m.fragment !== 0) k.madvise(p, addr + i * PAGE_SIZE, PAGE_SIZE, MADV.MADV_DONTNEED);
+          else written[i] = 1;
+        }
+      } else if (m.populate) {
+        populateRange(k, p, addr, addr + m.size, true);
+        written.fill(1);
+      }
+      maps.set(m.name, { base: addr, len: m.size, written });
+    }
+    procs.push({ p, maps });
+
+    // first-touch slices: threads of this process doing first-touch on the same mapping, in order
+    const sliceCount = new Map<string, number>();
+    for (const t of ps.threads)
+      for (const ph of 'phases' in t.workload ? t.workload.phases : [t.workload])
+        if (ph.pattern === 'first-touch') sliceCount.set(ph.mapping, (sliceCount.get(ph.mapping) ?? 0) + t.count);
+    const sliceNext = new Map<string, number>();
+
+    for (const t of ps.threads) {
+      for (let r = 0; r < t.count; r++) {
+        const name = t.count > 1 ? `${t.name}-${r}` : t.name;
+        const kt = r === 0 && t === ps.threads[0] ? p.mainThread : k.createThread(p, t.cpu + r);
+        if (typeof kt === 'number')
+          throw new InputError(opts.file, undefined, undefined, `processes.${ps.name}.threads.${name}`, `no CPU ${t.cpu + r}`);
+        if (kt === p.mainThread) kt.cpu = t.cpu + r;
+        const rng = k.random.stream(`${ps.name}/${name}`);
+        let at = 0;
+        const phases: PhaseRuntime[] = ('phases' in t.workload ? t.workload.phases : [{ ...t.workload, duration: undefined }]).map((ph) => {
+          const m = maps.get(ph.mapping)!;
+          let slice = { index: r, of: t.count };
+          if (ph.pattern === 'first-touch') {
+            const i = sliceNext.get(ph.mapping) ?? 0;
+            sliceNext.set(ph.mapping, i + 1);
+            slice = { index: i, of: sliceCount.get(ph.mapping)! };
+          }
+          const end = ph.duration === undefined ? Infinity : (at += ph.duration);
+          return { spec: ph, stream: streamFor(ph, m.base, m.len, rng, slice), end };
+        });
+        const touch = writtenMarker(maps);
+        threads.push(new WorkloadThread(k, p, kt, `${ps.name}/${name}`, phases, model, () => rng.float(), touch, threads.length));
+      }
+    }
+  }
+
+  // Phase ends were relative to the start of the workloads.
+  const t0 = k.clock.now();
+  for (const wt of threads) for (const ph of wt.phases) ph.end += t0;
+  const end = t0 + s.duration;
+
+  // The sampler is scheduled first, so its sample at t0 is the baseline before any access.
+  const series = sampler(k, s, procs, threads, t0, end, opts.progress);
+  for (const wt of threads) {
+    const tick = (): void => {
+      const used = wt.step(end);
+      if (used !== Infinity && k.clock.now() + used < end) k.events.schedule(k.clock.now() + used, wt.name, tick);
+    };
+    k.events.schedule(t0, wt.name, tick);
+  }
+
+  k.events.runUntil(end);
+  series.sample();
+  return {
+    memtwin: { version: MEMTWIN_VERSION },
+    scenario: { name: s.name, ...(s.description ? { description: s.description } : {}), file: opts.file },
+    run: { index: spec.index, id: spec.id, params: spec.params },
+    seed: s.seed,
+    duration_ns: s.duration,
+    host: { name: host.name, nodes: host.nodes, distances: host.distances },
+    profile: { date: costs.data.date, machine: `${costs.data.machine.cpu_model}, ${costs.data.machine.kernel}` },
+    inputs: inputsOf(s),
+    final: finalMetrics(k, s, procs, threads),
+    threads: threads.map((wt) => threadResult(wt, s.duration)),
+    series: series.data,
+  };
+}
+
+function writtenMarker(maps: Map<string, MappingRt>): (va: number) => void {
+  const list = [...maps.values()];
+  let last = list[0]!;
+  return (va) => {
+    if (va < last.base || va >= last.base + last.len) {
+      const m = list.find((x) => va >= x.base && va < x.base + x.len);
+      if (!m) return;
+      last = m;
+    }
+    last.written[Math.floor((va - last.base) / PAGE_SIZE)] = 1;
+  };
+}
+
+/** The scenario as run, without the sweep section (a run has its values in place). */
+export function inputsOf(s: Scenario): unknown {
+  const { sweep: _sweep, ...rest } = s;
+  return rest;
+}
+
+function memoryOf(k: Kernel, procs: { p: Process }[]): { rss: number; anonHuge: number } {
+  let rss = 0;
+  let anonHuge = 0;
+  for (const { p } of procs) {
+    rss += (p.mm.rssAnon + p.mm.rssShmem) * PAGE_SIZE;
+    for (const e of p.mm.pgtable.pmds.values())
+      if (e instanceof HugeLeaf && !e.isZero && !(k.mem.flags(e.pfn) & PG.hugetlb)) anonHuge += PMD_SIZE;
+  }
+  return { rss, anonHuge };
+}
+
+function sampler(
+  k: Kernel,
+  s: Scenario,
+  procs: { p: Process }[],
+  threads: WorkloadThread[],
+  t0: number,
+  end: number,
+  progress?: (f: number) => void,
+) {
+  const data: SeriesData = { t_ns: [], metrics: {} };
+  const col = (name: string): number[] => (data.metrics[name] ??= []);
+  let lastT = t0;
+  let lastFaults = k.vmstat.events.pgfault;
+  let lastFaultNs = 0;
+  const lastAcc = threads.map(() => 0);
+  const nodes = k.nrNodes;
+  let lastLocal = new Array<number>(nodes).fill(0);
+  let lastRemote = new Array<number>(nodes).fill(0);
+  const sample = (): void => {
+    const now = k.clock.now();
+    if (data.t_ns.length && now === data.t_ns[data.t_ns.length - 1]! + t0) return;
+    const dt = Math.max(1, now - lastT) / 1e9;
+    data.t_ns.push(now - t0);
+    const mem = memoryOf(k, procs);
+    col('rss_bytes').push(mem.rss);
+    col('anon_huge_bytes').push(mem.anonHuge);
+    const faults = k.vmstat.events.pgfault;
+    const faultNs = threads.reduce((a, t) => a + t.faultNs, 0);
+    col('faults').push(faults - lastFaults);
+    col('fault_ns_mean').push(faults > lastFaults ? Math.round((faultNs - lastFaultNs) / (faults - lastFaults)) : 0);
+    lastFaults = faults;
+    lastFaultNs = faultNs;
+    threads.forEach((t, i) => {
+      col(`throughput.${t.name}`).push(Math.round((t.accesses - lastAcc[i]!) / dt));
+      lastAcc[i] = t.accesses;
+    });
+    const local = new Array<number>(nodes).fill(0);
+    const remote = new Array<number>(nodes).fill(0);
+    for (const t of threads)
+      for (let n = 0; n < nodes; n++) {
+        local[n]! += t.byNodeLocal[n]!;
+        remote[n]! += t.byNodeRemote[n]!;
+      }
+    for (let n = 0; n < nodes; n++) {
+      col(`local.${n}`).push(local[n]! - lastLocal[n]!);
+      col(`remote.${n}`).push(remote[n]! - lastRemote[n]!);
+    }
+    lastLocal = local;
+    lastRemote = remote;
+    const ev = k.vmstat.events;
+    col('thp_fault_alloc').push(ev.thp_fault_alloc);
+    col('thp_fault_fallback').push(ev.thp_fault_fallback);
+    col('compact_stall').push(ev.compact_stall);
+    lastT = now;
+    progress?.((now - t0) / (end - t0));
+  };
+  const interval = Math.max(1, s.sample.interval);
+  const tick = (): void => {
+    sample();
+    if (k.clock.now() + interval < end) k.events.schedule(k.clock.now() + interval, 'sampler', tick);
+  };
+  k.events.schedule(t0, 'sampler', tick);
+  return { data, sample };
+}
+
+function finalMetrics(
+  k: Kernel,
+  s: Scenario,
+  procs: { p: Process; maps: Map<string, MappingRt> }[],
+  threads: WorkloadThread[],
+): Record<string, number> {
+  const mem = memoryOf(k, procs);
+  let written = 0;
+  for (const { maps } of procs) for (const m of maps.values()) for (const b of m.written) written += b;
+  const acc = threads.reduce((a, t) => a + t.accesses, 0);
+  const faults = threads.reduce((a, t) => a + t.faults, 0);
+  const faultNs = threads.reduce((a, t) => a + t.faultNs, 0);
+  const remote = threads.reduce((a, t) => a + t.remote, 0);
+  const accessNs = threads.reduce((a, t) => a + t.accessNs, 0);
+  const ev = k.vmstat.events;
+  const anon = procs.reduce((a, { p }) => a + p.mm.rssAnon * PAGE_SIZE, 0);
+  return {
+    accesses: acc,
+    throughput_per_s: Math.round(acc / (s.duration / 1e9)),
+    access_ns_mean: acc ? Math.round((accessNs / acc) * 10) / 10 : 0,
+    faults,
+    fault_ns_total: Math.round(faultNs),
+    fault_ns_mean: faults ? Math.round(faultNs / faults) : 0,
+    rss_bytes: mem.rss,
+    anon_huge_bytes: mem.anonHuge,
+    anon_huge_fraction: anon ? Math.round((mem.anonHuge / anon) * 1e4) / 1e4 : 0,
+    written_bytes: written * PAGE_SIZE,
+    bloat_bytes: Math.max(0, mem.rss - written * PAGE_SIZE),
+    remote_access_ratio: acc ? Math.round((remote / acc) * 1e4) / 1e4 : 0,
+    thp_fault_alloc: ev.thp_fault_alloc,
+    thp_fault_fallback: ev.thp_fault_fallback,
+    compact_stall: ev.compact_stall,
+    compact_success: ev.compact_success,
+    compact_fail: ev.compact_fail,
+    pgmigrate_success: ev.pgmigrate_success,
+    threads_stopped: threads.filter((t) => t.stopped).length,
+  };
+}
+
+function threadResult(wt: WorkloadThread, durationNs: number): ThreadResult {
+  const [process, thread] = wt.name.split('/') as [string, string];
+  return {
+    process,
+    thread,
+    cpu: wt.thread.cpu,
+    node: wt.cpuNode,
+    accesses: wt.accesses,
+    reads: wt.reads,
+    writes: wt.writes,
+    faults: wt.faults,
+    fault_ns: Math.round(wt.faultNs),
+    local_accesses: wt.local,
+    remote_accesses: wt.remote,
+    throughput: Math.round(wt.accesses / (durationNs / 1e9)),
+    ...(wt.stopped ? { stopped: wt.stopped } : {}),
+  };
+}

@@ -1,0 +1,153 @@
+/**
+ * The scenario path end to end: loading with located errors, determinism,
+ * worker-count independence, resuming a sweep, and a real run's report in
+ * a browser.
+ */
+import { describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { loadScenario } from './load.ts';
+import { runScenario } from './run.ts';
+import { runScenarioFile } from './sweep.ts';
+import { renderRunReport, renderSweepReport } from '../report/report.ts';
+import { InputError } from '../util/input_error.ts';
+import { scenarioJsonSchema } from './schema.ts';
+import { CHROMIUM, chromium, pageErrors } from '../testing/chromium.ts';
+
+const report = { run: renderRunReport, sweep: renderSweepReport };
+const dir = mkdtempSync(join(tmpdir(), 'memtwin-scn-'));
+
+const SMALL = `# a small scenario for tests
+name: small
+seed: 7
+host:
+  name: tiny
+  nodes:
+    - { id: 0, memory: 256M, cpus: 0-1 }
+    - { id: 1, memory: 256M, cpus: 2-3 }
+  distances: [[10, 21], [21, 10]]
+duration: 20ms
+sample: { interval: 1ms }
+kernel:
+  /sys/kernel/mm/transparent_hugepage/enabled: madvise
+processes:
+  - name: app
+    mappings:
+      - name: heap
+        size: 64M
+        madvise: [MADV_HUGEPAGE]
+      - name: side
+        size: 16M
+    threads:
+      - name: w
+        cpu: 0
+        count: 2
+        workload: { pattern: uniform, mapping: heap, read_ratio: 0.7 }
+      - name: z
+        cpu: 2
+        workload:
+          phases:
+            - { pattern: first-touch, mapping: side }
+            - { pattern: zipf, mapping: side, zipf_s: 1.1 }
+sweep:
+  - path: [kernel, /sys/kernel/mm/transparent_hugepage/enabled]
+    values: [always, never]
+    label: enabled
+`;
+
+function file(name: string, text: string): string {
+  const f = join(dir, name);
+  writeFileSync(f, text);
+  return f;
+}
+
+function loadError(text: string): InputError {
+  try {
+    loadScenario(file('bad.yaml', text));
+  } catch (e) {
+    if (e instanceof InputError) return e;
+    throw e;
+  }
+  throw new Error('expected an error');
+}
+
+describe('scenario files', () => {
+  it('expand a sweep into runs with ids and parameters', () => {
+    const l = loadScenario(file('small.yaml', SMALL));
+    expect(l.runs.map((r) => r.id)).toEqual(['000-enabled=always', '001-enabled=never']);
+    expect(l.runs[1]!.scenario.kernel['/sys/kernel/mm/transparent_hugepage/enabled']).toBe('never');
+  });
+
+  it('report bad input with file, line, column and what was expected', () => {
+    let e = loadError(SMALL.replace('duration: 20ms', 'duration: soon'));
+    expect(e.message).toMatch(/bad\.yaml:10:11: duration: expected a duration such as 2s/);
+    e = loadError(
+      SMALL.replace('/sys/kernel/mm/transparent_hugepage/enabled: madvise', '/sys/kernel/mm/transparent_hugepage/enabld: madvise'),
+    );
+    expect(e.message).toMatch(/bad\.yaml:13:3: kernel: unknown knob/);
+    e = loadError(SMALL.replace('        size: 64M', '        size: 64M\n        colour: red'));
+    expect(e.message).toMatch(/bad\.yaml:19:9: processes\[0\]\.mappings\[0\]: unknown field 'colour'/);
+    e = loadError(SMALL.replace('cpu: 2', 'cpu: 9'));
+    expect(e.message).toMatch(/bad\.yaml:\d+:\d+: processes\[0\]\.threads\[1\]\.cpu: CPU 9 does not exist/);
+    e = loadError(SMALL.replace('mapping: heap, read_ratio', 'mapping: hep, read_ratio'));
+    expect(e.message).toMatch(/no mapping "hep" in process app/);
+    e = loadError(SMALL.replace('values: [always, never]', 'values: [always, sometimes]'));
+    expect(e.message).toMatch(/bad\.yaml:35:22: sweep\[0\]\.values\[1\]: the kernel rejects "sometimes"/);
+  });
+
+  it('has a JSON Schema for editors', () => {
+    const s = scenarioJsonSchema() as { properties: Record<string, unknown>; required: string[] };
+    expect(Object.keys(s.properties)).toEqual(expect.arrayContaining(['host', 'kernel', 'processes', 'sweep', 'duration', 'seed']));
+    expect(s.required).toEqual(expect.arrayContaining(['name', 'duration', 'processes']));
+  });
+});
+
+describe('scenario runs', () => {
+  it('are deterministic: the same seed gives byte-identical results', () => {
+    const l = loadScenario(file('small.yaml', SMALL));
+    const a = JSON.stringify(runScenario(l.runs[0]!, { file: l.file }));
+    const b = JSON.stringify(runScenario(l.runs[0]!, { file: l.file }));
+    expect(a).toBe(b);
+    const r = JSON.parse(a);
+    expect(r.final.accesses).toBeGreaterThan(10_000);
+    expect(r.series.t_ns.length).toBeGreaterThanOrEqual(20);
+    expect(r.threads.map((t: { thread: string }) => t.thread)).toEqual(['w-0', 'w-1', 'z']);
+    // THP always: the advised heap is huge
+    expect(r.final.anon_huge_bytes).toBeGreaterThan(0);
+  });
+
+  it('give the same sweep results with 1 or 2 workers, and resume without redoing finished runs', async () => {
+    const f = file('small.yaml', SMALL);
+    const d1 = join(dir, 'w1');
+    const d2 = join(dir, 'w2');
+    await runScenarioFile(f, d1, 1, report);
+    const s2 = await runScenarioFile(f, d2, 2, report);
+    expect(s2.reused).toBe(0);
+    for (const id of ['000-enabled=always', '001-enabled=never'])
+      expect(readFileSync(join(d2, 'runs', id, 'result.json'), 'utf8')).toBe(readFileSync(join(d1, 'runs', id, 'result.json'), 'utf8'));
+    expect(readFileSync(join(d2, 'result.json'), 'utf8').replace(/w2/g, 'w1')).toBe(readFileSync(join(d1, 'result.json'), 'utf8'));
+    // Interrupted: one run's result is missing. The rerun keeps the other.
+    const keep = join(d1, 'runs', '000-enabled=always', 'result.json');
+    const before = statSync(keep).mtimeMs;
+    rmSync(join(d1, 'runs', '001-enabled=never', 'result.json'));
+    const again = await runScenarioFile(f, d1, 2, report);
+    expect(again.reused).toBe(1);
+    expect(statSync(keep).mtimeMs).toBe(before);
+    expect(readdirSync(join(d1, 'runs'))).toHaveLength(2);
+    expect(readFileSync(join(d1, 'summary.csv'), 'utf8').split('\n')[0]).toMatch(/^run,enabled,accesses,/);
+  });
+
+  it.skipIf(!CHROMIUM)('writes a report.html that opens in headless Chromium and shows its charts', async () => {
+    const f = file('small.yaml', SMALL);
+    const out = join(dir, 'browser');
+    await runScenarioFile(f, out, 1, report);
+    for (const page of [join(out, 'report.html'), join(out, 'runs', '000-enabled=always', 'report.html')]) {
+      const r = await chromium(['--dump-dom', pathToFileURL(page).href]);
+      expect(pageErrors(r.stderr)).toEqual([]);
+      expect(r.stdout.split('<svg').length - 1).toBeGreaterThanOrEqual(4);
+      expect(r.stdout).toMatch(/<path d="M[^"]{50,}"/);
+    }
+  });
+});

@@ -1,0 +1,148 @@
+/**
+ * Scenario files (YAML). The zod schema here is the single definition:
+ * validation, defaults, and the JSON Schema editors use
+ * (`memtwin schema > scenario.schema.json`) all come from it.
+ */
+import { z } from 'zod';
+import { hostSchema } from '../sim/host.ts';
+import { parseSize } from '../util/input_error.ts';
+import { MADV } from '../kernel/uapi.ts';
+
+export const size = z
+  .union([z.number().int().nonnegative(), z.string()])
+  .describe('bytes, or a size such as "4K", "2M", "1G"')
+  .transform((v, ctx) => {
+    const b = parseSize(v);
+    if (b === undefined) {
+      ctx.addIssue({ code: 'custom', message: `expected a size such as 2M or 1G, got ${JSON.stringify(v)}` });
+      return z.NEVER;
+    }
+    return b;
+  });
+
+const UNITS: Record<string, number> = { ns: 1, us: 1e3, µs: 1e3, ms: 1e6, s: 1e9 };
+/** Durations: "2s", "10ms", "500us", "100ns", or a number of nanoseconds. */
+export const duration = z
+  .union([z.number().nonnegative(), z.string()])
+  .describe('virtual time: "2s", "10ms", "500us", or nanoseconds')
+  .transform((v, ctx) => {
+    if (typeof v === 'number') return Math.round(v);
+    const m = /^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s)\s*$/.exec(v);
+    if (!m) {
+      ctx.addIssue({ code: 'custom', message: `expected a duration such as 2s, 10ms or 500us, got ${JSON.stringify(v)}` });
+      return z.NEVER;
+    }
+    return Math.round(Number(m[1]) * UNITS[m[2]!]!);
+  });
+
+const advice = z.enum(Object.keys(MADV) as [keyof typeof MADV, ...(keyof typeof MADV)[]]);
+
+export const PATTERNS = ['sequential', 'uniform', 'zipf', 'first-touch', 'idle'] as const;
+
+const patternFields = {
+  pattern: z
+    .enum(PATTERNS)
+    .describe(
+      'sequential sweep, uniform random, zipf (hot set), first-touch initialisation of a slice, or idle (no accesses, for a phase)',
+    ),
+  mapping: z.string().describe('name of a mapping of the same process'),
+  offset: size.optional().describe('start of the accessed region inside the mapping (default 0)'),
+  length: size.optional().describe('length of the accessed region (default: to the end of the mapping)'),
+  read_ratio: z.number().min(0).max(1).default(0.5).describe('fraction of accesses that are loads (first-touch always writes)'),
+  rate: z.number().positive().optional().describe('accesses per second of virtual time; default: as fast as the accesses cost'),
+  stride: size.optional().describe('sequential: bytes between accesses (default 64)'),
+  zipf_s: z.number().positive().default(0.99).describe('zipf: exponent of the page popularity law'),
+  slice: z
+    .boolean()
+    .default(false)
+    .describe('split the region among the replicas of this thread (count): replica i works on slice i (first-touch always slices)'),
+};
+
+export const phaseSchema = z.strictObject({
+  ...patternFields,
+  duration: duration.optional().describe('how long the phase lasts (default: the rest of the run)'),
+});
+export type PhaseSpec = z.infer<typeof phaseSchema>;
+
+export const workloadSchema = z.union([
+  z.strictObject(patternFields),
+  z.strictObject({ phases: z.array(phaseSchema).min(1).describe('patterns run one after the other') }),
+]);
+
+export const mappingSchema = z.strictObject({
+  name: z.string(),
+  size,
+  prot: z.array(z.enum(['PROT_NONE', 'PROT_READ', 'PROT_WRITE', 'PROT_EXEC'])).default(['PROT_READ', 'PROT_WRITE']),
+  flags: z
+    .array(
+      z.enum([
+        'MAP_PRIVATE',
+        'MAP_SHARED',
+        'MAP_ANONYMOUS',
+        'MAP_NORESERVE',
+        'MAP_POPULATE',
+        'MAP_HUGETLB',
+        'MAP_HUGE_2MB',
+        'MAP_HUGE_1GB',
+        'MAP_STACK',
+      ]),
+    )
+    .default(['MAP_PRIVATE', 'MAP_ANONYMOUS']),
+  madvise: z.array(advice).default([]).describe('advice applied to the whole mapping after mmap, in order'),
+  populate: z.boolean().default(false).describe('fault everything in with writes before the run (MADV_POPULATE_WRITE)'),
+  fragment: z
+    .number()
+    .int()
+    .min(2)
+    .optional()
+    .describe('populate with 4K pages, then MADV_DONTNEED all but every N-th page: pins scattered pages, fragmenting memory'),
+});
+
+export const threadSchema = z.strictObject({
+  name: z.string(),
+  cpu: z.number().int().nonnegative(),
+  count: z.number().int().min(1).default(1).describe('replicate: threads name-0..name-(count-1) on CPUs cpu..cpu+count-1'),
+  workload: workloadSchema,
+});
+
+export const processSchema = z.strictObject({
+  name: z.string(),
+  mappings: z.array(mappingSchema).min(1),
+  threads: z.array(threadSchema).default([]),
+});
+
+export const sweepSchema = z.strictObject({
+  path: z
+    .array(z.union([z.string(), z.number().int()]))
+    .min(1)
+    .describe('where in the scenario the value goes, e.g. [kernel, /sys/kernel/mm/transparent_hugepage/enabled]'),
+  values: z.array(z.unknown()).min(1),
+  label: z.string().optional().describe('short name for reports (default: the last path element)'),
+});
+
+export const scenarioSchema = z.strictObject({
+  name: z.string(),
+  description: z.string().optional(),
+  seed: z.number().int().nonnegative().default(1),
+  host: z.union([z.string(), hostSchema]).default('default').describe('a host file, a shipped host name, or an inline host'),
+  profile: z.string().optional().describe('cost profile file (default: profiles/default.json)'),
+  kernel: z
+    .record(z.string(), z.union([z.string(), z.number()]))
+    .default({})
+    .describe('sysfs/procfs knob path -> value, written before the run'),
+  duration,
+  sample: z.strictObject({ interval: duration.default(10_000_000) }).default({ interval: 10_000_000 }),
+  processes: z.array(processSchema).min(1),
+  sweep: z.array(sweepSchema).optional(),
+});
+
+export type Scenario = z.infer<typeof scenarioSchema>;
+export type ProcessSpec = z.infer<typeof processSchema>;
+export type MappingSpec = z.infer<typeof mappingSchema>;
+export type ThreadSpec = z.infer<typeof threadSchema>;
+export type WorkloadSpec = z.infer<typeof workloadSchema>;
+
+/** JSON Schema for editors. */
+export function scenarioJsonSchema(): unknown {
+  return z.toJSONSchema(scenarioSchema, { io: 'input', unrepresentable: 'any' });
+}

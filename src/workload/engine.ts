@@ -1,0 +1,192 @@
+/**
+ * The workload engine: threads touch memory over virtual time, driven by
+ * the kernel's event queue. Each thread runs in steps of about QUANTUM_NS of
+ * its own time; within a step every access translates its address (faulting
+ * through the simulated kernel when needed), then costs what the access model
+ * says for the page size, working set and NUMA distance. Kernel time of the
+ * faults is charged to the thread (Kernel.taskTime), so threads on different
+ * CPUs run in parallel in virtual time.
+ */
+import type { Kernel } from '../kernel/kernel.ts';
+import type { Process, Thread } from '../kernel/sched.ts';
+import type { Vma } from '../kernel/mm_types.ts';
+import { FAULT_OK, handleMmFault, translate, vmaAllows } from '../kernel/memory.ts';
+import * as memory from '../kernel/memory.ts';
+import { PAGE_SIZE, PMD_SIZE } from '../kernel/uapi.ts';
+import { AccessModel } from './access_model.ts';
+import { FirstTouch, Idle, Sequential, Uniform, Zipf, type AddressStream } from './patterns.ts';
+import type { PhaseSpec } from '../scenario/schema.ts';
+
+/** Virtual time a thread runs between two scheduling points. */
+export const QUANTUM_NS = 100_000;
+
+export interface PhaseRuntime {
+  spec: PhaseSpec;
+  stream: AddressStream;
+  /** Absolute virtual end time of the phase, or Infinity. */
+  end: number;
+}
+
+export class WorkloadThread {
+  accesses = 0;
+  reads = 0;
+  writes = 0;
+  faults = 0;
+  faultNs = 0;
+  local = 0;
+  remote = 0;
+  /** Per accessed node: local/remote counts are by the page's node. */
+  readonly byNodeLocal: number[];
+  readonly byNodeRemote: number[];
+  /** Accesses per page size class [4K, 2M, 1G], decayed: the mapped fraction f_S. */
+  private readonly sizeMix = [1, 0, 0];
+  accessNs = 0;
+  stopped: string | undefined;
+  phaseIndex = 0;
+  private readonly node: number;
+  private cachedVma: Vma | undefined;
+  readonly fill: number;
+
+  constructor(
+    readonly k: Kernel,
+    readonly process: Process,
+    readonly thread: Thread,
+    readonly name: string,
+    readonly phases: PhaseRuntime[],
+    private readonly model: AccessModel,
+    private readonly coin: () => number,
+    /** Called for every store, to account the pages a workload really dirtied. */
+    private readonly wrote: (va: number) => void,
+    index: number,
+  ) {
+    this.node = k.cpuToNode(thread.cpu);
+    this.byNodeLocal = new Array<number>(k.nrNodes).fill(0);
+    this.byNodeRemote = new Array<number>(k.nrNodes).fill(0);
+    this.fill = (index % 255) + 1;
+  }
+
+  get cpuNode(): number {
+    return this.node;
+  }
+
+  /** Run one quantum starting at the current clock; returns the thread time it used. */
+  step(until: number): number {
+    const k = this.k;
+    const mm = this.process.mm;
+    const now = k.clock.now();
+    while (this.phaseIndex < this.phases.length && now >= this.phases[this.phaseIndex]!.end) this.phaseIndex++;
+    const ph = this.phases[this.phaseIndex];
+    if (!ph) return Infinity;
+    const limit = Math.min(QUANTUM_NS, until - now, ph.end - now);
+    const ctx = { ns: 0 };
+    k.taskTime = ctx;
+    const minGap = ph.spec.rate ? 1e9 / ph.spec.rate : 0;
+    // First touch initialises memory: it writes.
+    const readRatio = ph.spec.pattern === 'first-touch' ? 0 : ph.spec.read_ratio;
+    const stream = ph.stream;
+    const ws = stream.workingSet;
+    const dataNs = this.model.dataNs(ws);
+    let spent = 0;
+    try {
+      while (spent + ctx.ns < limit) {
+        const va = stream.next();
+        if (va === -2) {
+          // idle: nothing to do until the phase ends
+          return Math.max(1, Math.round(ph.end - now));
+        }
+        if (va < 0) {
+          // finished (first-touch): the next phase starts now
+          ph.end = now + spent + ctx.ns;
+          break;
+        }
+        const write = readRatio < 1 && (readRatio === 0 || this.coin() >= readRatio);
+        let vma = this.cachedVma;
+        if (!vma || va < vma.start || va >= vma.end) vma = this.cachedVma = mm.vmaAt(va);
+        if (!vma || !vmaAllows(vma, write)) {
+          this.stopped = `SIGSEGV at 0x${va.toString(16)}`;
+          return Infinity;
+        }
+        let pfn = translate(mm, va);
+        let size = memory.translatedSize;
+        if (size === 0 || (write && pfn === -1)) {
+          const before = ctx.ns;
+          const r = handleMmFault(k, mm, vma, va, write, this.thread.cpu);
+          this.faults++;
+          this.faultNs += ctx.ns - before;
+          if (r !== FAULT_OK) {
+            this.stopped = `${r === 2 ? 'SIGBUS' : r === 1 ? 'SIGSEGV' : 'OOM'} at 0x${va.toString(16)}`;
+            return Infinity;
+          }
+          pfn = translate(mm, va);
+          size = memory.translatedSize;
+          if (this.cachedVma !== vma) this.cachedVma = undefined;
+        }
+        if (write) {
+          k.writeSerial = (k.writeSerial + 1) & 0xffffff;
+          k.mem.storeByte(pfn, k.writeSerial, this.fill, va % PAGE_SIZE === 0);
+          this.writes++;
+          this.wrote(va);
+        } else this.reads++;
+        const pageNode = pfn >= 0 ? k.phys.nodeOfPfn(pfn) : this.node;
+        if (pageNode === this.node) {
+          this.local++;
+          this.byNodeLocal[pageNode]!++;
+        } else {
+          this.remote++;
+          this.byNodeRemote[pageNode]!++;
+        }
+        const cls = size === PAGE_SIZE ? 0 : size === PMD_SIZE ? 1 : 2;
+        const mix = this.sizeMix;
+        mix[0]! *= 0.999;
+        mix[1]! *= 0.999;
+        mix[2]! *= 0.999;
+        mix[cls]! += 0.001;
+        const frac = mix[cls]! / (mix[0]! + mix[1]! + mix[2]!);
+        const distance = k.host.distances[this.node]![pageNode]!;
+        const cost = stream.random
+          ? dataNs * (distance / 10) + (size === PAGE_SIZE ? this.model.tlb4kNs(ws * frac) : 0)
+          : this.model.sequentialNs(size || PAGE_SIZE, stream.stride, distance);
+        this.accessNs += cost;
+        spent += Math.max(cost, minGap);
+        this.accesses++;
+      }
+    } finally {
+      k.taskTime = null;
+    }
+    return Math.max(1, Math.round(spent + ctx.ns));
+  }
+}
+
+/** Build the address stream of a phase over a mapping at `base` of `mappingLen` bytes. */
+export function streamFor(
+  spec: PhaseSpec,
+  base: number,
+  mappingLen: number,
+  rng: { float(): number; int(a: number, b: number): number },
+  slice: { index: number; of: number },
+): AddressStream {
+  const off = spec.offset ?? 0;
+  let len = Math.max(PAGE_SIZE, Math.min(spec.length ?? mappingLen - off, mappingLen - off));
+  let start = base + off;
+  if (spec.slice && spec.pattern !== 'first-touch' && slice.of > 1) {
+    const per = Math.max(PAGE_SIZE, Math.floor(len / slice.of / PAGE_SIZE) * PAGE_SIZE);
+    start += slice.index * per;
+    len = slice.index === slice.of - 1 ? len - slice.index * per : per;
+  }
+  switch (spec.pattern) {
+    case 'idle':
+      return new Idle();
+    case 'sequential':
+      return new Sequential(start, len, spec.stride ?? 64);
+    case 'uniform':
+      return new Uniform(start, len, rng as never);
+    case 'zipf':
+      return new Zipf(start, len, spec.zipf_s, rng as never);
+    case 'first-touch': {
+      const per = Math.floor(len / slice.of / PAGE_SIZE) * PAGE_SIZE;
+      const s0 = start + slice.index * per;
+      const l = slice.index === slice.of - 1 ? start + len - s0 : per;
+      return new FirstTouch(s0, l);
+    }
+  }
+}
