@@ -9,6 +9,13 @@ import { jsonLine } from '../src/cli/format.ts';
 
 export const goldenDir = fileURLToPath(new URL('./op-scripts', import.meta.url));
 
+/**
+ * Goldens use their own frozen copy of the cost profile, so recalibrating
+ * profiles/default.json (on this host or another) does not change the
+ * simulated times (`ns`) their expectations contain.
+ */
+const goldenProfile = CostProfile.load(`${goldenDir}/profile.json`);
+
 /** A golden script may name its host in a "# host: NAME" line; the default is this machine's shape. */
 export function hostOf(text: string): string {
   return /^# host: (\S+)/m.exec(text)?.[1] ?? 'this-machine';
@@ -16,7 +23,7 @@ export function hostOf(text: string): string {
 
 /** The exact text `memtwin exec SCRIPT --host HOST` prints for a script. */
 export async function runGoldenSim(text: string): Promise<string> {
-  const runner = new ScriptRunner(new SimBackend(new Kernel({ host: resolveHost(hostOf(text)), costs: CostProfile.default(), seed: 1 })));
+  const runner = new ScriptRunner(new SimBackend(new Kernel({ host: resolveHost(hostOf(text)), costs: goldenProfile, seed: 1 })));
   await runner.run(text);
   return [...runner.results, runner.summary()].map(jsonLine).join('\n') + '\n';
 }
