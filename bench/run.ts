@@ -17,6 +17,13 @@ import { ScriptRunner } from '../src/opscript/runner.ts';
 import { SimBackend } from '../src/opscript/sim_backend.ts';
 import { LinuxBackend, linuxBackendUnavailable } from '../src/opscript/linux_backend.ts';
 import { resolveHost } from '../src/sim/host.ts';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadScenario } from '../src/scenario/load.ts';
+import { runScenario } from '../src/scenario/run.ts';
+import { runScenarioFile } from '../src/scenario/sweep.ts';
+import { renderRunReport, renderSweepReport } from '../src/report/report.ts';
 
 const quick = process.argv.includes('--quick');
 const GiB = 2 ** 30;
@@ -168,6 +175,58 @@ async function versusLinux(): Promise<void> {
   }
 }
 
+const SCENARIO = (duration: string, sweep: boolean): string => `
+name: bench-random
+host: default
+duration: ${duration}
+kernel:
+  /sys/kernel/mm/transparent_hugepage/enabled: never
+processes:
+  - name: app
+    mappings:
+      - { name: heap, size: 1G }
+    threads:
+      - name: w
+        cpu: 0
+        count: 4
+        workload: { pattern: uniform, mapping: heap, read_ratio: 0.7 }
+${sweep ? 'sweep:\n  - path: [seed]\n    values: [1, 2, 3, 4]\n' : ''}`;
+
+/** Simulated accesses per second of wall time, 4 threads at random over 1 GiB. */
+async function scenarioSpeed(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'memtwin-bench-'));
+  try {
+    const f = join(dir, 'bench.yaml');
+    writeFileSync(f, SCENARIO(quick ? '50ms' : '500ms', false));
+    const l = loadScenario(f);
+    const t = performance.now();
+    const r = runScenario(l.runs[0]!, { file: f });
+    const secs = (performance.now() - t) / 1000;
+    row(
+      '4-thread random-access scenario: simulated accesses per wall second',
+      `${(r.final.accesses! / secs / 1e6).toFixed(2)} M/s`,
+      `${r.final.accesses} accesses and ${r.final.faults} faults in ${(r.duration_ns / 1e6).toFixed(0)} ms of virtual time, ${secs.toFixed(2)} s wall`,
+    );
+    // Sweep of 4 runs with 1 and with 2 workers.
+    writeFileSync(f, SCENARIO(quick ? '20ms' : '1s', true));
+    const report = { run: renderRunReport, sweep: renderSweepReport };
+    const wall: number[] = [];
+    for (const workers of [1, 2]) {
+      const out = join(dir, `w${workers}`);
+      const t1 = performance.now();
+      await runScenarioFile(f, out, workers, report);
+      wall.push((performance.now() - t1) / 1000);
+    }
+    row(
+      'sweep of 4 runs: 1 worker vs 2 workers',
+      `${wall[0]!.toFixed(2)} s vs ${wall[1]!.toFixed(2)} s`,
+      `speed-up ${(wall[0]! / wall[1]!).toFixed(2)}x on ${cpus().length} cores`,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 async function main(): Promise<void> {
   const date = new Date().toISOString().slice(0, 10);
   console.error(`memtwin bench${quick ? ' (quick)' : ''}`);
@@ -182,6 +241,7 @@ async function main(): Promise<void> {
   await mmapPairs();
   bigRun();
   hostOf1TiB();
+  await scenarioSpeed();
   await versusLinux();
   const machine = `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${(totalmem() / GiB).toFixed(0)} GiB, Linux ${release()}, Node ${process.version}`;
   console.log(`\n### ${date}: ${machine}\n`);

@@ -151,3 +151,36 @@ describe('scenario runs', () => {
     }
   });
 });
+
+describe('the JSON Schema shipped for editors', () => {
+  it('is up to date with the zod schema (regenerate: memtwin schema > scenarios/scenario.schema.json)', () => {
+    const shipped = JSON.parse(readFileSync(new URL('../../scenarios/scenario.schema.json', import.meta.url), 'utf8'));
+    expect(shipped).toEqual(JSON.parse(JSON.stringify(scenarioJsonSchema())));
+  });
+
+  it('every shipped scenario loads', () => {
+    const dirUrl = new URL('../../scenarios/', import.meta.url);
+    const files = readdirSync(dirUrl).filter((f) => f.endsWith('.yaml'));
+    expect(files.length).toBeGreaterThanOrEqual(3);
+    for (const f of files) expect(loadScenario(new URL(f, dirUrl).pathname).runs.length).toBeGreaterThan(0);
+  });
+});
+
+describe('shipped scenarios', () => {
+  const dirUrl = new URL('../../scenarios/', import.meta.url);
+  for (const f of readdirSync(dirUrl).filter((x) => x.endsWith('.yaml'))) {
+    it(`${f}: every run completes, and a rerun with the same seed is byte-identical`, async () => {
+      const path = new URL(f, dirUrl).pathname;
+      const out = join(dir, `shipped-${f}`);
+      const s = await runScenarioFile(path, out, 2, report);
+      expect(s.results.every((r) => r.final.accesses! > 0 && r.final.threads_stopped === 0)).toBe(true);
+      const first = s.loaded.runs[0]!;
+      const again = runScenario(first, { file: path });
+      const written = readFileSync(
+        s.loaded.runs.length > 1 ? join(out, 'runs', first.id, 'result.json') : join(out, 'result.json'),
+        'utf8',
+      );
+      expect(JSON.stringify(again, null, 1) + '\n').toBe(written);
+    }, 180_000);
+  }
+});

@@ -64,10 +64,9 @@ export async function runScenarioFile(
     }
   } else {
     const pool = new Piscina({
-      filename: new URL('./worker.ts', import.meta.url).href,
+      filename: new URL('./worker-entry.mjs', import.meta.url).href,
       minThreads: n,
       maxThreads: n,
-      execArgv: ['--import', 'tsx'],
     });
     try {
       await Promise.all(
