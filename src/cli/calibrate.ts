@@ -5,17 +5,17 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { fileURLToPath } from 'node:url';
+import { fromRoot } from '../util/paths.ts';
 import { profileFromCalibration, type CostProfileData } from '../sim/cost_profile.ts';
 import { fmtNs } from './format.ts';
 
-export const CALIBRATE_BIN = fileURLToPath(new URL('../../native/build/memtwin-calibrate', import.meta.url));
+export const CALIBRATE_BIN = fromRoot('native', 'build', 'memtwin-calibrate');
 
 export class CalibrateError extends Error {}
 
 export function calibrate(): CostProfileData {
   if (!existsSync(CALIBRATE_BIN)) {
-    const r = spawnSync('make', ['-s', '-C', fileURLToPath(new URL('../../native', import.meta.url))], { stdio: 'inherit' });
+    const r = spawnSync('make', ['-s', '-C', fromRoot('native')], { stdio: 'inherit' });
     if (r.status !== 0 || !existsSync(CALIBRATE_BIN))
       throw new CalibrateError('cannot build native/build/memtwin-calibrate (needs gcc and make)');
   }

@@ -7,10 +7,10 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { fromRoot } from '../util/paths.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
 
-export const NATIVE_BIN = fileURLToPath(new URL('../../native/build/memtwin-native', import.meta.url));
+export const NATIVE_BIN = fromRoot('native', 'build', 'memtwin-native');
 
 export class ExecutorError extends Error {}
 

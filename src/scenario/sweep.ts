@@ -8,6 +8,11 @@
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
+import { buildSync } from 'esbuild';
+import { mkdirSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fromRoot } from '../util/paths.ts';
 import { loadScenario, scenarioName, type LoadedScenario } from './load.ts';
 import { runScenario, inputsOf, MEMTWIN_VERSION } from './run.ts';
 import { finishedRun, writeRun, writeSweep, type ReportRenderer } from './output.ts';
@@ -63,11 +68,8 @@ export async function runScenarioFile(
       finish(runScenario(loaded.runs[i]!, { file }), performance.now() - t);
     }
   } else {
-    const pool = new Piscina({
-      filename: new URL('./worker-entry.mjs', import.meta.url).href,
-      minThreads: n,
-      maxThreads: n,
-    });
+    const worker = workerBundle();
+    const pool = new Piscina({ filename: worker.url, minThreads: n, maxThreads: n });
     try {
       await Promise.all(
         pending.map(async (i) => {
@@ -78,6 +80,7 @@ export async function runScenarioFile(
       );
     } finally {
       await pool.destroy();
+      worker.dispose();
     }
   }
   const all = results as RunResult[];
@@ -92,3 +95,28 @@ export async function runScenarioFile(
 }
 
 export const defaultWorkers = (): number => availableParallelism();
+
+/**
+ * The worker's code as one ES module bundled by esbuild (about 0.1 s): a
+ * worker thread then starts in ~0.2 s instead of ~1.7 s of compiling every
+ * source file through tsx. Falls back to the tsx entry if esbuild fails.
+ */
+function workerBundle(): { url: string; dispose(): void } {
+  const out = fromRoot('node_modules', '.cache', 'memtwin', `sweep-worker-${process.pid}-${Date.now()}.mjs`);
+  try {
+    mkdirSync(dirname(out), { recursive: true });
+    buildSync({
+      entryPoints: [fileURLToPath(new URL('./worker.ts', import.meta.url))],
+      bundle: true,
+      platform: 'node',
+      format: 'esm',
+      target: 'node20',
+      packages: 'external',
+      outfile: out,
+      logLevel: 'silent',
+    });
+    return { url: pathToFileURL(out).href, dispose: () => rmSync(out, { force: true }) };
+  } catch {
+    return { url: new URL('./worker-entry.mjs', import.meta.url).href, dispose: () => {} };
+  }
+}

@@ -4,7 +4,7 @@
  * (native/calibrate.c). Nothing in the model hard-codes a cost.
  */
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { fromRoot } from '../util/paths.ts';
 import { z } from 'zod';
 
 const measured = z.object({
@@ -87,7 +87,7 @@ export class CostProfile {
   }
 
   static default(): CostProfile {
-    return CostProfile.load(fileURLToPath(new URL('../../profiles/default.json', import.meta.url)));
+    return CostProfile.load(fromRoot('profiles', 'default.json'));
   }
 }
 

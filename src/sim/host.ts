@@ -3,7 +3,7 @@
  * matrix (as /sys/devices/system/node/nodeN/distance reports it).
  */
 import { z } from 'zod';
-import { fileURLToPath } from 'node:url';
+import { fromRoot } from '../util/paths.ts';
 import { readdirSync, readFileSync } from 'node:fs';
 import { loadYaml } from '../util/yaml_input.ts';
 import { InputError, parseSize } from '../util/input_error.ts';
@@ -154,7 +154,7 @@ export function detectHost(): Host {
   return { name: 'auto', nodes, distances, hugepageSizes: sizes, cpuNode };
 }
 
-export const HOSTS_DIR = fileURLToPath(new URL('../../hosts/', import.meta.url));
+export const HOSTS_DIR = fromRoot('hosts') + '/';
 
 /** A host by path, by the name of a shipped host file (`default`, `this-machine`), or `auto` (this machine, detected). */
 export function resolveHost(nameOrPath: string): Host {
