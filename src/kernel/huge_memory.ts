@@ -11,6 +11,8 @@ import { HPAGE_PMD_ORDER, HPAGE_PMD_NR, PMD_SIZE, alignDown } from './uapi.ts';
 import { compactForOrder, wakeupKcompactd } from './compaction.ts';
 import { allocPteTable } from './memory.ts';
 import { anonVmaPrepare } from './mmap.ts';
+import { accountPolicyAlloc, policyPlacement, type PolicyPlacement } from './mempolicy.ts';
+import type { Thread } from './sched.ts';
 
 export const THP_ENABLED = ['always', 'madvise', 'never'] as const;
 export const THP_DEFRAG = ['always', 'defer', 'defer+madvise', 'madvise', 'never'] as const;
@@ -87,8 +89,18 @@ export function thpGfp(k: Kernel, vma: Vma): { direct: boolean; kcompactd: boole
  * only and without reclaim (as alloc_pages_mpol does for THP), then, if the
  * mode allows direct reclaim, any node and direct compaction. -1 on failure.
  */
-export function allocThp(k: Kernel, vma: Vma, nid: number): number {
+export function allocThp(k: Kernel, vma: Vma, pl: PolicyPlacement): number {
   const gfp = thpGfp(k, vma);
+  const nid = pl.nid;
+  if (pl.nodemask) {
+    // A policy with a node set: its nodes only (then any for PREFERRED_MANY), compaction if the mode allows.
+    let pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid, nodemask: pl.nodemask });
+    if (pfn < 0 && gfp.direct)
+      for (const n of k.phys.zonelists[nid]!.filter((x) => pl.nodemask!.includes(x)))
+        if (compactForOrder(k, n, HPAGE_PMD_ORDER, 'direct') && (pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid: n, thisNode: true })) >= 0) break;
+    if (pfn < 0 && pl.fallbackAll) pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid });
+    return pfn;
+  }
   let pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid, thisNode: true });
   if (pfn >= 0 || !gfp.direct) {
     if (pfn < 0 && gfp.kcompactd) wakeupKcompactd(k, nid, HPAGE_PMD_ORDER);
@@ -117,7 +129,7 @@ export type HugeFaultResult = 'done' | 'fallback';
  * use_zero_page), a write allocates and maps a THP; failure falls back to
  * PTEs and counts thp_fault_fallback.
  */
-export function doHugePmdAnonymousPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, write: boolean, nid: number): HugeFaultResult {
+export function doHugePmdAnonymousPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, write: boolean, thread: Thread): HugeFaultResult {
   const haddr = alignDown(va, PMD_SIZE);
   if (!thpSuitable(vma, haddr)) return 'fallback';
   anonVmaPrepare(k, mm, vma);
@@ -127,12 +139,13 @@ export function doHugePmdAnonymousPage(k: Kernel, mm: MmStruct, vma: Vma, va: nu
     k.charge(k.costs.ns('fault_anon_4k_read_zeropage'));
     return 'done';
   }
-  const pfn = allocThp(k, vma, nid);
+  const pl = policyPlacement(k, thread, vma, haddr, HPAGE_PMD_ORDER);
+  const pfn = allocThp(k, vma, pl);
   if (pfn < 0) {
     k.vmstat.count('thp_fault_fallback');
     return 'fallback';
   }
-  k.accountAlloc(pfn, nid, HPAGE_PMD_NR);
+  accountPolicyAlloc(k, pl, pfn, HPAGE_PMD_ORDER, k.cpuToNode(thread.cpu));
   prepAnonThp(k, pfn, mm, haddr);
   k.mem.addEntireMapcount(pfn, 1);
   mm.pgtable.pmds.set(key, new HugeLeaf(pfn, 'pmd'));

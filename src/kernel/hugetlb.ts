@@ -281,14 +281,14 @@ export class HugetlbState {
    * reservation when the fault has one; otherwise an unreserved free page or
    * a new surplus page. -1 when none (the fault gets SIGBUS).
    */
-  allocForFault(h: Hstate, nid: number, reserved: boolean): number {
+  allocForFault(h: Hstate, nid: number, reserved: boolean, nodemask?: readonly number[]): number {
     if (!reserved && h.free - h.resv <= 0) {
       if (h.surplus >= h.overcommit) return -1;
       const pfn = this.allocSurplus(h);
       return pfn; // not enqueued: goes straight to the faulting mapping
     }
     for (const n of this.k.phys.zonelists[nid]!) {
-      if (h.freeNode[n]! === 0) continue;
+      if (h.freeNode[n]! === 0 || (nodemask && !nodemask.includes(n))) continue;
       const pfn = this.dequeueFromNode(h, n);
       if (reserved) h.resv--;
       return pfn;

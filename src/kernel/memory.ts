@@ -7,10 +7,11 @@ import type { Kernel } from './kernel.ts';
 import { PG, OWNER_KERNEL } from './page.ts';
 import { MIGRATE_MOVABLE, MIGRATE_UNMOVABLE } from './page_alloc.ts';
 import { HugeLeaf, PageTable, PteTable, PTE_NONE, PTE_ZERO, VM, pfnOfPte, pteOf, type MmStruct, type Vma } from './mm_types.ts';
-import { HPAGE_PMD_NR, MMAP_MIN_ADDR, PAGE_SIZE, PMD_SIZE, PUD_SHIFT, PUD_SIZE, alignDown } from './uapi.ts';
+import { HPAGE_PMD_NR, HPAGE_PMD_ORDER, MMAP_MIN_ADDR, PAGE_SIZE, PMD_SIZE, PUD_SHIFT, PUD_SIZE, alignDown } from './uapi.ts';
 import { RLIMIT_STACK, STACK_GUARD_GAP, vmaIsAccessible } from './mm_types.ts';
 import { anonVmaPrepare, vmEnoughMemory } from './mmap.ts';
 import { doHugePmdAnonymousPage, folioUnmappedSome, splitHugePmd, thpVmaAllowable, allocThp, prepAnonThp } from './huge_memory.ts';
+import { accountPolicyAlloc, allocPolicyPages, policyPlacement } from './mempolicy.ts';
 import type { Thread } from './sched.ts';
 
 export const FAULT_OK = 0;
@@ -37,18 +38,18 @@ export function freePteTable(k: Kernel, mm: MmStruct, t: PteTable): void {
   }
 }
 
-/** The node a fault allocates on: the faulting CPU's node (mempolicy refines this). */
-function faultNode(k: Kernel, _vma: Vma, cpu: number): number {
-  return k.cpuToNode(cpu);
-}
-
 const ORDER0_MOVABLE = { order: 0, mt: MIGRATE_MOVABLE as typeof MIGRATE_MOVABLE, nid: 0 };
 
-function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, nid: number): number {
-  ORDER0_MOVABLE.nid = nid;
-  const pfn = k.phys.alloc(ORDER0_MOVABLE);
+/** A new anonymous page for va, placed by the memory policy (the local node when there is none). */
+function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, t: Thread): number {
+  const local = k.cpuToNode(t.cpu);
+  let pfn: number;
+  if (!vma.policy && !t.mempolicy) {
+    ORDER0_MOVABLE.nid = local;
+    pfn = k.phys.alloc(ORDER0_MOVABLE);
+    if (pfn >= 0) k.accountAlloc(pfn, local, 1);
+  } else pfn = allocPolicyPages(k, policyPlacement(k, t, vma, va, 0), 0, MIGRATE_MOVABLE, local);
   if (pfn < 0) return -1;
-  k.accountAlloc(pfn, nid, 1);
   k.mem.initAnonPage(pfn, mm.id, va / PAGE_SIZE, PG.anon);
   anonVmaPrepare(k, mm, vma);
   mm.rssAnon++;
@@ -59,21 +60,22 @@ function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, nid: number)
  * handle_mm_fault for a user access at `va` in `vma`. The caller has
  * already checked the VMA's permissions.
  */
-export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, write: boolean, cpu: number): FaultResult {
+export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, write: boolean, thread: Thread): FaultResult {
   k.vmstat.events.pgfault++;
-  const nid = faultNode(k, vma, cpu);
-  if (vma.isHugetlb()) return hugetlbFault(k, mm, vma, va, nid);
+  const nid = k.cpuToNode(thread.cpu);
+  if (vma.isHugetlb()) return hugetlbFault(k, mm, vma, va, thread);
   const key = PageTable.pmdKey(va);
   let e = mm.pgtable.pmds.get(key);
   if (e === undefined) {
-    if (thpVmaAllowable(k, vma) && doHugePmdAnonymousPage(k, mm, vma, va, write, nid) === 'done') return FAULT_OK;
+    if (thpVmaAllowable(k, vma) && doHugePmdAnonymousPage(k, mm, vma, va, write, thread) === 'done') return FAULT_OK;
   } else if (e instanceof HugeLeaf) {
     if (!write || !e.isZero) return FAULT_OK;
     // do_huge_zero_wp_pmd: try a THP for the written huge zero page, else split and COW one PTE.
     const haddr = alignDown(va, PMD_SIZE);
-    const pfn = allocThp(k, vma, nid);
+    const pl = policyPlacement(k, thread, vma, haddr, HPAGE_PMD_ORDER);
+    const pfn = allocThp(k, vma, pl);
     if (pfn >= 0) {
-      k.accountAlloc(pfn, nid, HPAGE_PMD_NR);
+      accountPolicyAlloc(k, pl, pfn, HPAGE_PMD_ORDER, nid);
       prepAnonThp(k, pfn, mm, haddr);
       k.mem.addEntireMapcount(pfn, 1);
       e.pfn = pfn;
@@ -92,7 +94,7 @@ export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, wri
   }
   const i = Math.floor(va / PAGE_SIZE) & 511;
   const pte = t.ptes[i]!;
-  if (vma.file) return shmemFault(k, mm, vma, t, i, va, write, nid);
+  if (vma.file) return shmemFault(k, mm, vma, t, i, va, write, thread);
   if (pte === PTE_NONE && !write) {
     t.ptes[i] = PTE_ZERO;
     t.used++;
@@ -100,7 +102,7 @@ export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, wri
     return FAULT_OK;
   }
   if (pte === PTE_NONE || pte === PTE_ZERO) {
-    const pfn = newAnonPage(k, mm, vma, va, nid);
+    const pfn = newAnonPage(k, mm, vma, va, thread);
     if (pfn < 0) return FAULT_OOM;
     if (pte === PTE_NONE) t.used++;
     t.ptes[i] = pteOf(pfn);
@@ -119,7 +121,7 @@ export const FAULT_AROUND_PAGES = 16;
  * page is not cached, shmem_fault allocates it (reads allocate too: there
  * is no zero page here).
  */
-function shmemFault(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: number, va: number, write: boolean, nid: number): FaultResult {
+function shmemFault(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: number, va: number, write: boolean, thread: Thread): FaultResult {
   const file = vma.file!;
   const vmaOff = (va - vma.start) / PAGE_SIZE;
   if (!write) {
@@ -139,9 +141,8 @@ function shmemFault(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: number, v
   const idx = vma.pgoff + vmaOff;
   let pfn = file.pages.get(idx);
   if (pfn === undefined) {
-    pfn = k.phys.alloc({ order: 0, mt: MIGRATE_MOVABLE, nid });
+    pfn = allocPolicyPages(k, policyPlacement(k, thread, vma, va, 0), 0, MIGRATE_MOVABLE, k.cpuToNode(thread.cpu));
     if (pfn < 0) return FAULT_OOM;
-    k.accountAlloc(pfn, nid, 1);
     k.mem.setFlags(pfn, PG.shmem);
     k.mem.setOwner(pfn, file.id);
     k.mem.setIndex(pfn, idx);
@@ -160,7 +161,7 @@ function mapShmemPage(k: Kernel, mm: MmStruct, t: PteTable, i: number, pfn: numb
 }
 
 /** hugetlb_fault / hugetlb_no_page. */
-function hugetlbFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, nid: number): FaultResult {
+function hugetlbFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, thread: Thread): FaultResult {
   const h = k.hugetlb.byShift(vma.hugeShift)!;
   const hsize = h.size;
   const haddr = alignDown(va, hsize);
@@ -173,9 +174,10 @@ function hugetlbFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, nid: number
   if (shared) pfn = vma.file!.pages.get(idx);
   if (pfn === undefined) {
     const reserved = shared ? vma.file!.reserved.has(idx) : vma.resv !== null && !vma.resv.consumed.has(idx);
-    pfn = k.hugetlb.allocForFault(h, nid, reserved);
+    const pl = policyPlacement(k, thread, vma, haddr, h.order);
+    pfn = k.hugetlb.allocForFault(h, pl.nid, reserved, pl.nodemask);
     if (pfn < 0) return FAULT_SIGBUS;
-    k.accountAlloc(pfn, nid, 2 ** h.order);
+    accountPolicyAlloc(k, pl, pfn, h.order, k.cpuToNode(thread.cpu));
     const n = 2 ** h.order;
     const m = k.mem;
     const owner = shared ? vma.file!.id : mm.id;
@@ -306,14 +308,14 @@ export function userAccess(
         const key = Math.floor(va / PMD_SIZE);
         const t = mm.pgtable.pmds.get(key);
         if (t instanceof PteTable) {
-          va = accessPtes(k, mm, vma, t, va, Math.min(stop, (key + 1) * PMD_SIZE), stride, write, fill, thread.cpu, res, read);
+          va = accessPtes(k, mm, vma, t, va, Math.min(stop, (key + 1) * PMD_SIZE), stride, write, fill, thread, res, read);
           if (res.signal) return res;
           continue;
         }
       }
       let pfn = followPage(mm, va);
       if (pfn === -2 || (write && pfn === -1)) {
-        const r = handleMmFault(k, mm, vma, va, write, thread.cpu);
+        const r = handleMmFault(k, mm, vma, va, write, thread);
         res.faults++;
         if (r !== FAULT_OK) return { ...res, signal: r === FAULT_SIGSEGV ? 'SIGSEGV' : 'SIGBUS', at: va };
         if (k.events.size) k.runDueEvents();
@@ -376,13 +378,12 @@ function accessPtes(
   stride: number,
   write: boolean,
   fill: number,
-  cpu: number,
+  thread: Thread,
   res: AccessResult,
   read?: (va: number, byte: number) => void,
 ): number {
   const ptes = t.ptes;
   const m = k.mem;
-  const nid = faultNode(k, vma, cpu);
   let cost = 0; // charged in one go: time is integer ns, costs are not
   const background = k.events.size > 0;
   for (; va < stop; va += stride) {
@@ -398,7 +399,7 @@ function accessPtes(
         if (read) read(va, 0);
         continue;
       }
-      const pfn = newAnonPage(k, mm, vma, va, nid);
+      const pfn = newAnonPage(k, mm, vma, va, thread);
       if (pfn < 0) {
         k.charge(cost);
         res.signal = 'SIGBUS';

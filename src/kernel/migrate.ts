@@ -6,8 +6,14 @@
  */
 import type { Kernel } from './kernel.ts';
 import { PG } from './page.ts';
-import { PageTable, PteTable, pteOf, pfnOfPte, type Vma, type MmStruct } from './mm_types.ts';
-import { PAGE_SIZE } from './uapi.ts';
+import { HugeLeaf, PageTable, PteTable, pteOf, pfnOfPte, type Vma, type MmStruct } from './mm_types.ts';
+import { HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE, PUD_SIZE, alignDown, neg } from './uapi.ts';
+import { MIGRATE_MOVABLE } from './page_alloc.ts';
+import { followPage } from './memory.ts';
+import { splitAnonFolio } from './huge_memory.ts';
+import { MAX_NUMNODES, memsAllowed } from './mempolicy.ts';
+import { MPOL } from './uapi.ts';
+import type { Process } from './sched.ts';
 
 /** Every (mm, vma, va) that maps a 4K frame (rmap_walk), for anon and shmem pages. */
 export function rmapWalk(k: Kernel, pfn: number, cb: (mm: MmStruct, vma: Vma, va: number) => void): void {
@@ -60,4 +66,183 @@ export function migrateFrame(k: Kernel, src: number, dst: number): void {
   }
   k.phys.free(src, 0);
   k.vmstat.count('pgmigrate_success');
+}
+
+/**
+ * Migrate whatever maps va in mm (a 4K page, a whole THP, a hugetlb page)
+ * to node `target`, as migrate_pages() does for one folio: the new memory
+ * comes from the target node only (__GFP_THISNODE); a THP for which no huge
+ * page is free there is split and its pages migrated one by one
+ * (thp_migration_split). Returns 0, or -ENOMEM when the target has no memory.
+ */
+export function migrateMappedPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, target: number): number {
+  const m = k.mem;
+  const pfn = followPage(mm, va);
+  if (pfn < 0) return 0;
+  if (vma.isHugetlb()) return migrateHugetlb(k, mm, vma, va, pfn, target);
+  const f = m.flags(pfn);
+  if (f & (PG.head | PG.tail)) {
+    const head = pfn - (pfn % HPAGE_PMD_NR);
+    const haddr = alignDown(va, PMD_SIZE);
+    const dst = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid: target, thisNode: true });
+    if (dst >= 0) {
+      moveFolio(k, mm, head, dst, haddr);
+      k.vmstat.count('thp_migration_success');
+      k.vmstat.count('pgmigrate_success', HPAGE_PMD_NR);
+      return 0;
+    }
+    k.vmstat.count('thp_migration_split');
+    splitAnonFolio(k, mm, head, haddr, k.cpuToNode(0));
+    const sub = followPage(mm, va);
+    return sub >= 0 ? migrateOne(k, sub, target) : 0;
+  }
+  return migrateOne(k, pfn, target);
+}
+
+function migrateOne(k: Kernel, src: number, target: number): number {
+  const dst = k.phys.alloc({ order: 0, mt: MIGRATE_MOVABLE, nid: target, thisNode: true });
+  if (dst < 0) {
+    k.vmstat.count('pgmigrate_fail');
+    return neg('ENOMEM');
+  }
+  migrateFrame(k, src, dst);
+  k.charge(k.costs.ns('page_migrate_4k'));
+  return 0;
+}
+
+/** Copy a THP's 512 pages to the huge page at dst and repoint its mapping (PMD or PTEs). */
+function moveFolio(k: Kernel, mm: MmStruct, head: number, dst: number, haddr: number): void {
+  const m = k.mem;
+  m.resetRange(dst, HPAGE_PMD_NR);
+  for (let i = 0; i < HPAGE_PMD_NR; i++) {
+    m.setFlags(dst + i, m.flags(head + i));
+    m.setOwner(dst + i, m.owner(head + i));
+    m.setIndex(dst + i, m.index(head + i));
+    m.setToken(dst + i, m.token(head + i));
+    m.addMapcount(dst + i, m.mapcount(head + i));
+  }
+  m.setOrder(dst, m.order(head));
+  m.addEntireMapcount(dst, m.entireMapcount(head));
+  const e = mm.pgtable.pmds.get(PageTable.pmdKey(haddr));
+  if (e instanceof HugeLeaf) e.pfn = dst;
+  else if (e instanceof PteTable)
+    for (let i = 0; i < 512; i++) {
+      const pte = e.ptes[i]!;
+      if (pte > 0 && pfnOfPte(pte) >= head && pfnOfPte(pte) < head + HPAGE_PMD_NR) e.ptes[i] = pteOf(dst + pfnOfPte(pte) - head);
+    }
+  k.phys.free(head, HPAGE_PMD_ORDER);
+  k.charge(HPAGE_PMD_NR * k.costs.ns('page_migrate_4k'));
+}
+
+/** A hugetlb page moves to a free page of the same size on the target node's pool. */
+function migrateHugetlb(k: Kernel, mm: MmStruct, vma: Vma, va: number, pfn: number, target: number): number {
+  const h = k.hugetlb.byShift(vma.hugeShift)!;
+  const m = k.mem;
+  const head = pfn - (pfn % 2 ** h.order); // hugetlb pages are naturally aligned
+  const dst = k.hugetlb.allocForFault(h, target, false, [target]);
+  if (dst < 0) {
+    k.vmstat.count('pgmigrate_fail');
+    return neg('ENOMEM');
+  }
+  const n = 2 ** h.order;
+  for (let i = 0; i < n; i++) {
+    m.setToken(dst + i, m.token(head + i));
+    m.setOwner(dst + i, m.owner(head + i));
+    m.setIndex(dst + i, m.index(head + i));
+  }
+  m.addFlags(dst, m.flags(head) & (PG.anon | PG.nonzero));
+  m.addEntireMapcount(dst, m.entireMapcount(head));
+  const map = h.size === PUD_SIZE ? mm.pgtable.puds : mm.pgtable.pmds;
+  const haddr = alignDown(va, h.size);
+  const leaf = map.get(h.size === PUD_SIZE ? PageTable.pudKey(haddr) : PageTable.pmdKey(haddr)) as HugeLeaf | undefined;
+  if (leaf) leaf.pfn = dst;
+  if (vma.file) for (const [idx, p] of vma.file.pages) if (p === head) vma.file.pages.set(idx, dst);
+  k.hugetlb.freeHugePage(h, head, false);
+  k.vmstat.count('pgmigrate_success', n);
+  k.charge(n * k.costs.ns('page_migrate_4k'));
+  return 0;
+}
+
+/** Whether the folio mapped at pfn is mapped by more than one mm (folio_likely_mapped_shared). */
+export function mappedShared(k: Kernel, pfn: number): boolean {
+  const m = k.mem;
+  return m.mapcount(pfn) > 1 || m.entireMapcount(pfn - (pfn % HPAGE_PMD_NR)) > 1;
+}
+
+export type MoveStatus = number | string;
+
+/**
+ * move_pages(2): query (nodes null) or move each page; per-page status is a
+ * node or a negative errno name; the return value counts pages that could
+ * not be migrated. Whole-call errors as kernel_move_pages and do_pages_move
+ * check them, entry by entry.
+ */
+export function sysMovePages(
+  k: Kernel,
+  caller: Process,
+  target: Process | undefined,
+  pages: readonly number[],
+  nodes: readonly number[] | null,
+  flags: number,
+): { ret: number; status?: MoveStatus[] } {
+  if (flags & ~(MPOL.MPOL_MF_MOVE | MPOL.MPOL_MF_MOVE_ALL)) return { ret: neg('EINVAL') };
+  if (flags & MPOL.MPOL_MF_MOVE_ALL && !caller.privileged) return { ret: neg('EPERM') };
+  if (!target || target.exited) return { ret: neg('ESRCH') };
+  const mm = target.mm;
+  const status: MoveStatus[] = [];
+  const st = (e: 'ENOENT' | 'EFAULT' | 'EACCES' | 'EBUSY' | 'ENOMEM'): string => `-${e}`;
+  if (nodes === null) {
+    for (const va of pages) {
+      const vma = mm.vmaAt(va);
+      if (!vma) status.push(st('EFAULT'));
+      else {
+        const pfn = followPage(mm, va);
+        status.push(pfn === -2 ? st('ENOENT') : pfn === -1 ? st('EFAULT') : k.phys.nodeOfPfn(pfn));
+      }
+    }
+    k.charge(pages.length * k.costs.nsOf('move_pages_query'));
+    return { ret: 0, status };
+  }
+  const allowed = memsAllowed(k, target);
+  let failed = 0;
+  for (let i = 0; i < pages.length; i++) {
+    const node = nodes[i]!;
+    if (node < 0 || node >= MAX_NUMNODES || !k.host.nodes.some((n) => n.id === node && n.memory > 0)) return { ret: neg('ENODEV'), status };
+    if (!allowed.includes(node)) return { ret: neg('EACCES'), status };
+    const va = pages[i]!;
+    const vma = mm.vmaAt(va);
+    if (!vma) {
+      status.push(st('EFAULT'));
+      continue;
+    }
+    const pfn = followPage(mm, va);
+    if (pfn === -2) status.push(st('ENOENT'));
+    else if (pfn === -1) status.push(st('EFAULT'));
+    else if (k.phys.nodeOfPfn(pfn) === node) status.push(node);
+    else if (mappedShared(k, pfn) && !(flags & MPOL.MPOL_MF_MOVE_ALL)) status.push(st('EACCES'));
+    else if (migrateMappedPage(k, mm, vma, va, node) < 0) {
+      failed++;
+      status.push(st('ENOMEM'));
+    } else status.push(node);
+  }
+  k.charge(pages.length * k.costs.nsOf('move_pages_same_node'));
+  return { ret: failed, status };
+}
+
+/**
+ * Every page of mm on node `source` moves to `dest` (migrate_to_node);
+ * returns how many could not be moved.
+ */
+export function migrateToNode(k: Kernel, mm: MmStruct, source: number, dest: number, moveAll: boolean): number {
+  let failed = 0;
+  for (const vma of [...mm.vmas]) {
+    const step = vma.isHugetlb() ? vma.hugePageSize() : PAGE_SIZE;
+    for (let va = vma.start; va < vma.end; va += step) {
+      const pfn = followPage(mm, va);
+      if (pfn < 0 || k.phys.nodeOfPfn(pfn) !== source) continue;
+      if (mappedShared(k, pfn) && !moveAll) continue;
+      if (migrateMappedPage(k, mm, vma, va, dest) < 0) failed++;
+    }
+  }
+  return failed;
 }

@@ -3,6 +3,7 @@
  * VMAs with their vm_flags, the page table, and mm_struct.
  */
 import { PMD_SIZE, PUD_SIZE, PAGE_SIZE } from './uapi.ts';
+import type { Mempolicy } from './mempolicy.ts';
 
 /** vm_flags bits, with Linux's values (bits above 31 are kept as separate booleans). */
 export const VM = {
@@ -108,6 +109,8 @@ export class Vma {
   /** anon_vma identity (0 = none yet). */
   anonVma = 0;
   resv: HugetlbResvMap | null = null;
+  /** The VMA memory policy (mbind); null = fall back to the task policy. */
+  policy: Mempolicy | null = null;
 
   get size(): number {
     return this.end - this.start;
@@ -126,6 +129,7 @@ export class Vma {
     const v = new Vma(this.start, this.end, this.flags, this.pgoff, this.file, this.hugeShift);
     v.anonVma = this.anonVma;
     v.resv = this.resv;
+    v.policy = this.policy;
     return v;
   }
 }

@@ -26,6 +26,7 @@ import {
 import { freePteTable, zapRange, handleMmFault, followPage, vmaAllows, FAULT_OK } from './memory.ts';
 import { splitHugePmd } from './huge_memory.ts';
 import { HugeLeaf } from './mm_types.ts';
+import { policyEqual, type Mempolicy } from './mempolicy.ts';
 
 // --- unmapped area search ----------------------------------------------------
 
@@ -95,6 +96,7 @@ export function canMerge(a: Vma, b: Vma): boolean {
   if (a.end !== b.start) return false;
   if ((a.flags & ~VM.SOFTDIRTY) !== (b.flags & ~VM.SOFTDIRTY)) return false;
   if (a.file !== b.file || a.resv !== b.resv || a.hugeShift !== b.hugeShift) return false;
+  if (!policyEqual(a.policy, b.policy)) return false;
   if (a.isHugetlb()) return false;
   if (a.anonVma && b.anonVma && a.anonVma !== b.anonVma) return false;
   return b.pgoff === a.pgoff + (a.end - a.start) / PAGE_SIZE;
@@ -112,6 +114,7 @@ export function anonVmaPrepare(k: Kernel, mm: MmStruct, vma: Vma): void {
   const i = mm.vmas.indexOf(vma);
   const compatible = (a: Vma, b: Vma): boolean =>
     a.end === b.start &&
+    policyEqual(a.policy, b.policy) &&
     a.file === b.file &&
     ((a.flags ^ b.flags) & ~(VM.READ | VM.WRITE | VM.EXEC | VM.SOFTDIRTY)) === 0 &&
     b.pgoff === a.pgoff + (a.end - a.start) / PAGE_SIZE;
@@ -201,6 +204,35 @@ export function modifyVmaFlags(k: Kernel, mm: MmStruct, start: number, end: numb
       }
     }
     vma.flags = nf;
+    changed.add(vma);
+  }
+  mergeAround(mm, changed);
+  return err;
+}
+
+/** mbind_range / vma_modify_policy: split at the range ends, set the policy, merge. */
+export function modifyVmaPolicy(k: Kernel, mm: MmStruct, start: number, end: number, pol: Mempolicy | null): SysRet {
+  const changed = new Set<Vma>();
+  let err = 0;
+  for (const v0 of mm.vmasIn(start, end)) {
+    let vma = v0;
+    if (policyEqual(vma.policy, pol)) continue;
+    if (vma.start < start) {
+      const up = splitVma(k, mm, vma, start);
+      if (typeof up === 'number') {
+        err = up;
+        break;
+      }
+      vma = up;
+    }
+    if (vma.end > end) {
+      const up = splitVma(k, mm, vma, end);
+      if (typeof up === 'number') {
+        err = up;
+        break;
+      }
+    }
+    vma.policy = pol;
     changed.add(vma);
   }
   mergeAround(mm, changed);
@@ -313,7 +345,6 @@ export function doMmap(k: Kernel, p: Process, addr: number, len: number, prot: n
  */
 export function populateRange(k: Kernel, p: Process, start: number, end: number, write: boolean | null): number {
   const mm = p.mm;
-  const cpu = p.mainThread.cpu;
   for (let va = start; va < end;) {
     const vma = mm.vmaAt(va);
     if (!vma) return neg('ENOMEM');
@@ -324,7 +355,7 @@ export function populateRange(k: Kernel, p: Process, start: number, end: number,
     for (; va < stop; va = alignDown(va, step) + step) {
       const pfn = followPage(mm, va);
       if (pfn >= 0 || (pfn === -1 && !w)) continue;
-      const r = handleMmFault(k, mm, vma, va, w, cpu);
+      const r = handleMmFault(k, mm, vma, va, w, p.mainThread);
       if (r !== FAULT_OK) return neg(r === 3 ? 'ENOMEM' : 'EFAULT');
     }
   }

@@ -8,6 +8,7 @@ import { HugeLeaf, PageTable, PteTable, PTE_NONE, PTE_ZERO, VM, VM_MNEMONICS, pf
 import { PG } from './page.ts';
 import { HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE, PUD_SIZE } from './uapi.ts';
 import { thpVmaAllowable } from './huge_memory.ts';
+import { policyString } from './mempolicy.ts';
 import { formatSize } from '../util/input_error.ts';
 
 export interface PagemapRun {
@@ -155,7 +156,7 @@ export function numaMaps(k: Kernel, mm: MmStruct, addr: number): NumaMapsRecord 
   const nodes: Record<string, number> = {};
   for (const nid of [...counts.keys()].sort((a, b) => a - b)) nodes[String(nid)] = counts.get(nid)!;
   const any = counts.size > 0;
-  return { policy: 'default', nodes, huge: vma.isHugetlb(), kernelpagesize_kB: any ? vma.hugePageSize() / 1024 : null };
+  return { policy: policyString(vma.policy), nodes, huge: vma.isHugetlb(), kernelpagesize_kB: any ? vma.hugePageSize() / 1024 : null };
 }
 
 export interface HugepagesCounts {

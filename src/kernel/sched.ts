@@ -3,6 +3,7 @@
  * threads run on CPUs, and the CPU decides the local node.
  */
 import type { MmStruct } from './mm_types.ts';
+import type { Mempolicy } from './mempolicy.ts';
 
 export class Thread {
   constructor(
@@ -11,6 +12,10 @@ export class Thread {
     /** CPU the thread runs on (sched_setaffinity to one CPU). */
     public cpu: number,
   ) {}
+  /** The task memory policy (set_mempolicy); null = default (local). */
+  mempolicy: Mempolicy | null = null;
+  /** Last node used by task interleaving (current->il_prev). */
+  ilPrev = -1;
 }
 
 export class Process {

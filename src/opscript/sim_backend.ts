@@ -3,7 +3,7 @@
  */
 import { Kernel } from '../kernel/kernel.ts';
 import type { Process, Thread } from '../kernel/sched.ts';
-import { errnoName, MAP, PAGE_SIZE, alignDown } from '../kernel/uapi.ts';
+import { errnoName, MAP, MPOL, PAGE_SIZE, alignDown } from '../kernel/uapi.ts';
 import {
   pagemap,
   smaps,
@@ -17,6 +17,9 @@ import {
   renderNumaMaps,
 } from '../kernel/procfs.ts';
 import { UnmodelledError } from '../kernel/madvise.ts';
+import { sysGetMempolicy, sysMbind, sysMigratePages, sysSetMempolicy } from '../kernel/mempolicy.ts';
+import { sysMovePages } from '../kernel/migrate.ts';
+import { followPage } from '../kernel/memory.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
 
 /** A syscall return turned into the result fields. */
@@ -137,6 +140,29 @@ export class SimBackend implements Backend {
         const faults = this.pendingAsync.get(t) ?? [];
         this.pendingAsync.delete(t);
         return { ret: 0, async_faults: faults };
+      }
+      case 'set_mempolicy':
+        return sys(sysSetMempolicy(k, this.thread(op), a.mode | (a.flags ?? 0), a.nodes ?? []));
+      case 'get_mempolicy': {
+        const flags = a.flags ?? 0;
+        const t = this.thread(op);
+        const r = sysGetMempolicy(k, t, flags, a.addr ?? 0, (va) => {
+          // lookup_node: get_user_pages(va) faults the page in as a read
+          const res = k.access(t, alignDown(va, PAGE_SIZE), 1, PAGE_SIZE, false, 0);
+          if (res.signal) return undefined;
+          const pfn = followPage(p.mm, va);
+          return pfn >= 0 ? k.phys.nodeOfPfn(pfn) : 0; // the zero page lives on node 0
+        });
+        if (typeof r === 'number') return sys(r);
+        return flags & MPOL.MPOL_F_NODE ? { ret: 0, mode: r.mode, nodes: r.nodes, node: r.mode } : { ret: 0, mode: r.mode, nodes: r.nodes };
+      }
+      case 'mbind':
+        return sys(sysMbind(k, this.thread(op), a.addr, a.len, a.mode, a.nodes ?? [], a.flags ?? 0));
+      case 'migrate_pages':
+        return sys(sysMigratePages(k, p, this.procs[op.targetProc!], a.old_nodes, a.new_nodes));
+      case 'move_pages': {
+        const r = sysMovePages(k, p, this.procs[op.targetProc!], a.pages, a.nodes, a.flags ?? 0);
+        return r.ret < 0 ? sys(r.ret) : { ret: r.ret, status: r.status };
       }
       case 'pagemap':
         return { ret: 0, pages: pagemap(k, p.mm, a.addr, a.len) };

@@ -110,7 +110,7 @@ export class WorkloadThread {
         let size = memory.translatedSize;
         if (size === 0 || (write && pfn === -1)) {
           const before = ctx.ns;
-          const r = handleMmFault(k, mm, vma, va, write, this.thread.cpu);
+          const r = handleMmFault(k, mm, vma, va, write, this.thread);
           this.faults++;
           this.faultNs += ctx.ns - before;
           if (r !== FAULT_OK) {

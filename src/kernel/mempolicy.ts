@@ -1,0 +1,341 @@
+/**
+ * NUMA memory policies (mm/mempolicy.c): set_mempolicy, get_mempolicy and
+ * mbind with their validation order and errnos, node masks with
+ * MPOL_F_STATIC_NODES / MPOL_F_RELATIVE_NODES, and the node an allocation
+ * goes to under each mode (interleave by page offset for VMA policies,
+ * round-robin for the task policy).
+ */
+import type { Kernel } from './kernel.ts';
+import type { Process, Thread } from './sched.ts';
+import type { Vma } from './mm_types.ts';
+import { MPOL, PAGE_SIZE, alignUp, neg, type SysRet } from './uapi.ts';
+import { followPage as followPageOf } from './memory.ts';
+import { mappedShared as mappedSharedOf, migrateMappedPage as migrateMappedPageOf, migrateToNode as migrateToNodeOf } from './migrate.ts';
+import { modifyVmaPolicy } from './mmap.ts';
+
+export const MPOL_MAX = 7;
+export const MAX_NUMNODES = 1024;
+const MODE_FLAGS = MPOL.MPOL_F_STATIC_NODES | MPOL.MPOL_F_RELATIVE_NODES | MPOL.MPOL_F_NUMA_BALANCING;
+const MF_VALID = MPOL.MPOL_MF_STRICT | MPOL.MPOL_MF_MOVE | MPOL.MPOL_MF_MOVE_ALL;
+
+export interface Mempolicy {
+  /** MPOL_PREFERRED, MPOL_BIND, MPOL_INTERLEAVE, MPOL_LOCAL, MPOL_PREFERRED_MANY, MPOL_WEIGHTED_INTERLEAVE */
+  mode: number;
+  /** MPOL_F_STATIC_NODES / MPOL_F_RELATIVE_NODES / MPOL_F_NUMA_BALANCING */
+  flags: number;
+  /** The effective nodes (sorted). */
+  nodes: number[];
+  /** The mask as the caller gave it (reported back for STATIC/RELATIVE policies). */
+  userNodes: number[];
+}
+
+export const policyEqual = (a: Mempolicy | null, b: Mempolicy | null): boolean =>
+  a === b || (!!a && !!b && a.mode === b.mode && a.flags === b.flags && a.nodes.join() === b.nodes.join() && a.userNodes.join() === b.userNodes.join());
+
+/** sanitize_mpol_flags: split mode and flags; -EINVAL for a bad combination. */
+function sanitize(modeIn: number): { mode: number; flags: number } | number {
+  const flags = modeIn & MODE_FLAGS;
+  const mode = modeIn & ~MODE_FLAGS;
+  if (mode < 0 || mode >= MPOL_MAX) return neg('EINVAL');
+  if (flags & MPOL.MPOL_F_STATIC_NODES && flags & MPOL.MPOL_F_RELATIVE_NODES) return neg('EINVAL');
+  if (flags & MPOL.MPOL_F_NUMA_BALANCING && mode !== MPOL.MPOL_BIND && mode !== MPOL.MPOL_PREFERRED_MANY) return neg('EINVAL');
+  return { mode, flags };
+}
+
+/** Nodes with memory the task may use (cpuset mems_allowed ∩ N_MEMORY). */
+export function memsAllowed(k: Kernel, _p: Process): number[] {
+  return k.host.nodes.filter((n) => n.memory > 0).map((n) => n.id);
+}
+
+/** nodes_fold + nodes_onto: relative node i is the (i mod |allowed|)-th allowed node. */
+function relativeNodes(user: number[], allowed: number[]): number[] {
+  const w = allowed.length;
+  return [...new Set(user.map((i) => allowed[i % w]!))].sort((a, b) => a - b);
+}
+
+/**
+ * mpol_new + mpol_set_nodemask: the policy for (mode, flags, nodes), null for
+ * MPOL_DEFAULT, or -errno.
+ */
+export function mpolNew(k: Kernel, p: Process, modeIn: number, nodesIn: readonly number[]): Mempolicy | null | number {
+  const s = sanitize(modeIn);
+  if (typeof s === 'number') return s;
+  let { mode } = s;
+  const { flags } = s;
+  const user = [...new Set(nodesIn)].sort((a, b) => a - b);
+  if (user.some((n) => n >= MAX_NUMNODES)) return neg('EINVAL');
+  if (mode === MPOL.MPOL_DEFAULT) return user.length ? neg('EINVAL') : null;
+  if (mode === MPOL.MPOL_PREFERRED) {
+    if (!user.length) {
+      if (flags & (MPOL.MPOL_F_STATIC_NODES | MPOL.MPOL_F_RELATIVE_NODES)) return neg('EINVAL');
+      mode = MPOL.MPOL_LOCAL;
+    }
+  } else if (mode === MPOL.MPOL_LOCAL) {
+    if (user.length || flags & (MPOL.MPOL_F_STATIC_NODES | MPOL.MPOL_F_RELATIVE_NODES)) return neg('EINVAL');
+  } else if (!user.length) return neg('EINVAL');
+  if (mode === MPOL.MPOL_LOCAL) return { mode, flags, nodes: [], userNodes: [] };
+  const allowed = memsAllowed(k, p);
+  const eff = flags & MPOL.MPOL_F_RELATIVE_NODES ? relativeNodes(user, allowed) : user.filter((n) => allowed.includes(n));
+  if (!eff.length) return neg('EINVAL');
+  const nodes = mode === MPOL.MPOL_PREFERRED ? [eff[0]!] : eff;
+  return { mode, flags, nodes, userNodes: user };
+}
+
+export function sysSetMempolicy(k: Kernel, t: Thread, mode: number, nodes: readonly number[]): SysRet {
+  const pol = mpolNew(k, t.process, mode, nodes);
+  if (typeof pol === 'number') return pol;
+  t.mempolicy = pol;
+  t.ilPrev = -1;
+  return 0;
+}
+
+export interface GetMempolicyResult {
+  mode: number;
+  nodes: number[];
+}
+
+/** do_get_mempolicy. Faults the page in (as a read) for MPOL_F_NODE|MPOL_F_ADDR. */
+export function sysGetMempolicy(
+  k: Kernel,
+  t: Thread,
+  flags: number,
+  addr: number,
+  pageNode: (va: number) => number | undefined,
+): GetMempolicyResult | number {
+  const F = MPOL.MPOL_F_NODE | MPOL.MPOL_F_ADDR | MPOL.MPOL_F_MEMS_ALLOWED;
+  if (flags & ~F) return neg('EINVAL');
+  if (flags & MPOL.MPOL_F_MEMS_ALLOWED) {
+    if (flags & (MPOL.MPOL_F_NODE | MPOL.MPOL_F_ADDR)) return neg('EINVAL');
+    return { mode: 0, nodes: memsAllowed(k, t.process) };
+  }
+  let pol: Mempolicy | null;
+  if (flags & MPOL.MPOL_F_ADDR) {
+    const vma = t.process.mm.vmaAt(addr);
+    if (!vma) return neg('EFAULT');
+    pol = vma.policy;
+  } else {
+    if (addr) return neg('EINVAL');
+    pol = t.mempolicy;
+  }
+  let mode: number;
+  if (flags & MPOL.MPOL_F_NODE) {
+    if (flags & MPOL.MPOL_F_ADDR) {
+      const n = pageNode(addr);
+      if (n === undefined) return neg('EFAULT');
+      mode = n;
+    } else if (pol && pol === t.mempolicy && (pol.mode === MPOL.MPOL_INTERLEAVE || pol.mode === MPOL.MPOL_WEIGHTED_INTERLEAVE)) {
+      mode = nextNodeIn(t.ilPrev, pol.nodes);
+    } else return neg('EINVAL');
+  } else mode = pol ? pol.mode | (pol.flags & MODE_FLAGS) : MPOL.MPOL_DEFAULT;
+  const nodes = !pol ? [] : pol.flags & (MPOL.MPOL_F_STATIC_NODES | MPOL.MPOL_F_RELATIVE_NODES) ? pol.userNodes : pol.nodes;
+  return { mode, nodes: [...nodes] };
+}
+
+function nextNodeIn(prev: number, nodes: number[]): number {
+  for (const n of nodes) if (n > prev) return n;
+  return nodes[0]!;
+}
+
+/** policy_node / policy_nodemask: where an allocation of `order` at va in vma goes. */
+export interface PolicyPlacement {
+  /** Node whose zonelist is walked (the preferred node). */
+  nid: number;
+  /** Allowed nodes, or undefined for all. */
+  nodemask?: number[];
+  /** MPOL_PREFERRED_MANY: try the mask first, then any node. */
+  fallbackAll?: boolean;
+  /** Allocated by interleave (numa_interleave counts hits on this node). */
+  interleave?: boolean;
+}
+
+export function policyPlacement(k: Kernel, t: Thread, vma: Vma | null, va: number, order: number): PolicyPlacement {
+  const local = k.cpuToNode(t.cpu);
+  const pol = vma?.policy ?? t.mempolicy;
+  if (!pol) return { nid: local };
+  switch (pol.mode) {
+    case MPOL.MPOL_LOCAL:
+      return { nid: local };
+    case MPOL.MPOL_PREFERRED:
+      return { nid: pol.nodes[0]! };
+    case MPOL.MPOL_BIND:
+      return { nid: local, nodemask: pol.nodes };
+    case MPOL.MPOL_PREFERRED_MANY:
+      return { nid: local, nodemask: pol.nodes, fallbackAll: true };
+    case MPOL.MPOL_INTERLEAVE:
+    case MPOL.MPOL_WEIGHTED_INTERLEAVE: {
+      // All weights are 1 (no HMAT data): weighted interleave places like interleave.
+      let nid: number;
+      if (vma?.policy) {
+        const ilx = Math.floor(vma.pgoff / 2 ** order) + Math.floor((va - vma.start) / (PAGE_SIZE * 2 ** order));
+        nid = pol.nodes[ilx % pol.nodes.length]!;
+      } else {
+        nid = nextNodeIn(t.ilPrev, pol.nodes);
+        t.ilPrev = nid;
+      }
+      return { nid, nodemask: [nid], interleave: true };
+    }
+  }
+  return { nid: local };
+}
+
+/** Validation shared by mbind before it touches the address space; returns the policy or -errno. */
+export function mbindPolicy(k: Kernel, p: Process, start: number, len: number, mode: number, nodes: readonly number[], flags: number): { pol: Mempolicy | null; end: number; flags: number } | number {
+  const s = sanitize(mode);
+  if (typeof s === 'number') return s;
+  if (nodes.some((n) => n >= MAX_NUMNODES)) return neg('EINVAL');
+  if (flags & ~MF_VALID) return neg('EINVAL');
+  if (flags & MPOL.MPOL_MF_MOVE_ALL && !p.privileged) return neg('EPERM');
+  if (start % PAGE_SIZE) return neg('EINVAL');
+  if ((mode & ~MODE_FLAGS) === MPOL.MPOL_DEFAULT) flags &= ~MPOL.MPOL_MF_STRICT;
+  const end = start + alignUp(len, PAGE_SIZE);
+  if (end < start) return neg('EINVAL');
+  if (end === start) return { pol: null, end, flags: -1 };
+  const pol = mpolNew(k, p, mode, nodes);
+  if (typeof pol === 'number') return pol;
+  return { pol, end, flags };
+}
+
+/** The numa_maps name of a policy: "default", "bind:0-1", "interleave:0,2", "prefer:1", "local". */
+export function policyString(pol: Mempolicy | null): string {
+  if (!pol) return 'default';
+  const name: Record<number, string> = {
+    [MPOL.MPOL_PREFERRED]: 'prefer',
+    [MPOL.MPOL_BIND]: 'bind',
+    [MPOL.MPOL_INTERLEAVE]: 'interleave',
+    [MPOL.MPOL_LOCAL]: 'local',
+    [MPOL.MPOL_PREFERRED_MANY]: 'prefer (many)',
+    [MPOL.MPOL_WEIGHTED_INTERLEAVE]: 'weighted interleave',
+  };
+  let s = name[pol.mode] ?? 'default';
+  if (pol.flags & MODE_FLAGS) {
+    s += '=';
+    if (pol.flags & MPOL.MPOL_F_STATIC_NODES) s += 'static';
+    else if (pol.flags & MPOL.MPOL_F_RELATIVE_NODES) s += 'relative';
+    if (pol.flags & MPOL.MPOL_F_NUMA_BALANCING) s += `${pol.flags & (MPOL.MPOL_F_STATIC_NODES | MPOL.MPOL_F_RELATIVE_NODES) ? '|' : ''}balancing`;
+  }
+  if (pol.nodes.length) s += `:${nodeList(pol.nodes)}`;
+  return s;
+}
+
+/** "0-2,5": a node list as the kernel prints it (%*pbl). */
+export function nodeList(nodes: readonly number[]): string {
+  const out: string[] = [];
+  for (let i = 0; i < nodes.length; ) {
+    let j = i;
+    while (j + 1 < nodes.length && nodes[j + 1] === nodes[j]! + 1) j++;
+    out.push(j > i ? `${nodes[i]}-${nodes[j]}` : String(nodes[i]));
+    i = j + 1;
+  }
+  return out.join(',');
+}
+
+/** The node zone_statistics() treats as preferred: the first allowed node of nid's zonelist. */
+export function preferredNode(k: Kernel, pl: PolicyPlacement): number {
+  if (!pl.nodemask) return pl.nid;
+  return k.phys.zonelists[pl.nid]!.find((n) => pl.nodemask!.includes(n)) ?? pl.nid;
+}
+
+/**
+ * Allocate 2^order pages as a policy places them: the preferred node's
+ * zonelist filtered by the policy's nodes (then any node for
+ * MPOL_PREFERRED_MANY), with NUMA statistics. -1 when no allowed node has
+ * a free block.
+ */
+export function allocPolicyPages(k: Kernel, pl: PolicyPlacement, order: number, mt: 0 | 1, local: number): number {
+  let pfn = k.phys.alloc({ order, mt, nid: pl.nid, nodemask: pl.nodemask });
+  if (pfn < 0 && pl.fallbackAll) pfn = k.phys.alloc({ order, mt, nid: pl.nid });
+  if (pfn >= 0) accountPolicyAlloc(k, pl, pfn, order, local);
+  return pfn;
+}
+
+export function accountPolicyAlloc(k: Kernel, pl: PolicyPlacement, pfn: number, order: number, local: number): void {
+  k.accountAlloc(pfn, preferredNode(k, pl), 2 ** order, local);
+  if (pl.interleave && k.phys.nodeOfPfn(pfn) === pl.nid) k.vmstat.numa[pl.nid]!.numa_interleave++;
+}
+
+/**
+ * mbind(2): validate, refuse holes (EFAULT), with MPOL_MF_STRICT refuse
+ * misplaced pages (EIO) unless they can be moved, split the VMAs and set
+ * their policy, then move misplaced pages for MPOL_MF_MOVE(_ALL) to where
+ * the new policy places them.
+ */
+export function sysMbind(k: Kernel, t: Thread, start: number, len: number, mode: number, nodes: readonly number[], flagsIn: number): SysRet {
+  const p = t.process;
+  const v = mbindPolicy(k, p, start, len, mode, nodes, flagsIn);
+  if (typeof v === 'number') return v;
+  if (v.flags < 0) return 0;
+  const { pol, end, flags } = v;
+  const mm = p.mm;
+  // queue_pages_range: holes are EFAULT (and nothing is changed).
+  let covered = start;
+  for (const vma of mm.vmasIn(start, end)) {
+    if (vma.start > covered) return neg('EFAULT');
+    covered = vma.end;
+  }
+  if (covered < end) return neg('EFAULT');
+  // Misplaced pages: present pages not on the new policy's nodes.
+  const inPolicy = (nid: number): boolean => !pol || pol.mode === MPOL.MPOL_LOCAL || pol.nodes.includes(nid);
+  const misplaced: number[] = [];
+  const move = (flags & (MPOL.MPOL_MF_MOVE | MPOL.MPOL_MF_MOVE_ALL)) !== 0;
+  if (flags & (MPOL.MPOL_MF_STRICT | MPOL.MPOL_MF_MOVE | MPOL.MPOL_MF_MOVE_ALL))
+    for (const vma of mm.vmasIn(start, end)) {
+      const step = vma.isHugetlb() ? vma.hugePageSize() : PAGE_SIZE;
+      for (let va = Math.max(start, vma.start); va < Math.min(end, vma.end); va += step) {
+        const pfn = followPageOf(mm, va);
+        if (pfn >= 0 && !inPolicy(k.phys.nodeOfPfn(pfn))) misplaced.push(va);
+      }
+    }
+  const r = modifyVmaPolicy(k, mm, start, end, pol);
+  if (r < 0) return r;
+  let failed = move ? 0 : misplaced.length;
+  if (move)
+    for (const va of misplaced) {
+      const vma = mm.vmaAt(va)!;
+      const pfn = followPageOf(mm, va);
+      if (pfn < 0 || inPolicy(k.phys.nodeOfPfn(pfn))) continue; // moved with its THP already
+      if (mappedSharedOf(k, pfn) && !(flags & MPOL.MPOL_MF_MOVE_ALL)) {
+        failed++;
+        continue;
+      }
+      const target = policyPlacement(k, t, vma, va, 0);
+      const dest = preferredNode(k, target);
+      if (migrateMappedPageOf(k, mm, vma, va, dest) < 0) failed++;
+    }
+  return failed && flags & MPOL.MPOL_MF_STRICT ? neg('EIO') : 0;
+}
+
+/**
+ * migrate_pages(2): kernel_migrate_pages' checks, then do_migrate_pages'
+ * order for overlapping node sets: repeatedly pick a source node whose
+ * destination (node_remap) is not itself still to be vacated, so no page
+ * moves twice. With nodes of different counts, sources that are also
+ * destinations stay. Returns the pages that could not be moved.
+ */
+export function sysMigratePages(k: Kernel, caller: Process, target: Process | undefined, oldNodes: readonly number[], newNodes: readonly number[]): SysRet {
+  if ([...oldNodes, ...newNodes].some((n) => n >= MAX_NUMNODES)) return neg('EINVAL');
+  if (!target || target.exited) return neg('ESRCH');
+  const allowed = memsAllowed(k, caller);
+  const to = [...new Set(newNodes)].sort((a, b) => a - b);
+  const from = [...new Set(oldNodes)].sort((a, b) => a - b);
+  if (!to.some((n) => allowed.includes(n))) return neg('EINVAL');
+  const remap = (s: number): number => to[from.indexOf(s) % to.length]!;
+  let tmp = [...from];
+  let busy = 0;
+  while (tmp.length) {
+    let source = -1;
+    let dest = 0;
+    for (const s of tmp) {
+      if (from.length !== to.length && to.includes(s)) continue;
+      const d = remap(s);
+      if (s === d) continue;
+      source = s;
+      dest = d;
+      if (!tmp.includes(dest)) break;
+    }
+    if (source < 0) break;
+    tmp = tmp.filter((n) => n !== source);
+    if (!allowed.includes(dest)) continue;
+    busy += migrateToNodeOf(k, target.mm, source, dest, caller.privileged);
+  }
+  return busy;
+}
