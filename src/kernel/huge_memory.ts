@@ -97,7 +97,11 @@ export function allocThp(k: Kernel, vma: Vma, pl: PolicyPlacement): number {
     let pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid, nodemask: pl.nodemask });
     if (pfn < 0 && gfp.direct)
       for (const n of k.phys.zonelists[nid]!.filter((x) => pl.nodemask!.includes(x)))
-        if (compactForOrder(k, n, HPAGE_PMD_ORDER, 'direct') && (pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid: n, thisNode: true })) >= 0) break;
+        if (
+          compactForOrder(k, n, HPAGE_PMD_ORDER, 'direct') &&
+          (pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid: n, thisNode: true })) >= 0
+        )
+          break;
     if (pfn < 0 && pl.fallbackAll) pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid });
     return pfn;
   }

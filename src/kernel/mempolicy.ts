@@ -30,7 +30,13 @@ export interface Mempolicy {
 }
 
 export const policyEqual = (a: Mempolicy | null, b: Mempolicy | null): boolean =>
-  a === b || (!!a && !!b && a.mode === b.mode && a.flags === b.flags && a.nodes.join() === b.nodes.join() && a.userNodes.join() === b.userNodes.join());
+  a === b ||
+  (!!a &&
+    !!b &&
+    a.mode === b.mode &&
+    a.flags === b.flags &&
+    a.nodes.join() === b.nodes.join() &&
+    a.userNodes.join() === b.userNodes.join());
 
 /** sanitize_mpol_flags: split mode and flags; -EINVAL for a bad combination. */
 function sanitize(modeIn: number): { mode: number; flags: number } | number {
@@ -179,7 +185,15 @@ export function policyPlacement(k: Kernel, t: Thread, vma: Vma | null, va: numbe
 }
 
 /** Validation shared by mbind before it touches the address space; returns the policy or -errno. */
-export function mbindPolicy(k: Kernel, p: Process, start: number, len: number, mode: number, nodes: readonly number[], flags: number): { pol: Mempolicy | null; end: number; flags: number } | number {
+export function mbindPolicy(
+  k: Kernel,
+  p: Process,
+  start: number,
+  len: number,
+  mode: number,
+  nodes: readonly number[],
+  flags: number,
+): { pol: Mempolicy | null; end: number; flags: number } | number {
   const s = sanitize(mode);
   if (typeof s === 'number') return s;
   if (nodes.some((n) => n >= MAX_NUMNODES)) return neg('EINVAL');
@@ -211,7 +225,8 @@ export function policyString(pol: Mempolicy | null): string {
     s += '=';
     if (pol.flags & MPOL.MPOL_F_STATIC_NODES) s += 'static';
     else if (pol.flags & MPOL.MPOL_F_RELATIVE_NODES) s += 'relative';
-    if (pol.flags & MPOL.MPOL_F_NUMA_BALANCING) s += `${pol.flags & (MPOL.MPOL_F_STATIC_NODES | MPOL.MPOL_F_RELATIVE_NODES) ? '|' : ''}balancing`;
+    if (pol.flags & MPOL.MPOL_F_NUMA_BALANCING)
+      s += `${pol.flags & (MPOL.MPOL_F_STATIC_NODES | MPOL.MPOL_F_RELATIVE_NODES) ? '|' : ''}balancing`;
   }
   if (pol.nodes.length) s += `:${nodeList(pol.nodes)}`;
   return s;
@@ -220,7 +235,7 @@ export function policyString(pol: Mempolicy | null): string {
 /** "0-2,5": a node list as the kernel prints it (%*pbl). */
 export function nodeList(nodes: readonly number[]): string {
   const out: string[] = [];
-  for (let i = 0; i < nodes.length; ) {
+  for (let i = 0; i < nodes.length;) {
     let j = i;
     while (j + 1 < nodes.length && nodes[j + 1] === nodes[j]! + 1) j++;
     out.push(j > i ? `${nodes[i]}-${nodes[j]}` : String(nodes[i]));
@@ -259,7 +274,15 @@ export function accountPolicyAlloc(k: Kernel, pl: PolicyPlacement, pfn: number, 
  * their policy, then move misplaced pages for MPOL_MF_MOVE(_ALL) to where
  * the new policy places them.
  */
-export function sysMbind(k: Kernel, t: Thread, start: number, len: number, mode: number, nodes: readonly number[], flagsIn: number): SysRet {
+export function sysMbind(
+  k: Kernel,
+  t: Thread,
+  start: number,
+  len: number,
+  mode: number,
+  nodes: readonly number[],
+  flagsIn: number,
+): SysRet {
   const p = t.process;
   const v = mbindPolicy(k, p, start, len, mode, nodes, flagsIn);
   if (typeof v === 'number') return v;
@@ -311,7 +334,13 @@ export function sysMbind(k: Kernel, t: Thread, start: number, len: number, mode:
  * moves twice. With nodes of different counts, sources that are also
  * destinations stay. Returns the pages that could not be moved.
  */
-export function sysMigratePages(k: Kernel, caller: Process, target: Process | undefined, oldNodes: readonly number[], newNodes: readonly number[]): SysRet {
+export function sysMigratePages(
+  k: Kernel,
+  caller: Process,
+  target: Process | undefined,
+  oldNodes: readonly number[],
+  newNodes: readonly number[],
+): SysRet {
   if ([...oldNodes, ...newNodes].some((n) => n >= MAX_NUMNODES)) return neg('EINVAL');
   if (!target || target.exited) return neg('ESRCH');
   const allowed = memsAllowed(k, caller);

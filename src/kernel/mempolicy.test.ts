@@ -1,0 +1,155 @@
+/**
+ * Memory policies and page migration on a multi-node host, against the man
+ * pages' rules (this machine has one node, so these are checked here rather
+ * than against the real kernel).
+ */
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { smallKernel, RW, ANON } from '../testing/fixtures.ts';
+import { MADV, MPOL, PAGE_SIZE, PMD_SIZE, MAP } from './uapi.ts';
+import { sysGetMempolicy, sysMbind, sysMigratePages, sysSetMempolicy } from './mempolicy.ts';
+import { sysMovePages } from './migrate.ts';
+import { followPage } from './memory.ts';
+import { verifyKernel } from './debug_vm.ts';
+import { numaMaps, pagemap } from './procfs.ts';
+import type { Kernel } from './kernel.ts';
+import type { Process } from './sched.ts';
+
+function nodesOf(k: Kernel, p: Process, a: number, pages: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < pages; i++) {
+    const pfn = followPage(p.mm, a + i * PAGE_SIZE);
+    out.push(pfn >= 0 ? k.phys.nodeOfPfn(pfn) : -1);
+  }
+  return out;
+}
+
+function fourNodes() {
+  const k = smallKernel({ nodes: 4, mib: 64 });
+  const p = k.createProcess('n');
+  return { k, p, t: p.mainThread };
+}
+
+describe('memory policies', () => {
+  it('task interleave goes round robin; VMA interleave by page offset (set_mempolicy02, mbind)', () => {
+    const { k, p, t } = fourNodes();
+    expect(sysSetMempolicy(k, t, MPOL.MPOL_INTERLEAVE, [0, 1])).toBe(0);
+    const a = k.mmap(p, 0, 16 * PAGE_SIZE, RW, ANON);
+    k.access(t, a, 16 * PAGE_SIZE, PAGE_SIZE, true, 1);
+    const nodes = nodesOf(k, p, a, 16);
+    expect(nodes.filter((n) => n === 0)).toHaveLength(8);
+    expect(nodes.filter((n) => n === 1)).toHaveLength(8);
+    sysSetMempolicy(k, t, MPOL.MPOL_DEFAULT, []);
+    const b = k.mmap(p, 0, 8 * PAGE_SIZE, RW, ANON);
+    expect(sysMbind(k, t, b, 8 * PAGE_SIZE, MPOL.MPOL_INTERLEAVE, [1, 2, 3], 0)).toBe(0);
+    k.access(t, b, 8 * PAGE_SIZE, PAGE_SIZE, true, 1);
+    // node = nodes[(vpn) % 3], vpn = address / 4K for an anonymous VMA
+    expect(nodesOf(k, p, b, 8)).toEqual(Array.from({ length: 8 }, (_, i) => [1, 2, 3][(b / PAGE_SIZE + i) % 3]));
+    expect(numaMaps(k, p.mm, b)!.policy).toBe('interleave:1-3');
+    expect(k.vmstat.snapshot().numa_interleave).toBeGreaterThanOrEqual(16);
+  });
+
+  it('binds faults to the nearest allowed node, and reports policies back as Linux does', () => {
+    const { k, p, t } = fourNodes();
+    const a = k.mmap(p, 0, 4 * PAGE_SIZE, RW, ANON);
+    expect(sysMbind(k, t, a, 4 * PAGE_SIZE, MPOL.MPOL_BIND, [2, 3], 0)).toBe(0);
+    k.access(t, a, 4 * PAGE_SIZE, PAGE_SIZE, true, 1);
+    expect(nodesOf(k, p, a, 4).every((n) => n === 2)).toBe(true); // distances are equal: lowest id first
+    expect(sysGetMempolicy(k, t, MPOL.MPOL_F_ADDR, a, () => 0)).toEqual({ mode: MPOL.MPOL_BIND, nodes: [2, 3] });
+    expect(sysSetMempolicy(k, t, MPOL.MPOL_PREFERRED, [])).toBe(0);
+    expect(sysGetMempolicy(k, t, 0, 0, () => 0)).toEqual({ mode: MPOL.MPOL_LOCAL, nodes: [] });
+    expect(sysSetMempolicy(k, t, MPOL.MPOL_BIND | MPOL.MPOL_F_RELATIVE_NODES, [5])).toBe(0);
+    // relative node 5 of 4 allowed nodes folds onto the second allowed node
+    expect(sysGetMempolicy(k, t, 0, 0, () => 0)).toEqual({ mode: MPOL.MPOL_BIND | MPOL.MPOL_F_RELATIVE_NODES, nodes: [5] });
+    const b = k.mmap(p, 0, PAGE_SIZE, RW, ANON);
+    k.access(t, b, PAGE_SIZE, PAGE_SIZE, true, 1);
+    expect(nodesOf(k, p, b, 1)).toEqual([1]);
+    expect(sysSetMempolicy(k, t, MPOL.MPOL_INTERLEAVE, [])).toBe(-22);
+    expect(sysSetMempolicy(k, t, MPOL.MPOL_PREFERRED | MPOL.MPOL_F_NUMA_BALANCING, [0])).toBe(-22);
+  });
+
+  it('MPOL_MF_STRICT refuses misplaced pages with EIO; MPOL_MF_MOVE moves them (mbind02, mbind03)', () => {
+    const { k, p, t } = fourNodes();
+    const a = k.mmap(p, 0, PAGE_SIZE, RW, ANON);
+    k.access(t, a, PAGE_SIZE, PAGE_SIZE, true, 9);
+    expect(nodesOf(k, p, a, 1)).toEqual([0]);
+    for (const mode of [MPOL.MPOL_PREFERRED, MPOL.MPOL_BIND, MPOL.MPOL_INTERLEAVE])
+      expect(sysMbind(k, t, a, PAGE_SIZE, mode, [1], MPOL.MPOL_MF_STRICT)).toBe(-5);
+    expect(sysMbind(k, t, a, PAGE_SIZE, MPOL.MPOL_BIND, [1], MPOL.MPOL_MF_MOVE)).toBe(0);
+    expect(nodesOf(k, p, a, 1)).toEqual([1]);
+    let byte = -1;
+    k.access(t, a, 1, PAGE_SIZE, false, 0, (_v, b) => (byte = b));
+    expect(byte).toBe(9);
+    expect(k.vmstat.snapshot().pgmigrate_success).toBe(1);
+  });
+
+  it('move_pages reports per-page status and moves a whole THP (move_pages01-04)', () => {
+    const { k, p, t } = fourNodes();
+    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'always');
+    const a = k.mmap(p, 0, 2 * PMD_SIZE, RW, ANON);
+    k.access(t, a, PMD_SIZE, PAGE_SIZE, true, 3); // one THP
+    k.access(t, a + PMD_SIZE, PAGE_SIZE, PAGE_SIZE, false, 0); // huge zero page
+    const q = sysMovePages(k, p, p, [a, a + PMD_SIZE, a + 4 * PMD_SIZE], null, 0);
+    expect(q.status).toEqual([0, '-EFAULT', '-EFAULT']);
+    const r = sysMovePages(k, p, p, [a, a + PAGE_SIZE], [2, 2], MPOL.MPOL_MF_MOVE);
+    expect(r).toEqual({ ret: 0, status: [2, 2] });
+    expect(pagemap(k, p.mm, a, PMD_SIZE)).toEqual([{ n: 512, present: true, node: 2, size: '2M' }]);
+    expect(k.vmstat.snapshot().thp_migration_success).toBe(1);
+    expect(sysMovePages(k, p, p, [a], [7], MPOL.MPOL_MF_MOVE).ret).toBe(-19);
+    expect(sysMovePages(k, p, p, [a], [0], MPOL.MPOL_MF_STRICT).ret).toBe(-22);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+
+  it('migrate_pages between overlapping node sets moves each page once, as do_migrate_pages orders it', () => {
+    const { k, p, t } = fourNodes();
+    const a = k.mmap(p, 0, 12 * PAGE_SIZE, RW, ANON);
+    k.madvise(p, a, 12 * PAGE_SIZE, MADV.MADV_NOHUGEPAGE);
+    sysMbind(k, t, a, 12 * PAGE_SIZE, MPOL.MPOL_INTERLEAVE, [0, 1, 2], 0);
+    k.access(t, a, 12 * PAGE_SIZE, PAGE_SIZE, true, 5);
+    const before = nodesOf(k, p, a, 12);
+    // [0,1,2] -> [1,2,3]: 2->3 first (3 is not a source), then 1->2, then 0->1
+    expect(sysMigratePages(k, p, p, [0, 1, 2], [1, 2, 3])).toBe(0);
+    expect(nodesOf(k, p, a, 12)).toEqual(before.map((n) => n + 1));
+    expect(k.vmstat.snapshot().pgmigrate_success).toBe(12);
+    // different sizes: [1,2,3] -> [0,1]: sources that are also targets (1) stay
+    expect(sysMigratePages(k, p, p, [1, 2, 3], [0, 1])).toBe(0);
+    expect(new Set(nodesOf(k, p, a, 12))).toEqual(new Set([0, 1]));
+    expect(sysMigratePages(k, p, p, [0], [9])).toBe(-22);
+  });
+
+  it('property: after MPOL_MF_MOVE no page of a bound VMA is outside its nodes, and no byte is lost', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 63 }), fc.integer({ min: 1, max: 255 }), fc.integer({ min: 0, max: 3 })), {
+          minLength: 1,
+          maxLength: 40,
+        }),
+        fc.uniqueArray(fc.integer({ min: 0, max: 3 }), { minLength: 1, maxLength: 3 }),
+        fc.boolean(),
+        (writes, bindTo, thp) => {
+          const { k, p } = fourNodes();
+          k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', thp ? 'always' : 'never');
+          const len = 64 * PAGE_SIZE;
+          const a = k.mmap(p, 0, PMD_SIZE, RW, ANON | MAP.MAP_POPULATE);
+          const threads = [0, 1, 2, 3].map((n) => k.createThread(p, 2 * n)) as Exclude<ReturnType<typeof k.createThread>, number>[];
+          const content = new Map<number, number>();
+          for (const [page, fill, cpuNode] of writes) {
+            k.access(threads[cpuNode]!, a + page * PAGE_SIZE, 1, PAGE_SIZE, true, fill);
+            content.set(page, fill);
+          }
+          const sorted = [...bindTo].sort();
+          expect(sysMbind(k, p.mainThread, a, len, MPOL.MPOL_BIND, sorted, MPOL.MPOL_MF_MOVE | MPOL.MPOL_MF_STRICT)).toBe(0);
+          const nodes = nodesOf(k, p, a, 64);
+          expect(nodes.every((n) => sorted.includes(n))).toBe(true);
+          for (let i = 0; i < 64; i++) {
+            let b = -1;
+            k.access(p.mainThread, a + i * PAGE_SIZE, 1, PAGE_SIZE, false, 0, (_v, x) => (b = x));
+            expect(b).toBe(content.get(i) ?? 0);
+          }
+          expect(verifyKernel(k)).toEqual([]);
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+});
