@@ -1187,14 +1187,26 @@ static long h_numa_maps(struct ctx *c)
 		line[strcspn(line, "\n")] = 0;
 		bputs(c->x, ",\"raw\":");
 		bjson_str(c->x, line);
-		char *save = NULL;
-		char *t = strtok_r(e, " ", &save);
+		/* The policy may contain a space ("prefer (many):0-1", "weighted interleave:0"):
+		 * those two mode names are matched whole, then the rest up to the next space. */
+		while (*e == ' ')
+			e++;
+		char *pol = e;
+		static const char *const multi[] = {"prefer (many)", "weighted interleave"};
+		for (size_t m = 0; m < sizeof multi / sizeof multi[0]; m++)
+			if (!strncmp(e, multi[m], strlen(multi[m])))
+				e += strlen(multi[m]);
+		e += strcspn(e, " ");
+		if (*e)
+			*e++ = 0;
 		bputs(c->x, ",\"policy\":");
-		bjson_str(c->x, t ? t : "");
+		bjson_str(c->x, pol);
+		char *save = NULL;
+		char *t;
 		int huge = 0, firstn = 1;
 		long kps = -1;
 		bputs(c->x, ",\"nodes\":{");
-		while ((t = strtok_r(NULL, " ", &save))) {
+		for (t = strtok_r(e, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
 			if (!strcmp(t, "huge"))
 				huge = 1;
 			else if (t[0] == 'N' && isdigit((unsigned char)t[1]) && strchr(t, '=')) {

@@ -8,7 +8,7 @@ import { HugeLeaf, PageTable, PteTable, PTE_NONE, PTE_ZERO, VM, VM_MNEMONICS, pf
 import { PG } from './page.ts';
 import { HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE, PUD_SIZE } from './uapi.ts';
 import { thpVmaAllowable } from './huge_memory.ts';
-import { policyString } from './mempolicy.ts';
+import { policyString, type Mempolicy } from './mempolicy.ts';
 import { formatSize } from '../util/input_error.ts';
 
 export interface PagemapRun {
@@ -142,8 +142,12 @@ export interface NumaMapsRecord {
   kernelpagesize_kB: number | null;
 }
 
-/** The /proc/PID/numa_maps line of the VMA containing addr. */
-export function numaMaps(k: Kernel, mm: MmStruct, addr: number): NumaMapsRecord | undefined {
+/**
+ * The /proc/PID/numa_maps line of the VMA containing addr. The policy shown
+ * is the VMA's, or else the task policy of the process's main thread
+ * (show_numa_map falls back to proc_priv->task_mempolicy).
+ */
+export function numaMaps(k: Kernel, mm: MmStruct, addr: number, taskPolicy: Mempolicy | null = null): NumaMapsRecord | undefined {
   const vma = mm.vmaAt(addr);
   if (!vma) return undefined;
   const counts = new Map<number, number>();
@@ -156,7 +160,12 @@ export function numaMaps(k: Kernel, mm: MmStruct, addr: number): NumaMapsRecord 
   const nodes: Record<string, number> = {};
   for (const nid of [...counts.keys()].sort((a, b) => a - b)) nodes[String(nid)] = counts.get(nid)!;
   const any = counts.size > 0;
-  return { policy: policyString(vma.policy), nodes, huge: vma.isHugetlb(), kernelpagesize_kB: any ? vma.hugePageSize() / 1024 : null };
+  return {
+    policy: policyString(vma.policy ?? taskPolicy),
+    nodes,
+    huge: vma.isHugetlb(),
+    kernelpagesize_kB: any ? vma.hugePageSize() / 1024 : null,
+  };
 }
 
 export interface HugepagesCounts {
@@ -284,10 +293,10 @@ export function renderSmaps(k: Kernel, mm: MmStruct): string {
   return out;
 }
 
-export function renderNumaMaps(k: Kernel, mm: MmStruct): string {
+export function renderNumaMaps(k: Kernel, mm: MmStruct, taskPolicy: Mempolicy | null = null): string {
   return mm.vmas
     .map((v) => {
-      const r = numaMaps(k, mm, v.start)!;
+      const r = numaMaps(k, mm, v.start, taskPolicy)!;
       const nodes = Object.entries(r.nodes)
         .map(([n, c]) => ` N${n}=${c}`)
         .join('');

@@ -52,7 +52,55 @@ const hugeMmap = fc
     addr: at(pmd * 512),
   }));
 
+/** NUMA ops: on a one-node machine they check errnos, policies reported back, and statuses. */
+const modeArb = fc.constantFrom(
+  'MPOL_DEFAULT',
+  'MPOL_PREFERRED',
+  'MPOL_BIND',
+  'MPOL_INTERLEAVE',
+  'MPOL_LOCAL',
+  'MPOL_PREFERRED_MANY',
+  'MPOL_WEIGHTED_INTERLEAVE',
+);
+const nodesArb = fc.constantFrom([], [0], [0, 1], [1], [3]);
+const numaOp: fc.Arbitrary<OpJson> = fc.oneof(
+  fc
+    .tuple(modeArb, nodesArb, fc.constantFrom([], ['MPOL_F_STATIC_NODES'], ['MPOL_F_RELATIVE_NODES'], ['MPOL_F_NUMA_BALANCING']))
+    .map(([mode, nodes, flags]) => ({
+      op: 'set_mempolicy',
+      mode,
+      nodes,
+      flags,
+    })),
+  fc
+    .tuple(pageOff, fc.constantFrom([], ['MPOL_F_ADDR'], ['MPOL_F_NODE', 'MPOL_F_ADDR'], ['MPOL_F_MEMS_ALLOWED']))
+    .map(([pg, flags]) =>
+      (flags as readonly string[]).includes('MPOL_F_ADDR') ? { op: 'get_mempolicy', addr: at(pg), flags } : { op: 'get_mempolicy', flags },
+    ),
+  fc
+    .tuple(
+      pageOff,
+      pageLen,
+      modeArb,
+      nodesArb,
+      fc.constantFrom([], ['MPOL_MF_STRICT'], ['MPOL_MF_MOVE'], ['MPOL_MF_MOVE', 'MPOL_MF_STRICT'], ['MPOL_MF_MOVE_ALL']),
+    )
+    .map(([pg, l, mode, nodes, flags]) => ({ op: 'mbind', addr: at(pg), len: sz(clip(pg, l)), mode, nodes, flags })),
+  fc.tuple(fc.array(pageOff, { minLength: 1, maxLength: 6 }), fc.boolean()).map(([pgs, query]) => ({
+    op: 'move_pages',
+    target: 'self',
+    pages: pgs.map(at),
+    nodes: query ? null : pgs.map(() => 0),
+    flags: ['MPOL_MF_MOVE'],
+  })),
+  fc.constantFrom(
+    { op: 'migrate_pages', target: 'self', old_nodes: [0], new_nodes: [0] },
+    { op: 'migrate_pages', target: 'self', old_nodes: [0], new_nodes: [1] },
+  ),
+);
+
 const opArb: fc.Arbitrary<OpJson> = fc.oneof(
+  { weight: 2, arbitrary: numaOp },
   { weight: 1, arbitrary: hugeMmap },
   { weight: 1, arbitrary: fc.constant({ op: 'meminfo' }) },
   {

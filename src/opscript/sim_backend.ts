@@ -171,7 +171,7 @@ export class SimBackend implements Backend {
         return s ? { ret: 0, ...s } : { ret: -1, errno: 'ENOENT' };
       }
       case 'numa_maps': {
-        const s = numaMaps(k, p.mm, a.addr);
+        const s = numaMaps(k, p.mm, a.addr, p.mainThread.mempolicy);
         return s ? { ret: 0, ...s } : { ret: -1, errno: 'ENOENT' };
       }
       case 'meminfo':
@@ -209,7 +209,8 @@ export class SimBackend implements Backend {
     const k = this.k;
     if (k.sysfs.has(path)) return k.sysfs.read(path);
     const m = /^\/proc\/self\/(maps|smaps|numa_maps)$/.exec(path);
-    if (m) return m[1] === 'maps' ? renderMaps(p.mm) : m[1] === 'smaps' ? renderSmaps(k, p.mm) : renderNumaMaps(k, p.mm);
+    if (m)
+      return m[1] === 'maps' ? renderMaps(p.mm) : m[1] === 'smaps' ? renderSmaps(k, p.mm) : renderNumaMaps(k, p.mm, p.mainThread.mempolicy);
     switch (path) {
       case '/proc/meminfo':
         return renderMeminfo(k);
