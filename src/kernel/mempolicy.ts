@@ -29,14 +29,16 @@ export interface Mempolicy {
   userNodes: number[];
 }
 
-export const policyEqual = (a: Mempolicy | null, b: Mempolicy | null): boolean =>
-  a === b ||
-  (!!a &&
-    !!b &&
-    a.mode === b.mode &&
-    a.flags === b.flags &&
-    a.nodes.join() === b.nodes.join() &&
-    a.userNodes.join() === b.userNodes.join());
+/**
+ * __mpol_equal: same mode and flags, the user's mask only for STATIC/RELATIVE
+ * policies (mpol_store_user_nodemask), and the same effective nodes.
+ */
+export function policyEqual(a: Mempolicy | null, b: Mempolicy | null): boolean {
+  if (a === b) return true;
+  if (!a || !b || a.mode !== b.mode || a.flags !== b.flags) return false;
+  if (a.flags & (MPOL.MPOL_F_STATIC_NODES | MPOL.MPOL_F_RELATIVE_NODES) && a.userNodes.join() !== b.userNodes.join()) return false;
+  return a.nodes.join() === b.nodes.join();
+}
 
 /** sanitize_mpol_flags: split mode and flags; -EINVAL for a bad combination. */
 function sanitize(modeIn: number): { mode: number; flags: number } | number {
@@ -289,13 +291,18 @@ export function sysMbind(
   if (v.flags < 0) return 0;
   const { pol, end, flags } = v;
   const mm = p.mm;
-  // queue_pages_range: holes are EFAULT (and nothing is changed).
-  let covered = start;
-  for (const vma of mm.vmasIn(start, end)) {
-    if (vma.start > covered) return neg('EFAULT');
-    covered = vma.end;
+  // queue_pages_range: a range with no VMA at all is EFAULT; holes are too,
+  // except for MPOL_DEFAULT (MPOL_MF_DISCONTIG_OK). Nothing is changed then.
+  const vmas = mm.vmasIn(start, end);
+  if (!vmas.length) return neg('EFAULT');
+  if (pol) {
+    let covered = start;
+    for (const vma of vmas) {
+      if (vma.start > covered) return neg('EFAULT');
+      covered = vma.end;
+    }
+    if (covered < end) return neg('EFAULT');
   }
-  if (covered < end) return neg('EFAULT');
   // Misplaced pages: present pages not on the new policy's nodes.
   const inPolicy = (nid: number): boolean => !pol || pol.mode === MPOL.MPOL_LOCAL || pol.nodes.includes(nid);
   const misplaced: number[] = [];

@@ -172,6 +172,27 @@ function finalTable(final: Record<string, number>): string {
   );
 }
 
+/** Scenario events (syscalls at given times) and what they did. */
+function eventTable(events: NonNullable<RunResult['events']>): string {
+  const head: Cell[] = [
+    { html: 'at' },
+    { html: 'process' },
+    { html: 'call' },
+    { html: 'result' },
+    { html: 'kernel time', num: true },
+    { html: 'pages migrated', num: true },
+  ];
+  const rows = events.map((e) => [
+    { html: esc(formatMetric('at_ns', e.at_ns)) },
+    { html: esc(e.process) },
+    { html: esc(e.op) },
+    { html: esc(e.errno ? `-1 ${e.errno}` : String(e.ret)) },
+    { html: esc(formatMetric('call_ns', e.ns)), num: true },
+    { html: esc(formatMetric('pages', e.pages_migrated)), num: true },
+  ]);
+  return table(head, rows);
+}
+
 function threadTable(threads: ThreadResult[]): string {
   if (threads.length === 0) return '<p class="muted">No threads in this result.</p>';
   const head: Cell[] = [
@@ -213,6 +234,12 @@ function threadTable(threads: ThreadResult[]): string {
       local_accesses: sum((t) => t.local_accesses),
       remote_accesses: sum((t) => t.remote_accesses),
       throughput: sum((t) => t.throughput),
+      remote_access_ratio:
+        sum((t) => t.remote_accesses) /
+        Math.max(
+          1,
+          sum((t) => t.accesses),
+        ),
     };
     rows.push(row(total, [{ html: 'total', cls: 'total' }, { html: `${threads.length}&nbsp;threads` }, txt(''), txt('')]));
   }
@@ -373,6 +400,7 @@ export function renderRunReport(r: RunResult): string {
     finalTable(r.final ?? {}),
     '<h2>Threads</h2>',
     threadTable(r.threads ?? []),
+    ...(r.events?.length ? ['<h2>Events</h2>', eventTable(r.events)] : []),
     '<h2>Over time</h2>',
     runCharts(r),
     '<h2>Scenario as run</h2>',

@@ -78,6 +78,7 @@ export function fakeRun(o: FakeRunOptions = {}): RunResult {
     const remote = Math.round(accesses * (t.node === 0 ? 0.18 : 0.07));
     return {
       ...t,
+      remote_access_ratio: remote / accesses,
       accesses,
       reads,
       writes: accesses - reads,
@@ -104,6 +105,7 @@ export function fakeRun(o: FakeRunOptions = {}): RunResult {
   };
   return {
     memtwin: { version: '0.1.0' },
+    events: [],
     scenario: {
       name: 'thp-db-vm',
       description: 'A database and a 2-vCPU guest <sharing> two NUMA nodes, with THP "always" & defrag on.',

@@ -36,6 +36,20 @@ export interface ThreadResult {
   throughput: number;
   /** Why the thread stopped early (a signal), if it did. */
   stopped?: string;
+  /** Share of the thread's accesses that went to a page on another node. */
+  remote_access_ratio: number;
+}
+
+/** A scenario event as it happened. */
+export interface RunEventLog {
+  at_ns: number;
+  op: string;
+  process: string;
+  ret: number;
+  errno?: string;
+  /** Kernel time the call took (charged to the calling tool). */
+  ns: number;
+  pages_migrated: number;
 }
 
 export interface RunResult {
@@ -52,6 +66,8 @@ export interface RunResult {
   /** Final metrics, flat: name -> value (units in the name: _bytes, _ns, _per_s). */
   final: Record<string, number>;
   threads: ThreadResult[];
+  /** Scenario events (syscalls at given times) with their results. */
+  events: RunEventLog[];
   series: SeriesData;
 }
 

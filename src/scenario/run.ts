@@ -6,7 +6,8 @@
 import { Kernel } from '../kernel/kernel.ts';
 import { CostProfile } from '../sim/cost_profile.ts';
 import { flags as flagValue } from '../opscript/values.ts';
-import { MADV, PAGE_SIZE, PMD_SIZE, errnoName } from '../kernel/uapi.ts';
+import { MADV, MPOL, PAGE_SIZE, PMD_SIZE, errnoName } from '../kernel/uapi.ts';
+import { sysMbind, sysMigratePages, sysSetMempolicy } from '../kernel/mempolicy.ts';
 import { HugeLeaf } from '../kernel/mm_types.ts';
 import { PG } from '../kernel/page.ts';
 import { populateRange } from '../kernel/mmap.ts';
@@ -15,7 +16,7 @@ import { WorkloadThread, streamFor, type PhaseRuntime } from '../workload/engine
 import { InputError } from '../util/input_error.ts';
 import { hostOf, type RunSpec } from './load.ts';
 import type { Process } from '../kernel/sched.ts';
-import type { RunResult, SeriesData, ThreadResult } from './result.ts';
+import type { RunEventLog, RunResult, SeriesData, ThreadResult } from './result.ts';
 import type { Scenario } from './schema.ts';
 
 export const MEMTWIN_VERSION = '0.1.0';
@@ -109,6 +110,17 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
         if (typeof kt === 'number')
           throw new InputError(opts.file, undefined, undefined, `processes.${ps.name}.threads.${name}`, `no CPU ${t.cpu + r}`);
         if (kt === p.mainThread) kt.cpu = t.cpu + r;
+        if (t.mempolicy) {
+          const e = sysSetMempolicy(k, kt, policyMode(t.mempolicy), t.mempolicy.nodes);
+          if (e < 0)
+            throw new InputError(
+              opts.file,
+              undefined,
+              undefined,
+              `processes.${ps.name}.threads.${name}.mempolicy`,
+              `set_mempolicy failed with ${errnoName(e)}`,
+            );
+        }
         const rng = k.random.stream(`${ps.name}/${name}`);
         let at = 0;
         const phases: PhaseRuntime[] = ('phases' in t.workload ? t.workload.phases : [{ ...t.workload, duration: undefined }]).map((ph) => {
@@ -133,6 +145,8 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   for (const wt of threads) for (const ph of wt.phases) ph.end += t0;
   const end = t0 + s.duration;
 
+  const eventLog = scheduleEvents(k, s, procs, t0, opts.file);
+
   // The sampler is scheduled first, so its sample at t0 is the baseline before any access.
   const series = sampler(k, s, procs, threads, t0, end, opts.progress);
   for (const wt of threads) {
@@ -156,8 +170,78 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
     inputs: inputsOf(s),
     final: finalMetrics(k, s, procs, threads),
     threads: threads.map((wt) => threadResult(wt, s.duration)),
+    events: eventLog,
     series: series.data,
   };
+}
+
+/** The numeric mode (with mode flags) of a scenario policy. */
+function policyMode(pol: { mode: keyof typeof MPOL; flags: (keyof typeof MPOL)[] }): number {
+  return pol.flags.reduce((m, f) => m | MPOL[f], MPOL[pol.mode]);
+}
+
+/**
+ * Scenario events: syscalls made at a virtual time by a tool acting on a
+ * process (migratepages, numactl). Their kernel time is charged to the tool,
+ * not to the workload threads; the log records what each returned and cost.
+ */
+function scheduleEvents(
+  k: Kernel,
+  s: Scenario,
+  procs: { p: Process; maps: Map<string, MappingRt> }[],
+  t0: number,
+  file: string,
+): RunEventLog[] {
+  const log: RunEventLog[] = [];
+  s.events.forEach((ev, idx) => {
+    const target = procs.find((x) => x.p.name === ev.process);
+    if (!target) throw new InputError(file, undefined, undefined, `events[${idx}].process`, `no process "${ev.process}"`);
+    const m = ev.mapping ? target.maps.get(ev.mapping) : undefined;
+    if (ev.mapping && !m)
+      throw new InputError(file, undefined, undefined, `events[${idx}].mapping`, `no mapping "${ev.mapping}" in ${ev.process}`);
+    k.events.schedule(t0 + ev.at, `event ${ev.op}`, () => {
+      const ctx = { ns: 0 };
+      k.taskTime = ctx;
+      const moved0 = k.vmstat.events.pgmigrate_success;
+      let ret: number;
+      try {
+        switch (ev.op) {
+          case 'migrate_pages':
+            ret = sysMigratePages(k, target.p, target.p, ev.old_nodes ?? [], ev.new_nodes ?? []);
+            break;
+          case 'mbind':
+            ret = sysMbind(
+              k,
+              target.p.mainThread,
+              m!.base,
+              m!.len,
+              ev.policy ? policyMode(ev.policy) : 0,
+              ev.policy?.nodes ?? [],
+              ev.flags.reduce((f, x) => f | MPOL[x], 0),
+            );
+            break;
+          case 'madvise':
+            ret = k.madvise(target.p, m!.base, m!.len, MADV[ev.advice ?? 'MADV_NORMAL']);
+            break;
+          case 'set_mempolicy':
+            ret = sysSetMempolicy(k, target.p.mainThread, ev.policy ? policyMode(ev.policy) : 0, ev.policy?.nodes ?? []);
+            break;
+        }
+      } finally {
+        k.taskTime = null;
+      }
+      log.push({
+        at_ns: ev.at,
+        op: ev.op,
+        process: ev.process,
+        ret,
+        ...(ret < 0 ? { errno: errnoName(ret) } : {}),
+        ns: Math.round(ctx.ns),
+        pages_migrated: k.vmstat.events.pgmigrate_success - moved0,
+      });
+    });
+  });
+  return log;
 }
 
 function writtenMarker(maps: Map<string, MappingRt>): (va: number) => void {
@@ -291,7 +375,23 @@ function finalMetrics(
     compact_fail: ev.compact_fail,
     pgmigrate_success: ev.pgmigrate_success,
     threads_stopped: threads.filter((t) => t.stopped).length,
+    ...perProcessRemote(threads),
   };
+}
+
+/** process.<name>.remote_access_ratio: the share of a process's accesses that went to another node. */
+function perProcessRemote(threads: WorkloadThread[]): Record<string, number> {
+  const by = new Map<string, { acc: number; remote: number }>();
+  for (const t of threads) {
+    const name = t.process.name;
+    const e = by.get(name) ?? { acc: 0, remote: 0 };
+    e.acc += t.accesses;
+    e.remote += t.remote;
+    by.set(name, e);
+  }
+  const out: Record<string, number> = {};
+  for (const [name, e] of by) out[`process.${name}.remote_access_ratio`] = e.acc ? Math.round((e.remote / e.acc) * 1e4) / 1e4 : 0;
+  return out;
 }
 
 function threadResult(wt: WorkloadThread, durationNs: number): ThreadResult {
@@ -309,6 +409,7 @@ function threadResult(wt: WorkloadThread, durationNs: number): ThreadResult {
     local_accesses: wt.local,
     remote_accesses: wt.remote,
     throughput: Math.round(wt.accesses / (durationNs / 1e9)),
+    remote_access_ratio: wt.accesses ? Math.round((wt.remote / wt.accesses) * 1e4) / 1e4 : 0,
     ...(wt.stopped ? { stopped: wt.stopped } : {}),
   };
 }

@@ -69,6 +69,21 @@ export const workloadSchema = z.union([
   z.strictObject({ phases: z.array(phaseSchema).min(1).describe('patterns run one after the other') }),
 ]);
 
+const mpolMode = z.enum([
+  'MPOL_DEFAULT',
+  'MPOL_PREFERRED',
+  'MPOL_BIND',
+  'MPOL_INTERLEAVE',
+  'MPOL_LOCAL',
+  'MPOL_PREFERRED_MANY',
+  'MPOL_WEIGHTED_INTERLEAVE',
+]);
+export const policySchema = z.strictObject({
+  mode: mpolMode,
+  nodes: z.array(z.number().int().nonnegative()).default([]),
+  flags: z.array(z.enum(['MPOL_F_STATIC_NODES', 'MPOL_F_RELATIVE_NODES', 'MPOL_F_NUMA_BALANCING'])).default([]),
+});
+
 export const mappingSchema = z.strictObject({
   name: z.string(),
   size,
@@ -96,12 +111,14 @@ export const mappingSchema = z.strictObject({
     .min(2)
     .optional()
     .describe('populate with 4K pages, then MADV_DONTNEED all but every N-th page: pins scattered pages, fragmenting memory'),
+  policy: policySchema.optional().describe('memory policy of the mapping, applied with mbind before it is populated'),
 });
 
 export const threadSchema = z.strictObject({
   name: z.string(),
   cpu: z.number().int().nonnegative(),
   count: z.number().int().min(1).default(1).describe('replicate: threads name-0..name-(count-1) on CPUs cpu..cpu+count-1'),
+  mempolicy: policySchema.optional().describe('task memory policy (set_mempolicy) of the thread'),
   workload: workloadSchema,
 });
 
@@ -110,6 +127,24 @@ export const processSchema = z.strictObject({
   mappings: z.array(mappingSchema).min(1),
   threads: z.array(threadSchema).default([]),
 });
+
+export const eventSchema = z.strictObject({
+  at: duration.describe('virtual time after the workloads start'),
+  process: z.string().describe('the process the call acts on'),
+  op: z
+    .enum(['migrate_pages', 'mbind', 'madvise', 'set_mempolicy'])
+    .describe('a syscall made at that time, as a tool such as migratepages or numactl would'),
+  mapping: z.string().optional().describe('mbind/madvise: the mapping (whole) it applies to'),
+  old_nodes: z.array(z.number().int().nonnegative()).optional(),
+  new_nodes: z.array(z.number().int().nonnegative()).optional(),
+  policy: policySchema.optional().describe('mbind/set_mempolicy'),
+  flags: z
+    .array(z.enum(['MPOL_MF_STRICT', 'MPOL_MF_MOVE', 'MPOL_MF_MOVE_ALL']))
+    .default([])
+    .describe('mbind'),
+  advice: advice.optional(),
+});
+export type EventSpec = z.infer<typeof eventSchema>;
 
 export const sweepSchema = z.strictObject({
   path: z
@@ -133,6 +168,7 @@ export const scenarioSchema = z.strictObject({
   duration,
   sample: z.strictObject({ interval: duration.default(10_000_000) }).default({ interval: 10_000_000 }),
   processes: z.array(processSchema).min(1),
+  events: z.array(eventSchema).default([]).describe('syscalls made at given times during the run (migrate_pages, mbind, madvise)'),
   sweep: z.array(sweepSchema).optional(),
 });
 
