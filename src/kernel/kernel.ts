@@ -20,6 +20,7 @@ import { HugetlbState } from './hugetlb.ts';
 import { CompactionState } from './compaction.ts';
 import { PAGE_SIZE, type SysRet } from './uapi.ts';
 import { Sysfs } from './sysfs.ts';
+import { NumaBalancing } from './numa_balancing.ts';
 import { doMmap, sysMunmap, sysMprotect } from './mmap.ts';
 import { sysMadvise, sysProcessMadvise } from './madvise.ts';
 import { userAccess, type AccessResult } from './memory.ts';
@@ -46,6 +47,7 @@ export class Kernel {
   readonly hugetlb: HugetlbState;
   readonly compaction: CompactionState;
   readonly sysfs: Sysfs;
+  readonly numab: NumaBalancing;
   /** cpu -> node, as an array for the fault path. */
   private readonly cpuNodes: number[] = [];
   /** Costs read on the hottest paths, looked up once. */
@@ -74,6 +76,7 @@ export class Kernel {
     this.vmstat = new VmStat(nodePages.length);
     this.hugetlb = new HugetlbState(this);
     this.compaction = new CompactionState(this);
+    this.numab = new NumaBalancing(this);
     this.sysfs = new Sysfs(this);
     for (const [cpu, nid] of opts.host.cpuNode) this.cpuNodes[cpu] = nid;
     this.hot = { faultWrite: opts.costs.ns('fault_anon_4k_write'), faultRead: opts.costs.ns('fault_anon_4k_read_zeropage') };

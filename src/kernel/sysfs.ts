@@ -9,6 +9,7 @@ import { THP_DEFRAG, THP_ENABLED } from './huge_memory.ts';
 import { HPAGE_PMD_NR, MAX_PAGE_ORDER, neg } from './uapi.ts';
 import { compactZone } from './compaction.ts';
 import type { Hstate } from './hugetlb.ts';
+import { DEBUGFS } from './numa_balancing.ts';
 
 interface Knob {
   read(): string;
@@ -220,6 +221,16 @@ export class Sysfs {
         (n) => n <= 3,
       ),
     );
+    const nb = k.numab.settings;
+    for (const key of ['scan_delay_ms', 'scan_period_min_ms', 'scan_period_max_ms', 'scan_size_mb'] as const)
+      add(
+        `${DEBUGFS}/${key}`,
+        number(
+          () => nb[key],
+          (n) => void (nb[key] = n),
+          (n) => n > 0,
+        ),
+      );
     add('/proc/sys/vm/drop_caches', { read: () => '0', write: (v) => (kstrtoul(v) !== undefined ? 0 : neg('EINVAL')) });
     add('/proc/sys/vm/compact_memory', {
       read: () => '',

@@ -33,6 +33,11 @@ export const VM_EVENT_NAMES = [
   'thp_migration_split',
   'htlb_buddy_alloc_success',
   'htlb_buddy_alloc_fail',
+  'numa_pte_updates',
+  'numa_huge_pte_updates',
+  'numa_hint_faults',
+  'numa_hint_faults_local',
+  'numa_pages_migrated',
 ] as const;
 export type VmEventName = (typeof VM_EVENT_NAMES)[number];
 

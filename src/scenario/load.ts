@@ -23,7 +23,7 @@ export interface LoadedScenario {
   file: string;
   base: Scenario;
   runs: RunSpec[];
-  swept: { path: (string | number)[]; label: string; values: unknown[] }[];
+  swept: { path: (string | number)[]; label: string; values: unknown[]; sets: { path: (string | number)[]; value: unknown }[][] }[];
 }
 
 const clone = <T>(x: T): T => structuredClone(x);
@@ -50,7 +50,17 @@ export function loadScenario(file: string, text?: string): LoadedScenario {
   const src = YamlSource.read(file, text);
   const base = src.validate(scenarioSchema);
   check(src, base, (p) => p);
-  const swept = (base.sweep ?? []).map((s) => ({ path: s.path, label: s.label ?? String(s.path[s.path.length - 1]), values: s.values }));
+  // A sweep dimension: its label, its values (shown in reports), and how each value is applied.
+  const swept = (base.sweep ?? []).map((s) =>
+    'configs' in s
+      ? { path: ['(configs)'], label: s.label, values: s.configs.map((c) => c.name), sets: s.configs.map((c) => c.set) }
+      : {
+          path: s.path,
+          label: s.label ?? String(s.path[s.path.length - 1]),
+          values: s.values,
+          sets: s.values.map((v) => [{ path: s.path, value: v }]),
+        },
+  );
   const runs: RunSpec[] = [];
   if (!swept.length) runs.push({ index: 0, id: 'base', params: {}, scenario: base });
   else {
@@ -66,15 +76,17 @@ export function loadScenario(file: string, text?: string): LoadedScenario {
       delete raw.sweep;
       const params: Record<string, unknown> = {};
       combo.forEach((v, j) => {
-        setPath(raw, swept[j]!.path, swept[j]!.values[v]);
+        for (const set of swept[j]!.sets[v]!) setPath(raw, set.path, set.value);
         params[swept[j]!.label] = swept[j]!.values[v];
       });
-      // A bad sweep value is reported at the value in the sweep list.
+      // A bad sweep value is reported at the value (or configuration) in the sweep list.
       const where = (p: YamlPath): YamlPath => {
-        for (let j = 0; j < swept.length; j++) {
-          const sp = swept[j]!.path;
-          if (sp.length <= p.length && sp.every((x, i) => String(x) === String(p[i]))) return ['sweep', j, 'values', combo[j]!];
-        }
+        for (let j = 0; j < swept.length; j++)
+          for (const set of swept[j]!.sets[combo[j]!]!) {
+            const sp = set.path;
+            if (sp.length <= p.length && sp.every((x, i) => String(x) === String(p[i])))
+              return swept[j]!.path[0] === '(configs)' ? ['sweep', j, 'configs', combo[j]!] : ['sweep', j, 'values', combo[j]!];
+          }
         return p;
       };
       const scenario = src.validate(scenarioSchema, raw, where);

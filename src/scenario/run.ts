@@ -36,20 +36,17 @@ export interface RunOptions {
 
 export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   const s = spec.scenario;
+  /** A setup step the kernel refused: the scenario asked for something impossible. */
+  const fail: (field: string, expected: string) => never = (field, expected) => {
+    throw new InputError(opts.file, undefined, undefined, field, expected);
+  };
   const host = hostOf(s, opts.file);
   const costs = s.profile ? CostProfile.load(s.profile) : CostProfile.default();
   const k = new Kernel({ host, costs, seed: s.seed });
   const model = new AccessModel(costs);
   for (const [path, value] of Object.entries(s.kernel)) {
     const r = k.sysfs.write(path, String(value));
-    if (r < 0)
-      throw new InputError(
-        opts.file,
-        undefined,
-        undefined,
-        `kernel.${path}`,
-        `the kernel rejects ${JSON.stringify(value)} (${errnoName(r)})`,
-      );
+    if (r < 0) fail(`kernel.${path}`, `the kernel rejects ${JSON.stringify(value)} (${errnoName(r)})`);
   }
 
   const procs: { p: Process; maps: Map<string, MappingRt> }[] = [];
@@ -62,24 +59,14 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
       const prot = flagValue('prot', m.prot, 'prot');
       const fl = flagValue('flags', m.flags, 'mmap');
       const addr = k.mmap(p, 0, m.size, prot, fl);
-      if (addr < 0)
-        throw new InputError(
-          opts.file,
-          undefined,
-          undefined,
-          `processes.${ps.name}.mappings.${m.name}`,
-          `mmap failed with ${errnoName(addr)}`,
-        );
+      if (addr < 0) fail(`processes.${ps.name}.mappings.${m.name}`, `mmap failed with ${errnoName(addr)}`);
+      if (m.policy) {
+        const r = sysMbind(k, p.mainThread, addr, m.size, policyMode(m.policy), m.policy.nodes, 0);
+        if (r < 0) fail(`processes.${ps.name}.mappings.${m.name}.policy`, `mbind failed with ${errnoName(r)}`);
+      }
       for (const a of m.madvise) {
         const r = k.madvise(p, addr, m.size, MADV[a]);
-        if (r < 0)
-          throw new InputError(
-            opts.file,
-            undefined,
-            undefined,
-            `processes.${ps.name}.mappings.${m.name}.madvise`,
-            `${a} failed with ${errnoName(r)}`,
-          );
+        if (r < 0) fail(`processes.${ps.name}.mappings.${m.name}.madvise`, `${a} failed with ${errnoName(r)}`);
       }
       const written = new Uint8Array(Math.ceil(m.size / PAGE_SIZE));
       if (m.fragment) {
@@ -107,19 +94,11 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
       for (let r = 0; r < t.count; r++) {
         const name = t.count > 1 ? `${t.name}-${r}` : t.name;
         const kt = r === 0 && t === ps.threads[0] ? p.mainThread : k.createThread(p, t.cpu + r);
-        if (typeof kt === 'number')
-          throw new InputError(opts.file, undefined, undefined, `processes.${ps.name}.threads.${name}`, `no CPU ${t.cpu + r}`);
+        if (typeof kt === 'number') fail(`processes.${ps.name}.threads.${name}`, `no CPU ${t.cpu + r}`);
         if (kt === p.mainThread) kt.cpu = t.cpu + r;
         if (t.mempolicy) {
           const e = sysSetMempolicy(k, kt, policyMode(t.mempolicy), t.mempolicy.nodes);
-          if (e < 0)
-            throw new InputError(
-              opts.file,
-              undefined,
-              undefined,
-              `processes.${ps.name}.threads.${name}.mempolicy`,
-              `set_mempolicy failed with ${errnoName(e)}`,
-            );
+          if (e < 0) fail(`processes.${ps.name}.threads.${name}.mempolicy`, `set_mempolicy failed with ${errnoName(e)}`);
         }
         const rng = k.random.stream(`${ps.name}/${name}`);
         let at = 0;
@@ -146,6 +125,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   const end = t0 + s.duration;
 
   const eventLog = scheduleEvents(k, s, procs, t0, opts.file);
+  k.numab.start(procs.map((x) => x.p));
 
   // The sampler is scheduled first, so its sample at t0 is the baseline before any access.
   const series = sampler(k, s, procs, threads, t0, end, opts.progress);
@@ -371,6 +351,10 @@ function finalMetrics(
     thp_fault_alloc: ev.thp_fault_alloc,
     thp_fault_fallback: ev.thp_fault_fallback,
     compact_stall: ev.compact_stall,
+    numa_pte_updates: ev.numa_pte_updates,
+    numa_hint_faults: ev.numa_hint_faults,
+    numa_hint_faults_local: ev.numa_hint_faults_local,
+    numa_pages_migrated: ev.numa_pages_migrated,
     compact_success: ev.compact_success,
     compact_fail: ev.compact_fail,
     pgmigrate_success: ev.pgmigrate_success,

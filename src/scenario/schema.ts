@@ -146,14 +146,28 @@ export const eventSchema = z.strictObject({
 });
 export type EventSpec = z.infer<typeof eventSchema>;
 
-export const sweepSchema = z.strictObject({
-  path: z
-    .array(z.union([z.string(), z.number().int()]))
-    .min(1)
-    .describe('where in the scenario the value goes, e.g. [kernel, /sys/kernel/mm/transparent_hugepage/enabled]'),
-  values: z.array(z.unknown()).min(1),
-  label: z.string().optional().describe('short name for reports (default: the last path element)'),
-});
+export const sweepSchema = z.union([
+  z.strictObject({
+    path: z
+      .array(z.union([z.string(), z.number().int()]))
+      .min(1)
+      .describe('where in the scenario the value goes, e.g. [kernel, /sys/kernel/mm/transparent_hugepage/enabled]'),
+    values: z.array(z.unknown()).min(1),
+    label: z.string().optional().describe('short name for reports (default: the last path element)'),
+  }),
+  z.strictObject({
+    label: z.string().describe('name of this dimension in reports, e.g. placement'),
+    configs: z
+      .array(
+        z.strictObject({
+          name: z.string(),
+          set: z.array(z.strictObject({ path: z.array(z.union([z.string(), z.number().int()])).min(1), value: z.unknown() })).default([]),
+        }),
+      )
+      .min(1)
+      .describe('named configurations, each setting several paths at once'),
+  }),
+]);
 
 export const scenarioSchema = z.strictObject({
   name: z.string(),

@@ -43,7 +43,8 @@ export class WorkloadThread {
   accessNs = 0;
   stopped: string | undefined;
   phaseIndex = 0;
-  private readonly node: number;
+  /** Node of the CPU the thread runs on (NUMA balancing may move the thread). */
+  private node: number;
   private cachedVma: Vma | undefined;
   readonly fill: number;
 
@@ -77,6 +78,8 @@ export class WorkloadThread {
     while (this.phaseIndex < this.phases.length && now >= this.phases[this.phaseIndex]!.end) this.phaseIndex++;
     const ph = this.phases[this.phaseIndex];
     if (!ph) return Infinity;
+    this.node = k.cpuToNode(this.thread.cpu);
+    const numab = k.numab.enabled ? k.numab : undefined;
     const limit = Math.min(QUANTUM_NS, until - now, ph.end - now);
     const ctx = { ns: 0 };
     k.taskTime = ctx;
@@ -120,6 +123,14 @@ export class WorkloadThread {
           pfn = translate(mm, va);
           size = memory.translatedSize;
           if (this.cachedVma !== vma) this.cachedVma = undefined;
+        }
+        if (numab && pfn >= 0) {
+          const hint = numab.hintingFault(this.thread, va, pfn, size);
+          if (hint) {
+            ctx.ns += hint;
+            this.faultNs += hint;
+            pfn = translate(mm, va); // the page may have moved
+          }
         }
         if (write) {
           k.writeSerial = (k.writeSerial + 1) & 0xffffff;
