@@ -231,6 +231,15 @@ export class Sysfs {
           (n) => n > 0,
         ),
       );
+    // memtwin's switchable features for proposals Linux never merged (not Linux paths).
+    add(
+      '/sys/kernel/memtwin/features/memsched',
+      number(
+        () => k.memsched.enabled,
+        (n) => void (k.memsched.enabled = n),
+        (n) => n <= 1,
+      ),
+    );
     add('/proc/sys/vm/drop_caches', { read: () => '0', write: (v) => (kstrtoul(v) !== undefined ? 0 : neg('EINVAL')) });
     add('/proc/sys/vm/compact_memory', {
       read: () => '',

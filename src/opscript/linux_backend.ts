@@ -14,6 +14,9 @@ export const NATIVE_BIN = fromRoot('native', 'build', 'memtwin-native');
 
 export class ExecutorError extends Error {}
 
+/** Ops of unmerged proposals: the simulator has them, the real kernel cannot. */
+const PROPOSAL_OPS = new Set(['ms_tbind', 'ms_mbind', 'ms_move']);
+
 /** Why the linux backend cannot run here, or undefined if it can. */
 export function linuxBackendUnavailable(): string | undefined {
   if (process.platform !== 'linux') return 'not running on Linux';
@@ -158,6 +161,7 @@ export class LinuxBackend implements Backend {
 
   async exec(op: ResolvedOp): Promise<RawResult> {
     if (this.dead) throw new ExecutorError(this.dead);
+    if (PROPOSAL_OPS.has(op.op)) return { unsupported: `${op.op} belongs to a proposal Linux never merged (memsched)` };
     this.child.stdin.write(encodeOp(op) + '\n');
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<'timeout'>((res) => (timer = setTimeout(() => res('timeout'), this.timeoutMs)));

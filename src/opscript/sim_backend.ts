@@ -164,6 +164,12 @@ export class SimBackend implements Backend {
         const r = sysMovePages(k, p, this.procs[op.targetProc!], a.pages, a.nodes, a.flags ?? 0);
         return r.ret < 0 ? sys(r.ret) : { ret: r.ret, status: r.status };
       }
+      case 'ms_tbind':
+        return sys(k.memsched.tbind(this.thread(op), a.group));
+      case 'ms_mbind':
+        return sys(k.memsched.mbind(p, a.addr, a.len, a.group));
+      case 'ms_move':
+        return sys(k.memsched.move(a.group, a.node));
       case 'pagemap':
         return { ret: 0, pages: pagemap(k, p.mm, a.addr, a.len) };
       case 'smaps': {

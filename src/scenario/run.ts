@@ -60,6 +60,14 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
       const fl = flagValue('flags', m.flags, 'mmap');
       const addr = k.mmap(p, 0, m.size, prot, fl);
       if (addr < 0) fail(`processes.${ps.name}.mappings.${m.name}`, `mmap failed with ${errnoName(addr)}`);
+      if (m.memsched_group !== undefined) {
+        const r = k.memsched.mbind(p, addr, m.size, m.memsched_group);
+        if (r < 0)
+          fail(
+            `processes.${ps.name}.mappings.${m.name}.memsched_group`,
+            `ms_mbind failed with ${errnoName(r)} (is /sys/kernel/memtwin/features/memsched 1?)`,
+          );
+      }
       if (m.policy) {
         const r = sysMbind(k, p.mainThread, addr, m.size, policyMode(m.policy), m.policy.nodes, 0);
         if (r < 0) fail(`processes.${ps.name}.mappings.${m.name}.policy`, `mbind failed with ${errnoName(r)}`);
@@ -96,6 +104,14 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
         const kt = r === 0 && t === ps.threads[0] ? p.mainThread : k.createThread(p, t.cpu + r);
         if (typeof kt === 'number') fail(`processes.${ps.name}.threads.${name}`, `no CPU ${t.cpu + r}`);
         if (kt === p.mainThread) kt.cpu = t.cpu + r;
+        if (t.memsched_group !== undefined) {
+          const e = k.memsched.tbind(kt, t.memsched_group);
+          if (e < 0)
+            fail(
+              `processes.${ps.name}.threads.${name}.memsched_group`,
+              `ms_tbind failed with ${errnoName(e)} (is /sys/kernel/memtwin/features/memsched 1?)`,
+            );
+        }
         if (t.mempolicy) {
           const e = sysSetMempolicy(k, kt, policyMode(t.mempolicy), t.mempolicy.nodes);
           if (e < 0) fail(`processes.${ps.name}.threads.${name}.mempolicy`, `set_mempolicy failed with ${errnoName(e)}`);
@@ -202,6 +218,9 @@ function scheduleEvents(
             break;
           case 'madvise':
             ret = k.madvise(target.p, m!.base, m!.len, MADV[ev.advice ?? 'MADV_NORMAL']);
+            break;
+          case 'ms_move':
+            ret = k.memsched.move(ev.group ?? 0, ev.node ?? 0);
             break;
           case 'set_mempolicy':
             ret = sysSetMempolicy(k, target.p.mainThread, ev.policy ? policyMode(ev.policy) : 0, ev.policy?.nodes ?? []);

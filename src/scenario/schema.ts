@@ -112,6 +112,12 @@ export const mappingSchema = z.strictObject({
     .optional()
     .describe('populate with 4K pages, then MADV_DONTNEED all but every N-th page: pins scattered pages, fragmenting memory'),
   policy: policySchema.optional().describe('memory policy of the mapping, applied with mbind before it is populated'),
+  memsched_group: z
+    .number()
+    .int()
+    .nonnegative()
+    .optional()
+    .describe('memsched proposal: ms_mbind the mapping to this group (needs the memsched feature)'),
 });
 
 export const threadSchema = z.strictObject({
@@ -119,6 +125,7 @@ export const threadSchema = z.strictObject({
   cpu: z.number().int().nonnegative(),
   count: z.number().int().min(1).default(1).describe('replicate: threads name-0..name-(count-1) on CPUs cpu..cpu+count-1'),
   mempolicy: policySchema.optional().describe('task memory policy (set_mempolicy) of the thread'),
+  memsched_group: z.number().int().nonnegative().optional().describe('memsched proposal: ms_tbind the thread(s) to this group'),
   workload: workloadSchema,
 });
 
@@ -132,8 +139,10 @@ export const eventSchema = z.strictObject({
   at: duration.describe('virtual time after the workloads start'),
   process: z.string().describe('the process the call acts on'),
   op: z
-    .enum(['migrate_pages', 'mbind', 'madvise', 'set_mempolicy'])
-    .describe('a syscall made at that time, as a tool such as migratepages or numactl would'),
+    .enum(['migrate_pages', 'mbind', 'madvise', 'set_mempolicy', 'ms_move'])
+    .describe('a syscall made at that time, as a tool such as migratepages or numactl would (ms_move: memsched proposal)'),
+  group: z.number().int().nonnegative().optional().describe('ms_move: the memsched group'),
+  node: z.number().int().nonnegative().optional().describe('ms_move: the node it moves to'),
   mapping: z.string().optional().describe('mbind/madvise: the mapping (whole) it applies to'),
   old_nodes: z.array(z.number().int().nonnegative()).optional(),
   new_nodes: z.array(z.number().int().nonnegative()).optional(),

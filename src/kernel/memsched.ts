@@ -1,0 +1,111 @@
+/**
+ * memsched groups: a proposal discussed upstream, never merged, behind the
+ * switchable feature `/sys/kernel/memtwin/features/memsched` (off by
+ * default; the calls fail with ENOSYS while it is off, as an unmerged
+ * syscall would).
+ *
+ * ms_tbind(thread, group) and ms_mbind(addr, len, group) put threads and
+ * address ranges into a group that the kernel keeps on one node: the group
+ * gets a home node when it is first used (the node with the most free
+ * memory), its threads run on the home node's CPUs, and its ranges prefer
+ * the home node (they spill to the nearest other node when it is full, so a
+ * group larger than a node still runs). ms_move(group, node) moves the group
+ * as a whole: threads to the new node's CPUs, memory migrated.
+ */
+import type { Kernel } from './kernel.ts';
+import type { Process, Thread } from './sched.ts';
+import { MPOL, PAGE_SIZE, alignUp, neg, type SysRet } from './uapi.ts';
+import { modifyVmaPolicy } from './mmap.ts';
+import { migrateMappedPage } from './migrate.ts';
+import { followPage } from './memory.ts';
+
+interface Group {
+  node: number;
+  threads: Set<Thread>;
+  ranges: { p: Process; start: number; end: number }[];
+}
+
+export class Memsched {
+  enabled = 0;
+  private readonly groups = new Map<number, Group>();
+  constructor(private readonly k: Kernel) {}
+
+  /**
+   * The group, created on first use. Its home is the node with the most
+   * memory left once what other groups have bound there is counted, so
+   * groups spread over nodes before their memory is even touched.
+   */
+  private group(id: number): Group {
+    let g = this.groups.get(id);
+    if (!g) this.groups.set(id, (g = { node: -1, threads: new Set(), ranges: [] }));
+    if (g.node < 0) {
+      const room = (nid: number): number => {
+        let bytes = this.k.phys.zones[nid]!.freePages * PAGE_SIZE;
+        for (const o of this.groups.values()) if (o.node === nid) for (const r of o.ranges) bytes -= r.end - r.start;
+        return bytes;
+      };
+      g.node = this.k.phys.zones.reduce((best, z) => (room(z.nid) > room(best) ? z.nid : best), 0);
+    }
+    return g;
+  }
+
+  /** The CPU of `node` with the fewest group threads on it. */
+  private cpuOn(node: number, except?: Thread): number {
+    const cpus = this.k.host.nodes[node]!.cpus;
+    const load = new Map<number, number>(cpus.map((c) => [c, 0]));
+    for (const g of this.groups.values())
+      for (const t of g.threads) if (t !== except && load.has(t.cpu)) load.set(t.cpu, load.get(t.cpu)! + 1);
+    return [...load.entries()].sort((a, b) => a[1] - b[1] || a[0] - b[0])[0]![0];
+  }
+
+  tbind(t: Thread, id: number): SysRet {
+    if (!this.enabled) return neg('ENOSYS');
+    if (id < 0) return neg('EINVAL');
+    const g = this.group(id);
+    for (const other of this.groups.values()) other.threads.delete(t);
+    g.threads.add(t);
+    if (this.k.cpuToNode(t.cpu) !== g.node) t.cpu = this.cpuOn(g.node, t);
+    return 0;
+  }
+
+  mbind(p: Process, start: number, len: number, id: number): SysRet {
+    if (!this.enabled) return neg('ENOSYS');
+    if (id < 0 || start % PAGE_SIZE) return neg('EINVAL');
+    const end = start + alignUp(len, PAGE_SIZE);
+    if (!p.mm.vmasIn(start, end).length) return neg('EFAULT');
+    const g = this.group(id);
+    g.ranges.push({ p, start, end });
+    return this.place(g, p, start, end);
+  }
+
+  /** ms_move: the group, threads and memory, to another node. */
+  move(id: number, node: number): SysRet {
+    if (!this.enabled) return neg('ENOSYS');
+    const g = this.groups.get(id);
+    if (!g) return neg('ESRCH');
+    if (!this.k.host.nodes[node]) return neg('ENODEV');
+    g.node = node;
+    for (const t of g.threads) t.cpu = this.cpuOn(node, t);
+    for (const r of g.ranges) {
+      const e = this.place(g, r.p, r.start, r.end);
+      if (e < 0) return e;
+    }
+    return 0;
+  }
+
+  /** Prefer the home node for the range (VMAs split on demand) and bring its pages there. */
+  private place(g: Group, p: Process, start: number, end: number): SysRet {
+    const k = this.k;
+    const pol = { mode: MPOL.MPOL_PREFERRED, flags: 0, nodes: [g.node], userNodes: [g.node] };
+    const r = modifyVmaPolicy(k, p.mm, start, end, pol);
+    if (r < 0) return r;
+    for (const vma of p.mm.vmasIn(start, end)) {
+      const step = vma.isHugetlb() ? vma.hugePageSize() : PAGE_SIZE;
+      for (let va = Math.max(start, vma.start); va < Math.min(end, vma.end); va += step) {
+        const pfn = followPage(p.mm, va);
+        if (pfn >= 0 && k.phys.nodeOfPfn(pfn) !== g.node) migrateMappedPage(k, p.mm, vma, va, g.node);
+      }
+    }
+    return 0;
+  }
+}
