@@ -44,7 +44,7 @@ const ORDER0_MOVABLE = { order: 0, mt: MIGRATE_MOVABLE as typeof MIGRATE_MOVABLE
 function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, t: Thread): number {
   const local = k.cpuToNode(t.cpu);
   let pfn: number;
-  if (!vma.policy && !t.mempolicy) {
+  if (!vma.policy && !t.mempolicy && !t.process.memsAllowed) {
     ORDER0_MOVABLE.nid = local;
     pfn = k.phys.alloc(ORDER0_MOVABLE);
     if (pfn >= 0) k.accountAlloc(pfn, local, 1);

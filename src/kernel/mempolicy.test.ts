@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { smallKernel, RW, ANON } from '../testing/fixtures.ts';
 import { MADV, MPOL, PAGE_SIZE, PMD_SIZE, MAP } from './uapi.ts';
-import { sysGetMempolicy, sysMbind, sysMigratePages, sysSetMempolicy } from './mempolicy.ts';
+import { setCpusetMems, sysGetMempolicy, sysMbind, sysMigratePages, sysSetMempolicy } from './mempolicy.ts';
 import { sysMovePages } from './migrate.ts';
 import { followPage } from './memory.ts';
 import { verifyKernel } from './debug_vm.ts';
@@ -151,5 +151,29 @@ describe('memory policies', () => {
       ),
       { numRuns: 100 },
     );
+  });
+});
+
+describe('cpusets', () => {
+  it('limit allocations to cpuset.mems and rebind static, relative and plain policies when it changes', () => {
+    const { k, p, t } = fourNodes();
+    expect(setCpusetMems(k, p, [2, 3])).toBe(0);
+    const a = k.mmap(p, 0, 2 * PAGE_SIZE, RW, ANON);
+    k.access(t, a, PAGE_SIZE, PAGE_SIZE, true, 1);
+    expect(nodesOf(k, p, a, 1)).toEqual([2]); // local node 0 is not allowed: nearest allowed
+    expect(sysGetMempolicy(k, t, MPOL.MPOL_F_MEMS_ALLOWED, 0, () => 0)).toEqual({ mode: 0, nodes: [2, 3] });
+    // policies made under {2,3}
+    const b = k.mmap(p, 0, 3 * PAGE_SIZE, RW, ANON);
+    sysMbind(k, t, b, PAGE_SIZE, MPOL.MPOL_BIND, [3], 0);
+    sysMbind(k, t, b + PAGE_SIZE, PAGE_SIZE, MPOL.MPOL_BIND | MPOL.MPOL_F_STATIC_NODES, [3], 0);
+    sysMbind(k, t, b + 2 * PAGE_SIZE, PAGE_SIZE, MPOL.MPOL_BIND | MPOL.MPOL_F_RELATIVE_NODES, [1], 0);
+    expect(setCpusetMems(k, p, [0, 1])).toBe(0);
+    const pol = (va: number) => p.mm.vmaAt(va)!.policy!.nodes;
+    expect(pol(b)).toEqual([1]); // 3 was the 2nd of {2,3}: now the 2nd of {0,1}
+    expect(pol(b + PAGE_SIZE)).toEqual([0, 1]); // static {3} has no allowed node: all allowed nodes
+    expect(pol(b + 2 * PAGE_SIZE)).toEqual([1]); // relative node 1 = 2nd allowed
+    k.access(t, b, 3 * PAGE_SIZE, PAGE_SIZE, true, 1);
+    expect(nodesOf(k, p, b, 3)).toEqual([1, 0, 1]);
+    expect(setCpusetMems(k, p, [7])).toBe(-22);
   });
 });

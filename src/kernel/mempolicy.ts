@@ -27,6 +27,8 @@ export interface Mempolicy {
   nodes: number[];
   /** The mask as the caller gave it (reported back for STATIC/RELATIVE policies). */
   userNodes: number[];
+  /** The cpuset's mems when the nodes were last computed (w.cpuset_mems_allowed). */
+  allowedAt?: number[];
 }
 
 /**
@@ -51,8 +53,58 @@ function sanitize(modeIn: number): { mode: number; flags: number } | number {
 }
 
 /** Nodes with memory the task may use (cpuset mems_allowed ∩ N_MEMORY). */
-export function memsAllowed(k: Kernel, _p: Process): number[] {
-  return k.host.nodes.filter((n) => n.memory > 0).map((n) => n.id);
+export function memsAllowed(k: Kernel, p: Process): number[] {
+  const withMemory = k.host.nodes.filter((n) => n.memory > 0).map((n) => n.id);
+  return p.memsAllowed ? withMemory.filter((n) => p.memsAllowed!.includes(n)) : withMemory;
+}
+
+/** bitmap_remap: node n, the i-th of `from`, becomes the (i mod |to|)-th of `to`; others stay. */
+function nodesRemap(nodes: number[], from: number[], to: number[]): number[] {
+  return [...new Set(nodes.map((n) => (from.includes(n) ? to[from.indexOf(n) % to.length]! : n)))].sort((a, b) => a - b);
+}
+
+/**
+ * A policy after its cpuset's mems change (mpol_rebind_policy): STATIC
+ * keeps the user's nodes that are allowed, RELATIVE folds the user's mask
+ * onto the new set, the rest are remapped by position from the old set; an
+ * empty result falls back to all the new nodes. PREFERRED keeps its node.
+ */
+function rebind(pol: Mempolicy, allowed: number[], old: number[]): void {
+  if (pol.mode === MPOL.MPOL_LOCAL || pol.mode === MPOL.MPOL_PREFERRED) {
+    pol.allowedAt = allowed;
+    return;
+  }
+  let nodes: number[];
+  if (pol.flags & MPOL.MPOL_F_STATIC_NODES) nodes = pol.userNodes.filter((n) => allowed.includes(n));
+  else if (pol.flags & MPOL.MPOL_F_RELATIVE_NODES) nodes = relativeNodes(pol.userNodes, allowed);
+  else {
+    nodes = nodesRemap(pol.nodes, pol.allowedAt ?? old, allowed);
+    pol.allowedAt = allowed;
+  }
+  pol.nodes = nodes.length ? nodes : [...allowed];
+}
+
+/**
+ * Write a process's cpuset.mems (cpuset_update_task_memory_state): every
+ * task and VMA policy of the process is rebound. Existing pages stay where
+ * they are (cpuset.memory_migrate is 0 by default).
+ */
+export function setCpusetMems(k: Kernel, p: Process, mems: readonly number[]): SysRet {
+  const valid = mems.filter((n) => k.host.nodes.some((x) => x.id === n && x.memory > 0));
+  if (!valid.length || valid.length !== mems.length) return neg('EINVAL');
+  const old = memsAllowed(k, p);
+  p.memsAllowed = [...new Set(valid)].sort((a, b) => a - b);
+  const allowed = memsAllowed(k, p);
+  const seen = new Set<Mempolicy>();
+  const each = (pol: Mempolicy | null): void => {
+    if (pol && !seen.has(pol)) {
+      seen.add(pol);
+      rebind(pol, allowed, old);
+    }
+  };
+  for (const t of p.threads) each(t.mempolicy);
+  for (const v of p.mm.vmas) each(v.policy);
+  return 0;
 }
 
 /** nodes_fold + nodes_onto: relative node i is the (i mod |allowed|)-th allowed node. */
@@ -86,7 +138,7 @@ export function mpolNew(k: Kernel, p: Process, modeIn: number, nodesIn: readonly
   const eff = flags & MPOL.MPOL_F_RELATIVE_NODES ? relativeNodes(user, allowed) : user.filter((n) => allowed.includes(n));
   if (!eff.length) return neg('EINVAL');
   const nodes = mode === MPOL.MPOL_PREFERRED ? [eff[0]!] : eff;
-  return { mode, flags, nodes, userNodes: user };
+  return { mode, flags, nodes, userNodes: user, allowedAt: allowed };
 }
 
 export function sysSetMempolicy(k: Kernel, t: Thread, mode: number, nodes: readonly number[]): SysRet {
@@ -157,6 +209,16 @@ export interface PolicyPlacement {
 }
 
 export function policyPlacement(k: Kernel, t: Thread, vma: Vma | null, va: number, order: number): PolicyPlacement {
+  const pl = placementByPolicy(k, t, vma, va, order);
+  const cpuset = t.process.memsAllowed;
+  if (!cpuset) return pl;
+  // The cpuset limits every allocation (__cpuset_zone_allowed).
+  const allowed = memsAllowed(k, t.process);
+  const mask = (pl.nodemask ?? allowed).filter((n) => allowed.includes(n));
+  return { ...pl, nodemask: mask.length ? mask : allowed, fallbackAll: false };
+}
+
+function placementByPolicy(k: Kernel, t: Thread, vma: Vma | null, va: number, order: number): PolicyPlacement {
   const local = k.cpuToNode(t.cpu);
   const pol = vma?.policy ?? t.mempolicy;
   if (!pol) return { nid: local };

@@ -23,6 +23,8 @@ export class Process {
   /** CAP_SYS_NICE, CAP_SYS_ADMIN, CAP_IPC_LOCK ...: the executor runs as root. */
   readonly privileged = true;
   exited = false;
+  /** cpuset.mems of the process's cpuset; null = every node with memory. */
+  memsAllowed: number[] | null = null;
   constructor(
     readonly pid: number,
     readonly name: string,

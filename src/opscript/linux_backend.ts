@@ -162,6 +162,8 @@ export class LinuxBackend implements Backend {
   async exec(op: ResolvedOp): Promise<RawResult> {
     if (this.dead) throw new ExecutorError(this.dead);
     if (PROPOSAL_OPS.has(op.op)) return { unsupported: `${op.op} belongs to a proposal Linux never merged (memsched)` };
+    if (op.op === 'cpuset_mems')
+      return { unsupported: 'cpuset_mems needs a cpuset cgroup of its own; the native executor does not create one' };
     this.child.stdin.write(encodeOp(op) + '\n');
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<'timeout'>((res) => (timer = setTimeout(() => res('timeout'), this.timeoutMs)));

@@ -50,6 +50,7 @@ export const OPS: Record<string, OpSpec> = {
   },
   migrate_pages: { req: { target: 'str', old_nodes: 'nodes', new_nodes: 'nodes' }, doc: 'move a process’s pages between node sets' },
   move_pages: { req: { target: 'str', pages: 'addrs', nodes: 'nodesOrNull' }, opt: { flags: 'flags:mbind' }, doc: 'move or query pages' },
+  cpuset_mems: { req: { mems: 'nodes' }, doc: "set the process's cpuset.mems (simulator only): policies are rebound" },
   ms_tbind: { req: { group: 'int' }, doc: "memsched proposal: bind the op's thread to a group (simulator only; feature memsched)" },
   ms_mbind: { req: { addr: 'addr', len: 'size', group: 'int' }, doc: 'memsched proposal: bind a range to a group (simulator only)' },
   ms_move: { req: { group: 'int', node: 'int' }, doc: 'memsched proposal: move a group, threads and memory, to a node (simulator only)' },

@@ -17,7 +17,7 @@ import {
   renderNumaMaps,
 } from '../kernel/procfs.ts';
 import { UnmodelledError } from '../kernel/madvise.ts';
-import { sysGetMempolicy, sysMbind, sysMigratePages, sysSetMempolicy } from '../kernel/mempolicy.ts';
+import { setCpusetMems, sysGetMempolicy, sysMbind, sysMigratePages, sysSetMempolicy } from '../kernel/mempolicy.ts';
 import { sysMovePages } from '../kernel/migrate.ts';
 import { followPage } from '../kernel/memory.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
@@ -164,6 +164,8 @@ export class SimBackend implements Backend {
         const r = sysMovePages(k, p, this.procs[op.targetProc!], a.pages, a.nodes, a.flags ?? 0);
         return r.ret < 0 ? sys(r.ret) : { ret: r.ret, status: r.status };
       }
+      case 'cpuset_mems':
+        return sys(setCpusetMems(k, p, a.mems));
       case 'ms_tbind':
         return sys(k.memsched.tbind(this.thread(op), a.group));
       case 'ms_mbind':
