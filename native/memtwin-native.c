@@ -395,10 +395,10 @@ static int parse_i64(const char *s, int64_t *out)
 	return 0;
 }
 
-static uint64_t u64(struct op *op, const char *key, uint64_t def, int required)
+/* The value of `key` as a 64-bit integer (signed or unsigned text), or `def` when absent. */
+static uint64_t num(struct op *op, const char *key, uint64_t def, int required)
 {
 	const char *s = sval(op, key);
-	uint64_t v;
 	if (!s) {
 		if (required) {
 			char m[96];
@@ -407,38 +407,26 @@ static uint64_t u64(struct op *op, const char *key, uint64_t def, int required)
 		}
 		return def;
 	}
-	if (parse_u64(s, &v) < 0) {
-		int64_t sv;
-		if (parse_i64(s, &sv) == 0)
-			return (uint64_t)sv;
-		char m[96];
-		snprintf(m, sizeof m, "bad number for %s", key);
-		die_invalid(op->i, m);
-	}
-	return v;
+	uint64_t v;
+	int64_t sv;
+	if (parse_u64(s, &v) == 0)
+		return v;
+	if (parse_i64(s, &sv) == 0)
+		return (uint64_t)sv;
+	char m[96];
+	snprintf(m, sizeof m, "bad number for %s", key);
+	die_invalid(op->i, m);
+	return def;
+}
+
+static uint64_t u64(struct op *op, const char *key, uint64_t def, int required)
+{
+	return num(op, key, def, required);
 }
 
 static int64_t i64(struct op *op, const char *key, int64_t def, int required)
 {
-	const char *s = sval(op, key);
-	int64_t v;
-	if (!s) {
-		if (required) {
-			char m[96];
-			snprintf(m, sizeof m, "missing key %s", key);
-			die_invalid(op->i, m);
-		}
-		return def;
-	}
-	if (parse_i64(s, &v) < 0) {
-		uint64_t uv;
-		if (parse_u64(s, &uv) == 0)
-			return (int64_t)uv;
-		char m[96];
-		snprintf(m, sizeof m, "bad number for %s", key);
-		die_invalid(op->i, m);
-	}
-	return v;
+	return (int64_t)num(op, key, (uint64_t)def, required);
 }
 
 /* parse one address at *pp (A<h>+<off> | R<n> | <n>); advances *pp */

@@ -8,8 +8,8 @@
 import { describe, expect, it } from 'vitest';
 import { readdirSync, readFileSync, existsSync } from 'node:fs';
 import { goldenDir, runGoldenSim } from './golden.ts';
-import { ScriptRunner } from '../src/opscript/runner.ts';
-import { LinuxBackend, linuxBackendUnavailable } from '../src/opscript/linux_backend.ts';
+import { linuxBackendUnavailable } from '../src/opscript/linux_backend.ts';
+import { runLinux } from '../src/opscript/difftest.ts';
 import { diffRuns } from '../src/opscript/diff.ts';
 
 const dirs = [goldenDir, `${goldenDir}/found`].filter((d) => existsSync(d));
@@ -42,13 +42,7 @@ describe.skipIf(noLinux !== undefined)('golden op-scripts agree with the real ke
         .trim()
         .split('\n')
         .map((l) => JSON.parse(l) as Record<string, unknown>);
-      const backend = new LinuxBackend();
-      const lin = new ScriptRunner(backend);
-      try {
-        await lin.run(text);
-      } finally {
-        await backend.close();
-      }
+      const lin = await runLinux(text);
       const d = diffRuns(expected, lin.results);
       expect(d.disagreements).toEqual([]);
       expect(d.compared).toBeGreaterThan(0);

@@ -2,11 +2,10 @@
  * memtwin's command line.
  */
 import { Command, Option } from '@commander-js/extra-typings';
-import { readFileSync } from 'node:fs';
 import { Kernel } from '../kernel/kernel.ts';
 import { CostProfile } from '../sim/cost_profile.ts';
 import { resolveHost } from '../sim/host.ts';
-import { InputError } from '../util/input_error.ts';
+import { InputError, readInput } from '../util/input_error.ts';
 import { ScriptRunner, type ResultLine } from '../opscript/runner.ts';
 import { SimBackend } from '../opscript/sim_backend.ts';
 import { ExecutorError, LinuxBackend } from '../opscript/linux_backend.ts';
@@ -23,19 +22,7 @@ const program = new Command()
   .description('An executable twin of the Linux/KVM/QEMU memory-management stack')
   .version('0.1.0');
 
-function readScript(file: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new InputError(
-      file,
-      undefined,
-      undefined,
-      undefined,
-      `cannot read script (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
-    );
-  }
-}
+const readScript = (file: string): string => readInput(file, 'script');
 
 function seedOf(v: string): number {
   const n = Number(v);

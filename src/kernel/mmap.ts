@@ -178,45 +178,35 @@ function splitPmdAt(k: Kernel, mm: MmStruct, addr: number): void {
  * Stops with -errno from `fn` or from a split.
  */
 export function modifyVmaFlags(k: Kernel, mm: MmStruct, start: number, end: number, fn: (vma: Vma) => number): SysRet {
-  const changed = new Set<Vma>();
-  let err = 0;
-  for (const v0 of mm.vmasIn(start, end)) {
-    let vma = v0;
+  return modifyVmas(k, mm, start, end, (vma) => {
     const nf = fn(vma);
-    if (nf < 0 && nf > -4096) {
-      err = nf;
-      break;
-    }
-    if (nf === vma.flags) continue;
-    if (vma.start < start) {
-      const up = splitVma(k, mm, vma, start);
-      if (typeof up === 'number') {
-        err = up;
-        break;
-      }
-      vma = up;
-    }
-    if (vma.end > end) {
-      const up = splitVma(k, mm, vma, end);
-      if (typeof up === 'number') {
-        err = up;
-        break;
-      }
-    }
-    vma.flags = nf;
-    changed.add(vma);
-  }
-  mergeAround(mm, changed);
-  return err;
+    if (nf < 0 && nf > -4096) return nf;
+    return nf === vma.flags ? null : (v) => void (v.flags = nf);
+  });
 }
 
 /** mbind_range / vma_modify_policy: split at the range ends, set the policy, merge. */
 export function modifyVmaPolicy(k: Kernel, mm: MmStruct, start: number, end: number, pol: Mempolicy | null): SysRet {
+  return modifyVmas(k, mm, start, end, (vma) => (policyEqual(vma.policy, pol) ? null : (v) => void (v.policy = pol)));
+}
+
+/**
+ * vma_modify: for each VMA in [start, end), `decide` returns null (no
+ * change: the VMA is left whole), -errno (stop), or the change to make. A
+ * changed VMA is first split at the range ends, then the parts changed are
+ * merged with their neighbours where compatible.
+ */
+function modifyVmas(k: Kernel, mm: MmStruct, start: number, end: number, decide: (vma: Vma) => ((v: Vma) => void) | null | number): SysRet {
   const changed = new Set<Vma>();
   let err = 0;
   for (const v0 of mm.vmasIn(start, end)) {
     let vma = v0;
-    if (policyEqual(vma.policy, pol)) continue;
+    const change = decide(vma);
+    if (change === null) continue;
+    if (typeof change === 'number') {
+      err = change;
+      break;
+    }
     if (vma.start < start) {
       const up = splitVma(k, mm, vma, start);
       if (typeof up === 'number') {
@@ -232,7 +222,7 @@ export function modifyVmaPolicy(k: Kernel, mm: MmStruct, start: number, end: num
         break;
       }
     }
-    vma.policy = pol;
+    change(vma);
     changed.add(vma);
   }
   mergeAround(mm, changed);

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 /**
  * Bad input is reported, never thrown at the user as a stack trace:
  * file, line, column, field and what was expected.
@@ -41,4 +42,19 @@ export function formatSize(b: number): string {
   ] as const)
     if (b >= m && b % m === 0) return `${b / m}${s}`;
   return String(b);
+}
+
+/** Read an input file; a missing or unreadable file is an InputError naming it. */
+export function readInput(file: string, what = 'file'): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new InputError(
+      file,
+      undefined,
+      undefined,
+      undefined,
+      `cannot read ${what} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
+  }
 }

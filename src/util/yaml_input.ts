@@ -2,10 +2,9 @@
  * Load a YAML file and validate it with a zod schema, mapping every
  * problem back to the file, line and column it came from.
  */
-import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isMap, isSeq, isScalar, type Node as YamlNode, type Document } from 'yaml';
 import type { z } from 'zod';
-import { InputError } from './input_error.ts';
+import { InputError, readInput } from './input_error.ts';
 
 export type YamlPath = (string | number)[];
 
@@ -19,18 +18,7 @@ export class YamlSource {
   ) {}
 
   static read(file: string, text?: string): YamlSource {
-    let src: string;
-    try {
-      src = text ?? readFileSync(file, 'utf8');
-    } catch (e) {
-      throw new InputError(
-        file,
-        undefined,
-        undefined,
-        undefined,
-        `cannot read file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
-      );
-    }
+    const src = text ?? readInput(file);
     const lc = new LineCounter();
     const doc = parseDocument(src, { lineCounter: lc, prettyErrors: false });
     if (doc.errors.length) {
