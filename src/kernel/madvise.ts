@@ -27,7 +27,10 @@ export class UnmodelledError extends Error {}
 
 export function sysMadvise(k: Kernel, p: Process, start: number, lenIn: number, advice: number): SysRet {
   if (!VALID_ADVICE.has(advice)) return neg('EINVAL');
-  if (UNMODELLED_ADVICE.has(advice)) throw new UnmodelledError(`madvise advice ${advice} is not modelled by the simulator yet`);
+  if (UNMODELLED_ADVICE.has(advice)) {
+    const name = Object.entries(MADV).find(([, v]) => v === advice)?.[0] ?? String(advice);
+    throw new UnmodelledError(`${name} is not modelled by the simulator yet`);
+  }
   if (start % PAGE_SIZE) return neg('EINVAL');
   const len = alignUp(lenIn, PAGE_SIZE);
   if (lenIn && !len) return neg('EINVAL');

@@ -8,6 +8,7 @@ import { CostProfile } from '../sim/cost_profile.ts';
 import { flags as flagValue } from '../opscript/values.ts';
 import { MADV, MPOL, PAGE_SIZE, PMD_SIZE, errnoName } from '../kernel/uapi.ts';
 import { sysMbind, sysMigratePages, sysSetMempolicy } from '../kernel/mempolicy.ts';
+import { UnmodelledError } from '../kernel/madvise.ts';
 import { HugeLeaf } from '../kernel/mm_types.ts';
 import { PG } from '../kernel/page.ts';
 import { populateRange } from '../kernel/mmap.ts';
@@ -73,7 +74,10 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
         if (r < 0) fail(`processes.${ps.name}.mappings.${m.name}.policy`, `mbind failed with ${errnoName(r)}`);
       }
       for (const a of m.madvise) {
-        const r = k.madvise(p, addr, m.size, MADV[a]);
+        const r = unmodelled(
+          () => k.madvise(p, addr, m.size, MADV[a]),
+          (msg) => fail(`processes.${ps.name}.mappings.${m.name}.madvise`, msg),
+        );
         if (r < 0) fail(`processes.${ps.name}.mappings.${m.name}.madvise`, `${a} failed with ${errnoName(r)}`);
       }
       const written = new Uint8Array(Math.ceil(m.size / PAGE_SIZE));
@@ -171,6 +175,16 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   };
 }
 
+/** Run a kernel call; advice memtwin does not model yet becomes a clear input error. */
+function unmodelled(call: () => number, fail: (msg: string) => never): number {
+  try {
+    return call();
+  } catch (e) {
+    if (e instanceof UnmodelledError) return fail(e.message);
+    throw e;
+  }
+}
+
 /** The numeric mode (with mode flags) of a scenario policy. */
 function policyMode(pol: { mode: keyof typeof MPOL; flags: (keyof typeof MPOL)[] }): number {
   return pol.flags.reduce((m, f) => m | MPOL[f], MPOL[pol.mode]);
@@ -217,7 +231,12 @@ function scheduleEvents(
             );
             break;
           case 'madvise':
-            ret = k.madvise(target.p, m!.base, m!.len, MADV[ev.advice ?? 'MADV_NORMAL']);
+            ret = unmodelled(
+              () => k.madvise(target.p, m!.base, m!.len, MADV[ev.advice ?? 'MADV_NORMAL']),
+              (msg) => {
+                throw new InputError(file, undefined, undefined, `events[${idx}].advice`, msg);
+              },
+            );
             break;
           case 'ms_move':
             ret = k.memsched.move(ev.group ?? 0, ev.node ?? 0);

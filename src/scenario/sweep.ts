@@ -17,6 +17,8 @@ import { loadScenario, scenarioName, type LoadedScenario } from './load.ts';
 import { runScenario, inputsOf, MEMTWIN_VERSION } from './run.ts';
 import { finishedRun, writeRun, writeSweep, type ReportRenderer } from './output.ts';
 import type { RunResult, SweepResult } from './result.ts';
+import type { WorkerReply } from './worker.ts';
+import { InputError } from '../util/input_error.ts';
 
 export interface RunEvents {
   /** A run starts (index), finishes (result) or is reused from an earlier attempt. */
@@ -74,8 +76,12 @@ export async function runScenarioFile(
       await Promise.all(
         pending.map(async (i) => {
           const t = performance.now();
-          const r = (await pool.run({ file, index: i })) as RunResult;
-          finish(r, performance.now() - t);
+          const reply = (await pool.run({ file, index: i })) as WorkerReply;
+          if ('inputError' in reply) {
+            const e = reply.inputError;
+            throw new InputError(e.file, e.line, e.column, e.field, e.expected);
+          }
+          finish(reply.result, performance.now() - t);
         }),
       );
     } finally {
