@@ -84,6 +84,8 @@ describe('memtwin run on a sweep whose runs fail in a worker', () => {
     );
     const r = memtwin('run', s, '--out', `${dir}/out-collapse`, '--workers', '2', '--quiet');
     expect(r.status).toBe(2);
-    expect(r.stderr.trim()).toMatch(/collapse\.yaml: processes\.p\.mappings\.m\.madvise: MADV_COLLAPSE is not modelled by the simulator yet$/);
+    expect(r.stderr.trim()).toMatch(
+      /collapse\.yaml: processes\.p\.mappings\.m\.madvise: MADV_COLLAPSE is not modelled by the simulator yet$/,
+    );
   });
 });
