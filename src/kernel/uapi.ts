@@ -106,6 +106,17 @@ export const MPOL = {
   MPOL_MF_MOVE_ALL: 1 << 2,
 } as const;
 
+/** The memory policy modes, by name, in MPOL_* order. */
+export const MPOL_MODE_NAMES = [
+  'MPOL_DEFAULT',
+  'MPOL_PREFERRED',
+  'MPOL_BIND',
+  'MPOL_INTERLEAVE',
+  'MPOL_LOCAL',
+  'MPOL_PREFERRED_MANY',
+  'MPOL_WEIGHTED_INTERLEAVE',
+] as const;
+
 export const OPEN = {
   O_NONBLOCK: 0o4000,
   O_CLOEXEC: 0o2000000,

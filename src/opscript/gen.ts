@@ -9,6 +9,7 @@
  * otherwise collapse pages behind the script's back on the real kernel.
  */
 import fc from 'fast-check';
+import { MPOL_MODE_NAMES } from '../kernel/uapi.ts';
 
 export const ARENA = 16 * 1024 * 1024;
 const PAGES = ARENA / 4096;
@@ -53,15 +54,7 @@ const hugeMmap = fc
   }));
 
 /** NUMA ops: on a one-node machine they check errnos, policies reported back, and statuses. */
-const modeArb = fc.constantFrom(
-  'MPOL_DEFAULT',
-  'MPOL_PREFERRED',
-  'MPOL_BIND',
-  'MPOL_INTERLEAVE',
-  'MPOL_LOCAL',
-  'MPOL_PREFERRED_MANY',
-  'MPOL_WEIGHTED_INTERLEAVE',
-);
+const modeArb = fc.constantFrom(...MPOL_MODE_NAMES);
 const nodesArb = fc.constantFrom([], [0], [0, 1], [1], [3]);
 const numaOp: fc.Arbitrary<OpJson> = fc.oneof(
   fc

@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { hostSchema } from '../sim/host.ts';
 import { parseSize } from '../util/input_error.ts';
-import { MADV } from '../kernel/uapi.ts';
+import { MADV, MPOL_MODE_NAMES } from '../kernel/uapi.ts';
 
 export const size = z
   .union([z.number().int().nonnegative(), z.string()])
@@ -69,15 +69,7 @@ export const workloadSchema = z.union([
   z.strictObject({ phases: z.array(phaseSchema).min(1).describe('patterns run one after the other') }),
 ]);
 
-const mpolMode = z.enum([
-  'MPOL_DEFAULT',
-  'MPOL_PREFERRED',
-  'MPOL_BIND',
-  'MPOL_INTERLEAVE',
-  'MPOL_LOCAL',
-  'MPOL_PREFERRED_MANY',
-  'MPOL_WEIGHTED_INTERLEAVE',
-]);
+const mpolMode = z.enum(MPOL_MODE_NAMES);
 export const policySchema = z.strictObject({
   mode: mpolMode,
   nodes: z.array(z.number().int().nonnegative()).default([]),
