@@ -286,11 +286,23 @@ export function doMmap(k: Kernel, p: Process, addr: number, len: number, prot: n
   } else return neg('EINVAL');
   if (flags & MAP.MAP_NORESERVE && (k.sysctl.overcommit_memory !== 2 || hugeShift)) vf |= VM.NORESERVE;
 
-  // MAP_FIXED replaces whatever was there.
-  if (flags & MAP.MAP_FIXED) {
-    const r = doMunmap(k, mm, start, len);
+  // MAP_FIXED replaces whatever was there: the old VMAs are split off first
+  // (vms_gather_munmap_vmas), the new mapping is set up (its hugetlb
+  // reservation taken while the old one still holds its own), and only then
+  // are the old ones unmapped. If setup fails, the old mappings stay (split).
+  const fixed = (flags & MAP.MAP_FIXED) !== 0;
+  if (fixed) {
+    const r = gatherMunmap(k, mm, start, start + len);
     if (r < 0) return r;
+    // A file-backed mapping (hugetlbfs, shmem) clears the old area and closes
+    // its VMAs before its ->mmap runs (vms_clean_up_area); if that then fails,
+    // Linux leaves a gap where the old mappings were.
+    if (hugeShift || vf & VM.SHARED) cleanUpArea(k, mm, start, start + len);
   }
+  const fileFail = (): number => {
+    if (fixed) completeMunmap(k, mm, start, start + len);
+    return neg('ENOMEM');
+  };
   const vma = new Vma(start, start + len, vf, pgoff, null, hugeShift);
   if (hugeShift) {
     vma.flags |= VM.HUGETLB | VM.DONTEXPAND;
@@ -301,7 +313,7 @@ export function doMmap(k: Kernel, p: Process, addr: number, len: number, prot: n
     if (!(vf & VM.NORESERVE)) {
       if (k.hugetlb.reserve(h, pages) < 0) {
         k.files.delete(file.id);
-        return neg('ENOMEM');
+        return fileFail();
       }
       if (vf & VM.MAYSHARE) for (let i = 0; i < pages; i++) file.reserved.add(i);
       else vma.resv = { consumed: new Set<number>() } satisfies HugetlbResvMap;
@@ -309,15 +321,16 @@ export function doMmap(k: Kernel, p: Process, addr: number, len: number, prot: n
     vma.file = file;
     file.mapCount = 1;
   } else if (vf & VM.SHARED) {
+    if (!(vf & VM.NORESERVE) && !vmEnoughMemory(k, len / PAGE_SIZE)) return fileFail();
     const file = k.newFile('shmem');
     vma.file = file;
     file.mapCount = 1;
-    if (!(vf & VM.NORESERVE) && !vmEnoughMemory(k, len / PAGE_SIZE)) return neg('ENOMEM');
   } else if ((vf & (VM.NORESERVE | VM.SHARED | VM.WRITE)) === VM.WRITE) {
     if (!vmEnoughMemory(k, len / PAGE_SIZE)) return neg('ENOMEM');
     vma.flags |= VM.ACCOUNT;
     k.committedPages += len / PAGE_SIZE;
   }
+  if (fixed) completeMunmap(k, mm, start, start + len);
   const populate = (flags & (MAP.MAP_POPULATE | MAP.MAP_NONBLOCK)) === MAP.MAP_POPULATE || (vf & VM.LOCKED) !== 0;
   // __mmap_complete: hugetlb (and special) VMAs never keep VM_LOCKED, though they are still populated.
   if (vma.isHugetlb()) vma.flags &= ~(VM.LOCKED | VM.LOCKONFAULT);
@@ -363,12 +376,20 @@ export function sysMunmap(k: Kernel, p: Process, start: number, len: number): Sy
 
 /** do_vmi_munmap on page-aligned arguments. */
 export function doMunmap(k: Kernel, mm: MmStruct, start: number, len: number): SysRet {
-  const end = start + len;
+  const r = gatherMunmap(k, mm, start, start + len);
+  if (r < 0) return r;
+  completeMunmap(k, mm, start, start + len);
+  return 0;
+}
+
+/**
+ * vms_gather_munmap_vmas: split the first VMA at start, then the last at
+ * end. If the second split fails (a hugetlb VMA split off its huge page
+ * boundary) the call fails, but the first split stays done.
+ */
+function gatherMunmap(k: Kernel, mm: MmStruct, start: number, end: number): SysRet {
   let vmas = mm.vmasIn(start, end);
   if (!vmas.length) return 0;
-  // vms_gather_munmap_vmas: split the first VMA at start, then the last at
-  // end. If the second split fails (a hugetlb VMA split off its huge page
-  // boundary) the call fails, but the first split stays done.
   const first = vmas[0]!;
   if (first.start < start) {
     if (first.end > end && mm.vmas.length >= k.sysctl.max_map_count) return neg('ENOMEM');
@@ -381,7 +402,24 @@ export function doMunmap(k: Kernel, mm: MmStruct, start: number, len: number): S
     const r = splitVma(k, mm, tail, end);
     if (typeof r === 'number') return r;
   }
-  vmas = mm.vmasIn(start, end);
+  return 0;
+}
+
+/** vms_clean_up_area: clear the old VMAs' pages and close them (a private hugetlb reservation goes). */
+function cleanUpArea(k: Kernel, mm: MmStruct, start: number, end: number): void {
+  for (const v of mm.vmasIn(start, end)) {
+    zapRange(k, mm, v, v.start, v.end, false, 0);
+    if (v.isHugetlb() && v.resv) {
+      releaseReservation(k, v);
+      v.resv = null;
+    }
+  }
+}
+
+/** vms_complete_munmap_vmas: unmap the (already split) VMAs inside [start, end). */
+function completeMunmap(k: Kernel, mm: MmStruct, start: number, end: number): void {
+  const vmas = mm.vmasIn(start, end);
+  if (!vmas.length) return;
   let pages = 0;
   for (const v of vmas) {
     const st = zapRange(k, mm, v, v.start, v.end, false, 0);
@@ -392,23 +430,25 @@ export function doMunmap(k: Kernel, mm: MmStruct, start: number, len: number): S
   }
   freePgtables(k, mm, start, end);
   k.charge(k.costs.ns('mmap_munmap_pair') / 2 + pages * k.costs.ns('munmap_populated_4k'));
-  return 0;
 }
 
 function unaccountVma(k: Kernel, v: Vma): void {
   if (v.flags & VM.ACCOUNT) k.committedPages -= v.size / PAGE_SIZE;
 }
 
+/** hugetlb_vm_op_close: a private mapping gives back the reservations it did not consume. */
+function releaseReservation(k: Kernel, v: Vma): void {
+  const h = k.hugetlb.byShift(v.hugeShift)!;
+  const first = (v.pgoff * PAGE_SIZE) / h.size;
+  const n = v.size / h.size;
+  let unconsumed = 0;
+  for (let i = first; i < first + n; i++) if (!v.resv!.consumed.has(i)) unconsumed++;
+  k.hugetlb.unreserve(h, unconsumed);
+}
+
 /** What a VMA held beyond its pages: hugetlb reservations, its file when last unmapped. */
 function releaseVmaResources(k: Kernel, v: Vma): void {
-  if (v.isHugetlb() && v.resv) {
-    const h = k.hugetlb.byShift(v.hugeShift)!;
-    const first = (v.pgoff * PAGE_SIZE) / h.size;
-    const n = v.size / h.size;
-    let unconsumed = 0;
-    for (let i = first; i < first + n; i++) if (!v.resv.consumed.has(i)) unconsumed++;
-    k.hugetlb.unreserve(h, unconsumed);
-  }
+  if (v.isHugetlb() && v.resv) releaseReservation(k, v);
   const f = v.file;
   if (f && --f.mapCount === 0) {
     // Last mapping of an anonymous shmem/hugetlbfs file: the inode goes away.
