@@ -8,7 +8,8 @@
 import type { Kernel } from './kernel.ts';
 import type { Process, Thread } from './sched.ts';
 import type { Vma } from './mm_types.ts';
-import { MPOL, PAGE_SIZE, alignUp, neg, type SysRet } from './uapi.ts';
+import { HPAGE_PMD_NR, MPOL, PAGE_SIZE, alignUp, neg, type SysRet } from './uapi.ts';
+import { PG } from './page.ts';
 import { followPage as followPageOf } from './memory.ts';
 import { mappedShared as mappedSharedOf, migrateMappedPage as migrateMappedPageOf, migrateToNode as migrateToNodeOf } from './migrate.ts';
 import { modifyVmaPolicy } from './mmap.ts';
@@ -365,8 +366,10 @@ export function sysMbind(
     }
     if (covered < end) return neg('EFAULT');
   }
-  // Misplaced pages: present pages not on the new policy's nodes.
-  const inPolicy = (nid: number): boolean => !pol || pol.mode === MPOL.MPOL_LOCAL || pol.nodes.includes(nid);
+  // Misplaced pages (queue_pages_range with MPOL_MF_INVERT): present pages
+  // whose node is not in the caller's raw nodemask. MPOL_LOCAL passes an
+  // empty mask, so every present page counts.
+  const inPolicy = (nid: number): boolean => !pol || nodes.includes(nid);
   const misplaced: number[] = [];
   const move = (flags & (MPOL.MPOL_MF_MOVE | MPOL.MPOL_MF_MOVE_ALL)) !== 0;
   if (flags & (MPOL.MPOL_MF_STRICT | MPOL.MPOL_MF_MOVE | MPOL.MPOL_MF_MOVE_ALL))
@@ -377,14 +380,21 @@ export function sysMbind(
         if (pfn >= 0 && !inPolicy(k.phys.nodeOfPfn(pfn))) misplaced.push(va);
       }
     }
+  // STRICT without MOVE: queue_pages_range fails with EIO before
+  // mbind_range, so the policy is not applied (Linux 6.18 here agrees).
+  if (!move && flags & MPOL.MPOL_MF_STRICT && misplaced.length) return neg('EIO');
   const r = modifyVmaPolicy(k, mm, start, end, pol);
   if (r < 0) return r;
-  let failed = move ? 0 : misplaced.length;
+  let failed = 0;
+  // Each folio is queued once: a THP's later subpages, and pages this call
+  // already moved (MPOL_LOCAL queues every page), are skipped.
+  const moved = new Set<number>();
+  const folioOf = (pfn: number): number => (k.mem.flags(pfn) & (PG.head | PG.tail) ? pfn - (pfn % HPAGE_PMD_NR) : pfn);
   if (move)
     for (const va of misplaced) {
       const vma = mm.vmaAt(va)!;
       const pfn = followPageOf(mm, va);
-      if (pfn < 0 || inPolicy(k.phys.nodeOfPfn(pfn))) continue; // moved with its THP already
+      if (pfn < 0 || inPolicy(k.phys.nodeOfPfn(pfn)) || moved.has(folioOf(pfn))) continue;
       if (mappedSharedOf(k, pfn) && !(flags & MPOL.MPOL_MF_MOVE_ALL)) {
         failed++;
         continue;
@@ -392,6 +402,8 @@ export function sysMbind(
       const target = policyPlacement(k, t, vma, va, 0);
       const dest = preferredNode(k, target);
       if (migrateMappedPageOf(k, mm, vma, va, dest) < 0) failed++;
+      const now = followPageOf(mm, va);
+      if (now >= 0) moved.add(folioOf(now));
     }
   return failed && flags & MPOL.MPOL_MF_STRICT ? neg('EIO') : 0;
 }
