@@ -24,12 +24,25 @@
  *   memory tiering (numa_balancing mode 2); mode 1 is limited by the scan;
  * - a THP is migrated whole on its hinting fault, as Linux does for a
  *   PMD-mapped THP.
+ *
+ * Memory policies (vma_policy_mof, mpol_misplaced): only memory whose
+ * policy allows migrate-on-fault is scanned: the default policy does, an
+ * explicit VMA or task policy only with MPOL_F_NUMA_BALANCING (MPOL_BIND or
+ * MPOL_PREFERRED_MANY). Such memory moves to the faulting node only when that
+ * node is in the policy's nodes. task_numa_work runs in one of the process's
+ * threads; the task policy checked is the first thread's.
  */
 import type { Kernel } from './kernel.ts';
 import type { Process, Thread } from './sched.ts';
 import { PageTable, PteTable, HugeLeaf } from './mm_types.ts';
-import { PAGE_SIZE, PMD_SIZE } from './uapi.ts';
+import { MPOL, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
 import { migrateMappedPage } from './migrate.ts';
+import type { Mempolicy } from './mempolicy.ts';
+
+/** MPOL_F_MOF: the default policy, or an explicit one set with MPOL_F_NUMA_BALANCING. */
+function migrateOnFault(pol: Mempolicy | null | undefined): boolean {
+  return !pol || (pol.flags & MPOL.MPOL_F_NUMA_BALANCING) !== 0;
+}
 
 export const DEBUGFS = '/sys/kernel/debug/sched/numa_balancing';
 
@@ -97,7 +110,8 @@ export class NumaBalancing {
   private scan(p: Process, st: MmNumaState): void {
     const k = this.k;
     let budget = (this.settings.scan_size_mb << 20) / PAGE_SIZE;
-    const vmas = p.mm.vmas.filter((v) => !v.isHugetlb() && !v.file && v.flags & 0x3);
+    const taskPolicy = p.threads[0]?.mempolicy;
+    const vmas = p.mm.vmas.filter((v) => !v.isHugetlb() && !v.file && v.flags & 0x3 && migrateOnFault(v.policy ?? taskPolicy));
     const total = vmas.reduce((s, v) => s + v.size, 0);
     let marked = 0;
     if (total > 0) {
@@ -191,8 +205,10 @@ export class NumaBalancing {
     const head = huge ? pfn - (pfn % 512) : pfn;
     const last = st.lastNid.get(head);
     st.lastNid.set(head, node);
-    if (pageNode !== node && last === node) {
-      const vma = t.process.mm.vmaAt(va);
+    const vma = t.process.mm.vmaAt(va);
+    const pol = vma ? (vma.policy ?? t.mempolicy) : null;
+    const allowed = migrateOnFault(pol) && (!pol || pol.nodes.includes(node)); // mpol_misplaced with MPOL_F_MORON
+    if (pageNode !== node && last === node && allowed) {
       if (vma && migrateMappedPage(k, t.process.mm, vma, va, node) === 0) {
         k.vmstat.count('numa_pages_migrated', pages);
         st.lastNid.delete(head);
