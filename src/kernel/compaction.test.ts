@@ -16,18 +16,23 @@ function fragment(k: ReturnType<typeof smallKernel>, mib: number) {
   return { p, a, len };
 }
 
+/** A 64 MiB node fragmented by `fragment`, THP enabled=always with the given defrag, and a fresh process. */
+function fragmentedThpHost(defrag: string) {
+  const k = smallKernel({ nodes: 1, mib: 64 });
+  const f = fragment(k, 63);
+  k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'always');
+  k.sysfs.write('/sys/kernel/mm/transparent_hugepage/defrag', defrag);
+  return { k, f, p: k.createProcess('thp') };
+}
+
 describe('compaction', () => {
   it('direct compaction at a THP fault (defrag=always) makes a huge page and keeps every byte', () => {
-    const k = smallKernel({ nodes: 1, mib: 64 });
-    const f = fragment(k, 63);
+    const { k, f, p } = fragmentedThpHost('always');
     expect(
       k.phys.zones[0]!.nrFreeByOrder()
         .slice(9)
         .every((n) => n === 0),
     ).toBe(true);
-    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'always');
-    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/defrag', 'always');
-    const p = k.createProcess('thp');
     const b = k.mmap(p, 0, 2 * PMD_SIZE, RW, ANON);
     const t0 = k.clock.now();
     k.access(p.mainThread, b, PMD_SIZE, PAGE_SIZE, true, 7);
@@ -50,11 +55,7 @@ describe('compaction', () => {
   });
 
   it('without direct reclaim (defrag=never) the fault falls back to 4K and counts thp_fault_fallback', () => {
-    const k = smallKernel({ nodes: 1, mib: 64 });
-    fragment(k, 63);
-    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'always');
-    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/defrag', 'never');
-    const p = k.createProcess('thp');
+    const { k, p } = fragmentedThpHost('never');
     const b = k.mmap(p, 0, 2 * PMD_SIZE, RW, ANON);
     k.access(p.mainThread, b, PAGE_SIZE, PAGE_SIZE, true, 7);
     const snap = k.vmstat.snapshot();
@@ -64,11 +65,7 @@ describe('compaction', () => {
   });
 
   it('defrag=defer wakes kcompactd, which makes later faults huge', () => {
-    const k = smallKernel({ nodes: 1, mib: 64 });
-    fragment(k, 63);
-    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'always');
-    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/defrag', 'defer');
-    const p = k.createProcess('thp');
+    const { k, p } = fragmentedThpHost('defer');
     const b = k.mmap(p, 0, 4 * PMD_SIZE, RW, ANON);
     k.access(p.mainThread, b, PAGE_SIZE, PAGE_SIZE, true, 7);
     k.runDueEvents();

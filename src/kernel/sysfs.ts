@@ -54,6 +54,20 @@ function number(get: () => number, set?: (n: number) => number | void, valid: (n
   return knob;
 }
 
+/** A read-write number knob backed by a numeric field of a settings object. */
+function numberField<T extends object, K extends { [P in keyof T]: T[P] extends number ? P : never }[keyof T]>(
+  obj: T,
+  key: K,
+  valid?: (n: number) => boolean,
+): Knob {
+  const o = obj as Record<K, number>;
+  return number(
+    () => o[key],
+    (n) => void (o[key] = n),
+    valid,
+  );
+}
+
 function hstateKnobs(k: Kernel, dir: string, h: Hstate, node?: number): [string, Knob][] {
   const nr = number(
     () => (node === undefined ? h.nr : h.nrNode[node]!),
@@ -105,11 +119,7 @@ export class Sysfs {
     );
     add(
       `${THP}/use_zero_page`,
-      number(
-        () => t.useZeroPage,
-        (n) => void (t.useZeroPage = n),
-        (n) => n <= 1,
-      ),
+      numberField(t, 'useZeroPage', (n) => n <= 1),
     );
     add(
       `${THP}/hpage_pmd_size`,
@@ -126,57 +136,25 @@ export class Sysfs {
     const KH = `${THP}/khugepaged`;
     add(
       `${KH}/defrag`,
-      number(
-        () => kh.defrag,
-        (n) => void (kh.defrag = n),
-        (n) => n <= 1,
-      ),
+      numberField(kh, 'defrag', (n) => n <= 1),
     );
     add(
       `${KH}/pages_to_scan`,
-      number(
-        () => kh.pages_to_scan,
-        (n) => void (kh.pages_to_scan = n),
-        (n) => n > 0,
-      ),
+      numberField(kh, 'pages_to_scan', (n) => n > 0),
     );
-    add(
-      `${KH}/scan_sleep_millisecs`,
-      number(
-        () => kh.scan_sleep_millisecs,
-        (n) => void (kh.scan_sleep_millisecs = n),
-      ),
-    );
-    add(
-      `${KH}/alloc_sleep_millisecs`,
-      number(
-        () => kh.alloc_sleep_millisecs,
-        (n) => void (kh.alloc_sleep_millisecs = n),
-      ),
-    );
+    add(`${KH}/scan_sleep_millisecs`, numberField(kh, 'scan_sleep_millisecs'));
+    add(`${KH}/alloc_sleep_millisecs`, numberField(kh, 'alloc_sleep_millisecs'));
     add(
       `${KH}/max_ptes_none`,
-      number(
-        () => kh.max_ptes_none,
-        (n) => void (kh.max_ptes_none = n),
-        (n) => n <= HPAGE_PMD_NR - 1,
-      ),
+      numberField(kh, 'max_ptes_none', (n) => n <= HPAGE_PMD_NR - 1),
     );
     add(
       `${KH}/max_ptes_swap`,
-      number(
-        () => kh.max_ptes_swap,
-        (n) => void (kh.max_ptes_swap = n),
-        (n) => n <= HPAGE_PMD_NR - 1,
-      ),
+      numberField(kh, 'max_ptes_swap', (n) => n <= HPAGE_PMD_NR - 1),
     );
     add(
       `${KH}/max_ptes_shared`,
-      number(
-        () => kh.max_ptes_shared,
-        (n) => void (kh.max_ptes_shared = n),
-        (n) => n <= HPAGE_PMD_NR - 1,
-      ),
+      numberField(kh, 'max_ptes_shared', (n) => n <= HPAGE_PMD_NR - 1),
     );
     add(
       `${KH}/pages_collapsed`,
@@ -200,26 +178,12 @@ export class Sysfs {
     const sc = k.sysctl;
     add(
       '/proc/sys/vm/overcommit_memory',
-      number(
-        () => sc.overcommit_memory,
-        (n) => void (sc.overcommit_memory = n),
-        (n) => n <= 2,
-      ),
+      numberField(sc, 'overcommit_memory', (n) => n <= 2),
     );
-    add(
-      '/proc/sys/vm/max_map_count',
-      number(
-        () => sc.max_map_count,
-        (n) => void (sc.max_map_count = n),
-      ),
-    );
+    add('/proc/sys/vm/max_map_count', numberField(sc, 'max_map_count'));
     add(
       '/proc/sys/kernel/numa_balancing',
-      number(
-        () => sc.numa_balancing,
-        (n) => void (sc.numa_balancing = n),
-        (n) => n <= 3,
-      ),
+      numberField(sc, 'numa_balancing', (n) => n <= 3),
     );
     const nb = k.numab.settings;
     for (const key of ['scan_delay_ms', 'scan_period_min_ms', 'scan_period_max_ms', 'scan_size_mb'] as const)
@@ -234,11 +198,7 @@ export class Sysfs {
     // memtwin's switchable features for proposals Linux never merged (not Linux paths).
     add(
       '/sys/kernel/memtwin/features/memsched',
-      number(
-        () => k.memsched.enabled,
-        (n) => void (k.memsched.enabled = n),
-        (n) => n <= 1,
-      ),
+      numberField(k.memsched, 'enabled', (n) => n <= 1),
     );
     add('/proc/sys/vm/drop_caches', { read: () => '0', write: (v) => (kstrtoul(v) !== undefined ? 0 : neg('EINVAL')) });
     add('/proc/sys/vm/compact_memory', {

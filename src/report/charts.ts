@@ -34,6 +34,16 @@ const FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'DejaVu Sans', Arial
 const AXIS_COLOR = '#5a5f6b';
 const GRID_COLOR = '#e3e6ec';
 
+/** The value (y) axis both chart kinds use, labelled in the metric's scale. */
+function valueAxis(ys: Scale) {
+  return {
+    type: 'value' as const,
+    axisLine: { show: false },
+    axisLabel: { color: AXIS_COLOR, fontSize: 11, formatter: (v: number) => formatTick(v, ys) },
+    splitLine: { show: true, lineStyle: { color: GRID_COLOR } },
+  };
+}
+
 export interface LineSeries {
   name: string;
   /** Sample times, virtual ns. */
@@ -261,12 +271,7 @@ export function lineChartSVG(spec: LineChartSpec): string {
         axisLabel: { color: AXIS_COLOR, fontSize: 11, hideOverlap: true, formatter: (v: number) => formatTick(v, ts) },
         splitLine: { show: true, lineStyle: { color: GRID_COLOR } },
       },
-      yAxis: {
-        type: 'value',
-        axisLine: { show: false },
-        axisLabel: { color: AXIS_COLOR, fontSize: 11, formatter: (v: number) => formatTick(v, ys) },
-        splitLine: { show: true, lineStyle: { color: GRID_COLOR } },
-      },
+      yAxis: valueAxis(ys),
       series,
     },
     spec.label,
@@ -323,12 +328,7 @@ export function barChartSVG(spec: BarChartSpec): string {
         axisTick: { alignWithLabel: true, lineStyle: { color: '#9aa0ab' } },
         axisLabel: { color: AXIS_COLOR, fontSize: 11, interval: 0, rotate },
       },
-      yAxis: {
-        type: 'value',
-        axisLine: { show: false },
-        axisLabel: { color: AXIS_COLOR, fontSize: 11, formatter: (v: number) => formatTick(v, ys) },
-        splitLine: { show: true, lineStyle: { color: GRID_COLOR } },
-      },
+      yAxis: valueAxis(ys),
       series,
     },
     spec.label,
