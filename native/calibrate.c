@@ -13,7 +13,8 @@
  * native/calibrate.md for per-measurement method and caveats.
  *
  * Every sysfs knob changed (THP enabled/defrag, hugepages-2048kB enabled,
- * nr_hugepages 2M/1G) is restored at exit, on error exits and on
+ * nr_hugepages 2M/1G, khugepaged max_ptes_none/pages_to_scan/
+ * scan_sleep_millisecs) is restored at exit, on error exits and on
  * SIGINT/SIGTERM/SIGHUP/SIGQUIT and fatal signals.
  * Peak memory use stays below ~4.5 GiB.
  */
@@ -34,6 +35,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <cpuid.h>
+#include <dirent.h>
 #include <sys/file.h>
 #include <sys/sysinfo.h>
 #include <sys/utsname.h>
@@ -166,7 +168,7 @@ static inline uint64_t rnd(void)
 /* sysfs knob save / restore                                           */
 /* ------------------------------------------------------------------ */
 
-#define NKNOBS 5
+#define NKNOBS 8
 static struct knob {
 	const char *path;
 	char orig[64];
@@ -178,8 +180,11 @@ static struct knob {
 	{"/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/enabled", "", 0, 0},
 	{"/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "", 0, 0},
 	{"/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages", "", 0, 0},
+	{"/sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none", "", 0, 0},
+	{"/sys/kernel/mm/transparent_hugepage/khugepaged/pages_to_scan", "", 0, 0},
+	{"/sys/kernel/mm/transparent_hugepage/khugepaged/scan_sleep_millisecs", "", 0, 0},
 };
-enum { K_THP_EN, K_THP_DEFRAG, K_THP_2M_EN, K_NR_2M, K_NR_1G };
+enum { K_THP_EN, K_THP_DEFRAG, K_THP_2M_EN, K_NR_2M, K_NR_1G, K_KHP_MAX_NONE, K_KHP_PAGES, K_KHP_SLEEP };
 
 static void save_knobs(void)
 {
@@ -790,6 +795,244 @@ static void m_collapse(void)
 		 "time 32 x madvise(2M region, MADV_COLLAPSE) (alloc THP + copy 512 pages + free them); "
 		 "total / 32; success = every call returned 0, smaps AnonHugePages == size afterwards "
 		 "(0 before), data intact.",
+		 extra);
+}
+
+/* ---------------- khugepaged scan cost ---------------- */
+
+#define KHP_LEN (1 * GB)
+#define KHP_DIR "/sys/kernel/mm/transparent_hugepage/khugepaged/"
+
+/* pid of the khugepaged kernel thread (comm "khugepaged", parent kthreadd), or -1 */
+static int khugepaged_pid(void)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	int found = -1;
+	while (d && found < 0 && (de = readdir(d))) {
+		int pid = atoi(de->d_name);
+		if (pid <= 2)
+			continue;
+		char path[64], b[64];
+		snprintf(path, sizeof path, "/proc/%d/comm", pid);
+		if (read_file(path, b, sizeof b) < 0)
+			continue;
+		if (strcmp(b, "khugepaged\n"))
+			continue;
+		snprintf(path, sizeof path, "/proc/%d/stat", pid);
+		char st[512];
+		if (read_file(path, st, sizeof st) < 0)
+			continue;
+		char *rp = strrchr(st, ')');
+		int ppid = -1;
+		if (rp && sscanf(rp + 2, "%*c %d", &ppid) == 1 && ppid == 2)
+			found = pid;
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+static void khp_restore_knobs(void)
+{
+	for (int k = K_KHP_SLEEP; k >= K_KHP_MAX_NONE; k--)
+		if (knobs[k].changed) {
+			write_file(knobs[k].path, knobs[k].orig);
+			knobs[k].changed = 0;
+		}
+}
+
+/* CPU time (ns) of a thread-group leader: its process CPU clock (exact, includes
+ * the running slice); fallback /proc/<pid>/schedstat field 1. -1 on error. */
+static int64_t task_cpu_ns(int pid)
+{
+	clockid_t id;
+	struct timespec ts;
+	if (clock_getcpuclockid(pid, &id) == 0 && clock_gettime(id, &ts) == 0)
+		return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+	char path[64], b[128];
+	snprintf(path, sizeof path, "/proc/%d/schedstat", pid);
+	if (read_file(path, b, sizeof b) < 0)
+		return -1;
+	return strtoll(b, NULL, 10);
+}
+
+typedef struct {
+	int64_t cpu_ns;  /* khugepaged CPU time in the window */
+	long scans;      /* full_scans delta */
+	long exceed_none;/* thp_scan_exceed_none_pte delta */
+	long collapsed;  /* pages_collapsed delta */
+	uint64_t wall_ns;
+} khp_win_t;
+
+/* One measurement window delimited by full_scans increments (so it holds
+ * whole passes): at least min_scans passes and min_ns of wall time.
+ * Returns 0, or -1 if khugepaged stopped scanning / changed. */
+static int khp_window(int pid, long min_scans, uint64_t min_ns, khp_win_t *w)
+{
+	const char *fsp = KHP_DIR "full_scans";
+	uint64_t t = now_ns(), limit = t + 3000000000ULL;
+	long f0 = read_long(fsp), f;
+	while ((f = read_long(fsp)) == f0) {
+		if (now_ns() > limit)
+			return -1;
+		usleep(50);
+	}
+	int64_t c0 = task_cpu_ns(pid);
+	uint64_t t0 = now_ns();
+	long e0 = vmstat("thp_scan_exceed_none_pte"), p0 = read_long(KHP_DIR "pages_collapsed");
+	f0 = f;
+	limit = t0 + 20 * min_ns + 5000000000ULL;
+	for (;;) {
+		usleep(2000);
+		f = read_long(fsp);
+		uint64_t t1 = now_ns();
+		if (f - f0 >= min_scans && t1 - t0 >= min_ns)
+			break;
+		if (t1 > limit)
+			return -1;
+	}
+	long fe = f;
+	while ((f = read_long(fsp)) == fe) {
+		if (now_ns() > limit)
+			return -1;
+		usleep(50);
+	}
+	int64_t c1 = task_cpu_ns(pid);
+	w->wall_ns = now_ns() - t0;
+	w->cpu_ns = c1 - c0;
+	w->scans = f - f0;
+	w->exceed_none = vmstat("thp_scan_exceed_none_pte") - e0;
+	w->collapsed = read_long(KHP_DIR "pages_collapsed") - p0;
+	return (c0 < 0 || c1 < 0 || khugepaged_pid() != pid) ? -1 : 0;
+}
+
+static void m_khugepaged_scan(void)
+{
+	const char *name = "khugepaged_scan_per_pte";
+	progress("%s", name);
+	if (!knobs[K_KHP_MAX_NONE].saved || !knobs[K_KHP_PAGES].saved || !knobs[K_KHP_SLEEP].saved) {
+		add_unavailable(name, "cannot read the khugepaged sysfs knobs");
+		return;
+	}
+	if (!knobs[K_THP_EN].saved || !strcmp(knobs[K_THP_EN].orig, "never")) {
+		char cur[32];
+		if (read_bracket(knobs[K_THP_EN].path, cur, sizeof cur) || !strcmp(cur, "never")) {
+			add_unavailable(name, "THP disabled (khugepaged not running)");
+			return;
+		}
+	}
+	/* max_ptes_none=0 first: regions with one none PTE can then never be collapsed. */
+	if (set_knob(K_KHP_MAX_NONE, "0") || set_knob(K_KHP_PAGES, "1073741824")) {
+		add_unavailable(name, "cannot write khugepaged knobs");
+		khp_restore_knobs();
+		return;
+	}
+	/* A 2M MADV_HUGEPAGE anchor with one 4K page keeps this mm registered
+	 * with khugepaged (so khugepaged keeps scanning) in both the baseline and
+	 * the measured windows; it costs the same in both. (An unpopulated VMA has
+	 * no anon_vma and does not register the mm.) */
+	char *anchor = map_anon(HPG, MADV_NOHUGEPAGE);
+	if (anchor) {
+		anchor[0] = 1;
+		madvise(anchor, HPG, MADV_HUGEPAGE);
+	}
+	if (!anchor || set_knob(K_KHP_SLEEP, "0")) {
+		add_unavailable(name, anchor ? "cannot write scan_sleep_millisecs" : "mmap failed");
+		if (anchor)
+			munmap(anchor, HPG);
+		khp_restore_knobs();
+		return;
+	}
+	int pid = khugepaged_pid();
+	size_t npmd = KHP_LEN / HPG;
+	double per_pte[REPEATS], per_pmd[REPEATS], base_scan[REPEATS], map_scan[REPEATS],
+		scans_map[REPEATS], en_per_scan[REPEATS];
+	long collapsed = 0, huge_max = 0;
+	int nok = 0;
+	const char *fail = pid < 0 ? "no khugepaged thread" : NULL;
+	for (int rep = -1; rep < REPEATS && !fail; rep++) {
+		khp_win_t b, m;
+		if (khp_window(pid, 20, 300000000ULL, &b)) {
+			fail = "khugepaged did not complete full scans (baseline)";
+			break;
+		}
+		char *p = map_anon(KHP_LEN, MADV_NOHUGEPAGE);
+		if (!p) {
+			fail = "mmap failed";
+			break;
+		}
+		/* every 4K page except the last of each 2M: 511 present PTEs, then one none PTE */
+		for (size_t o = 0; o < KHP_LEN; o += PG)
+			if ((o & (HPG - 1)) != HPG - PG)
+				p[o] = 1;
+		madvise(p, KHP_LEN, MADV_HUGEPAGE);
+		khp_win_t settle;
+		int r = khp_window(pid, 2, 0, &settle); /* let khugepaged see the VMA and drain LRU batches */
+		/* Another process's region collapsed by khugepaged in the window
+		 * (max_ptes_none=0 still collapses fully populated PMDs) adds
+		 * alloc+copy time that is not scanning: retry such windows. */
+		for (int t = 0; !r && t < 3; t++) {
+			r = khp_window(pid, 20, 1000000000ULL, &m);
+			if (!r && m.collapsed == 0)
+				break;
+		}
+		long huge = anon_huge_bytes(p, KHP_LEN);
+		munmap(p, KHP_LEN);
+		if (r) {
+			fail = "khugepaged did not complete full scans (measured)";
+			break;
+		}
+		progress("    rep %d: baseline %.1f us/scan (%ld scans); with 1 GiB %.1f us/scan (%ld scans, %.1f exceed_none/scan, %ld other collapses, region AnonHugePages %ld)",
+			 rep, (double)b.cpu_ns / b.scans / 1e3, b.scans, (double)m.cpu_ns / m.scans / 1e3, m.scans,
+			 (double)m.exceed_none / m.scans, m.collapsed, huge);
+		if (rep < 0)
+			continue;
+		collapsed += m.collapsed;
+		if (huge > huge_max)
+			huge_max = huge;
+		base_scan[rep] = (double)b.cpu_ns / b.scans;
+		map_scan[rep] = (double)m.cpu_ns / m.scans;
+		per_pmd[rep] = (map_scan[rep] - base_scan[rep]) / npmd;
+		per_pte[rep] = per_pmd[rep] / 512;
+		scans_map[rep] = m.scans;
+		en_per_scan[rep] = (double)m.exceed_none / m.scans;
+		nok = rep + 1;
+	}
+	munmap(anchor, HPG);
+	khp_restore_knobs();
+	if (fail || nok < REPEATS) {
+		add_unavailable(name, fail ? fail : "too few repeats");
+		return;
+	}
+	stats_t sb = stats_of(base_scan, nok), sm = stats_of(map_scan, nok), sp = stats_of(per_pmd, nok),
+		sn = stats_of(scans_map, nok), se = stats_of(en_per_scan, nok);
+	/* ours never collapsed, and every pass ended our 512 PMD scans on the none PTE */
+	int verified = huge_max == 0 && se.min >= (double)npmd;
+	char extra[640];
+	snprintf(extra, sizeof extra,
+		 ", \"ns_per_pmd_median\": %.1f, \"baseline_ns_per_full_scan_median\": %.0f, "
+		 "\"baseline_ns_per_full_scan_max\": %.0f, \"measured_ns_per_full_scan_median\": %.0f, "
+		 "\"full_scans_per_window_min\": %.0f, \"scan_exceed_none_pte_per_full_scan_min\": %.1f, "
+		 "\"pmds_in_region\": %zu, \"other_collapses_in_windows\": %ld, \"anon_huge_bytes_max\": %ld, "
+		 "\"verified\": %s",
+		 sp.median, sb.median, sb.max, sm.median, sn.min, se.min, npmd, collapsed, huge_max,
+		 verified ? "true" : "false");
+	add_cost(name, per_pte, nok, "ns of khugepaged CPU per PTE scanned (no collapse)",
+		 "khugepaged max_ptes_none=0, pages_to_scan=2^30 (one do_scan = one full pass over all "
+		 "registered mms), scan_sleep_millisecs=0 (khugepaged rescans back to back). A 1 GiB "
+		 "2M-aligned anon mapping is faulted under MADV_NOHUGEPAGE writing every 4K page except "
+		 "the last of each 2M, then set MADV_HUGEPAGE: hpage_collapse_scan_pmd checks 511 present "
+		 "PTEs (vm_normal_page, anon/shared/LRU/refcount/young tests) and stops at the 512th, "
+		 "none, with SCAN_EXCEED_NONE_PTE, so nothing is collapsed. khugepaged CPU time "
+		 "(clock_getcpuclockid on its pid) / full_scans delta, over windows of >= 20 passes and "
+		 ">= 1 s aligned on full_scans increments; minus the same per-pass figure measured just "
+		 "before without the mapping (other registered mms, per-pass lru_add_drain_all and "
+		 "wakeup); / (512 PMDs x 512 PTEs). Includes per-PMD overhead (PMD lookup, PTE map+lock, "
+		 "cond_resched) amortized over 512. Windows in which khugepaged collapsed some other "
+		 "process's memory (pages_collapsed grew) are retried up to 3 times. verified = "
+		 "AnonHugePages of the region stayed 0 and thp_scan_exceed_none_pte grew by >= 512 per "
+		 "pass. Knobs restored right after.",
 		 extra);
 }
 
@@ -1598,10 +1841,95 @@ static void machine_info(void)
 	     cores, mem, hyper ? "true" : "false", nodes, sysconf(_SC_PAGESIZE));
 }
 
+/* Measurement groups in run order: the cost names each one outputs (a
+ * trailing '*' is a prefix) and the group it needs to have run first. */
+static const struct group {
+	const char *id;
+	void (*fn)(void);
+	const char *names;
+	int needs; /* index of a prerequisite group, or -1 */
+} groups[] = {
+	{"mmap_mprotect", m_mmap_mprotect, "mmap_munmap_pair,mprotect_split,syscall_null", -1},
+	{"fault_anon_4k", m_fault_anon_4k, "fault_anon_4k_write,fault_anon_4k_read_zeropage", -1},
+	{"fault_thp", m_fault_thp, "fault_thp_2m_write", -1},
+	{"fault_hugetlb", m_fault_hugetlb, "fault_hugetlb_2m_write,fault_hugetlb_1g_write", -1}, /* keeps 2M pool for uffd */
+	{"uffd_copy", m_uffd_copy, "uffdio_copy_4k,uffdio_copy_2m_anon_per_4k,uffdio_copy_2m_hugetlb", 3}, /* releases 2M pool */
+	{"uffd_roundtrip", m_uffd_roundtrip, "uffd_fault_roundtrip_4k", 4},
+	{"bandwidth", m_bandwidth, "zero_page_4k,memcpy_4k", -1},
+	{"dontneed_munmap", m_dontneed_munmap, "madv_dontneed_4k,munmap_populated_4k,madv_dontneed_2m_thp", -1},
+	{"collapse", m_collapse, "madv_collapse_2m", -1},
+	{"khugepaged_scan", m_khugepaged_scan, "khugepaged_scan_per_pte", -1},
+	{"thp_split", m_thp_split, "thp_split_pmd", -1},
+	{"move_pages_pagemap", m_move_pages_pagemap, "move_pages_query,move_pages_same_node,pagemap_read_per_page", -1},
+	{"tlb", m_tlb, "access_tlb_hit,access_dram_tlb_hit,access_4k_random_large,access_2m_random_large,tlb_miss_4k,tlb_miss_2m,dram_access_seq_per_4k", -1},
+	{"access_curve", m_access_curve, "access_random_4k_ws*,access_random_2m_ws*", -1},
+	{"tlb_entries", m_tlb_entries, "tlb_entries_4k,tlb_entries_2m,tlb_entries_1g", -1},
+	{"compaction", m_compaction, "page_migrate_4k,compact_scan_per_page", -1},
+};
+#define NGROUPS ((int)(sizeof groups / sizeof groups[0]))
+
+/* Does group g output cost `name`? */
+static int group_has(int g, const char *name)
+{
+	const char *s = groups[g].names;
+	while (*s) {
+		size_t n = strcspn(s, ",");
+		if (n && s[n - 1] == '*' ? !strncmp(name, s, n - 1) && strlen(name) > n - 1
+					 : strlen(name) == n && !strncmp(name, s, n))
+			return 1;
+		s += n + (s[n] == ',');
+	}
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: memtwin-calibrate [--only NAME[,NAME...]] [--list]\n"
+		   "  --only  run only the measurements that output these costs (or group ids);\n"
+		   "          the JSON then holds just those groups' costs\n"
+		   "  --list  print the groups and the cost names they output, then exit\n");
+}
+
 int main(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
+	int run[NGROUPS];
+	int selective = 0;
+	for (int g = 0; g < NGROUPS; g++)
+		run[g] = 1;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--list")) {
+			for (int g = 0; g < NGROUPS; g++)
+				printf("%-20s %s\n", groups[g].id, groups[g].names);
+			return 0;
+		} else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
+			if (!selective)
+				for (int g = 0; g < NGROUPS; g++)
+					run[g] = 0;
+			selective = 1;
+			char *list = strdup(argv[++i]), *save = NULL;
+			for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+				int hit = 0;
+				for (int g = 0; g < NGROUPS; g++)
+					if (!strcmp(tok, groups[g].id) || group_has(g, tok))
+						run[g] = hit = 1;
+				if (!hit) {
+					fprintf(stderr, "memtwin-calibrate: unknown measurement '%s' (see --list)\n", tok);
+					return 2;
+				}
+			}
+			free(list);
+		} else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			usage(stdout);
+			return 0;
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	/* prerequisites (groups are listed after the ones they need) */
+	for (int g = NGROUPS - 1; g >= 0; g--)
+		if (run[g] && groups[g].needs >= 0)
+			run[groups[g].needs] = 1;
 	uint64_t start = now_ns();
 	setvbuf(stderr, NULL, _IONBF, 0);
 	/* Same machine-wide lock as memtwin-native: the knobs written here are global. */
@@ -1627,21 +1955,9 @@ int main(int argc, char **argv)
 
 	machine_info();
 
-	m_mmap_mprotect();
-	m_fault_anon_4k();
-	m_fault_thp();
-	m_fault_hugetlb(); /* keeps 2M pool for uffd */
-	m_uffd_copy();     /* releases 2M pool */
-	m_uffd_roundtrip();
-	m_bandwidth();
-	m_dontneed_munmap();
-	m_collapse();
-	m_thp_split();
-	m_move_pages_pagemap();
-	m_tlb();
-	m_access_curve();
-	m_tlb_entries();
-	m_compaction();
+	for (int g = 0; g < NGROUPS; g++)
+		if (run[g])
+			groups[g].fn();
 
 	outf("\n }\n}\n");
 	restore_knobs();

@@ -121,8 +121,17 @@ program
   .command('calibrate')
   .description('measure what memory operations cost on this host (root) and write a cost profile for --profile')
   .option('--out <file>', 'where to write the profile', 'profile.json')
+  .option('--only <names>', 'measure only these costs (comma-separated cost names or groups; native/build/memtwin-calibrate --list)')
+  .option('--merge <profile>', 'start from this profile: replace or add only the measured costs, keep every other entry as is')
   .action((o) => {
-    console.log(writeProfile(calibrate(), o.out));
+    const only =
+      o.only === undefined
+        ? undefined
+        : String(o.only)
+            .split(',')
+            .map((s) => s.trim())
+            .filter(Boolean);
+    console.log(writeProfile(calibrate({ only, merge: o.merge }), o.out));
   });
 
 try {
