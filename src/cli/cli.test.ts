@@ -80,12 +80,12 @@ describe('memtwin run on a sweep whose runs fail in a worker', () => {
   it('reports the scenario error, not a stack trace', () => {
     const s = file(
       'collapse.yaml',
-      'name: c\nhost: this-machine\nduration: 5ms\nprocesses:\n  - name: p\n    mappings:\n      - { name: m, size: 8M, madvise: [MADV_COLLAPSE] }\nsweep:\n  - { path: [seed], values: [1, 2] }\n',
+      'name: c\nhost: this-machine\nduration: 5ms\nprocesses:\n  - name: p\n    mappings:\n      - { name: m, size: 8M, madvise: [MADV_SOFT_OFFLINE] }\nsweep:\n  - { path: [seed], values: [1, 2] }\n',
     );
     const r = memtwin('run', s, '--out', `${dir}/out-collapse`, '--workers', '2', '--quiet');
     expect(r.status).toBe(2);
     expect(r.stderr.trim()).toMatch(
-      /collapse\.yaml: processes\.p\.mappings\.m\.madvise: MADV_COLLAPSE is not modelled by the simulator yet$/,
+      /collapse\.yaml: processes\.p\.mappings\.m\.madvise: MADV_SOFT_OFFLINE is not modelled by the simulator yet$/,
     );
   });
 });

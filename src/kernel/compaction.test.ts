@@ -1,20 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { smallKernel, RW, ANON } from '../testing/fixtures.ts';
+import { smallKernel, fragment, RW, ANON } from '../testing/fixtures.ts';
 import { verifyKernel } from './debug_vm.ts';
 import { MADV, PAGE_SIZE, PMD_SIZE, MAP } from './uapi.ts';
 import { pagemap } from './procfs.ts';
-
-/** Fill one node with 4K pages, then free every other one: no order-9 block is left. */
-function fragment(k: ReturnType<typeof smallKernel>, mib: number) {
-  const p = k.createProcess('frag');
-  const len = mib * 2 ** 20;
-  const a = k.mmap(p, 0, len, RW, ANON);
-  k.madvise(p, a, len, MADV.MADV_NOHUGEPAGE);
-  k.access(p.mainThread, a, len, PAGE_SIZE, true, 0x5a);
-  for (let off = 0; off < len; off += 2 * PAGE_SIZE) k.madvise(p, a + off, PAGE_SIZE, MADV.MADV_DONTNEED);
-  return { p, a, len };
-}
 
 /** A 64 MiB node fragmented by `fragment`, THP enabled=always with the given defrag, and a fresh process. */
 function fragmentedThpHost(defrag: string) {

@@ -137,6 +137,7 @@ export function doHugePmdAnonymousPage(k: Kernel, mm: MmStruct, vma: Vma, va: nu
   const haddr = alignDown(va, PMD_SIZE);
   if (!thpSuitable(vma, haddr)) return 'fallback';
   anonVmaPrepare(k, mm, vma);
+  k.khugepaged.enterVma(mm, vma);
   const key = PageTable.pmdKey(haddr);
   if (!write && k.thp.useZeroPage) {
     mm.pgtable.pmds.set(key, new HugeLeaf(-1, 'pmd'));

@@ -2,7 +2,9 @@
  * Property tests over random syscall sequences: whatever the sequence,
  * the kernel stays consistent (verifyKernel: pages conserved, no frame
  * owned twice, mapcounts match page tables), the VMAs cover exactly what
- * was mapped, and every page holds what was last written to it.
+ * was mapped, and every page holds what was last written to it (MADV_COLLAPSE
+ * and khugepaged passes are among the steps; khugepaged.test.ts tests collapse
+ * on purpose-built regions).
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
@@ -18,7 +20,8 @@ type Step =
   | { k: 'munmap'; page: number; pages: number }
   | { k: 'mprotect'; page: number; pages: number; prot: number }
   | { k: 'madvise'; page: number; pages: number; advice: number }
-  | { k: 'touch'; page: number; pages: number; write: boolean; fill: number; thread: number };
+  | { k: 'touch'; page: number; pages: number; write: boolean; fill: number; thread: number }
+  | { k: 'khugepaged'; page: number; pages: number; maxPtesNone: number };
 
 const range = { page: fc.integer({ min: 0, max: ARENA_PAGES - 1 }), pages: fc.integer({ min: 1, max: 1024 }) };
 const prot = fc.constantFrom(PROT.PROT_NONE, PROT.PROT_READ, RW);
@@ -36,7 +39,14 @@ const step: fc.Arbitrary<Step> = fc.oneof(
       MADV.MADV_NOHUGEPAGE,
       MADV.MADV_POPULATE_WRITE,
       MADV.MADV_POPULATE_READ,
+      MADV.MADV_COLLAPSE,
     ),
+  }),
+  fc.record({
+    k: fc.constant('khugepaged' as const),
+    page: fc.constant(0),
+    pages: fc.constant(0),
+    maxPtesNone: fc.constantFrom(0, 64, 511),
   }),
   fc.record({
     k: fc.constant('touch' as const),
@@ -93,10 +103,17 @@ describe('kernel under random syscall sequences', () => {
               const r = k.madvise(p, addr, len, s.advice);
               if (s.advice === MADV.MADV_DONTNEED) for (let i = s.page; i < s.page + n; i++) if (model[i]) model[i]!.content = 0;
               const allMapped = model.slice(s.page, s.page + n).every(Boolean);
-              if (s.advice === MADV.MADV_POPULATE_WRITE || s.advice === MADV.MADV_POPULATE_READ) expect(r <= 0).toBe(true);
+              if (s.advice === MADV.MADV_POPULATE_WRITE || s.advice === MADV.MADV_POPULATE_READ || s.advice === MADV.MADV_COLLAPSE)
+                expect(r <= 0).toBe(true);
               else expect(r).toBe(allMapped ? 0 : -12);
               break;
             }
+            case 'khugepaged':
+              // Two full scans by khugepaged, which may collapse any eligible region.
+              k.sysfs.write('/sys/kernel/mm/transparent_hugepage/khugepaged/max_ptes_none', String(s.maxPtesNone));
+              k.sysfs.write('/sys/kernel/mm/transparent_hugepage/khugepaged/scan_sleep_millisecs', '10');
+              k.khugepaged.waitFullScans(2, 10e9);
+              break;
             case 'touch': {
               const thread = s.thread ? t2 : p.mainThread;
               const res = k.access(thread, addr, len, PAGE_SIZE, s.write, s.fill);

@@ -22,6 +22,7 @@ import { PAGE_SIZE, type SysRet } from './uapi.ts';
 import { Sysfs } from './sysfs.ts';
 import { NumaBalancing } from './numa_balancing.ts';
 import { Memsched } from './memsched.ts';
+import { Khugepaged } from './khugepaged.ts';
 import { doMmap, sysMunmap, sysMprotect } from './mmap.ts';
 import { sysMadvise, sysProcessMadvise } from './madvise.ts';
 import { userAccess, type AccessResult } from './memory.ts';
@@ -51,6 +52,7 @@ export class Kernel {
   readonly numab: NumaBalancing;
   /** The memsched groups proposal (feature, off by default). */
   readonly memsched: Memsched;
+  readonly khugepaged: Khugepaged;
   /** cpu -> node, as an array for the fault path. */
   private readonly cpuNodes: number[] = [];
   /** Costs read on the hottest paths, looked up once. */
@@ -81,6 +83,7 @@ export class Kernel {
     this.compaction = new CompactionState(this);
     this.numab = new NumaBalancing(this);
     this.memsched = new Memsched(this);
+    this.khugepaged = new Khugepaged(this);
     this.sysfs = new Sysfs(this);
     for (const [cpu, nid] of opts.host.cpuNode) this.cpuNodes[cpu] = nid;
     this.hot = { faultWrite: opts.costs.ns('fault_anon_4k_write'), faultRead: opts.costs.ns('fault_anon_4k_read_zeropage') };

@@ -11,19 +11,20 @@ import { modifyVmaFlags, populateRange } from './mmap.ts';
 import { zapRange, followPage } from './memory.ts';
 import { anonFolioAt, splitAnonFolio } from './huge_memory.ts';
 import { PG } from './page.ts';
+import { madviseCollapse } from './khugepaged.ts';
+import { UnmodelledError } from './errors.ts';
 
 const VALID_ADVICE = new Set<number>(Object.values(MADV));
 
 /** Advice that Linux implements but memtwin does not model yet. */
 export const UNMODELLED_ADVICE = new Set<number>([
-  MADV.MADV_COLLAPSE,
   MADV.MADV_HWPOISON,
   MADV.MADV_SOFT_OFFLINE,
   MADV.MADV_GUARD_INSTALL,
   MADV.MADV_GUARD_REMOVE,
 ]);
 
-export class UnmodelledError extends Error {}
+export { UnmodelledError };
 
 export function sysMadvise(k: Kernel, p: Process, start: number, lenIn: number, advice: number): SysRet {
   if (!VALID_ADVICE.has(advice)) return neg('EINVAL');
@@ -70,6 +71,18 @@ export function sysMadvise(k: Kernel, p: Process, start: number, lenIn: number, 
     case MADV.MADV_MERGEABLE:
     case MADV.MADV_UNMERGEABLE:
       err = modifyVmaFlags(k, mm, start, end, (vma) => newFlags(vma, advice));
+      // hugepage_madvise: an mm with an eligible VMA joins khugepaged's list.
+      if (!err && advice === MADV.MADV_HUGEPAGE) for (const v of mm.vmasIn(start, end)) k.khugepaged.enterVma(mm, v);
+      break;
+    case MADV.MADV_COLLAPSE:
+      // madvise_collapse, VMA by VMA; the first failing VMA ends the walk.
+      for (const v of mm.vmasIn(start, end)) {
+        const r = madviseCollapse(k, v, mm, Math.max(start, v.start), Math.min(end, v.end));
+        if (r < 0) {
+          err = r;
+          break;
+        }
+      }
       break;
     case MADV.MADV_DONTNEED:
     case MADV.MADV_DONTNEED_LOCKED:

@@ -385,7 +385,8 @@ function accessPtes(
   const ptes = t.ptes;
   const m = k.mem;
   let cost = 0; // charged in one go: time is integer ns, costs are not
-  const background = k.events.size > 0;
+  // Background work due while this loop faults pages in runs between faults.
+  let nextEvent = k.events.size ? (k.events.peekTime() ?? Infinity) : Infinity;
   for (; va < stop; va += stride) {
     const i = (va / PAGE_SIZE) & 511;
     let pte = ptes[i]!;
@@ -409,10 +410,21 @@ function accessPtes(
       if (pte === PTE_NONE) t.used++;
       pte = ptes[i] = pteOf(pfn);
       cost += k.hot.faultWrite;
-      if (background) {
+      if (k.clock.now() + cost >= nextEvent) {
         k.charge(cost);
         cost = 0;
         k.runDueEvents();
+        nextEvent = k.events.size ? (k.events.peekTime() ?? Infinity) : Infinity;
+        // Background work (khugepaged) may have replaced this PTE table: finish
+        // this access through it, then let the caller walk the new one.
+        if (mm.pgtable.pmds.get(Math.floor(va / PMD_SIZE)) !== t) {
+          const now = followPage(mm, va);
+          if (write && now >= 0) {
+            k.writeSerial = (k.writeSerial + 1) & 0xffffff;
+            m.storeByte(now, k.writeSerial, fill, va % PAGE_SIZE === 0);
+          }
+          return va + stride;
+        }
       }
     }
     if (write) {

@@ -106,7 +106,10 @@ export class Sysfs {
       choice(
         THP_ENABLED,
         () => t.enabled,
-        (v) => (t.enabled = v),
+        (v) => {
+          t.enabled = v;
+          k.khugepaged.startStop();
+        },
       ),
     );
     add(
@@ -130,7 +133,10 @@ export class Sysfs {
       choice(
         ['always', 'inherit', 'madvise', 'never'] as const,
         () => t.pmdEnabled,
-        (v) => (t.pmdEnabled = v),
+        (v) => {
+          t.pmdEnabled = v;
+          k.khugepaged.startStop();
+        },
       ),
     );
     const KH = `${THP}/khugepaged`;
@@ -142,8 +148,18 @@ export class Sysfs {
       `${KH}/pages_to_scan`,
       numberField(kh, 'pages_to_scan', (n) => n > 0),
     );
-    add(`${KH}/scan_sleep_millisecs`, numberField(kh, 'scan_sleep_millisecs'));
-    add(`${KH}/alloc_sleep_millisecs`, numberField(kh, 'alloc_sleep_millisecs'));
+    // Writing either sleep ends khugepaged's current sleep (khugepaged_sleep_expire = 0).
+    for (const f of ['scan_sleep_millisecs', 'alloc_sleep_millisecs'] as const)
+      add(
+        `${KH}/${f}`,
+        number(
+          () => kh[f],
+          (n) => {
+            kh[f] = n;
+            k.khugepaged.wake();
+          },
+        ),
+      );
     add(
       `${KH}/max_ptes_none`,
       numberField(kh, 'max_ptes_none', (n) => n <= HPAGE_PMD_NR - 1),

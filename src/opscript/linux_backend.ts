@@ -164,7 +164,34 @@ export class LinuxBackend implements Backend {
     if (PROPOSAL_OPS.has(op.op)) return { unsupported: `${op.op} belongs to a proposal Linux never merged (memsched)` };
     if (op.op === 'cpuset_mems')
       return { unsupported: 'cpuset_mems needs a cpuset cgroup of its own; the native executor does not create one' };
-    this.child.stdin.write(encodeOp(op) + '\n');
+    if (op.op === 'khugepaged_wait') return this.khugepagedWait(op);
+    return this.request(encodeOp(op));
+  }
+
+  /**
+   * khugepaged_wait on the real kernel: poll the full_scans counter through
+   * the executor until it has grown by `full_scans`, or the timeout passes.
+   */
+  private async khugepagedWait(op: ResolvedOp): Promise<RawResult> {
+    const path = '/sys/kernel/mm/transparent_hugepage/khugepaged/full_scans';
+    const read = async (): Promise<number> => {
+      const r = await this.request(encodeOp({ ...op, op: 'read', a: { path } }));
+      return Number(String(r.text ?? '').trim());
+    };
+    const t0 = Date.now();
+    const target = (await read()) + (op.a.full_scans ?? 2);
+    const timeout = op.a.timeout_ms ?? 10000;
+    for (;;) {
+      if ((await read()) >= target) return { ret: 0, ns: (Date.now() - t0) * 1e6 };
+      if (Date.now() - t0 >= timeout) return { ret: -1, errno: 'ETIMEDOUT', ns: (Date.now() - t0) * 1e6 };
+      await new Promise((res) => setTimeout(res, 10));
+    }
+  }
+
+  /** Send one protocol line and wait for its result line. */
+  private async request(line: string): Promise<RawResult> {
+    if (this.dead) throw new ExecutorError(this.dead);
+    this.child.stdin.write(line + '\n');
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<'timeout'>((res) => (timer = setTimeout(() => res('timeout'), this.timeoutMs)));
     const next = await Promise.race([this.lines.next(), timeout]);

@@ -54,6 +54,11 @@ export const OPS: Record<string, OpSpec> = {
   ms_tbind: { req: { group: 'int' }, doc: "memsched proposal: bind the op's thread to a group (simulator only; feature memsched)" },
   ms_mbind: { req: { addr: 'addr', len: 'size', group: 'int' }, doc: 'memsched proposal: bind a range to a group (simulator only)' },
   ms_move: { req: { group: 'int', node: 'int' }, doc: 'memsched proposal: move a group, threads and memory, to a node (simulator only)' },
+  khugepaged_wait: {
+    req: {},
+    opt: { full_scans: 'int', timeout_ms: 'int' },
+    doc: 'wait until khugepaged completes full_scans (default 2) more full scans; -1/ETIMEDOUT after timeout_ms (default 10000)',
+  },
   pagemap: { req: { addr: 'addr', len: 'size' }, doc: '/proc/PID/pagemap over a range' },
   smaps: { req: { addr: 'addr' }, doc: '/proc/PID/smaps of the mapping containing addr' },
   numa_maps: { req: { addr: 'addr' }, doc: '/proc/PID/numa_maps of the mapping containing addr' },

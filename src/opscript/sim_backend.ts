@@ -172,6 +172,10 @@ export class SimBackend implements Backend {
         return sys(k.memsched.mbind(p, a.addr, a.len, a.group));
       case 'ms_move':
         return sys(k.memsched.move(a.group, a.node));
+      case 'khugepaged_wait': {
+        const ok = k.khugepaged.waitFullScans(a.full_scans ?? 2, (a.timeout_ms ?? 10000) * 1e6);
+        return ok ? { ret: 0 } : { ret: -1, errno: 'ETIMEDOUT' };
+      }
       case 'pagemap':
         return { ret: 0, pages: pagemap(k, p.mm, a.addr, a.len) };
       case 'smaps': {

@@ -48,6 +48,8 @@ export const REQUIRED_COSTS = [
   'page_migrate_4k',
   'compact_scan_per_page',
   'pagemap_read_per_page',
+  'madv_collapse_2m',
+  'khugepaged_scan_per_pte',
 ] as const;
 export type CostName = (typeof REQUIRED_COSTS)[number];
 

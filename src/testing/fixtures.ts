@@ -2,7 +2,7 @@
 import { Kernel } from '../kernel/kernel.ts';
 import { CostProfile } from '../sim/cost_profile.ts';
 import { hostFromFile } from '../sim/host.ts';
-import { MAP, PROT } from '../kernel/uapi.ts';
+import { MADV, MAP, PAGE_SIZE, PROT } from '../kernel/uapi.ts';
 
 export const MiB = 1 << 20;
 
@@ -22,3 +22,14 @@ export function smallKernel(opts: { nodes?: number; mib?: number; seed?: number 
 export const RW = PROT.PROT_READ | PROT.PROT_WRITE;
 export const ANON = MAP.MAP_PRIVATE | MAP.MAP_ANONYMOUS;
 export const SHARED_ANON = MAP.MAP_SHARED | MAP.MAP_ANONYMOUS;
+
+/** Fill one node with 4K pages (of a new process), then free every other one: no order-9 block is left. */
+export function fragment(k: Kernel, mib: number): { p: ReturnType<Kernel['createProcess']>; a: number; len: number } {
+  const p = k.createProcess('frag');
+  const len = mib * 2 ** 20;
+  const a = k.mmap(p, 0, len, RW, ANON);
+  k.madvise(p, a, len, MADV.MADV_NOHUGEPAGE);
+  k.access(p.mainThread, a, len, PAGE_SIZE, true, 0x5a);
+  for (let off = 0; off < len; off += 2 * PAGE_SIZE) k.madvise(p, a + off, PAGE_SIZE, MADV.MADV_DONTNEED);
+  return { p, a, len };
+}

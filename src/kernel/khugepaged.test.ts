@@ -1,0 +1,208 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { smallKernel, fragment, RW, ANON } from '../testing/fixtures.ts';
+import { verifyKernel } from './debug_vm.ts';
+import { pagemap } from './procfs.ts';
+import { followPage } from './memory.ts';
+import { HPAGE_PMD_NR, MADV, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
+import type { Kernel } from './kernel.ts';
+import type { Process } from './sched.ts';
+
+const KH = '/sys/kernel/mm/transparent_hugepage/khugepaged';
+
+/** What one 4K page of a test region holds before collapse. */
+type PageState = { kind: 'none' } | { kind: 'zero' } | { kind: 'data'; fill: number; node: number };
+
+const pageState: fc.Arbitrary<PageState> = fc.oneof(
+  { weight: 2, arbitrary: fc.constant({ kind: 'none' as const }) },
+  { weight: 1, arbitrary: fc.constant({ kind: 'zero' as const }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      kind: fc.constant('data' as const),
+      fill: fc.integer({ min: 1, max: 255 }),
+      node: fc.integer({ min: 0, max: 1 }),
+    }),
+  },
+);
+
+/**
+ * Regions of 512 pages, each described by runs of page states (so that
+ * realistic mixes, not just noise, come out), or left without a PTE table.
+ */
+const region = fc.oneof(
+  { weight: 1, arbitrary: fc.constant(null) },
+  { weight: 5, arbitrary: fc.array(fc.tuple(pageState, fc.integer({ min: 1, max: 512 })), { minLength: 1, maxLength: 6 }) },
+);
+
+function expand(runs: [PageState, number][]): PageState[] {
+  const out: PageState[] = [];
+  for (const [st, n] of runs) for (let i = 0; i < n && out.length < HPAGE_PMD_NR; i++) out.push(st);
+  while (out.length < HPAGE_PMD_NR) out.push({ kind: 'none' });
+  return out;
+}
+
+/** Build the regions in a fresh 4K-only mapping; a thread per node writes that node's pages. */
+function build(k: Kernel, regions: (PageState[] | null)[]): { p: Process; a: number } {
+  k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
+  const p = k.createProcess('c', 0);
+  const t1 = k.nrNodes > 1 ? k.createThread(p, 2) : p.mainThread; // CPU 2 is on node 1
+  if (typeof t1 === 'number') throw new Error('thread');
+  const len = (regions.length + 1) * PMD_SIZE;
+  const a = k.mmap(p, 0, len, RW, ANON);
+  const base = Math.ceil(a / PMD_SIZE) * PMD_SIZE;
+  k.access(p.mainThread, a + len - PAGE_SIZE, PAGE_SIZE, PAGE_SIZE, true, 1); // an anon_vma, after the regions
+  regions.forEach((r, ri) => {
+    r?.forEach((st, i) => {
+      const va = base + ri * PMD_SIZE + i * PAGE_SIZE;
+      if (st.kind === 'zero') k.access(p.mainThread, va, 1, PAGE_SIZE, false, 0);
+      if (st.kind === 'data') k.access(st.node ? t1 : p.mainThread, va, 1, PAGE_SIZE, true, st.fill);
+    });
+  });
+  return { p, a: base };
+}
+
+function contents(k: Kernel, p: Process, a: number, n: number): number[] {
+  const out: number[] = [];
+  k.access(p.mainThread, a, n * PMD_SIZE, PAGE_SIZE, false, 0, (_va, b) => out.push(b));
+  return out;
+}
+
+const expected = (regions: (PageState[] | null)[]): number[] =>
+  regions.flatMap((r) => (r ?? expand([])).map((st) => (st.kind === 'data' ? st.fill : 0)));
+
+const isHuge = (k: Kernel, p: Process, va: number): boolean => pagemap(k, p.mm, va, PAGE_SIZE)[0]!.size === '2M';
+
+describe('MADV_COLLAPSE', () => {
+  it('collapses exactly the regions that have a PTE table, onto the node holding most pages, and changes no byte', () => {
+    fc.assert(
+      fc.property(fc.array(region, { minLength: 1, maxLength: 4 }), (spec) => {
+        const regions = spec.map((r) => (r ? expand(r) : null));
+        const k = smallKernel({ nodes: 2, mib: 64 });
+        const { p, a } = build(k, regions);
+        regions.forEach((r, ri) => {
+          const va = a + ri * PMD_SIZE;
+          const ret = k.madvise(p, va, PMD_SIZE, MADV.MADV_COLLAPSE);
+          // A region with any PTE (even zero-page or cleared ones) has a table; a never-touched one has none.
+          expect(ret).toBe(r && r.some((st) => st.kind !== 'none') ? 0 : -22);
+          expect(isHuge(k, p, va)).toBe(ret === 0);
+          if (ret === 0 && r) {
+            const load = [0, 0];
+            for (const st of r) if (st.kind === 'data') load[st.node]!++;
+            const want = load[1]! > load[0]! ? 1 : 0; // first node with the most pages
+            expect(k.phys.nodeOfPfn(followPage(p.mm, va))).toBe(want);
+          }
+        });
+        expect(contents(k, p, a, regions.length)).toEqual(expected(regions));
+        expect(verifyKernel(k)).toEqual([]);
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  it('fails with ENOMEM when no huge page can be had even by compaction, and compacts when it can', () => {
+    const k = smallKernel({ nodes: 1, mib: 64 });
+    fragment(k, 63); // every 2M block of the node has a used page
+    const p = k.createProcess('c');
+    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
+    const a = k.mmap(p, 0, 2 * PMD_SIZE, RW, ANON);
+    const h = Math.ceil(a / PMD_SIZE) * PMD_SIZE;
+    k.access(p.mainThread, h, PMD_SIZE, PAGE_SIZE, true, 3);
+    const t0 = k.clock.now();
+    expect(k.madvise(p, h, PMD_SIZE, MADV.MADV_COLLAPSE)).toBe(0);
+    const s = k.vmstat.snapshot();
+    expect(s.compact_stall).toBe(1);
+    expect(s.thp_collapse_alloc).toBe(1);
+    // the caller paid for compaction (migrations) and for the collapse itself
+    expect(k.clock.now() - t0).toBeGreaterThan(k.costs.ns('madv_collapse_2m') + s.pgmigrate_success! * k.costs.ns('page_migrate_4k'));
+    expect(contents(k, p, h, 1)).toEqual(new Array(512).fill(3));
+
+    // A node with no free memory left at all: the allocation fails.
+    const k2 = smallKernel({ nodes: 1, mib: 16 });
+    const p2 = k2.createProcess('c');
+    k2.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
+    const b = k2.mmap(p2, 0, 16 * 2 ** 20, RW, ANON);
+    k2.access(p2.mainThread, b, 16 * 2 ** 20, PAGE_SIZE, true, 4); // as much as fits
+    const hb = Math.ceil(b / PMD_SIZE) * PMD_SIZE;
+    expect(k2.madvise(p2, hb, PMD_SIZE, MADV.MADV_COLLAPSE)).toBe(-12);
+    expect(k2.vmstat.snapshot().thp_collapse_alloc_failed).toBe(1);
+    expect(verifyKernel(k2)).toEqual([]);
+  });
+});
+
+describe('khugepaged', () => {
+  it('collapses a region only within max_ptes_none, and never changes a byte', () => {
+    fc.assert(
+      fc.property(fc.array(region, { minLength: 1, maxLength: 3 }), fc.constantFrom(0, 64, 256, 511), (spec, maxNone) => {
+        const regions = spec.map((r) => (r ? expand(r) : null));
+        const k = smallKernel({ nodes: 2, mib: 64 });
+        const { p, a } = build(k, regions);
+        k.sysfs.write(`${KH}/max_ptes_none`, String(maxNone));
+        k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'madvise'); // starts khugepaged
+        k.madvise(p, a - PMD_SIZE, (regions.length + 2) * PMD_SIZE, MADV.MADV_HUGEPAGE); // joins its list
+        expect(k.khugepaged.waitFullScans(2, 600e9)).toBe(true);
+        regions.forEach((r, ri) => {
+          const present = r ? r.filter((st) => st.kind === 'data').length : 0;
+          const want = r !== null && r.some((st) => st.kind !== 'none') && present > 0 && HPAGE_PMD_NR - present <= maxNone;
+          expect(isHuge(k, p, a + ri * PMD_SIZE)).toBe(want);
+        });
+        expect(contents(k, p, a, regions.length)).toEqual(expected(regions));
+        expect(verifyKernel(k)).toEqual([]);
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it('scans pages_to_scan PTEs per pass, sleeps scan_sleep_millisecs between passes, and accounts its CPU time', () => {
+    const k = smallKernel({ nodes: 1, mib: 64 });
+    const { p, a } = build(
+      k,
+      Array.from({ length: 4 }, () => expand([[{ kind: 'data', fill: 9, node: 0 }, 512]])),
+    );
+    k.sysfs.write(`${KH}/pages_to_scan`, '512');
+    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'madvise');
+    k.madvise(p, a, 4 * PMD_SIZE, MADV.MADV_HUGEPAGE);
+    const t0 = k.clock.now();
+    k.sysfs.write(`${KH}/scan_sleep_millisecs`, '10000'); // ends the current sleep: a pass now
+    k.runDueEvents();
+    const huge = (): number => [0, 1, 2, 3].filter((i) => isHuge(k, p, a + i * PMD_SIZE)).length;
+    expect(huge()).toBe(1); // one region per pass: the budget is 512 PTEs
+    k.events.runUntil(t0 + 10_000e6 + 5e6); // scan_sleep_millisecs = 10000
+    expect(huge()).toBe(2);
+    k.events.runUntil(t0 + 30_000e6 + 10e6);
+    expect(huge()).toBe(4);
+    expect(k.thp.khugepaged.pages_collapsed).toBe(4);
+    const st = k.khugepaged.stats;
+    expect(st.cpuNs).toBeCloseTo(st.scannedPtes * k.costs.ns('khugepaged_scan_per_pte') + 4 * k.costs.ns('madv_collapse_2m'), -1);
+    expect(k.clock.now()).toBeLessThan(t0 + 31_000e6); // its work did not advance any task's time
+  });
+
+  it('with khugepaged/defrag=0 does not compact, and after a failed allocation sleeps alloc_sleep_millisecs', () => {
+    const k = smallKernel({ nodes: 1, mib: 64 });
+    fragment(k, 63);
+    const { p, a } = build(k, [expand([[{ kind: 'data', fill: 5, node: 0 }, 512]])]);
+    k.sysfs.write(`${KH}/defrag`, '0');
+    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'madvise');
+    k.madvise(p, a, PMD_SIZE, MADV.MADV_HUGEPAGE);
+    const t0 = k.clock.now();
+    k.sysfs.write(`${KH}/scan_sleep_millisecs`, '10000');
+    k.runDueEvents();
+    let s = k.vmstat.snapshot();
+    expect(s.thp_collapse_alloc_failed).toBe(1);
+    expect(s.compact_stall).toBe(0);
+    expect(k.khugepaged.stats.allocFailed).toBe(1);
+    // The next attempt comes after alloc_sleep_millisecs (60 s), not scan_sleep_millisecs (10 s).
+    k.events.runUntil(t0 + 59_000e6);
+    expect(k.vmstat.snapshot().thp_collapse_alloc_failed).toBe(1);
+    k.events.runUntil(t0 + 61_000e6);
+    s = k.vmstat.snapshot();
+    expect(s.thp_collapse_alloc_failed).toBe(2);
+    // With defrag=1 the same collapse compacts and succeeds.
+    k.sysfs.write(`${KH}/defrag`, '1');
+    k.sysfs.write(`${KH}/scan_sleep_millisecs`, '10');
+    k.khugepaged.waitFullScans(2, 600e9);
+    expect(k.vmstat.snapshot().compact_stall).toBeGreaterThan(0);
+    expect(isHuge(k, p, a)).toBe(true);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+});

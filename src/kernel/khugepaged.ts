@@ -1,0 +1,484 @@
+/**
+ * Collapsing 4K-mapped anonymous memory into THPs (mm/khugepaged.c): the
+ * khugepaged kernel thread with its mm scan list, and MADV_COLLAPSE, which
+ * runs the same scan and collapse synchronously for the caller.
+ *
+ * One 2M region is examined by scanPmd (hpage_collapse_scan_pmd): every PTE
+ * is looked at; none or zero-page PTEs count against max_ptes_none and shared
+ * pages against max_ptes_shared, but only for khugepaged (MADV_COLLAPSE
+ * ignores both limits). The node holding most of the small pages becomes the
+ * target node (hpage_collapse_find_target_node). collapseHugePage allocates
+ * a THP there (khugepaged: direct compaction only with khugepaged/defrag=1;
+ * MADV_COLLAPSE always, GFP_TRANSHUGE), copies every present page into it
+ * (content tokens carried over, missing pages zero-filled), frees the small
+ * pages and the PTE table, and maps the THP with one PMD. Memory policies do
+ * not steer the allocation, as in Linux.
+ *
+ * Linux 6.18 behaviour confirmed on the real kernel here: read-only PTEs and
+ * zero-page PTEs collapse (there is no writability check any more); an
+ * empty PMD (no PTE table) ends MADV_COLLAPSE with EINVAL before the regions
+ * after it; a VMA with no 2M-aligned region, or never faulted (no anon_vma),
+ * gives EINVAL; a range with no whole aligned region inside a suitable VMA
+ * gives 0.
+ *
+ * Simplifications, and why they do not change the results memtwin reports:
+ * - pte_young: every present PTE counts as referenced. Nothing clears
+ *   accessed bits on a host without reclaim or idle-page tracking, so on the
+ *   real kernel too every present page is young;
+ * - no swap, so max_ptes_swap never applies; no memcg, so no
+ *   SCAN_CGROUP_CHARGE_FAIL; pages are never locked, pinned or off the LRU
+ *   when khugepaged looks at them (the simulator has no concurrent GUP), so
+ *   the EAGAIN results do not arise;
+ * - the PTE table is freed on collapse rather than deposited for a later
+ *   split; the THP fault path does not deposit one either, so PageTables in
+ *   meminfo stays consistent between the two.
+ */
+import type { Kernel } from './kernel.ts';
+import { PG } from './page.ts';
+import { MIGRATE_MOVABLE } from './page_alloc.ts';
+import { HugeLeaf, PageTable, PteTable, PTE_NONE, PTE_ZERO, VM, pfnOfPte, type MmStruct, type Vma } from './mm_types.ts';
+import { HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE, PUD_SIZE, alignDown, alignUp, neg, type SysRet } from './uapi.ts';
+import { compactForOrder } from './compaction.ts';
+import { freePteTable } from './memory.ts';
+import { folioUnmappedSome, prepAnonThp, thpVmaAllowable } from './huge_memory.ts';
+import type { EventHandle } from '../sim/event_queue.ts';
+import { UnmodelledError } from './errors.ts';
+
+/** enum scan_result (mm/khugepaged.c), the subset an anonymous collapse can reach here. */
+export const SCAN = {
+  SCAN_FAIL: 'SCAN_FAIL',
+  SCAN_SUCCEED: 'SCAN_SUCCEED',
+  SCAN_PMD_NULL: 'SCAN_PMD_NULL',
+  SCAN_PMD_NONE: 'SCAN_PMD_NONE',
+  SCAN_PMD_MAPPED: 'SCAN_PMD_MAPPED',
+  SCAN_EXCEED_NONE_PTE: 'SCAN_EXCEED_NONE_PTE',
+  SCAN_EXCEED_SHARED_PTE: 'SCAN_EXCEED_SHARED_PTE',
+  SCAN_LACK_REFERENCED_PAGE: 'SCAN_LACK_REFERENCED_PAGE',
+  SCAN_PAGE_NULL: 'SCAN_PAGE_NULL',
+  SCAN_PAGE_ANON: 'SCAN_PAGE_ANON',
+  SCAN_VMA_CHECK: 'SCAN_VMA_CHECK',
+  SCAN_ALLOC_HUGE_PAGE_FAIL: 'SCAN_ALLOC_HUGE_PAGE_FAIL',
+} as const;
+export type ScanResult = (typeof SCAN)[keyof typeof SCAN];
+
+/** Results after which MADV_COLLAPSE goes on with the next region (the whitelist in madvise_collapse). */
+const CONTINUE_AFTER = new Set<ScanResult>([SCAN.SCAN_PMD_NULL, SCAN.SCAN_PAGE_NULL, SCAN.SCAN_LACK_REFERENCED_PAGE]);
+
+/** madvise_collapse_errno. */
+export function collapseErrno(r: ScanResult): number {
+  switch (r) {
+    case SCAN.SCAN_ALLOC_HUGE_PAGE_FAIL:
+      return neg('ENOMEM');
+    case SCAN.SCAN_EXCEED_NONE_PTE:
+      return neg('EBUSY');
+    default:
+      return neg('EINVAL');
+  }
+}
+
+/** struct collapse_control. */
+export interface CollapseControl {
+  isKhugepaged: boolean;
+  /** Small pages found per node in the region being scanned. */
+  nodeLoad: number[];
+  /** PTEs looked at, for khugepaged's CPU time. */
+  scannedPtes: number;
+}
+
+export function newCollapseControl(k: Kernel, isKhugepaged: boolean): CollapseControl {
+  return { isKhugepaged, nodeLoad: new Array<number>(k.nrNodes).fill(0), scannedPtes: 0 };
+}
+
+/**
+ * thp_vma_allowable_order outside the fault path: TVA_KHUGEPAGED enforces
+ * the sysfs mode, TVA_FORCED_COLLAPSE (MADV_COLLAPSE) does not; both need an
+ * anon_vma and a 2M-aligned region inside the VMA.
+ */
+export function collapseAllowed(k: Kernel, vma: Vma, forced: boolean): boolean {
+  return vma.anonVma !== 0 && thpVmaAllowable(k, vma, { smaps: true, ignoreSysfs: forced });
+}
+
+/** find_pmd_or_thp_or_none for the anonymous page table. */
+function findPmd(mm: MmStruct, haddr: number): ScanResult | PteTable {
+  const key = PageTable.pmdKey(haddr);
+  const e = mm.pgtable.pmds.get(key);
+  if (e instanceof HugeLeaf) return SCAN.SCAN_PMD_MAPPED;
+  if (e) return e;
+  // pmd_none, or no PMD table at all for this 1G range (mm_find_pmd finds nothing).
+  const first = Math.floor(haddr / PUD_SIZE) * (PUD_SIZE / PMD_SIZE);
+  for (let j = first; j < first + PUD_SIZE / PMD_SIZE; j++) if (mm.pgtable.pmds.has(j)) return SCAN.SCAN_PMD_NONE;
+  return SCAN.SCAN_PMD_NULL;
+}
+
+/**
+ * hpage_collapse_scan_pmd: examine the 2M region at haddr and, if it
+ * qualifies, collapse it. Returns the scan (or collapse) result.
+ */
+export function scanPmd(k: Kernel, mm: MmStruct, vma: Vma, haddr: number, cc: CollapseControl): ScanResult {
+  const found = findPmd(mm, haddr);
+  if (!(found instanceof PteTable)) return found;
+  const kh = k.thp.khugepaged;
+  const m = k.mem;
+  cc.nodeLoad.fill(0);
+  let noneOrZero = 0;
+  let shared = 0;
+  let referenced = 0;
+  const uffdArmed = (vma.flags & (VM.UFFD_MISSING | VM.UFFD_WP)) !== 0;
+  for (let i = 0; i < HPAGE_PMD_NR; i++) {
+    cc.scannedPtes++;
+    const pte = found.ptes[i]!;
+    if (pte === PTE_NONE || pte === PTE_ZERO) {
+      noneOrZero++;
+      if (!uffdArmed && (!cc.isKhugepaged || noneOrZero <= kh.max_ptes_none)) continue;
+      k.vmstat.count('thp_scan_exceed_none_pte');
+      return SCAN.SCAN_EXCEED_NONE_PTE;
+    }
+    const pfn = pfnOfPte(pte);
+    const f = m.flags(pfn);
+    if (!(f & PG.anon)) return SCAN.SCAN_PAGE_ANON;
+    // folio_maybe_mapped_shared: any part of a large folio mapped twice counts.
+    const head = f & (PG.head | PG.tail) ? pfn - (pfn % HPAGE_PMD_NR) : pfn;
+    if (m.mapcount(pfn) > 1 || (head !== pfn && m.entireMapcount(head) > 0)) {
+      shared++;
+      if (cc.isKhugepaged && shared > kh.max_ptes_shared) {
+        k.vmstat.count('thp_scan_exceed_share_pte');
+        return SCAN.SCAN_EXCEED_SHARED_PTE;
+      }
+    }
+    cc.nodeLoad[k.phys.nodeOfPfn(pfn)]!++;
+    referenced++; // pte_young: see the header
+  }
+  if (cc.isKhugepaged && referenced === 0) return SCAN.SCAN_LACK_REFERENCED_PAGE;
+  return collapseHugePage(k, mm, haddr, found, cc);
+}
+
+/** hpage_collapse_find_target_node: the first node with the most pages, and every node tied with it. */
+function targetNodes(cc: CollapseControl): { nid: number; nodemask: number[] } {
+  let nid = 0;
+  let max = 0;
+  cc.nodeLoad.forEach((n, i) => {
+    if (n > max) {
+      max = n;
+      nid = i;
+    }
+  });
+  const nodemask: number[] = [];
+  cc.nodeLoad.forEach((n, i) => n === max && nodemask.push(i));
+  return { nid, nodemask };
+}
+
+/**
+ * alloc_charge_folio: a PMD-sized folio on the target node set. khugepaged
+ * compacts only when khugepaged/defrag is 1 (GFP_TRANSHUGE rather than
+ * GFP_TRANSHUGE_LIGHT); MADV_COLLAPSE always does.
+ */
+function allocCollapseFolio(k: Kernel, cc: CollapseControl): number {
+  const { nid, nodemask } = targetNodes(cc);
+  const direct = cc.isKhugepaged ? k.thp.khugepaged.defrag === 1 : true;
+  let pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid, nodemask });
+  if (pfn < 0 && direct)
+    for (const n of k.phys.zonelists[nid]!.filter((x) => nodemask.includes(x)))
+      if (
+        compactForOrder(k, n, HPAGE_PMD_ORDER, 'direct') &&
+        (pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid: n, thisNode: true })) >= 0
+      )
+        break;
+  if (pfn < 0) {
+    k.vmstat.count('thp_collapse_alloc_failed');
+    return -1;
+  }
+  k.vmstat.count('thp_collapse_alloc');
+  k.accountAlloc(pfn, nid, HPAGE_PMD_NR);
+  return pfn;
+}
+
+/**
+ * collapse_huge_page: allocate, copy the 512 PTEs' pages into the new THP
+ * (zero-filling none and zero-page entries), release the old pages and the
+ * PTE table, and install the PMD.
+ */
+function collapseHugePage(k: Kernel, mm: MmStruct, haddr: number, t: PteTable, cc: CollapseControl): ScanResult {
+  const pfn = allocCollapseFolio(k, cc);
+  if (pfn < 0) return SCAN.SCAN_ALLOC_HUGE_PAGE_FAIL;
+  const m = k.mem;
+  prepAnonThp(k, pfn, mm, haddr);
+  const oldThps = new Set<number>();
+  for (let i = 0; i < HPAGE_PMD_NR; i++) {
+    const pte = t.ptes[i]!;
+    const dst = pfn + i;
+    m.setToken(dst, 0);
+    if (pte === PTE_NONE || pte === PTE_ZERO) continue; // clear_user_highpage
+    const src = pfnOfPte(pte);
+    m.setToken(dst, m.token(src));
+    if (m.flags(src) & PG.nonzero) m.addFlags(dst, PG.nonzero);
+    m.addMapcount(src, -1);
+    mm.rssAnon--;
+    if (m.flags(src) & (PG.head | PG.tail)) oldThps.add(src - (src % HPAGE_PMD_NR));
+    else if (m.mapcount(src) === 0) k.freeUserPages(src, 0);
+  }
+  const key = PageTable.pmdKey(haddr);
+  mm.pgtable.pmds.set(key, new HugeLeaf(pfn, 'pmd'));
+  freePteTable(k, mm, t);
+  m.addEntireMapcount(pfn, 1);
+  mm.rssAnon += HPAGE_PMD_NR;
+  for (const head of oldThps) folioUnmappedSome(k, head);
+  k.charge(k.costs.ns('madv_collapse_2m'));
+  return SCAN.SCAN_SUCCEED;
+}
+
+/**
+ * madvise_collapse for the part [start, end) of one VMA: every 2M-aligned
+ * region inside it is collapsed (or found already PMD-mapped); 0 when all
+ * are, else the errno of the last failure. A result outside the whitelist
+ * stops at that region.
+ */
+export function madviseCollapse(k: Kernel, vma: Vma, mm: MmStruct, start: number, end: number): SysRet {
+  if (vma.file?.kind === 'shmem' && !(vma.flags & VM.NOHUGEPAGE) && (vma.start / PAGE_SIZE - vma.pgoff) % HPAGE_PMD_NR === 0)
+    // MADV_COLLAPSE ignores shmem_enabled and would build a file THP in the page cache: not modelled.
+    throw new UnmodelledError('MADV_COLLAPSE of shmem (a file THP in the page cache) is not modelled');
+  if (!collapseAllowed(k, vma, true)) return neg('EINVAL');
+  const hstart = alignUp(start, PMD_SIZE);
+  const hend = alignDown(end, PMD_SIZE);
+  const cc = newCollapseControl(k, false);
+  let thps = 0;
+  let lastFail: ScanResult = SCAN.SCAN_FAIL;
+  for (let addr = hstart; addr < hend; addr += PMD_SIZE) {
+    const r = scanPmd(k, mm, vma, addr, cc);
+    if (r === SCAN.SCAN_SUCCEED || r === SCAN.SCAN_PMD_MAPPED) {
+      thps++;
+      continue;
+    }
+    lastFail = r;
+    if (!CONTINUE_AFTER.has(r)) break;
+  }
+  return hend <= hstart || thps === (hend - hstart) / PMD_SIZE ? 0 : collapseErrno(lastFail);
+}
+
+/** Statistics of the khugepaged thread, beyond the sysfs counters. */
+export interface KhugepagedStats {
+  /** CPU time the thread used, ns (scanning, copying, compacting). */
+  cpuNs: number;
+  passes: number;
+  scannedPtes: number;
+  allocFailed: number;
+}
+
+/**
+ * The khugepaged thread (khugepaged(), khugepaged_do_scan,
+ * khugepaged_scan_mm_slot) in virtual time. The thread exists while the
+ * PMD THP mode is not `never`; mms join its scan list through
+ * khugepaged_enter_vma (a THP fault, MADV_HUGEPAGE) when one of their VMAs is
+ * eligible. A pass scans up to pages_to_scan PTEs (a skipped VMA counts one),
+ * carrying on from where the previous pass stopped, then sleeps
+ * scan_sleep_millisecs; an allocation failure sleeps alloc_sleep_millisecs
+ * and, if it fails again, ends the pass. Each full round over the list
+ * counts full_scans. The thread's work is charged to its own CPU time, not
+ * to any task: it runs on another CPU.
+ *
+ * The host is assumed to have other processes on khugepaged's list (on a
+ * real host, every process that ever took a THP fault or used
+ * MADV_HUGEPAGE), so the thread is always on its scan timer from boot: a new
+ * mm does not wake it (Linux wakes it only when the list was empty) and waits
+ * for the next pass. Starting the thread (THP enabled again after `never`)
+ * or writing a sleep knob starts a pass at once, as in Linux. A pass that
+ * found nothing to do takes at least one jiffy (1 ms), so scan_sleep 0 does
+ * not stop virtual time.
+ */
+export class Khugepaged {
+  /** khugepaged_scan.mm_head. */
+  readonly mmHead: MmStruct[] = [];
+  private scanSlot: MmStruct | null = null;
+  private scanAddress = 0;
+  private running: boolean;
+  private next: EventHandle | null = null;
+  /** A pass sleeping on allocation failure resumes with this much budget left. */
+  private resume: { progress: number } | null = null;
+  readonly stats: KhugepagedStats = { cpuNs: 0, passes: 0, scannedPtes: 0, allocFailed: 0 };
+  /** Called after each collapse by the thread (for scenario accounting). */
+  onCollapse: ((mm: MmStruct, haddr: number, at: number, ns: number) => void) | null = null;
+
+  constructor(private readonly k: Kernel) {
+    this.running = k.thp.pmdMode !== 'never';
+    if (this.running) this.schedule(k.thp.khugepaged.scan_sleep_millisecs * 1e6);
+  }
+
+  /** hugepage_pmd_enabled(). */
+  private enabled(): boolean {
+    return this.k.thp.pmdMode !== 'never';
+  }
+
+  /** khugepaged_enter_vma: register the mm if this VMA is one khugepaged would collapse. */
+  enterVma(mm: MmStruct, vma: Vma): void {
+    if (this.mmHead.includes(mm) || !this.enabled() || !collapseAllowed(this.k, vma, false)) return;
+    this.mmHead.push(mm); // no wake-up: the list was not empty (see above)
+  }
+
+  /** The mm is going away (collect_mm_slot on exit). */
+  exitMm(mm: MmStruct): void {
+    const i = this.mmHead.indexOf(mm);
+    if (i < 0) return;
+    if (this.scanSlot === mm) {
+      this.scanSlot = this.mmHead[i + 1] ?? null;
+      this.scanAddress = 0;
+    }
+    this.mmHead.splice(i, 1);
+  }
+
+  /**
+   * start_stop_khugepaged, after a write to a THP `enabled` knob: a thread
+   * started afresh scans at once; a running one keeps its timer; a disabled
+   * one stops.
+   */
+  startStop(): void {
+    if (this.enabled()) {
+      if (!this.running) {
+        this.running = true;
+        this.schedule(0);
+      }
+    } else if (this.running) {
+      this.running = false;
+      this.next?.cancel();
+      this.next = null;
+      this.resume = null;
+    }
+  }
+
+  /** A write to scan_sleep_millisecs or alloc_sleep_millisecs: the thread's sleep ends now. */
+  wake(): void {
+    if (this.running && !this.resume) this.schedule(0);
+  }
+
+  private schedule(delayNs: number): void {
+    this.next?.cancel();
+    this.next = this.k.events.after(delayNs, 'khugepaged', () => this.pass());
+  }
+
+  /** khugepaged_do_scan, then khugepaged_wait_work. */
+  private pass(): void {
+    const k = this.k;
+    this.next = null;
+    if (!this.running) return;
+    const kh = k.thp.khugepaged;
+    const pages = kh.pages_to_scan;
+    const wait = this.resume === null; // a resumed pass already slept once
+    let progress = this.resume?.progress ?? 0;
+    this.resume = null;
+    this.stats.passes++;
+    // The thread's own time: charges made while it works go here, not to a task.
+    const saved = k.taskTime;
+    const own = { ns: 0 };
+    k.taskTime = own;
+    const cc = newCollapseControl(k, true);
+    let passThroughHead = 0;
+    let allocFailed = false;
+    try {
+      for (;;) {
+        if (!this.scanSlot) passThroughHead++;
+        if (this.mmHead.length && passThroughHead < 2) {
+          const r = this.scanMmSlot(pages - progress, cc);
+          progress += r.progress;
+          allocFailed = r.allocFailed;
+        } else progress = pages;
+        if (progress >= pages) break;
+        if (allocFailed) break;
+      }
+    } finally {
+      k.taskTime = saved;
+    }
+    own.ns += cc.scannedPtes * k.costs.ns('khugepaged_scan_per_pte');
+    this.stats.cpuNs += own.ns;
+    this.stats.scannedPtes += cc.scannedPtes;
+    if (allocFailed) {
+      this.stats.allocFailed++;
+      if (wait) {
+        // khugepaged_alloc_sleep, then the same pass goes on.
+        this.resume = { progress };
+        this.next = k.events.after(own.ns + kh.alloc_sleep_millisecs * 1e6, 'khugepaged', () => this.pass());
+        return;
+      }
+    }
+    const JIFFY = 1e6;
+    this.next = k.events.after(Math.max(JIFFY, own.ns + kh.scan_sleep_millisecs * 1e6), 'khugepaged', () => this.pass());
+  }
+
+  /** Thread time used so far in this pass: charged work plus the PTEs scanned. */
+  private elapsed(cc: CollapseControl): number {
+    return (this.k.taskTime?.ns ?? 0) + cc.scannedPtes * this.k.costs.ns('khugepaged_scan_per_pte');
+  }
+
+  /** khugepaged_scan_mm_slot: scan the current mm from scanAddress. */
+  private scanMmSlot(pages: number, cc: CollapseControl): { progress: number; allocFailed: boolean } {
+    const k = this.k;
+    if (!this.scanSlot) {
+      this.scanSlot = this.mmHead[0]!;
+      this.scanAddress = 0;
+    }
+    const mm = this.scanSlot;
+    let progress = 1; // the mm itself (after mmap_read_trylock)
+    let finished = true;
+    for (const vma of mm.vmas) {
+      if (vma.end <= this.scanAddress) continue;
+      if (!collapseAllowed(k, vma, false)) {
+        progress++;
+        continue;
+      }
+      const hstart = alignUp(vma.start, PMD_SIZE);
+      const hend = alignDown(vma.end, PMD_SIZE);
+      if (this.scanAddress > hend) {
+        progress++;
+        continue;
+      }
+      if (this.scanAddress < hstart) this.scanAddress = hstart;
+      while (this.scanAddress < hend) {
+        const haddr = this.scanAddress;
+        const t0 = this.elapsed(cc);
+        const r = scanPmd(k, mm, vma, haddr, cc);
+        this.scanAddress += PMD_SIZE;
+        progress += HPAGE_PMD_NR;
+        if (r === SCAN.SCAN_SUCCEED) {
+          k.thp.khugepaged.pages_collapsed++;
+          this.onCollapse?.(mm, haddr, k.clock.now() + t0, this.elapsed(cc) - t0);
+        }
+        // After a collapse attempt the mmap lock was dropped: return to do_scan.
+        if (r === SCAN.SCAN_SUCCEED || r === SCAN.SCAN_ALLOC_HUGE_PAGE_FAIL)
+          return { progress, allocFailed: r === SCAN.SCAN_ALLOC_HUGE_PAGE_FAIL };
+        if (progress >= pages) {
+          finished = false;
+          break;
+        }
+      }
+      if (!finished) break;
+    }
+    if (finished) {
+      // Every VMA of this mm scanned: on to the next mm, or a full scan is done.
+      const i = this.mmHead.indexOf(mm);
+      if (i + 1 < this.mmHead.length) this.scanSlot = this.mmHead[i + 1]!;
+      else {
+        this.scanSlot = null;
+        k.thp.khugepaged.full_scans++;
+      }
+      this.scanAddress = 0;
+    }
+    return { progress, allocFailed: false };
+  }
+
+  /**
+   * Run the simulated clock until khugepaged has finished `n` more full
+   * scans, or `timeoutNs` of virtual time passed. Returns whether it did.
+   */
+  waitFullScans(n: number, timeoutNs: number): boolean {
+    const k = this.k;
+    const target = k.thp.khugepaged.full_scans + n;
+    const deadline = k.clock.now() + timeoutNs;
+    while (k.thp.khugepaged.full_scans < target) {
+      const t = k.events.peekTime();
+      if (t === undefined || t > deadline) {
+        k.events.runUntil(deadline);
+        k.clock.advance(Math.max(0, deadline - k.clock.now()));
+        return false;
+      }
+      k.events.runUntil(t);
+    }
+    return true;
+  }
+}
