@@ -230,7 +230,8 @@ function collapseHugePage(k: Kernel, mm: MmStruct, haddr: number, t: PteTable, c
  * madvise_collapse for the part [start, end) of one VMA: every 2M-aligned
  * region inside it is collapsed (or found already PMD-mapped); 0 when all
  * are, else the errno of the last failure. A result outside the whitelist
- * stops at that region.
+ * stops at that region. A range that holds no whole region succeeds only if
+ * it starts on a 2M boundary (see below).
  */
 export function madviseCollapse(k: Kernel, vma: Vma, mm: MmStruct, start: number, end: number): SysRet {
   if (vma.file?.kind === 'shmem' && !(vma.flags & VM.NOHUGEPAGE) && (vma.start / PAGE_SIZE - vma.pgoff) % HPAGE_PMD_NR === 0)
@@ -251,7 +252,11 @@ export function madviseCollapse(k: Kernel, vma: Vma, mm: MmStruct, start: number
     lastFail = r;
     if (!CONTINUE_AFTER.has(r)) break;
   }
-  return hend <= hstart || thps === (hend - hstart) / PMD_SIZE ? 0 : collapseErrno(lastFail);
+  // Linux computes the region count in unsigned arithmetic: a range inside one
+  // region that starts unaligned (hend < hstart) "expects" 2^43 regions and
+  // fails with the errno of SCAN_FAIL, EINVAL; an empty one (hend == hstart) succeeds.
+  if (hend < hstart) return collapseErrno(lastFail);
+  return thps === (hend - hstart) / PMD_SIZE ? 0 : collapseErrno(lastFail);
 }
 
 /** Statistics of the khugepaged thread, beyond the sysfs counters. */

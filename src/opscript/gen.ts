@@ -5,8 +5,11 @@
  * inside it with MAP_FIXED mappings and arena-relative addresses, so where
  * the real kernel's ASLR puts things never matters. The THP mode is set
  * explicitly, the 2M hugetlb pool is pinned to a small size, and khugepaged is slowed to a crawl (max_ptes_none 0,
- * pages_to_scan 1) because memtwin does not model it yet and it would
- * otherwise collapse pages behind the script's back on the real kernel.
+ * pages_to_scan 1): its passes on the real kernel are timed by the whole
+ * machine's history, so scripts must not depend on them (the simulator's
+ * khugepaged does not run within a script's few milliseconds of virtual time).
+ * MADV_COLLAPSE, synchronous, is among the advice, on its own and through
+ * process_madvise.
  */
 import fc from 'fast-check';
 import { MPOL_MODE_NAMES } from '../kernel/uapi.ts';
@@ -144,6 +147,8 @@ const opArb: fc.Arbitrary<OpJson> = fc.oneof(
           'MADV_PAGEOUT',
           'MADV_WIPEONFORK',
           'MADV_DONTDUMP',
+          'MADV_COLLAPSE',
+          'MADV_COLLAPSE',
         ),
       )
       .map(([p, l, advice]) => ({ op: 'madvise', addr: at(p), len: sz(clip(p, l)), advice })),
@@ -154,11 +159,24 @@ const opArb: fc.Arbitrary<OpJson> = fc.oneof(
       .tuple(pageOff, pageLen, fc.boolean(), fc.integer({ min: 1, max: 255 }), fc.constantFrom('4K', '4K', '64K', '2M'))
       .map(([p, l, write, fill, stride]) => ({ op: 'touch', addr: at(p), len: sz(clip(p, l)), write, fill, stride })),
   },
+  {
+    weight: 1,
+    arbitrary: fc.array(fc.tuple(pageOff, pageLen), { minLength: 1, maxLength: 3 }).map((iov) => ({
+      op: 'process_madvise',
+      target: 'self',
+      iovec: iov.map(([p, l]) => [at(p), sz(clip(p, l))]),
+      advice: 'MADV_COLLAPSE',
+      flags: 0,
+    })),
+  },
   { weight: 2, arbitrary: ranged((addr, len) => ({ op: 'peek', addr, len })) },
   { weight: 2, arbitrary: ranged((addr, len) => ({ op: 'pagemap', addr, len })) },
   { weight: 1, arbitrary: pageOff.map((p) => ({ op: 'smaps', addr: at(p) })) },
   { weight: 1, arbitrary: pageOff.map((p) => ({ op: 'numa_maps', addr: at(p) })) },
-  { weight: 1, arbitrary: fc.constant({ op: 'vmstat', keys: ['thp_fault_alloc', 'thp_split_pmd', 'thp_fault_fallback'] }) },
+  {
+    weight: 1,
+    arbitrary: fc.constant({ op: 'vmstat', keys: ['thp_fault_alloc', 'thp_split_pmd', 'thp_fault_fallback', 'thp_collapse_alloc'] }),
+  },
 );
 
 const THP = '/sys/kernel/mm/transparent_hugepage';
