@@ -52,6 +52,7 @@ export function migrateFrame(k: Kernel, src: number, dst: number): void {
   m.setOwner(dst, m.owner(src));
   m.setIndex(dst, m.index(src));
   m.setToken(dst, m.token(src));
+  m.xchgLastCpupid(dst, m.lastCpupid(src)); // folio_migrate_flags
   m.addMapcount(dst, m.mapcount(src));
   rmapWalk(k, src, (mm, _vma, va) => {
     const e = mm.pgtable.pmds.get(PageTable.pmdKey(va));
@@ -119,6 +120,7 @@ function moveFolio(k: Kernel, mm: MmStruct, head: number, dst: number, haddr: nu
     m.setOwner(dst + i, m.owner(head + i));
     m.setIndex(dst + i, m.index(head + i));
     m.setToken(dst + i, m.token(head + i));
+    m.xchgLastCpupid(dst + i, m.lastCpupid(head + i)); // folio_migrate_flags
     m.addMapcount(dst + i, m.mapcount(head + i));
   }
   m.setOrder(dst, m.order(head));

@@ -47,6 +47,12 @@ class Section {
    * copies can be proven to carry data, not just "some" byte.
    */
   readonly token = new Uint32Array(PAGES_PER_SECTION);
+  /**
+   * page->_last_cpupid (LAST_CPUPID_NOT_IN_PAGE_FLAGS): cpu and low pid bits
+   * of the task that took the last NUMA hinting fault on the page, -1 when
+   * none has (page_cpupid_reset_last). A folio keeps it in its head page.
+   */
+  readonly lastCpupid = new Int32Array(PAGES_PER_SECTION).fill(-1);
   /** free-list links for buddy heads (struct page's lru list_head). */
   readonly next = new Int32Array(PAGES_PER_SECTION).fill(-1);
   readonly prev = new Int32Array(PAGES_PER_SECTION).fill(-1);
@@ -139,6 +145,19 @@ export class MemMap {
     this.sec(pfn).token[pfn & SECTION_MASK] = t;
   }
 
+  /** folio_last_cpupid: the cpupid of the last NUMA hinting fault (-1: none). */
+  lastCpupid(pfn: number): number {
+    return this.sec(pfn).lastCpupid[pfn & SECTION_MASK]!;
+  }
+  /** folio_xchg_last_cpupid: store cpupid, return the previous value. */
+  xchgLastCpupid(pfn: number, cpupid: number): number {
+    const a = this.sec(pfn).lastCpupid;
+    const i = pfn & SECTION_MASK;
+    const old = a[i]!;
+    a[i] = cpupid;
+    return old;
+  }
+
   next(pfn: number): number {
     return this.sec(pfn).next[pfn & SECTION_MASK]!;
   }
@@ -212,6 +231,7 @@ export class MemMap {
     s.owner[i] = 0;
     s.index[i] = 0;
     s.token[i] = 0;
+    s.lastCpupid[i] = -1;
   }
 
   /** Reset every field of `n` frames from pfn (frames handed to a new user). */
@@ -229,12 +249,13 @@ export class MemMap {
       s.owner.fill(0, lo, hi);
       s.index.fill(0, lo, hi);
       s.token.fill(0, lo, hi);
+      s.lastCpupid.fill(-1, lo, hi);
       p += hi - lo;
     }
   }
 
   /** Bytes of metadata currently allocated (for memtwin's own memory use). */
   metadataBytes(): number {
-    return this.materialized * PAGES_PER_SECTION * (2 + 1 + 4 + 4 + 4 + 8 + 4 + 4 + 4);
+    return this.materialized * PAGES_PER_SECTION * (2 + 1 + 4 + 4 + 4 + 8 + 4 + 4 + 4 + 4);
   }
 }

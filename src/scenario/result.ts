@@ -38,6 +38,22 @@ export interface ThreadResult {
   stopped?: string;
   /** Share of the thread's accesses that went to a page on another node. */
   remote_access_ratio: number;
+  /** NUMA balancing state at the end, when kernel.numa_balancing is on and the thread took hinting faults. */
+  numa?: ThreadNumaResult;
+}
+
+/** A thread's NUMA balancing state, as /proc/PID/sched shows it (sched_show_numa, show_numa_stats). */
+export interface ThreadNumaResult {
+  numa_preferred_nid: number;
+  /** The numa group's id (the tid of the thread that created it), 0 when in no group. */
+  numa_group_id: number;
+  numa_group_nr_tasks: number;
+  numa_pages_migrated: number;
+  /** Hinting faults over the run: private (the page's last hinting fault was this thread's, or nobody's) and shared. */
+  hint_faults_private: number;
+  hint_faults_shared: number;
+  /** numa_faults lines: per node, the decayed memory-node faults of the thread and of its group. */
+  faults: { node: number; task_private: number; task_shared: number; group_private: number; group_shared: number }[];
 }
 
 /** A scenario event as it happened. */
@@ -45,6 +61,8 @@ export interface RunEventLog {
   at_ns: number;
   op: string;
   process: string;
+  /** sched_setaffinity: the thread moved. */
+  thread?: string;
   ret: number;
   errno?: string;
   /** Kernel time the call took (charged to the calling tool). */

@@ -6,10 +6,11 @@
 import { Kernel } from '../kernel/kernel.ts';
 import { CostProfile } from '../sim/cost_profile.ts';
 import { flags as flagValue } from '../opscript/values.ts';
-import { MADV, MPOL, PAGE_SIZE, PMD_SIZE, errnoName } from '../kernel/uapi.ts';
+import { MADV, MPOL, PAGE_SIZE, PMD_SIZE, errnoName, neg } from '../kernel/uapi.ts';
 import { sysMbind, sysMigratePages, sysSetMempolicy } from '../kernel/mempolicy.ts';
 import { UnmodelledError } from '../kernel/madvise.ts';
 import { HugeLeaf } from '../kernel/mm_types.ts';
+import { NUMA_MEM, taskFaultsIdx } from '../kernel/numa_balancing.ts';
 import { PG } from '../kernel/page.ts';
 import { populateRange } from '../kernel/mmap.ts';
 import { AccessModel } from '../workload/access_model.ts';
@@ -17,7 +18,7 @@ import { WorkloadThread, streamFor, type PhaseRuntime } from '../workload/engine
 import { InputError } from '../util/input_error.ts';
 import { hostOf, type RunSpec } from './load.ts';
 import type { Process } from '../kernel/sched.ts';
-import type { RunEventLog, RunResult, SeriesData, ThreadResult } from './result.ts';
+import type { RunEventLog, RunResult, SeriesData, ThreadNumaResult, ThreadResult } from './result.ts';
 import type { Scenario } from './schema.ts';
 
 export const MEMTWIN_VERSION = '0.1.0';
@@ -144,7 +145,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   for (const wt of threads) for (const ph of wt.phases) ph.end += t0;
   const end = t0 + s.duration;
 
-  const eventLog = scheduleEvents(k, s, procs, t0, opts.file);
+  const eventLog = scheduleEvents(k, s, procs, threads, t0, opts.file);
   k.numab.start(procs.map((x) => x.p));
 
   // The sampler is scheduled first, so its sample at t0 is the baseline before any access.
@@ -199,6 +200,7 @@ function scheduleEvents(
   k: Kernel,
   s: Scenario,
   procs: { p: Process; maps: Map<string, MappingRt> }[],
+  threads: WorkloadThread[],
   t0: number,
   file: string,
 ): RunEventLog[] {
@@ -209,6 +211,9 @@ function scheduleEvents(
     const m = ev.mapping ? target.maps.get(ev.mapping) : undefined;
     if (ev.mapping && !m)
       throw new InputError(file, undefined, undefined, `events[${idx}].mapping`, `no mapping "${ev.mapping}" in ${ev.process}`);
+    const wt = ev.thread === undefined ? undefined : threads.find((x) => x.name === `${ev.process}/${ev.thread}`);
+    if (ev.op === 'sched_setaffinity' && !wt)
+      throw new InputError(file, undefined, undefined, `events[${idx}].thread`, `no thread "${ev.thread ?? ''}" in ${ev.process}`);
     k.events.schedule(t0 + ev.at, `event ${ev.op}`, () => {
       const ctx = { ns: 0 };
       k.taskTime = ctx;
@@ -244,6 +249,14 @@ function scheduleEvents(
           case 'set_mempolicy':
             ret = sysSetMempolicy(k, target.p.mainThread, ev.policy ? policyMode(ev.policy) : 0, ev.policy?.nodes ?? []);
             break;
+          case 'sched_setaffinity':
+            // A mask of one CPU: the thread runs there from now on (EINVAL: no such CPU).
+            if (ev.cpu === undefined || !k.host.cpuNode.has(ev.cpu)) ret = neg('EINVAL');
+            else {
+              wt!.thread.cpu = ev.cpu;
+              ret = 0;
+            }
+            break;
         }
       } finally {
         k.taskTime = null;
@@ -252,6 +265,7 @@ function scheduleEvents(
         at_ns: ev.at,
         op: ev.op,
         process: ev.process,
+        ...(ev.thread !== undefined ? { thread: ev.thread } : {}),
         ret,
         ...(ret < 0 ? { errno: errnoName(ret) } : {}),
         ns: Math.round(ctx.ns),
@@ -433,5 +447,32 @@ function threadResult(wt: WorkloadThread, durationNs: number): ThreadResult {
     throughput: Math.round(wt.accesses / (durationNs / 1e9)),
     remote_access_ratio: wt.accesses ? Math.round((wt.remote / wt.accesses) * 1e4) / 1e4 : 0,
     ...(wt.stopped ? { stopped: wt.stopped } : {}),
+    ...numaResult(wt),
+  };
+}
+
+/** The thread's NUMA balancing state (task_struct numa_faults and numa_group), if it has any. */
+function numaResult(wt: WorkloadThread): { numa?: ThreadNumaResult } {
+  const ts = wt.k.numab.tasks.get(wt.thread);
+  if (!ts) return {};
+  const nodes = wt.k.nrNodes;
+  const g = ts.group;
+  const at = (f: Float64Array, nid: number, priv: number): number => Math.round(f[taskFaultsIdx(nodes, NUMA_MEM, nid, priv)]!);
+  return {
+    numa: {
+      numa_preferred_nid: ts.preferred,
+      numa_group_id: g ? g.gid : 0,
+      numa_group_nr_tasks: g ? g.nrTasks : 0,
+      numa_pages_migrated: ts.numaPagesMigrated,
+      hint_faults_private: ts.hintFaultsPrivate,
+      hint_faults_shared: ts.hintFaultsShared,
+      faults: Array.from({ length: nodes }, (_, node) => ({
+        node,
+        task_private: at(ts.numaFaults, node, 1),
+        task_shared: at(ts.numaFaults, node, 0),
+        group_private: g ? at(g.faults, node, 1) : 0,
+        group_shared: g ? at(g.faults, node, 0) : 0,
+      })),
+    },
   };
 }

@@ -118,6 +118,24 @@ describe('scenario runs', () => {
     expect(r.final.anon_huge_bytes).toBeGreaterThan(0);
   });
 
+  it('move a thread with a sched_setaffinity event: it runs on the new CPU from then on', () => {
+    const moved =
+      SMALL.replace(/sweep:[\s\S]*$/, '').replace('duration: 20ms', 'duration: 40ms') +
+      'events:\n  - { at: 20ms, process: app, op: sched_setaffinity, thread: z, cpu: 0 }\n';
+    const l = loadScenario(file('moved.yaml', moved));
+    const r = runScenario(l.runs[0]!, { file: l.file });
+    expect(r.events).toEqual([{ at_ns: 20e6, op: 'sched_setaffinity', process: 'app', thread: 'z', ret: 0, ns: 0, pages_migrated: 0 }]);
+    const z = r.threads.find((t) => t.thread === 'z')!;
+    expect([z.cpu, z.node]).toEqual([0, 0]);
+    // z first-touched its mapping on node 1 (CPU 2); on node 0 its accesses are remote
+    expect(z.remote_accesses).toBeGreaterThan(0);
+    expect(z.local_accesses).toBeGreaterThan(0);
+    const bad = loadScenario(file('bad-thread.yaml', moved.replace('thread: z', 'thread: y')));
+    expect(() => runScenario(bad.runs[0]!, { file: bad.file })).toThrow(/events\[0\]\.thread: no thread "y" in app/);
+    const badCpu = loadScenario(file('bad-cpu.yaml', moved.replace('cpu: 0 }', 'cpu: 9 }')));
+    expect(runScenario(badCpu.runs[0]!, { file: badCpu.file }).events[0]).toMatchObject({ ret: -22, errno: 'EINVAL' });
+  });
+
   it('give the same sweep results with 1 or 2 workers, and resume without redoing finished runs', async () => {
     const f = file('small.yaml', SMALL);
     const d1 = join(dir, 'w1');

@@ -131,8 +131,12 @@ export const eventSchema = z.strictObject({
   at: duration.describe('virtual time after the workloads start'),
   process: z.string().describe('the process the call acts on'),
   op: z
-    .enum(['migrate_pages', 'mbind', 'madvise', 'set_mempolicy', 'ms_move'])
-    .describe('a syscall made at that time, as a tool such as migratepages or numactl would (ms_move: memsched proposal)'),
+    .enum(['migrate_pages', 'mbind', 'madvise', 'set_mempolicy', 'sched_setaffinity', 'ms_move'])
+    .describe(
+      'a syscall made at that time, as a tool such as migratepages, numactl or taskset would (sched_setaffinity: move one thread to one CPU, as the load balancer might; ms_move: memsched proposal)',
+    ),
+  thread: z.string().optional().describe('sched_setaffinity: the thread, by its name in the results (e.g. worker-2)'),
+  cpu: z.number().int().nonnegative().optional().describe('sched_setaffinity: the CPU it moves to'),
   group: z.number().int().nonnegative().optional().describe('ms_move: the memsched group'),
   node: z.number().int().nonnegative().optional().describe('ms_move: the node it moves to'),
   mapping: z.string().optional().describe('mbind/madvise: the mapping (whole) it applies to'),
@@ -183,7 +187,10 @@ export const scenarioSchema = z.strictObject({
   duration,
   sample: z.strictObject({ interval: duration.default(10_000_000) }).default({ interval: 10_000_000 }),
   processes: z.array(processSchema).min(1),
-  events: z.array(eventSchema).default([]).describe('syscalls made at given times during the run (migrate_pages, mbind, madvise)'),
+  events: z
+    .array(eventSchema)
+    .default([])
+    .describe('syscalls made at given times during the run (migrate_pages, mbind, madvise, set_mempolicy, sched_setaffinity)'),
   sweep: z.array(sweepSchema).optional(),
 });
 
