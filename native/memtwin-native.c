@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -304,6 +305,8 @@ static int lr_get(struct lreader *lr, struct buf *line)
 static int g_is_main = 0;           /* worker process (index 0) */
 static int g_out_fd = 1;            /* where result lines go */
 static int g_knob_fd = -1;          /* worker -> guardian */
+static pid_t g_parent;              /* spawned child: the worker that forked it */
+static int g_pagemap_fd = -1;       /* /proc/self/pagemap, opened once (see h_setuid) */
 static char *g_arena;               /* stacks + altstacks */
 static char *g_fence;
 static uint64_t g_handles[MAX_HANDLES];
@@ -958,12 +961,26 @@ static void rle_add(struct rle *r, int present, int node, int size, uint64_t n)
 static void *g_mp_pages[MP_CHUNK];
 static int g_mp_status[MP_CHUNK];
 
+/*
+ * /proc/self/pagemap, opened on first use and kept open: once `setuid` has
+ * made the process non-dumpable, /proc/self/ files belong to root and the
+ * mode 0400 pagemap can no longer be opened by the process itself (other
+ * /proc/self files the executor reads are 0444). An fd opened before keeps
+ * working: PAGEMAP_SCAN checks nothing beyond the open.
+ */
+static int pagemap_fd(void)
+{
+	if (g_pagemap_fd < 0)
+		g_pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	return g_pagemap_fd;
+}
+
 static long h_pagemap(struct ctx *c)
 {
 	uint64_t a = addrv(c->op, "addr"), len = u64(c->op, "len", 0, 1);
 	uint64_t start = a & ~4095ULL, end = (a + len + 4095) & ~4095ULL;
 	static struct mt_page_region vec[PM_VEC];
-	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	int fd = pagemap_fd();
 	if (fd < 0) {
 		c->err = errno;
 		return -1;
@@ -985,7 +1002,6 @@ static long h_pagemap(struct ctx *c)
 		int nr = ioctl(fd, MT_PAGEMAP_SCAN, &arg);
 		if (nr < 0) {
 			int e = errno;
-			close(fd);
 			c->x->n = mark;
 			c->x->p[mark] = 0;
 			if (e == ENOTTY || e == EINVAL)
@@ -1053,7 +1069,6 @@ static long h_pagemap(struct ctx *c)
 			cur = end;
 		}
 	}
-	close(fd);
 	rle_flush(&r);
 	bputs(c->x, "]");
 	return 0;
@@ -1471,6 +1486,43 @@ static long h_move_pages(struct ctx *c)
 }
 
 /* ------------------------------------------------------------------ */
+/* credentials                                                         */
+
+/*
+ * setuid uid=U gid=G (G = -1: unchanged), spawned children only: drop
+ * privileges as a daemon does: setgroups(0, NULL) (ignored if not allowed),
+ * setresgid(G,G,G), setresuid(U,U,U). glibc applies them to every thread.
+ * The kernel then (commit_creds) clears the capabilities, makes the mm
+ * dumpable = fs.suid_dumpable, and clears the parent-death signal, which
+ * is re-armed here so the child still dies with the worker and the
+ * guardian can reap it.
+ */
+static long h_setuid(struct ctx *c)
+{
+	if (g_is_main)
+		die_invalid(c->op->i, "setuid only in a spawned process");
+	uint64_t uid = u64(c->op, "uid", 0, 1);
+	int64_t gid = i64(c->op, "gid", -1, 0);
+	if (pagemap_fd() < 0)
+		fprintf(stderr, "memtwin-native: cannot open /proc/self/pagemap before setuid: %s\n", strerrorname_np(errno));
+	(void)setgroups(0, NULL);
+	long r = 0;
+	if (gid >= 0)
+		r = SYSRET(c, setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid));
+	if (r == 0)
+		r = SYSRET(c, setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid));
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != g_parent)
+		_exit(1);
+	return r;
+}
+
+static long h_set_dumpable(struct ctx *c)
+{
+	return SYSRET(c, prctl(PR_SET_DUMPABLE, (unsigned long)i64(c->op, "value", 0, 1), 0, 0, 0));
+}
+
+/* ------------------------------------------------------------------ */
 /* debug ops                                                           */
 
 static long h_info(struct ctx *c)
@@ -1779,6 +1831,8 @@ static const struct opdef g_ops[] = {
     {"mbind", h_mbind, W_ANY},
     {"migrate_pages", h_migrate_pages, W_ANY},
     {"move_pages", h_move_pages, W_ANY},
+    {"setuid", h_setuid, W_ANY},
+    {"set_dumpable", h_set_dumpable, W_ANY},
     {"info", h_info, W_ANY},
     {"maps", h_maps, W_ANY},
     {"read", h_read, W_ANY},
@@ -2003,6 +2057,7 @@ static void startup_layout(void)
 static int child_main(void)
 {
 	g_out_fd = 1;
+	g_parent = getppid();
 	startup_layout();
 	static struct lreader lr = {.fd = 0};
 	struct buf line = {0};

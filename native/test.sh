@@ -138,6 +138,27 @@ for sig in KILL TERM; do
 done
 if pgrep -f 'memtwin-native --child' >/dev/null; then echo "FAIL leftover child processes"; FAIL=1; else echo "ok   no leftover children"; fi
 
+# ---------------------------------------------------------------- a child that dropped root still dies with the worker
+# setresuid clears the parent-death signal (commit_creds); `setuid` re-arms it. The child is stopped, so it
+# cannot see EOF on its pipe: only SIGKILL from the worker's death ends it.
+( echo "spawn i=0 in=0 name=u"; echo "setuid i=1 in=1 uid=65534 gid=65534"; echo "pagemap i=2 in=1 addr=R4096 len=4096"; sleep 5 ) \
+	| $BIN > "$TMP/uid.out" &
+G=$!
+sleep 1
+W=$(pgrep -P $G)
+C=$(pgrep -P "$W")
+kill -STOP "$C"
+kill -KILL "$W"
+sleep 0.5
+if kill -0 "$C" 2>/dev/null; then
+	echo "FAIL unprivileged child survived the worker"; FAIL=1; kill -KILL "$C"
+else
+	echo "ok   unprivileged child died with the worker"
+fi
+wait $G 2>/dev/null
+wait
+check "setuid in a child, pagemap still readable" "$TMP/uid.out" 'r[1]["ret"] == 0 and r[2]["ret"] == 0'
+
 # ---------------------------------------------------------------- invalid line
 echo "mmap i=7 in=0 len=zz" | $BIN > "$TMP/inv.out"
 rc=$?

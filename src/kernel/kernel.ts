@@ -60,7 +60,7 @@ export class Kernel {
   readonly processes = new Map<number, Process>();
   readonly files = new Map<number, MappedFile>();
   /** vm.overcommit_memory (0 = heuristic), vm.max_map_count. */
-  readonly sysctl = { overcommit_memory: 0, max_map_count: 65530, numa_balancing: 0 };
+  readonly sysctl = { overcommit_memory: 0, max_map_count: 65530, numa_balancing: 0, suid_dumpable: 0 };
   private nextPid = 1000;
   private nextTid = 1;
   private nextFileId = 1_000_000;

@@ -13,6 +13,7 @@ import { anonFolioAt, splitAnonFolio } from './huge_memory.ts';
 import { PG } from './page.ts';
 import { madviseCollapse } from './khugepaged.ts';
 import { UnmodelledError } from './errors.ts';
+import { capable, ptraceMayAccess } from './cred.ts';
 
 const VALID_ADVICE = new Set<number>(Object.values(MADV));
 
@@ -287,9 +288,13 @@ export function sysProcessMadvise(
   if (flags !== 0) return neg('EINVAL');
   if (iov.length > UIO_MAXIOV) return neg('EINVAL');
   if (!target || target.exited) return neg('ESRCH');
-  if (target !== caller && !REMOTE_ADVICE.has(advice)) return neg('EINVAL');
+  // mm_access(task, PTRACE_MODE_READ_FSCREDS) turns a failed ptrace check into -EACCES.
+  const remote = target !== caller;
+  if (remote && !ptraceMayAccess(caller, target, 'READ_FSCREDS')) return neg('EACCES');
+  if (remote && !REMOTE_ADVICE.has(advice)) return neg('EINVAL');
   if (!VALID_ADVICE.has(advice)) return neg('EINVAL');
-  if (!caller.privileged) return neg('EPERM');
+  // CAP_SYS_NICE only to influence another process; the caller's own mm needs none.
+  if (remote && !capable(caller, 'CAP_SYS_NICE')) return neg('EPERM');
   let total = 0;
   for (const [, len] of iov) total += len;
   if (total > Number.MAX_SAFE_INTEGER) return neg('EINVAL');

@@ -13,6 +13,7 @@ import { PG } from './page.ts';
 import { followPage as followPageOf } from './memory.ts';
 import { mappedShared as mappedSharedOf, migrateMappedPage as migrateMappedPageOf, migrateToNode as migrateToNodeOf } from './migrate.ts';
 import { modifyVmaPolicy } from './mmap.ts';
+import { capable, ptraceMayAccess } from './cred.ts';
 
 export const MPOL_MAX = 7;
 export const MAX_NUMNODES = 1024;
@@ -263,7 +264,7 @@ export function mbindPolicy(
   if (typeof s === 'number') return s;
   if (nodes.some((n) => n >= MAX_NUMNODES)) return neg('EINVAL');
   if (flags & ~MF_VALID) return neg('EINVAL');
-  if (flags & MPOL.MPOL_MF_MOVE_ALL && !p.privileged) return neg('EPERM');
+  if (flags & MPOL.MPOL_MF_MOVE_ALL && !capable(p, 'CAP_SYS_NICE')) return neg('EPERM');
   if (start % PAGE_SIZE) return neg('EINVAL');
   if ((mode & ~MODE_FLAGS) === MPOL.MPOL_DEFAULT) flags &= ~MPOL.MPOL_MF_STRICT;
   const end = start + alignUp(len, PAGE_SIZE);
@@ -424,6 +425,12 @@ export function sysMigratePages(
 ): SysRet {
   if ([...oldNodes, ...newNodes].some((n) => n >= MAX_NUMNODES)) return neg('EINVAL');
   if (!target || target.exited) return neg('ESRCH');
+  // "Use the regular ptrace_may_access() checks", then: new nodes outside
+  // the target's cpuset need CAP_SYS_NICE (even for the caller itself);
+  // only then are they masked with the caller's own cpuset.
+  if (!ptraceMayAccess(caller, target, 'READ_REALCREDS')) return neg('EPERM');
+  const targetAllowed = memsAllowed(k, target);
+  if (!newNodes.every((n) => targetAllowed.includes(n)) && !capable(caller, 'CAP_SYS_NICE')) return neg('EPERM');
   const allowed = memsAllowed(k, caller);
   const to = [...new Set(newNodes)].sort((a, b) => a - b);
   const from = [...new Set(oldNodes)].sort((a, b) => a - b);
@@ -445,7 +452,8 @@ export function sysMigratePages(
     if (source < 0) break;
     tmp = tmp.filter((n) => n !== source);
     if (!allowed.includes(dest)) continue;
-    busy += migrateToNodeOf(k, target.mm, source, dest, caller.privileged);
+    // do_migrate_pages(mm, old, new, capable(CAP_SYS_NICE) ? MPOL_MF_MOVE_ALL : MPOL_MF_MOVE)
+    busy += migrateToNodeOf(k, target.mm, source, dest, capable(caller, 'CAP_SYS_NICE'));
   }
   return busy;
 }

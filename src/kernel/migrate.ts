@@ -14,6 +14,7 @@ import { splitAnonFolio } from './huge_memory.ts';
 import { MAX_NUMNODES, memsAllowed } from './mempolicy.ts';
 import { MPOL } from './uapi.ts';
 import type { Process } from './sched.ts';
+import { capable, ptraceMayAccess } from './cred.ts';
 
 /** Every (mm, vma, va) that maps a 4K frame (rmap_walk), for anon and shmem pages. */
 export function rmapWalk(k: Kernel, pfn: number, cb: (mm: MmStruct, vma: Vma, va: number) => void): void {
@@ -188,8 +189,10 @@ export function sysMovePages(
   flags: number,
 ): { ret: number; status?: MoveStatus[] } {
   if (flags & ~(MPOL.MPOL_MF_MOVE | MPOL.MPOL_MF_MOVE_ALL)) return { ret: neg('EINVAL') };
-  if (flags & MPOL.MPOL_MF_MOVE_ALL && !caller.privileged) return { ret: neg('EPERM') };
+  if (flags & MPOL.MPOL_MF_MOVE_ALL && !capable(caller, 'CAP_SYS_NICE')) return { ret: neg('EPERM') };
   if (!target || target.exited) return { ret: neg('ESRCH') };
+  // find_mm_struct: another process must pass ptrace_may_access(PTRACE_MODE_READ_REALCREDS).
+  if (!ptraceMayAccess(caller, target, 'READ_REALCREDS')) return { ret: neg('EPERM') };
   const mm = target.mm;
   const status: MoveStatus[] = [];
   const st = (e: 'ENOENT' | 'EFAULT' | 'EACCES' | 'EBUSY' | 'ENOMEM'): string => `-${e}`;

@@ -4,6 +4,7 @@
  */
 import type { MmStruct } from './mm_types.ts';
 import type { Mempolicy } from './mempolicy.ts';
+import { Cred, SUID_DUMP_USER } from './cred.ts';
 
 export class Thread {
   constructor(
@@ -20,8 +21,10 @@ export class Thread {
 
 export class Process {
   readonly threads: Thread[] = [];
-  /** CAP_SYS_NICE, CAP_SYS_ADMIN, CAP_IPC_LOCK ...: the executor runs as root. */
-  readonly privileged = true;
+  /** Credentials (cred.ts): root with every capability, as the executor runs, until `setuid`. */
+  readonly cred = new Cred();
+  /** get_dumpable(mm): SUID_DUMP_USER, or fs.suid_dumpable after a credential change, or prctl(PR_SET_DUMPABLE). */
+  dumpable = SUID_DUMP_USER;
   exited = false;
   /** cpuset.mems of the process's cpuset; null = every node with memory. */
   memsAllowed: number[] | null = null;

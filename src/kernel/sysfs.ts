@@ -201,6 +201,11 @@ export class Sysfs {
       '/proc/sys/kernel/numa_balancing',
       numberField(sc, 'numa_balancing', (n) => n <= 3),
     );
+    // What a credential change (setuid) makes the mm's dumpable flag (commit_creds): 0, 1 or 2.
+    add(
+      '/proc/sys/fs/suid_dumpable',
+      numberField(sc, 'suid_dumpable', (n) => n <= 2),
+    );
     const nb = k.numab.settings;
     for (const key of ['scan_delay_ms', 'scan_period_min_ms', 'scan_period_max_ms', 'scan_size_mb'] as const)
       add(

@@ -55,6 +55,13 @@ export function encodeOp(op: ResolvedOp): string {
     case 'thread':
       add('cpu', a.cpu ?? -1);
       break;
+    case 'setuid':
+      add('uid', a.uid);
+      add('gid', a.gid ?? -1);
+      break;
+    case 'set_dumpable':
+      add('value', a.value);
+      break;
     case 'mmap':
       add('h', op.h!);
       add('len', a.len);

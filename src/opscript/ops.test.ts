@@ -84,6 +84,21 @@ describe('the script runner', () => {
     expect(r.results[1]!.invalid).toMatch(/handle \$z does not exist \(its mmap failed\)/);
   });
 
+  it('runs setuid only in a spawned process, which then loses its capabilities', async () => {
+    const r = await run(
+      [
+        '{"op":"spawn","name":"u"}',
+        '{"op":"setuid","in":"u","uid":1000,"gid":1000}',
+        '{"op":"setuid","in":"u","uid":0}',
+        '{"op":"setuid","uid":1000}',
+      ].join('\n'),
+    );
+    expect(r.results[1]).toMatchObject({ ret: 0 });
+    expect(r.results[2]).toMatchObject({ ret: -1, errno: 'EPERM' });
+    expect(r.results[3]!.invalid).toMatch(/setuid only in a spawned process/);
+    expect(bad('{"op":"setuid","uid":-1}')).toMatch(/uid: expected an integer from 0 to 4294967294/);
+  });
+
   it('is deterministic: the same script and seed print the same bytes', async () => {
     const text = [
       '{"op":"mmap","len":"16M","prot":["PROT_READ","PROT_WRITE"],"flags":["MAP_PRIVATE","MAP_ANONYMOUS"],"name":"a"}',

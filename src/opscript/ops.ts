@@ -6,7 +6,20 @@
 import { BadValue, addr, bool, flags, int, nodeSet, size, str, type Addr, type FlagSet } from './values.ts';
 
 type Kind =
-  'size' | 'addr' | 'int' | 'bool' | 'str' | 'byte' | 'nodes' | 'nodesOrNull' | 'iovec' | 'addrs' | 'strs' | 'value' | `flags:${FlagSet}`;
+  | 'size'
+  | 'addr'
+  | 'int'
+  | 'bool'
+  | 'str'
+  | 'byte'
+  | 'id'
+  | 'nodes'
+  | 'nodesOrNull'
+  | 'iovec'
+  | 'addrs'
+  | 'strs'
+  | 'value'
+  | `flags:${FlagSet}`;
 
 interface OpSpec {
   req: Record<string, Kind>;
@@ -21,6 +34,12 @@ export const OPS: Record<string, OpSpec> = {
   hugetlb_pool: { req: { size: 'size', nr: 'int' }, opt: { node: 'int' }, doc: 'set nr_hugepages of a size, globally or on a node' },
   spawn: { req: { name: 'str' }, doc: 'start a new process' },
   thread: { req: { name: 'str' }, opt: { cpu: 'int' }, doc: 'start a thread, pinned to cpu' },
+  setuid: {
+    req: { uid: 'id' },
+    opt: { gid: 'id' },
+    doc: 'a spawned process drops privileges: setgroups([]), setresgid(gid) if given, setresuid(uid); capabilities go, the mm becomes non-dumpable',
+  },
+  set_dumpable: { req: { value: 'int' }, doc: "prctl(PR_SET_DUMPABLE, value) in the op's process" },
   mmap: {
     req: { len: 'size', prot: 'flags:prot', flags: 'flags:mmap' },
     opt: { addr: 'addr', align: 'size', name: 'str' },
@@ -109,6 +128,8 @@ function parseField(field: string, kind: Kind, v: unknown): unknown {
       return int(field, v);
     case 'byte':
       return int(field, v, 0, 255);
+    case 'id':
+      return int(field, v, 0, 0xfffffffe); // (uid_t)-1 means "unchanged" to setresuid: not an id
     case 'bool':
       return bool(field, v);
     case 'str':

@@ -135,6 +135,8 @@ export class ScriptRunner {
       if (t === undefined) throw new BadOp(op.i, op.op, `thread: unknown thread "${a.thread}"`);
       r.joinThr = t;
     }
+    if (op.op === 'setuid' && proc === 0)
+      throw new BadOp(op.i, op.op, 'in: setuid only in a spawned process (the main process writes knobs and spawns processes as root)');
     if (op.op === 'spawn' && this.procs.has(a.name as string)) throw new BadOp(op.i, op.op, `name: process "${a.name}" already exists`);
     if (op.op === 'thread' && this.threads[proc]!.has(a.name as string))
       throw new BadOp(op.i, op.op, `name: thread "${a.name}" already exists`);

@@ -20,6 +20,7 @@ import { UnmodelledError } from '../kernel/madvise.ts';
 import { setCpusetMems, sysGetMempolicy, sysMbind, sysMigratePages, sysSetMempolicy } from '../kernel/mempolicy.ts';
 import { sysMovePages } from '../kernel/migrate.ts';
 import { followPage } from '../kernel/memory.ts';
+import { sysSetDumpable, sysSetresgid, sysSetresuid } from '../kernel/cred.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
 
 /** A syscall return turned into the result fields. */
@@ -99,6 +100,16 @@ export class SimBackend implements Backend {
         const t = k.createThread(p, a.cpu ?? p.mainThread.cpu);
         return typeof t === 'number' ? sys(t) : { ret: 0 };
       }
+      case 'setuid': {
+        // setgroups([]) is not modelled: supplementary groups take part in no check memtwin makes.
+        if (a.gid !== undefined) {
+          const r = sysSetresgid(k, p, a.gid);
+          if (r < 0) return sys(r);
+        }
+        return sys(sysSetresuid(k, p, a.uid));
+      }
+      case 'set_dumpable':
+        return sys(sysSetDumpable(p, a.value));
       case 'mmap':
         return this.mmap(op, p);
       case 'munmap':
