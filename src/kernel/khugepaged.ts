@@ -149,7 +149,7 @@ export function scanPmd(k: Kernel, mm: MmStruct, vma: Vma, haddr: number, cc: Co
     referenced++; // pte_young: see the header
   }
   if (cc.isKhugepaged && referenced === 0) return SCAN.SCAN_LACK_REFERENCED_PAGE;
-  return collapseHugePage(k, mm, haddr, found, cc);
+  return collapseHugePage(k, mm, vma, haddr, found, cc);
 }
 
 /** hpage_collapse_find_target_node: the first node with the most pages, and every node tied with it. */
@@ -197,7 +197,7 @@ function allocCollapseFolio(k: Kernel, cc: CollapseControl): number {
  * (zero-filling none and zero-page entries), release the old pages and the
  * PTE table, and install the PMD.
  */
-function collapseHugePage(k: Kernel, mm: MmStruct, haddr: number, t: PteTable, cc: CollapseControl): ScanResult {
+function collapseHugePage(k: Kernel, mm: MmStruct, vma: Vma, haddr: number, t: PteTable, cc: CollapseControl): ScanResult {
   const pfn = allocCollapseFolio(k, cc);
   if (pfn < 0) return SCAN.SCAN_ALLOC_HUGE_PAGE_FAIL;
   const m = k.mem;
@@ -222,7 +222,11 @@ function collapseHugePage(k: Kernel, mm: MmStruct, haddr: number, t: PteTable, c
   m.addEntireMapcount(pfn, 1);
   mm.rssAnon += HPAGE_PMD_NR;
   for (const head of oldThps) folioUnmappedSome(k, head);
-  k.charge(k.costs.ns('madv_collapse_2m'));
+  const cost = k.costs.ns('madv_collapse_2m');
+  const start = k.clock.now() + (k.taskTime?.ns ?? 0);
+  mm.collapsing = mm.collapsing.filter((c) => c.until > k.clock.now());
+  mm.collapsing.push({ pmdKey: key, vma, start, until: start + cost });
+  k.charge(cost);
   return SCAN.SCAN_SUCCEED;
 }
 

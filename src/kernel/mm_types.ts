@@ -200,6 +200,13 @@ export class MmStruct {
   rssAnon = 0;
   rssShmem = 0;
   pgtablesBytes = 0;
+  /**
+   * Collapses in progress or recently finished, in virtual time: from
+   * `start` to `until`, the 2M region `pmdKey` is being copied (its PMD is cleared, so
+   * touching it waits) and its VMA is write-locked (faults in it wait).
+   * Background collapses run ahead of the threads' clocks; threads look here.
+   */
+  collapsing: { pmdKey: number; vma: Vma; start: number; until: number }[] = [];
   constructor(readonly mmapBase: number) {}
 
   /** find_vma: the first VMA with end > addr, or undefined. */

@@ -81,9 +81,9 @@ describe('renderRunReport', () => {
     expect(html.length).toBeLessThan(1_000_000);
   });
 
-  it('has all six charts with drawn data', () => {
+  it('has all nine charts with drawn data', () => {
     const charts = svgs(html);
-    expect(charts).toHaveLength(6);
+    expect(charts).toHaveLength(9);
     charts.forEach(expectDrawn);
     for (const title of [
       'Memory: RSS and AnonHugePages',
@@ -92,6 +92,9 @@ describe('renderRunReport', () => {
       'Throughput per thread',
       'Local vs remote accesses per node',
       'THP and compaction counters',
+      'Accesses through huge mappings',
+      'Collapse CPU time',
+      'Stalls behind collapses',
     ])
       expect(html).toContain(`<h3>${title}</h3>`);
     expect(html).not.toContain('Skipped chart');
@@ -129,7 +132,7 @@ describe('renderRunReport', () => {
       fakeRun({ omit: ['fault_ns_mean', 'thp_fault_alloc', 'thp_fault_fallback', 'compact_stall', 'anon_huge_bytes'], zero: ['faults'] }),
     );
     expectSelfContained(partial);
-    expect(svgs(partial)).toHaveLength(3);
+    expect(svgs(partial)).toHaveLength(6);
     svgs(partial).forEach(expectDrawn);
     expect(partial).toContain('Skipped chart <b>Mean fault latency</b>: <code>fault_ns_mean</code> not recorded');
     expect(partial).toContain('Skipped chart <b>Page faults per interval</b>: <code>faults</code> is zero throughout');
@@ -137,7 +140,7 @@ describe('renderRunReport', () => {
     expect(partial).toContain('Not recorded: <code>anon_huge_bytes</code>');
 
     const noNuma = renderRunReport(fakeRun({ omit: ['local.0', 'local.1', 'remote.0', 'remote.1'] }));
-    expect(svgs(noNuma)).toHaveLength(5);
+    expect(svgs(noNuma)).toHaveLength(8);
     expect(noNuma).toContain('Skipped chart <b>Local vs remote accesses per node</b>');
 
     const empty = fakeRun();
@@ -225,7 +228,7 @@ describe('reports in headless chromium', () => {
       expect(dom.stdout).toMatch(/<path d="M[^"]{100,}"/);
       expectNoPageErrors(dom.stderr);
     }
-    expect(svgs(runDom.stdout)).toHaveLength(6);
+    expect(svgs(runDom.stdout)).toHaveLength(9);
     expectNoPageErrors(shot.stderr);
 
     expect(statSync(png).size).toBeGreaterThan(20_000);

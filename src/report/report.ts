@@ -209,6 +209,8 @@ function threadTable(threads: ThreadResult[]): string {
     { html: 'remote', num: true },
     { html: 'remote %', num: true },
     { html: 'throughput', num: true },
+    { html: 'huge %', num: true },
+    { html: 'stall time', num: true },
   ];
   const row = (t: Omit<ThreadResult, 'process' | 'thread' | 'cpu' | 'node'>, first: Cell[]): Cell[] => [
     ...first,
@@ -221,6 +223,8 @@ function threadTable(threads: ThreadResult[]): string {
     num(formatValue(t.remote_accesses, 'count')),
     num(pct(t.remote_accesses, t.local_accesses + t.remote_accesses)),
     num(formatValue(t.throughput, 'rate'), `${t.throughput} accesses/s`),
+    num(formatValue(t.huge_access_ratio, 'ratio')),
+    num(formatValue(t.stall_ns, 'ns'), `${t.stalls} stalls, ${t.stall_ns} ns`),
   ];
   const rows = threads.map((t) => row(t, [txt(t.process), txt(t.thread), num(String(t.cpu)), num(String(t.node))]));
   if (threads.length > 1) {
@@ -234,6 +238,14 @@ function threadTable(threads: ThreadResult[]): string {
       local_accesses: sum((t) => t.local_accesses),
       remote_accesses: sum((t) => t.remote_accesses),
       throughput: sum((t) => t.throughput),
+      huge_access_ratio:
+        sum((t) => t.huge_access_ratio * t.accesses) /
+        Math.max(
+          1,
+          sum((t) => t.accesses),
+        ),
+      stall_ns: sum((t) => t.stall_ns),
+      stalls: sum((t) => t.stalls),
       remote_access_ratio:
         sum((t) => t.remote_accesses) /
         Math.max(
@@ -365,6 +377,29 @@ function runCharts(r: RunResult): string {
     unit: 'count',
     legend: true,
     ...counters,
+  });
+
+  plans.push({
+    title: 'Accesses through huge mappings',
+    caption: 'Share of the accesses during each interval that a 2M or 1G mapping served (TLB reach).',
+    unit: 'ratio',
+    ...named(s, [['huge_access_ratio', 'huge mappings']]),
+  });
+  plans.push({
+    title: 'Collapse CPU time',
+    caption: 'Cumulative CPU time of khugepaged and of userspace collapse agents (scanning, copying, compacting).',
+    unit: 'ns',
+    legend: true,
+    ...named(s, [
+      ['khugepaged_cpu_ns', 'khugepaged'],
+      ['agent_cpu_ns', 'agents'],
+    ]),
+  });
+  plans.push({
+    title: 'Stalls behind collapses',
+    caption: 'Time threads waited during each interval for a collapse: touching a region being copied, or faulting in its VMA.',
+    unit: 'ns',
+    ...named(s, [['stall_ns', 'stall time']]),
   });
 
   if (s.t_ns.length === 0) return '<p class="note">No time series in this result: all charts skipped.</p>';

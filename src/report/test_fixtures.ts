@@ -65,6 +65,11 @@ export function fakeRun(o: FakeRunOptions = {}): RunResult {
   let alloc = 0;
   let fallback = 0;
   let stall = 0;
+  let kcpu = 0;
+  col('huge_access_ratio', (_, x) => Math.min(1, thp * x * 1.5));
+  col('khugepaged_cpu_ns', (_, x) => (kcpu += x < 0.6 ? Math.round(2e6 * thp * rand()) : 0));
+  col('agent_cpu_ns', (_, x) => Math.round(1e6 * x * 30));
+  col('stall_ns', (_, x) => (x < 0.6 && rand() < 0.2 ? Math.round(800e3 * thp) : 0));
   col('thp_fault_alloc', (_, x) => (alloc += x < 0.35 ? Math.round(90 * thp * rand()) : 0));
   col('thp_fault_fallback', (_, x) => (fallback += x < 0.35 ? Math.round(10 * rand()) : 0));
   col('compact_stall', (_, x) => (stall += x < 0.35 && rand() < 0.3 * thp ? 1 : 0));
@@ -87,6 +92,9 @@ export function fakeRun(o: FakeRunOptions = {}): RunResult {
       local_accesses: accesses - remote,
       remote_accesses: remote,
       throughput: accesses / (dur / 1e9),
+      huge_access_ratio: thp * 0.8,
+      stall_ns: 0,
+      stalls: 0,
     };
   });
   const sum = (f: (t: ThreadResult) => number): number => threads.reduce((a, t) => a + f(t), 0);

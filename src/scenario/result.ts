@@ -14,6 +14,9 @@ export interface SeriesData {
    * - throughput.<process>/<thread>: accesses per second during the interval
    * - local.<node>, remote.<node>: accesses to pages on <node> from a CPU on the
    *   same node / another node, during the interval
+   * - huge_access_ratio: share of the interval's accesses served by 2M/1G mappings;
+   *   access_ns_mean: their mean memory time; stall_ns: time threads waited for collapses
+   * - khugepaged_cpu_ns, agent_cpu_ns (with agents), thp_collapse_alloc: cumulative
    * - thp_fault_alloc, thp_fault_fallback, compact_stall: cumulative counters
    */
   metrics: Record<string, number[]>;
@@ -38,6 +41,11 @@ export interface ThreadResult {
   stopped?: string;
   /** Share of the thread's accesses that went to a page on another node. */
   remote_access_ratio: number;
+  /** Share of the thread's accesses served by a 2M or 1G mapping. */
+  huge_access_ratio: number;
+  /** Time the thread waited for collapses (a region being copied, or its VMA write-locked at a fault), and how often. */
+  stall_ns: number;
+  stalls: number;
   /** NUMA balancing state at the end, when kernel.numa_balancing is on and the thread took hinting faults. */
   numa?: ThreadNumaResult;
 }

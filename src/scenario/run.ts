@@ -15,6 +15,8 @@ import { PG } from '../kernel/page.ts';
 import { populateRange } from '../kernel/mmap.ts';
 import { AccessModel } from '../workload/access_model.ts';
 import { WorkloadThread, streamFor, type PhaseRuntime } from '../workload/engine.ts';
+import { Uhugepaged } from '../agents/uhugepaged.ts';
+import { SimAgentSys, type HeatMap } from '../agents/sim_sys.ts';
 import { InputError } from '../util/input_error.ts';
 import { hostOf, type RunSpec } from './load.ts';
 import type { Process } from '../kernel/sched.ts';
@@ -147,9 +149,10 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
 
   const eventLog = scheduleEvents(k, s, procs, threads, t0, opts.file);
   k.numab.start(procs.map((x) => x.p));
+  const agents = startAgents(k, s, procs, threads, t0, end, opts.file);
 
   // The sampler is scheduled first, so its sample at t0 is the baseline before any access.
-  const series = sampler(k, s, procs, threads, t0, end, opts.progress);
+  const series = sampler(k, s, procs, threads, agents, t0, end, opts.progress);
   for (const wt of threads) {
     const tick = (): void => {
       const used = wt.step(end);
@@ -169,11 +172,56 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
     host: { name: host.name, nodes: host.nodes, distances: host.distances },
     profile: { date: costs.data.date, machine: `${costs.data.machine.cpu_model}, ${costs.data.machine.kernel}` },
     inputs: inputsOf(s),
-    final: finalMetrics(k, s, procs, threads),
+    final: finalMetrics(k, s, procs, threads, agents, series.data),
     threads: threads.map((wt) => threadResult(wt, s.duration)),
     events: eventLog,
     series: series.data,
   };
+}
+
+interface AgentRt {
+  name: string;
+  agent: Uhugepaged;
+  sys: SimAgentSys;
+}
+
+/**
+ * Userspace agents: each is a process of its own that ticks every interval,
+ * its work charged to its own CPU time. Threads of the processes it watches
+ * count their accesses per 2M region for it (access recency).
+ */
+function startAgents(
+  k: Kernel,
+  s: Scenario,
+  procs: { p: Process }[],
+  threads: WorkloadThread[],
+  t0: number,
+  end: number,
+  file: string,
+): AgentRt[] {
+  return s.agents.map((a, idx) => {
+    for (const t of a.targets)
+      if (!procs.some((x) => x.p.name === t))
+        throw new InputError(file, undefined, undefined, `agents[${idx}].targets`, `no process "${t}"`);
+    const watched = procs.map((x) => x.p).filter((p) => !a.targets.length || a.targets.includes(p.name));
+    const heat = new Map<Process, HeatMap>();
+    for (const p of watched) heat.set(p, new Map());
+    for (const wt of threads) if (heat.has(wt.process)) wt.heat = heat.get(wt.process);
+    const sys = new SimAgentSys(k, a.name, watched, heat);
+    const agent = new Uhugepaged(sys, {
+      interval: a.interval,
+      cpu_budget: a.cpu_budget,
+      min_heat: a.min_heat,
+      retry_after: a.retry_after,
+      targets: a.targets,
+    });
+    const tick = (): void => {
+      sys.run(() => agent.tick());
+      if (k.clock.now() + a.interval < end) k.events.schedule(k.clock.now() + a.interval, a.name, tick);
+    };
+    k.events.schedule(t0 + a.start, a.name, tick);
+    return { name: a.name, agent, sys };
+  });
 }
 
 /** Run a kernel call; advice memtwin does not model yet becomes a clear input error. */
@@ -311,6 +359,7 @@ function sampler(
   s: Scenario,
   procs: { p: Process }[],
   threads: WorkloadThread[],
+  agents: AgentRt[],
   t0: number,
   end: number,
   progress?: (f: number) => void,
@@ -321,6 +370,10 @@ function sampler(
   let lastFaults = k.vmstat.events.pgfault;
   let lastFaultNs = 0;
   const lastAcc = threads.map(() => 0);
+  let lastHuge = 0;
+  let lastAll = 0;
+  let lastStall = 0;
+  let lastAccessNs = 0;
   const nodes = k.nrNodes;
   let lastLocal = new Array<number>(nodes).fill(0);
   let lastRemote = new Array<number>(nodes).fill(0);
@@ -356,6 +409,17 @@ function sampler(
     lastLocal = local;
     lastRemote = remote;
     const ev = k.vmstat.events;
+    const all = threads.reduce((a, t) => a + t.accesses, 0);
+    const huge = threads.reduce((a, t) => a + t.hugeAccesses, 0);
+    const stall = threads.reduce((a, t) => a + t.stallNs, 0);
+    const accessNs = threads.reduce((a, t) => a + t.accessNs, 0);
+    col('huge_access_ratio').push(all > lastAll ? Math.round(((huge - lastHuge) / (all - lastAll)) * 1e4) / 1e4 : 0);
+    col('access_ns_mean').push(all > lastAll ? Math.round(((accessNs - lastAccessNs) / (all - lastAll)) * 10) / 10 : 0);
+    col('stall_ns').push(Math.round(stall - lastStall));
+    [lastAll, lastHuge, lastStall, lastAccessNs] = [all, huge, stall, accessNs];
+    col('khugepaged_cpu_ns').push(Math.round(k.khugepaged.stats.cpuNs));
+    col('thp_collapse_alloc').push(ev.thp_collapse_alloc);
+    if (agents.length) col('agent_cpu_ns').push(Math.round(agents.reduce((a, x) => a + x.sys.cpuNs(), 0)));
     col('thp_fault_alloc').push(ev.thp_fault_alloc);
     col('thp_fault_fallback').push(ev.thp_fault_fallback);
     col('compact_stall').push(ev.compact_stall);
@@ -376,6 +440,8 @@ function finalMetrics(
   s: Scenario,
   procs: { p: Process; maps: Map<string, MappingRt> }[],
   threads: WorkloadThread[],
+  agents: AgentRt[],
+  series: SeriesData,
 ): Record<string, number> {
   const mem = memoryOf(k, procs);
   let written = 0;
@@ -411,8 +477,32 @@ function finalMetrics(
     compact_fail: ev.compact_fail,
     pgmigrate_success: ev.pgmigrate_success,
     threads_stopped: threads.filter((t) => t.stopped).length,
+    huge_access_ratio: acc ? Math.round((threads.reduce((a, t) => a + t.hugeAccesses, 0) / acc) * 1e4) / 1e4 : 0,
+    time_to_huge90_ns: timeToHuge90(series),
+    stall_ns_total: Math.round(threads.reduce((a, t) => a + t.stallNs, 0)),
+    stalls: threads.reduce((a, t) => a + t.stalls, 0),
+    thp_collapse_alloc: ev.thp_collapse_alloc,
+    thp_collapse_alloc_failed: ev.thp_collapse_alloc_failed,
+    khugepaged_pages_collapsed: k.thp.khugepaged.pages_collapsed,
+    khugepaged_cpu_ns: Math.round(k.khugepaged.stats.cpuNs),
+    ...(agents.length
+      ? {
+          agent_cpu_ns: Math.round(agents.reduce((a, x) => a + x.sys.cpuNs(), 0)),
+          agent_collapses: agents.reduce((a, x) => a + x.agent.stats.collapses, 0),
+        }
+      : {}),
     ...perProcessRemote(threads),
   };
+}
+
+/**
+ * When the share of accesses served by huge mappings first reached 90% in a
+ * sample interval (ns since the start), or -1 if it never did.
+ */
+function timeToHuge90(series: SeriesData): number {
+  const r = series.metrics['huge_access_ratio'] ?? [];
+  const i = r.findIndex((x) => x >= 0.9);
+  return i < 0 ? -1 : series.t_ns[i]!;
 }
 
 /** process.<name>.remote_access_ratio: the share of a process's accesses that went to another node. */
@@ -446,6 +536,9 @@ function threadResult(wt: WorkloadThread, durationNs: number): ThreadResult {
     remote_accesses: wt.remote,
     throughput: Math.round(wt.accesses / (durationNs / 1e9)),
     remote_access_ratio: wt.accesses ? Math.round((wt.remote / wt.accesses) * 1e4) / 1e4 : 0,
+    huge_access_ratio: wt.accesses ? Math.round((wt.hugeAccesses / wt.accesses) * 1e4) / 1e4 : 0,
+    stall_ns: Math.round(wt.stallNs),
+    stalls: wt.stalls,
     ...(wt.stopped ? { stopped: wt.stopped } : {}),
     ...numaResult(wt),
   };

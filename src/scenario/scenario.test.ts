@@ -136,6 +136,41 @@ describe('scenario runs', () => {
     expect(runScenario(badCpu.runs[0]!, { file: badCpu.file }).events[0]).toMatchObject({ ret: -22, errno: 'EINVAL' });
   });
 
+  it('run a uhugepaged agent: hot 4K regions become huge, its CPU time and the stalls it causes are reported', () => {
+    const text = `name: agent
+host:
+  name: tiny
+  nodes: [{ id: 0, memory: 256M, cpus: 0-1 }]
+duration: 4s
+sample: { interval: 500ms }
+kernel:
+  /sys/kernel/mm/transparent_hugepage/enabled: never
+processes:
+  - name: vm
+    mappings:
+      - { name: ram, size: 32M, madvise: [MADV_NOHUGEPAGE], populate: true }
+    threads:
+      - { name: hot, cpu: 0, workload: { pattern: uniform, mapping: ram, length: 8M, think: 5us } }
+events:
+  - { at: 0s, process: vm, op: madvise, mapping: ram, advice: MADV_HUGEPAGE }
+agents:
+  - { name: uh, kind: uhugepaged, interval: 1s, cpu_budget: 0.5, min_heat: 100 }
+`;
+    const l = loadScenario(file('agent.yaml', text));
+    const r = runScenario(l.runs[0]!, { file: l.file });
+    // The 8 MiB hot set is 4 regions (or 5 if the mapping is not 2M-aligned); the cold rest is left alone.
+    expect(r.final.agent_collapses).toBeGreaterThanOrEqual(4);
+    expect(r.final.agent_collapses).toBeLessThanOrEqual(5);
+    expect(r.final.anon_huge_bytes).toBe(r.final.agent_collapses! * 2 ** 21);
+    expect(r.final.agent_cpu_ns).toBeGreaterThanOrEqual(r.final.agent_collapses! * 833_000);
+    expect(r.final.khugepaged_cpu_ns).toBe(0); // enabled=never: no khugepaged
+    expect(r.final.time_to_huge90_ns).toBeGreaterThan(0);
+    expect(r.series.metrics['huge_access_ratio']!.at(-1)).toBeGreaterThan(0.9);
+    expect(r.threads[0]!.stall_ns).toBe(r.final.stall_ns_total);
+    const bad = loadScenario(file('agent-bad.yaml', text.replace('cpu_budget: 0.5,', 'cpu_budget: 0.5, targets: [db],')));
+    expect(() => runScenario(bad.runs[0]!, { file: bad.file })).toThrow(/agents\[0\]\.targets: no process "db"/);
+  });
+
   it('give the same sweep results with 1 or 2 workers, and resume without redoing finished runs', async () => {
     const f = file('small.yaml', SMALL);
     const d1 = join(dir, 'w1');

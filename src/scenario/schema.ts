@@ -50,6 +50,7 @@ const patternFields = {
   length: size.optional().describe('length of the accessed region (default: to the end of the mapping)'),
   read_ratio: z.number().min(0).max(1).default(0.5).describe('fraction of accesses that are loads (first-touch always writes)'),
   rate: z.number().positive().optional().describe('accesses per second of virtual time; default: as fast as the accesses cost'),
+  think: duration.optional().describe('CPU time between two accesses (compute that is not memory time), added to every access; default 0'),
   stride: size.optional().describe('sequential: bytes between accesses (default 64)'),
   zipf_s: z.number().positive().default(0.99).describe('zipf: exponent of the page popularity law'),
   slice: z
@@ -174,6 +175,18 @@ export const sweepSchema = z.union([
   }),
 ]);
 
+export const agentSchema = z.strictObject({
+  name: z.string().describe('name of the agent process'),
+  kind: z.literal('uhugepaged').describe('uhugepaged: collapses hot 4K-mapped regions with process_madvise(MADV_COLLAPSE)'),
+  interval: duration.default(1_000_000_000).describe('time between two ticks of the agent'),
+  cpu_budget: z.number().positive().max(1).default(0.01).describe('fraction of one CPU the agent may spend (0.01 = 1%)'),
+  min_heat: z.number().nonnegative().default(1).describe('decayed accesses per tick below which a region is left alone'),
+  retry_after: z.number().int().nonnegative().default(10).describe('ticks before a region whose collapse failed is retried'),
+  targets: z.array(z.string()).default([]).describe('process names it acts on (default: all scenario processes)'),
+  start: duration.default(0).describe('time of the first tick'),
+});
+export type AgentSpec = z.infer<typeof agentSchema>;
+
 export const scenarioSchema = z.strictObject({
   name: z.string(),
   description: z.string().optional(),
@@ -191,6 +204,7 @@ export const scenarioSchema = z.strictObject({
     .array(eventSchema)
     .default([])
     .describe('syscalls made at given times during the run (migrate_pages, mbind, madvise, set_mempolicy, sched_setaffinity)'),
+  agents: z.array(agentSchema).default([]).describe('userspace memory-management agents running beside the workloads'),
   sweep: z.array(sweepSchema).optional(),
 });
 

@@ -41,6 +41,16 @@ export class WorkloadThread {
   /** Accesses per page size class [4K, 2M, 1G], decayed: the mapped fraction f_S. */
   private readonly sizeMix = [1, 0, 0];
   accessNs = 0;
+  /** Time spent waiting for collapses (a region being copied, or its VMA write-locked at a fault). */
+  stallNs = 0;
+  stalls = 0;
+  /** Accesses that went through a 2M or 1G mapping. */
+  hugeAccesses = 0;
+  /**
+   * Accesses per 2M region (PMD index) of this thread's mm, when an agent
+   * watches access recency (shared by the threads of a process).
+   */
+  heat: Map<number, number> | undefined;
   stopped: string | undefined;
   phaseIndex = 0;
   /** Node of the CPU the thread runs on (NUMA balancing may move the thread). */
@@ -70,6 +80,26 @@ export class WorkloadThread {
     return this.node;
   }
 
+  /**
+   * An access at thread time `t` to a region being collapsed waits until the
+   * copy is done (its PMD is cleared meanwhile); a fault anywhere in the VMA
+   * waits too (collapse_huge_page holds the VMA write-locked). Background
+   * collapses are applied when their pass or tick runs, so an access between
+   * then and the collapse's own start already sees the huge mapping.
+   */
+  private waitForCollapse(mm: Process['mm'], vma: Vma, va: number, fault: boolean, t: number, ctx: { ns: number }): void {
+    const key = Math.floor(va / PMD_SIZE);
+    let until = 0;
+    for (const c of mm.collapsing)
+      if (c.start <= t && c.until > t && (c.pmdKey === key || (fault && c.vma === vma))) until = Math.max(until, c.until);
+    if (until > t) {
+      ctx.ns += until - t;
+      this.stallNs += until - t;
+      this.stalls++;
+    }
+    if (mm.collapsing.every((c) => c.until <= this.k.clock.now())) mm.collapsing = [];
+  }
+
   /** Run one quantum starting at the current clock; returns the thread time it used. */
   step(until: number): number {
     const k = this.k;
@@ -84,6 +114,8 @@ export class WorkloadThread {
     const ctx = { ns: 0 };
     k.taskTime = ctx;
     const minGap = ph.spec.rate ? 1e9 / ph.spec.rate : 0;
+    const think = ph.spec.think ?? 0;
+    const heat = this.heat;
     // First touch initialises memory: it writes.
     const readRatio = ph.spec.pattern === 'first-touch' ? 0 : ph.spec.read_ratio;
     const stream = ph.stream;
@@ -111,6 +143,7 @@ export class WorkloadThread {
         }
         let pfn = translate(mm, va);
         let size = memory.translatedSize;
+        if (mm.collapsing.length) this.waitForCollapse(mm, vma, va, size === 0 || (write && pfn === -1), now + spent + ctx.ns, ctx);
         if (size === 0 || (write && pfn === -1)) {
           const before = ctx.ns;
           const r = handleMmFault(k, mm, vma, va, write, this.thread);
@@ -147,6 +180,11 @@ export class WorkloadThread {
           this.byNodeRemote[pageNode]!++;
         }
         const cls = size === PAGE_SIZE ? 0 : size === PMD_SIZE ? 1 : 2;
+        if (cls) this.hugeAccesses++;
+        if (heat) {
+          const key = Math.floor(va / PMD_SIZE);
+          heat.set(key, (heat.get(key) ?? 0) + 1);
+        }
         const mix = this.sizeMix;
         mix[0]! *= 0.999;
         mix[1]! *= 0.999;
@@ -158,7 +196,7 @@ export class WorkloadThread {
           ? dataNs * (distance / 10) + (size === PAGE_SIZE ? this.model.tlb4kNs(ws * frac) : 0)
           : this.model.sequentialNs(size || PAGE_SIZE, stream.stride, distance);
         this.accessNs += cost;
-        spent += Math.max(cost, minGap);
+        spent += Math.max(cost + think, minGap);
         this.accesses++;
       }
     } finally {
