@@ -19,6 +19,7 @@
 #include <grp.h>
 #include <inttypes.h>
 #include <malloc.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <setjmp.h>
@@ -37,6 +38,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/userfaultfd.h>
 
 /* ------------------------------------------------------------------ */
 /* uapi constants newer than the installed 6.1 headers                 */
@@ -63,6 +65,50 @@ struct mt_pm_scan_arg {
 #define PAGE_IS_SWAPPED (1 << 4)
 #define PAGE_IS_PFNZERO (1 << 5)
 #define PAGE_IS_HUGE (1 << 6)
+
+/* userfaultfd: the installed header predates these (values and layouts of 6.18) */
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+#ifndef UFFD_FEATURE_POISON
+#define UFFD_FEATURE_POISON (1 << 14)
+#endif
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+#ifndef UFFD_FEATURE_MOVE
+#define UFFD_FEATURE_MOVE (1 << 16)
+#endif
+#ifndef _UFFDIO_MOVE
+#define _UFFDIO_MOVE (0x05)
+#endif
+#ifndef _UFFDIO_POISON
+#define _UFFDIO_POISON (0x08)
+#endif
+#ifndef UFFDIO_POISON
+struct uffdio_poison {
+	struct uffdio_range range;
+	__u64 mode;
+	__s64 updated;
+};
+#define UFFDIO_POISON_MODE_DONTWAKE ((__u64)1 << 0)
+#define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
+#endif
+#ifndef UFFDIO_MOVE
+struct uffdio_move {
+	__u64 dst;
+	__u64 src;
+	__u64 len;
+	__u64 mode;
+	__s64 move;
+};
+#define UFFDIO_MOVE_MODE_DONTWAKE ((__u64)1 << 0)
+#define UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES ((__u64)1 << 1)
+#define UFFDIO_MOVE _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)
+#endif
+#ifndef SYS_userfaultfd
+#define SYS_userfaultfd 323
+#endif
 
 #define NR_pidfd_open 434
 #define NR_process_madvise 440
@@ -1523,6 +1569,343 @@ static long h_set_dumpable(struct ctx *c)
 }
 
 /* ------------------------------------------------------------------ */
+/* userfaultfd                                                         */
+
+/*
+ * A userfaultfd is named in the protocol by its index `fd=k` (creation order
+ * over the whole script). Each process keeps its own table index -> real fd,
+ * shared by its threads; an index this process did not create is EBADF.
+ */
+#define MAX_UFFD 256
+static int g_uffd[MAX_UFFD]; /* real fd + 1; 0 = none */
+
+static int uffd_get(struct ctx *c)
+{
+	uint64_t k = u64(c->op, "fd", 0, 1);
+	if (k >= MAX_UFFD || !g_uffd[k]) {
+		c->err = EBADF;
+		return -1;
+	}
+	return g_uffd[k] - 1;
+}
+
+static const char *const g_uffd_feature_names[] = {
+    "UFFD_FEATURE_PAGEFAULT_FLAG_WP", "UFFD_FEATURE_EVENT_FORK",       "UFFD_FEATURE_EVENT_REMAP",
+    "UFFD_FEATURE_EVENT_REMOVE",      "UFFD_FEATURE_MISSING_HUGETLBFS", "UFFD_FEATURE_MISSING_SHMEM",
+    "UFFD_FEATURE_EVENT_UNMAP",       "UFFD_FEATURE_SIGBUS",            "UFFD_FEATURE_THREAD_ID",
+    "UFFD_FEATURE_MINOR_HUGETLBFS",   "UFFD_FEATURE_MINOR_SHMEM",       "UFFD_FEATURE_EXACT_ADDRESS",
+    "UFFD_FEATURE_WP_HUGETLBFS_SHMEM", "UFFD_FEATURE_WP_UNPOPULATED",   "UFFD_FEATURE_POISON",
+    "UFFD_FEATURE_WP_ASYNC",          "UFFD_FEATURE_MOVE",
+};
+
+static const char *uffd_ioctl_name(int bit)
+{
+	switch (bit) {
+	case _UFFDIO_REGISTER: return "UFFDIO_REGISTER";
+	case _UFFDIO_UNREGISTER: return "UFFDIO_UNREGISTER";
+	case _UFFDIO_WAKE: return "UFFDIO_WAKE";
+	case _UFFDIO_COPY: return "UFFDIO_COPY";
+	case _UFFDIO_ZEROPAGE: return "UFFDIO_ZEROPAGE";
+	case _UFFDIO_MOVE: return "UFFDIO_MOVE";
+	case _UFFDIO_WRITEPROTECT: return "UFFDIO_WRITEPROTECT";
+	case _UFFDIO_CONTINUE: return "UFFDIO_CONTINUE";
+	case _UFFDIO_POISON: return "UFFDIO_POISON";
+	case _UFFDIO_API: return "UFFDIO_API";
+	}
+	return NULL;
+}
+
+/* ,"key":[names of the set bits, in bit order]; an unnamed bit is "BIT<n>" */
+static void out_bits(struct buf *x, const char *key, uint64_t v, const char *(*name)(int))
+{
+	bprintf(x, ",\"%s\":[", key);
+	int first = 1;
+	for (int b = 0; b < 64; b++) {
+		if (!(v >> b & 1))
+			continue;
+		const char *n = name(b);
+		if (n)
+			bprintf(x, "%s\"%s\"", first ? "" : ",", n);
+		else
+			bprintf(x, "%s\"BIT%d\"", first ? "" : ",", b);
+		first = 0;
+	}
+	bputs(x, "]");
+}
+
+static const char *uffd_feature_name(int bit)
+{
+	return bit < (int)(sizeof g_uffd_feature_names / sizeof g_uffd_feature_names[0]) ? g_uffd_feature_names[bit]
+	                                                                                  : NULL;
+}
+
+static const char *uffd_pf_flag_name(int bit)
+{
+	static const char *const n[] = {"UFFD_PAGEFAULT_FLAG_WRITE", "UFFD_PAGEFAULT_FLAG_WP",
+	                                "UFFD_PAGEFAULT_FLAG_MINOR"};
+	return bit < 3 ? n[bit] : NULL;
+}
+
+/* userfaultfd fd=k flags=F: the raw syscall in this process */
+static long h_userfaultfd(struct ctx *c)
+{
+	uint64_t k = u64(c->op, "fd", 0, 1);
+	int flags = (int)i64(c->op, "flags", 0, 0);
+	if (k >= MAX_UFFD)
+		die_invalid(c->op->i, "userfaultfd index too large");
+	long fd = syscall(SYS_userfaultfd, flags);
+	if (fd < 0) {
+		c->err = errno;
+		return -1;
+	}
+	if (g_uffd[k])
+		close(g_uffd[k] - 1);
+	g_uffd[k] = (int)fd + 1;
+	return 0;
+}
+
+static long h_uffdio_api(struct ctx *c)
+{
+	int fd = uffd_get(c);
+	if (fd < 0)
+		return -1;
+	struct uffdio_api a = {.api = UFFD_API, .features = u64(c->op, "features", 0, 0)};
+	long r = SYSRET(c, ioctl(fd, UFFDIO_API, &a));
+	if (r == 0) {
+		out_bits(c->x, "features", a.features, uffd_feature_name);
+		out_bits(c->x, "ioctls", a.ioctls, uffd_ioctl_name);
+	}
+	return r;
+}
+
+static long h_uffdio_register(struct ctx *c)
+{
+	int fd = uffd_get(c);
+	if (fd < 0)
+		return -1;
+	struct uffdio_register a = {.range = {.start = addrv(c->op, "addr"), .len = u64(c->op, "len", 0, 1)},
+	                            .mode = u64(c->op, "mode", 0, 1)};
+	long r = SYSRET(c, ioctl(fd, UFFDIO_REGISTER, &a));
+	if (r == 0)
+		out_bits(c->x, "ioctls", a.ioctls, uffd_ioctl_name);
+	return r;
+}
+
+/* UFFDIO_UNREGISTER / UFFDIO_WAKE: a bare uffdio_range */
+static long uffd_range_ioctl(struct ctx *c, unsigned long req)
+{
+	int fd = uffd_get(c);
+	if (fd < 0)
+		return -1;
+	struct uffdio_range a = {.start = addrv(c->op, "addr"), .len = u64(c->op, "len", 0, 1)};
+	return SYSRET(c, ioctl(fd, req, &a));
+}
+
+static long h_uffdio_unregister(struct ctx *c) { return uffd_range_ioctl(c, UFFDIO_UNREGISTER); }
+static long h_uffdio_wake(struct ctx *c) { return uffd_range_ioctl(c, UFFDIO_WAKE); }
+
+/* The result field (copy, zeropage, ...) is preset to this; when the kernel
+ * returns before writing it (argument validation) it is reported as null. */
+#define UFFD_UNWRITTEN INT64_MIN
+
+static void out_result(struct buf *x, const char *key, int64_t v)
+{
+	if (v == UFFD_UNWRITTEN)
+		bprintf(x, ",\"%s\":null", key);
+	else
+		bprintf(x, ",\"%s\":%" PRId64, key, v);
+}
+
+static long h_uffdio_copy(struct ctx *c)
+{
+	int fd = uffd_get(c);
+	if (fd < 0)
+		return -1;
+	uint64_t len = u64(c->op, "len", 0, 1);
+	unsigned char fill = (unsigned char)u64(c->op, "fill", 1, 0);
+	/* the source: page-aligned, from the brk heap (mmap threshold is 32 MiB),
+	 * so no mapping appears in the script's part of the address space */
+	void *src = NULL;
+	size_t blen = len ? (len + 4095) & ~4095ULL : 4096;
+	if (blen < len || posix_memalign(&src, 4096, blen)) {
+		c->err = ENOMEM;
+		return -1;
+	}
+	memset(src, fill, blen);
+	struct uffdio_copy a = {.dst = addrv(c->op, "dst"),
+	                        .src = (uint64_t)(uintptr_t)src,
+	                        .len = len,
+	                        .mode = u64(c->op, "mode", 0, 0),
+	                        .copy = UFFD_UNWRITTEN};
+	long r = SYSRET(c, ioctl(fd, UFFDIO_COPY, &a));
+	free(src);
+	out_result(c->x, "copy", a.copy);
+	return r;
+}
+
+static long h_uffdio_zeropage(struct ctx *c)
+{
+	int fd = uffd_get(c);
+	if (fd < 0)
+		return -1;
+	struct uffdio_zeropage a = {.range = {.start = addrv(c->op, "addr"), .len = u64(c->op, "len", 0, 1)},
+	                            .mode = u64(c->op, "mode", 0, 0),
+	                            .zeropage = UFFD_UNWRITTEN};
+	long r = SYSRET(c, ioctl(fd, UFFDIO_ZEROPAGE, &a));
+	out_result(c->x, "zeropage", a.zeropage);
+	return r;
+}
+
+static long h_uffdio_writeprotect(struct ctx *c)
+{
+	int fd = uffd_get(c);
+	if (fd < 0)
+		return -1;
+	struct uffdio_writeprotect a = {.range = {.start = addrv(c->op, "addr"), .len = u64(c->op, "len", 0, 1)},
+	                                .mode = u64(c->op, "mode", 0, 0)};
+	return SYSRET(c, ioctl(fd, UFFDIO_WRITEPROTECT, &a));
+}
+
+static long h_uffdio_continue(struct ctx *c)
+{
+	int fd = uffd_get(c);
+	if (fd < 0)
+		return -1;
+	struct uffdio_continue a = {.range = {.start = addrv(c->op, "addr"), .len = u64(c->op, "len", 0, 1)},
+	                            .mode = u64(c->op, "mode", 0, 0),
+	                            .mapped = UFFD_UNWRITTEN};
+	long r = SYSRET(c, ioctl(fd, UFFDIO_CONTINUE, &a));
+	out_result(c->x, "mapped", a.mapped);
+	return r;
+}
+
+static long h_uffdio_poison(struct ctx *c)
+{
+	int fd = uffd_get(c);
+	if (fd < 0)
+		return -1;
+	struct uffdio_poison a = {.range = {.start = addrv(c->op, "addr"), .len = u64(c->op, "len", 0, 1)},
+	                          .mode = u64(c->op, "mode", 0, 0),
+	                          .updated = UFFD_UNWRITTEN};
+	long r = SYSRET(c, ioctl(fd, UFFDIO_POISON, &a));
+	out_result(c->x, "updated", a.updated);
+	return r;
+}
+
+static long h_uffdio_move(struct ctx *c)
+{
+	int fd = uffd_get(c);
+	if (fd < 0)
+		return -1;
+	struct uffdio_move a = {.dst = addrv(c->op, "dst"),
+	                        .src = addrv(c->op, "src"),
+	                        .len = u64(c->op, "len", 0, 1),
+	                        .mode = u64(c->op, "mode", 0, 0),
+	                        .move = UFFD_UNWRITTEN};
+	long r = SYSRET(c, ioctl(fd, UFFDIO_MOVE, &a));
+	out_result(c->x, "move", a.move);
+	return r;
+}
+
+static void out_msg(struct buf *x, const struct uffd_msg *m, int first)
+{
+	bputs(x, first ? "{" : ",{");
+	switch (m->event) {
+	case UFFD_EVENT_PAGEFAULT:
+		bprintf(x, "\"event\":\"UFFD_EVENT_PAGEFAULT\",\"address\":%" PRIu64, (uint64_t)m->arg.pagefault.address);
+		out_bits(x, "flags", m->arg.pagefault.flags, uffd_pf_flag_name);
+		break;
+	case UFFD_EVENT_FORK:
+		/* the new uffd (of the forked child) is now an fd of this process; it is left open */
+		bputs(x, "\"event\":\"UFFD_EVENT_FORK\"");
+		break;
+	case UFFD_EVENT_REMAP:
+		/* `to` is a raw address the runner does not render: left out */
+		bprintf(x, "\"event\":\"UFFD_EVENT_REMAP\",\"address\":%" PRIu64 ",\"len\":%" PRIu64,
+		        (uint64_t)m->arg.remap.from, (uint64_t)m->arg.remap.len);
+		break;
+	case UFFD_EVENT_REMOVE:
+	case UFFD_EVENT_UNMAP:
+		bprintf(x, "\"event\":\"%s\",\"address\":%" PRIu64 ",\"len\":%" PRIu64,
+		        m->event == UFFD_EVENT_REMOVE ? "UFFD_EVENT_REMOVE" : "UFFD_EVENT_UNMAP",
+		        (uint64_t)m->arg.remove.start, (uint64_t)(m->arg.remove.end - m->arg.remove.start));
+		break;
+	default:
+		bprintf(x, "\"event\":\"0x%x\"", m->event);
+	}
+	bputs(x, "}");
+}
+
+/*
+ * uffd_read fd=k max=N timeout_ms=T: read up to N messages, waiting at most
+ * T ms in total. A blocking uffd cannot be polled (poll reports POLLERR), so
+ * the fd is made O_NONBLOCK for the duration of the op and restored after.
+ */
+static long h_uffd_read(struct ctx *c)
+{
+	int fd = uffd_get(c);
+	if (fd < 0)
+		return -1;
+	uint64_t max = u64(c->op, "max", 1, 0), tmo = u64(c->op, "timeout_ms", 1000, 0);
+	if (max > 4096)
+		max = 4096;
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
+		c->err = errno;
+		return -1;
+	}
+	struct uffd_msg *msgs = calloc(max ? max : 1, sizeof *msgs);
+	uint64_t got = 0, deadline = now_ns() + tmo * 1000000ull;
+	long ret = 0;
+	while (got < max) {
+		ssize_t n = read(fd, msgs + got, (max - got) * sizeof *msgs);
+		if (n > 0) {
+			got += n / sizeof *msgs;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno != EAGAIN) {
+			c->err = errno;
+			ret = -1;
+			break;
+		}
+		uint64_t t = now_ns();
+		if (t >= deadline)
+			break;
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int left = (int)((deadline - t + 999999) / 1000000);
+		int pr = poll(&p, 1, left);
+		if (pr < 0 && errno != EINTR) {
+			c->err = errno;
+			ret = -1;
+			break;
+		}
+		if (pr > 0 && (p.revents & (POLLERR | POLLNVAL)) && !(p.revents & POLLIN)) {
+			/* not initialized (no UFFDIO_API yet): read says why */
+			n = read(fd, msgs + got, (max - got) * sizeof *msgs);
+			if (n > 0) {
+				got += n / sizeof *msgs;
+				continue;
+			}
+			c->err = n < 0 && errno != EAGAIN ? errno : EIO;
+			ret = -1;
+			break;
+		}
+	}
+	if (!(fl & O_NONBLOCK))
+		fcntl(fd, F_SETFL, fl);
+	if (ret == 0) {
+		bputs(c->x, ",\"msgs\":[");
+		for (uint64_t m = 0; m < got; m++)
+			out_msg(c->x, &msgs[m], m == 0);
+		bputs(c->x, "]");
+	}
+	free(msgs);
+	return ret;
+}
+
+/* ------------------------------------------------------------------ */
 /* debug ops                                                           */
 
 static long h_info(struct ctx *c)
@@ -1836,6 +2219,18 @@ static const struct opdef g_ops[] = {
     {"info", h_info, W_ANY},
     {"maps", h_maps, W_ANY},
     {"read", h_read, W_ANY},
+    {"userfaultfd", h_userfaultfd, W_ANY},
+    {"uffdio_api", h_uffdio_api, W_ANY},
+    {"uffdio_register", h_uffdio_register, W_ANY},
+    {"uffdio_unregister", h_uffdio_unregister, W_ANY},
+    {"uffdio_copy", h_uffdio_copy, W_ANY},
+    {"uffdio_zeropage", h_uffdio_zeropage, W_ANY},
+    {"uffdio_wake", h_uffdio_wake, W_ANY},
+    {"uffdio_writeprotect", h_uffdio_writeprotect, W_ANY},
+    {"uffdio_continue", h_uffdio_continue, W_ANY},
+    {"uffdio_poison", h_uffdio_poison, W_ANY},
+    {"uffdio_move", h_uffdio_move, W_ANY},
+    {"uffd_read", h_uffd_read, W_ANY},
     /* "thread" and "join" are handled by the dispatcher */
 };
 
@@ -1885,7 +2280,10 @@ static void local_exec(struct buf *line)
 		return;
 	}
 	struct wthread *w = &g_thr[t];
-	j->async = !strcmp(op->name, "touch") && u64(op, "async", 0, 0);
+	/* async=1 (meant for touch; accepted for any op, e.g. an madvise that raises a
+	 * UFFD_EVENT_REMOVE and blocks until the message is read): queued, answered at
+	 * once; only a caught signal is kept (reported by join) */
+	j->async = u64(op, "async", 0, 0) != 0;
 	uint64_t i = op->i;
 	pthread_mutex_lock(&w->mu);
 	if (w->tail)
@@ -1926,7 +2324,12 @@ static long h_spawn(struct ctx *c)
 		return -1;
 	}
 	pid_t parent = getpid();
-	pid_t pid = fork();
+	/* vfork, not fork: the worker's mm is never duplicated, so a spawn leaves
+	 * its anonymous pages exclusive (fork would clear PageAnonExclusive, and
+	 * UFFDIO_MOVE of them would then fail with EBUSY), and a userfaultfd with
+	 * UFFD_FEATURE_EVENT_FORK sees no fork event (fork would block until
+	 * it was read). The child only makes syscalls before execv. */
+	pid_t pid = vfork();
 	if (pid < 0) {
 		c->err = errno;
 		return -1;
@@ -1937,6 +2340,8 @@ static long h_spawn(struct ctx *c)
 			_exit(1);
 		dup2(in[0], 0);
 		dup2(out[1], 1);
+		/* no fd of the worker (e.g. a userfaultfd without O_CLOEXEC) survives into the child */
+		syscall(SYS_close_range, 3U, ~0U, 0U);
 		char *argv[] = {"memtwin-native", "--child", NULL};
 		execv("/proc/self/exe", argv);
 		_exit(127);
@@ -2069,7 +2474,10 @@ static int child_main(void)
 	_exit(0);
 }
 
-static int is_addr_key(const char *k) { return !strcmp(k, "addr") || !strcmp(k, "pages") || !strcmp(k, "iov"); }
+static int is_addr_key(const char *k)
+{
+	return !strcmp(k, "addr") || !strcmp(k, "pages") || !strcmp(k, "iov") || !strcmp(k, "dst") || !strcmp(k, "src");
+}
 
 /* rewrite A<h>+<off> to R<abs> and add tpid= for target=; returns 0 or -1 */
 static int rewrite_line(const char *in, struct buf *out, uint64_t *i_out, uint64_t *proc, char *name, size_t nsz,

@@ -159,6 +159,67 @@ wait $G 2>/dev/null
 wait
 check "setuid in a child, pagemap still readable" "$TMP/uid.out" 'r[1]["ret"] == 0 and r[2]["ret"] == 0'
 
+# ---------------------------------------------------------------- userfaultfd
+# flags=526336 = O_CLOEXEC|O_NONBLOCK; mode=1 MISSING; mode 1 on copy = DONTWAKE.
+# A thread blocks on a missing page until UFFDIO_WAKE; the script ends with a
+# thread still blocked (in the worker and in a child): the executor must exit cleanly.
+cat > "$TMP/uffd.in" <<'IN'
+userfaultfd i=0 in=0 fd=0 flags=526336
+uffd_read i=1 in=0 fd=0 max=1 timeout_ms=10
+uffdio_api i=2 in=0 fd=0 features=16
+uffdio_api i=3 in=0 fd=0 features=0
+mmap i=4 in=0 h=1 len=4194304 prot=3 flags=34 addr=0 align=2097152
+uffdio_register i=5 in=0 fd=0 addr=A1+0 len=2097152 mode=1
+thread i=6 in=0 cpu=-1
+touch i=7 in=0 thread=1 addr=A1+4096 len=1 write=1 fill=9 async=1
+join i=8 in=0 thread=1 timeout_ms=100
+uffd_read i=9 in=0 fd=0 max=2 timeout_ms=200
+uffdio_copy i=10 in=0 fd=0 dst=A1+4096 len=4096 fill=7 mode=1
+join i=11 in=0 thread=1 timeout_ms=100
+uffdio_wake i=12 in=0 fd=0 addr=A1+4096 len=4096
+join i=13 in=0 thread=1 timeout_ms=5000
+peek i=14 in=0 addr=A1+4096 len=4096
+uffdio_copy i=15 in=0 fd=0 dst=A1+4096 len=4096 fill=7 mode=0
+uffdio_copy i=16 in=0 fd=0 dst=A1+4097 len=4096 fill=7 mode=0
+uffdio_copy i=17 in=0 fd=0 dst=A1+2097152 len=4096 fill=7 mode=0
+uffdio_zeropage i=18 in=0 fd=0 addr=A1+8192 len=4096 mode=0
+uffdio_copy i=19 in=0 fd=1 dst=A1+0 len=4096 fill=7 mode=0
+uffdio_unregister i=20 in=0 fd=0 addr=A1+0 len=2097152
+uffdio_register i=21 in=0 fd=0 addr=A1+0 len=2097152 mode=1
+touch i=22 in=0 thread=1 addr=A1+65536 len=1 write=0 async=1
+uffd_read i=23 in=0 fd=0 max=1 timeout_ms=1000
+spawn i=24 in=0 name=c
+userfaultfd i=25 in=1 fd=1 flags=0
+uffdio_api i=26 in=1 fd=1 features=0
+mmap i=27 in=1 h=2 len=2097152 prot=3 flags=34 addr=0 align=2097152
+uffdio_register i=28 in=1 fd=1 addr=A2+0 len=2097152 mode=1
+thread i=29 in=1 cpu=-1
+touch i=30 in=1 thread=1 addr=A2+8192 len=1 write=0 async=1
+uffd_read i=31 in=1 fd=1 max=1 timeout_ms=1000
+uffd_read i=32 in=0 fd=0 max=1 timeout_ms=10
+IN
+start=$(date +%s)
+timeout 60 $BIN < "$TMP/uffd.in" > "$TMP/uffd.out" 2> "$TMP/uffd.err"
+rc=$?
+el=$(( $(date +%s) - start ))
+check "uffd: read/ioctl before UFFDIO_API -> EINVAL; second UFFDIO_API -> EINVAL" "$TMP/uffd.out" \
+	'r[1]["errno"] == "EINVAL" and r[2]["ret"] == 0 and "UFFD_FEATURE_MISSING_HUGETLBFS" in r[2]["features"] and r[2]["ioctls"] == ["UFFDIO_REGISTER","UFFDIO_UNREGISTER","UFFDIO_API"] and r[3]["errno"] == "EINVAL"'
+check "uffd: register MISSING on anon -> range ioctls" "$TMP/uffd.out" \
+	'r[5]["ret"] == 0 and {"UFFDIO_WAKE","UFFDIO_COPY","UFFDIO_ZEROPAGE"} <= set(r[5]["ioctls"])'
+check "uffd: blocked thread, fault message, copy DONTWAKE, wake, join" "$TMP/uffd.out" \
+	'r[8]["errno"] == "ETIMEDOUT" and r[9]["msgs"] == [{"event":"UFFD_EVENT_PAGEFAULT","address":r[4]["addr"]+4096,"flags":["UFFD_PAGEFAULT_FLAG_WRITE"]}] and r[10]["copy"] == 4096 and r[11]["errno"] == "ETIMEDOUT" and r[13]["ret"] == 0 and r[14]["bytes"] == [[9,1]]'
+check "uffd: copy EEXIST (-17), misaligned EINVAL (null), unregistered ENOENT (-2)" "$TMP/uffd.out" \
+	'r[15]["errno"] == "EEXIST" and r[15]["copy"] == -17 and r[16]["errno"] == "EINVAL" and r[16]["copy"] is None and r[17]["errno"] == "ENOENT" and r[17]["copy"] == -2'
+check "uffd: zeropage; unknown fd index -> EBADF; unregister/register" "$TMP/uffd.out" \
+	'r[18]["zeropage"] == 4096 and r[19]["errno"] == "EBADF" and r[20]["ret"] == 0 and r[21]["ret"] == 0'
+check "uffd: in a spawned child (no fork event in the worker)" "$TMP/uffd.out" \
+	'r[23]["msgs"][0]["address"] == r[4]["addr"]+65536 and r[31]["msgs"][0]["address"] == r[27]["addr"]+8192 and r[32]["msgs"] == []'
+if [ $rc = 0 ] && [ $el -lt 10 ] && grep -q '"summary"' "$TMP/uffd.out"; then
+	echo "ok   uffd: executor exits cleanly with threads blocked on userfaults (${el}s)"
+else
+	echo "FAIL uffd: exit rc=$rc after ${el}s"; FAIL=1
+fi
+
 # ---------------------------------------------------------------- invalid line
 echo "mmap i=7 in=0 len=zz" | $BIN > "$TMP/inv.out"
 rc=$?

@@ -23,6 +23,7 @@ import { Sysfs } from './sysfs.ts';
 import { NumaBalancing } from './numa_balancing.ts';
 import { Memsched } from './memsched.ts';
 import { Khugepaged } from './khugepaged.ts';
+import { Userfaultfd } from './userfaultfd.ts';
 import { doMmap, sysMunmap, sysMprotect } from './mmap.ts';
 import { sysMadvise, sysProcessMadvise } from './madvise.ts';
 import { userAccess, type AccessResult } from './memory.ts';
@@ -53,6 +54,7 @@ export class Kernel {
   /** The memsched groups proposal (feature, off by default). */
   readonly memsched: Memsched;
   readonly khugepaged: Khugepaged;
+  readonly uffd: Userfaultfd;
   /** cpu -> node, as an array for the fault path. */
   private readonly cpuNodes: number[] = [];
   /** Costs read on the hottest paths, looked up once. */
@@ -84,6 +86,7 @@ export class Kernel {
     this.numab = new NumaBalancing(this);
     this.memsched = new Memsched(this);
     this.khugepaged = new Khugepaged(this);
+    this.uffd = new Userfaultfd();
     this.sysfs = new Sysfs(this);
     for (const [cpu, nid] of opts.host.cpuNode) this.cpuNodes[cpu] = nid;
     this.hot = { faultWrite: opts.costs.ns('fault_anon_4k_write'), faultRead: opts.costs.ns('fault_anon_4k_read_zeropage') };

@@ -7,7 +7,18 @@ import type { Kernel } from './kernel.ts';
 import { PG, OWNER_KERNEL } from './page.ts';
 import { MIGRATE_MOVABLE, MIGRATE_UNMOVABLE } from './page_alloc.ts';
 import { HugeLeaf, PageTable, PteTable, PTE_NONE, PTE_ZERO, VM, pfnOfPte, pteOf, type MmStruct, type Vma } from './mm_types.ts';
-import { HPAGE_PMD_NR, HPAGE_PMD_ORDER, MMAP_MIN_ADDR, PAGE_SIZE, PMD_SIZE, PUD_SHIFT, PUD_SIZE, alignDown } from './uapi.ts';
+import {
+  HPAGE_PMD_NR,
+  HPAGE_PMD_ORDER,
+  MMAP_MIN_ADDR,
+  PAGE_SIZE,
+  PMD_SIZE,
+  PUD_SHIFT,
+  PUD_SIZE,
+  alignDown,
+  neg,
+  type SysRet,
+} from './uapi.ts';
 import { RLIMIT_STACK, STACK_GUARD_GAP, vmaIsAccessible } from './mm_types.ts';
 import { anonVmaPrepare, vmEnoughMemory } from './mmap.ts';
 import { doHugePmdAnonymousPage, folioUnmappedSome, splitHugePmd, thpVmaAllowable, allocThp, prepAnonThp } from './huge_memory.ts';
@@ -18,7 +29,9 @@ export const FAULT_OK = 0;
 export const FAULT_SIGSEGV = 1;
 export const FAULT_SIGBUS = 2;
 export const FAULT_OOM = 3;
-export type FaultResult = typeof FAULT_OK | typeof FAULT_SIGSEGV | typeof FAULT_SIGBUS | typeof FAULT_OOM;
+/** The fault became a userfault: the thread blocks until a UFFDIO_COPY/ZEROPAGE/WAKE wakes it. */
+export const FAULT_USERFAULT = 4;
+export type FaultResult = typeof FAULT_OK | typeof FAULT_SIGSEGV | typeof FAULT_SIGBUS | typeof FAULT_OOM | typeof FAULT_USERFAULT;
 
 /** pte_alloc: a page-table page, unmovable, from the faulting node. */
 export function allocPteTable(k: Kernel, mm: MmStruct, nid: number): PteTable {
@@ -62,6 +75,8 @@ function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, t: Thread): 
  */
 export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, write: boolean, thread: Thread): FaultResult {
   k.vmstat.events.pgfault++;
+  if (vma.flags & VM.UFFD_MISSING && pageMissing(mm, vma, va))
+    return k.uffd.fault(vma, va, write, thread) === 'sigbus' ? FAULT_SIGBUS : FAULT_USERFAULT;
   const nid = k.cpuToNode(thread.cpu);
   if (vma.isHugetlb()) return hugetlbFault(k, mm, vma, va, thread);
   const key = PageTable.pmdKey(va);
@@ -109,6 +124,39 @@ export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, wri
     k.charge(k.hot.faultWrite);
   }
   return FAULT_OK;
+}
+
+/**
+ * Whether the fault at va is a missing fault, the kind userfaultfd's MISSING
+ * mode intercepts: nothing mapped there and, for shmem and shared hugetlb,
+ * nothing in the page cache either.
+ */
+function pageMissing(mm: MmStruct, vma: Vma, va: number): boolean {
+  if (vma.isHugetlb()) {
+    const hs = vma.hugePageSize();
+    const haddr = alignDown(va, hs);
+    const map = hs === PUD_SIZE ? mm.pgtable.puds : mm.pgtable.pmds;
+    if (map.get(hs === PUD_SIZE ? PageTable.pudKey(haddr) : PageTable.pmdKey(haddr))) return false;
+    return !(vma.flags & VM.MAYSHARE) || !vma.file!.pages.has((vma.pgoff * PAGE_SIZE + (haddr - vma.start)) / hs);
+  }
+  if (followPage(mm, va) !== -2) return false;
+  if (!vma.file) return true;
+  return !vma.file.pages.has(vma.pgoff + Math.floor((va - vma.start) / PAGE_SIZE));
+}
+
+/**
+ * mfill_atomic_pte_copy: a new anonymous page at va (in the PTE table t,
+ * whose entry is none) holding `fill` in every byte. Returns the frame, or
+ * -1 when memory is exhausted.
+ */
+export function installAnonPage(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, va: number, thread: Thread, fill: number): number {
+  const pfn = newAnonPage(k, mm, vma, va, thread);
+  if (pfn < 0) return -1;
+  t.ptes[Math.floor(va / PAGE_SIZE) & 511] = pteOf(pfn);
+  t.used++;
+  k.writeSerial = (k.writeSerial + 1) & 0xffffff;
+  k.mem.storeByte(pfn, k.writeSerial, fill, true);
+  return pfn;
 }
 
 /** fault_around_bytes default (64K): pages a read fault maps around itself. */
@@ -162,12 +210,31 @@ function mapShmemPage(k: Kernel, mm: MmStruct, t: PteTable, i: number, pfn: numb
 
 /** hugetlb_fault / hugetlb_no_page. */
 function hugetlbFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, thread: Thread): FaultResult {
+  return hugetlbMap(k, mm, vma, va, thread, null) === -1 ? FAULT_SIGBUS : FAULT_OK;
+}
+
+/**
+ * hugetlb_mfill_atomic_pte: a fresh huge page at va holding `fill` in every
+ * byte. 0, -EEXIST if something is mapped there, -ENOMEM without a page.
+ */
+export function hugetlbInstall(k: Kernel, mm: MmStruct, vma: Vma, va: number, thread: Thread, fill: number): SysRet {
+  const r = hugetlbMap(k, mm, vma, va, thread, fill);
+  return r === 0 ? 0 : r === -1 ? neg('ENOMEM') : neg('EEXIST');
+}
+
+/**
+ * Map the huge page for va, allocating it (or taking it from the file) as
+ * hugetlb_no_page does; with `fill`, only a fresh page filled with it
+ * (UFFDIO_COPY). 0 on success, -1 without a page, -2 if already mapped
+ * (only with `fill`).
+ */
+function hugetlbMap(k: Kernel, mm: MmStruct, vma: Vma, va: number, thread: Thread, fill: number | null): number {
   const h = k.hugetlb.byShift(vma.hugeShift)!;
   const hsize = h.size;
   const haddr = alignDown(va, hsize);
   const map = h.shift === PUD_SHIFT ? mm.pgtable.puds : mm.pgtable.pmds;
   const key = h.shift === PUD_SHIFT ? PageTable.pudKey(haddr) : PageTable.pmdKey(haddr);
-  if (map.get(key)) return FAULT_OK;
+  if (map.get(key)) return fill === null ? 0 : -2;
   const idx = (vma.pgoff * PAGE_SIZE + (haddr - vma.start)) / hsize;
   const shared = (vma.flags & VM.MAYSHARE) !== 0;
   let pfn: number | undefined;
@@ -176,13 +243,16 @@ function hugetlbFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, thread: Thr
     const reserved = shared ? vma.file!.reserved.has(idx) : vma.resv !== null && !vma.resv.consumed.has(idx);
     const pl = policyPlacement(k, thread, vma, haddr, h.order);
     pfn = k.hugetlb.allocForFault(h, pl.nid, reserved, pl.nodemask);
-    if (pfn < 0) return FAULT_SIGBUS;
+    if (pfn < 0) return -1;
     accountPolicyAlloc(k, pl, pfn, h.order, k.cpuToNode(thread.cpu));
     const n = 2 ** h.order;
     const m = k.mem;
     const owner = shared ? vma.file!.id : mm.id;
     for (let j = 0; j < n; j++) {
-      m.setToken(pfn + j, 0);
+      if (fill !== null) {
+        k.writeSerial = (k.writeSerial + 1) & 0xffffff;
+        m.storeByte(pfn + j, k.writeSerial, fill, true);
+      } else m.setToken(pfn + j, 0);
       m.setOwner(pfn + j, owner);
       m.setIndex(pfn + j, shared ? idx : haddr / PAGE_SIZE + j);
     }
@@ -193,11 +263,12 @@ function hugetlbFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, thread: Thr
       m.addFlags(pfn, PG.anon);
       if (reserved) vma.resv!.consumed.add(idx);
     }
-    k.charge(k.costs.ns(h.shift === PUD_SHIFT ? 'fault_hugetlb_1g_write' : 'fault_hugetlb_2m_write'));
-  } else k.charge(k.costs.ns('fault_anon_4k_read_zeropage'));
+    if (fill === null) k.charge(k.costs.ns(h.shift === PUD_SHIFT ? 'fault_hugetlb_1g_write' : 'fault_hugetlb_2m_write'));
+  } else if (fill !== null) return -2;
+  else k.charge(k.costs.ns('fault_anon_4k_read_zeropage'));
   k.mem.addEntireMapcount(pfn, 1);
   map.set(key, new HugeLeaf(pfn, h.shift === PUD_SHIFT ? 'pud' : 'pmd'));
-  return FAULT_OK;
+  return 0;
 }
 
 /**
@@ -267,6 +338,8 @@ export function mappingSize(mm: MmStruct, va: number): number {
 export interface AccessResult {
   signal?: 'SIGSEGV' | 'SIGBUS';
   at?: number;
+  /** The access blocked in a userfault at this address (it resumes when woken). */
+  blocked?: number;
   faults: number;
 }
 
@@ -301,7 +374,7 @@ export function userAccess(
       return { ...res, signal: 'SIGSEGV', at: va };
     }
     const stop = Math.min(vma.end, end);
-    const fast = !vma.file && !vma.isHugetlb();
+    const fast = !vma.file && !vma.isHugetlb() && !(vma.flags & VM.UFFD_MISSING);
     while (va < stop) {
       if (fast) {
         // Fast path: walk one PTE table directly.
@@ -317,6 +390,7 @@ export function userAccess(
       if (pfn === -2 || (write && pfn === -1)) {
         const r = handleMmFault(k, mm, vma, va, write, thread);
         res.faults++;
+        if (r === FAULT_USERFAULT) return { ...res, blocked: va };
         if (r !== FAULT_OK) return { ...res, signal: r === FAULT_SIGSEGV ? 'SIGSEGV' : 'SIGBUS', at: va };
         if (k.events.size) k.runDueEvents();
         pfn = followPage(mm, va);

@@ -4,6 +4,7 @@
  */
 import { PMD_SIZE, PUD_SIZE, PAGE_SIZE } from './uapi.ts';
 import type { Mempolicy } from './mempolicy.ts';
+import type { UserfaultfdCtx } from './userfaultfd.ts';
 
 /** vm_flags bits, with Linux's values (bits above 31 are kept as separate booleans). */
 export const VM = {
@@ -38,6 +39,8 @@ export const VM = {
   HUGEPAGE: 0x20000000,
   NOHUGEPAGE: 0x40000000,
   MERGEABLE: 0x80000000,
+  /** VM_UFFD_MINOR is bit 41 in Linux; memtwin keeps flags in 32 bits and uses the free bit 11 for it. */
+  UFFD_MINOR: 0x800,
 } as const;
 
 /** The two-letter names /proc/PID/smaps prints in VmFlags, in bit order. */
@@ -73,6 +76,7 @@ export const VM_MNEMONICS: readonly [number, string][] = [
   [VM.HUGEPAGE, 'hg'],
   [VM.NOHUGEPAGE, 'nh'],
   [VM.MERGEABLE, 'mg'],
+  [VM.UFFD_MINOR, 'ui'],
 ];
 
 /** A shmem or hugetlbfs file backing shared (or hugetlb) mappings. */
@@ -111,6 +115,8 @@ export class Vma {
   resv: HugetlbResvMap | null = null;
   /** The VMA memory policy (mbind); null = fall back to the task policy. */
   policy: Mempolicy | null = null;
+  /** vm_userfaultfd_ctx: the userfaultfd this VMA is registered with. */
+  uffdCtx: UserfaultfdCtx | null = null;
 
   get size(): number {
     return this.end - this.start;
@@ -130,6 +136,7 @@ export class Vma {
     v.anonVma = this.anonVma;
     v.resv = this.resv;
     v.policy = this.policy;
+    v.uffdCtx = this.uffdCtx;
     return v;
   }
 }

@@ -97,6 +97,7 @@ export function canMerge(a: Vma, b: Vma): boolean {
   if ((a.flags & ~VM.SOFTDIRTY) !== (b.flags & ~VM.SOFTDIRTY)) return false;
   if (a.file !== b.file || a.resv !== b.resv || a.hugeShift !== b.hugeShift) return false;
   if (!policyEqual(a.policy, b.policy)) return false;
+  if (a.uffdCtx !== b.uffdCtx) return false;
   if (a.isHugetlb()) return false;
   if (a.anonVma && b.anonVma && a.anonVma !== b.anonVma) return false;
   return b.pgoff === a.pgoff + (a.end - a.start) / PAGE_SIZE;
@@ -188,6 +189,26 @@ export function modifyVmaFlags(k: Kernel, mm: MmStruct, start: number, end: numb
 /** mbind_range / vma_modify_policy: split at the range ends, set the policy, merge. */
 export function modifyVmaPolicy(k: Kernel, mm: MmStruct, start: number, end: number, pol: Mempolicy | null): SysRet {
   return modifyVmas(k, mm, start, end, (vma) => (policyEqual(vma.policy, pol) ? null : (v) => void (v.policy = pol)));
+}
+
+/** userfaultfd_register_range / userfaultfd_clear_vma: split, set the context and the VM_UFFD_* flags, merge. */
+export function modifyVmaUffd(
+  k: Kernel,
+  mm: MmStruct,
+  start: number,
+  end: number,
+  ctx: Vma['uffdCtx'],
+  uffdFlags: number,
+  mask: number,
+): SysRet {
+  return modifyVmas(k, mm, start, end, (vma) =>
+    vma.uffdCtx === ctx && (vma.flags & mask) === uffdFlags
+      ? null
+      : (v) => {
+          v.uffdCtx = ctx;
+          v.flags = (v.flags & ~mask) | uffdFlags;
+        },
+  );
 }
 
 /**

@@ -164,3 +164,69 @@ export const neg = (e: ErrnoName): number => -ERRNO[e];
 export const isAligned = (x: number, a: number): boolean => x % a === 0;
 export const alignDown = (x: number, a: number): number => Math.floor(x / a) * a;
 export const alignUp = (x: number, a: number): number => Math.ceil(x / a) * a;
+
+/** linux/userfaultfd.h (6.18). */
+export const UFFD_API = 0xaa;
+export const UFFD_FEATURE = {
+  UFFD_FEATURE_PAGEFAULT_FLAG_WP: 1 << 0,
+  UFFD_FEATURE_EVENT_FORK: 1 << 1,
+  UFFD_FEATURE_EVENT_REMAP: 1 << 2,
+  UFFD_FEATURE_EVENT_REMOVE: 1 << 3,
+  UFFD_FEATURE_MISSING_HUGETLBFS: 1 << 4,
+  UFFD_FEATURE_MISSING_SHMEM: 1 << 5,
+  UFFD_FEATURE_EVENT_UNMAP: 1 << 6,
+  UFFD_FEATURE_SIGBUS: 1 << 7,
+  UFFD_FEATURE_THREAD_ID: 1 << 8,
+  UFFD_FEATURE_MINOR_HUGETLBFS: 1 << 9,
+  UFFD_FEATURE_MINOR_SHMEM: 1 << 10,
+  UFFD_FEATURE_EXACT_ADDRESS: 1 << 11,
+  UFFD_FEATURE_WP_HUGETLBFS_SHMEM: 1 << 12,
+  UFFD_FEATURE_WP_UNPOPULATED: 1 << 13,
+  UFFD_FEATURE_POISON: 1 << 14,
+  UFFD_FEATURE_WP_ASYNC: 1 << 15,
+  UFFD_FEATURE_MOVE: 1 << 16,
+} as const;
+/** Bits of uffdio_api.ioctls / uffdio_register.ioctls: 1 << _UFFDIO_*. */
+export const UFFDIO_IOCTL_BITS = {
+  UFFDIO_REGISTER: 0x00,
+  UFFDIO_UNREGISTER: 0x01,
+  UFFDIO_WAKE: 0x02,
+  UFFDIO_COPY: 0x03,
+  UFFDIO_ZEROPAGE: 0x04,
+  UFFDIO_MOVE: 0x05,
+  UFFDIO_WRITEPROTECT: 0x06,
+  UFFDIO_CONTINUE: 0x07,
+  UFFDIO_POISON: 0x08,
+  UFFDIO_API: 0x3f,
+} as const;
+export const UFFDIO_REGISTER_MODE = {
+  UFFDIO_REGISTER_MODE_MISSING: 1 << 0,
+  UFFDIO_REGISTER_MODE_WP: 1 << 1,
+  UFFDIO_REGISTER_MODE_MINOR: 1 << 2,
+} as const;
+/** Mode bits of the resolving ioctls (each ioctl accepts its own subset). */
+export const UFFDIO_MODE = {
+  UFFDIO_COPY_MODE_DONTWAKE: 1 << 0,
+  UFFDIO_COPY_MODE_WP: 1 << 1,
+  UFFDIO_ZEROPAGE_MODE_DONTWAKE: 1 << 0,
+  UFFDIO_WRITEPROTECT_MODE_WP: 1 << 0,
+  UFFDIO_WRITEPROTECT_MODE_DONTWAKE: 1 << 1,
+  UFFDIO_CONTINUE_MODE_DONTWAKE: 1 << 0,
+  UFFDIO_CONTINUE_MODE_WP: 1 << 1,
+  UFFDIO_POISON_MODE_DONTWAKE: 1 << 0,
+  UFFDIO_MOVE_MODE_DONTWAKE: 1 << 0,
+  UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES: 1 << 1,
+} as const;
+export const UFFD_EVENT = {
+  UFFD_EVENT_PAGEFAULT: 0x12,
+  UFFD_EVENT_FORK: 0x13,
+  UFFD_EVENT_REMAP: 0x14,
+  UFFD_EVENT_REMOVE: 0x15,
+  UFFD_EVENT_UNMAP: 0x16,
+} as const;
+export const UFFD_PAGEFAULT_FLAG = {
+  UFFD_PAGEFAULT_FLAG_WRITE: 1 << 0,
+  UFFD_PAGEFAULT_FLAG_WP: 1 << 1,
+  UFFD_PAGEFAULT_FLAG_MINOR: 1 << 2,
+} as const;
+export const UFFD_USER_MODE_ONLY = 1;

@@ -15,6 +15,8 @@ export interface ResolvedOp extends Op {
   targetProc?: number;
   /** For join: the index of the thread joined. */
   joinThr?: number;
+  /** For userfaultfd ops: the index of the userfaultfd (in creation order over the script). */
+  fd?: number;
 }
 
 export type RawResult = Record<string, unknown> & {

@@ -140,6 +140,54 @@ export function encodeOp(op: ResolvedOp): string {
       add('nodes', a.nodes === null ? 'null' : a.nodes.join(','));
       add('flags', a.flags ?? 0);
       break;
+    case 'userfaultfd':
+      add('fd', op.fd!);
+      add('flags', a.flags ?? 0);
+      break;
+    case 'uffdio_api':
+      add('fd', op.fd!);
+      add('features', a.features ?? 0);
+      break;
+    case 'uffdio_register':
+      add('fd', op.fd!);
+      add('addr', R(a.addr));
+      add('len', a.len);
+      add('mode', a.mode);
+      break;
+    case 'uffdio_unregister':
+    case 'uffdio_wake':
+      add('fd', op.fd!);
+      add('addr', R(a.addr));
+      add('len', a.len);
+      break;
+    case 'uffdio_copy':
+      add('fd', op.fd!);
+      add('dst', R(a.dst));
+      add('len', a.len);
+      add('fill', a.fill ?? 1);
+      add('mode', a.mode ?? 0);
+      break;
+    case 'uffdio_zeropage':
+    case 'uffdio_writeprotect':
+    case 'uffdio_continue':
+    case 'uffdio_poison':
+      add('fd', op.fd!);
+      add('addr', R(a.addr));
+      add('len', a.len);
+      add('mode', a.mode ?? 0);
+      break;
+    case 'uffdio_move':
+      add('fd', op.fd!);
+      add('dst', R(a.dst));
+      add('src', R(a.src));
+      add('len', a.len);
+      add('mode', a.mode ?? 0);
+      break;
+    case 'uffd_read':
+      add('fd', op.fd!);
+      add('max', a.max ?? 1);
+      add('timeout_ms', a.timeout_ms ?? 1000);
+      break;
     default:
       throw new ExecutorError(`op ${op.op} has no native encoding`);
   }

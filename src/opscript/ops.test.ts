@@ -37,7 +37,10 @@ describe('op-script values', () => {
     expect(bad('{"op":"touch","addr":"$a","len":"4K","fill":300}')).toMatch(/fill: expected an integer from 0 to 255/);
     expect(bad('{"op":"touch","addr":"$a","len":"4K","write":"yes"}')).toMatch(/write: expected true or false/);
     expect(bad('not json')).toMatch(/not valid JSON/);
-    expect(bad('{"op":"uffdio_copy"}')).toMatch(/not implemented by memtwin yet/);
+    expect(bad('{"op":"uffdio_copy","fd":"$u","len":"4K"}')).toMatch(/dst: required field missing/);
+    expect(bad('{"op":"uffdio_register","fd":"$u","addr":"$a","len":"4K","mode":["UFFDIO_COPY_MODE_WP"]}')).toMatch(
+      /mode: unknown flag name "UFFDIO_COPY_MODE_WP"/,
+    );
   });
 });
 

@@ -73,6 +73,41 @@ export const OPS: Record<string, OpSpec> = {
   ms_tbind: { req: { group: 'int' }, doc: "memsched proposal: bind the op's thread to a group (simulator only; feature memsched)" },
   ms_mbind: { req: { addr: 'addr', len: 'size', group: 'int' }, doc: 'memsched proposal: bind a range to a group (simulator only)' },
   ms_move: { req: { group: 'int', node: 'int' }, doc: 'memsched proposal: move a group, threads and memory, to a node (simulator only)' },
+  userfaultfd: { req: { name: 'str' }, opt: { flags: 'flags:uffd' }, doc: 'userfaultfd(flags) in the op\'s process; ret is "$name"' },
+  uffdio_api: {
+    req: { fd: 'str' },
+    opt: { features: 'flags:uffd_features' },
+    doc: 'UFFDIO_API handshake: features granted, ioctls offered',
+  },
+  uffdio_register: {
+    req: { fd: 'str', addr: 'addr', len: 'size', mode: 'flags:uffd_register' },
+    doc: 'UFFDIO_REGISTER a range: ioctls offered for it',
+  },
+  uffdio_unregister: { req: { fd: 'str', addr: 'addr', len: 'size' }, doc: 'UFFDIO_UNREGISTER a range' },
+  uffdio_copy: {
+    req: { fd: 'str', dst: 'addr', len: 'size' },
+    opt: { fill: 'byte', mode: 'flags:uffd_mode' },
+    doc: 'UFFDIO_COPY len bytes filled with `fill`; copy = bytes copied or -errno',
+  },
+  uffdio_zeropage: { req: { fd: 'str', addr: 'addr', len: 'size' }, opt: { mode: 'flags:uffd_mode' }, doc: 'UFFDIO_ZEROPAGE' },
+  uffdio_wake: { req: { fd: 'str', addr: 'addr', len: 'size' }, doc: 'UFFDIO_WAKE the threads blocked on a range' },
+  uffdio_writeprotect: { req: { fd: 'str', addr: 'addr', len: 'size' }, opt: { mode: 'flags:uffd_mode' }, doc: 'UFFDIO_WRITEPROTECT' },
+  uffdio_continue: {
+    req: { fd: 'str', addr: 'addr', len: 'size' },
+    opt: { mode: 'flags:uffd_mode' },
+    doc: 'UFFDIO_CONTINUE (minor faults)',
+  },
+  uffdio_poison: { req: { fd: 'str', addr: 'addr', len: 'size' }, opt: { mode: 'flags:uffd_mode' }, doc: 'UFFDIO_POISON' },
+  uffdio_move: {
+    req: { fd: 'str', dst: 'addr', src: 'addr', len: 'size' },
+    opt: { mode: 'flags:uffd_mode' },
+    doc: 'UFFDIO_MOVE pages from src to dst',
+  },
+  uffd_read: {
+    req: { fd: 'str' },
+    opt: { max: 'int', timeout_ms: 'int' },
+    doc: 'read up to max (1) messages, waiting up to timeout_ms (1000) for them',
+  },
   khugepaged_wait: {
     req: {},
     opt: { full_scans: 'int', timeout_ms: 'int' },
@@ -86,18 +121,7 @@ export const OPS: Record<string, OpSpec> = {
 };
 
 /** Ops of the spec that memtwin parses but has not implemented yet on any backend. */
-export const PLANNED_OPS = new Set([
-  'userfaultfd',
-  'uffdio_api',
-  'uffdio_register',
-  'uffdio_unregister',
-  'uffdio_copy',
-  'uffdio_zeropage',
-  'uffdio_wake',
-  'uffdio_writeprotect',
-  'uffdio_continue',
-  'uffd_read',
-]);
+export const PLANNED_OPS = new Set<string>([]);
 
 export interface Op {
   i: number;

@@ -34,6 +34,14 @@ export const OUTPUT_FIELDS: Record<string, readonly string[]> = {
   get_mempolicy: ['mode', 'nodes', 'node'],
   move_pages: ['status'],
   read: ['text'],
+  uffdio_api: ['features', 'ioctls'],
+  uffdio_register: ['ioctls'],
+  uffdio_copy: ['copy'],
+  uffdio_zeropage: ['zeropage'],
+  uffdio_continue: ['mapped'],
+  uffdio_poison: ['updated'],
+  uffdio_move: ['move'],
+  uffd_read: ['msgs'],
 };
 /** Backend-specific fields kept in the output (never compared). */
 export const BACKEND_FIELDS = ['addr', 'pid', 'ns'] as const;
@@ -42,6 +50,9 @@ export class ScriptRunner {
   private readonly handles = new Map<string, Handle>();
   private readonly failedHandles = new Set<string>();
   private readonly procs = new Map<string, number>([['self', 0]]);
+  /** userfaultfd handles: name -> creation index and owning process. */
+  private readonly fds = new Map<string, { index: number; proc: number }>();
+  private fdSeq = 0;
   private readonly threads: Map<string, number>[] = [new Map()];
   private seq = 0;
   readonly results: ResultLine[] = [];
@@ -118,7 +129,7 @@ export class ScriptRunner {
       thr = t;
     }
     const a = { ...op.a };
-    for (const f of ['addr', 'dst']) if (a[f] !== undefined) a[f] = this.addr(op, f, a[f] as Addr);
+    for (const f of ['addr', 'dst', 'src']) if (a[f] !== undefined) a[f] = this.addr(op, f, a[f] as Addr);
     if (a.pages) a.pages = (a.pages as Addr[]).map((x, j) => this.addr(op, `pages[${j}]`, x));
     const r: ResolvedOp = { ...op, a, proc, thr };
     if (op.op === 'mmap') {
@@ -129,6 +140,16 @@ export class ScriptRunner {
     if (a.target !== undefined) r.targetProc = this.procIndex(op, a.target as string, 'target');
     if (a.iovec) {
       a.iovec = (a.iovec as [Addr, number][]).map(([x, l], j) => [this.addr(op, `iovec[${j}]`, x), l]);
+    }
+    if (op.op === 'userfaultfd') {
+      if (this.fds.has(a.name as string)) throw new BadOp(op.i, op.op, `name: handle $${a.name} already exists`);
+      r.fd = this.fdSeq;
+    } else if (a.fd !== undefined) {
+      const name = (a.fd as string).replace(/^\$/, '');
+      const fd = this.fds.get(name);
+      if (!fd) throw new BadOp(op.i, op.op, `fd: unknown userfaultfd handle $${name}`);
+      if (fd.proc !== proc) throw new BadOp(op.i, op.op, `fd: $${name} belongs to another process`);
+      r.fd = fd.index;
     }
     if (op.op === 'join') {
       const t = this.threads[proc]!.get(a.thread as string);
@@ -151,6 +172,10 @@ export class ScriptRunner {
         this.handles.set(name, { name, proc: op.proc, base: raw.addr as number, len: op.a.len + 0, seq: ++this.seq });
         raw.ret = `$${name}`;
       }
+    }
+    if (op.op === 'userfaultfd' && raw.ret !== -1 && raw.unsupported === undefined) {
+      this.fds.set(op.a.name as string, { index: this.fdSeq++, proc: op.proc });
+      raw.ret = `$${op.a.name}`;
     }
     if (op.op === 'spawn' && raw.ret === 0) {
       this.procs.set(op.a.name as string, this.procs.size);
@@ -181,6 +206,10 @@ export class ScriptRunner {
       if (f === 'async_faults')
         v = (v as { i: number; signal: string; at: number }[]).map((x) => ({ i: x.i, signal: x.signal, at: this.render(op.proc, x.at) }));
       if (f === 'hugepages') v = sortBySize(v as Record<string, unknown>);
+      if (f === 'msgs')
+        v = (v as { event: string; address?: number; flags?: string[] }[]).map((m) =>
+          m.address === undefined ? m : { ...m, address: this.render(op.proc, m.address) },
+        );
       out[f] = v;
     }
     for (const f of BACKEND_FIELDS) if (raw[f] !== undefined) out[f] = raw[f];

@@ -3,7 +3,7 @@
  */
 import { Kernel } from '../kernel/kernel.ts';
 import type { Process, Thread } from '../kernel/sched.ts';
-import { errnoName, MAP, MPOL, PAGE_SIZE, alignDown } from '../kernel/uapi.ts';
+import { errnoName, MAP, MPOL, PAGE_SIZE, UFFD_API, UFFD_FEATURE, alignDown } from '../kernel/uapi.ts';
 import {
   pagemap,
   smaps,
@@ -21,6 +21,16 @@ import { setCpusetMems, sysGetMempolicy, sysMbind, sysMigratePages, sysSetMempol
 import { sysMovePages } from '../kernel/migrate.ts';
 import { followPage } from '../kernel/memory.ts';
 import { sysSetDumpable, sysSetresgid, sysSetresuid } from '../kernel/cred.ts';
+import {
+  bitNames,
+  ioctlNames,
+  uffdioApi,
+  uffdioFill,
+  uffdioRegister,
+  uffdioUnregister,
+  uffdioWake,
+  unmodelledIoctl,
+} from '../kernel/userfaultfd.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
 
 /** A syscall return turned into the result fields. */
@@ -43,6 +53,10 @@ export class SimBackend implements Backend {
   readonly procs: Process[] = [];
   private readonly vmstatBase: Record<string, number>;
   private readonly pendingAsync = new Map<Thread, { i: number; signal: string; at: number }[]>();
+  /** Async touches blocked in a userfault: where each resumes when its thread is woken. */
+  private readonly blockedTouch = new Map<Thread, { i: number; from: number; end: number; stride: number; write: boolean; fill: number }>();
+  /** userfaultfd handles (runner's index) -> context ids. */
+  private readonly uffds = new Map<number, number>();
 
   constructor(readonly k: Kernel) {
     this.procs.push(k.createProcess('self'));
@@ -124,7 +138,14 @@ export class SimBackend implements Backend {
       }
       case 'touch': {
         const t = this.thread(op);
-        const res = k.access(t, a.addr, a.len, a.stride ?? PAGE_SIZE, a.write ?? false, a.fill ?? 1);
+        const stride = a.stride ?? PAGE_SIZE;
+        const res = k.access(t, a.addr, a.len, stride, a.write ?? false, a.fill ?? 1);
+        if (res.blocked !== undefined) {
+          if (!a.async || op.thr === 0)
+            return { invalid: 'the touch blocks in a userfault: only an async touch on another thread can wait for one to be resolved' };
+          this.blockedTouch.set(t, { i: op.i, from: res.blocked, end: a.addr + a.len, stride, write: a.write ?? false, fill: a.fill ?? 1 });
+          return { ret: 0 };
+        }
         if (a.async && op.thr !== 0) {
           if (res.signal) {
             const l = this.pendingAsync.get(t) ?? [];
@@ -142,12 +163,14 @@ export class SimBackend implements Backend {
         const res = k.access(t, Math.max(start, a.addr), a.addr + a.len - Math.max(start, a.addr), PAGE_SIZE, false, 0, (_va, b) =>
           bytes.push(b),
         );
+        if (res.blocked !== undefined) return { invalid: 'the peek blocks in a userfault (the main thread cannot resolve it)' };
         if (res.signal) return { ret: -1, signal: res.signal, at: res.at };
         return { ret: 0, bytes: rle(bytes) };
       }
       case 'join': {
         const t = this.proc(op).threads[op.joinThr!];
         if (!t) return { ret: -1, errno: 'ESRCH' };
+        if (this.blockedTouch.has(t)) return { ret: -1, errno: 'ETIMEDOUT', async_faults: [] }; // still in its userfault
         const faults = this.pendingAsync.get(t) ?? [];
         this.pendingAsync.delete(t);
         return { ret: 0, async_faults: faults };
@@ -183,6 +206,46 @@ export class SimBackend implements Backend {
         return sys(k.memsched.mbind(p, a.addr, a.len, a.group));
       case 'ms_move':
         return sys(k.memsched.move(a.group, a.node));
+      case 'userfaultfd': {
+        const r = k.uffd.create(p, a.flags ?? 0);
+        if (r < 0) return sys(r);
+        this.uffds.set(op.fd!, r);
+        return { ret: 0 };
+      }
+      case 'uffdio_api': {
+        const r = uffdioApi(k, p, this.uffd(op), UFFD_API, a.features ?? 0);
+        if (r.ret < 0) return sys(r.ret); // the kernel zeroes the structure: nothing to report
+        return { ret: 0, features: bitNames(r.features, UFFD_FEATURE), ioctls: ioctlNames(r.ioctls) };
+      }
+      case 'uffdio_register': {
+        const r = uffdioRegister(k, this.uffd(op), a.addr, a.len, a.mode);
+        return r.ret < 0 ? sys(r.ret) : { ret: 0, ioctls: ioctlNames(r.ioctls!) };
+      }
+      case 'uffdio_unregister':
+        return this.thenResume(sys(uffdioUnregister(k, this.uffd(op), a.addr, a.len)));
+      case 'uffdio_wake':
+        return this.thenResume(sys(uffdioWake(k, this.uffd(op), a.addr, a.len)));
+      case 'uffdio_copy':
+      case 'uffdio_zeropage': {
+        const zero = op.op === 'uffdio_zeropage';
+        const r = uffdioFill(k, this.thread(op), this.uffd(op), zero ? a.addr : a.dst, a.len, a.mode ?? 0, zero ? null : (a.fill ?? 1));
+        // null: the call failed before the kernel wrote the field back.
+        return this.thenResume({ ...sys(r.ret), [zero ? 'zeropage' : 'copy']: r.done ?? null });
+      }
+      case 'uffdio_writeprotect':
+        return unmodelledIoctl('UFFDIO_WRITEPROTECT');
+      case 'uffdio_continue':
+        return unmodelledIoctl('UFFDIO_CONTINUE');
+      case 'uffdio_poison':
+        return unmodelledIoctl('UFFDIO_POISON');
+      case 'uffdio_move':
+        return unmodelledIoctl('UFFDIO_MOVE');
+      case 'uffd_read': {
+        const ctx = k.uffd.ctxs.get(this.uffd(op))!;
+        if (ctx.features === null) return sys(-22); // read before UFFDIO_API
+        const msgs = ctx.pending.splice(0, a.max ?? 1).map((m) => ({ event: m.event, address: m.address, flags: m.flags }));
+        return { ret: 0, msgs };
+      }
       case 'khugepaged_wait': {
         const ok = k.khugepaged.waitFullScans(a.full_scans ?? 2, (a.timeout_ms ?? 10000) * 1e6);
         return ok ? { ret: 0 } : { ret: -1, errno: 'ETIMEDOUT' };
@@ -209,6 +272,29 @@ export class SimBackend implements Backend {
       default:
         return { unsupported: `op ${op.op} is not implemented by the simulator yet` };
     }
+  }
+
+  private uffd(op: ResolvedOp): number {
+    return this.uffds.get(op.fd!)!;
+  }
+
+  /**
+   * After a call that may wake userfaults: every blocked touch whose thread
+   * was woken retries from the address it blocked on (it may block again).
+   */
+  private thenResume(r: RawResult): RawResult {
+    for (const [t, b] of [...this.blockedTouch]) {
+      if (this.k.uffd.isBlocked(t)) continue;
+      this.blockedTouch.delete(t);
+      const res = this.k.access(t, b.from, b.end - b.from, b.stride, b.write, b.fill);
+      if (res.blocked !== undefined) this.blockedTouch.set(t, { ...b, from: res.blocked });
+      else if (res.signal) {
+        const l = this.pendingAsync.get(t) ?? [];
+        l.push({ i: b.i, signal: res.signal, at: res.at! });
+        this.pendingAsync.set(t, l);
+      }
+    }
+    return r;
   }
 
   private mmap(op: ResolvedOp, p: Process): RawResult {

@@ -2,7 +2,7 @@
  * Values in op-scripts: sizes ("2M"), handle addresses ("$a+0x1000"),
  * flag names as the uapi headers spell them, and node sets.
  */
-import { MADV, MAP, MPOL, OPEN, PROT } from '../kernel/uapi.ts';
+import { MADV, MAP, MPOL, OPEN, PROT, UFFD_FEATURE, UFFD_USER_MODE_ONLY, UFFDIO_MODE, UFFDIO_REGISTER_MODE } from '../kernel/uapi.ts';
 import { parseSize } from '../util/input_error.ts';
 
 export class BadValue extends Error {}
@@ -49,7 +49,10 @@ export const FLAG_SETS = {
   },
   mbind: { MPOL_MF_STRICT: MPOL.MPOL_MF_STRICT, MPOL_MF_MOVE: MPOL.MPOL_MF_MOVE, MPOL_MF_MOVE_ALL: MPOL.MPOL_MF_MOVE_ALL },
   getmempolicy: { MPOL_F_NODE: MPOL.MPOL_F_NODE, MPOL_F_ADDR: MPOL.MPOL_F_ADDR, MPOL_F_MEMS_ALLOWED: MPOL.MPOL_F_MEMS_ALLOWED },
-  uffd: { O_CLOEXEC: OPEN.O_CLOEXEC, O_NONBLOCK: OPEN.O_NONBLOCK, UFFD_USER_MODE_ONLY: 1 },
+  uffd: { O_CLOEXEC: OPEN.O_CLOEXEC, O_NONBLOCK: OPEN.O_NONBLOCK, UFFD_USER_MODE_ONLY },
+  uffd_features: UFFD_FEATURE,
+  uffd_register: UFFDIO_REGISTER_MODE,
+  uffd_mode: UFFDIO_MODE,
   none: {},
 } as const;
 export type FlagSet = keyof typeof FLAG_SETS;

@@ -50,6 +50,8 @@ export const REQUIRED_COSTS = [
   'pagemap_read_per_page',
   'madv_collapse_2m',
   'khugepaged_scan_per_pte',
+  'uffdio_copy_4k',
+  'uffdio_copy_2m_hugetlb',
 ] as const;
 export type CostName = (typeof REQUIRED_COSTS)[number];
 

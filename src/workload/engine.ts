@@ -150,7 +150,7 @@ export class WorkloadThread {
           this.faults++;
           this.faultNs += ctx.ns - before;
           if (r !== FAULT_OK) {
-            this.stopped = `${r === 2 ? 'SIGBUS' : r === 1 ? 'SIGSEGV' : 'OOM'} at 0x${va.toString(16)}`;
+            this.stopped = `${r === 2 ? 'SIGBUS' : r === 1 ? 'SIGSEGV' : r === 4 ? 'blocked in a userfault' : 'OOM'} at 0x${va.toString(16)}`;
             return Infinity;
           }
           pfn = translate(mm, va);

@@ -1,0 +1,158 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { smallKernel, RW, ANON } from '../testing/fixtures.ts';
+import { verifyKernel } from './debug_vm.ts';
+import { MAP, PAGE_SIZE, PMD_SIZE, UFFD_API, UFFD_FEATURE, UFFDIO_MODE, UFFDIO_REGISTER_MODE } from './uapi.ts';
+import { uffdioApi, uffdioFill, uffdioRegister, uffdioUnregister, uffdioWake } from './userfaultfd.ts';
+
+const MISSING = UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_MISSING;
+
+function setup(pages: number) {
+  const k = smallKernel({ nodes: 1, mib: 64 });
+  k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
+  const p = k.createProcess('vm');
+  const a = k.mmap(p, 0, pages * PAGE_SIZE, RW, ANON);
+  const fd = k.uffd.create(p, 0);
+  expect(uffdioApi(k, p, fd, UFFD_API, 0).ret).toBe(0);
+  expect(uffdioRegister(k, fd, a, pages * PAGE_SIZE, MISSING).ret).toBe(0);
+  return { k, p, a, fd, ctx: k.uffd.ctxs.get(fd)! };
+}
+
+describe('userfaultfd', () => {
+  it('a missing fault in a registered range blocks the thread and queues one message; UFFDIO_COPY resolves and wakes it', () => {
+    const { k, p, a, fd, ctx } = setup(4);
+    const t = k.createThread(p, 1);
+    if (typeof t === 'number') throw new Error('thread');
+    const r = k.access(t, a + PAGE_SIZE + 5, 1, PAGE_SIZE, true, 3);
+    expect(r.blocked).toBe(a + PAGE_SIZE + 5);
+    expect(ctx.pending).toEqual([
+      { event: 'UFFD_EVENT_PAGEFAULT', address: a + PAGE_SIZE, flags: ['UFFD_PAGEFAULT_FLAG_WRITE'], tid: t.tid },
+    ]);
+    expect(k.uffd.isBlocked(t)).toBe(true);
+    // A copy with DONTWAKE fills the page but leaves the thread blocked.
+    expect(uffdioFill(k, p.mainThread, fd, a + PAGE_SIZE, PAGE_SIZE, UFFDIO_MODE.UFFDIO_COPY_MODE_DONTWAKE, 9)).toEqual({
+      ret: 0,
+      done: PAGE_SIZE,
+    });
+    expect(k.uffd.isBlocked(t)).toBe(true);
+    expect(uffdioWake(k, fd, a + PAGE_SIZE, PAGE_SIZE)).toBe(0);
+    expect(k.uffd.isBlocked(t)).toBe(false);
+    // A second copy onto the page: EEXIST, written back in `copy` too.
+    expect(uffdioFill(k, p.mainThread, fd, a + PAGE_SIZE, PAGE_SIZE, 0, 9)).toEqual({ ret: -17, done: -17 });
+    // A copy over [filled, missing): nothing is filled past the existing page.
+    expect(uffdioFill(k, p.mainThread, fd, a + PAGE_SIZE, 2 * PAGE_SIZE, 0, 9)).toEqual({ ret: -17, done: -17 });
+    // A copy over [missing, filled): the first page is filled, then EAGAIN with the partial count.
+    expect(uffdioFill(k, p.mainThread, fd, a, 2 * PAGE_SIZE, 0, 9)).toEqual({ ret: -11, done: PAGE_SIZE });
+    expect(verifyKernel(k)).toEqual([]);
+  });
+
+  it('UFFD_FEATURE_SIGBUS turns a missing fault into SIGBUS instead of a message', () => {
+    const k = smallKernel({ nodes: 1, mib: 64 });
+    const p = k.createProcess('vm');
+    const a = k.mmap(p, 0, 4 * PAGE_SIZE, RW, ANON);
+    const fd = k.uffd.create(p, 0);
+    uffdioApi(k, p, fd, UFFD_API, UFFD_FEATURE.UFFD_FEATURE_SIGBUS);
+    uffdioRegister(k, fd, a, 4 * PAGE_SIZE, MISSING);
+    expect(k.access(p.mainThread, a, 1, PAGE_SIZE, false, 0).signal).toBe('SIGBUS');
+    expect(k.uffd.ctxs.get(fd)!.pending).toEqual([]);
+  });
+
+  it('unregistering wakes the waiters, and the retried access then faults normally', () => {
+    const { k, p, a, fd } = setup(4);
+    const t = k.createThread(p, 1);
+    if (typeof t === 'number') throw new Error('thread');
+    expect(k.access(t, a, 1, PAGE_SIZE, false, 0).blocked).toBe(a);
+    expect(uffdioUnregister(k, fd, a, 4 * PAGE_SIZE)).toBe(0);
+    expect(k.uffd.isBlocked(t)).toBe(false);
+    expect(k.access(t, a, 1, PAGE_SIZE, false, 0).blocked).toBeUndefined();
+    expect(p.mm.vmaAt(a)!.uffdCtx).toBeNull();
+  });
+
+  it('registration checks: hugetlb alignment, one context per VMA, VM_MAYWRITE', () => {
+    const k = smallKernel({ nodes: 1, mib: 64 });
+    k.hugetlb.setNrHugepages(k.hugetlb.bySize(PMD_SIZE)!, 4);
+    const p = k.createProcess('vm');
+    const h = k.mmap(p, 0, 2 * PMD_SIZE, RW, ANON | MAP.MAP_HUGETLB | MAP.MAP_HUGE_2MB);
+    const fd = k.uffd.create(p, 0);
+    uffdioApi(k, p, fd, UFFD_API, 0);
+    expect(uffdioRegister(k, fd, h + PAGE_SIZE, PMD_SIZE, MISSING).ret).toBe(-22);
+    expect(uffdioRegister(k, fd, h, PMD_SIZE / 2, MISSING).ret).toBe(-22);
+    expect(uffdioRegister(k, fd, h, 2 * PMD_SIZE, MISSING)).toEqual({ ret: 0, ioctls: [2, 3, 8] }); // WAKE, COPY, POISON
+    const fd2 = k.uffd.create(p, 0);
+    uffdioApi(k, p, fd2, UFFD_API, 0);
+    expect(uffdioRegister(k, fd2, h, PMD_SIZE, MISSING).ret).toBe(-16); // EBUSY
+    // hugetlb: whole huge pages only, no zeropage
+    expect(uffdioFill(k, p.mainThread, fd, h, PAGE_SIZE, 0, 1).ret).toBe(-22);
+    expect(uffdioFill(k, p.mainThread, fd, h, PMD_SIZE, 0, null).ret).toBe(-22);
+    expect(uffdioFill(k, p.mainThread, fd, h, PMD_SIZE, 0, 4)).toEqual({ ret: 0, done: PMD_SIZE });
+  });
+
+  it('whatever the order of copies, zeropages and wakes, each page is filled once, waiters wake only when their page is there, and no data is lost', () => {
+    const PAGES = 16;
+    const step = fc.oneof(
+      fc.record({ k: fc.constant('touch' as const), page: fc.nat(PAGES - 1), thread: fc.nat(2), write: fc.boolean() }),
+      fc.record({
+        k: fc.constant('copy' as const),
+        page: fc.nat(PAGES - 1),
+        n: fc.integer({ min: 1, max: 4 }),
+        fill: fc.integer({ min: 1, max: 255 }),
+        dontwake: fc.boolean(),
+      }),
+      fc.record({ k: fc.constant('zero' as const), page: fc.nat(PAGES - 1), dontwake: fc.boolean() }),
+      fc.record({ k: fc.constant('wake' as const), page: fc.nat(PAGES - 1) }),
+    );
+    fc.assert(
+      fc.property(fc.array(step, { maxLength: 40 }), (steps) => {
+        const { k, p, a, fd } = setup(PAGES);
+        const threads = [0, 1, 2].map(() => {
+          const t = k.createThread(p, 1);
+          if (typeof t === 'number') throw new Error('thread');
+          return t;
+        });
+        const content: (number | undefined)[] = new Array(PAGES).fill(undefined); // undefined: missing
+        const waiting = new Map<number, number>(); // thread index -> page it waits on
+        for (const s of steps) {
+          if (s.k === 'touch') {
+            if (waiting.has(s.thread)) continue; // a blocked thread does nothing
+            const r = k.access(threads[s.thread]!, a + s.page * PAGE_SIZE, 1, PAGE_SIZE, s.write, 77);
+            if (content[s.page] === undefined) {
+              expect(r.blocked).toBe(a + s.page * PAGE_SIZE);
+              waiting.set(s.thread, s.page);
+            } else {
+              expect(r.blocked).toBeUndefined();
+              if (s.write) content[s.page] = 77;
+            }
+            continue;
+          }
+          const n = s.k === 'copy' ? Math.min(s.n, PAGES - s.page) : 1;
+          const mode = s.k === 'wake' ? 0 : s.dontwake ? UFFDIO_MODE.UFFDIO_COPY_MODE_DONTWAKE : 0;
+          let filled = 0;
+          if (s.k === 'wake') uffdioWake(k, fd, a + s.page * PAGE_SIZE, PAGE_SIZE);
+          else {
+            const r = uffdioFill(k, p.mainThread, fd, a + s.page * PAGE_SIZE, n * PAGE_SIZE, mode, s.k === 'copy' ? s.fill : null);
+            while (filled < n && content[s.page + filled] === undefined) filled++;
+            expect(r.done).toBe(filled ? filled * PAGE_SIZE : -17);
+            for (let j = 0; j < filled; j++) content[s.page + j] = s.k === 'copy' ? s.fill : 0;
+          }
+          // Who is woken: waiters in the range (for a fill, the filled part) unless DONTWAKE.
+          const lo = s.page;
+          const hi = s.k === 'wake' ? s.page + 1 : s.dontwake ? lo : lo + filled;
+          for (const [ti, pg] of [...waiting]) {
+            const woken = pg >= lo && pg < hi;
+            expect(k.uffd.isBlocked(threads[ti]!)).toBe(!woken);
+            if (woken) waiting.delete(ti);
+          }
+        }
+        // Every filled page holds what was copied there; missing ones are still missing.
+        for (let i = 0; i < PAGES; i++) {
+          if (content[i] === undefined) continue;
+          let got = -1;
+          k.access(p.mainThread, a + i * PAGE_SIZE, 1, PAGE_SIZE, false, 0, (_va, b) => (got = b));
+          expect(got).toBe(content[i]);
+        }
+        expect(verifyKernel(k)).toEqual([]);
+      }),
+      { numRuns: 200 },
+    );
+  });
+});

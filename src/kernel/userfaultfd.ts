@@ -1,0 +1,336 @@
+/**
+ * userfaultfd (fs/userfaultfd.c, mm/userfaultfd.c): the file descriptor,
+ * the UFFDIO_API handshake, range registration, the fault messages that
+ * missing faults in registered ranges queue, and the ioctls that resolve
+ * them (UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_WAKE). A thread whose fault
+ * becomes a userfault blocks until a wake covers its address; it then
+ * retries the access, which faults again if the page is still missing.
+ *
+ * Modelled: MISSING faults on anonymous, shmem and hugetlb ranges (WP and
+ * MINOR registrations are accepted and validated as Linux does, but
+ * UFFDIO_WRITEPROTECT, UFFDIO_CONTINUE, UFFDIO_POISON and UFFDIO_MOVE are
+ * not modelled yet: they answer `unsupported`), UFFD_FEATURE_SIGBUS, and
+ * UFFD_FEATURE_EXACT_ADDRESS. Costs: uffdio_copy_4k per 4K page copied,
+ * uffdio_copy_2m_hugetlb per 2M hugetlb page.
+ */
+import type { Kernel } from './kernel.ts';
+import type { Process, Thread } from './sched.ts';
+import { VM, PTE_NONE, PTE_ZERO, PteTable, HugeLeaf, PageTable, type MmStruct, type Vma } from './mm_types.ts';
+import {
+  MMAP_MIN_ADDR,
+  OPEN,
+  PAGE_SIZE,
+  TASK_SIZE,
+  UFFD_API,
+  UFFD_EVENT,
+  UFFD_FEATURE,
+  UFFD_PAGEFAULT_FLAG,
+  UFFD_USER_MODE_ONLY,
+  UFFDIO_IOCTL_BITS as B,
+  UFFDIO_MODE,
+  UFFDIO_REGISTER_MODE,
+  neg,
+  type SysRet,
+} from './uapi.ts';
+import { allocPteTable, hugetlbInstall, installAnonPage } from './memory.ts';
+import { anonVmaPrepare, modifyVmaUffd } from './mmap.ts';
+import { UnmodelledError } from './errors.ts';
+
+/** Every feature Linux 6.18 offers on x86-64 (UFFD_API_FEATURES). */
+export const UFFD_API_FEATURES = Object.values(UFFD_FEATURE).reduce((a, b) => a | b, 0);
+// Ioctl sets as _UFFDIO_* bit numbers (UFFDIO_API is bit 63: too wide for a JS bitmask).
+const UFFD_API_IOCTLS = [B.UFFDIO_REGISTER, B.UFFDIO_UNREGISTER, B.UFFDIO_API];
+const UFFD_API_RANGE_IOCTLS = [
+  B.UFFDIO_WAKE,
+  B.UFFDIO_COPY,
+  B.UFFDIO_ZEROPAGE,
+  B.UFFDIO_MOVE,
+  B.UFFDIO_WRITEPROTECT,
+  B.UFFDIO_CONTINUE,
+  B.UFFDIO_POISON,
+];
+const UFFD_API_RANGE_IOCTLS_BASIC = [B.UFFDIO_WAKE, B.UFFDIO_COPY, B.UFFDIO_WRITEPROTECT, B.UFFDIO_CONTINUE, B.UFFDIO_POISON];
+const UFFD_API_REGISTER_MODES =
+  UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_MISSING |
+  UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_WP |
+  UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_MINOR;
+/** __VM_UFFD_FLAGS. */
+export const VM_UFFD_FLAGS = VM.UFFD_MISSING | VM.UFFD_WP | VM.UFFD_MINOR;
+
+export interface UffdMsg {
+  event: keyof typeof UFFD_EVENT;
+  address: number;
+  flags: (keyof typeof UFFD_PAGEFAULT_FLAG)[];
+  /** The faulting thread (UFFD_FEATURE_THREAD_ID's ptid). */
+  tid: number;
+}
+
+/** One userfaultfd (struct userfaultfd_ctx). */
+export class UserfaultfdCtx {
+  /** Features enabled by UFFDIO_API; null before the handshake. */
+  features: number | null = null;
+  /** Messages not read yet (fault_pending_wqh). */
+  readonly pending: UffdMsg[] = [];
+  /** Threads blocked in a userfault, with the address they wait on (fault_pending_wqh + fault_wqh). */
+  readonly waiters: { thread: Thread; address: number }[] = [];
+  released = false;
+  constructor(
+    readonly id: number,
+    readonly mm: MmStruct,
+    readonly flags: number,
+  ) {}
+}
+
+/** The userfaultfd state of the kernel: every context, by id. */
+export class Userfaultfd {
+  private nextId = 1;
+  readonly ctxs = new Map<number, UserfaultfdCtx>();
+
+  /** userfaultfd(2). Returns the context id (the fd), or -errno. */
+  create(p: Process, flags: number): SysRet {
+    if (flags & ~(OPEN.O_CLOEXEC | OPEN.O_NONBLOCK | UFFD_USER_MODE_ONLY)) return neg('EINVAL');
+    // userfaultfd_syscall_allowed: user-mode-only, vm.unprivileged_userfaultfd, or CAP_SYS_PTRACE.
+    if (!(flags & UFFD_USER_MODE_ONLY) && !p.cred.caps.has('CAP_SYS_PTRACE')) return neg('EPERM');
+    const ctx = new UserfaultfdCtx(this.nextId++, p.mm, flags);
+    this.ctxs.set(ctx.id, ctx);
+    return ctx.id;
+  }
+
+  /** Threads blocked in any context. */
+  isBlocked(t: Thread): boolean {
+    for (const c of this.ctxs.values()) if (c.waiters.some((w) => w.thread === t)) return true;
+    return false;
+  }
+
+  /**
+   * handle_userfault: a missing fault at va in a registered VMA. Returns
+   * 'sigbus' with UFFD_FEATURE_SIGBUS, else queues the message and blocks
+   * the thread ('blocked').
+   */
+  fault(vma: Vma, va: number, write: boolean, thread: Thread): 'sigbus' | 'blocked' {
+    const ctx = vma.uffdCtx!;
+    const features = ctx.features ?? 0;
+    if (features & UFFD_FEATURE.UFFD_FEATURE_SIGBUS) return 'sigbus';
+    // hugetlb faults report the huge page's address; others the 4K page's, or the exact one on request.
+    const address = vma.isHugetlb()
+      ? va - (va % vma.hugePageSize())
+      : features & UFFD_FEATURE.UFFD_FEATURE_EXACT_ADDRESS
+        ? va
+        : va - (va % PAGE_SIZE);
+    ctx.pending.push({ event: 'UFFD_EVENT_PAGEFAULT', address, flags: write ? ['UFFD_PAGEFAULT_FLAG_WRITE'] : [], tid: thread.tid });
+    ctx.waiters.push({ thread, address: va });
+    return 'blocked';
+  }
+
+  /** wake_userfault: unblock the threads waiting on an address in [start, start + len). */
+  wake(ctx: UserfaultfdCtx, start: number, len: number): void {
+    for (let i = ctx.waiters.length - 1; i >= 0; i--) {
+      const w = ctx.waiters[i]!;
+      if (w.address >= start && w.address < start + len) ctx.waiters.splice(i, 1);
+    }
+  }
+}
+
+/** validate_range / validate_unaligned_range. */
+function validateRange(start: number, len: number): SysRet {
+  if (start % PAGE_SIZE || len % PAGE_SIZE || !len) return neg('EINVAL');
+  if (start < MMAP_MIN_ADDR || start >= TASK_SIZE || len > TASK_SIZE - start) return neg('EINVAL');
+  return 0;
+}
+
+function ctxOf(k: Kernel, id: number): UserfaultfdCtx | number {
+  const ctx = k.uffd.ctxs.get(id);
+  if (!ctx) return neg('EBADF');
+  return ctx;
+}
+
+/** The checks every range ioctl starts with: a context past UFFDIO_API, and validate_range. */
+function rangeCtx(k: Kernel, id: number, start: number, len: number): UserfaultfdCtx | number {
+  const ctx = ctxOf(k, id);
+  if (typeof ctx === 'number') return ctx;
+  if (ctx.features === null) return neg('EINVAL');
+  return validateRange(start, len) || ctx;
+}
+
+/** The VMAs of [start, end) for (un)registering: at least one, and a hugetlb first one aligned at start. */
+function rangeVmas(ctx: UserfaultfdCtx, start: number, end: number): Vma[] | number {
+  const vmas = ctx.mm.vmasIn(start, end);
+  if (!vmas.length) return neg('EINVAL');
+  const first = vmas[0]!;
+  if (first.isHugetlb() && start % first.hugePageSize()) return neg('EINVAL');
+  return vmas;
+}
+
+/** A hugetlb VMA containing `end` must end the range on a huge page boundary. */
+const badHugetlbEnd = (v: Vma, end: number): boolean => v.isHugetlb() && end <= v.end && end > v.start && end % v.hugePageSize() !== 0;
+
+/** UFFDIO_API. On failure the structure is zeroed, as Linux writes it back. */
+export function uffdioApi(
+  k: Kernel,
+  p: Process,
+  id: number,
+  api: number,
+  features: number,
+): { ret: SysRet; features: number; ioctls: number[] } {
+  const ctx = ctxOf(k, id);
+  if (typeof ctx === 'number') return { ret: ctx, features: 0, ioctls: [] };
+  const fail = (e: SysRet): { ret: SysRet; features: number; ioctls: number[] } => ({ ret: e, features: 0, ioctls: [] });
+  if (api !== UFFD_API) return fail(neg('EINVAL'));
+  if (features & UFFD_FEATURE.UFFD_FEATURE_EVENT_FORK && !p.cred.caps.has('CAP_SYS_PTRACE')) return fail(neg('EPERM'));
+  if (features & UFFD_FEATURE.UFFD_FEATURE_WP_ASYNC) features |= UFFD_FEATURE.UFFD_FEATURE_WP_UNPOPULATED;
+  if (features & ~UFFD_API_FEATURES) return fail(neg('EINVAL'));
+  // The supported set is reported before the context is checked for a second handshake.
+  if (ctx.features !== null) return fail(neg('EINVAL'));
+  ctx.features = features;
+  return { ret: 0, features: UFFD_API_FEATURES, ioctls: UFFD_API_IOCTLS };
+}
+
+/** vma_can_userfault. */
+function canUserfault(vma: Vma, vmFlags: number): boolean {
+  if (vmFlags & VM.UFFD_MINOR && !vma.isHugetlb() && vma.file?.kind !== 'shmem') return false;
+  return vma.isAnonymous() || vma.isHugetlb() || vma.file?.kind === 'shmem';
+}
+
+/** UFFDIO_REGISTER: ret and the ioctls the range supports. */
+export function uffdioRegister(k: Kernel, id: number, start: number, len: number, mode: number): { ret: SysRet; ioctls?: number[] } {
+  if (!mode || mode & ~UFFD_API_REGISTER_MODES) return { ret: typeof ctxOf(k, id) === 'number' ? neg('EBADF') : neg('EINVAL') };
+  const ctx = rangeCtx(k, id, start, len);
+  if (typeof ctx === 'number') return { ret: ctx };
+  let vmFlags = 0;
+  if (mode & UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_MISSING) vmFlags |= VM.UFFD_MISSING;
+  if (mode & UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_WP) vmFlags |= VM.UFFD_WP;
+  if (mode & UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_MINOR) vmFlags |= VM.UFFD_MINOR;
+  const end = start + len;
+  const vmas = rangeVmas(ctx, start, end);
+  if (typeof vmas === 'number') return { ret: vmas };
+  let basic = false;
+  for (const cur of vmas) {
+    if (!canUserfault(cur, vmFlags)) return { ret: neg('EINVAL') };
+    if (!(cur.flags & VM.MAYWRITE)) return { ret: neg('EPERM') };
+    if (badHugetlbEnd(cur, end)) return { ret: neg('EINVAL') };
+    if (cur.uffdCtx && cur.uffdCtx !== ctx) return { ret: neg('EBUSY') };
+    if (cur.isHugetlb()) basic = true;
+  }
+  modifyVmaUffd(k, ctx.mm, Math.max(start, vmas[0]!.start), end, ctx, vmFlags, VM_UFFD_FLAGS);
+  const ioctls = (basic ? UFFD_API_RANGE_IOCTLS_BASIC : UFFD_API_RANGE_IOCTLS).filter(
+    (b) =>
+      (b !== B.UFFDIO_WRITEPROTECT || mode & UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_WP) &&
+      (b !== B.UFFDIO_CONTINUE || mode & UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_MINOR),
+  );
+  return { ret: 0, ioctls };
+}
+
+/** UFFDIO_UNREGISTER: clears the registration and wakes the range's waiters. */
+export function uffdioUnregister(k: Kernel, id: number, start: number, len: number): SysRet {
+  const ctx = rangeCtx(k, id, start, len);
+  if (typeof ctx === 'number') return ctx;
+  const end = start + len;
+  const vmas = rangeVmas(ctx, start, end);
+  if (typeof vmas === 'number') return vmas;
+  for (const cur of vmas) if (!canUserfault(cur, cur.flags & VM_UFFD_FLAGS) || badHugetlbEnd(cur, end)) return neg('EINVAL');
+  modifyVmaUffd(k, ctx.mm, Math.max(start, vmas[0]!.start), end, null, 0, VM_UFFD_FLAGS);
+  k.uffd.wake(ctx, start, len);
+  return 0;
+}
+
+/** UFFDIO_WAKE. */
+export function uffdioWake(k: Kernel, id: number, start: number, len: number): SysRet {
+  const ctx = rangeCtx(k, id, start, len);
+  if (typeof ctx === 'number') return ctx;
+  k.uffd.wake(ctx, start, len);
+  return 0;
+}
+
+/**
+ * UFFDIO_COPY (fill = the byte the source holds) or UFFDIO_ZEROPAGE
+ * (fill null): `done` is what the kernel writes back in the structure
+ * (bytes filled, or -errno; undefined when the call failed before it
+ * writes it), ret is 0, -EAGAIN for a partial fill, or -errno.
+ */
+export function uffdioFill(
+  k: Kernel,
+  thread: Thread,
+  id: number,
+  dst: number,
+  len: number,
+  mode: number,
+  fill: number | null,
+): { ret: SysRet; done?: number } {
+  const ctx = rangeCtx(k, id, dst, len);
+  if (typeof ctx === 'number') return { ret: ctx };
+  const dontwake = fill === null ? UFFDIO_MODE.UFFDIO_ZEROPAGE_MODE_DONTWAKE : UFFDIO_MODE.UFFDIO_COPY_MODE_DONTWAKE;
+  const allowed = fill === null ? dontwake : dontwake | UFFDIO_MODE.UFFDIO_COPY_MODE_WP;
+  if (mode & ~allowed) return { ret: neg('EINVAL') };
+  const r = mfillAtomic(k, ctx, thread, dst, len, mode, fill);
+  if (r < 0) return { ret: r, done: r };
+  if (!(mode & dontwake)) k.uffd.wake(ctx, dst, r);
+  return { ret: r === len ? 0 : neg('EAGAIN'), done: r };
+}
+
+/** mfill_atomic: bytes filled, or -errno if none was. */
+function mfillAtomic(k: Kernel, ctx: UserfaultfdCtx, thread: Thread, dst: number, len: number, mode: number, fill: number | null): number {
+  const mm = ctx.mm;
+  const vma = mm.vmaAt(dst);
+  if (!vma) return neg('ENOENT');
+  // uffd_lock_vma: a private VMA gets its anon_vma first, even if the call then fails (a VMA
+  // prepared this way may no longer merge with its neighbours).
+  if (!(vma.flags & VM.SHARED)) anonVmaPrepare(k, mm, vma);
+  // validate_dst_vma: the whole range in one VMA registered with a userfaultfd.
+  if (dst + len > vma.end || !vma.uffdCtx) return neg('ENOENT');
+  if (mode & UFFDIO_MODE.UFFDIO_COPY_MODE_WP && fill !== null && !(vma.flags & VM.UFFD_WP)) return neg('EINVAL');
+  if (vma.isHugetlb()) {
+    if (fill === null) return neg('EINVAL'); // no zeropage for hugetlb
+    const hs = vma.hugePageSize();
+    if (dst % hs || len % hs) return neg('EINVAL');
+    let done = 0;
+    for (let a = dst; a < dst + len; a += hs) {
+      const r = hugetlbInstall(k, mm, vma, a, thread, fill);
+      if (r < 0) return done || r;
+      k.charge(k.costs.ns('uffdio_copy_2m_hugetlb') * (hs / (2 << 20)));
+      done += hs;
+    }
+    return done;
+  }
+  if (vma.file && fill === null) throw new UnmodelledError('UFFDIO_ZEROPAGE on shmem is not modelled');
+  if (vma.file) throw new UnmodelledError('UFFDIO_COPY on shmem is not modelled');
+  let done = 0;
+  for (let a = dst; a < dst + len; a += PAGE_SIZE) {
+    const key = PageTable.pmdKey(a);
+    let t = mm.pgtable.pmds.get(key);
+    if (t instanceof HugeLeaf) return done || neg('EEXIST');
+    if (!t) {
+      t = allocPteTable(k, mm, k.cpuToNode(thread.cpu));
+      mm.pgtable.pmds.set(key, t);
+    }
+    const i = Math.floor(a / PAGE_SIZE) & 511;
+    if ((t as PteTable).ptes[i] !== PTE_NONE) return done || neg('EEXIST');
+    if (fill === null) {
+      (t as PteTable).ptes[i] = PTE_ZERO;
+      (t as PteTable).used++;
+    } else if (installAnonPage(k, mm, vma, t as PteTable, a, thread, fill) < 0) return done || neg('ENOMEM');
+    k.charge(k.costs.ns('uffdio_copy_4k'));
+    done += PAGE_SIZE;
+  }
+  return done;
+}
+
+/** Ioctls memtwin does not model yet. */
+export function unmodelledIoctl(name: string): never {
+  throw new UnmodelledError(`${name} is not modelled by the simulator yet`);
+}
+
+/** Names of the bits set in a mask, by a name -> mask table, in bit order. */
+export function bitNames(value: number, table: Record<string, number>): string[] {
+  return Object.entries(table)
+    .filter(([, b]) => value & b)
+    .sort(([, a], [, b]) => a - b)
+    .map(([n]) => n);
+}
+
+/** Names of ioctl bit numbers, in bit order. */
+export function ioctlNames(bits: number[]): string[] {
+  return Object.entries(B)
+    .filter(([, b]) => bits.includes(b))
+    .sort(([, a], [, b]) => a - b)
+    .map(([n]) => n);
+}
