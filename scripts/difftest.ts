@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { scriptArb, opsOf } from '../src/opscript/gen.ts';
-import { runLinux, runSim } from '../src/opscript/difftest.ts';
+import { findings, runLinux, runSim } from '../src/opscript/difftest.ts';
 import { diffRuns } from '../src/opscript/diff.ts';
 import { linuxBackendUnavailable } from '../src/opscript/linux_backend.ts';
 
@@ -41,14 +41,14 @@ const t0 = Date.now();
 const property = fc.asyncProperty(scriptArb, async (text) => {
   const sim = await runSim(text);
   const lin = await runLinux(text);
-  let d = diffRuns(sim.results, lin.results);
+  let d = findings(diffRuns(sim.results, lin.results));
   if (d.disagreements.length) {
     const again = await runLinux(text);
     if (diffRuns(lin.results, again.results).disagreements.length) {
       if (!shrinking) flaky++;
       return true;
     }
-    d = diffRuns(sim.results, again.results);
+    d = findings(diffRuns(sim.results, again.results));
   }
   if (!shrinking) {
     scripts++;

@@ -123,7 +123,7 @@ export function scanPmd(k: Kernel, mm: MmStruct, vma: Vma, haddr: number, cc: Co
   let noneOrZero = 0;
   let shared = 0;
   let referenced = 0;
-  const uffdArmed = (vma.flags & (VM.UFFD_MISSING | VM.UFFD_WP)) !== 0;
+  const uffdArmed = (vma.flags & (VM.UFFD_MISSING | VM.UFFD_WP | VM.UFFD_MINOR)) !== 0; // userfaultfd_armed
   for (let i = 0; i < HPAGE_PMD_NR; i++) {
     cc.scannedPtes++;
     const pte = found.ptes[i]!;

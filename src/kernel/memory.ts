@@ -21,7 +21,15 @@ import {
 } from './uapi.ts';
 import { RLIMIT_STACK, STACK_GUARD_GAP, vmaIsAccessible } from './mm_types.ts';
 import { anonVmaPrepare, vmEnoughMemory } from './mmap.ts';
-import { doHugePmdAnonymousPage, folioUnmappedSome, splitHugePmd, thpVmaAllowable, allocThp, prepAnonThp } from './huge_memory.ts';
+import {
+  doHugePmdAnonymousPage,
+  folioUnmappedSome,
+  splitHugePmd,
+  thpSuitable,
+  thpVmaAllowable,
+  allocThp,
+  prepAnonThp,
+} from './huge_memory.ts';
 import { accountPolicyAlloc, allocPolicyPages, policyPlacement } from './mempolicy.ts';
 import type { Thread } from './sched.ts';
 
@@ -75,8 +83,20 @@ function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, t: Thread): 
  */
 export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, write: boolean, thread: Thread): FaultResult {
   k.vmstat.events.pgfault++;
-  if (vma.flags & VM.UFFD_MISSING && pageMissing(mm, vma, va))
+  if (vma.flags & VM.UFFD_MISSING && pageMissing(mm, vma, va)) {
+    // do_huge_pmd_anonymous_page prepares the anon_vma (and enters khugepaged) before it raises the userfault.
+    if (
+      !vma.file &&
+      !vma.isHugetlb() &&
+      !mm.pgtable.pmds.has(PageTable.pmdKey(va)) &&
+      thpVmaAllowable(k, vma) &&
+      thpSuitable(vma, alignDown(va, PMD_SIZE))
+    ) {
+      anonVmaPrepare(k, mm, vma);
+      k.khugepaged.enterVma(mm, vma);
+    }
     return k.uffd.fault(vma, va, write, thread) === 'sigbus' ? FAULT_SIGBUS : FAULT_USERFAULT;
+  }
   const nid = k.cpuToNode(thread.cpu);
   if (vma.isHugetlb()) return hugetlbFault(k, mm, vma, va, thread);
   const key = PageTable.pmdKey(va);
@@ -199,6 +219,28 @@ function shmemFault(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: number, v
   } else k.charge(k.costs.ns('fault_anon_4k_read_zeropage'));
   if (t.ptes[i] === PTE_NONE) mapShmemPage(k, mm, t, i, pfn);
   return FAULT_OK;
+}
+
+/**
+ * shmem_mfill_atomic_pte: a new page for va in the VMA's shmem file, filled
+ * with `fill` (0 for UFFDIO_ZEROPAGE), added to the page cache and mapped.
+ * -EEXIST if the file already has a page there or va is mapped, -ENOMEM.
+ */
+export function installShmemPage(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, va: number, thread: Thread, fill: number): SysRet {
+  const file = vma.file!;
+  const idx = vma.pgoff + (va - vma.start) / PAGE_SIZE;
+  const i = Math.floor(va / PAGE_SIZE) & 511;
+  if (file.pages.has(idx) || t.ptes[i] !== PTE_NONE) return neg('EEXIST');
+  const pfn = allocPolicyPages(k, policyPlacement(k, thread, vma, va, 0), 0, MIGRATE_MOVABLE, k.cpuToNode(thread.cpu));
+  if (pfn < 0) return neg('ENOMEM');
+  k.mem.setFlags(pfn, PG.shmem);
+  k.mem.setOwner(pfn, file.id);
+  k.mem.setIndex(pfn, idx);
+  k.writeSerial = (k.writeSerial + 1) & 0xffffff;
+  k.mem.storeByte(pfn, k.writeSerial, fill, true);
+  file.pages.set(idx, pfn);
+  mapShmemPage(k, mm, t, i, pfn);
+  return 0;
 }
 
 function mapShmemPage(k: Kernel, mm: MmStruct, t: PteTable, i: number, pfn: number): void {

@@ -10,7 +10,9 @@
  * MINOR registrations are accepted and validated as Linux does, but
  * UFFDIO_WRITEPROTECT, UFFDIO_CONTINUE, UFFDIO_POISON and UFFDIO_MOVE are
  * not modelled yet: they answer `unsupported`), UFFD_FEATURE_SIGBUS, and
- * UFFD_FEATURE_EXACT_ADDRESS. Costs: uffdio_copy_4k per 4K page copied,
+ * UFFD_FEATURE_EXACT_ADDRESS; COPY and ZEROPAGE fill anonymous, shmem (a
+ * new page in the file) and hugetlb (whole huge pages, no ZEROPAGE) ranges.
+ * Costs: uffdio_copy_4k per 4K page copied,
  * uffdio_copy_2m_hugetlb per 2M hugetlb page.
  */
 import type { Kernel } from './kernel.ts';
@@ -32,7 +34,7 @@ import {
   neg,
   type SysRet,
 } from './uapi.ts';
-import { allocPteTable, hugetlbInstall, installAnonPage } from './memory.ts';
+import { allocPteTable, hugetlbInstall, installAnonPage, installShmemPage } from './memory.ts';
 import { anonVmaPrepare, modifyVmaUffd } from './mmap.ts';
 import { UnmodelledError } from './errors.ts';
 
@@ -227,7 +229,8 @@ export function uffdioUnregister(k: Kernel, id: number, start: number, len: numb
   const end = start + len;
   const vmas = rangeVmas(ctx, start, end);
   if (typeof vmas === 'number') return vmas;
-  for (const cur of vmas) if (!canUserfault(cur, cur.flags & VM_UFFD_FLAGS) || badHugetlbEnd(cur, end)) return neg('EINVAL');
+  // No end alignment check here (unlike registration): only another context's VMA, or one that cannot userfault.
+  for (const cur of vmas) if ((cur.uffdCtx && cur.uffdCtx !== ctx) || !canUserfault(cur, cur.flags & VM_UFFD_FLAGS)) return neg('EINVAL');
   modifyVmaUffd(k, ctx.mm, Math.max(start, vmas[0]!.start), end, null, 0, VM_UFFD_FLAGS);
   k.uffd.wake(ctx, start, len);
   return 0;
@@ -291,8 +294,6 @@ function mfillAtomic(k: Kernel, ctx: UserfaultfdCtx, thread: Thread, dst: number
     }
     return done;
   }
-  if (vma.file && fill === null) throw new UnmodelledError('UFFDIO_ZEROPAGE on shmem is not modelled');
-  if (vma.file) throw new UnmodelledError('UFFDIO_COPY on shmem is not modelled');
   let done = 0;
   for (let a = dst; a < dst + len; a += PAGE_SIZE) {
     const key = PageTable.pmdKey(a);
@@ -303,6 +304,14 @@ function mfillAtomic(k: Kernel, ctx: UserfaultfdCtx, thread: Thread, dst: number
       mm.pgtable.pmds.set(key, t);
     }
     const i = Math.floor(a / PAGE_SIZE) & 511;
+    if (vma.file) {
+      // shmem: a page in the file's page cache, zero-filled for ZEROPAGE (no zero page there).
+      const r = installShmemPage(k, mm, vma, t as PteTable, a, thread, fill ?? 0);
+      if (r < 0) return done || r;
+      k.charge(k.costs.ns('uffdio_copy_4k'));
+      done += PAGE_SIZE;
+      continue;
+    }
     if ((t as PteTable).ptes[i] !== PTE_NONE) return done || neg('EEXIST');
     if (fill === null) {
       (t as PteTable).ptes[i] = PTE_ZERO;

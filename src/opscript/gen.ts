@@ -9,7 +9,8 @@
  * machine's history, so scripts must not depend on them (the simulator's
  * khugepaged does not run within a script's few milliseconds of virtual time).
  * MADV_COLLAPSE, synchronous, is among the advice, on its own and through
- * process_madvise.
+ * process_madvise. A userfaultfd with UFFD_FEATURE_SIGBUS registers, copies
+ * into and unregisters random ranges of the arena.
  */
 import fc from 'fast-check';
 import { MPOL_MODE_NAMES } from '../kernel/uapi.ts';
@@ -169,6 +170,28 @@ const opArb: fc.Arbitrary<OpJson> = fc.oneof(
       flags: 0,
     })),
   },
+  // userfaultfd on the arena. The script's uffd has UFFD_FEATURE_SIGBUS: a missing fault in a registered
+  // range is a SIGBUS, never a blocked thread, so every other op stays synchronous on both backends.
+  {
+    weight: 2,
+    arbitrary: ranged((addr, len) => ({ op: 'uffdio_register', fd: '$u', addr, len, mode: ['UFFDIO_REGISTER_MODE_MISSING'] })),
+  },
+  { weight: 1, arbitrary: ranged((addr, len) => ({ op: 'uffdio_unregister', fd: '$u', addr, len })) },
+  {
+    weight: 2,
+    arbitrary: fc
+      .tuple(pageOff, fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 255 }), fc.boolean())
+      .map(([p, n, fill, dontwake]) => ({
+        op: 'uffdio_copy',
+        fd: '$u',
+        dst: at(p),
+        len: sz(clip(p, n)),
+        fill,
+        mode: dontwake ? ['UFFDIO_COPY_MODE_DONTWAKE'] : [],
+      })),
+  },
+  { weight: 1, arbitrary: ranged((addr) => ({ op: 'uffdio_zeropage', fd: '$u', addr, len: '4K' })) },
+  { weight: 1, arbitrary: ranged((addr, len) => ({ op: 'uffdio_wake', fd: '$u', addr, len })) },
   { weight: 2, arbitrary: ranged((addr, len) => ({ op: 'peek', addr, len })) },
   { weight: 2, arbitrary: ranged((addr, len) => ({ op: 'pagemap', addr, len })) },
   { weight: 1, arbitrary: pageOff.map((p) => ({ op: 'smaps', addr: at(p) })) },
@@ -198,6 +221,8 @@ export const scriptArb: fc.Arbitrary<string> = fc
         { op: 'sysfs', path: `${THP}/khugepaged/max_ptes_none`, value: '0' },
         { op: 'sysfs', path: `${THP}/khugepaged/pages_to_scan`, value: '1' },
         { op: 'mmap', len: '16M', prot: RW, flags: ['MAP_PRIVATE', 'MAP_ANONYMOUS'], align: '2M', name: 'r' },
+        { op: 'userfaultfd', flags: ['O_CLOEXEC', 'O_NONBLOCK'], name: 'u' },
+        { op: 'uffdio_api', fd: '$u', features: ['UFFD_FEATURE_SIGBUS'] },
         ...ops,
       ]
         .map((o) => JSON.stringify(o))
