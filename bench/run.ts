@@ -203,6 +203,29 @@ async function collapseVersusLinux(): Promise<void> {
   await scriptVersusLinux(`op-script: MADV_COLLAPSE of ${mib} MiB of 4K pages`, script, 3, mib / 2, 'collapses');
 }
 
+/** UFFDIO_COPY into a registered range: one ioctl over many 4K pages (anonymous), or many 2M pages (hugetlb). */
+async function uffdCopyVersusLinux(): Promise<void> {
+  const mib = quick ? 16 : 64;
+  const uffd = [`{"op":"userfaultfd","flags":["O_CLOEXEC","O_NONBLOCK"],"name":"u"}`, `{"op":"uffdio_api","fd":"$u"}`];
+  const anon = [
+    ...uffd,
+    `{"op":"mmap","len":"${mib}M",${RW_ANON},"name":"a"}`,
+    `{"op":"uffdio_register","fd":"$u","addr":"$a","len":"${mib}M","mode":["UFFDIO_REGISTER_MODE_MISSING"]}`,
+    `{"op":"uffdio_copy","fd":"$u","dst":"$a","len":"${mib}M","fill":7,"mode":["UFFDIO_COPY_MODE_DONTWAKE"]}`,
+  ].join('\n');
+  await scriptVersusLinux(`op-script: UFFDIO_COPY of ${mib} MiB in 4K pages`, anon, 4, (mib * 2 ** 20) / 4096, '4K copies');
+  const huge = [
+    `{"op":"hugetlb_pool","size":"2M","nr":${mib / 2}}`,
+    ...uffd,
+    `{"op":"mmap","len":"${mib}M","prot":["PROT_READ","PROT_WRITE"],"flags":["MAP_PRIVATE","MAP_ANONYMOUS","MAP_HUGETLB","MAP_HUGE_2MB"],"name":"h"}`,
+    `{"op":"uffdio_register","fd":"$u","addr":"$h","len":"${mib}M","mode":["UFFDIO_REGISTER_MODE_MISSING"]}`,
+    `{"op":"uffdio_copy","fd":"$u","dst":"$h","len":"${mib}M","fill":7,"mode":["UFFDIO_COPY_MODE_DONTWAKE"]}`,
+    `{"op":"munmap","addr":"$h","len":"${mib}M"}`,
+    `{"op":"hugetlb_pool","size":"2M","nr":0}`,
+  ].join('\n');
+  await scriptVersusLinux(`op-script: UFFDIO_COPY of ${mib} MiB in 2M hugetlb pages`, huge, 5, mib / 2, '2M copies');
+}
+
 const SCENARIO = (duration: string, sweep: boolean): string => `
 name: bench-random
 host: default
@@ -272,6 +295,7 @@ async function main(): Promise<void> {
   await scenarioSpeed();
   await faultsVersusLinux();
   await collapseVersusLinux();
+  await uffdCopyVersusLinux();
   const machine = `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${(totalmem() / GiB).toFixed(0)} GiB, Linux ${release()}, Node ${process.version}`;
   console.log(`\n### ${date}: ${machine}\n`);
   console.log('| benchmark | result | notes |\n| --- | --- | --- |');

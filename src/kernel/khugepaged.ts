@@ -37,9 +37,9 @@ import type { Kernel } from './kernel.ts';
 import { PG } from './page.ts';
 import { MIGRATE_MOVABLE } from './page_alloc.ts';
 import { HugeLeaf, PageTable, PteTable, PTE_NONE, PTE_ZERO, VM, pfnOfPte, type MmStruct, type Vma } from './mm_types.ts';
-import { HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE, PUD_SIZE, alignDown, alignUp, neg, type SysRet } from './uapi.ts';
+import { HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE, alignDown, alignUp, neg, type SysRet } from './uapi.ts';
 import { compactForOrder } from './compaction.ts';
-import { freePteTable } from './memory.ts';
+import { freePteTable, hasPmdTable } from './memory.ts';
 import { folioUnmappedSome, prepAnonThp, thpVmaAllowable } from './huge_memory.ts';
 import type { EventHandle } from '../sim/event_queue.ts';
 import { UnmodelledError } from './errors.ts';
@@ -105,9 +105,7 @@ function findPmd(mm: MmStruct, haddr: number): ScanResult | PteTable {
   if (e instanceof HugeLeaf) return SCAN.SCAN_PMD_MAPPED;
   if (e) return e;
   // pmd_none, or no PMD table at all for this 1G range (mm_find_pmd finds nothing).
-  const first = Math.floor(haddr / PUD_SIZE) * (PUD_SIZE / PMD_SIZE);
-  for (let j = first; j < first + PUD_SIZE / PMD_SIZE; j++) if (mm.pgtable.pmds.has(j)) return SCAN.SCAN_PMD_NONE;
-  return SCAN.SCAN_PMD_NULL;
+  return hasPmdTable(mm, haddr) ? SCAN.SCAN_PMD_NONE : SCAN.SCAN_PMD_NULL;
 }
 
 /**

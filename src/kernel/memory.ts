@@ -84,16 +84,14 @@ function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, t: Thread): 
 export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, write: boolean, thread: Thread): FaultResult {
   k.vmstat.events.pgfault++;
   if (vma.flags & VM.UFFD_MISSING && pageMissing(mm, vma, va)) {
-    // do_huge_pmd_anonymous_page prepares the anon_vma (and enters khugepaged) before it raises the userfault.
-    if (
-      !vma.file &&
-      !vma.isHugetlb() &&
-      !mm.pgtable.pmds.has(PageTable.pmdKey(va)) &&
-      thpVmaAllowable(k, vma) &&
-      thpSuitable(vma, alignDown(va, PMD_SIZE))
-    ) {
-      anonVmaPrepare(k, mm, vma);
-      k.khugepaged.enterVma(mm, vma);
+    // do_huge_pmd_anonymous_page prepares the anon_vma (and enters khugepaged) before it raises the
+    // userfault; do_anonymous_page allocates the PTE table first.
+    const key = PageTable.pmdKey(va);
+    if (!vma.file && !vma.isHugetlb() && !mm.pgtable.pmds.has(key)) {
+      if (thpVmaAllowable(k, vma) && thpSuitable(vma, alignDown(va, PMD_SIZE))) {
+        anonVmaPrepare(k, mm, vma);
+        k.khugepaged.enterVma(mm, vma);
+      } else mm.pgtable.pmds.set(key, allocPteTable(k, mm, k.cpuToNode(thread.cpu)));
     }
     return k.uffd.fault(vma, va, write, thread) === 'sigbus' ? FAULT_SIGBUS : FAULT_USERFAULT;
   }
@@ -144,6 +142,17 @@ export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, wri
     k.charge(k.hot.faultWrite);
   }
   return FAULT_OK;
+}
+
+/**
+ * mm_find_pmd() != NULL: whether the 1G range containing va has a PMD table
+ * (some PMD slot of it was ever populated). Upper page-table levels are not
+ * frames in memtwin; a PMD table is taken to exist while any slot is used.
+ */
+export function hasPmdTable(mm: MmStruct, va: number): boolean {
+  const first = Math.floor(va / PUD_SIZE) * (PUD_SIZE / PMD_SIZE);
+  for (let j = first; j < first + PUD_SIZE / PMD_SIZE; j++) if (mm.pgtable.pmds.has(j)) return true;
+  return false;
 }
 
 /**

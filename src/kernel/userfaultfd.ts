@@ -8,8 +8,9 @@
  *
  * Modelled: MISSING faults on anonymous, shmem and hugetlb ranges (WP and
  * MINOR registrations are accepted and validated as Linux does, but
- * UFFDIO_WRITEPROTECT, UFFDIO_CONTINUE, UFFDIO_POISON and UFFDIO_MOVE are
- * not modelled yet: they answer `unsupported`), UFFD_FEATURE_SIGBUS, and
+ * UFFDIO_WRITEPROTECT, UFFDIO_CONTINUE and UFFDIO_POISON are not modelled
+ * yet: they answer `unsupported`), UFFDIO_MOVE of anonymous pages (whole
+ * PMDs when aligned, THPs split otherwise), UFFD_FEATURE_SIGBUS, and
  * UFFD_FEATURE_EXACT_ADDRESS; COPY and ZEROPAGE fill anonymous, shmem (a
  * new page in the file) and hugetlb (whole huge pages, no ZEROPAGE) ranges.
  * Costs: uffdio_copy_4k per 4K page copied,
@@ -17,11 +18,13 @@
  */
 import type { Kernel } from './kernel.ts';
 import type { Process, Thread } from './sched.ts';
-import { VM, PTE_NONE, PTE_ZERO, PteTable, HugeLeaf, PageTable, type MmStruct, type Vma } from './mm_types.ts';
+import { VM, PTE_NONE, PTE_ZERO, PteTable, HugeLeaf, PageTable, pfnOfPte, type MmStruct, type Vma } from './mm_types.ts';
 import {
   MMAP_MIN_ADDR,
   OPEN,
+  HPAGE_PMD_NR,
   PAGE_SIZE,
+  PMD_SIZE,
   TASK_SIZE,
   UFFD_API,
   UFFD_EVENT,
@@ -34,7 +37,9 @@ import {
   neg,
   type SysRet,
 } from './uapi.ts';
-import { allocPteTable, hugetlbInstall, installAnonPage, installShmemPage } from './memory.ts';
+import { allocPteTable, hasPmdTable, hugetlbInstall, installAnonPage, installShmemPage } from './memory.ts';
+import { splitAnonFolio, splitHugePmd } from './huge_memory.ts';
+import { PG } from './page.ts';
 import { anonVmaPrepare, modifyVmaUffd } from './mmap.ts';
 import { UnmodelledError } from './errors.ts';
 
@@ -231,6 +236,8 @@ export function uffdioUnregister(k: Kernel, id: number, start: number, len: numb
   if (typeof vmas === 'number') return vmas;
   // No end alignment check here (unlike registration): only another context's VMA, or one that cannot userfault.
   for (const cur of vmas) if ((cur.uffdCtx && cur.uffdCtx !== ctx) || !canUserfault(cur, cur.flags & VM_UFFD_FLAGS)) return neg('EINVAL');
+  // Clearing a registered hugetlb VMA splits it at the range ends; a hugetlb VMA cannot split off a huge page.
+  for (const cur of vmas) if (cur.uffdCtx === ctx && badHugetlbEnd(cur, end) && end < cur.end) return neg('EINVAL');
   modifyVmaUffd(k, ctx.mm, Math.max(start, vmas[0]!.start), end, null, 0, VM_UFFD_FLAGS);
   k.uffd.wake(ctx, start, len);
   return 0;
@@ -321,6 +328,128 @@ function mfillAtomic(k: Kernel, ctx: UserfaultfdCtx, thread: Thread, dst: number
     done += PAGE_SIZE;
   }
   return done;
+}
+
+/**
+ * UFFDIO_MOVE (mm/userfaultfd.c move_pages): move anonymous pages from src
+ * to dst inside the context's mm, remapping them without a copy. Returns
+ * what the kernel writes back in `move` (bytes moved, or -errno; undefined
+ * when the call failed before it writes it) and the ioctl's return.
+ */
+export function uffdioMove(k: Kernel, id: number, dst: number, src: number, len: number, mode: number): { ret: SysRet; done?: number } {
+  const ctx = rangeCtx(k, id, src, len);
+  if (typeof ctx === 'number') return { ret: ctx };
+  const v = validateRange(dst, len);
+  if (v) return { ret: v };
+  if (mode & ~(UFFDIO_MODE.UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES | UFFDIO_MODE.UFFDIO_MOVE_MODE_DONTWAKE)) return { ret: neg('EINVAL') };
+  const r = movePages(k, ctx, dst, src, len, mode);
+  if (r < 0) return { ret: r, done: r };
+  if (!(mode & UFFDIO_MODE.UFFDIO_MOVE_MODE_DONTWAKE)) k.uffd.wake(ctx, dst, r);
+  return { ret: r === len ? 0 : neg('EAGAIN'), done: r };
+}
+
+const VM_ACCESS = VM.READ | VM.WRITE | VM.EXEC;
+
+/** move_pages: bytes moved, or -errno if none were. */
+function movePages(k: Kernel, ctx: UserfaultfdCtx, dst: number, src: number, len: number, mode: number): number {
+  const mm = ctx.mm;
+  const holes = (mode & UFFDIO_MODE.UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES) !== 0;
+  // uffd_move_lock: both VMAs must exist; the destination gets its anon_vma first.
+  const dvma = mm.vmaAt(dst);
+  if (!dvma) return neg('ENOENT');
+  if (!(dvma.flags & VM.SHARED)) anonVmaPrepare(k, mm, dvma);
+  const svma = mm.vmaAt(src);
+  if (!svma) return neg('ENOENT');
+  if (src + len > svma.end || dst + len > dvma.end) return neg('EINVAL');
+  // validate_move_areas
+  if ((svma.flags & VM_ACCESS) !== (dvma.flags & VM_ACCESS) || (svma.flags & VM.LOCKED) !== (dvma.flags & VM.LOCKED)) return neg('EINVAL');
+  if (!(svma.flags & VM.WRITE)) return neg('EINVAL');
+  if (dvma.uffdCtx !== ctx || !svma.isAnonymous() || !dvma.isAnonymous() || svma.flags & VM.SHARED || dvma.flags & VM.SHARED)
+    return neg('EINVAL');
+  const nid = k.cpuToNode(0);
+  let moved = 0;
+  let err = 0;
+  while (moved < len) {
+    const s = src + moved;
+    const d = dst + moved;
+    const skey = PageTable.pmdKey(s);
+    const dkey = PageTable.pmdKey(d);
+    let se = mm.pgtable.pmds.get(skey);
+    const de = mm.pgtable.pmds.get(dkey);
+    // No PMD table for the source (mm_find_pmd NULL) is a hole before the destination is looked at;
+    // an empty PMD in an existing table only after the destination's huge-PMD check.
+    if (se === undefined && !holes && !hasPmdTable(mm, s)) {
+      err = neg('ENOENT');
+      break;
+    }
+    if (de instanceof HugeLeaf) {
+      err = neg('EEXIST');
+      break;
+    }
+    if (se === undefined && !holes) {
+      err = neg('ENOENT');
+      break;
+    }
+    if (se instanceof HugeLeaf) {
+      // A whole PMD moves as one if aligned and covered; otherwise it is split first.
+      if (s % PMD_SIZE === 0 && d % PMD_SIZE === 0 && s + PMD_SIZE <= src + len && !de) {
+        mm.pgtable.pmds.delete(skey);
+        mm.pgtable.pmds.set(dkey, se);
+        if (!se.isZero) for (let j = 0; j < HPAGE_PMD_NR; j++) k.mem.setIndex(se.pfn + j, d / PAGE_SIZE + j);
+        moved += PMD_SIZE;
+        continue;
+      }
+      const head = se.pfn;
+      se = splitHugePmd(k, mm, s - (s % PMD_SIZE), nid);
+      if (head >= 0) splitAnonFolio(k, mm, head, s - (s % PMD_SIZE), nid);
+      se = mm.pgtable.pmds.get(skey);
+    }
+    // Both page tables are allocated before the PTEs are looked at (__pte_alloc, pte_alloc), holes included.
+    if (!(se instanceof PteTable)) {
+      se = allocPteTable(k, mm, nid);
+      mm.pgtable.pmds.set(skey, se);
+    }
+    let dt = mm.pgtable.pmds.get(dkey) as PteTable | undefined;
+    if (!dt) {
+      dt = allocPteTable(k, mm, nid);
+      mm.pgtable.pmds.set(dkey, dt);
+    }
+    const st = se;
+    const si = Math.floor(s / PAGE_SIZE) & 511;
+    const spte = st.ptes[si]!;
+    const di = Math.floor(d / PAGE_SIZE) & 511;
+    if (dt.ptes[di] !== PTE_NONE) {
+      err = neg('EEXIST');
+      break;
+    }
+    if (spte === PTE_NONE) {
+      if (!holes) {
+        err = neg('ENOENT');
+        break;
+      }
+      moved += PAGE_SIZE; // a hole moves as nothing
+      continue;
+    }
+    if (spte !== PTE_ZERO) {
+      const pfn = pfnOfPte(spte);
+      if (k.mem.flags(pfn) & (PG.head | PG.tail)) {
+        // A PTE-mapped large folio is split before its pages move.
+        splitAnonFolio(k, mm, pfn - (pfn % HPAGE_PMD_NR), s - (s % PMD_SIZE), nid);
+        continue;
+      }
+      if (k.mem.mapcount(pfn) > 1) {
+        err = neg('EBUSY'); // not PageAnonExclusive
+        break;
+      }
+      k.mem.setIndex(pfn, d / PAGE_SIZE);
+    }
+    st.ptes[si] = PTE_NONE;
+    st.used--;
+    dt.ptes[di] = spte;
+    dt.used++;
+    moved += PAGE_SIZE;
+  }
+  return moved ? moved : err;
 }
 
 /** Ioctls memtwin does not model yet. */

@@ -192,6 +192,17 @@ const opArb: fc.Arbitrary<OpJson> = fc.oneof(
   },
   { weight: 1, arbitrary: ranged((addr) => ({ op: 'uffdio_zeropage', fd: '$u', addr, len: '4K' })) },
   { weight: 1, arbitrary: ranged((addr, len) => ({ op: 'uffdio_wake', fd: '$u', addr, len })) },
+  {
+    weight: 1,
+    arbitrary: fc.tuple(pageOff, pageOff, fc.integer({ min: 1, max: 4 }), fc.boolean()).map(([d, src, n, holes]) => ({
+      op: 'uffdio_move',
+      fd: '$u',
+      dst: at(d),
+      src: at(src),
+      len: sz(Math.min(clip(d, n), clip(src, n))),
+      mode: holes ? ['UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES'] : [],
+    })),
+  },
   { weight: 2, arbitrary: ranged((addr, len) => ({ op: 'peek', addr, len })) },
   { weight: 2, arbitrary: ranged((addr, len) => ({ op: 'pagemap', addr, len })) },
   { weight: 1, arbitrary: pageOff.map((p) => ({ op: 'smaps', addr: at(p) })) },

@@ -23,6 +23,7 @@ import { followPage } from '../kernel/memory.ts';
 import { sysSetDumpable, sysSetresgid, sysSetresuid } from '../kernel/cred.ts';
 import {
   bitNames,
+  uffdioMove,
   ioctlNames,
   uffdioApi,
   uffdioFill,
@@ -238,8 +239,10 @@ export class SimBackend implements Backend {
         return unmodelledIoctl('UFFDIO_CONTINUE');
       case 'uffdio_poison':
         return unmodelledIoctl('UFFDIO_POISON');
-      case 'uffdio_move':
-        return unmodelledIoctl('UFFDIO_MOVE');
+      case 'uffdio_move': {
+        const r = uffdioMove(k, this.uffd(op), a.dst, a.src, a.len, a.mode ?? 0);
+        return this.thenResume({ ...sys(r.ret), move: r.done ?? null });
+      }
       case 'uffd_read': {
         const ctx = k.uffd.ctxs.get(this.uffd(op))!;
         if (ctx.features === null) return sys(-22); // read before UFFDIO_API
