@@ -177,3 +177,21 @@ describe('cpusets', () => {
     expect(setCpusetMems(k, p, [7])).toBe(-22);
   });
 });
+
+describe('migrate_pages and the caller cpuset', () => {
+  it('masks the new nodes with the caller cpuset before remapping (kernel_migrate_pages nodes_and)', () => {
+    const k = smallKernel({ nodes: 3, mib: 64 });
+    const target = k.createProcess('t', 0); // CPU 0: node 0
+    const a = k.mmap(target, 0, 8 * PAGE_SIZE, RW, ANON);
+    k.madvise(target, a, 8 * PAGE_SIZE, MADV.MADV_NOHUGEPAGE);
+    k.access(target.mainThread, a, 8 * PAGE_SIZE, PAGE_SIZE, true, 1);
+    const tool = k.createProcess('migratepages', 0);
+    expect(setCpusetMems(k, tool, [0, 2])).toBe(0);
+    // new {1,2} & caller {0,2} = {2}: node 0 maps to node 2 (not to node 1, which the caller may not use).
+    expect(sysMigratePages(k, tool, target, [0, 1], [1, 2])).toBe(0);
+    for (let i = 0; i < 8; i++) expect(k.phys.nodeOfPfn(followPage(target.mm, a + i * PAGE_SIZE))).toBe(2);
+    // Nothing of the new set is allowed to the caller: EINVAL.
+    expect(sysMigratePages(k, tool, target, [2], [1])).toBe(-22);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+});

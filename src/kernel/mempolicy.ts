@@ -431,10 +431,11 @@ export function sysMigratePages(
   if (!ptraceMayAccess(caller, target, 'READ_REALCREDS')) return neg('EPERM');
   const targetAllowed = memsAllowed(k, target);
   if (!newNodes.every((n) => targetAllowed.includes(n)) && !capable(caller, 'CAP_SYS_NICE')) return neg('EPERM');
+  // nodes_and(*new, *new, cpuset_mems_allowed(current)): the remapping below uses the masked set.
   const allowed = memsAllowed(k, caller);
-  const to = [...new Set(newNodes)].sort((a, b) => a - b);
+  const to = [...new Set(newNodes)].filter((n) => allowed.includes(n)).sort((a, b) => a - b);
   const from = [...new Set(oldNodes)].sort((a, b) => a - b);
-  if (!to.some((n) => allowed.includes(n))) return neg('EINVAL');
+  if (!to.length) return neg('EINVAL');
   const remap = (s: number): number => to[from.indexOf(s) % to.length]!;
   let tmp = [...from];
   let busy = 0;
@@ -451,7 +452,6 @@ export function sysMigratePages(
     }
     if (source < 0) break;
     tmp = tmp.filter((n) => n !== source);
-    if (!allowed.includes(dest)) continue;
     // do_migrate_pages(mm, old, new, capable(CAP_SYS_NICE) ? MPOL_MF_MOVE_ALL : MPOL_MF_MOVE)
     busy += migrateToNodeOf(k, target.mm, source, dest, capable(caller, 'CAP_SYS_NICE'));
   }
