@@ -88,13 +88,10 @@ export class SimAgentSys implements AgentSys {
 
   /** Run `f` as the agent's task: kernel work it causes is charged to the agent, from the current time. */
   run(f: () => void): void {
-    const saved = this.k.taskTime;
     this.tickTime = { ns: 0 };
-    this.k.taskTime = this.tickTime;
     try {
-      f();
+      this.k.runAsTask(this.tickTime, f);
     } finally {
-      this.k.taskTime = saved;
       this.done += this.tickTime.ns;
       this.tickTime = { ns: 0 };
     }

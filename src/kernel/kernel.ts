@@ -183,6 +183,21 @@ export class Kernel {
    */
   taskTime: { ns: number } | null = null;
 
+  /**
+   * Run `f` as a task of its own (a kernel thread, an agent, a tool making
+   * a syscall): what it charges goes to `time`, not to the clock or to the
+   * task that was running.
+   */
+  runAsTask<T>(time: { ns: number }, f: () => T): T {
+    const saved = this.taskTime;
+    this.taskTime = time;
+    try {
+      return f();
+    } finally {
+      this.taskTime = saved;
+    }
+  }
+
   /** Charge simulated time for work done by the calling thread. */
   charge(ns: number): void {
     if (this.taskTime) this.taskTime.ns += ns;

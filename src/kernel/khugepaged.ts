@@ -320,17 +320,6 @@ export class Khugepaged {
     this.mmHead.push(mm); // no wake-up: the list was not empty (see above)
   }
 
-  /** The mm is going away (collect_mm_slot on exit). */
-  exitMm(mm: MmStruct): void {
-    const i = this.mmHead.indexOf(mm);
-    if (i < 0) return;
-    if (this.scanSlot === mm) {
-      this.scanSlot = this.mmHead[i + 1] ?? null;
-      this.scanAddress = 0;
-    }
-    this.mmHead.splice(i, 1);
-  }
-
   /**
    * start_stop_khugepaged, after a write to a THP `enabled` knob: a thread
    * started afresh scans at once; a running one keeps its timer; a disabled
@@ -372,13 +361,11 @@ export class Khugepaged {
     this.resume = null;
     this.stats.passes++;
     // The thread's own time: charges made while it works go here, not to a task.
-    const saved = k.taskTime;
     const own = { ns: 0 };
-    k.taskTime = own;
     const cc = newCollapseControl(k, true);
     let passThroughHead = 0;
     let allocFailed = false;
-    try {
+    k.runAsTask(own, () => {
       for (;;) {
         if (!this.scanSlot) passThroughHead++;
         if (this.mmHead.length && passThroughHead < 2) {
@@ -389,10 +376,8 @@ export class Khugepaged {
         if (progress >= pages) break;
         if (allocFailed) break;
       }
-    } finally {
-      k.taskTime = saved;
-    }
-    own.ns += cc.scannedPtes * k.costs.ns('khugepaged_scan_per_pte');
+      own.ns = this.elapsed(cc); // the scanning too
+    });
     this.stats.cpuNs += own.ns;
     this.stats.scannedPtes += cc.scannedPtes;
     if (allocFailed) {

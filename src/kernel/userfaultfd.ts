@@ -80,7 +80,6 @@ export class UserfaultfdCtx {
   readonly pending: UffdMsg[] = [];
   /** Threads blocked in a userfault, with the address they wait on (fault_pending_wqh + fault_wqh). */
   readonly waiters: { thread: Thread; address: number }[] = [];
-  released = false;
   constructor(
     readonly id: number,
     readonly mm: MmStruct,
@@ -151,11 +150,17 @@ function ctxOf(k: Kernel, id: number): UserfaultfdCtx | number {
   return ctx;
 }
 
-/** The checks every range ioctl starts with: a context past UFFDIO_API, and validate_range. */
-function rangeCtx(k: Kernel, id: number, start: number, len: number): UserfaultfdCtx | number {
+/** A context past its UFFDIO_API handshake (userfaultfd_ioctl refuses every other ioctl before it). */
+function readyCtx(k: Kernel, id: number): UserfaultfdCtx | number {
   const ctx = ctxOf(k, id);
   if (typeof ctx === 'number') return ctx;
-  if (ctx.features === null) return neg('EINVAL');
+  return ctx.features === null ? neg('EINVAL') : ctx;
+}
+
+/** The checks every range ioctl starts with: a ready context, and validate_range. */
+function rangeCtx(k: Kernel, id: number, start: number, len: number): UserfaultfdCtx | number {
+  const ctx = readyCtx(k, id);
+  if (typeof ctx === 'number') return ctx;
   return validateRange(start, len) || ctx;
 }
 
@@ -200,7 +205,9 @@ function canUserfault(vma: Vma, vmFlags: number): boolean {
 
 /** UFFDIO_REGISTER: ret and the ioctls the range supports. */
 export function uffdioRegister(k: Kernel, id: number, start: number, len: number, mode: number): { ret: SysRet; ioctls?: number[] } {
-  if (!mode || mode & ~UFFD_API_REGISTER_MODES) return { ret: typeof ctxOf(k, id) === 'number' ? neg('EBADF') : neg('EINVAL') };
+  const ready = readyCtx(k, id);
+  if (typeof ready === 'number') return { ret: ready };
+  if (!mode || mode & ~UFFD_API_REGISTER_MODES) return { ret: neg('EINVAL') };
   const ctx = rangeCtx(k, id, start, len);
   if (typeof ctx === 'number') return { ret: ctx };
   let vmFlags = 0;

@@ -3,7 +3,7 @@
  */
 import { Kernel } from '../kernel/kernel.ts';
 import type { Process, Thread } from '../kernel/sched.ts';
-import { errnoName, MAP, MPOL, PAGE_SIZE, UFFD_API, UFFD_FEATURE, alignDown } from '../kernel/uapi.ts';
+import { errnoName, MAP, MPOL, PAGE_SIZE, UFFD_API, UFFD_FEATURE, alignDown, neg } from '../kernel/uapi.ts';
 import {
   pagemap,
   smaps,
@@ -245,7 +245,7 @@ export class SimBackend implements Backend {
       }
       case 'uffd_read': {
         const ctx = k.uffd.ctxs.get(this.uffd(op))!;
-        if (ctx.features === null) return sys(-22); // read before UFFDIO_API
+        if (ctx.features === null) return sys(neg('EINVAL')); // userfaultfd_read before UFFDIO_API
         const msgs = ctx.pending.splice(0, a.max ?? 1).map((m) => ({ event: m.event, address: m.address, flags: m.flags }));
         return { ret: 0, msgs };
       }

@@ -264,16 +264,14 @@ function scheduleEvents(
       throw new InputError(file, undefined, undefined, `events[${idx}].thread`, `no thread "${ev.thread ?? ''}" in ${ev.process}`);
     k.events.schedule(t0 + ev.at, `event ${ev.op}`, () => {
       const ctx = { ns: 0 };
-      k.taskTime = ctx;
       const moved0 = k.vmstat.events.pgmigrate_success;
-      let ret: number;
-      try {
+      // The call runs as the tool's task: its kernel time is the tool's, not a workload thread's.
+      const ret = k.runAsTask(ctx, (): number => {
         switch (ev.op) {
           case 'migrate_pages':
-            ret = sysMigratePages(k, target.p, target.p, ev.old_nodes ?? [], ev.new_nodes ?? []);
-            break;
+            return sysMigratePages(k, target.p, target.p, ev.old_nodes ?? [], ev.new_nodes ?? []);
           case 'mbind':
-            ret = sysMbind(
+            return sysMbind(
               k,
               target.p.mainThread,
               m!.base,
@@ -282,33 +280,24 @@ function scheduleEvents(
               ev.policy?.nodes ?? [],
               ev.flags.reduce((f, x) => f | MPOL[x], 0),
             );
-            break;
           case 'madvise':
-            ret = unmodelled(
+            return unmodelled(
               () => k.madvise(target.p, m!.base, m!.len, MADV[ev.advice ?? 'MADV_NORMAL']),
               (msg) => {
                 throw new InputError(file, undefined, undefined, `events[${idx}].advice`, msg);
               },
             );
-            break;
           case 'ms_move':
-            ret = k.memsched.move(ev.group ?? 0, ev.node ?? 0);
-            break;
+            return k.memsched.move(ev.group ?? 0, ev.node ?? 0);
           case 'set_mempolicy':
-            ret = sysSetMempolicy(k, target.p.mainThread, ev.policy ? policyMode(ev.policy) : 0, ev.policy?.nodes ?? []);
-            break;
+            return sysSetMempolicy(k, target.p.mainThread, ev.policy ? policyMode(ev.policy) : 0, ev.policy?.nodes ?? []);
           case 'sched_setaffinity':
             // A mask of one CPU: the thread runs there from now on (EINVAL: no such CPU).
-            if (ev.cpu === undefined || !k.host.cpuNode.has(ev.cpu)) ret = neg('EINVAL');
-            else {
-              wt!.thread.cpu = ev.cpu;
-              ret = 0;
-            }
-            break;
+            if (ev.cpu === undefined || !k.host.cpuNode.has(ev.cpu)) return neg('EINVAL');
+            wt!.thread.cpu = ev.cpu;
+            return 0;
         }
-      } finally {
-        k.taskTime = null;
-      }
+      });
       log.push({
         at_ns: ev.at,
         op: ev.op,
