@@ -6,7 +6,8 @@
  * tests after every random operation.
  */
 import type { Kernel } from './kernel.ts';
-import { PteTable, PTE_NONE, PTE_ZERO, pfnOfPte } from './mm_types.ts';
+import { PteTable, PTE_NONE, PTE_ZERO, pfnOfPte, type HgmFolio } from './mm_types.ts';
+import { hgmLeaves } from './hugetlb_hgm.ts';
 import { PG } from './page.ts';
 import { PAGE_SIZE, PMD_SIZE, PUD_SIZE, HPAGE_PMD_NR } from './uapi.ts';
 
@@ -65,8 +66,28 @@ export function verifyKernel(k: Kernel): string[] {
       if (mm.vmas[i]!.end > mm.vmas[i + 1]!.start) errs.push(`pid ${p.pid}: VMAs overlap at ${mm.vmas[i + 1]!.start.toString(16)}`);
     for (const v of mm.vmas)
       if (v.start >= v.end || v.start % PAGE_SIZE || v.end % PAGE_SIZE) errs.push(`pid ${p.pid}: bad VMA ${v.start}-${v.end}`);
+    // Huge pages mapped in parts (hugetlb_hgm.ts): owned whole, one entire mapping; their PTEs and PMD leaves
+    // must be exactly the parts marked mapped.
+    const partOf = (va: number): HgmFolio | undefined => mm.hgm.get(va - (va % PUD_SIZE)) ?? mm.hgm.get(va - (va % PMD_SIZE));
+    for (const f of mm.hgm.values()) {
+      entireRefs.set(f.pfn, (entireRefs.get(f.pfn) ?? 0) + 1);
+      userPage(f.pfn, f.size / PAGE_SIZE, 'hugetlb page mapped in parts');
+      let mapped = 0;
+      hgmLeaves(mm, f, (va, pfn, size) => {
+        if (pfn !== f.pfn + (va - f.haddr) / PAGE_SIZE) errs.push(`pid ${p.pid}: part at ${va.toString(16)} maps the wrong frame`);
+        for (let a = va; a < va + size; a += PAGE_SIZE)
+          if (f.mapped[(a - f.haddr) / PAGE_SIZE] !== 1) errs.push(`pid ${p.pid}: ${a.toString(16)} mapped, not marked`);
+        mapped += size / PAGE_SIZE;
+      });
+      if (mapped !== f.nMapped) errs.push(`pid ${p.pid}: huge page at ${f.haddr.toString(16)} maps ${mapped} pages, counts ${f.nMapped}`);
+    }
     for (const [key, e] of mm.pgtable.pmds) {
       const base = key * PMD_SIZE;
+      const part = partOf(base);
+      if (part) {
+        if (e instanceof PteTable && e.tablePfn >= 0) claim(e.tablePfn, 1, 2, 'pte table');
+        continue;
+      }
       if (e instanceof PteTable) {
         if (e.tablePfn >= 0) claim(e.tablePfn, 1, 2, 'pte table');
         let used = 0;

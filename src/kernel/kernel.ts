@@ -24,6 +24,7 @@ import { NumaBalancing } from './numa_balancing.ts';
 import { Memsched } from './memsched.ts';
 import { Khugepaged } from './khugepaged.ts';
 import { Userfaultfd } from './userfaultfd.ts';
+import { HugetlbHgm } from './hugetlb_hgm.ts';
 import { doMmap, sysMunmap, sysMprotect } from './mmap.ts';
 import { sysMadvise, sysProcessMadvise } from './madvise.ts';
 import { userAccess, type AccessResult } from './memory.ts';
@@ -55,6 +56,8 @@ export class Kernel {
   readonly memsched: Memsched;
   readonly khugepaged: Khugepaged;
   readonly uffd: Userfaultfd;
+  /** The postcopy-on-hugetlbfs proposals (features, off by default). */
+  readonly hgm = new HugetlbHgm();
   /** cpu -> node, as an array for the fault path. */
   private readonly cpuNodes: number[] = [];
   /** Costs read on the hottest paths, looked up once. */

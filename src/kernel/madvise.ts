@@ -6,7 +6,7 @@
 import type { Kernel } from './kernel.ts';
 import type { Process } from './sched.ts';
 import { VM, type Vma } from './mm_types.ts';
-import { MADV, PAGE_SIZE, PMD_SIZE, alignDown, alignUp, neg, type SysRet } from './uapi.ts';
+import { MADV, MADV_SPLIT, PAGE_SIZE, PMD_SIZE, alignDown, alignUp, neg, type SysRet } from './uapi.ts';
 import { modifyVmaFlags, populateRange } from './mmap.ts';
 import { zapRange, followPage } from './memory.ts';
 import { anonFolioAt, splitAnonFolio } from './huge_memory.ts';
@@ -14,6 +14,7 @@ import { PG } from './page.ts';
 import { madviseCollapse } from './khugepaged.ts';
 import { UnmodelledError } from './errors.ts';
 import { capable, ptraceMayAccess } from './cred.ts';
+import { hgmMadvCollapse, madvSplit } from './hugetlb_hgm.ts';
 
 const VALID_ADVICE = new Set<number>(Object.values(MADV));
 
@@ -28,7 +29,9 @@ export const UNMODELLED_ADVICE = new Set<number>([
 export { UnmodelledError };
 
 export function sysMadvise(k: Kernel, p: Process, start: number, lenIn: number, advice: number): SysRet {
-  if (!VALID_ADVICE.has(advice)) return neg('EINVAL');
+  // MADV_SPLIT exists only while the hugetlb-hgm proposal is enabled.
+  const split = advice === MADV_SPLIT && k.hgm.enabled['hugetlb-hgm'] === 1;
+  if (!VALID_ADVICE.has(advice) && !split) return neg('EINVAL');
   if (UNMODELLED_ADVICE.has(advice)) {
     const name = Object.entries(MADV).find(([, v]) => v === advice)?.[0] ?? String(advice);
     throw new UnmodelledError(`${name} is not modelled by the simulator yet`);
@@ -57,6 +60,7 @@ export function sysMadvise(k: Kernel, p: Process, start: number, lenIn: number, 
   if (mm.vmasIn(start, end).length === 0) return neg('ENOMEM');
 
   let err = 0;
+  if (split) return madvSplit(mm, start, end);
   switch (advice) {
     case MADV.MADV_NORMAL:
     case MADV.MADV_RANDOM:
@@ -78,7 +82,10 @@ export function sysMadvise(k: Kernel, p: Process, start: number, lenIn: number, 
     case MADV.MADV_COLLAPSE:
       // madvise_collapse, VMA by VMA; the first failing VMA ends the walk.
       for (const v of mm.vmasIn(start, end)) {
-        const r = madviseCollapse(k, v, mm, Math.max(start, v.start), Math.min(end, v.end));
+        const r =
+          v.hgm === 'hgm'
+            ? hgmMadvCollapse(k, mm, Math.max(start, v.start), Math.min(end, v.end))
+            : madviseCollapse(k, v, mm, Math.max(start, v.start), Math.min(end, v.end));
         if (r < 0) {
           err = r;
           break;

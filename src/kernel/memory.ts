@@ -32,6 +32,7 @@ import {
 } from './huge_memory.ts';
 import { accountPolicyAlloc, allocPolicyPages, policyPlacement } from './mempolicy.ts';
 import type { Thread } from './sched.ts';
+import { hgmMapRange, hgmSubpageMissing, hgmZap } from './hugetlb_hgm.ts';
 
 export const FAULT_OK = 0;
 export const FAULT_SIGSEGV = 1;
@@ -95,6 +96,9 @@ export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, wri
     }
     return k.uffd.fault(vma, va, write, thread) === 'sigbus' ? FAULT_SIGBUS : FAULT_USERFAULT;
   }
+  // shmem_get_folio_gfp / hugetlb_no_page: a page the file holds but this VMA does not map is a minor fault.
+  if (vma.flags & VM.UFFD_MINOR && pageMinor(mm, vma, va))
+    return k.uffd.fault(vma, va, write, thread, true) === 'sigbus' ? FAULT_SIGBUS : FAULT_USERFAULT;
   const nid = k.cpuToNode(thread.cpu);
   if (vma.isHugetlb()) return hugetlbFault(k, mm, vma, va, thread);
   const key = PageTable.pmdKey(va);
@@ -165,12 +169,39 @@ function pageMissing(mm: MmStruct, vma: Vma, va: number): boolean {
     const hs = vma.hugePageSize();
     const haddr = alignDown(va, hs);
     const map = hs === PUD_SIZE ? mm.pgtable.puds : mm.pgtable.pmds;
+    // A page mapped in parts by the copy proposals: its parts not copied yet are missing (under hugetlb-hgm, minor).
+    const part = mm.hgm.get(haddr);
+    if (part) return hgmSubpageMissing(part, va) && vma.hgm !== 'hgm';
     if (map.get(hs === PUD_SIZE ? PageTable.pudKey(haddr) : PageTable.pmdKey(haddr))) return false;
-    return !(vma.flags & VM.MAYSHARE) || !vma.file!.pages.has((vma.pgoff * PAGE_SIZE + (haddr - vma.start)) / hs);
+    return !(vma.flags & VM.MAYSHARE) || !vma.file!.pages.has(hugetlbIndex(vma, haddr));
   }
   if (followPage(mm, va) !== -2) return false;
   if (!vma.file) return true;
   return !vma.file.pages.has(vma.pgoff + Math.floor((va - vma.start) / PAGE_SIZE));
+}
+
+/**
+ * Whether the fault at va is a minor fault, the kind userfaultfd's MINOR
+ * mode intercepts: the VMA maps nothing there, but its shmem or shared
+ * hugetlbfs file holds the page.
+ */
+function pageMinor(mm: MmStruct, vma: Vma, va: number): boolean {
+  if (!vma.file) return false;
+  if (vma.isHugetlb()) {
+    const hs = vma.hugePageSize();
+    const haddr = alignDown(va, hs);
+    const map = hs === PUD_SIZE ? mm.pgtable.puds : mm.pgtable.pmds;
+    const part = mm.hgm.get(haddr);
+    if (part) return hgmSubpageMissing(part, va) && vma.hgm === 'hgm';
+    if (map.get(hs === PUD_SIZE ? PageTable.pudKey(haddr) : PageTable.pmdKey(haddr))) return false;
+    return (vma.flags & VM.MAYSHARE) !== 0 && vma.file.pages.has(hugetlbIndex(vma, haddr));
+  }
+  return followPage(mm, va) === -2 && vma.file.pages.has(vma.pgoff + Math.floor((va - vma.start) / PAGE_SIZE));
+}
+
+/** The page index in a hugetlbfs file (in huge pages) of the huge page at haddr. */
+export function hugetlbIndex(vma: Vma, haddr: number): number {
+  return (vma.pgoff * PAGE_SIZE + (haddr - vma.start)) / vma.hugePageSize();
 }
 
 /**
@@ -201,7 +232,8 @@ export const FAULT_AROUND_PAGES = 16;
 function shmemFault(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: number, va: number, write: boolean, thread: Thread): FaultResult {
   const file = vma.file!;
   const vmaOff = (va - vma.start) / PAGE_SIZE;
-  if (!write) {
+  // should_fault_around: not with uffd WP or MINOR registered (uffd_disable_fault_around).
+  if (!write && !(vma.flags & (VM.UFFD_WP | VM.UFFD_MINOR))) {
     const from = Math.max(i - (i % FAULT_AROUND_PAGES), i - Math.min(i, vmaOff));
     const to = Math.min(from + FAULT_AROUND_PAGES, 512, i + vma.size / PAGE_SIZE - vmaOff) - 1;
     for (let j = from; j <= to; j++) {
@@ -252,7 +284,7 @@ export function installShmemPage(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable,
   return 0;
 }
 
-function mapShmemPage(k: Kernel, mm: MmStruct, t: PteTable, i: number, pfn: number): void {
+export function mapShmemPage(k: Kernel, mm: MmStruct, t: PteTable, i: number, pfn: number): void {
   t.ptes[i] = pteOf(pfn);
   t.used++;
   k.mem.addMapcount(pfn, 1);
@@ -274,6 +306,18 @@ export function hugetlbInstall(k: Kernel, mm: MmStruct, vma: Vma, va: number, th
 }
 
 /**
+ * hugetlb_mfill_atomic_pte for UFFDIO_CONTINUE: map the page a shared
+ * hugetlbfs file already holds at va. 0, -EFAULT if the file has no page
+ * there, -EEXIST if va is mapped.
+ */
+export function hugetlbContinue(k: Kernel, mm: MmStruct, vma: Vma, va: number, thread: Thread): SysRet {
+  if (!(vma.flags & VM.MAYSHARE) || !vma.file!.pages.has(hugetlbIndex(vma, va))) return neg('EFAULT');
+  if (followPage(mm, va) !== -2 || mm.hgm.has(va)) return neg('EEXIST');
+  hugetlbMap(k, mm, vma, va, thread, null);
+  return 0;
+}
+
+/**
  * Map the huge page for va, allocating it (or taking it from the file) as
  * hugetlb_no_page does; with `fill`, only a fresh page filled with it
  * (UFFDIO_COPY). 0 on success, -1 without a page, -2 if already mapped
@@ -281,45 +325,66 @@ export function hugetlbInstall(k: Kernel, mm: MmStruct, vma: Vma, va: number, th
  */
 function hugetlbMap(k: Kernel, mm: MmStruct, vma: Vma, va: number, thread: Thread, fill: number | null): number {
   const h = k.hugetlb.byShift(vma.hugeShift)!;
-  const hsize = h.size;
-  const haddr = alignDown(va, hsize);
+  const haddr = alignDown(va, h.size);
   const map = h.shift === PUD_SHIFT ? mm.pgtable.puds : mm.pgtable.pmds;
   const key = h.shift === PUD_SHIFT ? PageTable.pudKey(haddr) : PageTable.pmdKey(haddr);
-  if (map.get(key)) return fill === null ? 0 : -2;
-  const idx = (vma.pgoff * PAGE_SIZE + (haddr - vma.start)) / hsize;
-  const shared = (vma.flags & VM.MAYSHARE) !== 0;
+  const part = mm.hgm.get(haddr);
+  if (!part && map.get(key)) return fill === null ? 0 : -2;
+  if (part) {
+    // A huge page mapped in parts (hugetlb_hgm.ts): a copy of the whole page finds it mapped; a fault maps its 4K.
+    if (fill !== null) return -2;
+    hgmMapRange(k, mm, part, alignDown(va, PAGE_SIZE), PAGE_SIZE, null);
+    k.charge(k.costs.ns('fault_anon_4k_read_zeropage'));
+    return 0;
+  }
   let pfn: number | undefined;
-  if (shared) pfn = vma.file!.pages.get(idx);
+  if (vma.flags & VM.MAYSHARE) pfn = vma.file!.pages.get(hugetlbIndex(vma, haddr));
   if (pfn === undefined) {
-    const reserved = shared ? vma.file!.reserved.has(idx) : vma.resv !== null && !vma.resv.consumed.has(idx);
-    const pl = policyPlacement(k, thread, vma, haddr, h.order);
-    pfn = k.hugetlb.allocForFault(h, pl.nid, reserved, pl.nodemask);
+    pfn = hugetlbAllocPage(k, mm, vma, haddr, thread, fill);
     if (pfn < 0) return -1;
-    accountPolicyAlloc(k, pl, pfn, h.order, k.cpuToNode(thread.cpu));
-    const n = 2 ** h.order;
-    const m = k.mem;
-    const owner = shared ? vma.file!.id : mm.id;
-    for (let j = 0; j < n; j++) {
-      if (fill !== null) {
-        k.writeSerial = (k.writeSerial + 1) & 0xffffff;
-        m.storeByte(pfn + j, k.writeSerial, fill, true);
-      } else m.setToken(pfn + j, 0);
-      m.setOwner(pfn + j, owner);
-      m.setIndex(pfn + j, shared ? idx : haddr / PAGE_SIZE + j);
-    }
-    if (shared) {
-      vma.file!.pages.set(idx, pfn);
-      if (reserved) vma.file!.reserved.delete(idx);
-    } else {
-      m.addFlags(pfn, PG.anon);
-      if (reserved) vma.resv!.consumed.add(idx);
-    }
-    if (fill === null) k.charge(k.costs.ns(h.shift === PUD_SHIFT ? 'fault_hugetlb_1g_write' : 'fault_hugetlb_2m_write'));
   } else if (fill !== null) return -2;
   else k.charge(k.costs.ns('fault_anon_4k_read_zeropage'));
   k.mem.addEntireMapcount(pfn, 1);
   map.set(key, new HugeLeaf(pfn, h.shift === PUD_SHIFT ? 'pud' : 'pmd'));
   return 0;
+}
+
+/**
+ * alloc_hugetlb_folio for the huge page at haddr of a hugetlb VMA, as a
+ * fault or UFFDIO_COPY takes it: from the pool by the memory policy,
+ * consuming the reservation; zeroed (charged as the fault that zeroes it)
+ * or filled with `fill` (the copy's cost is the caller's); added to the
+ * file for shared mappings. Not mapped. The head frame, or -1.
+ */
+export function hugetlbAllocPage(k: Kernel, mm: MmStruct, vma: Vma, haddr: number, thread: Thread, fill: number | null): number {
+  const h = k.hugetlb.byShift(vma.hugeShift)!;
+  const idx = hugetlbIndex(vma, haddr);
+  const shared = (vma.flags & VM.MAYSHARE) !== 0;
+  const reserved = shared ? vma.file!.reserved.has(idx) : vma.resv !== null && !vma.resv.consumed.has(idx);
+  const pl = policyPlacement(k, thread, vma, haddr, h.order);
+  const pfn = k.hugetlb.allocForFault(h, pl.nid, reserved, pl.nodemask);
+  if (pfn < 0) return -1;
+  accountPolicyAlloc(k, pl, pfn, h.order, k.cpuToNode(thread.cpu));
+  const n = 2 ** h.order;
+  const m = k.mem;
+  const owner = shared ? vma.file!.id : mm.id;
+  for (let j = 0; j < n; j++) {
+    if (fill !== null) {
+      k.writeSerial = (k.writeSerial + 1) & 0xffffff;
+      m.storeByte(pfn + j, k.writeSerial, fill, true);
+    } else m.setToken(pfn + j, 0);
+    m.setOwner(pfn + j, owner);
+    m.setIndex(pfn + j, shared ? idx : haddr / PAGE_SIZE + j);
+  }
+  if (shared) {
+    vma.file!.pages.set(idx, pfn);
+    if (reserved) vma.file!.reserved.delete(idx);
+  } else {
+    m.addFlags(pfn, PG.anon);
+    if (reserved) vma.resv!.consumed.add(idx);
+  }
+  if (fill === null) k.charge(k.costs.ns(h.shift === PUD_SHIFT ? 'fault_hugetlb_1g_write' : 'fault_hugetlb_2m_write'));
+  return pfn;
 }
 
 /**
@@ -643,14 +708,19 @@ function zapHugetlb(k: Kernel, mm: MmStruct, vma: Vma, start: number, end: numbe
   for (let haddr = start; haddr < end; haddr += hsize) {
     const key = pud ? PageTable.pudKey(haddr) : PageTable.pmdKey(haddr);
     const leaf = map.get(key) as HugeLeaf | undefined;
-    if (!leaf) continue;
-    map.delete(key);
+    const part = leaf ? undefined : mm.hgm.get(haddr);
+    let pfn: number;
+    if (leaf) {
+      map.delete(key);
+      k.mem.addEntireMapcount(leaf.pfn, -1);
+      pfn = leaf.pfn;
+    } else if (part) pfn = hgmZap(k, mm, part);
+    else continue;
     stats.hugePmds++;
-    k.mem.addEntireMapcount(leaf.pfn, -1);
     if (shared) continue; // the page stays in the hugetlbfs file
     const idx = (vma.pgoff * PAGE_SIZE + (haddr - vma.start)) / hsize;
     const restore = dontneed && h.surplus === 0 && vma.resv !== null;
     if (restore) vma.resv!.consumed.delete(idx);
-    k.hugetlb.freeHugePage(h, leaf.pfn, restore);
+    k.hugetlb.freeHugePage(h, pfn, restore);
   }
 }

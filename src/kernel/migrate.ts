@@ -81,7 +81,11 @@ export function migrateMappedPage(k: Kernel, mm: MmStruct, vma: Vma, va: number,
   const m = k.mem;
   const pfn = followPage(mm, va);
   if (pfn < 0) return 0;
-  if (vma.isHugetlb()) return migrateHugetlb(k, mm, vma, va, pfn, target);
+  if (vma.isHugetlb()) {
+    // A huge page mapped in parts (hugetlb_hgm.ts proposals) stays put: memtwin does not migrate those.
+    if (mm.hgm.has(alignDown(va, vma.hugePageSize()))) return neg('EBUSY');
+    return migrateHugetlb(k, mm, vma, va, pfn, target);
+  }
   const f = m.flags(pfn);
   if (f & (PG.head | PG.tail)) {
     const head = pfn - (pfn % HPAGE_PMD_NR);

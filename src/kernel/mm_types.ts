@@ -117,6 +117,13 @@ export class Vma {
   policy: Mempolicy | null = null;
   /** vm_userfaultfd_ctx: the userfaultfd this VMA is registered with. */
   uffdCtx: UserfaultfdCtx | null = null;
+  /**
+   * hugetlb VMAs under the unmerged proposals of hugetlb_hgm.ts: 'split' for
+   * the piece uffd-hugetlb-vma-split cut out around a huge page being
+   * copied (its page size is 4K until it merges back), 'hgm' after
+   * MADV_SPLIT (hugetlb-hgm); null otherwise.
+   */
+  hgm: 'split' | 'hgm' | null = null;
 
   get size(): number {
     return this.end - this.start;
@@ -137,6 +144,7 @@ export class Vma {
     v.resv = this.resv;
     v.policy = this.policy;
     v.uffdCtx = this.uffdCtx;
+    v.hgm = this.hgm;
     return v;
   }
 }
@@ -197,6 +205,23 @@ export class PageTable {
   }
 }
 
+/**
+ * A hugetlb page that an mm maps in parts (the unmerged proposals of
+ * hugetlb_hgm.ts): the page is allocated whole, and its 4K subpages are
+ * mapped by PTEs or, 2M at a time inside a 1G page, by PMD leaves.
+ */
+export interface HgmFolio {
+  readonly haddr: number;
+  readonly size: number;
+  /** Head frame of the huge page. */
+  readonly pfn: number;
+  /** 1 where the 4K subpage is mapped. */
+  readonly mapped: Uint8Array;
+  nMapped: number;
+  /** UFFDIO_COPYs into each 4K subpage (what property tests check). */
+  readonly copies: Uint8Array;
+}
+
 let mmSeq = 0;
 export class MmStruct {
   readonly id = ++mmSeq;
@@ -214,6 +239,8 @@ export class MmStruct {
    * Background collapses run ahead of the threads' clocks; threads look here.
    */
   collapsing: { pmdKey: number; vma: Vma; start: number; until: number }[] = [];
+  /** Huge pages mapped in parts, by address (hugetlb_hgm.ts). */
+  readonly hgm = new Map<number, HgmFolio>();
   constructor(readonly mmapBase: number) {}
 
   /** find_vma: the first VMA with end > addr, or undefined. */

@@ -126,7 +126,7 @@ export function anonVmaPrepare(k: Kernel, mm: MmStruct, vma: Vma): void {
   else vma.anonVma = k.newAnonVma();
 }
 
-function mergeInto(mm: MmStruct, a: Vma, b: Vma): void {
+export function mergeInto(mm: MmStruct, a: Vma, b: Vma): void {
   a.end = b.end;
   a.flags |= b.flags & VM.SOFTDIRTY;
   if (!a.anonVma) a.anonVma = b.anonVma;
@@ -151,7 +151,7 @@ function mergeAround(mm: MmStruct, changed: Set<Vma>): void {
  * Returns the new upper VMA, or -errno (hugetlb needs huge alignment;
  * the map count may not exceed vm.max_map_count).
  */
-function splitVma(k: Kernel, mm: MmStruct, vma: Vma, addr: number): Vma | number {
+export function splitVma(k: Kernel, mm: MmStruct, vma: Vma, addr: number): Vma | number {
   if (vma.isHugetlb() && !isAligned(addr, vma.hugePageSize())) return neg('EINVAL');
   if (mm.vmas.length >= k.sysctl.max_map_count) return neg('ENOMEM');
   const upper = vma.clone();

@@ -3,6 +3,7 @@
  * mm/vmstat.c): structured records for the op-script observation ops, and
  * the text files for people.
  */
+import { hgmLeaves } from './hugetlb_hgm.ts';
 import type { Kernel } from './kernel.ts';
 import { HugeLeaf, PageTable, PteTable, PTE_NONE, PTE_ZERO, VM, VM_MNEMONICS, pfnOfPte, type MmStruct, type Vma } from './mm_types.ts';
 import { PG } from './page.ts';
@@ -75,7 +76,11 @@ function walkVma(mm: MmStruct, vma: Vma, cb: (va: number, pfn: number, size: num
     const map = hs === PUD_SIZE ? pt.puds : pt.pmds;
     for (let va = vma.start; va < vma.end; va += hs) {
       const leaf = map.get(hs === PUD_SIZE ? PageTable.pudKey(va) : PageTable.pmdKey(va));
-      if (leaf) cb(va, (leaf as HugeLeaf).pfn, hs);
+      if (leaf instanceof HugeLeaf) cb(va, leaf.pfn, hs);
+      else {
+        const part = mm.hgm.get(va); // mapped in parts (hugetlb_hgm.ts): each part at its own size
+        if (part) hgmLeaves(mm, part, cb);
+      }
     }
     return;
   }
@@ -107,7 +112,8 @@ export function smaps(k: Kernel, mm: MmStruct, addr: number): SmapsRecord | unde
 export function smapsOf(k: Kernel, mm: MmStruct, vma: Vma): SmapsRecord {
   const r: SmapsRecord = {
     Size: vma.size / 1024,
-    KernelPageSize: vma.hugePageSize() / 1024,
+    // A VMA uffd-hugetlb-vma-split cut out has 4K pages until it merges back.
+    KernelPageSize: (vma.hgm === 'split' ? PAGE_SIZE : vma.hugePageSize()) / 1024,
     Rss: 0,
     Anonymous: 0,
     AnonHugePages: 0,

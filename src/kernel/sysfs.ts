@@ -4,6 +4,7 @@
  * kstrtoul for numbers). A path memtwin does not model is reported as such,
  * never silently accepted.
  */
+import { HGM_PROPOSALS } from './hugetlb_hgm.ts';
 import type { Kernel } from './kernel.ts';
 import { THP_DEFRAG, THP_ENABLED } from './huge_memory.ts';
 import { HPAGE_PMD_NR, MAX_PAGE_ORDER, neg } from './uapi.ts';
@@ -221,6 +222,11 @@ export class Sysfs {
       '/sys/kernel/memtwin/features/memsched',
       numberField(k.memsched, 'enabled', (n) => n <= 1),
     );
+    for (const name of HGM_PROPOSALS)
+      add(
+        `/sys/kernel/memtwin/features/${name}`,
+        numberField(k.hgm.enabled, name, (n) => n <= 1),
+      );
     add('/proc/sys/vm/drop_caches', { read: () => '0', write: (v) => (kstrtoul(v) !== undefined ? 0 : neg('EINVAL')) });
     add('/proc/sys/vm/compact_memory', {
       read: () => '',

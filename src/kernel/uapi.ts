@@ -186,6 +186,18 @@ export const UFFD_FEATURE = {
   UFFD_FEATURE_WP_ASYNC: 1 << 15,
   UFFD_FEATURE_MOVE: 1 << 16,
 } as const;
+/**
+ * Feature bits of the unmerged proposals memtwin models (hugetlb_hgm.ts),
+ * above every bit Linux 6.18 uses. UFFDIO_API offers each only while the
+ * proposal's feature is enabled (/sys/kernel/memtwin/features/<name>).
+ */
+export const UFFD_FEATURE_PROPOSED = {
+  UFFD_FEATURE_HUGETLB_SUBPAGE_COPY: 1 << 28,
+  UFFD_FEATURE_HUGETLB_VMA_SPLIT: 1 << 29,
+  UFFD_FEATURE_MINOR_HUGETLBFS_HGM: 1 << 30,
+} as const;
+/** MADV_SPLIT of the hugetlb-hgm series (its value there; not a Linux 6.18 advice). */
+export const MADV_SPLIT = 26;
 /** Bits of uffdio_api.ioctls / uffdio_register.ioctls: 1 << _UFFDIO_*. */
 export const UFFDIO_IOCTL_BITS = {
   UFFDIO_REGISTER: 0x00,

@@ -1,20 +1,25 @@
 /**
  * userfaultfd (fs/userfaultfd.c, mm/userfaultfd.c): the file descriptor,
  * the UFFDIO_API handshake, range registration, the fault messages that
- * missing faults in registered ranges queue, and the ioctls that resolve
- * them (UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_WAKE). A thread whose fault
- * becomes a userfault blocks until a wake covers its address; it then
- * retries the access, which faults again if the page is still missing.
+ * missing and minor faults in registered ranges queue, and the ioctls that
+ * resolve them (UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_CONTINUE,
+ * UFFDIO_WAKE). A thread whose fault becomes a userfault blocks until a
+ * wake covers its address; it then retries the access, which faults again
+ * if the page is still missing.
  *
- * Modelled: MISSING faults on anonymous, shmem and hugetlb ranges (WP and
- * MINOR registrations are accepted and validated as Linux does, but
- * UFFDIO_WRITEPROTECT, UFFDIO_CONTINUE and UFFDIO_POISON are not modelled
- * yet: they answer `unsupported`), UFFDIO_MOVE of anonymous pages (whole
- * PMDs when aligned, THPs split otherwise), UFFD_FEATURE_SIGBUS, and
+ * Modelled: MISSING faults on anonymous, shmem and hugetlb ranges, MINOR
+ * faults on shmem and shared hugetlb ranges (a page the file holds that the
+ * VMA does not map), UFFDIO_MOVE of anonymous pages (whole PMDs when
+ * aligned, THPs split otherwise), UFFD_FEATURE_SIGBUS and
  * UFFD_FEATURE_EXACT_ADDRESS; COPY and ZEROPAGE fill anonymous, shmem (a
- * new page in the file) and hugetlb (whole huge pages, no ZEROPAGE) ranges.
- * Costs: uffdio_copy_4k per 4K page copied,
- * uffdio_copy_2m_hugetlb per 2M hugetlb page.
+ * new page in the file) and hugetlb (whole huge pages, no ZEROPAGE) ranges;
+ * CONTINUE maps pages the file holds. WP registrations are accepted and
+ * validated as Linux does, but UFFDIO_WRITEPROTECT and UFFDIO_POISON are
+ * not modelled yet (they answer `unsupported`). The unmerged proposals for
+ * hugetlb pages at small granularity live in hugetlb_hgm.ts.
+ * Costs: uffdio_copy_4k per 4K page copied, uffdio_copy_2m_hugetlb per 2M
+ * hugetlb page; a CONTINUE maps like a minor fault
+ * (fault_anon_4k_read_zeropage).
  */
 import type { Kernel } from './kernel.ts';
 import type { Process, Thread } from './sched.ts';
@@ -37,11 +42,12 @@ import {
   neg,
   type SysRet,
 } from './uapi.ts';
-import { allocPteTable, hasPmdTable, hugetlbInstall, installAnonPage, installShmemPage } from './memory.ts';
+import { allocPteTable, hasPmdTable, hugetlbContinue, hugetlbInstall, installAnonPage, installShmemPage, mapShmemPage } from './memory.ts';
 import { splitAnonFolio, splitHugePmd } from './huge_memory.ts';
 import { PG } from './page.ts';
 import { anonVmaPrepare, modifyVmaUffd } from './mmap.ts';
 import { UnmodelledError } from './errors.ts';
+import { hgmCompleteRange, hgmContinue, hgmCopy, subpageCopyMode, subpageFaults } from './hugetlb_hgm.ts';
 
 /** Every feature Linux 6.18 offers on x86-64 (UFFD_API_FEATURES). */
 export const UFFD_API_FEATURES = Object.values(UFFD_FEATURE).reduce((a, b) => a | b, 0);
@@ -113,17 +119,20 @@ export class Userfaultfd {
    * 'sigbus' with UFFD_FEATURE_SIGBUS, else queues the message and blocks
    * the thread ('blocked').
    */
-  fault(vma: Vma, va: number, write: boolean, thread: Thread): 'sigbus' | 'blocked' {
+  fault(vma: Vma, va: number, write: boolean, thread: Thread, minor = false): 'sigbus' | 'blocked' {
     const ctx = vma.uffdCtx!;
     const features = ctx.features ?? 0;
     if (features & UFFD_FEATURE.UFFD_FEATURE_SIGBUS) return 'sigbus';
     // hugetlb faults report the huge page's address; others the 4K page's, or the exact one on request.
-    const address = vma.isHugetlb()
-      ? va - (va % vma.hugePageSize())
-      : features & UFFD_FEATURE.UFFD_FEATURE_EXACT_ADDRESS
-        ? va
-        : va - (va % PAGE_SIZE);
-    ctx.pending.push({ event: 'UFFD_EVENT_PAGEFAULT', address, flags: write ? ['UFFD_PAGEFAULT_FLAG_WRITE'] : [], tid: thread.tid });
+    const address =
+      vma.isHugetlb() && !subpageFaults(vma, features)
+        ? va - (va % vma.hugePageSize())
+        : features & UFFD_FEATURE.UFFD_FEATURE_EXACT_ADDRESS
+          ? va
+          : va - (va % PAGE_SIZE);
+    const flags: UffdMsg['flags'] = write ? ['UFFD_PAGEFAULT_FLAG_WRITE'] : [];
+    if (minor) flags.push('UFFD_PAGEFAULT_FLAG_MINOR');
+    ctx.pending.push({ event: 'UFFD_EVENT_PAGEFAULT', address, flags, tid: thread.tid });
     ctx.waiters.push({ thread, address: va });
     return 'blocked';
   }
@@ -190,11 +199,12 @@ export function uffdioApi(
   if (api !== UFFD_API) return fail(neg('EINVAL'));
   if (features & UFFD_FEATURE.UFFD_FEATURE_EVENT_FORK && !p.cred.caps.has('CAP_SYS_PTRACE')) return fail(neg('EPERM'));
   if (features & UFFD_FEATURE.UFFD_FEATURE_WP_ASYNC) features |= UFFD_FEATURE.UFFD_FEATURE_WP_UNPOPULATED;
-  if (features & ~UFFD_API_FEATURES) return fail(neg('EINVAL'));
+  const offered = UFFD_API_FEATURES | k.hgm.features();
+  if (features & ~offered) return fail(neg('EINVAL'));
   // The supported set is reported before the context is checked for a second handshake.
   if (ctx.features !== null) return fail(neg('EINVAL'));
   ctx.features = features;
-  return { ret: 0, features: UFFD_API_FEATURES, ioctls: UFFD_API_IOCTLS };
+  return { ret: 0, features: offered, ioctls: UFFD_API_IOCTLS };
 }
 
 /** vma_can_userfault. */
@@ -245,6 +255,8 @@ export function uffdioUnregister(k: Kernel, id: number, start: number, len: numb
   for (const cur of vmas) if ((cur.uffdCtx && cur.uffdCtx !== ctx) || !canUserfault(cur, cur.flags & VM_UFFD_FLAGS)) return neg('EINVAL');
   // Clearing a registered hugetlb VMA splits it at the range ends; a hugetlb VMA cannot split off a huge page.
   for (const cur of vmas) if (cur.uffdCtx === ctx && badHugetlbEnd(cur, end) && end < cur.end) return neg('EINVAL');
+  // Under the copy proposals, huge pages still mapped in parts get their huge mapping back first.
+  hgmCompleteRange(k, ctx.mm, start, end);
   modifyVmaUffd(k, ctx.mm, Math.max(start, vmas[0]!.start), end, null, 0, VM_UFFD_FLAGS);
   k.uffd.wake(ctx, start, len);
   return 0;
@@ -298,7 +310,10 @@ function mfillAtomic(k: Kernel, ctx: UserfaultfdCtx, thread: Thread, dst: number
   if (vma.isHugetlb()) {
     if (fill === null) return neg('EINVAL'); // no zeropage for hugetlb
     const hs = vma.hugePageSize();
-    if (dst % hs || len % hs) return neg('EINVAL');
+    if (dst % hs || len % hs) {
+      const parts = subpageCopyMode(ctx.features ?? 0);
+      return parts ? hgmCopy(k, mm, vma, thread, dst, len, fill, parts) : neg('EINVAL');
+    }
     let done = 0;
     for (let a = dst; a < dst + len; a += hs) {
       const r = hugetlbInstall(k, mm, vma, a, thread, fill);
@@ -335,6 +350,75 @@ function mfillAtomic(k: Kernel, ctx: UserfaultfdCtx, thread: Thread, dst: number
     done += PAGE_SIZE;
   }
   return done;
+}
+
+/**
+ * UFFDIO_CONTINUE (mfill_atomic_continue): map pages the VMA's shmem or
+ * hugetlbfs file already holds, resolving minor faults. `done` is what
+ * the kernel writes back in `mapped`.
+ */
+export function uffdioContinue(
+  k: Kernel,
+  thread: Thread,
+  id: number,
+  start: number,
+  len: number,
+  mode: number,
+): { ret: SysRet; done?: number } {
+  const ctx = rangeCtx(k, id, start, len);
+  if (typeof ctx === 'number') return { ret: ctx };
+  if (mode & ~(UFFDIO_MODE.UFFDIO_CONTINUE_MODE_DONTWAKE | UFFDIO_MODE.UFFDIO_CONTINUE_MODE_WP)) return { ret: neg('EINVAL') };
+  const r = mfillContinue(k, ctx, thread, start, len, mode);
+  if (r < 0) return { ret: r, done: r };
+  if (!(mode & UFFDIO_MODE.UFFDIO_CONTINUE_MODE_DONTWAKE)) k.uffd.wake(ctx, start, r);
+  return { ret: r === len ? 0 : neg('EAGAIN'), done: r };
+}
+
+/** mfill_atomic in MFILL_ATOMIC_CONTINUE mode: bytes mapped, or -errno if none were. */
+function mfillContinue(k: Kernel, ctx: UserfaultfdCtx, thread: Thread, dst: number, len: number, mode: number): number {
+  const mm = ctx.mm;
+  const vma = mm.vmaAt(dst);
+  if (!vma) return neg('ENOENT');
+  if (!(vma.flags & VM.SHARED)) anonVmaPrepare(k, mm, vma);
+  if (dst + len > vma.end || vma.uffdCtx !== ctx) return neg('ENOENT');
+  if (mode & UFFDIO_MODE.UFFDIO_CONTINUE_MODE_WP && !(vma.flags & VM.UFFD_WP)) return neg('EINVAL');
+  let done = 0;
+  if (vma.isHugetlb()) {
+    const hs = vma.hugePageSize();
+    // hugetlb-hgm: a MADV_SPLIT VMA maps 4K-aligned parts, and pages already mapped in parts only that way.
+    if (vma.hgm === 'hgm' && (dst % hs || len % hs || hasPartial(mm, dst, dst + len))) return hgmContinue(k, mm, vma, dst, len);
+    if (dst % hs || len % hs) return neg('EINVAL');
+    for (let a = dst; a < dst + len; a += hs) {
+      const r = hugetlbContinue(k, mm, vma, a, thread);
+      if (r < 0) return done || r;
+      done += hs;
+    }
+    return done;
+  }
+  if (!vma.file) return neg('EINVAL'); // CONTINUE needs a page cache: shmem only
+  for (let a = dst; a < dst + len; a += PAGE_SIZE) {
+    const key = PageTable.pmdKey(a);
+    let t = mm.pgtable.pmds.get(key);
+    if (t instanceof HugeLeaf) return done || neg('EEXIST');
+    if (!t) {
+      t = allocPteTable(k, mm, k.cpuToNode(thread.cpu));
+      mm.pgtable.pmds.set(key, t);
+    }
+    const pfn = vma.file.pages.get(vma.pgoff + (a - vma.start) / PAGE_SIZE);
+    if (pfn === undefined) return done || neg('EFAULT'); // shmem_get_folio(SGP_NOALLOC) found nothing
+    const i = Math.floor(a / PAGE_SIZE) & 511;
+    if (t.ptes[i] !== PTE_NONE) return done || neg('EEXIST');
+    mapShmemPage(k, mm, t, i, pfn);
+    k.charge(k.costs.ns('fault_anon_4k_read_zeropage'));
+    done += PAGE_SIZE;
+  }
+  return done;
+}
+
+/** Whether a huge page in [start, end) is mapped in parts. */
+function hasPartial(mm: MmStruct, start: number, end: number): boolean {
+  for (const f of mm.hgm.values()) if (f.haddr < end && f.haddr + f.size > start) return true;
+  return false;
 }
 
 /**

@@ -31,6 +31,7 @@ import {
   uffdioUnregister,
   uffdioWake,
   unmodelledIoctl,
+  uffdioContinue,
 } from '../kernel/userfaultfd.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
 
@@ -235,8 +236,10 @@ export class SimBackend implements Backend {
       }
       case 'uffdio_writeprotect':
         return unmodelledIoctl('UFFDIO_WRITEPROTECT');
-      case 'uffdio_continue':
-        return unmodelledIoctl('UFFDIO_CONTINUE');
+      case 'uffdio_continue': {
+        const r = uffdioContinue(k, this.thread(op), this.uffd(op), a.addr, a.len, a.mode ?? 0);
+        return this.thenResume({ ...sys(r.ret), mapped: r.done ?? null });
+      }
       case 'uffdio_poison':
         return unmodelledIoctl('UFFDIO_POISON');
       case 'uffdio_move': {

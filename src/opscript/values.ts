@@ -2,7 +2,19 @@
  * Values in op-scripts: sizes ("2M"), handle addresses ("$a+0x1000"),
  * flag names as the uapi headers spell them, and node sets.
  */
-import { MADV, MAP, MPOL, OPEN, PROT, UFFD_FEATURE, UFFD_USER_MODE_ONLY, UFFDIO_MODE, UFFDIO_REGISTER_MODE } from '../kernel/uapi.ts';
+import {
+  MADV,
+  MADV_SPLIT,
+  UFFD_FEATURE_PROPOSED,
+  MAP,
+  MPOL,
+  OPEN,
+  PROT,
+  UFFD_FEATURE,
+  UFFD_USER_MODE_ONLY,
+  UFFDIO_MODE,
+  UFFDIO_REGISTER_MODE,
+} from '../kernel/uapi.ts';
 import { parseSize } from '../util/input_error.ts';
 
 export class BadValue extends Error {}
@@ -34,7 +46,7 @@ export function str(field: string, v: unknown): string {
 export const FLAG_SETS = {
   prot: PROT,
   mmap: MAP,
-  advice: MADV,
+  advice: { ...MADV, MADV_SPLIT },
   mode: {
     MPOL_DEFAULT: MPOL.MPOL_DEFAULT,
     MPOL_PREFERRED: MPOL.MPOL_PREFERRED,
@@ -50,7 +62,7 @@ export const FLAG_SETS = {
   mbind: { MPOL_MF_STRICT: MPOL.MPOL_MF_STRICT, MPOL_MF_MOVE: MPOL.MPOL_MF_MOVE, MPOL_MF_MOVE_ALL: MPOL.MPOL_MF_MOVE_ALL },
   getmempolicy: { MPOL_F_NODE: MPOL.MPOL_F_NODE, MPOL_F_ADDR: MPOL.MPOL_F_ADDR, MPOL_F_MEMS_ALLOWED: MPOL.MPOL_F_MEMS_ALLOWED },
   uffd: { O_CLOEXEC: OPEN.O_CLOEXEC, O_NONBLOCK: OPEN.O_NONBLOCK, UFFD_USER_MODE_ONLY },
-  uffd_features: UFFD_FEATURE,
+  uffd_features: { ...UFFD_FEATURE, ...UFFD_FEATURE_PROPOSED },
   uffd_register: UFFDIO_REGISTER_MODE,
   uffd_mode: UFFDIO_MODE,
   none: {},
