@@ -1,0 +1,171 @@
+/**
+ * The virtio-balloon device ABI both sides build against, as
+ * include/uapi/linux/virtio_balloon.h defines it (and QEMU's copy in
+ * include/standard-headers), plus memtwin's own additions, marked as such:
+ * the chunked inflate proposal and the free page hint encodings.
+ */
+
+export const VIRTIO_ID_BALLOON = 5;
+
+/** Feature bits (device-specific bits 0..23). */
+export const VIRTIO_BALLOON_F_MUST_TELL_HOST = 0;
+export const VIRTIO_BALLOON_F_STATS_VQ = 1;
+export const VIRTIO_BALLOON_F_DEFLATE_ON_OOM = 2;
+export const VIRTIO_BALLOON_F_FREE_PAGE_HINT = 3;
+export const VIRTIO_BALLOON_F_PAGE_POISON = 4;
+export const VIRTIO_BALLOON_F_REPORTING = 5;
+/**
+ * memtwin: the chunked inflate/deflate proposed upstream in 2017 (Liang Li,
+ * Wei Wang, "VIRTIO_BALLOON_F_CHUNK_TRANSFER", never merged). The patches
+ * used bit 3, later given to FREE_PAGE_HINT; memtwin uses the last
+ * device-specific bit. Feature name: `virtio-balloon-chunks`.
+ */
+export const VIRTIO_BALLOON_F_CHUNK_TRANSFER = 23;
+export const VIRTIO_BALLOON_CHUNKS_FEATURE_NAME = 'virtio-balloon-chunks';
+
+/** Balloon PFNs are in 4 KiB units whatever the guest page size. */
+export const VIRTIO_BALLOON_PFN_SHIFT = 12;
+/** drivers/virtio/virtio_balloon.c: PFNs per inflate/deflate message (vb->pfns[]). */
+export const VIRTIO_BALLOON_ARRAY_PFNS_MAX = 256;
+/** Bytes of one PFN in an inflate/deflate message (__virtio32). */
+export const VIRTIO_BALLOON_PFN_BYTES = 4;
+/** Pages deflated per OOM notification (VIRTIO_BALLOON_OOM_NR_PAGES). */
+export const VIRTIO_BALLOON_OOM_NR_PAGES = 256;
+
+/** Free page hint command ids (config free_page_hint_cmd_id). */
+export const VIRTIO_BALLOON_CMD_ID_STOP = 0;
+export const VIRTIO_BALLOON_CMD_ID_DONE = 1;
+/** QEMU: the first id of a hinting round. */
+export const VIRTIO_BALLOON_FREE_PAGE_HINT_CMD_ID_MIN = 2;
+/** Bytes of a command id message (__virtio32). */
+export const VIRTIO_BALLOON_CMD_ID_BYTES = 4;
+
+/** struct virtio_balloon_config offsets (little-endian u32 fields). */
+export const CONFIG_NUM_PAGES = 0;
+export const CONFIG_ACTUAL = 4;
+export const CONFIG_FREE_PAGE_HINT_CMD_ID = 8;
+export const CONFIG_POISON_VAL = 12;
+/** memtwin: hint encoding (HintEncodingCode), entries per message, lowest order hinted. */
+export const CONFIG_MEMTWIN_HINT_ENCODING = 16;
+export const CONFIG_MEMTWIN_HINT_BATCH = 20;
+export const CONFIG_MEMTWIN_HINT_MIN_ORDER = 24;
+export const VIRTIO_BALLOON_CONFIG_BYTES = 28;
+
+/** Virtqueue indices (enum virtio_balloon_vq). */
+export const VIRTIO_BALLOON_VQ_INFLATE = 0;
+export const VIRTIO_BALLOON_VQ_DEFLATE = 1;
+export const VIRTIO_BALLOON_VQ_STATS = 2;
+export const VIRTIO_BALLOON_VQ_FREE_PAGE = 3;
+export const VIRTIO_BALLOON_VQ_REPORTING = 4;
+export const VIRTIO_BALLOON_VQ_NAMES = ['inflate', 'deflate', 'stats', 'free_page_vq', 'reporting_vq'] as const;
+
+/** Statistics tags (VIRTIO_BALLOON_S_*). */
+export const VIRTIO_BALLOON_S_SWAP_IN = 0;
+export const VIRTIO_BALLOON_S_SWAP_OUT = 1;
+export const VIRTIO_BALLOON_S_MAJFLT = 2;
+export const VIRTIO_BALLOON_S_MINFLT = 3;
+export const VIRTIO_BALLOON_S_MEMFREE = 4;
+export const VIRTIO_BALLOON_S_MEMTOT = 5;
+export const VIRTIO_BALLOON_S_AVAIL = 6;
+export const VIRTIO_BALLOON_S_CACHES = 7;
+export const VIRTIO_BALLOON_S_HTLB_PGALLOC = 8;
+export const VIRTIO_BALLOON_S_HTLB_PGFAIL = 9;
+export const VIRTIO_BALLOON_S_OOM_KILL = 10;
+export const VIRTIO_BALLOON_S_ALLOC_STALL = 11;
+export const VIRTIO_BALLOON_S_ASYNC_SCAN = 12;
+export const VIRTIO_BALLOON_S_DIRECT_SCAN = 13;
+export const VIRTIO_BALLOON_S_ASYNC_RECLAIM = 14;
+export const VIRTIO_BALLOON_S_DIRECT_RECLAIM = 15;
+export const VIRTIO_BALLOON_S_NR = 16;
+/** VIRTIO_BALLOON_S_NAMES; QEMU prefixes them with "stat-" in guest-stats. */
+export const VIRTIO_BALLOON_S_NAMES = [
+  'swap-in',
+  'swap-out',
+  'major-faults',
+  'minor-faults',
+  'free-memory',
+  'total-memory',
+  'available-memory',
+  'disk-caches',
+  'hugetlb-allocations',
+  'hugetlb-failures',
+  'oom-kills',
+  'alloc-stalls',
+  'async-scans',
+  'direct-scans',
+  'async-reclaims',
+  'direct-reclaims',
+] as const;
+/** struct virtio_balloon_stat is packed: __virtio16 tag + __virtio64 val. */
+export const VIRTIO_BALLOON_STAT_BYTES = 10;
+
+/**
+ * memtwin, chunked inflate (`virtio-balloon-chunks`): a message is an array
+ * of (addr u64, len u64) chunks, contiguous guest-physical ranges in bytes
+ * (the proposal's "extended chunk" format; its packed 52+12-bit form only
+ * holds 4095 pages per chunk). One page of chunks per message.
+ */
+export const VIRTIO_BALLOON_CHUNK_BYTES = 16;
+export const VIRTIO_BALLOON_CHUNKS_MAX = 256;
+
+/**
+ * memtwin, free page hint encodings. Upstream sends each hinted block as
+ * its own device-writable descriptor (addr, len), one block per kick; here
+ * the driver packs `batch` entries per message into a buffer it owns (the
+ * in-buffer of the message) in one of these formats, all little-endian:
+ * - `pfn-list`: every 4 KiB page as a PFN of `pfnBytes` (4 or 8) bytes;
+ * - `bitmap`: a 16-byte header (base PFN u64, bit count u64) then one bit
+ *   per 4 KiB page in u64 words; `batch` is the bit count of a window, and
+ *   only windows with a hinted page are sent;
+ * - `pfn-order`: one u64 per free block, its GPA with the order in the low
+ *   12 bits (GPA | order);
+ * - `ranges`: one (addr u64, len u64) per free block.
+ */
+export type HintEncodingName = 'pfn-list' | 'bitmap' | 'pfn-order' | 'ranges';
+export const HINT_ENCODINGS: readonly HintEncodingName[] = ['pfn-list', 'bitmap', 'pfn-order', 'ranges'];
+
+/** The config-space code of an encoding (pfn-list is split by PFN width). */
+export const HintEncodingCode = {
+  PFN_LIST_32: 0,
+  PFN_LIST_64: 1,
+  BITMAP: 2,
+  PFN_ORDER: 3,
+  RANGES: 4,
+} as const;
+export type HintEncodingCode = (typeof HintEncodingCode)[keyof typeof HintEncodingCode];
+
+export function hintEncodingCode(name: HintEncodingName, pfnBytes: 4 | 8 = 4): HintEncodingCode {
+  switch (name) {
+    case 'pfn-list':
+      return pfnBytes === 8 ? HintEncodingCode.PFN_LIST_64 : HintEncodingCode.PFN_LIST_32;
+    case 'bitmap':
+      return HintEncodingCode.BITMAP;
+    case 'pfn-order':
+      return HintEncodingCode.PFN_ORDER;
+    case 'ranges':
+      return HintEncodingCode.RANGES;
+  }
+}
+
+/** Bytes of one entry of a list encoding (bitmap: see HINT_BITMAP_HEADER_BYTES). */
+export function hintEntryBytes(code: HintEncodingCode): number {
+  switch (code) {
+    case HintEncodingCode.PFN_LIST_32:
+      return 4;
+    case HintEncodingCode.PFN_LIST_64:
+    case HintEncodingCode.PFN_ORDER:
+      return 8;
+    case HintEncodingCode.RANGES:
+      return 16;
+    case HintEncodingCode.BITMAP:
+      return 0;
+  }
+}
+export const HINT_BITMAP_HEADER_BYTES = 16;
+/** Low bits of a pfn-order entry that carry the order. */
+export const HINT_PFN_ORDER_MASK = 0xfff;
+
+/** Bytes of a bitmap window message of `bits` bits (rounded up to u64 words). */
+export function hintBitmapMessageBytes(bits: number): number {
+  return HINT_BITMAP_HEADER_BYTES + Math.ceil(bits / 64) * 8;
+}
