@@ -961,6 +961,7 @@ struct rle {
 	struct buf *x;
 	int have, first;
 	int present, node, size; /* size: 0 null, else kB */
+	int wp;                  /* uffd-wp bit (a present PTE's, or a PTE marker's) */
 	uint64_t n;
 };
 
@@ -983,16 +984,18 @@ static void rle_flush(struct rle *r)
 		size_name(r->size, sn);
 		bprintf(x, "\"%s\"", sn);
 	}
+	if (r->wp)
+		bputs(x, ",\"uffd_wp\":true");
 	bputs(x, "}");
 	r->first = 0;
 	r->have = 0;
 }
 
-static void rle_add(struct rle *r, int present, int node, int size, uint64_t n)
+static void rle_add_wp(struct rle *r, int present, int node, int size, int wp, uint64_t n)
 {
 	if (!n)
 		return;
-	if (r->have && r->present == present && r->node == node && r->size == size) {
+	if (r->have && r->present == present && r->node == node && r->size == size && r->wp == wp) {
 		r->n += n;
 		return;
 	}
@@ -1001,7 +1004,13 @@ static void rle_add(struct rle *r, int present, int node, int size, uint64_t n)
 	r->present = present;
 	r->node = node;
 	r->size = size;
+	r->wp = wp;
 	r->n = n;
+}
+
+static void rle_add(struct rle *r, int present, int node, int size, uint64_t n)
+{
+	rle_add_wp(r, present, node, size, 0, n);
 }
 
 static void *g_mp_pages[MP_CHUNK];
@@ -1043,7 +1052,8 @@ static long h_pagemap(struct ctx *c)
 		    .end = end,
 		    .vec = (uint64_t)(uintptr_t)vec,
 		    .vec_len = PM_VEC,
-		    .return_mask = PAGE_IS_PRESENT | PAGE_IS_PFNZERO | PAGE_IS_HUGE | PAGE_IS_SWAPPED | PAGE_IS_FILE,
+		    .return_mask = PAGE_IS_PRESENT | PAGE_IS_PFNZERO | PAGE_IS_HUGE | PAGE_IS_SWAPPED | PAGE_IS_FILE |
+		                   PAGE_IS_WRITTEN,
 		};
 		int nr = ioctl(fd, MT_PAGEMAP_SCAN, &arg);
 		if (nr < 0) {
@@ -1060,8 +1070,10 @@ static long h_pagemap(struct ctx *c)
 			if (rs > cur)
 				rle_add(&r, 0, -1, 0, (rs - cur) / 4096);
 			cur = re;
+			/* uffd-wp: a present PTE or a PTE marker (reported as swapped) that is not "written" */
+			int wp = (cat & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED)) && !(cat & PAGE_IS_WRITTEN);
 			if (!(cat & PAGE_IS_PRESENT)) {
-				rle_add(&r, 0, -1, 0, (re - rs) / 4096);
+				rle_add_wp(&r, 0, -1, 0, wp, (re - rs) / 4096);
 				continue;
 			}
 			/* split by VMA when the page size depends on the VMA */
@@ -1084,7 +1096,7 @@ static long h_pagemap(struct ctx *c)
 					}
 				}
 				if (cat & PAGE_IS_PFNZERO) {
-					rle_add(&r, 1, -1, size, (e - s) / 4096);
+					rle_add_wp(&r, 1, -1, size, wp, (e - s) / 4096);
 				} else {
 					uint64_t p = s;
 					while (p < e) {
@@ -1097,7 +1109,7 @@ static long h_pagemap(struct ctx *c)
 						                  g_mp_status, 0);
 						for (uint64_t j = 0; j < n; j++) {
 							int node = (mr < 0 || g_mp_status[j] < 0) ? -1 : g_mp_status[j];
-							rle_add(&r, 1, node, size, 1);
+							rle_add_wp(&r, 1, node, size, wp, 1);
 						}
 						p += n * 4096;
 					}

@@ -15,6 +15,7 @@ import {
   PMD_SIZE,
   PUD_SHIFT,
   PUD_SIZE,
+  UFFD_FEATURE,
   alignDown,
   neg,
   type SysRet,
@@ -32,6 +33,7 @@ import {
 } from './huge_memory.ts';
 import { accountPolicyAlloc, allocPolicyPages, policyPlacement } from './mempolicy.ts';
 import type { Thread } from './sched.ts';
+import { clearMarkers, clearUffdWp, unprotectAsync } from './userfaultfd.ts';
 import { hgmMapRange, hgmSubpageMissing, hgmZap } from './hugetlb_hgm.ts';
 
 export const FAULT_OK = 0;
@@ -84,6 +86,17 @@ function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, t: Thread): 
  */
 export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, write: boolean, thread: Thread): FaultResult {
   k.vmstat.events.pgfault++;
+  // handle_pte_marker: a PTE_MARKER_POISONED (UFFDIO_POISON) is VM_FAULT_HWPOISON.
+  if (mm.uffdPoison.size && mm.uffdPoison.has(Math.floor(va / PAGE_SIZE))) return FAULT_SIGBUS;
+  // do_wp_page / do_huge_pmd_wp_page / hugetlb_wp: a write to a page mapped with the uffd-wp bit.
+  if (write && vma.flags & VM.UFFD_WP && mm.uffdWp.has(Math.floor(va / PAGE_SIZE)) && followPage(mm, va) !== -2) {
+    if ((vma.uffdCtx?.features ?? 0) & UFFD_FEATURE.UFFD_FEATURE_WP_ASYNC) {
+      unprotectAsync(mm, vma, va); // UFFD_FEATURE_WP_ASYNC: the kernel resolves it itself
+      k.charge(k.hot.faultRead);
+      return FAULT_OK;
+    }
+    return k.uffd.fault(vma, va, write, thread, 'wp') === 'sigbus' ? FAULT_SIGBUS : FAULT_USERFAULT;
+  }
   if (vma.flags & VM.UFFD_MISSING && pageMissing(mm, vma, va)) {
     // do_huge_pmd_anonymous_page prepares the anon_vma (and enters khugepaged) before it raises the
     // userfault; do_anonymous_page allocates the PTE table first.
@@ -98,7 +111,7 @@ export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, wri
   }
   // shmem_get_folio_gfp / hugetlb_no_page: a page the file holds but this VMA does not map is a minor fault.
   if (vma.flags & VM.UFFD_MINOR && pageMinor(mm, vma, va))
-    return k.uffd.fault(vma, va, write, thread, true) === 'sigbus' ? FAULT_SIGBUS : FAULT_USERFAULT;
+    return k.uffd.fault(vma, va, write, thread, 'minor') === 'sigbus' ? FAULT_SIGBUS : FAULT_USERFAULT;
   const nid = k.cpuToNode(thread.cpu);
   if (vma.isHugetlb()) return hugetlbFault(k, mm, vma, va, thread);
   const key = PageTable.pmdKey(va);
@@ -490,7 +503,7 @@ export function userAccess(
       return { ...res, signal: 'SIGSEGV', at: va };
     }
     const stop = Math.min(vma.end, end);
-    const fast = !vma.file && !vma.isHugetlb() && !(vma.flags & VM.UFFD_MISSING);
+    const fast = !vma.file && !vma.isHugetlb() && !(vma.flags & (VM.UFFD_MISSING | VM.UFFD_WP));
     while (va < stop) {
       if (fast) {
         // Fast path: walk one PTE table directly.
@@ -503,7 +516,8 @@ export function userAccess(
         }
       }
       let pfn = followPage(mm, va);
-      if (pfn === -2 || (write && pfn === -1)) {
+      // A write may fault twice: a page allocated where a uffd-wp marker was keeps the bit, and faults again.
+      while (pfn === -2 || (write && (pfn === -1 || (vma.flags & VM.UFFD_WP && mm.uffdWp.has(Math.floor(va / PAGE_SIZE)))))) {
         const r = handleMmFault(k, mm, vma, va, write, thread);
         res.faults++;
         if (r === FAULT_USERFAULT) return { ...res, blocked: va };
@@ -640,6 +654,10 @@ export interface ZapStats {
  */
 export function zapRange(k: Kernel, mm: MmStruct, vma: Vma, start: number, end: number, dontneed: boolean, nid: number): ZapStats {
   const stats: ZapStats = { pages: 0, hugePmds: 0 };
+  // Zapping anonymous memory drops its uffd-wp bits (pte_install_uffd_wp_if_needed keeps markers for files only);
+  // poison markers go everywhere.
+  if (vma.isAnonymous()) clearUffdWp(mm, start, end);
+  clearMarkers(mm.uffdPoison, start, end);
   if (vma.isHugetlb()) {
     zapHugetlb(k, mm, vma, start, end, dontneed, stats);
     return stats;

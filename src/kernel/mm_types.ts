@@ -239,6 +239,14 @@ export class MmStruct {
    * Background collapses run ahead of the threads' clocks; threads look here.
    */
   collapsing: { pmdKey: number; vma: Vma; start: number; until: number }[] = [];
+  /**
+   * userfaultfd write protection, by 4K page number: the uffd-wp bit of a
+   * present PTE (or of each PTE a huge leaf stands for), or a uffd-wp PTE
+   * marker where nothing is mapped.
+   */
+  readonly uffdWp = new Set<number>();
+  /** PTE_MARKER_POISONED markers that UFFDIO_POISON installed, by 4K page number: touching one is SIGBUS. */
+  readonly uffdPoison = new Set<number>();
   /** Huge pages mapped in parts, by address (hugetlb_hgm.ts). */
   readonly hgm = new Map<number, HgmFolio>();
   constructor(readonly mmapBase: number) {}

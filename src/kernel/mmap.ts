@@ -24,6 +24,7 @@ import {
   type SysRet,
 } from './uapi.ts';
 import { freePteTable, zapRange, handleMmFault, followPage, vmaAllows, FAULT_OK } from './memory.ts';
+import { clearMarkers, clearUffdWp } from './userfaultfd.ts';
 import { splitHugePmd } from './huge_memory.ts';
 import { HugeLeaf } from './mm_types.ts';
 import { policyEqual, type Mempolicy } from './mempolicy.ts';
@@ -444,6 +445,8 @@ function completeMunmap(k: Kernel, mm: MmStruct, start: number, end: number): vo
   let pages = 0;
   for (const v of vmas) {
     const st = zapRange(k, mm, v, v.start, v.end, false, 0);
+    clearUffdWp(mm, v.start, v.end);
+    clearMarkers(mm.uffdPoison, v.start, v.end);
     pages += st.pages + st.hugePmds * 512;
     unaccountVma(k, v);
     mm.vmas.splice(mm.vmas.indexOf(v), 1);

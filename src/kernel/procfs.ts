@@ -17,16 +17,24 @@ export interface PagemapRun {
   present: boolean;
   node: number | null;
   size: '4K' | '2M' | '1G' | null;
+  /** PM_UFFD_WP: the page (or the PTE marker where nothing is mapped) is userfaultfd-write-protected; absent otherwise. */
+  uffd_wp?: true;
 }
 
-/** /proc/PID/pagemap over [start, start+len), run-length encoded per 4K page. */
+/** The pagemap runs of [start, start + len): present, node and mapping size per 4K page, run-length encoded. */
 export function pagemap(k: Kernel, mm: MmStruct, start: number, len: number): PagemapRun[] {
   const runs: PagemapRun[] = [];
-  const push = (n: number, present: boolean, node: number | null, size: PagemapRun['size']): void => {
+  const wpOf = (va: number): boolean => mm.uffdWp.size > 0 && mm.uffdWp.has(va / PAGE_SIZE);
+  const push = (n: number, present: boolean, node: number | null, size: PagemapRun['size'], wp: boolean): void => {
     if (n <= 0) return;
     const last = runs[runs.length - 1];
-    if (last && last.present === present && last.node === node && last.size === size) last.n += n;
-    else runs.push({ n, present, node, size });
+    if (last && last.present === present && last.node === node && last.size === size && (last.uffd_wp ?? false) === wp) last.n += n;
+    else runs.push(wp ? { n, present, node, size, uffd_wp: true } : { n, present, node, size });
+  };
+  /** Pages [va, stop) that share one leaf: split only where the uffd-wp bit changes. */
+  const pushLeaf = (va: number, stop: number, present: boolean, node: number | null, size: PagemapRun['size']): void => {
+    if (!mm.uffdWp.size) return push((stop - va) / PAGE_SIZE, present, node, size, false);
+    for (let a = va; a < stop; a += PAGE_SIZE) push(1, present, node, size, wpOf(a));
   };
   const end = start + len;
   const pt = mm.pgtable;
@@ -34,21 +42,21 @@ export function pagemap(k: Kernel, mm: MmStruct, start: number, len: number): Pa
     const pud = pt.puds.size ? pt.puds.get(PageTable.pudKey(va)) : undefined;
     if (pud) {
       const stop = Math.min(end, (PageTable.pudKey(va) + 1) * PUD_SIZE);
-      push((stop - va) / PAGE_SIZE, true, k.phys.nodeOfPfn(pud.pfn), '1G');
+      pushLeaf(va, stop, true, k.phys.nodeOfPfn(pud.pfn), '1G');
       va = stop;
       continue;
     }
     const key = PageTable.pmdKey(va);
     const stop = Math.min(end, (key + 1) * PMD_SIZE);
     const e = pt.pmds.get(key);
-    if (e === undefined) push((stop - va) / PAGE_SIZE, false, null, null);
-    else if (e instanceof HugeLeaf) push((stop - va) / PAGE_SIZE, true, e.isZero ? null : k.phys.nodeOfPfn(e.pfn), '2M');
+    if (e === undefined) pushLeaf(va, stop, false, null, null);
+    else if (e instanceof HugeLeaf) pushLeaf(va, stop, true, e.isZero ? null : k.phys.nodeOfPfn(e.pfn), '2M');
     else {
       for (let a = va; a < stop; a += PAGE_SIZE) {
         const pte = e.ptes[Math.floor(a / PAGE_SIZE) & 511]!;
-        if (pte === PTE_NONE) push(1, false, null, null);
-        else if (pte === PTE_ZERO) push(1, true, null, '4K');
-        else push(1, true, k.phys.nodeOfPfn(pfnOfPte(pte)), '4K');
+        if (pte === PTE_NONE) push(1, false, null, null, wpOf(a));
+        else if (pte === PTE_ZERO) push(1, true, null, '4K', wpOf(a));
+        else push(1, true, k.phys.nodeOfPfn(pfnOfPte(pte)), '4K', wpOf(a));
       }
     }
     va = stop;

@@ -1,25 +1,25 @@
 /**
  * userfaultfd (fs/userfaultfd.c, mm/userfaultfd.c): the file descriptor,
  * the UFFDIO_API handshake, range registration, the fault messages that
- * missing and minor faults in registered ranges queue, and the ioctls that
- * resolve them (UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_CONTINUE,
- * UFFDIO_WAKE). A thread whose fault becomes a userfault blocks until a
- * wake covers its address; it then retries the access, which faults again
- * if the page is still missing.
+ * missing, minor and write-protect faults in registered ranges queue, and
+ * the ioctls that resolve them. A thread whose fault becomes a userfault
+ * blocks until a wake covers its address; it then retries the access,
+ * which faults again if the page is still missing or protected.
  *
- * Modelled: MISSING faults on anonymous, shmem and hugetlb ranges, MINOR
+ * Modelled: MISSING faults on anonymous, shmem and hugetlb ranges; MINOR
  * faults on shmem and shared hugetlb ranges (a page the file holds that the
- * VMA does not map), UFFDIO_MOVE of anonymous pages (whole PMDs when
- * aligned, THPs split otherwise), UFFD_FEATURE_SIGBUS and
- * UFFD_FEATURE_EXACT_ADDRESS; COPY and ZEROPAGE fill anonymous, shmem (a
- * new page in the file) and hugetlb (whole huge pages, no ZEROPAGE) ranges;
- * CONTINUE maps pages the file holds. WP registrations are accepted and
- * validated as Linux does, but UFFDIO_WRITEPROTECT and UFFDIO_POISON are
- * not modelled yet (they answer `unsupported`). The unmerged proposals for
- * hugetlb pages at small granularity live in hugetlb_hgm.ts.
+ * VMA does not map); WP faults (a write to a page with the uffd-wp bit),
+ * UFFD_FEATURE_WP_ASYNC and WP_UNPOPULATED markers; UFFDIO_COPY, ZEROPAGE,
+ * CONTINUE (with their WP modes), WRITEPROTECT, POISON, WAKE, MOVE
+ * (anonymous pages: whole PMDs when aligned, THPs split otherwise),
+ * UFFD_FEATURE_SIGBUS and UFFD_FEATURE_EXACT_ADDRESS. Not modelled: the
+ * non-cooperative events (fork, remap, remove, unmap) and the mmap_changing
+ * EAGAIN they cause. The unmerged proposals for hugetlb pages at small
+ * granularity live in hugetlb_hgm.ts.
  * Costs: uffdio_copy_4k per 4K page copied, uffdio_copy_2m_hugetlb per 2M
  * hugetlb page; a CONTINUE maps like a minor fault
- * (fault_anon_4k_read_zeropage).
+ * (fault_anon_4k_read_zeropage); WRITEPROTECT and POISON charge no time
+ * (their per-PTE work is not measured).
  */
 import type { Kernel } from './kernel.ts';
 import type { Process, Thread } from './sched.ts';
@@ -42,11 +42,19 @@ import {
   neg,
   type SysRet,
 } from './uapi.ts';
-import { allocPteTable, hasPmdTable, hugetlbContinue, hugetlbInstall, installAnonPage, installShmemPage, mapShmemPage } from './memory.ts';
+import {
+  allocPteTable,
+  followPage,
+  hasPmdTable,
+  hugetlbContinue,
+  hugetlbInstall,
+  installAnonPage,
+  installShmemPage,
+  mapShmemPage,
+} from './memory.ts';
 import { splitAnonFolio, splitHugePmd } from './huge_memory.ts';
 import { PG } from './page.ts';
 import { anonVmaPrepare, modifyVmaUffd } from './mmap.ts';
-import { UnmodelledError } from './errors.ts';
 import { hgmCompleteRange, hgmContinue, hgmCopy, subpageCopyMode, subpageFaults } from './hugetlb_hgm.ts';
 
 /** Every feature Linux 6.18 offers on x86-64 (UFFD_API_FEATURES). */
@@ -115,11 +123,11 @@ export class Userfaultfd {
   }
 
   /**
-   * handle_userfault: a missing fault at va in a registered VMA. Returns
+   * handle_userfault: a missing, minor or write-protect fault at va in a registered VMA. Returns
    * 'sigbus' with UFFD_FEATURE_SIGBUS, else queues the message and blocks
    * the thread ('blocked').
    */
-  fault(vma: Vma, va: number, write: boolean, thread: Thread, minor = false): 'sigbus' | 'blocked' {
+  fault(vma: Vma, va: number, write: boolean, thread: Thread, reason: 'missing' | 'minor' | 'wp' = 'missing'): 'sigbus' | 'blocked' {
     const ctx = vma.uffdCtx!;
     const features = ctx.features ?? 0;
     if (features & UFFD_FEATURE.UFFD_FEATURE_SIGBUS) return 'sigbus';
@@ -131,7 +139,8 @@ export class Userfaultfd {
           ? va
           : va - (va % PAGE_SIZE);
     const flags: UffdMsg['flags'] = write ? ['UFFD_PAGEFAULT_FLAG_WRITE'] : [];
-    if (minor) flags.push('UFFD_PAGEFAULT_FLAG_MINOR');
+    if (reason === 'wp') flags.push('UFFD_PAGEFAULT_FLAG_WP');
+    if (reason === 'minor') flags.push('UFFD_PAGEFAULT_FLAG_MINOR');
     ctx.pending.push({ event: 'UFFD_EVENT_PAGEFAULT', address, flags, tid: thread.tid });
     ctx.waiters.push({ thread, address: va });
     return 'blocked';
@@ -257,6 +266,8 @@ export function uffdioUnregister(k: Kernel, id: number, start: number, len: numb
   for (const cur of vmas) if (cur.uffdCtx === ctx && badHugetlbEnd(cur, end) && end < cur.end) return neg('EINVAL');
   // Under the copy proposals, huge pages still mapped in parts get their huge mapping back first.
   hgmCompleteRange(k, ctx.mm, start, end);
+  // userfaultfd_clear_vma: a VMA leaving WP mode loses its uffd-wp bits and markers.
+  for (const cur of vmas) if (cur.flags & VM.UFFD_WP) clearUffdWp(ctx.mm, Math.max(start, cur.start), Math.min(end, cur.end));
   modifyVmaUffd(k, ctx.mm, Math.max(start, vmas[0]!.start), end, null, 0, VM_UFFD_FLAGS);
   k.uffd.wake(ctx, start, len);
   return 0;
@@ -318,6 +329,8 @@ function mfillAtomic(k: Kernel, ctx: UserfaultfdCtx, thread: Thread, dst: number
     for (let a = dst; a < dst + len; a += hs) {
       const r = hugetlbInstall(k, mm, vma, a, thread, fill);
       if (r < 0) return done || r;
+      setUffdWp(mm, a, a + hs, (mode & UFFDIO_MODE.UFFDIO_COPY_MODE_WP) !== 0);
+      clearMarkers(mm.uffdPoison, a, a + hs);
       k.charge(k.costs.ns('uffdio_copy_2m_hugetlb') * (hs / (2 << 20)));
       done += hs;
     }
@@ -337,11 +350,17 @@ function mfillAtomic(k: Kernel, ctx: UserfaultfdCtx, thread: Thread, dst: number
       // shmem: a page in the file's page cache, zero-filled for ZEROPAGE (no zero page there).
       const r = installShmemPage(k, mm, vma, t as PteTable, a, thread, fill ?? 0);
       if (r < 0) return done || r;
+      setUffdWp(mm, a, a + PAGE_SIZE, fill !== null && (mode & UFFDIO_MODE.UFFDIO_COPY_MODE_WP) !== 0);
+      mm.uffdPoison.delete(a / PAGE_SIZE);
       k.charge(k.costs.ns('uffdio_copy_4k'));
       done += PAGE_SIZE;
       continue;
     }
     if ((t as PteTable).ptes[i] !== PTE_NONE) return done || neg('EEXIST');
+    // ZEROPAGE wants pte_none(); COPY also fills a uffd-wp or poison marker (pte_none_mostly).
+    if (fill === null && (mm.uffdWp.has(a / PAGE_SIZE) || mm.uffdPoison.has(a / PAGE_SIZE))) return done || neg('EEXIST');
+    mm.uffdPoison.delete(a / PAGE_SIZE);
+    setUffdWp(mm, a, a + PAGE_SIZE, fill !== null && (mode & UFFDIO_MODE.UFFDIO_COPY_MODE_WP) !== 0);
     if (fill === null) {
       (t as PteTable).ptes[i] = PTE_ZERO;
       (t as PteTable).used++;
@@ -391,6 +410,8 @@ function mfillContinue(k: Kernel, ctx: UserfaultfdCtx, thread: Thread, dst: numb
     for (let a = dst; a < dst + len; a += hs) {
       const r = hugetlbContinue(k, mm, vma, a, thread);
       if (r < 0) return done || r;
+      setUffdWp(mm, a, a + hs, (mode & UFFDIO_MODE.UFFDIO_CONTINUE_MODE_WP) !== 0);
+      clearMarkers(mm.uffdPoison, a, a + hs);
       done += hs;
     }
     return done;
@@ -409,10 +430,141 @@ function mfillContinue(k: Kernel, ctx: UserfaultfdCtx, thread: Thread, dst: numb
     const i = Math.floor(a / PAGE_SIZE) & 511;
     if (t.ptes[i] !== PTE_NONE) return done || neg('EEXIST');
     mapShmemPage(k, mm, t, i, pfn);
+    setUffdWp(mm, a, a + PAGE_SIZE, (mode & UFFDIO_MODE.UFFDIO_CONTINUE_MODE_WP) !== 0);
+    mm.uffdPoison.delete(a / PAGE_SIZE);
     k.charge(k.costs.ns('fault_anon_4k_read_zeropage'));
     done += PAGE_SIZE;
   }
   return done;
+}
+
+/**
+ * UFFDIO_WRITEPROTECT (userfaultfd_writeprotect, mwriteprotect_range):
+ * set or clear the uffd-wp bit over a range; clearing wakes the range's
+ * waiters unless DONTWAKE. No time is charged: the per-PTE work of
+ * change_protection is not measured.
+ */
+export function uffdioWriteprotect(k: Kernel, id: number, start: number, len: number, mode: number): SysRet {
+  const ctx = rangeCtx(k, id, start, len);
+  if (typeof ctx === 'number') return ctx;
+  const WP = UFFDIO_MODE.UFFDIO_WRITEPROTECT_MODE_WP;
+  const DONTWAKE = UFFDIO_MODE.UFFDIO_WRITEPROTECT_MODE_DONTWAKE;
+  if (mode & ~(WP | DONTWAKE)) return neg('EINVAL');
+  if (mode & WP && mode & DONTWAKE) return neg('EINVAL');
+  const mm = ctx.mm;
+  const end = start + len;
+  let err = neg('ENOENT'); // no VMA in the range at all
+  for (const v of mm.vmasIn(start, end)) {
+    if (!(v.flags & VM.UFFD_WP)) return neg('ENOENT');
+    if (v.isHugetlb() && (start % v.hugePageSize() || len % v.hugePageSize())) return neg('EINVAL');
+    uffdWpRange(k, mm, v, Math.max(start, v.start), Math.min(end, v.end), (mode & WP) !== 0);
+    err = 0;
+  }
+  if (err) return err;
+  if (!(mode & WP) && !(mode & DONTWAKE)) k.uffd.wake(ctx, start, len);
+  return 0;
+}
+
+/**
+ * uffd_wp_range: change_protection with MM_CP_UFFD_WP(_RESOLVE). Present
+ * pages get (or lose) the bit; a huge PMD the range covers in part is
+ * split first; where nothing is mapped, a marker is installed only if the
+ * VMA uses markers (files and hugetlb always, anonymous memory with
+ * UFFD_FEATURE_WP_UNPOPULATED), in a PTE table allocated for it.
+ */
+function uffdWpRange(k: Kernel, mm: MmStruct, vma: Vma, start: number, end: number, enable: boolean): void {
+  const markers = !vma.isAnonymous() || vma.isHugetlb() || ((vma.uffdCtx?.features ?? 0) & UFFD_FEATURE.UFFD_FEATURE_WP_UNPOPULATED) !== 0;
+  const nid = k.cpuToNode(0);
+  // change_huge_pmd: a huge PMD the range covers in part is split first, protecting or not.
+  for (const edge of [start, end - 1]) {
+    const pmdStart = edge - (edge % PMD_SIZE);
+    if (
+      !vma.isHugetlb() &&
+      mm.pgtable.pmds.get(PageTable.pmdKey(edge)) instanceof HugeLeaf &&
+      (start > pmdStart || end < pmdStart + PMD_SIZE)
+    )
+      splitHugePmd(k, mm, pmdStart, nid);
+  }
+  if (!enable) {
+    clearUffdWp(mm, start, end);
+    return;
+  }
+  for (let a = start; a < end; a += PAGE_SIZE) {
+    const key = PageTable.pmdKey(a);
+    const e = mm.pgtable.pmds.get(key);
+    if (followPage(mm, a) !== -2) mm.uffdWp.add(a / PAGE_SIZE);
+    else if (markers) {
+      if (!vma.isHugetlb() && !e) mm.pgtable.pmds.set(key, allocPteTable(k, mm, nid));
+      mm.uffdWp.add(a / PAGE_SIZE);
+    }
+  }
+}
+
+/** Set or clear the uffd-wp bit of every 4K page in [start, end). */
+function setUffdWp(mm: MmStruct, start: number, end: number, wp: boolean): void {
+  if (wp) for (let a = start; a < end; a += PAGE_SIZE) mm.uffdWp.add(a / PAGE_SIZE);
+  else clearUffdWp(mm, start, end);
+}
+
+/** Drop the uffd-wp bits and markers of [start, end). */
+export function clearUffdWp(mm: MmStruct, start: number, end: number): void {
+  clearMarkers(mm.uffdWp, start, end);
+}
+
+/** Remove the 4K page numbers of [start, end) from a set of per-page bits or markers. */
+export function clearMarkers(set: Set<number>, start: number, end: number): void {
+  if (!set.size) return;
+  if ((end - start) / PAGE_SIZE > set.size) {
+    for (const pg of [...set]) if (pg * PAGE_SIZE >= start && pg * PAGE_SIZE < end) set.delete(pg);
+  } else for (let a = start; a < end; a += PAGE_SIZE) set.delete(a / PAGE_SIZE);
+}
+
+/**
+ * UFFDIO_POISON (mfill_atomic_poison): install PTE_MARKER_POISONED markers
+ * where nothing is mapped; touching one is SIGBUS. `done` is what the
+ * kernel writes back in `updated`. No time is charged (not measured).
+ */
+export function uffdioPoison(k: Kernel, id: number, start: number, len: number, mode: number): { ret: SysRet; done?: number } {
+  const ctx = rangeCtx(k, id, start, len);
+  if (typeof ctx === 'number') return { ret: ctx };
+  if (mode & ~UFFDIO_MODE.UFFDIO_POISON_MODE_DONTWAKE) return { ret: neg('EINVAL') };
+  const r = mfillPoison(k, ctx, start, len);
+  if (r < 0) return { ret: r, done: r };
+  if (!(mode & UFFDIO_MODE.UFFDIO_POISON_MODE_DONTWAKE)) k.uffd.wake(ctx, start, r);
+  return { ret: r === len ? 0 : neg('EAGAIN'), done: r };
+}
+
+/** mfill_atomic in MFILL_ATOMIC_POISON mode: bytes marked, or -errno if none were. */
+function mfillPoison(k: Kernel, ctx: UserfaultfdCtx, dst: number, len: number): number {
+  const mm = ctx.mm;
+  const vma = mm.vmaAt(dst);
+  if (!vma) return neg('ENOENT');
+  if (!(vma.flags & VM.SHARED)) anonVmaPrepare(k, mm, vma);
+  if (dst + len > vma.end || vma.uffdCtx !== ctx) return neg('ENOENT');
+  const step = vma.isHugetlb() ? vma.hugePageSize() : PAGE_SIZE;
+  if (dst % step || len % step) return neg('EINVAL');
+  let done = 0;
+  for (let a = dst; a < dst + len; a += step) {
+    const key = PageTable.pmdKey(a);
+    let t = mm.pgtable.pmds.get(key);
+    if (t instanceof HugeLeaf) return done || neg('EEXIST');
+    if (!vma.isHugetlb() && !t) {
+      t = allocPteTable(k, mm, k.cpuToNode(0));
+      mm.pgtable.pmds.set(key, t);
+    }
+    // pte_none(), strictly: a page, a uffd-wp marker or another poison marker is EEXIST.
+    if (followPage(mm, a) !== -2 || mm.uffdWp.has(a / PAGE_SIZE) || mm.uffdPoison.has(a / PAGE_SIZE)) return done || neg('EEXIST');
+    for (let b = a; b < a + step; b += PAGE_SIZE) mm.uffdPoison.add(b / PAGE_SIZE);
+    done += step;
+  }
+  return done;
+}
+
+/** UFFD_FEATURE_WP_ASYNC: a write to a write-protected page clears the bit of the leaf mapping it, with no message. */
+export function unprotectAsync(mm: MmStruct, vma: Vma, va: number): void {
+  const size = vma.isHugetlb() ? vma.hugePageSize() : mm.pgtable.pmds.get(PageTable.pmdKey(va)) instanceof HugeLeaf ? PMD_SIZE : PAGE_SIZE;
+  const base = va - (va % size);
+  clearUffdWp(mm, base, base + size);
 }
 
 /** Whether a huge page in [start, end) is mapped in parts. */
@@ -509,7 +661,7 @@ function movePages(k: Kernel, ctx: UserfaultfdCtx, dst: number, src: number, len
     const si = Math.floor(s / PAGE_SIZE) & 511;
     const spte = st.ptes[si]!;
     const di = Math.floor(d / PAGE_SIZE) & 511;
-    if (dt.ptes[di] !== PTE_NONE) {
+    if (dt.ptes[di] !== PTE_NONE || mm.uffdWp.has(d / PAGE_SIZE) || mm.uffdPoison.has(d / PAGE_SIZE)) {
       err = neg('EEXIST');
       break;
     }
@@ -536,16 +688,12 @@ function movePages(k: Kernel, ctx: UserfaultfdCtx, dst: number, src: number, len
     }
     st.ptes[si] = PTE_NONE;
     st.used--;
+    mm.uffdWp.delete(s / PAGE_SIZE); // the moved PTE does not carry the uffd-wp bit
     dt.ptes[di] = spte;
     dt.used++;
     moved += PAGE_SIZE;
   }
   return moved ? moved : err;
-}
-
-/** Ioctls memtwin does not model yet. */
-export function unmodelledIoctl(name: string): never {
-  throw new UnmodelledError(`${name} is not modelled by the simulator yet`);
 }
 
 /** Names of the bits set in a mask, by a name -> mask table, in bit order. */

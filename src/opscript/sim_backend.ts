@@ -30,8 +30,9 @@ import {
   uffdioRegister,
   uffdioUnregister,
   uffdioWake,
-  unmodelledIoctl,
   uffdioContinue,
+  uffdioWriteprotect,
+  uffdioPoison,
 } from '../kernel/userfaultfd.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
 
@@ -235,13 +236,15 @@ export class SimBackend implements Backend {
         return this.thenResume({ ...sys(r.ret), [zero ? 'zeropage' : 'copy']: r.done ?? null });
       }
       case 'uffdio_writeprotect':
-        return unmodelledIoctl('UFFDIO_WRITEPROTECT');
+        return this.thenResume(sys(uffdioWriteprotect(k, this.uffd(op), a.addr, a.len, a.mode ?? 0)));
       case 'uffdio_continue': {
         const r = uffdioContinue(k, this.thread(op), this.uffd(op), a.addr, a.len, a.mode ?? 0);
         return this.thenResume({ ...sys(r.ret), mapped: r.done ?? null });
       }
-      case 'uffdio_poison':
-        return unmodelledIoctl('UFFDIO_POISON');
+      case 'uffdio_poison': {
+        const r = uffdioPoison(k, this.uffd(op), a.addr, a.len, a.mode ?? 0);
+        return this.thenResume({ ...sys(r.ret), updated: r.done ?? null });
+      }
       case 'uffdio_move': {
         const r = uffdioMove(k, this.uffd(op), a.dst, a.src, a.len, a.mode ?? 0);
         return this.thenResume({ ...sys(r.ret), move: r.done ?? null });
