@@ -4,9 +4,9 @@
  * to the mapped parts, as Linux does.
  */
 import type { Kernel } from './kernel.ts';
-import type { Process } from './sched.ts';
+import type { Process, Thread } from './sched.ts';
 import { VM, type Vma } from './mm_types.ts';
-import { MADV, MADV_SPLIT, PAGE_SIZE, PMD_SIZE, alignDown, alignUp, neg, type SysRet } from './uapi.ts';
+import { MADV, MADV_SPLIT, UFFD_FEATURE, PAGE_SIZE, PMD_SIZE, alignDown, alignUp, neg, type SysRet } from './uapi.ts';
 import { modifyVmaFlags, populateRange } from './mmap.ts';
 import { zapRange, followPage } from './memory.ts';
 import { anonFolioAt, splitAnonFolio } from './huge_memory.ts';
@@ -28,7 +28,7 @@ export const UNMODELLED_ADVICE = new Set<number>([
 
 export { UnmodelledError };
 
-export function sysMadvise(k: Kernel, p: Process, start: number, lenIn: number, advice: number): SysRet {
+export function sysMadvise(k: Kernel, p: Process, start: number, lenIn: number, advice: number, thread: Thread = p.mainThread): SysRet {
   // MADV_SPLIT exists only while the hugetlb-hgm proposal is enabled.
   const split = advice === MADV_SPLIT && k.hgm.enabled['hugetlb-hgm'] === 1;
   if (!VALID_ADVICE.has(advice) && !split) return neg('EINVAL');
@@ -95,23 +95,11 @@ export function sysMadvise(k: Kernel, p: Process, start: number, lenIn: number, 
     case MADV.MADV_DONTNEED:
     case MADV.MADV_DONTNEED_LOCKED:
     case MADV.MADV_FREE:
-      for (const v of mm.vmasIn(start, end)) {
-        const r = dontneedFree(k, p, v, Math.max(start, v.start), Math.min(end, v.end), advice);
-        if (r < 0) {
-          err = r;
-          break;
-        }
-      }
+    case MADV.MADV_REMOVE: {
+      const pieces = mm.vmasIn(start, end).map((v): Piece => [v, Math.max(start, v.start), Math.min(end, v.end)]);
+      err = zapAdvice(k, p, thread, pieces, advice, 0, false);
       break;
-    case MADV.MADV_REMOVE:
-      for (const v of mm.vmasIn(start, end)) {
-        const r = madviseRemove(k, v, Math.max(start, v.start), Math.min(end, v.end));
-        if (r < 0) {
-          err = r;
-          break;
-        }
-      }
-      break;
+    }
     case MADV.MADV_COLD:
     case MADV.MADV_PAGEOUT:
       // No swap is modelled: anonymous pages cannot be reclaimed. What remains
@@ -175,20 +163,50 @@ function newFlags(vma: Vma, advice: number): number {
   return f;
 }
 
-/** MADV_DONTNEED / MADV_DONTNEED_LOCKED / MADV_FREE on one VMA's part. */
-function dontneedFree(k: Kernel, p: Process, vma: Vma, start: number, end: number, advice: number): SysRet {
-  const mm = p.mm;
+type Piece = [Vma, number, number];
+
+/**
+ * MADV_DONTNEED/DONTNEED_LOCKED/FREE/REMOVE over the VMA pieces from the
+ * i-th on. Each piece is checked, then, if its userfaultfd asked for
+ * UFFD_EVENT_REMOVE, the event is queued and the call waits until it is
+ * read (userfaultfd_remove): the rest of the call runs then, in `told`
+ * mode for this piece. Returns what the call returns when nothing waits.
+ */
+function zapAdvice(k: Kernel, p: Process, thread: Thread, pieces: Piece[], advice: number, i: number, told: boolean): SysRet {
+  for (; i < pieces.length; i++, told = false) {
+    const [v, s] = pieces[i]!;
+    if (!p.mm.vmas.includes(v)) return neg('ENOMEM'); // unmapped while the call waited
+    const e = advice === MADV.MADV_REMOVE ? removeCheck(v, pieces[i]![2]) : dontneedFreeCheck(v, s, pieces[i]![2], advice);
+    if (e < 0) return e;
+    if (e <= s) continue;
+    const ctx = v.uffdCtx;
+    if (!told && ctx && (ctx.features ?? 0) & UFFD_FEATURE.UFFD_FEATURE_EVENT_REMOVE) {
+      const at = i;
+      k.uffd.event(ctx, 'UFFD_EVENT_REMOVE', s, e, thread, () => void zapAdvice(k, p, thread, pieces, advice, at, true));
+      return 0;
+    }
+    const r = advice === MADV.MADV_REMOVE ? madviseRemove(k, v, s, e) : dontneedFree(k, p, v, s, e, advice);
+    if (r < 0) return r;
+  }
+  return 0;
+}
+
+/** madvise_dontneed_free_valid_vma: -errno, or the end the advice applies to (hugetlb: whole huge pages only). */
+function dontneedFreeCheck(vma: Vma, start: number, end: number, advice: number): number {
   if (!vma.isHugetlb()) {
     let forbidden = VM.PFNMAP;
     if (advice !== MADV.MADV_DONTNEED_LOCKED) forbidden |= VM.LOCKED;
-    if (vma.flags & forbidden) return neg('EINVAL');
-  } else {
-    if (advice === MADV.MADV_FREE) return neg('EINVAL');
-    const hs = vma.hugePageSize();
-    if (start % hs) return neg('EINVAL');
-    end = alignDown(end, hs);
-    if (end <= start) return 0;
+    return vma.flags & forbidden ? neg('EINVAL') : end;
   }
+  if (advice === MADV.MADV_FREE) return neg('EINVAL');
+  const hs = vma.hugePageSize();
+  if (start % hs) return neg('EINVAL');
+  return alignDown(end, hs);
+}
+
+/** MADV_DONTNEED / MADV_DONTNEED_LOCKED / MADV_FREE on one VMA's part, checked already. */
+function dontneedFree(k: Kernel, p: Process, vma: Vma, start: number, end: number, advice: number): SysRet {
+  const mm = p.mm;
   if (advice === MADV.MADV_FREE) {
     if (!vma.isAnonymous() || vma.flags & VM.SHARED) return neg('EINVAL');
     madviseFree(k, p, vma, start, end);
@@ -249,11 +267,16 @@ function pageoutThps(k: Kernel, p: Process, vma: Vma, start: number, end: number
 }
 
 /** MADV_REMOVE: punch a hole in a shared writable mapping's backing file. */
-function madviseRemove(k: Kernel, vma: Vma, start: number, end: number): SysRet {
+/** madvise_remove's checks: -errno, or the end. */
+function removeCheck(vma: Vma, end: number): number {
   if (vma.flags & VM.LOCKED) return neg('EINVAL');
   if (!vma.file) return neg('EINVAL');
   if (!(vma.flags & VM.SHARED && vma.flags & VM.MAYWRITE)) return neg('EACCES');
-  const file = vma.file;
+  return end;
+}
+
+function madviseRemove(k: Kernel, vma: Vma, start: number, end: number): SysRet {
+  const file = vma.file!;
   const psize = file.kind === 'hugetlbfs' ? 2 ** file.hugeShift : PAGE_SIZE;
   const i0 = Math.ceil((vma.pgoff * PAGE_SIZE + (start - vma.start)) / psize);
   const i1 = Math.floor((vma.pgoff * PAGE_SIZE + (end - vma.start)) / psize);

@@ -5,7 +5,7 @@
  * merge with Linux's compatibility rules.
  */
 import type { Kernel } from './kernel.ts';
-import type { Process } from './sched.ts';
+import type { Process, Thread } from './sched.ts';
 import { MmStruct, PageTable, PteTable, Vma, VM, vmStartGap, type HugetlbResvMap } from './mm_types.ts';
 import {
   MAP,
@@ -17,6 +17,7 @@ import {
   PMD_SIZE,
   PROT,
   TASK_SIZE,
+  UFFD_FEATURE,
   alignDown,
   alignUp,
   isAligned,
@@ -24,7 +25,7 @@ import {
   type SysRet,
 } from './uapi.ts';
 import { freePteTable, zapRange, handleMmFault, followPage, vmaAllows, FAULT_OK } from './memory.ts';
-import { clearMarkers, clearUffdWp } from './userfaultfd.ts';
+import { clearMarkers, clearUffdWp, type UserfaultfdCtx } from './userfaultfd.ts';
 import { splitHugePmd } from './huge_memory.ts';
 import { HugeLeaf } from './mm_types.ts';
 import { policyEqual, type Mempolicy } from './mempolicy.ts';
@@ -389,11 +390,23 @@ export function populateRange(k: Kernel, p: Process, start: number, end: number,
 
 // --- munmap -----------------------------------------------------------------------
 
-export function sysMunmap(k: Kernel, p: Process, start: number, len: number): SysRet {
+export function sysMunmap(k: Kernel, p: Process, start: number, len: number, thread: Thread = p.mainThread): SysRet {
   if (start % PAGE_SIZE || start > TASK_SIZE || len > TASK_SIZE - start) return neg('EINVAL');
   len = alignUp(len, PAGE_SIZE);
   if (len === 0) return neg('EINVAL');
-  return doMunmap(k, p.mm, start, len);
+  // userfaultfd_unmap_prep: every userfaultfd with UFFD_EVENT_UNMAP that registered a VMA in the range.
+  const ctxs = [...new Set(p.mm.vmasIn(start, start + len).map((v) => v.uffdCtx))].filter(
+    (c): c is UserfaultfdCtx => c !== null && ((c.features ?? 0) & UFFD_FEATURE.UFFD_FEATURE_EVENT_UNMAP) !== 0,
+  );
+  const r = doMunmap(k, p.mm, start, len);
+  if (r === 0) unmapComplete(k, ctxs, start, start + len, thread);
+  return r;
+}
+
+/** userfaultfd_unmap_complete: one UFFD_EVENT_UNMAP per context, each waited for (read) before the next. */
+function unmapComplete(k: Kernel, ctxs: UserfaultfdCtx[], start: number, end: number, thread: Thread): void {
+  const [ctx, ...rest] = ctxs;
+  if (ctx) k.uffd.event(ctx, 'UFFD_EVENT_UNMAP', start, end, thread, () => unmapComplete(k, rest, start, end, thread));
 }
 
 /** do_vmi_munmap on page-aligned arguments. */

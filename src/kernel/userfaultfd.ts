@@ -12,9 +12,10 @@
  * UFFD_FEATURE_WP_ASYNC and WP_UNPOPULATED markers; UFFDIO_COPY, ZEROPAGE,
  * CONTINUE (with their WP modes), WRITEPROTECT, POISON, WAKE, MOVE
  * (anonymous pages: whole PMDs when aligned, THPs split otherwise),
- * UFFD_FEATURE_SIGBUS and UFFD_FEATURE_EXACT_ADDRESS. Not modelled: the
- * non-cooperative events (fork, remap, remove, unmap) and the mmap_changing
- * EAGAIN they cause. The unmerged proposals for hugetlb pages at small
+ * UFFD_FEATURE_SIGBUS and UFFD_FEATURE_EXACT_ADDRESS; the REMOVE and
+ * UNMAP events (the caller waits until the event is read; meanwhile
+ * mmap_changing makes the fill ioctls answer EAGAIN). FORK and REMAP
+ * events cannot arise: memtwin has no fork or mremap. The unmerged proposals for hugetlb pages at small
  * granularity live in hugetlb_hgm.ts.
  * Costs: uffdio_copy_4k per 4K page copied, uffdio_copy_2m_hugetlb per 2M
  * hugetlb page; a CONTINUE maps like a minor fault
@@ -80,7 +81,10 @@ export const VM_UFFD_FLAGS = VM.UFFD_MISSING | VM.UFFD_WP | VM.UFFD_MINOR;
 
 export interface UffdMsg {
   event: keyof typeof UFFD_EVENT;
+  /** The fault address, or the start of a REMOVE/UNMAP range. */
   address: number;
+  /** REMOVE/UNMAP: the range's length. */
+  len?: number;
   flags: (keyof typeof UFFD_PAGEFAULT_FLAG)[];
   /** The faulting thread (UFFD_FEATURE_THREAD_ID's ptid). */
   tid: number;
@@ -94,6 +98,10 @@ export class UserfaultfdCtx {
   readonly pending: UffdMsg[] = [];
   /** Threads blocked in a userfault, with the address they wait on (fault_pending_wqh + fault_wqh). */
   readonly waiters: { thread: Thread; address: number }[] = [];
+  /** Non-cooperative event messages not read yet (event_wqh). */
+  readonly events: UffdMsg[] = [];
+  /** mmap_changing: events queued and not read; the fill ioctls answer EAGAIN meanwhile. */
+  mmapChanging = 0;
   constructor(
     readonly id: number,
     readonly mm: MmStruct,
@@ -116,10 +124,48 @@ export class Userfaultfd {
     return ctx.id;
   }
 
-  /** Threads blocked in any context. */
+  /** Threads blocked delivering an event, and the rest of the call each runs once its event is read. */
+  private readonly eventWaiters: { ctx: UserfaultfdCtx; msg: UffdMsg; thread: Thread; rest: () => void }[] = [];
+
+  /** Threads blocked in any context (in a userfault, or delivering an event). */
   isBlocked(t: Thread): boolean {
     for (const c of this.ctxs.values()) if (c.waiters.some((w) => w.thread === t)) return true;
-    return false;
+    return this.eventWaiters.some((w) => w.thread === t);
+  }
+
+  /**
+   * userfaultfd_event_wait_completion: queue a non-cooperative event (the
+   * range [start, end)); `thread` waits until it is read, then runs `rest`,
+   * the remainder of its system call.
+   */
+  event(
+    ctx: UserfaultfdCtx,
+    event: 'UFFD_EVENT_REMOVE' | 'UFFD_EVENT_UNMAP',
+    start: number,
+    end: number,
+    thread: Thread,
+    rest: () => void,
+  ): void {
+    const msg: UffdMsg = { event, address: start, len: end - start, flags: [], tid: thread.tid };
+    ctx.events.push(msg);
+    ctx.mmapChanging++;
+    this.eventWaiters.push({ ctx, msg, thread, rest });
+  }
+
+  /**
+   * read(2) of a context: up to `max` messages, page faults first, then
+   * events (userfaultfd_ctx_read). Reading an event lets its producer go on.
+   */
+  read(ctx: UserfaultfdCtx, max: number): UffdMsg[] {
+    const out = ctx.pending.splice(0, max);
+    const evs = ctx.events.splice(0, max - out.length);
+    for (const msg of evs) {
+      const i = this.eventWaiters.findIndex((w) => w.msg === msg);
+      const w = this.eventWaiters.splice(i, 1)[0]!;
+      ctx.mmapChanging--;
+      w.rest();
+    }
+    return [...out, ...evs];
   }
 
   /**
@@ -180,6 +226,16 @@ function rangeCtx(k: Kernel, id: number, start: number, len: number): Userfaultf
   const ctx = readyCtx(k, id);
   if (typeof ctx === 'number') return ctx;
   return validateRange(start, len) || ctx;
+}
+
+/**
+ * The ioctls that change page tables first refuse while events are
+ * unread (mmap_changing), before they look at the range: EAGAIN, written
+ * back in the result field too. Null when the call may go on.
+ */
+function changing(k: Kernel, id: number): { ret: SysRet; done: number } | null {
+  const ctx = readyCtx(k, id);
+  return typeof ctx !== 'number' && ctx.mmapChanging ? { ret: neg('EAGAIN'), done: neg('EAGAIN') } : null;
 }
 
 /** The VMAs of [start, end) for (un)registering: at least one, and a hugetlb first one aligned at start. */
@@ -296,6 +352,8 @@ export function uffdioFill(
   mode: number,
   fill: number | null,
 ): { ret: SysRet; done?: number } {
+  const busy = changing(k, id);
+  if (busy) return busy;
   const ctx = rangeCtx(k, id, dst, len);
   if (typeof ctx === 'number') return { ret: ctx };
   const dontwake = fill === null ? UFFDIO_MODE.UFFDIO_ZEROPAGE_MODE_DONTWAKE : UFFDIO_MODE.UFFDIO_COPY_MODE_DONTWAKE;
@@ -384,6 +442,8 @@ export function uffdioContinue(
   len: number,
   mode: number,
 ): { ret: SysRet; done?: number } {
+  const busy = changing(k, id);
+  if (busy) return busy;
   const ctx = rangeCtx(k, id, start, len);
   if (typeof ctx === 'number') return { ret: ctx };
   if (mode & ~(UFFDIO_MODE.UFFDIO_CONTINUE_MODE_DONTWAKE | UFFDIO_MODE.UFFDIO_CONTINUE_MODE_WP)) return { ret: neg('EINVAL') };
@@ -445,6 +505,8 @@ function mfillContinue(k: Kernel, ctx: UserfaultfdCtx, thread: Thread, dst: numb
  * change_protection is not measured.
  */
 export function uffdioWriteprotect(k: Kernel, id: number, start: number, len: number, mode: number): SysRet {
+  const busy = changing(k, id);
+  if (busy) return busy.ret;
   const ctx = rangeCtx(k, id, start, len);
   if (typeof ctx === 'number') return ctx;
   const WP = UFFDIO_MODE.UFFDIO_WRITEPROTECT_MODE_WP;
@@ -525,6 +587,8 @@ export function clearMarkers(set: Set<number>, start: number, end: number): void
  * kernel writes back in `updated`. No time is charged (not measured).
  */
 export function uffdioPoison(k: Kernel, id: number, start: number, len: number, mode: number): { ret: SysRet; done?: number } {
+  const busy = changing(k, id);
+  if (busy) return busy;
   const ctx = rangeCtx(k, id, start, len);
   if (typeof ctx === 'number') return { ret: ctx };
   if (mode & ~UFFDIO_MODE.UFFDIO_POISON_MODE_DONTWAKE) return { ret: neg('EINVAL') };
@@ -580,6 +644,8 @@ function hasPartial(mm: MmStruct, start: number, end: number): boolean {
  * when the call failed before it writes it) and the ioctl's return.
  */
 export function uffdioMove(k: Kernel, id: number, dst: number, src: number, len: number, mode: number): { ret: SysRet; done?: number } {
+  const busy = changing(k, id);
+  if (busy) return busy;
   const ctx = rangeCtx(k, id, src, len);
   if (typeof ctx === 'number') return { ret: ctx };
   const v = validateRange(dst, len);

@@ -75,6 +75,7 @@ export function encodeOp(op: ResolvedOp): string {
     case 'peek':
       add('addr', R(a.addr));
       add('len', a.len);
+      if (op.op === 'munmap' && a.async) add('async', 1);
       break;
     case 'mprotect':
       add('addr', R(a.addr));
@@ -85,6 +86,7 @@ export function encodeOp(op: ResolvedOp): string {
       add('addr', R(a.addr));
       add('len', a.len);
       add('advice', a.advice);
+      if (a.async) add('async', 1);
       break;
     case 'process_madvise':
       add('target', op.targetProc!);

@@ -45,9 +45,17 @@ export const OPS: Record<string, OpSpec> = {
     opt: { addr: 'addr', align: 'size', name: 'str' },
     doc: 'map anonymous memory; ret is "$name"',
   },
-  munmap: { req: { addr: 'addr', len: 'size' }, doc: 'unmap a range' },
+  munmap: {
+    req: { addr: 'addr', len: 'size' },
+    opt: { async: 'bool' },
+    doc: 'unmap a range (async: on another thread, e.g. to wait for a UFFD_EVENT_UNMAP to be read)',
+  },
   mprotect: { req: { addr: 'addr', len: 'size', prot: 'flags:prot' }, doc: 'change protection' },
-  madvise: { req: { addr: 'addr', len: 'size', advice: 'flags:advice' }, doc: 'give advice' },
+  madvise: {
+    req: { addr: 'addr', len: 'size', advice: 'flags:advice' },
+    opt: { async: 'bool' },
+    doc: 'give advice (async: on another thread, e.g. to wait for a UFFD_EVENT_REMOVE to be read)',
+  },
   process_madvise: {
     req: { target: 'str', iovec: 'iovec', advice: 'flags:advice' },
     opt: { flags: 'int' },

@@ -16,7 +16,8 @@ import {
   renderSmaps,
   renderNumaMaps,
 } from '../kernel/procfs.ts';
-import { UnmodelledError } from '../kernel/madvise.ts';
+import { UnmodelledError, sysMadvise } from '../kernel/madvise.ts';
+import { sysMunmap } from '../kernel/mmap.ts';
 import { setCpusetMems, sysGetMempolicy, sysMbind, sysMigratePages, sysSetMempolicy } from '../kernel/mempolicy.ts';
 import { sysMovePages } from '../kernel/migrate.ts';
 import { followPage } from '../kernel/memory.ts';
@@ -130,11 +131,11 @@ export class SimBackend implements Backend {
       case 'mmap':
         return this.mmap(op, p);
       case 'munmap':
-        return sys(k.munmap(p, a.addr, a.len));
+        return this.mayBlock(op, () => sysMunmap(k, p, a.addr, a.len, this.thread(op)));
       case 'mprotect':
         return sys(k.mprotect(p, a.addr, a.len, a.prot));
       case 'madvise':
-        return sys(k.madvise(p, a.addr, a.len, a.advice));
+        return this.mayBlock(op, () => sysMadvise(k, p, a.addr, a.len, a.advice, this.thread(op)));
       case 'process_madvise': {
         const target = this.procs[op.targetProc!];
         return sys(k.processMadvise(p, target, a.iovec, a.advice, a.flags ?? 0));
@@ -173,7 +174,8 @@ export class SimBackend implements Backend {
       case 'join': {
         const t = this.proc(op).threads[op.joinThr!];
         if (!t) return { ret: -1, errno: 'ESRCH' };
-        if (this.blockedTouch.has(t)) return { ret: -1, errno: 'ETIMEDOUT', async_faults: [] }; // still in its userfault
+        // still in its userfault, or delivering an event
+        if (this.blockedTouch.has(t) || k.uffd.isBlocked(t)) return { ret: -1, errno: 'ETIMEDOUT', async_faults: [] };
         const faults = this.pendingAsync.get(t) ?? [];
         this.pendingAsync.delete(t);
         return { ret: 0, async_faults: faults };
@@ -252,7 +254,13 @@ export class SimBackend implements Backend {
       case 'uffd_read': {
         const ctx = k.uffd.ctxs.get(this.uffd(op))!;
         if (ctx.features === null) return sys(neg('EINVAL')); // userfaultfd_read before UFFDIO_API
-        const msgs = ctx.pending.splice(0, a.max ?? 1).map((m) => ({ event: m.event, address: m.address, flags: m.flags }));
+        const msgs = k.uffd
+          .read(ctx, a.max ?? 1)
+          .map((m) =>
+            m.len === undefined
+              ? { event: m.event, address: m.address, flags: m.flags }
+              : { event: m.event, address: m.address, len: m.len },
+          );
         return { ret: 0, msgs };
       }
       case 'khugepaged_wait': {
@@ -281,6 +289,20 @@ export class SimBackend implements Backend {
       default:
         return { unsupported: `op ${op.op} is not implemented by the simulator yet` };
     }
+  }
+
+  /**
+   * A call that may wait for a userfaultfd event to be read: on another
+   * thread with `async` it answers ret 0 at once, as the executor does (the
+   * rest of the call runs when the event is read); a call that would wait
+   * otherwise could never finish.
+   */
+  private mayBlock(op: ResolvedOp, call: () => number): RawResult {
+    const t = this.thread(op);
+    const r = call();
+    if (this.k.uffd.isBlocked(t) && (!op.a.async || op.thr === 0))
+      return { invalid: 'the call waits for a userfaultfd event to be read: only an async op on another thread can wait' };
+    return op.a.async && op.thr !== 0 ? { ret: 0 } : sys(r);
   }
 
   private uffd(op: ResolvedOp): number {
