@@ -52,6 +52,13 @@ describe('calibrate --merge', () => {
     expect(out.startsWith(text.slice(0, text.indexOf('"costs"')))).toBe(true);
   });
 
+  it('keeps the entries that were not measured here (published or derived VM costs) with their sources', () => {
+    const derived = Object.entries(base.costs).filter(([, c]) => c.derived?.startsWith('published:'));
+    expect(derived.map(([k]) => k)).toEqual(expect.arrayContaining(['vmexit_ioeventfd', 'kvm_ept_violation', 'guest_page_alloc']));
+    const merged = mergeProfile(JSON.parse(text), fresh);
+    for (const [k, c] of derived) expect(merged.costs[k]).toEqual(c);
+  });
+
   it('replaces a re-measured cost in place', () => {
     const first = Object.keys(base.costs)[0]!;
     const merged = mergeProfile(JSON.parse(text), { ...fresh, costs: { [first]: fresh.costs.khugepaged_scan_new! } });

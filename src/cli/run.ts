@@ -86,15 +86,16 @@ export async function runCommand(file: string, o: { out?: string; workers: numbe
   const secs = ((performance.now() - t0) / 1000).toFixed(1);
   const rel = relative(process.cwd(), outDir) || '.';
   const runs = summary.results.length;
-  process.stdout.write(`${summaryTable(summary.results)}\n`);
+  process.stdout.write(`${summaryTable(summary.results, summary.loaded.base.summary)}\n`);
   process.stdout.write(
     `${summary.loaded.base.name}: ${runs} run${runs > 1 ? 's' : ''}${summary.reused ? ` (${summary.reused} kept from before)` : ''} in ${secs} s\n` +
       `report: ${join(rel, 'report.html')}\nresults: ${join(rel, 'result.json')}\n`,
   );
 }
 
-function summaryTable(results: RunResult[]): string {
-  const cols = [
+/** The per-run table the command prints: the scenario's `summary` metrics, or the default columns. */
+function summaryTable(results: RunResult[], chosen?: string[]): string {
+  const cols = chosen ?? [
     'throughput_per_s',
     'access_ns_mean',
     'faults',
@@ -111,7 +112,9 @@ function summaryTable(results: RunResult[]): string {
         ? `${(v * 100).toFixed(1)}%`
         : k.endsWith('_per_s')
           ? `${(v / 1e6).toFixed(2)} M/s`
-          : String(v);
+          : k.endsWith('_ns') && !k.endsWith('access_ns_mean') && !k.endsWith('fault_ns_mean')
+            ? `${(v / 1e6).toFixed(1)} ms`
+            : String(Math.round(v * 1000) / 1000);
   const rows = [['run', ...cols], ...results.map((r) => [r.run.id, ...cols.map((c) => fmt(c, r.final[c] ?? 0))])];
   const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows.map((r) => r.map((x, i) => x.padEnd(w[i]!)).join('  ')).join('\n');

@@ -3,7 +3,7 @@
  * inline SVG charts, no scripts, no external URLs or fonts, so a report opens
  * offline. Rendering is deterministic: the same result gives the same bytes.
  */
-import type { RunResult, SeriesData, SweepResult, ThreadResult } from '../scenario/result.ts';
+import type { PublishedFigure, RunResult, ScenarioInfo, SeriesData, SweepResult, ThreadResult } from '../scenario/result.ts';
 import { barChartSVG, lineChartSVG, PALETTE, type LineSeries } from './charts.ts';
 import { formatMetric, formatValue, groupThousands, unitOf, type Unit } from './units.ts';
 
@@ -181,6 +181,7 @@ function eventTable(events: NonNullable<RunResult['events']>): string {
     { html: 'result' },
     { html: 'kernel time', num: true },
     { html: 'pages migrated', num: true },
+    { html: 'reply / device counters' },
   ];
   const rows = events.map((e) => [
     { html: esc(formatMetric('at_ns', e.at_ns)) },
@@ -189,8 +190,88 @@ function eventTable(events: NonNullable<RunResult['events']>): string {
     { html: esc(e.errno ? `-1 ${e.errno}` : String(e.ret)) },
     { html: esc(formatMetric('call_ns', e.ns)), num: true },
     { html: esc(formatMetric('pages', e.pages_migrated)), num: true },
+    { html: eventExtra(e) },
   ]);
   return table(head, rows);
+}
+
+const UNIT_NS: Record<string, number> = { ns: 1, us: 1e3, ms: 1e6, s: 1e9 };
+
+/** A run's metric in the unit of a published figure (metrics in ns or bytes or counts). */
+function inUnit(v: number, unit: string): number {
+  return UNIT_NS[unit] ? v / UNIT_NS[unit] : v;
+}
+
+/** Whether a published figure belongs to a run: its id, or one of its swept values, equals `run`. */
+function figureMatches(p: PublishedFigure, id: string, params: Record<string, unknown>): boolean {
+  if (p.run === undefined) return true;
+  return p.run === id || Object.values(params).some((v) => String(v) === p.run);
+}
+
+/** The scenario's notes and its published figures beside the runs' results. */
+function notesAndPublished(
+  info: ScenarioInfo,
+  runs: { id: string; params: Record<string, unknown>; final: Record<string, number> }[],
+): string {
+  const out: string[] = [];
+  if (info.notes) out.push('<h2>Notes</h2>', `<p class="desc">${esc(info.notes)}</p>`);
+  const figs = info.published ?? [];
+  if (figs.length) {
+    const rows: Cell[][] = [];
+    for (const p of figs)
+      for (const r of runs.filter((x) => figureMatches(p, x.id, x.params))) {
+        const v = r.final[p.metric];
+        const model = v === undefined ? undefined : inUnit(v, p.unit);
+        rows.push([
+          txt(p.label),
+          txt(r.id),
+          { html: `<code>${esc(p.metric)}</code>` },
+          num(`${groupThousands(Math.round(p.value * 100) / 100)} ${p.unit}`),
+          num(model === undefined ? '—' : `${groupThousands(Math.round(model * 100) / 100)} ${p.unit}`),
+          num(model === undefined || !p.value ? '—' : `${(model / p.value).toFixed(2)}×`),
+          { html: `<a href="${esc(p.source)}">${esc(p.source)}</a>` },
+        ]);
+      }
+    out.push(
+      '<h2>Published figures beside the results</h2>',
+      table(
+        [
+          txt('published'),
+          txt('run'),
+          txt('metric'),
+          { html: 'published', num: true },
+          { html: 'memtwin', num: true },
+          { html: 'memtwin / published', num: true },
+          txt('source'),
+        ],
+        rows,
+        'wide',
+      ),
+    );
+  }
+  return out.join('\n');
+}
+
+/** Costs of the profile that were not measured on its machine (VM costs on a host without KVM). */
+function notMeasuredNote(nm: Record<string, string> | undefined): string {
+  if (!nm || !Object.keys(nm).length) return '';
+  return `<p class="note">Costs not measured on the profile's machine (from publications, or derived from measured costs; see <code>profiles/default.json</code>): ${Object.entries(
+    nm,
+  )
+    .map(([k, v]) => `<code>${esc(k)}</code> (${esc(v)})`)
+    .join('; ')}.</p>`;
+}
+
+/** A VM event's monitor reply and device counters. */
+function eventExtra(e: NonNullable<RunResult['events']>[number]): string {
+  const parts: string[] = [];
+  if (e.vm) parts.push(`<span class="muted">VM ${esc(e.vm)}${e.action ? `, ${esc(e.action)}` : ''}</span>`);
+  if (e.reply !== undefined) parts.push(`<pre>${esc(e.reply)}</pre>`);
+  if (e.detail) {
+    const nz = Object.entries(e.detail).filter(([, v]) => v !== 0);
+    if (nz.length) parts.push(nz.map(([k, v]) => `<code>${esc(k)}</code>=${esc(formatMetric(k, v))}`).join(', '));
+  }
+  return parts.join('<br>');
 }
 
 function threadTable(threads: ThreadResult[]): string {
@@ -402,6 +483,18 @@ function runCharts(r: RunResult): string {
     ...named(s, [['stall_ns', 'stall time']]),
   });
 
+  const vmKeys = keys.filter((k) => k === 'host.free_bytes' || /^vm\..*_bytes$/.test(k));
+  if (vmKeys.length)
+    plans.push({
+      title: 'VM and host memory',
+      caption:
+        'Free host memory, each VMM’s resident memory, the guest’s free memory, the balloon’s query-balloon size and the memory reported free (cumulative), at each sample.',
+      unit: 'bytes',
+      legend: true,
+      series: vmKeys.map((k) => ({ name: k, t_ns: s.t_ns, values: s.metrics[k]! })),
+      missing: [],
+    });
+
   if (s.t_ns.length === 0) return '<p class="note">No time series in this result: all charts skipped.</p>';
   return plans.map((p, i) => figure(`run-chart-${i}`, p)).join('\n');
 }
@@ -429,6 +522,8 @@ export function renderRunReport(r: RunResult): string {
     `<h1>${esc(title)}</h1>`,
     r.scenario.description ? `<p class="desc">${esc(r.scenario.description)}</p>` : '',
     facts(factRows),
+    notMeasuredNote(r.profile.not_measured),
+    notesAndPublished(r.scenario, [{ id: r.run.id, params: r.run.params ?? {}, final: r.final ?? {} }]),
     '<h2>Host</h2>',
     hostTables(r.host),
     '<h2>Final metrics</h2>',
@@ -583,6 +678,19 @@ export function renderSweepReport(s: SweepResult, runs: RunResult[] = []): strin
         `<figure>\n<h3>RSS over time</h3>\n<figcaption>Resident memory of all scenario processes, one line per run.</figcaption>\n${lineChartSVG({ id: 'sweep-rss', series: rss, unit: 'bytes', label: 'RSS over time' })}\n</figure>`,
       );
     }
+    const free = matched
+      .map((r, i) => ({
+        name: r.run.id,
+        t_ns: r.series.t_ns,
+        values: column(r.series, 'host.free_bytes') ?? [],
+        color: PALETTE[i % PALETTE.length],
+      }))
+      .filter((x) => x.values.length > 0);
+    if (free.length && !free.every((x) => allZero(x.values))) {
+      overlays.push(
+        `<figure>\n<h3>Free host memory over time</h3>\n<figcaption>Host memory free at each sample, one line per run.</figcaption>\n${lineChartSVG({ id: 'sweep-free', series: free, unit: 'bytes', label: 'Free host memory over time' })}\n</figure>`,
+      );
+    }
     // Per-thread throughput, grouped by run.
     const threadKeys: string[] = [];
     for (const r of matched)
@@ -617,6 +725,10 @@ export function renderSweepReport(s: SweepResult, runs: RunResult[] = []): strin
       ['Runs', String(entries.length)],
       ['memtwin', esc(s.memtwin.version)],
     ]),
+    notesAndPublished(
+      s.scenario,
+      entries.map((e) => ({ id: e.id, params: e.params ?? {}, final: e.final ?? {} })),
+    ),
     '<h2>Swept parameters</h2>',
     swept,
     '<h2>Runs</h2>',

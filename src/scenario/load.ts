@@ -151,6 +151,109 @@ function check(src: YamlSource, s: Scenario, where: (p: YamlPath) => YamlPath): 
       });
     });
   });
+  checkVms(src, s, where, host, names);
+}
+
+/** The `vms` section: names, host CPUs, memdev references, guest nodes, event arguments. */
+function checkVms(src: YamlSource, s: Scenario, where: (p: YamlPath) => YamlPath, host: Host, names: Set<string>): void {
+  if (!s.processes.length && !s.vms.length) throw src.error(where(['processes']), 'a scenario needs at least one process or VM');
+  const cpuCheck = (c: number, at: YamlPath): void => {
+    if (!host.cpuNode.has(c))
+      throw src.error(where(at), `CPU ${c} does not exist on host ${host.name} (CPUs ${[...host.cpuNode.keys()].join(',')})`);
+  };
+  s.vms.forEach((vm, vi) => {
+    const at = (...p: (string | number)[]): YamlPath => ['vms', vi, ...p];
+    if (names.has(vm.name)) throw src.error(where(at('name')), `name "${vm.name}" is already used by a process or VM`);
+    names.add(vm.name);
+    vm.vcpus.forEach((c, i) => cpuCheck(c, at('vcpus', i)));
+    if (vm.emulator_cpu !== undefined) cpuCheck(vm.emulator_cpu, at('emulator_cpu'));
+    const ids = new Set<string>();
+    vm.memdevs.forEach((m, mi) => {
+      if (ids.has(m.id)) throw src.error(where(at('memdevs', mi, 'id')), `memdev id "${m.id}" is used twice in VM ${vm.name}`);
+      ids.add(m.id);
+      for (const [hi, n] of (m['host-nodes'] ?? []).entries())
+        if (!host.nodes.some((x) => x.id === n))
+          throw src.error(where(at('memdevs', mi, 'host-nodes', hi)), `host node ${n} does not exist on host ${host.name}`);
+    });
+    if (!vm.memdevs.length && vm.memory === undefined) throw src.error(where(at()), `VM ${vm.name} needs memdevs or memory`);
+    vm.numa.forEach((n, ni) => {
+      if (!ids.has(n.memdev))
+        throw src.error(
+          where(at('numa', ni, 'memdev')),
+          `no memdev "${n.memdev}" in VM ${vm.name} (it has ${[...ids].join(', ') || 'none'})`,
+        );
+      n.cpus.forEach((c, ci) => {
+        if (c >= vm.vcpus.length)
+          throw src.error(where(at('numa', ni, 'cpus', ci)), `vCPU ${c} does not exist (the VM has ${vm.vcpus.length} vCPUs)`);
+      });
+    });
+    const guestNodes = Math.max(1, vm.numa.length);
+    const wnames = new Set<string>();
+    vm.workloads.forEach((w, wi) => {
+      if (wnames.has(w.name)) throw src.error(where(at('workloads', wi, 'name')), `workload name "${w.name}" is used twice`);
+      wnames.add(w.name);
+      if (w.vcpu + w.count > vm.vcpus.length)
+        throw src.error(
+          where(at('workloads', wi, 'vcpu')),
+          `vCPU ${w.vcpu + w.count - 1} does not exist (the VM has ${vm.vcpus.length} vCPUs)`,
+        );
+      if (w.guest_node >= guestNodes)
+        throw src.error(where(at('workloads', wi, 'guest_node')), `guest node ${w.guest_node} does not exist (the VM has ${guestNodes})`);
+      const phases = 'phases' in w.workload ? w.workload.phases : [w.workload];
+      phases.forEach((ph, phi) => {
+        if (ph.mapping !== 'ram')
+          throw src.error(
+            where(
+              'phases' in w.workload
+                ? at('workloads', wi, 'workload', 'phases', phi, 'mapping')
+                : at('workloads', wi, 'workload', 'mapping'),
+            ),
+            `a guest workload accesses its guest node's RAM: mapping must be "ram"`,
+          );
+      });
+    });
+    const b = vm.balloon;
+    if (b && b['hint-encoding'] === 'bitmap' && b['hint-batch'] % 64)
+      throw src.error(where(at('balloon', 'hint-batch')), `a bitmap hint batch (${b['hint-batch']} bits) must be a multiple of 64`);
+    vm.events.forEach((ev, ei) => {
+      const need = (field: keyof typeof ev, what: string): void => {
+        if (ev[field] === undefined) throw src.error(where(at('events', ei)), `${ev.op} needs ${String(field)} (${what})`);
+      };
+      switch (ev.op) {
+        case 'balloon':
+          if (!b) throw src.error(where(at('events', ei, 'op')), `VM ${vm.name} has no balloon device`);
+          need('target', 'the guest RAM wanted');
+          break;
+        case 'free_page_hint':
+          if (!b?.['free-page-hint'])
+            throw src.error(where(at('events', ei, 'op')), `VM ${vm.name} has no balloon with free-page-hint: true`);
+          need('action', 'start, stop or done');
+          break;
+        case 'guest_alloc':
+        case 'guest_free':
+          need('size', 'bytes');
+          if (ev.vcpu >= vm.vcpus.length)
+            throw src.error(where(at('events', ei, 'vcpu')), `vCPU ${ev.vcpu} does not exist (the VM has ${vm.vcpus.length} vCPUs)`);
+          break;
+        case 'qmp':
+        case 'hmp':
+          need('command', ev.op === 'qmp' ? '{execute, arguments}' : 'a command line');
+          break;
+        case 'migrate_pages':
+          need('old_nodes', 'host nodes');
+          need('new_nodes', 'host nodes');
+          break;
+        case 'move_pages':
+        case 'mbind':
+          need('guest_node', 'the guest node whose RAM is acted on');
+          need('nodes', 'host nodes');
+          if (ev.guest_node! >= guestNodes)
+            throw src.error(where(at('events', ei, 'guest_node')), `guest node ${ev.guest_node} does not exist (the VM has ${guestNodes})`);
+          if (ev.op === 'mbind') need('policy', 'the MPOL_* mode');
+          break;
+      }
+    });
+  });
 }
 
 function shortList(xs: string[]): string {

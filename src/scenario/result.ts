@@ -18,6 +18,10 @@ export interface SeriesData {
    *   access_ns_mean: their mean memory time; stall_ns: time threads waited for collapses
    * - khugepaged_cpu_ns, agent_cpu_ns (with agents), thp_collapse_alloc: cumulative
    * - thp_fault_alloc, thp_fault_fallback, compact_stall: cumulative counters
+   * - with VMs: host.free_bytes (free host memory), vm.<name>.rss_bytes (the
+   *   VMM's resident memory), vm.<name>.guest_free_bytes (free guest memory),
+   *   vm.<name>.balloon_actual_bytes (query-balloon), vm.<name>.reported_bytes
+   *   (free page reporting, cumulative)
    */
   metrics: Record<string, number[]>;
 }
@@ -76,17 +80,55 @@ export interface RunEventLog {
   /** Kernel time the call took (charged to the calling tool). */
   ns: number;
   pages_migrated: number;
+  /** A VM event: the VM (its VMM process is `process`). */
+  vm?: string;
+  /** free_page_hint: start, stop or done. */
+  action?: string;
+  /** qmp/hmp/balloon: the monitor's reply (QMP JSON, or HMP text). */
+  reply?: string;
+  /**
+   * balloon/free_page_hint: the virtio-balloon device's counters over the
+   * event's window (until the VM's next event or the end): messages, exits,
+   * bytes, guest/exit/host CPU ns, host syscalls, host_returned_bytes, pages
+   * hinted, and elapsed_ns (until the guest's last `actual` update, or the
+   * last hint message).
+   */
+  detail?: Record<string, number>;
+}
+
+/** A published figure set beside a run's metric (scenario `published`). */
+export interface PublishedFigure {
+  label: string;
+  value: number;
+  unit: string;
+  metric: string;
+  run?: string;
+  source: string;
+}
+
+export interface ScenarioInfo {
+  name: string;
+  description?: string;
+  file: string;
+  /** The scenario's notes: what the results mean. */
+  notes?: string;
+  published?: PublishedFigure[];
 }
 
 export interface RunResult {
   memtwin: { version: string };
-  scenario: { name: string; description?: string; file: string };
+  scenario: ScenarioInfo;
   /** Which run of a sweep this is (index 0, id "base" when there is no sweep). */
   run: { index: number; id: string; params: Record<string, unknown> };
   seed: number;
   duration_ns: number;
   host: { name: string; nodes: { id: number; memory: number; cpus: number[] }[]; distances: number[][] };
-  profile: { date: string; machine: string };
+  profile: {
+    date: string;
+    machine: string;
+    /** Costs of the profile the run used that were not measured on the profile's machine: name -> where they come from (`derived`). */
+    not_measured?: Record<string, string>;
+  };
   /** The scenario as run: sweep values substituted, defaults filled in. */
   inputs: unknown;
   /** Final metrics, flat: name -> value (units in the name: _bytes, _ns, _per_s). */
@@ -100,7 +142,7 @@ export interface RunResult {
 /** DIR/result.json of a sweep: every run's identity and final metrics. */
 export interface SweepResult {
   memtwin: { version: string };
-  scenario: { name: string; description?: string; file: string };
+  scenario: ScenarioInfo;
   /** The swept parameters, as paths into the scenario. */
   swept: { path: string[]; label: string; values: unknown[] }[];
   runs: { index: number; id: string; params: Record<string, unknown>; dir: string; final: Record<string, number> }[];

@@ -20,8 +20,9 @@ import { SimAgentSys, type HeatMap } from '../agents/sim_sys.ts';
 import { InputError } from '../util/input_error.ts';
 import { hostOf, type RunSpec } from './load.ts';
 import type { Process } from '../kernel/sched.ts';
-import type { RunEventLog, RunResult, SeriesData, ThreadNumaResult, ThreadResult } from './result.ts';
+import type { RunEventLog, RunResult, ScenarioInfo, SeriesData, ThreadNumaResult, ThreadResult } from './result.ts';
 import type { Scenario } from './schema.ts';
+import { scheduleVmEvents, startVms, vmFinal, vmSeries, type VmRt } from './vms.ts';
 
 export const MEMTWIN_VERSION = '0.1.0';
 
@@ -142,17 +143,28 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
     }
   }
 
+  const vms = startVms(k, s, opts.file);
+  for (const rt of vms) {
+    const maps = new Map<string, MappingRt>();
+    rt.nodeRam.forEach((r, node) =>
+      maps.set(`ram.${node}`, { base: r.hva, len: r.size, written: new Uint8Array(Math.ceil(r.size / PAGE_SIZE)) }),
+    );
+    procs.push({ p: rt.vm.process, maps });
+    startGuestWorkloads(k, rt, maps, threads, model);
+  }
+
   // Phase ends were relative to the start of the workloads.
   const t0 = k.clock.now();
   for (const wt of threads) for (const ph of wt.phases) ph.end += t0;
   const end = t0 + s.duration;
 
   const eventLog = scheduleEvents(k, s, procs, threads, t0, opts.file);
+  const vmEvents = scheduleVmEvents(k, vms, t0, opts.file);
   k.numab.start(procs.map((x) => x.p));
   const agents = startAgents(k, s, procs, threads, t0, end, opts.file);
 
   // The sampler is scheduled first, so its sample at t0 is the baseline before any access.
-  const series = sampler(k, s, procs, threads, agents, t0, end, opts.progress);
+  const series = sampler(k, s, procs, threads, agents, t0, end, opts.progress, vms);
   for (const wt of threads) {
     const tick = (): void => {
       const used = wt.step(end);
@@ -163,20 +175,78 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
 
   k.events.runUntil(end);
   series.sample();
+  vmEvents.close();
+  const events = [...eventLog, ...vmEvents.log].sort((a, b) => a.at_ns - b.at_ns);
   return {
     memtwin: { version: MEMTWIN_VERSION },
-    scenario: { name: s.name, ...(s.description ? { description: s.description } : {}), file: opts.file },
+    scenario: scenarioInfo(s, opts.file),
     run: { index: spec.index, id: spec.id, params: spec.params },
     seed: s.seed,
     duration_ns: s.duration,
     host: { name: host.name, nodes: host.nodes, distances: host.distances },
-    profile: { date: costs.data.date, machine: `${costs.data.machine.cpu_model}, ${costs.data.machine.kernel}` },
+    profile: {
+      date: costs.data.date,
+      machine: `${costs.data.machine.cpu_model}, ${costs.data.machine.kernel}`,
+      ...(vms.length ? { not_measured: notMeasured(costs) } : {}),
+    },
     inputs: inputsOf(s),
-    final: finalMetrics(k, s, procs, threads, agents, series.data),
+    final: { ...finalMetrics(k, s, procs, threads, agents, series.data), ...(vms.length ? vmFinal(vms, vmEvents.log) : {}) },
     threads: threads.map((wt) => threadResult(wt, s.duration)),
-    events: eventLog,
+    events,
     series: series.data,
   };
+}
+
+/** The scenario's identity, notes and published figures, as results carry them. */
+export function scenarioInfo(s: Scenario, file: string): ScenarioInfo {
+  return {
+    name: s.name,
+    ...(s.description ? { description: s.description } : {}),
+    file,
+    ...(s.notes ? { notes: s.notes } : {}),
+    ...(s.published.length ? { published: s.published } : {}),
+  };
+}
+
+/** Profile entries with a `derived` field that says they were not measured on the profile's machine. */
+function notMeasured(costs: CostProfile): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, c] of Object.entries(costs.data.costs)) if (c.derived && !c.derived.startsWith('net of')) out[name] = c.derived;
+  return out;
+}
+
+/**
+ * A VM's guest workloads: host workload threads on the vCPUs' host threads
+ * over the HVA range of their guest node's RAM (see vms.ts).
+ */
+function startGuestWorkloads(k: Kernel, rt: VmRt, maps: Map<string, MappingRt>, threads: WorkloadThread[], model: AccessModel): void {
+  for (const w of rt.spec.workloads) {
+    const m = maps.get(`ram.${w.guest_node}`)!;
+    for (let r = 0; r < w.count; r++) {
+      const vcpu = rt.vm.vcpus[w.vcpu + r]!;
+      const name = w.count > 1 ? `${w.name}-${r}` : w.name;
+      const rng = k.random.stream(`${rt.spec.name}/${name}`);
+      let at = 0;
+      const phases: PhaseRuntime[] = ('phases' in w.workload ? w.workload.phases : [{ ...w.workload, duration: undefined }]).map((ph) => {
+        const end = ph.duration === undefined ? Infinity : (at += ph.duration);
+        return { spec: ph, stream: streamFor(ph, m.base, m.len, rng, { index: r, of: w.count }), end };
+      });
+      const touch = writtenMarker(maps);
+      threads.push(
+        new WorkloadThread(
+          k,
+          rt.vm.process,
+          vcpu.thread,
+          `${rt.spec.name}/${name}`,
+          phases,
+          model,
+          () => rng.float(),
+          touch,
+          threads.length,
+        ),
+      );
+    }
+  }
 }
 
 interface AgentRt {
@@ -352,6 +422,7 @@ function sampler(
   t0: number,
   end: number,
   progress?: (f: number) => void,
+  vms: VmRt[] = [],
 ) {
   const data: SeriesData = { t_ns: [], metrics: {} };
   const col = (name: string): number[] => (data.metrics[name] ??= []);
@@ -412,6 +483,10 @@ function sampler(
     col('thp_fault_alloc').push(ev.thp_fault_alloc);
     col('thp_fault_fallback').push(ev.thp_fault_fallback);
     col('compact_stall').push(ev.compact_stall);
+    if (vms.length) {
+      col('host.free_bytes').push(k.phys.freePages() * PAGE_SIZE);
+      for (const [name, v] of Object.entries(vmSeries(vms))) col(name).push(v);
+    }
     lastT = now;
     progress?.((now - t0) / (end - t0));
   };

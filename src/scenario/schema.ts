@@ -187,6 +187,153 @@ export const agentSchema = z.strictObject({
 });
 export type AgentSpec = z.infer<typeof agentSchema>;
 
+// ---------------------------------------------------------------- VMs
+
+const nodeList = z.array(z.number().int().nonnegative());
+
+/** `-object memory-backend-*` with QEMU's property names. */
+export const memdevSchema = z.strictObject({
+  id: z.string().describe('the object id (memdev=ID in -numa, the RAM block name in info ram)'),
+  type: z.enum(['memory-backend-ram', 'memory-backend-memfd', 'memory-backend-file']).default('memory-backend-ram').describe('qom-type'),
+  size,
+  share: z.boolean().optional().describe('map MAP_SHARED (default: on for memfd, off otherwise)'),
+  prealloc: z.boolean().default(false).describe('touch every page at creation (qemu_prealloc_mem)'),
+  'prealloc-threads': z.number().int().min(1).optional(),
+  'host-nodes': nodeList.optional().describe('host NUMA nodes of the policy (applied with mbind)'),
+  policy: z.enum(['default', 'preferred', 'bind', 'interleave']).optional().describe('HostMemPolicy, applied with mbind'),
+  merge: z.boolean().optional(),
+  dump: z.boolean().optional(),
+  reserve: z.boolean().optional(),
+  'mem-path': z.string().optional().describe('memory-backend-file: a path on /dev/hugepages (2M), /dev/hugepages1G or /dev/shm'),
+  hugetlb: z.boolean().optional().describe('memory-backend-memfd: a hugetlb memfd'),
+  hugetlbsize: size.optional().describe('memory-backend-memfd: its huge page size'),
+});
+export type MemdevSpec = z.infer<typeof memdevSchema>;
+
+export const HINT_ENCODINGS = ['pfn-list', 'bitmap', 'pfn-order', 'ranges'] as const;
+
+/** `-device virtio-balloon-pci,...` and the guest driver's module parameters. */
+export const balloonSchema = z.strictObject({
+  'deflate-on-oom': z.boolean().default(false),
+  'free-page-hint': z.boolean().default(false),
+  'free-page-reporting': z.boolean().default(false),
+  'virtio-balloon-chunks': z
+    .boolean()
+    .default(false)
+    .describe('memtwin proposal feature: inflate/deflate with (addr, len) chunks instead of 4-byte PFN arrays'),
+  'hint-encoding': z.enum(HINT_ENCODINGS).default('ranges').describe('memtwin: how free page hints are encoded'),
+  'hint-pfn-bytes': z
+    .union([z.literal(4), z.literal(8)])
+    .default(4)
+    .describe('pfn-list: bytes per PFN'),
+  'hint-batch': z.number().int().min(1).default(1).describe('entries per hint message (bitmap: bits per window, a multiple of 64)'),
+  'hint-min-order': z.number().int().min(0).max(10).default(0).describe('lowest order hinted'),
+  'hint-discard': z.boolean().default(false).describe('memtwin: the host also discards hinted memory'),
+  'discard-batched': z.boolean().default(false).describe('memtwin: one process_madvise per message instead of one madvise per range'),
+  page_reporting_order: z
+    .number()
+    .int()
+    .min(0)
+    .max(10)
+    .optional()
+    .describe('guest module parameter page_reporting.page_reporting_order (default pageblock_order, 9)'),
+  'guest-stats-polling-interval': z.number().int().nonnegative().default(0).describe('seconds; 0: off'),
+});
+export type BalloonSpec = z.infer<typeof balloonSchema>;
+
+/**
+ * A guest workload: a host workload pattern run on a vCPU's host thread over
+ * the HVA range backing one guest node's RAM (memtwin's simplification: a
+ * guest process's memory is first-touched on its guest node, so it is taken
+ * to be a GPA range of that node).
+ */
+export const guestWorkloadSchema = z.strictObject({
+  name: z.string(),
+  vcpu: z.number().int().nonnegative().describe('the vCPU (index) whose host thread runs it'),
+  count: z.number().int().min(1).default(1).describe('replicate on vCPUs vcpu..vcpu+count-1, named name-0..'),
+  guest_node: z.number().int().nonnegative().default(0).describe('the guest NUMA node whose RAM it accesses'),
+  workload: workloadSchema.describe('pattern over the node\'s RAM; `mapping` must be "ram"'),
+});
+
+export const vmEventSchema = z.strictObject({
+  at: duration.describe('virtual time after the workloads start'),
+  op: z
+    .enum(['balloon', 'free_page_hint', 'guest_alloc', 'guest_free', 'qmp', 'hmp', 'migrate_pages', 'move_pages', 'mbind'])
+    .describe(
+      'balloon: QMP balloon to `target`; free_page_hint: `action` start/stop/done (what migration does); guest_alloc/guest_free: a guest task faults in / frees `size`; qmp/hmp: a monitor command, its reply recorded; migrate_pages/move_pages/mbind: a host tool acting on the VMM process (move_pages/mbind on the HVA ranges `info ram` gives for `guest_node`)',
+    ),
+  target: size.optional().describe('balloon: the guest RAM wanted (QMP balloon value)'),
+  action: z.enum(['start', 'stop', 'done']).optional().describe('free_page_hint'),
+  size: size.optional().describe('guest_alloc/guest_free: bytes'),
+  vcpu: z.number().int().nonnegative().default(0).describe('guest_alloc: the vCPU the task runs on (first touch on its guest node)'),
+  command: z
+    .union([z.string(), z.record(z.string(), z.unknown())])
+    .optional()
+    .describe('qmp: {execute, arguments} (or JSON text); hmp: a command line such as "info ram"'),
+  guest_node: z
+    .number()
+    .int()
+    .nonnegative()
+    .optional()
+    .describe('move_pages/mbind: the guest node whose RAM ranges (from info ram) are acted on'),
+  nodes: nodeList.optional().describe('move_pages: the destination host node (first entry); mbind: the policy nodes'),
+  old_nodes: nodeList.optional().describe('migrate_pages'),
+  new_nodes: nodeList.optional().describe('migrate_pages'),
+  policy: z.enum(['MPOL_DEFAULT', 'MPOL_PREFERRED', 'MPOL_BIND', 'MPOL_INTERLEAVE']).optional().describe('mbind'),
+  flags: z
+    .array(z.enum(['MPOL_MF_STRICT', 'MPOL_MF_MOVE', 'MPOL_MF_MOVE_ALL']))
+    .default([])
+    .describe('mbind/move_pages'),
+});
+export type VmEventSpec = z.infer<typeof vmEventSchema>;
+
+export const vmSchema = z.strictObject({
+  name: z.string().describe('-name; also the VMM process name (-name ...,process=)'),
+  machine: z.enum(['q35', 'pc']).default('q35'),
+  'max-ram-below-4g': size.optional(),
+  memdevs: z
+    .array(memdevSchema)
+    .default([])
+    .describe('-object memory-backend-*; without vNUMA the first is the machine RAM (-machine memory-backend)'),
+  memory: size.optional().describe('-m, when there are no memdevs: a default memory-backend-ram "pc.ram"'),
+  vcpus: z
+    .array(z.number().int().nonnegative())
+    .min(1)
+    .default([0])
+    .describe('host CPU of each vCPU thread (vcpupin); their count is -smp'),
+  emulator_cpu: z.number().int().nonnegative().optional().describe("host CPU of the VMM's main thread (emulatorpin)"),
+  numa: z
+    .array(z.strictObject({ memdev: z.string(), cpus: z.array(z.number().int().nonnegative()).default([]) }))
+    .default([])
+    .describe('-numa node,nodeid=i,memdev=...,cpus=... (guest node i is the i-th entry)'),
+  balloon: balloonSchema.optional().describe('-device virtio-balloon, probed by the guest at the start'),
+  guest: z
+    .strictObject({
+      fragment: z
+        .strictObject({
+          size: size.describe('guest memory a task faults in (4K pages) before the run'),
+          keep_every: z.number().int().min(2).describe('then frees all but every N-th page'),
+          vcpu: z.number().int().nonnegative().default(0),
+        })
+        .optional()
+        .describe('fragment the guest before the run, as a long-lived guest is'),
+    })
+    .default({}),
+  workloads: z.array(guestWorkloadSchema).default([]),
+  events: z.array(vmEventSchema).default([]),
+});
+export type VmSpec = z.infer<typeof vmSchema>;
+
+/** A published figure the report sets beside a run's result. */
+export const publishedSchema = z.strictObject({
+  label: z.string().describe('what was measured, e.g. "inflate 7 GiB with PFN arrays"'),
+  value: z.number().describe('the published value, in `unit`'),
+  unit: z.enum(['ns', 'us', 'ms', 's', 'bytes', 'count']),
+  metric: z.string().describe('the final metric of this scenario to compare it with'),
+  run: z.string().optional().describe('the run (id, or a swept value) it corresponds to'),
+  source: z.string().describe('where the figure comes from (URL)'),
+});
+
 export const scenarioSchema = z.strictObject({
   name: z.string(),
   description: z.string().optional(),
@@ -199,7 +346,14 @@ export const scenarioSchema = z.strictObject({
     .describe('sysfs/procfs knob path -> value, written before the run'),
   duration,
   sample: z.strictObject({ interval: duration.default(10_000_000) }).default({ interval: 10_000_000 }),
-  processes: z.array(processSchema).min(1),
+  processes: z.array(processSchema).default([]).describe('host processes (at least one process or VM)'),
+  vms: z.array(vmSchema).default([]).describe('virtual machines: a VMM process each, with its guest'),
+  notes: z.string().optional().describe('text the report prints (what the results mean)'),
+  published: z.array(publishedSchema).default([]).describe('published figures the report sets beside the results'),
+  summary: z
+    .array(z.string())
+    .optional()
+    .describe('final metrics the command line prints per run (default: throughput, access and fault times, memory, remote share)'),
   events: z
     .array(eventSchema)
     .default([])

@@ -14,7 +14,7 @@ import { dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { fromRoot } from '../util/paths.ts';
 import { loadScenario, scenarioName, type LoadedScenario } from './load.ts';
-import { runScenario, inputsOf, MEMTWIN_VERSION } from './run.ts';
+import { runScenario, inputsOf, scenarioInfo, MEMTWIN_VERSION } from './run.ts';
 import { finishedRun, writeRun, writeSweep, type ReportRenderer } from './output.ts';
 import type { RunResult, SweepResult } from './result.ts';
 import type { WorkerReply } from './worker.ts';
@@ -92,7 +92,7 @@ export async function runScenarioFile(
   const all = results as RunResult[];
   const sweep: SweepResult = {
     memtwin: { version: MEMTWIN_VERSION },
-    scenario: { name: scenarioName(loaded), ...(loaded.base.description ? { description: loaded.base.description } : {}), file },
+    scenario: { ...scenarioInfo(loaded.base, file), name: scenarioName(loaded) },
     swept: loaded.swept.map((s) => ({ path: s.path.map(String), label: s.label, values: s.values })),
     runs: all.map((r) => ({ index: r.run.index, id: r.run.id, params: r.run.params, dir: `runs/${r.run.id}`, final: r.final })),
   };

@@ -1,7 +1,7 @@
 /**
- * Hosts and kernels for VMM tests. The shipped profile has no measured
- * `kvm_ept_violation` yet (this development VM cannot run KVM guests), so
- * tests use a copy of it with a placeholder entry that says so.
+ * Hosts and kernels for VMM tests, with the shipped cost profile (its VM
+ * entries, such as `kvm_ept_violation`, come from published measurements:
+ * see their `derived` field).
  */
 import { Kernel } from '../kernel/kernel.ts';
 import { CostProfile } from '../sim/cost_profile.ts';
@@ -9,24 +9,9 @@ import { hostFromFile } from '../sim/host.ts';
 
 const GiB = 2 ** 30;
 
-/**
- * The default profile plus `kvm_ept_violation`, a placeholder for tests:
- * the null-syscall time (a lower bound of a VM exit round trip), marked
- * as not measured.
- */
-let cached: CostProfile | undefined;
+/** The shipped profile (profiles/default.json). */
 export function vmTestCosts(): CostProfile {
-  if (cached) return cached;
-  const base = CostProfile.default();
-  const stand = base.data.costs['syscall_null']!;
-  cached = new CostProfile({
-    ...base.data,
-    costs: {
-      ...base.data.costs,
-      kvm_ept_violation: { ...stand, method: 'placeholder for tests: syscall_null, not measured (needs a KVM host)' },
-    },
-  });
-  return cached;
+  return CostProfile.default();
 }
 
 /** A host of `nodes` nodes of `gib` GiB, `cpus` CPUs per node, 2M and 1G huge pages, with vmTestCosts. */

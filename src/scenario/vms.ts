@@ -1,0 +1,415 @@
+/**
+ * The `vms` section of a scenario: each VM is started as QEMU would be
+ * (src/vmm/vm.ts: the VMM process, memory backends, PC layout, pinned
+ * vCPU threads, vNUMA), its guest kernel (src/guest/) is booted over its
+ * guest-physical memory, and an optional virtio-balloon device is plugged
+ * in and probed by the guest driver. The runner then schedules the VM's
+ * events (QMP `balloon`, free page hint start/stop/done as migration would
+ * drive them, guest allocations, monitor commands, host tools acting on
+ * the VMM process), runs its guest workloads and samples its memory.
+ *
+ * Guest workloads (documented simplification): a guest process's memory is
+ * taken to be first-touched on its guest node, i.e. a GPA range of that
+ * node, so its accesses are the host workload engine's over the HVA range
+ * backing the node's RAM, on the vCPU's host thread. They see the host's
+ * page table (faults, THP, NUMA placement and balancing of the VMM's
+ * memory) but not the EPT or the guest page table: no EPT violation cost
+ * and no guest page size in the TLB term.
+ */
+import type { Kernel } from '../kernel/kernel.ts';
+import { followPage } from '../kernel/memory.ts';
+import { MPOL, errnoName } from '../kernel/uapi.ts';
+import { sysMbind, sysMigratePages } from '../kernel/mempolicy.ts';
+import { sysMovePages } from '../kernel/migrate.ts';
+import type { GuestMemory } from '../hw/guest_memory.ts';
+import { Vm, type VmConfig } from '../vmm/vm.ts';
+import { QemuError, type MemoryBackendProps } from '../vmm/memory_backend.ts';
+import { QmpError } from '../vmm/monitor.ts';
+import { VmBalloonHost } from '../vmm/balloon_host.ts';
+import { VirtioBalloonDevice, type VirtioBalloonMetrics } from '../vmm/virtio_balloon.ts';
+import { GuestKernel } from '../guest/kernel.ts';
+import { PAGE_SIZE, PageUse } from '../guest/page_alloc.ts';
+import { VirtioBalloonDriver } from '../guest/virtio_balloon.ts';
+import { VirtioTiming } from '../virtio/timing.ts';
+import { GuestBuffers } from '../virtio/virtqueue.ts';
+import * as vb from '../virtio/virtio_balloon.ts';
+import { InputError } from '../util/input_error.ts';
+import type { RunEventLog } from './result.ts';
+import type { Scenario, VmEventSpec, VmSpec } from './schema.ts';
+
+/** A running VM of the scenario. */
+export interface VmRt {
+  spec: VmSpec;
+  vm: Vm;
+  guest: GuestKernel;
+  dev: VirtioBalloonDevice | null;
+  drv: VirtioBalloonDriver | null;
+  /** Pages guest_alloc faulted in and guest_free has not freed, oldest first. */
+  guestPages: number[];
+  /** Virtual time of the last free page hint message the device handled. */
+  lastHintAt: number;
+  /** HVA and size of each guest node's RAM (the memdev's block, or the machine RAM). */
+  nodeRam: { hva: number; size: number }[];
+}
+
+/** QEMU's -object argument for a scenario memdev. */
+function backendProps(m: VmSpec['memdevs'][number]): MemoryBackendProps {
+  const { type, ...rest } = m;
+  const props: MemoryBackendProps = { 'qom-type': type, id: m.id };
+  for (const [key, v] of Object.entries(rest)) if (v !== undefined) (props as unknown as Record<string, unknown>)[key] = v;
+  return props;
+}
+
+/** The VmConfig (QEMU command line) of a scenario VM. */
+export function vmConfigOf(spec: VmSpec): VmConfig {
+  const cfg: VmConfig = {
+    name: spec.name,
+    machine: spec.machine,
+    smp: spec.vcpus.length,
+    vcpuPin: [...spec.vcpus],
+    objects: spec.memdevs.map(backendProps),
+  };
+  if (spec['max-ram-below-4g'] !== undefined) cfg['max-ram-below-4g'] = spec['max-ram-below-4g'];
+  if (spec.emulator_cpu !== undefined) cfg.emulatorCpu = spec.emulator_cpu;
+  if (spec.numa.length) cfg.numa = spec.numa.map((n, i) => ({ nodeid: i, memdev: n.memdev, cpus: [...n.cpus] }));
+  else if (spec.memdevs.length) cfg['memory-backend'] = spec.memdevs[0]!.id;
+  else cfg.m = spec.memory;
+  return cfg;
+}
+
+/**
+ * GuestMemory for the guest kernel: the VM's accesses, timed as the calling
+ * guest code's task (the caller charges the returned time itself).
+ */
+function guestMemoryOf(k: Kernel, vm: Vm): GuestMemory {
+  return {
+    get ramSize() {
+      return vm.ramSize;
+    },
+    ramRanges: () => vm.ramRanges(),
+    peek: (gpa) => vm.peek(gpa),
+    access: (vcpu, gpa, len, stride, write, fill) => {
+      const t = { ns: 0 };
+      k.runAsTask(t, () => vm.access(vcpu, gpa, len, stride, write, fill));
+      return t.ns;
+    },
+  };
+}
+
+/** Start every VM of the scenario (before the workloads start). */
+export function startVms(k: Kernel, s: Scenario, file: string): VmRt[] {
+  return s.vms.map((spec, vi) => {
+    let vm: Vm;
+    try {
+      vm = new Vm(k, vmConfigOf(spec));
+    } catch (e) {
+      if (e instanceof QemuError)
+        throw new InputError(file, undefined, undefined, `vms[${vi}] (${spec.name})`, `qemu-system-x86_64: ${e.message}`);
+      throw e;
+    }
+    // -name NAME,process=NAME: the VMM's process name (prctl PR_SET_NAME), so results name it.
+    (vm.process as { name: string }).name = spec.name;
+    const guest = new GuestKernel(guestMemoryOf(k, vm), k.costs, { cpuNode: vm.vcpus.map((c) => c.node) });
+    const nodeRam = spec.numa.length
+      ? vm.numaNodes.map((n) => ({ hva: n.memdev!.block!.host, size: n.memdev!.size }))
+      : [{ hva: vm.backends.get(spec.memdevs[0]?.id ?? 'pc.ram')!.block!.host, size: vm.ramSize }];
+    const rt: VmRt = { spec, vm, guest, dev: null, drv: null, guestPages: [], lastHintAt: -1, nodeRam };
+    if (spec.guest.fragment) fragmentGuest(rt, spec.guest.fragment);
+    if (spec.balloon) plugBalloon(k, rt, spec.balloon);
+    return rt;
+  });
+}
+
+/** A long-lived guest: a task faulted `size` in and freed all but every N-th page. */
+function fragmentGuest(rt: VmRt, f: NonNullable<VmSpec['guest']['fragment']>): void {
+  const { pfns } = rt.guest.faultIn(f.vcpu, PageUse.Anon, Math.floor(f.size / PAGE_SIZE));
+  const keep: number[] = [];
+  const free: number[] = [];
+  pfns.forEach((pfn, i) => (i % f.keep_every === 0 ? keep : free).push(pfn));
+  rt.guest.release(free);
+  for (const pfn of keep) rt.guestPages.push(pfn);
+}
+
+/** -device virtio-balloon-pci: the device, its QMP/HMP commands, and the guest driver's probe. */
+function plugBalloon(k: Kernel, rt: VmRt, b: NonNullable<VmSpec['balloon']>): void {
+  const timing = new VirtioTiming(k.clock, k.costs);
+  const host = new VmBalloonHost(rt.vm);
+  const dev = new VirtioBalloonDevice(timing, new GuestBuffers(), k.events, host, {
+    ramSize: rt.vm.ramSize,
+    deflateOnOom: b['deflate-on-oom'],
+    freePageHint: b['free-page-hint'],
+    freePageReporting: b['free-page-reporting'],
+    chunks: b['virtio-balloon-chunks'],
+    hintEncoding: b['hint-encoding'],
+    hintPfnBytes: b['hint-pfn-bytes'],
+    hintBatch: b['hint-batch'],
+    hintMinOrder: b['hint-min-order'],
+    hintDiscard: b['hint-discard'],
+    discardBatched: b['discard-batched'],
+    statsPollIntervalS: b['guest-stats-polling-interval'],
+  });
+  const fpv = dev.transport.queues[vb.VIRTIO_BALLOON_VQ_FREE_PAGE];
+  if (fpv) {
+    const handle = fpv.onNotify!;
+    fpv.onNotify = (vq) => {
+      handle(vq);
+      rt.lastHintAt = k.clock.now();
+    };
+  }
+  // qemu_add_balloon_handler: the monitor's balloon commands reach the device.
+  const mon = rt.vm.monitor;
+  mon.registerCommand(
+    'balloon',
+    (a) => {
+      const v = a['value'];
+      if (typeof v !== 'number') throw new QmpError('GenericError', "Parameter 'value' is missing");
+      if (v <= 0) throw new QmpError('GenericError', "Parameter 'value' expects a size");
+      dev.balloon(v);
+      return {};
+    },
+    ['value'],
+  );
+  mon.registerCommand('query-balloon', () => dev.queryBalloon(), []);
+  mon.registerHmp('info balloon', () => `balloon: actual=${Math.floor(dev.queryBalloon().actual / 2 ** 20)}\n`);
+  const drv = new VirtioBalloonDriver(rt.guest, dev.transport, k.events, {
+    cpu: 0,
+    ...(b.page_reporting_order !== undefined ? { pageReportingOrder: b.page_reporting_order } : {}),
+    vmEvents: () => rt.guest.vmEvents,
+  });
+  drv.probe();
+  rt.dev = dev;
+  rt.drv = drv;
+}
+
+/** `info ram` parsed as a tool would: GPA, HVA and guest node of each range. */
+export function parseInfoRam(text: string): { gpa: number; size: number; hva: number; block: string; node: number }[] {
+  const out: { gpa: number; size: number; hva: number; block: string; node: number }[] = [];
+  for (const line of text.split('\n').slice(1)) {
+    const m = /^(0x[0-9a-f]+)-(0x[0-9a-f]+)\s+(\S+)\s+\S+ \S+\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)-(0x[0-9a-f]+)\s+(\d+)\s*$/.exec(line.trim());
+    if (!m) continue;
+    const gpa = Number(m[1]);
+    out.push({ gpa, size: Number(m[2]) - gpa + 1, block: m[3]!, hva: Number(m[5]), node: Number(m[7]) });
+  }
+  return out;
+}
+
+const METRIC_NAMES: [keyof VirtioBalloonMetrics, string][] = [
+  ['messages', 'messages'],
+  ['exits', 'exits'],
+  ['kicks', 'kicks'],
+  ['configExits', 'config_exits'],
+  ['interrupts', 'interrupts'],
+  ['bytesRead', 'bytes_read'],
+  ['bufferBytes', 'buffer_bytes'],
+  ['ringBytes', 'ring_bytes'],
+  ['guestCpuNs', 'guest_cpu_ns'],
+  ['exitNs', 'exit_ns'],
+  ['hostCpuNs', 'host_cpu_ns'],
+  ['hostSyscalls', 'host_syscalls'],
+  ['hostBytesReturned', 'host_returned_bytes'],
+  ['pfnsInflated', 'pfns_inflated'],
+  ['pfnsDeflated', 'pfns_deflated'],
+  ['pagesHinted', 'pages_hinted'],
+  ['bytesReported', 'reported_bytes'],
+];
+
+/** The device's counters as flat metrics. */
+function balloonCounters(dev: VirtioBalloonDevice): Record<string, number> {
+  const m = dev.metrics();
+  const out: Record<string, number> = {};
+  for (const [key, name] of METRIC_NAMES) out[name] = Math.round(m[key] as number);
+  return out;
+}
+
+interface OpenWindow {
+  log: RunEventLog;
+  rt: VmRt;
+  at: number;
+  before: Record<string, number>;
+  changes: number;
+}
+
+/**
+ * Schedule every VM event at t0 + at. Each balloon and hint event's log
+ * entry gets the device's counters over its window (until the VM's next
+ * event or the end of the run) and the time the device took: for `balloon`
+ * until the guest's last update of `actual`, for a hint start until the
+ * last hint message.
+ */
+export function scheduleVmEvents(k: Kernel, vms: VmRt[], t0: number, file: string): { log: RunEventLog[]; close: () => void } {
+  const log: RunEventLog[] = [];
+  const open = new Map<VmRt, OpenWindow>();
+  const closeWindow = (w: OpenWindow): void => {
+    if (!w.rt.dev) return;
+    const after = balloonCounters(w.rt.dev);
+    const detail: Record<string, number> = {};
+    for (const key of Object.keys(after)) detail[key] = after[key]! - w.before[key]!;
+    if (w.log.op === 'balloon') {
+      const changes = w.rt.dev.events.slice(w.changes);
+      detail['elapsed_ns'] = changes.length ? changes[changes.length - 1]!.at - w.at : 0;
+      detail['actual_bytes'] = w.rt.dev.queryBalloon().actual;
+    }
+    if (w.log.op === 'free_page_hint' && w.log.action === 'start')
+      detail['elapsed_ns'] = w.rt.lastHintAt >= w.at ? w.rt.lastHintAt - w.at : 0;
+    w.log.detail = detail;
+  };
+  vms.forEach((rt, vi) =>
+    rt.spec.events.forEach((ev, ei) => {
+      k.events.schedule(t0 + ev.at, `vm ${rt.spec.name} ${ev.op}`, () => {
+        const prev = open.get(rt);
+        if (prev) closeWindow(prev);
+        const entry: RunEventLog = { at_ns: ev.at, op: ev.op, process: rt.spec.name, vm: rt.spec.name, ret: 0, ns: 0, pages_migrated: 0 };
+        if (ev.action) entry.action = ev.action;
+        const moved0 = k.vmstat.events.pgmigrate_success;
+        const ctx = { ns: 0 };
+        const start = k.clock.now();
+        open.delete(rt);
+        if (rt.dev && (ev.op === 'balloon' || ev.op === 'free_page_hint'))
+          open.set(rt, { log: entry, rt, at: start, before: balloonCounters(rt.dev), changes: rt.dev.events.length });
+        k.runAsTask(ctx, () => runVmEvent(k, rt, ev, entry, `vms[${vi}].events[${ei}]`, file));
+        entry.ns = Math.round(ctx.ns);
+        entry.pages_migrated = k.vmstat.events.pgmigrate_success - moved0;
+        if (entry.ret < 0) entry.errno = errnoName(entry.ret);
+        log.push(entry);
+      });
+    }),
+  );
+  return {
+    log,
+    close: () => {
+      for (const w of open.values()) closeWindow(w);
+      open.clear();
+    },
+  };
+}
+
+/** One VM event; its kernel time goes to the caller's task (a host tool, the guest or the VMM). */
+function runVmEvent(k: Kernel, rt: VmRt, ev: VmEventSpec, entry: RunEventLog, where: string, file: string): void {
+  const p = rt.vm.process;
+  const ranges = (): { hva: number; size: number }[] => parseInfoRam(rt.vm.monitor.hmp('info ram')).filter((r) => r.node === ev.guest_node);
+  switch (ev.op) {
+    case 'balloon': {
+      const r = rt.vm.monitor.execute({ execute: 'balloon', arguments: { value: ev.target } });
+      entry.reply = JSON.stringify(r);
+      return;
+    }
+    case 'free_page_hint': {
+      const d = rt.dev!;
+      if (ev.action === 'start') {
+        d.clearHints();
+        d.freePageStart();
+      } else if (ev.action === 'stop') d.freePageStop();
+      else d.freePageDone();
+      return;
+    }
+    case 'guest_alloc': {
+      const want = Math.floor(ev.size! / PAGE_SIZE);
+      const { pfns, ns } = rt.guest.faultIn(ev.vcpu, PageUse.Anon, want);
+      k.charge(ns);
+      for (const pfn of pfns) rt.guestPages.push(pfn);
+      entry.ret = pfns.length;
+      return;
+    }
+    case 'guest_free': {
+      const n = Math.min(rt.guestPages.length, Math.floor(ev.size! / PAGE_SIZE));
+      rt.guest.release(rt.guestPages.splice(rt.guestPages.length - n, n));
+      entry.ret = n;
+      return;
+    }
+    case 'qmp': {
+      const r = rt.vm.monitor.execute(ev.command as string | Record<string, unknown>);
+      entry.reply = JSON.stringify(r);
+      if ('error' in r) entry.ret = -1;
+      return;
+    }
+    case 'hmp': {
+      if (typeof ev.command !== 'string')
+        throw new InputError(file, undefined, undefined, `${where}.command`, 'an HMP command line (a string)');
+      entry.reply = rt.vm.monitor.hmp(ev.command);
+      return;
+    }
+    case 'migrate_pages':
+      entry.ret = sysMigratePages(k, p, p, ev.old_nodes!, ev.new_nodes!);
+      return;
+    case 'move_pages': {
+      // A tool reads info ram, then moves every page of the guest node's HVA ranges.
+      const pages: number[] = [];
+      for (const r of ranges()) for (let a = r.hva; a < r.hva + r.size; a += PAGE_SIZE) pages.push(a);
+      const flags = ev.flags.reduce((f, x) => f | MPOL[x], 0) || MPOL.MPOL_MF_MOVE;
+      const res = sysMovePages(k, p, p, pages, new Array<number>(pages.length).fill(ev.nodes![0]!), flags);
+      entry.ret = res.ret;
+      return;
+    }
+    case 'mbind': {
+      let ret = 0;
+      for (const r of ranges()) {
+        const x = sysMbind(
+          k,
+          p.mainThread,
+          r.hva,
+          r.size,
+          MPOL[ev.policy!],
+          ev.nodes!,
+          ev.flags.reduce((f, y) => f | MPOL[y], 0),
+        );
+        if (x < 0) ret = x;
+      }
+      entry.ret = ret;
+      return;
+    }
+  }
+}
+
+/** Per-sample series of the VMs: the VMM's RSS, the balloon size, the guest's free memory. */
+export function vmSeries(vms: VmRt[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const rt of vms) {
+    const n = rt.spec.name;
+    const mm = rt.vm.process.mm;
+    out[`vm.${n}.rss_bytes`] = (mm.rssAnon + mm.rssShmem) * PAGE_SIZE;
+    out[`vm.${n}.guest_free_bytes`] = rt.guest.pages.freePageCount * PAGE_SIZE;
+    if (rt.dev) {
+      out[`vm.${n}.balloon_actual_bytes`] = rt.dev.queryBalloon().actual;
+      out[`vm.${n}.reported_bytes`] = rt.dev.metrics().bytesReported;
+    }
+  }
+  return out;
+}
+
+/** Final metrics of the VMs: memory, translation counters, and the balloon device's totals. */
+export function vmFinal(vms: VmRt[], log: RunEventLog[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const rt of vms) {
+    const n = rt.spec.name;
+    const mm = rt.vm.process.mm;
+    out[`vm.${n}.rss_bytes`] = (mm.rssAnon + mm.rssShmem) * PAGE_SIZE;
+    out[`vm.${n}.guest_free_bytes`] = rt.guest.pages.freePageCount * PAGE_SIZE;
+    out[`vm.${n}.ept_violations`] = rt.vm.stats.eptViolations;
+    // Where each guest node's RAM lives on the host (resident 4K pages by host node).
+    if (rt.spec.numa.length > 1 || rt.spec.workloads.length)
+      rt.nodeRam.forEach((r, g) => {
+        const by = new Map<number, number>();
+        for (let a = r.hva; a < r.hva + r.size; a += PAGE_SIZE) {
+          const pfn = followPage(mm, a);
+          if (pfn >= 0) {
+            const h = rt.vm.k.phys.nodeOfPfn(pfn);
+            by.set(h, (by.get(h) ?? 0) + 1);
+          }
+        }
+        for (const h of rt.vm.k.host.nodes) out[`vm.${n}.guest_node${g}.host_node${h.id}_bytes`] = (by.get(h.id) ?? 0) * PAGE_SIZE;
+      });
+    if (!rt.dev) continue;
+    for (const [key, v] of Object.entries(balloonCounters(rt.dev))) out[`vm.${n}.balloon.${key}`] = v;
+    const mine = log.filter((e) => e.vm === n);
+    const lastBalloon = mine.filter((e) => e.op === 'balloon').pop();
+    if (lastBalloon?.detail) out[`vm.${n}.balloon.inflate_ns`] = lastBalloon.detail['elapsed_ns']!;
+    const lastHint = mine.filter((e) => e.op === 'free_page_hint' && e.action === 'start').pop();
+    if (lastHint?.detail) out[`vm.${n}.hint.elapsed_ns`] = lastHint.detail['elapsed_ns']!;
+    const st = rt.drv!.stats();
+    out[`vm.${n}.guest.hint_messages`] = st.hintMessages;
+    out[`vm.${n}.guest.hinted_pages`] = st.hintedPages;
+    out[`vm.${n}.guest.reports`] = st.reports;
+    out[`vm.${n}.guest.reported_pages`] = st.reportedPages;
+  }
+  return out;
+}
