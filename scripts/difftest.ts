@@ -1,9 +1,10 @@
 /**
  * Random differential testing against the real kernel.
  *
- *   npm run difftest -- --runs N [--seed S]
+ *   npm run difftest -- --runs N [--seed S] [--kind arena|postcopy]
  *
- * Runs N random op-scripts (src/opscript/gen.ts) on the simulator and on
+ * Runs N random op-scripts (src/opscript/gen.ts: scriptArb, the arena of
+ * random syscalls, or postcopyScriptArb, threads blocked in userfaults) on the simulator and on
  * this machine's kernel and prints the agreement rate by op. The first
  * disagreement is shrunk by fast-check to a minimal script and saved under
  * test/op-scripts/found/ (as pending-*.jsonl until the simulator is fixed
@@ -14,7 +15,7 @@ import fc from 'fast-check';
 import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { scriptArb, opsOf } from '../src/opscript/gen.ts';
+import { postcopyScriptArb, scriptArb, opsOf } from '../src/opscript/gen.ts';
 import { findings, runLinux, runSim } from '../src/opscript/difftest.ts';
 import { diffRuns } from '../src/opscript/diff.ts';
 import { linuxBackendUnavailable } from '../src/opscript/linux_backend.ts';
@@ -25,6 +26,12 @@ const arg = (name: string, def: number): number => {
 };
 const runs = arg('--runs', 100);
 const seed = arg('--seed', Date.now() % 1_000_000);
+const kindAt = process.argv.indexOf('--kind');
+const kind = kindAt >= 0 ? process.argv[kindAt + 1] : 'arena';
+if (kind !== 'arena' && kind !== 'postcopy') {
+  console.error(`difftest: --kind must be arena or postcopy, got ${kind}`);
+  process.exit(2);
+}
 const why = linuxBackendUnavailable();
 if (why) {
   console.error(`difftest: the linux backend cannot run here: ${why}`);
@@ -38,7 +45,7 @@ let shrinking = false;
 const t0 = Date.now();
 
 /** Agreement of one script; a difference the real kernel does not reproduce is flaky, not a finding. */
-const property = fc.asyncProperty(scriptArb, async (text) => {
+const property = fc.asyncProperty(kind === 'postcopy' ? postcopyScriptArb : scriptArb, async (text) => {
   const sim = await runSim(text);
   const lin = await runLinux(text);
   let d = findings(diffRuns(sim.results, lin.results));

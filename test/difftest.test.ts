@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { scriptArb } from '../src/opscript/gen.ts';
+import { postcopyScriptArb, scriptArb } from '../src/opscript/gen.ts';
 import { runLinux, runSim } from '../src/opscript/difftest.ts';
 import { diffRuns } from '../src/opscript/diff.ts';
 import { linuxBackendUnavailable } from '../src/opscript/linux_backend.ts';
@@ -39,4 +39,30 @@ describe('random op-scripts', () => {
       { numRuns: 25, seed: 20261122 },
     );
   });
+
+  it('postcopy-like scripts (threads blocked in userfaults, anonymous and 2M hugetlb) run on the simulator consistently', async () => {
+    await fc.assert(
+      fc.asyncProperty(postcopyScriptArb, async (text) => {
+        const backend = new SimBackend(smallKernel({ nodes: 2, mib: 256 }));
+        const r = new ScriptRunner(backend);
+        await r.run(text);
+        expect(r.invalid).toBe(false);
+        expect(verifyKernel(backend.k)).toEqual([]);
+      }),
+      { numRuns: 60, seed: 20261122 },
+    );
+  });
+
+  it.skipIf(linuxBackendUnavailable() !== undefined)(
+    'postcopy-like scripts agree with the real kernel (8 scripts, fixed seed)',
+    async () => {
+      await fc.assert(
+        fc.asyncProperty(postcopyScriptArb, async (text) => {
+          const d = diffRuns((await runSim(text)).results, (await runLinux(text)).results);
+          expect(d.disagreements).toEqual([]);
+        }),
+        { numRuns: 8, seed: 20261122 },
+      );
+    },
+  );
 });

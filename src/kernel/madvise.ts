@@ -28,7 +28,19 @@ export const UNMODELLED_ADVICE = new Set<number>([
 
 export { UnmodelledError };
 
-export function sysMadvise(k: Kernel, p: Process, start: number, lenIn: number, advice: number, thread: Thread = p.mainThread): SysRet {
+/**
+ * madvise(2) by `thread` of p. `entry` charges the system call's entry
+ * (syscall_null); process_madvise charges it once for all its iovecs.
+ */
+export function sysMadvise(
+  k: Kernel,
+  p: Process,
+  start: number,
+  lenIn: number,
+  advice: number,
+  thread: Thread = p.mainThread,
+  entry = true,
+): SysRet {
   // MADV_SPLIT exists only while the hugetlb-hgm proposal is enabled.
   const split = advice === MADV_SPLIT && k.hgm.enabled['hugetlb-hgm'] === 1;
   if (!VALID_ADVICE.has(advice) && !split) return neg('EINVAL');
@@ -42,7 +54,7 @@ export function sysMadvise(k: Kernel, p: Process, start: number, lenIn: number, 
   const end = start + len;
   if (end < start) return neg('EINVAL');
   if (end === start) return 0;
-  k.charge(k.costs.ns('syscall_null'));
+  if (entry) k.charge(k.costs.ns('syscall_null'));
   const mm = p.mm;
 
   if (advice === MADV.MADV_POPULATE_READ || advice === MADV.MADV_POPULATE_WRITE) {
@@ -329,8 +341,9 @@ export function sysProcessMadvise(
   for (const [, len] of iov) total += len;
   if (total > Number.MAX_SAFE_INTEGER) return neg('EINVAL');
   let done = 0;
+  k.charge(k.costs.ns('syscall_null')); // one entry, however many iovecs
   for (const [base, len] of iov) {
-    const r = sysMadvise(k, target, base, len, advice);
+    const r = sysMadvise(k, target, base, len, advice, target.mainThread, false);
     if (r < 0) return done > 0 ? done : r;
     done += len;
   }

@@ -248,3 +248,87 @@ export function opsOf(text: string): string[] {
     .filter((l) => l.startsWith('{'))
     .map((l) => (JSON.parse(l) as { op: string }).op);
 }
+
+/**
+ * Random postcopy-like scripts: a userfaultfd without UFFD_FEATURE_SIGBUS
+ * registers 1 MiB of anonymous memory or 8 MiB of 2M hugetlb pages
+ * (MISSING). Each round another thread touches a page and blocks in its
+ * userfault; the main thread reads the fault and resolves it one of several
+ * ways (a copy of that page, a copy of a range around it that may stop at a
+ * page filled before, a zeropage, a copy with DONTWAKE and a wake, or
+ * unregistering everything and registering again); then a copy and a wake
+ * of the touched page (harmless if already filled) guarantee the join
+ * succeeds. At the end everything is unregistered and inspected.
+ */
+const POSTCOPY_LEN = { anon: 1 << 20, hugetlb: 8 << 20 };
+const round = fc.record({
+  thread: fc.constantFrom('t1', 't2'),
+  page: fc.nat(2047),
+  write: fc.boolean(),
+  fill: fc.integer({ min: 1, max: 255 }),
+  how: fc.constantFrom('copy', 'range', 'zeropage', 'dontwake', 'reregister'),
+  before: fc.nat(3),
+  after: fc.nat(3),
+});
+
+export const postcopyScriptArb: fc.Arbitrary<string> = fc
+  .tuple(fc.constantFrom<'anon' | 'hugetlb'>('anon', 'hugetlb'), fc.array(round, { minLength: 1, maxLength: 10 }))
+  .map(([kind, rounds]) => {
+    const len = POSTCOPY_LEN[kind];
+    const unit = kind === 'hugetlb' ? 2 << 20 : 4096;
+    const units = len / unit;
+    const addr = (off: number): string => (off ? `$g+0x${off.toString(16)}` : '$g');
+    const size = (n: number): string => `${(n * unit) / 1024}K`;
+    const ops: OpJson[] = [
+      { op: 'hugetlb_pool', size: '2M', nr: kind === 'hugetlb' ? units : 0 },
+      {
+        op: 'mmap',
+        len: `${len / 1024}K`,
+        prot: RW,
+        flags: kind === 'hugetlb' ? ['MAP_PRIVATE', 'MAP_ANONYMOUS', 'MAP_HUGETLB', 'MAP_HUGE_2MB'] : ['MAP_PRIVATE', 'MAP_ANONYMOUS'],
+        name: 'g',
+      },
+      { op: 'userfaultfd', flags: ['O_CLOEXEC', 'O_NONBLOCK'], name: 'u' },
+      { op: 'uffdio_api', fd: '$u', features: kind === 'hugetlb' ? ['UFFD_FEATURE_MISSING_HUGETLBFS'] : [] },
+      { op: 'uffdio_register', fd: '$u', addr: '$g', len: `${len / 1024}K`, mode: ['UFFDIO_REGISTER_MODE_MISSING'] },
+      { op: 'thread', name: 't1' },
+      { op: 'thread', name: 't2' },
+    ];
+    for (const r of rounds) {
+      const u = Math.floor((r.page * 4096) / unit) % units; // the unit (4K page or huge page) touched
+      const touchAt = kind === 'hugetlb' ? u * unit + ((r.page * 4096) % unit) : u * unit;
+      ops.push({ op: 'touch', thread: r.thread, addr: addr(touchAt), len: '1', write: r.write, fill: r.fill, async: true });
+      ops.push({ op: 'uffd_read', fd: '$u', timeout_ms: 200 });
+      const first = Math.max(0, u - r.before);
+      const n = Math.min(units - first, u - first + 1 + r.after);
+      switch (r.how) {
+        case 'copy':
+          ops.push({ op: 'uffdio_copy', fd: '$u', dst: addr(u * unit), len: size(1), fill: r.fill });
+          break;
+        case 'range':
+          ops.push({ op: 'uffdio_copy', fd: '$u', dst: addr(first * unit), len: size(n), fill: r.fill });
+          break;
+        case 'zeropage':
+          ops.push({ op: 'uffdio_zeropage', fd: '$u', addr: addr(u * unit), len: size(1) });
+          break;
+        case 'dontwake':
+          ops.push({ op: 'uffdio_copy', fd: '$u', dst: addr(u * unit), len: size(1), fill: r.fill, mode: ['UFFDIO_COPY_MODE_DONTWAKE'] });
+          ops.push({ op: 'join', thread: r.thread, timeout_ms: 50 });
+          break;
+        case 'reregister':
+          ops.push({ op: 'uffdio_unregister', fd: '$u', addr: '$g', len: `${len / 1024}K` });
+          ops.push({ op: 'join', thread: r.thread, timeout_ms: 1000 });
+          ops.push({ op: 'uffdio_register', fd: '$u', addr: '$g', len: `${len / 1024}K`, mode: ['UFFDIO_REGISTER_MODE_MISSING'] });
+          break;
+      }
+      ops.push({ op: 'uffdio_copy', fd: '$u', dst: addr(u * unit), len: size(1), fill: r.fill });
+      ops.push({ op: 'uffdio_wake', fd: '$u', addr: addr(u * unit), len: size(1) });
+      ops.push({ op: 'join', thread: r.thread, timeout_ms: 1000 });
+    }
+    ops.push({ op: 'uffdio_unregister', fd: '$u', addr: '$g', len: `${len / 1024}K` });
+    ops.push({ op: 'pagemap', addr: '$g', len: `${len / 1024}K` });
+    ops.push({ op: 'peek', addr: '$g', len: `${len / 1024}K` });
+    if (kind === 'hugetlb')
+      ops.push({ op: 'meminfo' }, { op: 'munmap', addr: '$g', len: `${len / 1024}K` }, { op: 'hugetlb_pool', size: '2M', nr: 0 });
+    return ops.map((o) => JSON.stringify(o)).join('\n') + '\n';
+  });
