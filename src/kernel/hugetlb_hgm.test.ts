@@ -1,130 +1,27 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { smallKernel, RW } from '../testing/fixtures.ts';
 import { verifyKernel } from './debug_vm.ts';
 import type { Kernel } from './kernel.ts';
-import type { Process, Thread } from './sched.ts';
-import {
-  MAP,
-  MADV,
-  MADV_SPLIT,
-  PAGE_SIZE,
-  PMD_SIZE,
-  PUD_SIZE,
-  UFFD_API,
-  UFFD_FEATURE,
-  UFFD_FEATURE_PROPOSED as P,
-  UFFDIO_REGISTER_MODE,
-} from './uapi.ts';
-import { uffdioApi, uffdioContinue, uffdioFill, uffdioRegister, uffdioUnregister } from './userfaultfd.ts';
+import { MADV, MADV_SPLIT, PAGE_SIZE, PMD_SIZE, PUD_SIZE, UFFD_API, UFFD_FEATURE, UFFD_FEATURE_PROPOSED as P } from './uapi.ts';
+import { uffdioApi, uffdioContinue, uffdioFill, uffdioUnregister } from './userfaultfd.ts';
 import { smapsOf } from './procfs.ts';
-import { followPage, hugetlbAllocPage, hugetlbIndex } from './memory.ts';
+import { followPage } from './memory.ts';
 import { PageTable } from './mm_types.ts';
 import type { HgmProposal } from './hugetlb_hgm.ts';
+import { aliasWrite as destAliasWrite, destination, srcByte, vcpuFaults, type Destination } from '../agents/uffd_hugetlb_dest.ts';
 
-const MISSING = UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_MISSING;
-const MINOR = UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_MINOR;
-const HUGE_1G = MAP.MAP_ANONYMOUS | MAP.MAP_HUGETLB | MAP.MAP_HUGE_1GB;
-const HUGE_2M = MAP.MAP_ANONYMOUS | MAP.MAP_HUGETLB | MAP.MAP_HUGE_2MB;
 const GiB = PUD_SIZE;
 
-/** The byte the migration source holds in the 4K page at offset `off` of guest RAM. */
-const srcByte = (off: number): number => ((off / PAGE_SIZE) % 251) + 1;
+type Setup = Destination;
+const vmm = (proposal: HgmProposal | null, hugeSize = GiB, pages = 2): Setup => destination(proposal, hugeSize, pages);
+const aliasWrite = (s: Setup, va: number, len: number): void => destAliasWrite(s, va, len);
 
-interface Setup {
-  k: Kernel;
-  p: Process;
-  guest: Thread;
-  a: number;
-  fd: number;
-}
-
-/**
- * A VMM with 2 GiB of guest RAM on 1G hugetlb pages, registered with a
- * userfaultfd that negotiated `proposal` (or nothing: Linux 6.18).
- */
-function vmm(proposal: HgmProposal | null, hugeSize = GiB, pages = 2): Setup {
-  const k = smallKernel({ nodes: 1, mib: Math.ceil((pages * hugeSize) / 2 ** 26) * 64 + 256 });
-  const dir = hugeSize === GiB ? 'hugepages-1048576kB' : 'hugepages-2048kB';
-  expect(k.sysfs.write(`/sys/kernel/mm/hugepages/${dir}/nr_hugepages`, String(pages))).toBeGreaterThanOrEqual(0);
-  if (proposal) expect(k.sysfs.write(`/sys/kernel/memtwin/features/${proposal}`, '1')).toBeGreaterThanOrEqual(0);
-  const p = k.createProcess('qemu');
-  const shared = proposal === 'hugetlb-hgm';
-  const a = k.mmap(p, 0, pages * hugeSize, RW, (shared ? MAP.MAP_SHARED : MAP.MAP_PRIVATE) | (hugeSize === GiB ? HUGE_1G : HUGE_2M));
-  expect(a).toBeGreaterThan(0);
-  const fd = k.uffd.create(p, 0);
-  const features =
-    proposal === 'hugetlb-hgm'
-      ? UFFD_FEATURE.UFFD_FEATURE_MINOR_HUGETLBFS | P.UFFD_FEATURE_MINOR_HUGETLBFS_HGM
-      : UFFD_FEATURE.UFFD_FEATURE_MISSING_HUGETLBFS |
-        (proposal === 'uffd-hugetlb-subpage-copy' ? P.UFFD_FEATURE_HUGETLB_SUBPAGE_COPY : 0) |
-        (proposal === 'uffd-hugetlb-vma-split' ? P.UFFD_FEATURE_HUGETLB_VMA_SPLIT : 0);
-  expect(uffdioApi(k, p, fd, UFFD_API, features).ret).toBe(0);
-  if (shared) {
-    // The HGM postcopy design fallocates guest RAM on the destination first, so every guest fault is minor.
-    const vma = p.mm.vmaAt(a)!;
-    for (let h = a; h < a + pages * hugeSize; h += hugeSize)
-      expect(hugetlbAllocPage(k, p.mm, vma, h, p.mainThread, null)).toBeGreaterThanOrEqual(0);
-    expect(k.madvise(p, a, pages * hugeSize, MADV_SPLIT)).toBe(0);
-    expect(uffdioRegister(k, fd, a, pages * hugeSize, MINOR).ret).toBe(0);
-  } else expect(uffdioRegister(k, fd, a, pages * hugeSize, MISSING).ret).toBe(0);
-  const guest = k.createThread(p, 1);
-  if (typeof guest === 'number') throw new Error('thread');
-  return { k, p, guest, a, fd };
-}
-
-/**
- * hugetlb-hgm's data path: the VMM writes received bytes into the huge
- * page through a second, unregistered mapping of the hugetlbfs file (the
- * alias allocates the page at its first write): memcpy_4k per 4K.
- */
-function aliasWrite(s: Setup, va: number, len: number): void {
-  const { k, p } = s;
-  const vma = p.mm.vmaAt(va)!;
-  const hs = vma.hugePageSize();
-  const haddr = va - (va % hs);
-  let pfn = vma.file!.pages.get(hugetlbIndex(vma, haddr));
-  if (pfn === undefined) pfn = hugetlbAllocPage(k, p.mm, vma, haddr, p.mainThread, null);
-  for (let off = va; off < va + len; off += PAGE_SIZE) {
-    k.writeSerial = (k.writeSerial + 1) & 0xffffff;
-    k.mem.storeByte(pfn + (off - haddr) / PAGE_SIZE, k.writeSerial, srcByte(off - s.a), true);
-  }
-  k.charge((len / PAGE_SIZE) * k.costs.ns('memcpy_4k'));
-}
-
-/** Resolve the fault at `address` (4K page) the way the proposal does; returns the virtual ns the resolution took. */
-function resolve(s: Setup, proposal: HgmProposal | null, address: number): number {
-  const { k, p, fd, a } = s;
-  const t0 = k.clock.now();
-  if (proposal === 'hugetlb-hgm') {
-    aliasWrite(s, address, PAGE_SIZE);
-    expect(uffdioContinue(k, p.mainThread, fd, address, PAGE_SIZE, 0).ret).toBe(0);
-  } else if (proposal) {
-    expect(uffdioFill(k, p.mainThread, fd, address, PAGE_SIZE, 0, srcByte(address - a)).ret).toBe(0);
-  } else {
-    // Linux 6.18: the whole huge page, whatever was touched (one fill byte: the test checks content per 4K elsewhere).
-    expect(uffdioFill(k, p.mainThread, fd, address, GiB, 0, 7).ret).toBe(0);
-  }
-  return k.clock.now() - t0;
-}
-
-/** The guest touches 4K pages of the first 1G page; each fault is read and resolved. Returns per-fault latencies. */
-function guestFaults(s: Setup, proposal: HgmProposal | null, offsets: number[]): { faults: number; latency: number[] } {
-  const { k, guest, fd, a } = s;
-  const ctx = k.uffd.ctxs.get(fd)!;
-  const latency: number[] = [];
-  let faults = 0;
-  for (const off of offsets) {
-    const r = k.access(guest, a + off, 1, PAGE_SIZE, false, 0);
-    if (r.blocked === undefined) continue; // already resolved
-    faults++;
-    const msg = ctx.pending.shift()!;
-    expect(ctx.pending).toEqual([]);
-    latency.push(resolve(s, proposal, msg.address));
-    expect(k.uffd.isBlocked(guest)).toBe(false);
-    expect(k.access(guest, a + off, 1, PAGE_SIZE, false, 0).blocked).toBeUndefined();
-  }
-  return { faults, latency };
+/** The vCPU's faults, each resolved by the proposal's 4K placement (checked to succeed). */
+function guestFaults(s: Setup, _proposal: HgmProposal | null, offsets: number[]): { faults: number; latency: number[] } {
+  const r = vcpuFaults(s, offsets);
+  expect(s.k.uffd.ctxs.get(s.fd)!.pending).toEqual([]);
+  expect(s.k.uffd.isBlocked(s.vcpu)).toBe(false);
+  return r;
 }
 
 const TOUCHED = [0x1234000, 0x3fff000, 0x2000, 0x20000000, 0x3ffff000, 0x1234000];
@@ -269,7 +166,7 @@ describe('property: copies into 2M hugetlb pages by parts (uffd-hugetlb-subpage-
         fc.boolean(),
         (proposal, ops, finish) => {
           const s = vmm(proposal, PMD_SIZE, PAGES);
-          const { k, p, a, fd, guest } = s;
+          const { k, p, a, fd, vcpu: guest } = s;
           const mm = p.mm;
           const ctx = k.uffd.ctxs.get(fd)!;
           const sent = new Uint8Array(N); // the byte copied into each 4K page (0: never copied)
