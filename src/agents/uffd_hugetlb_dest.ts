@@ -102,10 +102,10 @@ export function aliasWrite(d: Destination, va: number, len: number): void {
   const { k, p } = d;
   const vma = p.mm.vmaAt(va)!;
   const hs = vma.hugePageSize();
-  const haddr = va - (va % hs);
-  let pfn = vma.file!.pages.get(hugetlbIndex(vma, haddr));
-  if (pfn === undefined) pfn = hugetlbAllocPage(k, p.mm, vma, haddr, p.mainThread, null);
   for (let off = va; off < va + len; off += PAGE_SIZE) {
+    const haddr = off - (off % hs);
+    let pfn = vma.file!.pages.get(hugetlbIndex(vma, haddr));
+    if (pfn === undefined) pfn = hugetlbAllocPage(k, p.mm, vma, haddr, p.mainThread, null);
     k.writeSerial = (k.writeSerial + 1) & 0xffffff;
     k.mem.storeByte(pfn + (off - haddr) / PAGE_SIZE, k.writeSerial, srcByte(off - d.a), true);
   }

@@ -238,3 +238,63 @@ describe('property: copies into 2M hugetlb pages by parts (uffd-hugetlb-subpage-
     );
   });
 });
+
+describe('property: hugetlb-hgm on 2M pages (MADV_SPLIT, 4K UFFDIO_CONTINUE, MADV_COLLAPSE)', () => {
+  it('a thread reads only what the VMM placed, each part is mapped once, collapse keeps the page and its content', () => {
+    const PAGES = 3;
+    const N = (PAGES * PMD_SIZE) / PAGE_SIZE;
+    const op = fc.oneof(
+      fc.tuple(fc.constant('place' as const), fc.nat(N - 1), fc.integer({ min: 1, max: 600 })),
+      fc.tuple(fc.constant('touch' as const), fc.nat(N - 1), fc.constant(1)),
+      fc.tuple(fc.constant('collapse' as const), fc.nat(PAGES - 1), fc.constant(1)),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 30 }), (ops) => {
+        const s = vmm('hugetlb-hgm', PMD_SIZE, PAGES);
+        const { k, p, a, fd, vcpu } = s;
+        const mm = p.mm;
+        const ctx = k.uffd.ctxs.get(fd)!;
+        const file = mm.vmaAt(a)!.file!;
+        const frames = [...file.pages.values()].sort((x, y) => x - y);
+        const written = new Uint8Array(N); // the VMM wrote the page through its alias
+        const mapped = new Uint8Array(N); // a CONTINUE mapped it (or a collapse did)
+        for (const [kind, at, n] of ops) {
+          if (kind === 'collapse') {
+            expect(k.madvise(p, a + at * PMD_SIZE, PMD_SIZE, MADV.MADV_COLLAPSE)).toBe(0);
+            if (mapped.subarray(at * 512, at * 512 + 512).some((x) => x)) mapped.fill(1, at * 512, at * 512 + 512);
+          } else if (kind === 'touch') {
+            const r = k.access(vcpu, a + at * PAGE_SIZE, 1, PAGE_SIZE, false, 0, (_va, byte) =>
+              expect(byte).toBe(written[at] ? srcByte(at * PAGE_SIZE) : 0),
+            );
+            expect(r.blocked !== undefined).toBe(!mapped[at]);
+            if (r.blocked !== undefined) {
+              expect(ctx.pending.shift()).toMatchObject({ address: a + at * PAGE_SIZE, flags: ['UFFD_PAGEFAULT_FLAG_MINOR'] });
+              k.uffd.wake(ctx, a + at * PAGE_SIZE, PAGE_SIZE);
+            }
+          } else {
+            const len = Math.min(n, N - at) * PAGE_SIZE;
+            aliasWrite(s, a + at * PAGE_SIZE, len);
+            written.fill(1, at, at + len / PAGE_SIZE);
+            const r = uffdioContinue(k, p.mainThread, fd, a + at * PAGE_SIZE, len, 0);
+            let expectDone = 0;
+            while (expectDone < len && !mapped[at + expectDone / PAGE_SIZE]) expectDone += PAGE_SIZE;
+            expect(r).toEqual(
+              expectDone === len ? { ret: 0, done: len } : expectDone ? { ret: -11, done: expectDone } : { ret: -17, done: -17 },
+            );
+            mapped.fill(1, at, at + expectDone / PAGE_SIZE);
+          }
+          const err = verifyKernel(k);
+          if (err.length) throw new Error(err.join('\n'));
+        }
+        // The file's pages never changed (fallocated once); a mapped part maps the file's own frame.
+        expect([...file.pages.values()].sort((x, y) => x - y)).toEqual(frames);
+        for (let pg = 0; pg < N; pg++) {
+          const pfn = followPage(mm, a + pg * PAGE_SIZE);
+          if (mapped[pg]) expect(pfn).toBe(file.pages.get(Math.floor(pg / 512))! + (pg % 512));
+          else expect(pfn).toBe(-2);
+        }
+      }),
+      { numRuns: 60 },
+    );
+  });
+});
