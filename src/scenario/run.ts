@@ -232,19 +232,19 @@ function startGuestWorkloads(k: Kernel, rt: VmRt, maps: Map<string, MappingRt>, 
         return { spec: ph, stream: streamFor(ph, m.base, m.len, rng, { index: r, of: w.count }), end };
       });
       const touch = writtenMarker(maps);
-      threads.push(
-        new WorkloadThread(
-          k,
-          rt.vm.process,
-          vcpu.thread,
-          `${rt.spec.name}/${name}`,
-          phases,
-          model,
-          () => rng.float(),
-          touch,
-          threads.length,
-        ),
+      const wt = new WorkloadThread(
+        k,
+        rt.vm.process,
+        vcpu.thread,
+        `${rt.spec.name}/${name}`,
+        phases,
+        model,
+        () => rng.float(),
+        touch,
+        threads.length,
       );
+      wt.guest = { pageSize: w.guest_page_size === '4K' ? PAGE_SIZE : PMD_SIZE, ept: (va, pfn, write) => rt.vm.eptAccess(va, pfn, write) };
+      threads.push(wt);
     }
   }
 }

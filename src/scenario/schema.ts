@@ -252,6 +252,10 @@ export const guestWorkloadSchema = z.strictObject({
   vcpu: z.number().int().nonnegative().describe('the vCPU (index) whose host thread runs it'),
   count: z.number().int().min(1).default(1).describe('replicate on vCPUs vcpu..vcpu+count-1, named name-0..'),
   guest_node: z.number().int().nonnegative().default(0).describe('the guest NUMA node whose RAM it accesses'),
+  guest_page_size: z
+    .enum(['4K', '2M'])
+    .default('2M')
+    .describe("the guest's page size for this task (2M: guest THP, the default; 4K: none): the TLB maps the smaller of it and the host's"),
   workload: workloadSchema.describe('pattern over the node\'s RAM; `mapping` must be "ram"'),
 });
 

@@ -212,4 +212,31 @@ vms:
     expect(bound.final['vm.v.guest_node1.host_node1_bytes']).toBe(64 * MiB);
     expect(bound.threads[0]!.remote_accesses).toBe(0);
   });
+
+  it('guest workloads take an EPT violation per host page the EPT does not map yet, and the TLB maps the smaller page', () => {
+    const text = (guestPage: string) => `name: ept
+host:
+  name: h
+  nodes: [{ id: 0, memory: 512M, cpus: 0-1 }]
+duration: 100ms
+sample: { interval: 20ms }
+kernel:
+  /sys/kernel/mm/transparent_hugepage/enabled: always
+vms:
+  - name: v
+    memdevs:
+      - { id: m0, size: 64M, prealloc: true }
+    vcpus: [0]
+    workloads:
+      - { name: t, vcpu: 0, guest_page_size: ${guestPage}, workload: { pattern: first-touch, mapping: ram } }
+`;
+    const huge = run('ept-2m.yaml', text('2M'));
+    // Preallocated on 2M host pages: no host fault, one EPT violation per 2M page the task touches.
+    expect(huge.final['vm.v.ept_violations']).toBe((64 * MiB) / (2 * MiB));
+    expect(huge.final['huge_access_ratio']).toBe(1);
+    const small = run('ept-4k.yaml', text('4K'));
+    // The EPT still maps 2M (the host's page); the guest's 4K pages cap the TLB's reach.
+    expect(small.final['vm.v.ept_violations']).toBe(32);
+    expect(small.final['huge_access_ratio']).toBe(0);
+  });
 });

@@ -13,8 +13,10 @@
  * node, so its accesses are the host workload engine's over the HVA range
  * backing the node's RAM, on the vCPU's host thread. They see the host's
  * page table (faults, THP, NUMA placement and balancing of the VMM's
- * memory) but not the EPT or the guest page table: no EPT violation cost
- * and no guest page size in the TLB term.
+ * memory) and the VM's EPT (Vm.eptAccess: a violation where it does not map
+ * the host frame yet), and the TLB maps the smaller of the guest's page
+ * size (guest_page_size) and the host's; the guest page table itself is not
+ * modelled.
  */
 import type { Kernel } from '../kernel/kernel.ts';
 import { followPage } from '../kernel/memory.ts';

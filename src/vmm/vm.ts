@@ -527,6 +527,24 @@ export class Vm implements GuestMemory {
     if (res.signal) throw new QemuError(`error: kvm run failed Bad address (GPA 0x${(slot.gpa + (res.at! - slot.hva)).toString(16)})`);
   }
 
+  /**
+   * A guest access that the workload engine made directly at `hva` (see
+   * src/scenario/vms.ts), which the host maps to `pfn` (-1: the zero page):
+   * the cost of the EPT violation it takes when the EPT does not map that
+   * frame there yet (the entry is built), else 0.
+   */
+  eptAccess(hva: number, pfn: number, write: boolean): number {
+    let slot: MemSlot | undefined;
+    for (const s of this.slots) if (hva >= s.hva && hva < s.hva + s.size) slot = s;
+    if (!slot) return 0;
+    const gpa = slot.gpa + (hva - slot.hva);
+    const e = slot.ept ? slot.ept[Math.floor((gpa - slot.gpa) / PAGE_SIZE)]! : EPT_NONE;
+    if (e !== EPT_NONE && (e === EPT_ZERO ? !write && pfn === -1 : pfn + 1 === e)) return 0;
+    this.stats.eptViolations++;
+    this.eptMap(slot, gpa);
+    return this.eptViolationNs;
+  }
+
   /** Whether the EPT maps the guest page of gpa for this access (the host still maps the frame the entry holds). */
   private eptHit(slot: MemSlot, gpa: number, write: boolean): boolean {
     const ept = slot.ept;

@@ -53,6 +53,13 @@ export class WorkloadThread {
   heat: Map<number, number> | undefined;
   stopped: string | undefined;
   phaseIndex = 0;
+  /**
+   * For a guest workload on a vCPU thread: the guest's page size (the TLB
+   * maps the smaller of it and the host's) and the EPT, which returns the
+   * cost of the EPT violation an access takes (0 when the EPT maps it).
+   */
+  guest: { pageSize: number; ept: (va: number, pfn: number, write: boolean) => number } | undefined;
+  eptViolations = 0;
   /** Node of the CPU the thread runs on (NUMA balancing may move the thread). */
   private node: number;
   private cachedVma: Vma | undefined;
@@ -164,6 +171,16 @@ export class WorkloadThread {
             this.faultNs += hint;
             pfn = translate(mm, va); // the page may have moved
           }
+        }
+        if (this.guest) {
+          // Two-dimensional translation: a guest access the EPT does not map exits first; the TLB holds the smaller page.
+          const ept = this.guest.ept(va, pfn, write);
+          if (ept) {
+            ctx.ns += ept;
+            this.faultNs += ept;
+            this.eptViolations++;
+          }
+          if (size > this.guest.pageSize) size = this.guest.pageSize;
         }
         if (write) {
           k.writeSerial = (k.writeSerial + 1) & 0xffffff;
