@@ -86,6 +86,13 @@ export function hgmSubpageMissing(f: HgmFolio, va: number): boolean {
   return f.mapped[Math.floor(subIndex(f, va))] === 0;
 }
 
+/** Where the run of unmapped 4K parts of f that starts at a ends (at most partEnd). */
+function unmappedRun(f: HgmFolio, a: number, partEnd: number): number {
+  let stop = a;
+  while (stop < partEnd && hgmSubpageMissing(f, stop)) stop += PAGE_SIZE;
+  return stop;
+}
+
 /** Start mapping the huge page at haddr (head frame pfn) in parts. */
 function newFolio(k: Kernel, mm: MmStruct, haddr: number, size: number, pfn: number): HgmFolio {
   const n = size / PAGE_SIZE;
@@ -207,8 +214,7 @@ export function hgmCopy(
       f = newFolio(k, mm, haddr, hs, pfn);
     }
     // The part up to the first subpage already mapped is copied; that one stops the copy with EEXIST.
-    let stop = a;
-    while (stop < partEnd && hgmSubpageMissing(f, stop)) stop += PAGE_SIZE;
+    const stop = unmappedRun(f, a, partEnd);
     if (stop > a) {
       hgmMapRange(k, mm, f, a, stop - a, fill, mode === 'subpage');
       chargeCopy(k, a, stop - a, mode === 'subpage' && hs === PUD_SIZE);
@@ -311,8 +317,7 @@ export function hgmContinue(k: Kernel, mm: MmStruct, vma: Vma, dst: number, len:
     if (pfn === undefined) return done || neg('EFAULT');
     if (mappedHuge(mm, haddr, hs)) return done || neg('EEXIST');
     const f = mm.hgm.get(haddr) ?? newFolio(k, mm, haddr, hs, pfn);
-    let stop = a;
-    while (stop < partEnd && hgmSubpageMissing(f, stop)) stop += PAGE_SIZE;
+    const stop = unmappedRun(f, a, partEnd);
     if (stop > a) {
       hgmMapRange(k, mm, f, a, stop - a, null);
       k.charge(((stop - a) / PAGE_SIZE) * k.costs.ns('fault_anon_4k_read_zeropage'));

@@ -365,6 +365,17 @@ export function uffdioFill(
   return { ret: r === len ? 0 : neg('EAGAIN'), done: r };
 }
 
+/** The PTE table an mfill writes at `a` into, allocated if missing (mm_alloc_pmd, pte_alloc); null under a huge PMD (EEXIST). */
+function mfillPteTable(k: Kernel, mm: MmStruct, a: number, nid: number): PteTable | null {
+  const key = PageTable.pmdKey(a);
+  const t = mm.pgtable.pmds.get(key);
+  if (t instanceof HugeLeaf) return null;
+  if (t) return t;
+  const fresh = allocPteTable(k, mm, nid);
+  mm.pgtable.pmds.set(key, fresh);
+  return fresh;
+}
+
 /** mfill_atomic: bytes filled, or -errno if none was. */
 function mfillAtomic(k: Kernel, ctx: UserfaultfdCtx, thread: Thread, dst: number, len: number, mode: number, fill: number | null): number {
   const mm = ctx.mm;
@@ -396,17 +407,12 @@ function mfillAtomic(k: Kernel, ctx: UserfaultfdCtx, thread: Thread, dst: number
   }
   let done = 0;
   for (let a = dst; a < dst + len; a += PAGE_SIZE) {
-    const key = PageTable.pmdKey(a);
-    let t = mm.pgtable.pmds.get(key);
-    if (t instanceof HugeLeaf) return done || neg('EEXIST');
-    if (!t) {
-      t = allocPteTable(k, mm, k.cpuToNode(thread.cpu));
-      mm.pgtable.pmds.set(key, t);
-    }
+    const t = mfillPteTable(k, mm, a, k.cpuToNode(thread.cpu));
+    if (!t) return done || neg('EEXIST');
     const i = Math.floor(a / PAGE_SIZE) & 511;
     if (vma.file) {
       // shmem: a page in the file's page cache, zero-filled for ZEROPAGE (no zero page there).
-      const r = installShmemPage(k, mm, vma, t as PteTable, a, thread, fill ?? 0);
+      const r = installShmemPage(k, mm, vma, t, a, thread, fill ?? 0);
       if (r < 0) return done || r;
       setUffdWp(mm, a, a + PAGE_SIZE, fill !== null && (mode & UFFDIO_MODE.UFFDIO_COPY_MODE_WP) !== 0);
       mm.uffdPoison.delete(a / PAGE_SIZE);
@@ -414,15 +420,15 @@ function mfillAtomic(k: Kernel, ctx: UserfaultfdCtx, thread: Thread, dst: number
       done += PAGE_SIZE;
       continue;
     }
-    if ((t as PteTable).ptes[i] !== PTE_NONE) return done || neg('EEXIST');
+    if (t.ptes[i] !== PTE_NONE) return done || neg('EEXIST');
     // ZEROPAGE wants pte_none(); COPY also fills a uffd-wp or poison marker (pte_none_mostly).
     if (fill === null && (mm.uffdWp.has(a / PAGE_SIZE) || mm.uffdPoison.has(a / PAGE_SIZE))) return done || neg('EEXIST');
     mm.uffdPoison.delete(a / PAGE_SIZE);
     setUffdWp(mm, a, a + PAGE_SIZE, fill !== null && (mode & UFFDIO_MODE.UFFDIO_COPY_MODE_WP) !== 0);
     if (fill === null) {
-      (t as PteTable).ptes[i] = PTE_ZERO;
-      (t as PteTable).used++;
-    } else if (installAnonPage(k, mm, vma, t as PteTable, a, thread, fill) < 0) return done || neg('ENOMEM');
+      t.ptes[i] = PTE_ZERO;
+      t.used++;
+    } else if (installAnonPage(k, mm, vma, t, a, thread, fill) < 0) return done || neg('ENOMEM');
     k.charge(k.costs.ns('uffdio_copy_4k'));
     done += PAGE_SIZE;
   }
@@ -478,13 +484,8 @@ function mfillContinue(k: Kernel, ctx: UserfaultfdCtx, thread: Thread, dst: numb
   }
   if (!vma.file) return neg('EINVAL'); // CONTINUE needs a page cache: shmem only
   for (let a = dst; a < dst + len; a += PAGE_SIZE) {
-    const key = PageTable.pmdKey(a);
-    let t = mm.pgtable.pmds.get(key);
-    if (t instanceof HugeLeaf) return done || neg('EEXIST');
-    if (!t) {
-      t = allocPteTable(k, mm, k.cpuToNode(thread.cpu));
-      mm.pgtable.pmds.set(key, t);
-    }
+    const t = mfillPteTable(k, mm, a, k.cpuToNode(thread.cpu));
+    if (!t) return done || neg('EEXIST');
     const pfn = vma.file.pages.get(vma.pgoff + (a - vma.start) / PAGE_SIZE);
     if (pfn === undefined) return done || neg('EFAULT'); // shmem_get_folio(SGP_NOALLOC) found nothing
     const i = Math.floor(a / PAGE_SIZE) & 511;
