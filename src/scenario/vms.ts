@@ -362,14 +362,19 @@ function runVmEvent(k: Kernel, rt: VmRt, ev: VmEventSpec, entry: RunEventLog, wh
   }
 }
 
+/** The VMM's resident memory and the guest's free memory, into `out`. */
+function vmMemory(rt: VmRt, out: Record<string, number>): void {
+  const mm = rt.vm.process.mm;
+  out[`vm.${rt.spec.name}.rss_bytes`] = (mm.rssAnon + mm.rssShmem) * PAGE_SIZE;
+  out[`vm.${rt.spec.name}.guest_free_bytes`] = rt.guest.pages.freePageCount * PAGE_SIZE;
+}
+
 /** Per-sample series of the VMs: the VMM's RSS, the balloon size, the guest's free memory. */
 export function vmSeries(vms: VmRt[]): Record<string, number> {
   const out: Record<string, number> = {};
   for (const rt of vms) {
     const n = rt.spec.name;
-    const mm = rt.vm.process.mm;
-    out[`vm.${n}.rss_bytes`] = (mm.rssAnon + mm.rssShmem) * PAGE_SIZE;
-    out[`vm.${n}.guest_free_bytes`] = rt.guest.pages.freePageCount * PAGE_SIZE;
+    vmMemory(rt, out);
     if (rt.dev) {
       out[`vm.${n}.balloon_actual_bytes`] = rt.dev.queryBalloon().actual;
       out[`vm.${n}.reported_bytes`] = rt.dev.metrics().bytesReported;
@@ -383,16 +388,14 @@ export function vmFinal(vms: VmRt[], log: RunEventLog[]): Record<string, number>
   const out: Record<string, number> = {};
   for (const rt of vms) {
     const n = rt.spec.name;
-    const mm = rt.vm.process.mm;
-    out[`vm.${n}.rss_bytes`] = (mm.rssAnon + mm.rssShmem) * PAGE_SIZE;
-    out[`vm.${n}.guest_free_bytes`] = rt.guest.pages.freePageCount * PAGE_SIZE;
+    vmMemory(rt, out);
     out[`vm.${n}.ept_violations`] = rt.vm.stats.eptViolations;
     // Where each guest node's RAM lives on the host (resident 4K pages by host node).
     if (rt.spec.numa.length > 1 || rt.spec.workloads.length)
       rt.nodeRam.forEach((r, g) => {
         const by = new Map<number, number>();
         for (let a = r.hva; a < r.hva + r.size; a += PAGE_SIZE) {
-          const pfn = followPage(mm, a);
+          const pfn = followPage(rt.vm.process.mm, a);
           if (pfn >= 0) {
             const h = rt.vm.k.phys.nodeOfPfn(pfn);
             by.set(h, (by.get(h) ?? 0) + 1);
