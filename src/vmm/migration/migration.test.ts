@@ -1,0 +1,289 @@
+/**
+ * Precopy live migration: the bulk pass, iterations and convergence,
+ * auto-converge, free page hints, the QMP interface, and the content
+ * check (no data lost) under arbitrary guest writes.
+ */
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { vmTestKernel } from '../test_fixtures.ts';
+import { Vm } from '../vm.ts';
+import type { Kernel } from '../../kernel/kernel.ts';
+import { PAGE_SIZE } from '../../kernel/uapi.ts';
+import { NSEC_PER_MSEC, NSEC_PER_SEC } from '../../sim/clock.ts';
+import { Link } from './link.ts';
+import { MigrationState } from './migration.ts';
+import type { FreePageHints } from './ram.ts';
+
+const MiB = 2 ** 20;
+const URI = 'tcp:dest:4444';
+/** 10 Gbit/s goodput, 50 µs one way. */
+const link10g = (): Link => new Link({ bandwidth: 1.25e9, latency: 50_000 });
+
+function pair(m = 64 * MiB, hints?: FreePageHints): { k: Kernel; src: Vm; dst: Vm; mig: MigrationState } {
+  const k = vmTestKernel({ nodes: 1, gib: 2, cpus: 4 });
+  const src = new Vm(k, { name: 'src', m, smp: 1 });
+  const dst = new Vm(k, { name: 'dst', m, smp: 1 });
+  const mig = new MigrationState(src, { hints }).register();
+  mig.incoming(URI, dst, link10g());
+  return { k, src, dst, mig };
+}
+
+/** A guest store of `fill` at the start of page `page`, logged for migration. */
+function guestWrite(k: Kernel, vm: Vm, mig: MigrationState, page: number, fill: number): void {
+  k.runAsTask({ ns: 0 }, () => vm.access(0, page * PAGE_SIZE, 1, 1, true, fill));
+  mig.onGuestWrite(page * PAGE_SIZE, 1);
+}
+
+/**
+ * A guest dirtying `ws` pages from `first`, round robin, at `pagesPerSec`
+ * scaled by the auto-converge throttle, in 1 ms steps (the working set is written once first) while it runs on the source.
+ */
+function dirtier(k: Kernel, vm: Vm, mig: MigrationState, first: number, ws: number, pagesPerSec: number): void {
+  let cursor = 0;
+  let carry = 0;
+  let fill = 2;
+  for (let p = 0; p < ws; p++) guestWrite(k, vm, mig, first + p, 1);
+  const tick = (): void => {
+    if (mig.status === 'completed' || mig.status === 'cancelled' || mig.status === 'failed') return;
+    if (mig.guestRunning) {
+      carry += (pagesPerSec * mig.guestRunFraction) / 1000;
+      const n = Math.floor(carry);
+      carry -= n;
+      for (let i = 0; i < n; i++) {
+        guestWrite(k, vm, mig, first + cursor, fill);
+        cursor = (cursor + 1) % ws;
+        if (cursor === 0) fill = (fill % 255) + 1;
+      }
+    }
+    k.events.after(NSEC_PER_MSEC, 'guest-dirtier', tick);
+  };
+  k.events.after(0, 'guest-dirtier', tick);
+}
+
+function runUntilDone(k: Kernel, mig: MigrationState, limitNs: number): void {
+  const end = k.clock.now() + limitNs;
+  while (k.clock.now() < end && mig.status !== 'completed' && mig.status !== 'failed')
+    k.events.runUntil(Math.min(end, k.clock.now() + 100 * NSEC_PER_MSEC));
+}
+
+const qmp = (vm: Vm, execute: string, args?: Record<string, unknown>): Record<string, unknown> =>
+  vm.monitor.execute(args ? { execute, arguments: args } : { execute }) as Record<string, unknown>;
+
+describe('precopy: the bulk pass', () => {
+  it('a 64 MiB guest that never touched its memory moves in one pass of zero pages', () => {
+    const { k, src, mig } = pair();
+    expect(qmp(src, 'query-migrate')).toEqual({ return: {} });
+    expect(qmp(src, 'migrate', { uri: URI })).toEqual({ return: {} });
+    expect(mig.query()).toEqual({ status: 'setup' });
+    runUntilDone(k, mig, 10 * NSEC_PER_SEC);
+    const q = mig.query() as { status: string; ram: Record<string, number>; 'total-time': number; downtime: number };
+    expect(q.status).toBe('completed');
+    const pages = (64 * MiB) / PAGE_SIZE;
+    expect(q.ram.total).toBe(64 * MiB);
+    expect(q.ram.duplicate).toBe(pages);
+    expect(q.ram.normal).toBe(0);
+    expect(q.ram.remaining).toBe(0);
+    // setup (MEM_SIZE, idstr "pc.ram" + length, EOS), then 9 bytes per page, the first with the idstr, EOS per step.
+    expect(q.ram.transferred).toBeGreaterThanOrEqual(pages * 9 + 7 + 8 + 7 + 8 + 8);
+    expect(q.ram.transferred).toBeLessThan(pages * 9 + 2000);
+    expect(q.ram['dirty-sync-count']).toBe(3); // setup, the pass's end, completion (guest stopped)
+    expect(mig.verify()).toEqual([]);
+    // Time: the zero checks (the pass is CPU-bound, not wire-bound) plus the read faults, setup and latency.
+    const zeroNs = pages * k.costs.nsOf('dram_access_seq_per_4k');
+    const totalNs = mig.endTime - mig.startTime;
+    expect(totalNs).toBeGreaterThan(zeroNs);
+    expect(totalNs).toBeLessThan(zeroNs + 20 * NSEC_PER_MSEC);
+  });
+
+  it('touched memory goes as normal pages at max-bandwidth', () => {
+    const { k, src, mig } = pair();
+    for (let p = 0; p < 4096; p++) guestWrite(k, src, mig, p, 0x40 + (p % 7));
+    const t0 = k.clock.now();
+    qmp(src, 'migrate', { uri: URI });
+    runUntilDone(k, mig, 10 * NSEC_PER_SEC);
+    const q = mig.query() as { status: string; ram: Record<string, number> };
+    expect(q.status).toBe('completed');
+    expect(q.ram.normal).toBe(4096);
+    expect(q.ram['normal-bytes']).toBe(16 * MiB);
+    expect(q.ram.duplicate).toBe(16384 - 4096);
+    // One 100 ms window at max-bandwidth (12.8 MiB); then the 3.2 MiB left are below
+    // bandwidth x downtime-limit, so the guest stops and they go at the link's full rate.
+    const window = 100 * NSEC_PER_MSEC;
+    const rest = ((16 * MiB - 12.8 * MiB) / 1.25e9) * NSEC_PER_SEC;
+    expect(mig.endTime - t0).toBeGreaterThan(window + rest);
+    expect(mig.endTime - t0).toBeLessThan(window + 2 * rest + 5 * NSEC_PER_MSEC);
+    expect(mig.downtime).toBeGreaterThan(0); // less than `rest`: remaining counts zero pages as 4 KiB, as QEMU's does
+    expect(mig.downtime).toBeLessThan(2 * rest + NSEC_PER_MSEC);
+    expect(mig.verify()).toEqual([]);
+    for (const p of [0, 1, 4095]) expect(mig.dest!.peek(p * PAGE_SIZE)).toBe(0x40 + (p % 7));
+  });
+
+  it('zero-page-detection none sends every page whole', () => {
+    const { k, src, mig } = pair(16 * MiB);
+    expect(qmp(src, 'migrate-set-parameters', { 'zero-page-detection': 'none' })).toEqual({ return: {} });
+    qmp(src, 'migrate', { uri: URI });
+    runUntilDone(k, mig, 10 * NSEC_PER_SEC);
+    const q = mig.query() as { ram: Record<string, number> };
+    expect(q.ram.normal).toBe(4096);
+    expect(q.ram.duplicate).toBe(0);
+    expect(mig.verify()).toEqual([]);
+  });
+});
+
+describe('precopy: iterations and convergence', () => {
+  it('a working set dirtied slower than the link converges in a few iterations, downtime under the limit', () => {
+    const { k, src, mig } = pair();
+    qmp(src, 'migrate-set-parameters', { 'downtime-limit': 50 });
+    dirtier(k, src, mig, 0, 8192, 4096); // 16 MiB/s over a 32 MiB working set
+    qmp(src, 'migrate', { uri: URI });
+    runUntilDone(k, mig, 30 * NSEC_PER_SEC);
+    const q = mig.query() as { status: string; downtime: number; ram: Record<string, number> };
+    expect(q.status).toBe('completed');
+    expect(q.ram['dirty-sync-count']).toBeGreaterThanOrEqual(3);
+    expect(q.ram['dirty-sync-count']).toBeLessThanOrEqual(8);
+    expect(q.downtime).toBeLessThan(50);
+    expect(mig.downtime).toBeGreaterThan(0);
+    expect(q.ram.normal).toBeGreaterThan(8192); // pages sent again
+    expect(mig.verify()).toEqual([]);
+  });
+
+  it('a guest dirtying faster than max-bandwidth does not converge without auto-converge', () => {
+    const { k, src, mig } = pair(32 * MiB);
+    qmp(src, 'migrate-set-parameters', { 'max-bandwidth': 32 * MiB, 'downtime-limit': 30 });
+    dirtier(k, src, mig, 0, 2048, 16384); // 64 MiB/s over 8 MiB
+    qmp(src, 'migrate', { uri: URI });
+    runUntilDone(k, mig, 15 * NSEC_PER_SEC);
+    const q = mig.query() as { status: string; 'expected-downtime': number; ram: Record<string, number> };
+    expect(q.status).toBe('active');
+    expect(q.ram['dirty-sync-count']).toBeGreaterThan(10);
+    expect(q.ram['dirty-pages-rate']).toBeGreaterThan(1000);
+    expect(q['expected-downtime']).toBeGreaterThan(30);
+    expect(mig.throttlePercentage).toBe(0);
+    expect(qmp(src, 'migrate_cancel')).toEqual({ return: {} });
+    expect(mig.query()).toEqual({ status: 'cancelled' });
+    expect(mig.guestRunning).toBe(true);
+  });
+
+  it('converges with auto-converge, throttling the guest', () => {
+    const { k, src, mig } = pair(32 * MiB);
+    qmp(src, 'migrate-set-parameters', { 'max-bandwidth': 32 * MiB, 'downtime-limit': 30 });
+    qmp(src, 'migrate-set-capabilities', { capabilities: [{ capability: 'auto-converge', state: true }] });
+    dirtier(k, src, mig, 0, 2048, 16384);
+    qmp(src, 'migrate', { uri: URI });
+    let maxThrottle = 0;
+    const end = k.clock.now() + 120 * NSEC_PER_SEC;
+    while (mig.status === 'setup' || mig.status === 'active') {
+      if (k.clock.now() >= end) break;
+      k.events.runUntil(k.clock.now() + 100 * NSEC_PER_MSEC);
+      const q = mig.query() as { 'cpu-throttle-percentage'?: number };
+      maxThrottle = Math.max(maxThrottle, q['cpu-throttle-percentage'] ?? 0);
+    }
+    const q = mig.query() as { status: string; downtime: number };
+    expect(q.status).toBe('completed');
+    expect(maxThrottle).toBeGreaterThanOrEqual(20);
+    expect(q.downtime).toBeLessThan(30);
+    expect(mig.verify()).toEqual([]);
+  });
+});
+
+describe('precopy: free page hints', () => {
+  it('skips hinted pages unless the guest writes them', () => {
+    const hinted = new Set<number>();
+    const hints: FreePageHints = {
+      isSkippable: (gpa) => hinted.has(gpa / PAGE_SIZE),
+      markDirty: (gpa, len) => {
+        for (let a = gpa; a < gpa + len; a += PAGE_SIZE) hinted.delete(Math.floor(a / PAGE_SIZE));
+      },
+    };
+    const { k, src, mig } = pair(64 * MiB, hints);
+    for (let p = 0; p < 4096; p++) guestWrite(k, src, mig, p, 7);
+    for (let p = 2048; p < 4096; p++) hinted.add(p);
+    qmp(src, 'migrate', { uri: URI });
+    k.events.runUntil(k.clock.now() + 1); // setup done
+    guestWrite(k, src, mig, 3000, 9); // the guest reuses one hinted page
+    runUntilDone(k, mig, 10 * NSEC_PER_SEC);
+    const q = mig.query() as { status: string; ram: Record<string, number> };
+    expect(q.status).toBe('completed');
+    expect(q.ram.normal).toBe(2049);
+    expect(mig.ram!.skippedPages).toBe(2047);
+    expect(mig.dest!.peek(3000 * PAGE_SIZE)).toBe(9);
+    expect(mig.dest!.peek(2048 * PAGE_SIZE)).toBe(0); // free in the guest: not sent
+    expect(mig.verify()).toEqual([]);
+  });
+});
+
+describe('QMP', () => {
+  it('capabilities, parameters and errors as QEMU answers them', () => {
+    const { src } = pair(16 * MiB);
+    const caps = qmp(src, 'query-migrate-capabilities').return as { capability: string; state: boolean }[];
+    expect(caps.find((c) => c.capability === 'auto-converge')).toEqual({ capability: 'auto-converge', state: false });
+    expect(qmp(src, 'query-migrate-parameters').return).toMatchObject({
+      'max-bandwidth': 134217728,
+      'downtime-limit': 300,
+      'cpu-throttle-initial': 20,
+      'cpu-throttle-increment': 10,
+      'zero-page-detection': 'multifd',
+    });
+    expect(qmp(src, 'migrate-set-capabilities', { capabilities: [{ capability: 'zero-page', state: true }] })).toEqual({
+      error: { class: 'GenericError', desc: "Parameter 'capability' does not accept value 'zero-page'" },
+    });
+    expect(qmp(src, 'migrate-set-parameters', { 'downtime-limit': 2_000_001 })).toEqual({
+      error: { class: 'GenericError', desc: "Parameter 'downtime_limit' expects an integer in the range of 0 to 2000 seconds" },
+    });
+    expect(qmp(src, 'migrate-set-parameters', { 'cpu-throttle-initial': 0 })).toEqual({
+      error: { class: 'GenericError', desc: "Parameter 'cpu_throttle_initial' expects an integer in the range of 1 to 99" },
+    });
+    expect(qmp(src, 'migrate', { uri: 'bogus' })).toEqual({ error: { class: 'GenericError', desc: 'unknown migration protocol: bogus' } });
+    expect(qmp(src, 'migrate', { uri: URI })).toEqual({ return: {} });
+    expect(qmp(src, 'migrate', { uri: URI })).toEqual({
+      error: { class: 'GenericError', desc: "There's a migration process in progress" },
+    });
+    expect(qmp(src, 'migrate-set-capabilities', { capabilities: [{ capability: 'auto-converge', state: true }] })).toEqual({
+      error: { class: 'GenericError', desc: "There's a migration process in progress" },
+    });
+  });
+
+  it('an unknown destination fails the migration; a RAM size mismatch too', () => {
+    const { k, src, mig } = pair(16 * MiB);
+    qmp(src, 'migrate', { uri: 'tcp:nowhere:1' });
+    expect(mig.query()).toEqual({ status: 'failed', 'error-desc': "Failed to connect to 'nowhere:1': Connection refused" });
+    const small = new Vm(k, { m: 8 * MiB });
+    mig.incoming('tcp:small:1', small, link10g());
+    qmp(src, 'migrate', { uri: 'tcp:small:1' });
+    expect(mig.query()).toEqual({ status: 'failed', 'error-desc': 'Length mismatch: pc.ram: 0x1000000 in != 0x800000: Invalid argument' });
+  });
+});
+
+describe('no data lost', () => {
+  it('whatever pages the guest writes during precopy, the destination ends with the source content', () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            page: fc.integer({ min: 0, max: 4095 }),
+            fill: fc.integer({ min: 0, max: 255 }),
+            atUs: fc.integer({ min: 0, max: 300_000 }),
+          }),
+          {
+            maxLength: 200,
+          },
+        ),
+        fc.integer({ min: 1, max: 64 }),
+        (writes, mbps) => {
+          const { k, src, mig } = pair(16 * MiB);
+          qmp(src, 'migrate-set-parameters', { 'max-bandwidth': mbps * MiB, 'downtime-limit': 10 });
+          const t0 = k.clock.now();
+          for (const w of writes)
+            k.events.schedule(t0 + w.atUs * 1000, 'guest-write', () => {
+              if (mig.guestRunning) guestWrite(k, src, mig, w.page, w.fill);
+            });
+          qmp(src, 'migrate', { uri: URI });
+          runUntilDone(k, mig, 60 * NSEC_PER_SEC);
+          expect(mig.status).toBe('completed');
+          expect(mig.verify()).toEqual([]);
+        },
+      ),
+      { numRuns: 25, seed: 9 },
+    );
+  });
+});

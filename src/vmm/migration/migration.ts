@@ -1,0 +1,586 @@
+/**
+ * Live migration's state machine and QMP interface (QEMU migration/migration.c,
+ * migration/options.c, qapi/migration.json), precopy only, in virtual time
+ * on the kernel's event queue.
+ *
+ * - States (MigrationStatus): none -> setup -> active -> completed, or
+ *   failed, or cancelling -> cancelled. `device` is entered by QEMU only with
+ *   the pause-before-switchover capability (migration_maybe_pause), which is
+ *   not modelled: without it the stop-and-copy phase keeps status `active`,
+ *   as in QEMU. Postcopy states are in the type, not implemented.
+ * - The migration thread (migration_iteration_run): while the remaining
+ *   dirty bytes exceed threshold_size = bandwidth x downtime-limit, it sends
+ *   pages, at most max-bandwidth / 10 bytes per 100 ms window
+ *   (BUFFER_DELAY); when they do not, it syncs the dirty bitmap and checks
+ *   again; still below, it stops the guest (downtime starts), syncs, sends
+ *   everything left at the link's full rate (no rate limit during
+ *   completion) and completes when the last byte has arrived (downtime and
+ *   total-time include the link latency of that last byte: the destination
+ *   cannot resume earlier). Device state is not sent (no device models).
+ * - Counters per window (migration_update_counters): bandwidth (bytes/ms
+ *   over the window), threshold_size, mbps, pages-per-second,
+ *   expected-downtime = remaining / bandwidth.
+ * - Per sync period of at least 1 s (migration_bitmap_sync):
+ *   dirty-pages-rate, and auto-converge (migration_trigger_throttle): when
+ *   the bytes dirtied in the period exceed throttle-trigger-threshold % of
+ *   the bytes sent, twice, the guest is throttled (mig_throttle_guest_down):
+ *   cpu-throttle-initial, then + cpu-throttle-increment (or the tailslow
+ *   rule), at most max-cpu-throttle. The caller that drives guest work reads
+ *   `guestRunFraction` (1 - throttle %) and scales it.
+ * - Guest writes: the caller calls onGuestWrite(gpa, len) (KVM's dirty log);
+ *   writes it makes through the host page table are found at the next sync
+ *   anyway (ram.ts). While the guest is stopped it must not write.
+ * - The destination: a second Vm on the same simulated kernel (separate
+ *   hosts come later), announced with `incoming(uri, vm, link)` as `-incoming
+ *   tcp:...` would, or passed to `migrate` programmatically (`destination`).
+ *
+ * Not modelled: vm_stop/vm_start costs (no profile entry), device state,
+ * multifd, xbzrle, postcopy, link failures.
+ */
+import type { Kernel } from '../../kernel/kernel.ts';
+import type { EventHandle } from '../../sim/event_queue.ts';
+import { NSEC_PER_MSEC, NSEC_PER_SEC } from '../../sim/clock.ts';
+import { PAGE_SIZE } from '../../kernel/uapi.ts';
+import { QmpError, type QmpArgs } from '../monitor.ts';
+import type { Vm } from '../vm.ts';
+import { Link } from './link.ts';
+import { RamMigration, type FreePageHints, type RamMigrationCostNames } from './ram.ts';
+
+export type MigrationStatus =
+  | 'none'
+  | 'setup'
+  | 'cancelling'
+  | 'cancelled'
+  | 'active'
+  | 'postcopy-active'
+  | 'postcopy-paused'
+  | 'postcopy-recover-setup'
+  | 'postcopy-recover'
+  | 'completed'
+  | 'failed'
+  | 'colo'
+  | 'pre-switchover'
+  | 'device'
+  | 'wait-unplug';
+
+/** MigrationCapability (qapi/migration.json). */
+export const MIGRATION_CAPABILITIES = [
+  'xbzrle',
+  'rdma-pin-all',
+  'auto-converge',
+  'events',
+  'postcopy-ram',
+  'x-colo',
+  'release-ram',
+  'return-path',
+  'pause-before-switchover',
+  'multifd',
+  'dirty-bitmaps',
+  'postcopy-blocktime',
+  'late-block-activate',
+  'x-ignore-shared',
+  'validate-uuid',
+  'background-snapshot',
+  'zero-copy-send',
+  'postcopy-preempt',
+  'switchover-ack',
+  'dirty-limit',
+  'mapped-ram',
+] as const;
+export type MigrationCapability = (typeof MIGRATION_CAPABILITIES)[number];
+/** Capabilities that change nothing memtwin models (accepted and ignored). */
+const HARMLESS_CAPABILITIES: readonly MigrationCapability[] = [
+  'events',
+  'return-path',
+  'dirty-bitmaps',
+  'late-block-activate',
+  'validate-uuid',
+];
+
+/** The MigrationParameters memtwin models, by QEMU's names, with QEMU's defaults (migration/options.c). */
+export interface MigrationParameters {
+  /** bytes/s; MAX_THROTTLE = 128 MiB/s. */
+  'max-bandwidth': number;
+  /** ms; DEFAULT_MIGRATE_SET_DOWNTIME. */
+  'downtime-limit': number;
+  'throttle-trigger-threshold': number;
+  'cpu-throttle-initial': number;
+  'cpu-throttle-increment': number;
+  'cpu-throttle-tailslow': boolean;
+  'max-cpu-throttle': number;
+  'zero-page-detection': 'none' | 'legacy' | 'multifd';
+}
+
+const DEFAULT_PARAMETERS: MigrationParameters = {
+  'max-bandwidth': 128 * 2 ** 20,
+  'downtime-limit': 300,
+  'throttle-trigger-threshold': 50,
+  'cpu-throttle-initial': 20,
+  'cpu-throttle-increment': 10,
+  'cpu-throttle-tailslow': false,
+  'max-cpu-throttle': 99,
+  'zero-page-detection': 'multifd',
+};
+
+/** BUFFER_DELAY: the rate-limit window (ms). */
+export const BUFFER_DELAY_MS = 100;
+const MAX_MIGRATE_DOWNTIME_SECONDS = 2000;
+/** Longest sending step between two events (ns): lets guest writes interleave finely. */
+const STEP_NS = NSEC_PER_MSEC;
+
+export interface MigrationOptions {
+  /** The balloon device's free page hints (VirtioBalloonDevice), if the VM has one with free-page-hint. */
+  hints?: FreePageHints;
+  costs?: RamMigrationCostNames;
+}
+
+/** Virtual-time record of one bitmap sync (an iteration boundary). */
+export interface MigrationIteration {
+  syncCount: number;
+  at: number;
+  newDirtyPages: number;
+  remainingBytes: number;
+}
+
+export class MigrationState {
+  status: MigrationStatus = 'none';
+  readonly capabilities = new Map<MigrationCapability, boolean>(MIGRATION_CAPABILITIES.map((c) => [c, false]));
+  readonly parameters: MigrationParameters = { ...DEFAULT_PARAMETERS };
+  /** Throttle applied to the vCPUs by auto-converge (%, 0: none). */
+  throttlePercentage = 0;
+  readonly iterations: MigrationIteration[] = [];
+  ram: RamMigration | null = null;
+  link: Link | null = null;
+  dest: Vm | null = null;
+  errorDesc: string | undefined;
+  /** Times in ns (virtual). */
+  startTime = 0;
+  setupTime = 0;
+  endTime = 0;
+  downtimeStart = 0;
+  downtime = 0;
+  expectedDowntimeMs = 0;
+  private readonly incomingByUri = new Map<string, { vm: Vm; link: Link }>();
+  private readonly k: Kernel;
+  private event: EventHandle | null = null;
+  private guestStopped = false;
+  // migration_update_counters
+  private windowStart = 0;
+  private windowBytes = 0;
+  private windowPages = 0;
+  private bandwidthBytesPerMs = 0;
+  private thresholdBytes = 0;
+  private mbps = 0;
+  private pagesPerSecond = 0;
+  private precopyBytes = 0;
+  private downtimeBytes = 0;
+  private setupBytes = 0;
+  // migration_bitmap_sync rate period
+  private periodStart = 0;
+  private periodBytesStart = 0;
+  private dirtyPagesRate = 0;
+  private dirtyRateHighCnt = 0;
+
+  constructor(
+    readonly vm: Vm,
+    readonly opts: MigrationOptions = {},
+  ) {
+    this.k = vm.k;
+  }
+
+  /** Register the migration QMP commands on the VM's monitor. */
+  register(): this {
+    const m = this.vm.monitor;
+    m.registerCommand('migrate', (a) => this.qmpMigrate(a), ['uri', 'channels', 'detach', 'resume', 'destination']);
+    m.registerCommand('migrate_cancel', () => this.cancel(), []);
+    m.registerCommand('migrate-set-capabilities', (a) => this.setCapabilities(a), ['capabilities']);
+    m.registerCommand('migrate-set-parameters', (a) => this.setParameters(a), null);
+    m.registerCommand('query-migrate', () => this.query(), []);
+    m.registerCommand('query-migrate-capabilities', () => [...this.capabilities].map(([capability, state]) => ({ capability, state })), []);
+    m.registerCommand('query-migrate-parameters', () => ({ ...this.parameters }), []);
+    return this;
+  }
+
+  /** The destination listens on `uri` (`-incoming tcp:0:4444`), reached over `link`. */
+  incoming(uri: string, dest: Vm, link: Link): void {
+    this.incomingByUri.set(uri, { vm: dest, link });
+  }
+
+  /** Whether the guest runs on the source (not stopped for switchover, not moved). */
+  get guestRunning(): boolean {
+    return !this.guestStopped && this.status !== 'completed';
+  }
+
+  /** The share of time the vCPUs may run under auto-converge throttling (1: unthrottled). */
+  get guestRunFraction(): number {
+    return 1 - this.throttlePercentage / 100;
+  }
+
+  /** The guest wrote [gpa, gpa + len) on the source (KVM's dirty log). */
+  onGuestWrite(gpa: number, len: number): void {
+    if (this.guestStopped) throw new Error('memtwin: the guest is stopped for switchover and cannot write');
+    if (this.ram && this.isActive()) this.ram.logWrite(gpa, len);
+  }
+
+  private isActive(): boolean {
+    return this.status === 'setup' || this.status === 'active' || this.status === 'device';
+  }
+
+  /**
+   * The content check: pages whose first byte differs between source and
+   * destination (free-page-hinted pages not sent are left out). Meaningful
+   * once completed; empty means no data was lost.
+   */
+  verify(limit = 10): ReturnType<RamMigration['verify']> {
+    if (!this.ram) throw new Error('memtwin: no migration has run');
+    return this.ram.verify(limit);
+  }
+
+  // --- QMP ----------------------------------------------------------------------------
+
+  private qmpMigrate(a: QmpArgs): Record<string, never> {
+    const uri = a.uri;
+    if (a.channels !== undefined) throw new QmpError('GenericError', "memtwin: 'channels' is not modelled; use 'uri'");
+    if (uri === undefined) throw new QmpError('GenericError', "Parameter 'uri' is missing");
+    if (typeof uri !== 'string') throw new QmpError('GenericError', "Invalid parameter type for 'uri', expected: string");
+    if (a.resume === true) throw new QmpError('GenericError', 'Cannot resume if there is no paused migration');
+    const dest = a.destination as { vm: Vm; link: Link } | undefined;
+    this.migrate(uri, dest);
+    return {};
+  }
+
+  /** qmp_migrate: start a precopy migration to the destination at `uri`. */
+  migrate(uri: string, destination?: { vm: Vm; link: Link }): void {
+    if (this.isActive() || this.status === 'cancelling') throw new QmpError('GenericError', "There's a migration process in progress");
+    if (!/^(tcp|unix|exec|fd|file|rdma):/.test(uri)) throw new QmpError('GenericError', `unknown migration protocol: ${uri}`);
+    for (const [c, on] of this.capabilities)
+      if (on && c !== 'auto-converge' && !HARMLESS_CAPABILITIES.includes(c))
+        throw new QmpError('GenericError', `memtwin: capability '${c}' is not modelled yet`);
+    this.reset();
+    this.status = 'setup';
+    this.startTime = this.k.clock.now();
+    const d = destination ?? this.incomingByUri.get(uri);
+    if (!d) return this.fail(`Failed to connect to '${uri.replace(/^[a-z]+:/, '')}': Connection refused`);
+    let ram: RamMigration;
+    try {
+      ram = new RamMigration(this.vm, d.vm, {
+        zeroPageDetection: this.parameters['zero-page-detection'] !== 'none',
+        hints: this.opts.hints,
+        costs: this.opts.costs,
+      });
+    } catch (e) {
+      return this.fail((e as Error).message);
+    }
+    this.ram = ram;
+    this.link = d.link;
+    this.dest = d.vm;
+    const setupNs = d.link.rttNs + ram.setup() + d.link.transferNs(ram.setupBytes());
+    this.setupBytes = ram.bytes;
+    this.event = this.k.events.after(setupNs, 'migration-setup-done', () => {
+      this.status = 'active';
+      const now = this.k.clock.now();
+      this.setupTime = now - this.startTime;
+      this.windowStart = now;
+      this.periodStart = now;
+      this.periodBytesStart = this.ram!.bytes;
+      this.recordIteration(this.ram!.dirtyPages);
+      this.step();
+    });
+  }
+
+  /** migrate_cancel: stop at once; the guest keeps running on the source. */
+  cancel(): Record<string, never> {
+    if (!this.isActive()) return {};
+    this.status = 'cancelling';
+    this.event?.cancel();
+    this.event = null;
+    this.ram?.stopDirtyLog();
+    this.guestStopped = false;
+    this.throttlePercentage = 0;
+    this.endTime = this.k.clock.now();
+    this.status = 'cancelled';
+    return {};
+  }
+
+  private setCapabilities(a: QmpArgs): Record<string, never> {
+    const caps = a.capabilities;
+    if (caps === undefined) throw new QmpError('GenericError', "Parameter 'capabilities' is missing");
+    if (!Array.isArray(caps)) throw new QmpError('GenericError', "Invalid parameter type for 'capabilities', expected: array");
+    if (this.isActive() || this.status === 'cancelling') throw new QmpError('GenericError', "There's a migration process in progress");
+    const next = new Map(this.capabilities);
+    for (const c of caps as unknown[]) {
+      const e = c as { capability?: unknown; state?: unknown };
+      if (typeof e !== 'object' || e === null)
+        throw new QmpError('GenericError', "Invalid parameter type for 'capabilities[0]', expected: object");
+      if (e.capability === undefined) throw new QmpError('GenericError', "Parameter 'capability' is missing");
+      if (typeof e.capability !== 'string' || !(MIGRATION_CAPABILITIES as readonly string[]).includes(e.capability))
+        throw new QmpError('GenericError', `Parameter 'capability' does not accept value '${String(e.capability)}'`);
+      if (typeof e.state !== 'boolean') throw new QmpError('GenericError', "Invalid parameter type for 'state', expected: boolean");
+      next.set(e.capability as MigrationCapability, e.state);
+    }
+    for (const [c, v] of next) this.capabilities.set(c, v);
+    return {};
+  }
+
+  /** migrate_params_check / migrate_params_apply for the parameters memtwin models. */
+  private setParameters(a: QmpArgs): Record<string, never> {
+    const p = { ...this.parameters };
+    const int = (name: string, type: string): number => {
+      const v = a[name];
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0)
+        throw new QmpError('GenericError', `Invalid parameter type for '${name}', expected: ${type}`);
+      return v;
+    };
+    const range = (name: string, v: number, lo: number, hi: number): void => {
+      if (v < lo || v > hi)
+        throw new QmpError('GenericError', `Parameter '${name.replace(/-/g, '_')}' expects an integer in the range of ${lo} to ${hi}`);
+    };
+    for (const name of Object.keys(a)) {
+      switch (name) {
+        case 'max-bandwidth':
+          p[name] = int(name, 'uint64');
+          break;
+        case 'downtime-limit': {
+          const v = int(name, 'uint64');
+          if (v > MAX_MIGRATE_DOWNTIME_SECONDS * 1000)
+            throw new QmpError(
+              'GenericError',
+              `Parameter 'downtime_limit' expects an integer in the range of 0 to ${MAX_MIGRATE_DOWNTIME_SECONDS} seconds`,
+            );
+          p[name] = v;
+          break;
+        }
+        case 'throttle-trigger-threshold':
+          range(name, (p[name] = int(name, 'uint8')), 1, 100);
+          break;
+        case 'cpu-throttle-initial':
+        case 'cpu-throttle-increment':
+        case 'max-cpu-throttle':
+          range(name, (p[name] = int(name, 'uint8')), 1, 99);
+          break;
+        case 'cpu-throttle-tailslow':
+          if (typeof a[name] !== 'boolean') throw new QmpError('GenericError', `Invalid parameter type for '${name}', expected: boolean`);
+          p[name] = a[name];
+          break;
+        case 'zero-page-detection': {
+          const v = a[name];
+          if (v !== 'none' && v !== 'legacy' && v !== 'multifd')
+            throw new QmpError('GenericError', `Parameter 'zero-page-detection' does not accept value '${String(v)}'`);
+          p[name] = v;
+          break;
+        }
+        default:
+          throw new QmpError('GenericError', `Parameter '${name}' is unexpected`);
+      }
+    }
+    Object.assign(this.parameters, p);
+    return {};
+  }
+
+  /** query-migrate (fill_source_migration_info), times in ms as QEMU gives them. */
+  query(): Record<string, unknown> {
+    const ms = (ns: number): number => Math.floor(ns / NSEC_PER_MSEC);
+    const now = this.k.clock.now();
+    switch (this.status) {
+      case 'none':
+        return {};
+      case 'setup':
+        return { status: 'setup' };
+      case 'failed':
+        return { status: 'failed', ...(this.errorDesc ? { 'error-desc': this.errorDesc } : {}) };
+      case 'cancelled':
+      case 'cancelling':
+        return { status: this.status };
+      case 'completed':
+        return {
+          status: 'completed',
+          'total-time': ms(this.endTime - this.startTime),
+          downtime: ms(this.downtime),
+          'setup-time': ms(this.setupTime),
+          ram: this.ramInfo(),
+        };
+      default:
+        return {
+          status: this.status,
+          'total-time': ms(now - this.startTime),
+          'expected-downtime': Math.floor(this.expectedDowntimeMs),
+          'setup-time': ms(this.setupTime),
+          ram: this.ramInfo(),
+          ...(this.throttlePercentage ? { 'cpu-throttle-percentage': this.throttlePercentage } : {}),
+        };
+    }
+  }
+
+  private ramInfo(): Record<string, number> {
+    const r = this.ram!;
+    return {
+      transferred: r.bytes,
+      remaining: r.remainingBytes,
+      total: r.totalBytes,
+      duplicate: r.duplicate,
+      normal: r.normal,
+      'normal-bytes': r.normal * PAGE_SIZE,
+      'dirty-pages-rate': this.dirtyPagesRate,
+      mbps: this.mbps,
+      'dirty-sync-count': r.dirtySyncCount,
+      'postcopy-requests': 0,
+      'page-size': PAGE_SIZE,
+      'multifd-bytes': 0,
+      'pages-per-second': this.pagesPerSecond,
+      'precopy-bytes': this.precopyBytes + this.setupBytes,
+      'downtime-bytes': this.downtimeBytes,
+      'postcopy-bytes': 0,
+      'dirty-sync-missed-zero-copy': 0,
+    };
+  }
+
+  // --- the migration thread --------------------------------------------------------
+
+  private reset(): void {
+    this.ram = null;
+    this.errorDesc = undefined;
+    this.iterations.length = 0;
+    this.throttlePercentage = 0;
+    this.guestStopped = false;
+    this.windowBytes = this.windowPages = this.bandwidthBytesPerMs = this.thresholdBytes = 0;
+    this.mbps = this.pagesPerSecond = this.precopyBytes = this.downtimeBytes = this.setupBytes = 0;
+    this.dirtyPagesRate = this.dirtyRateHighCnt = 0;
+    this.expectedDowntimeMs = this.downtime = this.setupTime = 0;
+  }
+
+  private fail(desc: string): void {
+    this.errorDesc = desc;
+    this.status = 'failed';
+    this.endTime = this.k.clock.now();
+    this.ram?.stopDirtyLog();
+    this.throttlePercentage = 0;
+  }
+
+  /** One run of migration_iteration_run. */
+  private step(): void {
+    this.event = null;
+    if (this.status !== 'active') return;
+    const ram = this.ram!;
+    const link = this.link!;
+    const now = this.k.clock.now();
+    let syncNs = 0;
+    if (ram.remainingBytes <= this.thresholdBytes) {
+      syncNs = this.bitmapSync(now);
+      if (ram.remainingBytes <= this.thresholdBytes) {
+        this.event = this.k.events.after(syncNs, 'migration-completion', () => this.completion());
+        return;
+      }
+    }
+    const windowEnd = this.windowStart + BUFFER_DELAY_MS * NSEC_PER_MSEC;
+    const budget = (this.parameters['max-bandwidth'] * BUFFER_DELAY_MS) / 1000 - this.windowBytes;
+    let bytes = 0;
+    let dur = syncNs;
+    if (budget > 0) {
+      const res = ram.send(budget, STEP_NS, link.rate());
+      bytes = res.bytes + ram.sendEos();
+      dur += Math.max(res.srcNs, res.dstNs, link.transferNs(bytes));
+      this.windowPages += res.pages;
+    }
+    link.carry(bytes);
+    this.windowBytes += bytes;
+    this.precopyBytes += bytes;
+    const t = now + dur;
+    if (t - this.windowStart >= BUFFER_DELAY_MS * NSEC_PER_MSEC) this.updateCounters(t);
+    const rateLimited = this.windowBytes >= (this.parameters['max-bandwidth'] * BUFFER_DELAY_MS) / 1000;
+    const next = rateLimited ? Math.max(t, windowEnd) : t;
+    this.event = this.k.events.schedule(next, 'migration-iterate', () => {
+      if (rateLimited && this.k.clock.now() - this.windowStart >= BUFFER_DELAY_MS * NSEC_PER_MSEC) this.updateCounters(this.k.clock.now());
+      this.step();
+    });
+  }
+
+  /** migration_update_counters: bandwidth and the convergence threshold over the window just ended. */
+  private updateCounters(t: number): void {
+    const spentNs = t - this.windowStart;
+    if (spentNs <= 0) return;
+    const spentMs = spentNs / NSEC_PER_MSEC;
+    this.bandwidthBytesPerMs = this.windowBytes / spentMs;
+    this.thresholdBytes = this.bandwidthBytesPerMs * this.parameters['downtime-limit'];
+    this.mbps = (this.windowBytes * 8) / (spentNs / NSEC_PER_SEC) / 1e6;
+    this.pagesPerSecond = Math.floor(this.windowPages / (spentNs / NSEC_PER_SEC));
+    if (this.dirtyPagesRate && this.windowBytes > 10000 && this.bandwidthBytesPerMs > 0)
+      this.expectedDowntimeMs = this.ram!.remainingBytes / this.bandwidthBytesPerMs;
+    this.windowStart = t;
+    this.windowBytes = 0;
+    this.windowPages = 0;
+  }
+
+  /** migration_bitmap_sync with its rate period and auto-converge trigger. Returns its ns. */
+  private bitmapSync(now: number): number {
+    const ram = this.ram!;
+    const r = ram.sync();
+    this.recordIteration(r.newDirty);
+    if (now - this.periodStart > NSEC_PER_SEC) {
+      const bytesXfer = ram.bytes - this.periodBytesStart;
+      const bytesDirty = ram.dirtyPagesPeriod * PAGE_SIZE;
+      if (this.capabilities.get('auto-converge') && bytesDirty > (bytesXfer * this.parameters['throttle-trigger-threshold']) / 100) {
+        if (++this.dirtyRateHighCnt >= 2) {
+          this.dirtyRateHighCnt = 0;
+          this.throttleGuestDown(bytesDirty, (bytesXfer * this.parameters['throttle-trigger-threshold']) / 100);
+        }
+      }
+      this.dirtyPagesRate = Math.floor((ram.dirtyPagesPeriod * NSEC_PER_SEC) / (now - this.periodStart));
+      ram.dirtyPagesPeriod = 0;
+      this.periodStart = now;
+      this.periodBytesStart = ram.bytes;
+    }
+    return r.ns;
+  }
+
+  /** mig_throttle_guest_down. */
+  private throttleGuestDown(bytesDirty: number, bytesThreshold: number): void {
+    const p = this.parameters;
+    let next: number;
+    if (!this.throttlePercentage) next = p['cpu-throttle-initial'];
+    else if (!p['cpu-throttle-tailslow']) next = this.throttlePercentage + p['cpu-throttle-increment'];
+    else {
+      // Tailslow: just enough to bring the dirty rate under the threshold, at most one increment.
+      const ratio = 1 - bytesThreshold / bytesDirty;
+      const needed = Math.ceil(100 - (100 - this.throttlePercentage) * (1 - ratio));
+      next = Math.min(this.throttlePercentage + p['cpu-throttle-increment'], Math.max(needed, this.throttlePercentage + 1));
+    }
+    this.throttlePercentage = Math.min(next, p['max-cpu-throttle']);
+  }
+
+  private recordIteration(newDirty: number): void {
+    const ram = this.ram!;
+    this.iterations.push({
+      syncCount: ram.dirtySyncCount,
+      at: this.k.clock.now(),
+      newDirtyPages: newDirty,
+      remainingBytes: ram.remainingBytes,
+    });
+  }
+
+  /** migration_completion: stop the guest, sync, send the rest at full rate, complete. */
+  private completion(): void {
+    this.event = null;
+    if (this.status !== 'active') return;
+    const ram = this.ram!;
+    const link = this.link!;
+    const now = this.k.clock.now();
+    this.guestStopped = true;
+    this.downtimeStart = now;
+    const syncNs = ram.sync().ns;
+    this.recordIteration(ram.dirtyPages);
+    const res = ram.send(Infinity, Infinity, link.rate());
+    const bytes = res.bytes + ram.sendEos();
+    link.carry(bytes);
+    this.downtimeBytes = bytes;
+    const dur = syncNs + Math.max(res.srcNs, res.dstNs, link.transferNs(bytes)) + link.latency;
+    this.event = this.k.events.after(dur, 'migration-completed', () => {
+      this.event = null;
+      this.endTime = this.k.clock.now();
+      this.downtime = this.endTime - this.downtimeStart;
+      ram.stopDirtyLog();
+      this.throttlePercentage = 0;
+      this.guestStopped = false;
+      this.status = 'completed';
+    });
+  }
+}

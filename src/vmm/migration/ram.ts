@@ -1,0 +1,447 @@
+/**
+ * RAM migration, precopy (QEMU migration/ram.c): what the source sends of
+ * guest RAM and what the destination does with it.
+ *
+ * - Dirty bitmap: one bit per 4 KiB target page per RAM block
+ *   (RAMBlock->bmap), a byte here. The bulk stage sets every bit
+ *   (ram_list_init_bitmaps); migration_bitmap_sync harvests KVM's dirty
+ *   log into it and counts `dirty-sync-count` and the pages dirtied since
+ *   the previous sync (num_dirty_pages_period).
+ * - KVM's dirty log is read from the host page table, which is where a
+ *   guest store lands: each page's content token (first byte + write
+ *   serial, kernel/page.ts) and whether the host backs it. A page whose
+ *   token changed since the migration last looked at it was written (every
+ *   store bumps the serial), so it is dirty, exactly as KVM would have
+ *   logged it; a page the host discarded is dirty too. Callers may also
+ *   log writes explicitly (logWrite: the `onGuestWrite` hook).
+ * - Dirty logging at 4K: when logging starts (KVM_MEM_LOG_DIRTY_PAGES on
+ *   each memslot), KVM splits huge EPT mappings so it can track 4K pages
+ *   (eager page splitting, kvm_mmu_slot_try_split_huge_pages). memtwin's EPT
+ *   entries are already per 4K page (vm.ts), so the split is a flag
+ *   (`dirtyLogging`, `isDirtyLogging(gpa)`) and a cost per huge mapping
+ *   split (costs.hugeSplit, per 2M; a 1G mapping is split into 512 2M ones
+ *   first). vm.ts's tlbMappingSize does not read the flag (not our file):
+ *   a caller modelling TLB reach during migration should take 4K where
+ *   isDirtyLogging says so. When logging stops, KVM lets the mappings be
+ *   rebuilt huge on later faults; not modelled.
+ * - Pages sent (ram_save_target_page): a page header of 8 bytes (offset |
+ *   flags), plus 1 + strlen(idstr) when the block changes
+ *   (RAM_SAVE_FLAG_CONTINUE otherwise). Zero pages (`zero-page-detection`
+ *   not `none`, save_zero_page): a page that is all zeros (the host never
+ *   backed it, maps the zero page, or the kernel's page flag says no
+ *   non-zero byte was stored) goes as RAM_SAVE_FLAG_ZERO, the header and one
+ *   byte, and counts in `ram.duplicate`; other pages go as the header and
+ *   4096 bytes, counted in `ram.normal`. Reading a page the host never
+ *   backed faults in the zero page on the source, as QEMU's read does.
+ * - Free page hints: a dirty page the balloon device hinted free
+ *   (`isSkippable`) is not sent (QEMU clears its bit:
+ *   qemu_guest_free_page_hint), unless it was written since the migration
+ *   last looked at it (then the hint is stale: markDirty). Skipped pages
+ *   are free in the guest; their content on the destination is whatever
+ *   it was (zero for a fresh destination), which is why the content check
+ *   (verify) leaves them out.
+ * - The destination (ram_load_precopy) writes each normal page into its
+ *   guest RAM (its first byte: the content token memtwin tracks) through
+ *   its VMM's page table, and for a zero page reads it and clears it only
+ *   if it is not zero already (ram_handle_zero).
+ *
+ * Costs (profile entry names, configurable): copying a normal page into the
+ * stream and out of it on the destination `memcpy_4k`; checking a zero
+ * page (buffer_is_zero reads the whole page) `dram_access_seq_per_4k`;
+ * a dirty-log harvest `syscall_null` per memslot (KVM_GET_DIRTY_LOG) plus
+ * `pagemap_read_per_page` per page (harvesting and re-protecting the log:
+ * a proxy, KVM's cost per page is not in the profile); splitting one huge
+ * EPT mapping `thp_split_pmd` (a proxy: the same page-table work on the
+ * host side). Host faults (reads of never-backed pages on the source,
+ * first writes on the destination) are charged by the kernel.
+ */
+import type { Kernel } from '../../kernel/kernel.ts';
+import type { Thread } from '../../kernel/sched.ts';
+import { PAGE_SIZE, PMD_SIZE, PUD_SIZE } from '../../kernel/uapi.ts';
+import { followPage } from '../../kernel/memory.ts';
+import { PG } from '../../kernel/page.ts';
+import type { RAMBlock } from '../ram_block.ts';
+import type { Vm } from '../vm.ts';
+
+/** save_page_header: be64 offset | flags. */
+export const PAGE_HEADER_BYTES = 8;
+/** RAM_SAVE_FLAG_EOS and other 8-byte stream markers. */
+export const STREAM_MARKER_BYTES = 8;
+
+/** The free-page-hint side of virtio-balloon migration uses (VirtioBalloonDevice has both). */
+export interface FreePageHints {
+  isSkippable(gpa: number): boolean;
+  markDirty(gpa: number, len: number): void;
+}
+
+/** Cost-profile entry names the RAM migration charges. */
+export interface RamMigrationCostNames {
+  /** Copy of a normal page (source into the stream; destination out of it). Default memcpy_4k. */
+  pageCopy?: string;
+  /** buffer_is_zero over a zero page. Default dram_access_seq_per_4k. */
+  zeroCheck?: string;
+  /** One KVM_GET_DIRTY_LOG call per memslot per sync. Default syscall_null. */
+  dirtyLogIoctl?: string;
+  /** Harvesting one page's dirty bit. Default pagemap_read_per_page (proxy). */
+  dirtySyncPerPage?: string;
+  /** Splitting one 2M EPT mapping when logging starts. Default thp_split_pmd (proxy). */
+  hugeSplit?: string;
+}
+
+export interface RamMigrationOptions {
+  /** Zero-page detection on (zero-page-detection legacy/multifd) or off (none). */
+  zeroPageDetection: boolean;
+  hints?: FreePageHints;
+  costs?: RamMigrationCostNames;
+}
+
+/** One RAM block as migration sees it, on both sides. */
+interface BlockState {
+  block: RAMBlock;
+  dst: RAMBlock;
+  pages: number;
+  /** Dirty bitmap (1 byte per 4K page). */
+  bmap: Uint8Array;
+  /** Pages logged written by logWrite since the last sync. */
+  logged: Uint8Array;
+  /** Content key the migration last saw (sync, send or skip): 0 zero/unbacked, token + 1 otherwise. */
+  seen: Float64Array;
+  /** 1 if the page was last skipped by a free page hint (not sent since). */
+  skipped: Uint8Array;
+  /** GPA of each page (-1: not mapped in guest-physical memory). */
+  gpa: Float64Array;
+}
+
+/** What one sending step did. */
+export interface SendResult {
+  bytes: number;
+  pages: number;
+  /** Source CPU ns (zero checks, copies, read faults). */
+  srcNs: number;
+  /** Destination CPU ns (copies, zero checks, faults). */
+  dstNs: number;
+}
+
+/** A sync's result. */
+export interface SyncResult {
+  ns: number;
+  newDirty: number;
+}
+
+export class RamMigration {
+  readonly blocks: BlockState[] = [];
+  /** ram_bytes_total. */
+  readonly totalBytes: number;
+  /** migration_dirty_pages: bits set in the bitmaps. */
+  dirtyPages = 0;
+  dirtySyncCount = 0;
+  /** Pages newly dirtied since the last rate period (num_dirty_pages_period). */
+  dirtyPagesPeriod = 0;
+  duplicate = 0;
+  normal = 0;
+  /** Pages not sent because a free page hint covered them (QEMU no longer reports this). */
+  skippedByHints = 0;
+  /** Bytes of RAM pages and RAM stream markers sent. */
+  bytes = 0;
+  /** Whether KVM dirty logging is on (huge EPT mappings treated as split to 4K). */
+  dirtyLogging = false;
+  /** Huge (2M) EPT mappings split when logging started. */
+  hugeSplits = 0;
+  private cursorBlock = 0;
+  private cursorPage = 0;
+  private lastSentBlock: BlockState | null = null;
+  private readonly srcThread: Thread;
+  private readonly dstThread: Thread;
+  private readonly k: Kernel;
+  private readonly ns: Required<{ [K in keyof RamMigrationCostNames]-?: number }>;
+
+  constructor(
+    readonly src: Vm,
+    readonly dst: Vm,
+    readonly opts: RamMigrationOptions,
+  ) {
+    if (src.k !== dst.k)
+      throw new Error('memtwin: the destination VM must run on the same simulated kernel for now (separate hosts come later)');
+    this.k = src.k;
+    const c = opts.costs ?? {};
+    const cost = (name: string, what: string): number => {
+      try {
+        return this.k.costs.nsOf(name);
+      } catch {
+        throw new Error(
+          `cost profile has no entry '${name}': RAM migration charges it for ${what}. Add it to the profile or name another entry in the migration's costs option.`,
+        );
+      }
+    };
+    this.ns = {
+      pageCopy: cost(c.pageCopy ?? 'memcpy_4k', 'each normal page copied'),
+      zeroCheck: cost(c.zeroCheck ?? 'dram_access_seq_per_4k', 'each zero page checked'),
+      dirtyLogIoctl: cost(c.dirtyLogIoctl ?? 'syscall_null', 'each KVM_GET_DIRTY_LOG call'),
+      dirtySyncPerPage: cost(c.dirtySyncPerPage ?? 'pagemap_read_per_page', "each page's dirty bit harvested"),
+      hugeSplit: cost(c.hugeSplit ?? 'thp_split_pmd', 'each huge EPT mapping split when dirty logging starts'),
+    };
+    let total = 0;
+    for (const block of src.ramList.blocks) {
+      const dstBlock = dst.ramList.byName(block.idstr);
+      if (!dstBlock) throw new Error(`Unknown ramblock "${block.idstr}", cannot accept migration`);
+      if (dstBlock.usedLength !== block.usedLength)
+        throw new Error(
+          `Length mismatch: ${block.idstr}: 0x${block.usedLength.toString(16)} in != 0x${dstBlock.usedLength.toString(16)}: Invalid argument`,
+        );
+      const pages = block.usedLength / PAGE_SIZE;
+      const gpa = new Float64Array(pages).fill(-1);
+      for (const s of src.slots)
+        if (s.block === block) for (let i = 0; i < s.size / PAGE_SIZE; i++) gpa[s.blockOffset / PAGE_SIZE + i] = s.gpa + i * PAGE_SIZE;
+      this.blocks.push({
+        block,
+        dst: dstBlock,
+        pages,
+        bmap: new Uint8Array(pages),
+        logged: new Uint8Array(pages),
+        seen: new Float64Array(pages),
+        skipped: new Uint8Array(pages),
+        gpa,
+      });
+      total += block.usedLength;
+    }
+    if (dst.ramList.blocks.length !== src.ramList.blocks.length) {
+      const extra = dst.ramList.blocks.find((b) => !src.ramList.byName(b.idstr));
+      if (extra) throw new Error(`memtwin: destination RAM block "${extra.idstr}" has no source`);
+    }
+    this.totalBytes = total;
+    this.srcThread = this.newThread(src);
+    this.dstThread = dst.process.threads[0]!;
+  }
+
+  private newThread(vm: Vm): Thread {
+    const cpu = vm.process.threads[0]!.cpu;
+    const t = this.k.createThread(vm.process, cpu);
+    if (typeof t === 'number') throw new Error(`cannot create the migration thread on CPU ${cpu}`);
+    return t;
+  }
+
+  // --- dirty logging ---------------------------------------------------------------
+
+  /**
+   * ram_init_bitmaps: start KVM dirty logging (splitting huge EPT mappings),
+   * set every bit (the bulk stage) and sync once. Returns the ns it takes.
+   */
+  setup(): number {
+    let ns = 0;
+    this.dirtyLogging = true;
+    for (const s of this.src.slots) {
+      ns += this.ns.dirtyLogIoctl; // KVM_SET_USER_MEMORY_REGION with KVM_MEM_LOG_DIRTY_PAGES
+      if (!s.ept) continue;
+      for (let off = 0; off < s.size; off += PMD_SIZE) {
+        const i = off / PAGE_SIZE;
+        if (!s.ept[i]) continue;
+        const size = this.src.eptMappingSize(s.gpa + off);
+        if (size === PMD_SIZE) this.hugeSplits++;
+        else if (size === PUD_SIZE && off % PUD_SIZE === 0) this.hugeSplits += 1 + PUD_SIZE / PMD_SIZE;
+      }
+    }
+    ns += this.hugeSplits * this.ns.hugeSplit;
+    for (const b of this.blocks) {
+      b.bmap.fill(1);
+      this.dirtyPages += b.pages;
+      for (let p = 0; p < b.pages; p++) b.seen[p] = this.key(b, p);
+    }
+    return ns + this.sync().ns;
+  }
+
+  /** Stop dirty logging (completion, cancel, failure). */
+  stopDirtyLog(): void {
+    this.dirtyLogging = false;
+  }
+
+  /** Whether the guest page at gpa is tracked at 4K by dirty logging (its huge EPT mapping split). */
+  isDirtyLogging(gpa: number): boolean {
+    return this.dirtyLogging && this.src.slotOf(gpa) !== undefined;
+  }
+
+  /** KVM logged a guest write to [gpa, gpa + len) (the onGuestWrite hook); harvested at the next sync. */
+  logWrite(gpa: number, len: number): void {
+    if (!this.dirtyLogging || len <= 0) return;
+    for (let a = gpa - (gpa % PAGE_SIZE); a < gpa + len; a += PAGE_SIZE) {
+      const t = this.src.translate(a);
+      if (!t) throw new RangeError(`GPA 0x${a.toString(16)} is not guest RAM`);
+      const b = this.blocks.find((x) => x.block === t.block)!;
+      b.logged[Math.floor(t.offset / PAGE_SIZE)] = 1;
+    }
+  }
+
+  /**
+   * migration_bitmap_sync: harvest the dirty log into the bitmaps. A page
+   * is dirty if it was logged or its content key changed since the
+   * migration last saw it; hinted pages written are no longer skippable.
+   */
+  sync(): SyncResult {
+    let newDirty = 0;
+    let pages = 0;
+    for (const b of this.blocks) {
+      pages += b.pages;
+      for (let p = 0; p < b.pages; p++) {
+        const key = this.key(b, p);
+        if (key === b.seen[p] && !b.logged[p]) continue;
+        b.seen[p] = key;
+        b.logged[p] = 0;
+        if (this.opts.hints && b.gpa[p]! >= 0) this.opts.hints.markDirty(b.gpa[p]!, PAGE_SIZE);
+        if (b.bmap[p]) continue;
+        b.bmap[p] = 1;
+        this.dirtyPages++;
+        newDirty++;
+      }
+    }
+    this.dirtySyncCount++;
+    this.dirtyPagesPeriod += newDirty;
+    return { ns: this.src.slots.length * this.ns.dirtyLogIoctl + pages * this.ns.dirtySyncPerPage, newDirty };
+  }
+
+  /** ram_bytes_remaining: dirty pages not sent yet. */
+  get remainingBytes(): number {
+    return this.dirtyPages * PAGE_SIZE;
+  }
+
+  // --- sending ---------------------------------------------------------------------
+
+  /**
+   * Send dirty pages from where the last step stopped (ram_find_and_save_block
+   * wraps around the blocks), until the bytes reach `maxBytes`, the step's
+   * time (max of source CPU, wire time at `rateBps`, destination CPU)
+   * reaches `maxNs`, or no dirty page is left.
+   */
+  send(maxBytes: number, maxNs: number, rateBps: number): SendResult {
+    const r: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0 };
+    const wireNs = (): number => (r.bytes * 1e9) / rateBps;
+    while (this.dirtyPages > 0 && r.bytes < maxBytes && Math.max(r.srcNs, r.dstNs, wireNs()) < maxNs) {
+      const [b, p] = this.nextDirty();
+      b.bmap[p] = 0;
+      this.dirtyPages--;
+      this.sendPage(b, p, r);
+    }
+    this.bytes += r.bytes;
+    return r;
+  }
+
+  /** The stream's end-of-section marker (RAM_SAVE_FLAG_EOS) after each ram_save_iterate / ram_save_complete. */
+  sendEos(): number {
+    this.bytes += STREAM_MARKER_BYTES;
+    return STREAM_MARKER_BYTES;
+  }
+
+  /** Bytes of ram_save_setup: RAM_SAVE_FLAG_MEM_SIZE, then each block's idstr and length, then EOS. */
+  setupBytes(): number {
+    let n = 8;
+    for (const b of this.blocks) n += 1 + b.block.idstr.length + 8;
+    n += STREAM_MARKER_BYTES;
+    this.bytes += n;
+    return n;
+  }
+
+  private nextDirty(): [BlockState, number] {
+    for (;;) {
+      const b = this.blocks[this.cursorBlock]!;
+      const i = b.bmap.indexOf(1, this.cursorPage);
+      if (i >= 0) {
+        this.cursorPage = i + 1;
+        return [b, i];
+      }
+      this.cursorBlock = (this.cursorBlock + 1) % this.blocks.length;
+      this.cursorPage = 0;
+    }
+  }
+
+  private sendPage(b: BlockState, p: number, r: SendResult): void {
+    const gpa = b.gpa[p]!;
+    const hints = this.opts.hints;
+    if (hints && gpa >= 0 && hints.isSkippable(gpa)) {
+      const key = this.key(b, p);
+      if (key === b.seen[p] && !b.logged[p]) {
+        b.skipped[p] = 1;
+        this.skippedByHints++;
+        return;
+      }
+      hints.markDirty(gpa, PAGE_SIZE); // written after the hint: the hint is stale
+    }
+    const hva = b.block.host + p * PAGE_SIZE;
+    const mm = this.src.process.mm;
+    let pfn = followPage(mm, hva);
+    if (pfn === -2) {
+      // QEMU reads the page: a never-backed page faults in the zero page.
+      const t = { ns: 0 };
+      this.k.runAsTask(t, () => this.k.access(this.srcThread, hva, 1, 1, false, 0));
+      r.srcNs += t.ns;
+      pfn = followPage(mm, hva);
+    }
+    const header = PAGE_HEADER_BYTES + (this.lastSentBlock === b ? 0 : 1 + b.block.idstr.length);
+    this.lastSentBlock = b;
+    const zero = pfn < 0 || ((this.k.mem.flags(pfn) & PG.nonzero) === 0 && (this.k.mem.token(pfn) & 0xff) === 0);
+    const dhva = b.dst.host + p * PAGE_SIZE;
+    const dt = { ns: 0 };
+    if (zero && this.opts.zeroPageDetection) {
+      r.bytes += header + 1;
+      r.srcNs += this.ns.zeroCheck;
+      this.duplicate++;
+      // ram_handle_zero: clear the destination page only if it is not zero already.
+      this.k.runAsTask(dt, () => {
+        if (this.pageByte(dhva, true) !== 0) this.k.access(this.dstThread, dhva, 1, 1, true, 0);
+      });
+      dt.ns += this.ns.zeroCheck;
+    } else {
+      const byte = pfn < 0 ? 0 : this.k.mem.token(pfn) & 0xff;
+      r.bytes += header + PAGE_SIZE;
+      r.srcNs += this.ns.pageCopy;
+      this.normal++;
+      this.k.runAsTask(dt, () => this.k.access(this.dstThread, dhva, 1, 1, true, byte));
+      dt.ns += this.ns.pageCopy;
+    }
+    r.dstNs += dt.ns;
+    r.pages++;
+    b.seen[p] = this.key(b, p);
+    b.logged[p] = 0;
+    b.skipped[p] = 0;
+  }
+
+  /** First byte of the destination page at hva (0 if zero or never backed); `fault` reads it in as QEMU's read does. */
+  private pageByte(hva: number, fault: boolean): number {
+    let pfn = followPage(this.dst.process.mm, hva);
+    if (pfn === -2 && fault) {
+      this.k.access(this.dstThread, hva, 1, 1, false, 0);
+      pfn = followPage(this.dst.process.mm, hva);
+    }
+    return pfn < 0 ? 0 : this.k.mem.token(pfn) & 0xff;
+  }
+
+  /** The content key of a source page: 0 if zero-mapped or never backed, else its token + 1. */
+  private key(b: BlockState, p: number): number {
+    const pfn = followPage(this.src.process.mm, b.block.host + p * PAGE_SIZE);
+    return pfn < 0 ? 0 : this.k.mem.token(pfn) + 1;
+  }
+
+  // --- the content check -----------------------------------------------------------
+
+  /**
+   * Pages whose first byte differs between source and destination, except
+   * pages skipped as free by the balloon's hints and not written since
+   * (their content is the guest's free memory).
+   */
+  verify(limit = 10): { block: string; offset: number; src: number; dst: number }[] {
+    const out: { block: string; offset: number; src: number; dst: number }[] = [];
+    for (const b of this.blocks)
+      for (let p = 0; p < b.pages && out.length < limit; p++) {
+        if (b.skipped[p]) continue;
+        const s = followPage(this.src.process.mm, b.block.host + p * PAGE_SIZE);
+        const sv = s < 0 ? 0 : this.k.mem.token(s) & 0xff;
+        const dv = this.pageByte(b.dst.host + p * PAGE_SIZE, false);
+        if (sv !== dv) out.push({ block: b.block.idstr, offset: p * PAGE_SIZE, src: sv, dst: dv });
+      }
+    return out;
+  }
+
+  /** Pages currently skipped by free page hints (not sent since). */
+  get skippedPages(): number {
+    let n = 0;
+    for (const b of this.blocks) for (let p = 0; p < b.pages; p++) n += b.skipped[p]!;
+    return n;
+  }
+}
