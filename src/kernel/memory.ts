@@ -346,6 +346,7 @@ function hugetlbMap(k: Kernel, mm: MmStruct, vma: Vma, va: number, thread: Threa
   if (part) {
     // A huge page mapped in parts (hugetlb_hgm.ts): a copy of the whole page finds it mapped; a fault maps its 4K.
     if (fill !== null) return -2;
+    if (!hgmSubpageMissing(part, va)) return 0;
     hgmMapRange(k, mm, part, alignDown(va, PAGE_SIZE), PAGE_SIZE, null);
     k.charge(k.costs.ns('fault_anon_4k_read_zeropage'));
     return 0;
