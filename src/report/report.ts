@@ -569,7 +569,8 @@ export function renderSweepReport(s: SweepResult, runs: RunResult[] = []): strin
   const entries = s.runs ?? [];
   const ids = entries.map((e) => e.id);
 
-  const metricKeys: string[] = [];
+  // The scenario's summary metrics first (table columns and comparison charts), then the others.
+  const metricKeys: string[] = [...(s.scenario.summary ?? [])].filter((k) => entries.some((e) => e.final?.[k] !== undefined));
   for (const e of entries) for (const k of Object.keys(e.final ?? {})) if (!metricKeys.includes(k)) metricKeys.push(k);
   const paramKeys: string[] = [];
   for (const e of entries) for (const k of Object.keys(e.params ?? {})) if (!paramKeys.includes(k)) paramKeys.push(k);

@@ -113,6 +113,8 @@ export interface ScenarioInfo {
   /** The scenario's notes: what the results mean. */
   notes?: string;
   published?: PublishedFigure[];
+  /** The metrics the scenario puts first (its `summary`). */
+  summary?: string[];
 }
 
 export interface RunResult {

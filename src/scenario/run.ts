@@ -205,6 +205,7 @@ export function scenarioInfo(s: Scenario, file: string): ScenarioInfo {
     file,
     ...(s.notes ? { notes: s.notes } : {}),
     ...(s.published.length ? { published: s.published } : {}),
+    ...(s.summary ? { summary: s.summary } : {}),
   };
 }
 
