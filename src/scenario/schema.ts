@@ -262,9 +262,9 @@ export const guestWorkloadSchema = z.strictObject({
 export const vmEventSchema = z.strictObject({
   at: duration.describe('virtual time after the workloads start'),
   op: z
-    .enum(['balloon', 'free_page_hint', 'guest_alloc', 'guest_free', 'qmp', 'hmp', 'migrate_pages', 'move_pages', 'mbind'])
+    .enum(['balloon', 'free_page_hint', 'guest_alloc', 'guest_free', 'qmp', 'hmp', 'migrate_pages', 'move_pages', 'mbind', 'migrate'])
     .describe(
-      'balloon: QMP balloon to `target`; free_page_hint: `action` start/stop/done (what migration does); guest_alloc/guest_free: a guest task faults in / frees `size`; qmp/hmp: a monitor command, its reply recorded; migrate_pages/move_pages/mbind: a host tool acting on the VMM process (move_pages/mbind on the HVA ranges `info ram` gives for `guest_node`)',
+      'balloon: QMP balloon to `target`; free_page_hint: `action` start/stop/done (what migration does); guest_alloc/guest_free: a guest task faults in / frees `size`; qmp/hmp: a monitor command, its reply recorded; migrate_pages/move_pages/mbind: a host tool acting on the VMM process (move_pages/mbind on the HVA ranges `info ram` gives for `guest_node`); migrate: precopy live migration to a destination VM of the same shape on this host, over a link of `bandwidth` and `latency`, with `max-bandwidth`, `downtime-limit` and `capabilities` set first (a balloon with free-page-hint hints at the start)',
     ),
   target: size.optional().describe('balloon: the guest RAM wanted (QMP balloon value)'),
   action: z.enum(['start', 'stop', 'done']).optional().describe('free_page_hint'),
@@ -283,6 +283,11 @@ export const vmEventSchema = z.strictObject({
   nodes: nodeList.optional().describe('move_pages: the destination host node (first entry); mbind: the policy nodes'),
   old_nodes: nodeList.optional().describe('migrate_pages'),
   new_nodes: nodeList.optional().describe('migrate_pages'),
+  bandwidth: size.optional().describe('migrate: the link, bytes per second (e.g. 1250M for 10 Gbit/s)'),
+  latency: duration.default(0).describe('migrate: the link one-way latency'),
+  'max-bandwidth': size.optional().describe('migrate: the QEMU parameter, bytes per second (QEMU default 128M)'),
+  'downtime-limit': z.number().int().nonnegative().optional().describe('migrate: the QEMU parameter, ms (QEMU default 300)'),
+  capabilities: z.array(z.string()).default([]).describe('migrate: QEMU migration capabilities to turn on (e.g. auto-converge)'),
   policy: z.enum(['MPOL_DEFAULT', 'MPOL_PREFERRED', 'MPOL_BIND', 'MPOL_INTERLEAVE']).optional().describe('mbind'),
   flags: z
     .array(z.enum(['MPOL_MF_STRICT', 'MPOL_MF_MOVE', 'MPOL_MF_MOVE_ALL']))

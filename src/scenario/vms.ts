@@ -27,6 +27,8 @@ import type { GuestMemory } from '../hw/guest_memory.ts';
 import { Vm, type VmConfig } from '../vmm/vm.ts';
 import { QemuError, type MemoryBackendProps } from '../vmm/memory_backend.ts';
 import { QmpError } from '../vmm/monitor.ts';
+import { MigrationState } from '../vmm/migration/migration.ts';
+import { Link } from '../vmm/migration/link.ts';
 import { VmBalloonHost } from '../vmm/balloon_host.ts';
 import { VirtioBalloonDevice, type VirtioBalloonMetrics } from '../vmm/virtio_balloon.ts';
 import { GuestKernel } from '../guest/kernel.ts';
@@ -52,6 +54,8 @@ export interface VmRt {
   lastHintAt: number;
   /** HVA and size of each guest node's RAM (the memdev's block, or the machine RAM). */
   nodeRam: { hva: number; size: number }[];
+  /** The outgoing live migration, once a `migrate` event started it. */
+  mig?: MigrationState;
 }
 
 /** QEMU's -object argument for a scenario memdev. */
@@ -333,6 +337,9 @@ function runVmEvent(k: Kernel, rt: VmRt, ev: VmEventSpec, entry: RunEventLog, wh
     case 'migrate_pages':
       entry.ret = sysMigratePages(k, p, p, ev.old_nodes!, ev.new_nodes!);
       return;
+    case 'migrate':
+      startMigration(k, rt, ev, entry, where, file);
+      return;
     case 'move_pages': {
       // A tool reads info ram, then moves every page of the guest node's HVA ranges.
       const pages: number[] = [];
@@ -359,6 +366,66 @@ function runVmEvent(k: Kernel, rt: VmRt, ev: VmEventSpec, entry: RunEventLog, wh
       entry.ret = ret;
       return;
     }
+  }
+}
+
+/**
+ * A `migrate` event: the destination VMM (same configuration, `-incoming`)
+ * starts on this host, the source's monitor gets QEMU's migration commands,
+ * the parameters and capabilities are set through them, and `migrate`
+ * starts precopy over a link of the event's bandwidth and latency. A
+ * balloon with free-page-hint starts hinting at once (QEMU starts it from
+ * the migration's precopy notifier), so pages hinted before they are sent
+ * are skipped.
+ */
+function startMigration(k: Kernel, rt: VmRt, ev: VmEventSpec, entry: RunEventLog, where: string, file: string): void {
+  if (ev.bandwidth === undefined)
+    throw new InputError(file, undefined, undefined, `${where}.bandwidth`, 'the link bandwidth in bytes per second (e.g. 1250M)');
+  if (rt.mig) throw new InputError(file, undefined, undefined, where, 'one migration per VM');
+  let dst: Vm;
+  try {
+    dst = new Vm(k, { ...vmConfigOf(rt.spec), name: `${rt.spec.name}-dst` });
+  } catch (e) {
+    if (e instanceof QemuError) throw new InputError(file, undefined, undefined, where, `destination: qemu-system-x86_64: ${e.message}`);
+    throw e;
+  }
+  (dst.process as { name: string }).name = `${rt.spec.name}-dst`;
+  const hints = rt.dev && rt.spec.balloon?.['free-page-hint'] ? rt.dev : undefined;
+  const mig = new MigrationState(rt.vm, hints ? { hints } : {}).register();
+  rt.mig = mig;
+  const mon = rt.vm.monitor;
+  const params: Record<string, unknown> = {};
+  if (ev['max-bandwidth'] !== undefined) params['max-bandwidth'] = ev['max-bandwidth'];
+  if (ev['downtime-limit'] !== undefined) params['downtime-limit'] = ev['downtime-limit'];
+  const replies = [
+    mon.execute({ execute: 'migrate-set-parameters', arguments: params }),
+    mon.execute({
+      execute: 'migrate-set-capabilities',
+      arguments: { capabilities: ev.capabilities.map((c) => ({ capability: c, state: true })) },
+    }),
+  ];
+  mig.incoming('tcp:0:4444', dst, new Link({ bandwidth: ev.bandwidth, latency: ev.latency }));
+  if (hints) {
+    hints.clearHints();
+    hints.freePageStart();
+  }
+  replies.push(mon.execute({ execute: 'migrate', arguments: { uri: 'tcp:0:4444' } }));
+  entry.reply = JSON.stringify(replies);
+  if (replies.some((r) => 'error' in r)) entry.ret = -1;
+}
+
+/** query-migrate's numbers, flattened under vm.<name>.migration. (status: completed 1, else 0). */
+function migrationFinal(rt: VmRt, out: Record<string, number>): void {
+  if (!rt.mig) return;
+  const q = rt.mig.query();
+  const pre = `vm.${rt.spec.name}.migration.`;
+  out[`${pre}completed`] = q['status'] === 'completed' ? 1 : 0;
+  // No data lost: pages whose content differs between source and destination (hinted free pages aside).
+  if (q['status'] === 'completed') out[`${pre}pages_differing`] = rt.mig.verify(Number.MAX_SAFE_INTEGER).length;
+  for (const [key, v] of Object.entries(q)) {
+    if (typeof v === 'number') out[pre + key] = v;
+    else if (key === 'ram' && v && typeof v === 'object')
+      for (const [rk, rv] of Object.entries(v as Record<string, unknown>)) if (typeof rv === 'number') out[`${pre}ram.${rk}`] = rv;
   }
 }
 
@@ -389,6 +456,7 @@ export function vmFinal(vms: VmRt[], log: RunEventLog[]): Record<string, number>
   for (const rt of vms) {
     const n = rt.spec.name;
     vmMemory(rt, out);
+    migrationFinal(rt, out);
     out[`vm.${n}.ept_violations`] = rt.vm.stats.eptViolations;
     // Where each guest node's RAM lives on the host (resident 4K pages by host node).
     if (rt.spec.numa.length > 1 || rt.spec.workloads.length)
