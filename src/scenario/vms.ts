@@ -421,7 +421,12 @@ function migrationFinal(rt: VmRt, out: Record<string, number>): void {
   const pre = `vm.${rt.spec.name}.migration.`;
   out[`${pre}completed`] = q['status'] === 'completed' ? 1 : 0;
   // No data lost: pages whose content differs between source and destination (hinted free pages aside).
-  if (q['status'] === 'completed') out[`${pre}pages_differing`] = rt.mig.verify(Number.MAX_SAFE_INTEGER).length;
+  if (q['status'] === 'completed') {
+    out[`${pre}pages_differing`] = rt.mig.verify(Number.MAX_SAFE_INTEGER).length;
+    // query-migrate's times are whole ms; in ns too, for comparisons.
+    out[`${pre}total_time_ns`] = rt.mig.endTime - rt.mig.startTime;
+    out[`${pre}downtime_ns`] = rt.mig.downtime;
+  }
   for (const [key, v] of Object.entries(q)) {
     if (typeof v === 'number') out[pre + key] = v;
     else if (key === 'ram' && v && typeof v === 'object')
