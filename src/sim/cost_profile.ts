@@ -68,10 +68,13 @@ export class CostProfile {
     return this.medians.get(name)!;
   }
 
-  /** Any cost, including ones added by later layers; throws a clear error if absent. */
-  nsOf(name: string): number {
+  /**
+   * Any cost, including ones added by later layers; throws a clear error if
+   * absent, saying `why` the caller needs it when given.
+   */
+  nsOf(name: string, why?: string): number {
     const v = this.medians.get(name);
-    if (v === undefined) throw new Error(`cost profile has no entry '${name}'`);
+    if (v === undefined) throw new Error(`cost profile has no entry '${name}'${why ? `: ${why}` : ''}`);
     return v;
   }
 

@@ -170,7 +170,10 @@ export class Vm implements GuestMemory {
     readonly k: Kernel,
     cfg: VmConfig = {},
   ) {
-    this.eptViolationNs = lookupCost(k, cfg.costs?.eptViolation ?? 'kvm_ept_violation');
+    this.eptViolationNs = k.costs.nsOf(
+      cfg.costs?.eptViolation ?? 'kvm_ept_violation',
+      'the VMM charges it for every EPT violation (a guest access KVM must resolve). Add it to the profile (or name another entry with VmConfig.costs.eptViolation).',
+    );
     this.name = cfg.name;
     this.machineType = cfg.machine ?? 'q35';
     const smp = normalizeSmp(cfg.smp);
@@ -625,15 +628,4 @@ function normalizeSmp(smp: VmConfig['smp']): Required<SmpConfig> {
   if (sockets * cores * threads < c.cpus)
     throw new QemuError(`cpu topology: sockets (${sockets}) * cores (${cores}) * threads (${threads}) < smp_cpus (${c.cpus})`);
   return { cpus: c.cpus, sockets, cores, threads };
-}
-
-function lookupCost(k: Kernel, name: string): number {
-  try {
-    return k.costs.nsOf(name);
-  } catch {
-    throw new Error(
-      `cost profile has no entry '${name}': the VMM charges it for every EPT violation (a guest access KVM must resolve). ` +
-        `Add it to the profile (or name another entry with VmConfig.costs.eptViolation).`,
-    );
-  }
 }

@@ -164,15 +164,11 @@ export class RamMigration {
       throw new Error('memtwin: the destination VM must run on the same simulated kernel for now (separate hosts come later)');
     this.k = src.k;
     const c = opts.costs ?? {};
-    const cost = (name: string, what: string): number => {
-      try {
-        return this.k.costs.nsOf(name);
-      } catch {
-        throw new Error(
-          `cost profile has no entry '${name}': RAM migration charges it for ${what}. Add it to the profile or name another entry in the migration's costs option.`,
-        );
-      }
-    };
+    const cost = (name: string, what: string): number =>
+      this.k.costs.nsOf(
+        name,
+        `RAM migration charges it for ${what}. Add it to the profile or name another entry in the migration's costs option.`,
+      );
     this.ns = {
       pageCopy: cost(c.pageCopy ?? 'memcpy_4k', 'each normal page copied'),
       zeroCheck: cost(c.zeroCheck ?? 'dram_access_seq_per_4k', 'each zero page checked'),
