@@ -100,8 +100,10 @@ export class UserfaultfdCtx {
   readonly waiters: { thread: Thread; address: number }[] = [];
   /** Non-cooperative event messages not read yet (event_wqh). */
   readonly events: UffdMsg[] = [];
-  /** mmap_changing: events queued and not read; the fill ioctls answer EAGAIN meanwhile. */
-  mmapChanging = 0;
+  /** mmap_changing: events are queued and not read yet; the fill ioctls answer EAGAIN meanwhile. */
+  get mmapChanging(): boolean {
+    return this.events.length > 0;
+  }
   constructor(
     readonly id: number,
     readonly mm: MmStruct,
@@ -148,7 +150,6 @@ export class Userfaultfd {
   ): void {
     const msg: UffdMsg = { event, address: start, len: end - start, flags: [], tid: thread.tid };
     ctx.events.push(msg);
-    ctx.mmapChanging++;
     this.eventWaiters.push({ ctx, msg, thread, rest });
   }
 
@@ -161,9 +162,7 @@ export class Userfaultfd {
     const evs = ctx.events.splice(0, max - out.length);
     for (const msg of evs) {
       const i = this.eventWaiters.findIndex((w) => w.msg === msg);
-      const w = this.eventWaiters.splice(i, 1)[0]!;
-      ctx.mmapChanging--;
-      w.rest();
+      this.eventWaiters.splice(i, 1)[0]!.rest();
     }
     return [...out, ...evs];
   }
