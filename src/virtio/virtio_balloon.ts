@@ -21,7 +21,6 @@ export const VIRTIO_BALLOON_F_REPORTING = 5;
  * device-specific bit. Feature name: `virtio-balloon-chunks`.
  */
 export const VIRTIO_BALLOON_F_CHUNK_TRANSFER = 23;
-export const VIRTIO_BALLOON_CHUNKS_FEATURE_NAME = 'virtio-balloon-chunks';
 
 /** Balloon PFNs are in 4 KiB units whatever the guest page size. */
 export const VIRTIO_BALLOON_PFN_SHIFT = 12;
