@@ -107,7 +107,15 @@ function newFolio(k: Kernel, mm: MmStruct, haddr: number, size: number, pfn: num
  * aligned 2M parts of a 1G page when `pmds` allows, PTEs otherwise. With
  * `fill`, the bytes are written first (a copy). The parts must be unmapped.
  */
-export function hgmMapRange(k: Kernel, mm: MmStruct, f: HgmFolio, va: number, len: number, fill: number | null, pmds = true): void {
+export function hgmMapRange(
+  k: Kernel,
+  mm: MmStruct,
+  f: HgmFolio,
+  va: number,
+  len: number,
+  fill: number | ((dst: number) => number) | null,
+  pmds = true,
+): void {
   const m = k.mem;
   for (let a = va; a < va + len;) {
     const key = PageTable.pmdKey(a);
@@ -117,7 +125,7 @@ export function hgmMapRange(k: Kernel, mm: MmStruct, f: HgmFolio, va: number, le
     for (let j = 0; j < n; j++) {
       if (fill !== null) {
         k.writeSerial = (k.writeSerial + 1) & 0xffffff;
-        m.storeByte(f.pfn + sub + j, k.writeSerial, fill, true);
+        m.storeByte(f.pfn + sub + j, k.writeSerial, typeof fill === 'function' ? fill(a + j * PAGE_SIZE) : fill, true);
         f.copies[sub + j]!++;
       }
       f.mapped[sub + j] = 1;
@@ -193,7 +201,7 @@ export function hgmCopy(
   thread: Thread,
   dst: number,
   len: number,
-  fill: number,
+  fill: number | ((dst: number) => number),
   mode: 'subpage' | 'split',
 ): number {
   const hs = vma.hugePageSize();

@@ -100,6 +100,12 @@ export class UserfaultfdCtx {
   readonly waiters: { thread: Thread; address: number }[] = [];
   /** Non-cooperative event messages not read yet (event_wqh). */
   readonly events: UffdMsg[] = [];
+  /**
+   * The reader's poll(2) wakeup: called with the faulting thread's own
+   * virtual time when a fault message is queued (a VMM's fault thread
+   * sleeping in poll sets it; see Userfaultfd.faulted).
+   */
+  onReadable: ((at: number, t: Thread) => void) | undefined;
   /** mmap_changing: events are queued and not read yet; the fill ioctls answer EAGAIN meanwhile. */
   get mmapChanging(): boolean {
     return this.events.length > 0;
@@ -128,6 +134,18 @@ export class Userfaultfd {
 
   /** Threads blocked delivering an event, and the rest of the call each runs once its event is read. */
   private readonly eventWaiters: { ctx: UserfaultfdCtx; msg: UffdMsg; thread: Thread; rest: () => void }[] = [];
+
+  /** Called for each thread woken from a userfault (a scheduler resumes it, a VMM counts blocktime). */
+  readonly wakeListeners: ((t: Thread) => void)[] = [];
+
+  /**
+   * A thread that blocked in a userfault did so at virtual time `at` (its
+   * own time, which can run ahead of the event being executed): wake the
+   * poll(2) of its context's reader.
+   */
+  faulted(t: Thread, at: number): void {
+    for (const c of this.ctxs.values()) if (c.waiters.some((w) => w.thread === t)) c.onReadable?.(at, t);
+  }
 
   /** Threads blocked in any context (in a userfault, or delivering an event). */
   isBlocked(t: Thread): boolean {
@@ -195,7 +213,10 @@ export class Userfaultfd {
   wake(ctx: UserfaultfdCtx, start: number, len: number): void {
     for (let i = ctx.waiters.length - 1; i >= 0; i--) {
       const w = ctx.waiters[i]!;
-      if (w.address >= start && w.address < start + len) ctx.waiters.splice(i, 1);
+      if (w.address >= start && w.address < start + len) {
+        ctx.waiters.splice(i, 1);
+        for (const l of this.wakeListeners) l(w.thread);
+      }
     }
   }
 }
@@ -337,7 +358,15 @@ export function uffdioWake(k: Kernel, id: number, start: number, len: number): S
 }
 
 /**
- * UFFDIO_COPY (fill = the byte the source holds) or UFFDIO_ZEROPAGE
+ * The source buffer of a UFFDIO_COPY as memtwin tracks contents: the byte
+ * every 4K page of it holds first, or the first byte of the 4K page that
+ * lands at each destination address (a buffer whose pages differ, such as
+ * a huge page received from a migration source).
+ */
+export type UffdSource = number | ((dst: number) => number);
+
+/**
+ * UFFDIO_COPY (fill = the source buffer) or UFFDIO_ZEROPAGE
  * (fill null): `done` is what the kernel writes back in the structure
  * (bytes filled, or -errno; undefined when the call failed before it
  * writes it), ret is 0, -EAGAIN for a partial fill, or -errno.
@@ -349,7 +378,7 @@ export function uffdioFill(
   dst: number,
   len: number,
   mode: number,
-  fill: number | null,
+  fill: UffdSource | null,
 ): { ret: SysRet; done?: number } {
   const busy = changing(k, id);
   if (busy) return busy;
@@ -375,8 +404,25 @@ function mfillPteTable(k: Kernel, mm: MmStruct, a: number, nid: number): PteTabl
   return fresh;
 }
 
+/** The 4K pages of a huge page just filled take the bytes of a source buffer whose pages differ. */
+function storeSubpages(k: Kernel, head: number, va: number, size: number, src: (dst: number) => number): void {
+  for (let j = 1; j < size / PAGE_SIZE; j++) {
+    k.writeSerial = (k.writeSerial + 1) & 0xffffff;
+    k.mem.storeByte(head + j, k.writeSerial, src(va + j * PAGE_SIZE), true);
+  }
+}
+
 /** mfill_atomic: bytes filled, or -errno if none was. */
-function mfillAtomic(k: Kernel, ctx: UserfaultfdCtx, thread: Thread, dst: number, len: number, mode: number, fill: number | null): number {
+function mfillAtomic(
+  k: Kernel,
+  ctx: UserfaultfdCtx,
+  thread: Thread,
+  dst: number,
+  len: number,
+  mode: number,
+  src: UffdSource | null,
+): number {
+  const fill = typeof src === 'function' ? src(dst) : src;
   const mm = ctx.mm;
   const vma = mm.vmaAt(dst);
   if (!vma) return neg('ENOENT');
@@ -391,12 +437,13 @@ function mfillAtomic(k: Kernel, ctx: UserfaultfdCtx, thread: Thread, dst: number
     const hs = vma.hugePageSize();
     if (dst % hs || len % hs) {
       const parts = subpageCopyMode(ctx.features ?? 0);
-      return parts ? hgmCopy(k, mm, vma, thread, dst, len, fill, parts) : neg('EINVAL');
+      return parts ? hgmCopy(k, mm, vma, thread, dst, len, src!, parts) : neg('EINVAL');
     }
     let done = 0;
     for (let a = dst; a < dst + len; a += hs) {
-      const r = hugetlbInstall(k, mm, vma, a, thread, fill);
+      const r = hugetlbInstall(k, mm, vma, a, thread, typeof src === 'function' ? src(a) : fill);
       if (r < 0) return done || r;
+      if (typeof src === 'function') storeSubpages(k, followPage(mm, a), a, hs, src);
       setUffdWp(mm, a, a + hs, (mode & UFFDIO_MODE.UFFDIO_COPY_MODE_WP) !== 0);
       clearMarkers(mm.uffdPoison, a, a + hs);
       k.charge(k.costs.ns('uffdio_copy_2m_hugetlb') * (hs / (2 << 20)));
@@ -411,7 +458,7 @@ function mfillAtomic(k: Kernel, ctx: UserfaultfdCtx, thread: Thread, dst: number
     const i = Math.floor(a / PAGE_SIZE) & 511;
     if (vma.file) {
       // shmem: a page in the file's page cache, zero-filled for ZEROPAGE (no zero page there).
-      const r = installShmemPage(k, mm, vma, t, a, thread, fill ?? 0);
+      const r = installShmemPage(k, mm, vma, t, a, thread, typeof src === 'function' ? src(a) : (fill ?? 0));
       if (r < 0) return done || r;
       setUffdWp(mm, a, a + PAGE_SIZE, fill !== null && (mode & UFFDIO_MODE.UFFDIO_COPY_MODE_WP) !== 0);
       mm.uffdPoison.delete(a / PAGE_SIZE);
@@ -427,7 +474,7 @@ function mfillAtomic(k: Kernel, ctx: UserfaultfdCtx, thread: Thread, dst: number
     if (fill === null) {
       t.ptes[i] = PTE_ZERO;
       t.used++;
-    } else if (installAnonPage(k, mm, vma, t, a, thread, fill) < 0) return done || neg('ENOMEM');
+    } else if (installAnonPage(k, mm, vma, t, a, thread, typeof src === 'function' ? src(a) : fill) < 0) return done || neg('ENOMEM');
     k.charge(k.costs.ns('uffdio_copy_4k'));
     done += PAGE_SIZE;
   }

@@ -14,7 +14,7 @@ import { NUMA_MEM, taskFaultsIdx } from '../kernel/numa_balancing.ts';
 import { PG } from '../kernel/page.ts';
 import { populateRange } from '../kernel/mmap.ts';
 import { AccessModel } from '../workload/access_model.ts';
-import { WorkloadThread, streamFor, type PhaseRuntime } from '../workload/engine.ts';
+import { WAIT, WorkloadThread, streamFor, type PhaseRuntime } from '../workload/engine.ts';
 import { Uhugepaged } from '../agents/uhugepaged.ts';
 import { SimAgentSys, type HeatMap } from '../agents/sim_sys.ts';
 import { InputError } from '../util/input_error.ts';
@@ -166,12 +166,23 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   // The sampler is scheduled first, so its sample at t0 is the baseline before any access.
   const series = sampler(k, s, procs, threads, agents, t0, end, opts.progress, vms);
   for (const wt of threads) {
-    const tick = (): void => {
-      const used = wt.step(end);
-      if (used !== Infinity && k.clock.now() + used < end) k.events.schedule(k.clock.now() + used, wt.name, tick);
+    // One step scheduled at a time; a thread that answered WAIT is scheduled again by wt.wake.
+    let scheduled = false;
+    const at = (t: number): void => {
+      if (scheduled || t >= end) return;
+      scheduled = true;
+      k.events.schedule(t, wt.name, tick);
     };
-    k.events.schedule(t0, wt.name, tick);
+    const tick = (): void => {
+      scheduled = false;
+      const used = wt.step(end);
+      if (used !== Infinity && used !== WAIT) at(k.clock.now() + used);
+    };
+    wt.wake = at;
+    at(t0);
   }
+  // A vCPU blocked in a userfault (postcopy) runs again when the kernel wakes it.
+  k.uffd.wakeListeners.push((t) => threads.find((wt) => wt.thread === t)?.userfaultWoken());
 
   k.events.runUntil(end);
   series.sample();

@@ -77,6 +77,11 @@ export class Monitor {
     this.commands.set(name, { handler, args });
   }
 
+  /** Whether a QMP command is registered. */
+  hasCommand(name: string): boolean {
+    return this.commands.has(name);
+  }
+
   /** Add an HMP command by its words ("balloon", "info balloon"); the handler gets the rest of the line. */
   registerHmp(words: string, handler: HmpHandler): void {
     if (this.hmpCommands.has(words)) throw new Error(`HMP command ${words} is already registered`);

@@ -10,7 +10,7 @@
 import type { Kernel } from '../kernel/kernel.ts';
 import type { Process, Thread } from '../kernel/sched.ts';
 import type { Vma } from '../kernel/mm_types.ts';
-import { FAULT_OK, handleMmFault, translate, vmaAllows } from '../kernel/memory.ts';
+import { FAULT_OK, FAULT_USERFAULT, handleMmFault, translate, vmaAllows } from '../kernel/memory.ts';
 import * as memory from '../kernel/memory.ts';
 import { PAGE_SIZE, PMD_SIZE } from '../kernel/uapi.ts';
 import { AccessModel } from './access_model.ts';
@@ -19,6 +19,9 @@ import type { PhaseSpec } from '../scenario/schema.ts';
 
 /** Virtual time a thread runs between two scheduling points. */
 export const QUANTUM_NS = 100_000;
+
+/** step()'s answer for a thread that cannot run until resume() or a userfault wake (see WorkloadThread.wake). */
+export const WAIT = -1;
 
 export interface PhaseRuntime {
   spec: PhaseSpec;
@@ -60,6 +63,23 @@ export class WorkloadThread {
    */
   guest: { pageSize: number; ept: (va: number, pfn: number, write: boolean) => number } | undefined;
   eptViolations = 0;
+  /** Userfaults this thread blocked in, and the virtual time it spent blocked (a postcopy vCPU's blocktime). */
+  uffdBlocks = 0;
+  uffdBlockNs = 0;
+  /** Virtual time the current userfault block began (undefined: not blocked). */
+  private blockedAt: number | undefined;
+  /** The guest is stopped (vm_stop for a migration's switchover): the thread does not run. */
+  private vmStopped = false;
+  /** An access that blocked in a userfault, retried first when the thread is woken (stream coordinates). */
+  private retryVa: number | undefined;
+  /**
+   * Added to every address the phases' streams produce: a guest workload
+   * whose VM moved to another VMM process (live migration) keeps its
+   * streams over the source's HVAs and runs at the destination's.
+   */
+  private vaShift = 0;
+  /** Set by the runner: schedule the thread's next step at virtual time `at` (after WAIT). */
+  wake: ((at: number) => void) | undefined;
   /** Node of the CPU the thread runs on (NUMA balancing may move the thread). */
   private node: number;
   private cachedVma: Vma | undefined;
@@ -67,8 +87,8 @@ export class WorkloadThread {
 
   constructor(
     readonly k: Kernel,
-    readonly process: Process,
-    readonly thread: Thread,
+    public process: Process,
+    public thread: Thread,
     readonly name: string,
     readonly phases: PhaseRuntime[],
     private readonly model: AccessModel,
@@ -85,6 +105,46 @@ export class WorkloadThread {
 
   get cpuNode(): number {
     return this.node;
+  }
+
+  /** Whether the thread waits in a userfault. */
+  get blocked(): boolean {
+    return this.blockedAt !== undefined;
+  }
+
+  /** vm_stop: the guest stops; the thread returns WAIT at its next step. */
+  stop(): void {
+    this.vmStopped = true;
+  }
+
+  /** vm_start: the guest runs again (on whichever VMM the thread was last moved to). */
+  start(): void {
+    if (!this.vmStopped) return;
+    this.vmStopped = false;
+    if (!this.blocked) this.wake?.(this.k.clock.now());
+  }
+
+  /**
+   * The guest moved to another VMM (live migration's switchover): the
+   * thread runs as `thread` of `process` at `shift` bytes from its old
+   * addresses, with that VM's EPT. Call while stopped.
+   */
+  moveTo(process: Process, thread: Thread, shift: number, ept: (va: number, pfn: number, write: boolean) => number): void {
+    this.process = process;
+    this.thread = thread;
+    this.vaShift += shift;
+    this.cachedVma = undefined;
+    if (this.guest) this.guest = { ...this.guest, ept };
+  }
+
+  /** The kernel woke the thread from its userfault (UFFDIO_COPY, WAKE...): it runs again now. */
+  userfaultWoken(): void {
+    const at = this.blockedAt;
+    if (at === undefined) return;
+    const now = this.k.clock.now();
+    this.uffdBlockNs += Math.max(0, now - at);
+    this.blockedAt = undefined;
+    if (!this.vmStopped) this.wake?.(Math.max(now, at));
   }
 
   /**
@@ -115,6 +175,7 @@ export class WorkloadThread {
     while (this.phaseIndex < this.phases.length && now >= this.phases[this.phaseIndex]!.end) this.phaseIndex++;
     const ph = this.phases[this.phaseIndex];
     if (!ph) return Infinity;
+    if (this.vmStopped || this.blocked) return WAIT;
     this.node = k.cpuToNode(this.thread.cpu);
     const numab = k.numab.enabled ? k.numab : undefined;
     const limit = Math.min(QUANTUM_NS, until - now, ph.end - now);
@@ -131,16 +192,18 @@ export class WorkloadThread {
     let spent = 0;
     try {
       while (spent + ctx.ns < limit) {
-        const va = stream.next();
-        if (va === -2) {
+        const sva = this.retryVa ?? stream.next();
+        this.retryVa = undefined;
+        if (sva === -2) {
           // idle: nothing to do until the phase ends
           return Math.max(1, Math.round(ph.end - now));
         }
-        if (va < 0) {
+        if (sva < 0) {
           // finished (first-touch): the next phase starts now
           ph.end = now + spent + ctx.ns;
           break;
         }
+        const va = sva + this.vaShift;
         const write = readRatio < 1 && (readRatio === 0 || this.coin() >= readRatio);
         let vma = this.cachedVma;
         if (!vma || va < vma.start || va >= vma.end) vma = this.cachedVma = mm.vmaAt(va);
@@ -156,8 +219,16 @@ export class WorkloadThread {
           const r = handleMmFault(k, mm, vma, va, write, this.thread);
           this.faults++;
           this.faultNs += ctx.ns - before;
+          if (r === FAULT_USERFAULT) {
+            // The vCPU waits for the page; the fault's reader is told at the thread's own time.
+            this.retryVa = sva;
+            this.blockedAt = now + spent + ctx.ns;
+            this.uffdBlocks++;
+            k.uffd.faulted(this.thread, this.blockedAt);
+            return WAIT;
+          }
           if (r !== FAULT_OK) {
-            this.stopped = `${r === 2 ? 'SIGBUS' : r === 1 ? 'SIGSEGV' : r === 4 ? 'blocked in a userfault' : 'OOM'} at 0x${va.toString(16)}`;
+            this.stopped = `${r === 2 ? 'SIGBUS' : r === 1 ? 'SIGSEGV' : 'OOM'} at 0x${va.toString(16)}`;
             return Infinity;
           }
           pfn = translate(mm, va);
@@ -186,7 +257,7 @@ export class WorkloadThread {
           k.writeSerial = (k.writeSerial + 1) & 0xffffff;
           k.mem.storeByte(pfn, k.writeSerial, this.fill, va % PAGE_SIZE === 0);
           this.writes++;
-          this.wrote(va);
+          this.wrote(sva);
         } else this.reads++;
         const pageNode = pfn >= 0 ? k.phys.nodeOfPfn(pfn) : this.node;
         if (pageNode === this.node) {

@@ -44,7 +44,8 @@ import { PAGE_SIZE } from '../../kernel/uapi.ts';
 import { QmpError, type QmpArgs } from '../monitor.ts';
 import type { Vm } from '../vm.ts';
 import { Link } from './link.ts';
-import { RamMigration, type FreePageHints, type RamMigrationCostNames } from './ram.ts';
+import { RamMigration, STREAM_MARKER_BYTES, type FreePageHints, type RamMigrationCostNames } from './ram.ts';
+import { Postcopy, type PostcopyOptions } from './postcopy.ts';
 
 export type MigrationStatus =
   | 'none'
@@ -97,6 +98,9 @@ const HARMLESS_CAPABILITIES: readonly MigrationCapability[] = [
   'validate-uuid',
 ];
 
+/** Capabilities memtwin models. */
+const MODELLED_CAPABILITIES: readonly MigrationCapability[] = ['auto-converge', 'postcopy-ram', 'postcopy-preempt', 'postcopy-blocktime'];
+
 /** The MigrationParameters memtwin models, by QEMU's names, with QEMU's defaults (migration/options.c). */
 export interface MigrationParameters {
   /** bytes/s; MAX_THROTTLE = 128 MiB/s. */
@@ -109,6 +113,8 @@ export interface MigrationParameters {
   'cpu-throttle-tailslow': boolean;
   'max-cpu-throttle': number;
   'zero-page-detection': 'none' | 'legacy' | 'multifd';
+  /** bytes/s during postcopy; 0: unlimited (the link's rate). */
+  'max-postcopy-bandwidth': number;
 }
 
 const DEFAULT_PARAMETERS: MigrationParameters = {
@@ -120,6 +126,7 @@ const DEFAULT_PARAMETERS: MigrationParameters = {
   'cpu-throttle-tailslow': false,
   'max-cpu-throttle': 99,
   'zero-page-detection': 'multifd',
+  'max-postcopy-bandwidth': 0,
 };
 
 /** BUFFER_DELAY: the rate-limit window (ms). */
@@ -132,6 +139,14 @@ export interface MigrationOptions {
   /** The balloon device's free page hints (VirtioBalloonDevice), if the VM has one with free-page-hint. */
   hints?: FreePageHints;
   costs?: RamMigrationCostNames;
+  /** Postcopy details QEMU has no parameter for: socket buffers, and the request unit under a hugetlb copy proposal. */
+  postcopy?: Pick<PostcopyOptions, 'sndbuf' | 'rcvbuf' | 'hugetlbRequestSize'>;
+  /**
+   * Told when the guest stops (switchover), runs again on the source (a
+   * failed or cancelled switchover), or runs on the destination (the
+   * caller moves its vCPU work there).
+   */
+  onGuest?: (what: 'stop' | 'start-source' | 'start-destination') => void;
 }
 
 /** Virtual-time record of one bitmap sync (an iteration boundary). */
@@ -150,7 +165,11 @@ export class MigrationState {
   throttlePercentage = 0;
   readonly iterations: MigrationIteration[] = [];
   ram: RamMigration | null = null;
+  /** The postcopy phase, once migrate-start-postcopy switched over. */
+  postcopy: Postcopy | null = null;
   link: Link | null = null;
+  /** The VM was lost (its source died during postcopy). */
+  vmLost = false;
   dest: Vm | null = null;
   errorDesc: string | undefined;
   /** Times in ns (virtual). */
@@ -162,8 +181,11 @@ export class MigrationState {
   expectedDowntimeMs = 0;
   private readonly incomingByUri = new Map<string, { vm: Vm; link: Link }>();
   private readonly k: Kernel;
-  private event: EventHandle | null = null;
+  /** The migration thread's next step (kept whole so that a link stall can move it). */
+  private event: { ev: EventHandle; name: string; run: () => void } | null = null;
   private guestStopped = false;
+  /** migrate-start-postcopy was issued (MigrationState->start_postcopy). */
+  private startPostcopy = false;
   // migration_update_counters
   private windowStart = 0;
   private windowBytes = 0;
@@ -193,6 +215,7 @@ export class MigrationState {
     const m = this.vm.monitor;
     m.registerCommand('migrate', (a) => this.qmpMigrate(a), ['uri', 'channels', 'detach', 'resume', 'destination']);
     m.registerCommand('migrate_cancel', () => this.cancel(), []);
+    m.registerCommand('migrate-start-postcopy', () => this.qmpStartPostcopy(), []);
     m.registerCommand('migrate-set-capabilities', (a) => this.setCapabilities(a), ['capabilities']);
     m.registerCommand('migrate-set-parameters', (a) => this.setParameters(a), null);
     m.registerCommand('query-migrate', () => this.query(), []);
@@ -243,7 +266,11 @@ export class MigrationState {
     if (a.channels !== undefined) throw new QmpError('GenericError', "memtwin: 'channels' is not modelled; use 'uri'");
     if (uri === undefined) throw new QmpError('GenericError', "Parameter 'uri' is missing");
     if (typeof uri !== 'string') throw new QmpError('GenericError', "Invalid parameter type for 'uri', expected: string");
-    if (a.resume === true) throw new QmpError('GenericError', 'Cannot resume if there is no paused migration');
+    if (a.resume === true) {
+      if (this.postcopy?.status !== 'postcopy-paused') throw new QmpError('GenericError', 'Cannot resume if there is no paused migration');
+      this.postcopy.recover();
+      return {};
+    }
     const dest = a.destination as { vm: Vm; link: Link } | undefined;
     this.migrate(uri, dest);
     return {};
@@ -254,8 +281,11 @@ export class MigrationState {
     if (this.isActive() || this.status === 'cancelling') throw new QmpError('GenericError', "There's a migration process in progress");
     if (!/^(tcp|unix|exec|fd|file|rdma):/.test(uri)) throw new QmpError('GenericError', `unknown migration protocol: ${uri}`);
     for (const [c, on] of this.capabilities)
-      if (on && c !== 'auto-converge' && !HARMLESS_CAPABILITIES.includes(c))
+      if (on && !MODELLED_CAPABILITIES.includes(c) && !HARMLESS_CAPABILITIES.includes(c))
         throw new QmpError('GenericError', `memtwin: capability '${c}' is not modelled yet`);
+    // migrate_caps_check
+    if (this.capabilities.get('postcopy-preempt') && !this.capabilities.get('postcopy-ram'))
+      throw new QmpError('GenericError', 'Postcopy preempt requires postcopy-ram');
     this.reset();
     this.status = 'setup';
     this.startTime = this.k.clock.now();
@@ -274,9 +304,10 @@ export class MigrationState {
     this.ram = ram;
     this.link = d.link;
     this.dest = d.vm;
+    if (!d.vm.monitor.hasCommand('query-migrate')) d.vm.monitor.registerCommand('query-migrate', () => this.incomingQuery(), []);
     const setupNs = d.link.rttNs + ram.setup() + d.link.transferNs(ram.setupBytes());
     this.setupBytes = ram.bytes;
-    this.event = this.k.events.after(setupNs, 'migration-setup-done', () => {
+    this.arm(this.k.clock.now() + setupNs, 'migration-setup-done', () => {
       this.status = 'active';
       const now = this.k.clock.now();
       this.setupTime = now - this.startTime;
@@ -290,11 +321,14 @@ export class MigrationState {
 
   /** migrate_cancel: stop at once; the guest keeps running on the source. */
   cancel(): Record<string, never> {
+    if (this.postcopy && this.postcopy.status !== 'completed')
+      throw new QmpError('GenericError', 'Postcopy is not cancellable: the guest runs on the destination');
     if (!this.isActive()) return {};
     this.status = 'cancelling';
-    this.event?.cancel();
+    this.event?.ev.cancel();
     this.event = null;
     this.ram?.stopDirtyLog();
+    if (this.guestStopped) this.opts.onGuest?.('start-source');
     this.guestStopped = false;
     this.throttlePercentage = 0;
     this.endTime = this.k.clock.now();
@@ -338,6 +372,7 @@ export class MigrationState {
     for (const name of Object.keys(a)) {
       switch (name) {
         case 'max-bandwidth':
+        case 'max-postcopy-bandwidth':
           p[name] = int(name, 'uint64');
           break;
         case 'downtime-limit': {
@@ -381,7 +416,9 @@ export class MigrationState {
   query(): Record<string, unknown> {
     const ms = (ns: number): number => Math.floor(ns / NSEC_PER_MSEC);
     const now = this.k.clock.now();
-    switch (this.status) {
+    const pc = this.postcopy;
+    const status = pc && this.status === 'postcopy-active' && pc.status !== 'lost' && pc.status !== 'completed' ? pc.status : this.status;
+    switch (status) {
       case 'none':
         return {};
       case 'setup':
@@ -401,7 +438,7 @@ export class MigrationState {
         };
       default:
         return {
-          status: this.status,
+          status,
           'total-time': ms(now - this.startTime),
           'expected-downtime': Math.floor(this.expectedDowntimeMs),
           'setup-time': ms(this.setupTime),
@@ -423,13 +460,13 @@ export class MigrationState {
       'dirty-pages-rate': this.dirtyPagesRate,
       mbps: this.mbps,
       'dirty-sync-count': r.dirtySyncCount,
-      'postcopy-requests': 0,
+      'postcopy-requests': this.postcopy?.stats.requests ?? 0,
       'page-size': PAGE_SIZE,
       'multifd-bytes': 0,
       'pages-per-second': this.pagesPerSecond,
       'precopy-bytes': this.precopyBytes + this.setupBytes,
       'downtime-bytes': this.downtimeBytes,
-      'postcopy-bytes': 0,
+      'postcopy-bytes': this.postcopy?.stats.bytes ?? 0,
       'dirty-sync-missed-zero-copy': 0,
     };
   }
@@ -438,6 +475,9 @@ export class MigrationState {
 
   private reset(): void {
     this.ram = null;
+    this.postcopy = null;
+    this.startPostcopy = false;
+    this.vmLost = false;
     this.errorDesc = undefined;
     this.iterations.length = 0;
     this.throttlePercentage = 0;
@@ -460,6 +500,7 @@ export class MigrationState {
   private step(): void {
     this.event = null;
     if (this.status !== 'active') return;
+    if (this.startPostcopy) return this.postcopyStart();
     const ram = this.ram!;
     const link = this.link!;
     const now = this.k.clock.now();
@@ -467,7 +508,7 @@ export class MigrationState {
     if (ram.remainingBytes <= this.thresholdBytes) {
       syncNs = this.bitmapSync(now);
       if (ram.remainingBytes <= this.thresholdBytes) {
-        this.event = this.k.events.after(syncNs, 'migration-completion', () => this.completion());
+        this.arm(this.k.clock.now() + syncNs, 'migration-completion', () => this.completion());
         return;
       }
     }
@@ -488,7 +529,7 @@ export class MigrationState {
     if (t - this.windowStart >= BUFFER_DELAY_MS * NSEC_PER_MSEC) this.updateCounters(t);
     const rateLimited = this.windowBytes >= (this.parameters['max-bandwidth'] * BUFFER_DELAY_MS) / 1000;
     const next = rateLimited ? Math.max(t, windowEnd) : t;
-    this.event = this.k.events.schedule(next, 'migration-iterate', () => {
+    this.arm(next, 'migration-iterate', () => {
       if (rateLimited && this.k.clock.now() - this.windowStart >= BUFFER_DELAY_MS * NSEC_PER_MSEC) this.updateCounters(this.k.clock.now());
       this.step();
     });
@@ -565,6 +606,7 @@ export class MigrationState {
     const link = this.link!;
     const now = this.k.clock.now();
     this.guestStopped = true;
+    this.opts.onGuest?.('stop');
     this.downtimeStart = now;
     const syncNs = ram.sync().ns;
     this.recordIteration(ram.dirtyPages);
@@ -573,7 +615,7 @@ export class MigrationState {
     link.carry(bytes);
     this.downtimeBytes = bytes;
     const dur = syncNs + Math.max(res.srcNs, res.dstNs, link.transferNs(bytes)) + link.latency;
-    this.event = this.k.events.after(dur, 'migration-completed', () => {
+    this.arm(this.k.clock.now() + dur, 'migration-completed', () => {
       this.event = null;
       this.endTime = this.k.clock.now();
       this.downtime = this.endTime - this.downtimeStart;
@@ -581,6 +623,141 @@ export class MigrationState {
       this.throttlePercentage = 0;
       this.guestStopped = false;
       this.status = 'completed';
+      this.opts.onGuest?.('start-destination');
     });
+  }
+
+  /** Schedule the migration thread's next step. */
+  private arm(at: number, name: string, run: () => void): void {
+    this.event = { ev: this.k.events.schedule(at, name, run), name, run };
+  }
+
+  // --- postcopy ---------------------------------------------------------------------
+
+  /** qmp_migrate_start_postcopy. */
+  private qmpStartPostcopy(): Record<string, never> {
+    if (!this.capabilities.get('postcopy-ram'))
+      throw new QmpError('GenericError', 'Enable postcopy with migrate_set_capability before the start of migration');
+    if (this.status === 'none') throw new QmpError('GenericError', 'Postcopy must be started after migration has been started');
+    this.startPostcopy = true;
+    return {};
+  }
+
+  /**
+   * postcopy_start, at the migration thread's next iteration: stop the
+   * guest, sync once more, let the destination discard what is dirty and
+   * register guest RAM with userfaultfd, send the package; the guest runs
+   * on the destination once it has arrived (downtime ends there).
+   */
+  private postcopyStart(): void {
+    const ram = this.ram!;
+    const link = this.link!;
+    const now = this.k.clock.now();
+    this.guestStopped = true;
+    this.opts.onGuest?.('stop');
+    this.downtimeStart = now;
+    this.status = 'postcopy-active';
+    const syncNs = ram.sync().ns;
+    this.recordIteration(ram.dirtyPages);
+    ram.stopDirtyLog();
+    let pc: Postcopy;
+    try {
+      pc = new Postcopy(ram, this.vm, this.dest!, link, {
+        preempt: this.capabilities.get('postcopy-preempt') === true,
+        maxBandwidth: this.parameters['max-postcopy-bandwidth'],
+        ...this.opts.postcopy,
+      });
+    } catch (e) {
+      this.guestStopped = false;
+      this.opts.onGuest?.('start-source');
+      return this.fail((e as Error).message);
+    }
+    this.postcopy = pc;
+    const listen = pc.listen();
+    // POSTCOPY_ADVISE/LISTEN/RUN commands and the discard ranges, in one package; no device state is modelled.
+    const bytes = listen.bytes + 3 * STREAM_MARKER_BYTES + ram.sendEos();
+    link.carry(bytes);
+    this.downtimeBytes = bytes;
+    pc.onDone = () => this.postcopyDone();
+    const resumeAt = now + syncNs + link.deliveryNs(bytes) + listen.ns;
+    this.arm(resumeAt, 'postcopy-run', () => {
+      this.event = null;
+      const t = this.k.clock.now();
+      this.downtime = t - this.downtimeStart;
+      this.guestStopped = false;
+      pc.run(t);
+      this.opts.onGuest?.('start-destination');
+    });
+  }
+
+  private postcopyDone(): void {
+    const pc = this.postcopy!;
+    this.endTime = this.k.clock.now();
+    if (pc.status === 'lost') {
+      this.vmLost = true;
+      this.errorDesc = 'memtwin: the source was lost during postcopy; the destination lacks pages and the VM is lost';
+      this.status = 'failed';
+      return;
+    }
+    this.status = 'completed';
+  }
+
+  /** query-migrate on the destination (fill_destination_migration_info), with postcopy-blocktime. */
+  private incomingQuery(): Record<string, unknown> {
+    const pc = this.postcopy;
+    const status = pc ? (pc.status === 'lost' ? 'postcopy-paused' : pc.status) : this.status === 'completed' ? 'completed' : 'active';
+    if (!pc || !this.capabilities.get('postcopy-blocktime')) return { status };
+    const ms = (ns: number): number => Math.floor(ns / NSEC_PER_MSEC);
+    return {
+      status,
+      'postcopy-blocktime': ms(pc.stats.totalBlocktime),
+      'postcopy-vcpu-blocktime': pc.stats.vcpuBlocktime.map(ms),
+    };
+  }
+
+  // --- faults injected --------------------------------------------------------------
+
+  /** The link carries nothing for `ns` from now (a stall TCP survives). */
+  linkStall(ns: number): void {
+    if (this.postcopy && (this.postcopy.status === 'postcopy-active' || this.postcopy.status === 'postcopy-recover')) {
+      this.postcopy.stall(ns);
+      return;
+    }
+    if (!this.isActive() || !this.event) return;
+    const { ev, name, run } = this.event;
+    ev.cancel();
+    this.arm(Math.max(ev.at, this.k.clock.now()) + ns, name, run);
+  }
+
+  /**
+   * The link drops. Precopy fails and the guest goes on (or resumes) on the
+   * source; postcopy pauses until `migrate` with resume=true.
+   */
+  linkDrop(): void {
+    if (this.postcopy) {
+      this.postcopy.drop();
+      return;
+    }
+    if (!this.isActive()) return;
+    this.event?.ev.cancel();
+    this.event = null;
+    this.fail('Unable to write to socket: Broken pipe');
+    if (this.guestStopped) {
+      this.guestStopped = false;
+      this.opts.onGuest?.('start-source');
+    }
+  }
+
+  /** The source host is lost. During postcopy the VM is lost with it. */
+  sourceLost(): void {
+    if (this.postcopy) {
+      this.postcopy.loseSource();
+      return;
+    }
+    if (this.status === 'completed') return;
+    this.event?.ev.cancel();
+    this.event = null;
+    this.vmLost = true;
+    this.fail('memtwin: the source was lost; the VM is lost with it');
   }
 }

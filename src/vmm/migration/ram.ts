@@ -96,7 +96,7 @@ export interface RamMigrationOptions {
 }
 
 /** One RAM block as migration sees it, on both sides. */
-interface BlockState {
+export interface BlockState {
   block: RAMBlock;
   dst: RAMBlock;
   pages: number;
@@ -348,6 +348,30 @@ export class RamMigration {
   }
 
   private sendPage(b: BlockState, p: number, r: SendResult): void {
+    const page = this.readPage(b, p, r);
+    if (!page) return;
+    const dhva = b.dst.host + p * PAGE_SIZE;
+    const dt = { ns: 0 };
+    if (page.zero) {
+      // ram_handle_zero: clear the destination page only if it is not zero already.
+      this.k.runAsTask(dt, () => {
+        if (this.pageByte(dhva, true) !== 0) this.k.access(this.dstThread, dhva, 1, 1, true, 0);
+      });
+      dt.ns += this.ns.zeroCheck;
+    } else {
+      this.k.runAsTask(dt, () => this.k.access(this.dstThread, dhva, 1, 1, true, page.byte));
+      dt.ns += this.ns.pageCopy;
+    }
+    r.dstNs += dt.ns;
+  }
+
+  /**
+   * The source side of sending one dirty 4K page (its bit already cleared):
+   * skipped by a free page hint (undefined), or read (faulting in the zero
+   * page if the host never backed it) and put in the stream as a zero-page
+   * marker or with its contents; counts, bytes and source time go into `r`.
+   */
+  readPage(b: BlockState, p: number, r: SendResult): { zero: boolean; byte: number } | undefined {
     const gpa = b.gpa[p]!;
     const hints = this.opts.hints;
     if (hints && gpa >= 0 && hints.isSkippable(gpa)) {
@@ -355,7 +379,7 @@ export class RamMigration {
       if (key === b.seen[p] && !b.logged[p]) {
         b.skipped[p] = 1;
         this.skippedByHints++;
-        return;
+        return undefined;
       }
       hints.markDirty(gpa, PAGE_SIZE); // written after the hint: the hint is stale
     }
@@ -372,30 +396,110 @@ export class RamMigration {
     const header = PAGE_HEADER_BYTES + (this.lastSentBlock === b ? 0 : 1 + b.block.idstr.length);
     this.lastSentBlock = b;
     const zero = pfn < 0 || ((this.k.mem.flags(pfn) & PG.nonzero) === 0 && (this.k.mem.token(pfn) & 0xff) === 0);
-    const dhva = b.dst.host + p * PAGE_SIZE;
-    const dt = { ns: 0 };
-    if (zero && this.opts.zeroPageDetection) {
+    const sentZero = zero && this.opts.zeroPageDetection;
+    if (sentZero) {
       r.bytes += header + 1;
       r.srcNs += this.ns.zeroCheck;
       this.duplicate++;
-      // ram_handle_zero: clear the destination page only if it is not zero already.
-      this.k.runAsTask(dt, () => {
-        if (this.pageByte(dhva, true) !== 0) this.k.access(this.dstThread, dhva, 1, 1, true, 0);
-      });
-      dt.ns += this.ns.zeroCheck;
     } else {
-      const byte = pfn < 0 ? 0 : this.k.mem.token(pfn) & 0xff;
       r.bytes += header + PAGE_SIZE;
       r.srcNs += this.ns.pageCopy;
       this.normal++;
-      this.k.runAsTask(dt, () => this.k.access(this.dstThread, dhva, 1, 1, true, byte));
-      dt.ns += this.ns.pageCopy;
     }
-    r.dstNs += dt.ns;
     r.pages++;
     b.seen[p] = this.key(b, p);
     b.logged[p] = 0;
     b.skipped[p] = 0;
+    return { zero: sentZero, byte: pfn < 0 ? 0 : this.k.mem.token(pfn) & 0xff };
+  }
+
+  /** The cost (ns) of one named operation of this migration (copying a page, checking a zero page). */
+  costNs(what: 'pageCopy' | 'zeroCheck'): number {
+    return this.ns[what];
+  }
+
+  // --- postcopy (postcopy.ts drives these) -------------------------------------------
+
+  /**
+   * postcopy_chunk_hostpages: on blocks backed by huge pages, a host page
+   * with any dirty 4K page is dirty whole (it is discarded on the
+   * destination and sent again whole). Returns the pages newly dirtied.
+   */
+  chunkHostPages(): number {
+    let added = 0;
+    for (const b of this.blocks) {
+      const n = b.block.pageSize / PAGE_SIZE;
+      if (n === 1) continue;
+      for (let h = 0; h < b.pages; h += n) {
+        const i = b.bmap.indexOf(1, h);
+        if (i < 0) break;
+        if (i >= h + n) {
+          h = i - (i % n) - n;
+          continue;
+        }
+        for (let p = h; p < h + n; p++)
+          if (!b.bmap[p]) {
+            b.bmap[p] = 1;
+            added++;
+          }
+      }
+    }
+    this.dirtyPages += added;
+    return added;
+  }
+
+  /** Whether any 4K page of the host page starting at page `p` of block `bi` is dirty. */
+  hostPageDirty(bi: number, p: number): boolean {
+    const b = this.blocks[bi]!;
+    const n = b.block.pageSize / PAGE_SIZE;
+    const i = b.bmap.indexOf(1, p);
+    return i >= 0 && i < p + n;
+  }
+
+  /** Mark every 4K page of the host page dirty again (its copy was lost in flight). */
+  redirtyHostPage(bi: number, p: number): void {
+    const b = this.blocks[bi]!;
+    for (let q = p; q < p + b.block.pageSize / PAGE_SIZE; q++)
+      if (!b.bmap[q]) {
+        b.bmap[q] = 1;
+        this.dirtyPages++;
+      }
+  }
+
+  /**
+   * The next host page with dirty 4K pages from the background cursor
+   * (ram_find_and_save_block's scan, host-page aligned): [block index,
+   * first 4K page], or undefined when none is left.
+   */
+  nextDirtyHostPage(): [number, number] | undefined {
+    if (this.dirtyPages === 0) return undefined;
+    const [b, p] = this.nextDirty();
+    const n = b.block.pageSize / PAGE_SIZE;
+    this.cursorPage = p - (p % n) + n;
+    return [this.blocks.indexOf(b), p - (p % n)];
+  }
+
+  /**
+   * ram_save_host_page: send the dirty 4K pages of the host page at `p`
+   * (clearing their bits). Returns each page's content (undefined for a
+   * page that was not dirty or was skipped by a hint) and adds bytes and
+   * source time to `r`.
+   */
+  sendHostPage(bi: number, p: number, r: SendResult): ({ zero: boolean; byte: number } | undefined)[] {
+    const b = this.blocks[bi]!;
+    const out: ({ zero: boolean; byte: number } | undefined)[] = [];
+    const before = r.bytes;
+    for (let q = p; q < p + b.block.pageSize / PAGE_SIZE; q++) {
+      if (!b.bmap[q]) {
+        out.push(undefined);
+        continue;
+      }
+      b.bmap[q] = 0;
+      this.dirtyPages--;
+      out.push(this.readPage(b, q, r));
+    }
+    this.bytes += r.bytes - before;
+    return out;
   }
 
   /** First byte of the destination page at hva (0 if zero or never backed); `fault` reads it in as QEMU's read does. */
@@ -405,6 +509,12 @@ export class RamMigration {
       this.k.access(this.dstThread, hva, 1, 1, false, 0);
       pfn = followPage(this.dst.process.mm, hva);
     }
+    return pfn < 0 ? 0 : this.k.mem.token(pfn) & 0xff;
+  }
+
+  /** First byte of the source's 4K page `p` of block `b` (0 if zero or never backed). */
+  sourceByte(b: BlockState, p: number): number {
+    const pfn = followPage(this.src.process.mm, b.block.host + p * PAGE_SIZE);
     return pfn < 0 ? 0 : this.k.mem.token(pfn) & 0xff;
   }
 
@@ -426,8 +536,7 @@ export class RamMigration {
     for (const b of this.blocks)
       for (let p = 0; p < b.pages && out.length < limit; p++) {
         if (b.skipped[p]) continue;
-        const s = followPage(this.src.process.mm, b.block.host + p * PAGE_SIZE);
-        const sv = s < 0 ? 0 : this.k.mem.token(s) & 0xff;
+        const sv = this.sourceByte(b, p);
         const dv = this.pageByte(b.dst.host + p * PAGE_SIZE, false);
         if (sv !== dv) out.push({ block: b.block.idstr, offset: p * PAGE_SIZE, src: sv, dst: dv });
       }

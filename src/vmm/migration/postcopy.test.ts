@@ -1,0 +1,289 @@
+/**
+ * Postcopy live migration: the switchover to the destination, vCPU faults
+ * served as page requests at the RAM block's page size, postcopy-preempt,
+ * blocktime, the hugetlb copy proposals, injected faults (link stall and
+ * drop with recovery, loss of the source, a drop during precopy), and the
+ * content check after all of them.
+ */
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { vmTestKernel } from '../test_fixtures.ts';
+import { Vm, type VmConfig } from '../vm.ts';
+import type { Kernel } from '../../kernel/kernel.ts';
+import { PAGE_SIZE, PMD_SIZE } from '../../kernel/uapi.ts';
+import { NSEC_PER_MSEC, NSEC_PER_SEC } from '../../sim/clock.ts';
+import { Link } from './link.ts';
+import { MigrationState, type MigrationOptions } from './migration.ts';
+
+const MiB = 2 ** 20;
+const URI = 'tcp:dest:4444';
+
+interface Setup {
+  k: Kernel;
+  src: Vm;
+  dst: Vm;
+  mig: MigrationState;
+  /** The destination vCPU's touches: index into `touches` reached so far. */
+  touched: () => number;
+}
+
+/**
+ * A guest of `m` bytes whose every page holds a byte of its own, migrated
+ * with postcopy-ram over 10 Gbit/s (50 µs one way). Once the guest runs on
+ * the destination, vCPU 0 reads `touches` (page numbers), one every 20 µs,
+ * blocking in userfaults on pages that have not arrived.
+ */
+function setup(
+  opts: {
+    m?: number;
+    caps?: string[];
+    backend?: VmConfig['objects'];
+    touches?: number[];
+    mig?: Omit<MigrationOptions, 'onGuest'>;
+    written?: number;
+  } = {},
+): Setup {
+  const m = opts.m ?? 64 * MiB;
+  const k = vmTestKernel({ nodes: 1, gib: 2, cpus: 4 });
+  if (opts.backend) expect(k.sysfs.write('/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages', String((2 * m) / PMD_SIZE))).toBe(0);
+  const cfg = (name: string): VmConfig =>
+    opts.backend ? { name, smp: 1, objects: opts.backend, 'memory-backend': 'mem' } : { name, m, smp: 1 };
+  const src = new Vm(k, cfg('src'));
+  const dst = new Vm(k, cfg('dst'));
+  const written = opts.written ?? m / PAGE_SIZE;
+  for (let p = 0; p < written; p++) k.runAsTask({ ns: 0 }, () => src.access(0, p * PAGE_SIZE, 1, 1, true, (p % 251) + 1));
+  const touches = opts.touches ?? [];
+  let i = 0;
+  const vcpu = dst.vcpus[0]!.thread;
+  const base = dst.ramList.blocks[0]!.host;
+  let blocked = false;
+  const step = (): void => {
+    if (i >= touches.length) return;
+    const r = k.runAsTask({ ns: 0 }, () => k.access(vcpu, base + touches[i]! * PAGE_SIZE, 1, 1, false, 0));
+    if (r.blocked !== undefined) {
+      blocked = true;
+      k.uffd.faulted(vcpu, k.clock.now());
+      return;
+    }
+    i++;
+    k.events.after(20_000, 'vcpu', step);
+  };
+  k.uffd.wakeListeners.push((t) => {
+    if (t === vcpu && blocked) {
+      blocked = false;
+      k.events.after(0, 'vcpu', step);
+    }
+  });
+  const mig = new MigrationState(src, {
+    ...opts.mig,
+    onGuest: (w) => w === 'start-destination' && k.events.after(0, 'vcpu', step),
+  }).register();
+  mig.incoming(URI, dst, new Link({ bandwidth: 1.25e9, latency: 50_000 }));
+  const caps = opts.caps ?? ['postcopy-ram', 'postcopy-blocktime'];
+  qmp(src, 'migrate-set-capabilities', { capabilities: caps.map((capability) => ({ capability, state: true })) });
+  return { k, src, dst, mig, touched: () => i };
+}
+
+const qmp = (vm: Vm, execute: string, args?: Record<string, unknown>): Record<string, unknown> =>
+  vm.monitor.execute(args ? { execute, arguments: args } : { execute }) as Record<string, unknown>;
+
+function runUntilDone(k: Kernel, mig: MigrationState, limitNs: number): void {
+  const end = k.clock.now() + limitNs;
+  while (k.clock.now() < end && mig.status !== 'completed' && mig.status !== 'failed')
+    k.events.runUntil(Math.min(end, k.clock.now() + 10 * NSEC_PER_MSEC));
+}
+
+/** Start migrating and switch to postcopy right away (after setup, before the bulk stage gets far). */
+function startPostcopy(s: Setup): void {
+  expect(qmp(s.src, 'migrate', { uri: URI })).toEqual({ return: {} });
+  expect(qmp(s.src, 'migrate-start-postcopy')).toEqual({ return: {} });
+}
+
+const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+describe('postcopy on anonymous 4K RAM', () => {
+  it('switches over, serves each vCPU fault as a request, completes with every page in place', () => {
+    const touches = Array.from({ length: 200 }, (_, j) => (j * 37) % 16384);
+    const s = setup({ touches });
+    startPostcopy(s);
+    const seen = new Set<string>();
+    const end = s.k.clock.now() + 5 * NSEC_PER_SEC;
+    while (s.k.clock.now() < end && s.mig.status !== 'completed') {
+      s.k.events.runUntil(s.k.clock.now() + NSEC_PER_MSEC);
+      seen.add(String(s.mig.query()['status']));
+    }
+    expect(s.mig.status).toBe('completed');
+    expect(seen.has('postcopy-active')).toBe(true);
+    expect(s.touched()).toBe(touches.length);
+    const q = s.mig.query() as { ram: Record<string, number>; downtime: number };
+    expect(q.ram['postcopy-requests']).toBeGreaterThan(0);
+    expect(q.ram['postcopy-requests']).toBeLessThanOrEqual(touches.length);
+    expect(q.ram['postcopy-bytes']).toBeGreaterThan(60 * MiB);
+    // No data lost: every destination page carries the source's byte.
+    expect(s.mig.verify()).toEqual([]);
+    // The destination's query-migrate reports blocktime (postcopy-blocktime).
+    const d = qmp(s.dst, 'query-migrate')['return'] as Record<string, unknown>;
+    expect(d['status']).toBe('completed');
+    const pc = s.mig.postcopy!;
+    expect(pc.stats.latencies.length).toBe(q.ram['postcopy-requests']);
+    expect(d['postcopy-vcpu-blocktime']).toEqual([Math.floor(pc.stats.vcpuBlocktime[0]! / NSEC_PER_MSEC)]);
+    // One vCPU: whenever it is blocked, all are.
+    expect(pc.stats.totalBlocktime).toBe(pc.stats.vcpuBlocktime[0]);
+    // The destination unregistered guest RAM at the end.
+    expect(s.dst.process.mm.vmas.every((v) => v.uffdCtx === null)).toBe(true);
+  });
+
+  it('without preempt a request waits behind the socket buffer; postcopy-preempt sends it on its own channel', () => {
+    const touches = Array.from({ length: 100 }, (_, j) => 16383 - j * 97);
+    const lat = (caps: string[]): number => {
+      const s = setup({ touches, caps });
+      startPostcopy(s);
+      runUntilDone(s.k, s.mig, 5 * NSEC_PER_SEC);
+      expect(s.mig.status).toBe('completed');
+      expect(s.mig.verify()).toEqual([]);
+      return mean(s.mig.postcopy!.stats.latencies);
+    };
+    const plain = lat(['postcopy-ram']);
+    const preempt = lat(['postcopy-ram', 'postcopy-preempt']);
+    // 4 MiB of send buffer at 1.25 GB/s is 3.4 ms ahead of a request.
+    expect(plain).toBeGreaterThan(3 * NSEC_PER_MSEC);
+    expect(preempt).toBeLessThan(NSEC_PER_MSEC);
+  });
+
+  it('refuses preempt without postcopy-ram, and migrate-start-postcopy without the capability', () => {
+    const s = setup({ caps: ['postcopy-preempt'] });
+    expect(qmp(s.src, 'migrate', { uri: URI })).toEqual({
+      error: { class: 'GenericError', desc: 'Postcopy preempt requires postcopy-ram' },
+    });
+    const t = setup({ caps: [] });
+    expect(qmp(t.src, 'migrate-start-postcopy')).toEqual({
+      error: { class: 'GenericError', desc: 'Enable postcopy with migrate_set_capability before the start of migration' },
+    });
+  });
+});
+
+describe('postcopy on hugetlbfs', () => {
+  const backend: VmConfig['objects'] = [
+    { 'qom-type': 'memory-backend-file', id: 'mem', size: 32 * MiB, 'mem-path': '/dev/hugepages', share: true },
+  ];
+
+  it('requests and places whole 2M pages', () => {
+    const touches = [0, 1, 600, 4095, 2048];
+    const s = setup({ m: 32 * MiB, backend, touches });
+    startPostcopy(s);
+    runUntilDone(s.k, s.mig, 5 * NSEC_PER_SEC);
+    expect(s.mig.status).toBe('completed');
+    expect(s.mig.verify()).toEqual([]);
+    const pc = s.mig.postcopy!;
+    // Page 1 shares page 0's 2M page; at most one request per huge page touched.
+    expect(pc.stats.requests).toBeLessThanOrEqual(4);
+    expect(s.dst.hostMappingSize(0)).toBe(PMD_SIZE);
+  });
+
+  it('with uffd-hugetlb-subpage-copy, requests 4K pieces and ends with huge mappings', () => {
+    const touches = [0, 1, 600, 4095, 2048];
+    const s = setup({ m: 32 * MiB, backend, touches, mig: { postcopy: { hugetlbRequestSize: PAGE_SIZE } } });
+    expect(s.k.sysfs.write('/sys/kernel/memtwin/features/uffd-hugetlb-subpage-copy', '1')).toBe(0);
+    startPostcopy(s);
+    runUntilDone(s.k, s.mig, 5 * NSEC_PER_SEC);
+    expect(s.mig.status).toBe('completed');
+    expect(s.mig.verify()).toEqual([]);
+    // Pages 0 and 1 are separate 4K requests now.
+    expect(s.mig.postcopy!.stats.requests).toBeGreaterThanOrEqual(2);
+    for (let g = 0; g < 32 * MiB; g += PMD_SIZE) expect(s.dst.hostMappingSize(g)).toBe(PMD_SIZE);
+    expect(s.k.hgm.stats.collapses).toBeGreaterThan(0);
+  });
+});
+
+describe('faults injected', () => {
+  it('a link drop during postcopy pauses it; resume recovers and nothing is lost', () => {
+    const touches = Array.from({ length: 300 }, (_, j) => (j * 53) % 16384);
+    const s = setup({ touches });
+    startPostcopy(s);
+    s.k.events.runUntil(s.k.clock.now() + 20 * NSEC_PER_MSEC);
+    expect(s.mig.query()['status']).toBe('postcopy-active');
+    s.mig.linkDrop();
+    expect(s.mig.query()['status']).toBe('postcopy-paused');
+    s.k.events.runUntil(s.k.clock.now() + 50 * NSEC_PER_MSEC);
+    expect(s.mig.query()['status']).toBe('postcopy-paused');
+    expect(qmp(s.src, 'migrate', { uri: URI, resume: true })).toEqual({ return: {} });
+    expect(s.mig.query()['status']).toBe('postcopy-recover');
+    runUntilDone(s.k, s.mig, 5 * NSEC_PER_SEC);
+    expect(s.mig.status).toBe('completed');
+    expect(s.touched()).toBe(touches.length);
+    expect(s.mig.verify()).toEqual([]);
+  });
+
+  it('a link stall delays postcopy by its length', () => {
+    const total = (stallMs: number): number => {
+      const s = setup({ written: 4096 });
+      startPostcopy(s);
+      s.k.events.runUntil(s.k.clock.now() + 5 * NSEC_PER_MSEC);
+      if (stallMs) s.mig.linkStall(stallMs * NSEC_PER_MSEC);
+      runUntilDone(s.k, s.mig, 5 * NSEC_PER_SEC);
+      expect(s.mig.verify()).toEqual([]);
+      return s.mig.endTime - s.mig.startTime;
+    };
+    const d = total(30) - total(0);
+    expect(d).toBeGreaterThanOrEqual(29 * NSEC_PER_MSEC);
+    expect(d).toBeLessThanOrEqual(31 * NSEC_PER_MSEC);
+  });
+
+  it('losing the source during postcopy loses the VM, and the run says so', () => {
+    const s = setup({ touches: Array.from({ length: 100 }, (_, j) => j * 160) });
+    startPostcopy(s);
+    s.k.events.runUntil(s.k.clock.now() + 10 * NSEC_PER_MSEC);
+    s.mig.sourceLost();
+    expect(s.mig.vmLost).toBe(true);
+    expect(s.mig.query()).toEqual({
+      status: 'failed',
+      'error-desc': 'memtwin: the source was lost during postcopy; the destination lacks pages and the VM is lost',
+    });
+    expect(s.mig.postcopy!.missingUnits).toBeGreaterThan(0);
+  });
+
+  it('a link drop during precopy fails the migration and the guest keeps running on the source', () => {
+    const events: string[] = [];
+    const k = vmTestKernel({ nodes: 1, gib: 2, cpus: 4 });
+    const src = new Vm(k, { name: 'src', m: 64 * MiB, smp: 1 });
+    const dst = new Vm(k, { name: 'dst', m: 64 * MiB, smp: 1 });
+    for (let p = 0; p < 16384; p++) k.runAsTask({ ns: 0 }, () => src.access(0, p * PAGE_SIZE, 1, 1, true, 7));
+    const mig = new MigrationState(src, { onGuest: (w) => events.push(w) }).register();
+    mig.incoming(URI, dst, new Link({ bandwidth: 1.25e9, latency: 50_000 }));
+    qmp(src, 'migrate', { uri: URI });
+    k.events.runUntil(k.clock.now() + 200 * NSEC_PER_MSEC);
+    expect(mig.status).toBe('active');
+    mig.linkDrop();
+    expect(mig.query()).toEqual({ status: 'failed', 'error-desc': 'Unable to write to socket: Broken pipe' });
+    expect(mig.guestRunning).toBe(true);
+    expect(events).toEqual([]);
+  });
+});
+
+describe('property: postcopy loses no data', () => {
+  it('under any touch order, write pattern, and a drop with recovery', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 4095 }), { minLength: 1, maxLength: 40 }),
+        fc.integer({ min: 0, max: 4096 }),
+        fc.boolean(),
+        fc.option(fc.integer({ min: 1, max: 30 }), { nil: undefined }),
+        (touches, written, preempt, dropAtMs) => {
+          const s = setup({ m: 16 * MiB, touches, written, caps: preempt ? ['postcopy-ram', 'postcopy-preempt'] : ['postcopy-ram'] });
+          startPostcopy(s);
+          if (dropAtMs !== undefined) {
+            s.k.events.runUntil(s.k.clock.now() + dropAtMs * NSEC_PER_MSEC);
+            s.mig.linkDrop();
+            s.k.events.runUntil(s.k.clock.now() + 5 * NSEC_PER_MSEC);
+            if (s.mig.status !== 'completed') qmp(s.src, 'migrate', { uri: URI, resume: true });
+          }
+          runUntilDone(s.k, s.mig, 10 * NSEC_PER_SEC);
+          expect(s.mig.status).toBe('completed');
+          expect(s.touched()).toBe(touches.length);
+          expect(s.mig.verify(5)).toEqual([]);
+        },
+      ),
+      { numRuns: 25 },
+    );
+  });
+});

@@ -1,0 +1,587 @@
+/**
+ * Postcopy live migration (QEMU migration/postcopy-ram.c and ram.c's
+ * postcopy paths), in virtual time: after the switchover the guest runs on
+ * the destination, whose guest RAM is registered with userfaultfd; a vCPU
+ * touching a page that has not arrived blocks in a userfault, the
+ * destination's fault thread asks the source for it, and the source sends
+ * it ahead of the background stream, which goes on sending the rest.
+ *
+ * - Start (postcopy_start / the destination's POSTCOPY_LISTEN and discard):
+ *   with the guest stopped on the source, the last dirty bitmap sync; on
+ *   blocks backed by huge pages a host page with any dirty 4K page becomes
+ *   dirty whole (postcopy_chunk_hostpages); the destination discards every
+ *   dirty host page (ram_discard_range) and registers each RAM block with
+ *   UFFDIO_REGISTER_MODE_MISSING. The device state package goes over the
+ *   main channel and the guest resumes on the destination when it arrives.
+ * - Units: a page is requested and placed in units of the block's page size
+ *   (4K, 2M or 1G: postcopy_request_page rounds down to qemu_ram_pagesize).
+ *   With uffd-hugetlb-subpage-copy or uffd-hugetlb-vma-split enabled on the
+ *   destination kernel, hugetlb blocks are requested and placed in units of
+ *   `hugetlbRequestSize` (4K or 2M) instead, and the kernel restores the
+ *   huge mapping when the last unit of a page is placed.
+ * - The main channel (one TCP stream) carries the background pages, whole
+ *   host pages in address order (ram_save_host_page), as fast as the link
+ *   and `max-postcopy-bandwidth` allow. The sender keeps at most the socket
+ *   send buffer (`sndbuf`) ahead of the wire; when the destination's load
+ *   thread places pages slower than they arrive, the receive buffer
+ *   (`rcvbuf`) fills as well before TCP's flow control stops the sender.
+ *   Without postcopy-preempt, a requested page goes on this channel too:
+ *   after the host page being written (a huge page is not interrupted) and
+ *   behind everything already buffered, which is why a request waits about
+ *   (sndbuf [+ rcvbuf]) / bandwidth.
+ * - postcopy-preempt: requested pages go on a channel of their own, placed
+ *   by a thread of their own on the destination; while the main channel is
+ *   busy the two share the link (each gets half of it).
+ * - The destination's fault thread wakes (poll) when a vCPU blocks, reads
+ *   every queued fault, drops units already placed or already requested
+ *   (QEMU's page_requested tree), and sends one request per unit on the
+ *   return path (ram.postcopy-requests counts them on the source). The
+ *   source sends the unit's dirty pages; a unit already in flight on the
+ *   main channel is not sent again: its vCPU waits for it there. A unit that
+ *   is neither dirty nor on the destination (a page a free page hint let
+ *   precopy skip) is sent anyway (memtwin's choice: QEMU would not; do not
+ *   combine free page hints with postcopy).
+ * - Placement: UFFDIO_COPY of the unit (4K, or the whole huge page from the
+ *   buffer it was assembled in, or a part under a copy proposal),
+ *   UFFDIO_ZEROPAGE for a zero 4K page, with DONTWAKE, then the wake once
+ *   the copy is done. Costs are the kernel's (measured uffdio_copy_*).
+ * - Blocktime (postcopy-blocktime): per vCPU, the time it spent blocked in
+ *   userfaults, and the time all vCPUs were blocked at once; every fault's
+ *   latency (block to wake) is kept for the latency figures.
+ * - Faults: a link stall delays everything in flight by its length; a link
+ *   drop pauses postcopy (postcopy-paused): what was in flight is lost and
+ *   dirty again on the source, vCPUs stay blocked; recover() reconnects
+ *   (postcopy-recover: a round trip and the destination's received bitmap),
+ *   the fault thread asks again for every page its vCPUs wait on, and the
+ *   background stream resumes. Losing the source during postcopy loses the
+ *   VM: the destination cannot get the pages it lacks.
+ */
+import type { Kernel } from '../../kernel/kernel.ts';
+import type { Thread } from '../../kernel/sched.ts';
+import type { EventHandle } from '../../sim/event_queue.ts';
+import {
+  PAGE_SIZE,
+  PMD_SIZE,
+  UFFD_API,
+  UFFD_FEATURE,
+  UFFD_FEATURE_PROPOSED,
+  UFFDIO_MODE,
+  UFFDIO_REGISTER_MODE,
+} from '../../kernel/uapi.ts';
+import { uffdioApi, uffdioFill, uffdioRegister, uffdioUnregister } from '../../kernel/userfaultfd.ts';
+import type { Vm } from '../vm.ts';
+import type { Link } from './link.ts';
+import { STREAM_MARKER_BYTES, type RamMigration, type SendResult } from './ram.ts';
+
+/** Linux's default socket buffer limits (net.ipv4.tcp_wmem / tcp_rmem maximum, bytes). */
+export const DEFAULT_SNDBUF = 4 * 2 ** 20;
+export const DEFAULT_RCVBUF = 6 * 2 ** 20;
+/** Background bytes written to the main channel per event (small pages are batched). */
+const BATCH_BYTES = 256 * 1024;
+
+export interface PostcopyOptions {
+  preempt: boolean;
+  /** max-postcopy-bandwidth, bytes/s (0: the link's rate). */
+  maxBandwidth: number;
+  /** Unit hugetlb blocks are requested in under a copy proposal (4K or 2M). */
+  hugetlbRequestSize?: number;
+  /** Socket buffers of the main channel (bytes). */
+  sndbuf?: number;
+  rcvbuf?: number;
+}
+
+/** A unit in flight: its block, first 4K page, and each 4K page's content (undefined: not sent). */
+interface Unit {
+  bi: number;
+  u: number;
+  pages: ({ zero: boolean; byte: number } | undefined)[];
+}
+
+/** Bytes written to a channel together, and when they arrive. */
+interface Chunk {
+  units: Unit[];
+  arriveAt: number;
+  event: EventHandle | null;
+  urgent: boolean;
+}
+
+/** Per block: the placement unit and the destination's view of each unit. */
+interface BlockPc {
+  /** Bytes per unit. */
+  unit: number;
+  /** 4K pages per unit. */
+  n: number;
+  /** 1: the unit is on the destination (receivedmap). */
+  received: Uint8Array;
+  /** 1: a request for it is outstanding (page_requested). */
+  requested: Uint8Array;
+  /** 1: it is in flight on a channel. */
+  inflight: Uint8Array;
+}
+
+export interface PostcopyStats {
+  /** Requests the source received (ram.postcopy-requests). */
+  requests: number;
+  /** Bytes sent after the switchover (ram.postcopy-bytes). */
+  bytes: number;
+  /** Every fault's latency (ns, block to wake), in the order they were woken. */
+  latencies: number[];
+  /** Per vCPU (index), ns blocked in userfaults. */
+  vcpuBlocktime: number[];
+  /** ns during which every vCPU was blocked at once. */
+  totalBlocktime: number;
+}
+
+export class Postcopy {
+  status: 'postcopy-active' | 'postcopy-paused' | 'postcopy-recover' | 'completed' | 'lost' = 'postcopy-active';
+  readonly stats: PostcopyStats;
+  /** Virtual time the guest resumed on the destination. */
+  resumedAt = 0;
+  /** Virtual time the last unit was placed. */
+  doneAt = 0;
+  /** Called once when every unit is on the destination (or the VM is lost). */
+  onDone: (() => void) | undefined;
+  private readonly k: Kernel;
+  private readonly pc: BlockPc[] = [];
+  private readonly fd: number;
+  private readonly rate: number;
+  private readonly sndbuf: number;
+  private readonly rcvbuf: number;
+  /** When the main channel's wire is free of everything written so far; the destination's load thread is free. */
+  private mainWireFreeAt = 0;
+  private loadBusyUntil = 0;
+  private preemptWireFreeAt = 0;
+  private preemptBusyUntil = 0;
+  private readonly inflight = new Set<Chunk>();
+  private pump: EventHandle | null = null;
+  private readonly loadThread: Thread;
+  private readonly preemptThread: Thread;
+  private readonly blockedSince = new Map<Thread, number>();
+  private readonly vcpuIndex = new Map<Thread, number>();
+  private allBlockedSince: number | undefined;
+  private readPending = false;
+  /** Units still to place. */
+  private missing = 0;
+
+  constructor(
+    readonly ram: RamMigration,
+    readonly src: Vm,
+    readonly dst: Vm,
+    readonly link: Link,
+    readonly opts: PostcopyOptions,
+  ) {
+    this.k = src.k;
+    const k = this.k;
+    this.rate = link.rate(opts.maxBandwidth || undefined);
+    this.sndbuf = opts.sndbuf ?? DEFAULT_SNDBUF;
+    this.rcvbuf = opts.rcvbuf ?? DEFAULT_RCVBUF;
+    this.stats = { requests: 0, bytes: 0, latencies: [], vcpuBlocktime: dst.vcpus.map(() => 0), totalBlocktime: 0 };
+    dst.vcpus.forEach((c, i) => this.vcpuIndex.set(c.thread, i));
+    const proposal =
+      k.hgm.features() & (UFFD_FEATURE_PROPOSED.UFFD_FEATURE_HUGETLB_SUBPAGE_COPY | UFFD_FEATURE_PROPOSED.UFFD_FEATURE_HUGETLB_VMA_SPLIT);
+    const sub = opts.hugetlbRequestSize ?? PAGE_SIZE;
+    if (proposal && sub !== PAGE_SIZE && sub !== PMD_SIZE) throw new Error(`postcopy: hugetlb request size must be 4K or 2M, not ${sub}`);
+    for (const b of ram.blocks) {
+      const hs = b.block.pageSize;
+      const unit = hs > PAGE_SIZE && proposal ? Math.min(sub, hs) : hs;
+      const units = b.pages / (unit / PAGE_SIZE);
+      this.pc.push({
+        unit,
+        n: unit / PAGE_SIZE,
+        received: new Uint8Array(units),
+        requested: new Uint8Array(units),
+        inflight: new Uint8Array(units),
+      });
+    }
+    const mk = (what: string): Thread => {
+      const t = k.createThread(dst.process, dst.process.threads[0]!.cpu);
+      if (typeof t === 'number') throw new Error(`postcopy: cannot create the destination's ${what} thread`);
+      return t;
+    };
+    this.loadThread = dst.process.threads[0]!;
+    this.preemptThread = mk('preempt');
+    // The destination's userfaultfd (postcopy_ram_incoming_setup).
+    const fd = k.uffd.create(dst.process, 0);
+    if (fd < 0) throw new Error(`postcopy: userfaultfd: ${fd}`);
+    this.fd = fd;
+    const features = UFFD_FEATURE.UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE.UFFD_FEATURE_MISSING_SHMEM | proposal;
+    const api = uffdioApi(k, dst.process, fd, UFFD_API, features);
+    if (api.ret < 0) throw new Error(`postcopy: UFFDIO_API: ${api.ret}`);
+    k.uffd.ctxs.get(fd)!.onReadable = (at, t) => this.faulted(at, t);
+    k.uffd.wakeListeners.push((t) => this.woken(t));
+  }
+
+  /**
+   * The switchover's RAM part, with the guest stopped on the source: chunk
+   * host pages, discard the dirty ones on the destination, register guest
+   * RAM. Returns the destination's ns for it and the bytes of the discard
+   * commands.
+   */
+  listen(): { ns: number; bytes: number } {
+    const k = this.k;
+    const ram = this.ram;
+    ram.chunkHostPages();
+    const t = { ns: 0 };
+    let bytes = 0;
+    k.runAsTask(t, () => {
+      ram.blocks.forEach((b, bi) => {
+        const pc = this.pc[bi]!;
+        const hn = b.block.pageSize / PAGE_SIZE;
+        // Discard runs of dirty host pages (ram_discard_range), one command (two be64) each.
+        for (let h = 0; h < b.pages;) {
+          if (!ram.hostPageDirty(bi, h)) {
+            pc.received.fill(1, h / pc.n, (h + hn) / pc.n);
+            h += hn;
+            continue;
+          }
+          let e = h + hn;
+          while (e < b.pages && ram.hostPageDirty(bi, e)) e += hn;
+          b.dst.discardRange(k, this.dst.process, h * PAGE_SIZE, (e - h) * PAGE_SIZE);
+          bytes += 16;
+          h = e;
+        }
+        const r = uffdioRegister(k, this.fd, b.dst.host, b.pages * PAGE_SIZE, UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_MISSING);
+        if (r.ret < 0) throw new Error(`postcopy: UFFDIO_REGISTER ${b.block.idstr}: ${r.ret}`);
+      });
+    });
+    for (const pc of this.pc) for (let u = 0; u < pc.received.length; u++) this.missing += 1 - pc.received[u]!;
+    return { ns: t.ns, bytes };
+  }
+
+  /** The guest runs on the destination from `at` on: the background stream starts. */
+  run(at: number): void {
+    this.resumedAt = at;
+    this.mainWireFreeAt = Math.max(this.mainWireFreeAt, at);
+    this.loadBusyUntil = Math.max(this.loadBusyUntil, at);
+    if (this.missing === 0) this.finish(at);
+    else this.schedulePump(at);
+  }
+
+  // --- the source's background stream -------------------------------------------------
+
+  private schedulePump(at: number): void {
+    if (this.pump || this.status !== 'postcopy-active') return;
+    this.pump = this.k.events.schedule(Math.max(at, this.k.clock.now()), 'postcopy-send', () => {
+      this.pump = null;
+      this.send();
+    });
+  }
+
+  /** The migration thread: write host pages while the socket has room. */
+  private send(): void {
+    if (this.status !== 'postcopy-active') return;
+    const now = this.k.clock.now();
+    const sndNs = (this.sndbuf * 1e9) / this.rate;
+    const rcvNs = (this.rcvbuf * 1e9) / this.rate;
+    while (this.mainWireFreeAt - now < sndNs && this.loadBusyUntil - now < sndNs + rcvNs) {
+      const units: Unit[] = [];
+      const r: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0 };
+      while (r.bytes < BATCH_BYTES) {
+        const next = this.ram.nextDirtyHostPage();
+        if (!next) break;
+        const [bi, p] = next;
+        this.takeHostPage(bi, p, r, units);
+        if (this.ram.blocks[bi]!.block.pageSize > PAGE_SIZE) break; // a huge page is a chunk of its own
+      }
+      if (!units.length && !r.bytes) break;
+      this.write(units, r, false);
+    }
+    if (this.ram.dirtyPages === 0) return; // everything is written; completion follows the last placement
+    this.schedulePump(Math.max(now + 1, this.mainWireFreeAt - sndNs, this.loadBusyUntil - sndNs - rcvNs));
+  }
+
+  /** Send the dirty pages of a host page as units; units whose pages were all clean are not in flight. */
+  private takeHostPage(bi: number, p: number, r: SendResult, units: Unit[]): void {
+    const pc = this.pc[bi]!;
+    const hn = this.ram.blocks[bi]!.block.pageSize / PAGE_SIZE;
+    const pages = this.ram.sendHostPage(bi, p, r);
+    for (let q = 0; q < hn; q += pc.n) {
+      const u = (p + q) / pc.n;
+      if (pc.received[u] || pc.inflight[u]) continue;
+      pc.inflight[u] = 1;
+      units.push({ bi, u, pages: pages.slice(q, q + pc.n) });
+    }
+  }
+
+  /** Write a chunk to the main or the preempt channel; it arrives and is placed in order. */
+  private write(units: Unit[], r: SendResult, urgent: boolean): void {
+    const now = this.k.clock.now();
+    this.link.carry(r.bytes);
+    this.stats.bytes += r.bytes;
+    const xfer = (r.bytes * 1e9) / this.rate;
+    let wireEnd: number;
+    if (urgent) {
+      // Its own socket; while the main channel is busy, the two share the link.
+      const start = Math.max(now, this.preemptWireFreeAt);
+      const shared = this.mainWireFreeAt > start;
+      wireEnd = start + Math.max(r.srcNs, shared ? 2 * xfer : xfer);
+      this.preemptWireFreeAt = wireEnd;
+      if (shared) this.mainWireFreeAt += xfer;
+    } else {
+      wireEnd = Math.max(now, this.mainWireFreeAt) + Math.max(r.srcNs, xfer);
+      this.mainWireFreeAt = wireEnd;
+    }
+    const chunk: Chunk = { units, arriveAt: Math.ceil(wireEnd + this.link.latency), event: null, urgent };
+    this.inflight.add(chunk);
+    chunk.event = this.k.events.schedule(chunk.arriveAt, urgent ? 'postcopy-preempt-recv' : 'postcopy-recv', () => this.arrive(chunk));
+  }
+
+  // --- the destination ---------------------------------------------------------------
+
+  /** A chunk arrived: its thread (load, or preempt) places it once done with the previous one. */
+  private arrive(chunk: Chunk): void {
+    const now = this.k.clock.now();
+    const busy = chunk.urgent ? this.preemptBusyUntil : this.loadBusyUntil;
+    if (busy > now) {
+      chunk.event = this.k.events.schedule(Math.ceil(busy), 'postcopy-place', () => this.arrive(chunk));
+      return;
+    }
+    this.inflight.delete(chunk);
+    const thread = chunk.urgent ? this.preemptThread : this.loadThread;
+    const t = { ns: 0 };
+    const placed: Unit[] = [];
+    this.k.runAsTask(t, () => {
+      for (const unit of chunk.units) if (this.place(thread, unit)) placed.push(unit);
+    });
+    const end = now + Math.ceil(t.ns);
+    if (chunk.urgent) this.preemptBusyUntil = end;
+    else this.loadBusyUntil = end;
+    this.k.events.schedule(end, 'postcopy-wake', () => {
+      const ctx = this.k.uffd.ctxs.get(this.fd)!;
+      for (const unit of placed) {
+        const pc = this.pc[unit.bi]!;
+        this.k.uffd.wake(ctx, this.ram.blocks[unit.bi]!.dst.host + unit.u * pc.unit, pc.unit);
+      }
+      if (this.missing === 0 && this.inflight.size === 0) this.finish(this.k.clock.now());
+    });
+  }
+
+  /** Place one unit with UFFDIO_COPY/ZEROPAGE (DONTWAKE). False if it was already placed. */
+  private place(thread: Thread, unit: Unit): boolean {
+    const pc = this.pc[unit.bi]!;
+    pc.inflight[unit.u] = 0;
+    if (pc.received[unit.u]) return false;
+    const b = this.ram.blocks[unit.bi]!;
+    const at = b.dst.host + unit.u * pc.unit;
+    const k = this.k;
+    // Pages not sent in this unit (clean since precopy sent them) keep their precopy content: read them from the source.
+    const byteOf = (i: number): number => {
+      const pg = unit.pages[i];
+      if (pg) return pg.zero ? 0 : pg.byte;
+      return this.ram.sourceByte(b, unit.u * pc.n + i);
+    };
+    let r: number;
+    if (pc.unit === PAGE_SIZE && unit.pages[0]?.zero && !b.dst.hasFd)
+      r = uffdioFill(k, thread, this.fd, at, PAGE_SIZE, UFFDIO_MODE.UFFDIO_ZEROPAGE_MODE_DONTWAKE, null).ret;
+    else r = uffdioFill(k, thread, this.fd, at, pc.unit, UFFDIO_MODE.UFFDIO_COPY_MODE_DONTWAKE, (va) => byteOf((va - at) / PAGE_SIZE)).ret;
+    if (r < 0) throw new Error(`postcopy: placing ${b.block.idstr}+0x${(unit.u * pc.unit).toString(16)}: ${r}`);
+    pc.received[unit.u] = 1;
+    pc.requested[unit.u] = 0;
+    this.missing--;
+    return true;
+  }
+
+  /** A vCPU blocked at `at`: the fault thread's poll wakes. */
+  private faulted(at: number, t: Thread): void {
+    this.blockedSince.set(t, at);
+    if (this.vcpuIndex.has(t) && [...this.vcpuIndex.keys()].every((v) => this.blockedSince.has(v))) this.allBlockedSince = at;
+    if (this.readPending) return;
+    this.readPending = true;
+    // poll() returns, then read(): two kernel entries.
+    const wakeNs = 2 * this.k.costs.ns('syscall_null');
+    this.k.events.schedule(Math.max(at, this.k.clock.now()) + wakeNs, 'postcopy-fault-thread', () => {
+      this.readPending = false;
+      this.readFaults();
+    });
+  }
+
+  /** The woken vCPU's blocktime and its fault's latency. */
+  woken(t: Thread): void {
+    const since = this.blockedSince.get(t);
+    if (since === undefined) return;
+    const now = this.k.clock.now();
+    this.blockedSince.delete(t);
+    this.stats.latencies.push(now - since);
+    const i = this.vcpuIndex.get(t);
+    if (i !== undefined) this.stats.vcpuBlocktime[i]! += now - since;
+    if (this.allBlockedSince !== undefined) {
+      this.stats.totalBlocktime += now - this.allBlockedSince;
+      this.allBlockedSince = undefined;
+    }
+  }
+
+  /** The fault thread reads the queued faults and requests the units not placed or requested yet. */
+  private readFaults(): void {
+    const k = this.k;
+    const ctx = k.uffd.ctxs.get(this.fd)!;
+    const msgs = k.uffd.read(ctx, Number.MAX_SAFE_INTEGER);
+    for (const m of msgs) {
+      if (m.event !== 'UFFD_EVENT_PAGEFAULT') continue;
+      const where = this.unitAt(m.address);
+      if (!where) continue;
+      const [bi, u] = where;
+      const pc = this.pc[bi]!;
+      if (pc.received[u]) {
+        // Placed meanwhile: just wake (the copy's wake may have raced the fault).
+        k.uffd.wake(ctx, this.ram.blocks[bi]!.dst.host + u * pc.unit, pc.unit);
+        continue;
+      }
+      if (pc.requested[u]) continue;
+      pc.requested[u] = 1;
+      if (this.status === 'postcopy-active') this.request(bi, u);
+    }
+  }
+
+  private unitAt(hva: number): [number, number] | undefined {
+    for (let bi = 0; bi < this.ram.blocks.length; bi++) {
+      const b = this.ram.blocks[bi]!;
+      if (hva >= b.dst.host && hva < b.dst.host + b.pages * PAGE_SIZE) return [bi, Math.floor((hva - b.dst.host) / this.pc[bi]!.unit)];
+    }
+    return undefined;
+  }
+
+  /** migrate_send_rp_req_pages: the request crosses the link; the source sends the unit. */
+  private request(bi: number, u: number): void {
+    const bytes = 8 + 8 + 1 + this.ram.blocks[bi]!.block.idstr.length; // MIG_RP_MSG_REQ_PAGES_ID: start, len, idstr
+    this.link.carry(bytes);
+    this.k.events.after(this.link.latency, 'postcopy-request', () => {
+      if (this.status !== 'postcopy-active') return;
+      this.stats.requests++;
+      this.serve(bi, u);
+    });
+  }
+
+  /** The source's answer to a request (unqueue_page, then ram_save_host_page of the unit). */
+  private serve(bi: number, u: number): void {
+    const pc = this.pc[bi]!;
+    if (pc.received[u] || pc.inflight[u]) return; // on its way: the vCPU waits for it
+    const ram = this.ram;
+    const b = ram.blocks[bi]!;
+    const r: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0 };
+    const p0 = u * pc.n;
+    let pages: Unit['pages'];
+    if (ram.hostPageDirty(bi, p0)) {
+      // Under a copy proposal a unit is part of a host page: send that part only.
+      const all = pc.n === b.block.pageSize / PAGE_SIZE ? ram.sendHostPage(bi, p0, r) : this.sendPart(bi, p0, pc.n, r);
+      pages = all;
+    } else {
+      // Not dirty and not on the destination: a page precopy skipped on a free page hint.
+      pages = [];
+      for (let q = p0; q < p0 + pc.n; q++) pages.push(ram.readPage(b, q, r));
+      ram.bytes += r.bytes;
+    }
+    pc.inflight[u] = 1;
+    this.write([{ bi, u, pages }], r, this.opts.preempt);
+  }
+
+  /** Send the dirty 4K pages of [p0, p0 + n) only. */
+  private sendPart(bi: number, p0: number, n: number, r: SendResult): Unit['pages'] {
+    const b = this.ram.blocks[bi]!;
+    const out: Unit['pages'] = [];
+    const before = r.bytes;
+    for (let q = p0; q < p0 + n; q++) {
+      if (!b.bmap[q]) {
+        out.push(undefined);
+        continue;
+      }
+      b.bmap[q] = 0;
+      this.ram.dirtyPages--;
+      out.push(this.ram.readPage(b, q, r));
+    }
+    this.ram.bytes += r.bytes - before;
+    return out;
+  }
+
+  // --- completion and faults ----------------------------------------------------------
+
+  private finish(at: number): void {
+    if (this.status === 'completed' || this.status === 'lost') return;
+    this.status = 'completed';
+    this.doneAt = at;
+    this.stats.bytes += STREAM_MARKER_BYTES;
+    this.ram.bytes += STREAM_MARKER_BYTES;
+    // postcopy_ram_incoming_cleanup: unregister guest RAM (a proposal's parts get their huge mapping back).
+    for (const b of this.ram.blocks) uffdioUnregister(this.k, this.fd, b.dst.host, b.pages * PAGE_SIZE);
+    this.onDone?.();
+  }
+
+  /** The link stalled from now for `ns`: everything in flight arrives that much later. */
+  stall(ns: number): void {
+    this.mainWireFreeAt = Math.max(this.mainWireFreeAt, this.k.clock.now()) + ns;
+    this.preemptWireFreeAt = Math.max(this.preemptWireFreeAt, this.k.clock.now()) + ns;
+    for (const c of this.inflight) {
+      if (c.arriveAt <= this.k.clock.now()) continue;
+      c.event?.cancel();
+      c.arriveAt += ns;
+      c.event = this.k.events.schedule(c.arriveAt, 'postcopy-recv', () => this.arrive(c));
+    }
+  }
+
+  /** The link dropped: postcopy pauses; what was in flight is lost and dirty again on the source. */
+  drop(): void {
+    if (this.status !== 'postcopy-active') return;
+    this.status = 'postcopy-paused';
+    this.pump?.cancel();
+    this.pump = null;
+    const now = this.k.clock.now();
+    for (const c of [...this.inflight]) {
+      if (c.arriveAt <= now) continue; // arrived, waiting for its thread: it is on the destination
+      c.event?.cancel();
+      this.inflight.delete(c);
+      for (const unit of c.units) {
+        const pc = this.pc[unit.bi]!;
+        pc.inflight[unit.u] = 0;
+        pc.requested[unit.u] = 0;
+        this.ram.redirtyHostPage(unit.bi, unit.u * pc.n - ((unit.u * pc.n) % (this.ram.blocks[unit.bi]!.block.pageSize / PAGE_SIZE)));
+      }
+    }
+    for (const pc of this.pc) pc.requested.fill(0);
+    this.mainWireFreeAt = this.preemptWireFreeAt = now;
+  }
+
+  /**
+   * migrate-recover on the destination and migrate resume=true on the
+   * source: a round trip, the received bitmap back to the source, then the
+   * fault thread asks again for every page a vCPU waits on. Returns the ns
+   * of the recovery handshake.
+   */
+  recover(): number {
+    if (this.status !== 'postcopy-paused') return 0;
+    this.status = 'postcopy-recover';
+    let bitmapBytes = 0;
+    for (const b of this.ram.blocks) bitmapBytes += Math.ceil(b.pages / 8) + 8;
+    const ns = 2 * this.link.latency + this.link.rttNs + Math.ceil((bitmapBytes * 1e9) / this.rate);
+    this.link.carry(bitmapBytes);
+    this.k.events.after(ns, 'postcopy-recovered', () => {
+      if (this.status !== 'postcopy-recover') return;
+      this.status = 'postcopy-active';
+      const ctx = this.k.uffd.ctxs.get(this.fd)!;
+      for (const w of ctx.waiters) {
+        const where = this.unitAt(w.address);
+        if (!where) continue;
+        const [bi, u] = where;
+        const pc = this.pc[bi]!;
+        if (pc.received[u] || pc.requested[u]) continue;
+        pc.requested[u] = 1;
+        this.request(bi, u);
+      }
+      this.schedulePump(this.k.clock.now());
+    });
+    return ns;
+  }
+
+  /** The source is gone: the destination cannot get its missing pages; the VM is lost. */
+  loseSource(): void {
+    if (this.status === 'completed' || this.status === 'lost') return;
+    this.pump?.cancel();
+    this.pump = null;
+    for (const c of this.inflight) if (c.arriveAt > this.k.clock.now()) c.event?.cancel();
+    this.status = 'lost';
+    this.onDone?.();
+  }
+
+  /** Units not on the destination yet. */
+  get missingUnits(): number {
+    return this.missing;
+  }
+}
