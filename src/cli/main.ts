@@ -9,6 +9,7 @@ import { InputError, readInput } from '../util/input_error.ts';
 import { ScriptRunner, type ResultLine } from '../opscript/runner.ts';
 import { SimBackend } from '../opscript/sim_backend.ts';
 import { ExecutorError, LinuxBackend } from '../opscript/linux_backend.ts';
+import { GuestBackend } from '../opscript/guest_backend.ts';
 import { OPS } from '../opscript/ops.ts';
 import { diffRuns } from '../opscript/diff.ts';
 import { jsonLine, table } from './format.ts';
@@ -55,15 +56,28 @@ program
   .command('exec')
   .description('run an op-script (JSON Lines, ../shared/spec/op-script.md) on the simulator or the real kernel')
   .argument('<script>', 'op-script file (.jsonl)')
-  .addOption(new Option('--backend <backend>', 'sim or linux').choices(['sim', 'linux'] as const).default('sim' as const))
-  .option('--host <host>', 'host file, a shipped host name (default, this-machine), or auto (this machine)', 'default')
+  .addOption(
+    new Option('--backend <backend>', "sim, linux (this machine), or guest (a QEMU guest of the host file's shape, docs/oracle-guest.md)")
+      .choices(['sim', 'linux', 'guest'] as const)
+      .default('sim' as const),
+  )
+  .option(
+    '--host <host>',
+    'host file, a shipped host name (default, this-machine, two-node-guest), or auto (this machine); guest: two-node-guest unless given',
+    'default',
+  )
   .option('--seed <n>', 'seed of all randomness', '1')
   .option('--profile <file>', 'cost profile (default: profiles/default.json)')
   .addOption(new Option('--format <format>', 'output format').choices(['json', 'table'] as const).default('json' as const))
   .addHelpText('after', `\nOps:\n${opList}\n\nExit status: 0 ran, 1 the real-kernel executor failed, 2 bad input.`)
-  .action(async (script, o) => {
+  .action(async (script, o, cmd) => {
     const text = readScript(script);
-    const backend = o.backend === 'linux' ? new LinuxBackend() : simBackend(o.host, seedOf(o.seed), o.profile);
+    const backend =
+      o.backend === 'linux'
+        ? new LinuxBackend()
+        : o.backend === 'guest'
+          ? await GuestBackend.boot(resolveHost(cmd.getOptionValueSource('host') === 'default' ? GUEST_HOST : o.host))
+          : simBackend(o.host, seedOf(o.seed), o.profile);
     const streaming = o.format === 'json';
     const runner = await runScript(backend, text, streaming ? (r) => process.stdout.write(jsonLine(r) + '\n') : undefined);
     if (streaming) process.stdout.write(jsonLine(runner.summary()) + '\n');
@@ -76,21 +90,38 @@ function summaryText(r: ScriptRunner): string {
   return `${s.ops} ops on ${s.backend}, ${s.errors} returned -1${r.invalid ? '; stopped at invalid input' : ''}${r.failed ? `; executor failed: ${r.failed}` : ''}`;
 }
 
+/** The host file the guest backend boots when none is given. */
+const GUEST_HOST = 'two-node-guest';
+
 program
   .command('diff')
   .description('run an op-script on the simulator and on the real kernel and list every disagreement')
   .argument('<script>', 'op-script file (.jsonl)')
-  .option('--host <host>', 'host for the simulator side (auto: detected from this machine)', 'auto')
+  .addOption(
+    new Option('--against <kernel>', 'linux (this machine) or guest (a QEMU guest of the --host shape)')
+      .choices(['linux', 'guest'] as const)
+      .default('linux' as const),
+  )
+  .option('--host <host>', 'host for the simulator side (auto: detected from this machine; with --against guest: two-node-guest)', 'auto')
   .option('--seed <n>', 'seed', '1')
   .option('--profile <file>', 'cost profile')
-  .action(async (script, o) => {
+  .action(async (script, o, cmd) => {
     const text = readScript(script);
-    const sim = await runScript(simBackend(o.host, seedOf(o.seed), o.profile), text);
-    const lin = await runScript(new LinuxBackend(), text);
+    const host = o.against === 'guest' && cmd.getOptionValueSource('host') === 'default' ? GUEST_HOST : o.host;
+    if (o.against === 'guest' && host === 'auto')
+      throw new InputError(
+        '--host',
+        undefined,
+        undefined,
+        undefined,
+        'auto is this machine; the guest needs a host file (e.g. two-node-guest)',
+      );
+    const sim = await runScript(simBackend(host, seedOf(o.seed), o.profile), text);
+    const lin = await runScript(o.against === 'guest' ? await GuestBackend.boot(resolveHost(host)) : new LinuxBackend(), text);
     const d = diffRuns(sim.results, lin.results);
     for (const s of d.skipped) console.log(`skip  #${s.i} ${s.op}: ${s.why}`);
     for (const x of d.disagreements)
-      console.log(`DIFF  #${x.i} ${x.op} ${x.field}: sim=${JSON.stringify(x.a)} linux=${JSON.stringify(x.b)}`);
+      console.log(`DIFF  #${x.i} ${x.op} ${x.field}: sim=${JSON.stringify(x.a)} ${o.against}=${JSON.stringify(x.b)}`);
     console.log(`${d.compared} ops compared, ${d.disagreements.length} disagreements, ${d.skipped.length} skipped`);
     process.exitCode = sim.invalid || lin.invalid ? 2 : d.disagreements.length ? 1 : 0;
   });

@@ -29,7 +29,7 @@ export type RawResult = Record<string, unknown> & {
 };
 
 export interface Backend {
-  readonly name: 'sim' | 'linux';
+  readonly name: 'sim' | 'linux' | 'guest';
   exec(op: ResolvedOp): Promise<RawResult>;
   close(): Promise<void>;
 }
