@@ -36,12 +36,18 @@ export interface KernelOptions {
   host: Host;
   costs: CostProfile;
   seed?: number;
+  /**
+   * Another host's kernel whose virtual time this one shares (its clock
+   * and event queue): two hosts of one scenario, such as the source and
+   * destination of a live migration, run in one timeline.
+   */
+  sameTimeAs?: Kernel;
 }
 
 export class Kernel {
   readonly host: Host;
   readonly costs: CostProfile;
-  readonly clock = new VirtualClock();
+  readonly clock: VirtualClock;
   readonly events: EventQueue;
   readonly random: SeededRandom;
   readonly mem: MemMap;
@@ -78,7 +84,8 @@ export class Kernel {
   constructor(opts: KernelOptions) {
     this.host = opts.host;
     this.costs = opts.costs;
-    this.events = new EventQueue(this.clock);
+    this.clock = opts.sameTimeAs?.clock ?? new VirtualClock();
+    this.events = opts.sameTimeAs?.events ?? new EventQueue(this.clock);
     this.random = new SeededRandom(opts.seed ?? 1);
     const nodePages = opts.host.nodes.map((n) => n.memory / PAGE_SIZE);
     this.mem = new MemMap(nodePages.reduce((a, b) => a + b, 0));

@@ -159,7 +159,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   const end = t0 + s.duration;
 
   const eventLog = scheduleEvents(k, s, procs, threads, t0, opts.file);
-  const vmEvents = scheduleVmEvents(k, vms, t0, opts.file);
+  const vmEvents = scheduleVmEvents(k, s, vms, t0, opts.file);
   k.numab.start(procs.map((x) => x.p));
   const agents = startAgents(k, s, procs, threads, t0, end, opts.file);
 
@@ -257,6 +257,7 @@ function startGuestWorkloads(k: Kernel, rt: VmRt, maps: Map<string, MappingRt>, 
       );
       wt.guest = { pageSize: w.guest_page_size === '4K' ? PAGE_SIZE : PMD_SIZE, ept: (va, pfn, write) => rt.vm.eptAccess(va, pfn, write) };
       threads.push(wt);
+      rt.guestThreads.push({ wt, vcpu: w.vcpu + r, node: w.guest_node });
     }
   }
 }

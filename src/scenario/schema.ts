@@ -262,9 +262,21 @@ export const guestWorkloadSchema = z.strictObject({
 export const vmEventSchema = z.strictObject({
   at: duration.describe('virtual time after the workloads start'),
   op: z
-    .enum(['balloon', 'free_page_hint', 'guest_alloc', 'guest_free', 'qmp', 'hmp', 'migrate_pages', 'move_pages', 'mbind', 'migrate'])
+    .enum([
+      'balloon',
+      'free_page_hint',
+      'guest_alloc',
+      'guest_free',
+      'qmp',
+      'hmp',
+      'migrate_pages',
+      'move_pages',
+      'mbind',
+      'migrate',
+      'migration_fault',
+    ])
     .describe(
-      'balloon: QMP balloon to `target`; free_page_hint: `action` start/stop/done (what migration does); guest_alloc/guest_free: a guest task faults in / frees `size`; qmp/hmp: a monitor command, its reply recorded; migrate_pages/move_pages/mbind: a host tool acting on the VMM process (move_pages/mbind on the HVA ranges `info ram` gives for `guest_node`); migrate: precopy live migration to a destination VM of the same shape on this host, over a link of `bandwidth` and `latency`, with `max-bandwidth`, `downtime-limit` and `capabilities` set first (a balloon with free-page-hint hints at the start)',
+      'balloon: QMP balloon to `target`; free_page_hint: `action` start/stop/done (what migration does); guest_alloc/guest_free: a guest task faults in / frees `size`; qmp/hmp: a monitor command, its reply recorded; migrate_pages/move_pages/mbind: a host tool acting on the VMM process (move_pages/mbind on the HVA ranges `info ram` gives for `guest_node`); migrate: precopy live migration to a destination VM of the same shape on this host, over a link of `bandwidth` and `latency`, with `max-bandwidth`, `downtime-limit` and `capabilities` set first (a balloon with free-page-hint hints at the start), and with postcopy-ram, migrate-start-postcopy after `start-postcopy`; migration_fault: `fault` injected into the running migration (recover a paused postcopy with qmp migrate resume=true)',
     ),
   target: size.optional().describe('balloon: the guest RAM wanted (QMP balloon value)'),
   action: z.enum(['start', 'stop', 'done']).optional().describe('free_page_hint'),
@@ -287,7 +299,41 @@ export const vmEventSchema = z.strictObject({
   latency: duration.default(0).describe('migrate: the link one-way latency'),
   'max-bandwidth': size.optional().describe('migrate: the QEMU parameter, bytes per second (QEMU default 128M)'),
   'downtime-limit': z.number().int().nonnegative().optional().describe('migrate: the QEMU parameter, ms (QEMU default 300)'),
-  capabilities: z.array(z.string()).default([]).describe('migrate: QEMU migration capabilities to turn on (e.g. auto-converge)'),
+  capabilities: z
+    .array(z.string())
+    .default([])
+    .describe('migrate: QEMU migration capabilities to turn on (auto-converge, postcopy-ram, postcopy-preempt, postcopy-blocktime)'),
+  'start-postcopy': duration.optional().describe('migrate: issue migrate-start-postcopy this long after migrate (needs postcopy-ram)'),
+  'max-postcopy-bandwidth': size.optional().describe('migrate: the QEMU parameter, bytes per second during postcopy (0: the link)'),
+  sndbuf: size.optional().describe("migrate: the main channel's socket send buffer (default 4M, Linux's tcp_wmem maximum)"),
+  rcvbuf: size.optional().describe("migrate: the destination's socket receive buffer (default 6M, Linux's tcp_rmem maximum)"),
+  'hugetlb-request-size': z
+    .enum(['4K', '2M'])
+    .optional()
+    .describe('migrate: with uffd-hugetlb-subpage-copy or uffd-hugetlb-vma-split on, the unit hugetlb RAM is requested and placed in'),
+  fault: z
+    .enum(['link-stall', 'link-drop', 'source-loss'])
+    .optional()
+    .describe('migration_fault: the link carries nothing for `duration`; the link drops; the source host is lost'),
+  duration: duration.optional().describe('migration_fault link-stall: how long'),
+  destination: z
+    .strictObject({
+      host: z
+        .union([z.string(), hostSchema])
+        .optional()
+        .describe("migrate: the destination host (a host file, a shipped name, or inline); default: the source's host"),
+      kernel: z
+        .record(z.string(), z.union([z.string(), z.number()]))
+        .default({})
+        .describe("knobs of the destination host's kernel, written after the scenario's own `kernel` knobs"),
+      memdevs: z
+        .array(memdevSchema)
+        .optional()
+        .describe("the destination VMM's memory backends (same ids and sizes; e.g. other host-nodes)"),
+      vcpus: z.array(z.number().int().nonnegative()).optional().describe("host CPU of each destination vCPU (default: the source's)"),
+    })
+    .optional()
+    .describe('migrate: a destination on another host of its own (separate kernel, same virtual time); default: a VMM on the same host'),
   policy: z.enum(['MPOL_DEFAULT', 'MPOL_PREFERRED', 'MPOL_BIND', 'MPOL_INTERLEAVE']).optional().describe('mbind'),
   flags: z
     .array(z.enum(['MPOL_MF_STRICT', 'MPOL_MF_MOVE', 'MPOL_MF_MOVE_ALL']))

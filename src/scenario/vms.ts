@@ -18,7 +18,8 @@
  * size (guest_page_size) and the host's; the guest page table itself is not
  * modelled.
  */
-import type { Kernel } from '../kernel/kernel.ts';
+import { Kernel } from '../kernel/kernel.ts';
+import { hostFromFile, resolveHost } from '../sim/host.ts';
 import { followPage } from '../kernel/memory.ts';
 import { MPOL, errnoName } from '../kernel/uapi.ts';
 import { sysMbind, sysMigratePages } from '../kernel/mempolicy.ts';
@@ -38,6 +39,7 @@ import { VirtioTiming } from '../virtio/timing.ts';
 import { GuestBuffers } from '../virtio/virtqueue.ts';
 import * as vb from '../virtio/virtio_balloon.ts';
 import { InputError } from '../util/input_error.ts';
+import type { WorkloadThread } from '../workload/engine.ts';
 import type { RunEventLog } from './result.ts';
 import type { Scenario, VmEventSpec, VmSpec } from './schema.ts';
 
@@ -56,6 +58,11 @@ export interface VmRt {
   nodeRam: { hva: number; size: number }[];
   /** The outgoing live migration, once a `migrate` event started it. */
   mig?: MigrationState;
+  /** The destination VM of that migration (maybe on a host of its own), and its configuration. */
+  dst?: Vm;
+  dstSpec?: VmSpec;
+  /** The guest workloads' threads (run.ts fills this), with their vCPU and guest node. */
+  guestThreads: { wt: WorkloadThread; vcpu: number; node: number }[];
 }
 
 /** QEMU's -object argument for a scenario memdev. */
@@ -116,14 +123,28 @@ export function startVms(k: Kernel, s: Scenario, file: string): VmRt[] {
     // -name NAME,process=NAME: the VMM's process name (prctl PR_SET_NAME), so results name it.
     (vm.process as { name: string }).name = spec.name;
     const guest = new GuestKernel(guestMemoryOf(k, vm), k.costs, { cpuNode: vm.vcpus.map((c) => c.node) });
-    const nodeRam = spec.numa.length
-      ? vm.numaNodes.map((n) => ({ hva: n.memdev!.block!.host, size: n.memdev!.size }))
-      : [{ hva: vm.backends.get(spec.memdevs[0]?.id ?? 'pc.ram')!.block!.host, size: vm.ramSize }];
-    const rt: VmRt = { spec, vm, guest, dev: null, drv: null, guestPages: [], lastHintAt: -1, nodeRam };
+    const rt: VmRt = {
+      spec,
+      vm,
+      guest,
+      dev: null,
+      drv: null,
+      guestPages: [],
+      lastHintAt: -1,
+      nodeRam: nodeRamOf(spec, vm),
+      guestThreads: [],
+    };
     if (spec.guest.fragment) fragmentGuest(rt, spec.guest.fragment);
     if (spec.balloon) plugBalloon(k, rt, spec.balloon);
     return rt;
   });
+}
+
+/** HVA and size of each guest node's RAM in a VMM of this spec. */
+function nodeRamOf(spec: VmSpec, vm: Vm): { hva: number; size: number }[] {
+  return spec.numa.length
+    ? vm.numaNodes.map((n) => ({ hva: n.memdev!.block!.host, size: n.memdev!.size }))
+    : [{ hva: vm.backends.get(spec.memdevs[0]?.id ?? 'pc.ram')!.block!.host, size: vm.ramSize }];
 }
 
 /** A long-lived guest: a task faulted `size` in and freed all but every N-th page. */
@@ -242,7 +263,7 @@ interface OpenWindow {
  * until the guest's last update of `actual`, for a hint start until the
  * last hint message.
  */
-export function scheduleVmEvents(k: Kernel, vms: VmRt[], t0: number, file: string): { log: RunEventLog[]; close: () => void } {
+export function scheduleVmEvents(k: Kernel, s: Scenario, vms: VmRt[], t0: number, file: string): { log: RunEventLog[]; close: () => void } {
   const log: RunEventLog[] = [];
   const open = new Map<VmRt, OpenWindow>();
   const closeWindow = (w: OpenWindow): void => {
@@ -272,7 +293,7 @@ export function scheduleVmEvents(k: Kernel, vms: VmRt[], t0: number, file: strin
         open.delete(rt);
         if (rt.dev && (ev.op === 'balloon' || ev.op === 'free_page_hint'))
           open.set(rt, { log: entry, rt, at: start, before: balloonCounters(rt.dev), changes: rt.dev.events.length });
-        k.runAsTask(ctx, () => runVmEvent(k, rt, ev, entry, `vms[${vi}].events[${ei}]`, file));
+        k.runAsTask(ctx, () => runVmEvent(k, s, rt, ev, entry, `vms[${vi}].events[${ei}]`, file));
         entry.ns = Math.round(ctx.ns);
         entry.pages_migrated = k.vmstat.events.pgmigrate_success - moved0;
         if (entry.ret < 0) entry.errno = errnoName(entry.ret);
@@ -290,7 +311,7 @@ export function scheduleVmEvents(k: Kernel, vms: VmRt[], t0: number, file: strin
 }
 
 /** One VM event; its kernel time goes to the caller's task (a host tool, the guest or the VMM). */
-function runVmEvent(k: Kernel, rt: VmRt, ev: VmEventSpec, entry: RunEventLog, where: string, file: string): void {
+function runVmEvent(k: Kernel, s: Scenario, rt: VmRt, ev: VmEventSpec, entry: RunEventLog, where: string, file: string): void {
   const p = rt.vm.process;
   const ranges = (): { hva: number; size: number }[] => parseInfoRam(rt.vm.monitor.hmp('info ram')).filter((r) => r.node === ev.guest_node);
   switch (ev.op) {
@@ -338,7 +359,18 @@ function runVmEvent(k: Kernel, rt: VmRt, ev: VmEventSpec, entry: RunEventLog, wh
       entry.ret = sysMigratePages(k, p, p, ev.old_nodes!, ev.new_nodes!);
       return;
     case 'migrate':
-      startMigration(k, rt, ev, entry, where, file);
+      startMigration(k, s, rt, ev, entry, where, file);
+      return;
+    case 'migration_fault':
+      if (!rt.mig) throw new InputError(file, undefined, undefined, where, 'a migration_fault needs a migrate event before it');
+      if (ev.fault === undefined)
+        throw new InputError(file, undefined, undefined, `${where}.fault`, 'one of link-stall, link-drop, source-loss');
+      if (ev.fault === 'link-stall') {
+        if (ev.duration === undefined) throw new InputError(file, undefined, undefined, `${where}.duration`, 'how long the link stalls');
+        rt.mig.linkStall(ev.duration);
+      } else if (ev.fault === 'link-drop') rt.mig.linkDrop();
+      else rt.mig.sourceLost();
+      entry.reply = JSON.stringify(rt.mig.query());
       return;
     case 'move_pages': {
       // A tool reads info ram, then moves every page of the guest node's HVA ranges.
@@ -378,25 +410,42 @@ function runVmEvent(k: Kernel, rt: VmRt, ev: VmEventSpec, entry: RunEventLog, wh
  * the migration's precopy notifier), so pages hinted before they are sent
  * are skipped.
  */
-function startMigration(k: Kernel, rt: VmRt, ev: VmEventSpec, entry: RunEventLog, where: string, file: string): void {
+function startMigration(k: Kernel, s: Scenario, rt: VmRt, ev: VmEventSpec, entry: RunEventLog, where: string, file: string): void {
   if (ev.bandwidth === undefined)
     throw new InputError(file, undefined, undefined, `${where}.bandwidth`, 'the link bandwidth in bytes per second (e.g. 1250M)');
   if (rt.mig) throw new InputError(file, undefined, undefined, where, 'one migration per VM');
+  const d = ev.destination;
+  const dk = d ? destinationKernel(k, s, d, `${where}.destination`, file) : k;
+  const dspec: VmSpec = { ...rt.spec, ...(d?.memdevs ? { memdevs: d.memdevs } : {}), ...(d?.vcpus ? { vcpus: d.vcpus } : {}) };
   let dst: Vm;
   try {
-    dst = new Vm(k, { ...vmConfigOf(rt.spec), name: `${rt.spec.name}-dst` });
+    dst = new Vm(dk, { ...vmConfigOf(dspec), name: `${rt.spec.name}-dst` });
   } catch (e) {
     if (e instanceof QemuError) throw new InputError(file, undefined, undefined, where, `destination: qemu-system-x86_64: ${e.message}`);
     throw e;
   }
   (dst.process as { name: string }).name = `${rt.spec.name}-dst`;
+  // A destination host of its own balances its VMM's memory if its kernel says so.
+  if (dk !== k) dk.numab.start([dst.process]);
   const hints = rt.dev && rt.spec.balloon?.['free-page-hint'] ? rt.dev : undefined;
-  const mig = new MigrationState(rt.vm, hints ? { hints } : {}).register();
+  const postcopy = {
+    ...(ev.sndbuf !== undefined ? { sndbuf: ev.sndbuf } : {}),
+    ...(ev.rcvbuf !== undefined ? { rcvbuf: ev.rcvbuf } : {}),
+    ...(ev['hugetlb-request-size'] ? { hugetlbRequestSize: ev['hugetlb-request-size'] === '4K' ? PAGE_SIZE : 2 * 2 ** 20 } : {}),
+  };
+  const mig = new MigrationState(rt.vm, {
+    ...(hints ? { hints } : {}),
+    postcopy,
+    onGuest: (w) => guestMoves(rt, dst, dspec, w),
+  }).register();
   rt.mig = mig;
+  rt.dst = dst;
+  rt.dstSpec = dspec;
   const mon = rt.vm.monitor;
   const params: Record<string, unknown> = {};
   if (ev['max-bandwidth'] !== undefined) params['max-bandwidth'] = ev['max-bandwidth'];
   if (ev['downtime-limit'] !== undefined) params['downtime-limit'] = ev['downtime-limit'];
+  if (ev['max-postcopy-bandwidth'] !== undefined) params['max-postcopy-bandwidth'] = ev['max-postcopy-bandwidth'];
   const replies = [
     mon.execute({ execute: 'migrate-set-parameters', arguments: params }),
     mon.execute({
@@ -410,8 +459,65 @@ function startMigration(k: Kernel, rt: VmRt, ev: VmEventSpec, entry: RunEventLog
     hints.freePageStart();
   }
   replies.push(mon.execute({ execute: 'migrate', arguments: { uri: 'tcp:0:4444' } }));
+  if (ev['start-postcopy'] !== undefined) {
+    if (!ev.capabilities.includes('postcopy-ram'))
+      throw new InputError(file, undefined, undefined, `${where}.start-postcopy`, 'needs postcopy-ram in capabilities');
+    k.events.after(ev['start-postcopy'], `vm ${rt.spec.name} migrate-start-postcopy`, () =>
+      mon.execute({ execute: 'migrate-start-postcopy' }),
+    );
+  }
   entry.reply = JSON.stringify(replies);
   if (replies.some((r) => 'error' in r)) entry.ret = -1;
+}
+
+/**
+ * The destination host of a migration, when the event gives one: a kernel
+ * of its own on the same virtual timeline, with the scenario's knobs and
+ * then the destination's.
+ */
+function destinationKernel(k: Kernel, s: Scenario, d: NonNullable<VmEventSpec['destination']>, where: string, file: string): Kernel {
+  let host;
+  try {
+    host = d.host === undefined ? k.host : typeof d.host === 'string' ? resolveHost(d.host) : hostFromFile(d.host);
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    throw new InputError(file, undefined, undefined, `${where}.host`, `cannot load host: ${(e as Error).message}`);
+  }
+  const dk = new Kernel({ host, costs: k.costs, seed: s.seed + 1, sameTimeAs: k });
+  for (const [path, value] of [...Object.entries(s.kernel), ...Object.entries(d.kernel)]) {
+    const r = dk.sysfs.write(path, String(value));
+    if (r < 0)
+      throw new InputError(
+        file,
+        undefined,
+        undefined,
+        `${where}.kernel.${path}`,
+        `the destination kernel rejects ${JSON.stringify(value)} (${errnoName(r)})`,
+      );
+  }
+  return dk;
+}
+
+/**
+ * The guest's vCPUs around a switchover: stopped while the source stops
+ * the guest, running again on the source if the switchover fails, or
+ * moved to the destination VMM (its process, the same vCPU's thread, the
+ * same guest node's RAM there) when the guest runs there.
+ */
+function guestMoves(rt: VmRt, dst: Vm, dspec: VmSpec, what: 'stop' | 'start-source' | 'start-destination'): void {
+  if (what === 'stop') for (const g of rt.guestThreads) g.wt.stop();
+  else if (what === 'start-source') for (const g of rt.guestThreads) g.wt.start();
+  else {
+    const dstRam = nodeRamOf(dspec, dst);
+    // A vCPU blocked in a userfault on the destination host runs again when that kernel wakes it.
+    if (dst.k !== rt.vm.k) dst.k.uffd.wakeListeners.push((t) => rt.guestThreads.find((g) => g.wt.thread === t)?.wt.userfaultWoken());
+    for (const g of rt.guestThreads) {
+      g.wt.moveTo(dst.k, dst.process, dst.vcpus[g.vcpu]!.thread, dstRam[g.node]!.hva - rt.nodeRam[g.node]!.hva, (va, pfn, write) =>
+        dst.eptAccess(va, pfn, write),
+      );
+      g.wt.start();
+    }
+  }
 }
 
 /** query-migrate's numbers, flattened under vm.<name>.migration. (status: completed 1, else 0). */
@@ -420,9 +526,23 @@ function migrationFinal(rt: VmRt, out: Record<string, number>): void {
   const q = rt.mig.query();
   const pre = `vm.${rt.spec.name}.migration.`;
   out[`${pre}completed`] = q['status'] === 'completed' ? 1 : 0;
-  // No data lost: pages whose content differs between source and destination (hinted free pages aside).
+  out[`${pre}vm_lost`] = rt.mig.vmLost ? 1 : 0;
+  const pc = rt.mig.postcopy;
+  if (pc) {
+    const lat = [...pc.stats.latencies].sort((a, b) => a - b);
+    const pct = (f: number): number => (lat.length ? lat[Math.min(lat.length - 1, Math.floor(f * lat.length))]! : 0);
+    out[`${pre}postcopy.faults`] = lat.length;
+    out[`${pre}postcopy.latency_mean_ns`] = lat.length ? Math.round(lat.reduce((a, b) => a + b, 0) / lat.length) : 0;
+    out[`${pre}postcopy.latency_p50_ns`] = pct(0.5);
+    out[`${pre}postcopy.latency_p99_ns`] = pct(0.99);
+    out[`${pre}postcopy.latency_max_ns`] = lat.length ? lat[lat.length - 1]! : 0;
+    out[`${pre}postcopy.blocktime_ns`] = pc.stats.vcpuBlocktime.reduce((a, b) => a + b, 0);
+    out[`${pre}postcopy.all_vcpus_blocked_ns`] = pc.stats.totalBlocktime;
+    out[`${pre}postcopy.resume_ns`] = pc.resumedAt - rt.mig.startTime;
+  }
+  // No data lost: pages that did not carry the source's content when the destination took them over (hinted free pages aside).
   if (q['status'] === 'completed') {
-    out[`${pre}pages_differing`] = rt.mig.verify(Number.MAX_SAFE_INTEGER).length;
+    out[`${pre}pages_differing`] = rt.mig.contentCheck?.pagesDiffering ?? rt.mig.verify(Number.MAX_SAFE_INTEGER).length;
     // query-migrate's times are whole ms; in ns too, for comparisons.
     out[`${pre}total_time_ns`] = rt.mig.endTime - rt.mig.startTime;
     out[`${pre}downtime_ns`] = rt.mig.downtime;
@@ -455,6 +575,21 @@ export function vmSeries(vms: VmRt[]): Record<string, number> {
   return out;
 }
 
+/** `<prefix>guest_node<g>.host_node<h>_bytes`: resident 4K pages of each guest node's RAM, by host node. */
+function placement(vm: Vm, nodeRam: { hva: number; size: number }[], prefix: string, out: Record<string, number>): void {
+  nodeRam.forEach((r, g) => {
+    const by = new Map<number, number>();
+    for (let a = r.hva; a < r.hva + r.size; a += PAGE_SIZE) {
+      const pfn = followPage(vm.process.mm, a);
+      if (pfn >= 0) {
+        const h = vm.k.phys.nodeOfPfn(pfn);
+        by.set(h, (by.get(h) ?? 0) + 1);
+      }
+    }
+    for (const h of vm.k.host.nodes) out[`${prefix}guest_node${g}.host_node${h.id}_bytes`] = (by.get(h.id) ?? 0) * PAGE_SIZE;
+  });
+}
+
 /** Final metrics of the VMs: memory, translation counters, and the balloon device's totals. */
 export function vmFinal(vms: VmRt[], log: RunEventLog[]): Record<string, number> {
   const out: Record<string, number> = {};
@@ -463,19 +598,11 @@ export function vmFinal(vms: VmRt[], log: RunEventLog[]): Record<string, number>
     vmMemory(rt, out);
     migrationFinal(rt, out);
     out[`vm.${n}.ept_violations`] = rt.vm.stats.eptViolations;
-    // Where each guest node's RAM lives on the host (resident 4K pages by host node).
-    if (rt.spec.numa.length > 1 || rt.spec.workloads.length)
-      rt.nodeRam.forEach((r, g) => {
-        const by = new Map<number, number>();
-        for (let a = r.hva; a < r.hva + r.size; a += PAGE_SIZE) {
-          const pfn = followPage(rt.vm.process.mm, a);
-          if (pfn >= 0) {
-            const h = rt.vm.k.phys.nodeOfPfn(pfn);
-            by.set(h, (by.get(h) ?? 0) + 1);
-          }
-        }
-        for (const h of rt.vm.k.host.nodes) out[`vm.${n}.guest_node${g}.host_node${h.id}_bytes`] = (by.get(h.id) ?? 0) * PAGE_SIZE;
-      });
+    // Where each guest node's RAM lives on the host (resident 4K pages by host node), and on the destination's.
+    if (rt.spec.numa.length > 1 || rt.spec.workloads.length) {
+      placement(rt.vm, rt.nodeRam, `vm.${n}.`, out);
+      if (rt.dst && rt.dstSpec) placement(rt.dst, nodeRamOf(rt.dstSpec, rt.dst), `vm.${n}.dst.`, out);
+    }
     if (!rt.dev) continue;
     for (const [key, v] of Object.entries(balloonCounters(rt.dev))) out[`vm.${n}.balloon.${key}`] = v;
     const mine = log.filter((e) => e.vm === n);

@@ -86,7 +86,7 @@ export class WorkloadThread {
   readonly fill: number;
 
   constructor(
-    readonly k: Kernel,
+    public k: Kernel,
     public process: Process,
     public thread: Thread,
     readonly name: string,
@@ -125,11 +125,17 @@ export class WorkloadThread {
   }
 
   /**
-   * The guest moved to another VMM (live migration's switchover): the
-   * thread runs as `thread` of `process` at `shift` bytes from its old
-   * addresses, with that VM's EPT. Call while stopped.
+   * The guest moved to another VMM (live migration's switchover), maybe on
+   * another host: the thread runs as `thread` of `process` at `shift`
+   * bytes from its old addresses, with that VM's EPT. Call while stopped.
    */
-  moveTo(process: Process, thread: Thread, shift: number, ept: (va: number, pfn: number, write: boolean) => number): void {
+  moveTo(k: Kernel, process: Process, thread: Thread, shift: number, ept: (va: number, pfn: number, write: boolean) => number): void {
+    this.k = k;
+    // Per-node counters cover the nodes of both hosts (node ids are per host).
+    while (this.byNodeLocal.length < k.nrNodes) {
+      this.byNodeLocal.push(0);
+      this.byNodeRemote.push(0);
+    }
     this.process = process;
     this.thread = thread;
     this.vaShift += shift;

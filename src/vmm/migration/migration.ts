@@ -45,7 +45,7 @@ import { QmpError, type QmpArgs } from '../monitor.ts';
 import type { Vm } from '../vm.ts';
 import { Link } from './link.ts';
 import { RamMigration, STREAM_MARKER_BYTES, type FreePageHints, type RamMigrationCostNames } from './ram.ts';
-import { Postcopy, type PostcopyOptions } from './postcopy.ts';
+import { Postcopy, type PageDiff, type PostcopyOptions } from './postcopy.ts';
 
 export type MigrationStatus =
   | 'none'
@@ -170,6 +170,12 @@ export class MigrationState {
   link: Link | null = null;
   /** The VM was lost (its source died during postcopy). */
   vmLost = false;
+  /**
+   * The content check of a completed migration, made when the destination
+   * takes over each page (before the guest writes there): pages that did
+   * not carry the source's content, and the first few.
+   */
+  contentCheck: { pagesDiffering: number; differing: PageDiff[] } | undefined;
   dest: Vm | null = null;
   errorDesc: string | undefined;
   /** Times in ns (virtual). */
@@ -476,6 +482,7 @@ export class MigrationState {
   private reset(): void {
     this.ram = null;
     this.postcopy = null;
+    this.contentCheck = undefined;
     this.startPostcopy = false;
     this.vmLost = false;
     this.errorDesc = undefined;
@@ -623,6 +630,8 @@ export class MigrationState {
       this.throttlePercentage = 0;
       this.guestStopped = false;
       this.status = 'completed';
+      const differing = ram.verify(Number.MAX_SAFE_INTEGER);
+      this.contentCheck = { pagesDiffering: differing.length, differing: differing.slice(0, 10) };
       this.opts.onGuest?.('start-destination');
     });
   }
@@ -700,6 +709,7 @@ export class MigrationState {
       return;
     }
     this.status = 'completed';
+    this.contentCheck = { pagesDiffering: pc.stats.pagesDiffering, differing: pc.stats.differing };
   }
 
   /** query-migrate on the destination (fill_destination_migration_info), with postcopy-blocktime. */

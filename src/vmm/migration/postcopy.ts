@@ -78,6 +78,8 @@ export const DEFAULT_SNDBUF = 4 * 2 ** 20;
 export const DEFAULT_RCVBUF = 6 * 2 ** 20;
 /** Background bytes written to the main channel per event (small pages are batched). */
 const BATCH_BYTES = 256 * 1024;
+/** ... and at most this many 4K pages (zero pages are 9 bytes each on the wire). */
+const BATCH_PAGES = 512;
 
 export interface PostcopyOptions {
   preempt: boolean;
@@ -119,6 +121,14 @@ interface BlockPc {
   inflight: Uint8Array;
 }
 
+/** A page whose destination content differs from the source's at switchover. */
+export interface PageDiff {
+  block: string;
+  offset: number;
+  src: number;
+  dst: number;
+}
+
 export interface PostcopyStats {
   /** Requests the source received (ram.postcopy-requests). */
   requests: number;
@@ -130,6 +140,14 @@ export interface PostcopyStats {
   vcpuBlocktime: number[];
   /** ns during which every vCPU was blocked at once. */
   totalBlocktime: number;
+  /**
+   * The content check, made as each page becomes the destination's (at the
+   * switchover for pages precopy left clean, at placement for the rest),
+   * so later guest writes on the destination do not count: pages whose
+   * byte differed from the source's, and the first few of them.
+   */
+  pagesDiffering: number;
+  differing: PageDiff[];
 }
 
 export class Postcopy {
@@ -152,6 +170,12 @@ export class Postcopy {
   private loadBusyUntil = 0;
   private preemptWireFreeAt = 0;
   private preemptBusyUntil = 0;
+  /** Preempt: the main thread is writing a requested unit until then (no background meanwhile). */
+  private urgentBusyUntil = 0;
+  /** Without preempt: requested units waiting for a host page boundary. */
+  private readonly urgentQueue: [number, number][] = [];
+  /** The host page being written on the main channel: block, next and end 4K page, the unit being filled. */
+  private cur: { bi: number; next: number; end: number; unit: Unit | undefined } | null = null;
   private readonly inflight = new Set<Chunk>();
   private pump: EventHandle | null = null;
   private readonly loadThread: Thread;
@@ -170,12 +194,21 @@ export class Postcopy {
     readonly link: Link,
     readonly opts: PostcopyOptions,
   ) {
-    this.k = src.k;
+    // Everything here but the source's reads (ram.ts) happens on the destination host.
+    this.k = dst.k;
     const k = this.k;
     this.rate = link.rate(opts.maxBandwidth || undefined);
     this.sndbuf = opts.sndbuf ?? DEFAULT_SNDBUF;
     this.rcvbuf = opts.rcvbuf ?? DEFAULT_RCVBUF;
-    this.stats = { requests: 0, bytes: 0, latencies: [], vcpuBlocktime: dst.vcpus.map(() => 0), totalBlocktime: 0 };
+    this.stats = {
+      requests: 0,
+      bytes: 0,
+      latencies: [],
+      vcpuBlocktime: dst.vcpus.map(() => 0),
+      totalBlocktime: 0,
+      pagesDiffering: 0,
+      differing: [],
+    };
     dst.vcpus.forEach((c, i) => this.vcpuIndex.set(c.thread, i));
     const proposal =
       k.hgm.features() & (UFFD_FEATURE_PROPOSED.UFFD_FEATURE_HUGETLB_SUBPAGE_COPY | UFFD_FEATURE_PROPOSED.UFFD_FEATURE_HUGETLB_VMA_SPLIT);
@@ -244,7 +277,11 @@ export class Postcopy {
         if (r.ret < 0) throw new Error(`postcopy: UFFDIO_REGISTER ${b.block.idstr}: ${r.ret}`);
       });
     });
-    for (const pc of this.pc) for (let u = 0; u < pc.received.length; u++) this.missing += 1 - pc.received[u]!;
+    this.pc.forEach((pc, bi) => {
+      for (let u = 0; u < pc.received.length; u++)
+        if (pc.received[u]) this.check(bi, u * pc.n, pc.n);
+        else this.missing++;
+    });
     return { ns: t.ns, bytes };
   }
 
@@ -267,56 +304,96 @@ export class Postcopy {
     });
   }
 
-  /** The migration thread: write host pages while the socket has room. */
+  /**
+   * The migration thread: write while the socket has room. A host page is
+   * written 4K page by 4K page (a huge page takes many writes); without
+   * preempt a requested unit goes next at a host page boundary.
+   */
   private send(): void {
     if (this.status !== 'postcopy-active') return;
     const now = this.k.clock.now();
     const sndNs = (this.sndbuf * 1e9) / this.rate;
     const rcvNs = (this.rcvbuf * 1e9) / this.rate;
-    while (this.mainWireFreeAt - now < sndNs && this.loadBusyUntil - now < sndNs + rcvNs) {
+    while (this.mainWireFreeAt - now < sndNs && this.loadBusyUntil - now < sndNs + rcvNs && this.urgentBusyUntil <= now) {
       const units: Unit[] = [];
       const r: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0 };
-      while (r.bytes < BATCH_BYTES) {
-        const next = this.ram.nextDirtyHostPage();
-        if (!next) break;
-        const [bi, p] = next;
-        this.takeHostPage(bi, p, r, units);
-        if (this.ram.blocks[bi]!.block.pageSize > PAGE_SIZE) break; // a huge page is a chunk of its own
-      }
+      const urgent = !this.cur ? this.urgentQueue.shift() : undefined;
+      if (urgent) this.takeUnit(urgent[0], urgent[1], r, units);
+      else
+        while (r.bytes < BATCH_BYTES && r.pages < BATCH_PAGES) {
+          if (!this.cur) {
+            if (this.urgentQueue.length) break;
+            const next = this.ram.nextDirtyHostPage();
+            if (!next) break;
+            const [bi, p] = next;
+            this.cur = { bi, next: p, end: p + this.ram.blocks[bi]!.block.pageSize / PAGE_SIZE, unit: undefined };
+          }
+          const cur = this.cur;
+          while (cur.next < cur.end && r.bytes < BATCH_BYTES && r.pages < BATCH_PAGES) this.takeNext(cur, r, units);
+          if (cur.next >= cur.end) this.cur = null;
+        }
       if (!units.length && !r.bytes) break;
       this.write(units, r, false);
     }
-    if (this.ram.dirtyPages === 0) return; // everything is written; completion follows the last placement
-    this.schedulePump(Math.max(now + 1, this.mainWireFreeAt - sndNs, this.loadBusyUntil - sndNs - rcvNs));
+    if (this.ram.dirtyPages === 0 && !this.cur && !this.urgentQueue.length) return; // all written; completion follows the last placement
+    this.schedulePump(Math.max(now + 1, this.mainWireFreeAt - sndNs, this.loadBusyUntil - sndNs - rcvNs, this.urgentBusyUntil));
   }
 
-  /** Send the dirty pages of a host page as units; units whose pages were all clean are not in flight. */
-  private takeHostPage(bi: number, p: number, r: SendResult, units: Unit[]): void {
-    const pc = this.pc[bi]!;
-    const hn = this.ram.blocks[bi]!.block.pageSize / PAGE_SIZE;
-    const pages = this.ram.sendHostPage(bi, p, r);
-    for (let q = 0; q < hn; q += pc.n) {
-      const u = (p + q) / pc.n;
-      if (pc.received[u] || pc.inflight[u]) continue;
-      pc.inflight[u] = 1;
-      units.push({ bi, u, pages: pages.slice(q, q + pc.n) });
+  /** The next 4K page of the host page being written; a unit goes in the chunk that carries its last page. */
+  private takeNext(cur: NonNullable<Postcopy['cur']>, r: SendResult, units: Unit[]): void {
+    const q = cur.next++;
+    const pc = this.pc[cur.bi]!;
+    const u = Math.floor(q / pc.n);
+    if (q % pc.n === 0) {
+      // A unit on the destination, or already sent for a request, is not sent again.
+      cur.unit = pc.received[u] || pc.inflight[u] ? undefined : { bi: cur.bi, u, pages: [] };
+      if (cur.unit) pc.inflight[u] = 1;
     }
+    const unit = cur.unit;
+    if (unit) unit.pages.push(this.ram.takePage(cur.bi, q, r));
+    if (unit && (q + 1) % pc.n === 0) units.push(unit);
   }
 
-  /** Write a chunk to the main or the preempt channel; it arrives and is placed in order. */
+  /** A whole unit at once (a request): its dirty pages, or all of them if it was never sent (hinted free). */
+  private takeUnit(bi: number, u: number, r: SendResult, units: Unit[]): void {
+    const pc = this.pc[bi]!;
+    const b = this.ram.blocks[bi]!;
+    const p0 = u * pc.n;
+    const dirty = this.ram.hostPageDirty(bi, p0) || pc.n < b.block.pageSize / PAGE_SIZE;
+    const pages: Unit['pages'] = [];
+    for (let q = p0; q < p0 + pc.n; q++) pages.push(dirty ? this.ram.takePage(bi, q, r) : this.ram.readPage(b, q, r));
+    pc.inflight[u] = 1;
+    units.push({ bi, u, pages });
+  }
+
+  /**
+   * Write a chunk to the main or the preempt channel; it arrives and is
+   * placed in order. The preempt channel shares the link with what the
+   * main socket still holds, then has it alone: the main thread writes the
+   * urgent page and no background until it is on the wire.
+   */
   private write(units: Unit[], r: SendResult, urgent: boolean): void {
     const now = this.k.clock.now();
+    this.ram.bytes += r.bytes;
     this.link.carry(r.bytes);
     this.stats.bytes += r.bytes;
     const xfer = (r.bytes * 1e9) / this.rate;
     let wireEnd: number;
     if (urgent) {
-      // Its own socket; while the main channel is busy, the two share the link.
       const start = Math.max(now, this.preemptWireFreeAt);
-      const shared = this.mainWireFreeAt > start;
-      wireEnd = start + Math.max(r.srcNs, shared ? 2 * xfer : xfer);
+      const mainLeft = Math.max(0, this.mainWireFreeAt - start);
+      let dur: number;
+      if (xfer <= mainLeft) {
+        dur = 2 * xfer;
+        this.mainWireFreeAt += xfer;
+      } else {
+        dur = mainLeft + xfer;
+        this.mainWireFreeAt = start + 2 * mainLeft;
+      }
+      wireEnd = start + Math.max(r.srcNs, dur);
       this.preemptWireFreeAt = wireEnd;
-      if (shared) this.mainWireFreeAt += xfer;
+      // The main thread writes no background until the urgent page is out (QEMU 7.1's preempt: one thread sends both).
+      this.urgentBusyUntil = wireEnd;
     } else {
       wireEnd = Math.max(now, this.mainWireFreeAt) + Math.max(r.srcNs, xfer);
       this.mainWireFreeAt = wireEnd;
@@ -339,21 +416,36 @@ export class Postcopy {
     this.inflight.delete(chunk);
     const thread = chunk.urgent ? this.preemptThread : this.loadThread;
     const t = { ns: 0 };
-    const placed: Unit[] = [];
+    // When each unit's copy is done (ns after now), by block and unit.
+    const doneAt = new Map<number, number>();
     this.k.runAsTask(t, () => {
-      for (const unit of chunk.units) if (this.place(thread, unit)) placed.push(unit);
+      for (const unit of chunk.units) if (this.place(thread, unit)) doneAt.set(this.key(unit.bi, unit.u), Math.ceil(t.ns));
     });
     const end = now + Math.ceil(t.ns);
     if (chunk.urgent) this.preemptBusyUntil = end;
     else this.loadBusyUntil = end;
-    this.k.events.schedule(end, 'postcopy-wake', () => {
-      const ctx = this.k.uffd.ctxs.get(this.fd)!;
-      for (const unit of placed) {
-        const pc = this.pc[unit.bi]!;
-        this.k.uffd.wake(ctx, this.ram.blocks[unit.bi]!.dst.host + unit.u * pc.unit, pc.unit);
-      }
+    // A vCPU waiting on a unit wakes when that unit's copy is done (the copy wakes its range).
+    const ctx = this.k.uffd.ctxs.get(this.fd)!;
+    const woken = new Set<number>();
+    for (const w of ctx.waiters) {
+      const where = this.unitAt(w.address);
+      if (!where) continue;
+      const key = this.key(where[0], where[1]);
+      const ns = doneAt.get(key);
+      if (ns === undefined || woken.has(key)) continue;
+      woken.add(key);
+      const pc = this.pc[where[0]]!;
+      const start = this.ram.blocks[where[0]]!.dst.host + where[1] * pc.unit;
+      this.k.events.schedule(now + ns, 'postcopy-wake', () => this.k.uffd.wake(ctx, start, pc.unit));
+    }
+    this.k.events.schedule(end, 'postcopy-placed', () => {
       if (this.missing === 0 && this.inflight.size === 0) this.finish(this.k.clock.now());
     });
+  }
+
+  /** A unit's key in doneAt. */
+  private key(bi: number, u: number): number {
+    return bi * 2 ** 32 + u;
   }
 
   /** Place one unit with UFFDIO_COPY/ZEROPAGE (DONTWAKE). False if it was already placed. */
@@ -378,7 +470,21 @@ export class Postcopy {
     pc.received[unit.u] = 1;
     pc.requested[unit.u] = 0;
     this.missing--;
+    this.check(unit.bi, unit.u * pc.n, pc.n);
     return true;
+  }
+
+  /** The content check of 4K pages [p0, p0 + n) of a block: each must hold the source's byte (hinted free pages aside). */
+  private check(bi: number, p0: number, n: number): void {
+    const b = this.ram.blocks[bi]!;
+    for (let p = p0; p < p0 + n; p++) {
+      if (b.skipped[p]) continue;
+      const sv = this.ram.sourceByte(b, p);
+      const dv = this.ram.destByte(b, p);
+      if (sv === dv) continue;
+      this.stats.pagesDiffering++;
+      if (this.stats.differing.length < 10) this.stats.differing.push({ block: b.block.idstr, offset: p * PAGE_SIZE, src: sv, dst: dv });
+    }
   }
 
   /** A vCPU blocked at `at`: the fault thread's poll wakes. */
@@ -451,45 +557,25 @@ export class Postcopy {
     });
   }
 
-  /** The source's answer to a request (unqueue_page, then ram_save_host_page of the unit). */
+  /**
+   * The source's answer to a request: with preempt, the main thread writes
+   * the unit on the preempt channel now, leaving the host page it was
+   * writing; without, the unit is queued (unqueue_page) and goes on the
+   * main channel at the next host page boundary.
+   */
   private serve(bi: number, u: number): void {
     const pc = this.pc[bi]!;
     if (pc.received[u] || pc.inflight[u]) return; // on its way: the vCPU waits for it
-    const ram = this.ram;
-    const b = ram.blocks[bi]!;
-    const r: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0 };
-    const p0 = u * pc.n;
-    let pages: Unit['pages'];
-    if (ram.hostPageDirty(bi, p0)) {
-      // Under a copy proposal a unit is part of a host page: send that part only.
-      const all = pc.n === b.block.pageSize / PAGE_SIZE ? ram.sendHostPage(bi, p0, r) : this.sendPart(bi, p0, pc.n, r);
-      pages = all;
-    } else {
-      // Not dirty and not on the destination: a page precopy skipped on a free page hint.
-      pages = [];
-      for (let q = p0; q < p0 + pc.n; q++) pages.push(ram.readPage(b, q, r));
-      ram.bytes += r.bytes;
+    if (this.opts.preempt) {
+      const units: Unit[] = [];
+      const r: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0 };
+      this.takeUnit(bi, u, r, units);
+      this.write(units, r, true);
+      return;
     }
     pc.inflight[u] = 1;
-    this.write([{ bi, u, pages }], r, this.opts.preempt);
-  }
-
-  /** Send the dirty 4K pages of [p0, p0 + n) only. */
-  private sendPart(bi: number, p0: number, n: number, r: SendResult): Unit['pages'] {
-    const b = this.ram.blocks[bi]!;
-    const out: Unit['pages'] = [];
-    const before = r.bytes;
-    for (let q = p0; q < p0 + n; q++) {
-      if (!b.bmap[q]) {
-        out.push(undefined);
-        continue;
-      }
-      b.bmap[q] = 0;
-      this.ram.dirtyPages--;
-      out.push(this.ram.readPage(b, q, r));
-    }
-    this.ram.bytes += r.bytes - before;
-    return out;
+    this.urgentQueue.push([bi, u]);
+    this.schedulePump(this.k.clock.now());
   }
 
   // --- completion and faults ----------------------------------------------------------
@@ -524,19 +610,24 @@ export class Postcopy {
     this.pump?.cancel();
     this.pump = null;
     const now = this.k.clock.now();
+    const lost: Unit[] = [];
     for (const c of [...this.inflight]) {
       if (c.arriveAt <= now) continue; // arrived, waiting for its thread: it is on the destination
       c.event?.cancel();
       this.inflight.delete(c);
-      for (const unit of c.units) {
-        const pc = this.pc[unit.bi]!;
-        pc.inflight[unit.u] = 0;
-        pc.requested[unit.u] = 0;
-        this.ram.redirtyHostPage(unit.bi, unit.u * pc.n - ((unit.u * pc.n) % (this.ram.blocks[unit.bi]!.block.pageSize / PAGE_SIZE)));
-      }
+      lost.push(...c.units);
+    }
+    // The unit the main channel was in the middle of, and requests not sent yet.
+    if (this.cur?.unit) lost.push(this.cur.unit);
+    this.cur = null;
+    for (const [bi, u] of this.urgentQueue.splice(0)) lost.push({ bi, u, pages: [] });
+    for (const unit of lost) {
+      const pc = this.pc[unit.bi]!;
+      pc.inflight[unit.u] = 0;
+      for (let q = unit.u * pc.n; q < (unit.u + 1) * pc.n; q++) this.ram.redirtyPage(unit.bi, q);
     }
     for (const pc of this.pc) pc.requested.fill(0);
-    this.mainWireFreeAt = this.preemptWireFreeAt = now;
+    this.mainWireFreeAt = this.preemptWireFreeAt = this.urgentBusyUntil = now;
   }
 
   /**

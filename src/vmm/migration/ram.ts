@@ -152,7 +152,9 @@ export class RamMigration {
   private lastSentBlock: BlockState | null = null;
   private readonly srcThread: Thread;
   private readonly dstThread: Thread;
+  /** The source host's kernel, and the destination's (the same one when both VMMs run on one host). */
   private readonly k: Kernel;
+  private readonly dk: Kernel;
   private readonly ns: Required<{ [K in keyof RamMigrationCostNames]-?: number }>;
 
   constructor(
@@ -160,9 +162,10 @@ export class RamMigration {
     readonly dst: Vm,
     readonly opts: RamMigrationOptions,
   ) {
-    if (src.k !== dst.k)
-      throw new Error('memtwin: the destination VM must run on the same simulated kernel for now (separate hosts come later)');
+    if (src.k.clock !== dst.k.clock)
+      throw new Error("memtwin: the destination host must share the source host's virtual time (KernelOptions.sameTimeAs)");
     this.k = src.k;
+    this.dk = dst.k;
     const c = opts.costs ?? {};
     const cost = (name: string, what: string): number =>
       this.k.costs.nsOf(
@@ -354,12 +357,12 @@ export class RamMigration {
     const dt = { ns: 0 };
     if (page.zero) {
       // ram_handle_zero: clear the destination page only if it is not zero already.
-      this.k.runAsTask(dt, () => {
-        if (this.pageByte(dhva, true) !== 0) this.k.access(this.dstThread, dhva, 1, 1, true, 0);
+      this.dk.runAsTask(dt, () => {
+        if (this.pageByte(dhva, true) !== 0) this.dk.access(this.dstThread, dhva, 1, 1, true, 0);
       });
       dt.ns += this.ns.zeroCheck;
     } else {
-      this.k.runAsTask(dt, () => this.k.access(this.dstThread, dhva, 1, 1, true, page.byte));
+      this.dk.runAsTask(dt, () => this.dk.access(this.dstThread, dhva, 1, 1, true, page.byte));
       dt.ns += this.ns.pageCopy;
     }
     r.dstNs += dt.ns;
@@ -456,14 +459,12 @@ export class RamMigration {
     return i >= 0 && i < p + n;
   }
 
-  /** Mark every 4K page of the host page dirty again (its copy was lost in flight). */
-  redirtyHostPage(bi: number, p: number): void {
+  /** Mark a 4K page dirty again (its copy was lost in flight). */
+  redirtyPage(bi: number, p: number): void {
     const b = this.blocks[bi]!;
-    for (let q = p; q < p + b.block.pageSize / PAGE_SIZE; q++)
-      if (!b.bmap[q]) {
-        b.bmap[q] = 1;
-        this.dirtyPages++;
-      }
+    if (b.bmap[p]) return;
+    b.bmap[p] = 1;
+    this.dirtyPages++;
   }
 
   /**
@@ -480,36 +481,31 @@ export class RamMigration {
   }
 
   /**
-   * ram_save_host_page: send the dirty 4K pages of the host page at `p`
-   * (clearing their bits). Returns each page's content (undefined for a
-   * page that was not dirty or was skipped by a hint) and adds bytes and
-   * source time to `r`.
+   * Send 4K page `p` of block `bi` if it is dirty (clearing its bit): its
+   * content as readPage gives it, or undefined if it was clean or skipped.
+   * Bytes and source time go into `r`; the caller adds `r.bytes` to `bytes`.
    */
-  sendHostPage(bi: number, p: number, r: SendResult): ({ zero: boolean; byte: number } | undefined)[] {
+  takePage(bi: number, p: number, r: SendResult): { zero: boolean; byte: number } | undefined {
     const b = this.blocks[bi]!;
-    const out: ({ zero: boolean; byte: number } | undefined)[] = [];
-    const before = r.bytes;
-    for (let q = p; q < p + b.block.pageSize / PAGE_SIZE; q++) {
-      if (!b.bmap[q]) {
-        out.push(undefined);
-        continue;
-      }
-      b.bmap[q] = 0;
-      this.dirtyPages--;
-      out.push(this.readPage(b, q, r));
-    }
-    this.bytes += r.bytes - before;
-    return out;
+    if (!b.bmap[p]) return undefined;
+    b.bmap[p] = 0;
+    this.dirtyPages--;
+    return this.readPage(b, p, r);
   }
 
   /** First byte of the destination page at hva (0 if zero or never backed); `fault` reads it in as QEMU's read does. */
   private pageByte(hva: number, fault: boolean): number {
     let pfn = followPage(this.dst.process.mm, hva);
     if (pfn === -2 && fault) {
-      this.k.access(this.dstThread, hva, 1, 1, false, 0);
+      this.dk.access(this.dstThread, hva, 1, 1, false, 0);
       pfn = followPage(this.dst.process.mm, hva);
     }
-    return pfn < 0 ? 0 : this.k.mem.token(pfn) & 0xff;
+    return pfn < 0 ? 0 : this.dk.mem.token(pfn) & 0xff;
+  }
+
+  /** First byte of the destination's 4K page `p` of block `b` (0 if zero or never backed). */
+  destByte(b: BlockState, p: number): number {
+    return this.pageByte(b.dst.host + p * PAGE_SIZE, false);
   }
 
   /** First byte of the source's 4K page `p` of block `b` (0 if zero or never backed). */
@@ -537,7 +533,7 @@ export class RamMigration {
       for (let p = 0; p < b.pages && out.length < limit; p++) {
         if (b.skipped[p]) continue;
         const sv = this.sourceByte(b, p);
-        const dv = this.pageByte(b.dst.host + p * PAGE_SIZE, false);
+        const dv = this.destByte(b, p);
         if (sv !== dv) out.push({ block: b.block.idstr, offset: p * PAGE_SIZE, src: sv, dst: dv });
       }
     return out;
