@@ -124,6 +124,42 @@ export function allocThp(k: Kernel, vma: Vma, pl: PolicyPlacement): number {
 /** Mark a freshly allocated order-9 block as an anonymous compound folio of `mm`. */
 export function prepAnonThp(k: Kernel, pfn: number, mm: MmStruct, haddr: number): void {
   k.mem.initAnonFolio(pfn, HPAGE_PMD_ORDER, mm.id, haddr / 4096, PG.anon);
+  folioUnqueueDeferredSplit(k, pfn);
+}
+
+/**
+ * The deferred split queue (struct deferred_split): heads of anonymous large
+ * folios marked partially mapped (PG_partially_mapped). One per kernel here,
+ * not per node or memcg: only membership matters.
+ */
+const deferredSplitQueues = new WeakMap<Kernel, Set<number>>();
+function splitQueue(k: Kernel): Set<number> {
+  let q = deferredSplitQueues.get(k);
+  if (!q) deferredSplitQueues.set(k, (q = new Set()));
+  return q;
+}
+
+/**
+ * deferred_split_folio(folio, partially_mapped = true): the folio lost some
+ * of its mappings (__folio_remove_rmap) and waits, partially mapped, for a
+ * split: by the shrinker under memory pressure (not modelled) or when it is
+ * next migrated (migrate_pages_batch) or split by madvise.
+ */
+export function deferredSplitFolio(k: Kernel, head: number): void {
+  const q = splitQueue(k);
+  if (q.has(head)) return;
+  q.add(head);
+  k.vmstat.count('thp_deferred_split_page');
+}
+
+/** folio_test_partially_mapped. */
+export function folioTestPartiallyMapped(k: Kernel, head: number): boolean {
+  return (k.mem.flags(head) & PG.head) !== 0 && splitQueue(k).has(head);
+}
+
+/** folio_unqueue_deferred_split: the folio is split, freed or fresh. */
+export function folioUnqueueDeferredSplit(k: Kernel, head: number): void {
+  deferredSplitQueues.get(k)?.delete(head);
 }
 
 export type HugeFaultResult = 'done' | 'fallback';
@@ -192,10 +228,11 @@ export function folioMapped(k: Kernel, head: number, nr: number): number {
 }
 
 /**
- * A PTE-mapped anonymous THP lost some of its mappings: free it whole if
- * nothing maps it any more, otherwise split the folio and free the pages no
- * longer mapped. (Linux queues such folios for the deferred-split shrinker;
- * memtwin splits at once, which only changes when MemFree rises.)
+ * An anonymous THP lost some of its mappings (__folio_remove_rmap): free it
+ * whole if nothing maps it any more, otherwise it stays whole, partially
+ * mapped, on the deferred split queue; its unmapped pages are freed when it
+ * is split (the shrinker's split under memory pressure is not modelled, so
+ * only a migration or madvise splits it).
  */
 export function folioUnmappedSome(k: Kernel, head: number): void {
   const m = k.mem;
@@ -203,20 +240,11 @@ export function folioUnmappedSome(k: Kernel, head: number): void {
   const order = m.order(head);
   const nr = 1 << order;
   if (folioMapped(k, head, nr) === 0) {
+    folioUnqueueDeferredSplit(k, head);
     k.freeUserPages(head, order);
     return;
   }
-  k.vmstat.count('thp_deferred_split_page');
-  k.vmstat.count('thp_split_page');
-  for (let i = 0; i < nr; i++) {
-    const p = head + i;
-    m.clearFlags(p, PG.head | PG.tail);
-    m.setOrder(p, 0);
-  }
-  for (let i = 0; i < nr; i++) {
-    const p = head + i;
-    if (m.mapcount(p) === 0) k.freeUserPages(p, 0);
-  }
+  deferredSplitFolio(k, head);
 }
 
 /**
@@ -233,6 +261,7 @@ export function splitAnonFolio(k: Kernel, mm: MmStruct, head: number, haddr: num
   let t = mm.pgtable.pmds.get(key);
   if (t instanceof HugeLeaf) t = splitHugePmd(k, mm, haddr, nid);
   if (!(t instanceof PteTable) || !(m.flags(head) & PG.head)) return;
+  folioUnqueueDeferredSplit(k, head);
   k.vmstat.count('thp_split_page');
   for (let i = 0; i < HPAGE_PMD_NR; i++) {
     m.clearFlags(head + i, PG.head | PG.tail);

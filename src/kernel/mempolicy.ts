@@ -2,13 +2,13 @@
  * NUMA memory policies (mm/mempolicy.c): set_mempolicy, get_mempolicy and
  * mbind with their validation order and errnos, node masks with
  * MPOL_F_STATIC_NODES / MPOL_F_RELATIVE_NODES, and the node an allocation
- * goes to under each mode (interleave by page offset for VMA policies,
- * round-robin for the task policy).
+ * goes to under each mode (interleave by the page's index in its VMA,
+ * for VMA and task policies alike; round robin only without a VMA).
  */
 import type { Kernel } from './kernel.ts';
 import type { Process, Thread } from './sched.ts';
 import type { Vma } from './mm_types.ts';
-import { HPAGE_PMD_NR, MPOL, PAGE_SIZE, alignUp, neg, type SysRet } from './uapi.ts';
+import { HPAGE_PMD_NR, MPOL, PAGE_SIZE, PMD_SIZE, alignDown, alignUp, neg, type SysRet } from './uapi.ts';
 import { PG } from './page.ts';
 import { followPage as followPageOf } from './memory.ts';
 import { mappedShared as mappedSharedOf, migrateMappedPage as migrateMappedPageOf, migrateToNode as migrateToNodeOf } from './migrate.ts';
@@ -220,6 +220,23 @@ export function policyPlacement(k: Kernel, t: Thread, vma: Vma | null, va: numbe
   return { ...pl, nodemask: mask.length ? mask : allowed, fallbackAll: false };
 }
 
+/** get_vma_policy's interleave index of the 2^order allocation at va: vm_pgoff + offset, in 2^order-page units. */
+export function interleaveIndex(vma: Vma, va: number, order: number): number {
+  return Math.floor(vma.pgoff / 2 ** order) + Math.floor((va - vma.start) / (PAGE_SIZE * 2 ** order));
+}
+
+/** interleave_nid: the (ilx mod n)-th of the policy's n nodes. */
+function interleaveNid(pol: Mempolicy, ilx: number): number {
+  return pol.nodes[ilx % pol.nodes.length]!;
+}
+
+/** interleave_nodes: the task's round robin (il_prev), for allocations with no interleave index. */
+function interleaveNodes(t: Thread, pol: Mempolicy): number {
+  const nid = nextNodeIn(t.ilPrev, pol.nodes);
+  t.ilPrev = nid;
+  return nid;
+}
+
 function placementByPolicy(k: Kernel, t: Thread, vma: Vma | null, va: number, order: number): PolicyPlacement {
   const local = k.cpuToNode(t.cpu);
   const pol = vma?.policy ?? t.mempolicy;
@@ -236,14 +253,11 @@ function placementByPolicy(k: Kernel, t: Thread, vma: Vma | null, va: number, or
     case MPOL.MPOL_INTERLEAVE:
     case MPOL.MPOL_WEIGHTED_INTERLEAVE: {
       // All weights are 1 (no HMAT data): weighted interleave places like interleave.
-      let nid: number;
-      if (vma?.policy) {
-        const ilx = Math.floor(vma.pgoff / 2 ** order) + Math.floor((va - vma.start) / (PAGE_SIZE * 2 ** order));
-        nid = pol.nodes[ilx % pol.nodes.length]!;
-      } else {
-        nid = nextNodeIn(t.ilPrev, pol.nodes);
-        t.ilPrev = nid;
-      }
+      // get_vma_policy gives an allocation in a VMA the interleave index vm_pgoff + offset (in units of the
+      // allocation's order) whether the policy is the VMA's or the task's (Linux 6.7+), and policy_nodemask
+      // places it by interleave_nid; only allocations without one (NO_INTERLEAVE_INDEX) go round robin from
+      // the task's il_prev (interleave_nodes).
+      const nid = vma ? interleaveNid(pol, interleaveIndex(vma, va, order)) : interleaveNodes(t, pol);
       return { nid, nodemask: [nid], interleave: true };
     }
   }
@@ -368,9 +382,9 @@ export function sysMbind(
     if (covered < end) return neg('EFAULT');
   }
   // Misplaced pages (queue_pages_range with MPOL_MF_INVERT): present pages
-  // whose node is not in the caller's raw nodemask. MPOL_LOCAL passes an
-  // empty mask, so every present page counts.
-  const inPolicy = (nid: number): boolean => !pol || nodes.includes(nid);
+  // whose node is not in the caller's raw nodemask. MPOL_LOCAL and
+  // MPOL_DEFAULT pass an empty mask, so every present page counts.
+  const inPolicy = (nid: number): boolean => nodes.includes(nid);
   const misplaced: number[] = [];
   const move = (flags & (MPOL.MPOL_MF_MOVE | MPOL.MPOL_MF_MOVE_ALL)) !== 0;
   if (flags & (MPOL.MPOL_MF_STRICT | MPOL.MPOL_MF_MOVE | MPOL.MPOL_MF_MOVE_ALL))
@@ -388,9 +402,13 @@ export function sysMbind(
   if (r < 0) return r;
   let failed = 0;
   // Each folio is queued once: a THP's later subpages, and pages this call
-  // already moved (MPOL_LOCAL queues every page), are skipped.
+  // already moved (an empty mask queues every page), are skipped.
   const moved = new Set<number>();
   const folioOf = (pfn: number): number => (k.mem.flags(pfn) & (PG.head | PG.tail) ? pfn - (pfn % HPAGE_PMD_NR) : pfn);
+  // The queued folios go where the new policy places them (alloc_migration_target_by_mpol), MPOL_DEFAULT's
+  // being the task's (get_task_policy). An interleave policy places each folio by ilx + (folio->index >> order),
+  // ilx set so the first folio goes where get_vma_policy would place it.
+  let ilxBase: number | undefined;
   if (move)
     for (const va of misplaced) {
       const vma = mm.vmaAt(va)!;
@@ -400,11 +418,17 @@ export function sysMbind(
         failed++;
         continue;
       }
-      const target = policyPlacement(k, t, vma, va, 0);
-      const dest = preferredNode(k, target);
-      if (migrateMappedPageOf(k, mm, vma, va, dest) < 0) failed++;
-      const now = followPageOf(mm, va);
-      if (now >= 0) moved.add(folioOf(now));
+      const huge = vma.isHugetlb() ? vma.hugePageSize() : k.mem.flags(pfn) & (PG.head | PG.tail) ? PMD_SIZE : PAGE_SIZE;
+      const order = Math.log2(huge / PAGE_SIZE);
+      const fva = alignDown(va, huge);
+      const newPol = vma.policy ?? t.mempolicy;
+      let dest: number;
+      if (newPol && (newPol.mode === MPOL.MPOL_INTERLEAVE || newPol.mode === MPOL.MPOL_WEIGHTED_INTERLEAVE)) {
+        const index = Math.floor((vma.pgoff * PAGE_SIZE + (fva - vma.start)) / huge);
+        ilxBase ??= interleaveIndex(vma, fva, order) - index;
+        dest = interleaveNid(newPol, ilxBase + index);
+      } else dest = preferredNode(k, policyPlacement(k, t, vma, fva, order));
+      if (migrateMappedPageOf(k, mm, vma, va, dest, moved) < 0) failed++;
     }
   return failed && flags & MPOL.MPOL_MF_STRICT ? neg('EIO') : 0;
 }

@@ -10,7 +10,7 @@ import { HugeLeaf, PageTable, PteTable, pteOf, pfnOfPte, type Vma, type MmStruct
 import { HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE, PUD_SIZE, alignDown, neg } from './uapi.ts';
 import { MIGRATE_MOVABLE } from './page_alloc.ts';
 import { followPage } from './memory.ts';
-import { splitAnonFolio } from './huge_memory.ts';
+import { deferredSplitFolio, folioTestPartiallyMapped, folioUnqueueDeferredSplit, splitAnonFolio } from './huge_memory.ts';
 import { MAX_NUMNODES, memsAllowed } from './mempolicy.ts';
 import { MPOL } from './uapi.ts';
 import type { Process } from './sched.ts';
@@ -73,36 +73,59 @@ export function migrateFrame(k: Kernel, src: number, dst: number): void {
 /**
  * Migrate whatever maps va in mm (a 4K page, a whole THP, a hugetlb page)
  * to node `target`, as migrate_pages() does for one folio: the new memory
- * comes from the target node only (__GFP_THISNODE); a THP for which no huge
- * page is free there is split and its pages migrated one by one
- * (thp_migration_split). Returns 0, or -ENOMEM when the target has no memory.
+ * comes from the target node only (__GFP_THISNODE). migrate_pages_batch
+ * splits a THP first when it is partially mapped (on the deferred split
+ * queue) or when no huge page is free on the target (thp_migration_split);
+ * the split maps its all-zero pages to the zero page and frees the pages
+ * nothing maps, and the rest migrate one by one. The frames the folio's
+ * pages now occupy are added to `moved`. Returns 0, or -ENOMEM when the
+ * target has no memory.
  */
-export function migrateMappedPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, target: number): number {
+export function migrateMappedPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, target: number, moved?: Set<number>): number {
   const m = k.mem;
   const pfn = followPage(mm, va);
   if (pfn < 0) return 0;
   if (vma.isHugetlb()) {
     // A huge page mapped in parts (hugetlb_hgm.ts proposals) stays put: memtwin does not migrate those.
     if (mm.hgm.has(alignDown(va, vma.hugePageSize()))) return neg('EBUSY');
-    return migrateHugetlb(k, mm, vma, va, pfn, target);
+    const r = migrateHugetlb(k, mm, vma, va, pfn, target);
+    moved?.add(followPage(mm, alignDown(va, vma.hugePageSize())));
+    return r;
   }
   const f = m.flags(pfn);
   if (f & (PG.head | PG.tail)) {
     const head = pfn - (pfn % HPAGE_PMD_NR);
     const haddr = alignDown(va, PMD_SIZE);
-    const dst = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid: target, thisNode: true });
-    if (dst >= 0) {
-      moveFolio(k, mm, head, dst, haddr);
-      k.vmstat.count('thp_migration_success');
-      k.vmstat.count('pgmigrate_success', HPAGE_PMD_NR);
-      return 0;
+    if (!folioTestPartiallyMapped(k, head)) {
+      const dst = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid: target, thisNode: true });
+      if (dst >= 0) {
+        moveFolio(k, mm, head, dst, haddr);
+        moved?.add(dst);
+        k.vmstat.count('thp_migration_success');
+        k.vmstat.count('pgmigrate_success', HPAGE_PMD_NR);
+        return 0;
+      }
     }
     k.vmstat.count('thp_migration_split');
     splitAnonFolio(k, mm, head, haddr, k.cpuToNode(0));
-    const sub = followPage(mm, va);
-    return sub >= 0 ? migrateOne(k, sub, target) : 0;
+    // The split pages go back on the list and migrate one by one; those the split freed (unmapped, or replaced by
+    // the zero page) count as migrated (migrate_folio_unmap: "Folio was freed from under us").
+    let err = 0;
+    let freed = HPAGE_PMD_NR;
+    for (let i = 0; i < HPAGE_PMD_NR; i++) {
+      const sub = followPage(mm, haddr + i * PAGE_SIZE);
+      if (sub < head || sub >= head + HPAGE_PMD_NR) continue;
+      freed--;
+      const r = migrateOne(k, sub, target);
+      if (r < 0) err = r;
+      else moved?.add(followPage(mm, haddr + i * PAGE_SIZE));
+    }
+    k.vmstat.count('pgmigrate_success', freed);
+    return err;
   }
-  return migrateOne(k, pfn, target);
+  const r = migrateOne(k, pfn, target);
+  if (r === 0) moved?.add(followPage(mm, va));
+  return r;
 }
 
 function migrateOne(k: Kernel, src: number, target: number): number {
@@ -130,13 +153,19 @@ function moveFolio(k: Kernel, mm: MmStruct, head: number, dst: number, haddr: nu
   }
   m.setOrder(dst, m.order(head));
   m.addEntireMapcount(dst, m.entireMapcount(head));
+  folioUnqueueDeferredSplit(k, dst);
   const e = mm.pgtable.pmds.get(PageTable.pmdKey(haddr));
   if (e instanceof HugeLeaf) e.pfn = dst;
-  else if (e instanceof PteTable)
+  else if (e instanceof PteTable) {
     for (let i = 0; i < 512; i++) {
       const pte = e.ptes[i]!;
       if (pte > 0 && pfnOfPte(pte) >= head && pfnOfPte(pte) < head + HPAGE_PMD_NR) e.ptes[i] = pteOf(dst + pfnOfPte(pte) - head);
     }
+    // try_to_migrate_one unmaps a PTE-mapped folio one PTE at a time, so __folio_remove_rmap finds it partially
+    // mapped (deferred_split_folio), and the new folio inherits the mark: its next migration splits it.
+    deferredSplitFolio(k, dst);
+  }
+  folioUnqueueDeferredSplit(k, head);
   k.phys.free(head, HPAGE_PMD_ORDER);
   k.charge(HPAGE_PMD_NR * k.costs.ns('page_migrate_4k'));
 }
@@ -214,25 +243,46 @@ export function sysMovePages(
   }
   const allowed = memsAllowed(k, target);
   let failed = 0;
+  // do_pages_move queues consecutive entries for one node (add_folio_for_migration isolates each folio) and
+  // migrates the batch when the node changes or an entry is not queued. memtwin migrates each folio at once and
+  // remembers the address ranges of the folios isolated in the current batch: Linux would still find those
+  // folios mapped there, isolated, on their old node, so folio_isolate_lru fails with -EBUSY.
+  let batchNode = -1;
+  let isolated: [number, number][] = [];
+  const flush = (): void => {
+    isolated = [];
+    batchNode = -1;
+  };
   for (let i = 0; i < pages.length; i++) {
     const node = nodes[i]!;
+    if (node !== batchNode) flush();
     if (node < 0 || node >= MAX_NUMNODES || !k.host.nodes.some((n) => n.id === node && n.memory > 0)) return { ret: neg('ENODEV'), status };
     if (!allowed.includes(node)) return { ret: neg('EACCES'), status };
+    batchNode = node;
     const va = pages[i]!;
     const vma = mm.vmaAt(va);
     if (!vma) {
       status.push(st('EFAULT'));
+      flush();
       continue;
     }
     const pfn = followPage(mm, va);
     if (pfn === -2) status.push(st('ENOENT'));
+    else if (isolated.some(([s, e]) => va >= s && va < e)) status.push(st('EBUSY'));
     else if (pfn === -1) status.push(st('EFAULT'));
     else if (k.phys.nodeOfPfn(pfn) === node) status.push(node);
     else if (mappedShared(k, pfn) && !(flags & MPOL.MPOL_MF_MOVE_ALL)) status.push(st('EACCES'));
-    else if (migrateMappedPage(k, mm, vma, va, node) < 0) {
-      failed++;
-      status.push(st('ENOMEM'));
-    } else status.push(node);
+    else {
+      const size = vma.isHugetlb() ? vma.hugePageSize() : k.mem.flags(pfn) & (PG.head | PG.tail) ? PMD_SIZE : PAGE_SIZE;
+      const s = alignDown(va, size);
+      if (migrateMappedPage(k, mm, vma, va, node) < 0) {
+        failed++;
+        status.push(st('ENOMEM'));
+      } else status.push(node);
+      isolated.push([s, s + size]);
+      continue; // queued: the batch goes on
+    }
+    flush();
   }
   k.charge(pages.length * k.costs.nsOf('move_pages_same_node'));
   return { ret: failed, status };

@@ -1,9 +1,11 @@
 /**
  * Random op-scripts for differential testing (fast-check arbitraries).
  *
- * Every script first reserves a 2M-aligned 16 MiB arena and then works only
+ * Every script first reserves a 4M-aligned 16 MiB arena and then works only
  * inside it with MAP_FIXED mappings and arena-relative addresses, so where
- * the real kernel's ASLR puts things never matters. The THP mode is set
+ * the real kernel's ASLR puts things never matters (4M, not just 2M: an
+ * interleave policy places a page or THP by its absolute index, vm_pgoff,
+ * so on two nodes the first node depends on the arena's 4M alignment). The THP mode is set
  * explicitly, the 2M hugetlb pool is pinned to a small size, and khugepaged is slowed to a crawl (max_ptes_none 0,
  * pages_to_scan 1): its passes on the real kernel are timed by the whole
  * machine's history, so scripts must not depend on them (the simulator's
@@ -231,7 +233,7 @@ export const scriptArb: fc.Arbitrary<string> = fc
         { op: 'sysfs', path: `${THP}/defrag`, value: defrag },
         { op: 'sysfs', path: `${THP}/khugepaged/max_ptes_none`, value: '0' },
         { op: 'sysfs', path: `${THP}/khugepaged/pages_to_scan`, value: '1' },
-        { op: 'mmap', len: '16M', prot: RW, flags: ['MAP_PRIVATE', 'MAP_ANONYMOUS'], align: '2M', name: 'r' },
+        { op: 'mmap', len: '16M', prot: RW, flags: ['MAP_PRIVATE', 'MAP_ANONYMOUS'], align: '4M', name: 'r' },
         { op: 'userfaultfd', flags: ['O_CLOEXEC', 'O_NONBLOCK'], name: 'u' },
         { op: 'uffdio_api', fd: '$u', features: ['UFFD_FEATURE_SIGBUS'] },
         ...ops,

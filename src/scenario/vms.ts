@@ -539,6 +539,11 @@ function migrationFinal(rt: VmRt, out: Record<string, number>): void {
     out[`${pre}postcopy.blocktime_ns`] = pc.stats.vcpuBlocktime.reduce((a, b) => a + b, 0);
     out[`${pre}postcopy.all_vcpus_blocked_ns`] = pc.stats.totalBlocktime;
     out[`${pre}postcopy.resume_ns`] = pc.resumedAt - rt.mig.startTime;
+    // Guest RAM the destination maps with huge (2M/1G) leaves at the end: the TLB reach postcopy left.
+    let huge = 0;
+    for (const r of rt.dst ? rt.dst.ramRanges() : [])
+      for (let g = r.gpa; g < r.gpa + r.size; g += 2 * 2 ** 20) if (rt.dst!.hostMappingSize(g) > PAGE_SIZE) huge += 2 * 2 ** 20;
+    out[`${pre}postcopy.dst_huge_mapped_bytes`] = huge;
   }
   // No data lost: pages that did not carry the source's content when the destination took them over (hinted free pages aside).
   if (q['status'] === 'completed') {

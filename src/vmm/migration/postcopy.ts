@@ -279,8 +279,10 @@ export class Postcopy {
     });
     this.pc.forEach((pc, bi) => {
       for (let u = 0; u < pc.received.length; u++)
-        if (pc.received[u]) this.check(bi, u * pc.n, pc.n);
-        else this.missing++;
+        if (pc.received[u]) {
+          const b = this.ram.blocks[bi]!;
+          for (let q = u * pc.n; q < (u + 1) * pc.n; q++) this.check(b, q, this.ram.sourceByte(b, q));
+        } else this.missing++;
     });
     return { ns: t.ns, bytes };
   }
@@ -418,9 +420,7 @@ export class Postcopy {
     const t = { ns: 0 };
     // When each unit's copy is done (ns after now), by block and unit.
     const doneAt = new Map<number, number>();
-    this.k.runAsTask(t, () => {
-      for (const unit of chunk.units) if (this.place(thread, unit)) doneAt.set(this.key(unit.bi, unit.u), Math.ceil(t.ns));
-    });
+    this.k.runAsTask(t, () => this.placeChunk(thread, chunk.units, t, doneAt));
     const end = now + Math.ceil(t.ns);
     if (chunk.urgent) this.preemptBusyUntil = end;
     else this.loadBusyUntil = end;
@@ -448,44 +448,75 @@ export class Postcopy {
     return bi * 2 ** 32 + u;
   }
 
-  /** Place one unit with UFFDIO_COPY/ZEROPAGE (DONTWAKE). False if it was already placed. */
-  private place(thread: Thread, unit: Unit): boolean {
-    const pc = this.pc[unit.bi]!;
-    pc.inflight[unit.u] = 0;
-    if (pc.received[unit.u]) return false;
-    const b = this.ram.blocks[unit.bi]!;
-    const at = b.dst.host + unit.u * pc.unit;
+  /**
+   * Place a chunk's units in order with UFFDIO_COPY/ZEROPAGE (DONTWAKE),
+   * one ioctl per run of consecutive missing 4K units of one kind (the
+   * kernel charges each page as QEMU's one copy per page costs), one per
+   * huge unit. Sets each placed unit's completion (ns into `t`) in doneAt.
+   */
+  private placeChunk(thread: Thread, units: Unit[], t: { ns: number }, doneAt: Map<number, number>): void {
     const k = this.k;
-    // Pages not sent in this unit (clean since precopy sent them) keep their precopy content: read them from the source.
-    const byteOf = (i: number): number => {
-      const pg = unit.pages[i];
-      if (pg) return pg.zero ? 0 : pg.byte;
-      return this.ram.sourceByte(b, unit.u * pc.n + i);
-    };
-    let r: number;
-    if (pc.unit === PAGE_SIZE && unit.pages[0]?.zero && !b.dst.hasFd)
-      r = uffdioFill(k, thread, this.fd, at, PAGE_SIZE, UFFDIO_MODE.UFFDIO_ZEROPAGE_MODE_DONTWAKE, null).ret;
-    else r = uffdioFill(k, thread, this.fd, at, pc.unit, UFFDIO_MODE.UFFDIO_COPY_MODE_DONTWAKE, (va) => byteOf((va - at) / PAGE_SIZE)).ret;
-    if (r < 0) throw new Error(`postcopy: placing ${b.block.idstr}+0x${(unit.u * pc.unit).toString(16)}: ${r}`);
-    pc.received[unit.u] = 1;
-    pc.requested[unit.u] = 0;
-    this.missing--;
-    this.check(unit.bi, unit.u * pc.n, pc.n);
-    return true;
-  }
-
-  /** The content check of 4K pages [p0, p0 + n) of a block: each must hold the source's byte (hinted free pages aside). */
-  private check(bi: number, p0: number, n: number): void {
-    const b = this.ram.blocks[bi]!;
-    for (let p = p0; p < p0 + n; p++) {
-      if (b.skipped[p]) continue;
-      const sv = this.ram.sourceByte(b, p);
-      const dv = this.ram.destByte(b, p);
-      if (sv === dv) continue;
-      this.stats.pagesDiffering++;
-      if (this.stats.differing.length < 10) this.stats.differing.push({ block: b.block.idstr, offset: p * PAGE_SIZE, src: sv, dst: dv });
+    const zeroUnit = (x: Unit): boolean => this.pc[x.bi]!.unit === PAGE_SIZE && x.pages[0]?.zero === true;
+    for (let i = 0; i < units.length; ) {
+      const first = units[i]!;
+      const pc = this.pc[first.bi]!;
+      pc.inflight[first.u] = 0;
+      if (pc.received[first.u]) {
+        i++;
+        continue;
+      }
+      let j = i + 1;
+      // Runs only on 4K-backed blocks: a hugetlb page filled in parts may be a VMA of its own (vma-split), and one
+      // UFFDIO_COPY must stay inside one VMA.
+      if (pc.unit === PAGE_SIZE && this.ram.blocks[first.bi]!.block.pageSize === PAGE_SIZE)
+        while (
+          j < units.length &&
+          units[j]!.bi === first.bi &&
+          units[j]!.u === units[j - 1]!.u + 1 &&
+          zeroUnit(units[j]!) === zeroUnit(first) &&
+          !pc.received[units[j]!.u]
+        )
+          pc.inflight[units[j++]!.u] = 0;
+      const run = units.slice(i, j);
+      const b = this.ram.blocks[first.bi]!;
+      const start = b.dst.host + first.u * pc.unit;
+      const before = t.ns;
+      let r: number;
+      if (zeroUnit(first) && !b.dst.hasFd)
+        r = uffdioFill(k, thread, this.fd, start, run.length * PAGE_SIZE, UFFDIO_MODE.UFFDIO_ZEROPAGE_MODE_DONTWAKE, null).ret;
+      else
+        r = uffdioFill(k, thread, this.fd, start, run.length * pc.unit, UFFDIO_MODE.UFFDIO_COPY_MODE_DONTWAKE, (va) =>
+          this.sentByte(b, first.u * pc.n + (va - start) / PAGE_SIZE, run, first.u * pc.n, pc.n),
+        ).ret;
+      if (r < 0) throw new Error(`postcopy: placing ${b.block.idstr}+0x${(first.u * pc.unit).toString(16)}: ${r}`);
+      run.forEach((unit, x) => {
+        pc.received[unit.u] = 1;
+        pc.requested[unit.u] = 0;
+        this.missing--;
+        for (let q = unit.u * pc.n; q < (unit.u + 1) * pc.n; q++)
+          this.check(b, q, this.sentByte(b, q, run, first.u * pc.n, pc.n));
+        doneAt.set(this.key(unit.bi, unit.u), Math.ceil(before + ((x + 1) * (t.ns - before)) / run.length));
+      });
+      i = j;
     }
   }
+
+  /** The byte the source sent for 4K page `p` (of a run of units from page p0), or its content if the unit did not carry it. */
+  private sentByte(b: RamMigration['blocks'][number], p: number, run: Unit[], p0: number, n: number): number {
+    const pg = run[Math.floor((p - p0) / n)]!.pages[(p - p0) % n];
+    if (pg) return pg.zero ? 0 : pg.byte;
+    return this.ram.sourceByte(b, p);
+  }
+
+  /** The content check of 4K page `p`: the destination must hold `expected`, the source's byte (hinted free pages aside). */
+  private check(b: RamMigration['blocks'][number], p: number, expected: number): void {
+    if (b.skipped[p]) return;
+    const dv = this.ram.destByte(b, p);
+    if (dv === expected) return;
+    this.stats.pagesDiffering++;
+    if (this.stats.differing.length < 10) this.stats.differing.push({ block: b.block.idstr, offset: p * PAGE_SIZE, src: expected, dst: dv });
+  }
+
 
   /** A vCPU blocked at `at`: the fault thread's poll wakes. */
   private faulted(at: number, t: Thread): void {
