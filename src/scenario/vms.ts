@@ -440,6 +440,8 @@ function startMigration(k: Kernel, s: Scenario, rt: VmRt, ev: VmEventSpec, entry
   }).register();
   rt.mig = mig;
   rt.dst = dst;
+  // auto-converge throttles the guest's vCPUs (cpu_throttle_set): its workloads run that much slower.
+  for (const g of rt.guestThreads) g.wt.runFraction = () => mig.guestRunFraction;
   rt.dstSpec = dspec;
   const mon = rt.vm.monitor;
   const params: Record<string, unknown> = {};

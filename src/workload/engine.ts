@@ -78,6 +78,8 @@ export class WorkloadThread {
    * streams over the source's HVAs and runs at the destination's.
    */
   private vaShift = 0;
+  /** The share of time the thread may run (a vCPU throttled by migration's auto-converge), 1 when unset. */
+  runFraction: (() => number) | undefined;
   /** Set by the runner: schedule the thread's next step at virtual time `at` (after WAIT). */
   wake: ((at: number) => void) | undefined;
   /** Node of the CPU the thread runs on (NUMA balancing may move the thread). */
@@ -296,7 +298,8 @@ export class WorkloadThread {
     } finally {
       k.taskTime = null;
     }
-    return Math.max(1, Math.round(spent + ctx.ns));
+    // A throttled vCPU (auto-converge) does the same work in more time.
+    return Math.max(1, Math.round((spent + ctx.ns) / (this.runFraction?.() ?? 1)));
   }
 }
 
