@@ -457,7 +457,7 @@ export class Postcopy {
   private placeChunk(thread: Thread, units: Unit[], t: { ns: number }, doneAt: Map<number, number>): void {
     const k = this.k;
     const zeroUnit = (x: Unit): boolean => this.pc[x.bi]!.unit === PAGE_SIZE && x.pages[0]?.zero === true;
-    for (let i = 0; i < units.length; ) {
+    for (let i = 0; i < units.length;) {
       const first = units[i]!;
       const pc = this.pc[first.bi]!;
       pc.inflight[first.u] = 0;
@@ -493,8 +493,7 @@ export class Postcopy {
         pc.received[unit.u] = 1;
         pc.requested[unit.u] = 0;
         this.missing--;
-        for (let q = unit.u * pc.n; q < (unit.u + 1) * pc.n; q++)
-          this.check(b, q, this.sentByte(b, q, run, first.u * pc.n, pc.n));
+        for (let q = unit.u * pc.n; q < (unit.u + 1) * pc.n; q++) this.check(b, q, this.sentByte(b, q, run, first.u * pc.n, pc.n));
         doneAt.set(this.key(unit.bi, unit.u), Math.ceil(before + ((x + 1) * (t.ns - before)) / run.length));
       });
       i = j;
@@ -514,9 +513,9 @@ export class Postcopy {
     const dv = this.ram.destByte(b, p);
     if (dv === expected) return;
     this.stats.pagesDiffering++;
-    if (this.stats.differing.length < 10) this.stats.differing.push({ block: b.block.idstr, offset: p * PAGE_SIZE, src: expected, dst: dv });
+    if (this.stats.differing.length < 10)
+      this.stats.differing.push({ block: b.block.idstr, offset: p * PAGE_SIZE, src: expected, dst: dv });
   }
-
 
   /** A vCPU blocked at `at`: the fault thread's poll wakes. */
   private faulted(at: number, t: Thread): void {
