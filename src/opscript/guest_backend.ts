@@ -23,7 +23,7 @@ import { createInterface } from 'node:readline';
 import type { Host } from '../sim/host.ts';
 import { fromRoot } from '../util/paths.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
-import { encodeOp, ExecutorError } from './linux_backend.ts';
+import { encodeOp, ExecutorError, khugepagedWait } from './linux_backend.ts';
 
 export const GUEST_CACHE = fromRoot('.cache', 'oracle-guest');
 export const GUEST_KERNEL = join(GUEST_CACHE, 'vmlinuz');
@@ -396,19 +396,9 @@ export class GuestBackend implements Backend {
     return r;
   }
 
-  /** As on the linux backend: poll khugepaged's full_scans until it has grown enough, or time out. */
-  private async khugepagedWait(op: ResolvedOp): Promise<RawResult> {
-    const path = '/sys/kernel/mm/transparent_hugepage/khugepaged/full_scans';
-    const read = async (): Promise<number> =>
-      Number(String((await this.vm.request(encodeOp({ ...op, op: 'read', a: { path } }), this.timeoutMs)).text ?? '').trim());
-    const t0 = Date.now();
-    const target = (await read()) + (op.a.full_scans ?? 2);
-    const timeout = op.a.timeout_ms ?? 10000;
-    for (;;) {
-      if ((await read()) >= target) return { ret: 0, ns: (Date.now() - t0) * 1e6 };
-      if (Date.now() - t0 >= timeout) return { ret: -1, errno: 'ETIMEDOUT', ns: (Date.now() - t0) * 1e6 };
-      await new Promise((res) => setTimeout(res, 10));
-    }
+  /** As on the linux backend (khugepagedWait there). */
+  private khugepagedWait(op: ResolvedOp): Promise<RawResult> {
+    return khugepagedWait(op, async (o) => String((await this.vm.request(encodeOp(o), this.timeoutMs)).text ?? ''));
   }
 
   async close(): Promise<void> {

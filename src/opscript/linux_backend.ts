@@ -30,6 +30,24 @@ const enc = (s: string): string =>
   s.replace(/[^A-Za-z0-9._/-]/g, (c) => [...Buffer.from(c)].map((b) => `%${b.toString(16).padStart(2, '0')}`).join(''));
 const R = (n: number): string => `R${n}`;
 
+/**
+ * khugepaged_wait on a real kernel: poll khugepaged's full_scans counter
+ * through the executor's `read` op (sent by `send`, which returns its text)
+ * until it has grown by the op's `full_scans`, or the timeout passes.
+ */
+export async function khugepagedWait(op: ResolvedOp, send: (op: ResolvedOp) => Promise<string>): Promise<RawResult> {
+  const path = '/sys/kernel/mm/transparent_hugepage/khugepaged/full_scans';
+  const scans = async (): Promise<number> => Number((await send({ ...op, op: 'read', a: { path } })).trim());
+  const t0 = Date.now();
+  const target = (await scans()) + (op.a.full_scans ?? 2);
+  const timeout = op.a.timeout_ms ?? 10000;
+  for (;;) {
+    if ((await scans()) >= target) return { ret: 0, ns: (Date.now() - t0) * 1e6 };
+    if (Date.now() - t0 >= timeout) return { ret: -1, errno: 'ETIMEDOUT', ns: (Date.now() - t0) * 1e6 };
+    await new Promise((res) => setTimeout(res, 10));
+  }
+}
+
 /** The protocol line for one resolved op. */
 export function encodeOp(op: ResolvedOp): string {
   const a = op.a;
@@ -225,24 +243,9 @@ export class LinuxBackend implements Backend {
     return this.request(encodeOp(op));
   }
 
-  /**
-   * khugepaged_wait on the real kernel: poll the full_scans counter through
-   * the executor until it has grown by `full_scans`, or the timeout passes.
-   */
-  private async khugepagedWait(op: ResolvedOp): Promise<RawResult> {
-    const path = '/sys/kernel/mm/transparent_hugepage/khugepaged/full_scans';
-    const read = async (): Promise<number> => {
-      const r = await this.request(encodeOp({ ...op, op: 'read', a: { path } }));
-      return Number(String(r.text ?? '').trim());
-    };
-    const t0 = Date.now();
-    const target = (await read()) + (op.a.full_scans ?? 2);
-    const timeout = op.a.timeout_ms ?? 10000;
-    for (;;) {
-      if ((await read()) >= target) return { ret: 0, ns: (Date.now() - t0) * 1e6 };
-      if (Date.now() - t0 >= timeout) return { ret: -1, errno: 'ETIMEDOUT', ns: (Date.now() - t0) * 1e6 };
-      await new Promise((res) => setTimeout(res, 10));
-    }
+  /** khugepaged_wait on the real kernel (khugepagedWait below). */
+  private khugepagedWait(op: ResolvedOp): Promise<RawResult> {
+    return khugepagedWait(op, async (o) => String((await this.request(encodeOp(o))).text ?? ''));
   }
 
   /** Send one protocol line and wait for its result line. */

@@ -605,18 +605,23 @@ export class MigrationState {
     });
   }
 
+  /** vm_stop for the switchover: the guest stops, downtime starts, the dirty bitmap is synced a last time (its ns). */
+  private stopForSwitchover(): number {
+    this.guestStopped = true;
+    this.opts.onGuest?.('stop');
+    this.downtimeStart = this.k.clock.now();
+    const syncNs = this.ram!.sync().ns;
+    this.recordIteration(this.ram!.dirtyPages);
+    return syncNs;
+  }
+
   /** migration_completion: stop the guest, sync, send the rest at full rate, complete. */
   private completion(): void {
     this.event = null;
     if (this.status !== 'active') return;
     const ram = this.ram!;
     const link = this.link!;
-    const now = this.k.clock.now();
-    this.guestStopped = true;
-    this.opts.onGuest?.('stop');
-    this.downtimeStart = now;
-    const syncNs = ram.sync().ns;
-    this.recordIteration(ram.dirtyPages);
+    const syncNs = this.stopForSwitchover();
     const res = ram.send(Infinity, Infinity, link.rate());
     const bytes = res.bytes + ram.sendEos();
     link.carry(bytes);
@@ -662,12 +667,8 @@ export class MigrationState {
     const ram = this.ram!;
     const link = this.link!;
     const now = this.k.clock.now();
-    this.guestStopped = true;
-    this.opts.onGuest?.('stop');
-    this.downtimeStart = now;
     this.status = 'postcopy-active';
-    const syncNs = ram.sync().ns;
-    this.recordIteration(ram.dirtyPages);
+    const syncNs = this.stopForSwitchover();
     ram.stopDirtyLog();
     let pc: Postcopy;
     try {
