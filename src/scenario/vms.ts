@@ -553,6 +553,8 @@ function migrationFinal(rt: VmRt, out: Record<string, number>): void {
     // query-migrate's times are whole ms; in ns too, for comparisons.
     out[`${pre}total_time_ns`] = rt.mig.endTime - rt.mig.startTime;
     out[`${pre}downtime_ns`] = rt.mig.downtime;
+    // The pause the guest saw: from the stop on the source until it ran on the destination.
+    if (rt.mig.guestResumedAt) out[`${pre}guest_paused_ns`] = rt.mig.guestResumedAt - rt.mig.downtimeStart;
   }
   for (const [key, v] of Object.entries(q)) {
     if (typeof v === 'number') out[pre + key] = v;

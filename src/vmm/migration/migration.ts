@@ -45,7 +45,7 @@ import { QmpError, type QmpArgs } from '../monitor.ts';
 import type { Vm } from '../vm.ts';
 import { Link } from './link.ts';
 import { RamMigration, STREAM_MARKER_BYTES, type FreePageHints, type RamMigrationCostNames } from './ram.ts';
-import { Postcopy, type PageDiff, type PostcopyOptions } from './postcopy.ts';
+import { DEFAULT_SNDBUF, Postcopy, type PageDiff, type PostcopyOptions } from './postcopy.ts';
 
 export type MigrationStatus =
   | 'none'
@@ -184,6 +184,8 @@ export class MigrationState {
   endTime = 0;
   downtimeStart = 0;
   downtime = 0;
+  /** When the guest ran again on the destination (the pause it saw: guestResumedAt - downtimeStart). */
+  guestResumedAt = 0;
   expectedDowntimeMs = 0;
   private readonly incomingByUri = new Map<string, { vm: Vm; link: Link }>();
   private readonly k: Kernel;
@@ -492,7 +494,7 @@ export class MigrationState {
     this.windowBytes = this.windowPages = this.bandwidthBytesPerMs = this.thresholdBytes = 0;
     this.mbps = this.pagesPerSecond = this.precopyBytes = this.downtimeBytes = this.setupBytes = 0;
     this.dirtyPagesRate = this.dirtyRateHighCnt = 0;
-    this.expectedDowntimeMs = this.downtime = this.setupTime = 0;
+    this.expectedDowntimeMs = this.downtime = this.setupTime = this.guestResumedAt = 0;
   }
 
   private fail(desc: string): void {
@@ -626,18 +628,27 @@ export class MigrationState {
     const bytes = res.bytes + ram.sendEos();
     link.carry(bytes);
     this.downtimeBytes = bytes;
-    const dur = syncNs + Math.max(res.srcNs, res.dstNs, link.transferNs(bytes)) + link.latency;
-    this.arm(this.k.clock.now() + dur, 'migration-completed', () => {
+    // QEMU's migration thread is done once its last byte is in the socket: all but the send buffer has left on
+    // the wire (downtime and total-time end there, as query-migrate reports them). The guest runs on the
+    // destination once the last byte has arrived and been loaded.
+    const now = this.k.clock.now();
+    const sndbuf = this.opts.postcopy?.sndbuf ?? DEFAULT_SNDBUF;
+    const srcDone = now + syncNs + Math.max(res.srcNs, link.transferNs(Math.max(0, bytes - sndbuf)));
+    const dstDone = now + syncNs + Math.max(res.srcNs, res.dstNs, link.transferNs(bytes)) + link.latency;
+    this.arm(srcDone, 'migration-completed', () => {
       this.event = null;
       this.endTime = this.k.clock.now();
       this.downtime = this.endTime - this.downtimeStart;
       ram.stopDirtyLog();
       this.throttlePercentage = 0;
-      this.guestStopped = false;
       this.status = 'completed';
       const differing = ram.verify(Number.MAX_SAFE_INTEGER);
       this.contentCheck = { pagesDiffering: differing.length, differing: differing.slice(0, 10) };
-      this.opts.onGuest?.('start-destination');
+      this.k.events.schedule(Math.max(dstDone, this.endTime), 'migration-dest-running', () => {
+        this.guestStopped = false;
+        this.guestResumedAt = this.k.clock.now();
+        this.opts.onGuest?.('start-destination');
+      });
     });
   }
 
@@ -693,7 +704,9 @@ export class MigrationState {
     this.arm(resumeAt, 'postcopy-run', () => {
       this.event = null;
       const t = this.k.clock.now();
-      this.downtime = t - this.downtimeStart;
+      // As QEMU reports it: until the source has written the package (the guest resumes later, once it has arrived).
+      this.downtime = syncNs + link.transferNs(Math.max(0, bytes - (this.opts.postcopy?.sndbuf ?? DEFAULT_SNDBUF)));
+      this.guestResumedAt = t;
       this.guestStopped = false;
       pc.run(t);
       this.opts.onGuest?.('start-destination');

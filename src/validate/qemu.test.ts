@@ -1,0 +1,48 @@
+/**
+ * `memtwin validate qemu` without QEMU: the report is redrawn from the
+ * committed validation/qemu/results.json, every recorded run gets a
+ * prediction, the errors are finite, and every run outside the bound has
+ * an explanation (validation/qemu/explanations.json).
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { writeReport, BOUND_PCT } from './qemu.ts';
+import type { RealResults } from './matrix.ts';
+
+const RESULTS = 'validation/qemu/results.json';
+const EXPLANATIONS = 'validation/qemu/explanations.json';
+
+describe('validate qemu (from the recorded results)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'memtwin-vq-test-'));
+  const report = join(dir, 'report.md');
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const cmp = writeReport({ results: RESULTS, report, explanations: EXPLANATIONS });
+  const recorded = JSON.parse(readFileSync(RESULTS, 'utf8')) as RealResults;
+  const explanations = JSON.parse(readFileSync(EXPLANATIONS, 'utf8')) as Record<string, string>;
+
+  it('predicts every completed run, with finite errors where the real value is not zero', () => {
+    expect(cmp.runs.map((r) => r.id)).toEqual(recorded.runs.map((r) => r.config.id));
+    for (const r of cmp.runs.filter((x) => x.status === 'completed')) {
+      expect(r.predicted?.status, r.id).toBe('completed');
+      for (const row of r.rows) {
+        expect(row.real, `${r.id} ${row.metric}`).not.toBeNull();
+        expect(row.predicted, `${r.id} ${row.metric}`).not.toBeNull();
+        if (row.real !== 0) expect(Number.isFinite(row.errorPct), `${r.id} ${row.metric}`).toBe(true);
+      }
+    }
+  });
+
+  it('the idle precopy runs are within the bound, and every run out of it is explained', () => {
+    for (const r of cmp.runs.filter((x) => x.id.startsWith('precopy-idle'))) expect(r.withinBound, r.id).toBe(true);
+    for (const r of cmp.runs) if (r.withinBound === false || r.status !== 'completed') expect(explanations[r.id], r.id).toBeTruthy();
+  });
+
+  it('writes a table per run and metric', () => {
+    const md = readFileSync(report, 'utf8');
+    expect(md).toContain(`within ${BOUND_PCT}%`);
+    for (const r of cmp.runs) expect(md).toContain(`### ${r.id}`);
+    expect(md).toContain('| ram.transferred |');
+  });
+});

@@ -1,0 +1,400 @@
+/**
+ * `memtwin validate qemu`: memtwin's migration model (src/vmm/migration)
+ * against real QEMU migrations recorded in validation/qemu/results.json
+ * (src/validate/real.ts). For each recorded run, memtwin runs the same
+ * configuration (guest size, backend, non-zero memory, dirtied working set
+ * and the dirty rate measured in the guest, max-bandwidth, downtime-limit,
+ * postcopy, free page hints) and the report compares query-migrate's
+ * numbers. Deterministic: no clock, no randomness.
+ *
+ * Inputs memtwin takes from the measurements (said in the report):
+ * - the link rate: the `ceiling` run's ram.transferred / total-time (no
+ *   max-bandwidth cap; under TCG the migration thread, not the socket, sets it);
+ * - the guest's non-zero memory at boot: the idle run of the same guest size
+ *   (ram.normal pages), since memtwin's guest starts with all RAM zero;
+ * - the dirty rate the guest program measured while migration ran.
+ */
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { vmTestKernel } from '../vmm/test_fixtures.ts';
+import { Vm, type VmConfig } from '../vmm/vm.ts';
+import { Link } from '../vmm/migration/link.ts';
+import { MigrationState } from '../vmm/migration/migration.ts';
+import type { FreePageHints } from '../vmm/migration/ram.ts';
+import type { Kernel } from '../kernel/kernel.ts';
+import { PAGE_SIZE, PMD_SIZE } from '../kernel/uapi.ts';
+import { NSEC_PER_MSEC, NSEC_PER_SEC } from '../sim/clock.ts';
+import { MiB, type RealResults, type RealRun } from './matrix.ts';
+
+export const METRICS = [
+  'total-time',
+  'downtime',
+  'ram.transferred',
+  'ram.normal',
+  'ram.duplicate',
+  'dirty-sync-count',
+  'postcopy-requests',
+] as const;
+export type Metric = (typeof METRICS)[number];
+/** The bound the issue sets for total time and bytes on precopy and free-page-hint runs. */
+export const BOUND_PCT = 10;
+const BOUNDED: readonly Metric[] = ['total-time', 'ram.transferred'];
+const LINK_LATENCY_NS = 20_000;
+const LIMIT_NS = 300 * NSEC_PER_SEC;
+
+export interface Calibration {
+  /** bytes/s of the link (the ceiling run). */
+  linkBps: number;
+  /** Non-zero pages of an idle guest, by guest size (MiB). */
+  bootNonZeroPages: Record<number, number>;
+}
+
+export interface ModelInputs {
+  memMiB: number;
+  backend: string;
+  /** Non-zero pages before migration: the boot's, the program's touched and freed memory. */
+  nonZeroPages: number;
+  /** The boot's non-zero pages (the program's memory follows them). */
+  bootPages: number;
+  wsPages: number;
+  /** Pages/s the guest dirties (measured in the guest while migration ran). */
+  dirtyRate: number;
+  /** Where the dirty rate came from. */
+  dirtyRateSource: string;
+  /** Pages the guest's free page hints cover (MemFree at READY), 0 without hints. */
+  hintedPages: number;
+  linkBps: number;
+  maxBandwidth: number;
+  downtimeLimitMs: number;
+  postcopyAfterMs: number | null;
+}
+
+export interface Row {
+  metric: Metric;
+  real: number | null;
+  predicted: number | null;
+  /** (predicted - real) / real, %; null when real is 0 or either side is missing. */
+  errorPct: number | null;
+}
+
+export interface RunComparison {
+  id: string;
+  what: string;
+  status: string;
+  inputs: ModelInputs | null;
+  predicted: Record<string, unknown> | null;
+  rows: Row[];
+  /** Whether total-time and ram.transferred are within BOUND_PCT (precopy and hint runs). */
+  withinBound: boolean | null;
+  notes: string[];
+}
+
+const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+
+/** A query-migrate metric by this report's name. */
+export function metricOf(q: Record<string, unknown> | null, m: Metric): number | null {
+  if (!q) return null;
+  const ram = (q.ram ?? {}) as Record<string, unknown>;
+  switch (m) {
+    case 'total-time':
+    case 'downtime':
+      return num(q[m]);
+    case 'ram.transferred':
+      return num(ram.transferred);
+    case 'ram.normal':
+      return num(ram.normal);
+    case 'ram.duplicate':
+      return num(ram.duplicate);
+    case 'dirty-sync-count':
+      return num(ram['dirty-sync-count']);
+    case 'postcopy-requests':
+      return num(ram['postcopy-requests']);
+  }
+}
+
+export function calibrate(results: RealResults): Calibration {
+  const ceiling = results.runs.find((r) => r.config.id === 'ceiling' && r.status === 'completed');
+  if (!ceiling) throw new Error('validation/qemu/results.json has no completed `ceiling` run: the link rate is unknown');
+  const linkBps = (metricOf(ceiling.queryMigrate, 'ram.transferred')! * 1000) / metricOf(ceiling.queryMigrate, 'total-time')!;
+  const bootNonZeroPages: Record<number, number> = {};
+  for (const r of results.runs)
+    if (r.config.program === null && r.status === 'completed' && bootNonZeroPages[r.config.memMiB] === undefined)
+      bootNonZeroPages[r.config.memMiB] = metricOf(r.queryMigrate, 'ram.normal')!;
+  return { linkBps, bootNonZeroPages };
+}
+
+export function inputsOf(run: RealRun, cal: Calibration): ModelInputs {
+  const c = run.config;
+  const boot = cal.bootNonZeroPages[c.memMiB];
+  if (boot === undefined) throw new Error(`no completed idle run of a ${c.memMiB} MiB guest: its boot footprint is unknown`);
+  const p = c.program;
+  const nonZeroPages = boot + ((p?.touchMiB ?? 0) + (p?.freeMiB ?? 0)) * (MiB / PAGE_SIZE);
+  let dirtyRate = 0;
+  let dirtyRateSource = 'no dirtying';
+  if (p && p.wsMiB > 0 && p.rate > 0) {
+    if (run.guest.dirtyRateDuring !== null) [dirtyRate, dirtyRateSource] = [run.guest.dirtyRateDuring, 'measured during migration'];
+    else if (run.guest.dirtyRateBefore !== null) [dirtyRate, dirtyRateSource] = [run.guest.dirtyRateBefore, 'measured before migration'];
+    else [dirtyRate, dirtyRateSource] = [p.rate, 'nominal (no measurement)'];
+  }
+  return {
+    memMiB: c.memMiB,
+    backend: c.backend,
+    nonZeroPages: Math.min(nonZeroPages, (c.memMiB * MiB) / PAGE_SIZE),
+    bootPages: boot,
+    wsPages: p ? (p.wsMiB * MiB) / PAGE_SIZE : 0,
+    dirtyRate,
+    dirtyRateSource,
+    hintedPages: c.freePageHint && run.guest.memFreeKiB !== null ? Math.floor((run.guest.memFreeKiB * 1024) / PAGE_SIZE) : 0,
+    linkBps: Math.round(cal.linkBps),
+    maxBandwidth: c.maxBandwidth,
+    downtimeLimitMs: c.downtimeLimitMs,
+    postcopyAfterMs: c.postcopyAfterMs,
+  };
+}
+
+/**
+ * Free page hints as the guest would give them: its free pages are the top
+ * `pages` of guest RAM (the layout predict() builds), all hinted when
+ * migration starts; a page written since is no longer skippable.
+ */
+class TopHints implements FreePageHints {
+  private readonly stale = new Set<number>();
+  constructor(private readonly fromGpa: number) {}
+  isSkippable(gpa: number): boolean {
+    return gpa >= this.fromGpa && !this.stale.has(Math.floor(gpa / PAGE_SIZE));
+  }
+  markDirty(gpa: number, len: number): void {
+    for (let a = gpa - (gpa % PAGE_SIZE); a < gpa + len; a += PAGE_SIZE) this.stale.add(a / PAGE_SIZE);
+  }
+}
+
+/**
+ * memtwin on one run's configuration: a source and a destination VMM on one
+ * simulated host, the boot's non-zero pages spread evenly over guest RAM, the
+ * program's touched memory (the working set first) and freed memory in the
+ * pages left, from the bottom; the working set
+ * written round robin at the measured rate (1 ms steps) while the guest runs,
+ * on the source or, after a postcopy switchover, on the destination.
+ */
+export function predict(inp: ModelInputs): Record<string, unknown> {
+  const k: Kernel = vmTestKernel({ nodes: 1, gib: 2, cpus: 4 });
+  const m = inp.memMiB * MiB;
+  if (inp.backend === 'hugetlb-2M') {
+    const r = k.sysfs.write('/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages', String((2 * m) / PMD_SIZE));
+    if (r !== 0) throw new Error(`memtwin: cannot reserve ${(2 * m) / PMD_SIZE} huge pages (${r})`);
+  }
+  const cfg = (name: string): VmConfig =>
+    inp.backend === 'hugetlb-2M'
+      ? {
+          name,
+          smp: 1,
+          objects: [{ 'qom-type': 'memory-backend-file', id: 'mem', size: m, 'mem-path': '/dev/hugepages', share: true }],
+          'memory-backend': 'mem',
+        }
+      : { name, m, smp: 1 };
+  const src = new Vm(k, cfg('src'));
+  const dst = new Vm(k, cfg('dst'));
+  const totalPages = m / PAGE_SIZE;
+  // The boot's non-zero pages spread evenly over guest RAM (kernel, initramfs and page cache are
+  // not in one place); the program's pages fill the rest from the bottom, the working set first.
+  const nonZero = new Uint8Array(totalPages);
+  for (let i = 0; i < inp.bootPages; i++) nonZero[Math.floor((i * totalPages) / inp.bootPages)] = 1;
+  const program: number[] = [];
+  for (let p = 0; p < totalPages && program.length < inp.nonZeroPages - inp.bootPages; p++) if (!nonZero[p]) program.push(p);
+  for (const p of program) nonZero[p] = 1;
+  for (let p = 0; p < totalPages; p++)
+    if (nonZero[p]) k.runAsTask({ ns: 0 }, () => src.access(0, p * PAGE_SIZE, 1, 1, true, (p % 251) + 1));
+  const hints = inp.hintedPages > 0 ? new TopHints((totalPages - inp.hintedPages) * PAGE_SIZE) : undefined;
+  let where: 'src' | 'stopped' | 'dst' = 'src';
+  let done = false;
+  const mig = new MigrationState(src, {
+    ...(hints ? { hints } : {}),
+    onGuest: (w) => {
+      where = w === 'stop' ? 'stopped' : w === 'start-source' ? 'src' : 'dst';
+      if (w === 'start-destination' && mig.status === 'completed') done = true;
+      if (w === 'start-destination') resume();
+    },
+  }).register();
+  mig.incoming('tcp:dst:4444', dst, new Link({ bandwidth: inp.linkBps, latency: LINK_LATENCY_NS }));
+  const qmp = (execute: string, args?: Record<string, unknown>): void => {
+    const r = src.monitor.execute(args ? { execute, arguments: args } : { execute }) as Record<string, unknown>;
+    if ('error' in r) throw new Error(`memtwin: ${execute}: ${JSON.stringify(r.error)}`);
+  };
+  qmp('migrate-set-parameters', { 'max-bandwidth': inp.maxBandwidth, 'downtime-limit': inp.downtimeLimitMs });
+  if (inp.postcopyAfterMs !== null) qmp('migrate-set-capabilities', { capabilities: [{ capability: 'postcopy-ram', state: true }] });
+
+  // The guest program's writes.
+  let cursor = 0;
+  let carry = 0;
+  let fill = 2;
+  let blocked = false;
+  const vcpu = dst.vcpus[0]!.thread;
+  const dstBase = dst.ramList.blocks[0]!.host;
+  const writeOne = (): boolean => {
+    const page = program[cursor]!;
+    if (where === 'src') {
+      k.runAsTask({ ns: 0 }, () => src.access(0, page * PAGE_SIZE, 1, 1, true, fill));
+      mig.onGuestWrite(page * PAGE_SIZE, 1);
+    } else {
+      const r = k.runAsTask({ ns: 0 }, () => k.access(vcpu, dstBase + page * PAGE_SIZE, 1, 1, true, fill));
+      if (r.blocked !== undefined) {
+        blocked = true;
+        k.uffd.faulted(vcpu, k.clock.now());
+        return false;
+      }
+    }
+    cursor = (cursor + 1) % inp.wsPages;
+    if (cursor === 0) fill = (fill % 250) + 2;
+    return true;
+  };
+  const tick = (): void => {
+    if (done || mig.status === 'failed' || mig.status === 'cancelled') return;
+    if (where === 'stopped' || blocked) return; // resumed by onGuest / the userfault wake
+    carry += (inp.dirtyRate * (where === 'src' ? mig.guestRunFraction : 1)) / 1000;
+    while (carry >= 1) {
+      if (!writeOne()) return;
+      carry -= 1;
+    }
+    k.events.after(NSEC_PER_MSEC, 'guest-dirtier', tick);
+  };
+  function resume(): void {
+    if (inp.wsPages > 0 && inp.dirtyRate > 0 && !done) k.events.after(0, 'guest-dirtier', tick);
+  }
+  k.uffd.wakeListeners.push((t) => {
+    if (t === vcpu && blocked) {
+      blocked = false;
+      k.events.after(0, 'guest-dirtier', tick);
+    }
+  });
+
+  qmp('migrate', { uri: 'tcp:dst:4444' });
+  resume();
+  if (inp.postcopyAfterMs !== null)
+    k.events.after(inp.postcopyAfterMs * NSEC_PER_MSEC, 'migrate-start-postcopy', () => qmp('migrate-start-postcopy'));
+  const end = k.clock.now() + LIMIT_NS;
+  while (k.clock.now() < end && mig.status !== 'completed' && mig.status !== 'failed')
+    k.events.runUntil(Math.min(end, k.clock.now() + 100 * NSEC_PER_MSEC));
+  done = true;
+  const q = mig.query();
+  return mig.status === 'completed' ? q : { ...q, status: `not completed in ${LIMIT_NS / NSEC_PER_SEC} s (virtual)` };
+}
+
+/** Compare every recorded run with memtwin's prediction. */
+export function compare(results: RealResults): { calibration: Calibration; runs: RunComparison[] } {
+  const cal = calibrate(results);
+  const runs = results.runs.map((run): RunComparison => {
+    const c = run.config;
+    if (run.status !== 'completed')
+      return {
+        id: c.id,
+        what: c.what,
+        status: run.status,
+        inputs: null,
+        predicted: null,
+        rows: [],
+        withinBound: null,
+        notes: run.failures,
+      };
+    const inputs = inputsOf(run, cal);
+    const predicted = predict(inputs);
+    const rows = METRICS.map((metric): Row => {
+      const real = metricOf(run.queryMigrate, metric);
+      const pred = metricOf(predicted, metric);
+      const errorPct = real !== null && pred !== null && real !== 0 ? ((pred - real) / real) * 100 : real === 0 && pred === 0 ? 0 : null;
+      return { metric, real, predicted: pred, errorPct };
+    });
+    const bounded = c.postcopyAfterMs === null && c.id !== 'ceiling';
+    const withinBound = bounded
+      ? rows.filter((r) => BOUNDED.includes(r.metric)).every((r) => r.errorPct !== null && Math.abs(r.errorPct) <= BOUND_PCT)
+      : null;
+    return { id: c.id, what: c.what, status: run.status, inputs, predicted, rows, withinBound, notes: [] };
+  });
+  return { calibration: cal, runs };
+}
+
+const fmt = (v: number | null, metric?: Metric): string => {
+  if (v === null) return '—';
+  if (metric === 'ram.transferred') return `${(v / MiB).toFixed(1)} MiB`;
+  return Number.isInteger(v) ? String(v) : v.toFixed(1);
+};
+const pct = (v: number | null): string => (v === null ? '—' : `${v >= 0 ? '+' : ''}${v.toFixed(1)}%`);
+
+/** The report, Markdown. `explanations`: what explains each run's gap (validation/qemu/explanations.json). */
+export function renderReport(results: RealResults, cmp: ReturnType<typeof compare>, explanations: Record<string, string>): string {
+  const L: string[] = [];
+  L.push('# memtwin against real QEMU migrations');
+  L.push('');
+  L.push('Generated by `./bin/memtwin.js validate qemu` from `validation/qemu/results.json` (do not edit;');
+  L.push('`validate qemu --real` reruns the real side first). See docs/validate-qemu.md.');
+  L.push('');
+  L.push(`Real side: ${results.qemu}, guest ${results.guestKernel}, host ${results.host}, recorded ${results.date}.`);
+  L.push('');
+  L.push('Inputs memtwin takes from the measurements:');
+  L.push(
+    `- link rate ${(cmp.calibration.linkBps / MiB).toFixed(1)} MiB/s: the \`ceiling\` run's ram.transferred / total-time (no max-bandwidth; the TCG migration thread's ceiling);`,
+  );
+  L.push(
+    `- the guest's non-zero memory at boot: ${Object.entries(cmp.calibration.bootNonZeroPages)
+      .map(([m, p]) => `${p} pages (${((p * PAGE_SIZE) / MiB).toFixed(1)} MiB) for ${m} MiB`)
+      .join(', ')} (the idle runs' ram.normal), plus what the guest program wrote;`,
+  );
+  L.push('- the dirty rate the guest program measured while migration ran on the source.');
+  L.push('');
+  L.push(`Bound: total-time and ram.transferred within ${BOUND_PCT}% on the precopy and free-page-hint runs.`);
+  L.push('');
+  L.push('## Summary');
+  L.push('');
+  L.push('| run | status | total-time err | transferred err | downtime real/pred (ms) | within bound |');
+  L.push('| --- | --- | --- | --- | --- | --- |');
+  for (const r of cmp.runs) {
+    const g = (m: Metric): Row | undefined => r.rows.find((x) => x.metric === m);
+    L.push(
+      `| ${r.id} | ${r.status} | ${pct(g('total-time')?.errorPct ?? null)} | ${pct(g('ram.transferred')?.errorPct ?? null)} | ${fmt(g('downtime')?.real ?? null)} / ${fmt(g('downtime')?.predicted ?? null)} | ${r.withinBound === null ? 'n/a' : r.withinBound ? 'yes' : 'no'} |`,
+    );
+  }
+  L.push('');
+  L.push('## Runs');
+  for (const r of cmp.runs) {
+    L.push('');
+    L.push(`### ${r.id}`);
+    L.push('');
+    L.push(`${r.what}. Status: ${r.status}.`);
+    if (r.inputs) {
+      const i = r.inputs;
+      L.push('');
+      L.push(
+        `memtwin inputs: ${i.memMiB} MiB ${i.backend}, ${i.nonZeroPages} non-zero pages, working set ${i.wsPages} pages at ${i.dirtyRate.toFixed(0)} pages/s (${i.dirtyRateSource}), max-bandwidth ${(i.maxBandwidth / MiB).toFixed(0)} MiB/s, downtime-limit ${i.downtimeLimitMs} ms${i.hintedPages ? `, ${i.hintedPages} pages hinted free` : ''}${i.postcopyAfterMs !== null ? `, migrate-start-postcopy after ${i.postcopyAfterMs} ms` : ''}.`,
+      );
+      L.push('');
+      L.push('| metric | real | memtwin | error |');
+      L.push('| --- | --- | --- | --- |');
+      for (const row of r.rows)
+        L.push(`| ${row.metric} | ${fmt(row.real, row.metric)} | ${fmt(row.predicted, row.metric)} | ${pct(row.errorPct)} |`);
+    }
+    for (const n of r.notes) L.push('', `Failure: ${n.slice(0, 400)}`);
+    L.push('');
+    L.push(`What explains the gap: ${explanations[r.id] ?? '(not analysed yet)'}`);
+  }
+  L.push('');
+  return L.join('\n');
+}
+
+export interface ValidateOptions {
+  results: string;
+  report: string;
+  explanations: string;
+}
+
+export function writeReport(o: ValidateOptions): ReturnType<typeof compare> {
+  const results = JSON.parse(readFileSync(o.results, 'utf8')) as RealResults;
+  let explanations: Record<string, string> = {};
+  try {
+    explanations = JSON.parse(readFileSync(o.explanations, 'utf8')) as Record<string, string>;
+  } catch {
+    explanations = {};
+  }
+  const cmp = compare(results);
+  mkdirSync(dirname(o.report), { recursive: true });
+  writeFileSync(o.report, renderReport(results, cmp, explanations));
+  return cmp;
+}

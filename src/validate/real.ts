@@ -1,0 +1,393 @@
+/**
+ * The real side of `memtwin validate qemu`: each run of MATRIX between two
+ * QEMU processes on this machine (-accel tcg; a source, and a destination
+ * started with -incoming defer), driven over QMP, with the guest program
+ * memtwin-dirty (native/guest/memtwin-dirty.c) reporting on the source's
+ * serial console. Writes validation/qemu/results.json. A failed run is
+ * retried once; both QEMUs are always killed.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
+import { createConnection, createServer, type Socket } from 'node:net';
+import { tmpdir, hostname } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MATRIX, type GuestLine, type RealResults, type RealRun, type RunConfig } from './matrix.ts';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+export const RESULTS_FILE = join(ROOT, 'validation/qemu/results.json');
+const KERNEL = join(ROOT, '.cache/oracle-guest/vmlinuz');
+const INITRD = join(ROOT, '.cache/validate-qemu/initramfs.cpio.gz');
+const QEMU = 'qemu-system-x86_64';
+const BOOT_TIMEOUT_MS = 45_000;
+/** QEMUs alive, killed on SIGINT/SIGTERM/SIGHUP too. */
+const live = new Set<ChildProcess>();
+let signalsHooked = false;
+function hookSignals(onExit: () => void): void {
+  if (signalsHooked) return;
+  signalsHooked = true;
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const)
+    process.once(sig, () => {
+      for (const p of live) p.kill('SIGKILL');
+      onExit();
+      process.exit(130);
+    });
+}
+const MIGRATE_TIMEOUT_MS = 90_000;
+/** Time the guest program runs before migrate, so its dirty rate is measured before too. */
+const SETTLE_MS = 3000;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A QMP client over a unix socket (one command at a time; events are ignored). */
+class Qmp {
+  private buf = '';
+  private waiters: ((v: Record<string, unknown>) => void)[] = [];
+  private constructor(private readonly sock: Socket) {
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => {
+      this.buf += d;
+      let i;
+      while ((i = this.buf.indexOf('\n')) >= 0) {
+        const line = this.buf.slice(0, i).trim();
+        this.buf = this.buf.slice(i + 1);
+        if (!line) continue;
+        const msg = JSON.parse(line) as Record<string, unknown>;
+        if ('event' in msg) continue;
+        this.waiters.shift()?.(msg);
+      }
+    });
+    sock.on('error', () => {});
+  }
+
+  static async connect(path: string, timeoutMs = 20_000): Promise<Qmp> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        const sock = await new Promise<Socket>((res, rej) => {
+          const s = createConnection(path, () => res(s));
+          s.once('error', rej);
+        });
+        const q = new Qmp(sock);
+        await q.next(); // greeting
+        await q.cmd('qmp_capabilities');
+        return q;
+      } catch (e) {
+        if (Date.now() > end) throw new Error(`QMP socket ${path}: ${(e as Error).message}`);
+        await sleep(100);
+      }
+    }
+  }
+
+  private next(): Promise<Record<string, unknown>> {
+    return new Promise((res, rej) => {
+      const t = setTimeout(() => rej(new Error('QMP: no answer in 10 s')), 10_000);
+      this.waiters.push((v) => {
+        clearTimeout(t);
+        res(v);
+      });
+    });
+  }
+
+  async cmd(execute: string, args?: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const p = this.next();
+    this.sock.write(JSON.stringify(args ? { execute, arguments: args } : { execute }) + '\n');
+    const r = await p;
+    if ('error' in r) throw new Error(`QMP ${execute}: ${JSON.stringify(r.error)}`);
+    return r.return as Record<string, unknown>;
+  }
+
+  close(): void {
+    this.sock.destroy();
+  }
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((res) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => res(p));
+    });
+  });
+}
+
+function qemuArgs(c: RunConfig, dir: string, side: 'src' | 'dst'): string[] {
+  const mem = `${c.memMiB}M`;
+  const backend =
+    c.backend === 'ram'
+      ? `memory-backend-ram,id=ram0,size=${mem}`
+      : `memory-backend-file,id=ram0,size=${mem},mem-path=/dev/hugepages,share=on`;
+  const p = c.program;
+  const append = ['console=ttyS0', 'quiet', 'nokaslr'];
+  if (p) append.push(`mtd=${p.touchMiB},${p.wsMiB},${p.rate},${p.freeMiB}`);
+  const a = [
+    '-accel',
+    'tcg',
+    '-machine',
+    'q35,memory-backend=ram0',
+    '-m',
+    mem,
+    '-smp',
+    '1',
+    '-object',
+    backend,
+    '-object',
+    'iothread,id=io0',
+    '-device',
+    `virtio-balloon-pci,id=balloon0,iothread=io0,free-page-hint=${c.freePageHint ? 'on' : 'off'}`,
+    '-kernel',
+    KERNEL,
+    '-initrd',
+    INITRD,
+    '-append',
+    append.join(' '),
+    '-nodefaults',
+    '-vga',
+    'none',
+    '-display',
+    'none',
+    '-no-reboot',
+    '-monitor',
+    'none',
+    '-serial',
+    `file:${join(dir, side + '.serial')}`,
+    '-qmp',
+    `unix:${join(dir, side + '.qmp')},server=on,wait=off`,
+  ];
+  if (side === 'dst') a.push('-incoming', 'defer');
+  return a;
+}
+
+function checkSetup(needHugetlb: boolean): void {
+  try {
+    execFileSync(QEMU, ['--version'], { stdio: 'ignore' });
+  } catch {
+    throw new Error(`${QEMU} is missing; run: bash scripts/oracle-guest/build.sh`);
+  }
+  if (!existsSync(KERNEL)) throw new Error('no guest kernel; run: bash scripts/oracle-guest/build.sh');
+  if (!existsSync(INITRD) || statSync(INITRD).mtimeMs < statSync(join(ROOT, 'native/guest/memtwin-dirty.c')).mtimeMs)
+    throw new Error('the validation initramfs is missing or older than memtwin-dirty.c; run: bash scripts/validate-qemu/build.sh');
+  if (needHugetlb && process.getuid?.() !== 0) throw new Error('the hugetlbfs run needs root (a hugetlbfs mount and nr_hugepages)');
+}
+
+const NR_HUGE = '/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages';
+
+/** Mount hugetlbfs on /dev/hugepages and reserve enough 2M pages for both QEMUs; returns the undo. */
+function setupHugetlb(memMiB: number): () => void {
+  let mounted = false;
+  const mounts = readFileSync('/proc/mounts', 'utf8');
+  if (!/ \/dev\/hugepages hugetlbfs /.test(mounts)) {
+    mkdirSync('/dev/hugepages', { recursive: true });
+    execFileSync('mount', ['-t', 'hugetlbfs', '-o', 'pagesize=2M', 'hugetlbfs', '/dev/hugepages']);
+    mounted = true;
+  }
+  const before = Number(readFileSync(NR_HUGE, 'utf8'));
+  const need = before + (2 * memMiB) / 2 + 8;
+  writeFileSync(NR_HUGE, String(need));
+  const got = Number(readFileSync(NR_HUGE, 'utf8'));
+  if (got < need) {
+    writeFileSync(NR_HUGE, String(before));
+    throw new Error(`could reserve only ${got} of ${need} 2M huge pages`);
+  }
+  return () => {
+    writeFileSync(NR_HUGE, String(before));
+    if (mounted) execFileSync('umount', ['/dev/hugepages']);
+  };
+}
+
+function meanRate(lines: GuestLine[], from: number, to: number): number | null {
+  const r = lines
+    .filter((l) => l.atMs >= from && l.atMs <= to)
+    .map((l) => /^MTD RATE \S+ \S+ (\S+)/.exec(l.line))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => Number(m[1]));
+  return r.length ? r.reduce((a, b) => a + b, 0) / r.length : null;
+}
+
+/** One attempt of one run; throws with what failed. */
+async function attempt(c: RunConfig, log: (s: string) => void): Promise<RealRun> {
+  const dir = mkdtempSync(join(tmpdir(), 'memtwin-vq-'));
+  const procs: ChildProcess[] = [];
+  const qmps: Qmp[] = [];
+  const stderr: Record<string, string> = { src: '', dst: '' };
+  const lines: GuestLine[] = [];
+  let consumed = 0;
+  let t0 = 0;
+  const readSerial = (): void => {
+    const f = join(dir, 'src.serial');
+    if (!existsSync(f)) return;
+    const text = readFileSync(f, 'utf8');
+    const fresh = text.slice(consumed);
+    const end = fresh.lastIndexOf('\n');
+    if (end < 0) return;
+    consumed += end + 1;
+    const rel = t0;
+    for (const l of fresh.slice(0, end).split('\n'))
+      if (l.startsWith('MTD ') || /Out of memory|Kernel panic/.test(l))
+        lines.push({ atMs: rel ? Date.now() - rel : Date.now(), line: l.trim() }); // before migrate: host time, made relative below
+  };
+  const bootAt = Date.now();
+  try {
+    for (const side of ['src', 'dst'] as const) {
+      const p = spawn(QEMU, qemuArgs(c, dir, side), { stdio: ['ignore', 'ignore', 'pipe'] });
+      p.stderr!.on('data', (d: Buffer) => (stderr[side] += d.toString()));
+      procs.push(p);
+      live.add(p);
+      p.once('exit', () => live.delete(p));
+    }
+    const [src, dst] = [await Qmp.connect(join(dir, 'src.qmp')), await Qmp.connect(join(dir, 'dst.qmp'))];
+    qmps.push(src, dst);
+    const ready = c.program ? 'MTD READY' : 'MTD BOOT';
+    while (!lines.some((l) => l.line.startsWith(ready))) {
+      if (Date.now() - bootAt > BOOT_TIMEOUT_MS) throw new Error(`no "${ready}" from the guest in ${BOOT_TIMEOUT_MS / 1000} s`);
+      const oom = lines.find((l) => /Out of memory|Kernel panic/.test(l.line));
+      if (oom) throw new Error(`guest: ${oom.line}`);
+      if (procs.some((p) => p.exitCode !== null)) throw new Error(`QEMU exited: ${stderr.src}${stderr.dst}`.trim());
+      await sleep(100);
+      readSerial();
+    }
+    await sleep(SETTLE_MS);
+    readSerial();
+    const port = await freePort();
+    const caps = [{ capability: 'postcopy-ram', state: c.postcopyAfterMs !== null }];
+    await dst.cmd('migrate-set-capabilities', { capabilities: caps });
+    await src.cmd('migrate-set-capabilities', { capabilities: caps });
+    await src.cmd('migrate-set-parameters', { 'max-bandwidth': c.maxBandwidth, 'downtime-limit': c.downtimeLimitMs });
+    await dst.cmd('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
+    t0 = Date.now();
+    await src.cmd('migrate', { uri: `tcp:127.0.0.1:${port}` });
+    for (const l of lines) l.atMs -= t0;
+    let q: Record<string, unknown> = {};
+    let postcopyStarted = false;
+    let wallMs: number | null = null;
+    for (;;) {
+      await sleep(50);
+      readSerial();
+      q = await src.cmd('query-migrate');
+      const st = q.status as string;
+      if (st === 'completed') {
+        wallMs = Date.now() - t0;
+        break;
+      }
+      if (st === 'failed' || st === 'cancelled') throw new Error(`migration ${st}: ${String(q['error-desc'] ?? '')}`);
+      if (c.postcopyAfterMs !== null && !postcopyStarted && Date.now() - t0 >= c.postcopyAfterMs) {
+        await src.cmd('migrate-start-postcopy');
+        postcopyStarted = true;
+      }
+      if (Date.now() - t0 > MIGRATE_TIMEOUT_MS) {
+        await src.cmd('migrate_cancel').catch(() => {});
+        throw new Error(`not completed in ${MIGRATE_TIMEOUT_MS / 1000} s: ${JSON.stringify(q)}`);
+      }
+    }
+    let dq: Record<string, unknown> | null = null;
+    try {
+      dq = await dst.cmd('query-migrate');
+    } catch {
+      dq = null;
+    }
+    readSerial();
+    const readyLine = lines.find((l) => l.line.startsWith('MTD READY'))?.line ?? '';
+    const kib = (k: string): number | null => {
+      const m = new RegExp(`${k}=(\\d+)`).exec(readyLine);
+      return m ? Number(m[1]) : null;
+    };
+    const totalMs = Number(q['total-time']);
+    const downMs = Number(q.downtime ?? 0);
+    return {
+      config: c,
+      status: 'completed',
+      attempts: 1,
+      failures: [],
+      queryMigrate: q,
+      dstQueryMigrate: dq,
+      wallMs,
+      guest: {
+        memTotalKiB: kib('MemTotal'),
+        memFreeKiB: kib('MemFree'),
+        dirtyRateDuring: meanRate(lines, 0, totalMs - downMs),
+        dirtyRateBefore: meanRate(lines, -SETTLE_MS - 1000, 0),
+        lines: lines.filter((l) => !l.line.startsWith('MTD RATE') || l.atMs >= -SETTLE_MS - 1000),
+      },
+    };
+  } finally {
+    for (const q of qmps) q.close();
+    for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+    await Promise.all(procs.map((p) => (p.exitCode !== null || p.signalCode !== null ? null : new Promise((r) => p.once('exit', r)))));
+    rmSync(dir, { recursive: true, force: true });
+    log(`  ${c.id}: wall ${((Date.now() - bootAt) / 1000).toFixed(1)} s`);
+  }
+}
+
+export interface RunRealOptions {
+  only?: string[];
+  out?: string;
+  log?: (s: string) => void;
+}
+
+/** Run the matrix (or the runs named in `only`, merged into the existing file) and write the results. */
+export async function runReal(o: RunRealOptions = {}): Promise<RealResults> {
+  const log = o.log ?? (() => {});
+  const out = o.out ?? RESULTS_FILE;
+  const configs = o.only ? MATRIX.filter((c) => o.only!.includes(c.id)) : MATRIX;
+  if (o.only && configs.length !== o.only.length) throw new Error(`unknown run id in --only; ids: ${MATRIX.map((c) => c.id).join(', ')}`);
+  checkSetup(configs.some((c) => c.backend === 'hugetlb-2M'));
+  const prev: RealResults | null = o.only && existsSync(out) ? (JSON.parse(readFileSync(out, 'utf8')) as RealResults) : null;
+  const runs: RealRun[] = [];
+  let undoHuge: (() => void) | null = null;
+  const cleanup = (): void => {
+    undoHuge?.();
+    undoHuge = null;
+  };
+  process.once('exit', cleanup);
+  hookSignals(cleanup);
+  try {
+    for (const c of configs) {
+      log(`validate-qemu: ${c.id}: ${c.what}`);
+      if (c.backend === 'hugetlb-2M' && !undoHuge) undoHuge = setupHugetlb(c.memMiB);
+      const failures: string[] = [];
+      let run: RealRun | null = null;
+      for (let i = 1; i <= 2 && !run; i++) {
+        try {
+          run = await attempt(c, log);
+          run.attempts = i;
+          run.failures = failures;
+        } catch (e) {
+          failures.push((e as Error).message.slice(0, 2000));
+          log(`  ${c.id}: attempt ${i} failed: ${failures.at(-1)!.slice(0, 300)}`);
+        }
+      }
+      run ??= {
+        config: c,
+        status: 'failed',
+        attempts: 2,
+        failures,
+        queryMigrate: null,
+        dstQueryMigrate: null,
+        wallMs: null,
+        guest: { memTotalKiB: null, memFreeKiB: null, dirtyRateDuring: null, dirtyRateBefore: null, lines: [] },
+      };
+      runs.push(run);
+    }
+  } finally {
+    cleanup();
+  }
+  const merged = prev
+    ? MATRIX.map((c) => runs.find((r) => r.config.id === c.id) ?? prev.runs.find((r) => r.config.id === c.id)).filter(
+        (r) => r !== undefined,
+      )
+    : runs;
+  const results: RealResults = {
+    qemu: execFileSync(QEMU, ['--version'], { encoding: 'utf8' }).split('\n')[0]!,
+    guestKernel: readFileSync(join(ROOT, '.cache/oracle-guest/kernel-package'), 'utf8').trim(),
+    host: `${hostname()}: ${execFileSync('uname', ['-sr'], { encoding: 'utf8' }).trim()}, ${
+      readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/)?.[1] ?? 'unknown CPU'
+    }, -accel tcg`,
+    date: new Date().toISOString(),
+    runs: merged,
+  };
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, JSON.stringify(results, null, 1) + '\n');
+  log(`validate-qemu: wrote ${out}`);
+  return results;
+}
