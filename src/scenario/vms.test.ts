@@ -90,6 +90,22 @@ describe('scenario VMs: loading', () => {
     expect(loadError(INFLATE.replace(/vms:[\s\S]*$/, 'vms: []\n'))).toMatch(/at least one process or VM/);
   });
 
+  it('refuses migration events that cannot run, naming the event and what it needs', () => {
+    const runOf = (name: string, text: string): (() => unknown) => {
+      const l = loadScenario(file(name, text));
+      return () => runScenario(l.runs[0]!, { file: l.file });
+    };
+    expect(runOf('fault.yaml', INFLATE.replace('op: balloon, target: 32M', 'op: migration_fault, fault: link-drop'))).toThrow(
+      /fault\.yaml: vms\[0\]\.events\[0\]: a migration_fault needs a migrate event before it/,
+    );
+    expect(runOf('postcopy.yaml', INFLATE.replace('op: balloon, target: 32M', 'op: migrate, bandwidth: 125M, start-postcopy: 0s'))).toThrow(
+      /postcopy\.yaml: vms\[0\]\.events\[0\]\.start-postcopy: needs postcopy-ram in capabilities/,
+    );
+    expect(
+      runOf('dst.yaml', INFLATE.replace('op: balloon, target: 32M', 'op: migrate, bandwidth: 125M, destination: { host: no-such-host }')),
+    ).toThrow(/dst\.yaml: vms\[0\]\.events\[0\]\.destination\.host/);
+  });
+
   it('turns a configuration QEMU refuses into an input error naming the VM', () => {
     const bad = INFLATE.replace('{ id: ram0, size: 64M, prealloc: true }', '{ id: ram0, size: 3M, mem-path: /dev/hugepages }').replace(
       'type: memory-backend-ram',

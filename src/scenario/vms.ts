@@ -482,7 +482,6 @@ function destinationKernel(k: Kernel, s: Scenario, d: NonNullable<VmEventSpec['d
   try {
     host = d.host === undefined ? k.host : typeof d.host === 'string' ? resolveHost(d.host) : hostFromFile(d.host);
   } catch (e) {
-    if (e instanceof InputError) throw e;
     throw new InputError(file, undefined, undefined, `${where}.host`, `cannot load host: ${(e as Error).message}`);
   }
   const dk = new Kernel({ host, costs: k.costs, seed: s.seed + 1, sameTimeAs: k });
