@@ -217,6 +217,22 @@ describe('faults injected', () => {
     expect(s.mig.verify()).toEqual([]);
   });
 
+  it('a vCPU that faults while postcopy is paused gets its page after recovery', () => {
+    const s = setup({ touches: [5, 4000, 9000] });
+    startPostcopy(s);
+    while (!s.mig.postcopy?.resumedAt) s.k.events.runUntil(s.k.clock.now() + 100_000);
+    s.mig.linkDrop();
+    s.k.events.runUntil(s.k.clock.now() + 10 * NSEC_PER_MSEC);
+    // The vCPU blocked on its first page during the pause; nothing was asked for.
+    expect(s.touched()).toBe(0);
+    expect(s.mig.postcopy!.stats.requests).toBe(0);
+    expect(qmp(s.src, 'migrate', { uri: URI, resume: true })).toEqual({ return: {} });
+    runUntilDone(s.k, s.mig, 5 * NSEC_PER_SEC);
+    expect(s.touched()).toBe(3);
+    expect(s.mig.postcopy!.stats.requests).toBeGreaterThan(0);
+    expect(s.mig.verify()).toEqual([]);
+  });
+
   it('a link stall delays postcopy by its length', () => {
     const total = (stallMs: number): number => {
       const s = setup({ written: 4096 });

@@ -562,9 +562,10 @@ export class Postcopy {
         k.uffd.wake(ctx, this.ram.blocks[bi]!.dst.host + u * pc.unit, pc.unit);
         continue;
       }
-      if (pc.requested[u]) continue;
+      // While paused nothing is sent: recovery asks for every page a vCPU waits on.
+      if (pc.requested[u] || this.status !== 'postcopy-active') continue;
       pc.requested[u] = 1;
-      if (this.status === 'postcopy-active') this.request(bi, u);
+      this.request(bi, u);
     }
   }
 
