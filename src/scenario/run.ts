@@ -450,6 +450,8 @@ function sampler(
   const nodes = k.nrNodes;
   let lastLocal = new Array<number>(nodes).fill(0);
   let lastRemote = new Array<number>(nodes).fill(0);
+  let lastAllLocal = 0;
+  let lastAllRemote = 0;
   const sample = (): void => {
     const now = k.clock.now();
     if (data.t_ns.length && now === data.t_ns[data.t_ns.length - 1]! + t0) return;
@@ -479,6 +481,14 @@ function sampler(
       col(`local.${n}`).push(local[n]! - lastLocal[n]!);
       col(`remote.${n}`).push(remote[n]! - lastRemote[n]!);
     }
+    // Remote share of the accesses in the interval, whatever host a thread runs on (a migrated guest's node ids
+    // belong to its destination host, so local.N/remote.N above count the source host's nodes only).
+    const allLocal = threads.reduce((a, t) => a + t.local, 0);
+    const allRemote = threads.reduce((a, t) => a + t.remote, 0);
+    const dAll = allLocal + allRemote - lastAllLocal - lastAllRemote;
+    col('remote_access_ratio').push(dAll > 0 ? Math.round(((allRemote - lastAllRemote) / dAll) * 1e4) / 1e4 : 0);
+    lastAllLocal = allLocal;
+    lastAllRemote = allRemote;
     lastLocal = local;
     lastRemote = remote;
     const ev = k.vmstat.events;

@@ -610,6 +610,10 @@ export function vmFinal(vms: VmRt[], log: RunEventLog[]): Record<string, number>
     if (rt.spec.numa.length > 1 || rt.spec.workloads.length) {
       placement(rt.vm, rt.nodeRam, `vm.${n}.`, out);
       if (rt.dst && rt.dstSpec) placement(rt.dst, nodeRamOf(rt.dstSpec, rt.dst), `vm.${n}.dst.`, out);
+      // A destination host of its own: its NUMA balancing counters (the run's own are the source host's).
+      if (rt.dst && rt.dst.k !== rt.vm.k)
+        for (const key of ['numa_hint_faults', 'numa_pages_migrated', 'pgmigrate_success'] as const)
+          out[`vm.${n}.dst.${key}`] = rt.dst.k.vmstat.events[key];
     }
     if (!rt.dev) continue;
     for (const [key, v] of Object.entries(balloonCounters(rt.dev))) out[`vm.${n}.balloon.${key}`] = v;
