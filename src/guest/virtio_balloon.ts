@@ -91,6 +91,8 @@ export interface VirtioBalloonDriverOptions {
   pageReportingOrder?: number;
   /** The guest's VM event counters, for the stats queue. */
   vmEvents?: () => GuestVmEvents;
+  /** init_on_alloc: every page allocation is zeroed (want_init_on_alloc), the hinting's blocks included. */
+  initOnAlloc?: boolean;
 }
 
 /** A block the balloon or the hinting holds. */
@@ -568,6 +570,8 @@ export class VirtioBalloonDriver {
         this.chargeGuest(this.cost('guest_page_alloc'));
         const pfn = this.pages.allocPages({ order, use: PageUse.Hinted, cpu: this.cpu, noRetry: true });
         if (pfn < 0) break;
+        // post_alloc_hook zeroes the block under init_on_alloc: the host sees every hinted page written.
+        if (this.opts.initOnAlloc) this.chargeGuest(this.guest.memory.clear(this.cpu, pfn * PAGE_SIZE, PAGE_SIZE << order));
         this.freePageList.push({ pfn, order });
         this.counters.hintedBlocks++;
         this.counters.hintedPages += 1 << order;

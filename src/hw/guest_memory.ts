@@ -24,6 +24,11 @@ export interface GuestMemory {
    * EPT violations and host faults included. Throws on a GPA outside RAM.
    */
   access(vcpu: number, gpa: number, len: number, stride: number, write: boolean, fill?: number): number;
+  /**
+   * vCPU `vcpu` zeroes whole pages [gpa, gpa + len) (clear_page, as
+   * init_on_alloc does for every allocation). Returns the virtual ns.
+   */
+  clear(vcpu: number, gpa: number, len: number): number;
   /** The byte at `gpa` (0 for memory the host has not backed). */
   peek(gpa: number): number;
 }

@@ -181,6 +181,14 @@ export class MemMap {
     s.mapcount[i] = 1;
   }
 
+  /** clear_page: the whole page is zero now (a new write serial; no non-zero byte; not lazyfree). */
+  clearPage(pfn: number, serial: number): void {
+    const s = this.sec(pfn);
+    const i = pfn & SECTION_MASK;
+    s.token[i] = (serial * 256) >>> 0;
+    s.flags[i] = s.flags[i]! & ~(PG.lazyfree | PG.nonzero);
+  }
+
   /**
    * A store of `fill` into the page: the first byte changes only for a
    * store at offset 0; the write serial changes either way. Clears lazyfree

@@ -372,8 +372,14 @@ export const vmSchema = z.strictObject({
         })
         .optional()
         .describe('fragment the guest before the run, as a long-lived guest is'),
+      init_on_alloc: z
+        .boolean()
+        .default(false)
+        .describe(
+          'the guest kernel zeroes every page it allocates (init_on_alloc=1, CONFIG_INIT_ON_ALLOC_DEFAULT_ON in Debian and Fedora kernels): free page hinting then writes every page it hints',
+        ),
     })
-    .default({}),
+    .default({ init_on_alloc: false }),
   workloads: z.array(guestWorkloadSchema).default([]),
   events: z.array(vmEventSchema).default([]),
 });

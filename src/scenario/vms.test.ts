@@ -286,6 +286,12 @@ vms:
     expect(hinted['vm.g.migration.ram.normal']).toBe((16 * MiB) / PAGE);
     expect(hinted['vm.g.migration.ram.transferred']).toBeLessThan(plain['vm.g.migration.ram.transferred']! / 2);
     expect(hinted['vm.g.migration.total-time']).toBeLessThan(plain['vm.g.migration.total-time']!);
+    // With init_on_alloc the hinting zeroes every page it hints: they are written, so they go as zero pages, not skipped.
+    const zeroed = run('mig-ioa.yaml', text(true).replace('    events:', '    guest: { init_on_alloc: true }\n    events:')).final;
+    expect([zeroed['vm.g.migration.completed'], zeroed['vm.g.migration.pages_differing']]).toEqual([1, 0]);
+    expect(zeroed['vm.g.migration.ram.normal']).toBe((16 * MiB) / PAGE);
+    expect(zeroed['vm.g.migration.ram.duplicate']).toBe((48 * MiB) / PAGE);
+    expect(zeroed['vm.g.balloon.pages_hinted']).toBeGreaterThan((47 * MiB) / PAGE);
   });
 
   it('migrate with postcopy: the guest workload moves to the destination, blocks on pages, and nothing is lost', () => {

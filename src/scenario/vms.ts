@@ -101,6 +101,11 @@ function guestMemoryOf(k: Kernel, vm: Vm): GuestMemory {
     },
     ramRanges: () => vm.ramRanges(),
     peek: (gpa) => vm.peek(gpa),
+    clear: (vcpu, gpa, len) => {
+      const t = { ns: 0 };
+      k.runAsTask(t, () => vm.clear(vcpu, gpa, len));
+      return t.ns;
+    },
     access: (vcpu, gpa, len, stride, write, fill) => {
       const t = { ns: 0 };
       k.runAsTask(t, () => vm.access(vcpu, gpa, len, stride, write, fill));
@@ -202,6 +207,7 @@ function plugBalloon(k: Kernel, rt: VmRt, b: NonNullable<VmSpec['balloon']>): vo
     cpu: 0,
     ...(b.page_reporting_order !== undefined ? { pageReportingOrder: b.page_reporting_order } : {}),
     vmEvents: () => rt.guest.vmEvents,
+    initOnAlloc: rt.spec.guest.init_on_alloc,
   });
   drv.probe();
   rt.dev = dev;

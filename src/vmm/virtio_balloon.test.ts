@@ -77,6 +77,9 @@ class FakeGuestMemory implements GuestMemory {
     if (write) this.onWrite?.(gpa, len);
     return ns;
   }
+  clear(vcpu: number, gpa: number, len: number): number {
+    return this.access(vcpu, gpa, len, PAGE, true, 0);
+  }
   peek(gpa: number): number {
     return this.content[Math.floor(gpa / PAGE)]!;
   }

@@ -410,6 +410,28 @@ export class Vm implements GuestMemory {
     return time.ns;
   }
 
+  /**
+   * vCPU `vcpu` zeroes the whole pages of [gpa, gpa + len): a store to each
+   * (faulting the host page in, through the EPT), then the page holds no
+   * non-zero byte. The copy's cost is `memcpy_4k` per page (a proxy: the
+   * profile has no clear_page entry). Returns the virtual ns.
+   */
+  clear(vcpu: number, gpa: number, len: number): number {
+    const first = gpa - (gpa % PAGE_SIZE);
+    let ns = this.access(vcpu, first, gpa + len - first, PAGE_SIZE, true, 0);
+    for (let a = first; a < gpa + len; a += PAGE_SIZE) {
+      const f = this.hostFrame(a);
+      if (f && f !== 'zero') {
+        this.k.writeSerial = (this.k.writeSerial + 1) & 0xffffff;
+        this.k.mem.clearPage(f.pfn, this.k.writeSerial);
+      }
+    }
+    const copy = ((gpa + len - first) / PAGE_SIZE) * this.k.costs.nsOf('memcpy_4k', 'a guest clear_page is charged as one 4K copy');
+    this.k.charge(copy);
+    ns += copy;
+    return ns;
+  }
+
   /** The byte at gpa as the host holds it (memtwin tracks each page's first byte); 0 if never backed. */
   peek(gpa: number): number {
     const t = this.translate(gpa);
