@@ -198,6 +198,27 @@ describe('postcopy on hugetlbfs', () => {
   });
 });
 
+describe('postcopy on hugetlbfs with hugetlb-hgm', () => {
+  it('resolves 4K minor faults with alias writes and UFFDIO_CONTINUE, and collapses the pages at the end', () => {
+    const backend: VmConfig['objects'] = [
+      { 'qom-type': 'memory-backend-file', id: 'mem', size: 32 * MiB, 'mem-path': '/dev/hugepages', share: true },
+    ];
+    const touches = [0, 1, 600, 4095, 2048];
+    const s = setup({ m: 32 * MiB, backend, touches, mig: { postcopy: { hugetlbRequestSize: PAGE_SIZE } } });
+    expect(s.k.sysfs.write('/sys/kernel/memtwin/features/hugetlb-hgm', '1')).toBe(0);
+    startPostcopy(s);
+    runUntilDone(s.k, s.mig, 5 * NSEC_PER_SEC);
+    expect(s.mig.status).toBe('completed');
+    expect(s.touched()).toBe(touches.length);
+    expect(s.mig.verify()).toEqual([]);
+    expect(s.mig.contentCheck).toEqual({ pagesDiffering: 0, differing: [] });
+    // Pages 0 and 1 are separate 4K minor faults; every 2M page is mapped huge again after MADV_COLLAPSE.
+    expect(s.mig.postcopy!.stats.requests).toBeGreaterThanOrEqual(2);
+    for (let g = 0; g < 32 * MiB; g += PMD_SIZE) expect(s.dst.hostMappingSize(g)).toBe(PMD_SIZE);
+    expect(s.dst.process.mm.hgm.size).toBe(0);
+  });
+});
+
 describe('faults injected', () => {
   it('a link drop during postcopy pauses it; resume recovers and nothing is lost', () => {
     const touches = Array.from({ length: 300 }, (_, j) => (j * 53) % 16384);

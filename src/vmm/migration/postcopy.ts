@@ -18,7 +18,12 @@
  *   With uffd-hugetlb-subpage-copy or uffd-hugetlb-vma-split enabled on the
  *   destination kernel, hugetlb blocks are requested and placed in units of
  *   `hugetlbRequestSize` (4K or 2M) instead, and the kernel restores the
- *   huge mapping when the last unit of a page is placed.
+ *   huge mapping when the last unit of a page is placed. With hugetlb-hgm
+ *   on and a shared hugetlbfs block, the block is marked MADV_SPLIT and
+ *   registered MISSING and MINOR: a unit is placed by writing its bytes into
+ *   the file through a second mapping (the first write allocates the huge
+ *   page) and UFFDIO_CONTINUE, and MADV_COLLAPSE restores the huge mappings
+ *   at the end.
  * - The main channel (one TCP stream) carries the background pages, whole
  *   host pages in address order (ram_save_host_page), as fast as the link
  *   and `max-postcopy-bandwidth` allow. The sender keeps at most the socket
@@ -60,6 +65,8 @@ import type { Kernel } from '../../kernel/kernel.ts';
 import type { Thread } from '../../kernel/sched.ts';
 import type { EventHandle } from '../../sim/event_queue.ts';
 import {
+  MADV_SPLIT,
+  MADV,
   PAGE_SIZE,
   PMD_SIZE,
   UFFD_API,
@@ -68,7 +75,9 @@ import {
   UFFDIO_MODE,
   UFFDIO_REGISTER_MODE,
 } from '../../kernel/uapi.ts';
-import { uffdioApi, uffdioFill, uffdioRegister, uffdioUnregister } from '../../kernel/userfaultfd.ts';
+import { uffdioApi, uffdioContinue, uffdioFill, uffdioRegister, uffdioUnregister } from '../../kernel/userfaultfd.ts';
+import { hugetlbAllocPage, hugetlbIndex } from '../../kernel/memory.ts';
+import { VM } from '../../kernel/mm_types.ts';
 import type { Vm } from '../vm.ts';
 import type { Link } from './link.ts';
 import { STREAM_MARKER_BYTES, type RamMigration, type SendResult } from './ram.ts';
@@ -109,6 +118,8 @@ interface Chunk {
 
 /** Per block: the placement unit and the destination's view of each unit. */
 interface BlockPc {
+  /** hugetlb-hgm: the block is a MADV_SPLIT shared hugetlbfs mapping resolved by minor faults and UFFDIO_CONTINUE. */
+  hgm: boolean;
   /** Bytes per unit. */
   unit: number;
   /** 4K pages per unit. */
@@ -212,13 +223,18 @@ export class Postcopy {
     dst.vcpus.forEach((c, i) => this.vcpuIndex.set(c.thread, i));
     const proposal =
       k.hgm.features() & (UFFD_FEATURE_PROPOSED.UFFD_FEATURE_HUGETLB_SUBPAGE_COPY | UFFD_FEATURE_PROPOSED.UFFD_FEATURE_HUGETLB_VMA_SPLIT);
+    const hgmOn = k.hgm.enabled['hugetlb-hgm'] === 1;
     const sub = opts.hugetlbRequestSize ?? PAGE_SIZE;
-    if (proposal && sub !== PAGE_SIZE && sub !== PMD_SIZE) throw new Error(`postcopy: hugetlb request size must be 4K or 2M, not ${sub}`);
+    if ((proposal || hgmOn) && sub !== PAGE_SIZE && sub !== PMD_SIZE)
+      throw new Error(`postcopy: hugetlb request size must be 4K or 2M, not ${sub}`);
     for (const b of ram.blocks) {
       const hs = b.block.pageSize;
-      const unit = hs > PAGE_SIZE && proposal ? Math.min(sub, hs) : hs;
+      // hugetlb-hgm needs a shared hugetlbfs file (the VMM writes the bytes through a second mapping of it).
+      const hgm = hgmOn && hs > PAGE_SIZE && (dst.process.mm.vmaAt(b.dst.host)!.flags & VM.MAYSHARE) !== 0;
+      const unit = hs > PAGE_SIZE && (proposal || hgm) ? Math.min(sub, hs) : hs;
       const units = b.pages / (unit / PAGE_SIZE);
       this.pc.push({
+        hgm,
         unit,
         n: unit / PAGE_SIZE,
         received: new Uint8Array(units),
@@ -237,7 +253,10 @@ export class Postcopy {
     const fd = k.uffd.create(dst.process, 0);
     if (fd < 0) throw new Error(`postcopy: userfaultfd: ${fd}`);
     this.fd = fd;
-    const features = UFFD_FEATURE.UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE.UFFD_FEATURE_MISSING_SHMEM | proposal;
+    const hgmFeatures = this.pc.some((x) => x.hgm)
+      ? UFFD_FEATURE.UFFD_FEATURE_MINOR_HUGETLBFS | UFFD_FEATURE_PROPOSED.UFFD_FEATURE_MINOR_HUGETLBFS_HGM
+      : 0;
+    const features = UFFD_FEATURE.UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE.UFFD_FEATURE_MISSING_SHMEM | proposal | hgmFeatures;
     const api = uffdioApi(k, dst.process, fd, UFFD_API, features);
     if (api.ret < 0) throw new Error(`postcopy: UFFDIO_API: ${api.ret}`);
     k.uffd.ctxs.get(fd)!.onReadable = (at, t) => this.faulted(at, t);
@@ -273,7 +292,11 @@ export class Postcopy {
           bytes += 16;
           h = e;
         }
-        const r = uffdioRegister(k, this.fd, b.dst.host, b.pages * PAGE_SIZE, UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_MISSING);
+        if (pc.hgm) this.hgmPrepare(bi);
+        const mode = pc.hgm
+          ? UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_MINOR
+          : UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_MISSING;
+        const r = uffdioRegister(k, this.fd, b.dst.host, b.pages * PAGE_SIZE, mode);
         if (r.ret < 0) throw new Error(`postcopy: UFFDIO_REGISTER ${b.block.idstr}: ${r.ret}`);
       });
     });
@@ -482,7 +505,8 @@ export class Postcopy {
       const start = b.dst.host + first.u * pc.unit;
       const before = t.ns;
       let r: number;
-      if (zeroUnit(first) && !b.dst.hasFd)
+      if (pc.hgm) r = this.hgmPlace(thread, b, first, start, pc.unit);
+      else if (zeroUnit(first) && !b.dst.hasFd)
         r = uffdioFill(k, thread, this.fd, start, run.length * PAGE_SIZE, UFFDIO_MODE.UFFDIO_ZEROPAGE_MODE_DONTWAKE, null).ret;
       else
         r = uffdioFill(k, thread, this.fd, start, run.length * pc.unit, UFFDIO_MODE.UFFDIO_COPY_MODE_DONTWAKE, (va) =>
@@ -498,6 +522,40 @@ export class Postcopy {
       });
       i = j;
     }
+  }
+
+  /**
+   * hugetlb-hgm at the switchover: the block is marked MADV_SPLIT, so a
+   * vCPU touching a page the file lacks (discarded) takes a missing fault
+   * at 4K, and one touching a part not mapped yet a minor fault at 4K.
+   */
+  private hgmPrepare(bi: number): void {
+    const b = this.ram.blocks[bi]!;
+    const r = this.k.madvise(this.dst.process, b.dst.host, b.pages * PAGE_SIZE, MADV_SPLIT);
+    if (r < 0) throw new Error(`postcopy: MADV_SPLIT ${b.block.idstr}: ${r}`);
+  }
+
+  /**
+   * hugetlb-hgm placement of one unit: the VMM writes its bytes into the
+   * file's page through a second (unregistered) mapping, a 4K copy each
+   * (its first write allocates the huge page, zeroed), then
+   * UFFDIO_CONTINUE maps the unit (DONTWAKE).
+   */
+  private hgmPlace(thread: Thread, b: RamMigration['blocks'][number], unit: Unit, start: number, len: number): number {
+    const k = this.k;
+    const vma = this.dst.process.mm.vmaAt(start)!;
+    const hs = vma.hugePageSize();
+    const haddr = start - (start % hs);
+    const mm = this.dst.process.mm;
+    const head = vma.file!.pages.get(hugetlbIndex(vma, haddr)) ?? hugetlbAllocPage(k, mm, vma, haddr, thread, null);
+    if (head < 0) throw new Error(`postcopy: no huge page for ${b.block.idstr}+0x${(haddr - b.dst.host).toString(16)} (hugetlb pool)`);
+    const p0 = (start - b.dst.host) / PAGE_SIZE;
+    for (let q = 0; q < len / PAGE_SIZE; q++) {
+      k.writeSerial = (k.writeSerial + 1) & 0xffffff;
+      k.mem.storeByte(head + (start - haddr) / PAGE_SIZE + q, k.writeSerial, this.sentByte(b, p0 + q, [unit], p0, len / PAGE_SIZE), true);
+    }
+    k.charge((len / PAGE_SIZE) * k.costs.ns('memcpy_4k'));
+    return uffdioContinue(k, thread, this.fd, start, len, UFFDIO_MODE.UFFDIO_CONTINUE_MODE_DONTWAKE).ret;
   }
 
   /** The byte the source sent for 4K page `p` (of a run of units from page p0), or its content if the unit did not carry it. */
@@ -617,8 +675,13 @@ export class Postcopy {
     this.doneAt = at;
     this.stats.bytes += STREAM_MARKER_BYTES;
     this.ram.bytes += STREAM_MARKER_BYTES;
-    // postcopy_ram_incoming_cleanup: unregister guest RAM (a proposal's parts get their huge mapping back).
-    for (const b of this.ram.blocks) uffdioUnregister(this.k, this.fd, b.dst.host, b.pages * PAGE_SIZE);
+    // postcopy_ram_incoming_cleanup: unregister guest RAM (a copy proposal's parts get their huge mapping back;
+    // under hugetlb-hgm the VMM asks for it with MADV_COLLAPSE).
+    this.ram.blocks.forEach((b, bi) => {
+      if (this.pc[bi]!.hgm)
+        this.k.runAsTask({ ns: 0 }, () => this.k.madvise(this.dst.process, b.dst.host, b.pages * PAGE_SIZE, MADV.MADV_COLLAPSE));
+      uffdioUnregister(this.k, this.fd, b.dst.host, b.pages * PAGE_SIZE);
+    });
     this.onDone?.();
   }
 
