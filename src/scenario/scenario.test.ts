@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { loadScenario } from './load.ts';
@@ -226,7 +226,8 @@ describe('shipped scenarios', () => {
     it(`${f}: every run completes, and a rerun with the same seed is byte-identical`, async () => {
       const path = new URL(f, dirUrl).pathname;
       const out = join(dir, `shipped-${f}`);
-      const s = await runScenarioFile(path, out, 2, report);
+      // As many sweep workers as the machine has cores (at least 2, so the worker path is exercised).
+      const s = await runScenarioFile(path, out, Math.max(2, availableParallelism()), report);
       // Every run does work: workload accesses, or (VM scenarios without guest workloads) device messages or guest faults.
       const busy = (r: (typeof s.results)[number]): boolean =>
         r.final.accesses! > 0 || Object.entries(r.final).some(([k, v]) => /^vm\..*\.(balloon\.messages|ept_violations)$/.test(k) && v > 0);
