@@ -174,14 +174,17 @@ agents:
 
   it('give the same sweep results with 1 or 2 workers, and resume without redoing finished runs', async () => {
     const f = file('small.yaml', SMALL);
-    const d1 = join(dir, 'w1');
-    const d2 = join(dir, 'w2');
+    // Output directory names that cannot occur in the random temp directory's name (the comparison swaps them).
+    const d1 = join(dir, 'sweep-one-worker');
+    const d2 = join(dir, 'sweep-two-workers');
     await runScenarioFile(f, d1, 1, report);
     const s2 = await runScenarioFile(f, d2, 2, report);
     expect(s2.reused).toBe(0);
     for (const id of ['000-enabled=always', '001-enabled=never'])
       expect(readFileSync(join(d2, 'runs', id, 'result.json'), 'utf8')).toBe(readFileSync(join(d1, 'runs', id, 'result.json'), 'utf8'));
-    expect(readFileSync(join(d2, 'result.json'), 'utf8').replace(/w2/g, 'w1')).toBe(readFileSync(join(d1, 'result.json'), 'utf8'));
+    expect(readFileSync(join(d2, 'result.json'), 'utf8').replaceAll('sweep-two-workers', 'sweep-one-worker')).toBe(
+      readFileSync(join(d1, 'result.json'), 'utf8'),
+    );
     // Interrupted: one run's result is missing. The rerun keeps the other.
     const keep = join(d1, 'runs', '000-enabled=always', 'result.json');
     const before = statSync(keep).mtimeMs;
