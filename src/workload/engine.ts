@@ -63,9 +63,6 @@ export class WorkloadThread {
    */
   guest: { pageSize: number; ept: (va: number, pfn: number, write: boolean) => number } | undefined;
   eptViolations = 0;
-  /** Userfaults this thread blocked in, and the virtual time it spent blocked (a postcopy vCPU's blocktime). */
-  uffdBlocks = 0;
-  uffdBlockNs = 0;
   /** Virtual time the current userfault block began (undefined: not blocked). */
   private blockedAt: number | undefined;
   /** The guest is stopped (vm_stop for a migration's switchover): the thread does not run. */
@@ -149,10 +146,8 @@ export class WorkloadThread {
   userfaultWoken(): void {
     const at = this.blockedAt;
     if (at === undefined) return;
-    const now = this.k.clock.now();
-    this.uffdBlockNs += Math.max(0, now - at);
     this.blockedAt = undefined;
-    if (!this.vmStopped) this.wake?.(Math.max(now, at));
+    if (!this.vmStopped) this.wake?.(Math.max(this.k.clock.now(), at));
   }
 
   /**
@@ -231,7 +226,6 @@ export class WorkloadThread {
             // The vCPU waits for the page; the fault's reader is told at the thread's own time.
             this.retryVa = sva;
             this.blockedAt = now + spent + ctx.ns;
-            this.uffdBlocks++;
             k.uffd.faulted(this.thread, this.blockedAt);
             return WAIT;
           }

@@ -166,8 +166,6 @@ export class Postcopy {
   readonly stats: PostcopyStats;
   /** Virtual time the guest resumed on the destination. */
   resumedAt = 0;
-  /** Virtual time the last unit was placed. */
-  doneAt = 0;
   /** Called once when every unit is on the destination (or the VM is lost). */
   onDone: (() => void) | undefined;
   private readonly k: Kernel;
@@ -315,7 +313,7 @@ export class Postcopy {
     this.resumedAt = at;
     this.mainWireFreeAt = Math.max(this.mainWireFreeAt, at);
     this.loadBusyUntil = Math.max(this.loadBusyUntil, at);
-    if (this.missing === 0) this.finish(at);
+    if (this.missing === 0) this.finish();
     else this.schedulePump(at);
   }
 
@@ -462,7 +460,7 @@ export class Postcopy {
       this.k.events.schedule(now + ns, 'postcopy-wake', () => this.k.uffd.wake(ctx, start, pc.unit));
     }
     this.k.events.schedule(end, 'postcopy-placed', () => {
-      if (this.missing === 0 && this.inflight.size === 0) this.finish(this.k.clock.now());
+      if (this.missing === 0 && this.inflight.size === 0) this.finish();
     });
   }
 
@@ -669,10 +667,9 @@ export class Postcopy {
 
   // --- completion and faults ----------------------------------------------------------
 
-  private finish(at: number): void {
+  private finish(): void {
     if (this.status === 'completed' || this.status === 'lost') return;
     this.status = 'completed';
-    this.doneAt = at;
     this.stats.bytes += STREAM_MARKER_BYTES;
     this.ram.bytes += STREAM_MARKER_BYTES;
     // postcopy_ram_incoming_cleanup: unregister guest RAM (a copy proposal's parts get their huge mapping back;

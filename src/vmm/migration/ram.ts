@@ -416,11 +416,6 @@ export class RamMigration {
     return { zero: sentZero, byte: pfn < 0 ? 0 : this.k.mem.token(pfn) & 0xff };
   }
 
-  /** The cost (ns) of one named operation of this migration (copying a page, checking a zero page). */
-  costNs(what: 'pageCopy' | 'zeroCheck'): number {
-    return this.ns[what];
-  }
-
   // --- postcopy (postcopy.ts drives these) -------------------------------------------
 
   /**
