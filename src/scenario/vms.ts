@@ -435,8 +435,6 @@ function startMigration(k: Kernel, s: Scenario, rt: VmRt, ev: VmEventSpec, entry
   if (dk !== k) dk.numab.start([dst.process]);
   const hints = rt.dev && rt.spec.balloon?.['free-page-hint'] ? rt.dev : undefined;
   const postcopy = {
-    ...(ev.sndbuf !== undefined ? { sndbuf: ev.sndbuf } : {}),
-    ...(ev.rcvbuf !== undefined ? { rcvbuf: ev.rcvbuf } : {}),
     ...(ev['hugetlb-request-size'] ? { hugetlbRequestSize: ev['hugetlb-request-size'] === '4K' ? PAGE_SIZE : 2 * 2 ** 20 } : {}),
   };
   const mig = new MigrationState(rt.vm, {
@@ -461,7 +459,16 @@ function startMigration(k: Kernel, s: Scenario, rt: VmRt, ev: VmEventSpec, entry
       arguments: { capabilities: ev.capabilities.map((c) => ({ capability: c, state: true })) },
     }),
   ];
-  mig.incoming('tcp:0:4444', dst, new Link({ bandwidth: ev.bandwidth, latency: ev.latency }));
+  mig.incoming(
+    'tcp:0:4444',
+    dst,
+    new Link({
+      bandwidth: ev.bandwidth,
+      latency: ev.latency,
+      ...(ev.sndbuf !== undefined ? { sndbuf: ev.sndbuf } : {}),
+      ...(ev.rcvbuf !== undefined ? { rcvbuf: ev.rcvbuf } : {}),
+    }),
+  );
   if (hints) {
     hints.clearHints();
     hints.freePageStart();

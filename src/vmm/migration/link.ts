@@ -9,6 +9,10 @@
  * - `throttle` (optional): a shaper on the link (tc-like) in bytes per
  *   second, below the line rate. QEMU's own `max-bandwidth` is a migration
  *   parameter, applied by the migration (migration.ts) on top of this.
+ * - `sndbuf` / `rcvbuf`: the sending and receiving sockets' buffers (default
+ *   Linux's net.ipv4.tcp_wmem / tcp_rmem maxima, 4 MiB and 6 MiB): what a
+ *   sender can write ahead of the wire, and what the receiver's kernel holds
+ *   when its reader falls behind.
  *
  * Deterministic: times are integers (ns), rounded up. Stalls and drops
  * (issue 9, item 1) are not modelled yet.
@@ -22,12 +26,21 @@ export interface LinkConfig {
   latency: number;
   /** Optional shaper below the line rate, bytes per second. */
   throttle?: number;
+  /** Socket send and receive buffers, bytes (defaults: DEFAULT_SNDBUF, DEFAULT_RCVBUF). */
+  sndbuf?: number;
+  rcvbuf?: number;
 }
+
+/** Linux's default socket buffer limits (net.ipv4.tcp_wmem / tcp_rmem maximum, bytes). */
+export const DEFAULT_SNDBUF = 4 * 2 ** 20;
+export const DEFAULT_RCVBUF = 6 * 2 ** 20;
 
 export class Link {
   readonly bandwidth: number;
   readonly latency: number;
   readonly throttle: number | undefined;
+  readonly sndbuf: number;
+  readonly rcvbuf: number;
   /** Bytes carried so far (all users). */
   bytesCarried = 0;
 
@@ -41,6 +54,11 @@ export class Link {
     this.bandwidth = cfg.bandwidth;
     this.latency = cfg.latency;
     this.throttle = cfg.throttle;
+    for (const k of ['sndbuf', 'rcvbuf'] as const)
+      if (cfg[k] !== undefined && !(cfg[k] >= 0 && Number.isFinite(cfg[k])))
+        throw new RangeError(`link ${k} ${cfg[k]} must be a non-negative number of bytes`);
+    this.sndbuf = cfg.sndbuf ?? DEFAULT_SNDBUF;
+    this.rcvbuf = cfg.rcvbuf ?? DEFAULT_RCVBUF;
   }
 
   /** Bytes per second available to a sender limited to `cap` bytes/s (0 or undefined: no cap). */

@@ -45,7 +45,7 @@ import { QmpError, type QmpArgs } from '../monitor.ts';
 import type { Vm } from '../vm.ts';
 import { Link } from './link.ts';
 import { RamMigration, STREAM_MARKER_BYTES, type FreePageHints, type RamMigrationCostNames } from './ram.ts';
-import { DEFAULT_SNDBUF, Postcopy, type PageDiff, type PostcopyOptions } from './postcopy.ts';
+import { Postcopy, type PageDiff, type PostcopyOptions } from './postcopy.ts';
 
 export type MigrationStatus =
   | 'none'
@@ -139,8 +139,8 @@ export interface MigrationOptions {
   /** The balloon device's free page hints (VirtioBalloonDevice), if the VM has one with free-page-hint. */
   hints?: FreePageHints;
   costs?: RamMigrationCostNames;
-  /** Postcopy details QEMU has no parameter for: socket buffers, and the request unit under a hugetlb copy proposal. */
-  postcopy?: Pick<PostcopyOptions, 'sndbuf' | 'rcvbuf' | 'hugetlbRequestSize'>;
+  /** Postcopy details QEMU has no parameter for: the request unit under a hugetlb proposal. */
+  postcopy?: Pick<PostcopyOptions, 'hugetlbRequestSize'>;
   /**
    * Told when the guest stops (switchover), runs again on the source (a
    * failed or cancelled switchover), or runs on the destination (the
@@ -632,8 +632,7 @@ export class MigrationState {
     // the wire (downtime and total-time end there, as query-migrate reports them). The guest runs on the
     // destination once the last byte has arrived and been loaded.
     const now = this.k.clock.now();
-    const sndbuf = this.opts.postcopy?.sndbuf ?? DEFAULT_SNDBUF;
-    const srcDone = now + syncNs + Math.max(res.srcNs, link.transferNs(Math.max(0, bytes - sndbuf)));
+    const srcDone = now + syncNs + Math.max(res.srcNs, link.transferNs(Math.max(0, bytes - link.sndbuf)));
     const dstDone = now + syncNs + Math.max(res.srcNs, res.dstNs, link.transferNs(bytes)) + link.latency;
     this.arm(srcDone, 'migration-completed', () => {
       this.event = null;
@@ -705,7 +704,7 @@ export class MigrationState {
       this.event = null;
       const t = this.k.clock.now();
       // As QEMU reports it: until the source has written the package (the guest resumes later, once it has arrived).
-      this.downtime = syncNs + link.transferNs(Math.max(0, bytes - (this.opts.postcopy?.sndbuf ?? DEFAULT_SNDBUF)));
+      this.downtime = syncNs + link.transferNs(Math.max(0, bytes - link.sndbuf));
       this.guestResumedAt = t;
       this.guestStopped = false;
       pc.run(t);

@@ -27,7 +27,7 @@
  * - The main channel (one TCP stream) carries the background pages, whole
  *   host pages in address order (ram_save_host_page), as fast as the link
  *   and `max-postcopy-bandwidth` allow. The sender keeps at most the socket
- *   send buffer (`sndbuf`) ahead of the wire; when the destination's load
+ *   send buffer (the link's `sndbuf`) ahead of the wire; when the destination's load
  *   thread places pages slower than they arrive, the receive buffer
  *   (`rcvbuf`) fills as well before TCP's flow control stops the sender.
  *   Without postcopy-preempt, a requested page goes on this channel too:
@@ -82,9 +82,6 @@ import type { Vm } from '../vm.ts';
 import type { Link } from './link.ts';
 import { STREAM_MARKER_BYTES, type RamMigration, type SendResult } from './ram.ts';
 
-/** Linux's default socket buffer limits (net.ipv4.tcp_wmem / tcp_rmem maximum, bytes). */
-export const DEFAULT_SNDBUF = 4 * 2 ** 20;
-export const DEFAULT_RCVBUF = 6 * 2 ** 20;
 /** Background bytes written to the main channel per event (small pages are batched). */
 const BATCH_BYTES = 256 * 1024;
 /** ... and at most this many 4K pages (zero pages are 9 bytes each on the wire). */
@@ -96,9 +93,6 @@ export interface PostcopyOptions {
   maxBandwidth: number;
   /** Unit hugetlb blocks are requested in under a copy proposal (4K or 2M). */
   hugetlbRequestSize?: number;
-  /** Socket buffers of the main channel (bytes). */
-  sndbuf?: number;
-  rcvbuf?: number;
 }
 
 /** A unit in flight: its block, first 4K page, and each 4K page's content (undefined: not sent). */
@@ -172,8 +166,6 @@ export class Postcopy {
   private readonly pc: BlockPc[] = [];
   private readonly fd: number;
   private readonly rate: number;
-  private readonly sndbuf: number;
-  private readonly rcvbuf: number;
   /** When the main channel's wire is free of everything written so far; the destination's load thread is free. */
   private mainWireFreeAt = 0;
   private loadBusyUntil = 0;
@@ -207,8 +199,6 @@ export class Postcopy {
     this.k = dst.k;
     const k = this.k;
     this.rate = link.rate(opts.maxBandwidth || undefined);
-    this.sndbuf = opts.sndbuf ?? DEFAULT_SNDBUF;
-    this.rcvbuf = opts.rcvbuf ?? DEFAULT_RCVBUF;
     this.stats = {
       requests: 0,
       bytes: 0,
@@ -335,8 +325,8 @@ export class Postcopy {
   private send(): void {
     if (this.status !== 'postcopy-active') return;
     const now = this.k.clock.now();
-    const sndNs = (this.sndbuf * 1e9) / this.rate;
-    const rcvNs = (this.rcvbuf * 1e9) / this.rate;
+    const sndNs = (this.link.sndbuf * 1e9) / this.rate;
+    const rcvNs = (this.link.rcvbuf * 1e9) / this.rate;
     while (this.mainWireFreeAt - now < sndNs && this.loadBusyUntil - now < sndNs + rcvNs && this.urgentBusyUntil <= now) {
       const units: Unit[] = [];
       const r: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0 };
