@@ -547,7 +547,9 @@ export class Vm implements GuestMemory {
     const res = this.k.access(t, hva, to - from, stride, write, fill);
     this.stats.hostFaults += res.faults;
     if (res.blocked !== undefined)
-      throw new QemuError(`vCPU blocked in a userfault at HVA 0x${res.blocked.toString(16)}: postcopy is not modelled yet`);
+      throw new QemuError(
+        `vCPU blocked in a userfault at HVA 0x${res.blocked.toString(16)}: a synchronous guest access cannot wait for a page (guest workloads can)`,
+      );
     // KVM cannot map the page (hva_to_pfn fails): KVM_RUN returns -EFAULT and QEMU stops.
     if (res.signal) throw new QemuError(`error: kvm run failed Bad address (GPA 0x${(slot.gpa + (res.at! - slot.hva)).toString(16)})`);
   }

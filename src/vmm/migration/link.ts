@@ -15,7 +15,8 @@
  *   when its reader falls behind.
  *
  * Deterministic: times are integers (ns), rounded up. Stalls and drops
- * (issue 9, item 1) are not modelled yet.
+ * are injected through the migration using the link (MigrationState
+ * linkStall/linkDrop), which knows what is in flight.
  */
 import { NSEC_PER_SEC } from '../../sim/clock.ts';
 

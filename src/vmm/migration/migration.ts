@@ -1,22 +1,26 @@
 /**
  * Live migration's state machine and QMP interface (QEMU migration/migration.c,
- * migration/options.c, qapi/migration.json), precopy only, in virtual time
- * on the kernel's event queue.
+ * migration/options.c, qapi/migration.json), precopy and the switch to
+ * postcopy (postcopy.ts), in virtual time on the kernel's event queue.
  *
  * - States (MigrationStatus): none -> setup -> active -> completed, or
  *   failed, or cancelling -> cancelled. `device` is entered by QEMU only with
  *   the pause-before-switchover capability (migration_maybe_pause), which is
  *   not modelled: without it the stop-and-copy phase keeps status `active`,
- *   as in QEMU. Postcopy states are in the type, not implemented.
+ *   as in QEMU. With postcopy-ram, migrate-start-postcopy switches at the
+ *   next iteration: postcopy-active, postcopy-paused after a link drop,
+ *   postcopy-recover while `migrate` resume=true reconnects.
  * - The migration thread (migration_iteration_run): while the remaining
  *   dirty bytes exceed threshold_size = bandwidth x downtime-limit, it sends
  *   pages, at most max-bandwidth / 10 bytes per 100 ms window
  *   (BUFFER_DELAY); when they do not, it syncs the dirty bitmap and checks
  *   again; still below, it stops the guest (downtime starts), syncs, sends
  *   everything left at the link's full rate (no rate limit during
- *   completion) and completes when the last byte has arrived (downtime and
- *   total-time include the link latency of that last byte: the destination
- *   cannot resume earlier). Device state is not sent (no device models).
+ *   completion) and completes, as QEMU reports it, when its last byte is
+ *   in the socket (all but the link's send buffer on the wire): downtime
+ *   and total-time end there. The guest runs on the destination when the
+ *   last byte has arrived (guestResumedAt). Device state is not sent (no
+ *   device models).
  * - Counters per window (migration_update_counters): bandwidth (bytes/ms
  *   over the window), threshold_size, mbps, pages-per-second,
  *   expected-downtime = remaining / bandwidth.
@@ -30,12 +34,15 @@
  * - Guest writes: the caller calls onGuestWrite(gpa, len) (KVM's dirty log);
  *   writes it makes through the host page table are found at the next sync
  *   anyway (ram.ts). While the guest is stopped it must not write.
- * - The destination: a second Vm on the same simulated kernel (separate
- *   hosts come later), announced with `incoming(uri, vm, link)` as `-incoming
- *   tcp:...` would, or passed to `migrate` programmatically (`destination`).
+ * - The destination: a second Vm, on the same kernel or on another host's
+ *   kernel sharing the virtual time, announced with `incoming(uri, vm,
+ *   link)` as `-incoming tcp:...` would, or passed to `migrate`
+ *   programmatically (`destination`).
+ * - Faults: linkStall, linkDrop (precopy fails and the guest stays on the
+ *   source; postcopy pauses), sourceLost (during postcopy the VM is lost).
  *
  * Not modelled: vm_stop/vm_start costs (no profile entry), device state,
- * multifd, xbzrle, postcopy, link failures.
+ * multifd, xbzrle.
  */
 import type { Kernel } from '../../kernel/kernel.ts';
 import type { EventHandle } from '../../sim/event_queue.ts';

@@ -1,6 +1,8 @@
 /**
- * RAM migration, precopy (QEMU migration/ram.c): what the source sends of
- * guest RAM and what the destination does with it.
+ * RAM migration (QEMU migration/ram.c): what the source sends of guest RAM
+ * and, in precopy, what the destination does with it. Postcopy (postcopy.ts)
+ * takes pages from the same bitmaps (takePage, nextDirtyHostPage,
+ * chunkHostPages) and places them on the destination itself.
  *
  * - Dirty bitmap: one bit per 4 KiB target page per RAM block
  *   (RAMBlock->bmap), a byte here. The bulk stage sets every bit
