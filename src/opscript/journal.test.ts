@@ -244,7 +244,8 @@ const r = new ScriptRunner(b, (l) => process.stdout.write(JSON.stringify(l) + '\
 await r.run(readFileSync(process.env.MT_SCRIPT, 'utf8'));
 await b.close();
 `;
-const tmp = mkdtempSync(`${tmpdir()}/memtwin-journal-`);
+/** Scripts and files of the tests that run (made in beforeAll: nothing is left when they are skipped). */
+let tmp = '';
 
 function startDriver(text: string): ChildProcess {
   const script = `${tmp}/driver-${process.hrtime.bigint()}.jsonl`;
@@ -312,6 +313,7 @@ async function restoreReport(): Promise<string> {
 
 describe.skipIf(noLinux !== undefined)('the real machine is always restored', () => {
   beforeAll(async () => {
+    tmp = mkdtempSync(`${tmpdir()}/memtwin-journal-`);
     await restoreMachine(); // whatever an earlier killed run left, before the baseline is read
     baseline = readState();
   });
@@ -453,6 +455,11 @@ describe.skipIf(noLinux !== undefined)('journals that cannot or must not be repl
     return d;
   };
   const env = (dir: string) => ({ ...process.env, MEMTWIN_JOURNAL_DIR: dir });
+  // a failed test leaves its directory behind: remove them all
+  afterAll(() => {
+    for (const d of readdirSync(tmpdir()))
+      if (d.startsWith('memtwin-journal-') && d.endsWith(`-${process.pid}`)) rmSync(`${tmpdir()}/${d}`, { recursive: true, force: true });
+  });
 
   it('refuses a corrupt journal, one of another version and one whose executor still runs, naming each file and deleting none', async () => {
     const dir = dirOf('refused');
