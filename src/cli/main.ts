@@ -166,6 +166,18 @@ program
   });
 
 program
+  .command('restore')
+  .description(
+    'undo what killed real-kernel runs left changed on this machine: replay their journals (/var/lib/memtwin/journal, native/PROTOCOL.md); root',
+  )
+  .addHelpText('after', '\nExit status: 0 restored (or nothing to restore), 1 something could not be restored (named in the report).')
+  .action(async () => {
+    const { restoreMachine } = await import('../opscript/linux_backend.ts');
+    const r = await restoreMachine({ echo: true });
+    process.exitCode = r.status === 0 ? 0 : 1;
+  });
+
+program
   .command('validate')
   .description('compare memtwin with real systems (docs/validate-qemu.md)')
   .command('qemu')
