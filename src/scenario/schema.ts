@@ -152,6 +152,15 @@ export const eventSchema = z.strictObject({
 });
 export type EventSpec = z.infer<typeof eventSchema>;
 
+/** One value put at one place in the scenario (a sweep configuration's `set`, or `smoke`). */
+const setSchema = z.strictObject({
+  path: z
+    .array(z.union([z.string(), z.number().int()]))
+    .min(1)
+    .describe('where in the scenario the value goes, e.g. [vms, 0, memdevs, 0, size]'),
+  value: z.unknown(),
+});
+
 export const sweepSchema = z.union([
   z.strictObject({
     path: z
@@ -167,7 +176,7 @@ export const sweepSchema = z.union([
       .array(
         z.strictObject({
           name: z.string(),
-          set: z.array(z.strictObject({ path: z.array(z.union([z.string(), z.number().int()])).min(1), value: z.unknown() })).default([]),
+          set: z.array(setSchema).default([]),
         }),
       )
       .min(1)
@@ -421,6 +430,12 @@ export const scenarioSchema = z.strictObject({
     .describe('syscalls made at given times during the run (migrate_pages, mbind, madvise, set_mempolicy, sched_setaffinity)'),
   agents: z.array(agentSchema).default([]).describe('userspace memory-management agents running beside the workloads'),
   sweep: z.array(sweepSchema).optional(),
+  smoke: z
+    .array(setSchema)
+    .optional()
+    .describe(
+      'a reduced form of the scenario for `memtwin run --smoke`: values set before the sweep is expanded (shorter duration, smaller memory), so every run takes the same code paths in seconds',
+    ),
 });
 
 export type Scenario = z.infer<typeof scenarioSchema>;
