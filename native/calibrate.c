@@ -1884,10 +1884,11 @@ static int group_has(int g, const char *name)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: memtwin-calibrate [--only NAME[,NAME...]] [--list]\n"
-		   "  --only  run only the measurements that output these costs (or group ids);\n"
-		   "          the JSON then holds just those groups' costs\n"
-		   "  --list  print the groups and the cost names they output, then exit\n");
+	fprintf(f, "usage: memtwin-calibrate [--only NAME[,NAME...]] [--list] [--machine]\n"
+		   "  --only     run only the measurements that output these costs (or group ids);\n"
+		   "             the JSON then holds just those groups' costs\n"
+		   "  --list     print the groups and the cost names they output, then exit\n"
+		   "  --machine  print {\"machine\": ...} as the measurement would, measure nothing\n");
 }
 
 int main(int argc, char **argv)
@@ -1900,6 +1901,14 @@ int main(int argc, char **argv)
 		if (!strcmp(argv[i], "--list")) {
 			for (int g = 0; g < NGROUPS; g++)
 				printf("%-20s %s\n", groups[g].id, groups[g].names);
+			return 0;
+		} else if (!strcmp(argv[i], "--machine")) {
+			/* The machine a measurement would be recorded for, so that the
+			 * caller can refuse a merge into another machine's profile
+			 * before measuring anything. No lock, no knob touched. */
+			machine_info();
+			outf("}}\n");
+			fwrite(out, 1, out_len, stdout);
 			return 0;
 		} else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
 			if (!selective)

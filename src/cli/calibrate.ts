@@ -6,11 +6,18 @@
  * names or the calibrator's group ids, see `memtwin-calibrate --list`);
  * `--merge profile.json` starts from an existing profile and replaces or adds
  * just the freshly measured costs, leaving every other entry as it was.
+ *
+ * Every mistake in the arguments (an unknown --only name, a --merge profile
+ * of another machine or not a profile at all, an --out that cannot be
+ * written) is found before measuring (checkCalibrateArgs) and reported as
+ * bad input (exit 2).
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { dirname, resolve } from 'node:path';
 import { fromRoot } from '../util/paths.ts';
+import { InputError } from '../util/input_error.ts';
 import { costProfileSchema, profileFromCalibration, type CostProfileData } from '../sim/cost_profile.ts';
 import { fmtNs } from './format.ts';
 
@@ -23,9 +30,12 @@ export interface CalibrateOptions {
   only?: string[];
   /** Existing profile to merge the measured costs into. */
   merge?: string;
+  /** Where the profile will be written (checked before measuring). */
+  out?: string;
 }
 
 type RawCalibration = Parameters<typeof profileFromCalibration>[0];
+type Machine = CostProfileData['machine'];
 
 function ensureBinary(): void {
   if (!existsSync(CALIBRATE_BIN)) {
@@ -59,6 +69,12 @@ export function selectCosts(only: string[], groups: Map<string, string[]>, measu
   return measured.filter((n) => patterns.some((p) => matches(p, n)));
 }
 
+/** The `--only` entries that are neither a group id nor a cost some group outputs. */
+export function unknownNames(only: string[], groups: Map<string, string[]>): string[] {
+  const patterns = [...groups.values()].flat();
+  return only.filter((o) => !groups.has(o) && !patterns.some((p) => matches(p, o)));
+}
+
 /** Run the calibrator (all or `only` measurements) and return its raw JSON. */
 function runCalibrator(only: string[] | undefined): RawCalibration {
   const args = only?.length ? ['--only', only.join(',')] : [];
@@ -74,47 +90,130 @@ function runCalibrator(only: string[] | undefined): RawCalibration {
   return JSON.parse(r.stdout) as RawCalibration;
 }
 
+/** Ask the calibrator for its groups (`--list`) or this host's machine record (`--machine`): instant, measures nothing. */
+function askCalibrator(arg: '--list' | '--machine'): string {
+  const r = spawnSync(CALIBRATE_BIN, [arg], { encoding: 'utf8' });
+  if (r.status !== 0) throw new CalibrateError(`${CALIBRATE_BIN} ${arg} failed (status ${r.status ?? r.signal}): ${r.stderr?.trim()}`);
+  return r.stdout;
+}
+
+/** The machine fields two profiles must share to be merged, as "field: X there, Y here" phrases. */
+export function machineDifferences(there: Machine, here: Machine): string[] {
+  return (['kernel', 'cpu_model', 'cores', 'mem_bytes'] as const)
+    .filter((k) => there[k] !== here[k])
+    .map((k) => `${k}: ${there[k]} there, ${here[k]} here`);
+}
+
+function otherMachine(baseName: string, diff: string[]): InputError {
+  return new InputError(
+    baseName,
+    undefined,
+    undefined,
+    'machine',
+    `measured on another machine (${diff.join('; ')}); not merging. Write the measurement to a profile of its own (--out NEW.json without --merge)`,
+  );
+}
+
+/** `base` (raw JSON of an existing profile) as a profile, or an InputError naming the field that is wrong. */
+export function mergeBase(base: unknown, baseName = 'the merged profile'): CostProfileData {
+  const parsed = costProfileSchema.safeParse(base);
+  if (!parsed.success) {
+    const i = parsed.error.issues[0]!;
+    throw new InputError(baseName, undefined, undefined, i.path.join('.') || undefined, `not a cost profile (${i.message})`);
+  }
+  return parsed.data;
+}
+
 /**
  * Add `fresh` costs to the profile `base` (raw JSON of an existing profile).
  * Existing entries keep their position and content unless re-measured;
  * top-level fields stay as they are. The machines must match.
  */
 export function mergeProfile(base: unknown, fresh: CostProfileData, baseName = 'the merged profile'): CostProfileData {
-  const parsed = costProfileSchema.safeParse(base);
-  if (!parsed.success) {
-    const i = parsed.error.issues[0]!;
-    throw new CalibrateError(`${baseName}: field ${i.path.join('.') || '(root)'}: ${i.message}`);
-  }
+  const m = mergeBase(base, baseName).machine;
   const b = base as CostProfileData;
-  const m = parsed.data.machine,
-    f = fresh.machine;
-  const diff = (['kernel', 'cpu_model', 'cores', 'mem_bytes'] as const).filter((k) => m[k] !== f[k]);
-  if (diff.length)
-    throw new CalibrateError(
-      `${baseName} was measured on another machine (${diff.map((k) => `${k}: ${m[k]} there, ${f[k]} here`).join('; ')}); not merging`,
-    );
+  const diff = machineDifferences(m, fresh.machine);
+  if (diff.length) throw otherMachine(baseName, diff);
   const costs = { ...b.costs };
   for (const [name, c] of Object.entries(fresh.costs))
     costs[name] = { ...c, method: `${c.method} [Measured ${fresh.date} with \`memtwin calibrate --only\` and merged into this profile.]` };
   return { ...b, costs };
 }
 
-export function calibrate(opts: CalibrateOptions = {}): CostProfileData {
-  ensureBinary();
-  if (typeof process.getuid === 'function' && process.getuid() !== 0)
-    throw new CalibrateError('calibrate needs root (hugetlb pools, THP knobs, /proc/sys/vm/compact_memory)');
+/** `--out`'s directory exists and can be written, checked before two minutes of measuring. */
+function checkOut(out: string): void {
+  if (existsSync(out) && statSync(out).isDirectory())
+    throw new InputError('--out', undefined, undefined, undefined, `${out} is a directory; give the profile's file name`);
+  const dir = dirname(resolve(out));
+  try {
+    accessSync(dir, constants.W_OK);
+  } catch (e) {
+    throw new InputError('--out', undefined, undefined, undefined, `cannot write ${out}: ${dir} (${(e as NodeJS.ErrnoException).code})`);
+  }
+}
+
+/**
+ * Everything that can be wrong with the arguments, found before measuring:
+ * an empty or unknown --only, an --out that cannot be written, a --merge
+ * profile that cannot be read, is not a profile, or was measured on another
+ * machine. Returns the merge base (raw JSON), if any.
+ */
+export function checkCalibrateArgs(opts: CalibrateOptions, here?: () => Machine, groupList?: () => string): unknown {
+  if (opts.only !== undefined && opts.only.length === 0)
+    throw new InputError('--only', undefined, undefined, undefined, 'needs at least one cost name or group');
+  if (opts.out !== undefined) checkOut(opts.out);
   let base: unknown;
   if (opts.merge !== undefined) {
+    let text: string;
     try {
-      base = JSON.parse(readFileSync(opts.merge, 'utf8'));
+      text = readFileSync(opts.merge, 'utf8');
     } catch (e) {
-      throw new CalibrateError(`${opts.merge}: cannot read the profile to merge into: ${(e as Error).message}`);
+      throw new InputError(
+        opts.merge,
+        undefined,
+        undefined,
+        undefined,
+        `cannot read the profile to merge into (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+      );
     }
+    try {
+      base = JSON.parse(text);
+    } catch (e) {
+      throw new InputError(opts.merge, undefined, undefined, undefined, `not a cost profile: ${(e as Error).message}`);
+    }
+    const m = mergeBase(base, opts.merge).machine;
+    const diff = machineDifferences(m, (here ?? thisMachine)());
+    if (diff.length) throw otherMachine(opts.merge, diff);
   }
-  if (opts.only !== undefined && opts.only.length === 0) throw new CalibrateError('--only needs at least one cost name or group');
+  if (opts.only) {
+    const unknown = unknownNames(opts.only, parseGroupList((groupList ?? (() => askCalibrator('--list')))()));
+    if (unknown.length)
+      throw new InputError(
+        '--only',
+        undefined,
+        undefined,
+        undefined,
+        `unknown cost or group ${unknown.map((u) => `'${u}'`).join(', ')} (the names: ${CALIBRATE_BIN} --list)`,
+      );
+  }
+  return base;
+}
+
+/** This host as the calibrator records it (`memtwin-calibrate --machine`). */
+function thisMachine(): Machine {
+  return (JSON.parse(askCalibrator('--machine')) as { machine: Machine }).machine;
+}
+
+export function calibrate(opts: CalibrateOptions = {}): CostProfileData {
+  ensureBinary();
+  const base = checkCalibrateArgs(opts);
+  if (typeof process.getuid === 'function' && process.getuid() !== 0)
+    throw new CalibrateError('calibrate needs root (hugetlb pools, THP knobs, /proc/sys/vm/compact_memory)');
   const only = opts.only;
   if (only && base === undefined)
-    console.error('memtwin calibrate: --only without --merge writes a partial profile (the simulator needs every required cost)');
+    console.error(
+      'memtwin calibrate: --only without --merge writes a partial profile: --profile refuses it (it needs every cost); merge it into a complete profile of this machine with --merge',
+    );
   const raw = runCalibrator(only);
   const date = new Date().toISOString().slice(0, 10);
   const fresh = profileFromCalibration(
@@ -123,8 +222,7 @@ export function calibrate(opts: CalibrateOptions = {}): CostProfileData {
     `memtwin calibrate on ${hostname()} (native/calibrate.c; methods in native/calibrate.md)`,
   );
   if (only) {
-    const list = spawnSync(CALIBRATE_BIN, ['--list'], { encoding: 'utf8' });
-    const wanted = selectCosts(only, parseGroupList(list.stdout ?? ''), Object.keys(raw.costs));
+    const wanted = selectCosts(only, parseGroupList(askCalibrator('--list')), Object.keys(raw.costs));
     const missing = wanted.filter((n) => !(n in fresh.costs));
     if (missing.length)
       throw new CalibrateError(
@@ -135,8 +233,16 @@ export function calibrate(opts: CalibrateOptions = {}): CostProfileData {
   return base === undefined ? fresh : mergeProfile(base, fresh, opts.merge);
 }
 
+/** Write the profile (whole or not at all: a temporary file renamed) and describe it. */
 export function writeProfile(p: CostProfileData, out: string): string {
-  writeFileSync(out, JSON.stringify(p, null, 2) + '\n');
+  const tmp = `${out}.tmp-${process.pid}`;
+  try {
+    writeFileSync(tmp, JSON.stringify(p, null, 2) + '\n');
+    renameSync(tmp, out);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw new CalibrateError(`cannot write ${out}: ${(e as Error).message}`);
+  }
   const rows = Object.entries(p.costs).map(([k, c]) => `  ${k.padEnd(32)} ${fmtNs(Math.round(c.median)).padStart(10)}  ${c.unit}`);
   return `${rows.join('\n')}\nwrote ${out} (${Object.keys(p.costs).length} costs, ${p.machine.cpu_model}, ${p.machine.kernel}, ${p.date})`;
 }

@@ -163,7 +163,7 @@ program
             .split(',')
             .map((s) => s.trim())
             .filter(Boolean);
-    console.log(writeProfile(calibrate({ only, merge: o.merge }), o.out));
+    console.log(writeProfile(calibrate({ only, merge: o.merge, out: o.out }), o.out));
   });
 
 program

@@ -1,7 +1,7 @@
 /** `memtwin run`: run a scenario (or sweep) and write results and a report. */
 import { basename, join, relative } from 'node:path';
 import cliProgress from 'cli-progress';
-import { runScenarioFile, defaultWorkers } from '../scenario/sweep.ts';
+import { runScenarioFile, defaultWorkers, Interrupted, type RunEvents } from '../scenario/sweep.ts';
 import { renderRunReport, renderSweepReport } from '../report/report.ts';
 import type { RunResult } from '../scenario/result.ts';
 
@@ -50,59 +50,209 @@ that a scenario runs end to end; its numbers are not the scenario's answer.
 
 const report = { run: renderRunReport, sweep: renderSweepReport };
 
+/** Exit status after a signal: 128 + its number, as a shell reports a process the signal ended. */
+const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143 } as const;
+type StopSignal = keyof typeof SIGNAL_EXIT;
+
 export async function runCommand(file: string, o: { out?: string; workers: number; quiet?: boolean; smoke?: boolean }): Promise<void> {
   const outDir = o.out ?? join('out', basename(file).replace(/\.ya?ml$/, '') + (o.smoke ? '-smoke' : ''));
-  const tty = process.stderr.isTTY && !o.quiet;
-  let bar: cliProgress.SingleBar | undefined;
-  let total = 0;
-  let done = 0;
-  const startBar = (n: number, unit: string): void => {
-    if (!tty) return;
-    bar = new cliProgress.SingleBar(
-      { format: `{bar} {percentage}% | {value}/{total} ${unit}`, stream: process.stderr, hideCursor: true },
-      cliProgress.Presets.shades_classic,
-    );
-    bar.start(n, 0);
-  };
-  const t0 = performance.now();
-  let lastPct = -1;
-  const summary = await runScenarioFile(
-    file,
-    outDir,
-    o.workers,
-    report,
-    {
-      onProgress: (f) => {
-        const pct = Math.floor(f * 100);
-        if (!bar && tty && total === 0) startBar(100, '% of virtual time');
-        if (bar) bar.update(pct);
-        else if (!o.quiet && pct >= lastPct + 25) {
-          process.stderr.write(`  ${pct}% of virtual time\n`);
-          lastPct = pct;
-        }
-      },
-      onRun: (ev) => {
-        if (total === 0) total = -1;
-        done++;
-        if (bar) bar.increment();
-        else if (!o.quiet)
-          process.stderr.write(
-            `  run ${ev.id}: ${ev.state === 'reused' ? 'kept from an earlier run' : `done in ${((ev.wallMs ?? 0) / 1000).toFixed(1)} s`}\n`,
-          );
-      },
-    },
-    { smoke: o.smoke },
-  );
-  bar?.stop();
-  void done;
-  const secs = ((performance.now() - t0) / 1000).toFixed(1);
   const rel = relative(process.cwd(), outDir) || '.';
+  // SIGINT/SIGTERM stop the workers (sweep.ts) and end with what was kept; a second one ends at once.
+  const progress = o.quiet ? undefined : process.stderr.isTTY ? new BarProgress() : new LineProgress();
+  const ctl = new AbortController();
+  let stopped: StopSignal | undefined;
+  const onSignal = (sig: StopSignal): void => {
+    if (stopped) {
+      progress?.stop(); // gives the terminal its cursor back
+      process.exit(SIGNAL_EXIT[stopped]);
+    }
+    stopped = sig;
+    ctl.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const t0 = performance.now();
+  let summary;
+  try {
+    summary = await runScenarioFile(file, outDir, o.workers, report, progress?.events ?? {}, { smoke: o.smoke, signal: ctl.signal });
+  } catch (e) {
+    if (!(e instanceof Interrupted)) throw e;
+    progress?.stop();
+    process.stderr.write(
+      e.sweep
+        ? `interrupted: ${e.finished} of ${e.runs} runs finished and kept in ${rel}; rerun the same command to resume\n`
+        : `interrupted: the run did not finish; nothing was written to ${rel}\n`,
+    );
+    process.exitCode = SIGNAL_EXIT[stopped ?? 'SIGINT'];
+    return;
+  } finally {
+    progress?.stop();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  const secs = ((performance.now() - t0) / 1000).toFixed(1);
   const runs = summary.results.length;
   process.stdout.write(`${summaryTable(summary.results, summary.loaded.base.summary)}\n`);
   process.stdout.write(
     `${summary.loaded.base.name}: ${runs} run${runs > 1 ? 's' : ''}${summary.reused ? ` (${summary.reused} kept from before)` : ''} in ${secs} s\n` +
       `report: ${join(rel, 'report.html')}\nresults: ${join(rel, 'result.json')}\n`,
   );
+}
+
+/** Virtual time done of a run, in the unit of its duration: "12.5 of 20 ms". */
+function virtualTime(fraction: number, durationNs: number): string {
+  const [unit, scale] = durationNs >= 1e9 ? ['s', 1e9] : durationNs >= 1e6 ? ['ms', 1e6] : durationNs >= 1e3 ? ['µs', 1e3] : ['ns', 1];
+  const fmt = (ns: number): string => String(Math.round((ns / scale) * 10) / 10);
+  return `${fmt(fraction * durationNs)} of ${fmt(durationNs)} ${unit}`;
+}
+
+type Plan = Parameters<NonNullable<RunEvents['onPlan']>>[0];
+
+/** The sweep's plan in one line: "6 runs (2 kept from an earlier attempt): running 4 on 2 workers". */
+function planLine(p: Plan): string {
+  if (!p.sweep) return '';
+  if (!p.pending) return `${p.runs} runs, all kept from an earlier attempt\n`;
+  const kept = p.pending < p.runs ? ` (${p.runs - p.pending} kept from an earlier attempt)` : '';
+  return `${p.runs} runs${kept}: running ${p.pending} on ${p.workers} worker${p.workers > 1 ? 's' : ''}\n`;
+}
+
+/** Why finished runs are run again, one line per reason: "rerun all 6 runs: cost profile changed (p.json)". */
+function rerunLines(reruns: { id: string; reason: string }[], runs: number): string {
+  const byReason = new Map<string, string[]>();
+  for (const r of reruns) byReason.set(r.reason, [...(byReason.get(r.reason) ?? []), r.id]);
+  return [...byReason]
+    .map(([reason, ids]) => {
+      const which =
+        ids.length === runs && runs > 1
+          ? `all ${runs} runs`
+          : ids.length > 4
+            ? `${ids.length} runs (${ids.slice(0, 3).join(', ')}, ...)`
+            : ids.join(', ');
+      return `  rerun ${which}: ${reason}\n`;
+    })
+    .join('');
+}
+
+/**
+ * Progress on a terminal: one bar per running run, in virtual time, and
+ * one for the sweep; finished runs and reruns are printed above them.
+ */
+class BarProgress {
+  private readonly multi = new cliProgress.MultiBar(
+    {
+      format: '{id} {bar} {percentage}% | {what}',
+      stream: process.stderr,
+      hideCursor: true,
+      clearOnComplete: true,
+      autopadding: true,
+      barsize: 24,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  private readonly bars = new Map<number, cliProgress.SingleBar>();
+  private readonly reruns: { id: string; reason: string }[] = [];
+  private sweepBar: cliProgress.SingleBar | undefined;
+  private width = 0;
+  private done = 0;
+  private runs = 0;
+  private stopped = false;
+
+  readonly events: RunEvents = {
+    onPlan: (p) => {
+      this.width = Math.max(...p.ids.map((id) => id.length), 'all runs'.length);
+      this.runs = p.runs;
+      this.done = p.runs - p.pending;
+      if (!p.sweep) return;
+      this.multi.log(rerunLines(this.reruns, p.runs) + planLine(p));
+      this.sweepBar = this.multi.create(p.runs, this.done, { id: 'all runs'.padEnd(this.width), what: this.sweepText() });
+    },
+    onRerun: (ev) => this.reruns.push(ev),
+    onStart: (ev) =>
+      this.bars.set(
+        ev.index,
+        this.multi.create(1000, 0, { id: ev.id.padEnd(this.width), what: `${virtualTime(0, ev.durationNs)} virtual` }),
+      ),
+    onProgress: (ev) =>
+      this.bars.get(ev.index)?.update(Math.round(ev.fraction * 1000), { what: `${virtualTime(ev.fraction, ev.durationNs)} virtual` }),
+    onRun: (ev) => {
+      if (ev.state !== 'done') return;
+      const bar = this.bars.get(ev.index);
+      if (bar) this.multi.remove(bar);
+      this.bars.delete(ev.index);
+      this.done++;
+      this.multi.log(`  run ${ev.id}: done in ${((ev.wallMs ?? 0) / 1000).toFixed(1)} s\n`);
+      this.sweepBar?.update(this.done, { what: this.sweepText() });
+    },
+  };
+
+  private sweepText(): string {
+    return `${this.done} of ${this.runs} runs done`;
+  }
+
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.multi.update(); // flushes the lines logged since the last redraw; stop() would drop them
+    this.multi.stop();
+  }
+}
+
+/**
+ * Progress as plain lines (stderr is not a terminal): the plan, each run
+ * when it finishes, and every so often one line with the running runs'
+ * virtual time: after 10 s, then at a sixth of the time elapsed, at most
+ * a minute apart.
+ */
+class LineProgress {
+  private readonly running = new Map<number, { id: string; fraction: number; durationNs: number }>();
+  private readonly reruns: { id: string; reason: string }[] = [];
+  private readonly t0 = performance.now();
+  private done = 0;
+  private runs = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  readonly events: RunEvents = {
+    onPlan: (p) => {
+      this.runs = p.runs;
+      this.done = p.runs - p.pending;
+      process.stderr.write(rerunLines(this.reruns, p.runs) + planLine(p));
+      if (p.pending) this.schedule();
+    },
+    onRerun: (ev) => this.reruns.push(ev),
+    onStart: (ev) => this.running.set(ev.index, { id: ev.id, fraction: 0, durationNs: ev.durationNs }),
+    onProgress: (ev) => {
+      const r = this.running.get(ev.index);
+      if (r) r.fraction = ev.fraction;
+    },
+    onRun: (ev) => {
+      if (ev.state !== 'done') return;
+      this.running.delete(ev.index);
+      this.done++;
+      process.stderr.write(`  run ${ev.id}: done in ${((ev.wallMs ?? 0) / 1000).toFixed(1)} s\n`);
+    },
+  };
+
+  private schedule(): void {
+    const elapsed = performance.now() - this.t0;
+    const next = Math.min(60_000, Math.max(10_000, elapsed / 6));
+    this.timer = setTimeout(() => {
+      this.status();
+      this.schedule();
+    }, next);
+    this.timer.unref();
+  }
+
+  private status(): void {
+    if (!this.running.size) return;
+    const list = [...this.running.values()]
+      .map((r) => `${r.id} ${Math.floor(r.fraction * 100)}% (${virtualTime(r.fraction, r.durationNs)})`)
+      .join(', ');
+    process.stderr.write(`  running: ${list}${this.runs > 1 ? `; ${this.done} of ${this.runs} runs done` : ''}\n`);
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+  }
 }
 
 /** The per-run table the command prints: the scenario's `summary` metrics, or the default columns. */

@@ -1,16 +1,41 @@
 /**
- * Writing run outputs: result.json, timeseries.csv, report.html. Files are
- * written to a temporary name and renamed, so an interrupted run never
- * leaves a half-written result that a resumed sweep would trust.
+ * Writing run outputs: result.json, timeseries.csv, report.html.
+ *
+ * A run counts as finished only when all of its outputs are written, and a
+ * kill at any point leaves either a finished run or none (what a resumed
+ * sweep keeps, finishedRun): writeRun removes the old result.json first,
+ * writes every output to a temporary name (`NAME.tmp-PID`), renames the
+ * others into place and result.json last. result.json is the completion
+ * marker. A sweep's own outputs follow the same order (writeSweep).
+ * Temporaries left by a killed process are removed by the next attempt
+ * (removeStaleTemporaries).
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RunResult, SweepResult } from './result.ts';
+import { staleReason } from './inputs.ts';
 
+const tmpName = (path: string): string => `${path}.tmp-${process.pid}`;
+
+/** Write `text` to `path` through a temporary file, so `path` is either absent, the old content, or all of the new. */
 export function writeAtomic(path: string, text: string): void {
-  const tmp = `${path}.tmp-${process.pid}`;
+  const tmp = tmpName(path);
   writeFileSync(tmp, text);
   renameSync(tmp, path);
+}
+
+/**
+ * Write several files of one directory as a unit: all go to temporaries,
+ * then they are renamed in the order given. The last one is the marker
+ * that the set is complete; it is removed before anything is written, so
+ * that it never stands beside outputs of another attempt.
+ */
+function writeSet(dir: string, files: [name: string, text: string][]): void {
+  mkdirSync(dir, { recursive: true });
+  const marker = join(dir, files[files.length - 1]![0]);
+  rmSync(marker, { force: true });
+  for (const [name, text] of files) writeFileSync(tmpName(join(dir, name)), text);
+  for (const [name] of files) renameSync(tmpName(join(dir, name)), join(dir, name));
 }
 
 const csvCell = (v: unknown): string => {
@@ -39,28 +64,95 @@ export type ReportRenderer = {
   sweep(s: SweepResult, runs: RunResult[]): string;
 };
 
+/** A run's outputs, in the order they are put in place: result.json, the completion marker, last. */
+export const RUN_FILES = ['timeseries.csv', 'report.html', 'result.json'] as const;
+/** A sweep's own outputs, same rule. */
+export const SWEEP_FILES = ['summary.csv', 'report.html', 'result.json'] as const;
+
 export function writeRun(dir: string, r: RunResult, report: ReportRenderer): void {
-  mkdirSync(dir, { recursive: true });
-  writeAtomic(join(dir, 'result.json'), JSON.stringify(r, null, 1) + '\n');
-  writeAtomic(join(dir, 'timeseries.csv'), seriesCsv(r));
-  writeAtomic(join(dir, 'report.html'), report.run(r));
+  writeSet(dir, [
+    ['timeseries.csv', seriesCsv(r)],
+    ['report.html', report.run(r)],
+    ['result.json', JSON.stringify(r, null, 1) + '\n'],
+  ]);
 }
 
 export function writeSweep(dir: string, s: SweepResult, runs: RunResult[], report: ReportRenderer): void {
-  mkdirSync(dir, { recursive: true });
-  writeAtomic(join(dir, 'result.json'), JSON.stringify(s, null, 1) + '\n');
-  writeAtomic(join(dir, 'summary.csv'), sweepCsv(s));
-  writeAtomic(join(dir, 'report.html'), report.sweep(s, runs));
+  writeSet(dir, [
+    ['summary.csv', sweepCsv(s)],
+    ['report.html', report.sweep(s, runs)],
+    ['result.json', JSON.stringify(s, null, 1) + '\n'],
+  ]);
 }
 
-/** A finished run's result in `dir`, if it exists and was made from the same inputs. */
-export function finishedRun(dir: string, inputs: unknown): RunResult | undefined {
+/** A sweep about to run again: its own outputs would describe runs that are about to change, so they go. */
+export function removeSweepOutputs(dir: string): void {
+  for (const f of [...SWEEP_FILES].reverse()) rmSync(join(dir, f), { force: true });
+}
+
+/**
+ * The finished run in `dir`, or why there is none to keep: `reason` is
+ * undefined when the run never finished there (nothing to say), else why a
+ * result that is there is not kept ("host file changed (hosts/x.yaml)").
+ */
+export function finishedRun(
+  dir: string,
+  inputs: unknown,
+  version: string,
+): { result: RunResult; reason?: undefined } | { result?: undefined; reason?: string } {
   const f = join(dir, 'result.json');
-  if (!existsSync(f)) return undefined;
+  if (!existsSync(f)) return {};
+  let r: RunResult;
   try {
-    const r = JSON.parse(readFileSync(f, 'utf8')) as RunResult;
-    return JSON.stringify(r.inputs) === JSON.stringify(inputs) ? r : undefined;
+    r = JSON.parse(readFileSync(f, 'utf8')) as RunResult;
   } catch {
-    return undefined;
+    return { reason: 'its result.json cannot be read' };
   }
+  const missing = RUN_FILES.filter((n) => !existsSync(join(dir, n)));
+  if (missing.length) return { reason: `${missing.join(', ')} missing` };
+  const why = staleReason(r, inputs, version);
+  return why ? { reason: why } : { result: r };
+}
+
+/** Is process `pid` alive (signal 0: EPERM means it exists but is not ours)? */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Remove the temporaries (`NAME.tmp-PID`) that a killed attempt left in
+ * `dir` and its runs' directories: those of dead processes, and this
+ * process's own (it writes none between runs). Returns how many.
+ */
+export function removeStaleTemporaries(dir: string): number {
+  let n = 0;
+  const sweepDir = (d: string): void => {
+    let names: string[];
+    try {
+      names = readdirSync(d);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const m = /\.tmp-(\d+)$/.exec(name);
+      if (m && (Number(m[1]) === process.pid || !pidAlive(Number(m[1])))) {
+        rmSync(join(d, name), { force: true });
+        n++;
+      }
+    }
+  };
+  sweepDir(dir);
+  let runs: string[] = [];
+  try {
+    runs = readdirSync(join(dir, 'runs'));
+  } catch {
+    /* no runs yet */
+  }
+  for (const r of runs) sweepDir(join(dir, 'runs', r));
+  return n;
 }

@@ -131,7 +131,12 @@ export interface RunResult {
     /** Costs of the profile the run used that were not measured on the profile's machine: name -> where they come from (`derived`). */
     not_measured?: Record<string, string>;
   };
-  /** The scenario as run: sweep values substituted, defaults filled in. */
+  /**
+   * The scenario as run: sweep values substituted, defaults filled in; and
+   * `digests`: the SHA-256 of each file it read (host files, cost profile),
+   * by where the scenario names it (inputs.ts). A resumed sweep keeps the
+   * run only if all of it, and memtwin.version, are unchanged.
+   */
   inputs: unknown;
   /** Final metrics, flat: name -> value (units in the name: _bytes, _ns, _per_s). */
   final: Record<string, number>;

@@ -23,6 +23,7 @@ import type { Process } from '../kernel/sched.ts';
 import type { RunEventLog, RunResult, ScenarioInfo, SeriesData, ThreadNumaResult, ThreadResult } from './result.ts';
 import type { Scenario } from './schema.ts';
 import { scheduleVmEvents, startVms, vmFinal, vmSeries, type VmRt } from './vms.ts';
+import { inputDigests } from './inputs.ts';
 
 export const MEMTWIN_VERSION = '0.1.0';
 
@@ -41,6 +42,8 @@ export interface RunOptions {
 
 export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   const s = spec.scenario;
+  // Before the host and the profile are read: the digests are of what this run reads.
+  const inputs = inputsOf(s);
   /** A setup step the kernel refused: the scenario asked for something impossible. */
   const fail: (field: string, expected: string) => never = (field, expected) => {
     throw new InputError(opts.file, undefined, undefined, field, expected);
@@ -200,7 +203,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
       machine: `${costs.data.machine.cpu_model}, ${costs.data.machine.kernel}`,
       ...(vms.length ? { not_measured: notMeasured(costs) } : {}),
     },
-    inputs: inputsOf(s),
+    inputs,
     final: { ...finalMetrics(k, s, procs, threads, agents, series.data), ...(vms.length ? vmFinal(vms, vmEvents.log) : {}) },
     threads: threads.map((wt) => threadResult(wt, s.duration)),
     events,
@@ -409,10 +412,14 @@ function writtenMarker(maps: Map<string, MappingRt>): (va: number) => void {
   };
 }
 
-/** The scenario as run, without the sweep section (a run has its values in place). */
+/**
+ * The scenario as run, without the sweep section (a run has its values in
+ * place), and the digests of the files it reads (inputs.ts): what decides
+ * whether a finished run can be kept.
+ */
 export function inputsOf(s: Scenario): unknown {
   const { sweep: _sweep, ...rest } = s;
-  return rest;
+  return { ...rest, digests: inputDigests(s) };
 }
 
 function memoryOf(k: Kernel, procs: { p: Process }[]): { rss: number; anonHuge: number } {

@@ -1,20 +1,57 @@
-/** A sweep worker (piscina): loads the scenario and runs one of its runs. */
+/**
+ * A scenario worker (piscina): loads the scenario and runs one of its runs,
+ * posting its progress in virtual time on the task's port. Every run, a
+ * sweep's or a single one, runs on a worker thread, so the main thread stays
+ * free to show progress and to stop the workers on SIGINT/SIGTERM.
+ */
+import type { MessagePort } from 'node:worker_threads';
 import { loadScenario } from './load.ts';
 import { runScenario } from './run.ts';
 import { InputError } from '../util/input_error.ts';
 import type { RunResult } from './result.ts';
 
-/** What crosses the thread boundary: a result, or a bad-input report (classes do not survive it). */
-export type WorkerReply =
-  { result: RunResult } | { inputError: { file: string; line?: number; column?: number; field?: string; expected: string } };
+export interface WorkerTask {
+  file: string;
+  index: number;
+  /** The scenario's reduced form (LoadOptions.smoke). */
+  smoke?: boolean;
+  /** Where progress goes: {fraction} messages, at most every PROGRESS_MS of wall time. */
+  port?: MessagePort;
+}
 
-export default function run(task: { file: string; index: number; smoke?: boolean }): WorkerReply {
+/** What crosses the thread boundary: a result and the run's own wall time, or a bad-input report (classes do not survive it). */
+export type WorkerReply =
+  | { result: RunResult; wallMs: number }
+  | { inputError: { file: string; line?: number; column?: number; field?: string; expected: string } };
+
+export interface ProgressMessage {
+  fraction: number;
+}
+
+const PROGRESS_MS = 250;
+
+export default function run(task: WorkerTask): WorkerReply {
+  // The run's own time: from when this worker takes the task, not from when it was queued.
+  const t0 = performance.now();
+  let last = -Infinity;
+  const progress = task.port
+    ? (fraction: number): void => {
+        const now = performance.now();
+        if (now - last < PROGRESS_MS && fraction < 1) return;
+        last = now;
+        task.port!.postMessage({ fraction } satisfies ProgressMessage);
+      }
+    : undefined;
+  task.port?.postMessage({ fraction: 0 } satisfies ProgressMessage); // started: the run leaves the queue
   try {
     const l = loadScenario(task.file, undefined, { smoke: task.smoke });
-    return { result: runScenario(l.runs[task.index]!, { file: task.file }) };
+    const result = runScenario(l.runs[task.index]!, { file: task.file, progress });
+    return { result, wallMs: performance.now() - t0 };
   } catch (e) {
     if (e instanceof InputError)
       return { inputError: { file: e.file, line: e.line, column: e.column, field: e.field, expected: e.expected } };
     throw e;
+  } finally {
+    task.port?.close();
   }
 }

@@ -2,9 +2,21 @@
  * The cost profile: every duration the simulator charges comes from here,
  * and every number here was measured on a real host by `memtwin calibrate`
  * (native/calibrate.c). Nothing in the model hard-codes a cost.
+ *
+ * A profile must hold every cost the simulator reads that the calibrator
+ * measures (PROFILE_COSTS); one that lacks some (what `calibrate --only`
+ * writes without `--merge`) is refused when loaded, naming them. memtwin does
+ * not fill the gaps from profiles/default.json: a profile describes one
+ * machine, and the model combines its entries (the 4K TLB term is
+ * access_random_4k_ws* minus access_random_2m_ws* at the same working set;
+ * page_migrate_4k is net of the compact_scan_per_page fit), so entries of
+ * two machines would make costs that belong to neither. Costs the calibrator
+ * cannot measure here (the published VM costs) are looked up when a VM needs
+ * them (nsOf), with the same kind of error.
  */
 import { readFileSync } from 'node:fs';
 import { fromRoot } from '../util/paths.ts';
+import { InputError } from '../util/input_error.ts';
 import { z } from 'zod';
 
 const measured = z.object({
@@ -55,12 +67,44 @@ export const REQUIRED_COSTS = [
 ] as const;
 export type CostName = (typeof REQUIRED_COSTS)[number];
 
+/**
+ * Every cost a profile must hold: the kernel's (REQUIRED_COSTS), the access
+ * model's latency curves and TLB reach (src/workload/access_model.ts) and
+ * move_pages' (src/kernel/migrate.ts). All are measured by a full
+ * `memtwin calibrate`.
+ */
+export const PROFILE_COSTS: readonly string[] = [
+  ...REQUIRED_COSTS,
+  ...['16M', '64M', '256M', '1G', '4G'].flatMap((w) => [`access_random_4k_ws${w}`, `access_random_2m_ws${w}`]),
+  'tlb_entries_4k',
+  'tlb_entries_2m',
+  'dram_access_seq_per_4k',
+  'move_pages_query',
+  'move_pages_same_node',
+];
+
 export class CostProfile {
   private readonly medians: Map<string, number>;
-  constructor(readonly data: CostProfileData) {
+  /**
+   * @param source where the profile comes from (its file), named in errors
+   */
+  constructor(
+    readonly data: CostProfileData,
+    readonly source = 'cost profile',
+  ) {
     this.medians = new Map(Object.entries(data.costs).map(([k, v]) => [k, v.median]));
-    const missing = REQUIRED_COSTS.filter((c) => !this.medians.has(c));
-    if (missing.length) throw new Error(`cost profile lacks ${missing.join(', ')}`);
+    const missing = PROFILE_COSTS.filter((c) => !this.medians.has(c));
+    if (missing.length)
+      throw new InputError(
+        source,
+        undefined,
+        undefined,
+        'costs',
+        `the profile lacks ${missing.length} cost${missing.length > 1 ? 's' : ''} the simulator needs: ${missing.join(', ')}. ` +
+          "A profile is one machine's measurements and memtwin does not fill gaps from another: " +
+          'measure them all (memtwin calibrate), or merge a partial measurement into a complete profile of the same machine ' +
+          '(memtwin calibrate --only NAMES --merge FULL.json)',
+      );
   }
 
   /** Median ns of a measured cost. */
@@ -74,23 +118,37 @@ export class CostProfile {
    */
   nsOf(name: string, why?: string): number {
     const v = this.medians.get(name);
-    if (v === undefined) throw new Error(`cost profile has no entry '${name}'${why ? `: ${why}` : ''}`);
+    if (v === undefined)
+      throw new InputError(this.source, undefined, undefined, 'costs', `cost profile has no entry '${name}'${why ? `: ${why}` : ''}`);
     return v;
   }
 
+  /** A profile file; anything wrong with it is an InputError naming the file (and field). */
   static load(path: string): CostProfile {
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (e) {
+      throw new InputError(
+        path,
+        undefined,
+        undefined,
+        undefined,
+        `cannot read cost profile (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+      );
+    }
     let raw: unknown;
     try {
-      raw = JSON.parse(readFileSync(path, 'utf8'));
+      raw = JSON.parse(text);
     } catch (e) {
-      throw new Error(`${path}: cannot read cost profile: ${(e as Error).message}`);
+      throw new InputError(path, undefined, undefined, undefined, `not a cost profile: ${(e as Error).message}`);
     }
     const r = costProfileSchema.safeParse(raw);
     if (!r.success) {
       const i = r.error.issues[0]!;
-      throw new Error(`${path}: field ${i.path.join('.') || '(root)'}: ${i.message}`);
+      throw new InputError(path, undefined, undefined, i.path.join('.') || undefined, i.message);
     }
-    return new CostProfile(r.data);
+    return new CostProfile(r.data, path);
   }
 
   static default(): CostProfile {
