@@ -14,7 +14,7 @@ import { Kernel } from '../kernel/kernel.ts';
 import { CostProfile } from '../sim/cost_profile.ts';
 import { MAP, MPOL, PAGE_SIZE, errnoName } from '../kernel/uapi.ts';
 import { flags as flagValue } from '../opscript/values.ts';
-import { sysMbind } from '../kernel/mempolicy.ts';
+import { sysMbind, sysSetMempolicy } from '../kernel/mempolicy.ts';
 import { Vm } from '../vmm/vm.ts';
 import { QemuError } from '../vmm/memory_backend.ts';
 import { vmConfigOf } from './vms.ts';
@@ -248,6 +248,15 @@ function check(src: YamlSource, s: Scenario, where: Where): void {
       else for (let r = 0; r < t.count; r++) threads.add(`${t.name}-${r}`);
       for (let c = t.cpu; c < t.cpu + t.count; c++) hostCpu(c, at('threads', ti, t.count > 1 && c > t.cpu ? 'count' : 'cpu'));
       policyNodes(t.mempolicy, at('threads', ti, 'mempolicy'));
+      if (t.mempolicy) {
+        const mode = t.mempolicy.flags.reduce<number>((x, f) => x | MPOL[f], MPOL[t.mempolicy.mode]);
+        const r = sysSetMempolicy(probe, proc.mainThread, mode, t.mempolicy.nodes);
+        if (r < 0)
+          throw err(
+            at('threads', ti, 'mempolicy'),
+            `set_mempolicy(${t.mempolicy.mode}, nodes [${t.mempolicy.nodes.join(',')}]) fails with ${errnoName(r)}`,
+          );
+      }
       checkWorkload(t.workload, at('threads', ti, 'workload'), (ph) => maps.get(ph), `in process ${quote(p.name)}`, [...maps.keys()], err);
     });
     procs.set(p.name, { maps, threads });

@@ -63,6 +63,19 @@ export function sizeIn(min: number, max: number) {
   });
 }
 
+/** Sizes that are whole 4K pages (guest RAM), from `min` to `max` bytes. */
+export function pagesIn(min: number, max: number) {
+  const form = `a multiple of 4K from ${formatSize(min)} to ${formatSize(max)}: a number of bytes or a string such as 512M, 2G`;
+  return withForm(z.union([z.number().int().nonnegative(), z.string()]), form).transform((v, ctx) => {
+    const b = parseSize(v);
+    if (b === undefined || b < min || b > max || b % 4096) {
+      ctx.addIssue({ code: 'custom', message: `expected ${form}, got ${quote(v)}` });
+      return z.NEVER;
+    }
+    return b;
+  });
+}
+
 /** Parse "1.5ms" into whole nanoseconds; undefined if not a duration or not whole ns. */
 export function parseDuration(v: string): number | undefined {
   const m = /^\s*(\d{1,16})(?:\.(\d{1,16}))?\s*(ns|us|µs|ms|s)\s*$/.exec(v);
@@ -304,7 +317,7 @@ const nodeList = z.array(nodeId);
 export const memdevSchema = z.strictObject({
   id: ident.describe('the object id (memdev=ID in -numa, the RAM block name in info ram)'),
   type: z.enum(['memory-backend-ram', 'memory-backend-memfd', 'memory-backend-file']).default('memory-backend-ram').describe('qom-type'),
-  size: sizeIn(1, LIMITS.maxSize).describe('the backend size, 1 byte to 1T'),
+  size: pagesIn(4096, LIMITS.maxSize).describe('the backend size, a multiple of 4K from 4K to 1T'),
   share: z.boolean().optional().describe('map MAP_SHARED (default: on for memfd, off otherwise)'),
   prealloc: z.boolean().default(false).describe('touch every page at creation (qemu_prealloc_mem)'),
   'prealloc-threads': int(1, 1024).optional().describe('threads that preallocate, 1 to 1024'),
@@ -478,9 +491,9 @@ export const vmSchema = z.strictObject({
     .array(memdevSchema)
     .default([])
     .describe('-object memory-backend-*; without vNUMA the first is the machine RAM (-machine memory-backend)'),
-  memory: sizeIn(1, LIMITS.maxSize)
+  memory: pagesIn(4096, LIMITS.maxSize)
     .optional()
-    .describe('-m, when there are no memdevs: a default memory-backend-ram "pc.ram", 1 byte to 1T'),
+    .describe('-m, when there are no memdevs: a default memory-backend-ram "pc.ram", a multiple of 4K from 4K to 1T'),
   vcpus: z
     .array(cpuId)
     .min(1)

@@ -65,6 +65,8 @@ export const hostSchema = z
     hugepage_sizes: z.array(z.enum(['2M', '1G'])).optional(),
   })
   .superRefine((h, ctx) => {
+    // zod runs refinements after issues that do not abort (a bad CPU list): check only what parsed.
+    if (!h.nodes.every((n) => Array.isArray(n.cpus) && typeof n.id === 'number')) return;
     h.nodes.forEach((n, i) => {
       if (n.id !== i)
         ctx.addIssue({
@@ -76,11 +78,12 @@ export const hostSchema = z
     const seen = new Set<number>();
     h.nodes.forEach((n, i) =>
       n.cpus.forEach((c) => {
-        if (seen.has(c)) ctx.addIssue({ code: 'custom', path: ['nodes', i, 'cpus'], message: `CPU ${c} belongs to two nodes` });
+        if (seen.has(c))
+          ctx.addIssue({ code: 'custom', path: ['nodes', i, 'cpus'], message: `CPU ${c} is listed twice: expected each CPU in one node` });
         seen.add(c);
       }),
     );
-    if (h.distances) {
+    if (h.distances?.every((row) => Array.isArray(row))) {
       const n = h.nodes.length;
       if (h.distances.length !== n)
         ctx.addIssue({
