@@ -489,9 +489,8 @@ class Mutator {
       ['yaml', () => this.yaml()],
       ['alias', () => this.alias()],
     ];
-    const [name, op] = this.pick(ops);
+    const [, op] = this.pick(ops);
     op();
-    if (this.log.length === 0 || !this.log[this.log.length - 1]!.startsWith(name)) this.log.push(name);
   }
 
   /**

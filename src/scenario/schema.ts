@@ -116,6 +116,12 @@ const nodeId = int(0, MAX_NODE_ID);
 const ident = z.string().min(1).max(64);
 const HOST_FORM =
   'auto, a shipped host name (hosts/NAME.yaml: default, this-machine, two-node-guest), a path to a host file, or an inline host {name, nodes, …}';
+/** A sysfs/procfs knob value: its range is the knob's own, checked by the kernel when it is written (EINVAL otherwise). */
+const knobValue = z
+  .union([z.string(), z.number()])
+  .describe(
+    'a knob value, in the range the kernel accepts for that knob (checked when the scenario is loaded, as a write to the file would be)',
+  );
 /** A host by name or path (an inline host is a hostSchema). */
 const hostName = z
   .string()
@@ -459,7 +465,7 @@ export const vmEventSchema = z.strictObject({
         .optional()
         .describe("migrate: the destination host (a host file, a shipped name, or inline); default: the source's host"),
       kernel: z
-        .record(z.string(), z.union([z.string(), z.number()]))
+        .record(z.string(), knobValue)
         .default({})
         .describe("knobs of the destination host's kernel, written after the scenario's own `kernel` knobs"),
       memdevs: z
@@ -560,10 +566,7 @@ export const scenarioSchema = z.strictObject({
     .default('default')
     .describe('a host file, a shipped host name, auto, or an inline host'),
   profile: z.string().min(1).optional().describe('cost profile file (default: profiles/default.json)'),
-  kernel: z
-    .record(z.string(), z.union([z.string(), z.number()]))
-    .default({})
-    .describe('sysfs/procfs knob path -> value, written before the run'),
+  kernel: z.record(z.string(), knobValue).default({}).describe('sysfs/procfs knob path -> value, written before the run'),
   duration: durationIn(1000, LIMITS.maxDurationNs).describe('virtual time the workloads run, 1us to 3600s'),
   sample: z
     .strictObject({

@@ -49,7 +49,9 @@ function fieldPart(p: string | number): string {
 
 /** `processes[0].threads[1].cpu`, or `(top level)` for the document itself. */
 export function fieldName(path: YamlPath): string {
-  return path.map(fieldPart).join('.').replace(/\.\[/g, '[') || '(top level)';
+  // A path hundreds of levels deep (nested lists) is shown by its ends.
+  const parts: YamlPath = path.length > 12 ? [...path.slice(0, 6), `…${path.length - 10} levels…`, ...path.slice(-4)] : path;
+  return parts.map(fieldPart).join('.').replace(/\.\[/g, '[') || '(top level)';
 }
 
 /** A parsed YAML file that can point at any of its nodes by path. */
@@ -64,11 +66,13 @@ export class YamlSource {
   static read(file: string, text?: string): YamlSource {
     const src = text ?? readInput(file);
     const lc = new LineCounter();
+    let doc: Document | undefined;
+    // A YAML error names the field whose text it is in, as far as the parser got.
     const at = (off: number | undefined, msg: string): InputError => {
       const pos = off !== undefined ? lc.linePos(off) : { line: 1, col: 1 };
-      return new InputError(file, pos.line, pos.col, undefined, `invalid YAML: ${firstLine(msg)}`);
+      const field = fieldName(off !== undefined && doc ? pathAt(doc.contents as YamlNode | null, off) : []);
+      return new InputError(file, pos.line, pos.col, field, `invalid YAML: ${firstLine(msg)}`);
     };
-    let doc: Document;
     try {
       doc = parseDocument(src, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
     } catch (e) {
@@ -165,6 +169,39 @@ function firstAlias(doc: Document): number | undefined {
     },
   });
   return off;
+}
+
+/** The path of the deepest node whose text contains `off` (keys included). */
+function pathAt(node: YamlNode | null, off: number): YamlPath {
+  const inside = (n: unknown): boolean => {
+    const r = isNode(n) ? n.range : undefined;
+    return !!r && off >= r[0] && off <= r[2];
+  };
+  const path: YamlPath = [];
+  let cur: YamlNode | null = node;
+  for (let guard = 0; cur && guard < 10_000; guard++) {
+    let next: YamlNode | null = null;
+    if (isMap(cur)) {
+      for (const p of cur.items) {
+        const key = isScalar(p.key) ? String(p.key.value) : '?';
+        if (inside(p.key)) return [...path, key];
+        if (inside(p.value)) {
+          path.push(key);
+          next = p.value as YamlNode;
+          break;
+        }
+      }
+    } else if (isSeq(cur)) {
+      cur.items.forEach((item, i) => {
+        if (!next && inside(item)) {
+          path.push(i);
+          next = item as YamlNode;
+        }
+      });
+    }
+    cur = next;
+  }
+  return path;
 }
 
 /** Walk the YAML AST along a path, as deep as it exists. */
