@@ -160,7 +160,7 @@ describe('every error names its place and the allowed forms', () => {
       /workload\.pattern: missing: expected one of sequential, uniform, zipf, first-touch, idle \(processes\[0\]\.threads\[0\]\.workload is a pattern workload/,
     );
     expect(refusal(w('{ pattern: uniform, mapping: heap, phases: [] }')).message).toMatch(
-      /workload: unknown field "phases"; the fields here are pattern, mapping, /,
+      /workload: unknown field 'phases'; the fields here are pattern, mapping, /,
     );
     expect(refusal(w('{ phases: [{ pattern: zipf, mapping: heap, zipf_s: 0 }] }')).message).toMatch(
       /workload\.phases\[0\]\.zipf_s: expected a number from more than 0 to 10, got 0$/,
@@ -222,7 +222,9 @@ describe('every error names its place and the allowed forms', () => {
     expect(refusal(VM.replace('memory: 64M', 'memory: 64M\n    emulator_cpu: 99')).message).toMatch(
       /vms\[0\]\.emulator_cpu: CPU 99 does not exist/,
     );
-    expect(refusal(VM.replace('memory: 64M', 'memory: 1000')).message).toMatch(/vms\[0\]\.memory: expected a multiple of 4K from 4K to 1T/);
+    expect(refusal(VM.replace('memory: 64M', 'memory: 1000')).message).toMatch(
+      /vms\[0\]\.memory: expected a size, a multiple of 4K from 4K to 1T: .*, got 1000$/,
+    );
     expect(
       refusal(
         VM.replace('memory: 64M', 'memdevs: [{ id: m0, size: 64M }]\n    numa: [{ memdev: m0, cpus: [0] }, { memdev: m0, cpus: [1] }]'),

@@ -89,7 +89,7 @@ describe('scenario files', () => {
     expect(e.message).toMatch(/bad\.yaml:13:3: kernel: unknown knob/);
     e = loadError(SMALL.replace('        size: 64M', '        size: 64M\n        colour: red'));
     expect(e.message).toMatch(
-      /bad\.yaml:19:9: processes\[0\]\.mappings\[0\]: unknown field "colour"; the fields here are name, size, prot, /,
+      /bad\.yaml:19:9: processes\[0\]\.mappings\[0\]: unknown field 'colour'; the fields here are name, size, prot, /,
     );
     e = loadError(SMALL.replace('cpu: 2', 'cpu: 9'));
     expect(e.message).toMatch(/bad\.yaml:\d+:\d+: processes\[0\]\.threads\[1\]\.cpu: CPU 9 does not exist/);

@@ -65,7 +65,7 @@ export function sizeIn(min: number, max: number) {
 
 /** Sizes that are whole 4K pages (guest RAM), from `min` to `max` bytes. */
 export function pagesIn(min: number, max: number) {
-  const form = `a multiple of 4K from ${formatSize(min)} to ${formatSize(max)}: a number of bytes or a string such as 512M, 2G`;
+  const form = `a size, a multiple of 4K from ${formatSize(min)} to ${formatSize(max)}: a number of bytes or a string such as 512M, 2G`;
   return withForm(z.union([z.number().int().nonnegative(), z.string()]), form).transform((v, ctx) => {
     const b = parseSize(v);
     if (b === undefined || b < min || b > max || b % 4096) {

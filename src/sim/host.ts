@@ -16,7 +16,7 @@ export const MAX_NODE_ID = 1023;
 export const MAX_HOST_NODES = 64;
 export const MAX_NODE_MEMORY = 2 ** 40;
 
-const memoryForm = 'a multiple of 4M from 4M to 1T: a number of bytes or a string such as 512M, 8G';
+const memoryForm = 'a size, a multiple of 4M from 4M to 1T: a number of bytes or a string such as 512M, 8G';
 const size = withForm(z.union([z.number(), z.string()]), memoryForm).transform((v, ctx) => {
   const b = parseSize(v);
   if (b === undefined || b === 0 || b > MAX_NODE_MEMORY || b % (4 << 20) !== 0) {

@@ -405,8 +405,14 @@ export function explainIssue(root: z.ZodType, issue: Issue, base: YamlPath): { p
         path: [...path, issue.keys[0]!],
         atKey: true,
         message:
-          `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => quote(k, 40)).join(', ')}` +
-          (known.length ? `; the fields here are ${listText(known, 20)}` : ''),
+          `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys
+            .map(
+              (k) =>
+                `'${quote(k, 40)
+                  .slice(1)
+                  .replace(/"(?=$| \()/, '')}'`,
+            )
+            .join(', ')}` + (known.length ? `; the fields here are ${listText(known, 20)}` : ''),
       };
     }
     case 'invalid_union':
