@@ -112,6 +112,11 @@ async function main(): Promise<void> {
       const i = next++;
       const r = await runOne(entry, dir, cases[i]!, i, o.timeout);
       outcomes.push(r);
+      if (outcomes.length % 100 === 0)
+        process.stdout.write(
+          `${outcomes.length} done: exit 0 ${outcomes.filter((x) => x.status === 0).length}, exit 2 ${outcomes.filter((x) => x.status === 2).length}, ` +
+            `flagged ${outcomes.filter((x) => verdict(x)).length}\n`,
+        );
       const v = verdict(r);
       if (v) {
         const c = cases[i]!;

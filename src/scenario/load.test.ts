@@ -10,6 +10,10 @@ import { loadScenario, locateRunError } from './load.ts';
 import { LIMITS, parseDuration, scenarioJsonSchema } from './schema.ts';
 import { InputError } from '../util/input_error.ts';
 import { quote } from '../util/yaml_input.ts';
+import { fromRoot } from '../util/paths.ts';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const BASE = `name: t
 seed: 7
@@ -230,6 +234,17 @@ describe('every error names its place and the allowed forms', () => {
         VM.replace('memory: 64M', 'memdevs: [{ id: m0, size: 64M }]\n    numa: [{ memdev: m0, cpus: [0] }, { memdev: m0, cpus: [1] }]'),
       ).message,
     ).toMatch(/:5:5: vms\[0\]: qemu-system-x86_64 refuses this VM: memory backend m0 can't be used multiple times\./);
+  });
+
+  it('a cost profile that cannot be read, or lacks what a VM needs, is refused at profile or at the VM', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'memtwin-load-'));
+    const noEpt = JSON.parse(readFileSync(fromRoot('profiles', 'default.json'), 'utf8'));
+    delete noEpt.costs.kvm_ept_violation;
+    writeFileSync(join(dir, 'noept.json'), JSON.stringify(noEpt));
+    expect(refusal(`${BASE}profile: ${join(dir, 'nosuch.json')}\n`).message).toMatch(/:18:10: profile: .*cannot read cost profile: ENOENT/);
+    expect(refusal(VM.replace('duration: 10ms', `duration: 10ms\nprofile: ${join(dir, 'noept.json')}`)).message).toMatch(
+      /vms\[0\]: cost profile has no entry 'kvm_ept_violation'.*; expected a profile with the VM costs/,
+    );
   });
 
   it('VM events: each op has what it needs, one migration, a fault after it', () => {

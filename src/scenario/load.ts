@@ -477,6 +477,9 @@ function probeVm(probe: Kernel, vm: VmSpec, err: (msg: string) => InputError): (
     v = new Vm(probe, { ...vmConfigOf(spec), name: `${vm.name}-probe` });
   } catch (e) {
     if (e instanceof QemuError) throw err(`qemu-system-x86_64 refuses this VM: ${e.message}`);
+    // A cost profile without the VM entries (kvm_ept_violation, ...): the VM cannot be timed.
+    if (e instanceof Error && /cost profile/.test(e.message))
+      throw err(`${e.message.split('\n')[0]}; expected a profile with the VM costs (profiles/default.json has them)`);
     throw e;
   }
   const sizes = vm.numa.length ? v.numaNodes.map((n) => n.size) : [v.ramSize];
