@@ -618,8 +618,8 @@ class Mutator {
         dim = { label: 'cfg', configs: values.map((v, i) => ({ name: `c${i}`, set: [{ path, value: v }] })) };
         break;
       case 2:
-        // A product past the limit.
-        dim = { path, values: Array.from({ length: 40 }, (_, i) => i) };
+        // A product past the limit (accepted sweeps stay small: a few values per dimension).
+        dim = { path, values: Array.from({ length: 1001 }, (_, i) => i) };
         break;
       default:
         dim = { path, values, label: this.pick(['', 'x', this.longString()]) };

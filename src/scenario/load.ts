@@ -200,14 +200,20 @@ type Where = (p: YamlPath) => YamlPath;
 function check(src: YamlSource, s: Scenario, where: Where): void {
   const host = hostOf(s, src.file, (msg) => src.error(where(['host']), msg));
   const costs = profileOf(src, s, where);
-  const probe = new Kernel({ host, costs });
+  // A sweep run whose host, knobs, mappings, policies and VMs an earlier run already tried on a probe kernel is not tried again.
+  const key = JSON.stringify([
+    s.host,
+    s.kernel,
+    s.profile ?? null,
+    s.processes.map((p) => [p.name, p.threads[0]?.cpu ?? null, p.mappings, p.threads.map((t) => t.mempolicy ?? null)]),
+    s.vms.map(vmShape),
+  ]);
+  const tried = probeCache(src);
+  const known = tried.get(key);
+  const probe = known ? undefined : new Kernel({ host, costs });
   const err = (p: YamlPath, msg: string, atKey = false): InputError => src.error(where(p), msg, atKey);
   checkBudget(s, err);
-  for (const [knob, value] of Object.entries(s.kernel)) {
-    if (!probe.sysfs.has(knob)) throw err(['kernel', knob], `unknown knob: memtwin models ${shortList(probe.sysfs.paths())}`, true);
-    const r = probe.sysfs.write(knob, String(value));
-    if (r < 0) throw err(['kernel', knob], `the kernel rejects ${quote(value)} for ${quote(knob)} (${errnoName(r)})`);
-  }
+  if (probe) writeKnobs(probe, s.kernel, 'the kernel', (knob, msg, atKey) => err(['kernel', knob], msg, atKey));
   const hostCpu = (c: number, at: YamlPath, h: Host = host): void => {
     if (!h.cpuNode.has(c)) throw err(at, `CPU ${c} does not exist on host ${quote(h.name)}: expected one of its CPUs ${cpuRanges(h)}`);
   };
@@ -228,7 +234,7 @@ function check(src: YamlSource, s: Scenario, where: Where): void {
     if (names.has(p.name)) throw err(at('name'), `process name ${quote(p.name)} is used twice: expected a name of its own`);
     names.add(p.name);
     const maps = new Map<string, number>();
-    const proc = probe.createProcess(p.name, p.threads[0]?.cpu ?? host.nodes[0]!.cpus[0] ?? 0);
+    const proc = probe?.createProcess(p.name, p.threads[0]?.cpu ?? host.nodes[0]!.cpus[0] ?? 0);
     p.mappings.forEach((m, mi) => {
       if (maps.has(m.name))
         throw err(
@@ -237,7 +243,7 @@ function check(src: YamlSource, s: Scenario, where: Where): void {
         );
       maps.set(m.name, m.size);
       policyNodes(m.policy, at('mappings', mi, 'policy'));
-      probeMapping(probe, proc, m, (q, msg) => err(at('mappings', mi, ...q), msg));
+      if (probe && proc) probeMapping(probe, proc, m, (q, msg) => err(at('mappings', mi, ...q), msg));
     });
     const threads = new Set<string>();
     const bases = new Set<string>();
@@ -248,20 +254,20 @@ function check(src: YamlSource, s: Scenario, where: Where): void {
       else for (let r = 0; r < t.count; r++) threads.add(`${t.name}-${r}`);
       for (let c = t.cpu; c < t.cpu + t.count; c++) hostCpu(c, at('threads', ti, t.count > 1 && c > t.cpu ? 'count' : 'cpu'));
       policyNodes(t.mempolicy, at('threads', ti, 'mempolicy'));
-      if (t.mempolicy) {
+      if (t.mempolicy && probe && proc) {
         const mode = t.mempolicy.flags.reduce<number>((x, f) => x | MPOL[f], MPOL[t.mempolicy.mode]);
         const r = sysSetMempolicy(probe, proc.mainThread, mode, t.mempolicy.nodes);
         if (r < 0)
           throw err(
             at('threads', ti, 'mempolicy'),
-            `set_mempolicy(${t.mempolicy.mode}, nodes [${t.mempolicy.nodes.join(',')}]) fails with ${errnoName(r)}`,
+            `set_mempolicy(${t.mempolicy.mode}, nodes [${t.mempolicy.nodes.join(',')}]) fails with ${errnoName(r)}: expected a mode, nodes and flags set_mempolicy accepts`,
           );
       }
       checkWorkload(t.workload, at('threads', ti, 'workload'), (ph) => maps.get(ph), `in process ${quote(p.name)}`, [...maps.keys()], err);
     });
     procs.set(p.name, { maps, threads });
   });
-  checkVms(src, s, where, host, names, procs, probe, hostCpu, hostNode);
+  const vmSizes = checkVms(src, s, where, host, names, procs, probe ?? known!, hostCpu, hostNode);
   checkEvents(s, procs, hostCpu, hostNode, policyNodes, err);
   s.agents.forEach((a, ai) =>
     a.targets.forEach((t, ti) => {
@@ -269,6 +275,7 @@ function check(src: YamlSource, s: Scenario, where: Where): void {
         throw err(['agents', ai, 'targets', ti], `no process ${quote(t)}: expected one of ${listNames([...procs.keys()])}`);
     }),
   );
+  tried.set(key, vmSizes);
 }
 
 /** How much a run may do: samples and agent ticks. */
@@ -326,11 +333,19 @@ function probeMapping(
   const prot = flagValue('prot', m.prot, 'prot');
   const fl = flagValue('flags', m.flags, 'mmap') & ~MAP.MAP_POPULATE;
   const addr = k.mmap(p, 0, m.size, prot, fl);
-  if (addr < 0) throw err(['size'], `mmap of ${m.size} bytes with flags ${m.flags.join('|')} fails with ${errnoName(addr)}`);
+  if (addr < 0)
+    throw err(
+      ['size'],
+      `mmap of ${m.size} bytes with flags ${m.flags.join('|')} fails with ${errnoName(addr)}: expected a size and flags the kernel maps on this host (without MAP_NORESERVE, at most about its memory)`,
+    );
   if (m.policy) {
     const mode = m.policy.flags.reduce<number>((x, f) => x | MPOL[f], MPOL[m.policy.mode]);
     const r = sysMbind(k, p.mainThread, addr, m.size, mode, m.policy.nodes, 0);
-    if (r < 0) throw err(['policy'], `mbind(${m.policy.mode}, nodes [${m.policy.nodes.join(',')}]) fails with ${errnoName(r)}`);
+    if (r < 0)
+      throw err(
+        ['policy'],
+        `mbind(${m.policy.mode}, nodes [${m.policy.nodes.join(',')}]) fails with ${errnoName(r)}: expected a mode, nodes and flags mbind accepts`,
+      );
   }
 }
 
@@ -397,11 +412,12 @@ function checkVms(
   host: Host,
   names: Set<string>,
   procs: Map<string, { maps: Map<string, number>; threads: Set<string> }>,
-  probe: Kernel,
+  probe: Kernel | number[][],
   hostCpu: (c: number, at: YamlPath, h?: Host) => void,
   hostNode: (n: number, at: YamlPath, h?: Host) => void,
-): void {
+): number[][] {
   const err = (p: YamlPath, msg: string): InputError => src.error(where(p), msg);
+  const vmSizes: number[][] = [];
   if (!s.processes.length && !s.vms.length)
     throw err(['processes'], 'a scenario needs at least one process or VM: expected processes: [{name, mappings, …}] or vms: [{name, …}]');
   s.vms.forEach((vm, vi) => {
@@ -426,7 +442,10 @@ function checkVms(
         if (c >= vm.vcpus.length) throw err(at('numa', ni, 'cpus', ci), `vCPU ${c} does not exist: expected 0 to ${vm.vcpus.length - 1}`);
       });
     });
-    const ramOf = probeVm(probe, vm, (msg) => err(at(), msg));
+    // The sizes an earlier run's probe found (same VMs), or this probe's.
+    const sizes = Array.isArray(probe) ? probe[vi]! : probeVm(probe, vm, (msg) => err(at(), msg));
+    vmSizes.push(sizes);
+    const ramOf = (g: number): number => sizes[g] ?? 0;
     const guestNodes = Math.max(1, vm.numa.length);
     const vcpu = (c: number, p: YamlPath): void => {
       if (c >= vm.vcpus.length)
@@ -463,6 +482,7 @@ function checkVms(
       throw err(at('balloon', 'hint-batch'), `a bitmap hint batch of ${b['hint-batch']} bits: expected a multiple of 64`);
     checkVmEvents(src, s, where, vm, vi, host, hostCpu, hostNode, vcpu, guestNode);
   });
+  return vmSizes;
 }
 
 /**
@@ -470,7 +490,22 @@ function checkVms(
  * preallocation: QEMU's refusals (sizes, memdevs, NUMA, CPUs) become errors
  * at the VM. Returns each guest node's RAM size.
  */
-function probeVm(probe: Kernel, vm: VmSpec, err: (msg: string) => InputError): (guestNode: number) => number {
+/** Per file: the probe inputs (host, knobs, mappings, VMs) a run passed with, and the guest node RAM sizes found. */
+const PROBES = new WeakMap<YamlSource, Map<string, number[][]>>();
+
+function probeCache(src: YamlSource): Map<string, number[][]> {
+  let m = PROBES.get(src);
+  if (!m) PROBES.set(src, (m = new Map()));
+  return m;
+}
+
+/** What of a VM its start depends on (not its events, workloads, balloon or guest). */
+function vmShape(vm: VmSpec): unknown {
+  const { events: _e, workloads: _w, balloon: _b, guest: _g, ...shape } = vm;
+  return shape;
+}
+
+function probeVm(probe: Kernel, vm: VmSpec, err: (msg: string) => InputError): number[] {
   const spec: VmSpec = { ...vm, memdevs: vm.memdevs.map((m) => ({ ...m, prealloc: false })) };
   let v: Vm;
   try {
@@ -482,8 +517,7 @@ function probeVm(probe: Kernel, vm: VmSpec, err: (msg: string) => InputError): (
       throw err(`${e.message.split('\n')[0]}; expected a profile with the VM costs (profiles/default.json has them)`);
     throw e;
   }
-  const sizes = vm.numa.length ? v.numaNodes.map((n) => n.size) : [v.ramSize];
-  return (g) => sizes[g] ?? 0;
+  return vm.numa.length ? v.numaNodes.map((n) => n.size) : [v.ramSize];
 }
 
 function checkVmEvents(
@@ -580,11 +614,9 @@ function checkDestination(
   const err = (p: YamlPath, msg: string, atKey = false): InputError => src.error(where([...at, ...p]), msg, atKey);
   const dh = d.host === undefined ? host : hostOf({ ...s, host: d.host }, src.file, (msg) => err(['host'], msg));
   const dk = new Kernel({ host: dh, costs: CostProfile.default() });
-  for (const [knob, value] of [...Object.entries(s.kernel), ...Object.entries(d.kernel)]) {
-    if (!dk.sysfs.has(knob)) throw err(['kernel', knob], `unknown knob: memtwin models ${shortList(dk.sysfs.paths())}`, true);
-    const r = dk.sysfs.write(knob, String(value));
-    if (r < 0) throw err(['kernel', knob], `the destination kernel rejects ${quote(value)} for ${quote(knob)} (${errnoName(r)})`);
-  }
+  // The scenario's knobs (checked already), then the destination's own, located there.
+  writeKnobs(dk, s.kernel, 'the destination kernel', (knob, msg) => err([], `${quote(knob)}: ${msg}`));
+  writeKnobs(dk, d.kernel, 'the destination kernel', (knob, msg, atKey) => err(['kernel', knob], msg, atKey));
   const vcpus = d.vcpus ?? vm.vcpus;
   if (d.vcpus && d.vcpus.length !== vm.vcpus.length)
     throw err(['vcpus'], `${d.vcpus.length} vCPUs: expected as many as the source VM has (${vm.vcpus.length})`);
@@ -630,6 +662,27 @@ export function locateRunError(l: LoadedScenario, e: InputError): InputError {
   }
   const pos = l.source.position(path);
   return new InputError(e.file, pos.line, pos.col, path.length ? fieldName(path) : e.field, e.expected);
+}
+
+/** Write knobs on a probe kernel: an unknown knob or a value the kernel refuses is an error (at the key, or at the value). */
+function writeKnobs(
+  k: Kernel,
+  knobs: Record<string, string | number>,
+  who: string,
+  err: (knob: string, msg: string, atKey?: boolean) => InputError,
+): void {
+  for (const [knob, value] of Object.entries(knobs)) {
+    if (!k.sysfs.has(knob))
+      throw err(knob, `unknown knob ${quote(knob)}: expected one of the knobs memtwin models: ${shortList(k.sysfs.paths())}`, true);
+    const r = k.sysfs.write(knob, String(value));
+    if (r < 0) throw err(knob, knobRefusal(k, knob, value, r, who));
+  }
+}
+
+/** A knob write the kernel refused, with what the knob reads now (for a choice knob, the choices: "[always] madvise never"). */
+function knobRefusal(k: Kernel, knob: string, value: unknown, r: number, who: string): string {
+  const now = k.sysfs.read(knob)?.trim();
+  return `${who} rejects ${quote(value)} for ${quote(knob)} (${errnoName(r)}): expected a value that knob accepts${now !== undefined ? ` (it reads ${quote(now)})` : ''}`;
 }
 
 function cpuRanges(h: Host): string {

@@ -98,7 +98,9 @@ describe('scenario files', () => {
       /bad\.yaml:26:48: processes\[0\]\.threads\[0\]\.workload\.mapping: no mapping "hep" in process "app": expected one of "heap", "side"/,
     );
     e = loadError(SMALL.replace('values: [always, never]', 'values: [always, sometimes]'));
-    expect(e.message).toMatch(/bad\.yaml:35:22: sweep\[0\]\.values\[1\]: the kernel rejects "sometimes"/);
+    expect(e.message).toMatch(
+      /bad\.yaml:35:22: sweep\[0\]\.values\[1\]: the kernel rejects "sometimes" for .*\(EINVAL\): expected a value that knob accepts \(it reads "always \[madvise\] never"\) \(in sweep run 001-enabled=sometimes\)/,
+    );
   });
 
   it('has a JSON Schema for editors', () => {
