@@ -276,6 +276,13 @@ describe('every error names its place and the allowed forms', () => {
     expect(refusal(ev('{ at: 1ms, process: app, op: madvise, mapping: heap }')).message).toMatch(
       /madvise needs advice: expected an MADV_\* name/,
     );
+    // Names that identify things are used once.
+    expect(refusal(BASE.replace(/threads:\n([\s\S]*)$/, 'threads:\n$1$1')).message).toMatch(
+      /:18:15: processes\[0\]\.threads\[1\]\.name: thread name "w" is used twice: expected a name of its own/,
+    );
+    expect(
+      refusal(BASE.replace('{ name: heap, size: 16M }', '{ name: heap, size: 16M }\n      - { name: heap, size: 4M }')).message,
+    ).toMatch(/processes\[0\]\.mappings\[1\]\.name: mapping name "heap" is used twice in process "app"/);
   });
 
   it('sweep paths stay inside the scenario and inside its lists; a bad value names its run', () => {

@@ -249,6 +249,7 @@ function check(src: YamlSource, s: Scenario, where: Where): void {
     const bases = new Set<string>();
     p.threads.forEach((t, ti) => {
       if (bases.has(t.name)) throw err(at('threads', ti, 'name'), `thread name ${quote(t.name)} is used twice: expected a name of its own`);
+      bases.add(t.name);
       // As results name them: the name, or name-0.. for replicas.
       if (t.count === 1) threads.add(t.name);
       else for (let r = 0; r < t.count; r++) threads.add(`${t.name}-${r}`);
