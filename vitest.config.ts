@@ -6,5 +6,7 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: 'forks',
+    // One line per test as it finishes, so a long run shows progress (the default prints a file only when it ends).
+    reporters: ['verbose'],
   },
 });

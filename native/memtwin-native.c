@@ -7,9 +7,11 @@
  * Process structure:
  *   guardian (top level)  -- forks -->  worker (executes ops, process index 0)
  *                                          -- fork+exec(/proc/self/exe --child) --> spawned children 1..N
- * The worker reports every knob's original value to the guardian before it
- * changes it; the guardian restores all knobs (reverse order) after the worker
- * and all children are gone, however the worker ended.
+ * Before the worker changes anything on the machine (a knob, a hugetlb pool)
+ * it writes the original state to the run's journal on disk (journal.c); the
+ * guardian undoes the journal after the worker and all children are gone,
+ * however the worker ended. If the guardian itself is killed, the journal
+ * stays, and the next executor (or `memtwin-native --restore`) replays it.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -39,6 +41,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/userfaultfd.h>
+
+#include "journal.h"
 
 /* ------------------------------------------------------------------ */
 /* uapi constants newer than the installed 6.1 headers                 */
@@ -224,24 +228,6 @@ static int write_all(int fd, const void *p, size_t n)
 	return 0;
 }
 
-static int read_all(int fd, void *p, size_t n)
-{
-	char *c = p;
-	while (n) {
-		ssize_t r = read(fd, c, n);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		if (r == 0)
-			return -1;
-		c += r;
-		n -= r;
-	}
-	return 0;
-}
-
 static uint64_t now_ns(void)
 {
 	struct timespec ts;
@@ -350,7 +336,6 @@ static int lr_get(struct lreader *lr, struct buf *line)
 
 static int g_is_main = 0;           /* worker process (index 0) */
 static int g_out_fd = 1;            /* where result lines go */
-static int g_knob_fd = -1;          /* worker -> guardian */
 static pid_t g_parent;              /* spawned child: the worker that forked it */
 static int g_pagemap_fd = -1;       /* /proc/self/pagemap, opened once (see h_setuid) */
 static char *g_arena;               /* stacks + altstacks */
@@ -635,41 +620,18 @@ static void setup_altstack(int slot)
 	})
 
 /* ------------------------------------------------------------------ */
-/* knobs (sysfs / procfs) saved to the guardian                         */
-
-static char *g_saved[1024];
-static int g_nsaved;
-
-static void knob_save(const char *path)
-{
-	for (int j = 0; j < g_nsaved; j++)
-		if (!strcmp(g_saved[j], path))
-			return;
-	if (g_nsaved < 1024)
-		g_saved[g_nsaved++] = strdup(path);
-	static char val[4000];
-	ssize_t n = read_file(path, val, sizeof val);
-	if (n < 0) {
-		fprintf(stderr, "memtwin-native: cannot read %s for saving (%s); not restored\n", path,
-		        strerrorname_np(errno));
-		return;
-	}
-	if (g_knob_fd < 0)
-		return;
-	uint32_t hdr[2] = {(uint32_t)strlen(path), (uint32_t)n};
-	struct buf b = {0};
-	bput(&b, (char *)hdr, sizeof hdr);
-	bput(&b, path, hdr[0]);
-	bput(&b, val, n);
-	write_all(g_knob_fd, b.p, b.n); /* a single write: atomic for small records */
-	free(b.p);
-}
+/* knobs (sysfs / procfs) and hugetlb pools, journaled before the write */
 
 static long h_sysfs(struct ctx *c)
 {
 	char *path = pstr(c->op, "path", 1);
 	char *val = pstr(c->op, "value", 1);
-	knob_save(path);
+	/* a pool's nr_hugepages is journaled as the pool (every node's count), not as a knob */
+	uint64_t kb = hugetlb_knob_size(path);
+	if ((kb ? journal_hugetlb(kb) : journal_knob(path)) < 0) {
+		c->err = errno;
+		return -1;
+	}
 	return SYSRET(c, write_file(path, val, strlen(val)));
 }
 
@@ -698,7 +660,11 @@ static long h_hugetlb_pool(struct ctx *c)
 		bputs(c->x, ",\"nr\":null");
 		return -1;
 	}
-	knob_save(path);
+	if (journal_hugetlb(size / 1024) < 0) {
+		c->err = errno;
+		bputs(c->x, ",\"nr\":null");
+		return -1;
+	}
 	int n = snprintf(v, sizeof v, "%" PRIu64, nr);
 	long r = SYSRET(c, write_file(path, v, n));
 	char rb[64];
@@ -2352,8 +2318,15 @@ static long h_spawn(struct ctx *c)
 			_exit(1);
 		dup2(in[0], 0);
 		dup2(out[1], 1);
-		/* no fd of the worker (e.g. a userfaultfd without O_CLOEXEC) survives into the child */
-		syscall(SYS_close_range, 3U, ~0U, 0U);
+		/* no fd of the worker (e.g. a userfaultfd without O_CLOEXEC) survives into the child,
+		 * but the machine lock's: the lock is free only when every process of the run is gone */
+		if (g_lock_fd >= 3) {
+			if (g_lock_fd > 3)
+				syscall(SYS_close_range, 3U, (unsigned)g_lock_fd - 1, 0U);
+			syscall(SYS_close_range, (unsigned)g_lock_fd + 1, ~0U, 0U);
+			fcntl(g_lock_fd, F_SETFD, 0);
+		} else
+			syscall(SYS_close_range, 3U, ~0U, 0U);
 		char *argv[] = {"memtwin-native", "--child", NULL};
 		execv("/proc/self/exe", argv);
 		_exit(127);
@@ -2647,54 +2620,15 @@ static void guardian_sig(int sig)
 		kill(g_worker, SIGKILL);
 }
 
-struct knob {
-	char *path, *val;
-};
-
-static void restore_value(const char *saved, char *out, size_t cap)
-{
-	const char *lb = strchr(saved, '[');
-	const char *rb = lb ? strchr(lb, ']') : NULL;
-	if (lb && rb) {
-		size_t n = rb - lb - 1;
-		if (n >= cap)
-			n = cap - 1;
-		memcpy(out, lb + 1, n);
-		out[n] = 0;
-		return;
-	}
-	snprintf(out, cap, "%s", saved);
-	size_t n = strlen(out);
-	while (n && isspace((unsigned char)out[n - 1]))
-		out[--n] = 0;
-}
-
-/*
- * One executor at a time per machine: the knobs an executor writes are
- * global (THP mode, hugetlb pools), so two concurrent runs would save and
- * restore each other's values. The lock is held until this process exits,
- * i.e. until after the guardian has restored everything.
- */
-static void take_machine_lock(void)
-{
-	int fd = open("/tmp/memtwin-native.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-	if (fd < 0)
-		return; /* best effort */
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		fprintf(stderr, "memtwin-native: waiting for another executor to finish\n");
-		flock(fd, LOCK_EX);
-	}
-}
-
 static int guardian_main(void)
 {
-	take_machine_lock();
+	/* the guardian outlives memtwin if it must: a closed stderr must not kill it mid-restore */
+	signal(SIGPIPE, SIG_IGN);
+	machine_lock(-1);
+	/* a run before this one may have been killed with its guardian: undo what it left */
+	journal_replay_stale(stderr, "memtwin-native: restore: ", 0);
+	journal_begin();
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
-	int p[2];
-	if (pipe2(p, O_CLOEXEC) < 0) {
-		perror("pipe");
-		return 3;
-	}
 	sigset_t all, old;
 	sigfillset(&all);
 	sigprocmask(SIG_BLOCK, &all, &old);
@@ -2705,13 +2639,10 @@ static int guardian_main(void)
 	}
 	if (w == 0) {
 		sigprocmask(SIG_SETMASK, &old, NULL);
-		close(p[0]);
-		g_knob_fd = p[1];
 		worker_main();
 		_exit(0);
 	}
 	g_worker = w;
-	close(p[1]);
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = guardian_sig;
@@ -2719,34 +2650,8 @@ static int guardian_main(void)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
 	sigprocmask(SIG_SETMASK, &old, NULL);
 
-	struct knob *k = NULL;
-	int nk = 0;
-	for (;;) {
-		uint32_t hdr[2];
-		if (read_all(p[0], hdr, sizeof hdr) < 0)
-			break;
-		char *path = malloc(hdr[0] + 1), *val = malloc(hdr[1] + 1);
-		if (read_all(p[0], path, hdr[0]) < 0 || read_all(p[0], val, hdr[1]) < 0)
-			break;
-		path[hdr[0]] = 0;
-		val[hdr[1]] = 0;
-		int dup = 0;
-		for (int j = 0; j < nk; j++)
-			if (!strcmp(k[j].path, path))
-				dup = 1;
-		if (dup) {
-			free(path);
-			free(val);
-			continue;
-		}
-		k = realloc(k, (nk + 1) * sizeof *k);
-		k[nk].path = path;
-		k[nk].val = val;
-		nk++;
-	}
 	int st = 0;
 	while (waitpid(w, &st, 0) < 0 && errno == EINTR)
 		;
@@ -2758,13 +2663,7 @@ static int guardian_main(void)
 		if (r < 0)
 			break;
 	}
-	for (int j = nk - 1; j >= 0; j--) {
-		char v[4096];
-		restore_value(k[j].val, v, sizeof v);
-		if (write_file(k[j].path, v, strlen(v)) < 0)
-			fprintf(stderr, "memtwin-native: guardian: restoring %s to '%s' failed: %s\n", k[j].path, v,
-			        strerrorname_np(errno));
-	}
+	journal_restore_own();
 	if (WIFEXITED(st))
 		return WEXITSTATUS(st);
 	if (WIFSIGNALED(st))
@@ -2772,13 +2671,37 @@ static int guardian_main(void)
 	return 1;
 }
 
+/* memtwin-native --restore [--lock-timeout-ms=N]: replay what dead runs left */
+static int restore_main(int argc, char **argv)
+{
+	int timeout = -1;
+	for (int k = 2; k < argc; k++) {
+		if (!strncmp(argv[k], "--lock-timeout-ms=", 18))
+			timeout = atoi(argv[k] + 18);
+		else {
+			fprintf(stderr, "memtwin-native: --restore: unknown option %s\n", argv[k]);
+			return 2;
+		}
+	}
+	signal(SIGPIPE, SIG_IGN); /* finish the replay even if nobody reads the report */
+	if (machine_lock(timeout) < 0) {
+		fprintf(stderr, "memtwin-native: another executor still holds %s after %d ms; its journal is replayed "
+		                "when it is done (or run memtwin restore again)\n", MACHINE_LOCK, timeout);
+		return 3;
+	}
+	return journal_replay_stale(stdout, "", 1);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc > 1 && !strcmp(argv[1], "--child"))
 		return child_main();
 	if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-		printf("usage: memtwin-native < ops   (line protocol, see native/PROTOCOL.md)\n");
+		printf("usage: memtwin-native < ops   (line protocol, see native/PROTOCOL.md)\n"
+		       "       memtwin-native --restore [--lock-timeout-ms=N]   (undo what killed runs left; PROTOCOL.md)\n");
 		return 0;
 	}
+	if (argc > 1 && !strcmp(argv[1], "--restore"))
+		return restore_main(argc, argv);
 	return guardian_main();
 }

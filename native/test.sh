@@ -138,6 +138,37 @@ for sig in KILL TERM; do
 done
 if pgrep -f 'memtwin-native --child' >/dev/null; then echo "FAIL leftover child processes"; FAIL=1; else echo "ok   no leftover children"; fi
 
+# ---------------------------------------------------------------- the guardian itself killed: its journal
+# SIGKILL to the guardian leaves the knob and the pool changed, and the journal on disk; then
+# `--restore` (first round) or the next executor's start (second round) undoes them and removes it.
+P=/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages
+JDIR=${MEMTWIN_JOURNAL_DIR:-/var/lib/memtwin/journal}
+origP=$(cat $P)
+for who in restore next; do
+	( echo "sysfs i=0 in=0 path=$K value=$newK"; echo "hugetlb_pool i=1 in=0 size=2097152 nr=$((origP + 2))"
+	  echo "spawn i=2 in=0 name=a"; sleep 5 ) | $BIN > "$TMP/gk.out" &
+	G=$!
+	sleep 1
+	kill -KILL $G
+	wait $G 2>/dev/null
+	J=$(ls "$JDIR"/*-$G-*.journal 2>/dev/null)
+	left="$(cat $K) $(cat $P)"
+	if [ $who = restore ]; then
+		$BIN --restore > "$TMP/restore.out"; rc=$?
+	else
+		echo "info i=0 in=0" | $BIN > /dev/null 2> "$TMP/restore.out"; rc=$?
+	fi
+	if [ "$left" = "$newK $((origP + 2))" ] && [ -n "$J" ] && [ ! -e "$J" ] && [ $rc = 0 ] &&
+		[ "$(cat $K)" = "$origK" ] && [ "$(cat $P)" = "$origP" ] && grep -q "$K: $newK -> $origK" "$TMP/restore.out"; then
+		echo "ok   guardian SIGKILL: journal replayed by the $who"
+	else
+		echo "FAIL guardian SIGKILL ($who): left '$left' journal '$J' rc=$rc now $(cat $K) $(cat $P)"; cat "$TMP/restore.out"; FAIL=1
+	fi
+	wait
+done
+$BIN --restore > "$TMP/restore.out"
+if [ "$(cat "$TMP/restore.out")" = "nothing to restore" ]; then echo "ok   --restore: nothing to restore"; else echo "FAIL --restore twice: $(cat "$TMP/restore.out")"; FAIL=1; fi
+
 # ---------------------------------------------------------------- a child that dropped root still dies with the worker
 # setresuid clears the parent-death signal (commit_creds); `setuid` re-arms it. The child is stopped, so it
 # cannot see EOF on its pipe: only SIGKILL from the worker's death ends it.

@@ -133,12 +133,13 @@ program
   .option('--out <dir>', 'output directory (default: out/<scenario name>)')
   .option('--workers <n>', 'worker threads for sweeps (default: the number of cores)', String(defaultWorkers()))
   .option('--quiet', 'no progress output')
+  .option('--smoke', "run the scenario's reduced form (its `smoke` values): a quick end-to-end check, not its answer")
   .addHelpText('after', RUN_HELP)
   .action(async (file, o) => {
     const workers = Number(o.workers);
     if (!Number.isInteger(workers) || workers < 1)
       throw new InputError('--workers', undefined, undefined, undefined, `expected a positive integer, got "${o.workers}"`);
-    await runCommand(file, { out: o.out, workers, quiet: o.quiet });
+    await runCommand(file, { out: o.out, workers, quiet: o.quiet, smoke: o.smoke });
   });
 
 program
@@ -163,6 +164,18 @@ program
             .map((s) => s.trim())
             .filter(Boolean);
     console.log(writeProfile(calibrate({ only, merge: o.merge }), o.out));
+  });
+
+program
+  .command('restore')
+  .description(
+    'undo what killed real-kernel runs left changed on this machine: replay their journals (/var/lib/memtwin/journal, native/PROTOCOL.md); root',
+  )
+  .addHelpText('after', '\nExit status: 0 restored (or nothing to restore), 1 something could not be restored (named in the report).')
+  .action(async () => {
+    const { restoreMachine } = await import('../opscript/linux_backend.ts');
+    const r = await restoreMachine({ echo: true });
+    process.exitCode = r.status === 0 ? 0 : 1;
   });
 
 program

@@ -58,12 +58,17 @@ Outputs in --out DIR (default out/<scenario name>): result.json,
 timeseries.csv (summary.csv for a sweep), report.html, and runs/<id>/ for
 each run of a sweep. Rerunning a sweep into the same DIR keeps the runs that
 already finished with the same inputs. JSON Schema for editors: memtwin schema.
+
+--smoke runs the scenario's reduced form: the values listed under \`smoke:\`
+(a shorter duration, less memory; same code paths) are set before the sweep
+is expanded, and outputs go to out/<name>-smoke by default. A quick check
+that a scenario runs end to end; its numbers are not the scenario's answer.
 `;
 
 const report = { run: renderRunReport, sweep: renderSweepReport };
 
-export async function runCommand(file: string, o: { out?: string; workers: number; quiet?: boolean }): Promise<void> {
-  const outDir = o.out ?? join('out', basename(file).replace(/\.ya?ml$/, ''));
+export async function runCommand(file: string, o: { out?: string; workers: number; quiet?: boolean; smoke?: boolean }): Promise<void> {
+  const outDir = o.out ?? join('out', basename(file).replace(/\.ya?ml$/, '') + (o.smoke ? '-smoke' : ''));
   const tty = process.stderr.isTTY && !o.quiet;
   let bar: cliProgress.SingleBar | undefined;
   let total = 0;
@@ -78,26 +83,33 @@ export async function runCommand(file: string, o: { out?: string; workers: numbe
   };
   const t0 = performance.now();
   let lastPct = -1;
-  const summary = await runScenarioFile(file, outDir, o.workers, report, {
-    onProgress: (f) => {
-      const pct = Math.floor(f * 100);
-      if (!bar && tty && total === 0) startBar(100, '% of virtual time');
-      if (bar) bar.update(pct);
-      else if (!o.quiet && pct >= lastPct + 25) {
-        process.stderr.write(`  ${pct}% of virtual time\n`);
-        lastPct = pct;
-      }
+  const summary = await runScenarioFile(
+    file,
+    outDir,
+    o.workers,
+    report,
+    {
+      onProgress: (f) => {
+        const pct = Math.floor(f * 100);
+        if (!bar && tty && total === 0) startBar(100, '% of virtual time');
+        if (bar) bar.update(pct);
+        else if (!o.quiet && pct >= lastPct + 25) {
+          process.stderr.write(`  ${pct}% of virtual time\n`);
+          lastPct = pct;
+        }
+      },
+      onRun: (ev) => {
+        if (total === 0) total = -1;
+        done++;
+        if (bar) bar.increment();
+        else if (!o.quiet)
+          process.stderr.write(
+            `  run ${ev.id}: ${ev.state === 'reused' ? 'kept from an earlier run' : `done in ${((ev.wallMs ?? 0) / 1000).toFixed(1)} s`}\n`,
+          );
+      },
     },
-    onRun: (ev) => {
-      if (total === 0) total = -1;
-      done++;
-      if (bar) bar.increment();
-      else if (!o.quiet)
-        process.stderr.write(
-          `  run ${ev.id}: ${ev.state === 'reused' ? 'kept from an earlier run' : `done in ${((ev.wallMs ?? 0) / 1000).toFixed(1)} s`}\n`,
-        );
-    },
-  });
+    { smoke: o.smoke },
+  );
   bar?.stop();
   void done;
   const secs = ((performance.now() - t0) / 1000).toFixed(1);

@@ -2,15 +2,53 @@
  * The real-kernel backend: drives native/build/memtwin-native (see
  * native/PROTOCOL.md) one op at a time over a pipe. The executor runs in
  * its own process group, so a crash or hang on the real kernel never takes
- * memtwin down: a hang is reported as a timeout on that op.
+ * memtwin down: a hang is reported as a timeout on that op, a death as an
+ * executor error, after which the journal of what it changed on the machine
+ * is replayed (`memtwin-native --restore`, native/PROTOCOL.md "Journal").
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { createInterface } from 'node:readline';
 import { fromRoot } from '../util/paths.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
 
 export const NATIVE_BIN = fromRoot('native', 'build', 'memtwin-native');
+/** Where executors journal their changes to the machine (MEMTWIN_JOURNAL_DIR overrides it). */
+export const JOURNAL_DIR = '/var/lib/memtwin/journal';
+
+/** What `memtwin-native --restore` did: its exit status (0 all restored, 1 something not, 3 lock busy) and report. */
+export interface RestoreResult {
+  status: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Replay the journals that killed executor runs left on this machine, under
+ * the machine lock (waited for at most lockTimeoutMs, forever if undefined).
+ */
+export function restoreMachine(opts: { lockTimeoutMs?: number; env?: NodeJS.ProcessEnv; echo?: boolean } = {}): Promise<RestoreResult> {
+  const why = linuxBackendUnavailable();
+  if (why) return Promise.reject(new ExecutorError(`cannot restore: ${why}`));
+  const args = ['--restore', ...(opts.lockTimeoutMs === undefined ? [] : [`--lock-timeout-ms=${opts.lockTimeoutMs}`])];
+  return new Promise((res, rej) => {
+    const p = spawn(NATIVE_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+    let stdout = '';
+    let stderr = '';
+    // echo: pass the report on as it comes (a wait for the lock is said at once)
+    p.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      if (opts.echo) process.stdout.write(d);
+    });
+    p.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (opts.echo) process.stderr.write(d);
+    });
+    p.on('error', (e) => rej(new ExecutorError(`cannot run ${NATIVE_BIN}: ${e.message}`)));
+    p.on('close', (code, sig) => res({ status: code ?? 128 + (sig ? osConstants.signals[sig] : 0), stdout, stderr }));
+  });
+}
 
 export class ExecutorError extends Error {}
 
@@ -214,24 +252,50 @@ export function encodeOp(op: ResolvedOp): string {
   return kv.join(' ');
 }
 
+/** The executor's stderr lines that report a journal replay (passed on to memtwin's stderr). */
+const RESTORE_PREFIX = 'memtwin-native: restore: ';
+
 export class LinuxBackend implements Backend {
   readonly name = 'linux' as const;
   private readonly child: ChildProcessWithoutNullStreams;
   private readonly lines: AsyncIterator<string>;
+  private readonly exited: Promise<void>;
   private stderr = '';
+  private partial = '';
   private dead: string | undefined;
+  private closing = false;
 
   constructor(readonly timeoutMs = 120_000) {
     const why = linuxBackendUnavailable();
     if (why) throw new ExecutorError(`linux backend unavailable: ${why}`);
     this.child = spawn(NATIVE_BIN, [], { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
-    this.child.stderr.on('data', (d: Buffer) => {
-      this.stderr = (this.stderr + d.toString()).slice(-4000);
-    });
-    this.child.on('exit', (code, sig) => {
-      this.dead = `native executor exited (${sig ?? `status ${code}`})${this.stderr ? `: ${this.stderr.trim().split('\n').pop()}` : ''}`;
-    });
+    this.child.stderr.on('data', (d: Buffer) => this.onStderr(d.toString()));
+    // A write to an executor that has died fails with EPIPE; the death itself
+    // is reported by the next read (and the exit status by 'exit').
+    this.child.stdin.on('error', () => {});
+    this.exited = new Promise((res) =>
+      this.child.on('exit', (code, sig) => {
+        const last = this.stderr.trim().split('\n').pop();
+        this.dead = `native executor exited (${sig ?? `status ${code}`})${last ? `: ${last}` : ''}`;
+        res();
+      }),
+    );
     this.lines = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]();
+  }
+
+  /** The executor's guardian process (its journal is <boot>-<pid>-<starttime>.journal). */
+  get executorPid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** Keep the tail of stderr for error messages; pass journal replay reports on. */
+  private onStderr(text: string): void {
+    const lines = (this.partial + text).split('\n');
+    this.partial = lines.pop()!;
+    for (const l of lines) {
+      if (l.startsWith(RESTORE_PREFIX)) process.stderr.write(`memtwin: restore: ${l.slice(RESTORE_PREFIX.length)}\n`);
+      else this.stderr = (this.stderr + l + '\n').slice(-4000);
+    }
   }
 
   async exec(op: ResolvedOp): Promise<RawResult> {
@@ -260,7 +324,11 @@ export class LinuxBackend implements Backend {
       this.kill();
       throw new ExecutorError(`no answer from the real kernel within ${this.timeoutMs} ms; executor stopped`);
     }
-    if (next.done) throw new ExecutorError(this.dead ?? 'native executor closed its output');
+    if (next.done) {
+      // Its output closed: the executor is gone or going; say how it ended.
+      await Promise.race([this.exited, new Promise((res) => setTimeout(res, 2000))]);
+      throw new ExecutorError(this.dead ?? 'native executor closed its output');
+    }
     const r = JSON.parse(next.value) as RawResult;
     return r;
   }
@@ -275,11 +343,48 @@ export class LinuxBackend implements Backend {
   }
 
   async close(): Promise<void> {
-    if (this.dead) return;
-    const exited = new Promise<void>((res) => this.child.once('exit', () => res()));
+    if (this.closing) return this.exited;
+    this.closing = true;
+    if (this.dead || this.child.stdout.readableEnded) {
+      // It died mid-script: if its guardian died too, its journal is still on
+      // the machine. Replay it now rather than leave it to the next run.
+      await this.exited;
+      await restoreAfterDeath();
+      return;
+    }
     this.child.stdin.end();
     const t = setTimeout(() => this.kill(), 30_000);
-    await exited;
+    await this.exited;
+    clearTimeout(t);
+    await this.stderrDrained();
+  }
+
+  /** Its last stderr lines (a replay report) may still be in the pipe at exit: read them (1 s at most). */
+  private async stderrDrained(): Promise<void> {
+    if (this.child.stderr.readableEnded) return;
+    let t: NodeJS.Timeout | undefined;
+    await Promise.race([new Promise((res) => this.child.stderr.once('end', res)), new Promise((res) => (t = setTimeout(res, 1000)))]);
     clearTimeout(t);
   }
+}
+
+/** After an executor died: replay its journal (if it left one) and say what was restored on stderr. */
+async function restoreAfterDeath(): Promise<void> {
+  let r: RestoreResult;
+  try {
+    r = await restoreMachine({ lockTimeoutMs: 10_000 });
+  } catch (e) {
+    process.stderr.write(`memtwin: ${(e as Error).message}; run memtwin restore\n`);
+    return;
+  }
+  const text = r.stdout.trim();
+  if (r.status === 3)
+    process.stderr.write('memtwin: the executor died and another one holds the machine lock: run memtwin restore when it is done\n');
+  else if (text && text !== 'nothing to restore')
+    process.stderr.write(
+      text
+        .split('\n')
+        .map((l) => `memtwin: restore: ${l}\n`)
+        .join(''),
+    );
 }

@@ -62,6 +62,11 @@ function setPath(obj: unknown, path: (string | number)[], value: unknown, bad: (
   cur[path[path.length - 1]!] = value;
 }
 
+/** Whether a value set at `set` contains the place `p`. */
+function covers(set: (string | number)[], p: YamlPath): boolean {
+  return set.length <= p.length && set.every((x, i) => String(x) === String(p[i]));
+}
+
 function slug(v: unknown): string {
   return String(typeof v === 'object' ? JSON.stringify(v) : v)
     .replace(/^\/sys\/kernel\/mm\/transparent_hugepage\//, 'thp-')
@@ -70,10 +75,39 @@ function slug(v: unknown): string {
     .slice(0, 40);
 }
 
-export function loadScenario(file: string, text?: string): LoadedScenario {
+export interface LoadOptions {
+  /** Run the scenario's reduced form: its `smoke` values are set over every run, after the sweep's. */
+  smoke?: boolean;
+}
+
+export function loadScenario(file: string, text?: string, opts: LoadOptions = {}): LoadedScenario {
   const src = YamlSource.read(file, text);
-  const base = src.validate(scenarioSchema);
+  let base = src.validate(scenarioSchema);
   check(src, base, (p) => p);
+  const data = clone(src.data) as Record<string, unknown>;
+  delete data.smoke;
+  // The reduced form: each smoke value is set last, over the sweep's values; a bad one is reported at its entry.
+  const smoke = opts.smoke ? (base.smoke ?? []) : [];
+  const smokeWhere = (p: YamlPath): YamlPath => {
+    for (let k = smoke.length - 1; k >= 0; k--) if (covers(smoke[k]!.path, p)) return ['smoke', k];
+    return p;
+  };
+  // A smoke path element that cannot be followed is reported at that element.
+  const setSmoke = (into: unknown): void =>
+    smoke.forEach((set, k) => {
+      set.path.forEach((x, i) => {
+        if (typeof x === 'string' && FORBIDDEN_KEYS.has(x)) throw src.error(['smoke', k, 'path', i], `${quote(x)} is not a scenario field`);
+      });
+      setPath(into, set.path, set.value, (i, msg) => {
+        throw src.error(['smoke', k, 'path', i], msg);
+      });
+    });
+  if (smoke.length) {
+    const reduced = clone(data);
+    setSmoke(reduced);
+    base = src.validate(scenarioSchema, reduced, smokeWhere);
+    check(src, base, smokeWhere);
+  }
   // A sweep dimension: its label, its values (shown in reports), and how each value is applied.
   const swept = (base.sweep ?? []).map((s) =>
     'configs' in s
@@ -97,7 +131,7 @@ export function loadScenario(file: string, text?: string): LoadedScenario {
       combos.splice(0, combos.length, ...next);
     }
     combos.forEach((combo, index) => {
-      const raw = clone(src.data) as Record<string, unknown>;
+      const raw = clone(data);
       delete raw.sweep;
       const params: Record<string, unknown> = {};
       combo.forEach((v, j) => {
@@ -108,14 +142,15 @@ export function loadScenario(file: string, text?: string): LoadedScenario {
         );
         params[swept[j]!.label] = swept[j]!.values[v];
       });
-      // A bad sweep value is reported at the value (or configuration) in the sweep list.
+      setSmoke(raw);
+      // A bad value is reported where it was set: a smoke entry, or the value (or configuration) in the sweep list.
       const where = (p: YamlPath): YamlPath => {
+        const w = smokeWhere(p);
+        if (w !== p) return w;
         for (let j = 0; j < swept.length; j++)
-          for (const set of swept[j]!.sets[combo[j]!]!) {
-            const sp = set.path;
-            if (sp.length <= p.length && sp.every((x, i) => String(x) === String(p[i])))
+          for (const set of swept[j]!.sets[combo[j]!]!)
+            if (covers(set.path, p))
               return swept[j]!.path[0] === '(configs)' ? ['sweep', j, 'configs', combo[j]!] : ['sweep', j, 'values', combo[j]!];
-          }
         return p;
       };
       const id = `${String(index).padStart(3, '0')}-${combo.map((v, j) => `${slug(swept[j]!.label)}=${slug(swept[j]!.values[v])}`).join(',')}`;

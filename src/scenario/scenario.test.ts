@@ -5,10 +5,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, readdirSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { loadScenario } from './load.ts';
+import { loadScenario, type LoadOptions } from './load.ts';
 import { runScenario } from './run.ts';
 import { runScenarioFile } from './sweep.ts';
 import { renderRunReport, renderSweepReport } from '../report/report.ts';
@@ -63,9 +63,9 @@ function file(name: string, text: string): string {
   return f;
 }
 
-function loadError(text: string): InputError {
+function loadError(text: string, opts?: LoadOptions): InputError {
   try {
-    loadScenario(file('bad.yaml', text));
+    loadScenario(file('bad.yaml', text), undefined, opts);
   } catch (e) {
     if (e instanceof InputError) return e;
     throw e;
@@ -101,6 +101,19 @@ describe('scenario files', () => {
     expect(e.message).toMatch(
       /bad\.yaml:35:22: sweep\[0\]\.values\[1\]: the kernel rejects "sometimes" for .*\(EINVAL\): expected a value that knob accepts \(it reads "always \[madvise\] never"\) \(in sweep run 001-enabled=sometimes\)/,
     );
+  });
+
+  it('--smoke sets the reduced form over every run, after the sweep, and locates a bad smoke value', () => {
+    const smoke = `${SMALL}smoke:\n  - { path: [duration], value: 5ms }\n  - { path: [kernel, /sys/kernel/mm/transparent_hugepage/enabled], value: madvise }\n`;
+    const full = loadScenario(file('smoke.yaml', smoke));
+    expect(full.runs.map((r) => r.scenario.duration)).toEqual([20_000_000, 20_000_000]);
+    const reduced = loadScenario(file('smoke.yaml', smoke), undefined, { smoke: true });
+    expect(reduced.runs.map((r) => r.id)).toEqual(['000-enabled=always', '001-enabled=never']);
+    expect(reduced.runs.map((r) => r.scenario.duration)).toEqual([5_000_000, 5_000_000]);
+    // Set last: the smoke value wins over the sweep's.
+    expect(reduced.runs.map((r) => r.scenario.kernel['/sys/kernel/mm/transparent_hugepage/enabled'])).toEqual(['madvise', 'madvise']);
+    const e = loadError(smoke.replace('value: 5ms', 'value: soon'), { smoke: true });
+    expect(e.message).toMatch(/bad\.yaml:\d+:\d+: smoke\[0\]: expected a duration/);
   });
 
   it('has a JSON Schema for editors', () => {
@@ -231,27 +244,4 @@ describe('the JSON Schema shipped for editors', () => {
     expect(files.length).toBeGreaterThanOrEqual(3);
     for (const f of files) expect(loadScenario(new URL(f, dirUrl).pathname).runs.length).toBeGreaterThan(0);
   });
-});
-
-describe('shipped scenarios', () => {
-  const dirUrl = new URL('../../scenarios/', import.meta.url);
-  for (const f of readdirSync(dirUrl).filter((x) => x.endsWith('.yaml'))) {
-    it(`${f}: every run completes, and a rerun with the same seed is byte-identical`, async () => {
-      const path = new URL(f, dirUrl).pathname;
-      const out = join(dir, `shipped-${f}`);
-      // As many sweep workers as the machine has cores (at least 2, so the worker path is exercised).
-      const s = await runScenarioFile(path, out, Math.max(2, availableParallelism()), report);
-      // Every run does work: workload accesses, or (VM scenarios without guest workloads) device messages or guest faults.
-      const busy = (r: (typeof s.results)[number]): boolean =>
-        r.final.accesses! > 0 || Object.entries(r.final).some(([k, v]) => /^vm\..*\.(balloon\.messages|ept_violations)$/.test(k) && v > 0);
-      expect(s.results.every((r) => busy(r) && r.final.threads_stopped === 0)).toBe(true);
-      const first = s.loaded.runs[0]!;
-      const again = runScenario(first, { file: path });
-      const written = readFileSync(
-        s.loaded.runs.length > 1 ? join(out, 'runs', first.id, 'result.json') : join(out, 'result.json'),
-        'utf8',
-      );
-      expect(JSON.stringify(again, null, 1) + '\n').toBe(written);
-    }, 180_000);
-  }
 });

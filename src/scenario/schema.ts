@@ -273,6 +273,9 @@ const sweepPath = z
     'where in the scenario the value goes, 1 to 16 elements (field names, list indices 0 to 9999), e.g. [kernel, /sys/kernel/mm/transparent_hugepage/enabled]',
   );
 
+/** One value put at one place in the scenario (a sweep configuration's `set`, or `smoke`). */
+const setSchema = z.strictObject({ path: sweepPath, value: z.unknown() });
+
 export const sweepSchema = withForm(
   z.union([
     z.strictObject({
@@ -286,7 +289,7 @@ export const sweepSchema = withForm(
         .array(
           z.strictObject({
             name: z.string(),
-            set: z.array(z.strictObject({ path: sweepPath, value: z.unknown() })).default([]),
+            set: z.array(setSchema).default([]),
           }),
         )
         .min(1)
@@ -589,6 +592,12 @@ export const scenarioSchema = z.strictObject({
     .describe('syscalls made at given times during the run (migrate_pages, mbind, madvise, set_mempolicy, sched_setaffinity)'),
   agents: z.array(agentSchema).default([]).describe('userspace memory-management agents running beside the workloads'),
   sweep: z.array(sweepSchema).optional(),
+  smoke: z
+    .array(setSchema)
+    .optional()
+    .describe(
+      'a reduced form of the scenario for `memtwin run --smoke`: values set before the sweep is expanded (shorter duration, smaller memory), so every run takes the same code paths in seconds',
+    ),
 });
 
 export type Scenario = z.infer<typeof scenarioSchema>;

@@ -13,7 +13,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { fromRoot } from '../util/paths.ts';
-import { loadScenario, scenarioName, type LoadedScenario } from './load.ts';
+import { loadScenario, scenarioName, type LoadedScenario, type LoadOptions } from './load.ts';
 import { runScenario, inputsOf, scenarioInfo, MEMTWIN_VERSION } from './run.ts';
 import { finishedRun, writeRun, writeSweep, type ReportRenderer } from './output.ts';
 import type { RunResult, SweepResult } from './result.ts';
@@ -40,8 +40,9 @@ export async function runScenarioFile(
   workers: number,
   report: ReportRenderer,
   ev: RunEvents = {},
+  opts: LoadOptions = {},
 ): Promise<RunSummary> {
-  const loaded = loadScenario(file);
+  const loaded = loadScenario(file, undefined, opts);
   if (!loaded.swept.length) {
     const t = performance.now();
     const r = runScenario(loaded.runs[0]!, { file, progress: ev.onProgress });
@@ -76,7 +77,7 @@ export async function runScenarioFile(
       await Promise.all(
         pending.map(async (i) => {
           const t = performance.now();
-          const reply = (await pool.run({ file, index: i })) as WorkerReply;
+          const reply = (await pool.run({ file, index: i, smoke: opts.smoke })) as WorkerReply;
           if ('inputError' in reply) {
             const e = reply.inputError;
             throw new InputError(e.file, e.line, e.column, e.field, e.expected);

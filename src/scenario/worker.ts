@@ -8,9 +8,9 @@ import type { RunResult } from './result.ts';
 export type WorkerReply =
   { result: RunResult } | { inputError: { file: string; line?: number; column?: number; field?: string; expected: string } };
 
-export default function run(task: { file: string; index: number }): WorkerReply {
+export default function run(task: { file: string; index: number; smoke?: boolean }): WorkerReply {
   try {
-    const l = loadScenario(task.file);
+    const l = loadScenario(task.file, undefined, { smoke: task.smoke });
     return { result: runScenario(l.runs[task.index]!, { file: task.file }) };
   } catch (e) {
     if (e instanceof InputError)
