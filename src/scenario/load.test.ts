@@ -226,6 +226,9 @@ describe('every error names its place and the allowed forms', () => {
     expect(refusal(VM.replace('memory: 64M', 'memory: 64M\n    emulator_cpu: 99')).message).toMatch(
       /vms\[0\]\.emulator_cpu: CPU 99 does not exist/,
     );
+    expect(refusal(VM.replace('memory: 64M', 'memory: 64M\n    guest: { fragment: { size: 64M, keep_every: 2 } }')).message).toMatch(
+      /vms\[0\]\.guest\.fragment\.size: 67108864 bytes: expected less than the guest's RAM \(67108864 bytes\)/,
+    );
     expect(refusal(VM.replace('memory: 64M', 'memory: 1000')).message).toMatch(
       /vms\[0\]\.memory: expected a size, a multiple of 4K from 4K to 1T: .*, got 1000$/,
     );

@@ -490,7 +490,15 @@ function checkVms(
     const guestNode = (g: number, p: YamlPath): void => {
       if (g >= guestNodes) throw err(p, `guest node ${g} does not exist: expected 0 to ${guestNodes - 1} (the VM has ${guestNodes})`);
     };
-    if (vm.guest.fragment) vcpu(vm.guest.fragment.vcpu, at('guest', 'fragment', 'vcpu'));
+    if (vm.guest.fragment) {
+      vcpu(vm.guest.fragment.vcpu, at('guest', 'fragment', 'vcpu'));
+      const ram = sizes.reduce((a, b) => a + b, 0);
+      if (vm.guest.fragment.size >= ram)
+        throw err(
+          at('guest', 'fragment', 'size'),
+          `${vm.guest.fragment.size} bytes: expected less than the guest's RAM (${ram} bytes), which its kernel and drivers need some of`,
+        );
+    }
     const wnames = new Set<string>();
     const threads = new Set<string>();
     vm.workloads.forEach((w, wi) => {
