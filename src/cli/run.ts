@@ -37,6 +37,23 @@ optionally a sweep of parameters. Complete example:
       values: [always, never]
       label: enabled
 
+Limits (every numeric field has a range, in its description in the JSON
+Schema, and is checked):
+  duration            1us to 3600s of virtual time; durations are whole
+                      nanoseconds: a number, or 1.5ms, 500us, 2s, 100ns
+  sample.interval     1us to 3600s, at most 10000 samples per run
+  agents[].interval   1ms to 3600s, at most 100000 ticks per run
+  sizes               bytes or 4K, 2M, 1G, 1T: mappings up to 1T, guest RAM
+                      in whole 4K pages, a sequential stride of 64 or more
+  CPUs, nodes         0 to 8191 and 0 to 1023, and they must exist on the host
+  counts, seeds       integers only (safe integers: 1e308 is not one)
+  sweep               at most 1000 runs (the product of its dimensions)
+A scenario that breaks a rule is refused, exit status 2, with one line:
+  FILE:LINE:COLUMN: FIELD: what is wrong; expected ALLOWED FORMS, got VALUE
+(a long value is cut short). The cross-checks run at load too: names that
+must exist, CPUs and nodes of the host, knob values the kernel accepts,
+mmap/mbind/set_mempolicy and QEMU's VM setup on a probe kernel.
+
 Outputs in --out DIR (default out/<scenario name>): result.json,
 timeseries.csv (summary.csv for a sweep), report.html, and runs/<id>/ for
 each run of a sweep. Rerunning a sweep into the same DIR keeps the runs that

@@ -82,19 +82,25 @@ describe('scenario files', () => {
 
   it('report bad input with file, line, column and what was expected', () => {
     let e = loadError(SMALL.replace('duration: 20ms', 'duration: soon'));
-    expect(e.message).toMatch(/bad\.yaml:10:11: duration: expected a duration such as 2s/);
+    expect(e.message).toMatch(/bad\.yaml:10:11: duration: expected a duration from 1us to 3600s: .*, got "soon"/);
     e = loadError(
       SMALL.replace('/sys/kernel/mm/transparent_hugepage/enabled: madvise', '/sys/kernel/mm/transparent_hugepage/enabld: madvise'),
     );
     expect(e.message).toMatch(/bad\.yaml:13:3: kernel: unknown knob/);
     e = loadError(SMALL.replace('        size: 64M', '        size: 64M\n        colour: red'));
-    expect(e.message).toMatch(/bad\.yaml:19:9: processes\[0\]\.mappings\[0\]: unknown field 'colour'/);
+    expect(e.message).toMatch(
+      /bad\.yaml:19:9: processes\[0\]\.mappings\[0\]: unknown field 'colour'; the fields here are name, size, prot, /,
+    );
     e = loadError(SMALL.replace('cpu: 2', 'cpu: 9'));
     expect(e.message).toMatch(/bad\.yaml:\d+:\d+: processes\[0\]\.threads\[1\]\.cpu: CPU 9 does not exist/);
     e = loadError(SMALL.replace('mapping: heap, read_ratio', 'mapping: hep, read_ratio'));
-    expect(e.message).toMatch(/no mapping "hep" in process app/);
+    expect(e.message).toMatch(
+      /bad\.yaml:26:48: processes\[0\]\.threads\[0\]\.workload\.mapping: no mapping "hep" in process "app": expected one of "heap", "side"/,
+    );
     e = loadError(SMALL.replace('values: [always, never]', 'values: [always, sometimes]'));
-    expect(e.message).toMatch(/bad\.yaml:35:22: sweep\[0\]\.values\[1\]: the kernel rejects "sometimes"/);
+    expect(e.message).toMatch(
+      /bad\.yaml:35:22: sweep\[0\]\.values\[1\]: the kernel rejects "sometimes" for .*\(EINVAL\): expected a value that knob accepts \(it reads "always \[madvise\] never"\) \(in sweep run 001-enabled=sometimes\)/,
+    );
   });
 
   it('--smoke sets the reduced form over every run, after the sweep, and locates a bad smoke value', () => {
@@ -144,10 +150,13 @@ describe('scenario runs', () => {
     // z first-touched its mapping on node 1 (CPU 2); on node 0 its accesses are remote
     expect(z.remote_accesses).toBeGreaterThan(0);
     expect(z.local_accesses).toBeGreaterThan(0);
-    const bad = loadScenario(file('bad-thread.yaml', moved.replace('thread: z', 'thread: y')));
-    expect(() => runScenario(bad.runs[0]!, { file: bad.file })).toThrow(/events\[0\]\.thread: no thread "y" in app/);
-    const badCpu = loadScenario(file('bad-cpu.yaml', moved.replace('cpu: 0 }', 'cpu: 9 }')));
-    expect(runScenario(badCpu.runs[0]!, { file: badCpu.file }).events[0]).toMatchObject({ ret: -22, errno: 'EINVAL' });
+    // A thread or CPU that does not exist is refused when the file is loaded, at its place.
+    expect(() => loadScenario(file('bad-thread.yaml', moved.replace('thread: z', 'thread: y')))).toThrow(
+      /bad-thread\.yaml:34:\d+: events\[0\]\.thread: no thread "y" in "app": expected one of "w-0", "w-1", "z"/,
+    );
+    expect(() => loadScenario(file('bad-cpu.yaml', moved.replace('cpu: 0 }', 'cpu: 9 }')))).toThrow(
+      /bad-cpu\.yaml:34:\d+: events\[0\]\.cpu: CPU 9 does not exist on host "tiny": expected one of its CPUs 0-3/,
+    );
   });
 
   it('run a uhugepaged agent: hot 4K regions become huge, its CPU time and the stalls it causes are reported', () => {
@@ -181,8 +190,9 @@ agents:
     expect(r.final.time_to_huge90_ns).toBeGreaterThan(0);
     expect(r.series.metrics['huge_access_ratio']!.at(-1)).toBeGreaterThan(0.9);
     expect(r.threads[0]!.stall_ns).toBe(r.final.stall_ns_total);
-    const bad = loadScenario(file('agent-bad.yaml', text.replace('cpu_budget: 0.5,', 'cpu_budget: 0.5, targets: [db],')));
-    expect(() => runScenario(bad.runs[0]!, { file: bad.file })).toThrow(/agents\[0\]\.targets: no process "db"/);
+    expect(() => loadScenario(file('agent-bad.yaml', text.replace('cpu_budget: 0.5,', 'cpu_budget: 0.5, targets: [db],')))).toThrow(
+      /agent-bad\.yaml:18:\d+: agents\[0\]\.targets\[0\]: no process "db": expected one of "vm"/,
+    );
   });
 
   it('give the same sweep results with 1 or 2 workers, and resume without redoing finished runs', async () => {

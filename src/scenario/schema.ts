@@ -4,36 +4,129 @@
  * (`memtwin schema > scenario.schema.json`) all come from it.
  */
 import { z } from 'zod';
-import { hostSchema } from '../sim/host.ts';
-import { parseSize } from '../util/input_error.ts';
+import { hostSchema, MAX_CPU_ID, MAX_NODE_ID } from '../sim/host.ts';
+import { formatSize, parseSize } from '../util/input_error.ts';
+import { quote, withForm } from '../util/yaml_input.ts';
 import { MADV, MPOL_MODE_NAMES } from '../kernel/uapi.ts';
 
-export const size = z
-  .union([z.number().int().nonnegative(), z.string()])
-  .describe('bytes, or a size such as "4K", "2M", "1G"')
-  .transform((v, ctx) => {
+/**
+ * What memtwin simulates in bounded time and memory. Every numeric field has
+ * a range, given in its description and enforced; these are the shared ones
+ * (RUN_HELP lists them for users).
+ */
+export const LIMITS = {
+  /** Virtual time of a run, and any duration in a scenario: 1 hour. */
+  maxDurationNs: 3600 * 1e9,
+  /** Shortest sample interval: 1 µs. */
+  minSampleIntervalNs: 1_000,
+  /** Samples per run (duration / sample.interval). */
+  maxSamples: 10_000,
+  /** Shortest agent interval (1 ms) and most agent ticks per run. */
+  minAgentIntervalNs: 1e6,
+  maxAgentTicks: 100_000,
+  /** Largest mapping, memory backend or guest size: 1 TiB. */
+  maxSize: 2 ** 40,
+  /** Runs of one sweep (the product of its dimensions). */
+  maxRuns: 1000,
+  /** vCPUs of one VM (KVM_MAX_VCPUS on x86 is larger; memtwin runs a host thread per vCPU). */
+  maxVcpus: 1024,
+  /** Guest NUMA nodes of one VM (QEMU's MAX_NODES). */
+  maxGuestNodes: 128,
+};
+
+const UNITS: Record<string, number> = { ns: 1, us: 1e3, µs: 1e3, ms: 1e6, s: 1e9 };
+const UNIT_DIGITS: Record<string, number> = { ns: 0, us: 3, µs: 3, ms: 6, s: 9 };
+
+/** Nanoseconds in the largest unit that keeps them whole: 3600000000000 -> "3600s". */
+export function formatDuration(ns: number): string {
+  for (const u of ['s', 'ms', 'us'] as const) if (ns >= UNITS[u]! && ns % UNITS[u]! === 0) return `${ns / UNITS[u]!}${u}`;
+  return `${ns}ns`;
+}
+
+/** A safe integer from `min` to `max` (JSON Schema minimum/maximum). */
+const int = (min: number, max: number) => z.number().int().min(min).max(max);
+
+/**
+ * Sizes: a number of bytes or "4K", "2M", "1G" (parseSize), from `min` to
+ * `max` bytes. The range is checked after parsing, with the form in the message.
+ */
+export function sizeIn(min: number, max: number) {
+  const form = `a size from ${formatSize(min)} to ${formatSize(max)}: a number of bytes or a string such as 4K, 2M, 1G`;
+  // The form is on the union (the pipe's input), which clones made by describe() share.
+  return withForm(z.union([z.number().int().nonnegative(), z.string()]), form).transform((v, ctx) => {
     const b = parseSize(v);
-    if (b === undefined) {
-      ctx.addIssue({ code: 'custom', message: `expected a size such as 2M or 1G, got ${JSON.stringify(v)}` });
+    if (b === undefined || b < min || b > max) {
+      ctx.addIssue({ code: 'custom', message: `expected ${form}, got ${quote(v)}` });
       return z.NEVER;
     }
     return b;
   });
+}
 
-const UNITS: Record<string, number> = { ns: 1, us: 1e3, µs: 1e3, ms: 1e6, s: 1e9 };
-/** Durations: "2s", "10ms", "500us", "100ns", or a number of nanoseconds. */
-export const duration = z
-  .union([z.number().nonnegative(), z.string()])
-  .describe('virtual time: "2s", "10ms", "500us", or nanoseconds')
-  .transform((v, ctx) => {
-    if (typeof v === 'number') return Math.round(v);
-    const m = /^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s)\s*$/.exec(v);
-    if (!m) {
-      ctx.addIssue({ code: 'custom', message: `expected a duration such as 2s, 10ms or 500us, got ${JSON.stringify(v)}` });
+/** Sizes that are whole 4K pages (guest RAM), from `min` to `max` bytes. */
+export function pagesIn(min: number, max: number) {
+  const form = `a size, a multiple of 4K from ${formatSize(min)} to ${formatSize(max)}: a number of bytes or a string such as 512M, 2G`;
+  return withForm(z.union([z.number().int().nonnegative(), z.string()]), form).transform((v, ctx) => {
+    const b = parseSize(v);
+    if (b === undefined || b < min || b > max || b % 4096) {
+      ctx.addIssue({ code: 'custom', message: `expected ${form}, got ${quote(v)}` });
       return z.NEVER;
     }
-    return Math.round(Number(m[1]) * UNITS[m[2]!]!);
+    return b;
   });
+}
+
+/** Parse "1.5ms" into whole nanoseconds; undefined if not a duration or not whole ns. */
+export function parseDuration(v: string): number | undefined {
+  const m = /^\s*(\d{1,16})(?:\.(\d{1,16}))?\s*(ns|us|µs|ms|s)\s*$/.exec(v);
+  if (!m) return undefined;
+  const digits = UNIT_DIGITS[m[3]!]!;
+  const frac = m[2] ?? '';
+  // Digits below a nanosecond must be zeros: durations are whole nanoseconds.
+  if (/[1-9]/.test(frac.slice(digits))) return undefined;
+  const ns = Number(m[1]!) * UNITS[m[3]!]! + (digits ? Number(frac.slice(0, digits).padEnd(digits, '0')) : 0);
+  return Number.isSafeInteger(ns) ? ns : undefined;
+}
+
+/**
+ * Durations in virtual time: whole nanoseconds (a number) or "2s", "10ms",
+ * "500us", "1.5ms", from `min` to `max` ns.
+ */
+export function durationIn(min: number, max: number) {
+  const form = `a duration from ${formatDuration(min)} to ${formatDuration(max)}: whole nanoseconds or a string such as 500us, 10ms, 2s`;
+  return withForm(z.union([z.number(), z.string()]), form).transform((v, ctx) => {
+    const ns = typeof v === 'number' ? v : parseDuration(v);
+    if (ns === undefined || !Number.isSafeInteger(ns) || ns < min || ns > max) {
+      ctx.addIssue({ code: 'custom', message: `expected ${form}, got ${quote(v)}` });
+      return z.NEVER;
+    }
+    return ns;
+  });
+}
+
+/** Bytes, 0 to 1T. */
+export const size = sizeIn(0, LIMITS.maxSize);
+/** Any duration a scenario gives: 0 to 1h of virtual time. */
+export const duration = durationIn(0, LIMITS.maxDurationNs);
+/** A host CPU (checked against the host once it is loaded). */
+const cpuId = int(0, MAX_CPU_ID);
+/** A host NUMA node (checked against the host once it is loaded). */
+const nodeId = int(0, MAX_NODE_ID);
+/** Names that identify things (processes, mappings, threads, VMs, memdevs, agents): 1 to 64 characters. */
+const ident = z.string().min(1).max(64);
+const HOST_FORM =
+  'auto, a shipped host name (hosts/NAME.yaml: default, this-machine, two-node-guest), a path to a host file, or an inline host {name, nodes, …}';
+/** A sysfs/procfs knob value: its range is the knob's own, checked by the kernel when it is written (EINVAL otherwise). */
+const knobValue = z
+  .union([z.string(), z.number()])
+  .describe(
+    'a knob value, in the range the kernel accepts for that knob (checked when the scenario is loaded, as a write to the file would be)',
+  );
+/** A host by name or path (an inline host is a hostSchema). */
+const hostName = z
+  .string()
+  .min(1)
+  .describe('auto (this machine), a shipped host name (hosts/NAME.yaml: default, this-machine, two-node-guest), or a path to a host file');
 
 const advice = z.enum(Object.keys(MADV) as [keyof typeof MADV, ...(keyof typeof MADV)[]]);
 
@@ -46,13 +139,24 @@ const patternFields = {
       'sequential sweep, uniform random, zipf (hot set), first-touch initialisation of a slice, or idle (no accesses, for a phase)',
     ),
   mapping: z.string().describe('name of a mapping of the same process'),
-  offset: size.optional().describe('start of the accessed region inside the mapping (default 0)'),
-  length: size.optional().describe('length of the accessed region (default: to the end of the mapping)'),
-  read_ratio: z.number().min(0).max(1).default(0.5).describe('fraction of accesses that are loads (first-touch always writes)'),
-  rate: z.number().positive().optional().describe('accesses per second of virtual time; default: as fast as the accesses cost'),
-  think: duration.optional().describe('CPU time between two accesses (compute that is not memory time), added to every access; default 0'),
-  stride: size.optional().describe('sequential: bytes between accesses (default 64)'),
-  zipf_s: z.number().positive().default(0.99).describe('zipf: exponent of the page popularity law'),
+  offset: size.optional().describe('start of the accessed region inside the mapping, 0 to the mapping size (exclusive); default 0'),
+  length: sizeIn(1, LIMITS.maxSize)
+    .optional()
+    .describe('length of the accessed region, 1 byte to 1T (a page at least is accessed); default: to the end of the mapping'),
+  read_ratio: z.number().min(0).max(1).default(0.5).describe('fraction of accesses that are loads, 0 to 1 (first-touch always writes)'),
+  rate: z
+    .number()
+    .min(0.001)
+    .max(1e12)
+    .optional()
+    .describe('accesses per second of virtual time, 0.001 to 1e12; default: as fast as the accesses cost'),
+  think: duration
+    .optional()
+    .describe('CPU time between two accesses (compute that is not memory time), added to every access, 0 to 3600s; default 0'),
+  stride: sizeIn(64, LIMITS.maxSize)
+    .optional()
+    .describe('sequential: bytes between accesses, 64 (a cache line: accesses within one line are one access) to 1T; default 64'),
+  zipf_s: z.number().gt(0).max(10).default(0.99).describe('zipf: exponent of the page popularity law, more than 0 and at most 10'),
   slice: z
     .boolean()
     .default(false)
@@ -61,25 +165,31 @@ const patternFields = {
 
 export const phaseSchema = z.strictObject({
   ...patternFields,
-  duration: duration.optional().describe('how long the phase lasts (default: the rest of the run)'),
+  duration: duration.optional().describe('how long the phase lasts, 0 to 3600s (default: the rest of the run)'),
 });
 export type PhaseSpec = z.infer<typeof phaseSchema>;
 
-export const workloadSchema = z.union([
-  z.strictObject(patternFields),
-  z.strictObject({ phases: z.array(phaseSchema).min(1).describe('patterns run one after the other') }),
-]);
+export const workloadSchema = withForm(
+  z.union([
+    z.strictObject(patternFields),
+    z.strictObject({ phases: z.array(phaseSchema).min(1).describe('patterns run one after the other') }),
+  ]),
+  'a pattern workload {pattern, mapping, …} or {phases: [{pattern, mapping, duration, …}, …]}',
+);
 
 const mpolMode = z.enum(MPOL_MODE_NAMES);
 export const policySchema = z.strictObject({
   mode: mpolMode,
-  nodes: z.array(z.number().int().nonnegative()).default([]),
+  nodes: z
+    .array(nodeId)
+    .default([])
+    .describe('NUMA nodes of the policy, each 0 to 1023 and a node of the host (unless MPOL_F_STATIC_NODES or MPOL_F_RELATIVE_NODES)'),
   flags: z.array(z.enum(['MPOL_F_STATIC_NODES', 'MPOL_F_RELATIVE_NODES', 'MPOL_F_NUMA_BALANCING'])).default([]),
 });
 
 export const mappingSchema = z.strictObject({
-  name: z.string(),
-  size,
+  name: ident.describe("the mapping's name in its process, 1 to 64 characters"),
+  size: sizeIn(1, LIMITS.maxSize).describe('length of the mapping, 1 byte to 1T (mmap rounds it up to pages)'),
   prot: z.array(z.enum(['PROT_NONE', 'PROT_READ', 'PROT_WRITE', 'PROT_EXEC'])).default(['PROT_READ', 'PROT_WRITE']),
   flags: z
     .array(
@@ -98,38 +208,38 @@ export const mappingSchema = z.strictObject({
     .default(['MAP_PRIVATE', 'MAP_ANONYMOUS']),
   madvise: z.array(advice).default([]).describe('advice applied to the whole mapping after mmap, in order'),
   populate: z.boolean().default(false).describe('fault everything in with writes before the run (MADV_POPULATE_WRITE)'),
-  fragment: z
-    .number()
-    .int()
-    .min(2)
+  fragment: int(2, 2 ** 20)
     .optional()
-    .describe('populate with 4K pages, then MADV_DONTNEED all but every N-th page: pins scattered pages, fragmenting memory'),
+    .describe(
+      'populate with 4K pages, then MADV_DONTNEED all but every N-th page (N from 2 to 2^20): pins scattered pages, fragmenting memory',
+    ),
   policy: policySchema.optional().describe('memory policy of the mapping, applied with mbind before it is populated'),
-  memsched_group: z
-    .number()
-    .int()
-    .nonnegative()
+  memsched_group: int(0, 2 ** 31 - 1)
     .optional()
-    .describe('memsched proposal: ms_mbind the mapping to this group (needs the memsched feature)'),
+    .describe('memsched proposal: ms_mbind the mapping to this group, 0 to 2^31-1 (needs the memsched feature)'),
 });
 
 export const threadSchema = z.strictObject({
-  name: z.string(),
-  cpu: z.number().int().nonnegative(),
-  count: z.number().int().min(1).default(1).describe('replicate: threads name-0..name-(count-1) on CPUs cpu..cpu+count-1'),
+  name: ident.describe("the thread's name (replicas: name-0, name-1, …), 1 to 64 characters"),
+  cpu: cpuId.describe('the host CPU it runs on, 0 to 8191 and a CPU of the host'),
+  count: int(1, MAX_CPU_ID + 1)
+    .default(1)
+    .describe('replicate, 1 to 8192: threads name-0..name-(count-1) on CPUs cpu..cpu+count-1 (all CPUs of the host)'),
   mempolicy: policySchema.optional().describe('task memory policy (set_mempolicy) of the thread'),
-  memsched_group: z.number().int().nonnegative().optional().describe('memsched proposal: ms_tbind the thread(s) to this group'),
+  memsched_group: int(0, 2 ** 31 - 1)
+    .optional()
+    .describe('memsched proposal: ms_tbind the thread(s) to this group, 0 to 2^31-1'),
   workload: workloadSchema,
 });
 
 export const processSchema = z.strictObject({
-  name: z.string(),
+  name: ident.describe('the process name, 1 to 64 characters'),
   mappings: z.array(mappingSchema).min(1),
   threads: z.array(threadSchema).default([]),
 });
 
 export const eventSchema = z.strictObject({
-  at: duration.describe('virtual time after the workloads start'),
+  at: duration.describe('virtual time after the workloads start, 0 to 3600s'),
   process: z.string().describe('the process the call acts on'),
   op: z
     .enum(['migrate_pages', 'mbind', 'madvise', 'set_mempolicy', 'sched_setaffinity', 'ms_move'])
@@ -137,12 +247,14 @@ export const eventSchema = z.strictObject({
       'a syscall made at that time, as a tool such as migratepages, numactl or taskset would (sched_setaffinity: move one thread to one CPU, as the load balancer might; ms_move: memsched proposal)',
     ),
   thread: z.string().optional().describe('sched_setaffinity: the thread, by its name in the results (e.g. worker-2)'),
-  cpu: z.number().int().nonnegative().optional().describe('sched_setaffinity: the CPU it moves to'),
-  group: z.number().int().nonnegative().optional().describe('ms_move: the memsched group'),
-  node: z.number().int().nonnegative().optional().describe('ms_move: the node it moves to'),
+  cpu: cpuId.optional().describe('sched_setaffinity: the CPU it moves to, 0 to 8191 and a CPU of the host'),
+  group: int(0, 2 ** 31 - 1)
+    .optional()
+    .describe('ms_move: the memsched group, 0 to 2^31-1'),
+  node: nodeId.optional().describe('ms_move: the node it moves to, 0 to 1023 and a node of the host'),
   mapping: z.string().optional().describe('mbind/madvise: the mapping (whole) it applies to'),
-  old_nodes: z.array(z.number().int().nonnegative()).optional(),
-  new_nodes: z.array(z.number().int().nonnegative()).optional(),
+  old_nodes: z.array(nodeId).optional().describe('migrate_pages: nodes of the host, each 0 to 1023'),
+  new_nodes: z.array(nodeId).optional().describe('migrate_pages: nodes of the host, each 0 to 1023'),
   policy: policySchema.optional().describe('mbind/set_mempolicy'),
   flags: z
     .array(z.enum(['MPOL_MF_STRICT', 'MPOL_MF_MOVE', 'MPOL_MF_MOVE_ALL']))
@@ -152,70 +264,82 @@ export const eventSchema = z.strictObject({
 });
 export type EventSpec = z.infer<typeof eventSchema>;
 
-/** One value put at one place in the scenario (a sweep configuration's `set`, or `smoke`). */
-const setSchema = z.strictObject({
-  path: z
-    .array(z.union([z.string(), z.number().int()]))
-    .min(1)
-    .describe('where in the scenario the value goes, e.g. [vms, 0, memdevs, 0, size]'),
-  value: z.unknown(),
-});
+/** A path into the scenario: field names, and list indices from 0 to 9999. */
+const sweepPath = z
+  .array(z.union([z.string().min(1), int(0, 9999)]))
+  .min(1)
+  .max(16)
+  .describe(
+    'where in the scenario the value goes, 1 to 16 elements (field names, list indices 0 to 9999), e.g. [kernel, /sys/kernel/mm/transparent_hugepage/enabled]',
+  );
 
-export const sweepSchema = z.union([
-  z.strictObject({
-    path: z
-      .array(z.union([z.string(), z.number().int()]))
-      .min(1)
-      .describe('where in the scenario the value goes, e.g. [kernel, /sys/kernel/mm/transparent_hugepage/enabled]'),
-    values: z.array(z.unknown()).min(1),
-    label: z.string().optional().describe('short name for reports (default: the last path element)'),
-  }),
-  z.strictObject({
-    label: z.string().describe('name of this dimension in reports, e.g. placement'),
-    configs: z
-      .array(
-        z.strictObject({
-          name: z.string(),
-          set: z.array(setSchema).default([]),
-        }),
-      )
-      .min(1)
-      .describe('named configurations, each setting several paths at once'),
-  }),
-]);
+/** One value put at one place in the scenario (a sweep configuration's `set`, or `smoke`). */
+const setSchema = z.strictObject({ path: sweepPath, value: z.unknown() });
+
+export const sweepSchema = withForm(
+  z.union([
+    z.strictObject({
+      path: sweepPath,
+      values: z.array(z.unknown()).min(1).describe('the values, one run each (with the other dimensions: at most 1000 runs in all)'),
+      label: z.string().optional().describe('short name for reports (default: the last path element)'),
+    }),
+    z.strictObject({
+      label: z.string().describe('name of this dimension in reports, e.g. placement'),
+      configs: z
+        .array(
+          z.strictObject({
+            name: z.string(),
+            set: z.array(setSchema).default([]),
+          }),
+        )
+        .min(1)
+        .describe('named configurations, each setting several paths at once'),
+    }),
+  ]),
+  'a sweep dimension {path, values, label} or {label, configs: [{name, set: [{path, value}, …]}, …]}',
+);
 
 export const agentSchema = z.strictObject({
-  name: z.string().describe('name of the agent process'),
+  name: ident.describe('name of the agent process'),
   kind: z.literal('uhugepaged').describe('uhugepaged: collapses hot 4K-mapped regions with process_madvise(MADV_COLLAPSE)'),
-  interval: duration.default(1_000_000_000).describe('time between two ticks of the agent'),
-  cpu_budget: z.number().positive().max(1).default(0.01).describe('fraction of one CPU the agent may spend (0.01 = 1%)'),
-  min_heat: z.number().nonnegative().default(1).describe('decayed accesses per tick below which a region is left alone'),
-  retry_after: z.number().int().nonnegative().default(10).describe('ticks before a region whose collapse failed is retried'),
+  interval: durationIn(LIMITS.minAgentIntervalNs, LIMITS.maxDurationNs)
+    .default(1_000_000_000)
+    .describe('time between two ticks of the agent, 1ms to 3600s (at most 100000 ticks in a run)'),
+  cpu_budget: z
+    .number()
+    .gt(0)
+    .max(1)
+    .default(0.01)
+    .describe('fraction of one CPU the agent may spend, more than 0 and at most 1 (0.01 = 1%)'),
+  min_heat: z.number().min(0).max(1e12).default(1).describe('decayed accesses per tick below which a region is left alone, 0 to 1e12'),
+  retry_after: int(0, 1_000_000).default(10).describe('ticks before a region whose collapse failed is retried, 0 to 1000000'),
   targets: z.array(z.string()).default([]).describe('process names it acts on (default: all scenario processes)'),
-  start: duration.default(0).describe('time of the first tick'),
+  start: duration.default(0).describe('time of the first tick, 0 to 3600s'),
 });
 export type AgentSpec = z.infer<typeof agentSchema>;
 
 // ---------------------------------------------------------------- VMs
 
-const nodeList = z.array(z.number().int().nonnegative());
+const nodeList = z.array(nodeId);
 
 /** `-object memory-backend-*` with QEMU's property names. */
 export const memdevSchema = z.strictObject({
-  id: z.string().describe('the object id (memdev=ID in -numa, the RAM block name in info ram)'),
+  id: ident.describe('the object id (memdev=ID in -numa, the RAM block name in info ram)'),
   type: z.enum(['memory-backend-ram', 'memory-backend-memfd', 'memory-backend-file']).default('memory-backend-ram').describe('qom-type'),
-  size,
+  size: pagesIn(4096, LIMITS.maxSize).describe('the backend size, a multiple of 4K from 4K to 1T'),
   share: z.boolean().optional().describe('map MAP_SHARED (default: on for memfd, off otherwise)'),
   prealloc: z.boolean().default(false).describe('touch every page at creation (qemu_prealloc_mem)'),
-  'prealloc-threads': z.number().int().min(1).optional(),
-  'host-nodes': nodeList.optional().describe('host NUMA nodes of the policy (applied with mbind)'),
+  'prealloc-threads': int(1, 1024).optional().describe('threads that preallocate, 1 to 1024'),
+  'host-nodes': nodeList.optional().describe('host NUMA nodes of the policy (applied with mbind), each 0 to 1023 and a node of the host'),
   policy: z.enum(['default', 'preferred', 'bind', 'interleave']).optional().describe('HostMemPolicy, applied with mbind'),
   merge: z.boolean().optional(),
   dump: z.boolean().optional(),
   reserve: z.boolean().optional(),
   'mem-path': z.string().optional().describe('memory-backend-file: a path on /dev/hugepages (2M), /dev/hugepages1G or /dev/shm'),
   hugetlb: z.boolean().optional().describe('memory-backend-memfd: a hugetlb memfd'),
-  hugetlbsize: size.optional().describe('memory-backend-memfd: its huge page size'),
+  hugetlbsize: sizeIn(4096, 2 ** 30)
+    .optional()
+    .describe('memory-backend-memfd: its huge page size, 4K to 1G'),
 });
 export type MemdevSpec = z.infer<typeof memdevSchema>;
 
@@ -234,19 +358,17 @@ export const balloonSchema = z.strictObject({
   'hint-pfn-bytes': z
     .union([z.literal(4), z.literal(8)])
     .default(4)
-    .describe('pfn-list: bytes per PFN'),
-  'hint-batch': z.number().int().min(1).default(1).describe('entries per hint message (bitmap: bits per window, a multiple of 64)'),
-  'hint-min-order': z.number().int().min(0).max(10).default(0).describe('lowest order hinted'),
+    .describe('pfn-list: bytes per PFN, 4 or 8'),
+  'hint-batch': int(1, 65536).default(1).describe('entries per hint message, 1 to 65536 (bitmap: bits per window, a multiple of 64)'),
+  'hint-min-order': int(0, 10).default(0).describe('lowest order hinted, 0 to 10 (MAX_PAGE_ORDER)'),
   'hint-discard': z.boolean().default(false).describe('memtwin: the host also discards hinted memory'),
   'discard-batched': z.boolean().default(false).describe('memtwin: one process_madvise per message instead of one madvise per range'),
-  page_reporting_order: z
-    .number()
-    .int()
-    .min(0)
-    .max(10)
+  page_reporting_order: int(0, 10)
     .optional()
-    .describe('guest module parameter page_reporting.page_reporting_order (default pageblock_order, 9)'),
-  'guest-stats-polling-interval': z.number().int().nonnegative().default(0).describe('seconds; 0: off'),
+    .describe('guest module parameter page_reporting.page_reporting_order, 0 to 10 (default pageblock_order, 9)'),
+  'guest-stats-polling-interval': int(0, 2 ** 32 - 1)
+    .default(0)
+    .describe("seconds, 0 to 4294967295 (QEMU's limit, UINT32_MAX); 0: off"),
 });
 export type BalloonSpec = z.infer<typeof balloonSchema>;
 
@@ -257,10 +379,14 @@ export type BalloonSpec = z.infer<typeof balloonSchema>;
  * to be a GPA range of that node).
  */
 export const guestWorkloadSchema = z.strictObject({
-  name: z.string(),
-  vcpu: z.number().int().nonnegative().describe('the vCPU (index) whose host thread runs it'),
-  count: z.number().int().min(1).default(1).describe('replicate on vCPUs vcpu..vcpu+count-1, named name-0..'),
-  guest_node: z.number().int().nonnegative().default(0).describe('the guest NUMA node whose RAM it accesses'),
+  name: ident.describe("the workload's name (replicas: name-0, …), 1 to 64 characters"),
+  vcpu: int(0, LIMITS.maxVcpus - 1).describe('the vCPU (index) whose host thread runs it, 0 to 1023 and a vCPU of the VM'),
+  count: int(1, LIMITS.maxVcpus)
+    .default(1)
+    .describe('replicate on vCPUs vcpu..vcpu+count-1, named name-0..; 1 to 1024, all vCPUs of the VM'),
+  guest_node: int(0, LIMITS.maxGuestNodes - 1)
+    .default(0)
+    .describe('the guest NUMA node whose RAM it accesses, 0 to 127 and a node of the VM'),
   guest_page_size: z
     .enum(['4K', '2M'])
     .default('2M')
@@ -269,7 +395,7 @@ export const guestWorkloadSchema = z.strictObject({
 });
 
 export const vmEventSchema = z.strictObject({
-  at: duration.describe('virtual time after the workloads start'),
+  at: duration.describe('virtual time after the workloads start, 0 to 3600s'),
   op: z
     .enum([
       'balloon',
@@ -287,35 +413,46 @@ export const vmEventSchema = z.strictObject({
     .describe(
       'balloon: QMP balloon to `target`; free_page_hint: `action` start/stop/done (what migration does); guest_alloc/guest_free: a guest task faults in / frees `size`; qmp/hmp: a monitor command, its reply recorded; migrate_pages/move_pages/mbind: a host tool acting on the VMM process (move_pages/mbind on the HVA ranges `info ram` gives for `guest_node`); migrate: precopy live migration to a destination VM of the same shape on this host, over a link of `bandwidth` and `latency`, with `max-bandwidth`, `downtime-limit` and `capabilities` set first (a balloon with free-page-hint hints at the start), and with postcopy-ram, migrate-start-postcopy after `start-postcopy`; migration_fault: `fault` injected into the running migration (recover a paused postcopy with qmp migrate resume=true)',
     ),
-  target: size.optional().describe('balloon: the guest RAM wanted (QMP balloon value)'),
+  target: size.optional().describe('balloon: the guest RAM wanted (QMP balloon value), 0 to 1T'),
   action: z.enum(['start', 'stop', 'done']).optional().describe('free_page_hint'),
-  size: size.optional().describe('guest_alloc/guest_free: bytes'),
-  vcpu: z.number().int().nonnegative().default(0).describe('guest_alloc: the vCPU the task runs on (first touch on its guest node)'),
+  size: size.optional().describe('guest_alloc/guest_free: bytes, 0 to 1T'),
+  vcpu: int(0, LIMITS.maxVcpus - 1)
+    .default(0)
+    .describe('guest_alloc: the vCPU the task runs on (first touch on its guest node), 0 to 1023 and a vCPU of the VM'),
   command: z
     .union([z.string(), z.record(z.string(), z.unknown())])
     .optional()
     .describe('qmp: {execute, arguments} (or JSON text); hmp: a command line such as "info ram"'),
-  guest_node: z
-    .number()
-    .int()
-    .nonnegative()
+  guest_node: int(0, LIMITS.maxGuestNodes - 1)
     .optional()
-    .describe('move_pages/mbind: the guest node whose RAM ranges (from info ram) are acted on'),
-  nodes: nodeList.optional().describe('move_pages: the destination host node (first entry); mbind: the policy nodes'),
-  old_nodes: nodeList.optional().describe('migrate_pages'),
-  new_nodes: nodeList.optional().describe('migrate_pages'),
-  bandwidth: size.optional().describe('migrate: the link, bytes per second (e.g. 1250M for 10 Gbit/s)'),
-  latency: duration.default(0).describe('migrate: the link one-way latency'),
-  'max-bandwidth': size.optional().describe('migrate: the QEMU parameter, bytes per second (QEMU default 128M)'),
-  'downtime-limit': z.number().int().nonnegative().optional().describe('migrate: the QEMU parameter, ms (QEMU default 300)'),
+    .describe('move_pages/mbind: the guest node whose RAM ranges (from info ram) are acted on, 0 to 127 and a node of the VM'),
+  nodes: nodeList
+    .optional()
+    .describe('move_pages: the destination host node (first entry); mbind: the policy nodes; each 0 to 1023 and a node of the host'),
+  old_nodes: nodeList.optional().describe('migrate_pages: host nodes, each 0 to 1023 and a node of the host'),
+  new_nodes: nodeList.optional().describe('migrate_pages: host nodes, each 0 to 1023 and a node of the host'),
+  bandwidth: sizeIn(1, LIMITS.maxSize).optional().describe('migrate: the link, bytes per second, 1 to 1T (e.g. 1250M for 10 Gbit/s)'),
+  latency: duration.default(0).describe('migrate: the link one-way latency, 0 to 3600s'),
+  'max-bandwidth': size.optional().describe('migrate: the QEMU parameter, bytes per second, 0 to 1T (QEMU default 128M)'),
+  'downtime-limit': int(0, 2_000_000)
+    .optional()
+    .describe("migrate: the QEMU parameter, ms, 0 to 2000000 (QEMU's MAX_MIGRATE_DOWNTIME_SECONDS; default 300)"),
   capabilities: z
     .array(z.string())
     .default([])
     .describe('migrate: QEMU migration capabilities to turn on (auto-converge, postcopy-ram, postcopy-preempt, postcopy-blocktime)'),
-  'start-postcopy': duration.optional().describe('migrate: issue migrate-start-postcopy this long after migrate (needs postcopy-ram)'),
-  'max-postcopy-bandwidth': size.optional().describe('migrate: the QEMU parameter, bytes per second during postcopy (0: the link)'),
-  sndbuf: size.optional().describe("migrate: the main channel's socket send buffer (default 4M, Linux's tcp_wmem maximum)"),
-  rcvbuf: size.optional().describe("migrate: the destination's socket receive buffer (default 6M, Linux's tcp_rmem maximum)"),
+  'start-postcopy': duration
+    .optional()
+    .describe('migrate: issue migrate-start-postcopy this long after migrate, 0 to 3600s (needs postcopy-ram)'),
+  'max-postcopy-bandwidth': size
+    .optional()
+    .describe('migrate: the QEMU parameter, bytes per second during postcopy, 0 to 1T (0: the link)'),
+  sndbuf: sizeIn(4096, 2 ** 30)
+    .optional()
+    .describe("migrate: the main channel's socket send buffer, 4K to 1G (default 4M, Linux's tcp_wmem maximum)"),
+  rcvbuf: sizeIn(4096, 2 ** 30)
+    .optional()
+    .describe("migrate: the destination's socket receive buffer, 4K to 1G (default 6M, Linux's tcp_rmem maximum)"),
   'hugetlb-request-size': z
     .enum(['4K', '2M'])
     .optional()
@@ -324,22 +461,24 @@ export const vmEventSchema = z.strictObject({
     .enum(['link-stall', 'link-drop', 'source-loss'])
     .optional()
     .describe('migration_fault: the link carries nothing for `duration`; the link drops; the source host is lost'),
-  duration: duration.optional().describe('migration_fault link-stall: how long'),
+  duration: duration.optional().describe('migration_fault link-stall: how long, 0 to 3600s'),
   destination: z
     .strictObject({
-      host: z
-        .union([z.string(), hostSchema])
+      host: withForm(z.union([hostName, hostSchema]), HOST_FORM)
         .optional()
         .describe("migrate: the destination host (a host file, a shipped name, or inline); default: the source's host"),
       kernel: z
-        .record(z.string(), z.union([z.string(), z.number()]))
+        .record(z.string(), knobValue)
         .default({})
         .describe("knobs of the destination host's kernel, written after the scenario's own `kernel` knobs"),
       memdevs: z
         .array(memdevSchema)
         .optional()
         .describe("the destination VMM's memory backends (same ids and sizes; e.g. other host-nodes)"),
-      vcpus: z.array(z.number().int().nonnegative()).optional().describe("host CPU of each destination vCPU (default: the source's)"),
+      vcpus: z
+        .array(cpuId)
+        .optional()
+        .describe("host CPU of each destination vCPU, one per source vCPU, each 0 to 8191 and a CPU of that host (default: the source's)"),
     })
     .optional()
     .describe('migrate: a destination on another host of its own (separate kernel, same virtual time); default: a VMM on the same host'),
@@ -352,32 +491,48 @@ export const vmEventSchema = z.strictObject({
 export type VmEventSpec = z.infer<typeof vmEventSchema>;
 
 export const vmSchema = z.strictObject({
-  name: z.string().describe('-name; also the VMM process name (-name ...,process=)'),
+  name: ident.describe('-name; also the VMM process name (-name ...,process=)'),
   machine: z.enum(['q35', 'pc']).default('q35'),
-  'max-ram-below-4g': size.optional(),
+  'max-ram-below-4g': sizeIn(0, 2 ** 32)
+    .optional()
+    .describe('the machine property, 0 to 4G'),
   memdevs: z
     .array(memdevSchema)
     .default([])
     .describe('-object memory-backend-*; without vNUMA the first is the machine RAM (-machine memory-backend)'),
-  memory: size.optional().describe('-m, when there are no memdevs: a default memory-backend-ram "pc.ram"'),
+  memory: pagesIn(4096, LIMITS.maxSize)
+    .optional()
+    .describe('-m, when there are no memdevs: a default memory-backend-ram "pc.ram", a multiple of 4K from 4K to 1T'),
   vcpus: z
-    .array(z.number().int().nonnegative())
+    .array(cpuId)
     .min(1)
+    .max(LIMITS.maxVcpus)
     .default([0])
-    .describe('host CPU of each vCPU thread (vcpupin); their count is -smp'),
-  emulator_cpu: z.number().int().nonnegative().optional().describe("host CPU of the VMM's main thread (emulatorpin)"),
+    .describe('host CPU of each vCPU thread (vcpupin), each 0 to 8191 and a CPU of the host; their count (1 to 1024) is -smp'),
+  emulator_cpu: cpuId.optional().describe("host CPU of the VMM's main thread (emulatorpin), 0 to 8191 and a CPU of the host"),
   numa: z
-    .array(z.strictObject({ memdev: z.string(), cpus: z.array(z.number().int().nonnegative()).default([]) }))
+    .array(
+      z.strictObject({
+        memdev: z.string(),
+        cpus: z
+          .array(int(0, LIMITS.maxVcpus - 1))
+          .default([])
+          .describe('vCPUs of the node, each 0 to 1023 and a vCPU of the VM'),
+      }),
+    )
+    .max(LIMITS.maxGuestNodes)
     .default([])
-    .describe('-numa node,nodeid=i,memdev=...,cpus=... (guest node i is the i-th entry)'),
+    .describe('-numa node,nodeid=i,memdev=...,cpus=... (guest node i is the i-th entry; at most 128)'),
   balloon: balloonSchema.optional().describe('-device virtio-balloon, probed by the guest at the start'),
   guest: z
     .strictObject({
       fragment: z
         .strictObject({
-          size: size.describe('guest memory a task faults in (4K pages) before the run'),
-          keep_every: z.number().int().min(2).describe('then frees all but every N-th page'),
-          vcpu: z.number().int().nonnegative().default(0),
+          size: size.describe('guest memory a task faults in (4K pages) before the run, 0 to 1T'),
+          keep_every: int(2, 2 ** 20).describe('then frees all but every N-th page, N from 2 to 2^20'),
+          vcpu: int(0, LIMITS.maxVcpus - 1)
+            .default(0)
+            .describe('the vCPU the task runs on, 0 to 1023 and a vCPU of the VM'),
         })
         .optional()
         .describe('fragment the guest before the run, as a long-lived guest is'),
@@ -397,7 +552,7 @@ export type VmSpec = z.infer<typeof vmSchema>;
 /** A published figure the report sets beside a run's result. */
 export const publishedSchema = z.strictObject({
   label: z.string().describe('what was measured, e.g. "inflate 7 GiB with PFN arrays"'),
-  value: z.number().describe('the published value, in `unit`'),
+  value: z.number().describe('the published value, in `unit` (any finite number)'),
   unit: z.enum(['ns', 'us', 'ms', 's', 'bytes', 'count']),
   metric: z.string().describe('the final metric of this scenario to compare it with'),
   run: z.string().optional().describe('the run (id, or a swept value) it corresponds to'),
@@ -407,15 +562,22 @@ export const publishedSchema = z.strictObject({
 export const scenarioSchema = z.strictObject({
   name: z.string(),
   description: z.string().optional(),
-  seed: z.number().int().nonnegative().default(1),
-  host: z.union([z.string(), hostSchema]).default('default').describe('a host file, a shipped host name, or an inline host'),
-  profile: z.string().optional().describe('cost profile file (default: profiles/default.json)'),
-  kernel: z
-    .record(z.string(), z.union([z.string(), z.number()]))
-    .default({})
-    .describe('sysfs/procfs knob path -> value, written before the run'),
-  duration,
-  sample: z.strictObject({ interval: duration.default(10_000_000) }).default({ interval: 10_000_000 }),
+  seed: int(0, 2 ** 32 - 1)
+    .default(1)
+    .describe('the seed every random stream of the run derives from, 0 to 4294967295'),
+  host: withForm(z.union([hostName, hostSchema]), HOST_FORM)
+    .default('default')
+    .describe('a host file, a shipped host name, auto, or an inline host'),
+  profile: z.string().min(1).optional().describe('cost profile file (default: profiles/default.json)'),
+  kernel: z.record(z.string(), knobValue).default({}).describe('sysfs/procfs knob path -> value, written before the run'),
+  duration: durationIn(1000, LIMITS.maxDurationNs).describe('virtual time the workloads run, 1us to 3600s'),
+  sample: z
+    .strictObject({
+      interval: durationIn(LIMITS.minSampleIntervalNs, LIMITS.maxDurationNs)
+        .default(10_000_000)
+        .describe('virtual time between two samples, 1us to 3600s, and at most 10000 samples in a run (duration / interval)'),
+    })
+    .default({ interval: 10_000_000 }),
   processes: z.array(processSchema).default([]).describe('host processes (at least one process or VM)'),
   vms: z.array(vmSchema).default([]).describe('virtual machines: a VMM process each, with its guest'),
   notes: z.string().optional().describe('text the report prints (what the results mean)'),

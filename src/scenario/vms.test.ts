@@ -78,11 +78,11 @@ describe('scenario VMs: loading', () => {
       loadError(INFLATE.replace('type: memory-backend-ram', '').replace('{ id: ram0,', '{ id: ram0, type: memory-backend-rom,')),
     ).toMatch(/bad\.yaml:12:\d+: vms\[0\]\.memdevs\[0\]\.type/);
     expect(loadError(INFLATE.replace('    balloon: { virtio-balloon-chunks: false }\n', ''))).toMatch(
-      /bad\.yaml:15:\d+: vms\[0\]\.events\[0\]\.op: VM g has no balloon device/,
+      /bad\.yaml:15:\d+: vms\[0\]\.events\[0\]\.op: VM "g" has no balloon device/,
     );
     expect(loadError(INFLATE.replace('op: balloon, target: 32M', 'op: balloon'))).toMatch(/vms\[0\]\.events\[0\]: balloon needs target/);
     expect(loadError(INFLATE.replace('    vcpus: [0, 1]\n', '    vcpus: [0, 1]\n    numa: [{ memdev: ram1 }]\n'))).toMatch(
-      /bad\.yaml:14:\d+: vms\[0\]\.numa\[0\]\.memdev: no memdev "ram1" in VM g/,
+      /bad\.yaml:14:\d+: vms\[0\]\.numa\[0\]\.memdev: no memdev "ram1" in VM "g"/,
     );
     expect(loadError(INFLATE.replace('balloon: { virtio-balloon-chunks: false }', 'balloon: { colour: red }'))).toMatch(
       /vms\[0\]\.balloon: unknown field 'colour'/,
@@ -91,19 +91,22 @@ describe('scenario VMs: loading', () => {
   });
 
   it('refuses migration events that cannot run, naming the event and what it needs', () => {
+    // Refused when the file is loaded, at the event.
     const runOf = (name: string, text: string): (() => unknown) => {
-      const l = loadScenario(file(name, text));
-      return () => runScenario(l.runs[0]!, { file: l.file });
+      return () => {
+        const l = loadScenario(file(name, text));
+        return runScenario(l.runs[0]!, { file: l.file });
+      };
     };
     expect(runOf('fault.yaml', INFLATE.replace('op: balloon, target: 32M', 'op: migration_fault, fault: link-drop'))).toThrow(
-      /fault\.yaml: vms\[0\]\.events\[0\]: a migration_fault needs a migrate event before it/,
+      /fault\.yaml:\d+:\d+: vms\[0\]\.events\[0\]\.op: a migration_fault needs a migrate event of this VM at the same time or before it/,
     );
     expect(runOf('postcopy.yaml', INFLATE.replace('op: balloon, target: 32M', 'op: migrate, bandwidth: 125M, start-postcopy: 0s'))).toThrow(
-      /postcopy\.yaml: vms\[0\]\.events\[0\]\.start-postcopy: needs postcopy-ram in capabilities/,
+      /postcopy\.yaml:\d+:\d+: vms\[0\]\.events\[0\]\.start-postcopy: start-postcopy needs postcopy-ram/,
     );
     expect(
       runOf('dst.yaml', INFLATE.replace('op: balloon, target: 32M', 'op: migrate, bandwidth: 125M, destination: { host: no-such-host }')),
-    ).toThrow(/dst\.yaml: vms\[0\]\.events\[0\]\.destination\.host/);
+    ).toThrow(/dst\.yaml:\d+:\d+: vms\[0\]\.events\[0\]\.destination\.host: cannot load host "no-such-host"/);
   });
 
   it('turns a configuration QEMU refuses into an input error naming the VM', () => {
@@ -111,9 +114,9 @@ describe('scenario VMs: loading', () => {
       'type: memory-backend-ram',
       '',
     );
-    const l = loadScenario(file('qemu.yaml', bad.replace('{ id: ram0,', '{ id: ram0, type: memory-backend-file,')));
-    expect(() => runScenario(l.runs[0]!, { file: l.file })).toThrow(
-      /qemu\.yaml: vms\[0\] \(g\): qemu-system-x86_64: unable to map backing store for guest RAM: Cannot allocate memory/,
+    // The VM is started on a probe kernel when the file is loaded: refused then, at the VM.
+    expect(() => loadScenario(file('qemu.yaml', bad.replace('{ id: ram0,', '{ id: ram0, type: memory-backend-file,')))).toThrow(
+      /qemu\.yaml:\d+:\d+: vms\[0\]: qemu-system-x86_64 refuses this VM: unable to map backing store for guest RAM: Cannot allocate memory/,
     ); // no 2M pages reserved in the host's hugetlb pool
   });
 });

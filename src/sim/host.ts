@@ -5,45 +5,68 @@
 import { z } from 'zod';
 import { fromRoot } from '../util/paths.ts';
 import { readdirSync, readFileSync } from 'node:fs';
-import { loadYaml } from '../util/yaml_input.ts';
+import { loadYaml, quote, withForm } from '../util/yaml_input.ts';
 import { InputError, parseSize } from '../util/input_error.ts';
 
-const size = z.union([z.number(), z.string()]).transform((v, ctx) => {
+/** Highest CPU id: NR_CPUS is 8192 in Debian's x86_64 kernels (CONFIG_NR_CPUS, MAXSMP). */
+export const MAX_CPU_ID = 8191;
+/** Highest node id: MAX_NUMNODES is 1024 (CONFIG_NODES_SHIFT=10). */
+export const MAX_NODE_ID = 1023;
+/** Nodes of a simulated host, and memory per node (4 MiB to 1 TiB: frame metadata is ~10 MB per GiB in use). */
+export const MAX_HOST_NODES = 64;
+export const MAX_NODE_MEMORY = 2 ** 40;
+
+const memoryForm = 'a size, a multiple of 4M from 4M to 1T: a number of bytes or a string such as 512M, 8G';
+const size = withForm(z.union([z.number(), z.string()]), memoryForm).transform((v, ctx) => {
   const b = parseSize(v);
-  if (b === undefined) {
-    ctx.addIssue({ code: 'custom', message: `expected a size such as 8G, 512M or a number of bytes, got ${JSON.stringify(v)}` });
+  if (b === undefined || b === 0 || b > MAX_NODE_MEMORY || b % (4 << 20) !== 0) {
+    ctx.addIssue({ code: 'custom', message: `expected ${memoryForm} (the largest buddy block is 4M), got ${quote(v)}` });
     return z.NEVER;
   }
   return b;
 });
 
-const cpuList = z.union([z.array(z.number().int().nonnegative()), z.string(), z.number().int()]).transform((v, ctx) => {
-  if (Array.isArray(v)) return v;
-  const out = parseCpuList(String(v));
-  if (!out) {
-    ctx.addIssue({ code: 'custom', message: `expected a CPU list such as "0-3,8", got ${JSON.stringify(v)}` });
-    return z.NEVER;
-  }
-  return out;
-});
+const cpuForm = `CPU ids from 0 to ${MAX_CPU_ID}: a list [0, 1], a CPU list string such as "0-3,8", or one id`;
+const cpuList = withForm(z.union([z.array(z.number().int().min(0).max(MAX_CPU_ID)), z.string(), z.number().int()]), cpuForm).transform(
+  (v, ctx) => {
+    const out = Array.isArray(v) ? v : parseCpuList(String(v));
+    if (!out) {
+      ctx.addIssue({ code: 'custom', message: `expected ${cpuForm}, got ${quote(v)}` });
+      return z.NEVER;
+    }
+    return out;
+  },
+);
 
 export const hostSchema = z
   .strictObject({
-    name: z.string(),
+    name: z.string().min(1).describe('the host name results show'),
     description: z.string().optional(),
     nodes: z
       .array(
         z.strictObject({
-          id: z.number().int().nonnegative(),
-          memory: size,
-          cpus: cpuList,
+          id: z
+            .number()
+            .int()
+            .min(0)
+            .max(MAX_HOST_NODES - 1)
+            .describe('the node id, 0 to 63: the i-th node has id i'),
+          memory: size.describe('memory of the node, a multiple of 4M from 4M to 1T'),
+          cpus: cpuList.describe(`its CPUs, ids 0 to ${MAX_CPU_ID} (Linux's cpulist format, e.g. "0-3,8")`),
         }),
       )
-      .min(1),
-    distances: z.array(z.array(z.number().int().min(10).max(255))).optional(),
+      .min(1)
+      .max(MAX_HOST_NODES)
+      .describe('NUMA nodes, 1 to 64'),
+    distances: z
+      .array(z.array(z.number().int().min(10).max(255)))
+      .optional()
+      .describe('SLIT distances, an N x N matrix of 10 (local, on the diagonal) to 255; default 20 between nodes'),
     hugepage_sizes: z.array(z.enum(['2M', '1G'])).optional(),
   })
   .superRefine((h, ctx) => {
+    // zod runs refinements after issues that do not abort (a bad CPU list): check only what parsed.
+    if (!h.nodes.every((n) => Array.isArray(n.cpus) && typeof n.id === 'number')) return;
     h.nodes.forEach((n, i) => {
       if (n.id !== i)
         ctx.addIssue({
@@ -51,29 +74,31 @@ export const hostSchema = z
           path: ['nodes', i, 'id'],
           message: `expected node ids 0..${h.nodes.length - 1} in order, got ${n.id}`,
         });
-      if (n.memory % (4 << 20) !== 0 || n.memory === 0)
-        ctx.addIssue({
-          code: 'custom',
-          path: ['nodes', i, 'memory'],
-          message: 'expected a non-zero multiple of 4M (the largest buddy block)',
-        });
     });
     const seen = new Set<number>();
     h.nodes.forEach((n, i) =>
       n.cpus.forEach((c) => {
-        if (seen.has(c)) ctx.addIssue({ code: 'custom', path: ['nodes', i, 'cpus'], message: `CPU ${c} belongs to two nodes` });
+        if (seen.has(c))
+          ctx.addIssue({ code: 'custom', path: ['nodes', i, 'cpus'], message: `CPU ${c} is listed twice: expected each CPU in one node` });
         seen.add(c);
       }),
     );
-    if (h.distances) {
+    if (h.distances?.every((row) => Array.isArray(row))) {
       const n = h.nodes.length;
-      if (h.distances.length !== n) ctx.addIssue({ code: 'custom', path: ['distances'], message: `expected a ${n}x${n} matrix` });
+      if (h.distances.length !== n)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['distances'],
+          message: `expected a ${n}x${n} matrix (one row per node), got ${h.distances.length} rows`,
+        });
       h.distances.forEach((row, i) => {
-        if (row.length !== n) ctx.addIssue({ code: 'custom', path: ['distances', i], message: `expected ${n} entries` });
+        if (row.length !== n)
+          ctx.addIssue({ code: 'custom', path: ['distances', i], message: `expected ${n} entries (one per node), got ${row.length}` });
         if (row[i] !== 10)
           ctx.addIssue({ code: 'custom', path: ['distances', i, i], message: 'expected 10 (LOCAL_DISTANCE) on the diagonal' });
         row.forEach((d, j) => {
-          if (i !== j && d <= 10) ctx.addIssue({ code: 'custom', path: ['distances', i, j], message: 'expected a remote distance > 10' });
+          if (i !== j && d <= 10)
+            ctx.addIssue({ code: 'custom', path: ['distances', i, j], message: `expected a remote distance from 11 to 255, got ${d}` });
         });
       });
     }
@@ -90,14 +115,15 @@ export interface Host {
   cpuNode: Map<number, number>;
 }
 
+/** Linux's cpulist format ("0-3,8"); undefined if malformed or an id is above MAX_CPU_ID. */
 export function parseCpuList(s: string): number[] | undefined {
   const out: number[] = [];
   for (const part of s.split(',')) {
-    const m = /^\s*(\d+)(?:-(\d+))?\s*$/.exec(part);
+    const m = /^\s*(\d{1,6})(?:-(\d{1,6}))?\s*$/.exec(part);
     if (!m) return undefined;
     const a = +m[1]!;
     const b = m[2] !== undefined ? +m[2] : a;
-    if (b < a) return undefined;
+    if (b < a || b > MAX_CPU_ID) return undefined;
     for (let c = a; c <= b; c++) out.push(c);
   }
   return out;
@@ -155,6 +181,14 @@ export function detectHost(): Host {
 }
 
 export const HOSTS_DIR = fromRoot('hosts') + '/';
+
+/** The names of the shipped host files (hosts/NAME.yaml). */
+export function shippedHosts(): string[] {
+  return readdirSync(HOSTS_DIR)
+    .filter((f) => f.endsWith('.yaml'))
+    .map((f) => f.slice(0, -5))
+    .sort();
+}
 
 /** A host by path, by the name of a shipped host file (`default`, `this-machine`), or `auto` (this machine, detected). */
 export function resolveHost(nameOrPath: string): Host {
