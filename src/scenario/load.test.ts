@@ -244,9 +244,11 @@ describe('every error names its place and the allowed forms', () => {
     const noEpt = JSON.parse(readFileSync(fromRoot('profiles', 'default.json'), 'utf8'));
     delete noEpt.costs.kvm_ept_violation;
     writeFileSync(join(dir, 'noept.json'), JSON.stringify(noEpt));
-    expect(refusal(`${BASE}profile: ${join(dir, 'nosuch.json')}\n`).message).toMatch(/:18:10: profile: .*cannot read cost profile: ENOENT/);
+    expect(refusal(`${BASE}profile: ${join(dir, 'nosuch.json')}\n`).message).toMatch(
+      /:18:10: profile: .*cannot read cost profile \(ENOENT\)/,
+    );
     expect(refusal(VM.replace('duration: 10ms', `duration: 10ms\nprofile: ${join(dir, 'noept.json')}`)).message).toMatch(
-      /vms\[0\]: cost profile has no entry 'kvm_ept_violation'.*; expected a profile with the VM costs/,
+      /vms\[0\]: .*cost profile has no entry 'kvm_ept_violation'.*\); expected a profile with the VM costs/,
     );
   });
 

@@ -558,7 +558,7 @@ function probeVm(probe: Kernel, vm: VmSpec, err: (msg: string) => InputError): n
     if (e instanceof QemuError) throw err(`qemu-system-x86_64 refuses this VM: ${e.message}`);
     // A cost profile without the VM entries (kvm_ept_violation, ...): the VM cannot be timed.
     if (e instanceof Error && /cost profile/.test(e.message))
-      throw err(`${e.message.split('\n')[0]}; expected a profile with the VM costs (profiles/default.json has them)`);
+      throw err(`${e.message.split('\n')[0]!.replace(/\.$/, '')}; expected a profile with the VM costs (profiles/default.json has them)`);
     throw e;
   }
   return vm.numa.length ? v.numaNodes.map((n) => n.size) : [v.ramSize];
