@@ -238,10 +238,11 @@ export class WorkloadThread {
           if (this.cachedVma !== vma) this.cachedVma = undefined;
         }
         if (numab && pfn >= 0) {
+          const before = ctx.ns; // a migration the fault makes charges itself
           const hint = numab.hintingFault(this.thread, va, pfn, size);
           if (hint) {
             ctx.ns += hint;
-            this.faultNs += hint;
+            this.faultNs += ctx.ns - before;
             pfn = translate(mm, va); // the page may have moved
           }
         }
