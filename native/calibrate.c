@@ -1945,10 +1945,12 @@ static void *mbw_worker_main(void *arg)
  * One round: workers with a role stream together; `during` runs on the
  * calling thread once they all stream (the chaser), else they stream for
  * MBW_WINDOW_NS. Returns the summed bandwidth (bytes/s) of the workers, the
- * lowest share of its wall time a worker was on its CPU in *oncpu, adds the
- * workers' CPU time (s) to *cpu_s; or -1 if a worker could not map its arrays.
+ * lowest share of its wall time a worker was on its CPU in *oncpu, the sum
+ * of bytes / CPU time (what they moved while they ran) in *per_cpu, adds
+ * the workers' CPU time (s) to *cpu_s; or -1 if a worker could not map its
+ * arrays.
  */
-static double mbw_round(void (*during)(void *), void *arg, double *oncpu, double *cpu_s)
+static double mbw_round(void (*during)(void *), void *arg, double *oncpu, double *per_cpu, double *cpu_s)
 {
 	pthread_mutex_lock(&mbw.mu);
 	int active = 0;
@@ -1975,6 +1977,7 @@ static double mbw_round(void (*during)(void *), void *arg, double *oncpu, double
 		pthread_cond_wait(&mbw.cv, &mbw.mu);
 	pthread_mutex_unlock(&mbw.mu);
 	double bw = 0, low = 1;
+	*per_cpu = 0;
 	for (int i = 0; i < mbw.nw; i++) {
 		struct mbw_worker *w = &mbw.w[i];
 		if (w->role == MBW_IDLE)
@@ -1982,6 +1985,7 @@ static double mbw_round(void (*during)(void *), void *arg, double *oncpu, double
 		if (w->failed || !w->wall_ns)
 			return -1;
 		bw += (double)w->bytes * 1e9 / w->wall_ns;
+		*per_cpu += w->cpu_ns ? (double)w->bytes * 1e9 / w->cpu_ns : 0;
 		*cpu_s += w->cpu_ns / 1e9;
 		double f = (double)w->cpu_ns / w->wall_ns;
 		if (f < low)
@@ -2073,24 +2077,25 @@ static void m_membw(void)
 	CPU_SET(cpus[0], &one);
 	sched_setaffinity(0, sizeof one, &one);
 
-	double oncpu, ours = 0;
+	double oncpu, ours = 0, percpu;
 	long long busy0, steal0, busy1, steal1;
 	for (int kind = MBW_READ; kind <= MBW_COPY; kind++) {
 		for (int t = 1; t <= n; t++) {
-			char name[64], method[1024], extra[256];
+			char name[64], method[1024], extra[384];
 			snprintf(name, sizeof name, "membw_%s_%dt", mbw_kind_name[kind], t);
-			double v[REPEATS], low = 1, la0 = loadavg1();
+			double v[REPEATS], vc[REPEATS], low = 1, la0 = loadavg1();
 			ours = 0;
 			cpu_stat(&busy0, &steal0);
 			uint64_t w0 = now_ns();
 			int bad = 0;
 			mbw_roles(kind, 0, t, 0);
 			for (int rep = -1; rep < REPEATS && !bad; rep++) {
-				double bw = mbw_round(NULL, NULL, &oncpu, &ours);
+				double bw = mbw_round(NULL, NULL, &oncpu, &percpu, &ours);
 				if (bw < 0)
 					bad = 1;
 				else if (rep >= 0) {
 					v[rep] = bw;
+					vc[rep] = percpu;
 					if (oncpu < low)
 						low = oncpu;
 				}
@@ -2111,10 +2116,12 @@ static void m_membw(void)
 				 : kind == MBW_WRITE ? "plain 8-byte stores of a counter (write-allocate, not non-temporal)"
 						     : "a[i] = b[i] with plain 8-byte loads and stores",
 				 kind == MBW_COPY ? "2 x bytes copied" : kind == MBW_READ ? "bytes read" : "bytes written");
+			stats_t sc = stats_of(vc, REPEATS);
 			snprintf(extra, sizeof extra,
-				 ", \"threads\": %d, \"oncpu_min\": %.3f, \"loadavg_1m_before\": %.2f, \"loadavg_1m_after\": "
-				 "%.2f, \"other_busy_cpus\": %.2f, \"steal_cpus\": %.3f",
-				 t, low, la0, loadavg1(),
+				 ", \"threads\": %d, \"oncpu_min\": %.3f, \"per_cpu_time_median\": %.0f, "
+				 "\"loadavg_1m_before\": %.2f, \"loadavg_1m_after\": %.2f, \"other_busy_cpus\": %.2f, "
+				 "\"steal_cpus\": %.3f",
+				 t, low, sc.median, la0, loadavg1(),
 				 /* CPUs busy besides our threads, averaged over the measurement */
 				 (busy1 - busy0) / hz / secs - ours / secs, (steal1 - steal0) / hz / secs);
 			add_cost(name, v, REPEATS, "bytes per second", method, extra);
@@ -2145,7 +2152,7 @@ static void m_membw(void)
 			else
 				mbw_roles(MBW_LOADER, 1, n, loaded_delays[k]);
 			for (int rep = -1; rep < REPEATS; rep++) {
-				double bw = k < 0 ? (chase_during(&c), 0) : mbw_round(chase_during, &c, &oncpu, &ours);
+				double bw = k < 0 ? (chase_during(&c), 0) : mbw_round(chase_during, &c, &oncpu, &percpu, &ours);
 				if (rep >= 0) {
 					v[rep] = c.ns;
 					bwv[rep] = bw;
