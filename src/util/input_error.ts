@@ -32,6 +32,21 @@ export function parseSize(v: unknown): number | undefined {
   return Number.isSafeInteger(r) ? r : undefined;
 }
 
+/**
+ * Parse a rate in bytes per second: "20GB/s", "12.5 GB/s", "800MB/s",
+ * "10GiB/s", or a number of bytes/s. kB/MB/GB/TB are decimal (1000^n, as
+ * bandwidths are quoted); KiB/MiB/GiB/TiB binary.
+ */
+export function parseRate(v: unknown): number | undefined {
+  if (typeof v === 'number') return Number.isFinite(v) && v > 0 ? v : undefined;
+  if (typeof v !== 'string') return undefined;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(?:([kKMGT])(i?)B|B)\/s\s*$/.exec(v);
+  if (!m) return undefined;
+  const exp = m[2] ? 'KMGT'.indexOf(m[2].toUpperCase()) + 1 : 0;
+  const r = Number(m[1]) * (m[3] ? 1024 : 1000) ** exp;
+  return r > 0 && Number.isFinite(r) ? r : undefined;
+}
+
 /** Render bytes with the largest exact binary suffix: 2097152 -> "2M". */
 export function formatSize(b: number): string {
   for (const [s, m] of [
