@@ -14,7 +14,7 @@ import type { Kernel } from './kernel.ts';
 import { PG } from './page.ts';
 import { MIGRATE_MOVABLE, PAGEBLOCK_ORDER, type Zone } from './page_alloc.ts';
 import { migrateFrame } from './migrate.ts';
-import { MAX_PAGE_ORDER } from './uapi.ts';
+import { MAX_PAGE_ORDER, PAGE_SIZE } from './uapi.ts';
 
 const PAGEBLOCK_NR = 1 << PAGEBLOCK_ORDER;
 const COMPACT_MAX_DEFER_SHIFT = 6;
@@ -194,8 +194,9 @@ export function compactForOrder(k: Kernel, nid: number, order: number, mode: 'di
     k.vmstat.count('compact_stall');
   }
   const r = compactZone(k, nid, order);
+  if (mode === 'kcompactd') chargeCompaction(k, nid, r);
   if (mode === 'direct') {
-    k.charge(r.ns);
+    chargeCompaction(k, nid, r);
     if (r.success) {
       k.vmstat.count('compact_success');
       st.reset(nid, order);
@@ -218,6 +219,12 @@ export function wakeupKcompactd(k: Kernel, nid: number, order: number): void {
     const o = st.kcompactdOrder[nid]!;
     st.kcompactdOrder[nid] = -1;
     k.vmstat.count('compact_daemon_wake');
-    compactForOrder(k, nid, o, 'kcompactd');
+    // kcompactd's own time is not a workload's; its copies still load the node.
+    k.runAsTask({ ns: 0 }, () => compactForOrder(k, nid, o, 'kcompactd'));
   });
+}
+
+/** Charge a compaction run to the running task: its migrations are copies within node `nid` (chargeMem). */
+export function chargeCompaction(k: Kernel, nid: number, r: CompactResult): void {
+  k.chargeMem(r.ns, r.migrated * k.hot.copy4k, nid, nid, r.migrated * PAGE_SIZE);
 }
