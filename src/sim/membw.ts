@@ -74,6 +74,44 @@ export function latencyMultiplier(u: number): number {
   return 1 + A * x + (W * (x - U_K) ** 2) / (1 - x);
 }
 
+/**
+ * The multiplier m = m(u) at which a resource whose flows give it
+ * utilisation util(m) at multiplier m is in equilibrium: u = util(m(u)).
+ * util decreases with m, so g(u) = util(m(u)) - u decreases: regula falsi
+ * with the Illinois modification on [0, U_MAX] (superlinear, and the
+ * bracket always holds the root). 1 when nothing flows; m(U_MAX) when the
+ * flows cannot be slowed below capacity.
+ */
+function solveUtilisation(util: (m: number) => number): number {
+  const g = (u: number): number => util(latencyMultiplier(u)) - u;
+  let lo = 0;
+  let hi = U_MAX;
+  let glo = g(lo);
+  if (glo <= 0) return 1;
+  let ghi = g(hi);
+  if (ghi >= 0) return latencyMultiplier(hi);
+  let side = 0;
+  let u = lo;
+  for (let i = 0; i < 100 && hi - lo > 1e-10; i++) {
+    u = (lo * ghi - hi * glo) / (ghi - glo);
+    if (!(u > lo && u < hi)) u = (lo + hi) / 2;
+    const gu = g(u);
+    if (gu === 0 || Math.abs(gu) < 1e-10) break;
+    if (gu > 0) {
+      lo = u;
+      glo = gu;
+      if (side === 1) ghi /= 2;
+      side = 1;
+    } else {
+      hi = u;
+      ghi = gu;
+      if (side === -1) glo /= 2;
+      side = -1;
+    }
+  }
+  return latencyMultiplier(u);
+}
+
 /** A flow's bytes and idle DRAM time on one class (CPU node -> memory node). */
 export interface FlowClass {
   /** Memory node. */
@@ -124,6 +162,12 @@ export class MemBandwidth {
   private readonly lastUtil: Float64Array;
   /** The last flow registered, which an `extend` registration may continue. */
   private last: Flow | undefined;
+  /** Scratch of solveWindow (reused: a window is solved every 100 µs of virtual time). */
+  private readonly present: Flow[] = [];
+  private readonly weight: number[] = [];
+  private readonly seen: Uint8Array;
+  /** One-resource flows of a window, per flow: resource, K = bytes x weight x actual, B = time not scaling, S = idle DRAM time. */
+  private readonly simple = { r: [] as number[], k: [] as number[], b: [] as number[], s: [] as number[] };
 
   constructor(readonly spec: MemBwSpec) {
     const n = (this.nrNodes = spec.nodes.length);
@@ -135,6 +179,7 @@ export class MemBandwidth {
     this.solved = new Float64Array(nr).fill(1);
     this.counted = new Float64Array(nr);
     this.lastUtil = new Float64Array(nr);
+    this.seen = new Uint8Array(nr);
   }
 
   /** Resource index of the path for CPUs of node `cpu` to memory of node `mem`. */
@@ -289,19 +334,23 @@ export class MemBandwidth {
   private solveWindow(w: number): void {
     const ws = w * WINDOW_NS;
     const we = ws + WINDOW_NS;
-    const present: Flow[] = [];
-    const weight: number[] = [];
-    const keep: Flow[] = [];
-    for (const f of this.flows) {
+    const present = this.present;
+    const weight = this.weight;
+    present.length = 0;
+    weight.length = 0;
+    const flows = this.flows;
+    let kept = 0;
+    for (let i = 0; i < flows.length; i++) {
+      const f = flows[i]!;
       const o = Math.min(f.end, we) - Math.max(f.at, ws);
       if (o > 0) {
         present.push(f);
         weight.push(o / WINDOW_NS / (f.end - f.at)); // share of the flow's bytes in this window, per ns of window
       }
-      if (f.end > we) keep.push(f);
+      if (f.end > we) flows[kept++] = f;
       else f.live = false;
     }
-    this.flows = keep;
+    flows.length = kept;
     const nr = this.mult.length;
     const m = this.solved; // warm start from the last window
     if (!present.length) {
@@ -314,7 +363,8 @@ export class MemBandwidth {
     }
     // Resources the window's flows cross; whether any flow crosses two (then they depend on each other).
     const used: number[] = [];
-    const seen = new Uint8Array(nr);
+    const seen = this.seen;
+    seen.fill(0);
     let coupled = false;
     for (const f of present) {
       if (f.res.length > 1) coupled = true;
@@ -326,8 +376,12 @@ export class MemBandwidth {
     }
     used.sort((a, b) => a - b);
     for (let r = 0; r < nr; r++) if (!seen[r]) m[r] = 1;
+    if (!coupled) {
+      this.solveSimple(used, m);
+      return;
+    }
     // Gauss-Seidel over resources: each one's multiplier solved with the others fixed.
-    for (let sweep = 0; sweep < (coupled ? 12 : 1); sweep++) {
+    for (let sweep = 0; sweep < 12; sweep++) {
       let delta = 0;
       for (const r of used) {
         const before = m[r]!;
@@ -338,6 +392,39 @@ export class MemBandwidth {
     }
     for (let r = 0; r < nr; r++) {
       this.lastUtil[r] = seen[r] ? this.rate(r, present, weight, m) / this.cap[r]! : 0;
+      this.mult[r] = this.mult[r]! + LAMBDA * (m[r]! - this.mult[r]!);
+    }
+  }
+
+  /**
+   * A window whose flows each cross one resource: resources are independent,
+   * and a flow's rate at multiplier m is K / (B + S m) (K its bytes in the
+   * window x its actual time, B the time that does not scale, S its idle
+   * DRAM time). The same equilibrium as the general solve, computed cheaply.
+   */
+  private solveSimple(used: number[], m: Float64Array): void {
+    const sp = this.simple;
+    sp.r.length = sp.k.length = sp.b.length = sp.s.length = 0;
+    const present = this.present;
+    for (let i = 0; i < present.length; i++) {
+      const f = present[i]!;
+      const actual = f.end - f.at;
+      sp.r.push(f.res[0]!);
+      sp.k.push(f.bytes[0]! * this.weight[i]! * actual);
+      sp.b.push(actual - f.seenNs[0]!);
+      sp.s.push(f.memNs[0]!);
+    }
+    const rateAt = (r: number, mr: number): number => {
+      let sum = 0;
+      for (let i = 0; i < sp.r.length; i++) if (sp.r[i] === r) sum += sp.k[i]! / Math.max(sp.b[i]! + sp.s[i]! * mr, 1e-3); // a flow never takes no time
+      return sum;
+    };
+    for (const r of used) {
+      const cap = this.cap[r]!;
+      m[r] = cap > 0 ? solveUtilisation((mr) => rateAt(r, mr) / cap) : 1;
+    }
+    for (let r = 0; r < this.mult.length; r++) {
+      this.lastUtil[r] = this.seen[r] && this.cap[r]! > 0 ? rateAt(r, m[r]!) / this.cap[r]! : 0;
       this.mult[r] = this.mult[r]! + LAMBDA * (m[r]! - this.mult[r]!);
     }
   }
@@ -365,7 +452,7 @@ export class MemBandwidth {
       if (!through) continue;
       // The flow's bytes were moved over its actual elapsed time; at multipliers m it would take atM
       // instead. Its bytes per ns of window at m: (bytes in the window) x (actual / atM).
-      sum += (through * weight[i]! * actual) / Math.max(atM, 1e-9 * actual);
+      sum += (through * weight[i]! * actual) / Math.max(atM, 1e-3); // a flow never takes no time
     }
     return sum;
   }
@@ -375,46 +462,12 @@ export class MemBandwidth {
     const cap = this.cap[r]!;
     if (!(cap > 0)) return 1;
     const saved = m[r]!;
-    const g = (u: number): number => {
-      m[r] = latencyMultiplier(u);
-      return this.rate(r, present, weight, m) / cap - u;
-    };
-    // g is decreasing: positive at 0 unless nothing flows, negative at U_MAX unless the flows cannot be slowed.
-    let lo = 0;
-    let hi = U_MAX;
-    let glo = g(lo);
-    if (glo <= 0) {
-      m[r] = saved;
-      return 1;
-    }
-    let ghi = g(hi);
-    if (ghi >= 0) {
-      m[r] = saved;
-      return latencyMultiplier(hi);
-    }
-    // Regula falsi with the Illinois modification: superlinear, and the bracket always holds the root.
-    let side = 0;
-    let u = lo;
-    for (let i = 0; i < 100 && hi - lo > 1e-10; i++) {
-      u = (lo * ghi - hi * glo) / (ghi - glo);
-      if (!(u > lo && u < hi)) u = (lo + hi) / 2;
-      const gu = g(u);
-      if (gu === 0) break;
-      if (gu > 0) {
-        lo = u;
-        glo = gu;
-        if (side === 1) ghi /= 2;
-        side = 1;
-      } else {
-        hi = u;
-        ghi = gu;
-        if (side === -1) glo /= 2;
-        side = -1;
-      }
-      if (Math.abs(gu) < 1e-10) break;
-    }
+    const x = solveUtilisation((mr) => {
+      m[r] = mr;
+      return this.rate(r, present, weight, m) / cap;
+    });
     m[r] = saved;
-    return latencyMultiplier(u);
+    return x;
   }
 }
 
