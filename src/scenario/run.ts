@@ -168,18 +168,19 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   for (const wt of threads) {
     // One step scheduled at a time; a thread that answered WAIT is scheduled again by wt.wake.
     let scheduled = false;
-    const at = (t: number): void => {
+    // Thread time is fractional (costs summed within a step): the next step runs at the nearest whole ns.
+    const next = (t: number): void => {
       if (scheduled || t >= end) return;
       scheduled = true;
-      k.events.schedule(t, wt.name, tick);
+      k.events.schedule(Math.round(t), wt.name, tick);
     };
     const tick = (): void => {
       scheduled = false;
       const used = wt.step(end);
-      if (used !== Infinity && used !== WAIT) at(k.clock.now() + used);
+      if (used !== Infinity && used !== WAIT) next(k.clock.now() + used);
     };
-    wt.wake = at;
-    at(t0);
+    wt.wake = next;
+    next(t0);
   }
   // A vCPU blocked in a userfault (postcopy) runs again when the kernel wakes it.
   k.uffd.wakeListeners.push((t) => threads.find((wt) => wt.thread === t)?.userfaultWoken());
