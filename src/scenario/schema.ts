@@ -286,6 +286,12 @@ export const vmEventSchema = z.strictObject({
     .union([z.string(), z.record(z.string(), z.unknown())])
     .optional()
     .describe('qmp: {execute, arguments} (or JSON text); hmp: a command line such as "info ram"'),
+  expect_error: z
+    .string()
+    .optional()
+    .describe(
+      'qmp/hmp/balloon/migrate: QEMU is expected to refuse the command, with this error class (e.g. GenericError) or a part of its text; the run fails if it does not. Without it, a refused command stops the run with its error',
+    ),
   guest_node: z
     .number()
     .int()
