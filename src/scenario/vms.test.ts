@@ -644,10 +644,10 @@ vms:
       ),
     );
     expect(w).toMatch(
-      /MiB of 128 MiB remain to send; max-bandwidth 128 MiB\/s \(QEMU's default\) caps the stream below the link's 1250 MiB\/s/,
+      /MiB of 128 MiB remain to send \(precopy stops the guest once they fit in downtime-limit 300 ms at the measured rate: [\d.]+ MiB\); max-bandwidth 128 MiB\/s \(QEMU's default\) caps the stream below the link's 1250 MiB\/s/,
     );
     // 100,000 random 4K writes a second over 128 MiB dirty more than 128 MiB/s can carry.
-    expect(w).toMatch(/the guest dirties about [\d.]+ MiB\/s, as fast as the stream sends: precopy cannot converge/);
+    expect(w).toMatch(/the guest dirties about [\d.]+ MiB\/s of sent pages again, as fast as the stream sends: precopy cannot converge/);
     expect(lines).toEqual([`memtwin: warning: ${w}`]);
     // With the cap lifted the same migration completes, and nothing is said.
     const fast = runWarned('fast.yaml', text.replace('bandwidth: 1250M }', 'bandwidth: 1250M, max-bandwidth: 1250M }'));

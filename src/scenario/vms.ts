@@ -991,22 +991,25 @@ function unfinishedMigration(rt: VmRt, mig: MigrationState, status: string): str
   if (pc) return `${text}: postcopy has ${pc.missingUnits} units of guest RAM still to place on the destination`;
   const ram = mig.ram;
   if (!ram) return text;
+  const its = mig.iterations;
   const link = mig.link!.rate();
   const max = mig.parameters['max-bandwidth'];
   const cap = Math.floor(max / 10) === 0 ? link : Math.min(max, link);
   text += `: ${mib(ram.remainingBytes)} MiB of ${mib(ram.totalBytes)} MiB remain to send`;
+  if (its.length >= 2)
+    text += ` (precopy stops the guest once they fit in downtime-limit ${mig.parameters['downtime-limit']} ms at the measured rate: ${mib(mig.thresholdSize)} MiB)`;
   if (cap < link)
     text += `; max-bandwidth ${mib(max)} MiB/s${max === 128 * MiB ? " (QEMU's default)" : ''} caps the stream below the link's ${mib(link)} MiB/s`;
   else text += `; the stream runs at the link's ${mib(link)} MiB/s`;
-  // The guest's dirty rate since the bulk stage ended, from the syncs (QEMU's dirty-pages-rate needs a 1 s period).
-  const its = mig.iterations;
+  // The guest's dirty rate since the bulk stage ended, from the syncs (QEMU's dirty-pages-rate needs a 1 s period):
+  // pages dirtied again after they were sent, what precopy must send once more.
   if (its.length >= 3) {
     const first = its[1]!;
     const last = its[its.length - 1]!;
     const pages = its.slice(2).reduce((a, x) => a + x.newDirtyPages, 0);
     if (last.at > first.at) {
       const rate = (pages * PAGE_SIZE * 1e9) / (last.at - first.at);
-      text += `; the guest dirties about ${mib(rate)} MiB/s`;
+      text += `; the guest dirties about ${mib(rate)} MiB/s of sent pages again`;
       if (rate >= cap * 0.9) text += ', as fast as the stream sends: precopy cannot converge (auto-converge or postcopy-ram would help)';
     }
   } else text += '; the first pass over guest RAM has not ended';

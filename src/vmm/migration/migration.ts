@@ -257,6 +257,14 @@ export class MigrationState {
     return !this.guestStopped && this.status !== 'completed';
   }
 
+  /**
+   * threshold_size: the bytes the last rate window's bandwidth sends within
+   * downtime-limit; precopy stops the guest once what remains fits in it.
+   */
+  get thresholdSize(): number {
+    return this.thresholdBytes;
+  }
+
   /** The share of time the vCPUs may run under auto-converge throttling (1: unthrottled). */
   get guestRunFraction(): number {
     return 1 - this.throttlePercentage / 100;
