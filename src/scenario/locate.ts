@@ -30,7 +30,15 @@ export function fieldName(path: YamlPath): string {
     .replace(/\.\[/g, '[');
 }
 
-export function runLocator(file: string, spec: Pick<RunSpec, 'params'>): Locator {
+/**
+ * A run as the locator needs it: its sweep values, and, when the loader
+ * gives it, the loader's own mapping from a field to where its value was
+ * set (load.ts computes one per run to report bad sweep values; with it,
+ * every place a value can come from is covered, not only the sweep).
+ */
+export type LocatedRun = Pick<RunSpec, 'params'> & { where?: (p: YamlPath) => YamlPath };
+
+export function runLocator(file: string, spec: LocatedRun): Locator {
   let src: YamlSource | null | undefined;
   const read = (): YamlSource | null => {
     if (src === undefined)
@@ -44,7 +52,8 @@ export function runLocator(file: string, spec: Pick<RunSpec, 'params'>): Locator
   const error = (path: YamlPath, expected: string, atKey = false): InputError => {
     const s = read();
     if (!s) return new InputError(file, undefined, undefined, fieldName(atKey ? path.slice(0, -1) : path) || undefined, expected);
-    const swept = sweptAt(s.data, spec.params, path);
+    const mapped = spec.where?.(path);
+    const swept = mapped !== undefined ? (mapped === path ? undefined : mapped) : sweptAt(s.data, spec.params, path);
     if (swept) return s.error(swept, `${fieldName(path)}: ${expected}`);
     return s.error(path, expected, atKey);
   };
