@@ -408,8 +408,8 @@ export class Khugepaged {
     const mm = this.scanSlot;
     let progress = 1; // the mm itself (after mmap_read_trylock)
     let finished = true;
-    for (const vma of mm.vmas) {
-      if (vma.end <= this.scanAddress) continue;
+    // From the first VMA ending above scanAddress (find_vma), in address order.
+    for (let vma = mm.findVma(this.scanAddress); vma; vma = mm.nextVma(vma)) {
       if (!collapseAllowed(k, vma, false)) {
         progress++;
         continue;

@@ -188,7 +188,7 @@ function zapAdvice(k: Kernel, p: Process, thread: Thread, pieces: Piece[], advic
   const resumed = told; // the call waited for an event: the VMAs may have changed meanwhile
   for (; i < pieces.length; i++, told = false) {
     const [v, s] = pieces[i]!;
-    if (resumed && !p.mm.vmas.includes(v)) return neg('ENOMEM'); // unmapped while the call waited
+    if (resumed && !p.mm.hasVma(v)) return neg('ENOMEM'); // unmapped while the call waited
     const e = advice === MADV.MADV_REMOVE ? removeCheck(v, pieces[i]![2]) : dontneedFreeCheck(v, s, pieces[i]![2], advice);
     if (e < 0) return e;
     if (e <= s) continue;

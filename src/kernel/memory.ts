@@ -546,8 +546,7 @@ export function expandStack(k: Kernel, mm: MmStruct, va: number): Vma | undefine
   if (!vma || !(vma.flags & VM.GROWSDOWN) || vma.start <= va) return undefined;
   const address = alignDown(va, PAGE_SIZE);
   if (address < MMAP_MIN_ADDR) return undefined;
-  const i = mm.vmas.indexOf(vma);
-  const prev = i > 0 ? mm.vmas[i - 1] : undefined;
+  const prev = mm.prevVma(vma);
   if (prev && prev.end > address) return undefined;
   if (prev && !(prev.flags & VM.GROWSDOWN) && vmaIsAccessible(prev) && address - prev.end < STACK_GUARD_GAP) return undefined;
   const grow = (vma.start - address) / PAGE_SIZE;
@@ -559,6 +558,7 @@ export function expandStack(k: Kernel, mm: MmStruct, va: number): Vma | undefine
   }
   vma.start = address;
   vma.pgoff -= grow;
+  mm.vmaAdjusted(vma); // the gap below it shrank
   return vma;
 }
 

@@ -2,9 +2,10 @@
  * Address-space types (include/linux/mm_types.h, include/linux/mm.h):
  * VMAs with their vm_flags, the page table, and mm_struct.
  */
-import { PMD_SIZE, PUD_SIZE, PAGE_SIZE } from './uapi.ts';
+import { MMAP_MIN_ADDR, PMD_SIZE, PUD_SIZE, PAGE_SIZE } from './uapi.ts';
 import type { Mempolicy } from './mempolicy.ts';
 import type { UserfaultfdCtx } from './userfaultfd.ts';
+import { VmaTree } from './vma_tree.ts';
 
 /** vm_flags bits, with Linux's values (bits above 31 are kept as separate booleans). */
 export const VM = {
@@ -222,11 +223,16 @@ export interface HgmFolio {
   readonly copies: Uint8Array;
 }
 
+/** The lowest address an unmapped-area search may return: max(PAGE_SIZE, mmap_min_addr). */
+export const MMAP_LOWEST = Math.max(PAGE_SIZE, MMAP_MIN_ADDR);
+
 let mmSeq = 0;
 export class MmStruct {
   readonly id = ++mmSeq;
-  /** VMAs sorted by start, never overlapping. */
-  vmas: Vma[] = [];
+  /** The VMAs, in address order, never overlapping (mm->mm_mt). */
+  private readonly tree = new VmaTree(MMAP_LOWEST, vmStartGap);
+  /** The VMAs as an array, built when first asked for after the set of VMAs last changed. */
+  private list: Vma[] | null = null;
   readonly pgtable = new PageTable();
   /** Pages counted as in RSS: anon, shmem (MM_ANONPAGES, MM_SHMEMPAGES). */
   rssAnon = 0;
@@ -251,39 +257,85 @@ export class MmStruct {
   readonly hgm = new Map<number, HgmFolio>();
   constructor(readonly mmapBase: number) {}
 
-  /** find_vma: the first VMA with end > addr, or undefined. */
+  /**
+   * Every VMA in address order, as an array: O(1) while the set of VMAs is
+   * unchanged, O(n) the first time after an insertion or removal. A
+   * snapshot: it does not follow later insertions and removals.
+   */
+  get vmas(): readonly Vma[] {
+    return (this.list ??= this.tree.toArray());
+  }
+
+  /** mm->map_count. */
+  get mapCount(): number {
+    return this.tree.size;
+  }
+
+  /** find_vma: the first VMA with end > addr, or undefined. O(log n). */
   findVma(addr: number): Vma | undefined {
-    const v = this.vmas;
-    let lo = 0;
-    let hi = v.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (v[mid]!.end <= addr) lo = mid + 1;
-      else hi = mid;
-    }
-    return v[lo];
+    return this.tree.findVma(addr);
   }
 
   /** The VMA containing addr, or undefined. */
   vmaAt(addr: number): Vma | undefined {
-    const v = this.findVma(addr);
+    const v = this.tree.findVma(addr);
     return v && v.start <= addr ? v : undefined;
   }
 
-  indexOf(vma: Vma): number {
-    return this.vmas.indexOf(vma);
+  /** VMAs intersecting [start, end), in address order. O(log n + their number). */
+  vmasIn(start: number, end: number): Vma[] {
+    return this.tree.range(start, end);
   }
 
-  /** VMAs intersecting [start, end). */
-  vmasIn(start: number, end: number): Vma[] {
-    const out: Vma[] = [];
-    const first = this.findVma(start);
-    if (!first) return out;
-    for (let i = this.vmas.indexOf(first); i < this.vmas.length; i++) {
-      const v = this.vmas[i]!;
-      if (v.start >= end) break;
-      out.push(v);
-    }
-    return out;
+  /** The VMA before v (vma_prev). */
+  prevVma(v: Vma): Vma | undefined {
+    return this.tree.lastBelow(v.start);
+  }
+
+  /** The VMA after v (vma_next). */
+  nextVma(v: Vma): Vma | undefined {
+    return this.tree.firstAbove(v.start);
+  }
+
+  /** The last VMA starting below addr. */
+  lastVmaBelow(addr: number): Vma | undefined {
+    return this.tree.lastBelow(addr);
+  }
+
+  /** Whether v is one of this mm's VMAs (not unmapped or merged away). */
+  hasVma(v: Vma): boolean {
+    return this.tree.has(v);
+  }
+
+  /** Add a VMA that overlaps none (vma_link). */
+  insertVma(v: Vma): void {
+    this.tree.insert(v);
+    this.list = null;
+  }
+
+  /** Remove a VMA (vma_iter_clear). */
+  removeVma(v: Vma): void {
+    this.tree.erase(v);
+    this.list = null;
+  }
+
+  /** v's start or end moved in place with its order unchanged (a stack growing down): the free gaps follow. */
+  vmaAdjusted(v: Vma): void {
+    this.tree.adjusted(v);
+  }
+
+  /**
+   * The top-down unmapped-area search over the gaps below the VMAs that
+   * start under `limit` (VmaTree.gapTopdown): the highest `align`-aligned
+   * address with len bytes free above it, or -1. O(log n) when the first
+   * gap of len bytes or more can hold it.
+   */
+  gapTopdown(limit: number, len: number, align: number): number {
+    return this.tree.gapTopdown(limit, len, align);
+  }
+
+  /** The VMA tree's own invariants (for verifyKernel). */
+  verifyStructures(): string[] {
+    return this.tree.verify();
   }
 }
