@@ -246,6 +246,13 @@ export function madviseCollapse(k: Kernel, vma: Vma, mm: MmStruct, start: number
   let thps = 0;
   let lastFail: ScanResult = SCAN.SCAN_FAIL;
   for (let addr = hstart; addr < hend; addr += PMD_SIZE) {
+    const table = mm.pgtable.nextPmdTable(addr, hend);
+    if (table > addr) {
+      // Every region up to there has no PMD table: SCAN_PMD_NULL each, which the walk goes past.
+      lastFail = SCAN.SCAN_PMD_NULL;
+      addr = table - PMD_SIZE;
+      continue;
+    }
     const r = scanPmd(k, mm, vma, addr, cc);
     if (r === SCAN.SCAN_SUCCEED || r === SCAN.SCAN_PMD_MAPPED) {
       thps++;

@@ -189,20 +189,160 @@ export class HugeLeaf {
   }
 }
 
+/** PGDIR_SIZE with 4-level paging: what one PGD entry maps (512 GiB). */
+export const PGDIR_SIZE = 512 * PUD_SIZE;
+
+/**
+ * Whether page walks skip the page-table slots not in use (PageTable.skipNone).
+ * Tests turn it off to check that a walk gives the same results as one that
+ * looks at every page.
+ */
+export const pagewalk = { skipNone: true };
+
+/**
+ * A map of page-table entries by slot number that counts, per slot of the
+ * level above, how many of its entries are in use: what pgd_none() and
+ * pud_none() answer in Linux, where an upper-level table exists while
+ * anything below it does. Page walks use the counts to skip empty ranges.
+ */
+class CountedSlots<V> extends Map<number, V> {
+  constructor(
+    /** In-use counts of the level above, by its slot number (this map adds to them). */
+    private readonly upper: Map<number, number>,
+    /** Counts two levels up, by that level's slot number, or null. */
+    private readonly upper2: Map<number, number> | null,
+  ) {
+    super();
+  }
+  override set(key: number, value: V): this {
+    if (!super.has(key)) {
+      const u = Math.floor(key / 512);
+      this.upper.set(u, (this.upper.get(u) ?? 0) + 1);
+      if (this.upper2) {
+        const g = Math.floor(u / 512);
+        this.upper2.set(g, (this.upper2.get(g) ?? 0) + 1);
+      }
+    }
+    return super.set(key, value);
+  }
+  override delete(key: number): boolean {
+    if (!super.delete(key)) return false;
+    const u = Math.floor(key / 512);
+    const n = this.upper.get(u)! - 1;
+    if (n) this.upper.set(u, n);
+    else this.upper.delete(u);
+    if (this.upper2) {
+      const g = Math.floor(u / 512);
+      const m = this.upper2.get(g)! - 1;
+      if (m) this.upper2.set(g, m);
+      else this.upper2.delete(g);
+    }
+    return true;
+  }
+  override clear(): void {
+    for (const key of [...this.keys()]) this.delete(key);
+  }
+}
+
 /**
  * Page table of one mm: PMD slots keyed by va / 2M hold a PTE table or a
  * PMD leaf; PUD leaves (1G) are keyed by va / 1G. Upper levels (PGD, P4D,
- * PUD/PMD table pages) are not modelled as frames.
+ * PUD/PMD table pages) are not modelled as frames; they are counts of the
+ * entries in use below each of their slots, so that a walk over a range
+ * skips what pgd_none/pud_none/pmd_none would (mm/pagewalk.c).
  */
 export class PageTable {
-  readonly pmds = new Map<number, PteTable | HugeLeaf>();
-  readonly puds = new Map<number, HugeLeaf>();
+  /** PMD slots in use per 1G (by va / 1G): a PMD table exists there (mm_find_pmd) while the count is not 0. */
+  readonly pmdsPerPud = new Map<number, number>();
+  /** PMD slots and PUD leaves in use per 512G (by va / PGDIR_SIZE). */
+  readonly usedPerPgd = new Map<number, number>();
+  readonly pmds: Map<number, PteTable | HugeLeaf> = new CountedSlots<PteTable | HugeLeaf>(this.pmdsPerPud, this.usedPerPgd);
+  readonly puds: Map<number, HugeLeaf> = new CountedSlots<HugeLeaf>(this.usedPerPgd, null);
 
   static pmdKey(va: number): number {
     return Math.floor(va / PMD_SIZE);
   }
   static pudKey(va: number): number {
     return Math.floor(va / PUD_SIZE);
+  }
+
+  /** mm_find_pmd() != NULL: some PMD slot of the 1G range containing va is in use. */
+  hasPmdTable(va: number): boolean {
+    return this.pmdsPerPud.has(Math.floor(va / PUD_SIZE));
+  }
+
+  /**
+   * Where a page walk over [va, end) with stride `step` (4K, 2M or 1G) must
+   * look next: va itself if its PMD slot or PUD slot holds an entry, else
+   * the last address of the walk (va + k * step) at or before the first
+   * slot in use after va, skipping whole 512G and 1G ranges with nothing
+   * in use as walk_pgd_range and walk_pud_range skip pgd_none and pud_none;
+   * end if nothing after va is in use. Every address the walk skips is
+   * unmapped: followPage gives -2 there.
+   */
+  skipNone(va: number, end: number, step: number): number {
+    if (!pagewalk.skipNone) return va;
+    let a = va;
+    while (a < end) {
+      const g = Math.floor(a / PGDIR_SIZE);
+      if (!this.usedPerPgd.has(g)) {
+        a = (g + 1) * PGDIR_SIZE;
+        continue;
+      }
+      const u = Math.floor(a / PUD_SIZE);
+      const pud = this.puds.has(u);
+      if (!pud && !this.pmdsPerPud.has(u)) {
+        a = (u + 1) * PUD_SIZE;
+        continue;
+      }
+      if (pud || this.pmds.has(Math.floor(a / PMD_SIZE))) return a === va ? va : va + Math.floor((a - va) / step) * step;
+      a = (Math.floor(a / PMD_SIZE) + 1) * PMD_SIZE;
+    }
+    return end;
+  }
+
+  /**
+   * The address after va in a walk with stride `step` that ends at end:
+   * va + step, or where that enters another PMD slot, skipNone from there.
+   * For `for (let va = pt.skipNone(s, e, step); va < e; va = pt.walkNext(va, e, step))`.
+   */
+  walkNext(va: number, end: number, step: number): number {
+    const n = va + step;
+    return step >= PMD_SIZE || n % PMD_SIZE < step ? this.skipNone(n, end, step) : n;
+  }
+
+  /** The first address in [va, end) (va 2M-aligned) whose 1G range has a PMD table: va if its own has; end if none. */
+  nextPmdTable(va: number, end: number): number {
+    if (!pagewalk.skipNone) return va;
+    let a = va;
+    while (a < end) {
+      const g = Math.floor(a / PGDIR_SIZE);
+      if (!this.usedPerPgd.has(g)) {
+        a = (g + 1) * PGDIR_SIZE;
+        continue;
+      }
+      const u = Math.floor(a / PUD_SIZE);
+      if (this.pmdsPerPud.has(u)) return a;
+      a = (u + 1) * PUD_SIZE;
+    }
+    return end;
+  }
+
+  /** Whether the per-slot counts match the entries (for verifyKernel). */
+  verifyCounts(): string[] {
+    const pud = new Map<number, number>();
+    const pgd = new Map<number, number>();
+    const add = (m: Map<number, number>, k: number): void => void m.set(k, (m.get(k) ?? 0) + 1);
+    for (const key of this.pmds.keys()) {
+      add(pud, Math.floor(key / 512));
+      add(pgd, Math.floor(key / (512 * 512)));
+    }
+    for (const key of this.puds.keys()) add(pgd, Math.floor(key / 512));
+    const same = (a: Map<number, number>, b: Map<number, number>): boolean => a.size === b.size && [...a].every(([k, n]) => b.get(k) === n);
+    const errs: string[] = [];
+    if (!same(pud, this.pmdsPerPud)) errs.push('page table: PMD slots in use per 1G do not match the PMD entries');
+    if (!same(pgd, this.usedPerPgd)) errs.push('page table: entries in use per 512G do not match the PMD and PUD entries');
+    return errs;
   }
 }
 
@@ -334,8 +474,8 @@ export class MmStruct {
     return this.tree.gapTopdown(limit, len, align);
   }
 
-  /** The VMA tree's own invariants (for verifyKernel). */
+  /** The VMA tree's and the page table's own invariants (for verifyKernel). */
   verifyStructures(): string[] {
-    return this.tree.verify();
+    return [...this.tree.verify(), ...this.pgtable.verifyCounts()];
   }
 }

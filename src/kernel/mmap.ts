@@ -507,13 +507,16 @@ function releaseVmaResources(k: Kernel, v: Vma): void {
   }
 }
 
-/** free_pgtables: PTE tables whose 2M range no VMA covers any more. */
+/** free_pgtables: PTE tables whose 2M range no VMA covers any more (PMD slots not in use are skipped). */
 function freePgtables(k: Kernel, mm: MmStruct, start: number, end: number): void {
-  for (let key = PageTable.pmdKey(start); key * PMD_SIZE < end; key++) {
-    const e = mm.pgtable.pmds.get(key);
+  const pt = mm.pgtable;
+  const from = alignDown(start, PMD_SIZE);
+  for (let va = pt.skipNone(from, end, PMD_SIZE); va < end; va = pt.skipNone(va + PMD_SIZE, end, PMD_SIZE)) {
+    const key = PageTable.pmdKey(va);
+    const e = pt.pmds.get(key);
     if (!(e instanceof PteTable)) continue;
     if (mm.vmasIn(key * PMD_SIZE, (key + 1) * PMD_SIZE).length) continue;
-    mm.pgtable.pmds.delete(key);
+    pt.pmds.delete(key);
     freePteTable(k, mm, e);
   }
 }
