@@ -282,8 +282,9 @@ export class SimBackend implements Backend {
         return { ret: 0, ...meminfo(k, a.node) };
       case 'vmstat': {
         const now = k.vmstat.snapshot();
-        const out: Record<string, number | null> = {};
-        for (const key of a.keys as string[]) out[key] = key in now ? now[key]! - this.vmstatBase[key]! : null;
+        // Keys are the script's: own properties only, and no prototype for "__proto__" to set.
+        const out: Record<string, number | null> = Object.create(null);
+        for (const key of a.keys as string[]) out[key] = Object.hasOwn(now, key) ? now[key]! - this.vmstatBase[key]! : null;
         return { ret: 0, vmstat: out };
       }
       default:
