@@ -8,14 +8,16 @@
  * do not say FILE:LINE. Every such input is saved for reproduction.
  *
  *   npm run fuzz -- [--opscripts N] [--scenarios N] [--seed S] [--jobs J] [--timeout SECONDS]
- *                   [--cli bundle|bin] [--nice N] [--out DIR]
+ *                   [--cli bundle|bin] [--nice N] [--out DIR] [--scenario-gen MODULE]
  *
  * --opscripts N (default 1000 when neither count is given): N op-scripts,
  * generated in batches of 50 (seed S + batch number), so a campaign is
  * reproducible and never holds more than a batch in memory.
  * --scenarios N: N mutated scenarios through `memtwin run FILE --out DIR
- * --quiet --workers 1`, from the scenario generator src/scenario/fuzz.ts
- * (its `generateScenarioTexts(seed, n)`), when that module exists.
+ * --quiet --workers 1`, from a scenario generator module (default
+ * src/scenario/fuzz.ts, else --scenario-gen MODULE) that exports
+ * `generateScenarioTexts(seed, n): string[]` (YAML texts); skipped, with a
+ * notice, while there is none.
  * --cli bundle (default) runs the CLI's sources bundled once by esbuild,
  * which saves tsx's start-up; for op-scripts the bundle also leaves out
  * echarts, which only `run`'s reports use (0.3 s of CPU per run instead of
@@ -28,7 +30,8 @@ import fc from 'fast-check';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { setPriority, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
 import { fromRoot } from '../src/util/paths.ts';
 import { goldenScripts, malformedScriptArb } from '../src/opscript/fuzz.ts';
@@ -68,11 +71,12 @@ interface Args {
   cli: 'bundle' | 'bin';
   nice: number;
   out: string;
+  scenarioGen: string;
 }
 
 function parseArgs(): Args {
   const a = process.argv.slice(2);
-  const known = new Set(['opscripts', 'scenarios', 'seed', 'jobs', 'timeout', 'cli', 'nice', 'out']);
+  const known = new Set(['opscripts', 'scenarios', 'seed', 'jobs', 'timeout', 'cli', 'nice', 'out', 'scenario-gen']);
   for (let j = 0; j < a.length; j += 2)
     if (!a[j]!.startsWith('--') || !known.has(a[j]!.slice(2)) || a[j + 1] === undefined) {
       console.error(`fuzz: bad argument ${a[j]} (expected --${[...known].join(' N, --')} N)`);
@@ -106,6 +110,7 @@ function parseArgs(): Args {
     cli,
     nice: num('nice', 10),
     out: get('out') ?? fromRoot('out', 'fuzz'),
+    scenarioGen: resolve(get('scenario-gen') ?? fromRoot('src', 'scenario', 'fuzz.ts')),
   };
 }
 
@@ -275,6 +280,26 @@ function report(kind: Kind, t: Tally): Record<string, unknown> {
   return summary;
 }
 
+/** generateScenarioTexts(seed, n) of the scenario generator module, or undefined (said why) when there is none. */
+async function scenarioGenerator(path: string): Promise<((seed: number, n: number) => string[]) | undefined> {
+  if (!existsSync(path)) {
+    console.log(`scenario: no generator at ${path} yet: skipped`);
+    return undefined;
+  }
+  let m: { generateScenarioTexts?: unknown };
+  try {
+    m = (await import(pathToFileURL(path).href)) as typeof m;
+  } catch (e) {
+    console.log(`scenario: cannot load ${path}: ${(e as Error).message}: skipped`);
+    return undefined;
+  }
+  if (typeof m.generateScenarioTexts !== 'function') {
+    console.log(`scenario: ${path} has no generateScenarioTexts(seed, n): skipped`);
+    return undefined;
+  }
+  return m.generateScenarioTexts as (seed: number, n: number) => string[];
+}
+
 async function main(): Promise<void> {
   const a = parseArgs();
   mkdirSync(a.out, { recursive: true });
@@ -294,17 +319,11 @@ async function main(): Promise<void> {
       results.push(report('opscript', t));
     }
     if (a.scenarios) {
-      // The scenario generator is another module's (src/scenario/fuzz.ts); without it this part is skipped.
-      const gen = fromRoot('src', 'scenario', 'fuzz.ts');
-      if (!existsSync(gen)) console.log(`scenario: no generator at ${gen} yet: skipped`);
-      else {
-        const m = (await import(gen)) as { generateScenarioTexts?: (seed: number, n: number) => string[] };
-        if (typeof m.generateScenarioTexts !== 'function') console.log(`scenario: ${gen} has no generateScenarioTexts(seed, n): skipped`);
-        else {
-          const g = m.generateScenarioTexts;
-          const t = await campaign(a, 'scenario', await entry('scenario'), a.scenarios, (b, n) => g(a.seed * 1_000_003 + b, n));
-          results.push(report('scenario', t));
-        }
+      // The scenario generator is another module's (src/scenario/fuzz.ts): without it this part is skipped.
+      const g = await scenarioGenerator(a.scenarioGen);
+      if (g) {
+        const t = await campaign(a, 'scenario', await entry('scenario'), a.scenarios, (b, n) => g(a.seed * 1_000_003 + b, n));
+        results.push(report('scenario', t));
       }
     }
   } finally {

@@ -106,7 +106,11 @@ program
   .option('--seed <n>', 'seed of all randomness', '1')
   .option('--profile <file>', 'cost profile (default: profiles/default.json)')
   .addOption(new Option('--format <format>', 'output format').choices(['json', 'table'] as const).default('json' as const))
-  .addHelpText('after', `\nOps:\n${opList}\n\nExit status: 0 ran, 1 the real-kernel executor failed, 2 bad input.`)
+  .addHelpText(
+    'after',
+    `\nOps:\n${opList}\n\nEvery numeric field has a range: docs/op-script.md, "Argument ranges".\n` +
+      'Exit status: 0 ran, 1 the real-kernel executor failed, 2 bad input (FILE:LINE on stderr), 141 stdout was closed.',
+  )
   .action(async (script, o, cmd) => {
     const text = readScript(script);
     const backend =
