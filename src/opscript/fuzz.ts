@@ -465,7 +465,11 @@ export async function checkScript(text: string, kernel: () => Kernel, budget: Bu
   const runner = new ScriptRunner(backend);
   await runner.run(text);
   const rs = runner.results;
-  const lineCount = text.split('\n').length;
+  const lines = text.split('\n');
+  const isOp = (l: string | undefined): boolean => {
+    const t = (l ?? '').trim();
+    return t !== '' && !t.startsWith('#') && !t.startsWith('//');
+  };
   rs.forEach((r, j) => {
     const where = `result ${j} ${JSON.stringify(r).slice(0, 300)}`;
     if (typeof r.i !== 'number' || typeof r.op !== 'string') throw new Error(`${where}: no i or op`);
@@ -473,7 +477,11 @@ export async function checkScript(text: string, kernel: () => Kernel, budget: Bu
       if (j !== rs.length - 1) throw new Error(`${where}: an invalid line that is not the last`);
       if (typeof r.invalid !== 'string' || r.invalid.length === 0 || r.invalid.length > INVALID_MESSAGE_MAX)
         throw new Error(`${where}: invalid message missing or longer than ${INVALID_MESSAGE_MAX}`);
-      if (typeof r.line !== 'number' || r.line < 1 || r.line > lineCount) throw new Error(`${where}: no line number within the file`);
+      if (typeof r.line !== 'number' || !Number.isInteger(r.line) || r.line < 1 || r.line > lines.length)
+        throw new Error(`${where}: no line number within the file`);
+      // The line is the op's own: an op line, with exactly `i` op lines before it.
+      if (!isOp(lines[r.line - 1]) || lines.slice(0, r.line - 1).filter(isOp).length !== r.i)
+        throw new Error(`${where}: line ${r.line} is not op ${r.i}`);
       if (!runner.invalid) throw new Error(`${where}: runner not marked invalid`);
     } else if (!('ret' in r) && !('unsupported' in r)) throw new Error(`${where}: neither ret, unsupported nor invalid`);
     if (JSON.stringify(r).length > 1_000_000) throw new Error(`${where}: a result line over 1 MB`);
