@@ -9,6 +9,8 @@
  *                            only the 4K fault rate and the scenario engine's
  *                            accesses per second, here and in the checkout DIR
  *                            (e.g. a worktree of main), alternated in one run
+ *   npm run bench -- --only faults,cliffs   only these groups: faults, mmap, big, postcopy, host,
+ *                                           scenario, linux, cliffs
  */
 import { execFileSync } from 'node:child_process';
 import { cpus, totalmem, release } from 'node:os';
@@ -17,6 +19,7 @@ import { Kernel } from '../src/kernel/kernel.ts';
 import { CostProfile } from '../src/sim/cost_profile.ts';
 import { hostFromFile } from '../src/sim/host.ts';
 import { MADV, MAP, PROT } from '../src/kernel/uapi.ts';
+import { sysMigratePages } from '../src/kernel/mempolicy.ts';
 import { ScriptRunner } from '../src/opscript/runner.ts';
 import { SimBackend } from '../src/opscript/sim_backend.ts';
 import { LinuxBackend, linuxBackendUnavailable } from '../src/opscript/linux_backend.ts';
@@ -31,6 +34,8 @@ import { renderRunReport, renderSweepReport } from '../src/report/report.ts';
 import { fromRoot } from '../src/util/paths.ts';
 
 const quick = process.argv.includes('--quick');
+const onlyAt = process.argv.indexOf('--only');
+const only = onlyAt >= 0 ? new Set((process.argv[onlyAt + 1] ?? '').split(',')) : null;
 const GiB = 2 ** 30;
 const RW = PROT.PROT_READ | PROT.PROT_WRITE;
 const ANON = MAP.MAP_PRIVATE | MAP.MAP_ANONYMOUS;
@@ -430,6 +435,76 @@ function compareWith(other: string): void {
   }
 }
 
+/** min-max of a list of values, formatted by `f`. */
+function spread(xs: number[], f: (x: number) => string): string {
+  return `${f(Math.min(...xs))}-${f(Math.max(...xs))}`;
+}
+
+/**
+ * n anonymous 4K mmaps into one address space, alternating PROT_READ and
+ * PROT_READ|PROT_WRITE so that no two merge: n VMAs, each placed by the
+ * top-down unmapped-area search below the previous one. Timed in-process,
+ * once per repeat, each repeat on a fresh kernel.
+ */
+function manyMmaps(n: number, repeats: number): void {
+  const secs: number[] = [];
+  for (let r = 0; r < repeats; r++) {
+    const k = kernelOf(1);
+    const p = k.createProcess('b');
+    const t = performance.now();
+    for (let i = 0; i < n; i++) if (k.mmap(p, 0, 4096, i % 2 ? PROT.PROT_READ : RW, ANON) < 0) throw new Error(`mmap ${i} failed`);
+    secs.push((performance.now() - t) / 1000);
+    if (p.mm.vmas.length !== n) throw new Error(`expected ${n} VMAs, got ${p.mm.vmas.length}`);
+  }
+  row(
+    `${n.toLocaleString('en-US')} mmaps of 4K (no two merge)`,
+    `${(median(secs) * 1000).toFixed(1)} ms (median)`,
+    `${repeats} repeats: ${spread(secs, (x) => (x * 1000).toFixed(1))} ms`,
+  );
+}
+
+/**
+ * migrate_pages(2) from node 0 to node 1 of a process whose only mapping
+ * is 1 TiB (MAP_NORESERVE) with one page written: the walk must skip the
+ * empty page tables. Each repeat on a fresh kernel; the page is checked
+ * to have moved.
+ */
+function sparseMigratePages(repeats: number): void {
+  const ms: number[] = [];
+  for (let r = 0; r < repeats; r++) {
+    const host = hostFromFile({
+      name: 'bench',
+      nodes: [
+        { id: 0, memory: GiB, cpus: [0] },
+        { id: 1, memory: GiB, cpus: [1] },
+      ],
+    });
+    const k = new Kernel({ host, costs: CostProfile.default() });
+    const p = k.createProcess('b', 0);
+    const len = 1024 * GiB;
+    const a = k.mmap(p, 0, len, RW, ANON | MAP.MAP_NORESERVE);
+    if (a < 0) throw new Error(`mmap of 1 TiB failed: ${a}`);
+    k.access(p.mainThread, a + len / 2, 1, 4096, true, 1);
+    const t = performance.now();
+    const ret = sysMigratePages(k, p, p, [0], [1]);
+    ms.push(performance.now() - t);
+    if (ret !== 0 || k.vmstat.events.pgmigrate_success !== 1)
+      throw new Error(`migrate_pages moved ${k.vmstat.events.pgmigrate_success} pages (ret ${ret})`);
+  }
+  row(
+    'migrate_pages over a 1 TiB mapping holding one page',
+    `${median(ms).toFixed(2)} ms (median)`,
+    `${repeats} repeats: ${spread(ms, (x) => x.toFixed(2))} ms`,
+  );
+}
+
+function cliffs(): void {
+  manyMmaps(2000, quick ? 1 : 3);
+  manyMmaps(8000, quick ? 1 : 3);
+  if (!quick) manyMmaps(32000, 3);
+  sparseMigratePages(quick ? 1 : 5);
+}
+
 async function main(): Promise<void> {
   const date = new Date().toISOString().slice(0, 10);
   const cmp = process.argv.indexOf('--compare-with');
@@ -440,22 +515,36 @@ async function main(): Promise<void> {
     return;
   }
   console.error(`memtwin bench${quick ? ' (quick)' : ''}`);
-  const f4 = faultRate(false);
-  row(
-    'simulated 4K faults per second (steady state, 1 GiB refaulted)',
-    `${(f4.perSec / 1e6).toFixed(2)} M/s`,
-    `${f4.faultsPerRound} faults per round`,
-  );
-  const f2 = faultRate(true);
-  row('simulated THP faults per second (2M each)', `${(f2.perSec / 1e3).toFixed(1)} k/s`, `${f2.faultsPerRound} faults per round`);
-  await mmapPairs();
-  bigRun();
-  postcopyRun();
-  hostOf1TiB();
-  await scenarioSpeed();
-  await faultsVersusLinux();
-  await collapseVersusLinux();
-  await uffdCopyVersusLinux();
+  const groups: [string, () => void | Promise<void>][] = [
+    [
+      'faults',
+      () => {
+        const f4 = faultRate(false);
+        row(
+          'simulated 4K faults per second (steady state, 1 GiB refaulted)',
+          `${(f4.perSec / 1e6).toFixed(2)} M/s`,
+          `${f4.faultsPerRound} faults per round`,
+        );
+        const f2 = faultRate(true);
+        row('simulated THP faults per second (2M each)', `${(f2.perSec / 1e3).toFixed(1)} k/s`, `${f2.faultsPerRound} faults per round`);
+      },
+    ],
+    ['mmap', mmapPairs],
+    ['big', bigRun],
+    ['postcopy', postcopyRun],
+    ['host', hostOf1TiB],
+    ['scenario', scenarioSpeed],
+    [
+      'linux',
+      async () => {
+        await faultsVersusLinux();
+        await collapseVersusLinux();
+        await uffdCopyVersusLinux();
+      },
+    ],
+    ['cliffs', cliffs],
+  ];
+  for (const [name, run] of groups) if (!only || only.has(name)) await run();
   const machine = `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${(totalmem() / GiB).toFixed(0)} GiB, Linux ${release()}, Node ${process.version}`;
   console.log(`\n### ${date}: ${machine}\n`);
   console.log('| benchmark | result | notes |\n| --- | --- | --- |');

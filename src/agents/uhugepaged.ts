@@ -75,6 +75,10 @@ export interface UhugepagedStats {
   deferred: number;
   /** Candidates left because they were too cold. */
   cold: number;
+  /** Region-ticks at or above min_heat (looked at further). */
+  hot: number;
+  /** The highest decayed score any region reached: with hot at 0, how far below min_heat the workload stayed. */
+  maxHeat: number;
 }
 
 /** A VMA of /proc/PID/smaps, as far as the agent needs it. */
@@ -116,7 +120,7 @@ export function parseSmaps(text: string): SmapsVma[] {
 }
 
 export class Uhugepaged {
-  readonly stats: UhugepagedStats = { ticks: 0, collapses: 0, failures: 0, deferred: 0, cold: 0 };
+  readonly stats: UhugepagedStats = { ticks: 0, collapses: 0, failures: 0, deferred: 0, cold: 0, hot: 0, maxHeat: 0 };
   /** Decayed heat per process and region. */
   private readonly score = new Map<number, Map<number, number>>();
   /** smaps of each process as last read (it walks every page table: read every `retry_after` ticks). */
@@ -144,9 +148,11 @@ export class Uhugepaged {
       if (!sc) this.score.set(pid, (sc = new Map()));
       for (const [a, v] of sc) sc.set(a, v / 2);
       for (const [a, n] of heat) sc.set(a, (sc.get(a) ?? 0) + n);
+      for (const v of sc.values()) if (v > this.stats.maxHeat) this.stats.maxHeat = v;
       // Only hot regions are worth a look: pagemap is read for them alone.
       const hot = [...sc].filter(([a, v]) => v >= cfg.min_heat && (this.backoff.get(`${pid}:${a}`) ?? 0) <= this.stats.ticks);
       this.stats.cold += sc.size - hot.length;
+      this.stats.hot += hot.length;
       if (!hot.length) continue;
       let cached = this.vmas.get(pid);
       if (!cached || this.stats.ticks - cached.tick >= cfg.retry_after) {

@@ -85,7 +85,7 @@ describe('memtwin run on a sweep whose runs fail in a worker', () => {
     const r = memtwin('run', s, '--out', `${dir}/out-collapse`, '--workers', '2', '--quiet');
     expect(r.status).toBe(2);
     expect(r.stderr.trim()).toMatch(
-      /collapse\.yaml: processes\.p\.mappings\.m\.madvise: MADV_SOFT_OFFLINE is not modelled by the simulator yet$/,
+      /collapse\.yaml:7:40: processes\[0\]\.mappings\[0\]\.madvise\[0\]: MADV_SOFT_OFFLINE is not modelled by the simulator yet$/,
     );
   });
 });

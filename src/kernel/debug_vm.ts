@@ -2,8 +2,9 @@
  * Consistency checks over the whole simulated kernel (the spirit of
  * CONFIG_DEBUG_VM): every frame is free exactly once or owned exactly
  * once, mapcounts match the page tables, free blocks are aligned, VMAs do
- * not overlap and page tables map only inside VMAs. Used by the property
- * tests after every random operation.
+ * not overlap (and their tree is ordered, balanced, with the right gaps),
+ * page tables map only inside VMAs and count their slots in use per 1G
+ * and 512G. Used by the property tests after every random operation.
  */
 import type { Kernel } from './kernel.ts';
 import { PteTable, PTE_NONE, PTE_ZERO, pfnOfPte, type HgmFolio } from './mm_types.ts';
@@ -66,6 +67,8 @@ export function verifyKernel(k: Kernel): string[] {
       if (mm.vmas[i]!.end > mm.vmas[i + 1]!.start) errs.push(`pid ${p.pid}: VMAs overlap at ${mm.vmas[i + 1]!.start.toString(16)}`);
     for (const v of mm.vmas)
       if (v.start >= v.end || v.start % PAGE_SIZE || v.end % PAGE_SIZE) errs.push(`pid ${p.pid}: bad VMA ${v.start}-${v.end}`);
+    // The VMA tree (order, balance, free gaps) and the page table's counts of slots in use.
+    for (const e of mm.verifyStructures()) errs.push(`pid ${p.pid}: ${e}`);
     // Huge pages mapped in parts (hugetlb_hgm.ts): owned whole, one entire mapping; their PTEs and PMD leaves
     // must be exactly the parts marked mapped.
     const partOf = (va: number): HgmFolio | undefined => mm.hgm.get(va - (va % PUD_SIZE)) ?? mm.hgm.get(va - (va % PMD_SIZE));

@@ -253,7 +253,7 @@ function completeFolio(k: Kernel, mm: MmStruct, f: HgmFolio): void {
 function splitForCopy(k: Kernel, mm: MmStruct, vma: Vma, haddr: number, hs: number): SysRet {
   if (vma.hgm === 'split') return 0;
   const splits = (haddr > vma.start ? 1 : 0) + (haddr + hs < vma.end ? 1 : 0);
-  if (mm.vmas.length + splits > k.sysctl.max_map_count) return neg('ENOMEM');
+  if (mm.mapCount + splits > k.sysctl.max_map_count) return neg('ENOMEM');
   let mid = vma;
   if (haddr > vma.start) mid = splitVma(k, mm, vma, haddr) as Vma;
   if (haddr + hs < mid.end) splitVma(k, mm, mid, haddr + hs);
@@ -280,13 +280,12 @@ function samePieces(a: Vma, b: Vma): boolean {
 function mergeBack(k: Kernel, mm: MmStruct, vma: Vma): void {
   vma.hgm = null;
   let merges = 0;
-  const i = mm.vmas.indexOf(vma);
-  const next = mm.vmas[i + 1];
+  const next = mm.nextVma(vma);
   if (next && next.hgm === null && samePieces(vma, next)) {
     mergeInto(mm, vma, next);
     merges++;
   }
-  const prev = i > 0 ? mm.vmas[i - 1] : undefined;
+  const prev = mm.prevVma(vma);
   if (prev && prev.hgm === null && samePieces(prev, vma)) {
     mergeInto(mm, prev, vma);
     merges++;

@@ -247,6 +247,13 @@ export function madviseCollapse(k: Kernel, vma: Vma, mm: MmStruct, start: number
   let thps = 0;
   let lastFail: ScanResult = SCAN.SCAN_FAIL;
   for (let addr = hstart; addr < hend; addr += PMD_SIZE) {
+    const table = mm.pgtable.nextPmdTable(addr, hend);
+    if (table > addr) {
+      // Every region up to there has no PMD table: SCAN_PMD_NULL each, which the walk goes past.
+      lastFail = SCAN.SCAN_PMD_NULL;
+      addr = table - PMD_SIZE;
+      continue;
+    }
     const r = scanPmd(k, mm, vma, addr, cc);
     if (r === SCAN.SCAN_SUCCEED || r === SCAN.SCAN_PMD_MAPPED) {
       thps++;
@@ -409,8 +416,8 @@ export class Khugepaged {
     const mm = this.scanSlot;
     let progress = 1; // the mm itself (after mmap_read_trylock)
     let finished = true;
-    for (const vma of mm.vmas) {
-      if (vma.end <= this.scanAddress) continue;
+    // From the first VMA ending above scanAddress (find_vma), in address order.
+    for (let vma = mm.findVma(this.scanAddress); vma; vma = mm.nextVma(vma)) {
       if (!collapseAllowed(k, vma, false)) {
         progress++;
         continue;

@@ -188,7 +188,7 @@ function zapAdvice(k: Kernel, p: Process, thread: Thread, pieces: Piece[], advic
   const resumed = told; // the call waited for an event: the VMAs may have changed meanwhile
   for (; i < pieces.length; i++, told = false) {
     const [v, s] = pieces[i]!;
-    if (resumed && !p.mm.vmas.includes(v)) return neg('ENOMEM'); // unmapped while the call waited
+    if (resumed && !p.mm.hasVma(v)) return neg('ENOMEM'); // unmapped while the call waited
     const e = advice === MADV.MADV_REMOVE ? removeCheck(v, pieces[i]![2]) : dontneedFreeCheck(v, s, pieces[i]![2], advice);
     if (e < 0) return e;
     if (e <= s) continue;
@@ -239,7 +239,8 @@ function dontneedFree(k: Kernel, p: Process, vma: Vma, start: number, end: numbe
 function madviseFree(k: Kernel, p: Process, vma: Vma, start: number, end: number): void {
   const mm = p.mm;
   splitPartlyCoveredThps(k, p, vma, start, end);
-  for (let va = start; va < end; va += PAGE_SIZE) {
+  const pt = mm.pgtable;
+  for (let va = pt.skipNone(start, end, PAGE_SIZE); va < end; va = pt.walkNext(va, end, PAGE_SIZE)) {
     const pfn = followPage(mm, va);
     if (pfn >= 0 && k.mem.mapcount(pfn) + k.mem.entireMapcount(pfn) <= 1) k.mem.addFlags(pfn, PG.lazyfree);
   }
@@ -272,7 +273,8 @@ function pageoutThps(k: Kernel, p: Process, vma: Vma, start: number, end: number
   if (!vma.isAnonymous()) return;
   const mm = p.mm;
   const heads = new Map<number, number>();
-  for (let va = start; va < end; va += PAGE_SIZE) {
+  const pt = mm.pgtable;
+  for (let va = pt.skipNone(start, end, PAGE_SIZE); va < end; va = pt.walkNext(va, end, PAGE_SIZE)) {
     const head = anonFolioAt(k, mm, va, followPage);
     if (head >= 0 && !heads.has(head)) heads.set(head, alignDown(va, PMD_SIZE));
   }
@@ -301,7 +303,12 @@ function madviseRemove(k: Kernel, vma: Vma, start: number, end: number): SysRet 
       const e = Math.min(v.end, v.start + i1 * psize - v.pgoff * PAGE_SIZE);
       if (s < e) zapRange(k, proc.mm, v, s, e, false, 0);
     }
-  for (let i = i0; i < i1; i++) {
+  // The file's pages in [i0, i1), in index order: shmem_undo_range walks the page cache, not every index.
+  const indices =
+    i1 - i0 > file.pages.size
+      ? [...file.pages.keys()].filter((i) => i >= i0 && i < i1).sort((a, b) => a - b)
+      : Array.from({ length: Math.max(0, i1 - i0) }, (_, j) => i0 + j);
+  for (const i of indices) {
     const pfn = file.pages.get(i);
     if (pfn === undefined) continue;
     file.pages.delete(i);

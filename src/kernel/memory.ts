@@ -168,9 +168,7 @@ export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, wri
  * frames in memtwin; a PMD table is taken to exist while any slot is used.
  */
 export function hasPmdTable(mm: MmStruct, va: number): boolean {
-  const first = Math.floor(va / PUD_SIZE) * (PUD_SIZE / PMD_SIZE);
-  for (let j = first; j < first + PUD_SIZE / PMD_SIZE; j++) if (mm.pgtable.pmds.has(j)) return true;
-  return false;
+  return mm.pgtable.hasPmdTable(va);
 }
 
 /**
@@ -555,8 +553,7 @@ export function expandStack(k: Kernel, mm: MmStruct, va: number): Vma | undefine
   if (!vma || !(vma.flags & VM.GROWSDOWN) || vma.start <= va) return undefined;
   const address = alignDown(va, PAGE_SIZE);
   if (address < MMAP_MIN_ADDR) return undefined;
-  const i = mm.vmas.indexOf(vma);
-  const prev = i > 0 ? mm.vmas[i - 1] : undefined;
+  const prev = mm.prevVma(vma);
   if (prev && prev.end > address) return undefined;
   if (prev && !(prev.flags & VM.GROWSDOWN) && vmaIsAccessible(prev) && address - prev.end < STACK_GUARD_GAP) return undefined;
   const grow = (vma.start - address) / PAGE_SIZE;
@@ -568,6 +565,7 @@ export function expandStack(k: Kernel, mm: MmStruct, va: number): Vma | undefine
   }
   vma.start = address;
   vma.pgoff -= grow;
+  mm.vmaAdjusted(vma); // the gap below it shrank
   return vma;
 }
 
@@ -674,7 +672,9 @@ export function zapRange(k: Kernel, mm: MmStruct, vma: Vma, start: number, end: 
   }
   const m = k.mem;
   const touched = new Set<number>();
-  for (let va = start; va < end;) {
+  const pt = mm.pgtable;
+  // PMD slots not in use (and whole 1G/512G ranges without any) hold nothing to zap: skipped.
+  for (let va = pt.skipNone(start, end, PAGE_SIZE); va < end;) {
     const key = PageTable.pmdKey(va);
     const pmdStart = key * PMD_SIZE;
     const segEnd = Math.min(end, pmdStart + PMD_SIZE);
@@ -688,7 +688,7 @@ export function zapRange(k: Kernel, mm: MmStruct, vma: Vma, start: number, end: 
           stats.hugePmds++;
           folioUnmappedSome(k, e.pfn);
         }
-        va = segEnd;
+        va = pt.skipNone(segEnd, end, PAGE_SIZE);
         continue;
       }
       e = splitHugePmd(k, mm, pmdStart, nid);
@@ -721,7 +721,7 @@ export function zapRange(k: Kernel, mm: MmStruct, vma: Vma, start: number, end: 
         freePteTable(k, mm, t);
       }
     }
-    va = segEnd;
+    va = pt.skipNone(segEnd, end, PAGE_SIZE);
   }
   for (const head of touched) folioUnmappedSome(k, head);
   return stats;
@@ -733,7 +733,11 @@ function zapHugetlb(k: Kernel, mm: MmStruct, vma: Vma, start: number, end: numbe
   const pud = h.shift === PUD_SHIFT;
   const map = pud ? mm.pgtable.puds : mm.pgtable.pmds;
   const shared = (vma.flags & VM.MAYSHARE) !== 0;
-  for (let haddr = start; haddr < end; haddr += hsize) {
+  // Huge pages not in the page table are skipped, unless pages mapped in parts (mm.hgm) may be among them.
+  const pt = mm.pgtable;
+  const walk = mm.hgm.size === 0;
+  const next = (a: number): number => (walk ? pt.skipNone(a, end, hsize) : a);
+  for (let haddr = next(start); haddr < end; haddr = next(haddr + hsize)) {
     const key = pud ? PageTable.pudKey(haddr) : PageTable.pmdKey(haddr);
     const leaf = map.get(key) as HugeLeaf | undefined;
     const part = leaf ? undefined : mm.hgm.get(haddr);

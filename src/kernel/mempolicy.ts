@@ -390,7 +390,9 @@ export function sysMbind(
   if (flags & (MPOL.MPOL_MF_STRICT | MPOL.MPOL_MF_MOVE | MPOL.MPOL_MF_MOVE_ALL))
     for (const vma of mm.vmasIn(start, end)) {
       const step = vma.isHugetlb() ? vma.hugePageSize() : PAGE_SIZE;
-      for (let va = Math.max(start, vma.start); va < Math.min(end, vma.end); va += step) {
+      const e = Math.min(end, vma.end);
+      // queue_folios_pte_range per PMD slot in use (walk_page_range skips the others).
+      for (let va = mm.pgtable.skipNone(Math.max(start, vma.start), e, step); va < e; va = mm.pgtable.walkNext(va, e, step)) {
         const pfn = followPageOf(mm, va);
         if (pfn >= 0 && !inPolicy(k.phys.nodeOfPfn(pfn))) misplaced.push(va);
       }

@@ -101,7 +101,9 @@ export class Memsched {
     if (r < 0) return r;
     for (const vma of p.mm.vmasIn(start, end)) {
       const step = vma.isHugetlb() ? vma.hugePageSize() : PAGE_SIZE;
-      for (let va = Math.max(start, vma.start); va < Math.min(end, vma.end); va += step) {
+      const e = Math.min(end, vma.end);
+      const pt = p.mm.pgtable;
+      for (let va = pt.skipNone(Math.max(start, vma.start), e, step); va < e; va = pt.walkNext(va, e, step)) {
         const pfn = followPage(p.mm, va);
         if (pfn >= 0 && k.phys.nodeOfPfn(pfn) !== g.node) migrateMappedPage(k, p.mm, vma, va, g.node);
       }

@@ -301,9 +301,11 @@ export function sysMovePages(
  */
 export function migrateToNode(k: Kernel, mm: MmStruct, source: number, dest: number, moveAll: boolean): number {
   let failed = 0;
+  const pt = mm.pgtable;
   for (const vma of [...mm.vmas]) {
     const step = vma.isHugetlb() ? vma.hugePageSize() : PAGE_SIZE;
-    for (let va = vma.start; va < vma.end; va += step) {
+    // Page by page, skipping PMD slots and upper-level ranges with nothing mapped (walk_page_range).
+    for (let va = pt.skipNone(vma.start, vma.end, step); va < vma.end; va = pt.walkNext(va, vma.end, step)) {
       const pfn = followPage(mm, va);
       if (pfn < 0 || k.phys.nodeOfPfn(pfn) !== source) continue;
       if (mappedShared(k, pfn) && !moveAll) continue;

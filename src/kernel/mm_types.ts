@@ -2,9 +2,10 @@
  * Address-space types (include/linux/mm_types.h, include/linux/mm.h):
  * VMAs with their vm_flags, the page table, and mm_struct.
  */
-import { PMD_SIZE, PUD_SIZE, PAGE_SIZE } from './uapi.ts';
+import { MMAP_MIN_ADDR, PMD_SIZE, PUD_SIZE, PAGE_SIZE } from './uapi.ts';
 import type { Mempolicy } from './mempolicy.ts';
 import type { UserfaultfdCtx } from './userfaultfd.ts';
+import { VmaTree } from './vma_tree.ts';
 
 /** vm_flags bits, with Linux's values (bits above 31 are kept as separate booleans). */
 export const VM = {
@@ -188,20 +189,160 @@ export class HugeLeaf {
   }
 }
 
+/** PGDIR_SIZE with 4-level paging: what one PGD entry maps (512 GiB). */
+export const PGDIR_SIZE = 512 * PUD_SIZE;
+
+/**
+ * Whether page walks skip the page-table slots not in use (PageTable.skipNone).
+ * Tests turn it off to check that a walk gives the same results as one that
+ * looks at every page.
+ */
+export const pagewalk = { skipNone: true };
+
+/**
+ * A map of page-table entries by slot number that counts, per slot of the
+ * level above, how many of its entries are in use: what pgd_none() and
+ * pud_none() answer in Linux, where an upper-level table exists while
+ * anything below it does. Page walks use the counts to skip empty ranges.
+ */
+class CountedSlots<V> extends Map<number, V> {
+  constructor(
+    /** In-use counts of the level above, by its slot number (this map adds to them). */
+    private readonly upper: Map<number, number>,
+    /** Counts two levels up, by that level's slot number, or null. */
+    private readonly upper2: Map<number, number> | null,
+  ) {
+    super();
+  }
+  override set(key: number, value: V): this {
+    if (!super.has(key)) {
+      const u = Math.floor(key / 512);
+      this.upper.set(u, (this.upper.get(u) ?? 0) + 1);
+      if (this.upper2) {
+        const g = Math.floor(u / 512);
+        this.upper2.set(g, (this.upper2.get(g) ?? 0) + 1);
+      }
+    }
+    return super.set(key, value);
+  }
+  override delete(key: number): boolean {
+    if (!super.delete(key)) return false;
+    const u = Math.floor(key / 512);
+    const n = this.upper.get(u)! - 1;
+    if (n) this.upper.set(u, n);
+    else this.upper.delete(u);
+    if (this.upper2) {
+      const g = Math.floor(u / 512);
+      const m = this.upper2.get(g)! - 1;
+      if (m) this.upper2.set(g, m);
+      else this.upper2.delete(g);
+    }
+    return true;
+  }
+  override clear(): void {
+    for (const key of [...this.keys()]) this.delete(key);
+  }
+}
+
 /**
  * Page table of one mm: PMD slots keyed by va / 2M hold a PTE table or a
  * PMD leaf; PUD leaves (1G) are keyed by va / 1G. Upper levels (PGD, P4D,
- * PUD/PMD table pages) are not modelled as frames.
+ * PUD/PMD table pages) are not modelled as frames; they are counts of the
+ * entries in use below each of their slots, so that a walk over a range
+ * skips what pgd_none/pud_none/pmd_none would (mm/pagewalk.c).
  */
 export class PageTable {
-  readonly pmds = new Map<number, PteTable | HugeLeaf>();
-  readonly puds = new Map<number, HugeLeaf>();
+  /** PMD slots in use per 1G (by va / 1G): a PMD table exists there (mm_find_pmd) while the count is not 0. */
+  readonly pmdsPerPud = new Map<number, number>();
+  /** PMD slots and PUD leaves in use per 512G (by va / PGDIR_SIZE). */
+  readonly usedPerPgd = new Map<number, number>();
+  readonly pmds: Map<number, PteTable | HugeLeaf> = new CountedSlots<PteTable | HugeLeaf>(this.pmdsPerPud, this.usedPerPgd);
+  readonly puds: Map<number, HugeLeaf> = new CountedSlots<HugeLeaf>(this.usedPerPgd, null);
 
   static pmdKey(va: number): number {
     return Math.floor(va / PMD_SIZE);
   }
   static pudKey(va: number): number {
     return Math.floor(va / PUD_SIZE);
+  }
+
+  /** mm_find_pmd() != NULL: some PMD slot of the 1G range containing va is in use. */
+  hasPmdTable(va: number): boolean {
+    return this.pmdsPerPud.has(Math.floor(va / PUD_SIZE));
+  }
+
+  /**
+   * Where a page walk over [va, end) with stride `step` (4K, 2M or 1G) must
+   * look next: va itself if its PMD slot or PUD slot holds an entry, else
+   * the last address of the walk (va + k * step) at or before the first
+   * slot in use after va, skipping whole 512G and 1G ranges with nothing
+   * in use as walk_pgd_range and walk_pud_range skip pgd_none and pud_none;
+   * end if nothing after va is in use. Every address the walk skips is
+   * unmapped: followPage gives -2 there.
+   */
+  skipNone(va: number, end: number, step: number): number {
+    if (!pagewalk.skipNone) return va;
+    let a = va;
+    while (a < end) {
+      const g = Math.floor(a / PGDIR_SIZE);
+      if (!this.usedPerPgd.has(g)) {
+        a = (g + 1) * PGDIR_SIZE;
+        continue;
+      }
+      const u = Math.floor(a / PUD_SIZE);
+      const pud = this.puds.has(u);
+      if (!pud && !this.pmdsPerPud.has(u)) {
+        a = (u + 1) * PUD_SIZE;
+        continue;
+      }
+      if (pud || this.pmds.has(Math.floor(a / PMD_SIZE))) return a === va ? va : va + Math.floor((a - va) / step) * step;
+      a = (Math.floor(a / PMD_SIZE) + 1) * PMD_SIZE;
+    }
+    return end;
+  }
+
+  /**
+   * The address after va in a walk with stride `step` that ends at end:
+   * va + step, or where that enters another PMD slot, skipNone from there.
+   * For `for (let va = pt.skipNone(s, e, step); va < e; va = pt.walkNext(va, e, step))`.
+   */
+  walkNext(va: number, end: number, step: number): number {
+    const n = va + step;
+    return step >= PMD_SIZE || n % PMD_SIZE < step ? this.skipNone(n, end, step) : n;
+  }
+
+  /** The first address in [va, end) (va 2M-aligned) whose 1G range has a PMD table: va if its own has; end if none. */
+  nextPmdTable(va: number, end: number): number {
+    if (!pagewalk.skipNone) return va;
+    let a = va;
+    while (a < end) {
+      const g = Math.floor(a / PGDIR_SIZE);
+      if (!this.usedPerPgd.has(g)) {
+        a = (g + 1) * PGDIR_SIZE;
+        continue;
+      }
+      const u = Math.floor(a / PUD_SIZE);
+      if (this.pmdsPerPud.has(u)) return a;
+      a = (u + 1) * PUD_SIZE;
+    }
+    return end;
+  }
+
+  /** Whether the per-slot counts match the entries (for verifyKernel). */
+  verifyCounts(): string[] {
+    const pud = new Map<number, number>();
+    const pgd = new Map<number, number>();
+    const add = (m: Map<number, number>, k: number): void => void m.set(k, (m.get(k) ?? 0) + 1);
+    for (const key of this.pmds.keys()) {
+      add(pud, Math.floor(key / 512));
+      add(pgd, Math.floor(key / (512 * 512)));
+    }
+    for (const key of this.puds.keys()) add(pgd, Math.floor(key / 512));
+    const same = (a: Map<number, number>, b: Map<number, number>): boolean => a.size === b.size && [...a].every(([k, n]) => b.get(k) === n);
+    const errs: string[] = [];
+    if (!same(pud, this.pmdsPerPud)) errs.push('page table: PMD slots in use per 1G do not match the PMD entries');
+    if (!same(pgd, this.usedPerPgd)) errs.push('page table: entries in use per 512G do not match the PMD and PUD entries');
+    return errs;
   }
 }
 
@@ -222,11 +363,16 @@ export interface HgmFolio {
   readonly copies: Uint8Array;
 }
 
+/** The lowest address an unmapped-area search may return: max(PAGE_SIZE, mmap_min_addr). */
+export const MMAP_LOWEST = Math.max(PAGE_SIZE, MMAP_MIN_ADDR);
+
 let mmSeq = 0;
 export class MmStruct {
   readonly id = ++mmSeq;
-  /** VMAs sorted by start, never overlapping. */
-  vmas: Vma[] = [];
+  /** The VMAs, in address order, never overlapping (mm->mm_mt). */
+  private readonly tree = new VmaTree(MMAP_LOWEST, vmStartGap);
+  /** The VMAs as an array, built when first asked for after the set of VMAs last changed. */
+  private list: Vma[] | null = null;
   readonly pgtable = new PageTable();
   /** Pages counted as in RSS: anon, shmem (MM_ANONPAGES, MM_SHMEMPAGES). */
   rssAnon = 0;
@@ -251,39 +397,85 @@ export class MmStruct {
   readonly hgm = new Map<number, HgmFolio>();
   constructor(readonly mmapBase: number) {}
 
-  /** find_vma: the first VMA with end > addr, or undefined. */
+  /**
+   * Every VMA in address order, as an array: O(1) while the set of VMAs is
+   * unchanged, O(n) the first time after an insertion or removal. A
+   * snapshot: it does not follow later insertions and removals.
+   */
+  get vmas(): readonly Vma[] {
+    return (this.list ??= this.tree.toArray());
+  }
+
+  /** mm->map_count. */
+  get mapCount(): number {
+    return this.tree.size;
+  }
+
+  /** find_vma: the first VMA with end > addr, or undefined. O(log n). */
   findVma(addr: number): Vma | undefined {
-    const v = this.vmas;
-    let lo = 0;
-    let hi = v.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (v[mid]!.end <= addr) lo = mid + 1;
-      else hi = mid;
-    }
-    return v[lo];
+    return this.tree.findVma(addr);
   }
 
   /** The VMA containing addr, or undefined. */
   vmaAt(addr: number): Vma | undefined {
-    const v = this.findVma(addr);
+    const v = this.tree.findVma(addr);
     return v && v.start <= addr ? v : undefined;
   }
 
-  indexOf(vma: Vma): number {
-    return this.vmas.indexOf(vma);
+  /** VMAs intersecting [start, end), in address order. O(log n + their number). */
+  vmasIn(start: number, end: number): Vma[] {
+    return this.tree.range(start, end);
   }
 
-  /** VMAs intersecting [start, end). */
-  vmasIn(start: number, end: number): Vma[] {
-    const out: Vma[] = [];
-    const first = this.findVma(start);
-    if (!first) return out;
-    for (let i = this.vmas.indexOf(first); i < this.vmas.length; i++) {
-      const v = this.vmas[i]!;
-      if (v.start >= end) break;
-      out.push(v);
-    }
-    return out;
+  /** The VMA before v (vma_prev). */
+  prevVma(v: Vma): Vma | undefined {
+    return this.tree.lastBelow(v.start);
+  }
+
+  /** The VMA after v (vma_next). */
+  nextVma(v: Vma): Vma | undefined {
+    return this.tree.firstAbove(v.start);
+  }
+
+  /** The last VMA starting below addr. */
+  lastVmaBelow(addr: number): Vma | undefined {
+    return this.tree.lastBelow(addr);
+  }
+
+  /** Whether v is one of this mm's VMAs (not unmapped or merged away). */
+  hasVma(v: Vma): boolean {
+    return this.tree.has(v);
+  }
+
+  /** Add a VMA that overlaps none (vma_link). */
+  insertVma(v: Vma): void {
+    this.tree.insert(v);
+    this.list = null;
+  }
+
+  /** Remove a VMA (vma_iter_clear). */
+  removeVma(v: Vma): void {
+    this.tree.erase(v);
+    this.list = null;
+  }
+
+  /** v's start or end moved in place with its order unchanged (a stack growing down): the free gaps follow. */
+  vmaAdjusted(v: Vma): void {
+    this.tree.adjusted(v);
+  }
+
+  /**
+   * The top-down unmapped-area search over the gaps below the VMAs that
+   * start under `limit` (VmaTree.gapTopdown): the highest `align`-aligned
+   * address with len bytes free above it, or -1. O(log n) when the first
+   * gap of len bytes or more can hold it.
+   */
+  gapTopdown(limit: number, len: number, align: number): number {
+    return this.tree.gapTopdown(limit, len, align);
+  }
+
+  /** The VMA tree's and the page table's own invariants (for verifyKernel). */
+  verifyStructures(): string[] {
+    return [...this.tree.verify(), ...this.pgtable.verifyCounts()];
   }
 }

@@ -6,7 +6,7 @@
  */
 import type { Kernel } from './kernel.ts';
 import type { Process, Thread } from './sched.ts';
-import { MmStruct, PageTable, PteTable, Vma, VM, vmStartGap, type HugetlbResvMap } from './mm_types.ts';
+import { MMAP_LOWEST, MmStruct, PageTable, PteTable, Vma, VM, vmStartGap, type HugetlbResvMap } from './mm_types.ts';
 import {
   MAP,
   MAP_HUGE_MASK,
@@ -28,29 +28,28 @@ import { freePteTable, zapRange, handleMmFault, followPage, vmaAllows, FAULT_OK 
 import { clearMarkers, clearUffdWp, type UserfaultfdCtx } from './userfaultfd.ts';
 import { splitHugePmd } from './huge_memory.ts';
 import { HugeLeaf } from './mm_types.ts';
+import { alignedAreaTopdown } from './vma_tree.ts';
 import { policyEqual, type Mempolicy } from './mempolicy.ts';
 
 // --- unmapped area search ----------------------------------------------------
 
 /**
  * vm_unmapped_area, top-down: the highest address A with A + len below the
- * gap's end, A >= gap start, A aligned to `align`. -ENOMEM if none.
+ * gap's end, A >= gap start, A aligned to `align`, in the highest gap
+ * below mmap_base where one exists. -ENOMEM if none. The gaps are those
+ * between the VMAs that start below mmap_base (from max(PAGE_SIZE,
+ * mmap_min_addr) up, each ending at the next VMA's vm_start_gap), tried
+ * from the top down: first the one above the last such VMA, up to
+ * mmap_base, then the VMA tree's gaps, visiting only subtrees that hold a
+ * gap of at least len (unmapped_area_topdown), so the search is O(log n)
+ * unless gaps of len bytes or more cannot hold an aligned area.
  */
 function unmappedAreaTopdown(mm: MmStruct, len: number, align: number): number {
-  const low = Math.max(PAGE_SIZE, MMAP_MIN_ADDR);
-  let gapEnd = mm.mmapBase;
-  for (let i = mm.vmas.length - 1; i >= -1; i--) {
-    const v = i >= 0 ? mm.vmas[i]! : undefined;
-    if (v && v.start >= mm.mmapBase) continue;
-    const gapStart = Math.max(v ? v.end : low, low);
-    const top = Math.min(gapEnd, mm.mmapBase);
-    if (top - gapStart >= len) {
-      const a = alignDown(top - len, align);
-      if (a >= gapStart) return a;
-    }
-    if (v) gapEnd = vmStartGap(v);
-  }
-  return neg('ENOMEM');
+  const last = mm.lastVmaBelow(mm.mmapBase);
+  const top = alignedAreaTopdown(Math.max(last ? last.end : MMAP_LOWEST, MMAP_LOWEST), mm.mmapBase, len, align);
+  if (top >= 0) return top;
+  const a = mm.gapTopdown(mm.mmapBase, len, align);
+  return a >= 0 ? a : neg('ENOMEM');
 }
 
 /** The hint check: nothing mapped in [addr, addr+len) and clear of a stack's guard gap above. */
@@ -87,12 +86,6 @@ function getUnmappedArea(mm: MmStruct, hint: number, len: number, flags: number,
 
 // --- VMA list maintenance -------------------------------------------------------
 
-function insertVma(mm: MmStruct, vma: Vma): void {
-  const next = mm.findVma(vma.start);
-  const i = next ? mm.vmas.indexOf(next) : mm.vmas.length;
-  mm.vmas.splice(i, 0, vma);
-}
-
 /** Whether b can be merged onto the end of a (is_mergeable_vma + anon_vma + pgoff). */
 export function canMerge(a: Vma, b: Vma): boolean {
   if (a.end !== b.start) return false;
@@ -114,37 +107,49 @@ export function canMerge(a: Vma, b: Vma): boolean {
  */
 export function anonVmaPrepare(k: Kernel, mm: MmStruct, vma: Vma): void {
   if (vma.anonVma) return;
-  const i = mm.vmas.indexOf(vma);
   const compatible = (a: Vma, b: Vma): boolean =>
     a.end === b.start &&
     policyEqual(a.policy, b.policy) &&
     a.file === b.file &&
     ((a.flags ^ b.flags) & ~(VM.READ | VM.WRITE | VM.EXEC | VM.SOFTDIRTY)) === 0 &&
     b.pgoff === a.pgoff + (a.end - a.start) / PAGE_SIZE;
-  const next = mm.vmas[i + 1];
-  const prev = i > 0 ? mm.vmas[i - 1] : undefined;
+  const next = mm.nextVma(vma);
+  const prev = mm.prevVma(vma);
   if (next?.anonVma && compatible(vma, next)) vma.anonVma = next.anonVma;
   else if (prev?.anonVma && compatible(prev, vma)) vma.anonVma = prev.anonVma;
   else vma.anonVma = k.newAnonVma();
 }
 
+/** b, the VMA right after a, becomes part of a. */
 export function mergeInto(mm: MmStruct, a: Vma, b: Vma): void {
   a.end = b.end;
   a.flags |= b.flags & VM.SOFTDIRTY;
   if (!a.anonVma) a.anonVma = b.anonVma;
   if (b.file) b.file.mapCount--;
-  mm.vmas.splice(mm.vmas.indexOf(b), 1);
+  mm.removeVma(b); // the gap above a (now above b's end) follows
 }
 
-/** Merge adjacent VMA pairs around [lo, hi] (indices) where either side is in `changed`. */
+/**
+ * Merge adjacent pairs of VMAs where either is in `changed`, from the
+ * lowest address up: a VMA that absorbed its neighbour counts as changed
+ * and tries the next one. The order matters (an absorbed anon_vma can
+ * make the next merge impossible), so the pairs are taken as a scan of
+ * every VMA in address order would take them; only the VMAs where that
+ * scan could merge are visited: each changed VMA and the one before it.
+ */
 function mergeAround(mm: MmStruct, changed: Set<Vma>): void {
-  for (let i = 0; i + 1 < mm.vmas.length;) {
-    const a = mm.vmas[i]!;
-    const b = mm.vmas[i + 1]!;
-    if ((changed.has(a) || changed.has(b)) && canMerge(a, b)) {
+  const at = new Set<Vma>();
+  for (const v of changed) {
+    const prev = mm.prevVma(v);
+    if (prev) at.add(prev);
+    at.add(v);
+  }
+  for (const a of [...at].sort((x, y) => x.start - y.start)) {
+    if (!mm.hasVma(a)) continue; // merged into the VMA before it
+    for (let b = mm.nextVma(a); b && (changed.has(a) || changed.has(b)) && canMerge(a, b); b = mm.nextVma(a)) {
       mergeInto(mm, a, b);
       changed.add(a);
-    } else i++;
+    }
   }
 }
 
@@ -155,13 +160,13 @@ function mergeAround(mm: MmStruct, changed: Set<Vma>): void {
  */
 export function splitVma(k: Kernel, mm: MmStruct, vma: Vma, addr: number): Vma | number {
   if (vma.isHugetlb() && !isAligned(addr, vma.hugePageSize())) return neg('EINVAL');
-  if (mm.vmas.length >= k.sysctl.max_map_count) return neg('ENOMEM');
+  if (mm.mapCount >= k.sysctl.max_map_count) return neg('ENOMEM');
   const upper = vma.clone();
   upper.start = addr;
   upper.pgoff = vma.pgoff + (addr - vma.start) / PAGE_SIZE;
   vma.end = addr;
   if (upper.file) upper.file.mapCount++;
-  mm.vmas.splice(mm.vmas.indexOf(vma) + 1, 0, upper);
+  mm.insertVma(upper); // the gap below upper is 0: vma ends where it starts
   // A THP mapped across the split point is split (vma_adjust_trans_huge).
   splitPmdAt(k, mm, addr);
   return upper;
@@ -287,7 +292,7 @@ export function doMmap(k: Kernel, p: Process, addr: number, len: number, prot: n
   if (!(flags & MAP.MAP_FIXED) && addr && addr < MMAP_MIN_ADDR) addr = alignUp(MMAP_MIN_ADDR, PAGE_SIZE);
   len = alignUp(len, PAGE_SIZE);
   if (len > TASK_SIZE) return neg('ENOMEM');
-  if (mm.vmas.length > k.sysctl.max_map_count) return neg('ENOMEM');
+  if (mm.mapCount > k.sysctl.max_map_count) return neg('ENOMEM');
   if (flags & MAP.MAP_FIXED_NOREPLACE) flags |= MAP.MAP_FIXED;
   const hsize = hugeShift ? 2 ** hugeShift : 0;
   const start = getUnmappedArea(mm, addr, len, flags, hsize);
@@ -357,7 +362,7 @@ export function doMmap(k: Kernel, p: Process, addr: number, len: number, prot: n
   const populate = (flags & (MAP.MAP_POPULATE | MAP.MAP_NONBLOCK)) === MAP.MAP_POPULATE || (vf & VM.LOCKED) !== 0;
   // __mmap_complete: hugetlb (and special) VMAs never keep VM_LOCKED, though they are still populated.
   if (vma.isHugetlb()) vma.flags &= ~(VM.LOCKED | VM.LOCKONFAULT);
-  insertVma(mm, vma);
+  mm.insertVma(vma);
   mergeAround(mm, new Set([vma]));
   k.charge(k.costs.ns('mmap_munmap_pair') / 2);
   if (populate) populateRange(k, p, start, start + len, null);
@@ -427,7 +432,7 @@ function gatherMunmap(k: Kernel, mm: MmStruct, start: number, end: number): SysR
   if (!vmas.length) return 0;
   const first = vmas[0]!;
   if (first.start < start) {
-    if (first.end > end && mm.vmas.length >= k.sysctl.max_map_count) return neg('ENOMEM');
+    if (first.end > end && mm.mapCount >= k.sysctl.max_map_count) return neg('ENOMEM');
     const r = splitVma(k, mm, first, start);
     if (typeof r === 'number') return r;
   }
@@ -462,7 +467,7 @@ function completeMunmap(k: Kernel, mm: MmStruct, start: number, end: number): vo
     clearMarkers(mm.uffdPoison, v.start, v.end);
     pages += st.pages + st.hugePmds * 512;
     unaccountVma(k, v);
-    mm.vmas.splice(mm.vmas.indexOf(v), 1);
+    mm.removeVma(v);
     releaseVmaResources(k, v);
   }
   freePgtables(k, mm, start, end);
@@ -502,13 +507,16 @@ function releaseVmaResources(k: Kernel, v: Vma): void {
   }
 }
 
-/** free_pgtables: PTE tables whose 2M range no VMA covers any more. */
+/** free_pgtables: PTE tables whose 2M range no VMA covers any more (PMD slots not in use are skipped). */
 function freePgtables(k: Kernel, mm: MmStruct, start: number, end: number): void {
-  for (let key = PageTable.pmdKey(start); key * PMD_SIZE < end; key++) {
-    const e = mm.pgtable.pmds.get(key);
+  const pt = mm.pgtable;
+  const from = alignDown(start, PMD_SIZE);
+  for (let va = pt.skipNone(from, end, PMD_SIZE); va < end; va = pt.skipNone(va + PMD_SIZE, end, PMD_SIZE)) {
+    const key = PageTable.pmdKey(va);
+    const e = pt.pmds.get(key);
     if (!(e instanceof PteTable)) continue;
     if (mm.vmasIn(key * PMD_SIZE, (key + 1) * PMD_SIZE).length) continue;
-    mm.pgtable.pmds.delete(key);
+    pt.pmds.delete(key);
     freePteTable(k, mm, e);
   }
 }

@@ -31,14 +31,47 @@ export function pagemap(k: Kernel, mm: MmStruct, start: number, len: number): Pa
     if (last && last.present === present && last.node === node && last.size === size && (last.uffd_wp ?? false) === wp) last.n += n;
     else runs.push(wp ? { n, present, node, size, uffd_wp: true } : { n, present, node, size });
   };
-  /** Pages [va, stop) that share one leaf: split only where the uffd-wp bit changes. */
+  const end = start + len;
+  /** The write-protected pages of [start, end), in order (made when a run is longer than the set is large). */
+  let wpSorted: number[] | null = null;
+  const wpPagesIn = (va: number, stop: number): number[] => {
+    wpSorted ??= [...mm.uffdWp].filter((pg) => pg >= start / PAGE_SIZE && pg < end / PAGE_SIZE).sort((a, b) => a - b);
+    let lo = 0;
+    let hi = wpSorted.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (wpSorted[mid]! < va / PAGE_SIZE) lo = mid + 1;
+      else hi = mid;
+    }
+    const out: number[] = [];
+    for (let i = lo; i < wpSorted.length && wpSorted[i]! < stop / PAGE_SIZE; i++) out.push(wpSorted[i]!);
+    return out;
+  };
+  /** Pages [va, stop) that share one leaf (or are all unmapped): split only where the uffd-wp bit changes. */
   const pushLeaf = (va: number, stop: number, present: boolean, node: number | null, size: PagemapRun['size']): void => {
     if (!mm.uffdWp.size) return push((stop - va) / PAGE_SIZE, present, node, size, false);
-    for (let a = va; a < stop; a += PAGE_SIZE) push(1, present, node, size, wpOf(a));
+    if ((stop - va) / PAGE_SIZE <= mm.uffdWp.size || va % PAGE_SIZE || stop % PAGE_SIZE) {
+      for (let a = va; a < stop; a += PAGE_SIZE) push(1, present, node, size, wpOf(a));
+      return;
+    }
+    // A run longer than the set of bits: go from one write-protected page to the next.
+    let a = va;
+    for (const pg of wpPagesIn(va, stop)) {
+      push(pg - a / PAGE_SIZE, present, node, size, false);
+      push(1, present, node, size, true);
+      a = (pg + 1) * PAGE_SIZE;
+    }
+    push((stop - a) / PAGE_SIZE, present, node, size, false);
   };
-  const end = start + len;
   const pt = mm.pgtable;
   for (let va = start; va < end;) {
+    // Nothing in use up to `next` (pagemap_pmd_range is not even called there): one unmapped run.
+    const next = va % PAGE_SIZE ? va : pt.skipNone(va, end, PAGE_SIZE);
+    if (next > va) {
+      pushLeaf(va, next, false, null, null);
+      va = next;
+      continue;
+    }
     const pud = pt.puds.size ? pt.puds.get(PageTable.pudKey(va)) : undefined;
     if (pud) {
       const stop = Math.min(end, (PageTable.pudKey(va) + 1) * PUD_SIZE);
@@ -82,7 +115,7 @@ function walkVma(mm: MmStruct, vma: Vma, cb: (va: number, pfn: number, size: num
   if (vma.isHugetlb()) {
     const hs = vma.hugePageSize();
     const map = hs === PUD_SIZE ? pt.puds : pt.pmds;
-    for (let va = vma.start; va < vma.end; va += hs) {
+    for (let va = pt.skipNone(vma.start, vma.end, hs); va < vma.end; va = pt.walkNext(va, vma.end, hs)) {
       const leaf = map.get(hs === PUD_SIZE ? PageTable.pudKey(va) : PageTable.pmdKey(va));
       if (leaf instanceof HugeLeaf) cb(va, leaf.pfn, hs);
       else {
@@ -92,7 +125,7 @@ function walkVma(mm: MmStruct, vma: Vma, cb: (va: number, pfn: number, size: num
     }
     return;
   }
-  for (let va = vma.start; va < vma.end;) {
+  for (let va = pt.skipNone(vma.start, vma.end, PAGE_SIZE); va < vma.end;) {
     const key = PageTable.pmdKey(va);
     const stop = Math.min(vma.end, (key + 1) * PMD_SIZE);
     const e = pt.pmds.get(key);
@@ -103,7 +136,7 @@ function walkVma(mm: MmStruct, vma: Vma, cb: (va: number, pfn: number, size: num
         if (pte !== PTE_NONE) cb(a, pte === PTE_ZERO ? -1 : pfnOfPte(pte), PAGE_SIZE);
       }
     }
-    va = stop;
+    va = pt.skipNone(stop, vma.end, PAGE_SIZE);
   }
 }
 

@@ -615,7 +615,10 @@ function uffdWpRange(k: Kernel, mm: MmStruct, vma: Vma, start: number, end: numb
     clearUffdWp(mm, start, end);
     return;
   }
-  for (let a = start; a < end; a += PAGE_SIZE) {
+  // Without markers only present pages get the bit: PMD slots not in use are skipped.
+  const pt = mm.pgtable;
+  const first = markers ? start : pt.skipNone(start, end, PAGE_SIZE);
+  for (let a = first; a < end; a = markers ? a + PAGE_SIZE : pt.walkNext(a, end, PAGE_SIZE)) {
     const key = PageTable.pmdKey(a);
     const e = mm.pgtable.pmds.get(key);
     if (followPage(mm, a) !== -2) mm.uffdWp.add(a / PAGE_SIZE);

@@ -45,6 +45,7 @@ figure svg{display:block;max-width:100%;height:auto}
 figcaption{color:#5a5f6b;font-size:12.5px;margin:0 0 4px}
 .grid2{display:grid;grid-template-columns:1fr 1fr;gap:8px 24px}
 .grid2 figure{margin:12px 0 4px}
+.warn{color:#7a2a1a;background:#fcefeb;border-left:3px solid #d0674f;padding:5px 10px 5px 28px;margin:8px 0;font-size:13px}
 .note{color:#6b5d2e;background:#fbf7e9;border-left:3px solid #e0c35a;padding:5px 10px;margin:8px 0;font-size:13px}
 .muted{color:#7a808c}
 details{margin:8px 0}
@@ -501,6 +502,13 @@ function runCharts(r: RunResult): string {
 
 // ---------------------------------------------------------------- run report
 
+/** The run's warnings (what it could not do as asked, and why), first thing after its facts; `runId` labels a sweep's. */
+function warningsList(warnings: { runId?: string; text: string }[]): string {
+  if (!warnings.length) return '';
+  const items = warnings.map((w) => `<li>${w.runId ? `<b>${esc(w.runId)}</b>: ` : ''}${esc(w.text)}</li>`);
+  return `<h2>Warnings</h2>\n<ul class="warn">\n${items.join('\n')}\n</ul>`;
+}
+
 /** One self-contained HTML page for a scenario run. */
 export function renderRunReport(r: RunResult): string {
   const title = `memtwin run report: ${r.scenario.name}${r.run.id && r.run.id !== 'base' ? ` [${r.run.id}]` : ''}`;
@@ -522,6 +530,7 @@ export function renderRunReport(r: RunResult): string {
     `<h1>${esc(title)}</h1>`,
     r.scenario.description ? `<p class="desc">${esc(r.scenario.description)}</p>` : '',
     facts(factRows),
+    warningsList((r.warnings ?? []).map((text) => ({ text }))),
     notMeasuredNote(r.profile.not_measured),
     notesAndPublished(r.scenario, [{ id: r.run.id, params: r.run.params ?? {}, final: r.final ?? {} }]),
     '<h2>Host</h2>',
@@ -726,6 +735,7 @@ export function renderSweepReport(s: SweepResult, runs: RunResult[] = []): strin
       ['Runs', String(entries.length)],
       ['memtwin', esc(s.memtwin.version)],
     ]),
+    warningsList(runs.flatMap((r) => (r.warnings ?? []).map((text) => ({ runId: r.run.id, text })))),
     notesAndPublished(
       s.scenario,
       entries.map((e) => ({ id: e.id, params: e.params ?? {}, final: e.final ?? {} })),

@@ -230,7 +230,7 @@ describe('every error names its place and the allowed forms', () => {
       /vms\[0\]\.guest\.fragment\.size: 67108864 bytes: expected less than the guest's RAM \(67108864 bytes\)/,
     );
     expect(refusal(VM.replace('memory: 64M', 'memory: 1000')).message).toMatch(
-      /vms\[0\]\.memory: expected a size, a multiple of 4K from 4K to 1T: .*, got 1000$/,
+      /vms\[0\]\.memory: expected a size from 4K to 1T: .*, got 1000$/,
     );
     expect(
       refusal(

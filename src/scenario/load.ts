@@ -17,7 +17,7 @@ import { flags as flagValue } from '../opscript/values.ts';
 import { sysMbind, sysSetMempolicy } from '../kernel/mempolicy.ts';
 import { Vm } from '../vmm/vm.ts';
 import { QemuError } from '../vmm/memory_backend.ts';
-import { vmConfigOf } from './vms.ts';
+import { qemuErrorField, vmConfigOf } from './vms.ts';
 
 export interface RunSpec {
   index: number;
@@ -479,7 +479,7 @@ function checkVms(
       });
     });
     // The sizes an earlier run's probe found (same VMs), or this probe's.
-    const sizes = Array.isArray(probe) ? probe[vi]! : probeVm(probe, vm, (msg) => err(at(), msg));
+    const sizes = Array.isArray(probe) ? probe[vi]! : probeVm(probe, vm, (msg, field) => err(at(...field), msg));
     vmSizes.push(sizes);
     const ramOf = (g: number): number => sizes[g] ?? 0;
     const guestNodes = Math.max(1, vm.numa.length);
@@ -549,16 +549,23 @@ function vmShape(vm: VmSpec): unknown {
   return shape;
 }
 
-function probeVm(probe: Kernel, vm: VmSpec, err: (msg: string) => InputError): number[] {
+/** Start a VM on the probe kernel (without preallocation); QEMU's refusal is reported at the memdev it names, else the VM. */
+function probeVm(probe: Kernel, vm: VmSpec, err: (msg: string, field: YamlPath) => InputError): number[] {
   const spec: VmSpec = { ...vm, memdevs: vm.memdevs.map((m) => ({ ...m, prealloc: false })) };
   let v: Vm;
   try {
     v = new Vm(probe, { ...vmConfigOf(spec), name: `${vm.name}-probe` });
   } catch (e) {
-    if (e instanceof QemuError) throw err(`qemu-system-x86_64 refuses this VM: ${e.message}`);
+    if (e instanceof QemuError) {
+      const field = qemuErrorField(vm, e);
+      throw err(field.length ? `qemu-system-x86_64: ${e.message}` : `qemu-system-x86_64 refuses this VM: ${e.message}`, field);
+    }
     // A cost profile without the VM entries (kvm_ept_violation, ...): the VM cannot be timed.
     if (e instanceof Error && /cost profile/.test(e.message))
-      throw err(`${e.message.split('\n')[0]!.replace(/\.$/, '')}; expected a profile with the VM costs (profiles/default.json has them)`);
+      throw err(
+        `${e.message.split('\n')[0]!.replace(/\.$/, '')}; expected a profile with the VM costs (profiles/default.json has them)`,
+        [],
+      );
     throw e;
   }
   return vm.numa.length ? v.numaNodes.map((n) => n.size) : [v.ramSize];

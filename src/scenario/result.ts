@@ -144,6 +144,13 @@ export interface RunResult {
   /** Scenario events (syscalls at given times) with their results. */
   events: RunEventLog[];
   series: SeriesData;
+  /**
+   * What the run could not do as asked, located in the scenario file (also
+   * printed on stderr): a migration still running at the end (and why), a
+   * thread stopped early, an agent that never acted, QEMU's warnings.
+   * Absent when there are none.
+   */
+  warnings?: string[];
 }
 
 /** DIR/result.json of a sweep: every run's identity and final metrics. */

@@ -17,12 +17,13 @@ import { AccessModel } from '../workload/access_model.ts';
 import { WAIT, WorkloadThread, streamFor, type PhaseRuntime } from '../workload/engine.ts';
 import { Uhugepaged } from '../agents/uhugepaged.ts';
 import { SimAgentSys, type HeatMap } from '../agents/sim_sys.ts';
-import { InputError } from '../util/input_error.ts';
+import type { YamlPath } from '../util/yaml_input.ts';
 import { hostOf, type RunSpec } from './load.ts';
+import { runLocator } from './locate.ts';
 import type { Process } from '../kernel/sched.ts';
 import type { RunEventLog, RunResult, ScenarioInfo, SeriesData, ThreadNumaResult, ThreadResult } from './result.ts';
-import type { Scenario } from './schema.ts';
-import { scheduleVmEvents, startVms, vmFinal, vmSeries, type VmRt } from './vms.ts';
+import type { EventSpec, Scenario } from './schema.ts';
+import { hostMemoryNote, scheduleVmEvents, startVms, vmFinal, vmSeries, vmWarnings, type RunReport, type VmRt } from './vms.ts';
 import { inputDigests } from './inputs.ts';
 
 export const MEMTWIN_VERSION = '0.1.0';
@@ -38,15 +39,23 @@ export interface RunOptions {
   file: string;
   /** Called now and then with the fraction of virtual time done. */
   progress?: (fraction: number) => void;
+  /**
+   * Told each warning as one line when the run ends (default: stderr,
+   * "memtwin: warning: ..."); the run's result lists them too.
+   */
+  warn?: (line: string) => void;
 }
 
 export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   const s = spec.scenario;
   // Before the host and the profile are read: the digests are of what this run reads.
   const inputs = inputsOf(s);
+  const at = runLocator(opts.file, spec);
+  const warnings: string[] = [];
+  const rep: RunReport = { at, warn: (path, text) => warnings.push(at.warning(path, text)) };
   /** A setup step the kernel refused: the scenario asked for something impossible. */
-  const fail: (field: string, expected: string) => never = (field, expected) => {
-    throw new InputError(opts.file, undefined, undefined, field, expected);
+  const fail = (path: YamlPath, expected: string): never => {
+    throw at.error(path, expected);
   };
   const host = hostOf(s, opts.file);
   const costs = s.profile ? CostProfile.load(s.profile) : CostProfile.default();
@@ -54,39 +63,38 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   const model = new AccessModel(costs);
   for (const [path, value] of Object.entries(s.kernel)) {
     const r = k.sysfs.write(path, String(value));
-    if (r < 0) fail(`kernel.${path}`, `the kernel rejects ${JSON.stringify(value)} (${errnoName(r)})`);
+    if (r < 0) fail(['kernel', path], `the kernel rejects ${JSON.stringify(value)} (${errnoName(r)})`);
   }
 
   const procs: { p: Process; maps: Map<string, MappingRt> }[] = [];
   const threads: WorkloadThread[] = [];
-  for (const ps of s.processes) {
+  /** Where each workload thread comes from in the scenario, for warnings about it. */
+  const threadPaths = new Map<WorkloadThread, YamlPath>();
+  s.processes.forEach((ps, pi) => {
     const firstCpu = ps.threads[0]?.cpu ?? host.nodes[0]!.cpus[0] ?? 0;
     const p = k.createProcess(ps.name, firstCpu);
     const maps = new Map<string, MappingRt>();
-    for (const m of ps.mappings) {
+    ps.mappings.forEach((m, mi) => {
+      const mpath: YamlPath = ['processes', pi, 'mappings', mi];
       const prot = flagValue('prot', m.prot, 'prot');
       const fl = flagValue('flags', m.flags, 'mmap');
       const addr = k.mmap(p, 0, m.size, prot, fl);
-      if (addr < 0) fail(`processes.${ps.name}.mappings.${m.name}`, `mmap failed with ${errnoName(addr)}`);
+      if (addr < 0) fail(mpath, `mmap failed with ${errnoName(addr)}`);
       if (m.memsched_group !== undefined) {
         const r = k.memsched.mbind(p, addr, m.size, m.memsched_group);
-        if (r < 0)
-          fail(
-            `processes.${ps.name}.mappings.${m.name}.memsched_group`,
-            `ms_mbind failed with ${errnoName(r)} (is /sys/kernel/memtwin/features/memsched 1?)`,
-          );
+        if (r < 0) fail([...mpath, 'memsched_group'], `ms_mbind failed with ${errnoName(r)} (is /sys/kernel/memtwin/features/memsched 1?)`);
       }
       if (m.policy) {
         const r = sysMbind(k, p.mainThread, addr, m.size, policyMode(m.policy), m.policy.nodes, 0);
-        if (r < 0) fail(`processes.${ps.name}.mappings.${m.name}.policy`, `mbind failed with ${errnoName(r)}`);
+        if (r < 0) fail([...mpath, 'policy'], `mbind failed with ${errnoName(r)}`);
       }
-      for (const a of m.madvise) {
+      m.madvise.forEach((a, ai) => {
         const r = unmodelled(
           () => k.madvise(p, addr, m.size, MADV[a]),
-          (msg) => fail(`processes.${ps.name}.mappings.${m.name}.madvise`, msg),
+          (msg) => fail([...mpath, 'madvise', ai], msg),
         );
-        if (r < 0) fail(`processes.${ps.name}.mappings.${m.name}.madvise`, `${a} failed with ${errnoName(r)}`);
-      }
+        if (r < 0) fail([...mpath, 'madvise', ai], `${a} failed with ${errnoName(r)}`);
+      });
       const written = new Uint8Array(Math.ceil(m.size / PAGE_SIZE));
       if (m.fragment) {
         populateRange(k, p, addr, addr + m.size, true);
@@ -99,7 +107,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
         written.fill(1);
       }
       maps.set(m.name, { base: addr, len: m.size, written });
-    }
+    });
     procs.push({ p, maps });
 
     // first-touch slices: threads of this process doing first-touch on the same mapping, in order
@@ -109,23 +117,21 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
         if (ph.pattern === 'first-touch') sliceCount.set(ph.mapping, (sliceCount.get(ph.mapping) ?? 0) + t.count);
     const sliceNext = new Map<string, number>();
 
-    for (const t of ps.threads) {
+    ps.threads.forEach((t, ti) => {
+      const tpath: YamlPath = ['processes', pi, 'threads', ti];
       for (let r = 0; r < t.count; r++) {
         const name = t.count > 1 ? `${t.name}-${r}` : t.name;
         const kt = r === 0 && t === ps.threads[0] ? p.mainThread : k.createThread(p, t.cpu + r);
-        if (typeof kt === 'number') fail(`processes.${ps.name}.threads.${name}`, `no CPU ${t.cpu + r}`);
+        if (typeof kt === 'number') return fail([...tpath, 'cpu'], `no CPU ${t.cpu + r}`);
         if (kt === p.mainThread) kt.cpu = t.cpu + r;
         if (t.memsched_group !== undefined) {
           const e = k.memsched.tbind(kt, t.memsched_group);
           if (e < 0)
-            fail(
-              `processes.${ps.name}.threads.${name}.memsched_group`,
-              `ms_tbind failed with ${errnoName(e)} (is /sys/kernel/memtwin/features/memsched 1?)`,
-            );
+            fail([...tpath, 'memsched_group'], `ms_tbind failed with ${errnoName(e)} (is /sys/kernel/memtwin/features/memsched 1?)`);
         }
         if (t.mempolicy) {
           const e = sysSetMempolicy(k, kt, policyMode(t.mempolicy), t.mempolicy.nodes);
-          if (e < 0) fail(`processes.${ps.name}.threads.${name}.mempolicy`, `set_mempolicy failed with ${errnoName(e)}`);
+          if (e < 0) fail([...tpath, 'mempolicy'], `set_mempolicy failed with ${errnoName(e)}`);
         }
         const rng = k.random.stream(`${ps.name}/${name}`);
         let at = 0;
@@ -141,19 +147,21 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
           return { spec: ph, stream: streamFor(ph, m.base, m.len, rng, slice), end };
         });
         const touch = writtenMarker(maps);
-        threads.push(new WorkloadThread(k, p, kt, `${ps.name}/${name}`, phases, model, () => rng.float(), touch, threads.length));
+        const wt = new WorkloadThread(k, p, kt, `${ps.name}/${name}`, phases, model, () => rng.float(), touch, threads.length);
+        threads.push(wt);
+        threadPaths.set(wt, tpath);
       }
-    }
-  }
+    });
+  });
 
-  const vms = startVms(k, s, opts.file);
+  const vms = startVms(k, s, rep);
   for (const rt of vms) {
     const maps = new Map<string, MappingRt>();
     rt.nodeRam.forEach((r, node) =>
       maps.set(`ram.${node}`, { base: r.hva, len: r.size, written: new Uint8Array(Math.ceil(r.size / PAGE_SIZE)) }),
     );
     procs.push({ p: rt.vm.process, maps });
-    startGuestWorkloads(k, rt, maps, threads, model);
+    startGuestWorkloads(k, rt, maps, threads, model, threadPaths);
   }
 
   // Phase ends were relative to the start of the workloads.
@@ -161,28 +169,29 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   for (const wt of threads) for (const ph of wt.phases) ph.end += t0;
   const end = t0 + s.duration;
 
-  const eventLog = scheduleEvents(k, s, procs, threads, t0, opts.file);
-  const vmEvents = scheduleVmEvents(k, s, vms, t0, opts.file);
+  const eventLog = scheduleEvents(k, s, procs, threads, t0, rep);
+  const vmEvents = scheduleVmEvents(k, s, vms, t0, rep);
   k.numab.start(procs.map((x) => x.p));
-  const agents = startAgents(k, s, procs, threads, t0, end, opts.file);
+  const agents = startAgents(k, s, procs, threads, t0, end, rep);
 
   // The sampler is scheduled first, so its sample at t0 is the baseline before any access.
   const series = sampler(k, s, procs, threads, agents, t0, end, opts.progress, vms);
   for (const wt of threads) {
     // One step scheduled at a time; a thread that answered WAIT is scheduled again by wt.wake.
     let scheduled = false;
-    const at = (t: number): void => {
+    // Thread time is fractional (costs summed within a step): the next step runs at the nearest whole ns.
+    const next = (t: number): void => {
       if (scheduled || t >= end) return;
       scheduled = true;
-      k.events.schedule(t, wt.name, tick);
+      k.events.schedule(Math.round(t), wt.name, tick);
     };
     const tick = (): void => {
       scheduled = false;
       const used = wt.step(end);
-      if (used !== Infinity && used !== WAIT) at(k.clock.now() + used);
+      if (used !== Infinity && used !== WAIT) next(k.clock.now() + used);
     };
-    wt.wake = at;
-    at(t0);
+    wt.wake = next;
+    next(t0);
   }
   // A vCPU blocked in a userfault (postcopy) runs again when the kernel wakes it.
   k.uffd.wakeListeners.push((t) => threads.find((wt) => wt.thread === t)?.userfaultWoken());
@@ -191,6 +200,11 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   series.sample();
   vmEvents.close();
   const events = [...eventLog, ...vmEvents.log].sort((a, b) => a.at_ns - b.at_ns);
+  threadWarnings(k, threads, threadPaths, rep);
+  vmWarnings(vms, rep);
+  agentWarnings(s, agents, rep);
+  const warn = opts.warn ?? ((line: string) => process.stderr.write(`${line}\n`));
+  for (const w of warnings) warn(`memtwin: warning: ${w}${spec.id === 'base' ? '' : ` (run ${spec.id})`}`);
   return {
     memtwin: { version: MEMTWIN_VERSION },
     scenario: scenarioInfo(s, opts.file),
@@ -208,7 +222,32 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
     threads: threads.map((wt) => threadResult(wt, s.duration)),
     events,
     series: series.data,
+    ...(warnings.length ? { warnings } : {}),
   };
+}
+
+/** Threads that stopped early (a signal: OOM, SIGBUS, SIGSEGV) did less work than asked: say so, and why. */
+function threadWarnings(k: Kernel, threads: WorkloadThread[], paths: Map<WorkloadThread, YamlPath>, rep: RunReport): void {
+  for (const wt of threads)
+    if (wt.stopped) {
+      const note = wt.stopped.startsWith('OOM') ? hostMemoryNote(wt.k) || hostMemoryNote(k) : '';
+      rep.warn(paths.get(wt) ?? [], `thread ${wt.name} stopped early (${wt.stopped})${note}; its numbers cover only the time before`);
+    }
+}
+
+/** An agent that never found a region hot enough did nothing: say so, with the heat it saw. */
+function agentWarnings(s: Scenario, agents: AgentRt[], rep: RunReport): void {
+  agents.forEach((a, i) => {
+    const st = a.agent.stats;
+    if (st.collapses || st.failures || st.hot) return;
+    const min = s.agents[i]!.min_heat;
+    rep.warn(
+      ['agents', i, 'min_heat'],
+      st.maxHeat > 0
+        ? `agent ${a.name} collapsed nothing in ${st.ticks} ticks: no 2M region reached min_heat ${min} (the hottest scored ${Math.round(st.maxHeat * 100) / 100} decayed accesses per tick)`
+        : `agent ${a.name} collapsed nothing in ${st.ticks} ticks: it saw no accesses in the processes it watches`,
+    );
+  });
 }
 
 /** The scenario's identity, notes and published figures, as results carry them. */
@@ -234,8 +273,15 @@ function notMeasured(costs: CostProfile): Record<string, string> {
  * A VM's guest workloads: host workload threads on the vCPUs' host threads
  * over the HVA range of their guest node's RAM (see vms.ts).
  */
-function startGuestWorkloads(k: Kernel, rt: VmRt, maps: Map<string, MappingRt>, threads: WorkloadThread[], model: AccessModel): void {
-  for (const w of rt.spec.workloads) {
+function startGuestWorkloads(
+  k: Kernel,
+  rt: VmRt,
+  maps: Map<string, MappingRt>,
+  threads: WorkloadThread[],
+  model: AccessModel,
+  paths: Map<WorkloadThread, YamlPath>,
+): void {
+  rt.spec.workloads.forEach((w, wi) => {
     const m = maps.get(`ram.${w.guest_node}`)!;
     for (let r = 0; r < w.count; r++) {
       const vcpu = rt.vm.vcpus[w.vcpu + r]!;
@@ -260,9 +306,10 @@ function startGuestWorkloads(k: Kernel, rt: VmRt, maps: Map<string, MappingRt>, 
       );
       wt.guest = { pageSize: w.guest_page_size === '4K' ? PAGE_SIZE : PMD_SIZE, ept: (va, pfn, write) => rt.vm.eptAccess(va, pfn, write) };
       threads.push(wt);
+      paths.set(wt, ['vms', rt.vi, 'workloads', wi]);
       rt.guestThreads.push({ wt, vcpu: w.vcpu + r, node: w.guest_node });
     }
-  }
+  });
 }
 
 interface AgentRt {
@@ -283,12 +330,13 @@ function startAgents(
   threads: WorkloadThread[],
   t0: number,
   end: number,
-  file: string,
+  rep: RunReport,
 ): AgentRt[] {
   return s.agents.map((a, idx) => {
-    for (const t of a.targets)
+    a.targets.forEach((t, ti) => {
       if (!procs.some((x) => x.p.name === t))
-        throw new InputError(file, undefined, undefined, `agents[${idx}].targets`, `no process "${t}"`);
+        throw rep.at.error(['agents', idx, 'targets', ti], `no process "${t}" (there are ${procs.map((x) => x.p.name).join(', ')})`);
+    });
     const watched = procs.map((x) => x.p).filter((p) => !a.targets.length || a.targets.includes(p.name));
     const heat = new Map<Process, HeatMap>();
     for (const p of watched) heat.set(p, new Map());
@@ -326,9 +374,64 @@ function policyMode(pol: { mode: keyof typeof MPOL; flags: (keyof typeof MPOL)[]
 }
 
 /**
+ * The fields each process event reads (besides at, process and op) and the
+ * ones it needs among them. A field another op reads would be ignored
+ * (`flags`, defaulted to [], counts when not empty): an error, as is a
+ * needed field left out.
+ */
+const EVENT_FIELDS: Record<EventSpec['op'], { reads: readonly (keyof EventSpec)[]; needs: readonly (keyof EventSpec)[] }> = {
+  migrate_pages: { reads: ['old_nodes', 'new_nodes'], needs: ['old_nodes', 'new_nodes'] },
+  mbind: { reads: ['mapping', 'policy', 'flags'], needs: ['mapping', 'policy'] },
+  madvise: { reads: ['mapping', 'advice'], needs: ['mapping', 'advice'] },
+  set_mempolicy: { reads: ['policy'], needs: ['policy'] },
+  sched_setaffinity: { reads: ['thread', 'cpu'], needs: ['thread', 'cpu'] },
+  ms_move: { reads: ['group', 'node'], needs: ['group', 'node'] },
+};
+
+/** What a process event's fields mean, for the error naming a missing one. */
+const EVENT_FIELD_MEANING: Partial<Record<keyof EventSpec, string>> = {
+  mapping: 'the mapping it applies to',
+  policy: 'the memory policy, e.g. { mode: MPOL_BIND, nodes: [0] }',
+  advice: 'the MADV_* advice',
+  old_nodes: 'the nodes to move from',
+  new_nodes: 'the nodes to move to',
+  thread: 'the thread, by its name in the results',
+  cpu: 'the CPU it moves to',
+  group: 'the memsched group',
+  node: 'the node it moves to',
+};
+
+/** Checks of a process event the schema cannot make (see EVENT_FIELDS), and the names it refers to. */
+function checkEvent(
+  ev: EventSpec,
+  path: YamlPath,
+  procs: { p: Process; maps: Map<string, MappingRt> }[],
+  threads: WorkloadThread[],
+  rep: RunReport,
+): { target: { p: Process; maps: Map<string, MappingRt> }; m: MappingRt | undefined; wt: WorkloadThread | undefined } {
+  const { reads, needs } = EVENT_FIELDS[ev.op];
+  for (const key of Object.keys(ev) as (keyof EventSpec)[]) {
+    if (key === 'at' || key === 'process' || key === 'op' || reads.includes(key)) continue;
+    if (ev[key] === undefined || (key === 'flags' && ev.flags.length === 0)) continue;
+    throw rep.at.error([...path, key], `has no effect on a ${ev.op} event (it reads ${reads.join(', ')})`);
+  }
+  for (const key of needs)
+    if (ev[key] === undefined) throw rep.at.error(path, `${ev.op} needs ${key} (${EVENT_FIELD_MEANING[key] ?? key})`);
+  const target = procs.find((x) => x.p.name === ev.process);
+  if (!target) throw rep.at.error([...path, 'process'], `no process "${ev.process}" (there are ${procs.map((x) => x.p.name).join(', ')})`);
+  const m = ev.mapping ? target.maps.get(ev.mapping) : undefined;
+  if (ev.mapping && !m)
+    throw rep.at.error([...path, 'mapping'], `no mapping "${ev.mapping}" in ${ev.process} (it has ${[...target.maps.keys()].join(', ')})`);
+  const wt = ev.thread === undefined ? undefined : threads.find((x) => x.name === `${ev.process}/${ev.thread}`);
+  if (ev.thread !== undefined && !wt) throw rep.at.error([...path, 'thread'], `no thread "${ev.thread}" in ${ev.process}`);
+  return { target, m, wt };
+}
+
+/**
  * Scenario events: syscalls made at a virtual time by a tool acting on a
  * process (migratepages, numactl). Their kernel time is charged to the tool,
  * not to the workload threads; the log records what each returned and cost.
+ * Every event is checked before the run starts.
  */
 function scheduleEvents(
   k: Kernel,
@@ -336,18 +439,11 @@ function scheduleEvents(
   procs: { p: Process; maps: Map<string, MappingRt> }[],
   threads: WorkloadThread[],
   t0: number,
-  file: string,
+  rep: RunReport,
 ): RunEventLog[] {
   const log: RunEventLog[] = [];
   s.events.forEach((ev, idx) => {
-    const target = procs.find((x) => x.p.name === ev.process);
-    if (!target) throw new InputError(file, undefined, undefined, `events[${idx}].process`, `no process "${ev.process}"`);
-    const m = ev.mapping ? target.maps.get(ev.mapping) : undefined;
-    if (ev.mapping && !m)
-      throw new InputError(file, undefined, undefined, `events[${idx}].mapping`, `no mapping "${ev.mapping}" in ${ev.process}`);
-    const wt = ev.thread === undefined ? undefined : threads.find((x) => x.name === `${ev.process}/${ev.thread}`);
-    if (ev.op === 'sched_setaffinity' && !wt)
-      throw new InputError(file, undefined, undefined, `events[${idx}].thread`, `no thread "${ev.thread ?? ''}" in ${ev.process}`);
+    const { target, m, wt } = checkEvent(ev, ['events', idx], procs, threads, rep);
     k.events.schedule(t0 + ev.at, `event ${ev.op}`, () => {
       const ctx = { ns: 0 };
       const moved0 = k.vmstat.events.pgmigrate_success;
@@ -355,32 +451,32 @@ function scheduleEvents(
       const ret = k.runAsTask(ctx, (): number => {
         switch (ev.op) {
           case 'migrate_pages':
-            return sysMigratePages(k, target.p, target.p, ev.old_nodes ?? [], ev.new_nodes ?? []);
+            return sysMigratePages(k, target.p, target.p, ev.old_nodes!, ev.new_nodes!);
           case 'mbind':
             return sysMbind(
               k,
               target.p.mainThread,
               m!.base,
               m!.len,
-              ev.policy ? policyMode(ev.policy) : 0,
-              ev.policy?.nodes ?? [],
+              policyMode(ev.policy!),
+              ev.policy!.nodes,
               ev.flags.reduce((f, x) => f | MPOL[x], 0),
             );
           case 'madvise':
             return unmodelled(
-              () => k.madvise(target.p, m!.base, m!.len, MADV[ev.advice ?? 'MADV_NORMAL']),
+              () => k.madvise(target.p, m!.base, m!.len, MADV[ev.advice!]),
               (msg) => {
-                throw new InputError(file, undefined, undefined, `events[${idx}].advice`, msg);
+                throw rep.at.error(['events', idx, 'advice'], msg);
               },
             );
           case 'ms_move':
-            return k.memsched.move(ev.group ?? 0, ev.node ?? 0);
+            return k.memsched.move(ev.group!, ev.node!);
           case 'set_mempolicy':
-            return sysSetMempolicy(k, target.p.mainThread, ev.policy ? policyMode(ev.policy) : 0, ev.policy?.nodes ?? []);
+            return sysSetMempolicy(k, target.p.mainThread, policyMode(ev.policy!), ev.policy!.nodes);
           case 'sched_setaffinity':
             // A mask of one CPU: the thread runs there from now on (EINVAL: no such CPU).
-            if (ev.cpu === undefined || !k.host.cpuNode.has(ev.cpu)) return neg('EINVAL');
-            wt!.thread.cpu = ev.cpu;
+            if (!k.host.cpuNode.has(ev.cpu!)) return neg('EINVAL');
+            wt!.thread.cpu = ev.cpu!;
             return 0;
         }
       });

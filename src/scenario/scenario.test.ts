@@ -159,6 +159,77 @@ describe('scenario runs', () => {
     );
   });
 
+  it('refuse process events that would crash or be ignored: a field the op needs, a field it does not read', () => {
+    const base = SMALL.replace(/sweep:[\s\S]*$/, '');
+    const runError = (name: string, events: string): string => {
+      const text = `${base}events:\n${events}`;
+      try {
+        const l = loadScenario(file(name, text));
+        runScenario(l.runs[0]!, { file: l.file, warn: () => {} });
+      } catch (e) {
+        if (e instanceof InputError) return e.message;
+        throw e;
+      }
+      throw new Error('expected an input error');
+    };
+    const line = base.split('\n').length + 1; // the first event's line
+    // mbind without a mapping used to stop with a TypeError.
+    expect(runError('mbind.yaml', '  - { at: 1ms, process: app, op: mbind, policy: { mode: MPOL_BIND, nodes: [0] } }\n')).toMatch(
+      new RegExp(`mbind\\.yaml:${line}:\\d+: events\\[0\\]: mbind needs mapping: expected the mapping it applies to`),
+    );
+    expect(runError('madvise.yaml', '  - { at: 1ms, process: app, op: madvise, mapping: heap }\n')).toMatch(
+      /events\[0\]: madvise needs advice/,
+    );
+    expect(runError('mbind-pol.yaml', '  - { at: 1ms, process: app, op: mbind, mapping: heap }\n')).toMatch(
+      /events\[0\]: mbind needs policy/,
+    );
+    expect(runError('affinity.yaml', '  - { at: 1ms, process: app, op: sched_setaffinity, thread: z }\n')).toMatch(
+      /sched_setaffinity needs cpu/,
+    );
+    expect(runError('extra.yaml', '  - { at: 1ms, process: app, op: madvise, mapping: heap, advice: MADV_HUGEPAGE, cpu: 3 }\n')).toMatch(
+      new RegExp(`extra\\.yaml:${line}:\\d+: events\\[0\\]\\.cpu: has no effect on a madvise event \\(it reads mapping, advice\\)`),
+    );
+    expect(runError('proc.yaml', '  - { at: 1ms, process: db, op: migrate_pages, old_nodes: [0], new_nodes: [1] }\n')).toMatch(
+      /events\[0\]\.process: no process "db": expected one of "app"/,
+    );
+    expect(runError('map.yaml', '  - { at: 1ms, process: app, op: madvise, mapping: stack, advice: MADV_HUGEPAGE }\n')).toMatch(
+      /events\[0\]\.mapping: no mapping "stack" in "app": expected one of "heap", "side"/,
+    );
+  });
+
+  it('say so when a thread stops early or an agent never acts (stderr and result warnings)', () => {
+    const text = `name: warned
+host:
+  name: tiny
+  nodes: [{ id: 0, memory: 64M, cpus: 0-1 }]
+duration: 50ms
+sample: { interval: 10ms }
+kernel:
+  /proc/sys/vm/nr_hugepages: 16
+processes:
+  - name: app
+    mappings:
+      - { name: heap, size: 48M }
+    threads:
+      - { name: w, cpu: 0, workload: { pattern: first-touch, mapping: heap } }
+agents:
+  - { name: uh, kind: uhugepaged, interval: 10ms, min_heat: 1000000000 }
+`;
+    const lines: string[] = [];
+    const l = loadScenario(file('warned.yaml', text));
+    const r = runScenario(l.runs[0]!, { file: l.file, warn: (x) => lines.push(x) });
+    expect(r.final.threads_stopped).toBe(1);
+    expect(r.warnings).toHaveLength(2);
+    expect(r.warnings![0]).toMatch(
+      /warned\.yaml:14:\d+: processes\[0\]\.threads\[0\]: thread app\/w stopped early \(OOM at 0x[0-9a-f]+\); the host is out of memory: [\d.]+ MiB free of 64 MiB, the hugetlb pool holds 16 x 2M \(32M\)/,
+    );
+    expect(r.warnings![1]).toMatch(
+      /warned\.yaml:16:\d+: agents\[0\]\.min_heat: agent uh collapsed nothing in 5 ticks: no 2M region reached min_heat 1000000000 \(the hottest scored [\d.]+ decayed accesses per tick\)/,
+    );
+    expect(lines).toEqual(r.warnings!.map((w) => `memtwin: warning: ${w}`));
+    expect(renderRunReport(r)).toContain('<ul class="warn">');
+  });
+
   it('run a uhugepaged agent: hot 4K regions become huge, its CPU time and the stalls it causes are reported', () => {
     const text = `name: agent
 host:

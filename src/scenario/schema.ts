@@ -326,7 +326,9 @@ const nodeList = z.array(nodeId);
 export const memdevSchema = z.strictObject({
   id: ident.describe('the object id (memdev=ID in -numa, the RAM block name in info ram)'),
   type: z.enum(['memory-backend-ram', 'memory-backend-memfd', 'memory-backend-file']).default('memory-backend-ram').describe('qom-type'),
-  size: pagesIn(4096, LIMITS.maxSize).describe('the backend size, a multiple of 4K from 4K to 1T'),
+  size: sizeIn(4096, LIMITS.maxSize).describe(
+    'the backend size, 4K to 1T (QEMU refuses a memfd or file backend that is not whole pages; memory-backend-ram is rounded up and KVM maps its whole pages)',
+  ),
   share: z.boolean().optional().describe('map MAP_SHARED (default: on for memfd, off otherwise)'),
   prealloc: z.boolean().default(false).describe('touch every page at creation (qemu_prealloc_mem)'),
   'prealloc-threads': int(1, 1024).optional().describe('threads that preallocate, 1 to 1024'),
@@ -423,6 +425,12 @@ export const vmEventSchema = z.strictObject({
     .union([z.string(), z.record(z.string(), z.unknown())])
     .optional()
     .describe('qmp: {execute, arguments} (or JSON text); hmp: a command line such as "info ram"'),
+  expect_error: z
+    .string()
+    .optional()
+    .describe(
+      'qmp/hmp/balloon/migrate: QEMU is expected to refuse the command, with this error class (e.g. GenericError) or a part of its text; the run fails if it does not. Without it, a refused command stops the run with its error',
+    ),
   guest_node: int(0, LIMITS.maxGuestNodes - 1)
     .optional()
     .describe('move_pages/mbind: the guest node whose RAM ranges (from info ram) are acted on, 0 to 127 and a node of the VM'),
@@ -500,9 +508,9 @@ export const vmSchema = z.strictObject({
     .array(memdevSchema)
     .default([])
     .describe('-object memory-backend-*; without vNUMA the first is the machine RAM (-machine memory-backend)'),
-  memory: pagesIn(4096, LIMITS.maxSize)
+  memory: sizeIn(4096, LIMITS.maxSize)
     .optional()
-    .describe('-m, when there are no memdevs: a default memory-backend-ram "pc.ram", a multiple of 4K from 4K to 1T'),
+    .describe('-m: without memdevs a default memory-backend-ram "pc.ram", 4K to 1T (QEMU rounds it up to 8K)'),
   vcpus: z
     .array(cpuId)
     .min(1)

@@ -109,14 +109,14 @@ describe('scenario VMs: loading', () => {
     ).toThrow(/dst\.yaml:\d+:\d+: vms\[0\]\.events\[0\]\.destination\.host: cannot load host "no-such-host"/);
   });
 
-  it('turns a configuration QEMU refuses into an input error naming the VM', () => {
+  it('turns a configuration QEMU refuses into an input error at the memdev it names', () => {
     const bad = INFLATE.replace('{ id: ram0, size: 64M, prealloc: true }', '{ id: ram0, size: 3M, mem-path: /dev/hugepages }').replace(
       'type: memory-backend-ram',
       '',
     );
     // The VM is started on a probe kernel when the file is loaded: refused then, at the VM.
     expect(() => loadScenario(file('qemu.yaml', bad.replace('{ id: ram0,', '{ id: ram0, type: memory-backend-file,')))).toThrow(
-      /qemu\.yaml:\d+:\d+: vms\[0\]: qemu-system-x86_64 refuses this VM: unable to map backing store for guest RAM: Cannot allocate memory/,
+      /qemu\.yaml:\d+:\d+: vms\[0\]\.memdevs\[0\]: qemu-system-x86_64: unable to map backing store for guest RAM: Cannot allocate memory/,
     ); // no 2M pages reserved in the host's hugetlb pool
   });
 });
@@ -322,8 +322,13 @@ vms:
     events:
       - { at: 300ms, op: migrate, bandwidth: 1250M, latency: 50us, capabilities: [postcopy-ram${preempt ? ', postcopy-preempt' : ''}], start-postcopy: 0s }
 `;
-    const plain = run('pc-plain.yaml', text(false)).final;
-    const pre = run('pc-preempt.yaml', text(true)).final;
+    const plainRun = run('pc-plain.yaml', text(false));
+    const preRun = run('pc-preempt.yaml', text(true));
+    const plain = plainRun.final;
+    const pre = preRun.final;
+    // Postcopy's downtime and fault latencies come from fractional costs and thread times: still whole ns.
+    expectWholeNs(plainRun);
+    expectWholeNs(preRun);
     for (const f of [plain, pre]) {
       expect([
         f['vm.g.migration.completed'],
@@ -375,5 +380,303 @@ vms:
     expect(f['vm.g.dst.guest_node0.host_node0_bytes']).toBe(0);
     expect(f['remote_access_ratio']).toBeGreaterThan(0.3);
     expect(f['threads_stopped']).toBe(0);
+  });
+});
+
+/** A run's result and the warning lines it printed. */
+function runWarned(name: string, text: string): { r: RunResult; lines: string[] } {
+  const lines: string[] = [];
+  const l = loadScenario(file(name, text));
+  const r = runScenario(l.runs[0]!, { file: l.file, warn: (line) => lines.push(line) });
+  return { r, lines };
+}
+
+/** The InputError a run stops with (its message), failing the test if it does not stop with one. */
+/** The located error a scenario stops with: refused when the file is loaded, or when the run starts or an event runs. */
+function runError(name: string, text: string, index = 0): string {
+  try {
+    const l = loadScenario(file(name, text));
+    runScenario(l.runs[index]!, { file: l.file, warn: () => {} });
+  } catch (e) {
+    if (e instanceof InputError) return e.message;
+    throw e;
+  }
+  throw new Error('expected the run to stop with an input error');
+}
+
+/** The 1-based line of the first line of `text` containing `needle`. */
+const lineOf = (text: string, needle: string): number => text.split('\n').findIndex((l) => l.includes(needle)) + 1;
+
+/** Every *_ns number of a result is a whole number of ns: final metrics, threads, events and their details. */
+function expectWholeNs(r: RunResult): void {
+  const bad: string[] = [];
+  for (const [k, v] of Object.entries(r.final)) if (/_ns$/.test(k) && !Number.isInteger(v)) bad.push(`${k}=${v}`);
+  for (const e of r.events) {
+    if (!Number.isInteger(e.ns) || !Number.isInteger(e.at_ns)) bad.push(`event ${e.op} ns=${e.ns}`);
+    for (const [k, v] of Object.entries(e.detail ?? {})) if (/_ns$/.test(k) && !Number.isInteger(v)) bad.push(`${e.op}.${k}=${v}`);
+  }
+  for (const t of r.threads) if (!Number.isInteger(t.fault_ns) || !Number.isInteger(t.stall_ns)) bad.push(`thread ${t.thread}`);
+  for (const t of r.series.t_ns) if (!Number.isInteger(t)) bad.push(`t_ns ${t}`);
+  expect(bad).toEqual([]);
+}
+
+const MIG = `name: mig
+host:
+  name: h
+  nodes: [{ id: 0, memory: 1G, cpus: 0-1 }]
+duration: 300ms
+sample: { interval: 100ms }
+vms:
+  - name: g
+    memdevs:
+      - { id: ram0, size: 64M }
+    vcpus: [0, 1]
+    events:
+      - { at: 10ms, op: migrate, bandwidth: 1250M }
+`;
+const MIG_LINE = lineOf(MIG, 'op: migrate');
+const migWith = (fields: string): string => MIG.replace('op: migrate, bandwidth: 1250M', `op: migrate, ${fields}`);
+
+describe('scenario VMs: a mistake stops the run with a located error, never a stack trace', () => {
+  it('a migration link of bandwidth 0, at the field (and at the sweep value that put it there)', () => {
+    expect(runError('bw0.yaml', migWith('bandwidth: 0'))).toMatch(
+      new RegExp(`bw0\\.yaml:${MIG_LINE}:\\d+: vms\\[0\\]\\.events\\[0\\]\\.bandwidth: expected a size from 1 to 1T.*got 0`),
+    );
+    const swept = `${MIG}sweep:\n  - path: [vms, 0, events, 0, bandwidth]\n    values: [1250M, 0]\n`;
+    expect(runError('bw0-sweep.yaml', swept, 1)).toMatch(
+      new RegExp(
+        `bw0-sweep\\.yaml:${lineOf(swept, 'values: [1250M, 0]')}:\\d+: sweep\\[0\\]\\.values\\[1\\]: expected a size from 1 to 1T.*got 0 \\(in sweep run 001-bandwidth=0\\)`,
+      ),
+    );
+  });
+
+  it('memdev sizes that are not whole pages: QEMU refuses them for memfd and vNUMA, accepts memory-backend-ram and maps whole pages', () => {
+    const ram = MIG.replace('size: 64M }', 'size: 65537K }').replace(
+      '{ at: 10ms, op: migrate, bandwidth: 1250M }',
+      '{ at: 10ms, op: hmp, command: info ram }',
+    );
+    const { r } = runWarned('ram-65537k.yaml', ram);
+    // QEMU rounds the RAM block up (HOST_PAGE_ALIGN), KVM maps whole pages of it (kvm_align_section): 64 MiB of guest RAM.
+    const ranges = parseInfoRam(r.events[0]!.reply!);
+    expect(ranges.map((x) => x.size)).toEqual([64 * MiB]);
+    expect(r.final['vm.g.guest_free_bytes']).toBeLessThanOrEqual(64 * MiB);
+    const memfd = ram.replace('{ id: ram0, size: 65537K }', '{ id: ram0, type: memory-backend-memfd, size: 65537K }');
+    expect(runError('memfd-65537k.yaml', memfd)).toMatch(
+      new RegExp(
+        `memfd-65537k\\.yaml:${lineOf(memfd, 'id: ram0')}:\\d+: vms\\[0\\]\\.memdevs\\[0\\]: qemu-system-x86_64: ram0 backing store size 0x4000400 is too small for 'size' option 0x4001000 plus 'offset' option 0x0`,
+      ),
+    );
+    const numa = ram
+      .replace('      - { id: ram0, size: 65537K }\n', '      - { id: ram0, size: 65537K }\n      - { id: ram1, size: 64M }\n')
+      .replace('    vcpus: [0, 1]\n', '    vcpus: [0, 1]\n    numa: [{ memdev: ram0, cpus: [0] }, { memdev: ram1, cpus: [1] }]\n');
+    expect(runError('numa-65537k.yaml', numa)).toMatch(
+      new RegExp(
+        `numa-65537k\\.yaml:${lineOf(numa, 'id: ram1')}:\\d+: vms\\[0\\]\\.memdevs\\[1\\]: qemu-system-x86_64: kvm_set_phys_mem: error registering slot: Invalid argument`,
+      ),
+    );
+    const shm = ram.replace('{ id: ram0, size: 65537K }', '{ id: ram0, type: memory-backend-file, mem-path: /dev/shm/g, size: 65537K }');
+    expect(runError('shm-65537k.yaml', shm)).toMatch(
+      /vms\[0\]\.memdevs\[0\]: qemu-system-x86_64: backend 'memory-backend-file' memory size must be multiple of 4 KiB/,
+    );
+  });
+
+  it('a host whose hugetlb pool took all memory: the guest access QEMU cannot complete, and why', () => {
+    const full = MIG.replace('sample:', 'kernel:\n  /proc/sys/vm/nr_hugepages: 512\nsample:');
+    const alloc = full.replace('{ at: 10ms, op: migrate, bandwidth: 1250M }', '{ at: 10ms, op: guest_alloc, size: 8M }');
+    expect(runError('pool-alloc.yaml', alloc)).toMatch(
+      new RegExp(
+        `pool-alloc\\.yaml:${lineOf(alloc, 'guest_alloc')}:\\d+: vms\\[0\\]\\.events\\[0\\]: qemu-system-x86_64: error: kvm run failed Bad address \\(GPA 0x[0-9a-f]+\\); the host is out of memory: 0 MiB free of 1024 MiB, the hugetlb pool holds 512 x 2M \\(1G\\) \\(nr_hugepages\\)`,
+      ),
+    );
+    const frag = full.replace('    events:\n', '    guest: { fragment: { size: 8M, keep_every: 2 } }\n    events:\n');
+    expect(runError('pool-frag.yaml', frag)).toMatch(
+      new RegExp(
+        `pool-frag\\.yaml:${lineOf(frag, 'fragment')}:\\d+: vms\\[0\\]\\.guest\\.fragment: qemu-system-x86_64: error: kvm run failed`,
+      ),
+    );
+  });
+
+  it('a guest fragment larger than the guest, or on a vCPU it does not have', () => {
+    const big = MIG.replace('    events:\n', '    guest: { fragment: { size: 128M, keep_every: 2 } }\n    events:\n');
+    expect(runError('frag-big.yaml', big)).toMatch(
+      new RegExp(
+        `frag-big\\.yaml:${lineOf(big, 'fragment')}:\\d+: vms\\[0\\]\\.guest\\.fragment\\.size: 134217728 bytes: expected less than the guest's RAM`,
+      ),
+    );
+    expect(runError('frag-cpu.yaml', big.replace('size: 128M, keep_every: 2', 'size: 16M, keep_every: 2, vcpu: 5'))).toMatch(
+      /vms\[0\]\.guest\.fragment\.vcpu: vCPU 5 does not exist: expected 0 to 1 \(the VM has 2\)/,
+    );
+  });
+
+  it('a command QEMU refuses stops the run with QEMU error; expect_error lets a refusal stand, and fails the run if QEMU accepts', () => {
+    // A capability typo: QEMU refuses migrate-set-capabilities; without this the run went on as plain precopy.
+    const typo = migWith('bandwidth: 1250M, capabilities: [postcopy-rma]');
+    expect(runError('typo.yaml', typo)).toMatch(
+      new RegExp(
+        `typo\\.yaml:${MIG_LINE}:\\d+: vms\\[0\\]\\.events\\[0\\]\\.capabilities: QEMU refused migrate-set-capabilities: Parameter 'capability' does not accept value 'postcopy-rma' \\(GenericError\\)`,
+      ),
+    );
+    // Showing QEMU's refusal on purpose: it stands, and is in the event's reply.
+    const { r } = runWarned(
+      'preempt.yaml',
+      migWith("bandwidth: 1250M, capabilities: [postcopy-preempt], expect_error: 'Postcopy preempt requires postcopy-ram'"),
+    );
+    expect(r.events[0]!.reply).toContain('Postcopy preempt requires postcopy-ram');
+    expect(r.events[0]!.ret).toBe(-1);
+    expect(r.events[0]!.errno).toBeUndefined();
+    expect(r.warnings).toBeUndefined();
+    // expect_error matching the class.
+    expect(
+      runWarned('cls.yaml', migWith('bandwidth: 1250M, capabilities: [postcopy-preempt], expect_error: GenericError')).r.events[0]!.ret,
+    ).toBe(-1);
+    // Expected a refusal that did not come.
+    expect(runError('accepted.yaml', migWith('bandwidth: 1250M, expect_error: GenericError'))).toMatch(
+      /vms\[0\]\.events\[0\]\.expect_error: QEMU was expected to refuse with "GenericError", but it accepted migrate-set-parameters, migrate-set-capabilities, migrate/,
+    );
+    // A different refusal than the one expected.
+    expect(runError('other.yaml', migWith("bandwidth: 1250M, capabilities: [postcopy-rma], expect_error: 'Postcopy preempt'"))).toMatch(
+      /expect_error: QEMU refused migrate-set-capabilities with "Parameter 'capability' does not accept value 'postcopy-rma'" \(GenericError\), not "Postcopy preempt"/,
+    );
+    // QMP and HMP commands of the monitor events.
+    const qmp = MIG.replace('op: migrate, bandwidth: 1250M', 'op: qmp, command: { execute: query-balloon }');
+    expect(runError('qmp.yaml', qmp)).toMatch(
+      /vms\[0\]\.events\[0\]\.command: QEMU refused query-balloon: The command query-balloon has not been found \(CommandNotFound\)/,
+    );
+    expect(
+      runWarned('qmp-ok.yaml', qmp.replace('query-balloon }', 'query-balloon }, expect_error: CommandNotFound')).r.events[0]!.ret,
+    ).toBe(-1);
+    expect(runError('hmp.yaml', MIG.replace('op: migrate, bandwidth: 1250M', 'op: hmp, command: info baloon'))).toMatch(
+      /vms\[0\]\.events\[0\]: QEMU refused info baloon: unknown command: 'info baloon'/,
+    );
+  });
+
+  it('options that would have no effect where they are set', () => {
+    const cases: [string, RegExp][] = [
+      [
+        migWith('bandwidth: 1250M, hugetlb-request-size: 4K'),
+        /events\[0\]\.hugetlb-request-size: has no effect without postcopy-ram in capabilities/,
+      ],
+      [
+        migWith('bandwidth: 1250M, max-postcopy-bandwidth: 100M'),
+        /events\[0\]\.max-postcopy-bandwidth: has no effect without postcopy-ram/,
+      ],
+      [migWith('bandwidth: 1250M, rcvbuf: 1M'), /events\[0\]\.rcvbuf: has no effect without postcopy-ram/],
+      [
+        migWith('bandwidth: 1250M, capabilities: [postcopy-blocktime]'),
+        /events\[0\]\.capabilities\[0\]: postcopy-blocktime has no effect without postcopy-ram/,
+      ],
+      [
+        migWith('bandwidth: 1250M, capabilities: [postcopy-ram], start-postcopy: 0s, hugetlb-request-size: 4K'),
+        /events\[0\]\.hugetlb-request-size: has no effect: none of uffd-hugetlb-subpage-copy, uffd-hugetlb-vma-split, hugetlb-hgm is enabled on the destination's kernel/,
+      ],
+      [
+        migWith('bandwidth: 1250M, capabilities: [postcopy-ram], start-postcopy: 0s, hugetlb-request-size: 4K').replace(
+          'sample:',
+          'kernel:\n  /sys/kernel/memtwin/features/uffd-hugetlb-subpage-copy: 1\nsample:',
+        ),
+        /events\[0\]\.hugetlb-request-size: has no effect: no guest RAM is on huge pages larger than 4K \(the RAM blocks' page sizes: 4K\)/,
+      ],
+      [
+        MIG.replace('op: migrate, bandwidth: 1250M', 'op: guest_free, size: 1M, target: 2M'),
+        /events\[0\]\.target: has no effect on a guest_free event \(it reads size\)/,
+      ],
+      [
+        migWith('bandwidth: 1250M }\n      - { at: 20ms, op: migration_fault, fault: link-drop, duration: 1ms'),
+        /events\[1\]\.duration: has no effect on a link-drop fault/,
+      ],
+      [
+        MIG.replace('    events:', '    balloon: { hint-batch: 64 }\n    events:'),
+        /vms\[0\]\.balloon\.hint-batch: has no effect without free-page-hint: true/,
+      ],
+      [
+        MIG.replace('    events:', '    balloon: { free-page-hint: true, hint-pfn-bytes: 8 }\n    events:'),
+        /vms\[0\]\.balloon\.hint-pfn-bytes: has no effect unless hint-encoding is pfn-list/,
+      ],
+      [
+        MIG.replace('    events:', '    balloon: { page_reporting_order: 3 }\n    events:'),
+        /balloon\.page_reporting_order: has no effect without free-page-reporting/,
+      ],
+      [
+        MIG.replace('{ id: ram0, size: 64M }', '{ id: ram0, size: 64M, prealloc-threads: 4 }'),
+        /memdevs\[0\]\.prealloc-threads: has no effect without prealloc: true/,
+      ],
+      [
+        MIG.replace('{ id: ram0, size: 64M }', '{ id: ram0, type: memory-backend-memfd, size: 64M, hugetlbsize: 2M }'),
+        /memdevs\[0\]\.hugetlbsize: has no effect without hugetlb: true/,
+      ],
+      // -m with a memory-backend of another size: QEMU's own check, which a memory field next to memdevs used to skip.
+      [
+        MIG.replace('    vcpus: [0, 1]', '    memory: 128M\n    vcpus: [0, 1]'),
+        /vms\[0\]: qemu-system-x86_64 refuses this VM: Size specified by -m option must match size of explicitly specified 'memory-backend' property/,
+      ],
+    ];
+    cases.forEach(([text, re], i) => expect(runError(`noeffect-${i}.yaml`, text)).toMatch(re));
+  });
+});
+
+describe('scenario VMs: what a run could not do is said, on stderr and in the result', () => {
+  it('a migration still running at the end: the cause (QEMU default max-bandwidth), what is left, the dirty rate', () => {
+    const text = `name: slow
+host:
+  name: h
+  nodes: [{ id: 0, memory: 1G, cpus: 0-1 }]
+duration: 2500ms
+sample: { interval: 100ms }
+vms:
+  - name: g
+    memdevs:
+      - { id: ram0, size: 128M }
+    vcpus: [0, 1]
+    workloads:
+      - name: w
+        vcpu: 0
+        guest_page_size: 4K
+        workload:
+          phases:
+            - { pattern: first-touch, mapping: ram, duration: 100ms }
+            - { pattern: uniform, mapping: ram, read_ratio: 0, rate: 100000 }
+    events:
+      - { at: 100ms, op: migrate, bandwidth: 1250M }
+`;
+    const { r, lines } = runWarned('slow.yaml', text);
+    expect(r.final['vm.g.migration.completed']).toBe(0);
+    expect(r.warnings).toHaveLength(1);
+    const w = r.warnings![0]!;
+    expect(w).toMatch(
+      new RegExp(
+        `slow\\.yaml:${lineOf(text, 'op: migrate')}:\\d+: vms\\[0\\]\\.events\\[0\\]: the migration of g is still active at the end`,
+      ),
+    );
+    expect(w).toMatch(
+      /MiB of 128 MiB remain to send \(precopy stops the guest once they fit in downtime-limit 300 ms at the measured rate: [\d.]+ MiB\); max-bandwidth 128 MiB\/s \(QEMU's default\) caps the stream below the link's 1250 MiB\/s/,
+    );
+    // 100,000 random 4K writes a second over 128 MiB dirty more than 128 MiB/s can carry.
+    expect(w).toMatch(/the guest dirties about [\d.]+ MiB\/s of sent pages again, as fast as the stream sends: precopy cannot converge/);
+    expect(lines).toEqual([`memtwin: warning: ${w}`]);
+    // With the cap lifted the same migration completes, and nothing is said.
+    const fast = runWarned('fast.yaml', text.replace('bandwidth: 1250M }', 'bandwidth: 1250M, max-bandwidth: 1250M }'));
+    expect(fast.r.final['vm.g.migration.completed']).toBe(1);
+    expect(fast.r.warnings).toBeUndefined();
+    expect(fast.lines).toEqual([]);
+    expectWholeNs(fast.r);
+  });
+
+  it('guest_alloc beyond the guest free memory, and a workload thread the host could not back', () => {
+    const alloc = MIG.replace('{ at: 10ms, op: migrate, bandwidth: 1250M }', '{ at: 10ms, op: guest_alloc, size: 100M }');
+    const { r } = runWarned('alloc-big.yaml', alloc);
+    expect(r.warnings![0]).toMatch(
+      /vms\[0\]\.events\[0\]: guest_alloc faulted in [\d.]+ MiB of the 100 MiB asked: the guest ran out of free memory/,
+    );
+    const oom = MIG.replace('sample:', 'kernel:\n  /proc/sys/vm/nr_hugepages: 500\nsample:').replace(
+      '    events:\n      - { at: 10ms, op: migrate, bandwidth: 1250M }\n',
+      '    workloads:\n      - { name: w, vcpu: 0, workload: { pattern: first-touch, mapping: ram } }\n',
+    );
+    const o = runWarned('oom.yaml', oom).r;
+    expect(o.final['threads_stopped']).toBe(1);
+    expect(o.warnings![0]).toMatch(
+      new RegExp(
+        `oom\\.yaml:${lineOf(oom, 'name: w')}:\\d+: vms\\[0\\]\\.workloads\\[0\\]: thread g/w stopped early \\(OOM at 0x[0-9a-f]+\\); the host is out of memory: [\\d.]+ MiB free of 1024 MiB, the hugetlb pool holds 500 x 2M`,
+      ),
+    );
   });
 });

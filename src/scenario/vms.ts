@@ -21,13 +21,14 @@
 import { Kernel } from '../kernel/kernel.ts';
 import { hostFromFile, resolveHost } from '../sim/host.ts';
 import { followPage } from '../kernel/memory.ts';
-import { MPOL, errnoName } from '../kernel/uapi.ts';
+import { MPOL, alignDown, errnoName } from '../kernel/uapi.ts';
+import { HGM_PROPOSALS } from '../kernel/hugetlb_hgm.ts';
 import { sysMbind, sysMigratePages } from '../kernel/mempolicy.ts';
 import { sysMovePages } from '../kernel/migrate.ts';
 import type { GuestMemory } from '../hw/guest_memory.ts';
 import { Vm, type VmConfig } from '../vmm/vm.ts';
 import { QemuError, type MemoryBackendProps } from '../vmm/memory_backend.ts';
-import { QmpError } from '../vmm/monitor.ts';
+import { QmpError, type QmpResponse } from '../vmm/monitor.ts';
 import { MigrationState } from '../vmm/migration/migration.ts';
 import { Link } from '../vmm/migration/link.ts';
 import { VmBalloonHost } from '../vmm/balloon_host.ts';
@@ -38,14 +39,27 @@ import { VirtioBalloonDriver } from '../guest/virtio_balloon.ts';
 import { VirtioTiming } from '../virtio/timing.ts';
 import { GuestBuffers } from '../virtio/virtqueue.ts';
 import * as vb from '../virtio/virtio_balloon.ts';
-import { InputError } from '../util/input_error.ts';
+import { formatSize } from '../util/input_error.ts';
+import type { YamlPath } from '../util/yaml_input.ts';
 import type { WorkloadThread } from '../workload/engine.ts';
+import type { Locator } from './locate.ts';
 import type { RunEventLog } from './result.ts';
 import type { Scenario, VmEventSpec, VmSpec } from './schema.ts';
+
+/**
+ * What VM code reports through: errors located in the scenario file, and
+ * warnings (located text) the run collects for the console and its result.
+ */
+export interface RunReport {
+  at: Locator;
+  warn(path: YamlPath, text: string): void;
+}
 
 /** A running VM of the scenario. */
 export interface VmRt {
   spec: VmSpec;
+  /** Its index in the scenario's `vms`. */
+  vi: number;
   vm: Vm;
   guest: GuestKernel;
   dev: VirtioBalloonDevice | null;
@@ -56,8 +70,11 @@ export interface VmRt {
   lastHintAt: number;
   /** HVA and size of each guest node's RAM (the memdev's block, or the machine RAM). */
   nodeRam: { hva: number; size: number }[];
-  /** The outgoing live migration, once a `migrate` event started it. */
+  /** The outgoing live migration, once a `migrate` event started it, and that event's index. */
   mig?: MigrationState;
+  migEvent?: number;
+  /** A migration_fault event was injected (a failed migration is then expected). */
+  faultInjected?: boolean;
   /** The destination VM of that migration (maybe on a host of its own), and its configuration. */
   dst?: Vm;
   dstSpec?: VmSpec;
@@ -86,7 +103,8 @@ export function vmConfigOf(spec: VmSpec): VmConfig {
   if (spec.emulator_cpu !== undefined) cfg.emulatorCpu = spec.emulator_cpu;
   if (spec.numa.length) cfg.numa = spec.numa.map((n, i) => ({ nodeid: i, memdev: n.memdev, cpus: [...n.cpus] }));
   else if (spec.memdevs.length) cfg['memory-backend'] = spec.memdevs[0]!.id;
-  else cfg.m = spec.memory;
+  // -m with memdevs too: QEMU checks it against them.
+  if (spec.memory !== undefined) cfg.m = spec.memory;
   return cfg;
 }
 
@@ -115,21 +133,24 @@ function guestMemoryOf(k: Kernel, vm: Vm): GuestMemory {
 }
 
 /** Start every VM of the scenario (before the workloads start). */
-export function startVms(k: Kernel, s: Scenario, file: string): VmRt[] {
+export function startVms(k: Kernel, s: Scenario, rep: RunReport): VmRt[] {
   return s.vms.map((spec, vi) => {
+    checkVmSpec(spec, vi, rep);
     let vm: Vm;
     try {
       vm = new Vm(k, vmConfigOf(spec));
     } catch (e) {
-      if (e instanceof QemuError)
-        throw new InputError(file, undefined, undefined, `vms[${vi}] (${spec.name})`, `qemu-system-x86_64: ${e.message}`);
+      if (e instanceof QemuError) throw rep.at.error(qemuErrorPath(spec, vi, e), `qemu-system-x86_64: ${e.message}`);
       throw e;
     }
+    // QEMU's warn_report lines about the configuration.
+    for (const w of vm.warnings) rep.warn(['vms', vi], `qemu-system-x86_64: warning: ${w}`);
     // -name NAME,process=NAME: the VMM's process name (prctl PR_SET_NAME), so results name it.
     (vm.process as { name: string }).name = spec.name;
     const guest = new GuestKernel(guestMemoryOf(k, vm), k.costs, { cpuNode: vm.vcpus.map((c) => c.node) });
     const rt: VmRt = {
       spec,
+      vi,
       vm,
       guest,
       dev: null,
@@ -139,27 +160,116 @@ export function startVms(k: Kernel, s: Scenario, file: string): VmRt[] {
       nodeRam: nodeRamOf(spec, vm),
       guestThreads: [],
     };
-    if (spec.guest.fragment) fragmentGuest(rt, spec.guest.fragment);
-    if (spec.balloon) plugBalloon(k, rt, spec.balloon);
+    if (spec.guest.fragment) fragmentGuest(k, rt, spec.guest.fragment, rep);
+    if (spec.balloon) guestAccess(k, ['vms', vi, 'balloon'], rep, () => plugBalloon(k, rt, spec.balloon!));
     return rt;
   });
 }
 
-/** HVA and size of each guest node's RAM in a VMM of this spec. */
-function nodeRamOf(spec: VmSpec, vm: Vm): { hva: number; size: number }[] {
-  return spec.numa.length
-    ? vm.numaNodes.map((n) => ({ hva: n.memdev!.block!.host, size: n.memdev!.size }))
-    : [{ hva: vm.backends.get(spec.memdevs[0]?.id ?? 'pc.ram')!.block!.host, size: vm.ramSize }];
+/** Where a QEMU configuration error points: the memdev it is about (`memory` for the default pc.ram), or the VM. */
+function qemuErrorPath(spec: VmSpec, vi: number, e: QemuError): YamlPath {
+  return ['vms', vi, ...qemuErrorField(spec, e)];
 }
 
-/** A long-lived guest: a task faulted `size` in and freed all but every N-th page. */
-function fragmentGuest(rt: VmRt, f: NonNullable<VmSpec['guest']['fragment']>): void {
-  const { pfns } = rt.guest.faultIn(f.vcpu, PageUse.Anon, Math.floor(f.size / PAGE_SIZE));
+/** The field of a VM a QEMU configuration error is about: its memdev, `memory` for the default pc.ram, or none. */
+export function qemuErrorField(spec: Pick<VmSpec, 'memdevs' | 'memory'>, e: QemuError): YamlPath {
+  const mi = spec.memdevs.findIndex((m) => m.id === e.object);
+  if (mi >= 0) return ['memdevs', mi];
+  return e.object === 'pc.ram' && spec.memory !== undefined ? ['memory'] : [];
+}
+
+/**
+ * Run guest or VMM work that touches guest RAM. A guest access the host
+ * cannot back stops QEMU (KVM_RUN fails with EFAULT: "kvm run failed Bad
+ * address"); it becomes an error at `path`, with the host's memory state
+ * when that is the cause.
+ */
+function guestAccess<T>(k: Kernel, path: YamlPath, rep: RunReport, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof QemuError) throw rep.at.error(path, `qemu-system-x86_64: ${e.message}${hostMemoryNote(k)}`);
+    throw e;
+  }
+}
+
+/** "; the host is out of memory: ..." when free host memory is nearly gone (the usual cause of a failed guest access). */
+export function hostMemoryNote(k: Kernel): string {
+  const free = k.phys.freePages() * PAGE_SIZE;
+  const total = k.host.nodes.reduce((a, n) => a + n.memory, 0);
+  if (free > Math.min(64 * MiB, total / 100)) return '';
+  const pools = k.hugetlb.hstates.filter((h) => h.nr > 0).map((h) => `${h.nr} x ${formatSize(h.size)} (${formatSize(h.nr * h.size)})`);
+  return (
+    `; the host is out of memory: ${mib(free)} MiB free of ${mib(total)} MiB` +
+    (pools.length ? `, the hugetlb pool holds ${pools.join(' and ')} (nr_hugepages)` : '')
+  );
+}
+
+const MiB = 2 ** 20;
+const mib = (b: number): string => String(Math.round((b / MiB) * 10) / 10);
+
+/** HVA and size of each guest node's RAM in a VMM of this spec (whole pages: what KVM maps of it). */
+function nodeRamOf(spec: VmSpec, vm: Vm): { hva: number; size: number }[] {
+  return spec.numa.length
+    ? vm.numaNodes.map((n) => ({ hva: n.memdev!.block!.host, size: alignDown(n.memdev!.size, PAGE_SIZE) }))
+    : [{ hva: vm.backends.get(spec.memdevs[0]?.id ?? 'pc.ram')!.block!.host, size: alignDown(vm.ramSize, PAGE_SIZE) }];
+}
+
+/**
+ * A long-lived guest: a task faulted `size` in and freed all but every
+ * N-th page. The guest must have that much free memory: a fragmentation
+ * smaller than asked would be a silent wrong answer.
+ */
+function fragmentGuest(k: Kernel, rt: VmRt, f: NonNullable<VmSpec['guest']['fragment']>, rep: RunReport): void {
+  const path: YamlPath = ['vms', rt.vi, 'guest', 'fragment'];
+  if (f.vcpu >= rt.vm.vcpus.length)
+    throw rep.at.error([...path, 'vcpu'], `vCPU ${f.vcpu} does not exist (the VM has ${rt.vm.vcpus.length} vCPUs)`);
+  const want = Math.floor(f.size / PAGE_SIZE);
+  const free = rt.guest.pages.freePageCount;
+  if (want > free)
+    throw rep.at.error(
+      [...path, 'size'],
+      `${formatSize(f.size)} is more than the guest's free memory (${mib(free * PAGE_SIZE)} MiB of ${mib(rt.vm.ramSize)} MiB of RAM)`,
+    );
+  const { pfns } = guestAccess(k, path, rep, () => rt.guest.faultIn(f.vcpu, PageUse.Anon, want));
   const keep: number[] = [];
-  const free: number[] = [];
-  pfns.forEach((pfn, i) => (i % f.keep_every === 0 ? keep : free).push(pfn));
-  rt.guest.release(free);
+  const free_: number[] = [];
+  pfns.forEach((pfn, i) => (i % f.keep_every === 0 ? keep : free_).push(pfn));
+  rt.guest.release(free_);
   for (const pfn of keep) rt.guestPages.push(pfn);
+}
+
+/**
+ * Fields of a VM that have no effect where they are set: an error, as a
+ * silently ignored setting gives a wrong answer without a word.
+ */
+function checkVmSpec(spec: VmSpec, vi: number, rep: RunReport): void {
+  const at = (...p: (string | number)[]): YamlPath => ['vms', vi, ...p];
+  spec.memdevs.forEach((m, mi) => {
+    // QEMU accepts these and ignores them.
+    if (m.hugetlbsize !== undefined && !m.hugetlb)
+      throw rep.at.error(at('memdevs', mi, 'hugetlbsize'), 'has no effect without hugetlb: true (QEMU ignores it)');
+    if (m['prealloc-threads'] !== undefined && !m.prealloc)
+      throw rep.at.error(at('memdevs', mi, 'prealloc-threads'), 'has no effect without prealloc: true (QEMU ignores it)');
+  });
+  const b = spec.balloon;
+  if (b) {
+    // Defaults of the hint settings: anything else only matters with free-page-hint.
+    const hintDefaults: [keyof typeof b, unknown][] = [
+      ['hint-encoding', 'ranges'],
+      ['hint-pfn-bytes', 4],
+      ['hint-batch', 1],
+      ['hint-min-order', 0],
+      ['hint-discard', false],
+    ];
+    if (!b['free-page-hint'])
+      for (const [key, def] of hintDefaults)
+        if (b[key] !== def) throw rep.at.error(at('balloon', key), 'has no effect without free-page-hint: true');
+    if (b['hint-pfn-bytes'] !== 4 && b['hint-encoding'] !== 'pfn-list')
+      throw rep.at.error(at('balloon', 'hint-pfn-bytes'), 'has no effect unless hint-encoding is pfn-list');
+    if (b.page_reporting_order !== undefined && !b['free-page-reporting'])
+      throw rep.at.error(at('balloon', 'page_reporting_order'), 'has no effect without free-page-reporting: true');
+  }
 }
 
 /** -device virtio-balloon-pci: the device, its QMP/HMP commands, and the guest driver's probe. */
@@ -263,13 +373,21 @@ interface OpenWindow {
 }
 
 /**
- * Schedule every VM event at t0 + at. Each balloon and hint event's log
- * entry gets the device's counters over its window (until the VM's next
- * event or the end of the run) and the time the device took: for `balloon`
- * until the guest's last update of `actual`, for a hint start until the
- * last hint message.
+ * Schedule every VM event at t0 + at, after checking them all (so that a
+ * mistake is reported before the run, not minutes into it). Each balloon
+ * and hint event's log entry gets the device's counters over its window
+ * (until the VM's next event or the end of the run) and the time the device
+ * took: for `balloon` until the guest's last update of `actual`, for a hint
+ * start until the last hint message.
  */
-export function scheduleVmEvents(k: Kernel, s: Scenario, vms: VmRt[], t0: number, file: string): { log: RunEventLog[]; close: () => void } {
+export function scheduleVmEvents(
+  k: Kernel,
+  s: Scenario,
+  vms: VmRt[],
+  t0: number,
+  rep: RunReport,
+): { log: RunEventLog[]; close: () => void } {
+  for (const rt of vms) rt.spec.events.forEach((ev, ei) => checkVmEvent(rt, ev, ['vms', rt.vi, 'events', ei], rep));
   const log: RunEventLog[] = [];
   const open = new Map<VmRt, OpenWindow>();
   const closeWindow = (w: OpenWindow): void => {
@@ -286,7 +404,7 @@ export function scheduleVmEvents(k: Kernel, s: Scenario, vms: VmRt[], t0: number
       detail['elapsed_ns'] = w.rt.lastHintAt >= w.at ? w.rt.lastHintAt - w.at : 0;
     w.log.detail = detail;
   };
-  vms.forEach((rt, vi) =>
+  vms.forEach((rt) =>
     rt.spec.events.forEach((ev, ei) => {
       k.events.schedule(t0 + ev.at, `vm ${rt.spec.name} ${ev.op}`, () => {
         const prev = open.get(rt);
@@ -299,10 +417,14 @@ export function scheduleVmEvents(k: Kernel, s: Scenario, vms: VmRt[], t0: number
         open.delete(rt);
         if (rt.dev && (ev.op === 'balloon' || ev.op === 'free_page_hint'))
           open.set(rt, { log: entry, rt, at: start, before: balloonCounters(rt.dev), changes: rt.dev.events.length });
-        k.runAsTask(ctx, () => runVmEvent(k, s, rt, ev, entry, `vms[${vi}].events[${ei}]`, file));
+        const path: YamlPath = ['vms', rt.vi, 'events', ei];
+        const mon = new EventMonitor(rt, ev, path, rep);
+        guestAccess(k, path, rep, () => k.runAsTask(ctx, () => runVmEvent(k, s, rt, ev, ei, entry, mon, rep)));
+        mon.settle();
         entry.ns = Math.round(ctx.ns);
         entry.pages_migrated = k.vmstat.events.pgmigrate_success - moved0;
-        if (entry.ret < 0) entry.errno = errnoName(entry.ret);
+        // A syscall's -errno (a refusal QEMU was expected to make is in `reply`, not an errno).
+        if (entry.ret < 0 && !(ev.expect_error !== undefined && entry.reply !== undefined)) entry.errno = errnoName(entry.ret);
         log.push(entry);
       });
     }),
@@ -316,14 +438,185 @@ export function scheduleVmEvents(k: Kernel, s: Scenario, vms: VmRt[], t0: number
   };
 }
 
+/**
+ * The fields each VM event reads, besides `at` and `op`. Another field set
+ * on the event would be ignored: an error (checkVmEvent).
+ */
+const VM_EVENT_FIELDS: Record<VmEventSpec['op'], readonly (keyof VmEventSpec)[]> = {
+  balloon: ['target', 'expect_error'],
+  free_page_hint: ['action'],
+  guest_alloc: ['size', 'vcpu'],
+  guest_free: ['size'],
+  qmp: ['command', 'expect_error'],
+  hmp: ['command', 'expect_error'],
+  migrate_pages: ['old_nodes', 'new_nodes'],
+  move_pages: ['guest_node', 'nodes', 'flags'],
+  mbind: ['guest_node', 'nodes', 'policy', 'flags'],
+  migrate: [
+    'bandwidth',
+    'latency',
+    'max-bandwidth',
+    'downtime-limit',
+    'capabilities',
+    'start-postcopy',
+    'max-postcopy-bandwidth',
+    'sndbuf',
+    'rcvbuf',
+    'hugetlb-request-size',
+    'destination',
+    'expect_error',
+  ],
+  migration_fault: ['fault', 'duration'],
+};
+
+/** Whether an event field is set: fields the schema fills with a default count only when they differ from it. */
+function isSet(ev: VmEventSpec, key: keyof VmEventSpec): boolean {
+  const v = ev[key];
+  if (v === undefined) return false;
+  if (key === 'vcpu' || key === 'latency') return v !== 0;
+  if (Array.isArray(v)) return v.length > 0;
+  return true;
+}
+
+/** Migration fields that only postcopy reads. */
+const POSTCOPY_FIELDS = ['start-postcopy', 'max-postcopy-bandwidth', 'rcvbuf', 'hugetlb-request-size'] as const;
+
+/**
+ * Checks of a VM event the schema cannot make: what each op needs, and
+ * fields that would have no effect where they are (another op's field, a
+ * postcopy setting without postcopy-ram, a link-stall's duration on
+ * another fault).
+ */
+function checkVmEvent(rt: VmRt, ev: VmEventSpec, path: YamlPath, rep: RunReport): void {
+  const fields = VM_EVENT_FIELDS[ev.op];
+  for (const key of Object.keys(ev) as (keyof VmEventSpec)[])
+    if (key !== 'at' && key !== 'op' && !fields.includes(key) && isSet(ev, key))
+      throw rep.at.error([...path, key], `has no effect on a ${ev.op} event (it reads ${fields.join(', ')})`);
+  switch (ev.op) {
+    case 'hmp':
+      if (typeof ev.command !== 'string') throw rep.at.error([...path, 'command'], 'an HMP command line (a string)');
+      return;
+    case 'migrate': {
+      if (ev.bandwidth === undefined)
+        throw rep.at.error([...path, 'bandwidth'], 'the link bandwidth in bytes per second (e.g. 1250M)', false);
+      if (ev.bandwidth <= 0)
+        throw rep.at.error([...path, 'bandwidth'], 'the link bandwidth must be positive (bytes per second, e.g. 1250M)');
+      if (rt.spec.events.some((e, i) => e.op === 'migrate' && e !== ev && i < rt.spec.events.indexOf(ev)))
+        throw rep.at.error(path, 'one migration per VM');
+      if (!ev.capabilities.includes('postcopy-ram')) {
+        for (const key of POSTCOPY_FIELDS)
+          if (ev[key] !== undefined)
+            throw rep.at.error(
+              [...path, key],
+              key === 'start-postcopy' ? 'needs postcopy-ram in capabilities' : 'has no effect without postcopy-ram in capabilities',
+            );
+        const bt = ev.capabilities.indexOf('postcopy-blocktime');
+        if (bt >= 0) throw rep.at.error([...path, 'capabilities', bt], 'postcopy-blocktime has no effect without postcopy-ram');
+      }
+      return;
+    }
+    case 'migration_fault':
+      if (ev.fault === undefined) throw rep.at.error(path, 'a migration_fault needs fault (one of link-stall, link-drop, source-loss)');
+      if (ev.fault === 'link-stall' && ev.duration === undefined)
+        throw rep.at.error(path, 'a link-stall needs duration (how long the link stalls)');
+      if (ev.fault !== 'link-stall' && ev.duration !== undefined)
+        throw rep.at.error([...path, 'duration'], `has no effect on a ${ev.fault} fault (only a link-stall lasts)`);
+      return;
+    default:
+      return;
+  }
+}
+
+/**
+ * The monitor as an event uses it: a command QEMU refuses stops the run
+ * with QEMU's error, located at the event, unless the event says the
+ * refusal is expected (`expect_error`: the error class, or part of its
+ * text); then the run fails if QEMU accepts instead.
+ */
+class EventMonitor {
+  private readonly refusals: { command: string; cls: string; desc: string; field?: string }[] = [];
+  private readonly issued: string[] = [];
+
+  constructor(
+    private readonly rt: VmRt,
+    private readonly ev: VmEventSpec,
+    private readonly path: YamlPath,
+    private readonly rep: RunReport,
+  ) {}
+
+  /** A QMP command (object or JSON text); a refusal is noted against `field` of the event. */
+  qmp(req: string | Record<string, unknown>, field?: string): QmpResponse {
+    const r = this.rt.vm.monitor.execute(req);
+    const name = typeof req === 'string' ? req : String(req['execute']);
+    this.issued.push(name);
+    if ('error' in r)
+      this.refusals.push({ command: name, cls: r.error.class, desc: r.error.desc, field: field ?? paramField(this.ev, r.error.desc) });
+    return r;
+  }
+
+  /** An HMP command line; QEMU's monitor answers an unknown one (or a failed one) with its error text. */
+  hmp(line: string): string {
+    const out = this.rt.vm.monitor.hmp(line);
+    this.issued.push(line);
+    const m = /^(unknown command: .*|Error: .*)$/m.exec(out);
+    if (m) this.refusals.push({ command: line, cls: 'HMP', desc: m[1]!.replace(/^Error: /, '') });
+    return out;
+  }
+
+  /** After the event: a refusal not expected, or an expected one that did not come, stops the run. */
+  settle(): void {
+    const expect = this.ev.expect_error;
+    const first = this.refusals[0];
+    if (expect === undefined) {
+      if (first)
+        throw this.rep.at.error(
+          first.field ? [...this.path, first.field] : this.path,
+          `QEMU refused ${first.command}: ${first.desc} (${first.cls}); if showing this refusal is the point, add expect_error: ${JSON.stringify(first.desc)} to the event`,
+        );
+      return;
+    }
+    if (!first)
+      throw this.rep.at.error(
+        [...this.path, 'expect_error'],
+        `QEMU was expected to refuse with ${JSON.stringify(expect)}, but it accepted ${this.issued.join(', ') || 'the event'}`,
+      );
+    const other = this.refusals.find((r) => r.cls !== expect && !r.desc.includes(expect));
+    if (other)
+      throw this.rep.at.error(
+        [...this.path, 'expect_error'],
+        `QEMU refused ${other.command} with ${JSON.stringify(other.desc)} (${other.cls}), not ${JSON.stringify(expect)}`,
+      );
+  }
+}
+
+/** The event field a QEMU parameter error names ("Parameter 'downtime_limit' ..."), if the event has it. */
+function paramField(ev: VmEventSpec, desc: string): string | undefined {
+  const m = /Parameter '([a-z_-]+)'/.exec(desc);
+  if (!m) return undefined;
+  const name = m[1]!.replace(/_/g, '-');
+  if (name === 'capability') return 'capabilities';
+  return name in ev ? name : undefined;
+}
+
 /** One VM event; its kernel time goes to the caller's task (a host tool, the guest or the VMM). */
-function runVmEvent(k: Kernel, s: Scenario, rt: VmRt, ev: VmEventSpec, entry: RunEventLog, where: string, file: string): void {
+function runVmEvent(
+  k: Kernel,
+  s: Scenario,
+  rt: VmRt,
+  ev: VmEventSpec,
+  ei: number,
+  entry: RunEventLog,
+  mon: EventMonitor,
+  rep: RunReport,
+): void {
   const p = rt.vm.process;
+  const path: YamlPath = ['vms', rt.vi, 'events', ei];
   const ranges = (): { hva: number; size: number }[] => parseInfoRam(rt.vm.monitor.hmp('info ram')).filter((r) => r.node === ev.guest_node);
   switch (ev.op) {
     case 'balloon': {
-      const r = rt.vm.monitor.execute({ execute: 'balloon', arguments: { value: ev.target } });
+      const r = mon.qmp({ execute: 'balloon', arguments: { value: ev.target } }, 'target');
       entry.reply = JSON.stringify(r);
+      if ('error' in r) entry.ret = -1;
       return;
     }
     case 'free_page_hint': {
@@ -341,40 +634,46 @@ function runVmEvent(k: Kernel, s: Scenario, rt: VmRt, ev: VmEventSpec, entry: Ru
       k.charge(ns);
       for (const pfn of pfns) rt.guestPages.push(pfn);
       entry.ret = pfns.length;
+      if (pfns.length < want)
+        rep.warn(
+          path,
+          `guest_alloc faulted in ${mib(pfns.length * PAGE_SIZE)} MiB of the ${mib(want * PAGE_SIZE)} MiB asked: the guest ran out of free memory`,
+        );
       return;
     }
     case 'guest_free': {
-      const n = Math.min(rt.guestPages.length, Math.floor(ev.size! / PAGE_SIZE));
+      const want = Math.floor(ev.size! / PAGE_SIZE);
+      const n = Math.min(rt.guestPages.length, want);
       rt.guest.release(rt.guestPages.splice(rt.guestPages.length - n, n));
       entry.ret = n;
+      if (n < want)
+        rep.warn(
+          path,
+          `guest_free freed ${mib(n * PAGE_SIZE)} MiB of the ${mib(want * PAGE_SIZE)} MiB asked: guest_alloc had faulted in no more`,
+        );
       return;
     }
     case 'qmp': {
-      const r = rt.vm.monitor.execute(ev.command as string | Record<string, unknown>);
+      const r = mon.qmp(ev.command as string | Record<string, unknown>, 'command');
       entry.reply = JSON.stringify(r);
       if ('error' in r) entry.ret = -1;
       return;
     }
     case 'hmp': {
-      if (typeof ev.command !== 'string')
-        throw new InputError(file, undefined, undefined, `${where}.command`, 'an HMP command line (a string)');
-      entry.reply = rt.vm.monitor.hmp(ev.command);
+      entry.reply = mon.hmp(ev.command as string);
       return;
     }
     case 'migrate_pages':
       entry.ret = sysMigratePages(k, p, p, ev.old_nodes!, ev.new_nodes!);
       return;
     case 'migrate':
-      startMigration(k, s, rt, ev, entry, where, file);
+      startMigration(k, s, rt, ev, ei, entry, mon, rep);
       return;
     case 'migration_fault':
-      if (!rt.mig) throw new InputError(file, undefined, undefined, where, 'a migration_fault needs a migrate event before it');
-      if (ev.fault === undefined)
-        throw new InputError(file, undefined, undefined, `${where}.fault`, 'one of link-stall, link-drop, source-loss');
-      if (ev.fault === 'link-stall') {
-        if (ev.duration === undefined) throw new InputError(file, undefined, undefined, `${where}.duration`, 'how long the link stalls');
-        rt.mig.linkStall(ev.duration);
-      } else if (ev.fault === 'link-drop') rt.mig.linkDrop();
+      if (!rt.mig) throw rep.at.error(path, 'a migration_fault needs a migrate event before it');
+      rt.faultInjected = true;
+      if (ev.fault === 'link-stall') rt.mig.linkStall(ev.duration!);
+      else if (ev.fault === 'link-drop') rt.mig.linkDrop();
       else rt.mig.sourceLost();
       entry.reply = JSON.stringify(rt.mig.query());
       return;
@@ -416,54 +715,63 @@ function runVmEvent(k: Kernel, s: Scenario, rt: VmRt, ev: VmEventSpec, entry: Ru
  * the migration's precopy notifier), so pages hinted before they are sent
  * are skipped.
  */
-function startMigration(k: Kernel, s: Scenario, rt: VmRt, ev: VmEventSpec, entry: RunEventLog, where: string, file: string): void {
-  if (ev.bandwidth === undefined)
-    throw new InputError(file, undefined, undefined, `${where}.bandwidth`, 'the link bandwidth in bytes per second (e.g. 1250M)');
-  if (rt.mig) throw new InputError(file, undefined, undefined, where, 'one migration per VM');
+function startMigration(
+  k: Kernel,
+  s: Scenario,
+  rt: VmRt,
+  ev: VmEventSpec,
+  ei: number,
+  entry: RunEventLog,
+  mon: EventMonitor,
+  rep: RunReport,
+): void {
+  const path: YamlPath = ['vms', rt.vi, 'events', ei];
   const d = ev.destination;
-  const dk = d ? destinationKernel(k, s, d, `${where}.destination`, file) : k;
+  const dk = d ? destinationKernel(k, s, d, [...path, 'destination'], rep) : k;
   const dspec: VmSpec = { ...rt.spec, ...(d?.memdevs ? { memdevs: d.memdevs } : {}), ...(d?.vcpus ? { vcpus: d.vcpus } : {}) };
   let dst: Vm;
   try {
     dst = new Vm(dk, { ...vmConfigOf(dspec), name: `${rt.spec.name}-dst` });
   } catch (e) {
-    if (e instanceof QemuError) throw new InputError(file, undefined, undefined, where, `destination: qemu-system-x86_64: ${e.message}`);
+    if (e instanceof QemuError) {
+      const mi = d?.memdevs?.findIndex((m) => m.id === e.object) ?? -1;
+      throw rep.at.error(mi >= 0 ? [...path, 'destination', 'memdevs', mi] : path, `destination: qemu-system-x86_64: ${e.message}`);
+    }
     throw e;
   }
   (dst.process as { name: string }).name = `${rt.spec.name}-dst`;
+  const requestSize = ev['hugetlb-request-size'] === undefined ? undefined : ev['hugetlb-request-size'] === '4K' ? PAGE_SIZE : 2 * MiB;
+  if (requestSize !== undefined) checkRequestSize(rt.vm, dk, requestSize, [...path, 'hugetlb-request-size'], rep);
   // A destination host of its own balances its VMM's memory if its kernel says so.
   if (dk !== k) dk.numab.start([dst.process]);
   const hints = rt.dev && rt.spec.balloon?.['free-page-hint'] ? rt.dev : undefined;
-  const postcopy = {
-    ...(ev['hugetlb-request-size'] ? { hugetlbRequestSize: ev['hugetlb-request-size'] === '4K' ? PAGE_SIZE : 2 * 2 ** 20 } : {}),
-  };
   const mig = new MigrationState(rt.vm, {
     ...(hints ? { hints } : {}),
-    postcopy,
+    postcopy: requestSize !== undefined ? { hugetlbRequestSize: requestSize } : {},
     onGuest: (w) => guestMoves(rt, dst, dspec, w),
   }).register();
   rt.mig = mig;
+  rt.migEvent = ei;
   rt.dst = dst;
   // auto-converge throttles the guest's vCPUs (cpu_throttle_set): its workloads run that much slower.
   for (const g of rt.guestThreads) g.wt.runFraction = () => mig.guestRunFraction;
   rt.dstSpec = dspec;
-  const mon = rt.vm.monitor;
   const params: Record<string, unknown> = {};
   if (ev['max-bandwidth'] !== undefined) params['max-bandwidth'] = ev['max-bandwidth'];
   if (ev['downtime-limit'] !== undefined) params['downtime-limit'] = ev['downtime-limit'];
   if (ev['max-postcopy-bandwidth'] !== undefined) params['max-postcopy-bandwidth'] = ev['max-postcopy-bandwidth'];
   const replies = [
-    mon.execute({ execute: 'migrate-set-parameters', arguments: params }),
-    mon.execute({
-      execute: 'migrate-set-capabilities',
-      arguments: { capabilities: ev.capabilities.map((c) => ({ capability: c, state: true })) },
-    }),
+    mon.qmp({ execute: 'migrate-set-parameters', arguments: params }),
+    mon.qmp(
+      { execute: 'migrate-set-capabilities', arguments: { capabilities: ev.capabilities.map((c) => ({ capability: c, state: true })) } },
+      'capabilities',
+    ),
   ];
   mig.incoming(
     'tcp:0:4444',
     dst,
     new Link({
-      bandwidth: ev.bandwidth,
+      bandwidth: ev.bandwidth!,
       latency: ev.latency,
       ...(ev.sndbuf !== undefined ? { sndbuf: ev.sndbuf } : {}),
       ...(ev.rcvbuf !== undefined ? { rcvbuf: ev.rcvbuf } : {}),
@@ -473,16 +781,36 @@ function startMigration(k: Kernel, s: Scenario, rt: VmRt, ev: VmEventSpec, entry
     hints.clearHints();
     hints.freePageStart();
   }
-  replies.push(mon.execute({ execute: 'migrate', arguments: { uri: 'tcp:0:4444' } }));
-  if (ev['start-postcopy'] !== undefined) {
-    if (!ev.capabilities.includes('postcopy-ram'))
-      throw new InputError(file, undefined, undefined, `${where}.start-postcopy`, 'needs postcopy-ram in capabilities');
-    k.events.after(ev['start-postcopy'], `vm ${rt.spec.name} migrate-start-postcopy`, () =>
-      mon.execute({ execute: 'migrate-start-postcopy' }),
-    );
-  }
+  replies.push(mon.qmp({ execute: 'migrate', arguments: { uri: 'tcp:0:4444' } }));
+  if (ev['start-postcopy'] !== undefined)
+    k.events.after(ev['start-postcopy'], `vm ${rt.spec.name} migrate-start-postcopy`, () => {
+      const r = rt.vm.monitor.execute({ execute: 'migrate-start-postcopy' });
+      const expect = ev.expect_error;
+      if ('error' in r && (expect === undefined || (r.error.class !== expect && !r.error.desc.includes(expect))))
+        throw rep.at.error([...path, 'start-postcopy'], `QEMU refused migrate-start-postcopy: ${r.error.desc} (${r.error.class})`);
+    });
   entry.reply = JSON.stringify(replies);
   if (replies.some((r) => 'error' in r)) entry.ret = -1;
+}
+
+/**
+ * hugetlb-request-size works only where a proposal places hugetlb RAM in
+ * parts (uffd-hugetlb-subpage-copy, uffd-hugetlb-vma-split or hugetlb-hgm
+ * on the destination's kernel) and on guest RAM in huge pages larger than
+ * the unit; anywhere else it would be ignored.
+ */
+function checkRequestSize(src: Vm, dk: Kernel, size: number, path: YamlPath, rep: RunReport): void {
+  const on = HGM_PROPOSALS.filter((p) => dk.hgm.enabled[p]);
+  if (!on.length)
+    throw rep.at.error(
+      path,
+      `has no effect: none of ${HGM_PROPOSALS.join(', ')} is enabled on the destination's kernel (/sys/kernel/memtwin/features/...)`,
+    );
+  if (!src.ramList.blocks.some((b) => b.pageSize > size))
+    throw rep.at.error(
+      path,
+      `has no effect: no guest RAM is on huge pages larger than ${formatSize(size)} (the RAM blocks' page sizes: ${[...new Set(src.ramList.blocks.map((b) => formatSize(b.pageSize)))].join(', ')})`,
+    );
 }
 
 /**
@@ -490,24 +818,21 @@ function startMigration(k: Kernel, s: Scenario, rt: VmRt, ev: VmEventSpec, entry
  * of its own on the same virtual timeline, with the scenario's knobs and
  * then the destination's.
  */
-function destinationKernel(k: Kernel, s: Scenario, d: NonNullable<VmEventSpec['destination']>, where: string, file: string): Kernel {
+function destinationKernel(k: Kernel, s: Scenario, d: NonNullable<VmEventSpec['destination']>, path: YamlPath, rep: RunReport): Kernel {
   let host;
   try {
     host = d.host === undefined ? k.host : typeof d.host === 'string' ? resolveHost(d.host) : hostFromFile(d.host);
   } catch (e) {
-    throw new InputError(file, undefined, undefined, `${where}.host`, `cannot load host: ${(e as Error).message}`);
+    throw rep.at.error([...path, 'host'], `cannot load host: ${(e as Error).message}`);
   }
   const dk = new Kernel({ host, costs: k.costs, seed: s.seed + 1, sameTimeAs: k });
-  for (const [path, value] of [...Object.entries(s.kernel), ...Object.entries(d.kernel)]) {
-    const r = dk.sysfs.write(path, String(value));
-    if (r < 0)
-      throw new InputError(
-        file,
-        undefined,
-        undefined,
-        `${where}.kernel.${path}`,
-        `the destination kernel rejects ${JSON.stringify(value)} (${errnoName(r)})`,
-      );
+  for (const [knob, value] of Object.entries(s.kernel)) {
+    const r = dk.sysfs.write(knob, String(value));
+    if (r < 0) throw rep.at.error(['kernel', knob], `the destination kernel rejects ${JSON.stringify(value)} (${errnoName(r)})`);
+  }
+  for (const [knob, value] of Object.entries(d.kernel)) {
+    const r = dk.sysfs.write(knob, String(value));
+    if (r < 0) throw rep.at.error([...path, 'kernel', knob], `the destination kernel rejects ${JSON.stringify(value)} (${errnoName(r)})`);
   }
   return dk;
 }
@@ -642,4 +967,57 @@ export function vmFinal(vms: VmRt[], log: RunEventLog[]): Record<string, number>
     out[`vm.${n}.guest.reported_pages`] = st.reportedPages;
   }
   return out;
+}
+
+/**
+ * Warnings about the VMs at the end of a run: a migration still running
+ * (its `completed` metric is 0) with the likely cause, or one that failed
+ * without an injected fault.
+ */
+export function vmWarnings(vms: VmRt[], rep: RunReport): void {
+  for (const rt of vms) {
+    const mig = rt.mig;
+    // A migration QEMU refused to start (expect_error said so) has nothing to report.
+    if (!mig || rt.migEvent === undefined || mig.status === 'none') continue;
+    const path: YamlPath = ['vms', rt.vi, 'events', rt.migEvent];
+    const status = String(mig.query()['status']);
+    if (status === 'failed' && !rt.faultInjected)
+      rep.warn(path, `the migration of ${rt.spec.name} failed: ${mig.errorDesc ?? 'no error given'}`);
+    else if (!['completed', 'failed', 'cancelled'].includes(status)) rep.warn(path, unfinishedMigration(rt, mig, status));
+  }
+}
+
+/** Why a migration has not finished: what is left, the rate limit in force against the link, the dirty rate. */
+function unfinishedMigration(rt: VmRt, mig: MigrationState, status: string): string {
+  const k = rt.vm.k;
+  const secs = (ns: number): string => `${Math.round(ns / 1e7) / 100} s`;
+  let text = `the migration of ${rt.spec.name} is still ${status} at the end of the run, ${secs(k.clock.now() - mig.startTime)} after migrate (its completed metric is 0)`;
+  const pc = mig.postcopy;
+  if (pc) return `${text}: postcopy has ${pc.missingUnits} units of guest RAM still to place on the destination`;
+  const ram = mig.ram;
+  if (!ram) return text;
+  const its = mig.iterations;
+  const link = mig.link!.rate();
+  const max = mig.parameters['max-bandwidth'];
+  const cap = Math.floor(max / 10) === 0 ? link : Math.min(max, link);
+  text += `: ${mib(ram.remainingBytes)} MiB of ${mib(ram.totalBytes)} MiB remain to send`;
+  if (its.length >= 2)
+    text += ` (precopy stops the guest once they fit in downtime-limit ${mig.parameters['downtime-limit']} ms at the measured rate: ${mib(mig.thresholdSize)} MiB)`;
+  if (cap < link)
+    text += `; max-bandwidth ${mib(max)} MiB/s${max === 128 * MiB ? " (QEMU's default)" : ''} caps the stream below the link's ${mib(link)} MiB/s`;
+  else text += `; the stream runs at the link's ${mib(link)} MiB/s`;
+  // The guest's dirty rate since the bulk stage ended, from the syncs (QEMU's dirty-pages-rate needs a 1 s period):
+  // pages dirtied again after they were sent, what precopy must send once more.
+  if (its.length >= 3) {
+    const first = its[1]!;
+    const last = its[its.length - 1]!;
+    const pages = its.slice(2).reduce((a, x) => a + x.newDirtyPages, 0);
+    if (last.at > first.at) {
+      const rate = (pages * PAGE_SIZE * 1e9) / (last.at - first.at);
+      text += `; the guest dirties about ${mib(rate)} MiB/s of sent pages again`;
+      if (rate >= cap * 0.9) text += ', as fast as the stream sends: precopy cannot converge (auto-converge or postcopy-ram would help)';
+    }
+  } else text += '; the first pass over guest RAM has not ended';
+  const need = ram.remainingBytes / cap;
+  return `${text}; sending what remains alone takes ${secs(need * 1e9)} more`;
 }

@@ -23,8 +23,9 @@ export class VirtualClock {
     return this.nowNs;
   }
 
-  /** Jump forward to an absolute time (never backwards). */
+  /** Jump forward to an absolute time (never backwards), a whole number of ns. */
   advanceTo(t: Nanoseconds): void {
+    if (!Number.isSafeInteger(t)) throw new RangeError(`memtwin internal error: cannot move the clock to ${t} ns (not a whole number)`);
     if (t < this.nowNs) throw new RangeError(`time ${t} ns is before now (${this.nowNs} ns)`);
     this.nowNs = t;
   }

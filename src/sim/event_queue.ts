@@ -16,19 +16,50 @@ export interface EventHandle {
 }
 
 /**
+ * Events that may run at one virtual instant before the queue decides the
+ * simulation is stuck there (a model scheduling itself again and again
+ * without time advancing). Far above any legitimate burst: every thread of
+ * a scenario starting at once is thousands.
+ */
+export const MAX_EVENTS_PER_INSTANT = 1_000_000;
+
+/**
+ * A model kept scheduling events at one virtual instant: a memtwin bug,
+ * reported instead of hanging.
+ */
+export class SimulationStuckError extends Error {
+  override readonly name = 'SimulationStuckError';
+}
+
+/**
  * Discrete-event queue over a VirtualClock. Ordering is (time, sequence
  * number), so two runs that schedule the same events in the same order
  * execute them in the same order: no dependence on heap internals.
+ *
+ * Virtual time is a whole number of nanoseconds: `schedule` refuses any
+ * other time (a caller computing times from fractional costs must round
+ * them where it charges them, so what it believes and when its event runs
+ * agree); `after` takes a delay that is a cost and rounds it itself.
  */
 export class EventQueue {
   private readonly heap = new Heap<QueuedEvent>((a, b) => a.at - b.at || a.seq - b.seq);
   private seq = 0;
+  /** The instant the last event ran at, and how many ran there (the stuck-loop guard). */
+  private instant = -1;
+  private atInstant = 0;
+  private readonly namesAtInstant = new Map<string, number>();
 
-  constructor(readonly clock: VirtualClock) {}
+  /** `maxEventsPerInstant`: the stuck-loop guard's limit (tests lower it). */
+  constructor(
+    readonly clock: VirtualClock,
+    readonly maxEventsPerInstant = MAX_EVENTS_PER_INSTANT,
+  ) {}
 
   schedule(at: Nanoseconds, name: string, run: () => void): EventHandle {
+    if (!Number.isSafeInteger(at))
+      throw new RangeError(`memtwin internal error: event "${name}" scheduled at ${at} ns; virtual time is a whole number of ns`);
     if (at < this.clock.now()) at = this.clock.now();
-    const ev: QueuedEvent = { at: Math.round(at), seq: this.seq++, name, run, cancelled: false };
+    const ev: QueuedEvent = { at, seq: this.seq++, name, run, cancelled: false };
     this.heap.push(ev);
     return {
       at: ev.at,
@@ -38,8 +69,9 @@ export class EventQueue {
     };
   }
 
-  after(delay: Nanoseconds, name: string, run: () => void): EventHandle {
-    return this.schedule(this.clock.now() + delay, name, run);
+  /** Run `run` after `delay` ns (a cost, possibly fractional: rounded to whole ns here). */
+  after(delay: number, name: string, run: () => void): EventHandle {
+    return this.schedule(this.clock.now() + Math.round(delay), name, run);
   }
 
   get size(): number {
@@ -51,7 +83,7 @@ export class EventQueue {
     return this.heap.peek()?.at;
   }
 
-  /** Run every event due at or before `until`, advancing the clock to each. */
+  /** Run every event due at or before `until`, advancing the clock to each (and then to `until`, in whole ns). */
   runUntil(until: Nanoseconds): number {
     let n = 0;
     for (;;) {
@@ -60,11 +92,37 @@ export class EventQueue {
       if (!ev || ev.at > until) break;
       this.heap.pop();
       this.clock.advanceTo(Math.max(ev.at, this.clock.now()));
+      this.count(ev.name);
       ev.run();
       n++;
     }
-    if (this.clock.now() < until) this.clock.advanceTo(until);
+    if (this.clock.now() < Math.floor(until)) this.clock.advanceTo(Math.floor(until));
     return n;
+  }
+
+  /** The stuck-loop guard: count events at the current instant; too many means time no longer advances. */
+  private count(name: string): void {
+    const now = this.clock.now();
+    if (now !== this.instant) {
+      this.instant = now;
+      this.atInstant = 0;
+      this.namesAtInstant.clear();
+    }
+    this.atInstant++;
+    const limit = this.maxEventsPerInstant;
+    const window = Math.min(1000, limit);
+    // Names are counted only near the limit, for the report, so the common path stays cheap.
+    if (this.atInstant > limit + 1 - window) this.namesAtInstant.set(name, (this.namesAtInstant.get(name) ?? 0) + 1);
+    if (this.atInstant <= limit) return;
+    const top = [...this.namesAtInstant]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 3)
+      .map(([n, c]) => `"${n}" ${c}`)
+      .join(', ');
+    throw new SimulationStuckError(
+      `memtwin internal error: simulated time stopped advancing at ${now} ns: more than ${limit} events ran at that ` +
+        `instant (the last ${window}: ${top}); a model keeps rescheduling itself without time passing. Please report it with the scenario.`,
+    );
   }
 
   private dropCancelled(): void {

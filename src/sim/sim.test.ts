@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { VirtualClock } from './clock.ts';
-import { EventQueue } from './event_queue.ts';
+import { EventQueue, MAX_EVENTS_PER_INSTANT, SimulationStuckError } from './event_queue.ts';
 import { SeededRandom } from './random.ts';
 import { CostProfile, REQUIRED_COSTS } from './cost_profile.ts';
 import { resolveHost } from './host.ts';
@@ -30,6 +30,65 @@ describe('event queue', () => {
         expect(order).toEqual(sorted);
       }),
     );
+  });
+});
+
+describe('virtual time in whole nanoseconds', () => {
+  it('refuses to schedule an event at a fractional time, and rounds a fractional delay (a cost) to whole ns', () => {
+    const q = new EventQueue(new VirtualClock());
+    expect(() => q.schedule(10.5, 'half', () => {})).toThrow(/event "half" scheduled at 10.5 ns; virtual time is a whole number of ns/);
+    expect(() => q.schedule(NaN, 'nan', () => {})).toThrow(RangeError);
+    expect(q.after(2.4, 'a', () => {}).at).toBe(2);
+    expect(q.after(2.5, 'b', () => {}).at).toBe(3);
+    expect(() => q.clock.advanceTo(7.25)).toThrow(/not a whole number/);
+  });
+
+  it('property: after any fractional delays and runUntil bounds, the clock and every event time are whole ns', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.double({ min: 0, max: 1e6, noNaN: true }), { maxLength: 60 }),
+        fc.double({ min: 0, max: 3e6, noNaN: true }),
+        (delays, until) => {
+          const q = new EventQueue(new VirtualClock());
+          const seen: number[] = [];
+          for (const d of delays) q.after(d, 'e', () => seen.push(q.clock.now()));
+          q.runUntil(until);
+          expect(Number.isInteger(q.clock.now())).toBe(true);
+          for (const t of seen) expect(Number.isInteger(t)).toBe(true);
+        },
+      ),
+    );
+  });
+
+  it('stops a model that keeps rescheduling itself at one instant with a clear internal error, not a hang', () => {
+    const q = new EventQueue(new VirtualClock(), 5000);
+    q.schedule(5, 'tick', () => {});
+    const loop = (): void => {
+      q.schedule(q.clock.now(), 'migration-iterate', loop);
+    };
+    q.schedule(10, 'migration-iterate', loop);
+    let err: unknown;
+    try {
+      q.runUntil(100);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(SimulationStuckError);
+    expect((err as Error).message).toMatch(
+      /simulated time stopped advancing at 10 ns: more than 5000 events ran at that instant \(the last 1000: "migration-iterate" 1000\)/,
+    );
+    expect(q.clock.now()).toBe(10);
+    // The shipped limit is far above any real burst (every thread of a scenario starting at once).
+    expect(new EventQueue(new VirtualClock()).maxEventsPerInstant).toBe(MAX_EVENTS_PER_INSTANT);
+    expect(MAX_EVENTS_PER_INSTANT).toBeGreaterThanOrEqual(1_000_000);
+  });
+
+  it('lets a burst up to the limit through at one instant, and counts afresh once time advances', () => {
+    const q = new EventQueue(new VirtualClock(), 5000);
+    let n = 0;
+    for (let t = 0; t < 3; t++) for (let i = 0; i < 5000; i++) q.schedule(t, 'burst', () => n++);
+    q.runUntil(10);
+    expect(n).toBe(15000);
   });
 });
 

@@ -35,6 +35,8 @@ import { RAMBlock, type RamList } from './ram_block.ts';
 /** An error as QEMU reports it (error_setg): the message without the program-name prefix. */
 export class QemuError extends Error {
   override readonly name = 'QemuError';
+  /** The -object (its id) whose creation failed, when the error is one's. */
+  object: string | undefined;
 }
 
 /** strerror(3) for the errnos the backends can meet. */
@@ -270,8 +272,15 @@ export class HostMemoryBackend {
         // qemu_anon_ram_alloc: QEMU_VMALLOC_ALIGN so THPs can back guest RAM.
         return { flags: shareFlag | MAP.MAP_ANONYMOUS | noreserve, pageSize: PAGE_SIZE, align: QEMU_VMALLOC_ALIGN, aligned: false };
       case 'memory-backend-memfd': {
-        if (!this.hugetlb)
+        if (!this.hugetlb) {
+          // qemu_memfd_create truncates the memfd to `size`; qemu_ram_alloc_from_fd then wants size rounded up to
+          // a page, and a file shorter than that is refused before the backend's own alignment check.
+          if (this.size % PAGE_SIZE)
+            throw new QemuError(
+              `${this.id} backing store size 0x${this.size.toString(16)} is too small for 'size' option 0x${alignUp(this.size, PAGE_SIZE).toString(16)} plus 'offset' option 0x0`,
+            );
           return { flags: shareFlag | MAP.MAP_ANONYMOUS | noreserve, pageSize: PAGE_SIZE, align: PAGE_SIZE, aligned: true };
+        }
         const hs = this.hugetlbsize || (k.hugetlb.defaultHstate?.size ?? 0);
         if (!k.hugetlb.bySize(hs)) throw new QemuError(`failed to create memfd: ${strerror(-ERRNO.EINVAL)}`);
         // ftruncate of a hugetlb memfd to a size that is not a multiple of its page size.

@@ -301,6 +301,48 @@ describe('vCPUs and vNUMA', () => {
     );
   });
 
+  it('sizes that are not whole pages: -m rounds up to 8 KiB; KVM maps whole pages of a memory-backend-ram; a vNUMA node after one cannot be mapped', () => {
+    const k = vmTestKernel();
+    const odd = 64 * MiB + 1024; // 65537K
+    // -m: QEMU_ALIGN_UP(size, 8192).
+    expect(new Vm(k, { m: odd }).ramSize).toBe(64 * MiB + 8192);
+    // memory-backend-ram takes any size (QEMU rounds its RAM block up to a page); KVM maps only whole pages of
+    // it (kvm_align_section), so the guest's RAM is the 64 MiB before the partial page.
+    const vm = new Vm(k, { 'memory-backend': 'a', objects: [{ 'qom-type': 'memory-backend-ram', id: 'a', size: odd }] });
+    expect(vm.ramSize).toBe(odd);
+    expect(vm.backends.get('a')!.block!.usedLength).toBe(64 * MiB + PAGE_SIZE);
+    expect(vm.slots.map((x) => [x.gpa, x.size])).toEqual([[0, 64 * MiB]]);
+    expect(vm.ramRanges()).toEqual([{ gpa: 0, size: 64 * MiB, node: 0 }]);
+    // Node 1 placed right after it starts mid-page: its padded start's HVA is not page aligned; KVM refuses the slot
+    // (EINVAL) and QEMU aborts. The error names the backend.
+    let err: QemuError | undefined;
+    try {
+      new Vm(k, {
+        objects: [
+          { 'qom-type': 'memory-backend-ram', id: 'a', size: odd },
+          { 'qom-type': 'memory-backend-ram', id: 'b', size: 64 * MiB },
+        ],
+        numa: [{ memdev: 'a' }, { memdev: 'b' }],
+      });
+    } catch (e) {
+      err = e as QemuError;
+    }
+    expect(err).toBeInstanceOf(QemuError);
+    expect(err!.message).toBe('kvm_set_phys_mem: error registering slot: Invalid argument');
+    expect(err!.object).toBe('b');
+    // A backend's own error names it too.
+    try {
+      new Vm(k, { 'memory-backend': 'f', objects: [{ 'qom-type': 'memory-backend-memfd', id: 'f', size: odd }] });
+    } catch (e) {
+      err = e as QemuError;
+    }
+    expect([err!.object, err!.message]).toEqual([
+      'f',
+      "f backing store size 0x4000400 is too small for 'size' option 0x4001000 plus 'offset' option 0x0",
+    ]);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+
   it('destroy unmaps guest RAM and gives every frame back', () => {
     const k = vmTestKernel({ gib: 1 });
     const free0 = k.phys.freePages();

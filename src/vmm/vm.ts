@@ -29,12 +29,20 @@
  */
 import type { Kernel } from '../kernel/kernel.ts';
 import type { Process, Thread } from '../kernel/sched.ts';
-import { PAGE_SIZE, PMD_SIZE, PUD_SIZE, alignDown } from '../kernel/uapi.ts';
+import { ERRNO, PAGE_SIZE, PMD_SIZE, PUD_SIZE, alignDown, alignUp } from '../kernel/uapi.ts';
 import { followPage, mappingSize } from '../kernel/memory.ts';
 // translate() leaves the leaf size in the live binding translatedSize, as the workload engine reads it.
 import * as hostMemory from '../kernel/memory.ts';
 import type { GuestMemory, GuestRamRange } from '../hw/guest_memory.ts';
-import { DEFAULT_MOUNTS, HostMemoryBackend, QemuError, type MemoryBackendProps, type Mount, type VmmHost } from './memory_backend.ts';
+import {
+  DEFAULT_MOUNTS,
+  HostMemoryBackend,
+  QemuError,
+  strerror,
+  type MemoryBackendProps,
+  type Mount,
+  type VmmHost,
+} from './memory_backend.ts';
 import { RamList, type RAMBlock } from './ram_block.ts';
 import { Monitor } from './monitor.ts';
 import { MemoryRegion, flatRam, pcE820, pcMemoryInit, pcRamSplit, type E820Entry, type PcMachineType, type PcRamSplit } from './pc.ts';
@@ -224,11 +232,17 @@ export class Vm implements GuestMemory {
   }
 
   private createBackend(props: MemoryBackendProps, vmm: VmmHost, mounts: Readonly<Record<string, Mount>>): HostMemoryBackend {
-    if (this.backends.has(props.id)) throw new QemuError(`attempt to add duplicate property '${props.id}' to object (type 'container')`);
-    const b = new HostMemoryBackend(props, vmm);
-    b.complete(vmm, this.ramList, mounts);
-    this.backends.set(b.id, b);
-    return b;
+    try {
+      if (this.backends.has(props.id)) throw new QemuError(`attempt to add duplicate property '${props.id}' to object (type 'container')`);
+      const b = new HostMemoryBackend(props, vmm);
+      b.complete(vmm, this.ramList, mounts);
+      this.backends.set(b.id, b);
+      return b;
+    } catch (e) {
+      // The object whose creation failed, so that callers can point at its configuration.
+      if (e instanceof QemuError) e.object ??= props.id;
+      throw e;
+    }
   }
 
   /** parse_numa_node: each node's memdev, checked. */
@@ -253,11 +267,12 @@ export class Vm implements GuestMemory {
       if (memdevs.some((b) => b)) throw new QemuError("'-machine memory-backend' and '-numa memdev' properties are mutually exclusive");
       const b = this.backends.get(cfg['memory-backend']);
       if (!b) throw new QemuError(`Memory backend '${cfg['memory-backend']}' not found`);
-      if (cfg.m !== undefined && cfg.m !== b.size)
+      if (cfg.m !== undefined && alignUp(cfg.m, 8192) !== b.size)
         throw new QemuError("Size specified by -m option must match size of explicitly specified 'memory-backend' property");
       return b.size;
     }
-    const size = cfg.m ?? (numaTotal || DEFAULT_RAM_SIZE);
+    // -m is rounded up to 8 KiB (machine_set_mem: QEMU_ALIGN_UP(size, 8192)).
+    const size = cfg.m !== undefined ? alignUp(cfg.m, 8192) : numaTotal || DEFAULT_RAM_SIZE;
     if (memdevs.length && !memdevs.some((b) => b))
       throw new QemuError(
         'Default splitting of RAM between nodes is no longer supported, Use explicit RAM allocation per node, if any node does not have RAM, specify it explicitly',
@@ -331,18 +346,41 @@ export class Vm implements GuestMemory {
     return out;
   }
 
-  /** The memslots: the flat RAM view, each section tagged with its guest node. */
+  /**
+   * The memslots: the flat RAM view, each section tagged with its guest
+   * node. KVM maps whole pages (kvm_align_section): a section that does not
+   * start on a page boundary starts at the next one, and its size is
+   * truncated to whole pages, so a backend whose size is not a multiple of
+   * 4 KiB (memory-backend-ram accepts one) leaves its last partial page out
+   * of guest RAM. If the padded start's HVA is not page aligned either (a
+   * vNUMA node placed after such a backend), KVM_SET_USER_MEMORY_REGION
+   * fails with EINVAL and QEMU aborts.
+   */
   private buildSlots(): MemSlot[] {
-    return flatRam(this.system).map((s) => ({
-      gpa: s.gpa,
-      size: s.size,
-      hva: s.block.host + s.blockOffset,
-      block: s.block,
-      blockOffset: s.blockOffset,
-      node: this.numaNodes.find((n) => n.memdev?.block === s.block)?.nodeid ?? 0,
-      via: s.via,
-      ept: null,
-    }));
+    const slots: MemSlot[] = [];
+    for (const s of flatRam(this.system)) {
+      const gpa = alignUp(s.gpa, PAGE_SIZE);
+      const delta = gpa - s.gpa;
+      const size = delta < s.size ? alignDown(s.size - delta, PAGE_SIZE) : 0;
+      if (!size) continue;
+      const hva = s.block.host + s.blockOffset + delta;
+      if (hva % PAGE_SIZE) {
+        const e = new QemuError(`kvm_set_phys_mem: error registering slot: ${strerror(-ERRNO.EINVAL)}`);
+        e.object = s.block.idstr;
+        throw e;
+      }
+      slots.push({
+        gpa,
+        size,
+        hva,
+        block: s.block,
+        blockOffset: s.blockOffset + delta,
+        node: this.numaNodes.find((n) => n.memdev?.block === s.block)?.nodeid ?? 0,
+        via: s.via,
+        ept: null,
+      });
+    }
+    return slots;
   }
 
   /** The vCPU threads (qemu_init_vcpu): one host thread each, pinned as configured. */

@@ -186,6 +186,69 @@ describe('precopy: iterations and convergence', () => {
   });
 });
 
+describe('precopy: rate limiting in whole nanoseconds', () => {
+  /**
+   * A guest writing random pages (each write logged, as KVM would) while
+   * it runs on the source, `perSec` a second in 1 ms ticks.
+   */
+  function randomWriter(k: Kernel, vm: Vm, mig: MigrationState, pages: number, perSec: number): void {
+    let x = 7920;
+    let carry = 0;
+    const tick = (): void => {
+      if (mig.status === 'completed' || mig.status === 'failed') return;
+      if (mig.guestRunning) {
+        carry += perSec / 1000;
+        const n = Math.floor(carry);
+        carry -= n;
+        for (let i = 0; i < n; i++) {
+          x = (x * 1103515245 + 12345) % 2 ** 31;
+          guestWrite(k, vm, mig, Math.floor((x / 2 ** 31) * pages), 7);
+        }
+      }
+      k.events.after(NSEC_PER_MSEC, 'guest-dirtier', tick);
+    };
+    k.events.after(0, 'guest-dirtier', tick);
+  }
+
+  it('regression: a rate-limited precopy of a randomly dirtied guest finishes (it used to spin at one instant forever)', () => {
+    // A 1 GiB guest writing 20,000 random pages a second, max-bandwidth 64 MiB/s: its syncs cost a fractional
+    // number of ns, so a rate window could start at a fractional time, the wake-up was computed below the window's
+    // end (rounded down by the queue) and the window never reset: millions of steps at one virtual instant.
+    const k = vmTestKernel({ nodes: 1, gib: 4, cpus: 4 });
+    const src = new Vm(k, { name: 'src', m: 1024 * MiB, smp: 1 });
+    const dst = new Vm(k, { name: 'dst', m: 1024 * MiB, smp: 1 });
+    const mig = new MigrationState(src).register();
+    mig.incoming(URI, dst, link10g());
+    randomWriter(k, src, mig, (1024 * MiB) / PAGE_SIZE, 20_000);
+    expect(qmp(src, 'migrate-set-parameters', { 'max-bandwidth': 64 * MiB })).toEqual({ return: {} });
+    expect(qmp(src, 'migrate', { uri: URI })).toEqual({ return: {} });
+    runUntilDone(k, mig, 5 * NSEC_PER_SEC);
+    expect(mig.status).toBe('completed');
+    expect(mig.verify()).toEqual([]);
+    for (const t of [mig.startTime, mig.setupTime, mig.endTime, mig.downtimeStart, mig.downtime, mig.guestResumedAt])
+      expect(Number.isInteger(t)).toBe(true);
+    for (const it of mig.iterations) expect(Number.isInteger(it.at)).toBe(true);
+  });
+
+  it('max-bandwidth 0 is no limit (RATE_LIMIT_DISABLED), as below 10 bytes/s: not a migration that never sends', () => {
+    const time = (maxBw: number): number => {
+      const { k, src, mig } = pair();
+      for (let p = 0; p < 8192; p++) guestWrite(k, src, mig, p, 0x11);
+      qmp(src, 'migrate-set-parameters', { 'max-bandwidth': maxBw });
+      qmp(src, 'migrate', { uri: URI });
+      runUntilDone(k, mig, 10 * NSEC_PER_SEC);
+      expect(mig.status).toBe('completed');
+      expect(mig.verify()).toEqual([]);
+      return mig.endTime - mig.startTime;
+    };
+    // 32 MiB of written pages: at the link's 1.25 GB/s about 27 ms, far from 128 MiB/s windows (about 250 ms).
+    const unlimited = time(0);
+    expect(unlimited).toBeLessThan(60 * NSEC_PER_MSEC);
+    expect(time(9)).toBe(unlimited);
+    expect(time(128 * MiB)).toBeGreaterThan(200 * NSEC_PER_MSEC);
+  });
+});
+
 describe('precopy: free page hints', () => {
   it('skips hinted pages unless the guest writes them', () => {
     const hinted = new Set<number>();

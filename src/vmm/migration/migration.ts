@@ -136,6 +136,14 @@ const DEFAULT_PARAMETERS: MigrationParameters = {
   'max-postcopy-bandwidth': 0,
 };
 
+/**
+ * A cost charged to virtual time, in whole ns: the migration computes its
+ * steps' ends from fractional costs (syncs, copies) and rounds them where
+ * it charges them, so the times it compares (rate windows) are the times
+ * its events run at.
+ */
+const wholeNs = (ns: number): number => Math.round(ns);
+
 /** BUFFER_DELAY: the rate-limit window (ms). */
 export const BUFFER_DELAY_MS = 100;
 const MAX_MIGRATE_DOWNTIME_SECONDS = 2000;
@@ -249,6 +257,14 @@ export class MigrationState {
     return !this.guestStopped && this.status !== 'completed';
   }
 
+  /**
+   * threshold_size: the bytes the last rate window's bandwidth sends within
+   * downtime-limit; precopy stops the guest once what remains fits in it.
+   */
+  get thresholdSize(): number {
+    return this.thresholdBytes;
+  }
+
   /** The share of time the vCPUs may run under auto-converge throttling (1: unthrottled). */
   get guestRunFraction(): number {
     return 1 - this.throttlePercentage / 100;
@@ -320,7 +336,7 @@ export class MigrationState {
     this.link = d.link;
     this.dest = d.vm;
     if (!d.vm.monitor.hasCommand('query-migrate')) d.vm.monitor.registerCommand('query-migrate', () => this.incomingQuery(), []);
-    const setupNs = d.link.rttNs + ram.setup() + d.link.transferNs(ram.setupBytes());
+    const setupNs = d.link.rttNs + wholeNs(ram.setup()) + d.link.transferNs(ram.setupBytes());
     this.setupBytes = ram.bytes;
     this.arm(this.k.clock.now() + setupNs, 'migration-setup-done', () => {
       this.status = 'active';
@@ -524,12 +540,13 @@ export class MigrationState {
     if (ram.remainingBytes <= this.thresholdBytes) {
       syncNs = this.bitmapSync(now);
       if (ram.remainingBytes <= this.thresholdBytes) {
-        this.arm(this.k.clock.now() + syncNs, 'migration-completion', () => this.completion());
+        this.arm(this.k.clock.now() + wholeNs(syncNs), 'migration-completion', () => this.completion());
         return;
       }
     }
     const windowEnd = this.windowStart + BUFFER_DELAY_MS * NSEC_PER_MSEC;
-    const budget = (this.parameters['max-bandwidth'] * BUFFER_DELAY_MS) / 1000 - this.windowBytes;
+    const limit = this.rateLimitMax();
+    const budget = limit - this.windowBytes;
     let bytes = 0;
     let dur = syncNs;
     if (budget > 0) {
@@ -541,14 +558,27 @@ export class MigrationState {
     link.carry(bytes);
     this.windowBytes += bytes;
     this.precopyBytes += bytes;
-    const t = now + dur;
+    // The step's costs end on a whole ns: the window starts, ends and is compared at the times events run.
+    const t = now + wholeNs(dur);
     if (t - this.windowStart >= BUFFER_DELAY_MS * NSEC_PER_MSEC) this.updateCounters(t);
-    const rateLimited = this.windowBytes >= (this.parameters['max-bandwidth'] * BUFFER_DELAY_MS) / 1000;
+    const rateLimited = this.windowBytes >= limit;
     const next = rateLimited ? Math.max(t, windowEnd) : t;
     this.arm(next, 'migration-iterate', () => {
       if (rateLimited && this.k.clock.now() - this.windowStart >= BUFFER_DELAY_MS * NSEC_PER_MSEC) this.updateCounters(this.k.clock.now());
       this.step();
     });
+  }
+
+  /**
+   * migration_rate_set: the bytes one BUFFER_DELAY window may carry,
+   * max-bandwidth / XFER_LIMIT_RATIO. QEMU divides in integers, and a
+   * result of 0 is RATE_LIMIT_DISABLED (max-bandwidth 0, or below 10
+   * bytes/s): no limit at all. (The limit itself is kept unrounded here,
+   * less than a byte per window from QEMU's.)
+   */
+  private rateLimitMax(): number {
+    const perWindow = (this.parameters['max-bandwidth'] * BUFFER_DELAY_MS) / 1000;
+    return Math.floor(perWindow) === 0 ? Infinity : perWindow;
   }
 
   /** migration_update_counters: bandwidth and the convergence threshold over the window just ended. */
@@ -639,8 +669,8 @@ export class MigrationState {
     // the wire (downtime and total-time end there, as query-migrate reports them). The guest runs on the
     // destination once the last byte has arrived and been loaded.
     const now = this.k.clock.now();
-    const srcDone = now + syncNs + Math.max(res.srcNs, link.transferNs(Math.max(0, bytes - link.sndbuf)));
-    const dstDone = now + syncNs + Math.max(res.srcNs, res.dstNs, link.transferNs(bytes)) + link.latency;
+    const srcDone = now + wholeNs(syncNs + Math.max(res.srcNs, link.transferNs(Math.max(0, bytes - link.sndbuf))));
+    const dstDone = now + wholeNs(syncNs + Math.max(res.srcNs, res.dstNs, link.transferNs(bytes))) + link.latency;
     this.arm(srcDone, 'migration-completed', () => {
       this.event = null;
       this.endTime = this.k.clock.now();
@@ -706,12 +736,12 @@ export class MigrationState {
     link.carry(bytes);
     this.downtimeBytes = bytes;
     pc.onDone = () => this.postcopyDone();
-    const resumeAt = now + syncNs + link.deliveryNs(bytes) + listen.ns;
+    const resumeAt = now + wholeNs(syncNs + listen.ns) + link.deliveryNs(bytes);
     this.arm(resumeAt, 'postcopy-run', () => {
       this.event = null;
       const t = this.k.clock.now();
       // As QEMU reports it: until the source has written the package (the guest resumes later, once it has arrived).
-      this.downtime = syncNs + link.transferNs(Math.max(0, bytes - link.sndbuf));
+      this.downtime = wholeNs(syncNs) + link.transferNs(Math.max(0, bytes - link.sndbuf));
       this.guestResumedAt = t;
       this.guestStopped = false;
       pc.run(t);

@@ -309,9 +309,10 @@ export class Postcopy {
 
   // --- the source's background stream -------------------------------------------------
 
+  /** Wake the migration thread at `at` (a time computed from fractional wire times: rounded to whole ns here). */
   private schedulePump(at: number): void {
     if (this.pump || this.status !== 'postcopy-active') return;
-    this.pump = this.k.events.schedule(Math.max(at, this.k.clock.now()), 'postcopy-send', () => {
+    this.pump = this.k.events.schedule(Math.max(Math.round(at), this.k.clock.now()), 'postcopy-send', () => {
       this.pump = null;
       this.send();
     });
@@ -563,15 +564,19 @@ export class Postcopy {
       this.stats.differing.push({ block: b.block.idstr, offset: p * PAGE_SIZE, src: expected, dst: dv });
   }
 
-  /** A vCPU blocked at `at`: the fault thread's poll wakes. */
-  private faulted(at: number, t: Thread): void {
+  /**
+   * A vCPU blocked at `at` (its own time, fractional inside its step: the
+   * block is counted from the whole ns nearest): the fault thread's poll wakes.
+   */
+  private faulted(fault: number, t: Thread): void {
+    const at = Math.round(fault);
     this.blockedSince.set(t, at);
     if (this.vcpuIndex.has(t) && [...this.vcpuIndex.keys()].every((v) => this.blockedSince.has(v))) this.allBlockedSince = at;
     if (this.readPending) return;
     this.readPending = true;
     // poll() returns, then read(): two kernel entries.
     const wakeNs = 2 * this.k.costs.ns('syscall_null');
-    this.k.events.schedule(Math.max(at, this.k.clock.now()) + wakeNs, 'postcopy-fault-thread', () => {
+    this.k.events.schedule(Math.round(Math.max(fault, this.k.clock.now()) + wakeNs), 'postcopy-fault-thread', () => {
       this.readPending = false;
       this.readFaults();
     });
