@@ -50,6 +50,8 @@ export interface ThreadResult {
   /** Time the thread waited for collapses (a region being copied, or its VMA write-locked at a fault), and how often. */
   stall_ns: number;
   stalls: number;
+  /** Bytes of DRAM traffic the thread's accesses moved (src/sim/membw.ts; the kernel's copies for it are the kernel's). */
+  membw_bytes?: number;
   /** NUMA balancing state at the end, when kernel.numa_balancing is on and the thread took hinting faults. */
   numa?: ThreadNumaResult;
 }

@@ -334,7 +334,10 @@ interconnect: [[0, 30GB/s], [25GB/s, 0]]
 
   it('refuses bad bandwidths with the file, line and field', () => {
     const cases: [string, RegExp][] = [
-      ['  - { id: 0, memory: 1G, cpus: 0, bandwidth: fast }\n', /:3:.*bandwidth: expected a bandwidth from 1e6 to 1e13 bytes per second.*20GB\/s.*got "fast"/],
+      [
+        '  - { id: 0, memory: 1G, cpus: 0, bandwidth: fast }\n',
+        /:3:.*bandwidth: expected a bandwidth from 1e6 to 1e13 bytes per second.*20GB\/s.*got "fast"/,
+      ],
       ['  - { id: 0, memory: 1G, cpus: 0, bandwidth: 1kB/s }\n', /:3:.*bandwidth: expected a bandwidth from 1e6 to 1e13.*got "1kB\/s"/],
       ['  - { id: 0, memory: 1G, cpus: 0 }\ninterconnect: [[5GB/s]]\n', /interconnect.*expected 0 on the diagonal/],
       ['  - { id: 0, memory: 1G, cpus: 0 }\ninterconnect: [[0, 1GB/s]]\n', /interconnect.*expected 1 entries/],

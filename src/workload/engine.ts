@@ -5,16 +5,21 @@
  * through the simulated kernel when needed), then costs what the access model
  * says for the page size, working set and NUMA distance. Kernel time of the
  * faults is charged to the thread (Kernel.taskTime), so threads on different
- * CPUs run in parallel in virtual time.
+ * CPUs run in parallel in virtual time. When the kernel has a memory
+ * bandwidth model (scenario runs: Kernel.membw), each step's accesses wait
+ * for the load of the nodes they reach, read at the step's start, and the
+ * step registers what it moved: per memory node, 64 bytes per random access
+ * and the stride per sequential one (at most 4K), twice for a store (read
+ * for ownership and write-back), on the share of accesses that reach DRAM.
  */
-import type { Kernel } from '../kernel/kernel.ts';
+import { addFlowClass, type Kernel } from '../kernel/kernel.ts';
 import type { Process, Thread } from '../kernel/sched.ts';
 import type { Vma } from '../kernel/mm_types.ts';
 import { FAULT_OK, FAULT_USERFAULT, handleMmFault, translate, vmaAllows } from '../kernel/memory.ts';
 import * as memory from '../kernel/memory.ts';
 import { PAGE_SIZE, PMD_SIZE } from '../kernel/uapi.ts';
 import { AccessModel } from './access_model.ts';
-import { FirstTouch, Idle, Sequential, Uniform, Zipf, type AddressStream } from './patterns.ts';
+import { Copy, FirstTouch, Idle, LINE, Sequential, Uniform, Zipf, type AddressStream } from './patterns.ts';
 import type { PhaseSpec } from '../scenario/schema.ts';
 
 /** Virtual time a thread runs between two scheduling points. */
@@ -83,6 +88,15 @@ export class WorkloadThread {
   private node: number;
   private cachedVma: Vma | undefined;
   readonly fill: number;
+  /** Bytes registered with the bandwidth model per memory node (node ids of the host the thread ran on). */
+  readonly membwBytes: number[];
+  /** Per memory node during a step: multiplier, cost factor 1 + dramShare (m - 1), loads and stores. */
+  private bwMult: Float64Array;
+  private bwFactor: Float64Array;
+  private bwReads: Float64Array;
+  private bwWrites: Float64Array;
+  /** What the kernel moves for the thread during a step (Kernel.membwTask), reused from step to step. */
+  private readonly bwTask: NonNullable<Kernel['membwTask']>;
 
   constructor(
     public k: Kernel,
@@ -99,6 +113,12 @@ export class WorkloadThread {
     this.node = k.cpuToNode(thread.cpu);
     this.byNodeLocal = new Array<number>(k.nrNodes).fill(0);
     this.byNodeRemote = new Array<number>(k.nrNodes).fill(0);
+    this.membwBytes = new Array<number>(k.nrNodes).fill(0);
+    this.bwMult = new Float64Array(k.nrNodes);
+    this.bwFactor = new Float64Array(k.nrNodes);
+    this.bwReads = new Float64Array(k.nrNodes);
+    this.bwWrites = new Float64Array(k.nrNodes);
+    this.bwTask = { cpu: this.node, mult: this.bwMult, classes: [] };
     this.fill = (index % 255) + 1;
   }
 
@@ -134,6 +154,14 @@ export class WorkloadThread {
     while (this.byNodeLocal.length < k.nrNodes) {
       this.byNodeLocal.push(0);
       this.byNodeRemote.push(0);
+      this.membwBytes.push(0);
+    }
+    if (this.bwMult.length < k.nrNodes) {
+      this.bwMult = new Float64Array(k.nrNodes);
+      this.bwFactor = new Float64Array(k.nrNodes);
+      this.bwReads = new Float64Array(k.nrNodes);
+      this.bwWrites = new Float64Array(k.nrNodes);
+      this.bwTask.mult = this.bwMult;
     }
     this.process = process;
     this.thread = thread;
@@ -192,6 +220,32 @@ export class WorkloadThread {
     const stream = ph.stream;
     const ws = stream.workingSet;
     const dataNs = this.model.dataNs(ws);
+    const copy = stream instanceof Copy ? stream : undefined;
+    // The bandwidth model: multipliers per memory node for this step, and what the step moves.
+    const bw = k.membw;
+    const model = this.model;
+    const factor = this.bwFactor;
+    const reads = this.bwReads;
+    const writes = this.bwWrites;
+    let dramShare = 0;
+    let seqRead = 0;
+    let seqWrite = 0;
+    if (bw) {
+      dramShare = model.dramShare(ws, stream.random);
+      const s = stream.random ? LINE : Math.min(stream.stride, PAGE_SIZE);
+      seqRead = s * model.readNsPerByte;
+      seqWrite = s * model.writeNsPerByte;
+      for (let b = 0; b < k.nrNodes; b++) {
+        this.bwMult[b] = bw.multiplier(this.node, b, now);
+        // An access's cost: the share that reaches DRAM waits for the node's (and the interconnect's) load.
+        factor[b] = 1 + dramShare * (this.bwMult[b]! - 1);
+        reads[b] = 0;
+        writes[b] = 0;
+      }
+      this.bwTask.cpu = this.node;
+      this.bwTask.classes.length = 0;
+      k.membwTask = this.bwTask;
+    }
     let spent = 0;
     try {
       while (spent + ctx.ns < limit) {
@@ -207,7 +261,7 @@ export class WorkloadThread {
           break;
         }
         const va = sva + this.vaShift;
-        const write = readRatio < 1 && (readRatio === 0 || this.coin() >= readRatio);
+        const write = copy ? copy.writing : readRatio < 1 && (readRatio === 0 || this.coin() >= readRatio);
         let vma = this.cachedVma;
         if (!vma || va < vma.start || va >= vma.end) vma = this.cachedVma = mm.vmaAt(va);
         if (!vma || !vmaAllows(vma, write)) {
@@ -283,18 +337,60 @@ export class WorkloadThread {
         mix[cls]! += 0.001;
         const frac = mix[cls]! / (mix[0]! + mix[1]! + mix[2]!);
         const distance = k.host.distances[this.node]![pageNode]!;
-        const cost = stream.random
-          ? dataNs * (distance / 10) + (size === PAGE_SIZE ? this.model.tlb4kNs(ws * frac) : 0)
-          : this.model.sequentialNs(size || PAGE_SIZE, stream.stride, distance);
+        let cost: number;
+        if (bw) {
+          cost =
+            (stream.random ? dataNs : write ? seqWrite : seqRead) * (distance / 10) * factor[pageNode]! +
+            (stream.random ? (size === PAGE_SIZE ? model.tlb4kNs(ws * frac) : 0) : model.seqWalkNs(size || PAGE_SIZE, stream.stride));
+          if (write) writes[pageNode]!++;
+          else reads[pageNode]!++;
+        } else
+          cost = stream.random
+            ? dataNs * (distance / 10) + (size === PAGE_SIZE ? this.model.tlb4kNs(ws * frac) : 0)
+            : this.model.sequentialNs(size || PAGE_SIZE, stream.stride, distance);
         this.accessNs += cost;
         spent += Math.max(cost + think, minGap);
         this.accesses++;
       }
     } finally {
       k.taskTime = null;
+      if (bw) this.registerFlow(now, (spent + ctx.ns) / (this.runFraction?.() ?? 1), dramShare, stream, dataNs, seqRead, seqWrite);
     }
     // A throttled vCPU (auto-converge) does the same work in more time.
     return Math.max(1, Math.round((spent + ctx.ns) / (this.runFraction?.() ?? 1)));
+  }
+
+  /**
+   * What the step moved, as one flow of the bandwidth model: per memory
+   * node its bytes and idle DRAM time (and the time they took at the
+   * step's multipliers), with what the kernel moved for it (faults'
+   * zeroing, migrations), over the step's time.
+   */
+  private registerFlow(
+    at: number,
+    elapsed: number,
+    dramShare: number,
+    stream: AddressStream,
+    dataNs: number,
+    seqRead: number,
+    seqWrite: number,
+  ): void {
+    const k = this.k;
+    const bw = k.membw!;
+    const per = stream.random ? LINE : Math.min(stream.stride, PAGE_SIZE);
+    const classes = this.bwTask.classes;
+    k.membwTask = null;
+    for (let b = 0; b < k.nrNodes; b++) {
+      const r = this.bwReads[b]!;
+      const w = this.bwWrites[b]!;
+      if (!r && !w) continue;
+      const bytes = Math.round((r + 2 * w) * per * dramShare);
+      this.membwBytes[b]! += bytes;
+      const d = (k.host.distances[this.node]![b]! / 10) * dramShare;
+      const memNs = d * (stream.random ? dataNs * (r + w) : seqRead * r + seqWrite * w);
+      addFlowClass(classes, b, bytes, memNs, memNs * this.bwMult[b]!);
+    }
+    if (classes.length) bw.flow(at, elapsed, this.node, classes);
   }
 }
 
@@ -305,6 +401,8 @@ export function streamFor(
   mappingLen: number,
   rng: { float(): number; int(a: number, b: number): number },
   slice: { index: number; of: number },
+  /** copy: the mapping written. */
+  to?: { base: number; len: number },
 ): AddressStream {
   const off = spec.offset ?? 0;
   let len = Math.max(PAGE_SIZE, Math.min(spec.length ?? mappingLen - off, mappingLen - off));
@@ -323,6 +421,11 @@ export function streamFor(
       return new Uniform(start, len, rng as never);
     case 'zipf':
       return new Zipf(start, len, spec.zipf_s, rng as never);
+    case 'copy': {
+      if (!to) throw new Error('memtwin: a copy pattern needs the mapping it writes');
+      const off = start - base;
+      return new Copy(start, to.base + off, Math.max(PAGE_SIZE, Math.min(len, to.len - off)), spec.stride ?? LINE);
+    }
     case 'first-touch': {
       const per = Math.floor(len / slice.of / PAGE_SIZE) * PAGE_SIZE;
       const s0 = start + slice.index * per;
