@@ -2,7 +2,8 @@
  * The workload engine with the memory bandwidth model (src/sim/membw.ts):
  * bytes conserved between what the engine and the kernel register and what
  * the model counts, the simulated STREAM copy against this machine's
- * measured copy bandwidth.
+ * measured copy bandwidth, and scenario (a): bandwidth-bound threads faster
+ * spread over two nodes than pinned to one, a latency-bound one faster pinned.
  */
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import fc from 'fast-check';
@@ -128,4 +129,42 @@ describe('STREAM copy', () => {
       const sim = simulatedCopy(t);
       expect(Math.abs(sim / measured - 1)).toBeLessThan(0.1);
     }, 60_000);
+});
+
+describe('scenario (a): scenarios/membw-placement.yaml', () => {
+  const runOf = (config: number): RunResult => {
+    const f = fromRoot('scenarios', 'membw-placement.yaml');
+    const spec = loadScenario(f).runs[config]!;
+    spec.scenario.duration = 3_000_000;
+    spec.scenario.sample = { interval: 1_000_000 };
+    return runScenario(spec, { file: f });
+  };
+
+  it('eight streaming threads pinned to one node saturate it and run slower than spread with interleave', () => {
+    const pinned = runOf(0);
+    const interleaved = runOf(1);
+    expect(pinned.run.id).toBe('000-workload=bandwidth,placement=pinned');
+    expect(interleaved.run.id).toBe('001-workload=bandwidth,placement=interleave');
+    // pinned: node 0 at its bandwidth, node 1 idle; interleaved: both busy, neither saturated
+    expect(pinned.final['node0.membw_util_mean']).toBeGreaterThan(0.9);
+    expect(pinned.final['node1.membw_util_mean']).toBe(0);
+    for (const n of [0, 1]) {
+      expect(interleaved.final[`node${n}.membw_util_mean`]).toBeGreaterThan(0.3);
+      expect(interleaved.final[`node${n}.membw_util_mean`]).toBeLessThan(0.9);
+    }
+    expect(interleaved.final.throughput_per_s! / pinned.final.throughput_per_s!).toBeGreaterThan(1.1);
+    // the latency the pinned threads saw: the node is at its wall
+    expect(Math.max(...pinned.series.metrics['node0.membw_latency_x']!)).toBeGreaterThan(2);
+  }, 60_000);
+
+  it('one random reader runs faster pinned than interleaved: its misses are local, and bandwidth is not its limit', () => {
+    const pinned = runOf(3);
+    const interleaved = runOf(4);
+    expect(pinned.run.id).toBe('003-workload=latency,placement=pinned');
+    expect(interleaved.run.id).toBe('004-workload=latency,placement=interleave');
+    expect(pinned.final.throughput_per_s!).toBeGreaterThan(interleaved.final.throughput_per_s! * 1.2);
+    expect(pinned.final.access_ns_mean!).toBeLessThan(interleaved.final.access_ns_mean!);
+    expect(interleaved.final.remote_access_ratio).toBeCloseTo(0.5, 1);
+    for (const r of [pinned, interleaved]) expect(r.final['node0.membw_util_mean']).toBeLessThan(0.05);
+  }, 60_000);
 });
