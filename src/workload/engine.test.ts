@@ -16,6 +16,7 @@ import { Kernel } from '../kernel/kernel.ts';
 import { CostProfile } from '../sim/cost_profile.ts';
 import { fromRoot } from '../util/paths.ts';
 import type { RunResult } from '../scenario/result.ts';
+import { simulatedCopy } from './stream_copy.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'memtwin-membw-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -95,31 +96,6 @@ processes:
     );
   }, 120_000);
 });
-
-/** STREAM-counted copy bandwidth (2 x bytes copied per second) of `threads` threads, after the first millisecond. */
-function simulatedCopy(threads: number): number {
-  const r = run(`name: stream-copy
-host: this-machine
-duration: 4ms
-sample: { interval: 1ms }
-processes:
-  - name: stream
-    mappings:
-      - { name: a, size: 512M, madvise: [MADV_HUGEPAGE], populate: true }
-      - { name: b, size: 512M, madvise: [MADV_HUGEPAGE], populate: true }
-    threads:
-      - name: t
-        cpu: 0
-        count: ${threads}
-        workload: { pattern: copy, mapping: a, to: b, slice: true }
-`);
-  // Each access moves one 64-byte element: a load from a, or a store to b.
-  const perSample = r.series.t_ns.map((_, i) =>
-    r.threads.reduce((a, t) => a + r.series.metrics[`throughput.${t.process}/${t.thread}`]![i]!, 0),
-  );
-  const steady = perSample.slice(2); // samples at 2, 3 and 4 ms: the intervals after the first
-  return (64 * steady.reduce((a, b) => a + b, 0)) / steady.length;
-}
 
 describe('STREAM copy', () => {
   const costs = CostProfile.load(fromRoot('profiles', 'default.json'));
