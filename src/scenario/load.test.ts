@@ -173,6 +173,13 @@ describe('every error names its place and the allowed forms', () => {
     expect(refusal(w('{ pattern: copy, mapping: heap, to: heap }')).message).toMatch(
       /workload\.to: a copy of "heap" onto itself: expected another mapping$/,
     );
+    const twoMaps = BASE.replace(/( *)- \{ name: heap, size: 16M(.*)\n/, '$1- { name: heap, size: 16M$2\n$1- { name: small, size: 8M }\n');
+    expect(
+      refusal(twoMaps.replace('{ pattern: uniform, mapping: heap, read_ratio: 0.7 }', '{ pattern: copy, mapping: heap, to: small }'))
+        .message,
+    ).toMatch(
+      /workload\.to: "small" is 8388608 bytes, smaller than the region copied \(offset \+ length = 16777216 bytes\): expected a mapping of at least 16777216 bytes$/,
+    );
     expect(refusal(w('{ pattern: uniform, mapping: heap, to: heap }')).message).toMatch(
       /workload\.to: `to` is for the copy pattern: expected no `to` here$/,
     );

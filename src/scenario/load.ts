@@ -359,6 +359,12 @@ function checkWorkload(
     const off = ph.offset ?? 0;
     if (off >= size) throw err([...pat, 'offset'], `offset ${off} is not inside the mapping (${size} bytes): expected 0 to ${size - 1}`);
     const len = Math.min(ph.length ?? size - off, size - off);
+    const toSize = ph.pattern === 'copy' ? sizeOf(ph.to!)! : Infinity;
+    if (toSize < off + len)
+      throw err(
+        [...pat, 'to'],
+        `${quote(ph.to)} is ${toSize} bytes, smaller than the region copied (offset + length = ${off + len} bytes): expected a mapping of at least ${off + len} bytes`,
+      );
     // patterns.ts's Zipf ranks pages below 2^26.
     if (ph.pattern === 'zipf' && len / PAGE_SIZE >= 2 ** 26)
       throw err([...pat, ph.length !== undefined ? 'length' : 'mapping'], `a zipf region of ${len} bytes: expected at most 256G`);
