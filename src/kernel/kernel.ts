@@ -28,6 +28,7 @@ import { HugetlbHgm } from './hugetlb_hgm.ts';
 import { doMmap, sysMunmap, sysMprotect } from './mmap.ts';
 import { sysMadvise, sysProcessMadvise } from './madvise.ts';
 import { userAccess, type AccessResult } from './memory.ts';
+import { Scheduler } from './sched/core.ts';
 
 /** Where mmap's top-down search starts (mm->mmap_base without ASLR). */
 export const MMAP_BASE = 0x7f0000000000;
@@ -177,6 +178,52 @@ export class Kernel {
   accountAlloc(pfn: number, preferredNid: number, pages: number, localNid = preferredNid): void {
     this.vmstat.numaAlloc(this.phys.nodeOfPfn(pfn), preferredNid, localNid, pages);
     this.vmstat.events.pgalloc_normal += pages;
+  }
+
+  // --- CPUs -----------------------------------------------------------------
+
+  /**
+   * The scheduler: CPUs shared by tasks. Scenario runs have one; op-scripts
+   * do not (one op at a time, charged to the clock), and then a thread runs
+   * on its `cpu` alone.
+   */
+  sched: Scheduler | null = null;
+
+  /** Give this host's CPUs a scheduler (a scenario run). */
+  enableScheduler(): Scheduler {
+    this.sched ??= new Scheduler(this.events, this.clock, { cpuNode: this.host.cpuNode });
+    return this.sched;
+  }
+
+  /**
+   * migrate_task_to: put a thread on `cpu` (NUMA balancing's placement,
+   * memsched). False when its affinity mask does not allow that CPU.
+   */
+  moveTask(t: Thread, cpu: number): boolean {
+    if (!t.se || !this.sched) {
+      t.cpu = cpu;
+      return true;
+    }
+    if (!t.se.allowed.includes(cpu)) return false;
+    this.sched.moveTo(t.se, cpu);
+    t.cpu = cpu;
+    return true;
+  }
+
+  /** The CPUs a thread may run on (its affinity mask; every CPU without a scheduler). */
+  allowedCpus(t: Thread): readonly number[] {
+    return t.se ? t.se.allowed : [...this.host.cpuNode.keys()];
+  }
+
+  /** sched_setaffinity: the thread may run only on `cpus` from now on (-EINVAL if none exists). */
+  setAffinity(t: Thread, cpus: readonly number[]): number {
+    const ok = cpus.filter((c) => this.host.cpuNode.has(c));
+    if (!ok.length) return -22;
+    if (t.se && this.sched) {
+      this.sched.setAffinity(t.se, ok);
+      t.cpu = t.se.cpu;
+    } else if (!ok.includes(t.cpu)) t.cpu = ok[0]!;
+    return 0;
   }
 
   /** Free user pages (anon or shmem) to the buddy allocator. */

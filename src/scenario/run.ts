@@ -6,7 +6,7 @@
 import { Kernel } from '../kernel/kernel.ts';
 import { CostProfile } from '../sim/cost_profile.ts';
 import { flags as flagValue } from '../opscript/values.ts';
-import { MADV, MPOL, PAGE_SIZE, PMD_SIZE, errnoName, neg } from '../kernel/uapi.ts';
+import { MADV, MPOL, PAGE_SIZE, PMD_SIZE, errnoName } from '../kernel/uapi.ts';
 import { sysMbind, sysMigratePages, sysSetMempolicy } from '../kernel/mempolicy.ts';
 import { UnmodelledError } from '../kernel/madvise.ts';
 import { HugeLeaf } from '../kernel/mm_types.ts';
@@ -14,7 +14,7 @@ import { NUMA_MEM, taskFaultsIdx } from '../kernel/numa_balancing.ts';
 import { PG } from '../kernel/page.ts';
 import { populateRange } from '../kernel/mmap.ts';
 import { AccessModel } from '../workload/access_model.ts';
-import { WAIT, WorkloadThread, streamFor, type PhaseRuntime } from '../workload/engine.ts';
+import { WorkloadThread, streamFor, type PhaseRuntime } from '../workload/engine.ts';
 import { Uhugepaged } from '../agents/uhugepaged.ts';
 import { SimAgentSys, type HeatMap } from '../agents/sim_sys.ts';
 import type { YamlPath } from '../util/yaml_input.ts';
@@ -60,6 +60,8 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   const host = hostOf(s, opts.file);
   const costs = s.profile ? CostProfile.load(s.profile) : CostProfile.default();
   const k = new Kernel({ host, costs, seed: s.seed });
+  // Threads, kernel threads and the VMM's threads share the host's CPUs.
+  k.enableScheduler();
   const model = new AccessModel(costs);
   for (const [path, value] of Object.entries(s.kernel)) {
     const r = k.sysfs.write(path, String(value));
@@ -121,14 +123,12 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
       const tpath: YamlPath = ['processes', pi, 'threads', ti];
       for (let r = 0; r < t.count; r++) {
         const name = t.count > 1 ? `${t.name}-${r}` : t.name;
-        const kt = r === 0 && t === ps.threads[0] ? p.mainThread : k.createThread(p, t.cpu + r);
-        if (typeof kt === 'number') return fail([...tpath, 'cpu'], `no CPU ${t.cpu + r}`);
-        if (kt === p.mainThread) kt.cpu = t.cpu + r;
-        if (t.memsched_group !== undefined) {
-          const e = k.memsched.tbind(kt, t.memsched_group);
-          if (e < 0)
-            fail([...tpath, 'memsched_group'], `ms_tbind failed with ${errnoName(e)} (is /sys/kernel/memtwin/features/memsched 1?)`);
-        }
+        // Pinned to cpu+r, or allowed on the set `cpus` (placed by fork balancing when the threads start).
+        const pinned = t.cpu !== undefined ? t.cpu + r : undefined;
+        const mask = pinned !== undefined ? [pinned] : t.cpus!;
+        const kt = r === 0 && t === ps.threads[0] ? p.mainThread : k.createThread(p, mask[0]!);
+        if (typeof kt === 'number') return fail([...tpath, pinned !== undefined ? 'cpu' : 'cpus'], `no CPU ${mask[0]}`);
+        if (kt === p.mainThread) kt.cpu = mask[0]!;
         if (t.mempolicy) {
           const e = sysSetMempolicy(k, kt, policyMode(t.mempolicy), t.mempolicy.nodes);
           if (e < 0) fail([...tpath, 'mempolicy'], `set_mempolicy failed with ${errnoName(e)}`);
@@ -148,6 +148,12 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
         });
         const touch = writtenMarker(maps);
         const wt = new WorkloadThread(k, p, kt, `${ps.name}/${name}`, phases, model, () => rng.float(), touch, threads.length);
+        wt.attach(mask, { cpu: pinned, sleeping: true });
+        if (t.memsched_group !== undefined) {
+          const e = k.memsched.tbind(kt, t.memsched_group);
+          if (e < 0)
+            fail([...tpath, 'memsched_group'], `ms_tbind failed with ${errnoName(e)} (is /sys/kernel/memtwin/features/memsched 1?)`);
+        }
         threads.push(wt);
         threadPaths.set(wt, tpath);
       }
@@ -176,22 +182,10 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
 
   // The sampler is scheduled first, so its sample at t0 is the baseline before any access.
   const series = sampler(k, s, procs, threads, agents, t0, end, opts.progress, vms);
+  // The threads start together; from then on the scheduler runs each on a CPU of its mask (kernel/sched).
   for (const wt of threads) {
-    // One step scheduled at a time; a thread that answered WAIT is scheduled again by wt.wake.
-    let scheduled = false;
-    // Thread time is fractional (costs summed within a step): the next step runs at the nearest whole ns.
-    const next = (t: number): void => {
-      if (scheduled || t >= end) return;
-      scheduled = true;
-      k.events.schedule(Math.round(t), wt.name, tick);
-    };
-    const tick = (): void => {
-      scheduled = false;
-      const used = wt.step(end);
-      if (used !== Infinity && used !== WAIT) next(k.clock.now() + used);
-    };
-    wt.wake = next;
-    next(t0);
+    wt.until = end;
+    wt.wake!(t0);
   }
   // A vCPU blocked in a userfault (postcopy) runs again when the kernel wakes it.
   k.uffd.wakeListeners.push((t) => threads.find((wt) => wt.thread === t)?.userfaultWoken());
@@ -305,6 +299,8 @@ function startGuestWorkloads(
         threads.length,
       );
       wt.guest = { pageSize: w.guest_page_size === '4K' ? PAGE_SIZE : PMD_SIZE, ept: (va, pfn, write) => rt.vm.eptAccess(va, pfn, write) };
+      // The vCPU thread runs on the host CPU its VM pins it to.
+      wt.attach([vcpu.thread.cpu], { cpu: vcpu.thread.cpu, sleeping: true });
       threads.push(wt);
       paths.set(wt, ['vms', rt.vi, 'workloads', wi]);
       rt.guestThreads.push({ wt, vcpu: w.vcpu + r, node: w.guest_node });
@@ -475,9 +471,7 @@ function scheduleEvents(
             return sysSetMempolicy(k, target.p.mainThread, policyMode(ev.policy!), ev.policy!.nodes);
           case 'sched_setaffinity':
             // A mask of one CPU: the thread runs there from now on (EINVAL: no such CPU).
-            if (!k.host.cpuNode.has(ev.cpu!)) return neg('EINVAL');
-            wt!.thread.cpu = ev.cpu!;
-            return 0;
+            return k.setAffinity(wt!.thread, [ev.cpu!]);
         }
       });
       log.push({

@@ -826,6 +826,7 @@ function destinationKernel(k: Kernel, s: Scenario, d: NonNullable<VmEventSpec['d
     throw rep.at.error([...path, 'host'], `cannot load host: ${(e as Error).message}`);
   }
   const dk = new Kernel({ host, costs: k.costs, seed: s.seed + 1, sameTimeAs: k });
+  if (k.sched) dk.enableScheduler();
   for (const [knob, value] of Object.entries(s.kernel)) {
     const r = dk.sysfs.write(knob, String(value));
     if (r < 0) throw rep.at.error(['kernel', knob], `the destination kernel rejects ${JSON.stringify(value)} (${errnoName(r)})`);

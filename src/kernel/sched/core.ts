@@ -58,6 +58,8 @@ export class SchedTask implements FairEntity {
   waitNs = 0;
   nrMigrations = 0;
   nrSwitches = 0;
+  /** A CPU it is to move to when its running quantum ends (migrate_task_to on a running task). */
+  moveTo: number | undefined;
   wakeTimer: EventHandle | null = null;
 
   constructor(
@@ -216,6 +218,18 @@ export class Scheduler {
     // A running task moves when its quantum ends (dispatch sees it is not allowed there).
   }
 
+  /**
+   * migrate_task_to: put the task on `cpu` (which its mask allows): a
+   * waiting task moves now, a running one when its quantum ends, a sleeping
+   * one wakes there.
+   */
+  moveTo(t: SchedTask, cpu: number): void {
+    if (!t.allowed.includes(cpu) || t.state === 'dead') return;
+    if (t.state !== 'queued') t.cpu = cpu;
+    else if (this.rq(t.cpu).curr === t) t.moveTo = cpu;
+    else this.migrate(t, cpu);
+  }
+
   /** The task stops for good (exit, or a thread the run stops on a signal). */
   kill(t: SchedTask): void {
     t.wakeTimer?.cancel();
@@ -259,10 +273,12 @@ export class Scheduler {
     rq.dispatch = null;
     const now = this.clock.now();
     let prev = rq.curr;
-    // A running task no longer allowed here (sched_setaffinity) goes elsewhere now that it is off the CPU.
-    if (prev && prev.state === 'queued' && !prev.allowed.includes(rq.cpu)) {
+    // A running task moved elsewhere (migrate_task_to), or no longer allowed here (sched_setaffinity), goes now that it is off the CPU.
+    if (prev && prev.state === 'queued' && (prev.moveTo !== undefined || !prev.allowed.includes(rq.cpu))) {
+      const to = prev.moveTo !== undefined && prev.allowed.includes(prev.moveTo) ? prev.moveTo : selectTaskRq(this, prev);
+      prev.moveTo = undefined;
       rq.curr = null;
-      this.migrate(prev, selectTaskRq(this, prev));
+      this.migrate(prev, to);
       prev = null;
     }
     if (now >= this.nextNohzBalance && rq.cfs.nr > 1) nohzIdleBalance(this, now);
