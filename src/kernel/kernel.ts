@@ -45,6 +45,15 @@ export interface KernelOptions {
   sameTimeAs?: Kernel;
 }
 
+/** Where CPU time a task spends runs: its name, the CPUs it may use (null: any), its nice value. */
+export interface CpuWork {
+  name: string;
+  cpus?: readonly number[] | null;
+  nice?: number;
+  /** When the CPU has done the work. */
+  onDone?: (at: number) => void;
+}
+
 export class Kernel {
   readonly host: Host;
   readonly costs: CostProfile;
@@ -243,16 +252,31 @@ export class Kernel {
   /**
    * Run `f` as a task of its own (a kernel thread, an agent, a tool making
    * a syscall): what it charges goes to `time`, not to the clock or to the
-   * task that was running.
+   * task that was running. With `on`, and a scheduler, that CPU time is
+   * then spent on a CPU `on` allows, competing with whatever runs there
+   * (the work's effects have happened already, as a workload step's do).
    */
-  runAsTask<T>(time: { ns: number }, f: () => T): T {
+  runAsTask<T>(time: { ns: number }, f: () => T, on?: CpuWork): T {
     const saved = this.taskTime;
+    const before = time.ns;
     this.taskTime = time;
     try {
       return f();
     } finally {
       this.taskTime = saved;
+      if (on) this.spend(on, time.ns - before);
     }
+  }
+
+  /**
+   * `ns` of CPU time spent by a kernel thread, a tool or a VMM thread: a
+   * work item on the scheduler (nothing without one: op-scripts charge the
+   * clock instead). `onDone` is called when the CPU has done it (at once
+   * without a scheduler).
+   */
+  spend(on: CpuWork, ns: number): void {
+    if (this.sched && ns > 0) this.sched.work(on.name, ns, { allowed: on.cpus, nice: on.nice, onDone: on.onDone });
+    else on.onDone?.(this.clock.now() + Math.round(Math.max(0, ns)));
   }
 
   /** Charge simulated time for work done by the calling thread. */

@@ -443,8 +443,10 @@ function scheduleEvents(
     k.events.schedule(t0 + ev.at, `event ${ev.op}`, () => {
       const ctx = { ns: 0 };
       const moved0 = k.vmstat.events.pgmigrate_success;
-      // The call runs as the tool's task: its kernel time is the tool's, not a workload thread's.
-      const ret = k.runAsTask(ctx, (): number => {
+      // The call runs as the tool's task: its kernel time is the tool's, not a workload thread's, on any CPU.
+      const ret = k.runAsTask(
+        ctx,
+        (): number => {
         switch (ev.op) {
           case 'migrate_pages':
             return sysMigratePages(k, target.p, target.p, ev.old_nodes!, ev.new_nodes!);
@@ -473,7 +475,9 @@ function scheduleEvents(
             // A mask of one CPU: the thread runs there from now on (EINVAL: no such CPU).
             return k.setAffinity(wt!.thread, [ev.cpu!]);
         }
-      });
+        },
+        { name: `tool ${ev.op}` },
+      );
       log.push({
         at_ns: ev.at,
         op: ev.op,
