@@ -293,6 +293,8 @@ function threadTable(threads: ThreadResult[]): string {
     { html: 'throughput', num: true },
     { html: 'huge %', num: true },
     { html: 'stall time', num: true },
+    { html: 'CPU time', num: true },
+    { html: 'run delay', num: true },
   ];
   const row = (t: Omit<ThreadResult, 'process' | 'thread' | 'cpu' | 'node'>, first: Cell[]): Cell[] => [
     ...first,
@@ -307,6 +309,8 @@ function threadTable(threads: ThreadResult[]): string {
     num(formatValue(t.throughput, 'rate'), `${t.throughput} accesses/s`),
     num(formatValue(t.huge_access_ratio, 'ratio')),
     num(formatValue(t.stall_ns, 'ns'), `${t.stalls} stalls, ${t.stall_ns} ns`),
+    num(formatValue(t.cpu_ns, 'ns'), `${t.cpu_ns} ns on a CPU, ${t.nr_migrations} moves between CPUs`),
+    num(formatValue(t.run_delay_ns, 'ns'), `${t.run_delay_ns} ns runnable, waiting for a CPU`),
   ];
   const rows = threads.map((t) => row(t, [txt(t.process), txt(t.thread), num(String(t.cpu)), num(String(t.node))]));
   if (threads.length > 1) {
@@ -328,6 +332,9 @@ function threadTable(threads: ThreadResult[]): string {
         ),
       stall_ns: sum((t) => t.stall_ns),
       stalls: sum((t) => t.stalls),
+      cpu_ns: sum((t) => t.cpu_ns),
+      run_delay_ns: sum((t) => t.run_delay_ns),
+      nr_migrations: sum((t) => t.nr_migrations),
       remote_access_ratio:
         sum((t) => t.remote_accesses) /
         Math.max(
@@ -483,6 +490,14 @@ function runCharts(r: RunResult): string {
     unit: 'ns',
     ...named(s, [['stall_ns', 'stall time']]),
   });
+  if (s.metrics['cpu_util'])
+    plans.push({
+      title: 'CPU use',
+      caption:
+        'Busy share of the host’s CPUs in each interval (workload threads, vCPUs, kernel threads, tools, QEMU’s threads). Each thread’s CPU time and run delay (runnable, waiting for a CPU) are in the threads table.',
+      unit: 'ratio',
+      ...named(s, [['cpu_util', 'CPU busy share']]),
+    });
 
   const vmKeys = keys.filter((k) => k === 'host.free_bytes' || /^vm\..*_bytes$/.test(k));
   if (vmKeys.length)

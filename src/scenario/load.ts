@@ -59,7 +59,11 @@ function setPath(obj: unknown, path: (string | number)[], value: unknown, bad: (
     if (next === undefined || next === null || typeof next !== 'object') cur[k] = typeof path[i + 1] === 'number' ? [] : {};
     cur = cur[k] as Record<string | number, unknown>;
   }
-  cur[path[path.length - 1]!] = value;
+  const last = path[path.length - 1]!;
+  // null removes the field (no scenario field takes null): a configuration can unset what the base sets,
+  // such as a thread's cpus where it pins the thread with cpu instead.
+  if (value === null && !Array.isArray(cur)) delete cur[last];
+  else cur[last] = value;
 }
 
 /** Whether a value set at `set` contains the place `p`. */

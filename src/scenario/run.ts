@@ -447,34 +447,34 @@ function scheduleEvents(
       const ret = k.runAsTask(
         ctx,
         (): number => {
-        switch (ev.op) {
-          case 'migrate_pages':
-            return sysMigratePages(k, target.p, target.p, ev.old_nodes!, ev.new_nodes!);
-          case 'mbind':
-            return sysMbind(
-              k,
-              target.p.mainThread,
-              m!.base,
-              m!.len,
-              policyMode(ev.policy!),
-              ev.policy!.nodes,
-              ev.flags.reduce((f, x) => f | MPOL[x], 0),
-            );
-          case 'madvise':
-            return unmodelled(
-              () => k.madvise(target.p, m!.base, m!.len, MADV[ev.advice!]),
-              (msg) => {
-                throw rep.at.error(['events', idx, 'advice'], msg);
-              },
-            );
-          case 'ms_move':
-            return k.memsched.move(ev.group!, ev.node!);
-          case 'set_mempolicy':
-            return sysSetMempolicy(k, target.p.mainThread, policyMode(ev.policy!), ev.policy!.nodes);
-          case 'sched_setaffinity':
-            // A mask of one CPU: the thread runs there from now on (EINVAL: no such CPU).
-            return k.setAffinity(wt!.thread, [ev.cpu!]);
-        }
+          switch (ev.op) {
+            case 'migrate_pages':
+              return sysMigratePages(k, target.p, target.p, ev.old_nodes!, ev.new_nodes!);
+            case 'mbind':
+              return sysMbind(
+                k,
+                target.p.mainThread,
+                m!.base,
+                m!.len,
+                policyMode(ev.policy!),
+                ev.policy!.nodes,
+                ev.flags.reduce((f, x) => f | MPOL[x], 0),
+              );
+            case 'madvise':
+              return unmodelled(
+                () => k.madvise(target.p, m!.base, m!.len, MADV[ev.advice!]),
+                (msg) => {
+                  throw rep.at.error(['events', idx, 'advice'], msg);
+                },
+              );
+            case 'ms_move':
+              return k.memsched.move(ev.group!, ev.node!);
+            case 'set_mempolicy':
+              return sysSetMempolicy(k, target.p.mainThread, policyMode(ev.policy!), ev.policy!.nodes);
+            case 'sched_setaffinity':
+              // A mask of one CPU: the thread runs there from now on (EINVAL: no such CPU).
+              return k.setAffinity(wt!.thread, [ev.cpu!]);
+          }
         },
         { name: `tool ${ev.op}` },
       );
@@ -547,6 +547,8 @@ function sampler(
   let lastHuge = 0;
   let lastAll = 0;
   let lastStall = 0;
+  let lastBusy = 0;
+  let lastDelay = 0;
   let lastAccessNs = 0;
   const nodes = k.nrNodes;
   let lastLocal = new Array<number>(nodes).fill(0);
@@ -601,6 +603,11 @@ function sampler(
     col('access_ns_mean').push(all > lastAll ? Math.round(((accessNs - lastAccessNs) / (all - lastAll)) * 10) / 10 : 0);
     col('stall_ns').push(Math.round(stall - lastStall));
     [lastAll, lastHuge, lastStall, lastAccessNs] = [all, huge, stall, accessNs];
+    const busy = cpuBusyNs(k);
+    const delay = threads.reduce((a, t) => a + (t.thread.se?.waitNs ?? 0), 0);
+    col('cpu_util').push(now > lastT ? Math.round(((busy - lastBusy) / ((now - lastT) * k.host.cpuNode.size)) * 1e4) / 1e4 : 0);
+    col('run_delay_ns').push(delay - lastDelay);
+    [lastBusy, lastDelay] = [busy, delay];
     col('khugepaged_cpu_ns').push(Math.round(k.khugepaged.stats.cpuNs));
     col('thp_collapse_alloc').push(ev.thp_collapse_alloc);
     if (agents.length) col('agent_cpu_ns').push(Math.round(agents.reduce((a, x) => a + x.sys.cpuNs(), 0)));
@@ -668,6 +675,8 @@ function finalMetrics(
     huge_access_ratio: acc ? Math.round((threads.reduce((a, t) => a + t.hugeAccesses, 0) / acc) * 1e4) / 1e4 : 0,
     time_to_huge90_ns: timeToHuge90(series),
     stall_ns_total: Math.round(threads.reduce((a, t) => a + t.stallNs, 0)),
+    cpu_util_mean: Math.round((cpuBusyNs(k) / (s.duration * k.host.cpuNode.size)) * 1e4) / 1e4,
+    run_delay_ns_total: threads.reduce((a, t) => a + (t.thread.se?.waitNs ?? 0), 0),
     stalls: threads.reduce((a, t) => a + t.stalls, 0),
     thp_collapse_alloc: ev.thp_collapse_alloc,
     thp_collapse_alloc_failed: ev.thp_collapse_alloc_failed,
@@ -679,8 +688,15 @@ function finalMetrics(
           agent_collapses: agents.reduce((a, x) => a + x.agent.stats.collapses, 0),
         }
       : {}),
-    ...perProcessRemote(threads),
+    ...perProcess(threads, s.duration),
   };
+}
+
+/** CPU time run on the host's CPUs so far, by every task of its scheduler. */
+function cpuBusyNs(k: Kernel): number {
+  let ns = 0;
+  if (k.sched) for (const rq of k.sched.rqs.values()) ns += rq.busyNs;
+  return ns;
 }
 
 /**
@@ -693,8 +709,11 @@ function timeToHuge90(series: SeriesData): number {
   return i < 0 ? -1 : series.t_ns[i]!;
 }
 
-/** process.<name>.remote_access_ratio: the share of a process's accesses that went to another node. */
-function perProcessRemote(threads: WorkloadThread[]): Record<string, number> {
+/**
+ * Per process: process.<name>.remote_access_ratio, the share of its accesses that went to another
+ * node, and process.<name>.throughput_per_s, its threads' accesses per second of the run.
+ */
+function perProcess(threads: WorkloadThread[], durationNs: number): Record<string, number> {
   const by = new Map<string, { acc: number; remote: number }>();
   for (const t of threads) {
     const name = t.process.name;
@@ -704,7 +723,10 @@ function perProcessRemote(threads: WorkloadThread[]): Record<string, number> {
     by.set(name, e);
   }
   const out: Record<string, number> = {};
-  for (const [name, e] of by) out[`process.${name}.remote_access_ratio`] = e.acc ? Math.round((e.remote / e.acc) * 1e4) / 1e4 : 0;
+  for (const [name, e] of by) {
+    out[`process.${name}.remote_access_ratio`] = e.acc ? Math.round((e.remote / e.acc) * 1e4) / 1e4 : 0;
+    out[`process.${name}.throughput_per_s`] = Math.round(e.acc / (durationNs / 1e9));
+  }
   return out;
 }
 
@@ -727,6 +749,9 @@ function threadResult(wt: WorkloadThread, durationNs: number): ThreadResult {
     huge_access_ratio: wt.accesses ? Math.round((wt.hugeAccesses / wt.accesses) * 1e4) / 1e4 : 0,
     stall_ns: Math.round(wt.stallNs),
     stalls: wt.stalls,
+    cpu_ns: wt.thread.se?.sumExecNs ?? 0,
+    run_delay_ns: wt.thread.se?.waitNs ?? 0,
+    nr_migrations: wt.thread.se?.nrMigrations ?? 0,
     ...(wt.stopped ? { stopped: wt.stopped } : {}),
     ...numaResult(wt),
   };

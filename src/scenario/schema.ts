@@ -283,7 +283,10 @@ const sweepPath = z
   );
 
 /** One value put at one place in the scenario (a sweep configuration's `set`, or `smoke`). */
-const setSchema = z.strictObject({ path: sweepPath, value: z.unknown() });
+const setSchema = z.strictObject({
+  path: sweepPath,
+  value: z.unknown().describe("the value put there; null removes the field (e.g. a thread's cpus, where a configuration pins it with cpu)"),
+});
 
 export const sweepSchema = withForm(
   z.union([
