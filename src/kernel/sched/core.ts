@@ -18,7 +18,7 @@
 import type { EventHandle, EventQueue } from '../../sim/event_queue.ts';
 import type { VirtualClock } from '../../sim/clock.ts';
 import { CfsRq, TICK_NSEC, baseSliceNs, niceToWeight, type FairEntity } from './fair.ts';
-import { newidleBalance, nohzIdleBalance, selectTaskRq, forkCpu } from './balance.ts';
+import { forkCpu, newidleBalance, nohzIdleBalance, periodicBalance, selectTaskRq } from './balance.ts';
 
 /** The longest a task runs before its CPU decides again: the workload engine's step. */
 export const SCHED_QUANTUM_NS = 100_000;
@@ -88,6 +88,9 @@ export class Rq {
   reschedAt = Infinity;
   /** Total busy time. */
   busyNs = 0;
+  /** When this CPU next balances its node's CPUs (MC domain) and the nodes (NUMA domain). */
+  nextBalanceMc = 0;
+  nextBalanceNuma = 0;
 
   constructor(
     readonly cpu: number,
@@ -282,6 +285,7 @@ export class Scheduler {
       prev = null;
     }
     if (now >= this.nextNohzBalance && rq.cfs.nr > 1) nohzIdleBalance(this, now);
+    if (now >= rq.nextBalanceMc || now >= rq.nextBalanceNuma) periodicBalance(this, rq, now);
     // The running task keeps the CPU until the tick after its slice is used up; then EEVDF picks (maybe it again).
     const keep = prev !== null && prev.state === 'queued' && now < rq.reschedAt;
     const next = keep ? prev : (rq.cfs.pick() as SchedTask | null);
