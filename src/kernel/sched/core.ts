@@ -86,8 +86,9 @@ export class Rq {
   sliceUsed = 0;
   /** Once the slice is used up: the tick that reschedules (scheduler_tick -> update_curr -> resched_curr). */
   reschedAt = Infinity;
-  /** Total busy time. */
+  /** Total busy time, counting the running quantum whole (it ends at quantumEnd). */
   busyNs = 0;
+  quantumEnd = 0;
   /** When this CPU next balances its node's CPUs (MC domain) and the nodes (NUMA domain). */
   nextBalanceMc = 0;
   nextBalanceNuma = 0;
@@ -313,6 +314,7 @@ export class Scheduler {
     if (out.next === 'run' && used === 0) used = 1; // a runnable task always moves time forward
     next.sumExecNs += used;
     rq.busyNs += used;
+    rq.quantumEnd = now + used;
     rq.sliceUsed += used;
     next.busyUntil = now + used;
     // Slice used up (its deadline passed): the next tick reschedules.
@@ -333,6 +335,14 @@ export class Scheduler {
     }
     // Decide again when the quantum ends (an empty queue then looks for work to pull: newidle balance).
     this.kick(rq, now + used);
+  }
+
+  /** CPU time run on all CPUs up to now (the part of a running quantum still to come left out). */
+  busyNsNow(): number {
+    const now = this.clock.now();
+    let ns = 0;
+    for (const rq of this.rqs.values()) ns += rq.busyNs - Math.max(0, rq.quantumEnd - now);
+    return ns;
   }
 
   /** Busy fraction of each CPU over `ns` of elapsed time. */
