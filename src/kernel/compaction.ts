@@ -194,7 +194,8 @@ export function compactForOrder(k: Kernel, nid: number, order: number, mode: 'di
     k.vmstat.count('compact_stall');
   }
   const r = compactZone(k, nid, order);
-  if (mode === 'kcompactd') chargeCompaction(k, nid, r);
+  // kcompactd's work, its copies stretched by the node's load, runs on its node's CPUs (the kthread is bound there, nice 0).
+  if (mode === 'kcompactd') k.spend({ name: `kcompactd${nid}`, cpus: k.host.nodes[nid]!.cpus }, chargeCompaction(k, nid, r));
   if (mode === 'direct') {
     chargeCompaction(k, nid, r);
     if (r.success) {
@@ -224,7 +225,7 @@ export function wakeupKcompactd(k: Kernel, nid: number, order: number): void {
   });
 }
 
-/** Charge a compaction run to the running task: its migrations are copies within node `nid` (chargeMem). */
-export function chargeCompaction(k: Kernel, nid: number, r: CompactResult): void {
-  k.chargeMem(r.ns, r.migrated * k.hot.copy4k, nid, nid, r.migrated * PAGE_SIZE);
+/** Charge a compaction run to the running task: its migrations are copies within node `nid` (chargeMem). Returns the time charged. */
+export function chargeCompaction(k: Kernel, nid: number, r: CompactResult): number {
+  return k.chargeMem(r.ns, r.migrated * k.hot.copy4k, nid, nid, r.migrated * PAGE_SIZE);
 }
