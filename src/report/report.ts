@@ -36,6 +36,7 @@ td.n,th.n{text-align:right;white-space:nowrap}
 td.raw{color:#7a808c;font-size:12px;text-align:right;font-family:ui-monospace,"DejaVu Sans Mono",monospace}
 tr.total td{font-weight:600;border-top:2px solid #c9ced8}
 table.wide{width:100%;font-size:12.5px}
+.scroll{overflow-x:auto}
 table.wide th,table.wide td{padding:4px 6px}
 table.wide th{vertical-align:bottom}
 .row{display:flex;gap:40px;flex-wrap:wrap;align-items:flex-start}
@@ -97,7 +98,9 @@ function table(head: Cell[], rows: Cell[][], cls = ''): string {
       return `<tr${rowCls}>${tds}</tr>`;
     })
     .join('\n');
-  return `<table${cls ? ` class="${cls}"` : ''}>\n<thead><tr>${th}</tr></thead>\n<tbody>\n${body}\n</tbody>\n</table>`;
+  const t = `<table${cls ? ` class="${cls}"` : ''}>\n<thead><tr>${th}</tr></thead>\n<tbody>\n${body}\n</tbody>\n</table>`;
+  // A wide table scrolls on its own rather than widening the page.
+  return cls === 'wide' ? `<div class="scroll">${t}</div>` : t;
 }
 
 const txt = (s: string): Cell => ({ html: esc(s) });

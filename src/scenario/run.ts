@@ -694,9 +694,7 @@ function finalMetrics(
 
 /** CPU time run on the host's CPUs so far, by every task of its scheduler. */
 function cpuBusyNs(k: Kernel): number {
-  let ns = 0;
-  if (k.sched) for (const rq of k.sched.rqs.values()) ns += rq.busyNs;
-  return ns;
+  return k.sched ? k.sched.busyNsNow() : 0;
 }
 
 /**

@@ -12,6 +12,12 @@
  *   CPUs that sit idle pull them, at most once per NUMA balance interval
  *   (the NUMA domain's min_interval: one ms per CPU it spans).
  *
+ * - Periodic balance (sched_balance_rq from sched_balance_domains): each CPU,
+ *   at its domains' intervals, evens out runnable tasks: within its node (the
+ *   MC domain) when the busiest CPU has two or more tasks more than it, and
+ *   across nodes (the NUMA domain) only while the busiest node has more
+ *   runnable tasks than CPUs.
+ *
  * Tasks that merely run (none waiting) are never moved across nodes to even
  * out the count: Linux allows that imbalance between NUMA nodes
  * (allow_numa_imbalance) and leaves placement by memory to NUMA balancing.
@@ -64,4 +70,63 @@ export function newidleBalance(s: Scheduler, rq: Rq): boolean {
 export function nohzIdleBalance(s: Scheduler, now: number): void {
   s.nextNohzBalance = now + s.cpus.length * 1_000_000;
   for (const rq of s.rqs.values()) if (rq.idle) newidleBalance(s, rq);
+}
+
+/** sd->busy_factor: a busy CPU balances its domains this many times less often than an idle one. */
+export const BUSY_FACTOR = 16;
+
+/**
+ * get_sd_balance_interval: a domain's min_interval is one ms per CPU it
+ * spans (sd_weight), times BUSY_FACTOR while the CPU is busy.
+ */
+function balanceInterval(span: number, busy: boolean): number {
+  return span * 1_000_000 * (busy ? BUSY_FACTOR : 1);
+}
+
+/** A waiting task of `src` that may run on `dst` (the lowest id: deterministic), if any. */
+function waitingFor(s: Scheduler, src: Rq, dst: Rq): SchedTask | null {
+  let best: SchedTask | null = null;
+  for (const t of src.waiting()) if (t.allowed.includes(dst.cpu) && t.busyUntil <= s.clock.now() && (!best || t.id < best.id)) best = t;
+  return best;
+}
+
+/** Pull one task to `dst` from the busiest CPU among `from` that has two or more tasks more than `dst`. */
+function pullFromBusiest(s: Scheduler, dst: Rq, from: Rq[]): boolean {
+  const busiest = [...from].sort((a, b) => load(b) - load(a) || a.cpu - b.cpu);
+  for (const src of busiest) {
+    // calculate_imbalance: half the difference in runnable tasks, one task at a time.
+    if (load(src) - load(dst) < 2) return false;
+    const t = waitingFor(s, src, dst);
+    if (t) {
+      s.migrate(t, dst.cpu);
+      return true;
+    }
+  }
+  return false;
+}
+
+/** Periodic load balance of `rq`'s domains that are due (called as the CPU schedules). */
+export function periodicBalance(s: Scheduler, rq: Rq, now: number): void {
+  const busy = rq.cfs.nr > 0;
+  if (now >= rq.nextBalanceMc) {
+    const node = [...s.rqs.values()].filter((o) => o.node === rq.node && o !== rq);
+    rq.nextBalanceMc = now + balanceInterval(node.length + 1, busy);
+    if (pullFromBusiest(s, rq, node)) return;
+  }
+  if (now >= rq.nextBalanceNuma) {
+    rq.nextBalanceNuma = now + balanceInterval(s.cpus.length, busy);
+    // The NUMA domain: the busiest other node, if it is overloaded and has two or more tasks more than this one.
+    const byNode = new Map<number, { nr: number; cpus: number; rqs: Rq[] }>();
+    for (const o of s.rqs.values()) {
+      const e = byNode.get(o.node) ?? { nr: 0, cpus: 0, rqs: [] };
+      e.nr += load(o);
+      e.cpus++;
+      e.rqs.push(o);
+      byNode.set(o.node, e);
+    }
+    const local = byNode.get(rq.node)!;
+    let busiest: { nr: number; cpus: number; rqs: Rq[] } | null = null;
+    for (const [n, e] of byNode) if (n !== rq.node && (!busiest || e.nr > busiest.nr)) busiest = e;
+    if (busiest && busiest.nr > busiest.cpus && busiest.nr - local.nr >= 2) pullFromBusiest(s, rq, busiest.rqs);
+  }
 }

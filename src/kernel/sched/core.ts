@@ -18,7 +18,7 @@
 import type { EventHandle, EventQueue } from '../../sim/event_queue.ts';
 import type { VirtualClock } from '../../sim/clock.ts';
 import { CfsRq, TICK_NSEC, baseSliceNs, niceToWeight, type FairEntity } from './fair.ts';
-import { newidleBalance, nohzIdleBalance, selectTaskRq, forkCpu } from './balance.ts';
+import { forkCpu, newidleBalance, nohzIdleBalance, periodicBalance, selectTaskRq } from './balance.ts';
 
 /** The longest a task runs before its CPU decides again: the workload engine's step. */
 export const SCHED_QUANTUM_NS = 100_000;
@@ -86,8 +86,12 @@ export class Rq {
   sliceUsed = 0;
   /** Once the slice is used up: the tick that reschedules (scheduler_tick -> update_curr -> resched_curr). */
   reschedAt = Infinity;
-  /** Total busy time. */
+  /** Total busy time, counting the running quantum whole (it ends at quantumEnd). */
   busyNs = 0;
+  quantumEnd = 0;
+  /** When this CPU next balances its node's CPUs (MC domain) and the nodes (NUMA domain). */
+  nextBalanceMc = 0;
+  nextBalanceNuma = 0;
 
   constructor(
     readonly cpu: number,
@@ -282,6 +286,7 @@ export class Scheduler {
       prev = null;
     }
     if (now >= this.nextNohzBalance && rq.cfs.nr > 1) nohzIdleBalance(this, now);
+    if (now >= rq.nextBalanceMc || now >= rq.nextBalanceNuma) periodicBalance(this, rq, now);
     // The running task keeps the CPU until the tick after its slice is used up; then EEVDF picks (maybe it again).
     const keep = prev !== null && prev.state === 'queued' && now < rq.reschedAt;
     const next = keep ? prev : (rq.cfs.pick() as SchedTask | null);
@@ -309,6 +314,7 @@ export class Scheduler {
     if (out.next === 'run' && used === 0) used = 1; // a runnable task always moves time forward
     next.sumExecNs += used;
     rq.busyNs += used;
+    rq.quantumEnd = now + used;
     rq.sliceUsed += used;
     next.busyUntil = now + used;
     // Slice used up (its deadline passed): the next tick reschedules.
@@ -329,6 +335,14 @@ export class Scheduler {
     }
     // Decide again when the quantum ends (an empty queue then looks for work to pull: newidle balance).
     this.kick(rq, now + used);
+  }
+
+  /** CPU time run on all CPUs up to now (the part of a running quantum still to come left out). */
+  busyNsNow(): number {
+    const now = this.clock.now();
+    let ns = 0;
+    for (const rq of this.rqs.values()) ns += rq.busyNs - Math.max(0, rq.quantumEnd - now);
+    return ns;
   }
 
   /** Busy fraction of each CPU over `ns` of elapsed time. */

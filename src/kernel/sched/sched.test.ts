@@ -103,6 +103,24 @@ describe('the scheduler (EEVDF, one queue per CPU)', () => {
     for (const t of tasks) expect(cpuTime(log, t.name)).toBeGreaterThan(150_000_000);
   });
 
+  it('evens out busy CPUs of a node (periodic balance): three tasks on one CPU and one on its neighbour end two and two', () => {
+    const { s, events } = machine();
+    const log: Ran[] = [];
+    const tasks: SchedTask[] = [];
+    // Sixteen tasks on eight CPUs, no CPU ever idle: only the periodic balance can move them.
+    const start = [0, 0, 0, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7];
+    start.forEach((cpu, i) => tasks.push(s.spawn(`t${i}`, spinner(log, `t${i}`), { cpu })));
+    events.runUntil(300_000_000);
+    expect([...s.rqs.values()].map((rq) => rq.cfs.nr)).toEqual([2, 2, 2, 2, 2, 2, 2, 2]);
+    // Once even, each task gets half a CPU: over the last 100 ms every task ran 50 ms, within two slices.
+    for (const t of tasks) {
+      const late = log.filter((r) => r.task === t.name && r.from >= 200_000_000).reduce((a, r) => a + r.to - r.from, 0);
+      expect(Math.abs(late - 50_000_000)).toBeLessThanOrEqual(2 * baseSliceNs(8));
+    }
+    // No move across nodes: both nodes had as many tasks as each other all along.
+    for (const t of tasks) expect(s.rq(t.cpu).node).toBe(start[tasks.indexOf(t)]! < 4 ? 0 : 1);
+  });
+
   it('moves a task when sched_setaffinity takes its CPU away', () => {
     const { s, events, clock } = machine();
     const log: Ran[] = [];
