@@ -279,18 +279,23 @@ export class WorkloadThread implements TaskClient {
     const factor = this.bwFactor;
     const reads = this.bwReads;
     const writes = this.bwWrites;
+    const random = stream.random;
     let dramShare = 0;
     let seqRead = 0;
     let seqWrite = 0;
+    let seqWalk = 0;
     if (bw) {
       dramShare = model.dramShare(ws, stream.random);
       const s = stream.random ? LINE : Math.min(stream.stride, PAGE_SIZE);
       seqRead = s * model.readNsPerByte;
       seqWrite = s * model.writeNsPerByte;
+      seqWalk = random ? 0 : model.seqWalkNs(PAGE_SIZE, stream.stride);
+      const distances = k.host.distances[this.node]!;
       for (let b = 0; b < k.nrNodes; b++) {
         this.bwMult[b] = bw.multiplier(this.node, b, now);
-        // An access's cost: the share that reaches DRAM waits for the node's (and the interconnect's) load.
-        factor[b] = 1 + dramShare * (this.bwMult[b]! - 1);
+        // An access's data cost scales with the SLIT distance, and the share that reaches DRAM waits for the
+        // node's (and the interconnect's) load: per memory node, both factors for the step.
+        factor[b] = (distances[b]! / 10) * (1 + dramShare * (this.bwMult[b]! - 1));
         reads[b] = 0;
         writes[b] = 0;
       }
@@ -389,18 +394,19 @@ export class WorkloadThread implements TaskClient {
         mix[2]! *= 0.999;
         mix[cls]! += 0.001;
         const frac = mix[cls]! / (mix[0]! + mix[1]! + mix[2]!);
-        const distance = k.host.distances[this.node]![pageNode]!;
         let cost: number;
         if (bw) {
           cost =
-            (stream.random ? dataNs : write ? seqWrite : seqRead) * (distance / 10) * factor[pageNode]! +
-            (stream.random ? (size === PAGE_SIZE ? model.tlb4kNs(ws * frac) : 0) : model.seqWalkNs(size || PAGE_SIZE, stream.stride));
+            (random ? dataNs : write ? seqWrite : seqRead) * factor[pageNode]! +
+            (random ? (size === PAGE_SIZE ? model.tlb4kNs(ws * frac) : 0) : size <= PAGE_SIZE ? seqWalk : 0);
           if (write) writes[pageNode]!++;
           else reads[pageNode]!++;
-        } else
-          cost = stream.random
+        } else {
+          const distance = k.host.distances[this.node]![pageNode]!;
+          cost = random
             ? dataNs * (distance / 10) + (size === PAGE_SIZE ? this.model.tlb4kNs(ws * frac) : 0)
             : this.model.sequentialNs(size || PAGE_SIZE, stream.stride, distance);
+        }
         this.accessNs += cost;
         spent += Math.max(cost + think, minGap);
         this.accesses++;
