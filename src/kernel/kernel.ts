@@ -309,7 +309,7 @@ export class Kernel {
    * clear bound on DRAM (what it costs on an idle machine) of `bytes` read
    * on node `readNode` (-1: nothing read, a clear) and written on node
    * `writeNode`. Without a bandwidth model this is charge(ns). With one, the
-   * bytes are registered (a store moves its line twice: read for ownership
+   * bytes are registered (a store moves its line storeTraffic times: twice with a read for ownership
    * and write-back) and the DRAM-bound part waits for the nodes' load.
    * `cpuNode` is where the copying task runs (default: the node written,
    * as for a migration into the migrating task's node): traffic to the
@@ -326,18 +326,20 @@ export class Kernel {
     const now = this.clock.now();
     const task = this.membwTask;
     const cached = task !== null && task.cpu === cpuNode;
-    // The DRAM time splits by traffic: a read moves its bytes once, a store twice.
-    const rNs = readNode >= 0 ? memNs / 3 : 0;
+    // The DRAM time splits by traffic: a read moves its bytes once, a store storeTraffic times (2 with a read for ownership).
+    const st = bw.storeTraffic;
+    const stored = Math.round(st * bytes);
+    const rNs = readNode >= 0 ? memNs / (1 + st) : 0;
     const wNs = memNs - rNs;
     const mr = readNode < 0 ? 1 : cached ? task.mult[readNode]! : bw.multiplier(cpuNode, readNode, now);
     const mw = cached ? task.mult[writeNode]! : bw.multiplier(cpuNode, writeNode, now);
     const total = ns + Math.round(rNs * (mr - 1) + wNs * (mw - 1));
     if (task) {
-      addFlowClass(task.classes, writeNode, 2 * bytes, wNs, wNs * mw);
+      addFlowClass(task.classes, writeNode, stored, wNs, wNs * mw);
       if (readNode >= 0) addFlowClass(task.classes, readNode, bytes, rNs, rNs * mr);
     } else {
       // A task of its own (a tool's syscall, kcompactd): its copies page after page are one flow.
-      const classes: FlowClass[] = [{ node: writeNode, bytes: 2 * bytes, memNs: wNs, seenNs: wNs * mw }];
+      const classes: FlowClass[] = [{ node: writeNode, bytes: stored, memNs: wNs, seenNs: wNs * mw }];
       if (readNode >= 0) classes.push({ node: readNode, bytes, memNs: rNs, seenNs: rNs * mr });
       bw.flow(now + Math.round(this.taskTime?.ns ?? 0), total, cpuNode, classes, true);
     }

@@ -8,6 +8,7 @@ import {
   MemBandwidth,
   WINDOW_NS,
   fitNodeCapacity,
+  fitStoreTraffic,
   latencyMultiplier,
   membwSpec,
   type FlowClass,
@@ -277,6 +278,39 @@ describe('fitNodeCapacity', () => {
   });
 });
 
+describe('fitStoreTraffic', () => {
+  // What k threads copying on a node of capacity C would measure (STREAM bytes), with s bytes of traffic per byte stored.
+  const copied = (k: number, b0: number, C: number, s: number): number => {
+    const t = (1 + s) / 2;
+    let lo = 0;
+    let hi = 1;
+    for (let i = 0; i < 100; i++) {
+      const u = (lo + hi) / 2;
+      if (u * latencyMultiplier(u) < (k * t * b0) / C) lo = u;
+      else hi = u;
+    }
+    return (lo * C) / t;
+  };
+
+  it('finds the store traffic that makes the curve give both measured copy bandwidths', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 100, max: 200 }), fc.integer({ min: 10, max: 40 }), (s100, b0) => {
+        const s = s100 / 100;
+        const C = 60 * GB;
+        const got = fitStoreTraffic(copied(1, b0 * GB, C, s), copied(2, b0 * GB, C, s), 2, C);
+        expect(Math.abs(got - s)).toBeLessThanOrEqual(0.011);
+      }),
+      { numRuns: 30 },
+    );
+  });
+
+  it('keeps to 1..2: copies that need less than one byte of traffic per byte stored get 1, more than two get 2', () => {
+    const C = 60 * GB;
+    expect(fitStoreTraffic(copied(1, 20 * GB, C, 0.7), copied(2, 20 * GB, C, 0.7), 2, C)).toBe(1);
+    expect(fitStoreTraffic(copied(1, 20 * GB, C, 2.5), copied(2, 20 * GB, C, 2.5), 2, C)).toBe(2);
+  });
+});
+
 describe('host files: node bandwidth and interconnect', () => {
   const dir = mkdtempSync(join(tmpdir(), 'memtwin-host-'));
   const host = (text: string): string => {
@@ -292,6 +326,7 @@ describe('host files: node bandwidth and interconnect', () => {
     coreCopy: 15 * GB,
     llcBytes: 32 << 20,
     interconnectShare: 0.3,
+    storeTraffic: 2,
   };
 
   it('parses rates: decimal GB/s as bandwidths are quoted, GiB/s binary', () => {
@@ -321,6 +356,7 @@ interconnect: [[0, 30GB/s], [25GB/s, 0]]
         [0, 30e9],
         [25e9, 0],
       ],
+      storeTraffic: 2,
     });
     const d = resolveHost('default');
     expect(membwSpec(d, params)).toEqual({
@@ -329,6 +365,7 @@ interconnect: [[0, 30GB/s], [25GB/s, 0]]
         [0, 15e9],
         [15e9, 0],
       ],
+      storeTraffic: 2,
     });
   });
 

@@ -143,10 +143,14 @@ export interface MemBwSpec {
   nodes: number[];
   /** interconnect[i][j]: bytes/s of the path for CPUs of node i to memory of node j (i != j; the diagonal is unused). */
   interconnect: number[][];
+  /** Bytes of DRAM traffic per byte stored (MemBwParams.storeTraffic); default 2. */
+  storeTraffic?: number;
 }
 
 export class MemBandwidth {
   readonly nrNodes: number;
+  /** Bytes of DRAM traffic per byte a store writes (see MemBwParams.storeTraffic). */
+  readonly storeTraffic: number;
   /** Capacity per resource, bytes/ns: nodes 0..n-1, then the path i->j at n + i*n + j. */
   private readonly cap: Float64Array;
   /** Smoothed multiplier per resource. */
@@ -171,6 +175,7 @@ export class MemBandwidth {
 
   constructor(readonly spec: MemBwSpec) {
     const n = (this.nrNodes = spec.nodes.length);
+    this.storeTraffic = spec.storeTraffic ?? TRAFFIC.write;
     const nr = n + n * n;
     this.cap = new Float64Array(nr);
     spec.nodes.forEach((c, i) => (this.cap[i] = c / 1e9));
@@ -485,6 +490,14 @@ export class MemBandwidth {
  *   the same in both). When N threads read N times what one does (no
  *   sign of a shared limit), C cannot be told from these measurements, and
  *   is taken as B_1 / ONE_CORE_SHARE (a published share).
+ * - the DRAM traffic of a store (storeTraffic): a line read for ownership
+ *   and written back (2 bytes per byte stored, the textbook count), or
+ *   written without being read first (1), as some CPUs do for streams of
+ *   whole lines. With C fitted, it is the value in [1, 2] at which the
+ *   N-thread copy gives the measured copy bandwidths as the reads do
+ *   (copy traffic per STREAM byte (1 + storeTraffic) / 2); on this
+ *   machine 2 threads copy 35.3 GB/s and read 35.3 GB/s, so a store moves
+ *   its line once. Without a fitted C, 2.
  * - per-core idle limits b0 = B_1 m(traffic_1/C): what one core drives on
  *   an idle node (a single thread already loads the node a little). The
  *   engine charges a sequential read of s bytes s/b0_read and a sequential
@@ -507,6 +520,8 @@ export interface MemBwParams {
   coreCopy: number;
   llcBytes: number;
   interconnectShare: number;
+  /** Bytes of DRAM traffic per byte stored: 1 to 2 (see above). */
+  storeTraffic: number;
 }
 
 /**
@@ -558,6 +573,8 @@ export function membwParams(costs: CostProfile): MemBwParams {
   const r1 = bw('read', 1);
   const fitted = fitNodeCapacity(r1, bw('read', n), n, TRAFFIC.read);
   const nodeCapacity = fitted ?? r1 / ONE_CORE_SHARE;
+  const c1 = bw('copy', 1);
+  const storeTraffic = fitted ? fitStoreTraffic(c1, bw('copy', n), n, nodeCapacity) : TRAFFIC.write;
   const core = (b1: number, traffic: number): number => b1 * latencyMultiplier((traffic * b1) / nodeCapacity);
   return {
     nodeCapacity,
@@ -565,11 +582,36 @@ export function membwParams(costs: CostProfile): MemBwParams {
       ? `fitted to membw_read_1t and membw_read_${n}t`
       : `membw_read_1t / ${ONE_CORE_SHARE} (${n} threads read ${n}x what one does: no shared limit measurable here)`,
     coreRead: core(r1, TRAFFIC.read),
-    coreWrite: core(bw('write', 1), TRAFFIC.write),
-    coreCopy: core(bw('copy', 1), TRAFFIC.copy),
+    coreWrite: core(bw('write', 1), storeTraffic),
+    coreCopy: core(c1, (1 + storeTraffic) / 2),
     llcBytes: costs.nsOf('llc_bytes', why),
     interconnectShare: costs.nsOf('membw_interconnect_share', why),
+    storeTraffic,
   };
+}
+
+/**
+ * The store traffic (1 to 2 bytes per byte stored, to 0.01) at which N
+ * threads copying at b1 each alone would copy bn together on a node of
+ * capacity c: the copy's traffic per STREAM byte t = (1 + s) / 2 solves
+ * bn m(t bn / c) = n b1 m(t b1 / c), as fitNodeCapacity's reads do; the
+ * nearer end of [1, 2] when no s in it does.
+ */
+export function fitStoreTraffic(b1: number, bn: number, n: number, c: number): number {
+  const h = (s: number): number => {
+    const t = (1 + s) / 2;
+    return bn * latencyMultiplier((t * bn) / c) - n * b1 * latencyMultiplier((t * b1) / c);
+  };
+  if (h(1) >= 0) return 1;
+  if (h(2) <= 0) return 2;
+  let lo = 1;
+  let hi = 2;
+  for (let i = 0; i < 40; i++) {
+    const mid = (lo + hi) / 2;
+    if (h(mid) < 0) lo = mid;
+    else hi = mid;
+  }
+  return Math.round(((lo + hi) / 2) * 100) / 100;
 }
 
 /**
@@ -579,9 +621,10 @@ export function membwParams(costs: CostProfile): MemBwParams {
  * membw_interconnect_share x C_j).
  */
 export function membwSpec(host: Host, p: MemBwParams): MemBwSpec {
+  const storeTraffic = p.storeTraffic;
   const nodes = host.nodes.map((n) => n.bandwidth ?? p.nodeCapacity);
   const interconnect = host.nodes.map((_, i) =>
     host.nodes.map((__, j) => (i === j ? 0 : (host.interconnect?.[i]?.[j] ?? p.interconnectShare * nodes[j]!))),
   );
-  return { nodes, interconnect };
+  return { nodes, interconnect, storeTraffic };
 }

@@ -50,12 +50,12 @@ describe('bytes moved', () => {
     });
     fc.assert(
       fc.property(spec, (c) => {
-        // Everything the kernel registers goes through chargeMem: a read on one node, a store (twice its bytes) on another.
+        // Everything the kernel registers goes through chargeMem: a read on one node, a store (storeTraffic x its bytes) on another.
         const kernelBytes = [0, 0];
         const orig = Kernel.prototype.chargeMem;
         const spy = vi.spyOn(Kernel.prototype, 'chargeMem').mockImplementation(function (this: Kernel, ns, memNs, r, w, bytes, cpu) {
           if (this.membw) {
-            kernelBytes[w]! += 2 * bytes;
+            kernelBytes[w]! += Math.round(this.membw.storeTraffic * bytes);
             if (r >= 0) kernelBytes[r]! += bytes;
           }
           return orig.call(this, ns, memNs, r, w, bytes, cpu);

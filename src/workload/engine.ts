@@ -9,7 +9,7 @@
  * bandwidth model (scenario runs: Kernel.membw), each step's accesses wait
  * for the load of the nodes they reach, read at the step's start, and the
  * step registers what it moved: per memory node, 64 bytes per random access
- * and the stride per sequential one (at most 4K), twice for a store (read
+ * and the stride per sequential one (at most 4K), storeTraffic times for a store (2: read
  * for ownership and write-back), on the share of accesses that reach DRAM.
  */
 import { addFlowClass, type Kernel } from '../kernel/kernel.ts';
@@ -443,7 +443,7 @@ export class WorkloadThread implements TaskClient {
       const r = this.bwReads[b]!;
       const w = this.bwWrites[b]!;
       if (!r && !w) continue;
-      const bytes = Math.round((r + 2 * w) * per * dramShare);
+      const bytes = Math.round((r + bw.storeTraffic * w) * per * dramShare);
       this.membwBytes[b]! += bytes;
       const d = (k.host.distances[this.node]![b]! / 10) * dramShare;
       const memNs = d * (stream.random ? dataNs * (r + w) : seqRead * r + seqWrite * w);
