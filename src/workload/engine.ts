@@ -100,6 +100,8 @@ export class WorkloadThread implements TaskClient {
   private bwFactor: Float64Array;
   private bwReads: Float64Array;
   private bwWrites: Float64Array;
+  /** The step's DRAM share of accesses and sequential costs (bwStart). */
+  private readonly bwStep = { dramShare: 0, seqRead: 0, seqWrite: 0, seqWalk: 0 };
   /** What the kernel moves for the thread during a step (Kernel.membwTask), reused from step to step. */
   private readonly bwTask: NonNullable<Kernel['membwTask']>;
 
@@ -273,36 +275,9 @@ export class WorkloadThread implements TaskClient {
     const ws = stream.workingSet;
     const dataNs = this.model.dataNs(ws);
     const copy = stream instanceof Copy ? stream : undefined;
-    // The bandwidth model: multipliers per memory node for this step, and what the step moves.
+    // The bandwidth model: multipliers per memory node for this step, and what the step moves (bwStart).
     const bw = k.membw;
-    const model = this.model;
-    const factor = this.bwFactor;
-    const reads = this.bwReads;
-    const writes = this.bwWrites;
-    const random = stream.random;
-    let dramShare = 0;
-    let seqRead = 0;
-    let seqWrite = 0;
-    let seqWalk = 0;
-    if (bw) {
-      dramShare = model.dramShare(ws, stream.random);
-      const s = stream.random ? LINE : Math.min(stream.stride, PAGE_SIZE);
-      seqRead = s * model.readNsPerByte;
-      seqWrite = s * model.writeNsPerByte;
-      seqWalk = random ? 0 : model.seqWalkNs(PAGE_SIZE, stream.stride);
-      const distances = k.host.distances[this.node]!;
-      for (let b = 0; b < k.nrNodes; b++) {
-        this.bwMult[b] = bw.multiplier(this.node, b, now);
-        // An access's data cost scales with the SLIT distance, and the share that reaches DRAM waits for the
-        // node's (and the interconnect's) load: per memory node, both factors for the step.
-        factor[b] = (distances[b]! / 10) * (1 + dramShare * (this.bwMult[b]! - 1));
-        reads[b] = 0;
-        writes[b] = 0;
-      }
-      this.bwTask.cpu = this.node;
-      this.bwTask.classes.length = 0;
-      k.membwTask = this.bwTask;
-    }
+    if (bw) this.bwStart(bw, stream, ws, now);
     let spent = 0;
     try {
       while (spent + ctx.ns < limit) {
@@ -395,15 +370,10 @@ export class WorkloadThread implements TaskClient {
         mix[cls]! += 0.001;
         const frac = mix[cls]! / (mix[0]! + mix[1]! + mix[2]!);
         let cost: number;
-        if (bw) {
-          cost =
-            (random ? dataNs : write ? seqWrite : seqRead) * factor[pageNode]! +
-            (random ? (size === PAGE_SIZE ? model.tlb4kNs(ws * frac) : 0) : size <= PAGE_SIZE ? seqWalk : 0);
-          if (write) writes[pageNode]!++;
-          else reads[pageNode]!++;
-        } else {
+        if (bw) cost = this.bwAccess(stream.random, write, pageNode, size, dataNs, ws * frac);
+        else {
           const distance = k.host.distances[this.node]![pageNode]!;
-          cost = random
+          cost = stream.random
             ? dataNs * (distance / 10) + (size === PAGE_SIZE ? this.model.tlb4kNs(ws * frac) : 0)
             : this.model.sequentialNs(size || PAGE_SIZE, stream.stride, distance);
         }
@@ -414,9 +384,47 @@ export class WorkloadThread implements TaskClient {
     } finally {
       k.taskTime = null;
       // The step's bytes moved over the CPU time it ran (a throttled vCPU sleeps after it, moving nothing).
-      if (bw) this.registerFlow(now, Math.max(1, spent + ctx.ns), dramShare, stream, dataNs, seqRead, seqWrite);
+      if (bw) this.registerFlow(now, Math.max(1, spent + ctx.ns), stream, dataNs);
     }
     return Math.max(1, Math.round(spent + ctx.ns));
+  }
+
+  /**
+   * A step's start with the bandwidth model: per memory node the
+   * multiplier now and the cost factor of an access (the SLIT distance,
+   * and the load on the share that reaches DRAM), the step's sequential
+   * costs, counters reset, and the kernel told whose copies it charges.
+   * (Kept out of step() so that step stays small enough for V8 to inline
+   * what it calls per access.)
+   */
+  private bwStart(bw: NonNullable<Kernel['membw']>, stream: AddressStream, ws: number, now: number): void {
+    const k = this.k;
+    const model = this.model;
+    const st = this.bwStep;
+    st.dramShare = model.dramShare(ws, stream.random);
+    const s = stream.random ? LINE : Math.min(stream.stride, PAGE_SIZE);
+    st.seqRead = s * model.readNsPerByte;
+    st.seqWrite = s * model.writeNsPerByte;
+    st.seqWalk = stream.random ? 0 : model.seqWalkNs(PAGE_SIZE, stream.stride);
+    const distances = k.host.distances[this.node]!;
+    for (let b = 0; b < k.nrNodes; b++) {
+      this.bwMult[b] = bw.multiplier(this.node, b, now);
+      this.bwFactor[b] = (distances[b]! / 10) * (1 + st.dramShare * (this.bwMult[b]! - 1));
+      this.bwReads[b] = 0;
+      this.bwWrites[b] = 0;
+    }
+    this.bwTask.cpu = this.node;
+    this.bwTask.classes.length = 0;
+    k.membwTask = this.bwTask;
+  }
+
+  /** One access's cost with the bandwidth model (see bwStart), counted as a load or a store on its page's node. */
+  private bwAccess(random: boolean, write: boolean, pageNode: number, size: number, dataNs: number, tlbWs: number): number {
+    const st = this.bwStep;
+    if (write) this.bwWrites[pageNode]!++;
+    else this.bwReads[pageNode]!++;
+    if (random) return dataNs * this.bwFactor[pageNode]! + (size === PAGE_SIZE ? this.model.tlb4kNs(tlbWs) : 0);
+    return (write ? st.seqWrite : st.seqRead) * this.bwFactor[pageNode]! + (size <= PAGE_SIZE ? st.seqWalk : 0);
   }
 
   /**
@@ -425,16 +433,9 @@ export class WorkloadThread implements TaskClient {
    * step's multipliers), with what the kernel moved for it (faults'
    * zeroing, migrations), over the step's time.
    */
-  private registerFlow(
-    at: number,
-    elapsed: number,
-    dramShare: number,
-    stream: AddressStream,
-    dataNs: number,
-    seqRead: number,
-    seqWrite: number,
-  ): void {
+  private registerFlow(at: number, elapsed: number, stream: AddressStream, dataNs: number): void {
     const k = this.k;
+    const { dramShare, seqRead, seqWrite } = this.bwStep;
     const bw = k.membw!;
     const per = stream.random ? LINE : Math.min(stream.stride, PAGE_SIZE);
     const classes = this.bwTask.classes;
