@@ -35,6 +35,7 @@
 #include <sys/mman.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
+#include <linux/fs.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/swap.h>
@@ -724,6 +725,65 @@ static int write_swap_header(int fd, uint64_t pages)
 	return fsync(fd);
 }
 
+static int swapon_prio(const char *path)
+{
+	int prio = SWAP_PRIO_TOP - g_nswaps;
+	return swapon(path, SWAP_FLAG_PREFER | ((prio << SWAP_FLAG_PRIO_SHIFT) & SWAP_FLAG_PRIO_MASK));
+}
+
+/*
+ * A swap area on the k-th of the block devices MEMTWIN_SWAP_DEVICES lists
+ * (comma-separated; the oracle guest's disks, its root being a tmpfs that
+ * cannot hold a swap file): the header says how much of it is used. No
+ * device left, or one smaller than asked: -1/ENOSPC.
+ */
+static long swap_on_device(struct ctx *c, const char *list, uint64_t size)
+{
+	char dev[PATH_MAX] = "";
+	const char *p = list;
+	for (int k = 0; p && *p; k++) {
+		size_t n = strcspn(p, ",");
+		if (k == g_nswaps) {
+			snprintf(dev, sizeof dev, "%.*s", (int)n, p);
+			break;
+		}
+		p = p[n] ? p + n + 1 : NULL;
+	}
+	if (!dev[0]) {
+		c->err = ENOSPC;
+		return -1;
+	}
+	int fd = open(dev, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		c->err = errno;
+		return -1;
+	}
+	uint64_t have = 0;
+	int r = ioctl(fd, BLKGETSIZE64, &have);
+	if (r == 0 && have < size) {
+		errno = ENOSPC;
+		r = -1;
+	}
+	if (r == 0)
+		r = write_swap_header(fd, size / 4096);
+	int e = errno;
+	close(fd);
+	if (r == 0 && journal_swapon(dev) < 0) {
+		r = -1;
+		e = errno;
+	}
+	if (r == 0 && swapon_prio(dev) < 0) {
+		r = -1;
+		e = errno;
+	}
+	if (r < 0) {
+		c->err = e;
+		return -1;
+	}
+	g_nswaps++;
+	return 0;
+}
+
 /*
  * swap size=N: a swap file of N bytes in the machine's swap directory,
  * journaled (file, then area) before it is created and enabled; the k-th
@@ -739,6 +799,9 @@ static long h_swap(struct ctx *c)
 		c->err = EINVAL;
 		return -1;
 	}
+	const char *devs = getenv("MEMTWIN_SWAP_DEVICES");
+	if (devs && *devs)
+		return swap_on_device(c, devs, size);
 	const char *dir = getenv("MEMTWIN_SWAP_DIR");
 	if (!dir || !*dir)
 		dir = SWAP_DIR;
@@ -769,8 +832,7 @@ static long h_swap(struct ctx *c)
 		e = errno;
 	}
 	if (r == 0) {
-		int prio = SWAP_PRIO_TOP - g_nswaps;
-		r = swapon(path, SWAP_FLAG_PREFER | ((prio << SWAP_FLAG_PRIO_SHIFT) & SWAP_FLAG_PRIO_MASK));
+		r = swapon_prio(path);
 		e = errno;
 	}
 	if (r < 0) {

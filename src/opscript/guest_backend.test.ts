@@ -39,6 +39,15 @@ describe('the guest command line', () => {
     expect(qemuArgs(resolveHost('default'), '/s').join(' ')).toContain('pdpe1gb=on');
   });
 
+  it('gives the guest its swap disks as virtio-blk drives, one per image', () => {
+    const a = qemuArgs(host, '/s', ['/d/swap0.img', '/d/swap1.img']).join(' ');
+    expect(a).toContain(
+      '-drive file=/d/swap0.img,format=raw,if=none,id=swap0,cache=unsafe,discard=unmap -device virtio-blk-pci,drive=swap0',
+    );
+    expect(a).toContain('-device virtio-blk-pci,drive=swap1');
+    expect(qemuArgs(host, '/s').join(' ')).not.toContain('virtio-blk');
+  });
+
   it('refuses hosts it cannot boot, with the reason', () => {
     const gap = { ...host, nodes: [{ id: 0, memory: 1 << 30, cpus: [0, 2] }] };
     expect(() => qemuArgs(gap, '/s')).toThrow(/CPUs numbered 0..N-1/);
