@@ -478,19 +478,24 @@ describe.skipIf(noLinux !== undefined)('the real machine is always restored', ()
       proc: 0,
       thr: 0,
     });
-    expect(await a.exec(op(0, 7))).toMatchObject({ ret: 0 });
-    let bDone = false;
-    const pb = b.exec(op(0, 9)).then((r) => ((bDone = true), r));
-    await sleep(500);
-    expect(bDone).toBe(false);
-    expect(readFileSync(KNOB.max_ptes_none, 'utf8').trim()).toBe('7');
-    await a.close();
-    expect(await pb).toMatchObject({ ret: 0 });
-    const journal = readdirSync(JOURNAL_DIR).find((f) => f.includes(`-${b.executorPid}-`) && f.endsWith('.journal'))!;
-    expect(readFileSync(`${JOURNAL_DIR}/${journal}`, 'utf8')).toContain(`knob ${KNOB.max_ptes_none} ${baseline[KNOB.max_ptes_none]}%0A`);
-    await b.close();
-    expect(readState()).toEqual(baseline);
-    expect(existsSync(`${JOURNAL_DIR}/${journal}`)).toBe(false);
+    // closed whatever happens: an executor left open would hold the machine lock for every later run
+    try {
+      expect(await a.exec(op(0, 7))).toMatchObject({ ret: 0 });
+      let bDone = false;
+      const pb = b.exec(op(0, 9)).then((r) => ((bDone = true), r));
+      await sleep(500);
+      expect(bDone).toBe(false);
+      expect(readFileSync(KNOB.max_ptes_none, 'utf8').trim()).toBe('7');
+      await a.close();
+      expect(await pb).toMatchObject({ ret: 0 });
+      const journal = readdirSync(JOURNAL_DIR).find((f) => f.includes(`-${b.executorPid}-`) && f.endsWith('.journal'))!;
+      expect(readFileSync(`${JOURNAL_DIR}/${journal}`, 'utf8')).toContain(`knob ${KNOB.max_ptes_none} ${baseline[KNOB.max_ptes_none]}%0A`);
+      await b.close();
+      expect(readState()).toEqual(baseline);
+      expect(existsSync(`${JOURNAL_DIR}/${journal}`)).toBe(false);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
   });
 });
 
