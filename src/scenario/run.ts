@@ -570,7 +570,8 @@ function sampler(
     lastFaults = faults;
     lastFaultNs = faultNs;
     threads.forEach((t, i) => {
-      col(`throughput.${t.name}`).push(Math.round((t.accesses - lastAcc[i]!) / dt));
+      // The first sample, at the start: no interval yet (threads may have run a quantum at that instant).
+      col(`throughput.${t.name}`).push(now > lastT ? Math.round((t.accesses - lastAcc[i]!) / dt) : 0);
       lastAcc[i] = t.accesses;
     });
     const local = new Array<number>(nodes).fill(0);

@@ -171,7 +171,8 @@ export class WorkloadThread implements TaskClient {
     const at = this.blockedAt;
     if (at === undefined) return;
     this.blockedAt = undefined;
-    if (!this.vmStopped) this.wake?.(Math.max(this.k.clock.now(), at));
+    // The fault was taken at a thread time (fractional ns): the wakeup is at a whole ns, not before it.
+    if (!this.vmStopped) this.wake?.(Math.max(this.k.clock.now(), Math.ceil(at)));
   }
 
   /**
