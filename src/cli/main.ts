@@ -37,8 +37,8 @@ function simBackend(host: string, seed: number, profile?: string): SimBackend {
   return new SimBackend(new Kernel({ host: resolveHost(host), costs, seed }));
 }
 
-/** Run a script on one backend; lines go to `emit` as they are produced. */
-export async function runScript(backend: Backend, text: string, emit?: (r: ResultLine) => void): Promise<ScriptRunner> {
+/** Run a script on one backend; lines go to `emit` as they are produced (returning false stops the run). */
+export async function runScript(backend: Backend, text: string, emit?: (r: ResultLine) => void | boolean): Promise<ScriptRunner> {
   const runner = new ScriptRunner(backend, emit);
   try {
     await runner.run(text);
@@ -46,6 +46,43 @@ export async function runScript(backend: Backend, text: string, emit?: (r: Resul
     await backend.close();
   }
   return runner;
+}
+
+/**
+ * stdout for exec and diff. When its reader goes away (`memtwin exec S | head -1`) writes fail with EPIPE: the
+ * run stops after the current op, the backend closes (the linux backend's knobs are restored), and the exit
+ * status is 141, a program killed by SIGPIPE, without a stack trace. Any other write error ends the run too,
+ * with one line on stderr and status 1. SIGINT keeps Node's default: the process ends at once (status 130 in a
+ * shell), quietly, and the executor's guardian restores the knobs when its input closes.
+ */
+function scriptStdout(): { write(s: string): boolean; readonly closed: boolean } {
+  let failure: NodeJS.ErrnoException | undefined;
+  const stop = (e: NodeJS.ErrnoException): void => {
+    if (failure) return;
+    failure = e;
+    if (e.code === 'EPIPE') process.exitCode = 141;
+    else {
+      console.error(`memtwin: cannot write the results: ${e.code ?? e.message}`);
+      process.exitCode = 1;
+    }
+  };
+  process.stdout.on('error', stop);
+  return {
+    write(s) {
+      if (!failure && process.stdout.errored) stop(process.stdout.errored as NodeJS.ErrnoException);
+      if (failure) return false;
+      process.stdout.write(s);
+      return true;
+    },
+    get closed() {
+      return failure !== undefined;
+    },
+  };
+}
+
+/** Where a script stopped at bad input, as `FILE:LINE: why` on stderr. */
+function reportBadLine(script: string, runner: ScriptRunner, what = ''): void {
+  if (runner.badLine) console.error(`memtwin: ${script}:${runner.badLine.line}: ${what}${runner.badLine.message}`);
 }
 
 const opList = Object.entries(OPS)
@@ -69,7 +106,11 @@ program
   .option('--seed <n>', 'seed of all randomness', '1')
   .option('--profile <file>', 'cost profile (default: profiles/default.json)')
   .addOption(new Option('--format <format>', 'output format').choices(['json', 'table'] as const).default('json' as const))
-  .addHelpText('after', `\nOps:\n${opList}\n\nExit status: 0 ran, 1 the real-kernel executor failed, 2 bad input.`)
+  .addHelpText(
+    'after',
+    `\nOps:\n${opList}\n\nEvery numeric field has a range: docs/op-script.md, "Argument ranges".\n` +
+      'Exit status: 0 ran, 1 the real-kernel executor failed, 2 bad input (FILE:LINE on stderr), 141 stdout was closed.',
+  )
   .action(async (script, o, cmd) => {
     const text = readScript(script);
     const backend =
@@ -79,9 +120,13 @@ program
           ? await GuestBackend.boot(resolveHost(cmd.getOptionValueSource('host') === 'default' ? GUEST_HOST : o.host))
           : simBackend(o.host, seedOf(o.seed), o.profile);
     const streaming = o.format === 'json';
-    const runner = await runScript(backend, text, streaming ? (r) => process.stdout.write(jsonLine(r) + '\n') : undefined);
-    if (streaming) process.stdout.write(jsonLine(runner.summary()) + '\n');
-    else process.stdout.write(table(runner.results) + '\n' + summaryText(runner) + '\n');
+    const out = scriptStdout();
+    const runner = await runScript(backend, text, streaming ? (r) => out.write(jsonLine(r) + '\n') : undefined);
+    if (out.closed) return; // exit status already set
+    if (streaming) out.write(jsonLine(runner.summary()) + '\n');
+    else out.write(table(runner.results) + '\n' + summaryText(runner) + '\n');
+    reportBadLine(script, runner);
+    if (out.closed) return;
     process.exitCode = runner.invalid ? 2 : runner.failed ? 1 : 0;
   });
 
@@ -117,13 +162,22 @@ program
         'auto is this machine; the guest needs a host file (e.g. two-node-guest)',
       );
     const sim = await runScript(simBackend(host, seedOf(o.seed), o.profile), text);
+    // Bad input stops the simulator's run where it stops the kernel's: no need to start the real side.
+    if (sim.invalid) {
+      reportBadLine(script, sim);
+      process.exitCode = 2;
+      return;
+    }
     const lin = await runScript(o.against === 'guest' ? await GuestBackend.boot(resolveHost(host)) : new LinuxBackend(), text);
     const d = diffRuns(sim.results, lin.results);
-    for (const s of d.skipped) console.log(`skip  #${s.i} ${s.op}: ${s.why}`);
+    const out = scriptStdout();
+    for (const s of d.skipped) out.write(`skip  #${s.i} ${s.op}: ${s.why}\n`);
     for (const x of d.disagreements)
-      console.log(`DIFF  #${x.i} ${x.op} ${x.field}: sim=${JSON.stringify(x.a)} ${o.against}=${JSON.stringify(x.b)}`);
-    console.log(`${d.compared} ops compared, ${d.disagreements.length} disagreements, ${d.skipped.length} skipped`);
-    process.exitCode = sim.invalid || lin.invalid ? 2 : d.disagreements.length ? 1 : 0;
+      out.write(`DIFF  #${x.i} ${x.op} ${x.field}: sim=${JSON.stringify(x.a)} ${o.against}=${JSON.stringify(x.b)}\n`);
+    out.write(`${d.compared} ops compared, ${d.disagreements.length} disagreements, ${d.skipped.length} skipped\n`);
+    reportBadLine(script, lin, `${o.against}: `);
+    if (out.closed) return;
+    process.exitCode = lin.invalid ? 2 : d.disagreements.length ? 1 : 0;
   });
 
 program

@@ -1,8 +1,12 @@
 /**
  * The sysfs and procfs knobs memtwin models, by their real paths, with the
- * values and parse errors Linux gives (sysfs_streq for mode words,
- * kstrtoul for numbers). A path memtwin does not model is reported as such,
- * never silently accepted.
+ * values and parse errors Linux gives: sysfs_streq for mode words, kstrtoul
+ * or kstrtouint for sysfs numbers (decimal only; -ERANGE or -EINVAL above
+ * the type, as each store passes it on), proc_dointvec_minmax and
+ * proc_doulongvec_minmax for /proc/sys (whitespace, base 0, -EINVAL), and
+ * an empty write that changes nothing. Confirmed on this machine's kernel by
+ * test/op-scripts/sysfs-numbers.jsonl. A path memtwin does not model is
+ * reported as such, never silently accepted.
  */
 import { HGM_PROPOSALS } from './hugetlb_hgm.ts';
 import type { Kernel } from './kernel.ts';
@@ -23,12 +27,48 @@ const THP = '/sys/kernel/mm/transparent_hugepage';
 /** sysfs_streq-like: the value with one trailing newline removed. */
 const word = (v: string): string => v.replace(/\n$/, '');
 
-/** kstrtoul: a decimal (or 0x hex) unsigned integer, optional trailing newline. */
-function kstrtoul(v: string): number | undefined {
-  const s = word(v);
-  if (/^\d+$/.test(s)) return Number(s);
-  if (/^0x[0-9a-fA-F]+$/.test(s)) return parseInt(s, 16);
-  return undefined;
+const ULONG_MAX = 2n ** 64n - 1n;
+const UINT_MAX = 2n ** 32n - 1n;
+const INT_MAX = 2n ** 31n - 1n;
+
+/**
+ * kstrtoul/kstrtouint(s, 10, &res) as sysfs stores call them
+ * (lib/kstrtox.c): an optional '+', decimal digits, at most one trailing
+ * newline. The value, or -ERANGE when it does not fit `max`, -EINVAL for
+ * anything else ("0x10", " 1", "-1", "1\n\n"). Values above 2^53 come back
+ * rounded: every knob that accepts them clamps to what the machine has.
+ */
+function kstrtoul(v: string, max = ULONG_MAX): number {
+  const m = /^\+?(\d+)\n?$/.exec(v);
+  if (!m) return neg('EINVAL');
+  const n = BigInt(m[1]!);
+  return n > max ? neg('ERANGE') : Number(n);
+}
+
+/**
+ * proc_dointvec_minmax / proc_doulongvec_minmax (kernel/sysctl.c) on a
+ * one-value table: leading whitespace skipped, an optional '-' (never for
+ * ulong, not even "-0"), base 0 (0x hex, 0 octal), then whitespace or the
+ * end; what follows is ignored. Overflow, a number of 21 characters or
+ * more (TMPBUFLEN), or a value outside [min, max] is -EINVAL. An empty
+ * write changes nothing and succeeds (undefined here).
+ */
+function procDoVec(v: string, kind: 'int' | 'ulong', min = 0n, max = kind === 'int' ? INT_MAX : ULONG_MAX): number | undefined {
+  // min >= 0 for every modelled sysctl, so a negative result is always -errno.
+  if (v === '') return undefined;
+  const m = /^[ \t\n]*(-?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9]\d*)([ \t\n].*)?$/s.exec(v);
+  if (!m || m[1]!.length + m[2]!.length >= 21) return neg('EINVAL');
+  const digits = m[2]!;
+  const abs = /^0[xX]/.test(digits)
+    ? BigInt(digits)
+    : digits.length > 1 && digits[0] === '0'
+      ? BigInt(`0o${digits.slice(1)}`)
+      : BigInt(digits);
+  if (abs > ULONG_MAX) return neg('EINVAL');
+  if (m[1] && kind === 'ulong') return neg('EINVAL');
+  const n = m[1] ? -abs : abs;
+  if ((kind === 'int' && (n > INT_MAX || n < -INT_MAX - 1n)) || n < min || n > max) return neg('EINVAL');
+  return Number(n);
 }
 
 function choice<T extends string>(options: readonly T[], get: () => string, set: (v: T) => void): Knob {
@@ -43,12 +83,25 @@ function choice<T extends string>(options: readonly T[], get: () => string, set:
   };
 }
 
-function number(get: () => number, set?: (n: number) => number | void, valid: (n: number) => boolean = () => true): Knob {
+/** How a sysfs store parses its number: kstrtoul or kstrtouint, and whether it returns their -ERANGE or -EINVAL for any error. */
+interface Parse {
+  max?: bigint;
+  /** The store returns kstrtoul's error as is (-ERANGE on overflow); otherwise any parse error is -EINVAL. */
+  passError?: boolean;
+}
+
+function number(
+  get: () => number,
+  set?: (n: number) => number | void,
+  valid: (n: number) => boolean = () => true,
+  parse: Parse = {},
+): Knob {
   const knob: Knob = { read: () => String(get()) };
   if (set)
     knob.write = (v) => {
-      const n = kstrtoul(v);
-      if (n === undefined || !valid(n)) return neg('EINVAL');
+      const n = kstrtoul(v, parse.max);
+      if (n < 0) return parse.passError ? n : neg('EINVAL');
+      if (!valid(n)) return neg('EINVAL');
       const r = set(n);
       return typeof r === 'number' ? r : 0;
     };
@@ -60,19 +113,60 @@ function numberField<T extends object, K extends { [P in keyof T]: T[P] extends 
   obj: T,
   key: K,
   valid?: (n: number) => boolean,
+  parse?: Parse,
 ): Knob {
   const o = obj as Record<K, number>;
   return number(
     () => o[key],
     (n) => void (o[key] = n),
     valid,
+    parse,
   );
 }
 
+/** A /proc/sys knob (procDoVec). */
+function sysctl(get: () => number, set: (n: number) => number | void, kind: 'int' | 'ulong', min?: bigint, max?: bigint): Knob {
+  return {
+    read: () => String(get()),
+    write: (v) => {
+      const n = procDoVec(v, kind, min, max);
+      if (n === undefined) return 0;
+      if (n < 0) return n;
+      const r = set(n);
+      return typeof r === 'number' ? r : 0;
+    },
+  };
+}
+
+/** A /proc/sys int knob backed by a numeric field (proc_dointvec_minmax). */
+function sysctlField<T extends object, K extends { [P in keyof T]: T[P] extends number ? P : never }[keyof T]>(
+  obj: T,
+  key: K,
+  min?: bigint,
+  max?: bigint,
+): Knob {
+  const o = obj as Record<K, number>;
+  return sysctl(
+    () => o[key],
+    (n) => void (o[key] = n),
+    'int',
+    min,
+    max,
+  );
+}
+
+/** single_hugepage_flag_store: kstrtoul's error as is, then a value above 1 is -EINVAL. */
+const FLAG: Parse = { passError: true };
+/** kstrtouint into an unsigned int; the store answers -EINVAL for every error (khugepaged's sleep and pages_to_scan). */
+const UINT: Parse = { max: UINT_MAX };
+
 function hstateKnobs(k: Kernel, dir: string, h: Hstate, node?: number): [string, Knob][] {
+  // nr_hugepages_store_common: kstrtoul's error as is (-ERANGE above ULONG_MAX).
   const nr = number(
     () => (node === undefined ? h.nr : h.nrNode[node]!),
     (n) => k.hugetlb.setNrHugepages(h, n, node),
+    undefined,
+    { passError: true },
   );
   const out: [string, Knob][] = [
     [`${dir}/nr_hugepages`, nr],
@@ -81,15 +175,19 @@ function hstateKnobs(k: Kernel, dir: string, h: Hstate, node?: number): [string,
   ];
   if (node === undefined) {
     out.push([`${dir}/resv_hugepages`, number(() => h.resv)]);
+    const overcommit = number(
+      () => h.overcommit,
+      (n) => void (h.overcommit = n),
+      undefined,
+      { passError: true },
+    );
     out.push([
       `${dir}/nr_overcommit_hugepages`,
-      number(
-        () => h.overcommit,
-        (n) => {
-          if (h.order > MAX_PAGE_ORDER) return neg('EINVAL'); // gigantic pages cannot be overcommitted
-          h.overcommit = n;
-        },
-      ),
+      {
+        read: overcommit.read,
+        // nr_overcommit_hugepages_store: gigantic pages cannot be overcommitted, whatever was written.
+        write: (v) => (h.order > MAX_PAGE_ORDER ? neg('EINVAL') : overcommit.write!(v)),
+      },
     ]);
   }
   return out;
@@ -123,7 +221,7 @@ export class Sysfs {
     );
     add(
       `${THP}/use_zero_page`,
-      numberField(t, 'useZeroPage', (n) => n <= 1),
+      numberField(t, 'useZeroPage', (n) => n <= 1, FLAG),
     );
     add(
       `${THP}/hpage_pmd_size`,
@@ -143,11 +241,11 @@ export class Sysfs {
     const KH = `${THP}/khugepaged`;
     add(
       `${KH}/defrag`,
-      numberField(kh, 'defrag', (n) => n <= 1),
+      numberField(kh, 'defrag', (n) => n <= 1, FLAG),
     );
     add(
       `${KH}/pages_to_scan`,
-      numberField(kh, 'pages_to_scan', (n) => n > 0),
+      numberField(kh, 'pages_to_scan', (n) => n > 0, UINT),
     );
     // Writing either sleep ends khugepaged's current sleep (khugepaged_sleep_expire = 0).
     for (const f of ['scan_sleep_millisecs', 'alloc_sleep_millisecs'] as const)
@@ -159,6 +257,8 @@ export class Sysfs {
             kh[f] = n;
             k.khugepaged.wake();
           },
+          undefined,
+          UINT,
         ),
       );
     add(
@@ -189,24 +289,34 @@ export class Sysfs {
     }
     const dh = k.hugetlb.defaultHstate;
     if (dh) {
-      add('/proc/sys/vm/nr_hugepages', this.knobs.get(`/sys/kernel/mm/hugepages/${dh.dirName}/nr_hugepages`)!);
-      add('/proc/sys/vm/nr_overcommit_hugepages', this.knobs.get(`/sys/kernel/mm/hugepages/${dh.dirName}/nr_overcommit_hugepages`)!);
+      // hugetlb_sysctl_handler / hugetlb_overcommit_handler: proc_doulongvec_minmax on the default size.
+      add(
+        '/proc/sys/vm/nr_hugepages',
+        sysctl(
+          () => dh.nr,
+          (n) => k.hugetlb.setNrHugepages(dh, n),
+          'ulong',
+        ),
+      );
+      add('/proc/sys/vm/nr_overcommit_hugepages', {
+        read: () => String(dh.overcommit),
+        write: (v) =>
+          dh.order > MAX_PAGE_ORDER
+            ? neg('EINVAL')
+            : sysctl(
+                () => dh.overcommit,
+                (n) => void (dh.overcommit = n),
+                'ulong',
+              ).write!(v),
+      });
     }
     const sc = k.sysctl;
-    add(
-      '/proc/sys/vm/overcommit_memory',
-      numberField(sc, 'overcommit_memory', (n) => n <= 2),
-    );
-    add('/proc/sys/vm/max_map_count', numberField(sc, 'max_map_count'));
-    add(
-      '/proc/sys/kernel/numa_balancing',
-      numberField(sc, 'numa_balancing', (n) => n <= 3),
-    );
+    add('/proc/sys/vm/overcommit_memory', sysctlField(sc, 'overcommit_memory', 0n, 2n));
+    add('/proc/sys/vm/max_map_count', sysctlField(sc, 'max_map_count', 0n));
+    // extra2 is SYSCTL_FOUR on 6.18; the simulator reads only bit 0 (NUMA_BALANCING_NORMAL).
+    add('/proc/sys/kernel/numa_balancing', sysctlField(sc, 'numa_balancing', 0n, 4n));
     // What a credential change (setuid) makes the mm's dumpable flag (commit_creds): 0, 1 or 2.
-    add(
-      '/proc/sys/fs/suid_dumpable',
-      numberField(sc, 'suid_dumpable', (n) => n <= 2),
-    );
+    add('/proc/sys/fs/suid_dumpable', sysctlField(sc, 'suid_dumpable', 0n, 2n));
     const nb = k.numab.settings;
     for (const key of ['scan_delay_ms', 'scan_period_min_ms', 'scan_period_max_ms', 'scan_size_mb'] as const)
       add(
@@ -217,21 +327,39 @@ export class Sysfs {
           (n) => n > 0,
         ),
       );
-    // memtwin's switchable features for proposals Linux never merged (not Linux paths).
+    // memtwin's switchable features for proposals Linux never merged (not Linux paths): parsed as THP's flag knobs.
     add(
       '/sys/kernel/memtwin/features/memsched',
-      numberField(k.memsched, 'enabled', (n) => n <= 1),
+      numberField(k.memsched, 'enabled', (n) => n <= 1, FLAG),
     );
     for (const name of HGM_PROPOSALS)
       add(
         `/sys/kernel/memtwin/features/${name}`,
-        numberField(k.hgm.enabled, name, (n) => n <= 1),
+        numberField(k.hgm.enabled, name, (n) => n <= 1, FLAG),
       );
-    add('/proc/sys/vm/drop_caches', { read: () => '0', write: (v) => (kstrtoul(v) !== undefined ? 0 : neg('EINVAL')) });
+    // drop_caches: 1 (page cache), 2 (slab), 3 (both), 4 (quiet); nothing to drop in the simulator. This kernel
+    // accepts 5 too, though the table says SYSCTL_FOUR: only the minimum is modelled.
+    let dropCaches = 0;
+    add(
+      '/proc/sys/vm/drop_caches',
+      sysctl(
+        () => dropCaches,
+        (n) => void (dropCaches = n),
+        'int',
+        1n,
+      ),
+    );
+    // sysctl_compaction_handler: proc_dointvec into sysctl_compact_memory, then anything but 1 is -EINVAL. An
+    // empty write leaves the last value: on Linux that is whatever anyone wrote since boot, so a script cannot
+    // rely on it.
+    let compactMemory = 0;
     add('/proc/sys/vm/compact_memory', {
       read: () => '',
       write: (v) => {
-        if (kstrtoul(v) !== 1) return neg('EINVAL');
+        // Any negative or malformed value leaves something other than 1: -EINVAL, as the check after the parse.
+        const n = procDoVec(v, 'int');
+        if (n !== undefined) compactMemory = n < 0 ? 0 : n;
+        if (compactMemory !== 1) return neg('EINVAL');
         for (const z of k.phys.zones) {
           const r = compactZone(k, z.nid, MAX_PAGE_ORDER + 1);
           k.charge(r.ns);
@@ -255,6 +383,8 @@ export class Sysfs {
     const knob = this.knobs.get(path);
     if (!knob) throw new Error(`unknown knob ${path}`);
     if (!knob.write) return neg('EACCES');
+    // sysfs_kf_write: a write of no bytes reaches no store and succeeds (debugfs is not sysfs).
+    if (value === '' && path.startsWith('/sys/') && !path.startsWith(DEBUGFS)) return 0;
     return knob.write(value);
   }
 }

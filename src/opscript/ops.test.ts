@@ -1,9 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { BadOp, parseOp } from './ops.ts';
+import fc from 'fast-check';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { BadOp, MAX_DEPTH, OPS, parseOp, rangeTable } from './ops.ts';
 import { addr, flags, size } from './values.ts';
 import { ScriptRunner } from './runner.ts';
 import { SimBackend } from './sim_backend.ts';
 import { smallKernel } from '../testing/fixtures.ts';
+import { quote } from '../util/input_error.ts';
 
 const bad = (line: string): string => {
   try {
@@ -62,7 +66,7 @@ describe('the script runner', () => {
     expect(r.invalid).toBe(true);
     expect(r.results).toHaveLength(2);
     expect(r.results[0]).toMatchObject({ i: 0, op: 'mmap', ret: '$a' });
-    expect(r.results[1]).toEqual({ i: 1, op: 'touch', invalid: 'addr: unknown handle $b' });
+    expect(r.results[1]).toEqual({ i: 1, op: 'touch', line: 2, invalid: 'addr: unknown handle $b' });
   });
 
   it('renders fault addresses relative to the handle that contains them', async () => {
@@ -112,5 +116,189 @@ describe('the script runner', () => {
     const a = JSON.stringify((await run(text)).results);
     const b = JSON.stringify((await run(text)).results);
     expect(a).toBe(b);
+  });
+});
+
+describe('quote: bad values in messages', () => {
+  it('shows short values whole, as JSON', () => {
+    expect(quote('2Q')).toBe('"2Q"');
+    expect(quote({ a: [1, null] })).toBe('{"a":[1,null]}');
+    expect(quote(undefined)).toBe('undefined');
+  });
+
+  it('cuts long values to about 80 characters, with the full length', () => {
+    const q = quote('x'.repeat(4_000_000));
+    expect(q.length).toBeLessThan(100);
+    expect(q).toMatch(/^"x+… \(4000002 chars\)$/);
+  });
+
+  it('never throws, whatever the value or its depth', () => {
+    let deep: unknown = 1;
+    for (let j = 0; j < 100_000; j++) deep = [deep];
+    expect(quote(deep)).toMatch(/^\[+… \(200001 chars\)$/);
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    expect(quote(cyclic)).toBe('{"self":[circular]}');
+    fc.assert(
+      fc.property(fc.anything(), (v) => {
+        const q = quote(v);
+        expect(q.length).toBeLessThanOrEqual(80 + 30);
+      }),
+    );
+  });
+});
+
+describe('op-script input limits', () => {
+  it('looks op names up without the prototype chain', () => {
+    for (const name of ['constructor', '__proto__', 'toString', 'hasOwnProperty', 'valueOf'])
+      expect(bad(`{"op":"${name}"}`)).toMatch(new RegExp(`unknown op "${name}"`));
+    expect(bad('{"op":"meminfo","constructor":1}')).toMatch(/unknown field "constructor"/);
+    expect(bad('{"op":"meminfo","toString":1}')).toMatch(/unknown field "toString"/);
+    expect(bad('{"op":"mmap","len":"4K","prot":["constructor"],"flags":[]}')).toMatch(/unknown flag name "constructor"/);
+    expect(bad('{"op":"mmap","len":"4K","prot":"__proto__","flags":[]}')).toMatch(/unknown flag name "__proto__"/);
+  });
+
+  it('gives every number a range and names the field', () => {
+    expect(bad('{"op":"touch","addr":"$a","len":"4K","stride":0}')).toMatch(/^stride: expected a size from 1 to 2\^52/);
+    expect(bad('{"op":"touch","addr":"$a","len":"4K","stride":-4096}')).toMatch(/^stride: /);
+    expect(bad('{"op":"khugepaged_wait","timeout_ms":1e308}')).toMatch(/^timeout_ms: expected an integer from 0 to 600000, got 1e\+308/);
+    expect(bad('{"op":"khugepaged_wait","full_scans":1001}')).toMatch(/^full_scans: expected an integer from 0 to 1000/);
+    expect(bad('{"op":"join","thread":"t","timeout_ms":60001}')).toMatch(/^timeout_ms: expected an integer from 0 to 60000/);
+    expect(bad('{"op":"uffd_read","fd":"$u","max":4097}')).toMatch(/^max: expected an integer from 0 to 4096/);
+    expect(bad('{"op":"thread","name":"t","cpu":1024}')).toMatch(/^cpu: expected an integer from 0 to 1023/);
+    expect(bad('{"op":"thread","name":"t","cpu":-1}')).toMatch(/^cpu: /);
+    expect(bad('{"op":"meminfo","node":1024}')).toMatch(/^node: expected an integer from 0 to 1023/);
+    expect(bad('{"op":"hugetlb_pool","size":"2M","nr":-1}')).toMatch(/^nr: expected an integer from 0 to 2\^32-1/);
+    expect(bad('{"op":"hugetlb_pool","size":"2M","nr":1e308}')).toMatch(/^nr: /);
+    expect(bad('{"op":"hugetlb_pool","size":"3M","nr":1}')).toMatch(/^size: expected a power of two from 4K to 2\^40/);
+    expect(bad('{"op":"mmap","len":"4K","prot":[],"flags":[],"align":"3M"}')).toMatch(/^align: expected a power of two from 4K to 2\^46/);
+    expect(bad('{"op":"mmap","len":9007199254740993,"prot":[],"flags":[]}')).toMatch(/^len: expected a size from 0 to 2\^52/);
+    expect(bad('{"op":"mmap","len":"4097T","prot":[],"flags":[]}')).toMatch(/^len: /);
+    expect(bad('{"op":"mmap","len":"4K","prot":4294967296,"flags":[]}')).toMatch(
+      /^prot: expected flag names .* or a number from -2\^31 to 2\^32-1/,
+    );
+    expect(bad('{"op":"mmap","len":"4K","prot":[1e308],"flags":[]}')).toMatch(/^prot: unknown flag name 1e\+308/);
+    expect(bad('{"op":"touch","addr":"$a","len":"4K","fill":256}')).toMatch(/^fill: expected an integer from 0 to 255/);
+    expect(bad('{"op":"touch","addr":"$a","len":"4K","fill":1.5}')).toMatch(/^fill: /);
+    expect(bad('{"op":"setuid","uid":4294967295}')).toMatch(/^uid: expected an integer from 0 to 4294967294/);
+    expect(bad('{"op":"process_madvise","target":"self","iovec":[],"advice":"MADV_COLD","flags":-1}')).toMatch(/^flags: /);
+    expect(bad('{"op":"munmap","addr":"0x10000000001000","len":"4K"}')).toMatch(/^addr: expected an address from 0 to 2\^52/);
+    expect(bad('{"op":"munmap","addr":"$a+4097T","len":"4K"}')).toMatch(/^addr: bad offset "4097T"/);
+  });
+
+  it('bounds the work of one op: 2^24 accesses per touch, 64 GiB per peek or pagemap', () => {
+    expect(parseOp('{"op":"touch","addr":"$a","len":"64G"}', 0).a.len).toBe(2 ** 36);
+    expect(bad('{"op":"touch","addr":"$a","len":"64G","stride":2048}')).toMatch(
+      /^len: 64G at a stride of 2K is 33554432 accesses; a touch makes at most 2\^24/,
+    );
+    expect(bad('{"op":"touch","addr":"$a","len":"1T","stride":1}')).toMatch(/accesses; a touch makes at most 2\^24/);
+    expect(bad('{"op":"pagemap","addr":"$a","len":"65G"}')).toMatch(/^len: expected a size from 0 to 64G/);
+    expect(bad('{"op":"peek","addr":"$a","len":"1T"}')).toMatch(/^len: expected a size from 0 to 64G/);
+    expect(bad('{"op":"move_pages","target":"self","pages":["$a","$a+4K"],"nodes":[0]}')).toMatch(
+      /^nodes: expected one node per page \(2\), got 1/,
+    );
+    expect(
+      bad(`{"op":"process_madvise","target":"self","iovec":${JSON.stringify(Array(1025).fill(['$a', '4K']))},"advice":"MADV_COLD"}`),
+    ).toMatch(/up to 1024 \(UIO_MAXIOV\)/);
+  });
+
+  it('takes a knob value as a string, or an integer JSON holds exactly', () => {
+    expect(parseOp('{"op":"sysfs","path":"/p","value":-1}', 0).a.value).toBe('-1');
+    expect(parseOp('{"op":"sysfs","path":"/p","value":-0}', 0).a.value).toBe('-0');
+    expect(parseOp('{"op":"sysfs","path":"/p","value":"18446744073709551616"}', 0).a.value).toBe('18446744073709551616');
+    expect(bad('{"op":"sysfs","path":"/p","value":18446744073709551616}')).toMatch(/^value: .*write larger numbers as strings/);
+    expect(bad('{"op":"sysfs","path":"/p","value":0.5}')).toMatch(/^value: /);
+    expect(bad(`{"op":"sysfs","path":"/p","value":"${'1'.repeat(4097)}"}`)).toMatch(/^value: expected a string of at most 4096 characters/);
+  });
+
+  it('refuses a key given twice, at any depth, as scenario YAML does', () => {
+    expect(bad('{"op":"munmap","addr":"$a","len":"4K","len":"8K"}')).toMatch(/^duplicate key "len"$/);
+    expect(bad('{"op":"meminfo","op":"mmap"}')).toMatch(/^duplicate key "op"$/);
+    expect(bad('{"op":"meminfo","comment":{"a":1,"\\u0061":2}}')).toMatch(/^duplicate key "a" in a nested object$/);
+    expect(parseOp('{"op":"meminfo","comment":[{"a":1},{"a":2}]}', 0).op).toBe('meminfo');
+    expect(parseOp('{"op":"meminfo","comment":"\\"op\\":1,\\"op\\":2"}', 0).op).toBe('meminfo');
+  });
+
+  it(`refuses values nested deeper than ${MAX_DEPTH} levels, and never overflows the stack`, () => {
+    const nest = (d: number): string => `${'['.repeat(d)}${']'.repeat(d)}`;
+    expect(parseOp(`{"op":"meminfo","comment":${nest(MAX_DEPTH - 1)}}`, 0).op).toBe('meminfo');
+    expect(bad(`{"op":"meminfo","comment":${nest(MAX_DEPTH)}}`)).toBe(`values nested deeper than ${MAX_DEPTH} levels`);
+    expect(bad(`{"op":"mmap","len":${nest(100_000)},"prot":[],"flags":[]}`)).toBe(`values nested deeper than ${MAX_DEPTH} levels`);
+  });
+
+  it('cuts a quoted bad value: a 4 MB value makes a short message', () => {
+    const m = bad(`{"op":"mmap","len":"${'x'.repeat(4_000_000)}","prot":[],"flags":[]}`);
+    expect(m.length).toBeLessThan(200);
+    expect(m).toMatch(/\(4000002 chars\)$/);
+    expect(bad(`{"op":"${'y'.repeat(1_000_000)}"}`).length).toBeLessThan(1000);
+    expect(bad(`{"op":"meminfo","${'k'.repeat(1_000_000)}":1}`).length).toBeLessThan(200);
+  });
+
+  it('never throws anything but BadOp, whatever the line', () => {
+    const fields = [...new Set(Object.values(OPS).flatMap((s) => [...Object.keys(s.req), ...Object.keys(s.opt ?? {})]))];
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...Object.keys(OPS)),
+        fc.dictionary(fc.constantFrom(...fields, 'constructor', '__proto__'), fc.jsonValue()),
+        (op, o) => {
+          try {
+            parseOp(JSON.stringify({ ...o, op }), 0);
+          } catch (e) {
+            expect(e).toBeInstanceOf(BadOp);
+          }
+        },
+      ),
+      { numRuns: 500 },
+    );
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', maxLength: 200 }), (line) => {
+        try {
+          parseOp(line, 0);
+        } catch (e) {
+          expect(e).toBeInstanceOf(BadOp);
+        }
+      }),
+    );
+  });
+});
+
+describe('invalid lines name the file line', () => {
+  it('counts comments and blank lines: i is the op index, line the file line', async () => {
+    const r = new ScriptRunner(new SimBackend(smallKernel()));
+    await r.run(['# a script', '', '{"op":"meminfo"}', '// more', '   ', '{"op":"meminfo","node":-1}', '{"op":"meminfo"}'].join('\n'));
+    expect(r.results).toHaveLength(2);
+    expect(r.results[1]).toEqual({ i: 1, op: 'meminfo', line: 6, invalid: 'node: expected an integer from 0 to 1023, got -1' });
+    expect(r.badLine).toEqual({ line: 6, message: 'node: expected an integer from 0 to 1023, got -1' });
+    expect(Object.keys(r.results[1]!)).toEqual(['i', 'op', 'line', 'invalid']);
+  });
+
+  it('refuses a handle expression that resolves outside 0 to 2^52', async () => {
+    const r = new ScriptRunner(new SimBackend(smallKernel()));
+    await r.run(
+      [
+        '{"op":"mmap","len":"4K","prot":["PROT_READ"],"flags":["MAP_PRIVATE","MAP_ANONYMOUS"],"name":"a"}',
+        '{"op":"munmap","addr":"$a-200T","len":"4K"}',
+      ].join('\n'),
+    );
+    expect(r.results[1]!.invalid).toMatch(/^addr: \$a-0xc80000000000 is outside 0 to 2\^52$/);
+  });
+
+  it('keeps the output of valid ops unchanged: no line field', async () => {
+    const r = new ScriptRunner(new SimBackend(smallKernel()));
+    await r.run('\n# c\n{"op":"meminfo"}\n');
+    expect(r.results[0]).not.toHaveProperty('line');
+  });
+
+  it('answers prototype names in vmstat keys as unknown counters, as own properties', async () => {
+    const r = new ScriptRunner(new SimBackend(smallKernel()));
+    await r.run('{"op":"vmstat","keys":["__proto__","constructor","thp_fault_alloc"]}');
+    expect(JSON.stringify(r.results[0]!.vmstat)).toBe('{"__proto__":null,"constructor":null,"thp_fault_alloc":0}');
+  });
+});
+
+describe('docs/op-script.md', () => {
+  it('lists the range of every numeric field, as ops.ts defines them', () => {
+    const doc = readFileSync(fileURLToPath(new URL('../../docs/op-script.md', import.meta.url)), 'utf8');
+    expect(doc).toContain(rangeTable());
   });
 });

@@ -6,9 +6,9 @@
  * keeps everything it computed.
  */
 import { BadOp, parseOp, type Op } from './ops.ts';
-import type { Addr } from './values.ts';
+import { SIZE_MAX, type Addr } from './values.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
-import { parseSize } from '../util/input_error.ts';
+import { parseSize, quote } from '../util/input_error.ts';
 import { ExecutorError } from './linux_backend.ts';
 
 export type ResultLine = Record<string, unknown>;
@@ -43,6 +43,9 @@ export const OUTPUT_FIELDS: Record<string, readonly string[]> = {
   uffdio_move: ['move'],
   uffd_read: ['msgs'],
 };
+/** The longest `invalid` message (a safety net: quoted values are already cut by quote()). */
+const MESSAGE_MAX = 1000;
+
 /** Backend-specific fields kept in the output (never compared). */
 export const BACKEND_FIELDS = ['addr', 'pid', 'ns'] as const;
 
@@ -60,18 +63,27 @@ export class ScriptRunner {
   invalid = false;
   /** Set when the backend itself failed (executor crashed or hung). */
   failed: string | undefined;
+  /** Where the script stopped at bad input: the file's line (1-based) and why. */
+  badLine: { line: number; message: string } | undefined;
+  /** Set when `emit` returned false (nobody reads the results any more): the run ends after the current op. */
+  stopped = false;
 
+  /** `emit` gets each result line as it is produced; returning false stops the run (e.g. stdout was closed). */
   constructor(
     private readonly backend: Backend,
-    private readonly emit: (line: ResultLine) => void = () => {},
+    private readonly emit: (line: ResultLine) => void | boolean = () => {},
   ) {}
 
-  /** Run every line of a script; stops at the first invalid line. */
+  /**
+   * Run every line of a script; stops at the first invalid line. Result
+   * lines that end the run (invalid, error) carry the file's `line`
+   * (1-based, comments and blank lines counted) beside the op index `i`.
+   */
   async run(text: string): Promise<void> {
     const lines = text.split('\n');
     let i = 0;
-    for (const raw of lines) {
-      const line = raw.trim();
+    for (let n = 0; n < lines.length && !this.stopped; n++) {
+      const line = lines[n]!.trim();
       if (!line || line.startsWith('//') || line.startsWith('#')) continue;
       let op: Op | undefined;
       try {
@@ -82,13 +94,15 @@ export class ScriptRunner {
         this.record(r, res);
       } catch (e) {
         if (e instanceof ExecutorError) {
-          this.push({ i, op: op?.op ?? '?', error: e.message });
+          this.push({ i, op: op?.op ?? '?', line: n + 1, error: e.message });
           this.failed = e.message;
           return;
         }
         if (!(e instanceof BadOp)) throw e;
-        this.push({ i, op: e.op, invalid: e.message });
+        const message = e.message.length > MESSAGE_MAX ? `${e.message.slice(0, MESSAGE_MAX - 1)}…` : e.message;
+        this.push({ i, op: e.op, line: n + 1, invalid: message });
         this.invalid = true;
+        this.badLine = { line: n + 1, message };
         return;
       }
       i++;
@@ -101,23 +115,27 @@ export class ScriptRunner {
 
   private push(line: ResultLine): void {
     this.results.push(line);
-    this.emit(line);
+    if (this.emit(line) === false) this.stopped = true;
   }
 
   private procIndex(op: Op, name: string, field: string): number {
     const p = this.procs.get(name);
-    if (p === undefined) throw new BadOp(op.i, op.op, `${field}: unknown process "${name}" (spawn it first)`);
+    if (p === undefined) throw new BadOp(op.i, op.op, `${field}: unknown process ${quote(name)} (spawn it first)`);
     return p;
   }
 
   private addr(op: Op, field: string, a: Addr): number {
     if ('raw' in a) return a.raw;
     const h = this.handles.get(a.handle);
+    const name = handleName(a.handle);
     if (!h) {
-      if (this.failedHandles.has(a.handle)) throw new BadOp(op.i, op.op, `${field}: handle $${a.handle} does not exist (its mmap failed)`);
-      throw new BadOp(op.i, op.op, `${field}: unknown handle $${a.handle}`);
+      if (this.failedHandles.has(a.handle)) throw new BadOp(op.i, op.op, `${field}: handle ${name} does not exist (its mmap failed)`);
+      throw new BadOp(op.i, op.op, `${field}: unknown handle ${name}`);
     }
-    return h.base + a.offset;
+    const x = h.base + a.offset;
+    if (x < 0 || x > SIZE_MAX)
+      throw new BadOp(op.i, op.op, `${field}: ${name}${a.offset < 0 ? '-' : '+'}0x${Math.abs(a.offset).toString(16)} is outside 0 to 2^52`);
+    return x;
   }
 
   private resolve(op: Op): ResolvedOp {
@@ -125,7 +143,7 @@ export class ScriptRunner {
     let thr = 0;
     if (op.thread !== undefined) {
       const t = this.threads[proc]!.get(op.thread);
-      if (t === undefined) throw new BadOp(op.i, op.op, `thread: unknown thread "${op.thread}" in process "${op.in}"`);
+      if (t === undefined) throw new BadOp(op.i, op.op, `thread: unknown thread ${quote(op.thread)} in process ${quote(op.in)}`);
       thr = t;
     }
     const a = { ...op.a };
@@ -134,7 +152,7 @@ export class ScriptRunner {
     const r: ResolvedOp = { ...op, a, proc, thr };
     if (op.op === 'mmap') {
       const name = (a.name as string | undefined) ?? `m${op.i}`;
-      if (this.handles.has(name)) throw new BadOp(op.i, op.op, `name: handle $${name} already exists`);
+      if (this.handles.has(name)) throw new BadOp(op.i, op.op, `name: handle ${handleName(name)} already exists`);
       r.h = this.seq + 1;
     }
     if (a.target !== undefined) r.targetProc = this.procIndex(op, a.target as string, 'target');
@@ -142,25 +160,26 @@ export class ScriptRunner {
       a.iovec = (a.iovec as [Addr, number][]).map(([x, l], j) => [this.addr(op, `iovec[${j}]`, x), l]);
     }
     if (op.op === 'userfaultfd') {
-      if (this.fds.has(a.name as string)) throw new BadOp(op.i, op.op, `name: handle $${a.name} already exists`);
+      if (this.fds.has(a.name as string)) throw new BadOp(op.i, op.op, `name: handle ${handleName(a.name)} already exists`);
       r.fd = this.fdSeq;
     } else if (a.fd !== undefined) {
       const name = (a.fd as string).replace(/^\$/, '');
       const fd = this.fds.get(name);
-      if (!fd) throw new BadOp(op.i, op.op, `fd: unknown userfaultfd handle $${name}`);
-      if (fd.proc !== proc) throw new BadOp(op.i, op.op, `fd: $${name} belongs to another process`);
+      if (!fd) throw new BadOp(op.i, op.op, `fd: unknown userfaultfd handle ${handleName(name)}`);
+      if (fd.proc !== proc) throw new BadOp(op.i, op.op, `fd: ${handleName(name)} belongs to another process`);
       r.fd = fd.index;
     }
     if (op.op === 'join') {
       const t = this.threads[proc]!.get(a.thread as string);
-      if (t === undefined) throw new BadOp(op.i, op.op, `thread: unknown thread "${a.thread}"`);
+      if (t === undefined) throw new BadOp(op.i, op.op, `thread: unknown thread ${quote(a.thread)}`);
       r.joinThr = t;
     }
     if (op.op === 'setuid' && proc === 0)
       throw new BadOp(op.i, op.op, 'in: setuid only in a spawned process (the main process writes knobs and spawns processes as root)');
-    if (op.op === 'spawn' && this.procs.has(a.name as string)) throw new BadOp(op.i, op.op, `name: process "${a.name}" already exists`);
+    if (op.op === 'spawn' && this.procs.has(a.name as string))
+      throw new BadOp(op.i, op.op, `name: process ${quote(a.name)} already exists`);
     if (op.op === 'thread' && this.threads[proc]!.has(a.name as string))
-      throw new BadOp(op.i, op.op, `name: thread "${a.name}" already exists`);
+      throw new BadOp(op.i, op.op, `name: thread ${quote(a.name)} already exists`);
     return r;
   }
 
@@ -225,6 +244,11 @@ export class ScriptRunner {
     const off = x - best.base;
     return off ? `$${best.name}+0x${off.toString(16)}` : `$${best.name}`;
   }
+}
+
+/** A handle as messages name it, "$a", cut like quote() when it is long. */
+function handleName(name: string): string {
+  return name.length < 64 ? `$${name}` : `$${name.slice(0, 62)}… (${name.length + 1} chars)`;
 }
 
 function sortBySize(o: Record<string, unknown>): Record<string, unknown> {

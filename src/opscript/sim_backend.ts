@@ -42,14 +42,11 @@ function sys(r: number): RawResult {
   return r < 0 ? { ret: -1, errno: errnoName(r) } : { ret: r };
 }
 
-function rle(bytes: number[]): [number, number][] {
-  const out: [number, number][] = [];
-  for (const b of bytes) {
-    const last = out[out.length - 1];
-    if (last && last[0] === b) last[1]++;
-    else out.push([b, 1]);
-  }
-  return out;
+/** Run-length encoding built as the bytes come (a peek of 64 GiB reads 2^24 pages: no array of them all). */
+function rlePush(out: [number, number][], b: number): void {
+  const last = out[out.length - 1];
+  if (last && last[0] === b) last[1]++;
+  else out.push([b, 1]);
 }
 
 export class SimBackend implements Backend {
@@ -161,15 +158,15 @@ export class SimBackend implements Backend {
         return res.signal ? { ret: -1, signal: res.signal, at: res.at } : { ret: 0 };
       }
       case 'peek': {
-        const bytes: number[] = [];
+        const bytes: [number, number][] = [];
         const start = alignDown(a.addr, PAGE_SIZE);
         const t = this.thread(op);
         const res = k.access(t, Math.max(start, a.addr), a.addr + a.len - Math.max(start, a.addr), PAGE_SIZE, false, 0, (_va, b) =>
-          bytes.push(b),
+          rlePush(bytes, b),
         );
         if (res.blocked !== undefined) return { invalid: 'the peek blocks in a userfault (the main thread cannot resolve it)' };
         if (res.signal) return { ret: -1, signal: res.signal, at: res.at };
-        return { ret: 0, bytes: rle(bytes) };
+        return { ret: 0, bytes };
       }
       case 'join': {
         const t = this.proc(op).threads[op.joinThr!];
@@ -282,8 +279,9 @@ export class SimBackend implements Backend {
         return { ret: 0, ...meminfo(k, a.node) };
       case 'vmstat': {
         const now = k.vmstat.snapshot();
-        const out: Record<string, number | null> = {};
-        for (const key of a.keys as string[]) out[key] = key in now ? now[key]! - this.vmstatBase[key]! : null;
+        // Keys are the script's: own properties only, and no prototype for "__proto__" to set.
+        const out: Record<string, number | null> = Object.create(null);
+        for (const key of a.keys as string[]) out[key] = Object.hasOwn(now, key) ? now[key]! - this.vmstatBase[key]! : null;
         return { ret: 0, vmstat: out };
       }
       default:

@@ -86,3 +86,54 @@ export function readInput(file: string, what = 'file'): string {
     );
   }
 }
+
+/** How long a quoted bad value may be in an error message, ellipsis included. */
+export const QUOTE_MAX = 80;
+
+/**
+ * A bad input value as an error message shows it: its JSON text, cut to
+ * `max` characters with an ellipsis and the full length when longer, so a
+ * 4 MB value never makes a 4 MB message. Walks the value without
+ * recursion, so no nesting depth makes it throw.
+ */
+export function quote(v: unknown, max = QUOTE_MAX): string {
+  let head = '';
+  let total = 0;
+  const out = (s: string): void => {
+    total += s.length;
+    if (head.length <= max) head += s.slice(0, max + 1 - head.length);
+  };
+  // An explicit stack of what remains to be written: a value, or literal text (brackets, commas, keys).
+  const todo: ({ v: unknown } | string)[] = [{ v }];
+  const open = new Set<object>();
+  const done: object[] = [];
+  while (todo.length) {
+    const t = todo.pop()!;
+    if (typeof t === 'string') {
+      if (t === '\0close') open.delete(done.pop()!);
+      else out(t);
+      continue;
+    }
+    const x = t.v;
+    if (typeof x === 'string') out(JSON.stringify(x));
+    else if (x === null || typeof x !== 'object') out(String(x));
+    else if (open.has(x)) out('[circular]');
+    else {
+      open.add(x);
+      done.push(x);
+      const entries: [string | undefined, unknown][] = Array.isArray(x)
+        ? x.map((e) => [undefined, e])
+        : Object.keys(x).map((k) => [k, (x as Record<string, unknown>)[k]]);
+      const [l, r] = Array.isArray(x) ? ['[', ']'] : ['{', '}'];
+      out(l);
+      todo.push('\0close', r);
+      for (let j = entries.length - 1; j >= 0; j--) {
+        const [k, e] = entries[j]!;
+        todo.push({ v: e });
+        if (k !== undefined) todo.push(`${JSON.stringify(k)}:`);
+        if (j > 0) todo.push(',');
+      }
+    }
+  }
+  return total <= max ? head : `${head.slice(0, max - 1)}… (${total} chars)`;
+}
