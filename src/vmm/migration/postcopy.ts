@@ -80,6 +80,7 @@ import { hugetlbAllocPage, hugetlbIndex } from '../../kernel/memory.ts';
 import { VM } from '../../kernel/mm_types.ts';
 import type { Vm } from '../vm.ts';
 import type { Link } from './link.ts';
+import type { Flow } from '../../sim/network.ts';
 import { STREAM_MARKER_BYTES, type RamMigration, type SendResult } from './ram.ts';
 
 /** Background bytes written to the main channel per event (small pages are batched). */
@@ -165,7 +166,7 @@ export class Postcopy {
   private readonly k: Kernel;
   private readonly pc: BlockPc[] = [];
   private readonly fd: number;
-  private readonly rate: number;
+  private rate: number;
   /** When the main channel's wire is free of everything written so far; the destination's load thread is free. */
   private mainWireFreeAt = 0;
   private loadBusyUntil = 0;
@@ -193,12 +194,19 @@ export class Postcopy {
     readonly src: Vm,
     readonly dst: Vm,
     readonly link: Link,
+    readonly flow: Flow,
     readonly opts: PostcopyOptions,
   ) {
     // Everything here but the source's reads (ram.ts) happens on the destination host.
     this.k = dst.k;
     const k = this.k;
-    this.rate = link.rate(opts.maxBandwidth || undefined);
+    // The channels send at the main flow's share of the path, as it changes (chunks already written keep their times).
+    flow.start();
+    const cap = opts.maxBandwidth || Infinity;
+    this.rate = Math.min(flow.rate, cap);
+    flow.onRate((f) => {
+      if (f.rate > 0) this.rate = Math.min(f.rate, cap);
+    });
     this.stats = {
       requests: 0,
       bytes: 0,
