@@ -440,7 +440,9 @@ const migWith = (fields: string): string => MIG.replace('op: migrate, bandwidth:
 describe('scenario VMs: a mistake stops the run with a located error, never a stack trace', () => {
   it('a migration link of bandwidth 0, at the field (and at the sweep value that put it there)', () => {
     expect(runError('bw0.yaml', migWith('bandwidth: 0'))).toMatch(
-      new RegExp(`bw0\\.yaml:${MIG_LINE}:\\d+: vms\\[0\\]\\.events\\[0\\]\\.bandwidth: expected a rate from 1 to 1T bytes per second.*got 0`),
+      new RegExp(
+        `bw0\\.yaml:${MIG_LINE}:\\d+: vms\\[0\\]\\.events\\[0\\]\\.bandwidth: expected a rate from 1 to 1T bytes per second.*got 0`,
+      ),
     );
     const swept = `${MIG}sweep:\n  - path: [vms, 0, events, 0, bandwidth]\n    values: [1250M, 0]\n`;
     expect(runError('bw0-sweep.yaml', swept, 1)).toMatch(
