@@ -847,7 +847,9 @@ function scheduleEvacuation(k: Kernel, s: Scenario, vms: VmRt[], t0: number, log
     const entry: RunEventLog = { at_ns: at - t0, op: 'migrate', process: rt.spec.name, vm: rt.spec.name, ret: 0, ns: 0, pages_migrated: 0 };
     const mon = new EventMonitor(rt, ev, path, rep);
     const ctx = { ns: 0 };
-    guestAccess(k, path, rep, () => k.runAsTask(ctx, () => startMigration(k, s, rt, ev, -1, entry, mon, rep, path, start)));
+    // The next one starts when this one ends, as an event of its own (an end can come from inside another event's task).
+    const onEnd = (): void => void k.events.schedule(k.clock.now(), 'evacuate next', start);
+    guestAccess(k, path, rep, () => k.runAsTask(ctx, () => startMigration(k, s, rt, ev, -1, entry, mon, rep, path, onEnd)));
     mon.settle();
     entry.ns = Math.round(ctx.ns);
     log.push(entry);
