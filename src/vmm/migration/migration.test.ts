@@ -360,7 +360,7 @@ describe('migrations sharing the network (src/sim/network.ts)', () => {
    * max-bandwidth at the link's rate. `bg`: a background flow on the same
    * path (greedy, or capped at that many bytes/s) from the start.
    */
-  function shared(n: number, bg?: number | 'greedy') {
+  function shared(n: number, bg?: number | 'greedy', maxBandwidth = 1.25e9) {
     const k = vmTestKernel({ nodes: 1, gib: 2, cpus: 4 });
     const net = new Network(k.events);
     net.addHost('a', { bandwidth: 1.25e9, latency: 25_000 });
@@ -373,7 +373,7 @@ describe('migrations sharing the network (src/sim/network.ts)', () => {
       const mig = new MigrationState(src, {}).register();
       for (let p = 0; p < (64 * MiB) / PAGE_SIZE; p++) guestWrite(k, src, mig, p, (p % 250) + 1);
       mig.incoming(URI, dst, new Link({ network: net, path }));
-      qmp(src, 'migrate-set-parameters', { 'max-bandwidth': 1.25e9 });
+      qmp(src, 'migrate-set-parameters', { 'max-bandwidth': maxBandwidth });
       migs.push(mig);
     }
     const other = bg === undefined ? undefined : net.flow('bg', path, bg === 'greedy' ? {} : { cap: bg });
@@ -437,6 +437,29 @@ describe('migrations sharing the network (src/sim/network.ts)', () => {
     two.net.settle();
     const sent = two.migs.reduce((a, m) => a + m.flow!.bytes, 0);
     expect(two.net.host('a')!.tx.bytes).toBeCloseTo(sent, 0);
+  });
+
+  it("QEMU's rate limit is not a pacer: two migrations limited to a quarter of the link each, bursting then idle, do not slow each other before the switchover", () => {
+    const one = shared(1, undefined, 1.25e9 / 4);
+    one.start();
+    one.run();
+    const two = shared(2, undefined, 1.25e9 / 4);
+    two.start();
+    two.run();
+    const alone = totalTime(one.migs[0]!);
+    for (const m of two.migs) {
+      expect(m.status).toBe('completed');
+      expect(m.contentCheck!.pagesDiffering).toBe(0);
+      // Before the switchover each window's budget goes at half the link instead of all of it: the bursts
+      // overlap, the windows do not grow. The final transfer (no rate limit) shares the link: about twice as long.
+      expect((totalTime(m) - m.downtime) / (alone - one.migs[0]!.downtime)).toBeLessThan(1.02);
+      expect(m.downtime / one.migs[0]!.downtime).toBeGreaterThan(1.8);
+    }
+    // Each QEMU measured about its limit, not the link.
+    for (const m of two.migs) {
+      expect(m.mbps).toBeGreaterThan(((1.25e9 / 4) * 8 * 0.9) / 1e6);
+      expect(m.mbps).toBeLessThan(((1.25e9 / 4) * 8 * 1.05) / 1e6);
+    }
   });
 
   it('background traffic on the path slows a migration by the share it takes', () => {
