@@ -219,4 +219,14 @@ describe('flows in virtual time', () => {
     expect(replans).toBe(2);
     expect(tx.at(G10)).toBe(1.25e9);
   });
+
+  it('a transfer that would end beyond reach of virtual time (2^53 ns) never ends, rather than at a time the queue refuses', () => {
+    const q = new EventQueue(new VirtualClock());
+    const n = new Network(q);
+    const f = n.flow('slow', n.privatePath('wire', 1, 0));
+    f.start();
+    const tx = new Transfer(f, 2 ** 40, 0, () => {});
+    expect(tx.at(1)).toBe(1e9);
+    expect(tx.at(2 ** 40)).toBe(Infinity);
+  });
 });

@@ -382,11 +382,16 @@ export class Transfer {
     flow.onRate(this.listener);
   }
 
-  /** When the first `mark` bytes have left (whole ns; Infinity while the flow gets nothing). */
+  /**
+   * When the first `mark` bytes have left (whole ns; Infinity while the flow
+   * gets nothing, or when it is beyond what virtual time can reach: 2^53 ns,
+   * 104 days).
+   */
   at(mark: number): number {
     if (mark <= this.sent) return this.segStart;
     if (!(this.segRate > 0)) return Infinity;
-    return this.segStart + Math.ceil(((mark - this.sent) * NSEC_PER_SEC) / this.segRate);
+    const t = this.segStart + Math.ceil(((mark - this.sent) * NSEC_PER_SEC) / this.segRate);
+    return Number.isSafeInteger(t) ? t : Infinity;
   }
 
   /** The transfer is over (or abandoned): rate changes no longer concern it. */
