@@ -67,6 +67,8 @@ export class ScenarioNetwork {
     }
     // Seeds after the scenario's (seed + 1 is a destination of its own).
     const dk = new Kernel({ host, costs: this.k.costs, seed: this.s.seed + 2 + hi, sameTimeAs: this.k });
+    // Its CPUs are shared through a scheduler of its own, as the scenario host's are.
+    if (this.k.sched) dk.enableScheduler();
     for (const [knob, value] of Object.entries(this.s.kernel)) {
       const r = dk.sysfs.write(knob, String(value));
       if (r < 0) throw this.rep.at.error(['kernel', knob], `host ${name}'s kernel rejects ${JSON.stringify(value)} (${errnoName(r)})`);

@@ -560,6 +560,18 @@ export class MigrationState {
     this.end();
   }
 
+  /**
+   * The CPU the migration uses: the source's migration thread (bitmap syncs,
+   * reading and sending pages) and the destination's incoming thread
+   * (loading them), each on its host's CPUs where QEMU's threads run. Their
+   * pace stays the link's; contention is what they take from the rest.
+   */
+  private spendCpu(srcNs: number, dstNs: number): void {
+    this.k.spend(this.vm.qemuThread('live_migration'), srcNs);
+    // The incoming side loads pages in QEMU's main loop (process_incoming_migration_co).
+    if (this.dest) this.dest.k.spend(this.dest.qemuThread('main'), dstNs);
+  }
+
   /** Nothing more goes on the main channel: its transfer is abandoned and its flow idle. */
   private quietWire(): void {
     this.wire?.tx.finish();
@@ -610,6 +622,7 @@ export class MigrationState {
     if (budget > 0) {
       flow.start();
       const res = ram.send(budget, STEP_NS, flow.rate);
+      this.spendCpu(syncNs + res.srcNs, res.dstNs);
       bytes = res.bytes + ram.sendEos();
       cpuNs = Math.max(res.srcNs, res.dstNs);
       this.windowPages += res.pages;
@@ -758,6 +771,7 @@ export class MigrationState {
     const syncNs = this.stopForSwitchover();
     flow.start();
     const res = ram.send(Infinity, Infinity, flow.rate);
+    this.spendCpu(syncNs + res.srcNs, res.dstNs);
     const bytes = res.bytes + ram.sendEos();
     link.carry(bytes);
     this.downtimeBytes = bytes;
