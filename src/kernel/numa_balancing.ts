@@ -79,7 +79,7 @@ import type { Kernel } from './kernel.ts';
 import type { Process, Thread } from './sched.ts';
 import { PageTable, PteTable, HugeLeaf, VM, type Vma } from './mm_types.ts';
 import { MPOL, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
-import { mappedShared, migrateMappedPage } from './migrate.ts';
+import { MigrateBatches, mappedShared, migrateMappedPage } from './migrate.ts';
 import type { Mempolicy } from './mempolicy.ts';
 
 /** MPOL_F_MOF: the default policy, or an explicit one set with MPOL_F_NUMA_BALANCING. */
@@ -348,9 +348,17 @@ export class NumaBalancing {
     const lastCpupid = k.mem.lastCpupid(head);
     const target = this.mpolMisplaced(t, vma, head, memNode);
     if (target >= 0) {
-      if (migrateMappedPage(k, t.process.mm, vma, va, target) === 0) {
+      // migrate_misplaced_folio: the faulting task migrates the folio (a batch of one), its time counted in the
+      // fault's cost (once: the migration's charges go to `mig`, not to the task's time as well). Other threads
+      // touching the folio meanwhile wait on its migration entry, from the task's time now.
+      const mig = { ns: 0 };
+      const start = k.clock.now() + (k.taskTime?.ns ?? 0) + ns;
+      const r = k.runAsTask(mig, () =>
+        migrateMappedPage(k, t.process.mm, vma, va, target, undefined, new MigrateBatches(k, () => start + mig.ns)),
+      );
+      ns += mig.ns;
+      if (r === 0) {
         k.vmstat.count('numa_pages_migrated', pages);
-        ns += pages * k.costs.ns('page_migrate_4k');
         memNode = target;
         flags |= TNF_MIGRATED;
       } else flags |= TNF_MIGRATE_FAIL;
