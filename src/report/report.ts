@@ -306,7 +306,10 @@ function threadTable(threads: ThreadResult[]): string {
     num(pct(t.remote_accesses, t.local_accesses + t.remote_accesses)),
     num(formatValue(t.throughput, 'rate'), `${t.throughput} accesses/s`),
     num(formatValue(t.huge_access_ratio, 'ratio')),
-    num(formatValue(t.stall_ns, 'ns'), `${t.stalls} stalls, ${t.stall_ns} ns`),
+    num(
+      formatValue(t.stall_ns, 'ns'),
+      `${t.stalls} stalls, ${t.stall_ns} ns; on pages under migration: ${t.migration_waits ?? 0}, ${t.migration_wait_ns ?? 0} ns`,
+    ),
   ];
   const rows = threads.map((t) => row(t, [txt(t.process), txt(t.thread), num(String(t.cpu)), num(String(t.node))]));
   if (threads.length > 1) {
@@ -328,6 +331,8 @@ function threadTable(threads: ThreadResult[]): string {
         ),
       stall_ns: sum((t) => t.stall_ns),
       stalls: sum((t) => t.stalls),
+      migration_wait_ns: sum((t) => t.migration_wait_ns ?? 0),
+      migration_waits: sum((t) => t.migration_waits ?? 0),
       remote_access_ratio:
         sum((t) => t.remote_accesses) /
         Math.max(
@@ -478,10 +483,14 @@ function runCharts(r: RunResult): string {
     ]),
   });
   plans.push({
-    title: 'Stalls behind collapses',
-    caption: 'Time threads waited during each interval for a collapse: touching a region being copied, or faulting in its VMA.',
+    title: 'Stalls behind collapses and migrations',
+    caption:
+      'Time threads waited during each interval: for a collapse (touching a region being copied, or faulting in its VMA) or for a page under migration (its migration entry); the second line is the migration part.',
     unit: 'ns',
-    ...named(s, [['stall_ns', 'stall time']]),
+    ...named(s, [
+      ['stall_ns', 'stall time'],
+      ['migration_wait_ns', 'on pages under migration'],
+    ]),
   });
 
   const vmKeys = keys.filter((k) => k === 'host.free_bytes' || /^vm\..*_bytes$/.test(k));

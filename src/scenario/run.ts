@@ -549,6 +549,7 @@ function sampler(
   let lastHuge = 0;
   let lastAll = 0;
   let lastStall = 0;
+  let lastMigWait = 0;
   let lastAccessNs = 0;
   const nodes = k.nrNodes;
   let lastLocal = new Array<number>(nodes).fill(0);
@@ -602,7 +603,9 @@ function sampler(
     col('huge_access_ratio').push(all > lastAll ? Math.round(((huge - lastHuge) / (all - lastAll)) * 1e4) / 1e4 : 0);
     col('access_ns_mean').push(all > lastAll ? Math.round(((accessNs - lastAccessNs) / (all - lastAll)) * 10) / 10 : 0);
     col('stall_ns').push(Math.round(stall - lastStall));
-    [lastAll, lastHuge, lastStall, lastAccessNs] = [all, huge, stall, accessNs];
+    const migWait = threads.reduce((a, t) => a + t.migrationWaitNs, 0);
+    col('migration_wait_ns').push(Math.round(migWait - lastMigWait));
+    [lastAll, lastHuge, lastStall, lastAccessNs, lastMigWait] = [all, huge, stall, accessNs, migWait];
     col('khugepaged_cpu_ns').push(Math.round(k.khugepaged.stats.cpuNs));
     col('thp_collapse_alloc').push(ev.thp_collapse_alloc);
     if (agents.length) col('agent_cpu_ns').push(Math.round(agents.reduce((a, x) => a + x.sys.cpuNs(), 0)));
@@ -671,6 +674,8 @@ function finalMetrics(
     time_to_huge90_ns: timeToHuge90(series),
     stall_ns_total: Math.round(threads.reduce((a, t) => a + t.stallNs, 0)),
     stalls: threads.reduce((a, t) => a + t.stalls, 0),
+    migration_wait_ns_total: Math.round(threads.reduce((a, t) => a + t.migrationWaitNs, 0)),
+    migration_waits: threads.reduce((a, t) => a + t.migrationWaits, 0),
     thp_collapse_alloc: ev.thp_collapse_alloc,
     thp_collapse_alloc_failed: ev.thp_collapse_alloc_failed,
     khugepaged_pages_collapsed: k.thp.khugepaged.pages_collapsed,
@@ -729,6 +734,8 @@ function threadResult(wt: WorkloadThread, durationNs: number): ThreadResult {
     huge_access_ratio: wt.accesses ? Math.round((wt.hugeAccesses / wt.accesses) * 1e4) / 1e4 : 0,
     stall_ns: Math.round(wt.stallNs),
     stalls: wt.stalls,
+    migration_wait_ns: Math.round(wt.migrationWaitNs),
+    migration_waits: wt.migrationWaits,
     ...(wt.stopped ? { stopped: wt.stopped } : {}),
     ...numaResult(wt),
   };

@@ -47,6 +47,9 @@ export class WorkloadThread {
   /** Time spent waiting for collapses (a region being copied, or its VMA write-locked at a fault). */
   stallNs = 0;
   stalls = 0;
+  /** The part of stallNs spent waiting on migration entries (pages under migration, migration_entry_wait), and how often. */
+  migrationWaitNs = 0;
+  migrationWaits = 0;
   /** Accesses that went through a 2M or 1G mapping. */
   hugeAccesses = 0;
   /**
@@ -192,6 +195,8 @@ export class WorkloadThread {
     const stream = ph.stream;
     const ws = stream.workingSet;
     const dataNs = this.model.dataNs(ws);
+    const migrating = mm.migrating;
+    migrating.prune(now);
     let spent = 0;
     try {
       while (spent + ctx.ns < limit) {
@@ -237,12 +242,28 @@ export class WorkloadThread {
           size = memory.translatedSize;
           if (this.cachedVma !== vma) this.cachedVma = undefined;
         }
+        // A page under migration holds a migration entry: the access waits for its batch's remap (migration_entry_wait);
+        // a page the migration has not reached yet is still on its old node.
+        let oldNode = -1;
+        if (migrating.size && pfn >= 0) {
+          const mig = migrating.at(va, pfn, now + spent + ctx.ns);
+          oldNode = mig.oldNode;
+          if (mig.wait > 0) {
+            ctx.ns += mig.wait;
+            this.stallNs += mig.wait;
+            this.stalls++;
+            this.migrationWaitNs += mig.wait;
+            this.migrationWaits++;
+          }
+        }
         if (numab && pfn >= 0) {
           const hint = numab.hintingFault(this.thread, va, pfn, size);
           if (hint) {
             ctx.ns += hint;
             this.faultNs += hint;
+            const was = pfn;
             pfn = translate(mm, va); // the page may have moved
+            if (pfn !== was) oldNode = -1;
           }
         }
         if (this.guest) {
@@ -261,7 +282,7 @@ export class WorkloadThread {
           this.writes++;
           this.wrote(sva);
         } else this.reads++;
-        const pageNode = pfn >= 0 ? k.phys.nodeOfPfn(pfn) : this.node;
+        const pageNode = oldNode >= 0 ? oldNode : pfn >= 0 ? k.phys.nodeOfPfn(pfn) : this.node;
         if (pageNode === this.node) {
           this.local++;
           this.byNodeLocal[pageNode]!++;
