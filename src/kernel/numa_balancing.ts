@@ -315,8 +315,9 @@ export class NumaBalancing {
 
   /**
    * An access at va by thread t: if the page is marked, take the NUMA
-   * hinting fault (do_numa_page). Returns the kernel time it cost (0 when
-   * not marked).
+   * hinting fault (do_numa_page). Returns the kernel time of the fault
+   * itself (0 when not marked); a migration it makes is charged by
+   * migrate.ts to the running task as it happens.
    */
   hintingFault(t: Thread, va: number, pfn: number, pageSize: number): number {
     const st = this.mms.get(t.process);
@@ -335,7 +336,7 @@ export class NumaBalancing {
     let memNode = k.phys.nodeOfPfn(pfn);
     const pages = huge ? 512 : 1;
     const head = huge ? pfn - (pfn % 512) : pfn;
-    let ns = k.costs.ns('fault_anon_4k_read_zeropage');
+    const ns = k.costs.ns('fault_anon_4k_read_zeropage');
     // numa_migrate_check
     let flags = 0;
     k.vmstat.count('numa_hint_faults');
@@ -348,16 +349,10 @@ export class NumaBalancing {
     const lastCpupid = k.mem.lastCpupid(head);
     const target = this.mpolMisplaced(t, vma, head, memNode);
     if (target >= 0) {
-      // migrate_misplaced_folio: the faulting task migrates the folio (a batch of one), its time counted in the
-      // fault's cost (once: the migration's charges go to `mig`, not to the task's time as well). Other threads
-      // touching the folio meanwhile wait on its migration entry, from the task's time now.
-      const mig = { ns: 0 };
-      const start = k.clock.now() + (k.taskTime?.ns ?? 0) + ns;
-      const r = k.runAsTask(mig, () =>
-        migrateMappedPage(k, t.process.mm, vma, va, target, undefined, new MigrateBatches(k, () => start + mig.ns)),
-      );
-      ns += mig.ns;
-      if (r === 0) {
+      // migrate_misplaced_folio: a batch of one folio; other threads touching it meanwhile wait on its migration entry.
+      // Its window starts at the clock plus the task's kernel time in this step (not its access time in the step,
+      // which the engine keeps apart): up to one step early.
+      if (migrateMappedPage(k, t.process.mm, vma, va, target, undefined, new MigrateBatches(k)) === 0) {
         k.vmstat.count('numa_pages_migrated', pages);
         memNode = target;
         flags |= TNF_MIGRATED;

@@ -257,10 +257,11 @@ export class WorkloadThread {
           }
         }
         if (numab && pfn >= 0) {
+          const before = ctx.ns; // a migration the fault makes charges itself
           const hint = numab.hintingFault(this.thread, va, pfn, size);
           if (hint) {
             ctx.ns += hint;
-            this.faultNs += hint;
+            this.faultNs += ctx.ns - before;
             const was = pfn;
             pfn = translate(mm, va); // the page may have moved
             if (pfn !== was) oldNode = -1;
