@@ -99,9 +99,10 @@ export function rmapWalk(k: Kernel, pfn: number, cb: (mm: MmStruct, vma: Vma, va
 
 /**
  * Migrate one order-0 page from `src` to the free frame `dst` (already
- * taken off the free lists). Counts pgmigrate_success.
+ * taken off the free lists). Counts pgmigrate_success. `mapped` hears of
+ * each mapping repointed.
  */
-export function migrateFrame(k: Kernel, src: number, dst: number): void {
+export function migrateFrame(k: Kernel, src: number, dst: number, mapped?: (mm: MmStruct, va: number) => void): void {
   const m = k.mem;
   m.resetRange(dst, 1);
   m.setFlags(dst, m.flags(src) & ~PG.buddy);
@@ -114,7 +115,10 @@ export function migrateFrame(k: Kernel, src: number, dst: number): void {
     const e = mm.pgtable.pmds.get(PageTable.pmdKey(va));
     if (e instanceof PteTable) {
       const i = Math.floor(va / PAGE_SIZE) & 511;
-      if (e.ptes[i]! > 0 && pfnOfPte(e.ptes[i]!) === src) e.ptes[i] = pteOf(dst);
+      if (e.ptes[i]! > 0 && pfnOfPte(e.ptes[i]!) === src) {
+        e.ptes[i] = pteOf(dst);
+        mapped?.(mm, va);
+      }
     }
   });
   if (m.flags(src) & PG.shmem) {

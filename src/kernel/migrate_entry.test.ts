@@ -4,11 +4,12 @@
  * entries they leave, and what an access at a given time finds.
  */
 import { describe, expect, it } from 'vitest';
-import { smallKernel, RW, ANON } from '../testing/fixtures.ts';
-import { MADV, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
+import { smallKernel, fragment, RW, ANON } from '../testing/fixtures.ts';
+import { MADV, MAX_PAGE_ORDER, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
 import { sysMigratePages } from './mempolicy.ts';
 import { NR_MAX_BATCHED_MIGRATION, sysMovePages } from './migrate.ts';
 import { followPage } from './memory.ts';
+import { COMPACT_CLUSTER_MAX, compactZone } from './compaction.ts';
 import type { Kernel } from './kernel.ts';
 import type { Process } from './sched.ts';
 
@@ -106,6 +107,30 @@ describe('migration entries', () => {
     expect(win(3)).not.toBe(win(2));
     expect(win(0).remapAt).toBeCloseTo(T + 3 * c, 3);
     expect(win(3).unmapAt).toBeGreaterThanOrEqual(win(0).remapAt);
+  });
+
+  it('compaction migrates in clusters of COMPACT_CLUSTER_MAX pages, one after another in the compacting task time', () => {
+    const k = smallKernel({ nodes: 1, mib: 32 });
+    const { p, a, len } = fragment(k, 16);
+    k.clock.advance(1_000_000);
+    const T = k.clock.now();
+    const ctx = { ns: 0 };
+    const r = k.runAsTask(ctx, () => compactZone(k, 0, MAX_PAGE_ORDER + 1)); // the whole zone, as compact_memory
+    expect(r.migrated).toBeGreaterThan(COMPACT_CLUSTER_MAX);
+    const batches = new Map<object, number>();
+    for (let va = a; va < a + len; va += PAGE_SIZE) {
+      const pfn = followPage(p.mm, va);
+      const e = pfn >= 0 ? p.mm.migrating.lookup(va, pfn) : undefined;
+      if (e) batches.set(e.batch, (batches.get(e.batch) ?? 0) + 1);
+    }
+    expect([...batches.values()].reduce((x, y) => x + y, 0)).toBe(r.migrated);
+    const list = [...batches.keys()] as { unmapAt: number; remapAt: number }[];
+    list.sort((x, y) => x.unmapAt - y.unmapAt);
+    expect([...batches.values()].every((n) => n <= COMPACT_CLUSTER_MAX)).toBe(true);
+    expect(list[0]!.unmapAt).toBeGreaterThanOrEqual(T);
+    for (let i = 1; i < list.length; i++) expect(list[i]!.unmapAt).toBeGreaterThanOrEqual(list[i - 1]!.remapAt);
+    // The last window ends when the task's work does.
+    expect(list[list.length - 1]!.remapAt).toBeLessThanOrEqual(T + r.ns + 1e-6);
   });
 
   it('op-scripts: without a task, the call advances the clock and its windows have ended when it returns', () => {

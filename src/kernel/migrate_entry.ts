@@ -49,7 +49,9 @@ export class MigrationEntries {
   private readonly small = new Map<number, MigrationEntry>();
   private readonly pmd = new Map<number, MigrationEntry>();
   private readonly pud = new Map<number, MigrationEntry>();
-  /** The latest window end recorded: after it no entry matters. */
+  /** The batches the entries belong to (a batch of compaction may span several mms, and grows as it goes). */
+  private readonly batches = new Set<MigrationBatch>();
+  /** The latest window end (as of the last add or prune): after it no entry matters. */
   until = -Infinity;
 
   get size(): number {
@@ -61,6 +63,7 @@ export class MigrationEntries {
     if (bytes === PAGE_SIZE) this.small.set(Math.floor(va / PAGE_SIZE), e);
     else if (bytes === PMD_SIZE) this.pmd.set(alignDown(va, PMD_SIZE), e);
     else this.pud.set(alignDown(va, PUD_SIZE), e);
+    this.batches.add(e.batch);
     if (e.batch.remapAt > this.until) this.until = e.batch.remapAt;
   }
 
@@ -88,12 +91,20 @@ export class MigrationEntries {
     return NONE;
   }
 
-  /** Forget every entry once all windows have ended by `now` (nothing can see them any more). */
+  /**
+   * Bring `until` up to date with its batches' ends, and forget every entry
+   * once all windows have ended by `now` (nothing can see them any more).
+   */
   prune(now: number): void {
-    if (now < this.until || this.until === -Infinity) return;
+    if (!this.batches.size) return;
+    let until = -Infinity;
+    for (const b of this.batches) if (b.remapAt > until) until = b.remapAt;
+    this.until = until;
+    if (now < until) return;
     this.small.clear();
     this.pmd.clear();
     this.pud.clear();
+    this.batches.clear();
     this.until = -Infinity;
   }
 }
