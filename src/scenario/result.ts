@@ -17,6 +17,9 @@ export interface SeriesData {
    * - huge_access_ratio: share of the interval's accesses served by 2M/1G mappings;
    *   access_ns_mean: their mean memory time; stall_ns: time threads waited for collapses and
    *   for pages under migration; migration_wait_ns: the part spent on pages under migration
+   * - cpu_util: the host's CPUs' mean busy share in the interval (the scheduler's
+   *   run queues: workload threads, vCPUs, kernel threads, tools, QEMU threads);
+   *   run_delay_ns: time workload threads spent runnable but waiting for a CPU
    * - khugepaged_cpu_ns, agent_cpu_ns (with agents), thp_collapse_alloc: cumulative
    * - thp_fault_alloc, thp_fault_fallback, compact_stall: cumulative counters
    * - with VMs: host.free_bytes (free host memory), vm.<name>.rss_bytes (the
@@ -60,6 +63,12 @@ export interface ThreadResult {
    */
   migration_wait_ns?: number;
   migration_waits?: number;
+  /** CPU time the thread ran (se.sum_exec_runtime), ns. */
+  cpu_ns: number;
+  /** Time it was runnable but waited for its CPU (schedstat run_delay), ns. */
+  run_delay_ns: number;
+  /** How often the scheduler moved it to another CPU (se.nr_migrations). */
+  nr_migrations: number;
   /** NUMA balancing state at the end, when kernel.numa_balancing is on and the thread took hinting faults. */
   numa?: ThreadNumaResult;
 }
