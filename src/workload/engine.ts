@@ -87,6 +87,12 @@ export class WorkloadThread implements TaskClient {
   until = Infinity;
   /** Set by a step that found an idle phase: when the phase ends. */
   private idleUntil: number | undefined;
+  /**
+   * Set by a step that met a page under migration: the thread sleeps until
+   * its batch is remapped (migration_entry_wait sleeps on the folio, leaving
+   * the CPU to others), then retries the access.
+   */
+  migrationWaitUntil: number | undefined;
   /** Node of the CPU the thread runs on (NUMA balancing may move the thread). */
   private node: number;
   private cachedVma: Vma | undefined;
@@ -209,6 +215,11 @@ export class WorkloadThread implements TaskClient {
     const used = this.step(this.until, budget);
     if (used === Infinity) return { used: 0, next: 'exit' };
     if (used === WAIT) return { used: 0, next: 'sleep' };
+    if (this.migrationWaitUntil !== undefined) {
+      const until = this.migrationWaitUntil;
+      this.migrationWaitUntil = undefined;
+      return until < this.until ? { used, next: 'sleep', until } : { used, next: 'sleep' };
+    }
     if (this.idleUntil !== undefined) {
       const until = this.idleUntil;
       this.idleUntil = undefined;
@@ -224,7 +235,9 @@ export class WorkloadThread implements TaskClient {
    * Run one step starting at the current clock, of at most `budget` ns of
    * CPU time; returns the CPU time it used (whole ns, at least 1), WAIT, or
    * Infinity when the thread has nothing more to do. An idle phase returns
-   * 0 with `idleUntil` set to when it ends.
+   * 0 with `idleUntil` set to when it ends; an access to a page under
+   * migration ends the step with `migrationWaitUntil` set (the access is
+   * retried when the thread runs again).
    */
   step(until: number, budget = QUANTUM_NS): number {
     const k = this.k;
@@ -295,18 +308,21 @@ export class WorkloadThread implements TaskClient {
           size = memory.translatedSize;
           if (this.cachedVma !== vma) this.cachedVma = undefined;
         }
-        // A page under migration holds a migration entry: the access waits for its batch's remap (migration_entry_wait);
-        // a page the migration has not reached yet is still on its old node.
+        // A page under migration holds a migration entry: the access sleeps until its batch's remap
+        // (migration_entry_wait) and is then retried; a page the migration has not reached is still on its old node.
         let oldNode = -1;
         if (migrating.size && pfn >= 0) {
-          const mig = migrating.at(va, pfn, now + spent + ctx.ns);
+          const t = now + spent + ctx.ns;
+          const mig = migrating.at(va, pfn, t);
           oldNode = mig.oldNode;
           if (mig.wait > 0) {
-            ctx.ns += mig.wait;
             this.stallNs += mig.wait;
             this.stalls++;
             this.migrationWaitNs += mig.wait;
             this.migrationWaits++;
+            this.retryVa = sva;
+            this.migrationWaitUntil = Math.ceil(t + mig.wait);
+            break;
           }
         }
         if (numab && pfn >= 0) {
