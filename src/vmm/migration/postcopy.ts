@@ -432,7 +432,12 @@ export class Postcopy {
     const t = { ns: 0 };
     // When each unit's copy is done (ns after now), by block and unit.
     const doneAt = new Map<number, number>();
-    this.k.runAsTask(t, () => this.placeChunk(thread, chunk.units, t, doneAt));
+    // The copy runs on the destination's CPUs: QEMU's postcopy/listen thread, or the preempt channel's thread.
+    this.k.runAsTask(
+      t,
+      () => this.placeChunk(thread, chunk.units, t, doneAt),
+      this.dst.qemuThread(chunk.urgent ? 'postcopy/preempt' : 'postcopy/listen'),
+    );
     const end = now + Math.ceil(t.ns);
     if (chunk.urgent) this.preemptBusyUntil = end;
     else this.loadBusyUntil = end;
@@ -577,6 +582,8 @@ export class Postcopy {
     // poll() returns, then read(): two kernel entries.
     const wakeNs = 2 * this.k.costs.ns('syscall_null');
     this.k.events.schedule(Math.round(Math.max(fault, this.k.clock.now()) + wakeNs), 'postcopy-fault-thread', () => {
+      // QEMU's fault thread (postcopy_ram_fault_thread) spends that time on a CPU of the destination.
+      this.k.spend(this.dst.qemuThread('postcopy/fault'), wakeNs);
       this.readPending = false;
       this.readFaults();
     });
