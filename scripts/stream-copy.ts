@@ -6,7 +6,7 @@
  *
  * Prints, for 1 and 2 threads, the profile's membw_copy_<N>t, the
  * simulator's copy bandwidth on hosts/this-machine.yaml and their ratio
- * (src/workload/stream_copy.ts; engine.test.ts asserts they agree within 10%).
+ * (src/workload/stream_copy.ts; engine.membw.test.ts asserts they agree within 10%).
  */
 import { resolve } from 'node:path';
 import { CostProfile } from '../src/sim/cost_profile.ts';

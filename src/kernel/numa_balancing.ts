@@ -79,7 +79,7 @@ import type { Kernel } from './kernel.ts';
 import type { Process, Thread } from './sched.ts';
 import { PageTable, PteTable, HugeLeaf, VM, type Vma } from './mm_types.ts';
 import { MPOL, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
-import { mappedShared, migrateMappedPage } from './migrate.ts';
+import { MigrateBatches, mappedShared, migrateMappedPage } from './migrate.ts';
 import type { Mempolicy } from './mempolicy.ts';
 
 /** MPOL_F_MOF: the default policy, or an explicit one set with MPOL_F_NUMA_BALANCING. */
@@ -349,7 +349,10 @@ export class NumaBalancing {
     const lastCpupid = k.mem.lastCpupid(head);
     const target = this.mpolMisplaced(t, vma, head, memNode);
     if (target >= 0) {
-      if (migrateMappedPage(k, t.process.mm, vma, va, target) === 0) {
+      // migrate_misplaced_folio: a batch of one folio; other threads touching it meanwhile wait on its migration entry.
+      // Its window starts at the clock plus the task's kernel time in this step (not its access time in the step,
+      // which the engine keeps apart): up to one step early.
+      if (migrateMappedPage(k, t.process.mm, vma, va, target, undefined, new MigrateBatches(k)) === 0) {
         k.vmstat.count('numa_pages_migrated', pages);
         memNode = target;
         flags |= TNF_MIGRATED;

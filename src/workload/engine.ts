@@ -53,6 +53,9 @@ export class WorkloadThread implements TaskClient {
   /** Time spent waiting for collapses (a region being copied, or its VMA write-locked at a fault). */
   stallNs = 0;
   stalls = 0;
+  /** The part of stallNs spent waiting on migration entries (pages under migration, migration_entry_wait), and how often. */
+  migrationWaitNs = 0;
+  migrationWaits = 0;
   /** Accesses that went through a 2M or 1G mapping. */
   hugeAccesses = 0;
   /**
@@ -89,6 +92,12 @@ export class WorkloadThread implements TaskClient {
   until = Infinity;
   /** Set by a step that found an idle phase: when the phase ends. */
   private idleUntil: number | undefined;
+  /**
+   * Set by a step that met a page under migration: the thread sleeps until
+   * its batch is remapped (migration_entry_wait sleeps on the folio, leaving
+   * the CPU to others), then retries the access.
+   */
+  migrationWaitUntil: number | undefined;
   /** Node of the CPU the thread runs on (NUMA balancing may move the thread). */
   private node: number;
   private cachedVma: Vma | undefined;
@@ -201,7 +210,8 @@ export class WorkloadThread implements TaskClient {
     const at = this.blockedAt;
     if (at === undefined) return;
     this.blockedAt = undefined;
-    if (!this.vmStopped) this.wake?.(Math.max(this.k.clock.now(), at));
+    // The fault was taken at a thread time (fractional ns): the wakeup is at a whole ns, not before it.
+    if (!this.vmStopped) this.wake?.(Math.max(this.k.clock.now(), Math.ceil(at)));
   }
 
   /**
@@ -236,6 +246,11 @@ export class WorkloadThread implements TaskClient {
     const used = this.step(this.until, budget);
     if (used === Infinity) return { used: 0, next: 'exit' };
     if (used === WAIT) return { used: 0, next: 'sleep' };
+    if (this.migrationWaitUntil !== undefined) {
+      const until = this.migrationWaitUntil;
+      this.migrationWaitUntil = undefined;
+      return until < this.until ? { used, next: 'sleep', until } : { used, next: 'sleep' };
+    }
     if (this.idleUntil !== undefined) {
       const until = this.idleUntil;
       this.idleUntil = undefined;
@@ -251,7 +266,9 @@ export class WorkloadThread implements TaskClient {
    * Run one step starting at the current clock, of at most `budget` ns of
    * CPU time; returns the CPU time it used (whole ns, at least 1), WAIT, or
    * Infinity when the thread has nothing more to do. An idle phase returns
-   * 0 with `idleUntil` set to when it ends.
+   * 0 with `idleUntil` set to when it ends; an access to a page under
+   * migration ends the step with `migrationWaitUntil` set (the access is
+   * retried when the thread runs again).
    */
   step(until: number, budget = QUANTUM_NS): number {
     const k = this.k;
@@ -278,6 +295,8 @@ export class WorkloadThread implements TaskClient {
     // The bandwidth model: multipliers per memory node for this step, and what the step moves (bwStart).
     const bw = k.membw;
     if (bw) this.bwStart(bw, stream, ws, now);
+    const migrating = mm.migrating;
+    migrating.prune(now);
     let spent = 0;
     try {
       while (spent + ctx.ns < limit) {
@@ -324,13 +343,32 @@ export class WorkloadThread implements TaskClient {
           size = memory.translatedSize;
           if (this.cachedVma !== vma) this.cachedVma = undefined;
         }
+        // A page under migration holds a migration entry: the access sleeps until its batch's remap
+        // (migration_entry_wait) and is then retried; a page the migration has not reached is still on its old node.
+        let oldNode = -1;
+        if (migrating.size && pfn >= 0) {
+          const t = now + spent + ctx.ns;
+          const mig = migrating.at(va, pfn, t);
+          oldNode = mig.oldNode;
+          if (mig.wait > 0) {
+            this.stallNs += mig.wait;
+            this.stalls++;
+            this.migrationWaitNs += mig.wait;
+            this.migrationWaits++;
+            this.retryVa = sva;
+            this.migrationWaitUntil = Math.ceil(t + mig.wait);
+            break;
+          }
+        }
         if (numab && pfn >= 0) {
           const before = ctx.ns; // a migration the fault makes charges itself
           const hint = numab.hintingFault(this.thread, va, pfn, size);
           if (hint) {
             ctx.ns += hint;
             this.faultNs += ctx.ns - before;
+            const was = pfn;
             pfn = translate(mm, va); // the page may have moved
+            if (pfn !== was) oldNode = -1;
           }
         }
         if (this.guest) {
@@ -349,7 +387,7 @@ export class WorkloadThread implements TaskClient {
           this.writes++;
           this.wrote(sva);
         } else this.reads++;
-        const pageNode = pfn >= 0 ? k.phys.nodeOfPfn(pfn) : this.node;
+        const pageNode = oldNode >= 0 ? oldNode : pfn >= 0 ? k.phys.nodeOfPfn(pfn) : this.node;
         if (pageNode === this.node) {
           this.local++;
           this.byNodeLocal[pageNode]!++;

@@ -5,7 +5,7 @@
  * as calibrate's arrays are), for 4 ms of virtual time. The bandwidth is
  * STREAM's count (2 x bytes copied per second) over the samples after the
  * first millisecond, when the bandwidth model has seen the load. Compared
- * with calibrate's membw_copy_<N>t by src/workload/engine.test.ts and
+ * with calibrate's membw_copy_<N>t by src/workload/engine.membw.test.ts and
  * scripts/stream-copy.ts.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
