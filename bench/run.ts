@@ -5,6 +5,10 @@
  *
  *   npm run bench            all benchmarks
  *   npm run bench -- --quick smaller sizes (used to check the script itself)
+ *   npm run bench -- --compare-with DIR
+ *                            only the 4K fault rate and the scenario engine's
+ *                            accesses per second, here and in the checkout DIR
+ *                            (e.g. a worktree of main), alternated in one run
  *   npm run bench -- --only faults,cliffs   only these groups: faults, mmap, big, postcopy, host,
  *                                           scenario, linux, cliffs
  */
@@ -27,6 +31,7 @@ import { loadScenario } from '../src/scenario/load.ts';
 import { runScenario } from '../src/scenario/run.ts';
 import { runScenarioFile } from '../src/scenario/sweep.ts';
 import { renderRunReport, renderSweepReport } from '../src/report/report.ts';
+import { fromRoot } from '../src/util/paths.ts';
 
 const quick = process.argv.includes('--quick');
 const onlyAt = process.argv.indexOf('--only');
@@ -342,6 +347,94 @@ async function scenarioSpeed(): Promise<void> {
   }
 }
 
+/**
+ * One measurement in a child process of the checkout at `root` (its own
+ * sources and node_modules): the steady-state 4K fault rate (faults/s), or
+ * the 4-thread random-access scenario's simulated accesses per second, per
+ * second of wall time and per second of the process's CPU time (which a
+ * busy machine disturbs less).
+ */
+function measureIn(root: string, what: 'faults' | 'scenario'): { wall: number; cpu: number } {
+  const faults = `
+    import { Kernel } from './src/kernel/kernel.ts';
+    import { CostProfile } from './src/sim/cost_profile.ts';
+    import { hostFromFile } from './src/sim/host.ts';
+    const k = new Kernel({ host: hostFromFile({ name: 'bench', nodes: [{ id: 0, memory: 4 * 2 ** 30, cpus: [0, 1] }] }), costs: CostProfile.default() });
+    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'madvise');
+    const p = k.createProcess('b');
+    const len = ${quick ? 0.25 : 1} * 2 ** 30;
+    const a = k.mmap(p, 0, len, 3, 0x22);
+    k.madvise(p, a, len, 15);
+    const rates = [];
+    const cpus = [];
+    for (let r = 0; r < ${quick ? 3 : 7}; r++) {
+      const t = performance.now();
+      const c = process.cpuUsage();
+      const n = k.access(p.mainThread, a, len, 4096, true, 1).faults;
+      const u = process.cpuUsage(c);
+      rates.push(n / ((performance.now() - t) / 1000));
+      cpus.push(n / ((u.user + u.system) / 1e6));
+      k.madvise(p, a, len, 4);
+    }
+    const med = (xs) => (xs.shift(), xs.sort((x, y) => x - y), xs[Math.floor(xs.length / 2)]);
+    console.log(JSON.stringify({ wall: med(rates), cpu: med(cpus) }));`;
+  const scenario = `
+    import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+    import { tmpdir } from 'node:os';
+    import { join } from 'node:path';
+    import { loadScenario } from './src/scenario/load.ts';
+    import { runScenario } from './src/scenario/run.ts';
+    const dir = mkdtempSync(join(tmpdir(), 'memtwin-bench-'));
+    const f = join(dir, 'bench.yaml');
+    writeFileSync(f, ${JSON.stringify(SCENARIO(quick ? '50ms' : '500ms', false))});
+    const l = loadScenario(f);
+    const t = performance.now();
+    const c = process.cpuUsage();
+    const r = runScenario(l.runs[0], { file: f });
+    const u = process.cpuUsage(c);
+    console.log(JSON.stringify({ wall: r.final.accesses / ((performance.now() - t) / 1000), cpu: r.final.accesses / ((u.user + u.system) / 1e6) }));
+    rmSync(dir, { recursive: true, force: true });`;
+  const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', what === 'faults' ? faults : scenario], {
+    cwd: root,
+    encoding: 'utf8',
+    maxBuffer: 1 << 20,
+  });
+  return JSON.parse(out.trim().split('\n').pop()!) as { wall: number; cpu: number };
+}
+
+/** --compare-with: both measurements here and in `other`, alternated, medians and the ratio here/other. */
+function compareWith(other: string): void {
+  const here = fromRoot();
+  const rounds = quick ? 2 : 5;
+  for (const what of ['faults', 'scenario'] as const) {
+    const a: { wall: number; cpu: number }[] = [];
+    const b: { wall: number; cpu: number }[] = [];
+    for (let r = 0; r < rounds; r++) {
+      // Alternate which goes first, so a drift in the machine's load does not favour one.
+      if (r % 2) {
+        a.push(measureIn(here, what));
+        b.push(measureIn(other, what));
+      } else {
+        b.push(measureIn(other, what));
+        a.push(measureIn(here, what));
+      }
+    }
+    const name =
+      what === 'faults'
+        ? 'simulated 4K faults per second (steady state)'
+        : '4-thread random-access scenario: simulated accesses per second';
+    for (const per of ['wall', 'cpu'] as const) {
+      const x = median(a.map((m) => m[per]));
+      const y = median(b.map((m) => m[per]));
+      row(
+        `${name} of ${per === 'wall' ? 'wall' : 'CPU'} time`,
+        `${(x / 1e6).toFixed(2)} M/s here, ${(y / 1e6).toFixed(2)} M/s in ${other}`,
+        `ratio ${(x / y).toFixed(3)} (medians of ${rounds} alternated runs each; here ${a.map((m) => (m[per] / 1e6).toFixed(2)).join(', ')}; there ${b.map((m) => (m[per] / 1e6).toFixed(2)).join(', ')})`,
+      );
+    }
+  }
+}
+
 /** min-max of a list of values, formatted by `f`. */
 function spread(xs: number[], f: (x: number) => string): string {
   return `${f(Math.min(...xs))}-${f(Math.max(...xs))}`;
@@ -414,6 +507,13 @@ function cliffs(): void {
 
 async function main(): Promise<void> {
   const date = new Date().toISOString().slice(0, 10);
+  const cmp = process.argv.indexOf('--compare-with');
+  if (cmp > 0) {
+    compareWith(process.argv[cmp + 1] ?? '');
+    console.log('| benchmark | result | notes |\n| --- | --- | --- |');
+    for (const [w, v, n] of rows) console.log(`| ${w} | ${v} | ${n} |`);
+    return;
+  }
   console.error(`memtwin bench${quick ? ' (quick)' : ''}`);
   const groups: [string, () => void | Promise<void>][] = [
     [

@@ -1793,6 +1793,405 @@ static void m_tlb(void)
 		 NULL);
 }
 
+/* ---------------- memory bandwidth and loaded latency ---------------- */
+
+/*
+ * What the simulator's bandwidth model (src/sim/membw.ts) reads: read, write
+ * and copy bandwidth with 1..N threads (N = the CPUs this process may run
+ * on; thread i pinned to the i-th of them, each thread on arrays of its own),
+ * and the latency of a dependent load on the first CPU while the others
+ * stream reads with an inject delay (Intel MLC's --loaded_latency, with as
+ * many loading CPUs as this machine has).
+ *
+ * Bandwidth follows STREAM's conventions: the bytes counted are those the
+ * program asks for (read: bytes read; write: bytes written; copy: 2 x bytes
+ * copied), not the DRAM traffic (a store's read-for-ownership is not
+ * counted). The loops are plain 8-byte loads and stores (gcc may vectorize
+ * them): no memcpy/memset, whose large-size paths use non-temporal stores,
+ * and no string instructions: what a program's loop does, as the workload
+ * engine's patterns model it.
+ */
+
+#define MBW_LEN (512 * MB)             /* per array: 16x the 32 MiB LLC of the reference VM */
+#define MBW_WINDOW_NS 200000000ULL     /* each repeat: the threads stream together for 200 ms */
+#define MBW_CHUNK (64 * KB)            /* the stop flag is checked between chunks */
+#define MBW_MAXT 64
+#define LOADED_LEN (1 * GB)
+#define LOADED_HOPS (1u << 20)
+
+enum { MBW_IDLE, MBW_READ, MBW_WRITE, MBW_COPY, MBW_LOADER };
+static const char *const mbw_kind_name[] = {"", "read", "write", "copy", "loader"};
+
+struct mbw_worker {
+	pthread_t th;
+	int cpu;
+	char *a, *b;    /* its own arrays (b: the copy's source) */
+	int role;       /* this round: MBW_IDLE (sit out) or a kind */
+	unsigned delay; /* MBW_LOADER: empty loop iterations after each 64-byte line */
+	uint64_t bytes, wall_ns, cpu_ns;
+	int failed;
+};
+
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	unsigned gen; /* a new round */
+	int quit, active, done;
+	int ready, stop; /* atomics */
+	int nw;
+	struct mbw_worker w[MBW_MAXT];
+} mbw = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 0, 0, {{0}}};
+
+static uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* One chunk; returns the bytes STREAM counts for it. The attribute keeps
+ * gcc from turning the loops into memcpy/memset calls. */
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) static uint64_t
+mbw_chunk(int kind, char *a, const char *b, size_t off, unsigned delay)
+{
+	uint64_t *d = (uint64_t *)(a + off);
+	const uint64_t *s = (const uint64_t *)(b + off);
+	const size_t n = MBW_CHUNK / 8;
+	uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+	switch (kind) {
+	case MBW_READ:
+		for (size_t i = 0; i < n; i += 4) {
+			s0 += d[i];
+			s1 += d[i + 1];
+			s2 += d[i + 2];
+			s3 += d[i + 3];
+		}
+		sink += s0 + s1 + s2 + s3;
+		return MBW_CHUNK;
+	case MBW_WRITE:
+		for (size_t i = 0; i < n; i++)
+			d[i] = off + i;
+		__asm__ volatile("" : : "r"(d) : "memory");
+		return MBW_CHUNK;
+	case MBW_COPY:
+		for (size_t i = 0; i < n; i++)
+			d[i] = s[i];
+		__asm__ volatile("" : : "r"(d) : "memory");
+		return 2 * MBW_CHUNK;
+	default: /* MBW_LOADER: reads, a line at a time, with a delay after each */
+		for (size_t i = 0; i < n; i += 8) {
+			s0 += d[i] + d[i + 1] + d[i + 2] + d[i + 3] + d[i + 4] + d[i + 5] + d[i + 6] + d[i + 7];
+			for (unsigned k = 0; k < delay; k++)
+				__asm__ volatile("");
+		}
+		sink += s0;
+		return MBW_CHUNK;
+	}
+}
+
+static void *mbw_worker_main(void *arg)
+{
+	struct mbw_worker *me = arg;
+	/* First touch by the worker on its own CPU: its node's memory, in THPs. */
+	me->a = map_anon(MBW_LEN, MADV_HUGEPAGE);
+	me->b = map_anon(MBW_LEN, MADV_HUGEPAGE);
+	if (!me->a || !me->b)
+		me->failed = 1;
+	else {
+		memset(me->a, 1, MBW_LEN);
+		memset(me->b, 2, MBW_LEN);
+	}
+	unsigned seen = 0;
+	for (;;) {
+		pthread_mutex_lock(&mbw.mu);
+		while (mbw.gen == seen && !mbw.quit)
+			pthread_cond_wait(&mbw.cv, &mbw.mu);
+		seen = mbw.gen;
+		int role = me->role, quit = mbw.quit, active = mbw.active;
+		pthread_mutex_unlock(&mbw.mu);
+		if (quit)
+			break;
+		if (role == MBW_IDLE)
+			continue;
+		me->bytes = 0;
+		if (!me->failed) {
+			/* start together: no thread streams alone at the start of a window */
+			__atomic_add_fetch(&mbw.ready, 1, __ATOMIC_SEQ_CST);
+			while (__atomic_load_n(&mbw.ready, __ATOMIC_SEQ_CST) < active)
+				sched_yield();
+			uint64_t t0 = now_ns(), c0 = thread_cpu_ns();
+			size_t off = 0;
+			while (!__atomic_load_n(&mbw.stop, __ATOMIC_RELAXED)) {
+				me->bytes += mbw_chunk(role, me->a, me->b, off, me->delay);
+				off = off + MBW_CHUNK >= MBW_LEN ? 0 : off + MBW_CHUNK;
+			}
+			me->wall_ns = now_ns() - t0;
+			me->cpu_ns = thread_cpu_ns() - c0;
+		} else
+			__atomic_add_fetch(&mbw.ready, 1, __ATOMIC_SEQ_CST);
+		pthread_mutex_lock(&mbw.mu);
+		mbw.done++;
+		pthread_cond_broadcast(&mbw.cv);
+		pthread_mutex_unlock(&mbw.mu);
+	}
+	if (me->a)
+		munmap(me->a, MBW_LEN);
+	if (me->b)
+		munmap(me->b, MBW_LEN);
+	return NULL;
+}
+
+/*
+ * One round: workers with a role stream together; `during` runs on the
+ * calling thread once they all stream (the chaser), else they stream for
+ * MBW_WINDOW_NS. Returns the summed bandwidth (bytes/s) of the workers, the
+ * lowest share of its wall time a worker was on its CPU in *oncpu, the sum
+ * of bytes / CPU time (what they moved while they ran) in *per_cpu, adds
+ * the workers' CPU time (s) to *cpu_s; or -1 if a worker could not map its
+ * arrays.
+ */
+static double mbw_round(void (*during)(void *), void *arg, double *oncpu, double *per_cpu, double *cpu_s)
+{
+	pthread_mutex_lock(&mbw.mu);
+	int active = 0;
+	for (int i = 0; i < mbw.nw; i++)
+		active += mbw.w[i].role != MBW_IDLE;
+	mbw.active = active;
+	__atomic_store_n(&mbw.ready, 0, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&mbw.stop, 0, __ATOMIC_SEQ_CST);
+	mbw.done = 0;
+	mbw.gen++;
+	pthread_cond_broadcast(&mbw.cv);
+	pthread_mutex_unlock(&mbw.mu);
+	while (__atomic_load_n(&mbw.ready, __ATOMIC_SEQ_CST) < active)
+		sched_yield();
+	if (during)
+		during(arg);
+	else {
+		struct timespec ts = {MBW_WINDOW_NS / 1000000000ULL, MBW_WINDOW_NS % 1000000000ULL};
+		nanosleep(&ts, NULL);
+	}
+	__atomic_store_n(&mbw.stop, 1, __ATOMIC_SEQ_CST);
+	pthread_mutex_lock(&mbw.mu);
+	while (mbw.done < active)
+		pthread_cond_wait(&mbw.cv, &mbw.mu);
+	pthread_mutex_unlock(&mbw.mu);
+	double bw = 0, low = 1;
+	*per_cpu = 0;
+	for (int i = 0; i < mbw.nw; i++) {
+		struct mbw_worker *w = &mbw.w[i];
+		if (w->role == MBW_IDLE)
+			continue;
+		if (w->failed || !w->wall_ns)
+			return -1;
+		bw += (double)w->bytes * 1e9 / w->wall_ns;
+		*per_cpu += w->cpu_ns ? (double)w->bytes * 1e9 / w->cpu_ns : 0;
+		*cpu_s += w->cpu_ns / 1e9;
+		double f = (double)w->cpu_ns / w->wall_ns;
+		if (f < low)
+			low = f;
+	}
+	*oncpu = low;
+	return bw;
+}
+
+static void mbw_roles(int role, int from, int to, unsigned delay)
+{
+	for (int i = 0; i < mbw.nw; i++) {
+		mbw.w[i].role = i >= from && i < to ? role : MBW_IDLE;
+		mbw.w[i].delay = delay;
+	}
+}
+
+/* Sum of the non-idle jiffies and of steal over all CPUs, from /proc/stat. */
+static void cpu_stat(long long *busy, long long *steal)
+{
+	long long v[10] = {0};
+	FILE *f = fopen("/proc/stat", "r");
+	if (f) {
+		if (fscanf(f, "cpu %lld %lld %lld %lld %lld %lld %lld %lld", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6],
+			   &v[7]) != 8)
+			memset(v, 0, sizeof v);
+		fclose(f);
+	}
+	*busy = v[0] + v[1] + v[2] + v[5] + v[6];
+	*steal = v[7];
+}
+
+static double loadavg1(void)
+{
+	char b[64];
+	return read_file("/proc/loadavg", b, sizeof b) < 0 ? -1 : strtod(b, NULL);
+}
+
+struct chase_arg {
+	void **head;
+	double ns;
+};
+
+static void chase_during(void *arg)
+{
+	struct chase_arg *c = arg;
+	c->ns = chase(c->head, LOADED_HOPS);
+}
+
+static const unsigned loaded_delays[] = {0, 50, 200, 1000};
+
+static void m_membw(void)
+{
+	progress("membw_{read,write,copy}_Nt / access_random_loaded_* / llc_bytes");
+	/* the LLC size, which decides what share of a working set reaches DRAM */
+	char sz[64];
+	double llc[1] = {0};
+	if (read_file("/sys/devices/system/cpu/cpu0/cache/index3/size", sz, sizeof sz) > 0) {
+		char *e;
+		llc[0] = strtod(sz, &e);
+		llc[0] *= *e == 'K' ? KB : *e == 'M' ? MB : 1;
+	}
+	if (llc[0] > 0)
+		add_cost("llc_bytes", llc, 1, "bytes",
+			 "Size of the last-level cache of CPU 0, from /sys/devices/system/cpu/cpu0/cache/index3/size.",
+			 NULL);
+	else
+		add_unavailable("llc_bytes", "no /sys/devices/system/cpu/cpu0/cache/index3/size");
+
+	cpu_set_t allowed, one;
+	sched_getaffinity(0, sizeof allowed, &allowed);
+	int cpus[MBW_MAXT], n = 0;
+	for (int c = 0; c < CPU_SETSIZE && n < MBW_MAXT; c++)
+		if (CPU_ISSET(c, &allowed))
+			cpus[n++] = c;
+	mbw.nw = n;
+	for (int i = 0; i < n; i++) {
+		mbw.w[i].cpu = cpus[i];
+		pthread_attr_t at;
+		pthread_attr_init(&at);
+		CPU_ZERO(&one);
+		CPU_SET(cpus[i], &one);
+		pthread_attr_setaffinity_np(&at, sizeof one, &one);
+		pthread_create(&mbw.w[i].th, &at, mbw_worker_main, &mbw.w[i]);
+		pthread_attr_destroy(&at);
+	}
+	/* the chaser (this thread) runs on the first CPU */
+	CPU_ZERO(&one);
+	CPU_SET(cpus[0], &one);
+	sched_setaffinity(0, sizeof one, &one);
+
+	double oncpu, ours = 0, percpu;
+	long long busy0, steal0, busy1, steal1;
+	for (int kind = MBW_READ; kind <= MBW_COPY; kind++) {
+		for (int t = 1; t <= n; t++) {
+			char name[64], method[1024], extra[384];
+			snprintf(name, sizeof name, "membw_%s_%dt", mbw_kind_name[kind], t);
+			double v[REPEATS], vc[REPEATS], low = 1, la0 = loadavg1();
+			ours = 0;
+			cpu_stat(&busy0, &steal0);
+			uint64_t w0 = now_ns();
+			int bad = 0;
+			mbw_roles(kind, 0, t, 0);
+			for (int rep = -1; rep < REPEATS && !bad; rep++) {
+				double bw = mbw_round(NULL, NULL, &oncpu, &percpu, &ours);
+				if (bw < 0)
+					bad = 1;
+				else if (rep >= 0) {
+					v[rep] = bw;
+					vc[rep] = percpu;
+					if (oncpu < low)
+						low = oncpu;
+				}
+			}
+			if (bad) {
+				add_unavailable(name, "a thread could not map its arrays");
+				continue;
+			}
+			cpu_stat(&busy1, &steal1);
+			double secs = (now_ns() - w0) / 1e9, hz = sysconf(_SC_CLK_TCK);
+			snprintf(method, sizeof method,
+				 "%d thread%s pinned one per CPU (CPUs %d..%d of the allowed set), each on its own "
+				 "already-faulted 512 MiB THP-backed array%s (16x the reference VM's 32 MiB LLC); "
+				 "%s; the threads start together and stream for 200 ms; per repeat the sum over "
+				 "threads of bytes / the thread's wall time, STREAM's byte counting (%s).",
+				 t, t > 1 ? "s" : "", cpus[0], cpus[t - 1], kind == MBW_COPY ? "s" : "",
+				 kind == MBW_READ	? "plain 8-byte loads summed into 4 accumulators"
+				 : kind == MBW_WRITE ? "plain 8-byte stores of a counter (write-allocate, not non-temporal)"
+						     : "a[i] = b[i] with plain 8-byte loads and stores",
+				 kind == MBW_COPY ? "2 x bytes copied" : kind == MBW_READ ? "bytes read" : "bytes written");
+			stats_t sc = stats_of(vc, REPEATS);
+			snprintf(extra, sizeof extra,
+				 ", \"threads\": %d, \"oncpu_min\": %.3f, \"per_cpu_time_median\": %.0f, "
+				 "\"loadavg_1m_before\": %.2f, \"loadavg_1m_after\": %.2f, \"other_busy_cpus\": %.2f, "
+				 "\"steal_cpus\": %.3f",
+				 t, low, sc.median, la0, loadavg1(),
+				 /* CPUs busy besides our threads, averaged over the measurement */
+				 (busy1 - busy0) / hz / secs - ours / secs, (steal1 - steal0) / hz / secs);
+			add_cost(name, v, REPEATS, "bytes per second", method, extra);
+		}
+	}
+
+	/* loaded latency: the chaser on cpus[0], loaders streaming on the others */
+	progress("  access_random_loaded_* (1 GiB chase on CPU %d, %d loading CPU%s)", cpus[0], n - 1, n > 2 ? "s" : "");
+	char *d = map_anon(LOADED_LEN, MADV_HUGEPAGE);
+	if (!d) {
+		add_unavailable("access_random_loaded_idle", "mmap failed");
+	} else {
+		touch_write(d, LOADED_LEN, PG);
+		void **h = build_chase(d, LOADED_LEN, 64);
+		struct chase_arg c = {h, 0};
+		chase(h, LOADED_HOPS);
+		int ndel = sizeof loaded_delays / sizeof loaded_delays[0];
+		for (int k = -1; k < ndel; k++) {
+			char name[64], bwname[64], method[768];
+			double v[REPEATS], bwv[REPEATS];
+			if (k >= 0 && n < 2) {
+				snprintf(name, sizeof name, "access_random_loaded_d%u", loaded_delays[k]);
+				add_unavailable(name, "one CPU: nothing can load memory while the chaser runs");
+				continue;
+			}
+			if (k < 0)
+				mbw_roles(MBW_IDLE, 0, 0, 0);
+			else
+				mbw_roles(MBW_LOADER, 1, n, loaded_delays[k]);
+			for (int rep = -1; rep < REPEATS; rep++) {
+				double bw = k < 0 ? (chase_during(&c), 0) : mbw_round(chase_during, &c, &oncpu, &percpu, &ours);
+				if (rep >= 0) {
+					v[rep] = c.ns;
+					bwv[rep] = bw;
+				}
+			}
+			if (k < 0) {
+				add_cost("access_random_loaded_idle", v, REPEATS, "ns per access",
+					 "Dependent-load pointer chase over a random cyclic permutation of all cache lines of "
+					 "a 1 GiB THP-backed buffer on the first CPU, nothing else of ours running: the "
+					 "idle point of the loaded-latency curve; 1M loads per repeat; per load.",
+					 NULL);
+				continue;
+			}
+			snprintf(name, sizeof name, "access_random_loaded_d%u", loaded_delays[k]);
+			snprintf(bwname, sizeof bwname, "membw_loader_read_d%u", loaded_delays[k]);
+			snprintf(method, sizeof method,
+				 "The chase of access_random_loaded_idle on CPU %d while %d other CPU%s stream reads "
+				 "over 512 MiB arrays of their own with an inject delay of %u empty loop iterations "
+				 "after each 64-byte line (Intel MLC --loaded_latency); per load. The loaders' "
+				 "bandwidth in the same repeats is %s.",
+				 cpus[0], n - 1, n > 2 ? "s" : "", loaded_delays[k], bwname);
+			add_cost(name, v, REPEATS, "ns per access", method, NULL);
+			snprintf(method, sizeof method,
+				 "Read bandwidth (bytes/s) of the loading CPUs while %s was measured: sum over "
+				 "loaders of bytes read / wall time.",
+				 name);
+			add_cost(bwname, bwv, REPEATS, "bytes per second", method, NULL);
+		}
+		munmap(d, LOADED_LEN);
+	}
+	pthread_mutex_lock(&mbw.mu);
+	mbw.quit = 1;
+	pthread_cond_broadcast(&mbw.cv);
+	pthread_mutex_unlock(&mbw.mu);
+	for (int i = 0; i < n; i++)
+		pthread_join(mbw.w[i].th, NULL);
+	sched_setaffinity(0, sizeof allowed, &allowed);
+}
+
 /* ------------------------------------------------------------------ */
 
 static void machine_info(void)
@@ -1865,6 +2264,7 @@ static const struct group {
 	{"access_curve", m_access_curve, "access_random_4k_ws*,access_random_2m_ws*", -1},
 	{"tlb_entries", m_tlb_entries, "tlb_entries_4k,tlb_entries_2m,tlb_entries_1g", -1},
 	{"compaction", m_compaction, "page_migrate_4k,compact_scan_per_page", -1},
+	{"membw", m_membw, "llc_bytes,membw_read_*,membw_write_*,membw_copy_*,access_random_loaded_*,membw_loader_read_*", -1},
 };
 #define NGROUPS ((int)(sizeof groups / sizeof groups[0]))
 

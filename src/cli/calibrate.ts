@@ -215,6 +215,7 @@ export function calibrate(opts: CalibrateOptions = {}): CostProfileData {
       'memtwin calibrate: --only without --merge writes a partial profile: --profile refuses it (it needs every cost); merge it into a complete profile of this machine with --merge',
     );
   const raw = runCalibrator(only);
+  warnIfBusy(raw);
   const date = new Date().toISOString().slice(0, 10);
   const fresh = profileFromCalibration(
     raw,
@@ -233,6 +234,33 @@ export function calibrate(opts: CalibrateOptions = {}): CostProfileData {
   return base === undefined ? fresh : mergeProfile(base, fresh, opts.merge);
 }
 
+/**
+ * Bandwidth shared with other work is not this host's bandwidth: say so when
+ * the bandwidth measurements (membw_*) saw other CPUs busy (their
+ * `other_busy_cpus`, from /proc/stat) or a high load average.
+ */
+function warnIfBusy(raw: RawCalibration): void {
+  const cores = raw.machine.cores;
+  const busy = Object.entries(raw.costs).filter(([name, c]) => {
+    const other = c['other_busy_cpus'];
+    const load = c['loadavg_1m_before'];
+    return name.startsWith('membw_') && ((typeof other === 'number' && other > 0.25) || (typeof load === 'number' && load > 0.75 * cores));
+  });
+  if (busy.length)
+    console.error(
+      `memtwin calibrate: warning: ${busy.map(([n]) => n).join(', ')} measured while other work was running ` +
+        `(load average up to ${Math.max(...busy.map(([, c]) => Number(c['loadavg_1m_before'] ?? 0))).toFixed(1)} on ${cores} CPUs): ` +
+        'bandwidth and loaded latency are disturbed; measure again when the machine is quiet',
+    );
+}
+
+/** A profile entry's median for people: bandwidths in GB/s, byte sizes in MiB, the rest as durations. */
+function fmtCost(median: number, unit: string): string {
+  if (unit.startsWith('bytes per second')) return `${(median / 1e9).toFixed(2)} GB/s`;
+  if (unit === 'bytes') return `${(median / 2 ** 20).toFixed(0)} MiB`;
+  return fmtNs(Math.round(median));
+}
+
 /** Write the profile (whole or not at all: a temporary file renamed) and describe it. */
 export function writeProfile(p: CostProfileData, out: string): string {
   const tmp = `${out}.tmp-${process.pid}`;
@@ -243,6 +271,6 @@ export function writeProfile(p: CostProfileData, out: string): string {
     rmSync(tmp, { force: true });
     throw new CalibrateError(`cannot write ${out}: ${(e as Error).message}`);
   }
-  const rows = Object.entries(p.costs).map(([k, c]) => `  ${k.padEnd(32)} ${fmtNs(Math.round(c.median)).padStart(10)}  ${c.unit}`);
+  const rows = Object.entries(p.costs).map(([k, c]) => `  ${k.padEnd(32)} ${fmtCost(c.median, c.unit).padStart(10)}  ${c.unit}`);
   return `${rows.join('\n')}\nwrote ${out} (${Object.keys(p.costs).length} costs, ${p.machine.cpu_model}, ${p.machine.kernel}, ${p.date})`;
 }

@@ -29,7 +29,7 @@ optionally a sweep of parameters. Complete example:
           cpu: 0
           count: 4                   # worker-0..3 on CPUs 0..3
           workload:                  # or: phases: [ {pattern..., duration}, ... ]
-            pattern: uniform         # sequential | uniform | zipf | first-touch
+            pattern: uniform         # sequential | uniform | zipf | first-touch | idle | copy (to: MAPPING)
             mapping: heap
             read_ratio: 0.7          # also: offset, length, rate, stride, zipf_s
   sweep:                             # one run per combination of values

@@ -211,10 +211,10 @@ export function compactForOrder(k: Kernel, nid: number, order: number, mode: 'di
     k.vmstat.count('compact_stall');
   }
   const r = compactZone(k, nid, order);
-  // kcompactd's work runs on its node's CPUs (the kthread is bound there, nice 0).
-  if (mode === 'kcompactd') k.spend({ name: `kcompactd${nid}`, cpus: k.host.nodes[nid]!.cpus }, r.ns);
+  // kcompactd's work, its copies stretched by the node's load, runs on its node's CPUs (the kthread is bound there, nice 0).
+  if (mode === 'kcompactd') k.spend({ name: `kcompactd${nid}`, cpus: k.host.nodes[nid]!.cpus }, chargeCompaction(k, nid, r));
   if (mode === 'direct') {
-    k.charge(r.ns);
+    chargeCompaction(k, nid, r);
     if (r.success) {
       k.vmstat.count('compact_success');
       st.reset(nid, order);
@@ -237,6 +237,12 @@ export function wakeupKcompactd(k: Kernel, nid: number, order: number): void {
     const o = st.kcompactdOrder[nid]!;
     st.kcompactdOrder[nid] = -1;
     k.vmstat.count('compact_daemon_wake');
-    compactForOrder(k, nid, o, 'kcompactd');
+    // kcompactd's own time is not a workload's; its copies still load the node.
+    k.runAsTask({ ns: 0 }, () => compactForOrder(k, nid, o, 'kcompactd'));
   });
+}
+
+/** Charge a compaction run to the running task: its migrations are copies within node `nid` (chargeMem). Returns the time charged. */
+export function chargeCompaction(k: Kernel, nid: number, r: CompactResult): number {
+  return k.chargeMem(r.ns, r.migrated * k.hot.copy4k, nid, nid, r.migrated * PAGE_SIZE);
 }

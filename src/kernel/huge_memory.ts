@@ -192,7 +192,7 @@ export function doHugePmdAnonymousPage(k: Kernel, mm: MmStruct, vma: Vma, va: nu
   mm.pgtable.pmds.set(key, new HugeLeaf(pfn, 'pmd'));
   mm.rssAnon += HPAGE_PMD_NR;
   k.vmstat.count('thp_fault_alloc');
-  k.charge(k.costs.ns('fault_thp_2m_write'));
+  k.chargeMem(k.costs.ns('fault_thp_2m_write'), HPAGE_PMD_NR * k.hot.zero4k, -1, k.phys.nodeOfPfn(pfn), PMD_SIZE, k.cpuToNode(thread.cpu));
   return 'done';
 }
 

@@ -10,6 +10,7 @@ import { EventQueue } from '../sim/event_queue.ts';
 import { SeededRandom } from '../sim/random.ts';
 import type { CostProfile } from '../sim/cost_profile.ts';
 import type { Host } from '../sim/host.ts';
+import type { FlowClass, MemBandwidth } from '../sim/membw.ts';
 import { MemMap } from './page.ts';
 import { PhysMem } from './page_alloc.ts';
 import { MmStruct, type MappedFile } from './mm_types.ts';
@@ -77,7 +78,7 @@ export class Kernel {
   /** cpu -> node, as an array for the fault path. */
   private readonly cpuNodes: number[] = [];
   /** Costs read on the hottest paths, looked up once. */
-  readonly hot: { faultWrite: number; faultRead: number };
+  readonly hot: { faultWrite: number; faultRead: number; zero4k: number; copy4k: number };
   readonly processes = new Map<number, Process>();
   readonly files = new Map<number, MappedFile>();
   /** vm.overcommit_memory (0 = heuristic), vm.max_map_count. */
@@ -88,6 +89,18 @@ export class Kernel {
   private nextAnonVma = 1;
   /** Serial of content writes, folded into page tokens. */
   writeSerial = 0;
+  /**
+   * Memory bandwidth shared by everything that moves bytes (src/sim/membw.ts):
+   * scenario runs have one, op-scripts do not (null: copies cost their
+   * profile figures, as measured alone).
+   */
+  membw: MemBandwidth | null = null;
+  /**
+   * While the workload engine runs a thread's step: what the kernel's
+   * copies and clears for that thread moved (chargeMem), which the engine
+   * registers with its own accesses as the step's flow.
+   */
+  membwTask: { cpu: number; mult: Float64Array; classes: FlowClass[] } | null = null;
   /** Pages committed by VM_ACCOUNT mappings (Committed_AS). */
   committedPages = 0;
 
@@ -109,7 +122,13 @@ export class Kernel {
     this.uffd = new Userfaultfd();
     this.sysfs = new Sysfs(this);
     for (const [cpu, nid] of opts.host.cpuNode) this.cpuNodes[cpu] = nid;
-    this.hot = { faultWrite: opts.costs.ns('fault_anon_4k_write'), faultRead: opts.costs.ns('fault_anon_4k_read_zeropage') };
+    this.hot = {
+      faultWrite: opts.costs.ns('fault_anon_4k_write'),
+      faultRead: opts.costs.ns('fault_anon_4k_read_zeropage'),
+      // The DRAM-bound parts of copies and clears (chargeMem): clear_page and copy_page of one 4K page.
+      zero4k: opts.costs.ns('zero_page_4k'),
+      copy4k: opts.costs.ns('memcpy_4k'),
+    };
   }
 
   // --- syscalls ---------------------------------------------------------------
@@ -285,8 +304,63 @@ export class Kernel {
     else this.clock.advance(ns);
   }
 
+  /**
+   * Charge kernel work of `ns` that moves memory: `memNs` of it is a copy or
+   * clear bound on DRAM (what it costs on an idle machine) of `bytes` read
+   * on node `readNode` (-1: nothing read, a clear) and written on node
+   * `writeNode`. Without a bandwidth model this is charge(ns). With one, the
+   * bytes are registered (a store moves its line storeTraffic times: twice with a read for ownership
+   * and write-back) and the DRAM-bound part waits for the nodes' load.
+   * `cpuNode` is where the copying task runs (default: the node written,
+   * as for a migration into the migrating task's node): traffic to the
+   * other nodes crosses the interconnect. Returns the time charged.
+   */
+  chargeMem(ns: number, memNs: number, readNode: number, writeNode: number, bytes: number, cpuNode = writeNode): number {
+    const bw = this.membw;
+    if (!bw) {
+      this.charge(ns);
+      return ns;
+    }
+    // The load as of now (the task's later time within its step is not known to other tasks yet);
+    // a workload step has already read it for its CPU's node.
+    const now = this.clock.now();
+    const task = this.membwTask;
+    const cached = task !== null && task.cpu === cpuNode;
+    // The DRAM time splits by traffic: a read moves its bytes once, a store storeTraffic times (2 with a read for ownership).
+    const st = bw.storeTraffic;
+    const stored = Math.round(st * bytes);
+    const rNs = readNode >= 0 ? memNs / (1 + st) : 0;
+    const wNs = memNs - rNs;
+    const mr = readNode < 0 ? 1 : cached ? task.mult[readNode]! : bw.multiplier(cpuNode, readNode, now);
+    const mw = cached ? task.mult[writeNode]! : bw.multiplier(cpuNode, writeNode, now);
+    const total = ns + Math.round(rNs * (mr - 1) + wNs * (mw - 1));
+    if (task) {
+      addFlowClass(task.classes, writeNode, stored, wNs, wNs * mw);
+      if (readNode >= 0) addFlowClass(task.classes, readNode, bytes, rNs, rNs * mr);
+    } else {
+      // A task of its own (a tool's syscall, kcompactd): its copies page after page are one flow.
+      const classes: FlowClass[] = [{ node: writeNode, bytes: stored, memNs: wNs, seenNs: wNs * mw }];
+      if (readNode >= 0) classes.push({ node: readNode, bytes, memNs: rNs, seenNs: rNs * mr });
+      bw.flow(now + Math.round(this.taskTime?.ns ?? 0), total, cpuNode, classes, true);
+    }
+    this.charge(total);
+    return total;
+  }
+
   /** Run background work (kcompactd, ...) that is due by now. */
   runDueEvents(): void {
     this.events.runUntil(this.clock.now());
   }
+}
+
+/** Add bytes moved on `node` to a step's classes (one class per memory node). */
+export function addFlowClass(classes: FlowClass[], node: number, bytes: number, memNs: number, seenNs: number): void {
+  for (const c of classes)
+    if (c.node === node) {
+      c.bytes += bytes;
+      c.memNs += memNs;
+      c.seenNs = (c.seenNs ?? 0) + seenNs;
+      return;
+    }
+  classes.push({ node, bytes, memNs, seenNs });
 }

@@ -220,11 +220,12 @@ function collapseHugePage(k: Kernel, mm: MmStruct, vma: Vma, haddr: number, t: P
   m.addEntireMapcount(pfn, 1);
   mm.rssAnon += HPAGE_PMD_NR;
   for (const head of oldThps) folioUnmappedSome(k, head);
-  const cost = k.costs.ns('madv_collapse_2m');
   const start = k.clock.now() + (k.taskTime?.ns ?? 0);
+  // The copy of 512 pages into the new huge page, on its node (the one most of the pages were on).
+  const node = k.phys.nodeOfPfn(pfn);
   mm.collapsing = mm.collapsing.filter((c) => c.until > k.clock.now());
+  const cost = k.chargeMem(k.costs.ns('madv_collapse_2m'), HPAGE_PMD_NR * k.hot.copy4k, node, node, PMD_SIZE);
   mm.collapsing.push({ pmdKey: key, vma, start, until: start + cost });
-  k.charge(cost);
   return SCAN.SCAN_SUCCEED;
 }
 

@@ -131,7 +131,7 @@ export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, wri
       e.pfn = pfn;
       mm.rssAnon += HPAGE_PMD_NR;
       k.vmstat.count('thp_fault_alloc');
-      k.charge(k.costs.ns('fault_thp_2m_write'));
+      k.chargeMem(k.costs.ns('fault_thp_2m_write'), HPAGE_PMD_NR * k.hot.zero4k, -1, k.phys.nodeOfPfn(pfn), PMD_SIZE, nid);
       return FAULT_OK;
     }
     k.vmstat.count('thp_fault_fallback');
@@ -156,7 +156,8 @@ export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, wri
     if (pfn < 0) return FAULT_OOM;
     if (pte === PTE_NONE) t.used++;
     t.ptes[i] = pteOf(pfn);
-    k.charge(k.hot.faultWrite);
+    if (k.membw) k.chargeMem(k.hot.faultWrite, k.hot.zero4k, -1, k.phys.nodeOfPfn(pfn), PAGE_SIZE, nid);
+    else k.charge(k.hot.faultWrite);
   }
   return FAULT_OK;
 }
@@ -267,7 +268,7 @@ function shmemFault(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: number, v
     k.mem.setOwner(pfn, file.id);
     k.mem.setIndex(pfn, idx);
     file.pages.set(idx, pfn);
-    k.charge(k.costs.ns('fault_anon_4k_write'));
+    k.chargeMem(k.costs.ns('fault_anon_4k_write'), k.hot.zero4k, -1, k.phys.nodeOfPfn(pfn), PAGE_SIZE, k.cpuToNode(thread.cpu));
   } else k.charge(k.costs.ns('fault_anon_4k_read_zeropage'));
   if (t.ptes[i] === PTE_NONE) mapShmemPage(k, mm, t, i, pfn);
   return FAULT_OK;
@@ -395,7 +396,15 @@ export function hugetlbAllocPage(k: Kernel, mm: MmStruct, vma: Vma, haddr: numbe
     m.addFlags(pfn, PG.anon);
     if (reserved) vma.resv!.consumed.add(idx);
   }
-  if (fill === null) k.charge(k.costs.ns(h.shift === PUD_SHIFT ? 'fault_hugetlb_1g_write' : 'fault_hugetlb_2m_write'));
+  if (fill === null)
+    k.chargeMem(
+      k.costs.ns(h.shift === PUD_SHIFT ? 'fault_hugetlb_1g_write' : 'fault_hugetlb_2m_write'),
+      n * k.hot.zero4k,
+      -1,
+      k.phys.nodeOfPfn(pfn),
+      n * PAGE_SIZE,
+      k.cpuToNode(thread.cpu),
+    );
   return pfn;
 }
 

@@ -217,8 +217,9 @@ function migrateOne(k: Kernel, src: number, target: number): number {
     k.vmstat.count('pgmigrate_fail');
     return neg('ENOMEM');
   }
+  const from = k.phys.nodeOfPfn(src);
   migrateFrame(k, src, dst);
-  k.charge(k.costs.ns('page_migrate_4k'));
+  k.chargeMem(k.costs.ns('page_migrate_4k'), k.hot.copy4k, from, target, PAGE_SIZE);
   return 0;
 }
 
@@ -250,7 +251,13 @@ function moveFolio(k: Kernel, mm: MmStruct, head: number, dst: number, haddr: nu
   }
   folioUnqueueDeferredSplit(k, head);
   k.phys.free(head, HPAGE_PMD_ORDER);
-  k.charge(HPAGE_PMD_NR * k.costs.ns('page_migrate_4k'));
+  k.chargeMem(
+    HPAGE_PMD_NR * k.costs.ns('page_migrate_4k'),
+    HPAGE_PMD_NR * k.hot.copy4k,
+    k.phys.nodeOfPfn(head),
+    k.phys.nodeOfPfn(dst),
+    PMD_SIZE,
+  );
 }
 
 /** A hugetlb page moves to a free page of the same size on the target node's pool. */
@@ -278,7 +285,7 @@ function migrateHugetlb(k: Kernel, mm: MmStruct, vma: Vma, va: number, pfn: numb
   if (vma.file) for (const [idx, p] of vma.file.pages) if (p === head) vma.file.pages.set(idx, dst);
   k.hugetlb.freeHugePage(h, head, false);
   k.vmstat.count('pgmigrate_success', n);
-  k.charge(n * k.costs.ns('page_migrate_4k'));
+  k.chargeMem(n * k.costs.ns('page_migrate_4k'), n * k.hot.copy4k, k.phys.nodeOfPfn(head), target, n * PAGE_SIZE);
   return 0;
 }
 

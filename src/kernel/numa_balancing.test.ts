@@ -50,6 +50,23 @@ describe('NUMA balancing and memory policies', () => {
     expect(vmstat.numa_pages_migrated).toBe(PAGES);
   });
 
+  it('a hinting fault that migrates costs the fault plus one migration, charged once', () => {
+    const k = smallKernel({ nodes: 2, mib: 64 });
+    k.sysctl.numa_balancing = 1;
+    const p = k.createProcess('b');
+    const t = p.mainThread;
+    const a = k.mmap(p, 0, PAGE_SIZE, RW, ANON);
+    k.access(t, a, PAGE_SIZE, PAGE_SIZE, true, 1); // on node 0
+    k.numab.start([p]);
+    k.events.runUntil(k.clock.now() + 2e9); // scanned: the page is marked
+    t.cpu = 2; // node 1: a task early in its life migrates on its first remote fault
+    const ctx = { ns: 0 };
+    const ret = k.runAsTask(ctx, () => k.numab.hintingFault(t, a, followPage(p.mm, a), PAGE_SIZE));
+    expect(k.phys.nodeOfPfn(followPage(p.mm, a))).toBe(1);
+    expect(ret).toBe(k.costs.ns('fault_anon_4k_read_zeropage')); // the fault's own time
+    expect(ctx.ns).toBe(k.costs.ns('page_migrate_4k')); // the migration, charged where it happened
+  });
+
   it('an explicit VMA or task policy without MPOL_F_NUMA_BALANCING is not scanned', () => {
     const bound = remoteTask((k, t, a) => expect(sysMbind(k, t, a, PAGES * PAGE_SIZE, MPOL.MPOL_BIND, [0, 1], 0)).toBe(0));
     expect(bound.nodes).toEqual(Array(PAGES).fill(0));

@@ -12,7 +12,7 @@ import { HGM_PROPOSALS } from './hugetlb_hgm.ts';
 import type { Kernel } from './kernel.ts';
 import { THP_DEFRAG, THP_ENABLED } from './huge_memory.ts';
 import { HPAGE_PMD_NR, MAX_PAGE_ORDER, neg } from './uapi.ts';
-import { compactZone } from './compaction.ts';
+import { chargeCompaction, compactZone } from './compaction.ts';
 import type { Hstate } from './hugetlb.ts';
 import { DEBUGFS } from './numa_balancing.ts';
 
@@ -362,7 +362,7 @@ export class Sysfs {
         if (compactMemory !== 1) return neg('EINVAL');
         for (const z of k.phys.zones) {
           const r = compactZone(k, z.nid, MAX_PAGE_ORDER + 1);
-          k.charge(r.ns);
+          chargeCompaction(k, z.nid, r);
         }
         return 0;
       },

@@ -446,7 +446,7 @@ function mfillAtomic(
       if (typeof src === 'function') storeSubpages(k, followPage(mm, a), a, hs, src);
       setUffdWp(mm, a, a + hs, (mode & UFFDIO_MODE.UFFDIO_COPY_MODE_WP) !== 0);
       clearMarkers(mm.uffdPoison, a, a + hs);
-      k.charge(k.costs.ns('uffdio_copy_2m_hugetlb') * (hs / (2 << 20)));
+      chargeCopy(k, k.costs.ns('uffdio_copy_2m_hugetlb') * (hs / (2 << 20)), mm, a, hs, thread);
       done += hs;
     }
     return done;
@@ -462,7 +462,7 @@ function mfillAtomic(
       if (r < 0) return done || r;
       setUffdWp(mm, a, a + PAGE_SIZE, fill !== null && (mode & UFFDIO_MODE.UFFDIO_COPY_MODE_WP) !== 0);
       mm.uffdPoison.delete(a / PAGE_SIZE);
-      k.charge(k.costs.ns('uffdio_copy_4k'));
+      chargeCopy(k, k.costs.ns('uffdio_copy_4k'), mm, a, PAGE_SIZE, thread, fill === null);
       done += PAGE_SIZE;
       continue;
     }
@@ -475,10 +475,27 @@ function mfillAtomic(
       t.ptes[i] = PTE_ZERO;
       t.used++;
     } else if (installAnonPage(k, mm, vma, t, a, thread, typeof src === 'function' ? src(a) : fill) < 0) return done || neg('ENOMEM');
-    k.charge(k.costs.ns('uffdio_copy_4k'));
+    if (fill === null) k.charge(k.costs.ns('uffdio_copy_4k'));
+    else chargeCopy(k, k.costs.ns('uffdio_copy_4k'), mm, a, PAGE_SIZE, thread);
     done += PAGE_SIZE;
   }
   return done;
+}
+
+/**
+ * Charge a fill of `len` bytes at `a` (just installed) to the calling
+ * thread: a copy from its buffer (taken to be on the page's node), or with
+ * `clear` a zero fill. The DRAM-bound part is copy_page's or clear_page's
+ * time per 4K page (Kernel.chargeMem).
+ */
+function chargeCopy(k: Kernel, ns: number, mm: MmStruct, a: number, len: number, thread: Thread, clear = false): void {
+  if (!k.membw) {
+    k.charge(ns);
+    return;
+  }
+  const node = k.phys.nodeOfPfn(followPage(mm, a));
+  const pages = len / PAGE_SIZE;
+  k.chargeMem(ns, pages * (clear ? k.hot.zero4k : k.hot.copy4k), clear ? -1 : node, node, len, k.cpuToNode(thread.cpu));
 }
 
 /**

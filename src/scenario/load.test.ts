@@ -161,7 +161,27 @@ describe('every error names its place and the allowed forms', () => {
       /workload: expected a pattern workload \{pattern, mapping, …\} or \{phases: \[\{pattern, mapping, duration, …\}, …\]\}, got "uniform"$/,
     );
     expect(refusal(w('{ mapping: heap }')).message).toMatch(
-      /workload\.pattern: missing: expected one of sequential, uniform, zipf, first-touch, idle \(processes\[0\]\.threads\[0\]\.workload is a pattern workload/,
+      /workload\.pattern: missing: expected one of sequential, uniform, zipf, first-touch, idle, copy \(processes\[0\]\.threads\[0\]\.workload is a pattern workload/,
+    );
+    // copy: `to` names another mapping of the process, and only a copy has one
+    expect(refusal(w('{ pattern: copy, mapping: heap }')).message).toMatch(
+      /workload: a copy writes another mapping: expected `to`, the mapping it writes$/,
+    );
+    expect(refusal(w('{ pattern: copy, mapping: heap, to: nosuch }')).message).toMatch(
+      /workload\.to: no mapping "nosuch" in process "app": expected one of "heap"$/,
+    );
+    expect(refusal(w('{ pattern: copy, mapping: heap, to: heap }')).message).toMatch(
+      /workload\.to: a copy of "heap" onto itself: expected another mapping$/,
+    );
+    const twoMaps = BASE.replace(/( *)- \{ name: heap, size: 16M(.*)\n/, '$1- { name: heap, size: 16M$2\n$1- { name: small, size: 8M }\n');
+    expect(
+      refusal(twoMaps.replace('{ pattern: uniform, mapping: heap, read_ratio: 0.7 }', '{ pattern: copy, mapping: heap, to: small }'))
+        .message,
+    ).toMatch(
+      /workload\.to: "small" is 8388608 bytes, smaller than the region copied \(offset \+ length = 16777216 bytes\): expected a mapping of at least 16777216 bytes$/,
+    );
+    expect(refusal(w('{ pattern: uniform, mapping: heap, to: heap }')).message).toMatch(
+      /workload\.to: `to` is for the copy pattern: expected no `to` here$/,
     );
     expect(refusal(w('{ pattern: uniform, mapping: heap, phases: [] }')).message).toMatch(
       /workload: unknown field 'phases'; the fields here are pattern, mapping, /,

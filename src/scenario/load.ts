@@ -392,9 +392,9 @@ function checkBudget(s: Scenario, err: (p: YamlPath, msg: string) => InputError)
   });
 }
 
-type Phase = { pattern: string; mapping: string; offset?: number | undefined; length?: number | undefined };
+type Phase = { pattern: string; mapping: string; to?: string | undefined; offset?: number | undefined; length?: number | undefined };
 
-/** A workload's phases: their mapping exists, the region starts inside it, a zipf region is not too large. */
+/** A workload's phases: their mapping (and a copy's `to`) exists, the region starts inside it, a zipf region is not too large. */
 function checkWorkload(
   w: Phase | { phases: Phase[] },
   at: YamlPath,
@@ -408,9 +408,21 @@ function checkWorkload(
     const pat = 'phases' in w ? [...at, 'phases', phi] : at;
     const size = sizeOf(ph.mapping);
     if (size === undefined) throw err([...pat, 'mapping'], `no mapping ${quote(ph.mapping)} ${inWhat}: expected one of ${listNames(have)}`);
+    if (ph.pattern === 'copy') {
+      if (ph.to === undefined) throw err(pat, 'a copy writes another mapping: expected `to`, the mapping it writes');
+      if (sizeOf(ph.to) === undefined)
+        throw err([...pat, 'to'], `no mapping ${quote(ph.to)} ${inWhat}: expected one of ${listNames(have)}`);
+      if (ph.to === ph.mapping) throw err([...pat, 'to'], `a copy of ${quote(ph.mapping)} onto itself: expected another mapping`);
+    } else if (ph.to !== undefined) throw err([...pat, 'to'], '`to` is for the copy pattern: expected no `to` here');
     const off = ph.offset ?? 0;
     if (off >= size) throw err([...pat, 'offset'], `offset ${off} is not inside the mapping (${size} bytes): expected 0 to ${size - 1}`);
     const len = Math.min(ph.length ?? size - off, size - off);
+    const toSize = ph.pattern === 'copy' ? sizeOf(ph.to!)! : Infinity;
+    if (toSize < off + len)
+      throw err(
+        [...pat, 'to'],
+        `${quote(ph.to)} is ${toSize} bytes, smaller than the region copied (offset + length = ${off + len} bytes): expected a mapping of at least ${off + len} bytes`,
+      );
     // patterns.ts's Zipf ranks pages below 2^26.
     if (ph.pattern === 'zipf' && len / PAGE_SIZE >= 2 ** 26)
       throw err([...pat, ph.length !== undefined ? 'length' : 'mapping'], `a zipf region of ${len} bytes: expected at most 256G`);

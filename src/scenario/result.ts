@@ -69,6 +69,8 @@ export interface ThreadResult {
   run_delay_ns: number;
   /** How often the scheduler moved it to another CPU (se.nr_migrations). */
   nr_migrations: number;
+  /** Bytes of DRAM traffic the thread's accesses moved (src/sim/membw.ts; the kernel's copies for it are the kernel's). */
+  membw_bytes?: number;
   /** NUMA balancing state at the end, when kernel.numa_balancing is on and the thread took hinting faults. */
   numa?: ThreadNumaResult;
 }

@@ -14,6 +14,7 @@ import { NUMA_MEM, taskFaultsIdx } from '../kernel/numa_balancing.ts';
 import { PG } from '../kernel/page.ts';
 import { populateRange } from '../kernel/mmap.ts';
 import { AccessModel } from '../workload/access_model.ts';
+import { MemBandwidth, membwParams, membwSpec, type MemBwParams } from '../sim/membw.ts';
 import { WorkloadThread, streamFor, type PhaseRuntime } from '../workload/engine.ts';
 import { Uhugepaged } from '../agents/uhugepaged.ts';
 import { SimAgentSys, type HeatMap } from '../agents/sim_sys.ts';
@@ -21,6 +22,7 @@ import type { YamlPath } from '../util/yaml_input.ts';
 import { hostOf, type RunSpec } from './load.ts';
 import { runLocator } from './locate.ts';
 import type { Process } from '../kernel/sched.ts';
+import type { Host } from '../sim/host.ts';
 import type { RunEventLog, RunResult, ScenarioInfo, SeriesData, ThreadNumaResult, ThreadResult } from './result.ts';
 import type { EventSpec, Scenario } from './schema.ts';
 import { hostMemoryNote, scheduleVmEvents, startVms, vmFinal, vmSeries, vmWarnings, type RunReport, type VmRt } from './vms.ts';
@@ -62,7 +64,8 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   const k = new Kernel({ host, costs, seed: s.seed });
   // Threads, kernel threads and the VMM's threads share the host's CPUs.
   k.enableScheduler();
-  const model = new AccessModel(costs);
+  const bw = bandwidthOf(costs, s.profile, fail);
+  const model = new AccessModel(costs, bw);
   for (const [path, value] of Object.entries(s.kernel)) {
     const r = k.sysfs.write(path, String(value));
     if (r < 0) fail(['kernel', path], `the kernel rejects ${JSON.stringify(value)} (${errnoName(r)})`);
@@ -144,7 +147,8 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
             slice = { index: i, of: sliceCount.get(ph.mapping)! };
           }
           const end = ph.duration === undefined ? Infinity : (at += ph.duration);
-          return { spec: ph, stream: streamFor(ph, m.base, m.len, rng, slice), end };
+          const to = ph.to === undefined ? undefined : maps.get(ph.to);
+          return { spec: ph, stream: streamFor(ph, m.base, m.len, rng, slice, to), end };
         });
         const touch = writtenMarker(maps);
         const wt = new WorkloadThread(k, p, kt, `${ps.name}/${name}`, phases, model, () => rng.float(), touch, threads.length);
@@ -170,6 +174,8 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
     startGuestWorkloads(k, rt, maps, threads, model, threadPaths);
   }
 
+  // Memory bandwidth is shared from the start of the workloads (setup ran alone).
+  k.membw = new MemBandwidth(membwSpec(host, bw));
   // Phase ends were relative to the start of the workloads.
   const t0 = k.clock.now();
   for (const wt of threads) for (const ph of wt.phases) ph.end += t0;
@@ -209,7 +215,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
     profile: {
       date: costs.data.date,
       machine: `${costs.data.machine.cpu_model}, ${costs.data.machine.kernel}`,
-      ...(vms.length ? { not_measured: notMeasured(costs) } : {}),
+      ...notMeasuredUsed(costs, host, vms.length > 0),
     },
     inputs,
     final: { ...finalMetrics(k, s, procs, threads, agents, series.data), ...(vms.length ? vmFinal(vms, vmEvents.log) : {}) },
@@ -244,6 +250,15 @@ function agentWarnings(s: Scenario, agents: AgentRt[], rep: RunReport): void {
   });
 }
 
+/** The bandwidth model's parameters from the profile; a profile without them is the scenario's input error. */
+function bandwidthOf(costs: CostProfile, profile: string | undefined, fail: (path: YamlPath, expected: string) => never): MemBwParams {
+  try {
+    return membwParams(costs);
+  } catch (e) {
+    return fail(['profile'], `${profile ?? 'profiles/default.json'}: ${(e as Error).message}`);
+  }
+}
+
 /** The scenario's identity, notes and published figures, as results carry them. */
 export function scenarioInfo(s: Scenario, file: string): ScenarioInfo {
   return {
@@ -254,6 +269,20 @@ export function scenarioInfo(s: Scenario, file: string): ScenarioInfo {
     ...(s.published.length ? { published: s.published } : {}),
     ...(s.summary ? { summary: s.summary } : {}),
   };
+}
+
+/**
+ * The unmeasured entries a run used: the VM costs when it has VMs, and the
+ * interconnect share when a host of several nodes does not give its
+ * interconnect bandwidth.
+ */
+function notMeasuredUsed(costs: CostProfile, host: Host, vms: boolean): { not_measured?: Record<string, string> } {
+  const all = notMeasured(costs);
+  const used: Record<string, string> = vms ? { ...all } : {};
+  const share = all['membw_interconnect_share'];
+  if (!vms) delete used['membw_interconnect_share'];
+  if (share && host.nodes.length > 1 && !host.interconnect) used['membw_interconnect_share'] = share;
+  return Object.keys(used).length ? { not_measured: used } : {};
 }
 
 /** Profile entries with a `derived` field that says they were not measured on the profile's machine. */
@@ -556,6 +585,7 @@ function sampler(
   let lastRemote = new Array<number>(nodes).fill(0);
   let lastAllLocal = 0;
   let lastAllRemote = 0;
+  const lastBw = new Array<number>(nodes).fill(0);
   const sample = (): void => {
     const now = k.clock.now();
     if (data.t_ns.length && now === data.t_ns[data.t_ns.length - 1]! + t0) return;
@@ -618,6 +648,7 @@ function sampler(
     col('thp_fault_alloc').push(ev.thp_fault_alloc);
     col('thp_fault_fallback').push(ev.thp_fault_fallback);
     col('compact_stall').push(ev.compact_stall);
+    membwSample(k, col, lastBw, dt);
     if (vms.length) {
       col('host.free_bytes').push(k.phys.freePages() * PAGE_SIZE);
       for (const [name, v] of Object.entries(vmSeries(vms))) col(name).push(v);
@@ -632,6 +663,42 @@ function sampler(
   };
   k.events.schedule(t0, 'sampler', tick);
   return { data, sample };
+}
+
+/**
+ * node<N>.membw_util: the share of the node's bandwidth that the bytes
+ * registered in the interval used; node<N>.membw_latency_x: the latency
+ * multiplier its accesses saw at the sample (src/sim/membw.ts).
+ */
+function membwSample(k: Kernel, col: (name: string) => number[], last: number[], dt: number): void {
+  const bw = k.membw;
+  if (!bw) return;
+  for (let n = 0; n < k.nrNodes; n++) {
+    const b = bw.bytesOnNode(n);
+    col(`node${n}.membw_util`).push(Math.round(((b - last[n]!) / (bw.nodeCapacity(n) * dt)) * 1e4) / 1e4);
+    col(`node${n}.membw_latency_x`).push(Math.round(bw.resourceMultiplier(n, k.clock.now()) * 1e4) / 1e4);
+    last[n] = b;
+  }
+}
+
+/** node<N>.membw_util_mean and _max, node<N>.membw_latency_x_mean (over the samples), and path<I>-<J>.membw_util_mean for an interconnect path that carried traffic. */
+function membwFinal(k: Kernel, durationNs: number, series: SeriesData): Record<string, number> {
+  const bw = k.membw;
+  if (!bw) return {};
+  const out: Record<string, number> = {};
+  const r4 = (x: number): number => Math.round(x * 1e4) / 1e4;
+  for (let n = 0; n < k.nrNodes; n++) {
+    out[`node${n}.membw_util_mean`] = r4(bw.bytesOnNode(n) / (bw.nodeCapacity(n) * (durationNs / 1e9)));
+    out[`node${n}.membw_util_max`] = Math.max(0, ...(series.metrics[`node${n}.membw_util`] ?? []));
+    out[`node${n}.membw_bytes`] = bw.bytesOnNode(n);
+    const lat = series.metrics[`node${n}.membw_latency_x`] ?? [];
+    out[`node${n}.membw_latency_x_mean`] = lat.length ? r4(lat.reduce((a, b) => a + b, 0) / lat.length) : 1;
+  }
+  for (let i = 0; i < k.nrNodes; i++)
+    for (let j = 0; j < k.nrNodes; j++)
+      if (i !== j && bw.bytesOnPath(i, j) > 0)
+        out[`path${i}-${j}.membw_util_mean`] = r4(bw.bytesOnPath(i, j) / (bw.pathCapacity(i, j) * (durationNs / 1e9)));
+  return out;
 }
 
 function finalMetrics(
@@ -695,6 +762,7 @@ function finalMetrics(
         }
       : {}),
     ...perProcess(threads, s.duration),
+    ...membwFinal(k, s.duration, series),
   };
 }
 
@@ -758,6 +826,7 @@ function threadResult(wt: WorkloadThread, durationNs: number): ThreadResult {
     cpu_ns: wt.thread.se?.sumExecNs ?? 0,
     run_delay_ns: wt.thread.se?.waitNs ?? 0,
     nr_migrations: wt.thread.se?.nrMigrations ?? 0,
+    membw_bytes: wt.membwBytes.reduce((a, b) => a + b, 0),
     ...(wt.stopped ? { stopped: wt.stopped } : {}),
     ...numaResult(wt),
   };

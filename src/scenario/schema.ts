@@ -150,15 +150,16 @@ const hostName = z
 
 const advice = z.enum(Object.keys(MADV) as [keyof typeof MADV, ...(keyof typeof MADV)[]]);
 
-export const PATTERNS = ['sequential', 'uniform', 'zipf', 'first-touch', 'idle'] as const;
+export const PATTERNS = ['sequential', 'uniform', 'zipf', 'first-touch', 'idle', 'copy'] as const;
 
 const patternFields = {
   pattern: z
     .enum(PATTERNS)
     .describe(
-      'sequential sweep, uniform random, zipf (hot set), first-touch initialisation of a slice, or idle (no accesses, for a phase)',
+      'sequential sweep, uniform random, zipf (hot set), first-touch initialisation of a slice, idle (no accesses, for a phase), or copy (STREAM copy: a load from `mapping`, then a store to `to` at the same offset, `stride` bytes on)',
     ),
   mapping: z.string().describe('name of a mapping of the same process'),
+  to: z.string().optional().describe('copy: the mapping written (the region read is copied to the same offset in it)'),
   offset: size.optional().describe('start of the accessed region inside the mapping, 0 to the mapping size (exclusive); default 0'),
   length: sizeIn(1, LIMITS.maxSize)
     .optional()

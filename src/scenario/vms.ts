@@ -18,6 +18,7 @@
  * size (guest_page_size) and the host's; the guest page table itself is not
  * modelled.
  */
+import { MemBandwidth, membwParams, membwSpec } from '../sim/membw.ts';
 import { Kernel, type CpuWork } from '../kernel/kernel.ts';
 import { hostFromFile, resolveHost } from '../sim/host.ts';
 import { followPage } from '../kernel/memory.ts';
@@ -904,6 +905,7 @@ function destinationKernel(k: Kernel, s: Scenario, d: NonNullable<VmEventSpec['d
     throw rep.at.error([...path, 'host'], `cannot load host: ${(e as Error).message}`);
   }
   const dk = new Kernel({ host, costs: k.costs, seed: s.seed + 1, sameTimeAs: k });
+  if (k.membw) dk.membw = new MemBandwidth(membwSpec(host, membwParams(k.costs)));
   if (k.sched) dk.enableScheduler();
   for (const [knob, value] of Object.entries(s.kernel)) {
     const r = dk.sysfs.write(knob, String(value));

@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { fromRoot } from '../util/paths.ts';
 import { readdirSync, readFileSync } from 'node:fs';
 import { loadYaml, quote, withForm } from '../util/yaml_input.ts';
-import { InputError, parseSize } from '../util/input_error.ts';
+import { InputError, parseRate, parseSize } from '../util/input_error.ts';
 
 /** Highest CPU id: NR_CPUS is 8192 in Debian's x86_64 kernels (CONFIG_NR_CPUS, MAXSMP). */
 export const MAX_CPU_ID = 8191;
@@ -24,6 +24,19 @@ const size = withForm(z.union([z.number(), z.string()]), memoryForm).transform((
     return z.NEVER;
   }
   return b;
+});
+
+/** Bandwidths from 1 MB/s to 10 TB/s (a 12-channel DDR5 socket gives under 1 TB/s). */
+export const MIN_BANDWIDTH = 1e6;
+export const MAX_BANDWIDTH = 1e13;
+const rateForm = 'a bandwidth from 1e6 to 1e13 bytes per second: a number, or a string such as 20GB/s or 800MB/s (GB decimal, GiB binary)';
+const rate = withForm(z.union([z.number(), z.string()]), rateForm).transform((v, ctx) => {
+  const r = parseRate(v);
+  if (r === undefined || r < MIN_BANDWIDTH || r > MAX_BANDWIDTH) {
+    ctx.addIssue({ code: 'custom', message: `expected ${rateForm}, got ${quote(v)}` });
+    return z.NEVER;
+  }
+  return r;
 });
 
 const cpuForm = `CPU ids from 0 to ${MAX_CPU_ID}: a list [0, 1], a CPU list string such as "0-3,8", or one id`;
@@ -55,6 +68,11 @@ export const hostSchema = z
             .describe('the node id, 0 to 63: the i-th node has id i'),
           memory: size.describe('memory of the node, a multiple of 4M from 4M to 1T'),
           cpus: cpuList.describe(`its CPUs, ids 0 to ${MAX_CPU_ID} (Linux's cpulist format, e.g. "0-3,8")`),
+          bandwidth: rate
+            .optional()
+            .describe(
+              "DRAM bandwidth of the node, 1e6 to 1e13 bytes per second of traffic (e.g. 80GB/s); default: the cost profile's (src/sim/membw.ts)",
+            ),
         }),
       )
       .min(1)
@@ -64,6 +82,12 @@ export const hostSchema = z
       .array(z.array(z.number().int().min(10).max(255)))
       .optional()
       .describe('SLIT distances, an N x N matrix of 10 (local, on the diagonal) to 255; default 20 between nodes'),
+    interconnect: z
+      .array(z.array(z.union([z.literal(0), rate])))
+      .optional()
+      .describe(
+        "row i, column j: bandwidth for CPUs of node i to memory of node j, 1e6 to 1e13 bytes per second (e.g. 30GB/s; 0 on the diagonal); default: the profile's membw_interconnect_share of node j's bandwidth",
+      ),
     hugepage_sizes: z.array(z.enum(['2M', '1G'])).optional(),
   })
   .superRefine((h, ctx) => {
@@ -85,6 +109,18 @@ export const hostSchema = z
         seen.add(c);
       }),
     );
+    if (h.interconnect?.every((row) => Array.isArray(row))) {
+      const n = h.nodes.length;
+      if (h.interconnect.length !== n) ctx.addIssue({ code: 'custom', path: ['interconnect'], message: `expected a ${n}x${n} matrix` });
+      h.interconnect.forEach((row, i) => {
+        if (row.length !== n) ctx.addIssue({ code: 'custom', path: ['interconnect', i], message: `expected ${n} entries` });
+        row.forEach((b, j) => {
+          if (i === j && b !== 0) ctx.addIssue({ code: 'custom', path: ['interconnect', i, j], message: 'expected 0 on the diagonal' });
+          if (i !== j && b === 0)
+            ctx.addIssue({ code: 'custom', path: ['interconnect', i, j], message: 'expected a bandwidth (bytes/s) > 0' });
+        });
+      });
+    }
     if (h.distances?.every((row) => Array.isArray(row))) {
       const n = h.nodes.length;
       if (h.distances.length !== n)
@@ -110,8 +146,10 @@ export type HostFile = z.infer<typeof hostSchema>;
 
 export interface Host {
   name: string;
-  nodes: { id: number; memory: number; cpus: number[] }[];
+  nodes: { id: number; memory: number; cpus: number[]; bandwidth?: number }[];
   distances: number[][];
+  /** bytes/s for CPUs of node i to memory of node j; unset: the cost profile's default (src/sim/membw.ts). */
+  interconnect?: number[][];
   hugepageSizes: number[];
   /** CPU id -> node id */
   cpuNode: Map<number, number>;
@@ -138,8 +176,9 @@ export function hostFromFile(h: HostFile): Host {
   for (const node of h.nodes) for (const c of node.cpus) cpuNode.set(c, node.id);
   return {
     name: h.name,
-    nodes: h.nodes.map((x) => ({ id: x.id, memory: x.memory, cpus: [...x.cpus] })),
+    nodes: h.nodes.map((x) => ({ id: x.id, memory: x.memory, cpus: [...x.cpus], ...(x.bandwidth ? { bandwidth: x.bandwidth } : {}) })),
     distances,
+    ...(h.interconnect ? { interconnect: h.interconnect.map((r) => [...r]) } : {}),
     hugepageSizes: (h.hugepage_sizes ?? ['2M', '1G']).map((s) => (s === '2M' ? 2 << 20 : 1 << 30)),
     cpuNode,
   };

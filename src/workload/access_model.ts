@@ -24,8 +24,21 @@
  * Sequential access with stride s: dram_access_seq_per_4k * s/4K * d/10,
  * plus one page walk per page crossed (walk = T_4K at 4 GiB divided by its
  * miss ratio there), for 4K pages only.
+ *
+ * With a memory bandwidth model (scenario runs, src/sim/membw.ts), the data
+ * part waits for the load of the page's node (and of the interconnect when
+ * remote) on the share of accesses that reach DRAM (missRatio below):
+ *
+ *     latency = data * (1 - p) + data * p * m + TLB/walk terms
+ *
+ * where m is the node's loaded-latency multiplier, and a sequential access
+ * of s bytes (s = min(stride, 4K)) costs s/b0_read for a load and
+ * s x (2/b0_copy - 1/b0_read) for a store, b0 being one core's idle
+ * bandwidths (membwParams): a copy, a load and a store per element, runs
+ * at the measured copy bandwidth and a read stream at the read bandwidth.
  */
 import type { CostProfile } from '../sim/cost_profile.ts';
+import type { MemBwParams } from '../sim/membw.ts';
 import { PAGE_SIZE } from '../kernel/uapi.ts';
 
 const WS = ['16M', '64M', '256M', '1G', '4G'] as const;
@@ -39,8 +52,12 @@ export class AccessModel {
   readonly reach2m: number;
   readonly walk4k: number;
   readonly seqPer4k: number;
+  /** With a bandwidth model: ns per byte of a sequential load and store (one core, idle node), and the LLC size. */
+  readonly readNsPerByte: number = 0;
+  readonly writeNsPerByte: number = 0;
+  readonly llcBytes: number = 0;
 
-  constructor(costs: CostProfile) {
+  constructor(costs: CostProfile, bw?: MemBwParams) {
     this.logW = WS_BYTES.map((b) => Math.log2(b));
     this.d2m = WS.map((w) => costs.nsOf(`access_random_2m_ws${w}`));
     const c4k = WS.map((w) => costs.nsOf(`access_random_4k_ws${w}`));
@@ -50,6 +67,27 @@ export class AccessModel {
     const last = WS_BYTES.length - 1;
     this.walk4k = this.t4k[last]! / this.missRatio(WS_BYTES[last]!, this.reach4k);
     this.seqPer4k = costs.nsOf('dram_access_seq_per_4k');
+    if (bw) {
+      this.readNsPerByte = 1e9 / bw.coreRead;
+      this.writeNsPerByte = Math.max(0, 2e9 / bw.coreCopy - this.readNsPerByte);
+      this.llcBytes = bw.llcBytes;
+    }
+  }
+
+  /**
+   * The share of a stream's accesses that reach DRAM: a random stream over
+   * W bytes hits the LLC with probability LLC/W; a sequential sweep misses
+   * on every line once W exceeds the LLC (it evicts what it will need next)
+   * and on none when it fits. The LLC is taken as the thread's alone.
+   */
+  dramShare(ws: number, random: boolean): number {
+    if (ws <= this.llcBytes) return 0;
+    return random ? 1 - this.llcBytes / ws : 1;
+  }
+
+  /** The page-walk term of a sequential access with `stride` (4K pages only). */
+  seqWalkNs(pageSize: number, stride: number): number {
+    return pageSize === PAGE_SIZE ? this.walk4k * Math.min(1, stride / PAGE_SIZE) : 0;
   }
 
   private missRatio(ws: number, reach: number): number {

@@ -5,16 +5,21 @@
  * through the simulated kernel when needed), then costs what the access model
  * says for the page size, working set and NUMA distance. Kernel time of the
  * faults is charged to the thread (Kernel.taskTime), so threads on different
- * CPUs run in parallel in virtual time.
+ * CPUs run in parallel in virtual time. When the kernel has a memory
+ * bandwidth model (scenario runs: Kernel.membw), each step's accesses wait
+ * for the load of the nodes they reach, read at the step's start, and the
+ * step registers what it moved: per memory node, 64 bytes per random access
+ * and the stride per sequential one (at most 4K), storeTraffic times for a store (2: read
+ * for ownership and write-back), on the share of accesses that reach DRAM.
  */
-import type { Kernel } from '../kernel/kernel.ts';
+import { addFlowClass, type Kernel } from '../kernel/kernel.ts';
 import type { Process, Thread } from '../kernel/sched.ts';
 import type { Vma } from '../kernel/mm_types.ts';
 import { FAULT_OK, FAULT_USERFAULT, handleMmFault, translate, vmaAllows } from '../kernel/memory.ts';
 import * as memory from '../kernel/memory.ts';
 import { PAGE_SIZE, PMD_SIZE } from '../kernel/uapi.ts';
 import { AccessModel } from './access_model.ts';
-import { FirstTouch, Idle, Sequential, Uniform, Zipf, type AddressStream } from './patterns.ts';
+import { Copy, FirstTouch, Idle, LINE, Sequential, Uniform, Zipf, type AddressStream } from './patterns.ts';
 import type { PhaseSpec } from '../scenario/schema.ts';
 import { SCHED_QUANTUM_NS, type RunOutcome, type TaskClient } from '../kernel/sched/core.ts';
 
@@ -97,6 +102,17 @@ export class WorkloadThread implements TaskClient {
   private node: number;
   private cachedVma: Vma | undefined;
   readonly fill: number;
+  /** Bytes registered with the bandwidth model per memory node (node ids of the host the thread ran on). */
+  readonly membwBytes: number[];
+  /** Per memory node during a step: multiplier, cost factor 1 + dramShare (m - 1), loads and stores. */
+  private bwMult: Float64Array;
+  private bwFactor: Float64Array;
+  private bwReads: Float64Array;
+  private bwWrites: Float64Array;
+  /** The step's DRAM share of accesses and sequential costs (bwStart). */
+  private readonly bwStep = { dramShare: 0, seqRead: 0, seqWrite: 0, seqWalk: 0 };
+  /** What the kernel moves for the thread during a step (Kernel.membwTask), reused from step to step. */
+  private readonly bwTask: NonNullable<Kernel['membwTask']>;
 
   constructor(
     public k: Kernel,
@@ -113,6 +129,12 @@ export class WorkloadThread implements TaskClient {
     this.node = k.cpuToNode(thread.cpu);
     this.byNodeLocal = new Array<number>(k.nrNodes).fill(0);
     this.byNodeRemote = new Array<number>(k.nrNodes).fill(0);
+    this.membwBytes = new Array<number>(k.nrNodes).fill(0);
+    this.bwMult = new Float64Array(k.nrNodes);
+    this.bwFactor = new Float64Array(k.nrNodes);
+    this.bwReads = new Float64Array(k.nrNodes);
+    this.bwWrites = new Float64Array(k.nrNodes);
+    this.bwTask = { cpu: this.node, mult: this.bwMult, classes: [] };
     this.fill = (index % 255) + 1;
   }
 
@@ -165,6 +187,14 @@ export class WorkloadThread implements TaskClient {
     while (this.byNodeLocal.length < k.nrNodes) {
       this.byNodeLocal.push(0);
       this.byNodeRemote.push(0);
+      this.membwBytes.push(0);
+    }
+    if (this.bwMult.length < k.nrNodes) {
+      this.bwMult = new Float64Array(k.nrNodes);
+      this.bwFactor = new Float64Array(k.nrNodes);
+      this.bwReads = new Float64Array(k.nrNodes);
+      this.bwWrites = new Float64Array(k.nrNodes);
+      this.bwTask.mult = this.bwMult;
     }
     this.process = process;
     this.thread = thread;
@@ -261,6 +291,10 @@ export class WorkloadThread implements TaskClient {
     const stream = ph.stream;
     const ws = stream.workingSet;
     const dataNs = this.model.dataNs(ws);
+    const copy = stream instanceof Copy ? stream : undefined;
+    // The bandwidth model: multipliers per memory node for this step, and what the step moves (bwStart).
+    const bw = k.membw;
+    if (bw) this.bwStart(bw, stream, ws, now);
     const migrating = mm.migrating;
     migrating.prune(now);
     let spent = 0;
@@ -279,7 +313,7 @@ export class WorkloadThread implements TaskClient {
           break;
         }
         const va = sva + this.vaShift;
-        const write = readRatio < 1 && (readRatio === 0 || this.coin() >= readRatio);
+        const write = copy ? copy.writing : readRatio < 1 && (readRatio === 0 || this.coin() >= readRatio);
         let vma = this.cachedVma;
         if (!vma || va < vma.start || va >= vma.end) vma = this.cachedVma = mm.vmaAt(va);
         if (!vma || !vmaAllows(vma, write)) {
@@ -373,18 +407,88 @@ export class WorkloadThread implements TaskClient {
         mix[2]! *= 0.999;
         mix[cls]! += 0.001;
         const frac = mix[cls]! / (mix[0]! + mix[1]! + mix[2]!);
-        const distance = k.host.distances[this.node]![pageNode]!;
-        const cost = stream.random
-          ? dataNs * (distance / 10) + (size === PAGE_SIZE ? this.model.tlb4kNs(ws * frac) : 0)
-          : this.model.sequentialNs(size || PAGE_SIZE, stream.stride, distance);
+        let cost: number;
+        if (bw) cost = this.bwAccess(stream.random, write, pageNode, size, dataNs, ws * frac);
+        else {
+          const distance = k.host.distances[this.node]![pageNode]!;
+          cost = stream.random
+            ? dataNs * (distance / 10) + (size === PAGE_SIZE ? this.model.tlb4kNs(ws * frac) : 0)
+            : this.model.sequentialNs(size || PAGE_SIZE, stream.stride, distance);
+        }
         this.accessNs += cost;
         spent += Math.max(cost + think, minGap);
         this.accesses++;
       }
     } finally {
       k.taskTime = null;
+      // The step's bytes moved over the CPU time it ran (a throttled vCPU sleeps after it, moving nothing).
+      if (bw) this.registerFlow(now, Math.max(1, spent + ctx.ns), stream, dataNs);
     }
     return Math.max(1, Math.round(spent + ctx.ns));
+  }
+
+  /**
+   * A step's start with the bandwidth model: per memory node the
+   * multiplier now and the cost factor of an access (the SLIT distance,
+   * and the load on the share that reaches DRAM), the step's sequential
+   * costs, counters reset, and the kernel told whose copies it charges.
+   * (Kept out of step() so that step stays small enough for V8 to inline
+   * what it calls per access.)
+   */
+  private bwStart(bw: NonNullable<Kernel['membw']>, stream: AddressStream, ws: number, now: number): void {
+    const k = this.k;
+    const model = this.model;
+    const st = this.bwStep;
+    st.dramShare = model.dramShare(ws, stream.random);
+    const s = stream.random ? LINE : Math.min(stream.stride, PAGE_SIZE);
+    st.seqRead = s * model.readNsPerByte;
+    st.seqWrite = s * model.writeNsPerByte;
+    st.seqWalk = stream.random ? 0 : model.seqWalkNs(PAGE_SIZE, stream.stride);
+    const distances = k.host.distances[this.node]!;
+    for (let b = 0; b < k.nrNodes; b++) {
+      this.bwMult[b] = bw.multiplier(this.node, b, now);
+      this.bwFactor[b] = (distances[b]! / 10) * (1 + st.dramShare * (this.bwMult[b]! - 1));
+      this.bwReads[b] = 0;
+      this.bwWrites[b] = 0;
+    }
+    this.bwTask.cpu = this.node;
+    this.bwTask.classes.length = 0;
+    k.membwTask = this.bwTask;
+  }
+
+  /** One access's cost with the bandwidth model (see bwStart), counted as a load or a store on its page's node. */
+  private bwAccess(random: boolean, write: boolean, pageNode: number, size: number, dataNs: number, tlbWs: number): number {
+    const st = this.bwStep;
+    if (write) this.bwWrites[pageNode]!++;
+    else this.bwReads[pageNode]!++;
+    if (random) return dataNs * this.bwFactor[pageNode]! + (size === PAGE_SIZE ? this.model.tlb4kNs(tlbWs) : 0);
+    return (write ? st.seqWrite : st.seqRead) * this.bwFactor[pageNode]! + (size <= PAGE_SIZE ? st.seqWalk : 0);
+  }
+
+  /**
+   * What the step moved, as one flow of the bandwidth model: per memory
+   * node its bytes and idle DRAM time (and the time they took at the
+   * step's multipliers), with what the kernel moved for it (faults'
+   * zeroing, migrations), over the step's time.
+   */
+  private registerFlow(at: number, elapsed: number, stream: AddressStream, dataNs: number): void {
+    const k = this.k;
+    const { dramShare, seqRead, seqWrite } = this.bwStep;
+    const bw = k.membw!;
+    const per = stream.random ? LINE : Math.min(stream.stride, PAGE_SIZE);
+    const classes = this.bwTask.classes;
+    k.membwTask = null;
+    for (let b = 0; b < k.nrNodes; b++) {
+      const r = this.bwReads[b]!;
+      const w = this.bwWrites[b]!;
+      if (!r && !w) continue;
+      const bytes = Math.round((r + bw.storeTraffic * w) * per * dramShare);
+      this.membwBytes[b]! += bytes;
+      const d = (k.host.distances[this.node]![b]! / 10) * dramShare;
+      const memNs = d * (stream.random ? dataNs * (r + w) : seqRead * r + seqWrite * w);
+      addFlowClass(classes, b, bytes, memNs, memNs * this.bwMult[b]!);
+    }
+    if (classes.length) bw.flow(at, elapsed, this.node, classes);
   }
 }
 
@@ -395,6 +499,8 @@ export function streamFor(
   mappingLen: number,
   rng: { float(): number; int(a: number, b: number): number },
   slice: { index: number; of: number },
+  /** copy: the mapping written. */
+  to?: { base: number; len: number },
 ): AddressStream {
   const off = spec.offset ?? 0;
   let len = Math.max(PAGE_SIZE, Math.min(spec.length ?? mappingLen - off, mappingLen - off));
@@ -413,6 +519,11 @@ export function streamFor(
       return new Uniform(start, len, rng as never);
     case 'zipf':
       return new Zipf(start, len, spec.zipf_s, rng as never);
+    case 'copy': {
+      if (!to) throw new Error('memtwin: a copy pattern needs the mapping it writes');
+      const off = start - base;
+      return new Copy(start, to.base + off, Math.max(PAGE_SIZE, Math.min(len, to.len - off)), spec.stride ?? LINE);
+    }
     case 'first-touch': {
       const per = Math.floor(len / slice.of / PAGE_SIZE) * PAGE_SIZE;
       const s0 = start + slice.index * per;

@@ -15,7 +15,8 @@ export interface AddressStream {
   readonly stride: number;
 }
 
-const LINE = 64;
+/** Bytes of a cache line: what a random access moves. */
+export const LINE = 64;
 
 export class Sequential implements AddressStream {
   readonly random = false;
@@ -33,6 +34,37 @@ export class Sequential implements AddressStream {
     this.pos += this.stride;
     if (this.pos >= this.len) this.pos = 0;
     return a;
+  }
+}
+
+/**
+ * STREAM's copy, a[i] = b[i]: a load from the source, then a store to the
+ * destination at the same offset, `stride` bytes on; wraps around. The
+ * working set is both regions.
+ */
+export class Copy implements AddressStream {
+  readonly random = false;
+  /** Whether the address next() returned last is the store. */
+  writing = true;
+  private pos = 0;
+  constructor(
+    private readonly from: number,
+    private readonly to: number,
+    private readonly len: number,
+    readonly stride: number,
+  ) {}
+  get workingSet(): number {
+    return 2 * this.len;
+  }
+  next(): number {
+    this.writing = !this.writing;
+    if (this.writing) {
+      const a = this.to + this.pos;
+      this.pos += this.stride;
+      if (this.pos >= this.len) this.pos = 0;
+      return a;
+    }
+    return this.from + this.pos;
   }
 }
 

@@ -402,13 +402,14 @@ export class RamMigration {
     this.lastSentBlock = b;
     const zero = pfn < 0 || ((this.k.mem.flags(pfn) & PG.nonzero) === 0 && (this.k.mem.token(pfn) & 0xff) === 0);
     const sentZero = zero && this.opts.zeroPageDetection;
+    const at = this.k.clock.now() + r.srcNs;
     if (sentZero) {
       r.bytes += header + 1;
-      r.srcNs += this.ns.zeroCheck;
+      r.srcNs += this.readNs(pfn, this.ns.zeroCheck, at);
       this.duplicate++;
     } else {
       r.bytes += header + PAGE_SIZE;
-      r.srcNs += this.ns.pageCopy;
+      r.srcNs += this.readNs(pfn, this.ns.pageCopy, at);
       this.normal++;
     }
     r.pages++;
@@ -416,6 +417,24 @@ export class RamMigration {
     b.logged[p] = 0;
     b.skipped[p] = 0;
     return { zero: sentZero, byte: pfn < 0 ? 0 : this.k.mem.token(pfn) & 0xff };
+  }
+
+  /**
+   * The migration thread reading a 4K page at `at` (its copy into the
+   * stream, or the zero check): `ns` on an idle node; with a bandwidth
+   * model (src/sim/membw.ts) it waits for the page's node (and the
+   * interconnect) and its 4K are registered there. The zero page (pfn < 0)
+   * is in every cache.
+   */
+  private readNs(pfn: number, ns: number, at: number): number {
+    const bw = this.k.membw;
+    if (!bw || pfn < 0) return ns;
+    const node = this.k.phys.nodeOfPfn(pfn);
+    const cpu = this.k.cpuToNode(this.srcThread.cpu);
+    const m = bw.multiplier(cpu, node, this.k.clock.now());
+    const total = ns + Math.round(ns * (m - 1));
+    bw.flow(at, total, cpu, [{ node, bytes: PAGE_SIZE, memNs: ns, seenNs: ns * m }], true);
+    return total;
   }
 
   // --- postcopy (postcopy.ts drives these) -------------------------------------------
