@@ -10,7 +10,7 @@ import { EventQueue } from '../sim/event_queue.ts';
 import { SeededRandom } from '../sim/random.ts';
 import type { CostProfile } from '../sim/cost_profile.ts';
 import type { Host } from '../sim/host.ts';
-import { MemMap } from './page.ts';
+import { MemMap, PG } from './page.ts';
 import { PhysMem } from './page_alloc.ts';
 import { MmStruct, type MappedFile } from './mm_types.ts';
 import { Process, Thread } from './sched.ts';
@@ -28,6 +28,8 @@ import { HugetlbHgm } from './hugetlb_hgm.ts';
 import { doMmap, sysMunmap, sysMprotect } from './mmap.ts';
 import { sysMadvise, sysProcessMadvise } from './madvise.ts';
 import { userAccess, type AccessResult } from './memory.ts';
+import { SwapState } from './swapfile.ts';
+import { swapCacheDelFolio } from './swap_state.ts';
 
 /** Where mmap's top-down search starts (mm->mmap_base without ASLR). */
 export const MMAP_BASE = 0x7f0000000000;
@@ -80,6 +82,10 @@ export class Kernel {
   writeSerial = 0;
   /** Pages committed by VM_ACCOUNT mappings (Committed_AS). */
   committedPages = 0;
+  /** Swap areas, the swap cache and the swap knobs (swapfile.ts, swap_state.ts). */
+  readonly swap = new SwapState();
+  /** Pages in the swap cache (SwapCached). */
+  swapCachePages = 0;
 
   constructor(opts: KernelOptions) {
     this.host = opts.host;
@@ -181,6 +187,8 @@ export class Kernel {
 
   /** Free user pages (anon or shmem) to the buddy allocator. */
   freeUserPages(pfn: number, order: number): void {
+    // free_swap_cache: an unmapped folio still in the swap cache leaves it (its slot is freed if no PTE holds it).
+    if (this.mem.flags(pfn) & PG.swapcache) swapCacheDelFolio(this, pfn, 0);
     this.phys.free(pfn, order);
     this.vmstat.count('pgfree', 1 << order);
   }

@@ -10,6 +10,7 @@ import { HugeLeaf, PageTable, PteTable, pteOf, pfnOfPte, type Vma, type MmStruct
 import { HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE, PUD_SIZE, alignDown, neg } from './uapi.ts';
 import { MIGRATE_MOVABLE } from './page_alloc.ts';
 import { followPage } from './memory.ts';
+import { swapCacheReplace } from './swap_state.ts';
 import { deferredSplitFolio, folioTestPartiallyMapped, folioUnqueueDeferredSplit, splitAnonFolio } from './huge_memory.ts';
 import { MAX_NUMNODES, memsAllowed } from './mempolicy.ts';
 import { MPOL } from './uapi.ts';
@@ -66,6 +67,7 @@ export function migrateFrame(k: Kernel, src: number, dst: number): void {
     const file = k.files.get(m.owner(src));
     file?.pages.set(m.index(src), dst);
   }
+  if (m.flags(src) & PG.swapcache) swapCacheReplace(k, src, dst); // folio_migrate_mapping of a swap cache folio
   k.phys.free(src, 0);
   k.vmstat.count('pgmigrate_success');
 }

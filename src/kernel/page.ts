@@ -23,6 +23,11 @@ export const PG = {
   lazyfree: 1 << 7, // MADV_FREE'd and clean (cleared by a later write)
   reserved: 1 << 8, // PG_reserved: never allocatable (holes, the zero page)
   nonzero: 1 << 9, // some byte of the page was written non-zero (memtwin: "is it all zeros?")
+  // Swap state (include/linux/page-flags.h), kept on the head page of a folio.
+  swapcache: 1 << 10, // PG_swapcache: in the swap cache (swap_state.ts), folio->swap in SwapState.entryOf
+  dirty: 1 << 11, // PG_dirty (with pte_dirty): written since its swap slot last got its content
+  reclaim: 1 << 12, // PG_reclaim: written to swap by reclaim, stays in the swap cache until reclaim finds it again
+  readahead: 1 << 13, // PG_readahead: read ahead by swap readahead and not used yet
 } as const;
 
 /** Owner ids in `owner`: > 0 is an mm id or a shmem/hugetlbfs inode id. */
@@ -181,25 +186,25 @@ export class MemMap {
     s.mapcount[i] = 1;
   }
 
-  /** clear_page: the whole page is zero now (a new write serial; no non-zero byte; not lazyfree). */
+  /** clear_page: the whole page is zero now (a new write serial; no non-zero byte; not lazyfree; dirty). */
   clearPage(pfn: number, serial: number): void {
     const s = this.sec(pfn);
     const i = pfn & SECTION_MASK;
     s.token[i] = (serial * 256) >>> 0;
-    s.flags[i] = s.flags[i]! & ~(PG.lazyfree | PG.nonzero);
+    s.flags[i] = (s.flags[i]! & ~(PG.lazyfree | PG.nonzero)) | PG.dirty;
   }
 
   /**
    * A store of `fill` into the page: the first byte changes only for a
    * store at offset 0; the write serial changes either way. Clears lazyfree
-   * (a write cancels MADV_FREE).
+   * (a write cancels MADV_FREE); the page is dirty (its swap copy, if any, is stale).
    */
   storeByte(pfn: number, serial: number, fill: number, atPageStart: boolean): void {
     const s = this.sec(pfn);
     const i = pfn & SECTION_MASK;
     const keep = atPageStart ? fill : s.token[i]! & 0xff;
     s.token[i] = (serial * 256 + keep) >>> 0;
-    s.flags[i] = (s.flags[i]! & ~PG.lazyfree) | (fill ? PG.nonzero : 0);
+    s.flags[i] = (s.flags[i]! & ~PG.lazyfree) | (fill ? PG.nonzero | PG.dirty : PG.dirty);
   }
 
   /**

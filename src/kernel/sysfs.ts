@@ -71,6 +71,19 @@ function procDoVec(v: string, kind: 'int' | 'ulong', min = 0n, max = kind === 'i
   return Number(n);
 }
 
+/** kstrtobool: y/Y/t/T/1 or n/N/f/F/0 by the first character, on/off by the first two; undefined otherwise. */
+function kstrtobool(v: string): boolean | undefined {
+  const c = v[0];
+  if (c && 'yYtT1'.includes(c)) return true;
+  if (c && 'nNfF0'.includes(c)) return false;
+  if (c === 'o' || c === 'O') {
+    const d = v[1];
+    if (d === 'n' || d === 'N') return true;
+    if (d === 'f' || d === 'F') return false;
+  }
+  return undefined;
+}
+
 function choice<T extends string>(options: readonly T[], get: () => string, set: (v: T) => void): Knob {
   return {
     read: () => options.map((o) => (o === get() ? `[${o}]` : o)).join(' '),
@@ -310,6 +323,17 @@ export class Sysfs {
               ).write!(v),
       });
     }
+    // Swap (mm/swap.c page_cluster, at most page_cluster_max = 31; mm/swap_state.c enable_vma_readahead).
+    add('/proc/sys/vm/page-cluster', sysctlField(k.swap, 'pageCluster', 0n, 31n));
+    add('/sys/kernel/mm/swap/vma_ra_enabled', {
+      read: () => (k.swap.vmaRaEnabled ? 'true' : 'false'),
+      write: (v) => {
+        const b = kstrtobool(v);
+        if (b === undefined) return neg('EINVAL');
+        k.swap.vmaRaEnabled = b;
+        return 0;
+      },
+    });
     const sc = k.sysctl;
     add('/proc/sys/vm/overcommit_memory', sysctlField(sc, 'overcommit_memory', 0n, 2n));
     add('/proc/sys/vm/max_map_count', sysctlField(sc, 'max_map_count', 0n));
