@@ -88,6 +88,13 @@ export const OPS: Record<string, OpSpec> = {
   sysfs: { req: { path: 'path', value: 'value' }, doc: 'write a sysfs/procfs knob (restored at the end on linux)' },
   read: { req: { path: 'path' }, doc: 'read a sysfs/procfs file as text (memtwin extension; not compared)' },
   hugetlb_pool: { req: { size: 'hpsize', nr: 'nr' }, opt: { node: 'node' }, doc: 'set nr_hugepages of a size, globally or on a node' },
+  swap: {
+    req: { size: 'size' },
+    doc: 'a swap file of size bytes, enabled (swapon) for the rest of the script',
+    limit: 'size a multiple of 4096, at least 8192 (the header page and one page of swap)',
+    check: (a) =>
+      a.size % 4096 || a.size < 8192 ? `size: expected a multiple of 4096 of at least 8192 bytes, got ${fmtBytes(a.size)}` : undefined,
+  },
   spawn: { req: { name: 'name' }, doc: 'start a new process' },
   thread: { req: { name: 'name' }, opt: { cpu: 'cpu' }, doc: 'start a thread, pinned to cpu' },
   setuid: {
