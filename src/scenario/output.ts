@@ -4,7 +4,7 @@
  * A run counts as finished only when all of its outputs are written, and a
  * kill at any point leaves either a finished run or none (what a resumed
  * sweep keeps, finishedRun): writeRun removes the old result.json first,
- * writes every output to a temporary name (`NAME.tmp-PID`), renames the
+ * writes every output to a temporary name (`NAME.tmp-PID-START`), renames the
  * others into place and result.json last. result.json is the completion
  * marker. A sweep's own outputs follow the same order (writeSweep).
  * Temporaries left by a killed process are removed by the next attempt
@@ -15,7 +15,37 @@ import { join } from 'node:path';
 import type { RunResult, SweepResult } from './result.ts';
 import { staleReason } from './inputs.ts';
 
-const tmpName = (path: string): string => `${path}.tmp-${process.pid}`;
+/**
+ * A process's start time, in clock ticks after boot (/proc/PID/stat field
+ * 22), or null when it does not exist (or there is no /proc). With its pid
+ * it names a process for good: pids are reused, soon where pid_max is
+ * 32768, and a new process with a dead one's pid must not keep the dead
+ * one's leftovers alive.
+ */
+export function procStartTime(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name, which may itself hold spaces and ')': field 3 is the state, 22 starttime.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** This process, as temporaries and worker bundles name it: PID-START (START 0 without /proc). */
+export const SELF_TAG = `${process.pid}-${procStartTime(process.pid) ?? 0}`;
+
+/**
+ * Is the process that wrote a leftover named `pid` (and `start`, when the
+ * name has one) still alive? With a start time, only the same process
+ * counts; without /proc or a start time, any process with that pid.
+ */
+export function ownerAlive(pid: number, start?: string): boolean {
+  if (start !== undefined && start !== '0' && existsSync('/proc/self/stat')) return procStartTime(pid) === start;
+  return pidAlive(pid);
+}
+
+const tmpName = (path: string): string => `${path}.tmp-${SELF_TAG}`;
 
 /** Write `text` to `path` through a temporary file, so `path` is either absent, the old content, or all of the new. */
 export function writeAtomic(path: string, text: string): void {
@@ -125,7 +155,7 @@ export function pidAlive(pid: number): boolean {
 }
 
 /**
- * Remove the temporaries (`NAME.tmp-PID`) that a killed attempt left in
+ * Remove the temporaries (`NAME.tmp-PID-START`, or an older `NAME.tmp-PID`) that a killed attempt left in
  * `dir` and its runs' directories: those of dead processes, and this
  * process's own (it writes none between runs). Returns how many.
  */
@@ -139,8 +169,8 @@ export function removeStaleTemporaries(dir: string): number {
       return;
     }
     for (const name of names) {
-      const m = /\.tmp-(\d+)$/.exec(name);
-      if (m && (Number(m[1]) === process.pid || !pidAlive(Number(m[1])))) {
+      const m = /\.tmp-(\d+)(?:-(\d+))?$/.exec(name);
+      if (m && (Number(m[1]) === process.pid || !ownerAlive(Number(m[1]), m[2]))) {
         rmSync(join(d, name), { force: true });
         n++;
       }

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { runScenarioFile, removeStaleBundles, WORKER_BUNDLE_DIR, type RunEvents } from './sweep.ts';
-import { finishedRun, removeStaleTemporaries, writeRun, RUN_FILES } from './output.ts';
+import { finishedRun, procStartTime, removeStaleTemporaries, writeRun, RUN_FILES } from './output.ts';
 import { firstDifference, staleReason } from './inputs.ts';
 import { MEMTWIN_VERSION, runScenario } from './run.ts';
 import { loadScenario } from './load.ts';
@@ -203,7 +203,7 @@ describe('a sweep killed at random points and rerun', () => {
             );
           }
           // Stopped cleanly: no temporaries, no worker bundle of its own.
-          expect(files(out).filter((f) => /\.tmp-\d+$/.test(f))).toEqual([]);
+          expect(files(out).filter((f) => /\.tmp-[\d-]+$/.test(f))).toEqual([]);
           expect(bundlesOf(killed.pid)).toEqual([]);
         }
         const again = spawnSync(process.execPath, [bin, 'run', file, '--out', name, '--workers', '2'], { cwd: dir, encoding: 'utf8' });
@@ -294,8 +294,14 @@ describe('what a killed attempt leaves behind', () => {
     writeFileSync(join(run, `result.json.tmp-${dead}`), '{');
     writeFileSync(join(out, `summary.csv.tmp-${dead}`), 'x');
     writeFileSync(join(run, `report.html.tmp-${process.ppid}`), 'alive'); // a live process's: kept
-    expect(removeStaleTemporaries(out)).toBe(2);
-    expect(files(out)).toEqual([`runs/000-x/report.html.tmp-${process.ppid}`]);
+    // A live process's, named with its start time: kept; the same pid with another start time is a
+    // dead process whose pid was reused (pid_max is 32768 here): removed.
+    const start = procStartTime(process.ppid)!;
+    expect(start).toMatch(/^\d+$/);
+    writeFileSync(join(out, `summary.csv.tmp-${process.ppid}-${start}`), 'alive');
+    writeFileSync(join(out, `report.html.tmp-${process.ppid}-${Number(start) + 1}`), 'reused pid');
+    expect(removeStaleTemporaries(out)).toBe(3);
+    expect(files(out)).toEqual([`runs/000-x/report.html.tmp-${process.ppid}`, `summary.csv.tmp-${process.ppid}-${start}`].sort());
 
     // writeRun puts result.json in place last; without it the run is not finished, whatever else is there.
     const l = loadScenario(scenario('leftovers-scenario', '1'));

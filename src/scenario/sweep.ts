@@ -26,7 +26,16 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { fromRoot } from '../util/paths.ts';
 import { loadScenario, scenarioName, type LoadedScenario, type LoadOptions } from './load.ts';
 import { inputsOf, scenarioInfo, MEMTWIN_VERSION } from './run.ts';
-import { finishedRun, pidAlive, removeStaleTemporaries, removeSweepOutputs, writeRun, writeSweep, type ReportRenderer } from './output.ts';
+import {
+  finishedRun,
+  ownerAlive,
+  SELF_TAG,
+  removeStaleTemporaries,
+  removeSweepOutputs,
+  writeRun,
+  writeSweep,
+  type ReportRenderer,
+} from './output.ts';
 import type { RunResult, SweepResult } from './result.ts';
 import type { ProgressMessage, WorkerReply, WorkerTask } from './worker.ts';
 import { InputError } from '../util/input_error.ts';
@@ -184,7 +193,8 @@ async function runOnWorkers(
 export const defaultWorkers = (): number => availableParallelism();
 
 const BUNDLE_DIR = fromRoot('node_modules', '.cache', 'memtwin');
-const BUNDLE_NAME = /^sweep-worker-(\d+)-\d+(?:-\d+)?\.mjs$/;
+/** sweep-worker-PID-START-N.mjs (START: the process's start time, SELF_TAG). */
+const BUNDLE_NAME = /^sweep-worker-(\d+)-(\d+)(?:-\d+)?\.mjs$/;
 let bundles = 0;
 
 /**
@@ -196,7 +206,7 @@ let bundles = 0;
  * once its process is gone (removeStaleBundles).
  */
 function workerBundle(): { url: string; dispose(): void } {
-  const out = join(BUNDLE_DIR, `sweep-worker-${process.pid}-${Date.now()}-${bundles++}.mjs`);
+  const out = join(BUNDLE_DIR, `sweep-worker-${SELF_TAG}-${bundles++}.mjs`);
   try {
     mkdirSync(dirname(out), { recursive: true });
     buildSync({
@@ -238,7 +248,7 @@ export function removeStaleBundles(): number {
   let n = 0;
   for (const name of names) {
     const m = BUNDLE_NAME.exec(name);
-    if (m && Number(m[1]) !== process.pid && !pidAlive(Number(m[1]))) {
+    if (m && Number(m[1]) !== process.pid && !ownerAlive(Number(m[1]), m[2])) {
       rmSync(join(BUNDLE_DIR, name), { force: true });
       n++;
     }
