@@ -4,12 +4,14 @@
  * once, mapcounts match the page tables, free blocks are aligned, VMAs do
  * not overlap (and their tree is ordered, balanced, with the right gaps),
  * page tables map only inside VMAs and count their slots in use per 1G
- * and 512G; swap slots, swap PTEs and the swap cache agree (verifySwap).
+ * and 512G; swap slots, swap PTEs and the swap cache agree (verifySwap);
+ * the LRU lists hold every anonymous folio once (verifyLru).
  * Used by the property tests after every random operation.
  */
 import type { Kernel } from './kernel.ts';
 import { PteTable, PTE_NONE, PTE_ZERO, pfnOfPte, swpEntryOfPte, type HgmFolio } from './mm_types.ts';
 import { SWAPFILE_CLUSTER, swpEntry, swpOffset, swpType } from './swapfile.ts';
+import { LRU_NAMES, NR_LRU_LISTS, folioNrPages, lruListOf } from './swap.ts';
 import { hgmLeaves } from './hugetlb_hgm.ts';
 import { PG } from './page.ts';
 import { PAGE_SIZE, PMD_SIZE, PUD_SIZE, HPAGE_PMD_NR } from './uapi.ts';
@@ -141,6 +143,7 @@ export function verifyKernel(k: Kernel): string[] {
     }
   }
   errs.push(...verifySwap(k, swapRefs, userSeen, claim));
+  errs.push(...verifyLru(k));
   for (const [pfn, n] of ptRefs) if (m.mapcount(pfn) !== n) errs.push(`frame ${pfn}: mapcount ${m.mapcount(pfn)} but ${n} PTEs map it`);
   for (const [pfn, n] of entireRefs)
     if (m.entireMapcount(pfn) !== n) errs.push(`frame ${pfn}: entire mapcount ${m.entireMapcount(pfn)} but ${n} PMD/PUD map it`);
@@ -201,6 +204,48 @@ function verifySwap(
     if (!(m.flags(pfn) & PG.swapcache) || st.entryOf.get(pfn) !== entry)
       errs.push(`swap cache page ${pfn} for entry ${entry} lacks PG_swapcache or its entry`);
     if (m.mapcount(pfn) === 0 && !userSeen.has(pfn)) claim(pfn, 1, 5, 'swap cache page');
+  }
+  return errs;
+}
+
+/**
+ * The LRU lists: each list's links are consistent, its folios carry PG_lru
+ * and the list's flags and belong to its node, the page counts add up; and
+ * every anonymous folio (mapped or in the swap cache) is on a list: nothing
+ * is isolated between operations.
+ */
+function verifyLru(k: Kernel): string[] {
+  const errs: string[] = [];
+  const m = k.mem;
+  const listed = new Set<number>();
+  for (const lv of k.nodeLruvec) {
+    for (let lru = 0; lru < NR_LRU_LISTS; lru++) {
+      let pages = 0;
+      let prev = -1;
+      for (let h = lv.head[lru]!; h >= 0; h = m.next(h)) {
+        if (listed.has(h)) {
+          errs.push(`lruvec ${lv.nid} ${LRU_NAMES[lru]}: frame ${h} listed twice (a cycle?)`);
+          break;
+        }
+        listed.add(h);
+        const f = m.flags(h);
+        if (!(f & PG.lru) || lruListOf(f) !== lru) errs.push(`lruvec ${lv.nid} ${LRU_NAMES[lru]}: frame ${h} has flags ${f.toString(16)}`);
+        if (k.phys.nodeOfPfn(h) !== lv.nid) errs.push(`lruvec ${lv.nid}: frame ${h} is on node ${k.phys.nodeOfPfn(h)}`);
+        if (m.prev(h) !== prev) errs.push(`lruvec ${lv.nid} ${LRU_NAMES[lru]}: frame ${h} prev link ${m.prev(h)}, expected ${prev}`);
+        pages += folioNrPages(m, h);
+        prev = h;
+      }
+      if (lv.tail[lru] !== prev) errs.push(`lruvec ${lv.nid} ${LRU_NAMES[lru]}: tail ${lv.tail[lru]}, last ${prev}`);
+      if (pages !== lv.size(lru)) errs.push(`lruvec ${lv.nid} ${LRU_NAMES[lru]}: ${pages} pages listed, counter ${lv.size(lru)}`);
+    }
+  }
+  const total = k.phys.totalPages();
+  for (let pfn = 0; pfn < total; pfn++) {
+    const f = m.flags(pfn);
+    if (f & PG.buddy || f & PG.tail || f & PG.hugetlb) continue;
+    const want = (f & PG.anon && m.owner(pfn) > 0) || f & PG.swapcache;
+    if (want && !(f & PG.lru)) errs.push(`frame ${pfn} (anon or swap cache, flags ${f.toString(16)}) is on no LRU list`);
+    if (f & PG.lru && !listed.has(pfn)) errs.push(`frame ${pfn} has PG_lru but is on no list`);
   }
   return errs;
 }

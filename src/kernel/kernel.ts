@@ -30,6 +30,8 @@ import { sysMadvise, sysProcessMadvise } from './madvise.ts';
 import { userAccess, type AccessResult } from './memory.ts';
 import { SwapState } from './swapfile.ts';
 import { swapCacheDelFolio } from './swap_state.ts';
+import { Lruvec, lruDel, lruDelPage } from './swap.ts';
+import { allocSlowpath } from './vmscan.ts';
 
 /** Where mmap's top-down search starts (mm->mmap_base without ASLR). */
 export const MMAP_BASE = 0x7f0000000000;
@@ -86,6 +88,15 @@ export class Kernel {
   readonly swap = new SwapState();
   /** Pages in the swap cache (SwapCached). */
   swapCachePages = 0;
+  /** Each node's own lruvec (pglist_data's __lruvec: the root memory cgroup's). */
+  readonly nodeLruvec: Lruvec[];
+  /**
+   * The lruvec a folio belongs to when a memory cgroup owns it (set by the
+   * memory cgroup layer; undefined or a null answer: the node's own).
+   */
+  lruvecOf?: (head: number, nid: number) => Lruvec | undefined;
+  /** vm.swappiness. */
+  swappiness = 60;
 
   constructor(opts: KernelOptions) {
     this.host = opts.host;
@@ -103,6 +114,8 @@ export class Kernel {
     this.memsched = new Memsched(this);
     this.khugepaged = new Khugepaged(this);
     this.uffd = new Userfaultfd();
+    this.nodeLruvec = nodePages.map((_, nid) => new Lruvec(nid));
+    this.phys.slowpath = (req) => allocSlowpath(this, req);
     this.sysfs = new Sysfs(this);
     for (const [cpu, nid] of opts.host.cpuNode) this.cpuNodes[cpu] = nid;
     this.hot = { faultWrite: opts.costs.ns('fault_anon_4k_write'), faultRead: opts.costs.ns('fault_anon_4k_read_zeropage') };
@@ -187,8 +200,14 @@ export class Kernel {
 
   /** Free user pages (anon or shmem) to the buddy allocator. */
   freeUserPages(pfn: number, order: number): void {
-    // free_swap_cache: an unmapped folio still in the swap cache leaves it (its slot is freed if no PTE holds it).
-    if (this.mem.flags(pfn) & PG.swapcache) swapCacheDelFolio(this, pfn, 0);
+    const f = this.mem.flags(pfn);
+    // Off its LRU list; free_swap_cache: an unmapped folio still in the swap cache leaves it (its slot is
+    // freed if no PTE holds it).
+    if (f & PG.lru) {
+      if (order) lruDel(this, pfn);
+      else lruDelPage(this, pfn);
+    }
+    if (f & PG.swapcache) swapCacheDelFolio(this, pfn, 0);
     this.phys.free(pfn, order);
     this.vmstat.count('pgfree', 1 << order);
   }

@@ -190,6 +190,9 @@ function collapseSwapin(k: Kernel, mm: MmStruct, vma: Vma, haddr: number, t: Pte
     }
     if (!doSwapPage(k, mm, vma, t, i, va, false, nid)) return SCAN.SCAN_FAIL;
   }
+  // A swap-in's allocation may have reclaimed pages of this very region (hugepage_vma_revalidate and the PMD
+  // check after it find the region changed): give up this time.
+  for (let i = 0; i < HPAGE_PMD_NR; i++) if (t.ptes[i]! < PTE_ZERO) return SCAN.SCAN_FAIL;
   return SCAN.SCAN_SUCCEED;
 }
 

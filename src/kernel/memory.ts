@@ -20,6 +20,7 @@ import {
   type Vma,
 } from './mm_types.ts';
 import { doSwapPage, freeSwapAndCache } from './swap_state.ts';
+import { lruAddNewAnon } from './swap.ts';
 import {
   HPAGE_PMD_NR,
   HPAGE_PMD_ORDER,
@@ -87,7 +88,8 @@ function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, t: Thread): 
     if (pfn >= 0) k.accountAlloc(pfn, local, 1);
   } else pfn = allocPolicyPages(k, policyPlacement(k, t, vma, va, 0), 0, MIGRATE_MOVABLE, local);
   if (pfn < 0) return -1;
-  k.mem.initAnonPage(pfn, mm.id, va / PAGE_SIZE, PG.anon);
+  k.mem.initAnonPage(pfn, mm.id, va / PAGE_SIZE, PG.anon | PG.young);
+  lruAddNewAnon(k, pfn);
   anonVmaPrepare(k, mm, vma);
   mm.rssAnon++;
   return pfn;
@@ -547,7 +549,10 @@ export function userAccess(
         pfn = followPage(mm, va);
       }
       if (write) writeByte(k, pfn, va, fill);
-      else if (read) read(va, pfn < 0 ? 0 : k.mem.token(pfn) & 0xff);
+      else {
+        if (pfn >= 0) k.mem.markYoung(pfn);
+        if (read) read(va, pfn < 0 ? 0 : k.mem.token(pfn) & 0xff);
+      }
       va += stride;
     }
   }
@@ -668,7 +673,10 @@ function accessPtes(
     if (write) {
       k.writeSerial = (k.writeSerial + 1) & 0xffffff;
       m.storeByte(pte - 1, k.writeSerial, fill, va % PAGE_SIZE === 0);
-    } else if (read) read(va, pte < 0 ? 0 : m.token(pte - 1) & 0xff);
+    } else if (pte > 0) {
+      m.markYoung(pte - 1); // the load sets the PTE's accessed bit
+      if (read) read(va, m.token(pte - 1) & 0xff);
+    } else if (read) read(va, 0);
   }
   k.charge(cost);
   return va;

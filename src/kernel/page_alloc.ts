@@ -354,8 +354,15 @@ export class PhysMem {
     return nid;
   }
 
-  /** get_page_from_freelist over the zonelist; -1 when every allowed node is exhausted. */
+  /** __alloc_pages: the free lists, then (order 0) direct reclaim; -1 when every allowed node is exhausted. */
   alloc(req: AllocRequest): number {
+    const pfn = this.getPageFromFreelist(req);
+    if (pfn >= 0 || req.order || !this.slowpath || this.memalloc) return pfn;
+    return this.slowpath(req);
+  }
+
+  /** get_page_from_freelist over the zonelist (no watermarks: see ARCHITECTURE.md); -1 when every allowed node is exhausted. */
+  getPageFromFreelist(req: AllocRequest): number {
     const order = req.order;
     const list = req.thisNode ? [req.nid] : this.zonelists[req.nid]!;
     for (const nid of list) {
@@ -368,6 +375,15 @@ export class PhysMem {
     }
     return -1;
   }
+
+  /**
+   * __alloc_pages_slowpath's direct reclaim, set by the Kernel (vmscan.ts):
+   * an order-0 request that found no free frame reclaims and retries.
+   * Larger orders (THPs, hugetlb pool pages) fail as before.
+   */
+  slowpath: ((req: AllocRequest) => number) | null = null;
+  /** PF_MEMALLOC: reclaim is running; its own allocations never reclaim. */
+  memalloc = false;
 
   /** post_alloc_hook: a fresh block reads as zeros and belongs to nobody yet. */
   private prepNewPage(pfn: number, order: number): void {

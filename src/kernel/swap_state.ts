@@ -29,6 +29,7 @@
 import type { Kernel } from './kernel.ts';
 import { PG } from './page.ts';
 import { MIGRATE_MOVABLE } from './page_alloc.ts';
+import { folioAddLru } from './swap.ts';
 import { PAGE_SIZE, PMD_SIZE } from './uapi.ts';
 import { swpEntry, swpOffset, swpType, type SwapInfo } from './swapfile.ts';
 import { PageTable, PteTable, isSwapPte, pteOf, swpEntryOfPte, type MmStruct, type Vma } from './mm_types.ts';
@@ -246,8 +247,9 @@ export function readSwapCache(k: Kernel, entry: number, nid: number): SwapinResu
   const m = k.mem;
   m.setOwner(pfn, OWNER_SWAPCACHE);
   m.setFlags(pfn, 0);
-  // The shadow the slot held (workingset refault detection) is not used until the LRU lists are modelled.
+  // The shadow the slot held (workingset refault detection) is not used: workingset.c is not modelled.
   swapCacheAddFolio(k, pfn, entry, 1);
+  folioAddLru(k, pfn);
   const ns = swapReadFolio(k, pfn, entry);
   return { pfn, ns, read: true };
 }
@@ -294,7 +296,12 @@ export function swapUpdateReadahead(k: Kernel, pfn: number, vma: Vma): void {
 /** Read one slot ahead of the fault (skipping what is cached or free); its read cost is not waited for. */
 function readAhead(k: Kernel, entry: number, nid: number): number {
   if (swapCacheGetFolio(k, entry) >= 0 || !entrySwapped(k, entry)) return 0;
+  // Readahead takes only free memory: reclaim here could free the faulting page, read earlier in the window
+  // and not yet mapped (Linux holds it locked and referenced; memtwin does not reclaim for readahead).
+  const saved = k.phys.memalloc;
+  k.phys.memalloc = true;
   const r = readSwapCache(k, entry, nid);
+  k.phys.memalloc = saved;
   if (r.pfn < 0 || !r.read) return 0;
   k.mem.addFlags(r.pfn, PG.readahead);
   k.vmstat.count('swap_ra');
@@ -431,8 +438,12 @@ export function doSwapPage(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: nu
   const m = k.mem;
   m.clearFlags(pfn, PG.readahead);
   const page = Math.floor(va / PAGE_SIZE);
-  if (m.mapcount(pfn) === 0) m.initAnonPage(pfn, mm.id, page, m.flags(pfn) | PG.anon);
-  else m.addMapcount(pfn, 1);
+  // The fault's access sets the accessed bit of the new PTE.
+  if (m.mapcount(pfn) === 0) m.initAnonPage(pfn, mm.id, page, m.flags(pfn) | PG.anon | PG.young);
+  else {
+    m.addMapcount(pfn, 1);
+    m.addFlags(pfn, PG.young);
+  }
   t.ptes[i] = pteOf(pfn);
   mm.swapents--;
   mm.rssAnon++;

@@ -325,6 +325,8 @@ export class Sysfs {
     }
     // Swap (mm/swap.c page_cluster, at most page_cluster_max = 31; mm/swap_state.c enable_vma_readahead).
     add('/proc/sys/vm/page-cluster', sysctlField(k.swap, 'pageCluster', 0n, 31n));
+    // vm.swappiness: 0..200 (MAX_SWAPPINESS). Without a file page cache reclaim scans anon only (SCAN_ANON) whatever it is.
+    add('/proc/sys/vm/swappiness', sysctlField(k, 'swappiness', 0n, 200n));
     add('/sys/kernel/mm/swap/vma_ra_enabled', {
       read: () => (k.swap.vmaRaEnabled ? 'true' : 'false'),
       write: (v) => {

@@ -318,3 +318,74 @@ describe('swap invariants (property)', () => {
     );
   });
 });
+
+describe('direct reclaim (tryToFreePages)', () => {
+  it('an anonymous working set larger than the node swaps instead of failing, and every page reads back', () => {
+    const k = smallKernel({ nodes: 1, mib: 16 });
+    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
+    expect(sysSwapon(k, { path: '/swapfile', size: 32 * MiB, kind: 'file', prio: 32767 })).toBe(0);
+    const p = k.createProcess('big');
+    const n = (24 * MiB) / PAGE_SIZE;
+    const a = k.mmap(p, 0, n * PAGE_SIZE, RW, ANON);
+    for (let i = 0; i < n; i++) expect(k.access(p.mainThread, a + i * PAGE_SIZE, 1, PAGE_SIZE, true, 1 + (i % 250)).signal).toBeUndefined();
+    const e = k.vmstat.events;
+    expect(e.allocstall_normal).toBeGreaterThan(0);
+    expect(e.pgscan_direct).toBeGreaterThan(0);
+    expect(e.pgsteal_direct).toBeGreaterThan(0);
+    expect(e.pswpout).toBeGreaterThan(0);
+    expect(p.mm.swapents).toBeGreaterThan(0);
+    expect(verifyKernel(k)).toEqual([]);
+    const got: number[] = [];
+    for (let i = 0; i < n; i++) k.access(p.mainThread, a + i * PAGE_SIZE, 1, PAGE_SIZE, false, 0, (_va, b) => got.push(b));
+    expect(got).toEqual(Array.from({ length: n }, (_, i) => 1 + (i % 250)));
+    expect(e.pgmajfault).toBeGreaterThan(0);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+
+  it('reclaims the pages not used lately first: a page touched again is kept, one touched once goes', () => {
+    const k = smallKernel({ nodes: 1, mib: 16 });
+    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
+    sysSwapon(k, { path: '/swapfile', size: 32 * MiB, kind: 'file', prio: 32767 });
+    const p = k.createProcess('lru');
+    const hot = k.mmap(p, 0, 64 * PAGE_SIZE, RW, ANON);
+    write(k, p, hot, 64, () => 1);
+    const n = (20 * MiB) / PAGE_SIZE;
+    const cold = k.mmap(p, 0, n * PAGE_SIZE, RW, ANON);
+    for (let i = 0; i < n; i++) {
+      if (i % 256 === 0) peek(k, p, hot, 64); // the hot pages keep being used
+      k.access(p.mainThread, cold + i * PAGE_SIZE, 1, PAGE_SIZE, true, 2);
+    }
+    expect(pagemap(k, p.mm, hot, 64 * PAGE_SIZE)).toEqual([{ n: 64, present: true, node: 0, size: '4K' }]);
+    expect(pagemap(k, p.mm, cold, PAGE_SIZE)[0]!.swapped).toBe(true);
+    expect(k.vmstat.events.pswpout).toBeGreaterThan(0);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+
+  it('without swap the allocation still fails as before (SIGBUS), after a reclaim attempt', () => {
+    const k = smallKernel({ nodes: 1, mib: 16 });
+    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
+    const p = k.createProcess('nos');
+    const a = k.mmap(p, 0, 12 * MiB, RW, ANON);
+    const b = k.mmap(p, 0, 12 * MiB, RW, ANON);
+    expect(k.access(p.mainThread, a, 12 * MiB, PAGE_SIZE, true, 1).signal).toBeUndefined();
+    expect(k.access(p.mainThread, b, 12 * MiB, PAGE_SIZE, true, 1).signal).toBe('SIGBUS');
+    expect(k.vmstat.events.allocstall_normal).toBeGreaterThan(0);
+    expect(k.vmstat.events.pgsteal_direct).toBe(0);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+
+  it('splits THPs to swap them under pressure and keeps their contents', () => {
+    const k = smallKernel({ nodes: 1, mib: 16 });
+    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'always');
+    sysSwapon(k, { path: '/swapfile', size: 32 * MiB, kind: 'file', prio: 32767 });
+    const p = k.createProcess('thp');
+    const len = 24 * MiB;
+    const a = k.mmap(p, 0, len, RW, ANON);
+    expect(k.access(p.mainThread, a, len, PAGE_SIZE, true, 7).signal).toBeUndefined();
+    expect(k.vmstat.events.thp_swpout_fallback).toBeGreaterThan(0);
+    const got = new Set<number>();
+    k.access(p.mainThread, a, len, PAGE_SIZE, false, 0, (_va, b) => got.add(b));
+    expect([...got]).toEqual([7]);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+});
