@@ -5,11 +5,11 @@
  */
 import type { Kernel } from './kernel.ts';
 import type { Process, Thread } from './sched.ts';
-import { PageTable, PteTable, PTE_NONE, VM, swpEntryOfPte, type Vma } from './mm_types.ts';
+import { PageTable, PteTable, PTE_NONE, VM, swpEntryOfPte, type MmStruct, type Vma } from './mm_types.ts';
 import { MADV, MADV_SPLIT, UFFD_FEATURE, PAGE_SIZE, PMD_SIZE, alignDown, alignUp, neg, type SysRet } from './uapi.ts';
 import { modifyVmaFlags, populateRange } from './mmap.ts';
 import { zapRange, followPage, swapPteAt } from './memory.ts';
-import { folioFreeSwap, freeSwapAndCache } from './swap_state.ts';
+import { folioFreeSwap, freeSwapAndCache, readSwapCache } from './swap_state.ts';
 import { anonFolioAt, splitAnonFolio } from './huge_memory.ts';
 import { PG } from './page.ts';
 import { shrinkFolio } from './vmscan.ts';
@@ -130,7 +130,11 @@ export function sysMadvise(
       }
       break;
     case MADV.MADV_WILLNEED:
-      break; // anonymous memory without swap: nothing to read ahead
+      // madvise_willneed on anonymous memory: swapin_walk_pmd_entry starts the read of every swapped page of
+      // the range into the swap cache (read_swap_cache_async; nothing is mapped). Shmem: not swapped here.
+      for (const v of mm.vmasIn(start, end))
+        if (v.isAnonymous()) willneedSwapin(k, mm, Math.max(start, v.start), Math.min(end, v.end), k.cpuToNode(thread.cpu));
+      break;
   }
   if (err) return err;
   return hole ? neg('ENOMEM') : 0;
@@ -313,6 +317,16 @@ function madvisePageout(k: Kernel, p: Process, vma: Vma, start: number, end: num
     const pfn = followPage(mm, va);
     if (pfn < 0 || m.mapcount(pfn) !== 1 || !(m.flags(pfn) & PG.anon)) continue;
     shrinkFolio(k, pfn);
+  }
+}
+
+/** swapin_walk_pmd_entry over [start, end): each swap PTE's page read into the swap cache, not waited for. */
+function willneedSwapin(k: Kernel, mm: MmStruct, start: number, end: number, nid: number): void {
+  const pt = mm.pgtable;
+  for (let va = pt.skipNone(start, end, PAGE_SIZE); va < end; va = pt.walkNext(va, end, PAGE_SIZE)) {
+    if (!swapPteAt(mm, va)) continue;
+    const t = pt.pmds.get(PageTable.pmdKey(va)) as PteTable;
+    readSwapCache(k, swpEntryOfPte(t.ptes[Math.floor(va / PAGE_SIZE) & 511]!), nid);
   }
 }
 

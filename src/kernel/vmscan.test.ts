@@ -115,6 +115,23 @@ describe('MADV_PAGEOUT with a swap file (vmscan.ts, swap_state.ts)', () => {
     expect(verifyKernel(k)).toEqual([]);
   });
 
+  it('MADV_WILLNEED reads swapped pages into the swap cache without mapping them; the faults then find them there', () => {
+    const { k, p } = setup();
+    const a = k.mmap(p, 0, 16 * PAGE_SIZE, RW, ANON);
+    write(k, p, a, 16, (i) => 40 + i);
+    k.madvise(p, a, 16 * PAGE_SIZE, MADV.MADV_PAGEOUT);
+    peek(k, p, a, 16);
+    k.madvise(p, a, 16 * PAGE_SIZE, MADV.MADV_PAGEOUT); // only on swap now
+    const before = ev(k);
+    expect(k.madvise(p, a, 16 * PAGE_SIZE, MADV.MADV_WILLNEED)).toBe(0);
+    expect(k.vmstat.events.pswpin - before.pswpin!).toBe(16);
+    expect(k.swapCachePages).toBe(16);
+    expect(pagemap(k, p.mm, a, 16 * PAGE_SIZE)[0]).toMatchObject({ n: 16, swapped: true });
+    expect(peek(k, p, a, 16)).toEqual(Array.from({ length: 16 }, (_, i) => 40 + i));
+    expect(k.vmstat.events.pgmajfault).toBe(before.pgmajfault);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+
   it('a write fault takes the page out of the swap cache and frees its slot', () => {
     const { k, p } = setup();
     const a = k.mmap(p, 0, 8 * PAGE_SIZE, RW, ANON);
