@@ -11,7 +11,7 @@ import { SeededRandom } from '../sim/random.ts';
 import type { CostProfile } from '../sim/cost_profile.ts';
 import type { Host } from '../sim/host.ts';
 import { MemMap, PG } from './page.ts';
-import { PhysMem } from './page_alloc.ts';
+import { PhysMem, initPerZoneWmarkMin, setRecommendedMinFreeKbytes } from './page_alloc.ts';
 import { MmStruct, type MappedFile } from './mm_types.ts';
 import { Process, Thread } from './sched.ts';
 import { VmStat } from './vmstat.ts';
@@ -31,7 +31,7 @@ import { userAccess, type AccessResult } from './memory.ts';
 import { SwapState } from './swapfile.ts';
 import { swapCacheDelFolio } from './swap_state.ts';
 import { Lruvec, lruDel, lruDelPage } from './swap.ts';
-import { allocSlowpath } from './vmscan.ts';
+import { Kswapd, allocSlowpath } from './vmscan.ts';
 
 /** Where mmap's top-down search starts (mm->mmap_base without ASLR). */
 export const MMAP_BASE = 0x7f0000000000;
@@ -97,6 +97,8 @@ export class Kernel {
   lruvecOf?: (head: number, nid: number) => Lruvec | undefined;
   /** vm.swappiness. */
   swappiness = 60;
+  /** The per-node kswapd threads (vmscan.ts). */
+  readonly kswapd: Kswapd;
 
   constructor(opts: KernelOptions) {
     this.host = opts.host;
@@ -116,6 +118,10 @@ export class Kernel {
     this.uffd = new Userfaultfd();
     this.nodeLruvec = nodePages.map((_, nid) => new Lruvec(nid));
     this.phys.slowpath = (req) => allocSlowpath(this, req);
+    initPerZoneWmarkMin(this.phys);
+    if (this.thp.enabled !== 'never') setRecommendedMinFreeKbytes(this.phys); // khugepaged starts at boot
+    this.kswapd = new Kswapd(this);
+    this.phys.wakeKswapd = (nid) => this.kswapd.wake(nid);
     this.sysfs = new Sysfs(this);
     for (const [cpu, nid] of opts.host.cpuNode) this.cpuNodes[cpu] = nid;
     this.hot = { faultWrite: opts.costs.ns('fault_anon_4k_write'), faultRead: opts.costs.ns('fault_anon_4k_read_zeropage') };

@@ -10,6 +10,7 @@
  */
 import { HGM_PROPOSALS } from './hugetlb_hgm.ts';
 import type { Kernel } from './kernel.ts';
+import { setupPerZoneWmarks } from './page_alloc.ts';
 import { THP_DEFRAG, THP_ENABLED } from './huge_memory.ts';
 import { HPAGE_PMD_NR, MAX_PAGE_ORDER, neg } from './uapi.ts';
 import { compactZone } from './compaction.ts';
@@ -325,6 +326,32 @@ export class Sysfs {
     }
     // Swap (mm/swap.c page_cluster, at most page_cluster_max = 31; mm/swap_state.c enable_vma_readahead).
     add('/proc/sys/vm/page-cluster', sysctlField(k.swap, 'pageCluster', 0n, 31n));
+    // Watermarks (mm/page_alloc.c): a write recomputes every zone's (min_free_kbytes_sysctl_handler).
+    add(
+      '/proc/sys/vm/min_free_kbytes',
+      sysctl(
+        () => k.phys.minFreeKbytes,
+        (n) => {
+          k.phys.minFreeKbytes = k.phys.userMinFreeKbytes = n;
+          setupPerZoneWmarks(k.phys);
+        },
+        'int',
+        0n,
+      ),
+    );
+    add(
+      '/proc/sys/vm/watermark_scale_factor',
+      sysctl(
+        () => k.phys.watermarkScaleFactor,
+        (n) => {
+          k.phys.watermarkScaleFactor = n;
+          setupPerZoneWmarks(k.phys);
+        },
+        'int',
+        1n,
+        3000n,
+      ),
+    );
     // vm.swappiness: 0..200 (MAX_SWAPPINESS). Without a file page cache reclaim scans anon only (SCAN_ANON) whatever it is.
     add('/proc/sys/vm/swappiness', sysctlField(k, 'swappiness', 0n, 200n));
     add('/sys/kernel/mm/swap/vma_ra_enabled', {

@@ -7,6 +7,8 @@ import { sysSwapon, renderSwaps } from './swapfile.ts';
 import { MADV, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
 import type { Kernel } from './kernel.ts';
 import type { Process } from './sched.ts';
+import { tryToFreePages } from './vmscan.ts';
+import { MIGRATE_MOVABLE } from './page_alloc.ts';
 
 const MiB = 1 << 20;
 
@@ -346,9 +348,7 @@ describe('direct reclaim (tryToFreePages)', () => {
     const a = k.mmap(p, 0, n * PAGE_SIZE, RW, ANON);
     for (let i = 0; i < n; i++) expect(k.access(p.mainThread, a + i * PAGE_SIZE, 1, PAGE_SIZE, true, 1 + (i % 250)).signal).toBeUndefined();
     const e = k.vmstat.events;
-    expect(e.allocstall_normal).toBeGreaterThan(0);
-    expect(e.pgscan_direct).toBeGreaterThan(0);
-    expect(e.pgsteal_direct).toBeGreaterThan(0);
+    expect(e.pgsteal_kswapd + e.pgsteal_direct).toBeGreaterThan(0);
     expect(e.pswpout).toBeGreaterThan(0);
     expect(p.mm.swapents).toBeGreaterThan(0);
     expect(verifyKernel(k)).toEqual([]);
@@ -378,6 +378,26 @@ describe('direct reclaim (tryToFreePages)', () => {
     expect(verifyKernel(k)).toEqual([]);
   });
 
+  it('try_to_free_pages reclaims at least SWAP_CLUSTER_MAX pages from a full node once swap is there', () => {
+    const k = smallKernel({ nodes: 1, mib: 16 });
+    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
+    const p = k.createProcess('full');
+    const a = k.mmap(p, 0, 12 * MiB, RW, ANON);
+    write(k, p, a, (12 * MiB) / PAGE_SIZE, (i) => 1 + (i % 9));
+    sysSwapon(k, { path: '/swapfile', size: 32 * MiB, kind: 'file', prio: 32767 });
+    const free0 = k.phys.freePages();
+    const got = tryToFreePages(k, { order: 0, mt: MIGRATE_MOVABLE, nid: 0 });
+    expect(got).toBeGreaterThanOrEqual(32);
+    expect(k.phys.freePages() - free0).toBe(got);
+    expect(k.vmstat.events.allocstall_normal).toBe(1);
+    expect(k.vmstat.events.pgsteal_direct).toBe(got);
+    expect(k.vmstat.events.pgscan_direct).toBeGreaterThanOrEqual(got);
+    expect(verifyKernel(k)).toEqual([]);
+    const back: number[] = [];
+    k.access(p.mainThread, a, 12 * MiB, PAGE_SIZE, false, 0, (_va, b) => back.push(b));
+    expect(back).toEqual(Array.from({ length: (12 * MiB) / PAGE_SIZE }, (_, i) => 1 + (i % 9)));
+  });
+
   it('without swap the allocation still fails as before (SIGBUS), after a reclaim attempt', () => {
     const k = smallKernel({ nodes: 1, mib: 16 });
     k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
@@ -404,5 +424,45 @@ describe('direct reclaim (tryToFreePages)', () => {
     k.access(p.mainThread, a, len, PAGE_SIZE, false, 0, (_va, b) => got.add(b));
     expect([...got]).toEqual([7]);
     expect(verifyKernel(k)).toEqual([]);
+  });
+});
+
+describe('watermarks and kswapd', () => {
+  it('computes min_free_kbytes and the watermarks as __setup_per_zone_wmarks does, and recomputes them on a write', () => {
+    const k = smallKernel({ nodes: 1, mib: 16 });
+    // calculate_min_free_kbytes gives sqrt(16384 * 16) = 512; khugepaged's recommendation is more
+    // (5% of the pages above the high watermark the first setup gave: 3904 / 20 = 195 pages).
+    expect(k.sysfs.read('/proc/sys/vm/min_free_kbytes')).toBe('780');
+    expect([...k.phys.zones[0]!.wmark]).toEqual([195, 243, 291]);
+    expect(k.sysfs.write('/proc/sys/vm/watermark_scale_factor', '1000')).toBe(0);
+    expect([...k.phys.zones[0]!.wmark]).toEqual([195, 604, 1013]); // a step of 4096 * 1000 / 10000 pages
+    expect(k.sysfs.write('/proc/sys/vm/watermark_scale_factor', '0')).toBe(-22);
+    expect(k.sysfs.write('/proc/sys/vm/min_free_kbytes', '4096')).toBe(0);
+    expect(k.phys.zones[0]!.wmark[0]).toBe(1024);
+  });
+
+  it('kswapd wakes below the low watermark and reclaims to the high one in its own time, sparing the faulting task', () => {
+    const k = smallKernel({ nodes: 1, mib: 16 });
+    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
+    sysSwapon(k, { path: '/swapfile', size: 32 * MiB, kind: 'file', prio: 32767 });
+    const p = k.createProcess('w');
+    const z = k.phys.zones[0]!;
+    const n = (20 * MiB) / PAGE_SIZE;
+    const a = k.mmap(p, 0, n * PAGE_SIZE, RW, ANON);
+    for (let i = 0; i < n; i++) {
+      k.access(p.mainThread, a + i * PAGE_SIZE, 1, PAGE_SIZE, true, 1 + (i % 250));
+      k.runDueEvents();
+    }
+    const e = k.vmstat.events;
+    expect(e.pageoutrun).toBeGreaterThan(0);
+    expect(e.pgsteal_kswapd).toBeGreaterThan(0);
+    expect(e.pgscan_kswapd).toBeGreaterThanOrEqual(e.pgsteal_kswapd);
+    expect(e.allocstall_normal).toBe(0); // kswapd kept ahead: no direct reclaim
+    expect(z.freePages).toBeGreaterThan(z.wmark[0]!);
+    expect(k.kswapd.cpuNs[0]).toBeGreaterThan(0);
+    expect(verifyKernel(k)).toEqual([]);
+    const got: number[] = [];
+    for (let i = 0; i < n; i++) k.access(p.mainThread, a + i * PAGE_SIZE, 1, PAGE_SIZE, false, 0, (_va, b) => got.push(b));
+    expect(got).toEqual(Array.from({ length: n }, (_, i) => 1 + (i % 250)));
   });
 });

@@ -34,7 +34,8 @@ import {
   type Lruvec,
 } from './swap.ts';
 import { splitAnonFolio } from './huge_memory.ts';
-import type { AllocRequest } from './page_alloc.ts';
+import { WMARK_HIGH, type AllocRequest } from './page_alloc.ts';
+import type { EventHandle } from '../sim/event_queue.ts';
 import { PageTable, PteTable, PTE_NONE, pfnOfPte, pteOfSwpEntry } from './mm_types.ts';
 import { HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
 import { swapCacheAddFolio, swapCacheDelFolio, swapWriteout } from './swap_state.ts';
@@ -127,6 +128,8 @@ interface ScanControl {
   priority: number;
   /** The node the allocation prefers (split THPs' pages stay there). */
   nid: number;
+  /** kswapd's reclaim (pgscan_kswapd, pgsteal_kswapd) rather than direct reclaim. */
+  kswapd: boolean;
 }
 
 /**
@@ -214,7 +217,7 @@ function shrinkInactiveList(k: Kernel, lv: Lruvec, nrToScan: number, sc: ScanCon
   const m = k.mem;
   const { folios, scanned } = isolateLruFolios(k, lv, LRU_INACTIVE_ANON, nrToScan);
   sc.nrScanned += scanned;
-  k.vmstat.count('pgscan_direct', scanned);
+  k.vmstat.count(sc.kswapd ? 'pgscan_kswapd' : 'pgscan_direct', scanned);
   k.vmstat.count('pgscan_anon', scanned);
   let reclaimed = 0;
   for (let j = 0; j < folios.length; j++) {
@@ -237,7 +240,7 @@ function shrinkInactiveList(k: Kernel, lv: Lruvec, nrToScan: number, sc: ScanCon
       k.vmstat.count('pgrotated');
     } else putback(k, head, true); // activate_locked: no swap slot, or still mapped elsewhere
   }
-  k.vmstat.count('pgsteal_direct', reclaimed);
+  k.vmstat.count(sc.kswapd ? 'pgsteal_kswapd' : 'pgsteal_direct', reclaimed);
   k.vmstat.count('pgsteal_anon', reclaimed);
   return reclaimed;
 }
@@ -303,7 +306,14 @@ function shrinkLruvec(k: Kernel, lv: Lruvec, sc: ScanControl): void {
  */
 export function tryToFreePages(k: Kernel, req: AllocRequest): number {
   k.vmstat.count('allocstall_normal');
-  const sc: ScanControl = { nrToReclaim: SWAP_CLUSTER_MAX, nrReclaimed: 0, nrScanned: 0, priority: DEF_PRIORITY, nid: req.nid };
+  const sc: ScanControl = {
+    nrToReclaim: SWAP_CLUSTER_MAX,
+    nrReclaimed: 0,
+    nrScanned: 0,
+    priority: DEF_PRIORITY,
+    nid: req.nid,
+    kswapd: false,
+  };
   const nodes = (req.thisNode ? [req.nid] : k.phys.zonelists[req.nid]!).filter((n) => !req.nodemask || req.nodemask.includes(n));
   const saved = k.phys.memalloc;
   k.phys.memalloc = true;
@@ -336,4 +346,64 @@ export function allocSlowpath(k: Kernel, req: AllocRequest): number {
     if (!reclaimed && k.swap.nrSwapPages <= 0) break;
   }
   return -1;
+}
+
+// --- kswapd ----------------------------------------------------------------------
+
+/**
+ * The per-node kswapd threads: woken when an allocation leaves a node below
+ * its low watermark (and swap has room: without it there is nothing they
+ * could reclaim here), each runs balance_pgdat as a task of its own (its
+ * time in `cpuNs`, not the allocating task's), then sleeps until the next
+ * wake-up.
+ */
+export class Kswapd {
+  private readonly pending: (EventHandle | null)[];
+  /** Thread time per node, and passes (pageoutrun). */
+  readonly cpuNs: number[];
+
+  constructor(private readonly k: Kernel) {
+    this.pending = k.nodeLruvec.map(() => null);
+    this.cpuNs = k.nodeLruvec.map(() => 0);
+  }
+
+  /** wakeup_kswapd. */
+  wake(nid: number): void {
+    if (this.pending[nid] || this.k.swap.nrSwapPages <= 0) return;
+    this.pending[nid] = this.k.events.after(0, 'kswapd', () => this.run(nid));
+  }
+
+  private run(nid: number): void {
+    this.pending[nid] = null;
+    const own = { ns: 0 };
+    this.k.runAsTask(own, () => balancePgdat(this.k, nid));
+    this.cpuNs[nid]! += own.ns;
+  }
+}
+
+/**
+ * balance_pgdat: reclaim on node `nid` until its free pages are above the
+ * high watermark, from DEF_PRIORITY down (a priority that reclaimed its
+ * target is kept for the next round, as kswapd raises it back), in rounds
+ * of at least SWAP_CLUSTER_MAX pages (kswapd_shrink_node's target is the
+ * high watermark). The whole work loop of one wake-up, so that it can move
+ * onto a scheduled CPU later.
+ */
+export function balancePgdat(k: Kernel, nid: number): void {
+  const z = k.phys.zones[nid]!;
+  const high = z.wmark[WMARK_HIGH]!;
+  k.vmstat.count('pageoutrun');
+  const saved = k.phys.memalloc;
+  k.phys.memalloc = true; // PF_MEMALLOC
+  try {
+    let priority = DEF_PRIORITY;
+    while (z.freePages <= high && priority >= 1) {
+      const sc: ScanControl = { nrToReclaim: Math.max(SWAP_CLUSTER_MAX, high), nrReclaimed: 0, nrScanned: 0, priority, nid, kswapd: true };
+      shrinkLruvec(k, k.nodeLruvec[nid]!, sc);
+      if (sc.nrReclaimed < sc.nrToReclaim) priority--;
+      if (!sc.nrScanned && !sc.nrReclaimed && k.swap.nrSwapPages <= 0) break;
+    }
+  } finally {
+    k.phys.memalloc = saved;
+  }
 }
