@@ -90,7 +90,8 @@ export class SimAgentSys implements AgentSys {
   run(f: () => void): void {
     this.tickTime = { ns: 0 };
     try {
-      this.k.runAsTask(this.tickTime, f);
+      // The agent is a process of its own, on any CPU.
+      this.k.runAsTask(this.tickTime, f, { name: this.self.name });
     } finally {
       this.done += this.tickTime.ns;
       this.tickTime = { ns: 0 };

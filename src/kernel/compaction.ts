@@ -194,6 +194,8 @@ export function compactForOrder(k: Kernel, nid: number, order: number, mode: 'di
     k.vmstat.count('compact_stall');
   }
   const r = compactZone(k, nid, order);
+  // kcompactd's work runs on its node's CPUs (the kthread is bound there, nice 0).
+  if (mode === 'kcompactd') k.spend({ name: `kcompactd${nid}`, cpus: k.host.nodes[nid]!.cpus }, r.ns);
   if (mode === 'direct') {
     k.charge(r.ns);
     if (r.success) {

@@ -32,6 +32,7 @@ import { SwapState } from './swapfile.ts';
 import { swapCacheDelFolio } from './swap_state.ts';
 import { Lruvec, lruDel, lruDelPage } from './swap.ts';
 import { Kswapd, allocSlowpath } from './vmscan.ts';
+import { Scheduler } from './sched/core.ts';
 
 /** Where mmap's top-down search starts (mm->mmap_base without ASLR). */
 export const MMAP_BASE = 0x7f0000000000;
@@ -46,6 +47,15 @@ export interface KernelOptions {
    * destination of a live migration, run in one timeline.
    */
   sameTimeAs?: Kernel;
+}
+
+/** Where CPU time a task spends runs: its name, the CPUs it may use (null: any), its nice value. */
+export interface CpuWork {
+  name: string;
+  cpus?: readonly number[] | null;
+  nice?: number;
+  /** When the CPU has done the work. */
+  onDone?: (at: number) => void;
 }
 
 export class Kernel {
@@ -204,6 +214,52 @@ export class Kernel {
     this.vmstat.events.pgalloc_normal += pages;
   }
 
+  // --- CPUs -----------------------------------------------------------------
+
+  /**
+   * The scheduler: CPUs shared by tasks. Scenario runs have one; op-scripts
+   * do not (one op at a time, charged to the clock), and then a thread runs
+   * on its `cpu` alone.
+   */
+  sched: Scheduler | null = null;
+
+  /** Give this host's CPUs a scheduler (a scenario run). */
+  enableScheduler(): Scheduler {
+    this.sched ??= new Scheduler(this.events, this.clock, { cpuNode: this.host.cpuNode });
+    return this.sched;
+  }
+
+  /**
+   * migrate_task_to: put a thread on `cpu` (NUMA balancing's placement,
+   * memsched). False when its affinity mask does not allow that CPU.
+   */
+  moveTask(t: Thread, cpu: number): boolean {
+    if (!t.se || !this.sched) {
+      t.cpu = cpu;
+      return true;
+    }
+    if (!t.se.allowed.includes(cpu)) return false;
+    this.sched.moveTo(t.se, cpu);
+    t.cpu = cpu;
+    return true;
+  }
+
+  /** The CPUs a thread may run on (its affinity mask; every CPU without a scheduler). */
+  allowedCpus(t: Thread): readonly number[] {
+    return t.se ? t.se.allowed : [...this.host.cpuNode.keys()];
+  }
+
+  /** sched_setaffinity: the thread may run only on `cpus` from now on (-EINVAL if none exists). */
+  setAffinity(t: Thread, cpus: readonly number[]): number {
+    const ok = cpus.filter((c) => this.host.cpuNode.has(c));
+    if (!ok.length) return -22;
+    if (t.se && this.sched) {
+      this.sched.setAffinity(t.se, ok);
+      t.cpu = t.se.cpu;
+    } else if (!ok.includes(t.cpu)) t.cpu = ok[0]!;
+    return 0;
+  }
+
   /** Free user pages (anon or shmem) to the buddy allocator. */
   freeUserPages(pfn: number, order: number): void {
     const f = this.mem.flags(pfn);
@@ -229,16 +285,31 @@ export class Kernel {
   /**
    * Run `f` as a task of its own (a kernel thread, an agent, a tool making
    * a syscall): what it charges goes to `time`, not to the clock or to the
-   * task that was running.
+   * task that was running. With `on`, and a scheduler, that CPU time is
+   * then spent on a CPU `on` allows, competing with whatever runs there
+   * (the work's effects have happened already, as a workload step's do).
    */
-  runAsTask<T>(time: { ns: number }, f: () => T): T {
+  runAsTask<T>(time: { ns: number }, f: () => T, on?: CpuWork): T {
     const saved = this.taskTime;
+    const before = time.ns;
     this.taskTime = time;
     try {
       return f();
     } finally {
       this.taskTime = saved;
+      if (on) this.spend(on, time.ns - before);
     }
+  }
+
+  /**
+   * `ns` of CPU time spent by a kernel thread, a tool or a VMM thread: a
+   * work item on the scheduler (nothing without one: op-scripts charge the
+   * clock instead). `onDone` is called when the CPU has done it (at once
+   * without a scheduler).
+   */
+  spend(on: CpuWork, ns: number): void {
+    if (this.sched && ns > 0) this.sched.work(on.name, ns, { allowed: on.cpus, nice: on.nice, onDone: on.onDone });
+    else on.onDone?.(this.clock.now() + Math.round(Math.max(0, ns)));
   }
 
   /** Charge simulated time for work done by the calling thread. */

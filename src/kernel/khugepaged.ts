@@ -359,6 +359,9 @@ export interface KhugepagedStats {
  * found nothing to do takes at least one jiffy (1 ms), so scan_sleep 0 does
  * not stop virtual time.
  */
+/** khugepaged runs at the lowest priority (set_user_nice(current, MAX_NICE)). */
+export const KHUGEPAGED_NICE = 19;
+
 export class Khugepaged {
   /** khugepaged_scan.mm_head. */
   readonly mmHead: MmStruct[] = [];
@@ -368,6 +371,10 @@ export class Khugepaged {
   private next: EventHandle | null = null;
   /** A pass sleeping on allocation failure resumes with this much budget left. */
   private resume: { progress: number } | null = null;
+  /** A pass's CPU work is still running (on a scheduler's CPU). */
+  private busy = false;
+  /** Woken during a pass: the next one starts without sleeping. */
+  private woken = false;
   readonly stats: KhugepagedStats = { cpuNs: 0, passes: 0, scannedPtes: 0, allocFailed: 0 };
   /** Called after each collapse by the thread (for scenario accounting). */
   onCollapse: ((mm: MmStruct, haddr: number, at: number, ns: number) => void) | null = null;
@@ -407,9 +414,11 @@ export class Khugepaged {
     }
   }
 
-  /** A write to scan_sleep_millisecs or alloc_sleep_millisecs: the thread's sleep ends now. */
+  /** A write to scan_sleep_millisecs or alloc_sleep_millisecs: the thread's sleep ends now (or as soon as its pass is done). */
   wake(): void {
-    if (this.running && !this.resume) this.schedule(0);
+    if (!this.running || this.resume) return;
+    if (this.busy) this.woken = true;
+    else this.schedule(0);
   }
 
   private schedule(delayNs: number): void {
@@ -448,17 +457,30 @@ export class Khugepaged {
     });
     this.stats.cpuNs += own.ns;
     this.stats.scannedPtes += cc.scannedPtes;
+    let sleepNs = Math.max(0, kh.scan_sleep_millisecs * 1e6);
     if (allocFailed) {
       this.stats.allocFailed++;
       if (wait) {
         // khugepaged_alloc_sleep, then the same pass goes on.
         this.resume = { progress };
-        this.next = k.events.after(own.ns + kh.alloc_sleep_millisecs * 1e6, 'khugepaged', () => this.pass());
-        return;
+        sleepNs = kh.alloc_sleep_millisecs * 1e6;
       }
     }
+    // The pass's CPU time runs on a CPU (khugepaged is unbound, at nice 19); the thread sleeps once it is done.
+    const start = k.clock.now();
+    this.busy = true;
+    k.spend({ name: 'khugepaged', nice: KHUGEPAGED_NICE, onDone: (at) => this.passDone(at, start, sleepNs) }, own.ns);
+  }
+
+  /** The pass's CPU work is done at `at`: khugepaged_wait_work, then the next pass (at least a jiffy after this one began). */
+  private passDone(at: number, start: number, sleepNs: number): void {
+    this.busy = false;
+    if (!this.running) return;
     const JIFFY = 1e6;
-    this.next = k.events.after(Math.max(JIFFY, own.ns + kh.scan_sleep_millisecs * 1e6), 'khugepaged', () => this.pass());
+    const delay = this.woken ? 0 : sleepNs;
+    this.woken = false;
+    this.next?.cancel();
+    this.next = this.k.events.schedule(Math.max(start + JIFFY, at + Math.round(delay)), 'khugepaged', () => this.pass());
   }
 
   /** Thread time used so far in this pass: charged work plus the PTEs scanned. */

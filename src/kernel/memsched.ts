@@ -58,13 +58,23 @@ export class Memsched {
     return [...load.entries()].sort((a, b) => a[1] - b[1] || a[0] - b[0])[0]![0];
   }
 
+  /**
+   * A group's thread runs on its node: its affinity becomes the node's CPUs
+   * (with a scheduler; the proposal binds threads as cpuset would), and it
+   * moves to the least loaded of them if it is elsewhere.
+   */
+  private bindThread(t: Thread, node: number): void {
+    if (t.se) this.k.setAffinity(t, this.k.host.nodes[node]!.cpus);
+    if (this.k.cpuToNode(t.cpu) !== node) this.k.moveTask(t, this.cpuOn(node, t));
+  }
+
   tbind(t: Thread, id: number): SysRet {
     if (!this.enabled) return neg('ENOSYS');
     if (id < 0) return neg('EINVAL');
     const g = this.group(id);
     for (const other of this.groups.values()) other.threads.delete(t);
     g.threads.add(t);
-    if (this.k.cpuToNode(t.cpu) !== g.node) t.cpu = this.cpuOn(g.node, t);
+    this.bindThread(t, g.node);
     return 0;
   }
 
@@ -85,7 +95,7 @@ export class Memsched {
     if (!g) return neg('ESRCH');
     if (!this.k.host.nodes[node]) return neg('ENODEV');
     g.node = node;
-    for (const t of g.threads) t.cpu = this.cpuOn(node, t);
+    for (const t of g.threads) this.bindThread(t, node);
     for (const r of g.ranges) {
       const e = this.place(g, r.p, r.start, r.end);
       if (e < 0) return e;

@@ -524,12 +524,15 @@ export class NumaBalancing {
     if (best < 0) return;
     const src = k.cpuToNode(t.cpu);
     if (src === best) return;
-    const cpus = k.host.nodes[best]!.cpus;
+    // Only CPUs of the preferred node its affinity allows (task_numa_find_cpu checks cpus_ptr).
+    const allowed = k.allowedCpus(t);
+    const cpus = k.host.nodes[best]!.cpus.filter((c) => allowed.includes(c));
+    if (!cpus.length) return;
     const busy = new Set<number>();
     for (const p of k.processes.values()) for (const th of p.threads) if (this.tasks.has(th)) busy.add(th.cpu);
     const free = cpus.find((c) => !busy.has(c));
     if (free !== undefined) {
-      t.cpu = free;
+      k.moveTask(t, free);
       return;
     }
     const taskimp = this.taskWeight(ts, best) - this.taskWeight(ts, src);
@@ -537,7 +540,7 @@ export class NumaBalancing {
     let bestImp = 0;
     let swapWith: Thread | undefined;
     for (const [cur, cs] of this.tasks) {
-      if (cur === t || cur.process.exited || !cpus.includes(cur.cpu)) continue;
+      if (cur === t || cur.process.exited || !cpus.includes(cur.cpu) || !k.allowedCpus(cur).includes(t.cpu)) continue;
       let imp: number;
       if (cs.group === ts.group) {
         imp = taskimp + this.taskWeight(cs, src) - this.taskWeight(cs, best);
@@ -550,9 +553,10 @@ export class NumaBalancing {
       }
     }
     if (swapWith) {
+      // migrate_swap: the two tasks exchange CPUs.
       const c = swapWith.cpu;
-      swapWith.cpu = t.cpu;
-      t.cpu = c;
+      k.moveTask(swapWith, t.cpu);
+      k.moveTask(t, c);
     }
   }
 

@@ -5,6 +5,7 @@
 import type { MmStruct } from './mm_types.ts';
 import type { Mempolicy } from './mempolicy.ts';
 import { Cred, SUID_DUMP_USER } from './cred.ts';
+import type { SchedTask } from './sched/core.ts';
 
 export class Thread {
   constructor(
@@ -17,6 +18,8 @@ export class Thread {
   mempolicy: Mempolicy | null = null;
   /** Last node used by task interleaving (current->il_prev). */
   ilPrev = -1;
+  /** Its sched entity when the kernel has a scheduler (scenario runs); null: it runs on `cpu` alone. */
+  se: SchedTask | null = null;
 }
 
 export class Process {

@@ -376,7 +376,8 @@ export class Kswapd {
   private run(nid: number): void {
     this.pending[nid] = null;
     const own = { ns: 0 };
-    this.k.runAsTask(own, () => balancePgdat(this.k, nid));
+    // kswapdN runs on its node's CPUs (kthread_bind_mask to cpumask_of_node), its time spent on the scheduler.
+    this.k.runAsTask(own, () => balancePgdat(this.k, nid), { name: `kswapd${nid}`, cpus: this.k.host.nodes[nid]?.cpus });
     this.cpuNs[nid]! += own.ns;
   }
 }

@@ -45,6 +45,7 @@ describe('formatMetric', () => {
     expect(formatMetric('throughput_per_s', 45_600)).toBe('45.6 k/s');
     expect(formatMetric('throughput_per_s', 12)).toBe('12/s');
     expect(formatMetric('remote_ratio', 0.1234)).toBe('12.3 %');
+    expect(formatMetric('cpu_util_mean', 0.5)).toBe('50 %');
     expect(formatMetric('remote_fraction', 1)).toBe('100 %');
     expect(formatMetric('faults', 1_234_567)).toBe('1,234,567');
     expect(formatMetric('faults', -1234)).toBe('-1,234');

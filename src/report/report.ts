@@ -36,6 +36,7 @@ td.n,th.n{text-align:right;white-space:nowrap}
 td.raw{color:#7a808c;font-size:12px;text-align:right;font-family:ui-monospace,"DejaVu Sans Mono",monospace}
 tr.total td{font-weight:600;border-top:2px solid #c9ced8}
 table.wide{width:100%;font-size:12.5px}
+.scroll{overflow-x:auto}
 table.wide th,table.wide td{padding:4px 6px}
 table.wide th{vertical-align:bottom}
 .row{display:flex;gap:40px;flex-wrap:wrap;align-items:flex-start}
@@ -97,7 +98,9 @@ function table(head: Cell[], rows: Cell[][], cls = ''): string {
       return `<tr${rowCls}>${tds}</tr>`;
     })
     .join('\n');
-  return `<table${cls ? ` class="${cls}"` : ''}>\n<thead><tr>${th}</tr></thead>\n<tbody>\n${body}\n</tbody>\n</table>`;
+  const t = `<table${cls ? ` class="${cls}"` : ''}>\n<thead><tr>${th}</tr></thead>\n<tbody>\n${body}\n</tbody>\n</table>`;
+  // A wide table scrolls on its own rather than widening the page.
+  return cls === 'wide' ? `<div class="scroll">${t}</div>` : t;
 }
 
 const txt = (s: string): Cell => ({ html: esc(s) });
@@ -293,6 +296,8 @@ function threadTable(threads: ThreadResult[]): string {
     { html: 'throughput', num: true },
     { html: 'huge %', num: true },
     { html: 'stall time', num: true },
+    { html: 'CPU time', num: true },
+    { html: 'run delay', num: true },
   ];
   const row = (t: Omit<ThreadResult, 'process' | 'thread' | 'cpu' | 'node'>, first: Cell[]): Cell[] => [
     ...first,
@@ -307,6 +312,8 @@ function threadTable(threads: ThreadResult[]): string {
     num(formatValue(t.throughput, 'rate'), `${t.throughput} accesses/s`),
     num(formatValue(t.huge_access_ratio, 'ratio')),
     num(formatValue(t.stall_ns, 'ns'), `${t.stalls} stalls, ${t.stall_ns} ns`),
+    num(formatValue(t.cpu_ns, 'ns'), `${t.cpu_ns} ns on a CPU, ${t.nr_migrations} moves between CPUs`),
+    num(formatValue(t.run_delay_ns, 'ns'), `${t.run_delay_ns} ns runnable, waiting for a CPU`),
   ];
   const rows = threads.map((t) => row(t, [txt(t.process), txt(t.thread), num(String(t.cpu)), num(String(t.node))]));
   if (threads.length > 1) {
@@ -328,6 +335,9 @@ function threadTable(threads: ThreadResult[]): string {
         ),
       stall_ns: sum((t) => t.stall_ns),
       stalls: sum((t) => t.stalls),
+      cpu_ns: sum((t) => t.cpu_ns),
+      run_delay_ns: sum((t) => t.run_delay_ns),
+      nr_migrations: sum((t) => t.nr_migrations),
       remote_access_ratio:
         sum((t) => t.remote_accesses) /
         Math.max(
@@ -483,6 +493,14 @@ function runCharts(r: RunResult): string {
     unit: 'ns',
     ...named(s, [['stall_ns', 'stall time']]),
   });
+  if (s.metrics['cpu_util'])
+    plans.push({
+      title: 'CPU use',
+      caption:
+        'Busy share of the host’s CPUs in each interval (workload threads, vCPUs, kernel threads, tools, QEMU’s threads). Each thread’s CPU time and run delay (runnable, waiting for a CPU) are in the threads table.',
+      unit: 'ratio',
+      ...named(s, [['cpu_util', 'CPU busy share']]),
+    });
 
   const vmKeys = keys.filter((k) => k === 'host.free_bytes' || /^vm\..*_bytes$/.test(k));
   if (vmKeys.length)

@@ -95,6 +95,9 @@ export function fakeRun(o: FakeRunOptions = {}): RunResult {
       huge_access_ratio: thp * 0.8,
       stall_ns: 0,
       stalls: 0,
+      cpu_ns: dur,
+      run_delay_ns: 0,
+      nr_migrations: 0,
     };
   });
   const sum = (f: (t: ThreadResult) => number): number => threads.reduce((a, t) => a + f(t), 0);

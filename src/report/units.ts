@@ -12,7 +12,7 @@ export function unitOf(name: string): Unit {
   if (/(^|_)bytes($|_)/.test(name)) return 'bytes';
   if (/(^|_)ns($|_)/.test(name)) return 'ns';
   if (/_per_s$/.test(name) || name.startsWith('throughput')) return 'rate';
-  if (/_(ratio|fraction)$/.test(name)) return 'ratio';
+  if (/_(ratio|fraction)$/.test(name) || /(^|_)util(_mean)?$/.test(name)) return 'ratio';
   return 'count';
 }
 

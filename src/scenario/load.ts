@@ -8,7 +8,7 @@
 import { basename } from 'node:path';
 import { YamlSource, fieldName, quote, type YamlPath } from '../util/yaml_input.ts';
 import { InputError } from '../util/input_error.ts';
-import { LIMITS, formatDuration, scenarioSchema, type Scenario, type VmSpec } from './schema.ts';
+import { LIMITS, formatDuration, scenarioSchema, type ProcessSpec, type Scenario, type VmSpec } from './schema.ts';
 import { hostFromFile, resolveHost, shippedHosts, type Host } from '../sim/host.ts';
 import { Kernel } from '../kernel/kernel.ts';
 import { CostProfile } from '../sim/cost_profile.ts';
@@ -59,7 +59,11 @@ function setPath(obj: unknown, path: (string | number)[], value: unknown, bad: (
     if (next === undefined || next === null || typeof next !== 'object') cur[k] = typeof path[i + 1] === 'number' ? [] : {};
     cur = cur[k] as Record<string | number, unknown>;
   }
-  cur[path[path.length - 1]!] = value;
+  const last = path[path.length - 1]!;
+  // null removes the field (no scenario field takes null): a configuration can unset what the base sets,
+  // such as a thread's cpus where it pins the thread with cpu instead.
+  if (value === null && !Array.isArray(cur)) delete cur[last];
+  else cur[last] = value;
 }
 
 /** Whether a value set at `set` contains the place `p`. */
@@ -240,7 +244,7 @@ function check(src: YamlSource, s: Scenario, where: Where): void {
     s.host,
     s.kernel,
     s.profile ?? null,
-    s.processes.map((p) => [p.name, p.threads[0]?.cpu ?? null, p.mappings, p.threads.map((t) => t.mempolicy ?? null)]),
+    s.processes.map((p) => [p.name, firstCpu(p) ?? null, p.mappings, p.threads.map((t) => t.mempolicy ?? null)]),
     s.vms.map(vmShape),
   ]);
   const tried = probeCache(src);
@@ -269,7 +273,7 @@ function check(src: YamlSource, s: Scenario, where: Where): void {
     if (names.has(p.name)) throw err(at('name'), `process name ${quote(p.name)} is used twice: expected a name of its own`);
     names.add(p.name);
     const maps = new Map<string, number>();
-    const proc = probe?.createProcess(p.name, p.threads[0]?.cpu ?? host.nodes[0]!.cpus[0] ?? 0);
+    const proc = probe?.createProcess(p.name, firstCpu(p) ?? host.nodes[0]!.cpus[0] ?? 0);
     p.mappings.forEach((m, mi) => {
       if (maps.has(m.name))
         throw err(
@@ -288,7 +292,14 @@ function check(src: YamlSource, s: Scenario, where: Where): void {
       // As results name them: the name, or name-0.. for replicas.
       if (t.count === 1) threads.add(t.name);
       else for (let r = 0; r < t.count; r++) threads.add(`${t.name}-${r}`);
-      for (let c = t.cpu; c < t.cpu + t.count; c++) hostCpu(c, at('threads', ti, t.count > 1 && c > t.cpu ? 'count' : 'cpu'));
+      if ((t.cpu === undefined) === (t.cpus === undefined))
+        throw err(
+          at('threads', ti),
+          `thread ${quote(t.name)}: expected either cpu (pinned to one CPU) or cpus (a set the scheduler places it on)`,
+        );
+      if (t.cpu !== undefined)
+        for (let c = t.cpu; c < t.cpu + t.count; c++) hostCpu(c, at('threads', ti, t.count > 1 && c > t.cpu ? 'count' : 'cpu'));
+      else t.cpus!.forEach((c, ci) => hostCpu(c, at('threads', ti, 'cpus', ci)));
       policyNodes(t.mempolicy, at('threads', ti, 'mempolicy'));
       if (t.mempolicy && probe && proc) {
         const mode = t.mempolicy.flags.reduce<number>((x, f) => x | MPOL[f], MPOL[t.mempolicy.mode]);
@@ -760,4 +771,10 @@ function shortList(xs: string[]): string {
 
 export function scenarioName(l: LoadedScenario): string {
   return l.base.name || basename(l.file).replace(/\.ya?ml$/, '');
+}
+
+/** The CPU a process's first thread starts on: its pinned CPU, or the first of its set. */
+export function firstCpu(p: ProcessSpec): number | undefined {
+  const t = p.threads[0];
+  return t?.cpu ?? t?.cpus?.[0];
 }

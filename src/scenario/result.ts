@@ -16,6 +16,9 @@ export interface SeriesData {
    *   same node / another node, during the interval
    * - huge_access_ratio: share of the interval's accesses served by 2M/1G mappings;
    *   access_ns_mean: their mean memory time; stall_ns: time threads waited for collapses
+   * - cpu_util: the host's CPUs' mean busy share in the interval (the scheduler's
+   *   run queues: workload threads, vCPUs, kernel threads, tools, QEMU threads);
+   *   run_delay_ns: time workload threads spent runnable but waiting for a CPU
    * - khugepaged_cpu_ns, agent_cpu_ns (with agents), thp_collapse_alloc: cumulative
    * - thp_fault_alloc, thp_fault_fallback, compact_stall: cumulative counters
    * - with VMs: host.free_bytes (free host memory), vm.<name>.rss_bytes (the
@@ -50,6 +53,12 @@ export interface ThreadResult {
   /** Time the thread waited for collapses (a region being copied, or its VMA write-locked at a fault), and how often. */
   stall_ns: number;
   stalls: number;
+  /** CPU time the thread ran (se.sum_exec_runtime), ns. */
+  cpu_ns: number;
+  /** Time it was runnable but waited for its CPU (schedstat run_delay), ns. */
+  run_delay_ns: number;
+  /** How often the scheduler moved it to another CPU (se.nr_migrations). */
+  nr_migrations: number;
   /** NUMA balancing state at the end, when kernel.numa_balancing is on and the thread took hinting faults. */
   numa?: ThreadNumaResult;
 }

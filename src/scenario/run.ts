@@ -6,7 +6,7 @@
 import { Kernel } from '../kernel/kernel.ts';
 import { CostProfile } from '../sim/cost_profile.ts';
 import { flags as flagValue } from '../opscript/values.ts';
-import { MADV, MPOL, PAGE_SIZE, PMD_SIZE, errnoName, neg } from '../kernel/uapi.ts';
+import { MADV, MPOL, PAGE_SIZE, PMD_SIZE, errnoName } from '../kernel/uapi.ts';
 import { sysMbind, sysMigratePages, sysSetMempolicy } from '../kernel/mempolicy.ts';
 import { UnmodelledError } from '../kernel/madvise.ts';
 import { HugeLeaf } from '../kernel/mm_types.ts';
@@ -14,7 +14,7 @@ import { NUMA_MEM, taskFaultsIdx } from '../kernel/numa_balancing.ts';
 import { PG } from '../kernel/page.ts';
 import { populateRange } from '../kernel/mmap.ts';
 import { AccessModel } from '../workload/access_model.ts';
-import { WAIT, WorkloadThread, streamFor, type PhaseRuntime } from '../workload/engine.ts';
+import { WorkloadThread, streamFor, type PhaseRuntime } from '../workload/engine.ts';
 import { Uhugepaged } from '../agents/uhugepaged.ts';
 import { SimAgentSys, type HeatMap } from '../agents/sim_sys.ts';
 import type { YamlPath } from '../util/yaml_input.ts';
@@ -60,6 +60,8 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   const host = hostOf(s, opts.file);
   const costs = s.profile ? CostProfile.load(s.profile) : CostProfile.default();
   const k = new Kernel({ host, costs, seed: s.seed });
+  // Threads, kernel threads and the VMM's threads share the host's CPUs.
+  k.enableScheduler();
   const model = new AccessModel(costs);
   for (const [path, value] of Object.entries(s.kernel)) {
     const r = k.sysfs.write(path, String(value));
@@ -121,14 +123,12 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
       const tpath: YamlPath = ['processes', pi, 'threads', ti];
       for (let r = 0; r < t.count; r++) {
         const name = t.count > 1 ? `${t.name}-${r}` : t.name;
-        const kt = r === 0 && t === ps.threads[0] ? p.mainThread : k.createThread(p, t.cpu + r);
-        if (typeof kt === 'number') return fail([...tpath, 'cpu'], `no CPU ${t.cpu + r}`);
-        if (kt === p.mainThread) kt.cpu = t.cpu + r;
-        if (t.memsched_group !== undefined) {
-          const e = k.memsched.tbind(kt, t.memsched_group);
-          if (e < 0)
-            fail([...tpath, 'memsched_group'], `ms_tbind failed with ${errnoName(e)} (is /sys/kernel/memtwin/features/memsched 1?)`);
-        }
+        // Pinned to cpu+r, or allowed on the set `cpus` (placed by fork balancing when the threads start).
+        const pinned = t.cpu !== undefined ? t.cpu + r : undefined;
+        const mask = pinned !== undefined ? [pinned] : t.cpus!;
+        const kt = r === 0 && t === ps.threads[0] ? p.mainThread : k.createThread(p, mask[0]!);
+        if (typeof kt === 'number') return fail([...tpath, pinned !== undefined ? 'cpu' : 'cpus'], `no CPU ${mask[0]}`);
+        if (kt === p.mainThread) kt.cpu = mask[0]!;
         if (t.mempolicy) {
           const e = sysSetMempolicy(k, kt, policyMode(t.mempolicy), t.mempolicy.nodes);
           if (e < 0) fail([...tpath, 'mempolicy'], `set_mempolicy failed with ${errnoName(e)}`);
@@ -148,6 +148,12 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
         });
         const touch = writtenMarker(maps);
         const wt = new WorkloadThread(k, p, kt, `${ps.name}/${name}`, phases, model, () => rng.float(), touch, threads.length);
+        wt.attach(mask, { cpu: pinned, sleeping: true });
+        if (t.memsched_group !== undefined) {
+          const e = k.memsched.tbind(kt, t.memsched_group);
+          if (e < 0)
+            fail([...tpath, 'memsched_group'], `ms_tbind failed with ${errnoName(e)} (is /sys/kernel/memtwin/features/memsched 1?)`);
+        }
         threads.push(wt);
         threadPaths.set(wt, tpath);
       }
@@ -176,22 +182,10 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
 
   // The sampler is scheduled first, so its sample at t0 is the baseline before any access.
   const series = sampler(k, s, procs, threads, agents, t0, end, opts.progress, vms);
+  // The threads start together; from then on the scheduler runs each on a CPU of its mask (kernel/sched).
   for (const wt of threads) {
-    // One step scheduled at a time; a thread that answered WAIT is scheduled again by wt.wake.
-    let scheduled = false;
-    // Thread time is fractional (costs summed within a step): the next step runs at the nearest whole ns.
-    const next = (t: number): void => {
-      if (scheduled || t >= end) return;
-      scheduled = true;
-      k.events.schedule(Math.round(t), wt.name, tick);
-    };
-    const tick = (): void => {
-      scheduled = false;
-      const used = wt.step(end);
-      if (used !== Infinity && used !== WAIT) next(k.clock.now() + used);
-    };
-    wt.wake = next;
-    next(t0);
+    wt.until = end;
+    wt.wake!(t0);
   }
   // A vCPU blocked in a userfault (postcopy) runs again when the kernel wakes it.
   k.uffd.wakeListeners.push((t) => threads.find((wt) => wt.thread === t)?.userfaultWoken());
@@ -305,6 +299,8 @@ function startGuestWorkloads(
         threads.length,
       );
       wt.guest = { pageSize: w.guest_page_size === '4K' ? PAGE_SIZE : PMD_SIZE, ept: (va, pfn, write) => rt.vm.eptAccess(va, pfn, write) };
+      // The vCPU thread runs on the host CPU its VM pins it to.
+      wt.attach([vcpu.thread.cpu], { cpu: vcpu.thread.cpu, sleeping: true });
       threads.push(wt);
       paths.set(wt, ['vms', rt.vi, 'workloads', wi]);
       rt.guestThreads.push({ wt, vcpu: w.vcpu + r, node: w.guest_node });
@@ -447,39 +443,41 @@ function scheduleEvents(
     k.events.schedule(t0 + ev.at, `event ${ev.op}`, () => {
       const ctx = { ns: 0 };
       const moved0 = k.vmstat.events.pgmigrate_success;
-      // The call runs as the tool's task: its kernel time is the tool's, not a workload thread's.
-      const ret = k.runAsTask(ctx, (): number => {
-        switch (ev.op) {
-          case 'migrate_pages':
-            return sysMigratePages(k, target.p, target.p, ev.old_nodes!, ev.new_nodes!);
-          case 'mbind':
-            return sysMbind(
-              k,
-              target.p.mainThread,
-              m!.base,
-              m!.len,
-              policyMode(ev.policy!),
-              ev.policy!.nodes,
-              ev.flags.reduce((f, x) => f | MPOL[x], 0),
-            );
-          case 'madvise':
-            return unmodelled(
-              () => k.madvise(target.p, m!.base, m!.len, MADV[ev.advice!]),
-              (msg) => {
-                throw rep.at.error(['events', idx, 'advice'], msg);
-              },
-            );
-          case 'ms_move':
-            return k.memsched.move(ev.group!, ev.node!);
-          case 'set_mempolicy':
-            return sysSetMempolicy(k, target.p.mainThread, policyMode(ev.policy!), ev.policy!.nodes);
-          case 'sched_setaffinity':
-            // A mask of one CPU: the thread runs there from now on (EINVAL: no such CPU).
-            if (!k.host.cpuNode.has(ev.cpu!)) return neg('EINVAL');
-            wt!.thread.cpu = ev.cpu!;
-            return 0;
-        }
-      });
+      // The call runs as the tool's task: its kernel time is the tool's, not a workload thread's, on any CPU.
+      const ret = k.runAsTask(
+        ctx,
+        (): number => {
+          switch (ev.op) {
+            case 'migrate_pages':
+              return sysMigratePages(k, target.p, target.p, ev.old_nodes!, ev.new_nodes!);
+            case 'mbind':
+              return sysMbind(
+                k,
+                target.p.mainThread,
+                m!.base,
+                m!.len,
+                policyMode(ev.policy!),
+                ev.policy!.nodes,
+                ev.flags.reduce((f, x) => f | MPOL[x], 0),
+              );
+            case 'madvise':
+              return unmodelled(
+                () => k.madvise(target.p, m!.base, m!.len, MADV[ev.advice!]),
+                (msg) => {
+                  throw rep.at.error(['events', idx, 'advice'], msg);
+                },
+              );
+            case 'ms_move':
+              return k.memsched.move(ev.group!, ev.node!);
+            case 'set_mempolicy':
+              return sysSetMempolicy(k, target.p.mainThread, policyMode(ev.policy!), ev.policy!.nodes);
+            case 'sched_setaffinity':
+              // A mask of one CPU: the thread runs there from now on (EINVAL: no such CPU).
+              return k.setAffinity(wt!.thread, [ev.cpu!]);
+          }
+        },
+        { name: `tool ${ev.op}` },
+      );
       log.push({
         at_ns: ev.at,
         op: ev.op,
@@ -549,6 +547,8 @@ function sampler(
   let lastHuge = 0;
   let lastAll = 0;
   let lastStall = 0;
+  let lastBusy = 0;
+  let lastDelay = 0;
   let lastAccessNs = 0;
   const nodes = k.nrNodes;
   let lastLocal = new Array<number>(nodes).fill(0);
@@ -603,6 +603,11 @@ function sampler(
     col('access_ns_mean').push(all > lastAll ? Math.round(((accessNs - lastAccessNs) / (all - lastAll)) * 10) / 10 : 0);
     col('stall_ns').push(Math.round(stall - lastStall));
     [lastAll, lastHuge, lastStall, lastAccessNs] = [all, huge, stall, accessNs];
+    const busy = cpuBusyNs(k);
+    const delay = threads.reduce((a, t) => a + (t.thread.se?.waitNs ?? 0), 0);
+    col('cpu_util').push(now > lastT ? Math.round(((busy - lastBusy) / ((now - lastT) * k.host.cpuNode.size)) * 1e4) / 1e4 : 0);
+    col('run_delay_ns').push(delay - lastDelay);
+    [lastBusy, lastDelay] = [busy, delay];
     col('khugepaged_cpu_ns').push(Math.round(k.khugepaged.stats.cpuNs));
     col('thp_collapse_alloc').push(ev.thp_collapse_alloc);
     if (agents.length) col('agent_cpu_ns').push(Math.round(agents.reduce((a, x) => a + x.sys.cpuNs(), 0)));
@@ -670,6 +675,8 @@ function finalMetrics(
     huge_access_ratio: acc ? Math.round((threads.reduce((a, t) => a + t.hugeAccesses, 0) / acc) * 1e4) / 1e4 : 0,
     time_to_huge90_ns: timeToHuge90(series),
     stall_ns_total: Math.round(threads.reduce((a, t) => a + t.stallNs, 0)),
+    cpu_util_mean: Math.round((cpuBusyNs(k) / (s.duration * k.host.cpuNode.size)) * 1e4) / 1e4,
+    run_delay_ns_total: threads.reduce((a, t) => a + (t.thread.se?.waitNs ?? 0), 0),
     stalls: threads.reduce((a, t) => a + t.stalls, 0),
     thp_collapse_alloc: ev.thp_collapse_alloc,
     thp_collapse_alloc_failed: ev.thp_collapse_alloc_failed,
@@ -681,8 +688,13 @@ function finalMetrics(
           agent_collapses: agents.reduce((a, x) => a + x.agent.stats.collapses, 0),
         }
       : {}),
-    ...perProcessRemote(threads),
+    ...perProcess(threads, s.duration),
   };
+}
+
+/** CPU time run on the host's CPUs so far, by every task of its scheduler. */
+function cpuBusyNs(k: Kernel): number {
+  return k.sched ? k.sched.busyNsNow() : 0;
 }
 
 /**
@@ -695,8 +707,11 @@ function timeToHuge90(series: SeriesData): number {
   return i < 0 ? -1 : series.t_ns[i]!;
 }
 
-/** process.<name>.remote_access_ratio: the share of a process's accesses that went to another node. */
-function perProcessRemote(threads: WorkloadThread[]): Record<string, number> {
+/**
+ * Per process: process.<name>.remote_access_ratio, the share of its accesses that went to another
+ * node, and process.<name>.throughput_per_s, its threads' accesses per second of the run.
+ */
+function perProcess(threads: WorkloadThread[], durationNs: number): Record<string, number> {
   const by = new Map<string, { acc: number; remote: number }>();
   for (const t of threads) {
     const name = t.process.name;
@@ -706,7 +721,10 @@ function perProcessRemote(threads: WorkloadThread[]): Record<string, number> {
     by.set(name, e);
   }
   const out: Record<string, number> = {};
-  for (const [name, e] of by) out[`process.${name}.remote_access_ratio`] = e.acc ? Math.round((e.remote / e.acc) * 1e4) / 1e4 : 0;
+  for (const [name, e] of by) {
+    out[`process.${name}.remote_access_ratio`] = e.acc ? Math.round((e.remote / e.acc) * 1e4) / 1e4 : 0;
+    out[`process.${name}.throughput_per_s`] = Math.round(e.acc / (durationNs / 1e9));
+  }
   return out;
 }
 
@@ -729,6 +747,9 @@ function threadResult(wt: WorkloadThread, durationNs: number): ThreadResult {
     huge_access_ratio: wt.accesses ? Math.round((wt.hugeAccesses / wt.accesses) * 1e4) / 1e4 : 0,
     stall_ns: Math.round(wt.stallNs),
     stalls: wt.stalls,
+    cpu_ns: wt.thread.se?.sumExecNs ?? 0,
+    run_delay_ns: wt.thread.se?.waitNs ?? 0,
+    nr_migrations: wt.thread.se?.nrMigrations ?? 0,
     ...(wt.stopped ? { stopped: wt.stopped } : {}),
     ...numaResult(wt),
   };

@@ -4,7 +4,7 @@
  * (`memtwin schema > scenario.schema.json`) all come from it.
  */
 import { z } from 'zod';
-import { hostSchema, MAX_CPU_ID, MAX_NODE_ID } from '../sim/host.ts';
+import { cpuList, hostSchema, MAX_CPU_ID, MAX_NODE_ID } from '../sim/host.ts';
 import { formatSize, parseSize } from '../util/input_error.ts';
 import { quote, withForm } from '../util/yaml_input.ts';
 import { MADV, MPOL_MODE_NAMES } from '../kernel/uapi.ts';
@@ -221,10 +221,19 @@ export const mappingSchema = z.strictObject({
 
 export const threadSchema = z.strictObject({
   name: ident.describe("the thread's name (replicas: name-0, name-1, …), 1 to 64 characters"),
-  cpu: cpuId.describe('the host CPU it runs on, 0 to 8191 and a CPU of the host'),
+  cpu: cpuId
+    .optional()
+    .describe('the host CPU it is pinned to (sched_setaffinity to that one CPU), 0 to 8191 and a CPU of the host; or give cpus'),
+  cpus: cpuList
+    .optional()
+    .describe(
+      'the host CPUs it may run on (its affinity mask, e.g. "0-7"): the scheduler places it and the load balancer and NUMA balancing may move it; each 0 to 8191 and a CPU of the host; or give cpu',
+    ),
   count: int(1, MAX_CPU_ID + 1)
     .default(1)
-    .describe('replicate, 1 to 8192: threads name-0..name-(count-1) on CPUs cpu..cpu+count-1 (all CPUs of the host)'),
+    .describe(
+      'replicate, 1 to 8192: threads name-0..name-(count-1), pinned to CPUs cpu..cpu+count-1 (all CPUs of the host), or each allowed on cpus',
+    ),
   mempolicy: policySchema.optional().describe('task memory policy (set_mempolicy) of the thread'),
   memsched_group: int(0, 2 ** 31 - 1)
     .optional()
@@ -274,7 +283,10 @@ const sweepPath = z
   );
 
 /** One value put at one place in the scenario (a sweep configuration's `set`, or `smoke`). */
-const setSchema = z.strictObject({ path: sweepPath, value: z.unknown() });
+const setSchema = z.strictObject({
+  path: sweepPath,
+  value: z.unknown().describe("the value put there; null removes the field (e.g. a thread's cpus, where a configuration pins it with cpu)"),
+});
 
 export const sweepSchema = withForm(
   z.union([

@@ -18,7 +18,7 @@
  * size (guest_page_size) and the host's; the guest page table itself is not
  * modelled.
  */
-import { Kernel } from '../kernel/kernel.ts';
+import { Kernel, type CpuWork } from '../kernel/kernel.ts';
 import { hostFromFile, resolveHost } from '../sim/host.ts';
 import { followPage } from '../kernel/memory.ts';
 import { MPOL, alignDown, errnoName } from '../kernel/uapi.ts';
@@ -119,17 +119,29 @@ function guestMemoryOf(k: Kernel, vm: Vm): GuestMemory {
     },
     ramRanges: () => vm.ramRanges(),
     peek: (gpa) => vm.peek(gpa),
+    // The guest kernel's work on a vCPU runs on the host CPU that vCPU's thread is on.
     clear: (vcpu, gpa, len) => {
       const t = { ns: 0 };
-      k.runAsTask(t, () => vm.clear(vcpu, gpa, len));
+      k.runAsTask(t, () => vm.clear(vcpu, gpa, len), vcpuWork(vm, vcpu));
       return t.ns;
     },
     access: (vcpu, gpa, len, stride, write, fill) => {
       const t = { ns: 0 };
-      k.runAsTask(t, () => vm.access(vcpu, gpa, len, stride, write, fill));
+      k.runAsTask(t, () => vm.access(vcpu, gpa, len, stride, write, fill), vcpuWork(vm, vcpu));
       return t.ns;
     },
   };
+}
+
+/** CPU time a vCPU spends, on its thread's host CPU. */
+function vcpuWork(vm: Vm, vcpu: number): CpuWork {
+  const t = vm.vcpus[vcpu]?.thread;
+  return { name: `${vm.name}/vcpu${vcpu}`, cpus: t ? [t.cpu] : null };
+}
+
+/** CPU time of QEMU's main loop (monitor commands, the balloon device). */
+function mainLoopWork(vm: Vm): CpuWork {
+  return vm.qemuThread('main');
 }
 
 /** Start every VM of the scenario (before the workloads start). */
@@ -419,7 +431,7 @@ export function scheduleVmEvents(
           open.set(rt, { log: entry, rt, at: start, before: balloonCounters(rt.dev), changes: rt.dev.events.length });
         const path: YamlPath = ['vms', rt.vi, 'events', ei];
         const mon = new EventMonitor(rt, ev, path, rep);
-        guestAccess(k, path, rep, () => k.runAsTask(ctx, () => runVmEvent(k, s, rt, ev, ei, entry, mon, rep)));
+        guestAccess(k, path, rep, () => k.runAsTask(ctx, () => runVmEvent(k, s, rt, ev, ei, entry, mon, rep), mainLoopWork(rt.vm)));
         mon.settle();
         entry.ns = Math.round(ctx.ns);
         entry.pages_migrated = k.vmstat.events.pgmigrate_success - moved0;
@@ -826,6 +838,7 @@ function destinationKernel(k: Kernel, s: Scenario, d: NonNullable<VmEventSpec['d
     throw rep.at.error([...path, 'host'], `cannot load host: ${(e as Error).message}`);
   }
   const dk = new Kernel({ host, costs: k.costs, seed: s.seed + 1, sameTimeAs: k });
+  if (k.sched) dk.enableScheduler();
   for (const [knob, value] of Object.entries(s.kernel)) {
     const r = dk.sysfs.write(knob, String(value));
     if (r < 0) throw rep.at.error(['kernel', knob], `the destination kernel rejects ${JSON.stringify(value)} (${errnoName(r)})`);

@@ -27,16 +27,18 @@ const size = withForm(z.union([z.number(), z.string()]), memoryForm).transform((
 });
 
 const cpuForm = `CPU ids from 0 to ${MAX_CPU_ID}: a list [0, 1], a CPU list string such as "0-3,8", or one id`;
-const cpuList = withForm(z.union([z.array(z.number().int().min(0).max(MAX_CPU_ID)), z.string(), z.number().int()]), cpuForm).transform(
-  (v, ctx) => {
-    const out = Array.isArray(v) ? v : parseCpuList(String(v));
-    if (!out) {
-      ctx.addIssue({ code: 'custom', message: `expected ${cpuForm}, got ${quote(v)}` });
-      return z.NEVER;
-    }
-    return out;
-  },
-);
+/** A CPU list: [0, 1], "0-3,8" (Linux's cpulist format) or one id. */
+export const cpuList = withForm(
+  z.union([z.array(z.number().int().min(0).max(MAX_CPU_ID)), z.string(), z.number().int()]),
+  cpuForm,
+).transform((v, ctx) => {
+  const out = Array.isArray(v) ? v : parseCpuList(String(v));
+  if (!out) {
+    ctx.addIssue({ code: 'custom', message: `expected ${cpuForm}, got ${quote(v)}` });
+    return z.NEVER;
+  }
+  return out;
+});
 
 export const hostSchema = z
   .strictObject({

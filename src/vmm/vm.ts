@@ -27,7 +27,7 @@
  * src/workload/access_model.ts); it can use the effective mapping size for
  * TLB reach, min(guest page size, EPT mapping size) (tlbMappingSize).
  */
-import type { Kernel } from '../kernel/kernel.ts';
+import type { CpuWork, Kernel } from '../kernel/kernel.ts';
 import type { Process, Thread } from '../kernel/sched.ts';
 import { ERRNO, PAGE_SIZE, PMD_SIZE, PUD_SIZE, alignDown, alignUp } from '../kernel/uapi.ts';
 import { followPage, mappingSize } from '../kernel/memory.ts';
@@ -159,6 +159,17 @@ export class Vm implements GuestMemory {
   readonly system: MemoryRegion;
   readonly slots: MemSlot[];
   readonly vcpus: VCpu[] = [];
+  /**
+   * Where QEMU's own threads run (main loop, migration, postcopy fault
+   * thread): the emulator CPU when one is set (as libvirt's emulatorpin
+   * pins them), else any CPU the scheduler picks.
+   */
+  readonly emulatorCpus: readonly number[] | null;
+
+  /** CPU time one of QEMU's own threads spends (named `thread`), where those threads run. */
+  qemuThread(thread: string): CpuWork {
+    return { name: `${this.name}/${thread}`, cpus: this.emulatorCpus };
+  }
   readonly numaNodes: GuestNumaNode[];
   /** warn_report messages of the configuration. */
   readonly warnings: string[] = [];
@@ -187,6 +198,7 @@ export class Vm implements GuestMemory {
     const smp = normalizeSmp(cfg.smp);
     const emulatorCpu = cfg.emulatorCpu ?? k.host.nodes[0]!.cpus[0] ?? 0;
     if (!k.host.cpuNode.has(emulatorCpu)) throw new QemuError(`emulator CPU ${emulatorCpu} does not exist on the host`);
+    this.emulatorCpus = cfg.emulatorCpu !== undefined ? [cfg.emulatorCpu] : null;
     this.process = k.createProcess('qemu-system-x86', emulatorCpu);
     // QEMU exits on a configuration error: the VMM's memory goes with it.
     try {

@@ -16,9 +16,10 @@ import { PAGE_SIZE, PMD_SIZE } from '../kernel/uapi.ts';
 import { AccessModel } from './access_model.ts';
 import { FirstTouch, Idle, Sequential, Uniform, Zipf, type AddressStream } from './patterns.ts';
 import type { PhaseSpec } from '../scenario/schema.ts';
+import { SCHED_QUANTUM_NS, type RunOutcome, type TaskClient } from '../kernel/sched/core.ts';
 
-/** Virtual time a thread runs between two scheduling points. */
-export const QUANTUM_NS = 100_000;
+/** Virtual time a thread runs between two scheduling points: the scheduler's quantum. */
+export const QUANTUM_NS = SCHED_QUANTUM_NS;
 
 /** step()'s answer for a thread that cannot run until resume() or a userfault wake (see WorkloadThread.wake). */
 export const WAIT = -1;
@@ -30,7 +31,7 @@ export interface PhaseRuntime {
   end: number;
 }
 
-export class WorkloadThread {
+export class WorkloadThread implements TaskClient {
   accesses = 0;
   reads = 0;
   writes = 0;
@@ -79,6 +80,10 @@ export class WorkloadThread {
   runFraction: (() => number) | undefined;
   /** Set by the runner: schedule the thread's next step at virtual time `at` (after WAIT). */
   wake: ((at: number) => void) | undefined;
+  /** The end of the run: no step goes past it. */
+  until = Infinity;
+  /** Set by a step that found an idle phase: when the phase ends. */
+  private idleUntil: number | undefined;
   /** Node of the CPU the thread runs on (NUMA balancing may move the thread). */
   private node: number;
   private cachedVma: Vma | undefined;
@@ -111,6 +116,20 @@ export class WorkloadThread {
     return this.blockedAt !== undefined;
   }
 
+  /**
+   * Run on the kernel's scheduler: allowed on `cpus` (null: every CPU),
+   * first on `cpu` if given (else where fork balancing puts it), from
+   * `start`, or asleep until woken.
+   */
+  attach(cpus: readonly number[] | null, o: { cpu?: number; start?: number; sleeping?: boolean } = {}): void {
+    const sched = this.k.sched;
+    if (!sched) throw new Error('memtwin internal error: a workload thread needs a scheduler');
+    const se = sched.spawn(this.name, this, { allowed: cpus, ...o });
+    this.thread.se = se;
+    this.thread.cpu = se.cpu;
+    this.wake = (at) => sched.wake(se, at);
+  }
+
   /** vm_stop: the guest stops; the thread returns WAIT at its next step. */
   stop(): void {
     this.vmStopped = true;
@@ -129,6 +148,9 @@ export class WorkloadThread {
    * bytes from its old addresses, with that VM's EPT. Call while stopped.
    */
   moveTo(k: Kernel, process: Process, thread: Thread, shift: number, ept: (va: number, pfn: number, write: boolean) => number): void {
+    const old = this.thread.se;
+    if (old) this.k.sched?.kill(old);
+    this.thread.se = null;
     this.k = k;
     // Per-node counters cover the nodes of both hosts (node ids are per host).
     while (this.byNodeLocal.length < k.nrNodes) {
@@ -140,6 +162,8 @@ export class WorkloadThread {
     this.vaShift += shift;
     this.cachedVma = undefined;
     if (this.guest) this.guest = { ...this.guest, ept };
+    // The destination's vCPU thread, pinned where that VMM pins it, runs when the guest starts there.
+    if (old) this.attach([thread.cpu], { cpu: thread.cpu, sleeping: true });
   }
 
   /** The kernel woke the thread from its userfault (UFFDIO_COPY, WAKE...): it runs again now. */
@@ -170,8 +194,36 @@ export class WorkloadThread {
     if (mm.collapsing.every((c) => c.until <= this.k.clock.now())) mm.collapsing = [];
   }
 
-  /** Run one quantum starting at the current clock; returns the thread time it used. */
-  step(until: number): number {
+  /**
+   * The scheduler runs the thread on `cpu` (kernel/sched/core.ts): one step
+   * of at most `budget` ns of CPU time. An idle phase sleeps until it ends;
+   * a thread blocked in a userfault or stopped with its VM sleeps until
+   * woken (userfaultWoken, start); a vCPU throttled by auto-converge sleeps
+   * the rest of its period after each step (the same work in more time).
+   */
+  run(now: number, budget: number, cpu: number): RunOutcome {
+    this.thread.cpu = cpu;
+    const used = this.step(this.until, budget);
+    if (used === Infinity) return { used: 0, next: 'exit' };
+    if (used === WAIT) return { used: 0, next: 'sleep' };
+    if (this.idleUntil !== undefined) {
+      const until = this.idleUntil;
+      this.idleUntil = undefined;
+      // An idle phase to the end of the run (or past it) sleeps for good.
+      return until < this.until ? { used: 0, next: 'sleep', until } : { used: 0, next: 'sleep' };
+    }
+    const f = this.runFraction?.() ?? 1;
+    if (f < 1) return { used, next: 'sleep', until: now + Math.round(used / f) };
+    return { used, next: 'run' };
+  }
+
+  /**
+   * Run one step starting at the current clock, of at most `budget` ns of
+   * CPU time; returns the CPU time it used (whole ns, at least 1), WAIT, or
+   * Infinity when the thread has nothing more to do. An idle phase returns
+   * 0 with `idleUntil` set to when it ends.
+   */
+  step(until: number, budget = QUANTUM_NS): number {
     const k = this.k;
     const mm = this.process.mm;
     const now = k.clock.now();
@@ -181,7 +233,7 @@ export class WorkloadThread {
     if (this.vmStopped || this.blocked) return WAIT;
     this.node = k.cpuToNode(this.thread.cpu);
     const numab = k.numab.enabled ? k.numab : undefined;
-    const limit = Math.min(QUANTUM_NS, until - now, ph.end - now);
+    const limit = Math.min(budget, until - now, ph.end - now);
     const ctx = { ns: 0 };
     k.taskTime = ctx;
     const minGap = ph.spec.rate ? 1e9 / ph.spec.rate : 0;
@@ -199,7 +251,8 @@ export class WorkloadThread {
         this.retryVa = undefined;
         if (sva === -2) {
           // idle: nothing to do until the phase ends
-          return Math.max(1, Math.round(ph.end - now));
+          this.idleUntil = Number.isFinite(ph.end) ? Math.round(ph.end) : Infinity;
+          return 0;
         }
         if (sva < 0) {
           // finished (first-touch): the next phase starts now
@@ -295,8 +348,7 @@ export class WorkloadThread {
     } finally {
       k.taskTime = null;
     }
-    // A throttled vCPU (auto-converge) does the same work in more time.
-    return Math.max(1, Math.round((spent + ctx.ns) / (this.runFraction?.() ?? 1)));
+    return Math.max(1, Math.round(spent + ctx.ns));
   }
 }
 

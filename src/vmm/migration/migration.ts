@@ -528,6 +528,18 @@ export class MigrationState {
     this.throttlePercentage = 0;
   }
 
+  /**
+   * The CPU the migration uses: the source's migration thread (bitmap syncs,
+   * reading and sending pages) and the destination's incoming thread
+   * (loading them), each on its host's CPUs where QEMU's threads run. Their
+   * pace stays the link's; contention is what they take from the rest.
+   */
+  private spendCpu(srcNs: number, dstNs: number): void {
+    this.k.spend(this.vm.qemuThread('live_migration'), srcNs);
+    // The incoming side loads pages in QEMU's main loop (process_incoming_migration_co).
+    if (this.dest) this.dest.k.spend(this.dest.qemuThread('main'), dstNs);
+  }
+
   /** One run of migration_iteration_run. */
   private step(): void {
     this.event = null;
@@ -551,6 +563,7 @@ export class MigrationState {
     let dur = syncNs;
     if (budget > 0) {
       const res = ram.send(budget, STEP_NS, link.rate());
+      this.spendCpu(syncNs + res.srcNs, res.dstNs);
       bytes = res.bytes + ram.sendEos();
       dur += Math.max(res.srcNs, res.dstNs, link.transferNs(bytes));
       this.windowPages += res.pages;
@@ -662,6 +675,7 @@ export class MigrationState {
     const link = this.link!;
     const syncNs = this.stopForSwitchover();
     const res = ram.send(Infinity, Infinity, link.rate());
+    this.spendCpu(syncNs + res.srcNs, res.dstNs);
     const bytes = res.bytes + ram.sendEos();
     link.carry(bytes);
     this.downtimeBytes = bytes;
