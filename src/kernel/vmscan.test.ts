@@ -466,3 +466,51 @@ describe('watermarks and kswapd', () => {
     expect(got).toEqual(Array.from({ length: n }, (_, i) => 1 + (i % 250)));
   });
 });
+
+describe('reclaim invariants under memory pressure (property)', () => {
+  it('with a working set larger than the node, contents survive reclaim, kswapd and swap-in; frames, slots and LRU lists stay consistent', () => {
+    const N = 5000; // pages: more than the node's 4096
+    type Op = { k: 'write' | 'read' | 'pageout' | 'dontneed'; page: number; pages: number; fill: number };
+    const op: fc.Arbitrary<Op> = fc.record({
+      k: fc.constantFrom('write', 'write', 'read', 'pageout', 'dontneed'),
+      page: fc.integer({ min: 0, max: N - 1 }),
+      pages: fc.integer({ min: 1, max: 1500 }),
+      fill: fc.integer({ min: 1, max: 255 }),
+    });
+    fc.assert(
+      fc.property(fc.constantFrom('never', 'always'), fc.array(op, { minLength: 1, maxLength: 12 }), (thp, ops) => {
+        const k = smallKernel({ nodes: 1, mib: 16 });
+        k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', thp);
+        sysSwapon(k, { path: '/swapfile', size: 32 * MiB, kind: 'file', prio: 32767 });
+        const p = k.createProcess('pressure');
+        const raw = k.mmap(p, 0, N * PAGE_SIZE + PMD_SIZE, RW, ANON);
+        const a = Math.ceil(raw / PMD_SIZE) * PMD_SIZE;
+        const model = new Array<number>(N).fill(0);
+        for (const o of ops) {
+          const end = Math.min(N, o.page + o.pages);
+          const va = a + o.page * PAGE_SIZE;
+          const len = (end - o.page) * PAGE_SIZE;
+          if (o.k === 'write') {
+            expect(k.access(p.mainThread, va, len, PAGE_SIZE, true, o.fill).signal).toBeUndefined();
+            for (let i = o.page; i < end; i++) model[i] = o.fill;
+          } else if (o.k === 'read') {
+            const got: number[] = [];
+            expect(k.access(p.mainThread, va, len, PAGE_SIZE, false, 0, (_v, b) => got.push(b)).signal).toBeUndefined();
+            expect(got).toEqual(model.slice(o.page, end));
+          } else {
+            k.madvise(p, va, len, o.k === 'pageout' ? MADV.MADV_PAGEOUT : MADV.MADV_DONTNEED);
+            if (o.k === 'dontneed') for (let i = o.page; i < end; i++) model[i] = 0;
+          }
+          k.runDueEvents();
+          const errs = verifyKernel(k);
+          if (errs.length) throw new Error(`${JSON.stringify(o)}: ${errs.slice(0, 3).join('; ')}`);
+        }
+        const got: number[] = [];
+        k.access(p.mainThread, a, N * PAGE_SIZE, PAGE_SIZE, false, 0, (_v, b) => got.push(b));
+        expect(got).toEqual(model);
+        expect(verifyKernel(k)).toEqual([]);
+      }),
+      { numRuns: 25 },
+    );
+  });
+});
