@@ -23,7 +23,7 @@
  * lists and swaps, is neither swapped nor listed here.
  */
 import type { Kernel } from './kernel.ts';
-import { PG, SECTION_MASK, type MemMap } from './page.ts';
+import { PG, SECTION_MASK, SECTION_SHIFT, type MemMap } from './page.ts';
 
 /** enum lru_list. */
 export const LRU_INACTIVE_ANON = 0;
@@ -152,18 +152,21 @@ export function folioAddLru(k: Kernel, head: number): void {
  * case): the same as folioAddLru, with the list links written in place.
  */
 export function lruAddNewAnon(k: Kernel, pfn: number): void {
-  const m = k.mem;
-  const s = m.sec(pfn);
+  const s = k.mem.sec(pfn);
   const i = pfn & SECTION_MASK;
-  const f = s.flags[i]!;
-  s.flags[i] = (f & ~PG.fileLru) | PG.lru;
-  const lv = k.lruvecOf ? folioLruvec(k, pfn) : k.nodeLruvec[k.phys.nodeOfPfn(pfn)]!;
+  const flags = s.flags;
+  const f = flags[i]!;
+  flags[i] = (f & ~PG.fileLru) | PG.lru;
+  const lv = k.lruvecOf === undefined ? k.nodeLruvec[k.phys.nodeOfPfn(pfn)]! : folioLruvec(k, pfn);
   const lru = f & PG.active ? LRU_ACTIVE_ANON : LRU_INACTIVE_ANON;
   const h = lv.head[lru]!;
   s.prev[i] = -1;
   s.next[i] = h;
-  if (h >= 0) m.setPrev(h, pfn);
-  else lv.tail[lru] = pfn;
+  // The old head is usually in the same section (frames are handed out in order).
+  if (h >= 0) {
+    if (h >>> SECTION_SHIFT === pfn >>> SECTION_SHIFT) s.prev[h & SECTION_MASK] = pfn;
+    else k.mem.setPrev(h, pfn);
+  } else lv.tail[lru] = pfn;
   lv.head[lru] = pfn;
   lv.nrPages[lru]!++;
   lv.nrFolios[lru]!++;
