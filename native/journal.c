@@ -153,7 +153,7 @@ static const char *journal_dir(void)
 	return d && *d ? d : JOURNAL_DIR;
 }
 
-static int mkdir_p(const char *dir)
+int mkdir_p(const char *dir)
 {
 	char p[PATH_MAX];
 	snprintf(p, sizeof p, "%s", dir);
@@ -524,6 +524,19 @@ void journal_begin(void)
 	/* the boot id's first 8 characters: pid and starttime are unique within a boot */
 	snprintf(g_own.file, sizeof g_own.file, "%s/%.8s-%d-%" PRIu64 ".journal", journal_dir(), g_own.boot,
 	         (int)g_own.pid, g_own.start);
+}
+
+const char *journal_run_id(void)
+{
+	static char id[PATH_MAX];
+	const char *base = strrchr(g_own.file, '/');
+	if (!base)
+		return "memtwin";
+	snprintf(id, sizeof id, "%s", base + 1);
+	char *dot = strrchr(id, '.');
+	if (dot)
+		*dot = 0;
+	return id;
 }
 
 static int append(struct jentry e)

@@ -51,6 +51,13 @@ int journal_swapon(const char *path);
 int journal_swapfile(const char *path);
 int journal_cgroup(const char *path);
 
+/* The run's identity, "<boot>-<pid>-<starttime>" (its journal's name without
+ * .journal): swap files and cgroup directories the run makes carry it. */
+const char *journal_run_id(void);
+
+/* mkdir -p (mode 0755); 0 or -1 (errno). */
+int mkdir_p(const char *dir);
+
 /* If path is one of a hugetlb pool's nr_hugepages files (sysfs or
  * /proc/sys/vm), its page size in kB, else 0. */
 uint64_t hugetlb_knob_size(const char *path);

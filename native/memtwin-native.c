@@ -33,13 +33,18 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
+#include <linux/fs.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/swap.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <limits.h>
 #include <linux/userfaultfd.h>
 
 #include "journal.h"
@@ -348,6 +353,8 @@ struct child {
 	int wfd;
 	struct lreader *rd;
 	char name[64];
+	int dead;   /* it has exited (reaped): */
+	int status; /* its wait status */
 };
 static struct child g_children[MAX_PROCS]; /* index 0 unused */
 static int g_nchildren = 0;
@@ -676,6 +683,511 @@ static long h_hugetlb_pool(struct ctx *c)
 }
 
 /* ------------------------------------------------------------------ */
+/* memory pressure: swap areas and memory cgroups, journaled            */
+
+#define SWAP_DIR "/var/lib/memtwin/swap" /* MEMTWIN_SWAP_DIR overrides it */
+#define SWAP_PRIO_TOP 32767              /* the highest priority swapon(2) takes (SWAP_FLAG_PRIO_MASK) */
+#define MAX_CGROUPS 256
+/*
+ * Swap types are 5 bits (MAX_SWAPFILES_SHIFT); the top ones are taken by
+ * PTE markers, migration, hwpoison and device entries. With every option
+ * configured, MAX_SWAPFILES = 32 - 1 - 3 - 1 - 3 = 24: a type below it is a
+ * swap area (more than 24 active areas are impossible or very rare).
+ */
+#define SWAP_TYPE_AREAS 24
+#define PM_SWAP (1ULL << 62)
+
+static int g_nswaps; /* swap areas the run enabled */
+
+/*
+ * The header mkswap writes (union swap_header, include/linux/swap.h), in the
+ * first page: 1024 bytes of boot block, then version 1, last_page (the last
+ * usable page: the area has last_page slots, page 0 being the header),
+ * nr_badpages, a uuid and a volume name; "SWAPSPACE2" in the page's last 10
+ * bytes. x86-64: pages of 4 KiB.
+ */
+static int write_swap_header(int fd, uint64_t pages)
+{
+	static unsigned char pg[4096];
+	memset(pg, 0, sizeof pg);
+	uint32_t version = 1, last = (uint32_t)(pages - 1), nbad = 0;
+	memcpy(pg + 1024, &version, 4);
+	memcpy(pg + 1028, &last, 4);
+	memcpy(pg + 1032, &nbad, 4);
+	memcpy(pg + 1036 + 16, "memtwin", 7); /* volume_name, after the (zero) uuid */
+	memcpy(pg + sizeof pg - 10, "SWAPSPACE2", 10);
+	ssize_t w;
+	do
+		w = pwrite(fd, pg, sizeof pg, 0);
+	while (w < 0 && errno == EINTR);
+	if (w != (ssize_t)sizeof pg)
+		return w < 0 ? -1 : (errno = EIO, -1);
+	return fsync(fd);
+}
+
+static int swapon_prio(const char *path)
+{
+	int prio = SWAP_PRIO_TOP - g_nswaps;
+	return swapon(path, SWAP_FLAG_PREFER | ((prio << SWAP_FLAG_PRIO_SHIFT) & SWAP_FLAG_PRIO_MASK));
+}
+
+/*
+ * A swap area on the k-th of the block devices MEMTWIN_SWAP_DEVICES lists
+ * (comma-separated; the oracle guest's disks, its root being a tmpfs that
+ * cannot hold a swap file): the header says how much of it is used. No
+ * device left, or one smaller than asked: -1/ENOSPC.
+ */
+static long swap_on_device(struct ctx *c, const char *list, uint64_t size)
+{
+	char dev[PATH_MAX] = "";
+	const char *p = list;
+	for (int k = 0; p && *p; k++) {
+		size_t n = strcspn(p, ",");
+		if (k == g_nswaps) {
+			snprintf(dev, sizeof dev, "%.*s", (int)n, p);
+			break;
+		}
+		p = p[n] ? p + n + 1 : NULL;
+	}
+	if (!dev[0]) {
+		c->err = ENOSPC;
+		return -1;
+	}
+	int fd = open(dev, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		c->err = errno;
+		return -1;
+	}
+	uint64_t have = 0;
+	int r = ioctl(fd, BLKGETSIZE64, &have);
+	if (r == 0 && have < size) {
+		errno = ENOSPC;
+		r = -1;
+	}
+	if (r == 0)
+		r = write_swap_header(fd, size / 4096);
+	int e = errno;
+	close(fd);
+	if (r == 0 && journal_swapon(dev) < 0) {
+		r = -1;
+		e = errno;
+	}
+	if (r == 0 && swapon_prio(dev) < 0) {
+		r = -1;
+		e = errno;
+	}
+	if (r < 0) {
+		c->err = e;
+		return -1;
+	}
+	g_nswaps++;
+	return 0;
+}
+
+/*
+ * swap size=N: a swap file of N bytes in the machine's swap directory,
+ * journaled (file, then area) before it is created and enabled; the k-th
+ * area of the run gets priority 32767-k, so the script's areas are used
+ * before any the machine has, the first one first. The guardian swapoffs and
+ * deletes them when the run ends (or the next executor, from the journal).
+ */
+static long h_swap(struct ctx *c)
+{
+	uint64_t size = u64(c->op, "size", 0, 1);
+	uint64_t pages = size / 4096;
+	if (size % 4096 || pages < 2 || pages - 1 > UINT32_MAX) {
+		c->err = EINVAL;
+		return -1;
+	}
+	const char *devs = getenv("MEMTWIN_SWAP_DEVICES");
+	if (devs && *devs)
+		return swap_on_device(c, devs, size);
+	const char *dir = getenv("MEMTWIN_SWAP_DIR");
+	if (!dir || !*dir)
+		dir = SWAP_DIR;
+	if (mkdir_p(dir) < 0) {
+		c->err = errno;
+		return -1;
+	}
+	char path[PATH_MAX];
+	snprintf(path, sizeof path, "%s/%s-%d.swap", dir, journal_run_id(), g_nswaps);
+	if (journal_swapfile(path) < 0) {
+		c->err = errno;
+		return -1;
+	}
+	/* 0600: swapon warns about a swap file others can read */
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		c->err = errno;
+		return -1;
+	}
+	/* allocated, not sparse: swapon refuses a file with holes (unwritten extents are fine) */
+	int r = fallocate(fd, 0, 0, (off_t)size);
+	if (r == 0)
+		r = write_swap_header(fd, pages);
+	int e = errno;
+	close(fd);
+	if (r == 0 && journal_swapon(path) < 0) {
+		r = -1;
+		e = errno;
+	}
+	if (r == 0) {
+		r = swapon_prio(path);
+		e = errno;
+	}
+	if (r < 0) {
+		unlink(path); /* the journal's entries then find nothing to undo */
+		c->err = e;
+		return -1;
+	}
+	g_nswaps++;
+	return 0;
+}
+
+/* A memory cgroup the script made (index k = the runner's, in creation order). */
+struct mcg {
+	int used;
+	char path[PATH_MAX];
+	int oom_efd;  /* v1: an eventfd registered on memory.oom_control (one count per OOM) */
+	uint64_t oom; /* v1: OOM notifications read from it so far */
+};
+static struct mcg g_cg[MAX_CGROUPS];
+static int g_cgv;                 /* the memory controller's hierarchy: 0 not looked at yet, 1 v1, 2 v2, -1 none */
+static char g_cg_base[PATH_MAX];  /* where the run's directory goes */
+static char g_cg_run[3200];       /* the run's directory, once made (base, /memtwin-<run id>) */
+static char g_cg_why[320];        /* why there is no usable memory cgroup hierarchy */
+
+/* 1 if the comma- or space-separated list s contains the word w */
+static int has_word(const char *s, const char *w)
+{
+	size_t n = strlen(w);
+	for (const char *p = s; (p = strstr(p, w)); p += n)
+		if ((p == s || p[-1] == ',' || p[-1] == ' ') && (!p[n] || p[n] == ',' || p[n] == ' ' || p[n] == '\n'))
+			return 1;
+	return 0;
+}
+
+/*
+ * Where the memory controller is: a cgroup v1 hierarchy mounted with the
+ * memory option (the run's groups go under the executor's own memory
+ * cgroup, so whatever limits the machine puts on it still hold), else the
+ * cgroup v2 hierarchy if the memory controller is enabled at its root (the
+ * run's groups go under the root: a v2 cgroup with processes in it, such as
+ * the executor's own, cannot have children with controllers).
+ */
+static int cg_probe(void)
+{
+	if (g_cgv)
+		return g_cgv > 0 ? 0 : -1;
+	g_cgv = -1;
+	snprintf(g_cg_why, sizeof g_cg_why, "no memory cgroup controller is mounted");
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return -1;
+	char *line = NULL, v1mnt[PATH_MAX] = "", v1root[PATH_MAX] = "", v2mnt[PATH_MAX] = "";
+	size_t cap = 0;
+	while (getline(&line, &cap, f) > 0) {
+		char root[PATH_MAX], mnt[PATH_MAX];
+		if (sscanf(line, "%*s %*s %*s %4095s %4095s", root, mnt) != 2)
+			continue;
+		char *dash = strstr(line, " - ");
+		if (!dash)
+			continue;
+		char fstype[64], src[PATH_MAX], super[1024] = "";
+		if (sscanf(dash + 3, "%63s %4095s %1023s", fstype, src, super) < 2)
+			continue;
+		if (!strcmp(fstype, "cgroup") && has_word(super, "memory") && !v1mnt[0]) {
+			snprintf(v1mnt, sizeof v1mnt, "%s", mnt);
+			snprintf(v1root, sizeof v1root, "%s", root);
+		} else if (!strcmp(fstype, "cgroup2") && !v2mnt[0])
+			snprintf(v2mnt, sizeof v2mnt, "%s", mnt);
+	}
+	free(line);
+	fclose(f);
+	if (v1mnt[0]) {
+		/* our own memory cgroup: "N:controllers:/path" in /proc/self/cgroup */
+		static char s[8192];
+		char own[PATH_MAX] = "/";
+		if (read_file("/proc/self/cgroup", s, sizeof s) >= 0)
+			for (char *l = strtok(s, "\n"); l; l = strtok(NULL, "\n")) {
+				char *c1 = strchr(l, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+				if (!c2)
+					continue;
+				*c2 = 0;
+				if (has_word(c1 + 1, "memory")) {
+					snprintf(own, sizeof own, "%s", c2 + 1);
+					break;
+				}
+			}
+		/* the mount may show a subtree (its root in mountinfo): paths are relative to it */
+		const char *rel = own;
+		size_t rl = strlen(v1root);
+		if (strcmp(v1root, "/") && !strncmp(own, v1root, rl) && (own[rl] == '/' || !own[rl]))
+			rel = own + rl;
+		snprintf(g_cg_base, sizeof g_cg_base, "%s%s", v1mnt, strcmp(rel, "/") ? rel : "");
+		g_cgv = 1;
+		return 0;
+	}
+	if (v2mnt[0]) {
+		char p[PATH_MAX + 32], s[1024];
+		snprintf(p, sizeof p, "%s/cgroup.controllers", v2mnt);
+		if (read_file(p, s, sizeof s) < 0 || !has_word(s, "memory")) {
+			snprintf(g_cg_why, sizeof g_cg_why, "the cgroup v2 hierarchy at %.200s has no memory controller", v2mnt);
+			return -1;
+		}
+		snprintf(p, sizeof p, "%s/cgroup.subtree_control", v2mnt);
+		if (read_file(p, s, sizeof s) < 0 || !has_word(s, "memory")) {
+			snprintf(g_cg_why, sizeof g_cg_why,
+			         "the memory controller is not enabled in %.200s/cgroup.subtree_control (echo +memory > it)", v2mnt);
+			return -1;
+		}
+		snprintf(g_cg_base, sizeof g_cg_base, "%s", v2mnt);
+		g_cgv = 2;
+		return 0;
+	}
+	return -1;
+}
+
+/* a cgroup file of group dir: write s; 0 or -1 (errno) */
+static int cg_write(const char *dir, const char *file, const char *s)
+{
+	char p[PATH_MAX + 64];
+	snprintf(p, sizeof p, "%s/%s", dir, file);
+	return write_file(p, s, strlen(s));
+}
+
+static int cg_exists(const char *dir, const char *file)
+{
+	char p[PATH_MAX + 64];
+	snprintf(p, sizeof p, "%s/%s", dir, file);
+	return access(p, F_OK) == 0;
+}
+
+/* a limit argument: absent (0), "max" (1, *v = UINT64_MAX) or bytes (1); die_invalid otherwise */
+static int limit_arg(struct op *op, const char *key, uint64_t *v)
+{
+	const char *s = sval(op, key);
+	if (!s)
+		return 0;
+	if (!strcmp(s, "max")) {
+		*v = UINT64_MAX;
+		return 1;
+	}
+	if (parse_u64(s, v) < 0) {
+		char m[96];
+		snprintf(m, sizeof m, "bad value for %s (bytes or max)", key);
+		die_invalid(op->i, m);
+	}
+	return 1;
+}
+
+static void limit_text(uint64_t v, int v2, char *out, size_t cap)
+{
+	if (v == UINT64_MAX)
+		snprintf(out, cap, "%s", v2 ? "max" : "-1"); /* v1's "unlimited" is -1 */
+	else
+		snprintf(out, cap, "%" PRIu64, v);
+}
+
+static long unsupported(struct ctx *c, const char *why)
+{
+	bputs(c->x, ",\"unsupported\":");
+	bjson_str(c->x, why);
+	c->err = EOPNOTSUPP;
+	return -1;
+}
+
+/* the run's own directory of groups, made (journaled) on its first group */
+static int cg_run_dir(void)
+{
+	if (g_cg_run[0])
+		return 0;
+	char run[sizeof g_cg_run];
+	snprintf(run, sizeof run, "%.3000s/memtwin-%.100s", g_cg_base, journal_run_id());
+	if (journal_cgroup(run) < 0)
+		return -1;
+	if (mkdir(run, 0755) < 0 && errno != EEXIST)
+		return -1;
+	/* v2: its children get the memory controller only if it hands it down */
+	if (g_cgv == 2 && cg_write(run, "cgroup.subtree_control", "+memory") < 0) {
+		int e = errno;
+		rmdir(run);
+		errno = e;
+		return -1;
+	}
+	snprintf(g_cg_run, sizeof g_cg_run, "%s", run);
+	return 0;
+}
+
+/*
+ * cgroup cg=k name=N [memory_max=B|max] [memory_high=B|max] [swap_max=B|max]:
+ * a memory cgroup <run dir>/N. v2: memory.max, memory.high, memory.swap.max.
+ * v1: memory.limit_in_bytes = memory_max, memory.memsw.limit_in_bytes =
+ * memory_max + swap_max (v1 limits memory and memory+swap); memory_high has
+ * no v1 counterpart: unsupported, as is a finite swap_max without a finite
+ * memory_max. Checked before anything is made, so an unsupported op leaves
+ * nothing.
+ */
+static long h_cgroup(struct ctx *c)
+{
+	uint64_t k = u64(c->op, "cg", 0, 1);
+	char *name = pstr(c->op, "name", 1);
+	if (k >= MAX_CGROUPS || g_cg[k].used)
+		die_invalid(c->op->i, "cg: no such free cgroup index");
+	if (!*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+		die_invalid(c->op->i, "name: not a directory name");
+	uint64_t max = UINT64_MAX, high = UINT64_MAX, swap = UINT64_MAX;
+	int has_max = limit_arg(c->op, "memory_max", &max), has_high = limit_arg(c->op, "memory_high", &high),
+	    has_swap = limit_arg(c->op, "swap_max", &swap);
+	if (cg_probe() < 0)
+		return unsupported(c, g_cg_why);
+	if (g_cgv == 1 && has_high)
+		return unsupported(c, "memory_high: cgroup v1 (the machine's memory controller) has no memory.high");
+	if (g_cgv == 1 && has_swap && swap != UINT64_MAX && max == UINT64_MAX)
+		return unsupported(c, "swap_max without a memory_max: cgroup v1 limits memory+swap "
+		                      "(memory.memsw.limit_in_bytes = memory_max + swap_max)");
+	if (g_cgv == 1 && has_swap && swap != UINT64_MAX && !cg_exists(g_cg_base, "memory.memsw.limit_in_bytes"))
+		return unsupported(c, "swap_max: no swap accounting (memory.memsw.limit_in_bytes is missing)");
+	if (cg_run_dir() < 0) {
+		c->err = errno;
+		return -1;
+	}
+	struct mcg *g = &g_cg[k];
+	snprintf(g->path, sizeof g->path, "%s/%.255s", g_cg_run, name);
+	if (journal_cgroup(g->path) < 0 || mkdir(g->path, 0755) < 0) {
+		c->err = errno;
+		return -1;
+	}
+	char v[64];
+	int r = 0;
+	const char *why = NULL;
+	if (g_cgv == 2) {
+		if (has_swap && !cg_exists(g->path, "memory.swap.max"))
+			why = "swap_max: no swap accounting (memory.swap.max is missing)";
+		if (!why && has_max && (limit_text(max, 1, v, sizeof v), r = cg_write(g->path, "memory.max", v)) < 0)
+			goto fail;
+		if (!why && has_high && (limit_text(high, 1, v, sizeof v), r = cg_write(g->path, "memory.high", v)) < 0)
+			goto fail;
+		if (!why && has_swap && (limit_text(swap, 1, v, sizeof v), r = cg_write(g->path, "memory.swap.max", v)) < 0)
+			goto fail;
+	} else {
+		/* memory first: memory+swap may never be below it */
+		if (has_max && (limit_text(max, 0, v, sizeof v), r = cg_write(g->path, "memory.limit_in_bytes", v)) < 0)
+			goto fail;
+		if (has_swap) {
+			uint64_t memsw = swap == UINT64_MAX || max + swap < max ? UINT64_MAX : max + swap;
+			limit_text(memsw, 0, v, sizeof v);
+			if ((r = cg_write(g->path, "memory.memsw.limit_in_bytes", v)) < 0)
+				goto fail;
+		}
+		/* the OOM count v1 does not show: an eventfd notified at each OOM of the group */
+		char p[PATH_MAX + 32];
+		snprintf(p, sizeof p, "%s/memory.oom_control", g->path);
+		int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), ofd = open(p, O_RDONLY | O_CLOEXEC);
+		if (efd >= 0 && ofd >= 0) {
+			snprintf(v, sizeof v, "%d %d", efd, ofd);
+			if (cg_write(g->path, "cgroup.event_control", v) < 0) {
+				close(efd);
+				efd = -1;
+			}
+		}
+		if (ofd >= 0)
+			close(ofd);
+		if (efd < 0) {
+			r = -1;
+			goto fail;
+		}
+		g->oom_efd = efd;
+	}
+	if (why) {
+		rmdir(g->path);
+		return unsupported(c, why);
+	}
+	g->used = 1;
+	return 0;
+fail:
+	c->err = errno;
+	rmdir(g->path); /* the journal's entry then finds nothing to undo */
+	return -1;
+}
+
+static struct mcg *cg_arg(struct ctx *c)
+{
+	uint64_t k = u64(c->op, "cg", 0, 1);
+	if (k >= MAX_CGROUPS || !g_cg[k].used)
+		die_invalid(c->op->i, "cg: no such cgroup");
+	return &g_cg[k];
+}
+
+/* cgroup_enter cg=k in=p: process p (0 = this worker) moves into the group (cgroup.procs) */
+static long h_cgroup_enter(struct ctx *c)
+{
+	struct mcg *g = cg_arg(c);
+	uint64_t p = u64(c->op, "in", 0, 0);
+	if (p > (uint64_t)g_nchildren)
+		die_invalid(c->op->i, "in: no such process");
+	char v[32];
+	snprintf(v, sizeof v, "%d", p ? (int)g_children[p].pid : (int)getpid());
+	return SYSRET(c, cg_write(g->path, "cgroup.procs", v));
+}
+
+/* "key N" lines of a cgroup file: the value of key, or -1 */
+static int64_t keyed(const char *text, const char *key)
+{
+	size_t n = strlen(key);
+	for (const char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+		if (!strncmp(l, key, n) && l[n] == ' ')
+			return strtoll(l + n + 1, NULL, 10);
+	return -1;
+}
+
+/*
+ * cgroup_stat cg=k: "current" (bytes charged) and "events": {oom, oom_kill}.
+ * v2: memory.current and memory.events. v1: memory.usage_in_bytes,
+ * memory.oom_control's oom_kill, and for oom the notifications of the
+ * eventfd registered on memory.oom_control (Linux counts v2's oom and sends
+ * that notification at the same place, mem_cgroup_oom; only when two tasks
+ * of the group reach it at once does v1 notify once).
+ */
+static long h_cgroup_stat(struct ctx *c)
+{
+	struct mcg *g = cg_arg(c);
+	char p[PATH_MAX + 64], s[4096];
+	int v2 = g_cgv == 2;
+	snprintf(p, sizeof p, "%s/%s", g->path, v2 ? "memory.current" : "memory.usage_in_bytes");
+	if (read_file(p, s, sizeof s) < 0) {
+		c->err = errno;
+		return -1;
+	}
+	uint64_t cur = strtoull(s, NULL, 10);
+	int64_t oom, kills;
+	snprintf(p, sizeof p, "%s/%s", g->path, v2 ? "memory.events" : "memory.oom_control");
+	if (read_file(p, s, sizeof s) < 0) {
+		c->err = errno;
+		return -1;
+	}
+	kills = keyed(s, "oom_kill");
+	if (v2)
+		oom = keyed(s, "oom");
+	else {
+		uint64_t n;
+		if (read(g->oom_efd, &n, sizeof n) == sizeof n)
+			g->oom += n;
+		oom = (int64_t)g->oom;
+	}
+	bprintf(c->x, ",\"current\":%" PRIu64 ",\"events\":{\"oom\":%" PRId64 ",\"oom_kill\":%" PRId64 "}", cur, oom,
+	        kills);
+	return 0;
+}
+
+/* ping: nothing; the worker's way to learn whether a spawned process still runs (see forward()) */
+static long h_ping(struct ctx *c)
+{
+	(void)c;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* memory ops                                                          */
 
 static long h_mmap(struct ctx *c)
@@ -928,6 +1440,7 @@ struct rle {
 	int have, first;
 	int present, node, size; /* size: 0 null, else kB */
 	int wp;                  /* uffd-wp bit (a present PTE's, or a PTE marker's) */
+	int swapped;             /* not present: the page is in a swap area */
 	uint64_t n;
 };
 
@@ -952,16 +1465,19 @@ static void rle_flush(struct rle *r)
 	}
 	if (r->wp)
 		bputs(x, ",\"uffd_wp\":true");
+	if (r->swapped)
+		bputs(x, ",\"swapped\":true");
 	bputs(x, "}");
 	r->first = 0;
 	r->have = 0;
 }
 
-static void rle_add_wp(struct rle *r, int present, int node, int size, int wp, uint64_t n)
+static void rle_add_sw(struct rle *r, int present, int node, int size, int wp, int swapped, uint64_t n)
 {
 	if (!n)
 		return;
-	if (r->have && r->present == present && r->node == node && r->size == size && r->wp == wp) {
+	if (r->have && r->present == present && r->node == node && r->size == size && r->wp == wp &&
+	    r->swapped == swapped) {
 		r->n += n;
 		return;
 	}
@@ -971,7 +1487,13 @@ static void rle_add_wp(struct rle *r, int present, int node, int size, int wp, u
 	r->node = node;
 	r->size = size;
 	r->wp = wp;
+	r->swapped = swapped;
 	r->n = n;
+}
+
+static void rle_add_wp(struct rle *r, int present, int node, int size, int wp, uint64_t n)
+{
+	rle_add_sw(r, present, node, size, wp, 0, n);
 }
 
 static void rle_add(struct rle *r, int present, int node, int size, uint64_t n)
@@ -994,6 +1516,28 @@ static int pagemap_fd(void)
 	if (g_pagemap_fd < 0)
 		g_pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	return g_pagemap_fd;
+}
+
+/*
+ * Pages PAGEMAP_SCAN calls swapped hold a swap PTE: a swap entry, or a PTE
+ * marker or migration entry, which are swap PTEs too. Which one the read
+ * interface says: bit 62 (PM_SWAP) with the entry's type in bits 0-4 (shown
+ * to CAP_SYS_ADMIN): a swap area's type is below the special types.
+ */
+static void swapped_run(int fd, struct rle *r, uint64_t rs, uint64_t re, int wp)
+{
+	static uint64_t pme[4096];
+	for (uint64_t a = rs; a < re;) {
+		uint64_t n = (re - a) / 4096;
+		if (n > 4096)
+			n = 4096;
+		ssize_t got = pread(fd, pme, n * 8, (off_t)(a / 4096 * 8));
+		uint64_t k = 0;
+		for (; got > 0 && k < (uint64_t)got / 8; k++)
+			rle_add_sw(r, 0, -1, 0, wp, (pme[k] & PM_SWAP) && (pme[k] & 31) < SWAP_TYPE_AREAS, 1);
+		rle_add_wp(r, 0, -1, 0, wp, n - k); /* unreadable: reported as not swapped */
+		a += n * 4096;
+	}
 }
 
 static long h_pagemap(struct ctx *c)
@@ -1039,7 +1583,10 @@ static long h_pagemap(struct ctx *c)
 			/* uffd-wp: a present PTE or a PTE marker (reported as swapped) that is not "written" */
 			int wp = (cat & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED)) && !(cat & PAGE_IS_WRITTEN);
 			if (!(cat & PAGE_IS_PRESENT)) {
-				rle_add_wp(&r, 0, -1, 0, wp, (re - rs) / 4096);
+				if (cat & PAGE_IS_SWAPPED)
+					swapped_run(fd, &r, rs, re, wp);
+				else
+					rle_add_wp(&r, 0, -1, 0, wp, (re - rs) / 4096);
 				continue;
 			}
 			/* split by VMA when the page size depends on the VMA */
@@ -2177,6 +2724,11 @@ static const struct opdef g_ops[] = {
     {"spawn", h_spawn, W_GLOBAL},
     {"meminfo", h_meminfo, W_GLOBAL},
     {"vmstat", h_vmstat, W_GLOBAL},
+    {"swap", h_swap, W_GLOBAL},
+    {"cgroup", h_cgroup, W_GLOBAL},
+    {"cgroup_enter", h_cgroup_enter, W_GLOBAL},
+    {"cgroup_stat", h_cgroup_stat, W_GLOBAL},
+    {"ping", h_ping, W_ANY},
     {"mmap", h_mmap, W_ANY},
     {"munmap", h_munmap, W_ANY},
     {"mprotect", h_mprotect, W_ANY},
@@ -2454,6 +3006,8 @@ static int child_main(void)
 	while (lr_get(&lr, &line)) {
 		if (!line.n)
 			continue;
+		/* read: the worker now knows the op started here (forward()) */
+		write_all(g_out_fd, "+\n", 2);
 		local_exec(&line);
 	}
 	_exit(0);
@@ -2521,6 +3075,99 @@ static int rewrite_line(const char *in, struct buf *out, uint64_t *i_out, uint64
 	return 0;
 }
 
+/* the decimal value of " key=" in a protocol line, or -1 */
+static int64_t line_key(const char *line, const char *key)
+{
+	char k[64];
+	snprintf(k, sizeof k, " %s=", key);
+	const char *p = strstr(line, k);
+	uint64_t v;
+	if (!p)
+		return -1;
+	p += strlen(k);
+	char d[32];
+	size_t n = strcspn(p, " ");
+	if (n >= sizeof d)
+		return -1;
+	memcpy(d, p, n);
+	d[n] = 0;
+	return parse_u64(d, &v) == 0 && v <= INT64_MAX ? (int64_t)v : -1;
+}
+
+/* a spawned process has exited: reap it and keep how it ended */
+static void reap(struct child *ch)
+{
+	int st = 0;
+	close(ch->wfd);
+	while (waitpid(ch->pid, &st, 0) < 0 && errno == EINTR)
+		;
+	ch->status = st;
+	ch->dead = 1;
+}
+
+/*
+ * Send one line to spawned process k and read its answer (with its newline)
+ * into res. The process first acknowledges that it has read the line ("+"),
+ * so a death is placed exactly: 1 = it died before reading the line (e.g. an
+ * OOM kill caused by an earlier op of another process: the kernel sends that
+ * SIGKILL before the faulting op returns, and a process with SIGKILL pending
+ * reads nothing more), 2 = it died while running it. 0 = answered.
+ */
+static int forward(int k, struct buf *line, struct buf *res)
+{
+	struct child *ch = &g_children[k];
+	if (ch->dead)
+		return 1;
+	struct buf l = {0};
+	int st = 0;
+	if (write_all(ch->wfd, line->p, line->n) < 0 || !lr_get(ch->rd, &l))
+		st = 1;
+	else if (strcmp(l.p, "+") && (bput(res, l.p, l.n), bputs(res, "\n"), 1))
+		; /* no acknowledgement: the answer itself */
+	else if (!lr_get(ch->rd, &l))
+		st = 2;
+	else {
+		bput(res, l.p, l.n);
+		bputs(res, "\n");
+	}
+	free(l.p);
+	if (st)
+		reap(ch);
+	return st;
+}
+
+/* whether spawned process k still runs (asked with a ping; op index i) */
+static int child_alive(int k, uint64_t i)
+{
+	struct buf l = {0}, r = {0};
+	bprintf(&l, "ping i=%" PRIu64 " in=%d thread=0\n", i, k);
+	int st = forward(k, &l, &r);
+	free(l.p);
+	free(r.p);
+	return st == 0;
+}
+
+/*
+ * The answer for op i of spawned process k, which is gone: killed by SIGKILL
+ * (the OOM killer's signal) while it ran this op (during) -> "signal", before
+ * -> "killed"; any other end is the executor's own failure (ECHILD, "error").
+ */
+static void death_line(struct buf *res, uint64_t i, int k, int during)
+{
+	int st = g_children[k].status;
+	if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) {
+		bprintf(res, "{\"i\":%" PRIu64 ",\"ret\":-1,\"%s\":\"SIGKILL\",\"ns\":0}\n", i, during ? "signal" : "killed");
+		return;
+	}
+	char how[32];
+	if (WIFSIGNALED(st))
+		signame(WTERMSIG(st), how);
+	else
+		snprintf(how, sizeof how, "status %d", WEXITSTATUS(st));
+	bprintf(res, "{\"i\":%" PRIu64 ",\"ret\":-1,\"errno\":\"ECHILD\",\"error\":\"process %d died (%s)\",\"ns\":0}\n", i,
+	        k, how);
+}
+
 static int worker_main(void)
 {
 	g_is_main = 1;
@@ -2552,8 +3199,13 @@ static int worker_main(void)
 		}
 		const struct opdef *d = find_op(name);
 		int global = d && d->where == W_GLOBAL;
+		int64_t target = line_key(rw.p, "target");
 		bclear(&res);
-		if (proc == 0 || global) {
+		if (proc > 0 && proc <= (uint64_t)g_nchildren && global && !child_alive((int)proc, i))
+			death_line(&res, i, (int)proc, 0); /* an op "in" a process that is gone */
+		else if (target > 0 && target <= g_nchildren && !child_alive((int)target, i))
+			bprintf(&res, "{\"i\":%" PRIu64 ",\"ret\":-1,\"errno\":\"ESRCH\",\"ns\":0}\n", i);
+		else if (proc == 0 || global) {
 			/* run locally, capturing the result line */
 			g_capture = &res;
 			local_exec(&rw);
@@ -2565,17 +3217,11 @@ static int worker_main(void)
 				write_all(1, b.p, b.n);
 				_exit(2);
 			}
-			struct child *ch = &g_children[proc];
 			bputs(&rw, "\n");
-			struct buf l2 = {0};
-			if (write_all(ch->wfd, rw.p, rw.n) < 0 || !lr_get(ch->rd, &l2)) {
-				bprintf(&res, "{\"i\":%" PRIu64 ",\"ret\":-1,\"errno\":\"ECHILD\",\"error\":\"process %" PRIu64
-				        " died\",\"ns\":0}\n", i, proc);
-			} else {
-				bput(&res, l2.p, l2.n);
-				bputs(&res, "\n");
-			}
-			free(l2.p);
+			int st = forward((int)proc, &rw, &res);
+			/* a join runs nothing that could fault: a process that died meanwhile was killed before it */
+			if (st)
+				death_line(&res, i, (int)proc, st == 2 && strcmp(name, "join"));
 		}
 		write_all(1, res.p, res.n);
 		nops++;
@@ -2598,9 +3244,11 @@ static int worker_main(void)
 	}
 	/* end of script: shut down children */
 	for (int k = 1; k <= g_nchildren; k++)
-		close(g_children[k].wfd);
+		if (!g_children[k].dead)
+			close(g_children[k].wfd);
 	for (int k = 1; k <= g_nchildren; k++)
-		waitpid(g_children[k].pid, NULL, 0);
+		if (!g_children[k].dead)
+			waitpid(g_children[k].pid, NULL, 0);
 	char b[128];
 	int n = snprintf(b, sizeof b, "{\"summary\":{\"ops\":%" PRIu64 ",\"errors\":%" PRIu64 "}}\n", nops, nerr);
 	write_all(1, b, n);

@@ -251,6 +251,42 @@ else
 	echo "FAIL uffd: exit rc=$rc after ${el}s"; FAIL=1
 fi
 
+# ---------------------------------------------------------------- memory pressure: swap, cgroups, OOM kills
+SWAPDIR=$TMP/swap
+cat > "$TMP/pressure.in" <<'IN'
+swap i=0 in=0 size=67108864
+mmap i=1 in=0 h=1 len=4194304 prot=3 flags=34 addr=0 align=0
+touch i=2 in=0 addr=A1+0 len=4194304 write=1 stride=4096 fill=7
+madvise i=3 in=0 addr=A1+0 len=2097152 advice=21
+pagemap i=4 in=0 addr=A1+0 len=4194304
+peek i=5 in=0 addr=A1+0 len=4194304
+pagemap i=6 in=0 addr=A1+0 len=4194304
+swap i=7 in=0 size=4096
+spawn i=8 in=0 name=c
+cgroup i=9 in=0 cg=0 name=g memory_max=16777216 swap_max=0
+cgroup_enter i=10 in=1 cg=0
+mmap i=11 in=1 h=2 len=67108864 prot=3 flags=34 addr=0 align=0
+touch i=12 in=1 addr=A2+0 len=67108864 write=1 stride=4096 fill=7
+touch i=13 in=1 addr=A2+0 len=4096 write=1
+cgroup_stat i=14 in=0 cg=0
+spawn i=15 in=0 name=d
+migrate_pages i=16 in=2 target=1 old_nodes=0 new_nodes=0
+cgroup_enter i=17 in=1 cg=0
+read i=18 in=0 path=/proc/swaps
+IN
+MEMTWIN_SWAP_DIR=$SWAPDIR $BIN < "$TMP/pressure.in" > "$TMP/pressure.out" 2> "$TMP/pressure.err"
+check "swap: MADV_PAGEOUT -> pagemap swapped; peek reads the contents back in" "$TMP/pressure.out" \
+	'r[0]["ret"] == 0 and r[4]["pages"] == [{"n":512,"present":False,"node":None,"size":None,"swapped":True},{"n":512,"present":True,"node":0,"size":"4K"}] and r[5]["bytes"] == [[7,1024]] and "swapped" not in str(r[6]["pages"])'
+check "swap: a size below two pages -> EINVAL; the area is listed in /proc/swaps" "$TMP/pressure.out" \
+	'r[7]["errno"] == "EINVAL" and "memtwin/swap" not in r[18]["text"] and "/swap/" in r[18]["text"]'
+check "OOM kill: the touch -> signal SIGKILL, later ops killed, oom 1 oom_kill 1" "$TMP/pressure.out" \
+	'r[12] == {"i":12,"ret":-1,"signal":"SIGKILL","ns":0} and r[13]["killed"] == "SIGKILL" and r[14]["events"] == {"oom":1,"oom_kill":1} and r[16]["errno"] == "ESRCH" and r[17]["killed"] == "SIGKILL"'
+if [ -z "$(ls -A "$SWAPDIR" 2>/dev/null)" ] && ! grep -q "$SWAPDIR" /proc/swaps && [ -z "$(find /sys/fs/cgroup -maxdepth 5 -type d -name 'memtwin-*' 2>/dev/null)" ]; then
+	echo "ok   swap file and cgroups gone after the run"
+else
+	echo "FAIL swap file or cgroup left"; FAIL=1
+fi
+
 # ---------------------------------------------------------------- invalid line
 echo "mmap i=7 in=0 len=zz" | $BIN > "$TMP/inv.out"
 rc=$?

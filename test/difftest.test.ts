@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { postcopyScriptArb, scriptArb } from '../src/opscript/gen.ts';
+import { postcopyScriptArb, pressureScriptArb, scriptArb } from '../src/opscript/gen.ts';
 import { runLinux, runSim } from '../src/opscript/difftest.ts';
 import { diffRuns } from '../src/opscript/diff.ts';
 import { linuxBackendUnavailable } from '../src/opscript/linux_backend.ts';
@@ -63,6 +63,67 @@ describe('random op-scripts', () => {
         }),
         { numRuns: 8, seed: 20261122 },
       );
+    },
+  );
+
+  it('memory-pressure scripts are valid and run on the simulator consistently (its swap and cgroup ops answer unsupported for now)', async () => {
+    await fc.assert(
+      fc.asyncProperty(pressureScriptArb, async (text) => {
+        const backend = new SimBackend(smallKernel({ nodes: 2, mib: 256 }));
+        const r = new ScriptRunner(backend);
+        await r.run(text);
+        expect(r.invalid).toBe(false);
+        expect(verifyKernel(backend.k)).toEqual([]);
+      }),
+      { numRuns: 60, seed: 20261207 },
+    );
+  });
+
+  it.skipIf(linuxBackendUnavailable() !== undefined)(
+    'memory-pressure scripts do on the real kernel what the generator means (12 scripts, fixed seed): no kill below the limit, the OOM shape above it',
+    async () => {
+      const seen = { swap: 0, oom: 0, kill: 0 };
+      await fc.assert(
+        fc.asyncProperty(pressureScriptArb, async (text) => {
+          const lin = await runLinux(text);
+          expect(lin.failed).toBeUndefined();
+          expect(lin.invalid).toBe(false);
+          const res = lin.results.filter((l) => !('summary' in l));
+          const ops = text
+            .trim()
+            .split('\n')
+            .map((l) => JSON.parse(l) as Record<string, unknown>);
+          if (ops[0]!.op === 'sysfs' && ops.some((o) => o.op === 'swap')) {
+            // swap: the area is made; nothing is killed
+            seen.swap++;
+            expect(res.find((l) => l.op === 'swap')).toMatchObject({ ret: 0 });
+            expect(res.filter((l) => l.signal !== undefined || l.killed !== undefined)).toEqual([]);
+            return;
+          }
+          // oom: the one touch of the whole mapping is the only op that may kill
+          const big = ops.findIndex((o) => o.op === 'touch' && o.len === '64M');
+          const killedAt = res.findIndex((l) => l.signal !== undefined || l.killed !== undefined);
+          const stats = res.filter((l) => l.op === 'cgroup_stat');
+          seen.oom++;
+          if (big < 0) {
+            expect(killedAt).toBe(-1);
+            for (const st of stats) expect(st.events).toEqual({ oom: 0, oom_kill: 0 });
+            return;
+          }
+          seen.kill++;
+          expect(killedAt).toBe(big);
+          expect(res[big]).toMatchObject({ ret: -1, signal: 'SIGKILL' });
+          for (const [i, o] of ops.entries())
+            if (i > big && o.in === 'p') expect(res[i]).toEqual({ i, op: o.op, ret: -1, killed: 'SIGKILL' });
+            else if (i > big && o.in === 'q') expect(res[i]!.ret).not.toBe(-1);
+          expect(stats.at(-1)!.events).toEqual({ oom: 1, oom_kill: 1 });
+        }),
+        { numRuns: 12, seed: 20261207 },
+      );
+      // both kinds ran, and at least one kill
+      expect(seen.swap).toBeGreaterThan(0);
+      expect(seen.kill).toBeGreaterThan(0);
+      expect(seen.oom).toBeGreaterThan(seen.kill);
     },
   );
 });

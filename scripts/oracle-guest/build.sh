@@ -48,7 +48,7 @@ fi
 
 # 2. The guest kernel: the newest Debian 6.12 generic kernel, unless pinned.
 fetch=0
-[ -s "$cache/vmlinuz" ] && [ -s "$cache/kernel-package" ] || fetch=1
+[ -s "$cache/vmlinuz" ] && [ -s "$cache/kernel-package" ] && [ -s "$cache/virtio_blk.ko" ] || fetch=1
 [ -n "${MEMTWIN_GUEST_KERNEL:-}" ] && [ "$MEMTWIN_GUEST_KERNEL" != "$(cat "$cache/kernel-package" 2> /dev/null)" ] && fetch=1
 if [ $fetch = 1 ]; then
   pkg=${MEMTWIN_GUEST_KERNEL:-}
@@ -68,9 +68,21 @@ if [ $fetch = 1 ]; then
     apt_update
     (cd "$tmp" && apt-get download -qq "$pkg") || die "apt-get download $pkg failed"
   }
-  dpkg-deb --fsys-tarfile "$tmp"/*.deb | tar -x -C "$tmp" --wildcards './boot/vmlinuz-*' './boot/config-*'
+  dpkg-deb --fsys-tarfile "$tmp"/*.deb | tar -x -C "$tmp" --wildcards './boot/vmlinuz-*' './boot/config-*' \
+    './lib/modules/*/kernel/drivers/block/virtio_blk.ko*'
   grep -q '^CONFIG_NUMA=y' "$tmp"/boot/config-* || die "$pkg has no CONFIG_NUMA"
   grep -q '^CONFIG_VIRTIO_CONSOLE=y' "$tmp"/boot/config-* || die "$pkg has no built-in virtio console"
+  grep -q '^CONFIG_SWAP=y' "$tmp"/boot/config-* || die "$pkg has no CONFIG_SWAP"
+  # The swap disks' driver (a module in Debian's kernel: virtio_blk, no dependencies), uncompressed for busybox insmod.
+  ko=$(find "$tmp/lib/modules" -name 'virtio_blk.ko*' | head -1)
+  [ -n "$ko" ] || die "$pkg has no virtio_blk module"
+  case "$ko" in
+    *.xz) xz -dc "$ko" > "$cache/virtio_blk.ko.new" ;;
+    *.zst) zstd -dqc "$ko" > "$cache/virtio_blk.ko.new" ;;
+    *.gz) gzip -dc "$ko" > "$cache/virtio_blk.ko.new" ;;
+    *) cp "$ko" "$cache/virtio_blk.ko.new" ;;
+  esac
+  mv "$cache/virtio_blk.ko.new" "$cache/virtio_blk.ko"
   cp "$tmp"/boot/vmlinuz-* "$cache/vmlinuz.new" && mv "$cache/vmlinuz.new" "$cache/vmlinuz"
   echo "$pkg" > "$cache/kernel-package"
 fi
@@ -78,8 +90,9 @@ fi
 # 3. The static executor and agent, then the initramfs (rebuilt every time: it takes a second).
 make -s -C native guest
 stage=$(mktemp -d)
-mkdir -p "$stage"/{bin,proc,sys,dev,tmp,run}
+mkdir -p "$stage"/{bin,proc,sys,dev,tmp,run,lib/modules}
 cp /bin/busybox "$stage/bin/busybox"
+cp "$cache/virtio_blk.ko" "$stage/lib/modules/"
 cp native/build/guest/memtwin-native native/build/guest/memtwin-guest-agent "$stage/bin/"
 cp native/guest/init "$stage/init"
 chmod 755 "$stage/init" "$stage"/bin/*

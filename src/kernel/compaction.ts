@@ -14,9 +14,13 @@ import type { Kernel } from './kernel.ts';
 import { PG } from './page.ts';
 import { MIGRATE_MOVABLE, PAGEBLOCK_ORDER, type Zone } from './page_alloc.ts';
 import { migrateFrame } from './migrate.ts';
-import { MAX_PAGE_ORDER } from './uapi.ts';
+import type { MigrationBatch } from './migrate_entry.ts';
+import type { MmStruct } from './mm_types.ts';
+import { MAX_PAGE_ORDER, PAGE_SIZE } from './uapi.ts';
 
 const PAGEBLOCK_NR = 1 << PAGEBLOCK_ORDER;
+/** COMPACT_CLUSTER_MAX (SWAP_CLUSTER_MAX): the pages isolate_migratepages takes before each migrate_pages(). */
+export const COMPACT_CLUSTER_MAX = 32;
 const COMPACT_MAX_DEFER_SHIFT = 6;
 
 export class CompactionState {
@@ -100,6 +104,15 @@ export function compactZone(k: Kernel, nid: number, order: number): CompactResul
   const freePool: number[] = [];
   let freeScanned = 0;
   let migrateScanned = 0;
+  // Compaction's migrations take time too: each cluster of COMPACT_CLUSTER_MAX pages is one migrate_pages() batch,
+  // under migration (migrate_entry.ts) from when the scanning and migrating before it are done until its own are,
+  // in the time of the task compacting (the faulting task, or kcompactd).
+  const t0 = k.clock.now() + (k.taskTime?.ns ?? 0);
+  const scanNs = k.costs.ns('compact_scan_per_page');
+  const migNs = k.costs.ns('page_migrate_4k');
+  const elapsed = (): number => t0 + (migrateScanned + freeScanned) * scanNs + res.migrated * migNs;
+  let batch: MigrationBatch | null = null;
+  const moved: [MmStruct, number][] = [];
 
   const refillFree = (limitBlock: number): boolean => {
     while (freePool.length === 0 && freeScanBlock > limitBlock) {
@@ -156,8 +169,12 @@ export function compactZone(k: Kernel, nid: number, order: number): CompactResul
         break;
       }
       const dst = freePool.pop()!;
-      migrateFrame(k, src, dst);
+      if (!batch || res.migrated % COMPACT_CLUSTER_MAX === 0) batch = { unmapAt: elapsed(), remapAt: 0 };
+      moved.length = 0;
+      migrateFrame(k, src, dst, (mm, va) => moved.push([mm, va]));
       res.migrated++;
+      batch.remapAt = elapsed();
+      for (const [mm, va] of moved) mm.migrating.add(va, PAGE_SIZE, { batch, from: nid, pfn: dst, nr: 1 });
     }
     if (!done) break;
     if (!full && hasFreeBlock(zone, order)) {

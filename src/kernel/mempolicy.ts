@@ -11,7 +11,12 @@ import type { Vma } from './mm_types.ts';
 import { HPAGE_PMD_NR, MPOL, PAGE_SIZE, PMD_SIZE, alignDown, alignUp, neg, type SysRet } from './uapi.ts';
 import { PG } from './page.ts';
 import { followPage as followPageOf } from './memory.ts';
-import { mappedShared as mappedSharedOf, migrateMappedPage as migrateMappedPageOf, migrateToNode as migrateToNodeOf } from './migrate.ts';
+import {
+  MigrateBatches,
+  mappedShared as mappedSharedOf,
+  migrateMappedPage as migrateMappedPageOf,
+  migrateToNode as migrateToNodeOf,
+} from './migrate.ts';
 import { modifyVmaPolicy } from './mmap.ts';
 import { capable, ptraceMayAccess } from './cred.ts';
 
@@ -411,6 +416,8 @@ export function sysMbind(
   // being the task's (get_task_policy). An interleave policy places each folio by ilx + (folio->index >> order),
   // ilx set so the first folio goes where get_vma_policy would place it.
   let ilxBase: number | undefined;
+  // The queued folios are one migrate_pages() list (migrate_pages_batch's batches).
+  const batches = new MigrateBatches(k);
   if (move)
     for (const va of misplaced) {
       const vma = mm.vmaAt(va)!;
@@ -430,7 +437,7 @@ export function sysMbind(
         ilxBase ??= interleaveIndex(vma, fva, order) - index;
         dest = interleaveNid(newPol, ilxBase + index);
       } else dest = preferredNode(k, policyPlacement(k, t, vma, fva, order));
-      if (migrateMappedPageOf(k, mm, vma, va, dest, moved) < 0) failed++;
+      if (migrateMappedPageOf(k, mm, vma, va, dest, moved, batches) < 0) failed++;
     }
   return failed && flags & MPOL.MPOL_MF_STRICT ? neg('EIO') : 0;
 }

@@ -17,6 +17,61 @@ import { MAX_NUMNODES, memsAllowed } from './mempolicy.ts';
 import { MPOL } from './uapi.ts';
 import type { Process } from './sched.ts';
 import { capable, ptraceMayAccess } from './cred.ts';
+import type { MigrationBatch } from './migrate_entry.ts';
+
+/** NR_MAX_BATCHED_MIGRATION (mm/migrate.c, HPAGE_PMD_NR with THP): the pages one migrate_pages_batch takes. */
+export const NR_MAX_BATCHED_MIGRATION = HPAGE_PMD_NR;
+
+/**
+ * The batches of one migrate_pages() call, in virtual time. migrate_pages
+ * cuts its list of folios into batches of NR_MAX_BATCHED_MIGRATION pages
+ * (the folio that reaches the limit is the batch's last, so a batch of THPs
+ * holds one) and migrate_pages_batch unmaps every folio of a batch (migration
+ * entries in their PTEs/PMDs), flushes the TLB once, then copies each folio
+ * and removes its migration entries; hugetlb folios go first, one at a time
+ * (migrate_hugetlbs, unmap_and_move_huge_page). The cost profile has one
+ * figure per page (page_migrate_4k) and no split of it between unmap and
+ * copy, so memtwin keeps a batch's folios all under migration from the
+ * batch's start to its end: in Linux a folio is remapped right after its own
+ * copy, so a folio early in a batch is available up to a batch's time
+ * (512 pages: about 1.3 ms with the default profile) sooner.
+ *
+ * Time is the calling task's: the clock plus what the task has charged so
+ * far (Kernel.taskTime), or `clock` when the caller keeps its own.
+ * MEMBW: the copies' charges (migrateOne, moveFolio, migrateHugetlb) are where memory bandwidth (Kernel.chargeMem,
+ * r-membw) stretches them; the windows follow, being read from the task's charged time.
+ */
+export class MigrateBatches {
+  private cur: MigrationBatch | null = null;
+  private pages = 0;
+
+  constructor(
+    k: Kernel,
+    private readonly clock: () => number = () => k.clock.now() + (k.taskTime?.ns ?? 0),
+  ) {}
+
+  /** A folio of `nr` pages joins the batch being built, or starts the next one; `alone`: a batch of its own. */
+  join(nr: number, alone = false): MigrationBatch {
+    if (!this.cur || alone || this.pages >= NR_MAX_BATCHED_MIGRATION) {
+      const t = this.clock();
+      this.cur = { unmapAt: t, remapAt: t };
+      this.pages = 0;
+    }
+    const b = this.cur;
+    this.pages = alone ? NR_MAX_BATCHED_MIGRATION : this.pages + nr;
+    return b;
+  }
+
+  /**
+   * The folio mapped at va (`bytes` long, it was on node `from`) is now the
+   * `nr` frames at `pfn`: its batch ends no earlier than now, and the mm
+   * keeps its migration entry.
+   */
+  moved(b: MigrationBatch, mm: MmStruct, va: number, bytes: number, from: number, pfn: number, nr: number): void {
+    b.remapAt = Math.max(b.remapAt, this.clock());
+    mm.migrating.add(alignDown(va, bytes), bytes, { batch: b, from, pfn, nr });
+  }
+}
 
 /** Every (mm, vma, va) that maps a 4K frame (rmap_walk), for anon and shmem pages. */
 export function rmapWalk(k: Kernel, pfn: number, cb: (mm: MmStruct, vma: Vma, va: number) => void): void {
@@ -46,9 +101,10 @@ export function rmapWalk(k: Kernel, pfn: number, cb: (mm: MmStruct, vma: Vma, va
 
 /**
  * Migrate one order-0 page from `src` to the free frame `dst` (already
- * taken off the free lists). Counts pgmigrate_success.
+ * taken off the free lists). Counts pgmigrate_success. `mapped` hears of
+ * each mapping repointed.
  */
-export function migrateFrame(k: Kernel, src: number, dst: number): void {
+export function migrateFrame(k: Kernel, src: number, dst: number, mapped?: (mm: MmStruct, va: number) => void): void {
   const m = k.mem;
   m.resetRange(dst, 1);
   m.setFlags(dst, m.flags(src) & ~PG.buddy);
@@ -61,7 +117,10 @@ export function migrateFrame(k: Kernel, src: number, dst: number): void {
     const e = mm.pgtable.pmds.get(PageTable.pmdKey(va));
     if (e instanceof PteTable) {
       const i = Math.floor(va / PAGE_SIZE) & 511;
-      if (e.ptes[i]! > 0 && pfnOfPte(e.ptes[i]!) === src) e.ptes[i] = pteOf(dst);
+      if (e.ptes[i]! > 0 && pfnOfPte(e.ptes[i]!) === src) {
+        e.ptes[i] = pteOf(dst);
+        mapped?.(mm, va);
+      }
     }
   });
   if (m.flags(src) & PG.shmem) {
@@ -85,15 +144,28 @@ export function migrateFrame(k: Kernel, src: number, dst: number): void {
  * pages now occupy are added to `moved`. Returns 0, or -ENOMEM when the
  * target has no memory.
  */
-export function migrateMappedPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, target: number, moved?: Set<number>): number {
+export function migrateMappedPage(
+  k: Kernel,
+  mm: MmStruct,
+  vma: Vma,
+  va: number,
+  target: number,
+  moved?: Set<number>,
+  batches?: MigrateBatches,
+): number {
   const m = k.mem;
   const pfn = followPage(mm, va);
   if (pfn < 0) return 0;
+  const from = k.phys.nodeOfPfn(pfn);
   if (vma.isHugetlb()) {
     // A huge page mapped in parts (hugetlb_hgm.ts proposals) stays put: memtwin does not migrate those.
-    if (mm.hgm.has(alignDown(va, vma.hugePageSize()))) return neg('EBUSY');
+    const hsize = vma.hugePageSize();
+    if (mm.hgm.has(alignDown(va, hsize))) return neg('EBUSY');
+    const b = batches?.join(hsize / PAGE_SIZE, true);
     const r = migrateHugetlb(k, mm, vma, va, pfn, target);
-    moved?.add(followPage(mm, alignDown(va, vma.hugePageSize())));
+    const dst = followPage(mm, alignDown(va, hsize));
+    moved?.add(dst);
+    if (b && r === 0) batches!.moved(b, mm, va, hsize, from, dst, hsize / PAGE_SIZE);
     return r;
   }
   const f = m.flags(pfn);
@@ -103,7 +175,9 @@ export function migrateMappedPage(k: Kernel, mm: MmStruct, vma: Vma, va: number,
     if (!folioTestPartiallyMapped(k, head)) {
       const dst = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid: target, thisNode: true });
       if (dst >= 0) {
+        const b = batches?.join(HPAGE_PMD_NR);
         moveFolio(k, mm, head, dst, haddr);
+        if (b) batches!.moved(b, mm, haddr, PMD_SIZE, from, dst, HPAGE_PMD_NR);
         moved?.add(dst);
         k.vmstat.count('thp_migration_success');
         k.vmstat.count('pgmigrate_success', HPAGE_PMD_NR);
@@ -120,15 +194,24 @@ export function migrateMappedPage(k: Kernel, mm: MmStruct, vma: Vma, va: number,
       const sub = followPage(mm, haddr + i * PAGE_SIZE);
       if (sub < head || sub >= head + HPAGE_PMD_NR) continue;
       freed--;
-      const r = migrateOne(k, sub, target);
+      const r = migrateRecorded(k, mm, haddr + i * PAGE_SIZE, sub, target, batches);
       if (r < 0) err = r;
       else moved?.add(followPage(mm, haddr + i * PAGE_SIZE));
     }
     k.vmstat.count('pgmigrate_success', freed);
     return err;
   }
-  const r = migrateOne(k, pfn, target);
+  const r = migrateRecorded(k, mm, va, pfn, target, batches);
   if (r === 0) moved?.add(followPage(mm, va));
+  return r;
+}
+
+/** migrateOne for the 4K page mapped at va, in the batches' time when given. */
+function migrateRecorded(k: Kernel, mm: MmStruct, va: number, src: number, target: number, batches?: MigrateBatches): number {
+  const from = k.phys.nodeOfPfn(src);
+  const b = batches?.join(1);
+  const r = migrateOne(k, src, target);
+  if (b && r === 0) batches!.moved(b, mm, va, PAGE_SIZE, from, followPage(mm, va), 1);
   return r;
 }
 
@@ -254,9 +337,12 @@ export function sysMovePages(
   // folios mapped there, isolated, on their old node, so folio_isolate_lru fails with -EBUSY.
   let batchNode = -1;
   let isolated: [number, number][] = [];
+  // Each run of entries for one node is one migrate_pages() call (do_move_pages_to_node), in batches of its own.
+  let batches = new MigrateBatches(k);
   const flush = (): void => {
     isolated = [];
     batchNode = -1;
+    batches = new MigrateBatches(k);
   };
   for (let i = 0; i < pages.length; i++) {
     const node = nodes[i]!;
@@ -280,7 +366,7 @@ export function sysMovePages(
     else {
       const size = vma.isHugetlb() ? vma.hugePageSize() : k.mem.flags(pfn) & (PG.head | PG.tail) ? PMD_SIZE : PAGE_SIZE;
       const s = alignDown(va, size);
-      if (migrateMappedPage(k, mm, vma, va, node) < 0) {
+      if (migrateMappedPage(k, mm, vma, va, node, undefined, batches) < 0) {
         failed++;
         status.push(st('ENOMEM'));
       } else status.push(node);
@@ -299,6 +385,8 @@ export function sysMovePages(
  */
 export function migrateToNode(k: Kernel, mm: MmStruct, source: number, dest: number, moveAll: boolean): number {
   let failed = 0;
+  // The pages found are one migrate_pages() list, migrated in batches in VA order.
+  const batches = new MigrateBatches(k);
   const pt = mm.pgtable;
   for (const vma of [...mm.vmas]) {
     const step = vma.isHugetlb() ? vma.hugePageSize() : PAGE_SIZE;
@@ -307,7 +395,7 @@ export function migrateToNode(k: Kernel, mm: MmStruct, source: number, dest: num
       const pfn = followPage(mm, va);
       if (pfn < 0 || k.phys.nodeOfPfn(pfn) !== source) continue;
       if (mappedShared(k, pfn) && !moveAll) continue;
-      if (migrateMappedPage(k, mm, vma, va, dest) < 0) failed++;
+      if (migrateMappedPage(k, mm, vma, va, dest, undefined, batches) < 0) failed++;
     }
   }
   return failed;

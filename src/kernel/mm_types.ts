@@ -6,6 +6,7 @@ import { MMAP_MIN_ADDR, PMD_SIZE, PUD_SIZE, PAGE_SIZE } from './uapi.ts';
 import type { Mempolicy } from './mempolicy.ts';
 import type { UserfaultfdCtx } from './userfaultfd.ts';
 import { VmaTree } from './vma_tree.ts';
+import { MigrationEntries } from './migrate_entry.ts';
 
 /** vm_flags bits, with Linux's values (bits above 31 are kept as separate booleans). */
 export const VM = {
@@ -391,6 +392,8 @@ export class MmStruct {
    * Background collapses run ahead of the threads' clocks; threads look here.
    */
   collapsing: { pmdKey: number; vma: Vma; start: number; until: number }[] = [];
+  /** Folios migrated recently, with when each was under migration (migrate_entry.ts): accesses in that window wait. */
+  readonly migrating = new MigrationEntries();
   /**
    * userfaultfd write protection, by 4K page number: the uffd-wp bit of a
    * present PTE (or of each PTE a huge leaf stands for), or a uffd-wp PTE

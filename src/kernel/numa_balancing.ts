@@ -79,7 +79,7 @@ import type { Kernel } from './kernel.ts';
 import type { Process, Thread } from './sched.ts';
 import { PageTable, PteTable, HugeLeaf, VM, type Vma } from './mm_types.ts';
 import { MPOL, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
-import { mappedShared, migrateMappedPage } from './migrate.ts';
+import { MigrateBatches, mappedShared, migrateMappedPage } from './migrate.ts';
 import type { Mempolicy } from './mempolicy.ts';
 
 /** MPOL_F_MOF: the default policy, or an explicit one set with MPOL_F_NUMA_BALANCING. */
@@ -315,8 +315,9 @@ export class NumaBalancing {
 
   /**
    * An access at va by thread t: if the page is marked, take the NUMA
-   * hinting fault (do_numa_page). Returns the kernel time it cost (0 when
-   * not marked).
+   * hinting fault (do_numa_page). Returns the kernel time of the fault
+   * itself (0 when not marked); a migration it makes is charged by
+   * migrate.ts to the running task as it happens.
    */
   hintingFault(t: Thread, va: number, pfn: number, pageSize: number): number {
     const st = this.mms.get(t.process);
@@ -335,7 +336,7 @@ export class NumaBalancing {
     let memNode = k.phys.nodeOfPfn(pfn);
     const pages = huge ? 512 : 1;
     const head = huge ? pfn - (pfn % 512) : pfn;
-    let ns = k.costs.ns('fault_anon_4k_read_zeropage');
+    const ns = k.costs.ns('fault_anon_4k_read_zeropage');
     // numa_migrate_check
     let flags = 0;
     k.vmstat.count('numa_hint_faults');
@@ -348,9 +349,11 @@ export class NumaBalancing {
     const lastCpupid = k.mem.lastCpupid(head);
     const target = this.mpolMisplaced(t, vma, head, memNode);
     if (target >= 0) {
-      if (migrateMappedPage(k, t.process.mm, vma, va, target) === 0) {
+      // migrate_misplaced_folio: a batch of one folio; other threads touching it meanwhile wait on its migration entry.
+      // Its window starts at the clock plus the task's kernel time in this step (not its access time in the step,
+      // which the engine keeps apart): up to one step early.
+      if (migrateMappedPage(k, t.process.mm, vma, va, target, undefined, new MigrateBatches(k)) === 0) {
         k.vmstat.count('numa_pages_migrated', pages);
-        ns += pages * k.costs.ns('page_migrate_4k');
         memNode = target;
         flags |= TNF_MIGRATED;
       } else flags |= TNF_MIGRATE_FAIL;

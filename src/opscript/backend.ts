@@ -17,6 +17,8 @@ export interface ResolvedOp extends Op {
   joinThr?: number;
   /** For userfaultfd ops: the index of the userfaultfd (in creation order over the script). */
   fd?: number;
+  /** For cgroup ops: the index of the memory cgroup (in creation order over the script). */
+  cg?: number;
 }
 
 export type RawResult = Record<string, unknown> & {
@@ -24,6 +26,8 @@ export type RawResult = Record<string, unknown> & {
   errno?: string;
   signal?: string;
   at?: number;
+  /** The op's process was killed (OOM) before the op: it did not run. */
+  killed?: string;
   unsupported?: string;
   invalid?: string;
 };

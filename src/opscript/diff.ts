@@ -26,6 +26,9 @@ export const COMPARED_VMSTAT = new Set([
 
 /** Output fields never compared, and why. */
 export const NOT_COMPARED: Record<string, string> = {
+  'cgroup_stat.current':
+    'bytes charged to the group: the kernel charges its own allocations for the process too (page tables, kernel stacks, ' +
+    "the executor's own heap and stacks as it touches them), which the simulator does not model",
   'read.text': 'raw file text: layout and unmodelled fields differ by design',
   'smaps.Shared_Hugetlb/Private_Hugetlb (1G pages)':
     'Linux 6.18 here sometimes counts a 1G page mapped once as Shared_Hugetlb (folio_maybe_mapped_shared depends on the ' +
@@ -112,7 +115,7 @@ export function diffRuns(a: ResultLine[], b: ResultLine[], requested?: (i: numbe
       if (!eq(p, q)) out.disagreements.push({ i, op, field, a: p, b: q });
     };
     d('op', x.op, y.op);
-    for (const f of ['ret', 'errno', 'signal', 'at', 'invalid', 'error']) d(f, x[f], y[f]);
+    for (const f of ['ret', 'errno', 'signal', 'at', 'killed', 'invalid', 'error']) d(f, x[f], y[f]);
     for (const f of OUTPUT_FIELDS[op] ?? []) {
       if (`${op}.${f}` in NOT_COMPARED) continue;
       if (op === 'vmstat' && f === 'vmstat') {

@@ -334,3 +334,133 @@ export const postcopyScriptArb: fc.Arbitrary<string> = fc
       ops.push({ op: 'meminfo' }, { op: 'munmap', addr: '$g', len: `${len / 1024}K` }, { op: 'hugetlb_pool', size: '2M', nr: 0 });
     return ops.map((o) => JSON.stringify(o)).join('\n') + '\n';
   });
+
+/**
+ * Random memory-pressure scripts (`npm run difftest -- --kind pressure`),
+ * of two kinds:
+ *
+ * - swap: a swap area, then the 16 MiB arena of scriptArb's kind written
+ *   with fills and pushed out with MADV_PAGEOUT over random ranges, read
+ *   back with touch and peek (swap-in keeps the contents), zapped with
+ *   MADV_DONTNEED or MADV_FREE, and observed with pagemap (its `swapped`
+ *   runs), smaps and peek; THP mode random, so large folios go to swap
+ *   whole or split, as Linux decides.
+ * - oom: THP off; a spawned process in a memory cgroup without swap (memory_max
+ *   8M to 32M, swap_max 0) touches distinct 1 MiB chunks of its 64 MiB
+ *   mapping, DONTNEEDs some, and is looked at (peek, pagemap, cgroup_stat),
+ *   always at least 3 MiB below the limit: the kernel also charges the
+ *   process's page tables and the executor's own heap and stacks, which the
+ *   simulator does not model, so only a clear excess is compared. Then,
+ *   half the time, one touch of the whole mapping goes far over the limit:
+ *   the OOM killer kills the process (that touch answers signal SIGKILL,
+ *   every later op in it killed, events {oom 1, oom_kill 1}) while another
+ *   process outside the group goes on.
+ */
+const CHUNK = 1 << 20;
+const pressureSwapArb: fc.Arbitrary<OpJson[]> = fc
+  .tuple(
+    fc.constantFrom('always', 'madvise', 'never'),
+    fc.constantFrom('32M', '64M'),
+    fc.array(
+      fc.oneof(
+        {
+          weight: 4,
+          arbitrary: fc
+            .tuple(pageOff, pageLen, fc.integer({ min: 1, max: 255 }))
+            .map(([p, l, fill]) => ({ op: 'touch', addr: at(p), len: sz(clip(p, l)), write: true, fill })),
+        },
+        { weight: 4, arbitrary: ranged((addr, len) => ({ op: 'madvise', addr, len, advice: 'MADV_PAGEOUT' })) },
+        { weight: 1, arbitrary: ranged((addr, len) => ({ op: 'madvise', addr, len, advice: 'MADV_COLD' })) },
+        { weight: 1, arbitrary: ranged((addr, len) => ({ op: 'madvise', addr, len, advice: 'MADV_DONTNEED' })) },
+        { weight: 1, arbitrary: ranged((addr, len) => ({ op: 'madvise', addr, len, advice: 'MADV_FREE' })) },
+        { weight: 1, arbitrary: ranged((addr, len) => ({ op: 'madvise', addr, len, advice: 'MADV_HUGEPAGE' })) },
+        { weight: 2, arbitrary: ranged((addr, len) => ({ op: 'touch', addr, len, write: false })) },
+        { weight: 3, arbitrary: ranged((addr, len) => ({ op: 'peek', addr, len })) },
+        { weight: 3, arbitrary: ranged((addr, len) => ({ op: 'pagemap', addr, len })) },
+        { weight: 1, arbitrary: pageOff.map((p) => ({ op: 'smaps', addr: at(p) })) },
+      ),
+      { minLength: 1, maxLength: 25 },
+    ),
+  )
+  .map(([enabled, size, ops]) => [
+    { op: 'sysfs', path: `${THP}/enabled`, value: enabled },
+    { op: 'sysfs', path: `${THP}/defrag`, value: 'madvise' },
+    { op: 'sysfs', path: `${THP}/khugepaged/max_ptes_none`, value: '0' },
+    { op: 'sysfs', path: `${THP}/khugepaged/pages_to_scan`, value: '1' },
+    { op: 'swap', size },
+    { op: 'mmap', len: '16M', prot: RW, flags: ['MAP_PRIVATE', 'MAP_ANONYMOUS'], align: '4M', name: 'r' },
+    ...ops,
+    { op: 'pagemap', addr: '$r', len: '16M' },
+    { op: 'peek', addr: '$r', len: '16M' },
+  ]);
+
+const pressureOomArb: fc.Arbitrary<OpJson[]> = fc
+  .tuple(
+    fc.constantFrom(8, 16, 32),
+    fc.array(
+      fc.record({
+        what: fc.constantFrom('touch', 'touch', 'touch', 'dontneed', 'peek', 'pagemap', 'stat', 'other'),
+        chunk: fc.nat(63),
+        fill: fc.integer({ min: 1, max: 255 }),
+      }),
+      { minLength: 1, maxLength: 30 },
+    ),
+    fc.boolean(),
+    fc.array(fc.constantFrom('touch', 'peek', 'pagemap', 'stat', 'other', 'mmap'), { maxLength: 4 }),
+  )
+  .map(([limitMiB, steps, oom, after]) => {
+    const chunkAt = (c: number): string => (c ? `$h+0x${(c * CHUNK).toString(16)}` : '$h');
+    const ops: OpJson[] = [
+      // no THP: a 1 MiB touch charges 1 MiB (a THP fault would charge 2M, or fall back when the charge fails)
+      { op: 'sysfs', path: `${THP}/enabled`, value: 'never' },
+      { op: 'spawn', name: 'p' },
+      { op: 'spawn', name: 'q' },
+      { op: 'cgroup', name: 'g', memory_max: `${limitMiB}M`, swap_max: 0 },
+      { op: 'cgroup_enter', name: 'g', in: 'p' },
+      { op: 'mmap', len: '64M', prot: RW, flags: ['MAP_PRIVATE', 'MAP_ANONYMOUS'], name: 'h', in: 'p' },
+      { op: 'mmap', len: '4M', prot: RW, flags: ['MAP_PRIVATE', 'MAP_ANONYMOUS'], name: 'o', in: 'q' },
+    ];
+    const resident = new Set<number>();
+    for (const s of steps) {
+      switch (s.what) {
+        case 'touch':
+          // 3 MiB of margin below the limit (page tables, the executor's own pages)
+          if (!resident.has(s.chunk) && resident.size + 1 > limitMiB - 3) break;
+          resident.add(s.chunk);
+          ops.push({ op: 'touch', addr: chunkAt(s.chunk), len: '1M', write: true, fill: s.fill, in: 'p' });
+          break;
+        case 'dontneed':
+          resident.delete(s.chunk);
+          ops.push({ op: 'madvise', addr: chunkAt(s.chunk), len: '1M', advice: 'MADV_DONTNEED', in: 'p' });
+          break;
+        case 'peek':
+          // a read of untouched memory maps the zero page: no charge
+          ops.push({ op: 'peek', addr: chunkAt(s.chunk), len: '1M', in: 'p' });
+          break;
+        case 'pagemap':
+          ops.push({ op: 'pagemap', addr: '$h', len: '64M', in: 'p' });
+          break;
+        case 'stat':
+          ops.push({ op: 'cgroup_stat', name: 'g' });
+          break;
+        case 'other':
+          ops.push({ op: 'touch', addr: '$o', len: '4M', write: true, fill: s.fill, in: 'q' });
+          break;
+      }
+    }
+    if (oom) ops.push({ op: 'touch', addr: '$h', len: '64M', write: true, fill: 7, in: 'p' });
+    for (const [k, w] of after.entries()) {
+      if (w === 'touch') ops.push({ op: 'touch', addr: '$h', len: '4K', write: true, in: 'p' });
+      else if (w === 'peek') ops.push({ op: 'peek', addr: '$h', len: '64K', in: 'p' });
+      else if (w === 'pagemap') ops.push({ op: 'pagemap', addr: '$h', len: '64M', in: 'p' });
+      else if (w === 'mmap') ops.push({ op: 'mmap', len: '4K', prot: RW, flags: ['MAP_PRIVATE', 'MAP_ANONYMOUS'], name: `a${k}`, in: 'p' });
+      else if (w === 'other') ops.push({ op: 'peek', addr: '$o', len: '4M', in: 'q' });
+      else ops.push({ op: 'cgroup_stat', name: 'g' });
+    }
+    ops.push({ op: 'cgroup_stat', name: 'g' }, { op: 'peek', addr: '$o', len: '4M', in: 'q' });
+    return ops;
+  });
+
+export const pressureScriptArb: fc.Arbitrary<string> = fc
+  .oneof(pressureSwapArb, pressureOomArb)
+  .map((ops) => ops.map((o) => JSON.stringify(o)).join('\n') + '\n');

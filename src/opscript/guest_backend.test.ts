@@ -39,6 +39,15 @@ describe('the guest command line', () => {
     expect(qemuArgs(resolveHost('default'), '/s').join(' ')).toContain('pdpe1gb=on');
   });
 
+  it('gives the guest its swap disks as virtio-blk drives, one per image', () => {
+    const a = qemuArgs(host, '/s', ['/d/swap0.img', '/d/swap1.img']).join(' ');
+    expect(a).toContain(
+      '-drive file=/d/swap0.img,format=raw,if=none,id=swap0,cache=unsafe,discard=unmap -device virtio-blk-pci,drive=swap0',
+    );
+    expect(a).toContain('-device virtio-blk-pci,drive=swap1');
+    expect(qemuArgs(host, '/s').join(' ')).not.toContain('virtio-blk');
+  });
+
   it('refuses hosts it cannot boot, with the reason', () => {
     const gap = { ...host, nodes: [{ id: 0, memory: 1 << 30, cpus: [0, 2] }] };
     expect(() => qemuArgs(gap, '/s')).toThrow(/CPUs numbered 0..N-1/);
@@ -141,6 +150,42 @@ describe.skipIf(noGuest !== undefined)('two-node oracle guest', () => {
       expect(show(d)).toEqual(KNOWN[name] ?? []);
     });
   }
+
+  it('memory pressure: swap on the k-th disk, v2 memory cgroups (memory_high too), the OOM-kill shape', async () => {
+    const RW = ['PROT_READ', 'PROT_WRITE'];
+    const ANON = ['MAP_PRIVATE', 'MAP_ANONYMOUS'];
+    const text = [
+      { op: 'swap', size: '32M' },
+      { op: 'mmap', len: '4M', prot: RW, flags: ANON, name: 'a' },
+      { op: 'madvise', addr: '$a', len: '4M', advice: 'MADV_NOHUGEPAGE' },
+      { op: 'touch', addr: '$a', len: '4M', write: true, fill: 9 },
+      { op: 'madvise', addr: '$a', len: '2M', advice: 'MADV_PAGEOUT' },
+      { op: 'pagemap', addr: '$a', len: '4M' }, // 5
+      { op: 'peek', addr: '$a', len: '4M' },
+      { op: 'spawn', name: 'p' },
+      { op: 'cgroup', name: 'g', memory_max: '16M', memory_high: 'max', swap_max: 0 }, // 8
+      { op: 'cgroup_enter', name: 'g', in: 'p' },
+      { op: 'mmap', len: '64M', prot: RW, flags: ANON, name: 'h', in: 'p' },
+      { op: 'touch', addr: '$h', len: '64M', write: true, in: 'p' }, // 11
+      { op: 'touch', addr: '$h', len: '4K', write: true, in: 'p' },
+      { op: 'cgroup_stat', name: 'g' }, // 13
+      ...Array.from({ length: 4 }, () => ({ op: 'swap', size: '8M' })), // 14-17: three more disks, then none
+    ]
+      .map((o) => JSON.stringify(o))
+      .join('\n');
+    const g = (await onGuest(text)).results;
+    expect(g[0]).toMatchObject({ ret: 0 });
+    expect(g[5]!.pages).toEqual([
+      { n: 512, present: false, node: null, size: null, swapped: true },
+      { n: 512, present: true, node: 0, size: '4K' },
+    ]);
+    expect(g[6]!.bytes).toEqual([[9, 1024]]);
+    expect(g[8]).toMatchObject({ ret: 0 });
+    expect(g[11]).toEqual({ i: 11, op: 'touch', ret: -1, signal: 'SIGKILL', ns: 0 });
+    expect(g[12]).toEqual({ i: 12, op: 'touch', ret: -1, killed: 'SIGKILL' });
+    expect(g[13]).toMatchObject({ ret: 0, events: { oom: 1, oom_kill: 1 } });
+    expect(g.slice(14).map((r) => r.errno ?? r.ret)).toEqual([0, 0, 0, 'ENOSPC']);
+  });
 
   it('moves pages across nodes for real (the scripts are not vacuous)', async () => {
     const text = readFileSync(`${numaDir}/move-pages.jsonl`, 'utf8');

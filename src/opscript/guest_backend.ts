@@ -15,7 +15,7 @@
  * running.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -54,8 +54,18 @@ export function guestBackendUnavailable(): string | undefined {
   return undefined;
 }
 
-/** The QEMU command line for a guest of the host's shape. */
-export function qemuArgs(host: Host, socketPath: string): string[] {
+/**
+ * The guest's swap disks: its root file system is a tmpfs, which cannot hold
+ * a swap file, so the `swap` op puts its k-th area on the k-th of these
+ * virtio-blk disks (native/guest/init passes them to the executor in
+ * MEMTWIN_SWAP_DEVICES). Sparse files: they take host disk space only for
+ * what the guest swaps out.
+ */
+export const GUEST_SWAP_DISKS = 4;
+export const GUEST_SWAP_DISK_SIZE = 4 * 2 ** 30;
+
+/** The QEMU command line for a guest of the host's shape (swapDisks: raw image files, GUEST_SWAP_DISKS above). */
+export function qemuArgs(host: Host, socketPath: string, swapDisks: string[] = []): string[] {
   const cpus = host.nodes.flatMap((n) => n.cpus).sort((a, b) => a - b);
   if (cpus.some((c, i) => c !== i))
     throw new ExecutorError(`host ${host.name}: the guest needs CPUs numbered 0..N-1 without gaps, got ${cpus.join(',')}`);
@@ -115,6 +125,9 @@ export function qemuArgs(host: Host, socketPath: string): string[] {
     `socket,id=ex,path=${socketPath},server=on,wait=off`,
     '-device',
     'virtserialport,chardev=ex,name=memtwin.exec',
+  );
+  swapDisks.forEach((f, k) =>
+    args.push('-drive', `file=${f},format=raw,if=none,id=swap${k},cache=unsafe,discard=unmap`, '-device', `virtio-blk-pci,drive=swap${k}`),
   );
   return args;
 }
@@ -180,7 +193,12 @@ export class GuestVM {
   private async start(bootTimeoutMs: number): Promise<void> {
     this.dir = mkdtempSync(join(tmpdir(), 'memtwin-guest-'));
     const sockPath = join(this.dir, 'exec.sock');
-    const args = qemuArgs(this.host, sockPath);
+    const disks = Array.from({ length: GUEST_SWAP_DISKS }, (_, k) => join(this.dir, `swap${k}.img`));
+    for (const f of disks) {
+      writeFileSync(f, '');
+      truncateSync(f, GUEST_SWAP_DISK_SIZE); // sparse
+    }
+    const args = qemuArgs(this.host, sockPath, disks);
     const t0 = Date.now();
     // setpriv --pdeathsig: QEMU dies with the thread that started it, even if node is SIGKILLed.
     const wrap = onPath('setpriv');

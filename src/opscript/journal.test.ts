@@ -7,8 +7,10 @@
  * Each process of a run (guardian, worker, spawned child, memtwin's node
  * process) is killed with SIGKILL, SIGTERM or SIGINT at a random point of a
  * random script that writes max_ptes_none, scan_sleep_millisecs, THP
- * defrag/enabled and the 2M (and 1G) hugetlb pools; after the next executor
- * or the restore, every knob and pool must be what it was. The machine's
+ * defrag/enabled and the 2M (and 1G) hugetlb pools, makes swap areas and
+ * memory cgroups (a spawned process in one); after the next executor or the
+ * restore, every knob and pool must be what it was, and no swap area, swap
+ * file or cgroup of the run may be left. The machine's
  * values are saved first and written back in afterAll, whatever happened.
  * Everything here touches the real machine: skipped, with a notice, where
  * the linux backend cannot run.
@@ -59,15 +61,37 @@ function underLock(args: string[]): string {
   return r.stdout;
 }
 
-/** Every knob and pool file this test changes, read at rest (under the lock). */
+/** Where the executor makes its swap files (native/PROTOCOL.md, `swap`). */
+const SWAP_DIR = '/var/lib/memtwin/swap';
+/**
+ * What runs leave of swap and memory cgroups, as a shell script printing
+ * "key:value" lines: the swap areas /proc/swaps lists in SWAP_DIR, the files
+ * in it, and the runs' cgroup directories (memtwin-<boot>-<pid>-<start>)
+ * wherever the memory controller is mounted.
+ */
+const PRESSURE_STATE = `
+grep -F '${SWAP_DIR}/' /proc/swaps | while read f rest; do echo "swap areas:$f"; done
+ls -A '${SWAP_DIR}' 2>/dev/null | while read f; do echo "swap files:$f"; done
+find /sys/fs/cgroup -maxdepth 6 -type d -name 'memtwin-*-*-*' 2>/dev/null | grep -v '/memtwin-test-' | while read d; do echo "cgroups:$d"; done
+true`;
+
+/**
+ * Every knob and pool file this test changes, and the run's swap areas,
+ * swap files and cgroups (one key each, the sorted list as its value: ''
+ * when none), read at rest (under the lock).
+ */
 function readState(): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of underLock(['grep', '-H', '', ...STATE_FILES])
+  const out: Record<string, string> = { 'swap areas': '', 'swap files': '', cgroups: '' };
+  const listed: Record<string, string[]> = { 'swap areas': [], 'swap files': [], cgroups: [] };
+  for (const line of underLock(['sh', '-c', `grep -H '' "$@"; ${PRESSURE_STATE}`, 'sh', ...STATE_FILES])
     .trim()
     .split('\n')) {
     const at = line.indexOf(':');
-    out[line.slice(0, at)] = line.slice(at + 1);
+    const key = line.slice(0, at);
+    if (Object.hasOwn(listed, key)) listed[key]!.push(line.slice(at + 1));
+    else out[key] = line.slice(at + 1);
   }
+  for (const [k, v] of Object.entries(listed)) out[k] = v.sort().join(' ');
   return out;
 }
 
@@ -134,7 +158,25 @@ const change: fc.Arbitrary<Op> = fc.oneof(
   // the default-size pool through its procfs knob: journaled as the pool, per node
   fc.integer({ min: 1, max: 32 }).map((nr) => sysfs('/proc/sys/vm/nr_hugepages', nr)),
   ...(has1G ? [fc.constant<Op>({ op: 'hugetlb_pool', size: '1G', nr: 1 })] : []),
+  // a swap area (a file made, then enabled) and a memory cgroup (named, and entered by the child, in caseArb)
+  fc.constantFrom('8M', '16M').map((size) => ({ op: 'swap', size })),
+  fc.constantFrom<Op>({ op: 'cgroup', memory_max: '256M', swap_max: '64M' }, { op: 'cgroup', memory_max: 'max' }),
 );
+
+/** Name each cgroup op of a script (g0, g1, ...) and, when the script has a child, move the child into it. */
+function nameCgroups(ops: Op[], withChild: boolean): Op[] {
+  let n = 0;
+  return ops.flatMap((o) => {
+    if (o.op !== 'cgroup') return [o];
+    const name = `g${n++}`;
+    return withChild
+      ? [
+          { ...o, name },
+          { op: 'cgroup_enter', name, in: 'c' },
+        ]
+      : [{ ...o, name }];
+  });
+}
 const filler: fc.Arbitrary<Op> = fc.constantFrom<Op>(
   { op: 'meminfo' },
   { op: 'vmstat', keys: ['thp_fault_alloc'] },
@@ -178,7 +220,7 @@ function caseArb(o: { withChild?: boolean; changed?: boolean } = {}): fc.Arbitra
       fc.nat(),
     )
     .map(([f, rest, next, delay, at]) => {
-      const ops = [...head, f, ...rest];
+      const ops = nameCgroups([...head, f, ...rest], o.withChild === true);
       // kill points from the line after the spawn (a child to kill) or the first change
       const from = o.changed ? head.length + 1 : o.withChild ? 2 : 1;
       // changed: killed at once when its line comes, so certainly before the run ends
@@ -332,7 +374,7 @@ describe.skipIf(noLinux !== undefined)('the real machine is always restored', ()
   const targets: Target[] = ['guardian', 'worker', 'child', 'memtwin'];
   for (const target of targets)
     for (const sig of signals)
-      it(`${target} killed by ${sig} at a random point: every knob and pool back as before`, async () => {
+      it(`${target} killed by ${sig} at a random point: every knob and pool back as before, no swap area or cgroup left`, async () => {
         await fc.assert(
           fc.asyncProperty(caseArb({ withChild: target === 'child' }), async (c) => void (await check(c, target, sig))),
           // a node process per run for memtwin: fewer of them
@@ -349,6 +391,24 @@ describe.skipIf(noLinux !== undefined)('the real machine is always restored', ()
       { numRuns: 3, seed: SEED, endOnFailure: true },
     );
   });
+
+  for (const next of ['executor', 'restore'] as const)
+    it(`guardian and memtwin killed with a swap area on and a process in a memory cgroup: ${next === 'executor' ? 'the next executor' : 'memtwin restore'} removes both`, async () => {
+      const ops = nameCgroups(
+        [
+          { op: 'spawn', name: 'c' },
+          { op: 'swap', size: '8M' },
+          { op: 'cgroup', memory_max: '64M' },
+          ...Array.from({ length: 30 }, () => ({ op: 'meminfo' })),
+        ],
+        true,
+      );
+      // killed at once when the cgroup_enter line (the 4th) comes
+      const left = await check({ ops, k: 4, delay: 0, next }, 'guardian+memtwin', 'SIGKILL');
+      expect(left['swap areas']).toMatch(new RegExp(`^${SWAP_DIR}/\\S+-0\\.swap$`));
+      expect(left['swap files']).toMatch(/^\S+-0\.swap$/);
+      expect(left.cgroups).toMatch(/\/memtwin-[^ ]+$/);
+    });
 
   it('memtwin exec: an executor killed mid-script is an executor error (exit 1, results kept, no stack trace), and memtwin restores', async () => {
     const ops: Op[] = [sysfs(KNOB.max_ptes_none, 37), ...Array.from({ length: 400 }, () => ({ op: 'meminfo' }))];
@@ -418,19 +478,24 @@ describe.skipIf(noLinux !== undefined)('the real machine is always restored', ()
       proc: 0,
       thr: 0,
     });
-    expect(await a.exec(op(0, 7))).toMatchObject({ ret: 0 });
-    let bDone = false;
-    const pb = b.exec(op(0, 9)).then((r) => ((bDone = true), r));
-    await sleep(500);
-    expect(bDone).toBe(false);
-    expect(readFileSync(KNOB.max_ptes_none, 'utf8').trim()).toBe('7');
-    await a.close();
-    expect(await pb).toMatchObject({ ret: 0 });
-    const journal = readdirSync(JOURNAL_DIR).find((f) => f.includes(`-${b.executorPid}-`) && f.endsWith('.journal'))!;
-    expect(readFileSync(`${JOURNAL_DIR}/${journal}`, 'utf8')).toContain(`knob ${KNOB.max_ptes_none} ${baseline[KNOB.max_ptes_none]}%0A`);
-    await b.close();
-    expect(readState()).toEqual(baseline);
-    expect(existsSync(`${JOURNAL_DIR}/${journal}`)).toBe(false);
+    // closed whatever happens: an executor left open would hold the machine lock for every later run
+    try {
+      expect(await a.exec(op(0, 7))).toMatchObject({ ret: 0 });
+      let bDone = false;
+      const pb = b.exec(op(0, 9)).then((r) => ((bDone = true), r));
+      await sleep(500);
+      expect(bDone).toBe(false);
+      expect(readFileSync(KNOB.max_ptes_none, 'utf8').trim()).toBe('7');
+      await a.close();
+      expect(await pb).toMatchObject({ ret: 0 });
+      const journal = readdirSync(JOURNAL_DIR).find((f) => f.includes(`-${b.executorPid}-`) && f.endsWith('.journal'))!;
+      expect(readFileSync(`${JOURNAL_DIR}/${journal}`, 'utf8')).toContain(`knob ${KNOB.max_ptes_none} ${baseline[KNOB.max_ptes_none]}%0A`);
+      await b.close();
+      expect(readState()).toEqual(baseline);
+      expect(existsSync(`${JOURNAL_DIR}/${journal}`)).toBe(false);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
   });
 });
 

@@ -246,6 +246,18 @@ export function encodeOp(op: ResolvedOp): string {
       add('max', a.max ?? 1);
       add('timeout_ms', a.timeout_ms ?? 1000);
       break;
+    case 'swap':
+      add('size', a.size);
+      break;
+    case 'cgroup':
+      add('cg', op.cg!);
+      add('name', enc(a.name));
+      for (const f of ['memory_max', 'memory_high', 'swap_max']) if (a[f] !== undefined) add(f, a[f]);
+      break;
+    case 'cgroup_enter':
+    case 'cgroup_stat':
+      add('cg', op.cg!);
+      break;
     default:
       throw new ExecutorError(`op ${op.op} has no native encoding`);
   }

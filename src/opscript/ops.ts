@@ -53,6 +53,17 @@ export const NAME_MAX = 255;
 export const PATH_MAX = 4095;
 /** Longest knob value: one page, as much as a sysfs store receives. */
 export const VALUE_MAX = 4096;
+/**
+ * The largest swap area a `swap` op makes: 2^24 slots of 4K (64 GiB), as
+ * many pages as one op may touch. The linux backend allocates the whole
+ * file on disk (swapon refuses holes), so a larger area is a disk, not a
+ * test; a smaller disk answers -1/ENOSPC.
+ */
+export const SWAP_MAX = MAX_PAGES_PER_OP * 4096;
+/** The smallest: two pages, the header and one slot (swapon refuses an area with no slot: EINVAL). */
+export const SWAP_MIN = 2 * 4096;
+/** Longest memory cgroup name (a directory in the cgroup hierarchy). */
+export const CGROUP_NAME_MAX = 64;
 
 type Kind =
   | 'size'
@@ -71,6 +82,9 @@ type Kind =
   | 'iovec'
   | 'addrs'
   | 'vmstat_keys'
+  | 'swapsize'
+  | 'limit'
+  | 'cgname'
   | `flags:${FlagSet}`;
 
 interface OpSpec {
@@ -88,13 +102,6 @@ export const OPS: Record<string, OpSpec> = {
   sysfs: { req: { path: 'path', value: 'value' }, doc: 'write a sysfs/procfs knob (restored at the end on linux)' },
   read: { req: { path: 'path' }, doc: 'read a sysfs/procfs file as text (memtwin extension; not compared)' },
   hugetlb_pool: { req: { size: 'hpsize', nr: 'nr' }, opt: { node: 'node' }, doc: 'set nr_hugepages of a size, globally or on a node' },
-  swap: {
-    req: { size: 'size' },
-    doc: 'a swap file of size bytes, enabled (swapon) for the rest of the script',
-    limit: 'size a multiple of 4096, at least 8192 (the header page and one page of swap)',
-    check: (a) =>
-      a.size % 4096 || a.size < 8192 ? `size: expected a multiple of 4096 of at least 8192 bytes, got ${fmtBytes(a.size)}` : undefined,
-  },
   spawn: { req: { name: 'name' }, doc: 'start a new process' },
   thread: { req: { name: 'name' }, opt: { cpu: 'cpu' }, doc: 'start a thread, pinned to cpu' },
   setuid: {
@@ -205,6 +212,20 @@ export const OPS: Record<string, OpSpec> = {
   numa_maps: { req: { addr: 'addr' }, doc: '/proc/PID/numa_maps of the mapping containing addr' },
   meminfo: { req: {}, opt: { node: 'node' }, doc: 'hugetlb counters of /proc/meminfo or a node' },
   vmstat: { req: { keys: 'vmstat_keys' }, doc: 'change of /proc/vmstat counters since the script began' },
+  swap: {
+    req: { size: 'swapsize' },
+    doc: 'a swap area of size bytes for the rest of the script (linux: a swap file, swapped off and deleted at the end)',
+  },
+  cgroup: {
+    req: { name: 'cgname' },
+    opt: { memory_max: 'limit', memory_high: 'limit', swap_max: 'limit' },
+    doc: 'a memory cgroup with these limits (bytes, or "max"), removed at the end; cgroup v1 has no memory_high',
+  },
+  cgroup_enter: { req: { name: 'cgname' }, doc: "move the op's process (a spawned one) into the memory cgroup" },
+  cgroup_stat: {
+    req: { name: 'cgname' },
+    doc: "a memory cgroup's charge (current, not compared) and events {oom, oom_kill} (compared)",
+  },
 };
 
 /** Ops of the spec that memtwin parses but has not implemented yet on any backend. */
@@ -263,6 +284,21 @@ function parseField(field: string, kind: Kind, v: unknown): unknown {
       );
     case 'nodes':
       return nodeSet(field, v);
+    case 'swapsize': {
+      const n = size(field, v, SWAP_MIN, SWAP_MAX);
+      if (n % 4096) throw new BadValue(`${field}: expected a multiple of 4K (a swap area is made of 4K slots), got ${quote(v)}`);
+      return n;
+    }
+    case 'limit':
+      // a cgroup limit: bytes (the kernel rounds down to pages) or "max", as memory.max reads it
+      return v === 'max' ? 'max' : size(field, v);
+    case 'cgname':
+      if (typeof v !== 'string' || !/^[A-Za-z0-9_-]+$/.test(v) || v.length > CGROUP_NAME_MAX)
+        throw new BadValue(
+          `${field}: expected a cgroup name of 1 to ${CGROUP_NAME_MAX} letters, digits, "_" and "-" (a directory of the ` +
+            `cgroup hierarchy: no "/", no "." that could name a control file), got ${quote(v)}`,
+        );
+      return v;
     case 'nodesOrNull':
       return v === null ? null : nodeSet(field, v);
     case 'vmstat_keys':
@@ -397,6 +433,10 @@ export function rangeOf(kind: Kind): string | undefined {
       return `up to 1024 pairs; len 0 to ${fmtNum(SIZE_MAX)}`;
     case 'addrs':
       return 'up to 65536 addresses';
+    case 'swapsize':
+      return `a multiple of 4K from ${fmtBytes(SWAP_MIN)} to ${fmtBytes(SWAP_MAX)}`;
+    case 'limit':
+      return `0 to ${fmtNum(SIZE_MAX)} bytes, or "max"`;
   }
   return undefined;
 }

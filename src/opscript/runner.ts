@@ -42,6 +42,7 @@ export const OUTPUT_FIELDS: Record<string, readonly string[]> = {
   uffdio_poison: ['updated'],
   uffdio_move: ['move'],
   uffd_read: ['msgs'],
+  cgroup_stat: ['current', 'events'],
 };
 /** The longest `invalid` message (a safety net: quoted values are already cut by quote()). */
 const MESSAGE_MAX = 1000;
@@ -56,6 +57,19 @@ export class ScriptRunner {
   /** userfaultfd handles: name -> creation index and owning process. */
   private readonly fds = new Map<string, { index: number; proc: number }>();
   private fdSeq = 0;
+  /**
+   * Memory cgroups by name: the creation index the backends know them by
+   * (assigned, like userfaultfds', only to groups that were made), or why
+   * the `cgroup` op did not make one.
+   */
+  private readonly cgroups = new Map<string, { index: number } | { i: number; unsupported?: string }>();
+  private cgSeq = 0;
+  /**
+   * Processes the OOM killer killed (an op in them answered `signal` or
+   * `killed` SIGKILL): every later op in them answers `killed` without
+   * reaching the backend, the same on every backend.
+   */
+  private readonly killedProcs = new Set<number>();
   private readonly threads: Map<string, number>[] = [new Map()];
   private seq = 0;
   readonly results: ResultLine[] = [];
@@ -89,7 +103,7 @@ export class ScriptRunner {
       try {
         op = parseOp(line, i);
         const r = this.resolve(op);
-        const res = await this.backend.exec(r);
+        const res = this.answeredHere(r) ?? (await this.backend.exec(r));
         if (res.invalid) throw new BadOp(i, op.op, res.invalid);
         this.record(r, res);
       } catch (e) {
@@ -180,7 +194,38 @@ export class ScriptRunner {
       throw new BadOp(op.i, op.op, `name: process ${quote(a.name)} already exists`);
     if (op.op === 'thread' && this.threads[proc]!.has(a.name as string))
       throw new BadOp(op.i, op.op, `name: thread ${quote(a.name)} already exists`);
+    if (op.op === 'cgroup') {
+      if (this.cgroups.has(a.name as string)) throw new BadOp(op.i, op.op, `name: cgroup ${quote(a.name)} already exists`);
+      r.cg = this.cgSeq;
+    } else if (op.op === 'cgroup_enter' || op.op === 'cgroup_stat') {
+      const g = this.cgroups.get(a.name as string);
+      if (!g) throw new BadOp(op.i, op.op, `name: unknown cgroup ${quote(a.name)} (make it with a cgroup op first)`);
+      if ('i' in g && g.unsupported === undefined)
+        throw new BadOp(op.i, op.op, `name: cgroup ${quote(a.name)} does not exist (its cgroup op, i=${g.i}, failed)`);
+      if ('index' in g) r.cg = g.index;
+    }
+    if (op.op === 'cgroup_enter' && proc === 0)
+      throw new BadOp(
+        op.i,
+        op.op,
+        'in: cgroup_enter only in a spawned process (the main process runs the script; an OOM kill of it would end the run)',
+      );
     return r;
+  }
+
+  /**
+   * An answer that does not need the backend: an op in a process the OOM
+   * killer killed, or an op naming a memory cgroup the backend could not
+   * make (unsupported: the reason is the cgroup op's).
+   */
+  private answeredHere(op: ResolvedOp): RawResult | undefined {
+    if (this.killedProcs.has(op.proc)) return { ret: -1, killed: 'SIGKILL' };
+    if (op.op === 'cgroup_enter' || op.op === 'cgroup_stat') {
+      const g = this.cgroups.get(op.a.name as string)!;
+      if ('unsupported' in g && g.unsupported !== undefined)
+        return { unsupported: `cgroup ${quote(op.a.name)} was not made (i=${g.i}: ${g.unsupported})` };
+    }
+    return undefined;
   }
 
   private record(op: ResolvedOp, raw: RawResult): void {
@@ -201,6 +246,12 @@ export class ScriptRunner {
       this.threads.push(new Map());
     }
     if (op.op === 'thread' && raw.ret === 0) this.threads[op.proc]!.set(op.a.name as string, this.threads[op.proc]!.size + 1);
+    if (op.op === 'cgroup') {
+      const name = op.a.name as string;
+      if (raw.unsupported === undefined && raw.ret === 0) this.cgroups.set(name, { index: this.cgSeq++ });
+      else this.cgroups.set(name, { i: op.i, unsupported: raw.unsupported });
+    }
+    if (raw.signal === 'SIGKILL' || raw.killed !== undefined) this.killedProcs.add(op.proc);
     if (raw.ret === -1) this.errors++;
     this.push(this.shape(op, raw));
   }
@@ -217,8 +268,10 @@ export class ScriptRunner {
     if (raw.errno !== undefined) out.errno = raw.errno;
     if (raw.signal !== undefined) {
       out.signal = raw.signal;
-      out.at = this.render(op.proc, raw.at as number);
+      // a fault's address; an OOM kill (SIGKILL) has none
+      if (raw.at !== undefined) out.at = this.render(op.proc, raw.at as number);
     }
+    if (raw.killed !== undefined) out.killed = raw.killed;
     for (const f of OUTPUT_FIELDS[op.op] ?? []) {
       if (raw[f] === undefined) continue;
       let v = raw[f];

@@ -294,6 +294,11 @@ export class SimBackend implements Backend {
         for (const key of a.keys as string[]) out[key] = Object.hasOwn(now, key) ? now[key]! - this.vmstatBase[key]! : null;
         return { ret: 0, vmstat: out };
       }
+      // The memory cgroup ops: the real kernel's side exists (native executor); the simulator's does not yet.
+      case 'cgroup':
+      case 'cgroup_enter':
+      case 'cgroup_stat':
+        return { unsupported: 'the simulator does not model memory cgroups yet: no charges, limits or OOM killer' };
       default:
         return { unsupported: `op ${op.op} is not implemented by the simulator yet` };
     }

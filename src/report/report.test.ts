@@ -95,7 +95,7 @@ describe('renderRunReport', () => {
       'THP and compaction counters',
       'Accesses through huge mappings',
       'Collapse CPU time',
-      'Stalls behind collapses',
+      'Stalls behind collapses and migrations',
     ])
       expect(html).toContain(`<h3>${title}</h3>`);
     expect(html).not.toContain('Skipped chart');

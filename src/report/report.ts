@@ -311,7 +311,10 @@ function threadTable(threads: ThreadResult[]): string {
     num(pct(t.remote_accesses, t.local_accesses + t.remote_accesses)),
     num(formatValue(t.throughput, 'rate'), `${t.throughput} accesses/s`),
     num(formatValue(t.huge_access_ratio, 'ratio')),
-    num(formatValue(t.stall_ns, 'ns'), `${t.stalls} stalls, ${t.stall_ns} ns`),
+    num(
+      formatValue(t.stall_ns, 'ns'),
+      `${t.stalls} stalls, ${t.stall_ns} ns; on pages under migration: ${t.migration_waits ?? 0}, ${t.migration_wait_ns ?? 0} ns`,
+    ),
     num(formatValue(t.cpu_ns, 'ns'), `${t.cpu_ns} ns on a CPU, ${t.nr_migrations} moves between CPUs`),
     num(formatValue(t.run_delay_ns, 'ns'), `${t.run_delay_ns} ns runnable, waiting for a CPU`),
   ];
@@ -335,6 +338,8 @@ function threadTable(threads: ThreadResult[]): string {
         ),
       stall_ns: sum((t) => t.stall_ns),
       stalls: sum((t) => t.stalls),
+      migration_wait_ns: sum((t) => t.migration_wait_ns ?? 0),
+      migration_waits: sum((t) => t.migration_waits ?? 0),
       cpu_ns: sum((t) => t.cpu_ns),
       run_delay_ns: sum((t) => t.run_delay_ns),
       nr_migrations: sum((t) => t.nr_migrations),
@@ -488,10 +493,14 @@ function runCharts(r: RunResult): string {
     ]),
   });
   plans.push({
-    title: 'Stalls behind collapses',
-    caption: 'Time threads waited during each interval for a collapse: touching a region being copied, or faulting in its VMA.',
+    title: 'Stalls behind collapses and migrations',
+    caption:
+      'Time threads waited during each interval: for a collapse (touching a region being copied, or faulting in its VMA) or for a page under migration (its migration entry); the second line is the migration part.',
     unit: 'ns',
-    ...named(s, [['stall_ns', 'stall time']]),
+    ...named(s, [
+      ['stall_ns', 'stall time'],
+      ['migration_wait_ns', 'on pages under migration'],
+    ]),
   });
   if (s.metrics['cpu_util'])
     plans.push({

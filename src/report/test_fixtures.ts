@@ -73,6 +73,7 @@ export function fakeRun(o: FakeRunOptions = {}): RunResult {
   col('thp_fault_alloc', (_, x) => (alloc += x < 0.35 ? Math.round(90 * thp * rand()) : 0));
   col('thp_fault_fallback', (_, x) => (fallback += x < 0.35 ? Math.round(10 * rand()) : 0));
   col('compact_stall', (_, x) => (stall += x < 0.35 && rand() < 0.3 * thp ? 1 : 0));
+  col('migration_wait_ns', (_, x) => (x > 0.5 && x < 0.6 ? 300e3 : 0));
   for (const k of o.omit ?? []) delete m[k];
   for (const k of o.zero ?? []) if (m[k]) m[k] = m[k].map(() => 0);
 

@@ -263,12 +263,50 @@ describe('every error names its place and the allowed forms', () => {
     expect(refusal(ev('{ at: 1ms, op: migration_fault, fault: link-drop }')).message).toMatch(
       /needs a migrate event of this VM at the same time or before it/,
     );
-    expect(refusal(ev('{ at: 1ms, op: migrate, bandwidth: 0 }')).message).toMatch(/bandwidth: expected a size from 1 to 1T/);
+    expect(refusal(ev('{ at: 1ms, op: migrate, bandwidth: 0 }')).message).toMatch(
+      /bandwidth: expected a rate from 1 to 1T bytes per second/,
+    );
     expect(refusal(ev('{ at: 1ms, op: migrate, bandwidth: 1G, destination: { vcpus: [0] } }')).message).toMatch(
       /events\[0\]\.destination\.vcpus: 1 vCPUs: expected as many as the source VM has \(2\)/,
     );
     expect(refusal(ev('{ at: 1ms, op: migrate, bandwidth: 1G, destination: { host: "" } }')).message).toMatch(
       /events\[0\]\.destination\.host: expected auto, a shipped host name/,
+    );
+  });
+
+  it("the network: NICs, host names, traffic ends, evacuation targets, rates in people's units", () => {
+    const net = (text: string): string => `${VM}${text}`;
+    const ok = loadScenario(
+      '/scn/t.yaml',
+      net('nic: { bandwidth: 10Gbit/s, latency: 25us }\nhosts:\n  - { name: spare, nic: { bandwidth: 1250MB/s } }\n'),
+    );
+    expect(ok.base.nic).toEqual({ bandwidth: 1.25e9, latency: 25_000 });
+    expect(ok.base.hosts![0]!.nic!.bandwidth).toBe(1.25e9);
+    expect(refusal(net('hosts:\n  - { name: spare }\n')).message).toMatch(/hosts: needs the scenario host's NIC: expected nic:/);
+    expect(refusal(net('nic: { bandwidth: 10G }\n')).message).toMatch(/nic\.bandwidth: expected a rate from 1 to .* 10Gbit\/s/);
+    const two = 'nic: { bandwidth: 10Gbit/s }\nhosts:\n  - { name: spare }\n';
+    expect(refusal(net(`${two}  - { name: spare }\n`)).message).toMatch(/hosts\[1\]\.name: host name "spare" is used twice/);
+    expect(refusal(net(`${two}traffic:\n  - { from: spare, to: nowhere }\n`)).message).toMatch(
+      /traffic\[0\]\.to: no host "nowhere": expected the scenario's host or one of `hosts`/,
+    );
+    expect(refusal(net(`${two}traffic:\n  - { from: spare, to: spare }\n`)).message).toMatch(
+      /traffic\[0\]\.to: "spare" is the sending host/,
+    );
+    expect(refusal(net(`${two}evacuate: { at: 1ms, to: elsewhere }\n`)).message).toMatch(/evacuate\.to: no host "elsewhere" in `hosts`/);
+    expect(refusal(net(`${two}evacuate: { at: 1ms, to: spare, vms: [guest, ghost] }\n`)).message).toMatch(
+      /evacuate\.vms\[1\]: no VM "ghost": expected one of "guest"/,
+    );
+    expect(refusal(net(`${two}evacuate: { at: 1ms, to: spare, max_concurrent: 0 }\n`)).message).toMatch(/evacuate\.max_concurrent/);
+    const mig = (e: string): string =>
+      VM.replace('{ at: 1ms, op: hmp, command: info ram }', e) + two + (e.includes('evac') ? 'evacuate: { at: 1ms, to: spare }\n' : '');
+    expect(refusal(mig('{ at: 1ms, op: migrate, bandwidth: 1G, destination: { host: spare } }')).message).toMatch(
+      /events\[0\]\.bandwidth: has no effect: the destination is a host of `hosts`/,
+    );
+    expect(loadScenario('/scn/t.yaml', mig('{ at: 1ms, op: migrate, destination: { host: spare } }')).base.vms[0]!.events[0]!.op).toBe(
+      'migrate',
+    );
+    expect(refusal(mig('{ at: 1ms, op: migrate, destination: { host: spare } } # evac')).message).toMatch(
+      /events\[0\]\.op: VM "guest" leaves with `evacuate`: expected no migrate event of its own/,
     );
   });
 

@@ -316,6 +316,7 @@ function check(src: YamlSource, s: Scenario, where: Where): void {
   });
   const vmSizes = checkVms(src, s, where, host, names, procs, probe ?? known!, hostCpu, hostNode);
   checkEvents(s, procs, hostCpu, hostNode, policyNodes, err);
+  checkNetwork(s, host, err);
   s.agents.forEach((a, ai) =>
     a.targets.forEach((t, ti) => {
       if (!procs.has(t))
@@ -323,6 +324,52 @@ function check(src: YamlSource, s: Scenario, where: Where): void {
     }),
   );
   tried.set(key, vmSizes);
+}
+
+/**
+ * The network: host names unique and known where flows and evacuations
+ * name them, a NIC for the scenario's host when anything crosses the
+ * network, VMs to move.
+ */
+function checkNetwork(s: Scenario, host: Host, err: (p: YamlPath, msg: string) => InputError): void {
+  const hosts = s.hosts ?? [];
+  const traffic = s.traffic ?? [];
+  const uses = hosts.length ? 'hosts' : traffic.length ? 'traffic' : s.evacuate ? 'evacuate' : s.fabric ? 'fabric' : undefined;
+  if (!uses) return;
+  if (!s.nic) throw err([uses], `needs the scenario host's NIC: expected nic: { bandwidth: 10Gbit/s, latency: 25us } beside it`);
+  if (!s.vms.length) throw err([uses], 'the network is for migrations and the traffic beside them: expected at least one VM in `vms`');
+  const names = [host.name];
+  hosts.forEach((h, i) => {
+    if (names.includes(h.name))
+      throw err(
+        ['hosts', i, 'name'],
+        `host name ${quote(h.name)} is used twice (the scenario's host is ${quote(host.name)}): expected a name of its own`,
+      );
+    names.push(h.name);
+  });
+  const known = (n: string, at: YamlPath): void => {
+    if (!names.includes(n)) throw err(at, `no host ${quote(n)}: expected the scenario's host or one of \`hosts\`: ${listNames(names)}`);
+  };
+  traffic.forEach((t, i) => {
+    known(t.from, ['traffic', i, 'from']);
+    known(t.to, ['traffic', i, 'to']);
+    if (t.from === t.to) throw err(['traffic', i, 'to'], `${quote(t.to)} is the sending host: expected another host`);
+    if (t.stop !== undefined && t.stop <= t.start) throw err(['traffic', i, 'stop'], 'expected a time after start');
+  });
+  const e = s.evacuate;
+  if (!e) return;
+  if (!hosts.some((h) => h.name === e.to))
+    throw err(
+      ['evacuate', 'to'],
+      `no host ${quote(e.to)} in \`hosts\`: expected one of ${listNames(hosts.map((h) => h.name)) || '(none: add hosts:)'}`,
+    );
+  const vmNames = s.vms.map((v) => v.name);
+  (e.vms ?? []).forEach((n, i) => {
+    if (!vmNames.includes(n)) throw err(['evacuate', 'vms', i], `no VM ${quote(n)}: expected one of ${listNames(vmNames)}`);
+    if (e.vms!.indexOf(n) !== i) throw err(['evacuate', 'vms', i], `VM ${quote(n)} is listed twice: expected each VM once`);
+  });
+  if (e.migrate['start-postcopy'] !== undefined && !e.migrate.capabilities.includes('postcopy-ram'))
+    throw err(['evacuate', 'migrate', 'start-postcopy'], 'start-postcopy needs postcopy-ram: expected capabilities: [postcopy-ram, …]');
 }
 
 /** How much a run may do: samples and agent ticks. */
@@ -645,7 +692,12 @@ function checkVmEvents(
       case 'migrate': {
         if (migrateAt !== undefined) throw err(at('op'), `VM ${quote(vm.name)} already migrates: expected one migrate event per VM`);
         migrateAt = ev.at;
-        need('bandwidth', 'the link bandwidth in bytes per second (e.g. 1250M)');
+        const toHost = typeof ev.destination?.host === 'string' && (s.hosts ?? []).some((h) => h.name === ev.destination!.host);
+        if (toHost && ev.bandwidth !== undefined)
+          throw err(at('bandwidth'), 'has no effect: the destination is a host of `hosts`, reached over the NICs (`nic`, hosts[].nic)');
+        if (!toHost) need('bandwidth', 'the link bandwidth in bytes per second (e.g. 1250M), or destination: { host: NAME } of `hosts`');
+        if ((s.evacuate?.vms ?? (s.evacuate ? s.vms.map((v) => v.name) : [])).includes(vm.name))
+          throw err(at('op'), `VM ${quote(vm.name)} leaves with \`evacuate\`: expected no migrate event of its own`);
         if (ev['start-postcopy'] !== undefined && !ev.capabilities.includes('postcopy-ram'))
           throw err(at('start-postcopy'), 'start-postcopy needs postcopy-ram: expected capabilities: [postcopy-ram, …]');
         if (ev.destination) checkDestination(src, s, where, vm, ev.destination, at('destination'), host, hostCpu, hostNode);
@@ -674,7 +726,15 @@ function checkDestination(
   hostNode: (n: number, at: YamlPath, h?: Host) => void,
 ): void {
   const err = (p: YamlPath, msg: string, atKey = false): InputError => src.error(where([...at, ...p]), msg, atKey);
-  const dh = d.host === undefined ? host : hostOf({ ...s, host: d.host }, src.file, (msg) => err(['host'], msg));
+  // A host of `hosts` by name: its machine (default the scenario's).
+  const entry = typeof d.host === 'string' ? (s.hosts ?? []).find((h) => h.name === d.host) : undefined;
+  const dh = entry
+    ? entry.host === undefined
+      ? host
+      : hostOf({ ...s, host: entry.host }, src.file, (msg) => src.error(where(['hosts', s.hosts!.indexOf(entry), 'host']), msg))
+    : d.host === undefined
+      ? host
+      : hostOf({ ...s, host: d.host }, src.file, (msg) => err(['host'], msg));
   const dk = new Kernel({ host: dh, costs: CostProfile.default() });
   // The scenario's knobs (checked already), then the destination's own, located there.
   writeKnobs(dk, s.kernel, 'the destination kernel', (knob, msg) => err([], `${quote(knob)}: ${msg}`));

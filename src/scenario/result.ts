@@ -15,7 +15,8 @@ export interface SeriesData {
    * - local.<node>, remote.<node>: accesses to pages on <node> from a CPU on the
    *   same node / another node, during the interval
    * - huge_access_ratio: share of the interval's accesses served by 2M/1G mappings;
-   *   access_ns_mean: their mean memory time; stall_ns: time threads waited for collapses
+   *   access_ns_mean: their mean memory time; stall_ns: time threads waited for collapses and
+   *   for pages under migration; migration_wait_ns: the part spent on pages under migration
    * - cpu_util: the host's CPUs' mean busy share in the interval (the scheduler's
    *   run queues: workload threads, vCPUs, kernel threads, tools, QEMU threads);
    *   run_delay_ns: time workload threads spent runnable but waiting for a CPU
@@ -50,9 +51,18 @@ export interface ThreadResult {
   remote_access_ratio: number;
   /** Share of the thread's accesses served by a 2M or 1G mapping. */
   huge_access_ratio: number;
-  /** Time the thread waited for collapses (a region being copied, or its VMA write-locked at a fault), and how often. */
+  /**
+   * Time the thread waited for collapses (a region being copied, or its VMA
+   * write-locked at a fault) and for pages under migration, and how often.
+   */
   stall_ns: number;
   stalls: number;
+  /**
+   * The part of stall_ns spent on migration entries (a page being migrated:
+   * migration_entry_wait), and how often (absent in results of earlier versions).
+   */
+  migration_wait_ns?: number;
+  migration_waits?: number;
   /** CPU time the thread ran (se.sum_exec_runtime), ns. */
   cpu_ns: number;
   /** Time it was runnable but waited for its CPU (schedstat run_delay), ns. */

@@ -547,6 +547,7 @@ function sampler(
   let lastHuge = 0;
   let lastAll = 0;
   let lastStall = 0;
+  let lastMigWait = 0;
   let lastBusy = 0;
   let lastDelay = 0;
   let lastAccessNs = 0;
@@ -570,7 +571,8 @@ function sampler(
     lastFaults = faults;
     lastFaultNs = faultNs;
     threads.forEach((t, i) => {
-      col(`throughput.${t.name}`).push(Math.round((t.accesses - lastAcc[i]!) / dt));
+      // The first sample, at the start: no interval yet (threads may have run a quantum at that instant).
+      col(`throughput.${t.name}`).push(now > lastT ? Math.round((t.accesses - lastAcc[i]!) / dt) : 0);
       lastAcc[i] = t.accesses;
     });
     const local = new Array<number>(nodes).fill(0);
@@ -602,7 +604,9 @@ function sampler(
     col('huge_access_ratio').push(all > lastAll ? Math.round(((huge - lastHuge) / (all - lastAll)) * 1e4) / 1e4 : 0);
     col('access_ns_mean').push(all > lastAll ? Math.round(((accessNs - lastAccessNs) / (all - lastAll)) * 10) / 10 : 0);
     col('stall_ns').push(Math.round(stall - lastStall));
-    [lastAll, lastHuge, lastStall, lastAccessNs] = [all, huge, stall, accessNs];
+    const migWait = threads.reduce((a, t) => a + t.migrationWaitNs, 0);
+    col('migration_wait_ns').push(Math.round(migWait - lastMigWait));
+    [lastAll, lastHuge, lastStall, lastAccessNs, lastMigWait] = [all, huge, stall, accessNs, migWait];
     const busy = cpuBusyNs(k);
     const delay = threads.reduce((a, t) => a + (t.thread.se?.waitNs ?? 0), 0);
     col('cpu_util').push(now > lastT ? Math.round(((busy - lastBusy) / ((now - lastT) * k.host.cpuNode.size)) * 1e4) / 1e4 : 0);
@@ -678,6 +682,8 @@ function finalMetrics(
     cpu_util_mean: Math.round((cpuBusyNs(k) / (s.duration * k.host.cpuNode.size)) * 1e4) / 1e4,
     run_delay_ns_total: threads.reduce((a, t) => a + (t.thread.se?.waitNs ?? 0), 0),
     stalls: threads.reduce((a, t) => a + t.stalls, 0),
+    migration_wait_ns_total: Math.round(threads.reduce((a, t) => a + t.migrationWaitNs, 0)),
+    migration_waits: threads.reduce((a, t) => a + t.migrationWaits, 0),
     thp_collapse_alloc: ev.thp_collapse_alloc,
     thp_collapse_alloc_failed: ev.thp_collapse_alloc_failed,
     khugepaged_pages_collapsed: k.thp.khugepaged.pages_collapsed,
@@ -747,6 +753,8 @@ function threadResult(wt: WorkloadThread, durationNs: number): ThreadResult {
     huge_access_ratio: wt.accesses ? Math.round((wt.hugeAccesses / wt.accesses) * 1e4) / 1e4 : 0,
     stall_ns: Math.round(wt.stallNs),
     stalls: wt.stalls,
+    migration_wait_ns: Math.round(wt.migrationWaitNs),
+    migration_waits: wt.migrationWaits,
     cpu_ns: wt.thread.se?.sumExecNs ?? 0,
     run_delay_ns: wt.thread.se?.waitNs ?? 0,
     nr_migrations: wt.thread.se?.nrMigrations ?? 0,

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { cpuList, hostSchema, MAX_CPU_ID, MAX_NODE_ID } from '../sim/host.ts';
-import { formatSize, parseSize } from '../util/input_error.ts';
+import { formatSize, parseRate, parseSize } from '../util/input_error.ts';
 import { quote, withForm } from '../util/yaml_input.ts';
 import { MADV, MPOL_MODE_NAMES } from '../kernel/uapi.ts';
 
@@ -73,6 +73,26 @@ export function pagesIn(min: number, max: number) {
       return z.NEVER;
     }
     return b;
+  });
+}
+
+/**
+ * Rates in bytes per second, from `min` to `max`: a number, or a string in
+ * bytes or bits (parseRate: 1250MB/s, 1.25GB/s, 10Gbit/s); with `sizes`,
+ * also a size string read as bytes per second (1250M: 1250 MiB/s), as the
+ * migrate event's bandwidth fields have always taken.
+ */
+export function rateIn(min: number, max: number, sizes = false) {
+  const bound = (n: number): string =>
+    /^\d{1,4}[KMGT]$/.test(formatSize(n)) ? formatSize(n) : n < 1e6 ? String(n) : n.toExponential().replace('+', '');
+  const form = `a rate from ${bound(min)} to ${bound(max)} bytes per second: a number or a string such as 10Gbit/s, 1250MB/s, 1.25GB/s${sizes ? ' (or a size per second, 1250M: MiB/s)' : ''}`;
+  return withForm(z.union([z.number(), z.string()]), form).transform((v, ctx) => {
+    const r = parseRate(v) ?? (sizes ? parseSize(v) : undefined);
+    if (r === undefined || r < min || r > max) {
+      ctx.addIssue({ code: 'custom', message: `expected ${form}, got ${quote(v)}` });
+      return z.NEVER;
+    }
+    return r;
   });
 }
 
@@ -451,8 +471,12 @@ export const vmEventSchema = z.strictObject({
     .describe('move_pages: the destination host node (first entry); mbind: the policy nodes; each 0 to 1023 and a node of the host'),
   old_nodes: nodeList.optional().describe('migrate_pages: host nodes, each 0 to 1023 and a node of the host'),
   new_nodes: nodeList.optional().describe('migrate_pages: host nodes, each 0 to 1023 and a node of the host'),
-  bandwidth: sizeIn(1, LIMITS.maxSize).optional().describe('migrate: the link, bytes per second, 1 to 1T (e.g. 1250M for 10 Gbit/s)'),
-  latency: duration.default(0).describe('migrate: the link one-way latency, 0 to 3600s'),
+  bandwidth: rateIn(1, LIMITS.maxSize, true)
+    .optional()
+    .describe(
+      'migrate to a destination that is not one of `hosts`: a link of its own, bytes per second, 1 to 1T (e.g. 10Gbit/s, 1250MB/s; 1250M is 1250 MiB/s)',
+    ),
+  latency: duration.default(0).describe('migrate: the link of its own, one-way latency, 0 to 3600s'),
   'max-bandwidth': size.optional().describe('migrate: the QEMU parameter, bytes per second, 0 to 1T (QEMU default 128M)'),
   'downtime-limit': int(0, 2_000_000)
     .optional()
@@ -486,7 +510,9 @@ export const vmEventSchema = z.strictObject({
     .strictObject({
       host: withForm(z.union([hostName, hostSchema]), HOST_FORM)
         .optional()
-        .describe("migrate: the destination host (a host file, a shipped name, or inline); default: the source's host"),
+        .describe(
+          "migrate: the destination host: the name of an entry of `hosts` (shared with other migrations, reached over the network), or a host of its own (a host file, a shipped name, or inline); default: the source's host",
+        ),
       kernel: z
         .record(z.string(), knobValue)
         .default({})
@@ -569,6 +595,59 @@ export const vmSchema = z.strictObject({
 });
 export type VmSpec = z.infer<typeof vmSchema>;
 
+// ---------------------------------------------------------------- network
+
+/** A NIC: its bandwidth each way (full duplex) and the one-way latency it adds. */
+export const nicSchema = z.strictObject({
+  bandwidth: rateIn(1, 1e13).describe(
+    'bytes per second each way, 1 to 1e13 (e.g. 10Gbit/s, 1250MB/s, 1.25GB/s): the goodput TCP gets (a 10 Gbit/s NIC carries about 9.4 Gbit/s of payload with 1500-byte frames)',
+  ),
+  latency: duration.default(0).describe('one-way latency it adds, 0 to 3600s (a path between two hosts crosses two NICs)'),
+});
+
+/** The migrate event's QEMU settings, as an evacuation gives them to each of its migrations. */
+export const migrateSettingsSchema = vmEventSchema.pick({
+  'max-bandwidth': true,
+  'downtime-limit': true,
+  capabilities: true,
+  'start-postcopy': true,
+  'max-postcopy-bandwidth': true,
+  sndbuf: true,
+  rcvbuf: true,
+});
+
+export const networkHostSchema = z.strictObject({
+  name: ident.describe("the host's name (in `traffic`, `evacuate.to` and a migration's destination host), 1 to 64 characters"),
+  host: withForm(z.union([hostName, hostSchema]), HOST_FORM)
+    .optional()
+    .describe("its machine: a host file, a shipped host name, or inline; default: the scenario's host"),
+  kernel: z.record(z.string(), knobValue).default({}).describe("knobs of its kernel, written after the scenario's own `kernel` knobs"),
+  nic: nicSchema.optional().describe("its NIC; default: the scenario's `nic`"),
+});
+
+export const trafficSchema = z.strictObject({
+  name: ident.optional().describe('name of the flow in the results (default: FROM-TO-i)'),
+  from: z.string().describe("the sending host: the scenario host's name or a name from `hosts`"),
+  to: z.string().describe('the receiving host, another one'),
+  rate: withForm(z.union([z.literal('greedy'), rateIn(1, 1e13)]), 'greedy, or a rate such as 2Gbit/s or 250MB/s')
+    .default('greedy')
+    .describe('greedy (a bulk transfer: as fast as its share allows), or an application rate it never exceeds, 1 to 1e13 bytes per second'),
+  start: duration.default(0).describe('when it starts, after the workloads start, 0 to 3600s'),
+  stop: duration.optional().describe('when it stops, 0 to 3600s (default: the end of the run)'),
+});
+
+export const evacuateSchema = z.strictObject({
+  at: duration.describe('when the evacuation starts, after the workloads start, 0 to 3600s'),
+  to: z.string().describe('the destination: a name from `hosts`'),
+  vms: z.array(z.string()).optional().describe('the VMs to move, in the order they leave (default: every VM, in the order of `vms`)'),
+  max_concurrent: int(1, LIMITS.maxVcpus)
+    .optional()
+    .describe(
+      "migrations at once, 1 to 1024: 1 is one after another (OpenStack Nova's max_concurrent_live_migrations default), 2 two at a time (KubeVirt's parallelOutboundMigrationsPerNode default); default: all at once",
+    ),
+  migrate: migrateSettingsSchema.default({ capabilities: [] }).describe("each migration's QEMU settings (as a migrate event's)"),
+});
+
 /** A published figure the report sets beside a run's result. */
 export const publishedSchema = z.strictObject({
   label: z.string().describe('what was measured, e.g. "inflate 7 GiB with PFN arrays"'),
@@ -600,6 +679,18 @@ export const scenarioSchema = z.strictObject({
     .default({ interval: 10_000_000 }),
   processes: z.array(processSchema).default([]).describe('host processes (at least one process or VM)'),
   vms: z.array(vmSchema).default([]).describe('virtual machines: a VMM process each, with its guest'),
+  nic: nicSchema
+    .optional()
+    .describe("the scenario host's NIC: needed for migrations to `hosts`, `traffic` and `evacuate`; the default NIC of `hosts`"),
+  fabric: nicSchema.optional().describe('the switch between the hosts, when it is a bottleneck: every flow between two hosts crosses it'),
+  hosts: z
+    .array(networkHostSchema)
+    .optional()
+    .describe("hosts besides the scenario's own, reached over the network: destinations several migrations can share"),
+  traffic: z.array(trafficSchema).optional().describe('background flows between hosts, sharing the NICs with migrations'),
+  evacuate: evacuateSchema
+    .optional()
+    .describe('migrate VMs of the scenario host to one of `hosts`: all at once, one after another, or a few at a time'),
   notes: z.string().optional().describe('text the report prints (what the results mean)'),
   published: z.array(publishedSchema).default([]).describe('published figures the report sets beside the results'),
   summary: z

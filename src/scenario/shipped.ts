@@ -32,6 +32,9 @@ export function runProblems(r: RunResult): string[] {
   // No migration loses data: every page the destination took over has the source's content.
   for (const [k, v] of Object.entries(r.final))
     if (/\.migration\.pages_differing$/.test(k) && v !== 0) out.push(`${r.run.id}: ${k} = ${v}`);
+  // An evacuation moves every VM it names (so each has a content check above).
+  if (r.final['evacuate.completed'] !== r.final['evacuate.migrations'])
+    out.push(`${r.run.id}: evacuate.completed ${r.final['evacuate.completed']} of ${r.final['evacuate.migrations']}`);
   return out;
 }
 

@@ -440,12 +440,14 @@ const migWith = (fields: string): string => MIG.replace('op: migrate, bandwidth:
 describe('scenario VMs: a mistake stops the run with a located error, never a stack trace', () => {
   it('a migration link of bandwidth 0, at the field (and at the sweep value that put it there)', () => {
     expect(runError('bw0.yaml', migWith('bandwidth: 0'))).toMatch(
-      new RegExp(`bw0\\.yaml:${MIG_LINE}:\\d+: vms\\[0\\]\\.events\\[0\\]\\.bandwidth: expected a size from 1 to 1T.*got 0`),
+      new RegExp(
+        `bw0\\.yaml:${MIG_LINE}:\\d+: vms\\[0\\]\\.events\\[0\\]\\.bandwidth: expected a rate from 1 to 1T bytes per second.*got 0`,
+      ),
     );
     const swept = `${MIG}sweep:\n  - path: [vms, 0, events, 0, bandwidth]\n    values: [1250M, 0]\n`;
     expect(runError('bw0-sweep.yaml', swept, 1)).toMatch(
       new RegExp(
-        `bw0-sweep\\.yaml:${lineOf(swept, 'values: [1250M, 0]')}:\\d+: sweep\\[0\\]\\.values\\[1\\]: expected a size from 1 to 1T.*got 0 \\(in sweep run 001-bandwidth=0\\)`,
+        `bw0-sweep\\.yaml:${lineOf(swept, 'values: [1250M, 0]')}:\\d+: sweep\\[0\\]\\.values\\[1\\]: expected a rate from 1 to 1T.*got 0 \\(in sweep run 001-bandwidth=0\\)`,
       ),
     );
   });
@@ -678,5 +680,74 @@ vms:
         `oom\\.yaml:${lineOf(oom, 'name: w')}:\\d+: vms\\[0\\]\\.workloads\\[0\\]: thread g/w stopped early \\(OOM at 0x[0-9a-f]+\\); the host is out of memory: [\\d.]+ MiB free of 1024 MiB, the hugetlb pool holds 500 x 2M`,
       ),
     );
+  });
+});
+
+describe('hosts and the network', () => {
+  /** Three 64 MiB guests that wrote their memory and keep rewriting it, evacuated to `spare` over 1 Gbit/s NICs. */
+  const vm = (i: number): string => `  - name: g${i}
+    memdevs: [{ id: ram0, size: 64M }]
+    vcpus: [${i}]
+    workloads:
+      - name: w
+        vcpu: 0
+        guest_node: 0
+        workload:
+          phases:
+            - { pattern: first-touch, mapping: ram }
+            - { pattern: uniform, mapping: ram, read_ratio: 0, rate: 2000 }
+`;
+  const EVAC = `name: evac
+host:
+  name: src
+  nodes: [{ id: 0, memory: 1G, cpus: 0-3 }]
+duration: 3s
+sample: { interval: 100ms }
+nic: { bandwidth: 1Gbit/s, latency: 25us }
+hosts:
+  - name: spare
+evacuate: { at: 300ms, to: spare, migrate: { max-bandwidth: 0 } }
+vms:
+${[0, 1, 2].map(vm).join('')}`;
+
+  it('an evacuation moves every VM with no data lost; all at once takes longer in total than one after another', () => {
+    const all = run('evac-all.yaml', EVAC);
+    const seq = run('evac-seq.yaml', EVAC.replace('to: spare,', 'to: spare, max_concurrent: 1,'));
+    for (const r of [all, seq]) {
+      expect(r.final['evacuate.completed']).toBe(3);
+      expect(r.final['evacuate.pages_differing']).toBe(0);
+      for (const i of [0, 1, 2]) {
+        expect(r.final[`vm.g${i}.migration.completed`]).toBe(1);
+        expect(r.final[`vm.g${i}.migration.pages_differing`]).toBe(0);
+      }
+      // No link carries more than its capacity in any interval.
+      for (const [name, xs] of Object.entries(r.series.metrics))
+        if (name.endsWith('.utilisation')) for (const x of xs) expect(x).toBeLessThanOrEqual(1.0001);
+      expectWholeNs(r);
+    }
+    // One after another: each starts when the one before it completed.
+    const t = (r: RunResult, i: number, k: string): number => r.final[`vm.g${i}.migration.${k}`]!;
+    expect(seq.final['evacuate.total_time_ns']).toBeGreaterThanOrEqual(t(seq, 0, 'total_time_ns') + t(seq, 1, 'total_time_ns'));
+    // At once: each alone is slower, the three together no faster.
+    expect(t(all, 0, 'total_time_ns')).toBeGreaterThan(t(seq, 0, 'total_time_ns') * 2);
+    expect(all.final['evacuate.total_time_ns']).toBeGreaterThanOrEqual(seq.final['evacuate.total_time_ns']! * 0.95);
+    // The source NIC was the bottleneck: busy while they ran.
+    expect(Math.max(...all.series.metrics['net.src.tx.utilisation']!)).toBeGreaterThan(0.9);
+    expect(all.series.metrics['vm.g0.migration.main_bytes_per_s']!.some((x) => x > 0)).toBe(true);
+  });
+
+  it('background traffic on the source NIC slows a migration to a host of `hosts`', () => {
+    const one = EVAC.replace(/evacuate: .*\n/, '').replace(
+      '            - { pattern: uniform, mapping: ram, read_ratio: 0, rate: 2000 }\n',
+      '            - { pattern: uniform, mapping: ram, read_ratio: 0, rate: 2000 }\n    events:\n      - { at: 300ms, op: migrate, max-bandwidth: 0, destination: { host: spare } }\n',
+    );
+    const quiet = run('mig-quiet.yaml', one);
+    const busy = run('mig-busy.yaml', `${one}traffic:\n  - { name: backup, from: src, to: spare }\n`);
+    const tq = quiet.final['vm.g0.migration.total_time_ns']!;
+    const tb = busy.final['vm.g0.migration.total_time_ns']!;
+    expect(busy.final['vm.g0.migration.pages_differing']).toBe(0);
+    expect(tb / tq).toBeGreaterThan(1.7);
+    expect(busy.final['net.flow.backup.bytes']).toBeGreaterThan(0);
+    expect(Math.max(...busy.series.metrics['net.flow.backup.bytes_per_s']!)).toBeLessThanOrEqual(1.25e8 * 1.0001);
   });
 });

@@ -31,6 +31,7 @@ import { QemuError, type MemoryBackendProps } from '../vmm/memory_backend.ts';
 import { QmpError, type QmpResponse } from '../vmm/monitor.ts';
 import { MigrationState } from '../vmm/migration/migration.ts';
 import { Link } from '../vmm/migration/link.ts';
+import { startNetwork, type ScenarioNetwork } from './network.ts';
 import { VmBalloonHost } from '../vmm/balloon_host.ts';
 import { VirtioBalloonDevice, type VirtioBalloonMetrics } from '../vmm/virtio_balloon.ts';
 import { GuestKernel } from '../guest/kernel.ts';
@@ -78,6 +79,10 @@ export interface VmRt {
   /** The destination VM of that migration (maybe on a host of its own), and its configuration. */
   dst?: Vm;
   dstSpec?: VmSpec;
+  /** Where its migration was asked for (a migrate event, or `evacuate`), for warnings. */
+  migPath?: YamlPath;
+  /** The scenario's network (`nic`, `hosts`), shared by every VM. */
+  net?: ScenarioNetwork;
   /** The guest workloads' threads (run.ts fills this), with their vCPU and guest node. */
   guestThreads: { wt: WorkloadThread; vcpu: number; node: number }[];
 }
@@ -146,6 +151,7 @@ function mainLoopWork(vm: Vm): CpuWork {
 
 /** Start every VM of the scenario (before the workloads start). */
 export function startVms(k: Kernel, s: Scenario, rep: RunReport): VmRt[] {
+  const net = startNetwork(k, s, rep);
   return s.vms.map((spec, vi) => {
     checkVmSpec(spec, vi, rep);
     let vm: Vm;
@@ -171,6 +177,7 @@ export function startVms(k: Kernel, s: Scenario, rep: RunReport): VmRt[] {
       lastHintAt: -1,
       nodeRam: nodeRamOf(spec, vm),
       guestThreads: [],
+      ...(net ? { net } : {}),
     };
     if (spec.guest.fragment) fragmentGuest(k, rt, spec.guest.fragment, rep);
     if (spec.balloon) guestAccess(k, ['vms', vi, 'balloon'], rep, () => plugBalloon(k, rt, spec.balloon!));
@@ -441,6 +448,9 @@ export function scheduleVmEvents(
       });
     }),
   );
+  const net = vms[0]?.net;
+  if (net) net.startTraffic(t0, t0 + s.duration);
+  if (s.evacuate) scheduleEvacuation(k, s, vms, t0, log, rep);
   return {
     log,
     close: () => {
@@ -509,9 +519,17 @@ function checkVmEvent(rt: VmRt, ev: VmEventSpec, path: YamlPath, rep: RunReport)
       if (typeof ev.command !== 'string') throw rep.at.error([...path, 'command'], 'an HMP command line (a string)');
       return;
     case 'migrate': {
-      if (ev.bandwidth === undefined)
+      if (networkDestination(rt, ev)) {
+        // Over the network: its NICs (and the flows sharing them) decide the rate, not a link of its own.
+        for (const key of ['bandwidth', 'latency'] as const)
+          if (isSet(ev, key))
+            throw rep.at.error(
+              [...path, key],
+              `has no effect: the migration goes to host ${ev.destination!.host as string} of \`hosts\` over the NICs (\`nic\`, hosts[].nic)`,
+            );
+      } else if (ev.bandwidth === undefined)
         throw rep.at.error([...path, 'bandwidth'], 'the link bandwidth in bytes per second (e.g. 1250M)', false);
-      if (ev.bandwidth <= 0)
+      else if (ev.bandwidth <= 0)
         throw rep.at.error([...path, 'bandwidth'], 'the link bandwidth must be positive (bytes per second, e.g. 1250M)');
       if (rt.spec.events.some((e, i) => e.op === 'migrate' && e !== ev && i < rt.spec.events.indexOf(ev)))
         throw rep.at.error(path, 'one migration per VM');
@@ -736,10 +754,12 @@ function startMigration(
   entry: RunEventLog,
   mon: EventMonitor,
   rep: RunReport,
+  path: YamlPath = ['vms', rt.vi, 'events', ei],
+  onEnd?: () => void,
 ): void {
-  const path: YamlPath = ['vms', rt.vi, 'events', ei];
   const d = ev.destination;
-  const dk = d ? destinationKernel(k, s, d, [...path, 'destination'], rep) : k;
+  const shared = networkDestination(rt, ev);
+  const dk = shared ? rt.net!.kernel(shared) : d ? destinationKernel(k, s, d, [...path, 'destination'], rep) : k;
   const dspec: VmSpec = { ...rt.spec, ...(d?.memdevs ? { memdevs: d.memdevs } : {}), ...(d?.vcpus ? { vcpus: d.vcpus } : {}) };
   let dst: Vm;
   try {
@@ -754,16 +774,20 @@ function startMigration(
   (dst.process as { name: string }).name = `${rt.spec.name}-dst`;
   const requestSize = ev['hugetlb-request-size'] === undefined ? undefined : ev['hugetlb-request-size'] === '4K' ? PAGE_SIZE : 2 * MiB;
   if (requestSize !== undefined) checkRequestSize(rt.vm, dk, requestSize, [...path, 'hugetlb-request-size'], rep);
-  // A destination host of its own balances its VMM's memory if its kernel says so.
+  // A destination host of its own balances its VMM's memory if its kernel says so (on a host of `hosts`, the
+  // first VM to arrive starts it; later ones are not scanned: documented in docs/vms.md).
   if (dk !== k) dk.numab.start([dst.process]);
   const hints = rt.dev && rt.spec.balloon?.['free-page-hint'] ? rt.dev : undefined;
   const mig = new MigrationState(rt.vm, {
     ...(hints ? { hints } : {}),
     postcopy: requestSize !== undefined ? { hugetlbRequestSize: requestSize } : {},
     onGuest: (w) => guestMoves(rt, dst, dspec, w),
+    flowName: rt.spec.name,
+    ...(onEnd ? { onEnd } : {}),
   }).register();
   rt.mig = mig;
   rt.migEvent = ei;
+  rt.migPath = path;
   rt.dst = dst;
   // auto-converge throttles the guest's vCPUs (cpu_throttle_set): its workloads run that much slower.
   for (const g of rt.guestThreads) g.wt.runFraction = () => mig.guestRunFraction;
@@ -779,16 +803,12 @@ function startMigration(
       'capabilities',
     ),
   ];
-  mig.incoming(
-    'tcp:0:4444',
-    dst,
-    new Link({
-      bandwidth: ev.bandwidth!,
-      latency: ev.latency,
-      ...(ev.sndbuf !== undefined ? { sndbuf: ev.sndbuf } : {}),
-      ...(ev.rcvbuf !== undefined ? { rcvbuf: ev.rcvbuf } : {}),
-    }),
-  );
+  const bufs = { ...(ev.sndbuf !== undefined ? { sndbuf: ev.sndbuf } : {}), ...(ev.rcvbuf !== undefined ? { rcvbuf: ev.rcvbuf } : {}) };
+  // To a host of `hosts`: the path out of this host's NIC into that one's, shared with every other flow on them.
+  const link = shared
+    ? new Link({ network: rt.net!.net, path: rt.net!.net.path(rt.net!.source, shared), ...bufs })
+    : new Link({ bandwidth: ev.bandwidth!, latency: ev.latency, ...bufs });
+  mig.incoming('tcp:0:4444', dst, link);
   if (hints) {
     hints.clearHints();
     hints.freePageStart();
@@ -803,6 +823,52 @@ function startMigration(
     });
   entry.reply = JSON.stringify(replies);
   if (replies.some((r) => 'error' in r)) entry.ret = -1;
+}
+
+/** The host of `hosts` a migrate event's destination names, if it names one (then it goes over the network). */
+function networkDestination(rt: VmRt, ev: VmEventSpec): string | undefined {
+  const h = ev.destination?.host;
+  return typeof h === 'string' && rt.net?.isHost(h) ? h : undefined;
+}
+
+/**
+ * `evacuate`: the VMs leave the scenario's host for one of `hosts`, at most
+ * max_concurrent at a time, in their order; each next one starts when one
+ * before it ends (completed, failed or cancelled), as Nova's
+ * max_concurrent_live_migrations or host-evacuate-live --max-servers do.
+ * Each migration is a migrate event of the VM with the evacuation's QEMU
+ * settings; the run logs it as one.
+ */
+function scheduleEvacuation(k: Kernel, s: Scenario, vms: VmRt[], t0: number, log: RunEventLog[], rep: RunReport): void {
+  const e = s.evacuate!;
+  const order = (e.vms ?? s.vms.map((v) => v.name)).map((n) => vms.find((rt) => rt.spec.name === n)!);
+  const limit = e.max_concurrent ?? order.length;
+  const path: YamlPath = ['evacuate'];
+  let next = 0;
+  const ev: VmEventSpec = {
+    ...e.migrate,
+    at: e.at,
+    op: 'migrate',
+    latency: 0,
+    destination: { host: e.to, kernel: {} },
+  } as VmEventSpec;
+  const start = (): void => {
+    const rt = order[next++];
+    if (!rt) return;
+    const at = k.clock.now();
+    const entry: RunEventLog = { at_ns: at - t0, op: 'migrate', process: rt.spec.name, vm: rt.spec.name, ret: 0, ns: 0, pages_migrated: 0 };
+    const mon = new EventMonitor(rt, ev, path, rep);
+    const ctx = { ns: 0 };
+    // The next one starts when this one ends, as an event of its own (an end can come from inside another event's task).
+    const onEnd = (): void => void k.events.schedule(k.clock.now(), 'evacuate next', start);
+    guestAccess(k, path, rep, () => k.runAsTask(ctx, () => startMigration(k, s, rt, ev, -1, entry, mon, rep, path, onEnd)));
+    mon.settle();
+    entry.ns = Math.round(ctx.ns);
+    log.push(entry);
+  };
+  k.events.schedule(t0 + e.at, 'evacuate', () => {
+    for (let i = 0; i < limit; i++) start();
+  });
 }
 
 /**
@@ -923,6 +989,10 @@ function vmMemory(rt: VmRt, out: Record<string, number>): void {
 /** Per-sample series of the VMs: the VMM's RSS, the balloon size, the guest's free memory. */
 export function vmSeries(vms: VmRt[]): Record<string, number> {
   const out: Record<string, number> = {};
+  vms[0]?.net?.series(
+    out,
+    vms.map((rt) => [rt.spec.name, rt.mig?.flow]),
+  );
   for (const rt of vms) {
     const n = rt.spec.name;
     vmMemory(rt, out);
@@ -952,6 +1022,8 @@ function placement(vm: Vm, nodeRam: { hva: number; size: number }[], prefix: str
 /** Final metrics of the VMs: memory, translation counters, and the balloon device's totals. */
 export function vmFinal(vms: VmRt[], log: RunEventLog[]): Record<string, number> {
   const out: Record<string, number> = {};
+  vms[0]?.net?.final(out);
+  evacuationFinal(vms, out);
   for (const rt of vms) {
     const n = rt.spec.name;
     vmMemory(rt, out);
@@ -983,6 +1055,23 @@ export function vmFinal(vms: VmRt[], log: RunEventLog[]): Record<string, number>
 }
 
 /**
+ * `evacuate.*`: the evacuation's total time (from its start until the last
+ * VM's migration completed; -1 if one did not), how many completed, and
+ * the longest downtime among them.
+ */
+function evacuationFinal(vms: VmRt[], out: Record<string, number>): void {
+  const migs = vms.filter((rt) => rt.migPath?.[0] === 'evacuate').map((rt) => rt.mig!);
+  if (!migs.length) return;
+  const done = migs.filter((m) => m.status === 'completed');
+  const start = Math.min(...migs.map((m) => m.startTime));
+  out['evacuate.migrations'] = migs.length;
+  out['evacuate.completed'] = done.length;
+  out['evacuate.total_time_ns'] = done.length === migs.length ? Math.max(...done.map((m) => m.endTime)) - start : -1;
+  out['evacuate.max_downtime_ns'] = done.length ? Math.max(...done.map((m) => m.downtime)) : 0;
+  out['evacuate.pages_differing'] = done.reduce((a, m) => a + m.contentCheck!.pagesDiffering, 0);
+}
+
+/**
  * Warnings about the VMs at the end of a run: a migration still running
  * (its `completed` metric is 0) with the likely cause, or one that failed
  * without an injected fault.
@@ -991,8 +1080,8 @@ export function vmWarnings(vms: VmRt[], rep: RunReport): void {
   for (const rt of vms) {
     const mig = rt.mig;
     // A migration QEMU refused to start (expect_error said so) has nothing to report.
-    if (!mig || rt.migEvent === undefined || mig.status === 'none') continue;
-    const path: YamlPath = ['vms', rt.vi, 'events', rt.migEvent];
+    if (!mig || rt.migPath === undefined || mig.status === 'none') continue;
+    const path = rt.migPath;
     const status = String(mig.query()['status']);
     if (status === 'failed' && !rt.faultInjected)
       rep.warn(path, `the migration of ${rt.spec.name} failed: ${mig.errorDesc ?? 'no error given'}`);

@@ -32,6 +32,34 @@ export function parseSize(v: unknown): number | undefined {
   return Number.isSafeInteger(r) ? r : undefined;
 }
 
+/**
+ * Parse a rate into bytes per second: a number of bytes/s, or a string in
+ * bytes, "20GB/s", "12.5 GB/s", "800MB/s", "10GiB/s" (kB/MB/GB/TB decimal,
+ * 1000^n, as bandwidths are quoted; KiB/MiB/GiB/TiB binary), or in bits,
+ * "10Gbit/s", "100 Mbit/s", "25Gb/s", "10Gbps" (k/M/G/T decimal, 8 bits a
+ * byte), as NICs are sold. Undefined if it is none of these or not positive.
+ */
+export function parseRate(v: unknown): number | undefined {
+  if (typeof v === 'number') return Number.isFinite(v) && v > 0 ? v : undefined;
+  if (typeof v !== 'string') return undefined;
+  const bytes = /^\s*(\d+(?:\.\d+)?)\s*(?:([kKMGT])(i?)B|B)\/s\s*$/.exec(v);
+  const bits = /^\s*(\d+(?:\.\d+)?)\s*([kKMGT]?)(?:bit\/s|b\/s|bps)\s*$/.exec(v);
+  let r: number;
+  if (bytes) r = Number(bytes[1]) * (bytes[3] ? 1024 : 1000) ** (bytes[2] ? 'KMGT'.indexOf(bytes[2].toUpperCase()) + 1 : 0);
+  else if (bits) r = (Number(bits[1]) * 1000 ** (bits[2] ? 'KMGT'.indexOf(bits[2].toUpperCase()) + 1 : 0)) / 8;
+  else return undefined;
+  return r > 0 && Number.isFinite(r) ? r : undefined;
+}
+
+/** Render bytes/s for people: 1250000000 -> "10 Gbit/s (1.25 GB/s)". */
+export function formatRate(bps: number): string {
+  const bits = bps * 8;
+  const [div, unit] = bits >= 1e9 ? [1e9, 'Gbit/s'] : bits >= 1e6 ? [1e6, 'Mbit/s'] : bits >= 1e3 ? [1e3, 'kbit/s'] : [1, 'bit/s'];
+  const [bdiv, bunit] = bps >= 1e9 ? [1e9, 'GB/s'] : bps >= 1e6 ? [1e6, 'MB/s'] : bps >= 1e3 ? [1e3, 'kB/s'] : [1, 'B/s'];
+  const n = (x: number): string => String(Math.round(x * 1000) / 1000);
+  return `${n(bits / div)} ${unit} (${n(bps / bdiv)} ${bunit})`;
+}
+
 /** Render bytes with the largest exact binary suffix: 2097152 -> "2M". */
 export function formatSize(b: number): string {
   for (const [s, m] of [

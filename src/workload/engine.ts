@@ -48,6 +48,9 @@ export class WorkloadThread implements TaskClient {
   /** Time spent waiting for collapses (a region being copied, or its VMA write-locked at a fault). */
   stallNs = 0;
   stalls = 0;
+  /** The part of stallNs spent waiting on migration entries (pages under migration, migration_entry_wait), and how often. */
+  migrationWaitNs = 0;
+  migrationWaits = 0;
   /** Accesses that went through a 2M or 1G mapping. */
   hugeAccesses = 0;
   /**
@@ -84,6 +87,12 @@ export class WorkloadThread implements TaskClient {
   until = Infinity;
   /** Set by a step that found an idle phase: when the phase ends. */
   private idleUntil: number | undefined;
+  /**
+   * Set by a step that met a page under migration: the thread sleeps until
+   * its batch is remapped (migration_entry_wait sleeps on the folio, leaving
+   * the CPU to others), then retries the access.
+   */
+  migrationWaitUntil: number | undefined;
   /** Node of the CPU the thread runs on (NUMA balancing may move the thread). */
   private node: number;
   private cachedVma: Vma | undefined;
@@ -171,7 +180,8 @@ export class WorkloadThread implements TaskClient {
     const at = this.blockedAt;
     if (at === undefined) return;
     this.blockedAt = undefined;
-    if (!this.vmStopped) this.wake?.(Math.max(this.k.clock.now(), at));
+    // The fault was taken at a thread time (fractional ns): the wakeup is at a whole ns, not before it.
+    if (!this.vmStopped) this.wake?.(Math.max(this.k.clock.now(), Math.ceil(at)));
   }
 
   /**
@@ -206,6 +216,11 @@ export class WorkloadThread implements TaskClient {
     const used = this.step(this.until, budget);
     if (used === Infinity) return { used: 0, next: 'exit' };
     if (used === WAIT) return { used: 0, next: 'sleep' };
+    if (this.migrationWaitUntil !== undefined) {
+      const until = this.migrationWaitUntil;
+      this.migrationWaitUntil = undefined;
+      return until < this.until ? { used, next: 'sleep', until } : { used, next: 'sleep' };
+    }
     if (this.idleUntil !== undefined) {
       const until = this.idleUntil;
       this.idleUntil = undefined;
@@ -221,7 +236,9 @@ export class WorkloadThread implements TaskClient {
    * Run one step starting at the current clock, of at most `budget` ns of
    * CPU time; returns the CPU time it used (whole ns, at least 1), WAIT, or
    * Infinity when the thread has nothing more to do. An idle phase returns
-   * 0 with `idleUntil` set to when it ends.
+   * 0 with `idleUntil` set to when it ends; an access to a page under
+   * migration ends the step with `migrationWaitUntil` set (the access is
+   * retried when the thread runs again).
    */
   step(until: number, budget = QUANTUM_NS): number {
     const k = this.k;
@@ -244,6 +261,8 @@ export class WorkloadThread implements TaskClient {
     const stream = ph.stream;
     const ws = stream.workingSet;
     const dataNs = this.model.dataNs(ws);
+    const migrating = mm.migrating;
+    migrating.prune(now);
     let spent = 0;
     try {
       while (spent + ctx.ns < limit) {
@@ -290,12 +309,32 @@ export class WorkloadThread implements TaskClient {
           size = memory.translatedSize;
           if (this.cachedVma !== vma) this.cachedVma = undefined;
         }
+        // A page under migration holds a migration entry: the access sleeps until its batch's remap
+        // (migration_entry_wait) and is then retried; a page the migration has not reached is still on its old node.
+        let oldNode = -1;
+        if (migrating.size && pfn >= 0) {
+          const t = now + spent + ctx.ns;
+          const mig = migrating.at(va, pfn, t);
+          oldNode = mig.oldNode;
+          if (mig.wait > 0) {
+            this.stallNs += mig.wait;
+            this.stalls++;
+            this.migrationWaitNs += mig.wait;
+            this.migrationWaits++;
+            this.retryVa = sva;
+            this.migrationWaitUntil = Math.ceil(t + mig.wait);
+            break;
+          }
+        }
         if (numab && pfn >= 0) {
+          const before = ctx.ns; // a migration the fault makes charges itself
           const hint = numab.hintingFault(this.thread, va, pfn, size);
           if (hint) {
             ctx.ns += hint;
-            this.faultNs += hint;
+            this.faultNs += ctx.ns - before;
+            const was = pfn;
             pfn = translate(mm, va); // the page may have moved
+            if (pfn !== was) oldNode = -1;
           }
         }
         if (this.guest) {
@@ -317,7 +356,7 @@ export class WorkloadThread implements TaskClient {
           this.reads++;
           if (pfn >= 0) k.mem.markYoung(pfn); // the load sets the accessed bit reclaim reads
         }
-        const pageNode = pfn >= 0 ? k.phys.nodeOfPfn(pfn) : this.node;
+        const pageNode = oldNode >= 0 ? oldNode : pfn >= 0 ? k.phys.nodeOfPfn(pfn) : this.node;
         if (pageNode === this.node) {
           this.local++;
           this.byNodeLocal[pageNode]!++;

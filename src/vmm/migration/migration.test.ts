@@ -12,6 +12,7 @@ import { PAGE_SIZE } from '../../kernel/uapi.ts';
 import { NSEC_PER_MSEC, NSEC_PER_SEC } from '../../sim/clock.ts';
 import { Link } from './link.ts';
 import { MigrationState } from './migration.ts';
+import { Network } from '../../sim/network.ts';
 import type { FreePageHints } from './ram.ts';
 
 const MiB = 2 ** 20;
@@ -348,5 +349,136 @@ describe('no data lost', () => {
       ),
       { numRuns: 25, seed: 9 },
     );
+  });
+});
+
+describe('migrations sharing the network (src/sim/network.ts)', () => {
+  /**
+   * `n` 64 MiB guests on one host, each written in full (so every page is
+   * sent with its contents), migrating to VMs on the same kernel over one
+   * shared 10 Gbit/s path (source NIC out, destination NIC in), with
+   * max-bandwidth at the link's rate. `bg`: a background flow on the same
+   * path (greedy, or capped at that many bytes/s) from the start.
+   */
+  function shared(n: number, bg?: number | 'greedy', maxBandwidth = 1.25e9) {
+    const k = vmTestKernel({ nodes: 1, gib: 2, cpus: 4 });
+    const net = new Network(k.events);
+    net.addHost('a', { bandwidth: 1.25e9, latency: 25_000 });
+    net.addHost('b', { bandwidth: 1.25e9, latency: 25_000 });
+    const path = net.path('a', 'b');
+    const migs: MigrationState[] = [];
+    for (let i = 0; i < n; i++) {
+      const src = new Vm(k, { name: `src${i}`, m: 64 * MiB, smp: 1 });
+      const dst = new Vm(k, { name: `dst${i}`, m: 64 * MiB, smp: 1 });
+      const mig = new MigrationState(src, {}).register();
+      for (let p = 0; p < (64 * MiB) / PAGE_SIZE; p++) guestWrite(k, src, mig, p, (p % 250) + 1);
+      mig.incoming(URI, dst, new Link({ network: net, path }));
+      qmp(src, 'migrate-set-parameters', { 'max-bandwidth': maxBandwidth });
+      migs.push(mig);
+    }
+    const other = bg === undefined ? undefined : net.flow('bg', path, bg === 'greedy' ? {} : { cap: bg });
+    other?.start();
+    // The peak sum of the channels' rates on the path, checked whenever a rate changes.
+    let peak = 0;
+    const watch = (): void => {
+      peak = Math.max(
+        peak,
+        net.flows.filter((f) => f.active).reduce((a, f) => a + f.rate, 0),
+      );
+    };
+    const start = (): void => {
+      for (const m of migs) qmp(m.vm, 'migrate', { uri: URI });
+      for (const f of net.flows) f.onRate(watch);
+    };
+    const run = (): void => {
+      const end = k.clock.now() + 20 * NSEC_PER_SEC;
+      while (k.clock.now() < end && migs.some((m) => m.status !== 'completed' && m.status !== 'failed'))
+        k.events.runUntil(Math.min(end, k.clock.now() + 100 * NSEC_PER_MSEC));
+    };
+    return { k, net, migs, other, start, run, peak: () => peak };
+  }
+  const totalTime = (m: MigrationState): number => m.endTime - m.startTime;
+
+  it('one migration alone gets the whole path: the same time as over a link of its own', () => {
+    const one = shared(1);
+    one.start();
+    one.run();
+    const k = vmTestKernel({ nodes: 1, gib: 2, cpus: 4 });
+    const src = new Vm(k, { name: 'src0', m: 64 * MiB, smp: 1 });
+    const dst = new Vm(k, { name: 'dst0', m: 64 * MiB, smp: 1 });
+    const mig = new MigrationState(src, {}).register();
+    for (let p = 0; p < (64 * MiB) / PAGE_SIZE; p++) guestWrite(k, src, mig, p, (p % 250) + 1);
+    // The same one-way latency as the path's two NICs.
+    mig.incoming(URI, dst, new Link({ bandwidth: 1.25e9, latency: 50_000 }));
+    qmp(src, 'migrate-set-parameters', { 'max-bandwidth': 1.25e9 });
+    qmp(src, 'migrate', { uri: URI });
+    runUntilDone(k, mig, 20 * NSEC_PER_SEC);
+    expect(one.migs[0]!.status).toBe('completed');
+    expect(totalTime(one.migs[0]!)).toBe(totalTime(mig));
+    expect(one.migs[0]!.contentCheck!.pagesDiffering).toBe(0);
+  });
+
+  it('two at once share the link: each is slower than alone, their rates never sum above the link, nothing is lost', () => {
+    const one = shared(1);
+    one.start();
+    one.run();
+    const two = shared(2);
+    two.start();
+    two.run();
+    const alone = totalTime(one.migs[0]!);
+    for (const m of two.migs) {
+      expect(m.status).toBe('completed');
+      expect(m.contentCheck!.pagesDiffering).toBe(0);
+      expect(totalTime(m)).toBeGreaterThan(alone * 1.5);
+    }
+    expect(two.peak()).toBeGreaterThan(0);
+    expect(two.peak()).toBeLessThanOrEqual(1.25e9 * (1 + 1e-9));
+    // Each source NIC carried both streams' bytes.
+    two.net.settle();
+    const sent = two.migs.reduce((a, m) => a + m.flow!.bytes, 0);
+    expect(two.net.host('a')!.tx.bytes).toBeCloseTo(sent, 0);
+  });
+
+  it("QEMU's rate limit is not a pacer: two migrations limited to a quarter of the link each, bursting then idle, do not slow each other before the switchover", () => {
+    const one = shared(1, undefined, 1.25e9 / 4);
+    one.start();
+    one.run();
+    const two = shared(2, undefined, 1.25e9 / 4);
+    two.start();
+    two.run();
+    const alone = totalTime(one.migs[0]!);
+    for (const m of two.migs) {
+      expect(m.status).toBe('completed');
+      expect(m.contentCheck!.pagesDiffering).toBe(0);
+      // Before the switchover each window's budget goes at half the link instead of all of it: the bursts
+      // overlap, the windows do not grow. The final transfer (no rate limit) shares the link: about twice as long.
+      expect((totalTime(m) - m.downtime) / (alone - one.migs[0]!.downtime)).toBeLessThan(1.02);
+      expect(m.downtime / one.migs[0]!.downtime).toBeGreaterThan(1.8);
+    }
+    // Each QEMU measured about its limit, not the link.
+    for (const m of two.migs) {
+      const mbps = (m.query() as { ram: { mbps: number } }).ram.mbps;
+      expect(mbps).toBeGreaterThan(((1.25e9 / 4) * 8 * 0.9) / 1e6);
+      expect(mbps).toBeLessThan(((1.25e9 / 4) * 8 * 1.05) / 1e6);
+    }
+  });
+
+  it('background traffic on the path slows a migration by the share it takes', () => {
+    const alone = shared(1);
+    alone.start();
+    alone.run();
+    const greedy = shared(1, 'greedy');
+    greedy.start();
+    greedy.run();
+    const capped = shared(1, 250e6);
+    capped.start();
+    capped.run();
+    const t = totalTime(alone.migs[0]!);
+    // A greedy flow takes half the link: about twice as long. A flow capped at a fifth: about 5/4 as long.
+    expect(totalTime(greedy.migs[0]!) / t).toBeGreaterThan(1.8);
+    expect(totalTime(greedy.migs[0]!) / t).toBeLessThan(2.2);
+    expect(totalTime(capped.migs[0]!) / t).toBeGreaterThan(1.15);
+    expect(totalTime(capped.migs[0]!) / t).toBeLessThan(1.35);
+    for (const s of [greedy, capped]) expect(s.migs[0]!.contentCheck!.pagesDiffering).toBe(0);
   });
 });

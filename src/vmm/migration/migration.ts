@@ -41,11 +41,22 @@
  * - Faults: linkStall, linkDrop (precopy fails and the guest stays on the
  *   source; postcopy pauses), sourceLost (during postcopy the VM is lost).
  *
+ * - The main channel is a flow on the link's network path (link.ts): it
+ *   sends at its fair share of the path, which changes when other flows
+ *   (other migrations, background traffic) start or stop; what is on the
+ *   wire then goes on at the new rate (a Transfer re-plans the step's end).
+ *   QEMU's rate limit is not a pacer: once a window's budget is spent the
+ *   thread sleeps until the window ends (migration_rate_exceeded), so the
+ *   flow sends at its share and then is idle, leaving the link to others.
+ *   The bandwidth QEMU measures per window, and with it threshold_size, is
+ *   what the flow got.
+ *
  * Not modelled: vm_stop/vm_start costs (no profile entry), device state,
  * multifd, xbzrle.
  */
 import type { Kernel } from '../../kernel/kernel.ts';
 import type { EventHandle } from '../../sim/event_queue.ts';
+import { Transfer, type Flow } from '../../sim/network.ts';
 import { NSEC_PER_MSEC, NSEC_PER_SEC } from '../../sim/clock.ts';
 import { PAGE_SIZE } from '../../kernel/uapi.ts';
 import { QmpError, type QmpArgs } from '../monitor.ts';
@@ -162,6 +173,10 @@ export interface MigrationOptions {
    * caller moves its vCPU work there).
    */
   onGuest?: (what: 'stop' | 'start-source' | 'start-destination') => void;
+  /** Told once when the migration ends: completed, failed or cancelled (an orchestrator starts the next). */
+  onEnd?: (status: MigrationStatus) => void;
+  /** Name of its channels' flows on the network (`NAME.main`, `NAME.preempt`); default the VM's name. */
+  flowName?: string;
 }
 
 /** Virtual-time record of one bitmap sync (an iteration boundary). */
@@ -183,6 +198,8 @@ export class MigrationState {
   /** The postcopy phase, once migrate-start-postcopy switched over. */
   postcopy: Postcopy | null = null;
   link: Link | null = null;
+  /** The main channel: a flow on the link's path (opened by migrate). */
+  flow: Flow | null = null;
   /** The VM was lost (its source died during postcopy). */
   vmLost = false;
   /**
@@ -206,6 +223,13 @@ export class MigrationState {
   private readonly k: Kernel;
   /** The migration thread's next step (kept whole so that a link stall can move it). */
   private event: { ev: EventHandle; name: string; run: () => void } | null = null;
+  /**
+   * What is on the wire for the current step (or the completion): its
+   * transfer on the main flow, and how to re-plan the step's events when
+   * the flow's rate changes. `stall` is what injected link stalls added.
+   */
+  private wire: { tx: Transfer; replan: () => void; stall: number } | null = null;
+  private ended = false;
   private guestStopped = false;
   /** migrate-start-postcopy was issued (MigrationState->start_postcopy). */
   private startPostcopy = false;
@@ -335,8 +359,10 @@ export class MigrationState {
     this.ram = ram;
     this.link = d.link;
     this.dest = d.vm;
+    this.flow = d.link.openFlow(this.k.events, `${this.opts.flowName ?? this.vm.name ?? 'vm'}.main`);
     if (!d.vm.monitor.hasCommand('query-migrate')) d.vm.monitor.registerCommand('query-migrate', () => this.incomingQuery(), []);
-    const setupNs = d.link.rttNs + wholeNs(ram.setup()) + d.link.transferNs(ram.setupBytes());
+    // The setup's few hundred bytes go at the share the channel would get now (not worth a flow's start and stop).
+    const setupNs = d.link.rttNs + wholeNs(ram.setup()) + d.link.transferNs(ram.setupBytes(), this.flow.net.rateIfActive(this.flow));
     this.setupBytes = ram.bytes;
     this.arm(this.k.clock.now() + setupNs, 'migration-setup-done', () => {
       this.status = 'active';
@@ -358,12 +384,14 @@ export class MigrationState {
     this.status = 'cancelling';
     this.event?.ev.cancel();
     this.event = null;
+    this.quietWire();
     this.ram?.stopDirtyLog();
     if (this.guestStopped) this.opts.onGuest?.('start-source');
     this.guestStopped = false;
     this.throttlePercentage = 0;
     this.endTime = this.k.clock.now();
     this.status = 'cancelled';
+    this.end();
     return {};
   }
 
@@ -518,14 +546,18 @@ export class MigrationState {
     this.mbps = this.pagesPerSecond = this.precopyBytes = this.downtimeBytes = this.setupBytes = 0;
     this.dirtyPagesRate = this.dirtyRateHighCnt = 0;
     this.expectedDowntimeMs = this.downtime = this.setupTime = this.guestResumedAt = 0;
+    this.wire = null;
+    this.ended = false;
   }
 
   private fail(desc: string): void {
     this.errorDesc = desc;
     this.status = 'failed';
     this.endTime = this.k.clock.now();
+    this.quietWire();
     this.ram?.stopDirtyLog();
     this.throttlePercentage = 0;
+    this.end();
   }
 
   /**
@@ -540,18 +572,44 @@ export class MigrationState {
     if (this.dest) this.dest.k.spend(this.dest.qemuThread('main'), dstNs);
   }
 
-  /** One run of migration_iteration_run. */
+  /** Nothing more goes on the main channel: its transfer is abandoned and its flow idle. */
+  private quietWire(): void {
+    this.wire?.tx.finish();
+    this.wire = null;
+    this.flow?.stop();
+  }
+
+  /** The migration is over (completed, failed, cancelled): tell the caller once. */
+  private end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    // A completed precopy's channel goes idle when its last byte is on the wire (completion plans it).
+    if (this.status !== 'completed' || this.postcopy) this.flow?.stop();
+    this.opts.onEnd?.(this.status);
+  }
+
+  /**
+   * One run of migration_iteration_run: sync if what remains may fit in
+   * threshold_size, else send a step's worth (at most the window's budget,
+   * about STEP_NS of wire or CPU time) on the main channel at its share of
+   * the path. The step ends when its bytes are on the wire and its CPU work
+   * is done; when the window's budget is spent the thread sleeps until the
+   * window ends and the channel is idle meanwhile.
+   */
   private step(): void {
     this.event = null;
+    this.wire = null;
     if (this.status !== 'active') return;
     if (this.startPostcopy) return this.postcopyStart();
     const ram = this.ram!;
     const link = this.link!;
+    const flow = this.flow!;
     const now = this.k.clock.now();
     let syncNs = 0;
     if (ram.remainingBytes <= this.thresholdBytes) {
       syncNs = this.bitmapSync(now);
       if (ram.remainingBytes <= this.thresholdBytes) {
+        flow.stop();
         this.arm(this.k.clock.now() + wholeNs(syncNs), 'migration-completion', () => this.completion());
         return;
       }
@@ -560,26 +618,59 @@ export class MigrationState {
     const limit = this.rateLimitMax();
     const budget = limit - this.windowBytes;
     let bytes = 0;
-    let dur = syncNs;
+    let cpuNs = 0;
     if (budget > 0) {
-      const res = ram.send(budget, STEP_NS, link.rate());
+      flow.start();
+      const res = ram.send(budget, STEP_NS, flow.rate);
       this.spendCpu(syncNs + res.srcNs, res.dstNs);
       bytes = res.bytes + ram.sendEos();
-      dur += Math.max(res.srcNs, res.dstNs, link.transferNs(bytes));
+      cpuNs = Math.max(res.srcNs, res.dstNs);
       this.windowPages += res.pages;
-    }
+    } else flow.stop();
     link.carry(bytes);
     this.windowBytes += bytes;
     this.precopyBytes += bytes;
-    // The step's costs end on a whole ns: the window starts, ends and is compared at the times events run.
-    const t = now + wholeNs(dur);
-    if (t - this.windowStart >= BUFFER_DELAY_MS * NSEC_PER_MSEC) this.updateCounters(t);
     const rateLimited = this.windowBytes >= limit;
-    const next = rateLimited ? Math.max(t, windowEnd) : t;
-    this.arm(next, 'migration-iterate', () => {
-      if (rateLimited && this.k.clock.now() - this.windowStart >= BUFFER_DELAY_MS * NSEC_PER_MSEC) this.updateCounters(this.k.clock.now());
+    // The step's costs end on a whole ns: the window starts, ends and is compared at the times events run. The
+    // wire starts after the sync; the step ends when its CPU work is done and its last byte is on the wire.
+    const cpuEnd = now + wholeNs(syncNs + cpuNs);
+    const wireStart = now + wholeNs(syncNs);
+    // When the step's work ends (as planned; re-plans move it): the iteration's end, where
+    // migration_update_counters closes the window once it has run its 100 ms. A thread that slept until the
+    // window's end closes it when it wakes.
+    let stepEnd = cpuEnd;
+    const iterate = (): void => {
+      this.wire?.tx.finish();
+      const windowNs = BUFFER_DELAY_MS * NSEC_PER_MSEC;
+      if (stepEnd - this.windowStart >= windowNs) this.updateCounters(stepEnd);
+      else if (rateLimited && this.k.clock.now() - this.windowStart >= windowNs) this.updateCounters(this.k.clock.now());
       this.step();
-    });
+    };
+    if (!bytes) {
+      this.arm(rateLimited ? Math.max(cpuEnd, windowEnd) : cpuEnd, 'migration-iterate', iterate);
+      return;
+    }
+    // A sleeping thread sends nothing: the channel is idle from its last byte on the wire until the next step.
+    const idle = { ev: null as EventHandle | null };
+    const plan = (): void => {
+      const w = this.wire!;
+      const wireEnd = w.tx.at(bytes);
+      const t = Math.max(cpuEnd, wireEnd) + w.stall;
+      stepEnd = t;
+      this.event?.ev.cancel();
+      this.event = null;
+      // A flow always gets a share while it sends; Infinity would mean it got none (planned again when it does).
+      if (t !== Infinity) this.arm(rateLimited ? Math.max(t, windowEnd) : t, 'migration-iterate', iterate);
+      idle.ev?.cancel();
+      idle.ev = null;
+      if (rateLimited && wireEnd + w.stall < windowEnd && wireEnd !== Infinity)
+        idle.ev = this.k.events.schedule(wireEnd + w.stall, 'migration-channel-idle', () => {
+          this.wire?.tx.finish();
+          flow.stop();
+        });
+    };
+    this.wire = { tx: new Transfer(flow, bytes, wireStart, () => plan()), replan: plan, stall: 0 };
+    plan();
   }
 
   /**
@@ -667,14 +758,19 @@ export class MigrationState {
     return syncNs;
   }
 
-  /** migration_completion: stop the guest, sync, send the rest at full rate, complete. */
+  /**
+   * migration_completion: stop the guest, sync, send the rest with no rate
+   * limit (at the main channel's share, as it changes), complete.
+   */
   private completion(): void {
     this.event = null;
     if (this.status !== 'active') return;
     const ram = this.ram!;
     const link = this.link!;
+    const flow = this.flow!;
     const syncNs = this.stopForSwitchover();
-    const res = ram.send(Infinity, Infinity, link.rate());
+    flow.start();
+    const res = ram.send(Infinity, Infinity, flow.rate);
     this.spendCpu(syncNs + res.srcNs, res.dstNs);
     const bytes = res.bytes + ram.sendEos();
     link.carry(bytes);
@@ -683,9 +779,14 @@ export class MigrationState {
     // the wire (downtime and total-time end there, as query-migrate reports them). The guest runs on the
     // destination once the last byte has arrived and been loaded.
     const now = this.k.clock.now();
-    const srcDone = now + wholeNs(syncNs + Math.max(res.srcNs, link.transferNs(Math.max(0, bytes - link.sndbuf))));
-    const dstDone = now + wholeNs(syncNs + Math.max(res.srcNs, res.dstNs, link.transferNs(bytes))) + link.latency;
-    this.arm(srcDone, 'migration-completed', () => {
+    const wireStart = now + wholeNs(syncNs);
+    const srcCpu = now + wholeNs(syncNs + res.srcNs);
+    const dstCpu = now + wholeNs(syncNs + Math.max(res.srcNs, res.dstNs));
+    const srcDone = (w: { tx: Transfer; stall: number }): number => Math.max(srcCpu, w.tx.at(Math.max(0, bytes - link.sndbuf))) + w.stall;
+    const dstDone = (w: { tx: Transfer; stall: number }): number => Math.max(dstCpu, w.tx.at(bytes)) + w.stall + link.latency;
+    let running: EventHandle | null = null;
+    let idle: EventHandle | null = null;
+    const completed = (): void => {
       this.event = null;
       this.endTime = this.k.clock.now();
       this.downtime = this.endTime - this.downtimeStart;
@@ -694,12 +795,39 @@ export class MigrationState {
       this.status = 'completed';
       const differing = ram.verify(Number.MAX_SAFE_INTEGER);
       this.contentCheck = { pagesDiffering: differing.length, differing: differing.slice(0, 10) };
-      this.k.events.schedule(Math.max(dstDone, this.endTime), 'migration-dest-running', () => {
+      planRunning();
+      this.end();
+    };
+    const planRunning = (): void => {
+      running?.cancel();
+      const at = dstDone(w);
+      if (at === Infinity) return;
+      running = this.k.events.schedule(Math.max(at, this.endTime), 'migration-dest-running', () => {
         this.guestStopped = false;
         this.guestResumedAt = this.k.clock.now();
         this.opts.onGuest?.('start-destination');
       });
-    });
+    };
+    const plan = (): void => {
+      if (this.status === 'completed') planRunning();
+      else {
+        this.event?.ev.cancel();
+        const at = srcDone(w);
+        if (at !== Infinity) this.arm(at, 'migration-completed', completed);
+      }
+      // The channel is idle once the last byte is on the wire.
+      idle?.cancel();
+      const last = w.tx.at(bytes) + w.stall;
+      if (last !== Infinity)
+        idle = this.k.events.schedule(last, 'migration-channel-idle', () => {
+          w.tx.finish();
+          if (this.wire === w) this.wire = null;
+          flow.stop();
+        });
+    };
+    const w = { tx: new Transfer(flow, bytes, wireStart, () => w.replan()), replan: plan, stall: 0 };
+    this.wire = w;
+    plan();
   }
 
   /** Schedule the migration thread's next step. */
@@ -733,7 +861,7 @@ export class MigrationState {
     ram.stopDirtyLog();
     let pc: Postcopy;
     try {
-      pc = new Postcopy(ram, this.vm, this.dest!, link, {
+      pc = new Postcopy(ram, this.vm, this.dest!, link, this.flow!, {
         preempt: this.capabilities.get('postcopy-preempt') === true,
         maxBandwidth: this.parameters['max-postcopy-bandwidth'],
         ...this.opts.postcopy,
@@ -750,12 +878,14 @@ export class MigrationState {
     link.carry(bytes);
     this.downtimeBytes = bytes;
     pc.onDone = () => this.postcopyDone();
-    const resumeAt = now + wholeNs(syncNs + listen.ns) + link.deliveryNs(bytes);
+    // The package's few KiB go at the main channel's share now.
+    const rate = this.flow!.net.rateIfActive(this.flow!);
+    const resumeAt = now + wholeNs(syncNs + listen.ns) + link.deliveryNs(bytes, rate);
     this.arm(resumeAt, 'postcopy-run', () => {
       this.event = null;
       const t = this.k.clock.now();
       // As QEMU reports it: until the source has written the package (the guest resumes later, once it has arrived).
-      this.downtime = wholeNs(syncNs) + link.transferNs(Math.max(0, bytes - link.sndbuf));
+      this.downtime = wholeNs(syncNs) + link.transferNs(Math.max(0, bytes - link.sndbuf), rate);
       this.guestResumedAt = t;
       this.guestStopped = false;
       pc.run(t);
@@ -770,10 +900,12 @@ export class MigrationState {
       this.vmLost = true;
       this.errorDesc = 'memtwin: the source was lost during postcopy; the destination lacks pages and the VM is lost';
       this.status = 'failed';
+      this.end();
       return;
     }
     this.status = 'completed';
     this.contentCheck = { pagesDiffering: pc.stats.pagesDiffering, differing: pc.stats.differing };
+    this.end();
   }
 
   /** query-migrate on the destination (fill_destination_migration_info), with postcopy-blocktime. */
@@ -798,6 +930,13 @@ export class MigrationState {
       return;
     }
     if (!this.isActive() || !this.event) return;
+    // Bytes on the wire arrive that much later (the step or the completion ends later); a thread asleep until
+    // its rate window ends, with nothing in flight, wakes as it would have.
+    if (this.wire && this.wire.tx.at(this.wire.tx.bytes) + this.wire.stall > this.k.clock.now()) {
+      this.wire.stall += ns;
+      this.wire.replan();
+      return;
+    }
     const { ev, name, run } = this.event;
     ev.cancel();
     this.arm(Math.max(ev.at, this.k.clock.now()) + ns, name, run);

@@ -136,6 +136,37 @@ describe('postcopy on anonymous 4K RAM', () => {
     expect(s.dst.process.mm.vmas.every((v) => v.uffdCtx === null)).toBe(true);
   });
 
+  it("postcopy-preempt's channel is a flow of the network: active while an urgent page is on its wire, the two never above the link", () => {
+    // Pages the bulk stage sends last: each touch faults and is requested.
+    const touches = Array.from({ length: 100 }, (_, j) => 16383 - j * 97);
+    const s = setup({ touches, caps: ['postcopy-ram', 'postcopy-preempt'] });
+    startPostcopy(s);
+    const net = s.mig.flow!.net;
+    let peak = 0;
+    let both = 0;
+    const end = s.k.clock.now() + 5 * NSEC_PER_SEC;
+    while (s.k.clock.now() < end && s.mig.status !== 'completed') {
+      s.k.events.runUntil(s.k.clock.now() + 50_000);
+      const on = net.flows.filter((f) => f.active);
+      peak = Math.max(
+        peak,
+        on.reduce((a, f) => a + f.rate, 0),
+      );
+      if (on.length === 2) both++;
+    }
+    expect(s.mig.status).toBe('completed');
+    expect(s.mig.contentCheck).toEqual({ pagesDiffering: 0, differing: [] });
+    expect(net.flows.map((f) => f.name)).toEqual(['src.main', 'src.preempt']);
+    net.settle();
+    const [main, preempt] = net.flows;
+    // Urgent pages went on the preempt channel (a 4K page and its header each), and both channels are idle at the end.
+    expect(preempt!.bytes).toBeGreaterThanOrEqual(PAGE_SIZE);
+    expect([main!.active, preempt!.active]).toEqual([false, false]);
+    expect(both).toBeGreaterThan(0);
+    expect(peak).toBeGreaterThan(0);
+    expect(peak).toBeLessThanOrEqual(1.25e9 * (1 + 1e-9));
+  });
+
   it('without preempt a request waits behind the socket buffer; postcopy-preempt sends it on its own channel', () => {
     const touches = Array.from({ length: 100 }, (_, j) => 16383 - j * 97);
     const lat = (caps: string[]): number => {

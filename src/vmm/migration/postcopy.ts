@@ -80,6 +80,7 @@ import { hugetlbAllocPage, hugetlbIndex } from '../../kernel/memory.ts';
 import { VM } from '../../kernel/mm_types.ts';
 import type { Vm } from '../vm.ts';
 import type { Link } from './link.ts';
+import type { Flow } from '../../sim/network.ts';
 import { STREAM_MARKER_BYTES, type RamMigration, type SendResult } from './ram.ts';
 
 /** Background bytes written to the main channel per event (small pages are batched). */
@@ -165,7 +166,9 @@ export class Postcopy {
   private readonly k: Kernel;
   private readonly pc: BlockPc[] = [];
   private readonly fd: number;
-  private readonly rate: number;
+  private rate = 0;
+  /** The preempt channel's flow (postcopy-preempt), active while an urgent page is on its wire. */
+  private readonly preemptFlow: Flow | null;
   /** When the main channel's wire is free of everything written so far; the destination's load thread is free. */
   private mainWireFreeAt = 0;
   private loadBusyUntil = 0;
@@ -193,12 +196,25 @@ export class Postcopy {
     readonly src: Vm,
     readonly dst: Vm,
     readonly link: Link,
+    readonly flow: Flow,
     readonly opts: PostcopyOptions,
   ) {
     // Everything here but the source's reads (ram.ts) happens on the destination host.
     this.k = dst.k;
     const k = this.k;
-    this.rate = link.rate(opts.maxBandwidth || undefined);
+    // The channels send at their flows' shares of the path, as they change (chunks already written keep their
+    // times): the main channel's, plus the preempt channel's while it has an urgent page on the wire (two TCP
+    // connections get two shares of a link they share with others; alone on a link they split it).
+    flow.start();
+    this.preemptFlow = opts.preempt ? link.openFlow(flow.net.events, `${flow.name.replace(/\.main$/, '')}.preempt`) : null;
+    const cap = opts.maxBandwidth || Infinity;
+    const update = (): void => {
+      const r = flow.rate + (this.preemptFlow?.rate ?? 0);
+      if (r > 0) this.rate = Math.min(r, cap);
+    };
+    update();
+    flow.onRate(update);
+    this.preemptFlow?.onRate(update);
     this.stats = {
       requests: 0,
       bytes: 0,
@@ -391,6 +407,7 @@ export class Postcopy {
     this.ram.bytes += r.bytes;
     this.link.carry(r.bytes);
     this.stats.bytes += r.bytes;
+    if (urgent) this.preemptFlow?.start();
     const xfer = (r.bytes * 1e9) / this.rate;
     let wireEnd: number;
     if (urgent) {
@@ -408,6 +425,10 @@ export class Postcopy {
       this.preemptWireFreeAt = wireEnd;
       // The main thread writes no background until the urgent page is out (QEMU 7.1's preempt: one thread sends both).
       this.urgentBusyUntil = wireEnd;
+      // The preempt channel is idle once its last urgent page is on the wire.
+      this.k.events.schedule(Math.ceil(wireEnd), 'postcopy-preempt-idle', () => {
+        if (this.preemptWireFreeAt <= this.k.clock.now()) this.preemptFlow?.stop();
+      });
     } else {
       wireEnd = Math.max(now, this.mainWireFreeAt) + Math.max(r.srcNs, xfer);
       this.mainWireFreeAt = wireEnd;
@@ -432,7 +453,12 @@ export class Postcopy {
     const t = { ns: 0 };
     // When each unit's copy is done (ns after now), by block and unit.
     const doneAt = new Map<number, number>();
-    this.k.runAsTask(t, () => this.placeChunk(thread, chunk.units, t, doneAt));
+    // The copy runs on the destination's CPUs: QEMU's postcopy/listen thread, or the preempt channel's thread.
+    this.k.runAsTask(
+      t,
+      () => this.placeChunk(thread, chunk.units, t, doneAt),
+      this.dst.qemuThread(chunk.urgent ? 'postcopy/preempt' : 'postcopy/listen'),
+    );
     const end = now + Math.ceil(t.ns);
     if (chunk.urgent) this.preemptBusyUntil = end;
     else this.loadBusyUntil = end;
@@ -577,6 +603,8 @@ export class Postcopy {
     // poll() returns, then read(): two kernel entries.
     const wakeNs = 2 * this.k.costs.ns('syscall_null');
     this.k.events.schedule(Math.round(Math.max(fault, this.k.clock.now()) + wakeNs), 'postcopy-fault-thread', () => {
+      // QEMU's fault thread (postcopy_ram_fault_thread) spends that time on a CPU of the destination.
+      this.k.spend(this.dst.qemuThread('postcopy/fault'), wakeNs);
       this.readPending = false;
       this.readFaults();
     });
@@ -665,6 +693,7 @@ export class Postcopy {
   private finish(): void {
     if (this.status === 'completed' || this.status === 'lost') return;
     this.status = 'completed';
+    this.preemptFlow?.stop();
     this.stats.bytes += STREAM_MARKER_BYTES;
     this.ram.bytes += STREAM_MARKER_BYTES;
     // postcopy_ram_incoming_cleanup: unregister guest RAM (a copy proposal's parts get their huge mapping back;
@@ -714,6 +743,7 @@ export class Postcopy {
     }
     for (const pc of this.pc) pc.requested.fill(0);
     this.mainWireFreeAt = this.preemptWireFreeAt = this.urgentBusyUntil = now;
+    this.preemptFlow?.stop();
   }
 
   /**
@@ -753,6 +783,7 @@ export class Postcopy {
     this.pump?.cancel();
     this.pump = null;
     for (const c of this.inflight) if (c.arriveAt > this.k.clock.now()) c.event?.cancel();
+    this.preemptFlow?.stop();
     this.status = 'lost';
     this.onDone?.();
   }

@@ -1,0 +1,110 @@
+/**
+ * Migration entries (include/linux/swapops.h, mm/migrate.c): while a folio
+ * is being migrated, between migrate_folio_unmap (try_to_migrate) and
+ * remove_migration_ptes, its PTEs or PMD hold a migration entry instead of
+ * the page, and an access to it waits in migration_entry_wait until the
+ * folio is unlocked after its copy.
+ *
+ * memtwin applies a migration to the page tables at once, when the call
+ * runs, and keeps here, per migrated folio, when it was under migration in
+ * virtual time: the window of its batch (migrate.ts, MigrateBatches). A
+ * workload access at thread time t (workload/engine.ts) then sees the page:
+ * - before the window: still on its old node (the walk has not reached it);
+ * - in the window: behind a migration entry, so it waits until the window's
+ *   end (migration_entry_wait);
+ * - after it: on its new node.
+ * Op-scripts run one op at a time on the clock, so every window of a call
+ * has ended when the next op runs.
+ */
+import { PAGE_SIZE, PMD_SIZE, PUD_SIZE, alignDown } from './uapi.ts';
+
+/** One migrate_pages_batch's folios: all hold migration entries from `unmapAt` until `remapAt` (virtual ns). */
+export interface MigrationBatch {
+  unmapAt: number;
+  remapAt: number;
+}
+
+/** A migrated folio's record: its batch, the node it left, and the frames it moved to. */
+export interface MigrationEntry {
+  batch: MigrationBatch;
+  /** The folio's node before the migration. */
+  from: number;
+  /** First frame and number of frames of the folio it became. */
+  pfn: number;
+  nr: number;
+}
+
+/** What an access at a given time finds (MigrationEntries.at). */
+export interface MigrationState {
+  /** ns the access waits for the folio's remap (0: none). */
+  wait: number;
+  /** The node the page is on at the access, when it is not yet moved (-1: where the page table says). */
+  oldNode: number;
+}
+
+const NONE: MigrationState = { wait: 0, oldNode: -1 };
+
+/** The migration entries of one mm, by folio: 4K folios by page number, huge ones by their aligned address. */
+export class MigrationEntries {
+  private readonly small = new Map<number, MigrationEntry>();
+  private readonly pmd = new Map<number, MigrationEntry>();
+  private readonly pud = new Map<number, MigrationEntry>();
+  /** The batches the entries belong to (a batch of compaction may span several mms, and grows as it goes). */
+  private readonly batches = new Set<MigrationBatch>();
+  /** The latest window end (as of the last add or prune): after it no entry matters. */
+  until = -Infinity;
+
+  get size(): number {
+    return this.small.size + this.pmd.size + this.pud.size;
+  }
+
+  /** Record the folio of `bytes` bytes mapped at va (aligned to its size) as migrated in `e.batch`. */
+  add(va: number, bytes: number, e: MigrationEntry): void {
+    if (bytes === PAGE_SIZE) this.small.set(Math.floor(va / PAGE_SIZE), e);
+    else if (bytes === PMD_SIZE) this.pmd.set(alignDown(va, PMD_SIZE), e);
+    else this.pud.set(alignDown(va, PUD_SIZE), e);
+    this.batches.add(e.batch);
+    if (e.batch.remapAt > this.until) this.until = e.batch.remapAt;
+  }
+
+  /**
+   * The entry of the folio that va translates to (frame `pfn`), if it was
+   * migrated: an entry whose folio no longer maps va (freed, remapped since)
+   * does not count.
+   */
+  lookup(va: number, pfn: number): MigrationEntry | undefined {
+    const own = (e: MigrationEntry | undefined): MigrationEntry | undefined => (e && pfn >= e.pfn && pfn < e.pfn + e.nr ? e : undefined);
+    return (
+      (this.small.size ? own(this.small.get(Math.floor(va / PAGE_SIZE))) : undefined) ??
+      (this.pmd.size ? own(this.pmd.get(alignDown(va, PMD_SIZE))) : undefined) ??
+      (this.pud.size ? own(this.pud.get(alignDown(va, PUD_SIZE))) : undefined)
+    );
+  }
+
+  /** An access to va (frame pfn) at time t: see the top of this file. */
+  at(va: number, pfn: number, t: number): MigrationState {
+    if (t >= this.until) return NONE;
+    const e = this.lookup(va, pfn);
+    if (!e) return NONE;
+    if (t < e.batch.unmapAt) return { wait: 0, oldNode: e.from };
+    if (t < e.batch.remapAt) return { wait: e.batch.remapAt - t, oldNode: -1 };
+    return NONE;
+  }
+
+  /**
+   * Bring `until` up to date with its batches' ends, and forget every entry
+   * once all windows have ended by `now` (nothing can see them any more).
+   */
+  prune(now: number): void {
+    if (!this.batches.size) return;
+    let until = -Infinity;
+    for (const b of this.batches) if (b.remapAt > until) until = b.remapAt;
+    this.until = until;
+    if (now < until) return;
+    this.small.clear();
+    this.pmd.clear();
+    this.pud.clear();
+    this.batches.clear();
+    this.until = -Infinity;
+  }
+}
