@@ -42,6 +42,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/userfaultfd.h>
+#include <sys/stat.h>
+#include <sys/swap.h>
+#include "journal.h"
 
 /* Constants missing from the 6.1 headers / older glibc. */
 #ifndef MADV_COLLAPSE
@@ -2194,6 +2197,213 @@ static void m_membw(void)
 
 /* ------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------ */
+/* swap to a file                                                      */
+/* ------------------------------------------------------------------ */
+
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+#define SWAP_FILE_LEN (256 * MB)
+#define SWAP_LEN (64 * MB)
+
+static long vmstat_of(const char *key)
+{
+	FILE *f = fopen("/proc/vmstat", "r");
+	char name[128];
+	long v, r = -1;
+	while (f && fscanf(f, "%127s %ld", name, &v) == 2)
+		if (!strcmp(name, key))
+			r = v;
+	if (f)
+		fclose(f);
+	return r;
+}
+
+static long meminfo_kb(const char *key)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	char line[256];
+	long r = -1;
+	size_t n = strlen(key);
+	while (f && fgets(line, sizeof line, f))
+		if (!strncmp(line, key, n) && line[n] == ':')
+			r = atol(line + n + 1);
+	if (f)
+		fclose(f);
+	return r;
+}
+
+/* A swap file of SWAP_FILE_LEN: allocated (swapon refuses holes), the
+ * version-1 header mkswap writes (last_page, "SWAPSPACE2"), fsync'd. */
+static int make_swapfile(const char *path)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -1;
+	char hdr[PG];
+	memset(hdr, 0, sizeof hdr);
+	uint32_t v[2] = {1, SWAP_FILE_LEN / PG - 1}; /* version, last_page (after bootbits[1024]) */
+	memcpy(hdr + 1024, v, sizeof v);
+	memcpy(hdr + PG - 10, "SWAPSPACE2", 10);
+	int r = fallocate(fd, 0, 0, SWAP_FILE_LEN);
+	if (r == 0 && pwrite(fd, hdr, PG, 0) != PG)
+		r = -1;
+	if (r == 0)
+		r = fsync(fd);
+	close(fd);
+	return r;
+}
+
+/* Wait (at most 10 s) for the writeback MADV_PAGEOUT started to finish. */
+static void wait_writeback(void)
+{
+	for (int i = 0; i < 200 && meminfo_kb("Writeback") > 0; i++)
+		usleep(50000);
+}
+
+static void swap_unavailable(const char *why)
+{
+	add_unavailable("swapout_4k", why);
+	add_unavailable("swapin_4k", why);
+	add_unavailable("swapin_4k_ra", why);
+	add_unavailable("swapin_swapcache_4k", why);
+}
+
+/*
+ * swapout_4k, swapin_4k (readahead off), swapin_4k_ra (page-cluster 3),
+ * swapin_swapcache_4k, on a swap file on this machine's root filesystem.
+ * The swap file, swapon, vm.page-cluster and a cgroup-v1 memory group are
+ * journaled (native/journal.c) before each change, as the executor does, so
+ * a kill leaves a journal the next executor or calibrator run replays.
+ * The pages are written in a memory cgroup of our own so that
+ * memory.force_empty can push the swap cache out before a swap-in is timed
+ * (MADV_PAGEOUT to a swap file leaves each page in the swap cache until
+ * reclaim comes back for it).
+ */
+static void m_swap(void)
+{
+	progress("swapout_4k / swapin_4k / swapin_4k_ra / swapin_swapcache_4k");
+	if (geteuid() != 0) {
+		swap_unavailable("needs root (swapon)");
+		return;
+	}
+	journal_replay_stale(stderr, "memtwin-calibrate: restore: ", 0);
+	journal_begin();
+	char path[256], cg[256], f[320], pid[32];
+	mkdir("/var/lib/memtwin", 0755);
+	mkdir("/var/lib/memtwin/swap", 0755);
+	snprintf(path, sizeof path, "/var/lib/memtwin/swap/calibrate-%d.swap", (int)getpid());
+	snprintf(cg, sizeof cg, "/sys/fs/cgroup/memory/memtwin-calibrate-%d", (int)getpid());
+	snprintf(pid, sizeof pid, "%d", (int)getpid());
+	if (journal_swapfile(path) < 0 || make_swapfile(path) < 0) {
+		unlink(path);
+		journal_restore_own();
+		swap_unavailable("cannot create a swap file in /var/lib/memtwin/swap");
+		return;
+	}
+	if (journal_swapon(path) < 0 || swapon(path, SWAP_FLAG_PREFER | 32767) < 0) {
+		journal_restore_own();
+		swap_unavailable("swapon failed");
+		return;
+	}
+	if (journal_knob("/proc/sys/vm/page-cluster") < 0 || journal_cgroup(cg) < 0 || mkdir(cg, 0755) < 0) {
+		journal_restore_own();
+		swap_unavailable("needs a cgroup-v1 memory controller at /sys/fs/cgroup/memory");
+		return;
+	}
+	snprintf(f, sizeof f, "%s/cgroup.procs", cg);
+	write_file(f, pid);
+	snprintf(f, sizeof f, "%s/memory.force_empty", cg);
+	double out[REPEATS], in0[REPEATS], in3[REPEATS], cached[REPEATS];
+	size_t np = SWAP_LEN / PG, quarter = np / 4;
+	long bad = 0, short_out = 0, short_in = 0;
+	for (int rep = -1; rep < REPEATS; rep++) {
+		for (int ra = 0; ra < 2; ra++) {
+			write_file("/proc/sys/vm/page-cluster", ra ? "3" : "0");
+			char *p = map_anon(SWAP_LEN, MADV_NOHUGEPAGE);
+			if (!p) {
+				bad = -1;
+				break;
+			}
+			for (size_t i = 0; i < np; i++)
+				p[i * PG] = (char)(1 + i % 251); /* not zero-filled: written, not just marked in the zeromap */
+			long so = vmstat_of("pswpout");
+			uint64_t t0 = now_ns();
+			madvise(p, SWAP_LEN, MADV_PAGEOUT);
+			uint64_t t1 = now_ns();
+			if (vmstat_of("pswpout") - so < (long)np)
+				short_out++;
+			wait_writeback();
+			/* a quarter read back from the swap cache (minor faults) */
+			volatile char *vp = p;
+			uint64_t acc = 0, t2 = now_ns();
+			for (size_t i = 0; i < quarter; i++)
+				acc += vp[i * PG];
+			uint64_t t3 = now_ns();
+			/* the rest read from the file (major faults), after the swap cache is emptied */
+			write_file(f, "0");
+			long si = vmstat_of("pswpin");
+			uint64_t t4 = now_ns();
+			for (size_t i = quarter; i < np; i++)
+				acc += vp[i * PG];
+			uint64_t t5 = now_ns();
+			if (vmstat_of("pswpin") - si < (long)(np - quarter) * 9 / 10)
+				short_in++;
+			sink += acc;
+			for (size_t i = 0; i < np; i++)
+				if (p[i * PG] != (char)(1 + i % 251))
+					bad++;
+			munmap(p, SWAP_LEN);
+			if (rep < 0)
+				continue;
+			if (!ra) {
+				out[rep] = (double)(t1 - t0) / np;
+				cached[rep] = (double)(t3 - t2) / quarter;
+				in0[rep] = (double)(t5 - t4) / (np - quarter);
+			} else
+				in3[rep] = (double)(t5 - t4) / (np - quarter);
+		}
+		if (bad < 0)
+			break;
+	}
+	write_file("/sys/fs/cgroup/memory/cgroup.procs", pid);
+	journal_restore_own(); /* cgroup, page-cluster, swapoff, the file */
+	if (bad) {
+		swap_unavailable(bad < 0 ? "mmap failed" : "pages read back from swap differ");
+		return;
+	}
+	char extra[160];
+	snprintf(extra, sizeof extra, ",\"short_repeats\": %ld", short_out);
+	add_cost("swapout_4k", out, REPEATS, "ns per 4K page",
+		 "MADV_PAGEOUT of a 64 MiB private anonymous MADV_NOHUGEPAGE mapping, each page written "
+		 "(non-zero), with a 256 MiB swap file on the root filesystem (ext4 on a rotational virtio "
+		 "disk) at priority 32767 as the only swap; time of the madvise call / 16384 pages (each "
+		 "page added to the swap cache, unmapped and its write submitted; the write completes "
+		 "asynchronously). short_repeats: repeats where pswpout grew less than 16384.",
+		 extra);
+	add_cost("swapin_swapcache_4k", cached, REPEATS, "ns per 4K page",
+		 "After swapout_4k's MADV_PAGEOUT and its writeback, read one byte of each page of the "
+		 "first quarter (4096 pages): each is still in the swap cache, so a minor fault maps it "
+		 "(do_swap_page without I/O); total / 4096.",
+		 NULL);
+	snprintf(extra, sizeof extra, ",\"short_repeats\": %ld", short_in);
+	add_cost("swapin_4k", in0, REPEATS, "ns per 4K page",
+		 "vm.page-cluster 0 (no readahead): after swapout_4k, memory.force_empty of the process's "
+		 "own cgroup-v1 memory group drops the swap cache, then one byte of each of the last "
+		 "12288 pages is read in address order: a major fault each that waits for its 4K read "
+		 "from the swap file; total / 12288. short_repeats: repeats (of both this and "
+		 "swapin_4k_ra) where pswpin grew by less than 90% of the pages.",
+		 extra);
+	add_cost("swapin_4k_ra", in3, REPEATS, "ns per 4K page",
+		 "As swapin_4k with vm.page-cluster 3 (swap_cluster_readahead of up to 8 slots, the "
+		 "default, as the swap file is on a rotational disk): per page read, the major faults' "
+		 "waits amortized over the pages read ahead with them; total / 12288. Not read by the "
+		 "simulator: it checks the readahead model (swapin_4k per major fault, "
+		 "swapin_swapcache_4k per page found read ahead).",
+		 NULL);
+}
+
 static void machine_info(void)
 {
 	struct utsname u;
@@ -2265,6 +2475,7 @@ static const struct group {
 	{"tlb_entries", m_tlb_entries, "tlb_entries_4k,tlb_entries_2m,tlb_entries_1g", -1},
 	{"compaction", m_compaction, "page_migrate_4k,compact_scan_per_page", -1},
 	{"membw", m_membw, "llc_bytes,membw_read_*,membw_write_*,membw_copy_*,access_random_loaded_*,membw_loader_read_*", -1},
+	{"swap", m_swap, "swapout_4k,swapin_4k,swapin_4k_ra,swapin_swapcache_4k", -1},
 };
 #define NGROUPS ((int)(sizeof groups / sizeof groups[0]))
 

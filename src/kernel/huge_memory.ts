@@ -7,6 +7,7 @@ import type { Kernel } from './kernel.ts';
 import { PG } from './page.ts';
 import { MIGRATE_MOVABLE } from './page_alloc.ts';
 import { HugeLeaf, PageTable, PteTable, PTE_ZERO, VM, pteOf, type MmStruct, type Vma } from './mm_types.ts';
+import { lruAdd, lruDel } from './swap.ts';
 import { HPAGE_PMD_ORDER, HPAGE_PMD_NR, PMD_SIZE, alignDown } from './uapi.ts';
 import { compactForOrder, wakeupKcompactd } from './compaction.ts';
 import { allocPteTable } from './memory.ts';
@@ -123,8 +124,9 @@ export function allocThp(k: Kernel, vma: Vma, pl: PolicyPlacement): number {
 
 /** Mark a freshly allocated order-9 block as an anonymous compound folio of `mm`. */
 export function prepAnonThp(k: Kernel, pfn: number, mm: MmStruct, haddr: number): void {
-  k.mem.initAnonFolio(pfn, HPAGE_PMD_ORDER, mm.id, haddr / 4096, PG.anon);
+  k.mem.initAnonFolio(pfn, HPAGE_PMD_ORDER, mm.id, haddr / 4096, PG.anon | PG.young);
   folioUnqueueDeferredSplit(k, pfn);
+  lruAdd(k, pfn, false);
 }
 
 /**
@@ -263,6 +265,11 @@ export function splitAnonFolio(k: Kernel, mm: MmStruct, head: number, haddr: num
   if (!(t instanceof PteTable) || !(m.flags(head) & PG.head)) return;
   folioUnqueueDeferredSplit(k, head);
   k.vmstat.count('thp_split_page');
+  // The folio leaves its LRU list whole; the pages that stay mapped return one by one with its LRU state
+  // (lru_add_split_folio puts them beside the head; memtwin at the list's head).
+  const lruState = m.flags(head) & (PG.active | PG.referenced | PG.workingset | PG.young);
+  const listed = (m.flags(head) & PG.lru) !== 0;
+  if (listed) lruDel(k, head);
   for (let i = 0; i < HPAGE_PMD_NR; i++) {
     m.clearFlags(head + i, PG.head | PG.tail);
     m.setOrder(head + i, 0);
@@ -278,6 +285,10 @@ export function splitAnonFolio(k: Kernel, mm: MmStruct, head: number, haddr: num
       }
     }
     if (m.mapcount(pfn) === 0) k.freeUserPages(pfn, 0);
+    else if (listed) {
+      m.addFlags(pfn, lruState);
+      lruAdd(k, pfn, false);
+    }
   }
 }
 

@@ -11,8 +11,8 @@ import { SeededRandom } from '../sim/random.ts';
 import type { CostProfile } from '../sim/cost_profile.ts';
 import type { Host } from '../sim/host.ts';
 import type { FlowClass, MemBandwidth } from '../sim/membw.ts';
-import { MemMap } from './page.ts';
-import { PhysMem } from './page_alloc.ts';
+import { MemMap, PG } from './page.ts';
+import { PhysMem, initPerZoneWmarkMin, setRecommendedMinFreeKbytes } from './page_alloc.ts';
 import { MmStruct, type MappedFile } from './mm_types.ts';
 import { Process, Thread } from './sched.ts';
 import { VmStat } from './vmstat.ts';
@@ -29,6 +29,10 @@ import { HugetlbHgm } from './hugetlb_hgm.ts';
 import { doMmap, sysMunmap, sysMprotect } from './mmap.ts';
 import { sysMadvise, sysProcessMadvise } from './madvise.ts';
 import { userAccess, type AccessResult } from './memory.ts';
+import { SwapState } from './swapfile.ts';
+import { swapCacheDelFolio } from './swap_state.ts';
+import { Lruvec, lruDel, lruDelPage } from './swap.ts';
+import { Kswapd, allocSlowpath } from './vmscan.ts';
 import { Scheduler } from './sched/core.ts';
 
 /** Where mmap's top-down search starts (mm->mmap_base without ASLR). */
@@ -103,6 +107,21 @@ export class Kernel {
   membwTask: { cpu: number; mult: Float64Array; classes: FlowClass[] } | null = null;
   /** Pages committed by VM_ACCOUNT mappings (Committed_AS). */
   committedPages = 0;
+  /** Swap areas, the swap cache and the swap knobs (swapfile.ts, swap_state.ts). */
+  readonly swap = new SwapState();
+  /** Pages in the swap cache (SwapCached). */
+  swapCachePages = 0;
+  /** Each node's own lruvec (pglist_data's __lruvec: the root memory cgroup's). */
+  readonly nodeLruvec: Lruvec[];
+  /**
+   * The lruvec a folio belongs to when a memory cgroup owns it (set by the
+   * memory cgroup layer; undefined or a null answer: the node's own).
+   */
+  lruvecOf?: (head: number, nid: number) => Lruvec | undefined;
+  /** vm.swappiness. */
+  swappiness = 60;
+  /** The per-node kswapd threads (vmscan.ts). */
+  readonly kswapd: Kswapd;
 
   constructor(opts: KernelOptions) {
     this.host = opts.host;
@@ -120,6 +139,12 @@ export class Kernel {
     this.memsched = new Memsched(this);
     this.khugepaged = new Khugepaged(this);
     this.uffd = new Userfaultfd();
+    this.nodeLruvec = nodePages.map((_, nid) => new Lruvec(nid));
+    this.phys.slowpath = (req) => allocSlowpath(this, req);
+    initPerZoneWmarkMin(this.phys);
+    if (this.thp.enabled !== 'never') setRecommendedMinFreeKbytes(this.phys); // khugepaged starts at boot
+    this.kswapd = new Kswapd(this);
+    this.phys.wakeKswapd = (nid) => this.kswapd.wake(nid);
     this.sysfs = new Sysfs(this);
     for (const [cpu, nid] of opts.host.cpuNode) this.cpuNodes[cpu] = nid;
     this.hot = {
@@ -256,6 +281,14 @@ export class Kernel {
 
   /** Free user pages (anon or shmem) to the buddy allocator. */
   freeUserPages(pfn: number, order: number): void {
+    const f = this.mem.flags(pfn);
+    // Off its LRU list; free_swap_cache: an unmapped folio still in the swap cache leaves it (its slot is
+    // freed if no PTE holds it).
+    if (f & PG.lru) {
+      if (order) lruDel(this, pfn);
+      else lruDelPage(this, pfn);
+    }
+    if (f & PG.swapcache) swapCacheDelFolio(this, pfn, 0);
     this.phys.free(pfn, order);
     this.vmstat.count('pgfree', 1 << order);
   }

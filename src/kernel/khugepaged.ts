@@ -36,10 +36,11 @@
 import type { Kernel } from './kernel.ts';
 import { PG } from './page.ts';
 import { MIGRATE_MOVABLE } from './page_alloc.ts';
-import { HugeLeaf, PageTable, PteTable, PTE_NONE, PTE_ZERO, VM, pfnOfPte, type MmStruct, type Vma } from './mm_types.ts';
+import { HugeLeaf, PageTable, PteTable, PTE_NONE, PTE_ZERO, VM, pfnOfPte, swpEntryOfPte, type MmStruct, type Vma } from './mm_types.ts';
 import { HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE, alignDown, alignUp, neg, type SysRet } from './uapi.ts';
 import { compactForOrder } from './compaction.ts';
 import { freePteTable, hasPmdTable } from './memory.ts';
+import { doSwapPage, swapCacheGetFolio, swapinReadahead } from './swap_state.ts';
 import { folioUnmappedSome, prepAnonThp, thpVmaAllowable } from './huge_memory.ts';
 import type { EventHandle } from '../sim/event_queue.ts';
 import { UnmodelledError } from './errors.ts';
@@ -53,6 +54,8 @@ export const SCAN = {
   SCAN_PMD_MAPPED: 'SCAN_PMD_MAPPED',
   SCAN_EXCEED_NONE_PTE: 'SCAN_EXCEED_NONE_PTE',
   SCAN_EXCEED_SHARED_PTE: 'SCAN_EXCEED_SHARED_PTE',
+  SCAN_EXCEED_SWAP_PTE: 'SCAN_EXCEED_SWAP_PTE',
+  SCAN_PAGE_LOCK: 'SCAN_PAGE_LOCK',
   SCAN_LACK_REFERENCED_PAGE: 'SCAN_LACK_REFERENCED_PAGE',
   SCAN_PAGE_NULL: 'SCAN_PAGE_NULL',
   SCAN_PAGE_ANON: 'SCAN_PAGE_ANON',
@@ -62,7 +65,7 @@ export const SCAN = {
 export type ScanResult = (typeof SCAN)[keyof typeof SCAN];
 
 /** Results after which MADV_COLLAPSE goes on with the next region (the whitelist in madvise_collapse). */
-const CONTINUE_AFTER = new Set<ScanResult>([SCAN.SCAN_PMD_NULL, SCAN.SCAN_PAGE_NULL, SCAN.SCAN_LACK_REFERENCED_PAGE]);
+const CONTINUE_AFTER = new Set<ScanResult>([SCAN.SCAN_PMD_NULL, SCAN.SCAN_PAGE_NULL, SCAN.SCAN_LACK_REFERENCED_PAGE, SCAN.SCAN_PAGE_LOCK]);
 
 /** madvise_collapse_errno. */
 export function collapseErrno(r: ScanResult): number {
@@ -71,6 +74,8 @@ export function collapseErrno(r: ScanResult): number {
       return neg('ENOMEM');
     case SCAN.SCAN_EXCEED_NONE_PTE:
       return neg('EBUSY');
+    case SCAN.SCAN_PAGE_LOCK: // "resource temporarily unavailable": trying again may succeed
+      return neg('EAGAIN');
     default:
       return neg('EINVAL');
   }
@@ -119,12 +124,20 @@ export function scanPmd(k: Kernel, mm: MmStruct, vma: Vma, haddr: number, cc: Co
   const m = k.mem;
   cc.nodeLoad.fill(0);
   let noneOrZero = 0;
+  let unmapped = 0;
   let shared = 0;
   let referenced = 0;
   const uffdArmed = (vma.flags & (VM.UFFD_MISSING | VM.UFFD_WP | VM.UFFD_MINOR)) !== 0; // userfaultfd_armed
   for (let i = 0; i < HPAGE_PMD_NR; i++) {
     cc.scannedPtes++;
     const pte = found.ptes[i]!;
+    if (pte < PTE_ZERO) {
+      // A swapped-out page: khugepaged swaps in at most max_ptes_swap of them; MADV_COLLAPSE any number.
+      unmapped++;
+      if (!cc.isKhugepaged || unmapped <= kh.max_ptes_swap) continue;
+      k.vmstat.count('thp_scan_exceed_swap_pte');
+      return SCAN.SCAN_EXCEED_SWAP_PTE;
+    }
     if (pte === PTE_NONE || pte === PTE_ZERO) {
       noneOrZero++;
       if (!uffdArmed && (!cc.isKhugepaged || noneOrZero <= kh.max_ptes_none)) continue;
@@ -146,8 +159,41 @@ export function scanPmd(k: Kernel, mm: MmStruct, vma: Vma, haddr: number, cc: Co
     cc.nodeLoad[k.phys.nodeOfPfn(pfn)]!++;
     referenced++; // pte_young: see the header
   }
-  if (cc.isKhugepaged && referenced === 0) return SCAN.SCAN_LACK_REFERENCED_PAGE;
-  return collapseHugePage(k, mm, vma, haddr, found, cc);
+  // khugepaged wants referenced pages, and half of the region referenced before it swaps anything in.
+  if (cc.isKhugepaged && (referenced === 0 || (unmapped && referenced < HPAGE_PMD_NR / 2))) return SCAN.SCAN_LACK_REFERENCED_PAGE;
+  return collapseHugePage(k, mm, vma, haddr, found, cc, unmapped);
+}
+
+/**
+ * __collapse_huge_page_swapin: do_swap_page for each swap PTE of the
+ * region, with FAULT_FLAG_ALLOW_RETRY. A page found in the swap cache, or
+ * read synchronously (zram), is mapped; a read from a swap file is
+ * asynchronous, so do_swap_page finds the new folio still locked for its
+ * I/O and returns VM_FAULT_RETRY: the collapse stops with SCAN_PAGE_LOCK,
+ * the page (and what readahead brought with it) waiting in the swap cache
+ * for the next attempt.
+ */
+function collapseSwapin(k: Kernel, mm: MmStruct, vma: Vma, haddr: number, t: PteTable, nid: number): ScanResult {
+  for (let i = 0; i < HPAGE_PMD_NR; i++) {
+    const pte = t.ptes[i]!;
+    if (pte >= PTE_ZERO) continue;
+    const entry = swpEntryOfPte(pte);
+    const si = k.swap.info(entry);
+    if (!si) return SCAN.SCAN_FAIL;
+    const va = haddr + i * PAGE_SIZE;
+    if (swapCacheGetFolio(k, entry) < 0 && !si.synchronous) {
+      const r = swapinReadahead(k, mm, entry, vma, va, nid);
+      if (r.pfn < 0) return SCAN.SCAN_FAIL;
+      k.vmstat.count('pgmajfault');
+      k.charge(r.ns);
+      return SCAN.SCAN_PAGE_LOCK;
+    }
+    if (!doSwapPage(k, mm, vma, t, i, va, false, nid)) return SCAN.SCAN_FAIL;
+  }
+  // A swap-in's allocation may have reclaimed pages of this very region (hugepage_vma_revalidate and the PMD
+  // check after it find the region changed): give up this time.
+  for (let i = 0; i < HPAGE_PMD_NR; i++) if (t.ptes[i]! < PTE_ZERO) return SCAN.SCAN_FAIL;
+  return SCAN.SCAN_SUCCEED;
 }
 
 /** hpage_collapse_find_target_node: the first node with the most pages, and every node tied with it. */
@@ -195,9 +241,24 @@ function allocCollapseFolio(k: Kernel, cc: CollapseControl): number {
  * (zero-filling none and zero-page entries), release the old pages and the
  * PTE table, and install the PMD.
  */
-function collapseHugePage(k: Kernel, mm: MmStruct, vma: Vma, haddr: number, t: PteTable, cc: CollapseControl): ScanResult {
+function collapseHugePage(
+  k: Kernel,
+  mm: MmStruct,
+  vma: Vma,
+  haddr: number,
+  t: PteTable,
+  cc: CollapseControl,
+  unmapped: number,
+): ScanResult {
   const pfn = allocCollapseFolio(k, cc);
   if (pfn < 0) return SCAN.SCAN_ALLOC_HUGE_PAGE_FAIL;
+  if (unmapped) {
+    const r = collapseSwapin(k, mm, vma, haddr, t, targetNodes(cc).nid);
+    if (r !== SCAN.SCAN_SUCCEED) {
+      k.phys.free(pfn, HPAGE_PMD_ORDER);
+      return r;
+    }
+  }
   const m = k.mem;
   prepAnonThp(k, pfn, mm, haddr);
   const oldThps = new Set<number>();

@@ -5,12 +5,14 @@
  */
 import type { Kernel } from './kernel.ts';
 import type { Process, Thread } from './sched.ts';
-import { VM, type Vma } from './mm_types.ts';
+import { PageTable, PteTable, PTE_NONE, VM, swpEntryOfPte, type MmStruct, type Vma } from './mm_types.ts';
 import { MADV, MADV_SPLIT, UFFD_FEATURE, PAGE_SIZE, PMD_SIZE, alignDown, alignUp, neg, type SysRet } from './uapi.ts';
 import { modifyVmaFlags, populateRange } from './mmap.ts';
-import { zapRange, followPage } from './memory.ts';
+import { zapRange, followPage, swapPteAt } from './memory.ts';
+import { folioFreeSwap, freeSwapAndCache, readSwapCache } from './swap_state.ts';
 import { anonFolioAt, splitAnonFolio } from './huge_memory.ts';
 import { PG } from './page.ts';
+import { shrinkFolio } from './vmscan.ts';
 import { madviseCollapse } from './khugepaged.ts';
 import { UnmodelledError } from './errors.ts';
 import { capable, ptraceMayAccess } from './cred.ts';
@@ -114,8 +116,8 @@ export function sysMadvise(
     }
     case MADV.MADV_COLD:
     case MADV.MADV_PAGEOUT:
-      // No swap is modelled: anonymous pages cannot be reclaimed. What remains
-      // visible is the VMA check and the split of THPs the range covers in part.
+      // MADV_COLD would deactivate pages on the LRU lists, which are not modelled yet: what remains visible
+      // is the VMA check and the split of THPs the range covers in part. MADV_PAGEOUT reclaims (vmscan.ts).
       for (const v of mm.vmasIn(start, end)) {
         if (v.flags & (VM.LOCKED | VM.PFNMAP | VM.HUGETLB)) {
           err = neg('EINVAL');
@@ -123,12 +125,16 @@ export function sysMadvise(
         }
         const s0 = Math.max(start, v.start);
         const e0 = Math.min(end, v.end);
-        if (advice === MADV.MADV_PAGEOUT) pageoutThps(k, p, v, s0, e0);
+        if (advice === MADV.MADV_PAGEOUT) madvisePageout(k, p, v, s0, e0);
         else splitPartlyCoveredThps(k, p, v, s0, e0);
       }
       break;
     case MADV.MADV_WILLNEED:
-      break; // anonymous memory without swap: nothing to read ahead
+      // madvise_willneed on anonymous memory: swapin_walk_pmd_entry starts the read of every swapped page of
+      // the range into the swap cache (read_swap_cache_async; nothing is mapped). Shmem: not swapped here.
+      for (const v of mm.vmasIn(start, end))
+        if (v.isAnonymous()) willneedSwapin(k, mm, Math.max(start, v.start), Math.min(end, v.end), k.cpuToNode(thread.cpu));
+      break;
   }
   if (err) return err;
   return hole ? neg('ENOMEM') : 0;
@@ -232,17 +238,33 @@ function dontneedFree(k: Kernel, p: Process, vma: Vma, start: number, end: numbe
 
 /**
  * MADV_FREE: pages stay mapped with their contents but are marked lazily
- * freeable; a later write cancels that. Without memory pressure nothing is
- * reclaimed (memtwin has no reclaim yet), exactly as on an idle Linux host.
+ * freeable; a later write cancels that. Only reclaim (MADV_PAGEOUT here:
+ * memtwin has no reclaim under memory pressure yet) discards them. A page
+ * in the swap cache leaves it (folio_free_swap) and is clean; a swapped-out
+ * page's entry is dropped (free_swap_and_cache), so it reads back as zeros.
  * A huge PMD the range covers only partly is split first.
  */
 function madviseFree(k: Kernel, p: Process, vma: Vma, start: number, end: number): void {
   const mm = p.mm;
   splitPartlyCoveredThps(k, p, vma, start, end);
   const pt = mm.pgtable;
+  const m = k.mem;
   for (let va = pt.skipNone(start, end, PAGE_SIZE); va < end; va = pt.walkNext(va, end, PAGE_SIZE)) {
+    if (swapPteAt(mm, va)) {
+      const t = pt.pmds.get(PageTable.pmdKey(va)) as PteTable;
+      const i = Math.floor(va / PAGE_SIZE) & 511;
+      const entry = swpEntryOfPte(t.ptes[i]!);
+      t.ptes[i] = PTE_NONE;
+      t.used--;
+      mm.swapents--;
+      freeSwapAndCache(k, entry);
+      continue;
+    }
     const pfn = followPage(mm, va);
-    if (pfn >= 0 && k.mem.mapcount(pfn) + k.mem.entireMapcount(pfn) <= 1) k.mem.addFlags(pfn, PG.lazyfree);
+    if (pfn < 0 || m.mapcount(pfn) + m.entireMapcount(pfn) > 1) continue;
+    if (m.flags(pfn) & PG.swapcache && !folioFreeSwap(k, pfn)) continue;
+    m.clearFlags(pfn, PG.dirty);
+    m.addFlags(pfn, PG.lazyfree);
   }
 }
 
@@ -263,22 +285,49 @@ function splitPartlyCoveredThps(k: Kernel, p: Process, vma: Vma, start: number, 
 }
 
 /**
- * MADV_PAGEOUT reclaims what it isolates. Without swap (memtwin models
- * none, like this machine) shrink_folio_list cannot add an anonymous THP to
- * swap, so it splits it to try its pages one by one ("fallback to swap
- * normal pages"); the split remaps all-zero subpages to the zero page.
- * Order-0 anonymous pages simply stay.
+ * MADV_PAGEOUT (madvise_cold_or_pageout_pte_range, then reclaim_pages):
+ * the anonymous folios of the range mapped by this mm alone are isolated
+ * and reclaimed with references ignored. A THP cannot go to a swap file
+ * whole (folio_alloc_swap fails for a large folio on a file, and with no
+ * swap at all): shrink_folio_list splits it ("fallback to swap normal
+ * pages", thp_swpout_fallback), the split maps its all-zero pages to the
+ * zero page, and its other pages are reclaimed one by one. Order-0 pages
+ * go to swap (or are discarded when lazyfree); without swap they stay.
+ * Shared anonymous (shmem) pages stay: shmem swap is not modelled.
  */
-function pageoutThps(k: Kernel, p: Process, vma: Vma, start: number, end: number): void {
+function madvisePageout(k: Kernel, p: Process, vma: Vma, start: number, end: number): void {
   if (!vma.isAnonymous()) return;
   const mm = p.mm;
-  const heads = new Map<number, number>();
+  const m = k.mem;
+  const nid = k.cpuToNode(p.mainThread.cpu);
   const pt = mm.pgtable;
+  const heads = new Map<number, number>();
   for (let va = pt.skipNone(start, end, PAGE_SIZE); va < end; va = pt.walkNext(va, end, PAGE_SIZE)) {
     const head = anonFolioAt(k, mm, va, followPage);
     if (head >= 0 && !heads.has(head)) heads.set(head, alignDown(va, PMD_SIZE));
   }
-  for (const [head, haddr] of heads) splitAnonFolio(k, mm, head, haddr, k.cpuToNode(p.mainThread.cpu));
+  for (const [head, haddr] of heads) {
+    // folio_maybe_mapped_shared: not a folio another mapping uses.
+    if (m.entireMapcount(head) > 1) continue;
+    splitAnonFolio(k, mm, head, haddr, nid);
+    // A THP the range covers whole is split by shrink_folio_list (counted); one covered in part, by the walk.
+    if (haddr >= start && haddr + PMD_SIZE <= end) k.vmstat.count('thp_swpout_fallback');
+  }
+  for (let va = pt.skipNone(start, end, PAGE_SIZE); va < end; va = pt.walkNext(va, end, PAGE_SIZE)) {
+    const pfn = followPage(mm, va);
+    if (pfn < 0 || m.mapcount(pfn) !== 1 || !(m.flags(pfn) & PG.anon)) continue;
+    shrinkFolio(k, pfn);
+  }
+}
+
+/** swapin_walk_pmd_entry over [start, end): each swap PTE's page read into the swap cache, not waited for. */
+function willneedSwapin(k: Kernel, mm: MmStruct, start: number, end: number, nid: number): void {
+  const pt = mm.pgtable;
+  for (let va = pt.skipNone(start, end, PAGE_SIZE); va < end; va = pt.walkNext(va, end, PAGE_SIZE)) {
+    if (!swapPteAt(mm, va)) continue;
+    const t = pt.pmds.get(PageTable.pmdKey(va)) as PteTable;
+    readSwapCache(k, swpEntryOfPte(t.ptes[Math.floor(va / PAGE_SIZE) & 511]!), nid);
+  }
 }
 
 /** MADV_REMOVE: punch a hole in a shared writable mapping's backing file. */

@@ -6,7 +6,21 @@
 import type { Kernel } from './kernel.ts';
 import { PG, OWNER_KERNEL } from './page.ts';
 import { MIGRATE_MOVABLE, MIGRATE_UNMOVABLE } from './page_alloc.ts';
-import { HugeLeaf, PageTable, PteTable, PTE_NONE, PTE_ZERO, VM, pfnOfPte, pteOf, type MmStruct, type Vma } from './mm_types.ts';
+import {
+  HugeLeaf,
+  PageTable,
+  PteTable,
+  PTE_NONE,
+  PTE_ZERO,
+  VM,
+  pfnOfPte,
+  pteOf,
+  swpEntryOfPte,
+  type MmStruct,
+  type Vma,
+} from './mm_types.ts';
+import { doSwapPage, freeSwapAndCache } from './swap_state.ts';
+import { lruAddNewAnon } from './swap.ts';
 import {
   HPAGE_PMD_NR,
   HPAGE_PMD_ORDER,
@@ -74,7 +88,8 @@ function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, t: Thread): 
     if (pfn >= 0) k.accountAlloc(pfn, local, 1);
   } else pfn = allocPolicyPages(k, policyPlacement(k, t, vma, va, 0), 0, MIGRATE_MOVABLE, local);
   if (pfn < 0) return -1;
-  k.mem.initAnonPage(pfn, mm.id, va / PAGE_SIZE, PG.anon);
+  k.mem.initAnonPage(pfn, mm.id, va / PAGE_SIZE, PG.anon | PG.young);
+  lruAddNewAnon(k, pfn);
   anonVmaPrepare(k, mm, vma);
   mm.rssAnon++;
   return pfn;
@@ -144,6 +159,8 @@ export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, wri
   }
   const i = Math.floor(va / PAGE_SIZE) & 511;
   const pte = t.ptes[i]!;
+  // A swap entry (only private anonymous memory is swapped): do_swap_page.
+  if (pte < PTE_ZERO) return doSwapPage(k, mm, vma, t, i, va, write, nid) ? FAULT_OK : FAULT_OOM;
   if (vma.file) return shmemFault(k, mm, vma, t, i, va, write, thread);
   if (pte === PTE_NONE && !write) {
     t.ptes[i] = PTE_ZERO;
@@ -187,7 +204,7 @@ function pageMissing(mm: MmStruct, vma: Vma, va: number): boolean {
     if (map.get(hs === PUD_SIZE ? PageTable.pudKey(haddr) : PageTable.pmdKey(haddr))) return false;
     return !(vma.flags & VM.MAYSHARE) || !vma.file!.pages.has(hugetlbIndex(vma, haddr));
   }
-  if (followPage(mm, va) !== -2) return false;
+  if (followPage(mm, va) !== -2 || swapPteAt(mm, va)) return false;
   if (!vma.file) return true;
   return !vma.file.pages.has(vma.pgoff + Math.floor((va - vma.start) / PAGE_SIZE));
 }
@@ -408,6 +425,12 @@ export function hugetlbAllocPage(k: Kernel, mm: MmStruct, vma: Vma, haddr: numbe
   return pfn;
 }
 
+/** Whether va's PTE holds a swap entry (the page is swapped out). */
+export function swapPteAt(mm: MmStruct, va: number): boolean {
+  const e = mm.pgtable.pmds.get(PageTable.pmdKey(va));
+  return e instanceof PteTable && e.ptes[Math.floor(va / PAGE_SIZE) & 511]! < PTE_ZERO;
+}
+
 /**
  * Translate va: the 4K frame it maps, PTE_ZERO-like -1 for a zero page,
  * or -2 when not mapped. The caller ensures the VMA exists.
@@ -422,7 +445,7 @@ export function followPage(mm: MmStruct, va: number): number {
   if (e === undefined) return -2;
   if (e instanceof HugeLeaf) return e.isZero ? -1 : e.pfn + Math.floor((va % PMD_SIZE) / PAGE_SIZE);
   const pte = e.ptes[Math.floor(va / PAGE_SIZE) & 511]!;
-  if (pte === PTE_NONE) return -2;
+  if (pte === PTE_NONE || pte < PTE_ZERO) return -2; // none, or a swap entry (not present)
   if (pte === PTE_ZERO) return -1;
   return pfnOfPte(pte);
 }
@@ -454,7 +477,7 @@ export function translate(mm: MmStruct, va: number): number {
     return e.isZero ? -1 : e.pfn + Math.floor((va % PMD_SIZE) / PAGE_SIZE);
   }
   const pte = e.ptes[(va / PAGE_SIZE) & 511]!;
-  if (pte === PTE_NONE) {
+  if (pte === PTE_NONE || pte < PTE_ZERO) {
     translatedSize = 0;
     return -2;
   }
@@ -469,7 +492,8 @@ export function mappingSize(mm: MmStruct, va: number): number {
   const e = pt.pmds.get(PageTable.pmdKey(va));
   if (e === undefined) return 0;
   if (e instanceof HugeLeaf) return PMD_SIZE;
-  return e.ptes[(va / PAGE_SIZE) & 511] === PTE_NONE ? 0 : PAGE_SIZE;
+  const pte = e.ptes[(va / PAGE_SIZE) & 511]!;
+  return pte === PTE_NONE || pte < PTE_ZERO ? 0 : PAGE_SIZE;
 }
 
 export interface AccessResult {
@@ -534,7 +558,10 @@ export function userAccess(
         pfn = followPage(mm, va);
       }
       if (write) writeByte(k, pfn, va, fill);
-      else if (read) read(va, pfn < 0 ? 0 : k.mem.token(pfn) & 0xff);
+      else {
+        if (pfn >= 0) k.mem.markYoung(pfn);
+        if (read) read(va, pfn < 0 ? 0 : k.mem.token(pfn) & 0xff);
+      }
       va += stride;
     }
   }
@@ -602,6 +629,19 @@ function accessPtes(
   for (; va < stop; va += stride) {
     const i = (va / PAGE_SIZE) & 511;
     let pte = ptes[i]!;
+    if (pte < PTE_ZERO) {
+      // A swapped-out page: do_swap_page maps it (writable: the mm is its only user), then the access proceeds.
+      k.charge(cost);
+      cost = 0;
+      k.vmstat.events.pgfault++;
+      res.faults++;
+      if (!doSwapPage(k, mm, vma, t, i, va, write, k.cpuToNode(thread.cpu))) {
+        res.signal = 'SIGBUS';
+        res.at = va;
+        return va;
+      }
+      pte = ptes[i]!;
+    }
     if (pte <= 0 && (write || pte === PTE_NONE)) {
       k.vmstat.events.pgfault++;
       res.faults++;
@@ -642,7 +682,10 @@ function accessPtes(
     if (write) {
       k.writeSerial = (k.writeSerial + 1) & 0xffffff;
       m.storeByte(pte - 1, k.writeSerial, fill, va % PAGE_SIZE === 0);
-    } else if (read) read(va, pte < 0 ? 0 : m.token(pte - 1) & 0xff);
+    } else if (pte > 0) {
+      m.markYoung(pte - 1); // the load sets the PTE's accessed bit
+      if (read) read(va, m.token(pte - 1) & 0xff);
+    } else if (read) read(va, 0);
   }
   k.charge(cost);
   return va;
@@ -703,6 +746,12 @@ export function zapRange(k: Kernel, mm: MmStruct, vma: Vma, start: number, end: 
         t.ptes[i] = PTE_NONE;
         t.used--;
         if (pte === PTE_ZERO) continue;
+        if (pte < PTE_ZERO) {
+          // A swap entry: free_swap_and_cache (and MM_SWAPENTS drops).
+          mm.swapents--;
+          freeSwapAndCache(k, swpEntryOfPte(pte));
+          continue;
+        }
         const pfn = pfnOfPte(pte);
         m.addMapcount(pfn, -1);
         stats.pages++;

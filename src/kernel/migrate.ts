@@ -10,6 +10,8 @@ import { HugeLeaf, PageTable, PteTable, pteOf, pfnOfPte, type Vma, type MmStruct
 import { HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE, PUD_SIZE, alignDown, neg } from './uapi.ts';
 import { MIGRATE_MOVABLE } from './page_alloc.ts';
 import { followPage } from './memory.ts';
+import { swapCacheReplace } from './swap_state.ts';
+import { lruReplace } from './swap.ts';
 import { deferredSplitFolio, folioTestPartiallyMapped, folioUnqueueDeferredSplit, splitAnonFolio } from './huge_memory.ts';
 import { MAX_NUMNODES, memsAllowed } from './mempolicy.ts';
 import { MPOL } from './uapi.ts';
@@ -125,6 +127,8 @@ export function migrateFrame(k: Kernel, src: number, dst: number, mapped?: (mm: 
     const file = k.files.get(m.owner(src));
     file?.pages.set(m.index(src), dst);
   }
+  if (m.flags(src) & PG.swapcache) swapCacheReplace(k, src, dst); // folio_migrate_mapping of a swap cache folio
+  lruReplace(k, src, dst);
   k.phys.free(src, 0);
   k.vmstat.count('pgmigrate_success');
 }
@@ -250,6 +254,7 @@ function moveFolio(k: Kernel, mm: MmStruct, head: number, dst: number, haddr: nu
     deferredSplitFolio(k, dst);
   }
   folioUnqueueDeferredSplit(k, head);
+  lruReplace(k, head, dst); // the new folio takes the old one's place on its LRU list
   k.phys.free(head, HPAGE_PMD_ORDER);
   k.chargeMem(
     HPAGE_PMD_NR * k.costs.ns('page_migrate_4k'),

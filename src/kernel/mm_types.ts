@@ -171,6 +171,10 @@ export const PTE_NONE = 0;
 export const PTE_ZERO = -1; // maps the shared zero page, read-only
 export const pteOf = (pfn: number): number => pfn + 1;
 export const pfnOfPte = (pte: number): number => pte - 1;
+/** A swap entry in a PTE (a non-present pte holding swp_entry_t): every value below PTE_ZERO, -2 - entry. */
+export const isSwapPte = (pte: number): boolean => pte < PTE_ZERO;
+export const pteOfSwpEntry = (entry: number): number => -2 - entry;
+export const swpEntryOfPte = (pte: number): number => -2 - pte;
 
 export class PteTable {
   readonly ptes = new Int32Array(512);
@@ -378,6 +382,8 @@ export class MmStruct {
   /** Pages counted as in RSS: anon, shmem (MM_ANONPAGES, MM_SHMEMPAGES). */
   rssAnon = 0;
   rssShmem = 0;
+  /** MM_SWAPENTS: PTEs holding a swap entry (VmSwap). */
+  swapents = 0;
   pgtablesBytes = 0;
   /**
    * Collapses in progress or recently finished, in virtual time: from

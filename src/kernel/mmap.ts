@@ -274,7 +274,8 @@ function calcVmFlags(prot: number, flags: number): number {
 /** __vm_enough_memory under vm.overcommit_memory = 0 (OVERCOMMIT_GUESS). */
 export function vmEnoughMemory(k: Kernel, pages: number): boolean {
   if (k.sysctl.overcommit_memory === 1) return true;
-  return pages <= k.phys.totalPages();
+  // OVERCOMMIT_GUESS: no more than all of RAM and swap.
+  return pages <= k.phys.totalPages() + k.swap.totalSwapPages;
 }
 
 export function doMmap(k: Kernel, p: Process, addr: number, len: number, prot: number, flags: number): SysRet {

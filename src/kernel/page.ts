@@ -9,7 +9,7 @@
 
 export const SECTION_SHIFT = 15;
 export const PAGES_PER_SECTION = 1 << SECTION_SHIFT;
-const SECTION_MASK = PAGES_PER_SECTION - 1;
+export const SECTION_MASK = PAGES_PER_SECTION - 1;
 
 /** page flags (a subset of enum pageflags, with the same meaning). */
 export const PG = {
@@ -23,6 +23,20 @@ export const PG = {
   lazyfree: 1 << 7, // MADV_FREE'd and clean (cleared by a later write)
   reserved: 1 << 8, // PG_reserved: never allocatable (holes, the zero page)
   nonzero: 1 << 9, // some byte of the page was written non-zero (memtwin: "is it all zeros?")
+  // Swap state (include/linux/page-flags.h), kept on the head page of a folio.
+  swapcache: 1 << 10, // PG_swapcache: in the swap cache (swap_state.ts), folio->swap in SwapState.entryOf
+  dirty: 1 << 11, // PG_dirty (with pte_dirty): written since its swap slot last got its content
+  reclaim: 1 << 12, // PG_reclaim: written to swap by reclaim, stays in the swap cache until reclaim finds it again
+  readahead: 1 << 13, // PG_readahead: read ahead by swap readahead and not used yet
+  // LRU state (kept on the head page of a folio): swap.ts, vmscan.ts.
+  lru: 1 << 14, // PG_lru: on an LRU list of its lruvec
+  active: 1 << 15, // PG_active: on the active list
+  referenced: 1 << 16, // PG_referenced: seen referenced once by reclaim (folio_check_references)
+  workingset: 1 << 17, // PG_workingset
+  /** memtwin: the accessed (young) bit of the PTE or PMD mapping the page, kept per frame (reclaim reads and clears it). */
+  young: 1 << 18,
+  /** memtwin: on a file LRU list (folio_is_file_lru); anonymous and swap-backed pages are not. */
+  fileLru: 1 << 19,
 } as const;
 
 /** Owner ids in `owner`: > 0 is an mm id or a shmem/hugetlbfs inode id. */
@@ -31,7 +45,7 @@ export const OWNER_KERNEL = -1; // page tables and other kernel memory
 export const OWNER_HUGETLB_POOL = -2; // a free hugetlb page in its pool
 
 class Section {
-  readonly flags = new Uint16Array(PAGES_PER_SECTION);
+  readonly flags = new Uint32Array(PAGES_PER_SECTION);
   /** buddy order for a free head; compound order for a compound head. */
   readonly order = new Uint8Array(PAGES_PER_SECTION);
   /** PTE mappings of this 4K page (page->_mapcount + 1). */
@@ -181,25 +195,30 @@ export class MemMap {
     s.mapcount[i] = 1;
   }
 
-  /** clear_page: the whole page is zero now (a new write serial; no non-zero byte; not lazyfree). */
+  /** clear_page: the whole page is zero now (a new write serial; no non-zero byte; not lazyfree; dirty). */
   clearPage(pfn: number, serial: number): void {
     const s = this.sec(pfn);
     const i = pfn & SECTION_MASK;
     s.token[i] = (serial * 256) >>> 0;
-    s.flags[i] = s.flags[i]! & ~(PG.lazyfree | PG.nonzero);
+    s.flags[i] = (s.flags[i]! & ~(PG.lazyfree | PG.nonzero)) | PG.dirty | PG.young;
+  }
+
+  /** A load from the page: the hardware sets the accessed bit of the PTE or PMD mapping it (PG.young). */
+  markYoung(pfn: number): void {
+    this.sec(pfn).flags[pfn & SECTION_MASK]! |= PG.young;
   }
 
   /**
    * A store of `fill` into the page: the first byte changes only for a
    * store at offset 0; the write serial changes either way. Clears lazyfree
-   * (a write cancels MADV_FREE).
+   * (a write cancels MADV_FREE); the page is dirty (its swap copy, if any, is stale).
    */
   storeByte(pfn: number, serial: number, fill: number, atPageStart: boolean): void {
     const s = this.sec(pfn);
     const i = pfn & SECTION_MASK;
     const keep = atPageStart ? fill : s.token[i]! & 0xff;
     s.token[i] = (serial * 256 + keep) >>> 0;
-    s.flags[i] = (s.flags[i]! & ~PG.lazyfree) | (fill ? PG.nonzero : 0);
+    s.flags[i] = (s.flags[i]! & ~PG.lazyfree) | (fill ? PG.nonzero | PG.dirty | PG.young : PG.dirty | PG.young);
   }
 
   /**
@@ -264,6 +283,6 @@ export class MemMap {
 
   /** Bytes of metadata currently allocated (for memtwin's own memory use). */
   metadataBytes(): number {
-    return this.materialized * PAGES_PER_SECTION * (2 + 1 + 4 + 4 + 4 + 8 + 4 + 4 + 4 + 4);
+    return this.materialized * PAGES_PER_SECTION * (4 + 1 + 4 + 4 + 4 + 8 + 4 + 4 + 4 + 4);
   }
 }

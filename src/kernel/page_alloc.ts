@@ -35,6 +35,8 @@ export class Zone {
   pristineStart: number;
   /** Free frames, pristine ones included. */
   freePages: number;
+  /** _watermark[WMARK_MIN, WMARK_LOW, WMARK_HIGH], in pages (setupPerZoneWmarks). */
+  readonly wmark = [0, 0, 0];
 
   constructor(
     readonly nid: number,
@@ -354,20 +356,46 @@ export class PhysMem {
     return nid;
   }
 
-  /** get_page_from_freelist over the zonelist; -1 when every allowed node is exhausted. */
+  /** vm.min_free_kbytes, and what a user wrote to it (user_min_free_kbytes; -1: never). */
+  minFreeKbytes = 0;
+  userMinFreeKbytes = -1;
+  /** vm.watermark_scale_factor (10000ths of a zone between watermarks). */
+  watermarkScaleFactor = 10;
+  /** wakeup_kswapd, set by the Kernel (vmscan.ts): an allocation left node `nid` below its low watermark. */
+  wakeKswapd: ((nid: number) => void) | null = null;
+
+  /** __alloc_pages: the free lists, then (order 0) direct reclaim; -1 when every allowed node is exhausted. */
   alloc(req: AllocRequest): number {
+    const pfn = this.getPageFromFreelist(req);
+    if (pfn >= 0 || req.order || !this.slowpath || this.memalloc) return pfn;
+    return this.slowpath(req);
+  }
+
+  /** get_page_from_freelist over the zonelist (no watermarks: see ARCHITECTURE.md); -1 when every allowed node is exhausted. */
+  getPageFromFreelist(req: AllocRequest): number {
     const order = req.order;
     const list = req.thisNode ? [req.nid] : this.zonelists[req.nid]!;
     for (const nid of list) {
       if (req.nodemask && !req.nodemask.includes(nid)) continue;
-      const pfn = this.zones[nid]!.rmqueue(order, req.mt);
+      const z = this.zones[nid]!;
+      const pfn = z.rmqueue(order, req.mt);
       if (pfn >= 0) {
         this.prepNewPage(pfn, order);
+        if (z.freePages < z.wmark[WMARK_LOW]! && this.wakeKswapd) this.wakeKswapd(nid);
         return pfn;
       }
     }
     return -1;
   }
+
+  /**
+   * __alloc_pages_slowpath's direct reclaim, set by the Kernel (vmscan.ts):
+   * an order-0 request that found no free frame reclaims and retries.
+   * Larger orders (THPs, hugetlb pool pages) fail as before.
+   */
+  slowpath: ((req: AllocRequest) => number) | null = null;
+  /** PF_MEMALLOC: reclaim is running; its own allocations never reclaim. */
+  memalloc = false;
 
   /** post_alloc_hook: a fresh block reads as zeros and belongs to nobody yet. */
   private prepNewPage(pfn: number, order: number): void {
@@ -387,4 +415,62 @@ export class PhysMem {
   freePages(): number {
     return this.zones.reduce((s, z) => s + z.freePages, 0);
   }
+}
+
+/** Watermark indices (enum zone_watermarks). */
+export const WMARK_MIN = 0;
+export const WMARK_LOW = 1;
+export const WMARK_HIGH = 2;
+
+/** nr_free_buffer_pages: over every zone, its managed pages above its high watermark. */
+function nrFreeBufferPages(phys: PhysMem): number {
+  let sum = 0;
+  for (const z of phys.zones) sum += Math.max(0, z.spannedPages - z.wmark[WMARK_HIGH]!);
+  return sum;
+}
+
+/** calculate_min_free_kbytes: int_sqrt(lowmem_kbytes * 16) clamped to [128, 262144], unless a user wrote more. */
+export function calculateMinFreeKbytes(phys: PhysMem): void {
+  const v = Math.floor(Math.sqrt(nrFreeBufferPages(phys) * 4 * 16));
+  if (v > phys.userMinFreeKbytes) phys.minFreeKbytes = Math.min(262144, Math.max(128, v));
+}
+
+/**
+ * __setup_per_zone_wmarks: each zone's min watermark is its share of
+ * min_free_kbytes (every zone here is a lowmem Normal zone); low and high
+ * are one and two steps above it, a step being the larger of min / 4 and
+ * managed * watermark_scale_factor / 10000.
+ */
+export function setupPerZoneWmarks(phys: PhysMem): void {
+  const pagesMin = phys.minFreeKbytes >> 2;
+  const lowmem = phys.zones.reduce((s, z) => s + z.spannedPages, 0);
+  for (const z of phys.zones) {
+    const min = Math.floor((pagesMin * z.spannedPages) / lowmem);
+    const step = Math.max(min >> 2, Math.floor((z.spannedPages * phys.watermarkScaleFactor) / 10000));
+    z.wmark[WMARK_MIN] = min;
+    z.wmark[WMARK_LOW] = min + step;
+    z.wmark[WMARK_HIGH] = min + 2 * step;
+  }
+}
+
+/** init_per_zone_wmark_min at boot. */
+export function initPerZoneWmarkMin(phys: PhysMem): void {
+  calculateMinFreeKbytes(phys);
+  setupPerZoneWmarks(phys);
+}
+
+/**
+ * set_recommended_min_free_kbytes (mm/khugepaged.c), when khugepaged starts
+ * with THP enabled: room for two free pageblocks per zone plus
+ * MIGRATE_PCPTYPES^2 for fallbacks, at most 5% of lowmem; min_free_kbytes
+ * only grows. memtwin has one zone per node, where this machine has DMA,
+ * DMA32 and Normal: 22528 kB here against Linux's 67584.
+ */
+export function setRecommendedMinFreeKbytes(phys: PhysMem): void {
+  const nrZones = phys.zones.filter((z) => z.spannedPages > 0).length;
+  const MIGRATE_PCPTYPES = 3;
+  let recommended = PAGEBLOCK_NR * nrZones * 2 + PAGEBLOCK_NR * nrZones * MIGRATE_PCPTYPES * MIGRATE_PCPTYPES;
+  recommended = Math.min(recommended, Math.floor(nrFreeBufferPages(phys) / 20)) * 4;
+  if (recommended > phys.minFreeKbytes) phys.minFreeKbytes = recommended;
+  setupPerZoneWmarks(phys);
 }

@@ -19,6 +19,8 @@ export interface PagemapRun {
   size: '4K' | '2M' | '1G' | null;
   /** PM_UFFD_WP: the page (or the PTE marker where nothing is mapped) is userfaultfd-write-protected; absent otherwise. */
   uffd_wp?: true;
+  /** PM_SWAP: the page is not present but in a swap area (its PTE holds a swap entry); absent otherwise. */
+  swapped?: true;
 }
 
 /** The pagemap runs of [start, start + len): present, node and mapping size per 4K page, run-length encoded. */
@@ -28,8 +30,19 @@ export function pagemap(k: Kernel, mm: MmStruct, start: number, len: number): Pa
   const push = (n: number, present: boolean, node: number | null, size: PagemapRun['size'], wp: boolean): void => {
     if (n <= 0) return;
     const last = runs[runs.length - 1];
-    if (last && last.present === present && last.node === node && last.size === size && (last.uffd_wp ?? false) === wp) last.n += n;
+    if (last && !last.swapped && last.present === present && last.node === node && last.size === size && (last.uffd_wp ?? false) === wp)
+      last.n += n;
     else runs.push(wp ? { n, present, node, size, uffd_wp: true } : { n, present, node, size });
+  };
+  const pushSwapped = (wp: boolean): void => {
+    const last = runs[runs.length - 1];
+    if (last && last.swapped && (last.uffd_wp ?? false) === wp) last.n++;
+    else
+      runs.push(
+        wp
+          ? { n: 1, present: false, node: null, size: null, uffd_wp: true, swapped: true }
+          : { n: 1, present: false, node: null, size: null, swapped: true },
+      );
   };
   const end = start + len;
   /** The write-protected pages of [start, end), in order (made when a run is longer than the set is large). */
@@ -88,6 +101,7 @@ export function pagemap(k: Kernel, mm: MmStruct, start: number, len: number): Pa
       for (let a = va; a < stop; a += PAGE_SIZE) {
         const pte = e.ptes[Math.floor(a / PAGE_SIZE) & 511]!;
         if (pte === PTE_NONE) push(1, false, null, null, wpOf(a));
+        else if (pte < PTE_ZERO) pushSwapped(wpOf(a));
         else if (pte === PTE_ZERO) push(1, true, null, '4K', wpOf(a));
         else push(1, true, k.phys.nodeOfPfn(pfnOfPte(pte)), '4K', wpOf(a));
       }
@@ -133,7 +147,7 @@ function walkVma(mm: MmStruct, vma: Vma, cb: (va: number, pfn: number, size: num
     else if (e instanceof PteTable) {
       for (let a = va; a < stop; a += PAGE_SIZE) {
         const pte = e.ptes[Math.floor(a / PAGE_SIZE) & 511]!;
-        if (pte !== PTE_NONE) cb(a, pte === PTE_ZERO ? -1 : pfnOfPte(pte), PAGE_SIZE);
+        if (pte !== PTE_NONE && pte >= PTE_ZERO) cb(a, pte === PTE_ZERO ? -1 : pfnOfPte(pte), PAGE_SIZE);
       }
     }
     va = pt.skipNone(stop, vma.end, PAGE_SIZE);
@@ -274,6 +288,9 @@ export function renderMeminfo(k: Kernel): string {
   return (
     line('MemTotal', kb(total)) +
     line('MemFree', kb(free)) +
+    line('SwapCached', kb(k.swapCachePages)) +
+    line('SwapTotal', kb(k.swap.totalSwapPages)) +
+    line('SwapFree', kb(k.swap.nrSwapPages)) +
     line('AnonPages', kb(anon)) +
     line('Shmem', kb(shmem)) +
     line('PageTables', kb(pgtables)) +
@@ -287,6 +304,9 @@ export function renderMeminfo(k: Kernel): string {
     line('Hugetlb', `${String(hugetlbKb).padStart(8)} kB`)
   );
 }
+
+/** /proc/swaps. */
+export { renderSwaps } from './swapfile.ts';
 
 export function renderVmstat(k: Kernel): string {
   return Object.entries(k.vmstat.snapshot())

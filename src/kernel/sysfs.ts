@@ -10,6 +10,7 @@
  */
 import { HGM_PROPOSALS } from './hugetlb_hgm.ts';
 import type { Kernel } from './kernel.ts';
+import { setupPerZoneWmarks } from './page_alloc.ts';
 import { THP_DEFRAG, THP_ENABLED } from './huge_memory.ts';
 import { HPAGE_PMD_NR, MAX_PAGE_ORDER, neg } from './uapi.ts';
 import { chargeCompaction, compactZone } from './compaction.ts';
@@ -69,6 +70,19 @@ function procDoVec(v: string, kind: 'int' | 'ulong', min = 0n, max = kind === 'i
   const n = m[1] ? -abs : abs;
   if ((kind === 'int' && (n > INT_MAX || n < -INT_MAX - 1n)) || n < min || n > max) return neg('EINVAL');
   return Number(n);
+}
+
+/** kstrtobool: y/Y/t/T/1 or n/N/f/F/0 by the first character, on/off by the first two; undefined otherwise. */
+function kstrtobool(v: string): boolean | undefined {
+  const c = v[0];
+  if (c && 'yYtT1'.includes(c)) return true;
+  if (c && 'nNfF0'.includes(c)) return false;
+  if (c === 'o' || c === 'O') {
+    const d = v[1];
+    if (d === 'n' || d === 'N') return true;
+    if (d === 'f' || d === 'F') return false;
+  }
+  return undefined;
 }
 
 function choice<T extends string>(options: readonly T[], get: () => string, set: (v: T) => void): Knob {
@@ -310,6 +324,45 @@ export class Sysfs {
               ).write!(v),
       });
     }
+    // Swap (mm/swap.c page_cluster, at most page_cluster_max = 31; mm/swap_state.c enable_vma_readahead).
+    add('/proc/sys/vm/page-cluster', sysctlField(k.swap, 'pageCluster', 0n, 31n));
+    // Watermarks (mm/page_alloc.c): a write recomputes every zone's (min_free_kbytes_sysctl_handler).
+    add(
+      '/proc/sys/vm/min_free_kbytes',
+      sysctl(
+        () => k.phys.minFreeKbytes,
+        (n) => {
+          k.phys.minFreeKbytes = k.phys.userMinFreeKbytes = n;
+          setupPerZoneWmarks(k.phys);
+        },
+        'int',
+        0n,
+      ),
+    );
+    add(
+      '/proc/sys/vm/watermark_scale_factor',
+      sysctl(
+        () => k.phys.watermarkScaleFactor,
+        (n) => {
+          k.phys.watermarkScaleFactor = n;
+          setupPerZoneWmarks(k.phys);
+        },
+        'int',
+        1n,
+        3000n,
+      ),
+    );
+    // vm.swappiness: 0..200 (MAX_SWAPPINESS). Without a file page cache reclaim scans anon only (SCAN_ANON) whatever it is.
+    add('/proc/sys/vm/swappiness', sysctlField(k, 'swappiness', 0n, 200n));
+    add('/sys/kernel/mm/swap/vma_ra_enabled', {
+      read: () => (k.swap.vmaRaEnabled ? 'true' : 'false'),
+      write: (v) => {
+        const b = kstrtobool(v);
+        if (b === undefined) return neg('EINVAL');
+        k.swap.vmaRaEnabled = b;
+        return 0;
+      },
+    });
     const sc = k.sysctl;
     add('/proc/sys/vm/overcommit_memory', sysctlField(sc, 'overcommit_memory', 0n, 2n));
     add('/proc/sys/vm/max_map_count', sysctlField(sc, 'max_map_count', 0n));

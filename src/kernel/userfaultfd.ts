@@ -24,7 +24,8 @@
  */
 import type { Kernel } from './kernel.ts';
 import type { Process, Thread } from './sched.ts';
-import { VM, PTE_NONE, PTE_ZERO, PteTable, HugeLeaf, PageTable, pfnOfPte, type MmStruct, type Vma } from './mm_types.ts';
+import { VM, PTE_NONE, PTE_ZERO, PteTable, HugeLeaf, PageTable, pfnOfPte, swpEntryOfPte, type MmStruct, type Vma } from './mm_types.ts';
+import { swapCacheGetFolio } from './swap_state.ts';
 import {
   MMAP_MIN_ADDR,
   OPEN,
@@ -806,7 +807,11 @@ function movePages(k: Kernel, ctx: UserfaultfdCtx, dst: number, src: number, len
       moved += PAGE_SIZE; // a hole moves as nothing
       continue;
     }
-    if (spte !== PTE_ZERO) {
+    if (spte < PTE_ZERO) {
+      // move_swap_pte: the entry moves; a folio in the swap cache for it follows to the new address.
+      const cached = swapCacheGetFolio(k, swpEntryOfPte(spte));
+      if (cached >= 0) k.mem.setIndex(cached, d / PAGE_SIZE);
+    } else if (spte !== PTE_ZERO) {
       const pfn = pfnOfPte(spte);
       if (k.mem.flags(pfn) & (PG.head | PG.tail)) {
         // A PTE-mapped large folio is split before its pages move.

@@ -4,10 +4,25 @@
  * for /proc/vmstat.
  */
 export const VM_EVENT_NAMES = [
+  'pswpin',
+  'pswpout',
   'pgalloc_normal',
+  'allocstall_normal',
   'pgfree',
+  'pgactivate',
+  'pgdeactivate',
   'pgfault',
   'pgmajfault',
+  'pglazyfreed',
+  'pgrefill',
+  'pgsteal_kswapd',
+  'pgsteal_direct',
+  'pgscan_kswapd',
+  'pgscan_direct',
+  'pgscan_anon',
+  'pgsteal_anon',
+  'pgrotated',
+  'pageoutrun',
   'thp_fault_alloc',
   'thp_fault_fallback',
   'thp_fault_fallback_charge',
@@ -17,6 +32,8 @@ export const VM_EVENT_NAMES = [
   'thp_deferred_split_page',
   'thp_zero_page_alloc',
   'thp_zero_page_alloc_failed',
+  'thp_swpout',
+  'thp_swpout_fallback',
   'thp_collapse_alloc',
   'thp_collapse_alloc_failed',
   'thp_scan_exceed_none_pte',
@@ -41,6 +58,10 @@ export const VM_EVENT_NAMES = [
   'numa_hint_faults',
   'numa_hint_faults_local',
   'numa_pages_migrated',
+  'swap_ra',
+  'swap_ra_hit',
+  'swpin_zero',
+  'swpout_zero',
 ] as const;
 export type VmEventName = (typeof VM_EVENT_NAMES)[number];
 

@@ -242,7 +242,7 @@ describe('memory cgroups in the runner', () => {
 });
 
 describe('the simulator until its side lands', () => {
-  it('answers swap and cgroup as unsupported, naming what it does not model; ops on the group follow', async () => {
+  it('makes the swap area, answers cgroup as unsupported, naming what it does not model; ops on the group follow', async () => {
     const r = new ScriptRunner(new SimBackend(smallKernel()));
     await r.run(
       lines([
@@ -254,7 +254,7 @@ describe('the simulator until its side lands', () => {
       ]),
     );
     expect(r.invalid).toBe(false);
-    expect(r.results[0]!.unsupported).toBe('the simulator does not model swap areas yet: it never swaps anonymous memory out');
+    expect(r.results[0]).toMatchObject({ op: 'swap', ret: 0 }); // swap is modelled (kernel/swapfile.ts)
     expect(r.results[2]!.unsupported).toBe('the simulator does not model memory cgroups yet: no charges, limits or OOM killer');
     expect(r.results[4]!.unsupported).toBe(
       'cgroup "g" was not made (i=2: the simulator does not model memory cgroups yet: no charges, limits or OOM killer)',

@@ -12,6 +12,7 @@ import {
   renderMeminfo,
   renderVmstat,
   renderBuddyinfo,
+  renderSwaps,
   renderMaps,
   renderSmaps,
   renderNumaMaps,
@@ -21,6 +22,7 @@ import { sysMunmap } from '../kernel/mmap.ts';
 import { setCpusetMems, sysGetMempolicy, sysMbind, sysMigratePages, sysSetMempolicy } from '../kernel/mempolicy.ts';
 import { sysMovePages } from '../kernel/migrate.ts';
 import { followPage } from '../kernel/memory.ts';
+import { sysSwapon } from '../kernel/swapfile.ts';
 import { sysSetDumpable, sysSetresgid, sysSetresuid } from '../kernel/cred.ts';
 import {
   bitNames,
@@ -56,6 +58,8 @@ export class SimBackend implements Backend {
   private readonly pendingAsync = new Map<Thread, { i: number; signal: string; at: number }[]>();
   /** Async touches blocked in a userfault: where each resumes when its thread is woken. */
   private readonly blockedTouch = new Map<Thread, { i: number; from: number; end: number; stride: number; write: boolean; fill: number }>();
+  /** Swap files made by `swap` ops. */
+  private swapFiles = 0;
   /** userfaultfd handles (runner's index) -> context ids. */
   private readonly uffds = new Map<number, number>();
 
@@ -105,6 +109,12 @@ export class SimBackend implements Backend {
         if (a.node !== undefined && (a.node < 0 || a.node >= k.nrNodes)) return { ret: -1, errno: 'ENOENT' };
         k.hugetlb.setNrHugepages(h, a.nr, a.node);
         return { ret: 0, nr: a.node === undefined ? h.nr : h.nrNode[a.node] };
+      }
+      case 'swap': {
+        // The linux backend's swap file: the k-th of the run, at priority 32767 - k, on this machine's rotational disk.
+        const nth = this.swapFiles++;
+        const r = sysSwapon(k, { path: `/var/lib/memtwin/swap/sim-${nth}.swap`, size: a.size, kind: 'file', prio: 32767 - nth });
+        return sys(r < 0 ? r : 0);
       }
       case 'spawn': {
         const np = k.createProcess(a.name, p.mainThread.cpu);
@@ -284,9 +294,7 @@ export class SimBackend implements Backend {
         for (const key of a.keys as string[]) out[key] = Object.hasOwn(now, key) ? now[key]! - this.vmstatBase[key]! : null;
         return { ret: 0, vmstat: out };
       }
-      // The memory-pressure ops: the real kernel's side exists (native executor); the simulator's does not yet.
-      case 'swap':
-        return { unsupported: 'the simulator does not model swap areas yet: it never swaps anonymous memory out' };
+      // The memory cgroup ops: the real kernel's side exists (native executor); the simulator's does not yet.
       case 'cgroup':
       case 'cgroup_enter':
       case 'cgroup_stat':
@@ -363,6 +371,8 @@ export class SimBackend implements Backend {
         return renderVmstat(k);
       case '/proc/buddyinfo':
         return renderBuddyinfo(k);
+      case '/proc/swaps':
+        return renderSwaps(k);
     }
     return undefined;
   }

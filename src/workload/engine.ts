@@ -386,7 +386,10 @@ export class WorkloadThread implements TaskClient {
           k.mem.storeByte(pfn, k.writeSerial, this.fill, va % PAGE_SIZE === 0);
           this.writes++;
           this.wrote(sva);
-        } else this.reads++;
+        } else {
+          this.reads++;
+          if (pfn >= 0) k.mem.markYoung(pfn); // the load sets the accessed bit reclaim reads
+        }
         const pageNode = oldNode >= 0 ? oldNode : pfn >= 0 ? k.phys.nodeOfPfn(pfn) : this.node;
         if (pageNode === this.node) {
           this.local++;

@@ -1,0 +1,363 @@
+/**
+ * The LRU lists (mm/swap.c, include/linux/mm_inline.h, include/linux/mmzone.h):
+ * every user folio that reclaim may take lives on one of four lists of its
+ * lruvec: inactive and active anon, inactive and active file. This is the
+ * classic two-list LRU; the multi-generational LRU (CONFIG_LRU_GEN) is not
+ * modelled, as this machine's 6.18 kernel is built without it
+ * (/sys/kernel/mm/lru_gen does not exist).
+ *
+ * A node has one lruvec of its own (pglist_data's __lruvec, the root memory
+ * cgroup's); a memory cgroup may own one per node (Lruvec is a separate
+ * object for that reason) and tell the kernel which lruvec a page belongs
+ * to through `k.lruvecOf`. A folio is linked through its head page's
+ * struct page lru list_head (MemMap.next/prev, the same links free buddy
+ * blocks use: a page is never on both). Lists are kept in pages, as
+ * lruvec->lists sizes are (NR_INACTIVE_ANON ...).
+ *
+ * New folios go to the head of their inactive list (folio_add_lru; since
+ * Linux 5.9 anonymous pages start inactive too); reclaim takes from the
+ * tail. The per-CPU folio batches that delay these moves in Linux
+ * (lru_add, lru_activate, ...) are not modelled: a move happens at once.
+ * Only private anonymous folios (and swap cache folios) are on the lists:
+ * memtwin has no file page cache, and shmem, which Linux keeps on the anon
+ * lists and swaps, is neither swapped nor listed here.
+ */
+import type { Kernel } from './kernel.ts';
+import { PG, SECTION_MASK, SECTION_SHIFT, type MemMap } from './page.ts';
+
+/** enum lru_list. */
+export const LRU_INACTIVE_ANON = 0;
+export const LRU_ACTIVE_ANON = 1;
+export const LRU_INACTIVE_FILE = 2;
+export const LRU_ACTIVE_FILE = 3;
+export const NR_LRU_LISTS = 4;
+export const LRU_NAMES = ['inactive_anon', 'active_anon', 'inactive_file', 'active_file'] as const;
+
+/** enum lruvec_flags / the anon/file index of lruvec arrays (WORKINGSET_ANON = 0, WORKINGSET_FILE = 1). */
+export const ANON = 0;
+export const FILE = 1;
+
+/** folio_lru_list: the list a folio with these flags belongs on. */
+export function lruListOf(flags: number): number {
+  return (flags & PG.fileLru ? LRU_INACTIVE_FILE : LRU_INACTIVE_ANON) + (flags & PG.active ? 1 : 0);
+}
+
+/** folio_nr_pages from the head page's flags and order. */
+export function folioNrPages(m: MemMap, head: number): number {
+  return m.flags(head) & PG.head ? 1 << m.order(head) : 1;
+}
+
+/**
+ * struct lruvec: the four lists of one node (and one memory cgroup), with
+ * the reclaim cost balance (anon_cost, file_cost: lru_note_cost), the
+ * refault snapshot prepare_scan_control compares against, and the
+ * workingset clock (nonresident_age).
+ */
+export class Lruvec {
+  /** List heads (most recently added) and tails (next to be scanned), -1 = empty. */
+  readonly head = new Int32Array(NR_LRU_LISTS).fill(-1);
+  readonly tail = new Int32Array(NR_LRU_LISTS).fill(-1);
+  /** Pages on each list (lruvec_page_state NR_LRU_BASE + lru). */
+  readonly nrPages = new Float64Array(NR_LRU_LISTS);
+  /** Folios on each list. */
+  readonly nrFolios = new Float64Array(NR_LRU_LISTS);
+  /** lruvec->anon_cost, file_cost (lru_note_cost). */
+  anonCost = 0;
+  fileCost = 0;
+  /** lruvec->refaults[ANON/FILE]: WORKINGSET_ACTIVATE_* at the last snapshot_refaults. */
+  readonly refaults = [0, 0];
+  /** WORKINGSET_ACTIVATE_ANON/FILE of this lruvec (workingset.ts). */
+  readonly workingsetActivate = [0, 0];
+  /** lruvec->nonresident_age: the workingset clock (workingset_age_nonresident). */
+  nonresidentAge = 0;
+  /** LRUVEC_NODE_CONGESTED / LRUVEC_CGROUP_CONGESTED are not modelled (no writeback congestion). */
+
+  constructor(
+    /** The node whose pages this lruvec holds. */
+    readonly nid: number,
+    /** The memory cgroup owning it; null for a node's own lruvec (the root's). */
+    readonly memcg: unknown = null,
+  ) {}
+
+  /** lruvec_lru_size over the whole node. */
+  size(lru: number): number {
+    return this.nrPages[lru]!;
+  }
+
+  /** Every page on the four lists. */
+  total(): number {
+    const n = this.nrPages;
+    return n[0]! + n[1]! + n[2]! + n[3]!;
+  }
+}
+
+/** The lruvec a folio belongs to (folio_lruvec): its memory cgroup's on its node, else the node's. */
+export function folioLruvec(k: Kernel, head: number): Lruvec {
+  const nid = k.phys.nodeOfPfn(head);
+  return k.lruvecOf?.(head, nid) ?? k.nodeLruvec[nid]!;
+}
+
+/** lruvec_add_folio: link the folio at the head of its list. */
+export function lruvecAddFolio(m: MemMap, lv: Lruvec, head: number, nr: number, lru: number): void {
+  const h = lv.head[lru]!;
+  m.setPrev(head, -1);
+  m.setNext(head, h);
+  if (h >= 0) m.setPrev(h, head);
+  else lv.tail[lru] = head;
+  lv.head[lru] = head;
+  lv.nrPages[lru]! += nr;
+  lv.nrFolios[lru]!++;
+}
+
+/** lruvec_add_folio_tail: link the folio at the tail of its list (the next to be scanned). */
+export function lruvecAddFolioTail(m: MemMap, lv: Lruvec, head: number, nr: number, lru: number): void {
+  const t = lv.tail[lru]!;
+  m.setNext(head, -1);
+  m.setPrev(head, t);
+  if (t >= 0) m.setNext(t, head);
+  else lv.head[lru] = head;
+  lv.tail[lru] = head;
+  lv.nrPages[lru]! += nr;
+  lv.nrFolios[lru]!++;
+}
+
+/** lruvec_del_folio: unlink the folio from list `lru`. */
+export function lruvecDelFolio(m: MemMap, lv: Lruvec, head: number, nr: number, lru: number): void {
+  const p = m.prev(head);
+  const n = m.next(head);
+  if (p >= 0) m.setNext(p, n);
+  else lv.head[lru] = n;
+  if (n >= 0) m.setPrev(n, p);
+  else lv.tail[lru] = p;
+  m.setNext(head, -1);
+  m.setPrev(head, -1);
+  lv.nrPages[lru]! -= nr;
+  lv.nrFolios[lru]!--;
+}
+
+/**
+ * folio_add_lru: put a folio that is on no list on its lruvec's list for
+ * its flags (inactive unless PG_active), setting PG_lru.
+ */
+export function folioAddLru(k: Kernel, head: number): void {
+  const m = k.mem;
+  const f = m.flags(head);
+  if (f & PG.lru) throw new Error(`folioAddLru: frame ${head} is already on an LRU list`);
+  m.setFlags(head, f | PG.lru);
+  lruvecAddFolio(m, folioLruvec(k, head), head, folioNrPages(m, head), lruListOf(f));
+}
+
+/**
+ * folio_add_lru of a new order-0 anonymous page (the fault path's hot
+ * case): the same as folioAddLru, with the list links written in place.
+ */
+export function lruAddNewAnon(k: Kernel, pfn: number): void {
+  const s = k.mem.sec(pfn);
+  const i = pfn & SECTION_MASK;
+  const flags = s.flags;
+  const f = flags[i]!;
+  flags[i] = (f & ~PG.fileLru) | PG.lru;
+  const lv = k.lruvecOf === undefined ? k.nodeLruvec[k.phys.nodeOfPfn(pfn)]! : folioLruvec(k, pfn);
+  const lru = f & PG.active ? LRU_ACTIVE_ANON : LRU_INACTIVE_ANON;
+  const h = lv.head[lru]!;
+  s.prev[i] = -1;
+  s.next[i] = h;
+  // The old head is usually in the same section (frames are handed out in order).
+  if (h >= 0) {
+    if (h >>> SECTION_SHIFT === pfn >>> SECTION_SHIFT) s.prev[h & SECTION_MASK] = pfn;
+    else k.mem.setPrev(h, pfn);
+  } else lv.tail[lru] = pfn;
+  lv.head[lru] = pfn;
+  lv.nrPages[lru]!++;
+  lv.nrFolios[lru]!++;
+}
+
+/** lruDel of an order-0 page (the free path's hot case), the links read and written in place. */
+export function lruDelPage(k: Kernel, pfn: number): void {
+  const m = k.mem;
+  const s = m.sec(pfn);
+  const i = pfn & SECTION_MASK;
+  const f = s.flags[i]!;
+  const lv = k.lruvecOf ? folioLruvec(k, pfn) : k.nodeLruvec[k.phys.nodeOfPfn(pfn)]!;
+  const lru = lruListOf(f);
+  const p = s.prev[i]!;
+  const n = s.next[i]!;
+  if (p >= 0) m.setNext(p, n);
+  else lv.head[lru] = n;
+  if (n >= 0) m.setPrev(n, p);
+  else lv.tail[lru] = p;
+  s.next[i] = -1;
+  s.prev[i] = -1;
+  s.flags[i] = f & ~PG.lru;
+  lv.nrPages[lru]!--;
+  lv.nrFolios[lru]!--;
+}
+
+/**
+ * The page cache's entry point (filemap.ts, shmem.ts): put a new folio on
+ * the file LRU (`file`: folio_is_file_lru, a page cache page not backed by
+ * swap) or the anon LRU (anonymous and shmem pages), inactive.
+ */
+export function lruAdd(k: Kernel, head: number, file: boolean): void {
+  const m = k.mem;
+  if (file) m.addFlags(head, PG.fileLru);
+  else m.clearFlags(head, PG.fileLru);
+  folioAddLru(k, head);
+}
+
+/** Take a folio off its LRU list (folio_isolate_lru without keeping it isolated, or as it is freed). */
+export function lruDel(k: Kernel, head: number): void {
+  const m = k.mem;
+  const f = m.flags(head);
+  if (!(f & PG.lru)) return;
+  lruvecDelFolio(m, folioLruvec(k, head), head, folioNrPages(m, head), lruListOf(f));
+  m.setFlags(head, f & ~PG.lru);
+}
+
+/**
+ * folio_isolate_lru: take the folio off its list and clear PG_lru (the
+ * caller owns it until it puts it back with folioPutbackLru). False if it
+ * was on no list.
+ */
+export function folioIsolateLru(k: Kernel, head: number): boolean {
+  if (!(k.mem.flags(head) & PG.lru)) return false;
+  lruDel(k, head);
+  return true;
+}
+
+/** folio_putback_lru. */
+export function folioPutbackLru(k: Kernel, head: number): void {
+  folioAddLru(k, head);
+}
+
+/**
+ * A folio's frame is replaced by another (migration, compaction): the new
+ * frame takes the old one's place on the same list, so the LRU order is
+ * kept. Both heads must already carry the same flags.
+ */
+export function lruReplace(k: Kernel, oldHead: number, newHead: number): void {
+  const m = k.mem;
+  const f = m.flags(oldHead);
+  if (!(f & PG.lru)) return;
+  const lvOld = folioLruvec(k, oldHead);
+  const lvNew = folioLruvec(k, newHead);
+  const lru = lruListOf(f);
+  const nr = folioNrPages(m, oldHead);
+  if (lvOld !== lvNew) {
+    // Another node's lruvec: the folio joins it at the head (migrate_pages puts the new folio back there).
+    lruvecDelFolio(m, lvOld, oldHead, nr, lru);
+    m.clearFlags(oldHead, PG.lru);
+    m.setFlags(newHead, m.flags(newHead) | PG.lru);
+    lruvecAddFolio(m, lvNew, newHead, nr, lru);
+    return;
+  }
+  const p = m.prev(oldHead);
+  const n = m.next(oldHead);
+  m.setPrev(newHead, p);
+  m.setNext(newHead, n);
+  if (p >= 0) m.setNext(p, newHead);
+  else lvOld.head[lru] = newHead;
+  if (n >= 0) m.setPrev(n, newHead);
+  else lvOld.tail[lru] = newHead;
+  m.setNext(oldHead, -1);
+  m.setPrev(oldHead, -1);
+  m.clearFlags(oldHead, PG.lru);
+  m.addFlags(newHead, PG.lru);
+}
+
+/**
+ * lru_add_split_folio: the pages of a folio just split into order-0 pages
+ * join the list right behind the head (list_add_tail on the head's links),
+ * with the head's LRU flags. `pages` are the subpages that stay (the head
+ * first), all already order 0.
+ */
+export function lruSplitFolio(k: Kernel, head: number, oldNr: number, tails: readonly number[]): void {
+  const m = k.mem;
+  const f = m.flags(head);
+  if (!(f & PG.lru)) return;
+  const lv = folioLruvec(k, head);
+  const lru = lruListOf(f);
+  // The head's entry now counts one page; each tail is a folio of its own.
+  lv.nrPages[lru]! -= oldNr - 1;
+  const carry = f & (PG.lru | PG.active | PG.referenced | PG.workingset | PG.fileLru | PG.young | PG.dirty);
+  let prev = head;
+  for (const t of tails) {
+    m.setFlags(t, (m.flags(t) & ~(PG.lru | PG.active | PG.referenced | PG.workingset | PG.fileLru)) | carry);
+    // list_add_tail(&tail->lru, &head->lru) for each in turn: they end up between the head and its old successor,
+    // the last split-off page nearest the head's successor.
+    const n = m.next(prev);
+    m.setPrev(t, prev);
+    m.setNext(t, n);
+    m.setNext(prev, t);
+    if (n >= 0) m.setPrev(n, t);
+    else lv.tail[lru] = t;
+    prev = t;
+    lv.nrPages[lru]!++;
+    lv.nrFolios[lru]!++;
+  }
+}
+
+/**
+ * lru_note_cost: the cost of reclaiming from one type of list, in pages
+ * (IO done plus pages rotated), which get_scan_count weighs against the
+ * other type. Halved for both types once their sum exceeds a quarter of
+ * the lists, as Linux decays it.
+ */
+export function lruNoteCost(lv: Lruvec, file: boolean, nrIo: number, nrRotated: number): void {
+  // SWAP_CLUSTER_MAX-sized batches of IO weigh more than rotations (cost = nr_io * SWAP_CLUSTER_MAX + nr_rotated).
+  const cost = nrIo * 32 + nrRotated;
+  if (file) lv.fileCost += cost;
+  else lv.anonCost += cost;
+  const lrusize = lv.total();
+  if (lv.anonCost + lv.fileCost > lrusize / 4) {
+    lv.anonCost = Math.floor(lv.anonCost / 2);
+    lv.fileCost = Math.floor(lv.fileCost / 2);
+  }
+}
+
+/**
+ * folio_activate: move an inactive folio on an LRU list to the head of the
+ * active list (mark_page_accessed's second reference, a refault). Counts
+ * pgactivate.
+ */
+export function folioActivate(k: Kernel, head: number): void {
+  const m = k.mem;
+  const f = m.flags(head);
+  if (!(f & PG.lru) || f & PG.active) return;
+  const lv = folioLruvec(k, head);
+  const nr = folioNrPages(m, head);
+  lruvecDelFolio(m, lv, head, nr, lruListOf(f));
+  m.setFlags(head, f | PG.active);
+  lruvecAddFolio(m, lv, head, nr, lruListOf(f | PG.active));
+  k.vmstat.count('pgactivate', nr);
+}
+
+/**
+ * folio_deactivate (lru_deactivate, MADV_COLD): an active folio goes to the
+ * head of the inactive list, referenced bit cleared. Counts pgdeactivate.
+ */
+export function folioDeactivate(k: Kernel, head: number): void {
+  const m = k.mem;
+  const f = m.flags(head);
+  if (!(f & PG.lru) || !(f & PG.active)) return;
+  const lv = folioLruvec(k, head);
+  const nr = folioNrPages(m, head);
+  lruvecDelFolio(m, lv, head, nr, lruListOf(f));
+  const nf = f & ~(PG.active | PG.referenced);
+  m.setFlags(head, nf);
+  lruvecAddFolio(m, lv, head, nr, lruListOf(nf));
+  k.vmstat.count('pgdeactivate', nr);
+}
+
+/** folio_rotate_reclaimable: a folio written back with PG_reclaim moves to the tail of its inactive list. */
+export function folioRotateReclaimable(k: Kernel, head: number): void {
+  const m = k.mem;
+  const f = m.flags(head);
+  if (!(f & PG.lru) || f & PG.active) return;
+  const lv = folioLruvec(k, head);
+  const nr = folioNrPages(m, head);
+  const lru = lruListOf(f);
+  lruvecDelFolio(m, lv, head, nr, lru);
+  lruvecAddFolioTail(m, lv, head, nr, lru);
+  k.vmstat.count('pgrotated', nr);
+}

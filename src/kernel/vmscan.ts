@@ -1,0 +1,410 @@
+/**
+ * Reclaim (mm/vmscan.c): of given pages as MADV_PAGEOUT drives it
+ * (reclaim_pages -> shrink_folio_list, and the unmap half of mm/rmap.c
+ * try_to_unmap), and direct reclaim when an order-0 allocation finds no
+ * free frame (try_to_free_pages: the priority loop over the classic
+ * two-list LRU of swap.ts, below).
+ *
+ * For each order-0 anonymous folio, in the order the caller isolated them
+ * (address order for madvise):
+ * - a lazyfree folio (MADV_FREE'd, not written since) is discarded: its PTE
+ *   is cleared, the frame freed (pglazyfreed); a later read sees zeros;
+ * - any other one needs a swap slot (add_to_swap: folio_alloc_swap, then
+ *   the swap cache, dirty); without one it stays (activate_locked);
+ * - try_to_unmap puts the swap entry in the PTE (MM_SWAPENTS, the slot's
+ *   count); a dirty folio is written (pageout -> swap_writeout): a
+ *   zero-filled one only sets the zeromap, zram completes at once, a swap
+ *   file's write is asynchronous and the folio stays in the swap cache,
+ *   PG_reclaim, until reclaim scans it again; a clean one (already in the
+ *   cache with its slot) is freed at once (__remove_mapping).
+ *
+ * A folio no page table maps any more (read ahead, or left in the swap
+ * cache by an asynchronous write) is freed when reclaim meets it clean.
+ */
+import type { Kernel } from './kernel.ts';
+import { PG } from './page.ts';
+import {
+  LRU_ACTIVE_ANON,
+  LRU_INACTIVE_ANON,
+  folioIsolateLru,
+  folioNrPages,
+  folioPutbackLru,
+  lruvecAddFolioTail,
+  lruListOf,
+  type Lruvec,
+} from './swap.ts';
+import { splitAnonFolio } from './huge_memory.ts';
+import { WMARK_HIGH, type AllocRequest } from './page_alloc.ts';
+import type { EventHandle } from '../sim/event_queue.ts';
+import { PageTable, PteTable, PTE_NONE, pfnOfPte, pteOfSwpEntry } from './mm_types.ts';
+import { HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
+import { swapCacheAddFolio, swapCacheDelFolio, swapWriteout } from './swap_state.ts';
+
+/** What shrinkFolio did with a folio. */
+export type ShrinkResult = 'freed' | 'swapcache' | 'kept';
+
+/**
+ * try_to_unmap of an order-0 anonymous folio mapped once, by the PTE at
+ * its rmap address (owner mm, index): the PTE gets `swapPte` (PTE_NONE to
+ * discard), RSS and the mapcount drop. False if the PTE does not map it.
+ */
+function tryToUnmap(k: Kernel, pfn: number, swapPte: number): boolean {
+  const m = k.mem;
+  const mm = k.mmById(m.owner(pfn));
+  if (!mm) return false;
+  const va = m.index(pfn) * PAGE_SIZE;
+  const t = mm.pgtable.pmds.get(PageTable.pmdKey(va));
+  if (!(t instanceof PteTable)) return false;
+  const i = Math.floor(va / PAGE_SIZE) & 511;
+  const pte = t.ptes[i]!;
+  if (pte <= 0 || pfnOfPte(pte) !== pfn) return false;
+  t.ptes[i] = swapPte;
+  if (swapPte === PTE_NONE) t.used--;
+  else {
+    mm.swapents++;
+    k.swap.dup(k.swap.entryOf.get(pfn)!);
+  }
+  mm.rssAnon--;
+  m.addMapcount(pfn, -1);
+  return true;
+}
+
+/**
+ * shrink_folio_list for one isolated order-0 anonymous folio mapped by one
+ * PTE, with references ignored (reclaim_pages): see the header.
+ */
+export function shrinkFolio(k: Kernel, pfn: number): ShrinkResult {
+  const m = k.mem;
+  const f = m.flags(pfn);
+  if (f & PG.swapcache && m.mapcount(pfn) === 0 && !(f & (PG.head | PG.tail))) {
+    // Unmapped and in the swap cache: free it if clean (its slot keeps the content), else write it first.
+    if (f & PG.dirty && swapWriteout(k, pfn) !== 'sync') return 'swapcache';
+    k.freeUserPages(pfn, 0);
+    return 'freed';
+  }
+  if (!(f & PG.anon) || f & (PG.head | PG.tail) || m.mapcount(pfn) !== 1) return 'kept';
+  if (f & PG.lazyfree && !(f & PG.swapcache)) {
+    // A clean lazyfree folio: try_to_unmap discards it (the PTE is cleared).
+    if (!tryToUnmap(k, pfn, PTE_NONE)) return 'kept';
+    k.vmstat.count('pglazyfreed');
+    k.freeUserPages(pfn, 0);
+    return 'freed';
+  }
+  if (!(f & PG.swapcache)) {
+    // add_to_swap: a slot, the swap cache, and the folio dirty (its content is not on swap yet).
+    const entry = k.swap.allocSwapEntry(0);
+    if (entry < 0) return 'kept';
+    swapCacheAddFolio(k, pfn, entry, 1);
+    m.addFlags(pfn, PG.dirty);
+  }
+  const entry = k.swap.entryOf.get(pfn)!;
+  if (!tryToUnmap(k, pfn, pteOfSwpEntry(entry))) return 'kept';
+  if (m.flags(pfn) & PG.dirty) {
+    const w = swapWriteout(k, pfn);
+    if (w === 'fail') return 'swapcache'; // stays in the cache, dirty: the next reclaim tries again
+    if (w === 'async') {
+      m.addFlags(pfn, PG.reclaim);
+      return 'swapcache';
+    }
+  }
+  // Clean and unmapped: __remove_mapping takes it out of the swap cache (keeping the slot) and frees it.
+  swapCacheDelFolio(k, pfn, 0);
+  k.freeUserPages(pfn, 0);
+  return 'freed';
+}
+
+// --- direct reclaim ---------------------------------------------------------------
+
+export const DEF_PRIORITY = 12;
+export const SWAP_CLUSTER_MAX = 32;
+/** MAX_RECLAIM_RETRIES: rounds of reclaim without progress before the allocation fails (the OOM path). */
+export const MAX_RECLAIM_RETRIES = 16;
+
+/** struct scan_control, the part memtwin uses. */
+interface ScanControl {
+  nrToReclaim: number;
+  nrReclaimed: number;
+  nrScanned: number;
+  priority: number;
+  /** The node the allocation prefers (split THPs' pages stay there). */
+  nid: number;
+  /** kswapd's reclaim (pgscan_kswapd, pgsteal_kswapd) rather than direct reclaim. */
+  kswapd: boolean;
+}
+
+/**
+ * folio_referenced: how many of the folio's mappings were accessed since
+ * reclaim last looked (the young bits, cleared here). A PMD-mapped THP has
+ * one mapping; a PTE-mapped one, one per young page.
+ */
+function folioReferenced(k: Kernel, head: number): number {
+  const m = k.mem;
+  const nr = folioNrPages(m, head);
+  let young = 0;
+  for (let i = 0; i < nr; i++)
+    if (m.flags(head + i) & PG.young) {
+      young++;
+      m.clearFlags(head + i, PG.young);
+    }
+  if (nr > 1 && young && m.entireMapcount(head) > 0) return 1;
+  return young;
+}
+
+/** folio_check_references for an anonymous folio: 'activate', 'keep' (another trip on the inactive list) or 'reclaim'. */
+function folioCheckReferences(k: Kernel, head: number): 'activate' | 'keep' | 'reclaim' {
+  const m = k.mem;
+  const referencedPtes = folioReferenced(k, head);
+  const referencedFolio = (m.flags(head) & PG.referenced) !== 0;
+  m.clearFlags(head, PG.referenced);
+  if (referencedPtes) {
+    // Mapped folios start out referenced by the fault that made them: look twice before activating.
+    m.addFlags(head, PG.referenced);
+    return referencedFolio || referencedPtes > 1 ? 'activate' : 'keep';
+  }
+  return 'reclaim';
+}
+
+/** Take up to nrToScan pages' worth of folios off the tail of list `lru` (isolate_lru_folios); returns them and the pages scanned. */
+function isolateLruFolios(k: Kernel, lv: Lruvec, lru: number, nrToScan: number): { folios: number[]; scanned: number } {
+  const m = k.mem;
+  const folios: number[] = [];
+  let scanned = 0;
+  while (scanned < nrToScan) {
+    const head = lv.tail[lru]!;
+    if (head < 0) break;
+    scanned += folioNrPages(m, head);
+    folioIsolateLru(k, head);
+    folios.push(head);
+  }
+  return { folios, scanned };
+}
+
+/** A folio the caller isolated goes back: on the active list (pgactivate) or the inactive one. */
+function putback(k: Kernel, head: number, active: boolean): void {
+  const m = k.mem;
+  if (active && !(m.flags(head) & PG.active)) k.vmstat.count('pgactivate', folioNrPages(m, head));
+  if (active) m.addFlags(head, PG.active);
+  else m.clearFlags(head, PG.active);
+  folioPutbackLru(k, head);
+}
+
+/**
+ * A large folio reclaim wants to swap: folio_alloc_swap cannot give a swap
+ * file's slots to it whole, so it is split (thp_swpout_fallback) and its
+ * pages that stay mapped are returned isolated, to be reclaimed in turn.
+ */
+function splitForSwap(k: Kernel, head: number, sc: ScanControl): number[] {
+  const m = k.mem;
+  const mm = k.mmById(m.owner(head));
+  if (!mm) return [];
+  const haddr = Math.floor((m.index(head) * PAGE_SIZE) / PMD_SIZE) * PMD_SIZE;
+  folioPutbackLru(k, head); // splitAnonFolio takes it off its list and lists what stays
+  splitAnonFolio(k, mm, head, haddr, sc.nid);
+  k.vmstat.count('thp_swpout_fallback');
+  const out: number[] = [];
+  for (let i = 0; i < HPAGE_PMD_NR; i++) if (m.flags(head + i) & PG.lru && folioIsolateLru(k, head + i)) out.push(head + i);
+  return out;
+}
+
+/**
+ * shrink_inactive_list for the inactive anon list: isolate from the tail,
+ * check references, reclaim the rest (shrinkFolio); what is kept goes back
+ * (referenced twice: to the active list), a folio whose swap write is in
+ * flight to the tail of the inactive list (folio_rotate_reclaimable, as the
+ * write completes at once here). Returns the pages reclaimed.
+ */
+function shrinkInactiveList(k: Kernel, lv: Lruvec, nrToScan: number, sc: ScanControl): number {
+  const m = k.mem;
+  const { folios, scanned } = isolateLruFolios(k, lv, LRU_INACTIVE_ANON, nrToScan);
+  sc.nrScanned += scanned;
+  k.vmstat.count(sc.kswapd ? 'pgscan_kswapd' : 'pgscan_direct', scanned);
+  k.vmstat.count('pgscan_anon', scanned);
+  let reclaimed = 0;
+  for (let j = 0; j < folios.length; j++) {
+    const head = folios[j]!;
+    const refs = m.mapcount(head) + m.entireMapcount(head) > 0 || m.flags(head) & PG.head ? folioCheckReferences(k, head) : 'reclaim';
+    if (refs !== 'reclaim') {
+      putback(k, head, refs === 'activate');
+      continue;
+    }
+    if (m.flags(head) & PG.head) {
+      folios.push(...splitForSwap(k, head, sc));
+      continue;
+    }
+    const r = shrinkFolio(k, head);
+    if (r === 'freed') reclaimed++;
+    else if (r === 'swapcache') {
+      m.clearFlags(head, PG.active);
+      m.addFlags(head, PG.lru);
+      lruvecAddFolioTail(m, lv, head, 1, lruListOf(m.flags(head)));
+      k.vmstat.count('pgrotated');
+    } else putback(k, head, true); // activate_locked: no swap slot, or still mapped elsewhere
+  }
+  k.vmstat.count(sc.kswapd ? 'pgsteal_kswapd' : 'pgsteal_direct', reclaimed);
+  k.vmstat.count('pgsteal_anon', reclaimed);
+  return reclaimed;
+}
+
+/**
+ * shrink_active_list for the active anon list: isolated from the tail,
+ * accessed bits cleared, and every anonymous folio deactivated (only
+ * executable file folios keep a second trip on the active list).
+ */
+function shrinkActiveList(k: Kernel, lv: Lruvec, nrToScan: number): void {
+  const m = k.mem;
+  const { folios, scanned } = isolateLruFolios(k, lv, LRU_ACTIVE_ANON, nrToScan);
+  k.vmstat.count('pgrefill', scanned);
+  for (const head of folios) {
+    folioReferenced(k, head);
+    m.addFlags(head, PG.workingset);
+    putback(k, head, false);
+    k.vmstat.count('pgdeactivate', folioNrPages(m, head));
+  }
+}
+
+/** inactive_is_low: the inactive list is smaller than the active one over inactive_ratio (int_sqrt(10 * GiB of both), at least 1). */
+function inactiveIsLow(lv: Lruvec): boolean {
+  const inactive = lv.size(LRU_INACTIVE_ANON);
+  const active = lv.size(LRU_ACTIVE_ANON);
+  const gb = Math.floor(((inactive + active) * PAGE_SIZE) / 2 ** 30);
+  const ratio = gb ? Math.floor(Math.sqrt(10 * gb)) : 1;
+  return inactive * ratio < active;
+}
+
+/**
+ * shrink_lruvec with get_scan_count's SCAN_ANON (memtwin has no file pages,
+ * so the file lists are always empty and vm.swappiness does not change the
+ * balance; anonymous pages are scanned only while swap has free slots):
+ * each anon list's size >> priority, in SWAP_CLUSTER_MAX batches, until
+ * enough is reclaimed; the active list is aged when the inactive one is low.
+ */
+function shrinkLruvec(k: Kernel, lv: Lruvec, sc: ScanControl): void {
+  if (k.swap.nrSwapPages <= 0) return; // can_reclaim_anon_pages
+  let nrInactive = Math.floor(lv.size(LRU_INACTIVE_ANON) / 2 ** sc.priority);
+  let nrActive = Math.floor(lv.size(LRU_ACTIVE_ANON) / 2 ** sc.priority);
+  const mayDeactivate = inactiveIsLow(lv);
+  while (nrInactive > 0 || (mayDeactivate && nrActive > 0)) {
+    if (mayDeactivate && nrActive > 0) {
+      const n = Math.min(nrActive, SWAP_CLUSTER_MAX);
+      nrActive -= n;
+      shrinkActiveList(k, lv, n);
+    }
+    if (nrInactive > 0) {
+      const n = Math.min(nrInactive, SWAP_CLUSTER_MAX);
+      nrInactive -= n;
+      sc.nrReclaimed += shrinkInactiveList(k, lv, n, sc);
+    }
+    if (sc.nrReclaimed >= sc.nrToReclaim) break;
+  }
+  if (inactiveIsLow(lv)) shrinkActiveList(k, lv, SWAP_CLUSTER_MAX);
+}
+
+/**
+ * try_to_free_pages / do_try_to_free_pages for an allocation on the nodes
+ * of `req`: from DEF_PRIORITY down to 0, shrink each allowed node's lruvec
+ * until SWAP_CLUSTER_MAX pages are reclaimed. Counts allocstall_normal.
+ */
+export function tryToFreePages(k: Kernel, req: AllocRequest): number {
+  k.vmstat.count('allocstall_normal');
+  const sc: ScanControl = {
+    nrToReclaim: SWAP_CLUSTER_MAX,
+    nrReclaimed: 0,
+    nrScanned: 0,
+    priority: DEF_PRIORITY,
+    nid: req.nid,
+    kswapd: false,
+  };
+  const nodes = (req.thisNode ? [req.nid] : k.phys.zonelists[req.nid]!).filter((n) => !req.nodemask || req.nodemask.includes(n));
+  const saved = k.phys.memalloc;
+  k.phys.memalloc = true;
+  try {
+    for (; sc.priority >= 0; sc.priority--) {
+      for (const nid of nodes) shrinkLruvec(k, k.nodeLruvec[nid]!, sc);
+      if (sc.nrReclaimed >= sc.nrToReclaim) break;
+    }
+  } finally {
+    k.phys.memalloc = saved;
+  }
+  return sc.nrReclaimed;
+}
+
+/**
+ * __alloc_pages_slowpath for an order-0 allocation that found nothing free:
+ * direct reclaim in the allocating task (its time is charged to it: the
+ * swap writes), then another try, while reclaim makes progress (at most
+ * MAX_RECLAIM_RETRIES rounds without). -1 at the end: the OOM killer's
+ * place, which memtwin does not model yet (the fault fails).
+ */
+export function allocSlowpath(k: Kernel, req: AllocRequest): number {
+  let noProgress = 0;
+  while (noProgress < MAX_RECLAIM_RETRIES) {
+    const reclaimed = tryToFreePages(k, req);
+    const pfn = k.phys.getPageFromFreelist(req);
+    if (pfn >= 0) return pfn;
+    if (reclaimed) noProgress = 0;
+    else noProgress++;
+    if (!reclaimed && k.swap.nrSwapPages <= 0) break;
+  }
+  return -1;
+}
+
+// --- kswapd ----------------------------------------------------------------------
+
+/**
+ * The per-node kswapd threads: woken when an allocation leaves a node below
+ * its low watermark (and swap has room: without it there is nothing they
+ * could reclaim here), each runs balance_pgdat as a task of its own (its
+ * time in `cpuNs`, not the allocating task's), then sleeps until the next
+ * wake-up.
+ */
+export class Kswapd {
+  private readonly pending: (EventHandle | null)[];
+  /** Thread time per node, and passes (pageoutrun). */
+  readonly cpuNs: number[];
+
+  constructor(private readonly k: Kernel) {
+    this.pending = k.nodeLruvec.map(() => null);
+    this.cpuNs = k.nodeLruvec.map(() => 0);
+  }
+
+  /** wakeup_kswapd. */
+  wake(nid: number): void {
+    if (this.pending[nid] || this.k.swap.nrSwapPages <= 0) return;
+    this.pending[nid] = this.k.events.after(0, 'kswapd', () => this.run(nid));
+  }
+
+  private run(nid: number): void {
+    this.pending[nid] = null;
+    const own = { ns: 0 };
+    // kswapdN runs on its node's CPUs (kthread_bind_mask to cpumask_of_node), its time spent on the scheduler.
+    this.k.runAsTask(own, () => balancePgdat(this.k, nid), { name: `kswapd${nid}`, cpus: this.k.host.nodes[nid]?.cpus });
+    this.cpuNs[nid]! += own.ns;
+  }
+}
+
+/**
+ * balance_pgdat: reclaim on node `nid` until its free pages are above the
+ * high watermark, from DEF_PRIORITY down (a priority that reclaimed its
+ * target is kept for the next round, as kswapd raises it back), in rounds
+ * of at least SWAP_CLUSTER_MAX pages (kswapd_shrink_node's target is the
+ * high watermark). The whole work loop of one wake-up, so that it can move
+ * onto a scheduled CPU later.
+ */
+export function balancePgdat(k: Kernel, nid: number): void {
+  const z = k.phys.zones[nid]!;
+  const high = z.wmark[WMARK_HIGH]!;
+  k.vmstat.count('pageoutrun');
+  const saved = k.phys.memalloc;
+  k.phys.memalloc = true; // PF_MEMALLOC
+  try {
+    let priority = DEF_PRIORITY;
+    while (z.freePages <= high && priority >= 1) {
+      const sc: ScanControl = { nrToReclaim: Math.max(SWAP_CLUSTER_MAX, high), nrReclaimed: 0, nrScanned: 0, priority, nid, kswapd: true };
+      shrinkLruvec(k, k.nodeLruvec[nid]!, sc);
+      if (sc.nrReclaimed < sc.nrToReclaim) priority--;
+      if (!sc.nrScanned && !sc.nrReclaimed && k.swap.nrSwapPages <= 0) break;
+    }
+  } finally {
+    k.phys.memalloc = saved;
+  }
+}
