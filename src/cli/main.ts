@@ -91,7 +91,7 @@ const opList = Object.entries(OPS)
 
 program
   .command('exec')
-  .description('run an op-script (JSON Lines, ../shared/spec/op-script.md) on the simulator or the real kernel')
+  .description('run an op-script (JSON Lines, docs/op-script.md) on the simulator or the real kernel')
   .argument('<script>', 'op-script file (.jsonl)')
   .addOption(
     new Option('--backend <backend>', "sim, linux (this machine), or guest (a QEMU guest of the host file's shape, docs/oracle-guest.md)")

@@ -1,5 +1,5 @@
 /**
- * The op-script catalogue (../shared/spec/op-script.md plus memtwin's
+ * The op-script catalogue (docs/op-script.md, with memtwin's
  * documented extensions) and the parser that turns one JSON line into a
  * checked op, or a one-line reason why it is bad input. Every field has a
  * kind, and every numeric kind a range (RANGES, documented in
