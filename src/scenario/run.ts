@@ -589,7 +589,9 @@ function sampler(
   const sample = (): void => {
     const now = k.clock.now();
     if (data.t_ns.length && now === data.t_ns[data.t_ns.length - 1]! + t0) return;
-    const dt = Math.max(1, now - lastT) / 1e9;
+    // Seconds since the last sample: 0 at the first one (at the start), whose rates are all 0, though threads
+    // may already have run a quantum at that instant.
+    const dt = (now - lastT) / 1e9;
     data.t_ns.push(now - t0);
     const mem = memoryOf(k, procs);
     col('rss_bytes').push(mem.rss);
@@ -601,8 +603,7 @@ function sampler(
     lastFaults = faults;
     lastFaultNs = faultNs;
     threads.forEach((t, i) => {
-      // The first sample, at the start: no interval yet (threads may have run a quantum at that instant).
-      col(`throughput.${t.name}`).push(now > lastT ? Math.round((t.accesses - lastAcc[i]!) / dt) : 0);
+      col(`throughput.${t.name}`).push(dt > 0 ? Math.round((t.accesses - lastAcc[i]!) / dt) : 0);
       lastAcc[i] = t.accesses;
     });
     const local = new Array<number>(nodes).fill(0);
@@ -675,7 +676,7 @@ function membwSample(k: Kernel, col: (name: string) => number[], last: number[],
   if (!bw) return;
   for (let n = 0; n < k.nrNodes; n++) {
     const b = bw.bytesOnNode(n);
-    col(`node${n}.membw_util`).push(Math.round(((b - last[n]!) / (bw.nodeCapacity(n) * dt)) * 1e4) / 1e4);
+    col(`node${n}.membw_util`).push(dt > 0 ? Math.round(((b - last[n]!) / (bw.nodeCapacity(n) * dt)) * 1e4) / 1e4 : 0);
     col(`node${n}.membw_latency_x`).push(Math.round(bw.resourceMultiplier(n, k.clock.now()) * 1e4) / 1e4);
     last[n] = b;
   }
