@@ -82,8 +82,8 @@ __attribute__((format(printf, 2, 3))) static void sb_printf(struct sb *b, const 
 	free(s);
 }
 
-/* a whole small file, NUL-terminated; length or -1 (errno) */
-static ssize_t slurp(const char *path, char *out, size_t cap)
+/* a whole small file, NUL-terminated; length or -1 (errno) (journal.h) */
+ssize_t read_small_file(const char *path, char *out, size_t cap)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -190,7 +190,7 @@ static uint64_t proc_starttime(pid_t pid)
 {
 	char path[64], s[1024];
 	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-	if (slurp(path, s, sizeof s) < 0)
+	if (read_small_file(path, s, sizeof s) < 0)
 		return 0;
 	char *p = strrchr(s, ')'); /* comm may contain spaces and parentheses */
 	if (!p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
@@ -204,7 +204,7 @@ static uint64_t proc_starttime(pid_t pid)
 
 static void boot_id(char *out, size_t cap)
 {
-	if (slurp("/proc/sys/kernel/random/boot_id", out, cap) < 0)
+	if (read_small_file("/proc/sys/kernel/random/boot_id", out, cap) < 0)
 		snprintf(out, cap, "unknown");
 	size_t n = strlen(out);
 	while (n && isspace((unsigned char)out[n - 1]))
@@ -581,7 +581,7 @@ int journal_knob(const char *path)
 	if (journaled(J_KNOB, path, 0) || read_only(path))
 		return 0;
 	static char val[4000];
-	if (slurp(path, val, sizeof val) < 0) {
+	if (read_small_file(path, val, sizeof val) < 0) {
 		/* write-only or missing: nothing to restore it to (the write then fails or is an action) */
 		fprintf(stderr, "memtwin-native: cannot read %s for saving (%s); not restored\n", path, ename(errno));
 		return 0;
@@ -600,7 +600,7 @@ static void pool_path(char *out, size_t cap, uint64_t kb, int node, const char *
 static int read_u64_file(const char *path, uint64_t *v)
 {
 	char s[64];
-	if (slurp(path, s, sizeof s) < 0)
+	if (read_small_file(path, s, sizeof s) < 0)
 		return -1;
 	char *end;
 	*v = strtoull(s, &end, 10);
@@ -685,7 +685,7 @@ int journal_cgroup(const char *path)
 static uint64_t default_hugepage_kb(void)
 {
 	char s[8192];
-	if (slurp("/proc/meminfo", s, sizeof s) < 0)
+	if (read_small_file("/proc/meminfo", s, sizeof s) < 0)
 		return 0;
 	char *p = strstr(s, "\nHugepagesize:");
 	return p ? strtoull(p + 14, NULL, 10) : 0;
@@ -811,7 +811,7 @@ static int undo_knob(const struct jentry *e, struct sb *note)
 {
 	char v[4096], cur[4096], curv[4096];
 	restore_value(e->val, v, sizeof v);
-	if (slurp(e->path, cur, sizeof cur) < 0)
+	if (read_small_file(e->path, cur, sizeof cur) < 0)
 		snprintf(curv, sizeof curv, "?");
 	else
 		restore_value(cur, curv, sizeof curv);
@@ -835,7 +835,7 @@ static int undo_knob(const struct jentry *e, struct sb *note)
 static int swap_active(const char *path)
 {
 	char s[16384];
-	if (slurp("/proc/swaps", s, sizeof s) < 0)
+	if (read_small_file("/proc/swaps", s, sizeof s) < 0)
 		return 0;
 	for (char *l = strchr(s, '\n'); l && l[1]; l = strchr(l + 1, '\n')) {
 		char name[PATH_MAX];
@@ -894,7 +894,7 @@ static int move_tasks(const char *dir, const char *to, int *failed_errno)
 	char procs[PATH_MAX + 16];
 	snprintf(procs, sizeof procs, "%s/cgroup.procs", dir);
 	static char s[1 << 16];
-	if (slurp(procs, s, sizeof s) < 0)
+	if (read_small_file(procs, s, sizeof s) < 0)
 		return 0;
 	int moved = 0;
 	for (char *t = strtok(s, "\n"); t; t = strtok(NULL, "\n")) {

@@ -37,6 +37,9 @@ extern int g_lock_fd;
 
 /* Take the machine lock: wait forever (timeout_ms < 0) or at most timeout_ms.
  * 0 on success, -1 if it could not be taken in time. */
+/* A whole small file, NUL-terminated, into out[cap]: its length, or -1 with errno set. */
+ssize_t read_small_file(const char *path, char *out, size_t cap);
+
 int machine_lock(int timeout_ms);
 
 /* Guardian, before forking the worker: this run's identity and journal file

@@ -258,31 +258,6 @@ static void signame(int sig, char *out)
 		sprintf(out, "SIG%d", sig);
 }
 
-/* read a whole (small) file; returns length or -1 (errno set) */
-static ssize_t read_file(const char *path, char *out, size_t cap)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	size_t n = 0;
-	while (n + 1 < cap) {
-		ssize_t r = read(fd, out + n, cap - 1 - n);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			int e = errno;
-			close(fd);
-			errno = e;
-			return -1;
-		}
-		if (r == 0)
-			break;
-		n += r;
-	}
-	out[n] = 0;
-	close(fd);
-	return n;
-}
 
 static int write_file(const char *path, const char *val, size_t n)
 {
@@ -675,7 +650,7 @@ static long h_hugetlb_pool(struct ctx *c)
 	int n = snprintf(v, sizeof v, "%" PRIu64, nr);
 	long r = SYSRET(c, write_file(path, v, n));
 	char rb[64];
-	if (read_file(path, rb, sizeof rb) >= 0)
+	if (read_small_file(path, rb, sizeof rb) >= 0)
 		bprintf(c->x, ",\"nr\":%llu", strtoull(rb, NULL, 10));
 	else
 		bputs(c->x, ",\"nr\":null");
@@ -908,7 +883,7 @@ static int cg_probe(void)
 		/* our own memory cgroup: "N:controllers:/path" in /proc/self/cgroup */
 		static char s[8192];
 		char own[PATH_MAX] = "/";
-		if (read_file("/proc/self/cgroup", s, sizeof s) >= 0)
+		if (read_small_file("/proc/self/cgroup", s, sizeof s) >= 0)
 			for (char *l = strtok(s, "\n"); l; l = strtok(NULL, "\n")) {
 				char *c1 = strchr(l, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
 				if (!c2)
@@ -931,12 +906,12 @@ static int cg_probe(void)
 	if (v2mnt[0]) {
 		char p[PATH_MAX + 32], s[1024];
 		snprintf(p, sizeof p, "%s/cgroup.controllers", v2mnt);
-		if (read_file(p, s, sizeof s) < 0 || !has_word(s, "memory")) {
+		if (read_small_file(p, s, sizeof s) < 0 || !has_word(s, "memory")) {
 			snprintf(g_cg_why, sizeof g_cg_why, "the cgroup v2 hierarchy at %.200s has no memory controller", v2mnt);
 			return -1;
 		}
 		snprintf(p, sizeof p, "%s/cgroup.subtree_control", v2mnt);
-		if (read_file(p, s, sizeof s) < 0 || !has_word(s, "memory")) {
+		if (read_small_file(p, s, sizeof s) < 0 || !has_word(s, "memory")) {
 			snprintf(g_cg_why, sizeof g_cg_why,
 			         "the memory controller is not enabled in %.200s/cgroup.subtree_control (echo +memory > it)", v2mnt);
 			return -1;
@@ -1155,14 +1130,14 @@ static long h_cgroup_stat(struct ctx *c)
 	char p[PATH_MAX + 64], s[4096];
 	int v2 = g_cgv == 2;
 	snprintf(p, sizeof p, "%s/%s", g->path, v2 ? "memory.current" : "memory.usage_in_bytes");
-	if (read_file(p, s, sizeof s) < 0) {
+	if (read_small_file(p, s, sizeof s) < 0) {
 		c->err = errno;
 		return -1;
 	}
 	uint64_t cur = strtoull(s, NULL, 10);
 	int64_t oom, kills;
 	snprintf(p, sizeof p, "%s/%s", g->path, v2 ? "memory.events" : "memory.oom_control");
-	if (read_file(p, s, sizeof s) < 0) {
+	if (read_small_file(p, s, sizeof s) < 0) {
 		c->err = errno;
 		return -1;
 	}
@@ -1817,7 +1792,7 @@ static long h_meminfo(struct ctx *c)
 		snprintf(path, sizeof path, "/sys/devices/system/node/node%" PRIu64 "/meminfo", nd);
 	else
 		snprintf(path, sizeof path, "/proc/meminfo");
-	if (read_file(path, txt, sizeof txt) < 0) {
+	if (read_small_file(path, txt, sizeof txt) < 0) {
 		c->err = errno;
 		return -1;
 	}
@@ -1854,7 +1829,7 @@ static long h_meminfo(struct ctx *c)
 			for (int k = 0; k < 4; k++) {
 				char p[600], v[64];
 				snprintf(p, sizeof p, "%s/%s/%s", dir, de->d_name, f[k]);
-				if (read_file(p, v, sizeof v) < 0)
+				if (read_small_file(p, v, sizeof v) < 0)
 					continue;
 				bprintf(c->x, "%s\"%s\":%llu", fi ? "" : ",", o[k], strtoull(v, NULL, 10));
 				fi = 0;
@@ -1876,7 +1851,7 @@ static int g_nvs;
 static int vmstat_read(char names[][64], int64_t *vals, int max)
 {
 	static char txt[65536];
-	if (read_file("/proc/vmstat", txt, sizeof txt) < 0)
+	if (read_small_file("/proc/vmstat", txt, sizeof txt) < 0)
 		return -1;
 	int n = 0;
 	char *save = NULL;
@@ -2903,7 +2878,7 @@ static void fill_holes(int fd)
 {
 	static char txt[1 << 17];
 	static uint64_t st[4096], en[4096];
-	if (read_file("/proc/self/maps", txt, sizeof txt) < 0)
+	if (read_small_file("/proc/self/maps", txt, sizeof txt) < 0)
 		return;
 	if (getenv("MEMTWIN_DEBUG_LAYOUT"))
 		fprintf(stderr, "maps before fill:\n%s", txt);
