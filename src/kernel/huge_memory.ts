@@ -124,7 +124,7 @@ export function allocThp(k: Kernel, vma: Vma, pl: PolicyPlacement): number {
 
 /** Mark a freshly allocated order-9 block as an anonymous compound folio of `mm`. */
 export function prepAnonThp(k: Kernel, pfn: number, mm: MmStruct, haddr: number): void {
-  k.mem.initAnonFolio(pfn, HPAGE_PMD_ORDER, mm.id, haddr / 4096, PG.anon | PG.young);
+  k.mem.initAnonFolio(pfn, HPAGE_PMD_ORDER, mm.id, haddr / 4096, PG.anon | PG.young | PG.anonExclusive);
   folioUnqueueDeferredSplit(k, pfn);
   lruAdd(k, pfn, false);
 }
@@ -231,9 +231,11 @@ export function folioMapped(k: Kernel, head: number, nr: number): number {
 
 /**
  * An anonymous THP lost some of its mappings (__folio_remove_rmap): free it
- * whole if nothing maps it any more, otherwise it stays whole, partially
- * mapped, on the deferred split queue; its unmapped pages are freed when it
- * is split (the shrinker's split under memory pressure is not modelled, so
+ * whole if nothing maps it any more; if no PMD maps it whole any more and
+ * some of its pages are not mapped at all, it stays whole, partially
+ * mapped, on the deferred split queue (a page another process still maps,
+ * as after a fork, keeps it off); its unmapped pages are freed when it is
+ * split (the shrinker's split under memory pressure is not modelled, so
  * only a migration or madvise splits it).
  */
 export function folioUnmappedSome(k: Kernel, head: number): void {
@@ -246,7 +248,12 @@ export function folioUnmappedSome(k: Kernel, head: number): void {
     k.freeUserPages(head, order);
     return;
   }
-  deferredSplitFolio(k, head);
+  if (m.entireMapcount(head) > 0) return;
+  for (let j = 0; j < nr; j++)
+    if (m.mapcount(head + j) === 0) {
+      deferredSplitFolio(k, head);
+      return;
+    }
 }
 
 /**

@@ -213,7 +213,18 @@ export class Kernel {
   }
 
   newFile(kind: MappedFile['kind']): MappedFile {
-    const f: MappedFile = { id: this.nextFileId++, kind, pages: new Map(), mapCount: 0, reserved: new Set(), hugeShift: 0 };
+    const f: MappedFile = {
+      id: this.nextFileId++,
+      kind,
+      pages: new Map(),
+      mapCount: 0,
+      reserved: new Set(),
+      hugeShift: 0,
+      opens: 0,
+      size: null,
+      name: null,
+      policy: [],
+    };
     this.files.set(f.id, f);
     return f;
   }

@@ -30,6 +30,7 @@ import { splitHugePmd } from './huge_memory.ts';
 import { HugeLeaf } from './mm_types.ts';
 import { alignedAreaTopdown } from './vma_tree.ts';
 import { policyEqual, type Mempolicy } from './mempolicy.ts';
+import { vmaSetSharedPolicy } from './shmem.ts';
 
 // --- unmapped area search ----------------------------------------------------
 
@@ -195,7 +196,15 @@ export function modifyVmaFlags(k: Kernel, mm: MmStruct, start: number, end: numb
 
 /** mbind_range / vma_modify_policy: split at the range ends, set the policy, merge. */
 export function modifyVmaPolicy(k: Kernel, mm: MmStruct, start: number, end: number, pol: Mempolicy | null): SysRet {
-  return modifyVmas(k, mm, start, end, (vma) => (policyEqual(vma.policy, pol) ? null : (v) => void (v.policy = pol)));
+  // vma_replace_policy: a shmem mapping's file takes the policy too (shmem_set_policy), only where vm_policy changes.
+  return modifyVmas(k, mm, start, end, (vma) =>
+    policyEqual(vma.policy, pol)
+      ? null
+      : (v) => {
+          v.policy = pol;
+          vmaSetSharedPolicy(v, pol);
+        },
+  );
 }
 
 /** userfaultfd_register_range / userfaultfd_clear_vma: split, set the context and the VM_UFFD_* flags, merge. */

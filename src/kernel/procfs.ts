@@ -11,6 +11,7 @@ import { HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE, PUD_SIZE } from './uapi.ts';
 import { thpVmaAllowable } from './huge_memory.ts';
 import { policyString, type Mempolicy } from './mempolicy.ts';
 import { formatSize } from '../util/input_error.ts';
+import { vmaPolicy } from './shmem.ts';
 
 export interface PagemapRun {
   n: number;
@@ -222,7 +223,7 @@ export function numaMaps(k: Kernel, mm: MmStruct, addr: number, taskPolicy: Memp
   for (const nid of [...counts.keys()].sort((a, b) => a - b)) nodes[String(nid)] = counts.get(nid)!;
   const any = counts.size > 0;
   return {
-    policy: policyString(vma.policy ?? taskPolicy),
+    policy: policyString(vmaPolicy(vma, vma.start) ?? taskPolicy),
     nodes,
     huge: vma.isHugetlb(),
     kernelpagesize_kB: any ? vma.hugePageSize() / 1024 : null,
