@@ -26,7 +26,7 @@
  */
 import type { Kernel } from './kernel.ts';
 import type { Process, Thread } from './sched.ts';
-import { HugeLeaf, MmStruct, PteTable, PTE_NONE, PTE_ZERO, VM, pfnOfPte, type Vma } from './mm_types.ts';
+import { HugeLeaf, MmStruct, PteTable, PTE_NONE, PTE_ZERO, VM, pfnOfPte, swpEntryOfPte, type Vma } from './mm_types.ts';
 import { PG } from './page.ts';
 import { HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE, PUD_SIZE, UFFD_FEATURE, neg } from './uapi.ts';
 import { allocPteTable } from './memory.ts';
@@ -181,6 +181,12 @@ function copyPageRange(k: Kernel, cmm: MmStruct, pmm: MmStruct, pvma: Vma, nid: 
         t.used++;
         stats.entries++;
         if (pte === PTE_ZERO) continue;
+        if (pte < PTE_ZERO) {
+          // copy_nonpresent_pte: a swap entry is held by one more PTE (swap_duplicate), the child's MM_SWAPENTS.
+          k.swap.dup(swpEntryOfPte(pte));
+          cmm.swapents++;
+          continue;
+        }
         const pfn = pfnOfPte(pte);
         m.addMapcount(pfn, 1);
         const f = m.flags(pfn);

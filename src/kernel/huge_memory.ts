@@ -4,6 +4,7 @@
  * defrag-dependent allocation, the huge zero page, and PMD splitting.
  */
 import type { Kernel } from './kernel.ts';
+import { folioRmap } from './migrate.ts';
 import { PG } from './page.ts';
 import { MIGRATE_MOVABLE } from './page_alloc.ts';
 import { HugeLeaf, PageTable, PteTable, PTE_ZERO, VM, pteOf, type MmStruct, type Vma } from './mm_types.ts';
@@ -266,6 +267,9 @@ export function folioUnmappedSome(k: Kernel, head: number): void {
  */
 export function splitAnonFolio(k: Kernel, mm: MmStruct, head: number, haddr: number, nid: number): void {
   const m = k.mem;
+  // unmap_folio: another process's PMD mapping of the folio (shared since a fork) is split to PTEs first.
+  if (m.flags(head) & PG.head && m.entireMapcount(head) > 0)
+    for (const x of folioRmap(k, head, HPAGE_PMD_NR)) if (x.level === 'pmd' && x.mm !== mm) splitHugePmd(k, x.mm, x.va, nid);
   const key = PageTable.pmdKey(haddr);
   let t = mm.pgtable.pmds.get(key);
   if (t instanceof HugeLeaf) t = splitHugePmd(k, mm, haddr, nid);

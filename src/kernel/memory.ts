@@ -19,7 +19,7 @@ import {
   type MmStruct,
   type Vma,
 } from './mm_types.ts';
-import { doSwapPage, freeSwapAndCache } from './swap_state.ts';
+import { doSwapPage, folioFreeSwap, freeSwapAndCache } from './swap_state.ts';
 import { lruAddNewAnon } from './swap.ts';
 import {
   HPAGE_PMD_NR,
@@ -864,7 +864,12 @@ function doWpPage(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: number, va:
  */
 function wpCanReuseAnonFolio(k: Kernel, mm: MmStruct, pfn: number): boolean {
   const m = k.mem;
-  if (!(m.flags(pfn) & (PG.head | PG.tail))) return m.mapcount(pfn) === 1;
+  if (!(m.flags(pfn) & (PG.head | PG.tail))) {
+    if (m.mapcount(pfn) !== 1) return false;
+    // The swap cache's reference: dropped if no PTE holds the page's swap entry any more (folio_free_swap), else
+    // another process's swap PTE still reads this page's content from it: copy.
+    return !(m.flags(pfn) & PG.swapcache) || folioFreeSwap(k, pfn);
+  }
   const head = pfn - (pfn % HPAGE_PMD_NR);
   if (folioMapped(k, head, HPAGE_PMD_NR) <= 1) return false;
   return !folioMappedByOtherMm(k, head, HPAGE_PMD_NR, mm);
@@ -892,8 +897,10 @@ function wpPageCopy(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: number, v
   else if (f & PG.diskFile) mm.rssFile--;
   else mm.rssShmem--;
   if (f & PG.anon) {
+    // The last mapping gone: freed, unless the swap cache holds it (it stays there, as Linux's folio_put leaves
+    // the cache's reference, until reclaim or a swap-in of another process's swap PTE finds it).
     if (f & (PG.head | PG.tail)) folioUnmappedSome(k, old - (old % HPAGE_PMD_NR));
-    else if (m.mapcount(old) === 0) k.freeUserPages(old, 0);
+    else if (m.mapcount(old) === 0 && !(f & PG.swapcache)) k.freeUserPages(old, 0);
   }
   k.chargeMem(k.costs.ns('fault_cow_4k'), k.hot.copy4k, k.phys.nodeOfPfn(old), k.phys.nodeOfPfn(pfn), PAGE_SIZE, k.cpuToNode(thread.cpu));
   return FAULT_OK;

@@ -39,34 +39,36 @@ import type { EventHandle } from '../sim/event_queue.ts';
 import { PageTable, PteTable, PTE_NONE, pfnOfPte, pteOfSwpEntry } from './mm_types.ts';
 import { HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
 import { swapCacheAddFolio, swapCacheDelFolio, swapWriteout } from './swap_state.ts';
+import { rmapWalk } from './migrate.ts';
 
 /** What shrinkFolio did with a folio. */
 export type ShrinkResult = 'freed' | 'swapcache' | 'kept';
 
 /**
- * try_to_unmap of an order-0 anonymous folio mapped once, by the PTE at
- * its rmap address (owner mm, index): the PTE gets `swapPte` (PTE_NONE to
- * discard), RSS and the mapcount drop. False if the PTE does not map it.
+ * try_to_unmap of an order-0 anonymous folio: every PTE mapping it (the
+ * rmap walk finds them in each process a fork shared it with) gets
+ * `swapPte` (PTE_NONE to discard), each one more reference to the swap
+ * entry; RSS and the mapcount drop. False if some mapping was not found
+ * (the folio stays mapped there).
  */
 function tryToUnmap(k: Kernel, pfn: number, swapPte: number): boolean {
   const m = k.mem;
-  const mm = k.mmById(m.owner(pfn));
-  if (!mm) return false;
-  const va = m.index(pfn) * PAGE_SIZE;
-  const t = mm.pgtable.pmds.get(PageTable.pmdKey(va));
-  if (!(t instanceof PteTable)) return false;
-  const i = Math.floor(va / PAGE_SIZE) & 511;
-  const pte = t.ptes[i]!;
-  if (pte <= 0 || pfnOfPte(pte) !== pfn) return false;
-  t.ptes[i] = swapPte;
-  if (swapPte === PTE_NONE) t.used--;
-  else {
-    mm.swapents++;
-    k.swap.dup(k.swap.entryOf.get(pfn)!);
-  }
-  mm.rssAnon--;
-  m.addMapcount(pfn, -1);
-  return true;
+  rmapWalk(k, pfn, (mm, _vma, va) => {
+    const t = mm.pgtable.pmds.get(PageTable.pmdKey(va));
+    if (!(t instanceof PteTable)) return;
+    const i = Math.floor(va / PAGE_SIZE) & 511;
+    const pte = t.ptes[i]!;
+    if (pte <= 0 || pfnOfPte(pte) !== pfn) return;
+    t.ptes[i] = swapPte;
+    if (swapPte === PTE_NONE) t.used--;
+    else {
+      mm.swapents++;
+      k.swap.dup(k.swap.entryOf.get(pfn)!);
+    }
+    mm.rssAnon--;
+    m.addMapcount(pfn, -1);
+  });
+  return m.mapcount(pfn) === 0;
 }
 
 /**
@@ -82,8 +84,8 @@ export function shrinkFolio(k: Kernel, pfn: number): ShrinkResult {
     k.freeUserPages(pfn, 0);
     return 'freed';
   }
-  if (!(f & PG.anon) || f & (PG.head | PG.tail) || m.mapcount(pfn) !== 1) return 'kept';
-  if (f & PG.lazyfree && !(f & PG.swapcache)) {
+  if (!(f & PG.anon) || f & (PG.head | PG.tail) || m.mapcount(pfn) < 1) return 'kept';
+  if (f & PG.lazyfree && !(f & PG.swapcache) && m.mapcount(pfn) === 1) {
     // A clean lazyfree folio: try_to_unmap discards it (the PTE is cleared).
     if (!tryToUnmap(k, pfn, PTE_NONE)) return 'kept';
     k.vmstat.count('pglazyfreed');

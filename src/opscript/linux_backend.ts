@@ -106,6 +106,7 @@ export function encodeOp(op: ResolvedOp): string {
       if (a.node !== undefined) add('node', a.node);
       break;
     case 'spawn':
+    case 'fork':
       add('name', enc(a.name));
       break;
     case 'thread':

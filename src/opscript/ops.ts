@@ -103,6 +103,10 @@ export const OPS: Record<string, OpSpec> = {
   read: { req: { path: 'path' }, doc: 'read a sysfs/procfs file as text (memtwin extension; not compared)' },
   hugetlb_pool: { req: { size: 'hpsize', nr: 'nr' }, opt: { node: 'node' }, doc: 'set nr_hugepages of a size, globally or on a node' },
   spawn: { req: { name: 'name' }, doc: 'start a new process' },
+  fork: {
+    req: { name: 'name' },
+    doc: 'fork() of the main process: a child with a copy-on-write copy of its address space (later ops run in it with "in": name)',
+  },
   thread: { req: { name: 'name' }, opt: { cpu: 'cpu' }, doc: 'start a thread, pinned to cpu' },
   setuid: {
     req: { uid: 'id' },

@@ -52,6 +52,8 @@ export const BACKEND_FIELDS = ['addr', 'pid', 'ns'] as const;
 
 export class ScriptRunner {
   private readonly handles = new Map<string, Handle>();
+  /** A forked process -> its parent and the last handle made before the fork (the child maps those too). */
+  private readonly forkedFrom = new Map<number, { proc: number; seq: number }>();
   private readonly failedHandles = new Set<string>();
   private readonly procs = new Map<string, number>([['self', 0]]);
   /** userfaultfd handles: name -> creation index and owning process. */
@@ -190,7 +192,9 @@ export class ScriptRunner {
     }
     if (op.op === 'setuid' && proc === 0)
       throw new BadOp(op.i, op.op, 'in: setuid only in a spawned process (the main process writes knobs and spawns processes as root)');
-    if (op.op === 'spawn' && this.procs.has(a.name as string))
+    if (op.op === 'fork' && proc !== 0)
+      throw new BadOp(op.i, op.op, 'in: fork only in the main process (a spawned process has no channel for a child of its own)');
+    if ((op.op === 'spawn' || op.op === 'fork') && this.procs.has(a.name as string))
       throw new BadOp(op.i, op.op, `name: process ${quote(a.name)} already exists`);
     if (op.op === 'thread' && this.threads[proc]!.has(a.name as string))
       throw new BadOp(op.i, op.op, `name: thread ${quote(a.name)} already exists`);
@@ -241,7 +245,8 @@ export class ScriptRunner {
       this.fds.set(op.a.name as string, { index: this.fdSeq++, proc: op.proc });
       raw.ret = `$${op.a.name}`;
     }
-    if (op.op === 'spawn' && raw.ret === 0) {
+    if (op.op === 'fork' && raw.ret === 0) this.forkedFrom.set(this.procs.size, { proc: op.proc, seq: this.seq });
+    if ((op.op === 'spawn' || op.op === 'fork') && raw.ret === 0) {
       this.procs.set(op.a.name as string, this.procs.size);
       this.threads.push(new Map());
     }
@@ -288,11 +293,22 @@ export class ScriptRunner {
     return out;
   }
 
+  /** Whether process proc maps handle h: it made it, or forked from a process that had it. */
+  private handleIn(h: Handle, proc: number): boolean {
+    for (let p: number | undefined = proc, seq = Infinity; p !== undefined;) {
+      if (h.proc === p) return h.seq <= seq;
+      const f = this.forkedFrom.get(p);
+      p = f?.proc;
+      seq = Math.min(seq, f?.seq ?? seq);
+    }
+    return false;
+  }
+
   /** "$a+0x201000" relative to the latest handle of the process containing x. */
   render(proc: number, x: number): string {
     let best: Handle | undefined;
     for (const h of this.handles.values())
-      if (h.proc === proc && x >= h.base && x < h.base + h.len && (!best || h.seq > best.seq)) best = h;
+      if (this.handleIn(h, proc) && x >= h.base && x < h.base + h.len && (!best || h.seq > best.seq)) best = h;
     if (!best) return `0x${x.toString(16)}`;
     const off = x - best.base;
     return off ? `$${best.name}+0x${off.toString(16)}` : `$${best.name}`;

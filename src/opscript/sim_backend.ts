@@ -23,6 +23,7 @@ import { setCpusetMems, sysGetMempolicy, sysMbind, sysMigratePages, sysSetMempol
 import { sysMovePages } from '../kernel/migrate.ts';
 import { followPage } from '../kernel/memory.ts';
 import { sysSwapon } from '../kernel/swapfile.ts';
+import { sysFork } from '../kernel/fork.ts';
 import { sysSetDumpable, sysSetresgid, sysSetresuid } from '../kernel/cred.ts';
 import {
   bitNames,
@@ -120,6 +121,12 @@ export class SimBackend implements Backend {
         const np = k.createProcess(a.name, p.mainThread.cpu);
         this.procs.push(np);
         return { ret: 0, pid: np.pid };
+      }
+      case 'fork': {
+        const child = sysFork(k, this.thread(op), a.name);
+        if (typeof child === 'number') return sys(child);
+        this.procs.push(child);
+        return { ret: 0, pid: child.pid };
       }
       case 'thread': {
         const t = k.createThread(p, a.cpu ?? p.mainThread.cpu);
