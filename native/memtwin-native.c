@@ -1166,6 +1166,36 @@ static long h_ping(struct ctx *c)
 /* ------------------------------------------------------------------ */
 /* memory ops                                                          */
 
+/* memfds by the runner's index: real fd + 1; 0 = none. A forked child inherits them. */
+#define MAX_MFD 64
+static int g_mfd[MAX_MFD];
+
+/* memfd mfd=K name=N size=S flags=F: memfd_create(N, F), ftruncate(S). */
+static long h_memfd(struct ctx *c)
+{
+	uint64_t k = u64(c->op, "mfd", 0, 1), size = u64(c->op, "size", 0, 1);
+	char *name = pstr(c->op, "name", 1);
+	unsigned flags = (unsigned)i64(c->op, "flags", 0, 0);
+	if (k >= MAX_MFD) {
+		c->err = EMFILE;
+		return -1;
+	}
+	int fd = (int)syscall(SYS_memfd_create, name, flags);
+	if (fd < 0) {
+		c->err = errno;
+		return -1;
+	}
+	if (ftruncate(fd, (off_t)size) < 0) {
+		c->err = errno;
+		close(fd);
+		return -1;
+	}
+	if (g_mfd[k])
+		close(g_mfd[k] - 1);
+	g_mfd[k] = fd + 1;
+	return 0;
+}
+
 static long h_mmap(struct ctx *c)
 {
 	uint64_t addr = addrv(c->op, "addr");
@@ -1173,13 +1203,25 @@ static long h_mmap(struct ctx *c)
 	int prot = (int)i64(c->op, "prot", 0, 1);
 	int flags = (int)i64(c->op, "flags", 0, 1);
 	uint64_t align = u64(c->op, "align", 0, 0);
+	/* mfd=K offset=O: a memfd of this process (or inherited through fork) */
+	int fd = -1;
+	off_t off = 0;
+	if (sval(c->op, "mfd")) {
+		uint64_t k = u64(c->op, "mfd", 0, 1);
+		if (k >= MAX_MFD || !g_mfd[k]) {
+			c->err = EBADF;
+			return -1;
+		}
+		fd = g_mfd[k] - 1;
+		off = (off_t)u64(c->op, "offset", 0, 0);
+	}
 	void *p;
 	if (align) {
 		if (len + align < len) {
 			c->err = ENOMEM;
 			return -1;
 		}
-		p = mmap(NULL, len + align, prot, flags, -1, 0);
+		p = mmap(NULL, len + align, prot, flags, fd, off);
 		if (p == MAP_FAILED) {
 			c->err = errno;
 			return -1;
@@ -1192,7 +1234,7 @@ static long h_mmap(struct ctx *c)
 			munmap((void *)(uintptr_t)(st + len), s + len + align - (st + len));
 		p = (void *)(uintptr_t)st;
 	} else {
-		p = mmap((void *)(uintptr_t)addr, len, prot, flags, -1, 0);
+		p = mmap((void *)(uintptr_t)addr, len, prot, flags, fd, off);
 		if (p == MAP_FAILED) {
 			c->err = errno;
 			return -1;
@@ -2721,6 +2763,7 @@ static const struct opdef g_ops[] = {
     {"cgroup_stat", h_cgroup_stat, W_GLOBAL},
     {"ping", h_ping, W_ANY},
     {"mmap", h_mmap, W_ANY},
+    {"memfd", h_memfd, W_ANY},
     {"munmap", h_munmap, W_ANY},
     {"mprotect", h_mprotect, W_ANY},
     {"madvise", h_madvise, W_ANY},

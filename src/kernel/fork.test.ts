@@ -7,7 +7,9 @@ import { sysSwapon } from './swapfile.ts';
 import { exitProcess, sysFork } from './fork.ts';
 import { followPage } from './memory.ts';
 import { PG } from './page.ts';
-import { MADV, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
+import { MADV, MPOL, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
+import { sysMovePages } from './migrate.ts';
+import { sysMbind } from './mempolicy.ts';
 import { PTE_ZERO, PteTable, pfnOfPte, type MmStruct } from './mm_types.ts';
 import type { Kernel } from './kernel.ts';
 import type { Process } from './sched.ts';
@@ -246,4 +248,44 @@ it('a zero-page PTE is copied as a zero-page PTE', () => {
   const c = fork(k, p);
   const t = c.mm.pgtable.pmds.get(Math.floor(a / PMD_SIZE)) as PteTable;
   expect(t.ptes[(a / PAGE_SIZE) & 511]).toBe(PTE_ZERO);
+});
+
+describe('page migration of pages a fork shared (MPOL_MF_MOVE vs MPOL_MF_MOVE_ALL)', () => {
+  function twoNodes(): { k: Kernel; p: Process; c: Process; a: number } {
+    const k = smallKernel({ nodes: 2, mib: 64 });
+    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
+    const p = k.createProcess('parent');
+    const a = k.mmap(p, 0, 4 * PAGE_SIZE, RW, ANON);
+    write(k, p, a, 4, 51);
+    const c = fork(k, p);
+    write(k, c, a + 3 * PAGE_SIZE, 1, 52); // page 3 is the child's own copy now
+    return { k, p, c, a };
+  }
+  const pages = (a: number): number[] => [0, 1, 2, 3].map((i) => a + i * PAGE_SIZE);
+  const node = (k: Kernel, mm: MmStruct, va: number): number => k.phys.nodeOfPfn(followPage(mm, va));
+
+  it('move_pages answers -EACCES for a page another process maps, unless MPOL_MF_MOVE_ALL; a moved page moves for both', () => {
+    const { k, p, c, a } = twoNodes();
+    const r = sysMovePages(k, c, c, pages(a), [1, 1, 1, 1], MPOL.MPOL_MF_MOVE);
+    expect(r).toEqual({ ret: 0, status: ['-EACCES', '-EACCES', '-EACCES', 1] });
+    expect(sysMovePages(k, c, c, pages(a), [1, 1, 1, 1], MPOL.MPOL_MF_MOVE_ALL)).toEqual({ ret: 0, status: [1, 1, 1, 1] });
+    for (const va of pages(a).slice(0, 3)) {
+      expect(followPage(p.mm, va)).toBe(followPage(c.mm, va));
+      expect(node(k, p.mm, va)).toBe(1);
+    }
+    expect(node(k, p.mm, a + 3 * PAGE_SIZE)).toBe(0); // the parent's own page was not the child's to move
+    expect(peek(k, p, a, 4)).toEqual([51, 51, 51, 51]);
+    expect(peek(k, c, a, 4)).toEqual([51, 51, 51, 52]);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+
+  it('mbind MPOL_MF_MOVE leaves shared pages (no failure, even with MPOL_MF_STRICT), MPOL_MF_MOVE_ALL moves them', () => {
+    const { k, p, c, a } = twoNodes();
+    expect(sysMbind(k, c.mainThread, a, 4 * PAGE_SIZE, MPOL.MPOL_BIND, [1], MPOL.MPOL_MF_MOVE | MPOL.MPOL_MF_STRICT)).toBe(0);
+    expect(pages(a).map((va) => node(k, c.mm, va))).toEqual([0, 0, 0, 1]);
+    expect(sysMbind(k, c.mainThread, a, 4 * PAGE_SIZE, MPOL.MPOL_BIND, [1], MPOL.MPOL_MF_MOVE_ALL)).toBe(0);
+    expect(pages(a).map((va) => node(k, c.mm, va))).toEqual([1, 1, 1, 1]);
+    expect(pages(a).map((va) => node(k, p.mm, va))).toEqual([1, 1, 1, 0]);
+    expect(verifyKernel(k)).toEqual([]);
+  });
 });

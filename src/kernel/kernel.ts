@@ -158,8 +158,8 @@ export class Kernel {
 
   // --- syscalls ---------------------------------------------------------------
 
-  mmap(p: Process, addr: number, len: number, prot: number, flags: number): SysRet {
-    return doMmap(this, p, addr, len, prot, flags);
+  mmap(p: Process, addr: number, len: number, prot: number, flags: number, fd?: { file: MappedFile; offset: number }): SysRet {
+    return doMmap(this, p, addr, len, prot, flags, fd);
   }
   munmap(p: Process, addr: number, len: number): SysRet {
     return sysMunmap(this, p, addr, len);

@@ -126,6 +126,16 @@ export function encodeOp(op: ResolvedOp): string {
       add('flags', a.flags);
       add('addr', a.addr !== undefined ? R(a.addr) : 0);
       add('align', a.align ?? 0);
+      if (op.mfd !== undefined) {
+        add('mfd', op.mfd);
+        add('offset', a.offset ?? 0);
+      }
+      break;
+    case 'memfd':
+      add('mfd', op.mfd!);
+      add('name', enc(a.name));
+      add('size', a.size);
+      add('flags', a.flags ?? 0);
       break;
     case 'munmap':
     case 'pagemap':

@@ -116,8 +116,13 @@ export const OPS: Record<string, OpSpec> = {
   set_dumpable: { req: { value: 'int' }, doc: "prctl(PR_SET_DUMPABLE, value) in the op's process" },
   mmap: {
     req: { len: 'size', prot: 'flags:prot', flags: 'flags:mmap' },
-    opt: { addr: 'addr', align: 'align', name: 'name' },
-    doc: 'map anonymous memory; ret is "$name"',
+    opt: { addr: 'addr', align: 'align', name: 'name', fd: 'name', offset: 'size' },
+    doc: 'map anonymous memory, or (fd: a memfd handle, without MAP_ANONYMOUS) a memfd from offset; ret is "$name"',
+  },
+  memfd: {
+    req: { name: 'name', size: 'size' },
+    opt: { flags: 'flags:memfd' },
+    doc: 'memfd_create(name, flags) and ftruncate to size in the op\'s process (a forked child inherits it); ret is "$name"',
   },
   munmap: {
     req: { addr: 'addr', len: 'size' },

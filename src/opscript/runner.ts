@@ -53,12 +53,15 @@ export const BACKEND_FIELDS = ['addr', 'pid', 'ns'] as const;
 export class ScriptRunner {
   private readonly handles = new Map<string, Handle>();
   /** A forked process -> its parent and the last handle made before the fork (the child maps those too). */
-  private readonly forkedFrom = new Map<number, { proc: number; seq: number }>();
+  private readonly forkedFrom = new Map<number, { proc: number; seq: number; i: number }>();
   private readonly failedHandles = new Set<string>();
   private readonly procs = new Map<string, number>([['self', 0]]);
   /** userfaultfd handles: name -> creation index and owning process. */
   private readonly fds = new Map<string, { index: number; proc: number }>();
   private fdSeq = 0;
+  /** memfd handles: name -> creation index, the process that made it and its op index (children forked later have it). */
+  private readonly memfds = new Map<string, { index: number; proc: number; i: number }>();
+  private mfdSeq = 0;
   /**
    * Memory cgroups by name: the creation index the backends know them by
    * (assigned, like userfaultfds', only to groups that were made), or why
@@ -175,7 +178,16 @@ export class ScriptRunner {
     if (a.iovec) {
       a.iovec = (a.iovec as [Addr, number][]).map(([x, l], j) => [this.addr(op, `iovec[${j}]`, x), l]);
     }
-    if (op.op === 'userfaultfd') {
+    if (op.op === 'memfd') {
+      if (this.memfds.has(a.name as string)) throw new BadOp(op.i, op.op, `name: handle ${handleName(a.name)} already exists`);
+      r.mfd = this.mfdSeq;
+    } else if (op.op === 'mmap' && a.fd !== undefined) {
+      const name = (a.fd as string).replace(/^\$/, '');
+      const mfd = this.memfds.get(name);
+      if (!mfd) throw new BadOp(op.i, op.op, `fd: unknown memfd handle ${handleName(name)}`);
+      if (!this.inheritedBy(mfd.proc, mfd.i, proc)) throw new BadOp(op.i, op.op, `fd: ${handleName(name)} belongs to another process`);
+      r.mfd = mfd.index;
+    } else if (op.op === 'userfaultfd') {
       if (this.fds.has(a.name as string)) throw new BadOp(op.i, op.op, `name: handle ${handleName(a.name)} already exists`);
       r.fd = this.fdSeq;
     } else if (a.fd !== undefined) {
@@ -241,11 +253,15 @@ export class ScriptRunner {
         raw.ret = `$${name}`;
       }
     }
+    if (op.op === 'memfd' && raw.ret !== -1 && raw.unsupported === undefined) {
+      this.memfds.set(op.a.name as string, { index: this.mfdSeq++, proc: op.proc, i: op.i });
+      raw.ret = `$${op.a.name}`;
+    }
     if (op.op === 'userfaultfd' && raw.ret !== -1 && raw.unsupported === undefined) {
       this.fds.set(op.a.name as string, { index: this.fdSeq++, proc: op.proc });
       raw.ret = `$${op.a.name}`;
     }
-    if (op.op === 'fork' && raw.ret === 0) this.forkedFrom.set(this.procs.size, { proc: op.proc, seq: this.seq });
+    if (op.op === 'fork' && raw.ret === 0) this.forkedFrom.set(this.procs.size, { proc: op.proc, seq: this.seq, i: op.i });
     if ((op.op === 'spawn' || op.op === 'fork') && raw.ret === 0) {
       this.procs.set(op.a.name as string, this.procs.size);
       this.threads.push(new Map());
@@ -300,6 +316,17 @@ export class ScriptRunner {
       const f = this.forkedFrom.get(p);
       p = f?.proc;
       seq = Math.min(seq, f?.seq ?? seq);
+    }
+    return false;
+  }
+
+  /** Whether process proc has the fd that process `owner` made at op i: it made it, or forked from it later. */
+  private inheritedBy(owner: number, i: number, proc: number): boolean {
+    for (let p: number | undefined = proc, at = Infinity; p !== undefined;) {
+      if (p === owner) return i < at;
+      const f = this.forkedFrom.get(p);
+      p = f?.proc;
+      at = Math.min(at, f?.i ?? at);
     }
     return false;
   }

@@ -16,6 +16,7 @@ import {
   UFFD_USER_MODE_ONLY,
   UFFDIO_MODE,
   UFFDIO_REGISTER_MODE,
+  MFD,
 } from '../kernel/uapi.ts';
 import { formatSize, parseSize, quote } from '../util/input_error.ts';
 
@@ -105,6 +106,7 @@ export const FLAG_SETS = {
   uffd_features: { ...UFFD_FEATURE, ...UFFD_FEATURE_PROPOSED },
   uffd_register: UFFDIO_REGISTER_MODE,
   uffd_mode: UFFDIO_MODE,
+  memfd: MFD,
   none: {},
 } as const;
 export type FlagSet = keyof typeof FLAG_SETS;
