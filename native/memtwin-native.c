@@ -1196,6 +1196,54 @@ static long h_memfd(struct ctx *c)
 	return 0;
 }
 
+/*
+ * open mfd=K kind=0|1 size=S: a new file of S bytes in /dev/shm (kind 0,
+ * tmpfs: sparse) or /var/tmp (kind 1, the disk: zeros written, fsync'd and
+ * dropped from the page cache), unlinked as soon as it is open, so nothing
+ * is left behind whatever ends the run; mapped with mmap mfd=K.
+ */
+static long h_open(struct ctx *c)
+{
+	uint64_t k = u64(c->op, "mfd", 0, 1), size = u64(c->op, "size", 0, 1);
+	int disk = (int)u64(c->op, "kind", 0, 1) == 1;
+	if (k >= MAX_MFD) {
+		c->err = EMFILE;
+		return -1;
+	}
+	char path[96];
+	snprintf(path, sizeof path, "%s/memtwin-%d-%" PRIu64, disk ? "/var/tmp" : "/dev/shm", (int)getpid(), k);
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		c->err = errno;
+		return -1;
+	}
+	unlink(path);
+	int err = 0;
+	if (ftruncate(fd, (off_t)size) < 0)
+		err = errno;
+	if (!err && disk) {
+		static char zeros[1 << 16];
+		for (uint64_t o = 0; o < size && !err; o += sizeof zeros) {
+			size_t n = size - o < sizeof zeros ? size - o : sizeof zeros;
+			if (pwrite(fd, zeros, n, (off_t)o) != (ssize_t)n)
+				err = errno ? errno : EIO;
+		}
+		if (!err && fsync(fd) < 0)
+			err = errno;
+		if (!err)
+			err = posix_fadvise(fd, 0, (off_t)size, POSIX_FADV_DONTNEED);
+	}
+	if (err) {
+		close(fd);
+		c->err = err;
+		return -1;
+	}
+	if (g_mfd[k])
+		close(g_mfd[k] - 1);
+	g_mfd[k] = fd + 1;
+	return 0;
+}
+
 static long h_mmap(struct ctx *c)
 {
 	uint64_t addr = addrv(c->op, "addr");
@@ -2764,6 +2812,7 @@ static const struct opdef g_ops[] = {
     {"ping", h_ping, W_ANY},
     {"mmap", h_mmap, W_ANY},
     {"memfd", h_memfd, W_ANY},
+    {"open", h_open, W_ANY},
     {"munmap", h_munmap, W_ANY},
     {"mprotect", h_mprotect, W_ANY},
     {"madvise", h_madvise, W_ANY},

@@ -27,9 +27,9 @@
  *   it per open file description).
  *
  * A read fault first maps the pages of its 64K window that the cache holds
- * (do_fault_around); a fault that had to read from the disk maps only its
- * own page (Linux retries it after the I/O, and that retry maps the window
- * too when the I/O was already complete; memtwin takes it as not).
+ * (do_fault_around); a fault that had to read from the disk is retried
+ * after the I/O, and the retry maps that window too (the faulting page
+ * included, pages marked PG_readahead not).
  *
  * A private mapping maps page-cache pages read-only: a write copies the
  * page into a new anonymous page (do_cow_fault for a page not mapped yet,
@@ -270,6 +270,9 @@ export function filemapFault(
   }
   if (write && disk) k.mem.addFlags(pfn, PG.dirty); // do_shared_fault: page_mkwrite
   if (disk || !shared) mm.cowPossible = true; // a clean disk page, or a page-cache page mapped privately
-  mapShmemPage(k, mm, t, i, pfn);
+  // A read fault that waited for the disk is retried (VM_FAULT_RETRY) once the I/O is done, and the retry maps
+  // the fault-around window of what is now cached (filemap_map_pages), the faulting page included.
+  if (disk && !write && !cached && !(vma.flags & (VM.UFFD_WP | VM.UFFD_MINOR))) faultAround(k, mm, vma, t, i, va);
+  if (t.ptes[i] === PTE_NONE) mapShmemPage(k, mm, t, i, pfn);
   return FAULT_OK;
 }

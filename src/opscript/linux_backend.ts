@@ -131,6 +131,11 @@ export function encodeOp(op: ResolvedOp): string {
         add('offset', a.offset ?? 0);
       }
       break;
+    case 'open':
+      add('mfd', op.mfd!);
+      add('kind', a.kind === 'disk' ? 1 : 0);
+      add('size', a.size);
+      break;
     case 'memfd':
       add('mfd', op.mfd!);
       add('name', enc(a.name));

@@ -85,6 +85,7 @@ type Kind =
   | 'swapsize'
   | 'limit'
   | 'cgname'
+  | 'fskind'
   | `flags:${FlagSet}`;
 
 interface OpSpec {
@@ -118,6 +119,10 @@ export const OPS: Record<string, OpSpec> = {
     req: { len: 'size', prot: 'flags:prot', flags: 'flags:mmap' },
     opt: { addr: 'addr', align: 'align', name: 'name', fd: 'name', offset: 'size' },
     doc: 'map anonymous memory, or (fd: a memfd handle, without MAP_ANONYMOUS) a memfd from offset; ret is "$name"',
+  },
+  open: {
+    req: { name: 'name', kind: 'fskind', size: 'size' },
+    doc: 'create and open a file of size bytes on tmpfs (sparse) or on the disk (zeros written, not cached), removed at the end; ret is "$name", mapped with mmap fd',
   },
   memfd: {
     req: { name: 'name', size: 'size' },
@@ -301,6 +306,9 @@ function parseField(field: string, kind: Kind, v: unknown): unknown {
     case 'limit':
       // a cgroup limit: bytes (the kernel rounds down to pages) or "max", as memory.max reads it
       return v === 'max' ? 'max' : size(field, v);
+    case 'fskind':
+      if (v !== 'tmpfs' && v !== 'disk') throw new BadValue(`${field}: expected "tmpfs" or "disk", got ${quote(v)}`);
+      return v;
     case 'cgname':
       if (typeof v !== 'string' || !/^[A-Za-z0-9_-]+$/.test(v) || v.length > CGROUP_NAME_MAX)
         throw new BadValue(

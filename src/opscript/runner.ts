@@ -178,13 +178,13 @@ export class ScriptRunner {
     if (a.iovec) {
       a.iovec = (a.iovec as [Addr, number][]).map(([x, l], j) => [this.addr(op, `iovec[${j}]`, x), l]);
     }
-    if (op.op === 'memfd') {
+    if (op.op === 'memfd' || op.op === 'open') {
       if (this.memfds.has(a.name as string)) throw new BadOp(op.i, op.op, `name: handle ${handleName(a.name)} already exists`);
       r.mfd = this.mfdSeq;
     } else if (op.op === 'mmap' && a.fd !== undefined) {
       const name = (a.fd as string).replace(/^\$/, '');
       const mfd = this.memfds.get(name);
-      if (!mfd) throw new BadOp(op.i, op.op, `fd: unknown memfd handle ${handleName(name)}`);
+      if (!mfd) throw new BadOp(op.i, op.op, `fd: unknown file handle ${handleName(name)} (make it with memfd or open)`);
       if (!this.inheritedBy(mfd.proc, mfd.i, proc)) throw new BadOp(op.i, op.op, `fd: ${handleName(name)} belongs to another process`);
       r.mfd = mfd.index;
     } else if (op.op === 'userfaultfd') {
@@ -253,7 +253,7 @@ export class ScriptRunner {
         raw.ret = `$${name}`;
       }
     }
-    if (op.op === 'memfd' && raw.ret !== -1 && raw.unsupported === undefined) {
+    if ((op.op === 'memfd' || op.op === 'open') && raw.ret !== -1 && raw.unsupported === undefined) {
       this.memfds.set(op.a.name as string, { index: this.mfdSeq++, proc: op.proc, i: op.i });
       raw.ret = `$${op.a.name}`;
     }

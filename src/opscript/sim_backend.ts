@@ -25,6 +25,7 @@ import { followPage } from '../kernel/memory.ts';
 import { sysSwapon } from '../kernel/swapfile.ts';
 import { sysFork } from '../kernel/fork.ts';
 import { sysFtruncate, sysMemfdCreate } from '../kernel/shmem.ts';
+import { sysOpen } from '../kernel/filemap.ts';
 import type { MappedFile } from '../kernel/mm_types.ts';
 import { sysSetDumpable, sysSetresgid, sysSetresuid } from '../kernel/cred.ts';
 import {
@@ -125,6 +126,12 @@ export class SimBackend implements Backend {
         const np = k.createProcess(a.name, p.mainThread.cpu);
         this.procs.push(np);
         return { ret: 0, pid: np.pid };
+      }
+      case 'open': {
+        const f = sysOpen(k, p, `${a.kind}/${op.mfd}`, a.size);
+        if (typeof f === 'number') return sys(f);
+        this.memfds.set(op.mfd!, f);
+        return { ret: 0 };
       }
       case 'memfd': {
         const f = sysMemfdCreate(k, p, a.name, a.flags ?? 0);
