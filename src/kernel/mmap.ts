@@ -24,7 +24,7 @@ import {
   neg,
   type SysRet,
 } from './uapi.ts';
-import { freePteTable, zapRange, handleMmFault, followPage, vmaAllows, FAULT_OK } from './memory.ts';
+import { freePteTable, zapRange, handleMmFault, followPage, vmaAllows, FAULT_OK, writeFaults } from './memory.ts';
 import { clearMarkers, clearUffdWp, type UserfaultfdCtx } from './userfaultfd.ts';
 import { splitHugePmd } from './huge_memory.ts';
 import { HugeLeaf } from './mm_types.ts';
@@ -460,7 +460,8 @@ export function populateRange(k: Kernel, p: Process, start: number, end: number,
     const stop = Math.min(vma.end, end);
     for (; va < stop; va = alignDown(va, step) + step) {
       const pfn = followPage(mm, va);
-      if (pfn >= 0 || (pfn === -1 && !w)) continue;
+      // A present page a write may not use in place (shared by a fork, a page-cache page) still faults: do_wp_page.
+      if ((pfn >= 0 && !(w && mm.cowPossible && writeFaults(k, vma, pfn))) || (pfn === -1 && !w)) continue;
       const r = handleMmFault(k, mm, vma, va, w, p.mainThread);
       if (r !== FAULT_OK) return neg(r === 3 ? 'ENOMEM' : 'EFAULT');
     }
