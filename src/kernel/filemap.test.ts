@@ -80,3 +80,29 @@ describe('file mappings and the page cache (filemap.ts)', () => {
     expect(verifyKernel(k)).toEqual([]);
   });
 });
+
+describe('reclaim of file pages (vmscan.ts)', () => {
+  it('direct reclaim drops clean disk-file pages, unmapping them from every process; a dirty page stays', () => {
+    const k = smallKernel({ nodes: 1, mib: 64 });
+    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
+    const p = k.createProcess('p');
+    const f = open(k, p, 'disk', 8 * MiB);
+    const a = k.mmap(p, 0, 8 * MiB, RW, MAP.MAP_SHARED, { file: f, offset: 0 });
+    peek(k, p, a, 2048); // every page read and mapped
+    expect(k.access(p.mainThread, a, 1, PAGE_SIZE, true, 7).signal).toBeUndefined(); // page 0 dirty
+    const cached = f.pages.size;
+    expect(cached).toBe(2048);
+    // Fill the rest of memory with anonymous pages (no swap): reclaim can only take file pages.
+    const q = k.createProcess('q');
+    const b = k.mmap(q, 0, 64 * MiB, RW, MAP.MAP_PRIVATE | MAP.MAP_ANONYMOUS);
+    const r = k.access(q.mainThread, b, 56 * MiB, PAGE_SIZE, true, 1);
+    expect(r.signal).toBeUndefined();
+    expect(f.pages.size).toBeLessThan(cached);
+    expect(f.pages.has(0)).toBe(true); // dirty: no writeback, so it stays
+    expect(k.vmstat.events.pgsteal_file).toBe(cached - f.pages.size);
+    expect(p.mm.rssFile).toBe(pagemap(k, p.mm, a, 8 * MiB).reduce((n, x) => n + (x.present ? x.n : 0), 0));
+    // A dropped page is read from the disk again, zeros as before; the dirty one kept its byte.
+    expect(peek(k, p, a, 2048).filter((x) => x !== 0)).toEqual([7]);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+});

@@ -36,8 +36,8 @@
  * wp_page_copy for one mapped). A shared mapping of a disk file maps a page
  * clean; the first write through it dirties it (page_mkwrite, a write
  * fault); a shmem page is never write-protected. A disk file's pages go on
- * the file LRU (swap.ts lruAdd); dirty pages stay in the cache (there is no
- * writeback).
+ * the file LRU (swap.ts lruAdd), where reclaim drops clean ones (vmscan.ts);
+ * dirty pages stay in the cache (there is no writeback).
  */
 import type { Kernel } from './kernel.ts';
 import type { Process, Thread } from './sched.ts';
