@@ -102,7 +102,7 @@ export const hostSchema = z
           ),
       })
       .optional()
-      .describe('the disk holding the files op-scripts open (`open` with a disk/ path)'),
+      .describe('the disk holding the files op-scripts open (`open` with kind disk)'),
   })
   .superRefine((h, ctx) => {
     // zod runs refinements after issues that do not abort (a bad CPU list): check only what parsed.
