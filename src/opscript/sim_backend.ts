@@ -38,6 +38,7 @@ import {
   uffdioPoison,
 } from '../kernel/userfaultfd.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
+import type { MemCgroup } from '../kernel/memcontrol.ts';
 
 /** A syscall return turned into the result fields. */
 function sys(r: number): RawResult {
@@ -62,6 +63,8 @@ export class SimBackend implements Backend {
   private swapFiles = 0;
   /** userfaultfd handles (runner's index) -> context ids. */
   private readonly uffds = new Map<number, number>();
+  /** Memory cgroups by the runner's index. */
+  private readonly cgroups: MemCgroup[] = [];
 
   constructor(readonly k: Kernel) {
     this.procs.push(k.createProcess('self'));
@@ -94,6 +97,9 @@ export class SimBackend implements Backend {
     const k = this.k;
     const a = op.a;
     const p = this.proc(op);
+    // A process the OOM killer killed while another process's op ran: its ops do not run; a target that is gone is ESRCH.
+    if (p.exited) return { ret: -1, killed: 'SIGKILL' };
+    if (op.targetProc !== undefined && this.procs[op.targetProc]!.exited) return { ret: -1, errno: 'ESRCH' };
     switch (op.op) {
       case 'sysfs': {
         if (!k.sysfs.has(a.path)) return { unsupported: `${a.path} is not modelled by the simulator` };
@@ -294,11 +300,23 @@ export class SimBackend implements Backend {
         for (const key of a.keys as string[]) out[key] = Object.hasOwn(now, key) ? now[key]! - this.vmstatBase[key]! : null;
         return { ret: 0, vmstat: out };
       }
-      // The memory cgroup ops: the real kernel's side exists (native executor); the simulator's does not yet.
-      case 'cgroup':
+      // The memory cgroups (memcontrol.ts), cgroup v2's controller, under one group of the run as the executor makes them.
+      case 'cgroup': {
+        const cg = k.memcg.create(a.name);
+        const pages = (v: number | 'max' | undefined): number => (v === undefined || v === 'max' ? Infinity : Math.floor(v / PAGE_SIZE));
+        cg.max = pages(a.memory_max);
+        cg.high = pages(a.memory_high);
+        cg.swapMax = pages(a.swap_max);
+        this.cgroups[op.cg!] = cg;
+        return { ret: 0 };
+      }
       case 'cgroup_enter':
-      case 'cgroup_stat':
-        return { unsupported: 'the simulator does not model memory cgroups yet: no charges, limits or OOM killer' };
+        k.memcg.attach(p, this.cgroups[op.cg!]!);
+        return { ret: 0 };
+      case 'cgroup_stat': {
+        const cg = this.cgroups[op.cg!]!;
+        return { ret: 0, current: cg.usage * PAGE_SIZE, events: { oom: cg.events.oom, oom_kill: cg.events.oom_kill } };
+      }
       default:
         return { unsupported: `op ${op.op} is not implemented by the simulator yet` };
     }
