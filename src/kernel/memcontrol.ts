@@ -222,6 +222,9 @@ export function tryCharge(k: Kernel, cg: MemCgroup, nr: number, ctx: ChargeConte
     const over = pageCounterTryCharge(cg, nr);
     if (!over) break;
     memcgMemoryEvent(over, 'max');
+    // Under PF_MEMALLOC (reclaim, and swap readahead, which memtwin keeps from reclaiming: Linux would find the
+    // faulting folio locked and leave it, memtwin's reclaim would free it) the charge fails instead of reclaiming.
+    if (k.phys.memalloc) return -12;
     const reclaimed = tryToFreeMemCgroupPages(k, over, nr, true);
     if (memcgMargin(over) >= nr) continue;
     // nr_reclaimed && nr_pages <= (1 << PAGE_ALLOC_COSTLY_ORDER): progress, try again without counting a retry.
@@ -347,6 +350,16 @@ export function memcgTryChargeSwap(k: Kernel, pfn: number, entry: number): boole
   for (let c: MemCgroup | null = cg; c && c.parent; c = c.parent) c.swapUsage++;
   st.swapCgroup.set(entry, id);
   return true;
+}
+
+/**
+ * mem_cgroup_swap_full: the folio's group (or an ancestor) uses half its
+ * memory.swap.max or more, so a swap-in frees the slot at once rather than
+ * keeping it (do_swap_page's should_try_to_free_swap).
+ */
+export function memcgSwapFull(k: Kernel, pfn: number): boolean {
+  for (let c: MemCgroup | null = k.memcg.ofFrame(pfn); c && c.parent; c = c.parent) if (c.swapUsage * 2 >= c.swapMax) return true;
+  return false;
 }
 
 /** __mem_cgroup_uncharge_swap: a slot was freed. */
@@ -545,4 +558,47 @@ export function renderStat(k: Kernel, cg: MemCgroup): string {
   return Object.entries(memcgStat(k, cg))
     .map(([n, v]) => `${n} ${v}\n`)
     .join('');
+}
+
+// --- consistency (debug_vm.ts) -------------------------------------------------------------
+
+/**
+ * The charges agree with the frames: each group's memory.current is the
+ * number of frames charged to it and its descendants, its swap.current the
+ * swap entries recorded for them; a free frame is charged to nobody; no
+ * group with a memory.max is above it.
+ */
+export function verifyMemcg(k: Kernel): string[] {
+  const st = k.memcg;
+  if (!st.active) return [];
+  const errs: string[] = [];
+  const local = new Float64Array(st.byId.length);
+  const localSwap = new Float64Array(st.byId.length);
+  const m = k.mem;
+  const total = k.phys.totalPages();
+  for (let pfn = 0; pfn < total; pfn++) {
+    if (!m.isMaterialized(pfn)) {
+      pfn |= (1 << 15) - 1; // a section never handed out: nothing charged in it
+      continue;
+    }
+    const id = m.memcg(pfn);
+    if (!id) continue;
+    if (m.flags(pfn) & PG.buddy || m.owner(pfn) === 0) errs.push(`frame ${pfn} is free but charged to memcg ${id}`);
+    local[id]!++;
+  }
+  for (const id of st.swapCgroup.values()) localSwap[id]!++;
+  for (const cg of st.byId) {
+    if (!cg || !cg.parent) continue;
+    let usage = 0;
+    let swap = 0;
+    for (const c of cg.subtree()) {
+      usage += local[c.id]!;
+      swap += localSwap[c.id]!;
+    }
+    if (usage !== cg.usage) errs.push(`memcg ${cg.path()}: ${usage} frames charged, memory.current says ${cg.usage} pages`);
+    if (swap !== cg.swapUsage) errs.push(`memcg ${cg.path()}: ${swap} swap entries charged, memory.swap.current says ${cg.swapUsage}`);
+    if (cg.usage > cg.max) errs.push(`memcg ${cg.path()}: memory.current ${cg.usage} pages above memory.max ${cg.max}`);
+    if (cg.swapUsage > cg.swapMax) errs.push(`memcg ${cg.path()}: swap.current ${cg.swapUsage} above swap.max ${cg.swapMax}`);
+  }
+  return errs;
 }

@@ -26,7 +26,7 @@
  * (zram_swapout_4k, zram_swapin_4k) has no measurement yet: swapon of a
  * zram area is not offered by any op.
  */
-import { memcgSwapinCharge } from './memcontrol.ts';
+import { memcgSwapFull, memcgSwapinCharge } from './memcontrol.ts';
 import type { Kernel } from './kernel.ts';
 import { PG } from './page.ts';
 import { MIGRATE_MOVABLE } from './page_alloc.ts';
@@ -457,6 +457,6 @@ export function doSwapPage(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: nu
   // swap_free_nr: the PTE's reference to the slot goes (the cache's stays).
   const s = st.slot(entry);
   s.t.count[s.i]!--;
-  if (write || st.vmSwapFull()) folioFreeSwap(k, pfn);
+  if (write || st.vmSwapFull() || (k.memcg.active && memcgSwapFull(k, pfn))) folioFreeSwap(k, pfn);
   return true;
 }
