@@ -538,6 +538,7 @@ export function userAccess(
 ): AccessResult {
   const mm = thread.process.mm;
   const res: AccessResult = { faults: 0 };
+  if (thread.process.exited) return { faults: 0, signal: 'SIGKILL' }; // killed (OOM): its threads run no more
   const end = start + len;
   let va = start;
   while (va < end) {

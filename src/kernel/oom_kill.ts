@@ -113,6 +113,21 @@ export function oomScore(k: Kernel, p: Process): number {
   return Math.max(0, Math.trunc(((1000 + Math.trunc((b * 1000) / total)) * 2) / 3));
 }
 
+/**
+ * A write to /proc/<pid>/oom_score_adj (oom_score_adj_write): an integer
+ * from -1000 to 1000, else -EINVAL. (Lowering it below its lowest value
+ * needs CAP_SYS_RESOURCE, which memtwin's processes have.)
+ */
+export function writeOomScoreAdj(k: Kernel, p: Process, value: string): number {
+  const t = value.trim();
+  if (!/^[+-]?\d+$/.test(t)) return -22;
+  const v = Number(t);
+  if (v < OOM_SCORE_ADJ_MIN || v > OOM_SCORE_ADJ_MAX) return -22;
+  if (v) k.oom.scoreAdj.set(p.pid, v);
+  else k.oom.scoreAdj.delete(p.pid);
+  return 0;
+}
+
 /** select_bad_process over the candidates (the group's tasks, or every process). */
 function selectBadProcess(k: Kernel, oc: OomControl, totalPages: number): { p: Process; points: number } | null {
   const candidates = oc.memcg ? k.memcg.tasks(oc.memcg) : [...k.processes.values()];

@@ -299,6 +299,28 @@ describe('the simulator runs the memory-pressure ops', () => {
   });
 });
 
+describe('oom_score_adj and oom_score on the simulator', () => {
+  it('the main process writes its own oom_score_adj (as the executor writes knobs); any process reads its own', async () => {
+    const r = new ScriptRunner(new SimBackend(smallKernel()));
+    await r.run(
+      lines([
+        { op: 'spawn', name: 'q' },
+        { op: 'sysfs', path: '/proc/self/oom_score_adj', value: '1000', in: 'q' },
+        { op: 'read', path: '/proc/self/oom_score_adj', in: 'q' },
+        { op: 'read', path: '/proc/self/oom_score_adj' },
+        { op: 'read', path: '/proc/self/oom_score' },
+        { op: 'sysfs', path: '/proc/self/oom_score_adj', value: '1001' },
+        { op: 'sysfs', path: '/proc/self/oom_score_adj', value: 'x' },
+      ]),
+    );
+    expect(r.results.map((l) => l.text ?? l.errno ?? l.ret)).toEqual([0, 0, '0\n', '1000\n', expect.any(String), 'EINVAL', 'EINVAL']);
+    // adj 1000 puts the score near the top of its 0..1333 range (1332 for the executor on this machine's 24 GiB)
+    const score = Number(r.results[4]!.text);
+    expect(score).toBeGreaterThan(1300);
+    expect(score).toBeLessThanOrEqual(1333);
+  });
+});
+
 describe('what diff compares', () => {
   it('compares cgroup_stat events and killed, not the bytes charged', () => {
     const stat = (current: number, oom_kill: number) => ({ i: 0, op: 'cgroup_stat', ret: 0, current, events: { oom: 1, oom_kill } });

@@ -39,6 +39,7 @@ import {
 } from '../kernel/userfaultfd.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
 import type { MemCgroup } from '../kernel/memcontrol.ts';
+import { oomScore, writeOomScoreAdj } from '../kernel/oom_kill.ts';
 
 /** A syscall return turned into the result fields. */
 function sys(r: number): RawResult {
@@ -102,6 +103,8 @@ export class SimBackend implements Backend {
     if (op.targetProc !== undefined && this.procs[op.targetProc]!.exited) return { ret: -1, errno: 'ESRCH' };
     switch (op.op) {
       case 'sysfs': {
+        // The executor writes knobs from its main process, whatever `in` says: /proc/self is the main process's.
+        if (a.path === '/proc/self/oom_score_adj') return sys(writeOomScoreAdj(k, this.procs[0]!, a.value));
         if (!k.sysfs.has(a.path)) return { unsupported: `${a.path} is not modelled by the simulator` };
         return sys(k.sysfs.write(a.path, a.value));
       }
@@ -379,6 +382,8 @@ export class SimBackend implements Backend {
   private readFile(path: string, p: Process): string | undefined {
     const k = this.k;
     if (k.sysfs.has(path)) return k.sysfs.read(path);
+    if (path === '/proc/self/oom_score') return `${oomScore(k, p)}\n`;
+    if (path === '/proc/self/oom_score_adj') return `${k.oom.adj(p)}\n`;
     const m = /^\/proc\/self\/(maps|smaps|numa_maps)$/.exec(path);
     if (m)
       return m[1] === 'maps' ? renderMaps(p.mm) : m[1] === 'smaps' ? renderSmaps(k, p.mm) : renderNumaMaps(k, p.mm, p.mainThread.mempolicy);
