@@ -146,6 +146,11 @@ export class MemcgState {
     k.swap.onSlotFree = (entry) => memcgUnchargeSwap(k, entry);
   }
 
+  /** A child of the root by name (a scenario's group). */
+  byName(name: string): MemCgroup | undefined {
+    return this.root.children.find((c) => c.name === name);
+  }
+
   /** cgroup.procs write: the process's later charges go to `cg` (charges already made stay where they are). */
   attach(p: Process, cg: MemCgroup): void {
     if (cg === this.root) this.mmMemcg.delete(p.mm.id);
