@@ -607,3 +607,40 @@ export function verifyMemcg(k: Kernel): string[] {
   }
   return errs;
 }
+
+/**
+ * The group's control files as cgroup v2 shows them under /sys/fs/cgroup:
+ * `/sys/fs/cgroup/<path>/memory.{current,max,high,low,min,swap.current,
+ * swap.max,stat,events,events.local}`; undefined for any other path.
+ */
+export function readCgroupFile(k: Kernel, path: string): string | undefined {
+  const m = /^\/sys\/fs\/cgroup\/(.+)\/(memory\.[a-z.]+)$/.exec(path);
+  if (!m) return undefined;
+  let cg: MemCgroup | undefined = k.memcg.root;
+  for (const part of m[1]!.split('/')) cg = cg?.children.find((c) => c.name === part);
+  if (!cg) return undefined;
+  const bytes = (pages: number): string => `${pages * PAGE_SIZE}\n`;
+  switch (m[2]) {
+    case 'memory.current':
+      return bytes(cg.usage);
+    case 'memory.swap.current':
+      return bytes(cg.swapUsage);
+    case 'memory.max':
+      return `${renderLimit(cg.max)}\n`;
+    case 'memory.high':
+      return `${renderLimit(cg.high)}\n`;
+    case 'memory.swap.max':
+      return `${renderLimit(cg.swapMax)}\n`;
+    case 'memory.low':
+      return bytes(cg.low);
+    case 'memory.min':
+      return bytes(cg.min);
+    case 'memory.stat':
+      return renderStat(k, cg);
+    case 'memory.events':
+      return renderEvents(cg);
+    case 'memory.events.local':
+      return renderEvents(cg, true);
+  }
+  return undefined;
+}
