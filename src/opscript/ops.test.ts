@@ -48,6 +48,15 @@ describe('op-script values', () => {
   });
 });
 
+describe('NULL nodemasks', () => {
+  it('takes nodes: null in set_mempolicy and mbind (a NULL nodemask), as move_pages takes it', () => {
+    expect(parseOp('{"op":"set_mempolicy","mode":"MPOL_LOCAL","nodes":null}', 0).a.nodes).toBeNull();
+    expect(parseOp('{"op":"mbind","addr":"$a","len":"4K","mode":"MPOL_DEFAULT","nodes":null}', 0).a.nodes).toBeNull();
+    expect(parseOp('{"op":"set_mempolicy","mode":"MPOL_LOCAL"}', 0).a.nodes).toBeUndefined();
+    expect(bad('{"op":"set_mempolicy","mode":"MPOL_BIND","nodes":"0"}')).toMatch(/nodes: expected an array of node ids/);
+  });
+});
+
 describe('the script runner', () => {
   async function run(text: string) {
     const r = new ScriptRunner(new SimBackend(smallKernel()));
