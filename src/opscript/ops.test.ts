@@ -57,6 +57,18 @@ describe('NULL nodemasks', () => {
   });
 });
 
+describe('process_madvise flags', () => {
+  it('takes the flag-name form ([] or names) and a 32-bit number, as other flag fields do', () => {
+    const line = (f: string): string => `{"op":"process_madvise","target":"self","iovec":[],"advice":"MADV_COLD","flags":${f}}`;
+    expect(parseOp(line('[]'), 0).a.flags).toBe(0);
+    expect(parseOp(line('0'), 0).a.flags).toBe(0);
+    expect(parseOp(line('1'), 0).a.flags).toBe(1);
+    expect(parseOp(line('[1]'), 0).a.flags).toBe(1);
+    expect(bad(line('["MADV_COLD"]'))).toMatch(/flags: unknown flag name "MADV_COLD" \(Linux defines no flag names here/);
+    expect(bad(line('4294967296'))).toMatch(/flags: expected flag names/);
+  });
+});
+
 describe('the script runner', () => {
   async function run(text: string) {
     const r = new ScriptRunner(new SimBackend(smallKernel()));
@@ -190,7 +202,7 @@ describe('op-script input limits', () => {
     expect(bad('{"op":"touch","addr":"$a","len":"4K","fill":256}')).toMatch(/^fill: expected an integer from 0 to 255/);
     expect(bad('{"op":"touch","addr":"$a","len":"4K","fill":1.5}')).toMatch(/^fill: /);
     expect(bad('{"op":"setuid","uid":4294967295}')).toMatch(/^uid: expected an integer from 0 to 4294967294/);
-    expect(bad('{"op":"process_madvise","target":"self","iovec":[],"advice":"MADV_COLD","flags":-1}')).toMatch(/^flags: /);
+    expect(bad('{"op":"process_madvise","target":"self","iovec":[],"advice":"MADV_COLD","flags":4294967296}')).toMatch(/^flags: /);
     expect(bad('{"op":"munmap","addr":"0x10000000001000","len":"4K"}')).toMatch(/^addr: expected an address from 0 to 2\^52/);
     expect(bad('{"op":"munmap","addr":"$a+4097T","len":"4K"}')).toMatch(/^addr: bad offset "4097T"/);
   });

@@ -128,7 +128,7 @@ export const OPS: Record<string, OpSpec> = {
   },
   process_madvise: {
     req: { target: 'name', iovec: 'iovec', advice: 'flags:advice' },
-    opt: { flags: 'uint' },
+    opt: { flags: 'flags:none' },
     doc: 'advise another process (or self) over an iovec list; ret is bytes advised',
   },
   touch: {

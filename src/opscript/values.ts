@@ -106,6 +106,7 @@ export const FLAG_SETS = {
   uffd_features: { ...UFFD_FEATURE, ...UFFD_FEATURE_PROPOSED },
   uffd_register: UFFDIO_REGISTER_MODE,
   uffd_mode: UFFDIO_MODE,
+  /** process_madvise(2) defines no flag yet: the kernel answers EINVAL to any bit. */
   none: {},
 } as const;
 export type FlagSet = keyof typeof FLAG_SETS;
@@ -132,14 +133,19 @@ export function flags(field: string, v: unknown, set: FlagSet): number {
       continue;
     }
     if (typeof n !== 'string' || !Object.hasOwn(table, n))
-      throw new BadValue(`${field}: unknown flag name ${quote(n)} (expected one of ${Object.keys(table).join(', ')})`);
+      throw new BadValue(
+        `${field}: unknown flag name ${quote(n)} ` +
+          (Object.keys(table).length
+            ? `(expected one of ${Object.keys(table).join(', ')})`
+            : '(Linux defines no flag names here: write [] or 0; other numbers reach the kernel, which answers EINVAL)'),
+      );
     r |= table[n]!;
   }
   return r;
 }
 
 function example(set: FlagSet): string {
-  return Object.keys(FLAG_SETS[set]).slice(0, 2).join(', ');
+  return Object.keys(FLAG_SETS[set]).slice(0, 2).join(', ') || '[]';
 }
 
 export function nodeSet(field: string, v: unknown): number[] {
