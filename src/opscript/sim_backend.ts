@@ -38,6 +38,7 @@ import {
   uffdioPoison,
 } from '../kernel/userfaultfd.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
+import { lookupPath } from '../kernel/sysfs_tree.ts';
 
 /** A syscall return turned into the result fields. */
 function sys(r: number): RawResult {
@@ -96,12 +97,12 @@ export class SimBackend implements Backend {
     const p = this.proc(op);
     switch (op.op) {
       case 'sysfs': {
-        if (!k.sysfs.has(a.path)) return { unsupported: `${a.path} is not modelled by the simulator` };
+        if (!k.sysfs.has(a.path)) return this.noKnob(a.path, 'EISDIR');
         return sys(k.sysfs.write(a.path, a.value));
       }
       case 'read': {
         const text = this.readFile(a.path, p);
-        return text === undefined ? { ret: -1, errno: 'ENOENT' } : { ret: 0, text };
+        return text === undefined ? this.noKnob(a.path, undefined) : { ret: 0, text };
       }
       case 'hugetlb_pool': {
         const h = k.hugetlb.bySize(a.size);
@@ -356,6 +357,22 @@ export class SimBackend implements Backend {
     const tail = r + a.len + a.align - (start + a.len);
     if (tail > 0) k.munmap(p, start + a.len, tail);
     return { ret: 0, addr: start };
+  }
+
+  /**
+   * A path the simulator has no file for: the errno open(2) gives where the
+   * owned directories say it does not exist (sysfs_tree.ts), `unsupported`
+   * for a real file the model lacks. `dirErrno` is what opening an existing
+   * directory gives (EISDIR for a write; undefined: unsupported).
+   */
+  private noKnob(path: string, dirErrno: 'EISDIR' | undefined): RawResult {
+    const r = lookupPath(this.k, path, (q) => this.k.sysfs.has(q));
+    if ('errno' in r) return { ret: -1, errno: r.errno };
+    if ('exists' in r && r.dir && dirErrno) return { ret: -1, errno: dirErrno };
+    return {
+      unsupported:
+        'exists' in r ? `${path} exists on Linux but is not modelled by the simulator` : `${path} is not modelled by the simulator`,
+    };
   }
 
   private readFile(path: string, p: Process): string | undefined {
