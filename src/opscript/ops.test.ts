@@ -6,6 +6,8 @@ import { BadOp, MAX_DEPTH, OPS, parseOp, rangeTable } from './ops.ts';
 import { addr, flags, size } from './values.ts';
 import { ScriptRunner } from './runner.ts';
 import { SimBackend } from './sim_backend.ts';
+import type { Backend } from './backend.ts';
+import { ExecutorError } from './linux_backend.ts';
 import { smallKernel } from '../testing/fixtures.ts';
 import { quote } from '../util/input_error.ts';
 
@@ -99,6 +101,28 @@ describe('the script runner', () => {
     );
     expect(r.results[1]).toMatchObject({ ret: -1, signal: 'SIGSEGV', at: '$a' });
     expect(r.summary()).toEqual({ summary: { ops: 2, errors: 1, backend: 'sim' } });
+  });
+
+  it('counts in `ops` only the ops that got an answer: neither an invalid line nor an executor error', async () => {
+    const script = ['{"op":"meminfo"}', '{"op":"vmstat","keys":["thp_fault_alloc"]}', '{"op":"meminfo"}'].join('\n');
+    // the executor dies on the second op
+    const sim = new SimBackend(smallKernel());
+    const dying: Backend = {
+      name: 'linux',
+      exec: async (op) => {
+        if (op.i === 1) throw new ExecutorError('executor exited with signal SIGKILL');
+        return sim.exec(op);
+      },
+      close: async () => {},
+    };
+    const e = new ScriptRunner(dying);
+    await e.run(script);
+    expect(e.results.map((x) => Object.keys(x).includes('error'))).toEqual([false, true]);
+    expect(e.summary()).toEqual({ summary: { ops: 1, errors: 0, backend: 'linux' } });
+    // bad input on the second op: the same count
+    const r = await run(script.replace('"keys":["thp_fault_alloc"]', '"keys":"x"'));
+    expect(r.results.map((x) => Object.keys(x).includes('invalid'))).toEqual([false, true]);
+    expect(r.summary()).toEqual({ summary: { ops: 1, errors: 0, backend: 'sim' } });
   });
 
   it('refers to a failed mmap as a handle that does not exist', async () => {

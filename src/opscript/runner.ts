@@ -124,8 +124,15 @@ export class ScriptRunner {
     }
   }
 
+  /**
+   * `ops` counts the ops that got an answer (a result, or `unsupported`);
+   * the line that stops a run, `invalid` (bad input, never run) or `error`
+   * (the executor died or hung: no answer), is not one. `errors` counts the
+   * answers with ret -1.
+   */
   summary(): ResultLine {
-    return { summary: { ops: this.results.filter((r) => !('invalid' in r)).length, errors: this.errors, backend: this.backend.name } };
+    const answered = this.results.filter((r) => !('invalid' in r) && !('error' in r)).length;
+    return { summary: { ops: answered, errors: this.errors, backend: this.backend.name } };
   }
 
   private push(line: ResultLine): void {
