@@ -59,6 +59,12 @@ export class SimBackend implements Backend {
   private readonly pendingAsync = new Map<Thread, { i: number; signal: string; at: number }[]>();
   /** Async touches blocked in a userfault: where each resumes when its thread is woken. */
   private readonly blockedTouch = new Map<Thread, { i: number; from: number; end: number; stride: number; write: boolean; fill: number }>();
+  /**
+   * Async ops given to a thread that is still blocked (in a userfault, or
+   * delivering an event): the executor's thread runs its work in order, so
+   * each waits until the ones before it finished. Run by runDeferred.
+   */
+  private readonly deferred = new Map<Thread, ResolvedOp[]>();
   /** Swap files made by `swap` ops. */
   private swapFiles = 0;
   /** userfaultfd handles (runner's index) -> context ids. */
@@ -81,11 +87,12 @@ export class SimBackend implements Backend {
     const t0 = k.clock.now();
     let r: RawResult;
     try {
-      r = this.run(op);
+      r = this.deferIfBusy(op) ?? this.run(op);
     } catch (e) {
       if (e instanceof UnmodelledError) r = { unsupported: e.message };
       else throw e;
     }
+    this.runDeferred();
     k.runDueEvents();
     r.ns = k.clock.now() - t0;
     return r;
@@ -183,7 +190,7 @@ export class SimBackend implements Backend {
         const t = this.proc(op).threads[op.joinThr!];
         if (!t) return { ret: -1, errno: 'ESRCH' };
         // still in its userfault, or delivering an event
-        if (this.blockedTouch.has(t) || k.uffd.isBlocked(t)) return { ret: -1, errno: 'ETIMEDOUT', async_faults: [] };
+        if (this.busy(t)) return { ret: -1, errno: 'ETIMEDOUT', async_faults: [] };
         const faults = this.pendingAsync.get(t) ?? [];
         this.pendingAsync.delete(t);
         return { ret: 0, async_faults: faults };
@@ -317,6 +324,41 @@ export class SimBackend implements Backend {
     if (this.k.uffd.isBlocked(t) && (!op.a.async || op.thr === 0))
       return { invalid: 'the call waits for a userfaultfd event to be read: only an async op on another thread can wait' };
     return op.a.async && op.thr !== 0 ? { ret: 0 } : sys(r);
+  }
+
+  /** The thread is still in an earlier op: blocked in a userfault, delivering an event, or with work queued. */
+  private busy(t: Thread): boolean {
+    return this.blockedTouch.has(t) || this.k.uffd.isBlocked(t) || (this.deferred.get(t)?.length ?? 0) > 0;
+  }
+
+  /**
+   * An async op for a busy thread waits for the thread (ret 0 now, as the
+   * executor answers): running it at once would fault a second time on the
+   * thread already blocked and raise a message Linux never sends.
+   */
+  private deferIfBusy(op: ResolvedOp): RawResult | undefined {
+    if (!op.a.async || op.thr === 0) return undefined;
+    const t = this.thread(op);
+    if (!this.busy(t)) return undefined;
+    const q = this.deferred.get(t) ?? [];
+    q.push(op);
+    this.deferred.set(t, q);
+    return { ret: 0 };
+  }
+
+  /** Run the queued ops of every thread no longer blocked, in order, until one blocks again. */
+  private runDeferred(): void {
+    for (const [t, q] of [...this.deferred]) {
+      while (q.length && !this.blockedTouch.has(t) && !this.k.uffd.isBlocked(t)) {
+        const op = q.shift()!;
+        try {
+          this.run(op); // async: its answer (ret 0) was given; a signal goes to pendingAsync, a block to blockedTouch
+        } catch (e) {
+          if (!(e instanceof UnmodelledError)) throw e;
+        }
+      }
+      if (!q.length) this.deferred.delete(t);
+    }
   }
 
   private uffd(op: ResolvedOp): number {
