@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { BadOp, MAX_DEPTH, OPS, parseOp, rangeTable } from './ops.ts';
 import { addr, flags, size } from './values.ts';
-import { ScriptRunner } from './runner.ts';
+import { OUTPUT_FIELDS, ScriptRunner } from './runner.ts';
 import { SimBackend } from './sim_backend.ts';
 import type { Backend } from './backend.ts';
 import { ExecutorError } from './linux_backend.ts';
@@ -342,8 +342,44 @@ describe('invalid lines name the file line', () => {
 });
 
 describe('docs/op-script.md', () => {
+  const doc = readFileSync(fileURLToPath(new URL('../../docs/op-script.md', import.meta.url)), 'utf8');
+
   it('lists the range of every numeric field, as ops.ts defines them', () => {
-    const doc = readFileSync(fileURLToPath(new URL('../../docs/op-script.md', import.meta.url)), 'utf8');
     expect(doc).toContain(rangeTable());
+  });
+
+  /** The rows of the "Ops reference" tables: op name -> [arguments, outputs, compared]. */
+  function referenceRows(): Map<string, string[]> {
+    const start = doc.indexOf('\n## Ops reference\n');
+    expect(start).toBeGreaterThan(0);
+    const end = doc.indexOf('\n## ', start + 1);
+    const rows = new Map<string, string[]>();
+    let inTable = false;
+    for (const line of doc.slice(start, end).split('\n')) {
+      if (line.startsWith('| op | arguments | outputs | compared |')) inTable = true;
+      else if (!line.startsWith('|')) inTable = false;
+      else if (inTable && !line.startsWith('| ---')) {
+        const cells = line.slice(2, -2).split(' | ');
+        expect(cells, line).toHaveLength(4);
+        const m = /^`([a-z_]+)`$/.exec(cells[0]!);
+        expect(m, line).not.toBeNull();
+        expect(rows.has(m![1]!), `${m![1]} listed twice`).toBe(false);
+        rows.set(m![1]!, cells.slice(1));
+      }
+    }
+    return rows;
+  }
+
+  it('has a reference row for every op ops.ts parses, and for nothing else', () => {
+    expect([...referenceRows().keys()].sort()).toEqual(Object.keys(OPS).sort());
+  });
+
+  it("names every op's arguments and outputs in its row, and says whether an op has compared outputs", () => {
+    for (const [op, [args, outputs, compared]] of referenceRows()) {
+      const spec = OPS[op]!;
+      for (const f of Object.keys({ ...spec.req, ...spec.opt })) expect(args, `${op}: argument ${f}`).toContain(`\`${f}\``);
+      for (const f of OUTPUT_FIELDS[op] ?? []) expect(outputs, `${op}: output ${f}`).toContain(`\`${f}\``);
+      expect(compared === '—', `${op}: compared column`).toBe((OUTPUT_FIELDS[op] ?? []).length === 0);
+    }
   });
 });
