@@ -41,6 +41,11 @@ describe('async work on a thread blocked in a userfault', () => {
     expect(r[13]!.bytes).toEqual([[7, 1]]); // the queued touch ran after the blocked one
   });
 
+  it('refuses a synchronous op on the blocked thread as bad input (the executor would wait for it forever)', async () => {
+    const r = await run([...setup, touch('$a+8K', 1), { op: 'get_mempolicy', thread: 't1' }]);
+    expect(r[6]).toMatchObject({ i: 6, op: 'get_mempolicy', invalid: expect.stringMatching(/^thread: the thread is still blocked/) });
+  });
+
   it('runs queued touches in order once the thread is woken, each faulting at most once', async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 1, maxLength: 5 }), async (pages) => {

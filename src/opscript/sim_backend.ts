@@ -337,9 +337,16 @@ export class SimBackend implements Backend {
    * thread already blocked and raise a message Linux never sends.
    */
   private deferIfBusy(op: ResolvedOp): RawResult | undefined {
-    if (!op.a.async || op.thr === 0) return undefined;
+    if (op.thr === 0) return undefined;
     const t = this.thread(op);
     if (!this.busy(t)) return undefined;
+    // The executor would wait for the thread's answer, which only a later op could bring: it hangs.
+    if (!op.a.async)
+      return {
+        invalid:
+          'thread: the thread is still blocked in an earlier op (a userfault, or an event not read yet), so it cannot answer ' +
+          'this op; give it async ops only, or resolve the fault first',
+      };
     const q = this.deferred.get(t) ?? [];
     q.push(op);
     this.deferred.set(t, q);
