@@ -1,7 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { lookupPath, ownedDirs } from './sysfs_tree.ts';
+import { existsSync, readdirSync } from 'node:fs';
+import { release } from 'node:os';
 import { smallKernel } from '../testing/fixtures.ts';
+import { Kernel } from './kernel.ts';
+import { CostProfile } from '../sim/cost_profile.ts';
+import { detectHost } from '../sim/host.ts';
 
 const k = smallKernel({ nodes: 2 });
 const look = (p: string) => lookupPath(k, p, (q) => k.sysfs.has(q));
@@ -50,5 +55,25 @@ describe('sysfs_tree: which paths exist', () => {
         },
       ),
     );
+  });
+});
+
+/**
+ * The listings were taken from this machine's kernel (6.18.44, x86-64);
+ * where that kernel runs, every owned directory must list exactly what the
+ * model says, for this machine's nodes and huge page sizes. Elsewhere
+ * (another kernel's configuration lists other entries) it is skipped.
+ */
+const here = process.platform === 'linux' && release().startsWith('6.18.') && existsSync('/sys/kernel/mm/transparent_hugepage');
+describe.skipIf(!here)('sysfs_tree against this machine', () => {
+  it('lists each owned directory exactly as the real one', () => {
+    const h = detectHost();
+    // the machine's shape with little memory: only the nodes and huge page sizes matter here
+    const host = { ...h, nodes: h.nodes.map((n) => ({ ...n, memory: 64 * 2 ** 20 })) };
+    const k = new Kernel({ host, costs: CostProfile.default(), seed: 1 });
+    for (const [dir, listing] of ownedDirs(k)) {
+      const real = readdirSync(dir, { withFileTypes: true }).map((e) => [e.name, e.isDirectory() ? 'dir' : 'file']);
+      expect([dir, Object.fromEntries(real.sort())]).toEqual([dir, Object.fromEntries(Object.entries(listing).sort())]);
+    }
   });
 });

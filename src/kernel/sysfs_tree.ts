@@ -29,13 +29,14 @@ export function ownedDirs(k: Kernel): Map<string, Listing> {
   const out = new Map<string, Listing>();
   const THP = '/sys/kernel/mm/transparent_hugepage';
   out.set('/sys/kernel/mm', dirs('damon', 'hugepages', 'ksm', 'mempolicy', 'numa', 'swap', 'transparent_hugepage'));
-  // mTHP: one directory per anonymous THP order, 1 to PMD order (8kB to 2048kB on x86-64)
+  // mTHP: one directory per THP order, 1 to PMD order (8kB to 2048kB on x86-64)
   const mthp = Array.from({ length: HPAGE_PMD_ORDER }, (_, o) => `hugepages-${(PAGE_SIZE << (o + 1)) / 1024}kB`);
   out.set(THP, {
     ...files('anon_beside_full', 'defrag', 'enabled', 'hpage_pmd_size', 'shmem_enabled', 'shrink_underused', 'use_zero_page'),
     ...dirs('khugepaged', ...mthp),
   });
-  for (const d of mthp) out.set(`${THP}/${d}`, { ...files('enabled', 'shmem_enabled'), ...dirs('stats') });
+  // order 1 is a shmem order only (THP_ORDERS_ALL_ANON leaves out orders 0 and 1): no anonymous `enabled` there
+  mthp.forEach((d, o) => out.set(`${THP}/${d}`, { ...files(...(o === 0 ? [] : ['enabled']), 'shmem_enabled'), ...dirs('stats') }));
   out.set(
     `${THP}/khugepaged`,
     files(
@@ -61,11 +62,9 @@ export function ownedDirs(k: Kernel): Map<string, Listing> {
     'resv_hugepages',
     'surplus_hugepages',
   ];
-  for (const h of hs) {
-    // demote and demote_size exist where a smaller huge page size exists to demote to (hugetlb_sysfs_add_hstate)
-    const demote = hs.some((o) => o.order < h.order) ? ['demote', 'demote_size'] : [];
-    out.set(`/sys/kernel/mm/hugepages/${h.dirName}`, files(...hsFiles, ...demote));
-  }
+  // demote and demote_size exist, globally and per node, where a smaller huge page size exists to demote to
+  const demote = (h: (typeof hs)[number]): string[] => (hs.some((o) => o.order < h.order) ? ['demote', 'demote_size'] : []);
+  for (const h of hs) out.set(`/sys/kernel/mm/hugepages/${h.dirName}`, files(...hsFiles, ...demote(h)));
   out.set('/sys/devices/system/node', {
     ...files('has_cpu', 'has_generic_initiator', 'has_memory', 'has_normal_memory', 'online', 'possible', 'uevent'),
     ...dirs('power', ...k.host.nodes.map((n) => `node${n.id}`)),
@@ -73,7 +72,10 @@ export function ownedDirs(k: Kernel): Map<string, Listing> {
   for (const n of k.host.nodes) {
     out.set(`/sys/devices/system/node/node${n.id}/hugepages`, hsDirs);
     for (const h of hs)
-      out.set(`/sys/devices/system/node/node${n.id}/hugepages/${h.dirName}`, files('free_hugepages', 'nr_hugepages', 'surplus_hugepages'));
+      out.set(
+        `/sys/devices/system/node/node${n.id}/hugepages/${h.dirName}`,
+        files('free_hugepages', 'nr_hugepages', 'surplus_hugepages', ...demote(h)),
+      );
   }
   out.set('/sys/kernel/mm/swap', files('vma_ra_enabled'));
   out.set('/proc/sys/vm', PROC_SYS_VM);
