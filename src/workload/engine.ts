@@ -358,7 +358,9 @@ export class WorkloadThread implements TaskClient {
     this.node = k.cpuToNode(this.thread.cpu);
     const numab = k.numab.enabled ? k.numab : undefined;
     const limit = Math.min(budget, until - now, ph.end - now);
-    const ctx = { ns: 0 };
+    // Kernel work queued for the thread (task_numa_work) runs first, in its context, on its time.
+    const ctx = { ns: this.thread.taskWorkNs };
+    this.thread.taskWorkNs = 0;
     k.taskTime = ctx;
     const minGap = ph.spec.rate ? 1e9 / ph.spec.rate : 0;
     const think = ph.spec.think ?? 0;
@@ -380,8 +382,9 @@ export class WorkloadThread implements TaskClient {
         const sva = this.retryVa ?? stream.next();
         this.retryVa = undefined;
         if (sva === -2) {
-          // idle: nothing to do until the phase ends
+          // idle: nothing to do until the phase ends (queued task work waits for the thread to run again)
           this.idleUntil = Number.isFinite(ph.end) ? Math.round(ph.end) : Infinity;
+          this.thread.taskWorkNs += ctx.ns;
           return 0;
         }
         if (sva < 0) {
