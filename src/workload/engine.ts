@@ -218,13 +218,6 @@ export class WorkloadThread implements TaskClient {
   }
 
   /**
-   * An access at thread time `t` to a region being collapsed waits until the
-   * copy is done (its PMD is cleared meanwhile); a fault anywhere in the VMA
-   * waits too (collapse_huge_page holds the VMA write-locked). Background
-   * collapses are applied when their pass or tick runs, so an access between
-   * then and the collapse's own start already sees the huge mapping.
-   */
-  /**
    * A step's access found no usable mapping: handle_mm_fault on the
    * thread's time. Returns the frame now mapped (translate()'s answer, its
    * size and table left in memory.translatedSize/Table), or STEP_WAIT (a
@@ -298,6 +291,13 @@ export class WorkloadThread implements TaskClient {
     return size > guest.pageSize ? guest.pageSize : size;
   }
 
+  /**
+   * An access at thread time `t` to a region being collapsed waits until the
+   * copy is done (its PMD is cleared meanwhile); a fault anywhere in the VMA
+   * waits too (collapse_huge_page holds the VMA write-locked). Background
+   * collapses are applied when their pass or tick runs, so an access between
+   * then and the collapse's own start already sees the huge mapping.
+   */
   private waitForCollapse(mm: Process['mm'], vma: Vma, va: number, fault: boolean, t: number, ctx: { ns: number }): void {
     const key = Math.floor(va / PMD_SIZE);
     let until = 0;
