@@ -12,6 +12,7 @@
  * and the stride per sequential one (at most 4K), storeTraffic times for a store (2: read
  * for ownership and write-back), on the share of accesses that reach DRAM.
  */
+import { killReason } from '../kernel/oom_kill.ts';
 import { addFlowClass, type Kernel } from '../kernel/kernel.ts';
 import type { Process, Thread } from '../kernel/sched.ts';
 import { pteMkyoung, type Vma } from '../kernel/mm_types.ts';
@@ -237,6 +238,11 @@ export class WorkloadThread implements TaskClient {
       k.uffd.faulted(this.thread, this.blockedAt);
       return STEP_WAIT;
     }
+    // The OOM killer chose this process during the fault: its threads run no more.
+    if (this.thread.process.exited) {
+      this.stopped = killReason(k, this.thread.process);
+      return STEP_EXIT;
+    }
     if (r !== FAULT_OK) {
       this.stopped = `${r === 2 ? 'SIGBUS' : r === 1 ? 'SIGSEGV' : 'OOM'} at 0x${va.toString(16)}`;
       return STEP_EXIT;
@@ -378,6 +384,11 @@ export class WorkloadThread implements TaskClient {
     migrating.prune(now);
     let spent = 0;
     try {
+      // The OOM killer killed the process (a fault of this thread or another's): its threads run no more.
+      if (this.thread.process.exited) {
+        this.stopped = killReason(k, this.thread.process);
+        return Infinity;
+      }
       while (spent + ctx.ns < limit) {
         const sva = this.retryVa ?? stream.next();
         this.retryVa = undefined;
