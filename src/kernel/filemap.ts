@@ -257,7 +257,7 @@ export function filemapFault(
     if (k.mem.flags(pfn) & PG.nonzero) k.mem.addFlags(anon, PG.nonzero);
     t.ptes[i] = pteOf(anon);
     t.used++;
-    // HOOK(r-memcg): do_cow_fault charges the copy to the mm's memory cgroup: memcgCharge(k, mm, anon, 1).
+    // newAnonPage charged the copy to the mm's memory cgroup (do_cow_fault's mem_cgroup_charge).
     k.chargeMem(
       k.costs.ns('fault_cow_4k'),
       k.hot.copy4k,

@@ -22,6 +22,7 @@ import {
 } from './mm_types.ts';
 import { doSwapPage, folioFreeSwap, freeSwapAndCache } from './swap_state.ts';
 import { lruAddNewAnon } from './swap.ts';
+import { memcgCharge } from './memcontrol.ts';
 import {
   HPAGE_PMD_NR,
   HPAGE_PMD_ORDER,
@@ -92,6 +93,11 @@ export function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, t: Th
     if (pfn >= 0) k.accountAlloc(pfn, local, 1);
   } else pfn = allocPolicyPages(k, policyPlacement(k, t, vma, va, 0), 0, MIGRATE_MOVABLE, local);
   if (pfn < 0) return -1;
+  // mem_cgroup_charge (which may OOM-kill), and a task the OOM killer chose while it allocated gets nothing.
+  if ((k.memcg.active && memcgCharge(k, mm, pfn, 1, { current: t.process, order: 0 }) < 0) || t.process.exited) {
+    k.phys.free(pfn, 0);
+    return -1;
+  }
   lruAddNewAnon(k, pfn, mm.id, va / PAGE_SIZE, PG.anon | PG.young | PG.anonExclusive);
   anonVmaPrepare(k, mm, vma);
   mm.rssAnon++;
@@ -143,7 +149,12 @@ export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, wri
     // do_huge_zero_wp_pmd: try a THP for the written huge zero page, else split and COW one PTE.
     const haddr = alignDown(va, PMD_SIZE);
     const pl = policyPlacement(k, thread, vma, haddr, HPAGE_PMD_ORDER);
-    const pfn = allocThp(k, vma, pl);
+    let pfn = allocThp(k, vma, pl);
+    if (pfn >= 0 && k.memcg.active && memcgCharge(k, mm, pfn, HPAGE_PMD_NR, { current: thread.process, order: HPAGE_PMD_ORDER }) < 0) {
+      k.phys.free(pfn, HPAGE_PMD_ORDER);
+      k.vmstat.count('thp_fault_fallback_charge');
+      pfn = -1;
+    }
     if (pfn >= 0) {
       accountPolicyAlloc(k, pl, pfn, HPAGE_PMD_ORDER, nid);
       prepAnonThp(k, pfn, mm, haddr);
@@ -485,7 +496,8 @@ export function mappingSize(mm: MmStruct, va: number): number {
 }
 
 export interface AccessResult {
-  signal?: 'SIGSEGV' | 'SIGBUS';
+  /** SIGKILL: the OOM killer killed the process during the access (no `at`). */
+  signal?: 'SIGSEGV' | 'SIGBUS' | 'SIGKILL';
   at?: number;
   /** The access blocked in a userfault at this address (it resumes when woken). */
   blocked?: number;
@@ -514,6 +526,7 @@ export function userAccess(
 ): AccessResult {
   const mm = thread.process.mm;
   const res: AccessResult = { faults: 0 };
+  if (thread.process.exited) return { faults: 0, signal: 'SIGKILL' }; // killed (OOM): its threads run no more
   const end = start + len;
   let va = start;
   while (va < end) {
@@ -547,6 +560,7 @@ export function userAccess(
         const r = handleMmFault(k, mm, vma, va, write, thread);
         res.faults++;
         if (r === FAULT_USERFAULT) return { ...res, blocked: va };
+        if (thread.process.exited) return { ...res, signal: 'SIGKILL' }; // OOM-killed in the fault: no address
         if (r !== FAULT_OK) return { ...res, signal: r === FAULT_SIGSEGV ? 'SIGSEGV' : 'SIGBUS', at: va };
         if (k.events.size) k.runDueEvents();
         pfn = followPage(mm, va);
@@ -596,6 +610,15 @@ function writeByte(k: Kernel, pfn: number, va: number, fill: number): void {
   k.mem.storeByte(pfn, k.writeSerial, fill, va % PAGE_SIZE === 0);
 }
 
+/** A fault that could not get memory: SIGKILL if the OOM killer chose the process (no address), else SIGBUS at va. */
+function oomSignal(thread: Thread, res: AccessResult, va: number): void {
+  if (thread.process.exited) res.signal = 'SIGKILL';
+  else {
+    res.signal = 'SIGBUS';
+    res.at = va;
+  }
+}
+
 /**
  * Accesses inside one PTE table of a private anonymous VMA, faulting
  * missing pages in place (the common case: do_anonymous_page and the
@@ -632,8 +655,7 @@ function accessPtes(
       k.vmstat.events.pgfault++;
       res.faults++;
       if (!doSwapPage(k, mm, vma, t, i, va, write, k.cpuToNode(thread.cpu))) {
-        res.signal = 'SIGBUS';
-        res.at = va;
+        oomSignal(thread, res, va);
         return va;
       }
       pte = ptes[i]!;
@@ -663,8 +685,7 @@ function accessPtes(
       const pfn = newAnonPage(k, mm, vma, va, thread);
       if (pfn < 0) {
         k.charge(cost);
-        res.signal = 'SIGBUS';
-        res.at = va;
+        oomSignal(thread, res, va);
         return va;
       }
       if (pte === PTE_NONE) t.used++;
@@ -891,8 +912,7 @@ function wpPageCopy(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: number, v
   const m = k.mem;
   const pfn = newAnonPage(k, mm, vma, va, thread); // counts MM_ANONPAGES
   if (pfn < 0) return FAULT_OOM;
-  // HOOK(r-memcg): wp_page_copy charges the copy to the faulting mm's memory cgroup (mem_cgroup_charge):
-  // memcgCharge(k, mm, pfn, 1) from memcontrol.ts once it is on main.
+  // newAnonPage charged the copy to the faulting mm's memory cgroup (wp_page_copy's mem_cgroup_charge).
   m.setToken(pfn, m.token(old));
   if (m.flags(old) & PG.nonzero) m.addFlags(pfn, PG.nonzero);
   t.ptes[i] = pteOf(pfn);

@@ -325,7 +325,7 @@ export interface AllocRequest {
   thisNode?: boolean;
   /**
    * The caller sets every field of the new order-0 frame itself
-   * (swap.ts's prepNewAnonPage: post_alloc_hook and the anonymous folio's
+   * (swap.ts's lruAddNewAnon: post_alloc_hook and the anonymous folio's
    * setup in one pass over the frame, the fault path's hot case).
    */
   callerPreps?: boolean;
@@ -409,7 +409,11 @@ export class PhysMem {
     else this.mem.resetRange(pfn, 1 << order);
   }
 
+  /** mem_cgroup_uncharge of frames being freed, set by memcontrol.ts once a memory cgroup exists. */
+  uncharge: ((pfn: number, order: number) => void) | null = null;
+
   free(pfn: number, order: number): void {
+    if (this.uncharge !== null) this.uncharge(pfn, order);
     if (order === 0) this.mem.resetPage(pfn);
     else this.mem.resetRange(pfn, 1 << order);
     this.zones[this.nodeOfPfn(pfn)]!.free(pfn, order);

@@ -25,6 +25,7 @@ export const VM_EVENT_NAMES = [
   'pgsteal_file',
   'pgrotated',
   'pageoutrun',
+  'oom_kill',
   'thp_fault_alloc',
   'thp_fault_fallback',
   'thp_fault_fallback_charge',

@@ -103,6 +103,9 @@ export interface RunEventLog {
   pages_migrated: number;
   /** A VM event: the VM (its VMM process is `process`). */
   vm?: string;
+  /** oom_kill: the memory cgroup whose memory.max was hit ("/g"; absent for a global OOM), the victim's anon RSS. */
+  memcg?: string;
+  anon_rss_bytes?: number;
   /** free_page_hint: start, stop or done. */
   action?: string;
   /** qmp/hmp/balloon: the monitor's reply (QMP JSON, or HMP text). */
@@ -172,6 +175,8 @@ export interface RunResult {
    * Absent when there are none.
    */
   warnings?: string[];
+  /** The host kernel's log lines of the run (the OOM killer's, as Linux 6.18 prints them), when there are any. */
+  dmesg?: string[];
 }
 
 /** DIR/result.json of a sweep: every run's identity and final metrics. */

@@ -25,6 +25,8 @@ import type { Process } from '../kernel/sched.ts';
 import type { Host } from '../sim/host.ts';
 import type { RunEventLog, RunResult, ScenarioInfo, SeriesData, ThreadNumaResult, ThreadResult } from './result.ts';
 import type { EventSpec, Scenario } from './schema.ts';
+import { cgroupFinal, cgroupSample, enterCgroup, oomEvents, startCgroups } from './cgroups.ts';
+import type { MemCgroup } from '../kernel/memcontrol.ts';
 import { hostMemoryNote, scheduleVmEvents, startVms, vmFinal, vmSeries, vmWarnings, type RunReport, type VmRt } from './vms.ts';
 import { inputDigests } from './inputs.ts';
 
@@ -71,6 +73,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
     if (r < 0) fail(['kernel', path], `the kernel rejects ${JSON.stringify(value)} (${errnoName(r)})`);
   }
 
+  const cgroups = startCgroups(k, s, fail);
   const procs: { p: Process; maps: Map<string, MappingRt> }[] = [];
   const threads: WorkloadThread[] = [];
   /** Where each workload thread comes from in the scenario, for warnings about it. */
@@ -78,6 +81,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   s.processes.forEach((ps, pi) => {
     const firstCpu = ps.threads[0]?.cpu ?? host.nodes[0]!.cpus[0] ?? 0;
     const p = k.createProcess(ps.name, firstCpu);
+    enterCgroup(k, cgroups, p, ps.cgroup);
     const maps = new Map<string, MappingRt>();
     ps.mappings.forEach((m, mi) => {
       const mpath: YamlPath = ['processes', pi, 'mappings', mi];
@@ -187,7 +191,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   const agents = startAgents(k, s, procs, threads, t0, end, rep);
 
   // The sampler is scheduled first, so its sample at t0 is the baseline before any access.
-  const series = sampler(k, s, procs, threads, agents, t0, end, opts.progress, vms);
+  const series = sampler(k, s, procs, threads, agents, t0, end, opts.progress, vms, cgroups);
   // The threads start together; from then on the scheduler runs each on a CPU of its mask (kernel/sched).
   for (const wt of threads) {
     wt.until = end;
@@ -199,7 +203,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   k.events.runUntil(end);
   series.sample();
   vmEvents.close();
-  const events = [...eventLog, ...vmEvents.log].sort((a, b) => a.at_ns - b.at_ns);
+  const events = [...eventLog, ...vmEvents.log, ...oomEvents(k, t0)].sort((a, b) => a.at_ns - b.at_ns);
   threadWarnings(k, threads, threadPaths, rep);
   vmWarnings(vms, rep);
   agentWarnings(s, agents, rep);
@@ -218,11 +222,16 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
       ...notMeasuredUsed(costs, host, vms.length > 0),
     },
     inputs,
-    final: { ...finalMetrics(k, s, procs, threads, agents, series.data), ...(vms.length ? vmFinal(vms, vmEvents.log) : {}) },
+    final: {
+      ...finalMetrics(k, s, procs, threads, agents, series.data),
+      ...(vms.length ? vmFinal(vms, vmEvents.log) : {}),
+      ...(cgroups.size ? cgroupFinal(k, cgroups) : {}),
+    },
     threads: threads.map((wt) => threadResult(wt, s.duration)),
     events,
     series: series.data,
     ...(warnings.length ? { warnings } : {}),
+    ...(k.oom.dmesg.length ? { dmesg: [...k.oom.dmesg] } : {}),
   };
 }
 
@@ -230,7 +239,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
 function threadWarnings(k: Kernel, threads: WorkloadThread[], paths: Map<WorkloadThread, YamlPath>, rep: RunReport): void {
   for (const wt of threads)
     if (wt.stopped) {
-      const note = wt.stopped.startsWith('OOM') ? hostMemoryNote(wt.k) || hostMemoryNote(k) : '';
+      const note = /^(OOM|SIGKILL)/.test(wt.stopped) ? hostMemoryNote(wt.k) || hostMemoryNote(k) : '';
       rep.warn(paths.get(wt) ?? [], `thread ${wt.name} stopped early (${wt.stopped})${note}; its numbers cover only the time before`);
     }
 }
@@ -566,6 +575,7 @@ function sampler(
   end: number,
   progress?: (f: number) => void,
   vms: VmRt[] = [],
+  cgroups: Map<string, MemCgroup> = new Map(),
 ) {
   const data: SeriesData = { t_ns: [], metrics: {} };
   const col = (name: string): number[] => (data.metrics[name] ??= []);
@@ -650,6 +660,7 @@ function sampler(
     col('thp_fault_fallback').push(ev.thp_fault_fallback);
     col('compact_stall').push(ev.compact_stall);
     membwSample(k, col, lastBw, dt);
+    cgroupSample(cgroups, col);
     if (vms.length) {
       col('host.free_bytes').push(k.phys.freePages() * PAGE_SIZE);
       for (const [name, v] of Object.entries(vmSeries(vms))) col(name).push(v);
@@ -756,6 +767,7 @@ function finalMetrics(
     thp_collapse_alloc_failed: ev.thp_collapse_alloc_failed,
     khugepaged_pages_collapsed: k.thp.khugepaged.pages_collapsed,
     khugepaged_cpu_ns: Math.round(k.khugepaged.stats.cpuNs),
+    numa_scan_cpu_ns: Math.round(k.numab.scanCpuNs),
     ...(agents.length
       ? {
           agent_cpu_ns: Math.round(agents.reduce((a, x) => a + x.sys.cpuNs(), 0)),

@@ -12,6 +12,7 @@
  * and the stride per sequential one (at most 4K), storeTraffic times for a store (2: read
  * for ownership and write-back), on the share of accesses that reach DRAM.
  */
+import { killReason } from '../kernel/oom_kill.ts';
 import { addFlowClass, type Kernel } from '../kernel/kernel.ts';
 import type { Process, Thread } from '../kernel/sched.ts';
 import { pteMkyoung, type Vma } from '../kernel/mm_types.ts';
@@ -218,13 +219,6 @@ export class WorkloadThread implements TaskClient {
   }
 
   /**
-   * An access at thread time `t` to a region being collapsed waits until the
-   * copy is done (its PMD is cleared meanwhile); a fault anywhere in the VMA
-   * waits too (collapse_huge_page holds the VMA write-locked). Background
-   * collapses are applied when their pass or tick runs, so an access between
-   * then and the collapse's own start already sees the huge mapping.
-   */
-  /**
    * A step's access found no usable mapping: handle_mm_fault on the
    * thread's time. Returns the frame now mapped (translate()'s answer, its
    * size and table left in memory.translatedSize/Table), or STEP_WAIT (a
@@ -243,6 +237,11 @@ export class WorkloadThread implements TaskClient {
       this.blockedAt = at + ctx.ns;
       k.uffd.faulted(this.thread, this.blockedAt);
       return STEP_WAIT;
+    }
+    // The OOM killer chose this process during the fault: its threads run no more.
+    if (this.thread.process.exited) {
+      this.stopped = killReason(k, this.thread.process);
+      return STEP_EXIT;
     }
     if (r !== FAULT_OK) {
       this.stopped = `${r === 2 ? 'SIGBUS' : r === 1 ? 'SIGSEGV' : 'OOM'} at 0x${va.toString(16)}`;
@@ -298,6 +297,13 @@ export class WorkloadThread implements TaskClient {
     return size > guest.pageSize ? guest.pageSize : size;
   }
 
+  /**
+   * An access at thread time `t` to a region being collapsed waits until the
+   * copy is done (its PMD is cleared meanwhile); a fault anywhere in the VMA
+   * waits too (collapse_huge_page holds the VMA write-locked). Background
+   * collapses are applied when their pass or tick runs, so an access between
+   * then and the collapse's own start already sees the huge mapping.
+   */
   private waitForCollapse(mm: Process['mm'], vma: Vma, va: number, fault: boolean, t: number, ctx: { ns: number }): void {
     const key = Math.floor(va / PMD_SIZE);
     let until = 0;
@@ -358,7 +364,9 @@ export class WorkloadThread implements TaskClient {
     this.node = k.cpuToNode(this.thread.cpu);
     const numab = k.numab.enabled ? k.numab : undefined;
     const limit = Math.min(budget, until - now, ph.end - now);
-    const ctx = { ns: 0 };
+    // Kernel work queued for the thread (task_numa_work) runs first, in its context, on its time.
+    const ctx = { ns: this.thread.taskWorkNs };
+    this.thread.taskWorkNs = 0;
     k.taskTime = ctx;
     const minGap = ph.spec.rate ? 1e9 / ph.spec.rate : 0;
     const think = ph.spec.think ?? 0;
@@ -376,12 +384,18 @@ export class WorkloadThread implements TaskClient {
     migrating.prune(now);
     let spent = 0;
     try {
+      // The OOM killer killed the process (a fault of this thread or another's): its threads run no more.
+      if (this.thread.process.exited) {
+        this.stopped = killReason(k, this.thread.process);
+        return Infinity;
+      }
       while (spent + ctx.ns < limit) {
         const sva = this.retryVa ?? stream.next();
         this.retryVa = undefined;
         if (sva === -2) {
-          // idle: nothing to do until the phase ends
+          // idle: nothing to do until the phase ends (queued task work waits for the thread to run again)
           this.idleUntil = Number.isFinite(ph.end) ? Math.round(ph.end) : Infinity;
+          this.thread.taskWorkNs += ctx.ns;
           return 0;
         }
         if (sva < 0) {
