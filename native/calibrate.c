@@ -44,6 +44,8 @@
 #include <linux/userfaultfd.h>
 #include <sys/stat.h>
 #include <sys/swap.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include "journal.h"
 
 /* Constants missing from the 6.1 headers / older glibc. */
@@ -2432,6 +2434,190 @@ static void m_swap(void)
 		 NULL);
 }
 
+/* ------------------------------------------------------------------ */
+/* fork and copy-on-write; file pages                                  */
+/* ------------------------------------------------------------------ */
+
+#define FORK_LEN (64 * MB)
+
+/* fork(): the parent's time in fork() itself; the child waits on `hold`
+ * (if given: it keeps its mappings until the pipe closes) and exits. */
+static pid_t fork_held(int hold_rd, int hold_wr, uint64_t *ns)
+{
+	uint64_t t0 = now_ns();
+	pid_t pid = fork();
+	uint64_t t1 = now_ns();
+	if (pid == 0) {
+		if (hold_rd >= 0) {
+			char c;
+			close(hold_wr);
+			while (read(hold_rd, &c, 1) < 0 && errno == EINTR)
+				;
+		}
+		_exit(0);
+	}
+	*ns = t1 - t0;
+	return pid;
+}
+
+static void m_fork(void)
+{
+	progress("fork_mm / fork_copy_pte / fault_cow_4k / fault_wp_reuse_4k");
+	double base[REPEATS], pte[REPEATS], cow[REPEATS], reuse[REPEATS];
+	size_t np = FORK_LEN / PG;
+	for (int rep = -1; rep < REPEATS; rep++) {
+		uint64_t t_empty, t_full;
+		pid_t pid = fork_held(-1, -1, &t_empty);
+		if (pid < 0) {
+			add_unavailable("fork_mm", "fork failed");
+			return;
+		}
+		waitpid(pid, NULL, 0);
+		char *p = map_anon(FORK_LEN, MADV_NOHUGEPAGE);
+		int fds[2];
+		if (!p || pipe(fds) < 0) {
+			add_unavailable("fork_mm", "mmap or pipe failed");
+			return;
+		}
+		touch_write(p, FORK_LEN, PG);
+		/* The child holds its copy of the mapping: every parent write copies (wp_page_copy). */
+		pid = fork_held(fds[0], fds[1], &t_full);
+		close(fds[0]);
+		uint64_t t0 = now_ns();
+		for (size_t o = 0; o < FORK_LEN; o += PG)
+			p[o] = 2;
+		uint64_t t1 = now_ns();
+		close(fds[1]);
+		waitpid(pid, NULL, 0);
+		munmap(p, FORK_LEN);
+		/* The child exits at once: every parent write finds the page its own (wp_page_reuse). */
+		p = map_anon(FORK_LEN, MADV_NOHUGEPAGE);
+		if (!p) {
+			add_unavailable("fork_mm", "mmap failed");
+			return;
+		}
+		touch_write(p, FORK_LEN, PG);
+		uint64_t t_unused;
+		pid = fork_held(-1, -1, &t_unused);
+		waitpid(pid, NULL, 0);
+		uint64_t t2 = now_ns();
+		for (size_t o = 0; o < FORK_LEN; o += PG)
+			p[o] = 2;
+		uint64_t t3 = now_ns();
+		munmap(p, FORK_LEN);
+		if (rep >= 0) {
+			base[rep] = (double)t_empty;
+			pte[rep] = t_full > t_empty ? (double)(t_full - t_empty) / np : 0;
+			cow[rep] = (double)(t1 - t0) / np;
+			reuse[rep] = (double)(t3 - t2) / np;
+		}
+	}
+	add_cost("fork_mm", base, REPEATS, "ns per fork",
+		 "fork() of the calibrator (no populated mapping of its own), timed in the parent from the "
+		 "call to its return; the child exits at once.",
+		 NULL);
+	add_cost("fork_copy_pte", pte, REPEATS, "ns per 4K page",
+		 "fork() with a 64 MiB MADV_NOHUGEPAGE private anonymous mapping written in full, minus "
+		 "fork_mm, / 16384 pages: copy_page_range's work per present PTE (mapcount up, "
+		 "write-protect both).",
+		 NULL);
+	add_cost("fault_cow_4k", cow, REPEATS, "ns per 4K page",
+		 "After fork, with the child alive and still mapping them, the parent writes one byte to "
+		 "each 4K page of that 64 MiB mapping: a write fault that copies the page (wp_page_copy); "
+		 "total / 16384.",
+		 NULL);
+	add_cost("fault_wp_reuse_4k", reuse, REPEATS, "ns per 4K page",
+		 "After fork and the child's exit, the parent writes one byte to each 4K page of the "
+		 "64 MiB mapping: a write fault that finds the page its own again and reuses it "
+		 "(wp_page_reuse); total / 16384.",
+		 NULL);
+}
+
+#define FILE_LEN (64 * MB)
+
+static long minflt(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_minflt + ru.ru_majflt;
+}
+
+/* Read one byte per 4K page of a MAP_SHARED mapping of fd: ns, and the faults taken. */
+static uint64_t read_mapped(int fd, size_t len, long *faults)
+{
+	char *p = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return 0;
+	volatile char *vp = p;
+	uint64_t acc = 0;
+	long f0 = minflt();
+	uint64_t t0 = now_ns();
+	for (size_t o = 0; o < len; o += PG)
+		acc += vp[o];
+	uint64_t t1 = now_ns();
+	*faults = minflt() - f0;
+	sink += acc;
+	munmap(p, len);
+	return t1 - t0;
+}
+
+static void m_filemap(void)
+{
+	progress("fault_file_4k_read / filemap_read_4k");
+	/* A file on the disk of /var/tmp, unlinked at once: nothing is left if the calibrator dies. */
+	char path[64];
+	snprintf(path, sizeof path, "/var/tmp/memtwin-calibrate-%d", (int)getpid());
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		add_unavailable("fault_file_4k_read", "cannot create a file in /var/tmp");
+		add_unavailable("filemap_read_4k", "cannot create a file in /var/tmp");
+		return;
+	}
+	unlink(path);
+	char *buf = malloc(MB);
+	for (size_t i = 0; i < MB; i++)
+		buf[i] = (char)(1 + i % 251);
+	for (size_t o = 0; o < FILE_LEN; o += MB)
+		if (write(fd, buf, MB) != (ssize_t)MB) {
+			free(buf);
+			close(fd);
+			add_unavailable("fault_file_4k_read", "short write to /var/tmp");
+			add_unavailable("filemap_read_4k", "short write to /var/tmp");
+			return;
+		}
+	free(buf);
+	fsync(fd);
+	double warm[REPEATS], cold[REPEATS];
+	size_t np = FILE_LEN / PG;
+	for (int rep = -1; rep < REPEATS; rep++) {
+		long fc, fw;
+		posix_fadvise(fd, 0, FILE_LEN, POSIX_FADV_DONTNEED);
+		uint64_t tc = read_mapped(fd, FILE_LEN, &fc);
+		uint64_t tw = read_mapped(fd, FILE_LEN, &fw);
+		if (!tc || !tw || fw <= 0) {
+			close(fd);
+			add_unavailable("fault_file_4k_read", "mmap of the file failed");
+			add_unavailable("filemap_read_4k", "mmap of the file failed");
+			return;
+		}
+		if (rep >= 0) {
+			warm[rep] = (double)tw / fw;
+			cold[rep] = tc > tw ? (double)(tc - tw) / np : 0;
+		}
+	}
+	close(fd);
+	add_cost("fault_file_4k_read", warm, REPEATS, "ns per fault",
+		 "Read one byte per 4K page of a 64 MiB file on /var/tmp's disk mapped MAP_SHARED, all of "
+		 "it in the page cache: time / faults taken (getrusage; each fault maps its 64K "
+		 "fault-around window, filemap_map_pages).",
+		 NULL);
+	add_cost("filemap_read_4k", cold, REPEATS, "ns per 4K page",
+		 "The same read right after POSIX_FADV_DONTNEED dropped the file's page cache (every page "
+		 "read from the disk by mmap read-around with the disk's read_ahead_kb), minus the "
+		 "cached read, / 16384 pages: a page-cache miss's I/O per page.",
+		 NULL);
+}
+
 static void machine_info(void)
 {
 	struct utsname u;
@@ -2504,6 +2690,8 @@ static const struct group {
 	{"compaction", m_compaction, "page_migrate_4k,compact_scan_per_page", -1},
 	{"membw", m_membw, "llc_bytes,membw_read_*,membw_write_*,membw_copy_*,access_random_loaded_*,membw_loader_read_*", -1},
 	{"swap", m_swap, "swapout_4k,swapin_4k,swapin_4k_ra,swapin_swapcache_4k", -1},
+	{"fork", m_fork, "fork_mm,fork_copy_pte,fault_cow_4k,fault_wp_reuse_4k", -1},
+	{"filemap", m_filemap, "fault_file_4k_read,filemap_read_4k", -1},
 };
 #define NGROUPS ((int)(sizeof groups / sizeof groups[0]))
 

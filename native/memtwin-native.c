@@ -671,6 +671,7 @@ static long h_hugetlb_pool(struct ctx *c)
  */
 #define SWAP_TYPE_AREAS 24
 #define PM_SWAP (1ULL << 62)
+#define PM_MMAP_EXCLUSIVE (1ULL << 56)
 
 static int g_nswaps; /* swap areas the run enabled */
 
@@ -1165,6 +1166,84 @@ static long h_ping(struct ctx *c)
 /* ------------------------------------------------------------------ */
 /* memory ops                                                          */
 
+/* memfds by the runner's index: real fd + 1; 0 = none. A forked child inherits them. */
+#define MAX_MFD 64
+static int g_mfd[MAX_MFD];
+
+/* memfd mfd=K name=N size=S flags=F: memfd_create(N, F), ftruncate(S). */
+static long h_memfd(struct ctx *c)
+{
+	uint64_t k = u64(c->op, "mfd", 0, 1), size = u64(c->op, "size", 0, 1);
+	char *name = pstr(c->op, "name", 1);
+	unsigned flags = (unsigned)i64(c->op, "flags", 0, 0);
+	if (k >= MAX_MFD) {
+		c->err = EMFILE;
+		return -1;
+	}
+	int fd = (int)syscall(SYS_memfd_create, name, flags);
+	if (fd < 0) {
+		c->err = errno;
+		return -1;
+	}
+	if (ftruncate(fd, (off_t)size) < 0) {
+		c->err = errno;
+		close(fd);
+		return -1;
+	}
+	if (g_mfd[k])
+		close(g_mfd[k] - 1);
+	g_mfd[k] = fd + 1;
+	return 0;
+}
+
+/*
+ * open mfd=K kind=0|1 size=S: a new file of S bytes in /dev/shm (kind 0,
+ * tmpfs: sparse) or /var/tmp (kind 1, the disk: zeros written, fsync'd and
+ * dropped from the page cache), unlinked as soon as it is open, so nothing
+ * is left behind whatever ends the run; mapped with mmap mfd=K.
+ */
+static long h_open(struct ctx *c)
+{
+	uint64_t k = u64(c->op, "mfd", 0, 1), size = u64(c->op, "size", 0, 1);
+	int disk = (int)u64(c->op, "kind", 0, 1) == 1;
+	if (k >= MAX_MFD) {
+		c->err = EMFILE;
+		return -1;
+	}
+	char path[96];
+	snprintf(path, sizeof path, "%s/memtwin-%d-%" PRIu64, disk ? "/var/tmp" : "/dev/shm", (int)getpid(), k);
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		c->err = errno;
+		return -1;
+	}
+	unlink(path);
+	int err = 0;
+	if (ftruncate(fd, (off_t)size) < 0)
+		err = errno;
+	if (!err && disk) {
+		static char zeros[1 << 16];
+		for (uint64_t o = 0; o < size && !err; o += sizeof zeros) {
+			size_t n = size - o < sizeof zeros ? size - o : sizeof zeros;
+			if (pwrite(fd, zeros, n, (off_t)o) != (ssize_t)n)
+				err = errno ? errno : EIO;
+		}
+		if (!err && fsync(fd) < 0)
+			err = errno;
+		if (!err)
+			err = posix_fadvise(fd, 0, (off_t)size, POSIX_FADV_DONTNEED);
+	}
+	if (err) {
+		close(fd);
+		c->err = err;
+		return -1;
+	}
+	if (g_mfd[k])
+		close(g_mfd[k] - 1);
+	g_mfd[k] = fd + 1;
+	return 0;
+}
+
 static long h_mmap(struct ctx *c)
 {
 	uint64_t addr = addrv(c->op, "addr");
@@ -1172,13 +1251,25 @@ static long h_mmap(struct ctx *c)
 	int prot = (int)i64(c->op, "prot", 0, 1);
 	int flags = (int)i64(c->op, "flags", 0, 1);
 	uint64_t align = u64(c->op, "align", 0, 0);
+	/* mfd=K offset=O: a memfd of this process (or inherited through fork) */
+	int fd = -1;
+	off_t off = 0;
+	if (sval(c->op, "mfd")) {
+		uint64_t k = u64(c->op, "mfd", 0, 1);
+		if (k >= MAX_MFD || !g_mfd[k]) {
+			c->err = EBADF;
+			return -1;
+		}
+		fd = g_mfd[k] - 1;
+		off = (off_t)u64(c->op, "offset", 0, 0);
+	}
 	void *p;
 	if (align) {
 		if (len + align < len) {
 			c->err = ENOMEM;
 			return -1;
 		}
-		p = mmap(NULL, len + align, prot, flags, -1, 0);
+		p = mmap(NULL, len + align, prot, flags, fd, off);
 		if (p == MAP_FAILED) {
 			c->err = errno;
 			return -1;
@@ -1191,7 +1282,7 @@ static long h_mmap(struct ctx *c)
 			munmap((void *)(uintptr_t)(st + len), s + len + align - (st + len));
 		p = (void *)(uintptr_t)st;
 	} else {
-		p = mmap((void *)(uintptr_t)addr, len, prot, flags, -1, 0);
+		p = mmap((void *)(uintptr_t)addr, len, prot, flags, fd, off);
 		if (p == MAP_FAILED) {
 			c->err = errno;
 			return -1;
@@ -1416,6 +1507,7 @@ struct rle {
 	int present, node, size; /* size: 0 null, else kB */
 	int wp;                  /* uffd-wp bit (a present PTE's, or a PTE marker's) */
 	int swapped;             /* not present: the page is in a swap area */
+	int shared;              /* present, not the zero page, and without PM_MMAP_EXCLUSIVE: mapped more than once */
 	uint64_t n;
 };
 
@@ -1442,17 +1534,19 @@ static void rle_flush(struct rle *r)
 		bputs(x, ",\"uffd_wp\":true");
 	if (r->swapped)
 		bputs(x, ",\"swapped\":true");
+	if (r->shared)
+		bputs(x, ",\"shared\":true");
 	bputs(x, "}");
 	r->first = 0;
 	r->have = 0;
 }
 
-static void rle_add_sw(struct rle *r, int present, int node, int size, int wp, int swapped, uint64_t n)
+static void rle_add_full(struct rle *r, int present, int node, int size, int wp, int swapped, int shared, uint64_t n)
 {
 	if (!n)
 		return;
 	if (r->have && r->present == present && r->node == node && r->size == size && r->wp == wp &&
-	    r->swapped == swapped) {
+	    r->swapped == swapped && r->shared == shared) {
 		r->n += n;
 		return;
 	}
@@ -1463,7 +1557,13 @@ static void rle_add_sw(struct rle *r, int present, int node, int size, int wp, i
 	r->size = size;
 	r->wp = wp;
 	r->swapped = swapped;
+	r->shared = shared;
 	r->n = n;
+}
+
+static void rle_add_sw(struct rle *r, int present, int node, int size, int wp, int swapped, uint64_t n)
+{
+	rle_add_full(r, present, node, size, wp, swapped, 0, n);
 }
 
 static void rle_add_wp(struct rle *r, int present, int node, int size, int wp, uint64_t n)
@@ -1478,6 +1578,7 @@ static void rle_add(struct rle *r, int present, int node, int size, uint64_t n)
 
 static void *g_mp_pages[MP_CHUNK];
 static int g_mp_status[MP_CHUNK];
+static uint64_t g_pm_ent[MP_CHUNK];
 
 /*
  * /proc/self/pagemap, opened on first use and kept open: once `setuid` has
@@ -1595,9 +1696,12 @@ static long h_pagemap(struct ctx *c)
 							g_mp_pages[j] = (void *)(uintptr_t)(p + j * 4096);
 						long mr = syscall(SYS_move_pages, 0, (unsigned long)n, g_mp_pages, NULL,
 						                  g_mp_status, 0);
+						/* PM_MMAP_EXCLUSIVE from the read interface: mapped once (no fork sharing) */
+						ssize_t got = pread(fd, g_pm_ent, n * 8, (off_t)(p / 4096 * 8));
 						for (uint64_t j = 0; j < n; j++) {
 							int node = (mr < 0 || g_mp_status[j] < 0) ? -1 : g_mp_status[j];
-							rle_add_wp(&r, 1, node, size, wp, 1);
+							int shared = got >= (ssize_t)((j + 1) * 8) && !(g_pm_ent[j] & PM_MMAP_EXCLUSIVE);
+							rle_add_full(&r, 1, node, size, wp, 0, shared, 1);
 						}
 						p += n * 4096;
 					}
@@ -2702,11 +2806,13 @@ struct opdef {
 };
 
 static long h_spawn(struct ctx *c);
+static long h_fork(struct ctx *c);
 
 static const struct opdef g_ops[] = {
     {"sysfs", h_sysfs, W_GLOBAL},
     {"hugetlb_pool", h_hugetlb_pool, W_GLOBAL},
     {"spawn", h_spawn, W_GLOBAL},
+    {"fork", h_fork, W_ANY},
     {"meminfo", h_meminfo, W_GLOBAL},
     {"vmstat", h_vmstat, W_GLOBAL},
     {"swap", h_swap, W_GLOBAL},
@@ -2715,6 +2821,8 @@ static const struct opdef g_ops[] = {
     {"cgroup_stat", h_cgroup_stat, W_GLOBAL},
     {"ping", h_ping, W_ANY},
     {"mmap", h_mmap, W_ANY},
+    {"memfd", h_memfd, W_ANY},
+    {"open", h_open, W_ANY},
     {"munmap", h_munmap, W_ANY},
     {"mprotect", h_mprotect, W_ANY},
     {"madvise", h_madvise, W_ANY},
@@ -2882,6 +2990,84 @@ static long h_spawn(struct ctx *c)
 }
 
 /* ------------------------------------------------------------------ */
+/* fork (worker only)                                                  */
+
+static void serve_stdin(void) __attribute__((noreturn));
+
+/*
+ * fork: a child with a copy of the worker's address space (copy-on-write),
+ * served like a spawned process. Only the worker forks: a spawned process
+ * talks to the worker through its own two pipes, and a process it forked
+ * would have none. The child keeps only the forking thread (threads made
+ * with `thread` are the parent's), no userfaultfd handle of the parent's,
+ * and none of the pipes to the other processes (each must see EOF when the
+ * worker closes it).
+ */
+static long h_fork(struct ctx *c)
+{
+	char *name = pstr(c->op, "name", 0);
+	if (!g_is_main)
+		die_invalid(c->op->i, "fork only in the main process");
+	if (g_nchildren + 1 >= MAX_PROCS) {
+		c->err = EAGAIN;
+		return -1;
+	}
+	int in[2], out[2];
+	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0) {
+		c->err = errno;
+		return -1;
+	}
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid < 0) {
+		c->err = errno;
+		close(in[0]), close(in[1]), close(out[0]), close(out[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(1);
+		dup2(in[0], 0);
+		dup2(out[1], 1);
+		close(in[0]), close(in[1]), close(out[0]), close(out[1]);
+		for (int k = 1; k <= g_nchildren; k++)
+			if (!g_children[k].dead) {
+				close(g_children[k].wfd);
+				close(g_children[k].rd->fd);
+			}
+		for (int k = 0; k < MAX_UFFD; k++)
+			if (g_uffd[k]) {
+				close(g_uffd[k] - 1);
+				g_uffd[k] = 0;
+			}
+		if (g_pagemap_fd >= 0) {
+			close(g_pagemap_fd); /* the parent's /proc/self/pagemap */
+			g_pagemap_fd = -1;
+		}
+		memset(&g_thr[1], 0, sizeof g_thr[1] * MAX_THREADS);
+		g_nthr = 0;
+		g_nchildren = 0;
+		g_is_main = 0;
+		g_capture = NULL;
+		g_out_fd = 1;
+		g_parent = parent;
+		serve_stdin();
+	}
+	close(in[0]);
+	close(out[1]);
+	int k = ++g_nchildren;
+	struct child *ch = &g_children[k];
+	ch->pid = pid;
+	ch->wfd = in[1];
+	ch->rd = calloc(1, sizeof *ch->rd);
+	ch->rd->fd = out[0];
+	snprintf(ch->name, sizeof ch->name, "%s", name ? name : "");
+	bprintf(c->x, ",\"pid\":%d,\"index\":%d", pid, k);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* startup layout                                                      */
 
 static void fill_holes(int fd)
@@ -2986,6 +3172,12 @@ static int child_main(void)
 	g_out_fd = 1;
 	g_parent = getppid();
 	startup_layout();
+	serve_stdin();
+}
+
+/* A spawned or forked process: run each line from the worker, acknowledged with "+" first. */
+static void serve_stdin(void)
+{
 	static struct lreader lr = {.fd = 0};
 	struct buf line = {0};
 	while (lr_get(&lr, &line)) {

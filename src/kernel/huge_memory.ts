@@ -4,6 +4,7 @@
  * defrag-dependent allocation, the huge zero page, and PMD splitting.
  */
 import type { Kernel } from './kernel.ts';
+import { folioRmap } from './migrate.ts';
 import { PG } from './page.ts';
 import { MIGRATE_MOVABLE } from './page_alloc.ts';
 import { HugeLeaf, PageTable, PteTable, PTE_ZERO, VM, pteOf, type MmStruct, type Vma } from './mm_types.ts';
@@ -125,7 +126,7 @@ export function allocThp(k: Kernel, vma: Vma, pl: PolicyPlacement): number {
 
 /** Mark a freshly allocated order-9 block as an anonymous compound folio of `mm`. */
 export function prepAnonThp(k: Kernel, pfn: number, mm: MmStruct, haddr: number): void {
-  k.mem.initAnonFolio(pfn, HPAGE_PMD_ORDER, mm.id, haddr / 4096, PG.anon | PG.young);
+  k.mem.initAnonFolio(pfn, HPAGE_PMD_ORDER, mm.id, haddr / 4096, PG.anon | PG.young | PG.anonExclusive);
   folioUnqueueDeferredSplit(k, pfn);
   lruAdd(k, pfn, false);
 }
@@ -239,9 +240,11 @@ export function folioMapped(k: Kernel, head: number, nr: number): number {
 
 /**
  * An anonymous THP lost some of its mappings (__folio_remove_rmap): free it
- * whole if nothing maps it any more, otherwise it stays whole, partially
- * mapped, on the deferred split queue; its unmapped pages are freed when it
- * is split (the shrinker's split under memory pressure is not modelled, so
+ * whole if nothing maps it any more; if no PMD maps it whole any more and
+ * some of its pages are not mapped at all, it stays whole, partially
+ * mapped, on the deferred split queue (a page another process still maps,
+ * as after a fork, keeps it off); its unmapped pages are freed when it is
+ * split (the shrinker's split under memory pressure is not modelled, so
  * only a migration or madvise splits it).
  */
 export function folioUnmappedSome(k: Kernel, head: number): void {
@@ -254,7 +257,12 @@ export function folioUnmappedSome(k: Kernel, head: number): void {
     k.freeUserPages(head, order);
     return;
   }
-  deferredSplitFolio(k, head);
+  if (m.entireMapcount(head) > 0) return;
+  for (let j = 0; j < nr; j++)
+    if (m.mapcount(head + j) === 0) {
+      deferredSplitFolio(k, head);
+      return;
+    }
 }
 
 /**
@@ -267,6 +275,9 @@ export function folioUnmappedSome(k: Kernel, head: number): void {
  */
 export function splitAnonFolio(k: Kernel, mm: MmStruct, head: number, haddr: number, nid: number): void {
   const m = k.mem;
+  // unmap_folio: another process's PMD mapping of the folio (shared since a fork) is split to PTEs first.
+  if (m.flags(head) & PG.head && m.entireMapcount(head) > 0)
+    for (const x of folioRmap(k, head, HPAGE_PMD_NR)) if (x.level === 'pmd' && x.mm !== mm) splitHugePmd(k, x.mm, x.va, nid);
   const key = PageTable.pmdKey(haddr);
   let t = mm.pgtable.pmds.get(key);
   if (t instanceof HugeLeaf) t = splitHugePmd(k, mm, haddr, nid);

@@ -166,8 +166,8 @@ export class Kernel {
 
   // --- syscalls ---------------------------------------------------------------
 
-  mmap(p: Process, addr: number, len: number, prot: number, flags: number): SysRet {
-    return doMmap(this, p, addr, len, prot, flags);
+  mmap(p: Process, addr: number, len: number, prot: number, flags: number, fd?: { file: MappedFile; offset: number }): SysRet {
+    return doMmap(this, p, addr, len, prot, flags, fd);
   }
   munmap(p: Process, addr: number, len: number): SysRet {
     return sysMunmap(this, p, addr, len);
@@ -221,7 +221,18 @@ export class Kernel {
   }
 
   newFile(kind: MappedFile['kind']): MappedFile {
-    const f: MappedFile = { id: this.nextFileId++, kind, pages: new Map(), mapCount: 0, reserved: new Set(), hugeShift: 0 };
+    const f: MappedFile = {
+      id: this.nextFileId++,
+      kind,
+      pages: new Map(),
+      mapCount: 0,
+      reserved: new Set(),
+      hugeShift: 0,
+      opens: 0,
+      size: null,
+      name: null,
+      policy: [],
+    };
     this.files.set(f.id, f);
     return f;
   }

@@ -34,6 +34,7 @@
  *   meminfo stays consistent between the two.
  */
 import type { Kernel } from './kernel.ts';
+import { mappedShared } from './migrate.ts';
 import { PG } from './page.ts';
 import { MIGRATE_MOVABLE } from './page_alloc.ts';
 import { HugeLeaf, PageTable, PteTable, PTE_NONE, PTE_ZERO, VM, pfnOfPte, swpEntryOfPte, type MmStruct, type Vma } from './mm_types.ts';
@@ -151,9 +152,8 @@ export function scanPmd(k: Kernel, mm: MmStruct, vma: Vma, haddr: number, cc: Co
     const pfn = pfnOfPte(pte);
     const f = m.flags(pfn);
     if (!(f & PG.anon)) return SCAN.SCAN_PAGE_ANON;
-    // folio_maybe_mapped_shared: any part of a large folio mapped twice counts.
-    const head = f & (PG.head | PG.tail) ? pfn - (pfn % HPAGE_PMD_NR) : pfn;
-    if (m.mapcount(pfn) > 1 || (head !== pfn && m.entireMapcount(head) > 0)) {
+    // folio_maybe_mapped_shared: a page another process maps too (since a fork), or a large folio two mms map.
+    if (mappedShared(k, pfn)) {
       shared++;
       if (cc.isKhugepaged && shared > kh.max_ptes_shared) {
         k.vmstat.count('thp_scan_exceed_share_pte');

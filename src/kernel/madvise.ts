@@ -4,6 +4,7 @@
  * to the mapped parts, as Linux does.
  */
 import type { Kernel } from './kernel.ts';
+import { mappedShared } from './migrate.ts';
 import type { Process, Thread } from './sched.ts';
 import { PageTable, PteTable, PTE_NONE, VM, swpEntryOfPte, type MmStruct, type Vma } from './mm_types.ts';
 import { MADV, MADV_SPLIT, UFFD_FEATURE, PAGE_SIZE, PMD_SIZE, alignDown, alignUp, neg, type SysRet } from './uapi.ts';
@@ -307,8 +308,8 @@ function madvisePageout(k: Kernel, p: Process, vma: Vma, start: number, end: num
     if (head >= 0 && !heads.has(head)) heads.set(head, alignDown(va, PMD_SIZE));
   }
   for (const [head, haddr] of heads) {
-    // folio_maybe_mapped_shared: not a folio another mapping uses.
-    if (m.entireMapcount(head) > 1) continue;
+    // folio_maybe_mapped_shared: not a folio another mapping (another process, since a fork) uses.
+    if (mappedShared(k, head)) continue;
     splitAnonFolio(k, mm, head, haddr, nid);
     // A THP the range covers whole is split by shrink_folio_list (counted); one covered in part, by the walk.
     if (haddr >= start && haddr + PMD_SIZE <= end) k.vmstat.count('thp_swpout_fallback');

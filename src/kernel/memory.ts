@@ -20,7 +20,7 @@ import {
   type MmStruct,
   type Vma,
 } from './mm_types.ts';
-import { doSwapPage, freeSwapAndCache } from './swap_state.ts';
+import { doSwapPage, folioFreeSwap, freeSwapAndCache } from './swap_state.ts';
 import { lruAddNewAnon } from './swap.ts';
 import { memcgCharge } from './memcontrol.ts';
 import {
@@ -40,6 +40,7 @@ import { RLIMIT_STACK, STACK_GUARD_GAP, vmaIsAccessible } from './mm_types.ts';
 import { anonVmaPrepare, vmEnoughMemory } from './mmap.ts';
 import {
   doHugePmdAnonymousPage,
+  folioMapped,
   folioUnmappedSome,
   splitHugePmd,
   thpSuitable,
@@ -51,6 +52,8 @@ import { accountPolicyAlloc, allocPolicyPages, policyPlacement } from './mempoli
 import type { Thread } from './sched.ts';
 import { clearMarkers, clearUffdWp, unprotectAsync } from './userfaultfd.ts';
 import { hgmMapRange, hgmSubpageMissing, hgmZap } from './hugetlb_hgm.ts';
+import { folioMappedByOtherMm } from './migrate.ts';
+import { filemapFault } from './filemap.ts';
 
 export const FAULT_OK = 0;
 export const FAULT_SIGSEGV = 1;
@@ -81,7 +84,7 @@ export function freePteTable(k: Kernel, mm: MmStruct, t: PteTable): void {
 const ORDER0_MOVABLE = { order: 0, mt: MIGRATE_MOVABLE as typeof MIGRATE_MOVABLE, nid: 0, callerPreps: true };
 
 /** A new anonymous page for va, placed by the memory policy (the local node when there is none). */
-function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, t: Thread): number {
+export function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, t: Thread): number {
   const local = k.cpuToNode(t.cpu);
   let pfn: number;
   if (!vma.policy && !t.mempolicy && !t.process.memsAllowed) {
@@ -95,7 +98,7 @@ function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, t: Thread): 
     k.phys.free(pfn, 0);
     return -1;
   }
-  lruAddNewAnon(k, pfn, mm.id, va / PAGE_SIZE, PG.anon | PG.young);
+  lruAddNewAnon(k, pfn, mm.id, va / PAGE_SIZE, PG.anon | PG.young | PG.anonExclusive);
   anonVmaPrepare(k, mm, vma);
   mm.rssAnon++;
   return pfn;
@@ -134,13 +137,15 @@ export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, wri
   if (vma.flags & VM.UFFD_MINOR && pageMinor(mm, vma, va))
     return k.uffd.fault(vma, va, write, thread, 'minor') === 'sigbus' ? FAULT_SIGBUS : FAULT_USERFAULT;
   const nid = k.cpuToNode(thread.cpu);
-  if (vma.isHugetlb()) return hugetlbFault(k, mm, vma, va, thread);
+  if (vma.isHugetlb()) return hugetlbFault(k, mm, vma, va, write, thread);
   const key = PageTable.pmdKey(va);
   let e = mm.pgtable.pmds.get(key);
   if (e === undefined) {
     if (thpVmaAllowable(k, vma) && doHugePmdAnonymousPage(k, mm, vma, va, write, thread) === 'done') return FAULT_OK;
   } else if (e instanceof HugeLeaf) {
-    if (!write || !e.isZero) return FAULT_OK;
+    if (!write) return FAULT_OK;
+    // do_huge_pmd_wp_page: a THP shared with a forked process (or taken back by it).
+    if (!e.isZero) return mm.cowPossible && writeFaults(k, vma, e.pfn) ? doHugePmdWpPage(k, mm, vma, va, e, thread) : FAULT_OK;
     // do_huge_zero_wp_pmd: try a THP for the written huge zero page, else split and COW one PTE.
     const haddr = alignDown(va, PMD_SIZE);
     const pl = policyPlacement(k, thread, vma, haddr, HPAGE_PMD_ORDER);
@@ -172,7 +177,9 @@ export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, wri
   const pte = t.ptes[i]!;
   // A swap entry (only private anonymous memory is swapped): do_swap_page.
   if (pte < PTE_ZERO) return doSwapPage(k, mm, vma, t, i, va, write, nid) ? FAULT_OK : FAULT_OOM;
-  if (vma.file) return shmemFault(k, mm, vma, t, i, va, write, thread);
+  // do_wp_page: a write to a page this mm may not write in place (shared by fork, a page-cache page, a clean disk page).
+  if (pte > 0) return write && mm.cowPossible && writeFaults(k, vma, pfnOfPte(pte)) ? doWpPage(k, mm, vma, t, i, va, thread) : FAULT_OK;
+  if (vma.file) return filemapFault(k, mm, vma, t, i, va, write, thread);
   if (pte === PTE_NONE && !write) {
     t.ptes[i] = PTE_ZERO;
     t.used++;
@@ -263,45 +270,6 @@ export function installAnonPage(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, 
 export const FAULT_AROUND_PAGES = 16;
 
 /**
- * Faults on shared anonymous memory, which lives in its shmem file. A read
- * fault first maps the pages of the 64K window around it that the file
- * already holds (do_fault_around/filemap_map_pages); then, if the faulting
- * page is not cached, shmem_fault allocates it (reads allocate too: there
- * is no zero page here).
- */
-function shmemFault(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: number, va: number, write: boolean, thread: Thread): FaultResult {
-  const file = vma.file!;
-  const vmaOff = (va - vma.start) / PAGE_SIZE;
-  // should_fault_around: not with uffd WP or MINOR registered (uffd_disable_fault_around).
-  if (!write && !(vma.flags & (VM.UFFD_WP | VM.UFFD_MINOR))) {
-    const from = Math.max(i - (i % FAULT_AROUND_PAGES), i - Math.min(i, vmaOff));
-    const to = Math.min(from + FAULT_AROUND_PAGES, 512, i + vma.size / PAGE_SIZE - vmaOff) - 1;
-    for (let j = from; j <= to; j++) {
-      if (t.ptes[j] !== PTE_NONE) continue;
-      const pfn = file.pages.get(vma.pgoff + vmaOff + (j - i));
-      if (pfn === undefined) continue;
-      mapShmemPage(k, mm, t, j, pfn);
-    }
-    if (t.ptes[i] !== PTE_NONE) {
-      k.charge(k.costs.ns('fault_anon_4k_read_zeropage'));
-      return FAULT_OK;
-    }
-  }
-  const idx = vma.pgoff + vmaOff;
-  let pfn = file.pages.get(idx);
-  if (pfn === undefined) {
-    pfn = allocPolicyPages(k, policyPlacement(k, thread, vma, va, 0), 0, MIGRATE_MOVABLE, k.cpuToNode(thread.cpu));
-    if (pfn < 0) return FAULT_OOM;
-    k.mem.setFlags(pfn, PG.shmem);
-    k.mem.setOwner(pfn, file.id);
-    k.mem.setIndex(pfn, idx);
-    file.pages.set(idx, pfn);
-    k.chargeMem(k.costs.ns('fault_anon_4k_write'), k.hot.zero4k, -1, k.phys.nodeOfPfn(pfn), PAGE_SIZE, k.cpuToNode(thread.cpu));
-  } else k.charge(k.costs.ns('fault_anon_4k_read_zeropage'));
-  if (t.ptes[i] === PTE_NONE) mapShmemPage(k, mm, t, i, pfn);
-  return FAULT_OK;
-}
-
 /**
  * shmem_mfill_atomic_pte: a new page for va in the VMA's shmem file, filled
  * with `fill` (0 for UFFDIO_ZEROPAGE), added to the page cache and mapped.
@@ -324,16 +292,25 @@ export function installShmemPage(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable,
   return 0;
 }
 
+/** Map a page-cache page (shmem or a disk file's) at slot i of t. */
 export function mapShmemPage(k: Kernel, mm: MmStruct, t: PteTable, i: number, pfn: number): void {
   t.ptes[i] = pteOf(pfn);
   t.used++;
   k.mem.addMapcount(pfn, 1);
-  mm.rssShmem++;
+  if (k.mem.flags(pfn) & PG.diskFile) mm.rssFile++;
+  else mm.rssShmem++;
 }
 
-/** hugetlb_fault / hugetlb_no_page. */
-function hugetlbFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, thread: Thread): FaultResult {
-  return hugetlbMap(k, mm, vma, va, thread, null) === -1 ? FAULT_SIGBUS : FAULT_OK;
+/**
+ * hugetlb_fault: hugetlb_no_page maps the page (from the file, or a new
+ * one); a write to a private page shared with a forked process, or to a
+ * page of the file mapped privately, copies it (hugetlb_wp).
+ */
+function hugetlbFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, write: boolean, thread: Thread): FaultResult {
+  if (hugetlbMap(k, mm, vma, va, thread, null) === -1) return FAULT_SIGBUS;
+  if (!write || vma.flags & VM.MAYSHARE || mm.hgm.size) return FAULT_OK;
+  const pfn = followPage(mm, va);
+  return pfn >= 0 && writeFaults(k, vma, pfn) ? hugetlbWp(k, mm, vma, va, thread) : FAULT_OK;
 }
 
 /**
@@ -378,8 +355,13 @@ function hugetlbMap(k: Kernel, mm: MmStruct, vma: Vma, va: number, thread: Threa
     k.charge(k.costs.ns('fault_anon_4k_read_zeropage'));
     return 0;
   }
-  let pfn: number | undefined;
-  if (vma.flags & VM.MAYSHARE) pfn = vma.file!.pages.get(hugetlbIndex(vma, haddr));
+  // hugetlb_no_page: after the reservation owner took a shared page back (HPAGE_RESV_UNMAPPED), or beyond i_size: SIGBUS.
+  if (fill === null && vma.hugetlbResvUnmapped) return -1;
+  const file = vma.file!;
+  if (file.size !== null && hugetlbIndex(vma, haddr) >= file.size / h.size) return -1;
+  // The file's page, shared or (a private mapping of a hugetlbfs file) to be copied on write; a private
+  // MAP_HUGETLB mapping's file never holds pages.
+  let pfn = file.pages.get(hugetlbIndex(vma, haddr));
   if (pfn === undefined) {
     pfn = hugetlbAllocPage(k, mm, vma, haddr, thread, fill);
     if (pfn < 0) return -1;
@@ -421,8 +403,9 @@ export function hugetlbAllocPage(k: Kernel, mm: MmStruct, vma: Vma, haddr: numbe
     vma.file!.pages.set(idx, pfn);
     if (reserved) vma.file!.reserved.delete(idx);
   } else {
-    m.addFlags(pfn, PG.anon);
+    m.addFlags(pfn, PG.anon | PG.anonExclusive);
     if (reserved) vma.resv!.consumed.add(idx);
+    anonVmaPrepare(k, mm, vma); // hugetlb_no_page: __vmf_anon_prepare for a private page
   }
   if (fill === null)
     k.chargeMem(
@@ -567,7 +550,13 @@ export function userAccess(
       }
       let pfn = followPage(mm, va);
       // A write may fault twice: a page allocated where a uffd-wp marker was keeps the bit, and faults again.
-      while (pfn === -2 || (write && (pfn === -1 || (vma.flags & VM.UFFD_WP && mm.uffdWp.has(Math.floor(va / PAGE_SIZE)))))) {
+      while (
+        pfn === -2 ||
+        (write &&
+          (pfn === -1 ||
+            (vma.flags & VM.UFFD_WP && mm.uffdWp.has(Math.floor(va / PAGE_SIZE))) ||
+            (pfn >= 0 && mm.cowPossible && writeFaults(k, vma, pfn))))
+      ) {
         const r = handleMmFault(k, mm, vma, va, write, thread);
         res.faults++;
         if (r === FAULT_USERFAULT) return { ...res, blocked: va };
@@ -654,6 +643,8 @@ function accessPtes(
   let cost = 0; // charged in one go: time is integer ns, costs are not
   // Background work due while this loop faults pages in runs between faults.
   let nextEvent = k.events.size ? (k.events.peekTime() ?? Infinity) : Infinity;
+  // Only an mm that forked or maps file pages has pages it may not write in place (do_wp_page).
+  const cow = write && mm.cowPossible;
   for (; va < stop; va += stride) {
     const i = (va / PAGE_SIZE) & 511;
     let pte = ptes[i]!;
@@ -665,6 +656,18 @@ function accessPtes(
       res.faults++;
       if (!doSwapPage(k, mm, vma, t, i, va, write, k.cpuToNode(thread.cpu))) {
         oomSignal(thread, res, va);
+        return va;
+      }
+      pte = ptes[i]!;
+    }
+    if (cow && pte > 0 && writeFaults(k, vma, pte - 1)) {
+      // A page shared with a forked process, or a page-cache page: do_wp_page copies or reuses it in this PTE.
+      k.charge(cost);
+      cost = 0;
+      res.faults++; // handleMmFault counts pgfault
+      if (handleMmFault(k, mm, vma, va, true, thread) !== FAULT_OK) {
+        res.signal = 'SIGBUS';
+        res.at = va;
         return va;
       }
       pte = ptes[i]!;
@@ -783,7 +786,8 @@ export function zapRange(k: Kernel, mm: MmStruct, vma: Vma, start: number, end: 
         stats.pages++;
         const f = m.flags(pfn);
         if (f & PG.shmem) {
-          mm.rssShmem--;
+          if (f & PG.diskFile) mm.rssFile--;
+          else mm.rssShmem--;
           continue;
         }
         mm.rssAnon--;
@@ -825,9 +829,193 @@ function zapHugetlb(k: Kernel, mm: MmStruct, vma: Vma, start: number, end: numbe
     else continue;
     stats.hugePmds++;
     if (shared) continue; // the page stays in the hugetlbfs file
+    // A private mapping's page that a forked process still maps, or a hugetlbfs file's page mapped privately, stays.
+    if (!(k.mem.flags(pfn) & PG.anon) || k.mem.entireMapcount(pfn) > 0) continue;
     const idx = (vma.pgoff * PAGE_SIZE + (haddr - vma.start)) / hsize;
     const restore = dontneed && h.surplus === 0 && vma.resv !== null;
     if (restore) vma.resv!.consumed.delete(idx);
     k.hugetlb.freeHugePage(h, pfn, restore);
   }
+}
+
+// --- write faults on present pages: copy-on-write (do_wp_page) ---------------------
+
+/**
+ * Whether a write to frame pfn, mapped in vma, faults first (a PTE Linux
+ * keeps write-protected): in a private mapping, unless the page is
+ * anonymous and this mm's alone (PageAnonExclusive); in a shared mapping,
+ * a disk-file page not yet dirtied (page_mkwrite). memtwin has no PTE write
+ * bit, so this is read off the page; it is asked only of mms with
+ * cowPossible.
+ */
+export function writeFaults(k: Kernel, vma: Vma, pfn: number): boolean {
+  const m = k.mem;
+  let f = m.flags(pfn);
+  if (vma.flags & VM.MAYSHARE) return (f & (PG.diskFile | PG.dirty)) === PG.diskFile;
+  // A hugetlb page keeps its flags in its head.
+  if (f & PG.hugetlb && f & PG.tail) f = m.flags(pfn - (pfn % (vma.hugePageSize() / PAGE_SIZE)));
+  return (f & (PG.anon | PG.anonExclusive)) !== (PG.anon | PG.anonExclusive);
+}
+
+/**
+ * do_wp_page for the present PTE at slot i of t (va): a shared mapping's
+ * disk page is dirtied (wp_page_shared); a private mapping's anonymous page
+ * is reused if this mm is its only user (wp_can_reuse_anon_folio), and
+ * copied otherwise (wp_page_copy), as is a page-cache page.
+ */
+function doWpPage(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: number, va: number, thread: Thread): FaultResult {
+  const m = k.mem;
+  const pfn = pfnOfPte(t.ptes[i]!);
+  if (vma.flags & VM.MAYSHARE) {
+    m.addFlags(pfn, PG.dirty); // page_mkwrite: the filesystem will write it back
+    k.charge(k.costs.ns('fault_wp_reuse_4k'));
+    return FAULT_OK;
+  }
+  const f = m.flags(pfn);
+  if (f & PG.anon && (f & PG.anonExclusive || wpCanReuseAnonFolio(k, mm, pfn))) {
+    m.addFlags(pfn, PG.anonExclusive); // wp_page_reuse
+    k.charge(k.costs.ns('fault_wp_reuse_4k'));
+    return FAULT_OK;
+  }
+  return wpPageCopy(k, mm, vma, t, i, va, thread, pfn);
+}
+
+/**
+ * wp_can_reuse_anon_folio: a small folio whose only reference is this
+ * mapping (no pins or swap cache are modelled, so its refcount is its
+ * mapcount); a large folio all of whose mappings are this mm's
+ * (__wp_can_reuse_large_anon_folio; Linux tracks that with the folio's
+ * two mm ids, exact for two mms), unless only one page of it is mapped,
+ * when copying frees it.
+ */
+function wpCanReuseAnonFolio(k: Kernel, mm: MmStruct, pfn: number): boolean {
+  const m = k.mem;
+  if (!(m.flags(pfn) & (PG.head | PG.tail))) {
+    if (m.mapcount(pfn) !== 1) return false;
+    // The swap cache's reference: dropped if no PTE holds the page's swap entry any more (folio_free_swap), else
+    // another process's swap PTE still reads this page's content from it: copy.
+    return !(m.flags(pfn) & PG.swapcache) || folioFreeSwap(k, pfn);
+  }
+  const head = pfn - (pfn % HPAGE_PMD_NR);
+  if (folioMapped(k, head, HPAGE_PMD_NR) <= 1) return false;
+  return !folioMappedByOtherMm(k, head, HPAGE_PMD_NR, mm);
+}
+
+/**
+ * wp_page_copy: a new anonymous page takes the contents of `old` (a page
+ * shared with another process, or a page-cache page) and replaces it in
+ * this PTE; the old page loses this mapping (and is freed if that was its
+ * last, or, as part of a THP, queued for a deferred split if it was the
+ * folio's last page this way).
+ */
+function wpPageCopy(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: number, va: number, thread: Thread, old: number): FaultResult {
+  const m = k.mem;
+  const pfn = newAnonPage(k, mm, vma, va, thread); // counts MM_ANONPAGES
+  if (pfn < 0) return FAULT_OOM;
+  // newAnonPage charged the copy to the faulting mm's memory cgroup (wp_page_copy's mem_cgroup_charge).
+  m.setToken(pfn, m.token(old));
+  if (m.flags(old) & PG.nonzero) m.addFlags(pfn, PG.nonzero);
+  t.ptes[i] = pteOf(pfn);
+  m.addMapcount(old, -1);
+  const f = m.flags(old);
+  if (f & PG.anon) mm.rssAnon--;
+  else if (f & PG.diskFile) mm.rssFile--;
+  else mm.rssShmem--;
+  if (f & PG.anon) {
+    // The last mapping gone: freed, unless the swap cache holds it (it stays there, as Linux's folio_put leaves
+    // the cache's reference, until reclaim or a swap-in of another process's swap PTE finds it).
+    if (f & (PG.head | PG.tail)) folioUnmappedSome(k, old - (old % HPAGE_PMD_NR));
+    else if (m.mapcount(old) === 0 && !(f & PG.swapcache)) k.freeUserPages(old, 0);
+  }
+  k.chargeMem(k.costs.ns('fault_cow_4k'), k.hot.copy4k, k.phys.nodeOfPfn(old), k.phys.nodeOfPfn(pfn), PAGE_SIZE, k.cpuToNode(thread.cpu));
+  return FAULT_OK;
+}
+
+/**
+ * do_huge_pmd_wp_page: a write to a PMD-mapped THP that is not this mm's
+ * alone. Reused whole when this PMD is its only mapping; otherwise the PMD
+ * is split and the written 4K page copied (the fallback to do_wp_page).
+ */
+function doHugePmdWpPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, leaf: HugeLeaf, thread: Thread): FaultResult {
+  const m = k.mem;
+  const head = leaf.pfn;
+  if (folioMapped(k, head, HPAGE_PMD_NR) === 1) {
+    for (let j = 0; j < HPAGE_PMD_NR; j++) m.addFlags(head + j, PG.anonExclusive);
+    k.charge(k.costs.ns('fault_wp_reuse_4k'));
+    return FAULT_OK;
+  }
+  const t = splitHugePmd(k, mm, alignDown(va, PMD_SIZE), k.cpuToNode(thread.cpu));
+  return doWpPage(k, mm, vma, t, Math.floor(va / PAGE_SIZE) & 511, va, thread);
+}
+
+/**
+ * hugetlb_wp for a private hugetlb mapping: the page is reused if this is
+ * its only mapping and it is anonymous; otherwise a new huge page is taken
+ * outside any reservation (the child has none; the owner does not use its
+ * own for a copy) and the contents copied. If none is free, the owner of
+ * the mapping's reservations takes the page back from the other processes
+ * (unmap_ref_private: their VMA then gets SIGBUS on any fault there) and
+ * reuses it; anyone else gets SIGBUS.
+ */
+function hugetlbWp(k: Kernel, mm: MmStruct, vma: Vma, va: number, thread: Thread): FaultResult {
+  const m = k.mem;
+  const h = k.hugetlb.byShift(vma.hugeShift)!;
+  const n = 2 ** h.order;
+  const haddr = alignDown(va, h.size);
+  const pud = h.shift === PUD_SHIFT;
+  const map = pud ? mm.pgtable.puds : mm.pgtable.pmds;
+  const leaf = map.get(pud ? PageTable.pudKey(haddr) : PageTable.pmdKey(haddr)) as HugeLeaf;
+  const old = leaf.pfn;
+  const anon = (m.flags(old) & PG.anon) !== 0;
+  if (anon && m.entireMapcount(old) === 1) {
+    m.addFlags(old, PG.anonExclusive);
+    return FAULT_OK;
+  }
+  const owner = vma.resv !== null && anon; // HPAGE_RESV_OWNER and a consumed reservation: cow_from_owner
+  const pl = policyPlacement(k, thread, vma, haddr, h.order);
+  const pfn = k.hugetlb.allocForFault(h, pl.nid, false, pl.nodemask);
+  if (pfn < 0) {
+    if (!owner) return FAULT_SIGBUS;
+    unmapRefPrivate(k, mm, vma, old, haddr);
+    m.addFlags(old, PG.anonExclusive);
+    return FAULT_OK;
+  }
+  accountPolicyAlloc(k, pl, pfn, h.order, k.cpuToNode(thread.cpu));
+  anonVmaPrepare(k, mm, vma);
+  for (let j = 0; j < n; j++) {
+    m.setToken(pfn + j, m.token(old + j));
+    m.setOwner(pfn + j, mm.id);
+    m.setIndex(pfn + j, haddr / PAGE_SIZE + j);
+    if (m.flags(old + j) & PG.nonzero) m.addFlags(pfn + j, PG.nonzero);
+  }
+  m.addFlags(pfn, PG.anon | PG.anonExclusive);
+  m.addEntireMapcount(pfn, 1);
+  leaf.pfn = pfn;
+  m.addEntireMapcount(old, -1);
+  // The old page: freed with its last mapping unless the file holds it (a private mapping of a hugetlbfs file).
+  if (anon && m.entireMapcount(old) === 0) k.hugetlb.freeHugePage(h, old, false);
+  k.chargeMem(n * k.costs.ns('memcpy_4k'), n * k.hot.copy4k, k.phys.nodeOfPfn(old), k.phys.nodeOfPfn(pfn), h.size, k.cpuToNode(thread.cpu));
+  return FAULT_OK;
+}
+
+/**
+ * unmap_ref_private: the owner of a private hugetlb mapping's reservations
+ * could not copy a page it shares with forked processes, so it unmaps the
+ * page from every other VMA of the mapping's file that maps it (those VMAs
+ * are marked HPAGE_RESV_UNMAPPED: their next fault there is SIGBUS).
+ */
+function unmapRefPrivate(k: Kernel, mm: MmStruct, vma: Vma, pfn: number, haddr: number): void {
+  const pud = vma.hugePageSize() === PUD_SIZE;
+  for (const p of k.processes.values())
+    for (const v of p.mm.vmas) {
+      if (v.file !== vma.file || (p.mm === mm && v === vma) || v.flags & VM.MAYSHARE || v.resv) continue;
+      if (haddr < v.start || haddr >= v.end) continue;
+      const map = pud ? p.mm.pgtable.puds : p.mm.pgtable.pmds;
+      const key = pud ? PageTable.pudKey(haddr) : PageTable.pmdKey(haddr);
+      const leaf = map.get(key) as HugeLeaf | undefined;
+      if (!leaf || leaf.pfn !== pfn) continue;
+      map.delete(key);
+      k.mem.addEntireMapcount(pfn, -1);
+      v.hugetlbResvUnmapped = true;
+    }
 }

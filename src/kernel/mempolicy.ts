@@ -19,6 +19,7 @@ import {
 } from './migrate.ts';
 import { modifyVmaPolicy } from './mmap.ts';
 import { capable, ptraceMayAccess } from './cred.ts';
+import { vmaPolicy } from './shmem.ts';
 
 export const MPOL_MAX = 7;
 export const MAX_NUMNODES = 1024;
@@ -179,7 +180,7 @@ export function sysGetMempolicy(
   if (flags & MPOL.MPOL_F_ADDR) {
     const vma = t.process.mm.vmaAt(addr);
     if (!vma) return neg('EFAULT');
-    pol = vma.policy;
+    pol = vmaPolicy(vma, addr); // a shmem mapping's is its file's shared policy (vm_ops->get_policy)
   } else {
     if (addr) return neg('EINVAL');
     pol = t.mempolicy;
@@ -244,7 +245,7 @@ function interleaveNodes(t: Thread, pol: Mempolicy): number {
 
 function placementByPolicy(k: Kernel, t: Thread, vma: Vma | null, va: number, order: number): PolicyPlacement {
   const local = k.cpuToNode(t.cpu);
-  const pol = vma?.policy ?? t.mempolicy;
+  const pol = (vma && vmaPolicy(vma, va)) ?? t.mempolicy;
   if (!pol) return { nid: local };
   switch (pol.mode) {
     case MPOL.MPOL_LOCAL:
@@ -423,14 +424,12 @@ export function sysMbind(
       const vma = mm.vmaAt(va)!;
       const pfn = followPageOf(mm, va);
       if (pfn < 0 || inPolicy(k.phys.nodeOfPfn(pfn)) || moved.has(folioOf(pfn))) continue;
-      if (mappedSharedOf(k, pfn) && !(flags & MPOL.MPOL_MF_MOVE_ALL)) {
-        failed++;
-        continue;
-      }
+      // migrate_folio_add: without MPOL_MF_MOVE_ALL a shared folio is left where it is, which is not a failure.
+      if (mappedSharedOf(k, pfn) && !(flags & MPOL.MPOL_MF_MOVE_ALL)) continue;
       const huge = vma.isHugetlb() ? vma.hugePageSize() : k.mem.flags(pfn) & (PG.head | PG.tail) ? PMD_SIZE : PAGE_SIZE;
       const order = Math.log2(huge / PAGE_SIZE);
       const fva = alignDown(va, huge);
-      const newPol = vma.policy ?? t.mempolicy;
+      const newPol = vmaPolicy(vma, fva) ?? t.mempolicy;
       let dest: number;
       if (newPol && (newPol.mode === MPOL.MPOL_INTERLEAVE || newPol.mode === MPOL.MPOL_WEIGHTED_INTERLEAVE)) {
         const index = Math.floor((vma.pgoff * PAGE_SIZE + (fva - vma.start)) / huge);

@@ -13,7 +13,8 @@ import { MIGRATE_MOVABLE } from './page_alloc.ts';
 import { followPage } from './memory.ts';
 import { swapCacheReplace } from './swap_state.ts';
 import { lruReplace } from './swap.ts';
-import { deferredSplitFolio, folioTestPartiallyMapped, folioUnqueueDeferredSplit, splitAnonFolio } from './huge_memory.ts';
+import { deferredSplitFolio, folioMapped, folioTestPartiallyMapped, folioUnqueueDeferredSplit, splitAnonFolio } from './huge_memory.ts';
+import { anonMms } from './fork.ts';
 import { MAX_NUMNODES, memsAllowed } from './mempolicy.ts';
 import { MPOL } from './uapi.ts';
 import type { Process } from './sched.ts';
@@ -75,16 +76,21 @@ export class MigrateBatches {
   }
 }
 
-/** Every (mm, vma, va) that maps a 4K frame (rmap_walk), for anon and shmem pages. */
+/**
+ * Every (mm, vma, va) whose PTE maps a 4K frame (rmap_walk), for anon and
+ * page-cache pages: an anonymous page at its address in each mm of its
+ * owner's fork family (the anon_vma chain, fork.ts), a page-cache page in
+ * every VMA of its file (i_mmap).
+ */
 export function rmapWalk(k: Kernel, pfn: number, cb: (mm: MmStruct, vma: Vma, va: number) => void): void {
   const m = k.mem;
   const f = m.flags(pfn);
   if (f & PG.anon) {
-    const mm = k.mmById(m.owner(pfn));
-    if (!mm) return;
     const va = m.index(pfn) * PAGE_SIZE;
-    const vma = mm.vmaAt(va);
-    if (vma) cb(mm, vma, va);
+    for (const mm of anonMms(k, m.owner(pfn))) {
+      const vma = mm.vmaAt(va);
+      if (vma && followPage(mm, va) === pfn) cb(mm, vma, va);
+    }
     return;
   }
   if (f & PG.shmem) {
@@ -95,10 +101,66 @@ export function rmapWalk(k: Kernel, pfn: number, cb: (mm: MmStruct, vma: Vma, va
       for (const vma of p.mm.vmas) {
         if (vma.file !== file) continue;
         const va = vma.start + (idx - vma.pgoff) * PAGE_SIZE;
-        if (va >= vma.start && va < vma.end) cb(p.mm, vma, va);
+        // A private mapping may have copied the page (do_cow_fault / wp_page_copy): its PTE maps another.
+        if (va >= vma.start && va < vma.end && followPage(p.mm, va) === pfn) cb(p.mm, vma, va);
       }
     }
   }
+}
+
+/** One mapping of a folio: a PTE mapping page `pfn`, or a PMD/PUD leaf mapping the whole folio (pfn = head). */
+export type FolioMapping = { mm: MmStruct; va: number; pfn: number; level: 'pte' | 'pmd' | 'pud' };
+
+/**
+ * rmap_walk of a whole folio (head, nr pages: a THP or a hugetlb page):
+ * every PMD or PUD leaf mapping it whole and, for a THP, every PTE mapping
+ * one of its pages, in every mm that may map it.
+ */
+export function folioRmap(k: Kernel, head: number, nr: number): FolioMapping[] {
+  const m = k.mem;
+  const out: FolioMapping[] = [];
+  const look = (mm: MmStruct, va: number): void => {
+    if (nr === PUD_SIZE / PAGE_SIZE) {
+      const leaf = mm.pgtable.puds.get(PageTable.pudKey(va));
+      if (leaf?.pfn === head) out.push({ mm, va, pfn: head, level: 'pud' });
+      return;
+    }
+    const e = mm.pgtable.pmds.get(PageTable.pmdKey(va));
+    if (e instanceof HugeLeaf) {
+      if (e.pfn === head) out.push({ mm, va, pfn: head, level: 'pmd' });
+    } else if (e && nr <= HPAGE_PMD_NR)
+      for (let j = 0; j < nr; j++) {
+        const pte = e.ptes[(Math.floor(va / PAGE_SIZE) + j) & 511]!;
+        if (pte > 0 && pfnOfPte(pte) === head + j) out.push({ mm, va: va + j * PAGE_SIZE, pfn: head + j, level: 'pte' });
+      }
+  };
+  const f = m.flags(head);
+  if (f & PG.anon) {
+    for (const mm of anonMms(k, m.owner(head))) look(mm, m.index(head) * PAGE_SIZE);
+    return out;
+  }
+  const file = k.files.get(m.owner(head));
+  if (!file) return out;
+  const psize = file.kind === 'hugetlbfs' ? 2 ** file.hugeShift : PAGE_SIZE;
+  const off = m.index(head) * psize;
+  for (const p of k.processes.values())
+    for (const vma of p.mm.vmas) {
+      if (vma.file !== file) continue;
+      const va = vma.start + off - vma.pgoff * PAGE_SIZE;
+      if (va >= vma.start && va < vma.end) look(p.mm, va);
+    }
+  return out;
+}
+
+/** Whether some mm other than `mm` maps a page of the folio (the FOLIO_MM_IDS_SHARED test, exact here). */
+export function folioMappedByOtherMm(k: Kernel, head: number, nr: number, mm: MmStruct): boolean {
+  return folioRmap(k, head, nr).some((x) => x.mm !== mm);
+}
+
+/** The head frame of the hugetlb page holding pfn (2M pages are 2M-aligned, 1G pages 1G-aligned). */
+function hugetlbHead(k: Kernel, pfn: number): number {
+  const h2 = pfn - (pfn % HPAGE_PMD_NR);
+  return k.mem.flags(h2) & PG.head ? h2 : pfn - (pfn % (PUD_SIZE / PAGE_SIZE));
 }
 
 /**
@@ -166,7 +228,7 @@ export function migrateMappedPage(
     const hsize = vma.hugePageSize();
     if (mm.hgm.has(alignDown(va, hsize))) return neg('EBUSY');
     const b = batches?.join(hsize / PAGE_SIZE, true);
-    const r = migrateHugetlb(k, mm, vma, va, pfn, target);
+    const r = migrateHugetlb(k, vma, pfn, target);
     const dst = followPage(mm, alignDown(va, hsize));
     moved?.add(dst);
     if (b && r === 0) batches!.moved(b, mm, va, hsize, from, dst, hsize / PAGE_SIZE);
@@ -180,7 +242,7 @@ export function migrateMappedPage(
       const dst = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid: target, thisNode: true });
       if (dst >= 0) {
         const b = batches?.join(HPAGE_PMD_NR);
-        moveFolio(k, mm, head, dst, haddr);
+        moveFolio(k, head, dst);
         if (b) batches!.moved(b, mm, haddr, PMD_SIZE, from, dst, HPAGE_PMD_NR);
         moved?.add(dst);
         k.vmstat.count('thp_migration_success');
@@ -231,9 +293,10 @@ function migrateOne(k: Kernel, src: number, target: number): number {
   return 0;
 }
 
-/** Copy a THP's 512 pages to the huge page at dst and repoint its mapping (PMD or PTEs). */
-function moveFolio(k: Kernel, mm: MmStruct, head: number, dst: number, haddr: number): void {
+/** Copy a THP's 512 pages to the huge page at dst and repoint its mappings (PMDs or PTEs, in every mm). */
+function moveFolio(k: Kernel, head: number, dst: number): void {
   const m = k.mem;
+  const maps = folioRmap(k, head, HPAGE_PMD_NR);
   m.resetRange(dst, HPAGE_PMD_NR);
   for (let i = 0; i < HPAGE_PMD_NR; i++) {
     m.setFlags(dst + i, m.flags(head + i));
@@ -246,17 +309,14 @@ function moveFolio(k: Kernel, mm: MmStruct, head: number, dst: number, haddr: nu
   m.setOrder(dst, m.order(head));
   m.addEntireMapcount(dst, m.entireMapcount(head));
   folioUnqueueDeferredSplit(k, dst);
-  const e = mm.pgtable.pmds.get(PageTable.pmdKey(haddr));
-  if (e instanceof HugeLeaf) e.pfn = dst;
-  else if (e instanceof PteTable) {
-    for (let i = 0; i < 512; i++) {
-      const pte = e.ptes[i]!;
-      if (pte > 0 && pfnOfPte(pte) >= head && pfnOfPte(pte) < head + HPAGE_PMD_NR) e.ptes[i] = pteOf(dst + pfnOfPte(pte) - head);
-    }
-    // try_to_migrate_one unmaps a PTE-mapped folio one PTE at a time, so __folio_remove_rmap finds it partially
-    // mapped (deferred_split_folio), and the new folio inherits the mark: its next migration splits it.
-    deferredSplitFolio(k, dst);
+  for (const x of maps) {
+    const e = x.mm.pgtable.pmds.get(PageTable.pmdKey(x.va))!;
+    if (e instanceof HugeLeaf) e.pfn = dst;
+    else e.ptes[Math.floor(x.va / PAGE_SIZE) & 511] = pteOf(dst + x.pfn - head);
   }
+  // try_to_migrate_one unmaps a PTE-mapped folio one PTE at a time, so __folio_remove_rmap finds it partially
+  // mapped (deferred_split_folio), and the new folio inherits the mark: its next migration splits it.
+  if (maps.length && maps.every((x) => x.level === 'pte')) deferredSplitFolio(k, dst);
   folioUnqueueDeferredSplit(k, head);
   memcgMigrate(k, head, dst, HPAGE_PMD_NR);
   lruReplace(k, head, dst); // the new folio takes the old one's place on its LRU list
@@ -272,7 +332,7 @@ function moveFolio(k: Kernel, mm: MmStruct, head: number, dst: number, haddr: nu
 }
 
 /** A hugetlb page moves to a free page of the same size on the target node's pool. */
-function migrateHugetlb(k: Kernel, mm: MmStruct, vma: Vma, va: number, pfn: number, target: number): number {
+function migrateHugetlb(k: Kernel, vma: Vma, pfn: number, target: number): number {
   const h = k.hugetlb.byShift(vma.hugeShift)!;
   const m = k.mem;
   const head = pfn - (pfn % 2 ** h.order); // hugetlb pages are naturally aligned
@@ -282,17 +342,22 @@ function migrateHugetlb(k: Kernel, mm: MmStruct, vma: Vma, va: number, pfn: numb
     return neg('ENOMEM');
   }
   const n = 2 ** h.order;
+  const maps = folioRmap(k, head, n);
   for (let i = 0; i < n; i++) {
     m.setToken(dst + i, m.token(head + i));
     m.setOwner(dst + i, m.owner(head + i));
     m.setIndex(dst + i, m.index(head + i));
+    m.addFlags(dst + i, m.flags(head + i) & PG.nonzero);
   }
-  m.addFlags(dst, m.flags(head) & (PG.anon | PG.nonzero));
+  m.addFlags(dst, m.flags(head) & (PG.anon | PG.anonExclusive));
   m.addEntireMapcount(dst, m.entireMapcount(head));
-  const map = h.size === PUD_SIZE ? mm.pgtable.puds : mm.pgtable.pmds;
-  const haddr = alignDown(va, h.size);
-  const leaf = map.get(h.size === PUD_SIZE ? PageTable.pudKey(haddr) : PageTable.pmdKey(haddr)) as HugeLeaf | undefined;
-  if (leaf) leaf.pfn = dst;
+  // Every leaf mapping it, in every mm (a private page shared by fork, a shared file's page).
+  for (const x of maps) {
+    const leaf = (x.level === 'pud' ? x.mm.pgtable.puds : x.mm.pgtable.pmds).get(
+      x.level === 'pud' ? PageTable.pudKey(x.va) : PageTable.pmdKey(x.va),
+    ) as HugeLeaf;
+    leaf.pfn = dst;
+  }
   if (vma.file) for (const [idx, p] of vma.file.pages) if (p === head) vma.file.pages.set(idx, dst);
   k.hugetlb.freeHugePage(h, head, false);
   k.vmstat.count('pgmigrate_success', n);
@@ -300,10 +365,22 @@ function migrateHugetlb(k: Kernel, mm: MmStruct, vma: Vma, va: number, pfn: numb
   return 0;
 }
 
-/** Whether the folio mapped at pfn is mapped by more than one mm (folio_likely_mapped_shared). */
+/**
+ * folio_maybe_mapped_shared for the folio holding pfn: a small folio or a
+ * hugetlb page mapped more than once; a THP mapped by more than one mm
+ * (Linux tracks up to two mm ids per large folio, and is exact for two).
+ * MPOL_MF_MOVE, move_pages without MPOL_MF_MOVE_ALL and khugepaged's
+ * max_ptes_shared go by it.
+ */
 export function mappedShared(k: Kernel, pfn: number): boolean {
   const m = k.mem;
-  return m.mapcount(pfn) > 1 || m.entireMapcount(pfn - (pfn % HPAGE_PMD_NR)) > 1;
+  const f = m.flags(pfn);
+  if (f & PG.hugetlb) return m.entireMapcount(hugetlbHead(k, pfn)) > 1;
+  if (!(f & (PG.head | PG.tail))) return m.mapcount(pfn) > 1;
+  const head = pfn - (pfn % HPAGE_PMD_NR);
+  if (folioMapped(k, head, HPAGE_PMD_NR) <= 1) return false;
+  const maps = folioRmap(k, head, HPAGE_PMD_NR);
+  return maps.some((x) => x.mm !== maps[0]!.mm);
 }
 
 export type MoveStatus = number | string;

@@ -81,10 +81,16 @@ export const VM_MNEMONICS: readonly [number, string][] = [
   [VM.UFFD_MINOR, 'ui'],
 ];
 
-/** A shmem or hugetlbfs file backing shared (or hugetlb) mappings. */
+/**
+ * An inode with a page cache: the shmem file behind a shared anonymous
+ * mapping or a memfd (shmem.ts), a hugetlbfs file (MAP_HUGETLB, a hugetlb
+ * memfd), a tmpfs file or a disk file that the op-script `open` created
+ * (filemap.ts).
+ */
 export interface MappedFile {
   readonly id: number;
-  readonly kind: 'shmem' | 'hugetlbfs';
+  /** 'shmem': tmpfs/shmem (swap-backed); 'file': a file on a disk, whose pages are read from it. */
+  readonly kind: 'shmem' | 'hugetlbfs' | 'file';
   /** file page index (in units of the file's page size) -> head pfn */
   readonly pages: Map<number, number>;
   /** Number of VMAs that map this file. */
@@ -93,6 +99,14 @@ export interface MappedFile {
   readonly reserved: Set<number>;
   /** hugetlbfs: log2 of the page size. */
   hugeShift: number;
+  /** Open file descriptions (memfd_create, open): a file with one stays when its last mapping goes. */
+  opens: number;
+  /** i_size in bytes; null for the shmem file of a shared anonymous mapping, which its one VMA covers. */
+  size: number | null;
+  /** The file's name ("memfd:NAME", or the op-script path); null for anonymous mappings' files. */
+  name: string | null;
+  /** shmem: the shared policy (shmem_set_policy), as ranges of file page indices [start, end). */
+  readonly policy: { start: number; end: number; pol: Mempolicy }[];
 }
 
 /** A private hugetlb mapping's reservation map (shared by the VMAs split from it). */
@@ -126,6 +140,14 @@ export class Vma {
    * MADV_SPLIT (hugetlb-hgm); null otherwise.
    */
   hgm: 'split' | 'hgm' | null = null;
+  /**
+   * The anon_vma chain holds more than the VMA's own anon_vma (a fork's
+   * child): the VMA neither lends its anon_vma to a neighbour nor merges
+   * with one that has none (reusable_anon_vma, vma_had_uncowed_parents).
+   */
+  forkedAnonVma = false;
+  /** HPAGE_RESV_UNMAPPED: the reservation owner took a shared private hugetlb page back; a later fault here is SIGBUS. */
+  hugetlbResvUnmapped = false;
 
   get size(): number {
     return this.end - this.start;
@@ -147,6 +169,8 @@ export class Vma {
     v.policy = this.policy;
     v.uffdCtx = this.uffdCtx;
     v.hgm = this.hgm;
+    v.forkedAnonVma = this.forkedAnonVma;
+    v.hugetlbResvUnmapped = this.hugetlbResvUnmapped;
     return v;
   }
 }
@@ -407,6 +431,15 @@ export class MmStruct {
   rssShmem = 0;
   /** MM_SWAPENTS: PTEs holding a swap entry (VmSwap). */
   swapents = 0;
+  /** Disk-file pages mapped (MM_FILEPAGES). */
+  rssFile = 0;
+  /**
+   * The mm may map pages it must not write in place: anonymous pages shared
+   * with a forked process, page-cache pages of a private file mapping, clean
+   * disk-file pages. Writes then check the page (writeFaults, memory.ts);
+   * an mm that never forked nor mapped a file skips the check.
+   */
+  cowPossible = false;
   pgtablesBytes = 0;
   /**
    * Collapses in progress or recently finished, in virtual time: from

@@ -24,12 +24,15 @@ import {
   neg,
   type SysRet,
 } from './uapi.ts';
-import { freePteTable, zapRange, handleMmFault, followPage, vmaAllows, FAULT_OK } from './memory.ts';
+import { freePteTable, zapRange, handleMmFault, followPage, vmaAllows, FAULT_OK, writeFaults } from './memory.ts';
 import { clearMarkers, clearUffdWp, type UserfaultfdCtx } from './userfaultfd.ts';
 import { splitHugePmd } from './huge_memory.ts';
 import { HugeLeaf } from './mm_types.ts';
 import { alignedAreaTopdown } from './vma_tree.ts';
 import { policyEqual, type Mempolicy } from './mempolicy.ts';
+import { vmaSetSharedPolicy } from './shmem.ts';
+import { UnmodelledError } from './errors.ts';
+import type { MappedFile } from './mm_types.ts';
 
 // --- unmapped area search ----------------------------------------------------
 
@@ -195,7 +198,15 @@ export function modifyVmaFlags(k: Kernel, mm: MmStruct, start: number, end: numb
 
 /** mbind_range / vma_modify_policy: split at the range ends, set the policy, merge. */
 export function modifyVmaPolicy(k: Kernel, mm: MmStruct, start: number, end: number, pol: Mempolicy | null): SysRet {
-  return modifyVmas(k, mm, start, end, (vma) => (policyEqual(vma.policy, pol) ? null : (v) => void (v.policy = pol)));
+  // vma_replace_policy: a shmem mapping's file takes the policy too (shmem_set_policy), only where vm_policy changes.
+  return modifyVmas(k, mm, start, end, (vma) =>
+    policyEqual(vma.policy, pol)
+      ? null
+      : (v) => {
+          v.policy = pol;
+          vmaSetSharedPolicy(v, pol);
+        },
+  );
 }
 
 /** userfaultfd_register_range / userfaultfd_clear_vma: split, set the context and the VM_UFFD_* flags, merge. */
@@ -278,9 +289,25 @@ export function vmEnoughMemory(k: Kernel, pages: number): boolean {
   return pages <= k.phys.totalPages() + k.swap.totalSwapPages;
 }
 
-export function doMmap(k: Kernel, p: Process, addr: number, len: number, prot: number, flags: number): SysRet {
+export function doMmap(
+  k: Kernel,
+  p: Process,
+  addr: number,
+  len: number,
+  prot: number,
+  flags: number,
+  fd?: { file: MappedFile; offset: number },
+): SysRet {
   const mm = p.mm;
-  if (!(flags & MAP.MAP_ANONYMOUS)) return neg('EBADF'); // only anonymous memory is modelled (fd = -1)
+  // A file is a memfd (or an op-script's opened file); MAP_ANONYMOUS ignores the fd, as Linux does.
+  const mapped = flags & MAP.MAP_ANONYMOUS ? undefined : fd;
+  if (!(flags & MAP.MAP_ANONYMOUS) && !mapped) return neg('EBADF');
+  if (mapped) {
+    if (mapped.offset % PAGE_SIZE) return neg('EINVAL');
+    if (mapped.file.kind === 'hugetlbfs') throw new UnmodelledError('mmap of a hugetlbfs file (a MFD_HUGETLB memfd) is not modelled');
+    if (flags & MAP.MAP_HUGETLB) return neg('EINVAL');
+    return mmapFile(k, p, addr, len, prot, flags, mapped.file, mapped.offset / PAGE_SIZE);
+  }
   let hugeShift = 0;
   if (flags & MAP.MAP_HUGETLB) {
     const log = (flags >>> MAP_HUGE_SHIFT) & MAP_HUGE_MASK;
@@ -371,6 +398,53 @@ export function doMmap(k: Kernel, p: Process, addr: number, len: number, prot: n
 }
 
 /**
+ * mmap_region for a shmem or disk file (a memfd, an opened file): MAP_SHARED
+ * maps its page cache; MAP_PRIVATE maps it read-only until a write copies a
+ * page (do_cow_fault, filemap.ts), and a writable private mapping is
+ * accounted (accountable_mapping). pgoff is the file offset in pages.
+ */
+function mmapFile(k: Kernel, p: Process, addr: number, len: number, prot: number, flags: number, file: MappedFile, pgoff: number): SysRet {
+  const mm = p.mm;
+  if (len === 0) return neg('EINVAL');
+  if (!(flags & MAP.MAP_FIXED) && addr && addr < MMAP_MIN_ADDR) addr = alignUp(MMAP_MIN_ADDR, PAGE_SIZE);
+  len = alignUp(len, PAGE_SIZE);
+  if (len > TASK_SIZE) return neg('ENOMEM');
+  if (mm.mapCount > k.sysctl.max_map_count) return neg('ENOMEM');
+  if (flags & MAP.MAP_FIXED_NOREPLACE) flags |= MAP.MAP_FIXED;
+  const start = getUnmappedArea(mm, addr, len, flags, 0);
+  if (start < 0) return start;
+  if (flags & MAP.MAP_FIXED_NOREPLACE && mm.vmasIn(start, start + len).length) return neg('EEXIST');
+  let vf = calcVmFlags(prot, flags);
+  const type = flags & MAP_TYPE;
+  if (type === MAP.MAP_SHARED || type === MAP.MAP_SHARED_VALIDATE) vf |= VM.SHARED | VM.MAYSHARE;
+  else if (type !== MAP.MAP_PRIVATE) return neg('EINVAL');
+  if (flags & MAP.MAP_NORESERVE && k.sysctl.overcommit_memory !== 2) vf |= VM.NORESERVE;
+  const fixed = (flags & MAP.MAP_FIXED) !== 0;
+  if (fixed) {
+    const r = gatherMunmap(k, mm, start, start + len);
+    if (r < 0) return r;
+    cleanUpArea(k, mm, start, start + len);
+  }
+  const vma = new Vma(start, start + len, vf, pgoff, null, 0);
+  if ((vf & (VM.NORESERVE | VM.SHARED | VM.WRITE)) === VM.WRITE) {
+    if (!vmEnoughMemory(k, len / PAGE_SIZE)) {
+      if (fixed) completeMunmap(k, mm, start, start + len);
+      return neg('ENOMEM');
+    }
+    vma.flags |= VM.ACCOUNT;
+    k.committedPages += len / PAGE_SIZE;
+  }
+  vma.file = file;
+  file.mapCount++;
+  if (fixed) completeMunmap(k, mm, start, start + len);
+  mm.insertVma(vma);
+  mergeAround(mm, new Set([vma]));
+  k.charge(k.costs.ns('mmap_munmap_pair') / 2);
+  if ((flags & (MAP.MAP_POPULATE | MAP.MAP_NONBLOCK)) === MAP.MAP_POPULATE || vf & VM.LOCKED) populateRange(k, p, start, start + len, null);
+  return start;
+}
+
+/**
  * populate_vma_page_range / faultin_page_range: fault in every page, with
  * write faults for private writable mappings (or when `write` is forced).
  * Returns 0, or a fault outcome for MADV_POPULATE_*.
@@ -386,7 +460,8 @@ export function populateRange(k: Kernel, p: Process, start: number, end: number,
     const stop = Math.min(vma.end, end);
     for (; va < stop; va = alignDown(va, step) + step) {
       const pfn = followPage(mm, va);
-      if (pfn >= 0 || (pfn === -1 && !w)) continue;
+      // A present page a write may not use in place (shared by a fork, a page-cache page) still faults: do_wp_page.
+      if ((pfn >= 0 && !(w && mm.cowPossible && writeFaults(k, vma, pfn))) || (pfn === -1 && !w)) continue;
       const r = handleMmFault(k, mm, vma, va, w, p.mainThread);
       if (r !== FAULT_OK) return neg(r === 3 ? 'ENOMEM' : 'EFAULT');
     }
@@ -493,7 +568,8 @@ function releaseReservation(k: Kernel, v: Vma): void {
 function releaseVmaResources(k: Kernel, v: Vma): void {
   if (v.isHugetlb() && v.resv) releaseReservation(k, v);
   const f = v.file;
-  if (f && --f.mapCount === 0) {
+  // The file stays while an fd holds it open (a memfd, an opened file).
+  if (f && --f.mapCount === 0 && f.opens === 0) {
     // Last mapping of an anonymous shmem/hugetlbfs file: the inode goes away.
     if (f.kind === 'hugetlbfs') {
       const h = k.hugetlb.byShift(f.hugeShift)!;

@@ -19,13 +19,13 @@ export const PG = {
   hugetlb: 1 << 3, // belongs to a hugetlb folio (free in a pool or in use)
   anon: 1 << 4, // anonymous (PageAnon)
   pgtable: 1 << 5, // a page-table page (PageTable)
-  shmem: 1 << 6, // shmem/page-cache page (PageSwapBacked, mapping = inode)
+  shmem: 1 << 6, // a page-cache page: shmem/tmpfs (PageSwapBacked), or a disk file's with diskFile (mapping = inode)
   lazyfree: 1 << 7, // MADV_FREE'd and clean (cleared by a later write)
   reserved: 1 << 8, // PG_reserved: never allocatable (holes, the zero page)
   nonzero: 1 << 9, // some byte of the page was written non-zero (memtwin: "is it all zeros?")
   // Swap state (include/linux/page-flags.h), kept on the head page of a folio.
   swapcache: 1 << 10, // PG_swapcache: in the swap cache (swap_state.ts), folio->swap in SwapState.entryOf
-  dirty: 1 << 11, // PG_dirty (with pte_dirty): written since its swap slot last got its content
+  dirty: 1 << 11, // PG_dirty (with pte_dirty): written since its swap slot last got its content (a disk file's page: since read)
   reclaim: 1 << 12, // PG_reclaim: written to swap by reclaim, stays in the swap cache until reclaim finds it again
   readahead: 1 << 13, // PG_readahead: read ahead by swap readahead and not used yet
   // LRU state (kept on the head page of a folio): swap.ts, vmscan.ts.
@@ -37,6 +37,17 @@ export const PG = {
   young: 1 << 18,
   /** memtwin: on a file LRU list (folio_is_file_lru); anonymous and swap-backed pages are not. */
   fileLru: 1 << 19,
+  /**
+   * PageAnonExclusive: this anonymous page is mapped by one mm only, which may
+   * write it in place. New anonymous pages have it; fork clears it on every
+   * page it shares (copy_page_range), and a write fault that finds a page
+   * without it copies the page or reuses it (do_wp_page). Only what it means
+   * for writes is modelled: memtwin's PTEs have no write bit, so a write to an
+   * anonymous page without it, in a private mapping, always faults.
+   */
+  anonExclusive: 1 << 20,
+  /** A page-cache page of a disk file (not PageSwapBacked): read from the disk, counted in MM_FILEPAGES. Set with shmem. */
+  diskFile: 1 << 21,
 } as const;
 
 /** Owner ids in `owner`: > 0 is an mm id or a shmem/hugetlbfs inode id. */

@@ -11,6 +11,7 @@ import { HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE, PUD_SIZE } from './uapi.ts';
 import { thpVmaAllowable } from './huge_memory.ts';
 import { policyString, type Mempolicy } from './mempolicy.ts';
 import { formatSize } from '../util/input_error.ts';
+import { vmaPolicy } from './shmem.ts';
 
 export interface PagemapRun {
   n: number;
@@ -21,19 +22,37 @@ export interface PagemapRun {
   uffd_wp?: true;
   /** PM_SWAP: the page is not present but in a swap area (its PTE holds a swap entry); absent otherwise. */
   swapped?: true;
+  /**
+   * A present page (not the zero page) without PM_MMAP_EXCLUSIVE: it is mapped more than once (by another process
+   * after a fork, or twice in this one); absent otherwise.
+   */
+  shared?: true;
 }
 
 /** The pagemap runs of [start, start + len): present, node and mapping size per 4K page, run-length encoded. */
 export function pagemap(k: Kernel, mm: MmStruct, start: number, len: number): PagemapRun[] {
   const runs: PagemapRun[] = [];
   const wpOf = (va: number): boolean => mm.uffdWp.size > 0 && mm.uffdWp.has(va / PAGE_SIZE);
-  const push = (n: number, present: boolean, node: number | null, size: PagemapRun['size'], wp: boolean): void => {
+  const push = (n: number, present: boolean, node: number | null, size: PagemapRun['size'], wp: boolean, shared = false): void => {
     if (n <= 0) return;
     const last = runs[runs.length - 1];
-    if (last && !last.swapped && last.present === present && last.node === node && last.size === size && (last.uffd_wp ?? false) === wp)
+    if (
+      last &&
+      !last.swapped &&
+      last.present === present &&
+      last.node === node &&
+      last.size === size &&
+      (last.uffd_wp ?? false) === wp &&
+      (last.shared ?? false) === shared
+    )
       last.n += n;
-    else runs.push(wp ? { n, present, node, size, uffd_wp: true } : { n, present, node, size });
+    else {
+      const r: PagemapRun = wp ? { n, present, node, size, uffd_wp: true } : { n, present, node, size };
+      if (shared) r.shared = true;
+      runs.push(r);
+    }
   };
+  const m = k.mem;
   const pushSwapped = (wp: boolean): void => {
     const last = runs[runs.length - 1];
     if (last && last.swapped && (last.uffd_wp ?? false) === wp) last.n++;
@@ -61,20 +80,20 @@ export function pagemap(k: Kernel, mm: MmStruct, start: number, len: number): Pa
     return out;
   };
   /** Pages [va, stop) that share one leaf (or are all unmapped): split only where the uffd-wp bit changes. */
-  const pushLeaf = (va: number, stop: number, present: boolean, node: number | null, size: PagemapRun['size']): void => {
-    if (!mm.uffdWp.size) return push((stop - va) / PAGE_SIZE, present, node, size, false);
+  const pushLeaf = (va: number, stop: number, present: boolean, node: number | null, size: PagemapRun['size'], shared = false): void => {
+    if (!mm.uffdWp.size) return push((stop - va) / PAGE_SIZE, present, node, size, false, shared);
     if ((stop - va) / PAGE_SIZE <= mm.uffdWp.size || va % PAGE_SIZE || stop % PAGE_SIZE) {
-      for (let a = va; a < stop; a += PAGE_SIZE) push(1, present, node, size, wpOf(a));
+      for (let a = va; a < stop; a += PAGE_SIZE) push(1, present, node, size, wpOf(a), shared);
       return;
     }
     // A run longer than the set of bits: go from one write-protected page to the next.
     let a = va;
     for (const pg of wpPagesIn(va, stop)) {
-      push(pg - a / PAGE_SIZE, present, node, size, false);
-      push(1, present, node, size, true);
+      push(pg - a / PAGE_SIZE, present, node, size, false, shared);
+      push(1, present, node, size, true, shared);
       a = (pg + 1) * PAGE_SIZE;
     }
-    push((stop - a) / PAGE_SIZE, present, node, size, false);
+    push((stop - a) / PAGE_SIZE, present, node, size, false, shared);
   };
   const pt = mm.pgtable;
   for (let va = start; va < end;) {
@@ -88,7 +107,7 @@ export function pagemap(k: Kernel, mm: MmStruct, start: number, len: number): Pa
     const pud = pt.puds.size ? pt.puds.get(PageTable.pudKey(va)) : undefined;
     if (pud) {
       const stop = Math.min(end, (PageTable.pudKey(va) + 1) * PUD_SIZE);
-      pushLeaf(va, stop, true, k.phys.nodeOfPfn(pud.pfn), '1G');
+      pushLeaf(va, stop, true, k.phys.nodeOfPfn(pud.pfn), '1G', m.entireMapcount(pud.pfn) > 1);
       va = stop;
       continue;
     }
@@ -96,14 +115,29 @@ export function pagemap(k: Kernel, mm: MmStruct, start: number, len: number): Pa
     const stop = Math.min(end, (key + 1) * PMD_SIZE);
     const e = pt.pmds.get(key);
     if (e === undefined) pushLeaf(va, stop, false, null, null);
-    else if (e instanceof HugeLeaf) pushLeaf(va, stop, true, e.isZero ? null : k.phys.nodeOfPfn(e.pfn), '2M');
-    else {
+    else if (e instanceof HugeLeaf) {
+      if (e.isZero) pushLeaf(va, stop, true, null, '2M');
+      else if (m.flags(e.pfn) & PG.hugetlb) pushLeaf(va, stop, true, k.phys.nodeOfPfn(e.pfn), '2M', m.entireMapcount(e.pfn) > 1);
+      else {
+        // A PMD-mapped THP: pagemap_pmd_range asks folio_precise_page_mapcount of the PMD's page (the head: its PTE
+        // mappings in other processes plus the entire mapcount) once, for all 512 entries.
+        pushLeaf(va, stop, true, k.phys.nodeOfPfn(e.pfn), '2M', m.entireMapcount(e.pfn) + m.mapcount(e.pfn) > 1);
+      }
+    } else {
       for (let a = va; a < stop; a += PAGE_SIZE) {
         const pte = e.ptes[Math.floor(a / PAGE_SIZE) & 511]!;
         if (pte === PTE_NONE) push(1, false, null, null, wpOf(a));
         else if (pte < PTE_ZERO) pushSwapped(wpOf(a));
         else if (pte === PTE_ZERO) push(1, true, null, '4K', wpOf(a));
-        else push(1, true, k.phys.nodeOfPfn(pfnOfPte(pte)), '4K', wpOf(a));
+        else {
+          // A page of a THP mapped by PTEs counts the folio's PMD mappings too (folio_precise_page_mapcount).
+          const pfn = pfnOfPte(pte);
+          const f = m.flags(pfn);
+          const n =
+            m.mapcount(pfn) +
+            (f & PG.tail && !(f & PG.hugetlb) ? m.entireMapcount(pfn - (pfn % HPAGE_PMD_NR)) : f & PG.head ? m.entireMapcount(pfn) : 0);
+          push(1, true, k.phys.nodeOfPfn(pfn), '4K', wpOf(a), n > 1);
+        }
       }
     }
     va = stop;
@@ -222,7 +256,7 @@ export function numaMaps(k: Kernel, mm: MmStruct, addr: number, taskPolicy: Memp
   for (const nid of [...counts.keys()].sort((a, b) => a - b)) nodes[String(nid)] = counts.get(nid)!;
   const any = counts.size > 0;
   return {
-    policy: policyString(vma.policy ?? taskPolicy),
+    policy: policyString(vmaPolicy(vma, vma.start) ?? taskPolicy),
     nodes,
     huge: vma.isHugetlb(),
     kernelpagesize_kB: any ? vma.hugePageSize() / 1024 : null,

@@ -445,7 +445,8 @@ export function doSwapPage(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: nu
   m.clearFlags(pfn, PG.readahead);
   const page = Math.floor(va / PAGE_SIZE);
   // The fault's access sets the accessed bit of the new PTE.
-  if (m.mapcount(pfn) === 0) m.initAnonPage(pfn, mm.id, page, m.flags(pfn) | PG.anon | PG.young);
+  const alone = m.mapcount(pfn) === 0;
+  if (alone) m.initAnonPage(pfn, mm.id, page, (m.flags(pfn) & ~PG.anonExclusive) | PG.anon | PG.young);
   else {
     m.addMapcount(pfn, 1);
     m.addFlags(pfn, PG.young);
@@ -457,6 +458,10 @@ export function doSwapPage(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: nu
   // swap_free_nr: the PTE's reference to the slot goes (the cache's stays).
   const s = st.slot(entry);
   s.t.count[s.i]!--;
+  // RMAP_EXCLUSIVE: no other process maps the page or holds its swap entry (one a fork shared) - the exclusive
+  // marker of Linux's swap PTE, which memtwin's swap PTEs do not carry, read off the counts instead.
+  if (alone && s.t.count[s.i] === 0) m.addFlags(pfn, PG.anonExclusive);
+  else m.clearFlags(pfn, PG.anonExclusive);
   if (write || st.vmSwapFull() || (k.memcg.active && memcgSwapFull(k, pfn))) folioFreeSwap(k, pfn);
   return true;
 }

@@ -122,6 +122,19 @@ export const OPEN = {
   O_CLOEXEC: 0o2000000,
 } as const;
 
+/** memfd_create(2) flags (linux/memfd.h); a huge page size is encoded as in MAP_HUGE_*. */
+export const MFD = {
+  MFD_CLOEXEC: 0x0001,
+  MFD_ALLOW_SEALING: 0x0002,
+  MFD_HUGETLB: 0x0004,
+  MFD_NOEXEC_SEAL: 0x0008,
+  MFD_EXEC: 0x0010,
+  MFD_HUGE_2MB: 21 << 26,
+  MFD_HUGE_1GB: 30 << 26,
+} as const;
+export const MFD_HUGE_SHIFT = 26;
+export const MFD_HUGE_MASK = 0x3f;
+
 /** errno values (asm-generic/errno-base.h, errno.h). */
 export const ERRNO = {
   EPERM: 1,

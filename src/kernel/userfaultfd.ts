@@ -818,8 +818,8 @@ function movePages(k: Kernel, ctx: UserfaultfdCtx, dst: number, src: number, len
         splitAnonFolio(k, mm, pfn - (pfn % HPAGE_PMD_NR), s - (s % PMD_SIZE), nid);
         continue;
       }
-      if (k.mem.mapcount(pfn) > 1) {
-        err = neg('EBUSY'); // not PageAnonExclusive
+      if (!(k.mem.flags(pfn) & PG.anonExclusive)) {
+        err = neg('EBUSY'); // shared with a forked process: move_pages_pte needs PageAnonExclusive
         break;
       }
       k.mem.setIndex(pfn, d / PAGE_SIZE);

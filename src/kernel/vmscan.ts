@@ -26,6 +26,7 @@ import { PG } from './page.ts';
 import {
   LRU_ACTIVE_ANON,
   LRU_INACTIVE_ANON,
+  LRU_INACTIVE_FILE,
   folioIsolateLru,
   folioNrPages,
   folioPutbackLru,
@@ -55,29 +56,30 @@ import { outOfMemory } from './oom_kill.ts';
 export type ShrinkResult = 'freed' | 'swapcache' | 'kept';
 
 /**
- * try_to_unmap of an order-0 anonymous folio mapped once, by the PTE at
- * its rmap address (owner mm, index): the PTE gets `swapPte` (PTE_NONE to
- * discard), RSS and the mapcount drop. False if the PTE does not map it.
+ * try_to_unmap of an order-0 anonymous folio: every PTE mapping it (the
+ * rmap walk finds them in each process a fork shared it with) gets
+ * `swapPte` (PTE_NONE to discard), each one more reference to the swap
+ * entry; RSS and the mapcount drop. False if some mapping was not found
+ * (the folio stays mapped there).
  */
 function tryToUnmap(k: Kernel, pfn: number, swapPte: number): boolean {
   const m = k.mem;
-  const mm = k.mmById(m.owner(pfn));
-  if (!mm) return false;
-  const va = m.index(pfn) * PAGE_SIZE;
-  const t = mm.pgtable.pmds.get(PageTable.pmdKey(va));
-  if (!(t instanceof PteTable)) return false;
-  const i = Math.floor(va / PAGE_SIZE) & 511;
-  const pte = t.ptes[i]!;
-  if (pte <= 0 || pfnOfPte(pte) !== pfn) return false;
-  t.ptes[i] = swapPte;
-  if (swapPte === PTE_NONE) t.used--;
-  else {
-    mm.swapents++;
-    k.swap.dup(k.swap.entryOf.get(pfn)!);
-  }
-  mm.rssAnon--;
-  m.addMapcount(pfn, -1);
-  return true;
+  rmapWalk(k, pfn, (mm, _vma, va) => {
+    const t = mm.pgtable.pmds.get(PageTable.pmdKey(va));
+    if (!(t instanceof PteTable)) return;
+    const i = Math.floor(va / PAGE_SIZE) & 511;
+    const pte = t.ptes[i]!;
+    if (pte <= 0 || pfnOfPte(pte) !== pfn) return;
+    t.ptes[i] = swapPte;
+    if (swapPte === PTE_NONE) t.used--;
+    else {
+      mm.swapents++;
+      k.swap.dup(k.swap.entryOf.get(pfn)!);
+    }
+    mm.rssAnon--;
+    m.addMapcount(pfn, -1);
+  });
+  return m.mapcount(pfn) === 0;
 }
 
 /**
@@ -93,8 +95,8 @@ export function shrinkFolio(k: Kernel, pfn: number): ShrinkResult {
     k.freeUserPages(pfn, 0);
     return 'freed';
   }
-  if (!(f & PG.anon) || f & (PG.head | PG.tail) || m.mapcount(pfn) !== 1) return 'kept';
-  if (f & PG.lazyfree && !(f & PG.swapcache)) {
+  if (!(f & PG.anon) || f & (PG.head | PG.tail) || m.mapcount(pfn) < 1) return 'kept';
+  if (f & PG.lazyfree && !(f & PG.swapcache) && m.mapcount(pfn) === 1) {
     // A clean lazyfree folio: try_to_unmap discards it (the PTE is cleared).
     if (!tryToUnmap(k, pfn, PTE_NONE)) return 'kept';
     k.vmstat.count('pglazyfreed');
@@ -281,6 +283,50 @@ function shrinkInactiveList(k: Kernel, lv: Lruvec, nrToScan: number, sc: ScanCon
 }
 
 /**
+ * shrink_inactive_list for the inactive file list: a folio referenced since
+ * reclaim last looked goes back (activated when mapped and referenced), a
+ * dirty one stays (there is no writeback), a clean one is unmapped from
+ * every process (try_to_unmap through the file's mappings), taken out of
+ * the page cache (__remove_mapping) and freed: a later fault reads it from
+ * the disk again.
+ */
+function shrinkInactiveFileList(k: Kernel, lv: Lruvec, nrToScan: number, sc: ScanControl): number {
+  const m = k.mem;
+  const { folios, scanned } = isolateLruFolios(k, lv, LRU_INACTIVE_FILE, nrToScan);
+  sc.nrScanned += scanned;
+  k.vmstat.count(sc.kswapd ? 'pgscan_kswapd' : 'pgscan_direct', scanned);
+  k.vmstat.count('pgscan_file', scanned);
+  let reclaimed = 0;
+  for (const pfn of folios) {
+    const refs = m.mapcount(pfn) > 0 ? folioCheckReferences(k, pfn) : 'reclaim';
+    if (refs !== 'reclaim' || m.flags(pfn) & PG.dirty) {
+      putback(k, pfn, refs === 'activate');
+      continue;
+    }
+    rmapWalk(k, pfn, (mm, _vma, va) => {
+      const t = mm.pgtable.pmds.get(PageTable.pmdKey(va));
+      if (!(t instanceof PteTable)) return;
+      const i = Math.floor(va / PAGE_SIZE) & 511;
+      if (t.ptes[i]! <= 0 || pfnOfPte(t.ptes[i]!) !== pfn) return;
+      t.ptes[i] = PTE_NONE;
+      t.used--;
+      mm.rssFile--;
+      m.addMapcount(pfn, -1);
+    });
+    if (m.mapcount(pfn) > 0) {
+      putback(k, pfn, true);
+      continue;
+    }
+    k.files.get(m.owner(pfn))?.pages.delete(m.index(pfn));
+    k.freeUserPages(pfn, 0);
+    reclaimed++;
+  }
+  k.vmstat.count(sc.kswapd ? 'pgsteal_kswapd' : 'pgsteal_direct', reclaimed);
+  k.vmstat.count('pgsteal_file', reclaimed);
+  return reclaimed;
+}
+
+/**
  * shrink_active_list for the active anon list: isolated from the tail,
  * accessed bits cleared, and every anonymous folio deactivated (only
  * executable file folios keep a second trip on the active list).
@@ -314,6 +360,12 @@ function inactiveIsLow(lv: Lruvec): boolean {
  * enough is reclaimed; the active list is aged when the inactive one is low.
  */
 function shrinkLruvec(k: Kernel, lv: Lruvec, sc: ScanControl, protection = 0, cgroupSize = 0): void {
+  // Clean file pages first: they need no swap (get_scan_count's balance between the two is not modelled; only
+  // files an op-script opened are on the file lists).
+  const nrFile = Math.floor(lv.size(LRU_INACTIVE_FILE) / 2 ** sc.priority);
+  for (let n = nrFile; n > 0 && sc.nrReclaimed < sc.nrToReclaim; n -= SWAP_CLUSTER_MAX)
+    sc.nrReclaimed += shrinkInactiveFileList(k, lv, Math.min(n, SWAP_CLUSTER_MAX), sc);
+  if (sc.nrReclaimed >= sc.nrToReclaim) return;
   if (k.swap.nrSwapPages <= 0) return; // can_reclaim_anon_pages
   if (lv.memcg && memcgSwapMargin(lv.memcg as MemCgroup) < 1) return; // ... and its group may swap
   let nrInactive = Math.floor(protectedSize(lv.size(LRU_INACTIVE_ANON), protection, cgroupSize) / 2 ** sc.priority);

@@ -17,6 +17,8 @@ export interface ResolvedOp extends Op {
   joinThr?: number;
   /** For userfaultfd ops: the index of the userfaultfd (in creation order over the script). */
   fd?: number;
+  /** memfd handle index (memfd: the new one; mmap with fd: the one mapped). */
+  mfd?: number;
   /** For cgroup ops: the index of the memory cgroup (in creation order over the script). */
   cg?: number;
 }

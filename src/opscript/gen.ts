@@ -12,7 +12,9 @@
  * khugepaged does not run within a script's few milliseconds of virtual time).
  * MADV_COLLAPSE, synchronous, is among the advice, on its own and through
  * process_madvise. A userfaultfd with UFFD_FEATURE_SIGBUS registers, copies
- * into and unregisters random ranges of the arena.
+ * into and unregisters random ranges of the arena. Half the scripts fork at
+ * a random point, and later ops then run in the parent or in the child
+ * (copy-on-write of the arena).
  */
 import fc from 'fast-check';
 import { MPOL_MODE_NAMES } from '../kernel/uapi.ts';
@@ -217,6 +219,21 @@ const opArb: fc.Arbitrary<OpJson> = fc.oneof(
 
 const THP = '/sys/kernel/mm/transparent_hugepage';
 
+/** Ops a forked child may run on its copy of the arena: no userfaultfd handle (the parent's), no target. */
+const CHILD_OPS = new Set(['touch', 'peek', 'pagemap', 'smaps', 'numa_maps', 'madvise', 'munmap', 'mprotect', 'mmap', 'mbind']);
+
+/**
+ * Half the scripts fork at a random point (`fork` c): after it, ops of the
+ * kinds a child can run go to the child about half the time, so both sides
+ * write, read, advise and unmap pages they share copy-on-write.
+ */
+function withFork(ops: OpJson[], forkAt: number | null, toChild: boolean[]): OpJson[] {
+  if (forkAt === null) return ops;
+  const at = Math.min(forkAt, ops.length);
+  const after = ops.slice(at).map((o, j) => (toChild[j % toChild.length] && CHILD_OPS.has(o.op as string) ? { ...o, in: 'c' } : o));
+  return [...ops.slice(0, at), { op: 'fork', name: 'c' }, ...after];
+}
+
 /** A whole random script, as JSON Lines text. */
 export const scriptArb: fc.Arbitrary<string> = fc
   .tuple(
@@ -224,9 +241,11 @@ export const scriptArb: fc.Arbitrary<string> = fc
     fc.integer({ min: 0, max: 6 }),
     fc.constantFrom('always', 'defer', 'madvise', 'never'),
     fc.array(opArb, { minLength: 1, maxLength: 25 }),
+    fc.option(fc.nat(24), { freq: 2 }),
+    fc.array(fc.boolean(), { minLength: 1, maxLength: 8 }),
   )
   .map(
-    ([enabled, pool, defrag, ops]) =>
+    ([enabled, pool, defrag, ops, forkAt, toChild]) =>
       [
         { op: 'hugetlb_pool', size: '2M', nr: pool },
         { op: 'sysfs', path: `${THP}/enabled`, value: enabled },
@@ -236,7 +255,7 @@ export const scriptArb: fc.Arbitrary<string> = fc
         { op: 'mmap', len: '16M', prot: RW, flags: ['MAP_PRIVATE', 'MAP_ANONYMOUS'], align: '4M', name: 'r' },
         { op: 'userfaultfd', flags: ['O_CLOEXEC', 'O_NONBLOCK'], name: 'u' },
         { op: 'uffdio_api', fd: '$u', features: ['UFFD_FEATURE_SIGBUS'] },
-        ...ops,
+        ...withFork(ops, forkAt, toChild),
       ]
         .map((o) => JSON.stringify(o))
         .join('\n') + '\n',

@@ -106,6 +106,7 @@ export function encodeOp(op: ResolvedOp): string {
       if (a.node !== undefined) add('node', a.node);
       break;
     case 'spawn':
+    case 'fork':
       add('name', enc(a.name));
       break;
     case 'thread':
@@ -125,6 +126,21 @@ export function encodeOp(op: ResolvedOp): string {
       add('flags', a.flags);
       add('addr', a.addr !== undefined ? R(a.addr) : 0);
       add('align', a.align ?? 0);
+      if (op.mfd !== undefined) {
+        add('mfd', op.mfd);
+        add('offset', a.offset ?? 0);
+      }
+      break;
+    case 'open':
+      add('mfd', op.mfd!);
+      add('kind', a.kind === 'disk' ? 1 : 0);
+      add('size', a.size);
+      break;
+    case 'memfd':
+      add('mfd', op.mfd!);
+      add('name', enc(a.name));
+      add('size', a.size);
+      add('flags', a.flags ?? 0);
       break;
     case 'munmap':
     case 'pagemap':

@@ -85,6 +85,7 @@ type Kind =
   | 'swapsize'
   | 'limit'
   | 'cgname'
+  | 'fskind'
   | `flags:${FlagSet}`;
 
 interface OpSpec {
@@ -103,6 +104,10 @@ export const OPS: Record<string, OpSpec> = {
   read: { req: { path: 'path' }, doc: 'read a sysfs/procfs file as text (memtwin extension; not compared)' },
   hugetlb_pool: { req: { size: 'hpsize', nr: 'nr' }, opt: { node: 'node' }, doc: 'set nr_hugepages of a size, globally or on a node' },
   spawn: { req: { name: 'name' }, doc: 'start a new process' },
+  fork: {
+    req: { name: 'name' },
+    doc: 'fork() of the main process: a child with a copy-on-write copy of its address space (later ops run in it with "in": name)',
+  },
   thread: { req: { name: 'name' }, opt: { cpu: 'cpu' }, doc: 'start a thread, pinned to cpu' },
   setuid: {
     req: { uid: 'id' },
@@ -112,8 +117,17 @@ export const OPS: Record<string, OpSpec> = {
   set_dumpable: { req: { value: 'int' }, doc: "prctl(PR_SET_DUMPABLE, value) in the op's process" },
   mmap: {
     req: { len: 'size', prot: 'flags:prot', flags: 'flags:mmap' },
-    opt: { addr: 'addr', align: 'align', name: 'name' },
-    doc: 'map anonymous memory; ret is "$name"',
+    opt: { addr: 'addr', align: 'align', name: 'name', fd: 'name', offset: 'size' },
+    doc: 'map anonymous memory, or (fd: a memfd handle, without MAP_ANONYMOUS) a memfd from offset; ret is "$name"',
+  },
+  open: {
+    req: { name: 'name', kind: 'fskind', size: 'size' },
+    doc: 'create and open a file of size bytes on tmpfs (sparse) or on the disk (zeros written, not cached), removed at the end; ret is "$name", mapped with mmap fd',
+  },
+  memfd: {
+    req: { name: 'name', size: 'size' },
+    opt: { flags: 'flags:memfd' },
+    doc: 'memfd_create(name, flags) and ftruncate to size in the op\'s process (a forked child inherits it); ret is "$name"',
   },
   munmap: {
     req: { addr: 'addr', len: 'size' },
@@ -292,6 +306,9 @@ function parseField(field: string, kind: Kind, v: unknown): unknown {
     case 'limit':
       // a cgroup limit: bytes (the kernel rounds down to pages) or "max", as memory.max reads it
       return v === 'max' ? 'max' : size(field, v);
+    case 'fskind':
+      if (v !== 'tmpfs' && v !== 'disk') throw new BadValue(`${field}: expected "tmpfs" or "disk", got ${quote(v)}`);
+      return v;
     case 'cgname':
       if (typeof v !== 'string' || !/^[A-Za-z0-9_-]+$/.test(v) || v.length > CGROUP_NAME_MAX)
         throw new BadValue(

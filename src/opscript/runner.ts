@@ -53,11 +53,16 @@ export const BACKEND_FIELDS = ['addr', 'pid', 'ns'] as const;
 
 export class ScriptRunner {
   private readonly handles = new Map<string, Handle>();
+  /** A forked process -> its parent and the last handle made before the fork (the child maps those too). */
+  private readonly forkedFrom = new Map<number, { proc: number; seq: number; i: number }>();
   private readonly failedHandles = new Set<string>();
   private readonly procs = new Map<string, number>([['self', 0]]);
   /** userfaultfd handles: name -> creation index and owning process. */
   private readonly fds = new Map<string, { index: number; proc: number }>();
   private fdSeq = 0;
+  /** memfd handles: name -> creation index, the process that made it and its op index (children forked later have it). */
+  private readonly memfds = new Map<string, { index: number; proc: number; i: number }>();
+  private mfdSeq = 0;
   /**
    * Memory cgroups by name: the creation index the backends know them by
    * (assigned, like userfaultfds', only to groups that were made), or why
@@ -181,7 +186,16 @@ export class ScriptRunner {
     if (a.iovec) {
       a.iovec = (a.iovec as [Addr, number][]).map(([x, l], j) => [this.addr(op, `iovec[${j}]`, x), l]);
     }
-    if (op.op === 'userfaultfd') {
+    if (op.op === 'memfd' || op.op === 'open') {
+      if (this.memfds.has(a.name as string)) throw new BadOp(op.i, op.op, `name: handle ${handleName(a.name)} already exists`);
+      r.mfd = this.mfdSeq;
+    } else if (op.op === 'mmap' && a.fd !== undefined) {
+      const name = (a.fd as string).replace(/^\$/, '');
+      const mfd = this.memfds.get(name);
+      if (!mfd) throw new BadOp(op.i, op.op, `fd: unknown file handle ${handleName(name)} (make it with memfd or open)`);
+      if (!this.inheritedBy(mfd.proc, mfd.i, proc)) throw new BadOp(op.i, op.op, `fd: ${handleName(name)} belongs to another process`);
+      r.mfd = mfd.index;
+    } else if (op.op === 'userfaultfd') {
       if (this.fds.has(a.name as string)) throw new BadOp(op.i, op.op, `name: handle ${handleName(a.name)} already exists`);
       r.fd = this.fdSeq;
     } else if (a.fd !== undefined) {
@@ -198,7 +212,9 @@ export class ScriptRunner {
     }
     if (op.op === 'setuid' && proc === 0)
       throw new BadOp(op.i, op.op, 'in: setuid only in a spawned process (the main process writes knobs and spawns processes as root)');
-    if (op.op === 'spawn' && this.procs.has(a.name as string))
+    if (op.op === 'fork' && proc !== 0)
+      throw new BadOp(op.i, op.op, 'in: fork only in the main process (a spawned process has no channel for a child of its own)');
+    if ((op.op === 'spawn' || op.op === 'fork') && this.procs.has(a.name as string))
       throw new BadOp(op.i, op.op, `name: process ${quote(a.name)} already exists`);
     if (op.op === 'thread' && this.threads[proc]!.has(a.name as string))
       throw new BadOp(op.i, op.op, `name: thread ${quote(a.name)} already exists`);
@@ -245,11 +261,16 @@ export class ScriptRunner {
         raw.ret = `$${name}`;
       }
     }
+    if ((op.op === 'memfd' || op.op === 'open') && raw.ret !== -1 && raw.unsupported === undefined) {
+      this.memfds.set(op.a.name as string, { index: this.mfdSeq++, proc: op.proc, i: op.i });
+      raw.ret = `$${op.a.name}`;
+    }
     if (op.op === 'userfaultfd' && raw.ret !== -1 && raw.unsupported === undefined) {
       this.fds.set(op.a.name as string, { index: this.fdSeq++, proc: op.proc });
       raw.ret = `$${op.a.name}`;
     }
-    if (op.op === 'spawn' && raw.ret === 0) {
+    if (op.op === 'fork' && raw.ret === 0) this.forkedFrom.set(this.procs.size, { proc: op.proc, seq: this.seq, i: op.i });
+    if ((op.op === 'spawn' || op.op === 'fork') && raw.ret === 0) {
       this.procs.set(op.a.name as string, this.procs.size);
       this.threads.push(new Map());
     }
@@ -301,11 +322,33 @@ export class ScriptRunner {
     return out;
   }
 
+  /** Whether process proc maps handle h: it made it, or forked from a process that had it. */
+  private handleIn(h: Handle, proc: number): boolean {
+    for (let p: number | undefined = proc, seq = Infinity; p !== undefined;) {
+      if (h.proc === p) return h.seq <= seq;
+      const f = this.forkedFrom.get(p);
+      p = f?.proc;
+      seq = Math.min(seq, f?.seq ?? seq);
+    }
+    return false;
+  }
+
+  /** Whether process proc has the fd that process `owner` made at op i: it made it, or forked from it later. */
+  private inheritedBy(owner: number, i: number, proc: number): boolean {
+    for (let p: number | undefined = proc, at = Infinity; p !== undefined;) {
+      if (p === owner) return i < at;
+      const f = this.forkedFrom.get(p);
+      p = f?.proc;
+      at = Math.min(at, f?.i ?? at);
+    }
+    return false;
+  }
+
   /** "$a+0x201000" relative to the latest handle of the process containing x. */
   render(proc: number, x: number): string {
     let best: Handle | undefined;
     for (const h of this.handles.values())
-      if (h.proc === proc && x >= h.base && x < h.base + h.len && (!best || h.seq > best.seq)) best = h;
+      if (this.handleIn(h, proc) && x >= h.base && x < h.base + h.len && (!best || h.seq > best.seq)) best = h;
     if (!best) return `0x${x.toString(16)}`;
     const off = x - best.base;
     return off ? `$${best.name}+0x${off.toString(16)}` : `$${best.name}`;

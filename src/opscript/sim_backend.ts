@@ -23,6 +23,10 @@ import { setCpusetMems, sysGetMempolicy, sysMbind, sysMigratePages, sysSetMempol
 import { sysMovePages } from '../kernel/migrate.ts';
 import { followPage } from '../kernel/memory.ts';
 import { sysSwapon } from '../kernel/swapfile.ts';
+import { sysFork } from '../kernel/fork.ts';
+import { sysFtruncate, sysMemfdCreate } from '../kernel/shmem.ts';
+import { sysOpen } from '../kernel/filemap.ts';
+import type { MappedFile } from '../kernel/mm_types.ts';
 import { sysSetDumpable, sysSetresgid, sysSetresuid } from '../kernel/cred.ts';
 import {
   bitNames,
@@ -69,6 +73,8 @@ export class SimBackend implements Backend {
   private readonly deferred = new Map<Thread, ResolvedOp[]>();
   /** Swap files made by `swap` ops. */
   private swapFiles = 0;
+  /** memfds (runner's index) -> their files. */
+  private readonly memfds = new Map<number, MappedFile>();
   /** userfaultfd handles (runner's index) -> context ids. */
   private readonly uffds = new Map<number, number>();
   /** Memory cgroups by the runner's index. */
@@ -137,6 +143,26 @@ export class SimBackend implements Backend {
         const np = k.createProcess(a.name, p.mainThread.cpu);
         this.procs.push(np);
         return { ret: 0, pid: np.pid };
+      }
+      case 'open': {
+        const f = sysOpen(k, p, `${a.kind}/${op.mfd}`, a.size);
+        if (typeof f === 'number') return sys(f);
+        this.memfds.set(op.mfd!, f);
+        return { ret: 0 };
+      }
+      case 'memfd': {
+        const f = sysMemfdCreate(k, p, a.name, a.flags ?? 0);
+        if (typeof f === 'number') return sys(f);
+        const r = sysFtruncate(k, f, a.size);
+        if (r < 0) return sys(r);
+        this.memfds.set(op.mfd!, f);
+        return { ret: 0 };
+      }
+      case 'fork': {
+        const child = sysFork(k, this.thread(op), a.name);
+        if (typeof child === 'number') return sys(child);
+        this.procs.push(child);
+        return { ret: 0, pid: child.pid };
       }
       case 'thread': {
         const t = k.createThread(p, a.cpu ?? p.mainThread.cpu);
@@ -415,12 +441,13 @@ export class SimBackend implements Backend {
   private mmap(op: ResolvedOp, p: Process): RawResult {
     const k = this.k;
     const a = op.a;
+    const fd = op.mfd !== undefined ? { file: this.memfds.get(op.mfd)!, offset: a.offset ?? 0 } : undefined;
     if (!a.align) {
-      const r = k.mmap(p, a.addr ?? 0, a.len, a.prot, a.flags);
+      const r = k.mmap(p, a.addr ?? 0, a.len, a.prot, a.flags, fd);
       return r < 0 ? sys(r) : { ret: 0, addr: r };
     }
     // Over-map by `align`, keep the first aligned `len` bytes, unmap the rest (as the native executor does).
-    const r = k.mmap(p, 0, a.len + a.align, a.prot, a.flags & ~(MAP.MAP_FIXED | MAP.MAP_FIXED_NOREPLACE));
+    const r = k.mmap(p, 0, a.len + a.align, a.prot, a.flags & ~(MAP.MAP_FIXED | MAP.MAP_FIXED_NOREPLACE), fd);
     if (r < 0) return sys(r);
     const start = Math.ceil(r / a.align) * a.align;
     if (start > r) k.munmap(p, r, start - r);

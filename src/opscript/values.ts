@@ -17,6 +17,7 @@ import {
   UFFD_USER_MODE_ONLY,
   UFFDIO_MODE,
   UFFDIO_REGISTER_MODE,
+  MFD,
 } from '../kernel/uapi.ts';
 import { formatSize, parseSize, quote } from '../util/input_error.ts';
 
@@ -106,6 +107,7 @@ export const FLAG_SETS = {
   uffd_features: { ...UFFD_FEATURE, ...UFFD_FEATURE_PROPOSED },
   uffd_register: UFFDIO_REGISTER_MODE,
   uffd_mode: UFFDIO_MODE,
+  memfd: MFD,
   /** process_madvise(2) defines no flag yet: the kernel answers EINVAL to any bit. */
   none: {},
 } as const;

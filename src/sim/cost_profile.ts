@@ -64,6 +64,12 @@ export const REQUIRED_COSTS = [
   'khugepaged_scan_per_pte',
   'uffdio_copy_4k',
   'uffdio_copy_2m_hugetlb',
+  'fork_mm',
+  'fork_copy_pte',
+  'fault_cow_4k',
+  'fault_wp_reuse_4k',
+  'fault_file_4k_read',
+  'filemap_read_4k',
 ] as const;
 export type CostName = (typeof REQUIRED_COSTS)[number];
 

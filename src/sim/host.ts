@@ -4,7 +4,8 @@
  */
 import { z } from 'zod';
 import { fromRoot } from '../util/paths.ts';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { loadYaml, quote, withForm } from '../util/yaml_input.ts';
 import { InputError, parseRate, parseSize } from '../util/input_error.ts';
 
@@ -89,6 +90,19 @@ export const hostSchema = z
         "row i, column j: bandwidth for CPUs of node i to memory of node j, 1e6 to 1e13 bytes per second (e.g. 30GB/s; 0 on the diagonal); default: the profile's membw_interconnect_share of node j's bandwidth",
       ),
     hugepage_sizes: z.array(z.enum(['2M', '1G'])).optional(),
+    disk: z
+      .strictObject({
+        read_ahead_kb: z
+          .number()
+          .int()
+          .min(0)
+          .max(1 << 20)
+          .describe(
+            "the disk's /sys/block/<dev>/queue/read_ahead_kb, 0 to 1048576 (default 128): the mmap read-around window of files on it",
+          ),
+      })
+      .optional()
+      .describe('the disk holding the files op-scripts open (`open` with kind disk)'),
   })
   .superRefine((h, ctx) => {
     // zod runs refinements after issues that do not abort (a bad CPU list): check only what parsed.
@@ -151,6 +165,8 @@ export interface Host {
   /** bytes/s for CPUs of node i to memory of node j; unset: the cost profile's default (src/sim/membw.ts). */
   interconnect?: number[][];
   hugepageSizes: number[];
+  /** read_ahead_kb of the disk files are opened on (filemap.ts); Linux's default, 128, when absent. */
+  diskReadAheadKb?: number;
   /** CPU id -> node id */
   cpuNode: Map<number, number>;
 }
@@ -180,6 +196,7 @@ export function hostFromFile(h: HostFile): Host {
     distances,
     ...(h.interconnect ? { interconnect: h.interconnect.map((r) => [...r]) } : {}),
     hugepageSizes: (h.hugepage_sizes ?? ['2M', '1G']).map((s) => (s === '2M' ? 2 << 20 : 1 << 30)),
+    ...(h.disk ? { diskReadAheadKb: h.disk.read_ahead_kb } : {}),
     cpuNode,
   };
 }
@@ -218,7 +235,27 @@ export function detectHost(): Host {
     .sort((a, b) => a - b);
   const cpuNode = new Map<number, number>();
   for (const n of nodes) for (const c of n.cpus) cpuNode.set(c, n.id);
-  return { name: 'auto', nodes, distances, hugepageSizes: sizes, cpuNode };
+  const ra = diskReadAheadKb('/var/tmp');
+  return { name: 'auto', nodes, distances, hugepageSizes: sizes, ...(ra === undefined ? {} : { diskReadAheadKb: ra }), cpuNode };
+}
+
+/**
+ * read_ahead_kb of the block device holding `dir` (where the executor makes
+ * an op-script's disk files): /sys/dev/block/MAJ:MIN, or its parent disk for
+ * a partition. undefined if it cannot be read (not a block device).
+ */
+export function diskReadAheadKb(dir: string): number | undefined {
+  try {
+    const dev = statSync(dir).dev;
+    const major = Math.floor(dev / 256) & 0xfff;
+    const minor = (dev & 0xff) | ((Math.floor(dev / 1048576) & 0xfff) << 8);
+    let sys = realpathSync(`/sys/dev/block/${major}:${minor}`);
+    if (existsSync(`${sys}/partition`)) sys = dirname(sys);
+    const kb = Number(readFileSync(`${sys}/queue/read_ahead_kb`, 'utf8').trim());
+    return Number.isInteger(kb) ? kb : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export const HOSTS_DIR = fromRoot('hosts') + '/';
