@@ -33,6 +33,7 @@ import { SwapState } from './swapfile.ts';
 import { swapCacheDelFolio } from './swap_state.ts';
 import { Lruvec, lruDel, lruDelPage } from './swap.ts';
 import { Kswapd, allocSlowpath } from './vmscan.ts';
+import { Psi } from './psi.ts';
 import { Scheduler } from './sched/core.ts';
 
 /** Where mmap's top-down search starts (mm->mmap_base without ASLR). */
@@ -122,6 +123,10 @@ export class Kernel {
   swappiness = 60;
   /** The per-node kswapd threads (vmscan.ts). */
   readonly kswapd: Kswapd;
+  /** Pressure stall information (psi.ts): memory stalls of the tasks, /proc/pressure/memory. */
+  readonly psi: Psi;
+  /** The task whose fault the kernel is handling (current), for PSI; null in a kernel thread or tool's task. */
+  current: Thread | null = null;
 
   constructor(opts: KernelOptions) {
     this.host = opts.host;
@@ -144,6 +149,7 @@ export class Kernel {
     initPerZoneWmarkMin(this.phys);
     if (this.thp.enabled !== 'never') setRecommendedMinFreeKbytes(this.phys); // khugepaged starts at boot
     this.kswapd = new Kswapd(this);
+    this.psi = new Psi(this);
     this.phys.wakeKswapd = (nid) => this.kswapd.wake(nid);
     this.sysfs = new Sysfs(this);
     for (const [cpu, nid] of opts.host.cpuNode) this.cpuNodes[cpu] = nid;
@@ -310,12 +316,15 @@ export class Kernel {
    */
   runAsTask<T>(time: { ns: number }, f: () => T, on?: CpuWork): T {
     const saved = this.taskTime;
+    const savedCurrent = this.current;
     const before = time.ns;
     this.taskTime = time;
+    this.current = null;
     try {
       return f();
     } finally {
       this.taskTime = saved;
+      this.current = savedCurrent;
       if (on) this.spend(on, time.ns - before);
     }
   }

@@ -38,7 +38,7 @@ import { WMARK_HIGH, type AllocRequest } from './page_alloc.ts';
 import type { EventHandle } from '../sim/event_queue.ts';
 import { PageTable, PteTable, PTE_NONE, pfnOfPte, pteOfSwpEntry } from './mm_types.ts';
 import { HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
-import { swapCacheAddFolio, swapCacheDelFolio, swapWriteout } from './swap_state.ts';
+import { SHADOW_WORKINGSET, swapCacheAddFolio, swapCacheDelFolio, swapWriteout } from './swap_state.ts';
 
 /** What shrinkFolio did with a folio. */
 export type ShrinkResult = 'freed' | 'swapcache' | 'kept';
@@ -107,8 +107,9 @@ export function shrinkFolio(k: Kernel, pfn: number): ShrinkResult {
       return 'swapcache';
     }
   }
-  // Clean and unmapped: __remove_mapping takes it out of the swap cache (keeping the slot) and frees it.
-  swapCacheDelFolio(k, pfn, 0);
+  // Clean and unmapped: __remove_mapping takes it out of the swap cache (keeping the slot, with a shadow that
+  // remembers a workingset folio: workingset_eviction) and frees it.
+  swapCacheDelFolio(k, pfn, m.flags(pfn) & PG.workingset ? SHADOW_WORKINGSET : 0);
   k.freeUserPages(pfn, 0);
   return 'freed';
 }
@@ -338,7 +339,8 @@ export function tryToFreePages(k: Kernel, req: AllocRequest): number {
 export function allocSlowpath(k: Kernel, req: AllocRequest): number {
   let noProgress = 0;
   while (noProgress < MAX_RECLAIM_RETRIES) {
-    const reclaimed = tryToFreePages(k, req);
+    // __alloc_pages_direct_reclaim: the reclaim is a memory stall of the allocating task (psi.ts).
+    const reclaimed = k.psi.memstall(() => tryToFreePages(k, req));
     const pfn = k.phys.getPageFromFreelist(req);
     if (pfn >= 0) return pfn;
     if (reclaimed) noProgress = 0;

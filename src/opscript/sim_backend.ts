@@ -13,6 +13,7 @@ import {
   renderVmstat,
   renderBuddyinfo,
   renderSwaps,
+  renderPressureMemory,
   renderMaps,
   renderSmaps,
   renderNumaMaps,
@@ -373,6 +374,8 @@ export class SimBackend implements Backend {
         return renderBuddyinfo(k);
       case '/proc/swaps':
         return renderSwaps(k);
+      case '/proc/pressure/memory':
+        return renderPressureMemory(k);
     }
     return undefined;
   }
