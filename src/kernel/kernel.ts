@@ -34,7 +34,7 @@ import { swapCacheDelFolio } from './swap_state.ts';
 import { Lruvec, lruDel, lruDelPage } from './swap.ts';
 import { Kswapd, allocSlowpath } from './vmscan.ts';
 import { Psi } from './psi.ts';
-import { Scheduler } from './sched/core.ts';
+import { Scheduler, type SchedTask } from './sched/core.ts';
 
 /** Where mmap's top-down search starts (mm->mmap_base without ASLR). */
 export const MMAP_BASE = 0x7f0000000000;
@@ -335,9 +335,10 @@ export class Kernel {
    * clock instead). `onDone` is called when the CPU has done it (at once
    * without a scheduler).
    */
-  spend(on: CpuWork, ns: number): void {
-    if (this.sched && ns > 0) this.sched.work(on.name, ns, { allowed: on.cpus, nice: on.nice, onDone: on.onDone });
-    else on.onDone?.(this.clock.now() + Math.round(Math.max(0, ns)));
+  spend(on: CpuWork, ns: number): SchedTask | null {
+    if (this.sched && ns > 0) return this.sched.work(on.name, ns, { allowed: on.cpus, nice: on.nice, onDone: on.onDone });
+    on.onDone?.(this.clock.now() + Math.round(Math.max(0, ns)));
+    return null;
   }
 
   /** Charge simulated time for work done by the calling thread. */

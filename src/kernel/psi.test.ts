@@ -150,6 +150,29 @@ describe('PSI accounting (psi.ts)', () => {
     expect(vm.total).toEqual([8_000_000, 4_000_000]);
   });
 
+  it("a kernel thread's stall (kswapd) counts for the system only, on the CPU its work was queued on; nothing without a scheduler", () => {
+    const clock = new VirtualClock();
+    const kswapd = { cpu: 1 } as SchedTask;
+    const vcpu = { cpu: 1 } as SchedTask;
+    const sched = fakeSched([
+      { busyNs: 0, tasks: [] },
+      { busyNs: 8_000_000, tasks: [kswapd, vcpu] },
+    ]);
+    const host: PsiHost = { clock, events: new EventQueue(clock), sched, taskTime: null, current: null };
+    const psi = new Psi(host);
+    const vm = psi.addGroup('vm', { thread: () => true, task: (t) => t === vcpu });
+    psi.kthreadStall(kswapd, 8_000_000);
+    psi.update(psi.system);
+    psi.update(vm);
+    // A vCPU is queued beside it: SOME only; CPU 1 is the only non-idle CPU, so all of it counts.
+    expect(psi.system.total).toEqual([8_000_000, 0]);
+    expect(vm.total).toEqual([0, 0]);
+    const alone = new Psi({ ...host, sched: null });
+    alone.kthreadStall(null, 8_000_000);
+    alone.update(alone.system);
+    expect(alone.system.total).toEqual([0, 0]);
+  });
+
   it('property: FULL never exceeds SOME, and totals never decrease', () => {
     fc.assert(
       fc.property(

@@ -45,9 +45,10 @@
  * next one). Reading /proc/pressure/memory aggregates first and updates
  * the averages if a period is due (psi_show).
  *
- * Not modelled: kswapd's own memstall (balance_pgdat enters one; kswapd's
- * CPU is picked by the scheduler after its work is computed, so the CPU
- * its stall would be on is not known then), the psi triggers (poll), the
+ * kswapd's balance_pgdat is a memstall too: its work is computed before the
+ * scheduler runs it, so its stall is put at the time it is queued, on the
+ * CPU its work item is queued on (kthreadStall). kcompactd's is not
+ * modelled. Not modelled either: the psi triggers (poll), the
  * cpu/io/irq resources, and cgroup v2's per-cgroup pressure files (a VM's
  * group here is its VMM's tasks, what a per-VM cgroup would hold).
  */
@@ -315,6 +316,20 @@ export class Psi {
       const full = !sched || !se || !this.othersRunnable(g, cpu, se);
       g.record(cpu, tok.start, end, full);
     }
+  }
+
+  /**
+   * A kernel thread's memory stall of `ns` (kswapd's balance_pgdat): its
+   * work is computed before the scheduler runs it, so the stall is put at
+   * [now, now + ns) on the CPU its work item was queued on, for the system
+   * group (a kernel thread is in no VM's group). Without a scheduler it is
+   * not counted (op-scripts: kswapd runs beside no task).
+   */
+  kthreadStall(se: SchedTask | null, ns: number): void {
+    if (!se || ns <= 0) return;
+    const start = this.k.clock.now();
+    const full = !this.othersRunnable(this.system, se.cpu, se);
+    this.system.record(se.cpu, start, start + Math.round(ns), full);
   }
 
   /** Run `f` in a memory stall (enter, f, leave). */

@@ -379,7 +379,10 @@ export class Kswapd {
     this.pending[nid] = null;
     const own = { ns: 0 };
     // kswapdN runs on its node's CPUs (kthread_bind_mask to cpumask_of_node), its time spent on the scheduler.
-    this.k.runAsTask(own, () => balancePgdat(this.k, nid), { name: `kswapd${nid}`, cpus: this.k.host.nodes[nid]?.cpus });
+    this.k.runAsTask(own, () => balancePgdat(this.k, nid));
+    const se = this.k.spend({ name: `kswapd${nid}`, cpus: this.k.host.nodes[nid]?.cpus }, own.ns);
+    // balance_pgdat runs in a memory stall (psi_memstall_enter): kswapd's pressure on the system (psi.ts).
+    this.k.psi.kthreadStall(se, own.ns);
     this.cpuNs[nid]! += own.ns;
   }
 }
