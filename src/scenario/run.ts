@@ -25,8 +25,19 @@ import type { Process } from '../kernel/sched.ts';
 import type { Host } from '../sim/host.ts';
 import type { RunEventLog, RunResult, ScenarioInfo, SeriesData, ThreadNumaResult, ThreadResult } from './result.ts';
 import type { EventSpec, Scenario } from './schema.ts';
-import { hostMemoryNote, scheduleVmEvents, startVms, vmFinal, vmSeries, vmWarnings, type RunReport, type VmRt } from './vms.ts';
+import {
+  claimGuestRange,
+  hostMemoryNote,
+  scheduleVmEvents,
+  startVms,
+  vmFinal,
+  vmSeries,
+  vmWarnings,
+  type RunReport,
+  type VmRt,
+} from './vms.ts';
 import { inputDigests } from './inputs.ts';
+import { addVmPsiGroup, pressureFinal, pressureSampler, startSwap } from './pressure.ts';
 
 export const MEMTWIN_VERSION = '0.1.0';
 
@@ -70,6 +81,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
     const r = k.sysfs.write(path, String(value));
     if (r < 0) fail(['kernel', path], `the kernel rejects ${JSON.stringify(value)} (${errnoName(r)})`);
   }
+  startSwap(k, s, fail);
 
   const procs: { p: Process; maps: Map<string, MappingRt> }[] = [];
   const threads: WorkloadThread[] = [];
@@ -165,6 +177,9 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   });
 
   const vms = startVms(k, s, rep);
+  // With a swap file, the run reports memory pressure: PSI of the host and of each VM's tasks, swap, reclaim, OOM.
+  const psiGroups = new Map(s.swap ? vms.map((rt) => [rt, addVmPsiGroup(k, rt)]) : []);
+  const pressure = s.swap ? pressureSampler(k, vms, psiGroups) : undefined;
   for (const rt of vms) {
     const maps = new Map<string, MappingRt>();
     rt.nodeRam.forEach((r, node) =>
@@ -187,7 +202,8 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   const agents = startAgents(k, s, procs, threads, t0, end, rep);
 
   // The sampler is scheduled first, so its sample at t0 is the baseline before any access.
-  const series = sampler(k, s, procs, threads, agents, t0, end, opts.progress, vms);
+  if (s.swap) k.psi.startAvgsWork();
+  const series = sampler(k, s, procs, threads, agents, t0, end, opts.progress, vms, pressure);
   // The threads start together; from then on the scheduler runs each on a CPU of its mask (kernel/sched).
   for (const wt of threads) {
     wt.until = end;
@@ -218,7 +234,11 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
       ...notMeasuredUsed(costs, host, vms.length > 0),
     },
     inputs,
-    final: { ...finalMetrics(k, s, procs, threads, agents, series.data), ...(vms.length ? vmFinal(vms, vmEvents.log) : {}) },
+    final: {
+      ...finalMetrics(k, s, procs, threads, agents, series.data),
+      ...(vms.length ? vmFinal(vms, vmEvents.log) : {}),
+      ...(s.swap ? pressureFinal(k, vms, psiGroups) : {}),
+    },
     threads: threads.map((wt) => threadResult(wt, s.duration)),
     events,
     series: series.data,
@@ -313,6 +333,8 @@ function startGuestWorkloads(
       let at = 0;
       const phases: PhaseRuntime[] = ('phases' in w.workload ? w.workload.phases : [{ ...w.workload, duration: undefined }]).map((ph) => {
         const end = ph.duration === undefined ? Infinity : (at += ph.duration);
+        // The guest task holds the memory it accesses (guest pages in use, not free to the balloon or guest_alloc).
+        if (ph.pattern !== 'idle') claimGuestRange(rt, w.guest_node, ph.offset ?? 0, ph.length ?? m.len - (ph.offset ?? 0));
         return { spec: ph, stream: streamFor(ph, m.base, m.len, rng, { index: r, of: w.count }), end };
       });
       const touch = writtenMarker(maps);
@@ -566,6 +588,7 @@ function sampler(
   end: number,
   progress?: (f: number) => void,
   vms: VmRt[] = [],
+  pressure?: (col: (name: string) => number[]) => void,
 ) {
   const data: SeriesData = { t_ns: [], metrics: {} };
   const col = (name: string): number[] => (data.metrics[name] ??= []);
@@ -654,6 +677,7 @@ function sampler(
       col('host.free_bytes').push(k.phys.freePages() * PAGE_SIZE);
       for (const [name, v] of Object.entries(vmSeries(vms))) col(name).push(v);
     }
+    pressure?.(col);
     lastT = now;
     progress?.((now - t0) / (end - t0));
   };

@@ -260,6 +260,23 @@ function fragmentGuest(k: Kernel, rt: VmRt, f: NonNullable<VmSpec['guest']['frag
 }
 
 /**
+ * A guest workload's memory: its guest node's RAM at [offset, offset +
+ * length) of the node's backing (the workload's region), as guest-physical
+ * ranges (the node's RAM ranges in address order, as QEMU's ram-below-4g and
+ * ram-above-4g aliases lay the backing out), taken in the guest's allocator:
+ * the task holds it, so neither the balloon nor guest_alloc gets it.
+ */
+export function claimGuestRange(rt: VmRt, node: number, offset: number, length: number): void {
+  let o = 0;
+  for (const r of rt.vm.ramRanges().filter((x) => x.node === node)) {
+    const from = Math.max(offset, o);
+    const to = Math.min(offset + length, o + r.size);
+    if (to > from) rt.guest.claimRange(r.gpa + (from - o), to - from);
+    o += r.size;
+  }
+}
+
+/**
  * Fields of a VM that have no effect where they are set: an error, as a
  * silently ignored setting gives a wrong answer without a word.
  */
@@ -468,7 +485,7 @@ export function scheduleVmEvents(
 const VM_EVENT_FIELDS: Record<VmEventSpec['op'], readonly (keyof VmEventSpec)[]> = {
   balloon: ['target', 'expect_error'],
   free_page_hint: ['action'],
-  guest_alloc: ['size', 'vcpu'],
+  guest_alloc: ['size', 'vcpu', 'page_cache'],
   guest_free: ['size'],
   qmp: ['command', 'expect_error'],
   hmp: ['command', 'expect_error'],
@@ -661,14 +678,15 @@ function runVmEvent(
     }
     case 'guest_alloc': {
       const want = Math.floor(ev.size! / PAGE_SIZE);
-      const { pfns, ns } = rt.guest.faultIn(ev.vcpu, PageUse.Anon, want);
+      const { pfns, ns } = rt.guest.faultIn(ev.vcpu, ev.page_cache ? PageUse.File : PageUse.Anon, want);
       k.charge(ns);
-      for (const pfn of pfns) rt.guestPages.push(pfn);
+      // Page cache stays with the guest kernel (its reclaim drops it); anonymous memory is the task's until guest_free.
+      if (!ev.page_cache) for (const pfn of pfns) rt.guestPages.push(pfn);
       entry.ret = pfns.length;
       if (pfns.length < want)
         rep.warn(
           path,
-          `guest_alloc faulted in ${mib(pfns.length * PAGE_SIZE)} MiB of the ${mib(want * PAGE_SIZE)} MiB asked: the guest ran out of free memory`,
+          `guest_alloc faulted in ${mib(pfns.length * PAGE_SIZE)} MiB of the ${mib(want * PAGE_SIZE)} MiB asked: the guest ran out of free memory (after its reclaim and OOM notifiers: its OOM killer's place, ${rt.guest.pages.oomKills} so far)`,
         );
       return;
     }
