@@ -35,7 +35,7 @@ if (!Object.hasOwn(ARBS, kind!)) {
   process.exit(2);
 }
 if (kind === 'pressure') {
-  // Until the simulator models swap and memory cgroups, findings() drops everything after its first unsupported op.
+  // Whatever the simulator does not run, findings() drops everything after its first unsupported op: say so.
   const probe = await runSim('{"op":"swap","size":"8M"}\n{"op":"cgroup","name":"g"}\n');
   const no = probe.results.filter((l) => l.unsupported !== undefined).map((l) => `${String(l.op)}: ${String(l.unsupported)}`);
   if (no.length)

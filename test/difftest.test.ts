@@ -66,7 +66,7 @@ describe('random op-scripts', () => {
     },
   );
 
-  it('memory-pressure scripts are valid and run on the simulator consistently (its swap and cgroup ops answer unsupported for now)', async () => {
+  it('memory-pressure scripts are valid and run on the simulator consistently (swap, memory cgroups, OOM kills)', async () => {
     await fc.assert(
       fc.asyncProperty(pressureScriptArb, async (text) => {
         const backend = new SimBackend(smallKernel({ nodes: 2, mib: 256 }));

@@ -14,6 +14,7 @@ import { SWAPFILE_CLUSTER, swpEntry, swpOffset, swpType } from './swapfile.ts';
 import { LRU_NAMES, NR_LRU_LISTS, folioNrPages, lruListOf } from './swap.ts';
 import { hgmLeaves } from './hugetlb_hgm.ts';
 import { PG } from './page.ts';
+import { verifyMemcg } from './memcontrol.ts';
 import { PAGE_SIZE, PMD_SIZE, PUD_SIZE, HPAGE_PMD_NR } from './uapi.ts';
 
 export function verifyKernel(k: Kernel): string[] {
@@ -144,6 +145,7 @@ export function verifyKernel(k: Kernel): string[] {
   }
   errs.push(...verifySwap(k, swapRefs, userSeen, claim));
   errs.push(...verifyLru(k));
+  errs.push(...verifyMemcg(k));
   for (const [pfn, n] of ptRefs) if (m.mapcount(pfn) !== n) errs.push(`frame ${pfn}: mapcount ${m.mapcount(pfn)} but ${n} PTEs map it`);
   for (const [pfn, n] of entireRefs)
     if (m.entireMapcount(pfn) !== n) errs.push(`frame ${pfn}: entire mapcount ${m.entireMapcount(pfn)} but ${n} PMD/PUD map it`);
@@ -218,7 +220,9 @@ function verifyLru(k: Kernel): string[] {
   const errs: string[] = [];
   const m = k.mem;
   const listed = new Set<number>();
-  for (const lv of k.nodeLruvec) {
+  // Every group's lruvecs (the root's are the nodes' own); a folio is on its own group's.
+  for (const lv of k.memcg.byId.flatMap((cg) => cg!.lruvecs)) {
+    const id = (lv.memcg as { id: number } | null)?.id ?? 0;
     for (let lru = 0; lru < NR_LRU_LISTS; lru++) {
       let pages = 0;
       let prev = -1;
@@ -231,6 +235,7 @@ function verifyLru(k: Kernel): string[] {
         const f = m.flags(h);
         if (!(f & PG.lru) || lruListOf(f) !== lru) errs.push(`lruvec ${lv.nid} ${LRU_NAMES[lru]}: frame ${h} has flags ${f.toString(16)}`);
         if (k.phys.nodeOfPfn(h) !== lv.nid) errs.push(`lruvec ${lv.nid}: frame ${h} is on node ${k.phys.nodeOfPfn(h)}`);
+        if (m.memcg(h) !== id) errs.push(`lruvec ${lv.nid} of memcg ${id}: frame ${h} is charged to memcg ${m.memcg(h)}`);
         if (m.prev(h) !== prev) errs.push(`lruvec ${lv.nid} ${LRU_NAMES[lru]}: frame ${h} prev link ${m.prev(h)}, expected ${prev}`);
         pages += folioNrPages(m, h);
         prev = h;

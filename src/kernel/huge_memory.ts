@@ -14,6 +14,7 @@ import { allocPteTable } from './memory.ts';
 import { anonVmaPrepare } from './mmap.ts';
 import { accountPolicyAlloc, policyPlacement, type PolicyPlacement } from './mempolicy.ts';
 import type { Thread } from './sched.ts';
+import { memcgCharge } from './memcontrol.ts';
 
 export const THP_ENABLED = ['always', 'madvise', 'never'] as const;
 export const THP_DEFRAG = ['always', 'defer', 'defer+madvise', 'madvise', 'never'] as const;
@@ -186,6 +187,13 @@ export function doHugePmdAnonymousPage(k: Kernel, mm: MmStruct, vma: Vma, va: nu
   const pfn = allocThp(k, vma, pl);
   if (pfn < 0) {
     k.vmstat.count('thp_fault_fallback');
+    return 'fallback';
+  }
+  // vma_alloc_anon_folio_pmd: a THP its memory cgroup cannot take falls back to 4K pages (never an OOM kill).
+  if (k.memcg.active && memcgCharge(k, mm, pfn, HPAGE_PMD_NR, { current: thread.process, order: HPAGE_PMD_ORDER }) < 0) {
+    k.phys.free(pfn, HPAGE_PMD_ORDER);
+    k.vmstat.count('thp_fault_fallback');
+    k.vmstat.count('thp_fault_fallback_charge');
     return 'fallback';
   }
   accountPolicyAlloc(k, pl, pfn, HPAGE_PMD_ORDER, k.cpuToNode(thread.cpu));

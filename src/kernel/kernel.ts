@@ -35,6 +35,8 @@ import { Lruvec, lruDel, lruDelPage } from './swap.ts';
 import { Kswapd, allocSlowpath } from './vmscan.ts';
 import { Psi } from './psi.ts';
 import { Scheduler, type SchedTask } from './sched/core.ts';
+import { MemcgState } from './memcontrol.ts';
+import { OomState } from './oom_kill.ts';
 
 /** Where mmap's top-down search starts (mm->mmap_base without ASLR). */
 export const MMAP_BASE = 0x7f0000000000;
@@ -127,6 +129,10 @@ export class Kernel {
   readonly psi: Psi;
   /** The task whose fault the kernel is handling (current), for PSI; null in a kernel thread or tool's task. */
   current: Thread | null = null;
+  /** Memory cgroups (memcontrol.ts). */
+  readonly memcg: MemcgState;
+  /** The OOM killer: oom_score_adj, kills, the kernel log (oom_kill.ts). */
+  readonly oom: OomState;
 
   constructor(opts: KernelOptions) {
     this.host = opts.host;
@@ -145,6 +151,8 @@ export class Kernel {
     this.khugepaged = new Khugepaged(this);
     this.uffd = new Userfaultfd();
     this.nodeLruvec = nodePages.map((_, nid) => new Lruvec(nid));
+    this.memcg = new MemcgState(this);
+    this.oom = new OomState(this);
     this.phys.slowpath = (req) => allocSlowpath(this, req);
     initPerZoneWmarkMin(this.phys);
     if (this.thp.enabled !== 'never') setRecommendedMinFreeKbytes(this.phys); // khugepaged starts at boot

@@ -120,6 +120,7 @@ describe('MADV_COLLAPSE', () => {
     // A node with no free memory left at all: the allocation fails.
     const k2 = smallKernel({ nodes: 1, mib: 16 });
     const p2 = k2.createProcess('c');
+    k2.oom.scoreAdj.set(p2.pid, -1000); // OOM_SCORE_ADJ_MIN: the OOM killer leaves it, so memory stays full
     k2.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
     const b = k2.mmap(p2, 0, 16 * 2 ** 20, RW, ANON);
     k2.access(p2.mainThread, b, 16 * 2 ** 20, PAGE_SIZE, true, 4); // as much as fits

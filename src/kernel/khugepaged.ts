@@ -42,6 +42,7 @@ import { compactForOrder } from './compaction.ts';
 import { freePteTable, hasPmdTable } from './memory.ts';
 import { doSwapPage, swapCacheGetFolio, swapinReadahead } from './swap_state.ts';
 import { folioUnmappedSome, prepAnonThp, thpVmaAllowable } from './huge_memory.ts';
+import { memcgCharge } from './memcontrol.ts';
 import type { EventHandle } from '../sim/event_queue.ts';
 import { UnmodelledError } from './errors.ts';
 
@@ -61,6 +62,7 @@ export const SCAN = {
   SCAN_PAGE_ANON: 'SCAN_PAGE_ANON',
   SCAN_VMA_CHECK: 'SCAN_VMA_CHECK',
   SCAN_ALLOC_HUGE_PAGE_FAIL: 'SCAN_ALLOC_HUGE_PAGE_FAIL',
+  SCAN_CGROUP_CHARGE_FAIL: 'SCAN_CGROUP_CHARGE_FAIL',
 } as const;
 export type ScanResult = (typeof SCAN)[keyof typeof SCAN];
 
@@ -72,6 +74,8 @@ export function collapseErrno(r: ScanResult): number {
   switch (r) {
     case SCAN.SCAN_ALLOC_HUGE_PAGE_FAIL:
       return neg('ENOMEM');
+    case SCAN.SCAN_CGROUP_CHARGE_FAIL:
+      return neg('EBUSY');
     case SCAN.SCAN_EXCEED_NONE_PTE:
       return neg('EBUSY');
     case SCAN.SCAN_PAGE_LOCK: // "resource temporarily unavailable": trying again may succeed
@@ -252,6 +256,11 @@ function collapseHugePage(
 ): ScanResult {
   const pfn = allocCollapseFolio(k, cc);
   if (pfn < 0) return SCAN.SCAN_ALLOC_HUGE_PAGE_FAIL;
+  // alloc_charge_folio: the new THP is charged to mm's memory cgroup (the target's, for a remote MADV_COLLAPSE).
+  if (memcgCharge(k, mm, pfn, HPAGE_PMD_NR, { current: null, order: HPAGE_PMD_ORDER }) < 0) {
+    k.phys.free(pfn, HPAGE_PMD_ORDER);
+    return SCAN.SCAN_CGROUP_CHARGE_FAIL;
+  }
   if (unmapped) {
     const r = collapseSwapin(k, mm, vma, haddr, t, targetNodes(cc).nid);
     if (r !== SCAN.SCAN_SUCCEED) {

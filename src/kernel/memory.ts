@@ -21,6 +21,7 @@ import {
 } from './mm_types.ts';
 import { doSwapPage, freeSwapAndCache } from './swap_state.ts';
 import { lruAddNewAnon } from './swap.ts';
+import { memcgCharge } from './memcontrol.ts';
 import {
   HPAGE_PMD_NR,
   HPAGE_PMD_ORDER,
@@ -88,6 +89,11 @@ function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, t: Thread): 
     if (pfn >= 0) k.accountAlloc(pfn, local, 1);
   } else pfn = allocPolicyPages(k, policyPlacement(k, t, vma, va, 0), 0, MIGRATE_MOVABLE, local);
   if (pfn < 0) return -1;
+  // mem_cgroup_charge (which may OOM-kill), and a task the OOM killer chose while it allocated gets nothing.
+  if ((k.memcg.active && memcgCharge(k, mm, pfn, 1, { current: t.process, order: 0 }) < 0) || t.process.exited) {
+    k.phys.free(pfn, 0);
+    return -1;
+  }
   k.mem.initAnonPage(pfn, mm.id, va / PAGE_SIZE, PG.anon | PG.young);
   lruAddNewAnon(k, pfn);
   anonVmaPrepare(k, mm, vma);
@@ -139,7 +145,12 @@ export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, wri
     // do_huge_zero_wp_pmd: try a THP for the written huge zero page, else split and COW one PTE.
     const haddr = alignDown(va, PMD_SIZE);
     const pl = policyPlacement(k, thread, vma, haddr, HPAGE_PMD_ORDER);
-    const pfn = allocThp(k, vma, pl);
+    let pfn = allocThp(k, vma, pl);
+    if (pfn >= 0 && k.memcg.active && memcgCharge(k, mm, pfn, HPAGE_PMD_NR, { current: thread.process, order: HPAGE_PMD_ORDER }) < 0) {
+      k.phys.free(pfn, HPAGE_PMD_ORDER);
+      k.vmstat.count('thp_fault_fallback_charge');
+      pfn = -1;
+    }
     if (pfn >= 0) {
       accountPolicyAlloc(k, pl, pfn, HPAGE_PMD_ORDER, nid);
       prepAnonThp(k, pfn, mm, haddr);
@@ -498,7 +509,8 @@ export function mappingSize(mm: MmStruct, va: number): number {
 }
 
 export interface AccessResult {
-  signal?: 'SIGSEGV' | 'SIGBUS';
+  /** SIGKILL: the OOM killer killed the process during the access (no `at`). */
+  signal?: 'SIGSEGV' | 'SIGBUS' | 'SIGKILL';
   at?: number;
   /** The access blocked in a userfault at this address (it resumes when woken). */
   blocked?: number;
@@ -527,6 +539,7 @@ export function userAccess(
 ): AccessResult {
   const mm = thread.process.mm;
   const res: AccessResult = { faults: 0 };
+  if (thread.process.exited) return { faults: 0, signal: 'SIGKILL' }; // killed (OOM): its threads run no more
   const end = start + len;
   let va = start;
   while (va < end) {
@@ -554,6 +567,7 @@ export function userAccess(
         const r = handleMmFault(k, mm, vma, va, write, thread);
         res.faults++;
         if (r === FAULT_USERFAULT) return { ...res, blocked: va };
+        if (thread.process.exited) return { ...res, signal: 'SIGKILL' }; // OOM-killed in the fault: no address
         if (r !== FAULT_OK) return { ...res, signal: r === FAULT_SIGSEGV ? 'SIGSEGV' : 'SIGBUS', at: va };
         if (k.events.size) k.runDueEvents();
         pfn = followPage(mm, va);
@@ -603,6 +617,15 @@ function writeByte(k: Kernel, pfn: number, va: number, fill: number): void {
   k.mem.storeByte(pfn, k.writeSerial, fill, va % PAGE_SIZE === 0);
 }
 
+/** A fault that could not get memory: SIGKILL if the OOM killer chose the process (no address), else SIGBUS at va. */
+function oomSignal(thread: Thread, res: AccessResult, va: number): void {
+  if (thread.process.exited) res.signal = 'SIGKILL';
+  else {
+    res.signal = 'SIGBUS';
+    res.at = va;
+  }
+}
+
 /**
  * Accesses inside one PTE table of a private anonymous VMA, faulting
  * missing pages in place (the common case: do_anonymous_page and the
@@ -638,8 +661,7 @@ function accessPtes(
       res.faults++;
       k.current = thread;
       if (!doSwapPage(k, mm, vma, t, i, va, write, k.cpuToNode(thread.cpu))) {
-        res.signal = 'SIGBUS';
-        res.at = va;
+        oomSignal(thread, res, va);
         return va;
       }
       pte = ptes[i]!;
@@ -657,8 +679,7 @@ function accessPtes(
       const pfn = newAnonPage(k, mm, vma, va, thread);
       if (pfn < 0) {
         k.charge(cost);
-        res.signal = 'SIGBUS';
-        res.at = va;
+        oomSignal(thread, res, va);
         return va;
       }
       if (pte === PTE_NONE) t.used++;

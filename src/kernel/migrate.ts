@@ -4,6 +4,7 @@
  * the old frame. The content token travels with the page, which is how the
  * tests prove migration loses nothing.
  */
+import { memcgMigrate, memcgMigrateDone } from './memcontrol.ts';
 import type { Kernel } from './kernel.ts';
 import { PG } from './page.ts';
 import { HugeLeaf, PageTable, PteTable, pteOf, pfnOfPte, type Vma, type MmStruct } from './mm_types.ts';
@@ -128,7 +129,9 @@ export function migrateFrame(k: Kernel, src: number, dst: number, mapped?: (mm: 
     file?.pages.set(m.index(src), dst);
   }
   if (m.flags(src) & PG.swapcache) swapCacheReplace(k, src, dst); // folio_migrate_mapping of a swap cache folio
+  memcgMigrate(k, src, dst, 1); // mem_cgroup_migrate: the new folio takes the charge
   lruReplace(k, src, dst);
+  memcgMigrateDone(k, src, 1);
   k.phys.free(src, 0);
   k.vmstat.count('pgmigrate_success');
 }
@@ -254,7 +257,9 @@ function moveFolio(k: Kernel, mm: MmStruct, head: number, dst: number, haddr: nu
     deferredSplitFolio(k, dst);
   }
   folioUnqueueDeferredSplit(k, head);
+  memcgMigrate(k, head, dst, HPAGE_PMD_NR);
   lruReplace(k, head, dst); // the new folio takes the old one's place on its LRU list
+  memcgMigrateDone(k, head, HPAGE_PMD_NR);
   k.phys.free(head, HPAGE_PMD_ORDER);
   k.chargeMem(
     HPAGE_PMD_NR * k.costs.ns('page_migrate_4k'),

@@ -70,6 +70,8 @@ class Section {
   /** free-list links for buddy heads (struct page's lru list_head). */
   readonly next = new Int32Array(PAGES_PER_SECTION).fill(-1);
   readonly prev = new Int32Array(PAGES_PER_SECTION).fill(-1);
+  /** The memory cgroup charged for the frame (folio->memcg_data as an id: memcontrol.ts; 0 = none, the root). */
+  readonly memcg = new Uint16Array(PAGES_PER_SECTION);
 }
 
 export class MemMap {
@@ -172,6 +174,17 @@ export class MemMap {
     return old;
   }
 
+  /** The id of the memory cgroup the frame is charged to (0: none, the root's). */
+  memcg(pfn: number): number {
+    return this.sec(pfn).memcg[pfn & SECTION_MASK]!;
+  }
+  /** Charge `n` frames from pfn (one section) to memory cgroup `id` (commit_charge), or clear them (0). */
+  setMemcg(pfn: number, n: number, id: number): void {
+    const s = this.sec(pfn);
+    const i = pfn & SECTION_MASK;
+    s.memcg.fill(id, i, i + n);
+  }
+
   next(pfn: number): number {
     return this.sec(pfn).next[pfn & SECTION_MASK]!;
   }
@@ -259,6 +272,7 @@ export class MemMap {
     s.index[i] = 0;
     s.token[i] = 0;
     s.lastCpupid[i] = -1;
+    s.memcg[i] = 0;
   }
 
   /** Reset every field of `n` frames from pfn (frames handed to a new user). */
@@ -277,12 +291,13 @@ export class MemMap {
       s.index.fill(0, lo, hi);
       s.token.fill(0, lo, hi);
       s.lastCpupid.fill(-1, lo, hi);
+      s.memcg.fill(0, lo, hi);
       p += hi - lo;
     }
   }
 
   /** Bytes of metadata currently allocated (for memtwin's own memory use). */
   metadataBytes(): number {
-    return this.materialized * PAGES_PER_SECTION * (4 + 1 + 4 + 4 + 4 + 8 + 4 + 4 + 4 + 4);
+    return this.materialized * PAGES_PER_SECTION * (4 + 1 + 4 + 4 + 4 + 8 + 4 + 4 + 4 + 4 + 2);
   }
 }

@@ -403,7 +403,11 @@ export class PhysMem {
     else this.mem.resetRange(pfn, 1 << order);
   }
 
+  /** mem_cgroup_uncharge of frames being freed, set by memcontrol.ts once a memory cgroup exists. */
+  uncharge: ((pfn: number, order: number) => void) | null = null;
+
   free(pfn: number, order: number): void {
+    if (this.uncharge !== null) this.uncharge(pfn, order);
     if (order === 0) this.mem.resetPage(pfn);
     else this.mem.resetRange(pfn, 1 << order);
     this.zones[this.nodeOfPfn(pfn)]!.free(pfn, order);

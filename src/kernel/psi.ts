@@ -11,9 +11,10 @@
  *   wait on the locked folio: only when the folio was on the active list
  *   before it was evicted, i.e. a thrashing refault; a cold swap-in is I/O
  *   wait, not a memory stall);
- * - compaction stalls (__alloc_pages_direct_compact) and memory.high
- *   throttling (mem_cgroup_handle_over_high): `memstall` is exported for
- *   those callers; compaction.ts and the memory cgroup layer call it.
+ * - direct compaction (__alloc_pages_direct_compact: compaction.ts);
+ * - a memory cgroup over memory.high: reclaim_high's reclaim and the
+ *   throttling sleep of __mem_cgroup_handle_over_high (memcontrol.ts);
+ * - kswapd's balance_pgdat (kthreadStall, below).
  *
  * Per CPU and group (psi_group_cpu), the states are, per the kernel's
  * definitions (test_state):

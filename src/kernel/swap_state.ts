@@ -26,6 +26,7 @@
  * (zram_swapout_4k, zram_swapin_4k) has no measurement yet: swapon of a
  * zram area is not offered by any op.
  */
+import { memcgSwapFull, memcgSwapinCharge } from './memcontrol.ts';
 import type { Kernel } from './kernel.ts';
 import { PG } from './page.ts';
 import { MIGRATE_MOVABLE } from './page_alloc.ts';
@@ -246,6 +247,11 @@ export function readSwapCache(k: Kernel, entry: number, nid: number): SwapinResu
   if (!entrySwapped(k, entry)) return { pfn: -1, ns: 0, read: false };
   const pfn = k.phys.alloc({ order: 0, mt: MIGRATE_MOVABLE, nid });
   if (pfn < 0) return { pfn: -1, ns: 0, read: false };
+  // mem_cgroup_swapin_charge_folio: charged to the group the entry was charged to.
+  if (k.memcg.active && memcgSwapinCharge(k, pfn, entry, null) < 0) {
+    k.phys.free(pfn, 0);
+    return { pfn: -1, ns: 0, read: false };
+  }
   k.accountAlloc(pfn, nid, 1);
   const m = k.mem;
   m.setOwner(pfn, OWNER_SWAPCACHE);
@@ -458,6 +464,6 @@ export function doSwapPage(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: nu
   // swap_free_nr: the PTE's reference to the slot goes (the cache's stays).
   const s = st.slot(entry);
   s.t.count[s.i]!--;
-  if (write || st.vmSwapFull()) folioFreeSwap(k, pfn);
+  if (write || st.vmSwapFull() || (k.memcg.active && memcgSwapFull(k, pfn))) folioFreeSwap(k, pfn);
   return true;
 }

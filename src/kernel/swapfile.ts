@@ -393,6 +393,9 @@ export class SwapState {
     return swpEntry(si.type, off);
   }
 
+  /** A slot's last reference went: memcontrol.ts uncharges it from its group (set once a memory cgroup exists). */
+  onSlotFree: ((entry: number) => void) | null = null;
+
   /** swap_duplicate: one more page table holds `entry`. */
   dup(entry: number): void {
     const { t, i } = this.slot(entry);
@@ -404,6 +407,7 @@ export class SwapState {
     const { si, t, i } = this.slot(entry);
     if (t.count[i] !== 0 || t.cache[i] !== 0) return;
     const wasFull = si.inuse === si.pages;
+    this.onSlotFree?.(entry); // mem_cgroup_uncharge_swap
     si.freeSlot(swpOffset(entry));
     this.nrSwapPages++;
     if (wasFull && si.writeok) this.addAvail(si);

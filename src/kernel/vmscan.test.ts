@@ -398,16 +398,40 @@ describe('direct reclaim (tryToFreePages)', () => {
     expect(back).toEqual(Array.from({ length: (12 * MiB) / PAGE_SIZE }, (_, i) => 1 + (i % 9)));
   });
 
-  it('without swap the allocation still fails as before (SIGBUS), after a reclaim attempt', () => {
+  it('without swap, after a reclaim attempt, the OOM killer kills the process and its memory comes back', () => {
     const k = smallKernel({ nodes: 1, mib: 16 });
     k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
     const p = k.createProcess('nos');
     const a = k.mmap(p, 0, 12 * MiB, RW, ANON);
     const b = k.mmap(p, 0, 12 * MiB, RW, ANON);
     expect(k.access(p.mainThread, a, 12 * MiB, PAGE_SIZE, true, 1).signal).toBeUndefined();
-    expect(k.access(p.mainThread, b, 12 * MiB, PAGE_SIZE, true, 1).signal).toBe('SIGBUS');
+    const free0 = k.phys.freePages();
+    const r = k.access(p.mainThread, b, 12 * MiB, PAGE_SIZE, true, 1);
+    expect(r.signal).toBe('SIGKILL');
+    expect(r.at).toBeUndefined();
+    expect(p.exited).toBe(true);
     expect(k.vmstat.events.allocstall_normal).toBeGreaterThan(0);
     expect(k.vmstat.events.pgsteal_direct).toBe(0);
+    expect(k.vmstat.events.oom_kill).toBe(1);
+    expect(k.oom.dmesg.some((l) => /Out of memory: Killed process \d+ \(nos\) total-vm:24576kB, anon-rss:\d+kB/.test(l))).toBe(true);
+    k.runDueEvents(); // exit_mmap
+    expect(p.mm.vmas.length).toBe(0);
+    expect(p.mm.rssAnon).toBe(0);
+    expect(k.phys.freePages()).toBeGreaterThan(free0 + (12 * MiB) / PAGE_SIZE - 64);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+
+  it('without swap and nothing the OOM killer may kill (oom_score_adj -1000), the allocation fails (SIGBUS)', () => {
+    const k = smallKernel({ nodes: 1, mib: 16 });
+    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
+    const p = k.createProcess('nos');
+    k.oom.scoreAdj.set(p.pid, -1000);
+    const a = k.mmap(p, 0, 12 * MiB, RW, ANON);
+    const b = k.mmap(p, 0, 12 * MiB, RW, ANON);
+    expect(k.access(p.mainThread, a, 12 * MiB, PAGE_SIZE, true, 1).signal).toBeUndefined();
+    expect(k.access(p.mainThread, b, 12 * MiB, PAGE_SIZE, true, 1).signal).toBe('SIGBUS');
+    expect(k.vmstat.events.oom_kill).toBe(0);
+    expect(k.oom.dmesg.some((l) => l.includes('Out of memory and no killable processes...'))).toBe(true);
     expect(verifyKernel(k)).toEqual([]);
   });
 

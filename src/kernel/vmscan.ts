@@ -39,6 +39,16 @@ import type { EventHandle } from '../sim/event_queue.ts';
 import { PageTable, PteTable, PTE_NONE, pfnOfPte, pteOfSwpEntry } from './mm_types.ts';
 import { HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
 import { SHADOW_WORKINGSET, swapCacheAddFolio, swapCacheDelFolio, swapWriteout } from './swap_state.ts';
+import {
+  memcgBelowLow,
+  memcgBelowMin,
+  memcgCalculateProtection,
+  memcgMemoryEvent,
+  memcgSwapMargin,
+  memcgTryChargeSwap,
+  type MemCgroup,
+} from './memcontrol.ts';
+import { outOfMemory } from './oom_kill.ts';
 
 /** What shrinkFolio did with a folio. */
 export type ShrinkResult = 'freed' | 'swapcache' | 'kept';
@@ -92,8 +102,11 @@ export function shrinkFolio(k: Kernel, pfn: number): ShrinkResult {
   }
   if (!(f & PG.swapcache)) {
     // add_to_swap: a slot, the swap cache, and the folio dirty (its content is not on swap yet).
+    // folio_alloc_swap fails when the folio's memory cgroup is at memory.swap.max (mem_cgroup_try_charge_swap).
+    if (k.memcg.active && memcgSwapMargin(k.memcg.ofFrame(pfn)) < 1) return 'kept';
     const entry = k.swap.allocSwapEntry(0);
     if (entry < 0) return 'kept';
+    memcgTryChargeSwap(k, pfn, entry);
     swapCacheAddFolio(k, pfn, entry, 1);
     m.addFlags(pfn, PG.dirty);
   }
@@ -131,6 +144,12 @@ interface ScanControl {
   nid: number;
   /** kswapd's reclaim (pgscan_kswapd, pgsteal_kswapd) rather than direct reclaim. */
   kswapd: boolean;
+  /** target_mem_cgroup: the group reclaim is for (null: global reclaim, the whole hierarchy). */
+  memcg?: MemCgroup | null;
+  /** memcg_low_reclaim: groups under memory.low are reclaimed too (a second pass when nothing else could be). */
+  memcgLowReclaim?: boolean;
+  /** memcg_low_skipped: a group was spared for its memory.low. */
+  memcgLowSkipped?: boolean;
 }
 
 /**
@@ -279,10 +298,11 @@ function inactiveIsLow(lv: Lruvec): boolean {
  * each anon list's size >> priority, in SWAP_CLUSTER_MAX batches, until
  * enough is reclaimed; the active list is aged when the inactive one is low.
  */
-function shrinkLruvec(k: Kernel, lv: Lruvec, sc: ScanControl): void {
+function shrinkLruvec(k: Kernel, lv: Lruvec, sc: ScanControl, protection = 0, cgroupSize = 0): void {
   if (k.swap.nrSwapPages <= 0) return; // can_reclaim_anon_pages
-  let nrInactive = Math.floor(lv.size(LRU_INACTIVE_ANON) / 2 ** sc.priority);
-  let nrActive = Math.floor(lv.size(LRU_ACTIVE_ANON) / 2 ** sc.priority);
+  if (lv.memcg && memcgSwapMargin(lv.memcg as MemCgroup) < 1) return; // ... and its group may swap
+  let nrInactive = Math.floor(protectedSize(lv.size(LRU_INACTIVE_ANON), protection, cgroupSize) / 2 ** sc.priority);
+  let nrActive = Math.floor(protectedSize(lv.size(LRU_ACTIVE_ANON), protection, cgroupSize) / 2 ** sc.priority);
   const mayDeactivate = inactiveIsLow(lv);
   while (nrInactive > 0 || (mayDeactivate && nrActive > 0)) {
     if (mayDeactivate && nrActive > 0) {
@@ -301,6 +321,103 @@ function shrinkLruvec(k: Kernel, lv: Lruvec, sc: ScanControl): void {
 }
 
 /**
+ * apply_proportional_protection (get_scan_count): a list of a group with
+ * memory.low or memory.min protection is scanned in proportion to how far
+ * the group is over it, at least SWAP_CLUSTER_MAX pages.
+ */
+function protectedSize(size: number, protection: number, cgroupSize: number): number {
+  if (!protection) return size;
+  const scan = size - Math.floor((size * protection) / (cgroupSize + 1));
+  return Math.max(scan, Math.min(size, SWAP_CLUSTER_MAX));
+}
+
+/**
+ * shrink_node_memcgs: reclaim on node `nid` from every group under the
+ * target (the root for global reclaim), each from its own lruvec, skipping
+ * groups within their memory.min, and within memory.low unless this is
+ * the pass that may take from them (then counting a low event). Each
+ * group's pgscan and pgsteal count what was taken from it.
+ */
+function shrinkNode(k: Kernel, nid: number, sc: ScanControl): void {
+  if (!k.memcg.active) {
+    shrinkLruvec(k, k.nodeLruvec[nid]!, sc);
+    return;
+  }
+  const target = sc.memcg ?? k.memcg.root;
+  memcgCalculateProtection(target);
+  for (const cg of target.subtree()) {
+    let protection = 0;
+    if (memcgBelowMin(target, cg)) continue;
+    if (memcgBelowLow(target, cg)) {
+      if (!sc.memcgLowReclaim) {
+        sc.memcgLowSkipped = true;
+        continue;
+      }
+      memcgMemoryEvent(cg, 'low');
+    } else if (cg !== target && cg.parent) protection = sc.memcgLowReclaim ? cg.emin : Math.max(cg.emin, cg.elow);
+    const scanned = sc.nrScanned;
+    const reclaimed = sc.nrReclaimed;
+    shrinkLruvec(k, cg.lruvecs[nid]!, sc, protection, cg.usage);
+    if (cg.parent) {
+      cg.count('pgscan', sc.nrScanned - scanned);
+      cg.count('pgsteal', sc.nrReclaimed - reclaimed);
+      cg.count(sc.kswapd ? 'pgscan_kswapd' : 'pgscan_direct', sc.nrScanned - scanned);
+      cg.count(sc.kswapd ? 'pgsteal_kswapd' : 'pgsteal_direct', sc.nrReclaimed - reclaimed);
+    }
+    if (sc.nrReclaimed >= sc.nrToReclaim && !sc.kswapd) break;
+  }
+}
+
+/**
+ * The priority loop of do_try_to_free_pages over `nodes`, with the second
+ * pass into memory.low protection when the first reclaimed nothing and
+ * skipped a protected group.
+ */
+function doTryToFreePages(k: Kernel, nodes: readonly number[], sc: ScanControl): number {
+  const saved = k.phys.memalloc;
+  k.phys.memalloc = true;
+  try {
+    for (;;) {
+      for (; sc.priority >= 0; sc.priority--) {
+        for (const nid of nodes) shrinkNode(k, nid, sc);
+        if (sc.nrReclaimed >= sc.nrToReclaim) break;
+      }
+      if (sc.nrReclaimed || !sc.memcgLowSkipped || sc.memcgLowReclaim) break;
+      sc.priority = DEF_PRIORITY;
+      sc.memcgLowReclaim = true;
+      sc.memcgLowSkipped = false;
+    }
+  } finally {
+    k.phys.memalloc = saved;
+  }
+  return sc.nrReclaimed;
+}
+
+/**
+ * try_to_free_mem_cgroup_pages: reclaim at least nrPages (and
+ * SWAP_CLUSTER_MAX) from `memcg`'s subtree on every node, for a charge
+ * over memory.max or memory.high. `maySwap`: anonymous pages may go to
+ * swap (false when the group is at its swap limit).
+ */
+export function tryToFreeMemCgroupPages(k: Kernel, memcg: MemCgroup, nrPages: number, maySwap: boolean): number {
+  if (!maySwap) return 0; // memtwin's LRUs hold anonymous pages only: without swap nothing can be reclaimed
+  const sc: ScanControl = {
+    nrToReclaim: Math.max(nrPages, SWAP_CLUSTER_MAX),
+    nrReclaimed: 0,
+    nrScanned: 0,
+    priority: DEF_PRIORITY,
+    nid: 0,
+    kswapd: false,
+    memcg,
+  };
+  return doTryToFreePages(
+    k,
+    k.nodeLruvec.map((lv) => lv.nid),
+    sc,
+  );
+}
+
+/**
  * try_to_free_pages / do_try_to_free_pages for an allocation on the nodes
  * of `req`: from DEF_PRIORITY down to 0, shrink each allowed node's lruvec
  * until SWAP_CLUSTER_MAX pages are reclaimed. Counts allocstall_normal.
@@ -316,38 +433,35 @@ export function tryToFreePages(k: Kernel, req: AllocRequest): number {
     kswapd: false,
   };
   const nodes = (req.thisNode ? [req.nid] : k.phys.zonelists[req.nid]!).filter((n) => !req.nodemask || req.nodemask.includes(n));
-  const saved = k.phys.memalloc;
-  k.phys.memalloc = true;
-  try {
-    for (; sc.priority >= 0; sc.priority--) {
-      for (const nid of nodes) shrinkLruvec(k, k.nodeLruvec[nid]!, sc);
-      if (sc.nrReclaimed >= sc.nrToReclaim) break;
-    }
-  } finally {
-    k.phys.memalloc = saved;
-  }
-  return sc.nrReclaimed;
+  return doTryToFreePages(k, nodes, sc);
 }
 
 /**
  * __alloc_pages_slowpath for an order-0 allocation that found nothing free:
  * direct reclaim in the allocating task (its time is charged to it: the
  * swap writes), then another try, while reclaim makes progress (at most
- * MAX_RECLAIM_RETRIES rounds without). -1 at the end: the OOM killer's
- * place, which memtwin does not model yet (the fault fails).
+ * MAX_RECLAIM_RETRIES rounds without). Then __alloc_pages_may_oom: the
+ * OOM killer (oom_kill.ts) kills a process, its memory is reaped, and the
+ * allocation tries again; -1 when nothing could be killed.
  */
 export function allocSlowpath(k: Kernel, req: AllocRequest): number {
   let noProgress = 0;
-  while (noProgress < MAX_RECLAIM_RETRIES) {
-    // __alloc_pages_direct_reclaim: the reclaim is a memory stall of the allocating task (psi.ts).
-    const reclaimed = k.psi.memstall(() => tryToFreePages(k, req));
+  for (;;) {
+    while (noProgress < MAX_RECLAIM_RETRIES) {
+      // __alloc_pages_direct_reclaim: the reclaim is a memory stall of the allocating task (psi.ts).
+      const reclaimed = k.psi.memstall(() => tryToFreePages(k, req));
+      const pfn = k.phys.getPageFromFreelist(req);
+      if (pfn >= 0) return pfn;
+      if (reclaimed) noProgress = 0;
+      else noProgress++;
+      if (!reclaimed && k.swap.nrSwapPages <= 0) break;
+    }
+    // __alloc_pages_may_oom: a last try at the high watermark is the free list's own; then the killer.
+    if (!outOfMemory(k, { memcg: null, order: req.order, current: null })) return -1;
     const pfn = k.phys.getPageFromFreelist(req);
     if (pfn >= 0) return pfn;
-    if (reclaimed) noProgress = 0;
-    else noProgress++;
-    if (!reclaimed && k.swap.nrSwapPages <= 0) break;
+    noProgress = 0;
   }
-  return -1;
 }
 
 // --- kswapd ----------------------------------------------------------------------
@@ -405,7 +519,7 @@ export function balancePgdat(k: Kernel, nid: number): void {
     let priority = DEF_PRIORITY;
     while (z.freePages <= high && priority >= 1) {
       const sc: ScanControl = { nrToReclaim: Math.max(SWAP_CLUSTER_MAX, high), nrReclaimed: 0, nrScanned: 0, priority, nid, kswapd: true };
-      shrinkLruvec(k, k.nodeLruvec[nid]!, sc);
+      shrinkNode(k, nid, sc);
       if (sc.nrReclaimed < sc.nrToReclaim) priority--;
       if (!sc.nrScanned && !sc.nrReclaimed && k.swap.nrSwapPages <= 0) break;
     }

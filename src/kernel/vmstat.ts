@@ -23,6 +23,7 @@ export const VM_EVENT_NAMES = [
   'pgsteal_anon',
   'pgrotated',
   'pageoutrun',
+  'oom_kill',
   'thp_fault_alloc',
   'thp_fault_fallback',
   'thp_fault_fallback_charge',

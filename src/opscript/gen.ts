@@ -355,6 +355,13 @@ export const postcopyScriptArb: fc.Arbitrary<string> = fc
  *   the OOM killer kills the process (that touch answers signal SIGKILL,
  *   every later op in it killed, events {oom 1, oom_kill 1}) while another
  *   process outside the group goes on.
+ * - memcg-swap: THP off, a swap area, and a spawned process in a memory
+ *   cgroup (memory_max 8M or 16M, swap unlimited) writing 1 MiB chunks of
+ *   its 32 MiB mapping with fills, up to twice its limit and more: charges
+ *   over the limit reclaim the group's coldest pages into swap, and every
+ *   read (peek) gives back what was written; no oom event. Which pages are
+ *   in swap at a given moment is not compared (no pagemap): the real
+ *   group also holds the executor's own pages.
  */
 const CHUNK = 1 << 20;
 const pressureSwapArb: fc.Arbitrary<OpJson[]> = fc
@@ -461,6 +468,40 @@ const pressureOomArb: fc.Arbitrary<OpJson[]> = fc
     return ops;
   });
 
+const pressureMemcgSwapArb: fc.Arbitrary<OpJson[]> = fc
+  .tuple(
+    fc.constantFrom(8, 16),
+    fc.array(
+      fc.record({
+        what: fc.constantFrom('touch', 'touch', 'touch', 'read', 'peek', 'dontneed', 'stat'),
+        chunk: fc.nat(31),
+        fill: fc.integer({ min: 1, max: 255 }),
+      }),
+      { minLength: 1, maxLength: 40 },
+    ),
+  )
+  .map(([limitMiB, steps]) => {
+    const chunkAt = (c: number): string => (c ? `$m+0x${(c * CHUNK).toString(16)}` : '$m');
+    const ops: OpJson[] = [
+      { op: 'sysfs', path: `${THP}/enabled`, value: 'never' },
+      { op: 'swap', size: '64M' },
+      { op: 'spawn', name: 'p' },
+      { op: 'cgroup', name: 'g', memory_max: `${limitMiB}M` },
+      { op: 'cgroup_enter', name: 'g', in: 'p' },
+      { op: 'mmap', len: '32M', prot: RW, flags: ['MAP_PRIVATE', 'MAP_ANONYMOUS'], name: 'm', in: 'p' },
+    ];
+    for (const s of steps) {
+      const addr = chunkAt(s.chunk);
+      if (s.what === 'touch') ops.push({ op: 'touch', addr, len: '1M', write: true, fill: s.fill, in: 'p' });
+      else if (s.what === 'read') ops.push({ op: 'touch', addr, len: '1M', write: false, in: 'p' });
+      else if (s.what === 'peek') ops.push({ op: 'peek', addr, len: '1M', in: 'p' });
+      else if (s.what === 'dontneed') ops.push({ op: 'madvise', addr, len: '1M', advice: 'MADV_DONTNEED', in: 'p' });
+      else ops.push({ op: 'cgroup_stat', name: 'g' });
+    }
+    ops.push({ op: 'peek', addr: '$m', len: '32M', in: 'p' }, { op: 'cgroup_stat', name: 'g' });
+    return ops;
+  });
+
 export const pressureScriptArb: fc.Arbitrary<string> = fc
-  .oneof(pressureSwapArb, pressureOomArb)
+  .oneof(pressureSwapArb, pressureOomArb, pressureMemcgSwapArb)
   .map((ops) => ops.map((o) => JSON.stringify(o)).join('\n') + '\n');

@@ -241,24 +241,83 @@ describe('memory cgroups in the runner', () => {
   });
 });
 
-describe('the simulator until its side lands', () => {
-  it('makes the swap area, answers cgroup as unsupported, naming what it does not model; ops on the group follow', async () => {
+describe('the simulator runs the memory-pressure ops', () => {
+  it('makes the swap area and the group; a process over memory.max without swap is OOM-killed, as the contract shapes it', async () => {
     const r = new ScriptRunner(new SimBackend(smallKernel()));
     await r.run(
       lines([
-        { op: 'swap', size: '64M' },
+        { op: 'sysfs', path: '/sys/kernel/mm/transparent_hugepage/enabled', value: 'never' },
         { op: 'spawn', name: 'p' },
-        { op: 'cgroup', name: 'g', memory_max: '16M' },
+        { op: 'spawn', name: 'q' },
+        { op: 'cgroup', name: 'g', memory_max: '16M', swap_max: 0 },
         { op: 'cgroup_enter', name: 'g', in: 'p' },
+        { op: 'mmap', len: '64M', prot: ['PROT_READ', 'PROT_WRITE'], flags: ['MAP_PRIVATE', 'MAP_ANONYMOUS'], name: 'h', in: 'p' },
+        { op: 'mmap', len: '4M', prot: ['PROT_READ', 'PROT_WRITE'], flags: ['MAP_PRIVATE', 'MAP_ANONYMOUS'], name: 'o', in: 'q' },
+        { op: 'touch', addr: '$h', len: '8M', write: true, in: 'p' },
+        { op: 'cgroup_stat', name: 'g' },
+        { op: 'touch', addr: '$h', len: '64M', write: true, in: 'p' },
+        { op: 'peek', addr: '$h', len: '4K', in: 'p' },
+        { op: 'touch', addr: '$o', len: '4M', write: true, in: 'q' },
         { op: 'cgroup_stat', name: 'g' },
       ]),
     );
     expect(r.invalid).toBe(false);
-    expect(r.results[0]).toMatchObject({ op: 'swap', ret: 0 }); // swap is modelled (kernel/swapfile.ts)
-    expect(r.results[2]!.unsupported).toBe('the simulator does not model memory cgroups yet: no charges, limits or OOM killer');
-    expect(r.results[4]!.unsupported).toBe(
-      'cgroup "g" was not made (i=2: the simulator does not model memory cgroups yet: no charges, limits or OOM killer)',
+    expect(r.results[3]).toMatchObject({ op: 'cgroup', ret: 0 });
+    expect(r.results[8]).toMatchObject({ ret: 0, current: 8 << 20, events: { oom: 0, oom_kill: 0 } });
+    expect(r.results[9]).toEqual({ i: 9, op: 'touch', ret: -1, signal: 'SIGKILL', ns: expect.any(Number) });
+    expect(r.results[10]).toEqual({ i: 10, op: 'peek', ret: -1, killed: 'SIGKILL' });
+    expect(r.results[11]).toMatchObject({ op: 'touch', ret: 0 }); // q, outside the group, goes on
+    // the victim's memory was freed: nothing is charged to the group any more
+    expect(r.results[12]).toMatchObject({ ret: 0, current: 0, events: { oom: 1, oom_kill: 1 } });
+  });
+
+  it('a process killed while another one ran answers killed from its next op; ops aimed at it answer ESRCH', async () => {
+    const r = new ScriptRunner(new SimBackend(smallKernel()));
+    await r.run(
+      lines([
+        { op: 'sysfs', path: '/sys/kernel/mm/transparent_hugepage/enabled', value: 'never' },
+        { op: 'spawn', name: 'big' },
+        { op: 'spawn', name: 'small' },
+        { op: 'cgroup', name: 'g', memory_max: '16M' },
+        { op: 'cgroup_enter', name: 'g', in: 'big' },
+        { op: 'cgroup_enter', name: 'g', in: 'small' },
+        { op: 'mmap', len: '12M', prot: ['PROT_READ', 'PROT_WRITE'], flags: ['MAP_PRIVATE', 'MAP_ANONYMOUS'], name: 'b', in: 'big' },
+        { op: 'mmap', len: '8M', prot: ['PROT_READ', 'PROT_WRITE'], flags: ['MAP_PRIVATE', 'MAP_ANONYMOUS'], name: 's', in: 'small' },
+        { op: 'touch', addr: '$b', len: '12M', write: true, in: 'big' },
+        { op: 'touch', addr: '$s', len: '8M', write: true, in: 'small', comment: 'over the limit: the largest (big) is killed' },
+        { op: 'touch', addr: '$b', len: '4K', write: true, in: 'big' },
+        { op: 'process_madvise', target: 'big', iovec: [['$s', '4K']], advice: 'MADV_COLD', in: 'small' },
+        { op: 'cgroup_stat', name: 'g' },
+      ]),
     );
+    expect(r.invalid).toBe(false);
+    expect(r.results[9]).toMatchObject({ op: 'touch', ret: 0 });
+    expect(r.results[10]).toMatchObject({ i: 10, op: 'touch', ret: -1, killed: 'SIGKILL' });
+    expect(r.results[10]!.signal).toBeUndefined();
+    expect(r.results[11]).toMatchObject({ ret: -1, errno: 'ESRCH' });
+    expect(r.results[12]).toMatchObject({ ret: 0, current: 8 << 20, events: { oom: 1, oom_kill: 1 } });
+  });
+});
+
+describe('oom_score_adj and oom_score on the simulator', () => {
+  it('the main process writes its own oom_score_adj (as the executor writes knobs); any process reads its own', async () => {
+    const r = new ScriptRunner(new SimBackend(smallKernel()));
+    await r.run(
+      lines([
+        { op: 'spawn', name: 'q' },
+        { op: 'sysfs', path: '/proc/self/oom_score_adj', value: '1000', in: 'q' },
+        { op: 'read', path: '/proc/self/oom_score_adj', in: 'q' },
+        { op: 'read', path: '/proc/self/oom_score_adj' },
+        { op: 'read', path: '/proc/self/oom_score' },
+        { op: 'sysfs', path: '/proc/self/oom_score_adj', value: '1001' },
+        { op: 'sysfs', path: '/proc/self/oom_score_adj', value: 'x' },
+      ]),
+    );
+    expect(r.results.map((l) => l.text ?? l.errno ?? l.ret)).toEqual([0, 0, '0\n', '1000\n', expect.any(String), 'EINVAL', 'EINVAL']);
+    // adj 1000 puts the score near the top of its 0..1333 range (1332 for the executor on this machine's 24 GiB)
+    const score = Number(r.results[4]!.text);
+    expect(score).toBeGreaterThan(1300);
+    expect(score).toBeLessThanOrEqual(1333);
   });
 });
 

@@ -39,6 +39,8 @@ import {
   uffdioPoison,
 } from '../kernel/userfaultfd.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
+import type { MemCgroup } from '../kernel/memcontrol.ts';
+import { oomScore, writeOomScoreAdj } from '../kernel/oom_kill.ts';
 
 /** A syscall return turned into the result fields. */
 function sys(r: number): RawResult {
@@ -63,6 +65,8 @@ export class SimBackend implements Backend {
   private swapFiles = 0;
   /** userfaultfd handles (runner's index) -> context ids. */
   private readonly uffds = new Map<number, number>();
+  /** Memory cgroups by the runner's index. */
+  private readonly cgroups: MemCgroup[] = [];
 
   constructor(readonly k: Kernel) {
     this.procs.push(k.createProcess('self'));
@@ -95,8 +99,13 @@ export class SimBackend implements Backend {
     const k = this.k;
     const a = op.a;
     const p = this.proc(op);
+    // A process the OOM killer killed while another process's op ran: its ops do not run; a target that is gone is ESRCH.
+    if (p.exited) return { ret: -1, killed: 'SIGKILL' };
+    if (op.targetProc !== undefined && this.procs[op.targetProc]!.exited) return { ret: -1, errno: 'ESRCH' };
     switch (op.op) {
       case 'sysfs': {
+        // The executor writes knobs from its main process, whatever `in` says: /proc/self is the main process's.
+        if (a.path === '/proc/self/oom_score_adj') return sys(writeOomScoreAdj(k, this.procs[0]!, a.value));
         if (!k.sysfs.has(a.path)) return { unsupported: `${a.path} is not modelled by the simulator` };
         return sys(k.sysfs.write(a.path, a.value));
       }
@@ -295,11 +304,23 @@ export class SimBackend implements Backend {
         for (const key of a.keys as string[]) out[key] = Object.hasOwn(now, key) ? now[key]! - this.vmstatBase[key]! : null;
         return { ret: 0, vmstat: out };
       }
-      // The memory cgroup ops: the real kernel's side exists (native executor); the simulator's does not yet.
-      case 'cgroup':
+      // The memory cgroups (memcontrol.ts), cgroup v2's controller, under one group of the run as the executor makes them.
+      case 'cgroup': {
+        const cg = k.memcg.create(a.name);
+        const pages = (v: number | 'max' | undefined): number => (v === undefined || v === 'max' ? Infinity : Math.floor(v / PAGE_SIZE));
+        cg.max = pages(a.memory_max);
+        cg.high = pages(a.memory_high);
+        cg.swapMax = pages(a.swap_max);
+        this.cgroups[op.cg!] = cg;
+        return { ret: 0 };
+      }
       case 'cgroup_enter':
-      case 'cgroup_stat':
-        return { unsupported: 'the simulator does not model memory cgroups yet: no charges, limits or OOM killer' };
+        k.memcg.attach(p, this.cgroups[op.cg!]!);
+        return { ret: 0 };
+      case 'cgroup_stat': {
+        const cg = this.cgroups[op.cg!]!;
+        return { ret: 0, current: cg.usage * PAGE_SIZE, events: { oom: cg.events.oom, oom_kill: cg.events.oom_kill } };
+      }
       default:
         return { unsupported: `op ${op.op} is not implemented by the simulator yet` };
     }
@@ -362,6 +383,8 @@ export class SimBackend implements Backend {
   private readFile(path: string, p: Process): string | undefined {
     const k = this.k;
     if (k.sysfs.has(path)) return k.sysfs.read(path);
+    if (path === '/proc/self/oom_score') return `${oomScore(k, p)}\n`;
+    if (path === '/proc/self/oom_score_adj') return `${k.oom.adj(p)}\n`;
     const m = /^\/proc\/self\/(maps|smaps|numa_maps)$/.exec(path);
     if (m)
       return m[1] === 'maps' ? renderMaps(p.mm) : m[1] === 'smaps' ? renderSmaps(k, p.mm) : renderNumaMaps(k, p.mm, p.mainThread.mempolicy);

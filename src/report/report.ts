@@ -390,6 +390,11 @@ const PRESSURE_OVERLAYS: [string, string, string][] = [
     'avg10 of /proc/pressure/memory’s some line, as the kernel prints it every 2 s.',
   ],
   [
+    'host.oom_kill',
+    'Host OOM kills over time',
+    'Processes the host’s OOM killer killed (vmstat oom_kill), cumulative: a VMM killed is its whole VM.',
+  ],
+  [
     'vm.*.guest.oom_deflates',
     'Balloon deflations on OOM over time',
     'deflate-on-oom notifications (256 pages each), all VMs summed, cumulative.',

@@ -38,7 +38,8 @@ function pct(avg: number): number {
  * The per-sample series: PSI memory (avg10 as the kernel prints it, and
  * the share of the sample interval stalled, from the totals), swap traffic
  * (pswpin/pswpout per second), pages reclaimed per second, swap in use, and
- * per VM its group's pressure and its guest's reclaim and OOM kills.
+ * the host's OOM kills (cumulative), and per VM its group's pressure and
+ * its guest's reclaim and OOM kills.
  */
 export function pressureSampler(k: Kernel, vms: VmRt[], groups: Map<VmRt, PsiGroup>) {
   const ev = k.vmstat.events;
@@ -63,6 +64,7 @@ export function pressureSampler(k: Kernel, vms: VmRt[], groups: Map<VmRt, PsiGro
     col('host.pswpout_per_s').push(rate(ev.pswpout - last.pswpout));
     col('host.pgsteal_per_s').push(rate(steal - last.steal));
     col('host.swap_used_bytes').push((k.swap.totalSwapPages - k.swap.nrSwapPages) * 4096);
+    col('host.oom_kill').push(ev.oom_kill);
     psi(k.psi.system, 'host.', col, dtNs);
     for (const rt of vms) {
       const g = groups.get(rt);
@@ -85,6 +87,7 @@ export function pressureFinal(k: Kernel, vms: VmRt[], groups: Map<VmRt, PsiGroup
     pgsteal_kswapd: ev.pgsteal_kswapd,
     pgsteal_direct: ev.pgsteal_direct,
     allocstall_normal: ev.allocstall_normal,
+    oom_kill: ev.oom_kill,
   };
   const totals = (g: PsiGroup, prefix: string): void => {
     k.psi.update(g);
