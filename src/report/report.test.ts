@@ -184,7 +184,7 @@ describe('renderSweepReport', () => {
     expect(renderSweepReport(again.sweep, again.runs)).toBe(html);
   });
 
-  it("overlays memory pressure when the runs have it: swap traffic, PSI, the VMs' OOM deflations summed; all-zero series are left out", () => {
+  it("overlays memory pressure when the runs have it: swap traffic, PSI, the VMs' OOM deflations summed; all-zero series are left out, but OOM's", () => {
     const p = fakeSweep();
     p.runs.forEach((r, i) => {
       const n = r.series.t_ns.length;
@@ -198,9 +198,10 @@ describe('renderSweepReport', () => {
     expect(out).toContain('<h3>Swap-out over time</h3>');
     expect(out).toContain('<h3>Memory pressure (some) over time</h3>');
     expect(out).toContain('<h3>Balloon deflations on OOM over time</h3>');
-    expect(out).not.toContain('<h3>Guest OOM over time</h3>');
+    // No OOM kill is still drawn (a line at 0); another all-zero series is not.
+    expect(out).toContain('<h3>Guest OOM over time</h3>');
     expect(out).not.toContain('<h3>Swap-in over time</h3>');
-    expect(svgs(out)).toHaveLength(svgs(html).length + 3);
+    expect(svgs(out)).toHaveLength(svgs(html).length + 4);
     svgs(out).forEach(expectDrawn);
   });
 

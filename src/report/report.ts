@@ -369,8 +369,9 @@ interface ChartPlan {
 
 const allZero = (v: number[]): boolean => v.every((x) => x === 0 || !Number.isFinite(x));
 
-/** Over-time overlays of memory pressure in a sweep: series (a `*` sums the VMs'), title, caption. */
+/** Over-time overlays of memory pressure in a sweep: series (a `*` sums the VMs'), title, caption; all-zero series are left out, but OOM's. */
 const PRESSURE_OVERLAYS: [string, string, string][] = [
+  ['host.pgsteal_per_s', 'Reclaim over time', 'Pages the host reclaimed per second (pgsteal_kswapd + pgsteal_direct), one line per run.'],
   ['host.pswpout_per_s', 'Swap-out over time', 'Pages written to swap per second (pswpout), one line per run.'],
   ['host.pswpin_per_s', 'Swap-in over time', 'Pages read from swap per second (pswpin), one line per run.'],
   ['host.swap_used_bytes', 'Swap in use over time', 'Swap space in use on the host, one line per run.'],
@@ -781,7 +782,8 @@ export function renderSweepReport(s: SweepResult, runs: RunResult[] = []): strin
       const lines = matched
         .map((r, i) => ({ name: r.run.id, t_ns: r.series.t_ns, values: sumColumns(r.series, key), color: PALETTE[i % PALETTE.length] }))
         .filter((x) => x.values.length > 0);
-      if (lines.length && !lines.every((x) => allZero(x.values)))
+      // OOM is drawn even when nothing was killed: a flat line at 0 is the answer.
+      if (lines.length && (key.includes('oom') || !lines.every((x) => allZero(x.values))))
         overlays.push(
           `<figure>\n<h3>${esc(title)}</h3>\n<figcaption>${esc(caption)}</figcaption>\n${lineChartSVG({ id: `sweep-${key.replace(/[^a-z0-9]+/gi, '-')}`, series: lines, unit: unitOf(key.replace('*', 'x')), label: title })}\n</figure>`,
         );

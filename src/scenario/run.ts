@@ -37,7 +37,7 @@ import {
   type VmRt,
 } from './vms.ts';
 import { inputDigests } from './inputs.ts';
-import { addVmPsiGroup, pressureFinal, pressureSampler, startSwap } from './pressure.ts';
+import { addVmPsiGroup, oomKillNote, pressureFinal, pressureSampler, startSwap } from './pressure.ts';
 
 export const MEMTWIN_VERSION = '0.1.0';
 
@@ -250,7 +250,9 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
 function threadWarnings(k: Kernel, threads: WorkloadThread[], paths: Map<WorkloadThread, YamlPath>, rep: RunReport): void {
   for (const wt of threads)
     if (wt.stopped) {
-      const note = wt.stopped.startsWith('OOM') ? hostMemoryNote(wt.k) || hostMemoryNote(k) : '';
+      // Its process killed by the host's OOM killer (pressure.ts), or else the host's memory when it ran out.
+      const note =
+        oomKillNote(wt.k, wt.thread.process.pid) || (wt.stopped.startsWith('OOM') ? hostMemoryNote(wt.k) || hostMemoryNote(k) : '');
       rep.warn(paths.get(wt) ?? [], `thread ${wt.name} stopped early (${wt.stopped})${note}; its numbers cover only the time before`);
     }
 }
