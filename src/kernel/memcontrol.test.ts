@@ -5,7 +5,7 @@ import { verifyKernel } from './debug_vm.ts';
 import { sysSwapon } from './swapfile.ts';
 import { MADV, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
 import type { Kernel } from './kernel.ts';
-import { calculateHighDelay, memcgStat, renderEvents, verifyMemcg, type MemCgroup } from './memcontrol.ts';
+import { calculateHighDelay, memcgStat, readCgroupFile, renderEvents, verifyMemcg, type MemCgroup } from './memcontrol.ts';
 import { oomBadness, oomScore } from './oom_kill.ts';
 import { sysMovePages } from './migrate.ts';
 
@@ -78,6 +78,11 @@ describe('memory cgroups (memcontrol.ts)', () => {
     k.runDueEvents();
     expect(parent.usage).toBe(0);
     expect(child.usage).toBe(0);
+    expect(readCgroupFile(k, '/sys/fs/cgroup/a/memory.max')).toBe(`${8 * MiB}\n`);
+    expect(readCgroupFile(k, '/sys/fs/cgroup/a/b/memory.high')).toBe('max\n');
+    expect(readCgroupFile(k, '/sys/fs/cgroup/a/b/memory.events.local')).toContain('oom_kill 1\n');
+    expect(readCgroupFile(k, '/sys/fs/cgroup/a/memory.stat')).toMatch(/^anon 0\nfile 0\n/);
+    expect(readCgroupFile(k, '/sys/fs/cgroup/nosuch/memory.max')).toBeUndefined();
     expect(renderEvents(parent)).toBe(`low 0\nhigh 0\nmax ${parent.events.max}\noom 1\noom_kill 1\noom_group_kill 0\n`);
     expect(verifyKernel(k)).toEqual([]);
   });

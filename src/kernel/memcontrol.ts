@@ -146,6 +146,11 @@ export class MemcgState {
     k.swap.onSlotFree = (entry) => memcgUnchargeSwap(k, entry);
   }
 
+  /** A child of the root by name (a scenario's group). */
+  byName(name: string): MemCgroup | undefined {
+    return this.root.children.find((c) => c.name === name);
+  }
+
   /** cgroup.procs write: the process's later charges go to `cg` (charges already made stay where they are). */
   attach(p: Process, cg: MemCgroup): void {
     if (cg === this.root) this.mmMemcg.delete(p.mm.id);
@@ -602,4 +607,41 @@ export function verifyMemcg(k: Kernel): string[] {
     if (cg.swapUsage > cg.swapMax) errs.push(`memcg ${cg.path()}: swap.current ${cg.swapUsage} above swap.max ${cg.swapMax}`);
   }
   return errs;
+}
+
+/**
+ * The group's control files as cgroup v2 shows them under /sys/fs/cgroup:
+ * `/sys/fs/cgroup/<path>/memory.{current,max,high,low,min,swap.current,
+ * swap.max,stat,events,events.local}`; undefined for any other path.
+ */
+export function readCgroupFile(k: Kernel, path: string): string | undefined {
+  const m = /^\/sys\/fs\/cgroup\/(.+)\/(memory\.[a-z.]+)$/.exec(path);
+  if (!m) return undefined;
+  let cg: MemCgroup | undefined = k.memcg.root;
+  for (const part of m[1]!.split('/')) cg = cg?.children.find((c) => c.name === part);
+  if (!cg) return undefined;
+  const bytes = (pages: number): string => `${pages * PAGE_SIZE}\n`;
+  switch (m[2]) {
+    case 'memory.current':
+      return bytes(cg.usage);
+    case 'memory.swap.current':
+      return bytes(cg.swapUsage);
+    case 'memory.max':
+      return `${renderLimit(cg.max)}\n`;
+    case 'memory.high':
+      return `${renderLimit(cg.high)}\n`;
+    case 'memory.swap.max':
+      return `${renderLimit(cg.swapMax)}\n`;
+    case 'memory.low':
+      return bytes(cg.low);
+    case 'memory.min':
+      return bytes(cg.min);
+    case 'memory.stat':
+      return renderStat(k, cg);
+    case 'memory.events':
+      return renderEvents(cg);
+    case 'memory.events.local':
+      return renderEvents(cg, true);
+  }
+  return undefined;
 }

@@ -224,6 +224,15 @@ function oomReap(k: Kernel, victim: Process): void {
   );
 }
 
+/** Why a killed process died, for results: "SIGKILL (OOM killer: ...)" naming the group whose limit was hit, or the host. */
+export function killReason(k: Kernel, p: Process): string {
+  const kill = k.oom.kills.findLast((x) => x.pid === p.pid);
+  if (!kill) return 'SIGKILL';
+  return kill.memcg
+    ? `SIGKILL (OOM killer: memory cgroup ${kill.memcg} at its memory.max)`
+    : 'SIGKILL (OOM killer: the host out of memory)';
+}
+
 /** exit_mmap: every mapping of the dead process goes, with its page tables and swap entries. */
 export function exitMmap(k: Kernel, p: Process): void {
   for (const vma of [...p.mm.vmas]) doMunmap(k, p.mm, vma.start, vma.size);

@@ -39,7 +39,7 @@ import {
   uffdioPoison,
 } from '../kernel/userfaultfd.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
-import type { MemCgroup } from '../kernel/memcontrol.ts';
+import { readCgroupFile, type MemCgroup } from '../kernel/memcontrol.ts';
 import { oomScore, writeOomScoreAdj } from '../kernel/oom_kill.ts';
 
 /** A syscall return turned into the result fields. */
@@ -383,6 +383,7 @@ export class SimBackend implements Backend {
   private readFile(path: string, p: Process): string | undefined {
     const k = this.k;
     if (k.sysfs.has(path)) return k.sysfs.read(path);
+    if (path.startsWith('/sys/fs/cgroup/')) return readCgroupFile(k, path);
     if (path === '/proc/self/oom_score') return `${oomScore(k, p)}\n`;
     if (path === '/proc/self/oom_score_adj') return `${k.oom.adj(p)}\n`;
     const m = /^\/proc\/self\/(maps|smaps|numa_maps)$/.exec(path);

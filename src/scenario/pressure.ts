@@ -106,9 +106,3 @@ export function pressureFinal(k: Kernel, vms: VmRt[], groups: Map<VmRt, PsiGroup
   return out;
 }
 
-/** "; the host's OOM killer killed its process: <the kernel's line>" when it did, else ''. */
-export function oomKillNote(k: Kernel, pid: number): string {
-  if (!k.oom.kills.some((x) => x.pid === pid)) return '';
-  const line = k.oom.dmesg.findLast((l) => l.includes(`Killed process ${pid} `));
-  return `; the host's OOM killer killed its process${line ? `: ${line.replace(/^\[[^\]]*\] /, '')}` : ''}`;
-}

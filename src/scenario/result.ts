@@ -103,6 +103,9 @@ export interface RunEventLog {
   pages_migrated: number;
   /** A VM event: the VM (its VMM process is `process`). */
   vm?: string;
+  /** oom_kill: the memory cgroup whose memory.max was hit ("/g"; absent for a global OOM), the victim's anon RSS. */
+  memcg?: string;
+  anon_rss_bytes?: number;
   /** free_page_hint: start, stop or done. */
   action?: string;
   /** qmp/hmp/balloon: the monitor's reply (QMP JSON, or HMP text). */

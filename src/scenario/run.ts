@@ -25,6 +25,8 @@ import type { Process } from '../kernel/sched.ts';
 import type { Host } from '../sim/host.ts';
 import type { RunEventLog, RunResult, ScenarioInfo, SeriesData, ThreadNumaResult, ThreadResult } from './result.ts';
 import type { EventSpec, Scenario } from './schema.ts';
+import { cgroupFinal, cgroupSample, enterCgroup, oomEvents, startCgroups } from './cgroups.ts';
+import type { MemCgroup } from '../kernel/memcontrol.ts';
 import {
   claimGuestRange,
   hostMemoryNote,
@@ -37,7 +39,7 @@ import {
   type VmRt,
 } from './vms.ts';
 import { inputDigests } from './inputs.ts';
-import { addVmPsiGroup, oomKillNote, pressureFinal, pressureSampler, startSwap } from './pressure.ts';
+import { addVmPsiGroup, pressureFinal, pressureSampler, startSwap } from './pressure.ts';
 
 export const MEMTWIN_VERSION = '0.1.0';
 
@@ -83,6 +85,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   }
   startSwap(k, s, fail);
 
+  const cgroups = startCgroups(k, s, fail);
   const procs: { p: Process; maps: Map<string, MappingRt> }[] = [];
   const threads: WorkloadThread[] = [];
   /** Where each workload thread comes from in the scenario, for warnings about it. */
@@ -90,6 +93,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   s.processes.forEach((ps, pi) => {
     const firstCpu = ps.threads[0]?.cpu ?? host.nodes[0]!.cpus[0] ?? 0;
     const p = k.createProcess(ps.name, firstCpu);
+    enterCgroup(k, cgroups, p, ps.cgroup);
     const maps = new Map<string, MappingRt>();
     ps.mappings.forEach((m, mi) => {
       const mpath: YamlPath = ['processes', pi, 'mappings', mi];
@@ -203,7 +207,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
 
   // The sampler is scheduled first, so its sample at t0 is the baseline before any access.
   if (s.swap) k.psi.startAvgsWork();
-  const series = sampler(k, s, procs, threads, agents, t0, end, opts.progress, vms, pressure);
+  const series = sampler(k, s, procs, threads, agents, t0, end, opts.progress, vms, cgroups, pressure);
   // The threads start together; from then on the scheduler runs each on a CPU of its mask (kernel/sched).
   for (const wt of threads) {
     wt.until = end;
@@ -215,7 +219,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   k.events.runUntil(end);
   series.sample();
   vmEvents.close();
-  const events = [...eventLog, ...vmEvents.log].sort((a, b) => a.at_ns - b.at_ns);
+  const events = [...eventLog, ...vmEvents.log, ...oomEvents(k, t0)].sort((a, b) => a.at_ns - b.at_ns);
   threadWarnings(k, threads, threadPaths, rep);
   vmWarnings(vms, rep);
   agentWarnings(s, agents, rep);
@@ -238,6 +242,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
       ...finalMetrics(k, s, procs, threads, agents, series.data),
       ...(vms.length ? vmFinal(vms, vmEvents.log) : {}),
       ...(s.swap ? pressureFinal(k, vms, psiGroups) : {}),
+      ...(cgroups.size ? cgroupFinal(k, cgroups) : {}),
     },
     threads: threads.map((wt) => threadResult(wt, s.duration)),
     events,
@@ -250,9 +255,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
 function threadWarnings(k: Kernel, threads: WorkloadThread[], paths: Map<WorkloadThread, YamlPath>, rep: RunReport): void {
   for (const wt of threads)
     if (wt.stopped) {
-      // Its process killed by the host's OOM killer (pressure.ts), or else the host's memory when it ran out.
-      const note =
-        oomKillNote(wt.k, wt.thread.process.pid) || (wt.stopped.startsWith('OOM') ? hostMemoryNote(wt.k) || hostMemoryNote(k) : '');
+      const note = /^(OOM|SIGKILL)/.test(wt.stopped) ? hostMemoryNote(wt.k) || hostMemoryNote(k) : '';
       rep.warn(paths.get(wt) ?? [], `thread ${wt.name} stopped early (${wt.stopped})${note}; its numbers cover only the time before`);
     }
 }
@@ -590,6 +593,7 @@ function sampler(
   end: number,
   progress?: (f: number) => void,
   vms: VmRt[] = [],
+  cgroups: Map<string, MemCgroup> = new Map(),
   pressure?: (col: (name: string) => number[]) => void,
 ) {
   const data: SeriesData = { t_ns: [], metrics: {} };
@@ -675,6 +679,7 @@ function sampler(
     col('thp_fault_fallback').push(ev.thp_fault_fallback);
     col('compact_stall').push(ev.compact_stall);
     membwSample(k, col, lastBw, dt);
+    cgroupSample(cgroups, col);
     if (vms.length) {
       col('host.free_bytes').push(k.phys.freePages() * PAGE_SIZE);
       for (const [name, v] of Object.entries(vmSeries(vms))) col(name).push(v);

@@ -266,6 +266,30 @@ export const processSchema = z.strictObject({
   name: ident.describe('the process name, 1 to 64 characters'),
   mappings: z.array(mappingSchema).min(1),
   threads: z.array(threadSchema).default([]),
+  cgroup: z
+    .string()
+    .optional()
+    .describe('the memory cgroup (a name in `cgroups`) the process runs in, from before its mappings are made; default: the root'),
+});
+
+/** A memory cgroup limit: bytes (rounded down to pages), or "max" (none). */
+const cgroupLimit = z.union([z.literal('max'), size]);
+export const cgroupSchema = z.strictObject({
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{1,64}$/)
+    .describe('the group (a directory under the root of the cgroup v2 hierarchy): 1 to 64 letters, digits, "_" and "-"'),
+  memory_max: cgroupLimit
+    .default('max')
+    .describe('memory.max: the hard limit, bytes or max; above it the group reclaims (into swap) and then the OOM killer kills'),
+  memory_high: cgroupLimit
+    .default('max')
+    .describe(
+      "memory.high: the throttling limit, bytes or max; above it the group's allocating tasks reclaim and are delayed, never killed",
+    ),
+  memory_low: size.default(0).describe('memory.low: best-effort protection from reclaim, bytes'),
+  memory_min: size.default(0).describe('memory.min: hard protection from reclaim, bytes'),
+  swap_max: cgroupLimit.default('max').describe("memory.swap.max: the limit on the group's swap use, bytes or max"),
 });
 
 export const eventSchema = z.strictObject({
@@ -545,6 +569,12 @@ export type VmEventSpec = z.infer<typeof vmEventSchema>;
 
 export const vmSchema = z.strictObject({
   name: ident.describe('-name; also the VMM process name (-name ...,process=)'),
+  cgroup: z
+    .string()
+    .optional()
+    .describe(
+      "the memory cgroup (a name in `cgroups`) the VMM process runs in: its guest RAM is charged there (memory prealloc'd at startup stays with the root)",
+    ),
   machine: z.enum(['q35', 'pc']).default('q35'),
   'max-ram-below-4g': sizeIn(0, 2 ** 32)
     .optional()
@@ -684,6 +714,12 @@ export const scenarioSchema = z.strictObject({
     .optional()
     .describe(
       "a swap file on the host, swapon'd before the run, on a rotational disk as the profile's swap costs were measured (swapout_4k, swapin_4k, swapin_swapcache_4k); default: no swap",
+    ),
+  cgroups: z
+    .array(cgroupSchema)
+    .default([])
+    .describe(
+      'memory cgroups (cgroup v2 memory controller, under the root) that processes and VMs run in: per-group series cgroup.NAME.memory_current, .events_high, .events_max, .oom_kill, and final metrics',
     ),
   duration: durationIn(1000, LIMITS.maxDurationNs).describe('virtual time the workloads run, 1us to 3600s'),
   sample: z

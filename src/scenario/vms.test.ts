@@ -482,17 +482,19 @@ describe('scenario VMs: a mistake stops the run with a located error, never a st
     );
   });
 
-  it('a host whose hugetlb pool took all memory: the host OOM-kills QEMU at the guest access, and the error says why', () => {
+  it('a host whose hugetlb pool took all memory: the OOM killer kills QEMU, and why', () => {
     const full = MIG.replace('sample:', 'kernel:\n  /proc/sys/vm/nr_hugepages: 512\nsample:');
     const alloc = full.replace('{ at: 10ms, op: migrate, bandwidth: 1250M }', '{ at: 10ms, op: guest_alloc, size: 8M }');
     expect(runError('pool-alloc.yaml', alloc)).toMatch(
       new RegExp(
-        `pool-alloc\\.yaml:${lineOf(alloc, 'guest_alloc')}:\\d+: vms\\[0\\]\\.events\\[0\\]: qemu-system-x86_64: killed by SIGKILL; the host's kernel log: Out of memory: Killed process \\d+ \\(g\\) total-vm:\\d+kB, anon-rss:\\d+kB, .*; the host is out of memory: 0 MiB free of 1024 MiB, the hugetlb pool holds 512 x 2M \\(1G\\) \\(nr_hugepages\\)`,
+        `pool-alloc\\.yaml:${lineOf(alloc, 'guest_alloc')}:\\d+: vms\\[0\\]\\.events\\[0\\]: qemu-system-x86_64: terminated: SIGKILL \\(OOM killer: the host out of memory\\); the host is out of memory: 0 MiB free of 1024 MiB, the hugetlb pool holds 512 x 2M \\(1G\\) \\(nr_hugepages\\)`,
       ),
     );
     const frag = full.replace('    events:\n', '    guest: { fragment: { size: 8M, keep_every: 2 } }\n    events:\n');
     expect(runError('pool-frag.yaml', frag)).toMatch(
-      new RegExp(`pool-frag\\.yaml:${lineOf(frag, 'fragment')}:\\d+: vms\\[0\\]\\.guest\\.fragment: qemu-system-x86_64: killed by SIGKILL`),
+      new RegExp(
+        `pool-frag\\.yaml:${lineOf(frag, 'fragment')}:\\d+: vms\\[0\\]\\.guest\\.fragment: qemu-system-x86_64: terminated: SIGKILL \\(OOM killer: the host out of memory\\)`,
+      ),
     );
   });
 
@@ -675,7 +677,7 @@ vms:
     expect(o.final['threads_stopped']).toBe(1);
     expect(o.warnings![0]).toMatch(
       new RegExp(
-        `oom\\.yaml:${lineOf(oom, 'name: w')}:\\d+: vms\\[0\\]\\.workloads\\[0\\]: thread g/w stopped early \\(OOM at 0x[0-9a-f]+\\); the host's OOM killer killed its process: Out of memory: Killed process \\d+ \\(g\\) total-vm:\\d+kB, anon-rss:\\d+kB`,
+        `oom\\.yaml:${lineOf(oom, 'name: w')}:\\d+: vms\\[0\\]\\.workloads\\[0\\]: thread g/w stopped early \\(SIGKILL \\(OOM killer: the host out of memory\\)\\)`,
       ),
     );
   });

@@ -177,6 +177,7 @@ export function startVms(k: Kernel, s: Scenario, rep: RunReport): VmRt[] {
     for (const w of vm.warnings) rep.warn(['vms', vi], `qemu-system-x86_64: warning: ${w}`);
     // -name NAME,process=NAME: the VMM's process name (prctl PR_SET_NAME), so results name it.
     (vm.process as { name: string }).name = spec.name;
+    if (spec.cgroup !== undefined) k.memcg.attach(vm.process, k.memcg.byName(spec.cgroup)!); // before the guest runs
     const guest = new GuestKernel(guestMemoryOf(k, vm), k.costs, { cpuNode: vm.vcpus.map((c) => c.node) });
     const rt: VmRt = {
       spec,

@@ -27,6 +27,7 @@
  * src/workload/access_model.ts); it can use the effective mapping size for
  * TLB reach, min(guest page size, EPT mapping size) (tlbMappingSize).
  */
+import { killReason } from '../kernel/oom_kill.ts';
 import type { CpuWork, Kernel } from '../kernel/kernel.ts';
 import type { Process, Thread } from '../kernel/sched.ts';
 import { ERRNO, PAGE_SIZE, PMD_SIZE, PUD_SIZE, alignDown, alignUp } from '../kernel/uapi.ts';
@@ -600,11 +601,8 @@ export class Vm implements GuestMemory {
       throw new QemuError(
         `vCPU blocked in a userfault at HVA 0x${res.blocked.toString(16)}: a synchronous guest access cannot wait for a page (guest workloads can)`,
       );
-    // The host's OOM killer chose the VMM during the access: QEMU dies of SIGKILL, the kernel's log says why.
-    if (res.signal === 'SIGKILL') {
-      const line = this.k.oom.dmesg.findLast((l) => l.includes(`Killed process ${this.process.pid} `));
-      throw new QemuError(`killed by SIGKILL${line ? `; the host's kernel log: ${line.replace(/^\[[^\]]*\] /, '')}` : ''}`);
-    }
+    // The OOM killer chose the VMM process (while this access faulted, or before): QEMU is gone.
+    if (res.signal === 'SIGKILL') throw new QemuError(`terminated: ${killReason(this.k, t.process)}`);
     // KVM cannot map the page (hva_to_pfn fails): KVM_RUN returns -EFAULT and QEMU stops.
     if (res.signal) throw new QemuError(`error: kvm run failed Bad address (GPA 0x${(slot.gpa + (res.at! - slot.hva)).toString(16)})`);
   }

@@ -12,6 +12,7 @@
  * and the stride per sequential one (at most 4K), storeTraffic times for a store (2: read
  * for ownership and write-back), on the share of accesses that reach DRAM.
  */
+import { killReason } from '../kernel/oom_kill.ts';
 import { addFlowClass, type Kernel } from '../kernel/kernel.ts';
 import type { Process, Thread } from '../kernel/sched.ts';
 import type { Vma } from '../kernel/mm_types.ts';
@@ -299,6 +300,11 @@ export class WorkloadThread implements TaskClient {
     migrating.prune(now);
     let spent = 0;
     try {
+      // The OOM killer killed the process (a fault of this thread or another's): its threads run no more.
+      if (this.thread.process.exited) {
+        this.stopped = killReason(k, this.thread.process);
+        return Infinity;
+      }
       while (spent + ctx.ns < limit) {
         const sva = this.retryVa ?? stream.next();
         this.retryVa = undefined;
@@ -334,6 +340,10 @@ export class WorkloadThread implements TaskClient {
             this.blockedAt = now + spent + ctx.ns;
             k.uffd.faulted(this.thread, this.blockedAt);
             return WAIT;
+          }
+          if (this.thread.process.exited) {
+            this.stopped = killReason(k, this.thread.process);
+            return Infinity;
           }
           if (r !== FAULT_OK) {
             this.stopped = `${r === 2 ? 'SIGBUS' : r === 1 ? 'SIGSEGV' : 'OOM'} at 0x${va.toString(16)}`;
