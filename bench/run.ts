@@ -214,15 +214,16 @@ async function scriptVersusLinux(what: string, script: string, opIndex: number, 
   const simTimes: number[] = [];
   const realTimes: number[] = [];
   for (let r = 0; r < (quick ? 2 : 5); r++) {
-    // The op's own time: the script up to and including it, minus the script before it.
-    const lines = script.split('\n');
-    const timed = async (n: number): Promise<number> => {
-      const runner = new ScriptRunner(new SimBackend(new Kernel({ host: resolveHost('this-machine'), costs: CostProfile.default() })));
-      const t = performance.now();
-      await runner.run(lines.slice(0, n).join('\n'));
-      return performance.now() - t;
-    };
-    simTimes.push(Math.max(1e-3, (await timed(opIndex + 1)) - (await timed(opIndex))));
+    // The op's own time, measured in the run: from the result of the op before it to its own result.
+    const stamps: number[] = [];
+    const runner = new ScriptRunner(new SimBackend(new Kernel({ host: resolveHost('this-machine'), costs: CostProfile.default() })), () => {
+      stamps.push(performance.now());
+    });
+    const t0 = performance.now();
+    await runner.run(script);
+    if (runner.results.length <= opIndex || 'error' in runner.results[opIndex]! || 'invalid' in runner.results[opIndex]!)
+      throw new Error(`bench script for ${what}: op ${opIndex} did not run (${JSON.stringify(runner.results[opIndex])})`);
+    simTimes.push(stamps[opIndex]! - (opIndex ? stamps[opIndex - 1]! : t0));
     if (!why) {
       const backend = new LinuxBackend();
       const lin = new ScriptRunner(backend);
@@ -233,14 +234,19 @@ async function scriptVersusLinux(what: string, script: string, opIndex: number, 
   }
   const fmt = (rate: number): string => (rate >= 1e6 ? `${(rate / 1e6).toFixed(2)} M` : `${(rate / 1e3).toFixed(1)} k`);
   const simRate = units / (median(simTimes) / 1000);
-  row(`${what}, simulator (wall)`, `${fmt(simRate)} ${unitName}/s`);
+  const rates = (ms: number[]): string =>
+    spread(
+      ms.map((m) => units / (m / 1000)),
+      fmt,
+    );
+  row(`${what}, simulator (wall)`, `${fmt(simRate)} ${unitName}/s`, `median of ${simTimes.length}; spread ${rates(simTimes)}`);
   if (why) row('same script on the real kernel', 'not run', why);
   else {
     const realRate = units / (median(realTimes) / 1000);
     row(
       'same script on the real kernel (measured by the executor)',
       `${fmt(realRate)} ${unitName}/s`,
-      `ratio sim/real = ${(simRate / realRate).toFixed(1)}x`,
+      `ratio sim/real = ${(simRate / realRate).toFixed(1)}x; spread ${rates(realTimes)}`,
     );
   }
 }

@@ -26,6 +26,16 @@ describe('memtwin exec', () => {
     expect(lines[1]).toEqual({ summary: { ops: 1, errors: 0, backend: 'sim' } });
   });
 
+  it('reads the script from standard input for -, and names - in errors', () => {
+    const mmap = '{"op":"mmap","len":"4K","prot":["PROT_READ"],"flags":["MAP_PRIVATE","MAP_ANONYMOUS"],"name":"a"}';
+    const ok = spawnSync(process.execPath, [bin, 'exec', '-'], { encoding: 'utf8', input: `${mmap}\n` });
+    expect(ok.status).toBe(0);
+    expect(JSON.parse(ok.stdout.trim().split('\n')[0]!)).toMatchObject({ i: 0, op: 'mmap', ret: '$a' });
+    const bad = spawnSync(process.execPath, [bin, 'exec', '-'], { encoding: 'utf8', input: `${mmap}\n{"op":"bogus"}\n` });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/^memtwin: -:2: unknown op "bogus"/);
+  });
+
   it('exits 2 on invalid input, with the line saying what is wrong', () => {
     const s = file('bad.jsonl', '{"op":"mmap","len":"4K","prot":["PROT_READ"],"flags":["MAP_PRIVAT"]}\n');
     const r = memtwin('exec', s);

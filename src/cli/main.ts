@@ -23,7 +23,8 @@ const program = new Command()
   .description('An executable twin of the Linux/KVM/QEMU memory-management stack')
   .version('0.1.0');
 
-const readScript = (file: string): string => readInput(file, 'script');
+/** An op-script's text: the file, or standard input for `-` (errors then name `-`). */
+const readScript = (file: string): string => readInput(file === '-' ? 0 : file, 'script', file);
 
 function seedOf(v: string): number {
   const n = Number(v);
@@ -92,7 +93,7 @@ const opList = Object.entries(OPS)
 program
   .command('exec')
   .description('run an op-script (JSON Lines, docs/op-script.md) on the simulator or the real kernel')
-  .argument('<script>', 'op-script file (.jsonl)')
+  .argument('<script>', 'op-script file (.jsonl), or - for standard input')
   .addOption(
     new Option('--backend <backend>', "sim, linux (this machine), or guest (a QEMU guest of the host file's shape, docs/oracle-guest.md)")
       .choices(['sim', 'linux', 'guest'] as const)
@@ -141,7 +142,7 @@ const GUEST_HOST = 'two-node-guest';
 program
   .command('diff')
   .description('run an op-script on the simulator and on the real kernel and list every disagreement')
-  .argument('<script>', 'op-script file (.jsonl)')
+  .argument('<script>', 'op-script file (.jsonl), or - for standard input')
   .addOption(
     new Option('--against <kernel>', 'linux (this machine) or guest (a QEMU guest of the --host shape)')
       .choices(['linux', 'guest'] as const)

@@ -14,6 +14,7 @@ import {
   PTE_ZERO,
   VM,
   pfnOfPte,
+  pteMkyoung,
   pteOf,
   swpEntryOfPte,
   type MmStruct,
@@ -77,7 +78,7 @@ export function freePteTable(k: Kernel, mm: MmStruct, t: PteTable): void {
   }
 }
 
-const ORDER0_MOVABLE = { order: 0, mt: MIGRATE_MOVABLE as typeof MIGRATE_MOVABLE, nid: 0 };
+const ORDER0_MOVABLE = { order: 0, mt: MIGRATE_MOVABLE as typeof MIGRATE_MOVABLE, nid: 0, callerPreps: true };
 
 /** A new anonymous page for va, placed by the memory policy (the local node when there is none). */
 function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, t: Thread): number {
@@ -94,8 +95,7 @@ function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, t: Thread): 
     k.phys.free(pfn, 0);
     return -1;
   }
-  k.mem.initAnonPage(pfn, mm.id, va / PAGE_SIZE, PG.anon | PG.young);
-  lruAddNewAnon(k, pfn);
+  lruAddNewAnon(k, pfn, mm.id, va / PAGE_SIZE, PG.anon | PG.young);
   anonVmaPrepare(k, mm, vma);
   mm.rssAnon++;
   return pfn;
@@ -464,6 +464,8 @@ export function followPage(mm: MmStruct, va: number): number {
 
 /** Size of the leaf found by the last translate(): PAGE_SIZE, PMD_SIZE, PUD_SIZE, or 0. */
 export let translatedSize = 0;
+/** The PTE table holding the entry the last translate() found when it maps a frame at 4K (not the zero page), else null. */
+export let translatedTable: PteTable | null = null;
 
 /**
  * followPage and mappingSize in one page-table walk, for the workload
@@ -472,6 +474,7 @@ export let translatedSize = 0;
  */
 export function translate(mm: MmStruct, va: number): number {
   const pt = mm.pgtable;
+  translatedTable = null;
   if (pt.puds.size) {
     const leaf = pt.puds.get(PageTable.pudKey(va));
     if (leaf) {
@@ -494,7 +497,9 @@ export function translate(mm: MmStruct, va: number): number {
     return -2;
   }
   translatedSize = PAGE_SIZE;
-  return pte === PTE_ZERO ? -1 : pte - 1;
+  if (pte === PTE_ZERO) return -1;
+  translatedTable = e;
+  return pte - 1;
 }
 
 /** Size of the leaf mapping va: PAGE_SIZE, PMD_SIZE or PUD_SIZE, 0 if nothing maps it. */
@@ -706,7 +711,7 @@ function accessPtes(
       k.writeSerial = (k.writeSerial + 1) & 0xffffff;
       m.storeByte(pte - 1, k.writeSerial, fill, va % PAGE_SIZE === 0);
     } else if (pte > 0) {
-      m.markYoung(pte - 1); // the load sets the PTE's accessed bit
+      pteMkyoung(t, i); // the load sets the PTE's accessed bit
       if (read) read(va, m.token(pte - 1) & 0xff);
     } else if (read) read(va, 0);
   }

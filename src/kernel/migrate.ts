@@ -39,8 +39,9 @@ export const NR_MAX_BATCHED_MIGRATION = HPAGE_PMD_NR;
  *
  * Time is the calling task's: the clock plus what the task has charged so
  * far (Kernel.taskTime), or `clock` when the caller keeps its own.
- * MEMBW: the copies' charges (migrateOne, moveFolio, migrateHugetlb) are where memory bandwidth (Kernel.chargeMem,
- * r-membw) stretches them; the windows follow, being read from the task's charged time.
+ * The copies are charged through Kernel.chargeMem (migrateOne, moveFolio,
+ * migrateHugetlb), so a loaded node's bandwidth stretches them, and the
+ * windows with them: they are read from the task's charged time.
  */
 export class MigrateBatches {
   private cur: MigrationBatch | null = null;

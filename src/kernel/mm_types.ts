@@ -178,9 +178,32 @@ export const swpEntryOfPte = (pte: number): number => -2 - pte;
 
 export class PteTable {
   readonly ptes = new Int32Array(512);
+  /**
+   * The entries' accessed bits (pte_young), one per entry: a load through
+   * the 4K mapping sets its bit, as the MMU does (pteMkyoung). Faults,
+   * stores and huge mappings mark the page itself (PG.young); reclaim's
+   * folio_referenced reads and clears both. Kept beside the entries: the
+   * load that sets a bit has just read its entry, where the frame's flags
+   * would cost another cache miss per simulated access.
+   */
+  readonly young = new Uint32Array(16);
   /** entries that are not PTE_NONE */
   used = 0;
   constructor(readonly tablePfn: number) {}
+}
+
+/** pte_mkyoung: the MMU sets entry i's accessed bit on a load through it. */
+export function pteMkyoung(t: PteTable, i: number): void {
+  t.young[i >>> 5]! |= 1 << (i & 31);
+}
+
+/** ptep_test_and_clear_young: whether entry i's accessed bit was set; clears it. */
+export function ptepTestAndClearYoung(t: PteTable, i: number): boolean {
+  const w = i >>> 5;
+  const bit = 1 << (i & 31);
+  const was = (t.young[w]! & bit) !== 0;
+  t.young[w]! &= ~bit;
+  return was;
 }
 
 /** A huge leaf entry at PMD or PUD level. pfn < 0 means the huge zero page. */

@@ -323,6 +323,12 @@ export interface AllocRequest {
   nodemask?: readonly number[] | undefined;
   /** __GFP_THISNODE: do not fall back to other nodes. */
   thisNode?: boolean;
+  /**
+   * The caller sets every field of the new order-0 frame itself
+   * (swap.ts's prepNewAnonPage: post_alloc_hook and the anonymous folio's
+   * setup in one pass over the frame, the fault path's hot case).
+   */
+  callerPreps?: boolean;
 }
 
 /**
@@ -380,7 +386,7 @@ export class PhysMem {
       const z = this.zones[nid]!;
       const pfn = z.rmqueue(order, req.mt);
       if (pfn >= 0) {
-        this.prepNewPage(pfn, order);
+        if (!req.callerPreps) this.prepNewPage(pfn, order);
         if (z.freePages < z.wmark[WMARK_LOW]! && this.wakeKswapd) this.wakeKswapd(nid);
         return pfn;
       }

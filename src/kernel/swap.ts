@@ -151,14 +151,19 @@ export function folioAddLru(k: Kernel, head: number): void {
  * folio_add_lru of a new order-0 anonymous page (the fault path's hot
  * case): the same as folioAddLru, with the list links written in place.
  */
-export function lruAddNewAnon(k: Kernel, pfn: number): void {
+export function lruAddNewAnon(k: Kernel, pfn: number, owner: number, index: number, newFlags: number): void {
   const s = k.mem.sec(pfn);
   const i = pfn & SECTION_MASK;
-  const flags = s.flags;
-  const f = flags[i]!;
-  flags[i] = (f & ~PG.fileLru) | PG.lru;
+  s.flags[i] = (newFlags & ~PG.fileLru) | PG.lru;
+  s.order[i] = 0;
+  s.mapcount[i] = 1;
+  s.entireMapcount[i] = 0;
+  s.owner[i] = owner;
+  s.index[i] = index;
+  s.token[i] = 0;
+  s.lastCpupid[i] = -1;
   const lv = k.lruvecOf === undefined ? k.nodeLruvec[k.phys.nodeOfPfn(pfn)]! : folioLruvec(k, pfn);
-  const lru = f & PG.active ? LRU_ACTIVE_ANON : LRU_INACTIVE_ANON;
+  const lru = newFlags & PG.active ? LRU_ACTIVE_ANON : LRU_INACTIVE_ANON;
   const h = lv.head[lru]!;
   s.prev[i] = -1;
   s.next[i] = h;

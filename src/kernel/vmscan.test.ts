@@ -7,7 +7,9 @@ import { sysSwapon, renderSwaps } from './swapfile.ts';
 import { MADV, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
 import type { Kernel } from './kernel.ts';
 import type { Process } from './sched.ts';
-import { tryToFreePages } from './vmscan.ts';
+import { folioReferenced, tryToFreePages } from './vmscan.ts';
+import { followPage } from './memory.ts';
+import { folioNrPages } from './swap.ts';
 import { MIGRATE_MOVABLE } from './page_alloc.ts';
 
 const MiB = 1 << 20;
@@ -536,5 +538,38 @@ describe('reclaim invariants under memory pressure (property)', () => {
       }),
       { numRuns: 25 },
     );
+  });
+});
+
+describe('folio_referenced: the accessed bits (vmscan.ts)', () => {
+  it('sees a fault or store on the page and a load through its PTE once each (the bits are cleared)', () => {
+    const { k, p } = setup();
+    const a = k.mmap(p, 0, 8 * PAGE_SIZE, RW, ANON);
+    write(k, p, a, 4, (i) => 1 + i);
+    const pfns = [0, 1, 2, 3].map((i) => followPage(p.mm, a + i * PAGE_SIZE));
+    expect(pfns.every((f) => f >= 0)).toBe(true);
+    // The fault and the store marked each page.
+    expect(pfns.map((f) => folioReferenced(k, f))).toEqual([1, 1, 1, 1]);
+    expect(pfns.map((f) => folioReferenced(k, f))).toEqual([0, 0, 0, 0]);
+    // Loads through the 4K mappings of pages 1 and 3 set those PTEs' accessed bits.
+    peek(k, p, a + PAGE_SIZE, 1);
+    peek(k, p, a + 3 * PAGE_SIZE, 1);
+    expect(pfns.map((f) => folioReferenced(k, f))).toEqual([0, 1, 0, 1]);
+    expect(pfns.map((f) => folioReferenced(k, f))).toEqual([0, 0, 0, 0]);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+
+  it('counts a PMD-mapped THP once, whichever of its pages a load reached', () => {
+    const { k, p } = setup({ thp: 'always' });
+    const a = k.mmap(p, 0, 2 * PMD_SIZE, RW, ANON);
+    const h = Math.ceil(a / PMD_SIZE) * PMD_SIZE;
+    write(k, p, h, 1, () => 7);
+    const head = followPage(p.mm, h);
+    expect(folioNrPages(k.mem, head)).toBe(512);
+    expect(folioReferenced(k, head)).toBe(1);
+    expect(folioReferenced(k, head)).toBe(0);
+    peek(k, p, h + 100 * PAGE_SIZE, 1);
+    expect(folioReferenced(k, head)).toBe(1);
+    expect(folioReferenced(k, head)).toBe(0);
   });
 });

@@ -36,7 +36,8 @@ import {
 import { splitAnonFolio } from './huge_memory.ts';
 import { WMARK_HIGH, type AllocRequest } from './page_alloc.ts';
 import type { EventHandle } from '../sim/event_queue.ts';
-import { PageTable, PteTable, PTE_NONE, pfnOfPte, pteOfSwpEntry } from './mm_types.ts';
+import { PageTable, PteTable, PTE_NONE, pfnOfPte, pteOf, pteOfSwpEntry, ptepTestAndClearYoung } from './mm_types.ts';
+import { rmapWalk } from './migrate.ts';
 import { HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
 import { SHADOW_WORKINGSET, swapCacheAddFolio, swapCacheDelFolio, swapWriteout } from './swap_state.ts';
 import {
@@ -157,16 +158,31 @@ interface ScanControl {
  * reclaim last looked (the young bits, cleared here). A PMD-mapped THP has
  * one mapping; a PTE-mapped one, one per young page.
  */
-function folioReferenced(k: Kernel, head: number): number {
+export function folioReferenced(k: Kernel, head: number): number {
   const m = k.mem;
   const nr = folioNrPages(m, head);
   let young = 0;
-  for (let i = 0; i < nr; i++)
+  for (let i = 0; i < nr; i++) {
+    // The page's own bit (faults, stores, huge mappings) and the accessed bits of the PTEs mapping it: both cleared.
+    const ptes = ptesTestAndClearYoung(k, head + i);
     if (m.flags(head + i) & PG.young) {
-      young++;
       m.clearFlags(head + i, PG.young);
-    }
+      young++;
+    } else if (ptes) young++;
+  }
   if (nr > 1 && young && m.entireMapcount(head) > 0) return 1;
+  return young;
+}
+
+/** ptep_clear_flush_young over the rmap: whether a PTE mapping `pfn` at 4K was accessed (its bit cleared). */
+function ptesTestAndClearYoung(k: Kernel, pfn: number): boolean {
+  let young = false;
+  rmapWalk(k, pfn, (mm, _vma, va) => {
+    const t = mm.pgtable.pmds.get(PageTable.pmdKey(va));
+    if (!(t instanceof PteTable)) return;
+    const i = Math.floor(va / PAGE_SIZE) & 511;
+    if (t.ptes[i] === pteOf(pfn) && ptepTestAndClearYoung(t, i)) young = true;
+  });
   return young;
 }
 

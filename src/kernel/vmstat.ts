@@ -72,9 +72,8 @@ export type NumaStatName = (typeof NUMA_STAT_NAMES)[number];
 /** The event counters, as fields of one fixed-shape object (hot paths increment them directly). */
 export type VmEvents = Record<VmEventName, number>;
 function newEvents(): VmEvents {
-  const e = {} as VmEvents;
-  for (const n of VM_EVENT_NAMES) e[n] = 0;
-  return e;
+  // Built in one go (not key by key, which leaves V8 a dictionary-mode object): the fault path increments these.
+  return Object.fromEntries(VM_EVENT_NAMES.map((n) => [n, 0])) as VmEvents;
 }
 
 export class VmStat {

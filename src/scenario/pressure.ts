@@ -105,4 +105,3 @@ export function pressureFinal(k: Kernel, vms: VmRt[], groups: Map<VmRt, PsiGroup
   }
   return out;
 }
-

@@ -162,6 +162,21 @@ describe('scenario VMs: runs', () => {
     expect(list['vm.g.guest_free_bytes']).toBeGreaterThan(60 * MiB);
   });
 
+  it('a precopy with free page hints gives the guest its hinted memory back when it ends (DONE at the final sync)', () => {
+    const l = loadScenario(join(import.meta.dirname, '../../scenarios/migrate-free-page-hints.yaml'), undefined, { smoke: true });
+    const result = (name: string): Record<string, number> =>
+      runScenario(
+        l.runs.find((r) => r.id.endsWith(name))!,
+        { file: l.file },
+      ).final;
+    const off = result('hints=false');
+    const on = result('hints=true');
+    expect(on['vm.guest.migration.completed']).toBe(1);
+    expect(on['vm.guest.balloon.pages_hinted']).toBeGreaterThan((384 * MiB) / PAGE);
+    // All but the page the driver keeps for its hint buffer: the guest may use its free memory again.
+    expect(on['vm.guest.guest_free_bytes']).toBeGreaterThanOrEqual(off['vm.guest.guest_free_bytes']! - PAGE);
+  });
+
   it('free page reporting returns freed guest memory to the host', () => {
     const text = INFLATE.replace('{ id: ram0, size: 64M, prealloc: true }', '{ id: ram0, size: 256M }')
       .replace('duration: 1s', 'duration: 40s')

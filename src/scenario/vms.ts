@@ -840,10 +840,8 @@ function startMigration(
     ? new Link({ network: rt.net!.net, path: rt.net!.net.path(rt.net!.source, shared), ...bufs })
     : new Link({ bandwidth: ev.bandwidth!, latency: ev.latency, ...bufs });
   mig.incoming('tcp:0:4444', dst, link);
-  if (hints) {
-    hints.clearHints();
-    hints.freePageStart();
-  }
+  // Hints of an earlier migration are gone with its bitmap; this one's start after its first bitmap sync (the precopy notifier).
+  hints?.clearHints();
   replies.push(mon.qmp({ execute: 'migrate', arguments: { uri: 'tcp:0:4444' } }));
   if (ev['start-postcopy'] !== undefined)
     k.events.after(ev['start-postcopy'], `vm ${rt.spec.name} migrate-start-postcopy`, () => {

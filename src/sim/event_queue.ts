@@ -1,18 +1,23 @@
 import { Heap } from 'heap-js';
 import type { Nanoseconds, VirtualClock } from './clock.ts';
 
-/** A scheduled callback. Ties at the same instant run in scheduling order. */
-interface QueuedEvent {
-  at: Nanoseconds;
-  seq: number;
-  name: string;
-  run: () => void;
-  cancelled: boolean;
-}
-
 export interface EventHandle {
   cancel(): void;
   readonly at: Nanoseconds;
+}
+
+/** A scheduled callback, and its own handle. Ties at the same instant run in scheduling order. */
+class QueuedEvent implements EventHandle {
+  cancelled = false;
+  constructor(
+    readonly at: Nanoseconds,
+    readonly seq: number,
+    readonly name: string,
+    readonly run: () => void,
+  ) {}
+  cancel(): void {
+    this.cancelled = true;
+  }
 }
 
 /**
@@ -59,14 +64,9 @@ export class EventQueue {
     if (!Number.isSafeInteger(at))
       throw new RangeError(`memtwin internal error: event "${name}" scheduled at ${at} ns; virtual time is a whole number of ns`);
     if (at < this.clock.now()) at = this.clock.now();
-    const ev: QueuedEvent = { at, seq: this.seq++, name, run, cancelled: false };
+    const ev = new QueuedEvent(at, this.seq++, name, run);
     this.heap.push(ev);
-    return {
-      at: ev.at,
-      cancel: () => {
-        ev.cancelled = true;
-      },
-    };
+    return ev;
   }
 
   /** Run `run` after `delay` ns (a cost, possibly fractional: rounded to whole ns here). */
@@ -106,7 +106,7 @@ export class EventQueue {
     if (now !== this.instant) {
       this.instant = now;
       this.atInstant = 0;
-      this.namesAtInstant.clear();
+      if (this.namesAtInstant.size) this.namesAtInstant.clear();
     }
     this.atInstant++;
     const limit = this.maxEventsPerInstant;

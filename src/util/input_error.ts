@@ -72,13 +72,13 @@ export function formatSize(b: number): string {
   return String(b);
 }
 
-/** Read an input file; a missing or unreadable file is an InputError naming it. */
-export function readInput(file: string, what = 'file'): string {
+/** Read an input file (0: standard input); a missing or unreadable file is an InputError naming it (as `shownAs`). */
+export function readInput(file: string | 0, what = 'file', shownAs = String(file)): string {
   try {
     return readFileSync(file, 'utf8');
   } catch (e) {
     throw new InputError(
-      file,
+      shownAs,
       undefined,
       undefined,
       undefined,

@@ -14,7 +14,9 @@ import { PageUse, type GuestPageAlloc } from '../guest/page_alloc.ts';
 import { VirtioBalloonDriver } from '../guest/virtio_balloon.ts';
 import { VirtioTiming, type CostTable } from '../virtio/timing.ts';
 import { GuestBuffers } from '../virtio/virtqueue.ts';
+import type { PrecopyNotifyReason } from './migration/ram.ts';
 import {
+  FREE_PAGE_HINT_S_DONE,
   VirtioBalloonDevice,
   type BalloonHost,
   type GpaRange,
@@ -376,6 +378,37 @@ describe('free page hints', () => {
     const { pfns } = r.guest.faultIn(0, PageUse.Anon, 10);
     expect(pfns.length).toBe(10);
     for (const p of pfns) expect(r.dev.isSkippable(p * PAGE)).toBe(false);
+  });
+
+  it("follows QEMU's precopy notifier: a round after each bitmap sync while the VM runs, DONE after the final one and at cleanup, never with postcopy-ram", () => {
+    const r = rig({ device: { freePageHint: true } });
+    const notify = (reason: PrecopyNotifyReason, running = true, postcopyRam = false): void => {
+      r.dev.precopyNotify(reason, running, postcopyRam);
+      r.settle();
+    };
+    notify('setup');
+    expect(r.dev.hintedPages).toBe(0); // nothing before the first sync
+    notify('before-bitmap-sync');
+    notify('after-bitmap-sync');
+    const first = r.dev.freePageHintCmdId;
+    expect(r.dev.hintedPages).toBe(16382);
+    expect(r.pages.freePageCount).toBe(0); // held by the driver
+    notify('before-bitmap-sync');
+    notify('after-bitmap-sync');
+    expect(r.dev.freePageHintCmdId).toBe(first + 1); // a new round per sync
+    notify('complete', false);
+    notify('before-bitmap-sync', false);
+    notify('after-bitmap-sync', false); // the VM is stopped: DONE
+    expect(r.dev.freePageHintStatus).toBe(FREE_PAGE_HINT_S_DONE);
+    expect(r.pages.pagesOf(PageUse.Hinted)).toBe(0);
+    expect(r.pages.freePageCount).toBe(16382);
+    notify('cleanup', false);
+    expect(r.dev.freePageHintStatus).toBe(FREE_PAGE_HINT_S_DONE);
+
+    const pc = rig({ device: { freePageHint: true } });
+    for (const reason of ['setup', 'before-bitmap-sync', 'after-bitmap-sync'] as const) pc.dev.precopyNotify(reason, true, true);
+    pc.settle();
+    expect(pc.dev.hintedPages).toBe(0);
   });
 
   it('ignores hints outside a round and a stale stop', () => {

@@ -35,6 +35,7 @@ import { requireCosts, type VirtioTiming } from '../virtio/timing.ts';
 import { VirtioTransport } from '../virtio/transport.ts';
 import type { GuestBuffers, SplitVirtqueue, VirtQueueElement, VirtqueueStats } from '../virtio/virtqueue.ts';
 import * as vb from '../virtio/virtio_balloon.ts';
+import type { PrecopyNotifyReason } from './migration/ram.ts';
 
 const BALLOON_PAGE_SIZE = 1 << vb.VIRTIO_BALLOON_PFN_SHIFT;
 /** VIRTQUEUE_MAX_SIZE: the free page vq's size. */
@@ -489,6 +490,34 @@ export class VirtioBalloonDevice {
     this.freePageHintStatus = FREE_PAGE_HINT_S_DONE;
     this.syncConfig();
     this.transport.notifyConfig();
+  }
+
+  /**
+   * virtio_balloon_free_page_hint_notify, the device's precopy notifier:
+   * hinting stops before each bitmap sync and starts again (a new command
+   * id) after it while the VM runs; after the final sync (the VM stopped)
+   * and at cleanup (completed, failed or cancelled) the guest is told DONE
+   * and takes its hinted pages back. Never with postcopy-ram: a page
+   * hinted free is not in the bitmap, and a destination that faults on it
+   * would wait until postcopy ends.
+   */
+  precopyNotify(reason: PrecopyNotifyReason, vmRunning: boolean, postcopyRam: boolean): void {
+    if (!this.opts.freePageHint || postcopyRam) return;
+    switch (reason) {
+      case 'before-bitmap-sync':
+        this.freePageStop();
+        return;
+      case 'after-bitmap-sync':
+        if (vmRunning) this.freePageStart();
+        else this.freePageDone();
+        return;
+      case 'cleanup':
+        this.freePageDone();
+        return;
+      case 'setup':
+      case 'complete':
+        return;
+    }
   }
 
   private requireHints(): void {

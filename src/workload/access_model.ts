@@ -110,12 +110,19 @@ export class AccessModel {
 
   /** T_4K(x): the extra cost of a 4K-mapped page when x bytes of the working set are 4K-mapped. */
   tlb4kNs(x: number): number {
+    // The engine asks this for every access, mostly with the same x (a steady mix of page sizes): keep the last answer.
+    if (x === this.lastTlbX) return this.lastTlbNs;
+    let ns: number;
     if (x <= WS_BYTES[0]!) {
       const m0 = this.missRatio(WS_BYTES[0]!, this.reach4k);
-      return m0 > 0 ? (this.t4k[0]! * this.missRatio(x, this.reach4k)) / m0 : 0;
-    }
-    return this.interp(this.t4k, x);
+      ns = m0 > 0 ? (this.t4k[0]! * this.missRatio(x, this.reach4k)) / m0 : 0;
+    } else ns = this.interp(this.t4k, x);
+    this.lastTlbX = x;
+    this.lastTlbNs = ns;
+    return ns;
   }
+  private lastTlbX = NaN;
+  private lastTlbNs = 0;
 
   /** A random load: see the formula at the top of this file. */
   randomNs(pageSize: number, ws: number, frac: number, distance: number): number {

@@ -15,7 +15,7 @@
 import { killReason } from '../kernel/oom_kill.ts';
 import { addFlowClass, type Kernel } from '../kernel/kernel.ts';
 import type { Process, Thread } from '../kernel/sched.ts';
-import type { Vma } from '../kernel/mm_types.ts';
+import { pteMkyoung, type Vma } from '../kernel/mm_types.ts';
 import { FAULT_OK, FAULT_USERFAULT, handleMmFault, translate, vmaAllows } from '../kernel/memory.ts';
 import * as memory from '../kernel/memory.ts';
 import { PAGE_SIZE, PMD_SIZE } from '../kernel/uapi.ts';
@@ -29,6 +29,9 @@ export const QUANTUM_NS = SCHED_QUANTUM_NS;
 
 /** step()'s answer for a thread that cannot run until resume() or a userfault wake (see WorkloadThread.wake). */
 export const WAIT = -1;
+/** Answers of step()'s helpers (never a frame, the zero page -1 or "not mapped" -2): sleep, or stop the thread. */
+const STEP_WAIT = -10;
+const STEP_EXIT = -11;
 
 export interface PhaseRuntime {
   spec: PhaseSpec;
@@ -222,6 +225,84 @@ export class WorkloadThread implements TaskClient {
    * collapses are applied when their pass or tick runs, so an access between
    * then and the collapse's own start already sees the huge mapping.
    */
+  /**
+   * A step's access found no usable mapping: handle_mm_fault on the
+   * thread's time. Returns the frame now mapped (translate()'s answer, its
+   * size and table left in memory.translatedSize/Table), or STEP_WAIT (a
+   * userfault: the thread sleeps until the page is provided) or STEP_EXIT
+   * (a signal stops the thread).
+   */
+  private fault(mm: Process['mm'], vma: Vma, va: number, sva: number, write: boolean, at: number, ctx: { ns: number }): number {
+    const k = this.k;
+    const before = ctx.ns;
+    const r = handleMmFault(k, mm, vma, va, write, this.thread);
+    this.faults++;
+    this.faultNs += ctx.ns - before;
+    if (r === FAULT_USERFAULT) {
+      // The vCPU waits for the page; the fault's reader is told at the thread's own time.
+      this.retryVa = sva;
+      this.blockedAt = at + ctx.ns;
+      k.uffd.faulted(this.thread, this.blockedAt);
+      return STEP_WAIT;
+    }
+    if (this.thread.process.exited) {
+      this.stopped = killReason(k, this.thread.process);
+      return STEP_EXIT;
+    }
+    if (r !== FAULT_OK) {
+      this.stopped = `${r === 2 ? 'SIGBUS' : r === 1 ? 'SIGSEGV' : 'OOM'} at 0x${va.toString(16)}`;
+      return STEP_EXIT;
+    }
+    if (this.cachedVma !== vma) this.cachedVma = undefined;
+    return translate(mm, va);
+  }
+
+  /**
+   * migration_entry_wait: an access at `t` to a page in a batch under
+   * migration sleeps until the batch's remap (returns STEP_WAIT, the access
+   * retried when the thread runs again); else the node the access reaches
+   * (the old one while the batch has not been remapped), or -1.
+   */
+  private migrationEntry(migrating: Process['mm']['migrating'], va: number, sva: number, pfn: number, t: number): number {
+    const mig = migrating.at(va, pfn, t);
+    if (mig.wait > 0) {
+      this.stallNs += mig.wait;
+      this.stalls++;
+      this.migrationWaitNs += mig.wait;
+      this.migrationWaits++;
+      this.retryVa = sva;
+      this.migrationWaitUntil = Math.ceil(t + mig.wait);
+      return STEP_WAIT;
+    }
+    return mig.oldNode;
+  }
+
+  /** A NUMA hinting fault on the access, if the scanner armed one: its time, and the frame afterwards (the page may have moved). */
+  private numaHint(numab: Kernel['numab'], mm: Process['mm'], va: number, pfn: number, size: number, ctx: { ns: number }): number {
+    const before = ctx.ns; // a migration the fault makes charges itself
+    const hint = numab.hintingFault(this.thread, va, pfn, size);
+    if (!hint) return pfn;
+    ctx.ns += hint;
+    this.faultNs += ctx.ns - before;
+    return translate(mm, va);
+  }
+
+  /**
+   * Two-dimensional translation: a guest access the EPT does not map exits
+   * first; the TLB holds the smaller of the guest's and the host's page
+   * (returned).
+   */
+  private guestAccess(va: number, pfn: number, write: boolean, size: number, ctx: { ns: number }): number {
+    const guest = this.guest!;
+    const ept = guest.ept(va, pfn, write);
+    if (ept) {
+      ctx.ns += ept;
+      this.faultNs += ept;
+      this.eptViolations++;
+    }
+    return size > guest.pageSize ? guest.pageSize : size;
+  }
+
   private waitForCollapse(mm: Process['mm'], vma: Vma, va: number, fault: boolean, t: number, ctx: { ns: number }): void {
     const key = Math.floor(va / PMD_SIZE);
     let until = 0;
@@ -328,69 +409,31 @@ export class WorkloadThread implements TaskClient {
         }
         let pfn = translate(mm, va);
         let size = memory.translatedSize;
+        let ptes = memory.translatedTable;
         if (mm.collapsing.length) this.waitForCollapse(mm, vma, va, size === 0 || (write && pfn === -1), now + spent + ctx.ns, ctx);
         if (size === 0 || (write && pfn === -1)) {
-          const before = ctx.ns;
-          const r = handleMmFault(k, mm, vma, va, write, this.thread);
-          this.faults++;
-          this.faultNs += ctx.ns - before;
-          if (r === FAULT_USERFAULT) {
-            // The vCPU waits for the page; the fault's reader is told at the thread's own time.
-            this.retryVa = sva;
-            this.blockedAt = now + spent + ctx.ns;
-            k.uffd.faulted(this.thread, this.blockedAt);
-            return WAIT;
-          }
-          if (this.thread.process.exited) {
-            this.stopped = killReason(k, this.thread.process);
-            return Infinity;
-          }
-          if (r !== FAULT_OK) {
-            this.stopped = `${r === 2 ? 'SIGBUS' : r === 1 ? 'SIGSEGV' : 'OOM'} at 0x${va.toString(16)}`;
-            return Infinity;
-          }
-          pfn = translate(mm, va);
+          pfn = this.fault(mm, vma, va, sva, write, now + spent, ctx);
+          if (pfn === STEP_WAIT) return WAIT;
+          if (pfn === STEP_EXIT) return Infinity;
           size = memory.translatedSize;
-          if (this.cachedVma !== vma) this.cachedVma = undefined;
+          ptes = memory.translatedTable;
         }
         // A page under migration holds a migration entry: the access sleeps until its batch's remap
         // (migration_entry_wait) and is then retried; a page the migration has not reached is still on its old node.
         let oldNode = -1;
         if (migrating.size && pfn >= 0) {
-          const t = now + spent + ctx.ns;
-          const mig = migrating.at(va, pfn, t);
-          oldNode = mig.oldNode;
-          if (mig.wait > 0) {
-            this.stallNs += mig.wait;
-            this.stalls++;
-            this.migrationWaitNs += mig.wait;
-            this.migrationWaits++;
-            this.retryVa = sva;
-            this.migrationWaitUntil = Math.ceil(t + mig.wait);
-            break;
-          }
+          oldNode = this.migrationEntry(migrating, va, sva, pfn, now + spent + ctx.ns);
+          if (oldNode === STEP_WAIT) break;
         }
         if (numab && pfn >= 0) {
-          const before = ctx.ns; // a migration the fault makes charges itself
-          const hint = numab.hintingFault(this.thread, va, pfn, size);
-          if (hint) {
-            ctx.ns += hint;
-            this.faultNs += ctx.ns - before;
-            const was = pfn;
-            pfn = translate(mm, va); // the page may have moved
-            if (pfn !== was) oldNode = -1;
+          const was = pfn;
+          pfn = this.numaHint(numab, mm, va, pfn, size, ctx);
+          if (pfn !== was) {
+            ptes = memory.translatedTable;
+            oldNode = -1;
           }
         }
-        if (this.guest) {
-          // Two-dimensional translation: a guest access the EPT does not map exits first; the TLB holds the smaller page.
-          const ept = this.guest.ept(va, pfn, write);
-          if (ept) {
-            ctx.ns += ept;
-            this.faultNs += ept;
-            this.eptViolations++;
-          }
-          if (size > this.guest.pageSize) size = this.guest.pageSize;
-        }
+        if (this.guest) size = this.guestAccess(va, pfn, write, size, ctx);
         if (write) {
           k.writeSerial = (k.writeSerial + 1) & 0xffffff;
           k.mem.storeByte(pfn, k.writeSerial, this.fill, va % PAGE_SIZE === 0);
@@ -398,7 +441,9 @@ export class WorkloadThread implements TaskClient {
           this.wrote(sva);
         } else {
           this.reads++;
-          if (pfn >= 0) k.mem.markYoung(pfn); // the load sets the accessed bit reclaim reads
+          // The load sets the accessed bit reclaim reads: the PTE's, or the huge page's.
+          if (ptes) pteMkyoung(ptes, (va / PAGE_SIZE) & 511);
+          else if (pfn >= 0) k.mem.markYoung(pfn);
         }
         const pageNode = oldNode >= 0 ? oldNode : pfn >= 0 ? k.phys.nodeOfPfn(pfn) : this.node;
         if (pageNode === this.node) {

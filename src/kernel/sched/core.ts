@@ -92,6 +92,9 @@ export class Rq {
   /** When this CPU next balances its node's CPUs (MC domain) and the nodes (NUMA domain). */
   nextBalanceMc = 0;
   nextBalanceNuma = 0;
+  /** The dispatch event's name and callback (set by the Scheduler; made once, not per quantum). */
+  readonly dispatchName: string;
+  dispatchRun: () => void = () => {};
 
   constructor(
     readonly cpu: number,
@@ -99,6 +102,7 @@ export class Rq {
     slice: number,
   ) {
     this.cfs = new CfsRq(slice);
+    this.dispatchName = `cpu${cpu}`;
   }
 
   get idle(): boolean {
@@ -133,7 +137,11 @@ export class Scheduler {
   ) {
     this.cpus = [...topo.cpuNode.keys()].sort((a, b) => a - b);
     this.slice = baseSliceNs(this.cpus.length);
-    for (const c of this.cpus) this.rqs.set(c, new Rq(c, topo.cpuNode.get(c)!, this.slice));
+    for (const c of this.cpus) {
+      const rq = new Rq(c, topo.cpuNode.get(c)!, this.slice);
+      rq.dispatchRun = () => this.schedule(rq);
+      this.rqs.set(c, rq);
+    }
   }
 
   rq(cpu: number): Rq {
@@ -269,7 +277,7 @@ export class Scheduler {
   /** Schedule the CPU's next decision at `at`. */
   private kick(rq: Rq, at: number): void {
     if (rq.dispatch) return;
-    rq.dispatch = this.events.schedule(at, `cpu${rq.cpu}`, () => this.schedule(rq));
+    rq.dispatch = this.events.schedule(at, rq.dispatchName, rq.dispatchRun);
   }
 
   /** __schedule on one CPU: pick a task and run it for one quantum. */

@@ -62,7 +62,7 @@ import { PAGE_SIZE } from '../../kernel/uapi.ts';
 import { QmpError, type QmpArgs } from '../monitor.ts';
 import type { Vm } from '../vm.ts';
 import { Link } from './link.ts';
-import { RamMigration, STREAM_MARKER_BYTES, type FreePageHints, type RamMigrationCostNames } from './ram.ts';
+import { RamMigration, STREAM_MARKER_BYTES, type FreePageHints, type PrecopyNotifyReason, type RamMigrationCostNames } from './ram.ts';
 import { Postcopy, type PageDiff, type PostcopyOptions } from './postcopy.ts';
 
 export type MigrationStatus =
@@ -348,10 +348,12 @@ export class MigrationState {
     if (!d) return this.fail(`Failed to connect to '${uri.replace(/^[a-z]+:/, '')}': Connection refused`);
     let ram: RamMigration;
     try {
+      this.precopyNotify('setup');
       ram = new RamMigration(this.vm, d.vm, {
         zeroPageDetection: this.parameters['zero-page-detection'] !== 'none',
         hints: this.opts.hints,
         costs: this.opts.costs,
+        precopyNotify: (reason) => this.precopyNotify(reason),
       });
     } catch (e) {
       return this.fail((e as Error).message);
@@ -579,10 +581,20 @@ export class MigrationState {
     this.flow?.stop();
   }
 
+  /**
+   * precopy_notify: the precopy notifiers, here the balloon's free page
+   * hinting (virtio_balloon_free_page_hint_notify), told the source VM's
+   * state and whether postcopy-ram is on.
+   */
+  private precopyNotify(reason: PrecopyNotifyReason): void {
+    this.opts.hints?.precopyNotify?.(reason, !this.guestStopped, this.capabilities.get('postcopy-ram') === true);
+  }
+
   /** The migration is over (completed, failed, cancelled): tell the caller once. */
   private end(): void {
     if (this.ended) return;
     this.ended = true;
+    this.precopyNotify('cleanup'); // migrate_fd_cleanup
     // A completed precopy's channel goes idle when its last byte is on the wire (completion plans it).
     if (this.status !== 'completed' || this.postcopy) this.flow?.stop();
     this.opts.onEnd?.(this.status);
@@ -753,6 +765,7 @@ export class MigrationState {
     this.guestStopped = true;
     this.opts.onGuest?.('stop');
     this.downtimeStart = this.k.clock.now();
+    this.precopyNotify('complete'); // migration_switchover_start, before the final sync
     const syncNs = this.ram!.sync().ns;
     this.recordIteration(this.ram!.dirtyPages);
     return syncNs;

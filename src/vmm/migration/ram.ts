@@ -70,10 +70,19 @@ export const PAGE_HEADER_BYTES = 8;
 /** RAM_SAVE_FLAG_EOS and other 8-byte stream markers. */
 export const STREAM_MARKER_BYTES = 8;
 
+/** enum PrecopyNotifyReason (include/migration/misc.h): when precopy_notify() calls the precopy notifiers. */
+export type PrecopyNotifyReason = 'setup' | 'before-bitmap-sync' | 'after-bitmap-sync' | 'complete' | 'cleanup';
+
 /** The free-page-hint side of virtio-balloon migration uses (VirtioBalloonDevice has both). */
 export interface FreePageHints {
   isSkippable(gpa: number): boolean;
   markDirty(gpa: number, len: number): void;
+  /**
+   * virtio_balloon_free_page_hint_notify, the device's precopy notifier:
+   * `vmRunning` is the source VM's state, `postcopyRam` the capability
+   * (with it QEMU never starts hinting).
+   */
+  precopyNotify?(reason: PrecopyNotifyReason, vmRunning: boolean, postcopyRam: boolean): void;
 }
 
 /** Cost-profile entry names the RAM migration charges. */
@@ -95,6 +104,8 @@ export interface RamMigrationOptions {
   zeroPageDetection: boolean;
   hints?: FreePageHints;
   costs?: RamMigrationCostNames;
+  /** precopy_notify: called before and after every bitmap sync (migration_bitmap_sync_precopy). */
+  precopyNotify?: (reason: PrecopyNotifyReason) => void;
 }
 
 /** One RAM block as migration sees it, on both sides. */
@@ -272,11 +283,21 @@ export class RamMigration {
   }
 
   /**
-   * migration_bitmap_sync: harvest the dirty log into the bitmaps. A page
-   * is dirty if it was logged or its content key changed since the
-   * migration last saw it; hinted pages written are no longer skippable.
+   * migration_bitmap_sync_precopy: the precopy notifiers (the balloon's
+   * free page hinting stops before the sync and starts again after it),
+   * around migration_bitmap_sync, which harvests the dirty log into the
+   * bitmaps: a page is dirty if it was logged or its content key changed
+   * since the migration last saw it; hinted pages written are no longer
+   * skippable.
    */
   sync(): SyncResult {
+    this.opts.precopyNotify?.('before-bitmap-sync');
+    const r = this.bitmapSync();
+    this.opts.precopyNotify?.('after-bitmap-sync');
+    return r;
+  }
+
+  private bitmapSync(): SyncResult {
     let newDirty = 0;
     let pages = 0;
     for (const b of this.blocks) {

@@ -1,0 +1,41 @@
+/**
+ * The npm package stands on its own: what `npm pack` puts in the tarball is
+ * what an installed memtwin needs to run its shipped scenarios, build its
+ * native executor and read its documentation (nothing points outside it).
+ */
+import { describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { fromRoot } from '../src/util/paths.ts';
+
+interface PackEntry {
+  path: string;
+}
+
+describe('npm pack', () => {
+  const packed = JSON.parse(
+    execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: fromRoot(), encoding: 'utf8' }),
+  ) as {
+    files: PackEntry[];
+  }[];
+  const files = new Set(packed[0]!.files.map((f) => f.path));
+
+  it('holds every shipped scenario, host, profile and document', () => {
+    for (const dir of ['scenarios', 'hosts', 'profiles', 'docs'])
+      for (const f of readdirSync(fromRoot(dir))) expect(files, `${dir}/${f}`).toContain(`${dir}/${f}`);
+    for (const f of ['README.md', 'ARCHITECTURE.md', 'bin/memtwin.js', 'src/cli/main.ts', 'src/scenario/worker-entry.mjs'])
+      expect(files, f).toContain(f);
+  });
+
+  it('holds the native executor sources and builds them on install', () => {
+    for (const f of readdirSync(fromRoot('native')).filter((f) => /\.(c|h)$/.test(f) || f === 'Makefile'))
+      expect(files, `native/${f}`).toContain(`native/${f}`);
+    const pkg = JSON.parse(readFileSync(fromRoot('package.json'), 'utf8')) as { scripts: Record<string, string> };
+    // A tarball install runs install scripts, not prepare.
+    expect(pkg.scripts['postinstall']).toMatch(/^make -s -C native \|\| echo /);
+  });
+
+  it('leaves the tests out', () => {
+    expect([...files].filter((f) => f.endsWith('.test.ts'))).toEqual([]);
+  });
+});
