@@ -20,7 +20,6 @@
  */
 import { MemBandwidth, membwParams, membwSpec } from '../sim/membw.ts';
 import { Kernel, type CpuWork } from '../kernel/kernel.ts';
-import type { EventHandle } from '../sim/event_queue.ts';
 import { hostFromFile, resolveHost } from '../sim/host.ts';
 import { followPage } from '../kernel/memory.ts';
 import { MPOL, alignDown, errnoName } from '../kernel/uapi.ts';
@@ -65,6 +64,8 @@ export interface VmRt {
   vi: number;
   vm: Vm;
   guest: GuestKernel;
+  /** Run guest kernel work (faulting pages in) with its vCPU time spent in one piece at the end. */
+  guestBatch<T>(f: () => T): T;
   dev: VirtioBalloonDevice | null;
   drv: VirtioBalloonDriver | null;
   /** Pages guest_alloc faulted in and guest_free has not freed, oldest first. */
@@ -119,24 +120,22 @@ export function vmConfigOf(spec: VmSpec): VmConfig {
  * GuestMemory for the guest kernel: the VM's accesses, timed as the calling
  * guest code's task (the caller charges the returned time itself).
  */
-function guestMemoryOf(k: Kernel, vm: Vm): GuestMemory {
-  // The guest kernel's work on a vCPU runs on the host CPU that vCPU's thread is on. What one instant's calls
-  // cost a vCPU (a guest_alloc faults in one page per call) is spent as one work item at the end of that
-  // instant, not one per page: the same CPU time, without a scheduler task per page.
-  const pending = new Map<number, number>();
-  let flush: EventHandle | null = null;
-  const spendLater = (vcpu: number, ns: number): void => {
-    pending.set(vcpu, (pending.get(vcpu) ?? 0) + ns);
-    flush ??= k.events.after(0, `${vm.name} guest kernel`, () => {
-      flush = null;
-      for (const [v, n] of pending) k.spend(vcpuWork(vm, v), n);
-      pending.clear();
-    });
-  };
+/** Guest RAM as the guest kernel sees it, and `batch`: run guest kernel work whose CPU time is spent at once at its end. */
+type ScenarioGuestMemory = GuestMemory & { batch<T>(f: () => T): T };
+
+function guestMemoryOf(k: Kernel, vm: Vm): ScenarioGuestMemory {
+  // The guest kernel's work on a vCPU runs on the host CPU that vCPU's thread is on: a work item per call, or,
+  // inside `batch` (a guest_alloc faults in one page per call), one per vCPU at the batch's end: the same CPU
+  // time without a scheduler task per page.
+  let pending: Map<number, number> | null = null;
   const onVcpu = (vcpu: number, f: () => unknown): number => {
     const t = { ns: 0 };
+    if (!pending) {
+      k.runAsTask(t, f, vcpuWork(vm, vcpu));
+      return t.ns;
+    }
     k.runAsTask(t, f);
-    spendLater(vcpu, t.ns);
+    pending.set(vcpu, (pending.get(vcpu) ?? 0) + t.ns);
     return t.ns;
   };
   return {
@@ -147,6 +146,16 @@ function guestMemoryOf(k: Kernel, vm: Vm): GuestMemory {
     peek: (gpa) => vm.peek(gpa),
     clear: (vcpu, gpa, len) => onVcpu(vcpu, () => vm.clear(vcpu, gpa, len)),
     access: (vcpu, gpa, len, stride, write, fill) => onVcpu(vcpu, () => vm.access(vcpu, gpa, len, stride, write, fill)),
+    batch<T>(f: () => T): T {
+      if (pending) return f();
+      const mine = (pending = new Map());
+      try {
+        return f();
+      } finally {
+        pending = null;
+        for (const [v, n] of mine) k.spend(vcpuWork(vm, v), n);
+      }
+    },
   };
 }
 
@@ -178,12 +187,14 @@ export function startVms(k: Kernel, s: Scenario, rep: RunReport): VmRt[] {
     // -name NAME,process=NAME: the VMM's process name (prctl PR_SET_NAME), so results name it.
     (vm.process as { name: string }).name = spec.name;
     if (spec.cgroup !== undefined) k.memcg.attach(vm.process, k.memcg.byName(spec.cgroup)!); // before the guest runs
-    const guest = new GuestKernel(guestMemoryOf(k, vm), k.costs, { cpuNode: vm.vcpus.map((c) => c.node) });
+    const memory = guestMemoryOf(k, vm);
+    const guest = new GuestKernel(memory, k.costs, { cpuNode: vm.vcpus.map((c) => c.node) });
     const rt: VmRt = {
       spec,
       vi,
       vm,
       guest,
+      guestBatch: (f) => memory.batch(f),
       dev: null,
       drv: null,
       guestPages: [],
@@ -263,7 +274,7 @@ function fragmentGuest(k: Kernel, rt: VmRt, f: NonNullable<VmSpec['guest']['frag
       [...path, 'size'],
       `${formatSize(f.size)} is more than the guest's free memory (${mib(free * PAGE_SIZE)} MiB of ${mib(rt.vm.ramSize)} MiB of RAM)`,
     );
-  const { pfns } = guestAccess(k, path, rep, () => rt.guest.faultIn(f.vcpu, PageUse.Anon, want));
+  const { pfns } = guestAccess(k, path, rep, () => rt.guestBatch(() => rt.guest.faultIn(f.vcpu, PageUse.Anon, want)));
   const keep: number[] = [];
   const free_: number[] = [];
   pfns.forEach((pfn, i) => (i % f.keep_every === 0 ? keep : free_).push(pfn));
@@ -690,7 +701,7 @@ function runVmEvent(
     }
     case 'guest_alloc': {
       const want = Math.floor(ev.size! / PAGE_SIZE);
-      const { pfns, ns } = rt.guest.faultIn(ev.vcpu, ev.page_cache ? PageUse.File : PageUse.Anon, want);
+      const { pfns, ns } = rt.guestBatch(() => rt.guest.faultIn(ev.vcpu, ev.page_cache ? PageUse.File : PageUse.Anon, want));
       k.charge(ns);
       // Page cache stays with the guest kernel (its reclaim drops it); anonymous memory is the task's until guest_free.
       if (!ev.page_cache) for (const pfn of pfns) rt.guestPages.push(pfn);
