@@ -696,7 +696,7 @@ fail:
 
 static void m_mmap_mprotect(void)
 {
-	progress("mmap_munmap_pair / mprotect_split / syscall_null");
+	progress("mmap_munmap_pair / mprotect_split / change_prot_numa_per_pte / syscall_null");
 	const int iters = 100000;
 	double v[REPEATS];
 	for (int rep = -1; rep < REPEATS; rep++) {
@@ -734,6 +734,34 @@ static void m_mmap_mprotect(void)
 		 "PROT_READ|PROT_WRITE) (VMA merge back) }; total / 200000 calls (a split+restore pair "
 		 "costs 2x).",
 		 NULL);
+
+	/* change_prot_numa's walk (NUMA balancing's scanner, task_numa_work): change_protection over
+	 * present PTEs. This machine has one node, where NUMA balancing never scans, so the same
+	 * loop is timed through mprotect of a populated 4K mapping, to PROT_NONE and back. */
+	const size_t cp_len = 64 * MB, cp_pages = cp_len / PG;
+	char *cp = map_anon(cp_len, MADV_NOHUGEPAGE);
+	if (!cp) {
+		add_unavailable("change_prot_numa_per_pte", "mmap failed");
+	} else {
+		touch_write(cp, cp_len, PG);
+		for (int rep = -1; rep < REPEATS; rep++) {
+			uint64_t t0 = now_ns();
+			for (int i = 0; i < 8; i++) {
+				mprotect(cp, cp_len, PROT_NONE);
+				mprotect(cp, cp_len, PROT_READ | PROT_WRITE);
+			}
+			uint64_t t1 = now_ns();
+			if (rep >= 0)
+				v[rep] = (double)(t1 - t0) / (16.0 * cp_pages);
+		}
+		munmap(cp, cp_len);
+		add_cost("change_prot_numa_per_pte", v, REPEATS, "ns per present PTE",
+			 "Proxy for change_prot_numa (task_numa_work's scan; this one-node machine never "
+			 "scans): 8 x { mprotect(a populated 64 MiB MADV_NOHUGEPAGE mapping, PROT_NONE); "
+			 "mprotect(same, PROT_READ|PROT_WRITE) } (change_protection over 16384 present PTEs "
+			 "and one range TLB flush per call); total / (16 x 16384) PTEs.",
+			 NULL);
+	}
 
 	const int sn = 1000000;
 	for (int rep = -1; rep < REPEATS; rep++) {
@@ -2458,7 +2486,7 @@ static const struct group {
 	const char *names;
 	int needs; /* index of a prerequisite group, or -1 */
 } groups[] = {
-	{"mmap_mprotect", m_mmap_mprotect, "mmap_munmap_pair,mprotect_split,syscall_null", -1},
+	{"mmap_mprotect", m_mmap_mprotect, "mmap_munmap_pair,mprotect_split,change_prot_numa_per_pte,syscall_null", -1},
 	{"fault_anon_4k", m_fault_anon_4k, "fault_anon_4k_write,fault_anon_4k_read_zeropage", -1},
 	{"fault_thp", m_fault_thp, "fault_thp_2m_write", -1},
 	{"fault_hugetlb", m_fault_hugetlb, "fault_hugetlb_2m_write,fault_hugetlb_1g_write", -1}, /* keeps 2M pool for uffd */

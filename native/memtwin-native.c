@@ -1931,12 +1931,22 @@ static void nodes_arg(struct ctx *c, const char *key, unsigned long *mask)
 		die_invalid(c->op->i, "bad node list");
 }
 
+/* A node list, or NULL for `nodes=null`: the NULL nodemask set_mempolicy and mbind take (an empty set to get_nodes). */
+static unsigned long *nodes_arg_or_null(struct ctx *c, const char *key, unsigned long *mask)
+{
+	const char *s = sval(c->op, key);
+	if (s && !strcmp(s, "null"))
+		return NULL;
+	nodes_arg(c, key, mask);
+	return mask;
+}
+
 static long h_set_mempolicy(struct ctx *c)
 {
 	unsigned long mask[MASK_LONGS];
 	int mode = (int)i64(c->op, "mode", 0, 1);
-	nodes_arg(c, "nodes", mask);
-	return SYSRET(c, syscall(SYS_set_mempolicy, mode, mask, (unsigned long)MAXNODE));
+	unsigned long *nm = nodes_arg_or_null(c, "nodes", mask);
+	return SYSRET(c, syscall(SYS_set_mempolicy, mode, nm, (unsigned long)MAXNODE));
 }
 
 static long h_get_mempolicy(struct ctx *c)
@@ -1963,8 +1973,8 @@ static long h_mbind(struct ctx *c)
 	uint64_t a = addrv(c->op, "addr"), len = u64(c->op, "len", 0, 1);
 	int mode = (int)i64(c->op, "mode", 0, 1);
 	unsigned flags = (unsigned)u64(c->op, "flags", 0, 0);
-	nodes_arg(c, "nodes", mask);
-	return SYSRET(c, syscall(SYS_mbind, (unsigned long)a, (unsigned long)len, mode, mask, (unsigned long)MAXNODE,
+	unsigned long *nm = nodes_arg_or_null(c, "nodes", mask);
+	return SYSRET(c, syscall(SYS_mbind, (unsigned long)a, (unsigned long)len, mode, nm, (unsigned long)MAXNODE,
 	                         flags));
 }
 

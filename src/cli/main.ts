@@ -109,7 +109,7 @@ program
   .addOption(new Option('--format <format>', 'output format').choices(['json', 'table'] as const).default('json' as const))
   .addHelpText(
     'after',
-    `\nOps:\n${opList}\n\nEvery numeric field has a range: docs/op-script.md, "Argument ranges".\n` +
+    `\nOps:\n${opList}\n\nArguments, outputs and what diff compares, per op: docs/op-script.md, "Ops reference"; ranges: "Argument ranges".\n` +
       'Exit status: 0 ran, 1 the real-kernel executor failed, 2 bad input (FILE:LINE on stderr), 141 stdout was closed.',
   )
   .action(async (script, o, cmd) => {

@@ -67,6 +67,18 @@ describe('NUMA balancing and memory policies', () => {
     expect(ctx.ns).toBe(k.costs.ns('page_migrate_4k')); // the migration, charged where it happened
   });
 
+  it("the scanner's walk costs CPU time: change_prot_numa per PTE it changes", () => {
+    const k = smallKernel({ nodes: 2, mib: 64 });
+    k.sysctl.numa_balancing = 1;
+    const p = k.createProcess('b');
+    const a = k.mmap(p, 0, 64 * PAGE_SIZE, RW, ANON);
+    k.access(p.mainThread, a, 40 * PAGE_SIZE, PAGE_SIZE, true, 1); // 40 of 64 pages present
+    k.numab.start([p]);
+    k.events.runUntil(k.clock.now() + 1.1e9); // the first scan (scan_delay_ms 1000)
+    expect(k.vmstat.snapshot().numa_pte_updates).toBe(40);
+    expect(k.numab.scanCpuNs).toBeCloseTo(40 * k.costs.nsOf('change_prot_numa_per_pte'), 6);
+  });
+
   it('an explicit VMA or task policy without MPOL_F_NUMA_BALANCING is not scanned', () => {
     const bound = remoteTask((k, t, a) => expect(sysMbind(k, t, a, PAGES * PAGE_SIZE, MPOL.MPOL_BIND, [0, 1], 0)).toBe(0));
     expect(bound.nodes).toEqual(Array(PAGES).fill(0));

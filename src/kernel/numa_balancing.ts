@@ -73,7 +73,10 @@
  * explicit VMA or task policy only with MPOL_F_NUMA_BALANCING (MPOL_BIND or
  * MPOL_PREFERRED_MANY). Such memory moves to the faulting node only when that
  * node is in the policy's nodes. task_numa_work runs in one of the process's
- * threads; the task policy checked is the first thread's.
+ * threads; the task policy checked is the first thread's, and that thread
+ * runs the walk (change_prot_numa_per_pte per PTE or huge PMD it changes,
+ * measured by calibrate through mprotect's change_protection) on its own
+ * CPU time, as task_work when it next returns to user space.
  */
 import type { Kernel } from './kernel.ts';
 import type { Process, Thread } from './sched.ts';
@@ -202,6 +205,8 @@ export class NumaBalancing {
   private readonly mms = new Map<Process, MmNumaState>();
   readonly tasks = new Map<Thread, TaskNumaState>();
   private started = false;
+  /** CPU time the scanner's walks cost (task_numa_work, charged on the scanning thread's CPU). */
+  scanCpuNs = 0;
 
   constructor(private readonly k: Kernel) {}
 
@@ -248,6 +253,7 @@ export class NumaBalancing {
     );
     const total = vmas.reduce((s, v) => s + v.size, 0);
     let marked = 0;
+    let entries = 0; // PTEs and huge PMDs change_prot_numa changed
     if (total > 0) {
       let off = st.scanOffset % total;
       let pos = 0;
@@ -266,6 +272,7 @@ export class NumaBalancing {
               if (!m) st.marks.set(key, (m = new Uint8Array(512)));
               m[0] = 2; // whole PMD
               marked += 512;
+              entries++;
               k.vmstat.count('numa_huge_pte_updates');
             }
           } else if (e instanceof PteTable) {
@@ -276,6 +283,7 @@ export class NumaBalancing {
                 if (!m) st.marks.set(key, (m = new Uint8Array(512)));
                 m[i] = 1;
                 marked++;
+                entries++;
               }
             }
           }
@@ -292,6 +300,15 @@ export class NumaBalancing {
       } else st.scanOffset = off;
     }
     k.vmstat.count('numa_pte_updates', marked);
+    // The walk is task_work of one of the process's threads (task_tick_numa queues it on the running task):
+    // that thread runs it, on its own CPU time, when it next returns to user space.
+    const runner = p.threads[0];
+    if (entries && runner) {
+      const ns =
+        entries * k.costs.nsOf('change_prot_numa_per_pte', "NUMA balancing's scanner charges its walk (memtwin calibrate measures it)");
+      this.scanCpuNs += ns;
+      runner.taskWorkNs += ns;
+    }
     // Placement, then adapt the scan period to locality (update_task_scan_period): mostly local -> slower.
     let local = 0;
     let remote = 0;

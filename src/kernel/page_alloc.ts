@@ -325,7 +325,7 @@ export interface AllocRequest {
   thisNode?: boolean;
   /**
    * The caller sets every field of the new order-0 frame itself
-   * (swap.ts's prepNewAnonPage: post_alloc_hook and the anonymous folio's
+   * (swap.ts's lruAddNewAnon: post_alloc_hook and the anonymous folio's
    * setup in one pass over the frame, the fault path's hot case).
    */
   callerPreps?: boolean;

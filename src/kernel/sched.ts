@@ -20,6 +20,12 @@ export class Thread {
   ilPrev = -1;
   /** Its sched entity when the kernel has a scheduler (scenario runs); null: it runs on `cpu` alone. */
   se: SchedTask | null = null;
+  /**
+   * Kernel work queued for the thread (task_work_add: task_numa_work), run
+   * in its own context when it next returns to user space: a workload
+   * thread's next step starts with it, on its CPU time.
+   */
+  taskWorkNs = 0;
 }
 
 export class Process {

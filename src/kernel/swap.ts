@@ -148,8 +148,10 @@ export function folioAddLru(k: Kernel, head: number): void {
 }
 
 /**
- * folio_add_lru of a new order-0 anonymous page (the fault path's hot
- * case): the same as folioAddLru, with the list links written in place.
+ * A new order-0 anonymous page (the fault path's hot case), allocated with
+ * callerPreps: every field post_alloc_hook would reset and the anonymous
+ * page's owner, index, flags and mapcount (initAnonPage) set, then
+ * folio_add_lru, in one pass over the frame's section.
  */
 export function lruAddNewAnon(k: Kernel, pfn: number, owner: number, index: number, newFlags: number): void {
   const s = k.mem.sec(pfn);

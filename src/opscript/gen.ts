@@ -61,7 +61,7 @@ const hugeMmap = fc
 
 /** NUMA ops: on a one-node machine they check errnos, policies reported back, and statuses. */
 const modeArb = fc.constantFrom(...MPOL_MODE_NAMES);
-const nodesArb = fc.constantFrom([], [0], [0, 1], [1], [3]);
+const nodesArb = fc.constantFrom([], [0], [0, 1], [1], [3], null); // null: a NULL nodemask
 const numaOp: fc.Arbitrary<OpJson> = fc.oneof(
   fc
     .tuple(modeArb, nodesArb, fc.constantFrom([], ['MPOL_F_STATIC_NODES'], ['MPOL_F_RELATIVE_NODES'], ['MPOL_F_NUMA_BALANCING']))

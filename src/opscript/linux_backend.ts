@@ -174,7 +174,7 @@ export function encodeOp(op: ResolvedOp): string {
       break;
     case 'set_mempolicy':
       add('mode', a.mode | (a.flags ?? 0));
-      add('nodes', (a.nodes ?? []).join(','));
+      add('nodes', a.nodes === null ? 'null' : (a.nodes ?? []).join(','));
       break;
     case 'get_mempolicy':
       add('flags', a.flags ?? 0);
@@ -184,7 +184,7 @@ export function encodeOp(op: ResolvedOp): string {
       add('addr', R(a.addr));
       add('len', a.len);
       add('mode', a.mode);
-      add('nodes', (a.nodes ?? []).join(','));
+      add('nodes', a.nodes === null ? 'null' : (a.nodes ?? []).join(','));
       add('flags', a.flags ?? 0);
       break;
     case 'migrate_pages':

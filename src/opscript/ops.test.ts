@@ -4,8 +4,10 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { BadOp, MAX_DEPTH, OPS, parseOp, rangeTable } from './ops.ts';
 import { addr, flags, size } from './values.ts';
-import { ScriptRunner } from './runner.ts';
+import { OUTPUT_FIELDS, ScriptRunner } from './runner.ts';
 import { SimBackend } from './sim_backend.ts';
+import type { Backend } from './backend.ts';
+import { ExecutorError } from './linux_backend.ts';
 import { smallKernel } from '../testing/fixtures.ts';
 import { quote } from '../util/input_error.ts';
 
@@ -48,6 +50,27 @@ describe('op-script values', () => {
   });
 });
 
+describe('NULL nodemasks', () => {
+  it('takes nodes: null in set_mempolicy and mbind (a NULL nodemask), as move_pages takes it', () => {
+    expect(parseOp('{"op":"set_mempolicy","mode":"MPOL_LOCAL","nodes":null}', 0).a.nodes).toBeNull();
+    expect(parseOp('{"op":"mbind","addr":"$a","len":"4K","mode":"MPOL_DEFAULT","nodes":null}', 0).a.nodes).toBeNull();
+    expect(parseOp('{"op":"set_mempolicy","mode":"MPOL_LOCAL"}', 0).a.nodes).toBeUndefined();
+    expect(bad('{"op":"set_mempolicy","mode":"MPOL_BIND","nodes":"0"}')).toMatch(/nodes: expected an array of node ids/);
+  });
+});
+
+describe('process_madvise flags', () => {
+  it('takes the flag-name form ([] or names) and a 32-bit number, as other flag fields do', () => {
+    const line = (f: string): string => `{"op":"process_madvise","target":"self","iovec":[],"advice":"MADV_COLD","flags":${f}}`;
+    expect(parseOp(line('[]'), 0).a.flags).toBe(0);
+    expect(parseOp(line('0'), 0).a.flags).toBe(0);
+    expect(parseOp(line('1'), 0).a.flags).toBe(1);
+    expect(parseOp(line('[1]'), 0).a.flags).toBe(1);
+    expect(bad(line('["MADV_COLD"]'))).toMatch(/flags: unknown flag name "MADV_COLD" \(Linux defines no flag names here/);
+    expect(bad(line('4294967296'))).toMatch(/flags: expected flag names/);
+  });
+});
+
 describe('the script runner', () => {
   async function run(text: string) {
     const r = new ScriptRunner(new SimBackend(smallKernel()));
@@ -78,6 +101,28 @@ describe('the script runner', () => {
     );
     expect(r.results[1]).toMatchObject({ ret: -1, signal: 'SIGSEGV', at: '$a' });
     expect(r.summary()).toEqual({ summary: { ops: 2, errors: 1, backend: 'sim' } });
+  });
+
+  it('counts in `ops` only the ops that got an answer: neither an invalid line nor an executor error', async () => {
+    const script = ['{"op":"meminfo"}', '{"op":"vmstat","keys":["thp_fault_alloc"]}', '{"op":"meminfo"}'].join('\n');
+    // the executor dies on the second op
+    const sim = new SimBackend(smallKernel());
+    const dying: Backend = {
+      name: 'linux',
+      exec: async (op) => {
+        if (op.i === 1) throw new ExecutorError('executor exited with signal SIGKILL');
+        return sim.exec(op);
+      },
+      close: async () => {},
+    };
+    const e = new ScriptRunner(dying);
+    await e.run(script);
+    expect(e.results.map((x) => Object.keys(x).includes('error'))).toEqual([false, true]);
+    expect(e.summary()).toEqual({ summary: { ops: 1, errors: 0, backend: 'linux' } });
+    // bad input on the second op: the same count
+    const r = await run(script.replace('"keys":["thp_fault_alloc"]', '"keys":"x"'));
+    expect(r.results.map((x) => Object.keys(x).includes('invalid'))).toEqual([false, true]);
+    expect(r.summary()).toEqual({ summary: { ops: 1, errors: 0, backend: 'sim' } });
   });
 
   it('refers to a failed mmap as a handle that does not exist', async () => {
@@ -181,7 +226,7 @@ describe('op-script input limits', () => {
     expect(bad('{"op":"touch","addr":"$a","len":"4K","fill":256}')).toMatch(/^fill: expected an integer from 0 to 255/);
     expect(bad('{"op":"touch","addr":"$a","len":"4K","fill":1.5}')).toMatch(/^fill: /);
     expect(bad('{"op":"setuid","uid":4294967295}')).toMatch(/^uid: expected an integer from 0 to 4294967294/);
-    expect(bad('{"op":"process_madvise","target":"self","iovec":[],"advice":"MADV_COLD","flags":-1}')).toMatch(/^flags: /);
+    expect(bad('{"op":"process_madvise","target":"self","iovec":[],"advice":"MADV_COLD","flags":4294967296}')).toMatch(/^flags: /);
     expect(bad('{"op":"munmap","addr":"0x10000000001000","len":"4K"}')).toMatch(/^addr: expected an address from 0 to 2\^52/);
     expect(bad('{"op":"munmap","addr":"$a+4097T","len":"4K"}')).toMatch(/^addr: bad offset "4097T"/);
   });
@@ -297,8 +342,44 @@ describe('invalid lines name the file line', () => {
 });
 
 describe('docs/op-script.md', () => {
+  const doc = readFileSync(fileURLToPath(new URL('../../docs/op-script.md', import.meta.url)), 'utf8');
+
   it('lists the range of every numeric field, as ops.ts defines them', () => {
-    const doc = readFileSync(fileURLToPath(new URL('../../docs/op-script.md', import.meta.url)), 'utf8');
     expect(doc).toContain(rangeTable());
+  });
+
+  /** The rows of the "Ops reference" tables: op name -> [arguments, outputs, compared]. */
+  function referenceRows(): Map<string, string[]> {
+    const start = doc.indexOf('\n## Ops reference\n');
+    expect(start).toBeGreaterThan(0);
+    const end = doc.indexOf('\n## ', start + 1);
+    const rows = new Map<string, string[]>();
+    let inTable = false;
+    for (const line of doc.slice(start, end).split('\n')) {
+      if (line.startsWith('| op | arguments | outputs | compared |')) inTable = true;
+      else if (!line.startsWith('|')) inTable = false;
+      else if (inTable && !line.startsWith('| ---')) {
+        const cells = line.slice(2, -2).split(' | ');
+        expect(cells, line).toHaveLength(4);
+        const m = /^`([a-z_]+)`$/.exec(cells[0]!);
+        expect(m, line).not.toBeNull();
+        expect(rows.has(m![1]!), `${m![1]} listed twice`).toBe(false);
+        rows.set(m![1]!, cells.slice(1));
+      }
+    }
+    return rows;
+  }
+
+  it('has a reference row for every op ops.ts parses, and for nothing else', () => {
+    expect([...referenceRows().keys()].sort()).toEqual(Object.keys(OPS).sort());
+  });
+
+  it("names every op's arguments and outputs in its row, and says whether an op has compared outputs", () => {
+    for (const [op, [args, outputs, compared]] of referenceRows()) {
+      const spec = OPS[op]!;
+      for (const f of Object.keys({ ...spec.req, ...spec.opt })) expect(args, `${op}: argument ${f}`).toContain(`\`${f}\``);
+      for (const f of OUTPUT_FIELDS[op] ?? []) expect(outputs, `${op}: output ${f}`).toContain(`\`${f}\``);
+      expect(compared === '—', `${op}: compared column`).toBe((OUTPUT_FIELDS[op] ?? []).length === 0);
+    }
   });
 });

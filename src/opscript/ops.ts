@@ -128,7 +128,7 @@ export const OPS: Record<string, OpSpec> = {
   },
   process_madvise: {
     req: { target: 'name', iovec: 'iovec', advice: 'flags:advice' },
-    opt: { flags: 'uint' },
+    opt: { flags: 'flags:none' },
     doc: 'advise another process (or self) over an iovec list; ret is bytes advised',
   },
   touch: {
@@ -145,11 +145,11 @@ export const OPS: Record<string, OpSpec> = {
   },
   peek: { req: { addr: 'addr', len: 'span' }, doc: 'first byte of each 4K page, run-length encoded' },
   join: { req: { thread: 'name' }, opt: { timeout_ms: 'timeout_ms' }, doc: 'wait for a thread’s async work' },
-  set_mempolicy: { req: { mode: 'flags:mode' }, opt: { nodes: 'nodes', flags: 'flags:mode' }, doc: 'set the thread memory policy' },
+  set_mempolicy: { req: { mode: 'flags:mode' }, opt: { nodes: 'nodesOrNull', flags: 'flags:mode' }, doc: 'set the thread memory policy' },
   get_mempolicy: { req: {}, opt: { addr: 'addr', flags: 'flags:getmempolicy' }, doc: 'read a memory policy' },
   mbind: {
     req: { addr: 'addr', len: 'size', mode: 'flags:mode' },
-    opt: { nodes: 'nodes', flags: 'flags:mbind' },
+    opt: { nodes: 'nodesOrNull', flags: 'flags:mbind' },
     doc: 'set a range’s memory policy',
   },
   migrate_pages: { req: { target: 'name', old_nodes: 'nodes', new_nodes: 'nodes' }, doc: 'move a process’s pages between node sets' },

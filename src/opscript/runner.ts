@@ -6,7 +6,8 @@
  * keeps everything it computed.
  */
 import { BadOp, parseOp, type Op } from './ops.ts';
-import { SIZE_MAX, type Addr } from './values.ts';
+import { SIZE_MAX, mempolicyModeNames, type Addr } from './values.ts';
+import { MPOL } from '../kernel/uapi.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
 import { parseSize, quote } from '../util/input_error.ts';
 import { ExecutorError } from './linux_backend.ts';
@@ -123,8 +124,15 @@ export class ScriptRunner {
     }
   }
 
+  /**
+   * `ops` counts the ops that got an answer (a result, or `unsupported`);
+   * the line that stops a run, `invalid` (bad input, never run) or `error`
+   * (the executor died or hung: no answer), is not one. `errors` counts the
+   * answers with ret -1.
+   */
   summary(): ResultLine {
-    return { summary: { ops: this.results.filter((r) => !('invalid' in r)).length, errors: this.errors, backend: this.backend.name } };
+    const answered = this.results.filter((r) => !('invalid' in r) && !('error' in r)).length;
+    return { summary: { ops: answered, errors: this.errors, backend: this.backend.name } };
   }
 
   private push(line: ResultLine): void {
@@ -282,6 +290,11 @@ export class ScriptRunner {
         v = (v as { event: string; address?: number; flags?: string[] }[]).map((m) =>
           m.address === undefined ? m : { ...m, address: this.render(op.proc, m.address) },
         );
+      if (op.op === 'get_mempolicy' && f === 'mode') {
+        // with MPOL_F_NODE the kernel writes a node id where the mode goes: it is `node`, not a mode
+        if ((op.a.flags ?? 0) & MPOL.MPOL_F_NODE) continue;
+        v = mempolicyModeNames(v as number);
+      }
       out[f] = v;
     }
     for (const f of BACKEND_FIELDS) if (raw[f] !== undefined) out[f] = raw[f];

@@ -41,6 +41,7 @@ import {
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
 import { readCgroupFile, type MemCgroup } from '../kernel/memcontrol.ts';
 import { oomScore, writeOomScoreAdj } from '../kernel/oom_kill.ts';
+import { lookupPath } from '../kernel/sysfs_tree.ts';
 
 /** A syscall return turned into the result fields. */
 function sys(r: number): RawResult {
@@ -61,6 +62,12 @@ export class SimBackend implements Backend {
   private readonly pendingAsync = new Map<Thread, { i: number; signal: string; at: number }[]>();
   /** Async touches blocked in a userfault: where each resumes when its thread is woken. */
   private readonly blockedTouch = new Map<Thread, { i: number; from: number; end: number; stride: number; write: boolean; fill: number }>();
+  /**
+   * Async ops given to a thread that is still blocked (in a userfault, or
+   * delivering an event): the executor's thread runs its work in order, so
+   * each waits until the ones before it finished. Run by runDeferred.
+   */
+  private readonly deferred = new Map<Thread, ResolvedOp[]>();
   /** Swap files made by `swap` ops. */
   private swapFiles = 0;
   /** userfaultfd handles (runner's index) -> context ids. */
@@ -85,11 +92,12 @@ export class SimBackend implements Backend {
     const t0 = k.clock.now();
     let r: RawResult;
     try {
-      r = this.run(op);
+      r = this.deferIfBusy(op) ?? this.run(op);
     } catch (e) {
       if (e instanceof UnmodelledError) r = { unsupported: e.message };
       else throw e;
     }
+    this.runDeferred();
     k.runDueEvents();
     r.ns = k.clock.now() - t0;
     return r;
@@ -106,12 +114,12 @@ export class SimBackend implements Backend {
       case 'sysfs': {
         // The executor writes knobs from its main process, whatever `in` says: /proc/self is the main process's.
         if (a.path === '/proc/self/oom_score_adj') return sys(writeOomScoreAdj(k, this.procs[0]!, a.value));
-        if (!k.sysfs.has(a.path)) return { unsupported: `${a.path} is not modelled by the simulator` };
+        if (!k.sysfs.has(a.path)) return this.noKnob(a.path, 'EISDIR');
         return sys(k.sysfs.write(a.path, a.value));
       }
       case 'read': {
         const text = this.readFile(a.path, p);
-        return text === undefined ? { ret: -1, errno: 'ENOENT' } : { ret: 0, text };
+        return text === undefined ? this.noKnob(a.path, undefined) : { ret: 0, text };
       }
       case 'hugetlb_pool': {
         const h = k.hugetlb.bySize(a.size);
@@ -192,7 +200,7 @@ export class SimBackend implements Backend {
         const t = this.proc(op).threads[op.joinThr!];
         if (!t) return { ret: -1, errno: 'ESRCH' };
         // still in its userfault, or delivering an event
-        if (this.blockedTouch.has(t) || k.uffd.isBlocked(t)) return { ret: -1, errno: 'ETIMEDOUT', async_faults: [] };
+        if (this.busy(t)) return { ret: -1, errno: 'ETIMEDOUT', async_faults: [] };
         const faults = this.pendingAsync.get(t) ?? [];
         this.pendingAsync.delete(t);
         return { ret: 0, async_faults: faults };
@@ -340,6 +348,48 @@ export class SimBackend implements Backend {
     return op.a.async && op.thr !== 0 ? { ret: 0 } : sys(r);
   }
 
+  /** The thread is still in an earlier op: blocked in a userfault, delivering an event, or with work queued. */
+  private busy(t: Thread): boolean {
+    return this.blockedTouch.has(t) || this.k.uffd.isBlocked(t) || (this.deferred.get(t)?.length ?? 0) > 0;
+  }
+
+  /**
+   * An async op for a busy thread waits for the thread (ret 0 now, as the
+   * executor answers): running it at once would fault a second time on the
+   * thread already blocked and raise a message Linux never sends.
+   */
+  private deferIfBusy(op: ResolvedOp): RawResult | undefined {
+    if (op.thr === 0) return undefined;
+    const t = this.thread(op);
+    if (!this.busy(t)) return undefined;
+    // The executor would wait for the thread's answer, which only a later op could bring: it hangs.
+    if (!op.a.async)
+      return {
+        invalid:
+          'thread: the thread is still blocked in an earlier op (a userfault, or an event not read yet), so it cannot answer ' +
+          'this op; give it async ops only, or resolve the fault first',
+      };
+    const q = this.deferred.get(t) ?? [];
+    q.push(op);
+    this.deferred.set(t, q);
+    return { ret: 0 };
+  }
+
+  /** Run the queued ops of every thread no longer blocked, in order, until one blocks again. */
+  private runDeferred(): void {
+    for (const [t, q] of [...this.deferred]) {
+      while (q.length && !this.blockedTouch.has(t) && !this.k.uffd.isBlocked(t)) {
+        const op = q.shift()!;
+        try {
+          this.run(op); // async: its answer (ret 0) was given; a signal goes to pendingAsync, a block to blockedTouch
+        } catch (e) {
+          if (!(e instanceof UnmodelledError)) throw e;
+        }
+      }
+      if (!q.length) this.deferred.delete(t);
+    }
+  }
+
   private uffd(op: ResolvedOp): number {
     return this.uffds.get(op.fd!)!;
   }
@@ -378,6 +428,22 @@ export class SimBackend implements Backend {
     const tail = r + a.len + a.align - (start + a.len);
     if (tail > 0) k.munmap(p, start + a.len, tail);
     return { ret: 0, addr: start };
+  }
+
+  /**
+   * A path the simulator has no file for: the errno open(2) gives where the
+   * owned directories say it does not exist (sysfs_tree.ts), `unsupported`
+   * for a real file the model lacks. `dirErrno` is what opening an existing
+   * directory gives (EISDIR for a write; undefined: unsupported).
+   */
+  private noKnob(path: string, dirErrno: 'EISDIR' | undefined): RawResult {
+    const r = lookupPath(this.k, path, (q) => this.k.sysfs.has(q));
+    if ('errno' in r) return { ret: -1, errno: r.errno };
+    if ('exists' in r && r.dir && dirErrno) return { ret: -1, errno: dirErrno };
+    return {
+      unsupported:
+        'exists' in r ? `${path} exists on Linux but is not modelled by the simulator` : `${path} is not modelled by the simulator`,
+    };
   }
 
   private readFile(path: string, p: Process): string | undefined {

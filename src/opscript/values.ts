@@ -10,6 +10,7 @@ import {
   UFFD_FEATURE_PROPOSED,
   MAP,
   MPOL,
+  MPOL_MODE_NAMES,
   OPEN,
   PROT,
   UFFD_FEATURE,
@@ -105,6 +106,7 @@ export const FLAG_SETS = {
   uffd_features: { ...UFFD_FEATURE, ...UFFD_FEATURE_PROPOSED },
   uffd_register: UFFDIO_REGISTER_MODE,
   uffd_mode: UFFDIO_MODE,
+  /** process_madvise(2) defines no flag yet: the kernel answers EINVAL to any bit. */
   none: {},
 } as const;
 export type FlagSet = keyof typeof FLAG_SETS;
@@ -131,14 +133,19 @@ export function flags(field: string, v: unknown, set: FlagSet): number {
       continue;
     }
     if (typeof n !== 'string' || !Object.hasOwn(table, n))
-      throw new BadValue(`${field}: unknown flag name ${quote(n)} (expected one of ${Object.keys(table).join(', ')})`);
+      throw new BadValue(
+        `${field}: unknown flag name ${quote(n)} ` +
+          (Object.keys(table).length
+            ? `(expected one of ${Object.keys(table).join(', ')})`
+            : '(Linux defines no flag names here: write [] or 0; other numbers reach the kernel, which answers EINVAL)'),
+      );
     r |= table[n]!;
   }
   return r;
 }
 
 function example(set: FlagSet): string {
-  return Object.keys(FLAG_SETS[set]).slice(0, 2).join(', ');
+  return Object.keys(FLAG_SETS[set]).slice(0, 2).join(', ') || '[]';
 }
 
 export function nodeSet(field: string, v: unknown): number[] {
@@ -176,4 +183,21 @@ export function addr(field: string, v: unknown): Addr {
   throw new BadValue(
     `${field}: expected an address from 0 to ${fmtNum(SIZE_MAX)}, such as "$a", "$a+2M", "$a+0x1000" or "0x7f0000000000", got ${quote(v)}`,
   );
+}
+
+/** The mode flags get_mempolicy ORs into the mode it writes (MPOL_MODE_FLAGS), in the uapi header's order. */
+const MPOL_MODE_FLAG_NAMES = ['MPOL_F_STATIC_NODES', 'MPOL_F_RELATIVE_NODES', 'MPOL_F_NUMA_BALANCING'] as const;
+
+/**
+ * get_mempolicy's `mode` as scripts write it: the mode's name
+ * ("MPOL_BIND"), or, when mode flags are set, the names of the mode and its
+ * flags (["MPOL_BIND","MPOL_F_STATIC_NODES"]), the form set_mempolicy's and
+ * mbind's `mode` accept. A bit no name covers stays a number in the list.
+ */
+export function mempolicyModeNames(v: number): string | (string | number)[] {
+  const flagBits = MPOL_MODE_FLAG_NAMES.reduce((m, n) => m | MPOL[n], 0);
+  const mode = v & ~flagBits;
+  const names: (string | number)[] = [MPOL_MODE_NAMES[mode] ?? mode];
+  for (const n of MPOL_MODE_FLAG_NAMES) if (v & MPOL[n]) names.push(n);
+  return names.length === 1 && typeof names[0] === 'string' ? names[0] : names;
 }

@@ -787,6 +787,7 @@ function finalMetrics(
     thp_collapse_alloc_failed: ev.thp_collapse_alloc_failed,
     khugepaged_pages_collapsed: k.thp.khugepaged.pages_collapsed,
     khugepaged_cpu_ns: Math.round(k.khugepaged.stats.cpuNs),
+    numa_scan_cpu_ns: Math.round(k.numab.scanCpuNs),
     ...(agents.length
       ? {
           agent_cpu_ns: Math.round(agents.reduce((a, x) => a + x.sys.cpuNs(), 0)),

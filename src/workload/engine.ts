@@ -219,13 +219,6 @@ export class WorkloadThread implements TaskClient {
   }
 
   /**
-   * An access at thread time `t` to a region being collapsed waits until the
-   * copy is done (its PMD is cleared meanwhile); a fault anywhere in the VMA
-   * waits too (collapse_huge_page holds the VMA write-locked). Background
-   * collapses are applied when their pass or tick runs, so an access between
-   * then and the collapse's own start already sees the huge mapping.
-   */
-  /**
    * A step's access found no usable mapping: handle_mm_fault on the
    * thread's time. Returns the frame now mapped (translate()'s answer, its
    * size and table left in memory.translatedSize/Table), or STEP_WAIT (a
@@ -303,6 +296,13 @@ export class WorkloadThread implements TaskClient {
     return size > guest.pageSize ? guest.pageSize : size;
   }
 
+  /**
+   * An access at thread time `t` to a region being collapsed waits until the
+   * copy is done (its PMD is cleared meanwhile); a fault anywhere in the VMA
+   * waits too (collapse_huge_page holds the VMA write-locked). Background
+   * collapses are applied when their pass or tick runs, so an access between
+   * then and the collapse's own start already sees the huge mapping.
+   */
   private waitForCollapse(mm: Process['mm'], vma: Vma, va: number, fault: boolean, t: number, ctx: { ns: number }): void {
     const key = Math.floor(va / PMD_SIZE);
     let until = 0;
@@ -363,7 +363,9 @@ export class WorkloadThread implements TaskClient {
     this.node = k.cpuToNode(this.thread.cpu);
     const numab = k.numab.enabled ? k.numab : undefined;
     const limit = Math.min(budget, until - now, ph.end - now);
-    const ctx = { ns: 0 };
+    // Kernel work queued for the thread (task_numa_work) runs first, in its context, on its time.
+    const ctx = { ns: this.thread.taskWorkNs };
+    this.thread.taskWorkNs = 0;
     k.taskTime = ctx;
     const minGap = ph.spec.rate ? 1e9 / ph.spec.rate : 0;
     const think = ph.spec.think ?? 0;
@@ -390,8 +392,9 @@ export class WorkloadThread implements TaskClient {
         const sva = this.retryVa ?? stream.next();
         this.retryVa = undefined;
         if (sva === -2) {
-          // idle: nothing to do until the phase ends
+          // idle: nothing to do until the phase ends (queued task work waits for the thread to run again)
           this.idleUntil = Number.isFinite(ph.end) ? Math.round(ph.end) : Infinity;
+          this.thread.taskWorkNs += ctx.ns;
           return 0;
         }
         if (sva < 0) {

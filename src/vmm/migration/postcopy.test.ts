@@ -196,6 +196,44 @@ describe('postcopy on anonymous 4K RAM', () => {
   });
 });
 
+describe('postcopy between RAM blocks of different page sizes', () => {
+  /** A 32M guest backed by 2M hugetlbfs on the source and by anonymous 4K pages on the destination. */
+  function mismatched(caps: string[]): { k: Kernel; src: Vm; dst: Vm; mig: MigrationState } {
+    const k = vmTestKernel({ nodes: 1, gib: 2, cpus: 4 });
+    expect(k.sysfs.write('/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages', '32')).toBe(0);
+    const objects: VmConfig['objects'] = [
+      { 'qom-type': 'memory-backend-file', id: 'mem', size: 32 * MiB, 'mem-path': '/dev/hugepages', share: true },
+    ];
+    const src = new Vm(k, { name: 'src', smp: 1, objects, 'memory-backend': 'mem' });
+    const dst = new Vm(k, {
+      name: 'dst',
+      smp: 1,
+      objects: [{ 'qom-type': 'memory-backend-ram', id: 'mem', size: 32 * MiB }],
+      'memory-backend': 'mem',
+    });
+    const mig = new MigrationState(src, {}).register();
+    mig.incoming(URI, dst, new Link({ bandwidth: 1.25e9, latency: 50_000 }));
+    qmp(src, 'migrate-set-capabilities', { capabilities: caps.map((capability) => ({ capability, state: true })) });
+    return { k, src, dst, mig };
+  }
+
+  it("fails at once with postcopy-ram, with QEMU's error (loadvm_postcopy_handle_advise), before any RAM is sent", () => {
+    const s = mismatched(['postcopy-ram']);
+    expect(qmp(s.src, 'migrate', { uri: URI })).toEqual({ return: {} });
+    expect(s.mig.query()).toEqual({ status: 'failed', 'error-desc': 'Postcopy needs matching RAM page sizes (s=200000 d=1000)' });
+    expect(s.src.ramList.blocks[0]!.pageSize).toBe(PMD_SIZE);
+    expect(s.dst.ramList.blocks[0]!.pageSize).toBe(PAGE_SIZE);
+  });
+
+  it('still migrates by precopy alone: only postcopy needs the page sizes to match', () => {
+    const s = mismatched([]);
+    expect(qmp(s.src, 'migrate', { uri: URI })).toEqual({ return: {} });
+    runUntilDone(s.k, s.mig, 5 * NSEC_PER_SEC);
+    expect(s.mig.status).toBe('completed');
+    expect(s.mig.verify()).toEqual([]);
+  });
+});
+
 describe('postcopy on hugetlbfs', () => {
   const backend: VmConfig['objects'] = [
     { 'qom-type': 'memory-backend-file', id: 'mem', size: 32 * MiB, 'mem-path': '/dev/hugepages', share: true },
