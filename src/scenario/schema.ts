@@ -708,7 +708,7 @@ export const scenarioSchema = z.strictObject({
   kernel: z.record(z.string(), knobValue).default({}).describe('sysfs/procfs knob path -> value, written before the run'),
   swap: z
     .strictObject({
-      size: sizeIn(2 * 4096, LIMITS.maxSize).describe('bytes, two pages (the header and a slot) to 1T'),
+      size: sizeIn(2 * 4096, LIMITS.maxSize).describe('bytes, 8K (two pages: the header and a slot) to 1T'),
       priority: int(0, 32767).optional().describe('swapon -p, 0 to 32767 (default: the next negative priority, -2)'),
     })
     .optional()
