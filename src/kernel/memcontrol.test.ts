@@ -283,6 +283,22 @@ describe('memory cgroups (memcontrol.ts)', () => {
     expect(verifyKernel(k2)).toEqual([]);
   });
 
+  it('a migration target that a full node cannot give (__GFP_THISNODE) fails without an OOM kill', () => {
+    const k = kernel({ nodes: 2, mib: 16 });
+    const filler = k.createProcess('filler', 2); // CPU 2: node 1
+    const f = k.mmap(filler, 0, 15 * MiB, RW, ANON);
+    k.access(filler.mainThread, f, 15 * MiB, PAGE_SIZE, true, 1);
+    const p = k.createProcess('p', 0);
+    const a = k.mmap(p, 0, 4 * MiB, RW, ANON);
+    k.access(p.mainThread, a, 4 * MiB, PAGE_SIZE, true, 1);
+    const pages = Array.from({ length: 1024 }, (_, i) => a + i * PAGE_SIZE);
+    const r = sysMovePages(k, p, p, pages, new Array(1024).fill(1), 0);
+    expect(r.ret).toBeGreaterThan(0); // pages node 1 could not take stay (move_pages counts them)
+    expect(k.vmstat.events.oom_kill).toBe(0);
+    expect(filler.exited || p.exited).toBe(false);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+
   it('oom_badness and /proc/<pid>/oom_score: rss + swap + page tables, oom_score_adj scaled', () => {
     const k = kernel();
     const p = k.createProcess('p');

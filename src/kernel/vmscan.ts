@@ -472,7 +472,9 @@ export function allocSlowpath(k: Kernel, req: AllocRequest): number {
       else noProgress++;
       if (!reclaimed && k.swap.nrSwapPages <= 0) break;
     }
-    // __alloc_pages_may_oom: a last try at the high watermark is the free list's own; then the killer.
+    // __alloc_pages_may_oom: never for __GFP_THISNODE (migration targets: a node's shortage does not justify a
+    // kill); a last try at the high watermark is the free list's own; then the killer.
+    if (req.thisNode) return -1;
     if (!outOfMemory(k, { memcg: null, order: req.order, current: null })) return -1;
     const pfn = k.phys.getPageFromFreelist(req);
     if (pfn >= 0) return pfn;

@@ -65,6 +65,13 @@ describe('scenario memory cgroups', () => {
     const kill = r.events.find((e) => e.op === 'oom_kill')!;
     expect(kill).toMatchObject({ process: 'victim', memcg: '/capped' });
     expect(kill.anon_rss_bytes).toBeGreaterThan(30 << 20);
+    expect(
+      r.dmesg!.some((x) =>
+        /^\[ *\d+\.\d{6}\] Memory cgroup out of memory: Killed process \d+ \(victim\) total-vm:131072kB, anon-rss:\d+kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:\d+kB oom_score_adj:0$/.test(
+          x,
+        ),
+      ),
+    ).toBe(true);
     expect(r.threads.find((t) => t.process === 'victim')?.stopped).toBe('SIGKILL (OOM killer: memory cgroup /capped at its memory.max)');
     expect(warnings.some((w) => w.includes('stopped early (SIGKILL (OOM killer: memory cgroup /capped at its memory.max))'))).toBe(true);
     const cur = r.series.metrics['cgroup.capped.memory_current']!;

@@ -175,6 +175,8 @@ export interface RunResult {
    * Absent when there are none.
    */
   warnings?: string[];
+  /** The host kernel's log lines of the run (the OOM killer's, as Linux 6.18 prints them), when there are any. */
+  dmesg?: string[];
 }
 
 /** DIR/result.json of a sweep: every run's identity and final metrics. */

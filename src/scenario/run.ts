@@ -248,6 +248,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
     events,
     series: series.data,
     ...(warnings.length ? { warnings } : {}),
+    ...(k.oom.dmesg.length ? { dmesg: [...k.oom.dmesg] } : {}),
   };
 }
 

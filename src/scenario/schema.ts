@@ -281,15 +281,15 @@ export const cgroupSchema = z.strictObject({
     .describe('the group (a directory under the root of the cgroup v2 hierarchy): 1 to 64 letters, digits, "_" and "-"'),
   memory_max: cgroupLimit
     .default('max')
-    .describe('memory.max: the hard limit, bytes or max; above it the group reclaims (into swap) and then the OOM killer kills'),
+    .describe('memory.max: the hard limit, 0 to 1T bytes or max; above it the group reclaims (into swap) and then the OOM killer kills'),
   memory_high: cgroupLimit
     .default('max')
     .describe(
-      "memory.high: the throttling limit, bytes or max; above it the group's allocating tasks reclaim and are delayed, never killed",
+      "memory.high: the throttling limit, 0 to 1T bytes or max; above it the group's allocating tasks reclaim and are delayed, never killed",
     ),
-  memory_low: size.default(0).describe('memory.low: best-effort protection from reclaim, bytes'),
-  memory_min: size.default(0).describe('memory.min: hard protection from reclaim, bytes'),
-  swap_max: cgroupLimit.default('max').describe("memory.swap.max: the limit on the group's swap use, bytes or max"),
+  memory_low: size.default(0).describe('memory.low: best-effort protection from reclaim, 0 to 1T bytes'),
+  memory_min: size.default(0).describe('memory.min: hard protection from reclaim, 0 to 1T bytes'),
+  swap_max: cgroupLimit.default('max').describe("memory.swap.max: the limit on the group's swap use, 0 to 1T bytes or max"),
 });
 
 export const eventSchema = z.strictObject({
@@ -715,12 +715,6 @@ export const scenarioSchema = z.strictObject({
     .describe(
       "a swap file on the host, swapon'd before the run, on a rotational disk as the profile's swap costs were measured (swapout_4k, swapin_4k, swapin_swapcache_4k); default: no swap",
     ),
-  cgroups: z
-    .array(cgroupSchema)
-    .default([])
-    .describe(
-      'memory cgroups (cgroup v2 memory controller, under the root) that processes and VMs run in: per-group series cgroup.NAME.memory_current, .events_high, .events_max, .oom_kill, and final metrics',
-    ),
   duration: durationIn(1000, LIMITS.maxDurationNs).describe('virtual time the workloads run, 1us to 3600s'),
   sample: z
     .strictObject({
@@ -731,6 +725,12 @@ export const scenarioSchema = z.strictObject({
     .default({ interval: 10_000_000 }),
   processes: z.array(processSchema).default([]).describe('host processes (at least one process or VM)'),
   vms: z.array(vmSchema).default([]).describe('virtual machines: a VMM process each, with its guest'),
+  cgroups: z
+    .array(cgroupSchema)
+    .default([])
+    .describe(
+      'memory cgroups (cgroup v2 memory controller, under the root) that processes and VMs run in: per-group series cgroup.NAME.memory_current, .events_high, .events_max, .oom_kill, and final metrics',
+    ),
   nic: nicSchema
     .optional()
     .describe("the scenario host's NIC: needed for migrations to `hosts`, `traffic` and `evacuate`; the default NIC of `hosts`"),

@@ -238,6 +238,7 @@ export class WorkloadThread implements TaskClient {
       k.uffd.faulted(this.thread, this.blockedAt);
       return STEP_WAIT;
     }
+    // The OOM killer chose this process during the fault: its threads run no more.
     if (this.thread.process.exited) {
       this.stopped = killReason(k, this.thread.process);
       return STEP_EXIT;
