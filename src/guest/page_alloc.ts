@@ -382,6 +382,41 @@ export class GuestPageAlloc {
     return this.isBuddy(higherBuddy, order + 1, nid);
   }
 
+  /**
+   * Take the free pages of [pfn, pfn + nr) for `use`, wherever they sit in
+   * their free blocks (take_page_off_buddy for a range: each block holding
+   * one is taken off its list and the pages outside the range go back):
+   * memory a guest task holds at known guest-physical addresses. Pages not
+   * free (in use, holes) are skipped. Returns the pages taken.
+   */
+  allocRange(pfn: number, nr: number, use: PageUse): number {
+    if (use === PageUse.Free || use === PageUse.Hole || use === PageUse.Isolated) throw new Error(`cannot allocate pages for use ${use}`);
+    const end = Math.min(pfn + nr, this.maxPfn);
+    let taken = 0;
+    for (let p = Math.max(0, pfn); p < end;) {
+      if (this.use[p] !== PageUse.Free) {
+        p++;
+        continue;
+      }
+      let head = p;
+      let order = 0;
+      while (this.buddyOrder(head) !== order && order < MAX_PAGE_ORDER) {
+        order++;
+        head = p & ~((1 << order) - 1);
+      }
+      if (this.buddyOrder(head) !== order) throw new Error(`guest pfn ${p} is free but in no free block`);
+      const z = this.zones[this.node[head]!]!;
+      this.listDel(z, head, order);
+      z.freePages -= 1 << order;
+      this.setUse(head, 1 << order, use);
+      const blockEnd = head + (1 << order);
+      for (let q = head; q < blockEnd; q++) if (q < pfn || q >= end) this.freePagesFpi(q, 0, false, true);
+      taken += Math.min(blockEnd, end) - Math.max(head, pfn);
+      p = blockEnd;
+    }
+    return taken;
+  }
+
   // --- page reporting's isolate/putback ----------------------------------------------
 
   /** __isolate_free_page: take a free block off its list (its PG_reported is cleared). */

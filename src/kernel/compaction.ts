@@ -205,6 +205,11 @@ export function compactZone(k: Kernel, nid: number, order: number): CompactResul
  * charges its time to the caller. Returns whether an `order` block is free now.
  */
 export function compactForOrder(k: Kernel, nid: number, order: number, mode: 'direct' | 'kcompactd'): boolean {
+  // __alloc_pages_direct_compact: direct compaction is a memory stall of the allocating task (psi.ts).
+  return mode === 'direct' ? k.psi.memstall(() => compactNode(k, nid, order, mode)) : compactNode(k, nid, order, mode);
+}
+
+function compactNode(k: Kernel, nid: number, order: number, mode: 'direct' | 'kcompactd'): boolean {
   const st = k.compaction;
   if (mode === 'direct') {
     if (st.deferred(nid, order)) return false;

@@ -33,7 +33,8 @@ import { SwapState } from './swapfile.ts';
 import { swapCacheDelFolio } from './swap_state.ts';
 import { Lruvec, lruDel, lruDelPage } from './swap.ts';
 import { Kswapd, allocSlowpath } from './vmscan.ts';
-import { Scheduler } from './sched/core.ts';
+import { Psi } from './psi.ts';
+import { Scheduler, type SchedTask } from './sched/core.ts';
 import { MemcgState } from './memcontrol.ts';
 import { OomState } from './oom_kill.ts';
 
@@ -124,6 +125,10 @@ export class Kernel {
   swappiness = 60;
   /** The per-node kswapd threads (vmscan.ts). */
   readonly kswapd: Kswapd;
+  /** Pressure stall information (psi.ts): memory stalls of the tasks, /proc/pressure/memory. */
+  readonly psi: Psi;
+  /** The task whose fault the kernel is handling (current), for PSI; null in a kernel thread or tool's task. */
+  current: Thread | null = null;
   /** Memory cgroups (memcontrol.ts). */
   readonly memcg: MemcgState;
   /** The OOM killer: oom_score_adj, kills, the kernel log (oom_kill.ts). */
@@ -152,6 +157,7 @@ export class Kernel {
     initPerZoneWmarkMin(this.phys);
     if (this.thp.enabled !== 'never') setRecommendedMinFreeKbytes(this.phys); // khugepaged starts at boot
     this.kswapd = new Kswapd(this);
+    this.psi = new Psi(this);
     this.phys.wakeKswapd = (nid) => this.kswapd.wake(nid);
     this.sysfs = new Sysfs(this);
     for (const [cpu, nid] of opts.host.cpuNode) this.cpuNodes[cpu] = nid;
@@ -329,12 +335,15 @@ export class Kernel {
    */
   runAsTask<T>(time: { ns: number }, f: () => T, on?: CpuWork): T {
     const saved = this.taskTime;
+    const savedCurrent = this.current;
     const before = time.ns;
     this.taskTime = time;
+    this.current = null;
     try {
       return f();
     } finally {
       this.taskTime = saved;
+      this.current = savedCurrent;
       if (on) this.spend(on, time.ns - before);
     }
   }
@@ -345,9 +354,10 @@ export class Kernel {
    * clock instead). `onDone` is called when the CPU has done it (at once
    * without a scheduler).
    */
-  spend(on: CpuWork, ns: number): void {
-    if (this.sched && ns > 0) this.sched.work(on.name, ns, { allowed: on.cpus, nice: on.nice, onDone: on.onDone });
-    else on.onDone?.(this.clock.now() + Math.round(Math.max(0, ns)));
+  spend(on: CpuWork, ns: number): SchedTask | null {
+    if (this.sched && ns > 0) return this.sched.work(on.name, ns, { allowed: on.cpus, nice: on.nice, onDone: on.onDone });
+    on.onDone?.(this.clock.now() + Math.round(Math.max(0, ns)));
+    return null;
   }
 
   /** Charge simulated time for work done by the calling thread. */

@@ -448,7 +448,8 @@ function memCgroupHandleOverHigh(k: Kernel, cg: MemCgroup): void {
   let nrRetries = MAX_RECLAIM_RETRIES;
   let inRetry = false;
   for (;;) {
-    const reclaimed = reclaimHigh(k, cg, inRetry ? 32 : nrPages);
+    // reclaim_high reclaims in a memory stall (psi.ts).
+    const reclaimed = k.psi.memstall(() => reclaimHigh(k, cg, inRetry ? 32 : nrPages));
     let penalty = calculateHighDelay(nrPages, memFindMaxOverage(cg)) + calculateHighDelay(nrPages, swapFindMaxOverage(cg));
     penalty = Math.min(penalty, MEMCG_MAX_HIGH_DELAY_JIFFIES);
     if (penalty <= HZ / 100) return;
@@ -458,7 +459,7 @@ function memCgroupHandleOverHigh(k: Kernel, cg: MemCgroup): void {
     }
     const ns = penalty * (1e9 / HZ);
     cg.highDelayNs += ns;
-    k.charge(ns); // schedule_timeout_killable: the task sleeps (a memory stall)
+    k.psi.memstall(() => k.charge(ns)); // schedule_timeout_killable: the task sleeps, in a memory stall (psi.ts)
     return;
   }
 }

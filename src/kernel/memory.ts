@@ -110,6 +110,7 @@ export function newAnonPage(k: Kernel, mm: MmStruct, vma: Vma, va: number, t: Th
  */
 export function handleMmFault(k: Kernel, mm: MmStruct, vma: Vma, va: number, write: boolean, thread: Thread): FaultResult {
   k.vmstat.events.pgfault++;
+  k.current = thread; // whose stalls PSI counts (psi.ts)
   // handle_pte_marker: a PTE_MARKER_POISONED (UFFDIO_POISON) is VM_FAULT_HWPOISON.
   if (mm.uffdPoison.size && mm.uffdPoison.has(Math.floor(va / PAGE_SIZE))) return FAULT_SIGBUS;
   // do_wp_page / do_huge_pmd_wp_page / hugetlb_wp: a write to a page mapped with the uffd-wp bit.
@@ -654,6 +655,7 @@ function accessPtes(
       cost = 0;
       k.vmstat.events.pgfault++;
       res.faults++;
+      k.current = thread;
       if (!doSwapPage(k, mm, vma, t, i, va, write, k.cpuToNode(thread.cpu))) {
         oomSignal(thread, res, va);
         return va;

@@ -342,6 +342,11 @@ export function renderMeminfo(k: Kernel): string {
 /** /proc/swaps. */
 export { renderSwaps } from './swapfile.ts';
 
+/** /proc/pressure/memory (psi_show of psi_system for PSI_MEM): aggregates first, as a read does. */
+export function renderPressureMemory(k: Kernel): string {
+  return k.psi.show();
+}
+
 export function renderVmstat(k: Kernel): string {
   return Object.entries(k.vmstat.snapshot())
     .map(([n, v]) => `${n} ${v}\n`)

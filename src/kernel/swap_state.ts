@@ -77,6 +77,9 @@ export function swapCacheReplace(k: Kernel, oldPfn: number, newPfn: number): voi
   st.cache.set(entry, newPfn);
 }
 
+/** pack_shadow's workingset bit: the evicted folio was on the active list once (PG_workingset). */
+export const SHADOW_WORKINGSET = 1;
+
 /**
  * __swap_cache_del_folio: the folio leaves the swap cache; each slot keeps
  * `shadow` (0: none) and loses SWAP_HAS_CACHE, and is freed if no page
@@ -253,8 +256,10 @@ export function readSwapCache(k: Kernel, entry: number, nid: number): SwapinResu
   const m = k.mem;
   m.setOwner(pfn, OWNER_SWAPCACHE);
   m.setFlags(pfn, 0);
-  // The shadow the slot held (workingset refault detection) is not used: workingset.c is not modelled.
-  swapCacheAddFolio(k, pfn, entry, 1);
+  // workingset_refault: a folio that was active before eviction (the shadow's workingset bit) is workingset
+  // again, and waiting for its read is a memory stall (a thrashing refault, psi.ts). The refault distance
+  // (whether to activate it) is not modelled.
+  if (swapCacheAddFolio(k, pfn, entry, 1) & SHADOW_WORKINGSET) m.addFlags(pfn, PG.workingset);
   folioAddLru(k, pfn);
   const ns = swapReadFolio(k, pfn, entry);
   return { pfn, ns, read: true };
@@ -439,7 +444,9 @@ export function doSwapPage(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, i: nu
     if (r.pfn < 0) return false;
     pfn = r.pfn;
     k.vmstat.count('pgmajfault');
-    k.charge(r.ns);
+    // swap_read_folio / folio_wait_bit: waiting for a workingset folio's read is a memory stall (psi.ts).
+    if (r.read && k.mem.flags(pfn) & PG.workingset) k.psi.memstall(() => k.charge(r.ns));
+    else k.charge(r.ns);
   }
   const m = k.mem;
   m.clearFlags(pfn, PG.readahead);

@@ -40,7 +40,7 @@ import type { EventHandle } from '../sim/event_queue.ts';
 import { PageTable, PteTable, PTE_NONE, pfnOfPte, pteOf, pteOfSwpEntry, ptepTestAndClearYoung } from './mm_types.ts';
 import { rmapWalk } from './migrate.ts';
 import { HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
-import { swapCacheAddFolio, swapCacheDelFolio, swapWriteout } from './swap_state.ts';
+import { SHADOW_WORKINGSET, swapCacheAddFolio, swapCacheDelFolio, swapWriteout } from './swap_state.ts';
 import {
   memcgBelowLow,
   memcgBelowMin,
@@ -123,8 +123,9 @@ export function shrinkFolio(k: Kernel, pfn: number): ShrinkResult {
       return 'swapcache';
     }
   }
-  // Clean and unmapped: __remove_mapping takes it out of the swap cache (keeping the slot) and frees it.
-  swapCacheDelFolio(k, pfn, 0);
+  // Clean and unmapped: __remove_mapping takes it out of the swap cache (keeping the slot, with a shadow that
+  // remembers a workingset folio: workingset_eviction) and frees it.
+  swapCacheDelFolio(k, pfn, m.flags(pfn) & PG.workingset ? SHADOW_WORKINGSET : 0);
   k.freeUserPages(pfn, 0);
   return 'freed';
 }
@@ -515,7 +516,8 @@ export function allocSlowpath(k: Kernel, req: AllocRequest): number {
   let noProgress = 0;
   for (;;) {
     while (noProgress < MAX_RECLAIM_RETRIES) {
-      const reclaimed = tryToFreePages(k, req);
+      // __alloc_pages_direct_reclaim: the reclaim is a memory stall of the allocating task (psi.ts).
+      const reclaimed = k.psi.memstall(() => tryToFreePages(k, req));
       const pfn = k.phys.getPageFromFreelist(req);
       if (pfn >= 0) return pfn;
       if (reclaimed) noProgress = 0;
@@ -561,7 +563,10 @@ export class Kswapd {
     this.pending[nid] = null;
     const own = { ns: 0 };
     // kswapdN runs on its node's CPUs (kthread_bind_mask to cpumask_of_node), its time spent on the scheduler.
-    this.k.runAsTask(own, () => balancePgdat(this.k, nid), { name: `kswapd${nid}`, cpus: this.k.host.nodes[nid]?.cpus });
+    this.k.runAsTask(own, () => balancePgdat(this.k, nid));
+    const se = this.k.spend({ name: `kswapd${nid}`, cpus: this.k.host.nodes[nid]?.cpus }, own.ns);
+    // balance_pgdat runs in a memory stall (psi_memstall_enter): kswapd's pressure on the system (psi.ts).
+    this.k.psi.kthreadStall(se, own.ns);
     this.cpuNs[nid]! += own.ns;
   }
 }

@@ -13,6 +13,7 @@ import {
   renderVmstat,
   renderBuddyinfo,
   renderSwaps,
+  renderPressureMemory,
   renderMaps,
   renderSmaps,
   renderNumaMaps,
@@ -490,6 +491,8 @@ export class SimBackend implements Backend {
         return renderBuddyinfo(k);
       case '/proc/swaps':
         return renderSwaps(k);
+      case '/proc/pressure/memory':
+        return renderPressureMemory(k);
     }
     return undefined;
   }

@@ -184,6 +184,27 @@ describe('renderSweepReport', () => {
     expect(renderSweepReport(again.sweep, again.runs)).toBe(html);
   });
 
+  it("overlays memory pressure when the runs have it: swap traffic, PSI, the VMs' OOM deflations summed; all-zero series are left out, but OOM's", () => {
+    const p = fakeSweep();
+    p.runs.forEach((r, i) => {
+      const n = r.series.t_ns.length;
+      r.series.metrics['host.pswpout_per_s'] = r.series.t_ns.map((_, j) => (j * (i + 1)) % 7);
+      r.series.metrics['host.psi.some_pct'] = r.series.t_ns.map((_, j) => (j === 1 ? 12.5 : 0));
+      r.series.metrics['vm.a.guest.oom_deflates'] = r.series.t_ns.map((_, j) => j);
+      r.series.metrics['vm.b.guest.oom_deflates'] = r.series.t_ns.map((_, j) => 2 * j);
+      r.series.metrics['vm.a.guest.oom_kills'] = new Array<number>(n).fill(0);
+    });
+    const out = renderSweepReport(p.sweep, p.runs);
+    expect(out).toContain('<h3>Swap-out over time</h3>');
+    expect(out).toContain('<h3>Memory pressure (some) over time</h3>');
+    expect(out).toContain('<h3>Balloon deflations on OOM over time</h3>');
+    // No OOM kill is still drawn (a line at 0); another all-zero series is not.
+    expect(out).toContain('<h3>Guest OOM over time</h3>');
+    expect(out).not.toContain('<h3>Swap-in over time</h3>');
+    expect(svgs(out)).toHaveLength(svgs(html).length + 4);
+    svgs(out).forEach(expectDrawn);
+  });
+
   it('works without the full run results', () => {
     const bare = renderSweepReport(sweep, []);
     expectSelfContained(bare);

@@ -369,6 +369,55 @@ interface ChartPlan {
 
 const allZero = (v: number[]): boolean => v.every((x) => x === 0 || !Number.isFinite(x));
 
+/** Over-time overlays of memory pressure in a sweep: series (a `*` sums the VMs'), title, caption; all-zero series are left out, but OOM's. */
+const PRESSURE_OVERLAYS: [string, string, string][] = [
+  ['host.pgsteal_per_s', 'Reclaim over time', 'Pages the host reclaimed per second (pgsteal_kswapd + pgsteal_direct), one line per run.'],
+  ['host.pswpout_per_s', 'Swap-out over time', 'Pages written to swap per second (pswpout), one line per run.'],
+  ['host.pswpin_per_s', 'Swap-in over time', 'Pages read from swap per second (pswpin), one line per run.'],
+  ['host.swap_used_bytes', 'Swap in use over time', 'Swap space in use on the host, one line per run.'],
+  [
+    'host.psi.some_pct',
+    'Memory pressure (some) over time',
+    'Share of each sample interval some task was stalled on memory, in percent (the host’s PSI, SOME).',
+  ],
+  [
+    'host.psi.full_pct',
+    'Memory pressure (full) over time',
+    'Share of each sample interval all non-idle tasks were stalled on memory, in percent (the host’s PSI, FULL).',
+  ],
+  [
+    'host.psi.some_avg10',
+    'PSI memory some avg10 over time',
+    'avg10 of /proc/pressure/memory’s some line, as the kernel prints it every 2 s.',
+  ],
+  [
+    'host.oom_kill',
+    'Host OOM kills over time',
+    'Processes the host’s OOM killer killed (vmstat oom_kill), cumulative: a VMM killed is its whole VM.',
+  ],
+  [
+    'vm.*.guest.oom_deflates',
+    'Balloon deflations on OOM over time',
+    'deflate-on-oom notifications (256 pages each), all VMs summed, cumulative.',
+  ],
+  [
+    'vm.*.guest.oom_kills',
+    'Guest OOM over time',
+    'Guest allocations that failed after reclaim and the OOM notifiers (the OOM killer’s place), all VMs summed, cumulative.',
+  ],
+];
+
+/** A series, or the sum of the series matching a `vm.*.` pattern. */
+function sumColumns(series: SeriesData, key: string): number[] {
+  if (!key.includes('*')) return column(series, key) ?? [];
+  const re = new RegExp(`^${key.replace(/\./g, '\\.').replace('*', '[^.]+')}$`);
+  const cols = Object.keys(series.metrics)
+    .filter((k) => re.test(k))
+    .map((k) => series.metrics[k]!);
+  if (!cols.length) return [];
+  return cols[0]!.map((_, i) => cols.reduce((a, c) => a + (c[i] ?? 0), 0));
+}
+
 function column(series: SeriesData, name: string): number[] | undefined {
   const v = series.metrics[name];
   return Array.isArray(v) && v.length > 0 ? v : undefined;
@@ -727,6 +776,17 @@ export function renderSweepReport(s: SweepResult, runs: RunResult[] = []): strin
       overlays.push(
         `<figure>\n<h3>Free host memory over time</h3>\n<figcaption>Host memory free at each sample, one line per run.</figcaption>\n${lineChartSVG({ id: 'sweep-free', series: free, unit: 'bytes', label: 'Free host memory over time' })}\n</figure>`,
       );
+    }
+    // Memory pressure (scenarios with a swap file): swap traffic, PSI, the guests' OOM path, one line per run.
+    for (const [key, title, caption] of PRESSURE_OVERLAYS) {
+      const lines = matched
+        .map((r, i) => ({ name: r.run.id, t_ns: r.series.t_ns, values: sumColumns(r.series, key), color: PALETTE[i % PALETTE.length] }))
+        .filter((x) => x.values.length > 0);
+      // OOM is drawn even when nothing was killed: a flat line at 0 is the answer.
+      if (lines.length && (key.includes('oom') || !lines.every((x) => allZero(x.values))))
+        overlays.push(
+          `<figure>\n<h3>${esc(title)}</h3>\n<figcaption>${esc(caption)}</figcaption>\n${lineChartSVG({ id: `sweep-${key.replace(/[^a-z0-9]+/gi, '-')}`, series: lines, unit: unitOf(key.replace('*', 'x')), label: title })}\n</figure>`,
+        );
     }
     // Per-thread throughput, grouped by run.
     const threadKeys: string[] = [];

@@ -27,8 +27,19 @@ import type { RunEventLog, RunResult, ScenarioInfo, SeriesData, ThreadNumaResult
 import type { EventSpec, Scenario } from './schema.ts';
 import { cgroupFinal, cgroupSample, enterCgroup, oomEvents, startCgroups } from './cgroups.ts';
 import type { MemCgroup } from '../kernel/memcontrol.ts';
-import { hostMemoryNote, scheduleVmEvents, startVms, vmFinal, vmSeries, vmWarnings, type RunReport, type VmRt } from './vms.ts';
+import {
+  claimGuestRange,
+  hostMemoryNote,
+  scheduleVmEvents,
+  startVms,
+  vmFinal,
+  vmSeries,
+  vmWarnings,
+  type RunReport,
+  type VmRt,
+} from './vms.ts';
 import { inputDigests } from './inputs.ts';
+import { addVmPsiGroup, pressureFinal, pressureSampler, startSwap } from './pressure.ts';
 
 export const MEMTWIN_VERSION = '0.1.0';
 
@@ -72,6 +83,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
     const r = k.sysfs.write(path, String(value));
     if (r < 0) fail(['kernel', path], `the kernel rejects ${JSON.stringify(value)} (${errnoName(r)})`);
   }
+  startSwap(k, s, fail);
 
   const cgroups = startCgroups(k, s, fail);
   const procs: { p: Process; maps: Map<string, MappingRt> }[] = [];
@@ -169,6 +181,9 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   });
 
   const vms = startVms(k, s, rep);
+  // With a swap file, the run reports memory pressure: PSI of the host and of each VM's tasks, swap, reclaim, OOM.
+  const psiGroups = new Map(s.swap ? vms.map((rt) => [rt, addVmPsiGroup(k, rt)]) : []);
+  const pressure = s.swap ? pressureSampler(k, vms, psiGroups) : undefined;
   for (const rt of vms) {
     const maps = new Map<string, MappingRt>();
     rt.nodeRam.forEach((r, node) =>
@@ -191,7 +206,8 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   const agents = startAgents(k, s, procs, threads, t0, end, rep);
 
   // The sampler is scheduled first, so its sample at t0 is the baseline before any access.
-  const series = sampler(k, s, procs, threads, agents, t0, end, opts.progress, vms, cgroups);
+  if (s.swap) k.psi.startAvgsWork();
+  const series = sampler(k, s, procs, threads, agents, t0, end, opts.progress, vms, cgroups, pressure);
   // The threads start together; from then on the scheduler runs each on a CPU of its mask (kernel/sched).
   for (const wt of threads) {
     wt.until = end;
@@ -225,6 +241,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
     final: {
       ...finalMetrics(k, s, procs, threads, agents, series.data),
       ...(vms.length ? vmFinal(vms, vmEvents.log) : {}),
+      ...(s.swap ? pressureFinal(k, vms, psiGroups) : {}),
       ...(cgroups.size ? cgroupFinal(k, cgroups) : {}),
     },
     threads: threads.map((wt) => threadResult(wt, s.duration)),
@@ -322,6 +339,8 @@ function startGuestWorkloads(
       let at = 0;
       const phases: PhaseRuntime[] = ('phases' in w.workload ? w.workload.phases : [{ ...w.workload, duration: undefined }]).map((ph) => {
         const end = ph.duration === undefined ? Infinity : (at += ph.duration);
+        // The guest task holds the memory it accesses (guest pages in use, not free to the balloon or guest_alloc).
+        if (ph.pattern !== 'idle') claimGuestRange(rt, w.guest_node, ph.offset ?? 0, ph.length ?? m.len - (ph.offset ?? 0));
         return { spec: ph, stream: streamFor(ph, m.base, m.len, rng, { index: r, of: w.count }), end };
       });
       const touch = writtenMarker(maps);
@@ -576,6 +595,7 @@ function sampler(
   progress?: (f: number) => void,
   vms: VmRt[] = [],
   cgroups: Map<string, MemCgroup> = new Map(),
+  pressure?: (col: (name: string) => number[]) => void,
 ) {
   const data: SeriesData = { t_ns: [], metrics: {} };
   const col = (name: string): number[] => (data.metrics[name] ??= []);
@@ -665,6 +685,7 @@ function sampler(
       col('host.free_bytes').push(k.phys.freePages() * PAGE_SIZE);
       for (const [name, v] of Object.entries(vmSeries(vms))) col(name).push(v);
     }
+    pressure?.(col);
     lastT = now;
     progress?.((now - t0) / (end - t0));
   };

@@ -475,6 +475,12 @@ export const vmEventSchema = z.strictObject({
   target: size.optional().describe('balloon: the guest RAM wanted (QMP balloon value), 0 to 1T'),
   action: z.enum(['start', 'stop', 'done']).optional().describe('free_page_hint'),
   size: size.optional().describe('guest_alloc/guest_free: bytes, 0 to 1T'),
+  page_cache: z
+    .boolean()
+    .optional()
+    .describe(
+      "guest_alloc: the pages are page cache (a guest task reading files: clean, dropped by the guest's reclaim when an allocation finds nothing free; guest_free does not free them) instead of anonymous memory (default false)",
+    ),
   vcpu: int(0, LIMITS.maxVcpus - 1)
     .default(0)
     .describe('guest_alloc: the vCPU the task runs on (first touch on its guest node), 0 to 1023 and a vCPU of the VM'),
@@ -700,6 +706,15 @@ export const scenarioSchema = z.strictObject({
     .describe('a host file, a shipped host name, auto, or an inline host'),
   profile: z.string().min(1).optional().describe('cost profile file (default: profiles/default.json)'),
   kernel: z.record(z.string(), knobValue).default({}).describe('sysfs/procfs knob path -> value, written before the run'),
+  swap: z
+    .strictObject({
+      size: sizeIn(2 * 4096, LIMITS.maxSize).describe('bytes, 8K (two pages: the header and a slot) to 1T'),
+      priority: int(0, 32767).optional().describe('swapon -p, 0 to 32767 (default: the next negative priority, -2)'),
+    })
+    .optional()
+    .describe(
+      "a swap file on the host, swapon'd before the run, on a rotational disk as the profile's swap costs were measured (swapout_4k, swapin_4k, swapin_swapcache_4k); default: no swap",
+    ),
   duration: durationIn(1000, LIMITS.maxDurationNs).describe('virtual time the workloads run, 1us to 3600s'),
   sample: z
     .strictObject({

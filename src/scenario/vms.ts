@@ -64,6 +64,8 @@ export interface VmRt {
   vi: number;
   vm: Vm;
   guest: GuestKernel;
+  /** Run guest kernel work (faulting pages in) with its vCPU time spent in one piece at the end. */
+  guestBatch<T>(f: () => T): T;
   dev: VirtioBalloonDevice | null;
   drv: VirtioBalloonDriver | null;
   /** Pages guest_alloc faulted in and guest_free has not freed, oldest first. */
@@ -118,23 +120,41 @@ export function vmConfigOf(spec: VmSpec): VmConfig {
  * GuestMemory for the guest kernel: the VM's accesses, timed as the calling
  * guest code's task (the caller charges the returned time itself).
  */
-function guestMemoryOf(k: Kernel, vm: Vm): GuestMemory {
+/** Guest RAM as the guest kernel sees it, and `batch`: run guest kernel work whose CPU time is spent at once at its end. */
+type ScenarioGuestMemory = GuestMemory & { batch<T>(f: () => T): T };
+
+function guestMemoryOf(k: Kernel, vm: Vm): ScenarioGuestMemory {
+  // The guest kernel's work on a vCPU runs on the host CPU that vCPU's thread is on: a work item per call, or,
+  // inside `batch` (a guest_alloc faults in one page per call), one per vCPU at the batch's end: the same CPU
+  // time without a scheduler task per page.
+  let pending: Map<number, number> | null = null;
+  const onVcpu = (vcpu: number, f: () => unknown): number => {
+    const t = { ns: 0 };
+    if (!pending) {
+      k.runAsTask(t, f, vcpuWork(vm, vcpu));
+      return t.ns;
+    }
+    k.runAsTask(t, f);
+    pending.set(vcpu, (pending.get(vcpu) ?? 0) + t.ns);
+    return t.ns;
+  };
   return {
     get ramSize() {
       return vm.ramSize;
     },
     ramRanges: () => vm.ramRanges(),
     peek: (gpa) => vm.peek(gpa),
-    // The guest kernel's work on a vCPU runs on the host CPU that vCPU's thread is on.
-    clear: (vcpu, gpa, len) => {
-      const t = { ns: 0 };
-      k.runAsTask(t, () => vm.clear(vcpu, gpa, len), vcpuWork(vm, vcpu));
-      return t.ns;
-    },
-    access: (vcpu, gpa, len, stride, write, fill) => {
-      const t = { ns: 0 };
-      k.runAsTask(t, () => vm.access(vcpu, gpa, len, stride, write, fill), vcpuWork(vm, vcpu));
-      return t.ns;
+    clear: (vcpu, gpa, len) => onVcpu(vcpu, () => vm.clear(vcpu, gpa, len)),
+    access: (vcpu, gpa, len, stride, write, fill) => onVcpu(vcpu, () => vm.access(vcpu, gpa, len, stride, write, fill)),
+    batch<T>(f: () => T): T {
+      if (pending) return f();
+      const mine = (pending = new Map());
+      try {
+        return f();
+      } finally {
+        pending = null;
+        for (const [v, n] of mine) k.spend(vcpuWork(vm, v), n);
+      }
     },
   };
 }
@@ -167,12 +187,14 @@ export function startVms(k: Kernel, s: Scenario, rep: RunReport): VmRt[] {
     // -name NAME,process=NAME: the VMM's process name (prctl PR_SET_NAME), so results name it.
     (vm.process as { name: string }).name = spec.name;
     if (spec.cgroup !== undefined) k.memcg.attach(vm.process, k.memcg.byName(spec.cgroup)!); // before the guest runs
-    const guest = new GuestKernel(guestMemoryOf(k, vm), k.costs, { cpuNode: vm.vcpus.map((c) => c.node) });
+    const memory = guestMemoryOf(k, vm);
+    const guest = new GuestKernel(memory, k.costs, { cpuNode: vm.vcpus.map((c) => c.node) });
     const rt: VmRt = {
       spec,
       vi,
       vm,
       guest,
+      guestBatch: (f) => memory.batch(f),
       dev: null,
       drv: null,
       guestPages: [],
@@ -252,12 +274,29 @@ function fragmentGuest(k: Kernel, rt: VmRt, f: NonNullable<VmSpec['guest']['frag
       [...path, 'size'],
       `${formatSize(f.size)} is more than the guest's free memory (${mib(free * PAGE_SIZE)} MiB of ${mib(rt.vm.ramSize)} MiB of RAM)`,
     );
-  const { pfns } = guestAccess(k, path, rep, () => rt.guest.faultIn(f.vcpu, PageUse.Anon, want));
+  const { pfns } = guestAccess(k, path, rep, () => rt.guestBatch(() => rt.guest.faultIn(f.vcpu, PageUse.Anon, want)));
   const keep: number[] = [];
   const free_: number[] = [];
   pfns.forEach((pfn, i) => (i % f.keep_every === 0 ? keep : free_).push(pfn));
   rt.guest.release(free_);
   for (const pfn of keep) rt.guestPages.push(pfn);
+}
+
+/**
+ * A guest workload's memory: its guest node's RAM at [offset, offset +
+ * length) of the node's backing (the workload's region), as guest-physical
+ * ranges (the node's RAM ranges in address order, as QEMU's ram-below-4g and
+ * ram-above-4g aliases lay the backing out), taken in the guest's allocator:
+ * the task holds it, so neither the balloon nor guest_alloc gets it.
+ */
+export function claimGuestRange(rt: VmRt, node: number, offset: number, length: number): void {
+  let o = 0;
+  for (const r of rt.vm.ramRanges().filter((x) => x.node === node)) {
+    const from = Math.max(offset, o);
+    const to = Math.min(offset + length, o + r.size);
+    if (to > from) rt.guest.claimRange(r.gpa + (from - o), to - from);
+    o += r.size;
+  }
 }
 
 /**
@@ -469,7 +508,7 @@ export function scheduleVmEvents(
 const VM_EVENT_FIELDS: Record<VmEventSpec['op'], readonly (keyof VmEventSpec)[]> = {
   balloon: ['target', 'expect_error'],
   free_page_hint: ['action'],
-  guest_alloc: ['size', 'vcpu'],
+  guest_alloc: ['size', 'vcpu', 'page_cache'],
   guest_free: ['size'],
   qmp: ['command', 'expect_error'],
   hmp: ['command', 'expect_error'],
@@ -662,14 +701,15 @@ function runVmEvent(
     }
     case 'guest_alloc': {
       const want = Math.floor(ev.size! / PAGE_SIZE);
-      const { pfns, ns } = rt.guest.faultIn(ev.vcpu, PageUse.Anon, want);
+      const { pfns, ns } = rt.guestBatch(() => rt.guest.faultIn(ev.vcpu, ev.page_cache ? PageUse.File : PageUse.Anon, want));
       k.charge(ns);
-      for (const pfn of pfns) rt.guestPages.push(pfn);
+      // Page cache stays with the guest kernel (its reclaim drops it); anonymous memory is the task's until guest_free.
+      if (!ev.page_cache) for (const pfn of pfns) rt.guestPages.push(pfn);
       entry.ret = pfns.length;
       if (pfns.length < want)
         rep.warn(
           path,
-          `guest_alloc faulted in ${mib(pfns.length * PAGE_SIZE)} MiB of the ${mib(want * PAGE_SIZE)} MiB asked: the guest ran out of free memory`,
+          `guest_alloc faulted in ${mib(pfns.length * PAGE_SIZE)} MiB of the ${mib(want * PAGE_SIZE)} MiB asked: the guest ran out of free memory (after its reclaim and OOM notifiers: its OOM killer's place, ${rt.guest.pages.oomKills} so far)`,
         );
       return;
     }
