@@ -162,6 +162,8 @@ export class MemBandwidth {
   /** First window not solved yet. */
   private next = 0;
   private flows: Flow[] = [];
+  /** Flows no window needs any more, for flow() to reuse. */
+  private readonly spare: Flow[] = [];
   /** Utilisation of the last solved window per resource (what the threads of that window drove). */
   private readonly lastUtil: Float64Array;
   /** The last flow registered, which an `extend` registration may continue. */
@@ -232,17 +234,13 @@ export class MemBandwidth {
     for (const c of classes) if (c.bytes > 0 || c.memNs > 0) live++;
     if (!live) return;
     if (extend && this.extend(at, elapsedNs, cpu, classes, live)) return;
-    const f: Flow = {
-      at,
-      end: at + Math.max(1, elapsedNs),
-      cpu,
-      live: true,
-      res: [],
-      bytes: [],
-      memNs: [],
-      seenNs: [],
-      cls: [],
-    };
+    // A flow solved for the last time is reused (a workload registers one per step: tens of thousands a run).
+    const f: Flow = this.spare.pop() ?? { at: 0, end: 0, cpu: 0, live: true, res: [], bytes: [], memNs: [], seenNs: [], cls: [] };
+    f.at = at;
+    f.end = at + Math.max(1, elapsedNs);
+    f.cpu = cpu;
+    f.live = true;
+    f.res.length = f.bytes.length = f.memNs.length = f.seenNs.length = f.cls.length = 0;
     for (const c of classes) {
       if (c.bytes <= 0 && c.memNs <= 0) continue;
       f.cls.push(f.res.length);
@@ -353,7 +351,11 @@ export class MemBandwidth {
         weight.push(o / WINDOW_NS / (f.end - f.at)); // share of the flow's bytes in this window, per ns of window
       }
       if (f.end > we) flows[kept++] = f;
-      else f.live = false;
+      else {
+        // Solved for the last time in this window: flow() may reuse it once this solve is over.
+        f.live = false;
+        this.spare.push(f);
+      }
     }
     flows.length = kept;
     const nr = this.mult.length;

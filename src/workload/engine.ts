@@ -342,8 +342,12 @@ export class WorkloadThread implements TaskClient {
     }
     const f = this.runFraction?.() ?? 1;
     if (f < 1) return { used, next: 'sleep', until: now + Math.round(used / f) };
-    return { used, next: 'run' };
+    // The common answer, in one object per thread (the scheduler reads it at once): not an allocation per step.
+    const out = this.ranOutcome;
+    out.used = used;
+    return out;
   }
+  private readonly ranOutcome: RunOutcome = { used: 0, next: 'run' };
 
   /**
    * Run one step starting at the current clock, of at most `budget` ns of
