@@ -47,6 +47,7 @@ import { PTE_NONE, VM, pteOf, type MappedFile, type MmStruct, type PteTable, typ
 import { PAGE_SIZE, neg } from './uapi.ts';
 import { FAULT_AROUND_PAGES, FAULT_OK, FAULT_OOM, FAULT_SIGBUS, mapShmemPage, newAnonPage, type FaultResult } from './memory.ts';
 import { allocPolicyPages, policyPlacement } from './mempolicy.ts';
+import { memcgCharge } from './memcontrol.ts';
 import { UnmodelledError } from './errors.ts';
 import { sysFtruncate } from './shmem.ts';
 import { lruAdd } from './swap.ts';
@@ -132,7 +133,7 @@ function readPages(k: Kernel, file: MappedFile, start: number, n: number, mark: 
   for (let idx = Math.max(0, start); idx < end; idx++) {
     if (file.pages.has(idx)) continue;
     const pfn = allocPolicyPages(k, policyPlacement(k, thread, null, 0, 0), 0, MIGRATE_MOVABLE, k.cpuToNode(thread.cpu));
-    if (pfn < 0) return false;
+    if (pfn < 0 || !chargePageCache(k, pfn, thread)) return false;
     addToPageCache(k, file, idx, pfn); // the disk holds zeros: the page's contents (token 0) are what was read
     if (idx === mark) ra.marks.add(idx);
     read++;
@@ -188,9 +189,24 @@ function shmemPage(k: Kernel, vma: Vma, va: number, idx: number, thread: Thread)
   const pfn = file.pages.get(idx);
   if (pfn !== undefined) return pfn;
   const n = allocPolicyPages(k, policyPlacement(k, thread, vma, va, 0), 0, MIGRATE_MOVABLE, k.cpuToNode(thread.cpu));
-  if (n < 0) return -1;
+  if (n < 0 || !chargePageCache(k, n, thread)) return -1;
   addToPageCache(k, file, idx, n);
   return n;
+}
+
+/**
+ * mem_cgroup_charge of a new page-cache page (filemap_add_folio,
+ * shmem_alloc_and_add_folio): to the memory cgroup of the task that brings
+ * it in, before it joins its LRU (the group's). False, with the page freed,
+ * when the group cannot take it even after reclaim and the OOM killer.
+ */
+function chargePageCache(k: Kernel, pfn: number, thread: Thread): boolean {
+  if (!k.memcg.active) return true;
+  if (memcgCharge(k, thread.process.mm, pfn, 1, { current: thread.process, order: 0 }) < 0 || thread.process.exited) {
+    k.phys.free(pfn, 0);
+    return false;
+  }
+  return true;
 }
 
 /**

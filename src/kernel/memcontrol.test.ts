@@ -3,7 +3,8 @@ import fc from 'fast-check';
 import { smallKernel, RW, ANON } from '../testing/fixtures.ts';
 import { verifyKernel } from './debug_vm.ts';
 import { sysSwapon } from './swapfile.ts';
-import { MADV, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
+import { MADV, MAP, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
+import { sysFtruncate, sysMemfdCreate } from './shmem.ts';
 import type { Kernel } from './kernel.ts';
 import { calculateHighDelay, memcgStat, readCgroupFile, renderEvents, verifyMemcg, type MemCgroup } from './memcontrol.ts';
 import { oomBadness, oomScore } from './oom_kill.ts';
@@ -45,6 +46,25 @@ describe('memory cgroups (memcontrol.ts)', () => {
     k.madvise(p, a, MiB, MADV.MADV_DONTNEED);
     expect(g.usage).toBe(PAGES(3 * MiB));
     k.munmap(p, a, 4 * MiB);
+    expect(g.usage).toBe(0);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+
+  it('charges shmem page-cache pages to the group of the task that faults them in, until the file lets them go', () => {
+    const k = kernel();
+    const g = group(k, 'g');
+    const p = k.createProcess('p');
+    k.memcg.attach(p, g);
+    const f = sysMemfdCreate(k, p, 'm', 0);
+    if (typeof f === 'number') throw new Error('memfd_create');
+    expect(sysFtruncate(k, f, 16 * PAGE_SIZE)).toBe(0);
+    const a = k.mmap(p, 0, 16 * PAGE_SIZE, RW, MAP.MAP_SHARED, { file: f, offset: 0 });
+    expect(k.access(p.mainThread, a, 16 * PAGE_SIZE, PAGE_SIZE, true, 3).signal).toBeUndefined();
+    expect(g.usage).toBe(16);
+    expect(verifyKernel(k)).toEqual([]);
+    k.munmap(p, a, 16 * PAGE_SIZE);
+    expect(g.usage).toBe(16); // the page cache keeps them
+    expect(sysFtruncate(k, f, 0)).toBe(0);
     expect(g.usage).toBe(0);
     expect(verifyKernel(k)).toEqual([]);
   });
