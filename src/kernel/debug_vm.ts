@@ -93,6 +93,8 @@ export function verifyKernel(k: Kernel): string[] {
     }
     let swapents = 0;
     for (const [key, e] of mm.pgtable.pmds) {
+      if (mm.pgtable.pmdEntry(key) !== e)
+        errs.push(`pid ${p.pid}: the PMD table array disagrees with pmds at ${(key * PMD_SIZE).toString(16)}`);
       const base = key * PMD_SIZE;
       const part = partOf(base);
       if (part) {

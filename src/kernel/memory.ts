@@ -465,7 +465,7 @@ export function translate(mm: MmStruct, va: number): number {
       return leaf.pfn + Math.floor((va % PUD_SIZE) / PAGE_SIZE);
     }
   }
-  const e = pt.pmds.get(PageTable.pmdKey(va));
+  const e = pt.pmdEntry(PageTable.pmdKey(va));
   if (e === undefined) {
     translatedSize = 0;
     return -2;

@@ -258,13 +258,23 @@ export const pagewalk = { skipNone: true };
  * anything below it does. Page walks use the counts to skip empty ranges.
  */
 class CountedSlots<V> extends Map<number, V> {
+  /**
+   * With `indexed`: the slots of each table one level up as a 512-entry
+   * array (a PMD table's entries, by va / 1G), kept with the map, for
+   * lookups on the access path that index an array instead of hashing
+   * (translate()). An array, once made, stays (its table may be reused).
+   */
+  readonly tables: Map<number, (V | undefined)[]> | null;
+
   constructor(
     /** In-use counts of the level above, by its slot number (this map adds to them). */
     private readonly upper: Map<number, number>,
     /** Counts two levels up, by that level's slot number, or null. */
     private readonly upper2: Map<number, number> | null,
+    indexed = false,
   ) {
     super();
+    this.tables = indexed ? new Map() : null;
   }
   override set(key: number, value: V): this {
     if (!super.has(key)) {
@@ -275,10 +285,17 @@ class CountedSlots<V> extends Map<number, V> {
         this.upper2.set(g, (this.upper2.get(g) ?? 0) + 1);
       }
     }
+    if (this.tables) {
+      const u = Math.floor(key / 512);
+      let t = this.tables.get(u);
+      if (!t) this.tables.set(u, (t = new Array<V | undefined>(512).fill(undefined)));
+      t[key & 511] = value;
+    }
     return super.set(key, value);
   }
   override delete(key: number): boolean {
     if (!super.delete(key)) return false;
+    if (this.tables) this.tables.get(Math.floor(key / 512))![key & 511] = undefined;
     const u = Math.floor(key / 512);
     const n = this.upper.get(u)! - 1;
     if (n) this.upper.set(u, n);
@@ -308,7 +325,11 @@ export class PageTable {
   readonly pmdsPerPud = new Map<number, number>();
   /** PMD slots and PUD leaves in use per 512G (by va / PGDIR_SIZE). */
   readonly usedPerPgd = new Map<number, number>();
-  readonly pmds: Map<number, PteTable | HugeLeaf> = new CountedSlots<PteTable | HugeLeaf>(this.pmdsPerPud, this.usedPerPgd);
+  private readonly pmdSlots = new CountedSlots<PteTable | HugeLeaf>(this.pmdsPerPud, this.usedPerPgd, true);
+  readonly pmds: Map<number, PteTable | HugeLeaf> = this.pmdSlots;
+  /** The PMD table (512 slots) translate() used last, and the 1G range it covers (va / 1G). */
+  private lastPmdTable: (PteTable | HugeLeaf | undefined)[] | undefined = undefined;
+  private lastPud = -1;
   readonly puds: Map<number, HugeLeaf> = new CountedSlots<HugeLeaf>(this.usedPerPgd, null);
 
   static pmdKey(va: number): number {
@@ -316,6 +337,19 @@ export class PageTable {
   }
   static pudKey(va: number): number {
     return Math.floor(va / PUD_SIZE);
+  }
+
+  /** pmds.get(pmdKey) for the access path: the slot in its PMD table's array, the last table kept. */
+  pmdEntry(key: number): PteTable | HugeLeaf | undefined {
+    const u = Math.floor(key / 512);
+    let t = this.lastPmdTable;
+    if (u !== this.lastPud) {
+      t = this.pmdSlots.tables!.get(u);
+      if (!t) return undefined; // no table yet: nothing cached, so one made later is found
+      this.lastPmdTable = t;
+      this.lastPud = u;
+    }
+    return t![key & 511];
   }
 
   /** mm_find_pmd() != NULL: some PMD slot of the 1G range containing va is in use. */
