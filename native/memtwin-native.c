@@ -2932,20 +2932,37 @@ static void local_exec(struct buf *line)
 /* ------------------------------------------------------------------ */
 /* spawn (worker only)                                                 */
 
-static long h_spawn(struct ctx *c)
+/* What a new child process needs first (spawn, fork): to be made by the main
+ * process, a free slot, and its two pipes. 0, or -1 with c->err set. */
+static int child_pipes(struct ctx *c, const char *op, int in[2], int out[2])
 {
-	char *name = pstr(c->op, "name", 0);
-	if (!g_is_main)
-		die_invalid(c->op->i, "spawn only in the main process");
+	if (!g_is_main) {
+		char why[64];
+		snprintf(why, sizeof why, "%s only in the main process", op);
+		die_invalid(c->op->i, why);
+	}
 	if (g_nchildren + 1 >= MAX_PROCS) {
 		c->err = EAGAIN;
 		return -1;
 	}
-	int in[2], out[2];
-	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0) {
+	if (pipe2(in, O_CLOEXEC) < 0) {
 		c->err = errno;
 		return -1;
 	}
+	if (pipe2(out, O_CLOEXEC) < 0) {
+		c->err = errno;
+		close(in[0]), close(in[1]);
+		return -1;
+	}
+	return 0;
+}
+
+static long h_spawn(struct ctx *c)
+{
+	char *name = pstr(c->op, "name", 0);
+	int in[2], out[2];
+	if (child_pipes(c, "spawn", in, out) < 0)
+		return -1;
 	pid_t parent = getpid();
 	/* vfork, not fork: the worker's mm is never duplicated, so a spawn leaves
 	 * its anonymous pages exclusive (fork would clear PageAnonExclusive, and
@@ -3006,17 +3023,9 @@ static void serve_stdin(void) __attribute__((noreturn));
 static long h_fork(struct ctx *c)
 {
 	char *name = pstr(c->op, "name", 0);
-	if (!g_is_main)
-		die_invalid(c->op->i, "fork only in the main process");
-	if (g_nchildren + 1 >= MAX_PROCS) {
-		c->err = EAGAIN;
-		return -1;
-	}
 	int in[2], out[2];
-	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0) {
-		c->err = errno;
+	if (child_pipes(c, "fork", in, out) < 0)
 		return -1;
-	}
 	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
