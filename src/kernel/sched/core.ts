@@ -341,6 +341,13 @@ export class Scheduler {
         if (out.until !== undefined) this.wake(next, out.until);
       }
     }
+    // A kick while this CPU was deciding (a balance, or a wakeup, queuing a task here) must not make it decide again
+    // before this quantum ends: two tasks would run on it at once.
+    const early = rq.dispatch as EventHandle | null; // set by a call above, which the type checker cannot see
+    if (early && early.at < now + used) {
+      early.cancel();
+      rq.dispatch = null;
+    }
     // Decide again when the quantum ends (an empty queue then looks for work to pull: newidle balance).
     this.kick(rq, now + used);
   }

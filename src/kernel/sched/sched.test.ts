@@ -178,7 +178,22 @@ describe('the scheduler (EEVDF, one queue per CPU)', () => {
         expect(overlap((r) => r.task)).toBe(false);
         for (const [, rq] of s.rqs) expect(rq.busyNs).toBeLessThanOrEqual(end + SCHED_QUANTUM_NS);
       }),
-      { numRuns: 60 },
+      {
+        numRuns: 60,
+        // Found on a random seed: CPU 4 was kicked while it decided, and ran two tasks from the same instant.
+        examples: [
+          [
+            [
+              { mask: [0], nice: 0, total: undefined, sleepEvery: undefined, start: 0 },
+              { mask: [0], nice: 0, total: undefined, sleepEvery: undefined, start: 0 },
+              { mask: [1], nice: 0, total: undefined, sleepEvery: undefined, start: 1 },
+              { mask: [4], nice: 0, total: undefined, sleepEvery: undefined, start: 1 },
+              { mask: [1, 0], nice: 0, total: undefined, sleepEvery: undefined, start: 1 },
+              { mask: [1, 4], nice: 0, total: undefined, sleepEvery: 1, start: 1 },
+            ],
+          ],
+        ],
+      },
     );
   });
 });
