@@ -78,7 +78,10 @@ export async function runCommand(file: string, o: { out?: string; workers: numbe
   const progress = o.quiet ? undefined : process.stderr.isTTY ? new BarProgress() : new LineProgress();
   const ctl = new AbortController();
   let stopped: StopSignal | undefined;
+  let finished = false;
   const onSignal = (sig: StopSignal): void => {
+    // Every output is written: a signal now changes nothing, and the command ends as it would have.
+    if (finished) return;
     if (stopped) {
       progress?.stop(); // gives the terminal its cursor back
       process.exit(SIGNAL_EXIT[stopped]);
@@ -104,9 +107,8 @@ export async function runCommand(file: string, o: { out?: string; workers: numbe
     return;
   } finally {
     progress?.stop();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
   }
+  finished = true;
   const secs = ((performance.now() - t0) / 1000).toFixed(1);
   const runs = summary.results.length;
   process.stdout.write(`${summaryTable(summary.results, summary.loaded.base.summary)}\n`);
