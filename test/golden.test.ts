@@ -42,8 +42,11 @@ describe.skipIf(noLinux !== undefined)('golden op-scripts agree with the real ke
         .trim()
         .split('\n')
         .map((l) => JSON.parse(l) as Record<string, unknown>);
-      const lin = await runLinux(text);
-      const d = diffRuns(expected, lin.results);
+      // A script whose outcome on Linux depends on I/O timing says so in a `# timing:` line: it gets up to three
+      // runs, one of which must agree (a model that is wrong never does); every other script gets one.
+      const runs = /^# timing: /m.test(text) ? 3 : 1;
+      let d = diffRuns(expected, (await runLinux(text)).results);
+      for (let r = 1; r < runs && d.disagreements.length; r++) d = diffRuns(expected, (await runLinux(text)).results);
       expect(d.disagreements).toEqual([]);
       expect(d.compared).toBeGreaterThan(0);
     });
