@@ -1170,6 +1170,14 @@ static long h_ping(struct ctx *c)
 #define MAX_MFD 64
 static int g_mfd[MAX_MFD];
 
+/* File K is now fd (one the runner made again replaces the old). */
+static void mfd_install(uint64_t k, int fd)
+{
+	if (g_mfd[k])
+		close(g_mfd[k] - 1);
+	g_mfd[k] = fd + 1;
+}
+
 /* memfd mfd=K name=N size=S flags=F: memfd_create(N, F), ftruncate(S). */
 static long h_memfd(struct ctx *c)
 {
@@ -1190,9 +1198,7 @@ static long h_memfd(struct ctx *c)
 		close(fd);
 		return -1;
 	}
-	if (g_mfd[k])
-		close(g_mfd[k] - 1);
-	g_mfd[k] = fd + 1;
+	mfd_install(k, fd);
 	return 0;
 }
 
@@ -1238,9 +1244,7 @@ static long h_open(struct ctx *c)
 		c->err = err;
 		return -1;
 	}
-	if (g_mfd[k])
-		close(g_mfd[k] - 1);
-	g_mfd[k] = fd + 1;
+	mfd_install(k, fd);
 	return 0;
 }
 
