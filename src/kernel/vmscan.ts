@@ -244,6 +244,21 @@ function splitForSwap(k: Kernel, head: number, sc: ScanControl): number[] {
   return out;
 }
 
+/** isolate_lru_folios for shrink_inactive_list, counted as scanned (pgscan_kswapd or _direct, and _anon or _file). */
+function isolateForShrink(k: Kernel, lv: Lruvec, lru: number, nrToScan: number, sc: ScanControl): number[] {
+  const { folios, scanned } = isolateLruFolios(k, lv, lru, nrToScan);
+  sc.nrScanned += scanned;
+  k.vmstat.count(sc.kswapd ? 'pgscan_kswapd' : 'pgscan_direct', scanned);
+  k.vmstat.count(lru === LRU_INACTIVE_FILE ? 'pgscan_file' : 'pgscan_anon', scanned);
+  return folios;
+}
+
+/** The pages shrink_inactive_list reclaimed, counted as stolen (pgsteal_kswapd or _direct, and _anon or _file). */
+function countSteal(k: Kernel, sc: ScanControl, file: boolean, reclaimed: number): void {
+  k.vmstat.count(sc.kswapd ? 'pgsteal_kswapd' : 'pgsteal_direct', reclaimed);
+  k.vmstat.count(file ? 'pgsteal_file' : 'pgsteal_anon', reclaimed);
+}
+
 /**
  * shrink_inactive_list for the inactive anon list: isolate from the tail,
  * check references, reclaim the rest (shrinkFolio); what is kept goes back
@@ -253,10 +268,7 @@ function splitForSwap(k: Kernel, head: number, sc: ScanControl): number[] {
  */
 function shrinkInactiveList(k: Kernel, lv: Lruvec, nrToScan: number, sc: ScanControl): number {
   const m = k.mem;
-  const { folios, scanned } = isolateLruFolios(k, lv, LRU_INACTIVE_ANON, nrToScan);
-  sc.nrScanned += scanned;
-  k.vmstat.count(sc.kswapd ? 'pgscan_kswapd' : 'pgscan_direct', scanned);
-  k.vmstat.count('pgscan_anon', scanned);
+  const folios = isolateForShrink(k, lv, LRU_INACTIVE_ANON, nrToScan, sc);
   let reclaimed = 0;
   for (let j = 0; j < folios.length; j++) {
     const head = folios[j]!;
@@ -278,8 +290,7 @@ function shrinkInactiveList(k: Kernel, lv: Lruvec, nrToScan: number, sc: ScanCon
       k.vmstat.count('pgrotated');
     } else putback(k, head, true); // activate_locked: no swap slot, or still mapped elsewhere
   }
-  k.vmstat.count(sc.kswapd ? 'pgsteal_kswapd' : 'pgsteal_direct', reclaimed);
-  k.vmstat.count('pgsteal_anon', reclaimed);
+  countSteal(k, sc, false, reclaimed);
   return reclaimed;
 }
 
@@ -293,10 +304,7 @@ function shrinkInactiveList(k: Kernel, lv: Lruvec, nrToScan: number, sc: ScanCon
  */
 function shrinkInactiveFileList(k: Kernel, lv: Lruvec, nrToScan: number, sc: ScanControl): number {
   const m = k.mem;
-  const { folios, scanned } = isolateLruFolios(k, lv, LRU_INACTIVE_FILE, nrToScan);
-  sc.nrScanned += scanned;
-  k.vmstat.count(sc.kswapd ? 'pgscan_kswapd' : 'pgscan_direct', scanned);
-  k.vmstat.count('pgscan_file', scanned);
+  const folios = isolateForShrink(k, lv, LRU_INACTIVE_FILE, nrToScan, sc);
   let reclaimed = 0;
   for (const pfn of folios) {
     const refs = m.mapcount(pfn) > 0 ? folioCheckReferences(k, pfn) : 'reclaim';
@@ -322,8 +330,7 @@ function shrinkInactiveFileList(k: Kernel, lv: Lruvec, nrToScan: number, sc: Sca
     k.freeUserPages(pfn, 0);
     reclaimed++;
   }
-  k.vmstat.count(sc.kswapd ? 'pgsteal_kswapd' : 'pgsteal_direct', reclaimed);
-  k.vmstat.count('pgsteal_file', reclaimed);
+  countSteal(k, sc, true, reclaimed);
   return reclaimed;
 }
 
