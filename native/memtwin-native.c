@@ -3358,11 +3358,54 @@ static void death_line(struct buf *res, uint64_t i, int k, int during)
 	        k, how);
 }
 
+/* The script's main thread runs where the simulator puts it: on node 0's first CPU (the lowest CPU this
+ * process may use when node 0 has none it may use). Left to the scheduler, the worker moves between CPUs, and
+ * what an op sees then depends on where the previous op ran: MADV_PAGEOUT, MADV_COLD and MADV_FREE drain only
+ * their own CPU's LRU folio batches, so pages a touch left in another CPU's batch cannot be isolated and stay
+ * mapped. Threads made by `thread` without a `cpu` and spawned processes inherit the mask, as the simulator's
+ * threads and processes inherit their creator's CPU. */
+static void pin_main_thread(void)
+{
+	cpu_set_t allowed, one;
+	if (sched_getaffinity(0, sizeof allowed, &allowed) < 0)
+		return;
+	int cpu = -1;
+	char list[4096] = "";
+	FILE *f = fopen("/sys/devices/system/node/node0/cpulist", "r");
+	if (f) {
+		if (!fgets(list, sizeof list, f))
+			list[0] = 0;
+		fclose(f);
+	}
+	/* "0-3,8-11": the first listed CPU this process may use */
+	for (char *p = list; cpu < 0 && *p >= '0' && *p <= '9';) {
+		long a = strtol(p, &p, 10), b = a;
+		if (*p == '-')
+			b = strtol(p + 1, &p, 10);
+		for (long c = a; c <= b && c < CPU_SETSIZE && cpu < 0; c++)
+			if (CPU_ISSET(c, &allowed))
+				cpu = (int)c;
+		if (*p != ',')
+			break;
+		p++;
+	}
+	for (int c = 0; c < CPU_SETSIZE && cpu < 0; c++)
+		if (CPU_ISSET(c, &allowed))
+			cpu = c;
+	if (cpu < 0)
+		return;
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	if (sched_setaffinity(0, sizeof one, &one) < 0)
+		fprintf(stderr, "memtwin-native: warning: cannot pin the main thread to CPU %d: %s\n", cpu, strerror(errno));
+}
+
 static int worker_main(void)
 {
 	g_is_main = 1;
 	g_out_fd = 1;
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	pin_main_thread();
 	startup_layout();
 	g_nvs = vmstat_read(g_vs_name, g_vs_val, MAX_VMSTAT);
 	if (g_nvs < 0)

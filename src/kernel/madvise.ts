@@ -265,6 +265,8 @@ function madviseFree(k: Kernel, p: Process, vma: Vma, start: number, end: number
     if (pfn < 0 || m.mapcount(pfn) + m.entireMapcount(pfn) > 1) continue;
     if (m.flags(pfn) & PG.swapcache && !folioFreeSwap(k, pfn)) continue;
     m.clearFlags(pfn, PG.dirty);
+    // folio_mark_lazyfree: a swap-backed folio becomes lazyfree (counted once: pglazyfree).
+    if (!(m.flags(pfn) & PG.lazyfree)) k.vmstat.count('pglazyfree');
     m.addFlags(pfn, PG.lazyfree);
   }
 }

@@ -20,7 +20,7 @@ export const PG = {
   anon: 1 << 4, // anonymous (PageAnon)
   pgtable: 1 << 5, // a page-table page (PageTable)
   shmem: 1 << 6, // a page-cache page: shmem/tmpfs (PageSwapBacked), or a disk file's with diskFile (mapping = inode)
-  lazyfree: 1 << 7, // MADV_FREE'd and clean (cleared by a later write)
+  lazyfree: 1 << 7, // MADV_FREE'd: anonymous but not PG_swapbacked (until reclaim finds it dirty again)
   reserved: 1 << 8, // PG_reserved: never allocatable (holes, the zero page)
   nonzero: 1 << 9, // some byte of the page was written non-zero (memtwin: "is it all zeros?")
   // Swap state (include/linux/page-flags.h), kept on the head page of a folio.
@@ -234,15 +234,17 @@ export class MemMap {
 
   /**
    * A store of `fill` into the page: the first byte changes only for a
-   * store at offset 0; the write serial changes either way. Clears lazyfree
-   * (a write cancels MADV_FREE); the page is dirty (its swap copy, if any, is stale).
+   * store at offset 0; the write serial changes either way. The page is dirty
+   * (its swap copy, if any, is stale). A lazyfree page stays lazyfree (not
+   * PG_swapbacked): reclaim finds it dirty and makes it swap-backed again
+   * instead of discarding it (try_to_unmap_one).
    */
   storeByte(pfn: number, serial: number, fill: number, atPageStart: boolean): void {
     const s = this.sec(pfn);
     const i = pfn & SECTION_MASK;
     const keep = atPageStart ? fill : s.token[i]! & 0xff;
     s.token[i] = (serial * 256 + keep) >>> 0;
-    s.flags[i] = (s.flags[i]! & ~PG.lazyfree) | (fill ? PG.nonzero | PG.dirty | PG.young : PG.dirty | PG.young);
+    s.flags[i] = s.flags[i]! | (fill ? PG.nonzero | PG.dirty | PG.young : PG.dirty | PG.young);
   }
 
   /**

@@ -179,6 +179,27 @@ describe('MADV_PAGEOUT with a swap file (vmscan.ts, swap_state.ts)', () => {
     expect(verifyKernel(k)).toEqual([]);
   });
 
+  it('a lazyfree page written again is swap-backed again: PAGEOUT keeps it once, then swaps it', () => {
+    const { k, p } = setup();
+    const a = k.mmap(p, 0, 4 * PAGE_SIZE, RW, ANON);
+    write(k, p, a, 4, (i) => 1 + i);
+    const before = ev(k);
+    k.madvise(p, a, 4 * PAGE_SIZE, MADV.MADV_FREE);
+    k.madvise(p, a, 4 * PAGE_SIZE, MADV.MADV_FREE); // already lazyfree: not counted again
+    expect(k.vmstat.events.pglazyfree - before.pglazyfree!).toBe(4);
+    write(k, p, a, 1, () => 9);
+    k.madvise(p, a, 4 * PAGE_SIZE, MADV.MADV_PAGEOUT);
+    expect(k.vmstat.events.pglazyfreed - before.pglazyfreed!).toBe(3);
+    expect(pagemap(k, p.mm, a, 4 * PAGE_SIZE)).toEqual([
+      { n: 1, present: true, node: 0, size: '4K' },
+      { n: 3, present: false, node: null, size: null },
+    ]);
+    k.madvise(p, a, PAGE_SIZE, MADV.MADV_PAGEOUT);
+    expect(pagemap(k, p.mm, a, PAGE_SIZE)).toEqual([{ n: 1, present: false, node: null, size: null, swapped: true }]);
+    expect(peek(k, p, a, 4)).toEqual([9, 0, 0, 0]);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+
   it('MADV_FREE of swapped pages drops their entries: they read back as zeros', () => {
     const { k, p } = setup();
     const a = k.mmap(p, 0, 4 * PAGE_SIZE, RW, ANON);

@@ -8,7 +8,8 @@
  * For each order-0 anonymous folio, in the order the caller isolated them
  * (address order for madvise):
  * - a lazyfree folio (MADV_FREE'd, not written since) is discarded: its PTE
- *   is cleared, the frame freed (pglazyfreed); a later read sees zeros;
+ *   is cleared, the frame freed (pglazyfreed); a later read sees zeros; one
+ *   written since is swap-backed again and kept (activated);
  * - any other one needs a swap slot (add_to_swap: folio_alloc_swap, then
  *   the swap cache, dirty); without one it stays (activate_locked);
  * - try_to_unmap puts the swap entry in the PTE (MM_SWAPENTS, the slot's
@@ -97,6 +98,12 @@ export function shrinkFolio(k: Kernel, pfn: number): ShrinkResult {
   }
   if (!(f & PG.anon) || f & (PG.head | PG.tail) || m.mapcount(pfn) < 1) return 'kept';
   if (f & PG.lazyfree && !(f & PG.swapcache) && m.mapcount(pfn) === 1) {
+    // Written since MADV_FREE: try_to_unmap_one sets PG_swapbacked again and keeps the mapping; the folio is
+    // activated and swaps like any other anonymous folio from the next reclaim on.
+    if (f & PG.dirty) {
+      m.clearFlags(pfn, PG.lazyfree);
+      return 'kept';
+    }
     // A clean lazyfree folio: try_to_unmap discards it (the PTE is cleared).
     if (!tryToUnmap(k, pfn, PTE_NONE)) return 'kept';
     k.vmstat.count('pglazyfreed');

@@ -13,6 +13,7 @@ export const VM_EVENT_NAMES = [
   'pgdeactivate',
   'pgfault',
   'pgmajfault',
+  'pglazyfree',
   'pglazyfreed',
   'pgrefill',
   'pgsteal_kswapd',

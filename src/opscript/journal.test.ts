@@ -225,7 +225,11 @@ function caseArb(o: { withChild?: boolean; changed?: boolean } = {}): fc.Arbitra
       // kill points from the line after the spawn (a child to kill) or the first change
       const from = o.changed ? head.length + 1 : o.withChild ? 2 : 1;
       // changed: killed at once when its line comes, so certainly before the run ends
-      return { ops, k: from + (at % (ops.length - from + 1)), delay: o.changed ? 0 : delay, next };
+      const k = from + (at % (ops.length - from + 1));
+      // The result lines reach the killer after the executor wrote them (through a node process, in the driver
+      // cases): a run that ended on its own meanwhile would not be killed at all. A last op that waits a second
+      // (khugepaged makes no 1000 full scans in it) keeps the executor alive until the kill lands.
+      return { ops: [...ops, { op: 'khugepaged_wait', full_scans: 1000, timeout_ms: 1000 }], k, delay: o.changed ? 0 : delay, next };
     });
 }
 
@@ -234,7 +238,7 @@ const scriptText = (ops: Op[]): string => ops.map((o) => JSON.stringify(o)).join
 /**
  * Schedule `kill` after the k-th result line (and delay ms). cancel() stops
  * a kill not yet made and says whether the kill was delivered (always so
- * without delay: the run is still going when its k-th line comes).
+ * without delay: the case's last op waits seconds after its k-th line).
  */
 function killer(c: Case, kill: () => boolean): { line: () => void; cancel: () => boolean } {
   let n = 0;
