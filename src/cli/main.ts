@@ -15,7 +15,8 @@ import { diffRuns } from '../opscript/diff.ts';
 import { jsonLine, table } from './format.ts';
 import type { Backend } from '../opscript/backend.ts';
 import { calibrate, CalibrateError, writeProfile } from './calibrate.ts';
-import { runCommand, RUN_HELP, defaultWorkers } from './run.ts';
+import { runCommand, mergeCommand, RUN_HELP, MERGE_HELP, defaultWorkers } from './run.ts';
+import { parseShard } from '../scenario/merge.ts';
 import { scenarioJsonSchema } from '../scenario/schema.ts';
 
 const program = new Command()
@@ -189,13 +190,26 @@ program
   .option('--workers <n>', 'worker threads for sweeps (default: the number of cores)', String(defaultWorkers()))
   .option('--quiet', 'no progress output')
   .option('--smoke', "run the scenario's reduced form (its `smoke` values): a quick end-to-end check, not its answer")
+  .option(
+    '--shard <I/N>',
+    'run only shard I (0-based) of N of the sweep, into out/<scenario>-shard-I-of-N unless --out; memtwin merge joins them',
+  )
   .addHelpText('after', RUN_HELP)
   .action(async (file, o) => {
     const workers = Number(o.workers);
     if (!Number.isInteger(workers) || workers < 1)
       throw new InputError('--workers', undefined, undefined, undefined, `expected a positive integer, got "${o.workers}"`);
-    await runCommand(file, { out: o.out, workers, quiet: o.quiet, smoke: o.smoke });
+    const shard = o.shard === undefined ? undefined : parseShard(o.shard);
+    await runCommand(file, { out: o.out, workers, quiet: o.quiet, smoke: o.smoke, shard });
   });
+
+program
+  .command('merge')
+  .description('join the shards of a sweep (memtwin run --shard I/N) into the outputs one machine would have written')
+  .argument('<dir...>', 'shard directories, together holding every run of the sweep exactly once')
+  .option('-o, --out <dir>', 'output directory (default: out/<scenario>, as memtwin run would write)')
+  .addHelpText('after', MERGE_HELP)
+  .action((dirs, o) => mergeCommand(dirs, { out: o.out }));
 
 program
   .command('schema')

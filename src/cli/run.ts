@@ -2,6 +2,7 @@
 import { basename, join, relative } from 'node:path';
 import cliProgress from 'cli-progress';
 import { runScenarioFile, defaultWorkers, Interrupted, type RunEvents } from '../scenario/sweep.ts';
+import { mergeShards, readShardManifest, shardDirName, type ShardSpec } from '../scenario/merge.ts';
 import { renderRunReport, renderSweepReport } from '../report/report.ts';
 import type { RunResult } from '../scenario/result.ts';
 
@@ -59,10 +60,33 @@ timeseries.csv (summary.csv for a sweep), report.html, and runs/<id>/ for
 each run of a sweep. Rerunning a sweep into the same DIR keeps the runs that
 already finished with the same inputs. JSON Schema for editors: memtwin schema.
 
+--shard I/N runs shard I (0-based) of N of a sweep: runs I, I+N, I+2N, ...
+into out/<name>-shard-I-of-N (or --out); memtwin merge joins the shards
+into what one machine writes (memtwin merge --help).
+
 --smoke runs the scenario's reduced form: the values listed under \`smoke:\`
 (a shorter duration, less memory; same code paths) are set before the sweep
 is expanded, and outputs go to out/<name>-smoke by default. A quick check
 that a scenario runs end to end; its numbers are not the scenario's answer.
+`;
+
+export const MERGE_HELP = `
+A sweep split into N shards, each run anywhere (a Kubernetes Indexed Job,
+a Slurm array; examples/k8s-indexed-job.yaml, examples/slurm-array.sh):
+
+  memtwin run S.yaml --shard 0/3     # out/S-shard-0-of-3: runs 0, 3, 6, ...
+  memtwin run S.yaml --shard 1/3     # out/S-shard-1-of-3: runs 1, 4, 7, ...
+  memtwin run S.yaml --shard 2/3     # out/S-shard-2-of-3: runs 2, 5, 8, ...
+  memtwin merge out/S-shard-*-of-3 -o out/S
+
+writes out/S exactly as \`memtwin run S.yaml\` on one machine would have:
+runs/<id>/, result.json, summary.csv, report.html, byte for byte. Shard I
+is 0-based (JOB_COMPLETION_INDEX; SLURM_ARRAY_TASK_ID of --array=0-(N-1)).
+Each shard's shard.json names its sweep, its runs and their inputs' SHA-256
+(scenario, host files, cost profile, memtwin's version); merge refuses,
+exit status 2, shards of different sweeps or inputs, a run in two shards
+or in none, and a run that did not finish, naming the directory. The
+shards must have been given the scenario by the same path.
 `;
 
 const report = { run: renderRunReport, sweep: renderSweepReport };
@@ -71,8 +95,12 @@ const report = { run: renderRunReport, sweep: renderSweepReport };
 const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143 } as const;
 type StopSignal = keyof typeof SIGNAL_EXIT;
 
-export async function runCommand(file: string, o: { out?: string; workers: number; quiet?: boolean; smoke?: boolean }): Promise<void> {
-  const outDir = o.out ?? join('out', basename(file).replace(/\.ya?ml$/, '') + (o.smoke ? '-smoke' : ''));
+export async function runCommand(
+  file: string,
+  o: { out?: string; workers: number; quiet?: boolean; smoke?: boolean; shard?: ShardSpec },
+): Promise<void> {
+  const whole = defaultOutDir(file, o.smoke);
+  const outDir = o.out ?? (o.shard ? shardDirName(whole, o.shard) : whole);
   const rel = relative(process.cwd(), outDir) || '.';
   // SIGINT/SIGTERM stop the workers (sweep.ts) and end with what was kept; a second one ends at once.
   const progress = o.quiet ? undefined : process.stderr.isTTY ? new BarProgress() : new LineProgress();
@@ -94,7 +122,11 @@ export async function runCommand(file: string, o: { out?: string; workers: numbe
   const t0 = performance.now();
   let summary;
   try {
-    summary = await runScenarioFile(file, outDir, o.workers, report, progress?.events ?? {}, { smoke: o.smoke, signal: ctl.signal });
+    summary = await runScenarioFile(file, outDir, o.workers, report, progress?.events ?? {}, {
+      smoke: o.smoke,
+      signal: ctl.signal,
+      shard: o.shard,
+    });
   } catch (e) {
     if (!(e instanceof Interrupted)) throw e;
     progress?.stop();
@@ -112,10 +144,46 @@ export async function runCommand(file: string, o: { out?: string; workers: numbe
   const secs = ((performance.now() - t0) / 1000).toFixed(1);
   const runs = summary.results.length;
   process.stdout.write(`${summaryTable(summary.results, summary.loaded.base.summary)}\n`);
+  if (o.shard) {
+    const { index, count } = o.shard;
+    process.stdout.write(
+      `${summary.loaded.base.name}: shard ${index}/${count}, ${runs} of ${summary.loaded.runs.length} runs` +
+        `${summary.reused ? ` (${summary.reused} kept from before)` : ''} in ${secs} s, in ${rel}\n` +
+        `when all ${count} shards are done: memtwin merge ${o.out ? `<the ${count} shard directories>` : `${relative(process.cwd(), whole)}-shard-*-of-${count}`} -o ${relative(process.cwd(), whole)}\n`,
+    );
+    return;
+  }
   process.stdout.write(
     `${summary.loaded.base.name}: ${runs} run${runs > 1 ? 's' : ''}${summary.reused ? ` (${summary.reused} kept from before)` : ''} in ${secs} s\n` +
       `report: ${join(rel, 'report.html')}\nresults: ${join(rel, 'result.json')}\n`,
   );
+}
+
+/** Where `memtwin run FILE` writes unless --out says: out/<file's name>, out/<name>-smoke for --smoke. */
+export const defaultOutDir = (file: string, smoke?: boolean): string =>
+  join('out', basename(file).replace(/\.ya?ml$/, '') + (smoke ? '-smoke' : ''));
+
+/** `memtwin merge DIR... [-o OUT]`: shards of one sweep into what one machine would have written (merge.ts). */
+export function mergeCommand(dirs: string[], o: { out?: string }): void {
+  const first = dirs.length ? readShardManifest(dirs[0]!) : undefined;
+  const out = o.out ?? (first ? defaultOutDir(first.sweep.scenario.file, first.smoke) : '.');
+  const m = mergeShards(dirs, out, report);
+  const rel = relative(process.cwd(), out) || '.';
+  const runs = m.results.length;
+  process.stdout.write(`${summaryTable(m.results, m.sweep.scenario.summary)}\n`);
+  process.stdout.write(
+    `${m.sweep.scenario.name}: ${runs} run${runs > 1 ? 's' : ''} from ${dirs.length} shard${dirs.length > 1 ? 's' : ''}\n` +
+      `report: ${join(rel, 'report.html')}\nresults: ${join(rel, 'result.json')}\n`,
+  );
+}
+
+/** Simulated events per wall second, short: "850 k events/s". */
+function eventRate(perSec: number): string {
+  return perSec >= 1e6
+    ? `${(perSec / 1e6).toFixed(1)} M events/s`
+    : perSec >= 1e3
+      ? `${Math.round(perSec / 1e3)} k events/s`
+      : `${perSec} events/s`;
 }
 
 /** Virtual time done of a run, in the unit of its duration: "12.5 of 20 ms". */
@@ -127,9 +195,17 @@ function virtualTime(fraction: number, durationNs: number): string {
 
 type Plan = Parameters<NonNullable<RunEvents['onPlan']>>[0];
 
-/** The sweep's plan in one line: "6 runs (2 kept from an earlier attempt): running 4 on 2 workers". */
+/**
+ * The sweep's plan in one line: "6 runs (2 kept from an earlier attempt): running 4 on 2 workers";
+ * a shard's starts with "shard 1/4, 2 of 6 runs".
+ */
 function planLine(p: Plan): string {
   if (!p.sweep) return '';
+  if (p.shard) {
+    const head = `shard ${p.shard.index}/${p.shard.count}, ${p.runs} of ${p.shard.of} runs`;
+    if (!p.runs) return `${head}: nothing to run (more shards than runs)\n`;
+    return `${head}${p.pending < p.runs ? ` (${p.runs - p.pending} kept from an earlier attempt)` : ''}${p.pending ? `: running ${p.pending} on ${p.workers} worker${p.workers > 1 ? 's' : ''}` : ', all kept from an earlier attempt'}\n`;
+  }
   if (!p.pending) return `${p.runs} runs, all kept from an earlier attempt\n`;
   const kept = p.pending < p.runs ? ` (${p.runs - p.pending} kept from an earlier attempt)` : '';
   return `${p.runs} runs${kept}: running ${p.pending} on ${p.workers} worker${p.workers > 1 ? 's' : ''}\n`;
@@ -192,7 +268,9 @@ class BarProgress {
         this.multi.create(1000, 0, { id: ev.id.padEnd(this.width), what: `${virtualTime(0, ev.durationNs)} virtual` }),
       ),
     onProgress: (ev) =>
-      this.bars.get(ev.index)?.update(Math.round(ev.fraction * 1000), { what: `${virtualTime(ev.fraction, ev.durationNs)} virtual` }),
+      this.bars.get(ev.index)?.update(Math.round(ev.fraction * 1000), {
+        what: `${virtualTime(ev.fraction, ev.durationNs)} virtual${ev.eventsPerSec ? `, ${eventRate(ev.eventsPerSec)}` : ''}`,
+      }),
     onRun: (ev) => {
       if (ev.state !== 'done') return;
       const bar = this.bars.get(ev.index);
@@ -223,7 +301,7 @@ class BarProgress {
  * a minute apart.
  */
 class LineProgress {
-  private readonly running = new Map<number, { id: string; fraction: number; durationNs: number }>();
+  private readonly running = new Map<number, { id: string; fraction: number; durationNs: number; eventsPerSec: number }>();
   private readonly reruns: { id: string; reason: string }[] = [];
   private readonly t0 = performance.now();
   private done = 0;
@@ -238,10 +316,10 @@ class LineProgress {
       if (p.pending) this.schedule();
     },
     onRerun: (ev) => this.reruns.push(ev),
-    onStart: (ev) => this.running.set(ev.index, { id: ev.id, fraction: 0, durationNs: ev.durationNs }),
+    onStart: (ev) => this.running.set(ev.index, { id: ev.id, fraction: 0, durationNs: ev.durationNs, eventsPerSec: 0 }),
     onProgress: (ev) => {
       const r = this.running.get(ev.index);
-      if (r) r.fraction = ev.fraction;
+      if (r) [r.fraction, r.eventsPerSec] = [ev.fraction, ev.eventsPerSec];
     },
     onRun: (ev) => {
       if (ev.state !== 'done') return;
@@ -264,7 +342,10 @@ class LineProgress {
   private status(): void {
     if (!this.running.size) return;
     const list = [...this.running.values()]
-      .map((r) => `${r.id} ${Math.floor(r.fraction * 100)}% (${virtualTime(r.fraction, r.durationNs)})`)
+      .map(
+        (r) =>
+          `${r.id} ${Math.floor(r.fraction * 100)}% (${virtualTime(r.fraction, r.durationNs)}${r.eventsPerSec ? `, ${eventRate(r.eventsPerSec)}` : ''})`,
+      )
       .join(', ');
     process.stderr.write(`  running: ${list}${this.runs > 1 ? `; ${this.done} of ${this.runs} runs done` : ''}\n`);
   }

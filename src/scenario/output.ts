@@ -45,7 +45,8 @@ export function ownerAlive(pid: number, start?: string): boolean {
   return pidAlive(pid);
 }
 
-const tmpName = (path: string): string => `${path}.tmp-${SELF_TAG}`;
+/** The temporary `path` is written to before it is renamed into place (removeStaleTemporaries knows the form). */
+export const tmpName = (path: string): string => `${path}.tmp-${SELF_TAG}`;
 
 /** Write `text` to `path` through a temporary file, so `path` is either absent, the old content, or all of the new. */
 export function writeAtomic(path: string, text: string): void {

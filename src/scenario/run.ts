@@ -52,8 +52,12 @@ interface MappingRt {
 
 export interface RunOptions {
   file: string;
-  /** Called now and then with the fraction of virtual time done. */
-  progress?: (fraction: number) => void;
+  /**
+   * Called now and then (at each sample, and every few thousand events in
+   * between) with the fraction of the run's virtual time done (0 while it
+   * is being set up) and the events simulated so far. Only reads state.
+   */
+  progress?: (fraction: number, events: number) => void;
   /**
    * Told each warning as one line when the run ends (default: stderr,
    * "memtwin: warning: ..."); the run's result lists them too.
@@ -75,6 +79,12 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   const host = hostOf(s, opts.file);
   const costs = s.profile ? CostProfile.load(s.profile) : CostProfile.default();
   const k = new Kernel({ host, costs, seed: s.seed });
+  // Progress between samples too (a long setup, a sample interval that takes minutes to simulate): 0 until t0 is known.
+  const span = { t0: NaN, end: NaN };
+  const progress = opts.progress;
+  if (progress)
+    k.events.poll = () =>
+      progress(Number.isNaN(span.t0) ? 0 : Math.max(0, (k.clock.now() - span.t0) / (span.end - span.t0)), k.events.executed);
   // Threads, kernel threads and the VMM's threads share the host's CPUs.
   k.enableScheduler();
   const bw = bandwidthOf(costs, s.profile, fail);
@@ -199,6 +209,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   const t0 = k.clock.now();
   for (const wt of threads) for (const ph of wt.phases) ph.end += t0;
   const end = t0 + s.duration;
+  [span.t0, span.end] = [t0, end];
 
   const eventLog = scheduleEvents(k, s, procs, threads, t0, rep);
   const vmEvents = scheduleVmEvents(k, s, vms, t0, rep);
@@ -207,7 +218,8 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
 
   // The sampler is scheduled first, so its sample at t0 is the baseline before any access.
   if (s.swap) k.psi.startAvgsWork();
-  const series = sampler(k, s, procs, threads, agents, t0, end, opts.progress, vms, cgroups, pressure);
+  const sampled = progress && ((f: number) => progress(f, k.events.executed));
+  const series = sampler(k, s, procs, threads, agents, t0, end, sampled, vms, cgroups, pressure);
   // The threads start together; from then on the scheduler runs each on a CPU of its mask (kernel/sched).
   for (const wt of threads) {
     wt.until = end;

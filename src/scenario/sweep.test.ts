@@ -284,6 +284,35 @@ describe('resuming a sweep', () => {
   });
 });
 
+describe('progress of a sweep', () => {
+  it('each run reports its virtual time from start to end, and its simulation rate, between its start and its end', async () => {
+    const file = scenario('progress');
+    const log: { kind: string; id: string; fraction?: number; eventsPerSec?: number }[] = [];
+    const ev: RunEvents = {
+      onStart: (e) => log.push({ kind: 'start', id: e.id }),
+      onProgress: (e) => log.push({ kind: 'progress', id: e.id, fraction: e.fraction, eventsPerSec: e.eventsPerSec }),
+      onRun: (e) => log.push({ kind: e.state, id: e.id }),
+    };
+    await runScenarioFile(file, join(dir, 'progress-out'), 2, report, ev);
+    const ids = [...new Set(log.map((l) => l.id))];
+    expect(ids).toHaveLength(RUNS);
+    for (const id of ids) {
+      const mine = log.filter((l) => l.id === id);
+      expect(mine[0]!.kind).toBe('start');
+      expect(mine[mine.length - 1]!.kind).toBe('done');
+      const steps = mine.filter((l) => l.kind === 'progress');
+      expect(steps.length).toBeGreaterThanOrEqual(2); // the start (0) and the end (1) at least
+      const fractions = steps.map((l) => l.fraction!);
+      expect(fractions[0]).toBe(0);
+      expect(fractions[fractions.length - 1]).toBe(1);
+      expect(fractions).toEqual([...fractions].sort((a, b) => a - b));
+      for (const l of steps) expect(Number.isInteger(l.eventsPerSec) && l.eventsPerSec! >= 0).toBe(true);
+      // A run that simulated anything says how fast: its last report counts the events since the one before.
+      expect(steps.some((l) => l.eventsPerSec! > 0)).toBe(true);
+    }
+  }, 120_000);
+});
+
 describe('what a killed attempt leaves behind', () => {
   it('temporaries of dead processes are removed, and a run is finished only when all its outputs are in place', () => {
     const out = join(dir, 'leftovers');

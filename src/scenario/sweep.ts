@@ -19,6 +19,7 @@
 import { availableParallelism } from 'node:os';
 import { join, dirname } from 'node:path';
 import { MessageChannel } from 'node:worker_threads';
+import { setTimeout } from 'node:timers/promises';
 import { Piscina } from 'piscina';
 import { buildSync } from 'esbuild';
 import { mkdirSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
@@ -32,23 +33,33 @@ import {
   SELF_TAG,
   removeStaleTemporaries,
   removeSweepOutputs,
+  writeAtomic,
   writeRun,
   writeSweep,
   type ReportRenderer,
 } from './output.ts';
+import { SHARD_FILE, shardManifest, shardRuns, type ShardSpec, type SweepHeader } from './merge.ts';
 import type { RunResult, SweepResult } from './result.ts';
-import type { ProgressMessage, WorkerReply, WorkerTask } from './worker.ts';
+import { PROGRESS_END, type ProgressMessage, type WorkerReply, type WorkerTask } from './worker.ts';
 import { InputError } from '../util/input_error.ts';
 
 export interface RunEvents {
   /** What is about to happen: runs in all, how many to run (the others are kept), on how many workers. */
-  onPlan?(ev: { runs: number; pending: number; workers: number; sweep: boolean; ids: string[] }): void;
+  onPlan?(ev: {
+    runs: number;
+    pending: number;
+    workers: number;
+    sweep: boolean;
+    ids: string[];
+    /** With --shard: which shard this is, and the sweep's whole run count (`runs` counts this shard's). */
+    shard?: ShardSpec & { of: number };
+  }): void;
   /** A finished run is there but is run again, and why ("host file changed (hosts/x.yaml)"). */
   onRerun?(ev: { index: number; id: string; reason: string }): void;
   /** A run left the queue: a worker started it. */
   onStart?(ev: { index: number; id: string; durationNs: number }): void;
-  /** A running run's progress, as the fraction of its virtual time simulated. */
-  onProgress?(ev: { index: number; id: string; fraction: number; durationNs: number }): void;
+  /** A running run's progress: the fraction of its virtual time simulated, and simulated events per wall second. */
+  onProgress?(ev: { index: number; id: string; fraction: number; durationNs: number; eventsPerSec: number }): void;
   /** A run finished (its outputs are written; wallMs is its own time in its worker) or is kept from an earlier attempt. */
   onRun?(ev: { index: number; id: string; state: 'reused' | 'done'; wallMs?: number }): void;
 }
@@ -80,19 +91,35 @@ export async function runScenarioFile(
   workers: number,
   report: ReportRenderer,
   ev: RunEvents = {},
-  opts: LoadOptions & { signal?: AbortSignal } = {},
+  opts: LoadOptions & { signal?: AbortSignal; shard?: ShardSpec } = {},
 ): Promise<RunSummary> {
-  const { signal, ...load } = opts;
+  const { signal, shard, ...load } = opts;
   const loaded = loadScenario(file, undefined, load);
   const sweep = loaded.swept.length > 0;
+  if (shard && !sweep)
+    throw new InputError('--shard', undefined, undefined, undefined, `${file} has no sweep: its one run cannot be split into shards`);
   // What killed attempts left: temporaries in outDir, worker bundles of processes that are gone.
   removeStaleTemporaries(outDir);
   removeStaleBundles();
+  const header = sweepHeader(loaded, file);
+  const inputs = loaded.runs.map((r) => inputsOf(r.scenario));
+  // A shard runs its share of the runs, and says so first (merge.ts), so that even an unfinished shard describes itself.
+  const mine = shard ? shardRuns(loaded.runs.length, shard) : loaded.runs.map((r) => r.index);
+  if (shard) {
+    mkdirSync(outDir, { recursive: true });
+    const m = shardManifest(
+      header,
+      loaded.runs.map((r, i) => ({ index: r.index, id: r.id, inputs: inputs[i] })),
+      shard,
+      !!load.smoke,
+    );
+    writeAtomic(join(outDir, SHARD_FILE), JSON.stringify(m, null, 1) + '\n');
+  }
   const results: (RunResult | undefined)[] = new Array(loaded.runs.length);
   const pending: number[] = [];
-  for (const run of loaded.runs) {
+  for (const run of mine.map((i) => loaded.runs[i]!)) {
     // A single run is always run again (it has no runs/ to resume from).
-    const prev = sweep ? finishedRun(join(outDir, 'runs', run.id), inputsOf(run.scenario), MEMTWIN_VERSION) : {};
+    const prev = sweep ? finishedRun(join(outDir, 'runs', run.id), inputs[run.index], MEMTWIN_VERSION) : {};
     if (prev.result) {
       results[run.index] = prev.result;
       ev.onRun?.({ index: run.index, id: run.id, state: 'reused' });
@@ -102,7 +129,14 @@ export async function runScenarioFile(
     pending.push(run.index);
   }
   const n = Math.max(1, Math.min(workers, pending.length));
-  ev.onPlan?.({ runs: loaded.runs.length, pending: pending.length, workers: n, sweep, ids: loaded.runs.map((r) => r.id) });
+  ev.onPlan?.({
+    runs: mine.length,
+    pending: pending.length,
+    workers: n,
+    sweep,
+    ids: mine.map((i) => loaded.runs[i]!.id),
+    ...(shard ? { shard: { ...shard, of: loaded.runs.length } } : {}),
+  });
   if (pending.length) {
     if (sweep) removeSweepOutputs(outDir);
     const dirOf = (r: RunResult): string => (sweep ? join(outDir, 'runs', r.run.id) : outDir);
@@ -112,23 +146,34 @@ export async function runScenarioFile(
     }).catch((e: unknown) => {
       if (!(e instanceof Aborted)) throw e;
       removeStaleTemporaries(outDir); // none should be left (runs are written between awaits); make sure
-      throw new Interrupted(results.filter(Boolean).length, loaded.runs.length, outDir, sweep);
+      throw new Interrupted(results.filter(Boolean).length, mine.length, outDir, sweep);
     });
   }
-  const all = results as RunResult[];
-  if (sweep) {
+  const all = mine.map((i) => results[i]!);
+  // A shard's runs are only part of the sweep: its summary, report and result.json are merge's to write.
+  if (sweep && !shard) {
     const s: SweepResult = {
-      memtwin: { version: MEMTWIN_VERSION },
-      scenario: { ...scenarioInfo(loaded.base, file), name: scenarioName(loaded) },
-      swept: loaded.swept.map((x) => ({ path: x.path.map(String), label: x.label, values: x.values })),
+      ...header,
       runs: all.map((r) => ({ index: r.run.index, id: r.run.id, params: r.run.params, dir: `runs/${r.run.id}`, final: r.final })),
     };
     writeSweep(outDir, s, all, report);
   }
-  return { loaded, outDir, results: all, reused: loaded.runs.length - pending.length };
+  return { loaded, outDir, results: all, reused: mine.length - pending.length };
+}
+
+/** A sweep's result.json before its runs: the memtwin version, the scenario, the swept parameters. */
+export function sweepHeader(loaded: LoadedScenario, file: string): SweepHeader {
+  return {
+    memtwin: { version: MEMTWIN_VERSION },
+    scenario: { ...scenarioInfo(loaded.base, file), name: scenarioName(loaded) },
+    swept: loaded.swept.map((x) => ({ path: x.path.map(String), label: x.label, values: x.values })),
+  };
 }
 
 class Aborted extends Error {}
+
+/** How long a finished run's progress port may take to deliver its last messages (normally under 1 ms, or until the main thread is done writing another run). */
+const DRAIN_MS = 1000;
 
 /**
  * Run `pending` on `n` worker threads; `finish` is called (on the main
@@ -158,17 +203,24 @@ async function runOnWorkers(
         const durationNs = run.scenario.duration;
         const { port1, port2 } = new MessageChannel();
         let started = false;
-        port1.on('message', (m: ProgressMessage) => {
+        let last: ProgressMessage = { fraction: 0, eventsPerSec: 0 };
+        const progress = (m: ProgressMessage): void => {
           if (!started) {
             started = true;
             ev.onStart?.({ index: i, id: run.id, durationNs });
           }
-          ev.onProgress?.({ index: i, id: run.id, fraction: m.fraction, durationNs });
-        });
+          last = m;
+          ev.onProgress?.({ index: i, id: run.id, fraction: m.fraction, durationNs, eventsPerSec: m.eventsPerSec });
+        };
+        // The worker's last message ends its run's progress; the reply, on another port, can overtake it.
+        let drain = (): void => {};
+        const drained = new Promise<void>((resolve) => (drain = resolve));
+        port1.on('message', (m: ProgressMessage | typeof PROGRESS_END) => (m === PROGRESS_END ? drain() : progress(m)));
         let reply: WorkerReply;
         try {
           const task: WorkerTask = { file: loaded.file, index: i, smoke: load.smoke, port: port2 };
           reply = (await pool.run(task, { transferList: [port2] })) as WorkerReply;
+          await Promise.race([drained, setTimeout(DRAIN_MS, undefined, { ref: false })]);
         } finally {
           port1.close();
         }
@@ -176,6 +228,8 @@ async function runOnWorkers(
           const e = reply.inputError;
           throw new InputError(e.file, e.line, e.column, e.field, e.expected);
         }
+        // Should the port not have drained in time, the run did reach its end all the same.
+        if (!started || last.fraction < 1) progress({ fraction: 1, eventsPerSec: last.eventsPerSec });
         finish(reply.result);
         ev.onRun?.({ index: i, id: run.id, state: 'done', wallMs: reply.wallMs });
       }),

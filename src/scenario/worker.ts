@@ -15,7 +15,7 @@ export interface WorkerTask {
   index: number;
   /** The scenario's reduced form (LoadOptions.smoke). */
   smoke?: boolean;
-  /** Where progress goes: {fraction} messages, at most every PROGRESS_MS of wall time. */
+  /** Where progress goes: ProgressMessages, at most one every PROGRESS_MS of wall time. */
   port?: MessagePort;
 }
 
@@ -25,24 +25,33 @@ export type WorkerReply =
   | { inputError: { file: string; line?: number; column?: number; field?: string; expected: string } };
 
 export interface ProgressMessage {
+  /** The share of the run's virtual time simulated (0 while the run is set up). */
   fraction: number;
+  /** Simulated events per second of wall time since the previous message (0 in the first). */
+  eventsPerSec: number;
 }
 
-const PROGRESS_MS = 250;
+/** The last message on a run's port: everything before it has been delivered. */
+export const PROGRESS_END = 'end';
+
+/** Wall time between two progress messages of a run (the last one, at fraction 1, always goes). */
+export const PROGRESS_MS = 500;
 
 export default function run(task: WorkerTask): WorkerReply {
   // The run's own time: from when this worker takes the task, not from when it was queued.
   const t0 = performance.now();
-  let last = -Infinity;
+  let last = t0;
+  let lastEvents = 0;
   const progress = task.port
-    ? (fraction: number): void => {
+    ? (fraction: number, events: number): void => {
         const now = performance.now();
         if (now - last < PROGRESS_MS && fraction < 1) return;
-        last = now;
-        task.port!.postMessage({ fraction } satisfies ProgressMessage);
+        const eventsPerSec = now > last ? Math.round(((events - lastEvents) * 1000) / (now - last)) : 0;
+        [last, lastEvents] = [now, events];
+        task.port!.postMessage({ fraction, eventsPerSec } satisfies ProgressMessage);
       }
     : undefined;
-  task.port?.postMessage({ fraction: 0 } satisfies ProgressMessage); // started: the run leaves the queue
+  task.port?.postMessage({ fraction: 0, eventsPerSec: 0 } satisfies ProgressMessage); // started: the run leaves the queue
   try {
     const l = loadScenario(task.file, undefined, { smoke: task.smoke });
     const result = runScenario(l.runs[task.index]!, { file: task.file, progress });
@@ -52,6 +61,7 @@ export default function run(task: WorkerTask): WorkerReply {
       return { inputError: { file: e.file, line: e.line, column: e.column, field: e.field, expected: e.expected } };
     throw e;
   } finally {
+    task.port?.postMessage(PROGRESS_END);
     task.port?.close();
   }
 }

@@ -28,6 +28,9 @@ class QueuedEvent implements EventHandle {
  */
 export const MAX_EVENTS_PER_INSTANT = 1_000_000;
 
+/** How often (in events run) EventQueue.poll is called: a power of two. */
+export const POLL_EVENTS = 4096;
+
 /**
  * A model kept scheduling events at one virtual instant: a memtwin bug,
  * reported instead of hanging.
@@ -53,6 +56,14 @@ export class EventQueue {
   private instant = -1;
   private atInstant = 0;
   private readonly namesAtInstant = new Map<string, number>();
+  /** Events run so far, by every runUntil. */
+  executed = 0;
+  /**
+   * Called every POLL_EVENTS events (a run's progress report: it reads the
+   * clock and `executed`, and must not schedule anything, so that a run
+   * with a poll is the run without one).
+   */
+  poll: (() => void) | undefined;
 
   /** `maxEventsPerInstant`: the stuck-loop guard's limit (tests lower it). */
   constructor(
@@ -95,6 +106,7 @@ export class EventQueue {
       this.count(ev.name);
       ev.run();
       n++;
+      if ((++this.executed & (POLL_EVENTS - 1)) === 0) this.poll?.();
     }
     if (this.clock.now() < Math.floor(until)) this.clock.advanceTo(Math.floor(until));
     return n;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { VirtualClock } from './clock.ts';
-import { EventQueue, MAX_EVENTS_PER_INSTANT, SimulationStuckError } from './event_queue.ts';
+import { EventQueue, MAX_EVENTS_PER_INSTANT, POLL_EVENTS, SimulationStuckError } from './event_queue.ts';
 import { SeededRandom } from './random.ts';
 import { CostProfile, REQUIRED_COSTS } from './cost_profile.ts';
 import { resolveHost } from './host.ts';
@@ -29,6 +29,35 @@ describe('event queue', () => {
         const sorted = [...order].sort((a, b) => a[0] - b[0] || a[1] - b[1]);
         expect(order).toEqual(sorted);
       }),
+    );
+  });
+
+  it('property: poll is called once every POLL_EVENTS events run, across runUntil calls, and changes nothing', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: 3 * POLL_EVENTS }), { minLength: 1, maxLength: 4 }), (batches) => {
+        const run = (poll: boolean): { order: number[]; polls: number[]; executed: number } => {
+          const q = new EventQueue(new VirtualClock());
+          const order: number[] = [];
+          const polls: number[] = [];
+          if (poll) q.poll = () => polls.push(q.executed);
+          let t = 0;
+          let id = 0;
+          for (const n of batches) {
+            for (let i = 0; i < n; i++) {
+              const me = id++;
+              q.schedule(t + ((i * 5) % 7), 'e', () => order.push(me));
+            }
+            q.runUntil((t += 10));
+          }
+          return { order, polls, executed: q.executed };
+        };
+        const total = batches.reduce((a, b) => a + b, 0);
+        const polled = run(true);
+        expect(polled.executed).toBe(total);
+        expect(polled.polls).toEqual(Array.from({ length: Math.floor(total / POLL_EVENTS) }, (_, i) => (i + 1) * POLL_EVENTS));
+        expect(polled.order).toEqual(run(false).order);
+      }),
+      { numRuns: 30 },
     );
   });
 });

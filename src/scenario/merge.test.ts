@@ -1,0 +1,207 @@
+/**
+ * Sweeps split into shards and merged: the split puts every run in exactly
+ * one shard, shards balanced within one run; shards run as separate
+ * `memtwin run --shard I/N` processes and merged with `memtwin merge` give
+ * every file of a one-machine run byte for byte; merge refuses, naming the
+ * directory, shards of other sweeps or inputs, runs missing, given twice or
+ * unfinished.
+ */
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { spawn } from 'node:child_process';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { runScenarioFile } from './sweep.ts';
+import { mergeShards, parseShard, readShardManifest, shardOf, shardRuns, SHARD_FILE } from './merge.ts';
+import { renderRunReport, renderSweepReport } from '../report/report.ts';
+import { InputError } from '../util/input_error.ts';
+
+const bin = fileURLToPath(new URL('../../bin/memtwin.js', import.meta.url));
+const report = { run: renderRunReport, sweep: renderSweepReport };
+const dir = mkdtempSync(join(tmpdir(), 'memtwin-merge-'));
+
+const HOST = `name: tiny
+nodes:
+  - { id: 0, memory: 256M, cpus: 0-1 }
+  - { id: 1, memory: 256M, cpus: 2-3 }
+distances: [[10, 21], [21, 10]]
+`;
+/** Six short runs (about 0.3 s each): six do not split evenly into 4 shards. */
+const SCENARIO = (host: string): string => `name: shards
+seed: 3
+host: ${host}
+duration: 8ms
+sample: { interval: 1ms }
+processes:
+  - name: app
+    mappings:
+      - { name: heap, size: 32M, madvise: [MADV_HUGEPAGE] }
+    threads:
+      - { name: w, cpu: 0, count: 2, workload: { pattern: uniform, mapping: heap, read_ratio: 0.7 } }
+sweep:
+  - path: [kernel, /sys/kernel/mm/transparent_hugepage/enabled]
+    values: [always, madvise, never]
+    label: enabled
+  - path: [seed]
+    values: [1, 2]
+`;
+const RUNS = 6;
+
+function scenario(name: string): string {
+  const d = join(dir, name);
+  mkdirSync(d, { recursive: true });
+  writeFileSync(join(d, 'host.yaml'), HOST);
+  const f = join(d, 'shards.yaml');
+  writeFileSync(f, SCENARIO(join(d, 'host.yaml')));
+  return f;
+}
+
+/** Every file under `root`, relative, sorted. */
+function files(root: string): string[] {
+  const out: string[] = [];
+  const walk = (rel: string): void => {
+    for (const e of readdirSync(join(root, rel), { withFileTypes: true })) {
+      const p = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) walk(p);
+      else out.push(p);
+    }
+  };
+  walk('');
+  return out.sort();
+}
+
+/** `memtwin ARGS` as a separate process; its exit status and output. */
+function memtwin(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [bin, ...args], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '',
+      stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+const refusal = (f: () => unknown): string => {
+  try {
+    f();
+  } catch (e) {
+    expect(e).toBeInstanceOf(InputError);
+    return (e as Error).message;
+  }
+  throw new Error('expected merge to refuse');
+};
+
+describe('the split of a sweep into shards', () => {
+  it('puts every run in exactly one shard, shards within one run of each other, in run order', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 1000 }), fc.integer({ min: 1, max: 64 }), (runs, count) => {
+        const shards = Array.from({ length: count }, (_, index) => shardRuns(runs, { index, count }));
+        const seen = shards.flat().sort((a, b) => a - b);
+        expect(seen).toEqual(Array.from({ length: runs }, (_, i) => i));
+        const sizes = shards.map((s) => s.length);
+        expect(Math.max(...sizes) - Math.min(...sizes)).toBeLessThanOrEqual(1);
+        shards.forEach((s, index) => {
+          expect(s).toEqual([...s].sort((a, b) => a - b));
+          for (const i of s) expect(shardOf(i, count)).toBe(index);
+        });
+      }),
+    );
+  });
+
+  it.each([
+    ['0/1', { index: 0, count: 1 }],
+    ['3/4', { index: 3, count: 4 }],
+    [' 2 / 10 ', { index: 2, count: 10 }],
+  ])('reads --shard %j', (text, spec) => expect(parseShard(text)).toEqual(spec));
+
+  it.each(['4/4', '1/0', '-1/4', '1', '1/4/2', 'a/b', '', '1.5/4'])('refuses --shard %j, saying I is 0-based', (text) =>
+    expect(refusal(() => parseShard(text))).toMatch(/^--shard: expected I\/N with 0 <= I < N \(I is 0-based/),
+  );
+});
+
+describe('memtwin run --shard and memtwin merge', () => {
+  it('shards run as separate processes merge into every file of a one-machine run, byte for byte', async () => {
+    const file = scenario('e2e');
+    const whole = join(dir, 'whole');
+    await runScenarioFile(file, whole, 2, report);
+    const N = 4; // six runs: shards of 2, 2, 1, 1
+    const shardDirs = Array.from({ length: N }, (_, i) => join(dir, `e2e-shard-${i}-of-${N}`));
+    // Two at a time: the machine's two cores.
+    for (let i = 0; i < N; i += 2) {
+      const done = await Promise.all(
+        [i, i + 1].map((s) => memtwin(['run', file, '--shard', `${s}/${N}`, '--out', shardDirs[s]!, '--workers', '1'])),
+      );
+      for (const r of done) {
+        expect(r.stderr).not.toMatch(/Error|warning/);
+        expect(r.code).toBe(0);
+      }
+    }
+    // Each shard holds its share, describes itself, and has no sweep outputs of its own.
+    shardDirs.forEach((d, i) => {
+      const m = readShardManifest(d);
+      expect(m.shard).toMatchObject({ index: i, count: N });
+      expect(m.shard.runs).toEqual(shardRuns(RUNS, { index: i, count: N }).map((r) => m.sweep.runs[r]!.id));
+      expect(files(d)).toEqual(
+        [
+          SHARD_FILE,
+          ...m.shard.runs.flatMap((id) => ['report.html', 'result.json', 'timeseries.csv'].map((f) => `runs/${id}/${f}`)),
+        ].sort(),
+      );
+    });
+    const merged = join(dir, 'merged');
+    const r = await memtwin(['merge', ...shardDirs, '-o', merged]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/shards: 6 runs from 4 shards/);
+    expect(files(merged)).toEqual(files(whole));
+    for (const f of files(whole)) expect(readFileSync(join(merged, f)), f).toEqual(readFileSync(join(whole, f)));
+    expect(files(whole)).toHaveLength(3 + 3 * RUNS);
+  }, 240_000);
+
+  it('refuses, naming the directory, runs missing, given twice, unfinished, or of other inputs; status 2 from the command', async () => {
+    const file = scenario('bad');
+    const N = 3;
+    const d = (i: number): string => join(dir, `bad-shard-${i}-of-${N}`);
+    for (let i = 0; i < N; i++) await runScenarioFile(file, d(i), 2, report, {}, { shard: { index: i, count: N } });
+    const out = join(dir, 'bad-merged');
+    const merge = (dirs: string[]) => () => mergeShards(dirs, out, report);
+
+    // A shard missing: which runs, which shard, and the command that makes it.
+    expect(refusal(merge([d(0), d(2)]))).toMatch(
+      new RegExp(
+        `^merge: 2 of 6 runs are in none of the shards given .*; shard 1 of 3 is missing \\(memtwin run ${file} --shard 1/3 --out .*bad-shard-1-of-3\\)$`,
+      ),
+    );
+    // A run in two shards.
+    cpSync(d(1), join(dir, 'bad-copy'), { recursive: true });
+    expect(refusal(merge([d(0), d(1), d(2), join(dir, 'bad-copy')]))).toMatch(/bad-copy: run \S+ is also in .*bad-shard-1-of-3/);
+    expect(refusal(merge([d(0), d(1), d(1), d(2)]))).toMatch(/bad-shard-1-of-3: given twice$/);
+    // Not a shard, or the output directory is one.
+    expect(refusal(merge([join(dir, 'nowhere')]))).toMatch(/nowhere: no such directory$/);
+    expect(refusal(() => mergeShards([d(0), d(1), d(2)], d(1), report))).toMatch(
+      /bad-shard-1-of-3: is a shard given to merge and the output/,
+    );
+    // An unfinished run: the command that finishes it.
+    const m2 = readShardManifest(d(2));
+    rmSync(join(d(2), 'runs', m2.shard.runs[0]!, 'result.json'));
+    expect(refusal(merge([d(0), d(1), d(2)]))).toMatch(
+      new RegExp(`bad-shard-2-of-3: run ${m2.shard.runs[0]!} has not finished; rerun memtwin run .* --shard 2/3`),
+    );
+    // A shard made from another host file: named, as the resume check names it.
+    writeFileSync(join(dir, 'bad', 'host.yaml'), HOST.replace('[[10, 21], [21, 10]]', '[[10, 20], [20, 10]]'));
+    await runScenarioFile(file, d(2), 2, report, {}, { shard: { index: 2, count: N } });
+    expect(refusal(merge([d(0), d(1), d(2)]))).toMatch(
+      /bad-shard-2-of-3: not a shard of the same sweep: run \S+ has other inputs than in .*bad-shard-0-of-3: host file changed \(.*host\.yaml\)$/,
+    );
+    // Nothing was written by a refused merge.
+    expect(() => readdirSync(out)).toThrow();
+    // The command: one line, exit status 2.
+    const r = await memtwin(['merge', d(0), d(1), '-o', out]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^memtwin: merge: 2 of 6 runs are in none of the shards given/);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  }, 240_000);
+});
