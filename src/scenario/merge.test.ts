@@ -9,10 +9,11 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { spawn } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseAllDocuments } from 'yaml';
 import { runScenarioFile } from './sweep.ts';
 import { mergeShards, parseShard, readShardManifest, shardOf, shardRuns, SHARD_FILE } from './merge.ts';
 import { renderRunReport, renderSweepReport } from '../report/report.ts';
@@ -127,7 +128,7 @@ describe('memtwin run --shard and memtwin merge', () => {
     const file = scenario('e2e');
     const whole = join(dir, 'whole');
     await runScenarioFile(file, whole, 2, report);
-    const N = 4; // six runs: shards of 2, 2, 1, 1
+    const N = 2; // six runs: shards of 3 (the examples' test below splits them 2, 2, 1, 1)
     const shardDirs = Array.from({ length: N }, (_, i) => join(dir, `e2e-shard-${i}-of-${N}`));
     // Two at a time: the machine's two cores.
     for (let i = 0; i < N; i += 2) {
@@ -155,7 +156,7 @@ describe('memtwin run --shard and memtwin merge', () => {
     const r = await memtwin(['merge', ...shardDirs, '-o', merged]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/shards: 6 runs from 4 shards/);
+    expect(r.stdout).toMatch(/shards: 6 runs from 2 shards/);
     expect(files(merged)).toEqual(files(whole));
     for (const f of files(whole)) expect(readFileSync(join(merged, f)), f).toEqual(readFileSync(join(whole, f)));
     expect(files(whole)).toHaveLength(3 + 3 * RUNS);
@@ -203,5 +204,104 @@ describe('memtwin run --shard and memtwin merge', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/^memtwin: merge: 2 of 6 runs are in none of the shards given/);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  }, 240_000);
+});
+
+/** `sh -c`/`bash` SCRIPT as a separate process in `cwd`, with `env` added; its exit status and output. */
+function shell(cmd: string[], cwd: string, env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd[0]!, cmd.slice(1), { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    let stdout = '',
+      stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** A directory holding a `memtwin` command (this checkout's) and a `sbatch` that runs each job at once, array tasks in order. */
+function fakeTools(): string {
+  const d = join(dir, 'bin');
+  mkdirSync(d, { recursive: true });
+  writeFileSync(join(d, 'memtwin'), `#!/bin/sh\nexec "${process.execPath}" "${bin}" "$@"\n`);
+  writeFileSync(
+    join(d, 'sbatch'),
+    `#!/bin/bash
+array=''
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --array=*) array=\${1#--array=} ;;
+    --*) ;;
+    *) break ;;
+  esac
+  shift
+done
+script=$1
+shift
+if [ -n "$array" ]; then
+  for ((i = \${array%-*}; i <= \${array#*-}; i++)); do SLURM_JOB_ID=7 SLURM_ARRAY_TASK_ID=$i bash "$script" "$@" >&2 || exit 1; done
+else
+  SLURM_JOB_ID=8 bash "$script" "$@" >&2 || exit 1
+fi
+echo 7
+`,
+  );
+  for (const f of ['memtwin', 'sbatch']) chmodSync(join(d, f), 0o755);
+  return d;
+}
+
+const sameTree = (a: string, b: string): void => {
+  expect(files(a)).toEqual(files(b));
+  for (const f of files(b)) expect(readFileSync(join(a, f)), f).toEqual(readFileSync(join(b, f)));
+};
+
+describe('the batch-engine examples', () => {
+  const examples = fileURLToPath(new URL('../../examples/', import.meta.url));
+
+  it("examples/k8s-indexed-job.yaml: its pods' commands, each with its JOB_COMPLETION_INDEX, then the merge Job's, give a one-machine run", async () => {
+    const docs = parseAllDocuments(readFileSync(join(examples, 'k8s-indexed-job.yaml'), 'utf8')).map((d) => d.toJS());
+    const job = (step: string) => docs.find((d) => d.kind === 'Job' && d.metadata.labels['memtwin-step'] === step);
+    const shards = job('shards'),
+      merge = job('merge');
+    expect(shards.spec.completionMode).toBe('Indexed');
+    const n: number = shards.spec.completions;
+    const command = (j: typeof shards): string[] => j.spec.template.spec.containers[0].command;
+    const shipped = '/usr/local/lib/node_modules/memtwin/scenarios/free-page-hints.yaml';
+    expect(command(shards).join(' ')).toContain(shipped);
+    expect(command(shards).join(' ')).toContain(`--shard "$JOB_COMPLETION_INDEX/${n}"`);
+    // The same commands, on this checkout's memtwin and a small scenario, in a directory standing for the volume.
+    const file = scenario('k8s');
+    const volume = join(dir, 'k8s-volume');
+    mkdirSync(volume);
+    const env = { PATH: `${fakeTools()}:${process.env.PATH}` };
+    const sh = (j: typeof shards, more: Record<string, string> = {}) =>
+      shell(
+        command(j).map((a) => a.replace(shipped, file)),
+        volume,
+        { ...env, ...more },
+      );
+    for (let i = 0; i < n; i += 2) {
+      const done = await Promise.all([i, i + 1].filter((x) => x < n).map((x) => sh(shards, { JOB_COMPLETION_INDEX: String(x) })));
+      for (const r of done) expect(r.code, r.stderr).toBe(0);
+    }
+    const m = await sh(merge);
+    expect(m.code, m.stderr).toBe(0);
+    const whole = join(dir, 'k8s-whole');
+    await runScenarioFile(file, whole, 2, report);
+    sameTree(join(volume, 'free-page-hints'), whole);
+  }, 240_000);
+
+  it('examples/slurm-array.sh: submitted (sbatch running each job at once), its array tasks and merge job give a one-machine run', async () => {
+    const file = scenario('slurm');
+    const work = join(dir, 'slurm-work');
+    mkdirSync(work);
+    const env = { PATH: `${fakeTools()}:${process.env.PATH}`, MEMTWIN: 'memtwin' };
+    const r = await shell(['bash', join(examples, 'slurm-array.sh'), file, '3'], work, env);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^shards: job 7 \(tasks 0-2\)\nmerge: job 7; results in out\/shards\//);
+    expect(readdirSync(join(work, 'out')).sort()).toEqual(['shards', 'shards-shard-0-of-3', 'shards-shard-1-of-3', 'shards-shard-2-of-3']);
+    const whole = join(dir, 'slurm-whole');
+    await runScenarioFile(file, whole, 2, report);
+    sameTree(join(work, 'out', 'shards'), whole);
   }, 240_000);
 });
