@@ -114,7 +114,7 @@ export async function runScenarioFile(
       !!load.smoke,
     );
     writeAtomic(join(outDir, SHARD_FILE), JSON.stringify(m, null, 1) + '\n');
-  }
+  } else if (sweep) rmSync(join(outDir, SHARD_FILE), { force: true }); // the whole sweep here now: no shard of it
   const results: (RunResult | undefined)[] = new Array(loaded.runs.length);
   const pending: number[] = [];
   for (const run of mine.map((i) => loaded.runs[i]!)) {

@@ -28,8 +28,8 @@ class QueuedEvent implements EventHandle {
  */
 export const MAX_EVENTS_PER_INSTANT = 1_000_000;
 
-/** How often (in events run) EventQueue.poll is called: a power of two. */
-export const POLL_EVENTS = 4096;
+/** How often (in events run) EventQueue.poll is called: a power of two; an event can simulate thousands of accesses, so a small one. */
+export const POLL_EVENTS = 64;
 
 /**
  * A model kept scheduling events at one virtual instant: a memtwin bug,

@@ -34,7 +34,7 @@ describe('event queue', () => {
 
   it('property: poll is called once every POLL_EVENTS events run, across runUntil calls, and changes nothing', () => {
     fc.assert(
-      fc.property(fc.array(fc.integer({ min: 0, max: 3 * POLL_EVENTS }), { minLength: 1, maxLength: 4 }), (batches) => {
+      fc.property(fc.array(fc.integer({ min: 0, max: 100 * POLL_EVENTS }), { minLength: 1, maxLength: 4 }), (batches) => {
         const run = (poll: boolean): { order: number[]; polls: number[]; executed: number } => {
           const q = new EventQueue(new VirtualClock());
           const order: number[] = [];
