@@ -123,28 +123,35 @@ describe('the split of a sweep into shards', () => {
   );
 });
 
+/** One sweep for every test below, its one-machine run and its two shards run as separate processes, each made once. */
+const SHARED = scenario('shared');
+let wholeRun: Promise<string> | undefined;
+const whole = (): Promise<string> => (wholeRun ??= runScenarioFile(SHARED, join(dir, 'whole'), 2, report).then(() => join(dir, 'whole')));
+let spawned: Promise<string[]> | undefined;
+const twoShards = (): Promise<string[]> =>
+  (spawned ??= (async () => {
+    const dirs = [0, 1].map((i) => join(dir, `shared-shard-${i}-of-2`));
+    const done = await Promise.all(dirs.map((d, i) => memtwin(['run', SHARED, '--shard', `${i}/2`, '--out', d, '--workers', '1'])));
+    for (const r of done) {
+      expect(r.stderr).not.toMatch(/Error|warning/);
+      expect(r.code).toBe(0);
+    }
+    return dirs;
+  })());
+
+const sameTree = (a: string, b: string): void => {
+  expect(files(a)).toEqual(files(b));
+  for (const f of files(b)) expect(readFileSync(join(a, f)), f).toEqual(readFileSync(join(b, f)));
+};
+
 describe('memtwin run --shard and memtwin merge', () => {
   it('shards run as separate processes merge into every file of a one-machine run, byte for byte', async () => {
-    const file = scenario('e2e');
-    const whole = join(dir, 'whole');
-    await runScenarioFile(file, whole, 2, report);
-    const N = 2; // six runs: shards of 3 (the examples' test below splits them 2, 2, 1, 1)
-    const shardDirs = Array.from({ length: N }, (_, i) => join(dir, `e2e-shard-${i}-of-${N}`));
-    // Two at a time: the machine's two cores.
-    for (let i = 0; i < N; i += 2) {
-      const done = await Promise.all(
-        [i, i + 1].map((s) => memtwin(['run', file, '--shard', `${s}/${N}`, '--out', shardDirs[s]!, '--workers', '1'])),
-      );
-      for (const r of done) {
-        expect(r.stderr).not.toMatch(/Error|warning/);
-        expect(r.code).toBe(0);
-      }
-    }
+    const shardDirs = await twoShards(); // six runs: shards of 3 (the examples below split them 2, 2, 1, 1 and 2, 2, 2)
     // Each shard holds its share, describes itself, and has no sweep outputs of its own.
     shardDirs.forEach((d, i) => {
       const m = readShardManifest(d);
-      expect(m.shard).toMatchObject({ index: i, count: N });
-      expect(m.shard.runs).toEqual(shardRuns(RUNS, { index: i, count: N }).map((r) => m.sweep.runs[r]!.id));
+      expect(m.shard).toMatchObject({ index: i, count: 2 });
+      expect(m.shard.runs).toEqual(shardRuns(RUNS, { index: i, count: 2 }).map((r) => m.sweep.runs[r]!.id));
       expect(files(d)).toEqual(
         [
           SHARD_FILE,
@@ -157,52 +164,58 @@ describe('memtwin run --shard and memtwin merge', () => {
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/shards: 6 runs from 2 shards/);
-    expect(files(merged)).toEqual(files(whole));
-    for (const f of files(whole)) expect(readFileSync(join(merged, f)), f).toEqual(readFileSync(join(whole, f)));
-    expect(files(whole)).toHaveLength(3 + 3 * RUNS);
+    sameTree(merged, await whole());
+    expect(files(merged)).toHaveLength(3 + 3 * RUNS);
   }, 240_000);
 
   it('refuses, naming the directory, runs missing, given twice, unfinished, or of other inputs; status 2 from the command', async () => {
-    const file = scenario('bad');
-    const N = 3;
-    const d = (i: number): string => join(dir, `bad-shard-${i}-of-${N}`);
-    for (let i = 0; i < N; i++) await runScenarioFile(file, d(i), 2, report, {}, { shard: { index: i, count: N } });
+    const made = await twoShards();
+    const d = (i: number): string => join(dir, `bad-shard-${i}-of-2`);
+    const copy = (i: number): void => {
+      rmSync(d(i), { recursive: true, force: true });
+      cpSync(made[i]!, d(i), { recursive: true });
+    };
+    copy(0);
+    copy(1);
     const out = join(dir, 'bad-merged');
     const merge = (dirs: string[]) => () => mergeShards(dirs, out, report);
 
     // A shard missing: which runs, which shard, and the command that makes it.
-    expect(refusal(merge([d(0), d(2)]))).toMatch(
+    expect(refusal(merge([d(0)]))).toMatch(
       new RegExp(
-        `^merge: 2 of 6 runs are in none of the shards given .*; shard 1 of 3 is missing \\(memtwin run ${file} --shard 1/3 --out .*bad-shard-1-of-3\\)$`,
+        `^merge: 3 of 6 runs are in none of the shards given .*; shard 1 of 2 is missing \\(memtwin run ${SHARED} --shard 1/2 --out .*bad-shard-1-of-2\\)$`,
       ),
     );
     // A run in two shards.
     cpSync(d(1), join(dir, 'bad-copy'), { recursive: true });
-    expect(refusal(merge([d(0), d(1), d(2), join(dir, 'bad-copy')]))).toMatch(/bad-copy: run \S+ is also in .*bad-shard-1-of-3/);
-    expect(refusal(merge([d(0), d(1), d(1), d(2)]))).toMatch(/bad-shard-1-of-3: given twice$/);
+    expect(refusal(merge([d(0), d(1), join(dir, 'bad-copy')]))).toMatch(/bad-copy: run \S+ is also in .*bad-shard-1-of-2/);
+    expect(refusal(merge([d(0), d(1), d(1)]))).toMatch(/bad-shard-1-of-2: given twice$/);
     // Not a shard, or the output directory is one.
     expect(refusal(merge([join(dir, 'nowhere')]))).toMatch(/nowhere: no such directory$/);
-    expect(refusal(() => mergeShards([d(0), d(1), d(2)], d(1), report))).toMatch(
-      /bad-shard-1-of-3: is a shard given to merge and the output/,
-    );
+    expect(refusal(() => mergeShards([d(0), d(1)], d(1), report))).toMatch(/bad-shard-1-of-2: is a shard given to merge and the output/);
     // An unfinished run: the command that finishes it.
-    const m2 = readShardManifest(d(2));
-    rmSync(join(d(2), 'runs', m2.shard.runs[0]!, 'result.json'));
-    expect(refusal(merge([d(0), d(1), d(2)]))).toMatch(
-      new RegExp(`bad-shard-2-of-3: run ${m2.shard.runs[0]!} has not finished; rerun memtwin run .* --shard 2/3`),
+    const m1 = readShardManifest(d(1));
+    rmSync(join(d(1), 'runs', m1.shard.runs[0]!, 'result.json'));
+    expect(refusal(merge([d(0), d(1)]))).toMatch(
+      new RegExp(`bad-shard-1-of-2: run ${m1.shard.runs[0]!} has not finished; rerun memtwin run .* --shard 1/2`),
     );
     // A shard made from another host file: named, as the resume check names it.
-    writeFileSync(join(dir, 'bad', 'host.yaml'), HOST.replace('[[10, 21], [21, 10]]', '[[10, 20], [20, 10]]'));
-    await runScenarioFile(file, d(2), 2, report, {}, { shard: { index: 2, count: N } });
-    expect(refusal(merge([d(0), d(1), d(2)]))).toMatch(
-      /bad-shard-2-of-3: not a shard of the same sweep: run \S+ has other inputs than in .*bad-shard-0-of-3: host file changed \(.*host\.yaml\)$/,
+    const host = join(dir, 'shared', 'host.yaml');
+    try {
+      writeFileSync(host, HOST.replace('[[10, 21], [21, 10]]', '[[10, 20], [20, 10]]'));
+      await runScenarioFile(SHARED, d(1), 2, report, {}, { shard: { index: 1, count: 2 } });
+    } finally {
+      writeFileSync(host, HOST);
+    }
+    expect(refusal(merge([d(0), d(1)]))).toMatch(
+      /bad-shard-1-of-2: not a shard of the same sweep: run \S+ has other inputs than in .*bad-shard-0-of-2: host file changed \(.*host\.yaml\)$/,
     );
     // Nothing was written by a refused merge.
     expect(() => readdirSync(out)).toThrow();
     // The command: one line, exit status 2.
-    const r = await memtwin(['merge', d(0), d(1), '-o', out]);
+    const r = await memtwin(['merge', d(0), '-o', out]);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/^memtwin: merge: 2 of 6 runs are in none of the shards given/);
+    expect(r.stderr).toMatch(/^memtwin: merge: 3 of 6 runs are in none of the shards given/);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
   }, 240_000);
 });
@@ -250,11 +263,6 @@ echo 7
   return d;
 }
 
-const sameTree = (a: string, b: string): void => {
-  expect(files(a)).toEqual(files(b));
-  for (const f of files(b)) expect(readFileSync(join(a, f)), f).toEqual(readFileSync(join(b, f)));
-};
-
 describe('the batch-engine examples', () => {
   const examples = fileURLToPath(new URL('../../examples/', import.meta.url));
 
@@ -270,7 +278,7 @@ describe('the batch-engine examples', () => {
     expect(command(shards).join(' ')).toContain(shipped);
     expect(command(shards).join(' ')).toContain(`--shard "$JOB_COMPLETION_INDEX/${n}"`);
     // The same commands, on this checkout's memtwin and a small scenario, in a directory standing for the volume.
-    const file = scenario('k8s');
+    const file = SHARED;
     const volume = join(dir, 'k8s-volume');
     mkdirSync(volume);
     const env = { PATH: `${fakeTools()}:${process.env.PATH}` };
@@ -286,13 +294,11 @@ describe('the batch-engine examples', () => {
     }
     const m = await sh(merge);
     expect(m.code, m.stderr).toBe(0);
-    const whole = join(dir, 'k8s-whole');
-    await runScenarioFile(file, whole, 2, report);
-    sameTree(join(volume, 'free-page-hints'), whole);
+    sameTree(join(volume, 'free-page-hints'), await whole());
   }, 240_000);
 
   it('examples/slurm-array.sh: submitted (sbatch running each job at once), its array tasks and merge job give a one-machine run', async () => {
-    const file = scenario('slurm');
+    const file = SHARED;
     const work = join(dir, 'slurm-work');
     mkdirSync(work);
     const env = { PATH: `${fakeTools()}:${process.env.PATH}`, MEMTWIN: 'memtwin' };
@@ -300,8 +306,6 @@ describe('the batch-engine examples', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^shards: job 7 \(tasks 0-2\)\nmerge: job 7; results in out\/shards\//);
     expect(readdirSync(join(work, 'out')).sort()).toEqual(['shards', 'shards-shard-0-of-3', 'shards-shard-1-of-3', 'shards-shard-2-of-3']);
-    const whole = join(dir, 'slurm-whole');
-    await runScenarioFile(file, whole, 2, report);
-    sameTree(join(work, 'out', 'shards'), whole);
+    sameTree(join(work, 'out', 'shards'), await whole());
   }, 240_000);
 });
