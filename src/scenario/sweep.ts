@@ -224,6 +224,8 @@ async function runOnWorkers(
         } finally {
           port1.close();
         }
+        // Stopped while the port drained: the main thread is ending the attempt; this run is done again on resume.
+        if (signal?.aborted) return;
         if ('inputError' in reply) {
           const e = reply.inputError;
           throw new InputError(e.file, e.line, e.column, e.field, e.expected);
@@ -234,6 +236,7 @@ async function runOnWorkers(
         ev.onRun?.({ index: i, id: run.id, state: 'done', wallMs: reply.wallMs });
       }),
     );
+    if (signal?.aborted) throw new Aborted(); // every task returned, some of them without their run
   } catch (e) {
     if (signal?.aborted) throw new Aborted();
     throw e;
