@@ -12,7 +12,7 @@
  *   npm run bench -- --only faults,cliffs   only these groups: faults, mmap, big, postcopy, host,
  *                                           scenario, linux, cliffs, startup
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { cpus, totalmem, release } from 'node:os';
 import { Bench } from 'tinybench';
 import { Kernel } from '../src/kernel/kernel.ts';
@@ -24,7 +24,7 @@ import { ScriptRunner } from '../src/opscript/runner.ts';
 import { SimBackend } from '../src/opscript/sim_backend.ts';
 import { LinuxBackend, linuxBackendUnavailable } from '../src/opscript/linux_backend.ts';
 import { resolveHost } from '../src/sim/host.ts';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadScenario } from '../src/scenario/load.ts';
@@ -460,6 +460,54 @@ function timed(args: string[], check: (stdout: string, stderr: string) => void):
   return { wall, cpu: childrenCpu() - c };
 }
 
+/** CPU seconds of each thread of process `pid` (/proc/PID/task/TID/stat utime + stime), by thread id. */
+function threadsCpu(pid: number, into: Map<number, number>): void {
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const f = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const after = f.slice(f.lastIndexOf(')') + 2).split(' ');
+      into.set(Number(tid), (Number(after[11]) + Number(after[12])) / 100);
+    }
+  } catch {
+    /* the process or a thread ended between the listing and the read */
+  }
+}
+
+/**
+ * timed(), and where the command's CPU time went, from its threads' times
+ * sampled every 20 ms until it exits: its main thread, its `workers`
+ * busiest other threads (the scenario workers), and the rest (V8's
+ * garbage-collection and compiler threads, libuv's pool).
+ */
+async function timedThreads(
+  args: string[],
+  workers: number,
+  check: (stderr: string) => void,
+): Promise<{ wall: number; cpu: number; main: number; workers: number; rest: number }> {
+  const c = childrenCpu();
+  const t = performance.now();
+  const child = spawn(process.execPath, args, { cwd: fromRoot(), stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const threads = new Map<number, number>();
+  const poll = setInterval(() => threadsCpu(child.pid!, threads), 20);
+  const status = await new Promise<number | null>((res) => child.on('close', res));
+  clearInterval(poll);
+  const wall = (performance.now() - t) / 1000;
+  if (status !== 0) throw new Error(`node ${args.join(' ')}: exit ${status}: ${err}`);
+  check(err);
+  const others = [...threads].filter(([tid]) => tid !== child.pid).map(([, s]) => s);
+  others.sort((x, y) => y - x);
+  const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+  return {
+    wall,
+    cpu: childrenCpu() - c,
+    main: threads.get(child.pid!) ?? 0,
+    workers: sum(others.slice(0, workers)),
+    rest: sum(others.slice(workers)),
+  };
+}
+
 /** A row of repeated command timings: median wall time, its spread, and the median CPU time. */
 function timedRow(what: string, runs: { wall: number; cpu: number }[], note = ''): void {
   const s = (x: number): string => x.toFixed(2);
@@ -478,8 +526,8 @@ function timedRow(what: string, runs: { wall: number; cpu: number }[], note = ''
  * compiled dist/, built first if it is not current), each command a fresh
  * process timed from spawn to exit. For comparison, --help from the
  * TypeScript sources through tsx (what every command paid before dist/).
- * Then a sweep of four runs of ~1 s each (SCENARIO at 500 ms of virtual
- * time: ~1.1 s of CPU per run on this machine) with `memtwin run
+ * Then a sweep of four runs of ~1 s each (SCENARIO at 700 ms of virtual
+ * time: ~1 s of CPU per run on this machine) with `memtwin run
  * --workers 1` and `--workers 2`, alternated, and the sweeps' results
  * checked byte-identical.
  */
@@ -522,18 +570,20 @@ async function startup(): Promise<void> {
       'what every command paid before dist/',
     );
     const sweep = join(dir, 'sweep.yaml');
-    writeFileSync(sweep, SCENARIO(quick ? '20ms' : '500ms', true));
+    writeFileSync(sweep, SCENARIO(quick ? '20ms' : '700ms', true));
     const walls: Record<1 | 2, number[]> = { 1: [], 2: [] };
+    const cpu: Record<1 | 2, { cpu: number; main: number; workers: number; rest: number }[]> = { 1: [], 2: [] };
     const perRun: number[] = [];
     const results: Record<1 | 2, string> = { 1: '', 2: '' };
     for (let r = 0; r < (quick ? 1 : 3); r++)
       // Alternate which goes first, so a drift in the machine's load does not favour one.
       for (const workers of r % 2 ? ([2, 1] as const) : ([1, 2] as const)) {
         const out = join(dir, `w${workers}-${r}`);
-        const t = timed([bin, 'run', sweep, '--out', out, '--workers', String(workers)], (_o, err) => {
+        const t = await timedThreads([bin, 'run', sweep, '--out', out, '--workers', String(workers)], workers, (err) => {
           for (const m of err.matchAll(/: done in ([\d.]+) s/g)) perRun.push(Number(m[1]));
         });
         walls[workers].push(t.wall);
+        cpu[workers].push(t);
         const res = readFileSync(join(out, 'result.json'), 'utf8');
         if (results[workers] && results[workers] !== res) throw new Error(`sweep results differ between repeats on ${workers} workers`);
         results[workers] = res;
@@ -542,12 +592,20 @@ async function startup(): Promise<void> {
     const s = (x: number): string => x.toFixed(2);
     const [a, b] = [median(walls[1]), median(walls[2])];
     row(
-      '`memtwin run` of a sweep of 4 runs of ~1 s: 1 worker vs 2 workers',
+      '`memtwin run` of a sweep of 4 runs of ~1 s (0.7 s virtual): 1 worker vs 2 workers',
       `${s(a)} s vs ${s(b)} s (medians): ${(a / b).toFixed(2)}x`,
       `${walls[1].length} alternated repeats: ${spread(walls[1], s)} s vs ${spread(walls[2], s)} s; speed-ups ${walls[1]
         .map((w, i) => (w / walls[2][i]!).toFixed(2))
         .join(', ')}; each run ${spread(perRun, (x) => x.toFixed(1))} s in its worker; results byte-identical; ${cpus().length} cores`,
     );
+    for (const workers of [1, 2] as const) {
+      const m = (k: 'cpu' | 'main' | 'workers' | 'rest'): string => s(median(cpu[workers].map((x) => x[k])));
+      row(
+        `where that sweep's CPU time goes, ${workers} worker${workers > 1 ? 's' : ''}`,
+        `${m('cpu')} s CPU (median)`,
+        `main thread ${m('main')} s (start, scenario, reports), worker threads ${m('workers')} s, other threads ${m('rest')} s (V8's GC and compiler, libuv); medians of ${cpu[workers].length}, threads sampled every 20 ms`,
+      );
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
