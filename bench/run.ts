@@ -571,41 +571,55 @@ async function startup(): Promise<void> {
     );
     const sweep = join(dir, 'sweep.yaml');
     writeFileSync(sweep, SCENARIO(quick ? '20ms' : '700ms', true));
-    const walls: Record<1 | 2, number[]> = { 1: [], 2: [] };
-    const cpu: Record<1 | 2, { cpu: number; main: number; workers: number; rest: number }[]> = { 1: [], 2: [] };
-    const perRun: number[] = [];
-    const results: Record<1 | 2, string> = { 1: '', 2: '' };
-    for (let r = 0; r < (quick ? 1 : 3); r++)
-      // Alternate which goes first, so a drift in the machine's load does not favour one.
-      for (const workers of r % 2 ? ([2, 1] as const) : ([1, 2] as const)) {
-        const out = join(dir, `w${workers}-${r}`);
-        const t = await timedThreads([bin, 'run', sweep, '--out', out, '--workers', String(workers)], workers, (err) => {
-          for (const m of err.matchAll(/: done in ([\d.]+) s/g)) perRun.push(Number(m[1]));
-        });
-        walls[workers].push(t.wall);
-        cpu[workers].push(t);
-        const res = readFileSync(join(out, 'result.json'), 'utf8');
-        if (results[workers] && results[workers] !== res) throw new Error(`sweep results differ between repeats on ${workers} workers`);
-        results[workers] = res;
-      }
-    if (results[1] !== results[2]) throw new Error('sweep results differ between 1 and 2 workers');
-    const s = (x: number): string => x.toFixed(2);
-    const [a, b] = [median(walls[1]), median(walls[2])];
-    row(
-      '`memtwin run` of a sweep of 4 runs of ~1 s (0.7 s virtual): 1 worker vs 2 workers',
-      `${s(a)} s vs ${s(b)} s (medians): ${(a / b).toFixed(2)}x`,
-      `${walls[1].length} alternated repeats: ${spread(walls[1], s)} s vs ${spread(walls[2], s)} s; speed-ups ${walls[1]
-        .map((w, i) => (w / walls[2][i]!).toFixed(2))
-        .join(', ')}; each run ${spread(perRun, (x) => x.toFixed(1))} s in its worker; results byte-identical; ${cpus().length} cores`,
-    );
-    for (const workers of [1, 2] as const) {
-      const m = (k: 'cpu' | 'main' | 'workers' | 'rest'): string => s(median(cpu[workers].map((x) => x[k])));
+    let reference = '';
+    /** `cmd run` of the sweep on 1 and 2 workers, alternated: a row of wall times, and with `breakdown` where the CPU went. */
+    const pair = async (tag: string, cmd: string[], label: string, breakdown: boolean): Promise<void> => {
+      const walls: Record<1 | 2, number[]> = { 1: [], 2: [] };
+      const cpu: Record<1 | 2, { cpu: number; main: number; workers: number; rest: number }[]> = { 1: [], 2: [] };
+      const perRun: number[] = [];
+      const results: Record<1 | 2, string> = { 1: '', 2: '' };
+      for (let r = 0; r < (quick ? 1 : 3); r++)
+        // Alternate which goes first, so a drift in the machine's load does not favour one.
+        for (const workers of r % 2 ? ([2, 1] as const) : ([1, 2] as const)) {
+          const out = join(dir, `${tag}-w${workers}-${r}`);
+          const t = await timedThreads([...cmd, 'run', sweep, '--out', out, '--workers', String(workers)], workers, (err) => {
+            for (const m of err.matchAll(/: done in ([\d.]+) s/g)) perRun.push(Number(m[1]));
+          });
+          walls[workers].push(t.wall);
+          cpu[workers].push(t);
+          const res = readFileSync(join(out, 'result.json'), 'utf8');
+          if (results[workers] && results[workers] !== res) throw new Error(`sweep results differ between repeats on ${workers} workers`);
+          results[workers] = res;
+        }
+      if (results[1] !== results[2]) throw new Error('sweep results differ between 1 and 2 workers');
+      if (reference && reference !== results[1]) throw new Error(`${label}: sweep results differ from the compiled memtwin's`);
+      reference = results[1];
+      const s = (x: number): string => x.toFixed(2);
+      const [a, b] = [median(walls[1]), median(walls[2])];
       row(
-        `where that sweep's CPU time goes, ${workers} worker${workers > 1 ? 's' : ''}`,
-        `${m('cpu')} s CPU (median)`,
-        `main thread ${m('main')} s (start, scenario, reports), worker threads ${m('workers')} s, other threads ${m('rest')} s (V8's GC and compiler, libuv); medians of ${cpu[workers].length}, threads sampled every 20 ms`,
+        `${label} of a sweep of 4 runs of ~1 s (0.7 s virtual): 1 worker vs 2 workers`,
+        `${s(a)} s vs ${s(b)} s (medians): ${(a / b).toFixed(2)}x`,
+        `${walls[1].length} alternated repeats: ${spread(walls[1], s)} s vs ${spread(walls[2], s)} s; speed-ups ${walls[1]
+          .map((w, i) => (w / walls[2][i]!).toFixed(2))
+          .join(', ')}; each run ${spread(perRun, (x) => x.toFixed(1))} s in its worker; results byte-identical; ${cpus().length} cores`,
       );
-    }
+      if (breakdown)
+        for (const workers of [1, 2] as const) {
+          const m = (k: 'cpu' | 'main' | 'workers' | 'rest'): string => s(median(cpu[workers].map((x) => x[k])));
+          row(
+            `where that sweep's CPU time goes, ${workers} worker${workers > 1 ? 's' : ''}`,
+            `${m('cpu')} s CPU (median)`,
+            `main thread ${m('main')} s (start, scenario, reports), worker threads ${m('workers')} s, other threads ${m('rest')} s (V8's GC and compiler, libuv); medians of ${cpu[workers].length}, threads sampled every 20 ms`,
+          );
+        }
+    };
+    await pair('dist', [bin], '`memtwin run`', true);
+    await pair(
+      'tsx',
+      ['--import', 'tsx', fromRoot('src', 'cli', 'main.ts')],
+      '`memtwin run` from the TypeScript sources (tsx, a worker bundle made per sweep)',
+      false,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
