@@ -33,6 +33,8 @@ describe('npm pack', () => {
     const pkg = JSON.parse(readFileSync(fromRoot('package.json'), 'utf8')) as { scripts: Record<string, string> };
     expect(pkg.scripts['prepare']).toBe('node bin/build.mjs');
     for (const f of ['bin/build.mjs', 'dist/SOURCES', 'dist/cli/main.js', 'dist/scenario/worker.js']) expect(files, f).toContain(f);
+    // Every output two directories below the package root, as its sources are (src/validate/real.ts finds the root so).
+    expect([...files].filter((f) => f.startsWith('dist/') && f.endsWith('.js') && f.split('/').length !== 3)).toEqual([]);
     // Every module the bundles import is in the tarball too.
     const chunks = [...files].filter((f) => f.startsWith('dist/chunks/'));
     expect(chunks.length).toBeGreaterThan(0);
