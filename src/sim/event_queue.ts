@@ -56,12 +56,12 @@ export class EventQueue {
   private instant = -1;
   private atInstant = 0;
   private readonly namesAtInstant = new Map<string, number>();
-  /** Events run so far, by every runUntil. */
+  /** Events run so far, by every runUntil (up to date when poll is called, and when runUntil returns). */
   executed = 0;
   /**
-   * Called every POLL_EVENTS events (a run's progress report: it reads the
-   * clock and `executed`, and must not schedule anything, so that a run
-   * with a poll is the run without one).
+   * Called every POLL_EVENTS events of a runUntil that started with it set
+   * (a run's progress report: it reads the clock and `executed`, and must
+   * not schedule anything, so that a run with a poll is the run without one).
    */
   poll: (() => void) | undefined;
 
@@ -97,6 +97,9 @@ export class EventQueue {
   /** Run every event due at or before `until`, advancing the clock to each (and then to `until`, in whole ns). */
   runUntil(until: Nanoseconds): number {
     let n = 0;
+    // Counted in the local n, added to `executed` in steps of POLL_EVENTS and at the end: nothing per event
+    // beyond n++ and, only with a poll, one test (a nested runUntil adds its own count the same way).
+    const poll = this.poll;
     for (;;) {
       this.dropCancelled();
       const ev = this.heap.peek();
@@ -106,8 +109,12 @@ export class EventQueue {
       this.count(ev.name);
       ev.run();
       n++;
-      if ((++this.executed & (POLL_EVENTS - 1)) === 0) this.poll?.();
+      if (poll !== undefined && (n & (POLL_EVENTS - 1)) === 0) {
+        this.executed += POLL_EVENTS;
+        poll();
+      }
     }
+    this.executed += poll !== undefined ? n & (POLL_EVENTS - 1) : n;
     if (this.clock.now() < Math.floor(until)) this.clock.advanceTo(Math.floor(until));
     return n;
   }

@@ -32,7 +32,7 @@ describe('event queue', () => {
     );
   });
 
-  it('property: poll is called once every POLL_EVENTS events run, across runUntil calls, and changes nothing', () => {
+  it('property: poll is called once every POLL_EVENTS events a runUntil runs, executed counts them all, and a poll changes nothing', () => {
     fc.assert(
       fc.property(fc.array(fc.integer({ min: 0, max: 100 * POLL_EVENTS }), { minLength: 1, maxLength: 4 }), (batches) => {
         const run = (poll: boolean): { order: number[]; polls: number[]; executed: number } => {
@@ -54,7 +54,14 @@ describe('event queue', () => {
         const total = batches.reduce((a, b) => a + b, 0);
         const polled = run(true);
         expect(polled.executed).toBe(total);
-        expect(polled.polls).toEqual(Array.from({ length: Math.floor(total / POLL_EVENTS) }, (_, i) => (i + 1) * POLL_EVENTS));
+        // Each runUntil (one per batch here) polls after every POLL_EVENTS of its own events, with `executed` up to date.
+        const expected: number[] = [];
+        let base = 0;
+        for (const n of batches) {
+          for (let k = 1; k * POLL_EVENTS <= n; k++) expected.push(base + k * POLL_EVENTS);
+          base += n;
+        }
+        expect(polled.polls).toEqual(expected);
         expect(polled.order).toEqual(run(false).order);
       }),
       { numRuns: 30 },
