@@ -298,6 +298,84 @@ describe('precopy: free page hints', () => {
   });
 });
 
+describe('pause-before-switchover', () => {
+  /** A 64 MiB guest with 8 MiB written, the capability on, migrated until it stops at the switchover. */
+  function paused(): ReturnType<typeof pair> {
+    const p = pair();
+    for (let pg = 0; pg < 2048; pg++) guestWrite(p.k, p.src, p.mig, pg, 0x21);
+    expect(qmp(p.src, 'migrate-set-capabilities', { capabilities: [{ capability: 'pause-before-switchover', state: true }] })).toEqual({
+      return: {},
+    });
+    qmp(p.src, 'migrate', { uri: URI });
+    p.k.events.runUntil(p.k.clock.now() + NSEC_PER_SEC);
+    return p;
+  }
+
+  it('stops the guest and waits in pre-switchover until migrate-continue; the wait is downtime', () => {
+    const { k, src, mig } = paused();
+    expect(mig.status).toBe('pre-switchover');
+    expect(mig.guestRunning).toBe(false);
+    expect((mig.query() as { status: string }).status).toBe('pre-switchover');
+    // Nothing moves while it waits.
+    const sent = (mig.query() as { ram: { transferred: number } }).ram.transferred;
+    k.events.runUntil(k.clock.now() + 200 * NSEC_PER_MSEC);
+    expect(mig.status).toBe('pre-switchover');
+    expect((mig.query() as { ram: { transferred: number } }).ram.transferred).toBe(sent);
+    expect(qmp(src, 'migrate-continue', { state: 'device' })).toEqual({
+      error: { class: 'GenericError', desc: 'Migration not in expected state: pre-switchover' },
+    });
+    expect(qmp(src, 'migrate-continue', {})).toEqual({ error: { class: 'GenericError', desc: "Parameter 'state' is missing" } });
+    const waited = k.clock.now() - mig.downtimeStart;
+    expect(qmp(src, 'migrate-continue', { state: 'pre-switchover' })).toEqual({ return: {} });
+    k.events.runUntil(k.clock.now());
+    expect(mig.status).toBe('device'); // sending what is left, the guest still stopped
+    expect(mig.guestRunning).toBe(false);
+    runUntilDone(k, mig, NSEC_PER_SEC);
+    expect(mig.status).toBe('completed');
+    expect(mig.downtime).toBeGreaterThan(waited);
+    expect(mig.verify()).toEqual([]);
+    // Without a migration paused, migrate-continue is refused.
+    expect(qmp(src, 'migrate-continue', { state: 'pre-switchover' })).toEqual({
+      error: { class: 'GenericError', desc: 'Migration not in expected state: completed' },
+    });
+  });
+
+  it('a cancel while it waits leaves the guest running on the source', () => {
+    const { src, mig } = paused();
+    expect(mig.status).toBe('pre-switchover');
+    expect(qmp(src, 'migrate_cancel')).toEqual({ return: {} });
+    expect(mig.status).toBe('cancelled');
+    expect(mig.guestRunning).toBe(true);
+    expect(qmp(src, 'migrate-continue', { state: 'pre-switchover' })).toEqual({
+      error: { class: 'GenericError', desc: 'Migration not in expected state: cancelled' },
+    });
+  });
+
+  it('before a postcopy switchover too: pre-switchover, then postcopy-active', () => {
+    const p = pair();
+    for (let pg = 0; pg < 2048; pg++) guestWrite(p.k, p.src, p.mig, pg, 0x33);
+    qmp(p.src, 'migrate-set-capabilities', {
+      capabilities: [
+        { capability: 'pause-before-switchover', state: true },
+        { capability: 'postcopy-ram', state: true },
+      ],
+    });
+    qmp(p.src, 'migrate-set-parameters', { 'max-bandwidth': 16 * MiB });
+    qmp(p.src, 'migrate', { uri: URI });
+    p.k.events.runUntil(p.k.clock.now() + 50 * NSEC_PER_MSEC);
+    expect(qmp(p.src, 'migrate-start-postcopy')).toEqual({ return: {} });
+    p.k.events.runUntil(p.k.clock.now() + 200 * NSEC_PER_MSEC);
+    expect(p.mig.status).toBe('pre-switchover');
+    expect(p.mig.postcopy).toBeNull();
+    qmp(p.src, 'migrate-continue', { state: 'pre-switchover' });
+    p.k.events.runUntil(p.k.clock.now() + NSEC_PER_MSEC);
+    expect(p.mig.postcopy).not.toBeNull();
+    runUntilDone(p.k, p.mig, 10 * NSEC_PER_SEC);
+    expect(p.mig.status).toBe('completed');
+    expect(p.mig.contentCheck?.pagesDiffering).toBe(0);
+  });
+});
+
 describe('QMP', () => {
   it('capabilities, parameters and errors as QEMU answers them', () => {
     const { src } = pair(16 * MiB);

@@ -4,10 +4,12 @@
  * postcopy (postcopy.ts), in virtual time on the kernel's event queue.
  *
  * - States (MigrationStatus): none -> setup -> active -> completed, or
- *   failed, or cancelling -> cancelled. `device` is entered by QEMU only with
- *   the pause-before-switchover capability (migration_maybe_pause), which is
- *   not modelled: without it the stop-and-copy phase keeps status `active`,
- *   as in QEMU. With postcopy-ram, migrate-start-postcopy switches at the
+ *   failed, or cancelling -> cancelled. With the pause-before-switchover
+ *   capability (migration_maybe_pause) the migration stops the guest, then
+ *   waits in `pre-switchover` for `migrate-continue` (state
+ *   `pre-switchover`) and sends the rest in `device` (or switches to
+ *   postcopy); the wait is part of the downtime. Without it the stop-and-copy
+ *   phase keeps status `active`, as in QEMU. With postcopy-ram, migrate-start-postcopy switches at the
  *   next iteration: postcopy-active, postcopy-paused after a link drop,
  *   postcopy-recover while `migrate` resume=true reconnects.
  * - The migration thread (migration_iteration_run): while the remaining
@@ -54,7 +56,8 @@
  *   The bandwidth QEMU measures per window, and with it threshold_size, is
  *   what the flow got.
  *
- * Not modelled: vm_stop/vm_start costs (no profile entry), device state,
+ * Not modelled: vm_stop/vm_start costs (no profile entry), device state
+ * (the `device` stage sends RAM only),
  * multifd, xbzrle.
  */
 import type { Kernel } from '../../kernel/kernel.ts';
@@ -68,22 +71,25 @@ import { Link } from './link.ts';
 import { RamMigration, STREAM_MARKER_BYTES, type FreePageHints, type PrecopyNotifyReason, type RamMigrationCostNames } from './ram.ts';
 import { Postcopy, type PageDiff, type PostcopyOptions } from './postcopy.ts';
 
-export type MigrationStatus =
-  | 'none'
-  | 'setup'
-  | 'cancelling'
-  | 'cancelled'
-  | 'active'
-  | 'postcopy-active'
-  | 'postcopy-paused'
-  | 'postcopy-recover-setup'
-  | 'postcopy-recover'
-  | 'completed'
-  | 'failed'
-  | 'colo'
-  | 'pre-switchover'
-  | 'device'
-  | 'wait-unplug';
+/** MigrationStatus (qapi/migration.json). */
+export const MIGRATION_STATUSES = [
+  'none',
+  'setup',
+  'cancelling',
+  'cancelled',
+  'active',
+  'postcopy-active',
+  'postcopy-paused',
+  'postcopy-recover-setup',
+  'postcopy-recover',
+  'completed',
+  'failed',
+  'colo',
+  'pre-switchover',
+  'device',
+  'wait-unplug',
+] as const;
+export type MigrationStatus = (typeof MIGRATION_STATUSES)[number];
 
 /** MigrationCapability (qapi/migration.json). */
 export const MIGRATION_CAPABILITIES = [
@@ -120,7 +126,13 @@ const HARMLESS_CAPABILITIES: readonly MigrationCapability[] = [
 ];
 
 /** Capabilities memtwin models. */
-const MODELLED_CAPABILITIES: readonly MigrationCapability[] = ['auto-converge', 'postcopy-ram', 'postcopy-preempt', 'postcopy-blocktime'];
+const MODELLED_CAPABILITIES: readonly MigrationCapability[] = [
+  'auto-converge',
+  'postcopy-ram',
+  'postcopy-preempt',
+  'postcopy-blocktime',
+  'pause-before-switchover',
+];
 
 /** The MigrationParameters memtwin models, by QEMU's names, with QEMU's defaults (migration/options.c). */
 export interface MigrationParameters {
@@ -238,6 +250,8 @@ export class MigrationState {
   private guestStopped = false;
   /** When the ram_save_iterate in progress started (null: the next step starts an iteration). */
   private iterStart: number | null = null;
+  /** What a migration paused in `pre-switchover` does on migrate-continue. */
+  private pausedFor: (() => void) | null = null;
   /** migrate-start-postcopy was issued (MigrationState->start_postcopy). */
   private startPostcopy = false;
   // migration_update_counters
@@ -270,6 +284,7 @@ export class MigrationState {
     m.registerCommand('migrate', (a) => this.qmpMigrate(a), ['uri', 'channels', 'detach', 'resume', 'destination']);
     m.registerCommand('migrate_cancel', () => this.cancel(), []);
     m.registerCommand('migrate-start-postcopy', () => this.qmpStartPostcopy(), []);
+    m.registerCommand('migrate-continue', (a) => this.qmpContinue(a), ['state']);
     m.registerCommand('migrate-set-capabilities', (a) => this.setCapabilities(a), ['capabilities']);
     m.registerCommand('migrate-set-parameters', (a) => this.setParameters(a), null);
     m.registerCommand('query-migrate', () => this.query(), []);
@@ -308,7 +323,7 @@ export class MigrationState {
   }
 
   private isActive(): boolean {
-    return this.status === 'setup' || this.status === 'active' || this.status === 'device';
+    return this.status === 'setup' || this.status === 'active' || this.status === 'pre-switchover' || this.status === 'device';
   }
 
   /**
@@ -395,6 +410,7 @@ export class MigrationState {
     this.status = 'cancelling';
     this.event?.ev.cancel();
     this.event = null;
+    this.pausedFor = null; // migrate_fd_cancel wakes a paused thread, which then gives up
     this.quietWire();
     this.ram?.stopDirtyLog();
     if (this.guestStopped) this.opts.onGuest?.('start-source');
@@ -559,10 +575,12 @@ export class MigrationState {
     this.expectedDowntimeMs = this.downtime = this.setupTime = this.guestResumedAt = 0;
     this.wire = null;
     this.iterStart = null;
+    this.pausedFor = null;
     this.ended = false;
   }
 
   private fail(desc: string): void {
+    this.pausedFor = null;
     this.errorDesc = desc;
     this.status = 'failed';
     this.endTime = this.k.clock.now();
@@ -803,11 +821,52 @@ export class MigrationState {
     });
   }
 
-  /** vm_stop for the switchover: the guest stops, downtime starts, the dirty bitmap is synced a last time (its ns). */
-  private stopForSwitchover(): number {
+  /** vm_stop for the switchover: the guest stops and downtime starts. */
+  private stopGuest(): void {
     this.guestStopped = true;
     this.opts.onGuest?.('stop');
     this.downtimeStart = this.k.clock.now();
+  }
+
+  /**
+   * migration_maybe_pause: with pause-before-switchover, the guest stopped,
+   * the migration waits in `pre-switchover` until migrate-continue (the
+   * management moves its devices meanwhile), then goes on in `next`
+   * (`device`, or `postcopy-active`); the wait is downtime. Without the
+   * capability it goes on at once. A cancel or a link drop while it waits
+   * ends it (the guest runs on the source again).
+   */
+  private maybePause(next: MigrationStatus, go: () => void): void {
+    if (!this.capabilities.get('pause-before-switchover')) {
+      go();
+      return;
+    }
+    this.status = 'pre-switchover';
+    this.pausedFor = () => {
+      this.status = next;
+      go();
+    };
+  }
+
+  /** qmp_migrate_continue: a migration paused in `state` goes on. */
+  private qmpContinue(a: QmpArgs): Record<string, never> {
+    if (a.state === undefined) throw new QmpError('GenericError', "Parameter 'state' is missing");
+    if (typeof a.state !== 'string' || !(MIGRATION_STATUSES as readonly string[]).includes(a.state))
+      throw new QmpError('GenericError', `Parameter 'state' does not accept value '${String(a.state)}'`);
+    if (this.status !== a.state) throw new QmpError('GenericError', `Migration not in expected state: ${this.status}`);
+    const go = this.pausedFor;
+    this.pausedFor = null;
+    // The migration thread wakes (qemu_sem_post) and goes on from the monitor's instant.
+    if (go)
+      this.arm(this.k.clock.now(), 'migration-continue', () => {
+        this.event = null;
+        go();
+      });
+    return {};
+  }
+
+  /** The stop-and-copy's bitmap sync, the guest stopped (its ns). */
+  private finalSync(): number {
     this.precopyNotify('complete'); // migration_switchover_start, before the final sync
     const syncNs = this.ram!.sync().ns;
     this.recordIteration(this.ram!.dirtyPages);
@@ -821,10 +880,16 @@ export class MigrationState {
   private completion(): void {
     this.event = null;
     if (this.status !== 'active') return;
+    this.stopGuest();
+    this.maybePause('device', () => this.completeStage());
+  }
+
+  /** qemu_savevm_state_complete_precopy, the guest stopped: the final sync, everything left without the rate limit. */
+  private completeStage(): void {
     const ram = this.ram!;
     const link = this.link!;
     const flow = this.flow!;
-    const syncNs = this.stopForSwitchover();
+    const syncNs = this.finalSync();
     flow.start();
     const res = ram.send(Infinity, Infinity, flow.rate);
     this.spendCpu(syncNs + res.srcNs, res.dstNs);
@@ -909,11 +974,17 @@ export class MigrationState {
    * on the destination once it has arrived (downtime ends there).
    */
   private postcopyStart(): void {
+    this.stopGuest();
+    this.maybePause('postcopy-active', () => this.postcopySwitch());
+  }
+
+  private postcopySwitch(): void {
     const ram = this.ram!;
     const link = this.link!;
     const now = this.k.clock.now();
+    const paused = now - this.downtimeStart; // pre-switchover's wait
     this.status = 'postcopy-active';
-    const syncNs = this.stopForSwitchover();
+    const syncNs = this.finalSync();
     ram.stopDirtyLog();
     let pc: Postcopy;
     try {
@@ -941,7 +1012,7 @@ export class MigrationState {
       this.event = null;
       const t = this.k.clock.now();
       // As QEMU reports it: until the source has written the package (the guest resumes later, once it has arrived).
-      this.downtime = wholeNs(syncNs) + link.transferNs(Math.max(0, bytes - link.sndbuf), rate);
+      this.downtime = paused + wholeNs(syncNs) + link.transferNs(Math.max(0, bytes - link.sndbuf), rate);
       this.guestResumedAt = t;
       this.guestStopped = false;
       pc.run(t);
