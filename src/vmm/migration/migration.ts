@@ -255,6 +255,10 @@ export class MigrationState {
   private guestStopped = false;
   /** When the ram_save_iterate in progress started (null: the next step starts an iteration). */
   private iterStart: number | null = null;
+  /** Host pages the iteration has sent (ram_find_and_save_block calls), and whether it looks at the clock next. */
+  private iterCalls = 0;
+  private iterMid = false;
+  private iterCheckDue = false;
   /** What a migration paused in `pre-switchover` does on migrate-continue. */
   private pausedFor: (() => void) | null = null;
   /** migrate-start-postcopy was issued (MigrationState->start_postcopy). */
@@ -580,6 +584,9 @@ export class MigrationState {
     this.expectedDowntimeMs = this.downtime = this.setupTime = this.guestResumedAt = 0;
     this.wire = null;
     this.iterStart = null;
+    this.iterCalls = 0;
+    this.iterMid = false;
+    this.iterCheckDue = false;
     this.pausedFor = null;
     this.ended = false;
   }
@@ -659,9 +666,12 @@ export class MigrationState {
     const flow = this.flow!;
     const now = this.k.clock.now();
     let syncNs = 0;
-    // ram_save_iterate's own end: more than MAX_WAIT since it started (its RAM_SAVE_FLAG_EOS goes now).
+    // ram_save_iterate's own end: more than MAX_WAIT since it started, looked at after the 1st, 65th, 129th...
+    // host page it sent (its RAM_SAVE_FLAG_EOS goes now).
     let eos = 0;
-    if (this.iterStart !== null && now - this.iterStart > MAX_WAIT_NS) {
+    const checkTime = this.iterCheckDue;
+    this.iterCheckDue = false;
+    if (this.iterStart !== null && checkTime && now - this.iterStart > MAX_WAIT_NS) {
       this.iterStart = null;
       eos = ram.sendEos();
     }
@@ -684,12 +694,16 @@ export class MigrationState {
         return this.postcopyStart();
       }
       this.iterStart = now + wholeNs(syncNs);
+      this.iterCalls = 0;
+      this.iterMid = false;
     }
     const windowEnd = this.windowStart + BUFFER_DELAY_MS * NSEC_PER_MSEC;
     const limit = this.rateLimitMax();
     const budget = limit - this.windowBytes;
     let bytes = eos;
     let cpuNs = 0;
+    let midHostPage = false;
+    let hugeHostPage = false;
     if (budget > 0) {
       flow.start();
       const res = ram.send(budget, STEP_NS, flow.rate);
@@ -697,10 +711,21 @@ export class MigrationState {
       bytes += res.bytes;
       cpuNs = Math.max(res.srcNs, res.dstNs);
       this.windowPages += res.pages;
+      // ram_save_iterate reads the clock after its 1st ram_find_and_save_block call and every 64th after it.
+      const checkpoints = (calls: number): number => (calls === 0 ? 0 : Math.floor((calls - 1) / 64) + 1);
+      // A call returns once its host page is sent: one still half sent has not.
+      midHostPage = res.midHostPage === true;
+      const before = this.iterCalls;
+      this.iterCalls += res.hostPages ?? 0;
+      this.iterCheckDue = checkpoints(this.iterCalls - (midHostPage ? 1 : 0)) > checkpoints(before - (this.iterMid ? 1 : 0));
+      this.iterMid = midHostPage;
+      hugeHostPage = (res.hostPageSize ?? PAGE_SIZE) > PAGE_SIZE;
     }
     const rateLimited = this.windowBytes + bytes >= limit;
-    // ram_save_iterate ends at the rate limit or with no dirty page left (ram_find_and_save_block found none).
-    if (this.iterStart !== null && (rateLimited || ram.dirtyPages === 0)) {
+    // ram_save_iterate ends at the rate limit, or with no dirty page left. On huge host pages the rate limit does
+    // not end it: ram_save_host_page sleeps until the window ends after each 4K page past the limit
+    // (migration_rate_limit, which opens the next window) and goes on, so ram_save_iterate never sees it exceeded.
+    if (this.iterStart !== null && ((rateLimited && !hugeHostPage) || ram.dirtyPages === 0)) {
       this.iterStart = null;
       bytes += ram.sendEos();
     }

@@ -139,6 +139,16 @@ export interface SendResult {
   srcNs: number;
   /** Destination CPU ns (copies, zero checks, faults). */
   dstNs: number;
+  /**
+   * Host pages begun (ram_find_and_save_block calls: each sends the dirty
+   * 4K pages of one host page, a 2M one on hugetlbfs); a host page a step
+   * left half sent is not begun again by the next (send only).
+   */
+  hostPages?: number;
+  /** The step stopped inside a host page that still has dirty 4K pages (send only). */
+  midHostPage?: boolean;
+  /** The page size of the block of the last page sent (send only). */
+  hostPageSize?: number;
 }
 
 /** A sync's result. */
@@ -169,6 +179,9 @@ export class RamMigration {
   private cursorBlock = 0;
   private cursorPage = 0;
   private lastSentBlock: BlockState | null = null;
+  /** The host page send() is in (ram_save_host_page's): its block and first 4K page. */
+  private hostPageBlock: BlockState | null = null;
+  private hostPageFirst = -1;
   private readonly srcThread: Thread;
   private readonly dstThread: Thread;
   /** The source host's kernel, and the destination's (the same one when both VMMs run on one host). */
@@ -344,13 +357,25 @@ export class RamMigration {
    * reaches `maxNs`, or no dirty page is left.
    */
   send(maxBytes: number, maxNs: number, rateBps: number): SendResult {
-    const r: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0 };
+    const r: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0, hostPages: 0, midHostPage: false };
     const wireNs = (): number => (r.bytes * 1e9) / rateBps;
     while (this.dirtyPages > 0 && r.bytes < maxBytes && Math.max(r.srcNs, r.dstNs, wireNs()) < maxNs) {
       const [b, p] = this.nextDirty();
+      const first = p - (p % (b.block.pageSize / PAGE_SIZE));
+      if (b !== this.hostPageBlock || first !== this.hostPageFirst) {
+        r.hostPages!++;
+        this.hostPageBlock = b;
+        this.hostPageFirst = first;
+      }
       b.bmap[p] = 0;
       this.dirtyPages--;
       this.sendPage(b, p, r);
+    }
+    const b = this.hostPageBlock;
+    if (b && r.pages > 0) {
+      const next = b.bmap.indexOf(1, this.cursorBlock === this.blocks.indexOf(b) ? this.cursorPage : b.pages);
+      r.midHostPage = next >= 0 && next < this.hostPageFirst + b.block.pageSize / PAGE_SIZE;
+      r.hostPageSize = b.block.pageSize;
     }
     this.bytes += r.bytes;
     return r;
