@@ -8,7 +8,7 @@
  * all in the markup.
  */
 import * as echarts from 'echarts';
-import { formatTick, formatValue, scaleFor, type Scale, type Unit } from './units.ts';
+import { formatTick, formatValue, scaleFor, sentinelWord, wantsLogScale, type Scale, type Unit } from './units.ts';
 
 export const CHART_WIDTH = 1100;
 export const CHART_HEIGHT = 320;
@@ -44,6 +44,44 @@ function valueAxis(ys: Scale) {
   };
 }
 
+/** The base of a log axis: powers of 1024 for sizes (1 KiB, 1 MiB, 1 GiB), of 10 otherwise (1 µs, 10 µs...). */
+export function logBase(unit: Unit): number {
+  return unit === 'bytes' || unit === 'bytes_per_s' ? 1024 : 10;
+}
+
+/** The range of whole powers of `base` a log axis spans for positive values from `min` to `max`. */
+export function logBounds(min: number, max: number, base = 10): { min: number; max: number } {
+  const log = (x: number): number => Math.log(x) / Math.log(base);
+  // Rounded first: log(1000)/log(10) is 2.9999999999999996.
+  const lo = base ** Math.floor(Number(log(min).toFixed(9)));
+  const hi = base ** Math.ceil(Number(log(max).toFixed(9)));
+  return { min: lo, max: hi > lo ? hi : lo * base };
+}
+
+/** A log value axis over raw values, each tick printed in its own human unit (100 µs, 1 ms, 10 ms). */
+function logAxis(unit: Unit, bounds: { min: number; max: number }) {
+  return {
+    type: 'log' as const,
+    logBase: logBase(unit),
+    min: bounds.min,
+    max: bounds.max,
+    axisLine: { show: false },
+    axisLabel: { color: AXIS_COLOR, fontSize: 11, formatter: (v: number) => formatValue(v, unit) },
+    splitLine: { show: true, lineStyle: { color: GRID_COLOR } },
+  };
+}
+
+function positiveRange(values: number[]): { min: number; max: number } {
+  let min = Infinity;
+  let max = 0;
+  for (const v of values)
+    if (Number.isFinite(v) && v > 0) {
+      min = Math.min(min, v);
+      max = Math.max(max, v);
+    }
+  return max > 0 ? { min, max } : { min: 1, max: 10 };
+}
+
 export interface LineSeries {
   name: string;
   /** Sample times, virtual ns. */
@@ -52,6 +90,13 @@ export interface LineSeries {
   values: number[];
   color?: string;
   dashed?: boolean;
+}
+
+/** A vertical line at a moment of the run (migration start, switchover, a balloon command...). */
+export interface TimeMarker {
+  t_ns: number;
+  label: string;
+  color?: string;
 }
 
 export interface LineChartSpec {
@@ -65,6 +110,10 @@ export interface LineChartSpec {
   label?: string;
   width?: number;
   height?: number;
+  /** Event markers drawn as labelled vertical lines. */
+  markers?: TimeMarker[];
+  /** Log y axis: default by wantsLogScale (positive values spanning more than two decades); zeros are then not drawn. */
+  log?: boolean;
 }
 
 export interface BarGroup {
@@ -230,14 +279,17 @@ export function lineChartSVG(spec: LineChartSpec): string {
   const height = baseHeight + Math.max(0, top - 40);
   const maxT = maxAbs(spec.series.flatMap((s) => [s.t_ns[0] ?? 0, s.t_ns[s.t_ns.length - 1] ?? 0]));
   const ts = timeScale(maxT);
-  const ys = scaleFor(spec.unit, maxAbs(spec.series.flatMap((s) => s.values)));
+  const all = spec.series.flatMap((s) => s.values);
+  const log = spec.log ?? lineWantsLog(spec.series);
+  // A log axis takes raw values (each tick in its own unit); a linear one values in one scale.
+  const ys = log ? { div: 1, suffix: '' } : scaleFor(spec.unit, maxAbs(all));
   const series = spec.series.map((s, i) => {
     const color = s.color ?? PALETTE[i % PALETTE.length]!;
     const data: [number, number][] = [];
     const n = Math.min(s.t_ns.length, s.values.length);
     for (let k = 0; k < n; k++) {
       const v = s.values[k]!;
-      data.push([s.t_ns[k]! / ts.div, Number.isFinite(v) ? v / ys.div : NaN]);
+      data.push([s.t_ns[k]! / ts.div, Number.isFinite(v) && (!log || v > 0) ? v / ys.div : NaN]);
     }
     return {
       type: 'line',
@@ -249,6 +301,7 @@ export function lineChartSVG(spec: LineChartSpec): string {
       color,
       lineStyle: { width: 1.6, color, type: s.dashed ? 'dashed' : 'solid' },
       emphasis: { disabled: true },
+      ...(i === 0 && spec.markers?.length ? { markLine: markLines(spec.markers, ts) } : {}),
     };
   });
   return render(
@@ -271,8 +324,128 @@ export function lineChartSVG(spec: LineChartSpec): string {
         axisLabel: { color: AXIS_COLOR, fontSize: 11, hideOverlap: true, formatter: (v: number) => formatTick(v, ts) },
         splitLine: { show: true, lineStyle: { color: GRID_COLOR } },
       },
-      yAxis: valueAxis(ys),
+      yAxis: log ? logAxis(spec.unit, logBounds(positiveRange(all).min, positiveRange(all).max, logBase(spec.unit))) : valueAxis(ys),
       series,
+    },
+    spec.label,
+  );
+}
+
+/**
+ * The log rule for lines: the lines' peaks span more than two decades (one
+ * run's line would lie flat on the axis beside another's). A single line
+ * ramping up from near zero stays linear.
+ */
+export function lineWantsLog(series: { values: number[] }[]): boolean {
+  return wantsLogScale(series.map((s) => maxAbs(s.values.filter((v) => v > 0))));
+}
+
+/**
+ * Event markers as one markLine: markers at the same moment share a line
+ * (their labels joined), labels written along the line so that close
+ * moments do not overwrite each other.
+ */
+function markLines(markers: TimeMarker[], ts: Scale) {
+  const sorted = [...markers].sort((a, b) => a.t_ns - b.t_ns || (a.label < b.label ? -1 : a.label > b.label ? 1 : 0));
+  const lines = new Map<string, { x: number; labels: string[]; color: string }>();
+  for (const m of sorted) {
+    const color = m.color ?? '#6b7280';
+    const key = `${m.t_ns} ${color}`;
+    const e = lines.get(key);
+    if (!e) lines.set(key, { x: m.t_ns / ts.div, labels: [m.label], color });
+    else if (!e.labels.includes(m.label)) e.labels.push(m.label);
+  }
+  // A label repeated within 3 % of the time axis of the same label (the same event in several runs) is written once.
+  const span = Math.max(1e-9, ...[...lines.values()].map((e) => e.x));
+  const lastAt = new Map<string, number>();
+  return {
+    silent: true,
+    symbol: ['none', 'none'],
+    animation: false,
+    data: [...lines.values()].map((e) => {
+      const text = e.labels.filter((l) => {
+        const prev = lastAt.get(l);
+        lastAt.set(l, e.x);
+        return prev === undefined || e.x - prev > span * 0.03;
+      });
+      return {
+        xAxis: e.x,
+        lineStyle: { color: e.color, type: 'dashed', width: 1 },
+        label: { show: text.length > 0, position: 'insideEndTop', formatter: text.join(' / '), color: '#333a45', fontSize: 10 },
+      };
+    }),
+  };
+}
+
+export interface RunBarsSpec {
+  id: string;
+  /** One bar per run, top to bottom. */
+  runs: string[];
+  values: number[];
+  /** A colour per run (the run's colour in the over-time charts). */
+  colors?: string[];
+  unit: Unit;
+  label?: string;
+  width?: number;
+}
+
+/**
+ * One metric across a sweep's runs as horizontal bars, run names on the
+ * left (they fit however long), each value printed at the end of its bar.
+ * A sentinel (-1 as a time) is its word ("never") instead of a bar, a zero
+ * is "0"; values spanning more than two decades get a log axis.
+ */
+export function runBarsSVG(spec: RunBarsSpec): string {
+  const width = spec.width ?? 540;
+  const words = spec.values.map((v) => sentinelWord(spec.unit, v) ?? (Number.isFinite(v) ? undefined : 'n/a'));
+  const drawn = spec.values.filter((_, i) => words[i] === undefined);
+  const log = wantsLogScale(drawn);
+  const bounds = log ? logBounds(positiveRange(drawn).min, positiveRange(drawn).max, logBase(spec.unit)) : undefined;
+  const ys = log ? { div: 1, suffix: '' } : scaleFor(spec.unit, maxAbs(drawn));
+  const longest = Math.max(0, ...spec.runs.map((r) => textWidth(r, 11)));
+  const left = Math.min(Math.round(width * 0.45), Math.ceil(longest) + 16);
+  const valueWidth = Math.max(30, ...spec.values.map((v, i) => textWidth(words[i] ?? formatValue(v, spec.unit), 10)));
+  const rowHeight = 24;
+  const height = 12 + spec.runs.length * rowHeight + 30;
+  const data = spec.values.map((v, i) => {
+    const word = words[i];
+    const color = spec.colors?.[i] ?? PALETTE[0]!;
+    // No bar (a word, or a zero on a log axis): an invisible bar at the axis' start carries the label.
+    const bare = word !== undefined || (log && v <= 0);
+    const text = word ?? formatValue(v, spec.unit);
+    return {
+      value: bare ? (bounds ? bounds.min : 0) : v / ys.div,
+      itemStyle: { color: bare ? 'rgba(0,0,0,0)' : color },
+      label: { show: true, position: 'right', formatter: text, fontSize: 10, color: word ? '#7a2a1a' : '#333a45' },
+    };
+  });
+  return render(
+    spec.id,
+    width,
+    height,
+    {
+      animation: false,
+      backgroundColor: '#ffffff',
+      textStyle: { fontFamily: FONT, fontSize: 12 },
+      grid: { left, right: Math.ceil(valueWidth) + 12, top: 12, bottom: 30 },
+      yAxis: {
+        type: 'category',
+        inverse: true,
+        data: spec.runs,
+        axisLine: { lineStyle: { color: '#9aa0ab' } },
+        axisTick: { show: false },
+        axisLabel: { color: '#333a45', fontSize: 11, interval: 0 },
+      },
+      xAxis: {
+        ...(bounds ? logAxis(spec.unit, bounds) : valueAxis(ys)),
+        axisLabel: {
+          color: AXIS_COLOR,
+          fontSize: 10,
+          hideOverlap: true,
+          formatter: (v: number) => (bounds ? formatValue(v, spec.unit) : formatTick(v, ys)),
+        },
+      },
+      series: [{ type: 'bar', data, barMaxWidth: 16, emphasis: { disabled: true } }],
     },
     spec.label,
   );
@@ -284,7 +457,9 @@ export function barChartSVG(spec: BarChartSpec): string {
   const baseHeight = spec.height ?? CHART_HEIGHT;
   const names = spec.groups.map((g) => g.name);
   const { option, top } = baseOption(names.length > 1 ? names : [], width);
-  const ys = scaleFor(spec.unit, maxAbs(spec.groups.flatMap((g) => g.values)));
+  const all = spec.groups.flatMap((g) => g.values);
+  const log = wantsLogScale(all);
+  const ys = log ? { div: 1, suffix: '' } : scaleFor(spec.unit, maxAbs(all));
   const plotWidth = width - 108;
   const perCategory = plotWidth / Math.max(1, spec.categories.length);
   const longest = Math.max(0, ...spec.categories.map((c) => textWidth(c, 11)));
@@ -300,7 +475,7 @@ export function barChartSVG(spec: BarChartSpec): string {
     return {
       type: 'bar',
       name: g.name,
-      data: g.values.map((v) => (Number.isFinite(v) ? v / ys.div : NaN)),
+      data: g.values.map((v) => (Number.isFinite(v) && (!log || v > 0) ? v / ys.div : NaN)),
       color,
       itemStyle: { color },
       barMaxWidth: 48,
@@ -328,7 +503,7 @@ export function barChartSVG(spec: BarChartSpec): string {
         axisTick: { alignWithLabel: true, lineStyle: { color: '#9aa0ab' } },
         axisLabel: { color: AXIS_COLOR, fontSize: 11, interval: 0, rotate },
       },
-      yAxis: valueAxis(ys),
+      yAxis: log ? logAxis(spec.unit, logBounds(positiveRange(all).min, positiveRange(all).max, logBase(spec.unit))) : valueAxis(ys),
       series,
     },
     spec.label,
