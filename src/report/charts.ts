@@ -301,7 +301,7 @@ export function lineChartSVG(spec: LineChartSpec): string {
       color,
       lineStyle: { width: 1.6, color, type: s.dashed ? 'dashed' : 'solid' },
       emphasis: { disabled: true },
-      ...(i === 0 && spec.markers?.length ? { markLine: markLines(spec.markers, ts) } : {}),
+      ...(i === 0 && spec.markers?.length ? { markLine: markLines(spec.markers, ts, maxT > 0 ? maxT / ts.div : 1) } : {}),
     };
   });
   return render(
@@ -341,11 +341,31 @@ export function lineWantsLog(series: { values: number[] }[]): boolean {
 }
 
 /**
- * Event markers as one markLine: markers at the same moment share a line
- * (their labels joined), labels written along the line so that close
- * moments do not overwrite each other.
+ * One label for markers that fall together: `kind (who)` labels become the
+ * kinds once each and who in brackets, at most three named:
+ * "switchover / completed (vm0, vm1, vm2 +1)".
  */
-function markLines(markers: TimeMarker[], ts: Scale) {
+export function markerLabel(labels: string[]): string {
+  const kinds: string[] = [];
+  const who: string[] = [];
+  for (const l of labels) {
+    const m = /^(.*) \((.*)\)$/.exec(l);
+    const kind = m ? m[1]! : l;
+    if (!kinds.includes(kind)) kinds.push(kind);
+    if (m && !who.includes(m[2]!)) who.push(m[2]!);
+  }
+  const named = who.length > 3 ? `${who.slice(0, 3).join(', ')} +${who.length - 3}` : who.join(', ');
+  return `${kinds.join(' / ')}${who.length ? ` (${named})` : ''}`;
+}
+
+/**
+ * Event markers as one markLine: a dashed line per moment (and colour),
+ * labels written along the lines. Lines closer than 2 % of the time axis
+ * share one label (markerLabel) on the first of them, so that close
+ * moments (a switchover and its completion, the same event in several
+ * runs) do not write over each other.
+ */
+function markLines(markers: TimeMarker[], ts: Scale, axisMax: number) {
   const sorted = [...markers].sort((a, b) => a.t_ns - b.t_ns || (a.label < b.label ? -1 : a.label > b.label ? 1 : 0));
   const lines = new Map<string, { x: number; labels: string[]; color: string }>();
   for (const m of sorted) {
@@ -355,39 +375,49 @@ function markLines(markers: TimeMarker[], ts: Scale) {
     if (!e) lines.set(key, { x: m.t_ns / ts.div, labels: [m.label], color });
     else if (!e.labels.includes(m.label)) e.labels.push(m.label);
   }
-  // A label repeated within 3 % of the time axis of the same label (the same event in several runs) is written once.
-  const span = Math.max(1e-9, ...[...lines.values()].map((e) => e.x));
-  const lastAt = new Map<string, number>();
+  const clusters: { x: number; labels: string[]; color: string }[][] = [];
+  for (const e of lines.values()) {
+    const last = clusters[clusters.length - 1];
+    if (last && e.x - last[0]!.x <= axisMax * 0.02) last.push(e);
+    else clusters.push([e]);
+  }
   return {
     silent: true,
     symbol: ['none', 'none'],
     animation: false,
-    data: [...lines.values()].map((e) => {
-      const text = e.labels.filter((l) => {
-        const prev = lastAt.get(l);
-        lastAt.set(l, e.x);
-        return prev === undefined || e.x - prev > span * 0.03;
-      });
-      return {
+    data: clusters.flatMap((c) =>
+      c.map((e, i) => ({
         xAxis: e.x,
         lineStyle: { color: e.color, type: 'dashed', width: 1 },
-        label: { show: text.length > 0, position: 'insideEndTop', formatter: text.join(' / '), color: '#333a45', fontSize: 10 },
-      };
-    }),
+        label: {
+          show: i === 0,
+          position: 'insideEndTop',
+          formatter: i === 0 ? markerLabel(c.flatMap((x) => x.labels)) : '',
+          color: '#333a45',
+          fontSize: 10,
+        },
+      })),
+    ),
   };
 }
 
 export interface RunBarsSpec {
   id: string;
-  /** One bar per run, top to bottom. */
+  /** One row per run, top to bottom. */
   runs: string[];
-  values: number[];
-  /** A colour per run (the run's colour in the over-time charts). */
+  /** One value per run (one bar per row)... */
+  values?: number[];
+  /** ...or several bars per row, one per group (e.g. per VM), each a value per run, with a legend. */
+  groups?: { name: string; values: number[] }[];
+  /** A colour per run (the run's colour in the over-time charts), for a single bar per row. */
   colors?: string[];
   unit: Unit;
   label?: string;
   width?: number;
 }
+
+/** Colours of the groups within a row (VMs), apart from the runs' PALETTE colours. */
+export const GROUP_PALETTE = ['#2f4b7c', '#a05195', '#ff7c43', '#665191', '#d45087', '#ffa600', '#003f5c', '#f95d6a'];
 
 /**
  * One metric across a sweep's runs as horizontal bars, run names on the
@@ -397,28 +427,52 @@ export interface RunBarsSpec {
  */
 export function runBarsSVG(spec: RunBarsSpec): string {
   const width = spec.width ?? 540;
-  const words = spec.values.map((v) => sentinelWord(spec.unit, v) ?? (Number.isFinite(v) ? undefined : 'n/a'));
-  const drawn = spec.values.filter((_, i) => words[i] === undefined);
+  const groups = spec.groups ?? [{ name: '', values: spec.values ?? [] }];
+  const several = groups.length > 1;
+  const all = groups.flatMap((g) => g.values);
+  const wordOf = (v: number): string | undefined => sentinelWord(spec.unit, v) ?? (Number.isFinite(v) ? undefined : 'n/a');
+  const drawn = all.filter((v) => wordOf(v) === undefined);
   const log = wantsLogScale(drawn);
   const bounds = log ? logBounds(positiveRange(drawn).min, positiveRange(drawn).max, logBase(spec.unit)) : undefined;
   const ys = log ? { div: 1, suffix: '' } : scaleFor(spec.unit, maxAbs(drawn));
   const longest = Math.max(0, ...spec.runs.map((r) => textWidth(r, 11)));
   const left = Math.min(Math.round(width * 0.45), Math.ceil(longest) + 16);
-  const valueWidth = Math.max(30, ...spec.values.map((v, i) => textWidth(words[i] ?? formatValue(v, spec.unit), 10)));
-  const rowHeight = 24;
-  const height = 12 + spec.runs.length * rowHeight + 30;
-  const data = spec.values.map((v, i) => {
-    const word = words[i];
-    const color = spec.colors?.[i] ?? PALETTE[0]!;
-    // No bar (a word, or a zero on a log axis): an invisible bar at the axis' start carries the label.
-    const bare = word !== undefined || (log && v <= 0);
-    const text = word ?? formatValue(v, spec.unit);
-    return {
-      value: bare ? (bounds ? bounds.min : 0) : v / ys.div,
-      itemStyle: { color: bare ? 'rgba(0,0,0,0)' : color },
-      label: { show: true, position: 'right', formatter: text, fontSize: 10, color: word ? '#7a2a1a' : '#333a45' },
-    };
-  });
+  const valueWidth = Math.max(30, ...all.map((v) => textWidth(wordOf(v) ?? formatValue(v, spec.unit), 10)));
+  const legend = several
+    ? baseOption(
+        groups.map((g) => g.name),
+        width,
+      )
+    : undefined;
+  const top = legend ? legend.top : 12;
+  const barHeight = several ? 11 : 16;
+  const rowHeight = several ? groups.length * (barHeight + 2) + 10 : 24;
+  const height = top + spec.runs.length * rowHeight + 30;
+  const series = groups.map((g, gi) => ({
+    type: 'bar',
+    name: g.name,
+    barMaxWidth: barHeight,
+    barGap: '15%',
+    emphasis: { disabled: true },
+    color: several ? GROUP_PALETTE[gi % GROUP_PALETTE.length]! : PALETTE[0]!,
+    data: g.values.map((v, i) => {
+      const word = wordOf(v);
+      const color = several ? GROUP_PALETTE[gi % GROUP_PALETTE.length]! : (spec.colors?.[i] ?? PALETTE[0]!);
+      // No bar (a word, or a zero on a log axis): an invisible bar at the axis' start carries the label.
+      const bare = word !== undefined || (log && v <= 0);
+      return {
+        value: bare ? (bounds ? bounds.min : 0) : v / ys.div,
+        itemStyle: { color: bare ? 'rgba(0,0,0,0)' : color },
+        label: {
+          show: true,
+          position: 'right',
+          formatter: word ?? formatValue(v, spec.unit),
+          fontSize: several ? 9 : 10,
+          color: word ? '#7a2a1a' : '#333a45',
+        },
+      };
+    }),
+  }));
   return render(
     spec.id,
     width,
@@ -427,7 +481,8 @@ export function runBarsSVG(spec: RunBarsSpec): string {
       animation: false,
       backgroundColor: '#ffffff',
       textStyle: { fontFamily: FONT, fontSize: 12 },
-      grid: { left, right: Math.ceil(valueWidth) + 12, top: 12, bottom: 30 },
+      ...(legend ? { legend: legend.option['legend'] } : {}),
+      grid: { left, right: Math.ceil(valueWidth) + 12, top, bottom: 30 },
       yAxis: {
         type: 'category',
         inverse: true,
@@ -445,7 +500,7 @@ export function runBarsSVG(spec: RunBarsSpec): string {
           formatter: (v: number) => (bounds ? formatValue(v, spec.unit) : formatTick(v, ys)),
         },
       },
-      series: [{ type: 'bar', data, barMaxWidth: 16, emphasis: { disabled: true } }],
+      series,
     },
     spec.label,
   );

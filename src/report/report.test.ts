@@ -3,8 +3,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { barChartSVG, lineChartSVG } from './charts.ts';
-import { escapeHtml as esc, formatMetric, renderRunReport, renderSweepReport, runMarkers, runNames } from './report.ts';
+import { barChartSVG, lineChartSVG, markerLabel } from './charts.ts';
+import {
+  escapeHtml as esc,
+  formatMetric,
+  nearlySame,
+  perVmCharts,
+  renderRunReport,
+  renderSweepReport,
+  runMarkers,
+  runNames,
+} from './report.ts';
 import { UNIT_NAMES, unitOf } from './units.ts';
 import { fakeRun, fakeSweep } from './test_fixtures.ts';
 import { CHROMIUM, chromium, pageErrors } from '../testing/chromium.ts';
@@ -207,6 +216,28 @@ describe('renderSweepReport', () => {
     expect(runs.match(/<th[ >]/g)).toHaveLength(4); // #, run, thp, numa<bal>
   });
 
+  it('draws the same metric of several VMs in one chart, a bar per VM, and no chart for values within 1 %', () => {
+    expect(perVmCharts(['faults', 'vm.a.migration.ram.mbps', 'vm.b.migration.ram.mbps', 'vm.a.downtime_ns'])).toEqual([
+      { title: 'faults', keys: ['faults'] },
+      { title: 'vm.*.migration.ram.mbps', keys: ['vm.a.migration.ram.mbps', 'vm.b.migration.ram.mbps'] },
+      { title: 'vm.a.downtime_ns', keys: ['vm.a.downtime_ns'] },
+    ]);
+    expect(nearlySame([58_900, 58_901, 58_950])).toBe(true);
+    expect(nearlySame([100, 102])).toBe(false);
+    expect(nearlySame([0, 0])).toBe(true);
+    expect(nearlySame([5, -1])).toBe(false); // a sentinel is a difference worth showing
+    const p = fakeSweep();
+    p.sweep.runs.forEach((r, i) =>
+      Object.assign(r.final, { 'vm.a.migration.ram.mbps': 1000 * (i + 1), 'vm.b.migration.ram.mbps': 500 * (i + 1) }),
+    );
+    const out = renderSweepReport(p.sweep, p.runs);
+    const chart = out.slice(out.indexOf('<h3><code>vm.*.migration.ram.mbps</code></h3>'));
+    expect(chart.length).toBeLessThan(out.length);
+    const svg = chart.slice(0, chart.indexOf('</svg>'));
+    for (const t of ['>a<', '>b<', '>1 Gbit/s<', '>500 Mbit/s<', '>3 Gbit/s<']) expect(svg).toContain(t);
+    expect(out).not.toContain('<h3><code>vm.a.migration.ram.mbps</code></h3>');
+  });
+
   it('marks events on the over-time charts: shared ones once in grey, a run’s own in its colour', () => {
     const p = fakeSweep();
     p.runs.forEach((r, i) => {
@@ -220,9 +251,11 @@ describe('renderSweepReport', () => {
     const tp = svgs(out).find((x) => x.includes('aria-label="Total throughput over time"'))!;
     // migrate (shared, grey), then per run: a switchover, a completion and a balloon in its colour.
     expect(tp).toContain('>migrate (g)<');
-    expect(tp).toContain('>switchover (g)<');
-    // A run's completion and its balloon at the same moment share a line and a label.
-    expect(tp).toContain('>balloon (g) / completed (g)<');
+    // A run's switchover, completion and balloon 0.3 s apart on a 30 s axis share one label.
+    expect(tp).toContain('>switchover / balloon / completed (g)<');
+    expect(markerLabel(['switchover (vm0)', 'completed (vm0)', 'switchover (vm1)', 'completed (vm2)', 'migrate (vm3)', 'mbind'])).toBe(
+      'switchover / completed / migrate / mbind (vm0, vm1, vm2 +1)',
+    );
     expect(runMarkers(p.runs[1]!).map((m) => [m.t_ns, m.label])).toEqual([
       [5e9, 'migrate (g)'],
       [5e9 + 5e9 - 3e8, 'switchover (g)'],

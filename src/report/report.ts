@@ -718,6 +718,59 @@ function toc(items: [string, string][]): string {
   return `<nav class="toc"><b>Contents</b> ${items.map(([id, title]) => `<a href="#${esc(id)}">${esc(title)}</a>`).join(' · ')}</nav>`;
 }
 
+const VM_METRIC = /^(vm|process)\.([^.]+)\.(.+)$/;
+const vmOf = (k: string): string => VM_METRIC.exec(k)?.[2] ?? k;
+
+/** Values within 1 % of each other (a sentinel apart): worth a table row, not a chart. */
+export function nearlySame(vs: number[]): boolean {
+  const xs = vs.filter((v) => Number.isFinite(v));
+  if (xs.length !== vs.length || xs.some((v) => v === -1)) return false;
+  const max = Math.max(...xs.map(Math.abs));
+  return max === 0 || (Math.max(...xs) - Math.min(...xs)) / max < 0.01;
+}
+
+/**
+ * Charts for these metrics: one per metric, but the same metric of several
+ * VMs (`vm.NAME.migration.ram.mbps`) in one chart (`vm.*.migration.ram.mbps`)
+ * with a bar per VM in each run's row.
+ */
+export function perVmCharts(keys: string[]): { title: string; keys: string[] }[] {
+  const out: { title: string; keys: string[] }[] = [];
+  const byPattern = new Map<string, { title: string; keys: string[] }>();
+  for (const k of keys) {
+    const m = VM_METRIC.exec(k);
+    if (!m) {
+      out.push({ title: k, keys: [k] });
+      continue;
+    }
+    const title = `${m[1]}.*.${m[3]}`;
+    const c = byPattern.get(title);
+    if (c) c.keys.push(k);
+    else {
+      const chart = { title, keys: [k] };
+      byPattern.set(title, chart);
+      out.push(chart);
+    }
+  }
+  // A metric of a single VM keeps its own name.
+  return out.map((c) => (c.keys.length === 1 ? { title: c.keys[0]!, keys: c.keys } : c));
+}
+
+/** Metrics (rows, each with its unit) across the runs (columns); a metric the same in every run has a grey name. */
+function metricsTable(entries: SweepResult['runs'], names: string[], keys: string[]): string {
+  const rows = keys.map((k) => {
+    const vs = entries.map((e) => e.final?.[k] ?? NaN);
+    const same = entries.length > 1 && sameValues(vs);
+    return [
+      { html: `<code>${breakable(k)}</code>`, cls: same ? 'same' : '' },
+      { html: esc(UNIT_NAMES[unitOf(k)]), cls: 'unit' },
+      ...vs.map((v) => (Number.isNaN(v) ? num('—') : num(formatMetric(k, v), String(v)))),
+    ];
+  });
+  const head: Cell[] = [txt('metric'), txt('unit'), ...names.map((n) => ({ html: breakable(n), num: true }))];
+  return table(head, rows, 'wide metrics');
+}
+
 /**
  * A section per question (placement, migration, THP...): every metric of
  * it across the runs with its unit, and a bar chart per metric that differs
@@ -737,38 +790,33 @@ function sweepGroups(
   for (const { group, names: keys } of groupMetrics(metricKeys, summary)) {
     const id = `g-${group.id}`;
     contents.push([id, group.title]);
-    const rows = keys.map((k) => {
-      const vs = entries.map((e) => e.final?.[k] ?? NaN);
-      const same = entries.length > 1 && sameValues(vs);
-      return [
-        { html: `<code>${breakable(k)}</code>`, cls: same ? 'same' : '' },
-        { html: esc(UNIT_NAMES[unitOf(k)]), cls: 'unit' },
-        ...vs.map((v) => (Number.isNaN(v) ? num('—') : num(formatMetric(k, v), String(v)))),
-      ];
-    });
-    const head: Cell[] = [txt('metric'), txt('unit'), ...names.map((n) => ({ html: breakable(n), num: true }))];
-    const differing = entries.length > 1 ? keys.filter((k) => !sameValues(entries.map((e) => e.final?.[k] ?? NaN))) : [];
-    const bars = differing
-      .filter((k) => !chartedTwin(k, all))
-      .map((k) => {
-        const svg = runBarsSVG({
-          id: `sweep-bar-${chart++}`,
-          runs: names,
-          colors,
-          values: entries.map((e) => e.final?.[k] ?? NaN),
-          unit: unitOf(k),
-          label: k,
-        });
-        return `<figure>\n<h3><code>${esc(k)}</code></h3>\n${svg}\n</figure>`;
+    const differing = entries.length > 1 ? keys.filter((k) => !sameValues(entries.map((e) => e.final?.[k] ?? NaN))) : keys;
+    const same = keys.filter((k) => !differing.includes(k));
+    const charted = differing.filter((k) => !chartedTwin(k, all) && !nearlySame(entries.map((e) => e.final?.[k] ?? NaN)));
+    const bars = perVmCharts(charted).map(({ title, keys: ks }) => {
+      const values = (k: string): number[] => entries.map((e) => e.final?.[k] ?? NaN);
+      const svg = runBarsSVG({
+        id: `sweep-bar-${chart++}`,
+        runs: names,
+        colors,
+        ...(ks.length > 1 ? { groups: ks.map((k) => ({ name: vmOf(k), values: values(k) })) } : { values: values(ks[0]!) }),
+        unit: unitOf(ks[0]!),
+        label: title,
       });
-    const same = keys.length - differing.length;
+      return `<figure>\n<h3><code>${esc(title)}</code></h3>\n${svg}\n</figure>`;
+    });
+    // The metrics that differ, then (folded) those the same in every run: no chart for them.
+    const folded = same.length
+      ? `<details><summary>${same.length === keys.length ? 'All' : same.length} metric${same.length === 1 ? '' : 's'} of this section ${same.length === 1 ? 'is' : 'are'} the same in every run (no chart)</summary>\n${metricsTable(entries, names, same)}\n</details>`
+      : '';
     out.push(
       `<section id="${id}">`,
       `<h2>${esc(group.title)}</h2>`,
       `<p class="question">${esc(group.question)}</p>`,
-      table(head, rows, 'wide metrics'),
-      entries.length > 1 && same
-        ? `<p class="muted">${same === keys.length ? 'All' : same} of these ${same === 1 ? 'is' : 'are'} the same in every run (grey names): no chart.</p>`
+      differing.length ? metricsTable(entries, names, differing) : '',
+      folded,
+      differing.length > charted.length
+        ? `<p class="muted">No chart for ${differing.length - charted.length} metric${differing.length - charted.length === 1 ? '' : 's'} above: QEMU’s ms twin of a ns metric, or values within 1 % of each other.</p>`
         : '',
       bars.length ? `<div class="grid2">\n${bars.join('\n')}\n</div>` : '',
       '</section>',
@@ -936,13 +984,16 @@ export function renderSweepReport(s: SweepResult, runs: RunResult[] = []): strin
     : '<p class="muted">No swept parameters.</p>';
 
   // Runs by name, their swept values and the scenario's summary metrics; every metric is in the sections below.
+  // A summary too wide for the table's columns (more than 8 with the parameters) becomes a table of its own, a row per metric.
+  const summaryApart = paramKeys.length + summary.length > 8 && entries.length <= 10;
+  const inline = summaryApart ? [] : summary;
   const runTable = entries.length
     ? table(
         [
           { html: '#', num: true },
           txt('run'),
           ...paramKeys.map((k) => ({ html: breakable(k) })),
-          ...summary.map((k) => ({ html: `${breakable(k)}<br><span class="muted">${esc(UNIT_NAMES[unitOf(k)])}</span>`, num: true })),
+          ...inline.map((k) => ({ html: `${breakable(k)}<br><span class="muted">${esc(UNIT_NAMES[unitOf(k)])}</span>`, num: true })),
         ],
         entries.map((e, i) => [
           num(String(e.index)),
@@ -950,7 +1001,7 @@ export function renderSweepReport(s: SweepResult, runs: RunResult[] = []): strin
             html: `<span class="swatch" style="background:${colors[i]}"></span><a href="${esc(encodeURI(`${e.dir}/report.html`))}">${esc(names[i]!)}</a>`,
           },
           ...paramKeys.map((k) => txt(showParam(e.params?.[k]))),
-          ...summary.map((k) => {
+          ...inline.map((k) => {
             const v = e.final?.[k];
             return v === undefined ? num('—') : num(formatMetric(k, v), String(v));
           }),
@@ -1030,6 +1081,7 @@ export function renderSweepReport(s: SweepResult, runs: RunResult[] = []): strin
     swept,
     '<h2 id="runs">Runs</h2>',
     runTable,
+    summaryApart ? `<h3 class="group">The scenario’s summary metrics</h3>\n${metricsTable(entries, names, summary)}` : '',
     entries.length <= 1 ? '<p class="note">Only one run: nothing to compare.</p>' : '',
     groups.html,
     '<h2 id="over-time">Over time</h2>',
