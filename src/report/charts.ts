@@ -342,8 +342,8 @@ export function lineWantsLog(series: { values: number[] }[]): boolean {
 
 /**
  * One label for markers that fall together: `kind (who)` labels become the
- * kinds once each and who in brackets, at most three named:
- * "switchover / completed (vm0, vm1, vm2 +1)".
+ * kinds once each and who in brackets, at most two named:
+ * "switchover / completed (vm0, vm1 +2)".
  */
 export function markerLabel(labels: string[]): string {
   const kinds: string[] = [];
@@ -354,7 +354,8 @@ export function markerLabel(labels: string[]): string {
     if (!kinds.includes(kind)) kinds.push(kind);
     if (m && !who.includes(m[2]!)) who.push(m[2]!);
   }
-  const named = who.length > 3 ? `${who.slice(0, 3).join(', ')} +${who.length - 3}` : who.join(', ');
+  // Two names at most: the label runs along a line about 250 px long.
+  const named = who.length > 2 ? `${who.slice(0, 2).join(', ')} +${who.length - 2}` : who.join(', ');
   return `${kinds.join(' / ')}${who.length ? ` (${named})` : ''}`;
 }
 

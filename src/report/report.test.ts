@@ -129,6 +129,21 @@ describe('renderRunReport', () => {
     expect(html).toContain('1,500,000,000');
   });
 
+  it('files the final metrics under their question, each with its unit, and marks the events on the charts', () => {
+    expect(html).toContain('<nav class="toc">');
+    expect(html).toContain('<h3 id="g-thp" class="group">Huge pages (THP)</h3>');
+    expect(html).toContain('<a href="#g-placement">NUMA placement</a>');
+    const thp = html.slice(html.indexOf('id="g-thp"'), html.indexOf('</table>', html.indexOf('id="g-thp"')));
+    expect(thp).toContain('<code>anon_huge_bytes</code></td><td class="unit">bytes</td>');
+    expect(thp).not.toContain('<code>faults</code>');
+    const withEvents = fakeRun();
+    withEvents.events = [{ at_ns: 12e9, op: 'madvise', process: 'db', ret: 0, ns: 1000, pages_migrated: 0 }];
+    const out = renderRunReport(withEvents);
+    expect(svgs(out).every((svg) => svg.includes('>madvise<'))).toBe(true);
+    expect(out).toContain('Dashed vertical lines mark the run’s events');
+    expect(html).not.toContain('Dashed vertical lines');
+  });
+
   it('escapes names with <&>', () => {
     expect(html).not.toContain('vm<&>');
     expect(html).not.toContain('<sharing>');
@@ -254,7 +269,7 @@ describe('renderSweepReport', () => {
     // A run's switchover, completion and balloon 0.3 s apart on a 30 s axis share one label.
     expect(tp).toContain('>switchover / balloon / completed (g)<');
     expect(markerLabel(['switchover (vm0)', 'completed (vm0)', 'switchover (vm1)', 'completed (vm2)', 'migrate (vm3)', 'mbind'])).toBe(
-      'switchover / completed / migrate / mbind (vm0, vm1, vm2 +1)',
+      'switchover / completed / migrate / mbind (vm0, vm1 +2)',
     );
     expect(runMarkers(p.runs[1]!).map((m) => [m.t_ns, m.label])).toEqual([
       [5e9, 'migrate (g)'],
