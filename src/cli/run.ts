@@ -71,7 +71,10 @@ const report = { run: renderRunReport, sweep: renderSweepReport };
 const SIGNAL_EXIT = { SIGINT: 130, SIGTERM: 143 } as const;
 type StopSignal = keyof typeof SIGNAL_EXIT;
 
-export async function runCommand(file: string, o: { out?: string; workers: number; quiet?: boolean; smoke?: boolean }): Promise<void> {
+export async function runCommand(
+  file: string,
+  o: { out?: string; workers: number; quiet?: boolean; smoke?: boolean; snapshots?: boolean },
+): Promise<void> {
   const outDir = o.out ?? join('out', basename(file).replace(/\.ya?ml$/, '') + (o.smoke ? '-smoke' : ''));
   const rel = relative(process.cwd(), outDir) || '.';
   // SIGINT/SIGTERM stop the workers (sweep.ts) and end with what was kept; a second one ends at once.
@@ -94,7 +97,11 @@ export async function runCommand(file: string, o: { out?: string; workers: numbe
   const t0 = performance.now();
   let summary;
   try {
-    summary = await runScenarioFile(file, outDir, o.workers, report, progress?.events ?? {}, { smoke: o.smoke, signal: ctl.signal });
+    summary = await runScenarioFile(file, outDir, o.workers, report, progress?.events ?? {}, {
+      smoke: o.smoke,
+      snapshots: o.snapshots,
+      signal: ctl.signal,
+    });
   } catch (e) {
     if (!(e instanceof Interrupted)) throw e;
     progress?.stop();

@@ -167,7 +167,7 @@ async function runOnWorkers(
         });
         let reply: WorkerReply;
         try {
-          const task: WorkerTask = { file: loaded.file, index: i, smoke: load.smoke, port: port2 };
+          const task: WorkerTask = { file: loaded.file, index: i, smoke: load.smoke, snapshots: load.snapshots, port: port2 };
           reply = (await pool.run(task, { transferList: [port2] })) as WorkerReply;
         } finally {
           port1.close();
