@@ -189,12 +189,13 @@ program
   .option('--workers <n>', 'worker threads for sweeps (default: the number of cores)', String(defaultWorkers()))
   .option('--quiet', 'no progress output')
   .option('--smoke', "run the scenario's reduced form (its `smoke` values): a quick end-to-end check, not its answer")
+  .option('--snapshots', 'record memory maps for `memtwin view` (snapshots.json; sample.snapshots: true in every run)')
   .addHelpText('after', RUN_HELP)
   .action(async (file, o) => {
     const workers = Number(o.workers);
     if (!Number.isInteger(workers) || workers < 1)
       throw new InputError('--workers', undefined, undefined, undefined, `expected a positive integer, got "${o.workers}"`);
-    await runCommand(file, { out: o.out, workers, quiet: o.quiet, smoke: o.smoke });
+    await runCommand(file, { out: o.out, workers, quiet: o.quiet, smoke: o.smoke, snapshots: o.snapshots });
   });
 
 program
@@ -277,6 +278,17 @@ program
       );
     }
     console.log(`wrote ${o.report}`);
+  });
+
+program
+  .command('view')
+  .description('a local web view of result directories: runs, charts, memory maps, migrations (serves until Ctrl-C)')
+  .argument('[dirs...]', 'result directories to look in (default: out)')
+  .option('--port <n>', 'port to listen on (0: any free one)', '8080')
+  .option('--host <addr>', 'address to listen on; anything but loopback exposes the results to the network', '127.0.0.1')
+  .action(async (dirs, o) => {
+    const { viewCommand } = await import('../view/command.ts');
+    await viewCommand(dirs.length ? dirs : ['out'], o);
   });
 
 try {
