@@ -55,8 +55,10 @@ must exist, CPUs and nodes of the host, knob values the kernel accepts,
 mmap/mbind/set_mempolicy and QEMU's VM setup on a probe kernel.
 
 Outputs in --out DIR (default out/<scenario name>): result.json,
-timeseries.csv (summary.csv for a sweep), report.html, and runs/<id>/ for
-each run of a sweep. Rerunning a sweep into the same DIR keeps the runs that
+timeseries.csv (summary.csv for a sweep), report.html, snapshots.json (a
+run's migrations; with --snapshots, or sample.snapshots: true, its memory
+maps at the samples), and runs/<id>/ for each run of a sweep. memtwin view
+DIR shows them in a browser. Rerunning a sweep into the same DIR keeps the runs that
 already finished with the same inputs. JSON Schema for editors: memtwin schema.
 
 --smoke runs the scenario's reduced form: the values listed under \`smoke:\`

@@ -97,11 +97,11 @@ export const fmtNs = (ns) => formatValue(ns, 'ns');
 export const fmtBytes = (b) => formatValue(b, 'bytes');
 export const hex = (n) => '0x' + Math.round(n).toString(16);
 
-/** Does a set of positive values span three decades or more (a log axis shows them better)? */
-export function spansDecades(values) {
+/** Do the positive values span `ratio` (two decades) or more? A log axis shows them better: 4K's ms beside 1G's s. */
+export function spansDecades(values, ratio = 100) {
   const pos = values.filter((v) => v > 0);
   if (pos.length < 2) return false;
-  return Math.max(...pos) / Math.min(...pos) >= 1000;
+  return Math.max(...pos) / Math.min(...pos) >= ratio;
 }
 
 /** An axis label formatter in one scale for values up to `max`. */
@@ -146,7 +146,8 @@ export function timeChart(container, { title, metric, series, log, height, type 
   const max = Math.max(0, ...all.map(Math.abs));
   // Values are drawn in one display unit, so the axis's nice steps are nice in that unit (1, 2, 5 MiB, not 2^20).
   const sc = unit === 'ratio' ? { div: 0.01, suffix: ' %' } : scaleFor(unit, max);
-  let useLog = log ?? (spansDecades(all) && all.every((v) => v >= 0));
+  // Series get a log axis only at three decades: zeros (gaps on a log axis) are common in them.
+  let useLog = log ?? (spansDecades(all, 1000) && all.every((v) => v >= 0));
   const card = el('div', { class: 'card', 'data-chart': title });
   const logBtn = el('button', { class: 'small', title: 'logarithmic y axis' }, 'log');
   const head = el('div', { class: 'title' }, el('b', {}, title), el('span', {}, logBtn));
@@ -249,6 +250,16 @@ export function drawCursor(t) {
   }
 }
 cursor.on(drawCursor);
+
+/** Drop the charts drawn inside `container` (before it is drawn again). */
+export function disposeIn(container) {
+  for (let i = charts.length - 1; i >= 0; i--)
+    if (container.contains(charts[i].getDom())) {
+      charts[i].dispose();
+      charts.splice(i, 1);
+    }
+  container.replaceChildren();
+}
 
 /** Resize charts with the window. */
 window.addEventListener('resize', () => charts.forEach((c) => c.resize()));

@@ -21,7 +21,8 @@ import {
 import { chartKey, groupOf } from './groups.js';
 
 function flatten(o, prefix = '', out = {}) {
-  if (o && typeof o === 'object' && !Array.isArray(o)) {
+  // Arrays by index too, so a difference is named down to its field (vms.0.memdevs.0.type).
+  if (o && typeof o === 'object' && Object.keys(o).length) {
     for (const [k, v] of Object.entries(o)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
   } else out[prefix] = JSON.stringify(o);
   return out;
@@ -103,7 +104,10 @@ async function draw() {
         grid: { left: 80, right: 20, top: 30, bottom: 30 },
         tooltip: { trigger: 'axis', valueFormatter: (v) => fmtNs(v) },
         xAxis: { type: 'category', data: Array.from({ length: vcpus }, (_, v) => `vCPU ${v}`) },
-        yAxis: { type: log ? 'log' : 'value', axisLabel: { formatter: axisFormatter('ns', Math.max(...vals.flat())) } },
+        yAxis: {
+          type: log ? 'log' : 'value',
+          axisLabel: { formatter: log ? (v) => fmtNs(v) : axisFormatter('ns', Math.max(...vals.flat())) },
+        },
         series: vals.map((v, i) => ({
           name: names[i],
           type: 'bar',

@@ -4,6 +4,8 @@
 import {
   api,
   cursor,
+  disposeIn,
+  echarts,
   el,
   fail,
   fill,
@@ -18,7 +20,6 @@ import {
   timeChart,
   tip,
 } from './common.js';
-import { echarts } from './common.js';
 
 export const KIND_COLORS = {
   pristine: '#eef1f5',
@@ -74,24 +75,25 @@ function drawMap(canvas, snap, node, nodeInfo) {
   canvas.height = rows * px;
   const g = canvas.getContext('2d');
   const cellKinds = [];
+  const counts = new Int32Array(KINDS.length);
   for (let c = 0; c < cells; c++) {
-    const counts = new Map();
+    counts.fill(0);
     let u = 0;
     let movable = 0;
-    for (let i = c * per; i < Math.min(kind.length, (c + 1) * per); i++) {
-      counts.set(kind[i], (counts.get(kind[i]) ?? 0) + 1);
+    const hi = Math.min(kind.length, (c + 1) * per);
+    for (let i = c * per; i < hi; i++) {
+      counts[kind[i]]++;
       u += used[i];
       movable += mt[i];
     }
     let best = 0;
-    let bestN = -1;
-    for (const [k, n] of counts) if (n > bestN || (n === bestN && k > best)) [best, bestN] = [k, n];
+    for (let k = 1; k < counts.length; k++) if (counts[k] >= counts[best]) best = k;
     const name = KINDS[best];
     const frac = u / (per * 512);
     g.fillStyle = name === '4k' ? shade(KIND_COLORS['4k'], frac) : KIND_COLORS[name];
     g.fillRect((c % COLS) * px, Math.floor(c / COLS) * px, px, px);
     // Unmovable pageblocks get a dark corner, as /proc/pagetypeinfo would tell them apart.
-    if (movable < (Math.min(kind.length, (c + 1) * per) - c * per) / 2) {
+    if (movable < (hi - c * per) / 2) {
       g.fillStyle = '#000';
       g.fillRect((c % COLS) * px, Math.floor(c / COLS) * px, Math.max(1, px / 3), Math.max(1, px / 3));
     }
@@ -118,45 +120,54 @@ function drawMap(canvas, snap, node, nodeInfo) {
   return per;
 }
 
-function orderChart(container, title, snap, key) {
+/** A chart by order (0..MAX_PAGE_ORDER), made once; update(snap) redraws it for another snapshot. */
+function orderChart(container, title, key) {
   const card = el('div', { class: 'card', 'data-chart': title }, el('div', { class: 'title' }, el('b', {}, title)));
   const d = el('div', { class: 'chart' });
   card.append(d);
   container.append(card);
   const c = echarts.init(d);
-  const orders = snap.buddyinfo.map((_, o) => `${o} (${fmtBytes(4096 * 2 ** o)})`);
-  if (key === 'buddy')
-    c.setOption({
-      animation: false,
-      legend: { top: 0 },
-      grid: { left: 60, right: 10, top: 28, bottom: 50 },
-      tooltip: { trigger: 'axis' },
-      xAxis: { type: 'category', data: orders, axisLabel: { rotate: 30, fontSize: 10 } },
-      yAxis: { type: 'value', name: 'free blocks' },
-      series: [
-        ...MT.map((m) => ({ name: m, type: 'bar', stack: 'f', data: snap.free_by_migratetype[m] })),
-        {
-          name: 'never used',
-          type: 'bar',
-          stack: 'f',
-          data: snap.buddyinfo.map((n, o) => n - MT.reduce((a, m) => a + snap.free_by_migratetype[m][o], 0)),
-        },
-      ],
-    });
-  else
-    c.setOption({
-      animation: false,
-      legend: { top: 0 },
-      grid: { left: 60, right: 10, top: 28, bottom: 50 },
-      tooltip: { trigger: 'axis', valueFormatter: (v) => (v / 1000).toFixed(3) },
-      xAxis: { type: 'category', data: orders, axisLabel: { rotate: 30, fontSize: 10 } },
-      yAxis: { type: 'value', min: -1000, max: 1000, axisLabel: { formatter: (v) => (v / 1000).toFixed(1) } },
-      series: [
-        { name: 'extfrag_index', type: 'line', data: snap.extfrag_index },
-        { name: 'unusable_index', type: 'line', data: snap.unusable_index },
-      ],
-    });
   window.__charts.push(c);
+  const axis = (snap) => ({
+    type: 'category',
+    data: snap.buddyinfo.map((_, o) => `${o} (${fmtBytes(4096 * 2 ** o)})`),
+    axisLabel: { rotate: 30, fontSize: 10 },
+  });
+  return {
+    update(snap) {
+      if (key === 'buddy')
+        c.setOption({
+          animation: false,
+          legend: { top: 0 },
+          grid: { left: 60, right: 10, top: 28, bottom: 50 },
+          tooltip: { trigger: 'axis' },
+          xAxis: axis(snap),
+          yAxis: { type: 'value', name: 'free blocks' },
+          series: [
+            ...MT.map((m) => ({ name: m, type: 'bar', stack: 'f', data: snap.free_by_migratetype[m] })),
+            {
+              name: 'never used',
+              type: 'bar',
+              stack: 'f',
+              data: snap.buddyinfo.map((n, o) => n - MT.reduce((a, m) => a + snap.free_by_migratetype[m][o], 0)),
+            },
+          ],
+        });
+      else
+        c.setOption({
+          animation: false,
+          legend: { top: 0 },
+          grid: { left: 60, right: 10, top: 28, bottom: 50 },
+          tooltip: { trigger: 'axis', valueFormatter: (v) => (v / 1000).toFixed(3) },
+          xAxis: axis(snap),
+          yAxis: { type: 'value', min: -1000, max: 1000, axisLabel: { formatter: (v) => (v / 1000).toFixed(1) } },
+          series: [
+            { name: 'extfrag_index', type: 'line', data: snap.extfrag_index },
+            { name: 'unusable_index', type: 'line', data: snap.unusable_index },
+          ],
+        });
+    },
+  };
 }
 
 async function draw() {
@@ -201,7 +212,7 @@ async function draw() {
   const over = el('div', { class: 'charts' });
   m.append(el('h2', {}, 'Over time'), over);
   const drawOver = () => {
-    over.replaceChildren();
+    disposeIn(over);
     const ni = s.nodes.findIndex((n) => n.id === node);
     const per = (f) => s.phys.map((p) => f(p[ni]));
     timeChart(over, {
@@ -239,6 +250,7 @@ async function draw() {
     });
   };
   function render() {
+    const t0 = performance.now();
     const i = index();
     const ni = s.nodes.findIndex((n) => n.id === node);
     const snap = s.phys[i][ni];
@@ -267,10 +279,12 @@ async function draw() {
         { attrs: { 'data-testid': 'phys-counts' } },
       ),
     );
-    at.replaceChildren();
-    orderChart(at, 'free blocks by order and migratetype (buddyinfo, pagetypeinfo)', snap, 'buddy');
-    orderChart(at, 'fragmentation index by order (extfrag_index, unusable_index)', snap, 'frag');
+    buddy.update(snap);
+    frag.update(snap);
+    window.__renderMs = performance.now() - t0; // for the browser tests and people measuring
   }
+  const buddy = orderChart(at, 'free blocks by order and migratetype (buddyinfo, pagetypeinfo)', 'buddy');
+  const frag = orderChart(at, 'fragmentation index by order (extfrag_index, unusable_index)', 'frag');
   render();
   drawOver();
   nodeSel.addEventListener('change', drawOver);
