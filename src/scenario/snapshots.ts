@@ -151,6 +151,13 @@ export interface MigrationSnap {
   /** The content check: pages that did not arrive with the source's content, and the first few. */
   content_check?: { pages_differing: number; differing: { block: string; offset: number; src: number; dst: number }[] };
   postcopy?: PostcopySnap;
+  /**
+   * Progress at every sample while the migration runs (and once after it
+   * ends): RAM bytes sent (pages and stream markers, both phases), the part
+   * sent after the switchover, what remained dirty, page requests so far.
+   * Rates are the differences between samples.
+   */
+  progress: { t_ns: number[]; ram_bytes: number[]; postcopy_bytes: number[]; remaining_bytes: number[]; postcopy_requests: number[] };
 }
 
 export interface PostcopySnap {
@@ -467,10 +474,13 @@ export interface SnapshotSources {
   vms: VmRt[];
 }
 
+type Progress = MigrationSnap['progress'];
+
 /** Records snapshots at the run's samples; `data` is complete after finish(). */
 export class SnapshotRecorder {
   readonly data: RunSnapshots;
   private sampleIndex = 0;
+  private readonly progress = new Map<VmRt, Progress>();
 
   constructor(
     private readonly k: Kernel,
@@ -493,8 +503,32 @@ export class SnapshotRecorder {
     };
   }
 
+  /** The migrations' counters now: plain fields, read at the samples (a timer of its own would move the charges of faulting loops, which run until the next event). */
+  private readProgress(): void {
+    for (const rt of this.src.vms) {
+      const mig = rt.mig;
+      if (!mig?.ram) continue;
+      let p = this.progress.get(rt);
+      if (!p) {
+        p = { t_ns: [], ram_bytes: [], postcopy_bytes: [], remaining_bytes: [], postcopy_requests: [] };
+        this.progress.set(rt, p);
+      }
+      const t = this.k.clock.now() - this.t0;
+      const last = p.t_ns.length - 1;
+      // Once it has ended, one more reading and no more.
+      if (last >= 0 && mig.endTime > 0 && mig.endTime - this.t0 < p.t_ns[last]!) continue;
+      if (last >= 0 && p.t_ns[last] === t) continue;
+      p.t_ns.push(t);
+      p.ram_bytes.push(mig.ram.bytes);
+      p.postcopy_bytes.push(mig.postcopy?.stats.bytes ?? 0);
+      p.remaining_bytes.push(mig.ram.remainingBytes);
+      p.postcopy_requests.push(mig.postcopy?.stats.requests ?? 0);
+    }
+  }
+
   /** Called at every sample of the series (the last one too, even off the stride). */
   sample(last = false): void {
+    this.readProgress();
     const i = this.sampleIndex++;
     if (!this.data.maps || (i % this.data.stride !== 0 && !last)) return;
     const t = this.k.clock.now() - this.t0;
@@ -541,13 +575,17 @@ export class SnapshotRecorder {
   /** At the end of the run: the migrations' records. */
   finish(): RunSnapshots {
     const end = this.k.clock.now();
-    this.data.migrations = this.src.vms.flatMap((rt) => (rt.mig ? [migrationSnapshot(rt, this.t0, end)] : []));
+    this.readProgress();
+    const none = (): Progress => ({ t_ns: [], ram_bytes: [], postcopy_bytes: [], remaining_bytes: [], postcopy_requests: [] });
+    this.data.migrations = this.src.vms.flatMap((rt) =>
+      rt.mig ? [{ ...migrationSnapshot(rt, this.t0, end), progress: this.progress.get(rt) ?? none() }] : [],
+    );
     return this.data;
   }
 }
 
 /** A VM's migration: phases, syncs, the content check, and postcopy's faults. */
-export function migrationSnapshot(rt: VmRt, t0: number, runEnd: number): MigrationSnap {
+export function migrationSnapshot(rt: VmRt, t0: number, runEnd: number): Omit<MigrationSnap, 'progress'> {
   const mig = rt.mig!;
   const rel = (t: number): number => t - t0;
   const start = mig.startTime;
@@ -567,7 +605,7 @@ export function migrationSnapshot(rt: VmRt, t0: number, runEnd: number): Migrati
       phase('postcopy-active', mig.guestResumedAt, ended);
     } else phase('device', mig.downtimeStart, ended);
   }
-  const out: MigrationSnap = {
+  const out: Omit<MigrationSnap, 'progress'> = {
     vm: rt.spec.name,
     status: mig.status,
     start_ns: rel(start),

@@ -82,6 +82,21 @@ describe('the view server', () => {
     expect(ix.runs.every((r) => r.snapshots)).toBe(true);
   });
 
+  it("records each migration's progress at the run's samples, counters that only grow", () => {
+    for (const sub of ['postcopy/runs/000-pages=4K', 'postcopy/runs/001-pages=1G']) {
+      const r = JSON.parse(readFileSync(join(dir, sub, 'result.json'), 'utf8')) as { series: { t_ns: number[] } };
+      const mig = snapshotsOf(sub).migrations[0]!;
+      const p = mig.progress;
+      expect(p.t_ns.length, sub).toBeGreaterThan(2);
+      // at the samples (no timer of its own: an event of its own would move where faulting loops charge their time)
+      for (const t of p.t_ns) expect(r.series.t_ns, sub).toContain(t);
+      for (const key of ['ram_bytes', 'postcopy_bytes', 'postcopy_requests'] as const)
+        p[key].forEach((v, i) => i && expect(v, `${sub} ${key}`).toBeGreaterThanOrEqual(p[key][i - 1]!));
+      expect(p.postcopy_bytes.at(-1), sub).toBe(mig.postcopy!.bytes);
+      expect(p.postcopy_requests.at(-1), sub).toBe(mig.postcopy!.requests);
+    }
+  });
+
   it('serves results only through its index, and nothing outside its pages', async () => {
     expect((await get(`/api/result${q(ids.thp)}`)).status).toBe(200);
     expect((await get(`/api/result${q('0:../../etc')}`)).status).toBe(404);

@@ -228,14 +228,42 @@ async function draw() {
         xmax: r.duration_ns,
         series: [{ name: 'main channel', t_ns: r.series.t_ns, values: main_ }],
       });
-    if (mig.syncs.length) {
-      const t = mig.syncs.map((s) => s.at_ns);
+    // Progress read at the run's samples: bytes/s of each stream, what remained dirty, page requests/s.
+    const pr = mig.progress;
+    const markers = mig.phases.map((p) => ({ t_ns: p.from_ns, name: p.name }));
+    const st = mig.syncs.map((s) => s.at_ns);
+    if (pr && pr.t_ns.length > 1) {
+      const rate = (arr) => arr.map((v, i) => (i === 0 ? null : ((v - arr[i - 1]) * 1e9) / Math.max(1, pr.t_ns[i] - pr.t_ns[i - 1])));
       timeChart(charts, {
-        title: 'remaining at each sync',
+        title: 'RAM sent, bytes/s (all; of which after the switchover)',
+        metric: 'x_bytes_per_s',
+        xmax: r.duration_ns,
+        markers,
+        series: [
+          { name: 'RAM sent', t_ns: pr.t_ns, values: rate(pr.ram_bytes) },
+          { name: 'after the switchover', t_ns: pr.t_ns, values: rate(pr.postcopy_bytes) },
+        ],
+      });
+      timeChart(charts, {
+        title: 'remaining dirty (at the samples; points: at the syncs)',
         metric: 'remaining_bytes',
         xmax: r.duration_ns,
-        series: [{ name: 'remaining', t_ns: t, values: mig.syncs.map((s) => s.remaining_bytes) }],
+        markers,
+        series: [
+          { name: 'remaining', t_ns: pr.t_ns, values: pr.remaining_bytes },
+          { name: 'at syncs', t_ns: st, values: mig.syncs.map((s) => s.remaining_bytes) },
+        ],
       });
+      if (pc)
+        timeChart(charts, {
+          title: 'postcopy page requests per second',
+          metric: 'requests_per_s',
+          xmax: r.duration_ns,
+          markers,
+          series: [{ name: 'requests', t_ns: pr.t_ns, values: rate(pr.postcopy_requests) }],
+        });
+    }
+    if (mig.syncs.length > 1) {
       // Pages a sync found dirty over the time since the previous sync (none for syncs at the same instant).
       const rate = mig.syncs.map((s, i) => {
         const dt = i === 0 ? 0 : s.at_ns - mig.syncs[i - 1].at_ns;
@@ -246,7 +274,8 @@ async function draw() {
           title: 'dirty rate between syncs',
           metric: 'dirty_bytes_per_s',
           xmax: r.duration_ns,
-          series: [{ name: 'dirty rate', t_ns: t, values: rate }],
+          markers,
+          series: [{ name: 'dirty rate', t_ns: st, values: rate }],
         });
     }
     if (pc) {
