@@ -177,7 +177,10 @@ export function timeChart(container, { title, metric, series, log, height, type 
     xAxis: { type: 'value', name: 'ms', nameGap: 4, min: 0, max: tmax / 1e6, axisLabel: { hideOverlap: true } },
     yAxis: {
       type: useLog ? 'log' : 'value',
-      axisLabel: { formatter: (v) => (unit === 'ratio' ? `${Number(v.toPrecision(6))} %` : formatTick(v, sc)) },
+      // A log axis spans several units: each tick in its own (1 ms, 10 ms, 1 s); a linear one in one unit.
+      axisLabel: {
+        formatter: (v) => (useLog ? formatValue(v * sc.div, unit) : unit === 'ratio' ? `${Number(v.toPrecision(6))} %` : formatTick(v, sc)),
+      },
     },
     dataZoom: [
       { type: 'inside', xAxisIndex: 0, filterMode: 'none' },
