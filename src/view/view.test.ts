@@ -11,6 +11,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:f
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:net';
+import { spawn, spawnSync } from 'node:child_process';
 import { request, type Server } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import type { Browser, Page } from 'playwright-core';
@@ -129,6 +130,36 @@ describe('the view server', () => {
 
 if (!BROWSER || !existsSync(BROWSER))
   console.warn('view.test: chromium not found (run scripts/install-chromium.sh): skipping the browser tests');
+describe('memtwin view, the command', () => {
+  const bin = fileURLToPath(new URL('../../bin/memtwin.js', import.meta.url));
+
+  it('warns when told to listen beyond loopback, prints the URL, and ends quietly with 130 on SIGINT', async () => {
+    const child = spawn(process.execPath, [bin, 'view', dir, '--host', '0.0.0.0', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (c) => (out += c));
+    child.stderr.on('data', (c) => (err += c));
+    const exited = new Promise<number | null>((ok) => child.on('exit', (code) => ok(code)));
+    // Wait for the URL, then interrupt it as Ctrl-C would.
+    for (let i = 0; i < 600 && !/http:\/\/0\.0\.0\.0:\d+\//.test(out); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(out).toMatch(/^memtwin view: 3 runs, 1 sweeps under /);
+    expect(err).toContain('memtwin: warning: --host 0.0.0.0 is not a loopback address');
+    child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    expect(err).not.toMatch(/Error|at .*\.ts:/);
+  }, 120_000);
+
+  it('refuses a directory that is not there and a port out of range, exit status 2', () => {
+    const a = spawnSync(process.execPath, [bin, 'view', join(dir, 'nothing-here')], { encoding: 'utf8' });
+    expect([a.status, a.stderr.trim()]).toEqual([
+      2,
+      `memtwin: ${join(dir, 'nothing-here')}: expected a directory of results (memtwin run --out DIR)`,
+    ]);
+    const b = spawnSync(process.execPath, [bin, 'view', dir, '--port', '70000'], { encoding: 'utf8' });
+    expect([b.status, b.stderr.trim()]).toEqual([2, 'memtwin: --port: expected a port number 0 to 65535, got "70000"']);
+  });
+});
+
 describe.skipIf(!BROWSER || !existsSync(BROWSER))(`memtwin view in chromium (${BROWSER ?? 'not found'})`, () => {
   let browser: Browser;
   beforeAll(async () => {
