@@ -16,12 +16,12 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import { isIP } from 'node:net';
 import { transformSync } from 'esbuild';
+import { fromRoot } from '../util/paths.ts';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const PAGES_DIR = join(HERE, 'pages');
+// From the package root, not this module: bundled (dist/), the module is elsewhere; the pages and units.ts are not bundled.
+const PAGES_DIR = fromRoot('src', 'view', 'pages');
 /** Directory levels searched below each DIR for result.json files (a sweep's runs are at DIR/runs/ID). */
 const MAX_DEPTH = 6;
 
@@ -222,7 +222,7 @@ let unitsJs: string | undefined;
 /** src/report/units.ts for the browser: the units of the static report, stripped of types. */
 function unitsModule(): string {
   if (unitsJs === undefined) {
-    const base = join(HERE, '..', 'report', 'units');
+    const base = fromRoot('src', 'report', 'units');
     const js = `${base}.js`;
     unitsJs = existsSync(js)
       ? readFileSync(js, 'utf8')

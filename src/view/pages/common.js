@@ -1,7 +1,7 @@
 // What every page of `memtwin view` shares: the API, the navigation bar,
 // units (the static report's, src/report/units.ts), charts and the time cursor.
 import * as echarts from '/vendor/echarts.js';
-import { formatValue, scaleFor, formatTick, unitOf } from '/static/units.js';
+import { formatValue, scaleFor, formatTick, sentinelWord, unitOf } from '/static/units.js';
 
 export { echarts };
 
@@ -69,28 +69,16 @@ export function runLabel(r) {
   return p.length ? p.map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`).join(', ') : r.run;
 }
 
-// QEMU's query-migrate fields keep QEMU's units: times in ms, ram.* in bytes or pages, mbps in Mbit/s.
-const QEMU_MS = /migration\.(total-time|downtime|setup-time|expected-downtime)$/;
-const QEMU_BYTES =
-  /migration\.ram\.(transferred|remaining|total|normal-bytes|page-size|precopy-bytes|downtime-bytes|postcopy-bytes|multifd-bytes)$/;
-const QEMU_PAGES_RATE = /migration\.ram\.dirty-pages-rate$/;
-
-/** How to show a metric: its unit (units.ts) and the factor to its base unit. */
+/** How to show a metric: its unit from the static report's table (units.ts: QEMU's ms, bytes, pages/s and Mbit/s too). */
 export function metricUnit(name) {
-  if (QEMU_MS.test(name)) return { unit: 'ns', mult: 1e6 };
-  if (QEMU_BYTES.test(name)) return { unit: 'bytes', mult: 1 };
-  if (QEMU_PAGES_RATE.test(name)) return { unit: 'rate', mult: 1 };
-  if (/migration\.ram\.mbps$/.test(name)) return { unit: 'rate', mult: 1e6, bits: true };
   return { unit: unitOf(name), mult: 1 };
 }
 
-/** A metric's value with its unit; "never" for the -1 of a time that did not happen. */
+/** A metric's value with its unit; a word for a sentinel ("never" for the -1 of a time that did not happen). */
 export function fmt(name, v) {
   if (v === undefined || v === null) return '—';
-  if (v === -1 && /(_ns|time_to_)/.test(name)) return 'never';
-  const u = metricUnit(name);
-  const s = formatValue(v * u.mult, u.unit);
-  return u.bits ? s.replace('/s', 'bit/s') : s;
+  const unit = unitOf(name);
+  return sentinelWord(unit, v) ?? formatValue(v, unit);
 }
 
 export const fmtNs = (ns) => formatValue(ns, 'ns');
