@@ -194,13 +194,14 @@ program
     '--shard <I/N>',
     'run only shard I (0-based) of N of the sweep, into out/<scenario>-shard-I-of-N unless --out; memtwin merge joins them',
   )
+  .option('--snapshots', 'record memory maps for `memtwin view` (snapshots.json; sample.snapshots: true in every run)')
   .addHelpText('after', RUN_HELP)
   .action(async (file, o) => {
     const workers = Number(o.workers);
     if (!Number.isInteger(workers) || workers < 1)
       throw new InputError('--workers', undefined, undefined, undefined, `expected a positive integer, got "${o.workers}"`);
     const shard = o.shard === undefined ? undefined : parseShard(o.shard);
-    await runCommand(file, { out: o.out, workers, quiet: o.quiet, smoke: o.smoke, shard });
+    await runCommand(file, { out: o.out, workers, quiet: o.quiet, smoke: o.smoke, shard, snapshots: o.snapshots });
   });
 
 program
@@ -291,6 +292,17 @@ program
       );
     }
     console.log(`wrote ${o.report}`);
+  });
+
+program
+  .command('view')
+  .description('a local web view of result directories: runs, charts, memory maps, migrations (serves until Ctrl-C)')
+  .argument('[dirs...]', 'result directories to look in (default: out)')
+  .option('--port <n>', 'port to listen on (0: any free one)', '8080')
+  .option('--host <addr>', 'address to listen on; anything but loopback exposes the results to the network', '127.0.0.1')
+  .action(async (dirs, o) => {
+    const { viewCommand } = await import('../view/command.ts');
+    await viewCommand(dirs.length ? dirs : ['out'], o);
   });
 
 try {

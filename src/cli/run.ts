@@ -56,8 +56,10 @@ must exist, CPUs and nodes of the host, knob values the kernel accepts,
 mmap/mbind/set_mempolicy and QEMU's VM setup on a probe kernel.
 
 Outputs in --out DIR (default out/<scenario name>): result.json,
-timeseries.csv (summary.csv for a sweep), report.html, and runs/<id>/ for
-each run of a sweep. Rerunning a sweep into the same DIR keeps the runs that
+timeseries.csv (summary.csv for a sweep), report.html, snapshots.json (a
+run's migrations; with --snapshots, or sample.snapshots: true, its memory
+maps at the samples), and runs/<id>/ for each run of a sweep. memtwin view
+DIR shows them in a browser. Rerunning a sweep into the same DIR keeps the runs that
 already finished with the same inputs. JSON Schema for editors: memtwin schema.
 
 --shard I/N runs shard I (0-based) of N of a sweep: runs I, I+N, I+2N, ...
@@ -97,7 +99,7 @@ type StopSignal = keyof typeof SIGNAL_EXIT;
 
 export async function runCommand(
   file: string,
-  o: { out?: string; workers: number; quiet?: boolean; smoke?: boolean; shard?: ShardSpec },
+  o: { out?: string; workers: number; quiet?: boolean; smoke?: boolean; shard?: ShardSpec; snapshots?: boolean },
 ): Promise<void> {
   const whole = defaultOutDir(file, o.smoke);
   const outDir = o.out ?? (o.shard ? shardDirName(whole, o.shard) : whole);
@@ -124,6 +126,7 @@ export async function runCommand(
   try {
     summary = await runScenarioFile(file, outDir, o.workers, report, progress?.events ?? {}, {
       smoke: o.smoke,
+      snapshots: o.snapshots,
       signal: ctl.signal,
       shard: o.shard,
     });

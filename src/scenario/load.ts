@@ -82,6 +82,8 @@ function slug(v: unknown): string {
 export interface LoadOptions {
   /** Run the scenario's reduced form: its `smoke` values are set over every run, after the sweep's. */
   smoke?: boolean;
+  /** Record memory maps for `memtwin view` in every run (`sample.snapshots: true`). */
+  snapshots?: boolean;
 }
 
 export function loadScenario(file: string, text?: string, opts: LoadOptions = {}): LoadedScenario {
@@ -169,6 +171,7 @@ export function loadScenario(file: string, text?: string, opts: LoadOptions = {}
       }
     });
   }
+  if (opts.snapshots) for (const r of runs) r.scenario = { ...r.scenario, sample: { ...r.scenario.sample, snapshots: true } };
   return { file, base, runs, swept, source: src };
 }
 

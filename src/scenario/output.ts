@@ -100,12 +100,23 @@ export const RUN_FILES = ['timeseries.csv', 'report.html', 'result.json'] as con
 /** A sweep's own outputs, same rule. */
 export const SWEEP_FILES = ['summary.csv', 'report.html', 'result.json'] as const;
 
+/**
+ * A run's snapshots (`memtwin view`'s maps and migrations) go to
+ * snapshots.json, not result.json, and are dropped from `r` once written:
+ * a sweep keeps every run's result in memory for its report.
+ */
+export const SNAPSHOTS_FILE = 'snapshots.json';
+
 export function writeRun(dir: string, r: RunResult, report: ReportRenderer): void {
+  const { snapshots, ...result } = r;
+  if (!snapshots) rmSync(join(dir, SNAPSHOTS_FILE), { force: true });
   writeSet(dir, [
-    ['timeseries.csv', seriesCsv(r)],
-    ['report.html', report.run(r)],
-    ['result.json', JSON.stringify(r, null, 1) + '\n'],
+    ['timeseries.csv', seriesCsv(result)],
+    ['report.html', report.run(result)],
+    ...(snapshots ? [[SNAPSHOTS_FILE, JSON.stringify(snapshots) + '\n'] as [string, string]] : []),
+    ['result.json', JSON.stringify(result, null, 1) + '\n'],
   ]);
+  delete r.snapshots;
 }
 
 export function writeSweep(dir: string, s: SweepResult, runs: RunResult[], report: ReportRenderer): void {

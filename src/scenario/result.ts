@@ -3,6 +3,7 @@
  * the sweep summary read only this; nothing here depends on how it was
  * computed.
  */
+import type { RunSnapshots } from './snapshots.ts';
 
 export interface SeriesData {
   /** Sample times, virtual nanoseconds since the start of the run. */
@@ -177,6 +178,11 @@ export interface RunResult {
   warnings?: string[];
   /** The host kernel's log lines of the run (the OOM killer's, as Linux 6.18 prints them), when there are any. */
   dmesg?: string[];
+  /**
+   * What `memtwin view` draws (snapshots.ts), with `sample.snapshots`:
+   * written to snapshots.json beside result.json, never into it.
+   */
+  snapshots?: RunSnapshots;
 }
 
 /** DIR/result.json of a sweep: every run's identity and final metrics. */

@@ -40,6 +40,7 @@ import {
 } from './vms.ts';
 import { inputDigests } from './inputs.ts';
 import { addVmPsiGroup, pressureFinal, pressureSampler, startSwap } from './pressure.ts';
+import { SnapshotRecorder, expectedSamples } from './snapshots.ts';
 import { SparseBitmap } from '../util/sparse_bitmap.ts';
 
 export const MEMTWIN_VERSION = '0.1.0';
@@ -220,7 +221,9 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   // The sampler is scheduled first, so its sample at t0 is the baseline before any access.
   if (s.swap) k.psi.startAvgsWork();
   const sampled = progress && ((f: number) => progress(f, k.events.executed));
-  const series = sampler(k, s, procs, threads, agents, t0, end, sampled, vms, cgroups, pressure);
+  // What `memtwin view` draws (snapshots.ts): memory maps at the samples when asked, and migrations.
+  const snap = new SnapshotRecorder(k, { procs, vms }, t0, expectedSamples(s.duration, s.sample.interval), s.sample.snapshots === true);
+  const series = sampler(k, s, procs, threads, agents, t0, end, sampled, vms, cgroups, pressure, snap);
   // The threads start together; from then on the scheduler runs each on a CPU of its mask (kernel/sched).
   for (const wt of threads) {
     wt.until = end;
@@ -231,6 +234,8 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
 
   k.events.runUntil(end);
   series.sample();
+  snap.sample(true);
+  const snapshots = snap.finish();
   vmEvents.close();
   const events = [...eventLog, ...vmEvents.log, ...oomEvents(k, t0)].sort((a, b) => a.at_ns - b.at_ns);
   threadWarnings(k, threads, threadPaths, rep);
@@ -262,6 +267,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
     series: series.data,
     ...(warnings.length ? { warnings } : {}),
     ...(k.oom.dmesg.length ? { dmesg: [...k.oom.dmesg] } : {}),
+    ...(snapshots.maps || snapshots.migrations.length ? { snapshots } : {}),
   };
 }
 
@@ -609,6 +615,7 @@ function sampler(
   vms: VmRt[] = [],
   cgroups: Map<string, MemCgroup> = new Map(),
   pressure?: (col: (name: string) => number[]) => void,
+  snap?: SnapshotRecorder,
 ) {
   const data: SeriesData = { t_ns: [], metrics: {} };
   const col = (name: string): number[] => (data.metrics[name] ??= []);
@@ -700,6 +707,7 @@ function sampler(
     }
     pressure?.(col);
     lastT = now;
+    snap?.sample();
     progress?.((now - t0) / (end - t0));
   };
   const interval = Math.max(1, s.sample.interval);

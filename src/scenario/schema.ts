@@ -723,6 +723,12 @@ export const scenarioSchema = z.strictObject({
       interval: durationIn(LIMITS.minSampleIntervalNs, LIMITS.maxDurationNs)
         .default(10_000_000)
         .describe('virtual time between two samples, 1us to 3600s, and at most 10000 samples in a run (duration / interval)'),
+      snapshots: z
+        .boolean()
+        .optional()
+        .describe(
+          'record memory maps for `memtwin view` in snapshots.json (per node and per address space, at the samples, at most 120 a run; they cost CPU time); default false (`memtwin run --snapshots` sets it)',
+        ),
     })
     .default({ interval: 10_000_000 }),
   processes: z.array(processSchema).default([]).describe('host processes (at least one process or VM)'),

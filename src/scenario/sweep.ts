@@ -218,7 +218,7 @@ async function runOnWorkers(
         port1.on('message', (m: ProgressMessage | typeof PROGRESS_END) => (m === PROGRESS_END ? drain() : progress(m)));
         let reply: WorkerReply;
         try {
-          const task: WorkerTask = { file: loaded.file, index: i, smoke: load.smoke, port: port2 };
+          const task: WorkerTask = { file: loaded.file, index: i, smoke: load.smoke, snapshots: load.snapshots, port: port2 };
           reply = (await pool.run(task, { transferList: [port2] })) as WorkerReply;
           await Promise.race([drained, setTimeout(DRAIN_MS, undefined, { ref: false })]);
         } finally {

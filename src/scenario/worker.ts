@@ -15,6 +15,8 @@ export interface WorkerTask {
   index: number;
   /** The scenario's reduced form (LoadOptions.smoke). */
   smoke?: boolean;
+  /** Record memory maps (LoadOptions.snapshots). */
+  snapshots?: boolean;
   /** Where progress goes: ProgressMessages, at most one every PROGRESS_MS of wall time. */
   port?: MessagePort;
 }
@@ -53,7 +55,7 @@ export default function run(task: WorkerTask): WorkerReply {
     : undefined;
   task.port?.postMessage({ fraction: 0, eventsPerSec: 0 } satisfies ProgressMessage); // started: the run leaves the queue
   try {
-    const l = loadScenario(task.file, undefined, { smoke: task.smoke });
+    const l = loadScenario(task.file, undefined, { smoke: task.smoke, snapshots: task.snapshots });
     const result = runScenario(l.runs[task.index]!, { file: task.file, progress });
     return { result, wallMs: performance.now() - t0 };
   } catch (e) {

@@ -142,6 +142,9 @@ export interface PostcopyStats {
   bytes: number;
   /** Every fault's latency (ns, block to wake), in the order they were woken. */
   latencies: number[];
+  /** Beside latencies, each fault's wake time (ns) and vCPU index (-1: not a vCPU), for the view's timeline. */
+  wokenAt: number[];
+  wokenVcpu: number[];
   /** Per vCPU (index), ns blocked in userfaults. */
   vcpuBlocktime: number[];
   /** ns during which every vCPU was blocked at once. */
@@ -219,6 +222,8 @@ export class Postcopy {
       requests: 0,
       bytes: 0,
       latencies: [],
+      wokenAt: [],
+      wokenVcpu: [],
       vcpuBlocktime: dst.vcpus.map(() => 0),
       totalBlocktime: 0,
       pagesDiffering: 0,
@@ -618,6 +623,8 @@ export class Postcopy {
     this.blockedSince.delete(t);
     this.stats.latencies.push(now - since);
     const i = this.vcpuIndex.get(t);
+    this.stats.wokenAt.push(now);
+    this.stats.wokenVcpu.push(i ?? -1);
     if (i !== undefined) this.stats.vcpuBlocktime[i]! += now - since;
     if (this.allBlockedSince !== undefined) {
       this.stats.totalBlocktime += now - this.allBlockedSince;
