@@ -17,7 +17,7 @@
  * 90% point, unless that would exceed max_nr_regions / 2. Every ops update
  * interval the regions are fitted to the target's mappings again
  * (damon_va_update: the three regions that the two biggest unmapped gaps
- * leave).
+ * leave; see damonVaRegions for an address space with fewer gaps).
  *
  * What memtwin keeps of the accessed bit: a load through a 4K PTE sets the
  * PTE's bit (pteMkyoung), a store or an access through a huge mapping sets
@@ -132,6 +132,28 @@ export function damonVaThreeRegions(mm: MmStruct): [number, number][] | null {
   ];
 }
 
+/**
+ * The regions vaddr monitors in an address space: the three regions, or,
+ * for an address space with fewer than two gaps, the mapped span cut at the
+ * gap it has (if any). A real process always has the gaps around its heap
+ * and stack; memtwin's processes have only the mappings their scenario
+ * gives them, where Linux would monitor nothing (-EINVAL).
+ */
+export function damonVaRegions(mm: MmStruct): [number, number][] {
+  const three = damonVaThreeRegions(mm);
+  if (three) return three;
+  const vmas = mm.vmas;
+  if (!vmas.length) return [];
+  const out: [number, number][] = [[vmas[0]!.start, vmas[0]!.end]];
+  for (const v of vmas.slice(1)) {
+    const last = out[out.length - 1]!;
+    if (v.start === last[1]) last[1] = v.end;
+    else out.push([v.start, v.end]);
+  }
+  // at most one gap here: the span is one or two regions
+  return out.map(([s, e]) => [alignUp(s, DAMON_MIN_REGION), alignUp(e, DAMON_MIN_REGION)]);
+}
+
 /** Monitoring statistics of a context (what kdamond has done). */
 export interface DamonStats {
   /** Sampling intervals passed (ctx->passed_sample_intervals). */
@@ -189,8 +211,7 @@ export class DamonCtx {
 
   /** __damon_va_init_regions: the three regions, each evenly split into pieces of (their total / min_nr_regions). */
   private initRegions(): void {
-    const three = damonVaThreeRegions(this.mm);
-    if (!three) return;
+    const three = damonVaRegions(this.mm);
     let total = three.reduce((a, [s, e]) => a + e - s, 0);
     if (this.attrs.min_nr_regions) total = Math.floor(total / this.attrs.min_nr_regions);
     if (total < DAMON_MIN_REGION) total = DAMON_MIN_REGION;
@@ -264,8 +285,8 @@ export class DamonCtx {
     }
     if (passed >= this.nextOpsUpdateSis) {
       this.nextOpsUpdateSis += Math.floor(this.attrs.update_us / s);
-      const three = damonVaThreeRegions(this.mm);
-      if (three) this.setRegions(three);
+      const three = damonVaRegions(this.mm);
+      if (three.length) this.setRegions(three);
     }
     this.prepareAccessChecks();
     const ns = (checks + this.regions.length) * (this.checkNs / 2);
