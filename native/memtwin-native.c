@@ -2810,14 +2810,31 @@ struct damon_hot {
 	volatile int stop;
 };
 
-/* the hot range's thread: one load per 4K page, over and over, until told to stop */
+/*
+ * The hot range's thread: one load per 4K page, over and over, until told to stop. DAMON clears the accessed bit
+ * of the page it samples without flushing the TLB (ptep_test_and_clear_young), so a page whose translation stays
+ * cached would look idle however often it is read: after each pass the thread takes write permission away from 64
+ * pages of its own (more than tlb_single_page_flush_ceiling, 33), which flushes the whole TLB of every CPU running
+ * the process, and the next pass walks the page tables again, setting the bits.
+ */
 static void *damon_hot_main(void *arg)
 {
 	struct damon_hot *h = arg;
 	unsigned long sum = 0;
-	while (!h->stop)
+	size_t flen = 64 * 4096;
+	char *flush = mmap(NULL, flen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	while (!h->stop) {
 		for (uint64_t o = 0; o < h->len && !h->stop; o += 4096)
 			sum += h->addr[o];
+		if (flush != MAP_FAILED) {
+			mprotect(flush, flen, PROT_READ);
+			mprotect(flush, flen, PROT_READ | PROT_WRITE);
+			for (size_t o = 0; o < flen; o += 4096)
+				flush[o] = 1; /* present and writable again, for the next downgrade to change */
+		}
+	}
+	if (flush != MAP_FAILED)
+		munmap(flush, flen);
 	return (void *)sum;
 }
 
@@ -2946,10 +2963,22 @@ static long h_damon(struct ctx *c)
 	struct timespec ts = {(time_t)(aggrs * aggr / 1000000), (long)(aggrs * aggr % 1000000) * 1000};
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
-	if (damon_put(p, "update_schemes_tried_regions") < 0)
-		goto fail;
-	snprintf(p, sizeof p, "%s/schemes/0/tried_regions", C);
-	int n = damon_read_regions(c->x, p);
+	/* A region list can come back empty when the request meets the scheme's apply in a state that records no
+	 * region; every region of the target matches the scheme, so an empty list is never the answer: ask again. */
+	struct buf rx = {0};
+	int n = 0;
+	for (int attempt = 0; attempt < 5 && n == 0; attempt++) {
+		snprintf(p, sizeof p, "%s/state", K);
+		if (damon_put(p, "update_schemes_tried_regions") < 0) {
+			free(rx.p);
+			goto fail;
+		}
+		snprintf(p, sizeof p, "%s/schemes/0/tried_regions", C);
+		bclear(&rx);
+		n = damon_read_regions(&rx, p);
+	}
+	bputs(c->x, rx.p);
+	free(rx.p);
 	bprintf(c->x, ",\"nr_regions\":%d", n);
 	ret = 0;
 	goto out;
