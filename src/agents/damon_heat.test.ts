@@ -6,6 +6,11 @@ import { mappingSize } from '../kernel/memory.ts';
 import { DamonHeat, credit } from './damon_heat.ts';
 import { SimAgentSys, type HeatMap } from './sim_sys.ts';
 import { Uhugepaged } from './uhugepaged.ts';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadScenario } from '../scenario/load.ts';
+import { runScenario } from '../scenario/run.ts';
 
 const ATTRS = { sample_us: 5000, aggr_us: 100_000, update_us: 1_000_000, min_nr_regions: 10, max_nr_regions: 1000 };
 
@@ -77,5 +82,48 @@ describe('DAMON-learned heat', () => {
     expect(ctx.stats.samples).toBe(400);
     expect(damon.cpuNs).toBeGreaterThan(0);
     expect(damon.cpuNs).toBe(ctx.stats.cpu_ns);
+  });
+});
+
+describe('a scenario agent with hotness: damon', () => {
+  const scenario = (agent: string): string => `name: agent-damon
+host:
+  name: tiny
+  nodes: [{ id: 0, memory: 256M, cpus: 0-1 }]
+duration: 3s
+sample: { interval: 500ms }
+kernel:
+  /sys/kernel/mm/transparent_hugepage/enabled: never
+processes:
+  - name: vm
+    mappings:
+      - { name: ram, size: 32M, madvise: [MADV_NOHUGEPAGE], populate: true }
+    threads:
+      - { name: hot, cpu: 0, workload: { pattern: uniform, mapping: ram, length: 8M, think: 2us } }
+events:
+  - { at: 0s, process: vm, op: madvise, mapping: ram, advice: MADV_HUGEPAGE }
+agents:
+  - ${agent}
+`;
+  const load = (text: string) => {
+    const dir = mkdtempSync(join(tmpdir(), 'memtwin-damon-'));
+    const f = join(dir, 'agent.yaml');
+    writeFileSync(f, text);
+    return loadScenario(f);
+  };
+
+  it("collapses the hot set it learns through DAMON, and reports kdamond's CPU time", () => {
+    const l = load(scenario('{ name: uh, kind: uhugepaged, interval: 1s, cpu_budget: 0.5, min_heat: 5, hotness: damon }'));
+    const r = runScenario(l.runs[0]!, { file: l.file });
+    // The 8 MiB hot set is 4 or 5 regions; DAMON's regions may carry heat a block or two into the cold rest.
+    expect(r.final.agent_collapses).toBeGreaterThanOrEqual(4);
+    expect(r.final.agent_collapses).toBeLessThanOrEqual(8);
+    // 3 s of 5 ms samples over at least 10 regions, two page walks each.
+    expect(r.final.kdamond_cpu_ns).toBeGreaterThan(600 * 10 * 2 * 20);
+  });
+
+  it('refuses DAMON attributes DAMON refuses, naming the field', () => {
+    const l = load(scenario('{ name: uh, kind: uhugepaged, hotness: damon, damon: { min_nr_regions: 20, max_nr_regions: 10 } }'));
+    expect(() => runScenario(l.runs[0]!, { file: l.file })).toThrow(/agents\[0\]\.damon\.min_nr_regions: exceeds max_nr_regions \(10\)/);
   });
 });

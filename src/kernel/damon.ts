@@ -345,6 +345,7 @@ export class DamonCtx {
     const out: DamonRegion[] = [];
     for (const r of this.regions) {
       if (Math.abs(r.nr_accesses - r.last_nr_accesses) > thres) r.age = 0;
+      // A change between accessed and not accessed restarts the age too (a 2025 change to core.c, after 6.12).
       else if ((r.nr_accesses === 0) !== (r.last_nr_accesses === 0)) r.age = 0;
       else r.age++;
       const prev = out[out.length - 1];

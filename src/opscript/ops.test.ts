@@ -162,7 +162,14 @@ describe('the script runner', () => {
         '{"op":"damon","in":"u","addr":"$a","len":"8M","aggrs":1}',
       ].join('\n'),
     );
-    expect(r.results[3]).toMatchObject({ ret: 0, within_limits: true, hot_nr_accesses: [10], cold_nr_accesses: [0] });
+    expect(r.results[3]).toMatchObject({
+      ret: 0,
+      within_limits: true,
+      hot_all_max: true,
+      cold_all_zero: true,
+      hot_nr_accesses: [10],
+      cold_nr_accesses: [0],
+    });
     const regions = r.results[3]!.regions as { start: string; size: number }[];
     expect(regions[0]!.start).toBe('$a');
     expect(regions.reduce((n, x) => n + x.size, 0)).toBe(8 * 2 ** 20);

@@ -44,7 +44,7 @@ export const OUTPUT_FIELDS: Record<string, readonly string[]> = {
   uffdio_move: ['move'],
   uffd_read: ['msgs'],
   cgroup_stat: ['current', 'events'],
-  damon: ['nr_regions', 'within_limits', 'hot_nr_accesses', 'cold_nr_accesses', 'regions'],
+  damon: ['nr_regions', 'within_limits', 'hot_all_max', 'cold_all_zero', 'hot_nr_accesses', 'cold_nr_accesses', 'regions'],
 };
 /** The longest `invalid` message (a safety net: quoted values are already cut by quote()). */
 const MESSAGE_MAX = 1000;
@@ -386,12 +386,15 @@ interface DamonRawRegion {
 /**
  * What a `damon` op's result compares, derived the same way from either
  * backend's regions: whether their count is within [min_nr_regions,
- * max_nr_regions], and the distinct nr_accesses of the regions wholly
- * inside the hot range (a region always touched: aggr/sample) and wholly
- * outside it (never touched: 0).
+ * max_nr_regions], whether every region wholly inside the hot range was
+ * found accessed in every sample (nr_accesses = aggr/sample), and whether
+ * every region wholly outside it in none. The distinct nr_accesses of both
+ * sets are shown too; whether a region lies wholly inside the hot range
+ * depends on random split points, so they are not compared.
  */
 function damonSummary(op: ResolvedOp, regions: DamonRawRegion[]): Record<string, unknown> {
   const d = damonArgs(op.a);
+  const max = Math.floor(d.aggr_us / d.sample_us);
   const hs = op.a.hot_addr as number | undefined;
   const he = hs === undefined ? undefined : hs + (op.a.hot_len as number);
   const distinct = (rs: DamonRawRegion[]): number[] => [...new Set(rs.map((r) => r.nr_accesses))].sort((x, y) => x - y);
@@ -400,6 +403,8 @@ function damonSummary(op: ResolvedOp, regions: DamonRawRegion[]): Record<string,
   return {
     nr_regions: regions.length,
     within_limits: regions.length >= d.min_nr_regions && regions.length <= d.max_nr_regions,
+    hot_all_max: inside.every((r) => r.nr_accesses === max),
+    cold_all_zero: outside.every((r) => r.nr_accesses === 0),
     hot_nr_accesses: distinct(inside),
     cold_nr_accesses: distinct(outside),
   };
