@@ -10,7 +10,7 @@
  *                            accesses per second, here and in the checkout DIR
  *                            (e.g. a worktree of main), alternated in one run
  *   npm run bench -- --only faults,cliffs   only these groups: faults, mmap, big, postcopy, host,
- *                                           scenario, linux, cliffs
+ *                                           vms, scenario, linux, cliffs
  */
 import { execFileSync } from 'node:child_process';
 import { cpus, totalmem, release } from 'node:os';
@@ -166,6 +166,69 @@ function postcopyRun(): void {
     `${r.rssMiB.toFixed(0)} MiB`,
     `${((r.rssMiB - r.baseMiB) / gib).toFixed(1)} MiB per simulated guest GiB (RSS before: ${r.baseMiB.toFixed(0)} MiB)`,
   );
+}
+
+/**
+ * Issue 19's many-VM host: 16 VMs of 60 GiB on a host of two 512 GiB nodes,
+ * each guest allocating half of its RAM (guest_alloc, so the guest's own
+ * allocator, the EPT and the host's faults all take part), through the
+ * scenario engine, in a child process so its memory is measured alone.
+ * --quick: 1 GiB each.
+ */
+function manyVms(): void {
+  const each = quick ? '1G' : '30G';
+  const vms = Array.from(
+    { length: 16 },
+    (_, i) => `  - name: vm${i}
+    memdevs:
+      - { id: ram0, size: 60G }
+    vcpus: [${i % 2}]
+    events:
+      - { at: 1ms, op: guest_alloc, size: ${each}, vcpu: 0 }`,
+  ).join('\n');
+  const dir = mkdtempSync(join(tmpdir(), 'memtwin-bench-vms-'));
+  const file = join(dir, 'vms16.yaml');
+  writeFileSync(
+    file,
+    `name: vms16
+seed: 1
+host:
+  name: big
+  nodes:
+    - { id: 0, memory: 512G, cpus: 0-1 }
+    - { id: 1, memory: 512G, cpus: 2-3 }
+duration: 100ms
+sample: { interval: 50ms }
+kernel:
+  /sys/kernel/mm/transparent_hugepage/enabled: never
+vms:
+${vms}
+`,
+  );
+  const code = `
+    import { loadScenario } from './src/scenario/load.ts';
+    import { runScenario } from './src/scenario/run.ts';
+    const l = loadScenario(${JSON.stringify(file)});
+    const before = process.memoryUsage().rss;
+    const t = performance.now();
+    runScenario(l.runs[0], { file: ${JSON.stringify(file)} });
+    const rss = process.memoryUsage().rss;
+    console.log(JSON.stringify({ secs: (performance.now() - t) / 1000, rssMiB: rss / 2 ** 20, grewMiB: (rss - before) / 2 ** 20 }));`;
+  try {
+    const out = execFileSync(process.execPath, ['--max-old-space-size=8192', '--import', 'tsx', '--input-type=module', '-e', code], {
+      encoding: 'utf8',
+      maxBuffer: 1 << 20,
+    });
+    const r = JSON.parse(out.trim().split('\n').pop()!) as { secs: number; rssMiB: number; grewMiB: number };
+    const pages = (16 * parseInt(each) * GiB) / 4096;
+    row(
+      `1 TiB host, 16 VMs of 60 GiB, each guest allocating ${each} (scenario engine)`,
+      `${r.secs.toFixed(1)} s wall`,
+      `${((r.secs * 1e9) / pages).toFixed(0)} ns per guest page allocated; RSS ${r.rssMiB.toFixed(0)} MiB, of which the run added ${r.grewMiB.toFixed(0)} MiB (${((r.grewMiB * 2 ** 20) / pages).toFixed(1)} B per page)`,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 function hostOf1TiB(): void {
@@ -539,6 +602,7 @@ async function main(): Promise<void> {
     ['big', bigRun],
     ['postcopy', postcopyRun],
     ['host', hostOf1TiB],
+    ['vms', manyVms],
     ['scenario', scenarioSpeed],
     [
       'linux',

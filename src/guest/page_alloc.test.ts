@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { SeededRandom } from '../sim/random.ts';
 import { GuestPageAlloc, MAX_PAGE_ORDER, PageUse } from './page_alloc.ts';
+import { EagerGuestPageAlloc } from '../testing/guest_page_alloc_eager.ts';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -140,6 +141,132 @@ describe('guest buddy allocator', () => {
         expect(g.nrFreeByOrder(1)[MAX_PAGE_ORDER]).toBe(4);
       }),
       { numRuns: 40 },
+    );
+  });
+});
+
+describe('guest buddy allocator: memory that follows use', () => {
+  it('a 60 GiB guest costs no per-frame state until it allocates, then only the sections it writes', () => {
+    const g = new GuestPageAlloc([
+      { gpa: 0, size: 2 * GiB, node: 0 },
+      { gpa: 4 * GiB, size: 58 * GiB, node: 0 },
+    ]);
+    expect(g.metadataBytes()).toBe(0);
+    expect(g.meminfo().MemFree).toBe(60 * GiB);
+    expect(g.nrFreeByOrder(0)[MAX_PAGE_ORDER]).toBe((60 * GiB) / (4 * MiB));
+    expect(g.pageUse(5 * 262144)).toBe(PageUse.Free);
+    expect(g.pageUse(3 * 262144)).toBe(PageUse.Hole);
+    expect(g.allocPages({ order: 0, use: PageUse.Anon })).toBe(0); // lowest first, as boot's FPI_TO_TAIL order gives
+    expect(g.allocRange(40 * 262144, 262144, PageUse.Anon)).toBe(262144); // 1 GiB at a known address
+    // two sections' worth of frames (2^15 each) for the first page, eight for the GiB
+    expect(g.metadataBytes()).toBe(9 * 32768 * 11);
+    conserved(g);
+  });
+
+  // Layouts with ranges that do not start or end on a block or a section, and a hole between nodes.
+  const layouts: { gpa: number; size: number; node: number }[][] = [
+    [{ gpa: 0, size: 300 * MiB, node: 0 }],
+    [
+      { gpa: 0, size: 2 * MiB + 40 * 4096, node: 0 },
+      { gpa: 130 * MiB, size: 150 * MiB, node: 0 },
+      { gpa: 292 * MiB + 8192, size: 140 * MiB, node: 1 },
+    ],
+    [
+      { gpa: 0, size: 64 * MiB, node: 0 },
+      { gpa: 64 * MiB, size: 196 * MiB, node: 1 },
+    ],
+  ];
+
+  it('property: does what the eager allocator does, operation by operation (same blocks, same list order)', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: layouts.length - 1 }),
+        fc.integer({ min: 1, max: 1 << 30 }),
+        fc.integer({ min: 20, max: 250 }),
+        (li, seed, steps) => {
+          const ranges = layouts[li]!;
+          const opts = { cpuNode: [0, 1, 0, 1].map((n) => Math.min(n, Math.max(...ranges.map((r) => r.node)))) };
+          const a = new GuestPageAlloc(ranges, opts);
+          const b = new EagerGuestPageAlloc(ranges, opts);
+          const rnd = new SeededRandom(seed).stream('guest-sparse');
+          const live: [number, number][] = [];
+          const isolated: [number, number][] = [];
+          const same = (): void => {
+            expect([...a.freeBlocks()]).toEqual([...b.freeBlocks()]);
+            for (let n = 0; n < a.zones.length; n++) expect(a.nrFreeByOrder(n)).toEqual(b.nrFreeByOrder(n));
+            expect(a.meminfo()).toEqual(b.meminfo());
+          };
+          same();
+          for (let i = 0; i < steps; i++) {
+            const x = rnd.float();
+            if (x < 0.3 && live.length) {
+              const [p, o] = live.splice(rnd.int(0, live.length - 1), 1)[0]!;
+              a.freePages(p, o);
+              b.freePages(p, o);
+            } else if (x < 0.6) {
+              const req = {
+                order: rnd.float() < 0.2 ? MAX_PAGE_ORDER : rnd.int(0, 4),
+                use: PageUse.Anon,
+                cpu: rnd.int(0, 3),
+                noRetry: true,
+              };
+              const p = a.allocPages(req);
+              expect(p).toBe(b.allocPages(req));
+              if (p >= 0) live.push([p, req.order]);
+            } else if (x < 0.7) {
+              const pfn = rnd.int(0, a.maxPfn - 1);
+              const nr = rnd.int(1, 3000);
+              expect(a.allocRange(pfn, nr, PageUse.File)).toBe(b.allocRange(pfn, nr, PageUse.File));
+            } else if (x < 0.85) {
+              // page reporting: isolate the first unreported blocks of an order, put them back, flag them
+              const nid = rnd.int(0, a.zones.length - 1);
+              const o = rnd.int(9, MAX_PAGE_ORDER);
+              let p = a.freeListFirst(nid, o);
+              expect(p).toBe(b.freeListFirst(nid, o));
+              for (let n = rnd.int(1, 40); p >= 0 && n > 0; n--) {
+                const next = a.freeListNext(p);
+                expect(next).toBe(b.freeListNext(p));
+                if (!a.isReported(p)) {
+                  a.isolateFreePage(p, o);
+                  b.isolateFreePage(p, o);
+                  isolated.push([p, o]);
+                }
+                p = next;
+              }
+              if (p >= 0 && rnd.float() < 0.5) {
+                a.rotateToFront(p);
+                b.rotateToFront(p);
+              }
+              for (const [q, qo] of isolated.splice(0)) {
+                a.putbackIsolatedPage(q, qo);
+                b.putbackIsolatedPage(q, qo);
+                if (a.buddyOrder(q) === qo) {
+                  a.setReported(q);
+                  b.setReported(q);
+                }
+              }
+            } else {
+              // rotate a list at any block of it
+              const nid = rnd.int(0, a.zones.length - 1);
+              const o = rnd.int(0, MAX_PAGE_ORDER);
+              const list = [...a.freeBlocks(nid)].filter(([, bo]) => bo === o);
+              if (list.length) {
+                const [p] = list[rnd.int(0, list.length - 1)]!;
+                a.rotateToFront(p);
+                b.rotateToFront(p);
+              }
+            }
+            same();
+          }
+          for (let p = 0; p < a.maxPfn; p += 97) {
+            expect(a.pageUse(p)).toBe(b.pageUse(p));
+            expect(a.buddyOrder(p)).toBe(b.buddyOrder(p));
+            expect(a.isReported(p)).toBe(b.isReported(p));
+          }
+          conserved(a);
+        },
+      ),
+      { numRuns: 60 },
     );
   });
 });

@@ -19,6 +19,18 @@
  *
  * Pages the guest has never touched are free here like any other; whether
  * the host backs a page is GuestMemory's business, not the guest's.
+ *
+ * What this costs memtwin grows with what the guest uses, not with its size:
+ * - Boot memory in MAX_PAGE_ORDER blocks is "pristine": kept as intervals of
+ *   pfns, not written per frame. Boot frees memory in ascending order to the
+ *   tail of its list (FPI_TO_TAIL), so these blocks sit together, ascending,
+ *   in free_area[MAX_PAGE_ORDER]; that list holds one sentinel entry that
+ *   stands for all of them, and taking the first block (or any, for
+ *   take_page_off_buddy and page reporting) shrinks or splits an interval.
+ * - The per-frame arrays come in sections of 2^15 frames, made when a frame
+ *   of the section is first written; until then every frame in it reads as
+ *   pristine (free, a buddy head every 1024 frames) or a hole.
+ * - A frame's node comes from the RAM ranges, not from a per-frame array.
  */
 import type { GuestRamRange } from '../hw/guest_memory.ts';
 
@@ -87,8 +99,12 @@ export interface GuestAllocOptions {
   distance?: readonly (readonly number[])[];
 }
 
+/** The free_area[MAX_PAGE_ORDER] entry that stands for a zone's pristine blocks (a list id, never a pfn). */
+const PRISTINE = -2;
+
 /** One zone per guest node: free_area[] and counters. */
 export class GuestZone {
+  /** First and last entry of each free list: a pfn, PRISTINE, or -1 (empty). */
   readonly heads = new Int32Array(NR_PAGE_ORDERS).fill(-1);
   readonly tails = new Int32Array(NR_PAGE_ORDERS).fill(-1);
   readonly nrFree = new Float64Array(NR_PAGE_ORDERS);
@@ -96,9 +112,32 @@ export class GuestZone {
   presentPages = 0;
   /** Pages on the free lists. */
   freePages = 0;
+  /**
+   * Pristine MAX_PAGE_ORDER blocks: ascending, disjoint [start, end) pfn
+   * intervals, block aligned, in list order at the PRISTINE entry.
+   */
+  readonly pristine: [number, number][] = [];
+  /** The PRISTINE entry's list links (it is on the list exactly while `pristine` is not empty). */
+  pristineNext = -1;
+  pristinePrev = -1;
 
   constructor(readonly nid: number) {}
 }
+
+const SECTION_SHIFT = 15;
+const SECTION_PAGES = 1 << SECTION_SHIFT;
+const SECTION_MASK = SECTION_PAGES - 1;
+
+/** Per-frame state of 2^15 frames. */
+class Section {
+  readonly use = new Uint8Array(SECTION_PAGES).fill(PageUse.Hole);
+  readonly flags = new Uint8Array(SECTION_PAGES);
+  readonly order = new Uint8Array(SECTION_PAGES);
+  readonly next = new Int32Array(SECTION_PAGES).fill(-1);
+  readonly prev = new Int32Array(SECTION_PAGES).fill(-1);
+}
+/** Bytes per frame of a section. */
+const SECTION_FRAME_BYTES = 1 + 1 + 1 + 4 + 4;
 
 /** /proc/meminfo, in bytes, as far as the model knows it. */
 export interface GuestMeminfo {
@@ -117,12 +156,12 @@ export class GuestPageAlloc {
   readonly maxPfn: number;
   readonly zones: GuestZone[];
   readonly ranges: readonly GuestRamRange[];
-  private readonly use: Uint8Array;
-  private readonly flags: Uint8Array;
-  private readonly order: Uint8Array;
-  private readonly next: Int32Array;
-  private readonly prev: Int32Array;
-  private readonly node: Uint8Array;
+  /** Per-frame state, by section; made on first write (see the header). */
+  private readonly sections: (Section | undefined)[];
+  /** Each range's first and end pfn and node, for nodeOf. */
+  private readonly rangeStart: number[];
+  private readonly rangeEnd: number[];
+  private readonly rangeNode: number[];
   private readonly nrUse = new Float64Array(NR_USES);
   private readonly zonelists: number[][];
   private readonly cpuNode: readonly number[];
@@ -139,21 +178,22 @@ export class GuestPageAlloc {
 
   constructor(ranges: readonly GuestRamRange[], opts: GuestAllocOptions = {}) {
     this.ranges = [...ranges].sort((a, b) => a.gpa - b.gpa);
+    let prevEnd = 0;
     for (const r of this.ranges) {
       if (r.gpa % PAGE_SIZE || r.size % PAGE_SIZE)
         throw new Error(`guest RAM range 0x${r.gpa.toString(16)}+0x${r.size.toString(16)} is not page aligned`);
       if (r.node < 0 || r.node > 254) throw new Error(`guest node ${r.node} out of range`);
+      if (r.gpa < prevEnd) throw new Error(`guest RAM range 0x${r.gpa.toString(16)} overlaps the one before it`);
+      prevEnd = r.gpa + r.size;
     }
     const last = this.ranges[this.ranges.length - 1];
     this.maxPfn = last ? (last.gpa + last.size) / PAGE_SIZE : 0;
+    this.rangeStart = this.ranges.map((r) => r.gpa / PAGE_SIZE);
+    this.rangeEnd = this.ranges.map((r) => (r.gpa + r.size) / PAGE_SIZE);
+    this.rangeNode = this.ranges.map((r) => r.node);
     const nNodes = Math.max(0, ...this.ranges.map((r) => r.node + 1));
     this.zones = Array.from({ length: nNodes }, (_, nid) => new GuestZone(nid));
-    this.use = new Uint8Array(this.maxPfn).fill(PageUse.Hole);
-    this.flags = new Uint8Array(this.maxPfn);
-    this.order = new Uint8Array(this.maxPfn);
-    this.next = new Int32Array(this.maxPfn).fill(-1);
-    this.prev = new Int32Array(this.maxPfn).fill(-1);
-    this.node = new Uint8Array(this.maxPfn).fill(255);
+    this.sections = new Array(Math.ceil(this.maxPfn / SECTION_PAGES));
     this.cpuNode = opts.cpuNode ?? [0];
     this.zonelists = this.zones.map((_, nid) => buildZonelist(nid, nNodes, opts.distance));
     for (const r of this.ranges) this.freeBootRange(r);
@@ -163,15 +203,133 @@ export class GuestPageAlloc {
   private freeBootRange(r: GuestRamRange): void {
     const start = r.gpa / PAGE_SIZE;
     const end = start + r.size / PAGE_SIZE;
-    this.node.fill(r.node, start, end);
     const z = this.zones[r.node]!;
     z.presentPages += end - start;
     for (let pfn = start; pfn < end;) {
       let o = Math.min(MAX_PAGE_ORDER, lowestBit(pfn));
       while (pfn + (1 << o) > end) o--;
-      this.freePagesFpi(pfn, o, true, true);
-      pfn += 1 << o;
+      if (o === MAX_PAGE_ORDER && this.addPristine(z, pfn)) pfn += 1 << o;
+      else {
+        this.freePagesFpi(pfn, o, true, true);
+        pfn += 1 << o;
+      }
     }
+  }
+
+  /**
+   * A boot block of MAX_PAGE_ORDER to the tail of its list as a pristine
+   * block: possible while the list's tail is the PRISTINE entry (or the list
+   * is empty); otherwise (an explicit block was filed after the pristine
+   * ones) false, and the caller files it explicitly.
+   */
+  private addPristine(z: GuestZone, pfn: number): boolean {
+    const o = MAX_PAGE_ORDER;
+    const tail = z.tails[o]!;
+    if (tail !== -1 && tail !== PRISTINE) return false;
+    const n = 1 << o;
+    const lastIv = z.pristine[z.pristine.length - 1];
+    if (lastIv && lastIv[1] === pfn) lastIv[1] += n;
+    else z.pristine.push([pfn, pfn + n]);
+    if (tail === -1) this.linkAdd(z, PRISTINE, o, true);
+    z.nrFree[o]!++;
+    z.freePages += n;
+    this.nrUse[PageUse.Free]! += n;
+    const s = this.sections[pfn >>> SECTION_SHIFT];
+    if (s) {
+      // the section was made for a smaller boot block before: keep it in step
+      const i = pfn & SECTION_MASK;
+      s.use.fill(PageUse.Free, i, i + n);
+      s.flags[i] = PG_BUDDY;
+      s.order[i] = o;
+    }
+    return true;
+  }
+
+  // --- per-frame state ---------------------------------------------------------------
+
+  /** The section of pfn, made (from the pristine intervals) on first use. */
+  private sec(pfn: number): Section {
+    const si = pfn >>> SECTION_SHIFT;
+    let s = this.sections[si];
+    if (s) return s;
+    s = new Section();
+    this.sections[si] = s;
+    const lo = si * SECTION_PAGES;
+    const hi = lo + SECTION_PAGES;
+    for (const z of this.zones)
+      for (const [a, b] of z.pristine) {
+        if (b <= lo || a >= hi) continue;
+        const from = Math.max(a, lo);
+        const to = Math.min(b, hi);
+        s.use.fill(PageUse.Free, from - lo, to - lo);
+        for (let p = from; p < to; p += 1 << MAX_PAGE_ORDER) {
+          s.flags[p - lo] = PG_BUDDY;
+          s.order[p - lo] = MAX_PAGE_ORDER;
+        }
+      }
+    return s;
+  }
+
+  /** Is pfn the head of a pristine block of its zone? */
+  private isPristine(pfn: number): boolean {
+    if (pfn & ((1 << MAX_PAGE_ORDER) - 1)) return false;
+    const nid = this.nodeOrNone(pfn);
+    return nid >= 0 && this.pristineIndex(this.zones[nid]!, pfn) >= 0;
+  }
+
+  /** Index of the pristine interval holding pfn, or -1. */
+  private pristineIndex(z: GuestZone, pfn: number): number {
+    const iv = z.pristine;
+    let lo = 0;
+    let hi = iv.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const [a, b] = iv[mid]!;
+      if (pfn < a) hi = mid - 1;
+      else if (pfn >= b) lo = mid + 1;
+      else return mid;
+    }
+    return -1;
+  }
+
+  private useOf(pfn: number): PageUse {
+    const s = this.sections[pfn >>> SECTION_SHIFT];
+    if (s) return s.use[pfn & SECTION_MASK]! as PageUse;
+    const nid = this.nodeOrNone(pfn);
+    return nid >= 0 && this.pristineIndex(this.zones[nid]!, pfn) >= 0 ? PageUse.Free : PageUse.Hole;
+  }
+
+  private flagsOf(pfn: number): number {
+    const s = this.sections[pfn >>> SECTION_SHIFT];
+    if (s) return s.flags[pfn & SECTION_MASK]!;
+    return this.isPristine(pfn) ? PG_BUDDY : 0;
+  }
+
+  private orderOf(pfn: number): number {
+    const s = this.sections[pfn >>> SECTION_SHIFT];
+    if (s) return s.order[pfn & SECTION_MASK]!;
+    return this.isPristine(pfn) ? MAX_PAGE_ORDER : 0;
+  }
+
+  /** The node of a RAM pfn, or -1 for a hole. */
+  private nodeOrNone(pfn: number): number {
+    const st = this.rangeStart;
+    let lo = 0;
+    let hi = st.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      if (pfn < st[mid]!) hi = mid - 1;
+      else if (pfn >= this.rangeEnd[mid]!) lo = mid + 1;
+      else return this.rangeNode[mid]!;
+    }
+    return -1;
+  }
+
+  /** Bytes of per-frame state made so far (memtwin's own memory, for benchmarks). */
+  metadataBytes(): number {
+    let n = 0;
+    for (const s of this.sections) if (s) n += SECTION_PAGES * SECTION_FRAME_BYTES;
+    return n;
   }
 
   // --- queries ---------------------------------------------------------------------
@@ -195,12 +353,12 @@ export class GuestPageAlloc {
   }
 
   pageUse(pfn: number): PageUse {
-    return (pfn >= 0 && pfn < this.maxPfn ? this.use[pfn]! : PageUse.Hole) as PageUse;
+    return pfn >= 0 && pfn < this.maxPfn ? this.useOf(pfn) : PageUse.Hole;
   }
 
   nodeOf(pfn: number): number {
-    const n = this.node[pfn];
-    if (n === undefined || n === 255) throw new RangeError(`guest pfn ${pfn} is not RAM`);
+    const n = pfn >= 0 && pfn < this.maxPfn ? this.nodeOrNone(pfn) : -1;
+    if (n < 0) throw new RangeError(`guest pfn ${pfn} is not RAM`);
     return n;
   }
 
@@ -211,11 +369,11 @@ export class GuestPageAlloc {
 
   /** The order of the free block whose head is `pfn`, or -1. */
   buddyOrder(pfn: number): number {
-    return pfn >= 0 && pfn < this.maxPfn && this.flags[pfn]! & PG_BUDDY ? this.order[pfn]! : -1;
+    return pfn >= 0 && pfn < this.maxPfn && this.flagsOf(pfn) & PG_BUDDY ? this.orderOf(pfn) : -1;
   }
 
   isReported(pfn: number): boolean {
-    return (this.flags[pfn]! & PG_REPORTED) !== 0;
+    return (this.flagsOf(pfn) & PG_REPORTED) !== 0;
   }
 
   /** Free blocks per order of one zone. */
@@ -227,18 +385,31 @@ export class GuestPageAlloc {
   *freeBlocks(nid?: number): Generator<[number, number]> {
     for (const z of this.zones) {
       if (nid !== undefined && z.nid !== nid) continue;
-      for (let o = 0; o <= MAX_PAGE_ORDER; o++) for (let p = z.heads[o]!; p >= 0; p = this.next[p]!) yield [p, o];
+      for (let o = 0; o <= MAX_PAGE_ORDER; o++) for (let p = this.freeListFirst(z.nid, o); p >= 0; p = this.freeListNext(p)) yield [p, o];
     }
   }
 
   /** First block of a free list (list_first_entry), or -1. */
   freeListFirst(nid: number, order: number): number {
-    return this.zones[nid]!.heads[order]!;
+    const z = this.zones[nid]!;
+    return this.resolve(z, z.heads[order]!);
   }
 
   /** The block after `pfn` on its free list, or -1. */
   freeListNext(pfn: number): number {
-    return this.next[pfn]!;
+    const z = this.zones[this.nodeOf(pfn)]!;
+    const i = pfn & ((1 << MAX_PAGE_ORDER) - 1) ? -1 : this.pristineIndex(z, pfn);
+    if (i >= 0) {
+      if (pfn + (1 << MAX_PAGE_ORDER) < z.pristine[i]![1]) return pfn + (1 << MAX_PAGE_ORDER);
+      if (i + 1 < z.pristine.length) return z.pristine[i + 1]![0];
+      return this.resolve(z, z.pristineNext);
+    }
+    return this.resolve(z, this.sec(pfn).next[pfn & SECTION_MASK]!);
+  }
+
+  /** A list entry as a pfn: the PRISTINE entry is its first block. */
+  private resolve(z: GuestZone, id: number): number {
+    return id === PRISTINE ? z.pristine[0]![0] : id;
   }
 
   /** meminfo_proc_show, reduced: MemAvailable is free plus page cache (no watermarks, no slab). */
@@ -315,7 +486,7 @@ export class GuestPageAlloc {
   /** __rmqueue_smallest: the head of the smallest non-empty list, split down to `order`. */
   private rmqueueSmallest(z: GuestZone, order: number): number {
     for (let o = order; o <= MAX_PAGE_ORDER; o++) {
-      const pfn = z.heads[o]!;
+      const pfn = this.resolve(z, z.heads[o]!);
       if (pfn < 0) continue;
       this.listDel(z, pfn, o);
       this.expand(z, pfn, order, o);
@@ -344,9 +515,8 @@ export class GuestPageAlloc {
     const n = 1 << order;
     if (pfn % n) throw new Error(`guest pfn ${pfn} is not aligned to order ${order}`);
     for (let p = pfn; p < pfn + n; p++) {
-      const u = this.use[p];
-      if (u === PageUse.Free) throw new Error(`double free of guest pfn ${p}`);
-      if (u === undefined || (u === PageUse.Hole && this.node[p] === 255)) throw new Error(`guest pfn ${p} is not RAM`);
+      if (p < 0 || p >= this.maxPfn || this.nodeOrNone(p) < 0) throw new Error(`guest pfn ${p} is not RAM`);
+      if (this.useOf(p) === PageUse.Free) throw new Error(`double free of guest pfn ${p}`);
     }
     this.setUse(pfn, n, PageUse.Free);
     this.freeOnePage(pfn, order, toTail, skipReportNotify);
@@ -354,7 +524,7 @@ export class GuestPageAlloc {
 
   /** __free_one_page: merge with free buddies, then file the block. */
   private freeOnePage(pfn: number, order: number, toTail: boolean, skipReportNotify: boolean): void {
-    const nid = this.node[pfn]!;
+    const nid = this.nodeOrNone(pfn);
     const z = this.zones[nid]!;
     z.freePages += 1 << order;
     while (order < MAX_PAGE_ORDER) {
@@ -371,7 +541,9 @@ export class GuestPageAlloc {
 
   /** page_is_buddy: a free block head of exactly `order` in the same zone. */
   private isBuddy(pfn: number, order: number, nid: number): boolean {
-    return pfn >= 0 && pfn < this.maxPfn && (this.flags[pfn]! & PG_BUDDY) !== 0 && this.order[pfn] === order && this.node[pfn] === nid;
+    return (
+      pfn >= 0 && pfn < this.maxPfn && (this.flagsOf(pfn) & PG_BUDDY) !== 0 && this.orderOf(pfn) === order && this.nodeOrNone(pfn) === nid
+    );
   }
 
   /** buddy_merge_likely: the next-higher buddy is free, so this block may merge soon: file it at the tail. */
@@ -394,7 +566,7 @@ export class GuestPageAlloc {
     const end = Math.min(pfn + nr, this.maxPfn);
     let taken = 0;
     for (let p = Math.max(0, pfn); p < end;) {
-      if (this.use[p] !== PageUse.Free) {
+      if (this.useOf(p) !== PageUse.Free) {
         p++;
         continue;
       }
@@ -405,7 +577,7 @@ export class GuestPageAlloc {
         head = p & ~((1 << order) - 1);
       }
       if (this.buddyOrder(head) !== order) throw new Error(`guest pfn ${p} is free but in no free block`);
-      const z = this.zones[this.node[head]!]!;
+      const z = this.zones[this.nodeOrNone(head)]!;
       this.listDel(z, head, order);
       z.freePages -= 1 << order;
       this.setUse(head, 1 << order, use);
@@ -422,7 +594,7 @@ export class GuestPageAlloc {
   /** __isolate_free_page: take a free block off its list (its PG_reported is cleared). */
   isolateFreePage(pfn: number, order: number): void {
     if (this.buddyOrder(pfn) !== order) throw new Error(`guest pfn ${pfn} is not a free block of order ${order}`);
-    const z = this.zones[this.node[pfn]!]!;
+    const z = this.zones[this.nodeOrNone(pfn)]!;
     this.listDel(z, pfn, order);
     z.freePages -= 1 << order;
     this.setUse(pfn, 1 << order, PageUse.Isolated);
@@ -430,78 +602,165 @@ export class GuestPageAlloc {
 
   /** __putback_isolated_page: back to the tail of its list, without a report notification. */
   putbackIsolatedPage(pfn: number, order: number): void {
-    if (this.use[pfn] !== PageUse.Isolated) throw new Error(`guest pfn ${pfn} was not isolated`);
+    if (this.useOf(pfn) !== PageUse.Isolated) throw new Error(`guest pfn ${pfn} was not isolated`);
     this.setUse(pfn, 1 << order, PageUse.Free);
     this.freeOnePage(pfn, order, true, true);
   }
 
   /** __SetPageReported. */
   setReported(pfn: number): void {
-    this.flags[pfn]! |= PG_REPORTED;
+    if (this.isPristine(pfn)) this.unpristineThrough(this.zones[this.nodeOrNone(pfn)]!, pfn);
+    this.sec(pfn).flags[pfn & SECTION_MASK]! |= PG_REPORTED;
   }
 
   /** list_rotate_to_front: make `pfn` the first entry of its free list, keeping the cyclic order. */
   rotateToFront(pfn: number): void {
     const order = this.buddyOrder(pfn);
     if (order < 0) throw new Error(`guest pfn ${pfn} is not a free block`);
-    const z = this.zones[this.node[pfn]!]!;
+    const z = this.zones[this.nodeOrNone(pfn)]!;
+    let id = pfn;
+    if (this.isPristine(pfn)) {
+      // The pristine blocks before it become explicit entries before the PRISTINE entry, which then leads.
+      if (pfn > z.pristine[0]![0]) this.unpristineThrough(z, pfn - (1 << MAX_PAGE_ORDER));
+      id = PRISTINE;
+    }
     const first = z.heads[order]!;
-    if (first === pfn) return;
-    const before = this.prev[pfn]!;
+    if (first === id) return;
+    const before = this.linkPrev(z, id);
     const last = z.tails[order]!;
-    // [first .. before] [pfn .. last]  ->  [pfn .. last] [first .. before]
-    this.next[last] = first;
-    this.prev[first] = last;
-    this.next[before] = -1;
-    this.prev[pfn] = -1;
-    z.heads[order] = pfn;
+    // [first .. before] [id .. last]  ->  [id .. last] [first .. before]
+    this.setLinkNext(z, last, first);
+    this.setLinkPrev(z, first, last);
+    this.setLinkNext(z, before, -1);
+    this.setLinkPrev(z, id, -1);
+    z.heads[order] = id;
     z.tails[order] = before;
+  }
+
+  /**
+   * The pristine blocks from the first through `pfn` become explicit list
+   * entries, in order, just before the PRISTINE entry (their list position).
+   */
+  private unpristineThrough(z: GuestZone, pfn: number): void {
+    while (z.pristine.length && z.pristine[0]![0] <= pfn) {
+      const p = z.pristine[0]![0];
+      this.sec(p); // made while the block is still pristine: its frames read free, p a buddy head
+      this.takeFirstPristine(z);
+      this.linkBefore(z, p, PRISTINE, MAX_PAGE_ORDER);
+      if (!z.pristine.length) this.unlinkPristineEntry(z);
+    }
   }
 
   // --- lists and bookkeeping ----------------------------------------------------------
 
-  private listAdd(z: GuestZone, pfn: number, order: number, tail: boolean): void {
-    this.flags[pfn] = PG_BUDDY;
-    this.order[pfn] = order;
+  private linkNext(z: GuestZone, id: number): number {
+    return id === PRISTINE ? z.pristineNext : this.sec(id).next[id & SECTION_MASK]!;
+  }
+  private linkPrev(z: GuestZone, id: number): number {
+    return id === PRISTINE ? z.pristinePrev : this.sec(id).prev[id & SECTION_MASK]!;
+  }
+  private setLinkNext(z: GuestZone, id: number, v: number): void {
+    if (id === PRISTINE) z.pristineNext = v;
+    else if (id >= 0) this.sec(id).next[id & SECTION_MASK] = v;
+  }
+  private setLinkPrev(z: GuestZone, id: number, v: number): void {
+    if (id === PRISTINE) z.pristinePrev = v;
+    else if (id >= 0) this.sec(id).prev[id & SECTION_MASK] = v;
+  }
+
+  /** Link entry `id` at the head or tail of free_area[order]. */
+  private linkAdd(z: GuestZone, id: number, order: number, tail: boolean): void {
     if (tail) {
       const t = z.tails[order]!;
-      this.prev[pfn] = t;
-      this.next[pfn] = -1;
-      if (t >= 0) this.next[t] = pfn;
-      else z.heads[order] = pfn;
-      z.tails[order] = pfn;
+      this.setLinkPrev(z, id, t);
+      this.setLinkNext(z, id, -1);
+      if (t !== -1) this.setLinkNext(z, t, id);
+      else z.heads[order] = id;
+      z.tails[order] = id;
     } else {
       const h = z.heads[order]!;
-      this.next[pfn] = h;
-      this.prev[pfn] = -1;
-      if (h >= 0) this.prev[h] = pfn;
-      else z.tails[order] = pfn;
-      z.heads[order] = pfn;
+      this.setLinkNext(z, id, h);
+      this.setLinkPrev(z, id, -1);
+      if (h !== -1) this.setLinkPrev(z, h, id);
+      else z.tails[order] = id;
+      z.heads[order] = id;
     }
+  }
+
+  /** Link pfn just before entry `at` (-1: at the tail) of free_area[order]; counts nothing. */
+  private linkBefore(z: GuestZone, pfn: number, at: number, order: number): void {
+    if (at === -1) return this.linkAdd(z, pfn, order, true);
+    const p = this.linkPrev(z, at);
+    this.setLinkNext(z, pfn, at);
+    this.setLinkPrev(z, pfn, p);
+    this.setLinkPrev(z, at, pfn);
+    if (p !== -1) this.setLinkNext(z, p, pfn);
+    else z.heads[order] = pfn;
+  }
+
+  /** Unlink entry `id` from free_area[order]. */
+  private unlink(z: GuestZone, id: number, order: number): void {
+    const p = this.linkPrev(z, id);
+    const n = this.linkNext(z, id);
+    if (p !== -1) this.setLinkNext(z, p, n);
+    else z.heads[order] = n;
+    if (n !== -1) this.setLinkPrev(z, n, p);
+    else z.tails[order] = p;
+    this.setLinkNext(z, id, -1);
+    this.setLinkPrev(z, id, -1);
+  }
+
+  private unlinkPristineEntry(z: GuestZone): void {
+    this.unlink(z, PRISTINE, MAX_PAGE_ORDER);
+  }
+
+  /** The first pristine block leaves the intervals (not the counters); returns it. */
+  private takeFirstPristine(z: GuestZone): number {
+    const iv = z.pristine[0]!;
+    const pfn = iv[0];
+    iv[0] += 1 << MAX_PAGE_ORDER;
+    if (iv[0] === iv[1]) z.pristine.shift();
+    return pfn;
+  }
+
+  private listAdd(z: GuestZone, pfn: number, order: number, tail: boolean): void {
+    const s = this.sec(pfn);
+    s.flags[pfn & SECTION_MASK] = PG_BUDDY;
+    s.order[pfn & SECTION_MASK] = order;
+    this.linkAdd(z, pfn, order, tail);
     z.nrFree[order]!++;
   }
 
-  /** del_page_from_free_list: unlink; clears PG_buddy and PG_reported. */
+  /** del_page_from_free_list: unlink; clears PG_buddy and PG_reported. A pristine block leaves its interval. */
   private listDel(z: GuestZone, pfn: number, order: number): void {
-    const p = this.prev[pfn]!;
-    const n = this.next[pfn]!;
-    if (p >= 0) this.next[p] = n;
-    else z.heads[order] = n;
-    if (n >= 0) this.prev[n] = p;
-    else z.tails[order] = p;
-    this.next[pfn] = -1;
-    this.prev[pfn] = -1;
-    this.flags[pfn] = 0;
+    if (order === MAX_PAGE_ORDER && this.isPristine(pfn)) {
+      this.sec(pfn); // made while the block is still pristine: its frames read free
+      const i = this.pristineIndex(z, pfn);
+      const [a, b] = z.pristine[i]!;
+      const n = 1 << MAX_PAGE_ORDER;
+      if (a === pfn && b === pfn + n) z.pristine.splice(i, 1);
+      else if (a === pfn) z.pristine[i]![0] = pfn + n;
+      else if (b === pfn + n) z.pristine[i]![1] = pfn;
+      else z.pristine.splice(i, 1, [a, pfn], [pfn + n, b]);
+      if (!z.pristine.length) this.unlinkPristineEntry(z);
+    } else this.unlink(z, pfn, order);
+    this.sec(pfn).flags[pfn & SECTION_MASK] = 0;
     z.nrFree[order]!--;
   }
 
   private setUse(pfn: number, n: number, use: PageUse): void {
-    for (let p = pfn; p < pfn + n; p++) {
-      const old = this.use[p]!;
-      if (old !== PageUse.Hole) this.nrUse[old]!--;
-      this.nrUse[use]!++;
+    for (let p = pfn; p < pfn + n;) {
+      const s = this.sec(p);
+      const lo = p & SECTION_MASK;
+      const hi = Math.min(SECTION_PAGES, lo + (pfn + n - p));
+      for (let i = lo; i < hi; i++) {
+        const old = s.use[i]!;
+        if (old !== PageUse.Hole) this.nrUse[old]!--;
+      }
+      this.nrUse[use]! += hi - lo;
+      s.use.fill(use, lo, hi);
+      p += hi - lo;
     }
-    this.use.fill(use, pfn, pfn + n);
   }
 }
 

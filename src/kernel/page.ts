@@ -55,17 +55,26 @@ export const OWNER_FREE = 0;
 export const OWNER_KERNEL = -1; // page tables and other kernel memory
 export const OWNER_HUGETLB_POOL = -2; // a free hugetlb page in its pool
 
-class Section {
+export class Section {
   readonly flags = new Uint32Array(PAGES_PER_SECTION);
   /** buddy order for a free head; compound order for a compound head. */
   readonly order = new Uint8Array(PAGES_PER_SECTION);
   /** PTE mappings of this 4K page (page->_mapcount + 1). */
   readonly mapcount = new Int32Array(PAGES_PER_SECTION);
-  /** PMD/PUD mappings of the folio (head only: folio->_entire_mapcount + 1). */
-  readonly entireMapcount = new Int32Array(PAGES_PER_SECTION);
+  /**
+   * PMD/PUD mappings of the folio (head only: folio->_entire_mapcount + 1).
+   * Allocated when a frame of the section first gets a non-zero value: a
+   * section no PMD or PUD ever mapped keeps none (0 everywhere).
+   */
+  entireMapcount: Int32Array | null = null;
   readonly owner = new Int32Array(PAGES_PER_SECTION);
-  /** rmap: virtual page number (anon) or file page index (shmem/hugetlbfs). */
-  readonly index = new Float64Array(PAGES_PER_SECTION);
+  /**
+   * rmap: virtual page number (anon) or file page index (shmem/hugetlbfs),
+   * below 2^40 (a 52-bit address space of 4K pages): its low 32 bits here,
+   * the rest in indexHi (5 bytes a frame instead of a float64's 8).
+   */
+  readonly index = new Uint32Array(PAGES_PER_SECTION);
+  readonly indexHi = new Uint8Array(PAGES_PER_SECTION);
   /**
    * Content token of the 4K page: low 8 bits are the first byte of the page
    * (what `peek` reads), the upper 24 bits a write serial, so migration and
@@ -76,13 +85,30 @@ class Section {
    * page->_last_cpupid (LAST_CPUPID_NOT_IN_PAGE_FLAGS): cpu and low pid bits
    * of the task that took the last NUMA hinting fault on the page, -1 when
    * none has (page_cpupid_reset_last). A folio keeps it in its head page.
+   * Allocated at the section's first hinting fault (-1 everywhere until then).
    */
-  readonly lastCpupid = new Int32Array(PAGES_PER_SECTION).fill(-1);
+  lastCpupid: Int32Array | null = null;
   /** free-list links for buddy heads (struct page's lru list_head). */
   readonly next = new Int32Array(PAGES_PER_SECTION).fill(-1);
   readonly prev = new Int32Array(PAGES_PER_SECTION).fill(-1);
-  /** The memory cgroup charged for the frame (folio->memcg_data as an id: memcontrol.ts; 0 = none, the root). */
-  readonly memcg = new Uint16Array(PAGES_PER_SECTION);
+  /**
+   * The memory cgroup charged for the frame (folio->memcg_data as an id:
+   * memcontrol.ts; 0 = none, the root). Allocated at the section's first
+   * charge to a group other than the root.
+   */
+  memcg: Uint16Array | null = null;
+
+  /** Bytes of the arrays allocated: 30 per frame always, the side arrays when in use. */
+  bytes(): number {
+    const side = (this.entireMapcount ? 4 : 0) + (this.lastCpupid ? 4 : 0) + (this.memcg ? 2 : 0);
+    return PAGES_PER_SECTION * (4 + 1 + 4 + 4 + 5 + 4 + 4 + 4 + side);
+  }
+}
+
+/** Store a frame's rmap index (below 2^40) in a section. */
+export function setIndexAt(s: Section, i: number, index: number): void {
+  s.index[i] = index % 2 ** 32;
+  s.indexHi[i] = Math.floor(index / 2 ** 32);
 }
 
 export class MemMap {
@@ -140,15 +166,18 @@ export class MemMap {
     return (s.mapcount[pfn & SECTION_MASK]! += d);
   }
   entireMapcount(pfn: number): number {
-    return this.sec(pfn).entireMapcount[pfn & SECTION_MASK]!;
+    const a = this.sec(pfn).entireMapcount;
+    return a ? a[pfn & SECTION_MASK]! : 0;
   }
   addEntireMapcount(pfn: number, d: number): number {
     const s = this.sec(pfn);
+    s.entireMapcount ??= new Int32Array(PAGES_PER_SECTION);
     return (s.entireMapcount[pfn & SECTION_MASK]! += d);
   }
 
   setEntireMapcountZero(pfn: number): void {
-    this.sec(pfn).entireMapcount[pfn & SECTION_MASK] = 0;
+    const a = this.sec(pfn).entireMapcount;
+    if (a) a[pfn & SECTION_MASK] = 0;
   }
 
   owner(pfn: number): number {
@@ -159,10 +188,12 @@ export class MemMap {
   }
 
   index(pfn: number): number {
-    return this.sec(pfn).index[pfn & SECTION_MASK]!;
+    const s = this.sec(pfn);
+    const i = pfn & SECTION_MASK;
+    return s.indexHi[i]! * 2 ** 32 + s.index[i]!;
   }
   setIndex(pfn: number, i: number): void {
-    this.sec(pfn).index[pfn & SECTION_MASK] = i;
+    setIndexAt(this.sec(pfn), pfn & SECTION_MASK, i);
   }
 
   token(pfn: number): number {
@@ -174,11 +205,14 @@ export class MemMap {
 
   /** folio_last_cpupid: the cpupid of the last NUMA hinting fault (-1: none). */
   lastCpupid(pfn: number): number {
-    return this.sec(pfn).lastCpupid[pfn & SECTION_MASK]!;
+    const a = this.sec(pfn).lastCpupid;
+    return a ? a[pfn & SECTION_MASK]! : -1;
   }
   /** folio_xchg_last_cpupid: store cpupid, return the previous value. */
   xchgLastCpupid(pfn: number, cpupid: number): number {
-    const a = this.sec(pfn).lastCpupid;
+    const s = this.sec(pfn);
+    if (!s.lastCpupid && cpupid === -1) return -1;
+    const a = (s.lastCpupid ??= new Int32Array(PAGES_PER_SECTION).fill(-1));
     const i = pfn & SECTION_MASK;
     const old = a[i]!;
     a[i] = cpupid;
@@ -187,13 +221,15 @@ export class MemMap {
 
   /** The id of the memory cgroup the frame is charged to (0: none, the root's). */
   memcg(pfn: number): number {
-    return this.sec(pfn).memcg[pfn & SECTION_MASK]!;
+    const a = this.sec(pfn).memcg;
+    return a ? a[pfn & SECTION_MASK]! : 0;
   }
   /** Charge `n` frames from pfn (one section) to memory cgroup `id` (commit_charge), or clear them (0). */
   setMemcg(pfn: number, n: number, id: number): void {
     const s = this.sec(pfn);
+    if (!s.memcg && id === 0) return;
     const i = pfn & SECTION_MASK;
-    s.memcg.fill(id, i, i + n);
+    (s.memcg ??= new Uint16Array(PAGES_PER_SECTION)).fill(id, i, i + n);
   }
 
   next(pfn: number): number {
@@ -215,7 +251,7 @@ export class MemMap {
     const i = pfn & SECTION_MASK;
     s.flags[i] = flags;
     s.owner[i] = owner;
-    s.index[i] = index;
+    setIndexAt(s, i, index);
     s.mapcount[i] = 1;
   }
 
@@ -260,8 +296,7 @@ export class MemMap {
     s.flags.fill(PG.tail | extraFlags, i + 1, i + n);
     s.order[i] = order;
     s.owner.fill(owner, i, i + n);
-    const idx = s.index;
-    for (let j = 0; j < n; j++) idx[i + j] = vpn + j;
+    for (let j = 0; j < n; j++) setIndexAt(s, i + j, vpn + j);
   }
 
   /** Sum of the PTE mapcounts of n pages from pfn (inside one section). */
@@ -280,12 +315,13 @@ export class MemMap {
     s.flags[i] = 0;
     s.order[i] = 0;
     s.mapcount[i] = 0;
-    s.entireMapcount[i] = 0;
+    if (s.entireMapcount) s.entireMapcount[i] = 0;
     s.owner[i] = 0;
     s.index[i] = 0;
+    s.indexHi[i] = 0;
     s.token[i] = 0;
-    s.lastCpupid[i] = -1;
-    s.memcg[i] = 0;
+    if (s.lastCpupid) s.lastCpupid[i] = -1;
+    if (s.memcg) s.memcg[i] = 0;
   }
 
   /** Reset every field of `n` frames from pfn (frames handed to a new user). */
@@ -299,18 +335,21 @@ export class MemMap {
       s.flags.fill(0, lo, hi);
       s.order.fill(0, lo, hi);
       s.mapcount.fill(0, lo, hi);
-      s.entireMapcount.fill(0, lo, hi);
+      s.entireMapcount?.fill(0, lo, hi);
       s.owner.fill(0, lo, hi);
       s.index.fill(0, lo, hi);
+      s.indexHi.fill(0, lo, hi);
       s.token.fill(0, lo, hi);
-      s.lastCpupid.fill(-1, lo, hi);
-      s.memcg.fill(0, lo, hi);
+      s.lastCpupid?.fill(-1, lo, hi);
+      s.memcg?.fill(0, lo, hi);
       p += hi - lo;
     }
   }
 
   /** Bytes of metadata currently allocated (for memtwin's own memory use). */
   metadataBytes(): number {
-    return this.materialized * PAGES_PER_SECTION * (4 + 1 + 4 + 4 + 4 + 8 + 4 + 4 + 4 + 4 + 2);
+    let b = 0;
+    for (const s of this.sections) if (s) b += s.bytes();
+    return b;
   }
 }

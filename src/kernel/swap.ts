@@ -23,7 +23,7 @@
  * lists and swaps, is neither swapped nor listed here.
  */
 import type { Kernel } from './kernel.ts';
-import { PG, SECTION_MASK, SECTION_SHIFT, type MemMap } from './page.ts';
+import { PG, SECTION_MASK, SECTION_SHIFT, setIndexAt, type MemMap } from './page.ts';
 
 /** enum lru_list. */
 export const LRU_INACTIVE_ANON = 0;
@@ -159,11 +159,11 @@ export function lruAddNewAnon(k: Kernel, pfn: number, owner: number, index: numb
   s.flags[i] = (newFlags & ~PG.fileLru) | PG.lru;
   s.order[i] = 0;
   s.mapcount[i] = 1;
-  s.entireMapcount[i] = 0;
+  if (s.entireMapcount) s.entireMapcount[i] = 0;
   s.owner[i] = owner;
-  s.index[i] = index;
+  setIndexAt(s, i, index);
   s.token[i] = 0;
-  s.lastCpupid[i] = -1;
+  if (s.lastCpupid) s.lastCpupid[i] = -1;
   const lv = k.lruvecOf === undefined ? k.nodeLruvec[k.phys.nodeOfPfn(pfn)]! : folioLruvec(k, pfn);
   const lru = newFlags & PG.active ? LRU_ACTIVE_ANON : LRU_INACTIVE_ANON;
   const h = lv.head[lru]!;

@@ -41,6 +41,7 @@ import {
 } from './vms.ts';
 import { inputDigests } from './inputs.ts';
 import { addVmPsiGroup, pressureFinal, pressureSampler, startSwap } from './pressure.ts';
+import { SparseBitmap } from '../util/sparse_bitmap.ts';
 
 export const MEMTWIN_VERSION = '0.1.0';
 
@@ -48,7 +49,7 @@ interface MappingRt {
   base: number;
   len: number;
   /** Pages written at least once (what the workload really needed in memory). */
-  written: Uint8Array;
+  written: SparseBitmap;
 }
 
 export interface RunOptions {
@@ -117,16 +118,16 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
         );
         if (r < 0) fail([...mpath, 'madvise', ai], `${a} failed with ${errnoName(r)}`);
       });
-      const written = new Uint8Array(Math.ceil(m.size / PAGE_SIZE));
+      const written = new SparseBitmap(Math.ceil(m.size / PAGE_SIZE));
       if (m.fragment) {
         populateRange(k, p, addr, addr + m.size, true);
         for (let i = 0; i < written.length; i++) {
           if (i % m.fragment !== 0) k.madvise(p, addr + i * PAGE_SIZE, PAGE_SIZE, MADV.MADV_DONTNEED);
-          else written[i] = 1;
+          else written.set(i);
         }
       } else if (m.populate) {
         populateRange(k, p, addr, addr + m.size, true);
-        written.fill(1);
+        written.fill();
       }
       maps.set(m.name, { base: addr, len: m.size, written });
     });
@@ -188,7 +189,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   for (const rt of vms) {
     const maps = new Map<string, MappingRt>();
     rt.nodeRam.forEach((r, node) =>
-      maps.set(`ram.${node}`, { base: r.hva, len: r.size, written: new Uint8Array(Math.ceil(r.size / PAGE_SIZE)) }),
+      maps.set(`ram.${node}`, { base: r.hva, len: r.size, written: new SparseBitmap(Math.ceil(r.size / PAGE_SIZE)) }),
     );
     procs.push({ p: rt.vm.process, maps });
     startGuestWorkloads(k, rt, maps, threads, model, threadPaths);
@@ -572,7 +573,7 @@ function writtenMarker(maps: Map<string, MappingRt>): (va: number) => void {
       if (!m) return;
       last = m;
     }
-    last.written[Math.floor((va - last.base) / PAGE_SIZE)] = 1;
+    last.written.set(Math.floor((va - last.base) / PAGE_SIZE));
   };
 }
 
@@ -757,7 +758,7 @@ function finalMetrics(
 ): Record<string, number> {
   const mem = memoryOf(k, procs);
   let written = 0;
-  for (const { maps } of procs) for (const m of maps.values()) for (const b of m.written) written += b;
+  for (const { maps } of procs) for (const m of maps.values()) written += m.written.count;
   const acc = threads.reduce((a, t) => a + t.accesses, 0);
   const faults = threads.reduce((a, t) => a + t.faults, 0);
   const faultNs = threads.reduce((a, t) => a + t.faultNs, 0);
