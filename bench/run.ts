@@ -10,9 +10,9 @@
  *                            accesses per second, here and in the checkout DIR
  *                            (e.g. a worktree of main), alternated in one run
  *   npm run bench -- --only faults,cliffs   only these groups: faults, mmap, big, postcopy, host,
- *                                           vms, scenario, linux, cliffs
+ *                                           vms, scenario, linux, cliffs, startup
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { cpus, totalmem, release } from 'node:os';
 import { Bench } from 'tinybench';
 import { Kernel } from '../src/kernel/kernel.ts';
@@ -24,7 +24,7 @@ import { ScriptRunner } from '../src/opscript/runner.ts';
 import { SimBackend } from '../src/opscript/sim_backend.ts';
 import { LinuxBackend, linuxBackendUnavailable } from '../src/opscript/linux_backend.ts';
 import { resolveHost } from '../src/sim/host.ts';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadScenario } from '../src/scenario/load.ts';
@@ -32,6 +32,7 @@ import { runScenario } from '../src/scenario/run.ts';
 import { runScenarioFile } from '../src/scenario/sweep.ts';
 import { renderRunReport, renderSweepReport } from '../src/report/report.ts';
 import { fromRoot } from '../src/util/paths.ts';
+import { build, distState } from '../bin/build.mjs';
 
 const quick = process.argv.includes('--quick');
 const onlyAt = process.argv.indexOf('--only');
@@ -504,6 +505,189 @@ function compareWith(other: string): void {
   }
 }
 
+/** CPU time (user + system, seconds) of this process's waited-for children so far: /proc/self/stat's cutime and cstime, in USER_HZ (100) ticks. */
+function childrenCpu(): number {
+  const f = readFileSync('/proc/self/stat', 'utf8');
+  const after = f.slice(f.lastIndexOf(')') + 2).split(' '); // fields from the 3rd (state) on
+  return (Number(after[13]) + Number(after[14])) / 100; // fields 16 and 17
+}
+
+/** One command run to its end: its wall time and its CPU time (children's, so at a 10 ms resolution), in seconds. */
+function timed(args: string[], check: (stdout: string, stderr: string) => void): { wall: number; cpu: number } {
+  const c = childrenCpu();
+  const t = performance.now();
+  const r = spawnSync(process.execPath, args, { cwd: fromRoot(), encoding: 'utf8', maxBuffer: 64 << 20 });
+  const wall = (performance.now() - t) / 1000;
+  if (r.status !== 0) throw new Error(`node ${args.join(' ')}: exit ${r.status}: ${r.stderr}`);
+  check(r.stdout, r.stderr);
+  return { wall, cpu: childrenCpu() - c };
+}
+
+/** CPU seconds of each thread of process `pid` (/proc/PID/task/TID/stat utime + stime), by thread id. */
+function threadsCpu(pid: number, into: Map<number, number>): void {
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const f = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const after = f.slice(f.lastIndexOf(')') + 2).split(' ');
+      into.set(Number(tid), (Number(after[11]) + Number(after[12])) / 100);
+    }
+  } catch {
+    /* the process or a thread ended between the listing and the read */
+  }
+}
+
+/**
+ * timed(), and where the command's CPU time went, from its threads' times
+ * sampled every 20 ms until it exits: its main thread, its `workers`
+ * busiest other threads (the scenario workers), and the rest (V8's
+ * garbage-collection and compiler threads, libuv's pool).
+ */
+async function timedThreads(
+  args: string[],
+  workers: number,
+  check: (stderr: string) => void,
+): Promise<{ wall: number; cpu: number; main: number; workers: number; rest: number }> {
+  const c = childrenCpu();
+  const t = performance.now();
+  const child = spawn(process.execPath, args, { cwd: fromRoot(), stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const threads = new Map<number, number>();
+  const poll = setInterval(() => threadsCpu(child.pid!, threads), 20);
+  const status = await new Promise<number | null>((res) => child.on('close', res));
+  clearInterval(poll);
+  const wall = (performance.now() - t) / 1000;
+  if (status !== 0) throw new Error(`node ${args.join(' ')}: exit ${status}: ${err}`);
+  check(err);
+  const others = [...threads].filter(([tid]) => tid !== child.pid).map(([, s]) => s);
+  others.sort((x, y) => y - x);
+  const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+  return {
+    wall,
+    cpu: childrenCpu() - c,
+    main: threads.get(child.pid!) ?? 0,
+    workers: sum(others.slice(0, workers)),
+    rest: sum(others.slice(workers)),
+  };
+}
+
+/** A row of repeated command timings: median wall time, its spread, and the median CPU time. */
+function timedRow(what: string, runs: { wall: number; cpu: number }[], note = ''): void {
+  const s = (x: number): string => x.toFixed(2);
+  row(
+    what,
+    `${s(median(runs.map((r) => r.wall)))} s wall (median)`,
+    `${runs.length} repeats: ${spread(
+      runs.map((r) => r.wall),
+      s,
+    )} s wall; ${s(median(runs.map((r) => r.cpu)))} s CPU (median)${note ? `; ${note}` : ''}`,
+  );
+}
+
+/**
+ * Issue 19's start-up: `memtwin` as installed (bin/memtwin.js running the
+ * compiled dist/, built first if it is not current), each command a fresh
+ * process timed from spawn to exit. For comparison, --help from the
+ * TypeScript sources through tsx (what every command paid before dist/).
+ * Then a sweep of four runs of ~1 s each (SCENARIO at 700 ms of virtual
+ * time: ~1 s of CPU per run on this machine) with `memtwin run
+ * --workers 1` and `--workers 2`, alternated, and the sweeps' results
+ * checked byte-identical.
+ */
+async function startup(): Promise<void> {
+  if (distState().state !== 'current') {
+    console.error('  building dist/ (npm run build)');
+    const errors = await build();
+    if (errors.length) throw new Error(`build failed: ${errors.map((e) => e.text).join('; ')}`);
+  }
+  const bin = fromRoot('bin', 'memtwin.js');
+  const repeats = quick ? 2 : 10;
+  const help = (out: string): void => {
+    if (!out.startsWith('Usage: memtwin')) throw new Error(`--help printed ${out.slice(0, 80)}`);
+  };
+  const runs = (n: number, f: () => { wall: number; cpu: number }): { wall: number; cpu: number }[] => Array.from({ length: n }, f);
+  timedRow(
+    '`memtwin --help`',
+    runs(repeats, () => timed([bin, '--help'], help)),
+    'bin/memtwin.js running dist/',
+  );
+  const dir = mkdtempSync(join(tmpdir(), 'memtwin-bench-'));
+  try {
+    // Ten ops of the THP demo: sysfs knobs, two mmaps, madvise, touches, pagemap.
+    const ops = readFileSync(fromRoot('examples', 'thp-demo.jsonl'), 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .slice(0, 10);
+    const script = join(dir, 'ten.jsonl');
+    writeFileSync(script, ops.join('\n') + '\n');
+    const ten = (out: string): void => {
+      if (!out.includes('{"summary":{"ops":10,"errors":0,"backend":"sim"}}')) throw new Error(`exec: ${out.slice(-200)}`);
+    };
+    timedRow(
+      '`memtwin exec` of a ten-line op-script (sim backend)',
+      runs(repeats, () => timed([bin, 'exec', script], ten)),
+    );
+    timedRow(
+      '`memtwin --help` from the TypeScript sources (tsx)',
+      runs(quick ? 1 : 5, () => timed(['--import', 'tsx', fromRoot('src', 'cli', 'main.ts'), '--help'], help)),
+      'what every command paid before dist/',
+    );
+    const sweep = join(dir, 'sweep.yaml');
+    writeFileSync(sweep, SCENARIO(quick ? '20ms' : '700ms', true));
+    let reference = '';
+    /** `cmd run` of the sweep on 1 and 2 workers, alternated: a row of wall times, and with `breakdown` where the CPU went. */
+    const pair = async (tag: string, cmd: string[], label: string, breakdown: boolean): Promise<void> => {
+      const walls: Record<1 | 2, number[]> = { 1: [], 2: [] };
+      const cpu: Record<1 | 2, { cpu: number; main: number; workers: number; rest: number }[]> = { 1: [], 2: [] };
+      const perRun: number[] = [];
+      const results: Record<1 | 2, string> = { 1: '', 2: '' };
+      for (let r = 0; r < (quick ? 1 : 3); r++)
+        // Alternate which goes first, so a drift in the machine's load does not favour one.
+        for (const workers of r % 2 ? ([2, 1] as const) : ([1, 2] as const)) {
+          const out = join(dir, `${tag}-w${workers}-${r}`);
+          const t = await timedThreads([...cmd, 'run', sweep, '--out', out, '--workers', String(workers)], workers, (err) => {
+            for (const m of err.matchAll(/: done in ([\d.]+) s/g)) perRun.push(Number(m[1]));
+          });
+          walls[workers].push(t.wall);
+          cpu[workers].push(t);
+          const res = readFileSync(join(out, 'result.json'), 'utf8');
+          if (results[workers] && results[workers] !== res) throw new Error(`sweep results differ between repeats on ${workers} workers`);
+          results[workers] = res;
+        }
+      if (results[1] !== results[2]) throw new Error('sweep results differ between 1 and 2 workers');
+      if (reference && reference !== results[1]) throw new Error(`${label}: sweep results differ from the compiled memtwin's`);
+      reference = results[1];
+      const s = (x: number): string => x.toFixed(2);
+      const [a, b] = [median(walls[1]), median(walls[2])];
+      row(
+        `${label} of a sweep of 4 runs of ~1 s (0.7 s virtual): 1 worker vs 2 workers`,
+        `${s(a)} s vs ${s(b)} s (medians): ${(a / b).toFixed(2)}x`,
+        `${walls[1].length} alternated repeats: ${spread(walls[1], s)} s vs ${spread(walls[2], s)} s; speed-ups ${walls[1]
+          .map((w, i) => (w / walls[2][i]!).toFixed(2))
+          .join(', ')}; each run ${spread(perRun, (x) => x.toFixed(1))} s in its worker; results byte-identical; ${cpus().length} cores`,
+      );
+      if (breakdown)
+        for (const workers of [1, 2] as const) {
+          const m = (k: 'cpu' | 'main' | 'workers' | 'rest'): string => s(median(cpu[workers].map((x) => x[k])));
+          row(
+            `where that sweep's CPU time goes, ${workers} worker${workers > 1 ? 's' : ''}`,
+            `${m('cpu')} s CPU (median)`,
+            `main thread ${m('main')} s (start, scenario, reports), worker threads ${m('workers')} s, other threads ${m('rest')} s (V8's GC and compiler, libuv); medians of ${cpu[workers].length}, threads sampled every 20 ms`,
+          );
+        }
+    };
+    await pair('dist', [bin], '`memtwin run`', true);
+    await pair(
+      'tsx',
+      ['--import', 'tsx', fromRoot('src', 'cli', 'main.ts')],
+      '`memtwin run` from the TypeScript sources (tsx, a worker bundle made per sweep)',
+      false,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** min-max of a list of values, formatted by `f`. */
 function spread(xs: number[], f: (x: number) => string): string {
   return `${f(Math.min(...xs))}-${f(Math.max(...xs))}`;
@@ -613,6 +797,7 @@ async function main(): Promise<void> {
       },
     ],
     ['cliffs', cliffs],
+    ['startup', startup],
   ];
   for (const [name, run] of groups) if (!only || only.has(name)) await run();
   const machine = `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${(totalmem() / GiB).toFixed(0)} GiB, Linux ${release()}, Node ${process.version}`;

@@ -1,11 +1,13 @@
 /**
  * The npm package stands on its own: what `npm pack` puts in the tarball is
- * what an installed memtwin needs to run its shipped scenarios, build its
+ * what an installed memtwin needs to run its shipped scenarios (compiled:
+ * dist/, which `npm pack` builds through the prepare script), build its
  * native executor and read its documentation (nothing points outside it).
  */
 import { describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fromRoot } from '../src/util/paths.ts';
 
 interface PackEntry {
@@ -27,6 +29,20 @@ describe('npm pack', () => {
       expect(files, f).toContain(f);
   });
 
+  it('holds the compiled command line and worker, built by the prepare script (npm pack runs it)', () => {
+    const pkg = JSON.parse(readFileSync(fromRoot('package.json'), 'utf8')) as { scripts: Record<string, string> };
+    expect(pkg.scripts['prepare']).toBe('node bin/build.mjs');
+    for (const f of ['bin/build.mjs', 'dist/SOURCES', 'dist/cli/main.js', 'dist/scenario/worker.js']) expect(files, f).toContain(f);
+    // Every output two directories below the package root, as its sources are (src/validate/real.ts finds the root so).
+    expect([...files].filter((f) => f.startsWith('dist/') && f.endsWith('.js') && f.split('/').length !== 3)).toEqual([]);
+    // Every module the bundles import is in the tarball too.
+    const chunks = [...files].filter((f) => f.startsWith('dist/chunks/'));
+    expect(chunks.length).toBeGreaterThan(0);
+    for (const f of [...files].filter((f) => f.startsWith('dist/') && f.endsWith('.js')))
+      for (const m of readFileSync(fromRoot(f), 'utf8').matchAll(/(?:from|import\(?)\s*"(\.{1,2}\/[^"]+)"/g))
+        expect(files, `${f} imports ${m[1]}`).toContain(join(dirname(f), m[1]!));
+  });
+
   it('holds the native executor sources and builds them on install', () => {
     for (const f of readdirSync(fromRoot('native')).filter((f) => /\.(c|h)$/.test(f) || f === 'Makefile'))
       expect(files, `native/${f}`).toContain(`native/${f}`);
@@ -35,7 +51,7 @@ describe('npm pack', () => {
     expect(pkg.scripts['postinstall']).toMatch(/^make -s -C native \|\| echo /);
   });
 
-  it('leaves the tests out', () => {
-    expect([...files].filter((f) => f.endsWith('.test.ts'))).toEqual([]);
+  it('leaves the tests and unfinished builds out', () => {
+    expect([...files].filter((f) => f.endsWith('.test.ts') || f.startsWith('dist.new-'))).toEqual([]);
   });
 });

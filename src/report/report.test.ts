@@ -3,8 +3,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { barChartSVG, lineChartSVG } from './charts.ts';
-import { formatMetric, renderRunReport, renderSweepReport } from './report.ts';
+import { barChartSVG, lineChartSVG, markerLabel } from './charts.ts';
+import {
+  escapeHtml as esc,
+  formatMetric,
+  nearlySame,
+  perVmCharts,
+  renderRunReport,
+  renderSweepReport,
+  runMarkers,
+  runNames,
+} from './report.ts';
+import { UNIT_NAMES, unitOf } from './units.ts';
 import { fakeRun, fakeSweep } from './test_fixtures.ts';
 import { CHROMIUM, chromium, pageErrors } from '../testing/chromium.ts';
 
@@ -107,12 +117,31 @@ describe('renderRunReport', () => {
     expect(html).toContain('two-socket: 2 NUMA nodes, 32 GiB, 8 CPUs');
     expect(html).toContain('Xeon Gold 6338 (synthetic), measured 2025-01-15');
     for (const [k, v] of Object.entries(run.final))
-      expect(html).toContain(`<code>${k}</code></td><td class="n">${formatMetric(k, v)}</td>`);
+      expect(html).toContain(
+        `<code>${k}</code></td><td class="unit">${UNIT_NAMES[unitOf(k)]}</td><td class="n">${formatMetric(k, v)}</td>`,
+      );
     expect(html).toContain('<td class="n">4 KiB</td>'); // page_size_bytes
-    const threadRows = html.slice(html.indexOf('<h2>Threads</h2>'), html.indexOf('<h2>Over time</h2>')).match(/<tr>/g);
+    const threadRows = html
+      .slice(html.indexOf('<h2 id="threads">Threads</h2>'), html.indexOf('<h2 id="over-time">Over time</h2>'))
+      .match(/<tr>/g);
     expect(threadRows).toHaveLength(1 + 4); // header + 4 threads (the total row has its own class)
     expect(html).toContain('<tr class="total">');
     expect(html).toContain('1,500,000,000');
+  });
+
+  it('files the final metrics under their question, each with its unit, and marks the events on the charts', () => {
+    expect(html).toContain('<nav class="toc">');
+    expect(html).toContain('<h3 id="g-thp" class="group">Huge pages (THP)</h3>');
+    expect(html).toContain('<a href="#g-placement">NUMA placement</a>');
+    const thp = html.slice(html.indexOf('id="g-thp"'), html.indexOf('</table>', html.indexOf('id="g-thp"')));
+    expect(thp).toContain('<code>anon_huge_bytes</code></td><td class="unit">bytes</td>');
+    expect(thp).not.toContain('<code>faults</code>');
+    const withEvents = fakeRun();
+    withEvents.events = [{ at_ns: 12e9, op: 'madvise', process: 'db', ret: 0, ns: 1000, pages_migrated: 0 }];
+    const out = renderRunReport(withEvents);
+    expect(svgs(out).every((svg) => svg.includes('>madvise<'))).toBe(true);
+    expect(out).toContain('Dashed vertical lines mark the run’s events');
+    expect(html).not.toContain('Dashed vertical lines');
   });
 
   it('escapes names with <&>', () => {
@@ -160,18 +189,102 @@ describe('renderSweepReport', () => {
   it('is a self-contained page with a bar chart per differing metric and the overlays', () => {
     expectSelfContained(html);
     expect(differing).toEqual(expect.arrayContaining(['throughput_per_s', 'fault_ns_total', 'anon_huge_bytes', 'rss_bytes']));
-    // one bar chart per differing metric + throughput overlay + RSS overlay + per-thread bars
-    expect(svgs(html)).toHaveLength(differing.length + 3);
+    // one bar chart per differing metric + throughput, huge-mapping share and RSS overlays + per-thread bars
+    expect(svgs(html)).toHaveLength(differing.length + 4);
     svgs(html).forEach(expectDrawn);
     expect(html).toContain('<h3>Total throughput over time</h3>');
-    expect(html).toContain('Same in every run (no chart): <code>remote_fraction</code>, <code>page_size_bytes</code>');
+    expect(html).toContain('<h3>Accesses through huge mappings over time</h3>');
+    // Metrics the same in every run are tabled with a grey name, not charted.
+    expect(html).toContain('<td class="same"><code>remote_<wbr>fraction</code>');
+    expect(html).not.toContain('<h3><code>remote_fraction</code></h3>');
+  });
+
+  it('names runs by their swept values, never by number', () => {
+    const names = sweep.runs.map((r) => `thp=${r.params.thp}, numa&lt;bal&gt;=${r.params['numa<bal>']}`);
+    for (const n of names) expect(html).toContain(n);
+    expect(html).not.toMatch(/>#\d+</);
+    expect(
+      runNames([
+        { id: 'a', params: {} },
+        { id: 'b', params: { x: 1 } },
+        { id: 'c', params: { x: 1 } },
+      ]),
+    ).toEqual(['a', 'x=1 (b)', 'x=1 (c)']);
+  });
+
+  it('groups metrics by question, with headings, a unit column and a table of contents', () => {
+    expect(html).toContain('<nav class="toc">');
+    for (const [id, title] of [
+      ['g-workload', 'Workload'],
+      ['g-thp', 'Huge pages (THP)'],
+      ['g-placement', 'NUMA placement'],
+    ]) {
+      expect(html).toContain(`<a href="#${id}">${esc(title)}</a>`);
+      expect(html).toContain(`<section id="${id}">\n<h2>${esc(title)}</h2>`);
+    }
+    const thp = html.slice(html.indexOf('<section id="g-thp">'), html.indexOf('</section>', html.indexOf('<section id="g-thp">')));
+    expect(thp).toContain('<h3><code>anon_huge_bytes</code></h3>');
+    expect(thp).not.toContain('<code>throughput_per_s</code>');
+    // The Runs table holds the runs and their swept values (metrics are in the sections): it fits, and scrolls if not.
+    const runs = html.slice(html.indexOf('<h2 id="runs">'), html.indexOf('<section'));
+    expect(runs).toContain('<div class="scroll"><table class="wide">');
+    expect(runs.match(/<th[ >]/g)).toHaveLength(4); // #, run, thp, numa<bal>
+  });
+
+  it('draws the same metric of several VMs in one chart, a bar per VM, and no chart for values within 1 %', () => {
+    expect(perVmCharts(['faults', 'vm.a.migration.ram.mbps', 'vm.b.migration.ram.mbps', 'vm.a.downtime_ns'])).toEqual([
+      { title: 'faults', keys: ['faults'] },
+      { title: 'vm.*.migration.ram.mbps', keys: ['vm.a.migration.ram.mbps', 'vm.b.migration.ram.mbps'] },
+      { title: 'vm.a.downtime_ns', keys: ['vm.a.downtime_ns'] },
+    ]);
+    expect(nearlySame([58_900, 58_901, 58_950])).toBe(true);
+    expect(nearlySame([100, 102])).toBe(false);
+    expect(nearlySame([0, 0])).toBe(true);
+    expect(nearlySame([5, -1])).toBe(false); // a sentinel is a difference worth showing
+    const p = fakeSweep();
+    p.sweep.runs.forEach((r, i) =>
+      Object.assign(r.final, { 'vm.a.migration.ram.mbps': 1000 * (i + 1), 'vm.b.migration.ram.mbps': 500 * (i + 1) }),
+    );
+    const out = renderSweepReport(p.sweep, p.runs);
+    const chart = out.slice(out.indexOf('<h3><code>vm.*.migration.ram.mbps</code></h3>'));
+    expect(chart.length).toBeLessThan(out.length);
+    const svg = chart.slice(0, chart.indexOf('</svg>'));
+    for (const t of ['>a<', '>b<', '>1 Gbit/s<', '>500 Mbit/s<', '>3 Gbit/s<']) expect(svg).toContain(t);
+    expect(out).not.toContain('<h3><code>vm.a.migration.ram.mbps</code></h3>');
+  });
+
+  it('marks events on the over-time charts: shared ones once in grey, a run’s own in its colour', () => {
+    const p = fakeSweep();
+    p.runs.forEach((r, i) => {
+      r.events = [
+        { at_ns: 5e9, op: 'migrate', process: 'qemu', vm: 'g', ret: 0, ns: 0, pages_migrated: 0 },
+        { at_ns: 9e9 + i * 1e9, op: 'balloon', process: 'qemu', vm: 'g', ret: 0, ns: 0, pages_migrated: 0 },
+      ];
+      Object.assign(r.final, { 'vm.g.migration.total_time_ns': 4e9 + i * 1e9, 'vm.g.migration.downtime_ns': 3e8 });
+    });
+    const out = renderSweepReport(p.sweep, p.runs);
+    const tp = svgs(out).find((x) => x.includes('aria-label="Total throughput over time"'))!;
+    // migrate (shared, grey), then per run: a switchover, a completion and a balloon in its colour.
+    expect(tp).toContain('>migrate (g)<');
+    // A run's switchover, completion and balloon 0.3 s apart on a 30 s axis share one label.
+    expect(tp).toContain('>switchover / balloon / completed (g)<');
+    expect(markerLabel(['switchover (vm0)', 'completed (vm0)', 'switchover (vm1)', 'completed (vm2)', 'migrate (vm3)', 'mbind'])).toBe(
+      'switchover / completed / migrate / mbind (vm0, vm1 +2)',
+    );
+    expect(runMarkers(p.runs[1]!).map((m) => [m.t_ns, m.label])).toEqual([
+      [5e9, 'migrate (g)'],
+      [5e9 + 5e9 - 3e8, 'switchover (g)'],
+      [10e9, 'completed (g)'],
+      [10e9, 'balloon (g)'],
+    ]);
+    expect(out).toContain('Dashed vertical lines mark events');
   });
 
   it('lists the swept parameters and one row per run with formatted metrics and links', () => {
     expect(html).toContain('<code>sysfs.transparent_hugepage.enabled</code>');
     expect(html).toContain('never, madvise, always');
     for (const r of sweep.runs) {
-      expect(html).toContain(`<a href="${r.dir}/report.html">${r.id}</a>`);
+      expect(html).toContain(`<a href="${r.dir}/report.html">thp=${r.params.thp}, numa&lt;bal&gt;=${r.params['numa<bal>']}</a>`);
       expect(html).toContain(formatMetric('throughput_per_s', r.final.throughput_per_s!));
     }
     expect(html).toContain('runs/thp=never/report.html');
@@ -209,6 +322,7 @@ describe('renderSweepReport', () => {
     const bare = renderSweepReport(sweep, []);
     expectSelfContained(bare);
     expect(svgs(bare)).toHaveLength(differing.length);
+    svgs(bare).forEach(expectDrawn);
     expect(bare).toContain('Full run results were not given');
   });
 });

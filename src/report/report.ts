@@ -4,8 +4,9 @@
  * offline. Rendering is deterministic: the same result gives the same bytes.
  */
 import type { PublishedFigure, RunResult, ScenarioInfo, SeriesData, SweepResult, ThreadResult } from '../scenario/result.ts';
-import { barChartSVG, lineChartSVG, PALETTE, type LineSeries } from './charts.ts';
-import { formatMetric, formatValue, groupThousands, unitOf, type Unit } from './units.ts';
+import { barChartSVG, lineChartSVG, lineWantsLog, PALETTE, runBarsSVG, type LineSeries, type TimeMarker } from './charts.ts';
+import { groupMetrics } from './groups.ts';
+import { formatMetric, formatValue, groupThousands, unitOf, UNIT_NAMES, type Unit } from './units.ts';
 
 export { formatMetric } from './units.ts';
 
@@ -23,6 +24,7 @@ main{max-width:1200px;margin:0 auto;padding:24px 32px 48px;background:#fff;min-h
 h1{font-size:24px;margin:0 0 4px}
 h2{font-size:18px;margin:32px 0 10px;padding-bottom:4px;border-bottom:1px solid #e3e6ec}
 h3{font-size:15px;margin:0 0 2px}
+h3.group{margin:18px 0 2px}
 p{margin:6px 0}
 .sub{color:#5a5f6b;margin:0 0 12px}
 .desc{max-width:900px}
@@ -40,6 +42,16 @@ table.wide{width:100%;font-size:12.5px}
 table.wide th,table.wide td{padding:4px 6px}
 table.wide th{vertical-align:bottom}
 .row{display:flex;gap:40px;flex-wrap:wrap;align-items:flex-start}
+nav.toc{background:#f6f7f9;border:1px solid #e3e6ec;padding:8px 12px;margin:14px 0;line-height:1.9}
+nav.toc b{margin-right:6px}
+p.question{color:#5a5f6b;font-style:italic;margin:0 0 8px}
+table.metrics td:first-child,table.metrics th:first-child{position:sticky;left:0;background:#fff;z-index:1;min-width:240px}
+table.metrics th:first-child{background:#f3f5f8}
+table.metrics th.n{white-space:normal;min-width:90px}
+td.same code{color:#8a909c}
+td.unit{color:#5a5f6b;white-space:nowrap}
+td a.src,td.src a{word-break:break-all}
+.swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px;vertical-align:baseline}
 code,.mono{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12.5px}
 figure{margin:18px 0 8px}
 figure svg{display:block;max-width:100%;height:auto}
@@ -100,7 +112,7 @@ function table(head: Cell[], rows: Cell[][], cls = ''): string {
     .join('\n');
   const t = `<table${cls ? ` class="${cls}"` : ''}>\n<thead><tr>${th}</tr></thead>\n<tbody>\n${body}\n</tbody>\n</table>`;
   // A wide table scrolls on its own rather than widening the page.
-  return cls === 'wide' ? `<div class="scroll">${t}</div>` : t;
+  return cls.split(' ').includes('wide') ? `<div class="scroll">${t}</div>` : t;
 }
 
 const txt = (s: string): Cell => ({ html: esc(s) });
@@ -167,13 +179,30 @@ function facts(items: [string, string][]): string {
   return `<dl class="facts">\n${items.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${v}</dd>`).join('\n')}\n</dl>`;
 }
 
-function finalTable(final: Record<string, number>): string {
+/** The final metrics, a table per question (placement, migration, THP...), each metric with its unit. */
+function finalTables(final: Record<string, number>, summary: string[]): { html: string; toc: [string, string][] } {
   const keys = Object.keys(final);
-  if (keys.length === 0) return '<p class="muted">No final metrics in this result.</p>';
-  return table(
-    [txt('metric'), { html: 'value', num: true }, { html: 'raw', num: true }],
-    keys.map((k) => [{ html: `<code>${esc(k)}</code>` }, num(formatMetric(k, final[k]!)), { html: esc(String(final[k])), cls: 'raw' }]),
-  );
+  if (keys.length === 0) return { html: '<p class="muted">No final metrics in this result.</p>', toc: [] };
+  const out: string[] = [];
+  const contents: [string, string][] = [];
+  for (const { group, names } of groupMetrics(keys, summary)) {
+    const id = `g-${group.id}`;
+    contents.push([id, group.title]);
+    out.push(
+      `<h3 id="${id}" class="group">${esc(group.title)}</h3>`,
+      `<p class="question">${esc(group.question)}</p>`,
+      table(
+        [txt('metric'), txt('unit'), { html: 'value', num: true }, { html: 'raw', num: true }],
+        names.map((k) => [
+          { html: `<code>${esc(k)}</code>` },
+          { html: esc(UNIT_NAMES[unitOf(k)]), cls: 'unit' },
+          num(formatMetric(k, final[k]!)),
+          { html: esc(String(final[k])), cls: 'raw' },
+        ]),
+      ),
+    );
+  }
+  return { html: out.join('\n'), toc: contents };
 }
 
 /** Scenario events (syscalls at given times) and what they did. */
@@ -215,10 +244,10 @@ function figureMatches(p: PublishedFigure, id: string, params: Record<string, un
 /** The scenario's notes and its published figures beside the runs' results. */
 function notesAndPublished(
   info: ScenarioInfo,
-  runs: { id: string; params: Record<string, unknown>; final: Record<string, number> }[],
+  runs: { id: string; name?: string; params: Record<string, unknown>; final: Record<string, number> }[],
 ): string {
   const out: string[] = [];
-  if (info.notes) out.push('<h2>Notes</h2>', `<p class="desc">${esc(info.notes)}</p>`);
+  if (info.notes) out.push('<h2 id="notes">Notes</h2>', `<p class="desc">${esc(info.notes)}</p>`);
   const figs = info.published ?? [];
   if (figs.length) {
     const rows: Cell[][] = [];
@@ -228,16 +257,16 @@ function notesAndPublished(
         const model = v === undefined ? undefined : inUnit(v, p.unit);
         rows.push([
           txt(p.label),
-          txt(r.id),
+          txt(r.name ?? r.id),
           { html: `<code>${esc(p.metric)}</code>` },
           num(`${groupThousands(Math.round(p.value * 100) / 100)} ${p.unit}`),
           num(model === undefined ? '—' : `${groupThousands(Math.round(model * 100) / 100)} ${p.unit}`),
           num(model === undefined || !p.value ? '—' : `${(model / p.value).toFixed(2)}×`),
-          { html: `<a href="${esc(p.source)}">${esc(p.source)}</a>` },
+          { html: `<a href="${esc(p.source)}">${esc(p.source)}</a>`, cls: 'src' },
         ]);
       }
     out.push(
-      '<h2>Published figures beside the results</h2>',
+      `<h2${info.notes ? '' : ' id="notes"'}>Published figures beside the results</h2>`,
       table(
         [
           txt('published'),
@@ -424,7 +453,7 @@ function column(series: SeriesData, name: string): number[] | undefined {
 }
 
 /** The chart's figure, or a note saying why it was skipped. */
-function figure(id: string, plan: ChartPlan): string {
+function figure(id: string, plan: ChartPlan, markers: TimeMarker[] = []): string {
   const present = plan.series;
   if (present.length === 0) {
     const what = plan.missing.length ? plan.missing.map((m) => `<code>${esc(m)}</code>`).join(', ') : 'the series';
@@ -433,11 +462,21 @@ function figure(id: string, plan: ChartPlan): string {
   if (present.every((s) => allZero(s.values))) {
     return `<p class="note">Skipped chart <b>${esc(plan.title)}</b>: ${present.map((s) => `<code>${esc(s.name)}</code>`).join(', ')} ${present.length === 1 ? 'is' : 'are'} zero throughout.</p>`;
   }
-  const svg = lineChartSVG({ id, series: present, unit: plan.unit, label: plan.title, ...(plan.legend ? { legend: true } : {}) });
+  const log = lineWantsLog(present);
+  const svg = lineChartSVG({
+    id,
+    series: present,
+    unit: plan.unit,
+    label: plan.title,
+    markers,
+    log,
+    ...(plan.legend ? { legend: true } : {}),
+  });
+  const caption = `${plan.caption}${log ? ' Log scale: the lines span more than two decades (zeros not drawn).' : ''}`;
   const missing = plan.missing.length
     ? `<p class="note">Not recorded: ${plan.missing.map((m) => `<code>${esc(m)}</code>`).join(', ')}.</p>`
     : '';
-  return `<figure>\n<h3>${esc(plan.title)}</h3>\n<figcaption>${esc(plan.caption)}</figcaption>\n${svg}\n</figure>${missing}`;
+  return `<figure>\n<h3>${esc(plan.title)}</h3>\n<figcaption>${esc(caption)}</figcaption>\n${svg}\n</figure>${missing}`;
 }
 
 function named(series: SeriesData, specs: [string, string][]): { series: LineSeries[]; missing: string[] } {
@@ -573,7 +612,9 @@ function runCharts(r: RunResult): string {
     });
 
   if (s.t_ns.length === 0) return '<p class="note">No time series in this result: all charts skipped.</p>';
-  return plans.map((p, i) => figure(`run-chart-${i}`, p)).join('\n');
+  const markers = runMarkers(r);
+  const charts = plans.map((p, i) => figure(`run-chart-${i}`, p, markers)).join('\n');
+  return markers.length ? `${charts}\n<p class="muted">Dashed vertical lines mark the run’s events (see Events above).</p>` : charts;
 }
 
 // ---------------------------------------------------------------- run report
@@ -589,6 +630,7 @@ function warningsList(warnings: { runId?: string; text: string }[]): string {
 export function renderRunReport(r: RunResult): string {
   const title = `memtwin run report: ${r.scenario.name}${r.run.id && r.run.id !== 'base' ? ` [${r.run.id}]` : ''}`;
   const params = Object.entries(r.run.params ?? {});
+  const finals = finalTables(r.final ?? {}, r.scenario.summary ?? []);
   const factRows: [string, string][] = [
     ['Scenario', `<b>${esc(r.scenario.name)}</b> <span class="muted mono">${esc(r.scenario.file)}</span>`],
     ['Run', `${esc(r.run.id)} (index ${r.run.index})`],
@@ -608,15 +650,24 @@ export function renderRunReport(r: RunResult): string {
     facts(factRows),
     warningsList((r.warnings ?? []).map((text) => ({ text }))),
     notMeasuredNote(r.profile.not_measured),
+    toc([
+      ...(r.scenario.notes || r.scenario.published?.length ? ([['notes', 'Notes']] as [string, string][]) : []),
+      ['host', 'Host'],
+      ['final', 'Final metrics'],
+      ...finals.toc,
+      ['threads', 'Threads'],
+      ...(r.events?.length ? ([['events', 'Events']] as [string, string][]) : []),
+      ['over-time', 'Over time'],
+    ]),
     notesAndPublished(r.scenario, [{ id: r.run.id, params: r.run.params ?? {}, final: r.final ?? {} }]),
-    '<h2>Host</h2>',
+    '<h2 id="host">Host</h2>',
     hostTables(r.host),
-    '<h2>Final metrics</h2>',
-    finalTable(r.final ?? {}),
-    '<h2>Threads</h2>',
+    '<h2 id="final">Final metrics</h2>',
+    finals.html,
+    '<h2 id="threads">Threads</h2>',
     threadTable(r.threads ?? []),
-    ...(r.events?.length ? ['<h2>Events</h2>', eventTable(r.events)] : []),
-    '<h2>Over time</h2>',
+    ...(r.events?.length ? ['<h2 id="events">Events</h2>', eventTable(r.events)] : []),
+    '<h2 id="over-time">Over time</h2>',
     runCharts(r),
     '<h2>Scenario as run</h2>',
     `<details><summary>Inputs (sweep values substituted, defaults filled in)</summary>\n<pre>${esc(JSON.stringify(r.inputs, null, 2) ?? 'undefined')}</pre>\n</details>`,
@@ -645,6 +696,265 @@ function sumThroughput(r: RunResult): number[] {
 }
 
 /**
+ * A run's name from its swept values (`pages=1G, preempt=on`), the run id
+ * when it has none; names that would repeat get the run id after them.
+ */
+export function runNames(entries: { id: string; params?: Record<string, unknown> }[]): string[] {
+  const names = entries.map((e) => {
+    const params = Object.entries(e.params ?? {});
+    return params.length ? params.map(([k, v]) => `${k}=${showParam(v)}`).join(', ') : e.id;
+  });
+  return names.map((n, i) => (names.indexOf(n) !== names.lastIndexOf(n) ? `${n} (${entries[i]!.id})` : n));
+}
+
+/** QEMU's query-migrate times in ms beside memtwin's in ns: the ns twin is charted, the ms one only tabled. */
+function chartedTwin(name: string, all: Set<string>): boolean {
+  const m = /^(.*\.migration\.)(total-time|downtime)$/.exec(name);
+  return m !== null && all.has(`${m[1]}${m[2] === 'total-time' ? 'total_time_ns' : 'downtime_ns'}`);
+}
+
+/** The table of contents: links to the report's sections. */
+function toc(items: [string, string][]): string {
+  return `<nav class="toc"><b>Contents</b> ${items.map(([id, title]) => `<a href="#${esc(id)}">${esc(title)}</a>`).join(' · ')}</nav>`;
+}
+
+const VM_METRIC = /^(vm|process)\.([^.]+)\.(.+)$/;
+const vmOf = (k: string): string => VM_METRIC.exec(k)?.[2] ?? k;
+
+/** Values within 1 % of each other (a sentinel apart): worth a table row, not a chart. */
+export function nearlySame(vs: number[]): boolean {
+  const xs = vs.filter((v) => Number.isFinite(v));
+  if (xs.length !== vs.length || xs.some((v) => v === -1)) return false;
+  const max = Math.max(...xs.map(Math.abs));
+  return max === 0 || (Math.max(...xs) - Math.min(...xs)) / max < 0.01;
+}
+
+/**
+ * Charts for these metrics: one per metric, but the same metric of several
+ * VMs (`vm.NAME.migration.ram.mbps`) in one chart (`vm.*.migration.ram.mbps`)
+ * with a bar per VM in each run's row.
+ */
+export function perVmCharts(keys: string[]): { title: string; keys: string[] }[] {
+  const out: { title: string; keys: string[] }[] = [];
+  const byPattern = new Map<string, { title: string; keys: string[] }>();
+  for (const k of keys) {
+    const m = VM_METRIC.exec(k);
+    if (!m) {
+      out.push({ title: k, keys: [k] });
+      continue;
+    }
+    const title = `${m[1]}.*.${m[3]}`;
+    const c = byPattern.get(title);
+    if (c) c.keys.push(k);
+    else {
+      const chart = { title, keys: [k] };
+      byPattern.set(title, chart);
+      out.push(chart);
+    }
+  }
+  // A metric of a single VM keeps its own name.
+  return out.map((c) => (c.keys.length === 1 ? { title: c.keys[0]!, keys: c.keys } : c));
+}
+
+/** Metrics (rows, each with its unit) across the runs (columns); a metric the same in every run has a grey name. */
+function metricsTable(entries: SweepResult['runs'], names: string[], keys: string[]): string {
+  const rows = keys.map((k) => {
+    const vs = entries.map((e) => e.final?.[k] ?? NaN);
+    const same = entries.length > 1 && sameValues(vs);
+    return [
+      { html: `<code>${breakable(k)}</code>`, cls: same ? 'same' : '' },
+      { html: esc(UNIT_NAMES[unitOf(k)]), cls: 'unit' },
+      ...vs.map((v) => (Number.isNaN(v) ? num('—') : num(formatMetric(k, v), String(v)))),
+    ];
+  });
+  const head: Cell[] = [txt('metric'), txt('unit'), ...names.map((n) => ({ html: breakable(n), num: true }))];
+  return table(head, rows, 'wide metrics');
+}
+
+/**
+ * A section per question (placement, migration, THP...): every metric of
+ * it across the runs with its unit, and a bar chart per metric that differs
+ * between runs.
+ */
+function sweepGroups(
+  entries: SweepResult['runs'],
+  names: string[],
+  colors: string[],
+  metricKeys: string[],
+  summary: string[],
+): { html: string; toc: [string, string][] } {
+  const all = new Set(metricKeys);
+  const out: string[] = [];
+  const contents: [string, string][] = [];
+  let chart = 0;
+  for (const { group, names: keys } of groupMetrics(metricKeys, summary)) {
+    const id = `g-${group.id}`;
+    contents.push([id, group.title]);
+    const differing = entries.length > 1 ? keys.filter((k) => !sameValues(entries.map((e) => e.final?.[k] ?? NaN))) : keys;
+    const same = keys.filter((k) => !differing.includes(k));
+    const charted = differing.filter((k) => !chartedTwin(k, all) && !nearlySame(entries.map((e) => e.final?.[k] ?? NaN)));
+    const bars = perVmCharts(charted).map(({ title, keys: ks }) => {
+      const values = (k: string): number[] => entries.map((e) => e.final?.[k] ?? NaN);
+      const svg = runBarsSVG({
+        id: `sweep-bar-${chart++}`,
+        runs: names,
+        colors,
+        ...(ks.length > 1 ? { groups: ks.map((k) => ({ name: vmOf(k), values: values(k) })) } : { values: values(ks[0]!) }),
+        unit: unitOf(ks[0]!),
+        label: title,
+      });
+      return `<figure>\n<h3><code>${esc(title)}</code></h3>\n${svg}\n</figure>`;
+    });
+    // The metrics that differ, then (folded) those the same in every run: no chart for them.
+    const folded = same.length
+      ? `<details><summary>${same.length === keys.length ? 'All' : same.length} metric${same.length === 1 ? '' : 's'} of this section ${same.length === 1 ? 'is' : 'are'} the same in every run (no chart)</summary>\n${metricsTable(entries, names, same)}\n</details>`
+      : '';
+    out.push(
+      `<section id="${id}">`,
+      `<h2>${esc(group.title)}</h2>`,
+      `<p class="question">${esc(group.question)}</p>`,
+      differing.length ? metricsTable(entries, names, differing) : '',
+      folded,
+      differing.length > charted.length
+        ? `<p class="muted">No chart for ${differing.length - charted.length} metric${differing.length - charted.length === 1 ? '' : 's'} above: QEMU’s ms twin of a ns metric, or values within 1 % of each other.</p>`
+        : '',
+      bars.length ? `<div class="grid2">\n${bars.join('\n')}\n</div>` : '',
+      '</section>',
+    );
+  }
+  return { html: out.filter(Boolean).join('\n'), toc: contents };
+}
+
+/** A run's moments worth marking on its over-time charts: its events, and its migrations' switchover and completion. */
+export function runMarkers(r: RunResult): { t_ns: number; label: string }[] {
+  const out: { t_ns: number; label: string }[] = [];
+  const f = r.final ?? {};
+  for (const e of r.events ?? []) {
+    out.push({ t_ns: e.at_ns, label: [e.op, e.action, e.vm ? `(${e.vm})` : ''].filter(Boolean).join(' ') });
+    if (e.op !== 'migrate' || !e.vm) continue;
+    const pre = `vm.${e.vm}.migration.`;
+    const total = f[`${pre}total_time_ns`];
+    const resume = f[`${pre}postcopy.resume_ns`];
+    const downtime = f[`${pre}downtime_ns`];
+    // Postcopy: the guest runs on the destination from resume_ns; precopy: it stops for the downtime before completion.
+    if (resume !== undefined && resume > 0) out.push({ t_ns: e.at_ns + resume, label: `switchover (${e.vm})` });
+    else if (total !== undefined && downtime !== undefined) out.push({ t_ns: e.at_ns + total - downtime, label: `switchover (${e.vm})` });
+    if (total !== undefined && total >= 0) out.push({ t_ns: e.at_ns + total, label: `completed (${e.vm})` });
+  }
+  return out.filter((m) => Number.isFinite(m.t_ns) && m.t_ns >= 0 && m.t_ns <= r.duration_ns);
+}
+
+/** The markers of several runs: a moment all runs share in grey, a run's own in its colour. */
+function sweepMarkers(runs: RunResult[], colors: string[]): TimeMarker[] {
+  const per = runs.map(runMarkers);
+  const key = (m: { t_ns: number; label: string }): string => `${m.t_ns}\u0000${m.label}`;
+  const shared = new Set(per[0]?.map(key).filter((k) => per.every((ms) => ms.some((m) => key(m) === k))));
+  const out: TimeMarker[] = [...(per[0] ?? [])].filter((m) => shared.has(key(m)));
+  per.forEach((ms, i) => {
+    for (const m of ms) if (!shared.has(key(m))) out.push({ ...m, color: colors[i] });
+  });
+  return out;
+}
+
+/** Over-time overlays of a sweep: one line per run, with the runs' event markers. */
+function sweepOverTime(matched: RunResult[], names: string[], colors: string[], hostNodes: number): string {
+  const out: string[] = [];
+  const markers = sweepMarkers(matched, colors);
+  const lines = (values: (r: RunResult) => number[]): LineSeries[] =>
+    matched
+      .map((r, i) => ({ name: names[i]!, t_ns: r.series.t_ns, values: values(r), color: colors[i] }))
+      .filter((x) => x.values.length > 0);
+  const overlay = (id: string, title: string, caption: string, unit: Unit, series: LineSeries[], keepZero = false): void => {
+    if (!series.length || (!keepZero && series.every((x) => allZero(x.values)))) return;
+    const log = lineWantsLog(series);
+    const cap = `${caption}${log ? ' Log scale: the values span more than two decades (zeros not drawn).' : ''}`;
+    out.push(
+      `<figure>\n<h3>${esc(title)}</h3>\n<figcaption>${esc(cap)}</figcaption>\n${lineChartSVG({ id, series, unit, label: title, markers, log })}\n</figure>`,
+    );
+  };
+  const tp = lines(sumThroughput);
+  if (!tp.length || tp.every((x) => allZero(x.values)))
+    out.push('<p class="note">Skipped chart <b>Total throughput over time</b>: no <code>throughput.*</code> series in the runs.</p>');
+  overlay('sweep-tp', 'Total throughput over time', 'Sum of all threads’ accesses per second, one line per run.', 'rate', tp);
+  overlay(
+    'sweep-remote',
+    'Remote share over time',
+    'Share of each interval’s accesses that went to a page on another NUMA node, one line per run.',
+    'ratio',
+    lines((r) => column(r.series, 'remote_access_ratio') ?? []),
+  );
+  overlay(
+    'sweep-huge',
+    'Accesses through huge mappings over time',
+    'Share of each interval’s accesses a 2M or 1G mapping served (TLB reach), one line per run.',
+    'ratio',
+    lines((r) => column(r.series, 'huge_access_ratio') ?? []),
+  );
+  overlay(
+    'sweep-mig',
+    'Migration stream over time',
+    'Bytes per second the VMs’ migration streams carried in each interval (all VMs summed), one line per run.',
+    'bytes_per_s',
+    lines((r) => sumColumns(r.series, 'vm.*.migration.main_bytes_per_s')),
+  );
+  overlay(
+    'sweep-rss',
+    'RSS over time',
+    'Resident memory of all scenario processes, one line per run.',
+    'bytes',
+    lines((r) => column(r.series, 'rss_bytes') ?? []),
+  );
+  overlay(
+    'sweep-vmrss',
+    'VMM resident memory over time',
+    'Resident memory of the VMMs (all VMs summed), one line per run.',
+    'bytes',
+    lines((r) => sumColumns(r.series, 'vm.*.rss_bytes')),
+  );
+  overlay(
+    'sweep-balloon',
+    'Balloon size over time',
+    'query-balloon’s actual (guest memory the guests keep, all VMs summed), one line per run.',
+    'bytes',
+    lines((r) => sumColumns(r.series, 'vm.*.balloon_actual_bytes')),
+  );
+  overlay(
+    'sweep-free',
+    'Free host memory over time',
+    'Host memory free at each sample, one line per run.',
+    'bytes',
+    lines((r) => column(r.series, 'host.free_bytes') ?? []),
+  );
+  // Memory pressure (scenarios with a swap file): swap traffic, PSI, the guests' OOM path; OOM drawn even at 0 (the answer).
+  for (const [key, title, caption] of PRESSURE_OVERLAYS)
+    overlay(
+      `sweep-${key.replace(/[^a-z0-9]+/gi, '-')}`,
+      title,
+      caption,
+      unitOf(key.replace('*', 'x')),
+      lines((r) => sumColumns(r.series, key)),
+      key.includes('oom'),
+    );
+
+  // What the runs' data does not have, said rather than left out silently.
+  const missing: string[] = [];
+  if (hostNodes > 1)
+    missing.push(
+      'memory per NUMA node over time (numastat): runs record accesses per node (<code>local.N</code>, <code>remote.N</code>), not where memory lives at each sample',
+    );
+  if (matched.some((r) => Object.keys(r.final ?? {}).some((k) => /\.migration\.ram\.remaining$/.test(k))))
+    missing.push(
+      'migration progress over time (query-migrate’s <code>ram.remaining</code> and <code>ram.transferred</code> at each sample): runs record them at the end only',
+    );
+  if (missing.length) out.push(`<p class="note">Not in the runs’ data, so not drawn: ${missing.join('; ')}.</p>`);
+  if (markers.length)
+    out.push(
+      '<p class="muted">Dashed vertical lines mark events: grey where every run has it at the same moment, in the run’s colour otherwise.</p>',
+    );
+  return out.join('\n');
+}
+
+/**
  * One self-contained HTML page for a sweep. `runs` are the full results of
  * the sweep's runs, when available (matched by run id): they add over-time
  * overlays and per-thread comparisons.
@@ -652,10 +962,12 @@ function sumThroughput(r: RunResult): number[] {
 export function renderSweepReport(s: SweepResult, runs: RunResult[] = []): string {
   const title = `memtwin sweep report: ${s.scenario.name}`;
   const entries = s.runs ?? [];
-  const ids = entries.map((e) => e.id);
+  const names = runNames(entries);
+  const colors = entries.map((_, i) => PALETTE[i % PALETTE.length]!);
 
-  // The scenario's summary metrics first (table columns and comparison charts), then the others.
-  const metricKeys: string[] = [...(s.scenario.summary ?? [])].filter((k) => entries.some((e) => e.final?.[k] !== undefined));
+  // The scenario's summary metrics first (Runs table and sections), then the others.
+  const summary: string[] = [...(s.scenario.summary ?? [])].filter((k) => entries.some((e) => e.final?.[k] !== undefined));
+  const metricKeys = [...summary];
   for (const e of entries) for (const k of Object.keys(e.final ?? {})) if (!metricKeys.includes(k)) metricKeys.push(k);
   const paramKeys: string[] = [];
   for (const e of entries) for (const k of Object.keys(e.params ?? {})) if (!paramKeys.includes(k)) paramKeys.push(k);
@@ -671,19 +983,25 @@ export function renderSweepReport(s: SweepResult, runs: RunResult[] = []): strin
       )
     : '<p class="muted">No swept parameters.</p>';
 
+  // Runs by name, their swept values and the scenario's summary metrics; every metric is in the sections below.
+  // A summary too wide for the table's columns (more than 8 with the parameters) becomes a table of its own, a row per metric.
+  const summaryApart = paramKeys.length + summary.length > 8 && entries.length <= 10;
+  const inline = summaryApart ? [] : summary;
   const runTable = entries.length
     ? table(
         [
           { html: '#', num: true },
           txt('run'),
           ...paramKeys.map((k) => ({ html: breakable(k) })),
-          ...metricKeys.map((k) => ({ html: breakable(k), num: true })),
+          ...inline.map((k) => ({ html: `${breakable(k)}<br><span class="muted">${esc(UNIT_NAMES[unitOf(k)])}</span>`, num: true })),
         ],
-        entries.map((e) => [
+        entries.map((e, i) => [
           num(String(e.index)),
-          { html: `<a href="${esc(encodeURI(`${e.dir}/report.html`))}">${esc(e.id)}</a>` },
+          {
+            html: `<span class="swatch" style="background:${colors[i]}"></span><a href="${esc(encodeURI(`${e.dir}/report.html`))}">${esc(names[i]!)}</a>`,
+          },
           ...paramKeys.map((k) => txt(showParam(e.params?.[k]))),
-          ...metricKeys.map((k) => {
+          ...inline.map((k) => {
             const v = e.final?.[k];
             return v === undefined ? num('—') : num(formatMetric(k, v), String(v));
           }),
@@ -692,102 +1010,26 @@ export function renderSweepReport(s: SweepResult, runs: RunResult[] = []): strin
       )
     : '<p class="muted">No runs in this sweep.</p>';
 
-  // Comparison bars for every metric that differs between runs.
-  const differing: string[] = [];
-  const identical: string[] = [];
-  for (const k of metricKeys) {
-    const vs = entries.map((e) => e.final?.[k] ?? NaN);
-    (entries.length > 1 && !sameValues(vs) ? differing : identical).push(k);
-  }
-  // Label bars by run id when the ids fit under them, else by run number (the # column of the table).
-  const barWidth = 540 - 108;
-  const byNumber = ids.some((id) => id.length * 7 > barWidth / Math.max(1, ids.length));
-  const categories = byNumber ? entries.map((e) => `#${e.index}`) : ids;
-  const bars = differing.map((k, i) => {
-    const svg = barChartSVG({
-      id: `sweep-bar-${i}`,
-      categories,
-      groups: [{ name: k, values: entries.map((e) => e.final?.[k] ?? NaN), color: PALETTE[0] }],
-      unit: unitOf(k),
-      label: k,
-      width: 540,
-      height: 260,
-    });
-    return `<figure>\n<h3><code>${esc(k)}</code></h3>\n${svg}\n</figure>`;
-  });
-  const compare = [
-    bars.length && byNumber ? '<p class="muted">Bars are labelled by run number (the # column above).</p>' : '',
-    bars.length ? `<div class="grid2">\n${bars.join('\n')}\n</div>` : '',
-    identical.length && entries.length > 1
-      ? `<p class="note">Same in every run (no chart): ${identical.map((k) => `<code>${esc(k)}</code>`).join(', ')}.</p>`
-      : '',
-    entries.length <= 1 ? '<p class="note">Only one run: nothing to compare.</p>' : '',
-  ]
-    .filter(Boolean)
-    .join('\n');
+  const groups = sweepGroups(entries, names, colors, metricKeys, summary);
 
   // Over-time overlays from the full results.
   const byId = new Map(runs.map((r) => [r.run.id, r]));
-  const matched = entries.map((e) => byId.get(e.id)).filter((r): r is RunResult => r !== undefined);
+  const present = entries.map((e, i) => ({ r: byId.get(e.id), name: names[i]!, color: colors[i]! })).filter((x) => x.r !== undefined);
+  const matched = present.map((x) => x.r!);
   const overlays: string[] = [];
   if (runs.length === 0) {
     overlays.push('<p class="note">Full run results were not given: no over-time comparison.</p>');
   } else if (matched.length === 0) {
     overlays.push('<p class="note">None of the given run results match this sweep’s run ids: no over-time comparison.</p>');
   } else {
-    const tp = matched.map((r, i) => ({
-      name: r.run.id,
-      t_ns: r.series.t_ns,
-      values: sumThroughput(r),
-      color: PALETTE[i % PALETTE.length],
-    }));
-    const tpPresent = tp.filter((x) => x.values.length > 0);
-    if (tpPresent.length === 0 || tpPresent.every((x) => allZero(x.values))) {
-      overlays.push(
-        '<p class="note">Skipped chart <b>Total throughput over time</b>: no <code>throughput.*</code> series in the runs.</p>',
-      );
-    } else {
-      overlays.push(
-        `<figure>\n<h3>Total throughput over time</h3>\n<figcaption>Sum of all threads’ accesses per second, one line per run.</figcaption>\n${lineChartSVG({ id: 'sweep-tp', series: tpPresent, unit: 'rate', label: 'Total throughput over time' })}\n</figure>`,
-      );
-    }
-    const rss = matched
-      .map((r, i) => ({
-        name: r.run.id,
-        t_ns: r.series.t_ns,
-        values: column(r.series, 'rss_bytes') ?? [],
-        color: PALETTE[i % PALETTE.length],
-      }))
-      .filter((x) => x.values.length > 0);
-    if (rss.length && !rss.every((x) => allZero(x.values))) {
-      overlays.push(
-        `<figure>\n<h3>RSS over time</h3>\n<figcaption>Resident memory of all scenario processes, one line per run.</figcaption>\n${lineChartSVG({ id: 'sweep-rss', series: rss, unit: 'bytes', label: 'RSS over time' })}\n</figure>`,
-      );
-    }
-    const free = matched
-      .map((r, i) => ({
-        name: r.run.id,
-        t_ns: r.series.t_ns,
-        values: column(r.series, 'host.free_bytes') ?? [],
-        color: PALETTE[i % PALETTE.length],
-      }))
-      .filter((x) => x.values.length > 0);
-    if (free.length && !free.every((x) => allZero(x.values))) {
-      overlays.push(
-        `<figure>\n<h3>Free host memory over time</h3>\n<figcaption>Host memory free at each sample, one line per run.</figcaption>\n${lineChartSVG({ id: 'sweep-free', series: free, unit: 'bytes', label: 'Free host memory over time' })}\n</figure>`,
-      );
-    }
-    // Memory pressure (scenarios with a swap file): swap traffic, PSI, the guests' OOM path, one line per run.
-    for (const [key, title, caption] of PRESSURE_OVERLAYS) {
-      const lines = matched
-        .map((r, i) => ({ name: r.run.id, t_ns: r.series.t_ns, values: sumColumns(r.series, key), color: PALETTE[i % PALETTE.length] }))
-        .filter((x) => x.values.length > 0);
-      // OOM is drawn even when nothing was killed: a flat line at 0 is the answer.
-      if (lines.length && (key.includes('oom') || !lines.every((x) => allZero(x.values))))
-        overlays.push(
-          `<figure>\n<h3>${esc(title)}</h3>\n<figcaption>${esc(caption)}</figcaption>\n${lineChartSVG({ id: `sweep-${key.replace(/[^a-z0-9]+/gi, '-')}`, series: lines, unit: unitOf(key.replace('*', 'x')), label: title })}\n</figure>`,
-        );
-    }
+    overlays.push(
+      sweepOverTime(
+        matched,
+        present.map((x) => x.name),
+        present.map((x) => x.color),
+        Math.max(...matched.map((r) => r.host.nodes.length)),
+      ),
+    );
     // Per-thread throughput, grouped by run.
     const threadKeys: string[] = [];
     for (const r of matched)
@@ -799,9 +1041,9 @@ export function renderSweepReport(s: SweepResult, runs: RunResult[] = []): strin
             id: 'sweep-threads',
             categories: threadKeys,
             groups: matched.map((r, i) => ({
-              name: r.run.id,
+              name: present[i]!.name,
               values: threadKeys.map((k) => r.threads.find((t) => `${t.process}/${t.thread}` === k)?.throughput ?? NaN),
-              color: PALETTE[i % PALETTE.length],
+              color: present[i]!.color,
             })),
             unit: 'rate',
             label: 'Throughput per thread, by run',
@@ -814,6 +1056,16 @@ export function renderSweepReport(s: SweepResult, runs: RunResult[] = []): strin
       overlays.push(`<p class="note">No full result for run${unmatched.length === 1 ? '' : 's'} ${esc(unmatched.join(', '))}.</p>`);
   }
 
+  const notes = notesAndPublished(
+    s.scenario,
+    entries.map((e, i) => ({ id: e.id, name: names[i], params: e.params ?? {}, final: e.final ?? {} })),
+  );
+  const contents: [string, string][] = [
+    ...(notes ? ([['notes', 'Notes']] as [string, string][]) : []),
+    ['runs', 'Runs'],
+    ...groups.toc,
+    ['over-time', 'Over time'],
+  ];
   const body = [
     `<h1>${esc(title)}</h1>`,
     s.scenario.description ? `<p class="desc">${esc(s.scenario.description)}</p>` : '',
@@ -822,20 +1074,19 @@ export function renderSweepReport(s: SweepResult, runs: RunResult[] = []): strin
       ['Runs', String(entries.length)],
       ['memtwin', esc(s.memtwin.version)],
     ]),
+    toc(contents),
     warningsList(runs.flatMap((r) => (r.warnings ?? []).map((text) => ({ runId: r.run.id, text })))),
-    notesAndPublished(
-      s.scenario,
-      entries.map((e) => ({ id: e.id, params: e.params ?? {}, final: e.final ?? {} })),
-    ),
+    notes,
     '<h2>Swept parameters</h2>',
     swept,
-    '<h2>Runs</h2>',
+    '<h2 id="runs">Runs</h2>',
     runTable,
-    '<h2>Comparison</h2>',
-    compare,
-    '<h2>Over time</h2>',
+    summaryApart ? `<h3 class="group">The scenario’s summary metrics</h3>\n${metricsTable(entries, names, summary)}` : '',
+    entries.length <= 1 ? '<p class="note">Only one run: nothing to compare.</p>' : '',
+    groups.html,
+    '<h2 id="over-time">Over time</h2>',
     overlays.join('\n'),
-    `<footer>Generated by memtwin ${esc(s.memtwin.version)}. Each run’s own report is linked from the table above.</footer>`,
+    `<footer>Generated by memtwin ${esc(s.memtwin.version)}. Each run’s own report is linked from the Runs table. All times are virtual (simulated) time.</footer>`,
   ]
     .filter(Boolean)
     .join('\n');

@@ -531,7 +531,9 @@ export const vmEventSchema = z.strictObject({
   capabilities: z
     .array(z.string())
     .default([])
-    .describe('migrate: QEMU migration capabilities to turn on (auto-converge, postcopy-ram, postcopy-preempt, postcopy-blocktime)'),
+    .describe(
+      'migrate: QEMU migration capabilities to turn on (auto-converge, postcopy-ram, postcopy-preempt, postcopy-blocktime, pause-before-switchover: continue with a qmp event, migrate-continue)',
+    ),
   'start-postcopy': duration
     .optional()
     .describe('migrate: issue migrate-start-postcopy this long after migrate, 0 to 3600s (needs postcopy-ram)'),

@@ -10,6 +10,7 @@ import { fromRoot } from '../util/paths.ts';
 import { runScenarioFile } from './sweep.ts';
 import { runScenario } from './run.ts';
 import { renderRunReport, renderSweepReport } from '../report/report.ts';
+import { metricUnit } from '../report/units.ts';
 import type { RunResult } from './result.ts';
 
 export const SCENARIO_DIR = fromRoot('scenarios');
@@ -32,6 +33,9 @@ export function runProblems(r: RunResult): string[] {
   // No migration loses data: every page the destination took over has the source's content.
   for (const [k, v] of Object.entries(r.final))
     if (/\.migration\.pages_differing$/.test(k) && v !== 0) out.push(`${r.run.id}: ${k} = ${v}`);
+  // Every metric has its unit in the reports' table (src/report/units.ts), so none is printed or drawn bare.
+  for (const k of [...Object.keys(r.final), ...Object.keys(r.series?.metrics ?? {})])
+    if (metricUnit(k) === undefined) out.push(`${r.run.id}: metric ${k} has no unit in src/report/units.ts METRIC_UNITS`);
   // An evacuation moves every VM it names (so each has a content check above).
   if (r.final['evacuate.completed'] !== r.final['evacuate.migrations'])
     out.push(`${r.run.id}: evacuate.completed ${r.final['evacuate.completed']} of ${r.final['evacuate.migrations']}`);

@@ -17,10 +17,10 @@
  * output.ts makes that leave the run unfinished rather than half-written.
  */
 import { availableParallelism } from 'node:os';
-import { join, dirname } from 'node:path';
+import { join, dirname, sep } from 'node:path';
 import { MessageChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { buildSync } from 'esbuild';
+import { createRequire } from 'node:module';
 import { mkdirSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { fromRoot } from '../util/paths.ts';
@@ -145,7 +145,7 @@ async function runOnWorkers(
   finish: (r: RunResult) => void,
 ): Promise<void> {
   if (signal?.aborted) throw new Aborted();
-  const worker = workerBundle();
+  const worker = workerModule();
   const pool = new Piscina({ filename: worker.url, minThreads: n, maxThreads: n });
   // One destroy, awaited by whoever comes last (a second call would return before the threads have exited).
   let destroyed: Promise<void> | undefined;
@@ -198,6 +198,20 @@ const BUNDLE_NAME = /^sweep-worker-(\d+)-(\d+)(?:-\d+)?\.mjs$/;
 let bundles = 0;
 
 /**
+ * The worker threads' module. Compiled memtwin (bin/memtwin.js runs dist/
+ * when it is built from the sources as they are) starts them from
+ * dist/scenario/worker.js, built beside the command line's own bundle: a
+ * worker thread then loads in ~0.1 s of CPU. Running from the TypeScript
+ * sources (tsx, vitest, the bench), it is workerBundle's.
+ */
+function workerModule(): { url: string; dispose(): void } {
+  const dist = fromRoot('dist');
+  if (fileURLToPath(import.meta.url).startsWith(dist + sep))
+    return { url: pathToFileURL(join(dist, 'scenario', 'worker.js')).href, dispose: () => {} };
+  return workerBundle();
+}
+
+/**
  * The worker's code as one ES module bundled by esbuild (about 0.1 s): a
  * worker thread then starts in ~0.2 s instead of ~1.7 s of compiling every
  * source file through tsx. Falls back to the tsx entry if esbuild fails.
@@ -209,6 +223,8 @@ function workerBundle(): { url: string; dispose(): void } {
   const out = join(BUNDLE_DIR, `sweep-worker-${SELF_TAG}-${bundles++}.mjs`);
   try {
     mkdirSync(dirname(out), { recursive: true });
+    // Loaded here, not at start: compiled memtwin never bundles.
+    const { buildSync } = createRequire(import.meta.url)('esbuild') as typeof import('esbuild');
     buildSync({
       entryPoints: [fileURLToPath(new URL('./worker.ts', import.meta.url))],
       bundle: true,

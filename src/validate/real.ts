@@ -40,7 +40,7 @@ const SETTLE_MS = 3000;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A QMP client over a unix socket (one command at a time; events are ignored). */
-class Qmp {
+export class Qmp {
   private buf = '';
   private waiters: ((v: Record<string, unknown>) => void)[] = [];
   private constructor(private readonly sock: Socket) {

@@ -13,7 +13,7 @@ import { NSEC_PER_MSEC, NSEC_PER_SEC } from '../../sim/clock.ts';
 import { Link } from './link.ts';
 import { MigrationState } from './migration.ts';
 import { Network } from '../../sim/network.ts';
-import type { FreePageHints } from './ram.ts';
+import { RamMigration, type FreePageHints } from './ram.ts';
 
 const MiB = 2 ** 20;
 const URI = 'tcp:dest:4444';
@@ -148,6 +148,28 @@ describe('precopy: iterations and convergence', () => {
     expect(mig.verify()).toEqual([]);
   });
 
+  it('syncs only between ram_save_iterate calls, which run until the rate limit, MAX_WAIT (50 ms) or an empty bitmap', () => {
+    // A 64 MiB guest rewriting a 32 MiB working set at 4,000 pages/s under max-bandwidth 32 MiB/s: what remains
+    // hovers around threshold_size (32 MiB/s x 300 ms) for several iterations. Checking it after every 1 ms step
+    // synced again each time it dipped below (two syncs 2.4 ms apart here). QEMU checks only when
+    // ram_save_iterate returns: here each one ends at the rate limit (a window's 3.4 MB go in about 3 ms at
+    // 10 Gbit/s, far from MAX_WAIT), so the next iteration, and its sync, starts with the next 100 ms window.
+    const { k, src, mig } = pair(64 * MiB);
+    qmp(src, 'migrate-set-parameters', { 'max-bandwidth': 32 * MiB });
+    dirtier(k, src, mig, 0, 8192, 4000);
+    qmp(src, 'migrate', { uri: URI });
+    runUntilDone(k, mig, 20 * NSEC_PER_SEC);
+    expect(mig.status).toBe('completed');
+    expect(mig.verify()).toEqual([]);
+    // The setup's sync is first, the stop-and-copy's last; a sync that found the bitmap emptied may come early.
+    const live = mig.iterations.slice(1, -1);
+    expect(live.length).toBeGreaterThan(2);
+    for (let i = 1; i < live.length; i++) {
+      if (live[i]!.remainingBytes === live[i]!.newDirtyPages * PAGE_SIZE) continue;
+      expect(live[i]!.at - live[i - 1]!.at, `sync ${live[i]!.syncCount}`).toBeGreaterThanOrEqual(100 * NSEC_PER_MSEC);
+    }
+  });
+
   it('a guest dirtying faster than max-bandwidth does not converge without auto-converge', () => {
     const { k, src, mig } = pair(32 * MiB);
     qmp(src, 'migrate-set-parameters', { 'max-bandwidth': 32 * MiB, 'downtime-limit': 30 });
@@ -250,6 +272,25 @@ describe('precopy: rate limiting in whole nanoseconds', () => {
   });
 });
 
+describe("a bitmap sync's cost: KVM's dirty log (published dirty_log_perf_test figures)", () => {
+  it('is per memslot, per page of guest RAM (KVM_GET_DIRTY_LOG) and per page found dirty (KVM_CLEAR_DIRTY_LOG)', () => {
+    const { k, src, dst } = pair(64 * MiB);
+    const ram = new RamMigration(src, dst, { zeroPageDetection: true });
+    ram.setup();
+    const c = (name: string): number => k.costs.nsOf(name, 'test');
+    const pages = (64 * MiB) / PAGE_SIZE;
+    const base = src.slots.length * c('syscall_null') + pages * c('kvm_get_dirty_log_per_page');
+    expect(ram.sync().ns).toBeCloseTo(base, 6); // nothing written since
+    // Two whole 2M ranges (the host backs them with THPs: a partly written one would change its other pages too).
+    for (let p = 0; p < 1024; p++) k.runAsTask({ ns: 0 }, () => src.access(0, p * PAGE_SIZE, 1, 1, true, 5));
+    expect(ram.sync().ns).toBeCloseTo(base + 1024 * c('kvm_clear_dirty_log_per_page'), 6);
+    // The published figures, not the pagemap stand-in: re-protecting a dirty page costs ~45 ns, reading the log
+    // a few hundredths of a ns per page.
+    expect(c('kvm_clear_dirty_log_per_page')).toBeGreaterThan(30);
+    expect(c('kvm_get_dirty_log_per_page')).toBeLessThan(0.1);
+  });
+});
+
 describe('precopy: free page hints', () => {
   it('skips hinted pages unless the guest writes them', () => {
     const hinted = new Set<number>();
@@ -273,6 +314,84 @@ describe('precopy: free page hints', () => {
     expect(mig.dest!.peek(3000 * PAGE_SIZE)).toBe(9);
     expect(mig.dest!.peek(2048 * PAGE_SIZE)).toBe(0); // free in the guest: not sent
     expect(mig.verify()).toEqual([]);
+  });
+});
+
+describe('pause-before-switchover', () => {
+  /** A 64 MiB guest with 8 MiB written, the capability on, migrated until it stops at the switchover. */
+  function paused(): ReturnType<typeof pair> {
+    const p = pair();
+    for (let pg = 0; pg < 2048; pg++) guestWrite(p.k, p.src, p.mig, pg, 0x21);
+    expect(qmp(p.src, 'migrate-set-capabilities', { capabilities: [{ capability: 'pause-before-switchover', state: true }] })).toEqual({
+      return: {},
+    });
+    qmp(p.src, 'migrate', { uri: URI });
+    p.k.events.runUntil(p.k.clock.now() + NSEC_PER_SEC);
+    return p;
+  }
+
+  it('stops the guest and waits in pre-switchover until migrate-continue; the wait is downtime', () => {
+    const { k, src, mig } = paused();
+    expect(mig.status).toBe('pre-switchover');
+    expect(mig.guestRunning).toBe(false);
+    expect((mig.query() as { status: string }).status).toBe('pre-switchover');
+    // Nothing moves while it waits.
+    const sent = (mig.query() as { ram: { transferred: number } }).ram.transferred;
+    k.events.runUntil(k.clock.now() + 200 * NSEC_PER_MSEC);
+    expect(mig.status).toBe('pre-switchover');
+    expect((mig.query() as { ram: { transferred: number } }).ram.transferred).toBe(sent);
+    expect(qmp(src, 'migrate-continue', { state: 'device' })).toEqual({
+      error: { class: 'GenericError', desc: 'Migration not in expected state: pre-switchover' },
+    });
+    expect(qmp(src, 'migrate-continue', {})).toEqual({ error: { class: 'GenericError', desc: "Parameter 'state' is missing" } });
+    const waited = k.clock.now() - mig.downtimeStart;
+    expect(qmp(src, 'migrate-continue', { state: 'pre-switchover' })).toEqual({ return: {} });
+    k.events.runUntil(k.clock.now());
+    expect(mig.status).toBe('device'); // sending what is left, the guest still stopped
+    expect(mig.guestRunning).toBe(false);
+    runUntilDone(k, mig, NSEC_PER_SEC);
+    expect(mig.status).toBe('completed');
+    expect(mig.downtime).toBeGreaterThan(waited);
+    expect(mig.verify()).toEqual([]);
+    // Without a migration paused, migrate-continue is refused.
+    expect(qmp(src, 'migrate-continue', { state: 'pre-switchover' })).toEqual({
+      error: { class: 'GenericError', desc: 'Migration not in expected state: completed' },
+    });
+  });
+
+  it('a cancel while it waits leaves the guest running on the source', () => {
+    const { src, mig } = paused();
+    expect(mig.status).toBe('pre-switchover');
+    expect(qmp(src, 'migrate_cancel')).toEqual({ return: {} });
+    expect(mig.status).toBe('cancelled');
+    expect(mig.guestRunning).toBe(true);
+    expect(qmp(src, 'migrate-continue', { state: 'pre-switchover' })).toEqual({
+      error: { class: 'GenericError', desc: 'Migration not in expected state: cancelled' },
+    });
+  });
+
+  it('before a postcopy switchover too: pre-switchover, then postcopy-active', () => {
+    const p = pair();
+    for (let pg = 0; pg < 2048; pg++) guestWrite(p.k, p.src, p.mig, pg, 0x33);
+    qmp(p.src, 'migrate-set-capabilities', {
+      capabilities: [
+        { capability: 'pause-before-switchover', state: true },
+        { capability: 'postcopy-ram', state: true },
+      ],
+    });
+    qmp(p.src, 'migrate-set-parameters', { 'max-bandwidth': 16 * MiB });
+    qmp(p.src, 'migrate', { uri: URI });
+    p.k.events.runUntil(p.k.clock.now() + 50 * NSEC_PER_MSEC);
+    expect(qmp(p.src, 'migrate-start-postcopy')).toEqual({ return: {} });
+    p.k.events.runUntil(p.k.clock.now() + 200 * NSEC_PER_MSEC);
+    expect(p.mig.status).toBe('pre-switchover');
+    expect(p.mig.postcopy).toBeNull();
+    qmp(p.src, 'migrate-continue', { state: 'pre-switchover' });
+    p.k.events.runUntil(p.k.clock.now() + NSEC_PER_MSEC);
+    expect(p.mig.postcopy).not.toBeNull();
+    runUntilDone(p.k, p.mig, 10 * NSEC_PER_SEC);
+    expect(p.mig.status).toBe('completed');
+    expect(p.mig.contentCheck?.pagesDiffering).toBe(0);
   });
 });
 

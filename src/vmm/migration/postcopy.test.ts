@@ -397,3 +397,39 @@ describe('property: postcopy loses no data', () => {
     );
   });
 });
+
+describe('the switch waits for ram_save_iterate to return', () => {
+  /**
+   * migrate-start-postcopy 100 ms into a migration limited to 32 MiB/s of a
+   * 256 MiB guest whose pages are all written, and what the precopy sent
+   * before the switch. On 4K pages ram_save_iterate returns at each window's
+   * budget. On 2M hugetlbfs each call sends a whole host page and sleeps
+   * inside it at the rate limit (migration_rate_limit), and the iteration
+   * looks at the clock (MAX_WAIT) only after its 1st, 65th, 129th... host
+   * page: the switch waits for the 65th, 130 MiB, about 4 s at the limit
+   * (QEMU 7.2's postcopy-hugetlb-2M run in validate qemu: 114 MB of precopy
+   * before a switch asked for at 1 s).
+   */
+  function precopyBeforeSwitch(backend?: VmConfig['objects']): number {
+    const m = 256 * MiB;
+    const s = setup({ m, ...(backend ? { backend } : {}), caps: ['postcopy-ram'] });
+    qmp(s.src, 'migrate-set-parameters', { 'max-bandwidth': 32 * MiB });
+    qmp(s.src, 'migrate', { uri: URI });
+    s.k.events.after(100 * NSEC_PER_MSEC, 'start-postcopy', () => qmp(s.src, 'migrate-start-postcopy'));
+    runUntilDone(s.k, s.mig, 30 * NSEC_PER_SEC);
+    expect(s.mig.status).toBe('completed');
+    expect(s.mig.contentCheck?.pagesDiffering).toBe(0);
+    return (s.mig.query() as { ram: Record<string, number> }).ram['precopy-bytes']!;
+  }
+
+  it('on 4K pages within a rate window; on 2M hugetlbfs after 65 host pages', () => {
+    const small = precopyBeforeSwitch();
+    // 100 ms and at most one more window at 32 MiB/s.
+    expect(small).toBeLessThan(0.25 * 32 * MiB);
+    const huge = precopyBeforeSwitch([
+      { 'qom-type': 'memory-backend-file', id: 'mem', size: 256 * MiB, 'mem-path': '/dev/hugepages', share: true },
+    ]);
+    expect(huge).toBeGreaterThan(65 * 2 * MiB);
+    expect(huge).toBeLessThan(66 * 2 * MiB);
+  });
+});

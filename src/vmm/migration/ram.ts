@@ -50,9 +50,13 @@
  * Costs (profile entry names, configurable): copying a normal page into the
  * stream and out of it on the destination `memcpy_4k`; checking a zero
  * page (buffer_is_zero reads the whole page) `dram_access_seq_per_4k`;
- * a dirty-log harvest `syscall_null` per memslot (KVM_GET_DIRTY_LOG) plus
- * `pagemap_read_per_page` per page (harvesting and re-protecting the log:
- * a proxy, KVM's cost per page is not in the profile); splitting one huge
+ * a dirty-log harvest `syscall_null` per memslot (KVM_GET_DIRTY_LOG),
+ * `kvm_get_dirty_log_per_page` per page of guest RAM (the bitmap copied
+ * out) and `kvm_clear_dirty_log_per_page` per page found dirty (KVM
+ * re-protecting it, KVM_CLEAR_DIRTY_LOG: QEMU clears a chunk's log lazily,
+ * before it sends the chunk's first page, charged here at the sync), both
+ * published dirty_log_perf_test figures (profiles/default.json says
+ * where from); splitting one huge
  * EPT mapping `thp_split_pmd` (a proxy: the same page-table work on the
  * host side). Host faults (reads of never-backed pages on the source,
  * first writes on the destination) are charged by the kernel.
@@ -93,8 +97,10 @@ export interface RamMigrationCostNames {
   zeroCheck?: string;
   /** One KVM_GET_DIRTY_LOG call per memslot per sync. Default syscall_null. */
   dirtyLogIoctl?: string;
-  /** Harvesting one page's dirty bit. Default pagemap_read_per_page (proxy). */
+  /** KVM_GET_DIRTY_LOG's cost per page of guest RAM. Default kvm_get_dirty_log_per_page. */
   dirtySyncPerPage?: string;
+  /** Re-protecting one page found dirty (KVM_CLEAR_DIRTY_LOG). Default kvm_clear_dirty_log_per_page. */
+  dirtyClearPerPage?: string;
   /** Splitting one 2M EPT mapping when logging starts. Default thp_split_pmd (proxy). */
   hugeSplit?: string;
 }
@@ -133,6 +139,16 @@ export interface SendResult {
   srcNs: number;
   /** Destination CPU ns (copies, zero checks, faults). */
   dstNs: number;
+  /**
+   * Host pages begun (ram_find_and_save_block calls: each sends the dirty
+   * 4K pages of one host page, a 2M one on hugetlbfs); a host page a step
+   * left half sent is not begun again by the next (send only).
+   */
+  hostPages?: number;
+  /** The step stopped inside a host page that still has dirty 4K pages (send only). */
+  midHostPage?: boolean;
+  /** The page size of the block of the last page sent (send only). */
+  hostPageSize?: number;
 }
 
 /** A sync's result. */
@@ -163,6 +179,9 @@ export class RamMigration {
   private cursorBlock = 0;
   private cursorPage = 0;
   private lastSentBlock: BlockState | null = null;
+  /** The host page send() is in (ram_save_host_page's): its block and first 4K page. */
+  private hostPageBlock: BlockState | null = null;
+  private hostPageFirst = -1;
   private readonly srcThread: Thread;
   private readonly dstThread: Thread;
   /** The source host's kernel, and the destination's (the same one when both VMMs run on one host). */
@@ -189,7 +208,8 @@ export class RamMigration {
       pageCopy: cost(c.pageCopy ?? 'memcpy_4k', 'each normal page copied'),
       zeroCheck: cost(c.zeroCheck ?? 'dram_access_seq_per_4k', 'each zero page checked'),
       dirtyLogIoctl: cost(c.dirtyLogIoctl ?? 'syscall_null', 'each KVM_GET_DIRTY_LOG call'),
-      dirtySyncPerPage: cost(c.dirtySyncPerPage ?? 'pagemap_read_per_page', "each page's dirty bit harvested"),
+      dirtySyncPerPage: cost(c.dirtySyncPerPage ?? 'kvm_get_dirty_log_per_page', "each page's dirty bit harvested"),
+      dirtyClearPerPage: cost(c.dirtyClearPerPage ?? 'kvm_clear_dirty_log_per_page', 'each dirty page re-protected'),
       hugeSplit: cost(c.hugeSplit ?? 'thp_split_pmd', 'each huge EPT mapping split when dirty logging starts'),
     };
     let total = 0;
@@ -300,11 +320,14 @@ export class RamMigration {
   private bitmapSync(): SyncResult {
     let newDirty = 0;
     let pages = 0;
+    /** Pages KVM's log had dirty, each re-protected (already dirty in the bitmap or not). */
+    let logged = 0;
     for (const b of this.blocks) {
       pages += b.pages;
       for (let p = 0; p < b.pages; p++) {
         const key = this.key(b, p);
         if (key === b.seen[p] && !b.logged[p]) continue;
+        logged++;
         b.seen[p] = key;
         b.logged[p] = 0;
         if (this.opts.hints && b.gpa[p]! >= 0) this.opts.hints.markDirty(b.gpa[p]!, PAGE_SIZE);
@@ -316,7 +339,8 @@ export class RamMigration {
     }
     this.dirtySyncCount++;
     this.dirtyPagesPeriod += newDirty;
-    return { ns: this.src.slots.length * this.ns.dirtyLogIoctl + pages * this.ns.dirtySyncPerPage, newDirty };
+    const ns = this.src.slots.length * this.ns.dirtyLogIoctl + pages * this.ns.dirtySyncPerPage + logged * this.ns.dirtyClearPerPage;
+    return { ns, newDirty };
   }
 
   /** ram_bytes_remaining: dirty pages not sent yet. */
@@ -333,13 +357,25 @@ export class RamMigration {
    * reaches `maxNs`, or no dirty page is left.
    */
   send(maxBytes: number, maxNs: number, rateBps: number): SendResult {
-    const r: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0 };
+    const r: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0, hostPages: 0, midHostPage: false };
     const wireNs = (): number => (r.bytes * 1e9) / rateBps;
     while (this.dirtyPages > 0 && r.bytes < maxBytes && Math.max(r.srcNs, r.dstNs, wireNs()) < maxNs) {
       const [b, p] = this.nextDirty();
+      const first = p - (p % (b.block.pageSize / PAGE_SIZE));
+      if (b !== this.hostPageBlock || first !== this.hostPageFirst) {
+        r.hostPages!++;
+        this.hostPageBlock = b;
+        this.hostPageFirst = first;
+      }
       b.bmap[p] = 0;
       this.dirtyPages--;
       this.sendPage(b, p, r);
+    }
+    const b = this.hostPageBlock;
+    if (b && r.pages > 0) {
+      const next = b.bmap.indexOf(1, this.cursorBlock === this.blocks.indexOf(b) ? this.cursorPage : b.pages);
+      r.midHostPage = next >= 0 && next < this.hostPageFirst + b.block.pageSize / PAGE_SIZE;
+      r.hostPageSize = b.block.pageSize;
     }
     this.bytes += r.bytes;
     return r;
