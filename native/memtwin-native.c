@@ -2799,6 +2799,211 @@ static void op_join(struct op *op)
 }
 
 /* ------------------------------------------------------------------ */
+/* damon: DAMON's virtual-address monitoring of this process through   */
+/* /sys/kernel/mm/damon/admin (kdamond 0, made and removed by the op)  */
+
+#define DAMON_ADMIN "/sys/kernel/mm/damon/admin/kdamonds"
+
+struct damon_hot {
+	const volatile char *addr;
+	uint64_t len;
+	volatile int stop;
+};
+
+/*
+ * The hot range's thread: one load per 4K page, over and over, until told to stop. DAMON clears the accessed bit
+ * of the page it samples without flushing the TLB (ptep_test_and_clear_young), so a page whose translation stays
+ * cached would look idle however often it is read: after each pass the thread takes write permission away from 64
+ * pages of its own (more than tlb_single_page_flush_ceiling, 33), which flushes the whole TLB of every CPU running
+ * the process, and the next pass walks the page tables again, setting the bits.
+ */
+static void *damon_hot_main(void *arg)
+{
+	struct damon_hot *h = arg;
+	unsigned long sum = 0;
+	size_t flen = 64 * 4096;
+	char *flush = mmap(NULL, flen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	while (!h->stop) {
+		for (uint64_t o = 0; o < h->len && !h->stop; o += 4096)
+			sum += h->addr[o];
+		if (flush != MAP_FAILED) {
+			mprotect(flush, flen, PROT_READ);
+			mprotect(flush, flen, PROT_READ | PROT_WRITE);
+			for (size_t o = 0; o < flen; o += 4096)
+				flush[o] = 1; /* present and writable again, for the next downgrade to change */
+		}
+	}
+	if (flush != MAP_FAILED)
+		munmap(flush, flen);
+	return (void *)sum;
+}
+
+/* write a file under kdamonds/0/contexts/0 (or any path), the value printed with fmt */
+__attribute__((format(printf, 2, 3))) static int damon_put(const char *path, const char *fmt, ...)
+{
+	char v[64];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(v, sizeof v, fmt, ap);
+	va_end(ap);
+	return write_file(path, v, n);
+}
+
+/* the regions of the stat scheme's tried_regions, as JSON, into x; their count */
+static int damon_read_regions(struct buf *x, const char *dir)
+{
+	bputs(x, ",\"regions\":[");
+	int n = 0;
+	for (;; n++) {
+		char p[1024], v[64];
+		uint64_t f[4];
+		static const char *names[] = {"start", "end", "nr_accesses", "age"};
+		int ok = 1;
+		for (int k = 0; k < 4 && ok; k++) {
+			snprintf(p, sizeof p, "%s/%d/%s", dir, n, names[k]);
+			ok = read_small_file(p, v, sizeof v) > 0 && sscanf(v, "%" SCNu64, &f[k]) == 1;
+		}
+		if (!ok)
+			break;
+		bprintf(x, "%s{\"start\":%" PRIu64 ",\"end\":%" PRIu64 ",\"nr_accesses\":%" PRIu64 ",\"age\":%" PRIu64 "}",
+		        n ? "," : "", f[0], f[1], f[2], f[3]);
+	}
+	bputs(x, "]");
+	return n;
+}
+
+static long h_damon(struct ctx *c)
+{
+	struct op *op = c->op;
+	uint64_t a = addrv(op, "addr"), len = u64(op, "len", 0, 1);
+	uint64_t sample = u64(op, "sample_us", 0, 1), aggr = u64(op, "aggr_us", 0, 1), aggrs = u64(op, "aggrs", 0, 1);
+	uint64_t minr = u64(op, "min_nr_regions", 0, 1), maxr = u64(op, "max_nr_regions", 0, 1);
+	uint64_t hot = sval(op, "hot_addr") ? addrv(op, "hot_addr") : 0, hot_len = u64(op, "hot_len", 0, 0);
+	char v[256], p[512];
+	if (access(DAMON_ADMIN "/nr_kdamonds", W_OK) < 0)
+		return unsupported(c, "no DAMON sysfs interface (/sys/kernel/mm/damon/admin: CONFIG_DAMON_SYSFS)");
+	if (read_small_file(DAMON_ADMIN "/nr_kdamonds", v, sizeof v) < 0)
+		return unsupported(c, "cannot read /sys/kernel/mm/damon/admin/kdamonds/nr_kdamonds");
+	if (atoi(v) != 0) {
+		/* another user's kdamond: nr_kdamonds cannot change while one runs, and it is not ours to stop */
+		char st[32] = "?";
+		read_small_file(DAMON_ADMIN "/0/state", st, sizeof st);
+		st[strcspn(st, "\n")] = 0;
+		snprintf(p, sizeof p,
+		         "DAMON is in use on this machine (nr_kdamonds %d, kdamond 0 %s); memtwin does not take it over",
+		         atoi(v), st);
+		return unsupported(c, p);
+	}
+	if (journal_knob(DAMON_ADMIN "/nr_kdamonds") < 0 || write_file(DAMON_ADMIN "/nr_kdamonds", "1", 1) < 0) {
+		c->err = errno;
+		return -1;
+	}
+	const char *K = DAMON_ADMIN "/0", *C = DAMON_ADMIN "/0/contexts/0";
+	long ret = -1;
+	int on = 0;
+	struct damon_hot h = {.addr = (const volatile char *)(uintptr_t)hot, .len = hot_len};
+	pthread_t ht;
+	int hot_started = 0;
+	snprintf(p, sizeof p, "%s/contexts/nr_contexts", K);
+	if (damon_put(p, "1") < 0)
+		goto fail;
+	snprintf(p, sizeof p, "%s/avail_operations", C);
+	if (read_small_file(p, v, sizeof v) < 0)
+		goto fail;
+	if (!strstr(v, "vaddr")) {
+		v[strcspn(v, "\n")] = 0;
+		snprintf(p, sizeof p, "DAMON's virtual-address operations are not built in (CONFIG_DAMON_VADDR; avail_operations: %s)", v);
+		unsupported(c, p);
+		goto out;
+	}
+	/* ops updates (damon_va_update) would replace the range with the three regions of the whole process:
+	 * none happens while the op runs */
+	uint64_t update = (aggrs + 2) * aggr * 2 + 1000000;
+	struct {
+		const char *f;
+		uint64_t v;
+	} attrs[] = {{"operations", 0},
+	             {"monitoring_attrs/intervals/sample_us", sample},
+	             {"monitoring_attrs/intervals/aggr_us", aggr},
+	             {"monitoring_attrs/intervals/update_us", update},
+	             {"monitoring_attrs/nr_regions/max", maxr},
+	             {"monitoring_attrs/nr_regions/min", minr},
+	             {"targets/nr_targets", 1},
+	             {"targets/0/pid_target", (uint64_t)getpid()},
+	             {"targets/0/regions/nr_regions", 1},
+	             {"targets/0/regions/0/start", a},
+	             {"targets/0/regions/0/end", a + len},
+	             {"schemes/nr_schemes", 1},
+	             {"schemes/0/action", 0},
+	             {"schemes/0/access_pattern/sz/min", 0},
+	             {"schemes/0/access_pattern/sz/max", UINT64_MAX},
+	             {"schemes/0/access_pattern/nr_accesses/min", 0},
+	             {"schemes/0/access_pattern/nr_accesses/max", UINT32_MAX},
+	             {"schemes/0/access_pattern/age/min", 0},
+	             {"schemes/0/access_pattern/age/max", UINT32_MAX}};
+	for (size_t k = 0; k < sizeof attrs / sizeof attrs[0]; k++) {
+		snprintf(p, sizeof p, "%s/%s", C, attrs[k].f);
+		int r = !strcmp(attrs[k].f, "operations")       ? damon_put(p, "vaddr")
+		        : !strcmp(attrs[k].f, "schemes/0/action") ? damon_put(p, "stat")
+		                                                   : damon_put(p, "%" PRIu64, attrs[k].v);
+		if (r < 0)
+			goto fail;
+	}
+	if (hot_len) {
+		if (pthread_create(&ht, NULL, damon_hot_main, &h) != 0)
+			goto fail;
+		hot_started = 1;
+	}
+	snprintf(p, sizeof p, "%s/state", K);
+	if (journal_knob(p) < 0 || damon_put(p, "on") < 0)
+		goto fail;
+	on = 1;
+	/* aggrs aggregation intervals, then the regions of the next aggregation's end (update_schemes_tried_regions
+	 * waits for the scheme to be applied there, after the merge and before the reset) */
+	struct timespec ts = {(time_t)(aggrs * aggr / 1000000), (long)(aggrs * aggr % 1000000) * 1000};
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+	/* A region list can come back empty when the request meets the scheme's apply in a state that records no
+	 * region; every region of the target matches the scheme, so an empty list is never the answer: ask again. */
+	struct buf rx = {0};
+	int n = 0;
+	for (int attempt = 0; attempt < 5 && n == 0; attempt++) {
+		snprintf(p, sizeof p, "%s/state", K);
+		if (damon_put(p, "update_schemes_tried_regions") < 0) {
+			free(rx.p);
+			goto fail;
+		}
+		snprintf(p, sizeof p, "%s/schemes/0/tried_regions", C);
+		bclear(&rx);
+		n = damon_read_regions(&rx, p);
+	}
+	bputs(c->x, rx.p);
+	free(rx.p);
+	bprintf(c->x, ",\"nr_regions\":%d", n);
+	ret = 0;
+	goto out;
+fail:
+	c->err = errno;
+out:
+	if (hot_started) {
+		h.stop = 1;
+		pthread_join(ht, NULL);
+	}
+	snprintf(p, sizeof p, "%s/state", K);
+	if (on)
+		damon_put(p, "off");
+	/* the kdamond is gone once state reads off; then the directory can go */
+	for (int k = 0; on && k < 1000; k++) {
+		if (read_small_file(p, v, sizeof v) > 0 && !strncmp(v, "off", 3))
+			break;
+		struct timespec w = {0, 1000000};
+		nanosleep(&w, NULL);
+	}
+	write_file(DAMON_ADMIN "/nr_kdamonds", "0", 1);
+	return ret;
+}
+
+/* ------------------------------------------------------------------ */
 /* op table                                                            */
 
 enum { W_ANY, W_GLOBAL };
@@ -2823,6 +3028,7 @@ static const struct opdef g_ops[] = {
     {"cgroup", h_cgroup, W_GLOBAL},
     {"cgroup_enter", h_cgroup_enter, W_GLOBAL},
     {"cgroup_stat", h_cgroup_stat, W_GLOBAL},
+    {"damon", h_damon, W_GLOBAL},
     {"ping", h_ping, W_ANY},
     {"mmap", h_mmap, W_ANY},
     {"memfd", h_memfd, W_ANY},
@@ -3205,7 +3411,7 @@ static void serve_stdin(void)
 
 static int is_addr_key(const char *k)
 {
-	return !strcmp(k, "addr") || !strcmp(k, "pages") || !strcmp(k, "iov") || !strcmp(k, "dst") || !strcmp(k, "src");
+	return !strcmp(k, "addr") || !strcmp(k, "hot_addr") || !strcmp(k, "pages") || !strcmp(k, "iov") || !strcmp(k, "dst") || !strcmp(k, "src");
 }
 
 /* rewrite A<h>+<off> to R<abs> and add tpid= for target=; returns 0 or -1 */

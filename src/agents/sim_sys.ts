@@ -10,6 +10,7 @@ import { pagemap, renderSmaps } from '../kernel/procfs.ts';
 import { sysProcessMadvise } from '../kernel/madvise.ts';
 import { HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE, alignUp, alignDown } from '../kernel/uapi.ts';
 import type { AgentSys, RegionState } from './uhugepaged.ts';
+import type { DamonHeat } from './damon_heat.ts';
 
 /** Accesses per 2M region (PMD index) of one mm, counted by the workload engine. */
 export type HeatMap = Map<number, number>;
@@ -26,6 +27,8 @@ export class SimAgentSys implements AgentSys {
     name: string,
     private readonly procs: Process[],
     private readonly heat: Map<Process, HeatMap>,
+    /** With it, heat is what DAMON reported (hotness: damon) instead of the workload's exact counts. */
+    readonly damon?: DamonHeat,
   ) {
     this.self = k.createProcess(name);
   }
@@ -70,6 +73,11 @@ export class SimAgentSys implements AgentSys {
   }
 
   takeHeat(pid: number): Map<number, number> {
+    if (this.damon) {
+      const out = new Map<number, number>();
+      for (const [key, n] of this.damon.take(this.proc(pid))) out.set(key * PMD_SIZE, n);
+      return out;
+    }
     const h = this.heat.get(this.proc(pid));
     const out = new Map<number, number>();
     if (!h) return out;

@@ -30,6 +30,11 @@ export const NOT_COMPARED: Record<string, string> = {
     'bytes charged to the group: the kernel charges its own allocations for the process too (page tables, kernel stacks, ' +
     "the executor's own heap and stacks as it touches them), which the simulator does not model",
   'read.text': 'raw file text: layout and unmodelled fields differ by design',
+  'damon.nr_regions':
+    'DAMON splits regions at random points: the count moves within [min_nr_regions, max_nr_regions] (within_limits is compared)',
+  'damon.regions': 'random split points and sampled addresses; hot_all_max and cold_all_zero are compared',
+  'damon.hot_nr_accesses': 'which regions lie wholly inside the hot range depends on random split points (hot_all_max is compared)',
+  'damon.cold_nr_accesses': 'which regions lie wholly outside the hot range depends on random split points (cold_all_zero is compared)',
   'smaps.Shared_Hugetlb/Private_Hugetlb (1G pages)':
     'Linux 6.18 here sometimes counts a 1G page mapped once as Shared_Hugetlb (folio_maybe_mapped_shared depends on the ' +
     'history of the pool page); for 1G mappings only their sum is compared',

@@ -12,6 +12,7 @@ import { constants as osConstants } from 'node:os';
 import { createInterface } from 'node:readline';
 import { fromRoot } from '../util/paths.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
+import { damonArgs } from './ops.ts';
 
 export const NATIVE_BIN = fromRoot('native', 'build', 'memtwin-native');
 /** Where executors journal their changes to the machine (MEMTWIN_JOURNAL_DIR overrides it). */
@@ -274,6 +275,21 @@ export function encodeOp(op: ResolvedOp): string {
     case 'cgroup_stat':
       add('cg', op.cg!);
       break;
+    case 'damon': {
+      const d = damonArgs(a);
+      add('addr', R(a.addr));
+      add('len', a.len);
+      add('aggrs', a.aggrs);
+      add('sample_us', d.sample_us);
+      add('aggr_us', d.aggr_us);
+      add('min_nr_regions', d.min_nr_regions);
+      add('max_nr_regions', d.max_nr_regions);
+      if (a.hot_addr !== undefined) {
+        add('hot_addr', R(a.hot_addr));
+        add('hot_len', a.hot_len);
+      }
+      break;
+    }
     default:
       throw new ExecutorError(`op ${op.op} has no native encoding`);
   }

@@ -151,6 +151,36 @@ describe('the script runner', () => {
     expect(bad('{"op":"setuid","uid":-1}')).toMatch(/uid: expected an integer from 0 to 4294967294/);
   });
 
+  it('runs damon in the main process only, with attributes DAMON accepts, and reports hot and cold regions', async () => {
+    const r = await run(
+      [
+        '{"op":"mmap","len":"8M","prot":["PROT_READ","PROT_WRITE"],"flags":["MAP_PRIVATE","MAP_ANONYMOUS"],"name":"a"}',
+        '{"op":"madvise","addr":"$a","len":"8M","advice":"MADV_NOHUGEPAGE"}',
+        '{"op":"touch","addr":"$a","len":"8M","write":true}',
+        '{"op":"damon","addr":"$a","len":"8M","aggrs":10,"sample_us":10000,"min_nr_regions":3,"max_nr_regions":20,"hot_addr":"$a","hot_len":"2M"}',
+        '{"op":"spawn","name":"u"}',
+        '{"op":"damon","in":"u","addr":"$a","len":"8M","aggrs":1}',
+      ].join('\n'),
+    );
+    expect(r.results[3]).toMatchObject({
+      ret: 0,
+      within_limits: true,
+      hot_all_max: true,
+      cold_all_zero: true,
+      hot_nr_accesses: [10],
+      cold_nr_accesses: [0],
+    });
+    const regions = r.results[3]!.regions as { start: string; size: number }[];
+    expect(regions[0]!.start).toBe('$a');
+    expect(regions.reduce((n, x) => n + x.size, 0)).toBe(8 * 2 ** 20);
+    expect(r.results[5]!.invalid).toMatch(/damon only in the main process/);
+    expect(bad('{"op":"damon","addr":0,"len":"8M","aggrs":1,"min_nr_regions":20,"max_nr_regions":10}')).toMatch(/exceeds max_nr_regions/);
+    expect(bad('{"op":"damon","addr":0,"len":"8M","aggrs":1,"sample_us":200000}')).toMatch(/sample_us \(200000\) exceeds aggr_us/);
+    expect(bad('{"op":"damon","addr":0,"len":"8M","aggrs":1,"min_nr_regions":2}')).toMatch(/min_nr_regions: expected an integer from 3/);
+    expect(bad('{"op":"damon","addr":0,"len":"8M","aggrs":1000,"sample_us":1,"aggr_us":60000}')).toMatch(/region checks; at most/);
+    expect(bad('{"op":"damon","addr":0,"len":"8M","aggrs":1,"hot_addr":0}')).toMatch(/give both or neither/);
+  });
+
   it('is deterministic: the same script and seed print the same bytes', async () => {
     const text = [
       '{"op":"mmap","len":"16M","prot":["PROT_READ","PROT_WRITE"],"flags":["MAP_PRIVATE","MAP_ANONYMOUS"],"name":"a"}',

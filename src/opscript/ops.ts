@@ -38,6 +38,9 @@ export const INT_RANGES = {
   wait_ms: [0, 600_000, 'up to 10 minutes of virtual (sim) or real (linux) time'],
   scans: [0, 1000, 'khugepaged full scans'],
   msgs: [0, 4096, 'userfaultfd messages (the executor reads at most 4096)'],
+  interval_us: [1, 10_000_000, 'a DAMON interval, 1 µs to 10 s'],
+  nr_regions: [3, 100_000, 'a DAMON region count (DAMON refuses a minimum below 3)'],
+  aggrs: [1, 1000, 'DAMON aggregation intervals'],
 } as const satisfies Record<string, readonly [number, number, string]>;
 type IntKind = keyof typeof INT_RANGES;
 
@@ -240,7 +243,52 @@ export const OPS: Record<string, OpSpec> = {
     req: { name: 'cgname' },
     doc: "a memory cgroup's charge (current, not compared) and events {oom, oom_kill} (compared)",
   },
+  damon: {
+    req: { addr: 'addr', len: 'size', aggrs: 'aggrs' },
+    opt: {
+      sample_us: 'interval_us',
+      aggr_us: 'interval_us',
+      min_nr_regions: 'nr_regions',
+      max_nr_regions: 'nr_regions',
+      hot_addr: 'addr',
+      hot_len: 'size',
+    },
+    doc: "DAMON (vaddr) monitors [addr, addr+len) of the script's main process for aggrs aggregation intervals while a thread keeps loading every page of [hot_addr, hot_addr+hot_len); the regions then",
+    limit:
+      'min_nr_regions <= max_nr_regions; sample_us <= aggr_us; aggrs × aggr_us at most 60 s; aggrs × (aggr_us / sample_us) × max_nr_regions at most 10^8; hot_addr and hot_len together',
+    check: (a) => {
+      const d = damonArgs(a);
+      if (d.min_nr_regions > d.max_nr_regions) return `min_nr_regions (${d.min_nr_regions}) exceeds max_nr_regions (${d.max_nr_regions})`;
+      if (d.sample_us > d.aggr_us) return `sample_us (${d.sample_us}) exceeds aggr_us (${d.aggr_us})`;
+      if (a.aggrs * d.aggr_us > 60_000_000) return `aggrs × aggr_us is ${fmtNum((a.aggrs * d.aggr_us) / 1e6)} s; at most 60 s`;
+      const checks = a.aggrs * Math.floor(d.aggr_us / d.sample_us) * d.max_nr_regions;
+      if (checks > DAMON_MAX_CHECKS)
+        return `aggrs × (aggr_us / sample_us) × max_nr_regions is ${fmtNum(checks)} region checks; at most ${fmtNum(DAMON_MAX_CHECKS)}`;
+      if ((a.hot_addr === undefined) !== (a.hot_len === undefined)) return 'hot_addr and hot_len: give both or neither';
+      if (a.len < 3 * 4096) return 'len: DAMON needs at least 3 pages to monitor';
+      return undefined;
+    },
+  },
 };
+
+/** The most region checks one `damon` op may ask for (samples × max_nr_regions): it bounds the simulator's work. */
+export const DAMON_MAX_CHECKS = 1e8;
+
+/** The `damon` op's attributes with DAMON's defaults (sample 5 ms, aggregation 100 ms, 10 to 1000 regions). */
+export function damonArgs(a: Record<string, unknown>): {
+  sample_us: number;
+  aggr_us: number;
+  min_nr_regions: number;
+  max_nr_regions: number;
+} {
+  const n = (f: string, def: number): number => (a[f] as number | undefined) ?? def;
+  return {
+    sample_us: n('sample_us', 5000),
+    aggr_us: n('aggr_us', 100_000),
+    min_nr_regions: n('min_nr_regions', 10),
+    max_nr_regions: n('max_nr_regions', 1000),
+  };
+}
 
 /** Ops of the spec that memtwin parses but has not implemented yet on any backend. */
 export const PLANNED_OPS = new Set<string>([]);

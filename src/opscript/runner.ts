@@ -5,7 +5,7 @@
  * Results are streamed as they are produced, so a run that stops half-way
  * keeps everything it computed.
  */
-import { BadOp, parseOp, type Op } from './ops.ts';
+import { BadOp, damonArgs, parseOp, type Op } from './ops.ts';
 import { SIZE_MAX, mempolicyModeNames, type Addr } from './values.ts';
 import { MPOL } from '../kernel/uapi.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
@@ -44,6 +44,7 @@ export const OUTPUT_FIELDS: Record<string, readonly string[]> = {
   uffdio_move: ['move'],
   uffd_read: ['msgs'],
   cgroup_stat: ['current', 'events'],
+  damon: ['nr_regions', 'within_limits', 'hot_all_max', 'cold_all_zero', 'hot_nr_accesses', 'cold_nr_accesses', 'regions'],
 };
 /** The longest `invalid` message (a safety net: quoted values are already cut by quote()). */
 const MESSAGE_MAX = 1000;
@@ -174,7 +175,7 @@ export class ScriptRunner {
       thr = t;
     }
     const a = { ...op.a };
-    for (const f of ['addr', 'dst', 'src']) if (a[f] !== undefined) a[f] = this.addr(op, f, a[f] as Addr);
+    for (const f of ['addr', 'dst', 'src', 'hot_addr']) if (a[f] !== undefined) a[f] = this.addr(op, f, a[f] as Addr);
     if (a.pages) a.pages = (a.pages as Addr[]).map((x, j) => this.addr(op, `pages[${j}]`, x));
     const r: ResolvedOp = { ...op, a, proc, thr };
     if (op.op === 'mmap') {
@@ -228,6 +229,12 @@ export class ScriptRunner {
         throw new BadOp(op.i, op.op, `name: cgroup ${quote(a.name)} does not exist (its cgroup op, i=${g.i}, failed)`);
       if ('index' in g) r.cg = g.index;
     }
+    if (op.op === 'damon' && proc !== 0)
+      throw new BadOp(
+        op.i,
+        op.op,
+        "in: damon only in the main process (its thread touches the hot range while the executor drives DAMON's sysfs)",
+      );
     if (op.op === 'cgroup_enter' && proc === 0)
       throw new BadOp(
         op.i,
@@ -301,12 +308,20 @@ export class ScriptRunner {
       if (raw.at !== undefined) out.at = this.render(op.proc, raw.at as number);
     }
     if (raw.killed !== undefined) out.killed = raw.killed;
+    if (op.op === 'damon' && Array.isArray(raw.regions)) Object.assign(raw, damonSummary(op, raw.regions as DamonRawRegion[]));
     for (const f of OUTPUT_FIELDS[op.op] ?? []) {
       if (raw[f] === undefined) continue;
       let v = raw[f];
       if (f === 'async_faults')
         v = (v as { i: number; signal: string; at: number }[]).map((x) => ({ i: x.i, signal: x.signal, at: this.render(op.proc, x.at) }));
       if (f === 'hugepages') v = sortBySize(v as Record<string, unknown>);
+      if (op.op === 'damon' && f === 'regions')
+        v = (v as DamonRawRegion[]).map((r) => ({
+          start: this.render(op.proc, r.start),
+          size: r.end - r.start,
+          nr_accesses: r.nr_accesses,
+          age: r.age,
+        }));
       if (f === 'msgs')
         v = (v as { event: string; address?: number; flags?: string[] }[]).map((m) =>
           m.address === undefined ? m : { ...m, address: this.render(op.proc, m.address) },
@@ -358,6 +373,41 @@ export class ScriptRunner {
 /** A handle as messages name it, "$a", cut like quote() when it is long. */
 function handleName(name: string): string {
   return name.length < 64 ? `$${name}` : `$${name.slice(0, 62)}… (${name.length + 1} chars)`;
+}
+
+/** A region as both backends report it (absolute addresses). */
+interface DamonRawRegion {
+  start: number;
+  end: number;
+  nr_accesses: number;
+  age: number;
+}
+
+/**
+ * What a `damon` op's result compares, derived the same way from either
+ * backend's regions: whether their count is within [min_nr_regions,
+ * max_nr_regions], whether every region wholly inside the hot range was
+ * found accessed in every sample (nr_accesses = aggr/sample), and whether
+ * every region wholly outside it in none. The distinct nr_accesses of both
+ * sets are shown too; whether a region lies wholly inside the hot range
+ * depends on random split points, so they are not compared.
+ */
+function damonSummary(op: ResolvedOp, regions: DamonRawRegion[]): Record<string, unknown> {
+  const d = damonArgs(op.a);
+  const max = Math.floor(d.aggr_us / d.sample_us);
+  const hs = op.a.hot_addr as number | undefined;
+  const he = hs === undefined ? undefined : hs + (op.a.hot_len as number);
+  const distinct = (rs: DamonRawRegion[]): number[] => [...new Set(rs.map((r) => r.nr_accesses))].sort((x, y) => x - y);
+  const inside = he === undefined ? [] : regions.filter((r) => r.start >= hs! && r.end <= he);
+  const outside = he === undefined ? regions : regions.filter((r) => r.end <= hs! || r.start >= he);
+  return {
+    nr_regions: regions.length,
+    within_limits: regions.length >= d.min_nr_regions && regions.length <= d.max_nr_regions,
+    hot_all_max: inside.every((r) => r.nr_accesses === max),
+    cold_all_zero: outside.every((r) => r.nr_accesses === 0),
+    hot_nr_accesses: distinct(inside),
+    cold_nr_accesses: distinct(outside),
+  };
 }
 
 function sortBySize(o: Record<string, unknown>): Record<string, unknown> {

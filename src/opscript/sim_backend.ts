@@ -46,6 +46,34 @@ import type { Backend, RawResult, ResolvedOp } from './backend.ts';
 import { readCgroupFile, type MemCgroup } from '../kernel/memcontrol.ts';
 import { oomScore, writeOomScoreAdj } from '../kernel/oom_kill.ts';
 import { lookupPath } from '../kernel/sysfs_tree.ts';
+import { DamonCtx, type DamonSnapshotRegion } from '../kernel/damon.ts';
+import { damonArgs } from './ops.ts';
+
+/**
+ * The `damon` op: a DAMON context on [addr, addr+len) of the process, run
+ * for `aggrs` aggregation intervals of virtual time; before each sampling
+ * interval ends, the main thread loads every page of the hot range (the
+ * linux backend's thread loads them over and over). The regions are those
+ * of the last aggregation, as tried_regions shows them.
+ */
+function damonOp(k: Kernel, p: Process, op: ResolvedOp): RawResult {
+  const a = op.a;
+  const d = damonArgs(a);
+  // No ops update while the op runs: it would replace the range with the process's three regions (as on linux).
+  const attrs = { ...d, update_us: (a.aggrs + 2) * d.aggr_us * 2 + 1_000_000 };
+  const ctx = new DamonCtx(k, p.mm, attrs, k.random.stream(`damon:${op.i}`), [[a.addr, a.addr + a.len]]);
+  let last: readonly DamonSnapshotRegion[] = [];
+  ctx.onAggregate = (rs) => (last = rs);
+  const t0 = k.clock.now();
+  ctx.prepareAccessChecks();
+  for (let n = 1; ctx.stats.aggregations < a.aggrs; n++) {
+    if (a.hot_len) k.access(p.mainThread, a.hot_addr, a.hot_len, PAGE_SIZE, false, 0);
+    const due = t0 + n * ctx.sampleNs;
+    if (k.clock.now() < due) k.clock.advance(due - k.clock.now());
+    ctx.sample();
+  }
+  return { ret: 0, regions: last.map((r) => ({ start: r.start, end: r.end, nr_accesses: r.nr_accesses, age: r.age })) };
+}
 
 /** A syscall return turned into the result fields. */
 function sys(r: number): RawResult {
@@ -320,6 +348,8 @@ export class SimBackend implements Backend {
       }
       case 'pagemap':
         return { ret: 0, pages: pagemap(k, p.mm, a.addr, a.len) };
+      case 'damon':
+        return damonOp(k, p, op);
       case 'smaps': {
         const s = smaps(k, p.mm, a.addr);
         return s ? { ret: 0, ...s } : { ret: -1, errno: 'ENOENT' };

@@ -18,6 +18,7 @@ import { MemBandwidth, membwParams, membwSpec, type MemBwParams } from '../sim/m
 import { WorkloadThread, streamFor, type PhaseRuntime } from '../workload/engine.ts';
 import { Uhugepaged } from '../agents/uhugepaged.ts';
 import { SimAgentSys, type HeatMap } from '../agents/sim_sys.ts';
+import { DamonHeat } from '../agents/damon_heat.ts';
 import type { YamlPath } from '../util/yaml_input.ts';
 import { hostOf, type RunSpec } from './load.ts';
 import { runLocator } from './locate.ts';
@@ -412,8 +413,20 @@ function startAgents(
     const watched = procs.map((x) => x.p).filter((p) => !a.targets.length || a.targets.includes(p.name));
     const heat = new Map<Process, HeatMap>();
     for (const p of watched) heat.set(p, new Map());
-    for (const wt of threads) if (heat.has(wt.process)) wt.heat = heat.get(wt.process);
-    const sys = new SimAgentSys(k, a.name, watched, heat);
+    // hotness: exact counts every access per 2M region in the workload engine; damon pays a kdamond to sample them.
+    let damon: DamonHeat | undefined;
+    if (a.hotness === 'damon') {
+      if (a.damon.min_nr_regions > a.damon.max_nr_regions)
+        throw rep.at.error(
+          ['agents', idx, 'damon', 'min_nr_regions'],
+          `exceeds max_nr_regions (${a.damon.max_nr_regions}): DAMON refuses it`,
+        );
+      if (a.damon.sample_us > a.damon.aggr_us)
+        throw rep.at.error(['agents', idx, 'damon', 'sample_us'], `exceeds aggr_us (${a.damon.aggr_us}): DAMON refuses it`);
+      damon = new DamonHeat(k, watched, a.damon, `kdamond.${idx}`);
+      damon.start(t0, end);
+    } else for (const wt of threads) if (heat.has(wt.process)) wt.heat = heat.get(wt.process);
+    const sys = new SimAgentSys(k, a.name, watched, heat, damon);
     const agent = new Uhugepaged(sys, {
       interval: a.interval,
       cpu_budget: a.cpu_budget,
@@ -814,6 +827,7 @@ function finalMetrics(
       ? {
           agent_cpu_ns: Math.round(agents.reduce((a, x) => a + x.sys.cpuNs(), 0)),
           agent_collapses: agents.reduce((a, x) => a + x.agent.stats.collapses, 0),
+          kdamond_cpu_ns: Math.round(agents.reduce((a, x) => a + (x.sys.damon?.cpuNs ?? 0), 0)),
         }
       : {}),
     ...perProcess(threads, s.duration),

@@ -372,6 +372,22 @@ export const agentSchema = z.strictObject({
   retry_after: int(0, 1_000_000).default(10).describe('ticks before a region whose collapse failed is retried, 0 to 1000000'),
   targets: z.array(z.string()).default([]).describe('process names it acts on (default: all scenario processes)'),
   start: duration.default(0).describe('time of the first tick, 0 to 3600s'),
+  hotness: z
+    .enum(['exact', 'damon'])
+    .default('exact')
+    .describe(
+      "where the agent learns which 2M regions are hot: exact (the workload's own per-2M access counts, free) or damon (DAMON's regions and nr_accesses, kdamond's CPU time paid; min_heat then counts samples that found a region accessed)",
+    ),
+  damon: z
+    .strictObject({
+      sample_us: int(1, 10_000_000).default(5000).describe('sampling interval, µs (monitoring_attrs/intervals/sample_us), 1 to 10000000'),
+      aggr_us: int(1, 60_000_000).default(100_000).describe('aggregation interval, µs (intervals/aggr_us), 1 to 60000000'),
+      update_us: int(1, 3_600_000_000).default(1_000_000).describe('ops update interval, µs (intervals/update_us), 1 to 3600000000'),
+      min_nr_regions: int(3, 100_000).default(10).describe('nr_regions/min, 3 to 100000'),
+      max_nr_regions: int(3, 100_000).default(1000).describe('nr_regions/max, 3 to 100000'),
+    })
+    .default({ sample_us: 5000, aggr_us: 100_000, update_us: 1_000_000, min_nr_regions: 10, max_nr_regions: 1000 })
+    .describe("DAMON's monitoring attributes with hotness: damon (DAMON's defaults)"),
 });
 export type AgentSpec = z.infer<typeof agentSchema>;
 
