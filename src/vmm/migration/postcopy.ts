@@ -81,7 +81,7 @@ import { VM } from '../../kernel/mm_types.ts';
 import type { Vm } from '../vm.ts';
 import type { Link } from './link.ts';
 import type { Flow } from '../../sim/network.ts';
-import { STREAM_MARKER_BYTES, type RamMigration, type SendResult } from './ram.ts';
+import { STREAM_MARKER_BYTES, pageSkipped, type RamMigration, type SendResult } from './ram.ts';
 
 /** Background bytes written to the main channel per event (small pages are batched). */
 const BATCH_BYTES = 256 * 1024;
@@ -587,7 +587,7 @@ export class Postcopy {
 
   /** The content check of 4K page `p`: the destination must hold `expected`, the source's byte (hinted free pages aside). */
   private check(b: RamMigration['blocks'][number], p: number, expected: number): void {
-    if (b.skipped[p]) return;
+    if (pageSkipped(b, p)) return;
     const dv = this.ram.destByte(b, p);
     if (dv === expected) return;
     this.stats.pagesDiffering++;

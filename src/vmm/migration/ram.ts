@@ -114,21 +114,50 @@ export interface RamMigrationOptions {
   precopyNotify?: (reason: PrecopyNotifyReason) => void;
 }
 
-/** One RAM block as migration sees it, on both sides. */
+/** One RAM block as migration sees it, on both sides: 6 bytes per 4K page. */
 export interface BlockState {
   block: RAMBlock;
   dst: RAMBlock;
   pages: number;
-  /** Dirty bitmap (1 byte per 4K page). */
+  /** Dirty bitmap (1 byte per 4K page, so that the next dirty page is an indexOf). */
   bmap: Uint8Array;
-  /** Pages logged written by logWrite since the last sync. */
-  logged: Uint8Array;
-  /** Content key the migration last saw (sync, send or skip): 0 zero/unbacked, token + 1 otherwise. */
-  seen: Float64Array;
-  /** 1 if the page was last skipped by a free page hint (not sent since). */
-  skipped: Uint8Array;
-  /** GPA of each page (-1: not mapped in guest-physical memory). */
-  gpa: Float64Array;
+  /** Per page: PAGE_LOGGED, PAGE_SKIPPED, PAGE_BACKED. */
+  state: Uint8Array;
+  /** The content token the migration last saw (sync, send or skip), when it saw the page backed (PAGE_BACKED). */
+  seen: Uint32Array;
+  /** Where the block's pages sit in guest-physical memory: [first page, pages, GPA of the first], by page. */
+  gpaRuns: [number, number, number][];
+}
+
+/** Logged written by logWrite since the last sync. */
+const PAGE_LOGGED = 1;
+/** Last skipped by a free page hint (not sent since). */
+const PAGE_SKIPPED = 2;
+/** Backed by a frame when the migration last saw it (its token is in `seen`); else it saw it zero/unbacked. */
+const PAGE_BACKED = 4;
+
+/** Whether page p was last skipped by a free page hint and not sent since. */
+export function pageSkipped(b: BlockState, p: number): boolean {
+  return (b.state[p]! & PAGE_SKIPPED) !== 0;
+}
+
+/** GPA of page p of the block, -1 when no memory slot maps it. */
+export function gpaOfPage(b: BlockState, p: number): number {
+  for (const [first, n, gpa] of b.gpaRuns) if (p >= first && p < first + n) return gpa + (p - first) * PAGE_SIZE;
+  return -1;
+}
+
+/** The content key (RamMigration.key) is what the migration last saw, and KVM logged no write since. */
+function unchangedSinceSeen(b: BlockState, p: number, key: number): boolean {
+  const st = b.state[p]!;
+  if (st & PAGE_LOGGED) return false;
+  return key === 0 ? (st & PAGE_BACKED) === 0 : (st & PAGE_BACKED) !== 0 && b.seen[p] === key - 1;
+}
+
+/** The migration saw page p with content key `key`: the log is harvested; a hint's skip stays. */
+function noteSeen(b: BlockState, p: number, key: number): void {
+  b.state[p] = (b.state[p]! & PAGE_SKIPPED) | (key ? PAGE_BACKED : 0);
+  b.seen[p] = key ? key - 1 : 0;
 }
 
 /** What one sending step did. */
@@ -221,18 +250,16 @@ export class RamMigration {
           `Length mismatch: ${block.idstr}: 0x${block.usedLength.toString(16)} in != 0x${dstBlock.usedLength.toString(16)}: Invalid argument`,
         );
       const pages = block.usedLength / PAGE_SIZE;
-      const gpa = new Float64Array(pages).fill(-1);
-      for (const s of src.slots)
-        if (s.block === block) for (let i = 0; i < s.size / PAGE_SIZE; i++) gpa[s.blockOffset / PAGE_SIZE + i] = s.gpa + i * PAGE_SIZE;
+      const gpaRuns: [number, number, number][] = [];
+      for (const s of src.slots) if (s.block === block) gpaRuns.push([s.blockOffset / PAGE_SIZE, s.size / PAGE_SIZE, s.gpa]);
       this.blocks.push({
         block,
         dst: dstBlock,
         pages,
         bmap: new Uint8Array(pages),
-        logged: new Uint8Array(pages),
-        seen: new Float64Array(pages),
-        skipped: new Uint8Array(pages),
-        gpa,
+        state: new Uint8Array(pages),
+        seen: new Uint32Array(pages),
+        gpaRuns,
       });
       total += block.usedLength;
     }
@@ -276,7 +303,7 @@ export class RamMigration {
     for (const b of this.blocks) {
       b.bmap.fill(1);
       this.dirtyPages += b.pages;
-      for (let p = 0; p < b.pages; p++) b.seen[p] = this.key(b, p);
+      for (let p = 0; p < b.pages; p++) noteSeen(b, p, this.key(b, p));
     }
     return ns + this.sync().ns;
   }
@@ -298,7 +325,7 @@ export class RamMigration {
       const t = this.src.translate(a);
       if (!t) throw new RangeError(`GPA 0x${a.toString(16)} is not guest RAM`);
       const b = this.blocks.find((x) => x.block === t.block)!;
-      b.logged[Math.floor(t.offset / PAGE_SIZE)] = 1;
+      b.state[Math.floor(t.offset / PAGE_SIZE)]! |= PAGE_LOGGED;
     }
   }
 
@@ -326,11 +353,13 @@ export class RamMigration {
       pages += b.pages;
       for (let p = 0; p < b.pages; p++) {
         const key = this.key(b, p);
-        if (key === b.seen[p] && !b.logged[p]) continue;
+        if (unchangedSinceSeen(b, p, key)) continue;
         logged++;
-        b.seen[p] = key;
-        b.logged[p] = 0;
-        if (this.opts.hints && b.gpa[p]! >= 0) this.opts.hints.markDirty(b.gpa[p]!, PAGE_SIZE);
+        noteSeen(b, p, key);
+        if (this.opts.hints) {
+          const gpa = gpaOfPage(b, p);
+          if (gpa >= 0) this.opts.hints.markDirty(gpa, PAGE_SIZE);
+        }
         if (b.bmap[p]) continue;
         b.bmap[p] = 1;
         this.dirtyPages++;
@@ -434,12 +463,12 @@ export class RamMigration {
    * marker or with its contents; counts, bytes and source time go into `r`.
    */
   readPage(b: BlockState, p: number, r: SendResult): { zero: boolean; byte: number } | undefined {
-    const gpa = b.gpa[p]!;
     const hints = this.opts.hints;
+    const gpa = hints ? gpaOfPage(b, p) : -1;
     if (hints && gpa >= 0 && hints.isSkippable(gpa)) {
       const key = this.key(b, p);
-      if (key === b.seen[p] && !b.logged[p]) {
-        b.skipped[p] = 1;
+      if (unchangedSinceSeen(b, p, key)) {
+        b.state[p]! |= PAGE_SKIPPED;
         this.skippedByHints++;
         return undefined;
       }
@@ -470,9 +499,8 @@ export class RamMigration {
       this.normal++;
     }
     r.pages++;
-    b.seen[p] = this.key(b, p);
-    b.logged[p] = 0;
-    b.skipped[p] = 0;
+    noteSeen(b, p, this.key(b, p));
+    b.state[p]! &= ~PAGE_SKIPPED;
     return { zero: sentZero, byte: pfn < 0 ? 0 : this.k.mem.token(pfn) & 0xff };
   }
 
@@ -604,7 +632,7 @@ export class RamMigration {
     const out: { block: string; offset: number; src: number; dst: number }[] = [];
     for (const b of this.blocks)
       for (let p = 0; p < b.pages && out.length < limit; p++) {
-        if (b.skipped[p]) continue;
+        if (pageSkipped(b, p)) continue;
         const sv = this.sourceByte(b, p);
         const dv = this.destByte(b, p);
         if (sv !== dv) out.push({ block: b.block.idstr, offset: p * PAGE_SIZE, src: sv, dst: dv });
@@ -615,7 +643,7 @@ export class RamMigration {
   /** Pages currently skipped by free page hints (not sent since). */
   get skippedPages(): number {
     let n = 0;
-    for (const b of this.blocks) for (let p = 0; p < b.pages; p++) n += b.skipped[p]!;
+    for (const b of this.blocks) for (let p = 0; p < b.pages; p++) if (pageSkipped(b, p)) n++;
     return n;
   }
 }
