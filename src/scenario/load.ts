@@ -698,7 +698,8 @@ function checkVmEvents(
       case 'move_pages':
       case 'mbind':
         need('guest_node', 'the guest node whose RAM is acted on');
-        need('nodes', 'a list of host nodes');
+        // MPOL_DEFAULT and MPOL_LOCAL take no nodes (an empty nodemask); every other mode and move_pages need them.
+        if (ev.op === 'move_pages' || (ev.policy !== 'MPOL_DEFAULT' && ev.policy !== 'MPOL_LOCAL')) need('nodes', 'a list of host nodes');
         guestNode(ev.guest_node!, at('guest_node'));
         if (ev.op === 'move_pages' && !ev.nodes!.length)
           throw err(at('nodes'), 'expected the destination host node as the first entry, got an empty list');

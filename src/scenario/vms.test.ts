@@ -247,6 +247,44 @@ vms:
     expect(bound.threads[0]!.remote_accesses).toBe(0);
   });
 
+  it('mbind events take every mode and mode flag mbind(2) takes; MPOL_LOCAL and MPOL_DEFAULT need no nodes', () => {
+    const text = (events: string) => `name: mb
+host:
+  name: h2
+  nodes:
+    - { id: 0, memory: 512M, cpus: 0-1 }
+    - { id: 1, memory: 512M, cpus: 2-3 }
+duration: 100ms
+sample: { interval: 20ms }
+kernel:
+  /sys/kernel/mm/transparent_hugepage/enabled: never
+vms:
+  - name: v
+    memdevs:
+      - { id: m0, size: 32M, prealloc: true }
+      - { id: m1, size: 32M, prealloc: true }
+    vcpus: [0, 2]
+    numa:
+      - { memdev: m0, cpus: [0] }
+      - { memdev: m1, cpus: [1] }
+    events:
+${events}`;
+    const r = run(
+      'mbind-modes.yaml',
+      text(`      - { at: 10ms, op: mbind, guest_node: 0, policy: MPOL_PREFERRED_MANY, mode_flags: [MPOL_F_STATIC_NODES], nodes: [1], flags: [MPOL_MF_MOVE] }
+      - { at: 20ms, op: mbind, guest_node: 1, policy: MPOL_LOCAL, flags: [MPOL_MF_MOVE] }
+      - { at: 30ms, op: mbind, guest_node: 1, policy: MPOL_WEIGHTED_INTERLEAVE, nodes: [0, 1] }
+      - { at: 40ms, op: mbind, guest_node: 1, policy: MPOL_DEFAULT, nodes: [1] }
+`),
+    );
+    expect(r.events.map((e) => e.ret)).toEqual([0, 0, 0, -22]); // MPOL_DEFAULT with nodes: EINVAL
+    expect(r.final['vm.v.guest_node0.host_node1_bytes']).toBe(32 * MiB);
+    expect(r.final['vm.v.guest_node0.host_node0_bytes']).toBe(0);
+    expect(() => run('mbind-nonodes.yaml', text('      - { at: 10ms, op: mbind, guest_node: 0, policy: MPOL_BIND }\n'))).toThrow(
+      /events\[0\]\.nodes|nodes/,
+    );
+  });
+
   it('guest workloads take an EPT violation per host page the EPT does not map yet, and the TLB maps the smaller page', () => {
     const text = (guestPage: string) => `name: ept
 host:

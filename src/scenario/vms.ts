@@ -514,7 +514,7 @@ const VM_EVENT_FIELDS: Record<VmEventSpec['op'], readonly (keyof VmEventSpec)[]>
   hmp: ['command', 'expect_error'],
   migrate_pages: ['old_nodes', 'new_nodes'],
   move_pages: ['guest_node', 'nodes', 'flags'],
-  mbind: ['guest_node', 'nodes', 'policy', 'flags'],
+  mbind: ['guest_node', 'nodes', 'policy', 'mode_flags', 'flags'],
   migrate: [
     'bandwidth',
     'latency',
@@ -766,8 +766,8 @@ function runVmEvent(
           p.mainThread,
           r.hva,
           r.size,
-          MPOL[ev.policy!],
-          ev.nodes!,
+          ev.mode_flags.reduce<number>((m, f) => m | MPOL[f], MPOL[ev.policy!]),
+          ev.nodes ?? [],
           ev.flags.reduce((f, y) => f | MPOL[y], 0),
         );
         if (x < 0) ret = x;
