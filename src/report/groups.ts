@@ -53,6 +53,7 @@ const RULES: readonly (readonly [RegExp, GroupId])[] = [
   [/\.guest\.(oom_kills|oom_deflates|pgsteal_direct|alloc_stalls|cached_bytes)$|\.psi\./, 'pressure'],
   [/\.balloon[._]|\.hint\.|\.guest\.(hint_messages|hinted_pages|reports|reported_pages)$|\.reported_bytes$/, 'balloon'],
   [/guest_node\d+\.host_node\d+_bytes$/, 'placement'],
+  [/^node\d+\.used_bytes$/, 'placement'],
   [/^vm\.[^.]+\.(rss_bytes|guest_free_bytes|ept_violations)$|^host\.free_bytes$/, 'memory'],
   [/^host\.|^cgroup\.|^(pswpin|pswpout|pgmajfault|pgsteal_kswapd|pgsteal_direct|allocstall_normal|oom_kill)$/, 'pressure'],
   [/remote|^local\.|numa_|pgmigrate|membw|^path\d|migration_wait/, 'placement'],

@@ -186,6 +186,22 @@ describe('renderSweepReport', () => {
   const html = renderSweepReport(sweep, runs);
   const differing = Object.keys(sweep.runs[0]!.final).filter((k) => new Set(sweep.runs.map((r) => r.final[k])).size > 1);
 
+  it('draws each node’s memory in use over time (numastat) when the runs recorded it, and says so when they did not', () => {
+    const two = fakeSweep();
+    for (const r of two.runs) r.host = { ...r.host, nodes: [r.host.nodes[0]!, { ...r.host.nodes[0]!, id: 1 }] };
+    const before = renderSweepReport(two.sweep, two.runs);
+    expect(before).not.toContain('Memory in use on node 0 over time');
+    expect(before).toContain('memory per NUMA node over time (numastat)');
+    two.runs.forEach((r, i) => {
+      r.series.metrics['node0.used_bytes'] = r.series.t_ns.map((_, j) => (j + 1) * 4096 * (i + 1));
+      r.series.metrics['node1.used_bytes'] = r.series.t_ns.map(() => 2 ** 20 * (i + 1));
+    });
+    const after = renderSweepReport(two.sweep, two.runs);
+    expect(after).toContain('<h3>Memory in use on node 0 over time</h3>');
+    expect(after).toContain('<h3>Memory in use on node 1 over time</h3>');
+    expect(after).not.toContain('memory per NUMA node over time (numastat)');
+  });
+
   it('is a self-contained page with a bar chart per differing metric and the overlays', () => {
     expectSelfContained(html);
     expect(differing).toEqual(expect.arrayContaining(['throughput_per_s', 'fault_ns_total', 'anon_huge_bytes', 'rss_bytes']));

@@ -936,11 +936,21 @@ function sweepOverTime(matched: RunResult[], names: string[], colors: string[], 
       key.includes('oom'),
     );
 
+  // numastat over time: each node's memory in use, one line per run (runs record it on hosts of two or more nodes).
+  for (let n = 0; n < hostNodes; n++)
+    overlay(
+      `sweep-node${n}-used`,
+      `Memory in use on node ${n} over time`,
+      `Host frames not free on NUMA node ${n} at each sample (numastat's MemUsed), one line per run.`,
+      'bytes',
+      lines((r) => column(r.series, `node${n}.used_bytes`) ?? []),
+    );
+
   // What the runs' data does not have, said rather than left out silently.
   const missing: string[] = [];
-  if (hostNodes > 1)
+  if (hostNodes > 1 && !matched.some((r) => column(r.series, 'node0.used_bytes')))
     missing.push(
-      'memory per NUMA node over time (numastat): runs record accesses per node (<code>local.N</code>, <code>remote.N</code>), not where memory lives at each sample',
+      'memory per NUMA node over time (numastat): these runs were made before memtwin recorded <code>node<i>N</i>.used_bytes</code>',
     );
   if (matched.some((r) => Object.keys(r.final ?? {}).some((k) => /\.migration\.ram\.remaining$/.test(k))))
     missing.push(

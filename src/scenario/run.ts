@@ -713,6 +713,8 @@ function sampler(
     col('thp_fault_fallback').push(ev.thp_fault_fallback);
     col('compact_stall').push(ev.compact_stall);
     membwSample(k, col, lastBw, dt);
+    // numastat's view: host memory in use on each node (frames not free), on hosts of more than one node.
+    if (k.nrNodes > 1) for (const z of k.phys.zones) col(`node${z.nid}.used_bytes`).push((z.spannedPages - z.freePages) * PAGE_SIZE);
     cgroupSample(cgroups, col);
     if (vms.length) {
       col('host.free_bytes').push(k.phys.freePages() * PAGE_SIZE);
