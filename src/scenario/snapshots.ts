@@ -157,7 +157,15 @@ export interface MigrationSnap {
    * sent after the switchover, what remained dirty, page requests so far.
    * Rates are the differences between samples.
    */
-  progress: { t_ns: number[]; ram_bytes: number[]; postcopy_bytes: number[]; remaining_bytes: number[]; postcopy_requests: number[] };
+  progress: {
+    t_ns: number[];
+    ram_bytes: number[];
+    postcopy_bytes: number[];
+    /** Of postcopy_bytes, what the preempt channel carried (the rest went on the main channel). */
+    preempt_bytes: number[];
+    remaining_bytes: number[];
+    postcopy_requests: number[];
+  };
 }
 
 export interface PostcopySnap {
@@ -510,7 +518,7 @@ export class SnapshotRecorder {
       if (!mig?.ram) continue;
       let p = this.progress.get(rt);
       if (!p) {
-        p = { t_ns: [], ram_bytes: [], postcopy_bytes: [], remaining_bytes: [], postcopy_requests: [] };
+        p = { t_ns: [], ram_bytes: [], postcopy_bytes: [], preempt_bytes: [], remaining_bytes: [], postcopy_requests: [] };
         this.progress.set(rt, p);
       }
       const t = this.k.clock.now() - this.t0;
@@ -521,6 +529,7 @@ export class SnapshotRecorder {
       p.t_ns.push(t);
       p.ram_bytes.push(mig.ram.bytes);
       p.postcopy_bytes.push(mig.postcopy?.stats.bytes ?? 0);
+      p.preempt_bytes.push(mig.postcopy?.stats.preemptBytes ?? 0);
       p.remaining_bytes.push(mig.ram.remainingBytes);
       p.postcopy_requests.push(mig.postcopy?.stats.requests ?? 0);
     }
@@ -576,7 +585,14 @@ export class SnapshotRecorder {
   finish(): RunSnapshots {
     const end = this.k.clock.now();
     this.readProgress();
-    const none = (): Progress => ({ t_ns: [], ram_bytes: [], postcopy_bytes: [], remaining_bytes: [], postcopy_requests: [] });
+    const none = (): Progress => ({
+      t_ns: [],
+      ram_bytes: [],
+      postcopy_bytes: [],
+      preempt_bytes: [],
+      remaining_bytes: [],
+      postcopy_requests: [],
+    });
     this.data.migrations = this.src.vms.flatMap((rt) =>
       rt.mig ? [{ ...migrationSnapshot(rt, this.t0, end), progress: this.progress.get(rt) ?? none() }] : [],
     );

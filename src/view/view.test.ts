@@ -94,6 +94,8 @@ describe('the view server', () => {
       for (const key of ['ram_bytes', 'postcopy_bytes', 'postcopy_requests'] as const)
         p[key].forEach((v, i) => i && expect(v, `${sub} ${key}`).toBeGreaterThanOrEqual(p[key][i - 1]!));
       expect(p.postcopy_bytes.at(-1), sub).toBe(mig.postcopy!.bytes);
+      // no postcopy-preempt in this scenario: nothing on a preempt channel
+      expect(p.preempt_bytes, sub).toEqual(p.t_ns.map(() => 0));
       expect(p.postcopy_requests.at(-1), sub).toBe(mig.postcopy!.requests);
     }
   });

@@ -234,15 +234,24 @@ async function draw() {
     const st = mig.syncs.map((s) => s.at_ns);
     if (pr && pr.t_ns.length > 1) {
       const rate = (arr) => arr.map((v, i) => (i === 0 ? null : ((v - arr[i - 1]) * 1e9) / Math.max(1, pr.t_ns[i] - pr.t_ns[i - 1])));
+      // Per channel after the switchover: the preempt channel carries requested pages, the main one the rest.
+      const preempt = pr.preempt_bytes ?? [];
+      const channels = preempt.some((v) => v > 0)
+        ? [
+            {
+              name: 'after the switchover: main channel',
+              t_ns: pr.t_ns,
+              values: rate(pr.postcopy_bytes.map((v, i) => v - (preempt[i] ?? 0))),
+            },
+            { name: 'after the switchover: preempt channel', t_ns: pr.t_ns, values: rate(preempt) },
+          ]
+        : [{ name: 'after the switchover', t_ns: pr.t_ns, values: rate(pr.postcopy_bytes) }];
       timeChart(charts, {
-        title: 'RAM sent, bytes/s (all; of which after the switchover)',
+        title: 'RAM sent, bytes/s (all; after the switchover, per channel)',
         metric: 'x_bytes_per_s',
         xmax: r.duration_ns,
         markers,
-        series: [
-          { name: 'RAM sent', t_ns: pr.t_ns, values: rate(pr.ram_bytes) },
-          { name: 'after the switchover', t_ns: pr.t_ns, values: rate(pr.postcopy_bytes) },
-        ],
+        series: [{ name: 'RAM sent', t_ns: pr.t_ns, values: rate(pr.ram_bytes) }, ...channels],
       });
       timeChart(charts, {
         title: 'remaining dirty (at the samples; points: at the syncs)',

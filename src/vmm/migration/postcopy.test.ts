@@ -175,7 +175,13 @@ describe('postcopy on anonymous 4K RAM', () => {
       runUntilDone(s.k, s.mig, 5 * NSEC_PER_SEC);
       expect(s.mig.status).toBe('completed');
       expect(s.mig.verify()).toEqual([]);
-      return mean(s.mig.postcopy!.stats.latencies);
+      const st = s.mig.postcopy!.stats;
+      // the preempt channel carries the requested pages (each 4K + its header), the main channel the rest
+      if (caps.includes('postcopy-preempt')) {
+        expect(st.preemptBytes).toBeGreaterThanOrEqual(st.requests * PAGE_SIZE);
+        expect(st.preemptBytes).toBeLessThan(st.bytes);
+      } else expect(st.preemptBytes).toBe(0);
+      return mean(st.latencies);
     };
     const plain = lat(['postcopy-ram']);
     const preempt = lat(['postcopy-ram', 'postcopy-preempt']);

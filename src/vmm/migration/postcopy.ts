@@ -140,6 +140,8 @@ export interface PostcopyStats {
   requests: number;
   /** Bytes sent after the switchover (ram.postcopy-bytes). */
   bytes: number;
+  /** Of those, the bytes the preempt channel carried (requested pages, with postcopy-preempt); the rest went on the main channel. */
+  preemptBytes: number;
   /** Every fault's latency (ns, block to wake), in the order they were woken. */
   latencies: number[];
   /** Beside latencies, each fault's wake time (ns) and vCPU index (-1: not a vCPU), for the view's timeline. */
@@ -221,6 +223,7 @@ export class Postcopy {
     this.stats = {
       requests: 0,
       bytes: 0,
+      preemptBytes: 0,
       latencies: [],
       wokenAt: [],
       wokenVcpu: [],
@@ -412,6 +415,7 @@ export class Postcopy {
     this.ram.bytes += r.bytes;
     this.link.carry(r.bytes);
     this.stats.bytes += r.bytes;
+    if (urgent) this.stats.preemptBytes += r.bytes;
     if (urgent) this.preemptFlow?.start();
     const xfer = (r.bytes * 1e9) / this.rate;
     let wireEnd: number;
