@@ -22,8 +22,11 @@
  *   guest (downtime starts), syncs, sends
  *   everything left at the link's full rate (no rate limit during
  *   completion) and completes, as QEMU reports it, when its last byte is
- *   in the socket (all but the link's send buffer on the wire): downtime
- *   and total-time end there. The guest runs on the destination when the
+ *   in the socket: when what was queued plus the final stage, less the
+ *   send buffer, is on the wire (what was queued: the channel's last busy
+ *   stretch, full when it was busy up to the switchover, empty after a
+ *   rate window's idle end; completeStage): downtime and total-time end
+ *   there. The guest runs on the destination when the
  *   last byte has arrived (guestResumedAt). Device state is not sent (no
  *   device models).
  * - Counters per window (migration_update_counters): bandwidth (bytes/ms
