@@ -601,3 +601,63 @@ describe('migrations sharing the network (src/sim/network.ts)', () => {
     for (const s of [greedy, capped]) expect(s.migs[0]!.contentCheck!.pagesDiffering).toBe(0);
   });
 });
+
+describe('precopy: the stop-and-copy and the socket buffer (what query-migrate downtime measures)', () => {
+  const RATE = 100e6; // bytes/s
+  const SNDBUF = MiB;
+  /**
+   * A 64 MiB guest rewriting a working set while it migrates over a 100 MB/s
+   * link with a 1 MiB send buffer, at `maxBandwidth` (0: no cap, the channel
+   * always busy); downtime-limit 300 ms leaves most of the working set for the
+   * stop-and-copy. Returns the downtime (ns) and the final stage's bytes.
+   */
+  function finalStage(maxBandwidth: number, wsPages: number, pagesPerSec: number): { downtime: number; bytes: number } {
+    const k = vmTestKernel({ nodes: 1, gib: 2, cpus: 4 });
+    const src = new Vm(k, { name: 'src', m: 64 * MiB, smp: 1 });
+    const dst = new Vm(k, { name: 'dst', m: 64 * MiB, smp: 1 });
+    const mig = new MigrationState(src).register();
+    mig.incoming(URI, dst, new Link({ bandwidth: RATE, latency: 50_000, sndbuf: SNDBUF }));
+    for (let p = 0; p < 4096; p++) guestWrite(k, src, mig, p, 1);
+    dirtier(k, src, mig, 0, wsPages, pagesPerSec);
+    qmp(src, 'migrate-set-parameters', { 'max-bandwidth': maxBandwidth, 'downtime-limit': 300 });
+    qmp(src, 'migrate', { uri: URI });
+    runUntilDone(k, mig, 60 * NSEC_PER_SEC);
+    expect(mig.status).toBe('completed');
+    expect(mig.contentCheck!.pagesDiffering).toBe(0);
+    const q = mig.query() as { ram: Record<string, number> };
+    return { downtime: mig.downtime, bytes: q.ram['downtime-bytes']! };
+  }
+  const atLinkRate = (bytes: number): number => (bytes * NSEC_PER_SEC) / RATE;
+
+  it('a capped channel idles at the end of each rate window: the final stage first fills the empty send buffer', () => {
+    const { downtime, bytes } = finalStage(32 * MiB, 4096, 8000);
+    expect(bytes).toBeGreaterThan(2 * SNDBUF);
+    // Shorter than the bytes at the link rate by the buffer's room, never shorter than what the buffer cannot take.
+    expect(downtime).toBeLessThan(atLinkRate(bytes) - atLinkRate(SNDBUF) / 2);
+    expect(downtime).toBeGreaterThanOrEqual(atLinkRate(bytes - SNDBUF));
+  });
+
+  it('an uncapped channel is busy at the switchover, its send buffer full: the final stage goes at the link rate', () => {
+    const { downtime, bytes } = finalStage(0, 4096, 8000);
+    expect(bytes).toBeGreaterThan(2 * SNDBUF);
+    // Less only by what the wire drained during the two bitmap syncs before it (under 1 ms), plus the final sync.
+    expect(downtime).toBeGreaterThan(atLinkRate(bytes) - NSEC_PER_MSEC);
+    expect(downtime).toBeLessThan(atLinkRate(bytes) + 2 * NSEC_PER_MSEC);
+  });
+
+  it('property: downtime lies between the bytes the buffer cannot take and all of them, at the link rate', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(0, 16 * MiB, 32 * MiB, 64 * MiB),
+        fc.integer({ min: 256, max: 3072 }),
+        fc.integer({ min: 500, max: 4000 }),
+        (cap, ws, rate) => {
+          const { downtime, bytes } = finalStage(cap, ws, rate);
+          expect(downtime).toBeGreaterThanOrEqual(atLinkRate(bytes - SNDBUF));
+          expect(downtime).toBeLessThan(atLinkRate(bytes) + 2 * NSEC_PER_MSEC);
+        },
+      ),
+      { numRuns: 8, seed: 20 },
+    );
+  });
+});

@@ -22,8 +22,11 @@
  *   guest (downtime starts), syncs, sends
  *   everything left at the link's full rate (no rate limit during
  *   completion) and completes, as QEMU reports it, when its last byte is
- *   in the socket (all but the link's send buffer on the wire): downtime
- *   and total-time end there. The guest runs on the destination when the
+ *   in the socket: when what was queued plus the final stage, less the
+ *   send buffer, is on the wire (what was queued: the channel's last busy
+ *   stretch, full when it was busy up to the switchover, empty after a
+ *   rate window's idle end; completeStage): downtime and total-time end
+ *   there. The guest runs on the destination when the
  *   last byte has arrived (guestResumedAt). Device state is not sent (no
  *   device models).
  * - Counters per window (migration_update_counters): bandwidth (bytes/ms
@@ -274,6 +277,12 @@ export class MigrationState {
   private precopyBytes = 0;
   private downtimeBytes = 0;
   private setupBytes = 0;
+  /**
+   * The main channel's last busy stretch (see completeStage): when its last
+   * byte went on the wire and how many bytes it carried without going idle.
+   */
+  private lastWireEnd = 0;
+  private busyBytes = 0;
   // migration_bitmap_sync rate period
   private periodStart = 0;
   private periodBytesStart = 0;
@@ -580,6 +589,7 @@ export class MigrationState {
     this.guestStopped = false;
     this.windowBytes = this.windowPages = this.bandwidthBytesPerMs = this.thresholdBytes = 0;
     this.mbps = this.pagesPerSecond = this.precopyBytes = this.downtimeBytes = this.setupBytes = 0;
+    this.lastWireEnd = this.busyBytes = 0;
     this.dirtyPagesRate = this.dirtyRateHighCnt = 0;
     this.expectedDowntimeMs = this.downtime = this.setupTime = this.guestResumedAt = 0;
     this.wire = null;
@@ -756,9 +766,13 @@ export class MigrationState {
     }
     // A sleeping thread sends nothing: the channel is idle from its last byte on the wire until the next step.
     const idle = { ev: null as EventHandle | null };
+    // The stretch the channel was busy for, as a leaky bucket of the send buffer's size: the bytes a sender
+    // ahead of the wire would have queued (completeStage), drained at the channel's rate while it was idle.
+    this.busyBytes = this.queuedAt(wireStart, link.sndbuf) + bytes;
     const plan = (): void => {
       const w = this.wire!;
       const wireEnd = w.tx.at(bytes);
+      this.lastWireEnd = wireEnd + w.stall;
       const t = Math.max(cpuEnd, wireEnd) + w.stall;
       stepEnd = t;
       this.event?.ev.cancel();
@@ -927,14 +941,26 @@ export class MigrationState {
     const bytes = res.bytes + ram.sendEos();
     link.carry(bytes);
     this.downtimeBytes = bytes;
-    // QEMU's migration thread is done once its last byte is in the socket: all but the send buffer has left on
-    // the wire (downtime and total-time end there, as query-migrate reports them). The guest runs on the
-    // destination once the last byte has arrived and been loaded.
+    // What query-migrate's downtime measures (QEMU 7.2, source side): migration_completion stops the guest
+    // (vm_stop_force_state, downtime_start), qemu_savevm_state_complete_precopy writes the rest into the
+    // channel's socket, and migration_calculate_complete takes downtime = end_time - downtime_start once those
+    // writes (qemu_fflush) have returned; precopy waits for nothing from the destination. A write returns once
+    // its bytes fit in the socket's buffer, so the last one returns when all but the buffer's room (sndbuf)
+    // of what was queued plus the final stage has left on the wire. What was queued depends on how busy the
+    // channel was: a sender that keeps its channel busy (no max-bandwidth) runs ahead of the wire by its
+    // buffer, which is full at the switchover, and the final stage goes at the link rate (validate qemu's
+    // `ceiling`: 25 MB in 111 ms, 226 MB/s); a rate-capped sender sleeps at the end of each window
+    // (migration_rate_exceeded) while the wire drains its buffer, so the final stage first fills empty room
+    // (the capped runs: 329-1294 MB/s). memtwin's steps end when their bytes are on the wire, so the queue at
+    // the switchover is what a sender ahead by its buffer would still have had in it: the last busy stretch's
+    // bytes, at most sndbuf, less what the wire carried while idle since. The guest runs on the destination
+    // once the last byte has arrived and been loaded.
     const now = this.k.clock.now();
     const wireStart = now + wholeNs(syncNs);
+    const room = link.sndbuf - this.queuedAt(wireStart, link.sndbuf);
     const srcCpu = now + wholeNs(syncNs + res.srcNs);
     const dstCpu = now + wholeNs(syncNs + Math.max(res.srcNs, res.dstNs));
-    const srcDone = (w: { tx: Transfer; stall: number }): number => Math.max(srcCpu, w.tx.at(Math.max(0, bytes - link.sndbuf))) + w.stall;
+    const srcDone = (w: { tx: Transfer; stall: number }): number => Math.max(srcCpu, w.tx.at(Math.max(0, bytes - room))) + w.stall;
     const dstDone = (w: { tx: Transfer; stall: number }): number => Math.max(dstCpu, w.tx.at(bytes)) + w.stall + link.latency;
     let running: EventHandle | null = null;
     let idle: EventHandle | null = null;
@@ -980,6 +1006,17 @@ export class MigrationState {
     const w = { tx: new Transfer(flow, bytes, wireStart, () => w.replan()), replan: plan, stall: 0 };
     this.wire = w;
     plan();
+  }
+
+  /**
+   * What a sender ahead of the wire by its socket buffer (`sndbuf` bytes)
+   * would still have queued at `t`: its last busy stretch, at most the
+   * buffer, less what the channel carried since its last byte went on the
+   * wire (at its rate now).
+   */
+  private queuedAt(t: number, sndbuf: number): number {
+    const idleNs = Math.max(0, t - this.lastWireEnd);
+    return Math.max(0, Math.min(sndbuf, this.busyBytes) - (this.flow!.rate * idleNs) / NSEC_PER_SEC);
   }
 
   /** Schedule the migration thread's next step. */
