@@ -322,8 +322,18 @@ function check(src: YamlSource, s: Scenario, where: Where): void {
   checkNetwork(s, host, err);
   s.agents.forEach((a, ai) =>
     a.targets.forEach((t, ti) => {
-      if (!procs.has(t))
-        throw err(['agents', ai, 'targets', ti], `no process ${quote(t)}: expected one of ${listNames([...procs.keys()])}`);
+      if (procs.has(t)) return;
+      const at = ['agents', ai, 'targets', ti];
+      // `<vm>-dst`: the destination VMM a VM's migration starts.
+      const vm = s.vms.find((v) => `${v.name}-dst` === t);
+      if (!vm)
+        throw err(
+          at,
+          `no process ${quote(t)}: expected one of ${listNames([...procs.keys(), ...s.vms.map((v) => `${v.name}-dst`)])} (VM-dst: a VM's migration destination)`,
+        );
+      if (!s.evacuate && !vm.events.some((e) => e.op === 'migrate'))
+        throw err(at, `VM ${quote(vm.name)} has no migrate event: its destination VMM ${quote(t)} never starts`);
+      if (a.targets.length > 1) throw err(at, `an agent on a destination VMM runs on that VMM's host: ${quote(t)} must be its only target`);
     }),
   );
   tried.set(key, vmSizes);

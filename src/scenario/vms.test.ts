@@ -359,6 +359,68 @@ vms:
     expect(pre['vm.g.migration.postcopy.latency_p50_ns']).toBeLessThan(500_000);
   });
 
+  it('an agent on the destination VMM collapses its memory after a real postcopy, never the source', () => {
+    const text = `name: pcagent
+host:
+  name: h
+  nodes: [{ id: 0, memory: 1G, cpus: 0-3 }]
+duration: 2s
+sample: { interval: 100ms }
+kernel:
+  /sys/kernel/mm/transparent_hugepage/khugepaged/scan_sleep_millisecs: 3600000
+vms:
+  - name: g
+    memdevs:
+      - { id: ram0, size: 64M }
+    vcpus: [0, 1]
+    workloads:
+      - name: w
+        vcpu: 0
+        guest_node: 0
+        workload:
+          phases:
+            - { pattern: first-touch, mapping: ram }
+            - { pattern: uniform, mapping: ram, length: 16M, think: 2us }
+    events:
+      - { at: 300ms, op: migrate, bandwidth: 1250M, latency: 50us, capabilities: [postcopy-ram], start-postcopy: 0s }
+agents:
+  - { name: uh, kind: uhugepaged, interval: 200ms, cpu_budget: 0.5, min_heat: 100, targets: [g-dst] }
+`;
+    const r = run('pc-agent.yaml', text);
+    const f = r.final;
+    const M2 = 2 ** 21;
+    expect(f['vm.g.migration.completed']).toBe(1);
+    // It started with the destination VMM, at the migrate event.
+    expect(f['agent.uh.attached_ns']).toBe(300_000_000);
+    // The 16 MiB hot set is 8 regions: collapsed on the destination, which postcopy left 4K-mapped.
+    expect(f['agent.uh.collapses']).toBe(8);
+    expect(f['vm.g.dst.anon_huge_bytes']).toBe(8 * M2);
+    expect(f['vm.g.migration.postcopy.dst_huge_mapped_bytes']).toBe(8 * M2);
+    // The source's THP-backed RAM is as the guest's first touch left it: all huge, the agent never acted there.
+    expect(f['vm.g.anon_huge_bytes']).toBe(64 * 2 ** 20);
+    const dst = r.series.metrics['vm.g.dst.anon_huge_bytes']!;
+    r.series.t_ns.forEach((t, i) => {
+      if (t <= 300_000_000) expect(dst[i]).toBe(0);
+    });
+    // Once collapsed, the guest's accesses go through huge mappings again.
+    expect(r.series.metrics['vm.g.huge_access_ratio']!.at(-1)).toBe(1);
+    // Per VM, the huge pages add up to the host's (this host's processes are the source VMM only).
+    expect(f['anon_huge_bytes']).toBe(f['vm.g.anon_huge_bytes']);
+    expect(r.series.metrics['anon_huge_bytes']).toEqual(r.series.metrics['vm.g.anon_huge_bytes']);
+    expect(f['huge_access_ratio']).toBe(f['vm.g.huge_access_ratio']);
+
+    // Errors, located: a VM-dst of no VM, of a VM that does not migrate, beside another target.
+    expect(() => run('pc-agent-novm.yaml', text.replace('targets: [g-dst]', 'targets: [h-dst]'))).toThrow(
+      /pc-agent-novm\.yaml:\d+:\d+: agents\[0\]\.targets\[0\]: no process "h-dst": expected one of "g", "g-dst"/,
+    );
+    expect(() => run('pc-agent-nomig.yaml', text.replace(/ {4}events:\n.*\n/, ''))).toThrow(
+      /pc-agent-nomig\.yaml:\d+:\d+: agents\[0\]\.targets\[0\]: VM "g" has no migrate event: its destination VMM "g-dst" never starts/,
+    );
+    expect(() => run('pc-agent-two.yaml', text.replace('targets: [g-dst]', 'targets: [g-dst, g-dst]'))).toThrow(
+      /agents\[0\]\.targets\[0\]: an agent on a destination VMM runs on that VMM's host: "g-dst" must be its only target/,
+    );
+  });
+
   it('migrate to another host: a destination with its own NUMA topology and placement', () => {
     const f = run(
       'dst-host.yaml',
