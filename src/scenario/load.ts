@@ -98,9 +98,11 @@ export function loadScenario(file: string, text?: string, opts: LoadOptions = {}
     for (let k = smoke.length - 1; k >= 0; k--) if (covers(smoke[k]!.path, p)) return ['smoke', k];
     return p;
   };
-  // A smoke path element that cannot be followed is reported at that element.
-  const setSmoke = (into: unknown): void =>
+  // A smoke path element that cannot be followed is reported at that element. A smoke value inside `sweep`
+  // reduces a sweep value or configuration: it is set once, in the scenario before the sweep is expanded.
+  const setSmoke = (into: unknown, inRun = false): void =>
     smoke.forEach((set, k) => {
+      if (inRun && set.path[0] === 'sweep') return;
       set.path.forEach((x, i) => {
         if (typeof x === 'string' && FORBIDDEN_KEYS.has(x)) throw src.error(['smoke', k, 'path', i], `${quote(x)} is not a scenario field`);
       });
@@ -148,7 +150,7 @@ export function loadScenario(file: string, text?: string, opts: LoadOptions = {}
         );
         params[swept[j]!.label] = swept[j]!.values[v];
       });
-      setSmoke(raw);
+      setSmoke(raw, true);
       // A bad value is reported where it was set: a smoke entry, or the value (or configuration) in the sweep list.
       const where = (p: YamlPath): YamlPath => {
         const w = smokeWhere(p);
