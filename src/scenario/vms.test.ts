@@ -421,6 +421,53 @@ agents:
     );
   });
 
+  it('an agent on a destination VMM of another host works on the kernel of that host, with DAMON-learned hotness', () => {
+    const f = run(
+      'pc-agent-host.yaml',
+      `name: pcagenthost
+host:
+  name: src
+  nodes: [{ id: 0, memory: 1G, cpus: 0-3 }]
+duration: 2s
+sample: { interval: 100ms }
+vms:
+  - name: g
+    memdevs:
+      - { id: ram0, size: 64M }
+    vcpus: [0]
+    workloads:
+      - name: w
+        vcpu: 0
+        guest_node: 0
+        workload:
+          phases:
+            - { pattern: first-touch, mapping: ram }
+            - { pattern: uniform, mapping: ram, length: 16M, think: 2us }
+    events:
+      - at: 300ms
+        op: migrate
+        bandwidth: 1250M
+        capabilities: [postcopy-ram]
+        start-postcopy: 0s
+        destination:
+          host: { name: dst, nodes: [{ id: 0, memory: 1G, cpus: 0-3 }] }
+          kernel: { /sys/kernel/mm/transparent_hugepage/enabled: never }
+agents:
+  - { name: uh, kind: uhugepaged, interval: 200ms, cpu_budget: 0.5, min_heat: 5, hotness: damon, targets: [g-dst] }
+`,
+    ).final;
+    expect(f['vm.g.migration.completed']).toBe(1);
+    // When the destination VMM exists: the migrate event, and starting the destination host's VMM takes some µs.
+    expect(f['agent.uh.attached_ns']).toBeGreaterThanOrEqual(300_000_000);
+    expect(f['agent.uh.attached_ns']).toBeLessThan(301_000_000);
+    // Collapsed on the destination host (MADV_COLLAPSE ignores enabled=never there); the source host counted none.
+    expect(f['agent.uh.collapses']).toBeGreaterThanOrEqual(8);
+    expect(f['vm.g.dst.anon_huge_bytes']).toBe(f['agent.uh.collapses']! * 2 ** 21);
+    expect(f['thp_collapse_alloc']).toBe(0);
+    expect(f['agent.uh.cpu_ns']).toBeGreaterThan(0);
+    expect(f['kdamond_cpu_ns']).toBeGreaterThan(0);
+  });
+
   it('migrate to another host: a destination with its own NUMA topology and placement', () => {
     const f = run(
       'dst-host.yaml',
