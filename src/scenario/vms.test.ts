@@ -409,6 +409,15 @@ agents:
     expect(r.series.metrics['anon_huge_bytes']).toEqual(r.series.metrics['vm.g.anon_huge_bytes']);
     expect(f['huge_access_ratio']).toBe(f['vm.g.huge_access_ratio']);
 
+    // A migration after the end of the run: the agent never starts, and the result says so.
+    const late = runWarned('pc-agent-late.yaml', text.replace('at: 300ms, op: migrate', 'at: 5s, op: migrate'));
+    expect([late.r.final['agent.uh.attached_ns'], late.r.final['agent.uh.collapses'], late.r.final['vm.g.dst.anon_huge_bytes']]).toEqual([
+      -1, 0, 0,
+    ]);
+    expect(late.lines.join('\n')).toMatch(
+      /agents\[0\]\.targets: agent uh never started: VM g's migration never started its destination VMM/,
+    );
+
     // Errors, located: a VM-dst of no VM, of a VM that does not migrate, beside another target.
     expect(() => run('pc-agent-novm.yaml', text.replace('targets: [g-dst]', 'targets: [h-dst]'))).toThrow(
       /pc-agent-novm\.yaml:\d+:\d+: agents\[0\]\.targets\[0\]: no process "h-dst": expected one of "g", "g-dst"/,
