@@ -788,7 +788,7 @@ export const scenarioSchema = z.strictObject({
     .array(setSchema)
     .optional()
     .describe(
-      'a reduced form of the scenario for `memtwin run --smoke`: values set before the sweep is expanded (shorter duration, smaller memory), so every run takes the same code paths in seconds',
+      "a reduced form of the scenario for `memtwin run --smoke`: values set over every run, after the sweep's (shorter duration, smaller memory), so every run takes the same code paths in seconds; a path into `sweep` reduces that sweep value or configuration, before the sweep is expanded",
     ),
 });
 
