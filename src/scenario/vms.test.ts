@@ -4,6 +4,7 @@
  * page reporting, guest NUMA binding) with the numbers they must give.
  */
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -427,6 +428,63 @@ agents:
     );
     expect(() => run('pc-agent-two.yaml', text.replace('targets: [g-dst]', 'targets: [g-dst, g-dst]'))).toThrow(
       /agents\[0\]\.targets\[0\]: an agent on a destination VMM runs on that VMM's host: "g-dst" must be its only target/,
+    );
+  });
+
+  it("per-VM huge pages add up to the host's, and a destination agent only ever adds huge pages on the destination (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 8 }),
+        fc.integer({ min: 2, max: 6 }),
+        fc.constantFrom('madvise', 'never'),
+        (hotRegions, migrateAt, enabled) => {
+          const r = run(
+            'pc-prop.yaml',
+            `name: pcprop
+host:
+  name: h
+  nodes: [{ id: 0, memory: 1G, cpus: 0-3 }]
+duration: 1s
+sample: { interval: 100ms }
+kernel:
+  /sys/kernel/mm/transparent_hugepage/enabled: ${enabled}
+  /sys/kernel/mm/transparent_hugepage/khugepaged/scan_sleep_millisecs: 3600000
+processes:
+  - name: app
+    mappings: [{ name: heap, size: 8M, madvise: [MADV_HUGEPAGE] }]
+    threads: [{ name: t, cpu: 2, workload: { pattern: uniform, mapping: heap, think: 20us } }]
+vms:
+  - name: g
+    memdevs: [{ id: ram0, size: 32M }]
+    vcpus: [0]
+    workloads:
+      - name: w
+        vcpu: 0
+        guest_node: 0
+        workload:
+          phases:
+            - { pattern: first-touch, mapping: ram, duration: ${migrateAt}00ms }
+            - { pattern: uniform, mapping: ram, length: ${hotRegions * 2}M, think: 2us }
+    events:
+      - { at: ${migrateAt}00ms, op: migrate, bandwidth: 1250M, capabilities: [postcopy-ram], start-postcopy: 0s }
+agents:
+  - { name: uh, kind: uhugepaged, interval: 100ms, cpu_budget: 0.5, min_heat: 10, targets: [g-dst] }
+`,
+          );
+          const m = r.series.metrics;
+          const app = (i: number): number => m['anon_huge_bytes']![i]! - m['vm.g.anon_huge_bytes']![i]!;
+          r.series.t_ns.forEach((_, i) => {
+            // The host's THP bytes are the source VMM's and the other process's: never the destination's.
+            expect(app(i)).toBeGreaterThanOrEqual(0);
+            expect(app(i)).toBeLessThanOrEqual(8 * 2 ** 20);
+            if (i) expect(m['vm.g.dst.anon_huge_bytes']![i]).toBeGreaterThanOrEqual(m['vm.g.dst.anon_huge_bytes']![i - 1]!);
+          });
+          expect(r.final['vm.g.dst.anon_huge_bytes']).toBe(r.final['agent.uh.collapses']! * 2 ** 21);
+          expect(r.final['agent.uh.collapses']).toBeGreaterThanOrEqual(1);
+          expect(r.final['agent.uh.collapses']).toBeLessThanOrEqual(hotRegions + 1);
+        },
+      ),
+      { numRuns: 4, seed: 22 },
     );
   });
 
