@@ -49,6 +49,8 @@ export const GROUPS: readonly MetricGroup[] = [
 
 const RULES: readonly (readonly [RegExp, GroupId])[] = [
   // VM-specific first: their names reuse host words (rss, oom, huge, host_node).
+  // Huge pages of a VM's source and destination VMMs, and agents on a destination VMM: with the host's THP numbers.
+  [/^vm\.[^.]+\.(dst\.)?(anon_huge_bytes|huge_access_ratio)$|^agent\./, 'thp'],
   [/\.migration\.|^evacuate\.|^net\.|\.dst\./, 'migration'],
   [/\.guest\.(oom_kills|oom_deflates|pgsteal_direct|alloc_stalls|cached_bytes)$|\.psi\./, 'pressure'],
   [/\.balloon[._]|\.hint\.|\.guest\.(hint_messages|hinted_pages|reports|reported_pages)$|\.reported_bytes$/, 'balloon'],

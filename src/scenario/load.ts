@@ -98,9 +98,11 @@ export function loadScenario(file: string, text?: string, opts: LoadOptions = {}
     for (let k = smoke.length - 1; k >= 0; k--) if (covers(smoke[k]!.path, p)) return ['smoke', k];
     return p;
   };
-  // A smoke path element that cannot be followed is reported at that element.
-  const setSmoke = (into: unknown): void =>
+  // A smoke path element that cannot be followed is reported at that element. A smoke value inside `sweep`
+  // reduces a sweep value or configuration: it is set once, in the scenario before the sweep is expanded.
+  const setSmoke = (into: unknown, inRun = false): void =>
     smoke.forEach((set, k) => {
+      if (inRun && set.path[0] === 'sweep') return;
       set.path.forEach((x, i) => {
         if (typeof x === 'string' && FORBIDDEN_KEYS.has(x)) throw src.error(['smoke', k, 'path', i], `${quote(x)} is not a scenario field`);
       });
@@ -148,7 +150,7 @@ export function loadScenario(file: string, text?: string, opts: LoadOptions = {}
         );
         params[swept[j]!.label] = swept[j]!.values[v];
       });
-      setSmoke(raw);
+      setSmoke(raw, true);
       // A bad value is reported where it was set: a smoke entry, or the value (or configuration) in the sweep list.
       const where = (p: YamlPath): YamlPath => {
         const w = smokeWhere(p);
@@ -322,8 +324,18 @@ function check(src: YamlSource, s: Scenario, where: Where): void {
   checkNetwork(s, host, err);
   s.agents.forEach((a, ai) =>
     a.targets.forEach((t, ti) => {
-      if (!procs.has(t))
-        throw err(['agents', ai, 'targets', ti], `no process ${quote(t)}: expected one of ${listNames([...procs.keys()])}`);
+      if (procs.has(t)) return;
+      const at = ['agents', ai, 'targets', ti];
+      // `<vm>-dst`: the destination VMM a VM's migration starts.
+      const vm = s.vms.find((v) => `${v.name}-dst` === t);
+      if (!vm)
+        throw err(
+          at,
+          `no process ${quote(t)}: expected one of ${listNames([...procs.keys(), ...s.vms.map((v) => `${v.name}-dst`)])} (VM-dst: a VM's migration destination)`,
+        );
+      if (!s.evacuate && !vm.events.some((e) => e.op === 'migrate'))
+        throw err(at, `VM ${quote(vm.name)} has no migrate event: its destination VMM ${quote(t)} never starts`);
+      if (a.targets.length > 1) throw err(at, `an agent on a destination VMM runs on that VMM's host: ${quote(t)} must be its only target`);
     }),
   );
   tried.set(key, vmSizes);

@@ -217,7 +217,7 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
   const eventLog = scheduleEvents(k, s, procs, threads, t0, rep);
   const vmEvents = scheduleVmEvents(k, s, vms, t0, rep);
   k.numab.start(procs.map((x) => x.p));
-  const agents = startAgents(k, s, procs, threads, t0, end, rep);
+  const agents = startAgents(k, s, procs, threads, vms, t0, end, rep);
 
   // The sampler is scheduled first, so its sample at t0 is the baseline before any access.
   if (s.swap) k.psi.startAvgsWork();
@@ -284,6 +284,13 @@ function threadWarnings(k: Kernel, threads: WorkloadThread[], paths: Map<Workloa
 /** An agent that never found a region hot enough did nothing: say so, with the heat it saw. */
 function agentWarnings(s: Scenario, agents: AgentRt[], rep: RunReport): void {
   agents.forEach((a, i) => {
+    if (!a.agent) {
+      rep.warn(
+        ['agents', i, 'targets'],
+        `agent ${a.name} never started: VM ${a.dstOf!.spec.name}'s migration never started its destination VMM`,
+      );
+      return;
+    }
     const st = a.agent.stats;
     if (st.collapses || st.failures || st.hot) return;
     const min = s.agents[i]!.min_heat;
@@ -387,60 +394,124 @@ function startGuestWorkloads(
 
 interface AgentRt {
   name: string;
-  agent: Uhugepaged;
-  sys: SimAgentSys;
+  /** Unset until the agent starts: at once, or (on a VM's destination VMM) when the migration starts that VMM. */
+  agent?: Uhugepaged;
+  sys?: SimAgentSys;
+  /** Virtual time it started at, since t0; -1 while it has not. */
+  attachedAt: number;
+  /** `<vm>-dst` it waits for, if it targets a destination VMM. */
+  dstOf?: VmRt;
 }
 
 /**
  * Userspace agents: each is a process of its own that ticks every interval,
  * its work charged to its own CPU time. Threads of the processes it watches
  * count their accesses per 2M region for it (access recency).
+ *
+ * An agent whose target is `<vm>-dst` (a VM with a migrate event) acts on
+ * that VM's destination VMM: it starts when the migration starts that VMM,
+ * as a process of the destination's host (its calls and CPU time on that
+ * kernel), and sees the guest's accesses once the guest runs there.
  */
 function startAgents(
   k: Kernel,
   s: Scenario,
   procs: { p: Process }[],
   threads: WorkloadThread[],
+  vms: VmRt[],
   t0: number,
   end: number,
   rep: RunReport,
 ): AgentRt[] {
   return s.agents.map((a, idx) => {
-    a.targets.forEach((t, ti) => {
-      if (!procs.some((x) => x.p.name === t))
-        throw rep.at.error(['agents', idx, 'targets', ti], `no process "${t}" (there are ${procs.map((x) => x.p.name).join(', ')})`);
+    const dstOf = agentDestination(s, procs, vms, idx, rep);
+    const rt: AgentRt = { name: a.name, attachedAt: -1, ...(dstOf ? { dstOf } : {}) };
+    if (!dstOf) {
+      const watched = procs.map((x) => x.p).filter((p) => !a.targets.length || a.targets.includes(p.name));
+      attachAgent(k, a, idx, watched, threads, t0, t0 + a.start, end, rt, rep);
+      rt.attachedAt = 0;
+      return rt;
+    }
+    dstOf.onIncoming.push((dst) => {
+      // The first destination VMM only: a later migration's (after a failed one) starts no second agent.
+      if (rt.agent) return;
+      if (a.hotness === 'exact') dstOf.dstHeat = new Map();
+      const now = k.clock.now();
+      attachAgent(dst.k, a, idx, [dst.process], [], now, Math.max(now, t0 + a.start), end, rt, rep, dstOf.dstHeat);
+      rt.attachedAt = now - t0;
     });
-    const watched = procs.map((x) => x.p).filter((p) => !a.targets.length || a.targets.includes(p.name));
-    const heat = new Map<Process, HeatMap>();
-    for (const p of watched) heat.set(p, new Map());
-    // hotness: exact counts every access per 2M region in the workload engine; damon pays a kdamond to sample them.
-    let damon: DamonHeat | undefined;
-    if (a.hotness === 'damon') {
-      if (a.damon.min_nr_regions > a.damon.max_nr_regions)
-        throw rep.at.error(
-          ['agents', idx, 'damon', 'min_nr_regions'],
-          `exceeds max_nr_regions (${a.damon.max_nr_regions}): DAMON refuses it`,
-        );
-      if (a.damon.sample_us > a.damon.aggr_us)
-        throw rep.at.error(['agents', idx, 'damon', 'sample_us'], `exceeds aggr_us (${a.damon.aggr_us}): DAMON refuses it`);
-      damon = new DamonHeat(k, watched, a.damon, `kdamond.${idx}`);
-      damon.start(t0, end);
-    } else for (const wt of threads) if (heat.has(wt.process)) wt.heat = heat.get(wt.process);
-    const sys = new SimAgentSys(k, a.name, watched, heat, damon);
-    const agent = new Uhugepaged(sys, {
-      interval: a.interval,
-      cpu_budget: a.cpu_budget,
-      min_heat: a.min_heat,
-      retry_after: a.retry_after,
-      targets: a.targets,
-    });
-    const tick = (): void => {
-      sys.run(() => agent.tick());
-      if (k.clock.now() + a.interval < end) k.events.schedule(k.clock.now() + a.interval, a.name, tick);
-    };
-    k.events.schedule(t0 + a.start, a.name, tick);
-    return { name: a.name, agent, sys };
+    return rt;
   });
+}
+
+/**
+ * The VM whose destination VMM an agent targets (`<vm>-dst`), or undefined
+ * when its targets are scenario processes; a target that is neither is the
+ * scenario's error.
+ */
+function agentDestination(s: Scenario, procs: { p: Process }[], vms: VmRt[], idx: number, rep: RunReport): VmRt | undefined {
+  const targets = s.agents[idx]!.targets;
+  let dstOf: VmRt | undefined;
+  targets.forEach((t, ti) => {
+    if (procs.some((x) => x.p.name === t)) return;
+    const path = ['agents', idx, 'targets', ti];
+    const vm = t.endsWith('-dst') ? vms.find((rt) => `${rt.spec.name}-dst` === t) : undefined;
+    if (!vm) {
+      const names = [...procs.map((x) => x.p.name), ...vms.map((rt) => `${rt.spec.name}-dst`)];
+      throw rep.at.error(path, `no process "${t}" (there are ${names.join(', ')}; VM-dst is a VM's migration destination)`);
+    }
+    if (!vm.migrates) throw rep.at.error(path, `VM ${vm.spec.name} has no migrate event: "${t}" (its destination VMM) never starts`);
+    if (targets.length > 1)
+      throw rep.at.error(path, `an agent on a destination VMM runs on that VMM's host: "${t}" must be its only target`);
+    dstOf = vm;
+  });
+  return dstOf;
+}
+
+/** Start agent `idx` on kernel `k`, watching `watched`: its process, its hotness source (from `from`), its ticks from `firstTick`. */
+function attachAgent(
+  k: Kernel,
+  a: Scenario['agents'][number],
+  idx: number,
+  watched: Process[],
+  threads: WorkloadThread[],
+  from: number,
+  firstTick: number,
+  end: number,
+  rt: AgentRt,
+  rep: RunReport,
+  heatMap?: HeatMap,
+): void {
+  const heat = new Map<Process, HeatMap>();
+  for (const p of watched) heat.set(p, heatMap ?? new Map());
+  // hotness: exact counts every access per 2M region in the workload engine; damon pays a kdamond to sample them.
+  let damon: DamonHeat | undefined;
+  if (a.hotness === 'damon') {
+    if (a.damon.min_nr_regions > a.damon.max_nr_regions)
+      throw rep.at.error(
+        ['agents', idx, 'damon', 'min_nr_regions'],
+        `exceeds max_nr_regions (${a.damon.max_nr_regions}): DAMON refuses it`,
+      );
+    if (a.damon.sample_us > a.damon.aggr_us)
+      throw rep.at.error(['agents', idx, 'damon', 'sample_us'], `exceeds aggr_us (${a.damon.aggr_us}): DAMON refuses it`);
+    damon = new DamonHeat(k, watched, a.damon, `kdamond.${idx}`);
+    damon.start(from, end);
+  } else for (const wt of threads) if (heat.has(wt.process)) wt.heat = heat.get(wt.process);
+  const sys = new SimAgentSys(k, a.name, watched, heat, damon);
+  const agent = new Uhugepaged(sys, {
+    interval: a.interval,
+    cpu_budget: a.cpu_budget,
+    min_heat: a.min_heat,
+    retry_after: a.retry_after,
+    targets: a.targets,
+  });
+  const tick = (): void => {
+    sys.run(() => agent.tick());
+    if (k.clock.now() + a.interval < end) k.events.schedule(k.clock.now() + a.interval, a.name, tick);
+  };
+  k.events.schedule(firstTick, a.name, tick);
+  rt.agent = agent;
+  rt.sys = sys;
 }
 
 /** Run a kernel call; advice memtwin does not model yet becomes a clear input error. */
@@ -649,6 +720,7 @@ function sampler(
   let lastAllLocal = 0;
   let lastAllRemote = 0;
   const lastBw = new Array<number>(nodes).fill(0);
+  const lastVmHuge = vms.map(() => ({ all: 0, huge: 0 }));
   const sample = (): void => {
     const now = k.clock.now();
     if (data.t_ns.length && now === data.t_ns[data.t_ns.length - 1]! + t0) return;
@@ -708,7 +780,7 @@ function sampler(
     [lastBusy, lastDelay] = [busy, delay];
     col('khugepaged_cpu_ns').push(Math.round(k.khugepaged.stats.cpuNs));
     col('thp_collapse_alloc').push(ev.thp_collapse_alloc);
-    if (agents.length) col('agent_cpu_ns').push(Math.round(agents.reduce((a, x) => a + x.sys.cpuNs(), 0)));
+    if (agents.length) col('agent_cpu_ns').push(Math.round(agents.reduce((a, x) => a + (x.sys?.cpuNs() ?? 0), 0)));
     col('thp_fault_alloc').push(ev.thp_fault_alloc);
     col('thp_fault_fallback').push(ev.thp_fault_fallback);
     col('compact_stall').push(ev.compact_stall);
@@ -718,6 +790,7 @@ function sampler(
     cgroupSample(cgroups, col);
     if (vms.length) {
       col('host.free_bytes').push(k.phys.freePages() * PAGE_SIZE);
+      vmHugeSample(vms, col, lastVmHuge);
       for (const [name, v] of Object.entries(vmSeries(vms))) col(name).push(v);
     }
     pressure?.(col);
@@ -827,14 +900,42 @@ function finalMetrics(
     numa_scan_cpu_ns: Math.round(k.numab.scanCpuNs),
     ...(agents.length
       ? {
-          agent_cpu_ns: Math.round(agents.reduce((a, x) => a + x.sys.cpuNs(), 0)),
-          agent_collapses: agents.reduce((a, x) => a + x.agent.stats.collapses, 0),
-          kdamond_cpu_ns: Math.round(agents.reduce((a, x) => a + (x.sys.damon?.cpuNs ?? 0), 0)),
+          agent_cpu_ns: Math.round(agents.reduce((a, x) => a + (x.sys?.cpuNs() ?? 0), 0)),
+          agent_collapses: agents.reduce((a, x) => a + (x.agent?.stats.collapses ?? 0), 0),
+          kdamond_cpu_ns: Math.round(agents.reduce((a, x) => a + (x.sys?.damon?.cpuNs ?? 0), 0)),
+          ...destinationAgents(agents),
         }
       : {}),
     ...perProcess(threads, s.duration),
     ...membwFinal(k, s.duration, series),
   };
+}
+
+/**
+ * agent.NAME.*: of each agent on a destination VMM (another host's process, maybe), when it started (ns since
+ * the workloads' start; -1 if the migration never started that VMM), its CPU time and its collapses.
+ */
+function destinationAgents(agents: AgentRt[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const a of agents)
+    if (a.dstOf) {
+      out[`agent.${a.name}.attached_ns`] = a.attachedAt;
+      out[`agent.${a.name}.cpu_ns`] = Math.round(a.sys?.cpuNs() ?? 0);
+      out[`agent.${a.name}.collapses`] = a.agent?.stats.collapses ?? 0;
+    }
+  return out;
+}
+
+/** vm.NAME.huge_access_ratio per sample: the share of the guest's accesses in the interval through huge host mappings. */
+function vmHugeSample(vms: VmRt[], col: (name: string) => number[], last: { all: number; huge: number }[]): void {
+  vms.forEach((rt, i) => {
+    if (!rt.guestThreads.length) return;
+    const all = rt.guestThreads.reduce((a, g) => a + g.wt.accesses, 0);
+    const huge = rt.guestThreads.reduce((a, g) => a + g.wt.hugeAccesses, 0);
+    const l = last[i]!;
+    col(`vm.${rt.spec.name}.huge_access_ratio`).push(all > l.all ? Math.round(((huge - l.huge) / (all - l.all)) * 1e4) / 1e4 : 0);
+    [l.all, l.huge] = [all, huge];
+  });
 }
 
 /** CPU time run on the host's CPUs so far, by every task of its scheduler. */

@@ -114,6 +114,11 @@ describe('scenario files', () => {
     expect(reduced.runs.map((r) => r.scenario.kernel['/sys/kernel/mm/transparent_hugepage/enabled'])).toEqual(['madvise', 'madvise']);
     const e = loadError(smoke.replace('value: 5ms', 'value: soon'), { smoke: true });
     expect(e.message).toMatch(/bad\.yaml:\d+:\d+: smoke\[0\]: expected a duration/);
+    // A smoke value inside `sweep` reduces that sweep value, once, before the sweep is expanded.
+    const inSweep = `${SMALL}smoke:\n  - { path: [sweep, 0, values, 1], value: madvise }\n`;
+    const r = loadScenario(file('smoke-sweep.yaml', inSweep), undefined, { smoke: true });
+    expect(r.runs.map((x) => x.id)).toEqual(['000-enabled=always', '001-enabled=madvise']);
+    expect(r.runs.map((x) => x.scenario.kernel['/sys/kernel/mm/transparent_hugepage/enabled'])).toEqual(['always', 'madvise']);
   });
 
   it('has a JSON Schema for editors', () => {

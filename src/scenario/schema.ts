@@ -370,7 +370,12 @@ export const agentSchema = z.strictObject({
     .describe('fraction of one CPU the agent may spend, more than 0 and at most 1 (0.01 = 1%)'),
   min_heat: z.number().min(0).max(1e12).default(1).describe('decayed accesses per tick below which a region is left alone, 0 to 1e12'),
   retry_after: int(0, 1_000_000).default(10).describe('ticks before a region whose collapse failed is retried, 0 to 1000000'),
-  targets: z.array(z.string()).default([]).describe('process names it acts on (default: all scenario processes)'),
+  targets: z
+    .array(z.string())
+    .default([])
+    .describe(
+      "process names it acts on (default: all scenario processes); or `VM-dst` alone: that VM's destination VMM (the VM needs a migrate event), the agent then starting when the migration starts that VMM, on the destination's host",
+    ),
   start: duration.default(0).describe('time of the first tick, 0 to 3600s'),
   hotness: z
     .enum(['exact', 'damon'])
@@ -798,7 +803,7 @@ export const scenarioSchema = z.strictObject({
     .array(setSchema)
     .optional()
     .describe(
-      'a reduced form of the scenario for `memtwin run --smoke`: values set before the sweep is expanded (shorter duration, smaller memory), so every run takes the same code paths in seconds',
+      "a reduced form of the scenario for `memtwin run --smoke`: values set over every run, after the sweep's (shorter duration, smaller memory), so every run takes the same code paths in seconds; a path into `sweep` reduces that sweep value or configuration, before the sweep is expanded",
     ),
 });
 

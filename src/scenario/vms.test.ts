@@ -4,6 +4,7 @@
  * page reporting, guest NUMA binding) with the numbers they must give.
  */
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -395,6 +396,181 @@ vms:
     // Requests wait behind 4 MiB of socket buffer without preempt (3.4 ms at 1250 MB/s), not with it.
     expect(plain['vm.g.migration.postcopy.latency_p50_ns']).toBeGreaterThan(3_000_000);
     expect(pre['vm.g.migration.postcopy.latency_p50_ns']).toBeLessThan(500_000);
+  });
+
+  it('an agent on the destination VMM collapses its memory after a real postcopy, never the source', () => {
+    const text = `name: pcagent
+host:
+  name: h
+  nodes: [{ id: 0, memory: 1G, cpus: 0-3 }]
+duration: 2s
+sample: { interval: 100ms }
+kernel:
+  /sys/kernel/mm/transparent_hugepage/khugepaged/scan_sleep_millisecs: 3600000
+vms:
+  - name: g
+    memdevs:
+      - { id: ram0, size: 64M }
+    vcpus: [0, 1]
+    workloads:
+      - name: w
+        vcpu: 0
+        guest_node: 0
+        workload:
+          phases:
+            - { pattern: first-touch, mapping: ram }
+            - { pattern: uniform, mapping: ram, length: 16M, think: 2us }
+    events:
+      - { at: 300ms, op: migrate, bandwidth: 1250M, latency: 50us, capabilities: [postcopy-ram], start-postcopy: 0s }
+agents:
+  - { name: uh, kind: uhugepaged, interval: 200ms, cpu_budget: 0.5, min_heat: 100, targets: [g-dst] }
+`;
+    const r = run('pc-agent.yaml', text);
+    const f = r.final;
+    const M2 = 2 ** 21;
+    expect(f['vm.g.migration.completed']).toBe(1);
+    // It started with the destination VMM, at the migrate event.
+    expect(f['agent.uh.attached_ns']).toBe(300_000_000);
+    // The 16 MiB hot set is 8 regions: collapsed on the destination, which postcopy left 4K-mapped.
+    expect(f['agent.uh.collapses']).toBe(8);
+    expect(f['vm.g.dst.anon_huge_bytes']).toBe(8 * M2);
+    expect(f['vm.g.migration.postcopy.dst_huge_mapped_bytes']).toBe(8 * M2);
+    // The source's THP-backed RAM is as the guest's first touch left it: all huge, the agent never acted there.
+    expect(f['vm.g.anon_huge_bytes']).toBe(64 * 2 ** 20);
+    const dst = r.series.metrics['vm.g.dst.anon_huge_bytes']!;
+    r.series.t_ns.forEach((t, i) => {
+      if (t <= 300_000_000) expect(dst[i]).toBe(0);
+    });
+    // Once collapsed, the guest's accesses go through huge mappings again.
+    expect(r.series.metrics['vm.g.huge_access_ratio']!.at(-1)).toBe(1);
+    // Per VM, the huge pages add up to the host's (this host's processes are the source VMM only).
+    expect(f['anon_huge_bytes']).toBe(f['vm.g.anon_huge_bytes']);
+    expect(r.series.metrics['anon_huge_bytes']).toEqual(r.series.metrics['vm.g.anon_huge_bytes']);
+    expect(f['huge_access_ratio']).toBe(f['vm.g.huge_access_ratio']);
+
+    // A migration after the end of the run: the agent never starts, and the result says so.
+    const late = runWarned('pc-agent-late.yaml', text.replace('at: 300ms, op: migrate', 'at: 5s, op: migrate'));
+    expect([late.r.final['agent.uh.attached_ns'], late.r.final['agent.uh.collapses'], late.r.final['vm.g.dst.anon_huge_bytes']]).toEqual([
+      -1, 0, 0,
+    ]);
+    expect(late.lines.join('\n')).toMatch(
+      /agents\[0\]\.targets: agent uh never started: VM g's migration never started its destination VMM/,
+    );
+
+    // Errors, located: a VM-dst of no VM, of a VM that does not migrate, beside another target.
+    expect(() => run('pc-agent-novm.yaml', text.replace('targets: [g-dst]', 'targets: [h-dst]'))).toThrow(
+      /pc-agent-novm\.yaml:\d+:\d+: agents\[0\]\.targets\[0\]: no process "h-dst": expected one of "g", "g-dst"/,
+    );
+    expect(() => run('pc-agent-nomig.yaml', text.replace(/ {4}events:\n.*\n/, ''))).toThrow(
+      /pc-agent-nomig\.yaml:\d+:\d+: agents\[0\]\.targets\[0\]: VM "g" has no migrate event: its destination VMM "g-dst" never starts/,
+    );
+    expect(() => run('pc-agent-two.yaml', text.replace('targets: [g-dst]', 'targets: [g-dst, g-dst]'))).toThrow(
+      /agents\[0\]\.targets\[0\]: an agent on a destination VMM runs on that VMM's host: "g-dst" must be its only target/,
+    );
+  });
+
+  it("per-VM huge pages add up to the host's, and a destination agent only ever adds huge pages on the destination (property)", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 8 }),
+        fc.integer({ min: 2, max: 6 }),
+        fc.constantFrom('madvise', 'never'),
+        (hotRegions, migrateAt, enabled) => {
+          const r = run(
+            'pc-prop.yaml',
+            `name: pcprop
+host:
+  name: h
+  nodes: [{ id: 0, memory: 1G, cpus: 0-3 }]
+duration: 1s
+sample: { interval: 100ms }
+kernel:
+  /sys/kernel/mm/transparent_hugepage/enabled: ${enabled}
+  /sys/kernel/mm/transparent_hugepage/khugepaged/scan_sleep_millisecs: 3600000
+processes:
+  - name: app
+    mappings: [{ name: heap, size: 8M, madvise: [MADV_HUGEPAGE] }]
+    threads: [{ name: t, cpu: 2, workload: { pattern: uniform, mapping: heap, think: 20us } }]
+vms:
+  - name: g
+    memdevs: [{ id: ram0, size: 32M }]
+    vcpus: [0]
+    workloads:
+      - name: w
+        vcpu: 0
+        guest_node: 0
+        workload:
+          phases:
+            - { pattern: first-touch, mapping: ram, duration: ${migrateAt}00ms }
+            - { pattern: uniform, mapping: ram, length: ${hotRegions * 2}M, think: 2us }
+    events:
+      - { at: ${migrateAt}00ms, op: migrate, bandwidth: 1250M, capabilities: [postcopy-ram], start-postcopy: 0s }
+agents:
+  - { name: uh, kind: uhugepaged, interval: 100ms, cpu_budget: 0.5, min_heat: 10, targets: [g-dst] }
+`,
+          );
+          const m = r.series.metrics;
+          const app = (i: number): number => m['anon_huge_bytes']![i]! - m['vm.g.anon_huge_bytes']![i]!;
+          r.series.t_ns.forEach((_, i) => {
+            // The host's THP bytes are the source VMM's and the other process's: never the destination's.
+            expect(app(i)).toBeGreaterThanOrEqual(0);
+            expect(app(i)).toBeLessThanOrEqual(8 * 2 ** 20);
+            if (i) expect(m['vm.g.dst.anon_huge_bytes']![i]).toBeGreaterThanOrEqual(m['vm.g.dst.anon_huge_bytes']![i - 1]!);
+          });
+          expect(r.final['vm.g.dst.anon_huge_bytes']).toBe(r.final['agent.uh.collapses']! * 2 ** 21);
+          expect(r.final['agent.uh.collapses']).toBeGreaterThanOrEqual(1);
+          expect(r.final['agent.uh.collapses']).toBeLessThanOrEqual(hotRegions + 1);
+        },
+      ),
+      { numRuns: 4, seed: 22 },
+    );
+  });
+
+  it('an agent on a destination VMM of another host works on the kernel of that host, with DAMON-learned hotness', () => {
+    const f = run(
+      'pc-agent-host.yaml',
+      `name: pcagenthost
+host:
+  name: src
+  nodes: [{ id: 0, memory: 1G, cpus: 0-3 }]
+duration: 2s
+sample: { interval: 100ms }
+vms:
+  - name: g
+    memdevs:
+      - { id: ram0, size: 64M }
+    vcpus: [0]
+    workloads:
+      - name: w
+        vcpu: 0
+        guest_node: 0
+        workload:
+          phases:
+            - { pattern: first-touch, mapping: ram }
+            - { pattern: uniform, mapping: ram, length: 16M, think: 2us }
+    events:
+      - at: 300ms
+        op: migrate
+        bandwidth: 1250M
+        capabilities: [postcopy-ram]
+        start-postcopy: 0s
+        destination:
+          host: { name: dst, nodes: [{ id: 0, memory: 1G, cpus: 0-3 }] }
+          kernel: { /sys/kernel/mm/transparent_hugepage/enabled: never }
+agents:
+  - { name: uh, kind: uhugepaged, interval: 200ms, cpu_budget: 0.5, min_heat: 5, hotness: damon, targets: [g-dst] }
+`,
+    ).final;
+    expect(f['vm.g.migration.completed']).toBe(1);
+    // When the destination VMM exists: the migrate event, and starting the destination host's VMM takes some µs.
+    expect(f['agent.uh.attached_ns']).toBeGreaterThanOrEqual(300_000_000);
+    expect(f['agent.uh.attached_ns']).toBeLessThan(301_000_000);
+    // Collapsed on the destination host (MADV_COLLAPSE ignores enabled=never there); the source host counted none.
+    expect(f['agent.uh.collapses']).toBeGreaterThanOrEqual(8);
+    expect(f['vm.g.dst.anon_huge_bytes']).toBe(f['agent.uh.collapses']! * 2 ** 21);
+    expect(f['thp_collapse_alloc']).toBe(0);
+    expect(f['agent.uh.cpu_ns']).toBeGreaterThan(0);
+    expect(f['kdamond_cpu_ns']).toBeGreaterThan(0);
   });
 
   it('migrate to another host: a destination with its own NUMA topology and placement', () => {

@@ -22,7 +22,9 @@ import { MemBandwidth, membwParams, membwSpec } from '../sim/membw.ts';
 import { Kernel, type CpuWork } from '../kernel/kernel.ts';
 import { hostFromFile, resolveHost } from '../sim/host.ts';
 import { followPage } from '../kernel/memory.ts';
-import { MPOL, alignDown, errnoName } from '../kernel/uapi.ts';
+import { MPOL, PMD_SIZE, alignDown, errnoName } from '../kernel/uapi.ts';
+import { HugeLeaf, type MmStruct } from '../kernel/mm_types.ts';
+import { PG } from '../kernel/page.ts';
 import { HGM_PROPOSALS } from '../kernel/hugetlb_hgm.ts';
 import { sysMbind, sysMigratePages } from '../kernel/mempolicy.ts';
 import { sysMovePages } from '../kernel/migrate.ts';
@@ -88,6 +90,12 @@ export interface VmRt {
   net?: ScenarioNetwork;
   /** The guest workloads' threads (run.ts fills this), with their vCPU and guest node. */
   guestThreads: { wt: WorkloadThread; vcpu: number; node: number }[];
+  /** Called when a migration starts its destination VMM (agents targeting `<vm>-dst` attach then: run.ts). */
+  onIncoming: ((dst: Vm) => void)[];
+  /** It has a migrate event, or `evacuate` moves it: it may get a destination VMM (`<vm>-dst`). */
+  migrates: boolean;
+  /** Per-2M access counts the guest threads keep once they run on the destination (an agent's exact hotness). */
+  dstHeat?: Map<number, number>;
 }
 
 /** QEMU's -object argument for a scenario memdev. */
@@ -201,6 +209,8 @@ export function startVms(k: Kernel, s: Scenario, rep: RunReport): VmRt[] {
       lastHintAt: -1,
       nodeRam: nodeRamOf(spec, vm),
       guestThreads: [],
+      onIncoming: [],
+      migrates: !!s.evacuate || spec.events.some((e) => e.op === 'migrate'),
       ...(net ? { net } : {}),
     };
     if (spec.guest.fragment) fragmentGuest(k, rt, spec.guest.fragment, rep);
@@ -831,6 +841,7 @@ function startMigration(
   rt.migEvent = ei;
   rt.migPath = path;
   rt.dst = dst;
+  for (const f of rt.onIncoming) f(dst);
   // auto-converge throttles the guest's vCPUs (cpu_throttle_set): its workloads run that much slower.
   for (const g of rt.guestThreads) g.wt.runFraction = () => mig.guestRunFraction;
   rt.dstSpec = dspec;
@@ -974,6 +985,8 @@ function guestMoves(rt: VmRt, dst: Vm, dspec: VmSpec, what: 'stop' | 'start-sour
       g.wt.moveTo(dst.k, dst.process, dst.vcpus[g.vcpu]!.thread, dstRam[g.node]!.hva - rt.nodeRam[g.node]!.hva, (va, pfn, write) =>
         dst.eptAccess(va, pfn, write),
       );
+      // Its accesses now count for an agent watching the destination, no longer for one watching the source.
+      g.wt.heat = rt.dstHeat;
       g.wt.start();
     }
   }
@@ -1020,11 +1033,32 @@ function migrationFinal(rt: VmRt, out: Record<string, number>): void {
   }
 }
 
-/** The VMM's resident memory and the guest's free memory, into `out`. */
+/**
+ * The VMM's resident memory and the guest's free memory, into `out`; and
+ * the anonymous huge pages (smaps AnonHugePages) of the source VMM and of
+ * the destination's once a migration started it, so that huge-page
+ * numbers of the two (maybe on one host) are told apart.
+ */
 function vmMemory(rt: VmRt, out: Record<string, number>): void {
   const mm = rt.vm.process.mm;
   out[`vm.${rt.spec.name}.rss_bytes`] = (mm.rssAnon + mm.rssShmem) * PAGE_SIZE;
   out[`vm.${rt.spec.name}.guest_free_bytes`] = rt.guest.pages.freePageCount * PAGE_SIZE;
+  out[`vm.${rt.spec.name}.anon_huge_bytes`] = anonHugeBytes(rt.vm.k, mm);
+  if (rt.migrates) out[`vm.${rt.spec.name}.dst.anon_huge_bytes`] = rt.dst ? anonHugeBytes(rt.dst.k, rt.dst.process.mm) : 0;
+}
+
+/** Bytes of an mm mapped by anonymous (THP, not hugetlb) PMD leaves: its smaps AnonHugePages. */
+export function anonHugeBytes(k: Kernel, mm: MmStruct): number {
+  let n = 0;
+  for (const e of mm.pgtable.pmds.values()) if (e instanceof HugeLeaf && !e.isZero && !(k.mem.flags(e.pfn) & PG.hugetlb)) n += PMD_SIZE;
+  return n;
+}
+
+/** The share of the guest's accesses (wherever it ran) that went through huge host mappings: vm.NAME.huge_access_ratio. */
+function guestHugeRatio(rt: VmRt): number {
+  const acc = rt.guestThreads.reduce((a, g) => a + g.wt.accesses, 0);
+  const huge = rt.guestThreads.reduce((a, g) => a + g.wt.hugeAccesses, 0);
+  return acc ? Math.round((huge / acc) * 1e4) / 1e4 : 0;
 }
 
 /** Per-sample series of the VMs: the VMM's RSS, the balloon size, the guest's free memory. */
@@ -1068,6 +1102,7 @@ export function vmFinal(vms: VmRt[], log: RunEventLog[]): Record<string, number>
   for (const rt of vms) {
     const n = rt.spec.name;
     vmMemory(rt, out);
+    if (rt.guestThreads.length) out[`vm.${n}.huge_access_ratio`] = guestHugeRatio(rt);
     migrationFinal(rt, out);
     out[`vm.${n}.ept_violations`] = rt.vm.stats.eptViolations;
     // Where each guest node's RAM lives on the host (resident 4K pages by host node), and on the destination's.
