@@ -582,18 +582,7 @@ export const vmEventSchema = z.strictObject({
     })
     .optional()
     .describe('migrate: a destination on another host of its own (separate kernel, same virtual time); default: a VMM on the same host'),
-  policy: z
-    .enum([
-      'MPOL_DEFAULT',
-      'MPOL_PREFERRED',
-      'MPOL_BIND',
-      'MPOL_INTERLEAVE',
-      'MPOL_LOCAL',
-      'MPOL_PREFERRED_MANY',
-      'MPOL_WEIGHTED_INTERLEAVE',
-    ])
-    .optional()
-    .describe('mbind: the mode'),
+  policy: z.enum(MPOL_MODE_NAMES).optional().describe('mbind: the mode'),
   mode_flags: z
     .array(z.enum(['MPOL_F_STATIC_NODES', 'MPOL_F_RELATIVE_NODES', 'MPOL_F_NUMA_BALANCING']))
     .default([])

@@ -334,3 +334,27 @@ export function table(headers, rows, opts = {}) {
     el('tbody', {}, rows),
   );
 }
+
+/**
+ * The start of a page over one run's memory maps (phys, space): its title, and its snapshots.json; null (and a
+ * note saying how to record them) when the run has no maps.
+ */
+export async function mapsPage(page, title) {
+  const id = params.get('id');
+  const { run } = await runOf(id);
+  nav(page, run);
+  const m = main();
+  fill(m, el('h1', {}, `${title} · ${run.scenario} · ${runLabel(run)}`));
+  const s = run.snapshots ? await api(`/api/snapshots?id=${encodeURIComponent(id)}`) : null;
+  if (!s?.maps) {
+    m.append(
+      el(
+        'p',
+        { class: 'callout info' },
+        'No memory maps in this run: record them with memtwin run --snapshots (or sample: { snapshots: true } in the scenario).',
+      ),
+    );
+    return null;
+  }
+  return { id, run, m, s };
+}

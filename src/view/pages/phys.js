@@ -1,25 +1,7 @@
 // Physical memory map: per node, at any snapshot: every pageblock (2 MiB) by
 // what it holds and its migratetype, free memory by order (buddyinfo), the
 // fragmentation index, THPs, hugetlb pools, zero and kernel pages; over time.
-import {
-  api,
-  cursor,
-  disposeIn,
-  echarts,
-  el,
-  fail,
-  fill,
-  fmtBytes,
-  main,
-  nav,
-  params,
-  runOf,
-  runLabel,
-  snapshotSlider,
-  table,
-  timeChart,
-  tip,
-} from './common.js';
+import { cursor, disposeIn, echarts, el, fail, fill, fmtBytes, mapsPage, params, snapshotSlider, table, timeChart, tip } from './common.js';
 
 export const KIND_COLORS = {
   pristine: '#eef1f5',
@@ -171,22 +153,9 @@ function orderChart(container, title, key) {
 }
 
 async function draw() {
-  const id = params.get('id');
-  const { run } = await runOf(id);
-  nav('phys', run);
-  const m = main();
-  fill(m, el('h1', {}, `Physical memory · ${run.scenario} · ${runLabel(run)}`));
-  const s = run.snapshots ? await api(`/api/snapshots?id=${encodeURIComponent(id)}`) : null;
-  if (!s?.maps) {
-    m.append(
-      el(
-        'p',
-        { class: 'callout info' },
-        'No memory maps in this run: record them with memtwin run --snapshots (or sample: { snapshots: true } in the scenario).',
-      ),
-    );
-    return;
-  }
+  const page = await mapsPage('phys', 'Physical memory');
+  if (!page) return;
+  const { m, s } = page;
   let node = Number(params.get('node') ?? s.nodes[0].id);
   const nodeSel = el(
     'select',

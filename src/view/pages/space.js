@@ -1,7 +1,7 @@
 // Address-space map: per process or VM, at any snapshot: each VMA with its
 // flags and policy, and each range's mapping size (4K/2M/1G), node and
 // presence; for a VM, `info ram`: guest-physical ranges against host-virtual ones.
-import { api, el, fail, fill, fmtBytes, hex, main, nav, params, runOf, runLabel, snapshotSlider, table, tip } from './common.js';
+import { el, fail, fill, fmtBytes, hex, mapsPage, params, snapshotSlider, table, tip } from './common.js';
 
 export const SIZE_NAMES = ['none', '4K', '2M', '1G', 'swap'];
 const SIZE_COLORS = { none: '#eef1f5', '4K': '#4f7bd9', '2M': '#2e9e5b', '1G': '#8e44ad', swap: '#e69500' };
@@ -125,22 +125,9 @@ function infoRam(sp) {
 }
 
 async function draw() {
-  const id = params.get('id');
-  const { run } = await runOf(id);
-  nav('space', run);
-  const m = main();
-  fill(m, el('h1', {}, `Address spaces · ${run.scenario} · ${runLabel(run)}`));
-  const s = run.snapshots ? await api(`/api/snapshots?id=${encodeURIComponent(id)}`) : null;
-  if (!s?.maps) {
-    m.append(
-      el(
-        'p',
-        { class: 'callout info' },
-        'No memory maps in this run: record them with memtwin run --snapshots (or sample: { snapshots: true } in the scenario).',
-      ),
-    );
-    return;
-  }
+  const page = await mapsPage('space', 'Address spaces');
+  if (!page) return;
+  const { m, s } = page;
   const key = (sp) => `${sp.process}${sp.side ? ` (${sp.side})` : ''}`;
   let pick = params.get('p');
   const sel = el('select', { 'aria-label': 'process' });
