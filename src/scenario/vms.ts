@@ -1083,7 +1083,10 @@ export function vmSeries(vms: VmRt[]): Record<string, number> {
 function placement(vm: Vm, nodeRam: { hva: number; size: number }[], prefix: string, out: Record<string, number>): void {
   nodeRam.forEach((r, g) => {
     const by = new Map<number, number>();
-    for (let a = r.hva; a < r.hva + r.size; a += PAGE_SIZE) {
+    const pt = vm.process.mm.pgtable;
+    const end = r.hva + r.size;
+    // Page-table slots with nothing mapped are skipped whole (a guest's untouched RAM costs no walk).
+    for (let a = pt.skipNone(r.hva, end, PAGE_SIZE); a < end; a = pt.walkNext(a, end, PAGE_SIZE)) {
       const pfn = followPage(vm.process.mm, a);
       if (pfn >= 0) {
         const h = vm.k.phys.nodeOfPfn(pfn);
