@@ -639,7 +639,14 @@ export const vmSchema = z.strictObject({
       fragment: z
         .strictObject({
           size: size.describe('guest memory a task faults in (4K pages) before the run, 0 to 1T'),
-          keep_every: int(2, 2 ** 20).describe('then frees all but every N-th page, N from 2 to 2^20'),
+          keep_every: int(2, 2 ** 20)
+            .optional()
+            .describe('then frees all but every N-th page, N from 2 to 2^20 (at least half of it free again)'),
+          free_every: int(2, 2 ** 20)
+            .optional()
+            .describe(
+              'or frees only every N-th page, N from 2 to 2^20 (free memory sparse: one page in N); one of keep_every and free_every',
+            ),
           vcpu: int(0, LIMITS.maxVcpus - 1)
             .default(0)
             .describe('the vCPU the task runs on, 0 to 1023 and a vCPU of the VM'),

@@ -163,6 +163,30 @@ describe('scenario VMs: runs', () => {
     expect(list['vm.g.guest_free_bytes']).toBeGreaterThan(60 * MiB);
   });
 
+  it('a guest fragmented with free_every keeps its free memory sparse: hints of MAX_PAGE_ORDER blocks find only what was never touched', () => {
+    const text = (frag: string, minOrder: number): string =>
+      INFLATE.replace(
+        'balloon: { virtio-balloon-chunks: false }',
+        `balloon: { free-page-hint: true, hint-encoding: ranges, hint-min-order: ${minOrder} }`,
+      )
+        .replace('    events:\n', `    guest: { fragment: { size: 56M, ${frag} } }\n    events:\n`)
+        .replace('{ at: 10ms, op: balloon, target: 32M }', '{ at: 10ms, op: free_page_hint, action: start }')
+        .replace('{ at: 900ms, op: qmp, command: { execute: query-balloon } }', '{ at: 500ms, op: free_page_hint, action: stop }');
+    const hinted = (f: Record<string, number>): number => f['vm.g.balloon.pages_hinted']! * PAGE;
+    // Linux hints MAX_PAGE_ORDER blocks only (hint-min-order 10)
+    const sparse = run('frag-sparse.yaml', text('free_every: 8', 10)).final;
+    const half = run('frag-half.yaml', text('keep_every: 2', 10)).final;
+    // 56 MiB faulted in: free_every 8 gives back 7 MiB in single pages, keep_every 2 gives back 28 MiB
+    expect(sparse['vm.g.guest_free_bytes']! + hinted(sparse)).toBeLessThanOrEqual(15 * MiB);
+    expect(half['vm.g.guest_free_bytes']! + hinted(half)).toBeGreaterThan(30 * MiB);
+    // only the 8 MiB never touched is in MAX_PAGE_ORDER blocks, whichever way the rest was freed
+    expect(hinted(sparse)).toBeLessThanOrEqual(8 * MiB);
+    expect(hinted(sparse)).toBe(hinted(half));
+    // hinting down to order 0 (memtwin's hint-min-order) takes the scattered single pages too
+    expect(hinted(run('frag-sparse-0.yaml', text('free_every: 8', 0)).final)).toBeGreaterThan(hinted(sparse) + 6 * MiB);
+    expect(() => run('frag-both.yaml', text('keep_every: 2, free_every: 8', 10))).toThrow(/one of keep_every .* and free_every/);
+  });
+
   it('a precopy with free page hints gives the guest its hinted memory back when it ends (DONE at the final sync)', () => {
     const l = loadScenario(join(import.meta.dirname, '../../scenarios/migrate-free-page-hints.yaml'), undefined, { smoke: true });
     const result = (name: string): Record<string, number> =>

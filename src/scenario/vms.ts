@@ -270,11 +270,15 @@ function nodeRamOf(spec: VmSpec, vm: Vm): { hva: number; size: number }[] {
 
 /**
  * A long-lived guest: a task faulted `size` in and freed all but every
- * N-th page. The guest must have that much free memory: a fragmentation
+ * N-th page (keep_every), or only every N-th page (free_every: what is free
+ * is sparse, the case where free page hints and reporting find little at
+ * high orders). The guest must have that much free memory: a fragmentation
  * smaller than asked would be a silent wrong answer.
  */
 function fragmentGuest(k: Kernel, rt: VmRt, f: NonNullable<VmSpec['guest']['fragment']>, rep: RunReport): void {
   const path: YamlPath = ['vms', rt.vi, 'guest', 'fragment'];
+  if ((f.keep_every === undefined) === (f.free_every === undefined))
+    throw rep.at.error(path, 'one of keep_every (keep one page in N) and free_every (free one page in N)');
   if (f.vcpu >= rt.vm.vcpus.length)
     throw rep.at.error([...path, 'vcpu'], `vCPU ${f.vcpu} does not exist (the VM has ${rt.vm.vcpus.length} vCPUs)`);
   const want = Math.floor(f.size / PAGE_SIZE);
@@ -287,7 +291,10 @@ function fragmentGuest(k: Kernel, rt: VmRt, f: NonNullable<VmSpec['guest']['frag
   const { pfns } = guestAccess(k, path, rep, () => rt.guestBatch(() => rt.guest.faultIn(f.vcpu, PageUse.Anon, want)));
   const keep: number[] = [];
   const free_: number[] = [];
-  pfns.forEach((pfn, i) => (i % f.keep_every === 0 ? keep : free_).push(pfn));
+  pfns.forEach((pfn, i) => {
+    const kept = f.keep_every !== undefined ? i % f.keep_every === 0 : i % f.free_every! !== 0;
+    (kept ? keep : free_).push(pfn);
+  });
   rt.guest.release(free_);
   for (const pfn of keep) rt.guestPages.push(pfn);
 }
