@@ -3015,6 +3015,23 @@ struct opdef {
 };
 
 static long h_spawn(struct ctx *c);
+/* The worker's side of a new process (spawned or forked): its ends of the two pipes become the child's slot; the
+ * result line gets its pid and index. */
+static long add_child(struct ctx *c, pid_t pid, int in[2], int out[2], const char *name)
+{
+	close(in[0]);
+	close(out[1]);
+	int k = ++g_nchildren;
+	struct child *ch = &g_children[k];
+	ch->pid = pid;
+	ch->wfd = in[1];
+	ch->rd = calloc(1, sizeof *ch->rd);
+	ch->rd->fd = out[0];
+	snprintf(ch->name, sizeof ch->name, "%s", name ? name : "");
+	bprintf(c->x, ",\"pid\":%d,\"index\":%d", pid, k);
+	return 0;
+}
+
 static long h_fork(struct ctx *c);
 
 static const struct opdef g_ops[] = {
@@ -3203,17 +3220,7 @@ static long h_spawn(struct ctx *c)
 		execv("/proc/self/exe", argv);
 		_exit(127);
 	}
-	close(in[0]);
-	close(out[1]);
-	int k = ++g_nchildren;
-	struct child *ch = &g_children[k];
-	ch->pid = pid;
-	ch->wfd = in[1];
-	ch->rd = calloc(1, sizeof *ch->rd);
-	ch->rd->fd = out[0];
-	snprintf(ch->name, sizeof ch->name, "%s", name ? name : "");
-	bprintf(c->x, ",\"pid\":%d,\"index\":%d", pid, k);
-	return 0;
+	return add_child(c, pid, in, out, name);
 }
 
 /* ------------------------------------------------------------------ */
@@ -3273,17 +3280,7 @@ static long h_fork(struct ctx *c)
 		g_parent = parent;
 		serve_stdin();
 	}
-	close(in[0]);
-	close(out[1]);
-	int k = ++g_nchildren;
-	struct child *ch = &g_children[k];
-	ch->pid = pid;
-	ch->wfd = in[1];
-	ch->rd = calloc(1, sizeof *ch->rd);
-	ch->rd->fd = out[0];
-	snprintf(ch->name, sizeof ch->name, "%s", name ? name : "");
-	bprintf(c->x, ",\"pid\":%d,\"index\":%d", pid, k);
-	return 0;
+	return add_child(c, pid, in, out, name);
 }
 
 /* ------------------------------------------------------------------ */

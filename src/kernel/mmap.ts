@@ -316,16 +316,11 @@ export function doMmap(
     hugeShift = h.shift;
     len = alignUp(len, h.size);
   }
-  if (len === 0) return neg('EINVAL');
-  if (!(flags & MAP.MAP_FIXED) && addr && addr < MMAP_MIN_ADDR) addr = alignUp(MMAP_MIN_ADDR, PAGE_SIZE);
-  len = alignUp(len, PAGE_SIZE);
-  if (len > TASK_SIZE) return neg('ENOMEM');
-  if (mm.mapCount > k.sysctl.max_map_count) return neg('ENOMEM');
-  if (flags & MAP.MAP_FIXED_NOREPLACE) flags |= MAP.MAP_FIXED;
-  const hsize = hugeShift ? 2 ** hugeShift : 0;
-  const start = getUnmappedArea(mm, addr, len, flags, hsize);
-  if (start < 0) return start;
-  if (flags & MAP.MAP_FIXED_NOREPLACE && mm.vmasIn(start, start + len).length) return neg('EEXIST');
+  const placed = placeMapping(k, mm, addr, len, flags, hugeShift ? 2 ** hugeShift : 0);
+  if (typeof placed === 'number') return placed;
+  const start = placed.start;
+  len = placed.len;
+  flags = placed.flags;
   let vf = calcVmFlags(prot, flags);
   let pgoff: number;
   const type = flags & MAP_TYPE;
@@ -398,6 +393,34 @@ export function doMmap(
 }
 
 /**
+ * do_mmap's part that every kind of mapping shares: a zero length is EINVAL,
+ * a hint below mmap_min_addr is raised to it, the length is rounded to
+ * pages and checked against TASK_SIZE and max_map_count, MAP_FIXED_NOREPLACE
+ * implies MAP_FIXED, get_unmapped_area picks the range (aligned to `align`
+ * when it is a huge page size), and MAP_FIXED_NOREPLACE over a mapping is
+ * EEXIST. Returns the range and the flags to go on with, or -errno.
+ */
+function placeMapping(
+  k: Kernel,
+  mm: MmStruct,
+  addr: number,
+  len: number,
+  flags: number,
+  align: number,
+): { start: number; len: number; flags: number } | number {
+  if (len === 0) return neg('EINVAL');
+  if (!(flags & MAP.MAP_FIXED) && addr && addr < MMAP_MIN_ADDR) addr = alignUp(MMAP_MIN_ADDR, PAGE_SIZE);
+  len = alignUp(len, PAGE_SIZE);
+  if (len > TASK_SIZE) return neg('ENOMEM');
+  if (mm.mapCount > k.sysctl.max_map_count) return neg('ENOMEM');
+  if (flags & MAP.MAP_FIXED_NOREPLACE) flags |= MAP.MAP_FIXED;
+  const start = getUnmappedArea(mm, addr, len, flags, align);
+  if (start < 0) return start;
+  if (flags & MAP.MAP_FIXED_NOREPLACE && mm.vmasIn(start, start + len).length) return neg('EEXIST');
+  return { start, len, flags };
+}
+
+/**
  * mmap_region for a shmem or disk file (a memfd, an opened file): MAP_SHARED
  * maps its page cache; MAP_PRIVATE maps it read-only until a write copies a
  * page (do_cow_fault, filemap.ts), and a writable private mapping is
@@ -405,15 +428,11 @@ export function doMmap(
  */
 function mmapFile(k: Kernel, p: Process, addr: number, len: number, prot: number, flags: number, file: MappedFile, pgoff: number): SysRet {
   const mm = p.mm;
-  if (len === 0) return neg('EINVAL');
-  if (!(flags & MAP.MAP_FIXED) && addr && addr < MMAP_MIN_ADDR) addr = alignUp(MMAP_MIN_ADDR, PAGE_SIZE);
-  len = alignUp(len, PAGE_SIZE);
-  if (len > TASK_SIZE) return neg('ENOMEM');
-  if (mm.mapCount > k.sysctl.max_map_count) return neg('ENOMEM');
-  if (flags & MAP.MAP_FIXED_NOREPLACE) flags |= MAP.MAP_FIXED;
-  const start = getUnmappedArea(mm, addr, len, flags, 0);
-  if (start < 0) return start;
-  if (flags & MAP.MAP_FIXED_NOREPLACE && mm.vmasIn(start, start + len).length) return neg('EEXIST');
+  const placed = placeMapping(k, mm, addr, len, flags, 0);
+  if (typeof placed === 'number') return placed;
+  const start = placed.start;
+  len = placed.len;
+  flags = placed.flags;
   let vf = calcVmFlags(prot, flags);
   const type = flags & MAP_TYPE;
   if (type === MAP.MAP_SHARED || type === MAP.MAP_SHARED_VALIDATE) vf |= VM.SHARED | VM.MAYSHARE;
