@@ -107,8 +107,8 @@ export class Section {
 
 /** Store a frame's rmap index (below 2^40) in a section. */
 export function setIndexAt(s: Section, i: number, index: number): void {
-  s.index[i] = index % 2 ** 32;
-  s.indexHi[i] = Math.floor(index / 2 ** 32);
+  s.index[i] = index >>> 0; // ToUint32: the low 32 bits of an integer below 2^53
+  s.indexHi[i] = (index / 2 ** 32) | 0;
 }
 
 export class MemMap {
