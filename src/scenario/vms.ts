@@ -21,7 +21,7 @@
 import { MemBandwidth, membwParams, membwSpec } from '../sim/membw.ts';
 import { Kernel, type CpuWork } from '../kernel/kernel.ts';
 import { hostFromFile, resolveHost } from '../sim/host.ts';
-import { followPage } from '../kernel/memory.ts';
+import { followPmdRange, PMD_RANGE_PAGES } from '../kernel/memory.ts';
 import { MPOL, PMD_SIZE, alignDown, errnoName } from '../kernel/uapi.ts';
 import { HugeLeaf, type MmStruct } from '../kernel/mm_types.ts';
 import { PG } from '../kernel/page.ts';
@@ -1088,19 +1088,22 @@ export function vmSeries(vms: VmRt[]): Record<string, number> {
 
 /** `<prefix>guest_node<g>.host_node<h>_bytes`: resident 4K pages of each guest node's RAM, by host node. */
 function placement(vm: Vm, nodeRam: { hva: number; size: number }[], prefix: string, out: Record<string, number>): void {
+  const pfns = new Int32Array(PMD_SIZE / PAGE_SIZE);
+  const mm = vm.process.mm;
   nodeRam.forEach((r, g) => {
-    const by = new Map<number, number>();
-    const pt = vm.process.mm.pgtable;
+    const by: number[] = vm.k.host.nodes.map(() => 0);
     const end = r.hva + r.size;
-    // Page-table slots with nothing mapped are skipped whole (a guest's untouched RAM costs no walk).
-    for (let a = pt.skipNone(r.hva, end, PAGE_SIZE); a < end; a = pt.walkNext(a, end, PAGE_SIZE)) {
-      const pfn = followPage(vm.process.mm, a);
-      if (pfn >= 0) {
-        const h = vm.k.phys.nodeOfPfn(pfn);
-        by.set(h, (by.get(h) ?? 0) + 1);
+    // One page-table lookup per 2M: untouched RAM and the huge zero page cost no walk per page.
+    for (let a = r.hva, n = 0; a < end; a += n * PAGE_SIZE) {
+      n = Math.min((PMD_SIZE - (a % PMD_SIZE)) / PAGE_SIZE, (end - a) / PAGE_SIZE);
+      if (followPmdRange(mm, a, n, pfns) !== PMD_RANGE_PAGES) continue;
+      for (let i = 0; i < n; i++) {
+        const pfn = pfns[i]!;
+        if (pfn < 0) continue;
+        by[vm.k.phys.nodeOfPfn(pfn)]!++;
       }
     }
-    for (const h of vm.k.host.nodes) out[`${prefix}guest_node${g}.host_node${h.id}_bytes`] = (by.get(h.id) ?? 0) * PAGE_SIZE;
+    for (const h of vm.k.host.nodes) out[`${prefix}guest_node${g}.host_node${h.id}_bytes`] = by[h.id]! * PAGE_SIZE;
   });
 }
 
