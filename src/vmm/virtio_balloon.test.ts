@@ -39,6 +39,9 @@ const COSTS: Record<string, number> = {
   guest_page_free: 80,
   guest_balloon_stats_update: 1500,
   vmm_gpa_lookup: 60,
+  vmm_balloon_decode_entry: 2,
+  vmm_balloon_decode_bitmap_word: 1,
+  eventfd_wakeup: 700,
   fault_anon_4k_write: 1900,
 };
 const costs: CostTable = {
@@ -184,8 +187,12 @@ describe('virtio-balloon inflate and deflate', () => {
     expect(r.dev.events.at(-1)!.actual).toBe(64 * MiB - n * PAGE);
     // guest CPU: 1000 allocations, 4000 bytes written, 4 descriptors, 4 interrupts, 1 config interrupt
     expect(m.guestCpuNs).toBe(n * 100 + 4000 + 4 * 50 + 4 * 2000 + 2000);
+    // the vCPU waits for each of the 4 messages: two host wakeups (ioeventfd, irqfd) of 700 ns
+    expect(m.waitNs).toBe(4 * 2 * 700);
+    // the host decodes 1000 PFNs at 2 ns each
+    expect(m.decodeNs).toBe(n * 2);
     // the work runs back to back: the last write of `actual` ends it
-    expect(r.dev.events.at(-1)!.at - t0).toBe(m.guestCpuNs + m.exitNs + m.hostCpuNs);
+    expect(r.dev.events.at(-1)!.at - t0).toBe(m.guestCpuNs + m.exitNs + m.waitNs + m.hostCpuNs);
   });
 
   it('deflates in the same messages, telling the host before freeing, and conserves memory', () => {
