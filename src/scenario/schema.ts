@@ -457,7 +457,9 @@ export const balloonSchema = z.strictObject({
   'hint-bitmap-order': z
     .union([z.literal(0), z.literal(9)])
     .default(0)
-    .describe('bitmap hints: pages one bit covers, order 0 (4 KiB) or 9 (2 MiB: smaller messages, sub-2M free memory not hinted)'),
+    .describe(
+      'bitmap hints: the order of the pages one bit covers, 0 or 9 (0: 4 KiB; 9: 2 MiB, smaller messages, sub-2M free memory not hinted)',
+    ),
   'hint-discard': z.boolean().default(false).describe('memtwin: the host also discards hinted memory'),
   'discard-batched': z.boolean().default(false).describe('memtwin: one process_madvise per message instead of one madvise per range'),
   page_reporting_order: int(0, 10)
