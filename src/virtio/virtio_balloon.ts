@@ -2,7 +2,9 @@
  * The virtio-balloon device ABI both sides build against, as
  * include/uapi/linux/virtio_balloon.h defines it (and QEMU's copy in
  * include/standard-headers), plus memtwin's own additions, marked as such:
- * the chunked inflate proposal and the free page hint encodings.
+ * the inflate encoding proposals (chunks, bitmap, pfn-order, per-order;
+ * their wire format is in balloon_encoding.ts) and the free page hint
+ * encodings with their 4 KiB or 2 MiB bitmaps.
  */
 
 export const VIRTIO_ID_BALLOON = 5;
