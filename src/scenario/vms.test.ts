@@ -848,6 +848,18 @@ describe('scenario VMs: a mistake stops the run with a located error, never a st
         /vms\[0\]\.balloon\.hint-pfn-bytes: has no effect unless hint-encoding is pfn-list/,
       ],
       [
+        MIG.replace('    events:', '    balloon: { free-page-hint: true, hint-bitmap-order: 9 }\n    events:'),
+        /vms\[0\]\.balloon\.hint-bitmap-order: has no effect unless hint-encoding is bitmap/,
+      ],
+      [
+        MIG.replace('    events:', '    balloon: { inflate-alloc: 4k }\n    events:'),
+        /vms\[0\]\.balloon\.inflate-alloc: has no effect with PFN arrays/,
+      ],
+      [
+        MIG.replace('    events:', '    balloon: { virtio-balloon-chunks: true, inflate-encoding: bitmap }\n    events:'),
+        /vms\[0\]\.balloon\.inflate-encoding: bitmap and virtio-balloon-chunks: true exclude each other/,
+      ],
+      [
         MIG.replace('    events:', '    balloon: { page_reporting_order: 3 }\n    events:'),
         /balloon\.page_reporting_order: has no effect without free-page-reporting/,
       ],

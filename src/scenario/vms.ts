@@ -337,6 +337,7 @@ function checkVmSpec(spec: VmSpec, vi: number, rep: RunReport): void {
       ['hint-pfn-bytes', 4],
       ['hint-batch', 1],
       ['hint-min-order', 0],
+      ['hint-bitmap-order', 0],
       ['hint-discard', false],
     ];
     if (!b['free-page-hint'])
@@ -344,6 +345,12 @@ function checkVmSpec(spec: VmSpec, vi: number, rep: RunReport): void {
         if (b[key] !== def) throw rep.at.error(at('balloon', key), 'has no effect without free-page-hint: true');
     if (b['hint-pfn-bytes'] !== 4 && b['hint-encoding'] !== 'pfn-list')
       throw rep.at.error(at('balloon', 'hint-pfn-bytes'), 'has no effect unless hint-encoding is pfn-list');
+    if (b['hint-bitmap-order'] !== 0 && b['hint-encoding'] !== 'bitmap')
+      throw rep.at.error(at('balloon', 'hint-bitmap-order'), 'has no effect unless hint-encoding is bitmap');
+    if (b['virtio-balloon-chunks'] && b['inflate-encoding'] !== 'pfns' && b['inflate-encoding'] !== 'chunks')
+      throw rep.at.error(at('balloon', 'inflate-encoding'), `${b['inflate-encoding']} and virtio-balloon-chunks: true exclude each other`);
+    if (b['inflate-alloc'] !== 'high-order' && b['inflate-encoding'] === 'pfns' && !b['virtio-balloon-chunks'])
+      throw rep.at.error(at('balloon', 'inflate-alloc'), 'has no effect with PFN arrays (inflate-encoding pfns allocates 4K pages)');
     if (b.page_reporting_order !== undefined && !b['free-page-reporting'])
       throw rep.at.error(at('balloon', 'page_reporting_order'), 'has no effect without free-page-reporting: true');
   }
@@ -359,6 +366,8 @@ function plugBalloon(k: Kernel, rt: VmRt, b: NonNullable<VmSpec['balloon']>): vo
     freePageHint: b['free-page-hint'],
     freePageReporting: b['free-page-reporting'],
     chunks: b['virtio-balloon-chunks'],
+    inflateEncoding: b['virtio-balloon-chunks'] ? 'chunks' : b['inflate-encoding'],
+    hintBitmapOrder: b['hint-bitmap-order'],
     hintEncoding: b['hint-encoding'],
     hintPfnBytes: b['hint-pfn-bytes'],
     hintBatch: b['hint-batch'],
@@ -395,6 +404,7 @@ function plugBalloon(k: Kernel, rt: VmRt, b: NonNullable<VmSpec['balloon']>): vo
     ...(b.page_reporting_order !== undefined ? { pageReportingOrder: b.page_reporting_order } : {}),
     vmEvents: () => rt.guest.vmEvents,
     initOnAlloc: rt.spec.guest.init_on_alloc,
+    inflateAlloc: b['inflate-alloc'],
   });
   drv.probe();
   rt.dev = dev;
@@ -424,7 +434,9 @@ const METRIC_NAMES: [keyof VirtioBalloonMetrics, string][] = [
   ['ringBytes', 'ring_bytes'],
   ['guestCpuNs', 'guest_cpu_ns'],
   ['exitNs', 'exit_ns'],
+  ['waitNs', 'wait_ns'],
   ['hostCpuNs', 'host_cpu_ns'],
+  ['decodeNs', 'decode_ns'],
   ['hostSyscalls', 'host_syscalls'],
   ['hostBytesReturned', 'host_returned_bytes'],
   ['pfnsInflated', 'pfns_inflated'],
