@@ -822,7 +822,7 @@ describe('scenario VMs: a mistake stops the run with a located error, never a st
       ],
       [
         migWith('bandwidth: 1250M, capabilities: [postcopy-ram], start-postcopy: 0s, hugetlb-request-size: 4K'),
-        /events\[0\]\.hugetlb-request-size: has no effect: none of uffd-hugetlb-subpage-copy, uffd-hugetlb-vma-split, hugetlb-hgm is enabled on the destination's kernel/,
+        /events\[0\]\.hugetlb-request-size: has no effect: none of uffd-hugetlb-subpage-copy, uffd-hugetlb-vma-split, hugetlb-hgm, hugetlb-devmem-remap is enabled on the destination's kernel/,
       ],
       [
         migWith('bandwidth: 1250M, capabilities: [postcopy-ram], start-postcopy: 0s, hugetlb-request-size: 4K').replace(
