@@ -23,7 +23,12 @@
  *   registered MISSING and MINOR: a unit is placed by writing its bytes into
  *   the file through a second mapping (the first write allocates the huge
  *   page) and UFFDIO_CONTINUE, and MADV_COLLAPSE restores the huge mappings
- *   at the end.
+ *   at the end. With hugetlb-devmem-remap (and no copy proposal), hugetlb
+ *   blocks are placed in 4K units through a /dev/mem alias of each huge page
+ *   (src/kernel/hugetlb_devmem.ts), the userfaultfd reporting exact fault
+ *   addresses; the page is remapped huge when its last unit is in. Under
+ *   CONFIG_STRICT_DEVMEM the migration fails when postcopy is advised
+ *   (postcopyDevmemRefusal).
  * - The main channel (one TCP stream) carries the background pages, whole
  *   host pages in address order (ram_save_host_page), as fast as the link
  *   and `max-postcopy-bandwidth` allow. The sender keeps at most the socket
