@@ -832,6 +832,13 @@ describe('scenario VMs: a mistake stops the run with a located error, never a st
         /events\[0\]\.hugetlb-request-size: has no effect: no guest RAM is on huge pages larger than 4K \(the RAM blocks' page sizes: 4K\)/,
       ],
       [
+        migWith('bandwidth: 1250M, capabilities: [postcopy-ram], start-postcopy: 0s, hugetlb-request-size: 2M').replace(
+          'sample:',
+          'kernel:\n  /sys/kernel/memtwin/features/hugetlb-devmem-remap: 1\nsample:',
+        ),
+        /events\[0\]\.hugetlb-request-size: must be 4K with hugetlb-devmem-remap \(a \/dev\/mem alias maps 4K pages only\)/,
+      ],
+      [
         MIG.replace('op: migrate, bandwidth: 1250M', 'op: guest_free, size: 1M, target: 2M'),
         /events\[0\]\.target: has no effect on a guest_free event \(it reads size\)/,
       ],
