@@ -10,6 +10,7 @@ import fc from 'fast-check';
 import { vmTestKernel } from '../test_fixtures.ts';
 import { Vm, type VmConfig } from '../vm.ts';
 import type { Kernel } from '../../kernel/kernel.ts';
+import { verifyKernel } from '../../kernel/debug_vm.ts';
 import { PAGE_SIZE, PMD_SIZE, UFFD_FEATURE } from '../../kernel/uapi.ts';
 import { NSEC_PER_MSEC, NSEC_PER_SEC } from '../../sim/clock.ts';
 import { Link } from './link.ts';
@@ -453,6 +454,44 @@ describe('property: postcopy loses no data', () => {
         },
       ),
       { numRuns: 40 },
+    );
+  });
+});
+
+describe('property: hugetlb-devmem-remap loses no data', () => {
+  it('under any touch order over 2M hugetlbfs, with or without a drop and recovery: every alias remapped, no frame owned twice', () => {
+    const backend: VmConfig['objects'] = [
+      { 'qom-type': 'memory-backend-file', id: 'mem', size: 16 * MiB, 'mem-path': '/dev/hugepages', share: true },
+    ];
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 4095 }), { minLength: 1, maxLength: 30 }),
+        fc.boolean(),
+        fc.option(fc.integer({ min: 1, max: 20 }), { nil: undefined }),
+        (touches, preempt, dropAtMs) => {
+          const caps = preempt ? ['postcopy-ram', 'postcopy-preempt'] : ['postcopy-ram'];
+          const s = setup({ m: 16 * MiB, backend, touches, caps, mig: { postcopy: { hugetlbRequestSize: PAGE_SIZE } } });
+          expect(s.k.sysfs.write('/sys/kernel/memtwin/features/hugetlb-devmem-remap', '1')).toBe(0);
+          expect(s.k.sysfs.write('/sys/kernel/memtwin/config/CONFIG_STRICT_DEVMEM', '0')).toBe(0);
+          startPostcopy(s);
+          if (dropAtMs !== undefined) {
+            s.k.events.runUntil(s.k.clock.now() + dropAtMs * NSEC_PER_MSEC);
+            s.mig.linkDrop();
+            s.k.events.runUntil(s.k.clock.now() + 5 * NSEC_PER_MSEC);
+            if (s.mig.status !== 'completed') qmp(s.src, 'migrate', { uri: URI, resume: true });
+          }
+          runUntilDone(s.k, s.mig, 10 * NSEC_PER_SEC);
+          expect(s.mig.status).toBe('completed');
+          expect(s.touched()).toBe(touches.length);
+          expect(s.mig.verify(5)).toEqual([]);
+          expect(s.mig.contentCheck).toEqual({ pagesDiffering: 0, differing: [] });
+          expect(s.k.devmem.openAliases).toBe(0);
+          expect(s.k.devmem.stats.remaps).toBe(s.k.devmem.stats.aliases);
+          for (let g = 0; g < 16 * MiB; g += PMD_SIZE) expect(s.dst.hostMappingSize(g)).toBe(PMD_SIZE);
+          expect(verifyKernel(s.k)).toEqual([]);
+        },
+      ),
+      { numRuns: 25 },
     );
   });
 });
