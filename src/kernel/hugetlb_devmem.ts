@@ -51,9 +51,9 @@
  */
 import type { Kernel } from './kernel.ts';
 import type { Thread } from './sched.ts';
-import { HugeLeaf, PageTable, type HgmFolio, type MmStruct } from './mm_types.ts';
-import { PAGE_SIZE, PUD_SIZE, neg, type SysRet } from './uapi.ts';
-import { hgmCollapse, hgmMapRange, hgmSubpageMissing, newFolio } from './hugetlb_hgm.ts';
+import type { HgmFolio, MmStruct } from './mm_types.ts';
+import { PAGE_SIZE, neg, type SysRet } from './uapi.ts';
+import { hgmCollapse, hgmMapRange, hgmSubpageMissing, mappedHuge, newFolio } from './hugetlb_hgm.ts';
 import { hugetlbAllocPage } from './memory.ts';
 
 export const DEVMEM_REMAP = 'hugetlb-devmem-remap' as const;
@@ -92,13 +92,6 @@ export function devmemRangeAllowed(k: Kernel, pfn: number, n: number): SysRet {
  */
 export function devmemProbe(k: Kernel): SysRet {
   return devmemRangeAllowed(k, DEVMEM_LOW_PFNS, 1);
-}
-
-/** The huge page at haddr is mapped whole. */
-function mappedHuge(mm: MmStruct, haddr: number, size: number): boolean {
-  return size === PUD_SIZE
-    ? mm.pgtable.puds.has(PageTable.pudKey(haddr))
-    : mm.pgtable.pmds.get(PageTable.pmdKey(haddr)) instanceof HugeLeaf;
 }
 
 /**

@@ -190,7 +190,7 @@ export function hgmZap(k: Kernel, mm: MmStruct, f: HgmFolio): number {
 }
 
 /** The huge page at haddr is mapped whole. */
-function mappedHuge(mm: MmStruct, haddr: number, size: number): boolean {
+export function mappedHuge(mm: MmStruct, haddr: number, size: number): boolean {
   return size === PUD_SIZE
     ? mm.pgtable.puds.has(PageTable.pudKey(haddr))
     : mm.pgtable.pmds.get(PageTable.pmdKey(haddr)) instanceof HugeLeaf;
