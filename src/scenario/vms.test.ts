@@ -822,7 +822,7 @@ describe('scenario VMs: a mistake stops the run with a located error, never a st
       ],
       [
         migWith('bandwidth: 1250M, capabilities: [postcopy-ram], start-postcopy: 0s, hugetlb-request-size: 4K'),
-        /events\[0\]\.hugetlb-request-size: has no effect: none of uffd-hugetlb-subpage-copy, uffd-hugetlb-vma-split, hugetlb-hgm is enabled on the destination's kernel/,
+        /events\[0\]\.hugetlb-request-size: has no effect: none of uffd-hugetlb-subpage-copy, uffd-hugetlb-vma-split, hugetlb-hgm, hugetlb-devmem-remap is enabled on the destination's kernel/,
       ],
       [
         migWith('bandwidth: 1250M, capabilities: [postcopy-ram], start-postcopy: 0s, hugetlb-request-size: 4K').replace(
@@ -830,6 +830,13 @@ describe('scenario VMs: a mistake stops the run with a located error, never a st
           'kernel:\n  /sys/kernel/memtwin/features/uffd-hugetlb-subpage-copy: 1\nsample:',
         ),
         /events\[0\]\.hugetlb-request-size: has no effect: no guest RAM is on huge pages larger than 4K \(the RAM blocks' page sizes: 4K\)/,
+      ],
+      [
+        migWith('bandwidth: 1250M, capabilities: [postcopy-ram], start-postcopy: 0s, hugetlb-request-size: 2M').replace(
+          'sample:',
+          'kernel:\n  /sys/kernel/memtwin/features/hugetlb-devmem-remap: 1\nsample:',
+        ),
+        /events\[0\]\.hugetlb-request-size: must be 4K with hugetlb-devmem-remap \(a \/dev\/mem alias maps 4K pages only\)/,
       ],
       [
         MIG.replace('op: migrate, bandwidth: 1250M', 'op: guest_free, size: 1M, target: 2M'),

@@ -26,6 +26,7 @@ import { MPOL, PMD_SIZE, alignDown, errnoName } from '../kernel/uapi.ts';
 import { HugeLeaf, type MmStruct } from '../kernel/mm_types.ts';
 import { PG } from '../kernel/page.ts';
 import { HGM_PROPOSALS } from '../kernel/hugetlb_hgm.ts';
+import { DEVMEM_REMAP } from '../kernel/hugetlb_devmem.ts';
 import { sysMbind, sysMigratePages } from '../kernel/mempolicy.ts';
 import { sysMovePages } from '../kernel/migrate.ts';
 import type { GuestMemory } from '../hw/guest_memory.ts';
@@ -83,6 +84,8 @@ export interface VmRt {
   faultInjected?: boolean;
   /** The destination VM of that migration (maybe on a host of its own), and its configuration. */
   dst?: Vm;
+  /** The guest threads' 4K TLB-reach ns (WorkloadThread.tlb4kNs) when the guest started on the destination. */
+  tlb4kAtSwitch?: number;
   dstSpec?: VmSpec;
   /** Where its migration was asked for (a migrate event, or `evacuate`), for warnings. */
   migPath?: YamlPath;
@@ -949,11 +952,14 @@ function scheduleEvacuation(k: Kernel, s: Scenario, vms: VmRt[], t0: number, log
  */
 function checkRequestSize(src: Vm, dk: Kernel, size: number, path: YamlPath, rep: RunReport): void {
   const on = HGM_PROPOSALS.filter((p) => dk.hgm.enabled[p]);
-  if (!on.length)
+  if (!on.length && !dk.devmem.enabled)
     throw rep.at.error(
       path,
-      `has no effect: none of ${HGM_PROPOSALS.join(', ')} is enabled on the destination's kernel (/sys/kernel/memtwin/features/...)`,
+      `has no effect: none of ${[...HGM_PROPOSALS, DEVMEM_REMAP].join(', ')} is enabled on the destination's kernel (/sys/kernel/memtwin/features/...)`,
     );
+  // The /dev/mem remap alone: its aliases map 4K pages only.
+  if (!on.some((p) => p !== 'hugetlb-hgm') && dk.devmem.enabled && size !== PAGE_SIZE)
+    throw rep.at.error(path, `must be 4K with ${DEVMEM_REMAP} (a /dev/mem alias maps 4K pages only)`);
   if (!src.ramList.blocks.some((b) => b.pageSize > size))
     throw rep.at.error(
       path,
@@ -998,6 +1004,7 @@ function guestMoves(rt: VmRt, dst: Vm, dspec: VmSpec, what: 'stop' | 'start-sour
   else if (what === 'start-source') for (const g of rt.guestThreads) g.wt.start();
   else {
     const dstRam = nodeRamOf(dspec, dst);
+    rt.tlb4kAtSwitch = rt.guestThreads.reduce((a, g) => a + g.wt.tlb4kNs, 0);
     // A vCPU blocked in a userfault on the destination host runs again when that kernel wakes it.
     if (dst.k !== rt.vm.k) dst.k.uffd.wakeListeners.push((t) => rt.guestThreads.find((g) => g.wt.thread === t)?.wt.userfaultWoken());
     for (const g of rt.guestThreads) {
@@ -1035,6 +1042,11 @@ function migrationFinal(rt: VmRt, out: Record<string, number>): void {
     for (const r of rt.dst ? rt.dst.ramRanges() : [])
       for (let g = r.gpa; g < r.gpa + r.size; g += 2 * 2 ** 20) if (rt.dst!.hostMappingSize(g) > PAGE_SIZE) huge += 2 * 2 ** 20;
     out[`${pre}postcopy.dst_huge_mapped_bytes`] = huge;
+    // What 4K mappings cost the guest on the destination (the TLB-reach term of its accesses), from the switchover on.
+    const tlb4k = rt.guestThreads.reduce((a, g) => a + g.wt.tlb4kNs, 0);
+    out[`${pre}postcopy.dst_tlb4k_ns`] = Math.round(tlb4k - (rt.tlb4kAtSwitch ?? tlb4k));
+    // The page tables postcopy added on the destination at most (PTE tables of huge pages mapped in parts, aliases).
+    out[`${pre}postcopy.dst_pgtables_peak_bytes`] = pc.stats.pgtablesPeak - pc.stats.pgtablesAtStart;
   }
   // No data lost: pages that did not carry the source's content when the destination took them over (hinted free pages aside).
   if (q['status'] === 'completed') {
