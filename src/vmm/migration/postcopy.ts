@@ -88,7 +88,7 @@ import { VM } from '../../kernel/mm_types.ts';
 import type { Vm } from '../vm.ts';
 import type { Link } from './link.ts';
 import type { Flow } from '../../sim/network.ts';
-import { STREAM_MARKER_BYTES, pageSkipped, type RamMigration, type SendResult } from './ram.ts';
+import { PAGE_NOT_SENT, PAGE_SENT_ZERO, STREAM_MARKER_BYTES, pageSkipped, type RamMigration, type SendResult } from './ram.ts';
 
 /** Background bytes written to the main channel per event (small pages are batched). */
 const BATCH_BYTES = 256 * 1024;
@@ -107,7 +107,8 @@ export interface PostcopyOptions {
 interface Unit {
   bi: number;
   u: number;
-  pages: ({ zero: boolean; byte: number } | undefined)[];
+  /** Per 4K page, what the source sent (RamMigration.readPageCode: PAGE_NOT_SENT, or the first byte with PAGE_SENT_ZERO). */
+  pages: number[];
 }
 
 /** Bytes written to a channel together, and when they arrive. */
@@ -197,6 +198,7 @@ export class Postcopy {
   private readonly urgentQueue: [number, number][] = [];
   /** The host page being written on the main channel: block, next and end 4K page, the unit being filled. */
   private cur: { bi: number; next: number; end: number; unit: Unit | undefined } | null = null;
+  private readonly curHostPage: NonNullable<Postcopy['cur']> = { bi: 0, next: 0, end: 0, unit: undefined };
   private readonly inflight = new Set<Chunk>();
   private pump: EventHandle | null = null;
   private readonly loadThread: Thread;
@@ -384,10 +386,15 @@ export class Postcopy {
         while (r.bytes < BATCH_BYTES && r.pages < BATCH_PAGES) {
           if (!this.cur) {
             if (this.urgentQueue.length) break;
-            const next = this.ram.nextDirtyHostPage();
-            if (!next) break;
-            const [bi, p] = next;
-            this.cur = { bi, next: p, end: p + this.ram.blocks[bi]!.block.pageSize / PAGE_SIZE, unit: undefined };
+            const p = this.ram.nextDirtyHostPage();
+            if (p < 0) break;
+            // One object reused for every host page (a 4K page each on 4K blocks).
+            const c = this.curHostPage;
+            c.bi = this.ram.hostPageBlockIndex;
+            c.next = p;
+            c.end = p + this.ram.blocks[c.bi]!.block.pageSize / PAGE_SIZE;
+            c.unit = undefined;
+            this.cur = c;
           }
           const cur = this.cur;
           while (cur.next < cur.end && r.bytes < BATCH_BYTES && r.pages < BATCH_PAGES) this.takeNext(cur, r, units);
@@ -407,11 +414,14 @@ export class Postcopy {
     const u = Math.floor(q / pc.n);
     if (q % pc.n === 0) {
       // A unit on the destination, or already sent for a request, is not sent again.
-      cur.unit = pc.received[u] || pc.inflight[u] ? undefined : { bi: cur.bi, u, pages: [] };
+      cur.unit =
+        pc.received[u] || pc.inflight[u]
+          ? undefined
+          : { bi: cur.bi, u, pages: pc.n === 1 ? [PAGE_NOT_SENT] : new Array<number>(pc.n).fill(PAGE_NOT_SENT) };
       if (cur.unit) pc.inflight[u] = 1;
     }
     const unit = cur.unit;
-    if (unit) unit.pages.push(this.ram.takePage(cur.bi, q, r));
+    if (unit) unit.pages[q % pc.n] = this.ram.takePageCode(cur.bi, q, r);
     if (unit && (q + 1) % pc.n === 0) units.push(unit);
   }
 
@@ -421,8 +431,8 @@ export class Postcopy {
     const b = this.ram.blocks[bi]!;
     const p0 = u * pc.n;
     const dirty = this.ram.hostPageDirty(bi, p0) || pc.n < b.block.pageSize / PAGE_SIZE;
-    const pages: Unit['pages'] = [];
-    for (let q = p0; q < p0 + pc.n; q++) pages.push(dirty ? this.ram.takePage(bi, q, r) : this.ram.readPage(b, q, r));
+    const pages = new Array<number>(pc.n);
+    for (let q = p0; q < p0 + pc.n; q++) pages[q - p0] = dirty ? this.ram.takePageCode(bi, q, r) : this.ram.readPageCode(b, q, r);
     pc.inflight[u] = 1;
     units.push({ bi, u, pages });
   }
@@ -483,12 +493,12 @@ export class Postcopy {
     this.inflight.delete(chunk);
     const thread = chunk.urgent ? this.preemptThread : this.loadThread;
     const t = { ns: 0 };
-    // When each unit's copy is done (ns after now), by block and unit.
-    const doneAt = new Map<number, number>();
+    // When each unit's copy is done (ns after now), by its place in the chunk (undefined: not placed).
+    const done: number[] = [];
     // The copy runs on the destination's CPUs: QEMU's postcopy/listen thread, or the preempt channel's thread.
     this.k.runAsTask(
       t,
-      () => this.placeChunk(thread, chunk.units, t, doneAt),
+      () => this.placeChunk(thread, chunk.units, t, done),
       this.dst.qemuThread(chunk.urgent ? 'postcopy/preempt' : 'postcopy/listen'),
     );
     const end = now + Math.ceil(t.ns);
@@ -497,6 +507,11 @@ export class Postcopy {
     // A vCPU waiting on a unit wakes when that unit's copy is done (the copy wakes its range).
     const ctx = this.k.uffd.ctxs.get(this.fd)!;
     const woken = new Set<number>();
+    const doneAt = new Map<number, number>();
+    if (ctx.waiters.length)
+      chunk.units.forEach((unit, i) => {
+        if (done[i] !== undefined) doneAt.set(this.key(unit.bi, unit.u), done[i]);
+      });
     for (const w of ctx.waiters) {
       const where = this.unitAt(w.address);
       if (!where) continue;
@@ -522,11 +537,12 @@ export class Postcopy {
    * Place a chunk's units in order with UFFDIO_COPY/ZEROPAGE (DONTWAKE),
    * one ioctl per run of consecutive missing 4K units of one kind (the
    * kernel charges each page as QEMU's one copy per page costs), one per
-   * huge unit. Sets each placed unit's completion (ns into `t`) in doneAt.
+   * huge unit. Sets each placed unit's completion (ns into `t`) in `done`,
+   * at the unit's place in `units`.
    */
-  private placeChunk(thread: Thread, units: Unit[], t: { ns: number }, doneAt: Map<number, number>): void {
+  private placeChunk(thread: Thread, units: Unit[], t: { ns: number }, done: number[]): void {
     const k = this.k;
-    const zeroUnit = (x: Unit): boolean => this.pc[x.bi]!.unit === PAGE_SIZE && x.pages[0]?.zero === true;
+    const zeroUnit = (x: Unit): boolean => this.pc[x.bi]!.unit === PAGE_SIZE && x.pages[0]! >= 0 && (x.pages[0]! & PAGE_SENT_ZERO) !== 0;
     for (let i = 0; i < units.length;) {
       const first = units[i]!;
       const pc = this.pc[first.bi]!;
@@ -569,7 +585,7 @@ export class Postcopy {
         pc.requested[unit.u] = 0;
         this.missing--;
         for (let q = unit.u * pc.n; q < (unit.u + 1) * pc.n; q++) this.check(b, q, this.sentByte(b, q, run, first.u * pc.n, pc.n));
-        doneAt.set(this.key(unit.bi, unit.u), Math.ceil(before + ((x + 1) * (t.ns - before)) / run.length));
+        done[i + x] = Math.ceil(before + ((x + 1) * (t.ns - before)) / run.length);
       });
       const pt = this.dst.process.mm.pgtablesBytes;
       if (pt > this.stats.pgtablesPeak) this.stats.pgtablesPeak = pt;
@@ -614,7 +630,7 @@ export class Postcopy {
   /** The byte the source sent for 4K page `p` (of a run of units from page p0), or its content if the unit did not carry it. */
   private sentByte(b: RamMigration['blocks'][number], p: number, run: Unit[], p0: number, n: number): number {
     const pg = run[Math.floor((p - p0) / n)]!.pages[(p - p0) % n];
-    if (pg) return pg.zero ? 0 : pg.byte;
+    if (pg !== undefined && pg !== PAGE_NOT_SENT) return pg & 0xff; // a zero page's byte is 0
     return this.ram.sourceByte(b, p);
   }
 

@@ -196,10 +196,10 @@ function anyState(b: BlockState, p: number, n: number, mask: number): boolean {
   return false;
 }
 
-/** readPageCode's answer: the page was not sent (a free page hint skipped it). */
-const PAGE_NOT_SENT = -1;
+/** readPageCode's answer: the page was not sent (a free page hint skipped it, or it was clean). */
+export const PAGE_NOT_SENT = -1;
 /** readPageCode's answer: the page went as a zero page (ORed with its first byte otherwise). */
-const PAGE_SENT_ZERO = 0x100;
+export const PAGE_SENT_ZERO = 0x100;
 
 /** What one sending step did. */
 export interface SendResult {
@@ -608,7 +608,7 @@ export class RamMigration {
    * Returns PAGE_NOT_SENT, or the page's first byte, with PAGE_SENT_ZERO
    * when it went as a zero page.
    */
-  private readPageCode(b: BlockState, p: number, r: SendResult): number {
+  readPageCode(b: BlockState, p: number, r: SendResult): number {
     const hints = this.opts.hints;
     const gpa = hints ? gpaOfPage(b, p) : -1;
     if (hints && gpa >= 0 && hints.isSkippable(gpa)) {
@@ -716,35 +716,33 @@ export class RamMigration {
 
   /**
    * The next host page with dirty 4K pages from the background cursor
-   * (ram_find_and_save_block's scan, host-page aligned): [block index,
-   * first 4K page], or undefined when none is left.
+   * (ram_find_and_save_block's scan, host-page aligned): its first 4K page,
+   * its block's index in `hostPageBlockIndex`; -1 when none is left.
    */
-  nextDirtyHostPage(): [number, number] | undefined {
-    if (this.dirtyPages === 0) return undefined;
+  nextDirtyHostPage(): number {
+    if (this.dirtyPages === 0) return -1;
     const p = this.nextDirty();
     const b = this.nextBlock;
     const n = b.block.pageSize / PAGE_SIZE;
     this.cursorPage = p - (p % n) + n;
-    return [this.blocks.indexOf(b), p - (p % n)];
+    this.hostPageBlockIndex = this.blocks.indexOf(b);
+    return p - (p % n);
   }
+
+  /** The block index of the host page nextDirtyHostPage found. */
+  hostPageBlockIndex = 0;
 
   /**
    * Send 4K page `p` of block `bi` if it is dirty (clearing its bit): its
-   * content as readPage gives it, or undefined if it was clean or skipped.
-   * Bytes and source time go into `r`; the caller adds `r.bytes` to `bytes`.
+   * readPageCode answer, PAGE_NOT_SENT if it was clean or skipped. Bytes
+   * and source time go into `r`; the caller adds `r.bytes` to `bytes`.
    */
-  takePage(bi: number, p: number, r: SendResult): { zero: boolean; byte: number } | undefined {
+  takePageCode(bi: number, p: number, r: SendResult): number {
     const b = this.blocks[bi]!;
-    if (!b.bmap[p]) return undefined;
+    if (!b.bmap[p]) return PAGE_NOT_SENT;
     b.bmap[p] = 0;
     this.dirtyPages--;
-    return this.readPage(b, p, r);
-  }
-
-  /** readPageCode for postcopy: the page's first byte and whether it went as a zero page, or undefined if not sent. */
-  readPage(b: BlockState, p: number, r: SendResult): { zero: boolean; byte: number } | undefined {
-    const page = this.readPageCode(b, p, r);
-    return page === PAGE_NOT_SENT ? undefined : { zero: (page & PAGE_SENT_ZERO) !== 0, byte: page & 0xff };
+    return this.readPageCode(b, p, r);
   }
 
   /** First byte of the destination page at hva (0 if zero or never backed); `fault` reads it in as QEMU's read does. */
