@@ -48,7 +48,21 @@ describe('validate qemu (from the recorded results)', () => {
       const ceiling = medianRun(b.results.runs.filter((r) => r.config.id === ceilingId))!;
       const q = ceiling.queryMigrate;
       expect(b.calibration.linkBps).toBeCloseTo((metricOf(q, 'ram.transferred')! * 1000) / metricOf(q, 'total-time')!, 6);
+      // A batch with a postcopy ceiling: its postcopy link rate makes memtwin reproduce that run's total time.
+      const pcId = BATCHES.find((x) => x.name === b.name)!.postcopyCeilingId;
+      const pc = b.runs.find((r) => r.id === pcId);
+      if (pc) {
+        expect(b.calibration.postcopyBps, b.name).toBeGreaterThan(0);
+        expect(pc.inputs!.postcopyLinkBps).toBe(Math.round(b.calibration.postcopyBps!));
+        expect(Math.abs(pc.rows.find((x) => x.metric === 'total-time')!.errorPct!), pcId).toBeLessThan(2);
+        expect(pc.withinBound).toBeNull();
+      }
     }
+    // A batch without one takes the postcopy-to-precopy ratio of the first batch that measured it.
+    const ref = batches.find((b) => b.runs.some((r) => r.id === BATCHES.find((x) => x.name === b.name)!.postcopyCeilingId));
+    for (const b of batches.filter((x) => x !== ref))
+      if (ref && !BATCHES.find((x) => x.name === b.name)!.postcopyCeilingId)
+        expect(b.calibration.postcopyBps! / b.calibration.linkBps).toBeCloseTo(ref.calibration.postcopyBps! / ref.calibration.linkBps, 9);
   });
 
   it('compares every recorded configuration once, with finite errors where memtwin models it', () => {
