@@ -210,16 +210,6 @@ export interface Batch {
 export const BATCHES: Batch[] = [
   { name: 'main', file: 'results.json', matrix: MATRIX, ceilingId: 'ceiling', repeats: 1 },
   { name: '1g', file: 'results-1g.json', matrix: MATRIX_1G, ceilingId: 'ceiling-1g', postcopyCeilingId: 'postcopy-ceiling-1g', repeats: 3 },
-  // The same matrix recorded right after `1g`, the machine's load average having risen from about 8 to about 21
-  // (other sessions' tests on its 2 cores): what load does to the calibration.
-  {
-    name: '1g-busy',
-    file: 'results-1g-busy.json',
-    matrix: MATRIX_1G,
-    ceilingId: 'ceiling-1g',
-    postcopyCeilingId: 'postcopy-ceiling-1g',
-    repeats: 3,
-  },
 ];
 
 /** One line of the guest's console, with when the host read it (ms after migrate). */
