@@ -687,12 +687,14 @@ describe('precopy: the stop-and-copy and the socket buffer (what query-migrate d
    * always busy); downtime-limit 300 ms leaves most of the working set for the
    * stop-and-copy. Returns the downtime (ns) and the final stage's bytes.
    */
-  function finalStage(maxBandwidth: number, wsPages: number, pagesPerSec: number): { downtime: number; bytes: number } {
+  function finalStage(maxBandwidth: number, wsPages: number, pagesPerSec: number, rcvbuf?: number): { downtime: number; bytes: number } {
     const k = vmTestKernel({ nodes: 1, gib: 2, cpus: 4 });
     const src = new Vm(k, { name: 'src', m: 64 * MiB, smp: 1 });
     const dst = new Vm(k, { name: 'dst', m: 64 * MiB, smp: 1 });
     const mig = new MigrationState(src).register();
-    mig.incoming(URI, dst, new Link({ bandwidth: RATE, latency: 50_000, sndbuf: SNDBUF }));
+    // With rcvbuf: a receiver-limited link (the receiving application sets the rate) with that receive buffer.
+    const recv = rcvbuf === undefined ? {} : { rcvbuf, receiverLimited: true };
+    mig.incoming(URI, dst, new Link({ bandwidth: RATE, latency: 50_000, sndbuf: SNDBUF, ...recv }));
     for (let p = 0; p < 4096; p++) guestWrite(k, src, mig, p, 1);
     dirtier(k, src, mig, 0, wsPages, pagesPerSec);
     qmp(src, 'migrate-set-parameters', { 'max-bandwidth': maxBandwidth, 'downtime-limit': 300 });
@@ -719,6 +721,16 @@ describe('precopy: the stop-and-copy and the socket buffer (what query-migrate d
     // Less only by what the wire drained during the two bitmap syncs before it (under 1 ms), plus the final sync.
     expect(downtime).toBeGreaterThan(atLinkRate(bytes) - NSEC_PER_MSEC);
     expect(downtime).toBeLessThan(atLinkRate(bytes) + 2 * NSEC_PER_MSEC);
+  });
+
+  it('a receiver-limited link: its receive buffer is room too, when the channel idled; none when it was busy', () => {
+    const capped = finalStage(32 * MiB, 4096, 8000, 2 * MiB);
+    expect(capped.bytes).toBeGreaterThan(4 * SNDBUF);
+    expect(capped.downtime).toBeLessThan(atLinkRate(capped.bytes - 2 * SNDBUF));
+    expect(capped.downtime).toBeGreaterThanOrEqual(atLinkRate(capped.bytes - 3 * SNDBUF));
+    expect(capped.downtime).toBeLessThan(finalStage(32 * MiB, 4096, 8000).downtime);
+    const busy = finalStage(0, 4096, 8000, 2 * MiB);
+    expect(busy.downtime).toBeGreaterThan(atLinkRate(busy.bytes) - NSEC_PER_MSEC);
   });
 
   it('property: downtime lies between the bytes the buffer cannot take and all of them, at the link rate', () => {

@@ -770,7 +770,7 @@ export class MigrationState {
     const idle = { ev: null as EventHandle | null };
     // The stretch the channel was busy for, as a leaky bucket of the send buffer's size: the bytes a sender
     // ahead of the wire would have queued (completeStage), drained at the channel's rate while it was idle.
-    this.busyBytes = this.queuedAt(wireStart, link.sndbuf) + bytes;
+    this.busyBytes = this.queuedAt(wireStart, link.aheadRoom) + bytes;
     const plan = (): void => {
       const w = this.wire!;
       const wireEnd = w.tx.at(bytes);
@@ -959,7 +959,8 @@ export class MigrationState {
     // once the last byte has arrived and been loaded.
     const now = this.k.clock.now();
     const wireStart = now + wholeNs(syncNs);
-    const room = link.sndbuf - this.queuedAt(wireStart, link.sndbuf);
+    // (link.aheadRoom: the send buffer, and the receiver's too when the receiver, not the wire, sets the rate.)
+    const room = link.aheadRoom - this.queuedAt(wireStart, link.aheadRoom);
     const srcCpu = now + wholeNs(syncNs + res.srcNs);
     const dstCpu = now + wholeNs(syncNs + Math.max(res.srcNs, res.dstNs));
     const srcDone = (w: { tx: Transfer; stall: number }): number => Math.max(srcCpu, w.tx.at(Math.max(0, bytes - room))) + w.stall;
