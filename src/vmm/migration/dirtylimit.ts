@@ -45,6 +45,9 @@ export class DirtyLimit {
   readonly rate: number[];
   /** throttle_us_per_full per vCPU. */
   readonly throttleUsPerFull: number[];
+  /** The largest throttle_us_per_full any vCPU had, and the smallest run fraction (kept after a cancel: reports). */
+  peakThrottleUs = 0;
+  minFraction = 1;
   private maxDirtyRate = 0;
 
   constructor(
@@ -99,6 +102,8 @@ export class DirtyLimit {
       // The vCPU fills its ring (soft limit) in fullUs of running, then sleeps to keep its fraction.
       const fullUs = ((this.ring.softLimit * perEntryMb) / free) * 1e6;
       this.throttleUsPerFull[v] = next >= 1 ? 0 : Math.round(fullUs * (1 / next - 1));
+      this.peakThrottleUs = Math.max(this.peakThrottleUs, this.throttleUsPerFull[v]!);
+      this.minFraction = Math.min(this.minFraction, next);
     }
   }
 
