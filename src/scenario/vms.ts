@@ -1053,9 +1053,14 @@ function migrationFinal(rt: VmRt, out: Record<string, number>): void {
     out[`${pre}dirty_ring.vcpu_lost_ns`] = Math.round(ring.lostNsPerVcpu.reduce((a, b) => a + b, 0));
   }
   if (rt.mig.ram) out[`${pre}dirty_sync_ns`] = Math.round(rt.mig.ram.syncNsTotal);
+  const xb = rt.mig.xbzrle;
+  if (xb) {
+    out[`${pre}xbzrle.src_cpu_ns`] = Math.round(xb.srcNs);
+    out[`${pre}xbzrle.dst_cpu_ns`] = Math.round(xb.dstNs);
+  }
   const dl = rt.mig.dirtyLimit;
   if (dl) {
-    out[`${pre}dirty_limit.peak_throttle_us_per_round`] = dl.peakThrottleUs;
+    out[`${pre}dirty_limit.peak_throttle_per_round_us`] = dl.peakThrottleUs;
     out[`${pre}dirty_limit.min_run_fraction`] = dl.minFraction;
   }
   for (const [key, v] of Object.entries(q)) {

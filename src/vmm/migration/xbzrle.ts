@@ -248,6 +248,9 @@ export class Xbzrle {
   readonly counters: XbzrleCounters = { bytes: 0, pages: 0, cacheMiss: 0, cacheMissRate: 0, encodingRate: 0, overflow: 0 };
   /** xbzrle_started: the first full round over RAM is done. */
   started = false;
+  /** CPU ns xbzrle cost the source (encodes, cache copies) and the destination (decodes), for reports. */
+  srcNs = 0;
+  dstNs = 0;
   /** Per page (by ram_addr page index): changed lines since last sent, lo and hi words; `known` says stores reported them. */
   private readonly lo: Uint32Array;
   private readonly hi: Uint32Array;
@@ -270,8 +273,12 @@ export class Xbzrle {
     this.perLine = new Uint8Array(totalPages);
   }
 
-  /** A guest store of `len` bytes at byte `offset` of page `page` (ram_addr page index). */
+  /**
+   * A guest store of `len` bytes at byte `offset` of page `page` (ram_addr
+   * page index); a store of a page or more rewrites the page whole.
+   */
   store(page: number, offset: number, len: number): void {
+    if (len >= PAGE_SIZE) offset = 0;
     const first = Math.floor(offset / LINE_BYTES);
     const last = Math.min(LINES - 1, Math.floor((offset + Math.max(1, len) - 1) / LINE_BYTES));
     for (let l = first; l <= last; l++) {
@@ -332,6 +339,7 @@ export class Xbzrle {
       this.counters.cacheMiss++;
       const inserted = !lastStage && this.cache.insert(addr, age);
       this.sent(page);
+      if (inserted) this.srcNs += c.pageCopy;
       return { kind: 'normal', srcNs: inserted ? c.pageCopy : 0 };
     }
     const lo = this.lo[page]!;
@@ -343,6 +351,7 @@ export class Xbzrle {
     const changed = whole ? PAGE_SIZE : Math.min(PAGE_SIZE, this.changedLines(page) * this.perLine[page]!);
     // memcpy into current_buf, the encode, and the cache's copy updated (not in the last stage).
     const srcNs = c.pageCopy + c.encode4k + changed * c.encodePerByte + (lastStage ? 0 : c.pageCopy);
+    this.srcNs += srcNs;
     this.sent(page);
     if (len < 0) {
       this.counters.overflow++;
@@ -350,6 +359,7 @@ export class Xbzrle {
       return { kind: 'normal', srcNs };
     }
     const bytes = 1 + 2 + len;
+    this.dstNs += changed * c.decodePerByte;
     this.counters.pages++;
     this.counters.bytes += bytes;
     return { kind: 'xbzrle', bytes, srcNs, dstNs: changed * c.decodePerByte };
