@@ -383,8 +383,6 @@ export class WorkloadThread implements TaskClient {
     const heat = this.heat;
     // First touch initialises memory: it writes.
     const readRatio = ph.spec.pattern === 'first-touch' ? 0 : ph.spec.read_ratio;
-    const storeHook = this.storeHook;
-    const storeBytes = ph.spec.write_bytes ?? LINE;
     const stream = ph.stream;
     const ws = stream.workingSet;
     const dataNs = this.model.dataNs(ws);
@@ -455,7 +453,7 @@ export class WorkloadThread implements TaskClient {
           k.mem.storeByte(pfn, k.writeSerial, this.fill, va % PAGE_SIZE === 0);
           this.writes++;
           this.wrote(sva);
-          if (storeHook) ctx.ns += storeHook(va, storeBytes);
+          if (this.storeHook !== undefined) ctx.ns += this.storeHook(va, ph.spec.write_bytes ?? LINE);
         } else {
           this.reads++;
           // The load sets the accessed bit reclaim reads: the PTE's, or the huge page's.
