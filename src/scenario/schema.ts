@@ -177,6 +177,15 @@ const patternFields = {
   stride: sizeIn(64, LIMITS.maxSize)
     .optional()
     .describe('sequential: bytes between accesses, 64 (a cache line: accesses within one line are one access) to 1T; default 64'),
+  write_bytes: z
+    .number()
+    .int()
+    .min(1)
+    .max(4096)
+    .optional()
+    .describe(
+      'bytes each store changes from its address, 1 to 4096 (what a live migration with xbzrle encodes: a page whose stores changed few bytes encodes small); default 64, the whole cache line',
+    ),
   zipf_s: z.number().gt(0).max(10).default(0.99).describe('zipf: exponent of the page popularity law, more than 0 and at most 10'),
   slice: z
     .boolean()
@@ -556,8 +565,17 @@ export const vmEventSchema = z.strictObject({
     .array(z.string())
     .default([])
     .describe(
-      'migrate: QEMU migration capabilities to turn on (auto-converge, postcopy-ram, postcopy-preempt, postcopy-blocktime, pause-before-switchover: continue with a qmp event, migrate-continue)',
+      "migrate: QEMU migration capabilities to turn on (auto-converge, postcopy-ram, postcopy-preempt, postcopy-blocktime, pause-before-switchover: continue with a qmp event, migrate-continue; xbzrle; dirty-limit, which needs the VM's accel dirty-ring-size)",
     ),
+  'xbzrle-cache-size': sizeIn(4096, 2 ** 40)
+    .optional()
+    .describe('migrate: the QEMU parameter, bytes, a power of two from 4K to 1T (QEMU default 64M)'),
+  'vcpu-dirty-limit': int(1, 2 ** 32)
+    .optional()
+    .describe("migrate: the QEMU parameter, each vCPU's dirty rate once dirty-limit throttles, MB/s, 1 to 2^32 (QEMU default 1)"),
+  'x-vcpu-dirty-limit-period': int(1, 1000)
+    .optional()
+    .describe("migrate: the QEMU parameter, the dirty-limit throttle's period, ms, 1 to 1000 (QEMU default 1000)"),
   'start-postcopy': duration
     .optional()
     .describe('migrate: issue migrate-start-postcopy this long after migrate, 0 to 3600s (needs postcopy-ram)'),
@@ -639,6 +657,16 @@ export const vmSchema = z.strictObject({
     .default([0])
     .describe('host CPU of each vCPU thread (vcpupin), each 0 to 8191 and a CPU of the host; their count (1 to 1024) is -smp'),
   emulator_cpu: cpuId.optional().describe("host CPU of the VMM's main thread (emulatorpin), 0 to 8191 and a CPU of the host"),
+  accel: z
+    .strictObject({
+      'dirty-ring-size': int(0, 65536)
+        .default(0)
+        .describe(
+          "-accel kvm,dirty-ring-size=N: each vCPU's KVM dirty ring, N entries, a power of two from 256 to 65536; 0 (default): the dirty bitmap",
+        ),
+    })
+    .default({ 'dirty-ring-size': 0 })
+    .describe('-accel kvm: its properties'),
   numa: z
     .array(
       z.strictObject({
@@ -700,6 +728,9 @@ export const migrateSettingsSchema = vmEventSchema.pick({
   'max-bandwidth': true,
   'downtime-limit': true,
   capabilities: true,
+  'xbzrle-cache-size': true,
+  'vcpu-dirty-limit': true,
+  'x-vcpu-dirty-limit-period': true,
   'start-postcopy': true,
   'max-postcopy-bandwidth': true,
   sndbuf: true,

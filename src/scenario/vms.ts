@@ -34,6 +34,7 @@ import { Vm, type VmConfig } from '../vmm/vm.ts';
 import { QemuError, type MemoryBackendProps } from '../vmm/memory_backend.ts';
 import { QmpError, type QmpResponse } from '../vmm/monitor.ts';
 import { MigrationState } from '../vmm/migration/migration.ts';
+import { dirtyRingSizeError } from '../vmm/migration/dirty_ring.ts';
 import { Link } from '../vmm/migration/link.ts';
 import { startNetwork, type ScenarioNetwork } from './network.ts';
 import { VmBalloonHost } from '../vmm/balloon_host.ts';
@@ -216,6 +217,8 @@ export function startVms(k: Kernel, s: Scenario, rep: RunReport): VmRt[] {
       migrates: !!s.evacuate || spec.events.some((e) => e.op === 'migrate'),
       ...(net ? { net } : {}),
     };
+    const ringError = dirtyRingSizeError(spec.accel['dirty-ring-size']);
+    if (ringError) throw rep.at.error(['vms', vi, 'accel', 'dirty-ring-size'], `qemu-system-x86_64: ${ringError}`);
     if (spec.guest.fragment) fragmentGuest(k, rt, spec.guest.fragment, rep);
     if (spec.balloon) guestAccess(k, ['vms', vi, 'balloon'], rep, () => plugBalloon(k, rt, spec.balloon!));
     return rt;
@@ -555,6 +558,9 @@ const VM_EVENT_FIELDS: Record<VmEventSpec['op'], readonly (keyof VmEventSpec)[]>
     'capabilities',
     'start-postcopy',
     'max-postcopy-bandwidth',
+    'xbzrle-cache-size',
+    'vcpu-dirty-limit',
+    'x-vcpu-dirty-limit-period',
     'sndbuf',
     'rcvbuf',
     'hugetlb-request-size',
@@ -858,19 +864,26 @@ function startMigration(
     onGuest: (w) => guestMoves(rt, dst, dspec, w),
     flowName: rt.spec.name,
     ...(onEnd ? { onEnd } : {}),
+    dirtyRingSize: rt.spec.accel['dirty-ring-size'],
   }).register();
   rt.mig = mig;
   rt.migEvent = ei;
   rt.migPath = path;
   rt.dst = dst;
   for (const f of rt.onIncoming) f(dst);
-  // auto-converge throttles the guest's vCPUs (cpu_throttle_set): its workloads run that much slower.
-  for (const g of rt.guestThreads) g.wt.runFraction = () => mig.guestRunFraction;
+  // auto-converge throttles the guest's vCPUs (cpu_throttle_set), dirty-limit each vCPU: its workloads run that much
+  // slower. Stores feed the dirty ring (ring-full exits cost the vCPU) and xbzrle (what changed in a page).
+  for (const g of rt.guestThreads) {
+    g.wt.runFraction = () => mig.vcpuRunFraction(g.vcpu);
+    g.wt.storeHook = (va, n) => mig.onGuestStore(g.vcpu, va, n);
+  }
   rt.dstSpec = dspec;
   const params: Record<string, unknown> = {};
   if (ev['max-bandwidth'] !== undefined) params['max-bandwidth'] = ev['max-bandwidth'];
   if (ev['downtime-limit'] !== undefined) params['downtime-limit'] = ev['downtime-limit'];
   if (ev['max-postcopy-bandwidth'] !== undefined) params['max-postcopy-bandwidth'] = ev['max-postcopy-bandwidth'];
+  for (const name of ['xbzrle-cache-size', 'vcpu-dirty-limit', 'x-vcpu-dirty-limit-period'] as const)
+    if (ev[name] !== undefined) params[name] = ev[name];
   const replies = [
     mon.qmp({ execute: 'migrate-set-parameters', arguments: params }),
     mon.qmp(
@@ -1057,10 +1070,27 @@ function migrationFinal(rt: VmRt, out: Record<string, number>): void {
     // The pause the guest saw: from the stop on the source until it ran on the destination.
     if (rt.mig.guestResumedAt) out[`${pre}guest_paused_ns`] = rt.mig.guestResumedAt - rt.mig.downtimeStart;
   }
+  // The KVM dirty ring: ring-full exits and the vCPU time they took; what the bitmap syncs cost (either tracking).
+  const ring = rt.mig.dirtyRing;
+  if (ring) {
+    out[`${pre}dirty_ring.full_exits`] = ring.fullExits;
+    out[`${pre}dirty_ring.vcpu_lost_ns`] = Math.round(ring.lostNsPerVcpu.reduce((a, b) => a + b, 0));
+  }
+  if (rt.mig.ram) out[`${pre}dirty_sync_ns`] = Math.round(rt.mig.ram.syncNsTotal);
+  const xb = rt.mig.xbzrle;
+  if (xb) {
+    out[`${pre}xbzrle.src_cpu_ns`] = Math.round(xb.srcNs);
+    out[`${pre}xbzrle.dst_cpu_ns`] = Math.round(xb.dstNs);
+  }
+  const dl = rt.mig.dirtyLimit;
+  if (dl) {
+    out[`${pre}dirty_limit.peak_throttle_per_round_us`] = dl.peakThrottleUs;
+    out[`${pre}dirty_limit.min_run_fraction`] = dl.minFraction;
+  }
   for (const [key, v] of Object.entries(q)) {
     if (typeof v === 'number') out[pre + key] = v;
-    else if (key === 'ram' && v && typeof v === 'object')
-      for (const [rk, rv] of Object.entries(v as Record<string, unknown>)) if (typeof rv === 'number') out[`${pre}ram.${rk}`] = rv;
+    else if ((key === 'ram' || key === 'xbzrle-cache') && v && typeof v === 'object')
+      for (const [rk, rv] of Object.entries(v as Record<string, unknown>)) if (typeof rv === 'number') out[`${pre}${key}.${rk}`] = rv;
   }
 }
 

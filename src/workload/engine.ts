@@ -92,6 +92,12 @@ export class WorkloadThread implements TaskClient {
   private vaShift = 0;
   /** The share of time the thread may run (a vCPU throttled by migration's auto-converge), 1 when unset. */
   runFraction: (() => number) | undefined;
+  /**
+   * Told of every store, `bytes` (the phase's write_bytes) at `va`: a live
+   * migration's dirty ring and xbzrle (vms.ts). Returns ns the thread loses
+   * (a KVM_EXIT_DIRTY_RING_FULL exit), charged as kernel time.
+   */
+  storeHook: ((va: number, bytes: number) => number) | undefined;
   /** Set by the runner: schedule the thread's next step at virtual time `at` (after WAIT). */
   wake: ((at: number) => void) | undefined;
   /** The end of the run: no step goes past it. */
@@ -449,6 +455,7 @@ export class WorkloadThread implements TaskClient {
           k.mem.storeByte(pfn, k.writeSerial, this.fill, va % PAGE_SIZE === 0);
           this.writes++;
           this.wrote(sva);
+          if (this.storeHook !== undefined) ctx.ns += this.storeHook(va, ph.spec.write_bytes ?? LINE);
         } else {
           this.reads++;
           // The load sets the accessed bit reclaim reads: the PTE's, or the huge page's.

@@ -63,6 +63,13 @@
  * EPT mapping `thp_split_pmd` (a proxy: the same page-table work on the
  * host side). Host faults (reads of never-backed pages on the source,
  * first writes on the destination) are charged by the kernel.
+ *
+ * With the KVM dirty ring (`dirtyRing`, dirty_ring.ts) a sync reaps the
+ * rings instead (per entry, not per page of RAM); guest stores reported
+ * through onGuestStore push ring entries and may stall their vCPU at a
+ * ring-full exit. With xbzrle (`xbzrle`, xbzrle.ts) each page read for
+ * sending goes through one call, Xbzrle.send, which may make it an
+ * encoded page; the stores also tell xbzrle which lines of a page changed.
  */
 import type { Kernel } from '../../kernel/kernel.ts';
 import type { Thread } from '../../kernel/sched.ts';
@@ -71,6 +78,8 @@ import { followPage, followPmdRange, PMD_RANGE_PAGES, PMD_RANGE_ZERO } from '../
 import { PG, SECTION_MASK } from '../../kernel/page.ts';
 import type { RAMBlock } from '../ram_block.ts';
 import type { Vm } from '../vm.ts';
+import type { Xbzrle } from './xbzrle.ts';
+import type { KvmDirtyRing } from './dirty_ring.ts';
 
 /** save_page_header: be64 offset | flags. */
 export const PAGE_HEADER_BYTES = 8;
@@ -246,6 +255,18 @@ export class RamMigration {
   dirtyLogging = false;
   /** Huge (2M) EPT mappings split when logging started. */
   hugeSplits = 0;
+  /** XBZRLE's cache and counters, with the `xbzrle` capability (not in postcopy). */
+  xbzrle: Xbzrle | null = null;
+  /** The KVM dirty ring, when the VM has one (`-accel kvm,dirty-ring-size`): syncs reap it. */
+  dirtyRing: KvmDirtyRing | null = null;
+  /** Ring-full exits reap only the exiting vCPU's ring (dirty-limit in service). */
+  dirtyRingOwnOnly = false;
+  /** The guest is stopped for the switchover (QEMU's rs->last_stage): xbzrle no longer updates its cache. */
+  lastStage = false;
+  /** Pages xbzrle sent encoded (counted in neither normal nor duplicate). */
+  xbzrlePages = 0;
+  /** ns of every bitmap sync so far (the dirty log's ioctls, or reaping the dirty rings). */
+  syncNsTotal = 0;
   private cursorBlock = 0;
   private cursorPage = 0;
   private lastSentBlock: BlockState | null = null;
@@ -263,6 +284,8 @@ export class RamMigration {
   private readonly dstPfns = new Int32Array(512);
   /** Scratch for the content keys of one run (readKeys). */
   private readonly keys = new Float64Array(512);
+  /** The destination's decode time of the page readPageCode last sent, when it went xbzrle-encoded. */
+  private lastDecodeNs: number | undefined = undefined;
   /** The block nextDirty found its page in. */
   private nextBlock!: BlockState;
   /** The destination's task time while it loads a page (sendPage), and the page: reused, not made per page. */
@@ -388,6 +411,43 @@ export class RamMigration {
   }
 
   /**
+   * A guest store of `len` bytes at `hva` of the source VMM by vCPU
+   * `vcpu`, reported by the workload: the dirty ring takes an entry for
+   * the page (the ns its vCPU loses at a ring-full exit is returned) and
+   * xbzrle notes the lines it changed. Dirty pages themselves are found
+   * at the sync either way.
+   */
+  onGuestStore(vcpu: number, hva: number, len: number): number {
+    if (!this.dirtyLogging) return 0;
+    const b = this.blockOfHva(hva);
+    if (!b) return 0;
+    const off = hva - b.block.host;
+    const page = this.ramPage(b, Math.floor(off / PAGE_SIZE));
+    this.xbzrle?.store(page, off % PAGE_SIZE, len);
+    const ring = this.dirtyRing;
+    return ring && vcpu < ring.nrVcpus ? ring.push(vcpu, page, this.dirtyRingOwnOnly) : 0;
+  }
+
+  private lastStoreBlock: BlockState | null = null;
+  private blockOfHva(hva: number): BlockState | undefined {
+    const last = this.lastStoreBlock;
+    if (last && hva >= last.block.host && hva < last.block.host + last.block.usedLength) return last;
+    const b = this.blocks.find((x) => hva >= x.block.host && hva < x.block.host + x.block.usedLength);
+    if (b) this.lastStoreBlock = b;
+    return b;
+  }
+
+  /** The ram_addr_t page index of page p of block b (xbzrle's cache address, the dirty ring's GFN). */
+  ramPage(b: BlockState, p: number): number {
+    return b.block.offset / PAGE_SIZE + p;
+  }
+
+  /** Pages of ram_addr_t space the blocks span (sizes per-page arrays by ramPage). */
+  get ramPages(): number {
+    return this.blocks.reduce((m, b) => Math.max(m, this.ramPage(b, b.pages)), 0);
+  }
+
+  /**
    * migration_bitmap_sync_precopy: the precopy notifiers (the balloon's
    * free page hinting stops before the sync and starts again after it),
    * around migration_bitmap_sync, which harvests the dirty log into the
@@ -436,7 +496,12 @@ export class RamMigration {
     }
     this.dirtySyncCount++;
     this.dirtyPagesPeriod += newDirty;
-    const ns = this.src.slots.length * this.ns.dirtyLogIoctl + pages * this.ns.dirtySyncPerPage + logged * this.ns.dirtyClearPerPage;
+    // KVM_GET_DIRTY_LOG per memslot and KVM_CLEAR_DIRTY_LOG per page found dirty, or with the dirty ring every
+    // ring reaped (kvm_dirty_ring_flush): the cost follows what was dirtied, not the guest's size.
+    const ns = this.dirtyRing
+      ? this.dirtyRing.flush(logged)
+      : this.src.slots.length * this.ns.dirtyLogIoctl + pages * this.ns.dirtySyncPerPage + logged * this.ns.dirtyClearPerPage;
+    this.syncNsTotal += ns;
     return { ns, newDirty };
   }
 
@@ -490,7 +555,7 @@ export class RamMigration {
    * sendZeroRun can take the run without a page-table walk per page.
    */
   private zeroOnBothSides(b: BlockState, p: number): boolean {
-    if (!ramRuns.enabled || this.opts.hints || !this.opts.zeroPageDetection) return false;
+    if (!ramRuns.enabled || this.opts.hints || !this.opts.zeroPageDetection || this.xbzrle) return false;
     // n = 0: what maps each side's 2M, without reading its pages.
     return (
       followPmdRange(this.src.process.mm, b.block.host + p * PAGE_SIZE, 0, this.pfns) === PMD_RANGE_ZERO &&
@@ -570,6 +635,8 @@ export class RamMigration {
       }
       this.cursorBlock = (this.cursorBlock + 1) % this.blocks.length;
       this.cursorPage = 0;
+      // find_dirty_block: past the last block the round is complete, and xbzrle starts.
+      if (this.cursorBlock === 0 && this.xbzrle) this.xbzrle.started = true;
     }
   }
 
@@ -585,7 +652,7 @@ export class RamMigration {
     } else {
       this.dstByte = page & 0xff;
       this.dk.runAsTask(dt, this.loadNormalPage);
-      dt.ns += this.ns.pageCopy;
+      dt.ns += this.lastDecodeNs ?? this.ns.pageCopy;
     }
     r.dstNs += dt.ns;
   }
@@ -635,10 +702,17 @@ export class RamMigration {
     const zero = pfn < 0 || ((this.k.mem.flags(pfn) & PG.nonzero) === 0 && (this.k.mem.token(pfn) & 0xff) === 0);
     const sentZero = zero && this.opts.zeroPageDetection;
     const at = this.k.clock.now() + r.srcNs;
+    const xb = this.xbzrle?.send(this.ramPage(b, p), sentZero, this.dirtySyncCount, this.lastStage);
+    let decodeNs: number | undefined;
+    if (xb) r.srcNs += xb.srcNs;
     if (sentZero) {
       r.bytes += header + 1;
       r.srcNs += this.readNs(pfn, this.ns.zeroCheck, at);
       this.duplicate++;
+    } else if (xb?.kind === 'xbzrle') {
+      r.bytes += header + xb.bytes;
+      decodeNs = xb.dstNs;
+      this.xbzrlePages++;
     } else {
       r.bytes += header + PAGE_SIZE;
       r.srcNs += this.readNs(pfn, this.ns.pageCopy, at);
@@ -647,6 +721,7 @@ export class RamMigration {
     r.pages++;
     noteSeen(b, p, this.key(b, p));
     b.state[p]! &= ~PAGE_SKIPPED;
+    this.lastDecodeNs = decodeNs;
     return (sentZero ? PAGE_SENT_ZERO : 0) | (pfn < 0 ? 0 : this.k.mem.token(pfn) & 0xff);
   }
 
