@@ -88,7 +88,7 @@ export class Kernel {
   /** cpu -> node, as an array for the fault path. */
   private readonly cpuNodes: number[] = [];
   /** Costs read on the hottest paths, looked up once. */
-  readonly hot: { faultWrite: number; faultRead: number; zero4k: number; copy4k: number };
+  readonly hot: { faultWrite: number; faultRead: number; zero4k: number; copy4k: number; uffdCopy4k: number };
   readonly processes = new Map<number, Process>();
   readonly files = new Map<number, MappedFile>();
   /** vm.overcommit_memory (0 = heuristic), vm.max_map_count. */
@@ -170,6 +170,8 @@ export class Kernel {
       // The DRAM-bound parts of copies and clears (chargeMem): clear_page and copy_page of one 4K page.
       zero4k: opts.costs.ns('zero_page_4k'),
       copy4k: opts.costs.ns('memcpy_4k'),
+      // UFFDIO_COPY/ZEROPAGE of one 4K page (mfill_atomic's per-page loop).
+      uffdCopy4k: opts.costs.ns('uffdio_copy_4k'),
     };
   }
 

@@ -464,7 +464,7 @@ function mfillAtomic(
       if (r < 0) return done || r;
       setUffdWp(mm, a, a + PAGE_SIZE, fill !== null && (mode & UFFDIO_MODE.UFFDIO_COPY_MODE_WP) !== 0);
       mm.uffdPoison.delete(a / PAGE_SIZE);
-      chargeCopy(k, k.costs.ns('uffdio_copy_4k'), mm, a, PAGE_SIZE, thread, fill === null);
+      chargeCopy(k, k.hot.uffdCopy4k, mm, a, PAGE_SIZE, thread, fill === null);
       done += PAGE_SIZE;
       continue;
     }
@@ -477,8 +477,8 @@ function mfillAtomic(
       t.ptes[i] = PTE_ZERO;
       t.used++;
     } else if (installAnonPage(k, mm, vma, t, a, thread, typeof src === 'function' ? src(a) : fill) < 0) return done || neg('ENOMEM');
-    if (fill === null) k.charge(k.costs.ns('uffdio_copy_4k'));
-    else chargeCopy(k, k.costs.ns('uffdio_copy_4k'), mm, a, PAGE_SIZE, thread);
+    if (fill === null) k.charge(k.hot.uffdCopy4k);
+    else chargeCopy(k, k.hot.uffdCopy4k, mm, a, PAGE_SIZE, thread);
     done += PAGE_SIZE;
   }
   return done;

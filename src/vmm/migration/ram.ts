@@ -719,7 +719,7 @@ export class RamMigration {
       this.normal++;
     }
     r.pages++;
-    noteSeen(b, p, this.key(b, p));
+    noteSeen(b, p, this.keyOfFrame(pfn)); // pfn: what maps the page now (after the read fault)
     b.state[p]! &= ~PAGE_SKIPPED;
     this.lastDecodeNs = decodeNs;
     return (sentZero ? PAGE_SENT_ZERO : 0) | (pfn < 0 ? 0 : this.k.mem.token(pfn) & 0xff);
