@@ -32,10 +32,9 @@
  * - pte_young: every present PTE counts as referenced. Nothing clears
  *   accessed bits on a host without reclaim or idle-page tracking, so on the
  *   real kernel too every present page is young;
- * - no swap, so max_ptes_swap never applies; no memcg, so no
- *   SCAN_CGROUP_CHARGE_FAIL; pages are never locked, pinned or off the LRU
- *   when khugepaged looks at them (the simulator has no concurrent GUP), so
- *   the EAGAIN results do not arise;
+ * - pages are never locked, pinned or off the LRU when khugepaged looks at
+ *   them (the simulator has no concurrent GUP), so the EAGAIN results other
+ *   than a swap-in in flight (SCAN_PAGE_LOCK) do not arise;
  * - the PTE table is freed on collapse rather than deposited for a later
  *   split; the THP fault path does not deposit one either, so PageTables in
  *   meminfo stays consistent between the two.
