@@ -42,7 +42,7 @@
 import type { Kernel } from './kernel.ts';
 import { mappedShared } from './migrate.ts';
 import { PG } from './page.ts';
-import { MIGRATE_MOVABLE, WMARK_MIN, type AllocRequest } from './page_alloc.ts';
+import { MIGRATE_MOVABLE, WMARK_LOW, type AllocRequest } from './page_alloc.ts';
 import { HugeLeaf, PageTable, PteTable, PTE_NONE, PTE_ZERO, VM, pfnOfPte, swpEntryOfPte, type MmStruct, type Vma } from './mm_types.ts';
 import { HPAGE_PMD_NR, HPAGE_PMD_ORDER, MADV_F_PROPOSED, PAGE_SIZE, PMD_SIZE, alignDown, alignUp, neg, type SysRet } from './uapi.ts';
 import { compactForOrder, wakeupKcompactd } from './compaction.ts';
@@ -329,13 +329,14 @@ function allocCollapseFolio(k: Kernel, cc: CollapseControl): number {
 
 /**
  * compaction_suitable for an order-9 request on node `nid`: compaction needs
- * free pages to migrate into, compact_gap(order) = 2 << order above the min
- * watermark. Below that it is skipped (COMPACT_SKIPPED: no stall counted,
- * no deferral), and direct reclaim is what can help.
+ * free pages to migrate into, compact_gap(order) = 2 << order above the low
+ * watermark (the low one for a costly order, __compaction_suitable). Below
+ * that it is skipped (COMPACT_SKIPPED: no stall counted, no deferral), and
+ * direct reclaim is what can help.
  */
 function compactionSuitable(k: Kernel, nid: number): boolean {
   const z = k.phys.zones[nid]!;
-  return z.freePages >= z.wmark[WMARK_MIN]! + (2 << HPAGE_PMD_ORDER);
+  return z.freePages >= z.wmark[WMARK_LOW]! + (2 << HPAGE_PMD_ORDER);
 }
 
 /** __alloc_pages_direct_compact over the allowed nodes: a huge page from the first node compaction frees one on. */
