@@ -130,14 +130,19 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
         if (r < 0) fail([...mpath, 'madvise', ai], `${a} failed with ${errnoName(r)}`);
       });
       const written = new SparseBitmap(Math.ceil(m.size / PAGE_SIZE));
+      // populate_fill: data, not zero pages (reclaim drops zero-filled pages without a swap write)
+      const populate = (): void => {
+        if (m.populate_fill !== undefined) k.access(p.mainThread, addr, m.size, PAGE_SIZE, true, m.populate_fill);
+        else populateRange(k, p, addr, addr + m.size, true);
+      };
       if (m.fragment) {
-        populateRange(k, p, addr, addr + m.size, true);
+        populate();
         for (let i = 0; i < written.length; i++) {
           if (i % m.fragment !== 0) k.madvise(p, addr + i * PAGE_SIZE, PAGE_SIZE, MADV.MADV_DONTNEED);
           else written.set(i);
         }
       } else if (m.populate) {
-        populateRange(k, p, addr, addr + m.size, true);
+        populate();
         written.fill();
       }
       maps.set(m.name, { base: addr, len: m.size, written });

@@ -164,6 +164,32 @@ describe('scenario runs', () => {
     );
   });
 
+  it('populate_fill writes data, not zero pages: MADV_PAGEOUT then writes them to swap', () => {
+    const text = (fill: string): string => `name: fill
+host:
+  name: tiny
+  nodes: [{ id: 0, memory: 64M, cpus: 0-1 }]
+swap: { size: 32M }
+duration: 5ms
+sample: { interval: 1ms }
+processes:
+  - name: app
+    mappings:
+      - { name: data, size: 8M, madvise: [MADV_NOHUGEPAGE], populate: true${fill} }
+      - { name: work, size: 1M }
+    threads:
+      - { name: w, cpu: 0, workload: { pattern: uniform, mapping: work } }
+events:
+  - { at: 1ms, process: app, op: madvise, mapping: data, advice: MADV_PAGEOUT }
+`;
+    const run = (name: string, fill: string) => {
+      const l = loadScenario(file(name, text(fill)));
+      return runScenario(l.runs[0]!, { file: l.file, warn: () => {} }).final;
+    };
+    expect(run('fill-zero.yaml', '').pswpout).toBe(0); // zero-filled pages go to the zeromap
+    expect(run('fill-data.yaml', ', populate_fill: 7').pswpout).toBe(2048);
+  });
+
   it("run process_madvise events with the madv-collapse-flags proposal's flags: EINVAL unless the feature is on", () => {
     const base = SMALL.replace(/sweep:[\s\S]*$/, '').replace('count: 2', 'count: 1');
     const ev =

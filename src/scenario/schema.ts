@@ -229,6 +229,11 @@ export const mappingSchema = z.strictObject({
     .default(['MAP_PRIVATE', 'MAP_ANONYMOUS']),
   madvise: z.array(advice).default([]).describe('advice applied to the whole mapping after mmap, in order'),
   populate: z.boolean().default(false).describe('fault everything in with writes before the run (MADV_POPULATE_WRITE)'),
+  populate_fill: int(1, 255)
+    .optional()
+    .describe(
+      "populate and fragment: write this byte (1 to 255) to every page instead of MADV_POPULATE_WRITE's zeros, so that reclaim has data to write to swap",
+    ),
   fragment: int(2, 2 ** 20)
     .optional()
     .describe(
