@@ -6,8 +6,9 @@
  * One 2M region is examined by scanPmd (hpage_collapse_scan_pmd): every PTE
  * is looked at; none or zero-page PTEs count against max_ptes_none and shared
  * pages against max_ptes_shared, but only for khugepaged (MADV_COLLAPSE
- * ignores both limits, unless madv-collapse-flags' MADV_F_COLLAPSE_LIMITS). The node holding most of the small pages becomes the
- * target node (hpage_collapse_find_target_node). collapseHugePage allocates
+ * ignores both limits, unless madv-collapse-flags' MADV_F_COLLAPSE_LIMITS).
+ * The node holding most of the small pages becomes the target node
+ * (hpage_collapse_find_target_node). collapseHugePage allocates
  * a THP there (khugepaged: direct compaction and reclaim only with
  * khugepaged/defrag=1; MADV_COLLAPSE always, GFP_TRANSHUGE, unless one of
  * the proposals below is enabled), copies every present page into it
