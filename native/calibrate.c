@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <cpuid.h>
@@ -2664,6 +2665,133 @@ static void machine_info(void)
 	     cores, mem, hyper ? "true" : "false", nodes, sysconf(_SC_PAGESIZE));
 }
 
+
+/* ---------------- virtio-balloon: host wakeups and message decoding ---------------- */
+
+struct wake_ctx {
+	int to_peer, from_peer; /* eventfds */
+	long rounds;
+};
+
+static void *wake_peer(void *arg)
+{
+	struct wake_ctx *c = arg;
+	uint64_t one = 1, got;
+	for (long i = 0; i < c->rounds; i++) {
+		if (read(c->to_peer, &got, sizeof got) != sizeof got ||
+		    write(c->from_peer, &one, sizeof one) != sizeof one)
+			return (void *)1;
+	}
+	return NULL;
+}
+
+/* One wakeup through an eventfd of a thread blocked in read(): what a kick's
+ * ioeventfd does to QEMU's main loop, and an irqfd to a halted vCPU thread. */
+static const char *eventfd_wakeup_runs(double *v)
+{
+	const long rounds = 20000;
+	for (int rep = -1; rep < REPEATS; rep++) {
+		struct wake_ctx c = {eventfd(0, 0), eventfd(0, 0), rounds};
+		if (c.to_peer < 0 || c.from_peer < 0)
+			return "eventfd failed";
+		pthread_t th;
+		pthread_create(&th, NULL, wake_peer, &c);
+		uint64_t one = 1, got;
+		uint64_t t0 = now_ns();
+		for (long i = 0; i < rounds; i++) {
+			if (write(c.to_peer, &one, sizeof one) != sizeof one ||
+			    read(c.from_peer, &got, sizeof got) != sizeof got)
+				return "eventfd ping-pong failed";
+		}
+		uint64_t t1 = now_ns();
+		void *ret;
+		pthread_join(th, &ret);
+		close(c.to_peer);
+		close(c.from_peer);
+		if (ret)
+			return "eventfd peer failed";
+		if (rep >= 0)
+			v[rep] = (double)(t1 - t0) / (2.0 * rounds);
+	}
+	return NULL;
+}
+
+/* Decode 4-byte PFN arrays (256 per message, as QEMU's handle_output reads
+ * them) into (gpa, len) ranges; and scan u64 bitmap words for set bits. */
+static void m_balloon(void)
+{
+	progress("eventfd_wakeup");
+	double v[REPEATS];
+	const char *err = eventfd_wakeup_runs(v);
+	if (err)
+		add_unavailable("eventfd_wakeup", err);
+	else
+		add_cost("eventfd_wakeup", v, REPEATS, "ns per wakeup of a thread blocked on an eventfd",
+			 "Two threads, unpinned (so on different CPUs when free), ping-pong through two "
+			 "eventfds: write(8 bytes) wakes the peer blocked in read(), which writes back; "
+			 "20000 round trips, total / 40000 (write syscall, wakeup and IPI, context switch, "
+			 "read return).",
+			 NULL);
+
+	progress("vmm_balloon_decode_entry");
+	const size_t n = 1 << 21; /* 8 GiB of 4 KiB PFNs */
+	uint32_t *pfns = malloc(n * sizeof *pfns);
+	uint64_t *ranges = malloc(2 * n * sizeof *ranges);
+	for (size_t i = 0; i < n; i++)
+		pfns[i] = (uint32_t)(rnd() & 0x1fffff);
+	for (int rep = -1; rep < REPEATS; rep++) {
+		uint64_t t0 = now_ns();
+		for (size_t m = 0; m < n; m += 256) {
+			const volatile uint32_t *msg = pfns + m; /* read from the message buffer */
+			for (size_t i = 0; i < 256; i++) {
+				ranges[2 * (m + i)] = (uint64_t)msg[i] << 12;
+				ranges[2 * (m + i) + 1] = 4096;
+			}
+		}
+		uint64_t t1 = now_ns();
+		sink += ranges[2 * (rnd() % n)];
+		if (rep >= 0)
+			v[rep] = (double)(t1 - t0) / n;
+	}
+	add_cost("vmm_balloon_decode_entry", v, REPEATS, "ns per message entry decoded into a range",
+		 "8 GiB worth of random 4-byte PFNs (2^21) read 256 per message from a volatile buffer "
+		 "and written out as (gpa u64, len u64) ranges; total / 2^21. Charged per list entry "
+		 "(PFN, chunk, pfn+order) and per run of set bits of a bitmap.",
+		 NULL);
+
+	progress("vmm_balloon_decode_bitmap_word");
+	const size_t words = n / 64;
+	uint64_t *bm = calloc(words, sizeof *bm);
+	for (size_t i = 0; i < words; i += 97) /* sparse: a set bit every 97 words */
+		bm[i] = 1ULL << (i & 63);
+	for (int rep = -1; rep < REPEATS; rep++) {
+		uint64_t runs = 0;
+		uint64_t t0 = now_ns();
+		for (int pass = 0; pass < 64; pass++) {
+			const volatile uint64_t *w = bm;
+			for (size_t i = 0; i < words; i++) {
+				uint64_t x = w[i];
+				while (x) { /* find_next_bit: one run per set bit here */
+					runs += __builtin_ctzll(x);
+					x &= x - 1;
+				}
+			}
+		}
+		uint64_t t1 = now_ns();
+		sink += runs;
+		if (rep >= 0)
+			v[rep] = (double)(t1 - t0) / (64.0 * words);
+	}
+	add_cost("vmm_balloon_decode_bitmap_word", v, REPEATS, "ns per 64-bit bitmap word scanned",
+		 "A 2^21-bit bitmap (8 GiB of 4 KiB pages) with one set bit every 97 words, scanned word "
+		 "by word for set bits (find_next_bit's loop: load, test, count trailing zeros) 64 times; "
+		 "total / (64 * 32768 words). The runs found are charged as vmm_balloon_decode_entry.",
+		 NULL);
+	free(bm);
+	free(ranges);
+	free(pfns);
+}
+
 /* Measurement groups in run order: the cost names each one outputs (a
  * trailing '*' is a prefix) and the group it needs to have run first. */
 static const struct group {
@@ -2692,6 +2820,7 @@ static const struct group {
 	{"swap", m_swap, "swapout_4k,swapin_4k,swapin_4k_ra,swapin_swapcache_4k", -1},
 	{"fork", m_fork, "fork_mm,fork_copy_pte,fault_cow_4k,fault_wp_reuse_4k", -1},
 	{"filemap", m_filemap, "fault_file_4k_read,filemap_read_4k", -1},
+	{"balloon", m_balloon, "eventfd_wakeup,vmm_balloon_decode_entry,vmm_balloon_decode_bitmap_word", -1},
 };
 #define NGROUPS ((int)(sizeof groups / sizeof groups[0]))
 

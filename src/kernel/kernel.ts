@@ -26,6 +26,7 @@ import { Memsched } from './memsched.ts';
 import { Khugepaged } from './khugepaged.ts';
 import { Userfaultfd } from './userfaultfd.ts';
 import { HugetlbHgm } from './hugetlb_hgm.ts';
+import { DevmemRemap } from './hugetlb_devmem.ts';
 import { doMmap, sysMunmap, sysMprotect } from './mmap.ts';
 import { sysMadvise, sysProcessMadvise } from './madvise.ts';
 import { userAccess, type AccessResult } from './memory.ts';
@@ -82,6 +83,8 @@ export class Kernel {
   readonly uffd: Userfaultfd;
   /** The postcopy-on-hugetlbfs proposals (features, off by default). */
   readonly hgm = new HugetlbHgm();
+  /** The /dev/mem remap proposal for postcopy on hugetlb (feature, off by default) and CONFIG_STRICT_DEVMEM. */
+  readonly devmem = new DevmemRemap();
   /** cpu -> node, as an array for the fault path. */
   private readonly cpuNodes: number[] = [];
   /** Costs read on the hottest paths, looked up once. */

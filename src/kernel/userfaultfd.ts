@@ -195,12 +195,13 @@ export class Userfaultfd {
     const ctx = vma.uffdCtx!;
     const features = ctx.features ?? 0;
     if (features & UFFD_FEATURE.UFFD_FEATURE_SIGBUS) return 'sigbus';
-    // hugetlb faults report the huge page's address; others the 4K page's, or the exact one on request.
+    // userfault_msg: the exact address on request (hugetlb too: vmf->real_address), else hugetlb faults report the
+    // huge page's address (vmf->address is haddr there) and others the 4K page's.
     const address =
-      vma.isHugetlb() && !subpageFaults(vma, features)
-        ? va - (va % vma.hugePageSize())
-        : features & UFFD_FEATURE.UFFD_FEATURE_EXACT_ADDRESS
-          ? va
+      features & UFFD_FEATURE.UFFD_FEATURE_EXACT_ADDRESS
+        ? va
+        : vma.isHugetlb() && !subpageFaults(vma, features)
+          ? va - (va % vma.hugePageSize())
           : va - (va % PAGE_SIZE);
     const flags: UffdMsg['flags'] = write ? ['UFFD_PAGEFAULT_FLAG_WRITE'] : [];
     if (reason === 'wp') flags.push('UFFD_PAGEFAULT_FLAG_WP');

@@ -435,6 +435,7 @@ export const memdevSchema = z.strictObject({
 export type MemdevSpec = z.infer<typeof memdevSchema>;
 
 export const HINT_ENCODINGS = ['pfn-list', 'bitmap', 'pfn-order', 'ranges'] as const;
+export const INFLATE_ENCODINGS = ['pfns', 'chunks', 'bitmap', 'pfn-order', 'per-order'] as const;
 
 /** `-device virtio-balloon-pci,...` and the guest driver's module parameters. */
 export const balloonSchema = z.strictObject({
@@ -445,6 +446,18 @@ export const balloonSchema = z.strictObject({
     .boolean()
     .default(false)
     .describe('memtwin proposal feature: inflate/deflate with (addr, len) chunks instead of 4-byte PFN arrays'),
+  'inflate-encoding': z
+    .enum(INFLATE_ENCODINGS)
+    .default('pfns')
+    .describe(
+      'memtwin proposal feature: how inflate/deflate messages name pages: pfns (upstream, off), chunks (= virtio-balloon-chunks), bitmap (Liang Li 2016), pfn-order, per-order',
+    ),
+  'inflate-alloc': z
+    .enum(['4k', 'high-order'])
+    .default('high-order')
+    .describe(
+      'memtwin: with a proposal inflate-encoding, allocate 4 KiB pages one at a time (the 2017 patches) or the largest blocks first',
+    ),
   'hint-encoding': z.enum(HINT_ENCODINGS).default('ranges').describe('memtwin: how free page hints are encoded'),
   'hint-pfn-bytes': z
     .union([z.literal(4), z.literal(8)])
@@ -452,6 +465,12 @@ export const balloonSchema = z.strictObject({
     .describe('pfn-list: bytes per PFN, 4 or 8'),
   'hint-batch': int(1, 65536).default(1).describe('entries per hint message, 1 to 65536 (bitmap: bits per window, a multiple of 64)'),
   'hint-min-order': int(0, 10).default(0).describe('lowest order hinted, 0 to 10 (MAX_PAGE_ORDER)'),
+  'hint-bitmap-order': z
+    .union([z.literal(0), z.literal(9)])
+    .default(0)
+    .describe(
+      'bitmap hints: the order of the pages one bit covers, 0 or 9 (0: 4 KiB; 9: 2 MiB, smaller messages, sub-2M free memory not hinted)',
+    ),
   'hint-discard': z.boolean().default(false).describe('memtwin: the host also discards hinted memory'),
   'discard-batched': z.boolean().default(false).describe('memtwin: one process_madvise per message instead of one madvise per range'),
   page_reporting_order: int(0, 10)

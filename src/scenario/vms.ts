@@ -21,11 +21,12 @@
 import { MemBandwidth, membwParams, membwSpec } from '../sim/membw.ts';
 import { Kernel, type CpuWork } from '../kernel/kernel.ts';
 import { hostFromFile, resolveHost } from '../sim/host.ts';
-import { followPage } from '../kernel/memory.ts';
+import { followPmdRange, PMD_RANGE_PAGES } from '../kernel/memory.ts';
 import { MPOL, PMD_SIZE, alignDown, errnoName } from '../kernel/uapi.ts';
 import { HugeLeaf, type MmStruct } from '../kernel/mm_types.ts';
 import { PG } from '../kernel/page.ts';
 import { HGM_PROPOSALS } from '../kernel/hugetlb_hgm.ts';
+import { DEVMEM_REMAP } from '../kernel/hugetlb_devmem.ts';
 import { sysMbind, sysMigratePages } from '../kernel/mempolicy.ts';
 import { sysMovePages } from '../kernel/migrate.ts';
 import type { GuestMemory } from '../hw/guest_memory.ts';
@@ -83,6 +84,8 @@ export interface VmRt {
   faultInjected?: boolean;
   /** The destination VM of that migration (maybe on a host of its own), and its configuration. */
   dst?: Vm;
+  /** The guest threads' 4K TLB-reach ns (WorkloadThread.tlb4kNs) when the guest started on the destination. */
+  tlb4kAtSwitch?: number;
   dstSpec?: VmSpec;
   /** Where its migration was asked for (a migrate event, or `evacuate`), for warnings. */
   migPath?: YamlPath;
@@ -337,6 +340,7 @@ function checkVmSpec(spec: VmSpec, vi: number, rep: RunReport): void {
       ['hint-pfn-bytes', 4],
       ['hint-batch', 1],
       ['hint-min-order', 0],
+      ['hint-bitmap-order', 0],
       ['hint-discard', false],
     ];
     if (!b['free-page-hint'])
@@ -344,6 +348,12 @@ function checkVmSpec(spec: VmSpec, vi: number, rep: RunReport): void {
         if (b[key] !== def) throw rep.at.error(at('balloon', key), 'has no effect without free-page-hint: true');
     if (b['hint-pfn-bytes'] !== 4 && b['hint-encoding'] !== 'pfn-list')
       throw rep.at.error(at('balloon', 'hint-pfn-bytes'), 'has no effect unless hint-encoding is pfn-list');
+    if (b['hint-bitmap-order'] !== 0 && b['hint-encoding'] !== 'bitmap')
+      throw rep.at.error(at('balloon', 'hint-bitmap-order'), 'has no effect unless hint-encoding is bitmap');
+    if (b['virtio-balloon-chunks'] && b['inflate-encoding'] !== 'pfns' && b['inflate-encoding'] !== 'chunks')
+      throw rep.at.error(at('balloon', 'inflate-encoding'), `${b['inflate-encoding']} and virtio-balloon-chunks: true exclude each other`);
+    if (b['inflate-alloc'] !== 'high-order' && b['inflate-encoding'] === 'pfns' && !b['virtio-balloon-chunks'])
+      throw rep.at.error(at('balloon', 'inflate-alloc'), 'has no effect with PFN arrays (inflate-encoding pfns allocates 4K pages)');
     if (b.page_reporting_order !== undefined && !b['free-page-reporting'])
       throw rep.at.error(at('balloon', 'page_reporting_order'), 'has no effect without free-page-reporting: true');
   }
@@ -359,6 +369,8 @@ function plugBalloon(k: Kernel, rt: VmRt, b: NonNullable<VmSpec['balloon']>): vo
     freePageHint: b['free-page-hint'],
     freePageReporting: b['free-page-reporting'],
     chunks: b['virtio-balloon-chunks'],
+    inflateEncoding: b['virtio-balloon-chunks'] ? 'chunks' : b['inflate-encoding'],
+    hintBitmapOrder: b['hint-bitmap-order'],
     hintEncoding: b['hint-encoding'],
     hintPfnBytes: b['hint-pfn-bytes'],
     hintBatch: b['hint-batch'],
@@ -395,6 +407,7 @@ function plugBalloon(k: Kernel, rt: VmRt, b: NonNullable<VmSpec['balloon']>): vo
     ...(b.page_reporting_order !== undefined ? { pageReportingOrder: b.page_reporting_order } : {}),
     vmEvents: () => rt.guest.vmEvents,
     initOnAlloc: rt.spec.guest.init_on_alloc,
+    inflateAlloc: b['inflate-alloc'],
   });
   drv.probe();
   rt.dev = dev;
@@ -424,7 +437,9 @@ const METRIC_NAMES: [keyof VirtioBalloonMetrics, string][] = [
   ['ringBytes', 'ring_bytes'],
   ['guestCpuNs', 'guest_cpu_ns'],
   ['exitNs', 'exit_ns'],
+  ['waitNs', 'wait_ns'],
   ['hostCpuNs', 'host_cpu_ns'],
+  ['decodeNs', 'decode_ns'],
   ['hostSyscalls', 'host_syscalls'],
   ['hostBytesReturned', 'host_returned_bytes'],
   ['pfnsInflated', 'pfns_inflated'],
@@ -937,11 +952,14 @@ function scheduleEvacuation(k: Kernel, s: Scenario, vms: VmRt[], t0: number, log
  */
 function checkRequestSize(src: Vm, dk: Kernel, size: number, path: YamlPath, rep: RunReport): void {
   const on = HGM_PROPOSALS.filter((p) => dk.hgm.enabled[p]);
-  if (!on.length)
+  if (!on.length && !dk.devmem.enabled)
     throw rep.at.error(
       path,
-      `has no effect: none of ${HGM_PROPOSALS.join(', ')} is enabled on the destination's kernel (/sys/kernel/memtwin/features/...)`,
+      `has no effect: none of ${[...HGM_PROPOSALS, DEVMEM_REMAP].join(', ')} is enabled on the destination's kernel (/sys/kernel/memtwin/features/...)`,
     );
+  // The /dev/mem remap alone: its aliases map 4K pages only.
+  if (!on.some((p) => p !== 'hugetlb-hgm') && dk.devmem.enabled && size !== PAGE_SIZE)
+    throw rep.at.error(path, `must be 4K with ${DEVMEM_REMAP} (a /dev/mem alias maps 4K pages only)`);
   if (!src.ramList.blocks.some((b) => b.pageSize > size))
     throw rep.at.error(
       path,
@@ -986,6 +1004,7 @@ function guestMoves(rt: VmRt, dst: Vm, dspec: VmSpec, what: 'stop' | 'start-sour
   else if (what === 'start-source') for (const g of rt.guestThreads) g.wt.start();
   else {
     const dstRam = nodeRamOf(dspec, dst);
+    rt.tlb4kAtSwitch = rt.guestThreads.reduce((a, g) => a + g.wt.tlb4kNs, 0);
     // A vCPU blocked in a userfault on the destination host runs again when that kernel wakes it.
     if (dst.k !== rt.vm.k) dst.k.uffd.wakeListeners.push((t) => rt.guestThreads.find((g) => g.wt.thread === t)?.wt.userfaultWoken());
     for (const g of rt.guestThreads) {
@@ -1023,6 +1042,11 @@ function migrationFinal(rt: VmRt, out: Record<string, number>): void {
     for (const r of rt.dst ? rt.dst.ramRanges() : [])
       for (let g = r.gpa; g < r.gpa + r.size; g += 2 * 2 ** 20) if (rt.dst!.hostMappingSize(g) > PAGE_SIZE) huge += 2 * 2 ** 20;
     out[`${pre}postcopy.dst_huge_mapped_bytes`] = huge;
+    // What 4K mappings cost the guest on the destination (the TLB-reach term of its accesses), from the switchover on.
+    const tlb4k = rt.guestThreads.reduce((a, g) => a + g.wt.tlb4kNs, 0);
+    out[`${pre}postcopy.dst_tlb4k_ns`] = Math.round(tlb4k - (rt.tlb4kAtSwitch ?? tlb4k));
+    // The page tables postcopy added on the destination at most (PTE tables of huge pages mapped in parts, aliases).
+    out[`${pre}postcopy.dst_pgtables_peak_bytes`] = pc.stats.pgtablesPeak - pc.stats.pgtablesAtStart;
   }
   // No data lost: pages that did not carry the source's content when the destination took them over (hinted free pages aside).
   if (q['status'] === 'completed') {
@@ -1088,19 +1112,22 @@ export function vmSeries(vms: VmRt[]): Record<string, number> {
 
 /** `<prefix>guest_node<g>.host_node<h>_bytes`: resident 4K pages of each guest node's RAM, by host node. */
 function placement(vm: Vm, nodeRam: { hva: number; size: number }[], prefix: string, out: Record<string, number>): void {
+  const pfns = new Int32Array(PMD_SIZE / PAGE_SIZE);
+  const mm = vm.process.mm;
   nodeRam.forEach((r, g) => {
-    const by = new Map<number, number>();
-    const pt = vm.process.mm.pgtable;
+    const by: number[] = vm.k.host.nodes.map(() => 0);
     const end = r.hva + r.size;
-    // Page-table slots with nothing mapped are skipped whole (a guest's untouched RAM costs no walk).
-    for (let a = pt.skipNone(r.hva, end, PAGE_SIZE); a < end; a = pt.walkNext(a, end, PAGE_SIZE)) {
-      const pfn = followPage(vm.process.mm, a);
-      if (pfn >= 0) {
-        const h = vm.k.phys.nodeOfPfn(pfn);
-        by.set(h, (by.get(h) ?? 0) + 1);
+    // One page-table lookup per 2M: untouched RAM and the huge zero page cost no walk per page.
+    for (let a = r.hva, n = 0; a < end; a += n * PAGE_SIZE) {
+      n = Math.min((PMD_SIZE - (a % PMD_SIZE)) / PAGE_SIZE, (end - a) / PAGE_SIZE);
+      if (followPmdRange(mm, a, n, pfns) !== PMD_RANGE_PAGES) continue;
+      for (let i = 0; i < n; i++) {
+        const pfn = pfns[i]!;
+        if (pfn < 0) continue;
+        by[vm.k.phys.nodeOfPfn(pfn)]!++;
       }
     }
-    for (const h of vm.k.host.nodes) out[`${prefix}guest_node${g}.host_node${h.id}_bytes`] = (by.get(h.id) ?? 0) * PAGE_SIZE;
+    for (const h of vm.k.host.nodes) out[`${prefix}guest_node${g}.host_node${h.id}_bytes`] = by[h.id]! * PAGE_SIZE;
   });
 }
 

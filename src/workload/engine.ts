@@ -62,6 +62,8 @@ export class WorkloadThread implements TaskClient {
   migrationWaits = 0;
   /** Accesses that went through a 2M or 1G mapping. */
   hugeAccesses = 0;
+  /** Of accessNs, the TLB-reach term of accesses through 4K mappings (T_4K, or the page walk of a sequential access). */
+  tlb4kNs = 0;
   /**
    * Accesses per 2M region (PMD index) of this thread's mm, when an agent
    * watches access recency (shared by the threads of a process).
@@ -482,6 +484,8 @@ export class WorkloadThread implements TaskClient {
             : this.model.sequentialNs(size || PAGE_SIZE, stream.stride, distance);
         }
         this.accessNs += cost;
+        if (size === PAGE_SIZE)
+          this.tlb4kNs += stream.random ? this.model.tlb4kNs(ws * frac) : this.model.seqWalkNs(PAGE_SIZE, stream.stride);
         spent += Math.max(cost + think, minGap);
         this.accesses++;
       }

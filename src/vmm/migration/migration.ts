@@ -77,7 +77,7 @@ import { QmpError, type QmpArgs } from '../monitor.ts';
 import type { Vm } from '../vm.ts';
 import { Link } from './link.ts';
 import { RamMigration, STREAM_MARKER_BYTES, type FreePageHints, type PrecopyNotifyReason, type RamMigrationCostNames } from './ram.ts';
-import { Postcopy, type PageDiff, type PostcopyOptions } from './postcopy.ts';
+import { Postcopy, postcopyDevmemRefusal, type PageDiff, type PostcopyOptions } from './postcopy.ts';
 
 /** MigrationStatus (qapi/migration.json). */
 export const MIGRATION_STATUSES = [
@@ -400,6 +400,8 @@ export class MigrationState {
     }
     const pageSizes = postcopyPageSizeMismatch(this.vm, d.vm);
     if (this.capabilities.get('postcopy-ram') && pageSizes) return this.fail(pageSizes);
+    const devmem = postcopyDevmemRefusal(d.vm);
+    if (this.capabilities.get('postcopy-ram') && devmem) return this.fail(devmem);
     this.ram = ram;
     this.link = d.link;
     this.dest = d.vm;

@@ -23,7 +23,12 @@
  *   registered MISSING and MINOR: a unit is placed by writing its bytes into
  *   the file through a second mapping (the first write allocates the huge
  *   page) and UFFDIO_CONTINUE, and MADV_COLLAPSE restores the huge mappings
- *   at the end.
+ *   at the end. With hugetlb-devmem-remap (and no copy proposal), hugetlb
+ *   blocks are placed in 4K units through a /dev/mem alias of each huge page
+ *   (src/kernel/hugetlb_devmem.ts), the userfaultfd reporting exact fault
+ *   addresses; the page is remapped huge when its last unit is in. Under
+ *   CONFIG_STRICT_DEVMEM the migration fails when postcopy is advised
+ *   (postcopyDevmemRefusal).
  * - The main channel (one TCP stream) carries the background pages, whole
  *   host pages in address order (ram_save_host_page), as fast as the link
  *   and `max-postcopy-bandwidth` allow. The sender keeps at most the socket
@@ -77,6 +82,8 @@ import {
 } from '../../kernel/uapi.ts';
 import { uffdioApi, uffdioContinue, uffdioFill, uffdioRegister, uffdioUnregister } from '../../kernel/userfaultfd.ts';
 import { hugetlbAllocPage, hugetlbIndex } from '../../kernel/memory.ts';
+import { DEVMEM_REMAP, devmemAliasCopy, devmemProbe } from '../../kernel/hugetlb_devmem.ts';
+import { strerror } from '../memory_backend.ts';
 import { VM } from '../../kernel/mm_types.ts';
 import type { Vm } from '../vm.ts';
 import type { Link } from './link.ts';
@@ -115,6 +122,8 @@ interface Chunk {
 interface BlockPc {
   /** hugetlb-hgm: the block is a MADV_SPLIT shared hugetlbfs mapping resolved by minor faults and UFFDIO_CONTINUE. */
   hgm: boolean;
+  /** hugetlb-devmem-remap: the block's incomplete huge pages are reached through 4K /dev/mem aliases. */
+  devmem: boolean;
   /** Bytes per unit. */
   unit: number;
   /** 4K pages per unit. */
@@ -159,6 +168,9 @@ export interface PostcopyStats {
    */
   pagesDiffering: number;
   differing: PageDiff[];
+  /** The destination VMM's page-table bytes: at the switchover, and the most at any placement after it. */
+  pgtablesAtStart: number;
+  pgtablesPeak: number;
 }
 
 export class Postcopy {
@@ -231,11 +243,15 @@ export class Postcopy {
       totalBlocktime: 0,
       pagesDiffering: 0,
       differing: [],
+      pgtablesAtStart: dst.process.mm.pgtablesBytes,
+      pgtablesPeak: dst.process.mm.pgtablesBytes,
     };
     dst.vcpus.forEach((c, i) => this.vcpuIndex.set(c.thread, i));
     const proposal =
       k.hgm.features() & (UFFD_FEATURE_PROPOSED.UFFD_FEATURE_HUGETLB_SUBPAGE_COPY | UFFD_FEATURE_PROPOSED.UFFD_FEATURE_HUGETLB_VMA_SPLIT);
     const hgmOn = k.hgm.enabled['hugetlb-hgm'] === 1;
+    // The /dev/mem remap, where no copy proposal is in use: its aliases map 4K pages only.
+    const devmemOn = k.devmem.enabled === 1 && !proposal;
     const sub = opts.hugetlbRequestSize ?? PAGE_SIZE;
     if ((proposal || hgmOn) && sub !== PAGE_SIZE && sub !== PMD_SIZE)
       throw new Error(`postcopy: hugetlb request size must be 4K or 2M, not ${sub}`);
@@ -243,10 +259,14 @@ export class Postcopy {
       const hs = b.block.pageSize;
       // hugetlb-hgm needs a shared hugetlbfs file (the VMM writes the bytes through a second mapping of it).
       const hgm = hgmOn && hs > PAGE_SIZE && (dst.process.mm.vmaAt(b.dst.host)!.flags & VM.MAYSHARE) !== 0;
-      const unit = hs > PAGE_SIZE && (proposal || hgm) ? Math.min(sub, hs) : hs;
+      const devmem = devmemOn && !hgm && hs > PAGE_SIZE;
+      if (devmem && sub !== PAGE_SIZE)
+        throw new Error(`postcopy: ${DEVMEM_REMAP} maps its aliases by 4K pages: the hugetlb request size must be 4K, not ${sub}`);
+      const unit = hs > PAGE_SIZE && (proposal || hgm || devmem) ? Math.min(sub, hs) : hs;
       const units = b.pages / (unit / PAGE_SIZE);
       this.pc.push({
         hgm,
+        devmem,
         unit,
         n: unit / PAGE_SIZE,
         received: new Uint8Array(units),
@@ -268,7 +288,10 @@ export class Postcopy {
     const hgmFeatures = this.pc.some((x) => x.hgm)
       ? UFFD_FEATURE.UFFD_FEATURE_MINOR_HUGETLBFS | UFFD_FEATURE_PROPOSED.UFFD_FEATURE_MINOR_HUGETLBFS_HGM
       : 0;
-    const features = UFFD_FEATURE.UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE.UFFD_FEATURE_MISSING_SHMEM | proposal | hgmFeatures;
+    // The remap learns which 4K page a vCPU wants from the exact fault address (hugetlb faults report the huge page's).
+    const devmemFeatures = this.pc.some((x) => x.devmem) ? UFFD_FEATURE.UFFD_FEATURE_EXACT_ADDRESS : 0;
+    const features =
+      UFFD_FEATURE.UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE.UFFD_FEATURE_MISSING_SHMEM | proposal | hgmFeatures | devmemFeatures;
     const api = uffdioApi(k, dst.process, fd, UFFD_API, features);
     if (api.ret < 0) throw new Error(`postcopy: UFFDIO_API: ${api.ret}`);
     k.uffd.ctxs.get(fd)!.onReadable = (at, t) => this.faulted(at, t);
@@ -530,6 +553,10 @@ export class Postcopy {
       const before = t.ns;
       let r: number;
       if (pc.hgm) r = this.hgmPlace(thread, b, first, start, pc.unit);
+      else if (pc.devmem)
+        r = devmemAliasCopy(k, this.dst.process.mm, thread, start, PAGE_SIZE, (va) =>
+          this.sentByte(b, first.u * pc.n + (va - start) / PAGE_SIZE, run, first.u * pc.n, pc.n),
+        );
       else if (zeroUnit(first) && !b.dst.hasFd)
         r = uffdioFill(k, thread, this.fd, start, run.length * PAGE_SIZE, UFFDIO_MODE.UFFDIO_ZEROPAGE_MODE_DONTWAKE, null).ret;
       else
@@ -544,6 +571,8 @@ export class Postcopy {
         for (let q = unit.u * pc.n; q < (unit.u + 1) * pc.n; q++) this.check(b, q, this.sentByte(b, q, run, first.u * pc.n, pc.n));
         doneAt.set(this.key(unit.bi, unit.u), Math.ceil(before + ((x + 1) * (t.ns - before)) / run.length));
       });
+      const pt = this.dst.process.mm.pgtablesBytes;
+      if (pt > this.stats.pgtablesPeak) this.stats.pgtablesPeak = pt;
       i = j;
     }
   }
@@ -803,4 +832,20 @@ export class Postcopy {
   get missingUnits(): number {
     return this.missing;
   }
+}
+
+/**
+ * hugetlb-devmem-remap's precondition, checked when postcopy is advised
+ * (as QEMU's destination checks postcopy_ram_supported_by_host): the
+ * destination must be able to map guest RAM on huge pages through
+ * /dev/mem, which CONFIG_STRICT_DEVMEM forbids. memtwin's error (the
+ * proposal is not QEMU's), or undefined when it does not apply or passes.
+ */
+export function postcopyDevmemRefusal(dst: Vm): string | undefined {
+  const k = dst.k;
+  if (!k.devmem.enabled || !dst.ramList.blocks.some((b) => b.pageSize > PAGE_SIZE)) return undefined;
+  const r = devmemProbe(k);
+  if (r >= 0) return undefined;
+  k.devmem.stats.refused++;
+  return `${DEVMEM_REMAP}: mmap of /dev/mem over guest RAM: ${strerror(r)} (CONFIG_STRICT_DEVMEM=y)`;
 }
