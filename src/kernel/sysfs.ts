@@ -12,7 +12,7 @@ import { HGM_PROPOSALS } from './hugetlb_hgm.ts';
 import { DEVMEM_REMAP } from './hugetlb_devmem.ts';
 import type { Kernel } from './kernel.ts';
 import { setupPerZoneWmarks } from './page_alloc.ts';
-import { THP_DEFRAG, THP_ENABLED } from './huge_memory.ts';
+import { MADV_COLLAPSE_PROPOSALS, THP_DEFRAG, THP_ENABLED } from './huge_memory.ts';
 import { HPAGE_PMD_NR, MAX_PAGE_ORDER, neg } from './uapi.ts';
 import { chargeCompaction, compactZone } from './compaction.ts';
 import type { Hstate } from './hugetlb.ts';
@@ -390,6 +390,11 @@ export class Sysfs {
       add(
         `/sys/kernel/memtwin/features/${name}`,
         numberField(k.hgm.enabled, name, (n) => n <= 1, FLAG),
+      );
+    for (const name of MADV_COLLAPSE_PROPOSALS)
+      add(
+        `/sys/kernel/memtwin/features/${name}`,
+        numberField(k.thp.collapseProposals, name, (n) => n <= 1, FLAG),
       );
     add(
       `/sys/kernel/memtwin/features/${DEVMEM_REMAP}`,

@@ -238,6 +238,11 @@ export const mappingSchema = z.strictObject({
     .default(['MAP_PRIVATE', 'MAP_ANONYMOUS']),
   madvise: z.array(advice).default([]).describe('advice applied to the whole mapping after mmap, in order'),
   populate: z.boolean().default(false).describe('fault everything in with writes before the run (MADV_POPULATE_WRITE)'),
+  populate_fill: int(1, 255)
+    .optional()
+    .describe(
+      "populate and fragment: write this byte (1 to 255) to every page instead of MADV_POPULATE_WRITE's zeros, so that reclaim has data to write to swap",
+    ),
   fragment: int(2, 2 ** 20)
     .optional()
     .describe(
@@ -305,9 +310,9 @@ export const eventSchema = z.strictObject({
   at: duration.describe('virtual time after the workloads start, 0 to 3600s'),
   process: z.string().describe('the process the call acts on'),
   op: z
-    .enum(['migrate_pages', 'mbind', 'madvise', 'set_mempolicy', 'sched_setaffinity', 'ms_move'])
+    .enum(['migrate_pages', 'mbind', 'madvise', 'process_madvise', 'set_mempolicy', 'sched_setaffinity', 'ms_move'])
     .describe(
-      'a syscall made at that time, as a tool such as migratepages, numactl or taskset would (sched_setaffinity: move one thread to one CPU, as the load balancer might; ms_move: memsched proposal)',
+      'a syscall made at that time, as a tool such as migratepages, numactl or taskset would (sched_setaffinity: move one thread to one CPU, as the load balancer might; process_madvise: the process on its own memory, one iovec; ms_move: memsched proposal)',
     ),
   thread: z.string().optional().describe('sched_setaffinity: the thread, by its name in the results (e.g. worker-2)'),
   cpu: cpuId.optional().describe('sched_setaffinity: the CPU it moves to, 0 to 8191 and a CPU of the host'),
@@ -324,6 +329,12 @@ export const eventSchema = z.strictObject({
     .default([])
     .describe('mbind'),
   advice: advice.optional(),
+  madvise_flags: z
+    .array(z.enum(['MADV_F_COLLAPSE_LIMITS', 'MADV_F_COLLAPSE_DEFRAG']))
+    .optional()
+    .describe(
+      "process_madvise: its flags, the madv-collapse-flags proposal's (kernel /sys/kernel/memtwin/features/madv-collapse-flags: 1; Linux 6.18 defines none)",
+    ),
 });
 export type EventSpec = z.infer<typeof eventSchema>;
 
