@@ -398,7 +398,7 @@ export function uffdioFill(
 /** The PTE table an mfill writes at `a` into, allocated if missing (mm_alloc_pmd, pte_alloc); null under a huge PMD (EEXIST). */
 function mfillPteTable(k: Kernel, mm: MmStruct, a: number, nid: number): PteTable | null {
   const key = PageTable.pmdKey(a);
-  const t = mm.pgtable.pmds.get(key);
+  const t = mm.pgtable.pmdEntry(key); // pmds.get(key), through the PMD table the last lookup used
   if (t instanceof HugeLeaf) return null;
   if (t) return t;
   const fresh = allocPteTable(k, mm, nid);
