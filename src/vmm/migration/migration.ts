@@ -64,11 +64,19 @@
  * `cont` take no longer than a `query-status` round trip (medians 216 and
  * 197 us against 222 us over 500 repeats).
  *
+ * multifd (the `multifd` capability; multifd-channels, multifd-compression,
+ * multifd-zlib-level, multifd-zstd-level): the pages go in packets over
+ * channels of their own, each a flow on the link with a sender and a
+ * receiver thread whose CPU the scheduler gives (multifd.ts); the main
+ * channel carries the stream's markers (and zero pages with
+ * zero-page-detection legacy). A step ends when every channel's bytes are
+ * on the wire and its threads' CPU work is done.
+ *
  * Not modelled: device state
  * (the `device` stage sends RAM only),
- * multifd, xbzrle.
+ * xbzrle.
  */
-import type { Kernel } from '../../kernel/kernel.ts';
+import type { CpuWork, Kernel } from '../../kernel/kernel.ts';
 import type { EventHandle } from '../../sim/event_queue.ts';
 import { Transfer, type Flow } from '../../sim/network.ts';
 import { NSEC_PER_MSEC, NSEC_PER_SEC } from '../../sim/clock.ts';
@@ -76,8 +84,25 @@ import { PAGE_SIZE } from '../../kernel/uapi.ts';
 import { QmpError, type QmpArgs } from '../monitor.ts';
 import type { Vm } from '../vm.ts';
 import { Link } from './link.ts';
-import { RamMigration, STREAM_MARKER_BYTES, type FreePageHints, type PrecopyNotifyReason, type RamMigrationCostNames } from './ram.ts';
+import {
+  RamMigration,
+  STREAM_MARKER_BYTES,
+  type FreePageHints,
+  type PrecopyNotifyReason,
+  type RamMigrationCostNames,
+  type SendResult,
+} from './ram.ts';
 import { Postcopy, type PageDiff, type PostcopyOptions } from './postcopy.ts';
+import {
+  CALIBRATED_LEVEL,
+  MULTIFD_COMPRESSIONS,
+  Multifd,
+  WireGroup,
+  type MultiFDCompression,
+  type MultifdStep,
+  type OnWire,
+  type PageContent,
+} from './multifd.ts';
 
 /** MigrationStatus (qapi/migration.json). */
 export const MIGRATION_STATUSES = [
@@ -140,6 +165,7 @@ const MODELLED_CAPABILITIES: readonly MigrationCapability[] = [
   'postcopy-preempt',
   'postcopy-blocktime',
   'pause-before-switchover',
+  'multifd',
 ];
 
 /** The MigrationParameters memtwin models, by QEMU's names, with QEMU's defaults (migration/options.c). */
@@ -156,6 +182,11 @@ export interface MigrationParameters {
   'zero-page-detection': 'none' | 'legacy' | 'multifd';
   /** bytes/s during postcopy; 0: unlimited (the link's rate). */
   'max-postcopy-bandwidth': number;
+  /** multifd: channels (1 to 255), the compression and its levels. */
+  'multifd-channels': number;
+  'multifd-compression': MultiFDCompression;
+  'multifd-zlib-level': number;
+  'multifd-zstd-level': number;
 }
 
 const DEFAULT_PARAMETERS: MigrationParameters = {
@@ -168,6 +199,10 @@ const DEFAULT_PARAMETERS: MigrationParameters = {
   'max-cpu-throttle': 99,
   'zero-page-detection': 'multifd',
   'max-postcopy-bandwidth': 0,
+  'multifd-channels': 2,
+  'multifd-compression': 'none',
+  'multifd-zlib-level': 1,
+  'multifd-zstd-level': 1,
 };
 
 /**
@@ -200,8 +235,13 @@ export interface MigrationOptions {
   onGuest?: (what: 'stop' | 'start-source' | 'start-destination') => void;
   /** Told once when the migration ends: completed, failed or cancelled (an orchestrator starts the next). */
   onEnd?: (status: MigrationStatus) => void;
-  /** Name of its channels' flows on the network (`NAME.main`, `NAME.preempt`); default the VM's name. */
+  /** Name of its channels' flows on the network (`NAME.main`, `NAME.preempt`, `NAME.multifdN`); default the VM's name. */
   flowName?: string;
+  /**
+   * What the guest's non-zero pages hold, for multifd compression (memtwin
+   * tracks one byte of a page): same-filled, text or random (default).
+   */
+  pageContent?: PageContent;
 }
 
 /** Virtual-time record of one bitmap sync (an iteration boundary). */
@@ -225,6 +265,8 @@ export class MigrationState {
   link: Link | null = null;
   /** The main channel: a flow on the link's path (opened by migrate). */
   flow: Flow | null = null;
+  /** The multifd channels, with the multifd capability. */
+  multifd: Multifd | null = null;
   /** The VM was lost (its source died during postcopy). */
   vmLost = false;
   /**
@@ -253,7 +295,7 @@ export class MigrationState {
    * transfer on the main flow, and how to re-plan the step's events when
    * the flow's rate changes. `stall` is what injected link stalls added.
    */
-  private wire: { tx: Transfer; replan: () => void; stall: number } | null = null;
+  private wire: { tx: OnWire; replan: () => void; stall: number } | null = null;
   private ended = false;
   private guestStopped = false;
   /** When the ram_save_iterate in progress started (null: the next step starts an iteration). */
@@ -283,6 +325,8 @@ export class MigrationState {
    */
   private lastWireEnd = 0;
   private busyBytes = 0;
+  /** Main-channel bytes a multifd sync queued (RAM_SAVE_FLAG_MULTIFD_FLUSH), sent with the next step or stage. */
+  private mainPending = 0;
   // migration_bitmap_sync rate period
   private periodStart = 0;
   private periodBytesStart = 0;
@@ -381,6 +425,15 @@ export class MigrationState {
     // migrate_caps_check
     if (this.capabilities.get('postcopy-preempt') && !this.capabilities.get('postcopy-ram'))
       throw new QmpError('GenericError', 'Postcopy preempt requires postcopy-ram');
+    const comp = this.parameters['multifd-compression'];
+    if (this.capabilities.get('multifd') && comp !== 'none') {
+      const level = this.parameters[`multifd-${comp}-level`];
+      if (level !== CALIBRATED_LEVEL)
+        throw new QmpError(
+          'GenericError',
+          `memtwin: multifd-${comp}-level ${level} is not modelled: the cost profile's ${comp} figures are measured at level ${CALIBRATED_LEVEL}, QEMU's default`,
+        );
+    }
     this.reset();
     this.status = 'setup';
     this.startTime = this.k.clock.now();
@@ -403,10 +456,29 @@ export class MigrationState {
     this.ram = ram;
     this.link = d.link;
     this.dest = d.vm;
-    this.flow = d.link.openFlow(this.k.events, `${this.opts.flowName ?? this.vm.name ?? 'vm'}.main`);
+    const flowName = this.opts.flowName ?? this.vm.name ?? 'vm';
+    this.flow = d.link.openFlow(this.k.events, `${flowName}.main`);
+    let multifdSetup = 0;
+    if (this.capabilities.get('multifd')) {
+      try {
+        this.multifd = new Multifd(ram, this.vm, d.vm, d.link, this.k.events, {
+          channels: this.parameters['multifd-channels'],
+          compression: comp,
+          level: comp === 'none' ? 0 : this.parameters[`multifd-${comp}-level`],
+          zeroPageDetection: this.parameters['zero-page-detection'],
+          ...(this.opts.pageContent ? { pageContent: this.opts.pageContent } : {}),
+          flowName,
+        });
+      } catch (e) {
+        return this.fail((e as Error).message);
+      }
+      // Each channel's MultiFDInit_t; ram_save_setup's multifd_send_sync_main and RAM_SAVE_FLAG_MULTIFD_FLUSH.
+      multifdSetup = this.multifd.initialPackets() + this.multifd.sync();
+    }
     if (!d.vm.monitor.hasCommand('query-migrate')) d.vm.monitor.registerCommand('query-migrate', () => this.incomingQuery(), []);
     // The setup's few hundred bytes go at the share the channel would get now (not worth a flow's start and stop).
-    const setupNs = d.link.rttNs + wholeNs(ram.setup()) + d.link.transferNs(ram.setupBytes(), this.flow.net.rateIfActive(this.flow));
+    const setupNs =
+      d.link.rttNs + wholeNs(ram.setup()) + d.link.transferNs(ram.setupBytes() + multifdSetup, this.flow.net.rateIfActive(this.flow));
     this.setupBytes = ram.bytes;
     this.arm(this.k.clock.now() + setupNs, 'migration-setup-done', () => {
       this.status = 'active';
@@ -456,6 +528,8 @@ export class MigrationState {
       if (typeof e.state !== 'boolean') throw new QmpError('GenericError', "Invalid parameter type for 'state', expected: boolean");
       next.set(e.capability as MigrationCapability, e.state);
     }
+    // migrate_caps_check
+    if (next.get('multifd') && next.get('xbzrle')) throw new QmpError('GenericError', 'Multifd is not compatible with xbzrle');
     for (const [c, v] of next) this.capabilities.set(c, v);
     return {};
   }
@@ -501,6 +575,34 @@ export class MigrationState {
           if (typeof a[name] !== 'boolean') throw new QmpError('GenericError', `Invalid parameter type for '${name}', expected: boolean`);
           p[name] = a[name];
           break;
+        case 'multifd-channels': {
+          // uint8 in the QAPI schema: the visitor refuses what does not fit, migrate_params_check refuses 0.
+          const v = a[name];
+          if (typeof v !== 'number' || !Number.isInteger(v))
+            throw new QmpError('GenericError', `Invalid parameter type for '${name}', expected: uint8`);
+          if (v < 0 || v > 255) throw new QmpError('GenericError', `Parameter '${name}' expects uint8`);
+          if (v < 1) throw new QmpError('GenericError', "Parameter 'multifd_channels' expects a value between 1 and 255");
+          p[name] = v;
+          break;
+        }
+        case 'multifd-zlib-level':
+        case 'multifd-zstd-level': {
+          const v = a[name];
+          if (typeof v !== 'number' || !Number.isInteger(v))
+            throw new QmpError('GenericError', `Invalid parameter type for '${name}', expected: uint8`);
+          if (v < 0 || v > 255) throw new QmpError('GenericError', `Parameter '${name}' expects uint8`);
+          const max = name === 'multifd-zlib-level' ? 9 : 20;
+          if (v > max) throw new QmpError('GenericError', `Parameter '${name.replace(/-/g, '_')}' expects a value between 0 and ${max}`);
+          p[name] = v;
+          break;
+        }
+        case 'multifd-compression': {
+          const v = a[name];
+          if (typeof v !== 'string' || !(MULTIFD_COMPRESSIONS as readonly string[]).includes(v))
+            throw new QmpError('GenericError', `Parameter 'multifd-compression' does not accept value '${String(v)}'`);
+          p[name] = v as MultiFDCompression;
+          break;
+        }
         case 'zero-page-detection': {
           const v = a[name];
           if (v !== 'none' && v !== 'legacy' && v !== 'multifd')
@@ -566,7 +668,7 @@ export class MigrationState {
       'dirty-sync-count': r.dirtySyncCount,
       'postcopy-requests': this.postcopy?.stats.requests ?? 0,
       'page-size': PAGE_SIZE,
-      'multifd-bytes': 0,
+      'multifd-bytes': this.multifd?.bytes ?? 0,
       'pages-per-second': this.pagesPerSecond,
       'precopy-bytes': this.precopyBytes + this.setupBytes,
       'downtime-bytes': this.downtimeBytes,
@@ -579,6 +681,8 @@ export class MigrationState {
 
   private reset(): void {
     this.ram = null;
+    this.multifd?.close();
+    this.multifd = null;
     this.postcopy = null;
     this.contentCheck = undefined;
     this.startPostcopy = false;
@@ -589,7 +693,7 @@ export class MigrationState {
     this.guestStopped = false;
     this.windowBytes = this.windowPages = this.bandwidthBytesPerMs = this.thresholdBytes = 0;
     this.mbps = this.pagesPerSecond = this.precopyBytes = this.downtimeBytes = this.setupBytes = 0;
-    this.lastWireEnd = this.busyBytes = 0;
+    this.lastWireEnd = this.busyBytes = this.mainPending = 0;
     this.dirtyPagesRate = this.dirtyRateHighCnt = 0;
     this.expectedDowntimeMs = this.downtime = this.setupTime = this.guestResumedAt = 0;
     this.wire = null;
@@ -629,6 +733,7 @@ export class MigrationState {
     this.wire?.tx.finish();
     this.wire = null;
     this.flow?.stop();
+    this.multifd?.close();
   }
 
   /**
@@ -646,7 +751,10 @@ export class MigrationState {
     this.ended = true;
     this.precopyNotify('cleanup'); // migrate_fd_cleanup
     // A completed precopy's channel goes idle when its last byte is on the wire (completion plans it).
-    if (this.status !== 'completed' || this.postcopy) this.flow?.stop();
+    if (this.status !== 'completed' || this.postcopy) {
+      this.flow?.stop();
+      this.multifd?.close();
+    }
     this.opts.onEnd?.(this.status);
   }
 
@@ -711,13 +819,21 @@ export class MigrationState {
     const windowEnd = this.windowStart + BUFFER_DELAY_MS * NSEC_PER_MSEC;
     const limit = this.rateLimitMax();
     const budget = limit - this.windowBytes;
-    let bytes = eos;
+    const mf = this.multifd;
+    // The main channel's bytes (`bytes`) and the multifd channels' (`chBytes`, in `mfStep`).
+    let bytes = eos + this.takeMainPending();
+    let mfStep: MultifdStep | null = null;
     let cpuNs = 0;
     let midHostPage = false;
     let hugeHostPage = false;
     if (budget > 0) {
       flow.start();
-      const res = ram.send(budget, STEP_NS, flow.rate);
+      let res: SendResult;
+      if (mf) {
+        for (const c of mf.channels) c.flow.start();
+        mfStep = mf.send(budget - bytes, STEP_NS);
+        res = mfStep.main;
+      } else res = ram.send(budget, STEP_NS, flow.rate);
       this.spendCpu(syncNs + res.srcNs, res.dstNs);
       bytes += res.bytes;
       cpuNs = Math.max(res.srcNs, res.dstNs);
@@ -732,7 +848,8 @@ export class MigrationState {
       this.iterMid = midHostPage;
       hugeHostPage = (res.hostPageSize ?? PAGE_SIZE) > PAGE_SIZE;
     }
-    const rateLimited = this.windowBytes + bytes >= limit;
+    const chBytes = mfStep?.bytes ?? 0;
+    const rateLimited = this.windowBytes + bytes + chBytes >= limit;
     // ram_save_iterate ends at the rate limit, or with no dirty page left. On huge host pages the rate limit does
     // not end it: ram_save_host_page sleeps until the window ends after each 4K page past the limit
     // (migration_rate_limit, which opens the next window) and goes on, so ram_save_iterate never sees it exceeded.
@@ -742,9 +859,11 @@ export class MigrationState {
     }
     if (!bytes) flow.stop();
     else flow.start();
-    link.carry(bytes);
-    this.windowBytes += bytes;
-    this.precopyBytes += bytes;
+    if (mf) mf.channels.forEach((c, i) => (mfStep?.channels[i]!.bytes ? c.flow.start() : c.flow.stop()));
+    const allBytes = bytes + chBytes;
+    link.carry(allBytes);
+    this.windowBytes += allBytes;
+    this.precopyBytes += allBytes;
     // The step's costs end on a whole ns: the window starts, ends and is compared at the times events run. The
     // wire starts after the sync; the step ends when its CPU work is done and its last byte is on the wire.
     const cpuEnd = now + wholeNs(syncNs + cpuNs);
@@ -760,7 +879,7 @@ export class MigrationState {
       else if (rateLimited && this.k.clock.now() - this.windowStart >= windowNs) this.updateCounters(this.k.clock.now());
       this.step();
     };
-    if (!bytes) {
+    if (!allBytes) {
       this.arm(rateLimited ? Math.max(cpuEnd, windowEnd) : cpuEnd, 'migration-iterate', iterate);
       return;
     }
@@ -768,12 +887,15 @@ export class MigrationState {
     const idle = { ev: null as EventHandle | null };
     // The stretch the channel was busy for, as a leaky bucket of the send buffer's size: the bytes a sender
     // ahead of the wire would have queued (completeStage), drained at the channel's rate while it was idle.
-    this.busyBytes = this.queuedAt(wireStart, link.sndbuf) + bytes;
+    this.busyBytes = this.queuedAt(wireStart, this.sndbufTotal) + allBytes;
+    // The multifd threads' CPU work, done when the scheduler has run it (each channel's sender and receiver).
+    let threadsEnd = cpuEnd;
+    let threadsWaiting = 0;
     const plan = (): void => {
       const w = this.wire!;
-      const wireEnd = w.tx.at(bytes);
+      const wireEnd = w.tx.at(allBytes);
       this.lastWireEnd = wireEnd + w.stall;
-      const t = Math.max(cpuEnd, wireEnd) + w.stall;
+      const t = Math.max(cpuEnd, threadsWaiting ? Infinity : threadsEnd, wireEnd) + w.stall;
       stepEnd = t;
       this.event?.ev.cancel();
       this.event = null;
@@ -785,10 +907,46 @@ export class MigrationState {
         idle.ev = this.k.events.schedule(wireEnd + w.stall, 'migration-channel-idle', () => {
           this.wire?.tx.finish();
           flow.stop();
+          mf?.close();
         });
     };
-    this.wire = { tx: new Transfer(flow, bytes, wireStart, () => plan()), replan: plan, stall: 0 };
+    const tx: OnWire = mfStep
+      ? new WireGroup(
+          [{ flow, bytes }, ...mf!.channels.map((c, i) => ({ flow: c.flow, bytes: mfStep.channels[i]!.bytes }))],
+          wireStart,
+          () => plan(),
+        )
+      : new Transfer(flow, bytes, wireStart, () => plan());
+    const w = { tx, replan: plan, stall: 0 };
+    this.wire = w;
+    if (mfStep) {
+      // Each sender and receiver thread gets its step's work on the scheduler; the step waits for the last one.
+      const done = (at: number): void => {
+        threadsEnd = Math.max(threadsEnd, at);
+        if (--threadsWaiting === 0 && this.wire === w) plan();
+      };
+      const works: [CpuWork, Kernel, number][] = [];
+      mf!.channels.forEach((c, i) => {
+        const l = mfStep.channels[i]!;
+        works.push([c.send, this.k, l.srcNs], [c.recv, this.dest!.k, l.dstNs]);
+      });
+      const todo = works.filter(([, , ns]) => ns > 0);
+      threadsWaiting = todo.length;
+      for (const [work, k, ns] of todo) k.spend({ ...work, onDone: done }, ns);
+    }
     plan();
+  }
+
+  /** The bytes every channel's socket can hold ahead of the wire (the main channel's and each multifd channel's). */
+  private get sndbufTotal(): number {
+    return this.link!.sndbuf * (1 + (this.multifd?.channels.length ?? 0));
+  }
+
+  /** Bytes queued for the main channel by a multifd sync (RAM_SAVE_FLAG_MULTIFD_FLUSH), taken by what sends next. */
+  private takeMainPending(): number {
+    const n = this.mainPending;
+    this.mainPending = 0;
+    return n;
   }
 
   /**
@@ -823,6 +981,8 @@ export class MigrationState {
   private bitmapSync(now: number): number {
     const ram = this.ram!;
     const r = ram.sync();
+    // multifd_send_sync_main at every bitmap sync (QEMU 8.0+): a sync packet on each channel, a flush on the main.
+    if (this.multifd) this.mainPending += this.multifd.sync();
     this.recordIteration(r.newDirty);
     if (now - this.periodStart > NSEC_PER_SEC) {
       const bytesXfer = ram.bytes - this.periodBytesStart;
@@ -936,9 +1096,33 @@ export class MigrationState {
     const flow = this.flow!;
     const syncNs = this.finalSync();
     flow.start();
-    const res = ram.send(Infinity, Infinity, flow.rate);
+    const mf = this.multifd;
+    let res: SendResult;
+    // With multifd: the rest goes in packets, then ram_save_complete's multifd_send_sync_main and flush. The
+    // channels' threads run while the guest is stopped, its vCPUs idle: each is taken to have a CPU (their work
+    // is still spent on the scheduler).
+    let chLoads: { flow: Flow; bytes: number }[] = [];
+    let chSrcNs = 0;
+    let chDstNs = 0;
+    if (mf) {
+      for (const c of mf.channels) c.flow.start();
+      const st = mf.send(Infinity, Infinity);
+      this.mainPending += mf.sync();
+      mf.drainPending(st.channels);
+      res = st.main;
+      chLoads = mf.channels.map((c, i) => {
+        const l = st.channels[i]!;
+        this.k.spend(c.send, l.srcNs);
+        this.dest!.k.spend(c.recv, l.dstNs);
+        chSrcNs = Math.max(chSrcNs, l.srcNs);
+        chDstNs = Math.max(chDstNs, l.dstNs);
+        if (!l.bytes) c.flow.stop();
+        return { flow: c.flow, bytes: l.bytes };
+      });
+    } else res = ram.send(Infinity, Infinity, flow.rate);
     this.spendCpu(syncNs + res.srcNs, res.dstNs);
-    const bytes = res.bytes + ram.sendEos();
+    const mainBytes = res.bytes + this.takeMainPending() + ram.sendEos();
+    const bytes = mainBytes + chLoads.reduce((n, l) => n + l.bytes, 0);
     link.carry(bytes);
     this.downtimeBytes = bytes;
     // What query-migrate's downtime measures (QEMU 7.2, source side): migration_completion stops the guest
@@ -957,11 +1141,11 @@ export class MigrationState {
     // once the last byte has arrived and been loaded.
     const now = this.k.clock.now();
     const wireStart = now + wholeNs(syncNs);
-    const room = link.sndbuf - this.queuedAt(wireStart, link.sndbuf);
-    const srcCpu = now + wholeNs(syncNs + res.srcNs);
-    const dstCpu = now + wholeNs(syncNs + Math.max(res.srcNs, res.dstNs));
-    const srcDone = (w: { tx: Transfer; stall: number }): number => Math.max(srcCpu, w.tx.at(Math.max(0, bytes - room))) + w.stall;
-    const dstDone = (w: { tx: Transfer; stall: number }): number => Math.max(dstCpu, w.tx.at(bytes)) + w.stall + link.latency;
+    const room = this.sndbufTotal - this.queuedAt(wireStart, this.sndbufTotal);
+    const srcCpu = now + wholeNs(syncNs + Math.max(res.srcNs, chSrcNs));
+    const dstCpu = now + wholeNs(syncNs + Math.max(res.srcNs, res.dstNs, chSrcNs, chDstNs));
+    const srcDone = (w: { tx: OnWire; stall: number }): number => Math.max(srcCpu, w.tx.at(Math.max(0, bytes - room))) + w.stall;
+    const dstDone = (w: { tx: OnWire; stall: number }): number => Math.max(dstCpu, w.tx.at(bytes)) + w.stall + link.latency;
     let running: EventHandle | null = null;
     let idle: EventHandle | null = null;
     const completed = (): void => {
@@ -1001,9 +1185,13 @@ export class MigrationState {
           w.tx.finish();
           if (this.wire === w) this.wire = null;
           flow.stop();
+          mf?.close();
         });
     };
-    const w = { tx: new Transfer(flow, bytes, wireStart, () => w.replan()), replan: plan, stall: 0 };
+    const tx: OnWire = mf
+      ? new WireGroup([{ flow, bytes: mainBytes }, ...chLoads], wireStart, () => w.replan())
+      : new Transfer(flow, bytes, wireStart, () => w.replan());
+    const w = { tx, replan: plan, stall: 0 };
     this.wire = w;
     plan();
   }
@@ -1016,7 +1204,8 @@ export class MigrationState {
    */
   private queuedAt(t: number, sndbuf: number): number {
     const idleNs = Math.max(0, t - this.lastWireEnd);
-    return Math.max(0, Math.min(sndbuf, this.busyBytes) - (this.flow!.rate * idleNs) / NSEC_PER_SEC);
+    const rate = this.flow!.rate + (this.multifd?.channels.reduce((r, c) => r + c.flow.rate, 0) ?? 0);
+    return Math.max(0, Math.min(sndbuf, this.busyBytes) - (rate * idleNs) / NSEC_PER_SEC);
   }
 
   /** Schedule the migration thread's next step. */
@@ -1069,7 +1258,9 @@ export class MigrationState {
     this.postcopy = pc;
     const listen = pc.listen();
     // POSTCOPY_ADVISE/LISTEN/RUN commands and the discard ranges, in one package; no device state is modelled.
-    const bytes = listen.bytes + 3 * STREAM_MARKER_BYTES + ram.sendEos();
+    // multifd carries precopy only: its channels go idle (nothing is in flight between steps).
+    this.multifd?.close();
+    const bytes = listen.bytes + 3 * STREAM_MARKER_BYTES + this.takeMainPending() + ram.sendEos();
     link.carry(bytes);
     this.downtimeBytes = bytes;
     pc.onDone = () => this.postcopyDone();

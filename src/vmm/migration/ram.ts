@@ -180,6 +180,15 @@ export interface SendResult {
   hostPageSize?: number;
 }
 
+/** A page a multifd sender thread sends: its 4K page index in the block, zero (detected by the sender: offset only), its first byte. */
+export interface MultifdPage {
+  p: number;
+  zero: boolean;
+  byte: number;
+  /** All zeros on the source (a zero page sent whole when zero-page-detection is none). */
+  empty: boolean;
+}
+
 /** A sync's result. */
 export interface SyncResult {
   ns: number;
@@ -410,6 +419,52 @@ export class RamMigration {
     return r;
   }
 
+  /**
+   * With multifd (multifd.ts), ram_find_and_save_block's scan hands pages
+   * to multifd_queue_page: the next dirty pages from the cursor, all of one
+   * RAM block (a block change sends the packet queued), at most `max`.
+   * Each is read as readPage does (hints, the zero page faulted in) and
+   * its bit cleared; its bytes are the channel's. With `mainZero`
+   * (zero-page-detection legacy) the migration thread finds zero pages
+   * itself and sends them on the main channel as RAM_SAVE_FLAG_ZERO (its
+   * bytes and check in `r`), as QEMU before 9.0 did; otherwise (multifd)
+   * the sender thread detects them and they travel in the packet as
+   * offsets only. Host pages begun go in `r.hostPages`.
+   */
+  takeMultifdPages(max: number, r: SendResult, mainZero: boolean): { block: BlockState; pages: MultifdPage[] } {
+    const pages: MultifdPage[] = [];
+    let block: BlockState | null = null;
+    while (this.dirtyPages > 0 && pages.length < max) {
+      const [b, p] = this.nextDirty();
+      if (block && b !== block) {
+        this.cursorPage = p; // not taken: the next packet starts here
+        break;
+      }
+      block = b;
+      const first = p - (p % (b.block.pageSize / PAGE_SIZE));
+      if (b !== this.hostPageBlock || first !== this.hostPageFirst) {
+        r.hostPages!++;
+        this.hostPageBlock = b;
+        this.hostPageFirst = first;
+      }
+      b.bmap[p] = 0;
+      this.dirtyPages--;
+      const page = this.readPage(b, p, r, false);
+      if (!page) continue;
+      if (page.zero && mainZero) {
+        // save_zero_page on the main channel: its header, one byte, and buffer_is_zero on the migration thread.
+        r.bytes += PAGE_HEADER_BYTES + (this.lastSentBlock === b ? 0 : 1 + b.block.idstr.length) + 1;
+        this.lastSentBlock = b;
+        r.srcNs += this.ns.zeroCheck;
+        r.dstNs += this.loadPage(b, p, page) + this.ns.zeroCheck;
+        continue;
+      }
+      pages.push({ p, zero: page.zero, byte: page.byte, empty: page.empty === true });
+    }
+    this.bytes += r.bytes;
+    return { block: block ?? this.blocks[0]!, pages };
+  }
+
   /** The stream's end-of-section marker (RAM_SAVE_FLAG_EOS) after each ram_save_iterate / ram_save_complete. */
   sendEos(): number {
     this.bytes += STREAM_MARKER_BYTES;
@@ -441,19 +496,25 @@ export class RamMigration {
   private sendPage(b: BlockState, p: number, r: SendResult): void {
     const page = this.readPage(b, p, r);
     if (!page) return;
+    r.dstNs += this.loadPage(b, p, page) + (page.zero ? this.ns.zeroCheck : this.ns.pageCopy);
+  }
+
+  /**
+   * The destination takes page `p` of block `b` (ram_load_precopy, or a
+   * multifd receiver thread): a zero page is cleared only if it is not zero
+   * already (ram_handle_zero), a normal page written. Returns the
+   * destination's fault ns; the copy or check itself is the caller's to
+   * charge (it differs with multifd compression).
+   */
+  loadPage(b: BlockState, p: number, page: { zero: boolean; byte: number }): number {
     const dhva = b.dst.host + p * PAGE_SIZE;
     const dt = { ns: 0 };
-    if (page.zero) {
-      // ram_handle_zero: clear the destination page only if it is not zero already.
+    if (page.zero)
       this.dk.runAsTask(dt, () => {
         if (this.pageByte(dhva, true) !== 0) this.dk.access(this.dstThread, dhva, 1, 1, true, 0);
       });
-      dt.ns += this.ns.zeroCheck;
-    } else {
-      this.dk.runAsTask(dt, () => this.dk.access(this.dstThread, dhva, 1, 1, true, page.byte));
-      dt.ns += this.ns.pageCopy;
-    }
-    r.dstNs += dt.ns;
+    else this.dk.runAsTask(dt, () => this.dk.access(this.dstThread, dhva, 1, 1, true, page.byte));
+    return dt.ns;
   }
 
   /**
@@ -462,7 +523,7 @@ export class RamMigration {
    * page if the host never backed it) and put in the stream as a zero-page
    * marker or with its contents; counts, bytes and source time go into `r`.
    */
-  readPage(b: BlockState, p: number, r: SendResult): { zero: boolean; byte: number } | undefined {
+  readPage(b: BlockState, p: number, r: SendResult, stream = true): { zero: boolean; byte: number; empty?: boolean } | undefined {
     const hints = this.opts.hints;
     const gpa = hints ? gpaOfPage(b, p) : -1;
     if (hints && gpa >= 0 && hints.isSkippable(gpa)) {
@@ -484,10 +545,19 @@ export class RamMigration {
       r.srcNs += t.ns;
       pfn = followPage(mm, hva);
     }
-    const header = PAGE_HEADER_BYTES + (this.lastSentBlock === b ? 0 : 1 + b.block.idstr.length);
-    this.lastSentBlock = b;
     const zero = pfn < 0 || ((this.k.mem.flags(pfn) & PG.nonzero) === 0 && (this.k.mem.token(pfn) & 0xff) === 0);
     const sentZero = zero && this.opts.zeroPageDetection;
+    if (!stream) {
+      // A multifd sender thread's page: its bytes, its check or copy are the channel's (multifd.ts).
+      if (sentZero) this.duplicate++;
+      else this.normal++;
+      r.pages++;
+      noteSeen(b, p, this.key(b, p));
+      b.state[p]! &= ~PAGE_SKIPPED;
+      return { zero: sentZero, byte: pfn < 0 ? 0 : this.k.mem.token(pfn) & 0xff, empty: zero };
+    }
+    const header = PAGE_HEADER_BYTES + (this.lastSentBlock === b ? 0 : 1 + b.block.idstr.length);
+    this.lastSentBlock = b;
     const at = this.k.clock.now() + r.srcNs;
     if (sentZero) {
       r.bytes += header + 1;
