@@ -540,6 +540,9 @@ const VM_EVENT_FIELDS: Record<VmEventSpec['op'], readonly (keyof VmEventSpec)[]>
     'capabilities',
     'start-postcopy',
     'max-postcopy-bandwidth',
+    'multifd-channels',
+    'multifd-compression',
+    'page-content',
     'sndbuf',
     'rcvbuf',
     'hugetlb-request-size',
@@ -842,6 +845,7 @@ function startMigration(
     postcopy: requestSize !== undefined ? { hugetlbRequestSize: requestSize } : {},
     onGuest: (w) => guestMoves(rt, dst, dspec, w),
     flowName: rt.spec.name,
+    ...(ev['page-content'] ? { pageContent: ev['page-content'] } : {}),
     ...(onEnd ? { onEnd } : {}),
   }).register();
   rt.mig = mig;
@@ -856,6 +860,8 @@ function startMigration(
   if (ev['max-bandwidth'] !== undefined) params['max-bandwidth'] = ev['max-bandwidth'];
   if (ev['downtime-limit'] !== undefined) params['downtime-limit'] = ev['downtime-limit'];
   if (ev['max-postcopy-bandwidth'] !== undefined) params['max-postcopy-bandwidth'] = ev['max-postcopy-bandwidth'];
+  if (ev['multifd-channels'] !== undefined) params['multifd-channels'] = ev['multifd-channels'];
+  if (ev['multifd-compression'] !== undefined) params['multifd-compression'] = ev['multifd-compression'];
   const replies = [
     mon.qmp({ execute: 'migrate-set-parameters', arguments: params }),
     mon.qmp(

@@ -823,6 +823,9 @@ export class MigrationState {
     // The main channel's bytes (`bytes`) and the multifd channels' (`chBytes`, in `mfStep`).
     let bytes = eos + this.takeMainPending();
     let mfStep: MultifdStep | null = null;
+    // The migration thread's CPU in the step (the sync, reading pages) and the destination's incoming thread's.
+    let mainSrcNs = syncNs;
+    let mainDstNs = 0;
     let cpuNs = 0;
     let midHostPage = false;
     let hugeHostPage = false;
@@ -834,7 +837,8 @@ export class MigrationState {
         mfStep = mf.send(budget - bytes, STEP_NS);
         res = mfStep.main;
       } else res = ram.send(budget, STEP_NS, flow.rate);
-      this.spendCpu(syncNs + res.srcNs, res.dstNs);
+      mainSrcNs += res.srcNs;
+      mainDstNs = res.dstNs;
       bytes += res.bytes;
       cpuNs = Math.max(res.srcNs, res.dstNs);
       this.windowPages += res.pages;
@@ -861,12 +865,16 @@ export class MigrationState {
     else flow.start();
     if (mf) mf.channels.forEach((c, i) => (mfStep?.channels[i]!.bytes ? c.flow.start() : c.flow.stop()));
     const allBytes = bytes + chBytes;
+    // With a scheduler, the threads' CPU work of a step that sends runs on it (competing with the vCPUs and
+    // everything else) and the step waits for it; without one (op-scripts) each thread has a CPU of its own.
+    const paced = this.k.sched !== null && allBytes > 0;
+    if (!paced) this.spendCpu(mainSrcNs, mainDstNs);
     link.carry(allBytes);
     this.windowBytes += allBytes;
     this.precopyBytes += allBytes;
     // The step's costs end on a whole ns: the window starts, ends and is compared at the times events run. The
     // wire starts after the sync; the step ends when its CPU work is done and its last byte is on the wire.
-    const cpuEnd = now + wholeNs(syncNs + cpuNs);
+    const cpuEnd = paced ? now : now + wholeNs(syncNs + cpuNs);
     const wireStart = now + wholeNs(syncNs);
     // When the step's work ends (as planned; re-plans move it): the iteration's end, where
     // migration_update_counters closes the window once it has run its 100 ms. A thread that slept until the
@@ -919,21 +927,23 @@ export class MigrationState {
       : new Transfer(flow, bytes, wireStart, () => plan());
     const w = { tx, replan: plan, stall: 0 };
     this.wire = w;
-    if (mfStep) {
-      // Each sender and receiver thread gets its step's work on the scheduler; the step waits for the last one.
-      const done = (at: number): void => {
-        threadsEnd = Math.max(threadsEnd, at);
-        if (--threadsWaiting === 0 && this.wire === w) plan();
-      };
-      const works: [CpuWork, Kernel, number][] = [];
+    // Each thread's work of the step (the migration thread's, the incoming side's, each multifd sender's and
+    // receiver's) goes to the scheduler; the step waits for the last one. Without a scheduler onDone is immediate.
+    const works: [CpuWork, Kernel, number][] = [];
+    if (paced)
+      works.push([this.vm.qemuThread('live_migration'), this.k, mainSrcNs], [this.dest!.qemuThread('main'), this.dest!.k, mainDstNs]);
+    if (mfStep)
       mf!.channels.forEach((c, i) => {
         const l = mfStep.channels[i]!;
         works.push([c.send, this.k, l.srcNs], [c.recv, this.dest!.k, l.dstNs]);
       });
-      const todo = works.filter(([, , ns]) => ns > 0);
-      threadsWaiting = todo.length;
-      for (const [work, k, ns] of todo) k.spend({ ...work, onDone: done }, ns);
-    }
+    const todo = works.filter(([, , ns]) => ns > 0);
+    threadsWaiting = todo.length;
+    const done = (at: number): void => {
+      threadsEnd = Math.max(threadsEnd, at);
+      if (--threadsWaiting === 0 && this.wire === w) plan();
+    };
+    for (const [work, k, ns] of todo) k.spend({ ...work, onDone: done }, ns);
     plan();
   }
 

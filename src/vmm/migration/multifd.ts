@@ -239,10 +239,10 @@ export class Multifd {
 
   /**
    * One step of ram_save_iterate with multifd: packets of dirty pages, each
-   * to the next channel, until the bytes reach `maxBytes`, the busiest
-   * channel's time (its sender's CPU, its receiver's, its bytes at its
-   * flow's rate) or the migration thread's reaches `maxNs`, or no dirty
-   * page is left. The sync packets queued go first. The channels' flows
+   * to the channel that would be free first, until the bytes reach
+   * `maxBytes`, every channel's time (its sender's CPU, its receiver's, its
+   * bytes at its flow's rate) or the migration thread's reaches `maxNs`, or
+   * no dirty page is left. The sync packets queued go first. The channels' flows
    * must be active (their rates are what the step plans with).
    */
   send(maxBytes: number, maxNs: number): MultifdStep {
@@ -255,10 +255,12 @@ export class Multifd {
       const rate = this.channels[i]!.flow.rate;
       return Math.max(l.srcNs, l.dstNs, rate > 0 ? (l.bytes * 1e9) / rate : l.bytes > 0 ? Infinity : 0);
     };
-    const busiest = (): number => {
-      let t = main.srcNs;
-      for (let i = 0; i < loads.length; i++) t = Math.max(t, busy(i));
-      return t;
+    // The migration thread queues packets until every channel has a step's worth (QEMU's main thread waits
+    // for a free channel: all of them stay busy), or its own work fills the step.
+    const leastBusy = (): number => {
+      let t = Infinity;
+      for (let i = 0; i < loads.length; i++) t = Math.min(t, busy(i));
+      return Math.max(t, main.srcNs);
     };
     // multifd_send_pages: the first free channel from where the last search stopped; here the one that would be
     // free first (least busy in the step), ties in round-robin order.
@@ -271,7 +273,7 @@ export class Multifd {
       this.next = (best + 1) % loads.length;
       return best;
     };
-    while (this.ram.dirtyPages > 0 && total + main.bytes < maxBytes && busiest() < maxNs) {
+    while (this.ram.dirtyPages > 0 && total + main.bytes < maxBytes && leastBusy() < maxNs) {
       const { block, pages } = this.ram.takeMultifdPages(MULTIFD_PAGES_PER_PACKET, main, this.mainZero);
       if (!pages.length) continue;
       const i = pick();
