@@ -97,6 +97,7 @@ import {
   CALIBRATED_LEVEL,
   MULTIFD_COMPRESSIONS,
   Multifd,
+  PacedThread,
   WireGroup,
   type MultiFDCompression,
   type MultifdStep,
@@ -325,6 +326,8 @@ export class MigrationState {
    */
   private lastWireEnd = 0;
   private busyBytes = 0;
+  /** The migration's QEMU threads on the scheduler (the migration thread, the incoming side, multifd's). */
+  private readonly threads = new Map<string, PacedThread>();
   /** Main-channel bytes a multifd sync queued (RAM_SAVE_FLAG_MULTIFD_FLUSH), sent with the next step or stage. */
   private mainPending = 0;
   // migration_bitmap_sync rate period
@@ -680,6 +683,7 @@ export class MigrationState {
   // --- the migration thread --------------------------------------------------------
 
   private reset(): void {
+    this.exitThreads();
     this.ram = null;
     this.multifd?.close();
     this.multifd = null;
@@ -745,10 +749,17 @@ export class MigrationState {
     this.opts.hints?.precopyNotify?.(reason, !this.guestStopped, this.capabilities.get('postcopy-ram') === true);
   }
 
+  /** The migration's threads exit. */
+  private exitThreads(): void {
+    for (const t of this.threads.values()) t.exit();
+    this.threads.clear();
+  }
+
   /** The migration is over (completed, failed, cancelled): tell the caller once. */
   private end(): void {
     if (this.ended) return;
     this.ended = true;
+    this.exitThreads();
     this.precopyNotify('cleanup'); // migrate_fd_cleanup
     // A completed precopy's channel goes idle when its last byte is on the wire (completion plans it).
     if (this.status !== 'completed' || this.postcopy) {
@@ -943,8 +954,16 @@ export class MigrationState {
       threadsEnd = Math.max(threadsEnd, at);
       if (--threadsWaiting === 0 && this.wire === w) plan();
     };
-    for (const [work, k, ns] of todo) k.spend({ ...work, onDone: done }, ns);
+    for (const [work, k, ns] of todo) this.thread(work, k).run(ns, done);
     plan();
+  }
+
+  /** The QEMU thread named by `work` on kernel `k`, for this migration (created at its first work). */
+  private thread(work: CpuWork, k: Kernel): PacedThread {
+    const key = `${k === this.k ? 'src' : 'dst'}:${work.name}`;
+    let t = this.threads.get(key);
+    if (!t) this.threads.set(key, (t = new PacedThread(k, work)));
+    return t;
   }
 
   /** The bytes every channel's socket can hold ahead of the wire (the main channel's and each multifd channel's). */

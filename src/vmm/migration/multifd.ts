@@ -59,7 +59,8 @@
  * - Postcopy: multifd carries precopy only (QEMU sends postcopy pages on
  *   the main channel and the preempt channel).
  */
-import type { CpuWork } from '../../kernel/kernel.ts';
+import type { CpuWork, Kernel } from '../../kernel/kernel.ts';
+import type { RunOutcome, SchedTask } from '../../kernel/sched/core.ts';
 import { MovableEvent, Transfer, type Flow } from '../../sim/network.ts';
 import { PAGE_SIZE } from '../../kernel/uapi.ts';
 import type { EventQueue } from '../../sim/event_queue.ts';
@@ -398,5 +399,63 @@ export class WireGroup implements OnWire {
       p.tx.finish();
       p.done.cancel();
     }
+  }
+}
+
+/**
+ * One of QEMU's threads whose CPU work the scheduler runs (the migration
+ * thread, the incoming side, a multifd sender or receiver): work is queued
+ * to it, it runs while it has some and sleeps when it has none, as a thread
+ * blocked on its socket does. One task for the thread's whole life keeps
+ * its lag across sleeps (a fresh task for each step would wait behind the
+ * running vCPU's slice every time). `run` calls back when the CPU has done
+ * the work; without a scheduler (op-scripts) at once, at now + ns.
+ */
+export class PacedThread {
+  private task: SchedTask | null = null;
+  private queued = 0;
+  private done = 0;
+  private readonly waiters: { target: number; cb: (at: number) => void }[] = [];
+
+  constructor(
+    private readonly k: Kernel,
+    private readonly work: CpuWork,
+  ) {}
+
+  run(ns: number, cb: (at: number) => void): void {
+    const n = Math.max(0, Math.round(ns));
+    const sched = this.k.sched;
+    if (!sched) {
+      cb(this.k.clock.now() + n);
+      return;
+    }
+    this.queued += n;
+    this.waiters.push({ target: this.queued, cb });
+    if (!this.task || this.task.state === 'dead')
+      this.task = sched.spawn(
+        this.work.name,
+        { run: (now, budget) => this.runFor(now, budget) },
+        { allowed: this.work.cpus, nice: this.work.nice },
+      );
+    else sched.wake(this.task);
+  }
+
+  private runFor(now: number, budget: number): RunOutcome {
+    const used = Math.min(this.queued - this.done, budget);
+    this.done += used;
+    const end = now + used;
+    while (this.waiters.length && this.waiters[0]!.target <= this.done) {
+      const w = this.waiters.shift()!;
+      this.k.events.schedule(end, `${this.work.name} done`, () => w.cb(end));
+    }
+    return { used, next: this.queued > this.done ? 'run' : 'sleep' };
+  }
+
+  /** The thread exits (the migration is over): work not done yet is dropped. */
+  exit(): void {
+    if (this.task) this.k.sched?.kill(this.task);
+    this.task = null;
+    this.waiters.length = 0;
+    this.queued = this.done;
   }
 }
