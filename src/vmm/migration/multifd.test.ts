@@ -7,6 +7,11 @@
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadScenario } from '../../scenario/load.ts';
+import { runScenario } from '../../scenario/run.ts';
 import { vmTestKernel } from '../test_fixtures.ts';
 import { Vm } from '../vm.ts';
 import type { Kernel } from '../../kernel/kernel.ts';
@@ -280,4 +285,59 @@ describe('property: multifd loses no page', () => {
       { numRuns: 25, seed: 20 },
     );
   });
+});
+
+describe('multifd in a scenario: the threads on the scheduler', () => {
+  /**
+   * A 16 MiB guest whose two vCPUs are busy, migrated with 4 zlib channels (random pages: 77 us a page in the
+   * profile, more than the socket buffer hides) over 1 Gbit/s from a host of `cpus` CPUs.
+   */
+  function runWith(cpus: string): Record<string, number> {
+    const dir = mkdtempSync(join(tmpdir(), 'memtwin-multifd-'));
+    const f = join(dir, 'm.yaml');
+    writeFileSync(
+      f,
+      `name: m
+seed: 1
+host:
+  name: src
+  nodes:
+    - { id: 0, memory: 1G, cpus: ${cpus} }
+duration: 800ms
+vms:
+  - name: guest
+    memdevs:
+      - { id: ram0, size: 16M }
+    vcpus: [0, 1]
+    workloads:
+      - { name: dirty, vcpu: 0, guest_node: 0, guest_page_size: 4K, workload: { phases: [{ pattern: first-touch, mapping: ram }, { pattern: uniform, mapping: ram, read_ratio: 0, rate: 2000 }] } }
+      - { name: busy, vcpu: 1, guest_node: 0, guest_page_size: 4K, workload: { phases: [{ pattern: uniform, mapping: ram, read_ratio: 1 }] } }
+    events:
+      - at: 50ms
+        op: migrate
+        bandwidth: 1Gbit/s
+        max-bandwidth: 0
+        capabilities: [multifd]
+        multifd-channels: 4
+        multifd-compression: zlib
+        page-content: random
+        destination: { host: { name: dst, nodes: [{ id: 0, memory: 1G, cpus: 0-3 }] } }
+`,
+    );
+    const l = loadScenario(f);
+    return runScenario(l.runs[0]!, { file: l.file, warn: () => {} }).final as Record<string, number>;
+  }
+
+  it('four zlib senders on two CPUs the vCPUs take finish later than on four CPUs, and the guest does less meanwhile', () => {
+    const spare = runWith('0-3');
+    const none = runWith('0-1');
+    for (const f of [spare, none]) {
+      expect(f['vm.guest.migration.completed']).toBe(1);
+      expect(f['vm.guest.migration.pages_differing']).toBe(0);
+      expect(f['vm.guest.migration.ram.multifd-bytes']).toBeGreaterThan(0);
+    }
+    expect(none['vm.guest.migration.total-time']!).toBeGreaterThan(spare['vm.guest.migration.total-time']! * 1.2);
+    // The vCPUs share their CPUs with the senders: the guest does less.
+    expect(none.throughput_per_s!).toBeLessThan(spare.throughput_per_s!);
+  }, 300_000);
 });

@@ -451,6 +451,11 @@ export class PacedThread {
     return { used, next: this.queued > this.done ? 'run' : 'sleep' };
   }
 
+  /** CPU work queued and not done yet (ns). */
+  get backlogNs(): number {
+    return this.queued - this.done;
+  }
+
   /** The thread exits (the migration is over): work not done yet is dropped. */
   exit(): void {
     if (this.task) this.k.sched?.kill(this.task);
