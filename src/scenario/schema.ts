@@ -576,7 +576,7 @@ export const vmEventSchema = z.strictObject({
     .array(z.string())
     .default([])
     .describe(
-      "migrate: QEMU migration capabilities to turn on (auto-converge, postcopy-ram, postcopy-preempt, postcopy-blocktime, pause-before-switchover: continue with a qmp event, migrate-continue; xbzrle; dirty-limit, which needs the VM's accel dirty-ring-size)",
+      "migrate: QEMU migration capabilities to turn on (auto-converge, postcopy-ram, postcopy-preempt, postcopy-blocktime, pause-before-switchover: continue with a qmp event, migrate-continue; xbzrle; dirty-limit, which needs the VM's accel dirty-ring-size; multifd)",
     ),
   'xbzrle-cache-size': sizeIn(4096, 2 ** 40)
     .optional()
@@ -590,6 +590,21 @@ export const vmEventSchema = z.strictObject({
   'start-postcopy': duration
     .optional()
     .describe('migrate: issue migrate-start-postcopy this long after migrate, 0 to 3600s (needs postcopy-ram)'),
+  'multifd-channels': int(1, 255)
+    .optional()
+    .describe(
+      'migrate: the QEMU parameter, 1 to 255 (default 2): the channels, each a TCP connection with a sender and a receiver thread (needs multifd)',
+    ),
+  'multifd-compression': z
+    .enum(['none', 'zlib', 'zstd'])
+    .optional()
+    .describe('migrate: the QEMU parameter, none (default), zlib or zstd at level 1 (needs multifd)'),
+  'page-content': z
+    .enum(['same-filled', 'text', 'random'])
+    .optional()
+    .describe(
+      "migrate: what the guest's non-zero pages hold, for multifd compression's cost and size (memtwin tracks one byte of a page): same-filled, text or random (default: random, incompressible)",
+    ),
   'max-postcopy-bandwidth': size
     .optional()
     .describe('migrate: the QEMU parameter, bytes per second during postcopy, 0 to 1T (0: the link)'),
@@ -744,6 +759,9 @@ export const migrateSettingsSchema = vmEventSchema.pick({
   'x-vcpu-dirty-limit-period': true,
   'start-postcopy': true,
   'max-postcopy-bandwidth': true,
+  'multifd-channels': true,
+  'multifd-compression': true,
+  'page-content': true,
   sndbuf: true,
   rcvbuf: true,
 });

@@ -561,6 +561,9 @@ const VM_EVENT_FIELDS: Record<VmEventSpec['op'], readonly (keyof VmEventSpec)[]>
     'xbzrle-cache-size',
     'vcpu-dirty-limit',
     'x-vcpu-dirty-limit-period',
+    'multifd-channels',
+    'multifd-compression',
+    'page-content',
     'sndbuf',
     'rcvbuf',
     'hugetlb-request-size',
@@ -863,6 +866,7 @@ function startMigration(
     postcopy: requestSize !== undefined ? { hugetlbRequestSize: requestSize } : {},
     onGuest: (w) => guestMoves(rt, dst, dspec, w),
     flowName: rt.spec.name,
+    ...(ev['page-content'] ? { pageContent: ev['page-content'] } : {}),
     ...(onEnd ? { onEnd } : {}),
     dirtyRingSize: rt.spec.accel['dirty-ring-size'],
   }).register();
@@ -884,6 +888,8 @@ function startMigration(
   if (ev['max-postcopy-bandwidth'] !== undefined) params['max-postcopy-bandwidth'] = ev['max-postcopy-bandwidth'];
   for (const name of ['xbzrle-cache-size', 'vcpu-dirty-limit', 'x-vcpu-dirty-limit-period'] as const)
     if (ev[name] !== undefined) params[name] = ev[name];
+  if (ev['multifd-channels'] !== undefined) params['multifd-channels'] = ev['multifd-channels'];
+  if (ev['multifd-compression'] !== undefined) params['multifd-compression'] = ev['multifd-compression'];
   const replies = [
     mon.qmp({ execute: 'migrate-set-parameters', arguments: params }),
     mon.qmp(

@@ -73,12 +73,18 @@
  *   `vcpu-dirty-limit` and `x-vcpu-dirty-limit-period`, and the
  *   set-vcpu-dirty-limit / cancel-vcpu-dirty-limit / query-vcpu-dirty-limit
  *   commands; the caller scales each vCPU's work by vcpuRunFraction.
+ * - multifd (the `multifd` capability; multifd-channels, multifd-compression,
+ *   multifd-zlib-level, multifd-zstd-level): the pages go in packets over
+ *   channels of their own, each a flow on the link with a sender and a
+ *   receiver thread whose CPU the scheduler gives (multifd.ts); the main
+ *   channel carries the stream's markers (and zero pages with
+ *   zero-page-detection legacy). A step ends when every channel's bytes are
+ *   on the wire and its threads' CPU work is done.
  *
  * Not modelled: device state
- * (the `device` stage sends RAM only),
- * multifd.
+ * (the `device` stage sends RAM only).
  */
-import type { Kernel } from '../../kernel/kernel.ts';
+import type { CpuWork, Kernel } from '../../kernel/kernel.ts';
 import type { EventHandle } from '../../sim/event_queue.ts';
 import { Transfer, type Flow } from '../../sim/network.ts';
 import { NSEC_PER_MSEC, NSEC_PER_SEC } from '../../sim/clock.ts';
@@ -86,11 +92,29 @@ import { PAGE_SIZE } from '../../kernel/uapi.ts';
 import { QmpError, type QmpArgs } from '../monitor.ts';
 import type { Vm } from '../vm.ts';
 import { Link } from './link.ts';
-import { RamMigration, STREAM_MARKER_BYTES, type FreePageHints, type PrecopyNotifyReason, type RamMigrationCostNames } from './ram.ts';
+import {
+  RamMigration,
+  STREAM_MARKER_BYTES,
+  type FreePageHints,
+  type PrecopyNotifyReason,
+  type RamMigrationCostNames,
+  type SendResult,
+} from './ram.ts';
 import { Postcopy, postcopyDevmemRefusal, type PageDiff, type PostcopyOptions } from './postcopy.ts';
 import { DEFAULT_XBZRLE_CACHE_SIZE, Xbzrle } from './xbzrle.ts';
 import { KvmDirtyRing } from './dirty_ring.ts';
 import { DIRTYLIMIT_CALC_TIME_MS, DirtyLimit } from './dirtylimit.ts';
+import {
+  CALIBRATED_LEVEL,
+  MULTIFD_COMPRESSIONS,
+  Multifd,
+  PacedThread,
+  WireGroup,
+  type MultiFDCompression,
+  type MultifdStep,
+  type OnWire,
+  type PageContent,
+} from './multifd.ts';
 
 /** MigrationStatus (qapi/migration.json). */
 export const MIGRATION_STATUSES = [
@@ -155,6 +179,7 @@ const MODELLED_CAPABILITIES: readonly MigrationCapability[] = [
   'postcopy-preempt',
   'postcopy-blocktime',
   'pause-before-switchover',
+  'multifd',
 ];
 
 /** The MigrationParameters memtwin models, by QEMU's names, with QEMU's defaults (migration/options.c). */
@@ -177,6 +202,11 @@ export interface MigrationParameters {
   'x-vcpu-dirty-limit-period': number;
   /** MB/s, at least 1: each vCPU's quota once dirty-limit throttles (DEFAULT_MIGRATE_VCPU_DIRTY_LIMIT). */
   'vcpu-dirty-limit': number;
+  /** multifd: channels (1 to 255), the compression and its levels. */
+  'multifd-channels': number;
+  'multifd-compression': MultiFDCompression;
+  'multifd-zlib-level': number;
+  'multifd-zstd-level': number;
 }
 
 const DEFAULT_PARAMETERS: MigrationParameters = {
@@ -192,6 +222,10 @@ const DEFAULT_PARAMETERS: MigrationParameters = {
   'xbzrle-cache-size': DEFAULT_XBZRLE_CACHE_SIZE,
   'x-vcpu-dirty-limit-period': 1000,
   'vcpu-dirty-limit': 1,
+  'multifd-channels': 2,
+  'multifd-compression': 'none',
+  'multifd-zlib-level': 1,
+  'multifd-zstd-level': 1,
 };
 
 /**
@@ -224,10 +258,15 @@ export interface MigrationOptions {
   onGuest?: (what: 'stop' | 'start-source' | 'start-destination') => void;
   /** Told once when the migration ends: completed, failed or cancelled (an orchestrator starts the next). */
   onEnd?: (status: MigrationStatus) => void;
-  /** Name of its channels' flows on the network (`NAME.main`, `NAME.preempt`); default the VM's name. */
+  /** Name of its channels' flows on the network (`NAME.main`, `NAME.preempt`, `NAME.multifdN`); default the VM's name. */
   flowName?: string;
   /** -accel kvm,dirty-ring-size=N: per-vCPU KVM dirty rings of N entries instead of the dirty bitmap (0 or unset: the bitmap). */
   dirtyRingSize?: number;
+  /**
+   * What the guest's non-zero pages hold, for multifd compression (memtwin
+   * tracks one byte of a page): same-filled, text or random (default).
+   */
+  pageContent?: PageContent;
 }
 
 /** Profile entries xbzrle and the dirty ring charge. */
@@ -271,6 +310,8 @@ export class MigrationState {
   link: Link | null = null;
   /** The main channel: a flow on the link's path (opened by migrate). */
   flow: Flow | null = null;
+  /** The multifd channels, with the multifd capability. */
+  multifd: Multifd | null = null;
   /** The VM was lost (its source died during postcopy). */
   vmLost = false;
   /**
@@ -299,7 +340,7 @@ export class MigrationState {
    * transfer on the main flow, and how to re-plan the step's events when
    * the flow's rate changes. `stall` is what injected link stalls added.
    */
-  private wire: { tx: Transfer; replan: () => void; stall: number } | null = null;
+  private wire: { tx: OnWire; replan: () => void; stall: number } | null = null;
   private ended = false;
   private guestStopped = false;
   /** When the ram_save_iterate in progress started (null: the next step starts an iteration). */
@@ -329,6 +370,12 @@ export class MigrationState {
    */
   private lastWireEnd = 0;
   private busyBytes = 0;
+  /** The last sending step's threads waited for a CPU (stepNs). */
+  private cpuWaited = false;
+  /** The migration's QEMU threads on the scheduler (the migration thread, the incoming side, multifd's). */
+  private readonly threads = new Map<string, PacedThread>();
+  /** Main-channel bytes a multifd sync queued (RAM_SAVE_FLAG_MULTIFD_FLUSH), sent with the next step or stage. */
+  private mainPending = 0;
   // migration_bitmap_sync rate period
   private periodStart = 0;
   private periodBytesStart = 0;
@@ -470,6 +517,15 @@ export class MigrationState {
     // migrate_caps_check
     if (this.capabilities.get('postcopy-preempt') && !this.capabilities.get('postcopy-ram'))
       throw new QmpError('GenericError', 'Postcopy preempt requires postcopy-ram');
+    const comp = this.parameters['multifd-compression'];
+    if (this.capabilities.get('multifd') && comp !== 'none') {
+      const level = this.parameters[`multifd-${comp}-level`];
+      if (level !== CALIBRATED_LEVEL)
+        throw new QmpError(
+          'GenericError',
+          `memtwin: multifd-${comp}-level ${level} is not modelled: the cost profile's ${comp} figures are measured at level ${CALIBRATED_LEVEL}, QEMU's default`,
+        );
+    }
     this.reset();
     this.status = 'setup';
     this.startTime = this.k.clock.now();
@@ -505,10 +561,29 @@ export class MigrationState {
     ram.dirtyRingOwnOnly = this.dirtyLimit?.inService ?? false;
     this.link = d.link;
     this.dest = d.vm;
-    this.flow = d.link.openFlow(this.k.events, `${this.opts.flowName ?? this.vm.name ?? 'vm'}.main`);
+    const flowName = this.opts.flowName ?? this.vm.name ?? 'vm';
+    this.flow = d.link.openFlow(this.k.events, `${flowName}.main`);
+    let multifdSetup = 0;
+    if (this.capabilities.get('multifd')) {
+      try {
+        this.multifd = new Multifd(ram, this.vm, d.vm, d.link, this.k.events, {
+          channels: this.parameters['multifd-channels'],
+          compression: comp,
+          level: comp === 'none' ? 0 : this.parameters[`multifd-${comp}-level`],
+          zeroPageDetection: this.parameters['zero-page-detection'],
+          ...(this.opts.pageContent ? { pageContent: this.opts.pageContent } : {}),
+          flowName,
+        });
+      } catch (e) {
+        return this.fail((e as Error).message);
+      }
+      // Each channel's MultiFDInit_t; ram_save_setup's multifd_send_sync_main and RAM_SAVE_FLAG_MULTIFD_FLUSH.
+      multifdSetup = this.multifd.initialPackets() + this.multifd.sync();
+    }
     if (!d.vm.monitor.hasCommand('query-migrate')) d.vm.monitor.registerCommand('query-migrate', () => this.incomingQuery(), []);
     // The setup's few hundred bytes go at the share the channel would get now (not worth a flow's start and stop).
-    const setupNs = d.link.rttNs + wholeNs(ram.setup()) + d.link.transferNs(ram.setupBytes(), this.flow.net.rateIfActive(this.flow));
+    const setupNs =
+      d.link.rttNs + wholeNs(ram.setup()) + d.link.transferNs(ram.setupBytes() + multifdSetup, this.flow.net.rateIfActive(this.flow));
     this.setupBytes = ram.bytes;
     this.arm(this.k.clock.now() + setupNs, 'migration-setup-done', () => {
       this.status = 'active';
@@ -564,6 +639,7 @@ export class MigrationState {
         throw new QmpError('GenericError', 'dirty-limit conflicts with auto-converge either of then available currently');
       if (!this.dirtyRing) throw new QmpError('GenericError', "dirty-limit requires KVM with accelerator property 'dirty-ring-size' set");
     }
+    if (next.get('multifd') && next.get('xbzrle')) throw new QmpError('GenericError', 'Multifd is not compatible with xbzrle');
     for (const [c, v] of next) this.capabilities.set(c, v);
     return {};
   }
@@ -627,6 +703,34 @@ export class MigrationState {
           const v = int(name, 'uint64');
           if (v < 1) throw new QmpError('GenericError', "Parameter 'vcpu_dirty_limit' expects is invalid, it must greater then 1 MB/s");
           p[name] = v;
+          break;
+        }
+        case 'multifd-channels': {
+          // uint8 in the QAPI schema: the visitor refuses what does not fit, migrate_params_check refuses 0.
+          const v = a[name];
+          if (typeof v !== 'number' || !Number.isInteger(v))
+            throw new QmpError('GenericError', `Invalid parameter type for '${name}', expected: uint8`);
+          if (v < 0 || v > 255) throw new QmpError('GenericError', `Parameter '${name}' expects uint8`);
+          if (v < 1) throw new QmpError('GenericError', "Parameter 'multifd_channels' expects a value between 1 and 255");
+          p[name] = v;
+          break;
+        }
+        case 'multifd-zlib-level':
+        case 'multifd-zstd-level': {
+          const v = a[name];
+          if (typeof v !== 'number' || !Number.isInteger(v))
+            throw new QmpError('GenericError', `Invalid parameter type for '${name}', expected: uint8`);
+          if (v < 0 || v > 255) throw new QmpError('GenericError', `Parameter '${name}' expects uint8`);
+          const max = name === 'multifd-zlib-level' ? 9 : 20;
+          if (v > max) throw new QmpError('GenericError', `Parameter '${name.replace(/-/g, '_')}' expects a value between 0 and ${max}`);
+          p[name] = v;
+          break;
+        }
+        case 'multifd-compression': {
+          const v = a[name];
+          if (typeof v !== 'string' || !(MULTIFD_COMPRESSIONS as readonly string[]).includes(v))
+            throw new QmpError('GenericError', `Parameter 'multifd-compression' does not accept value '${String(v)}'`);
+          p[name] = v as MultiFDCompression;
           break;
         }
         case 'zero-page-detection': {
@@ -804,7 +908,7 @@ export class MigrationState {
       'dirty-sync-count': r.dirtySyncCount,
       'postcopy-requests': this.postcopy?.stats.requests ?? 0,
       'page-size': PAGE_SIZE,
-      'multifd-bytes': 0,
+      'multifd-bytes': this.multifd?.bytes ?? 0,
       'pages-per-second': this.pagesPerSecond,
       'precopy-bytes': this.precopyBytes + this.setupBytes,
       'downtime-bytes': this.downtimeBytes,
@@ -816,7 +920,10 @@ export class MigrationState {
   // --- the migration thread --------------------------------------------------------
 
   private reset(): void {
+    this.exitThreads();
     this.ram = null;
+    this.multifd?.close();
+    this.multifd = null;
     this.postcopy = null;
     this.contentCheck = undefined;
     this.startPostcopy = false;
@@ -827,7 +934,8 @@ export class MigrationState {
     this.guestStopped = false;
     this.windowBytes = this.windowPages = this.bandwidthBytesPerMs = this.thresholdBytes = 0;
     this.mbps = this.pagesPerSecond = this.precopyBytes = this.downtimeBytes = this.setupBytes = 0;
-    this.lastWireEnd = this.busyBytes = 0;
+    this.lastWireEnd = this.busyBytes = this.mainPending = 0;
+    this.cpuWaited = false;
     this.dirtyPagesRate = this.dirtyRateHighCnt = 0;
     this.expectedDowntimeMs = this.downtime = this.setupTime = this.guestResumedAt = 0;
     this.wire = null;
@@ -853,8 +961,11 @@ export class MigrationState {
   /**
    * The CPU the migration uses: the source's migration thread (bitmap syncs,
    * reading and sending pages) and the destination's incoming thread
-   * (loading them), each on its host's CPUs where QEMU's threads run. Their
-   * pace stays the link's; contention is what they take from the rest.
+   * (loading them), each on its host's CPUs where QEMU's threads run,
+   * without waiting for it: used where nothing is paced (no scheduler, a
+   * step that sends nothing, the stop-and-copy with the vCPUs stopped). A
+   * sending step with a scheduler runs the threads' work as PacedThreads and
+   * waits for it (step).
    */
   private spendCpu(srcNs: number, dstNs: number): void {
     this.k.spend(this.vm.qemuThread('live_migration'), srcNs);
@@ -867,6 +978,7 @@ export class MigrationState {
     this.wire?.tx.finish();
     this.wire = null;
     this.flow?.stop();
+    this.multifd?.close();
   }
 
   /**
@@ -878,10 +990,17 @@ export class MigrationState {
     this.opts.hints?.precopyNotify?.(reason, !this.guestStopped, this.capabilities.get('postcopy-ram') === true);
   }
 
+  /** The migration's threads exit. */
+  private exitThreads(): void {
+    for (const t of this.threads.values()) t.exit();
+    this.threads.clear();
+  }
+
   /** The migration is over (completed, failed, cancelled): tell the caller once. */
   private end(): void {
     if (this.ended) return;
     this.ended = true;
+    this.exitThreads();
     this.precopyNotify('cleanup'); // migrate_fd_cleanup
     // migration_cancel_dirty_limit: the limits the migration set go with it.
     if (this.capabilities.get('dirty-limit') && this.dirtyLimit?.inService) {
@@ -889,7 +1008,10 @@ export class MigrationState {
       this.dirtyLimitChanged();
     }
     // A completed precopy's channel goes idle when its last byte is on the wire (completion plans it).
-    if (this.status !== 'completed' || this.postcopy) this.flow?.stop();
+    if (this.status !== 'completed' || this.postcopy) {
+      this.flow?.stop();
+      this.multifd?.close();
+    }
     this.opts.onEnd?.(this.status);
   }
 
@@ -954,14 +1076,26 @@ export class MigrationState {
     const windowEnd = this.windowStart + BUFFER_DELAY_MS * NSEC_PER_MSEC;
     const limit = this.rateLimitMax();
     const budget = limit - this.windowBytes;
-    let bytes = eos;
+    const mf = this.multifd;
+    // The main channel's bytes (`bytes`) and the multifd channels' (`chBytes`, in `mfStep`).
+    let bytes = eos + this.takeMainPending();
+    let mfStep: MultifdStep | null = null;
+    // The migration thread's CPU in the step (the sync, reading pages) and the destination's incoming thread's.
+    let mainSrcNs = syncNs;
+    let mainDstNs = 0;
     let cpuNs = 0;
     let midHostPage = false;
     let hugeHostPage = false;
     if (budget > 0) {
       flow.start();
-      const res = ram.send(budget, STEP_NS, flow.rate);
-      this.spendCpu(syncNs + res.srcNs, res.dstNs);
+      let res: SendResult;
+      if (mf) {
+        for (const c of mf.channels) c.flow.start();
+        mfStep = mf.send(budget - bytes, this.stepNs());
+        res = mfStep.main;
+      } else res = ram.send(budget, this.stepNs(), flow.rate);
+      mainSrcNs += res.srcNs;
+      mainDstNs = res.dstNs;
       bytes += res.bytes;
       cpuNs = Math.max(res.srcNs, res.dstNs);
       this.windowPages += res.pages;
@@ -975,7 +1109,8 @@ export class MigrationState {
       this.iterMid = midHostPage;
       hugeHostPage = (res.hostPageSize ?? PAGE_SIZE) > PAGE_SIZE;
     }
-    const rateLimited = this.windowBytes + bytes >= limit;
+    const chBytes = mfStep?.bytes ?? 0;
+    const rateLimited = this.windowBytes + bytes + chBytes >= limit;
     // ram_save_iterate ends at the rate limit, or with no dirty page left. On huge host pages the rate limit does
     // not end it: ram_save_host_page sleeps until the window ends after each 4K page past the limit
     // (migration_rate_limit, which opens the next window) and goes on, so ram_save_iterate never sees it exceeded.
@@ -985,12 +1120,18 @@ export class MigrationState {
     }
     if (!bytes) flow.stop();
     else flow.start();
-    link.carry(bytes);
-    this.windowBytes += bytes;
-    this.precopyBytes += bytes;
+    if (mf) mf.channels.forEach((c, i) => (mfStep?.channels[i]!.bytes ? c.flow.start() : c.flow.stop()));
+    const allBytes = bytes + chBytes;
+    // With a scheduler, the threads' CPU work of a step that sends runs on it (competing with the vCPUs and
+    // everything else) and the step waits for it; without one (op-scripts) each thread has a CPU of its own.
+    const paced = this.k.sched !== null && allBytes > 0;
+    if (!paced) this.spendCpu(mainSrcNs, mainDstNs);
+    link.carry(allBytes);
+    this.windowBytes += allBytes;
+    this.precopyBytes += allBytes;
     // The step's costs end on a whole ns: the window starts, ends and is compared at the times events run. The
     // wire starts after the sync; the step ends when its CPU work is done and its last byte is on the wire.
-    const cpuEnd = now + wholeNs(syncNs + cpuNs);
+    const cpuEnd = paced ? now : now + wholeNs(syncNs + cpuNs);
     const wireStart = now + wholeNs(syncNs);
     // When the step's work ends (as planned; re-plans move it): the iteration's end, where
     // migration_update_counters closes the window once it has run its 100 ms. A thread that slept until the
@@ -1003,7 +1144,7 @@ export class MigrationState {
       else if (rateLimited && this.k.clock.now() - this.windowStart >= windowNs) this.updateCounters(this.k.clock.now());
       this.step();
     };
-    if (!bytes) {
+    if (!allBytes) {
       this.arm(rateLimited ? Math.max(cpuEnd, windowEnd) : cpuEnd, 'migration-iterate', iterate);
       return;
     }
@@ -1011,12 +1152,15 @@ export class MigrationState {
     const idle = { ev: null as EventHandle | null };
     // The stretch the channel was busy for, as a leaky bucket of the send buffer's size: the bytes a sender
     // ahead of the wire would have queued (completeStage), drained at the channel's rate while it was idle.
-    this.busyBytes = this.queuedAt(wireStart, link.aheadRoom) + bytes;
+    this.busyBytes = this.queuedAt(wireStart, this.sndbufTotal) + allBytes;
+    // The multifd threads' CPU work, done when the scheduler has run it (each channel's sender and receiver).
+    let threadsEnd = cpuEnd;
+    let threadsWaiting = 0;
     const plan = (): void => {
       const w = this.wire!;
-      const wireEnd = w.tx.at(bytes);
+      const wireEnd = w.tx.at(allBytes);
       this.lastWireEnd = wireEnd + w.stall;
-      const t = Math.max(cpuEnd, wireEnd) + w.stall;
+      const t = Math.max(cpuEnd, threadsWaiting ? Infinity : threadsEnd, wireEnd) + w.stall;
       stepEnd = t;
       this.event?.ev.cancel();
       this.event = null;
@@ -1028,10 +1172,77 @@ export class MigrationState {
         idle.ev = this.k.events.schedule(wireEnd + w.stall, 'migration-channel-idle', () => {
           this.wire?.tx.finish();
           flow.stop();
+          mf?.close();
         });
     };
-    this.wire = { tx: new Transfer(flow, bytes, wireStart, () => plan()), replan: plan, stall: 0 };
+    const tx: OnWire = mfStep
+      ? new WireGroup(
+          [{ flow, bytes }, ...mf!.channels.map((c, i) => ({ flow: c.flow, bytes: mfStep.channels[i]!.bytes }))],
+          wireStart,
+          () => plan(),
+        )
+      : new Transfer(flow, bytes, wireStart, () => plan());
+    const w = { tx, replan: plan, stall: 0 };
+    this.wire = w;
+    // Each thread's work of the step (the migration thread's, the incoming side's, each multifd sender's and
+    // receiver's) goes to the scheduler; the step waits for the last one. Without a scheduler onDone is immediate.
+    const works: [CpuWork, Kernel, number][] = [];
+    if (paced)
+      works.push([this.vm.qemuThread('live_migration'), this.k, mainSrcNs], [this.dest!.qemuThread('main'), this.dest!.k, mainDstNs]);
+    if (mfStep)
+      mf!.channels.forEach((c, i) => {
+        const l = mfStep.channels[i]!;
+        works.push([c.send, this.k, l.srcNs], [c.recv, this.dest!.k, l.dstNs]);
+      });
+    const todo = works.filter(([, , ns]) => ns > 0);
+    threadsWaiting = todo.length;
+    // Whether a thread had to wait for a CPU (it finished later than its work alone takes): see stepNs.
+    const alone = now + Math.max(0, ...todo.map(([, , ns]) => Math.round(ns)));
+    const done = (at: number): void => {
+      threadsEnd = Math.max(threadsEnd, at);
+      if (--threadsWaiting > 0) return;
+      this.cpuWaited = threadsEnd > alone + NSEC_PER_MSEC / 10;
+      if (this.wire === w) plan();
+    };
+    if (!todo.length) this.cpuWaited = false;
+    for (const [work, k, ns] of todo) this.thread(work, k).run(ns, done);
     plan();
+  }
+
+  /**
+   * How much a step sends (its wire or CPU time): STEP_NS, so that guest
+   * writes interleave finely. A thread that had to wait for a CPU in the
+   * last step (its CPUs taken by vCPUs or others) fills its socket buffer
+   * before it waits again, as a real one blocked on a full socket does: the
+   * step is then the time the link takes to drain the buffer. (With 1 ms
+   * steps a wait for a vCPU's slice at every step held a 1 Gbit/s precopy
+   * to 32 MB/s.)
+   */
+  private stepNs(): number {
+    if (!this.cpuWaited) return STEP_NS;
+    const link = this.link!;
+    return Math.max(STEP_NS, (Math.min(link.sndbuf, link.rcvbuf) * NSEC_PER_SEC) / link.bandwidth);
+  }
+
+  /** The QEMU thread named by `work` on kernel `k`, for this migration (created at its first work). */
+  private thread(work: CpuWork, k: Kernel): PacedThread {
+    const key = `${k === this.k ? 'src' : 'dst'}:${work.name}`;
+    let t = this.threads.get(key);
+    if (!t) this.threads.set(key, (t = new PacedThread(k, work)));
+    return t;
+  }
+
+  /** The bytes every channel's socket can hold ahead of the wire (the main channel's and each multifd channel's). */
+  /** The room a sender may run ahead by: each channel's (the main one and multifd's) Link.aheadRoom. */
+  private get sndbufTotal(): number {
+    return this.link!.aheadRoom * (1 + (this.multifd?.channels.length ?? 0));
+  }
+
+  /** Bytes queued for the main channel by a multifd sync (RAM_SAVE_FLAG_MULTIFD_FLUSH), taken by what sends next. */
+  private takeMainPending(): number {
+    const n = this.mainPending;
+    this.mainPending = 0;
+    return n;
   }
 
   /**
@@ -1066,6 +1277,8 @@ export class MigrationState {
   private bitmapSync(now: number): number {
     const ram = this.ram!;
     const r = ram.sync();
+    // multifd_send_sync_main at every bitmap sync (QEMU 8.0+): a sync packet on each channel, a flush on the main.
+    if (this.multifd) this.mainPending += this.multifd.sync();
     this.recordIteration(r.newDirty);
     if (now - this.periodStart > NSEC_PER_SEC) {
       const bytesXfer = ram.bytes - this.periodBytesStart;
@@ -1185,9 +1398,33 @@ export class MigrationState {
     const syncNs = this.finalSync();
     ram.lastStage = true;
     flow.start();
-    const res = ram.send(Infinity, Infinity, flow.rate);
+    const mf = this.multifd;
+    let res: SendResult;
+    // With multifd: the rest goes in packets, then ram_save_complete's multifd_send_sync_main and flush. The
+    // channels' threads run while the guest is stopped, its vCPUs idle: each is taken to have a CPU (their work
+    // is still spent on the scheduler).
+    let chLoads: { flow: Flow; bytes: number }[] = [];
+    let chSrcNs = 0;
+    let chDstNs = 0;
+    if (mf) {
+      for (const c of mf.channels) c.flow.start();
+      const st = mf.send(Infinity, Infinity);
+      this.mainPending += mf.sync();
+      mf.drainPending(st.channels);
+      res = st.main;
+      chLoads = mf.channels.map((c, i) => {
+        const l = st.channels[i]!;
+        this.k.spend(c.send, l.srcNs);
+        this.dest!.k.spend(c.recv, l.dstNs);
+        chSrcNs = Math.max(chSrcNs, l.srcNs);
+        chDstNs = Math.max(chDstNs, l.dstNs);
+        if (!l.bytes) c.flow.stop();
+        return { flow: c.flow, bytes: l.bytes };
+      });
+    } else res = ram.send(Infinity, Infinity, flow.rate);
     this.spendCpu(syncNs + res.srcNs, res.dstNs);
-    const bytes = res.bytes + ram.sendEos();
+    const mainBytes = res.bytes + this.takeMainPending() + ram.sendEos();
+    const bytes = mainBytes + chLoads.reduce((n, l) => n + l.bytes, 0);
     link.carry(bytes);
     this.downtimeBytes = bytes;
     // What query-migrate's downtime measures (QEMU 7.2, source side): migration_completion stops the guest
@@ -1206,12 +1443,12 @@ export class MigrationState {
     // once the last byte has arrived and been loaded.
     const now = this.k.clock.now();
     const wireStart = now + wholeNs(syncNs);
-    // (link.aheadRoom: the send buffer, and the receiver's too when the receiver, not the wire, sets the rate.)
-    const room = link.aheadRoom - this.queuedAt(wireStart, link.aheadRoom);
-    const srcCpu = now + wholeNs(syncNs + res.srcNs);
-    const dstCpu = now + wholeNs(syncNs + Math.max(res.srcNs, res.dstNs));
-    const srcDone = (w: { tx: Transfer; stall: number }): number => Math.max(srcCpu, w.tx.at(Math.max(0, bytes - room))) + w.stall;
-    const dstDone = (w: { tx: Transfer; stall: number }): number => Math.max(dstCpu, w.tx.at(bytes)) + w.stall + link.latency;
+    // (aheadRoom: the send buffer, and the receiver's too when the receiver, not the wire, sets the rate.)
+    const room = this.sndbufTotal - this.queuedAt(wireStart, this.sndbufTotal);
+    const srcCpu = now + wholeNs(syncNs + Math.max(res.srcNs, chSrcNs));
+    const dstCpu = now + wholeNs(syncNs + Math.max(res.srcNs, res.dstNs, chSrcNs, chDstNs));
+    const srcDone = (w: { tx: OnWire; stall: number }): number => Math.max(srcCpu, w.tx.at(Math.max(0, bytes - room))) + w.stall;
+    const dstDone = (w: { tx: OnWire; stall: number }): number => Math.max(dstCpu, w.tx.at(bytes)) + w.stall + link.latency;
     let running: EventHandle | null = null;
     let idle: EventHandle | null = null;
     const completed = (): void => {
@@ -1251,9 +1488,13 @@ export class MigrationState {
           w.tx.finish();
           if (this.wire === w) this.wire = null;
           flow.stop();
+          mf?.close();
         });
     };
-    const w = { tx: new Transfer(flow, bytes, wireStart, () => w.replan()), replan: plan, stall: 0 };
+    const tx: OnWire = mf
+      ? new WireGroup([{ flow, bytes: mainBytes }, ...chLoads], wireStart, () => w.replan())
+      : new Transfer(flow, bytes, wireStart, () => w.replan());
+    const w = { tx, replan: plan, stall: 0 };
     this.wire = w;
     plan();
   }
@@ -1266,7 +1507,8 @@ export class MigrationState {
    */
   private queuedAt(t: number, sndbuf: number): number {
     const idleNs = Math.max(0, t - this.lastWireEnd);
-    return Math.max(0, Math.min(sndbuf, this.busyBytes) - (this.flow!.rate * idleNs) / NSEC_PER_SEC);
+    const rate = this.flow!.rate + (this.multifd?.channels.reduce((r, c) => r + c.flow.rate, 0) ?? 0);
+    return Math.max(0, Math.min(sndbuf, this.busyBytes) - (rate * idleNs) / NSEC_PER_SEC);
   }
 
   /** Schedule the migration thread's next step. */
@@ -1320,7 +1562,9 @@ export class MigrationState {
     this.postcopy = pc;
     const listen = pc.listen();
     // POSTCOPY_ADVISE/LISTEN/RUN commands and the discard ranges, in one package; no device state is modelled.
-    const bytes = listen.bytes + 3 * STREAM_MARKER_BYTES + ram.sendEos();
+    // multifd carries precopy only: its channels go idle (nothing is in flight between steps).
+    this.multifd?.close();
+    const bytes = listen.bytes + 3 * STREAM_MARKER_BYTES + this.takeMainPending() + ram.sendEos();
     link.carry(bytes);
     this.downtimeBytes = bytes;
     pc.onDone = () => this.postcopyDone();

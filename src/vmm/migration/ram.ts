@@ -209,6 +209,8 @@ function anyState(b: BlockState, p: number, n: number, mask: number): boolean {
 export const PAGE_NOT_SENT = -1;
 /** readPageCode's answer: the page went as a zero page (ORed with its first byte otherwise). */
 export const PAGE_SENT_ZERO = 0x100;
+/** readPageCode's answer for a multifd page (stream false): the page holds no non-zero byte. */
+export const PAGE_EMPTY = 0x200;
 
 /** What one sending step did. */
 export interface SendResult {
@@ -228,6 +230,15 @@ export interface SendResult {
   midHostPage?: boolean;
   /** The page size of the block of the last page sent (send only). */
   hostPageSize?: number;
+}
+
+/** A page a multifd sender thread sends: its 4K page index in the block, zero (detected by the sender: offset only), its first byte. */
+export interface MultifdPage {
+  p: number;
+  zero: boolean;
+  byte: number;
+  /** All zeros on the source (a zero page sent whole when zero-page-detection is none). */
+  empty: boolean;
 }
 
 /** A sync's result. */
@@ -608,6 +619,54 @@ export class RamMigration {
     this.cursorPage = q;
   }
 
+  /**
+   * With multifd (multifd.ts), ram_find_and_save_block's scan hands pages
+   * to multifd_queue_page: the next dirty pages from the cursor, all of one
+   * RAM block (a block change sends the packet queued), at most `max`.
+   * Each is read as readPageCode does (hints, the zero page faulted in) and
+   * its bit cleared; its bytes are the channel's. With `mainZero`
+   * (zero-page-detection legacy) the migration thread finds zero pages
+   * itself and sends them on the main channel as RAM_SAVE_FLAG_ZERO (its
+   * bytes and check in `r`), as QEMU before 9.0 did; otherwise (multifd)
+   * the sender thread detects them and they travel in the packet as
+   * offsets only. Host pages begun go in `r.hostPages`.
+   */
+  takeMultifdPages(max: number, r: SendResult, mainZero: boolean): { block: BlockState; pages: MultifdPage[] } {
+    const pages: MultifdPage[] = [];
+    let block: BlockState | null = null;
+    while (this.dirtyPages > 0 && pages.length < max) {
+      const p = this.nextDirty();
+      const b = this.nextBlock;
+      if (block && b !== block) {
+        this.cursorPage = p; // not taken: the next packet starts here
+        break;
+      }
+      block = b;
+      const first = p - (p % (b.block.pageSize / PAGE_SIZE));
+      if (b !== this.hostPageBlock || first !== this.hostPageFirst) {
+        r.hostPages!++;
+        this.hostPageBlock = b;
+        this.hostPageFirst = first;
+      }
+      b.bmap[p] = 0;
+      this.dirtyPages--;
+      const code = this.readPageCode(b, p, r, false);
+      if (code === PAGE_NOT_SENT) continue;
+      const page = { zero: (code & PAGE_SENT_ZERO) !== 0, byte: code & 0xff };
+      if (page.zero && mainZero) {
+        // save_zero_page on the main channel: its header, one byte, and buffer_is_zero on the migration thread.
+        r.bytes += PAGE_HEADER_BYTES + (this.lastSentBlock === b ? 0 : 1 + b.block.idstr.length) + 1;
+        this.lastSentBlock = b;
+        r.srcNs += this.ns.zeroCheck;
+        r.dstNs += this.loadPage(b, p, page) + this.ns.zeroCheck;
+        continue;
+      }
+      pages.push({ p, zero: page.zero, byte: page.byte, empty: (code & PAGE_EMPTY) !== 0 });
+    }
+    this.bytes += r.bytes;
+    return { block: block ?? this.blocks[0]!, pages };
+  }
+
   /** The stream's end-of-section marker (RAM_SAVE_FLAG_EOS) after each ram_save_iterate / ram_save_complete. */
   sendEos(): number {
     this.bytes += STREAM_MARKER_BYTES;
@@ -657,6 +716,24 @@ export class RamMigration {
     r.dstNs += dt.ns;
   }
 
+  /**
+   * The destination takes page `p` of block `b` (ram_load_precopy, or a
+   * multifd receiver thread): a zero page is cleared only if it is not zero
+   * already (ram_handle_zero), a normal page written. Returns the
+   * destination's fault ns; the copy or check itself is the caller's to
+   * charge (it differs with multifd compression).
+   */
+  loadPage(b: BlockState, p: number, page: { zero: boolean; byte: number }): number {
+    const dhva = b.dst.host + p * PAGE_SIZE;
+    const dt = { ns: 0 };
+    if (page.zero)
+      this.dk.runAsTask(dt, () => {
+        if (this.pageByte(dhva, true) !== 0) this.dk.access(this.dstThread, dhva, 1, 1, true, 0);
+      });
+    else this.dk.runAsTask(dt, () => this.dk.access(this.dstThread, dhva, 1, 1, true, page.byte));
+    return dt.ns;
+  }
+
   /** ram_handle_zero: clear the destination page only if it is not zero already. */
   private readonly loadZeroPage = (): void => {
     if (this.pageByte(this.dstHva, true) !== 0) this.dk.access(this.dstThread, this.dstHva, 1, 1, true, 0);
@@ -673,9 +750,12 @@ export class RamMigration {
    * page if the host never backed it) and put in the stream as a zero-page
    * marker or with its contents; counts, bytes and source time go into `r`.
    * Returns PAGE_NOT_SENT, or the page's first byte, with PAGE_SENT_ZERO
-   * when it went as a zero page.
+   * when it went as a zero page. With `stream` false it is a multifd
+   * sender thread's page: counted, its bytes and time left to the channel,
+   * and PAGE_EMPTY set when it is all zeros (whether or not it was sent as
+   * a zero page).
    */
-  readPageCode(b: BlockState, p: number, r: SendResult): number {
+  readPageCode(b: BlockState, p: number, r: SendResult, stream = true): number {
     const hints = this.opts.hints;
     const gpa = hints ? gpaOfPage(b, p) : -1;
     if (hints && gpa >= 0 && hints.isSkippable(gpa)) {
@@ -697,10 +777,19 @@ export class RamMigration {
       r.srcNs += t.ns;
       pfn = followPage(mm, hva);
     }
-    const header = PAGE_HEADER_BYTES + (this.lastSentBlock === b ? 0 : 1 + b.block.idstr.length);
-    this.lastSentBlock = b;
     const zero = pfn < 0 || ((this.k.mem.flags(pfn) & PG.nonzero) === 0 && (this.k.mem.token(pfn) & 0xff) === 0);
     const sentZero = zero && this.opts.zeroPageDetection;
+    if (!stream) {
+      // A multifd sender thread's page: its bytes, its check or copy are the channel's (multifd.ts).
+      if (sentZero) this.duplicate++;
+      else this.normal++;
+      r.pages++;
+      noteSeen(b, p, this.keyOfFrame(pfn));
+      b.state[p]! &= ~PAGE_SKIPPED;
+      return (sentZero ? PAGE_SENT_ZERO : 0) | (zero ? PAGE_EMPTY : 0) | (pfn < 0 ? 0 : this.k.mem.token(pfn) & 0xff);
+    }
+    const header = PAGE_HEADER_BYTES + (this.lastSentBlock === b ? 0 : 1 + b.block.idstr.length);
+    this.lastSentBlock = b;
     const at = this.k.clock.now() + r.srcNs;
     const xb = this.xbzrle?.send(this.ramPage(b, p), sentZero, this.dirtySyncCount, this.lastStage);
     let decodeNs: number | undefined;
