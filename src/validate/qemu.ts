@@ -76,6 +76,8 @@ export interface ModelInputs {
   /** The boot's non-zero pages (the program's memory follows them). */
   bootPages: number;
   wsPages: number;
+  /** Bytes one dirtying write stores (the program's write mode: 8 for 'word', 4096 for 'page'): what xbzrle sees change. */
+  writeBytes: number;
   /** Pages/s the guest dirties (measured in the guest while migration ran). */
   dirtyRate: number;
   /** Where the dirty rate came from. */
@@ -254,6 +256,7 @@ export function inputsOf(run: RealRun, cal: Calibration): ModelInputs {
     nonZeroPages: Math.min(nonZeroPages, (c.memMiB * MiB) / PAGE_SIZE),
     bootPages: boot,
     wsPages: p ? (p.wsMiB * MiB) / PAGE_SIZE : 0,
+    writeBytes: p?.write === 'page' ? PAGE_SIZE : 8,
     dirtyRate,
     dirtyRateSource,
     hintedPages: c.freePageHint && run.guest.memFreeKiB !== null ? Math.floor((run.guest.memFreeKiB * 1024) / PAGE_SIZE) : 0,
@@ -359,11 +362,14 @@ export function predict(inp: ModelInputs): Record<string, unknown> {
   let blocked = false;
   const vcpu = dst.vcpus[0]!.thread;
   const dstBase = dst.ramList.blocks[0]!.host;
+  const srcBase = src.ramList.blocks[0]!.host;
   const writeOne = (): boolean => {
     const page = program[cursor]!;
     if (where === 'src') {
       k.runAsTask({ ns: 0 }, () => src.access(0, page * PAGE_SIZE, 1, 1, true, fill));
       mig.onGuestWrite(page * PAGE_SIZE, 1);
+      // The store's size, as the workload engine's store hook reports it (xbzrle encodes what changed).
+      mig.onGuestStore(0, srcBase + page * PAGE_SIZE, inp.writeBytes);
     } else {
       const r = k.runAsTask({ ns: 0 }, () => k.access(vcpu, dstBase + page * PAGE_SIZE, 1, 1, true, fill));
       if (r.blocked !== undefined) {
