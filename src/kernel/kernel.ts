@@ -82,6 +82,8 @@ export class Kernel {
   readonly uffd: Userfaultfd;
   /** The postcopy-on-hugetlbfs proposals (features, off by default). */
   readonly hgm = new HugetlbHgm();
+  /** The process_mbind proposal (feature, off by default: mempolicy.ts sysProcessMbind). */
+  readonly processMbind = { enabled: 0 };
   /** cpu -> node, as an array for the fault path. */
   private readonly cpuNodes: number[] = [];
   /** Costs read on the hottest paths, looked up once. */

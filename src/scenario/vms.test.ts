@@ -273,7 +273,7 @@ vms:
   });
 
   it('mbind events take every mode and mode flag mbind(2) takes; MPOL_LOCAL and MPOL_DEFAULT need no nodes', () => {
-    const text = (events: string) => `name: mb
+    const text = (events: string, feature = '1') => `name: mb
 host:
   name: h2
   nodes:
@@ -283,6 +283,7 @@ duration: 100ms
 sample: { interval: 20ms }
 kernel:
   /sys/kernel/mm/transparent_hugepage/enabled: never
+  /sys/kernel/memtwin/features/process_mbind: ${feature}
 vms:
   - name: v
     memdevs:
@@ -308,6 +309,45 @@ ${events}`;
     expect(() => run('mbind-nonodes.yaml', text('      - { at: 10ms, op: mbind, guest_node: 0, policy: MPOL_BIND }\n'))).toThrow(
       /events\[0\]\.nodes|nodes/,
     );
+  });
+
+  it("refuses a host tool's mbind on the VMM unless the process_mbind proposal is on; migrate_pages moves pages but later faults keep the VMM's policy", () => {
+    const text = (events: string, feature: number) => `name: pm
+host:
+  name: h2
+  nodes:
+    - { id: 0, memory: 512M, cpus: 0-1 }
+    - { id: 1, memory: 512M, cpus: 2-3 }
+duration: 60ms
+sample: { interval: 20ms }
+kernel:
+  /sys/kernel/mm/transparent_hugepage/enabled: never
+  /sys/kernel/memtwin/features/process_mbind: ${feature}
+vms:
+  - name: v
+    memdevs:
+      - { id: m0, size: 64M, host-nodes: [0], policy: bind }
+      - { id: m1, size: 16M }
+    vcpus: [2, 3]
+    numa:
+      - { memdev: m0, cpus: [0] }
+      - { memdev: m1, cpus: [1] }
+    events:
+      - { at: 1ms, op: guest_alloc, size: 16M, vcpu: 0 }
+${events}      - { at: 30ms, op: guest_alloc, size: 16M, vcpu: 0 }
+`;
+    const mbind = '      - { at: 10ms, op: mbind, guest_node: 0, policy: MPOL_BIND, nodes: [1], flags: [MPOL_MF_MOVE] }\n';
+    expect(() => run('pm-off.yaml', text(mbind, 0))).toThrow(/events\[1\]: mbind from a host tool needs the process_mbind proposal/);
+    // migrate_pages, what Linux lets a tool do: the first 16 MiB move to node 1, the next 16 MiB fault on node 0 (QEMU's bind).
+    const mp = run('pm-mp.yaml', text('      - { at: 10ms, op: migrate_pages, old_nodes: [0], new_nodes: [1] }\n', 0));
+    expect(mp.events[1]!.pages_migrated).toBe((16 * MiB) / PAGE);
+    expect(mp.final['vm.v.guest_node0.host_node1_bytes']).toBe(16 * MiB);
+    expect(mp.final['vm.v.guest_node0.host_node0_bytes']).toBeGreaterThanOrEqual(16 * MiB);
+    // process_mbind: the policy is the tool's now, so later faults land on node 1 too.
+    const pm = run('pm-on.yaml', text(mbind, 1));
+    expect([pm.events[1]!.ret, pm.events[1]!.pages_migrated]).toEqual([0, (16 * MiB) / PAGE]);
+    expect(pm.final['vm.v.guest_node0.host_node0_bytes']).toBe(0);
+    expect(pm.final['vm.v.guest_node0.host_node1_bytes']).toBeGreaterThanOrEqual(32 * MiB);
   });
 
   it('guest workloads take an EPT violation per host page the EPT does not map yet, and the TLB maps the smaller page', () => {

@@ -20,13 +20,15 @@
  */
 import { MemBandwidth, membwParams, membwSpec } from '../sim/membw.ts';
 import { Kernel, type CpuWork } from '../kernel/kernel.ts';
+import type { Process } from '../kernel/sched.ts';
 import { hostFromFile, resolveHost } from '../sim/host.ts';
 import { followPage } from '../kernel/memory.ts';
 import { MPOL, PMD_SIZE, alignDown, errnoName } from '../kernel/uapi.ts';
 import { HugeLeaf, type MmStruct } from '../kernel/mm_types.ts';
 import { PG } from '../kernel/page.ts';
 import { HGM_PROPOSALS } from '../kernel/hugetlb_hgm.ts';
-import { sysMbind, sysMigratePages } from '../kernel/mempolicy.ts';
+import { sysMigratePages, sysProcessMbind } from '../kernel/mempolicy.ts';
+import { exitProcess } from '../kernel/fork.ts';
 import { sysMovePages } from '../kernel/migrate.ts';
 import type { GuestMemory } from '../hw/guest_memory.ts';
 import { Vm, type VmConfig } from '../vmm/vm.ts';
@@ -496,7 +498,9 @@ export function scheduleVmEvents(
           open.set(rt, { log: entry, rt, at: start, before: balloonCounters(rt.dev), changes: rt.dev.events.length });
         const path: YamlPath = ['vms', rt.vi, 'events', ei];
         const mon = new EventMonitor(rt, ev, path, rep);
-        guestAccess(k, path, rep, () => k.runAsTask(ctx, () => runVmEvent(k, s, rt, ev, ei, entry, mon, rep), mainLoopWork(rt.vm)));
+        // A host tool's CPU time is its own, not QEMU's main loop's.
+        const work = TOOL_OPS.has(ev.op) ? { name: `numatool(${rt.spec.name})`, cpus: null } : mainLoopWork(rt.vm);
+        guestAccess(k, path, rep, () => k.runAsTask(ctx, () => runVmEvent(k, s, rt, ev, ei, entry, mon, rep), work));
         mon.settle();
         entry.ns = Math.round(ctx.ns);
         entry.pages_migrated = k.vmstat.events.pgmigrate_success - moved0;
@@ -610,10 +614,23 @@ function checkVmEvent(rt: VmRt, ev: VmEventSpec, path: YamlPath, rep: RunReport)
       if (ev.fault !== 'link-stall' && ev.duration !== undefined)
         throw rep.at.error([...path, 'duration'], `has no effect on a ${ev.fault} fault (only a link-stall lasts)`);
       return;
+    case 'mbind':
+      if (!rt.vm.k.processMbind.enabled) throw rep.at.error(path, MBIND_NEEDS_PROPOSAL);
+      return;
     default:
       return;
   }
 }
+
+/**
+ * Why a host tool's `mbind` on the VMM needs the process_mbind proposal:
+ * Linux has no call that sets another process's memory policy.
+ */
+const MBIND_NEEDS_PROPOSAL =
+  "mbind from a host tool needs the process_mbind proposal, off by default (/sys/kernel/memtwin/features/process_mbind: 1 in `kernel`): Linux's mbind(2) acts only on the caller's own memory, and a tool outside the VMM can only move its pages (a migrate_pages or move_pages event), which leaves the policy the VMM set (QEMU's host-nodes and policy, fixed once the backend is created) for later faults";
+
+/** The host tools of events (numactl, migratepages...): ops that act on the VMM process from outside it. */
+const TOOL_OPS: ReadonlySet<VmEventSpec['op']> = new Set(['migrate_pages', 'move_pages', 'mbind']);
 
 /**
  * The monitor as an event uses it: a command QEMU refuses stops the run
@@ -753,7 +770,7 @@ function runVmEvent(
       return;
     }
     case 'migrate_pages':
-      entry.ret = sysMigratePages(k, p, p, ev.old_nodes!, ev.new_nodes!);
+      entry.ret = asHostTool(k, (tool) => sysMigratePages(k, tool, p, ev.old_nodes!, ev.new_nodes!));
       return;
     case 'migrate':
       startMigration(k, s, rt, ev, ei, entry, mon, rep);
@@ -771,27 +788,39 @@ function runVmEvent(
       const pages: number[] = [];
       for (const r of ranges()) for (let a = r.hva; a < r.hva + r.size; a += PAGE_SIZE) pages.push(a);
       const flags = ev.flags.reduce((f, x) => f | MPOL[x], 0) || MPOL.MPOL_MF_MOVE;
-      const res = sysMovePages(k, p, p, pages, new Array<number>(pages.length).fill(ev.nodes![0]!), flags);
-      entry.ret = res.ret;
+      entry.ret = asHostTool(k, (tool) => sysMovePages(k, tool, p, pages, new Array<number>(pages.length).fill(ev.nodes![0]!), flags).ret);
       return;
     }
     case 'mbind': {
-      let ret = 0;
-      for (const r of ranges()) {
-        const x = sysMbind(
+      // process_mbind(pidfd of the VMM, the node's ranges as an iovec, ...): the proposal (checkVmEvent).
+      const iov = ranges().map((r) => ({ start: r.hva, len: r.size }));
+      const mode = ev.mode_flags.reduce<number>((m, f) => m | MPOL[f], MPOL[ev.policy!]);
+      entry.ret = asHostTool(k, (tool) =>
+        sysProcessMbind(
           k,
-          p.mainThread,
-          r.hva,
-          r.size,
-          ev.mode_flags.reduce<number>((m, f) => m | MPOL[f], MPOL[ev.policy!]),
+          tool,
+          p,
+          iov,
+          mode,
           ev.nodes ?? [],
           ev.flags.reduce((f, y) => f | MPOL[y], 0),
-        );
-        if (x < 0) ret = x;
-      }
-      entry.ret = ret;
+        ),
+      );
       return;
     }
+  }
+}
+
+/**
+ * A host tool (root, as numactl or migratepages run by the operator): a
+ * process of its own that makes one call on the VMM and exits.
+ */
+function asHostTool(k: Kernel, call: (tool: Process) => number): number {
+  const tool = k.createProcess('numatool');
+  try {
+    return call(tool);
+  } finally {
+    exitProcess(k, tool);
   }
 }
 
