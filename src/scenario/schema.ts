@@ -509,6 +509,13 @@ export const vmEventSchema = z.strictObject({
     .union([z.string(), z.record(z.string(), z.unknown())])
     .optional()
     .describe('qmp: {execute, arguments} (or JSON text); hmp: a command line such as "info ram"'),
+  on_qmp_event: z
+    .string()
+    .regex(/^[A-Z][A-Z0-9_]*$/)
+    .optional()
+    .describe(
+      "run the event when the VM's monitor next sends this QMP event (e.g. ACPI_DEVICE_OST once the guest onlined a hotplugged DIMM, SHUTDOWN) at or after `at`, instead of at `at`: a client reacting to the event (e.g. a host tool rebinding the new memory)",
+    ),
   expect_error: z
     .string()
     .optional()
@@ -613,6 +620,10 @@ export const vmSchema = z.strictObject({
   memory: sizeIn(4096, LIMITS.maxSize)
     .optional()
     .describe('-m: without memdevs a default memory-backend-ram "pc.ram", 4K to 1T (QEMU rounds it up to 8K)'),
+  maxmem: sizeIn(4096, LIMITS.maxSize)
+    .optional()
+    .describe('-m ...,maxmem=: the most RAM with memory devices plugged (pc-dimm via qmp object-add + device_add), 4K to 1T'),
+  slots: int(0, 1024).optional().describe('-m ...,slots=: memory device (pc-dimm) slots, 0 to 1024 (QEMU takes at most 256); needs maxmem'),
   vcpus: z
     .array(cpuId)
     .min(1)

@@ -350,6 +350,97 @@ ${events}      - { at: 30ms, op: guest_alloc, size: 16M, vcpu: 0 }
     expect(pm.final['vm.v.guest_node0.host_node1_bytes']).toBeGreaterThanOrEqual(32 * MiB);
   });
 
+  it('hotplugs a DIMM with object-add + device_add: the guest onlines it into its node (ACPI_DEVICE_OST), an event reacts to that, and quit frees the VMM memory', () => {
+    const text = (tool: string, feature: number) => `name: hp
+host:
+  name: h2
+  nodes:
+    - { id: 0, memory: 1G, cpus: 0-1 }
+    - { id: 1, memory: 1G, cpus: 2-3 }
+duration: 60ms
+sample: { interval: 10ms }
+kernel:
+  /sys/kernel/mm/transparent_hugepage/enabled: never
+  /sys/kernel/memtwin/features/process_mbind: ${feature}
+vms:
+  - name: v
+    memdevs:
+      - { id: m0, size: 64M }
+      - { id: m1, size: 32M }
+    maxmem: 512M
+    slots: 2
+    vcpus: [0, 2]
+    numa:
+      - { memdev: m0, cpus: [0] }
+      - { memdev: m1, cpus: [1] }
+    events:
+      - { at: 1ms, op: guest_alloc, size: 32M, vcpu: 1 }
+      - { at: 5ms, op: qmp, command: { execute: object-add, arguments: { qom-type: memory-backend-ram, id: mem1, size: 67108864, host-nodes: [0], policy: bind } } }
+      - { at: 5ms, op: qmp, command: { execute: device_add, arguments: { driver: pc-dimm, id: dimm1, memdev: mem1, node: 1 } } }
+      - { at: 10ms, op: guest_alloc, size: 32M, vcpu: 1 }
+      - { at: 30ms, op: qmp, command: { execute: query-memory-devices } }
+      - { at: 40ms, op: qmp, command: { execute: quit } }
+${tool}`;
+    const mbind =
+      '      - { at: 0s, on_qmp_event: ACPI_DEVICE_OST, op: mbind, guest_node: 1, policy: MPOL_BIND, nodes: [1], flags: [MPOL_MF_MOVE] }\n';
+    const r = run('hp-mbind.yaml', text(mbind, 1));
+    const qmpEvents = r.events.filter((e) => e.op === 'qmp_event');
+    expect(qmpEvents.map((e) => [e.action, e.at_ns])).toEqual([
+      ['ACPI_DEVICE_OST', 5e6],
+      ['SHUTDOWN', 40e6],
+    ]);
+    expect(JSON.parse(qmpEvents[0]!.reply!)).toMatchObject({
+      event: 'ACPI_DEVICE_OST',
+      data: { info: { device: 'dimm1', slot: '0', 'slot-type': 'DIMM', source: 1, status: 0 } },
+      timestamp: { seconds: 0 },
+    });
+    // The reaction ran at the OST, after device_add returned.
+    const tool = r.events.find((e) => e.op === 'mbind')!;
+    expect([tool.at_ns, tool.ret]).toEqual([5e6, 0]);
+    const devices = JSON.parse(r.events.find((e) => e.reply?.includes('"type":"dimm"'))!.reply!);
+    expect(devices.return[0].data).toMatchObject({ id: 'dimm1', node: 1, size: 64 * MiB, memdev: '/objects/mem1' });
+    // The second guest_alloc on guest node 1 found its boot RAM taken and used the DIMM; the rebound policy put it on host node 1.
+    expect(r.final['vm.v.plugged_bytes']).toBe(64 * MiB);
+    expect(r.final['vm.v.guest_node1.host_node1_bytes']).toBe(64 * MiB);
+    expect(r.final['vm.v.guest_node1.host_node0_bytes']).toBe(0);
+    // quit: the VMM's memory went back to the host; placement is as of the quit.
+    expect(r.final['vm.v.running']).toBe(0);
+    expect(r.final['vm.v.rss_bytes']).toBe(0);
+    // Without the proposal, a tool can only move what is there: nothing of the DIMM was resident at the OST, and QEMU's bind stays.
+    const mp = run('hp-mp.yaml', text('      - { at: 0s, on_qmp_event: ACPI_DEVICE_OST, op: move_pages, guest_node: 1, nodes: [1] }\n', 0));
+    expect(mp.final['vm.v.guest_node1.host_node0_bytes']).toBe(32 * MiB);
+    // A command after quit: the monitor is gone.
+    expect(() => run('hp-after.yaml', text('      - { at: 50ms, op: qmp, command: { execute: query-status } }\n', 0))).toThrow(
+      /events\[6\]\.command: QEMU refused query-status: QEMU has exited/,
+    );
+  });
+
+  it('stop and cont stop the guest workloads and run them again (STOP, RESUME)', () => {
+    const text = (events: string) => `name: sc
+host:
+  name: h1
+  nodes: [{ id: 0, memory: 1G, cpus: 0-1 }]
+duration: 40ms
+sample: { interval: 10ms }
+vms:
+  - name: v
+    memdevs: [{ id: m0, size: 64M }]
+    vcpus: [0]
+    workloads:
+      - { name: w, vcpu: 0, workload: { pattern: uniform, mapping: ram, length: 16M } }
+    events:
+${events}`;
+    const base = run('sc-base.yaml', text('      - { at: 1ms, op: qmp, command: { execute: query-status } }\n'));
+    const paused = run(
+      'sc-stop.yaml',
+      text('      - { at: 10ms, op: qmp, command: { execute: stop } }\n      - { at: 30ms, op: qmp, command: { execute: cont } }\n'),
+    );
+    expect(paused.events.filter((e) => e.op === 'qmp_event').map((e) => e.action)).toEqual(['STOP', 'RESUME']);
+    const acc = (x: RunResult): number => x.threads.reduce((a, t) => a + (t.local_accesses ?? 0) + (t.remote_accesses ?? 0), 0);
+    expect(acc(paused)).toBeLessThan(acc(base) * 0.8);
+    expect(acc(paused)).toBeGreaterThan(0);
+  });
+
   it('guest workloads take an EPT violation per host page the EPT does not map yet, and the TLB maps the smaller page', () => {
     const text = (guestPage: string) => `name: ept
 host:

@@ -96,6 +96,8 @@ export interface VmRt {
   onIncoming: ((dst: Vm) => void)[];
   /** It has a migrate event, or `evacuate` moves it: it may get a destination VMM (`<vm>-dst`). */
   migrates: boolean;
+  /** vm.NAME.guest_node<g>.host_node<h>_bytes when the VM quit (QMP quit), its final placement then. */
+  placementAtQuit?: Record<string, number>;
   /** Per-2M access counts the guest threads keep once they run on the destination (an agent's exact hotness). */
   dstHeat?: Map<number, number>;
 }
@@ -123,6 +125,8 @@ export function vmConfigOf(spec: VmSpec): VmConfig {
   else if (spec.memdevs.length) cfg['memory-backend'] = spec.memdevs[0]!.id;
   // -m with memdevs too: QEMU checks it against them.
   if (spec.memory !== undefined) cfg.m = spec.memory;
+  if (spec.maxmem !== undefined) cfg.maxmem = spec.maxmem;
+  if (spec.slots !== undefined) cfg.slots = spec.slots;
   return cfg;
 }
 
@@ -215,11 +219,36 @@ export function startVms(k: Kernel, s: Scenario, rep: RunReport): VmRt[] {
       migrates: !!s.evacuate || spec.events.some((e) => e.op === 'migrate'),
       ...(net ? { net } : {}),
     };
+    connectGuest(rt);
     if (spec.guest.fragment) fragmentGuest(k, rt, spec.guest.fragment, rep);
     if (spec.balloon) guestAccess(k, ['vms', vi, 'balloon'], rep, () => plugBalloon(k, rt, spec.balloon!));
     return rt;
   });
 }
+
+/**
+ * What the guest does about the VMM's hotplug and run state: a DIMM is
+ * onlined by the guest's ACPI memory hotplug driver (add_memory, auto
+ * online into the DIMM's node) and acknowledged with _OST (QEMU sends
+ * ACPI_DEVICE_OST); `stop` stops the guest workloads' vCPUs, `cont` runs
+ * them again, `quit` stops them for good.
+ */
+function connectGuest(rt: VmRt): void {
+  rt.vm.onMemoryPlug.push((d) => {
+    rt.guest.pages.addMemory({ gpa: d.addr, size: d.size, node: d.node });
+    rt.vm.acpiOst(d, ACPI_NOTIFY_DEVICE_CHECK, 0);
+  });
+  rt.vm.onRunState.push((state) => {
+    for (const g of rt.guestThreads)
+      if (state === 'running') g.wt.start();
+      else g.wt.stop();
+    // Where guest RAM was when the VM quit (its final placement metrics; the memory goes back to the host next).
+    if (state === 'shutdown') placement(rt.vm, rt.nodeRam, `vm.${rt.spec.name}.`, (rt.placementAtQuit = {}));
+  });
+}
+
+/** ACPI's Device Check notification (_OST source code 1): a device was inserted. */
+const ACPI_NOTIFY_DEVICE_CHECK = 1;
 
 /** Where a QEMU configuration error points: the memdev it is about (`memory` for the default pc.ram), or the VM. */
 function qemuErrorPath(spec: VmSpec, vi: number, e: QemuError): YamlPath {
@@ -483,33 +512,83 @@ export function scheduleVmEvents(
       detail['elapsed_ns'] = w.rt.lastHintAt >= w.at ? w.rt.lastHintAt - w.at : 0;
     w.log.detail = detail;
   };
-  vms.forEach((rt) =>
-    rt.spec.events.forEach((ev, ei) => {
-      k.events.schedule(t0 + ev.at, `vm ${rt.spec.name} ${ev.op}`, () => {
-        const prev = open.get(rt);
-        if (prev) closeWindow(prev);
-        const entry: RunEventLog = { at_ns: ev.at, op: ev.op, process: rt.spec.name, vm: rt.spec.name, ret: 0, ns: 0, pages_migrated: 0 };
-        if (ev.action) entry.action = ev.action;
-        const moved0 = k.vmstat.events.pgmigrate_success;
-        const ctx = { ns: 0 };
-        const start = k.clock.now();
-        open.delete(rt);
-        if (rt.dev && (ev.op === 'balloon' || ev.op === 'free_page_hint'))
-          open.set(rt, { log: entry, rt, at: start, before: balloonCounters(rt.dev), changes: rt.dev.events.length });
-        const path: YamlPath = ['vms', rt.vi, 'events', ei];
-        const mon = new EventMonitor(rt, ev, path, rep);
-        // A host tool's CPU time is its own, not QEMU's main loop's.
-        const work = TOOL_OPS.has(ev.op) ? { name: `numatool(${rt.spec.name})`, cpus: null } : mainLoopWork(rt.vm);
-        guestAccess(k, path, rep, () => k.runAsTask(ctx, () => runVmEvent(k, s, rt, ev, ei, entry, mon, rep), work));
-        mon.settle();
-        entry.ns = Math.round(ctx.ns);
-        entry.pages_migrated = k.vmstat.events.pgmigrate_success - moved0;
-        // A syscall's -errno (a refusal QEMU was expected to make is in `reply`, not an errno).
-        if (entry.ret < 0 && !(ev.expect_error !== undefined && entry.reply !== undefined)) entry.errno = errnoName(entry.ret);
-        log.push(entry);
-      });
-    }),
-  );
+  const busy = new Set<VmRt>();
+  /** Events waiting for a QMP event that has not come (a warning at the end). */
+  const unanswered = new Set<YamlPath>();
+  const waiting = new Map<VmRt, (() => void)[]>(vms.map((rt) => [rt, []]));
+  // The QMP events each VM's monitor sends, in the log as `qmp_event` entries (action: the event's name).
+  for (const rt of vms)
+    rt.vm.monitor.onEvent.push((e) =>
+      log.push({
+        at_ns: k.clock.now() - t0,
+        op: 'qmp_event',
+        process: rt.spec.name,
+        vm: rt.spec.name,
+        ret: 0,
+        ns: 0,
+        pages_migrated: 0,
+        action: e.event,
+        reply: JSON.stringify(e),
+      }),
+    );
+  // Events that wait for a QMP event are armed first, so one armed at `at` sees what the monitor sends at that instant.
+  const ordered = vms.flatMap((rt) => rt.spec.events.map((ev, ei) => ({ rt, ev, ei })));
+  ordered.sort((a, b) => Number(b.ev.on_qmp_event !== undefined) - Number(a.ev.on_qmp_event !== undefined));
+  ordered.forEach(({ rt, ev, ei }) => {
+    const run = (): void => {
+      // QEMU's main loop runs one monitor command at a time: an event due while another of this VM is still in
+      // progress (a preallocating object-add lets virtual time pass) waits for it.
+      if (busy.has(rt)) return void waiting.get(rt)!.push(run);
+      busy.add(rt);
+      try {
+        runNow();
+      } finally {
+        busy.delete(rt);
+        const next = waiting.get(rt)!.shift();
+        if (next) k.events.schedule(k.clock.now(), `vm ${rt.spec.name} next event`, next);
+      }
+    };
+    const runNow = (): void => {
+      const prev = open.get(rt);
+      if (prev) closeWindow(prev);
+      const at = ev.on_qmp_event === undefined ? ev.at : k.clock.now() - t0;
+      const entry: RunEventLog = { at_ns: at, op: ev.op, process: rt.spec.name, vm: rt.spec.name, ret: 0, ns: 0, pages_migrated: 0 };
+      if (ev.action) entry.action = ev.action;
+      const moved0 = k.vmstat.events.pgmigrate_success;
+      const ctx = { ns: 0 };
+      const start = k.clock.now();
+      open.delete(rt);
+      if (rt.dev && (ev.op === 'balloon' || ev.op === 'free_page_hint'))
+        open.set(rt, { log: entry, rt, at: start, before: balloonCounters(rt.dev), changes: rt.dev.events.length });
+      const path: YamlPath = ['vms', rt.vi, 'events', ei];
+      const mon = new EventMonitor(rt, ev, path, rep);
+      // A host tool's CPU time is its own, not QEMU's main loop's.
+      const work = TOOL_OPS.has(ev.op) ? { name: `numatool(${rt.spec.name})`, cpus: null } : mainLoopWork(rt.vm);
+      guestAccess(k, path, rep, () => k.runAsTask(ctx, () => runVmEvent(k, s, rt, ev, ei, entry, mon, rep), work));
+      mon.settle();
+      entry.ns = Math.round(ctx.ns);
+      entry.pages_migrated = k.vmstat.events.pgmigrate_success - moved0;
+      // A syscall's -errno (a refusal QEMU was expected to make is in `reply`, not an errno).
+      if (entry.ret < 0 && !(ev.expect_error !== undefined && entry.reply !== undefined)) entry.errno = errnoName(entry.ret);
+      log.push(entry);
+    };
+    const name = `vm ${rt.spec.name} ${ev.op}`;
+    const qmpEvent = ev.on_qmp_event;
+    if (qmpEvent === undefined) return void k.events.schedule(t0 + ev.at, name, run);
+    // A client reacting to a QMP event: armed at `at`, run (once) at the first such event after it, as an event of its own.
+    const path: YamlPath = ['vms', rt.vi, 'events', ei, 'on_qmp_event'];
+    unanswered.add(path);
+    k.events.schedule(t0 + ev.at, `${name} armed`, () => {
+      const listeners = rt.vm.monitor.onEvent;
+      const on = (e: { event: string }): void => {
+        if (e.event !== qmpEvent) return;
+        listeners.splice(listeners.indexOf(on), 1);
+        unanswered.delete(path);
+        k.events.schedule(k.clock.now(), name, run);
+      };
+      listeners.push(on);
+    });
+  });
   const net = vms[0]?.net;
   if (net) net.startTraffic(t0, t0 + s.duration);
   if (s.evacuate) scheduleEvacuation(k, s, vms, t0, log, rep);
@@ -518,6 +597,7 @@ export function scheduleVmEvents(
     close: () => {
       for (const w of open.values()) closeWindow(w);
       open.clear();
+      for (const p of unanswered) rep.warn(p, 'the VM never sent this QMP event after `at`: the event did not run');
     },
   };
 }
@@ -574,7 +654,7 @@ const POSTCOPY_FIELDS = ['start-postcopy', 'max-postcopy-bandwidth', 'rcvbuf', '
 function checkVmEvent(rt: VmRt, ev: VmEventSpec, path: YamlPath, rep: RunReport): void {
   const fields = VM_EVENT_FIELDS[ev.op];
   for (const key of Object.keys(ev) as (keyof VmEventSpec)[])
-    if (key !== 'at' && key !== 'op' && !fields.includes(key) && isSet(ev, key))
+    if (key !== 'at' && key !== 'op' && key !== 'on_qmp_event' && !fields.includes(key) && isSet(ev, key))
       throw rep.at.error([...path, key], `has no effect on a ${ev.op} event (it reads ${fields.join(', ')})`);
   switch (ev.op) {
     case 'hmp':
@@ -1117,16 +1197,20 @@ export function vmSeries(vms: VmRt[]): Record<string, number> {
 
 /** `<prefix>guest_node<g>.host_node<h>_bytes`: resident 4K pages of each guest node's RAM, by host node. */
 function placement(vm: Vm, nodeRam: { hva: number; size: number }[], prefix: string, out: Record<string, number>): void {
-  nodeRam.forEach((r, g) => {
+  nodeRam.forEach((boot, g) => {
     const by = new Map<number, number>();
     const pt = vm.process.mm.pgtable;
-    const end = r.hva + r.size;
-    // Page-table slots with nothing mapped are skipped whole (a guest's untouched RAM costs no walk).
-    for (let a = pt.skipNone(r.hva, end, PAGE_SIZE); a < end; a = pt.walkNext(a, end, PAGE_SIZE)) {
-      const pfn = followPage(vm.process.mm, a);
-      if (pfn >= 0) {
-        const h = vm.k.phys.nodeOfPfn(pfn);
-        by.set(h, (by.get(h) ?? 0) + 1);
+    // The node's boot RAM and the DIMMs plugged into it.
+    const ranges = [boot, ...vm.memoryDevices.filter((d) => d.node === g).map((d) => ({ hva: d.memdev.block!.host, size: d.size }))];
+    for (const r of ranges) {
+      const end = r.hva + r.size;
+      // Page-table slots with nothing mapped are skipped whole (a guest's untouched RAM costs no walk).
+      for (let a = pt.skipNone(r.hva, end, PAGE_SIZE); a < end; a = pt.walkNext(a, end, PAGE_SIZE)) {
+        const pfn = followPage(vm.process.mm, a);
+        if (pfn >= 0) {
+          const h = vm.k.phys.nodeOfPfn(pfn);
+          by.set(h, (by.get(h) ?? 0) + 1);
+        }
       }
     }
     for (const h of vm.k.host.nodes) out[`${prefix}guest_node${g}.host_node${h.id}_bytes`] = (by.get(h.id) ?? 0) * PAGE_SIZE;
@@ -1144,9 +1228,13 @@ export function vmFinal(vms: VmRt[], log: RunEventLog[]): Record<string, number>
     if (rt.guestThreads.length) out[`vm.${n}.huge_access_ratio`] = guestHugeRatio(rt);
     migrationFinal(rt, out);
     out[`vm.${n}.ept_violations`] = rt.vm.stats.eptViolations;
+    // Memory hotplug: the DIMMs' bytes plugged (query-memory-devices), and whether QEMU still runs (0 after quit).
+    if (rt.vm.deviceMemory) out[`vm.${n}.plugged_bytes`] = rt.vm.memoryDevices.reduce((a, d) => a + d.size, 0);
+    out[`vm.${n}.running`] = rt.vm.runState === 'running' ? 1 : 0;
     // Where each guest node's RAM lives on the host (resident 4K pages by host node), and on the destination's.
     if (rt.spec.numa.length > 1 || rt.spec.workloads.length) {
-      placement(rt.vm, rt.nodeRam, `vm.${n}.`, out);
+      if (rt.placementAtQuit) Object.assign(out, rt.placementAtQuit);
+      else placement(rt.vm, rt.nodeRam, `vm.${n}.`, out);
       if (rt.dst && rt.dstSpec) placement(rt.dst, nodeRamOf(rt.dstSpec, rt.dst), `vm.${n}.dst.`, out);
       // A destination host of its own: its NUMA balancing counters (the run's own are the source host's).
       if (rt.dst && rt.dst.k !== rt.vm.k)
