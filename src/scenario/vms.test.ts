@@ -409,6 +409,14 @@ ${tool}`;
     // Without the proposal, a tool can only move what is there: nothing of the DIMM was resident at the OST, and QEMU's bind stays.
     const mp = run('hp-mp.yaml', text('      - { at: 0s, on_qmp_event: ACPI_DEVICE_OST, op: move_pages, guest_node: 1, nodes: [1] }\n', 0));
     expect(mp.final['vm.v.guest_node1.host_node0_bytes']).toBe(32 * MiB);
+    // A reaction whose QMP event never comes does not run, and the run says so.
+    const warned: string[] = [];
+    const never = loadScenario(
+      file('hp-never.yaml', text('      - { at: 0s, on_qmp_event: RESUME, op: move_pages, guest_node: 1, nodes: [1] }\n', 0)),
+    );
+    const nx = runScenario(never.runs[0]!, { file: never.file, warn: (l: string) => warned.push(l) });
+    expect(nx.events.some((e) => e.op === 'move_pages')).toBe(false);
+    expect(warned.join('\n')).toMatch(/events\[6\]\.on_qmp_event: the VM never sent this QMP event/);
     // A command after quit: the monitor is gone.
     expect(() => run('hp-after.yaml', text('      - { at: 50ms, op: qmp, command: { execute: query-status } }\n', 0))).toThrow(
       /events\[6\]\.command: QEMU refused query-status: QEMU has exited/,
