@@ -496,8 +496,17 @@ vms:
       - { at: 20ms, op: guest_free, size: 32M }
       - { at: 50ms, op: migrate, bandwidth: 125M, max-bandwidth: 125M }
 `;
-    const plain = run('mig-plain.yaml', text(false)).final;
+    const plainRun = run('mig-plain.yaml', text(false));
+    const plain = plainRun.final;
     const hinted = run('mig-hints.yaml', text(true)).final;
+    // QEMU's events: the source STOPs for the switchover, the destination (-incoming) sends RESUME when the guest runs there.
+    const qmpEvents = plainRun.events.filter((e) => e.op === 'qmp_event');
+    expect(qmpEvents.map((e) => [e.process, e.action])).toEqual([
+      ['g', 'STOP'],
+      ['g-dst', 'RESUME'],
+    ]);
+    expect(qmpEvents[1]!.at_ns).toBeGreaterThanOrEqual(qmpEvents[0]!.at_ns);
+    expect(plain['vm.g.running']).toBe(1); // the source QEMU is in postmigrate, not gone
     for (const f of [plain, hinted]) expect([f['vm.g.migration.completed'], f['vm.g.migration.pages_differing']]).toEqual([1, 0]);
     // Without hints the 48 MiB the guest touched go with their contents, the 16 MiB it never touched as zero pages.
     expect(plain['vm.g.migration.ram.normal']).toBe((48 * MiB) / PAGE);

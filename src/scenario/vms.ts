@@ -516,13 +516,14 @@ export function scheduleVmEvents(
   /** Events waiting for a QMP event that has not come (a warning at the end). */
   const unanswered = new Set<YamlPath>();
   const waiting = new Map<VmRt, (() => void)[]>(vms.map((rt) => [rt, []]));
-  // The QMP events each VM's monitor sends, in the log as `qmp_event` entries (action: the event's name).
-  for (const rt of vms)
-    rt.vm.monitor.onEvent.push((e) =>
+  // The QMP events each VM's monitor sends (and its migration destination's), in the log as `qmp_event` entries
+  // (action: the event's name; process: the VMM that sent it).
+  const logQmpEvents = (rt: VmRt, vm: Vm, process: string): void =>
+    void vm.monitor.onEvent.push((e) =>
       log.push({
         at_ns: k.clock.now() - t0,
         op: 'qmp_event',
-        process: rt.spec.name,
+        process,
         vm: rt.spec.name,
         ret: 0,
         ns: 0,
@@ -531,6 +532,10 @@ export function scheduleVmEvents(
         reply: JSON.stringify(e),
       }),
     );
+  for (const rt of vms) {
+    logQmpEvents(rt, rt.vm, rt.spec.name);
+    rt.onIncoming.push((dst) => logQmpEvents(rt, dst, `${rt.spec.name}-dst`));
+  }
   // Events that wait for a QMP event are armed first, so one armed at `at` sees what the monitor sends at that instant.
   const ordered = vms.flatMap((rt) => rt.spec.events.map((ev, ei) => ({ rt, ev, ei })));
   ordered.sort((a, b) => Number(b.ev.on_qmp_event !== undefined) - Number(a.ev.on_qmp_event !== undefined));
@@ -940,6 +945,7 @@ function startMigration(
     throw e;
   }
   (dst.process as { name: string }).name = `${rt.spec.name}-dst`;
+  dst.runState = 'inmigrate'; // -incoming: the guest runs there only after the switchover
   const requestSize = ev['hugetlb-request-size'] === undefined ? undefined : ev['hugetlb-request-size'] === '4K' ? PAGE_SIZE : 2 * MiB;
   if (requestSize !== undefined) checkRequestSize(rt.vm, dk, requestSize, [...path, 'hugetlb-request-size'], rep);
   // A destination host of its own balances its VMM's memory if its kernel says so (on a host of `hosts`, the
@@ -1091,6 +1097,7 @@ function destinationKernel(k: Kernel, s: Scenario, d: NonNullable<VmEventSpec['d
  * same guest node's RAM there) when the guest runs there.
  */
 function guestMoves(rt: VmRt, dst: Vm, dspec: VmSpec, what: 'stop' | 'start-source' | 'start-destination'): void {
+  migrationRunState(rt.vm, dst, what);
   if (what === 'stop') for (const g of rt.guestThreads) g.wt.stop();
   else if (what === 'start-source') for (const g of rt.guestThreads) g.wt.start();
   else {
@@ -1105,6 +1112,28 @@ function guestMoves(rt: VmRt, dst: Vm, dspec: VmSpec, what: 'stop' | 'start-sour
       g.wt.heat = rt.dstHeat;
       g.wt.start();
     }
+  }
+}
+
+/**
+ * The run states and QMP events of a migration, as QEMU's: the source stops
+ * the guest for the switchover (STOP, then `postmigrate` once the
+ * destination runs it, or RESUME if it runs on the source again); the
+ * destination waits in `inmigrate` and sends RESUME when the guest starts
+ * there. (The guest's threads are moved by guestMoves itself, not through
+ * onRunState.)
+ */
+function migrationRunState(src: Vm, dst: Vm, what: 'stop' | 'start-source' | 'start-destination'): void {
+  if (what === 'stop') {
+    src.runState = 'paused';
+    src.monitor.emit('STOP');
+  } else if (what === 'start-source') {
+    src.runState = 'running';
+    src.monitor.emit('RESUME');
+  } else {
+    src.runState = 'postmigrate';
+    dst.runState = 'running';
+    dst.monitor.emit('RESUME');
   }
 }
 
@@ -1230,7 +1259,7 @@ export function vmFinal(vms: VmRt[], log: RunEventLog[]): Record<string, number>
     out[`vm.${n}.ept_violations`] = rt.vm.stats.eptViolations;
     // Memory hotplug: the DIMMs' bytes plugged (query-memory-devices), and whether QEMU still runs (0 after quit).
     if (rt.vm.deviceMemory) out[`vm.${n}.plugged_bytes`] = rt.vm.memoryDevices.reduce((a, d) => a + d.size, 0);
-    out[`vm.${n}.running`] = rt.vm.runState === 'running' ? 1 : 0;
+    out[`vm.${n}.running`] = rt.vm.runState === 'shutdown' ? 0 : 1;
     // Where each guest node's RAM lives on the host (resident 4K pages by host node), and on the destination's.
     if (rt.spec.numa.length > 1 || rt.spec.workloads.length) {
       if (rt.placementAtQuit) Object.assign(out, rt.placementAtQuit);

@@ -32,7 +32,8 @@
  * (driver pc-dimm: Vm.deviceAdd), `query-memory-devices`,
  * `query-acpi-ospm-status`, `stop`, `cont`, `quit`. Events are kept in
  * `events` as QMP sends them ({"event", "data", "timestamp": {"seconds",
- * "microseconds"}}) and passed to `onEvent` listeners: STOP, RESUME,
+ * "microseconds"}}) and passed to `onEvent` listeners: STOP, RESUME (also
+ * sent around a migration's switchover: src/scenario/vms.ts),
  * SHUTDOWN (reason host-qmp-quit) and ACPI_DEVICE_OST (the guest's _OST
  * after it onlined a DIMM; QEMU has no DEVICE_ADDED event: device_add's
  * reply, and for memory the guest's _OST, are how a client learns of it).

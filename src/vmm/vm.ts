@@ -168,7 +168,7 @@ export interface MemoryDevice {
 const ACPI_MAX_RAM_SLOTS = 256;
 
 /** QEMU's run states as query-status names them (the ones modelled). */
-export type RunState = 'running' | 'paused' | 'shutdown';
+export type RunState = 'running' | 'paused' | 'shutdown' | 'inmigrate' | 'postmigrate';
 
 const EPT_NONE = 0;
 const EPT_ZERO = -1;
