@@ -9,7 +9,7 @@
  *                            only the 4K fault rate and the scenario engine's
  *                            accesses per second, here and in the checkout DIR
  *                            (e.g. a worktree of main), alternated in one run
- *   npm run bench -- --only faults,cliffs   only these groups: faults, mmap, big, postcopy, host,
+ *   npm run bench -- --only faults,cliffs   only these groups: faults, mmap, big, postcopy, precopy, host,
  *                                           vms, scenario, linux, cliffs, startup
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -226,6 +226,134 @@ ${vms}
       `1 TiB host, 16 VMs of 60 GiB, each guest allocating ${each} (scenario engine)`,
       `${r.secs.toFixed(1)} s wall`,
       `${((r.secs * 1e9) / pages).toFixed(0)} ns per guest page allocated; RSS ${r.rssMiB.toFixed(0)} MiB, of which the run added ${r.grewMiB.toFixed(0)} MiB (${((r.grewMiB * 2 ** 20) / pages).toFixed(1)} B per page)`,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Run `code` (an ES module using ./src) in a child process and parse the JSON line it prints last. */
+function childJson<T>(code: string, heapMiB = 8192): T {
+  const out = execFileSync(process.execPath, [`--max-old-space-size=${heapMiB}`, '--import', 'tsx', '--input-type=module', '-e', code], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 20,
+  });
+  return JSON.parse(out.trim().split('\n').pop()!) as T;
+}
+
+/** "median (min-max over N runs)" of values formatted by `f`. */
+function medianSpread(xs: number[], f: (x: number) => string): string {
+  return `${f(median(xs))} (${xs.length} runs: ${spread(xs, f)})`;
+}
+
+/**
+ * Issue 19's precopy cases, each in a child process (timed from `migrate`
+ * to completion inside it, CPU time beside wall time, RSS of the process):
+ * an idle guest of 1 TiB (nothing ever written; 10 Gbit/s; a destination
+ * host of its own), and a 64 GiB guest dirtying 50,000 random 4K pages a
+ * second through the scenario engine, migrated to a host of its own, with
+ * the same run without the migration beside it. --quick: 4 GiB and 2 GiB.
+ */
+function precopyRuns(): void {
+  const idleGiB = quick ? 4 : 1024;
+  const idle = `
+    import { Kernel } from './src/kernel/kernel.ts';
+    import { CostProfile } from './src/sim/cost_profile.ts';
+    import { hostFromFile } from './src/sim/host.ts';
+    import { Vm } from './src/vmm/vm.ts';
+    import { Link } from './src/vmm/migration/link.ts';
+    import { MigrationState } from './src/vmm/migration/migration.ts';
+    const host = (name) => hostFromFile({ name, nodes: [{ id: 0, memory: ${idleGiB + 4} * 2 ** 30, cpus: [0, 1] }] });
+    const sk = new Kernel({ host: host('src'), costs: CostProfile.default(), seed: 1 });
+    const dk = new Kernel({ host: host('dst'), costs: CostProfile.default(), seed: 2, sameTimeAs: sk });
+    const src = new Vm(sk, { name: 'src', m: ${idleGiB} * 2 ** 30, smp: 1 });
+    const dst = new Vm(dk, { name: 'dst', m: ${idleGiB} * 2 ** 30, smp: 1 });
+    const mig = new MigrationState(src).register();
+    mig.incoming('tcp:dst:4444', dst, new Link({ bandwidth: 1.25e9, latency: 50000 }));
+    const t = performance.now();
+    const c = process.cpuUsage();
+    src.monitor.execute({ execute: 'migrate', arguments: { uri: 'tcp:dst:4444' } });
+    while (mig.status !== 'completed' && mig.status !== 'failed') sk.events.runUntil(sk.clock.now() + 1e9);
+    const cu = process.cpuUsage(c);
+    console.log(JSON.stringify({ status: mig.status, secs: (performance.now() - t) / 1000, cpuSecs: (cu.user + cu.system) / 1e6,
+      simSecs: (mig.endTime - mig.startTime) / 1e9, rssMiB: process.memoryUsage().rss / 2 ** 20, differing: mig.contentCheck?.pagesDiffering }));`;
+  type Idle = { status: string; secs: number; cpuSecs: number; simSecs: number; rssMiB: number; differing: number };
+  const idles = [childJson<Idle>(idle), childJson<Idle>(idle), childJson<Idle>(idle)];
+  const i0 = idles[0]!;
+  row(
+    `precopy of an idle ${idleGiB} GiB guest (nothing written; 10 Gbit/s; destination on its own host)`,
+    medianSpread(
+      idles.map((r) => r.secs),
+      (x) => `${x.toFixed(1)} s`,
+    ) + ' wall',
+    `CPU ${medianSpread(
+      idles.map((r) => r.cpuSecs),
+      (x) => `${x.toFixed(1)} s`,
+    )}; ${i0.status}, simulated ${i0.simSecs.toFixed(1)} s; RSS ${i0.rssMiB.toFixed(0)} MiB; pages differing ${i0.differing}`,
+  );
+
+  const gib = quick ? 2 : 64;
+  const dir = mkdtempSync(join(tmpdir(), 'memtwin-bench-precopy-'));
+  const yaml = (migrate: boolean): string => `name: precopy-dirty
+seed: 1
+host:
+  name: src
+  nodes:
+    - { id: 0, memory: ${gib + 8}G, cpus: 0-3 }
+duration: 12s
+sample: { interval: 1s }
+kernel:
+  /sys/kernel/mm/transparent_hugepage/enabled: madvise
+nic: { bandwidth: 10Gbit/s, latency: 25us }
+hosts:
+  - name: dst
+vms:
+  - name: guest
+    memdevs:
+      - { id: ram0, size: ${gib}G }
+    vcpus: [0]
+    workloads:
+      - name: dirty
+        vcpu: 0
+        guest_node: 0
+        guest_page_size: 4K
+        workload:
+          phases:
+            - { pattern: uniform, mapping: ram, read_ratio: 0, rate: 50000 }
+${migrate ? '    events:\n      - { at: 100ms, op: migrate, destination: { host: dst }, max-bandwidth: 1250000000, downtime-limit: 300 }\n' : ''}`;
+  const run = (migrate: boolean): { secs: number; cpuSecs: number; rssMiB: number; final: Record<string, number> } => {
+    const file = join(dir, `precopy-${migrate}.yaml`);
+    writeFileSync(file, yaml(migrate));
+    return childJson(`
+      import { loadScenario } from './src/scenario/load.ts';
+      import { runScenario } from './src/scenario/run.ts';
+      const l = loadScenario(${JSON.stringify(file)});
+      const t = performance.now();
+      const c = process.cpuUsage();
+      const r = runScenario(l.runs[0], { file: ${JSON.stringify(file)} });
+      const cu = process.cpuUsage(c);
+      const keys = Object.keys(r.final).filter((k) => k.startsWith('vm.guest.migration.'));
+      console.log(JSON.stringify({ secs: (performance.now() - t) / 1000, cpuSecs: (cu.user + cu.system) / 1e6, rssMiB: process.memoryUsage().rss / 2 ** 20,
+        final: Object.fromEntries(keys.map((k) => [k, r.final[k]])) }));`);
+  };
+  try {
+    const withMig = [run(true), run(true), run(true)];
+    const without = [run(false), run(false), run(false)];
+    const f = withMig[0]!.final;
+    const share = withMig.map((r, i) => r.secs - without[i]!.secs);
+    row(
+      `precopy of a ${gib} GiB guest writing 50,000 random 4K pages/s (scenario engine, 12 s run; destination on its own host)`,
+      medianSpread(
+        withMig.map((r) => r.secs),
+        (x) => `${x.toFixed(1)} s`,
+      ) + ' wall',
+      `the same run without the migration ${medianSpread(
+        without.map((r) => r.secs),
+        (x) => `${x.toFixed(1)} s`,
+      )}, so the migration's share ${medianSpread(share, (x) => `${x.toFixed(1)} s`)}; CPU with it ${medianSpread(
+        withMig.map((r) => r.cpuSecs),
+        (x) => `${x.toFixed(1)} s`,
+      )}; completed ${f['vm.guest.migration.completed']}, total-time ${f['vm.guest.migration.total-time']} ms, ${f['vm.guest.migration.ram.dirty-sync-count']} syncs, pages differing ${f['vm.guest.migration.pages_differing']}; RSS ${withMig[0]!.rssMiB.toFixed(0)} MiB`,
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -785,6 +913,7 @@ async function main(): Promise<void> {
     ['mmap', mmapPairs],
     ['big', bigRun],
     ['postcopy', postcopyRun],
+    ['precopy', precopyRuns],
     ['host', hostOf1TiB],
     ['vms', manyVms],
     ['scenario', scenarioSpeed],

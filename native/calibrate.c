@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <cpuid.h>
@@ -632,6 +633,164 @@ static void m_bandwidth(void)
 	add_cost("memcpy_4k", c, REPEATS, "ns per 4K page",
 		 "Copy an already-faulted 256 MiB THP-backed buffer into another one 4K page at a time "
 		 "with 'rep movsq' (the kernel's copy_page on REP_GOOD CPUs); total / 65536 pages.",
+		 NULL);
+}
+
+/*
+ * XBZRLE (QEMU's migration/xbzrle.c format, implemented here on its own):
+ * old XOR new, as runs: a ULEB128 length of bytes that did not change,
+ * then a ULEB128 length and the bytes of a run that did; the last unchanged
+ * run is left out, an unchanged page encodes to nothing, and an encoding
+ * longer than dlen is an overflow (-1).
+ */
+static int uleb_put(uint8_t *d, uint32_t v)
+{
+	if (v < 0x80) {
+		d[0] = (uint8_t)v;
+		return 1;
+	}
+	d[0] = (uint8_t)(v | 0x80);
+	d[1] = (uint8_t)(v >> 7);
+	return 2;
+}
+
+static int xbzrle_enc(const uint8_t *old, const uint8_t *new, int slen, uint8_t *dst, int dlen)
+{
+	int d = 0, i = 0;
+	while (i < slen) {
+		int z = i;
+		/* unchanged bytes, 8 at a time where both words match */
+		while (i + 8 <= slen && !memcmp(old + i, new + i, 8))
+			i += 8;
+		while (i < slen && old[i] == new[i])
+			i++;
+		if (i - z == slen)
+			return 0;
+		if (i == slen)
+			return d;
+		if (d + 2 > dlen)
+			return -1;
+		d += uleb_put(dst + d, (uint32_t)(i - z));
+		int nz = i;
+		while (i < slen && old[i] != new[i])
+			i++;
+		if (d + 2 > dlen)
+			return -1;
+		d += uleb_put(dst + d, (uint32_t)(i - nz));
+		if (d + (i - nz) > dlen)
+			return -1;
+		memcpy(dst + d, new + nz, (size_t)(i - nz));
+		d += i - nz;
+	}
+	return d;
+}
+
+static int uleb_get(const uint8_t *s, int n, int *at, uint32_t *v)
+{
+	if (*at >= n)
+		return -1;
+	uint8_t b = s[(*at)++];
+	*v = b & 0x7f;
+	if (b & 0x80) {
+		if (*at >= n)
+			return -1;
+		*v |= (uint32_t)s[(*at)++] << 7;
+	}
+	return 0;
+}
+
+static int xbzrle_dec(const uint8_t *src, int slen, uint8_t *page, int plen)
+{
+	int i = 0, d = 0;
+	while (i < slen) {
+		uint32_t z, nz;
+		if (uleb_get(src, slen, &i, &z) || (d += (int)z) > plen || uleb_get(src, slen, &i, &nz))
+			return -1;
+		if (d + (int)nz > plen || i + (int)nz > slen)
+			return -1;
+		memcpy(page + d, src + i, nz);
+		i += (int)nz;
+		d += (int)nz;
+	}
+	return d;
+}
+
+#define XB_PAGES 16384 /* 64 MiB: QEMU's default xbzrle-cache-size, well past the LLC */
+
+/* Make page `p` of `cur` differ from `old` in `runs` runs of `len` bytes spread evenly over the page. */
+static void xb_dirty(uint8_t *cur, const uint8_t *old, int runs, int len, int salt)
+{
+	memcpy(cur, old, PG);
+	for (int r = 0; r < runs; r++) {
+		int at = r * (PG / runs);
+		for (int j = 0; j < len; j++)
+			cur[at + j] = (uint8_t)(old[at + j] ^ (1 + ((salt + j) & 0x7f)));
+	}
+}
+
+static void m_xbzrle(void)
+{
+	progress("xbzrle_encode_4k / xbzrle_encode_per_changed_byte / xbzrle_decode_per_changed_byte");
+	size_t len = (size_t)XB_PAGES * PG;
+	uint8_t *old = (uint8_t *)map_anon(len, MADV_HUGEPAGE), *cur = (uint8_t *)map_anon(len, MADV_HUGEPAGE);
+	uint8_t *enc = malloc(PG), *dst = (uint8_t *)map_anon(len, MADV_HUGEPAGE);
+	if (!old || !cur || !dst || !enc) {
+		add_unavailable("xbzrle_encode_4k", "mmap failed");
+		add_unavailable("xbzrle_encode_per_changed_byte", "mmap failed");
+		add_unavailable("xbzrle_decode_per_changed_byte", "mmap failed");
+		return;
+	}
+	for (size_t i = 0; i < len; i++)
+		old[i] = (uint8_t)(i * 2654435761u >> 13);
+	/* k = 0 (the whole page compared, nothing changed) and k = 2048 (32 runs of 64 bytes: cache lines rewritten) */
+	const int K = 2048, RUNS = 32;
+	double e0[REPEATS], ek[REPEATS], dk[REPEATS];
+	for (int rep = -1; rep < REPEATS; rep++) {
+		memcpy(cur, old, len);
+		uint64_t t0 = now_ns();
+		for (size_t p = 0; p < XB_PAGES; p++)
+			sink += (uint64_t)xbzrle_enc(old + p * PG, cur + p * PG, PG, enc, PG);
+		uint64_t t1 = now_ns();
+		for (size_t p = 0; p < XB_PAGES; p++)
+			xb_dirty(cur + p * PG, old + p * PG, RUNS, K / RUNS, (int)p + rep);
+		memcpy(dst, old, len);
+		uint64_t te = 0, td = 0;
+		for (size_t p = 0; p < XB_PAGES; p++) {
+			uint64_t a = now_ns();
+			int n = xbzrle_enc(old + p * PG, cur + p * PG, PG, enc, PG);
+			uint64_t b = now_ns();
+			int r = xbzrle_dec(enc, n, dst + p * PG, PG);
+			uint64_t c = now_ns();
+			if (n <= 0 || r < 0 || memcmp(dst + p * PG, cur + p * PG, PG)) {
+				add_unavailable("xbzrle_encode_4k", "round trip failed");
+				return;
+			}
+			te += b - a;
+			td += c - b;
+		}
+		if (rep >= 0) {
+			e0[rep] = (double)(t1 - t0) / XB_PAGES;
+			ek[rep] = ((double)te / XB_PAGES - e0[rep]) / K;
+			dk[rep] = (double)td / XB_PAGES / K;
+		}
+	}
+	munmap(old, len);
+	munmap(cur, len);
+	munmap(dst, len);
+	free(enc);
+	add_cost("xbzrle_encode_4k", e0, REPEATS, "ns per 4K page compared against its cached copy",
+		 "XBZRLE encode (QEMU's format: XOR runs as ULEB128 zero-run and literal-run lengths, "
+		 "memtwin's own implementation comparing 8 bytes at a time) of 16384 unchanged 4K pages "
+		 "(64 MiB, QEMU's default xbzrle-cache-size) against their cached copies; total / 16384.",
+		 NULL);
+	add_cost("xbzrle_encode_per_changed_byte", ek, REPEATS, "ns per changed byte, beyond xbzrle_encode_4k",
+		 "Same encoder over the same 16384 pages with 2048 bytes changed in each (32 runs of 64 "
+		 "bytes, cache lines rewritten, evenly spread), each page timed alone: (mean per page - "
+		 "xbzrle_encode_4k) / 2048.",
+		 NULL);
+	add_cost("xbzrle_decode_per_changed_byte", dk, REPEATS, "ns per changed byte decoded into the page",
+		 "Decode of each of those encodings into a copy of the old page (as QEMU's load_xbzrle "
+		 "does into guest RAM), checked equal to the new page; mean per page / 2048.",
 		 NULL);
 }
 
@@ -2664,6 +2823,133 @@ static void machine_info(void)
 	     cores, mem, hyper ? "true" : "false", nodes, sysconf(_SC_PAGESIZE));
 }
 
+
+/* ---------------- virtio-balloon: host wakeups and message decoding ---------------- */
+
+struct wake_ctx {
+	int to_peer, from_peer; /* eventfds */
+	long rounds;
+};
+
+static void *wake_peer(void *arg)
+{
+	struct wake_ctx *c = arg;
+	uint64_t one = 1, got;
+	for (long i = 0; i < c->rounds; i++) {
+		if (read(c->to_peer, &got, sizeof got) != sizeof got ||
+		    write(c->from_peer, &one, sizeof one) != sizeof one)
+			return (void *)1;
+	}
+	return NULL;
+}
+
+/* One wakeup through an eventfd of a thread blocked in read(): what a kick's
+ * ioeventfd does to QEMU's main loop, and an irqfd to a halted vCPU thread. */
+static const char *eventfd_wakeup_runs(double *v)
+{
+	const long rounds = 20000;
+	for (int rep = -1; rep < REPEATS; rep++) {
+		struct wake_ctx c = {eventfd(0, 0), eventfd(0, 0), rounds};
+		if (c.to_peer < 0 || c.from_peer < 0)
+			return "eventfd failed";
+		pthread_t th;
+		pthread_create(&th, NULL, wake_peer, &c);
+		uint64_t one = 1, got;
+		uint64_t t0 = now_ns();
+		for (long i = 0; i < rounds; i++) {
+			if (write(c.to_peer, &one, sizeof one) != sizeof one ||
+			    read(c.from_peer, &got, sizeof got) != sizeof got)
+				return "eventfd ping-pong failed";
+		}
+		uint64_t t1 = now_ns();
+		void *ret;
+		pthread_join(th, &ret);
+		close(c.to_peer);
+		close(c.from_peer);
+		if (ret)
+			return "eventfd peer failed";
+		if (rep >= 0)
+			v[rep] = (double)(t1 - t0) / (2.0 * rounds);
+	}
+	return NULL;
+}
+
+/* Decode 4-byte PFN arrays (256 per message, as QEMU's handle_output reads
+ * them) into (gpa, len) ranges; and scan u64 bitmap words for set bits. */
+static void m_balloon(void)
+{
+	progress("eventfd_wakeup");
+	double v[REPEATS];
+	const char *err = eventfd_wakeup_runs(v);
+	if (err)
+		add_unavailable("eventfd_wakeup", err);
+	else
+		add_cost("eventfd_wakeup", v, REPEATS, "ns per wakeup of a thread blocked on an eventfd",
+			 "Two threads, unpinned (so on different CPUs when free), ping-pong through two "
+			 "eventfds: write(8 bytes) wakes the peer blocked in read(), which writes back; "
+			 "20000 round trips, total / 40000 (write syscall, wakeup and IPI, context switch, "
+			 "read return).",
+			 NULL);
+
+	progress("vmm_balloon_decode_entry");
+	const size_t n = 1 << 21; /* 8 GiB of 4 KiB PFNs */
+	uint32_t *pfns = malloc(n * sizeof *pfns);
+	uint64_t *ranges = malloc(2 * n * sizeof *ranges);
+	for (size_t i = 0; i < n; i++)
+		pfns[i] = (uint32_t)(rnd() & 0x1fffff);
+	for (int rep = -1; rep < REPEATS; rep++) {
+		uint64_t t0 = now_ns();
+		for (size_t m = 0; m < n; m += 256) {
+			const volatile uint32_t *msg = pfns + m; /* read from the message buffer */
+			for (size_t i = 0; i < 256; i++) {
+				ranges[2 * (m + i)] = (uint64_t)msg[i] << 12;
+				ranges[2 * (m + i) + 1] = 4096;
+			}
+		}
+		uint64_t t1 = now_ns();
+		sink += ranges[2 * (rnd() % n)];
+		if (rep >= 0)
+			v[rep] = (double)(t1 - t0) / n;
+	}
+	add_cost("vmm_balloon_decode_entry", v, REPEATS, "ns per message entry decoded into a range",
+		 "8 GiB worth of random 4-byte PFNs (2^21) read 256 per message from a volatile buffer "
+		 "and written out as (gpa u64, len u64) ranges; total / 2^21. Charged per list entry "
+		 "(PFN, chunk, pfn+order) and per run of set bits of a bitmap.",
+		 NULL);
+
+	progress("vmm_balloon_decode_bitmap_word");
+	const size_t words = n / 64;
+	uint64_t *bm = calloc(words, sizeof *bm);
+	for (size_t i = 0; i < words; i += 97) /* sparse: a set bit every 97 words */
+		bm[i] = 1ULL << (i & 63);
+	for (int rep = -1; rep < REPEATS; rep++) {
+		uint64_t runs = 0;
+		uint64_t t0 = now_ns();
+		for (int pass = 0; pass < 64; pass++) {
+			const volatile uint64_t *w = bm;
+			for (size_t i = 0; i < words; i++) {
+				uint64_t x = w[i];
+				while (x) { /* find_next_bit: one run per set bit here */
+					runs += __builtin_ctzll(x);
+					x &= x - 1;
+				}
+			}
+		}
+		uint64_t t1 = now_ns();
+		sink += runs;
+		if (rep >= 0)
+			v[rep] = (double)(t1 - t0) / (64.0 * words);
+	}
+	add_cost("vmm_balloon_decode_bitmap_word", v, REPEATS, "ns per 64-bit bitmap word scanned",
+		 "A 2^21-bit bitmap (8 GiB of 4 KiB pages) with one set bit every 97 words, scanned word "
+		 "by word for set bits (find_next_bit's loop: load, test, count trailing zeros) 64 times; "
+		 "total / (64 * 32768 words). The runs found are charged as vmm_balloon_decode_entry.",
+		 NULL);
+	free(bm);
+	free(ranges);
+	free(pfns);
+}
+
 /* Measurement groups in run order: the cost names each one outputs (a
  * trailing '*' is a prefix) and the group it needs to have run first. */
 static const struct group {
@@ -2679,6 +2965,7 @@ static const struct group {
 	{"uffd_copy", m_uffd_copy, "uffdio_copy_4k,uffdio_copy_2m_anon_per_4k,uffdio_copy_2m_hugetlb", 3}, /* releases 2M pool */
 	{"uffd_roundtrip", m_uffd_roundtrip, "uffd_fault_roundtrip_4k", 4},
 	{"bandwidth", m_bandwidth, "zero_page_4k,memcpy_4k", -1},
+	{"xbzrle", m_xbzrle, "xbzrle_encode_4k,xbzrle_encode_per_changed_byte,xbzrle_decode_per_changed_byte", -1},
 	{"dontneed_munmap", m_dontneed_munmap, "madv_dontneed_4k,munmap_populated_4k,madv_dontneed_2m_thp", -1},
 	{"collapse", m_collapse, "madv_collapse_2m", -1},
 	{"khugepaged_scan", m_khugepaged_scan, "khugepaged_scan_per_pte", -1},
@@ -2692,6 +2979,7 @@ static const struct group {
 	{"swap", m_swap, "swapout_4k,swapin_4k,swapin_4k_ra,swapin_swapcache_4k", -1},
 	{"fork", m_fork, "fork_mm,fork_copy_pte,fault_cow_4k,fault_wp_reuse_4k", -1},
 	{"filemap", m_filemap, "fault_file_4k_read,filemap_read_4k", -1},
+	{"balloon", m_balloon, "eventfd_wakeup,vmm_balloon_decode_entry,vmm_balloon_decode_bitmap_word", -1},
 };
 #define NGROUPS ((int)(sizeof groups / sizeof groups[0]))
 

@@ -1,5 +1,5 @@
 /**
- * What each postcopy-on-hugetlbfs proposal implies for the vCPU: the
+ * What each postcopy-on-hugetlbfs proposal (and the /dev/mem remap) implies for the vCPU: the
  * number of userfaults, each fault's resolution time on the destination,
  * the background fill of the rest of the page, and what the page tables
  * and VMAs look like meanwhile. Deterministic (seeded), from the cost
@@ -7,8 +7,9 @@
  *
  *   npx tsx scripts/postcopy-hugetlb-table.ts [--touches N] [--seed S]
  */
-import { destination, fillHugePage, vcpuFaults } from '../src/agents/uffd_hugetlb_dest.ts';
-import { HGM_PROPOSALS, type HgmProposal } from '../src/kernel/hugetlb_hgm.ts';
+import { destination, fillHugePage, vcpuFaults, type Design } from '../src/agents/uffd_hugetlb_dest.ts';
+import { HGM_PROPOSALS } from '../src/kernel/hugetlb_hgm.ts';
+import { DEVMEM_REMAP } from '../src/kernel/hugetlb_devmem.ts';
 import { PAGE_SIZE, PMD_SIZE, PUD_SIZE } from '../src/kernel/uapi.ts';
 import { SeededRandom } from '../src/sim/random.ts';
 
@@ -25,14 +26,15 @@ console.log(
 );
 console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
 for (const hs of [PUD_SIZE, PMD_SIZE]) {
-  for (const proposal of [null, ...HGM_PROPOSALS] as (HgmProposal | null)[]) {
+  for (const proposal of [null, ...HGM_PROPOSALS, DEVMEM_REMAP] as (Design | null)[]) {
     const d = destination(proposal, hs, 2);
     // The vCPU touches `touches` random 4K pages of the first huge page.
     const rnd = new SeededRandom(seed).stream('touches');
     const offsets = Array.from({ length: touches }, () => rnd.int(0, hs / PAGE_SIZE - 1) * PAGE_SIZE);
     const { faults, latency } = vcpuFaults(d, offsets);
     const tables = d.p.mm.pgtablesBytes / PAGE_SIZE;
-    const vmas = d.p.mm.vmas.length;
+    // A /dev/mem alias is a VMA of its own (memtwin keeps it at guest RAM's addresses): counted here.
+    const vmas = d.p.mm.vmas.length + d.k.devmem.openAliases;
     const rest = fillHugePage(d, d.a);
     if (!d.p.mm.pgtable.puds.has(d.a / PUD_SIZE) && !(hs === PMD_SIZE && d.p.mm.pgtable.pmds.has(d.a / PMD_SIZE)))
       throw new Error(`${proposal}: the page did not end huge`);

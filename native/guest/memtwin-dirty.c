@@ -3,7 +3,7 @@
  * (scripts/validate-qemu/, docs/validate-qemu.md). Runs in the validation
  * initramfs under QEMU and prints what it did to the console:
  *
- *   memtwin-dirty TOUCH_MIB WS_MIB RATE FREE_MIB
+ *   memtwin-dirty TOUCH_MIB WS_MIB RATE FREE_MIB [word|page]
  *
  * 1. FREE_MIB: maps that much anonymous memory, writes every page
  *    (non-zero), and unmaps it: the guest kernel's free lists then hold pages
@@ -11,7 +11,8 @@
  * 2. TOUCH_MIB: maps and writes that much (non-zero), and keeps it.
  * 3. Prints "MTD READY" with /proc/meminfo's MemTotal and MemFree (kB).
  * 4. WS_MIB > 0 and RATE > 0: writes one 8-byte word in each page of the
- *    first WS_MIB of the touched memory, round robin, RATE pages per second
+ *    first WS_MIB of the touched memory (with `page`: rewrites the whole
+ *    page with a new byte, what xbzrle cannot encode), round robin, RATE pages per second
  *    (in 10 ms steps), forever, and prints "MTD RATE <t_ms> <pages> <pages/s>"
  *    each second: the dirty rate measured in the guest (CLOCK_MONOTONIC).
  */
@@ -60,10 +61,11 @@ static unsigned char *map_and_fill(unsigned long bytes, unsigned char fill) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 5) {
-    fprintf(stderr, "usage: memtwin-dirty TOUCH_MIB WS_MIB RATE FREE_MIB\n");
+  if (argc != 5 && !(argc == 6 && (!strcmp(argv[5], "word") || !strcmp(argv[5], "page")))) {
+    fprintf(stderr, "usage: memtwin-dirty TOUCH_MIB WS_MIB RATE FREE_MIB [word|page]\n");
     return 2;
   }
+  int whole_page = argc == 6 && !strcmp(argv[5], "page");
   unsigned long touch = strtoul(argv[1], NULL, 0) * MiB;
   unsigned long ws = strtoul(argv[2], NULL, 0) * MiB;
   double rate = strtod(argv[3], NULL);
@@ -75,8 +77,8 @@ int main(int argc, char **argv) {
     munmap(f, freeb);
   }
   unsigned char *p = touch ? map_and_fill(touch, 0xa5) : NULL;
-  printf("MTD READY touch_mib=%lu ws_mib=%lu rate=%.0f free_mib=%lu MemTotal=%ld MemFree=%ld\n", touch / MiB, ws / MiB, rate,
-         freeb / MiB, meminfo("MemTotal"), meminfo("MemFree"));
+  printf("MTD READY touch_mib=%lu ws_mib=%lu rate=%.0f free_mib=%lu write=%s MemTotal=%ld MemFree=%ld\n", touch / MiB, ws / MiB,
+         rate, freeb / MiB, whole_page ? "page" : "word", meminfo("MemTotal"), meminfo("MemFree"));
   if (!ws || rate <= 0)
     for (;;) pause();
   unsigned long pages = ws / PAGE, cursor = 0;
@@ -89,7 +91,10 @@ int main(int argc, char **argv) {
     if (due > rate) due = rate; /* do not catch up more than one second after a stall */
     last = t;
     while (due >= 1) {
-      *(volatile uint64_t *)(p + cursor * PAGE) = counter++;
+      if (whole_page)
+        memset(p + cursor * PAGE, (int)(counter++ % 255) + 1, PAGE); /* never zero */
+      else
+        *(volatile uint64_t *)(p + cursor * PAGE) = counter++;
       cursor = (cursor + 1) % pages;
       due -= 1;
       written++;

@@ -3,7 +3,7 @@
  * migration matrix of src/validate/matrix.ts between two local QEMU
  * processes (-accel tcg) and writes validation/qemu/results.json.
  *
- *   npx tsx scripts/validate-qemu/run-real.ts [--only ID,ID] [--out FILE]
+ *   npx tsx scripts/validate-qemu/run-real.ts [--batch NAME] [--only ID,ID] [--out FILE]
  *   ./bin/memtwin.js validate qemu --real      # the same, then the report
  *
  * Needs root (hugetlbfs), qemu-system-x86_64 and the validation initramfs
@@ -18,8 +18,9 @@ const get = (name: string): string | undefined => {
 };
 const only = get('--only')?.split(',');
 const out = get('--out');
+const batch = get('--batch');
 try {
-  await runReal({ only, out, log: (s) => console.error(s) });
+  await runReal({ batch, only, out, log: (s) => console.error(s) });
 } catch (e) {
   console.error(`validate-qemu: error: ${(e as Error).message}`);
   process.exitCode = 1;

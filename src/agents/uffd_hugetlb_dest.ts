@@ -2,8 +2,9 @@
  * The destination side of postcopy on hugetlb guest RAM, as a userspace
  * agent: a VMM (QEMU's postcopy fault thread) that registers guest RAM
  * with a userfaultfd and resolves each vCPU fault, under Linux 6.18 (whole
- * huge pages) or one of the three unmerged proposals of
- * src/kernel/hugetlb_hgm.ts. Used by the proposal tests and by
+ * huge pages), one of the three unmerged proposals of
+ * src/kernel/hugetlb_hgm.ts, or the /dev/mem remap of
+ * src/kernel/hugetlb_devmem.ts. Used by the proposal tests and by
  * scripts/postcopy-hugetlb-table.ts, which prints what each proposal
  * implies for fault count and latency.
  *
@@ -16,6 +17,7 @@ import type { Process, Thread } from '../kernel/sched.ts';
 import { hugetlbAllocPage, hugetlbIndex } from '../kernel/memory.ts';
 import { uffdioApi, uffdioContinue, uffdioFill, uffdioRegister } from '../kernel/userfaultfd.ts';
 import type { HgmProposal } from '../kernel/hugetlb_hgm.ts';
+import { DEVMEM_REMAP, devmemAliasCopy } from '../kernel/hugetlb_devmem.ts';
 import {
   MAP,
   MADV,
@@ -44,8 +46,11 @@ export interface Destination {
   a: number;
   /** The userfaultfd. */
   fd: number;
-  proposal: HgmProposal | null;
+  proposal: Design | null;
 }
+
+/** What fills a huge page in parts: a proposal of src/kernel/hugetlb_hgm.ts, or the /dev/mem remap. */
+export type Design = HgmProposal | typeof DEVMEM_REMAP;
 
 function check(ok: boolean, what: string): void {
   if (!ok) throw new Error(`postcopy destination setup: ${what}`);
@@ -56,9 +61,17 @@ function check(ok: boolean, what: string): void {
  * one-node host, registered with a userfaultfd that negotiated `proposal`
  * (null: Linux 6.18). Under hugetlb-hgm the RAM is a shared hugetlbfs
  * mapping, fallocated first as the HGM postcopy design does (so every
- * vCPU fault is minor), marked with MADV_SPLIT and registered MINOR.
+ * vCPU fault is minor), marked with MADV_SPLIT and registered MINOR. Under
+ * hugetlb-devmem-remap the kernel is built without CONFIG_STRICT_DEVMEM
+ * (unless `strictDevmem`) and the userfaultfd reports exact addresses.
  */
-export function destination(proposal: HgmProposal | null, hugeSize = PUD_SIZE, pages = 2, costs = CostProfile.default()): Destination {
+export function destination(
+  proposal: Design | null,
+  hugeSize = PUD_SIZE,
+  pages = 2,
+  costs = CostProfile.default(),
+  strictDevmem = false,
+): Destination {
   const mib = Math.ceil((pages * hugeSize) / 2 ** 26) * 64 + 256;
   const host = hostFromFile({
     name: 'postcopy-destination',
@@ -70,6 +83,8 @@ export function destination(proposal: HgmProposal | null, hugeSize = PUD_SIZE, p
   const dir = hugeSize === PUD_SIZE ? 'hugepages-1048576kB' : 'hugepages-2048kB';
   check(k.sysfs.write(`/sys/kernel/mm/hugepages/${dir}/nr_hugepages`, String(pages)) >= 0, 'hugetlb pool');
   if (proposal) check(k.sysfs.write(`/sys/kernel/memtwin/features/${proposal}`, '1') >= 0, `feature ${proposal}`);
+  if (proposal === DEVMEM_REMAP && !strictDevmem)
+    check(k.sysfs.write('/sys/kernel/memtwin/config/CONFIG_STRICT_DEVMEM', '0') >= 0, 'CONFIG_STRICT_DEVMEM');
   const p = k.createProcess('qemu');
   const shared = proposal === 'hugetlb-hgm';
   const huge = MAP.MAP_ANONYMOUS | MAP.MAP_HUGETLB | (hugeSize === PUD_SIZE ? MAP.MAP_HUGE_1GB : MAP.MAP_HUGE_2MB);
@@ -80,7 +95,8 @@ export function destination(proposal: HgmProposal | null, hugeSize = PUD_SIZE, p
     ? UFFD_FEATURE.UFFD_FEATURE_MINOR_HUGETLBFS | P.UFFD_FEATURE_MINOR_HUGETLBFS_HGM
     : UFFD_FEATURE.UFFD_FEATURE_MISSING_HUGETLBFS |
       (proposal === 'uffd-hugetlb-subpage-copy' ? P.UFFD_FEATURE_HUGETLB_SUBPAGE_COPY : 0) |
-      (proposal === 'uffd-hugetlb-vma-split' ? P.UFFD_FEATURE_HUGETLB_VMA_SPLIT : 0);
+      (proposal === 'uffd-hugetlb-vma-split' ? P.UFFD_FEATURE_HUGETLB_VMA_SPLIT : 0) |
+      (proposal === DEVMEM_REMAP ? UFFD_FEATURE.UFFD_FEATURE_EXACT_ADDRESS : 0);
   check(uffdioApi(k, p, fd, UFFD_API, features).ret === 0, 'UFFDIO_API');
   if (shared) {
     const vma = p.mm.vmaAt(a)!;
@@ -114,8 +130,9 @@ export function aliasWrite(d: Destination, va: number, len: number): void {
 
 /**
  * Place the 4K page at `va` (received from the source) the way the
- * proposal does: a 4K UFFDIO_COPY, or an alias write and a 4K
- * UFFDIO_CONTINUE; under Linux 6.18, a copy of its whole huge page. Returns
+ * proposal does: a 4K UFFDIO_COPY (into the /dev/mem alias under the
+ * remap), or an alias write and a 4K UFFDIO_CONTINUE; under Linux 6.18, a
+ * copy of its whole huge page. Returns
  * the ioctl's result and the virtual ns it took.
  */
 export function place4k(d: Destination, va: number): { ret: number; ns: number } {
@@ -125,6 +142,9 @@ export function place4k(d: Destination, va: number): { ret: number; ns: number }
   if (proposal === 'hugetlb-hgm') {
     aliasWrite(d, va, PAGE_SIZE);
     ret = uffdioContinue(k, p.mainThread, fd, va, PAGE_SIZE, 0).ret;
+  } else if (proposal === DEVMEM_REMAP) {
+    const r = devmemAliasCopy(k, p.mm, p.mainThread, va - (va % PAGE_SIZE), PAGE_SIZE, srcByte(va - (va % PAGE_SIZE) - a));
+    ret = r < 0 ? r : 0;
   } else if (proposal) ret = uffdioFill(k, p.mainThread, fd, va, PAGE_SIZE, 0, srcByte(va - a)).ret;
   else {
     const hs = p.mm.vmaAt(va)!.hugePageSize();

@@ -253,42 +253,51 @@ program
   .description('compare memtwin with real systems (docs/validate-qemu.md)')
   .command('qemu')
   .description(
-    'memtwin against real QEMU migrations: redraws validation/qemu/report.md from validation/qemu/results.json; --real reruns the real side first',
+    "memtwin against real QEMU migrations: redraws validation/qemu/report.md from validation/qemu/results.json and the results-<batch>.json beside it; --real reruns a batch's real side first",
   )
   .option(
     '--real',
     'rerun the real migrations first (root, QEMU: bash scripts/oracle-guest/build.sh && bash scripts/validate-qemu/build.sh)',
   )
   .option('--only <ids>', 'with --real: rerun only these runs (comma-separated ids), keep the others recorded')
-  .option('--results <file>', 'the recorded real runs', 'validation/qemu/results.json')
+  .option('--batch <name>', 'with --real: the batch to record (main: results.json; 1g: results-1g.json)', 'main')
+  .option(
+    '--results <file>',
+    "the main batch's recorded real runs (the other batches are the results-<name>.json beside it)",
+    'validation/qemu/results.json',
+  )
   .option('--report <file>', 'where to write the report', 'validation/qemu/report.md')
   .action(async (o) => {
     const { writeReport } = await import('../validate/qemu.ts');
     if (o.real) {
       const { runReal } = await import('../validate/real.ts');
       try {
-        await runReal({ out: o.results, only: o.only?.split(','), log: (s) => console.error(s) });
+        const { batchByName } = await import('../validate/real.ts');
+        const b = batchByName(o.batch);
+        const { dirname, join } = await import('node:path');
+        const out = b.name === 'main' ? o.results : join(dirname(o.results), b.file);
+        await runReal({ batch: b.name, out, only: o.only?.split(','), log: (s) => console.error(s) });
       } catch (e) {
         console.error(`memtwin: validate qemu --real: ${(e as Error).message}`);
         process.exitCode = 1;
         return;
       }
     }
-    let cmp;
+    let batches;
     try {
-      cmp = writeReport({ results: o.results, report: o.report, explanations: 'validation/qemu/explanations.json' });
+      batches = writeReport({ results: o.results, report: o.report, explanations: 'validation/qemu/explanations.json' });
     } catch (e) {
       console.error(`memtwin: validate qemu: ${(e as Error).message}`);
       process.exitCode = 1;
       return;
     }
-    for (const r of cmp.runs) {
+    for (const r of batches.flatMap((b) => b.runs)) {
       const e = (m: string): string => {
         const v = r.rows.find((x) => x.metric === m)?.errorPct;
         return v === undefined || v === null ? '—' : `${v >= 0 ? '+' : ''}${v.toFixed(1)}%`;
       };
       console.log(
-        `${r.id.padEnd(34)} ${r.status.padEnd(10)} total-time ${e('total-time').padStart(7)}  transferred ${e('ram.transferred').padStart(7)}`,
+        `${r.id.padEnd(40)} ${r.status.padEnd(10)} total-time ${e('total-time').padStart(7)}  transferred ${e('ram.transferred').padStart(7)}`,
       );
     }
     console.log(`wrote ${o.report}`);

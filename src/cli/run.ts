@@ -24,7 +24,7 @@ optionally a sweep of parameters. Complete example:
       mappings:
         - name: heap
           size: 1G
-          madvise: [MADV_HUGEPAGE]   # also: prot, flags, populate, fragment
+          madvise: [MADV_HUGEPAGE]   # also: prot, flags, populate, populate_fill, fragment
       threads:
         - name: worker
           cpu: 0

@@ -22,14 +22,21 @@
  * - free page reporting (VIRTIO_BALLOON_F_REPORTING) through
  *   mm/page_reporting.c (page_reporting.ts): each report is one chain of up
  *   to 32 device-writable descriptors, one per free block, and one kick;
- * - memtwin's `virtio-balloon-chunks` (the chunked transfer proposed in
- *   2017): inflate allocates the highest order that fits first and tells
- *   the host (addr, len) chunks, up to 256 per message.
+ * - memtwin's inflate encodings (proposals, never merged; one feature bit
+ *   each, see src/virtio/virtio_balloon.ts): `chunks` (the chunked transfer
+ *   of 2017, (addr, len) chunks), `bitmap` (Liang Li's 2016 page bitmap),
+ *   `pfn-order` (GPA | order per block) and `per-order` (one message per
+ *   order). With any of them inflate works to the whole target in one go
+ *   and allocates either 4 KiB pages one at a time (`inflateAlloc: '4k'`,
+ *   what the 2017 patches did: their TODO was "allocating/freeing a chunk
+ *   of pages instead of a single page each time") or the highest order
+ *   that fits first (`'high-order'`, the default).
  *
  * Work items run on the guest workqueue as events; the guest CPU they use
  * is charged in virtual time through the transport's VirtioTiming. The
- * device is expected to answer a kick before the vCPU resumes (QEMU's
- * handlers run synchronously here), so `tell_host`'s wait never blocks.
+ * device answers a kick before the vCPU resumes (QEMU's handlers run
+ * synchronously here), so `tell_host`'s wait lasts the device's work plus
+ * the two host wakeups it takes (VirtioTiming.vcpuWait).
  * Where Linux sleeps 200 ms after an allocation failure (msleep in
  * fill_balloon) the work is requeued 200 ms later instead.
  */
@@ -40,6 +47,7 @@ import { requireCosts } from '../virtio/timing.ts';
 import type { VirtioTransport } from '../virtio/transport.ts';
 import type { Sg, SplitVirtqueue } from '../virtio/virtqueue.ts';
 import * as vb from '../virtio/virtio_balloon.ts';
+import { InflateWriter, inflateBufferBytes, writeBitmapWindows } from '../virtio/balloon_encoding.ts';
 import { MAX_PAGE_ORDER, PAGE_SIZE, PageUse, type GuestPageAlloc } from './page_alloc.ts';
 import { PAGE_REPORTING_CAPACITY, PageReporting, type ReportedBlock } from './page_reporting.ts';
 
@@ -60,7 +68,10 @@ export const VIRTIO_BALLOON_DRIVER_FEATURES =
   (1n << BigInt(vb.VIRTIO_BALLOON_F_DEFLATE_ON_OOM)) |
   (1n << BigInt(vb.VIRTIO_BALLOON_F_FREE_PAGE_HINT)) |
   (1n << BigInt(vb.VIRTIO_BALLOON_F_REPORTING)) |
-  (1n << BigInt(vb.VIRTIO_BALLOON_F_CHUNK_TRANSFER));
+  (1n << BigInt(vb.VIRTIO_BALLOON_F_CHUNK_TRANSFER)) |
+  (1n << BigInt(vb.VIRTIO_BALLOON_F_PAGE_BITMAP)) |
+  (1n << BigInt(vb.VIRTIO_BALLOON_F_PFN_ORDER)) |
+  (1n << BigInt(vb.VIRTIO_BALLOON_F_PER_ORDER));
 
 /** Sleep after an allocation failure in fill_balloon (msleep(200)). */
 const OUT_OF_PUFF_SLEEP_NS = 200 * NSEC_PER_MSEC;
@@ -93,6 +104,12 @@ export interface VirtioBalloonDriverOptions {
   vmEvents?: () => GuestVmEvents;
   /** init_on_alloc: every page allocation is zeroed (want_init_on_alloc), the hinting's blocks included. */
   initOnAlloc?: boolean;
+  /**
+   * memtwin: how inflate allocates with a proposal encoding: '4k' one page
+   * at a time (the 2017 patches), 'high-order' (default) the largest block
+   * that fits first. Upstream's PFN arrays always allocate 4 KiB pages.
+   */
+  inflateAlloc?: '4k' | 'high-order';
 }
 
 /** A block the balloon or the hinting holds. */
@@ -136,11 +153,13 @@ export class VirtioBalloonDriver {
   private readonly balloon: HeldBlock[] = [];
   private numPages = 0;
   private vbStruct: DriverBuffer | null = null;
-  private chunkBuf: DriverBuffer | null = null;
+  private inflateEnc: vb.InflateEncodingName = 'pfns';
+  private encBuf: DriverBuffer | null = null;
   private hintBuf: DriverBuffer | null = null;
   private hintEncoding: vb.HintEncodingCode = vb.HintEncodingCode.RANGES;
   private hintBatch = 1;
   private hintMinOrder = MAX_PAGE_ORDER;
+  private hintBitmapOrder = 0;
   private cmdIdReceivedCache = vb.VIRTIO_BALLOON_CMD_ID_STOP;
   private cmdIdActive = vb.VIRTIO_BALLOON_CMD_ID_STOP;
   private configReadPending = false;
@@ -201,8 +220,8 @@ export class VirtioBalloonDriver {
     this.features = this.transport.negotiate(known, () => this.changed());
     this.initVqs();
     this.vbStruct = this.kzalloc(VB_STRUCT_BYTES);
-    if (this.has(vb.VIRTIO_BALLOON_F_CHUNK_TRANSFER))
-      this.chunkBuf = this.kzalloc(vb.VIRTIO_BALLOON_CHUNKS_MAX * vb.VIRTIO_BALLOON_CHUNK_BYTES);
+    this.inflateEnc = vb.negotiatedInflateEncoding(this.features);
+    if (this.inflateEnc !== 'pfns') this.encBuf = this.kzalloc(inflateBufferBytes(this.inflateEnc));
     if (this.has(vb.VIRTIO_BALLOON_F_STATS_VQ)) this.primeStats();
     if (this.has(vb.VIRTIO_BALLOON_F_FREE_PAGE_HINT)) this.initFreePageHint();
     if (this.has(vb.VIRTIO_BALLOON_F_DEFLATE_ON_OOM)) this.pages.oomNotifiers.push(() => this.oomNotify());
@@ -293,7 +312,7 @@ export class VirtioBalloonDriver {
 
   /** fill_balloon: returns balloon pages added and whether an allocation failed. */
   private fillBalloon(num: number): { pages: number; starved: boolean } {
-    return this.has(vb.VIRTIO_BALLOON_F_CHUNK_TRANSFER) ? this.fillBalloonChunks(num) : this.fillBalloonPfns(num);
+    return this.inflateEnc === 'pfns' ? this.fillBalloonPfns(num) : this.fillBalloonBlocks(num);
   }
 
   private fillBalloonPfns(num: number): { pages: number; starved: boolean } {
@@ -324,14 +343,14 @@ export class VirtioBalloonDriver {
   }
 
   /**
-   * memtwin `virtio-balloon-chunks`: allocate the highest order that fits
-   * what is left (falling back order by order), coalesce contiguous blocks
-   * into (addr, len) chunks and send 256 chunks per message, all in one go.
+   * memtwin inflate encodings: allocate towards the whole target in one go,
+   * 4 KiB at a time or the highest order that fits what is left (falling
+   * back order by order), and write the blocks in the negotiated encoding.
    */
-  private fillBalloonChunks(num: number): { pages: number; starved: boolean } {
-    const chunks = new ChunkWriter((n) => this.sendChunks(vb.VIRTIO_BALLOON_VQ_INFLATE, n), this.chunkBuf!);
+  private fillBalloonBlocks(num: number): { pages: number; starved: boolean } {
+    const w = this.writer(vb.VIRTIO_BALLOON_VQ_INFLATE);
     let done = 0;
-    let maxOrder = MAX_PAGE_ORDER;
+    let maxOrder = this.opts.inflateAlloc === '4k' ? 0 : MAX_PAGE_ORDER;
     while (done < num) {
       let order = Math.min(maxOrder, Math.floor(Math.log2(num - done)));
       let pfn = -1;
@@ -345,17 +364,21 @@ export class VirtioBalloonDriver {
       }
       maxOrder = order;
       this.balloonPageEnqueue(pfn, order);
-      chunks.add(pfn, order);
+      w.add(pfn, order);
       done += 1 << order;
     }
-    chunks.finish();
+    w.finish();
     return { pages: done, starved: done < num };
   }
 
-  private sendChunks(vqIndex: number, n: number): void {
-    const bytes = n * vb.VIRTIO_BALLOON_CHUNK_BYTES;
+  /** A writer of the negotiated encoding whose messages go to `vqIndex`. */
+  private writer(vqIndex: number): InflateWriter {
+    return new InflateWriter(this.inflateEnc, this.encBuf!, (len) => this.sendEncoded(vqIndex, len), this.pages.maxPfn);
+  }
+
+  private sendEncoded(vqIndex: number, bytes: number): void {
     this.chargeWrite(bytes);
-    this.tellHost(vqIndex, this.chunkBuf!.gpa, bytes);
+    this.tellHost(vqIndex, this.encBuf!.gpa, bytes);
     if (vqIndex === vb.VIRTIO_BALLOON_VQ_INFLATE) this.counters.inflateMessages++;
     else this.counters.deflateMessages++;
   }
@@ -375,15 +398,15 @@ export class VirtioBalloonDriver {
 
   /** leak_balloon: tell the host (MUST_TELL_HOST order), then free. Returns pages released. */
   private leakBalloon(num: number): number {
-    const chunked = this.has(vb.VIRTIO_BALLOON_F_CHUNK_TRANSFER);
-    if (!chunked) num = Math.min(num, vb.VIRTIO_BALLOON_ARRAY_PFNS_MAX);
+    const encoded = this.inflateEnc !== 'pfns';
+    if (!encoded) num = Math.min(num, vb.VIRTIO_BALLOON_ARRAY_PFNS_MAX);
     num = Math.min(num, this.numPages);
     const taken = this.balloonPageDequeue(num);
     if (!taken.length) return 0;
-    if (chunked) {
-      const chunks = new ChunkWriter((n) => this.sendChunks(vb.VIRTIO_BALLOON_VQ_DEFLATE, n), this.chunkBuf!);
-      for (const b of taken) chunks.add(b.pfn, b.order);
-      chunks.finish();
+    if (encoded) {
+      const w = this.writer(vb.VIRTIO_BALLOON_VQ_DEFLATE);
+      for (const b of taken) w.add(b.pfn, b.order);
+      w.finish();
     } else {
       const view = this.vbStruct!.view;
       taken.forEach((b, i) => view.setUint32(VB_PFNS_OFF + i * vb.VIRTIO_BALLOON_PFN_BYTES, toBalloonPfn(b.pfn), true));
@@ -425,6 +448,7 @@ export class VirtioBalloonDriver {
     const q = this.vq(vqIndex);
     if (!q.addBuf([{ addr: gpa, len: bytes }], [], 'vb')) throw new Error(`virtio-balloon: ${q.name} is full`);
     q.kick();
+    this.transport.timing.vcpuWait();
     if (!q.getBuf()) throw new Error(`virtio-balloon: the device did not return the ${q.name} buffer`);
   }
 
@@ -504,6 +528,11 @@ export class VirtioBalloonDriver {
     this.hintEncoding = t.readConfig32(vb.CONFIG_MEMTWIN_HINT_ENCODING) as vb.HintEncodingCode;
     this.hintBatch = Math.max(1, t.readConfig32(vb.CONFIG_MEMTWIN_HINT_BATCH));
     this.hintMinOrder = Math.min(MAX_PAGE_ORDER, t.readConfig32(vb.CONFIG_MEMTWIN_HINT_MIN_ORDER));
+    if (this.hintEncoding === vb.HintEncodingCode.BITMAP) {
+      // A bit of a coarser bitmap says "all of this aligned unit is free": smaller blocks cannot be hinted, so none is held.
+      this.hintBitmapOrder = Math.min(MAX_PAGE_ORDER, t.readConfig32(vb.CONFIG_MEMTWIN_HINT_BITMAP_ORDER));
+      this.hintMinOrder = Math.max(this.hintMinOrder, this.hintBitmapOrder);
+    }
     const bytes =
       this.hintEncoding === vb.HintEncodingCode.BITMAP
         ? vb.hintBitmapMessageBytes(this.hintBatch)
@@ -563,7 +592,9 @@ export class VirtioBalloonDriver {
    * `batch` entries at a time; stops if the host changes the command id.
    */
   private sendFreePages(q: SplitVirtqueue): void {
-    const enc = new HintEncoder(this.hintEncoding, this.hintBatch, this.pages.maxPfn, this.hintBuf!, (len) => this.flushHints(q, len));
+    const enc = new HintEncoder(this.hintEncoding, this.hintBatch, this.hintBitmapOrder, this.pages.maxPfn, this.hintBuf!, (len) =>
+      this.flushHints(q, len),
+    );
     outer: for (let order = MAX_PAGE_ORDER; order >= this.hintMinOrder; order--) {
       for (;;) {
         if (this.cmdIdActive !== this.cmdIdReceived()) break outer;
@@ -638,6 +669,7 @@ export class VirtioBalloonDriver {
     const sg: Sg[] = sgl.map((b) => ({ addr: b.pfn * PAGE_SIZE, len: PAGE_SIZE << b.order }));
     if (!q.addBuf([], sg, 'report')) return -28; // -ENOSPC
     q.kick();
+    this.transport.timing.vcpuWait();
     if (!q.getBuf()) throw new Error('virtio-balloon: the device did not return the report');
     return 0;
   }
@@ -669,44 +701,6 @@ function toBalloonPfn(pfn: number): number {
   return pfn * (PAGE_SIZE >> vb.VIRTIO_BALLOON_PFN_SHIFT);
 }
 
-/** Builds (addr, len) chunks in the chunk buffer, merging contiguous blocks; sends when full. */
-class ChunkWriter {
-  private n = 0;
-  private lastEnd = -1;
-
-  constructor(
-    private readonly send: (entries: number) => void,
-    private readonly buf: DriverBuffer,
-  ) {}
-
-  add(pfn: number, order: number): void {
-    const addr = pfn * PAGE_SIZE;
-    const len = PAGE_SIZE << order;
-    const v = this.buf.view;
-    if (this.n > 0 && addr === this.lastEnd) {
-      const off = (this.n - 1) * vb.VIRTIO_BALLOON_CHUNK_BYTES;
-      v.setBigUint64(off + 8, v.getBigUint64(off + 8, true) + BigInt(len), true);
-    } else {
-      if (this.n === vb.VIRTIO_BALLOON_CHUNKS_MAX) this.flush();
-      const off = this.n * vb.VIRTIO_BALLOON_CHUNK_BYTES;
-      v.setBigUint64(off, BigInt(addr), true);
-      v.setBigUint64(off + 8, BigInt(len), true);
-      this.n++;
-    }
-    this.lastEnd = addr + len;
-  }
-
-  finish(): void {
-    if (this.n) this.flush();
-  }
-
-  private flush(): void {
-    this.send(this.n);
-    this.n = 0;
-    this.lastEnd = -1;
-  }
-}
-
 /**
  * Packs hinted blocks into the hint buffer in one of memtwin's encodings
  * (src/virtio/virtio_balloon.ts) and flushes `batch` entries per message.
@@ -721,6 +715,7 @@ class HintEncoder {
   constructor(
     private readonly code: vb.HintEncodingCode,
     private readonly batch: number,
+    private readonly bitmapOrder: number,
     private readonly maxPfn: number,
     private readonly buf: DriverBuffer,
     private readonly flush: (len: number) => void,
@@ -771,31 +766,9 @@ class HintEncoder {
     }
   }
 
-  /** Windows of `batch` pages aligned on `batch`; each non-empty one is a message. */
+  /** Windows of `batch` bits aligned on `batch`; each non-empty one is a message (see writeBitmapWindows). */
   private finishBitmap(): void {
-    const windows = new Map<number, number[]>();
-    for (const b of this.bitmapBlocks)
-      for (let p = b.pfn; p < b.pfn + (1 << b.order); p++) {
-        const w = Math.floor(p / this.batch);
-        let list = windows.get(w);
-        if (!list) windows.set(w, (list = []));
-        list.push(p);
-      }
-    const bytes = this.buf.bytes;
-    const v = this.buf.view;
-    for (const w of [...windows.keys()].sort((a, b) => a - b)) {
-      const base = w * this.batch;
-      const bits = Math.min(this.batch, this.maxPfn - base);
-      const len = vb.hintBitmapMessageBytes(bits);
-      bytes.fill(0, 0, len);
-      v.setBigUint64(0, BigInt(base), true);
-      v.setBigUint64(8, BigInt(bits), true);
-      for (const p of windows.get(w)!) {
-        const bit = p - base;
-        bytes[vb.HINT_BITMAP_HEADER_BYTES + (bit >> 3)]! |= 1 << (bit & 7);
-      }
-      this.flush(len);
-    }
+    writeBitmapWindows(this.bitmapBlocks, this.bitmapOrder, this.batch, this.maxPfn, this.buf, this.flush);
     this.bitmapBlocks = [];
   }
 }

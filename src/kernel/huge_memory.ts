@@ -22,6 +22,14 @@ export const THP_DEFRAG = ['always', 'defer', 'defer+madvise', 'madvise', 'never
 export type ThpEnabled = (typeof THP_ENABLED)[number];
 export type ThpDefrag = (typeof THP_DEFRAG)[number];
 
+/**
+ * MADV_COLLAPSE allocation variants argued over on linux-mm and never
+ * merged, as memtwin features (/sys/kernel/memtwin/features/<name>, off by
+ * default; khugepaged.ts, madvCollapseControl, has their rules and sources).
+ */
+export const MADV_COLLAPSE_PROPOSALS = ['madv-collapse-vma-gfp', 'madv-collapse-khugepaged-defrag', 'madv-collapse-flags'] as const;
+export type MadvCollapseProposal = (typeof MADV_COLLAPSE_PROPOSALS)[number];
+
 /** /sys/kernel/mm/transparent_hugepage/* with Linux's defaults. */
 export class ThpSettings {
   enabled: ThpEnabled = 'madvise';
@@ -39,6 +47,12 @@ export class ThpSettings {
     max_ptes_shared: HPAGE_PMD_NR / 2,
     pages_collapsed: 0,
     full_scans: 0,
+  };
+  /** The MADV_COLLAPSE proposals' switches (0 or 1): all 0 is Linux 6.18's merged rule. */
+  readonly collapseProposals: Record<MadvCollapseProposal, number> = {
+    'madv-collapse-vma-gfp': 0,
+    'madv-collapse-khugepaged-defrag': 0,
+    'madv-collapse-flags': 0,
   };
 
   /** The effective PMD-order mode. */

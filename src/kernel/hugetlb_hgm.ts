@@ -94,7 +94,7 @@ function unmappedRun(f: HgmFolio, a: number, partEnd: number): number {
 }
 
 /** Start mapping the huge page at haddr (head frame pfn) in parts. */
-function newFolio(k: Kernel, mm: MmStruct, haddr: number, size: number, pfn: number): HgmFolio {
+export function newFolio(k: Kernel, mm: MmStruct, haddr: number, size: number, pfn: number): HgmFolio {
   const n = size / PAGE_SIZE;
   const f: HgmFolio = { haddr, size, pfn, mapped: new Uint8Array(n), nMapped: 0, copies: new Uint8Array(n) };
   mm.hgm.set(haddr, f);
@@ -173,17 +173,24 @@ export function hgmCollapse(k: Kernel, mm: MmStruct, f: HgmFolio): void {
   k.charge(k.costs.ns('thp_split_pmd') * Math.max(1, tables));
   k.hgm.stats.collapses++;
   k.hgm.stats.pteTablesFreed += tables;
+  // A page reached through a /dev/mem alias (src/kernel/hugetlb_devmem.ts): this is its remap, the alias goes.
+  if (k.devmem.aliased.delete(f)) {
+    k.devmem.stats.remaps++;
+    k.devmem.stats.pteTablesFreed += tables;
+    k.devmem.openAliases--;
+  }
 }
 
 /** zap of a huge page mapped in parts: its mappings go; returns its head frame for the caller to release. */
 export function hgmZap(k: Kernel, mm: MmStruct, f: HgmFolio): number {
   unmapParts(k, mm, f);
+  if (k.devmem.aliased.delete(f)) k.devmem.openAliases--;
   k.mem.addEntireMapcount(f.pfn, -1);
   return f.pfn;
 }
 
 /** The huge page at haddr is mapped whole. */
-function mappedHuge(mm: MmStruct, haddr: number, size: number): boolean {
+export function mappedHuge(mm: MmStruct, haddr: number, size: number): boolean {
   return size === PUD_SIZE
     ? mm.pgtable.puds.has(PageTable.pudKey(haddr))
     : mm.pgtable.pmds.get(PageTable.pmdKey(haddr)) instanceof HugeLeaf;

@@ -26,6 +26,7 @@ import { Memsched } from './memsched.ts';
 import { Khugepaged } from './khugepaged.ts';
 import { Userfaultfd } from './userfaultfd.ts';
 import { HugetlbHgm } from './hugetlb_hgm.ts';
+import { DevmemRemap } from './hugetlb_devmem.ts';
 import { doMmap, sysMunmap, sysMprotect } from './mmap.ts';
 import { sysMadvise, sysProcessMadvise } from './madvise.ts';
 import { userAccess, type AccessResult } from './memory.ts';
@@ -84,10 +85,12 @@ export class Kernel {
   readonly hgm = new HugetlbHgm();
   /** The process_mbind proposal (feature, off by default: mempolicy.ts sysProcessMbind). */
   readonly processMbind = { enabled: 0 };
+  /** The /dev/mem remap proposal for postcopy on hugetlb (feature, off by default) and CONFIG_STRICT_DEVMEM. */
+  readonly devmem = new DevmemRemap();
   /** cpu -> node, as an array for the fault path. */
   private readonly cpuNodes: number[] = [];
   /** Costs read on the hottest paths, looked up once. */
-  readonly hot: { faultWrite: number; faultRead: number; zero4k: number; copy4k: number };
+  readonly hot: { faultWrite: number; faultRead: number; zero4k: number; copy4k: number; uffdCopy4k: number };
   readonly processes = new Map<number, Process>();
   readonly files = new Map<number, MappedFile>();
   /** vm.overcommit_memory (0 = heuristic), vm.max_map_count. */
@@ -169,6 +172,8 @@ export class Kernel {
       // The DRAM-bound parts of copies and clears (chargeMem): clear_page and copy_page of one 4K page.
       zero4k: opts.costs.ns('zero_page_4k'),
       copy4k: opts.costs.ns('memcpy_4k'),
+      // UFFDIO_COPY/ZEROPAGE of one 4K page (mfill_atomic's per-page loop).
+      uffdCopy4k: opts.costs.ns('uffdio_copy_4k'),
     };
   }
 

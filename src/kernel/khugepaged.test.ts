@@ -4,7 +4,9 @@ import { smallKernel, fragment, RW, ANON } from '../testing/fixtures.ts';
 import { verifyKernel } from './debug_vm.ts';
 import { pagemap } from './procfs.ts';
 import { followPage } from './memory.ts';
-import { HPAGE_PMD_NR, MADV, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
+import { HPAGE_PMD_NR, MADV, MADV_F_PROPOSED, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
+import { sysSwapon } from './swapfile.ts';
+import { sysFork } from './fork.ts';
 import type { Kernel } from './kernel.ts';
 import type { Process } from './sched.ts';
 
@@ -205,5 +207,199 @@ describe('khugepaged', () => {
     expect(k.vmstat.snapshot().compact_stall).toBeGreaterThan(0);
     expect(isHuge(k, p, a)).toBe(true);
     expect(verifyKernel(k)).toEqual([]);
+  });
+});
+
+describe('MADV_COLLAPSE allocation proposals (features, off by default)', () => {
+  const FEAT = '/sys/kernel/memtwin/features';
+  const LIMITS = MADV_F_PROPOSED.MADV_F_COLLAPSE_LIMITS;
+  const DEFRAG = MADV_F_PROPOSED.MADV_F_COLLAPSE_DEFRAG;
+
+  /** A 16 MiB node fragmented so that no free 2M block is left, and one 4K-mapped 2M region written with 3. */
+  function fragmented(opts: { madvised?: boolean } = {}): { k: Kernel; p: Process; h: number } {
+    const k = smallKernel({ nodes: 1, mib: 16 });
+    fragment(k, 15);
+    const p = k.createProcess('c');
+    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
+    const a = k.mmap(p, 0, 2 * PMD_SIZE, RW, ANON);
+    const h = Math.ceil(a / PMD_SIZE) * PMD_SIZE;
+    if (opts.madvised) k.madvise(p, a, 2 * PMD_SIZE, MADV.MADV_HUGEPAGE);
+    k.access(p.mainThread, h, PMD_SIZE, PAGE_SIZE, true, 3);
+    return { k, p, h };
+  }
+  const pm = (k: Kernel, p: Process, h: number, flags: number): number =>
+    k.processMadvise(p, p, [[h, PMD_SIZE]], MADV.MADV_COLLAPSE, flags);
+
+  it('exist under /sys/kernel/memtwin/features, 0 by default, and take only 0 or 1', () => {
+    const k = smallKernel({ nodes: 1, mib: 16 });
+    for (const name of ['madv-collapse-vma-gfp', 'madv-collapse-khugepaged-defrag', 'madv-collapse-flags']) {
+      expect(k.sysfs.read(`${FEAT}/${name}`)).toBe('0');
+      expect(k.sysfs.write(`${FEAT}/${name}`, '2')).toBe(-22);
+      expect(k.sysfs.write(`${FEAT}/${name}`, '1')).toBe(0);
+    }
+  });
+
+  it('default: the merged rule compacts whatever the defrag settings say', () => {
+    const { k, p, h } = fragmented();
+    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/defrag', 'never');
+    k.sysfs.write(`${KH}/defrag`, '0');
+    expect(k.madvise(p, h, PMD_SIZE, MADV.MADV_COLLAPSE)).toBe(0);
+    expect(k.vmstat.snapshot().compact_stall).toBe(1);
+    expect(isHuge(k, p, h)).toBe(true);
+  });
+
+  it('madv-collapse-vma-gfp: compacts only when a fault in the VMA would (defrag mode and VM_HUGEPAGE)', () => {
+    for (const [defrag, madvised, ok] of [
+      ['madvise', false, false],
+      ['madvise', true, true],
+      ['always', false, true],
+      ['defer', true, false],
+      ['never', true, false],
+    ] as const) {
+      const { k, p, h } = fragmented({ madvised });
+      k.sysfs.write(`${FEAT}/madv-collapse-vma-gfp`, '1');
+      k.sysfs.write('/sys/kernel/mm/transparent_hugepage/defrag', defrag);
+      const t0 = k.clock.now();
+      expect(k.madvise(p, h, PMD_SIZE, MADV.MADV_COLLAPSE)).toBe(ok ? 0 : -12);
+      const s = k.vmstat.snapshot();
+      expect(s.compact_stall).toBe(ok ? 1 : 0);
+      expect(s.thp_collapse_alloc_failed).toBe(ok ? 0 : 1);
+      expect(isHuge(k, p, h)).toBe(ok);
+      // the failed call returns at once: no compaction, no copy
+      if (!ok) expect(k.clock.now() - t0).toBeLessThan(k.costs.ns('madv_collapse_2m'));
+      if (defrag === 'defer') {
+        k.events.runUntil(k.clock.now() + 1e9);
+        expect(k.vmstat.snapshot().compact_daemon_wake).toBe(1); // kcompactd woken instead
+      }
+      expect(contents(k, p, h, 1)).toEqual(new Array(512).fill(3));
+    }
+  });
+
+  it('madv-collapse-khugepaged-defrag: compacts only with khugepaged/defrag=1', () => {
+    for (const defrag of [0, 1]) {
+      const { k, p, h } = fragmented();
+      k.sysfs.write(`${FEAT}/madv-collapse-khugepaged-defrag`, '1');
+      k.sysfs.write(`${KH}/defrag`, String(defrag));
+      expect(k.madvise(p, h, PMD_SIZE, MADV.MADV_COLLAPSE)).toBe(defrag ? 0 : -12);
+      expect(k.vmstat.snapshot().compact_stall).toBe(defrag);
+    }
+  });
+
+  it('madv-collapse-flags: process_madvise flags choose; madvise(2) keeps the merged rule; bad flags are EINVAL', () => {
+    const { k, p, h } = fragmented();
+    expect(pm(k, p, h, DEFRAG)).toBe(-22); // feature off: Linux 6.18 has no flag
+    k.sysfs.write(`${FEAT}/madv-collapse-flags`, '1');
+    expect(pm(k, p, h, 4)).toBe(-22); // a bit the proposal does not define
+    expect(k.processMadvise(p, p, [[h, PMD_SIZE]], MADV.MADV_COLD, DEFRAG)).toBe(-22); // MADV_COLLAPSE only
+    expect(pm(k, p, h, 0)).toBe(-12); // no MADV_F_COLLAPSE_DEFRAG: GFP_TRANSHUGE_LIGHT, fails at once
+    expect(k.vmstat.snapshot().compact_stall).toBe(0);
+    expect(pm(k, p, h, DEFRAG)).toBe(PMD_SIZE);
+    expect(k.vmstat.snapshot().compact_stall).toBe(1);
+    expect(isHuge(k, p, h)).toBe(true);
+    const second = fragmented();
+    second.k.sysfs.write(`${FEAT}/madv-collapse-flags`, '1');
+    expect(second.k.madvise(second.p, second.h, PMD_SIZE, MADV.MADV_COLLAPSE)).toBe(0);
+  });
+
+  it('MADV_F_COLLAPSE_LIMITS honours max_ptes_none (EBUSY, the walk stops) and max_ptes_shared (EINVAL)', () => {
+    const k = smallKernel({ nodes: 1, mib: 64 });
+    k.sysfs.write(`${FEAT}/madv-collapse-flags`, '1');
+    k.sysfs.write(`${KH}/max_ptes_none`, '256');
+    const regions: PageState[][] = [
+      expand([[{ kind: 'data', fill: 7, node: 0 }, 200]]), // 312 none: over the limit
+      expand([[{ kind: 'data', fill: 8, node: 0 }, 400]]), // 112 none: within
+    ];
+    const { p, a } = build(k, regions);
+    expect(pm(k, p, a, LIMITS | DEFRAG)).toBe(-16);
+    expect(k.vmstat.snapshot().thp_scan_exceed_none_pte).toBe(1);
+    expect(k.processMadvise(p, p, [[a, 2 * PMD_SIZE]], MADV.MADV_COLLAPSE, LIMITS | DEFRAG)).toBe(-16); // stops at the first
+    expect(isHuge(k, p, a + PMD_SIZE)).toBe(false);
+    expect(pm(k, p, a + PMD_SIZE, LIMITS | DEFRAG)).toBe(PMD_SIZE);
+    expect(pm(k, p, a, DEFRAG)).toBe(PMD_SIZE); // without the flag the limit does not apply
+    expect(contents(k, p, a, 2)).toEqual(expected(regions));
+
+    // A region a fork shares: over max_ptes_shared, EINVAL (madvise_collapse_errno's default).
+    const k2 = smallKernel({ nodes: 1, mib: 64 });
+    k2.sysfs.write(`${FEAT}/madv-collapse-flags`, '1');
+    k2.sysfs.write(`${KH}/max_ptes_shared`, '0');
+    const b = build(k2, [expand([[{ kind: 'data', fill: 9, node: 0 }, 512]])]);
+    expect(sysFork(k2, b.p.mainThread, 'child')).not.toBeTypeOf('number');
+    expect(pm(k2, b.p, b.a, LIMITS | DEFRAG)).toBe(-22);
+    expect(pm(k2, b.p, b.a, DEFRAG)).toBe(PMD_SIZE);
+    expect(verifyKernel(k2)).toEqual([]);
+  });
+
+  it('under memory pressure the merged rule reclaims to swap so compaction has room; the light rule fails without reclaim', () => {
+    const run = (light: boolean): { ret: number; s: Record<string, number> } => {
+      const k = smallKernel({ nodes: 1, mib: 16 });
+      expect(sysSwapon(k, { path: '/swapfile', size: 16 * 2 ** 20, kind: 'file', prio: 32767 })).toBe(0);
+      k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
+      k.sysfs.write(`${FEAT}/madv-collapse-flags`, '1');
+      const f = fragment(k, 12); // half of it freed again: scattered holes
+      // fill the holes but for the region's pages and 256 more: free memory is then below what compaction needs
+      // (compact_gap: 1024 pages), and the region is the youngest memory
+      const hog = k.createProcess('hog');
+      const hl = (k.phys.zones[0]!.freePages - 512 - 256) * PAGE_SIZE;
+      const ha = k.mmap(hog, 0, hl, RW, ANON);
+      k.madvise(hog, ha, hl, MADV.MADV_NOHUGEPAGE);
+      k.access(hog.mainThread, ha, hl, PAGE_SIZE, true, 5);
+      expect(f.len).toBeGreaterThan(0);
+      const p = k.createProcess('c');
+      const a = k.mmap(p, 0, 2 * PMD_SIZE, RW, ANON);
+      const h = Math.ceil(a / PMD_SIZE) * PMD_SIZE;
+      k.access(p.mainThread, h, PMD_SIZE, PAGE_SIZE, true, 3);
+      const ret = pm(k, p, h, light ? 0 : DEFRAG);
+      expect(contents(k, p, h, 1)).toEqual(new Array(512).fill(3));
+      expect(verifyKernel(k)).toEqual([]);
+      return { ret, s: k.vmstat.snapshot() as Record<string, number> };
+    };
+    const merged = run(false);
+    expect(merged.ret).toBe(PMD_SIZE);
+    expect(merged.s.allocstall_normal).toBeGreaterThan(0);
+    expect(merged.s.pgscan_direct).toBeGreaterThan(0);
+    expect(merged.s.pswpout).toBeGreaterThan(0);
+    expect(merged.s.compact_stall).toBeGreaterThan(0);
+    const light = run(true);
+    expect(light.ret).toBe(-12);
+    expect(light.s.allocstall_normal ?? 0).toBe(0);
+    expect(light.s.compact_stall ?? 0).toBe(0);
+  });
+
+  it('every variant conserves pages and contents: no frame owned twice (verifyKernel), no byte changed', () => {
+    const rule = fc.constantFrom(
+      { feat: null, flags: null },
+      { feat: 'madv-collapse-vma-gfp', flags: null },
+      { feat: 'madv-collapse-khugepaged-defrag', flags: null },
+      { feat: 'madv-collapse-flags', flags: 0 },
+      { feat: 'madv-collapse-flags', flags: LIMITS },
+      { feat: 'madv-collapse-flags', flags: DEFRAG },
+      { feat: 'madv-collapse-flags', flags: LIMITS | DEFRAG },
+    );
+    fc.assert(
+      fc.property(
+        fc.array(region, { minLength: 1, maxLength: 3 }),
+        rule,
+        fc.boolean(),
+        fc.constantFrom(0, 1),
+        fc.constantFrom('always', 'madvise', 'never'),
+        (spec, r, frag, khDefrag, defrag) => {
+          const regions = spec.map((x) => (x ? expand(x) : null));
+          const k = smallKernel({ nodes: 2, mib: 16 });
+          if (frag) fragment(k, 12);
+          if (r.feat) k.sysfs.write(`${FEAT}/${r.feat}`, '1');
+          k.sysfs.write(`${KH}/defrag`, String(khDefrag));
+          k.sysfs.write(`${KH}/max_ptes_none`, '128');
+          k.sysfs.write('/sys/kernel/mm/transparent_hugepage/defrag', defrag);
+          const { p, a } = build(k, regions);
+          const len = regions.length * PMD_SIZE;
+          const ret =
+            r.flags === null ? k.madvise(p, a, len, MADV.MADV_COLLAPSE) : k.processMadvise(p, p, [[a, len]], MADV.MADV_COLLAPSE, r.flags);
+          expect(ret === 0 || ret === len || [-12, -16, -22].includes(ret)).toBe(true);
+          expect(contents(k, p, a, regions.length)).toEqual(expected(regions));
+          expect(verifyKernel(k)).toEqual([]);
+        },
+      ),
+      { numRuns: 60 },
+    );
   });
 });

@@ -6,10 +6,12 @@
  * One 2M region is examined by scanPmd (hpage_collapse_scan_pmd): every PTE
  * is looked at; none or zero-page PTEs count against max_ptes_none and shared
  * pages against max_ptes_shared, but only for khugepaged (MADV_COLLAPSE
- * ignores both limits). The node holding most of the small pages becomes the
- * target node (hpage_collapse_find_target_node). collapseHugePage allocates
- * a THP there (khugepaged: direct compaction only with khugepaged/defrag=1;
- * MADV_COLLAPSE always, GFP_TRANSHUGE), copies every present page into it
+ * ignores both limits, unless madv-collapse-flags' MADV_F_COLLAPSE_LIMITS).
+ * The node holding most of the small pages becomes the target node
+ * (hpage_collapse_find_target_node). collapseHugePage allocates
+ * a THP there (khugepaged: direct compaction and reclaim only with
+ * khugepaged/defrag=1; MADV_COLLAPSE always, GFP_TRANSHUGE, unless one of
+ * the proposals below is enabled), copies every present page into it
  * (content tokens carried over, missing pages zero-filled), frees the small
  * pages and the PTE table, and maps the THP with one PMD. Memory policies do
  * not steer the allocation, as in Linux.
@@ -21,14 +23,19 @@
  * gives EINVAL; a range with no whole aligned region inside a suitable VMA
  * gives 0.
  *
+ * MADV_COLLAPSE's allocation rule was argued over on linux-mm, and the
+ * variants that were not merged are memtwin features, off by default
+ * (madvCollapseControl): the VMA's fault-time gfp mask, khugepaged's defrag
+ * knob, and process_madvise flags for the max_ptes_* limits and for direct
+ * reclaim/compaction.
+ *
  * Simplifications, and why they do not change the results memtwin reports:
  * - pte_young: every present PTE counts as referenced. Nothing clears
  *   accessed bits on a host without reclaim or idle-page tracking, so on the
  *   real kernel too every present page is young;
- * - no swap, so max_ptes_swap never applies; no memcg, so no
- *   SCAN_CGROUP_CHARGE_FAIL; pages are never locked, pinned or off the LRU
- *   when khugepaged looks at them (the simulator has no concurrent GUP), so
- *   the EAGAIN results do not arise;
+ * - pages are never locked, pinned or off the LRU when khugepaged looks at
+ *   them (the simulator has no concurrent GUP), so the EAGAIN results other
+ *   than a swap-in in flight (SCAN_PAGE_LOCK) do not arise;
  * - the PTE table is freed on collapse rather than deposited for a later
  *   split; the THP fault path does not deposit one either, so PageTables in
  *   meminfo stays consistent between the two.
@@ -36,13 +43,14 @@
 import type { Kernel } from './kernel.ts';
 import { mappedShared } from './migrate.ts';
 import { PG } from './page.ts';
-import { MIGRATE_MOVABLE } from './page_alloc.ts';
+import { MIGRATE_MOVABLE, WMARK_LOW, type AllocRequest } from './page_alloc.ts';
 import { HugeLeaf, PageTable, PteTable, PTE_NONE, PTE_ZERO, VM, pfnOfPte, swpEntryOfPte, type MmStruct, type Vma } from './mm_types.ts';
-import { HPAGE_PMD_NR, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE, alignDown, alignUp, neg, type SysRet } from './uapi.ts';
-import { compactForOrder } from './compaction.ts';
+import { HPAGE_PMD_NR, HPAGE_PMD_ORDER, MADV_F_PROPOSED, PAGE_SIZE, PMD_SIZE, alignDown, alignUp, neg, type SysRet } from './uapi.ts';
+import { compactForOrder, wakeupKcompactd } from './compaction.ts';
 import { freePteTable, hasPmdTable } from './memory.ts';
 import { doSwapPage, swapCacheGetFolio, swapinReadahead } from './swap_state.ts';
-import { folioUnmappedSome, prepAnonThp, thpVmaAllowable } from './huge_memory.ts';
+import { folioUnmappedSome, prepAnonThp, thpGfp, thpVmaAllowable } from './huge_memory.ts';
+import { tryToFreePages } from './vmscan.ts';
 import { memcgCharge } from './memcontrol.ts';
 import type { EventHandle } from '../sim/event_queue.ts';
 import { UnmodelledError } from './errors.ts';
@@ -54,6 +62,7 @@ export const SCAN = {
   SCAN_PMD_NULL: 'SCAN_PMD_NULL',
   SCAN_PMD_NONE: 'SCAN_PMD_NONE',
   SCAN_PMD_MAPPED: 'SCAN_PMD_MAPPED',
+  SCAN_PTE_NON_PRESENT: 'SCAN_PTE_NON_PRESENT',
   SCAN_EXCEED_NONE_PTE: 'SCAN_EXCEED_NONE_PTE',
   SCAN_EXCEED_SHARED_PTE: 'SCAN_EXCEED_SHARED_PTE',
   SCAN_EXCEED_SWAP_PTE: 'SCAN_EXCEED_SWAP_PTE',
@@ -68,7 +77,13 @@ export const SCAN = {
 export type ScanResult = (typeof SCAN)[keyof typeof SCAN];
 
 /** Results after which MADV_COLLAPSE goes on with the next region (the whitelist in madvise_collapse). */
-const CONTINUE_AFTER = new Set<ScanResult>([SCAN.SCAN_PMD_NULL, SCAN.SCAN_PAGE_NULL, SCAN.SCAN_LACK_REFERENCED_PAGE, SCAN.SCAN_PAGE_LOCK]);
+const CONTINUE_AFTER = new Set<ScanResult>([
+  SCAN.SCAN_PMD_NULL,
+  SCAN.SCAN_PTE_NON_PRESENT,
+  SCAN.SCAN_PAGE_NULL,
+  SCAN.SCAN_LACK_REFERENCED_PAGE,
+  SCAN.SCAN_PAGE_LOCK,
+]);
 
 /** madvise_collapse_errno. */
 export function collapseErrno(r: ScanResult): number {
@@ -86,6 +101,17 @@ export function collapseErrno(r: ScanResult): number {
   }
 }
 
+/**
+ * The reclaim part of the gfp mask a collapse allocates with: `direct` is
+ * __GFP_DIRECT_RECLAIM (GFP_TRANSHUGE: direct compaction and reclaim in the
+ * caller), without it GFP_TRANSHUGE_LIGHT (the free lists only);
+ * `kcompactd` wakes kcompactd when that fails (defrag=defer).
+ */
+export interface CollapseGfp {
+  direct: boolean;
+  kcompactd: boolean;
+}
+
 /** struct collapse_control. */
 export interface CollapseControl {
   isKhugepaged: boolean;
@@ -93,10 +119,69 @@ export interface CollapseControl {
   nodeLoad: number[];
   /** PTEs looked at, for khugepaged's CPU time. */
   scannedPtes: number;
+  /** max_ptes_none/swap/shared apply: khugepaged; MADV_COLLAPSE only with MADV_F_COLLAPSE_LIMITS. */
+  enforceLimits: boolean;
+  /** How the huge page is allocated; null: khugepaged's defrag knob, read when it allocates. */
+  gfp: CollapseGfp | null;
 }
 
 export function newCollapseControl(k: Kernel, isKhugepaged: boolean): CollapseControl {
-  return { isKhugepaged, nodeLoad: new Array<number>(k.nrNodes).fill(0), scannedPtes: 0 };
+  return {
+    isKhugepaged,
+    nodeLoad: new Array<number>(k.nrNodes).fill(0),
+    scannedPtes: 0,
+    enforceLimits: isKhugepaged,
+    gfp: isKhugepaged ? null : GFP_TRANSHUGE,
+  };
+}
+
+const GFP_TRANSHUGE: CollapseGfp = { direct: true, kcompactd: false };
+const GFP_TRANSHUGE_LIGHT: CollapseGfp = { direct: false, kcompactd: false };
+
+/** alloc_hugepage_khugepaged_gfpmask: GFP_TRANSHUGE with khugepaged/defrag=1, else GFP_TRANSHUGE_LIGHT. */
+function khugepagedGfp(k: Kernel): CollapseGfp {
+  return k.thp.khugepaged.defrag === 1 ? GFP_TRANSHUGE : GFP_TRANSHUGE_LIGHT;
+}
+
+/** The process_madvise flags madv-collapse-flags adds. */
+export const MADV_F_COLLAPSE_MASK = MADV_F_PROPOSED.MADV_F_COLLAPSE_LIMITS | MADV_F_PROPOSED.MADV_F_COLLAPSE_DEFRAG;
+
+/**
+ * The collapse_control of one MADV_COLLAPSE on `vma`: Linux 6.18's merged
+ * rule (GFP_TRANSHUGE whatever the sysfs defrag says, max_ptes_* ignored),
+ * or, while a proposal is enabled, its rule. `flags` is process_madvise's
+ * flags argument, null for madvise(2), which has none.
+ *
+ * - `madv-collapse-flags` (the RFC, Zach O'Keefe, "mm: userspace hugepage
+ *   collapse", lkml 20220308213417.1407042-1-zokeefe@google.com; the plan
+ *   Zach restated in January 2024: "pick a sane default, and implement
+ *   options in flags down the line", answering Lance Yang's
+ *   MADV_TRY_COLLAPSE / MADV_F_COLLAPSE_LIGHT, lkml
+ *   20240119115104.75456-1-ioworker0@gmail.com): a process_madvise call
+ *   chooses with its flags. MADV_F_COLLAPSE_LIMITS honours max_ptes_none,
+ *   max_ptes_swap and max_ptes_shared as khugepaged does (a region over one
+ *   ends the call: EBUSY for none, EINVAL for swap and shared, as
+ *   madvise_collapse_errno maps them); MADV_F_COLLAPSE_DEFRAG allows direct
+ *   reclaim and compaction; without it the allocation is
+ *   GFP_TRANSHUGE_LIGHT and fails at once (ENOMEM), as MADV_F_COLLAPSE_LIGHT
+ *   proposed. madvise(2) keeps the merged rule.
+ * - `madv-collapse-vma-gfp` (the series before v6, which allocated as a
+ *   fault in the VMA would): vma_thp_gfp_mask, the sysfs defrag mode and
+ *   the VMA's VM_HUGEPAGE (thpGfp).
+ * - `madv-collapse-khugepaged-defrag`: khugepaged's own mask,
+ *   khugepaged/defrag (1: GFP_TRANSHUGE, 0: GFP_TRANSHUGE_LIGHT).
+ *
+ * Enabled together, the first in that order that applies decides.
+ */
+export function madvCollapseControl(k: Kernel, vma: Vma, flags: number | null): CollapseControl {
+  const cc = newCollapseControl(k, false);
+  const on = k.thp.collapseProposals;
+  if (on['madv-collapse-flags'] && flags !== null) {
+    cc.enforceLimits = (flags & MADV_F_PROPOSED.MADV_F_COLLAPSE_LIMITS) !== 0;
+    cc.gfp = flags & MADV_F_PROPOSED.MADV_F_COLLAPSE_DEFRAG ? GFP_TRANSHUGE : GFP_TRANSHUGE_LIGHT;
+  } else if (on['madv-collapse-vma-gfp']) cc.gfp = thpGfp(k, vma);
+  else if (on['madv-collapse-khugepaged-defrag']) cc.gfp = khugepagedGfp(k);
+  return cc;
 }
 
 /**
@@ -139,13 +224,13 @@ export function scanPmd(k: Kernel, mm: MmStruct, vma: Vma, haddr: number, cc: Co
     if (pte < PTE_ZERO) {
       // A swapped-out page: khugepaged swaps in at most max_ptes_swap of them; MADV_COLLAPSE any number.
       unmapped++;
-      if (!cc.isKhugepaged || unmapped <= kh.max_ptes_swap) continue;
+      if (!cc.enforceLimits || unmapped <= kh.max_ptes_swap) continue;
       k.vmstat.count('thp_scan_exceed_swap_pte');
       return SCAN.SCAN_EXCEED_SWAP_PTE;
     }
     if (pte === PTE_NONE || pte === PTE_ZERO) {
       noneOrZero++;
-      if (!uffdArmed && (!cc.isKhugepaged || noneOrZero <= kh.max_ptes_none)) continue;
+      if (!uffdArmed && (!cc.enforceLimits || noneOrZero <= kh.max_ptes_none)) continue;
       k.vmstat.count('thp_scan_exceed_none_pte');
       return SCAN.SCAN_EXCEED_NONE_PTE;
     }
@@ -155,7 +240,7 @@ export function scanPmd(k: Kernel, mm: MmStruct, vma: Vma, haddr: number, cc: Co
     // folio_maybe_mapped_shared: a page another process maps too (since a fork), or a large folio two mms map.
     if (mappedShared(k, pfn)) {
       shared++;
-      if (cc.isKhugepaged && shared > kh.max_ptes_shared) {
+      if (cc.enforceLimits && shared > kh.max_ptes_shared) {
         k.vmstat.count('thp_scan_exceed_share_pte');
         return SCAN.SCAN_EXCEED_SHARED_PTE;
       }
@@ -216,21 +301,24 @@ function targetNodes(cc: CollapseControl): { nid: number; nodemask: number[] } {
 }
 
 /**
- * alloc_charge_folio: a PMD-sized folio on the target node set. khugepaged
- * compacts only when khugepaged/defrag is 1 (GFP_TRANSHUGE rather than
- * GFP_TRANSHUGE_LIGHT); MADV_COLLAPSE always does.
+ * alloc_charge_folio: a PMD-sized folio on the target node set, with the
+ * collapse's gfp mask (CollapseGfp). Without __GFP_DIRECT_RECLAIM only the
+ * free lists are tried; with it, __alloc_pages_slowpath's path for a costly
+ * order: direct compaction, direct reclaim, direct compaction again, then
+ * failure (no __GFP_RETRY_MAYFAIL, so no further retries). The compaction
+ * and reclaim run in the caller (its time, its memory stall).
  */
 function allocCollapseFolio(k: Kernel, cc: CollapseControl): number {
   const { nid, nodemask } = targetNodes(cc);
-  const direct = cc.isKhugepaged ? k.thp.khugepaged.defrag === 1 : true;
-  let pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid, nodemask });
-  if (pfn < 0 && direct)
-    for (const n of k.phys.zonelists[nid]!.filter((x) => nodemask.includes(x)))
-      if (
-        compactForOrder(k, n, HPAGE_PMD_ORDER, 'direct') &&
-        (pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid: n, thisNode: true })) >= 0
-      )
-        break;
+  const gfp = cc.gfp ?? khugepagedGfp(k);
+  const req: AllocRequest = { order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid, nodemask };
+  let pfn = k.phys.alloc(req);
+  if (pfn < 0 && gfp.direct) {
+    const nodes = k.phys.zonelists[nid]!.filter((x) => nodemask.includes(x));
+    pfn = directCompact(k, nodes);
+    if (pfn < 0 && directReclaim(k, req) > 0) pfn = k.phys.alloc(req);
+    if (pfn < 0) pfn = directCompact(k, nodes);
+  } else if (pfn < 0 && gfp.kcompactd) wakeupKcompactd(k, nid, HPAGE_PMD_ORDER);
   if (pfn < 0) {
     k.vmstat.count('thp_collapse_alloc_failed');
     return -1;
@@ -238,6 +326,48 @@ function allocCollapseFolio(k: Kernel, cc: CollapseControl): number {
   k.vmstat.count('thp_collapse_alloc');
   k.accountAlloc(pfn, nid, HPAGE_PMD_NR);
   return pfn;
+}
+
+/**
+ * compaction_suitable for an order-9 request on node `nid`: compaction needs
+ * free pages to migrate into, compact_gap(order) = 2 << order above the low
+ * watermark (the low one for a costly order, __compaction_suitable). Below
+ * that it is skipped (COMPACT_SKIPPED: no stall counted, no deferral), and
+ * direct reclaim is what can help.
+ */
+function compactionSuitable(k: Kernel, nid: number): boolean {
+  const z = k.phys.zones[nid]!;
+  return z.freePages >= z.wmark[WMARK_LOW]! + (2 << HPAGE_PMD_ORDER);
+}
+
+/** __alloc_pages_direct_compact over the allowed nodes: a huge page from the first node compaction frees one on. */
+function directCompact(k: Kernel, nodes: readonly number[]): number {
+  for (const n of nodes)
+    if (compactionSuitable(k, n) && compactForOrder(k, n, HPAGE_PMD_ORDER, 'direct')) {
+      const pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid: n, thisNode: true });
+      if (pfn >= 0) return pfn;
+    }
+  return -1;
+}
+
+/**
+ * __alloc_pages_direct_reclaim for an order-9 request: try_to_free_pages
+ * rounds, each a memory stall of the caller, until one allowed node is
+ * suitable for compaction again (should_continue_reclaim's stop) or a
+ * round reclaims nothing. Returns the pages reclaimed.
+ */
+function directReclaim(k: Kernel, req: AllocRequest): number {
+  // memtwin's LRUs hold anonymous pages only: without swap there is nothing to reclaim (tryToFreeMemCgroupPages
+  // stops there too), and today's runs without swap stay as they were.
+  if (k.swap.nrSwapPages <= 0) return 0;
+  const nodes = req.nodemask ?? k.phys.zonelists[req.nid]!;
+  let total = 0;
+  while (!nodes.some((n) => compactionSuitable(k, n))) {
+    const r = k.psi.memstall(() => tryToFreePages(k, req));
+    if (r <= 0) break;
+    total += r;
+  }
+  return total;
 }
 
 /**
@@ -268,6 +398,13 @@ function collapseHugePage(
       return r;
     }
   }
+  // __collapse_huge_page_isolate: the allocation's direct reclaim may have swapped out pages of this very region
+  // since the scan; a PTE no longer present ends this region's collapse (SCAN_PTE_NON_PRESENT).
+  for (let i = 0; i < HPAGE_PMD_NR; i++)
+    if (t.ptes[i]! < PTE_ZERO) {
+      k.phys.free(pfn, HPAGE_PMD_ORDER);
+      return SCAN.SCAN_PTE_NON_PRESENT;
+    }
   const m = k.mem;
   prepAnonThp(k, pfn, mm, haddr);
   const oldThps = new Set<number>();
@@ -306,14 +443,14 @@ function collapseHugePage(
  * stops at that region. A range that holds no whole region succeeds only if
  * it starts on a 2M boundary (see below).
  */
-export function madviseCollapse(k: Kernel, vma: Vma, mm: MmStruct, start: number, end: number): SysRet {
+export function madviseCollapse(k: Kernel, vma: Vma, mm: MmStruct, start: number, end: number, flags: number | null = null): SysRet {
   if (vma.file?.kind === 'shmem' && !(vma.flags & VM.NOHUGEPAGE) && (vma.start / PAGE_SIZE - vma.pgoff) % HPAGE_PMD_NR === 0)
     // MADV_COLLAPSE ignores shmem_enabled and would build a file THP in the page cache: not modelled.
     throw new UnmodelledError('MADV_COLLAPSE of shmem (a file THP in the page cache) is not modelled');
   if (!collapseAllowed(k, vma, true)) return neg('EINVAL');
   const hstart = alignUp(start, PMD_SIZE);
   const hend = alignDown(end, PMD_SIZE);
-  const cc = newCollapseControl(k, false);
+  const cc = madvCollapseControl(k, vma, flags);
   let thps = 0;
   let lastFail: ScanResult = SCAN.SCAN_FAIL;
   for (let addr = hstart; addr < hend; addr += PMD_SIZE) {

@@ -14,7 +14,7 @@ import { folioFreeSwap, freeSwapAndCache, readSwapCache } from './swap_state.ts'
 import { anonFolioAt, splitAnonFolio } from './huge_memory.ts';
 import { PG } from './page.ts';
 import { shrinkFolio } from './vmscan.ts';
-import { madviseCollapse } from './khugepaged.ts';
+import { MADV_F_COLLAPSE_MASK, madviseCollapse } from './khugepaged.ts';
 import { UnmodelledError } from './errors.ts';
 import { capable, ptraceMayAccess } from './cred.ts';
 import { hgmMadvCollapse, madvSplit } from './hugetlb_hgm.ts';
@@ -33,7 +33,8 @@ export { UnmodelledError };
 
 /**
  * madvise(2) by `thread` of p. `entry` charges the system call's entry
- * (syscall_null); process_madvise charges it once for all its iovecs.
+ * (syscall_null); process_madvise charges it once for all its iovecs, and
+ * passes its flags (`collapseFlags`; null for madvise(2)) to MADV_COLLAPSE.
  */
 export function sysMadvise(
   k: Kernel,
@@ -43,6 +44,7 @@ export function sysMadvise(
   advice: number,
   thread: Thread = p.mainThread,
   entry = true,
+  collapseFlags: number | null = null,
 ): SysRet {
   // MADV_SPLIT exists only while the hugetlb-hgm proposal is enabled.
   const split = advice === MADV_SPLIT && k.hgm.enabled['hugetlb-hgm'] === 1;
@@ -100,7 +102,7 @@ export function sysMadvise(
         const r =
           v.hgm === 'hgm'
             ? hgmMadvCollapse(k, mm, Math.max(start, v.start), Math.min(end, v.end))
-            : madviseCollapse(k, v, mm, Math.max(start, v.start), Math.min(end, v.end));
+            : madviseCollapse(k, v, mm, Math.max(start, v.start), Math.min(end, v.end), collapseFlags);
         if (r < 0) {
           err = r;
           break;
@@ -387,7 +389,9 @@ export function sysProcessMadvise(
   advice: number,
   flags: number,
 ): SysRet {
-  if (flags !== 0) return neg('EINVAL');
+  // Linux 6.18 defines no flag: any is EINVAL. The madv-collapse-flags proposal's two, for MADV_COLLAPSE only.
+  const collapseFlags = k.thp.collapseProposals['madv-collapse-flags'] && advice === MADV.MADV_COLLAPSE ? MADV_F_COLLAPSE_MASK : 0;
+  if (flags & ~collapseFlags) return neg('EINVAL');
   if (iov.length > UIO_MAXIOV) return neg('EINVAL');
   if (!target || target.exited) return neg('ESRCH');
   // mm_access(task, PTRACE_MODE_READ_FSCREDS) turns a failed ptrace check into -EACCES.
@@ -403,7 +407,7 @@ export function sysProcessMadvise(
   let done = 0;
   k.charge(k.costs.ns('syscall_null')); // one entry, however many iovecs
   for (const [base, len] of iov) {
-    const r = sysMadvise(k, target, base, len, advice, target.mainThread, false);
+    const r = sysMadvise(k, target, base, len, advice, target.mainThread, false, flags);
     if (r < 0) return done > 0 ? done : r;
     done += len;
   }

@@ -445,6 +445,49 @@ export function followPage(mm: MmStruct, va: number): number {
   return pfnOfPte(pte);
 }
 
+/** followPmdRange's answers: nothing maps the 2M; the huge zero page maps it; `out` holds each page's frame. */
+export const PMD_RANGE_NONE = 0;
+export const PMD_RANGE_ZERO = 1;
+export const PMD_RANGE_PAGES = 2;
+
+/**
+ * followPage for the `n` 4K pages from va, none crossing a 2M boundary,
+ * with one page-table lookup for all of them (a walk_page_range() over
+ * one PMD slot): out[i] is the frame, -1 for a zero page or -2 when not
+ * mapped. Returns PMD_RANGE_NONE, leaving `out` untouched, when nothing
+ * maps the 2M (every page is -2), and PMD_RANGE_ZERO when the huge zero
+ * page does (every page is -1): callers can treat such a range as one unit.
+ * With n = 0 it only says what maps the 2M.
+ */
+export function followPmdRange(mm: MmStruct, va: number, n: number, out: Int32Array): number {
+  const pt = mm.pgtable;
+  const first = Math.floor(va / PAGE_SIZE);
+  if (pt.puds.size) {
+    const leaf = pt.puds.get(PageTable.pudKey(va));
+    if (leaf) {
+      const base = leaf.pfn + (first % (PUD_SIZE / PAGE_SIZE));
+      for (let i = 0; i < n; i++) out[i] = base + i;
+      return PMD_RANGE_PAGES;
+    }
+  }
+  const e = pt.pmdEntry(PageTable.pmdKey(va));
+  if (e === undefined) return PMD_RANGE_NONE;
+  if (e instanceof HugeLeaf) {
+    if (e.isZero) {
+      out.fill(-1, 0, n);
+      return PMD_RANGE_ZERO;
+    }
+    for (let i = 0, base = e.pfn + (first & 511); i < n; i++) out[i] = base + i;
+    return PMD_RANGE_PAGES;
+  }
+  const ptes = e.ptes;
+  for (let i = 0, j = first & 511; i < n; i++, j++) {
+    const pte = ptes[j]!;
+    out[i] = pte === PTE_NONE || pte < PTE_ZERO ? -2 : pte === PTE_ZERO ? -1 : pfnOfPte(pte);
+  }
+  return PMD_RANGE_PAGES;
+}
+
 /** Size of the leaf found by the last translate(): PAGE_SIZE, PMD_SIZE, PUD_SIZE, or 0. */
 export let translatedSize = 0;
 /** The PTE table holding the entry the last translate() found when it maps a frame at 4K (not the zero page), else null. */

@@ -9,9 +9,10 @@
  * reported as such, never silently accepted.
  */
 import { HGM_PROPOSALS } from './hugetlb_hgm.ts';
+import { DEVMEM_REMAP } from './hugetlb_devmem.ts';
 import type { Kernel } from './kernel.ts';
 import { setupPerZoneWmarks } from './page_alloc.ts';
-import { THP_DEFRAG, THP_ENABLED } from './huge_memory.ts';
+import { MADV_COLLAPSE_PROPOSALS, THP_DEFRAG, THP_ENABLED } from './huge_memory.ts';
 import { HPAGE_PMD_NR, MAX_PAGE_ORDER, neg } from './uapi.ts';
 import { chargeCompaction, compactZone } from './compaction.ts';
 import type { Hstate } from './hugetlb.ts';
@@ -394,6 +395,20 @@ export class Sysfs {
         `/sys/kernel/memtwin/features/${name}`,
         numberField(k.hgm.enabled, name, (n) => n <= 1, FLAG),
       );
+    for (const name of MADV_COLLAPSE_PROPOSALS)
+      add(
+        `/sys/kernel/memtwin/features/${name}`,
+        numberField(k.thp.collapseProposals, name, (n) => n <= 1, FLAG),
+      );
+    add(
+      `/sys/kernel/memtwin/features/${DEVMEM_REMAP}`,
+      numberField(k.devmem, 'enabled', (n) => n <= 1, FLAG),
+    );
+    // The build option the /dev/mem remap depends on (not a Linux path: Linux shows it in /proc/config.gz).
+    add(
+      '/sys/kernel/memtwin/config/CONFIG_STRICT_DEVMEM',
+      numberField(k.devmem, 'strictDevmem', (n) => n <= 1, FLAG),
+    );
     // drop_caches: 1 (page cache), 2 (slab), 3 (both), 4 (quiet); nothing to drop in the simulator. This kernel
     // accepts 5 too, though the table says SYSCTL_FOUR: only the minimum is modelled.
     let dropCaches = 0;

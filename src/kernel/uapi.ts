@@ -209,6 +209,16 @@ export const UFFD_FEATURE_PROPOSED = {
   UFFD_FEATURE_HUGETLB_VMA_SPLIT: 1 << 29,
   UFFD_FEATURE_MINOR_HUGETLBFS_HGM: 1 << 30,
 } as const;
+/**
+ * process_madvise(2) flags of the MADV_COLLAPSE RFC (Zach O'Keefe, "mm:
+ * userspace hugepage collapse", March 2022), accepted only while the
+ * madv-collapse-flags feature is enabled: Linux 6.18 defines no
+ * process_madvise flag and answers EINVAL to any.
+ */
+export const MADV_F_PROPOSED = {
+  MADV_F_COLLAPSE_LIMITS: 0x1,
+  MADV_F_COLLAPSE_DEFRAG: 0x2,
+} as const;
 /** MADV_SPLIT of the hugetlb-hgm series (its value there; not a Linux 6.18 advice). */
 export const MADV_SPLIT = 26;
 /** Bits of uffdio_api.ioctls / uffdio_register.ioctls: 1 << _UFFDIO_*. */

@@ -195,12 +195,13 @@ export class Userfaultfd {
     const ctx = vma.uffdCtx!;
     const features = ctx.features ?? 0;
     if (features & UFFD_FEATURE.UFFD_FEATURE_SIGBUS) return 'sigbus';
-    // hugetlb faults report the huge page's address; others the 4K page's, or the exact one on request.
+    // userfault_msg: the exact address on request (hugetlb too: vmf->real_address), else hugetlb faults report the
+    // huge page's address (vmf->address is haddr there) and others the 4K page's.
     const address =
-      vma.isHugetlb() && !subpageFaults(vma, features)
-        ? va - (va % vma.hugePageSize())
-        : features & UFFD_FEATURE.UFFD_FEATURE_EXACT_ADDRESS
-          ? va
+      features & UFFD_FEATURE.UFFD_FEATURE_EXACT_ADDRESS
+        ? va
+        : vma.isHugetlb() && !subpageFaults(vma, features)
+          ? va - (va % vma.hugePageSize())
           : va - (va % PAGE_SIZE);
     const flags: UffdMsg['flags'] = write ? ['UFFD_PAGEFAULT_FLAG_WRITE'] : [];
     if (reason === 'wp') flags.push('UFFD_PAGEFAULT_FLAG_WP');
@@ -397,7 +398,7 @@ export function uffdioFill(
 /** The PTE table an mfill writes at `a` into, allocated if missing (mm_alloc_pmd, pte_alloc); null under a huge PMD (EEXIST). */
 function mfillPteTable(k: Kernel, mm: MmStruct, a: number, nid: number): PteTable | null {
   const key = PageTable.pmdKey(a);
-  const t = mm.pgtable.pmds.get(key);
+  const t = mm.pgtable.pmdEntry(key); // pmds.get(key), through the PMD table the last lookup used
   if (t instanceof HugeLeaf) return null;
   if (t) return t;
   const fresh = allocPteTable(k, mm, nid);
@@ -463,7 +464,7 @@ function mfillAtomic(
       if (r < 0) return done || r;
       setUffdWp(mm, a, a + PAGE_SIZE, fill !== null && (mode & UFFDIO_MODE.UFFDIO_COPY_MODE_WP) !== 0);
       mm.uffdPoison.delete(a / PAGE_SIZE);
-      chargeCopy(k, k.costs.ns('uffdio_copy_4k'), mm, a, PAGE_SIZE, thread, fill === null);
+      chargeCopy(k, k.hot.uffdCopy4k, mm, a, PAGE_SIZE, thread, fill === null);
       done += PAGE_SIZE;
       continue;
     }
@@ -476,8 +477,8 @@ function mfillAtomic(
       t.ptes[i] = PTE_ZERO;
       t.used++;
     } else if (installAnonPage(k, mm, vma, t, a, thread, typeof src === 'function' ? src(a) : fill) < 0) return done || neg('ENOMEM');
-    if (fill === null) k.charge(k.costs.ns('uffdio_copy_4k'));
-    else chargeCopy(k, k.costs.ns('uffdio_copy_4k'), mm, a, PAGE_SIZE, thread);
+    if (fill === null) k.charge(k.hot.uffdCopy4k);
+    else chargeCopy(k, k.hot.uffdCopy4k, mm, a, PAGE_SIZE, thread);
     done += PAGE_SIZE;
   }
   return done;

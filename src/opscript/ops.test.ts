@@ -66,7 +66,11 @@ describe('process_madvise flags', () => {
     expect(parseOp(line('0'), 0).a.flags).toBe(0);
     expect(parseOp(line('1'), 0).a.flags).toBe(1);
     expect(parseOp(line('[1]'), 0).a.flags).toBe(1);
-    expect(bad(line('["MADV_COLD"]'))).toMatch(/flags: unknown flag name "MADV_COLD" \(Linux defines no flag names here/);
+    // the only names are the madv-collapse-flags proposal's (Linux 6.18 defines none and answers EINVAL to any bit)
+    expect(parseOp(line('["MADV_F_COLLAPSE_LIMITS","MADV_F_COLLAPSE_DEFRAG"]'), 0).a.flags).toBe(3);
+    expect(bad(line('["MADV_COLD"]'))).toMatch(
+      /flags: unknown flag name "MADV_COLD" \(expected one of MADV_F_COLLAPSE_LIMITS, MADV_F_COLLAPSE_DEFRAG\)/,
+    );
     expect(bad(line('4294967296'))).toMatch(/flags: expected flag names/);
   });
 });
@@ -90,6 +94,23 @@ describe('the script runner', () => {
     expect(r.results).toHaveLength(2);
     expect(r.results[0]).toMatchObject({ i: 0, op: 'mmap', ret: '$a' });
     expect(r.results[1]).toEqual({ i: 1, op: 'touch', line: 2, invalid: 'addr: unknown handle $b' });
+  });
+
+  it("passes process_madvise flag names to the kernel: EINVAL by default, the proposal's rule with madv-collapse-flags on", async () => {
+    const script = (feature: number): string =>
+      [
+        `{"op":"sysfs","path":"/sys/kernel/memtwin/features/madv-collapse-flags","value":"${feature}"}`,
+        '{"op":"sysfs","path":"/sys/kernel/mm/transparent_hugepage/enabled","value":"never"}',
+        '{"op":"mmap","len":"4M","prot":["PROT_READ","PROT_WRITE"],"flags":["MAP_PRIVATE","MAP_ANONYMOUS"],"align":"2M","name":"a"}',
+        '{"op":"touch","addr":"$a","len":"2M","write":true}',
+        '{"op":"process_madvise","target":"self","iovec":[["$a","2M"]],"advice":"MADV_COLLAPSE","flags":["MADV_F_COLLAPSE_DEFRAG","MADV_F_COLLAPSE_LIMITS"]}',
+        '{"op":"process_madvise","target":"self","iovec":[["$a","2M"]],"advice":"MADV_COLD","flags":["MADV_F_COLLAPSE_DEFRAG"]}',
+      ].join('\n');
+    const off = await run(script(0));
+    expect(off.results[4]).toMatchObject({ ret: -1, errno: 'EINVAL' });
+    const on = await run(script(1));
+    expect(on.results[4]).toMatchObject({ ret: 2 * 2 ** 20 });
+    expect(on.results[5]).toMatchObject({ ret: -1, errno: 'EINVAL' }); // MADV_COLLAPSE only
   });
 
   it('renders fault addresses relative to the handle that contains them', async () => {

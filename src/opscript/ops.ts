@@ -145,7 +145,7 @@ export const OPS: Record<string, OpSpec> = {
   },
   process_madvise: {
     req: { target: 'name', iovec: 'iovec', advice: 'flags:advice' },
-    opt: { flags: 'flags:none' },
+    opt: { flags: 'flags:process_madvise' },
     doc: 'advise another process (or self) over an iovec list; ret is bytes advised',
   },
   touch: {

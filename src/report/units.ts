@@ -54,6 +54,12 @@ export const METRIC_UNITS: readonly (readonly [RegExp, Unit])[] = [
   [/\.migration\.ram\.(dirty-pages-rate|pages-per-second)$/, 'pages_per_s'],
   [/\.migration\.ram\.mbps$/, 'mbps'],
   [/\.migration\.ram\.(dirty-sync-count|postcopy-requests|dirty-sync-missed-zero-copy)$/, 'count'],
+  // XBZRLECacheStats (query-migrate's xbzrle-cache) and the dirty-limit times (microseconds).
+  [/\.migration\.xbzrle-cache\.(cache-size|bytes)$/, 'bytes'],
+  [/\.migration\.xbzrle-cache\.(pages|cache-miss|overflow)$/, 'pages'],
+  [/\.migration\.xbzrle-cache\.cache-miss-rate$/, 'ratio'],
+  [/\.migration\.xbzrle-cache\.encoding-rate$/, 'factor'],
+  [/\.migration\.dirty-limit-(throttle-time-per-round|ring-full-time)$/, 'us'],
   // Rates.
   [/(^|[._])bytes_per_s$/, 'bytes_per_s'],
   [/(^|\.)(pswpin|pswpout|pgsteal|pgscan)_per_s$/, 'pages_per_s'],

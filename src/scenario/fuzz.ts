@@ -721,7 +721,13 @@ class Mutator {
       ...(this.chance(0.5) ? { vcpus: this.pick<Json>([[0], [0, 1], [99], [], Array.from({ length: 1025 }, () => 0)]) } : {}),
       ...(this.chance(0.3)
         ? {
-            balloon: this.pick<Json>([{}, { 'free-page-hint': true, 'hint-batch': 1 }, { 'hint-batch': 65536, 'hint-encoding': 'bitmap' }]),
+            balloon: this.pick<Json>([
+              {},
+              { 'free-page-hint': true, 'hint-batch': 1 },
+              { 'hint-batch': 65536, 'hint-encoding': 'bitmap' },
+              { 'free-page-hint': true, 'hint-encoding': 'bitmap', 'hint-batch': 64, 'hint-bitmap-order': this.pick<Json>([9, 3]) },
+              { 'inflate-encoding': this.pick<Json>(['bitmap', 'per-order', 'bits']), 'inflate-alloc': this.pick<Json>(['4k', 'all']) },
+            ]),
           }
         : {}),
       ...(this.chance(0.3)

@@ -6,7 +6,7 @@
 import { Kernel } from '../kernel/kernel.ts';
 import { CostProfile } from '../sim/cost_profile.ts';
 import { flags as flagValue } from '../opscript/values.ts';
-import { MADV, MPOL, PAGE_SIZE, PMD_SIZE, errnoName } from '../kernel/uapi.ts';
+import { MADV, MADV_F_PROPOSED, MPOL, PAGE_SIZE, PMD_SIZE, errnoName } from '../kernel/uapi.ts';
 import { sysMbind, sysMigratePages, sysSetMempolicy } from '../kernel/mempolicy.ts';
 import { UnmodelledError } from '../kernel/madvise.ts';
 import { HugeLeaf } from '../kernel/mm_types.ts';
@@ -130,14 +130,19 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
         if (r < 0) fail([...mpath, 'madvise', ai], `${a} failed with ${errnoName(r)}`);
       });
       const written = new SparseBitmap(Math.ceil(m.size / PAGE_SIZE));
+      // populate_fill: data, not zero pages (reclaim drops zero-filled pages without a swap write)
+      const populate = (): void => {
+        if (m.populate_fill !== undefined) k.access(p.mainThread, addr, m.size, PAGE_SIZE, true, m.populate_fill);
+        else populateRange(k, p, addr, addr + m.size, true);
+      };
       if (m.fragment) {
-        populateRange(k, p, addr, addr + m.size, true);
+        populate();
         for (let i = 0; i < written.length; i++) {
           if (i % m.fragment !== 0) k.madvise(p, addr + i * PAGE_SIZE, PAGE_SIZE, MADV.MADV_DONTNEED);
           else written.set(i);
         }
       } else if (m.populate) {
-        populateRange(k, p, addr, addr + m.size, true);
+        populate();
         written.fill();
       }
       maps.set(m.name, { base: addr, len: m.size, written });
@@ -262,6 +267,8 @@ export function runScenario(spec: RunSpec, opts: RunOptions): RunResult {
       ...(vms.length ? vmFinal(vms, vmEvents.log) : {}),
       ...(s.swap ? pressureFinal(k, vms, psiGroups) : {}),
       ...(cgroups.size ? cgroupFinal(k, cgroups) : {}),
+      // the time the scenario's own calls (events) took, e.g. a MADV_COLLAPSE's compaction and reclaim
+      ...(eventLog.length ? { events_ns_total: eventLog.reduce((a, e) => a + e.ns, 0) } : {}),
     },
     threads: threads.map((wt) => threadResult(wt, s.duration)),
     events,
@@ -539,6 +546,7 @@ const EVENT_FIELDS: Record<EventSpec['op'], { reads: readonly (keyof EventSpec)[
   migrate_pages: { reads: ['old_nodes', 'new_nodes'], needs: ['old_nodes', 'new_nodes'] },
   mbind: { reads: ['mapping', 'policy', 'flags'], needs: ['mapping', 'policy'] },
   madvise: { reads: ['mapping', 'advice'], needs: ['mapping', 'advice'] },
+  process_madvise: { reads: ['mapping', 'advice', 'madvise_flags'], needs: ['mapping', 'advice'] },
   set_mempolicy: { reads: ['policy'], needs: ['policy'] },
   sched_setaffinity: { reads: ['thread', 'cpu'], needs: ['thread', 'cpu'] },
   ms_move: { reads: ['group', 'node'], needs: ['group', 'node'] },
@@ -623,6 +631,20 @@ function scheduleEvents(
             case 'madvise':
               return unmodelled(
                 () => k.madvise(target.p, m!.base, m!.len, MADV[ev.advice!]),
+                (msg) => {
+                  throw rep.at.error(['events', idx, 'advice'], msg);
+                },
+              );
+            case 'process_madvise':
+              return unmodelled(
+                () =>
+                  k.processMadvise(
+                    target.p,
+                    target.p,
+                    [[m!.base, m!.len]],
+                    MADV[ev.advice!],
+                    (ev.madvise_flags ?? []).reduce((f, x) => f | MADV_F_PROPOSED[x], 0),
+                  ),
                 (msg) => {
                   throw rep.at.error(['events', idx, 'advice'], msg);
                 },

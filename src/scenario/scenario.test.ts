@@ -164,6 +164,52 @@ describe('scenario runs', () => {
     );
   });
 
+  it('populate_fill writes data, not zero pages: MADV_PAGEOUT then writes them to swap', () => {
+    const text = (fill: string): string => `name: fill
+host:
+  name: tiny
+  nodes: [{ id: 0, memory: 64M, cpus: 0-1 }]
+swap: { size: 32M }
+duration: 5ms
+sample: { interval: 1ms }
+processes:
+  - name: app
+    mappings:
+      - { name: data, size: 8M, madvise: [MADV_NOHUGEPAGE], populate: true${fill} }
+      - { name: work, size: 1M }
+    threads:
+      - { name: w, cpu: 0, workload: { pattern: uniform, mapping: work } }
+events:
+  - { at: 1ms, process: app, op: madvise, mapping: data, advice: MADV_PAGEOUT }
+`;
+    const run = (name: string, fill: string) => {
+      const l = loadScenario(file(name, text(fill)));
+      return runScenario(l.runs[0]!, { file: l.file, warn: () => {} }).final;
+    };
+    expect(run('fill-zero.yaml', '').pswpout).toBe(0); // zero-filled pages go to the zeromap
+    expect(run('fill-data.yaml', ', populate_fill: 7').pswpout).toBe(2048);
+  });
+
+  it("run process_madvise events with the madv-collapse-flags proposal's flags: EINVAL unless the feature is on", () => {
+    const base = SMALL.replace(/sweep:[\s\S]*$/, '').replace('count: 2', 'count: 1');
+    const ev =
+      '  - { at: 10ms, process: app, op: process_madvise, mapping: heap, advice: MADV_COLLAPSE, madvise_flags: [MADV_F_COLLAPSE_DEFRAG] }\n';
+    const run = (feature: boolean) => {
+      const text = `${base}events:\n${ev}`.replace(
+        'kernel:\n',
+        `kernel:\n  /sys/kernel/memtwin/features/madv-collapse-flags: ${feature ? 1 : 0}\n`,
+      );
+      const l = loadScenario(file(`pm-${feature}.yaml`, text));
+      return runScenario(l.runs[0]!, { file: l.file, warn: () => {} });
+    };
+    const off = run(false);
+    expect(off.events[0]).toMatchObject({ op: 'process_madvise', ret: -22, errno: 'EINVAL' });
+    const on = run(true);
+    expect(on.events[0]).toMatchObject({ op: 'process_madvise', ret: 64 * 2 ** 20 });
+    expect(on.final.events_ns_total).toBe(on.events[0]!.ns);
+    expect(on.final.events_ns_total).toBeGreaterThan(0);
+  });
+
   it('refuse process events that would crash or be ignored: a field the op needs, a field it does not read', () => {
     const base = SMALL.replace(/sweep:[\s\S]*$/, '');
     const runError = (name: string, events: string): string => {
@@ -194,6 +240,12 @@ describe('scenario runs', () => {
     expect(runError('extra.yaml', '  - { at: 1ms, process: app, op: madvise, mapping: heap, advice: MADV_HUGEPAGE, cpu: 3 }\n')).toMatch(
       new RegExp(`extra\\.yaml:${line}:\\d+: events\\[0\\]\\.cpu: has no effect on a madvise event \\(it reads mapping, advice\\)`),
     );
+    expect(
+      runError(
+        'mflags.yaml',
+        '  - { at: 1ms, process: app, op: madvise, mapping: heap, advice: MADV_COLLAPSE, madvise_flags: [MADV_F_COLLAPSE_DEFRAG] }\n',
+      ),
+    ).toMatch(/events\[0\]\.madvise_flags: has no effect on a madvise event \(it reads mapping, advice\)/);
     expect(runError('proc.yaml', '  - { at: 1ms, process: db, op: migrate_pages, old_nodes: [0], new_nodes: [1] }\n')).toMatch(
       /events\[0\]\.process: no process "db": expected one of "app"/,
     );

@@ -177,6 +177,15 @@ const patternFields = {
   stride: sizeIn(64, LIMITS.maxSize)
     .optional()
     .describe('sequential: bytes between accesses, 64 (a cache line: accesses within one line are one access) to 1T; default 64'),
+  write_bytes: z
+    .number()
+    .int()
+    .min(1)
+    .max(4096)
+    .optional()
+    .describe(
+      'bytes each store changes from its address, 1 to 4096 (what a live migration with xbzrle encodes: a page whose stores changed few bytes encodes small); default 64, the whole cache line',
+    ),
   zipf_s: z.number().gt(0).max(10).default(0.99).describe('zipf: exponent of the page popularity law, more than 0 and at most 10'),
   slice: z
     .boolean()
@@ -229,6 +238,11 @@ export const mappingSchema = z.strictObject({
     .default(['MAP_PRIVATE', 'MAP_ANONYMOUS']),
   madvise: z.array(advice).default([]).describe('advice applied to the whole mapping after mmap, in order'),
   populate: z.boolean().default(false).describe('fault everything in with writes before the run (MADV_POPULATE_WRITE)'),
+  populate_fill: int(1, 255)
+    .optional()
+    .describe(
+      "populate and fragment: write this byte (1 to 255) to every page instead of MADV_POPULATE_WRITE's zeros, so that reclaim has data to write to swap",
+    ),
   fragment: int(2, 2 ** 20)
     .optional()
     .describe(
@@ -296,9 +310,9 @@ export const eventSchema = z.strictObject({
   at: duration.describe('virtual time after the workloads start, 0 to 3600s'),
   process: z.string().describe('the process the call acts on'),
   op: z
-    .enum(['migrate_pages', 'mbind', 'madvise', 'set_mempolicy', 'sched_setaffinity', 'ms_move'])
+    .enum(['migrate_pages', 'mbind', 'madvise', 'process_madvise', 'set_mempolicy', 'sched_setaffinity', 'ms_move'])
     .describe(
-      'a syscall made at that time, as a tool such as migratepages, numactl or taskset would (sched_setaffinity: move one thread to one CPU, as the load balancer might; ms_move: memsched proposal)',
+      'a syscall made at that time, as a tool such as migratepages, numactl or taskset would (sched_setaffinity: move one thread to one CPU, as the load balancer might; process_madvise: the process on its own memory, one iovec; ms_move: memsched proposal)',
     ),
   thread: z.string().optional().describe('sched_setaffinity: the thread, by its name in the results (e.g. worker-2)'),
   cpu: cpuId.optional().describe('sched_setaffinity: the CPU it moves to, 0 to 8191 and a CPU of the host'),
@@ -315,6 +329,12 @@ export const eventSchema = z.strictObject({
     .default([])
     .describe('mbind'),
   advice: advice.optional(),
+  madvise_flags: z
+    .array(z.enum(['MADV_F_COLLAPSE_LIMITS', 'MADV_F_COLLAPSE_DEFRAG']))
+    .optional()
+    .describe(
+      "process_madvise: its flags, the madv-collapse-flags proposal's (kernel /sys/kernel/memtwin/features/madv-collapse-flags: 1; Linux 6.18 defines none)",
+    ),
 });
 export type EventSpec = z.infer<typeof eventSchema>;
 
@@ -424,6 +444,7 @@ export const memdevSchema = z.strictObject({
 export type MemdevSpec = z.infer<typeof memdevSchema>;
 
 export const HINT_ENCODINGS = ['pfn-list', 'bitmap', 'pfn-order', 'ranges'] as const;
+export const INFLATE_ENCODINGS = ['pfns', 'chunks', 'bitmap', 'pfn-order', 'per-order'] as const;
 
 /** `-device virtio-balloon-pci,...` and the guest driver's module parameters. */
 export const balloonSchema = z.strictObject({
@@ -434,6 +455,18 @@ export const balloonSchema = z.strictObject({
     .boolean()
     .default(false)
     .describe('memtwin proposal feature: inflate/deflate with (addr, len) chunks instead of 4-byte PFN arrays'),
+  'inflate-encoding': z
+    .enum(INFLATE_ENCODINGS)
+    .default('pfns')
+    .describe(
+      'memtwin proposal feature: how inflate/deflate messages name pages: pfns (upstream, off), chunks (= virtio-balloon-chunks), bitmap (Liang Li 2016), pfn-order, per-order',
+    ),
+  'inflate-alloc': z
+    .enum(['4k', 'high-order'])
+    .default('high-order')
+    .describe(
+      'memtwin: with a proposal inflate-encoding, allocate 4 KiB pages one at a time (the 2017 patches) or the largest blocks first',
+    ),
   'hint-encoding': z.enum(HINT_ENCODINGS).default('ranges').describe('memtwin: how free page hints are encoded'),
   'hint-pfn-bytes': z
     .union([z.literal(4), z.literal(8)])
@@ -441,6 +474,12 @@ export const balloonSchema = z.strictObject({
     .describe('pfn-list: bytes per PFN, 4 or 8'),
   'hint-batch': int(1, 65536).default(1).describe('entries per hint message, 1 to 65536 (bitmap: bits per window, a multiple of 64)'),
   'hint-min-order': int(0, 10).default(0).describe('lowest order hinted, 0 to 10 (MAX_PAGE_ORDER)'),
+  'hint-bitmap-order': z
+    .union([z.literal(0), z.literal(9)])
+    .default(0)
+    .describe(
+      'bitmap hints: the order of the pages one bit covers, 0 or 9 (0: 4 KiB; 9: 2 MiB, smaller messages, sub-2M free memory not hinted)',
+    ),
   'hint-discard': z.boolean().default(false).describe('memtwin: the host also discards hinted memory'),
   'discard-batched': z.boolean().default(false).describe('memtwin: one process_madvise per message instead of one madvise per range'),
   page_reporting_order: int(0, 10)
@@ -544,8 +583,17 @@ export const vmEventSchema = z.strictObject({
     .array(z.string())
     .default([])
     .describe(
-      'migrate: QEMU migration capabilities to turn on (auto-converge, postcopy-ram, postcopy-preempt, postcopy-blocktime, pause-before-switchover: continue with a qmp event, migrate-continue)',
+      "migrate: QEMU migration capabilities to turn on (auto-converge, postcopy-ram, postcopy-preempt, postcopy-blocktime, pause-before-switchover: continue with a qmp event, migrate-continue; xbzrle; dirty-limit, which needs the VM's accel dirty-ring-size)",
     ),
+  'xbzrle-cache-size': sizeIn(4096, 2 ** 40)
+    .optional()
+    .describe('migrate: the QEMU parameter, bytes, a power of two from 4K to 1T (QEMU default 64M)'),
+  'vcpu-dirty-limit': int(1, 2 ** 32)
+    .optional()
+    .describe("migrate: the QEMU parameter, each vCPU's dirty rate once dirty-limit throttles, MB/s, 1 to 2^32 (QEMU default 1)"),
+  'x-vcpu-dirty-limit-period': int(1, 1000)
+    .optional()
+    .describe("migrate: the QEMU parameter, the dirty-limit throttle's period, ms, 1 to 1000 (QEMU default 1000)"),
   'start-postcopy': duration
     .optional()
     .describe('migrate: issue migrate-start-postcopy this long after migrate, 0 to 3600s (needs postcopy-ram)'),
@@ -631,6 +679,16 @@ export const vmSchema = z.strictObject({
     .default([0])
     .describe('host CPU of each vCPU thread (vcpupin), each 0 to 8191 and a CPU of the host; their count (1 to 1024) is -smp'),
   emulator_cpu: cpuId.optional().describe("host CPU of the VMM's main thread (emulatorpin), 0 to 8191 and a CPU of the host"),
+  accel: z
+    .strictObject({
+      'dirty-ring-size': int(0, 65536)
+        .default(0)
+        .describe(
+          "-accel kvm,dirty-ring-size=N: each vCPU's KVM dirty ring, N entries, a power of two from 256 to 65536; 0 (default): the dirty bitmap",
+        ),
+    })
+    .default({ 'dirty-ring-size': 0 })
+    .describe('-accel kvm: its properties'),
   numa: z
     .array(
       z.strictObject({
@@ -692,6 +750,9 @@ export const migrateSettingsSchema = vmEventSchema.pick({
   'max-bandwidth': true,
   'downtime-limit': true,
   capabilities: true,
+  'xbzrle-cache-size': true,
+  'vcpu-dirty-limit': true,
+  'x-vcpu-dirty-limit-period': true,
   'start-postcopy': true,
   'max-postcopy-bandwidth': true,
   sndbuf: true,

@@ -970,7 +970,7 @@ describe('scenario VMs: a mistake stops the run with a located error, never a st
       ],
       [
         migWith('bandwidth: 1250M, capabilities: [postcopy-ram], start-postcopy: 0s, hugetlb-request-size: 4K'),
-        /events\[0\]\.hugetlb-request-size: has no effect: none of uffd-hugetlb-subpage-copy, uffd-hugetlb-vma-split, hugetlb-hgm is enabled on the destination's kernel/,
+        /events\[0\]\.hugetlb-request-size: has no effect: none of uffd-hugetlb-subpage-copy, uffd-hugetlb-vma-split, hugetlb-hgm, hugetlb-devmem-remap is enabled on the destination's kernel/,
       ],
       [
         migWith('bandwidth: 1250M, capabilities: [postcopy-ram], start-postcopy: 0s, hugetlb-request-size: 4K').replace(
@@ -978,6 +978,13 @@ describe('scenario VMs: a mistake stops the run with a located error, never a st
           'kernel:\n  /sys/kernel/memtwin/features/uffd-hugetlb-subpage-copy: 1\nsample:',
         ),
         /events\[0\]\.hugetlb-request-size: has no effect: no guest RAM is on huge pages larger than 4K \(the RAM blocks' page sizes: 4K\)/,
+      ],
+      [
+        migWith('bandwidth: 1250M, capabilities: [postcopy-ram], start-postcopy: 0s, hugetlb-request-size: 2M').replace(
+          'sample:',
+          'kernel:\n  /sys/kernel/memtwin/features/hugetlb-devmem-remap: 1\nsample:',
+        ),
+        /events\[0\]\.hugetlb-request-size: must be 4K with hugetlb-devmem-remap \(a \/dev\/mem alias maps 4K pages only\)/,
       ],
       [
         MIG.replace('op: migrate, bandwidth: 1250M', 'op: guest_free, size: 1M, target: 2M'),
@@ -994,6 +1001,18 @@ describe('scenario VMs: a mistake stops the run with a located error, never a st
       [
         MIG.replace('    events:', '    balloon: { free-page-hint: true, hint-pfn-bytes: 8 }\n    events:'),
         /vms\[0\]\.balloon\.hint-pfn-bytes: has no effect unless hint-encoding is pfn-list/,
+      ],
+      [
+        MIG.replace('    events:', '    balloon: { free-page-hint: true, hint-bitmap-order: 9 }\n    events:'),
+        /vms\[0\]\.balloon\.hint-bitmap-order: has no effect unless hint-encoding is bitmap/,
+      ],
+      [
+        MIG.replace('    events:', '    balloon: { inflate-alloc: 4k }\n    events:'),
+        /vms\[0\]\.balloon\.inflate-alloc: has no effect with PFN arrays/,
+      ],
+      [
+        MIG.replace('    events:', '    balloon: { virtio-balloon-chunks: true, inflate-encoding: bitmap }\n    events:'),
+        /vms\[0\]\.balloon\.inflate-encoding: bitmap and virtio-balloon-chunks: true exclude each other/,
       ],
       [
         MIG.replace('    events:', '    balloon: { page_reporting_order: 3 }\n    events:'),

@@ -22,11 +22,12 @@ import { MemBandwidth, membwParams, membwSpec } from '../sim/membw.ts';
 import { Kernel, type CpuWork } from '../kernel/kernel.ts';
 import type { Process } from '../kernel/sched.ts';
 import { hostFromFile, resolveHost } from '../sim/host.ts';
-import { followPage } from '../kernel/memory.ts';
+import { followPmdRange, PMD_RANGE_PAGES } from '../kernel/memory.ts';
 import { MPOL, PMD_SIZE, alignDown, errnoName } from '../kernel/uapi.ts';
 import { HugeLeaf, type MmStruct } from '../kernel/mm_types.ts';
 import { PG } from '../kernel/page.ts';
 import { HGM_PROPOSALS } from '../kernel/hugetlb_hgm.ts';
+import { DEVMEM_REMAP } from '../kernel/hugetlb_devmem.ts';
 import { sysMigratePages, sysProcessMbind } from '../kernel/mempolicy.ts';
 import { exitProcess } from '../kernel/fork.ts';
 import { sysMovePages } from '../kernel/migrate.ts';
@@ -35,6 +36,7 @@ import { Vm, type VmConfig } from '../vmm/vm.ts';
 import { QemuError, type MemoryBackendProps } from '../vmm/memory_backend.ts';
 import { QmpError, type QmpResponse } from '../vmm/monitor.ts';
 import { MigrationState } from '../vmm/migration/migration.ts';
+import { dirtyRingSizeError } from '../vmm/migration/dirty_ring.ts';
 import { Link } from '../vmm/migration/link.ts';
 import { startNetwork, type ScenarioNetwork } from './network.ts';
 import { VmBalloonHost } from '../vmm/balloon_host.ts';
@@ -85,6 +87,8 @@ export interface VmRt {
   faultInjected?: boolean;
   /** The destination VM of that migration (maybe on a host of its own), and its configuration. */
   dst?: Vm;
+  /** The guest threads' 4K TLB-reach ns (WorkloadThread.tlb4kNs) when the guest started on the destination. */
+  tlb4kAtSwitch?: number;
   dstSpec?: VmSpec;
   /** Where its migration was asked for (a migrate event, or `evacuate`), for warnings. */
   migPath?: YamlPath;
@@ -219,6 +223,8 @@ export function startVms(k: Kernel, s: Scenario, rep: RunReport): VmRt[] {
       migrates: !!s.evacuate || spec.events.some((e) => e.op === 'migrate'),
       ...(net ? { net } : {}),
     };
+    const ringError = dirtyRingSizeError(spec.accel['dirty-ring-size']);
+    if (ringError) throw rep.at.error(['vms', vi, 'accel', 'dirty-ring-size'], `qemu-system-x86_64: ${ringError}`);
     connectGuest(rt);
     if (spec.guest.fragment) fragmentGuest(k, rt, spec.guest.fragment, rep);
     if (spec.balloon) guestAccess(k, ['vms', vi, 'balloon'], rep, () => plugBalloon(k, rt, spec.balloon!));
@@ -368,6 +374,7 @@ function checkVmSpec(spec: VmSpec, vi: number, rep: RunReport): void {
       ['hint-pfn-bytes', 4],
       ['hint-batch', 1],
       ['hint-min-order', 0],
+      ['hint-bitmap-order', 0],
       ['hint-discard', false],
     ];
     if (!b['free-page-hint'])
@@ -375,6 +382,12 @@ function checkVmSpec(spec: VmSpec, vi: number, rep: RunReport): void {
         if (b[key] !== def) throw rep.at.error(at('balloon', key), 'has no effect without free-page-hint: true');
     if (b['hint-pfn-bytes'] !== 4 && b['hint-encoding'] !== 'pfn-list')
       throw rep.at.error(at('balloon', 'hint-pfn-bytes'), 'has no effect unless hint-encoding is pfn-list');
+    if (b['hint-bitmap-order'] !== 0 && b['hint-encoding'] !== 'bitmap')
+      throw rep.at.error(at('balloon', 'hint-bitmap-order'), 'has no effect unless hint-encoding is bitmap');
+    if (b['virtio-balloon-chunks'] && b['inflate-encoding'] !== 'pfns' && b['inflate-encoding'] !== 'chunks')
+      throw rep.at.error(at('balloon', 'inflate-encoding'), `${b['inflate-encoding']} and virtio-balloon-chunks: true exclude each other`);
+    if (b['inflate-alloc'] !== 'high-order' && b['inflate-encoding'] === 'pfns' && !b['virtio-balloon-chunks'])
+      throw rep.at.error(at('balloon', 'inflate-alloc'), 'has no effect with PFN arrays (inflate-encoding pfns allocates 4K pages)');
     if (b.page_reporting_order !== undefined && !b['free-page-reporting'])
       throw rep.at.error(at('balloon', 'page_reporting_order'), 'has no effect without free-page-reporting: true');
   }
@@ -390,6 +403,8 @@ function plugBalloon(k: Kernel, rt: VmRt, b: NonNullable<VmSpec['balloon']>): vo
     freePageHint: b['free-page-hint'],
     freePageReporting: b['free-page-reporting'],
     chunks: b['virtio-balloon-chunks'],
+    inflateEncoding: b['virtio-balloon-chunks'] ? 'chunks' : b['inflate-encoding'],
+    hintBitmapOrder: b['hint-bitmap-order'],
     hintEncoding: b['hint-encoding'],
     hintPfnBytes: b['hint-pfn-bytes'],
     hintBatch: b['hint-batch'],
@@ -426,6 +441,7 @@ function plugBalloon(k: Kernel, rt: VmRt, b: NonNullable<VmSpec['balloon']>): vo
     ...(b.page_reporting_order !== undefined ? { pageReportingOrder: b.page_reporting_order } : {}),
     vmEvents: () => rt.guest.vmEvents,
     initOnAlloc: rt.spec.guest.init_on_alloc,
+    inflateAlloc: b['inflate-alloc'],
   });
   drv.probe();
   rt.dev = dev;
@@ -455,7 +471,9 @@ const METRIC_NAMES: [keyof VirtioBalloonMetrics, string][] = [
   ['ringBytes', 'ring_bytes'],
   ['guestCpuNs', 'guest_cpu_ns'],
   ['exitNs', 'exit_ns'],
+  ['waitNs', 'wait_ns'],
   ['hostCpuNs', 'host_cpu_ns'],
+  ['decodeNs', 'decode_ns'],
   ['hostSyscalls', 'host_syscalls'],
   ['hostBytesReturned', 'host_returned_bytes'],
   ['pfnsInflated', 'pfns_inflated'],
@@ -629,6 +647,9 @@ const VM_EVENT_FIELDS: Record<VmEventSpec['op'], readonly (keyof VmEventSpec)[]>
     'capabilities',
     'start-postcopy',
     'max-postcopy-bandwidth',
+    'xbzrle-cache-size',
+    'vcpu-dirty-limit',
+    'x-vcpu-dirty-limit-period',
     'sndbuf',
     'rcvbuf',
     'hugetlb-request-size',
@@ -958,19 +979,26 @@ function startMigration(
     onGuest: (w) => guestMoves(rt, dst, dspec, w),
     flowName: rt.spec.name,
     ...(onEnd ? { onEnd } : {}),
+    dirtyRingSize: rt.spec.accel['dirty-ring-size'],
   }).register();
   rt.mig = mig;
   rt.migEvent = ei;
   rt.migPath = path;
   rt.dst = dst;
   for (const f of rt.onIncoming) f(dst);
-  // auto-converge throttles the guest's vCPUs (cpu_throttle_set): its workloads run that much slower.
-  for (const g of rt.guestThreads) g.wt.runFraction = () => mig.guestRunFraction;
+  // auto-converge throttles the guest's vCPUs (cpu_throttle_set), dirty-limit each vCPU: its workloads run that much
+  // slower. Stores feed the dirty ring (ring-full exits cost the vCPU) and xbzrle (what changed in a page).
+  for (const g of rt.guestThreads) {
+    g.wt.runFraction = () => mig.vcpuRunFraction(g.vcpu);
+    g.wt.storeHook = (va, n) => mig.onGuestStore(g.vcpu, va, n);
+  }
   rt.dstSpec = dspec;
   const params: Record<string, unknown> = {};
   if (ev['max-bandwidth'] !== undefined) params['max-bandwidth'] = ev['max-bandwidth'];
   if (ev['downtime-limit'] !== undefined) params['downtime-limit'] = ev['downtime-limit'];
   if (ev['max-postcopy-bandwidth'] !== undefined) params['max-postcopy-bandwidth'] = ev['max-postcopy-bandwidth'];
+  for (const name of ['xbzrle-cache-size', 'vcpu-dirty-limit', 'x-vcpu-dirty-limit-period'] as const)
+    if (ev[name] !== undefined) params[name] = ev[name];
   const replies = [
     mon.qmp({ execute: 'migrate-set-parameters', arguments: params }),
     mon.qmp(
@@ -1052,11 +1080,14 @@ function scheduleEvacuation(k: Kernel, s: Scenario, vms: VmRt[], t0: number, log
  */
 function checkRequestSize(src: Vm, dk: Kernel, size: number, path: YamlPath, rep: RunReport): void {
   const on = HGM_PROPOSALS.filter((p) => dk.hgm.enabled[p]);
-  if (!on.length)
+  if (!on.length && !dk.devmem.enabled)
     throw rep.at.error(
       path,
-      `has no effect: none of ${HGM_PROPOSALS.join(', ')} is enabled on the destination's kernel (/sys/kernel/memtwin/features/...)`,
+      `has no effect: none of ${[...HGM_PROPOSALS, DEVMEM_REMAP].join(', ')} is enabled on the destination's kernel (/sys/kernel/memtwin/features/...)`,
     );
+  // The /dev/mem remap alone: its aliases map 4K pages only.
+  if (!on.some((p) => p !== 'hugetlb-hgm') && dk.devmem.enabled && size !== PAGE_SIZE)
+    throw rep.at.error(path, `must be 4K with ${DEVMEM_REMAP} (a /dev/mem alias maps 4K pages only)`);
   if (!src.ramList.blocks.some((b) => b.pageSize > size))
     throw rep.at.error(
       path,
@@ -1102,6 +1133,7 @@ function guestMoves(rt: VmRt, dst: Vm, dspec: VmSpec, what: 'stop' | 'start-sour
   else if (what === 'start-source') for (const g of rt.guestThreads) g.wt.start();
   else {
     const dstRam = nodeRamOf(dspec, dst);
+    rt.tlb4kAtSwitch = rt.guestThreads.reduce((a, g) => a + g.wt.tlb4kNs, 0);
     // A vCPU blocked in a userfault on the destination host runs again when that kernel wakes it.
     if (dst.k !== rt.vm.k) dst.k.uffd.wakeListeners.push((t) => rt.guestThreads.find((g) => g.wt.thread === t)?.wt.userfaultWoken());
     for (const g of rt.guestThreads) {
@@ -1161,6 +1193,11 @@ function migrationFinal(rt: VmRt, out: Record<string, number>): void {
     for (const r of rt.dst ? rt.dst.ramRanges() : [])
       for (let g = r.gpa; g < r.gpa + r.size; g += 2 * 2 ** 20) if (rt.dst!.hostMappingSize(g) > PAGE_SIZE) huge += 2 * 2 ** 20;
     out[`${pre}postcopy.dst_huge_mapped_bytes`] = huge;
+    // What 4K mappings cost the guest on the destination (the TLB-reach term of its accesses), from the switchover on.
+    const tlb4k = rt.guestThreads.reduce((a, g) => a + g.wt.tlb4kNs, 0);
+    out[`${pre}postcopy.dst_tlb4k_ns`] = Math.round(tlb4k - (rt.tlb4kAtSwitch ?? tlb4k));
+    // The page tables postcopy added on the destination at most (PTE tables of huge pages mapped in parts, aliases).
+    out[`${pre}postcopy.dst_pgtables_peak_bytes`] = pc.stats.pgtablesPeak - pc.stats.pgtablesAtStart;
   }
   // No data lost: pages that did not carry the source's content when the destination took them over (hinted free pages aside).
   if (q['status'] === 'completed') {
@@ -1171,10 +1208,27 @@ function migrationFinal(rt: VmRt, out: Record<string, number>): void {
     // The pause the guest saw: from the stop on the source until it ran on the destination.
     if (rt.mig.guestResumedAt) out[`${pre}guest_paused_ns`] = rt.mig.guestResumedAt - rt.mig.downtimeStart;
   }
+  // The KVM dirty ring: ring-full exits and the vCPU time they took; what the bitmap syncs cost (either tracking).
+  const ring = rt.mig.dirtyRing;
+  if (ring) {
+    out[`${pre}dirty_ring.full_exits`] = ring.fullExits;
+    out[`${pre}dirty_ring.vcpu_lost_ns`] = Math.round(ring.lostNsPerVcpu.reduce((a, b) => a + b, 0));
+  }
+  if (rt.mig.ram) out[`${pre}dirty_sync_ns`] = Math.round(rt.mig.ram.syncNsTotal);
+  const xb = rt.mig.xbzrle;
+  if (xb) {
+    out[`${pre}xbzrle.src_cpu_ns`] = Math.round(xb.srcNs);
+    out[`${pre}xbzrle.dst_cpu_ns`] = Math.round(xb.dstNs);
+  }
+  const dl = rt.mig.dirtyLimit;
+  if (dl) {
+    out[`${pre}dirty_limit.peak_throttle_per_round_us`] = dl.peakThrottleUs;
+    out[`${pre}dirty_limit.min_run_fraction`] = dl.minFraction;
+  }
   for (const [key, v] of Object.entries(q)) {
     if (typeof v === 'number') out[pre + key] = v;
-    else if (key === 'ram' && v && typeof v === 'object')
-      for (const [rk, rv] of Object.entries(v as Record<string, unknown>)) if (typeof rv === 'number') out[`${pre}ram.${rk}`] = rv;
+    else if ((key === 'ram' || key === 'xbzrle-cache') && v && typeof v === 'object')
+      for (const [rk, rv] of Object.entries(v as Record<string, unknown>)) if (typeof rv === 'number') out[`${pre}${key}.${rk}`] = rv;
   }
 }
 
@@ -1226,23 +1280,26 @@ export function vmSeries(vms: VmRt[]): Record<string, number> {
 
 /** `<prefix>guest_node<g>.host_node<h>_bytes`: resident 4K pages of each guest node's RAM, by host node. */
 function placement(vm: Vm, nodeRam: { hva: number; size: number }[], prefix: string, out: Record<string, number>): void {
+  const pfns = new Int32Array(PMD_SIZE / PAGE_SIZE);
+  const mm = vm.process.mm;
   nodeRam.forEach((boot, g) => {
-    const by = new Map<number, number>();
-    const pt = vm.process.mm.pgtable;
+    const by: number[] = vm.k.host.nodes.map(() => 0);
     // The node's boot RAM and the DIMMs plugged into it.
     const ranges = [boot, ...vm.memoryDevices.filter((d) => d.node === g).map((d) => ({ hva: d.memdev.block!.host, size: d.size }))];
     for (const r of ranges) {
       const end = r.hva + r.size;
-      // Page-table slots with nothing mapped are skipped whole (a guest's untouched RAM costs no walk).
-      for (let a = pt.skipNone(r.hva, end, PAGE_SIZE); a < end; a = pt.walkNext(a, end, PAGE_SIZE)) {
-        const pfn = followPage(vm.process.mm, a);
-        if (pfn >= 0) {
-          const h = vm.k.phys.nodeOfPfn(pfn);
-          by.set(h, (by.get(h) ?? 0) + 1);
+      // One page-table lookup per 2M: untouched RAM and the huge zero page cost no walk per page.
+      for (let a = r.hva, n = 0; a < end; a += n * PAGE_SIZE) {
+        n = Math.min((PMD_SIZE - (a % PMD_SIZE)) / PAGE_SIZE, (end - a) / PAGE_SIZE);
+        if (followPmdRange(mm, a, n, pfns) !== PMD_RANGE_PAGES) continue;
+        for (let i = 0; i < n; i++) {
+          const pfn = pfns[i]!;
+          if (pfn < 0) continue;
+          by[vm.k.phys.nodeOfPfn(pfn)]!++;
         }
       }
     }
-    for (const h of vm.k.host.nodes) out[`${prefix}guest_node${g}.host_node${h.id}_bytes`] = (by.get(h.id) ?? 0) * PAGE_SIZE;
+    for (const h of vm.k.host.nodes) out[`${prefix}guest_node${g}.host_node${h.id}_bytes`] = by[h.id]! * PAGE_SIZE;
   });
 }
 

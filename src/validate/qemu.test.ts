@@ -1,15 +1,29 @@
 /**
  * `memtwin validate qemu` without QEMU: the report is redrawn from the
- * committed validation/qemu/results.json, every recorded run gets a
- * prediction, the errors are finite, and every run outside the bound has
- * an explanation (validation/qemu/explanations.json).
+ * committed batches (validation/qemu/results.json and the
+ * results-<name>.json beside it), every recorded configuration gets a
+ * prediction or a "not modelled" row, the errors are finite, and every run
+ * outside the bound has an explanation (validation/qemu/explanations.json).
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { readFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeReport, BOUND_PCT, DOWNTIME_BOUND_MS, DOWNTIME_BOUND_PCT, POSTCOPY_BOUND_PCT, SYNC_BOUND } from './qemu.ts';
-import type { RealResults } from './matrix.ts';
+import fc from 'fast-check';
+import {
+  writeReport,
+  batchFiles,
+  compareBatches,
+  medianRun,
+  metricOf,
+  NOT_MODELLED,
+  BOUND_PCT,
+  DOWNTIME_BOUND_MS,
+  DOWNTIME_BOUND_PCT,
+  POSTCOPY_BOUND_PCT,
+  SYNC_BOUND,
+} from './qemu.ts';
+import { BATCHES, type RealResults, type RealRun } from './matrix.ts';
 
 const RESULTS = 'validation/qemu/results.json';
 const EXPLANATIONS = 'validation/qemu/explanations.json';
@@ -18,13 +32,42 @@ describe('validate qemu (from the recorded results)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'memtwin-vq-test-'));
   const report = join(dir, 'report.md');
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
-  const cmp = writeReport({ results: RESULTS, report, explanations: EXPLANATIONS });
-  const recorded = JSON.parse(readFileSync(RESULTS, 'utf8')) as RealResults;
+  const batches = writeReport({ results: RESULTS, report, explanations: EXPLANATIONS });
   const explanations = JSON.parse(readFileSync(EXPLANATIONS, 'utf8')) as Record<string, string>;
+  const all = batches.flatMap((b) => b.runs);
 
-  it('predicts every completed run, with finite errors where the real value is not zero', () => {
-    expect(cmp.runs.map((r) => r.id)).toEqual(recorded.runs.map((r) => r.config.id));
-    for (const r of cmp.runs.filter((x) => x.status === 'completed')) {
+  it('reads every batch file, each calibrated by its own ceiling', () => {
+    expect(batches.map((b) => b.file)).toEqual(batchFiles(RESULTS).map((f) => f.split('/').pop()));
+    expect(batches[0]!.name).toBe('main');
+    for (const b of batches) {
+      expect(
+        BATCHES.map((x) => x.name),
+        b.file,
+      ).toContain(b.name);
+      const ceilingId = BATCHES.find((x) => x.name === b.name)!.ceilingId;
+      const ceiling = medianRun(b.results.runs.filter((r) => r.config.id === ceilingId))!;
+      const q = ceiling.queryMigrate;
+      expect(b.calibration.linkBps).toBeCloseTo((metricOf(q, 'ram.transferred')! * 1000) / metricOf(q, 'total-time')!, 6);
+      // A batch with a postcopy ceiling: its postcopy link rate makes memtwin reproduce that run's total time.
+      const pcId = BATCHES.find((x) => x.name === b.name)!.postcopyCeilingId;
+      const pc = b.runs.find((r) => r.id === pcId);
+      if (pc) {
+        expect(b.calibration.postcopyBps, b.name).toBeGreaterThan(0);
+        expect(pc.inputs!.postcopyLinkBps).toBe(Math.round(b.calibration.postcopyBps!));
+        expect(Math.abs(pc.rows.find((x) => x.metric === 'total-time')!.errorPct!), pcId).toBeLessThan(2);
+        expect(pc.withinBound).toBeNull();
+      }
+    }
+    // A batch without one takes the postcopy-to-precopy ratio of the first batch that measured it.
+    const ref = batches.find((b) => b.runs.some((r) => r.id === BATCHES.find((x) => x.name === b.name)!.postcopyCeilingId));
+    for (const b of batches.filter((x) => x !== ref))
+      if (ref && !BATCHES.find((x) => x.name === b.name)!.postcopyCeilingId)
+        expect(b.calibration.postcopyBps! / b.calibration.linkBps).toBeCloseTo(ref.calibration.postcopyBps! / ref.calibration.linkBps, 9);
+  });
+
+  it('compares every recorded configuration once, with finite errors where memtwin models it', () => {
+    for (const b of batches) expect(b.runs.map((r) => r.id)).toEqual([...new Set(b.results.runs.map((r) => r.config.id))]);
+    for (const r of all.filter((x) => x.status === 'completed')) {
       expect(r.predicted?.status, r.id).toBe('completed');
       for (const row of r.rows) {
         expect(row.real, `${r.id} ${row.metric}`).not.toBeNull();
@@ -32,39 +75,121 @@ describe('validate qemu (from the recorded results)', () => {
         if (row.real !== 0) expect(Number.isFinite(row.errorPct), `${r.id} ${row.metric}`).toBe(true);
       }
     }
+    // A run is either compared, failed on the real side, or refused by memtwin's monitor (not modelled yet).
+    for (const r of all) if (r.status !== 'completed' && r.inputs) expect(r.status.startsWith(`${NOT_MODELLED}: `), r.id).toBe(true);
   });
 
   it('the idle precopy runs send the real bytes, and every run out of the bound is explained', () => {
-    for (const r of cmp.runs.filter((x) => x.id.startsWith('precopy-idle')))
+    for (const r of all.filter((x) => x.id.startsWith('precopy-idle')))
       expect(Math.abs(r.rows.find((x) => x.metric === 'ram.transferred')!.errorPct!), r.id).toBeLessThan(1);
-    for (const r of cmp.runs)
+    for (const r of all)
       if (r.withinBound === false || r.downtimeWithin === false || r.syncsWithin === false || r.status !== 'completed')
         expect(explanations[r.id], r.id).toBeTruthy();
   });
 
-  it('writes a table per run and metric', () => {
+  it('writes a section per batch, a table per run and metric, and the spread of repeated runs', () => {
     const md = readFileSync(report, 'utf8');
     expect(md).toContain(`within ${BOUND_PCT}%`);
-    for (const r of cmp.runs) expect(md).toContain(`### ${r.id}`);
+    for (const b of batches) expect(md).toContain(`## Batch \`${b.name}\` (validation/qemu/${b.file})`);
+    for (const r of all) expect(md).toContain(`#### ${r.id}`);
     expect(md).toContain('| ram.transferred |');
     expect(md).toContain('| downtime err |');
     expect(md).toContain('dirty-syncs real / memtwin');
+    for (const r of all.filter((x) => x.repeats)) {
+      const s = r.repeats!.spread['total-time']!;
+      expect(md).toContain(`| ${r.id} | ${r.repeats!.completed}/${r.repeats!.runs} |`);
+      expect(s[0]).toBeLessThanOrEqual(s[1]);
+      expect(s[1]).toBeLessThanOrEqual(s[2]);
+      // The compared run is the median one: its total-time is the spread's median.
+      expect(r.rows.find((x) => x.metric === 'total-time')!.real).toBe(s[1]);
+    }
   });
 
   it('bounds downtime (25% or 10 ms) and dirty-sync-count (±1) on the precopy and hint runs, total time (15%) on postcopy', () => {
-    for (const r of cmp.runs.filter((x) => x.status === 'completed')) {
-      const row = (m: string) => r.rows.find((x) => x.metric === m)!;
-      if (r.id === 'ceiling') expect([r.withinBound, r.downtimeWithin, r.syncsWithin]).toEqual([null, null, null]);
-      else if (r.inputs!.postcopyAfterMs !== null) {
-        expect(r.withinBound, r.id).toBe(Math.abs(row('total-time').errorPct!) <= POSTCOPY_BOUND_PCT);
-        expect(r.downtimeWithin).toBeNull();
-      } else {
-        const dt = row('downtime');
-        const ok = Math.abs(dt.errorPct ?? Infinity) <= DOWNTIME_BOUND_PCT || Math.abs(dt.predicted! - dt.real!) <= DOWNTIME_BOUND_MS;
-        expect(r.downtimeWithin, r.id).toBe(ok);
-        const sy = row('dirty-sync-count');
-        expect(r.syncsWithin, r.id).toBe(Math.abs(sy.predicted! - sy.real!) <= SYNC_BOUND);
+    for (const b of batches)
+      for (const r of b.runs.filter((x) => x.status === 'completed')) {
+        const row = (m: string) => r.rows.find((x) => x.metric === m)!;
+        if (r.id === BATCHES.find((x) => x.name === b.name)!.ceilingId)
+          expect([r.withinBound, r.downtimeWithin, r.syncsWithin]).toEqual([null, null, null]);
+        else if (r.inputs!.postcopyAfterMs !== null) {
+          if (r.withinBound !== null) expect(r.withinBound, r.id).toBe(Math.abs(row('total-time').errorPct!) <= POSTCOPY_BOUND_PCT);
+          expect(r.downtimeWithin).toBeNull();
+        } else {
+          const dt = row('downtime');
+          const ok = Math.abs(dt.errorPct ?? Infinity) <= DOWNTIME_BOUND_PCT || Math.abs(dt.predicted! - dt.real!) <= DOWNTIME_BOUND_MS;
+          expect(r.downtimeWithin, r.id).toBe(ok);
+          const sy = row('dirty-sync-count');
+          expect(r.syncsWithin, r.id).toBe(Math.abs(sy.predicted! - sy.real!) <= SYNC_BOUND);
+        }
       }
+  });
+});
+
+describe('validate qemu batches (synthetic results)', () => {
+  const main = JSON.parse(readFileSync(RESULTS, 'utf8')) as RealResults;
+  const ceiling = main.runs.find((r) => r.config.id === 'ceiling')!;
+  const idle = main.runs.find((r) => r.config.id === 'precopy-idle-bw128M')!;
+  /** A main batch of its ceiling and one idle run (what calibrates it), so the synthetic tests predict little. */
+  const writeMain = (dir: string): void =>
+    writeFileSync(join(dir, 'results.json'), JSON.stringify({ ...main, runs: [ceiling, idle] } satisfies RealResults));
+  const withTime = (r: RealRun, rep: number, ms: number): RealRun => ({
+    ...structuredClone(r),
+    rep,
+    queryMigrate: { ...r.queryMigrate, 'total-time': ms },
+  });
+
+  it('the median run is the middle one by total-time, whatever the order', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 1, max: 100_000 }), { minLength: 1, maxLength: 9 }), (times) => {
+        const runs = times.map((t, i) => withTime(ceiling, i + 1, t));
+        const m = medianRun(runs)!;
+        const sorted = [...times].sort((a, b) => a - b);
+        expect(metricOf(m.queryMigrate, 'total-time')).toBe(sorted[Math.floor((times.length - 1) / 2)]);
+      }),
+    );
+    expect(medianRun([{ ...ceiling, status: 'failed' }])).toBeUndefined();
+  });
+
+  it('a second batch is calibrated by its own ceiling and shows a refused capability as not modelled', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'memtwin-vq-batch-'));
+    try {
+      writeMain(dir);
+      // The 1g batch's ceiling recorded 3 times, twice as slow as the main one's; an idle run; and a run with a
+      // capability memtwin's monitor refuses (a made-up parameter stands for one not modelled yet).
+      const slow = (rep: number, f: number): RealRun => ({
+        ...withTime(ceiling, rep, Math.round(880 * f)),
+        config: { ...ceiling.config, id: 'ceiling-1g' },
+      });
+      const refused: RealRun = {
+        ...structuredClone(idle),
+        config: { ...idle.config, id: 'refused-1g', parameters: { 'x-not-a-parameter': 1 } },
+      };
+      const batch: RealResults = { ...main, batch: '1g', runs: [slow(1, 2.5), slow(2, 2), slow(3, 1.9), idle, refused] };
+      writeFileSync(join(dir, 'results-1g.json'), JSON.stringify(batch));
+      const [a, b] = compareBatches(join(dir, 'results.json'));
+      expect(b!.name).toBe('1g');
+      expect(b!.calibration.linkBps).toBeCloseTo(a!.calibration.linkBps / 2, 0);
+      const r = b!.runs.find((x) => x.id === 'refused-1g')!;
+      expect(r.status).toBe(`${NOT_MODELLED}: Parameter 'x-not-a-parameter' is unexpected`);
+      expect(r.rows.every((x) => x.predicted === null && x.errorPct === null)).toBe(true);
+      expect(r.rows.find((x) => x.metric === 'total-time')!.real).toBe(metricOf(idle.queryMigrate, 'total-time'));
+      expect([r.withinBound, r.downtimeWithin, r.syncsWithin]).toEqual([null, null, null]);
+      const c = b!.runs.find((x) => x.id === 'ceiling-1g')!;
+      expect(c.repeats).toMatchObject({ runs: 3, completed: 3, comparedRep: 2 });
+      expect(c.repeats!.spread['total-time']).toEqual([Math.round(880 * 1.9), 1760, 2200]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a batch file that is not JSON is an error naming the file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'memtwin-vq-bad-'));
+    try {
+      writeMain(dir);
+      writeFileSync(join(dir, 'results-bad.json'), '{"runs": [');
+      expect(() => compareBatches(join(dir, 'results.json'))).toThrow(/results-bad\.json: /);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -12,10 +12,13 @@ import { createConnection, createServer, type Socket } from 'node:net';
 import { tmpdir, hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MATRIX, type GuestLine, type RealResults, type RealRun, type RunConfig } from './matrix.ts';
+import { BATCHES, type Batch, type GuestLine, type RealResults, type RealRun, type RunConfig } from './matrix.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-export const RESULTS_FILE = join(ROOT, 'validation/qemu/results.json');
+export const RESULTS_DIR = join(ROOT, 'validation/qemu');
+export const RESULTS_FILE = join(RESULTS_DIR, 'results.json');
+/** QEMU runs at this nice level: TCG is CPU-bound and the machine is shared (nice -n -10, as root). */
+const QEMU_NICE = -10;
 const KERNEL = join(ROOT, '.cache/oracle-guest/vmlinuz');
 const INITRD = join(ROOT, '.cache/validate-qemu/initramfs.cpio.gz');
 const QEMU = 'qemu-system-x86_64';
@@ -120,7 +123,7 @@ function qemuArgs(c: RunConfig, dir: string, side: 'src' | 'dst'): string[] {
       : `memory-backend-file,id=ram0,size=${mem},mem-path=/dev/hugepages,share=on`;
   const p = c.program;
   const append = ['console=ttyS0', 'quiet', 'nokaslr'];
-  if (p) append.push(`mtd=${p.touchMiB},${p.wsMiB},${p.rate},${p.freeMiB}`);
+  if (p) append.push(`mtd=${p.touchMiB},${p.wsMiB},${p.rate},${p.freeMiB}${p.write ? `,${p.write}` : ''}`);
   const a = [
     '-accel',
     'tcg',
@@ -230,7 +233,11 @@ async function attempt(c: RunConfig, log: (s: string) => void): Promise<RealRun>
   const bootAt = Date.now();
   try {
     for (const side of ['src', 'dst'] as const) {
-      const p = spawn(QEMU, qemuArgs(c, dir, side), { stdio: ['ignore', 'ignore', 'pipe'] });
+      // nice execs QEMU, so the pid is QEMU's; as root it raises the priority, else it is refused and QEMU runs at 0.
+      const p =
+        process.getuid?.() === 0
+          ? spawn('nice', ['-n', String(QEMU_NICE), QEMU, ...qemuArgs(c, dir, side)], { stdio: ['ignore', 'ignore', 'pipe'] })
+          : spawn(QEMU, qemuArgs(c, dir, side), { stdio: ['ignore', 'ignore', 'pipe'] });
       p.stderr!.on('data', (d: Buffer) => (stderr[side] += d.toString()));
       procs.push(p);
       live.add(p);
@@ -250,10 +257,14 @@ async function attempt(c: RunConfig, log: (s: string) => void): Promise<RealRun>
     await sleep(SETTLE_MS);
     readSerial();
     const port = await freePort();
-    const caps = [{ capability: 'postcopy-ram', state: c.postcopyAfterMs !== null }];
+    const caps = [
+      { capability: 'postcopy-ram', state: c.postcopyAfterMs !== null },
+      ...Object.entries(c.capabilities ?? {}).map(([capability, state]) => ({ capability, state })),
+    ];
     await dst.cmd('migrate-set-capabilities', { capabilities: caps });
     await src.cmd('migrate-set-capabilities', { capabilities: caps });
-    await src.cmd('migrate-set-parameters', { 'max-bandwidth': c.maxBandwidth, 'downtime-limit': c.downtimeLimitMs });
+    if (c.parameters) await dst.cmd('migrate-set-parameters', c.parameters);
+    await src.cmd('migrate-set-parameters', { 'max-bandwidth': c.maxBandwidth, 'downtime-limit': c.downtimeLimitMs, ...c.parameters });
     await dst.cmd('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
     t0 = Date.now();
     await src.cmd('migrate', { uri: `tcp:127.0.0.1:${port}` });
@@ -261,11 +272,17 @@ async function attempt(c: RunConfig, log: (s: string) => void): Promise<RealRun>
     let q: Record<string, unknown> = {};
     let postcopyStarted = false;
     let wallMs: number | null = null;
+    let postcopySwitch: RealRun['postcopySwitch'];
+    if (c.postcopyAfterMs === 0) {
+      await src.cmd('migrate-start-postcopy');
+      postcopyStarted = true;
+    }
     for (;;) {
       await sleep(50);
       readSerial();
       q = await src.cmd('query-migrate');
       const st = q.status as string;
+      if (st === 'postcopy-active' && !postcopySwitch) postcopySwitch = { atMs: Date.now() - t0, queryMigrate: q };
       if (st === 'completed') {
         wallMs = Date.now() - t0;
         break;
@@ -302,6 +319,7 @@ async function attempt(c: RunConfig, log: (s: string) => void): Promise<RealRun>
       queryMigrate: q,
       dstQueryMigrate: dq,
       wallMs,
+      ...(postcopySwitch ? { postcopySwitch } : {}),
       guest: {
         memTotalKiB: kib('MemTotal'),
         memFreeKiB: kib('MemFree'),
@@ -320,17 +338,34 @@ async function attempt(c: RunConfig, log: (s: string) => void): Promise<RealRun>
 }
 
 export interface RunRealOptions {
+  /** The batch to record (src/validate/matrix.ts BATCHES); default `main`. */
+  batch?: string;
+  /** Rerun only these configurations (all their repeats), keep the batch's other recorded runs. */
   only?: string[];
   out?: string;
   log?: (s: string) => void;
 }
 
-/** Run the matrix (or the runs named in `only`, merged into the existing file) and write the results. */
+export function batchByName(name: string): Batch {
+  const b = BATCHES.find((x) => x.name === name);
+  if (!b) throw new Error(`unknown batch '${name}'; batches: ${BATCHES.map((x) => x.name).join(', ')}`);
+  return b;
+}
+
+/**
+ * Run a batch's matrix (or the configurations named in `only`, merged into
+ * the existing file) and write its results. A batch recorded several times
+ * runs its configurations interleaved (1..n, then 1..n again), so a slow
+ * stretch of a shared machine spreads over configurations instead of
+ * landing on one.
+ */
 export async function runReal(o: RunRealOptions = {}): Promise<RealResults> {
   const log = o.log ?? (() => {});
-  const out = o.out ?? RESULTS_FILE;
-  const configs = o.only ? MATRIX.filter((c) => o.only!.includes(c.id)) : MATRIX;
-  if (o.only && configs.length !== o.only.length) throw new Error(`unknown run id in --only; ids: ${MATRIX.map((c) => c.id).join(', ')}`);
+  const batch = batchByName(o.batch ?? 'main');
+  const out = o.out ?? join(RESULTS_DIR, batch.file);
+  const matrix = batch.matrix;
+  const configs = o.only ? matrix.filter((c) => o.only!.includes(c.id)) : matrix;
+  if (o.only && configs.length !== o.only.length) throw new Error(`unknown run id in --only; ids: ${matrix.map((c) => c.id).join(', ')}`);
   checkSetup(configs.some((c) => c.backend === 'hugetlb-2M'));
   const prev: RealResults | null = o.only && existsSync(out) ? (JSON.parse(readFileSync(out, 'utf8')) as RealResults) : null;
   const runs: RealRun[] = [];
@@ -342,42 +377,53 @@ export async function runReal(o: RunRealOptions = {}): Promise<RealResults> {
   process.once('exit', cleanup);
   hookSignals(cleanup);
   try {
-    for (const c of configs) {
-      log(`validate-qemu: ${c.id}: ${c.what}`);
-      if (c.backend === 'hugetlb-2M' && !undoHuge) undoHuge = setupHugetlb(c.memMiB);
-      const failures: string[] = [];
-      let run: RealRun | null = null;
-      for (let i = 1; i <= 2 && !run; i++) {
-        try {
-          run = await attempt(c, log);
-          run.attempts = i;
-          run.failures = failures;
-        } catch (e) {
-          failures.push((e as Error).message.slice(0, 2000));
-          log(`  ${c.id}: attempt ${i} failed: ${failures.at(-1)!.slice(0, 300)}`);
+    for (let rep = 1; rep <= batch.repeats; rep++)
+      for (const c of configs) {
+        log(`validate-qemu: ${c.id}${batch.repeats > 1 ? ` (${rep}/${batch.repeats})` : ''}: ${c.what}`);
+        if (c.backend === 'hugetlb-2M' && !undoHuge) undoHuge = setupHugetlb(c.memMiB);
+        const failures: string[] = [];
+        let run: RealRun | null = null;
+        for (let i = 1; i <= 2 && !run; i++) {
+          try {
+            run = await attempt(c, log);
+            run.attempts = i;
+            run.failures = failures;
+          } catch (e) {
+            failures.push((e as Error).message.slice(0, 2000));
+            log(`  ${c.id}: attempt ${i} failed: ${failures.at(-1)!.slice(0, 300)}`);
+          }
         }
+        run ??= {
+          config: c,
+          status: 'failed',
+          attempts: 2,
+          failures,
+          queryMigrate: null,
+          dstQueryMigrate: null,
+          wallMs: null,
+          guest: { memTotalKiB: null, memFreeKiB: null, dirtyRateDuring: null, dirtyRateBefore: null, lines: [] },
+        };
+        if (batch.repeats > 1) run = { rep, ...run };
+        runs.push(run);
+        // Written after every run: a long batch interrupted keeps what it recorded.
+        writeResults(out, batch, runs, prev, matrix);
       }
-      run ??= {
-        config: c,
-        status: 'failed',
-        attempts: 2,
-        failures,
-        queryMigrate: null,
-        dstQueryMigrate: null,
-        wallMs: null,
-        guest: { memTotalKiB: null, memFreeKiB: null, dirtyRateDuring: null, dirtyRateBefore: null, lines: [] },
-      };
-      runs.push(run);
-    }
   } finally {
     cleanup();
   }
-  const merged = prev
-    ? MATRIX.map((c) => runs.find((r) => r.config.id === c.id) ?? prev.runs.find((r) => r.config.id === c.id)).filter(
-        (r) => r !== undefined,
-      )
-    : runs;
+  const results = writeResults(out, batch, runs, prev, matrix);
+  log(`validate-qemu: wrote ${out}`);
+  return results;
+}
+
+/** The batch's results file: the runs just recorded, and the earlier ones of the configurations not rerun; in matrix order. */
+function writeResults(out: string, batch: Batch, runs: RealRun[], prev: RealResults | null, matrix: RunConfig[]): RealResults {
+  const rerun = new Set(runs.map((r) => r.config.id));
+  const all = [...runs, ...(prev?.runs ?? []).filter((r) => !rerun.has(r.config.id))];
+  const order = (r: RealRun): number => matrix.findIndex((c) => c.id === r.config.id);
+  const merged = all.sort((a, b) => (a.rep ?? 1) - (b.rep ?? 1) || order(a) - order(b));
   const results: RealResults = {
+    ...(batch.name === 'main' ? {} : { batch: batch.name }),
     qemu: execFileSync(QEMU, ['--version'], { encoding: 'utf8' }).split('\n')[0]!,
     guestKernel: readFileSync(join(ROOT, '.cache/oracle-guest/kernel-package'), 'utf8').trim(),
     host: `${hostname()}: ${execFileSync('uname', ['-sr'], { encoding: 'utf8' }).trim()}, ${
@@ -388,6 +434,5 @@ export async function runReal(o: RunRealOptions = {}): Promise<RealResults> {
   };
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify(results, null, 1) + '\n');
-  log(`validate-qemu: wrote ${out}`);
   return results;
 }

@@ -38,6 +38,10 @@ export function requireCosts(costs: CostTable, names: readonly string[], who: st
  *   (descriptor walk, address_space_map of its buffers, used ring update).
  * - memcpy_4k: bytes the driver writes into its buffers and the device
  *   copies out of them (iov_to_buf), charged per byte as memcpy_4k / 4096.
+ * - eventfd_wakeup: a host thread blocked on an eventfd woken by another
+ *   (measured here): the kick's ioeventfd waking QEMU's main loop, and the
+ *   used-buffer irqfd waking the vCPU thread that halted while its driver
+ *   slept in wait_event (see vcpuWait).
  */
 export const TRANSPORT_COSTS = [
   'vmexit_ioeventfd',
@@ -46,6 +50,7 @@ export const TRANSPORT_COSTS = [
   'virtqueue_add_per_desc',
   'vmm_virtqueue_elem',
   'memcpy_4k',
+  'eventfd_wakeup',
 ] as const;
 
 export class VirtioTiming {
@@ -63,6 +68,10 @@ export class VirtioTiming {
   configExits = 0;
   /** Interrupts injected into the guest. */
   interrupts = 0;
+  /** Time a driver's vCPU sat halted waiting for the host beyond the host's own work: thread wakeups. */
+  waitNs = 0;
+  /** Messages a driver waited for (tell_host, a free page report). */
+  waits = 0;
 
   constructor(
     readonly clock: VirtualClock,
@@ -107,6 +116,22 @@ export class VirtioTiming {
     this.exits++;
     this.configExits++;
     this.exitNs += ns;
+    this.clock.advance(ns);
+  }
+
+  /**
+   * A driver that sleeps until the device has used its buffer (tell_host's
+   * wait_event) halts its vCPU; the device's work is already charged (it
+   * ran before the kick returned), so what the wait adds is two host
+   * wakeups: the ioeventfd waking QEMU's main loop to handle the kick, and
+   * the irqfd waking the halted vCPU's thread to take the interrupt. In
+   * this sequential model both are charged once the buffer is back, which
+   * changes no total.
+   */
+  vcpuWait(): void {
+    const ns = 2 * this.cost('eventfd_wakeup');
+    this.waits++;
+    this.waitNs += ns;
     this.clock.advance(ns);
   }
 

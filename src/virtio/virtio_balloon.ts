@@ -2,7 +2,9 @@
  * The virtio-balloon device ABI both sides build against, as
  * include/uapi/linux/virtio_balloon.h defines it (and QEMU's copy in
  * include/standard-headers), plus memtwin's own additions, marked as such:
- * the chunked inflate proposal and the free page hint encodings.
+ * the inflate encoding proposals (chunks, bitmap, pfn-order, per-order;
+ * their wire format is in balloon_encoding.ts) and the free page hint
+ * encodings with their 4 KiB or 2 MiB bitmaps.
  */
 
 export const VIRTIO_ID_BALLOON = 5;
@@ -21,6 +23,58 @@ export const VIRTIO_BALLOON_F_REPORTING = 5;
  * device-specific bit. Feature name: `virtio-balloon-chunks`.
  */
 export const VIRTIO_BALLOON_F_CHUNK_TRANSFER = 23;
+/**
+ * memtwin: the bitmap inflate of Liang Li's 2016 series ("virtio-balloon:
+ * speed up inflate/deflate process", VIRTIO_BALLOON_F_PAGE_BITMAP, never
+ * merged): a message is a header (base PFN u64, bit count u64) and one bit
+ * per 4 KiB page. Inflate encoding `bitmap`.
+ */
+export const VIRTIO_BALLOON_F_PAGE_BITMAP = 22;
+/**
+ * memtwin: one u64 per block, its guest-physical address with the order in
+ * the low 12 bits (the compact pfn+order encoding suggested in the same
+ * thread). Inflate encoding `pfn-order`.
+ */
+export const VIRTIO_BALLOON_F_PFN_ORDER = 21;
+/**
+ * memtwin: one message per order, a header (order u32, count u32) then
+ * 4-byte PFNs each naming a block of that order. Inflate encoding
+ * `per-order`.
+ */
+export const VIRTIO_BALLOON_F_PER_ORDER = 20;
+
+/**
+ * How inflate/deflate messages describe pages: `pfns` is upstream (256
+ * 4-byte PFNs per message); the others are the proposals above, each
+ * with its own feature bit.
+ */
+export type InflateEncodingName = 'pfns' | 'chunks' | 'bitmap' | 'pfn-order' | 'per-order';
+export const INFLATE_ENCODINGS: readonly InflateEncodingName[] = ['pfns', 'chunks', 'bitmap', 'pfn-order', 'per-order'];
+
+/** The feature bit of an inflate encoding (none for upstream's PFN arrays). */
+export function inflateEncodingFeature(name: InflateEncodingName): number | undefined {
+  switch (name) {
+    case 'pfns':
+      return undefined;
+    case 'chunks':
+      return VIRTIO_BALLOON_F_CHUNK_TRANSFER;
+    case 'bitmap':
+      return VIRTIO_BALLOON_F_PAGE_BITMAP;
+    case 'pfn-order':
+      return VIRTIO_BALLOON_F_PFN_ORDER;
+    case 'per-order':
+      return VIRTIO_BALLOON_F_PER_ORDER;
+  }
+}
+
+/** The inflate encoding two sides negotiated, from the negotiated features. */
+export function negotiatedInflateEncoding(features: bigint): InflateEncodingName {
+  for (const e of INFLATE_ENCODINGS) {
+    const bit = inflateEncodingFeature(e);
+    if (bit !== undefined && features & (1n << BigInt(bit))) return e;
+  }
+  return 'pfns';
+}
 
 /** Balloon PFNs are in 4 KiB units whatever the guest page size. */
 export const VIRTIO_BALLOON_PFN_SHIFT = 12;
@@ -48,7 +102,9 @@ export const CONFIG_POISON_VAL = 12;
 export const CONFIG_MEMTWIN_HINT_ENCODING = 16;
 export const CONFIG_MEMTWIN_HINT_BATCH = 20;
 export const CONFIG_MEMTWIN_HINT_MIN_ORDER = 24;
-export const VIRTIO_BALLOON_CONFIG_BYTES = 28;
+/** memtwin: the order of the pages one bit of a hint bitmap covers (0: 4 KiB, 9: 2 MiB). */
+export const CONFIG_MEMTWIN_HINT_BITMAP_ORDER = 28;
+export const VIRTIO_BALLOON_CONFIG_BYTES = 32;
 
 /** Virtqueue indices (enum virtio_balloon_vq). */
 export const VIRTIO_BALLOON_VQ_INFLATE = 0;
@@ -107,15 +163,26 @@ export const VIRTIO_BALLOON_STAT_BYTES = 10;
 export const VIRTIO_BALLOON_CHUNK_BYTES = 16;
 export const VIRTIO_BALLOON_CHUNKS_MAX = 256;
 
+/** memtwin `pfn-order` inflate: u64 entries (GPA | order) per message, a 2 KiB buffer. */
+export const VIRTIO_BALLOON_PFN_ORDER_BYTES = 8;
+export const VIRTIO_BALLOON_PFN_ORDER_MAX = 256;
+/** memtwin `per-order` inflate: the header (order u32, count u32), then up to 256 4-byte PFNs. */
+export const VIRTIO_BALLOON_PER_ORDER_HEADER_BYTES = 8;
+/** memtwin `bitmap` inflate: bits per message (a 4 KiB bitmap: 128 MiB of guest memory) after the 16-byte header. */
+export const VIRTIO_BALLOON_BITMAP_BITS = 32768;
+
 /**
  * memtwin, free page hint encodings. Upstream sends each hinted block as
  * its own device-writable descriptor (addr, len), one block per kick; here
  * the driver packs `batch` entries per message into a buffer it owns (the
  * in-buffer of the message) in one of these formats, all little-endian:
  * - `pfn-list`: every 4 KiB page as a PFN of `pfnBytes` (4 or 8) bytes;
- * - `bitmap`: a 16-byte header (base PFN u64, bit count u64) then one bit
- *   per 4 KiB page in u64 words; `batch` is the bit count of a window, and
- *   only windows with a hinted page are sent;
+ * - `bitmap`: a 16-byte header (base u64, bit count u64) then one bit per
+ *   page of the bitmap's order in u64 words (order 0: a bit per 4 KiB page,
+ *   base a PFN; order 9: a bit per 2 MiB, base in 2 MiB units, the 2M
+ *   bitmap argued for in the 2016 thread: 512 times fewer bits, but a free
+ *   2 MiB region is the smallest thing it can say); `batch` is the bit
+ *   count of a window, and only windows with a hinted page are sent;
  * - `pfn-order`: one u64 per free block, its GPA with the order in the low
  *   12 bits (GPA | order);
  * - `ranges`: one (addr u64, len u64) per free block.

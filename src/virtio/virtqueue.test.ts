@@ -11,6 +11,7 @@ const COSTS: Record<string, number> = {
   virtqueue_add_per_desc: 50,
   vmm_virtqueue_elem: 300,
   memcpy_4k: 4096,
+  eventfd_wakeup: 700,
 };
 const table: CostTable = {
   nsOf: (n) => {

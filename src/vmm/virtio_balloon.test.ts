@@ -11,7 +11,8 @@ import { EventQueue } from '../sim/event_queue.ts';
 import { SeededRandom } from '../sim/random.ts';
 import { GuestKernel } from '../guest/kernel.ts';
 import { PageUse, type GuestPageAlloc } from '../guest/page_alloc.ts';
-import { VirtioBalloonDriver } from '../guest/virtio_balloon.ts';
+import { VirtioBalloonDriver, type VirtioBalloonDriverOptions } from '../guest/virtio_balloon.ts';
+import { INFLATE_ENCODINGS, type InflateEncodingName } from '../virtio/virtio_balloon.ts';
 import { VirtioTiming, type CostTable } from '../virtio/timing.ts';
 import { GuestBuffers } from '../virtio/virtqueue.ts';
 import type { PrecopyNotifyReason } from './migration/ram.ts';
@@ -39,6 +40,9 @@ const COSTS: Record<string, number> = {
   guest_page_free: 80,
   guest_balloon_stats_update: 1500,
   vmm_gpa_lookup: 60,
+  vmm_balloon_decode_entry: 2,
+  vmm_balloon_decode_bitmap_word: 1,
+  eventfd_wakeup: 700,
   fault_anon_4k_write: 1900,
 };
 const costs: CostTable = {
@@ -125,6 +129,7 @@ interface RigOptions {
   device?: Partial<VirtioBalloonDeviceOptions>;
   hostPage?: number;
   pageReportingOrder?: number;
+  driver?: Partial<VirtioBalloonDriverOptions>;
 }
 
 function rig(o: RigOptions = {}) {
@@ -140,6 +145,7 @@ function rig(o: RigOptions = {}) {
   const drv = new VirtioBalloonDriver(guest, dev.transport, events, {
     vmEvents: () => guest.vmEvents,
     pageReportingOrder: o.pageReportingOrder,
+    ...o.driver,
   });
   drv.probe();
   /** Run the guest's and the device's events until nothing is due before `ns` from now. */
@@ -184,8 +190,12 @@ describe('virtio-balloon inflate and deflate', () => {
     expect(r.dev.events.at(-1)!.actual).toBe(64 * MiB - n * PAGE);
     // guest CPU: 1000 allocations, 4000 bytes written, 4 descriptors, 4 interrupts, 1 config interrupt
     expect(m.guestCpuNs).toBe(n * 100 + 4000 + 4 * 50 + 4 * 2000 + 2000);
+    // the vCPU waits for each of the 4 messages: two host wakeups (ioeventfd, irqfd) of 700 ns
+    expect(m.waitNs).toBe(4 * 2 * 700);
+    // the host decodes 1000 PFNs at 2 ns each
+    expect(m.decodeNs).toBe(n * 2);
     // the work runs back to back: the last write of `actual` ends it
-    expect(r.dev.events.at(-1)!.at - t0).toBe(m.guestCpuNs + m.exitNs + m.hostCpuNs);
+    expect(r.dev.events.at(-1)!.at - t0).toBe(m.guestCpuNs + m.exitNs + m.waitNs + m.hostCpuNs);
   });
 
   it('deflates in the same messages, telling the host before freeing, and conserves memory', () => {
@@ -260,6 +270,62 @@ describe('virtio-balloon inflate and deflate', () => {
     for (const x of ranges) expect([x.gpa % (2 * MiB), x.len % (2 * MiB)]).toEqual([0, 0]);
     expect(ranges.reduce((a, x) => a + x.len, 0)).toBeGreaterThanOrEqual(46 * MiB);
     expect(ch.host.violations).toEqual([]);
+  });
+
+  it('property: with every inflate encoding and allocation, the host discards exactly the pages the guest ballooned, and deflate gives them all back', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...INFLATE_ENCODINGS),
+        fc.constantFrom('4k' as const, 'high-order' as const),
+        fc.integer({ min: 0, max: 12000 }),
+        fc.integer({ min: 2, max: 9 }),
+        fc.integer({ min: 1, max: 60 }),
+        (enc: InflateEncodingName, alloc, faulted, every, targetMib) => {
+          const r = rig({ device: { inflateEncoding: enc }, driver: { inflateAlloc: alloc } });
+          // a fragmented guest: `faulted` pages in, every `every`-th one freed again
+          const { pfns } = r.guest.faultIn(0, PageUse.Anon, Math.min(faulted, r.pages.freePageCount));
+          r.guest.release(pfns.filter((_, i) => i % every === 0));
+          r.dev.resetMetrics();
+          r.dev.balloon(targetMib * MiB);
+          r.settle();
+          const discarded: number[] = [];
+          for (const c of r.host.calls)
+            for (const g of c.ranges) for (let a = g.gpa; a < g.gpa + g.len; a += PAGE) discarded.push(a / PAGE);
+          const ballooned: number[] = [];
+          for (const b of r.drv.balloonBlocks()) for (let p = b.pfn; p < b.pfn + (1 << b.order); p++) ballooned.push(p);
+          expect(discarded.sort((a, b) => a - b)).toEqual(ballooned.sort((a, b) => a - b));
+          expect(r.host.violations).toEqual([]);
+          const m = r.dev.metrics();
+          expect(m.pfnsInflated).toBe(ballooned.length);
+          // one vcpuWait per inflate message: two 700 ns wakeups each
+          expect(m.waitNs).toBe(2 * 700 * m.perQueue['inflate']!.messages);
+          if (enc !== 'pfns' && alloc === 'high-order') expect(r.pages.pagesOf(PageUse.Balloon)).toBe(ballooned.length);
+          r.dev.balloon(64 * MiB);
+          r.settle();
+          expect(r.pages.pagesOf(PageUse.Balloon)).toBe(0);
+          expect(usesSum(r.pages)).toBe(r.pages.totalPages);
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
+  it('charges the host a decode cost per entry and per bitmap word: bitmap inflate of 7/8 of an idle guest', () => {
+    const r = rig({ device: { inflateEncoding: 'bitmap' }, driver: { inflateAlloc: '4k' } });
+    r.dev.resetMetrics();
+    r.dev.balloon(8 * MiB);
+    r.settle();
+    const m = r.dev.metrics();
+    // 14336 pages allocated 4K at a time, contiguous: one 32768-bit window of a 16384-page guest
+    // (bits = 16384: 256 words) in one message; runs: the ballooned pages are one or two runs
+    const q = m.perQueue['inflate']!;
+    expect(q.messages).toBe(1);
+    expect(q.bytesRead).toBe(16 + 16384 / 8);
+    const runs = (m.decodeNs - 256 * 1) / 2;
+    expect(Number.isInteger(runs) && runs >= 1 && runs <= 2).toBe(true);
+    expect(m.pfnsInflated).toBe(14336);
+    // 4K allocation: 14336 guest allocations at 100 ns
+    expect(m.guestCpuNs).toBeGreaterThanOrEqual(14336 * 100);
   });
 
   it('deflate-on-oom gives pages back when the guest runs out', () => {
@@ -354,6 +420,32 @@ describe('free page hints', () => {
       expect(q.messages).toBe(c.msgs + 2);
       expect(r.dev.hintedPages).toBe(FRAG);
     });
+
+  it('a 2 MiB bitmap hints only whole free 2 MiB units: 512 times fewer bits, sub-2M free memory left out', () => {
+    const run = (order: number) => {
+      const r = rig({ device: { freePageHint: true, hintEncoding: 'bitmap', hintBatch: 4096, hintBitmapOrder: order, hintDiscard: true } });
+      // fragmented below 8 MiB: every page faulted in, the even pfns of [1024, 2048) released
+      const { pfns } = r.guest.faultIn(0, PageUse.Anon, 2048 - 2);
+      r.guest.release(pfns.filter((p) => p >= 1024 && p < 2048 && p % 2 === 0));
+      r.dev.resetMetrics();
+      r.dev.freePageStart();
+      r.settle();
+      return { r, m: r.dev.metrics(), q: r.dev.metrics().perQueue['free_page_vq']! };
+    };
+    const k4 = run(0);
+    const m2 = run(9);
+    // the first 8 MiB (four 2 MiB units) is in use but for 512 scattered pages; the 28 units above it are free:
+    // 4K hints those 512 pages and the 28 units, 2M only the units
+    expect(k4.r.dev.hintedPages).toBe(28 * 512 + 512);
+    expect(m2.r.dev.hintedPages).toBe(28 * 512);
+    for (const h of m2.r.dev.hintedRanges()) expect((h.gpa % (2 * MiB)) + (h.len % (2 * MiB))).toBe(0);
+    // one window of 32 bits (64 MiB at 2 MiB) against four of 4096 bits
+    expect(m2.q.bytesRead).toBe(16 + 8 + 8);
+    expect(k4.q.bytesRead).toBe(4 * (16 + 512) + 8);
+    // the host frees what was hinted
+    expect(m2.r.host.violations).toEqual([]);
+    expect(m2.m.decodeNs).toBeLessThan(k4.m.decodeNs);
+  });
 
   it('holds hinted pages until DONE, then the guest reuses them and its writes make them dirty again', () => {
     const r = rig({ device: { freePageHint: true, hintEncoding: 'pfn-order', hintBatch: 64 } });
@@ -525,12 +617,17 @@ describe('virtio-balloon properties', () => {
 
   it('property: the balloon never hands the host a page the guest still uses', () => {
     fc.assert(
-      fc.property(fc.array(op, { minLength: 1, maxLength: 25 }), fc.integer({ min: 1, max: 1000 }), fc.boolean(), (ops, seed, chunks) => {
-        runOps(ops, seed, { chunks }, (r, live) => {
-          expect(r.host.violations).toEqual([]);
-          for (const [p, fill] of live) expect(r.mem.peek(p * PAGE)).toBe(fill);
-        });
-      }),
+      fc.property(
+        fc.array(op, { minLength: 1, maxLength: 25 }),
+        fc.integer({ min: 1, max: 1000 }),
+        fc.constantFrom(...INFLATE_ENCODINGS),
+        (ops, seed, enc) => {
+          runOps(ops, seed, { inflateEncoding: enc }, (r, live) => {
+            expect(r.host.violations).toEqual([]);
+            for (const [p, fill] of live) expect(r.mem.peek(p * PAGE)).toBe(fill);
+          });
+        },
+      ),
       { numRuns: 60 },
     );
   });

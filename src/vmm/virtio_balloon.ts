@@ -8,9 +8,12 @@
  *   are discarded: subpages are collected in a PartiallyBalloonedPage bitmap
  *   that, as in QEMU, lives for one element and is dropped when a PFN of a
  *   different host page arrives. Deflate hints the whole host page with
- *   MADV_WILLNEED (balloon_deflate_page). With memtwin's
- *   `virtio-balloon-chunks` the elements carry (addr, len) chunks instead;
- *   only the whole host pages inside a chunk are discarded.
+ *   MADV_WILLNEED (balloon_deflate_page). With one of memtwin's inflate
+ *   encodings (chunks, bitmap, pfn-order, per-order: proposals, off by
+ *   default) the device decodes each element into ranges, paying a
+ *   decode cost per entry and per bitmap word, then translates and
+ *   discards each range; only the whole host pages inside a range are
+ *   discarded.
  * - `balloon` (virtio_balloon_to_target) sets num_pages and raises a config
  *   interrupt; the guest writes `actual` back (virtio_balloon_set_config)
  *   and `query-balloon` answers ram_size - actual.
@@ -35,6 +38,7 @@ import { requireCosts, type VirtioTiming } from '../virtio/timing.ts';
 import { VirtioTransport } from '../virtio/transport.ts';
 import type { GuestBuffers, SplitVirtqueue, VirtQueueElement, VirtqueueStats } from '../virtio/virtqueue.ts';
 import * as vb from '../virtio/virtio_balloon.ts';
+import { decodeBitmap, decodeInflate, type DecodeWork } from '../virtio/balloon_encoding.ts';
 import type { PrecopyNotifyReason } from './migration/ram.ts';
 
 const BALLOON_PAGE_SIZE = 1 << vb.VIRTIO_BALLOON_PFN_SHIFT;
@@ -82,8 +86,11 @@ export interface BalloonHost {
  * - vmm_gpa_lookup: translating one PFN, chunk or range to its RAM block
  *   (memory_region_find, qemu_ram_block_from_host), and for hints clearing
  *   its dirty bits.
+ * - vmm_balloon_decode_entry / vmm_balloon_decode_bitmap_word: reading one
+ *   message entry (a PFN, chunk, pfn+order entry, or a bitmap's run) into a
+ *   range, and scanning one u64 word of a bitmap (measured here).
  */
-export const VMM_BALLOON_COSTS = ['vmm_gpa_lookup'] as const;
+export const VMM_BALLOON_COSTS = ['vmm_gpa_lookup', 'vmm_balloon_decode_entry', 'vmm_balloon_decode_bitmap_word'] as const;
 
 export interface VirtioBalloonDeviceOptions {
   /** get_current_ram_size(): guest RAM bytes, hotplugged DIMMs included. */
@@ -94,8 +101,10 @@ export interface VirtioBalloonDeviceOptions {
   freePageHint?: boolean;
   /** QEMU property free-page-reporting. */
   freePageReporting?: boolean;
-  /** memtwin feature `virtio-balloon-chunks` (off by default). */
+  /** memtwin feature `virtio-balloon-chunks` (off by default): the same as inflateEncoding 'chunks'. */
   chunks?: boolean;
+  /** memtwin: the inflate/deflate encoding offered (default 'pfns', upstream's PFN arrays). */
+  inflateEncoding?: vb.InflateEncodingName;
   /**
    * memtwin: the free page hint encoding (default `ranges`), its PFN width
    * (pfn-list: 4 or 8 bytes), entries per message (default 1; bitmap: bits
@@ -108,6 +117,8 @@ export interface VirtioBalloonDeviceOptions {
   hintPfnBytes?: 4 | 8;
   hintBatch?: number;
   hintMinOrder?: number;
+  /** memtwin: with the bitmap hint encoding, the order of the pages one bit covers (0: 4 KiB, default; 9: 2 MiB). */
+  hintBitmapOrder?: number;
   /** memtwin: also discard hinted ranges on the host. */
   hintDiscard?: boolean;
   /** memtwin: one batched host call (process_madvise) per element instead of one per range. */
@@ -144,7 +155,11 @@ export interface VirtioBalloonMetrics {
   ringBytes: number;
   guestCpuNs: number;
   exitNs: number;
+  /** vCPU time halted waiting for the host beyond its work: the thread wakeups of tell_host and reports. */
+  waitNs: number;
   hostCpuNs: number;
+  /** Of hostCpuNs, decoding messages (entries and bitmap words). */
+  decodeNs: number;
   hostSyscalls: number;
   hostBytesReturned: number;
   /** Balloon PFNs (4 KiB) processed on the inflate and deflate queues. */
@@ -184,6 +199,8 @@ export class VirtioBalloonDevice {
   private pfnsDeflated = 0;
   private pagesHinted = 0;
   private bytesReported = 0;
+  private decodeNs = 0;
+  private readonly inflateEncoding: vb.InflateEncodingName;
   private baseline: Counters | null = null;
   private readonly baselineQueues = new Map<string, VirtqueueStats>();
   private readonly hintCode: vb.HintEncodingCode;
@@ -196,6 +213,12 @@ export class VirtioBalloonDevice {
     private readonly opts: VirtioBalloonDeviceOptions,
   ) {
     requireCosts(timing.costs, VMM_BALLOON_COSTS, 'virtio-balloon device');
+    if (opts.chunks && opts.inflateEncoding && opts.inflateEncoding !== 'chunks')
+      throw new RangeError(`virtio-balloon-chunks and inflate encoding ${opts.inflateEncoding} exclude each other`);
+    this.inflateEncoding = opts.inflateEncoding ?? (opts.chunks ? 'chunks' : 'pfns');
+    const bitmapOrder = opts.hintBitmapOrder ?? 0;
+    if (!(Number.isInteger(bitmapOrder) && bitmapOrder >= 0 && bitmapOrder <= 10))
+      throw new RangeError(`free page hint bitmap order ${bitmapOrder} must be 0 to 10`);
     this.hintCode = vb.hintEncodingCode(opts.hintEncoding ?? 'ranges', opts.hintPfnBytes ?? 4);
     const batch = opts.hintBatch ?? 1;
     if (!(Number.isInteger(batch) && batch >= 1)) throw new RangeError(`free page hint batch ${batch} must be a positive integer`);
@@ -215,6 +238,7 @@ export class VirtioBalloonDevice {
     c.setUint32(vb.CONFIG_MEMTWIN_HINT_ENCODING, this.hintCode, true);
     c.setUint32(vb.CONFIG_MEMTWIN_HINT_BATCH, batch, true);
     c.setUint32(vb.CONFIG_MEMTWIN_HINT_MIN_ORDER, opts.hintMinOrder ?? 0, true);
+    c.setUint32(vb.CONFIG_MEMTWIN_HINT_BITMAP_ORDER, bitmapOrder, true);
     this.syncConfig();
     if (opts.statsPollIntervalS) this.setStatsPollInterval(opts.statsPollIntervalS);
   }
@@ -226,7 +250,8 @@ export class VirtioBalloonDevice {
     if (this.opts.deflateOnOom) f |= bit(vb.VIRTIO_BALLOON_F_DEFLATE_ON_OOM);
     if (this.opts.freePageHint) f |= bit(vb.VIRTIO_BALLOON_F_FREE_PAGE_HINT);
     if (this.opts.freePageReporting) f |= bit(vb.VIRTIO_BALLOON_F_REPORTING);
-    if (this.opts.chunks) f |= bit(vb.VIRTIO_BALLOON_F_CHUNK_TRANSFER);
+    const enc = vb.inflateEncodingFeature(this.opts.inflateEncoding ?? (this.opts.chunks ? 'chunks' : 'pfns'));
+    if (enc !== undefined) f |= bit(enc);
     return f;
   }
 
@@ -253,8 +278,18 @@ export class VirtioBalloonDevice {
     if (rep) rep.onNotify = (vq) => this.handleReport(vq);
   }
 
-  private chunked(): boolean {
-    return this.transport.hasFeature(vb.VIRTIO_BALLOON_F_CHUNK_TRANSFER);
+  /** The inflate encoding in use: the one offered, if the driver accepted its feature bit. */
+  private encoding(): vb.InflateEncodingName {
+    const bit = vb.inflateEncodingFeature(this.inflateEncoding);
+    return bit !== undefined && this.transport.hasFeature(bit) ? this.inflateEncoding : 'pfns';
+  }
+
+  /** The host CPU of decoding: entries read and bitmap words scanned. */
+  private chargeDecode(work: DecodeWork): void {
+    const ns =
+      work.entries * this.timing.cost('vmm_balloon_decode_entry') + work.words * this.timing.cost('vmm_balloon_decode_bitmap_word');
+    this.decodeNs += ns;
+    this.timing.chargeHost(ns);
   }
 
   private inhibited(): boolean {
@@ -315,8 +350,14 @@ export class VirtioBalloonDevice {
   private handleOutput(vq: SplitVirtqueue, deflate: boolean): void {
     for (let elem = vq.pop(); elem; elem = vq.pop()) {
       const bytes = vq.readOut(elem);
-      if (this.chunked()) this.handleChunks(bytes, deflate);
-      else this.handlePfns(bytes, deflate);
+      const enc = this.encoding();
+      if (enc === 'pfns') this.handlePfns(bytes, deflate);
+      else {
+        const work = { entries: 0, words: 0 };
+        const ranges = decodeInflate(enc, bytes, work);
+        this.chargeDecode(work);
+        this.handleRanges(ranges, deflate);
+      }
       vq.push(elem, 0);
       vq.notify();
     }
@@ -326,6 +367,7 @@ export class VirtioBalloonDevice {
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const pbp: PartiallyBalloonedPage = { base: -1, bits: null };
     const batch: GpaRange[] = [];
+    this.chargeDecode({ entries: Math.floor(bytes.length / vb.VIRTIO_BALLOON_PFN_BYTES), words: 0 });
     for (let off = 0; off + 4 <= bytes.length; off += 4) {
       const pa = view.getUint32(off, true) * BALLOON_PAGE_SIZE;
       this.lookup();
@@ -371,14 +413,11 @@ export class VirtioBalloonDevice {
     else this.hostCall(this.host.discard([r], false));
   }
 
-  /** memtwin chunks: (addr, len) per entry; whole host pages inside a chunk are discarded. */
-  private handleChunks(bytes: Uint8Array, deflate: boolean): void {
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  /** memtwin encodings: one translation per decoded range; whole host pages inside a range are discarded. */
+  private handleRanges(ranges: readonly GpaRange[], deflate: boolean): void {
     const discard: GpaRange[] = [];
     const willNeed: GpaRange[] = [];
-    for (let off = 0; off + vb.VIRTIO_BALLOON_CHUNK_BYTES <= bytes.length; off += vb.VIRTIO_BALLOON_CHUNK_BYTES) {
-      const addr = Number(view.getBigUint64(off, true));
-      const len = Number(view.getBigUint64(off + 8, true));
+    for (const { gpa: addr, len } of ranges) {
       this.lookup();
       const ps = this.host.pageSize(addr);
       if (!ps) continue;
@@ -546,7 +585,9 @@ export class VirtioBalloonDevice {
 
   /** Decode one hint message and record (and maybe discard) its ranges. */
   private receiveHints(bytes: Uint8Array): void {
-    const ranges = decodeHints(this.hintCode, bytes);
+    const work = { entries: 0, words: 0 };
+    const ranges = decodeHints(this.hintCode, bytes, this.transport.config.getUint32(vb.CONFIG_MEMTWIN_HINT_BITMAP_ORDER, true), work);
+    this.chargeDecode(work);
     this.lookup(ranges.length);
     for (const r of ranges) this.recordHint(r);
     if (this.opts.hintDiscard && !this.inhibited() && ranges.length) this.hostCall(this.host.discard(ranges, !!this.opts.discardBatched));
@@ -652,7 +693,9 @@ export class VirtioBalloonDevice {
       ringBytes: sum((s) => s.ringBytes),
       guestCpuNs: t.guestCpuNs,
       exitNs: t.exitNs,
+      waitNs: t.waitNs,
       hostCpuNs: t.hostCpuNs,
+      decodeNs: this.decodeNs,
       hostSyscalls: this.hostSyscalls,
       hostBytesReturned: this.hostBytesReturned,
       pfnsInflated: this.pfnsInflated,
@@ -694,8 +737,17 @@ interface PartiallyBalloonedPage {
   set?: number;
 }
 
-/** Decode a hint message into guest-physical ranges, one per entry (a bitmap: one per run of set bits). */
-export function decodeHints(code: vb.HintEncodingCode, bytes: Uint8Array): GpaRange[] {
+/**
+ * Decode a hint message into guest-physical ranges, one per entry (a
+ * bitmap: one per run of set bits, each bit 2^bitmapOrder pages), counting
+ * the decoding work into `work`.
+ */
+export function decodeHints(
+  code: vb.HintEncodingCode,
+  bytes: Uint8Array,
+  bitmapOrder = 0,
+  work: DecodeWork = { entries: 0, words: 0 },
+): GpaRange[] {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out: GpaRange[] = [];
   const es = vb.hintEntryBytes(code);
@@ -719,19 +771,10 @@ export function decodeHints(code: vb.HintEncodingCode, bytes: Uint8Array): GpaRa
       for (let o = 0; o + es <= bytes.length; o += es)
         out.push({ gpa: Number(view.getBigUint64(o, true)), len: Number(view.getBigUint64(o + 8, true)) });
       break;
-    case vb.HintEncodingCode.BITMAP: {
-      const base = Number(view.getBigUint64(0, true));
-      const bits = Number(view.getBigUint64(8, true));
-      const map = bytes.subarray(vb.HINT_BITMAP_HEADER_BYTES);
-      for (let b = 0; b < bits; b++) {
-        if (!((map[b >> 3]! >> (b & 7)) & 1)) continue;
-        const start = b;
-        while (b < bits && (map[b >> 3]! >> (b & 7)) & 1) b++;
-        out.push({ gpa: (base + start) * BALLOON_PAGE_SIZE, len: (b - start) * BALLOON_PAGE_SIZE });
-      }
-      break;
-    }
+    case vb.HintEncodingCode.BITMAP:
+      return decodeBitmap(bytes, bitmapOrder, work);
   }
+  work.entries += out.length;
   return out;
 }
 

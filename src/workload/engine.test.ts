@@ -158,3 +158,42 @@ describe('accesses to pages under migration', () => {
     );
   });
 });
+
+describe('the store hook (a live migration watching the guest stores)', () => {
+  it("is told of every store with the phase's write_bytes (default a cache line), and what it returns is the thread's time", () => {
+    const { k, p, a, model } = setup(16);
+    const run = (spec: PhaseSpec, lost: number): { calls: [number, number][]; wt: WorkloadThread; used: number } => {
+      const wt = new WorkloadThread(
+        k,
+        p,
+        p.mainThread,
+        'app/t',
+        [{ spec, stream: new Sequential(a, 16 * PAGE_SIZE, 512), end: Infinity }],
+        model,
+        () => 0.5,
+        () => {},
+        0,
+      );
+      const calls: [number, number][] = [];
+      wt.storeHook = (va, n) => {
+        calls.push([va, n]);
+        return lost;
+      };
+      const used = wt.step(k.clock.now() + 100_000);
+      return { calls, wt, used };
+    };
+    const w = run({ pattern: 'sequential', read_ratio: 0 } as PhaseSpec, 0);
+    expect(w.calls.length).toBe(w.wt.writes);
+    expect(w.calls.length).toBeGreaterThan(0);
+    expect(w.calls.every(([, n]) => n === 64)).toBe(true);
+    expect(w.calls.slice(0, 3).map(([va]) => va - a)).toEqual([0, 512, 1024]);
+    const b = run({ pattern: 'sequential', read_ratio: 0, write_bytes: 8 } as PhaseSpec, 0);
+    expect(b.calls.every(([, n]) => n === 8)).toBe(true);
+    // Loads are not stores.
+    expect(run({ pattern: 'sequential', read_ratio: 1 } as PhaseSpec, 0).calls).toEqual([]);
+    // 10 us lost per store (a ring-full exit, say): fewer stores fit in the same budget.
+    const slow = run({ pattern: 'sequential', read_ratio: 0 } as PhaseSpec, 10_000);
+    expect(slow.calls.length).toBeLessThan(w.calls.length);
+    expect(slow.used).toBeGreaterThanOrEqual(slow.calls.length * 10_000);
+  });
+});

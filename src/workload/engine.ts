@@ -62,6 +62,8 @@ export class WorkloadThread implements TaskClient {
   migrationWaits = 0;
   /** Accesses that went through a 2M or 1G mapping. */
   hugeAccesses = 0;
+  /** Of accessNs, the TLB-reach term of accesses through 4K mappings (T_4K, or the page walk of a sequential access). */
+  tlb4kNs = 0;
   /**
    * Accesses per 2M region (PMD index) of this thread's mm, when an agent
    * watches access recency (shared by the threads of a process).
@@ -90,6 +92,12 @@ export class WorkloadThread implements TaskClient {
   private vaShift = 0;
   /** The share of time the thread may run (a vCPU throttled by migration's auto-converge), 1 when unset. */
   runFraction: (() => number) | undefined;
+  /**
+   * Told of every store, `bytes` (the phase's write_bytes) at `va`: a live
+   * migration's dirty ring and xbzrle (vms.ts). Returns ns the thread loses
+   * (a KVM_EXIT_DIRTY_RING_FULL exit), charged as kernel time.
+   */
+  storeHook: ((va: number, bytes: number) => number) | undefined;
   /** Set by the runner: schedule the thread's next step at virtual time `at` (after WAIT). */
   wake: ((at: number) => void) | undefined;
   /** The end of the run: no step goes past it. */
@@ -447,6 +455,7 @@ export class WorkloadThread implements TaskClient {
           k.mem.storeByte(pfn, k.writeSerial, this.fill, va % PAGE_SIZE === 0);
           this.writes++;
           this.wrote(sva);
+          if (this.storeHook !== undefined) ctx.ns += this.storeHook(va, ph.spec.write_bytes ?? LINE);
         } else {
           this.reads++;
           // The load sets the accessed bit reclaim reads: the PTE's, or the huge page's.
@@ -482,6 +491,8 @@ export class WorkloadThread implements TaskClient {
             : this.model.sequentialNs(size || PAGE_SIZE, stream.stride, distance);
         }
         this.accessNs += cost;
+        if (size === PAGE_SIZE)
+          this.tlb4kNs += stream.random ? this.model.tlb4kNs(ws * frac) : this.model.seqWalkNs(PAGE_SIZE, stream.stride);
         spent += Math.max(cost + think, minGap);
         this.accesses++;
       }

@@ -44,6 +44,13 @@ export interface LinkConfig {
   /** Socket send and receive buffers, bytes (defaults: DEFAULT_SNDBUF, DEFAULT_RCVBUF). */
   sndbuf?: number;
   rcvbuf?: number;
+  /**
+   * The rate is the receiving application's, not the wire's (a destination
+   * on the same host whose load thread sets it): what lands in the
+   * receiver's socket buffer is acknowledged at once, so a sender may run
+   * ahead by its rcvbuf as well as its sndbuf (see aheadRoom).
+   */
+  receiverLimited?: boolean;
 }
 
 /** A path of a shared network, with the sockets' buffers. */
@@ -62,6 +69,7 @@ export class Link {
   readonly latency: number;
   readonly sndbuf: number;
   readonly rcvbuf: number;
+  readonly receiverLimited: boolean;
   /** Bytes carried so far (all users). */
   bytesCarried = 0;
   private net: Network | undefined;
@@ -88,6 +96,16 @@ export class Link {
         throw new RangeError(`link ${k} ${cfg[k]} must be a non-negative number of bytes`);
     this.sndbuf = cfg.sndbuf ?? DEFAULT_SNDBUF;
     this.rcvbuf = cfg.rcvbuf ?? DEFAULT_RCVBUF;
+    this.receiverLimited = 'receiverLimited' in cfg && cfg.receiverLimited === true;
+  }
+
+  /**
+   * Bytes a sender's writes may be ahead of what the rate has carried: its
+   * socket send buffer; on a receiver-limited link also the receiver's
+   * buffer, which on a wire-limited one holds only bytes already across.
+   */
+  get aheadRoom(): number {
+    return this.sndbuf + (this.receiverLimited ? this.rcvbuf : 0);
   }
 
   /** The network the link is a path of (a dedicated link's own is created here, on `events`). */

@@ -13,7 +13,8 @@ import { NSEC_PER_MSEC, NSEC_PER_SEC } from '../../sim/clock.ts';
 import { Link } from './link.ts';
 import { MigrationState } from './migration.ts';
 import { Network } from '../../sim/network.ts';
-import { RamMigration, type FreePageHints } from './ram.ts';
+import { RamMigration, ramRuns, type FreePageHints } from './ram.ts';
+import { followPage } from '../../kernel/memory.ts';
 
 const MiB = 2 ** 20;
 const URI = 'tcp:dest:4444';
@@ -281,13 +282,34 @@ describe("a bitmap sync's cost: KVM's dirty log (published dirty_log_perf_test f
     const pages = (64 * MiB) / PAGE_SIZE;
     const base = src.slots.length * c('syscall_null') + pages * c('kvm_get_dirty_log_per_page');
     expect(ram.sync().ns).toBeCloseTo(base, 6); // nothing written since
-    // Two whole 2M ranges (the host backs them with THPs: a partly written one would change its other pages too).
+    // Two whole 2M ranges.
     for (let p = 0; p < 1024; p++) k.runAsTask({ ns: 0 }, () => src.access(0, p * PAGE_SIZE, 1, 1, true, 5));
     expect(ram.sync().ns).toBeCloseTo(base + 1024 * c('kvm_clear_dirty_log_per_page'), 6);
     // The published figures, not the pagemap stand-in: re-protecting a dirty page costs ~45 ns, reading the log
     // a few hundredths of a ns per page.
     expect(c('kvm_clear_dirty_log_per_page')).toBeGreaterThan(30);
     expect(c('kvm_get_dirty_log_per_page')).toBeLessThan(0.1);
+  });
+});
+
+describe("KVM's dirty log holds the pages the guest wrote", () => {
+  it('a store that brings in a THP dirties its own page, not the 511 zeroed beside it', () => {
+    const { k, src, dst } = pair(8 * MiB);
+    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'always');
+    const ram = new RamMigration(src, dst, { zeroPageDetection: true });
+    ram.setup();
+    ram.send(Infinity, Infinity, 1e12); // the bulk pass: the source reads map the huge zero page
+    expect(ram.dirtyPages).toBe(0);
+    k.runAsTask({ ns: 0 }, () => src.access(0, 2 * MiB + 5 * PAGE_SIZE, 1, 1, true, 7));
+    const hva = src.ramList.blocks[0]!.host + 2 * MiB;
+    expect(followPage(src.process.mm, hva)).toBeGreaterThanOrEqual(0); // a THP replaced the huge zero page: page 0 has a frame
+    expect(ram.sync().newDirty).toBe(1);
+    // A store of zeros is a store too.
+    k.runAsTask({ ns: 0 }, () => src.access(0, 2 * MiB + 9 * PAGE_SIZE, 1, 1, true, 0));
+    expect(ram.sync().newDirty).toBe(1);
+    const r = ram.send(Infinity, Infinity, 1e12);
+    expect(r.pages).toBe(2);
+    expect(ram.verify()).toEqual([]);
   });
 });
 
@@ -471,6 +493,60 @@ describe('no data lost', () => {
   });
 });
 
+describe('runs of pages handled as one unit (ramRuns)', () => {
+  /** One precopy, everything query-migrate says and when it ended, with runs on or off. */
+  function precopy(
+    thp: string,
+    before: { page: number; fill: number }[],
+    during: { page: number; fill: number; atUs: number; logged: boolean }[],
+    mbps: number,
+    runs: boolean,
+  ): unknown {
+    ramRuns.enabled = runs;
+    try {
+      const k = vmTestKernel({ nodes: 1, gib: 2, cpus: 4 });
+      k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', thp);
+      const src = new Vm(k, { name: 'src', m: 24 * MiB, smp: 1 });
+      const dst = new Vm(k, { name: 'dst', m: 24 * MiB, smp: 1 });
+      const mig = new MigrationState(src).register();
+      mig.incoming(URI, dst, link10g());
+      for (const w of before) k.runAsTask({ ns: 0 }, () => src.access(0, w.page * PAGE_SIZE, 1, 1, true, w.fill));
+      qmp(src, 'migrate-set-parameters', { 'max-bandwidth': mbps * MiB, 'downtime-limit': 10 });
+      const t0 = k.clock.now();
+      for (const w of during)
+        k.events.schedule(t0 + w.atUs * 1000, 'guest-write', () => {
+          if (!mig.guestRunning) return;
+          if (w.logged) guestWrite(k, src, mig, w.page, w.fill);
+          else k.runAsTask({ ns: 0 }, () => src.access(0, w.page * PAGE_SIZE, 1, 1, true, w.fill));
+        });
+      qmp(src, 'migrate', { uri: URI });
+      runUntilDone(k, mig, 60 * NSEC_PER_SEC);
+      const ns = { start: mig.startTime, end: mig.endTime, downtime: mig.downtime };
+      return { query: mig.query(), ns, differing: mig.verify() };
+    } finally {
+      ramRuns.enabled = true;
+    }
+  }
+
+  it('property: a precopy gives the same results, byte for byte and nanosecond for nanosecond, as page by page', () => {
+    const write = { page: fc.integer({ min: 0, max: 6143 }), fill: fc.integer({ min: 0, max: 255 }) };
+    fc.assert(
+      fc.property(
+        fc.constantFrom('always', 'madvise', 'never'),
+        fc.array(fc.record(write), { maxLength: 60 }),
+        fc.array(fc.record({ ...write, atUs: fc.integer({ min: 0, max: 200_000 }), logged: fc.boolean() }), { maxLength: 60 }),
+        fc.integer({ min: 8, max: 2048 }),
+        (thp, before, during, mbps) => {
+          const paged = precopy(thp, before, during, mbps, false);
+          expect(precopy(thp, before, during, mbps, true)).toEqual(paged);
+          expect((paged as { differing: unknown[] }).differing).toEqual([]);
+        },
+      ),
+      { numRuns: 20, seed: 19 },
+    );
+  });
+});
+
 describe('migrations sharing the network (src/sim/network.ts)', () => {
   /**
    * `n` 64 MiB guests on one host, each written in full (so every page is
@@ -611,12 +687,14 @@ describe('precopy: the stop-and-copy and the socket buffer (what query-migrate d
    * always busy); downtime-limit 300 ms leaves most of the working set for the
    * stop-and-copy. Returns the downtime (ns) and the final stage's bytes.
    */
-  function finalStage(maxBandwidth: number, wsPages: number, pagesPerSec: number): { downtime: number; bytes: number } {
+  function finalStage(maxBandwidth: number, wsPages: number, pagesPerSec: number, rcvbuf?: number): { downtime: number; bytes: number } {
     const k = vmTestKernel({ nodes: 1, gib: 2, cpus: 4 });
     const src = new Vm(k, { name: 'src', m: 64 * MiB, smp: 1 });
     const dst = new Vm(k, { name: 'dst', m: 64 * MiB, smp: 1 });
     const mig = new MigrationState(src).register();
-    mig.incoming(URI, dst, new Link({ bandwidth: RATE, latency: 50_000, sndbuf: SNDBUF }));
+    // With rcvbuf: a receiver-limited link (the receiving application sets the rate) with that receive buffer.
+    const recv = rcvbuf === undefined ? {} : { rcvbuf, receiverLimited: true };
+    mig.incoming(URI, dst, new Link({ bandwidth: RATE, latency: 50_000, sndbuf: SNDBUF, ...recv }));
     for (let p = 0; p < 4096; p++) guestWrite(k, src, mig, p, 1);
     dirtier(k, src, mig, 0, wsPages, pagesPerSec);
     qmp(src, 'migrate-set-parameters', { 'max-bandwidth': maxBandwidth, 'downtime-limit': 300 });
@@ -643,6 +721,16 @@ describe('precopy: the stop-and-copy and the socket buffer (what query-migrate d
     // Less only by what the wire drained during the two bitmap syncs before it (under 1 ms), plus the final sync.
     expect(downtime).toBeGreaterThan(atLinkRate(bytes) - NSEC_PER_MSEC);
     expect(downtime).toBeLessThan(atLinkRate(bytes) + 2 * NSEC_PER_MSEC);
+  });
+
+  it('a receiver-limited link: its receive buffer is room too, when the channel idled; none when it was busy', () => {
+    const capped = finalStage(32 * MiB, 4096, 8000, 2 * MiB);
+    expect(capped.bytes).toBeGreaterThan(4 * SNDBUF);
+    expect(capped.downtime).toBeLessThan(atLinkRate(capped.bytes - 2 * SNDBUF));
+    expect(capped.downtime).toBeGreaterThanOrEqual(atLinkRate(capped.bytes - 3 * SNDBUF));
+    expect(capped.downtime).toBeLessThan(finalStage(32 * MiB, 4096, 8000).downtime);
+    const busy = finalStage(0, 4096, 8000, 2 * MiB);
+    expect(busy.downtime).toBeGreaterThan(atLinkRate(busy.bytes) - NSEC_PER_MSEC);
   });
 
   it('property: downtime lies between the bytes the buffer cannot take and all of them, at the link rate', () => {

@@ -64,9 +64,19 @@
  * `cont` take no longer than a `query-status` round trip (medians 216 and
  * 197 us against 222 us over 500 repeats).
  *
+ * - xbzrle (xbzrle.ts): the `xbzrle` capability and `xbzrle-cache-size`;
+ *   query-migrate's `xbzrle-cache`.
+ * - The KVM dirty ring (dirty_ring.ts, `dirtyRingSize`: -accel
+ *   kvm,dirty-ring-size): syncs reap rings; guest stores reported through
+ *   onGuestStore fill them and stall their vCPU at ring-full exits.
+ * - dirty-limit (dirtylimit.ts): the `dirty-limit` capability with
+ *   `vcpu-dirty-limit` and `x-vcpu-dirty-limit-period`, and the
+ *   set-vcpu-dirty-limit / cancel-vcpu-dirty-limit / query-vcpu-dirty-limit
+ *   commands; the caller scales each vCPU's work by vcpuRunFraction.
+ *
  * Not modelled: device state
  * (the `device` stage sends RAM only),
- * multifd, xbzrle.
+ * multifd.
  */
 import type { Kernel } from '../../kernel/kernel.ts';
 import type { EventHandle } from '../../sim/event_queue.ts';
@@ -77,7 +87,10 @@ import { QmpError, type QmpArgs } from '../monitor.ts';
 import type { Vm } from '../vm.ts';
 import { Link } from './link.ts';
 import { RamMigration, STREAM_MARKER_BYTES, type FreePageHints, type PrecopyNotifyReason, type RamMigrationCostNames } from './ram.ts';
-import { Postcopy, type PageDiff, type PostcopyOptions } from './postcopy.ts';
+import { Postcopy, postcopyDevmemRefusal, type PageDiff, type PostcopyOptions } from './postcopy.ts';
+import { DEFAULT_XBZRLE_CACHE_SIZE, Xbzrle } from './xbzrle.ts';
+import { KvmDirtyRing } from './dirty_ring.ts';
+import { DIRTYLIMIT_CALC_TIME_MS, DirtyLimit } from './dirtylimit.ts';
 
 /** MigrationStatus (qapi/migration.json). */
 export const MIGRATION_STATUSES = [
@@ -135,6 +148,8 @@ const HARMLESS_CAPABILITIES: readonly MigrationCapability[] = [
 
 /** Capabilities memtwin models. */
 const MODELLED_CAPABILITIES: readonly MigrationCapability[] = [
+  'xbzrle',
+  'dirty-limit',
   'auto-converge',
   'postcopy-ram',
   'postcopy-preempt',
@@ -156,6 +171,12 @@ export interface MigrationParameters {
   'zero-page-detection': 'none' | 'legacy' | 'multifd';
   /** bytes/s during postcopy; 0: unlimited (the link's rate). */
   'max-postcopy-bandwidth': number;
+  /** bytes; a power of two of at least a page (DEFAULT_MIGRATE_XBZRLE_CACHE_SIZE 64 MiB). */
+  'xbzrle-cache-size': number;
+  /** ms, 1 to 1000: the dirty-limit throttle thread's period (DEFAULT_MIGRATE_VCPU_DIRTY_LIMIT_PERIOD). */
+  'x-vcpu-dirty-limit-period': number;
+  /** MB/s, at least 1: each vCPU's quota once dirty-limit throttles (DEFAULT_MIGRATE_VCPU_DIRTY_LIMIT). */
+  'vcpu-dirty-limit': number;
 }
 
 const DEFAULT_PARAMETERS: MigrationParameters = {
@@ -168,6 +189,9 @@ const DEFAULT_PARAMETERS: MigrationParameters = {
   'max-cpu-throttle': 99,
   'zero-page-detection': 'multifd',
   'max-postcopy-bandwidth': 0,
+  'xbzrle-cache-size': DEFAULT_XBZRLE_CACHE_SIZE,
+  'x-vcpu-dirty-limit-period': 1000,
+  'vcpu-dirty-limit': 1,
 };
 
 /**
@@ -202,7 +226,22 @@ export interface MigrationOptions {
   onEnd?: (status: MigrationStatus) => void;
   /** Name of its channels' flows on the network (`NAME.main`, `NAME.preempt`); default the VM's name. */
   flowName?: string;
+  /** -accel kvm,dirty-ring-size=N: per-vCPU KVM dirty rings of N entries instead of the dirty bitmap (0 or unset: the bitmap). */
+  dirtyRingSize?: number;
 }
+
+/** Profile entries xbzrle and the dirty ring charge. */
+const XBZRLE_COSTS = {
+  encode4k: 'xbzrle_encode_4k',
+  encodePerByte: 'xbzrle_encode_per_changed_byte',
+  decodePerByte: 'xbzrle_decode_per_changed_byte',
+  pageCopy: 'memcpy_4k',
+} as const;
+const DIRTY_RING_COSTS = {
+  exitNs: 'kvm_exit_dirty_ring_full',
+  perEntryNs: 'kvm_dirty_ring_reap_per_entry',
+  ioctlNs: 'syscall_null',
+} as const;
 
 /** Virtual-time record of one bitmap sync (an iteration boundary). */
 export interface MigrationIteration {
@@ -220,6 +259,13 @@ export class MigrationState {
   throttlePercentage = 0;
   readonly iterations: MigrationIteration[] = [];
   ram: RamMigration | null = null;
+  /** The last migration's xbzrle state (its counters stay for query-migrate after postcopy or the end). */
+  xbzrle: Xbzrle | null = null;
+  /** The VM's KVM dirty rings (-accel kvm,dirty-ring-size), null with the bitmap. */
+  readonly dirtyRing: KvmDirtyRing | null;
+  /** The dirty page rate limit (needs the dirty ring). */
+  readonly dirtyLimit: DirtyLimit | null;
+  private dirtyLimitTick: EventHandle | null = null;
   /** The postcopy phase, once migrate-start-postcopy switched over. */
   postcopy: Postcopy | null = null;
   link: Link | null = null;
@@ -294,6 +340,21 @@ export class MigrationState {
     readonly opts: MigrationOptions = {},
   ) {
     this.k = vm.k;
+    const size = opts.dirtyRingSize ?? 0;
+    if (size) {
+      const pages = vm.ramList.blocks.reduce((m, b) => Math.max(m, (b.offset + b.usedLength) / PAGE_SIZE), 0);
+      const costs = Object.fromEntries(
+        Object.entries(DIRTY_RING_COSTS).map(([k, name]) => [
+          k,
+          this.k.costs.nsOf(name, 'the KVM dirty ring charges it. Add it to the profile (profiles/default.json has it).'),
+        ]),
+      ) as Record<keyof typeof DIRTY_RING_COSTS, number>;
+      this.dirtyRing = new KvmDirtyRing(size, vm.vcpus.length, pages, costs);
+      this.dirtyLimit = new DirtyLimit(this.dirtyRing, vm.vcpus.length);
+    } else {
+      this.dirtyRing = null;
+      this.dirtyLimit = null;
+    }
   }
 
   /** Register the migration QMP commands on the VM's monitor. */
@@ -308,6 +369,9 @@ export class MigrationState {
     m.registerCommand('query-migrate', () => this.query(), []);
     m.registerCommand('query-migrate-capabilities', () => [...this.capabilities].map(([capability, state]) => ({ capability, state })), []);
     m.registerCommand('query-migrate-parameters', () => ({ ...this.parameters }), []);
+    m.registerCommand('set-vcpu-dirty-limit', (a) => this.qmpSetVcpuDirtyLimit(a), ['cpu-index', 'dirty-rate']);
+    m.registerCommand('cancel-vcpu-dirty-limit', (a) => this.qmpCancelVcpuDirtyLimit(a), ['cpu-index']);
+    m.registerCommand('query-vcpu-dirty-limit', () => this.qmpQueryVcpuDirtyLimit(), []);
     return this;
   }
 
@@ -332,6 +396,31 @@ export class MigrationState {
   /** The share of time the vCPUs may run under auto-converge throttling (1: unthrottled). */
   get guestRunFraction(): number {
     return 1 - this.throttlePercentage / 100;
+  }
+
+  /**
+   * The share of time vCPU `vcpu` may run: auto-converge's throttle and
+   * the dirty-limit's per-vCPU fraction (1: unthrottled).
+   */
+  vcpuRunFraction(vcpu: number): number {
+    const dl = this.dirtyLimit;
+    return this.guestRunFraction * (dl && vcpu < dl.fraction.length ? dl.fraction[vcpu]! : 1);
+  }
+
+  /**
+   * A guest store the workload made: `len` bytes at `hva` of the source
+   * VMM, by vCPU `vcpu` (the store hook). With dirty logging on it feeds
+   * the dirty ring and xbzrle (RamMigration.onGuestStore); with only a
+   * dirty-limit in service (QEMU logs dirty pages for it too) the ring.
+   * Returns the ns the vCPU loses to a ring-full exit.
+   */
+  onGuestStore(vcpu: number, hva: number, len: number): number {
+    if (this.postcopy || this.status === 'completed') return 0; // the guest runs on the destination
+    if (this.ram?.dirtyLogging) return this.ram.onGuestStore(vcpu, hva, len);
+    const ring = this.dirtyRing;
+    if (!ring || !this.dirtyLimit?.inService || vcpu >= ring.nrVcpus) return 0;
+    const b = this.vm.ramList.blocks.find((x) => hva >= x.host && hva < x.host + x.usedLength);
+    return b ? ring.push(vcpu, (b.offset + hva - b.host - ((hva - b.host) % PAGE_SIZE)) / PAGE_SIZE, true) : 0;
   }
 
   /** The guest wrote [gpa, gpa + len) on the source (KVM's dirty log). */
@@ -400,7 +489,20 @@ export class MigrationState {
     }
     const pageSizes = postcopyPageSizeMismatch(this.vm, d.vm);
     if (this.capabilities.get('postcopy-ram') && pageSizes) return this.fail(pageSizes);
+    const devmem = postcopyDevmemRefusal(d.vm);
+    if (this.capabilities.get('postcopy-ram') && devmem) return this.fail(devmem);
     this.ram = ram;
+    if (this.capabilities.get('xbzrle')) {
+      const costs = Object.fromEntries(
+        Object.entries(XBZRLE_COSTS).map(([k, name]) => [
+          k,
+          this.k.costs.nsOf(name, 'xbzrle charges it. Measure it with `memtwin calibrate --only xbzrle` or take profiles/default.json.'),
+        ]),
+      ) as Record<keyof typeof XBZRLE_COSTS, number>;
+      ram.xbzrle = this.xbzrle = new Xbzrle(this.parameters['xbzrle-cache-size'], ram.ramPages, costs);
+    } else this.xbzrle = null;
+    ram.dirtyRing = this.dirtyRing;
+    ram.dirtyRingOwnOnly = this.dirtyLimit?.inService ?? false;
     this.link = d.link;
     this.dest = d.vm;
     this.flow = d.link.openFlow(this.k.events, `${this.opts.flowName ?? this.vm.name ?? 'vm'}.main`);
@@ -456,6 +558,12 @@ export class MigrationState {
       if (typeof e.state !== 'boolean') throw new QmpError('GenericError', "Invalid parameter type for 'state', expected: boolean");
       next.set(e.capability as MigrationCapability, e.state);
     }
+    // migrate_caps_check
+    if (next.get('dirty-limit')) {
+      if (next.get('auto-converge'))
+        throw new QmpError('GenericError', 'dirty-limit conflicts with auto-converge either of then available currently');
+      if (!this.dirtyRing) throw new QmpError('GenericError', "dirty-limit requires KVM with accelerator property 'dirty-ring-size' set");
+    }
     for (const [c, v] of next) this.capabilities.set(c, v);
     return {};
   }
@@ -501,6 +609,26 @@ export class MigrationState {
           if (typeof a[name] !== 'boolean') throw new QmpError('GenericError', `Invalid parameter type for '${name}', expected: boolean`);
           p[name] = a[name];
           break;
+        case 'xbzrle-cache-size': {
+          const v = int(name, 'size');
+          if (v < PAGE_SIZE || (v & (v - 1)) !== 0 || v > 2 ** 50)
+            throw new QmpError('GenericError', "Parameter 'xbzrle_cache_size' expects a power of two no less than the target page size");
+          p[name] = v;
+          break;
+        }
+        case 'x-vcpu-dirty-limit-period': {
+          const v = int(name, 'uint64');
+          if (v < 1 || v > 1000)
+            throw new QmpError('GenericError', "Parameter 'x-vcpu-dirty-limit-period' expects a value between 1 and 1000");
+          p[name] = v;
+          break;
+        }
+        case 'vcpu-dirty-limit': {
+          const v = int(name, 'uint64');
+          if (v < 1) throw new QmpError('GenericError', "Parameter 'vcpu_dirty_limit' expects is invalid, it must greater then 1 MB/s");
+          p[name] = v;
+          break;
+        }
         case 'zero-page-detection': {
           const v = a[name];
           if (v !== 'none' && v !== 'legacy' && v !== 'multifd')
@@ -539,6 +667,7 @@ export class MigrationState {
           downtime: ms(this.downtime),
           'setup-time': ms(this.setupTime),
           ram: this.ramInfo(),
+          ...this.xbzrleInfo(),
         };
       default:
         return {
@@ -547,9 +676,118 @@ export class MigrationState {
           'expected-downtime': Math.floor(this.expectedDowntimeMs),
           'setup-time': ms(this.setupTime),
           ram: this.ramInfo(),
+          ...this.xbzrleInfo(),
           ...(this.throttlePercentage ? { 'cpu-throttle-percentage': this.throttlePercentage } : {}),
+          ...this.dirtyLimitInfo(),
         };
     }
+  }
+
+  /** populate_ram_info's xbzrle-cache (XBZRLECacheStats), with the capability. */
+  private xbzrleInfo(): { 'xbzrle-cache'?: Record<string, number> } {
+    if (!this.capabilities.get('xbzrle') || !this.xbzrle) return {};
+    const k = this.xbzrle.counters;
+    return {
+      'xbzrle-cache': {
+        'cache-size': this.xbzrle.cache.size,
+        bytes: k.bytes,
+        pages: k.pages,
+        'cache-miss': k.cacheMiss,
+        'cache-miss-rate': k.cacheMissRate,
+        'encoding-rate': k.encodingRate,
+        overflow: k.overflow,
+      },
+    };
+  }
+
+  /** populate_time_info's dirty-limit fields (us), with the capability and a limit in service. */
+  private dirtyLimitInfo(): Record<string, number> {
+    const dl = this.dirtyLimit;
+    if (!this.capabilities.get('dirty-limit') || !dl?.inService) return {};
+    return { 'dirty-limit-throttle-time-per-round': dl.throttleTimePerRound(), 'dirty-limit-ring-full-time': dl.ringFullTime() };
+  }
+
+  // --- dirty page rate limit (system/dirtylimit.c) ---------------------------------
+
+  /** qmp_set_vcpu_dirty_limit. */
+  private qmpSetVcpuDirtyLimit(a: QmpArgs): Record<string, never> {
+    const dl = this.dirtyLimit;
+    if (!dl) throw new QmpError('GenericError', "dirty page limit feature requires KVM with accelerator property 'dirty-ring-size' set'");
+    const rate = a['dirty-rate'];
+    if (rate === undefined) throw new QmpError('GenericError', "Parameter 'dirty-rate' is missing");
+    if (typeof rate !== 'number' || !Number.isInteger(rate) || rate < 0)
+      throw new QmpError('GenericError', "Invalid parameter type for 'dirty-rate', expected: uint64");
+    const cpu = this.cpuIndex(a['cpu-index']);
+    if (!rate) return this.qmpCancelVcpuDirtyLimit(a);
+    dl.set(cpu, rate);
+    this.dirtyLimitChanged();
+    return {};
+  }
+
+  /** qmp_cancel_vcpu_dirty_limit. */
+  private qmpCancelVcpuDirtyLimit(a: QmpArgs): Record<string, never> {
+    const dl = this.dirtyLimit;
+    if (!dl) return {};
+    const cpu = this.cpuIndex(a['cpu-index']);
+    if (this.isActive() && this.capabilities.get('dirty-limit'))
+      throw new QmpError('GenericError', "can't cancel dirty page rate limit while migration is running");
+    dl.cancel(cpu);
+    this.dirtyLimitChanged();
+    return {};
+  }
+
+  /** qmp_query_vcpu_dirty_limit: the limited vCPUs. */
+  private qmpQueryVcpuDirtyLimit(): { 'cpu-index': number; 'limit-rate': number; 'current-rate': number }[] {
+    const dl = this.dirtyLimit;
+    if (!dl?.inService) throw new QmpError('GenericError', 'dirty page limit not enabled');
+    const out: { 'cpu-index': number; 'limit-rate': number; 'current-rate': number }[] = [];
+    dl.quota.forEach((q, i) => {
+      if (q !== undefined) out.push({ 'cpu-index': i, 'limit-rate': q, 'current-rate': Math.round(dl.rate[i]!) });
+    });
+    return out;
+  }
+
+  private cpuIndex(v: unknown): number | undefined {
+    if (v === undefined) return undefined;
+    if (typeof v !== 'number' || !Number.isInteger(v))
+      throw new QmpError('GenericError', "Invalid parameter type for 'cpu-index', expected: int");
+    if (v < 0 || v >= this.vm.vcpus.length) throw new QmpError('GenericError', 'incorrect cpu index specified');
+    return v;
+  }
+
+  /** The throttle thread runs while a limit is in service, every period; ring-full exits then reap only their own ring. */
+  private dirtyLimitChanged(): void {
+    const dl = this.dirtyLimit!;
+    if (this.ram) this.ram.dirtyRingOwnOnly = dl.inService;
+    if (!dl.inService) {
+      this.dirtyLimitTick?.cancel();
+      this.dirtyLimitTick = null;
+      return;
+    }
+    if (this.dirtyLimitTick) return;
+    const tick = (): void => {
+      const periodMs = this.capabilities.get('dirty-limit') ? this.parameters['x-vcpu-dirty-limit-period'] : DIRTYLIMIT_CALC_TIME_MS;
+      this.dirtyLimitTick = this.k.events.after(periodMs * NSEC_PER_MSEC, 'dirtylimit-period', () => {
+        if (!dl.inService) {
+          this.dirtyLimitTick = null;
+          return;
+        }
+        dl.period(periodMs * NSEC_PER_MSEC);
+        tick();
+      });
+    };
+    // Entries taken before the limit count for nothing: the first period starts now.
+    for (let v = 0; v < dl.fraction.length; v++) this.dirtyRing!.takePushed(v);
+    tick();
+  }
+
+  /** migration_dirty_limit_guest: every vCPU limited to vcpu-dirty-limit (once, unless the parameter changed). */
+  private dirtyLimitGuest(): void {
+    const dl = this.dirtyLimit!;
+    const q = this.parameters['vcpu-dirty-limit'];
+    if (dl.inService && dl.quota.every((x) => x === q)) return;
+    dl.set(undefined, q);
+    this.dirtyLimitChanged();
   }
 
   private ramInfo(): Record<string, number> {
@@ -645,6 +883,11 @@ export class MigrationState {
     if (this.ended) return;
     this.ended = true;
     this.precopyNotify('cleanup'); // migrate_fd_cleanup
+    // migration_cancel_dirty_limit: the limits the migration set go with it.
+    if (this.capabilities.get('dirty-limit') && this.dirtyLimit?.inService) {
+      this.dirtyLimit.cancel(undefined);
+      this.dirtyLimitChanged();
+    }
     // A completed precopy's channel goes idle when its last byte is on the wire (completion plans it).
     if (this.status !== 'completed' || this.postcopy) this.flow?.stop();
     this.opts.onEnd?.(this.status);
@@ -768,7 +1011,7 @@ export class MigrationState {
     const idle = { ev: null as EventHandle | null };
     // The stretch the channel was busy for, as a leaky bucket of the send buffer's size: the bytes a sender
     // ahead of the wire would have queued (completeStage), drained at the channel's rate while it was idle.
-    this.busyBytes = this.queuedAt(wireStart, link.sndbuf) + bytes;
+    this.busyBytes = this.queuedAt(wireStart, link.aheadRoom) + bytes;
     const plan = (): void => {
       const w = this.wire!;
       const wireEnd = w.tx.at(bytes);
@@ -827,12 +1070,17 @@ export class MigrationState {
     if (now - this.periodStart > NSEC_PER_SEC) {
       const bytesXfer = ram.bytes - this.periodBytesStart;
       const bytesDirty = ram.dirtyPagesPeriod * PAGE_SIZE;
-      if (this.capabilities.get('auto-converge') && bytesDirty > (bytesXfer * this.parameters['throttle-trigger-threshold']) / 100) {
+      // migration_trigger_throttle: auto-converge throttles the guest, or dirty-limit limits each vCPU.
+      const throttling = this.capabilities.get('auto-converge') || this.capabilities.get('dirty-limit');
+      if (throttling && bytesDirty > (bytesXfer * this.parameters['throttle-trigger-threshold']) / 100) {
         if (++this.dirtyRateHighCnt >= 2) {
           this.dirtyRateHighCnt = 0;
-          this.throttleGuestDown(bytesDirty, (bytesXfer * this.parameters['throttle-trigger-threshold']) / 100);
+          if (this.capabilities.get('auto-converge'))
+            this.throttleGuestDown(bytesDirty, (bytesXfer * this.parameters['throttle-trigger-threshold']) / 100);
+          else this.dirtyLimitGuest();
         }
       }
+      this.xbzrle?.updateRates(ram.normal + ram.duplicate + ram.xbzrlePages);
       this.dirtyPagesRate = Math.floor((ram.dirtyPagesPeriod * NSEC_PER_SEC) / (now - this.periodStart));
       ram.dirtyPagesPeriod = 0;
       this.periodStart = now;
@@ -935,6 +1183,7 @@ export class MigrationState {
     const link = this.link!;
     const flow = this.flow!;
     const syncNs = this.finalSync();
+    ram.lastStage = true;
     flow.start();
     const res = ram.send(Infinity, Infinity, flow.rate);
     this.spendCpu(syncNs + res.srcNs, res.dstNs);
@@ -957,7 +1206,8 @@ export class MigrationState {
     // once the last byte has arrived and been loaded.
     const now = this.k.clock.now();
     const wireStart = now + wholeNs(syncNs);
-    const room = link.sndbuf - this.queuedAt(wireStart, link.sndbuf);
+    // (link.aheadRoom: the send buffer, and the receiver's too when the receiver, not the wire, sets the rate.)
+    const room = link.aheadRoom - this.queuedAt(wireStart, link.aheadRoom);
     const srcCpu = now + wholeNs(syncNs + res.srcNs);
     const dstCpu = now + wholeNs(syncNs + Math.max(res.srcNs, res.dstNs));
     const srcDone = (w: { tx: Transfer; stall: number }): number => Math.max(srcCpu, w.tx.at(Math.max(0, bytes - room))) + w.stall;
@@ -1054,6 +1304,7 @@ export class MigrationState {
     this.status = 'postcopy-active';
     const syncNs = this.finalSync();
     ram.stopDirtyLog();
+    ram.xbzrle = null; // never in postcopy
     let pc: Postcopy;
     try {
       pc = new Postcopy(ram, this.vm, this.dest!, link, this.flow!, {

@@ -10,7 +10,8 @@ import fc from 'fast-check';
 import { vmTestKernel } from '../test_fixtures.ts';
 import { Vm, type VmConfig } from '../vm.ts';
 import type { Kernel } from '../../kernel/kernel.ts';
-import { PAGE_SIZE, PMD_SIZE } from '../../kernel/uapi.ts';
+import { verifyKernel } from '../../kernel/debug_vm.ts';
+import { PAGE_SIZE, PMD_SIZE, UFFD_FEATURE } from '../../kernel/uapi.ts';
 import { NSEC_PER_MSEC, NSEC_PER_SEC } from '../../sim/clock.ts';
 import { Link } from './link.ts';
 import { MigrationState, type MigrationOptions } from './migration.ts';
@@ -294,6 +295,59 @@ describe('postcopy on hugetlbfs with hugetlb-hgm', () => {
   });
 });
 
+describe('postcopy on hugetlbfs with hugetlb-devmem-remap', () => {
+  const backend: VmConfig['objects'] = [
+    { 'qom-type': 'memory-backend-file', id: 'mem', size: 32 * MiB, 'mem-path': '/dev/hugepages', share: true },
+  ];
+  const touches = [0, 1, 600, 4095, 2048];
+
+  it('resolves 4K faults through /dev/mem aliases, remaps every page at 2M when complete, loses nothing', () => {
+    const s = setup({ m: 32 * MiB, backend, touches, mig: { postcopy: { hugetlbRequestSize: PAGE_SIZE } } });
+    expect(s.k.sysfs.write('/sys/kernel/memtwin/features/hugetlb-devmem-remap', '1')).toBe(0);
+    expect(s.k.sysfs.write('/sys/kernel/memtwin/config/CONFIG_STRICT_DEVMEM', '0')).toBe(0);
+    startPostcopy(s);
+    runUntilDone(s.k, s.mig, 5 * NSEC_PER_SEC);
+    expect(s.mig.status).toBe('completed');
+    expect(s.touched()).toBe(touches.length);
+    expect(s.mig.verify()).toEqual([]);
+    expect(s.mig.contentCheck).toEqual({ pagesDiffering: 0, differing: [] });
+    const pc = s.mig.postcopy!;
+    // Pages 0 and 1 share a 2M page but are separate 4K requests; the destination asked with exact fault addresses.
+    expect(pc.stats.requests).toBeGreaterThanOrEqual(2);
+    expect([...s.k.uffd.ctxs.values()].some((c) => (c.features ?? 0) & UFFD_FEATURE.UFFD_FEATURE_EXACT_ADDRESS)).toBe(true);
+    // Every huge page discarded at the switchover went through an alias and was remapped at 2M: none left open.
+    expect(s.k.devmem.stats.aliases).toBeGreaterThan(0);
+    expect(s.k.devmem.stats.remaps).toBe(s.k.devmem.stats.aliases);
+    expect(s.k.devmem.openAliases).toBe(0);
+    for (let g = 0; g < 32 * MiB; g += PMD_SIZE) expect(s.dst.hostMappingSize(g)).toBe(PMD_SIZE);
+    // While aliased, the destination had a PTE table per 2M page filling: page-table memory the remap then freed.
+    expect(pc.stats.pgtablesPeak).toBeGreaterThan(pc.stats.pgtablesAtStart);
+    expect(s.dst.process.mm.pgtablesBytes).toBe(pc.stats.pgtablesAtStart);
+  });
+
+  it('with CONFIG_STRICT_DEVMEM (the default) the migration fails when postcopy is advised: /dev/mem over RAM is EPERM', () => {
+    const s = setup({ m: 32 * MiB, backend, touches, mig: { postcopy: { hugetlbRequestSize: PAGE_SIZE } } });
+    expect(s.k.sysfs.write('/sys/kernel/memtwin/features/hugetlb-devmem-remap', '1')).toBe(0);
+    expect(qmp(s.src, 'migrate', { uri: URI })).toEqual({ return: {} });
+    expect(s.mig.query()).toEqual({
+      status: 'failed',
+      'error-desc': 'hugetlb-devmem-remap: mmap of /dev/mem over guest RAM: Operation not permitted (CONFIG_STRICT_DEVMEM=y)',
+    });
+    expect(s.k.devmem.stats).toMatchObject({ aliases: 0, refused: 1 });
+  });
+
+  it('places 4K units only: a 2M request size is refused', () => {
+    const s = setup({ m: 32 * MiB, backend, touches, mig: { postcopy: { hugetlbRequestSize: PMD_SIZE } } });
+    expect(s.k.sysfs.write('/sys/kernel/memtwin/features/hugetlb-devmem-remap', '1')).toBe(0);
+    expect(s.k.sysfs.write('/sys/kernel/memtwin/config/CONFIG_STRICT_DEVMEM', '0')).toBe(0);
+    startPostcopy(s);
+    runUntilDone(s.k, s.mig, 5 * NSEC_PER_SEC);
+    expect(s.mig.query()['error-desc']).toBe(
+      'postcopy: hugetlb-devmem-remap maps its aliases by 4K pages: the hugetlb request size must be 4K, not 2097152',
+    );
+  });
+});
+
 describe('faults injected', () => {
   it('a link drop during postcopy pauses it; resume recovers and nothing is lost', () => {
     const touches = Array.from({ length: 300 }, (_, j) => (j * 53) % 16384);
@@ -400,6 +454,44 @@ describe('property: postcopy loses no data', () => {
         },
       ),
       { numRuns: 40 },
+    );
+  });
+});
+
+describe('property: hugetlb-devmem-remap loses no data', () => {
+  it('under any touch order over 2M hugetlbfs, with or without a drop and recovery: every alias remapped, no frame owned twice', () => {
+    const backend: VmConfig['objects'] = [
+      { 'qom-type': 'memory-backend-file', id: 'mem', size: 16 * MiB, 'mem-path': '/dev/hugepages', share: true },
+    ];
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 4095 }), { minLength: 1, maxLength: 30 }),
+        fc.boolean(),
+        fc.option(fc.integer({ min: 1, max: 20 }), { nil: undefined }),
+        (touches, preempt, dropAtMs) => {
+          const caps = preempt ? ['postcopy-ram', 'postcopy-preempt'] : ['postcopy-ram'];
+          const s = setup({ m: 16 * MiB, backend, touches, caps, mig: { postcopy: { hugetlbRequestSize: PAGE_SIZE } } });
+          expect(s.k.sysfs.write('/sys/kernel/memtwin/features/hugetlb-devmem-remap', '1')).toBe(0);
+          expect(s.k.sysfs.write('/sys/kernel/memtwin/config/CONFIG_STRICT_DEVMEM', '0')).toBe(0);
+          startPostcopy(s);
+          if (dropAtMs !== undefined) {
+            s.k.events.runUntil(s.k.clock.now() + dropAtMs * NSEC_PER_MSEC);
+            s.mig.linkDrop();
+            s.k.events.runUntil(s.k.clock.now() + 5 * NSEC_PER_MSEC);
+            if (s.mig.status !== 'completed') qmp(s.src, 'migrate', { uri: URI, resume: true });
+          }
+          runUntilDone(s.k, s.mig, 10 * NSEC_PER_SEC);
+          expect(s.mig.status).toBe('completed');
+          expect(s.touched()).toBe(touches.length);
+          expect(s.mig.verify(5)).toEqual([]);
+          expect(s.mig.contentCheck).toEqual({ pagesDiffering: 0, differing: [] });
+          expect(s.k.devmem.openAliases).toBe(0);
+          expect(s.k.devmem.stats.remaps).toBe(s.k.devmem.stats.aliases);
+          for (let g = 0; g < 16 * MiB; g += PMD_SIZE) expect(s.dst.hostMappingSize(g)).toBe(PMD_SIZE);
+          expect(verifyKernel(s.k)).toEqual([]);
+        },
+      ),
+      { numRuns: 25 },
     );
   });
 });

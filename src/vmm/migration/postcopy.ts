@@ -23,7 +23,12 @@
  *   registered MISSING and MINOR: a unit is placed by writing its bytes into
  *   the file through a second mapping (the first write allocates the huge
  *   page) and UFFDIO_CONTINUE, and MADV_COLLAPSE restores the huge mappings
- *   at the end.
+ *   at the end. With hugetlb-devmem-remap (and no copy proposal), hugetlb
+ *   blocks are placed in 4K units through a /dev/mem alias of each huge page
+ *   (src/kernel/hugetlb_devmem.ts), the userfaultfd reporting exact fault
+ *   addresses; the page is remapped huge when its last unit is in. Under
+ *   CONFIG_STRICT_DEVMEM the migration fails when postcopy is advised
+ *   (postcopyDevmemRefusal).
  * - The main channel (one TCP stream) carries the background pages, whole
  *   host pages in address order (ram_save_host_page), as fast as the link
  *   and `max-postcopy-bandwidth` allow. The sender keeps at most the socket
@@ -77,11 +82,13 @@ import {
 } from '../../kernel/uapi.ts';
 import { uffdioApi, uffdioContinue, uffdioFill, uffdioRegister, uffdioUnregister } from '../../kernel/userfaultfd.ts';
 import { hugetlbAllocPage, hugetlbIndex } from '../../kernel/memory.ts';
+import { DEVMEM_REMAP, devmemAliasCopy, devmemProbe } from '../../kernel/hugetlb_devmem.ts';
+import { strerror } from '../memory_backend.ts';
 import { VM } from '../../kernel/mm_types.ts';
 import type { Vm } from '../vm.ts';
 import type { Link } from './link.ts';
 import type { Flow } from '../../sim/network.ts';
-import { STREAM_MARKER_BYTES, pageSkipped, type RamMigration, type SendResult } from './ram.ts';
+import { PAGE_NOT_SENT, PAGE_SENT_ZERO, STREAM_MARKER_BYTES, pageSkipped, type RamMigration, type SendResult } from './ram.ts';
 
 /** Background bytes written to the main channel per event (small pages are batched). */
 const BATCH_BYTES = 256 * 1024;
@@ -100,7 +107,8 @@ export interface PostcopyOptions {
 interface Unit {
   bi: number;
   u: number;
-  pages: ({ zero: boolean; byte: number } | undefined)[];
+  /** Per 4K page, what the source sent (RamMigration.readPageCode: PAGE_NOT_SENT, or the first byte with PAGE_SENT_ZERO). */
+  pages: number[];
 }
 
 /** Bytes written to a channel together, and when they arrive. */
@@ -115,6 +123,8 @@ interface Chunk {
 interface BlockPc {
   /** hugetlb-hgm: the block is a MADV_SPLIT shared hugetlbfs mapping resolved by minor faults and UFFDIO_CONTINUE. */
   hgm: boolean;
+  /** hugetlb-devmem-remap: the block's incomplete huge pages are reached through 4K /dev/mem aliases. */
+  devmem: boolean;
   /** Bytes per unit. */
   unit: number;
   /** 4K pages per unit. */
@@ -159,6 +169,9 @@ export interface PostcopyStats {
    */
   pagesDiffering: number;
   differing: PageDiff[];
+  /** The destination VMM's page-table bytes: at the switchover, and the most at any placement after it. */
+  pgtablesAtStart: number;
+  pgtablesPeak: number;
 }
 
 export class Postcopy {
@@ -185,6 +198,7 @@ export class Postcopy {
   private readonly urgentQueue: [number, number][] = [];
   /** The host page being written on the main channel: block, next and end 4K page, the unit being filled. */
   private cur: { bi: number; next: number; end: number; unit: Unit | undefined } | null = null;
+  private readonly curHostPage: NonNullable<Postcopy['cur']> = { bi: 0, next: 0, end: 0, unit: undefined };
   private readonly inflight = new Set<Chunk>();
   private pump: EventHandle | null = null;
   private readonly loadThread: Thread;
@@ -231,11 +245,15 @@ export class Postcopy {
       totalBlocktime: 0,
       pagesDiffering: 0,
       differing: [],
+      pgtablesAtStart: dst.process.mm.pgtablesBytes,
+      pgtablesPeak: dst.process.mm.pgtablesBytes,
     };
     dst.vcpus.forEach((c, i) => this.vcpuIndex.set(c.thread, i));
     const proposal =
       k.hgm.features() & (UFFD_FEATURE_PROPOSED.UFFD_FEATURE_HUGETLB_SUBPAGE_COPY | UFFD_FEATURE_PROPOSED.UFFD_FEATURE_HUGETLB_VMA_SPLIT);
     const hgmOn = k.hgm.enabled['hugetlb-hgm'] === 1;
+    // The /dev/mem remap, where no copy proposal is in use: its aliases map 4K pages only.
+    const devmemOn = k.devmem.enabled === 1 && !proposal;
     const sub = opts.hugetlbRequestSize ?? PAGE_SIZE;
     if ((proposal || hgmOn) && sub !== PAGE_SIZE && sub !== PMD_SIZE)
       throw new Error(`postcopy: hugetlb request size must be 4K or 2M, not ${sub}`);
@@ -243,10 +261,14 @@ export class Postcopy {
       const hs = b.block.pageSize;
       // hugetlb-hgm needs a shared hugetlbfs file (the VMM writes the bytes through a second mapping of it).
       const hgm = hgmOn && hs > PAGE_SIZE && (dst.process.mm.vmaAt(b.dst.host)!.flags & VM.MAYSHARE) !== 0;
-      const unit = hs > PAGE_SIZE && (proposal || hgm) ? Math.min(sub, hs) : hs;
+      const devmem = devmemOn && !hgm && hs > PAGE_SIZE;
+      if (devmem && sub !== PAGE_SIZE)
+        throw new Error(`postcopy: ${DEVMEM_REMAP} maps its aliases by 4K pages: the hugetlb request size must be 4K, not ${sub}`);
+      const unit = hs > PAGE_SIZE && (proposal || hgm || devmem) ? Math.min(sub, hs) : hs;
       const units = b.pages / (unit / PAGE_SIZE);
       this.pc.push({
         hgm,
+        devmem,
         unit,
         n: unit / PAGE_SIZE,
         received: new Uint8Array(units),
@@ -268,7 +290,10 @@ export class Postcopy {
     const hgmFeatures = this.pc.some((x) => x.hgm)
       ? UFFD_FEATURE.UFFD_FEATURE_MINOR_HUGETLBFS | UFFD_FEATURE_PROPOSED.UFFD_FEATURE_MINOR_HUGETLBFS_HGM
       : 0;
-    const features = UFFD_FEATURE.UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE.UFFD_FEATURE_MISSING_SHMEM | proposal | hgmFeatures;
+    // The remap learns which 4K page a vCPU wants from the exact fault address (hugetlb faults report the huge page's).
+    const devmemFeatures = this.pc.some((x) => x.devmem) ? UFFD_FEATURE.UFFD_FEATURE_EXACT_ADDRESS : 0;
+    const features =
+      UFFD_FEATURE.UFFD_FEATURE_MISSING_HUGETLBFS | UFFD_FEATURE.UFFD_FEATURE_MISSING_SHMEM | proposal | hgmFeatures | devmemFeatures;
     const api = uffdioApi(k, dst.process, fd, UFFD_API, features);
     if (api.ret < 0) throw new Error(`postcopy: UFFDIO_API: ${api.ret}`);
     k.uffd.ctxs.get(fd)!.onReadable = (at, t) => this.faulted(at, t);
@@ -361,10 +386,15 @@ export class Postcopy {
         while (r.bytes < BATCH_BYTES && r.pages < BATCH_PAGES) {
           if (!this.cur) {
             if (this.urgentQueue.length) break;
-            const next = this.ram.nextDirtyHostPage();
-            if (!next) break;
-            const [bi, p] = next;
-            this.cur = { bi, next: p, end: p + this.ram.blocks[bi]!.block.pageSize / PAGE_SIZE, unit: undefined };
+            const p = this.ram.nextDirtyHostPage();
+            if (p < 0) break;
+            // One object reused for every host page (a 4K page each on 4K blocks).
+            const c = this.curHostPage;
+            c.bi = this.ram.hostPageBlockIndex;
+            c.next = p;
+            c.end = p + this.ram.blocks[c.bi]!.block.pageSize / PAGE_SIZE;
+            c.unit = undefined;
+            this.cur = c;
           }
           const cur = this.cur;
           while (cur.next < cur.end && r.bytes < BATCH_BYTES && r.pages < BATCH_PAGES) this.takeNext(cur, r, units);
@@ -384,11 +414,14 @@ export class Postcopy {
     const u = Math.floor(q / pc.n);
     if (q % pc.n === 0) {
       // A unit on the destination, or already sent for a request, is not sent again.
-      cur.unit = pc.received[u] || pc.inflight[u] ? undefined : { bi: cur.bi, u, pages: [] };
+      cur.unit =
+        pc.received[u] || pc.inflight[u]
+          ? undefined
+          : { bi: cur.bi, u, pages: pc.n === 1 ? [PAGE_NOT_SENT] : new Array<number>(pc.n).fill(PAGE_NOT_SENT) };
       if (cur.unit) pc.inflight[u] = 1;
     }
     const unit = cur.unit;
-    if (unit) unit.pages.push(this.ram.takePage(cur.bi, q, r));
+    if (unit) unit.pages[q % pc.n] = this.ram.takePageCode(cur.bi, q, r);
     if (unit && (q + 1) % pc.n === 0) units.push(unit);
   }
 
@@ -398,8 +431,8 @@ export class Postcopy {
     const b = this.ram.blocks[bi]!;
     const p0 = u * pc.n;
     const dirty = this.ram.hostPageDirty(bi, p0) || pc.n < b.block.pageSize / PAGE_SIZE;
-    const pages: Unit['pages'] = [];
-    for (let q = p0; q < p0 + pc.n; q++) pages.push(dirty ? this.ram.takePage(bi, q, r) : this.ram.readPage(b, q, r));
+    const pages = new Array<number>(pc.n);
+    for (let q = p0; q < p0 + pc.n; q++) pages[q - p0] = dirty ? this.ram.takePageCode(bi, q, r) : this.ram.readPageCode(b, q, r);
     pc.inflight[u] = 1;
     units.push({ bi, u, pages });
   }
@@ -460,12 +493,12 @@ export class Postcopy {
     this.inflight.delete(chunk);
     const thread = chunk.urgent ? this.preemptThread : this.loadThread;
     const t = { ns: 0 };
-    // When each unit's copy is done (ns after now), by block and unit.
-    const doneAt = new Map<number, number>();
+    // When each unit's copy is done (ns after now), by its place in the chunk (undefined: not placed).
+    const done: number[] = [];
     // The copy runs on the destination's CPUs: QEMU's postcopy/listen thread, or the preempt channel's thread.
     this.k.runAsTask(
       t,
-      () => this.placeChunk(thread, chunk.units, t, doneAt),
+      () => this.placeChunk(thread, chunk.units, t, done),
       this.dst.qemuThread(chunk.urgent ? 'postcopy/preempt' : 'postcopy/listen'),
     );
     const end = now + Math.ceil(t.ns);
@@ -474,6 +507,11 @@ export class Postcopy {
     // A vCPU waiting on a unit wakes when that unit's copy is done (the copy wakes its range).
     const ctx = this.k.uffd.ctxs.get(this.fd)!;
     const woken = new Set<number>();
+    const doneAt = new Map<number, number>();
+    if (ctx.waiters.length)
+      chunk.units.forEach((unit, i) => {
+        if (done[i] !== undefined) doneAt.set(this.key(unit.bi, unit.u), done[i]);
+      });
     for (const w of ctx.waiters) {
       const where = this.unitAt(w.address);
       if (!where) continue;
@@ -499,11 +537,12 @@ export class Postcopy {
    * Place a chunk's units in order with UFFDIO_COPY/ZEROPAGE (DONTWAKE),
    * one ioctl per run of consecutive missing 4K units of one kind (the
    * kernel charges each page as QEMU's one copy per page costs), one per
-   * huge unit. Sets each placed unit's completion (ns into `t`) in doneAt.
+   * huge unit. Sets each placed unit's completion (ns into `t`) in `done`,
+   * at the unit's place in `units`.
    */
-  private placeChunk(thread: Thread, units: Unit[], t: { ns: number }, doneAt: Map<number, number>): void {
+  private placeChunk(thread: Thread, units: Unit[], t: { ns: number }, done: number[]): void {
     const k = this.k;
-    const zeroUnit = (x: Unit): boolean => this.pc[x.bi]!.unit === PAGE_SIZE && x.pages[0]?.zero === true;
+    const zeroUnit = (x: Unit): boolean => this.pc[x.bi]!.unit === PAGE_SIZE && x.pages[0]! >= 0 && (x.pages[0]! & PAGE_SENT_ZERO) !== 0;
     for (let i = 0; i < units.length;) {
       const first = units[i]!;
       const pc = this.pc[first.bi]!;
@@ -530,6 +569,10 @@ export class Postcopy {
       const before = t.ns;
       let r: number;
       if (pc.hgm) r = this.hgmPlace(thread, b, first, start, pc.unit);
+      else if (pc.devmem)
+        r = devmemAliasCopy(k, this.dst.process.mm, thread, start, PAGE_SIZE, (va) =>
+          this.sentByte(b, first.u * pc.n + (va - start) / PAGE_SIZE, run, first.u * pc.n, pc.n),
+        );
       else if (zeroUnit(first) && !b.dst.hasFd)
         r = uffdioFill(k, thread, this.fd, start, run.length * PAGE_SIZE, UFFDIO_MODE.UFFDIO_ZEROPAGE_MODE_DONTWAKE, null).ret;
       else
@@ -542,8 +585,10 @@ export class Postcopy {
         pc.requested[unit.u] = 0;
         this.missing--;
         for (let q = unit.u * pc.n; q < (unit.u + 1) * pc.n; q++) this.check(b, q, this.sentByte(b, q, run, first.u * pc.n, pc.n));
-        doneAt.set(this.key(unit.bi, unit.u), Math.ceil(before + ((x + 1) * (t.ns - before)) / run.length));
+        done[i + x] = Math.ceil(before + ((x + 1) * (t.ns - before)) / run.length);
       });
+      const pt = this.dst.process.mm.pgtablesBytes;
+      if (pt > this.stats.pgtablesPeak) this.stats.pgtablesPeak = pt;
       i = j;
     }
   }
@@ -585,7 +630,7 @@ export class Postcopy {
   /** The byte the source sent for 4K page `p` (of a run of units from page p0), or its content if the unit did not carry it. */
   private sentByte(b: RamMigration['blocks'][number], p: number, run: Unit[], p0: number, n: number): number {
     const pg = run[Math.floor((p - p0) / n)]!.pages[(p - p0) % n];
-    if (pg) return pg.zero ? 0 : pg.byte;
+    if (pg !== undefined && pg !== PAGE_NOT_SENT) return pg & 0xff; // a zero page's byte is 0
     return this.ram.sourceByte(b, p);
   }
 
@@ -803,4 +848,20 @@ export class Postcopy {
   get missingUnits(): number {
     return this.missing;
   }
+}
+
+/**
+ * hugetlb-devmem-remap's precondition, checked when postcopy is advised
+ * (as QEMU's destination checks postcopy_ram_supported_by_host): the
+ * destination must be able to map guest RAM on huge pages through
+ * /dev/mem, which CONFIG_STRICT_DEVMEM forbids. memtwin's error (the
+ * proposal is not QEMU's), or undefined when it does not apply or passes.
+ */
+export function postcopyDevmemRefusal(dst: Vm): string | undefined {
+  const k = dst.k;
+  if (!k.devmem.enabled || !dst.ramList.blocks.some((b) => b.pageSize > PAGE_SIZE)) return undefined;
+  const r = devmemProbe(k);
+  if (r >= 0) return undefined;
+  k.devmem.stats.refused++;
+  return `${DEVMEM_REMAP}: mmap of /dev/mem over guest RAM: ${strerror(r)} (CONFIG_STRICT_DEVMEM=y)`;
 }

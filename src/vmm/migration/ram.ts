@@ -14,7 +14,10 @@
  *   serial, kernel/page.ts) and whether the host backs it. A page whose
  *   token changed since the migration last looked at it was written (every
  *   store bumps the serial), so it is dirty, exactly as KVM would have
- *   logged it; a page the host discarded is dirty too. Callers may also
+ *   logged it; a page the host discarded is dirty too. A frame the host
+ *   zeroed and nothing stored to since (the other pages of a THP that one
+ *   store brought in) holds what the zero page it replaced held and is not
+ *   dirty: KVM logs only the page the guest wrote. Callers may also
  *   log writes explicitly (logWrite: the `onGuestWrite` hook).
  * - Dirty logging at 4K: when logging starts (KVM_MEM_LOG_DIRTY_PAGES on
  *   each memslot), KVM splits huge EPT mappings so it can track 4K pages
@@ -60,14 +63,23 @@
  * EPT mapping `thp_split_pmd` (a proxy: the same page-table work on the
  * host side). Host faults (reads of never-backed pages on the source,
  * first writes on the destination) are charged by the kernel.
+ *
+ * With the KVM dirty ring (`dirtyRing`, dirty_ring.ts) a sync reaps the
+ * rings instead (per entry, not per page of RAM); guest stores reported
+ * through onGuestStore push ring entries and may stall their vCPU at a
+ * ring-full exit. With xbzrle (`xbzrle`, xbzrle.ts) each page read for
+ * sending goes through one call, Xbzrle.send, which may make it an
+ * encoded page; the stores also tell xbzrle which lines of a page changed.
  */
 import type { Kernel } from '../../kernel/kernel.ts';
 import type { Thread } from '../../kernel/sched.ts';
 import { PAGE_SIZE, PMD_SIZE, PUD_SIZE } from '../../kernel/uapi.ts';
-import { followPage } from '../../kernel/memory.ts';
-import { PG } from '../../kernel/page.ts';
+import { followPage, followPmdRange, PMD_RANGE_PAGES, PMD_RANGE_ZERO } from '../../kernel/memory.ts';
+import { PG, SECTION_MASK } from '../../kernel/page.ts';
 import type { RAMBlock } from '../ram_block.ts';
 import type { Vm } from '../vm.ts';
+import type { Xbzrle } from './xbzrle.ts';
+import type { KvmDirtyRing } from './dirty_ring.ts';
 
 /** save_page_header: be64 offset | flags. */
 export const PAGE_HEADER_BYTES = 8;
@@ -123,11 +135,22 @@ export interface BlockState {
   bmap: Uint8Array;
   /** Per page: PAGE_LOGGED, PAGE_SKIPPED, PAGE_BACKED. */
   state: Uint8Array;
+  /** `state` four pages to a word, for checking a run of pages at once (its length is padded to whole words). */
+  state32: Uint32Array;
   /** The content token the migration last saw (sync, send or skip), when it saw the page backed (PAGE_BACKED). */
   seen: Uint32Array;
   /** Where the block's pages sit in guest-physical memory: [first page, pages, GPA of the first], by page. */
   gpaRuns: [number, number, number][];
 }
+
+/**
+ * Whether runs of pages in one state are handled as one unit: a 2M that
+ * nothing (or the huge zero page) maps and whose pages the migration last
+ * saw zero is skipped by the sync and the content check, and a run of zero
+ * pages on both sides is sent without a page-table walk per page. Tests
+ * turn it off to check that the page-by-page path gives the same results.
+ */
+export const ramRuns = { enabled: true };
 
 /** Logged written by logWrite since the last sync. */
 const PAGE_LOGGED = 1;
@@ -159,6 +182,33 @@ function noteSeen(b: BlockState, p: number, key: number): void {
   b.state[p] = (b.state[p]! & PAGE_SKIPPED) | (key ? PAGE_BACKED : 0);
   b.seen[p] = key ? key - 1 : 0;
 }
+
+/** Pages of one page-table lookup from page p: to the next 2M boundary of the block's host range, or the block's end. */
+function chunkPages(b: BlockState, p: number): number {
+  return Math.min(b.pages - p, 512 - ((b.block.host / PAGE_SIZE + p) % 512));
+}
+
+/** chunkPages on both sides: the run stays inside one 2M of the source's and of the destination's host range. */
+function chunkPagesBoth(b: BlockState, p: number): number {
+  return Math.min(chunkPages(b, p), 512 - ((b.dst.host / PAGE_SIZE + p) % 512));
+}
+
+/** Whether any of pages [p, p + n) of the block has one of the state bits `mask`. */
+function anyState(b: BlockState, p: number, n: number, mask: number): boolean {
+  const st = b.state;
+  const end = p + n;
+  let i = p;
+  for (; i < end && i & 3; i++) if (st[i]! & mask) return true;
+  const m4 = mask * 0x01010101;
+  for (const w = b.state32; i + 4 <= end; i += 4) if (w[i >>> 2]! & m4) return true;
+  for (; i < end; i++) if (st[i]! & mask) return true;
+  return false;
+}
+
+/** readPageCode's answer: the page was not sent (a free page hint skipped it, or it was clean). */
+export const PAGE_NOT_SENT = -1;
+/** readPageCode's answer: the page went as a zero page (ORed with its first byte otherwise). */
+export const PAGE_SENT_ZERO = 0x100;
 
 /** What one sending step did. */
 export interface SendResult {
@@ -205,6 +255,18 @@ export class RamMigration {
   dirtyLogging = false;
   /** Huge (2M) EPT mappings split when logging started. */
   hugeSplits = 0;
+  /** XBZRLE's cache and counters, with the `xbzrle` capability (not in postcopy). */
+  xbzrle: Xbzrle | null = null;
+  /** The KVM dirty ring, when the VM has one (`-accel kvm,dirty-ring-size`): syncs reap it. */
+  dirtyRing: KvmDirtyRing | null = null;
+  /** Ring-full exits reap only the exiting vCPU's ring (dirty-limit in service). */
+  dirtyRingOwnOnly = false;
+  /** The guest is stopped for the switchover (QEMU's rs->last_stage): xbzrle no longer updates its cache. */
+  lastStage = false;
+  /** Pages xbzrle sent encoded (counted in neither normal nor duplicate). */
+  xbzrlePages = 0;
+  /** ns of every bitmap sync so far (the dirty log's ioctls, or reaping the dirty rings). */
+  syncNsTotal = 0;
   private cursorBlock = 0;
   private cursorPage = 0;
   private lastSentBlock: BlockState | null = null;
@@ -217,6 +279,19 @@ export class RamMigration {
   private readonly k: Kernel;
   private readonly dk: Kernel;
   private readonly ns: Required<{ [K in keyof RamMigrationCostNames]-?: number }>;
+  /** Scratch for one page-table lookup's frames (followPmdRange), source and destination. */
+  private readonly pfns = new Int32Array(512);
+  private readonly dstPfns = new Int32Array(512);
+  /** Scratch for the content keys of one run (readKeys). */
+  private readonly keys = new Float64Array(512);
+  /** The destination's decode time of the page readPageCode last sent, when it went xbzrle-encoded. */
+  private lastDecodeNs: number | undefined = undefined;
+  /** The block nextDirty found its page in. */
+  private nextBlock!: BlockState;
+  /** The destination's task time while it loads a page (sendPage), and the page: reused, not made per page. */
+  private readonly dstTime = { ns: 0 };
+  private dstHva = 0;
+  private dstByte = 0;
 
   constructor(
     readonly src: Vm,
@@ -252,12 +327,14 @@ export class RamMigration {
       const pages = block.usedLength / PAGE_SIZE;
       const gpaRuns: [number, number, number][] = [];
       for (const s of src.slots) if (s.block === block) gpaRuns.push([s.blockOffset / PAGE_SIZE, s.size / PAGE_SIZE, s.gpa]);
+      const state32 = new Uint32Array(Math.ceil(pages / 4));
       this.blocks.push({
         block,
         dst: dstBlock,
         pages,
         bmap: new Uint8Array(pages),
-        state: new Uint8Array(pages),
+        state: new Uint8Array(state32.buffer, 0, pages),
+        state32,
         seen: new Uint32Array(pages),
         gpaRuns,
       });
@@ -303,7 +380,11 @@ export class RamMigration {
     for (const b of this.blocks) {
       b.bmap.fill(1);
       this.dirtyPages += b.pages;
-      for (let p = 0; p < b.pages; p++) noteSeen(b, p, this.key(b, p));
+      for (let p = 0, n = 0; p < b.pages; p += n) {
+        n = chunkPages(b, p);
+        if (this.readKeys(b, p, n)) for (let i = 0; i < n; i++) noteSeen(b, p + i, this.keys[i]!);
+        else if (!ramRuns.enabled || anyState(b, p, n, PAGE_LOGGED | PAGE_BACKED)) for (let i = 0; i < n; i++) noteSeen(b, p + i, 0);
+      }
     }
     return ns + this.sync().ns;
   }
@@ -330,6 +411,43 @@ export class RamMigration {
   }
 
   /**
+   * A guest store of `len` bytes at `hva` of the source VMM by vCPU
+   * `vcpu`, reported by the workload: the dirty ring takes an entry for
+   * the page (the ns its vCPU loses at a ring-full exit is returned) and
+   * xbzrle notes the lines it changed. Dirty pages themselves are found
+   * at the sync either way.
+   */
+  onGuestStore(vcpu: number, hva: number, len: number): number {
+    if (!this.dirtyLogging) return 0;
+    const b = this.blockOfHva(hva);
+    if (!b) return 0;
+    const off = hva - b.block.host;
+    const page = this.ramPage(b, Math.floor(off / PAGE_SIZE));
+    this.xbzrle?.store(page, off % PAGE_SIZE, len);
+    const ring = this.dirtyRing;
+    return ring && vcpu < ring.nrVcpus ? ring.push(vcpu, page, this.dirtyRingOwnOnly) : 0;
+  }
+
+  private lastStoreBlock: BlockState | null = null;
+  private blockOfHva(hva: number): BlockState | undefined {
+    const last = this.lastStoreBlock;
+    if (last && hva >= last.block.host && hva < last.block.host + last.block.usedLength) return last;
+    const b = this.blocks.find((x) => hva >= x.block.host && hva < x.block.host + x.block.usedLength);
+    if (b) this.lastStoreBlock = b;
+    return b;
+  }
+
+  /** The ram_addr_t page index of page p of block b (xbzrle's cache address, the dirty ring's GFN). */
+  ramPage(b: BlockState, p: number): number {
+    return b.block.offset / PAGE_SIZE + p;
+  }
+
+  /** Pages of ram_addr_t space the blocks span (sizes per-page arrays by ramPage). */
+  get ramPages(): number {
+    return this.blocks.reduce((m, b) => Math.max(m, this.ramPage(b, b.pages)), 0);
+  }
+
+  /**
    * migration_bitmap_sync_precopy: the precopy notifiers (the balloon's
    * free page hinting stops before the sync and starts again after it),
    * around migration_bitmap_sync, which harvests the dirty log into the
@@ -349,26 +467,41 @@ export class RamMigration {
     let pages = 0;
     /** Pages KVM's log had dirty, each re-protected (already dirty in the bitmap or not). */
     let logged = 0;
+    const keys = this.keys;
     for (const b of this.blocks) {
       pages += b.pages;
-      for (let p = 0; p < b.pages; p++) {
-        const key = this.key(b, p);
-        if (unchangedSinceSeen(b, p, key)) continue;
-        logged++;
-        noteSeen(b, p, key);
-        if (this.opts.hints) {
-          const gpa = gpaOfPage(b, p);
-          if (gpa >= 0) this.opts.hints.markDirty(gpa, PAGE_SIZE);
+      for (let p0 = 0, n = 0; p0 < b.pages; p0 += n) {
+        n = chunkPages(b, p0);
+        if (!this.readKeys(b, p0, n)) {
+          // Nothing maps this 2M: every key is 0, so only pages logged or last seen backed changed.
+          if (ramRuns.enabled && !anyState(b, p0, n, PAGE_LOGGED | PAGE_BACKED)) continue;
+          keys.fill(0, 0, n);
         }
-        if (b.bmap[p]) continue;
-        b.bmap[p] = 1;
-        this.dirtyPages++;
-        newDirty++;
+        for (let i = 0; i < n; i++) {
+          const p = p0 + i;
+          const key = keys[i]!;
+          if (unchangedSinceSeen(b, p, key)) continue;
+          logged++;
+          noteSeen(b, p, key);
+          if (this.opts.hints) {
+            const gpa = gpaOfPage(b, p);
+            if (gpa >= 0) this.opts.hints.markDirty(gpa, PAGE_SIZE);
+          }
+          if (b.bmap[p]) continue;
+          b.bmap[p] = 1;
+          this.dirtyPages++;
+          newDirty++;
+        }
       }
     }
     this.dirtySyncCount++;
     this.dirtyPagesPeriod += newDirty;
-    const ns = this.src.slots.length * this.ns.dirtyLogIoctl + pages * this.ns.dirtySyncPerPage + logged * this.ns.dirtyClearPerPage;
+    // KVM_GET_DIRTY_LOG per memslot and KVM_CLEAR_DIRTY_LOG per page found dirty, or with the dirty ring every
+    // ring reaped (kvm_dirty_ring_flush): the cost follows what was dirtied, not the guest's size.
+    const ns = this.dirtyRing
+      ? this.dirtyRing.flush(logged)
+      : this.src.slots.length * this.ns.dirtyLogIoctl + pages * this.ns.dirtySyncPerPage + logged * this.ns.dirtyClearPerPage;
+    this.syncNsTotal += ns;
     return { ns, newDirty };
   }
 
@@ -389,7 +522,12 @@ export class RamMigration {
     const r: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0, hostPages: 0, midHostPage: false };
     const wireNs = (): number => (r.bytes * 1e9) / rateBps;
     while (this.dirtyPages > 0 && r.bytes < maxBytes && Math.max(r.srcNs, r.dstNs, wireNs()) < maxNs) {
-      const [b, p] = this.nextDirty();
+      const p = this.nextDirty();
+      const b = this.nextBlock;
+      if (this.zeroOnBothSides(b, p)) {
+        this.sendZeroRun(b, p, r, maxBytes, maxNs, rateBps);
+        continue;
+      }
       const first = p - (p % (b.block.pageSize / PAGE_SIZE));
       if (b !== this.hostPageBlock || first !== this.hostPageFirst) {
         r.hostPages!++;
@@ -410,6 +548,66 @@ export class RamMigration {
     return r;
   }
 
+  /**
+   * Whether page p, and the rest of its 2M, is the huge zero page on both
+   * sides with no free page hints to consult and zero-page detection on:
+   * each such page goes as a zero page without a fault on either side, so
+   * sendZeroRun can take the run without a page-table walk per page.
+   */
+  private zeroOnBothSides(b: BlockState, p: number): boolean {
+    if (!ramRuns.enabled || this.opts.hints || !this.opts.zeroPageDetection || this.xbzrle) return false;
+    // n = 0: what maps each side's 2M, without reading its pages.
+    return (
+      followPmdRange(this.src.process.mm, b.block.host + p * PAGE_SIZE, 0, this.pfns) === PMD_RANGE_ZERO &&
+      followPmdRange(this.dst.process.mm, b.dst.host + p * PAGE_SIZE, 0, this.dstPfns) === PMD_RANGE_ZERO
+    );
+  }
+
+  /**
+   * The dirty pages from p to the end of its 2M run (zeroOnBothSides), sent
+   * as the per-page path (readPageCode, then loadZeroPage) sends them: a
+   * zero-page marker each, the zero check on both sides, no fault; the
+   * step's limits are checked before each page, as in send().
+   */
+  private sendZeroRun(b: BlockState, p: number, r: SendResult, maxBytes: number, maxNs: number, rateBps: number): void {
+    const end = p + chunkPagesBoth(b, p);
+    const perHostPage = b.block.pageSize / PAGE_SIZE;
+    const zeroCheck = this.ns.zeroCheck;
+    const { bmap, state, seen } = b;
+    let bytes = r.bytes;
+    let srcNs = r.srcNs;
+    let dstNs = r.dstNs;
+    let hostPages = r.hostPages!;
+    let dirty = this.dirtyPages;
+    let q = p;
+    for (; q < end && bmap[q]; q++) {
+      if (q > p && !(dirty > 0 && bytes < maxBytes && Math.max(srcNs, dstNs, (bytes * 1e9) / rateBps) < maxNs)) break;
+      const first = q - (q % perHostPage);
+      if (b !== this.hostPageBlock || first !== this.hostPageFirst) {
+        hostPages++;
+        this.hostPageBlock = b;
+        this.hostPageFirst = first;
+      }
+      bmap[q] = 0;
+      dirty--;
+      bytes += PAGE_HEADER_BYTES + (this.lastSentBlock === b ? 0 : 1 + b.block.idstr.length) + 1;
+      this.lastSentBlock = b;
+      srcNs += zeroCheck;
+      dstNs += zeroCheck;
+      state[q] = 0; // seen zero and not skipped (noteSeen with key 0, then the skip cleared)
+      seen[q] = 0;
+    }
+    const sent = q - p;
+    this.duplicate += sent;
+    r.pages += sent;
+    r.bytes = bytes;
+    r.srcNs = srcNs;
+    r.dstNs = dstNs;
+    r.hostPages = hostPages;
+    this.dirtyPages = dirty;
+    this.cursorPage = q;
+  }
+
   /** The stream's end-of-section marker (RAM_SAVE_FLAG_EOS) after each ram_save_iterate / ram_save_complete. */
   sendEos(): number {
     this.bytes += STREAM_MARKER_BYTES;
@@ -425,44 +623,59 @@ export class RamMigration {
     return n;
   }
 
-  private nextDirty(): [BlockState, number] {
+  /** The next dirty page from the cursor (there is one: dirtyPages > 0); its block in `nextBlock`. */
+  private nextDirty(): number {
     for (;;) {
       const b = this.blocks[this.cursorBlock]!;
       const i = b.bmap.indexOf(1, this.cursorPage);
       if (i >= 0) {
         this.cursorPage = i + 1;
-        return [b, i];
+        this.nextBlock = b;
+        return i;
       }
       this.cursorBlock = (this.cursorBlock + 1) % this.blocks.length;
       this.cursorPage = 0;
+      // find_dirty_block: past the last block the round is complete, and xbzrle starts.
+      if (this.cursorBlock === 0 && this.xbzrle) this.xbzrle.started = true;
     }
   }
 
   private sendPage(b: BlockState, p: number, r: SendResult): void {
-    const page = this.readPage(b, p, r);
-    if (!page) return;
-    const dhva = b.dst.host + p * PAGE_SIZE;
-    const dt = { ns: 0 };
-    if (page.zero) {
-      // ram_handle_zero: clear the destination page only if it is not zero already.
-      this.dk.runAsTask(dt, () => {
-        if (this.pageByte(dhva, true) !== 0) this.dk.access(this.dstThread, dhva, 1, 1, true, 0);
-      });
+    const page = this.readPageCode(b, p, r);
+    if (page === PAGE_NOT_SENT) return;
+    this.dstHva = b.dst.host + p * PAGE_SIZE;
+    const dt = this.dstTime;
+    dt.ns = 0;
+    if (page & PAGE_SENT_ZERO) {
+      this.dk.runAsTask(dt, this.loadZeroPage);
       dt.ns += this.ns.zeroCheck;
     } else {
-      this.dk.runAsTask(dt, () => this.dk.access(this.dstThread, dhva, 1, 1, true, page.byte));
-      dt.ns += this.ns.pageCopy;
+      this.dstByte = page & 0xff;
+      this.dk.runAsTask(dt, this.loadNormalPage);
+      dt.ns += this.lastDecodeNs ?? this.ns.pageCopy;
     }
     r.dstNs += dt.ns;
   }
+
+  /** ram_handle_zero: clear the destination page only if it is not zero already. */
+  private readonly loadZeroPage = (): void => {
+    if (this.pageByte(this.dstHva, true) !== 0) this.dk.access(this.dstThread, this.dstHva, 1, 1, true, 0);
+  };
+
+  /** A normal page's contents written into the destination's RAM. */
+  private readonly loadNormalPage = (): void => {
+    this.dk.access(this.dstThread, this.dstHva, 1, 1, true, this.dstByte);
+  };
 
   /**
    * The source side of sending one dirty 4K page (its bit already cleared):
    * skipped by a free page hint (undefined), or read (faulting in the zero
    * page if the host never backed it) and put in the stream as a zero-page
    * marker or with its contents; counts, bytes and source time go into `r`.
+   * Returns PAGE_NOT_SENT, or the page's first byte, with PAGE_SENT_ZERO
+   * when it went as a zero page.
    */
-  readPage(b: BlockState, p: number, r: SendResult): { zero: boolean; byte: number } | undefined {
+  readPageCode(b: BlockState, p: number, r: SendResult): number {
     const hints = this.opts.hints;
     const gpa = hints ? gpaOfPage(b, p) : -1;
     if (hints && gpa >= 0 && hints.isSkippable(gpa)) {
@@ -470,7 +683,7 @@ export class RamMigration {
       if (unchangedSinceSeen(b, p, key)) {
         b.state[p]! |= PAGE_SKIPPED;
         this.skippedByHints++;
-        return undefined;
+        return PAGE_NOT_SENT;
       }
       hints.markDirty(gpa, PAGE_SIZE); // written after the hint: the hint is stale
     }
@@ -489,19 +702,27 @@ export class RamMigration {
     const zero = pfn < 0 || ((this.k.mem.flags(pfn) & PG.nonzero) === 0 && (this.k.mem.token(pfn) & 0xff) === 0);
     const sentZero = zero && this.opts.zeroPageDetection;
     const at = this.k.clock.now() + r.srcNs;
+    const xb = this.xbzrle?.send(this.ramPage(b, p), sentZero, this.dirtySyncCount, this.lastStage);
+    let decodeNs: number | undefined;
+    if (xb) r.srcNs += xb.srcNs;
     if (sentZero) {
       r.bytes += header + 1;
       r.srcNs += this.readNs(pfn, this.ns.zeroCheck, at);
       this.duplicate++;
+    } else if (xb?.kind === 'xbzrle') {
+      r.bytes += header + xb.bytes;
+      decodeNs = xb.dstNs;
+      this.xbzrlePages++;
     } else {
       r.bytes += header + PAGE_SIZE;
       r.srcNs += this.readNs(pfn, this.ns.pageCopy, at);
       this.normal++;
     }
     r.pages++;
-    noteSeen(b, p, this.key(b, p));
+    noteSeen(b, p, this.keyOfFrame(pfn)); // pfn: what maps the page now (after the read fault)
     b.state[p]! &= ~PAGE_SKIPPED;
-    return { zero: sentZero, byte: pfn < 0 ? 0 : this.k.mem.token(pfn) & 0xff };
+    this.lastDecodeNs = decodeNs;
+    return (sentZero ? PAGE_SENT_ZERO : 0) | (pfn < 0 ? 0 : this.k.mem.token(pfn) & 0xff);
   }
 
   /**
@@ -570,28 +791,33 @@ export class RamMigration {
 
   /**
    * The next host page with dirty 4K pages from the background cursor
-   * (ram_find_and_save_block's scan, host-page aligned): [block index,
-   * first 4K page], or undefined when none is left.
+   * (ram_find_and_save_block's scan, host-page aligned): its first 4K page,
+   * its block's index in `hostPageBlockIndex`; -1 when none is left.
    */
-  nextDirtyHostPage(): [number, number] | undefined {
-    if (this.dirtyPages === 0) return undefined;
-    const [b, p] = this.nextDirty();
+  nextDirtyHostPage(): number {
+    if (this.dirtyPages === 0) return -1;
+    const p = this.nextDirty();
+    const b = this.nextBlock;
     const n = b.block.pageSize / PAGE_SIZE;
     this.cursorPage = p - (p % n) + n;
-    return [this.blocks.indexOf(b), p - (p % n)];
+    this.hostPageBlockIndex = this.blocks.indexOf(b);
+    return p - (p % n);
   }
+
+  /** The block index of the host page nextDirtyHostPage found. */
+  hostPageBlockIndex = 0;
 
   /**
    * Send 4K page `p` of block `bi` if it is dirty (clearing its bit): its
-   * content as readPage gives it, or undefined if it was clean or skipped.
-   * Bytes and source time go into `r`; the caller adds `r.bytes` to `bytes`.
+   * readPageCode answer, PAGE_NOT_SENT if it was clean or skipped. Bytes
+   * and source time go into `r`; the caller adds `r.bytes` to `bytes`.
    */
-  takePage(bi: number, p: number, r: SendResult): { zero: boolean; byte: number } | undefined {
+  takePageCode(bi: number, p: number, r: SendResult): number {
     const b = this.blocks[bi]!;
-    if (!b.bmap[p]) return undefined;
+    if (!b.bmap[p]) return PAGE_NOT_SENT;
     b.bmap[p] = 0;
     this.dirtyPages--;
-    return this.readPage(b, p, r);
+    return this.readPageCode(b, p, r);
   }
 
   /** First byte of the destination page at hva (0 if zero or never backed); `fault` reads it in as QEMU's read does. */
@@ -615,10 +841,50 @@ export class RamMigration {
     return pfn < 0 ? 0 : this.k.mem.token(pfn) & 0xff;
   }
 
-  /** The content key of a source page: 0 if zero-mapped or never backed, else its token + 1. */
+  /** The content key of a source page (keyOfFrame). */
   private key(b: BlockState, p: number): number {
-    const pfn = followPage(this.src.process.mm, b.block.host + p * PAGE_SIZE);
-    return pfn < 0 ? 0 : this.k.mem.token(pfn) + 1;
+    return this.keyOfFrame(followPage(this.src.process.mm, b.block.host + p * PAGE_SIZE));
+  }
+
+  /**
+   * The content key of what maps a source page: 0 if nothing, the zero
+   * page, or a frame nothing was stored to since the kernel zeroed it
+   * (token 0, no non-zero byte: the frames of a THP that a store to one
+   * of its pages brought in hold what the zero page held, and KVM logs
+   * only the page the guest wrote); else its token + 1.
+   */
+  private keyOfFrame(pfn: number): number {
+    if (pfn < 0) return 0;
+    const token = this.k.mem.token(pfn);
+    return token === 0 && (this.k.mem.flags(pfn) & PG.nonzero) === 0 ? 0 : token + 1;
+  }
+
+  /**
+   * The content keys of pages [p, p + n) of block b (one chunkPages run)
+   * into `keys`, with one page-table lookup; false, leaving `keys` as it
+   * was, when nothing or the huge zero page maps the run (every key is 0).
+   */
+  private readKeys(b: BlockState, p: number, n: number): boolean {
+    const pfns = this.pfns;
+    if (followPmdRange(this.src.process.mm, b.block.host + p * PAGE_SIZE, n, pfns) !== PMD_RANGE_PAGES) return false;
+    const mem = this.k.mem;
+    const keys = this.keys;
+    for (let i = 0; i < n;) {
+      const pfn = pfns[i]!;
+      if (pfn < 0) {
+        keys[i++] = 0;
+        continue;
+      }
+      // keyOfFrame for the frames that follow pfn in its section (a THP's), reading the section's arrays directly.
+      const { token, flags } = mem.sec(pfn);
+      const base = (pfn & SECTION_MASK) - i;
+      do {
+        const t = token[base + i]!;
+        keys[i] = t === 0 && (flags[base + i]! & PG.nonzero) === 0 ? 0 : t + 1;
+        i++;
+      } while (i < n && pfns[i] === pfns[i - 1]! + 1 && ((base + i) & ~SECTION_MASK) === 0);
+    }
+    return true;
   }
 
   // --- the content check -----------------------------------------------------------
@@ -630,12 +896,23 @@ export class RamMigration {
    */
   verify(limit = 10): { block: string; offset: number; src: number; dst: number }[] {
     const out: { block: string; offset: number; src: number; dst: number }[] = [];
+    const { pfns, dstPfns } = this;
+    const byte = (k: Kernel, pfn: number): number => (pfn < 0 ? 0 : k.mem.token(pfn) & 0xff);
     for (const b of this.blocks)
-      for (let p = 0; p < b.pages && out.length < limit; p++) {
-        if (pageSkipped(b, p)) continue;
-        const sv = this.sourceByte(b, p);
-        const dv = this.destByte(b, p);
-        if (sv !== dv) out.push({ block: b.block.idstr, offset: p * PAGE_SIZE, src: sv, dst: dv });
+      for (let p0 = 0, n = 0; p0 < b.pages && out.length < limit; p0 += n) {
+        n = chunkPagesBoth(b, p0);
+        const srcPages = followPmdRange(this.src.process.mm, b.block.host + p0 * PAGE_SIZE, n, pfns) === PMD_RANGE_PAGES;
+        const dstPages = followPmdRange(this.dst.process.mm, b.dst.host + p0 * PAGE_SIZE, n, dstPfns) === PMD_RANGE_PAGES;
+        if (!srcPages && !dstPages && ramRuns.enabled) continue; // zero on both sides
+        if (!srcPages) pfns.fill(-2, 0, n);
+        if (!dstPages) dstPfns.fill(-2, 0, n);
+        for (let i = 0; i < n && out.length < limit; i++) {
+          const p = p0 + i;
+          if (pageSkipped(b, p)) continue;
+          const sv = byte(this.k, pfns[i]!);
+          const dv = byte(this.dk, dstPfns[i]!);
+          if (sv !== dv) out.push({ block: b.block.idstr, offset: p * PAGE_SIZE, src: sv, dst: dv });
+        }
       }
     return out;
   }
