@@ -270,3 +270,37 @@ describe('guest buddy allocator: memory that follows use', () => {
     );
   });
 });
+
+describe('memory hotplug (addMemory: add_memory + auto-online)', () => {
+  it('gives a DIMM range to its node, including a node that had no memory, and every page of it can be allocated once', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 16 }), fc.integer({ min: 0, max: 2 }), fc.integer({ min: 0, max: 3 }), (mib, node, gapMib) => {
+        // One node of 16 MiB at boot; the DIMM above it (2 MiB aligned, as device memory is).
+        const g = new GuestPageAlloc([{ gpa: 0, size: 16 << 20, node: 0 }], { cpuNode: [0, 1] });
+        const free0 = g.freePageCount;
+        const gpa = (16 + 2 * gapMib) << 20;
+        g.addMemory({ gpa, size: mib << 20, node });
+        const pages = (mib << 20) / 4096;
+        expect(g.freePageCount).toBe(free0 + pages);
+        expect(g.nodeOf(gpa / 4096)).toBe(node);
+        expect(g.zones[node]!.presentPages).toBe(node === 0 ? free0 + pages : pages);
+        // __GFP_THISNODE allocations on the DIMM's node take exactly its pages (plus node 0's boot RAM when it is node 0).
+        const got = new Set<number>();
+        for (;;) {
+          const pfn = g.allocPages({ order: 0, use: PageUse.Anon, nid: node, thisNode: true, noRetry: true });
+          if (pfn < 0) break;
+          expect(got.has(pfn)).toBe(false);
+          got.add(pfn);
+        }
+        expect(got.size).toBe(node === 0 ? free0 + pages : pages);
+      }),
+      { numRuns: 25 },
+    );
+  });
+
+  it('refuses a range that is not above guest RAM or not page aligned', () => {
+    const g = new GuestPageAlloc([{ gpa: 0, size: 16 << 20, node: 0 }]);
+    expect(() => g.addMemory({ gpa: 8 << 20, size: 2 << 20, node: 0 })).toThrow(/not above guest RAM/);
+    expect(() => g.addMemory({ gpa: (16 << 20) + 1, size: 2 << 20, node: 0 })).toThrow(/not page aligned/);
+  });
+});

@@ -153,9 +153,10 @@ export interface GuestMeminfo {
 }
 
 export class GuestPageAlloc {
-  readonly maxPfn: number;
+  /** One past the last RAM pfn (grows when memory is hotplugged: addMemory). */
+  maxPfn: number;
   readonly zones: GuestZone[];
-  readonly ranges: readonly GuestRamRange[];
+  ranges: readonly GuestRamRange[];
   /** Per-frame state, by section; made on first write (see the header). */
   private readonly sections: (Section | undefined)[];
   /** Each range's first and end pfn and node, for nodeOf. */
@@ -163,8 +164,9 @@ export class GuestPageAlloc {
   private readonly rangeEnd: number[];
   private readonly rangeNode: number[];
   private readonly nrUse = new Float64Array(NR_USES);
-  private readonly zonelists: number[][];
+  private zonelists: number[][];
   private readonly cpuNode: readonly number[];
+  private readonly distance: readonly (readonly number[])[] | undefined;
   /** Pages taken out of totalram_pages (adjust_managed_page_count). */
   private managedAdjust = 0;
   readonly shrinkers: GuestShrinker[] = [];
@@ -195,8 +197,38 @@ export class GuestPageAlloc {
     this.zones = Array.from({ length: nNodes }, (_, nid) => new GuestZone(nid));
     this.sections = new Array(Math.ceil(this.maxPfn / SECTION_PAGES));
     this.cpuNode = opts.cpuNode ?? [0];
+    this.distance = opts.distance;
     this.zonelists = this.zones.map((_, nid) => buildZonelist(nid, nNodes, opts.distance));
     for (const r of this.ranges) this.freeBootRange(r);
+  }
+
+  /**
+   * Memory hotplug as the guest's ACPI memory hotplug driver does it with
+   * auto-online (memhp_default_state=online, as distributions configure
+   * it): add_memory(nid, start, size) makes the range's sections present,
+   * online_pages gives its pages to the node's zone, freed to the buddy
+   * allocator in maximal aligned blocks (generic_online_page). A node that
+   * had no memory gets a zone, and every node's zonelist is rebuilt
+   * (build_all_zonelists). Memory blocks, ZONE_MOVABLE (online_movable)
+   * and offlining are not modelled. The range must lie above all RAM (the
+   * device memory region does).
+   */
+  addMemory(r: GuestRamRange): void {
+    if (r.gpa % PAGE_SIZE || r.size % PAGE_SIZE || r.size <= 0)
+      throw new Error(`guest RAM range 0x${r.gpa.toString(16)}+0x${r.size.toString(16)} is not page aligned`);
+    if (r.node < 0 || r.node > 254) throw new Error(`guest node ${r.node} out of range`);
+    if (r.gpa / PAGE_SIZE < this.maxPfn) throw new Error(`hotplugged range 0x${r.gpa.toString(16)} is not above guest RAM`);
+    this.ranges = [...this.ranges, r];
+    this.maxPfn = (r.gpa + r.size) / PAGE_SIZE;
+    this.sections.length = Math.ceil(this.maxPfn / SECTION_PAGES);
+    this.rangeStart.push(r.gpa / PAGE_SIZE);
+    this.rangeEnd.push(this.maxPfn);
+    this.rangeNode.push(r.node);
+    if (r.node >= this.zones.length) {
+      for (let nid = this.zones.length; nid <= r.node; nid++) this.zones.push(new GuestZone(nid));
+      this.zonelists = this.zones.map((_, nid) => buildZonelist(nid, this.zones.length, this.distance));
+    }
+    this.freeBootRange(r);
   }
 
   /** memblock_free_all: hand a RAM range to the buddy allocator in maximal aligned blocks. */

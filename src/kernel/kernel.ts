@@ -83,6 +83,8 @@ export class Kernel {
   readonly uffd: Userfaultfd;
   /** The postcopy-on-hugetlbfs proposals (features, off by default). */
   readonly hgm = new HugetlbHgm();
+  /** The process_mbind proposal (feature, off by default: mempolicy.ts sysProcessMbind). */
+  readonly processMbind = { enabled: 0 };
   /** The /dev/mem remap proposal for postcopy on hugetlb (feature, off by default) and CONFIG_STRICT_DEVMEM. */
   readonly devmem = new DevmemRemap();
   /** cpu -> node, as an array for the fault path. */

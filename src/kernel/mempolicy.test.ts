@@ -7,7 +7,8 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { smallKernel, RW, ANON } from '../testing/fixtures.ts';
 import { MADV, MPOL, PAGE_SIZE, PMD_SIZE, MAP } from './uapi.ts';
-import { setCpusetMems, sysGetMempolicy, sysMbind, sysMigratePages, sysSetMempolicy } from './mempolicy.ts';
+import { setCpusetMems, sysGetMempolicy, sysMbind, sysMigratePages, sysProcessMbind, sysSetMempolicy } from './mempolicy.ts';
+import { sysSetresuid } from './cred.ts';
 import { sysMovePages } from './migrate.ts';
 import { followPage } from './memory.ts';
 import { verifyKernel } from './debug_vm.ts';
@@ -194,5 +195,69 @@ describe('migrate_pages and the caller cpuset', () => {
     // Nothing of the new set is allowed to the caller: EINVAL.
     expect(sysMigratePages(k, tool, target, [2], [1])).toBe(-22);
     expect(verifyKernel(k)).toEqual([]);
+  });
+});
+
+describe('process_mbind (proposal, feature process_mbind)', () => {
+  /** A VMM-like process with 8 MiB bound to node 0 (as QEMU's host-nodes=0,policy=bind), half of it touched, and a root tool. */
+  function setup(): { k: Kernel; vmm: Process; tool: Process; a: number } {
+    const k = smallKernel({ nodes: 2, mib: 64 });
+    const vmm = k.createProcess('vmm');
+    const tool = k.createProcess('numatool');
+    const a = k.mmap(vmm, 0, 8 << 20, RW, ANON);
+    k.madvise(vmm, a, 8 << 20, MADV.MADV_NOHUGEPAGE);
+    expect(sysMbind(k, vmm.mainThread, a, 8 << 20, MPOL.MPOL_BIND, [0], 0)).toBe(0);
+    k.access(vmm.mainThread, a, 4 << 20, PAGE_SIZE, true, 1);
+    return { k, vmm, tool, a };
+  }
+  const half = (4 << 20) / PAGE_SIZE;
+
+  it('is off by default: ENOSYS, and nothing changes', () => {
+    const { k, vmm, tool, a } = setup();
+    expect(sysProcessMbind(k, tool, vmm, [{ start: a, len: 8 << 20 }], MPOL.MPOL_BIND, [1], MPOL.MPOL_MF_MOVE)).toBe(-38);
+    expect(new Set(nodesOf(k, vmm, a, half))).toEqual(new Set([0]));
+    expect(sysGetMempolicy(k, vmm.mainThread, MPOL.MPOL_F_ADDR, a, () => 0)).toEqual({ mode: MPOL.MPOL_BIND, nodes: [0] });
+  });
+
+  it('migrate_pages from a tool moves the pages but not the policy: later faults land on the old node', () => {
+    const { k, vmm, tool, a } = setup();
+    expect(sysMigratePages(k, tool, vmm, [0], [1])).toBe(0);
+    expect(new Set(nodesOf(k, vmm, a, half))).toEqual(new Set([1]));
+    k.access(vmm.mainThread, a + (4 << 20), 4 << 20, PAGE_SIZE, true, 2);
+    expect(new Set(nodesOf(k, vmm, a + (4 << 20), half))).toEqual(new Set([0]));
+  });
+
+  it("with the feature on, the tool changes the target's policy for its ranges: pages move and later faults follow", () => {
+    const { k, vmm, tool, a } = setup();
+    k.sysfs.write('/sys/kernel/memtwin/features/process_mbind', '1');
+    const ranges = [
+      { start: a, len: 2 << 20 },
+      { start: a + (2 << 20), len: 6 << 20 },
+    ];
+    expect(sysProcessMbind(k, tool, vmm, ranges, MPOL.MPOL_BIND, [1], MPOL.MPOL_MF_MOVE)).toBe(0);
+    expect(new Set(nodesOf(k, vmm, a, half))).toEqual(new Set([1]));
+    expect(sysGetMempolicy(k, vmm.mainThread, MPOL.MPOL_F_ADDR, a + (6 << 20), () => 0)).toEqual({ mode: MPOL.MPOL_BIND, nodes: [1] });
+    k.access(vmm.mainThread, a + (4 << 20), 4 << 20, PAGE_SIZE, true, 2);
+    expect(new Set(nodesOf(k, vmm, a + (4 << 20), half))).toEqual(new Set([1]));
+    // The tool's own policy is untouched.
+    expect(sysGetMempolicy(k, tool.mainThread, 0, 0, () => 0)).toEqual({ mode: MPOL.MPOL_DEFAULT, nodes: [] });
+  });
+
+  it('checks the target (ESRCH), ptrace access and CAP_SYS_NICE (EPERM), and stops at the first failing range', () => {
+    const { k, vmm, tool, a } = setup();
+    k.sysfs.write('/sys/kernel/memtwin/features/process_mbind', '1');
+    const r = [{ start: a, len: 8 << 20 }];
+    expect(sysProcessMbind(k, tool, undefined, r, MPOL.MPOL_BIND, [1], 0)).toBe(-3);
+    const user = k.createProcess('user');
+    expect(sysSetresuid(k, user, 1000)).toBe(0);
+    expect(sysProcessMbind(k, user, vmm, r, MPOL.MPOL_BIND, [1], 0)).toBe(-1);
+    // An unmapped second range: EFAULT after the first range was bound.
+    const bad = [
+      { start: a, len: 2 << 20 },
+      { start: a + (64 << 20), len: 2 << 20 },
+    ];
+    expect(sysProcessMbind(k, tool, vmm, bad, MPOL.MPOL_BIND, [1], 0)).toBe(-14);
+    expect(sysGetMempolicy(k, vmm.mainThread, MPOL.MPOL_F_ADDR, a, () => 0)).toEqual({ mode: MPOL.MPOL_BIND, nodes: [1] });
+    expect(sysGetMempolicy(k, vmm.mainThread, MPOL.MPOL_F_ADDR, a + (4 << 20), () => 0)).toEqual({ mode: MPOL.MPOL_BIND, nodes: [0] });
   });
 });

@@ -442,6 +442,47 @@ export function sysMbind(
 }
 
 /**
+ * process_mbind(2): mbind on another process's address space, a proposal
+ * never merged ("[RFC PATCH] mm/mbind: Introduce process_mbind() syscall
+ * for external memory binding", Vinicius Petrucci, linux-mm, 2023-11-22,
+ * <ZV5zGROLefrsEcHJ@r13-u19.micron.com>; after Zhongkun He's
+ * pidfd_set_mempolicy() RFC of 2022-10). Behind the switchable feature
+ * /sys/kernel/memtwin/features/process_mbind, off by default: ENOSYS then,
+ * as an unimplemented syscall. Linux itself lets a tool outside a process
+ * only move its pages (migrate_pages(2), move_pages(2)); the policy of
+ * each range stays the process's own, so its later faults go where that
+ * policy says.
+ *
+ * As the RFC: the target by pidfd (ESRCH once it exited), mm_access with
+ * PTRACE_MODE_READ_FSCREDS and CAP_SYS_NICE (else EPERM), then do_mbind on
+ * the target's mm for each range of the iovec, stopping at the first
+ * error. The RFC's do_mbind still read the caller's cpuset and task policy
+ * (Zhongkun He's review); here the nodes are resolved against the
+ * target's cpuset and MPOL_DEFAULT's migration target is the target's
+ * task policy, as a working version must. Its costs are mbind's: the VMA
+ * splits, and for MPOL_MF_MOVE the page migrations, charged to the caller.
+ */
+export function sysProcessMbind(
+  k: Kernel,
+  caller: Process,
+  target: Process | undefined,
+  ranges: readonly { start: number; len: number }[],
+  mode: number,
+  nodes: readonly number[],
+  flags: number,
+): SysRet {
+  if (!k.processMbind.enabled) return neg('ENOSYS');
+  if (!target || target.exited) return neg('ESRCH');
+  if (!ptraceMayAccess(caller, target, 'READ_FSCREDS')) return neg('EPERM');
+  if (!capable(caller, 'CAP_SYS_NICE')) return neg('EPERM');
+  for (const r of ranges) {
+    const ret = sysMbind(k, target.mainThread, r.start, r.len, mode, nodes, flags);
+    if (ret < 0) return ret;
+  }
+  return 0;
+}
+
+/**
  * migrate_pages(2): kernel_migrate_pages' checks, then do_migrate_pages'
  * order for overlapping node sets: repeatedly pick a source node whose
  * destination (node_remap) is not itself still to be vacated, so no page

@@ -6,8 +6,8 @@
  *
  * ms_tbind(thread, group) and ms_mbind(addr, len, group) put threads and
  * address ranges into a group that the kernel keeps on one node: the group
- * gets a home node when it is first used (the node with the most free
- * memory), its threads run on the home node's CPUs, and its ranges prefer
+ * gets a home node when it is first used (where it fits, the node with the
+ * fewest groups per CPU, then the most free memory: homeNode), its threads run on the home node's CPUs, and its ranges prefer
  * the home node (they spill to the nearest other node when it is full, so a
  * group larger than a node still runs). ms_move(group, node) moves the group
  * as a whole: threads to the new node's CPUs, memory migrated.
@@ -31,22 +31,46 @@ export class Memsched {
   constructor(private readonly k: Kernel) {}
 
   /**
-   * The group, created on first use. Its home is the node with the most
-   * memory left once what other groups have bound there is counted, so
-   * groups spread over nodes before their memory is even touched.
+   * The group, created on first use; `need` is the memory it is about to
+   * bind (0 when a thread is bound first). Its home is chosen once, by
+   * homeNode.
    */
-  private group(id: number): Group {
+  private group(id: number, need = 0): Group {
     let g = this.groups.get(id);
     if (!g) this.groups.set(id, (g = { node: -1, threads: new Set(), ranges: [] }));
-    if (g.node < 0) {
-      const room = (nid: number): number => {
-        let bytes = this.k.phys.zones[nid]!.freePages * PAGE_SIZE;
-        for (const o of this.groups.values()) if (o.node === nid) for (const r of o.ranges) bytes -= r.end - r.start;
-        return bytes;
-      };
-      g.node = this.k.phys.zones.reduce((best, z) => (room(z.nid) > room(best) ? z.nid : best), 0);
-    }
+    if (g.node < 0) g.node = this.homeNode(g, need);
     return g;
+  }
+
+  /** Memory left on a node once what the groups homed there have bound is counted. */
+  private room(nid: number): number {
+    let bytes = this.k.phys.zones[nid]!.freePages * PAGE_SIZE;
+    for (const o of this.groups.values()) if (o.node === nid) for (const r of o.ranges) bytes -= r.end - r.start;
+    return bytes;
+  }
+
+  /**
+   * A new group's home, weighed as Linux's NUMA placement weighs a node
+   * (task_numa_find_cpu compares load per CPU capacity, then memory):
+   * among the nodes where `need` fits in room(), the one with the fewest
+   * groups already homed there per CPU, then the most room, then the
+   * lowest id. So groups spread over nodes when they fit, even before their
+   * memory is touched or bound (a group bound by a thread first would
+   * otherwise see equal free memory everywhere and land on node 0 with the
+   * others). When it fits nowhere, the node with the most room (its ranges
+   * spill to the nearest node with free memory).
+   */
+  private homeNode(g: Group, need: number): number {
+    const nodes = this.k.phys.zones.map((z) => z.nid);
+    const groupsOn = (nid: number): number => {
+      let n = 0;
+      for (const o of this.groups.values()) if (o !== g && o.node === nid) n++;
+      return n / Math.max(1, this.k.host.nodes[nid]!.cpus.length);
+    };
+    const fit = nodes.filter((nid) => this.room(nid) >= need);
+    const byRoom = (a: number, b: number): number => this.room(b) - this.room(a) || a - b;
+    if (!fit.length) return nodes.sort(byRoom)[0]!;
+    return fit.sort((a, b) => groupsOn(a) - groupsOn(b) || byRoom(a, b))[0]!;
   }
 
   /** The CPU of `node` with the fewest group threads on it. */
@@ -83,7 +107,7 @@ export class Memsched {
     if (id < 0 || start % PAGE_SIZE) return neg('EINVAL');
     const end = start + alignUp(len, PAGE_SIZE);
     if (!p.mm.vmasIn(start, end).length) return neg('EFAULT');
-    const g = this.group(id);
+    const g = this.group(id, end - start);
     g.ranges.push({ p, start, end });
     return this.place(g, p, start, end);
   }

@@ -386,6 +386,10 @@ export class Sysfs {
       '/sys/kernel/memtwin/features/memsched',
       numberField(k.memsched, 'enabled', (n) => n <= 1, FLAG),
     );
+    add(
+      '/sys/kernel/memtwin/features/process_mbind',
+      numberField(k.processMbind, 'enabled', (n) => n <= 1, FLAG),
+    );
     for (const name of HGM_PROPOSALS)
       add(
         `/sys/kernel/memtwin/features/${name}`,

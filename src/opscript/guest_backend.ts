@@ -378,7 +378,7 @@ export class GuestVM {
 }
 
 /** Ops of unmerged proposals: the simulator has them, the real kernel cannot. */
-const PROPOSAL_OPS = new Set(['ms_tbind', 'ms_mbind', 'ms_move']);
+const PROPOSAL_OPS = new Set(['ms_tbind', 'ms_mbind', 'ms_move', 'process_mbind']);
 
 /**
  * A Backend on a GuestVM: one fresh executor in the guest per backend (per

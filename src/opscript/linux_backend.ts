@@ -54,7 +54,7 @@ export function restoreMachine(opts: { lockTimeoutMs?: number; env?: NodeJS.Proc
 export class ExecutorError extends Error {}
 
 /** Ops of unmerged proposals: the simulator has them, the real kernel cannot. */
-const PROPOSAL_OPS = new Set(['ms_tbind', 'ms_mbind', 'ms_move']);
+const PROPOSAL_OPS = new Set(['ms_tbind', 'ms_mbind', 'ms_move', 'process_mbind']);
 
 /** Why the linux backend cannot run here, or undefined if it can. */
 export function linuxBackendUnavailable(): string | undefined {

@@ -181,6 +181,11 @@ export const OPS: Record<string, OpSpec> = {
         : undefined,
   },
   cpuset_mems: { req: { mems: 'nodes' }, doc: "set the process's cpuset.mems (simulator only): policies are rebound" },
+  process_mbind: {
+    req: { target: 'name', addr: 'addr', len: 'size', mode: 'flags:mode' },
+    opt: { nodes: 'nodesOrNull', flags: 'flags:mbind' },
+    doc: 'process_mbind proposal: mbind a range of another process (simulator only; feature process_mbind)',
+  },
   ms_tbind: { req: { group: 'int' }, doc: "memsched proposal: bind the op's thread to a group (simulator only; feature memsched)" },
   ms_mbind: { req: { addr: 'addr', len: 'size', group: 'int' }, doc: 'memsched proposal: bind a range to a group (simulator only)' },
   ms_move: { req: { group: 'int', node: 'node' }, doc: 'memsched proposal: move a group, threads and memory, to a node (simulator only)' },

@@ -76,3 +76,27 @@ describe('async work on a thread blocked in a userfault', () => {
     );
   });
 });
+
+describe('process_mbind (proposal, simulator only)', () => {
+  const RW = ['PROT_READ', 'PROT_WRITE'];
+  const ANON = ['MAP_PRIVATE', 'MAP_ANONYMOUS'];
+  const script = (feature: string) => [
+    { op: 'sysfs', path: '/sys/kernel/memtwin/features/process_mbind', value: feature },
+    { op: 'spawn', name: 'p' },
+    { op: 'mmap', len: '2M', prot: RW, flags: ANON, name: 'h', in: 'p' },
+    { op: 'madvise', addr: '$h', len: '2M', advice: 'MADV_NOHUGEPAGE', in: 'p' },
+    { op: 'process_mbind', target: 'p', addr: '$h', len: '2M', mode: 'MPOL_BIND', nodes: [1], flags: ['MPOL_MF_MOVE'] },
+    { op: 'touch', addr: '$h', len: '2M', write: true, in: 'p' },
+    { op: 'get_mempolicy', addr: '$h', flags: ['MPOL_F_ADDR'], in: 'p' },
+    { op: 'numa_maps', addr: '$h', in: 'p' },
+  ];
+
+  it("binds another process's range when the feature is on, and is ENOSYS while it is off", async () => {
+    const on = await run(script('1'));
+    expect(on[4]).toMatchObject({ op: 'process_mbind', ret: 0 });
+    expect(on[6]).toMatchObject({ mode: 'MPOL_BIND', nodes: [1] });
+    const off = await run(script('0'));
+    expect(off[4]).toMatchObject({ ret: -1, errno: 'ENOSYS' });
+    expect(off[6]).toMatchObject({ mode: 'MPOL_DEFAULT' });
+  });
+});

@@ -20,7 +20,7 @@ import {
 } from '../kernel/procfs.ts';
 import { UnmodelledError, sysMadvise } from '../kernel/madvise.ts';
 import { sysMunmap } from '../kernel/mmap.ts';
-import { setCpusetMems, sysGetMempolicy, sysMbind, sysMigratePages, sysSetMempolicy } from '../kernel/mempolicy.ts';
+import { setCpusetMems, sysGetMempolicy, sysMbind, sysMigratePages, sysProcessMbind, sysSetMempolicy } from '../kernel/mempolicy.ts';
 import { sysMovePages } from '../kernel/migrate.ts';
 import { followPage } from '../kernel/memory.ts';
 import { sysSwapon } from '../kernel/swapfile.ts';
@@ -284,6 +284,9 @@ export class SimBackend implements Backend {
       }
       case 'cpuset_mems':
         return sys(setCpusetMems(k, p, a.mems));
+      case 'process_mbind':
+        // One range (an iovec of one entry) of the target's address space.
+        return sys(sysProcessMbind(k, p, this.procs[op.targetProc!], [{ start: a.addr, len: a.len }], a.mode, a.nodes ?? [], a.flags ?? 0));
       case 'ms_tbind':
         return sys(k.memsched.tbind(this.thread(op), a.group));
       case 'ms_mbind':

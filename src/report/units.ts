@@ -83,7 +83,7 @@ export const METRIC_UNITS: readonly (readonly [RegExp, Unit])[] = [
   ],
   // Event and object counters.
   [
-    /(^|[._])(faults|accesses|stalls|migration_waits|threads_stopped|thp_[a-z_]+|compact_(stall|success|fail)|numa_pte_updates|numa_hint_faults(_local)?|khugepaged_pages_collapsed|agent_collapses|collapses|ept_violations|completed|vm_lost|migrations|messages|exits|kicks|config_exits|interrupts|host_syscalls|hint_messages|reports|oom_kills?|oom_deflates|alloc_stalls|allocstall_normal|pgmajfault|events_(low|high|max|oom|oom_kill))$/,
+    /(^|[._])(faults|accesses|stalls|migration_waits|threads_stopped|thp_[a-z_]+|compact_(stall|success|fail)|numa_pte_updates|numa_hint_faults(_local)?|khugepaged_pages_collapsed|agent_collapses|collapses|ept_violations|completed|vm_lost|running|migrations|messages|exits|kicks|config_exits|interrupts|host_syscalls|hint_messages|reports|oom_kills?|oom_deflates|alloc_stalls|allocstall_normal|pgmajfault|events_(low|high|max|oom|oom_kill))$/,
     'count',
   ],
   [/^(local|remote)\.\d+$/, 'count'],

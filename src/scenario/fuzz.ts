@@ -117,6 +117,8 @@ host:
     - { id: 1, memory: 512M, cpus: 2-3 }
 duration: 5ms
 sample: { interval: 1ms }
+kernel:
+  /sys/kernel/memtwin/features/process_mbind: 1
 vms:
   - name: guest
     memdevs:

@@ -530,7 +530,7 @@ export const vmEventSchema = z.strictObject({
       'migration_fault',
     ])
     .describe(
-      'balloon: QMP balloon to `target`; free_page_hint: `action` start/stop/done (what migration does); guest_alloc/guest_free: a guest task faults in / frees `size`; qmp/hmp: a monitor command, its reply recorded; migrate_pages/move_pages/mbind: a host tool acting on the VMM process (move_pages/mbind on the HVA ranges `info ram` gives for `guest_node`); migrate: precopy live migration to a destination VM of the same shape on this host, over a link of `bandwidth` and `latency`, with `max-bandwidth`, `downtime-limit` and `capabilities` set first (a balloon with free-page-hint hints at the start), and with postcopy-ram, migrate-start-postcopy after `start-postcopy`; migration_fault: `fault` injected into the running migration (recover a paused postcopy with qmp migrate resume=true)',
+      'balloon: QMP balloon to `target`; free_page_hint: `action` start/stop/done (what migration does); guest_alloc/guest_free: a guest task faults in / frees `size`; qmp/hmp: a monitor command, its reply recorded; migrate_pages/move_pages/mbind: a host tool acting on the VMM process (move_pages/mbind on the HVA ranges `info ram` gives for `guest_node`; mbind is the process_mbind proposal and needs /sys/kernel/memtwin/features/process_mbind); migrate: precopy live migration to a destination VM of the same shape on this host, over a link of `bandwidth` and `latency`, with `max-bandwidth`, `downtime-limit` and `capabilities` set first (a balloon with free-page-hint hints at the start), and with postcopy-ram, migrate-start-postcopy after `start-postcopy`; migration_fault: `fault` injected into the running migration (recover a paused postcopy with qmp migrate resume=true)',
     ),
   target: size.optional().describe('balloon: the guest RAM wanted (QMP balloon value), 0 to 1T'),
   action: z.enum(['start', 'stop', 'done']).optional().describe('free_page_hint'),
@@ -548,6 +548,13 @@ export const vmEventSchema = z.strictObject({
     .union([z.string(), z.record(z.string(), z.unknown())])
     .optional()
     .describe('qmp: {execute, arguments} (or JSON text); hmp: a command line such as "info ram"'),
+  on_qmp_event: z
+    .string()
+    .regex(/^[A-Z][A-Z0-9_]*$/)
+    .optional()
+    .describe(
+      "run the event when the VM's monitor next sends this QMP event (e.g. ACPI_DEVICE_OST once the guest onlined a hotplugged DIMM, SHUTDOWN) at or after `at`, instead of at `at`: a client reacting to the event (e.g. a host tool rebinding the new memory)",
+    ),
   expect_error: z
     .string()
     .optional()
@@ -676,6 +683,10 @@ export const vmSchema = z.strictObject({
   memory: sizeIn(4096, LIMITS.maxSize)
     .optional()
     .describe('-m: without memdevs a default memory-backend-ram "pc.ram", 4K to 1T (QEMU rounds it up to 8K)'),
+  maxmem: sizeIn(4096, LIMITS.maxSize)
+    .optional()
+    .describe('-m ...,maxmem=: the most RAM with memory devices plugged (pc-dimm via qmp object-add + device_add), 4K to 1T'),
+  slots: int(0, 1024).optional().describe('-m ...,slots=: memory device (pc-dimm) slots, 0 to 1024 (QEMU takes at most 256); needs maxmem'),
   vcpus: z
     .array(cpuId)
     .min(1)

@@ -273,7 +273,7 @@ vms:
   });
 
   it('mbind events take every mode and mode flag mbind(2) takes; MPOL_LOCAL and MPOL_DEFAULT need no nodes', () => {
-    const text = (events: string) => `name: mb
+    const text = (events: string, feature = '1') => `name: mb
 host:
   name: h2
   nodes:
@@ -283,6 +283,7 @@ duration: 100ms
 sample: { interval: 20ms }
 kernel:
   /sys/kernel/mm/transparent_hugepage/enabled: never
+  /sys/kernel/memtwin/features/process_mbind: ${feature}
 vms:
   - name: v
     memdevs:
@@ -308,6 +309,144 @@ ${events}`;
     expect(() => run('mbind-nonodes.yaml', text('      - { at: 10ms, op: mbind, guest_node: 0, policy: MPOL_BIND }\n'))).toThrow(
       /events\[0\]\.nodes|nodes/,
     );
+  });
+
+  it("refuses a host tool's mbind on the VMM unless the process_mbind proposal is on; migrate_pages moves pages but later faults keep the VMM's policy", () => {
+    const text = (events: string, feature: number) => `name: pm
+host:
+  name: h2
+  nodes:
+    - { id: 0, memory: 512M, cpus: 0-1 }
+    - { id: 1, memory: 512M, cpus: 2-3 }
+duration: 60ms
+sample: { interval: 20ms }
+kernel:
+  /sys/kernel/mm/transparent_hugepage/enabled: never
+  /sys/kernel/memtwin/features/process_mbind: ${feature}
+vms:
+  - name: v
+    memdevs:
+      - { id: m0, size: 64M, host-nodes: [0], policy: bind }
+      - { id: m1, size: 16M }
+    vcpus: [2, 3]
+    numa:
+      - { memdev: m0, cpus: [0] }
+      - { memdev: m1, cpus: [1] }
+    events:
+      - { at: 1ms, op: guest_alloc, size: 16M, vcpu: 0 }
+${events}      - { at: 30ms, op: guest_alloc, size: 16M, vcpu: 0 }
+`;
+    const mbind = '      - { at: 10ms, op: mbind, guest_node: 0, policy: MPOL_BIND, nodes: [1], flags: [MPOL_MF_MOVE] }\n';
+    expect(() => run('pm-off.yaml', text(mbind, 0))).toThrow(/events\[1\]: mbind from a host tool needs the process_mbind proposal/);
+    // migrate_pages, what Linux lets a tool do: the first 16 MiB move to node 1, the next 16 MiB fault on node 0 (QEMU's bind).
+    const mp = run('pm-mp.yaml', text('      - { at: 10ms, op: migrate_pages, old_nodes: [0], new_nodes: [1] }\n', 0));
+    expect(mp.events[1]!.pages_migrated).toBe((16 * MiB) / PAGE);
+    expect(mp.final['vm.v.guest_node0.host_node1_bytes']).toBe(16 * MiB);
+    expect(mp.final['vm.v.guest_node0.host_node0_bytes']).toBeGreaterThanOrEqual(16 * MiB);
+    // process_mbind: the policy is the tool's now, so later faults land on node 1 too.
+    const pm = run('pm-on.yaml', text(mbind, 1));
+    expect([pm.events[1]!.ret, pm.events[1]!.pages_migrated]).toEqual([0, (16 * MiB) / PAGE]);
+    expect(pm.final['vm.v.guest_node0.host_node0_bytes']).toBe(0);
+    expect(pm.final['vm.v.guest_node0.host_node1_bytes']).toBeGreaterThanOrEqual(32 * MiB);
+  });
+
+  it('hotplugs a DIMM with object-add + device_add: the guest onlines it into its node (ACPI_DEVICE_OST), an event reacts to that, and quit frees the VMM memory', () => {
+    const text = (tool: string, feature: number) => `name: hp
+host:
+  name: h2
+  nodes:
+    - { id: 0, memory: 1G, cpus: 0-1 }
+    - { id: 1, memory: 1G, cpus: 2-3 }
+duration: 60ms
+sample: { interval: 10ms }
+kernel:
+  /sys/kernel/mm/transparent_hugepage/enabled: never
+  /sys/kernel/memtwin/features/process_mbind: ${feature}
+vms:
+  - name: v
+    memdevs:
+      - { id: m0, size: 64M }
+      - { id: m1, size: 32M }
+    maxmem: 512M
+    slots: 2
+    vcpus: [0, 2]
+    numa:
+      - { memdev: m0, cpus: [0] }
+      - { memdev: m1, cpus: [1] }
+    events:
+      - { at: 1ms, op: guest_alloc, size: 32M, vcpu: 1 }
+      - { at: 5ms, op: qmp, command: { execute: object-add, arguments: { qom-type: memory-backend-ram, id: mem1, size: 67108864, host-nodes: [0], policy: bind } } }
+      - { at: 5ms, op: qmp, command: { execute: device_add, arguments: { driver: pc-dimm, id: dimm1, memdev: mem1, node: 1 } } }
+      - { at: 10ms, op: guest_alloc, size: 32M, vcpu: 1 }
+      - { at: 30ms, op: qmp, command: { execute: query-memory-devices } }
+      - { at: 40ms, op: qmp, command: { execute: quit } }
+${tool}`;
+    const mbind =
+      '      - { at: 0s, on_qmp_event: ACPI_DEVICE_OST, op: mbind, guest_node: 1, policy: MPOL_BIND, nodes: [1], flags: [MPOL_MF_MOVE] }\n';
+    const r = run('hp-mbind.yaml', text(mbind, 1));
+    const qmpEvents = r.events.filter((e) => e.op === 'qmp_event');
+    expect(qmpEvents.map((e) => [e.action, e.at_ns])).toEqual([
+      ['ACPI_DEVICE_OST', 5e6],
+      ['SHUTDOWN', 40e6],
+    ]);
+    expect(JSON.parse(qmpEvents[0]!.reply!)).toMatchObject({
+      event: 'ACPI_DEVICE_OST',
+      data: { info: { device: 'dimm1', slot: '0', 'slot-type': 'DIMM', source: 1, status: 0 } },
+      timestamp: { seconds: 0 },
+    });
+    // The reaction ran at the OST, after device_add returned.
+    const tool = r.events.find((e) => e.op === 'mbind')!;
+    expect([tool.at_ns, tool.ret]).toEqual([5e6, 0]);
+    const devices = JSON.parse(r.events.find((e) => e.reply?.includes('"type":"dimm"'))!.reply!);
+    expect(devices.return[0].data).toMatchObject({ id: 'dimm1', node: 1, size: 64 * MiB, memdev: '/objects/mem1' });
+    // The second guest_alloc on guest node 1 found its boot RAM taken and used the DIMM; the rebound policy put it on host node 1.
+    expect(r.final['vm.v.plugged_bytes']).toBe(64 * MiB);
+    expect(r.final['vm.v.guest_node1.host_node1_bytes']).toBe(64 * MiB);
+    expect(r.final['vm.v.guest_node1.host_node0_bytes']).toBe(0);
+    // quit: the VMM's memory went back to the host; placement is as of the quit.
+    expect(r.final['vm.v.running']).toBe(0);
+    expect(r.final['vm.v.rss_bytes']).toBe(0);
+    // Without the proposal, a tool can only move what is there: nothing of the DIMM was resident at the OST, and QEMU's bind stays.
+    const mp = run('hp-mp.yaml', text('      - { at: 0s, on_qmp_event: ACPI_DEVICE_OST, op: move_pages, guest_node: 1, nodes: [1] }\n', 0));
+    expect(mp.final['vm.v.guest_node1.host_node0_bytes']).toBe(32 * MiB);
+    // A reaction whose QMP event never comes does not run, and the run says so.
+    const warned: string[] = [];
+    const never = loadScenario(
+      file('hp-never.yaml', text('      - { at: 0s, on_qmp_event: RESUME, op: move_pages, guest_node: 1, nodes: [1] }\n', 0)),
+    );
+    const nx = runScenario(never.runs[0]!, { file: never.file, warn: (l: string) => warned.push(l) });
+    expect(nx.events.some((e) => e.op === 'move_pages')).toBe(false);
+    expect(warned.join('\n')).toMatch(/events\[6\]\.on_qmp_event: the VM never sent this QMP event/);
+    // A command after quit: the monitor is gone.
+    expect(() => run('hp-after.yaml', text('      - { at: 50ms, op: qmp, command: { execute: query-status } }\n', 0))).toThrow(
+      /events\[6\]\.command: QEMU refused query-status: QEMU has exited/,
+    );
+  });
+
+  it('stop and cont stop the guest workloads and run them again (STOP, RESUME)', () => {
+    const text = (events: string) => `name: sc
+host:
+  name: h1
+  nodes: [{ id: 0, memory: 1G, cpus: 0-1 }]
+duration: 40ms
+sample: { interval: 10ms }
+vms:
+  - name: v
+    memdevs: [{ id: m0, size: 64M }]
+    vcpus: [0]
+    workloads:
+      - { name: w, vcpu: 0, workload: { pattern: uniform, mapping: ram, length: 16M } }
+    events:
+${events}`;
+    const base = run('sc-base.yaml', text('      - { at: 1ms, op: qmp, command: { execute: query-status } }\n'));
+    const paused = run(
+      'sc-stop.yaml',
+      text('      - { at: 10ms, op: qmp, command: { execute: stop } }\n      - { at: 30ms, op: qmp, command: { execute: cont } }\n'),
+    );
+    expect(paused.events.filter((e) => e.op === 'qmp_event').map((e) => e.action)).toEqual(['STOP', 'RESUME']);
+    const acc = (x: RunResult): number => x.threads.reduce((a, t) => a + (t.local_accesses ?? 0) + (t.remote_accesses ?? 0), 0);
+    expect(acc(paused)).toBeLessThan(acc(base) * 0.8);
+    expect(acc(paused)).toBeGreaterThan(0);
   });
 
   it('guest workloads take an EPT violation per host page the EPT does not map yet, and the TLB maps the smaller page', () => {
@@ -357,8 +496,17 @@ vms:
       - { at: 20ms, op: guest_free, size: 32M }
       - { at: 50ms, op: migrate, bandwidth: 125M, max-bandwidth: 125M }
 `;
-    const plain = run('mig-plain.yaml', text(false)).final;
+    const plainRun = run('mig-plain.yaml', text(false));
+    const plain = plainRun.final;
     const hinted = run('mig-hints.yaml', text(true)).final;
+    // QEMU's events: the source STOPs for the switchover, the destination (-incoming) sends RESUME when the guest runs there.
+    const qmpEvents = plainRun.events.filter((e) => e.op === 'qmp_event');
+    expect(qmpEvents.map((e) => [e.process, e.action])).toEqual([
+      ['g', 'STOP'],
+      ['g-dst', 'RESUME'],
+    ]);
+    expect(qmpEvents[1]!.at_ns).toBeGreaterThanOrEqual(qmpEvents[0]!.at_ns);
+    expect(plain['vm.g.running']).toBe(1); // the source QEMU is in postmigrate, not gone
     for (const f of [plain, hinted]) expect([f['vm.g.migration.completed'], f['vm.g.migration.pages_differing']]).toEqual([1, 0]);
     // Without hints the 48 MiB the guest touched go with their contents, the 16 MiB it never touched as zero pages.
     expect(plain['vm.g.migration.ram.normal']).toBe((48 * MiB) / PAGE);

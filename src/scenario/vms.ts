@@ -20,6 +20,7 @@
  */
 import { MemBandwidth, membwParams, membwSpec } from '../sim/membw.ts';
 import { Kernel, type CpuWork } from '../kernel/kernel.ts';
+import type { Process } from '../kernel/sched.ts';
 import { hostFromFile, resolveHost } from '../sim/host.ts';
 import { followPmdRange, PMD_RANGE_PAGES } from '../kernel/memory.ts';
 import { MPOL, PMD_SIZE, alignDown, errnoName } from '../kernel/uapi.ts';
@@ -27,7 +28,8 @@ import { HugeLeaf, type MmStruct } from '../kernel/mm_types.ts';
 import { PG } from '../kernel/page.ts';
 import { HGM_PROPOSALS } from '../kernel/hugetlb_hgm.ts';
 import { DEVMEM_REMAP } from '../kernel/hugetlb_devmem.ts';
-import { sysMbind, sysMigratePages } from '../kernel/mempolicy.ts';
+import { sysMigratePages, sysProcessMbind } from '../kernel/mempolicy.ts';
+import { exitProcess } from '../kernel/fork.ts';
 import { sysMovePages } from '../kernel/migrate.ts';
 import type { GuestMemory } from '../hw/guest_memory.ts';
 import { Vm, type VmConfig } from '../vmm/vm.ts';
@@ -98,6 +100,8 @@ export interface VmRt {
   onIncoming: ((dst: Vm) => void)[];
   /** It has a migrate event, or `evacuate` moves it: it may get a destination VMM (`<vm>-dst`). */
   migrates: boolean;
+  /** vm.NAME.guest_node<g>.host_node<h>_bytes when the VM quit (QMP quit), its final placement then. */
+  placementAtQuit?: Record<string, number>;
   /** Per-2M access counts the guest threads keep once they run on the destination (an agent's exact hotness). */
   dstHeat?: Map<number, number>;
 }
@@ -125,6 +129,8 @@ export function vmConfigOf(spec: VmSpec): VmConfig {
   else if (spec.memdevs.length) cfg['memory-backend'] = spec.memdevs[0]!.id;
   // -m with memdevs too: QEMU checks it against them.
   if (spec.memory !== undefined) cfg.m = spec.memory;
+  if (spec.maxmem !== undefined) cfg.maxmem = spec.maxmem;
+  if (spec.slots !== undefined) cfg.slots = spec.slots;
   return cfg;
 }
 
@@ -219,11 +225,36 @@ export function startVms(k: Kernel, s: Scenario, rep: RunReport): VmRt[] {
     };
     const ringError = dirtyRingSizeError(spec.accel['dirty-ring-size']);
     if (ringError) throw rep.at.error(['vms', vi, 'accel', 'dirty-ring-size'], `qemu-system-x86_64: ${ringError}`);
+    connectGuest(rt);
     if (spec.guest.fragment) fragmentGuest(k, rt, spec.guest.fragment, rep);
     if (spec.balloon) guestAccess(k, ['vms', vi, 'balloon'], rep, () => plugBalloon(k, rt, spec.balloon!));
     return rt;
   });
 }
+
+/**
+ * What the guest does about the VMM's hotplug and run state: a DIMM is
+ * onlined by the guest's ACPI memory hotplug driver (add_memory, auto
+ * online into the DIMM's node) and acknowledged with _OST (QEMU sends
+ * ACPI_DEVICE_OST); `stop` stops the guest workloads' vCPUs, `cont` runs
+ * them again, `quit` stops them for good.
+ */
+function connectGuest(rt: VmRt): void {
+  rt.vm.onMemoryPlug.push((d) => {
+    rt.guest.pages.addMemory({ gpa: d.addr, size: d.size, node: d.node });
+    rt.vm.acpiOst(d, ACPI_NOTIFY_DEVICE_CHECK, 0);
+  });
+  rt.vm.onRunState.push((state) => {
+    for (const g of rt.guestThreads)
+      if (state === 'running') g.wt.start();
+      else g.wt.stop();
+    // Where guest RAM was when the VM quit (its final placement metrics; the memory goes back to the host next).
+    if (state === 'shutdown') placement(rt.vm, rt.nodeRam, `vm.${rt.spec.name}.`, (rt.placementAtQuit = {}));
+  });
+}
+
+/** ACPI's Device Check notification (_OST source code 1): a device was inserted. */
+const ACPI_NOTIFY_DEVICE_CHECK = 1;
 
 /** Where a QEMU configuration error points: the memdev it is about (`memory` for the default pc.ram), or the VM. */
 function qemuErrorPath(spec: VmSpec, vi: number, e: QemuError): YamlPath {
@@ -499,31 +530,88 @@ export function scheduleVmEvents(
       detail['elapsed_ns'] = w.rt.lastHintAt >= w.at ? w.rt.lastHintAt - w.at : 0;
     w.log.detail = detail;
   };
-  vms.forEach((rt) =>
-    rt.spec.events.forEach((ev, ei) => {
-      k.events.schedule(t0 + ev.at, `vm ${rt.spec.name} ${ev.op}`, () => {
-        const prev = open.get(rt);
-        if (prev) closeWindow(prev);
-        const entry: RunEventLog = { at_ns: ev.at, op: ev.op, process: rt.spec.name, vm: rt.spec.name, ret: 0, ns: 0, pages_migrated: 0 };
-        if (ev.action) entry.action = ev.action;
-        const moved0 = k.vmstat.events.pgmigrate_success;
-        const ctx = { ns: 0 };
-        const start = k.clock.now();
-        open.delete(rt);
-        if (rt.dev && (ev.op === 'balloon' || ev.op === 'free_page_hint'))
-          open.set(rt, { log: entry, rt, at: start, before: balloonCounters(rt.dev), changes: rt.dev.events.length });
-        const path: YamlPath = ['vms', rt.vi, 'events', ei];
-        const mon = new EventMonitor(rt, ev, path, rep);
-        guestAccess(k, path, rep, () => k.runAsTask(ctx, () => runVmEvent(k, s, rt, ev, ei, entry, mon, rep), mainLoopWork(rt.vm)));
-        mon.settle();
-        entry.ns = Math.round(ctx.ns);
-        entry.pages_migrated = k.vmstat.events.pgmigrate_success - moved0;
-        // A syscall's -errno (a refusal QEMU was expected to make is in `reply`, not an errno).
-        if (entry.ret < 0 && !(ev.expect_error !== undefined && entry.reply !== undefined)) entry.errno = errnoName(entry.ret);
-        log.push(entry);
-      });
-    }),
-  );
+  const busy = new Set<VmRt>();
+  /** Events waiting for a QMP event that has not come (a warning at the end). */
+  const unanswered = new Set<YamlPath>();
+  const waiting = new Map<VmRt, (() => void)[]>(vms.map((rt) => [rt, []]));
+  // The QMP events each VM's monitor sends (and its migration destination's), in the log as `qmp_event` entries
+  // (action: the event's name; process: the VMM that sent it).
+  const logQmpEvents = (rt: VmRt, vm: Vm, process: string): void =>
+    void vm.monitor.onEvent.push((e) =>
+      log.push({
+        at_ns: k.clock.now() - t0,
+        op: 'qmp_event',
+        process,
+        vm: rt.spec.name,
+        ret: 0,
+        ns: 0,
+        pages_migrated: 0,
+        action: e.event,
+        reply: JSON.stringify(e),
+      }),
+    );
+  for (const rt of vms) {
+    logQmpEvents(rt, rt.vm, rt.spec.name);
+    rt.onIncoming.push((dst) => logQmpEvents(rt, dst, `${rt.spec.name}-dst`));
+  }
+  // Events that wait for a QMP event are armed first, so one armed at `at` sees what the monitor sends at that instant.
+  const ordered = vms.flatMap((rt) => rt.spec.events.map((ev, ei) => ({ rt, ev, ei })));
+  ordered.sort((a, b) => Number(b.ev.on_qmp_event !== undefined) - Number(a.ev.on_qmp_event !== undefined));
+  ordered.forEach(({ rt, ev, ei }) => {
+    const run = (): void => {
+      // QEMU's main loop runs one monitor command at a time: an event due while another of this VM is still in
+      // progress (a preallocating object-add lets virtual time pass) waits for it.
+      if (busy.has(rt)) return void waiting.get(rt)!.push(run);
+      busy.add(rt);
+      try {
+        runNow();
+      } finally {
+        busy.delete(rt);
+        const next = waiting.get(rt)!.shift();
+        if (next) k.events.schedule(k.clock.now(), `vm ${rt.spec.name} next event`, next);
+      }
+    };
+    const runNow = (): void => {
+      const prev = open.get(rt);
+      if (prev) closeWindow(prev);
+      const at = ev.on_qmp_event === undefined ? ev.at : k.clock.now() - t0;
+      const entry: RunEventLog = { at_ns: at, op: ev.op, process: rt.spec.name, vm: rt.spec.name, ret: 0, ns: 0, pages_migrated: 0 };
+      if (ev.action) entry.action = ev.action;
+      const moved0 = k.vmstat.events.pgmigrate_success;
+      const ctx = { ns: 0 };
+      const start = k.clock.now();
+      open.delete(rt);
+      if (rt.dev && (ev.op === 'balloon' || ev.op === 'free_page_hint'))
+        open.set(rt, { log: entry, rt, at: start, before: balloonCounters(rt.dev), changes: rt.dev.events.length });
+      const path: YamlPath = ['vms', rt.vi, 'events', ei];
+      const mon = new EventMonitor(rt, ev, path, rep);
+      // A host tool's CPU time is its own, not QEMU's main loop's.
+      const work = TOOL_OPS.has(ev.op) ? { name: `numatool(${rt.spec.name})`, cpus: null } : mainLoopWork(rt.vm);
+      guestAccess(k, path, rep, () => k.runAsTask(ctx, () => runVmEvent(k, s, rt, ev, ei, entry, mon, rep), work));
+      mon.settle();
+      entry.ns = Math.round(ctx.ns);
+      entry.pages_migrated = k.vmstat.events.pgmigrate_success - moved0;
+      // A syscall's -errno (a refusal QEMU was expected to make is in `reply`, not an errno).
+      if (entry.ret < 0 && !(ev.expect_error !== undefined && entry.reply !== undefined)) entry.errno = errnoName(entry.ret);
+      log.push(entry);
+    };
+    const name = `vm ${rt.spec.name} ${ev.op}`;
+    const qmpEvent = ev.on_qmp_event;
+    if (qmpEvent === undefined) return void k.events.schedule(t0 + ev.at, name, run);
+    // A client reacting to a QMP event: armed at `at`, run (once) at the first such event after it, as an event of its own.
+    const path: YamlPath = ['vms', rt.vi, 'events', ei, 'on_qmp_event'];
+    unanswered.add(path);
+    k.events.schedule(t0 + ev.at, `${name} armed`, () => {
+      const listeners = rt.vm.monitor.onEvent;
+      const on = (e: { event: string }): void => {
+        if (e.event !== qmpEvent) return;
+        listeners.splice(listeners.indexOf(on), 1);
+        unanswered.delete(path);
+        k.events.schedule(k.clock.now(), name, run);
+      };
+      listeners.push(on);
+    });
+  });
   const net = vms[0]?.net;
   if (net) net.startTraffic(t0, t0 + s.duration);
   if (s.evacuate) scheduleEvacuation(k, s, vms, t0, log, rep);
@@ -532,6 +620,7 @@ export function scheduleVmEvents(
     close: () => {
       for (const w of open.values()) closeWindow(w);
       open.clear();
+      for (const p of unanswered) rep.warn(p, 'the VM never sent this QMP event after `at`: the event did not run');
     },
   };
 }
@@ -594,7 +683,7 @@ const POSTCOPY_FIELDS = ['start-postcopy', 'max-postcopy-bandwidth', 'rcvbuf', '
 function checkVmEvent(rt: VmRt, ev: VmEventSpec, path: YamlPath, rep: RunReport): void {
   const fields = VM_EVENT_FIELDS[ev.op];
   for (const key of Object.keys(ev) as (keyof VmEventSpec)[])
-    if (key !== 'at' && key !== 'op' && !fields.includes(key) && isSet(ev, key))
+    if (key !== 'at' && key !== 'op' && key !== 'on_qmp_event' && !fields.includes(key) && isSet(ev, key))
       throw rep.at.error([...path, key], `has no effect on a ${ev.op} event (it reads ${fields.join(', ')})`);
   switch (ev.op) {
     case 'hmp':
@@ -634,10 +723,23 @@ function checkVmEvent(rt: VmRt, ev: VmEventSpec, path: YamlPath, rep: RunReport)
       if (ev.fault !== 'link-stall' && ev.duration !== undefined)
         throw rep.at.error([...path, 'duration'], `has no effect on a ${ev.fault} fault (only a link-stall lasts)`);
       return;
+    case 'mbind':
+      if (!rt.vm.k.processMbind.enabled) throw rep.at.error(path, MBIND_NEEDS_PROPOSAL);
+      return;
     default:
       return;
   }
 }
+
+/**
+ * Why a host tool's `mbind` on the VMM needs the process_mbind proposal:
+ * Linux has no call that sets another process's memory policy.
+ */
+const MBIND_NEEDS_PROPOSAL =
+  "mbind from a host tool needs the process_mbind proposal, off by default (/sys/kernel/memtwin/features/process_mbind: 1 in `kernel`): Linux's mbind(2) acts only on the caller's own memory, and a tool outside the VMM can only move its pages (a migrate_pages or move_pages event), which leaves the policy the VMM set (QEMU's host-nodes and policy, fixed once the backend is created) for later faults";
+
+/** The host tools of events (numactl, migratepages...): ops that act on the VMM process from outside it. */
+const TOOL_OPS: ReadonlySet<VmEventSpec['op']> = new Set(['migrate_pages', 'move_pages', 'mbind']);
 
 /**
  * The monitor as an event uses it: a command QEMU refuses stops the run
@@ -777,7 +879,7 @@ function runVmEvent(
       return;
     }
     case 'migrate_pages':
-      entry.ret = sysMigratePages(k, p, p, ev.old_nodes!, ev.new_nodes!);
+      entry.ret = asHostTool(k, (tool) => sysMigratePages(k, tool, p, ev.old_nodes!, ev.new_nodes!));
       return;
     case 'migrate':
       startMigration(k, s, rt, ev, ei, entry, mon, rep);
@@ -795,27 +897,39 @@ function runVmEvent(
       const pages: number[] = [];
       for (const r of ranges()) for (let a = r.hva; a < r.hva + r.size; a += PAGE_SIZE) pages.push(a);
       const flags = ev.flags.reduce((f, x) => f | MPOL[x], 0) || MPOL.MPOL_MF_MOVE;
-      const res = sysMovePages(k, p, p, pages, new Array<number>(pages.length).fill(ev.nodes![0]!), flags);
-      entry.ret = res.ret;
+      entry.ret = asHostTool(k, (tool) => sysMovePages(k, tool, p, pages, new Array<number>(pages.length).fill(ev.nodes![0]!), flags).ret);
       return;
     }
     case 'mbind': {
-      let ret = 0;
-      for (const r of ranges()) {
-        const x = sysMbind(
+      // process_mbind(pidfd of the VMM, the node's ranges as an iovec, ...): the proposal (checkVmEvent).
+      const iov = ranges().map((r) => ({ start: r.hva, len: r.size }));
+      const mode = ev.mode_flags.reduce<number>((m, f) => m | MPOL[f], MPOL[ev.policy!]);
+      entry.ret = asHostTool(k, (tool) =>
+        sysProcessMbind(
           k,
-          p.mainThread,
-          r.hva,
-          r.size,
-          ev.mode_flags.reduce<number>((m, f) => m | MPOL[f], MPOL[ev.policy!]),
+          tool,
+          p,
+          iov,
+          mode,
           ev.nodes ?? [],
           ev.flags.reduce((f, y) => f | MPOL[y], 0),
-        );
-        if (x < 0) ret = x;
-      }
-      entry.ret = ret;
+        ),
+      );
       return;
     }
+  }
+}
+
+/**
+ * A host tool (root, as numactl or migratepages run by the operator): a
+ * process of its own that makes one call on the VMM and exits.
+ */
+function asHostTool(k: Kernel, call: (tool: Process) => number): number {
+  const tool = k.createProcess('numatool');
+  try {
+    return call(tool);
+  } finally {
+    exitProcess(k, tool);
   }
 }
 
@@ -855,6 +969,7 @@ function startMigration(
     throw e;
   }
   (dst.process as { name: string }).name = `${rt.spec.name}-dst`;
+  dst.runState = 'inmigrate'; // -incoming: the guest runs there only after the switchover
   const requestSize = ev['hugetlb-request-size'] === undefined ? undefined : ev['hugetlb-request-size'] === '4K' ? PAGE_SIZE : 2 * MiB;
   if (requestSize !== undefined) checkRequestSize(rt.vm, dk, requestSize, [...path, 'hugetlb-request-size'], rep);
   // A destination host of its own balances its VMM's memory if its kernel says so (on a host of `hosts`, the
@@ -1019,6 +1134,7 @@ function destinationKernel(k: Kernel, s: Scenario, d: NonNullable<VmEventSpec['d
  * same guest node's RAM there) when the guest runs there.
  */
 function guestMoves(rt: VmRt, dst: Vm, dspec: VmSpec, what: 'stop' | 'start-source' | 'start-destination'): void {
+  migrationRunState(rt.vm, dst, what);
   if (what === 'stop') for (const g of rt.guestThreads) g.wt.stop();
   else if (what === 'start-source') for (const g of rt.guestThreads) g.wt.start();
   else {
@@ -1034,6 +1150,28 @@ function guestMoves(rt: VmRt, dst: Vm, dspec: VmSpec, what: 'stop' | 'start-sour
       g.wt.heat = rt.dstHeat;
       g.wt.start();
     }
+  }
+}
+
+/**
+ * The run states and QMP events of a migration, as QEMU's: the source stops
+ * the guest for the switchover (STOP, then `postmigrate` once the
+ * destination runs it, or RESUME if it runs on the source again); the
+ * destination waits in `inmigrate` and sends RESUME when the guest starts
+ * there. (The guest's threads are moved by guestMoves itself, not through
+ * onRunState.)
+ */
+function migrationRunState(src: Vm, dst: Vm, what: 'stop' | 'start-source' | 'start-destination'): void {
+  if (what === 'stop') {
+    src.runState = 'paused';
+    src.monitor.emit('STOP');
+  } else if (what === 'start-source') {
+    src.runState = 'running';
+    src.monitor.emit('RESUME');
+  } else {
+    src.runState = 'postmigrate';
+    dst.runState = 'running';
+    dst.monitor.emit('RESUME');
   }
 }
 
@@ -1150,17 +1288,21 @@ export function vmSeries(vms: VmRt[]): Record<string, number> {
 function placement(vm: Vm, nodeRam: { hva: number; size: number }[], prefix: string, out: Record<string, number>): void {
   const pfns = new Int32Array(PMD_SIZE / PAGE_SIZE);
   const mm = vm.process.mm;
-  nodeRam.forEach((r, g) => {
+  nodeRam.forEach((boot, g) => {
     const by: number[] = vm.k.host.nodes.map(() => 0);
-    const end = r.hva + r.size;
-    // One page-table lookup per 2M: untouched RAM and the huge zero page cost no walk per page.
-    for (let a = r.hva, n = 0; a < end; a += n * PAGE_SIZE) {
-      n = Math.min((PMD_SIZE - (a % PMD_SIZE)) / PAGE_SIZE, (end - a) / PAGE_SIZE);
-      if (followPmdRange(mm, a, n, pfns) !== PMD_RANGE_PAGES) continue;
-      for (let i = 0; i < n; i++) {
-        const pfn = pfns[i]!;
-        if (pfn < 0) continue;
-        by[vm.k.phys.nodeOfPfn(pfn)]!++;
+    // The node's boot RAM and the DIMMs plugged into it.
+    const ranges = [boot, ...vm.memoryDevices.filter((d) => d.node === g).map((d) => ({ hva: d.memdev.block!.host, size: d.size }))];
+    for (const r of ranges) {
+      const end = r.hva + r.size;
+      // One page-table lookup per 2M: untouched RAM and the huge zero page cost no walk per page.
+      for (let a = r.hva, n = 0; a < end; a += n * PAGE_SIZE) {
+        n = Math.min((PMD_SIZE - (a % PMD_SIZE)) / PAGE_SIZE, (end - a) / PAGE_SIZE);
+        if (followPmdRange(mm, a, n, pfns) !== PMD_RANGE_PAGES) continue;
+        for (let i = 0; i < n; i++) {
+          const pfn = pfns[i]!;
+          if (pfn < 0) continue;
+          by[vm.k.phys.nodeOfPfn(pfn)]!++;
+        }
       }
     }
     for (const h of vm.k.host.nodes) out[`${prefix}guest_node${g}.host_node${h.id}_bytes`] = by[h.id]! * PAGE_SIZE;
@@ -1178,9 +1320,13 @@ export function vmFinal(vms: VmRt[], log: RunEventLog[]): Record<string, number>
     if (rt.guestThreads.length) out[`vm.${n}.huge_access_ratio`] = guestHugeRatio(rt);
     migrationFinal(rt, out);
     out[`vm.${n}.ept_violations`] = rt.vm.stats.eptViolations;
+    // Memory hotplug: the DIMMs' bytes plugged (query-memory-devices), and whether QEMU still runs (0 after quit).
+    if (rt.vm.deviceMemory) out[`vm.${n}.plugged_bytes`] = rt.vm.memoryDevices.reduce((a, d) => a + d.size, 0);
+    out[`vm.${n}.running`] = rt.vm.runState === 'shutdown' ? 0 : 1;
     // Where each guest node's RAM lives on the host (resident 4K pages by host node), and on the destination's.
     if (rt.spec.numa.length > 1 || rt.spec.workloads.length) {
-      placement(rt.vm, rt.nodeRam, `vm.${n}.`, out);
+      if (rt.placementAtQuit) Object.assign(out, rt.placementAtQuit);
+      else placement(rt.vm, rt.nodeRam, `vm.${n}.`, out);
       if (rt.dst && rt.dstSpec) placement(rt.dst, nodeRamOf(rt.dstSpec, rt.dst), `vm.${n}.dst.`, out);
       // A destination host of its own: its NUMA balancing counters (the run's own are the source host's).
       if (rt.dst && rt.dst.k !== rt.vm.k)

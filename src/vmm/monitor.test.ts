@@ -170,3 +170,128 @@ describe('QMP', () => {
     );
   });
 });
+
+describe('memory hotplug (object-add, device_add pc-dimm) and QMP events', () => {
+  /** q35 with 5 GiB in two nodes, -m 5G,slots=4,maxmem=9G. */
+  function hotplugGuest(extra: { slots?: number; maxmem?: number } = { slots: 4, maxmem: 9216 * MiB }): Vm {
+    return new Vm(vmTestKernel(), {
+      name: 'guest0',
+      m: 5120 * MiB,
+      ...extra,
+      smp: 4,
+      objects: [
+        { 'qom-type': 'memory-backend-ram', id: 'ram-node0', size: 2560 * MiB },
+        { 'qom-type': 'memory-backend-ram', id: 'ram-node1', size: 2560 * MiB },
+      ],
+      numa: [
+        { nodeid: 0, cpus: [0, 1], memdev: 'ram-node0' },
+        { nodeid: 1, cpus: [2, 3], memdev: 'ram-node1' },
+      ],
+    });
+  }
+  const GiB = 1024 * MiB;
+
+  it('plugs a DIMM into device memory, answers query-memory-devices and info numa, and the guest range appears in info ram', () => {
+    const vm = hotplugGuest();
+    const plugged: string[] = [];
+    vm.onMemoryPlug.push((d) => plugged.push(d.id));
+    // q35 with 5 GiB: 2 GiB below 4G, 3 GiB above; device memory from 7 GiB, 4 GiB + 1 GiB per slot.
+    expect(vm.deviceMemory && [vm.deviceMemory.base, vm.deviceMemory.size]).toEqual([7 * GiB, 8 * GiB]);
+    const mon = vm.monitor;
+    expect(mon.execute({ execute: 'object-add', arguments: { 'qom-type': 'memory-backend-ram', id: 'mem1', size: GiB } })).toEqual({
+      return: {},
+    });
+    expect(mon.execute({ execute: 'device_add', arguments: { driver: 'pc-dimm', id: 'dimm1', memdev: 'mem1', node: 1 } })).toEqual({
+      return: {},
+    });
+    expect(plugged).toEqual(['dimm1']);
+    expect(mon.execute({ execute: 'query-memory-devices' })).toEqual({
+      return: [
+        {
+          type: 'dimm',
+          data: { id: 'dimm1', addr: 7 * GiB, size: GiB, slot: 0, node: 1, memdev: '/objects/mem1', hotplugged: true, hotpluggable: true },
+        },
+      ],
+    });
+    expect(mon.hmp('info numa')).toContain('node 1 size: 3584 MB\nnode 1 plugged: 1024 MB\n');
+    // e820/SRAT view: node 1's RAM above 4G (4.5-7 GiB) and the DIMM right after it, one range.
+    expect(vm.ramRanges().at(-1)).toEqual({ gpa: 4.5 * GiB, size: 3.5 * GiB, node: 1 });
+    expect(mon.hmp('info ram')).toMatch(/0x00000001c0000000-0x00000001ffffffff\s+mem1\s+4 KiB 0x0000000000000000 .* 1\n$/);
+    // A second DIMM goes after it; a guest access there reaches the new backend.
+    mon.execute({ execute: 'object-add', arguments: { 'qom-type': 'memory-backend-ram', id: 'mem2', size: 512 * MiB } });
+    mon.execute({ execute: 'device_add', arguments: { driver: 'pc-dimm', id: 'dimm2', memdev: 'mem2' } });
+    expect(vm.memoryDevices.map((d) => [d.id, d.addr, d.slot, d.node])).toEqual([
+      ['dimm1', 7 * GiB, 0, 1],
+      ['dimm2', 8 * GiB, 1, 0],
+    ]);
+    vm.access(0, 8 * GiB, 4096, 4096, true, 7);
+    expect(vm.peek(8 * GiB)).toBe(7);
+    expect(vm.hostFrame(8 * GiB)).toBeTruthy();
+    // The guest's _OST for a slot: ACPI_DEVICE_OST, and query-acpi-ospm-status.
+    vm.acpiOst(vm.memoryDevices[0]!, 1, 0);
+    expect(mon.events.at(-1)).toMatchObject({
+      event: 'ACPI_DEVICE_OST',
+      data: { info: { device: 'dimm1', slot: '0', 'slot-type': 'DIMM', source: 1, status: 0 } },
+    });
+    expect((mon.execute({ execute: 'query-acpi-ospm-status' }) as { return: unknown[] }).return).toHaveLength(4);
+  });
+
+  it("refuses what QEMU refuses, with QEMU's messages", () => {
+    const desc = (vm: Vm, cmd: Record<string, unknown>): string => {
+      const r = vm.monitor.execute(cmd);
+      return 'error' in r ? r.error.desc : 'accepted';
+    };
+    const add = (args: Record<string, unknown>) => ({ execute: 'device_add', arguments: { driver: 'pc-dimm', ...args } });
+    const obj = (id: string, size: number) => ({ execute: 'object-add', arguments: { 'qom-type': 'memory-backend-ram', id, size } });
+    const noMaxmem = hotplugGuest({});
+    noMaxmem.monitor.execute(obj('m', GiB));
+    expect(desc(noMaxmem, add({ memdev: 'm' }))).toBe("no slots where allocated, please specify the 'slots' option");
+    const vm = hotplugGuest();
+    expect(desc(vm, add({ memdev: 'nope' }))).toBe("Property 'pc-dimm.memdev' can't find value 'nope'");
+    expect(desc(vm, add({ memdev: 'ram-node0' }))).toBe("can't use already busy memdev: ram-node0");
+    vm.monitor.execute(obj('big', 5 * GiB));
+    expect(desc(vm, add({ memdev: 'big' }))).toBe('not enough space, currently 0x0 in use of total space for memory devices 0x100000000');
+    vm.monitor.execute(obj('odd', 3 * MiB));
+    expect(desc(vm, add({ memdev: 'odd' }))).toBe('backend memory size must be multiple of 0x200000');
+    vm.monitor.execute(obj('m1', GiB));
+    expect(desc(vm, add({ memdev: 'm1', node: 2 }))).toBe("'DIMM property node has value 2' which exceeds the number of numa nodes: 2");
+    expect(desc(vm, add({ memdev: 'm1', id: 'd1' }))).toBe('accepted');
+    vm.monitor.execute(obj('m2', GiB));
+    expect(desc(vm, add({ memdev: 'm2', id: 'd1' }))).toBe("Duplicate device ID 'd1'");
+    expect(desc(vm, add({ memdev: 'm2', addr: 7 * GiB }))).toBe("address range conflicts with memory device id='d1'");
+    expect(desc(vm, { execute: 'device_add', arguments: { driver: 'virtio-mem-pcie', memdev: 'm2' } })).toBe(
+      "'virtio-mem-pcie' is not a valid device model name",
+    );
+    expect(() => hotplugGuest({ slots: 2 })).toThrow('slots specified but no max-size');
+    expect(() => hotplugGuest({ slots: 2, maxmem: 4 * GiB })).toThrow(
+      'invalid value of maxmem: maximum memory size (0x100000000) must be at least the initial memory size (0x140000000)',
+    );
+    expect(() => hotplugGuest({ slots: 2, maxmem: 5 * GiB })).toThrow(
+      /memory slots were specified but maximum memory size \(0x140000000\) is equal/,
+    );
+  });
+
+  it('stop, cont and quit change query-status and send STOP, RESUME and SHUTDOWN with virtual timestamps; quit frees the VMM memory', () => {
+    const vm = new Vm(vmTestKernel(), { name: 'q', m: 256 * MiB, objects: [], smp: 1 });
+    const mon = vm.monitor;
+    vm.access(0, 0, 64 * MiB, 4096, true, 1);
+    const rss = (): number => vm.process.mm.rssAnon;
+    expect(rss()).toBeGreaterThan(0);
+    const free0 = vm.k.phys.freePages();
+    const states: string[] = [];
+    vm.onRunState.push((s) => states.push(s));
+    mon.execute({ execute: 'stop' });
+    expect(mon.execute({ execute: 'query-status' })).toEqual({ return: { running: false, status: 'paused' } });
+    mon.execute({ execute: 'cont' });
+    const ns = vm.k.clock.now();
+    expect(mon.execute({ execute: 'quit' })).toEqual({ return: {} });
+    expect(states).toEqual(['paused', 'running', 'shutdown']);
+    expect(mon.events.map((e) => e.event)).toEqual(['STOP', 'RESUME', 'SHUTDOWN']);
+    expect(mon.events[2]!.data).toEqual({ guest: false, reason: 'host-qmp-quit' });
+    expect(mon.events[2]!.timestamp).toEqual({ seconds: Math.floor(ns / 1e9), microseconds: Math.floor((ns % 1e9) / 1e3) });
+    expect(rss()).toBe(0);
+    expect(vm.k.phys.freePages()).toBeGreaterThan(free0);
+    expect(vm.process.exited).toBe(true);
+    expect(mon.execute({ execute: 'query-status' })).toMatchObject({ error: { class: 'GenericError' } });
+  });
+});

@@ -27,9 +27,21 @@
  *
  * Devices and migration add commands with registerCommand (QMP) and
  * registerHmp (HMP, e.g. `balloon` or `info balloon`).
+ *
+ * Hotplug and run state: `object-add` (a memory backend), `device_add`
+ * (driver pc-dimm: Vm.deviceAdd), `query-memory-devices`,
+ * `query-acpi-ospm-status`, `stop`, `cont`, `quit`. Events are kept in
+ * `events` as QMP sends them ({"event", "data", "timestamp": {"seconds",
+ * "microseconds"}}) and passed to `onEvent` listeners: STOP, RESUME (also
+ * sent around a migration's switchover: src/scenario/vms.ts),
+ * SHUTDOWN (reason host-qmp-quit) and ACPI_DEVICE_OST (the guest's _OST
+ * after it onlined a DIMM; QEMU has no DEVICE_ADDED event: device_add's
+ * reply, and for memory the guest's _OST, are how a client learns of it).
+ * The timestamp is the host's virtual time since boot (QEMU's is the wall
+ * clock), so runs stay byte-identical.
  */
 import type { Vm } from './vm.ts';
-import { QemuError, sizeToStr } from './memory_backend.ts';
+import { QemuError, sizeToStr, type MemoryBackendProps } from './memory_backend.ts';
 import { renderMtree } from './pc.ts';
 
 /** A QMP command failure (its class and description go into the error reply). */
@@ -46,20 +58,36 @@ export type QmpArgs = Record<string, unknown>;
 export type QmpHandler = (args: QmpArgs) => unknown;
 export type HmpHandler = (args: string) => string;
 export type QmpResponse = { return: unknown; id?: unknown } | { error: { class: string; desc: string }; id?: unknown };
+/** An asynchronous QMP event as the monitor sends it. */
+export interface QmpEvent {
+  event: string;
+  data?: Record<string, unknown>;
+  timestamp: { seconds: number; microseconds: number };
+}
 
 const hex = (v: number): string => `0x${v.toString(16).padStart(16, '0')}`;
 
 export class Monitor {
   private readonly commands = new Map<string, { handler: QmpHandler; args: readonly string[] | null }>();
   private readonly hmpCommands = new Map<string, HmpHandler>();
+  /** Every event emitted, in order. */
+  readonly events: QmpEvent[] = [];
+  /** Called for each event as it is emitted (a QMP client reading the socket). */
+  readonly onEvent: ((e: QmpEvent) => void)[] = [];
 
   constructor(readonly vm: Vm) {
     this.registerCommand('qmp_capabilities', () => ({}), ['enable']);
     this.registerCommand('query-commands', () => [...this.commands.keys()].map((name) => ({ name })), []);
     this.registerCommand('query-name', () => (vm.name === undefined ? {} : { name: vm.name }), []);
-    this.registerCommand('query-status', () => ({ running: true, status: 'running' }), []);
+    this.registerCommand('query-status', () => ({ running: vm.runState === 'running', status: vm.runState }), []);
     this.registerCommand('query-memdev', () => [...vm.backends.values()].map((b) => b.toMemdev()), []);
-    this.registerCommand('query-memory-devices', () => [], []); // no pc-dimm / virtio-mem devices modelled
+    this.registerCommand('query-memory-devices', () => this.queryMemoryDevices(), []);
+    this.registerCommand('query-acpi-ospm-status', () => this.queryAcpiOspmStatus(), []);
+    this.registerCommand('object-add', (a) => this.objectAdd(a), null);
+    this.registerCommand('device_add', (a) => this.deviceAdd(a), null);
+    this.registerCommand('stop', () => this.setRunState('paused', 'STOP'), []);
+    this.registerCommand('cont', () => this.setRunState('running', 'RESUME'), []);
+    this.registerCommand('quit', () => this.quit(), []);
     this.registerCommand('query-cpus-fast', () => this.queryCpusFast(), []);
     this.registerCommand('human-monitor-command', (a) => this.humanMonitorCommand(a), ['command-line', 'cpu-index']);
     this.registerHmp('info mtree', () => renderMtree(vm.system));
@@ -107,6 +135,8 @@ export class Monitor {
     if (typeof r.execute !== 'string') return withId(err('GenericError', "QMP input member 'execute' must be a string"));
     if ('arguments' in r && (typeof r.arguments !== 'object' || r.arguments === null || Array.isArray(r.arguments)))
       return withId(err('GenericError', "QMP input member 'arguments' must be an object"));
+    // After quit the VMM is gone and so is its monitor socket (memtwin answers instead of hanging up).
+    if (this.vm.runState === 'shutdown') return withId(err('GenericError', 'QEMU has exited (quit): the monitor is closed'));
     const cmd = this.commands.get(r.execute);
     if (!cmd) return withId(err('CommandNotFound', `The command ${r.execute} has not been found`));
     const args = (r.arguments ?? {}) as QmpArgs;
@@ -119,6 +149,19 @@ export class Monitor {
       if (e instanceof QemuError) return withId(err('GenericError', e.message));
       throw e;
     }
+  }
+
+  /** Send an event (qapi_event_send_*): recorded with the virtual time and passed to the listeners. */
+  emit(event: string, data?: Record<string, unknown>): QmpEvent {
+    const ns = this.vm.k.clock.now();
+    const e: QmpEvent = {
+      event,
+      ...(data ? { data } : {}),
+      timestamp: { seconds: Math.floor(ns / 1e9), microseconds: Math.floor((ns % 1e9) / 1e3) },
+    };
+    this.events.push(e);
+    for (const f of this.onEvent) f(e);
+    return e;
   }
 
   /** Execute QMP JSON text and answer JSON text. */
@@ -135,6 +178,72 @@ export class Monitor {
   }
 
   // --- commands ---------------------------------------------------------------------------
+
+  /** object-add: a memory backend (qom-type, id and its properties as on -object). */
+  private objectAdd(a: QmpArgs): Record<string, never> {
+    if (typeof a['qom-type'] !== 'string') throw new QmpError('GenericError', "Parameter 'qom-type' is missing");
+    if (typeof a['id'] !== 'string') throw new QmpError('GenericError', "Parameter 'id' is missing");
+    this.vm.objectAdd(a as unknown as MemoryBackendProps);
+    return {};
+  }
+
+  /** device_add: a pc-dimm (driver, id, memdev, node, addr, slot). */
+  private deviceAdd(a: QmpArgs): Record<string, never> {
+    if (typeof a['driver'] !== 'string') throw new QmpError('GenericError', "Parameter 'driver' is missing");
+    for (const key of Object.keys(a))
+      if (!['driver', 'id', 'memdev', 'node', 'addr', 'slot'].includes(key))
+        throw new QmpError('GenericError', `Property '${a['driver']}.${key}' not found`);
+    for (const key of ['node', 'addr', 'slot'] as const)
+      if (a[key] !== undefined && !(Number.isSafeInteger(a[key]) && (a[key] as number) >= 0))
+        throw new QmpError('GenericError', `Parameter '${key}' expects uint${key === 'addr' ? 64 : 32}`);
+    this.vm.deviceAdd(a as Parameters<Vm['deviceAdd']>[0]);
+    return {};
+  }
+
+  /** query-memory-devices: a MemoryDeviceInfo (type dimm, PCDIMMDeviceInfo) per plugged device, by address. */
+  private queryMemoryDevices(): unknown[] {
+    return [...this.vm.memoryDevices]
+      .sort((x, y) => x.addr - y.addr)
+      .map((d) => ({
+        type: d.type,
+        data: {
+          id: d.id,
+          addr: d.addr,
+          size: d.size,
+          slot: d.slot,
+          node: d.node,
+          memdev: `/objects/${d.memdev.id}`,
+          hotplugged: true,
+          hotpluggable: true,
+        },
+      }));
+  }
+
+  /** query-acpi-ospm-status: every DIMM slot, with the device and the last _OST the guest reported for it. */
+  private queryAcpiOspmStatus(): unknown[] {
+    const out: unknown[] = [];
+    for (let slot = 0; slot < this.vm.ramSlots; slot++) {
+      const d = this.vm.memoryDevices.find((x) => x.slot === slot);
+      const ost = this.vm.ospmStatus.get(slot) ?? { source: 0, status: 0 };
+      out.push({ ...(d ? { device: d.id } : {}), slot: String(slot), 'slot-type': 'DIMM', ...ost });
+    }
+    return out;
+  }
+
+  /** stop / cont: the vCPUs stop or run again (vm_stop, vm_start), with STOP or RESUME. */
+  private setRunState(state: 'running' | 'paused', event: 'STOP' | 'RESUME'): Record<string, never> {
+    if (this.vm.runState === state) return {};
+    this.vm.setRunState(state);
+    this.emit(event);
+    return {};
+  }
+
+  /** quit: SHUTDOWN (guest false, reason host-qmp-quit), then QEMU exits and its memory goes back to the host. */
+  private quit(): Record<string, never> {
+    this.emit('SHUTDOWN', { guest: false, reason: 'host-qmp-quit' });
+    this.vm.quit();
+    return {};
+  }
 
   private humanMonitorCommand(a: QmpArgs): string {
     const line = a['command-line'];
@@ -160,9 +269,11 @@ export class Monitor {
     const nodes = this.vm.numaNodes;
     let s = `${nodes.length} nodes\n`;
     for (const n of nodes) {
+      // query_numa_node_mem: a node's size counts its plugged DIMMs too.
+      const plugged = this.vm.memoryDevices.filter((d) => d.node === n.nodeid).reduce((a, d) => a + d.size, 0);
       s += `node ${n.nodeid} cpus:${n.cpus.map((c) => ` ${c}`).join('')}\n`;
-      s += `node ${n.nodeid} size: ${Math.floor(n.size / 2 ** 20)} MB\n`;
-      s += `node ${n.nodeid} plugged: 0 MB\n`;
+      s += `node ${n.nodeid} size: ${Math.floor((n.size + plugged) / 2 ** 20)} MB\n`;
+      s += `node ${n.nodeid} plugged: ${Math.floor(plugged / 2 ** 20)} MB\n`;
     }
     return s;
   }

@@ -177,6 +177,18 @@ export function pcMemoryInit(ram: MemoryRegion, split: PcRamSplit): MemoryRegion
   return system;
 }
 
+/**
+ * pc_get_device_memory_range: where memory devices (pc-dimm) go, the
+ * "device-memory" region: from the first 1 GiB boundary past the end of
+ * RAM above 4 GiB, maxmem - ram_size long, plus 1 GiB per slot so that
+ * each DIMM can be 1 GiB aligned (enforce_aligned_dimm, every machine
+ * type since 2.2).
+ */
+export function pcDeviceMemoryRange(split: PcRamSplit, ramSize: number, maxram: number, slots: number): { base: number; size: number } {
+  const base = Math.ceil((ABOVE_4G_MEM_START + split.above4g) / GiB) * GiB;
+  return { base, size: maxram - ramSize + GiB * slots };
+}
+
 /** An e820 entry (hw/i386/e820_memory_layout.h). */
 export interface E820Entry {
   address: number;

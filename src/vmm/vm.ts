@@ -28,6 +28,7 @@
  * TLB reach, min(guest page size, EPT mapping size) (tlbMappingSize).
  */
 import { killReason } from '../kernel/oom_kill.ts';
+import { exitProcess } from '../kernel/fork.ts';
 import type { CpuWork, Kernel } from '../kernel/kernel.ts';
 import type { Process, Thread } from '../kernel/sched.ts';
 import { ERRNO, PAGE_SIZE, PMD_SIZE, PUD_SIZE, alignDown, alignUp } from '../kernel/uapi.ts';
@@ -46,7 +47,17 @@ import {
 } from './memory_backend.ts';
 import { RamList, type RAMBlock } from './ram_block.ts';
 import { Monitor } from './monitor.ts';
-import { MemoryRegion, flatRam, pcE820, pcMemoryInit, pcRamSplit, type E820Entry, type PcMachineType, type PcRamSplit } from './pc.ts';
+import {
+  MemoryRegion,
+  flatRam,
+  pcDeviceMemoryRange,
+  pcE820,
+  pcMemoryInit,
+  pcRamSplit,
+  type E820Entry,
+  type PcMachineType,
+  type PcRamSplit,
+} from './pc.ts';
 
 /** `-numa node,nodeid=N,cpus=...,memdev=ID`. A node without memdev is memoryless. */
 export interface NumaNodeConfig {
@@ -82,6 +93,10 @@ export interface VmConfig {
    * their total (QEMU needs -m to match them; here it is implied).
    */
   m?: number;
+  /** -m ...,slots=N: memory device slots (pc-dimm); needs maxmem. */
+  slots?: number;
+  /** -m ...,maxmem=SIZE: the most RAM with memory devices plugged (the device-memory region). */
+  maxmem?: number;
   /** -smp (default 1). */
   smp?: number | SmpConfig;
   /** -object memory-backend-*: created in order, before the machine. */
@@ -136,6 +151,25 @@ export interface MemSlot {
   ept: Int32Array | null;
 }
 
+/** A memory device plugged with device_add: a pc-dimm (PCDIMMDevice), its memdev mapped in device memory. */
+export interface MemoryDevice {
+  type: 'dimm';
+  id: string;
+  /** GPA of its first byte (the "addr" property). */
+  addr: number;
+  size: number;
+  slot: number;
+  /** Guest NUMA node (the "node" property). */
+  node: number;
+  memdev: HostMemoryBackend;
+}
+
+/** ACPI_MAX_RAM_SLOTS: the most memory slots the PC machines' ACPI tables describe. */
+const ACPI_MAX_RAM_SLOTS = 256;
+
+/** QEMU's run states as query-status names them (the ones modelled). */
+export type RunState = 'running' | 'paused' | 'shutdown' | 'inmigrate' | 'postmigrate';
+
 const EPT_NONE = 0;
 const EPT_ZERO = -1;
 const DEFAULT_RAM_SIZE = 128 * 2 ** 20;
@@ -180,6 +214,25 @@ export class Vm implements GuestMemory {
   private readonly ramBytes: number;
   private readonly preallocThreads = new Map<number, Thread>();
   private qmp: Monitor | null = null;
+  /** The -m slots (memory device slots) and maxmem (ram_size when not given). */
+  readonly ramSlots: number;
+  readonly maxramSize: number;
+  /** The device-memory region (pc-dimm's address space), when maxmem is above the RAM size. */
+  readonly deviceMemory: { base: number; size: number; region: MemoryRegion } | null = null;
+  /** Memory devices plugged (device_add), in plug order. */
+  readonly memoryDevices: MemoryDevice[] = [];
+  /**
+   * Called once a memory device is plugged and its memslot exists: the
+   * ACPI memory hotplug notification the guest handles (run.ts connects
+   * the guest kernel; VMM and guest do not import each other).
+   */
+  readonly onMemoryPlug: ((d: MemoryDevice) => void)[] = [];
+  /** query-status: running until `stop`, `quit` or the OOM killer. */
+  runState: RunState = 'running';
+  /** Called on stop/cont (the guest's vCPUs stop or run again: run.ts stops or starts guest workloads). */
+  readonly onRunState: ((s: RunState) => void)[] = [];
+  private vmm: VmmHost | null = null;
+  private mounts: Readonly<Record<string, Mount>> = DEFAULT_MOUNTS;
 
   /**
    * Start a VM: the VMM process, the backends (-object, then the default
@@ -205,14 +258,18 @@ export class Vm implements GuestMemory {
     try {
       const mounts = cfg.mounts ?? DEFAULT_MOUNTS;
       const vmm = this.vmmHost(cfg);
+      this.vmm = vmm;
+      this.mounts = mounts;
       for (const o of cfg.objects ?? []) this.createBackend(o, vmm, mounts);
       const nodesCfg = cfg.numa ?? [];
       const nodeMemdevs = this.resolveNumaMemdevs(nodesCfg);
       this.ramBytes = this.resolveRamSize(cfg, nodeMemdevs);
+      [this.maxramSize, this.ramSlots] = memoryOptions(cfg, this.ramBytes);
       this.split = pcRamSplit(this.machineType, this.ramBytes, cfg['max-ram-below-4g']);
       this.warnings.push(...this.split.warnings);
       this.ram = this.machineRam(cfg, nodeMemdevs, vmm, mounts);
       this.system = pcMemoryInit(this.ram, this.split);
+      this.deviceMemory = this.deviceMemoryInit();
       this.numaNodes = this.buildNumaNodes(nodesCfg, nodeMemdevs, smp);
       this.slots = this.buildSlots();
       this.createVcpus(smp, cfg.vcpuPin);
@@ -256,6 +313,21 @@ export class Vm implements GuestMemory {
       if (e instanceof QemuError) e.object ??= props.id;
       throw e;
     }
+  }
+
+  /**
+   * pc_memory_init's memory devices part: with maxmem above the RAM size, a
+   * "device-memory" container in the system address space
+   * (machine_memory_devices_init).
+   */
+  private deviceMemoryInit(): { base: number; size: number; region: MemoryRegion } | null {
+    if (this.maxramSize <= this.ramBytes) return null;
+    if (this.ramSlots > ACPI_MAX_RAM_SLOTS) throw new QemuError(`unsupported amount of memory slots: ${this.ramSlots}`);
+    if (this.maxramSize % PAGE_SIZE) throw new QemuError(`maximum memory size must by aligned to multiple of ${PAGE_SIZE} bytes`);
+    const r = pcDeviceMemoryRange(this.split, this.ramBytes, this.maxramSize, this.ramSlots);
+    const region = MemoryRegion.container('device-memory', BigInt(r.size));
+    this.system.addSubregion(r.base, region);
+    return { ...r, region };
   }
 
   /** parse_numa_node: each node's memdev, checked. */
@@ -668,6 +740,102 @@ export class Vm implements GuestMemory {
     return s.block.discardRange(this.k, this.process, s.blockOffset + (gpa - s.gpa), len);
   }
 
+  // --- hotplug (QMP object-add, device_add) ---------------------------------------------
+
+  /** object-add of a memory backend: created and allocated as at startup (prealloc included). */
+  objectAdd(props: MemoryBackendProps): HostMemoryBackend {
+    return this.createBackend(props, this.vmm!, this.mounts);
+  }
+
+  /**
+   * device_add driver=pc-dimm: qdev_device_add's checks, pc_dimm_pre_plug
+   * (a free slot, a free aligned address in device memory:
+   * memory_device_get_free_addr, lowest first), pc_dimm_realize (the
+   * memdev, not in use elsewhere; the node), then the plug: the memdev's
+   * region in device memory and a KVM memslot for it. The guest learns of
+   * it through onMemoryPlug. Throws QemuError with QEMU's message.
+   */
+  deviceAdd(args: { driver: string; id?: string; memdev?: string; node?: number; addr?: number; slot?: number }): MemoryDevice {
+    if (args.driver !== 'pc-dimm') throw new QemuError(`'${args.driver}' is not a valid device model name`);
+    if (args.id !== undefined && this.memoryDevices.some((d) => d.id === args.id)) throw new QemuError(`Duplicate device ID '${args.id}'`);
+    if (args.memdev === undefined) throw new QemuError("'memdev' property is not set");
+    const b = this.backends.get(args.memdev);
+    if (!b) throw new QemuError(`Property 'pc-dimm.memdev' can't find value '${args.memdev}'`);
+    if (b.isMapped) throw new QemuError(`can't use already busy memdev: ${args.memdev}`);
+    const slot = this.dimmSlot(args.slot);
+    const dm = this.deviceMemory;
+    if (!dm)
+      throw new QemuError(
+        'the configuration is not prepared for memory devices (e.g., for memory hotplug), consider specifying the maxmem option',
+      );
+    const size = b.block!.usedLength;
+    const used = this.memoryDevices.reduce((a, d) => a + d.size, 0);
+    if (used + size > this.maxramSize - this.ramBytes)
+      throw new QemuError(
+        `not enough space, currently 0x${used.toString(16)} in use of total space for memory devices 0x${(this.maxramSize - this.ramBytes).toString(16)}`,
+      );
+    // memory_region_get_alignment: the RAM block's (QEMU_VMALLOC_ALIGN for anonymous memory, the huge page size for hugetlbfs).
+    const align = Math.max(PMD_SIZE, b.pageSize);
+    if (size % align) throw new QemuError(`backend memory size must be multiple of 0x${align.toString(16)}`);
+    const addr = this.freeDeviceAddr(dm, size, align, args.addr);
+    const nodes = this.numaNodes.length;
+    const node = args.node ?? 0;
+    if ((nodes > 0 && node >= nodes) || (nodes === 0 && node > 0))
+      throw new QemuError(`'DIMM property node has value ${node}' which exceeds the number of numa nodes: ${nodes || 1}`);
+    b.isMapped = true;
+    const id = args.id ?? `dimm${slot}`;
+    dm.region.addSubregion(addr - dm.base, MemoryRegion.ram(b.id, b.block!));
+    const d: MemoryDevice = { type: 'dimm', id, addr, size, slot, node, memdev: b };
+    this.memoryDevices.push(d);
+    (this.slots as MemSlot[]).push({
+      gpa: addr,
+      size,
+      hva: b.block!.host,
+      block: b.block!,
+      blockOffset: 0,
+      node,
+      via: 'device-memory',
+      ept: null,
+    });
+    for (const f of this.onMemoryPlug) f(d);
+    return d;
+  }
+
+  /** pc_dimm_get_free_slot: the asked slot if free, else the lowest free one. */
+  private dimmSlot(asked: number | undefined): number {
+    const max = this.ramSlots;
+    if (!max) throw new QemuError("no slots where allocated, please specify the 'slots' option");
+    const busy = new Set(this.memoryDevices.map((d) => d.slot));
+    if (asked !== undefined) {
+      if (asked >= max) throw new QemuError(`invalid slot number ${asked}, valid range is [0-${max - 1}]`);
+      if (busy.has(asked)) throw new QemuError(`slot ${asked} is busy`);
+      return asked;
+    }
+    for (let s = 0; s < max; s++) if (!busy.has(s)) return s;
+    throw new QemuError('no free slots available');
+  }
+
+  /** memory_device_get_free_addr: the hint if it fits, else the lowest aligned gap in device memory. */
+  private freeDeviceAddr(dm: { base: number; size: number }, size: number, align: number, hint: number | undefined): number {
+    const end = dm.base + dm.size;
+    if (hint !== undefined) {
+      if (hint % align) throw new QemuError(`address must be aligned to 0x${align.toString(16)} bytes`);
+      if (hint < dm.base)
+        throw new QemuError(`can't add memory device [0x${hint.toString(16)}:0x${size.toString(16)}] before 0x${dm.base.toString(16)}`);
+      if (hint + size > end)
+        throw new QemuError(`can't add memory device [0x${hint.toString(16)}:0x${size.toString(16)}] beyond 0x${end.toString(16)}`);
+    }
+    let addr = hint ?? dm.base;
+    for (const d of [...this.memoryDevices].sort((a, b) => a.addr - b.addr))
+      if (d.addr < addr + size && addr < d.addr + d.size) {
+        if (hint !== undefined) throw new QemuError(`address range conflicts with memory device id='${d.id}'`);
+        addr = alignUp(d.addr + d.size, align);
+      }
+    if (addr + size > end)
+      throw new QemuError('could not find position in guest address space for memory device - memory fragmented due to alignments');
+    return addr;
+  }
+
   // --- vCPUs and lifetime --------------------------------------------------------------
 
   /** sched_setaffinity of a vCPU thread to one host CPU; -EINVAL if it does not exist. */
@@ -678,12 +846,61 @@ export class Vm implements GuestMemory {
     return 0;
   }
 
+  /** The last _OST each DIMM slot's device reported (query-acpi-ospm-status). */
+  readonly ospmStatus = new Map<number, { source: number; status: number }>();
+
+  /**
+   * The guest evaluated _OST for a memory device (acpi_memory_ost: the
+   * ACPI memory hotplug driver reports the result of a device check):
+   * recorded and sent as ACPI_DEVICE_OST. source 1 is
+   * ACPI_NOTIFY_DEVICE_CHECK (insertion), status 0 success.
+   */
+  acpiOst(d: MemoryDevice, source: number, status: number): void {
+    this.ospmStatus.set(d.slot, { source, status });
+    this.monitor.emit('ACPI_DEVICE_OST', { info: { device: d.id, slot: String(d.slot), 'slot-type': 'DIMM', source, status } });
+  }
+
+  /** vm_stop / vm_start: the run state, told to the listeners (the guest's vCPUs stop or run). */
+  setRunState(state: RunState): void {
+    this.runState = state;
+    for (const f of this.onRunState) f(state);
+  }
+
+  /** QMP quit: the run state becomes shutdown (the vCPUs stop), then QEMU exits and its memory goes back to the host. */
+  quit(): void {
+    this.setRunState('shutdown');
+    // do_exit: exit_mmap unmaps guest RAM (anonymous memory and the last mapping of a memfd go back to the host), and
+    // the process leaves the kernel's tables.
+    exitProcess(this.k, this.process);
+  }
+
   /** `quit`: the VMM exits and its address space goes. */
   destroy(): void {
     const p = this.process;
     for (const v of [...p.mm.vmas]) this.k.munmap(p, v.start, v.end - v.start);
     p.exited = true;
   }
+}
+
+/**
+ * machine_set_mem: -m's maxmem and slots, checked against the RAM size.
+ * Returns [maxram_size, ram_slots].
+ */
+function memoryOptions(cfg: VmConfig, ramSize: number): [number, number] {
+  const hex = (v: number): string => `0x${v.toString(16)}`;
+  if (cfg.maxmem === undefined) {
+    if (cfg.slots !== undefined) throw new QemuError('slots specified but no max-size');
+    return [ramSize, 0];
+  }
+  if (cfg.maxmem < ramSize)
+    throw new QemuError(
+      `invalid value of maxmem: maximum memory size (${hex(cfg.maxmem)}) must be at least the initial memory size (${hex(ramSize)})`,
+    );
+  if (cfg.slots && cfg.maxmem === ramSize)
+    throw new QemuError(
+      `invalid value of maxmem: memory slots were specified but maximum memory size (${hex(cfg.maxmem)}) is equal to the initial memory size (${hex(ramSize)})`,
+    );
+  return [cfg.maxmem, cfg.slots ?? 0];
 }
 
 /** The largest EPT page size (1G, 2M, 4K) whose aligned GPA frame fits in the slot with GPA and HVA congruent. */
