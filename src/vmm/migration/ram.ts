@@ -539,14 +539,7 @@ export class RamMigration {
         this.sendZeroRun(b, p, r, maxBytes, maxNs, rateBps);
         continue;
       }
-      const first = p - (p % (b.block.pageSize / PAGE_SIZE));
-      if (b !== this.hostPageBlock || first !== this.hostPageFirst) {
-        r.hostPages!++;
-        this.hostPageBlock = b;
-        this.hostPageFirst = first;
-      }
-      b.bmap[p] = 0;
-      this.dirtyPages--;
+      this.beginPage(b, p, r);
       this.sendPage(b, p, r);
     }
     const b = this.hostPageBlock;
@@ -557,6 +550,18 @@ export class RamMigration {
     }
     this.bytes += r.bytes;
     return r;
+  }
+
+  /** Take dirty page p of block b to send: a host page begun counts in `r.hostPages`; its bit is cleared. */
+  private beginPage(b: BlockState, p: number, r: SendResult): void {
+    const first = p - (p % (b.block.pageSize / PAGE_SIZE));
+    if (b !== this.hostPageBlock || first !== this.hostPageFirst) {
+      r.hostPages!++;
+      this.hostPageBlock = b;
+      this.hostPageFirst = first;
+    }
+    b.bmap[p] = 0;
+    this.dirtyPages--;
   }
 
   /**
@@ -576,9 +581,10 @@ export class RamMigration {
 
   /**
    * The dirty pages from p to the end of its 2M run (zeroOnBothSides), sent
-   * as the per-page path (readPageCode, then loadZeroPage) sends them: a
-   * zero-page marker each, the zero check on both sides, no fault; the
-   * step's limits are checked before each page, as in send().
+   * as the per-page path (beginPage, readPageCode, then loadZeroPage) sends
+   * them: a zero-page marker each, the zero check on both sides, no fault;
+   * the step's limits are checked before each page, as in send(). The
+   * per-page steps are written out here on locals, for speed.
    */
   private sendZeroRun(b: BlockState, p: number, r: SendResult, maxBytes: number, maxNs: number, rateBps: number): void {
     const end = p + chunkPagesBoth(b, p);
@@ -642,14 +648,7 @@ export class RamMigration {
         break;
       }
       block = b;
-      const first = p - (p % (b.block.pageSize / PAGE_SIZE));
-      if (b !== this.hostPageBlock || first !== this.hostPageFirst) {
-        r.hostPages!++;
-        this.hostPageBlock = b;
-        this.hostPageFirst = first;
-      }
-      b.bmap[p] = 0;
-      this.dirtyPages--;
+      this.beginPage(b, p, r);
       const code = this.readPageCode(b, p, r, false);
       if (code === PAGE_NOT_SENT) continue;
       const page = { zero: (code & PAGE_SENT_ZERO) !== 0, byte: code & 0xff };
