@@ -24,6 +24,7 @@ import type { Host } from '../sim/host.ts';
 import { fromRoot } from '../util/paths.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
 import { encodeOp, ExecutorError, khugepagedWait } from './linux_backend.ts';
+import { proposalUnsupported } from './ops.ts';
 
 export const GUEST_CACHE = fromRoot('.cache', 'oracle-guest');
 export const GUEST_KERNEL = join(GUEST_CACHE, 'vmlinuz');
@@ -377,9 +378,6 @@ export class GuestVM {
   }
 }
 
-/** Ops of unmerged proposals: the simulator has them, the real kernel cannot. */
-const PROPOSAL_OPS = new Set(['ms_tbind', 'ms_mbind', 'ms_move', 'process_mbind']);
-
 /**
  * A Backend on a GuestVM: one fresh executor in the guest per backend (per
  * script): the real kernel, in a guest.
@@ -401,7 +399,8 @@ export class GuestBackend implements Backend {
   }
 
   async exec(op: ResolvedOp): Promise<RawResult> {
-    if (PROPOSAL_OPS.has(op.op)) return { unsupported: `${op.op} belongs to a proposal Linux never merged (memsched)` };
+    const proposal = proposalUnsupported(op.op);
+    if (proposal) return proposal;
     if (op.op === 'cpuset_mems')
       return { unsupported: 'cpuset_mems needs a cpuset cgroup of its own; the native executor does not create one' };
     this.started ??= this.vm.startExecutor();

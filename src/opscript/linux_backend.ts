@@ -12,7 +12,7 @@ import { constants as osConstants } from 'node:os';
 import { createInterface } from 'node:readline';
 import { fromRoot } from '../util/paths.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
-import { damonArgs } from './ops.ts';
+import { damonArgs, proposalUnsupported } from './ops.ts';
 
 export const NATIVE_BIN = fromRoot('native', 'build', 'memtwin-native');
 /** Where executors journal their changes to the machine (MEMTWIN_JOURNAL_DIR overrides it). */
@@ -52,9 +52,6 @@ export function restoreMachine(opts: { lockTimeoutMs?: number; env?: NodeJS.Proc
 }
 
 export class ExecutorError extends Error {}
-
-/** Ops of unmerged proposals: the simulator has them, the real kernel cannot. */
-const PROPOSAL_OPS = new Set(['ms_tbind', 'ms_mbind', 'ms_move', 'process_mbind']);
 
 /** Why the linux backend cannot run here, or undefined if it can. */
 export function linuxBackendUnavailable(): string | undefined {
@@ -344,7 +341,8 @@ export class LinuxBackend implements Backend {
 
   async exec(op: ResolvedOp): Promise<RawResult> {
     if (this.dead) throw new ExecutorError(this.dead);
-    if (PROPOSAL_OPS.has(op.op)) return { unsupported: `${op.op} belongs to a proposal Linux never merged (memsched)` };
+    const proposal = proposalUnsupported(op.op);
+    if (proposal) return proposal;
     if (op.op === 'cpuset_mems')
       return { unsupported: 'cpuset_mems needs a cpuset cgroup of its own; the native executor does not create one' };
     if (op.op === 'khugepaged_wait') return this.khugepagedWait(op);

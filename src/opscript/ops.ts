@@ -298,6 +298,24 @@ export function damonArgs(a: Record<string, unknown>): {
 /** Ops of the spec that memtwin parses but has not implemented yet on any backend. */
 export const PLANNED_OPS = new Set<string>([]);
 
+/**
+ * Ops of proposals Linux never merged, by the proposal (feature) they
+ * belong to: the simulator has them; a real kernel (the linux and guest
+ * backends) answers `unsupported`, so a diff lists them as skipped.
+ */
+export const PROPOSAL_OPS: ReadonlyMap<string, string> = new Map([
+  ['ms_tbind', 'memsched'],
+  ['ms_mbind', 'memsched'],
+  ['ms_move', 'memsched'],
+  ['process_mbind', 'process_mbind'],
+]);
+
+/** A real kernel's answer to a proposal's op, or undefined for any other op. */
+export function proposalUnsupported(op: string): { unsupported: string } | undefined {
+  const proposal = PROPOSAL_OPS.get(op);
+  return proposal === undefined ? undefined : { unsupported: `${op} belongs to a proposal Linux never merged (${proposal})` };
+}
+
 export interface Op {
   i: number;
   op: string;
