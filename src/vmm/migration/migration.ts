@@ -1152,7 +1152,7 @@ export class MigrationState {
     const idle = { ev: null as EventHandle | null };
     // The stretch the channel was busy for, as a leaky bucket of the send buffer's size: the bytes a sender
     // ahead of the wire would have queued (completeStage), drained at the channel's rate while it was idle.
-    this.busyBytes = this.queuedAt(wireStart, this.sndbufTotal) + allBytes;
+    this.busyBytes = this.queuedAt(wireStart, this.aheadRoomTotal) + allBytes;
     // The multifd threads' CPU work, done when the scheduler has run it (each channel's sender and receiver).
     let threadsEnd = cpuEnd;
     let threadsWaiting = 0;
@@ -1234,7 +1234,7 @@ export class MigrationState {
 
   /** The bytes every channel's socket can hold ahead of the wire (the main channel's and each multifd channel's). */
   /** The room a sender may run ahead by: each channel's (the main one and multifd's) Link.aheadRoom. */
-  private get sndbufTotal(): number {
+  private get aheadRoomTotal(): number {
     return this.link!.aheadRoom * (1 + (this.multifd?.channels.length ?? 0));
   }
 
@@ -1444,7 +1444,7 @@ export class MigrationState {
     const now = this.k.clock.now();
     const wireStart = now + wholeNs(syncNs);
     // (aheadRoom: the send buffer, and the receiver's too when the receiver, not the wire, sets the rate.)
-    const room = this.sndbufTotal - this.queuedAt(wireStart, this.sndbufTotal);
+    const room = this.aheadRoomTotal - this.queuedAt(wireStart, this.aheadRoomTotal);
     const srcCpu = now + wholeNs(syncNs + Math.max(res.srcNs, chSrcNs));
     const dstCpu = now + wholeNs(syncNs + Math.max(res.srcNs, res.dstNs, chSrcNs, chDstNs));
     const srcDone = (w: { tx: OnWire; stall: number }): number => Math.max(srcCpu, w.tx.at(Math.max(0, bytes - room))) + w.stall;
