@@ -281,7 +281,7 @@ export class Multifd {
       const l = loads[i]!;
       let data = 0;
       for (const pg of pages) {
-        const faultNs = this.ram.loadPage(block, pg.p, pg);
+        const faultNs = this.ram.loadPage(block, pg.p, pg.zero, pg.byte);
         if (pg.zero) {
           // multifd_send_zero_page_detect / multifd_recv_zero_page_process: buffer_is_zero on both sides.
           l.srcNs += this.zeroCheckNs;

@@ -651,16 +651,16 @@ export class RamMigration {
       this.beginPage(b, p, r);
       const code = this.readPageCode(b, p, r, false);
       if (code === PAGE_NOT_SENT) continue;
-      const page = { zero: (code & PAGE_SENT_ZERO) !== 0, byte: code & 0xff };
-      if (page.zero && mainZero) {
+      const zero = (code & PAGE_SENT_ZERO) !== 0;
+      if (zero && mainZero) {
         // save_zero_page on the main channel: its header, one byte, and buffer_is_zero on the migration thread.
         r.bytes += PAGE_HEADER_BYTES + (this.lastSentBlock === b ? 0 : 1 + b.block.idstr.length) + 1;
         this.lastSentBlock = b;
         r.srcNs += this.ns.zeroCheck;
-        r.dstNs += this.loadPage(b, p, page) + this.ns.zeroCheck;
+        r.dstNs += this.loadPage(b, p, true, 0) + this.ns.zeroCheck;
         continue;
       }
-      pages.push({ p, zero: page.zero, byte: page.byte, empty: (code & PAGE_EMPTY) !== 0 });
+      pages.push({ p, zero, byte: code & 0xff, empty: (code & PAGE_EMPTY) !== 0 });
     }
     this.bytes += r.bytes;
     return { block: block ?? this.blocks[0]!, pages };
@@ -701,18 +701,8 @@ export class RamMigration {
   private sendPage(b: BlockState, p: number, r: SendResult): void {
     const page = this.readPageCode(b, p, r);
     if (page === PAGE_NOT_SENT) return;
-    this.dstHva = b.dst.host + p * PAGE_SIZE;
-    const dt = this.dstTime;
-    dt.ns = 0;
-    if (page & PAGE_SENT_ZERO) {
-      this.dk.runAsTask(dt, this.loadZeroPage);
-      dt.ns += this.ns.zeroCheck;
-    } else {
-      this.dstByte = page & 0xff;
-      this.dk.runAsTask(dt, this.loadNormalPage);
-      dt.ns += this.lastDecodeNs ?? this.ns.pageCopy;
-    }
-    r.dstNs += dt.ns;
+    const zero = (page & PAGE_SENT_ZERO) !== 0;
+    r.dstNs += this.loadPage(b, p, zero, page & 0xff) + (zero ? this.ns.zeroCheck : (this.lastDecodeNs ?? this.ns.pageCopy));
   }
 
   /**
@@ -720,16 +710,17 @@ export class RamMigration {
    * multifd receiver thread): a zero page is cleared only if it is not zero
    * already (ram_handle_zero), a normal page written. Returns the
    * destination's fault ns; the copy or check itself is the caller's to
-   * charge (it differs with multifd compression).
+   * charge (it differs with xbzrle and multifd compression).
    */
-  loadPage(b: BlockState, p: number, page: { zero: boolean; byte: number }): number {
-    const dhva = b.dst.host + p * PAGE_SIZE;
-    const dt = { ns: 0 };
-    if (page.zero)
-      this.dk.runAsTask(dt, () => {
-        if (this.pageByte(dhva, true) !== 0) this.dk.access(this.dstThread, dhva, 1, 1, true, 0);
-      });
-    else this.dk.runAsTask(dt, () => this.dk.access(this.dstThread, dhva, 1, 1, true, page.byte));
+  loadPage(b: BlockState, p: number, zero: boolean, byte: number): number {
+    this.dstHva = b.dst.host + p * PAGE_SIZE;
+    const dt = this.dstTime;
+    dt.ns = 0;
+    if (zero) this.dk.runAsTask(dt, this.loadZeroPage);
+    else {
+      this.dstByte = byte;
+      this.dk.runAsTask(dt, this.loadNormalPage);
+    }
     return dt.ns;
   }
 
