@@ -89,6 +89,28 @@ describe('calibrate --merge', () => {
   it('refuses a file that is not a profile', () => {
     expect(() => mergeProfile({ costs: {} }, fresh, 'x.json')).toThrow(/^x\.json: machine: not a cost profile/);
   });
+
+  it('merges a newer kernel build when told to (--other-machine), and each merged entry records where it was measured', () => {
+    const newer = { ...fresh.machine, kernel: 'newer-build', mem_bytes: 1 };
+    const merged = mergeProfile(JSON.parse(text), { ...fresh, machine: newer }, 'p.json', true);
+    const c = merged.costs.khugepaged_scan_new!;
+    expect(c.measured_on).toEqual({ ...newer, date: '2099-01-01' });
+    expect(c.method).toMatch(/on newer-build, not this profile's machine \(kernel: .* there, newer-build here; mem_bytes: \d+ there, 1 here\)/);
+    // The profile's own machine record, and every entry not measured now, stay as they were.
+    expect(merged.machine).toEqual(base.machine);
+    for (const [k, v] of Object.entries(base.costs)) if (k !== 'khugepaged_scan_new') expect(merged.costs[k]).toEqual(v);
+    // The same machine records nothing extra.
+    expect(mergeProfile(JSON.parse(text), fresh, 'p.json', true).costs.khugepaged_scan_new!.measured_on).toBeUndefined();
+  });
+
+  it("the shipped profile's entries measured on a newer build of its machine say so in measured_on", () => {
+    const elsewhere = Object.values(base.costs).filter((c) => c.measured_on);
+    expect(elsewhere.length).toBeGreaterThan(0);
+    for (const c of elsewhere) {
+      expect(c.measured_on!.kernel).not.toBe(base.machine.kernel);
+      expect(c.method).toContain(c.measured_on!.kernel);
+    }
+  });
 });
 
 const dir = mkdtempSync(join(tmpdir(), 'memtwin-calibrate-'));
@@ -124,6 +146,9 @@ describe('calibrate checks its arguments before measuring', () => {
     expect(e.message).toMatch(/default\.json: machine: measured on another machine \(kernel: .* there, other here\); not merging/);
     // The same machine: the raw profile to merge into comes back.
     expect(checkCalibrateArgs({ merge: fromRoot('profiles', 'default.json') }, () => base.machine, groups)).toEqual(base);
+    // Told that the machine differs on purpose, it merges.
+    const other = () => ({ ...base.machine, kernel: 'other' });
+    expect(checkCalibrateArgs({ merge: fromRoot('profiles', 'default.json'), otherMachine: true }, other, groups)).toEqual(base);
   });
 
   it('refuses unknown --only names, an empty --only, a --merge file that is missing or not a profile, an --out it cannot write', () => {

@@ -5,7 +5,10 @@
  * `--only a,b` runs only the measurements that produce those costs (cost
  * names or the calibrator's group ids, see `memtwin-calibrate --list`);
  * `--merge profile.json` starts from an existing profile and replaces or adds
- * just the freshly measured costs, leaving every other entry as it was.
+ * just the freshly measured costs, leaving every other entry as it was. The
+ * profile must describe this host, unless `--other-machine` says to merge
+ * anyway (a newer kernel build of the same machine, say): then each merged
+ * entry records the machine it was measured on (`measured_on`).
  *
  * Every mistake in the arguments (an unknown --only name, a --merge profile
  * of another machine or not a profile at all, an --out that cannot be
@@ -32,6 +35,8 @@ export interface CalibrateOptions {
   merge?: string;
   /** Where the profile will be written (checked before measuring). */
   out?: string;
+  /** Merge even when this host differs from the --merge profile's machine; each merged entry records its own. */
+  otherMachine?: boolean;
 }
 
 type RawCalibration = Parameters<typeof profileFromCalibration>[0];
@@ -110,7 +115,7 @@ function otherMachine(baseName: string, diff: string[]): InputError {
     undefined,
     undefined,
     'machine',
-    `measured on another machine (${diff.join('; ')}); not merging. Write the measurement to a profile of its own (--out NEW.json without --merge)`,
+    `measured on another machine (${diff.join('; ')}); not merging. Write the measurement to a profile of its own (--out NEW.json without --merge), or merge with --other-machine and each merged entry records where it was measured`,
   );
 }
 
@@ -127,16 +132,28 @@ export function mergeBase(base: unknown, baseName = 'the merged profile'): CostP
 /**
  * Add `fresh` costs to the profile `base` (raw JSON of an existing profile).
  * Existing entries keep their position and content unless re-measured;
- * top-level fields stay as they are. The machines must match.
+ * top-level fields stay as they are. The machines must match, unless
+ * `otherMachine`: then each merged entry carries `measured_on` (the machine
+ * and date it was measured on) and its method says how it differs.
  */
-export function mergeProfile(base: unknown, fresh: CostProfileData, baseName = 'the merged profile'): CostProfileData {
+export function mergeProfile(
+  base: unknown,
+  fresh: CostProfileData,
+  baseName = 'the merged profile',
+  otherMachine_ = false,
+): CostProfileData {
   const m = mergeBase(base, baseName).machine;
   const b = base as CostProfileData;
   const diff = machineDifferences(m, fresh.machine);
-  if (diff.length) throw otherMachine(baseName, diff);
+  if (diff.length && !otherMachine_) throw otherMachine(baseName, diff);
   const costs = { ...b.costs };
+  const where = diff.length ? ` on ${fresh.machine.kernel}, not this profile's machine (${diff.join('; ')})` : '';
   for (const [name, c] of Object.entries(fresh.costs))
-    costs[name] = { ...c, method: `${c.method} [Measured ${fresh.date} with \`memtwin calibrate --only\` and merged into this profile.]` };
+    costs[name] = {
+      ...c,
+      method: `${c.method} [Measured ${fresh.date}${where} with \`memtwin calibrate --only\` and merged into this profile.]`,
+      ...(diff.length ? { measured_on: { ...fresh.machine, date: fresh.date } } : {}),
+    };
   return { ...b, costs };
 }
 
@@ -183,7 +200,7 @@ export function checkCalibrateArgs(opts: CalibrateOptions, here?: () => Machine,
     }
     const m = mergeBase(base, opts.merge).machine;
     const diff = machineDifferences(m, (here ?? thisMachine)());
-    if (diff.length) throw otherMachine(opts.merge, diff);
+    if (diff.length && !opts.otherMachine) throw otherMachine(opts.merge, diff);
   }
   if (opts.only) {
     const unknown = unknownNames(opts.only, parseGroupList((groupList ?? (() => askCalibrator('--list')))()));
@@ -231,7 +248,7 @@ export function calibrate(opts: CalibrateOptions = {}): CostProfileData {
       );
     fresh.costs = Object.fromEntries(wanted.map((n) => [n, fresh.costs[n]!]));
   }
-  return base === undefined ? fresh : mergeProfile(base, fresh, opts.merge);
+  return base === undefined ? fresh : mergeProfile(base, fresh, opts.merge, opts.otherMachine);
 }
 
 /**

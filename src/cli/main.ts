@@ -225,6 +225,10 @@ program
   .option('--out <file>', 'where to write the profile', 'profile.json')
   .option('--only <names>', 'measure only these costs (comma-separated cost names or groups; native/build/memtwin-calibrate --list)')
   .option('--merge <profile>', 'start from this profile: replace or add only the measured costs, keep every other entry as is')
+  .option(
+    '--other-machine',
+    "with --merge: merge even though this host differs from the profile's machine record (a newer kernel build, say); each merged entry records where it was measured (measured_on)",
+  )
   .action((o) => {
     const only =
       o.only === undefined
@@ -233,7 +237,9 @@ program
             .split(',')
             .map((s) => s.trim())
             .filter(Boolean);
-    console.log(writeProfile(calibrate({ only, merge: o.merge, out: o.out }), o.out));
+    if (o.otherMachine && o.merge === undefined)
+      throw new InputError('--other-machine', undefined, undefined, undefined, 'only means something with --merge');
+    console.log(writeProfile(calibrate({ only, merge: o.merge, out: o.out, otherMachine: o.otherMachine }), o.out));
   });
 
 program

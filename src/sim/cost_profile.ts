@@ -12,12 +12,22 @@
  * page_migrate_4k is net of the compact_scan_per_page fit), so entries of
  * two machines would make costs that belong to neither. Costs the calibrator
  * cannot measure here (the published VM costs) are looked up when a VM needs
- * them (nsOf), with the same kind of error.
+ * them (nsOf), with the same kind of error. The one exception is an entry
+ * measured on a newer build of the same machine and merged on purpose
+ * (`calibrate --merge --other-machine`): it records where it was measured
+ * (`measured_on`), so the mix is visible rather than hidden.
  */
 import { readFileSync } from 'node:fs';
 import { fromRoot } from '../util/paths.ts';
 import { InputError } from '../util/input_error.ts';
 import { z } from 'zod';
+
+const machine = z.object({
+  kernel: z.string(),
+  cpu_model: z.string(),
+  cores: z.number(),
+  mem_bytes: z.number(),
+});
 
 const measured = z.object({
   min: z.number().nonnegative(),
@@ -26,15 +36,12 @@ const measured = z.object({
   unit: z.string(),
   method: z.string(),
   derived: z.string().optional(),
+  /** Where this entry was measured, when that is not the profile's `machine` (`calibrate --merge --other-machine`). */
+  measured_on: machine.extend({ date: z.string() }).optional(),
 });
 
 export const costProfileSchema = z.object({
-  machine: z.object({
-    kernel: z.string(),
-    cpu_model: z.string(),
-    cores: z.number(),
-    mem_bytes: z.number(),
-  }),
+  machine,
   date: z.string(),
   source: z.string(),
   costs: z.record(z.string(), measured),
