@@ -377,7 +377,7 @@ export class PhysMem {
     return this.slowpath(req);
   }
 
-  /** get_page_from_freelist over the zonelist (no watermarks: see ARCHITECTURE.md); -1 when every allowed node is exhausted. */
+  /** get_page_from_freelist over the zonelist (no watermarks: see docs/simplifications.md); -1 when every allowed node is exhausted. */
   getPageFromFreelist(req: AllocRequest): number {
     const order = req.order;
     const list = req.thisNode ? [req.nid] : this.zonelists[req.nid]!;

@@ -10,8 +10,8 @@
  *
  * Batched discards (memtwin option) are one process_madvise(MADV_DONTNEED)
  * of an iovec per range on the VMM's own pidfd; the simulated kernel
- * charges a syscall entry per iovec (see ARCHITECTURE.md), so batching
- * saves no entry cost there yet.
+ * charges one syscall entry for all the iovecs (madvise.ts
+ * sysProcessMadvise), so batching saves an entry per range after the first.
  */
 import { MADV, PAGE_SIZE } from '../kernel/uapi.ts';
 import type { BalloonHost, GpaRange, HostCallResult } from './virtio_balloon.ts';
