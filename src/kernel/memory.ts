@@ -481,7 +481,7 @@ export function followPage(mm: MmStruct, va: number): number {
     const leaf = pt.puds.get(PageTable.pudKey(va));
     if (leaf) return leaf.pfn + Math.floor((va % PUD_SIZE) / PAGE_SIZE);
   }
-  const e = pt.pmds.get(PageTable.pmdKey(va));
+  const e = pt.pmdEntry(PageTable.pmdKey(va)); // pmds.get, through the PMD table the last lookup used
   if (e === undefined) return -2;
   if (e instanceof HugeLeaf) return e.isZero ? -1 : e.pfn + Math.floor((va % PMD_SIZE) / PAGE_SIZE);
   const pte = e.ptes[Math.floor(va / PAGE_SIZE) & 511]!;
