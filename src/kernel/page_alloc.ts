@@ -469,7 +469,8 @@ export class PhysMem {
    */
   allocBulk(req: AllocRequest, n: number, out: Int32Array): number {
     if (req.order !== 0 || !req.callerPreps || (req.nodemask && !req.nodemask.includes(req.nid))) return 0;
-    const z = this.zones[req.nid];
+    // The zone single allocations try first: the node's own (first in its zonelist, or the only one with __GFP_THISNODE).
+    const z = req.thisNode || this.zonelists[req.nid]?.[0] === req.nid ? this.zones[req.nid] : undefined;
     if (!z || z.freePages - n < z.wmark[WMARK_LOW]! || z.freePages < n) return 0;
     const got = z.rmqueueBulk(n, req.mt, out, 0);
     if (got !== n) throw new Error(`memtwin internal error: node ${req.nid} handed out ${got} of ${n} free frames`);
