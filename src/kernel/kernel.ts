@@ -408,9 +408,17 @@ export class Kernel {
       if (readNode >= 0) addFlowClass(task.classes, readNode, bytes, rNs, rNs * mr);
     } else {
       // A task of its own (a tool's syscall, kcompactd): its copies page after page are one flow.
-      const classes: FlowClass[] = [{ node: writeNode, bytes: stored, memNs: wNs, seenNs: wNs * mw }];
-      if (readNode >= 0) classes.push({ node: readNode, bytes, memNs: rNs, seenNs: rNs * mr });
-      bw.flow(now + Math.round(this.taskTime?.ns ?? 0), total, cpuNode, classes, true);
+      OWN_WRITE.node = writeNode;
+      OWN_WRITE.bytes = stored;
+      OWN_WRITE.memNs = wNs;
+      OWN_WRITE.seenNs = wNs * mw;
+      if (readNode >= 0) {
+        OWN_READ.node = readNode;
+        OWN_READ.bytes = bytes;
+        OWN_READ.memNs = rNs;
+        OWN_READ.seenNs = rNs * mr;
+      }
+      bw.flow(now + Math.round(this.taskTime?.ns ?? 0), total, cpuNode, readNode >= 0 ? OWN_BOTH : OWN_WRITE_ONLY, true);
     }
     this.charge(total);
     return total;
@@ -421,6 +429,15 @@ export class Kernel {
     this.events.runUntil(this.clock.now());
   }
 }
+
+/**
+ * chargeMem's classes for a task of its own, refilled call after call
+ * instead of made per page: MemBw.flow copies what it keeps.
+ */
+const OWN_WRITE: FlowClass = { node: 0, bytes: 0, memNs: 0, seenNs: 0 };
+const OWN_READ: FlowClass = { node: 0, bytes: 0, memNs: 0, seenNs: 0 };
+const OWN_WRITE_ONLY: readonly FlowClass[] = [OWN_WRITE];
+const OWN_BOTH: readonly FlowClass[] = [OWN_WRITE, OWN_READ];
 
 /** Add bytes moved on `node` to a step's classes (one class per memory node). */
 export function addFlowClass(classes: FlowClass[], node: number, bytes: number, memNs: number, seenNs: number): void {

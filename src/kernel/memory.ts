@@ -267,6 +267,51 @@ export function installAnonPage(k: Kernel, mm: MmStruct, vma: Vma, t: PteTable, 
   return pfn;
 }
 
+/** Frames of one installAnonPages call (at most a PTE table's worth). */
+const bulkFrames = new Int32Array(512);
+
+/**
+ * installAnonPage for the n (<= 512) none PTEs of t from va, their frames
+ * taken by one bulk allocation (PhysMem.allocBulk: the frames n single
+ * allocations would hand out, in that order), then each page set up, mapped
+ * and filled in address order as n calls would. `src` is the fill byte, or
+ * the byte for each page's address. Returns n, or 0 with nothing done when
+ * the pages must go one at a time: a memory policy or cpuset to apply, a
+ * memory cgroup to charge, a task the OOM killer chose, or a node that
+ * would fall to its low watermark (kswapd, reclaim).
+ */
+export function installAnonPages(
+  k: Kernel,
+  mm: MmStruct,
+  vma: Vma,
+  t: PteTable,
+  va: number,
+  n: number,
+  thread: Thread,
+  src: number | ((va: number) => number),
+): number {
+  if (vma.policy || thread.mempolicy || thread.process.memsAllowed || k.memcg.active || thread.process.exited) return 0;
+  const local = k.cpuToNode(thread.cpu);
+  ORDER0_MOVABLE.nid = local;
+  if (k.phys.allocBulk(ORDER0_MOVABLE, n, bulkFrames) === 0) return 0;
+  k.accountAlloc(bulkFrames[0]!, local, n);
+  const owner = mm.id;
+  const vpn = va / PAGE_SIZE;
+  const i0 = vpn & 511;
+  const fill = typeof src === 'number' ? src : -1;
+  for (let j = 0; j < n; j++) {
+    const pfn = bulkFrames[j]!;
+    lruAddNewAnon(k, pfn, owner, vpn + j, PG.anon | PG.young | PG.anonExclusive);
+    t.ptes[i0 + j] = pteOf(pfn);
+    k.writeSerial = (k.writeSerial + 1) & 0xffffff;
+    k.mem.storeByte(pfn, k.writeSerial, fill >= 0 ? fill : (src as (va: number) => number)(va + j * PAGE_SIZE), true);
+  }
+  t.used += n;
+  mm.rssAnon += n;
+  anonVmaPrepare(k, mm, vma);
+  return n;
+}
+
 /** fault_around_bytes default (64K): pages a read fault maps around itself. */
 export const FAULT_AROUND_PAGES = 16;
 
@@ -436,7 +481,7 @@ export function followPage(mm: MmStruct, va: number): number {
     const leaf = pt.puds.get(PageTable.pudKey(va));
     if (leaf) return leaf.pfn + Math.floor((va % PUD_SIZE) / PAGE_SIZE);
   }
-  const e = pt.pmds.get(PageTable.pmdKey(va));
+  const e = pt.pmdEntry(PageTable.pmdKey(va)); // pmds.get, through the PMD table the last lookup used
   if (e === undefined) return -2;
   if (e instanceof HugeLeaf) return e.isZero ? -1 : e.pfn + Math.floor((va % PMD_SIZE) / PAGE_SIZE);
   const pte = e.ptes[Math.floor(va / PAGE_SIZE) & 511]!;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { MemMap } from './page.ts';
-import { MIGRATE_MOVABLE, MIGRATE_UNMOVABLE, PhysMem } from './page_alloc.ts';
+import { MIGRATE_MOVABLE, MIGRATE_UNMOVABLE, PhysMem, initPerZoneWmarkMin, type AllocRequest } from './page_alloc.ts';
 
 function phys(mib = 64, nodes = 1): PhysMem {
   const pages = (mib * 2 ** 20) / 4096;
@@ -95,6 +95,107 @@ describe('buddy allocator', () => {
         for (const [pfn, o] of z.freeBlocks()) expect(pfn % (1 << o)).toBe(0);
       }),
       { numRuns: 100 },
+    );
+  });
+
+  it('property: alloc_pages_bulk hands out the frames single allocations would, and leaves the same free lists and frame state', () => {
+    // Two allocators side by side under the same random allocations and frees (any order, both
+    // migratetypes, so pageblocks get stolen and MAX_PAGE_ORDER blocks can span two types); a bulk
+    // request is one allocBulk on the first and n single callerPreps allocations on the second.
+    const step = fc.oneof(
+      fc.record({ kind: fc.constant('alloc' as const), order: fc.integer({ min: 0, max: 10 }), unmovable: fc.boolean(), nid: fc.nat(1) }),
+      fc.record({ kind: fc.constant('bulk' as const), n: fc.integer({ min: 1, max: 700 }), nid: fc.nat(1) }),
+      fc.record({ kind: fc.constant('free' as const), pick: fc.nat(), count: fc.integer({ min: 1, max: 64 }) }),
+    );
+    fc.assert(
+      fc.property(fc.array(step, { maxLength: 60 }), fc.boolean(), (steps, wmarks) => {
+        const a = phys(8, 2);
+        const b = phys(8, 2);
+        if (wmarks) for (const p of [a, b]) initPerZoneWmarkMin(p);
+        let woke = 0;
+        b.wakeKswapd = () => woke++;
+        const live: [number, number][] = [];
+        const out = new Int32Array(700);
+        const callerPreps = (p: PhysMem, pfn: number): void => {
+          // What the caller of a callerPreps allocation does to the frame (lruAddNewAnon sets every field).
+          p.mem.resetPage(pfn);
+          p.mem.setNext(pfn, -1);
+          p.mem.setPrev(pfn, -1);
+          p.mem.setOwner(pfn, 7);
+        };
+        for (const s of steps) {
+          if (s.kind === 'alloc') {
+            const req: AllocRequest = { order: s.order, mt: s.unmovable ? MIGRATE_UNMOVABLE : MIGRATE_MOVABLE, nid: s.nid };
+            const x = a.alloc({ ...req });
+            expect(b.alloc({ ...req })).toBe(x);
+            if (x >= 0) live.push([x, s.order]);
+          } else if (s.kind === 'bulk') {
+            const req: AllocRequest = { order: 0, mt: MIGRATE_MOVABLE, nid: s.nid, callerPreps: true };
+            const got = a.allocBulk(req, s.n, out);
+            expect([0, s.n]).toContain(got);
+            if (!got) continue;
+            woke = 0;
+            for (let j = 0; j < got; j++) {
+              const pfn = b.alloc({ ...req });
+              if (pfn !== out[j] || b.nodeOfPfn(pfn) !== s.nid) expect([j, pfn, b.nodeOfPfn(pfn)]).toEqual([j, out[j], s.nid]);
+              callerPreps(a, out[j]!);
+              callerPreps(b, pfn);
+              live.push([pfn, 0]);
+            }
+            expect(woke).toBe(0); // taken only where no single allocation would have woken kswapd
+          } else {
+            for (let c = 0; c < s.count && live.length; c++) {
+              const [pfn, o] = live.splice((s.pick + c) % live.length, 1)[0]!;
+              a.free(pfn, o);
+              b.free(pfn, o);
+            }
+          }
+          for (const [za, zb] of a.zones.map((z, i) => [z, b.zones[i]!] as const)) {
+            expect([...za.freeBlocks()].join(' ')).toBe([...zb.freeBlocks()].join(' '));
+            expect(za.freePages).toBe(zb.freePages);
+            expect(za.pristineStart).toBe(zb.pristineStart);
+            expect(za.pageblockMt.join('')).toBe(zb.pageblockMt.join(''));
+          }
+        }
+        const state = (p: PhysMem): string => {
+          const f: number[] = [];
+          for (let pfn = 0; pfn < p.totalPages(); pfn++)
+            if (p.mem.isMaterialized(pfn))
+              f.push(pfn, p.mem.flags(pfn), p.mem.order(pfn), p.mem.owner(pfn), p.mem.next(pfn), p.mem.prev(pfn), p.mem.mapcount(pfn));
+          return f.join(',');
+        };
+        expect(state(a) === state(b)).toBe(true);
+      }),
+      {
+        numRuns: 100,
+        // A MAX_PAGE_ORDER block over a movable and an unmovable pageblock (with no pristine memory
+        // left, an unmovable allocation stole the upper half; then both halves were freed and merged),
+        // split by a bulk request: single allocations take its movable half, then steal the other.
+        examples: [
+          [
+            [
+              { kind: 'alloc', order: 10, unmovable: false, nid: 0 },
+              { kind: 'alloc', order: 10, unmovable: false, nid: 0 },
+              { kind: 'free', pick: 0, count: 1 },
+              { kind: 'alloc', order: 9, unmovable: false, nid: 0 },
+              { kind: 'alloc', order: 0, unmovable: true, nid: 0 },
+              { kind: 'free', pick: 2, count: 1 },
+              { kind: 'free', pick: 1, count: 1 },
+              { kind: 'bulk', n: 700, nid: 0 },
+            ],
+            false,
+          ],
+          // The third request would take node 0 below its low watermark: declined (single allocations would wake kswapd).
+          [
+            [
+              { kind: 'bulk', n: 700, nid: 0 },
+              { kind: 'bulk', n: 700, nid: 0 },
+              { kind: 'bulk', n: 600, nid: 0 },
+            ],
+            true,
+          ],
+        ],
+      },
     );
   });
 });

@@ -167,6 +167,69 @@ export class Zone {
     return -1;
   }
 
+  /**
+   * __rmqueue(0, mt) `n` times, into out[at..]: the frames n single
+   * order-0 allocations hand out, in that order, with the free lists left
+   * as they would leave them. Where the smallest free block of `mt` has
+   * order o >= 1 (every list below it then empty), one allocation after
+   * another splits it from its low end: its frames come out in address
+   * order and what is left is filed as expand() files it, so a run is taken
+   * in one step instead of a split per frame. Returns how many were taken
+   * (fewer than n only when the zone runs out).
+   */
+  rmqueueBulk(n: number, mt: MigrateType, out: Int32Array, at: number): number {
+    let got = 0;
+    while (got < n) {
+      const o = this.smallestFreeOrder(mt);
+      if (o <= 0 || !this.splitsWithin(o, mt)) {
+        // An order-0 block, none of this type (the pristine tail or a fallback), or a MAX_PAGE_ORDER
+        // block over pageblocks of two types: one allocation the usual way.
+        const pfn = this.rmqueue(0, mt);
+        if (pfn < 0) break;
+        out[at + got++] = pfn;
+        continue;
+      }
+      const li = o * MIGRATE_TYPES + mt;
+      const pfn = this.heads[li]!;
+      this.listDel(pfn, o, mt);
+      const take = Math.min(n - got, 1 << o);
+      for (let j = 0; j < take; j++) out[at + got + j] = pfn + j;
+      got += take;
+      this.freePages -= take;
+      this.fileRest(pfn + take, pfn + (1 << o));
+    }
+    return got;
+  }
+
+  /** The lowest order with a free block of `mt` on its list, or -1. */
+  private smallestFreeOrder(mt: number): number {
+    for (let o = 0; o <= MAX_PAGE_ORDER; o++) if (this.heads[o * MIGRATE_TYPES + mt]! >= 0) return o;
+    return -1;
+  }
+
+  /** Whether splitting the head block of order o on mt's list files every part on mt's lists (one pageblock type under it). */
+  private splitsWithin(o: number, mt: number): boolean {
+    if (o <= PAGEBLOCK_ORDER) return true;
+    const pfn = this.heads[o * MIGRATE_TYPES + mt]!;
+    for (let p = pfn; p < pfn + (1 << o); p += PAGEBLOCK_NR) if (this.pageblockType(p) !== mt) return false;
+    return true;
+  }
+
+  /**
+   * File [from, end) (end aligned to the block it was split from) as the
+   * naturally aligned blocks splitting one frame at a time from the low end
+   * leaves: one block per order at most, each on a list that was empty.
+   */
+  private fileRest(from: number, end: number): void {
+    let x = from;
+    while (x < end) {
+      let o = 0;
+      while (o < MAX_PAGE_ORDER && (x & ((2 << o) - 1)) === 0 && x + (2 << o) <= end) o++;
+      this.listAdd(x, o, this.freeListMt(x));
+      x += 1 << o;
+    }
+  }
+
   /** Split a block of order `high` down to `low`, filing the upper halves. */
   private expand(pfn: number, low: number, high: number): void {
     while (high > low) {
@@ -392,6 +455,26 @@ export class PhysMem {
       }
     }
     return -1;
+  }
+
+  /**
+   * alloc_pages_bulk for order-0 frames of callerPreps requests (the caller
+   * sets every field of each frame, as lruAddNewAnon does): n frames from
+   * node req.nid into out[0..n), the very frames n single alloc() calls
+   * would return in that order, with the same free lists after. Taken only
+   * when those n calls would all be served by the local node without waking
+   * kswapd (the node stays at or above its low watermark) or entering the
+   * slowpath; otherwise nothing is taken and 0 returned, and the caller
+   * allocates one frame at a time.
+   */
+  allocBulk(req: AllocRequest, n: number, out: Int32Array): number {
+    if (req.order !== 0 || !req.callerPreps || (req.nodemask && !req.nodemask.includes(req.nid))) return 0;
+    // The zone single allocations try first: the node's own (first in its zonelist, or the only one with __GFP_THISNODE).
+    const z = req.thisNode || this.zonelists[req.nid]?.[0] === req.nid ? this.zones[req.nid] : undefined;
+    if (!z || z.freePages - n < z.wmark[WMARK_LOW]! || z.freePages < n) return 0;
+    const got = z.rmqueueBulk(n, req.mt, out, 0);
+    if (got !== n) throw new Error(`memtwin internal error: node ${req.nid} handed out ${got} of ${n} free frames`);
+    return n;
   }
 
   /**

@@ -2,8 +2,12 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { smallKernel, RW, ANON } from '../testing/fixtures.ts';
 import { verifyKernel } from './debug_vm.ts';
-import { MAP, PAGE_SIZE, PMD_SIZE, UFFD_API, UFFD_FEATURE, UFFDIO_MODE, UFFDIO_REGISTER_MODE } from './uapi.ts';
+import { MADV, MAP, PAGE_SIZE, PMD_SIZE, UFFD_API, UFFD_FEATURE, UFFDIO_MODE, UFFDIO_REGISTER_MODE } from './uapi.ts';
 import { uffdioApi, uffdioFill, uffdioMove, uffdioRegister, uffdioUnregister, uffdioWake } from './userfaultfd.ts';
+import { followPage } from './memory.ts';
+import { LRU_INACTIVE_ANON } from './swap.ts';
+import { sysSwapon } from './swapfile.ts';
+import type { Kernel } from './kernel.ts';
 
 const MISSING = UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_MISSING;
 
@@ -203,6 +207,91 @@ describe('userfaultfd', () => {
         },
       ),
       { numRuns: 200 },
+    );
+  });
+
+  it('property: one UFFDIO_COPY over a range places what one call per page places (frames, contents, LRU order, counters, time)', () => {
+    // The anonymous COPY takes a table's worth of frames at once (installAnonPages); a call per page takes
+    // them one at a time (that the bulk allocation hands out what single allocations would is
+    // page_alloc.test.ts's property). Random ranges, some pages filled before (EEXIST stops a call), some zapped
+    // between calls (their frames go back to the buddy lists), WP mode, a fill byte or a byte per page,
+    // on a node small enough to reach its low watermark.
+    const PAGES = 3950;
+    const op = fc.oneof(
+      fc.record({
+        kind: fc.constant('copy' as const),
+        at: fc.nat(PAGES - 1),
+        n: fc.integer({ min: 1, max: 1200 }),
+        wp: fc.boolean(),
+        perPage: fc.boolean(),
+      }),
+      fc.record({ kind: fc.constant('zap' as const), at: fc.nat(PAGES - 1), n: fc.integer({ min: 1, max: 600 }) }),
+    );
+    const run = (ops: { kind: 'copy' | 'zap'; at: number; n: number; wp?: boolean; perPage?: boolean }[], split: boolean) => {
+      const k = smallKernel({ nodes: 1, mib: 16 });
+      k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
+      expect(sysSwapon(k, { path: '/swap', size: 64 << 20, kind: 'file' })).toBe(0); // so that the low watermark wakes kswapd
+      const p = k.createProcess('vm');
+      const a = k.mmap(p, 0, PAGES * PAGE_SIZE, RW, ANON);
+      const fd = k.uffd.create(p, 0);
+      uffdioApi(k, p, fd, UFFD_API, 0);
+      expect(uffdioRegister(k, fd, a, PAGES * PAGE_SIZE, MISSING | UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_WP).ret).toBe(0);
+      const rets: (number | undefined)[] = [];
+      for (const o of ops) {
+        const n = Math.min(o.n, PAGES - o.at);
+        const start = a + o.at * PAGE_SIZE;
+        if (o.kind === 'zap') {
+          expect(k.madvise(p, start, n * PAGE_SIZE, MADV.MADV_DONTNEED)).toBe(0);
+          continue;
+        }
+        const mode = UFFDIO_MODE.UFFDIO_COPY_MODE_DONTWAKE | (o.wp ? UFFDIO_MODE.UFFDIO_COPY_MODE_WP : 0);
+        const src = o.perPage ? (va: number) => ((va / PAGE_SIZE) % 251) + 1 : 0x5a;
+        if (!split) {
+          rets.push(uffdioFill(k, p.mainThread, fd, start, n * PAGE_SIZE, mode, src).done, k.events.size);
+          continue;
+        }
+        // What the kernel writes back for the whole range, from the per-page calls: bytes up to the first failure.
+        let done = 0;
+        for (let i = 0; i < n; i++) {
+          const r = uffdioFill(k, p.mainThread, fd, start + i * PAGE_SIZE, PAGE_SIZE, mode, src).done!;
+          if (r < 0) {
+            if (!done) done = r;
+            break;
+          }
+          done += r;
+        }
+        rets.push(done, k.events.size); // and kswapd woken (an event pending) at the same points
+      }
+      expect(verifyKernel(k)).toEqual([]);
+      return { k, p, a, rets };
+    };
+    const lru = (k: Kernel): number[] => {
+      const out: number[] = [];
+      for (let f = k.nodeLruvec[0]!.head[LRU_INACTIVE_ANON]!; f >= 0; f = k.mem.next(f)) out.push(f);
+      return out;
+    };
+    fc.assert(
+      fc.property(fc.array(op, { minLength: 1, maxLength: 12 }), (ops) => {
+        const x = run(ops, false);
+        const y = run(ops, true);
+        expect(x.rets).toEqual(y.rets);
+        const pages = (r: typeof x) =>
+          Array.from({ length: PAGES }, (_, i) => {
+            const pfn = followPage(r.p.mm, r.a + i * PAGE_SIZE);
+            return pfn < 0 ? pfn : `${pfn}:${r.k.mem.token(pfn)}:${r.k.mem.flags(pfn)}:${r.p.mm.uffdWp.has(r.a / PAGE_SIZE + i)}`;
+          }).join(' ');
+        expect(pages(x) === pages(y)).toBe(true);
+        expect(lru(x.k)).toEqual(lru(y.k));
+        expect(x.k.vmstat.snapshot()).toEqual(y.k.vmstat.snapshot());
+        expect(x.k.clock.now()).toBe(y.k.clock.now());
+        expect(x.p.mm.rssAnon).toBe(y.p.mm.rssAnon);
+        expect([...x.k.phys.zones[0]!.freeBlocks()].join(' ')).toBe([...y.k.phys.zones[0]!.freeBlocks()].join(' '));
+      }),
+      {
+        numRuns: 40,
+        // Filled up to past the low watermark: the last call is placed page by page, waking kswapd.
+        examples: [[[0, 1200, 2400, 3600].map((at) => ({ kind: 'copy' as const, at, n: 1200, wp: false, perPage: true }))]],
+      },
     );
   });
 });

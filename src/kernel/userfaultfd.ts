@@ -51,6 +51,7 @@ import {
   hugetlbContinue,
   hugetlbInstall,
   installAnonPage,
+  installAnonPages,
   installShmemPage,
   mapShmemPage,
 } from './memory.ts';
@@ -454,10 +455,22 @@ function mfillAtomic(
     return done;
   }
   let done = 0;
+  // A private anonymous COPY places the none PTEs of a table in one go (mfillAnonRun) while the allocator can hand
+  // out their frames at once; once it cannot, page by page.
+  let bulk = fill !== null && !vma.file;
   for (let a = dst; a < dst + len; a += PAGE_SIZE) {
     const t = mfillPteTable(k, mm, a, k.cpuToNode(thread.cpu));
     if (!t) return done || neg('EEXIST');
     const i = Math.floor(a / PAGE_SIZE) & 511;
+    if (bulk && t.ptes[i] === PTE_NONE) {
+      const n = mfillAnonRun(k, mm, vma, t, a, Math.min(dst + len, a - (a % PMD_SIZE) + PMD_SIZE), mode, thread, src!);
+      if (n > 0) {
+        done += n * PAGE_SIZE;
+        a += (n - 1) * PAGE_SIZE;
+        continue;
+      }
+      bulk = false;
+    }
     if (vma.file) {
       // shmem: a page in the file's page cache, zero-filled for ZEROPAGE (no zero page there).
       const r = installShmemPage(k, mm, vma, t, a, thread, typeof src === 'function' ? src(a) : (fill ?? 0));
@@ -482,6 +495,37 @@ function mfillAtomic(
     done += PAGE_SIZE;
   }
   return done;
+}
+
+/**
+ * mfill_atomic_pte_copy over the none PTEs of t from `a` up to `end` (one
+ * PMD's range at most) of a private anonymous VMA: what the per-page loop
+ * does for each of them, in the same order, with the frames allocated at
+ * once (installAnonPages). Returns the pages placed, or 0 with nothing
+ * done (the caller goes page by page).
+ */
+function mfillAnonRun(
+  k: Kernel,
+  mm: MmStruct,
+  vma: Vma,
+  t: PteTable,
+  a: number,
+  end: number,
+  mode: number,
+  thread: Thread,
+  src: UffdSource,
+): number {
+  const i = Math.floor(a / PAGE_SIZE) & 511;
+  const max = (end - a) / PAGE_SIZE;
+  let n = 1;
+  while (n < max && t.ptes[i + n] === PTE_NONE) n++;
+  if (installAnonPages(k, mm, vma, t, a, n, thread, src) === 0) return 0;
+  const e = a + n * PAGE_SIZE;
+  clearMarkers(mm.uffdPoison, a, e);
+  setUffdWp(mm, a, e, (mode & UFFDIO_MODE.UFFDIO_COPY_MODE_WP) !== 0);
+  const ns = k.hot.uffdCopy4k;
+  for (let x = a; x < e; x += PAGE_SIZE) chargeCopy(k, ns, mm, x, PAGE_SIZE, thread);
+  return n;
 }
 
 /**
