@@ -165,3 +165,41 @@ describe('scenario (a): scenarios/membw-placement.yaml', () => {
     for (const r of [pinned, interleaved]) expect(r.final['node0.membw_util_mean']).toBeLessThan(0.05);
   }, 60_000);
 });
+
+describe('scenario (a) for a guest: scenarios/membw-guest.yaml', () => {
+  const runOf = (config: number): RunResult => {
+    const f = fromRoot('scenarios', 'membw-guest.yaml');
+    const spec = loadScenario(f, undefined, { smoke: true }).runs[config]!;
+    return runScenario(spec, { file: f });
+  };
+
+  it('a bandwidth-bound two-node guest: spread beats pinned, each guest node bound to its own host node most', () => {
+    const [pinned, interleaved, bound] = [0, 1, 2].map(runOf);
+    expect([pinned, interleaved, bound].map((r) => r!.run.id)).toEqual([
+      '000-workload=bandwidth,placement=pinned',
+      '001-workload=bandwidth,placement=interleave',
+      '002-workload=bandwidth,placement=bound',
+    ]);
+    const tp = (r: RunResult): number => r.final.throughput_per_s!;
+    expect(tp(interleaved!) / tp(pinned!)).toBeGreaterThan(1.2);
+    expect(tp(bound!) / tp(interleaved!)).toBeGreaterThan(1.2);
+    // The reasons: pinned, node 0 at its bandwidth and its latency up, node 1 idle; interleaved, half the bytes remote;
+    // bound, both nodes busy and every access local.
+    expect(pinned!.final['node0.membw_util_mean']).toBeGreaterThan(0.9);
+    expect(pinned!.final['node1.membw_util_mean']).toBe(0);
+    expect(pinned!.final['node0.membw_latency_x_mean']).toBeGreaterThan(2);
+    expect(interleaved!.final.remote_access_ratio).toBeCloseTo(0.5, 1);
+    expect(bound!.final.remote_access_ratio).toBe(0);
+    for (const n of [0, 1]) expect(bound!.final[`node${n}.membw_util_mean`]).toBeGreaterThan(0.5);
+  }, 120_000);
+
+  it('a latency-bound guest: pinned (or bound) beats interleaved, its misses local and no node busy', () => {
+    const [pinned, interleaved, bound] = [4, 5, 6].map(runOf);
+    expect(pinned!.run.id).toBe('004-workload=latency,placement=pinned');
+    expect(pinned!.final.throughput_per_s!).toBeGreaterThan(interleaved!.final.throughput_per_s! * 1.2);
+    expect(bound!.final.throughput_per_s!).toBeGreaterThan(interleaved!.final.throughput_per_s! * 1.2);
+    expect(pinned!.final.access_ns_mean!).toBeLessThan(interleaved!.final.access_ns_mean!);
+    expect(interleaved!.final.remote_access_ratio).toBeCloseTo(0.5, 1);
+    for (const r of [pinned!, interleaved!]) expect(r.final['node0.membw_util_mean']).toBeLessThan(0.05);
+  }, 120_000);
+});
