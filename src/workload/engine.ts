@@ -328,13 +328,13 @@ export class WorkloadThread implements TaskClient {
     const key = Math.floor(va / PMD_SIZE);
     let until = 0;
     for (const c of mm.collapsing)
-      if (c.start <= t && c.until > t && (c.pmdKey === key || (fault && c.vma === vma))) until = Math.max(until, c.until);
+      if (c.unmapAt <= t && c.remapAt > t && (c.pmdKey === key || (fault && c.vma === vma))) until = Math.max(until, c.remapAt);
     if (until > t) {
       ctx.ns += until - t;
       this.stallNs += until - t;
       this.stalls++;
     }
-    if (mm.collapsing.every((c) => c.until <= this.k.clock.now())) mm.collapsing = [];
+    if (mm.collapsing.every((c) => c.remapAt <= this.k.clock.now())) mm.collapsing = [];
   }
 
   /**
