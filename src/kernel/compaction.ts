@@ -169,7 +169,10 @@ export function compactZone(k: Kernel, nid: number, order: number): CompactResul
         break;
       }
       const dst = freePool.pop()!;
-      if (!batch || res.migrated % COMPACT_CLUSTER_MAX === 0) batch = { unmapAt: elapsed(), remapAt: 0 };
+      if (!batch || res.migrated % COMPACT_CLUSTER_MAX === 0) {
+        batch = { unmapAt: elapsed(), remapAt: 0 };
+        k.noteBatch(batch);
+      }
       moved.length = 0;
       migrateFrame(k, src, dst, (mm, va) => moved.push([mm, va]));
       res.migrated++;
@@ -217,7 +220,9 @@ function compactNode(k: Kernel, nid: number, order: number, mode: 'direct' | 'kc
   }
   const r = compactZone(k, nid, order);
   // kcompactd's work, its copies stretched by the node's load, runs on its node's CPUs (the kthread is bound there, nice 0).
-  if (mode === 'kcompactd') k.spend({ name: `kcompactd${nid}`, cpus: k.host.nodes[nid]!.cpus }, chargeCompaction(k, nid, r));
+  // Its clusters' windows follow that CPU time (the pass started at kcompactd's task time 0: wakeupKcompactd).
+  if (mode === 'kcompactd')
+    k.spend({ name: `kcompactd${nid}`, cpus: k.host.nodes[nid]!.cpus }, chargeCompaction(k, nid, r), k.taskBatches, k.clock.now());
   if (mode === 'direct') {
     chargeCompaction(k, nid, r);
     if (r.success) {

@@ -38,6 +38,7 @@ import { Psi } from './psi.ts';
 import { Scheduler, type SchedTask } from './sched/core.ts';
 import { MemcgState } from './memcontrol.ts';
 import { OomState } from './oom_kill.ts';
+import { followCpu, type MigrationBatch } from './migrate_entry.ts';
 
 /** Where mmap's top-down search starts (mm->mmap_base without ASLR). */
 export const MMAP_BASE = 0x7f0000000000;
@@ -343,26 +344,52 @@ export class Kernel {
   runAsTask<T>(time: { ns: number }, f: () => T, on?: CpuWork): T {
     const saved = this.taskTime;
     const savedCurrent = this.current;
+    const savedBatches = this.taskBatches;
     const before = time.ns;
     this.taskTime = time;
     this.current = null;
+    this.taskBatches = null;
+    this.taskDepth++;
     try {
       return f();
     } finally {
+      const batches = this.taskBatches;
+      this.taskDepth--;
       this.taskTime = saved;
       this.current = savedCurrent;
-      if (on) this.spend(on, time.ns - before);
+      this.taskBatches = savedBatches;
+      if (on) this.spend(on, time.ns - before, batches, this.clock.now() + before);
     }
+  }
+
+  /**
+   * The migration batches the running task has made so far (migrate.ts
+   * MigrateBatches, compaction's clusters), their windows in its own time:
+   * when its CPU time is spent, they follow it (spend).
+   */
+  taskBatches: MigrationBatch[] | null = null;
+  /** runAsTask calls under way (a workload thread's step is not one: its batches run in its own quantum). */
+  private taskDepth = 0;
+
+  /** A migration batch the running task starts (see taskBatches). */
+  noteBatch(b: MigrationBatch): void {
+    if (this.sched && this.taskDepth > 0) (this.taskBatches ??= []).push(b);
   }
 
   /**
    * `ns` of CPU time spent by a kernel thread, a tool or a VMM thread: a
    * work item on the scheduler (nothing without one: op-scripts charge the
    * clock instead). `onDone` is called when the CPU has done it (at once
-   * without a scheduler).
+   * without a scheduler). `batches`, migration batches the work made with
+   * its CPU time counted from `base`, move to when the CPU really does
+   * that work (migrate_entry.ts followCpu): an access to a page under
+   * migration waits for the migrating task's CPU as well.
    */
-  spend(on: CpuWork, ns: number): SchedTask | null {
-    if (this.sched && ns > 0) return this.sched.work(on.name, ns, { allowed: on.cpus, nice: on.nice, onDone: on.onDone });
+  spend(on: CpuWork, ns: number, batches?: readonly MigrationBatch[] | null, base = this.clock.now()): SchedTask | null {
+    if (this.sched && ns > 0) {
+      const onRun = batches?.length ? followCpu(batches, base) : undefined;
+      return this.sched.work(on.name, ns, { allowed: on.cpus, nice: on.nice, onDone: on.onDone, ...(onRun ? { onRun } : {}) });
+    }
     on.onDone?.(this.clock.now() + Math.round(Math.max(0, ns)));
     return null;
   }

@@ -180,6 +180,34 @@ describe('khugepaged', () => {
     expect(k.clock.now()).toBeLessThan(t0 + 31_000e6); // its work did not advance any task's time
   });
 
+  it("a collapse's window follows khugepaged's CPU time: beside busy nice-0 tasks it waits for its CPU, and so does the window", () => {
+    /** One region collapsed by a khugepaged pass with `hogs` busy tasks on every CPU: its window, from the pass's start. */
+    const window = (hogs: number): { from: number; len: number } => {
+      const k = smallKernel({ nodes: 1, mib: 64 });
+      const { p, a } = build(k, [expand([[{ kind: 'data', fill: 9, node: 0 }, 512]])]);
+      k.sysfs.write(`${KH}/pages_to_scan`, '512');
+      k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'madvise');
+      k.madvise(p, a, PMD_SIZE, MADV.MADV_HUGEPAGE);
+      k.enableScheduler();
+      for (const cpu of k.host.nodes[0]!.cpus) for (let h = 0; h < hogs; h++) k.spend({ name: `hog${cpu}.${h}`, cpus: [cpu] }, 10e9);
+      const t0 = k.clock.now();
+      k.sysfs.write(`${KH}/scan_sleep_millisecs`, '10000'); // a pass now
+      k.runDueEvents();
+      expect(isHuge(k, p, a)).toBe(true); // applied at once; threads see the window
+      const w = p.mm.collapsing[0]!;
+      k.events.runUntil(t0 + 5e9);
+      return { from: w.unmapAt - t0, len: w.remapAt - w.unmapAt };
+    };
+    const alone = window(0);
+    const busy = window(1);
+    // Alone its pass starts at once; beside a nice-0 task on every CPU it waits for the running task's slice to end
+    // (to the tick), and the PMD is not cleared before it runs. Once running, it keeps the CPU for its own slice, so
+    // the copy takes as long as alone.
+    expect(alone.from).toBeLessThan(0.1e6);
+    expect(busy.from).toBeGreaterThan(alone.from + 1e6);
+    expect(busy.len).toBeCloseTo(alone.len, 0);
+  });
+
   it('with khugepaged/defrag=0 does not compact, and after a failed allocation sleeps alloc_sleep_millisecs', () => {
     const k = smallKernel({ nodes: 1, mib: 64 });
     fragment(k, 63);

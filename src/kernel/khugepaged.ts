@@ -41,6 +41,7 @@
  *   meminfo stays consistent between the two.
  */
 import type { Kernel } from './kernel.ts';
+import type { MigrationBatch } from './migrate_entry.ts';
 import { mappedShared } from './migrate.ts';
 import { PG } from './page.ts';
 import { MIGRATE_MOVABLE, WMARK_LOW, type AllocRequest } from './page_alloc.ts';
@@ -430,9 +431,11 @@ function collapseHugePage(
   const start = k.clock.now() + (k.taskTime?.ns ?? 0);
   // The copy of 512 pages into the new huge page, on its node (the one most of the pages were on).
   const node = k.phys.nodeOfPfn(pfn);
-  mm.collapsing = mm.collapsing.filter((c) => c.until > k.clock.now());
+  mm.collapsing = mm.collapsing.filter((c) => c.remapAt > k.clock.now());
   const cost = k.chargeMem(k.costs.ns('madv_collapse_2m'), HPAGE_PMD_NR * k.hot.copy4k, node, node, PMD_SIZE);
-  mm.collapsing.push({ pmdKey: key, vma, start, until: start + cost });
+  const window = { pmdKey: key, vma, unmapAt: start, remapAt: start + cost };
+  mm.collapsing.push(window);
+  k.noteBatch(window); // khugepaged's window follows its CPU time (a nice-19 thread on a busy host takes long)
   return SCAN.SCAN_SUCCEED;
 }
 
@@ -589,6 +592,7 @@ export class Khugepaged {
     const cc = newCollapseControl(k, true);
     let passThroughHead = 0;
     let allocFailed = false;
+    let windows: readonly MigrationBatch[] | null = null;
     k.runAsTask(own, () => {
       for (;;) {
         if (!this.scanSlot) passThroughHead++;
@@ -601,6 +605,7 @@ export class Khugepaged {
         if (allocFailed) break;
       }
       own.ns = this.elapsed(cc); // the scanning too
+      windows = k.taskBatches; // the collapses' windows, in the pass's own time from its start
     });
     this.stats.cpuNs += own.ns;
     this.stats.scannedPtes += cc.scannedPtes;
@@ -616,7 +621,7 @@ export class Khugepaged {
     // The pass's CPU time runs on a CPU (khugepaged is unbound, at nice 19); the thread sleeps once it is done.
     const start = k.clock.now();
     this.busy = true;
-    k.spend({ name: 'khugepaged', nice: KHUGEPAGED_NICE, onDone: (at) => this.passDone(at, start, sleepNs) }, own.ns);
+    k.spend({ name: 'khugepaged', nice: KHUGEPAGED_NICE, onDone: (at) => this.passDone(at, start, sleepNs) }, own.ns, windows, start);
   }
 
   /** The pass's CPU work is done at `at`: khugepaged_wait_work, then the next pass (at least a jiffy after this one began). */

@@ -780,7 +780,10 @@ function accessPtes(
       }
       if (pte === PTE_NONE) t.used++;
       pte = ptes[i] = pteOf(pfn);
-      cost += k.hot.faultWrite;
+      // The page's clear_page moves bytes on its node: with a bandwidth model it is registered there (and waits for
+      // the node's load), as handleMmFault's do_anonymous_page does.
+      if (k.membw) k.chargeMem(k.hot.faultWrite, k.hot.zero4k, -1, k.phys.nodeOfPfn(pfn), PAGE_SIZE, k.cpuToNode(thread.cpu));
+      else cost += k.hot.faultWrite;
       if (k.clock.now() + cost >= nextEvent) {
         k.charge(cost);
         cost = 0;

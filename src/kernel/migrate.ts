@@ -42,14 +42,16 @@ export const NR_MAX_BATCHED_MIGRATION = HPAGE_PMD_NR;
  * far (Kernel.taskTime), or `clock` when the caller keeps its own.
  * The copies are charged through Kernel.chargeMem (migrateOne, moveFolio,
  * migrateHugetlb), so a loaded node's bandwidth stretches them, and the
- * windows with them: they are read from the task's charged time.
+ * windows with them: they are read from the task's charged time. When that
+ * time is then spent on a CPU (a tool's task in a scenario), the batches
+ * follow it there (Kernel.noteBatch, migrate_entry.ts followCpu).
  */
 export class MigrateBatches {
   private cur: MigrationBatch | null = null;
   private pages = 0;
 
   constructor(
-    k: Kernel,
+    private readonly k: Kernel,
     private readonly clock: () => number = () => k.clock.now() + (k.taskTime?.ns ?? 0),
   ) {}
 
@@ -59,6 +61,7 @@ export class MigrateBatches {
       const t = this.clock();
       this.cur = { unmapAt: t, remapAt: t };
       this.pages = 0;
+      this.k.noteBatch(this.cur);
     }
     const b = this.cur;
     this.pages = alone ? NR_MAX_BATCHED_MIGRATION : this.pages + nr;

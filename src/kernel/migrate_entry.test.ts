@@ -4,6 +4,7 @@
  * entries they leave, and what an access at a given time finds.
  */
 import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { smallKernel, fragment, RW, ANON } from '../testing/fixtures.ts';
 import { MADV, MAX_PAGE_ORDER, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
 import { sysMigratePages } from './mempolicy.ts';
@@ -56,8 +57,8 @@ describe('migration entries', () => {
     const page = (i: number): [number, number] => [a + i * PAGE_SIZE, followPage(p.mm, a + i * PAGE_SIZE)];
     const b1 = p.mm.migrating.lookup(...page(NR_MAX_BATCHED_MIGRATION))!.batch;
     const t = b1.unmapAt + 1000;
-    expect(p.mm.migrating.at(...page(NR_MAX_BATCHED_MIGRATION), t)).toEqual({ wait: b1.remapAt - t, oldNode: -1 });
-    expect(p.mm.migrating.at(...page(2 * NR_MAX_BATCHED_MIGRATION - 1), t)).toEqual({ wait: b1.remapAt - t, oldNode: -1 });
+    expect(p.mm.migrating.at(...page(NR_MAX_BATCHED_MIGRATION), t)).toEqual({ wait: b1.remapAt - t, oldNode: -1, batch: b1 });
+    expect(p.mm.migrating.at(...page(2 * NR_MAX_BATCHED_MIGRATION - 1), t)).toEqual({ wait: b1.remapAt - t, oldNode: -1, batch: b1 });
     // batch 0 is done: the page table's node (1); batch 2 not reached: still node 0
     expect(p.mm.migrating.at(...page(NR_MAX_BATCHED_MIGRATION - 1), t)).toEqual({ wait: 0, oldNode: -1 });
     expect(k.phys.nodeOfPfn(page(0)[1])).toBe(1);
@@ -140,5 +141,73 @@ describe('migration entries', () => {
       const va = a + i * PAGE_SIZE;
       expect(p.mm.migrating.at(va, followPage(p.mm, va), k.clock.now())).toEqual({ wait: 0, oldNode: -1 });
     }
+  });
+
+  describe('the windows follow the migrating task on the CPUs (Kernel.spend, followCpu)', () => {
+    const n = 16 * NR_MAX_BATCHED_MIGRATION;
+    /** migrate_pages by a tool task on CPU 0, with `hogs` busy tasks there too; the batches in their order. */
+    function onSharedCpu(hogs: number): { T: number; ns: number; batches: { unmapAt: number; remapAt: number }[] } {
+      const { k, p, a } = onNode0(n);
+      k.enableScheduler();
+      for (let h = 0; h < hogs; h++) k.spend({ name: `hog${h}`, cpus: [0] }, 1e9);
+      const T = k.clock.now();
+      const ctx = { ns: 0 };
+      expect(k.runAsTask(ctx, () => sysMigratePages(k, p, p, [0], [1]), { name: 'tool migrate_pages', cpus: [0] })).toBe(0);
+      const seen = new Set<object>();
+      const batches: { unmapAt: number; remapAt: number }[] = [];
+      for (let i = 0; i < n; i++) {
+        const b = p.mm.migrating.lookup(a + i * PAGE_SIZE, followPage(p.mm, a + i * PAGE_SIZE))!.batch;
+        if (!seen.has(b)) batches.push(b);
+        seen.add(b);
+      }
+      k.events.runUntil(T + 4 * ctx.ns);
+      return { T, ns: ctx.ns, batches };
+    }
+
+    it('alone on its CPU the windows stay where the task placed them', () => {
+      const { T, ns, batches } = onSharedCpu(0);
+      expect(batches.length).toBe(16);
+      expect(batches[0]!.unmapAt).toBeCloseTo(T, 3);
+      expect(batches[15]!.remapAt).toBeCloseTo(T + ns, 3);
+    });
+
+    it('sharing its CPU with a busy task, the windows stretch about twice, in order, and an access waits that much longer', () => {
+      const alone = onSharedCpu(0);
+      const shared = onSharedCpu(1);
+      const last = shared.batches[15]!.remapAt - shared.T;
+      // Two tasks of one weight on one CPU get half of it each: the work takes about twice as long (give or take the
+      // slices: the busy task holds the CPU to the end of its slice before the tool first runs).
+      expect(last / alone.ns).toBeGreaterThan(1.8);
+      expect(last / alone.ns).toBeLessThan(2.3);
+      for (let i = 0; i < 16; i++) {
+        const b = shared.batches[i]!;
+        expect(b.unmapAt).toBeGreaterThanOrEqual(shared.T);
+        expect(b.remapAt).toBeGreaterThan(b.unmapAt);
+        if (i) expect(b.unmapAt).toBeGreaterThanOrEqual(shared.batches[i - 1]!.remapAt - 1e-6);
+      }
+      // An access at the start of the last batch's window waits for its remap: longer when the migrating task shares its CPU.
+      const waitAlone = alone.batches[15]!.remapAt - alone.batches[15]!.unmapAt;
+      const waitShared = shared.batches[15]!.remapAt - shared.batches[15]!.unmapAt;
+      expect(waitShared).toBeGreaterThan(1.3 * waitAlone);
+    });
+
+    it('property: whatever the busy tasks, the windows keep their order, start no earlier than planned and end when the work does', () => {
+      fc.assert(
+        fc.property(fc.integer({ min: 0, max: 3 }), (hogs) => {
+          const r = onSharedCpu(hogs);
+          const planned = onSharedCpu(0).batches;
+          r.batches.forEach((b, i) => {
+            expect(b.unmapAt).toBeGreaterThanOrEqual(planned[i]!.unmapAt - 1e-6);
+            expect(b.remapAt).toBeGreaterThanOrEqual(planned[i]!.remapAt - 1e-6);
+            if (i) expect(b.unmapAt).toBeGreaterThanOrEqual(r.batches[i - 1]!.remapAt - 1e-6);
+          });
+          // With h busy tasks the tool gets 1/(h+1) of the CPU: it ends about (h+1) times its work after the start.
+          const end = r.batches[r.batches.length - 1]!.remapAt - r.T;
+          expect(end / r.ns / (hogs + 1)).toBeGreaterThan(0.9);
+          expect(end / r.ns / (hogs + 1)).toBeLessThan(1.15);
+        }),
+        { numRuns: 4 },
+      );
+    });
   });
 });

@@ -15,6 +15,12 @@
  * - after it: on its new node.
  * Op-scripts run one op at a time on the clock, so every window of a call
  * has ended when the next op runs.
+ *
+ * The windows are first placed in the migrating task's own time, as if it
+ * ran at once and alone. In a scenario its CPU time then goes through the
+ * scheduler (Kernel.spend), where it may wait behind other tasks or share a
+ * CPU; followCpu moves each window to when the task's CPU time really
+ * reaches it, so an access waits as long as the migrating task takes.
  */
 import { PAGE_SIZE, PMD_SIZE, PUD_SIZE, alignDown } from './uapi.ts';
 
@@ -40,6 +46,8 @@ export interface MigrationState {
   wait: number;
   /** The node the page is on at the access, when it is not yet moved (-1: where the page table says). */
   oldNode: number;
+  /** The batch waited for (with `wait`). */
+  batch?: MigrationBatch;
 }
 
 const NONE: MigrationState = { wait: 0, oldNode: -1 };
@@ -87,7 +95,7 @@ export class MigrationEntries {
     const e = this.lookup(va, pfn);
     if (!e) return NONE;
     if (t < e.batch.unmapAt) return { wait: 0, oldNode: e.from };
-    if (t < e.batch.remapAt) return { wait: e.batch.remapAt - t, oldNode: -1 };
+    if (t < e.batch.remapAt) return { wait: e.batch.remapAt - t, oldNode: -1, batch: e.batch };
     return NONE;
   }
 
@@ -107,4 +115,36 @@ export class MigrationEntries {
     this.batches.clear();
     this.until = -Infinity;
   }
+}
+
+/**
+ * Move the windows of `batches`, placed in a task's own time from `base`
+ * (its CPU time t at base + t, as if it ran at once and alone), to the
+ * times its CPU time is really given: the scheduler's onRun for its work
+ * (Scheduler.work) says that CPU time `done` to `done + used` runs from
+ * `now`. A batch's unmap and remap happen when the task's CPU time reaches
+ * them: the ones a quantum covers get their exact time, later ones move by
+ * the task's wait so far and again when their own quantum comes. Between
+ * its quanta the later windows stand where the wait so far puts them, so an
+ * access in that gap may find a batch's entry gone (or not yet there) by at
+ * most the task's current wait for its CPU; a thread that waited for a
+ * remap that moved later finds the entry again and waits on.
+ */
+export function followCpu(batches: readonly MigrationBatch[], base: number): (now: number, done: number, used: number) => void {
+  const unmap = batches.map((b) => b.unmapAt - base);
+  const remap = batches.map((b) => b.remapAt - base);
+  let first = 0; // batches before it were remapped in an earlier quantum: their times are final
+  let delay = 0;
+  return (now, done, used) => {
+    const d = now - base - done; // how long the task has waited for CPUs so far
+    if (d !== delay) {
+      delay = d;
+      for (let i = first; i < batches.length; i++) {
+        const b = batches[i]!;
+        if (unmap[i]! >= done) b.unmapAt = base + unmap[i]! + d;
+        if (remap[i]! > done) b.remapAt = base + remap[i]! + d;
+      }
+    }
+    while (first < batches.length && remap[first]! <= done + used) first++;
+  };
 }

@@ -477,11 +477,13 @@ export class MmStruct {
   pgtablesBytes = 0;
   /**
    * Collapses in progress or recently finished, in virtual time: from
-   * `start` to `until`, the 2M region `pmdKey` is being copied (its PMD is cleared, so
+   * `unmapAt` to `remapAt`, the 2M region `pmdKey` is being copied (its PMD is cleared, so
    * touching it waits) and its VMA is write-locked (faults in it wait).
    * Background collapses run ahead of the threads' clocks; threads look here.
+   * The window is a migration batch's shape: when the collapsing task's CPU
+   * time is spent on a CPU it follows it (Kernel.noteBatch, followCpu).
    */
-  collapsing: { pmdKey: number; vma: Vma; start: number; until: number }[] = [];
+  collapsing: { pmdKey: number; vma: Vma; unmapAt: number; remapAt: number }[] = [];
   /** Folios migrated recently, with when each was under migration (migrate_entry.ts): accesses in that window wait. */
   readonly migrating = new MigrationEntries();
   /**

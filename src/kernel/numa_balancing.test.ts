@@ -42,6 +42,29 @@ function remoteTask(setup: (k: Kernel, t: Thread, a: number) => void) {
 }
 
 describe('NUMA balancing and memory policies', () => {
+  it('a process that arrives later (a VMM migrating in) is scanned from its arrival; one started twice is scanned once', () => {
+    const k = smallKernel({ nodes: 2, mib: 64 });
+    k.sysctl.numa_balancing = 1;
+    const populated = (name: string): Process => {
+      const p = k.createProcess(name);
+      const a = k.mmap(p, 0, PAGES * PAGE_SIZE, RW, ANON);
+      k.access(p.mainThread, a, PAGES * PAGE_SIZE, PAGE_SIZE, true, 1);
+      return p;
+    };
+    const updates = (): number => k.vmstat.snapshot()['numa_pte_updates']!;
+    const first = populated('first');
+    const t0 = k.clock.now();
+    k.numab.start([first]);
+    k.events.runUntil(t0 + 500e6);
+    const later = populated('later');
+    const t1 = k.clock.now();
+    k.numab.start([first, later]);
+    k.events.runUntil(t0 + 1e9 + 1);
+    expect(updates()).toBe(PAGES); // the first process's first scan, once
+    k.events.runUntil(t1 + 1e9 + 1);
+    expect(updates()).toBe(2 * PAGES); // the later one's, scan_delay after it arrived
+  });
+
   it('default policy: pages follow the task (first faults migrate at once early in its life)', () => {
     const { nodes, vmstat } = remoteTask(() => {});
     expect(nodes).toEqual(Array(PAGES).fill(1));

@@ -204,7 +204,6 @@ export class NumaBalancing {
   readonly settings = new NumaBalancingSettings();
   private readonly mms = new Map<Process, MmNumaState>();
   readonly tasks = new Map<Thread, TaskNumaState>();
-  private started = false;
   /** CPU time the scanner's walks cost (task_numa_work, charged on the scanning thread's CPU). */
   scanCpuNs = 0;
 
@@ -214,11 +213,16 @@ export class NumaBalancing {
     return (this.k.sysctl.numa_balancing & 1) !== 0;
   }
 
-  /** Start scanning every process (when balancing is enabled at the start of a run). */
+  /**
+   * Start scanning processes (when balancing is enabled): every process at
+   * the start of a run, and a process that arrives later (a VMM migrating
+   * in) when it arrives. Each mm's scanner starts scan_delay after its
+   * start (task_numa_work runs for every mm once numa_next_scan is due).
+   */
   start(procs: Process[]): void {
-    if (!this.enabled || this.started) return;
-    this.started = true;
+    if (!this.enabled) return;
     for (const p of procs) {
+      if (this.mms.has(p)) continue; // already scanned
       const st = new MmNumaState(this.settings.scan_period_min_ms);
       this.mms.set(p, st);
       this.k.events.after(this.settings.scan_delay_ms * 1e6, `numa_scan ${p.name}`, () => this.scan(p, st));

@@ -16,6 +16,7 @@ import { Kernel } from '../kernel/kernel.ts';
 import { errnoName } from '../kernel/uapi.ts';
 import { hostFromFile, resolveHost } from '../sim/host.ts';
 import { Network, type Flow } from '../sim/network.ts';
+import { MemBandwidth, membwParams, membwSpec } from '../sim/membw.ts';
 import type { YamlPath } from '../util/yaml_input.ts';
 import type { Scenario } from './schema.ts';
 import type { RunReport } from './vms.ts';
@@ -26,6 +27,8 @@ export class ScenarioNetwork {
   readonly source: string;
   private readonly kernels = new Map<string, Kernel>();
   private readonly lastBytes = new Map<object, number>();
+  /** Per link, over the samples in which it carried traffic: the sum and number of their utilisations, and the largest. */
+  private readonly busy = new Map<object, { sum: number; n: number; max: number }>();
   private lastT: number;
   /** The flows of `traffic:`. */
   private readonly traffic: Flow[] = [];
@@ -67,8 +70,10 @@ export class ScenarioNetwork {
     }
     // Seeds after the scenario's (seed + 1 is a destination of its own).
     const dk = new Kernel({ host, costs: this.k.costs, seed: this.s.seed + 2 + hi, sameTimeAs: this.k });
-    // Its CPUs are shared through a scheduler of its own, as the scenario host's are.
+    // Its CPUs are shared through a scheduler of its own, and its memory bandwidth through a model of its own, as the
+    // scenario host's are (what arriving VMMs load and copy there loads its nodes, not the scenario host's).
     if (this.k.sched) dk.enableScheduler();
+    if (this.k.membw) dk.membw = new MemBandwidth(membwSpec(host, membwParams(this.k.costs)));
     for (const [knob, value] of Object.entries(this.s.kernel)) {
       const r = dk.sysfs.write(knob, String(value));
       if (r < 0) throw this.rep.at.error(['kernel', knob], `host ${name}'s kernel rejects ${JSON.stringify(value)} (${errnoName(r)})`);
@@ -113,7 +118,15 @@ export class ScenarioNetwork {
     this.net.settle();
     for (const l of this.net.links) {
       const d = delta(l, l.bytes);
-      out[`net.${l.name}.utilisation`] = dt > 0 ? Math.round((d / ((l.capacity * dt) / 1e9)) * 1e4) / 1e4 : 0;
+      const u = dt > 0 ? Math.round((d / ((l.capacity * dt) / 1e9)) * 1e4) / 1e4 : 0;
+      out[`net.${l.name}.utilisation`] = u;
+      if (d > 0) {
+        const b = this.busy.get(l) ?? { sum: 0, n: 0, max: 0 };
+        b.sum += u;
+        b.n++;
+        b.max = Math.max(b.max, u);
+        this.busy.set(l, b);
+      }
     }
     for (const f of this.traffic) out[`net.flow.${f.name}.bytes_per_s`] = rate(f, f.bytes);
     for (const [vm, f] of channels) {
@@ -123,10 +136,26 @@ export class ScenarioNetwork {
     this.lastT = now;
   }
 
-  /** Final metrics: bytes each link and each flow carried. */
+  /**
+   * Final metrics: bytes each link and each flow carried; for a link that
+   * carried traffic, its utilisation over the samples in which it did (mean
+   * and largest: how full it was while in use, the reason a transfer over
+   * it took as long as it did); the bytes each node of each host of
+   * `hosts` moved.
+   */
   final(out: Record<string, number>): void {
     this.net.settle();
-    for (const l of this.net.links) out[`net.${l.name}.bytes`] = Math.round(l.bytes);
+    for (const l of this.net.links) {
+      out[`net.${l.name}.bytes`] = Math.round(l.bytes);
+      const b = this.busy.get(l);
+      if (!b) continue;
+      out[`net.${l.name}.utilisation_mean`] = Math.round((b.sum / b.n) * 1e4) / 1e4;
+      out[`net.${l.name}.utilisation_max`] = b.max;
+    }
+    // What moved through each other host's memory (its VMMs' faults, copies and guests), as node<N>.membw_bytes is
+    // for the scenario's host.
+    for (const [name, k] of this.kernels)
+      if (k.membw) for (let n = 0; n < k.nrNodes; n++) out[`hosts.${name}.node${n}.membw_bytes`] = k.membw.bytesOnNode(n);
     for (const f of this.net.flows) out[`net.flow.${f.name}.bytes`] = Math.round(f.bytes);
   }
 }

@@ -972,9 +972,9 @@ function startMigration(
   dst.runState = 'inmigrate'; // -incoming: the guest runs there only after the switchover
   const requestSize = ev['hugetlb-request-size'] === undefined ? undefined : ev['hugetlb-request-size'] === '4K' ? PAGE_SIZE : 2 * MiB;
   if (requestSize !== undefined) checkRequestSize(rt.vm, dk, requestSize, [...path, 'hugetlb-request-size'], rep);
-  // A destination host of its own balances its VMM's memory if its kernel says so (on a host of `hosts`, the
-  // first VM to arrive starts it; later ones are not scanned: documented in docs/vms.md).
-  if (dk !== k) dk.numab.start([dst.process]);
+  // The destination's kernel balances the arriving VMM's memory if it says so (each VMM that arrives on a host is
+  // scanned from its arrival, as every mm is; on the scenario's own host too).
+  dk.numab.start([dst.process]);
   const hints = rt.dev && rt.spec.balloon?.['free-page-hint'] ? rt.dev : undefined;
   const mig = new MigrationState(rt.vm, {
     ...(hints ? { hints } : {}),

@@ -17,6 +17,10 @@ import { CostProfile } from '../sim/cost_profile.ts';
 import { fromRoot } from '../util/paths.ts';
 import type { RunResult } from '../scenario/result.ts';
 import { simulatedCopy } from './stream_copy.ts';
+import { smallKernel, RW, ANON } from '../testing/fixtures.ts';
+import { MemBandwidth, membwParams, membwSpec } from '../sim/membw.ts';
+import { MADV, PAGE_SIZE } from '../kernel/uapi.ts';
+import { followPage } from '../kernel/memory.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'memtwin-membw-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -95,6 +99,23 @@ processes:
       { numRuns: 12 },
     );
   }, 120_000);
+
+  it('a first touch through Kernel.access (a guest kernel, ram_load, prealloc) registers each clear_page on its node', () => {
+    const k = smallKernel({ nodes: 2, mib: 64 });
+    k.membw = new MemBandwidth(membwSpec(k.host, membwParams(k.costs)));
+    const p = k.createProcess('toucher', 2); // CPU 2: node 1
+    const pages = 64;
+    const a = k.mmap(p, 0, pages * PAGE_SIZE, RW, ANON);
+    k.madvise(p, a, pages * PAGE_SIZE, MADV.MADV_NOHUGEPAGE);
+    const t = { ns: 0 };
+    // The first page's fault builds the PTE table (handleMmFault); the other 63 take userAccess's fast path.
+    k.runAsTask(t, () => k.access(p.mainThread, a, pages * PAGE_SIZE, PAGE_SIZE, true, 1));
+    const node = k.phys.nodeOfPfn(followPage(p.mm, a));
+    expect(k.membw.bytesOnNode(node)).toBe(pages * Math.round(k.membw.storeTraffic * PAGE_SIZE));
+    expect(k.membw.bytesOnNode(1 - node)).toBe(0);
+    // ... and costs what it costs on an idle node: the profile's fault figure per page.
+    expect(t.ns).toBeCloseTo(pages * k.hot.faultWrite, 0);
+  });
 });
 
 describe('STREAM copy', () => {

@@ -18,6 +18,7 @@ import type { Process, Thread } from '../kernel/sched.ts';
 import { pteMkyoung, type Vma } from '../kernel/mm_types.ts';
 import { FAULT_OK, FAULT_USERFAULT, handleMmFault, translate, vmaAllows } from '../kernel/memory.ts';
 import * as memory from '../kernel/memory.ts';
+import type { MigrationBatch } from '../kernel/migrate_entry.ts';
 import { PAGE_SIZE, PMD_SIZE } from '../kernel/uapi.ts';
 import { AccessModel } from './access_model.ts';
 import { Copy, FirstTouch, Idle, LINE, Sequential, Uniform, Zipf, type AddressStream } from './patterns.ts';
@@ -110,6 +111,13 @@ export class WorkloadThread implements TaskClient {
    * the CPU to others), then retries the access.
    */
   migrationWaitUntil: number | undefined;
+  /**
+   * The batch the thread last waited for: a batch whose migrating task got
+   * less CPU than it planned ends later than the wait it first gave, and the
+   * retried access waits again for the same migration entry (one wait).
+   */
+  private waitedBatch: MigrationBatch | undefined;
+  private waitedVa = -1;
   /** Node of the CPU the thread runs on (NUMA balancing may move the thread). */
   private node: number;
   private cachedVma: Vma | undefined;
@@ -269,9 +277,13 @@ export class WorkloadThread implements TaskClient {
     const mig = migrating.at(va, pfn, t);
     if (mig.wait > 0) {
       this.stallNs += mig.wait;
-      this.stalls++;
       this.migrationWaitNs += mig.wait;
-      this.migrationWaits++;
+      if (mig.batch !== this.waitedBatch || sva !== this.waitedVa) {
+        this.stalls++;
+        this.migrationWaits++;
+      }
+      this.waitedBatch = mig.batch;
+      this.waitedVa = sva;
       this.retryVa = sva;
       this.migrationWaitUntil = Math.ceil(t + mig.wait);
       return STEP_WAIT;
@@ -316,13 +328,13 @@ export class WorkloadThread implements TaskClient {
     const key = Math.floor(va / PMD_SIZE);
     let until = 0;
     for (const c of mm.collapsing)
-      if (c.start <= t && c.until > t && (c.pmdKey === key || (fault && c.vma === vma))) until = Math.max(until, c.until);
+      if (c.unmapAt <= t && c.remapAt > t && (c.pmdKey === key || (fault && c.vma === vma))) until = Math.max(until, c.remapAt);
     if (until > t) {
       ctx.ns += until - t;
       this.stallNs += until - t;
       this.stalls++;
     }
-    if (mm.collapsing.every((c) => c.until <= this.k.clock.now())) mm.collapsing = [];
+    if (mm.collapsing.every((c) => c.remapAt <= this.k.clock.now())) mm.collapsing = [];
   }
 
   /**

@@ -179,18 +179,29 @@ export class Scheduler {
    * Kernel or VMM work of `ns` CPU time (a khugepaged pass, a tool's
    * migrate_pages, a migration thread's step): a task that runs until the
    * work is done, then exits and calls `onDone` with the time it finished.
+   * `onRun` hears each quantum as it is given: the work's CPU time from
+   * `done` to `done + used` runs from `now` to `now + used` (what was
+   * decided inside the work in its own time can be placed in real time).
    */
   work(
     name: string,
     ns: number,
-    o: { allowed?: readonly number[] | null; nice?: number; cpu?: number; onDone?: (at: number) => void } = {},
+    o: {
+      allowed?: readonly number[] | null;
+      nice?: number;
+      cpu?: number;
+      onDone?: (at: number) => void;
+      onRun?: (now: number, done: number, used: number) => void;
+    } = {},
   ): SchedTask {
-    let left = Math.max(0, Math.round(ns));
+    const total = Math.max(0, Math.round(ns));
+    let left = total;
     return this.spawn(
       name,
       {
         run: (now, budget) => {
           const used = Math.min(left, budget);
+          o.onRun?.(now, total - left, used);
           left -= used;
           if (left > 0) return { used, next: 'run' };
           if (o.onDone) {
