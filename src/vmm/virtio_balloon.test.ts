@@ -764,6 +764,44 @@ describe('virtio-balloon on a scheduler (a scenario): the work is CPU time of th
       expect(starts[i]! - starts[i - 1]!).toBeGreaterThan(perMsgHost / 2 + 2 * COSTS['eventfd_wakeup']!);
   });
 
+  it('property: on a scheduler any inflate/deflate sequence ends as sequentially, and every charged ns is CPU time of the vCPU or of QEMU', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...INFLATE_ENCODINGS),
+        fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 4 }),
+        fc.integer({ min: 0, max: 2_000_000 }),
+        fc.boolean(),
+        (enc: InflateEncodingName, targets, gapNs, hog) => {
+          const go = (scheduled: boolean) => {
+            const r = rig({ scheduled, device: { inflateEncoding: enc } });
+            if (hog) r.sched?.work('hog', 1e12, { allowed: [1] });
+            // Targets given `gapNs` apart: a new one may come while the driver still works towards the last.
+            for (const mib of targets) {
+              r.dev.balloon(mib * MiB);
+              r.settle(gapNs);
+            }
+            r.settle();
+            return r;
+          };
+          const seq = go(false);
+          const sch = go(true);
+          expect(sch.dev.actual).toBe(seq.dev.actual);
+          expect(sch.dev.actual).toBe(sch.dev.numPages);
+          expect(sch.drv.stats().numPages).toBe(sch.dev.numPages);
+          expect(sch.dev.queryBalloon().actual).toBe(targets[targets.length - 1]! * MiB);
+          expect(sch.host.violations).toEqual([]);
+          expect(usesSum(sch.pages)).toBe(sch.pages.totalPages);
+          expect(sch.cpuNs(VCPU.name)).toBe(sch.timing.guestCpuNs + sch.timing.exitNs);
+          expect(sch.cpuNs(MAIN.name)).toBe(sch.timing.hostCpuNs);
+          // BALLOON_CHANGE times never go backwards.
+          const at = sch.dev.events.map((e) => e.at);
+          expect(at).toEqual([...at].sort((a, b) => a - b));
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
+
   it("free page hints and reports count the same as sequentially; hints are the iothread's CPU, reports the main loop's", () => {
     const run = (scheduled: boolean) => {
       // 256 MiB: a zone needs PAGE_REPORTING_CAPACITY << pageblock_order (64 MiB) free to be reported
