@@ -408,7 +408,6 @@ function plugBalloon(k: Kernel, rt: VmRt, b: NonNullable<VmSpec['balloon']>): vo
           guest: vcpuWork(rt.vm, driverCpu),
           host: mainLoopWork(rt.vm),
           iothread: rt.vm.qemuThread('iothread'),
-          current: () => k.taskTime,
         }
       : undefined,
   );

@@ -28,10 +28,10 @@
  *   pass). What a step reports (atCompletion: an `actual` change, the last
  *   hint handled) is stamped with the time all of its work is done, not
  *   the time it started. Each thread does one part at a time, in order.
- *   A charge outside any step is the running task's time if a task runs
- *   (a QMP command's config interrupt, the OOM notifier's deflate in the
- *   allocating task), else spent on its thread's CPU with no one waiting
- *   for it (a stats poll's interrupt, the probe).
+ *   A charge outside any step (the probe, a config interrupt raised by a
+ *   QMP command or the migration thread, the OOM notifier's deflate) is
+ *   spent on its own thread's CPU, the vCPU's or QEMU's, whoever runs at
+ *   the time, with no one waiting for it.
  */
 import type { CpuWork } from '../kernel/kernel.ts';
 import type { VirtualClock } from '../sim/clock.ts';
@@ -96,13 +96,6 @@ export interface VirtioCpus {
   host: CpuWork;
   /** QEMU's iothread, for device work QEMU runs there (free page hints); default: `host`. */
   iothread?: CpuWork;
-  /**
-   * The time of the task running now, if any (Kernel.taskTime: a workload
-   * step, a QMP command on the main loop): work charged outside a step
-   * while it runs is its work (the OOM notifier's deflate runs in the
-   * allocating task, which waits for the host's part).
-   */
-  current?: () => { ns: number } | null;
 }
 
 /** The charges of one step, not yet spent. */
@@ -224,7 +217,11 @@ export class VirtioTiming {
     }
   }
 
-  /** An interrupt into the guest (vring or config change). */
+  /**
+   * An interrupt into the guest (vring or config change): the vCPU's work
+   * whoever raised it (a QMP command on QEMU's main loop, the migration
+   * thread's hint request).
+   */
   interrupt(): void {
     this.interrupts++;
     this.chargeGuest(this.cost('virtio_irq_inject'));
@@ -239,14 +236,12 @@ export class VirtioTiming {
   }
 
   /**
-   * Work charged outside a step: the running task's if one runs, else
-   * spent on `on`'s thread; charges of one instant are spent together (an
-   * event at that instant), not as a scheduler task each.
+   * Work charged outside a step: spent on `on`'s thread, after what this
+   * timing gave that thread before; charges of one instant are spent
+   * together (an event at that instant), not as a scheduler task each.
    */
   private outsideStep(on: CpuWork, ns: number): void {
     const c = this.cpus!;
-    const cur = c.current?.();
-    if (cur) return void (cur.ns += ns);
     if (!this.loose) {
       const loose = (this.loose = new Map());
       c.events.schedule(this.clock.now(), 'virtio: cpu', () => {
