@@ -32,15 +32,17 @@
  *   of pages instead of a single page each time") or the highest order
  *   that fits first (`'high-order'`, the default).
  *
- * Work items run on the guest workqueue as events, each run one step of
- * the transport's VirtioTiming (runStep): sequentially the guest CPU they
- * use advances the clock; in a scenario it is CPU time of the driver's
- * vCPU thread, the device's work CPU time of QEMU's thread, and the run's
- * effects happen when it starts while it completes once both have had
- * their CPU (see src/virtio/timing.ts). The device answers a kick before
- * the vCPU resumes (QEMU's handlers run synchronously here), so
- * `tell_host`'s wait lasts the device's work plus the two host wakeups it
- * takes (VirtioTiming.vcpuWait). A work item queued while it runs runs
+ * Work items run on the guest workqueue as events, each run a generator
+ * of steps that yields after every message sent (and, hinting under
+ * init_on_alloc, after every block zeroed), driven by the transport's
+ * VirtioTiming.runSteps: sequentially all steps run at once and the guest
+ * CPU they use advances the clock; in a scenario it is CPU time of the
+ * driver's vCPU thread, the device's work CPU time of QEMU's thread, and
+ * each step's effects happen when it starts while the next step starts
+ * once this one has had its CPU (see src/virtio/timing.ts). The device
+ * answers a kick before the vCPU resumes (QEMU's handlers run
+ * synchronously here), so `tell_host`'s wait lasts the device's work plus
+ * the two host wakeups it takes (VirtioTiming.vcpuWait). A work item queued while it runs runs
  * again once it completes (queue_work on a running item). Where Linux
  * sleeps 200 ms after an allocation failure (msleep in fill_balloon) the
  * work is requeued 200 ms later instead.
