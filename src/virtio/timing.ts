@@ -147,10 +147,6 @@ export class VirtioTiming {
     requireCosts(costs, TRANSPORT_COSTS, 'virtio transport');
   }
 
-  get scheduled(): boolean {
-    return this.cpus !== undefined;
-  }
-
   cost(name: string): number {
     return this.costs.nsOf(name);
   }
@@ -293,16 +289,6 @@ export class VirtioTiming {
     one();
   }
 
-  /** One step: `f` (no yield inside). */
-  runStep(f: () => void, then?: (at: number) => void): void {
-    this.runSteps(
-      (function* () {
-        f();
-      })(),
-      then,
-    );
-  }
-
   /**
    * Call `f` with the time the work being charged now is done: at once
    * (the clock's time) sequentially or outside a step, when all of the
@@ -334,8 +320,9 @@ export class VirtioTiming {
     };
     this.spendInOrder(c.guest, s.guestNs, (at) => {
       if (!s.waited) {
-        cont(at);
-        return host(0, complete);
+        // The kick is out: QEMU's thread takes the message while the driver goes on.
+        host(0, complete);
+        return cont(at);
       }
       host(0, () => {
         const wake = (): void => {
