@@ -405,7 +405,10 @@ function plugBalloon(k: Kernel, rt: VmRt, b: NonNullable<VmSpec['balloon']>): vo
       ? {
           spend: (on, ns) => k.spend(on, ns),
           events: k.events,
-          guest: vcpuWork(rt.vm, driverCpu),
+          // Read at each spend: the vCPU's thread may have been moved (vcpu pinning) since.
+          get guest() {
+            return vcpuWork(rt.vm, driverCpu);
+          },
           host: mainLoopWork(rt.vm),
           iothread: rt.vm.qemuThread('iothread'),
         }
