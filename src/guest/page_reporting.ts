@@ -69,6 +69,15 @@ export class PageReporting {
     private readonly prdev: PageReportingDevInfo,
     /** The page_reporting.page_reporting_order module parameter, if set. */
     private readonly orderParam?: number,
+    /**
+     * Run a pass in steps, one per report, on the driver's timing
+     * (VirtioTiming.runSteps): `then` when the last step's CPU is spent.
+     * Default: all at once.
+     */
+    private readonly runSteps: (steps: Iterator<unknown>, then: (at: number) => void) => void = (steps, then) => {
+      while (!steps.next().done);
+      then(events.clock.now());
+    },
   ) {
     requireCosts(costs, PAGE_REPORTING_COSTS, 'free page reporting');
   }
@@ -100,25 +109,33 @@ export class PageReporting {
     this.work = this.events.after(PAGE_REPORTING_DELAY_NS, 'page_reporting_process', () => this.process());
   }
 
-  /** page_reporting_process: one pass over every zone. */
+  /**
+   * page_reporting_process: one pass over every zone. The pass stays
+   * ACTIVE until its CPU is spent (a free meanwhile only marks it
+   * REQUESTED); the next pass is then delayed from the pass's end.
+   */
   process(): void {
     this.work = null;
     this.passes++;
     this.state = PAGE_REPORTING_ACTIVE;
-    for (const z of this.pages.zones) if (this.processZone(z.nid) !== 0) break;
-    if (this.state === PAGE_REPORTING_ACTIVE) this.state = PAGE_REPORTING_IDLE;
-    else if (this.state === PAGE_REPORTING_REQUESTED)
-      this.work = this.events.after(PAGE_REPORTING_DELAY_NS, 'page_reporting_process', () => this.process());
+    const pass = function* (this: PageReporting): Generator<void, void> {
+      for (const z of this.pages.zones) if ((yield* this.processZone(z.nid)) !== 0) break;
+    };
+    this.runSteps(pass.call(this), () => {
+      if (this.state === PAGE_REPORTING_ACTIVE) this.state = PAGE_REPORTING_IDLE;
+      else if (this.state === PAGE_REPORTING_REQUESTED)
+        this.work = this.events.after(PAGE_REPORTING_DELAY_NS, 'page_reporting_process', () => this.process());
+    });
   }
 
   /** page_reporting_process_zone: each order from page_reporting_order up, then the leftover. */
-  private processZone(nid: number): number {
+  private *processZone(nid: number): Generator<void, number> {
     const z = this.pages.zones[nid]!;
     if (z.freePages < PAGE_REPORTING_CAPACITY << this.order) return 0;
     const sgl = new Array<ReportedBlock>(PAGE_REPORTING_CAPACITY);
     const cursor = { offset: PAGE_REPORTING_CAPACITY };
     for (let order = this.order; order <= MAX_PAGE_ORDER; order++) {
-      const err = this.cycle(nid, order, sgl, cursor);
+      const err = yield* this.cycle(nid, order, sgl, cursor);
       if (err) return err;
     }
     const leftover = PAGE_REPORTING_CAPACITY - cursor.offset;
@@ -129,8 +146,8 @@ export class PageReporting {
     return err;
   }
 
-  /** page_reporting_cycle: fill, report, drain over one free list until its budget is spent. */
-  private cycle(nid: number, order: number, sgl: ReportedBlock[], cursor: { offset: number }): number {
+  /** page_reporting_cycle: fill, report, drain over one free list until its budget is spent; a step ends after each report. */
+  private *cycle(nid: number, order: number, sgl: ReportedBlock[], cursor: { offset: number }): Generator<void, number> {
     const pages = this.pages;
     if (pages.freeListFirst(nid, order) < 0) return 0;
     let budget = Math.ceil(pages.zones[nid]!.nrFree[order]! / (PAGE_REPORTING_CAPACITY * 16));
@@ -160,8 +177,9 @@ export class PageReporting {
       cursor.offset = PAGE_REPORTING_CAPACITY;
       budget--;
       this.drain(sgl, err === 0);
-      page = pages.freeListFirst(nid, order);
       if (err) break;
+      yield;
+      page = pages.freeListFirst(nid, order);
     }
     if (stoppedAt >= 0) pages.rotateToFront(stoppedAt);
     return err;

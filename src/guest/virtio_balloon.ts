@@ -32,13 +32,20 @@
  *   of pages instead of a single page each time") or the highest order
  *   that fits first (`'high-order'`, the default).
  *
- * Work items run on the guest workqueue as events; the guest CPU they use
- * is charged in virtual time through the transport's VirtioTiming. The
- * device answers a kick before the vCPU resumes (QEMU's handlers run
+ * Work items run on the guest workqueue as events, each run a generator
+ * of steps that yields after every message sent (and, hinting under
+ * init_on_alloc, after every block zeroed), driven by the transport's
+ * VirtioTiming.runSteps: sequentially all steps run at once and the guest
+ * CPU they use advances the clock; in a scenario it is CPU time of the
+ * driver's vCPU thread, the device's work CPU time of QEMU's thread, and
+ * each step's effects happen when it starts while the next step starts
+ * once this one has had its CPU (see src/virtio/timing.ts). The device
+ * answers a kick before the vCPU resumes (QEMU's handlers run
  * synchronously here), so `tell_host`'s wait lasts the device's work plus
- * the two host wakeups it takes (VirtioTiming.vcpuWait).
- * Where Linux sleeps 200 ms after an allocation failure (msleep in
- * fill_balloon) the work is requeued 200 ms later instead.
+ * the two host wakeups it takes (VirtioTiming.vcpuWait). A work item queued while it runs runs
+ * again once it completes (queue_work on a running item). Where Linux
+ * sleeps 200 ms after an allocation failure (msleep in fill_balloon) the
+ * work is requeued 200 ms later instead.
  */
 import type { GuestMemory } from '../hw/guest_memory.ts';
 import { NSEC_PER_MSEC } from '../sim/clock.ts';
@@ -112,6 +119,9 @@ export interface VirtioBalloonDriverOptions {
   inflateAlloc?: '4k' | 'high-order';
 }
 
+/** The driver's work items: update_balloon_size_func, update_balloon_stats_func, report_free_page_func. */
+type WorkName = 'size' | 'stats' | 'hint';
+
 /** A block the balloon or the hinting holds. */
 interface HeldBlock {
   pfn: number;
@@ -167,7 +177,13 @@ export class VirtioBalloonDriver {
   private sizeWork: EventHandle | null = null;
   private statsWork: EventHandle | null = null;
   private hintWork: EventHandle | null = null;
+  /** Work items whose run has started and not completed (its CPU not all spent yet). */
+  private readonly running = new Set<WorkName>();
+  /** Work items queued again while running: the delay to requeue them with. */
+  private readonly requeued = new Map<WorkName, number>();
   private probed = false;
+  /** Messages sent on any queue with a kick (step boundaries). */
+  private messagesSent = 0;
   reporting: PageReporting | null = null;
   private readonly counters = {
     inflateMessages: 0,
@@ -261,18 +277,37 @@ export class VirtioBalloonDriver {
     this.chargeGuest(this.transport.timing.copyNs(bytes));
   }
 
-  private queueWork(which: 'size' | 'stats' | 'hint', delay = 0): void {
-    const run = {
-      size: () => this.updateBalloonSizeFunc(),
-      stats: () => this.statsHandleRequest(),
-      hint: () => this.reportFreePageFunc(),
-    }[which];
+  /**
+   * queue_work / queue_delayed_work of one of the driver's work items. One
+   * queued while it runs (its step not complete yet) runs again after it,
+   * with the shortest delay asked for.
+   */
+  private queueWork(which: WorkName, delay = 0): void {
+    if (this.running.has(which)) {
+      const d = this.requeued.get(which);
+      this.requeued.set(which, d === undefined ? delay : Math.min(d, delay));
+      return;
+    }
     const key = `${which}Work` as const;
     if (this[key]) return;
     this[key] = this.events.after(delay, `virtio-balloon:${which}`, () => {
       this[key] = null;
-      run();
+      this.running.add(which);
+      this.transport.timing.runSteps(this.runWork(which), () => {
+        this.running.delete(which);
+        const again = this.requeued.get(which);
+        if (again === undefined) return;
+        this.requeued.delete(which);
+        this.queueWork(which, again);
+      });
     });
+  }
+
+  /** One run of a work item, a step per message sent (see VirtioTiming.runSteps). */
+  private *runWork(which: WorkName): Generator<void, void> {
+    if (which === 'size') yield* this.updateBalloonSizeFunc();
+    else if (which === 'stats') this.statsHandleRequest();
+    else yield* this.reportFreePageFunc();
   }
 
   // --- config changes and the balloon size ---------------------------------------------
@@ -295,12 +330,12 @@ export class VirtioBalloonDriver {
   }
 
   /** update_balloon_size_func: one message's worth towards the target, then requeue. */
-  private updateBalloonSizeFunc(): void {
+  private *updateBalloonSizeFunc(): Generator<void, void> {
     let diff = this.towardsTarget();
     if (diff === 0) return;
     let starved = false;
     if (diff > 0) {
-      const got = this.fillBalloon(diff);
+      const got = yield* this.fillBalloon(diff);
       starved = got.starved;
       diff -= got.pages;
     } else diff += this.leakBalloon(-diff);
@@ -311,8 +346,8 @@ export class VirtioBalloonDriver {
   // --- inflate and deflate ---------------------------------------------------------------
 
   /** fill_balloon: returns balloon pages added and whether an allocation failed. */
-  private fillBalloon(num: number): { pages: number; starved: boolean } {
-    return this.inflateEnc === 'pfns' ? this.fillBalloonPfns(num) : this.fillBalloonBlocks(num);
+  private *fillBalloon(num: number): Generator<void, { pages: number; starved: boolean }> {
+    return this.inflateEnc === 'pfns' ? this.fillBalloonPfns(num) : yield* this.fillBalloonBlocks(num);
   }
 
   private fillBalloonPfns(num: number): { pages: number; starved: boolean } {
@@ -346,9 +381,11 @@ export class VirtioBalloonDriver {
    * memtwin inflate encodings: allocate towards the whole target in one go,
    * 4 KiB at a time or the highest order that fits what is left (falling
    * back order by order), and write the blocks in the negotiated encoding.
+   * A step ends after each message sent.
    */
-  private fillBalloonBlocks(num: number): { pages: number; starved: boolean } {
+  private *fillBalloonBlocks(num: number): Generator<void, { pages: number; starved: boolean }> {
     const w = this.writer(vb.VIRTIO_BALLOON_VQ_INFLATE);
+    let sent = this.messagesSent;
     let done = 0;
     let maxOrder = this.opts.inflateAlloc === '4k' ? 0 : MAX_PAGE_ORDER;
     while (done < num) {
@@ -366,6 +403,10 @@ export class VirtioBalloonDriver {
       this.balloonPageEnqueue(pfn, order);
       w.add(pfn, order);
       done += 1 << order;
+      if (this.messagesSent !== sent) {
+        sent = this.messagesSent;
+        yield;
+      }
     }
     w.finish();
     return { pages: done, starved: done < num };
@@ -445,6 +486,7 @@ export class VirtioBalloonDriver {
 
   /** tell_host: one readable buffer, a kick, and the wait for the host's ack. */
   private tellHost(vqIndex: number, gpa: number, bytes: number): void {
+    this.messagesSent++;
     const q = this.vq(vqIndex);
     if (!q.addBuf([{ addr: gpa, len: bytes }], [], 'vb')) throw new Error(`virtio-balloon: ${q.name} is full`);
     q.kick();
@@ -562,19 +604,19 @@ export class VirtioBalloonDriver {
   }
 
   /** report_free_page_func. */
-  private reportFreePageFunc(): void {
+  private *reportFreePageFunc(): Generator<void, void> {
     const id = this.cmdIdReceived();
     if (id === vb.VIRTIO_BALLOON_CMD_ID_DONE) this.returnFreePagesToMm(Infinity);
-    else if (id !== vb.VIRTIO_BALLOON_CMD_ID_STOP && id !== this.cmdIdActive) this.reportFreePages();
+    else if (id !== vb.VIRTIO_BALLOON_CMD_ID_STOP && id !== this.cmdIdActive) yield* this.reportFreePages();
   }
 
   /** virtio_balloon_report_free_page: start id, the hints, stop id. */
-  private reportFreePages(): void {
+  private *reportFreePages(): Generator<void, void> {
     this.counters.hintSessions++;
     const q = this.vq(vb.VIRTIO_BALLOON_VQ_FREE_PAGE);
     this.cmdIdActive = this.cmdIdReceived();
     this.sendCmdId(q, VB_CMD_ACTIVE_OFF, this.cmdIdActive);
-    this.sendFreePages(q);
+    yield* this.sendFreePages(q);
     this.sendCmdId(q, VB_CMD_STOP_OFF, vb.VIRTIO_BALLOON_CMD_ID_STOP);
   }
 
@@ -589,9 +631,12 @@ export class VirtioBalloonDriver {
   /**
    * send_free_pages: free blocks from MAX_PAGE_ORDER down to the device's
    * lowest hinted order, each allocated (and held), encoded and flushed
-   * `batch` entries at a time; stops if the host changes the command id.
+   * `batch` entries at a time; stops if the host changes the command id
+   * (which, in a scenario, it can do between two messages: a step ends
+   * after each).
    */
-  private sendFreePages(q: SplitVirtqueue): void {
+  private *sendFreePages(q: SplitVirtqueue): Generator<void, void> {
+    let sent = this.messagesSent;
     const enc = new HintEncoder(this.hintEncoding, this.hintBatch, this.hintBitmapOrder, this.pages.maxPfn, this.hintBuf!, (len) =>
       this.flushHints(q, len),
     );
@@ -601,12 +646,22 @@ export class VirtioBalloonDriver {
         this.chargeGuest(this.cost('guest_page_alloc'));
         const pfn = this.pages.allocPages({ order, use: PageUse.Hinted, cpu: this.cpu, noRetry: true });
         if (pfn < 0) break;
-        // post_alloc_hook zeroes the block under init_on_alloc: the host sees every hinted page written.
-        if (this.opts.initOnAlloc) this.chargeGuest(this.guest.memory.clear(this.cpu, pfn * PAGE_SIZE, PAGE_SIZE << order));
+        // post_alloc_hook zeroes the block under init_on_alloc: the host sees every hinted page written. The
+        // zeroing is most of the hinting's time then, so a step ends after each block, and the pages are written
+        // while the migration runs beside it, block by block, not all at the session's start.
+        let zeroed = false;
+        if (this.opts.initOnAlloc) {
+          this.chargeGuest(this.guest.memory.clear(this.cpu, pfn * PAGE_SIZE, PAGE_SIZE << order));
+          zeroed = true;
+        }
         this.freePageList.push({ pfn, order });
         this.counters.hintedBlocks++;
         this.counters.hintedPages += 1 << order;
         enc.add(pfn, order);
+        if (this.messagesSent !== sent || zeroed) {
+          sent = this.messagesSent;
+          yield;
+        }
       }
     }
     enc.finish();
@@ -617,6 +672,7 @@ export class VirtioBalloonDriver {
     while (q.getBuf());
     this.chargeWrite(len);
     this.counters.hintMessages++;
+    this.messagesSent++;
     if (!q.addBuf([], [{ addr: this.hintBuf!.gpa, len }], 'hints')) throw new Error('virtio-balloon: free_page_vq is full');
     q.kick();
     while (q.getBuf());
@@ -659,6 +715,7 @@ export class VirtioBalloonDriver {
       (ns) => t.chargeGuest(ns),
       { report: (sgl) => this.freePageReport(sgl) },
       this.opts.pageReportingOrder,
+      (steps, then) => t.runSteps(steps, then),
     );
     this.reporting.register();
   }

@@ -122,6 +122,56 @@ describe('scenario VMs: loading', () => {
   });
 });
 
+describe('scenario VMs: the balloon on the host CPUs', () => {
+  // QEMU's main loop on CPU 2 (emulator_cpu); a CPU-bound host thread (it computes 20 us between accesses) on CPU 1
+  // (alone) or CPU 2 (beside QEMU).
+  const CPU = `name: inflate-cpu
+host:
+  name: h
+  nodes: [{ id: 0, memory: 1G, cpus: 0-2 }]
+duration: 400ms
+sample: { interval: 5ms }
+kernel:
+  /sys/kernel/mm/transparent_hugepage/enabled: never
+processes:
+  - name: hog
+    mappings:
+      - { name: data, size: 4M, populate: true }
+    threads:
+      - { name: w, cpu: HOG_CPU, workload: { pattern: uniform, mapping: data, think: 20us } }
+vms:
+  - name: g
+    memdevs:
+      - { id: ram0, size: 128M, prealloc: true }
+    vcpus: [0, 1]
+    emulator_cpu: 2
+    balloon: {}
+    events:
+      - { at: 10ms, op: balloon, target: 64M }
+`;
+  /** The inflate's time, and the hog's lowest throughput over the samples wholly inside the inflate. */
+  const inflate = (hogCpu: number): { ns: number; hogMin: number } => {
+    const r = run(`inflate-cpu-${hogCpu}.yaml`, CPU.replace('HOG_CPU', String(hogCpu)));
+    const ns = r.final['vm.g.balloon.inflate_ns']!;
+    expect(r.final['vm.g.balloon.pfns_inflated']).toBe((64 * MiB) / PAGE);
+    const col = r.series.metrics['throughput.hog/w']!;
+    const start = 10_000_000;
+    const inside = r.series.t_ns.map((t, i) => ({ t, v: col[i]! })).filter(({ t }) => t - 5_000_000 >= start && t <= start + ns);
+    expect(inside.length).toBeGreaterThan(0);
+    return { ns, hogMin: Math.min(...inside.map((x) => x.v)) };
+  };
+
+  it("runs the inflate on the vCPU's and QEMU's threads: the world keeps running, and a busy QEMU CPU stretches it", () => {
+    const alone = inflate(1);
+    const shared = inflate(2);
+    // The host thread ran through every sample of the inflate (the simulated world no longer stops for it).
+    expect(alone.hogMin).toBeGreaterThan(0);
+    expect(shared.hogMin).toBeGreaterThan(0);
+    // Sharing CPU 2 with the hog, QEMU's part of each message waits for its turn: the inflate takes longer.
+    expect(shared.ns).toBeGreaterThan(alone.ns * 1.2);
+  });
+});
+
 describe('scenario VMs: runs', () => {
   it('inflate with PFN arrays: ceil(pages/256) messages, one discard per page, all host memory returned', () => {
     const r = run('inflate.yaml', INFLATE);

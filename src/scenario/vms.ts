@@ -395,7 +395,25 @@ function checkVmSpec(spec: VmSpec, vi: number, rep: RunReport): void {
 
 /** -device virtio-balloon-pci: the device, its QMP/HMP commands, and the guest driver's probe. */
 function plugBalloon(k: Kernel, rt: VmRt, b: NonNullable<VmSpec['balloon']>): void {
-  const timing = new VirtioTiming(k.clock, k.costs);
+  // The balloon's kthread / workqueue runs on vCPU 0 (the driver's `cpu`); with a scheduler its work is that vCPU
+  // thread's CPU time and the device's QEMU's (src/virtio/timing.ts), without one it advances the clock.
+  const driverCpu = 0;
+  const timing = new VirtioTiming(
+    k.clock,
+    k.costs,
+    k.sched
+      ? {
+          spend: (on, ns) => k.spend(on, ns),
+          events: k.events,
+          // Read at each spend: the vCPU's thread may have been moved (vcpu pinning) since.
+          get guest() {
+            return vcpuWork(rt.vm, driverCpu);
+          },
+          host: mainLoopWork(rt.vm),
+          iothread: rt.vm.qemuThread('iothread'),
+        }
+      : undefined,
+  );
   const host = new VmBalloonHost(rt.vm);
   const dev = new VirtioBalloonDevice(timing, new GuestBuffers(), k.events, host, {
     ramSize: rt.vm.ramSize,
@@ -418,7 +436,7 @@ function plugBalloon(k: Kernel, rt: VmRt, b: NonNullable<VmSpec['balloon']>): vo
     const handle = fpv.onNotify!;
     fpv.onNotify = (vq) => {
       handle(vq);
-      rt.lastHintAt = k.clock.now();
+      timing.atCompletion((at) => (rt.lastHintAt = Math.max(rt.lastHintAt, at)));
     };
   }
   // qemu_add_balloon_handler: the monitor's balloon commands reach the device.
@@ -436,8 +454,19 @@ function plugBalloon(k: Kernel, rt: VmRt, b: NonNullable<VmSpec['balloon']>): vo
   );
   mon.registerCommand('query-balloon', () => dev.queryBalloon(), []);
   mon.registerHmp('info balloon', () => `balloon: actual=${Math.floor(dev.queryBalloon().actual / 2 ** 20)}\n`);
-  const drv = new VirtioBalloonDriver(rt.guest, dev.transport, k.events, {
-    cpu: 0,
+  // The driver charges the time of its buffer writes itself (to its step): the guest memory it gets returns that
+  // time without spending it on the vCPU as the guest kernel's own accesses do.
+  const memory: GuestMemory = {
+    get ramSize() {
+      return rt.vm.ramSize;
+    },
+    ramRanges: () => rt.vm.ramRanges(),
+    peek: (gpa) => rt.vm.peek(gpa),
+    clear: (vcpu, gpa, len) => timed(k, () => rt.vm.clear(vcpu, gpa, len)),
+    access: (vcpu, gpa, len, stride, write, fill) => timed(k, () => rt.vm.access(vcpu, gpa, len, stride, write, fill)),
+  };
+  const drv = new VirtioBalloonDriver({ pages: rt.guest.pages, memory }, dev.transport, k.events, {
+    cpu: driverCpu,
     ...(b.page_reporting_order !== undefined ? { pageReportingOrder: b.page_reporting_order } : {}),
     vmEvents: () => rt.guest.vmEvents,
     initOnAlloc: rt.spec.guest.init_on_alloc,
@@ -446,6 +475,13 @@ function plugBalloon(k: Kernel, rt: VmRt, b: NonNullable<VmSpec['balloon']>): vo
   drv.probe();
   rt.dev = dev;
   rt.drv = drv;
+}
+
+/** The time `f` charges, as a task of its own, not spent on any CPU (the caller charges it). */
+function timed(k: Kernel, f: () => unknown): number {
+  const t = { ns: 0 };
+  k.runAsTask(t, f);
+  return t.ns;
 }
 
 /** `info ram` parsed as a tool would: GPA, HVA and guest node of each range. */

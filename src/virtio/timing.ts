@@ -3,8 +3,39 @@
  * device (VMM). Both sides charge their work here; neither imports the
  * other. Every duration comes from a cost table (a CostProfile satisfies
  * it); nothing here is a constant.
+ *
+ * Two modes:
+ * - sequential (no `cpus`: unit tests, op-scripts, any caller without a
+ *   scheduler): each charge advances the clock at once, so a message's
+ *   guest work, the device's work and the wakeups follow one another on
+ *   the one timeline and nothing else runs meanwhile.
+ * - scheduled (`cpus` given: a scenario, whose Kernel has a scheduler):
+ *   the guest's work (driver CPU, the vCPU time of its VM exits, interrupt
+ *   handling) is CPU time of the driver's vCPU thread, and the device's
+ *   work (virtqueue handling, iov copies, the host syscalls of its
+ *   discards) CPU time of QEMU's main-loop thread (free page hints: its
+ *   iothread), each competing for a host CPU with whatever runs there.
+ *   The driver runs a work item in steps (runSteps), one message each: a
+ *   step's effects happen when it starts, as a workload step's do
+ *   (Kernel.runAsTask's rule), while its charges only add up; then it
+ *   settles. Its guest part is spent on the vCPU, then its host part on
+ *   QEMU's thread. A driver that waited for the host (tell_host's
+ *   wait_event, a free page report: the vCPU halts while QEMU works) goes
+ *   on after the host part and the two wakeups (eventfd_wakeup x2:
+ *   latency, no CPU); one that did not (hints, stats) goes on once its own
+ *   part is done while QEMU works on. Going on is the next step, or, after
+ *   the last, the work item's continuation (a requeue, the next reporting
+ *   pass). What a step reports (atCompletion: an `actual` change, the last
+ *   hint handled) is stamped with the time all of its work is done, not
+ *   the time it started. Each thread does one part at a time, in order.
+ *   A charge outside any step (the probe, a config interrupt raised by a
+ *   QMP command or the migration thread, the OOM notifier's deflate) is
+ *   spent on its own thread's CPU, the vCPU's or QEMU's, whoever runs at
+ *   the time, with no one waiting for it.
  */
+import type { CpuWork } from '../kernel/kernel.ts';
 import type { VirtualClock } from '../sim/clock.ts';
+import type { EventQueue } from '../sim/event_queue.ts';
 
 /** Where costs come from: CostProfile.nsOf, or any injected table. */
 export interface CostTable {
@@ -53,6 +84,32 @@ export const TRANSPORT_COSTS = [
   'eventfd_wakeup',
 ] as const;
 
+/** Where a scheduled VirtioTiming's work runs (see the header). */
+export interface VirtioCpus {
+  /** Kernel.spend: `ns` of CPU time on a CPU `on` allows, onDone when done. */
+  spend(on: CpuWork, ns: number): unknown;
+  /** Timers: the wakeups' latency. */
+  events: EventQueue;
+  /** The driver's vCPU thread (its workqueue's kworker runs there). */
+  guest: CpuWork;
+  /** QEMU's main-loop thread: the device's queue handlers and host syscalls. */
+  host: CpuWork;
+  /** QEMU's iothread, for device work QEMU runs there (free page hints); default: `host`. */
+  iothread?: CpuWork;
+}
+
+/** The charges of one step, not yet spent. */
+interface PendingStep {
+  guestNs: number;
+  /** Host parts in the order their threads work: [thread, ns]. */
+  host: [CpuWork, number][];
+  waitNs: number;
+  /** The driver waited for the host (vcpuWait) in this step. */
+  waited: boolean;
+  /** Called when all of the step's work is done. */
+  done: ((at: number) => void)[];
+}
+
 export class VirtioTiming {
   /** Guest CPU time spent by drivers (allocation, encoding, ISRs). */
   guestCpuNs = 0;
@@ -72,10 +129,20 @@ export class VirtioTiming {
   waitNs = 0;
   /** Messages a driver waited for (tell_host, a free page report). */
   waits = 0;
+  /** Scheduled mode: the step running now (its charges add up here). */
+  private step: PendingStep | null = null;
+  /** Scheduled mode: the QEMU thread the device's work runs on now. */
+  private hostThread: CpuWork | null = null;
+  /** Scheduled mode: per thread (by name), whether a step's part runs on it and the parts waiting for it. */
+  private readonly threads = new Map<string, { busy: boolean; waiting: (() => void)[] }>();
+  /** Scheduled mode: work charged outside a step at this instant, by thread, not yet spent. */
+  private loose: Map<string, [CpuWork, number]> | null = null;
 
   constructor(
     readonly clock: VirtualClock,
     readonly costs: CostTable,
+    /** Scheduled mode (see the header); sequential without. */
+    readonly cpus?: VirtioCpus,
   ) {
     requireCosts(costs, TRANSPORT_COSTS, 'virtio transport');
   }
@@ -89,16 +156,23 @@ export class VirtioTiming {
     return (this.costs.nsOf('memcpy_4k') * bytes) / 4096;
   }
 
-  /** The guest's CPU works for `ns`; in this sequential model time advances. */
+  /** The guest's CPU works for `ns`. */
   chargeGuest(ns: number): void {
     this.guestCpuNs += ns;
-    this.clock.advance(ns);
+    this.onGuest(ns);
   }
 
   /** The VMM's CPU works for `ns` (device emulation, host syscalls). */
   chargeHost(ns: number): void {
     this.hostCpuNs += ns;
-    this.clock.advance(ns);
+    const c = this.cpus;
+    if (!c) return void this.clock.advance(ns);
+    const on = this.hostThread ?? c.host;
+    const s = this.step;
+    if (!s) return this.outsideStep(on, ns);
+    const last = s.host[s.host.length - 1];
+    if (last && last[0] === on) last[1] += ns;
+    else s.host.push([on, ns]);
   }
 
   /** A queue notification: one VM exit through ioeventfd. */
@@ -107,7 +181,7 @@ export class VirtioTiming {
     this.exits++;
     this.kicks++;
     this.exitNs += ns;
-    this.clock.advance(ns);
+    this.onGuest(ns);
   }
 
   /** A config-space access: one VM exit to QEMU userspace. */
@@ -116,7 +190,7 @@ export class VirtioTiming {
     this.exits++;
     this.configExits++;
     this.exitNs += ns;
-    this.clock.advance(ns);
+    this.onGuest(ns);
   }
 
   /**
@@ -124,20 +198,168 @@ export class VirtioTiming {
    * wait_event) halts its vCPU; the device's work is already charged (it
    * ran before the kick returned), so what the wait adds is two host
    * wakeups: the ioeventfd waking QEMU's main loop to handle the kick, and
-   * the irqfd waking the halted vCPU's thread to take the interrupt. In
-   * this sequential model both are charged once the buffer is back, which
-   * changes no total.
+   * the irqfd waking the halted vCPU's thread to take the interrupt.
+   * Sequentially both are charged once the buffer is back, which changes no
+   * total; in a step they pass after its host part (latency, no CPU).
    */
   vcpuWait(): void {
     const ns = 2 * this.cost('eventfd_wakeup');
     this.waits++;
     this.waitNs += ns;
-    this.clock.advance(ns);
+    if (!this.cpus) return void this.clock.advance(ns);
+    if (this.step) {
+      this.step.waitNs += ns;
+      this.step.waited = true;
+    }
   }
 
-  /** An interrupt into the guest (vring or config change). */
+  /**
+   * An interrupt into the guest (vring or config change): the vCPU's work
+   * whoever raised it (a QMP command on QEMU's main loop, the migration
+   * thread's hint request).
+   */
   interrupt(): void {
     this.interrupts++;
     this.chargeGuest(this.cost('virtio_irq_inject'));
+  }
+
+  /** Guest (vCPU) time: the clock sequentially, the step's guest part, or the vCPU at once outside a step. */
+  private onGuest(ns: number): void {
+    const c = this.cpus;
+    if (!c) return void this.clock.advance(ns);
+    if (this.step) this.step.guestNs += ns;
+    else this.outsideStep(c.guest, ns);
+  }
+
+  /**
+   * Work charged outside a step: spent on `on`'s thread, after what this
+   * timing gave that thread before; charges of one instant are spent
+   * together (an event at that instant), not as a scheduler task each.
+   */
+  private outsideStep(on: CpuWork, ns: number): void {
+    const c = this.cpus!;
+    if (!this.loose) {
+      const loose = (this.loose = new Map());
+      c.events.schedule(this.clock.now(), 'virtio: cpu', () => {
+        this.loose = null;
+        for (const [w, n] of loose.values()) this.spendInOrder(w, n, () => {});
+      });
+    }
+    const e = this.loose.get(on.name);
+    if (e) e[1] += ns;
+    else this.loose.set(on.name, [on, ns]);
+  }
+
+  /** Run `f` as device work of QEMU's iothread (free page hints) instead of its main loop. */
+  onIothread<T>(f: () => T): T {
+    const saved = this.hostThread;
+    this.hostThread = this.cpus?.iothread ?? this.cpus?.host ?? null;
+    try {
+      return f();
+    } finally {
+      this.hostThread = saved;
+    }
+  }
+
+  /**
+   * A driver's work item run in steps: each `steps.next()` is one step (a
+   * message's worth: the generator yields once it has sent one), and
+   * `then` continues when the last is complete, with that time. Without a
+   * scheduler, or inside another step, every step runs now, one after the
+   * other, as the sequential model always did; scheduled, each step's CPU
+   * is spent before the next starts (see settle).
+   */
+  runSteps(steps: Iterator<unknown>, then?: (at: number) => void): void {
+    if (!this.cpus || this.step) {
+      while (!steps.next().done);
+      if (then) this.atCompletion(then);
+      return;
+    }
+    const one = (): void => {
+      const s: PendingStep = { guestNs: 0, host: [], waitNs: 0, waited: false, done: [] };
+      this.step = s;
+      let last = true;
+      try {
+        last = !!steps.next().done;
+      } finally {
+        this.step = null;
+      }
+      this.settle(s, (at) => (last ? then?.(at) : one()));
+    };
+    one();
+  }
+
+  /**
+   * Call `f` with the time the work being charged now is done: at once
+   * (the clock's time) sequentially or outside a step, when all of the
+   * step's work is done inside one. Results' times (an `actual` update,
+   * the last hint handled) come from here.
+   */
+  atCompletion(f: (at: number) => void): void {
+    if (this.step) this.step.done.push(f);
+    else f(this.clock.now());
+  }
+
+  /**
+   * Spend a step: its guest part on the vCPU, then its host parts on
+   * QEMU's threads in order. A driver that waited for the host (tell_host,
+   * a report: vcpuWait) continues after the host part and the wakeups; one
+   * that did not (free page hints, stats: the driver kicks and goes on)
+   * continues once its own part is done, while QEMU works on. The step's
+   * atCompletion callbacks run when all of it is done.
+   */
+  private settle(s: PendingStep, cont: (at: number) => void): void {
+    const c = this.cpus!;
+    const complete = (at: number): void => {
+      for (const f of s.done) f(at);
+    };
+    const host = (i: number, end: (at: number) => void): void => {
+      if (i === s.host.length) return end(this.clock.now());
+      const [on, ns] = s.host[i]!;
+      this.spendInOrder(on, ns, () => host(i + 1, end));
+    };
+    this.spendInOrder(c.guest, s.guestNs, (at) => {
+      if (!s.waited) {
+        // The kick is out: QEMU's thread takes the message while the driver goes on.
+        host(0, complete);
+        return cont(at);
+      }
+      host(0, () => {
+        const wake = (): void => {
+          const t = this.clock.now();
+          cont(t);
+          complete(t);
+        };
+        if (s.waitNs > 0) c.events.after(s.waitNs, 'virtio: eventfd wakeups', wake);
+        else wake();
+      });
+    });
+  }
+
+  /**
+   * Spend `ns` on `on`'s thread after what this timing gave that thread
+   * before: one thread does one thing at a time (a vCPU, QEMU's main loop).
+   */
+  private spendInOrder(on: CpuWork, ns: number, onDone: (at: number) => void): void {
+    let q = this.threads.get(on.name);
+    if (!q) this.threads.set(on.name, (q = { busy: false, waiting: [] }));
+    const start = (): void => {
+      q.busy = true;
+      this.cpus!.spend(
+        {
+          ...on,
+          onDone: (at) => {
+            // The thread takes the next waiting part before this one's continuation queues more.
+            const next = q.waiting.shift();
+            if (next) next();
+            else q.busy = false;
+            onDone(at);
+          },
+        },
+        ns,
+      );
+    };
+    if (q.busy) q.waiting.push(start);
+    else start();
   }
 }

@@ -6,7 +6,9 @@
  * hugetlb backends with MADV_REMOVE (see ram_block.ts). Each call runs as
  * the VMM's task in the simulated kernel, which charges the syscall entry
  * and the zap; the time is returned, not advanced, so the device can charge
- * it to the VMM's CPU (VirtioTiming.chargeHost).
+ * it to the VMM's CPU (VirtioTiming.chargeHost): in a scenario, CPU time of
+ * the QEMU thread that handles the queue (main loop, or the iothread for
+ * free page hints), after the guest's part of the message.
  *
  * Batched discards (memtwin option) are one process_madvise(MADV_DONTNEED)
  * of an iovec per range on the VMM's own pidfd; the simulated kernel

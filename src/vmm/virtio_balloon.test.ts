@@ -13,7 +13,8 @@ import { GuestKernel } from '../guest/kernel.ts';
 import { PageUse, type GuestPageAlloc } from '../guest/page_alloc.ts';
 import { VirtioBalloonDriver, type VirtioBalloonDriverOptions } from '../guest/virtio_balloon.ts';
 import { INFLATE_ENCODINGS, type InflateEncodingName } from '../virtio/virtio_balloon.ts';
-import { VirtioTiming, type CostTable } from '../virtio/timing.ts';
+import { VirtioTiming, type CostTable, type VirtioCpus } from '../virtio/timing.ts';
+import { Scheduler } from '../kernel/sched/core.ts';
 import { GuestBuffers } from '../virtio/virtqueue.ts';
 import type { PrecopyNotifyReason } from './migration/ram.ts';
 import {
@@ -130,12 +131,40 @@ interface RigOptions {
   hostPage?: number;
   pageReportingOrder?: number;
   driver?: Partial<VirtioBalloonDriverOptions>;
+  /**
+   * Scheduled mode: three host CPUs with a scheduler; the driver's vCPU
+   * thread on CPU 0, QEMU's main loop and iothread on CPU 1.
+   */
+  scheduled?: boolean;
 }
+
+const VCPU = { name: 'g/vcpu0', cpus: [0] };
+const MAIN = { name: 'g/main', cpus: [1] };
+const IOTHREAD = { name: 'g/iothread', cpus: [1] };
 
 function rig(o: RigOptions = {}) {
   const clock = new VirtualClock();
   const events = new EventQueue(clock);
-  const timing = new VirtioTiming(clock, costs);
+  const sched = o.scheduled
+    ? new Scheduler(events, clock, {
+        cpuNode: new Map([
+          [0, 0],
+          [1, 0],
+          [2, 0],
+        ]),
+      })
+    : null;
+  // Kernel.spend's contract: a work item on the scheduler, onDone at once for no time.
+  const cpus: VirtioCpus | undefined = sched
+    ? {
+        spend: (on, ns) => (ns > 0 ? sched.work(on.name, ns, { allowed: on.cpus, onDone: on.onDone }) : on.onDone?.(clock.now())),
+        events,
+        guest: VCPU,
+        host: MAIN,
+        iothread: IOTHREAD,
+      }
+    : undefined;
+  const timing = new VirtioTiming(clock, costs, cpus);
   const buffers = new GuestBuffers();
   const mem = new FakeGuestMemory([{ gpa: 0, size: (o.mib ?? 64) * MiB, node: 0 }]);
   const guest = new GuestKernel(mem, costs);
@@ -155,7 +184,9 @@ function rig(o: RigOptions = {}) {
     if (clock.now() < until) events.runUntil(until);
   };
   settle(0);
-  return { clock, events, timing, mem, guest, pages: guest.pages, host, dev, drv, settle };
+  /** CPU time the scheduler ran for tasks named `name` (se.sum_exec_runtime). */
+  const cpuNs = (name: string): number => (sched?.tasks ?? []).filter((t) => t.name === name).reduce((a, t) => a + t.sumExecNs, 0);
+  return { clock, events, timing, mem, guest, pages: guest.pages, host, dev, drv, settle, sched, cpuNs };
 }
 
 function usesSum(g: GuestPageAlloc): number {
@@ -667,5 +698,131 @@ describe('virtio-balloon properties', () => {
       }),
       { numRuns: 40 },
     );
+  });
+});
+
+describe('virtio-balloon on a scheduler (a scenario): the work is CPU time of the vCPU and of QEMU', () => {
+  /** Inflate 4000 pages; the time from the command to the guest's last `actual` update. */
+  const inflate = (r: ReturnType<typeof rig>): number => {
+    r.settle(1e6); // the probe's work done (on a scheduler it is CPU time too, spent from time 0)
+    const t0 = r.clock.now();
+    r.dev.balloon(64 * MiB - 4000 * PAGE);
+    r.settle();
+    expect(r.dev.queryBalloon().actual).toBe(64 * MiB - 4000 * PAGE);
+    return r.dev.events[r.dev.events.length - 1]!.at - t0;
+  };
+
+  it("an inflate's guest work runs on the vCPU's thread and its device work on the main loop's, as long as sequentially on idle CPUs", () => {
+    const seq = rig();
+    const tSeq = inflate(seq);
+    const r = rig({ scheduled: true });
+    const t = inflate(r);
+    // Every nanosecond charged is CPU time of a thread: the driver's and its exits' on the vCPU, the device's on QEMU's.
+    expect(r.cpuNs(VCPU.name)).toBe(r.timing.guestCpuNs + r.timing.exitNs);
+    expect(r.cpuNs(MAIN.name)).toBe(r.timing.hostCpuNs);
+    expect(r.timing.hostCpuNs).toBeGreaterThan(0);
+    // The same work, the same counters; with nothing else on the CPUs, the same time (guest, then host, then wakeups).
+    expect(r.dev.metrics().pfnsInflated).toBe(seq.dev.metrics().pfnsInflated);
+    expect(r.timing.guestCpuNs).toBe(seq.timing.guestCpuNs);
+    expect(r.timing.hostCpuNs).toBe(seq.timing.hostCpuNs);
+    expect(t).toBe(tSeq);
+  });
+
+  it("a CPU-bound thread on the main loop's CPU stretches the inflate; one on another CPU does not, and both run meanwhile", () => {
+    const idle = rig({ scheduled: true });
+    const tIdle = inflate(idle);
+    const hostNs = idle.timing.hostCpuNs;
+    const busy = rig({ scheduled: true });
+    const hog = busy.sched!.work('hog', 1e12, { allowed: [1] });
+    const away = busy.sched!.work('away', 1e12, { allowed: [2] });
+    const t0 = busy.clock.now();
+    const hog0 = hog.sumExecNs;
+    const away0 = away.sumExecNs;
+    const tBusy = inflate(busy);
+    // QEMU's thread gets a share of CPU 1: its part of every message takes longer, and so does the inflate.
+    expect(tBusy).toBeGreaterThan(tIdle + hostNs / 4);
+    // The world did not stop: the thread beside QEMU and the one on the free CPU ran through the inflate.
+    const window = busy.clock.now() - t0;
+    expect(away.sumExecNs - away0).toBeGreaterThan(0.9 * window);
+    expect(hog.sumExecNs - hog0).toBeGreaterThan(0.25 * window);
+  });
+
+  it('a message goes out only after the previous one is done: one step of guest work, then host work, then the wakeups', () => {
+    const r = rig({ scheduled: true });
+    const starts: number[] = [];
+    const q = r.dev.transport.queues[0]!;
+    const handle = q.onNotify!;
+    q.onNotify = (vq) => {
+      starts.push(r.clock.now());
+      handle(vq);
+    };
+    inflate(r);
+    expect(starts.length).toBe(Math.ceil(4000 / 256));
+    // Between two kicks: at least the previous message's host work and its two wakeups (no overlap).
+    const perMsgHost = r.timing.hostCpuNs / starts.length;
+    for (let i = 1; i < starts.length; i++)
+      expect(starts[i]! - starts[i - 1]!).toBeGreaterThan(perMsgHost / 2 + 2 * COSTS['eventfd_wakeup']!);
+  });
+
+  it('property: on a scheduler any inflate/deflate sequence ends as sequentially, and every charged ns is CPU time of the vCPU or of QEMU', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...INFLATE_ENCODINGS),
+        fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 4 }),
+        fc.integer({ min: 0, max: 2_000_000 }),
+        fc.boolean(),
+        (enc: InflateEncodingName, targets, gapNs, hog) => {
+          const go = (scheduled: boolean) => {
+            const r = rig({ scheduled, device: { inflateEncoding: enc } });
+            if (hog) r.sched?.work('hog', 1e12, { allowed: [1] });
+            // Targets given `gapNs` apart: a new one may come while the driver still works towards the last.
+            for (const mib of targets) {
+              r.dev.balloon(mib * MiB);
+              r.settle(gapNs);
+            }
+            r.settle();
+            return r;
+          };
+          const seq = go(false);
+          const sch = go(true);
+          expect(sch.dev.actual).toBe(seq.dev.actual);
+          expect(sch.dev.actual).toBe(sch.dev.numPages);
+          expect(sch.drv.stats().numPages).toBe(sch.dev.numPages);
+          expect(sch.dev.queryBalloon().actual).toBe(targets[targets.length - 1]! * MiB);
+          expect(sch.host.violations).toEqual([]);
+          expect(usesSum(sch.pages)).toBe(sch.pages.totalPages);
+          expect(sch.cpuNs(VCPU.name)).toBe(sch.timing.guestCpuNs + sch.timing.exitNs);
+          expect(sch.cpuNs(MAIN.name)).toBe(sch.timing.hostCpuNs);
+          // BALLOON_CHANGE times never go backwards.
+          const at = sch.dev.events.map((e) => e.at);
+          expect(at).toEqual([...at].sort((a, b) => a - b));
+        },
+      ),
+      { numRuns: 40 },
+    );
+  });
+
+  it("free page hints and reports count the same as sequentially; hints are the iothread's CPU, reports the main loop's", () => {
+    const run = (scheduled: boolean) => {
+      // 256 MiB: a zone needs PAGE_REPORTING_CAPACITY << pageblock_order (64 MiB) free to be reported
+      const r = rig({ scheduled, mib: 256, device: { freePageHint: true, freePageReporting: true, hintBatch: 16, hintMinOrder: 0 } });
+      r.settle(3e9); // the first reporting pass, 2 s after probe
+      const reportHost = r.timing.hostCpuNs;
+      r.dev.freePageStart();
+      r.settle(1e6);
+      const hintHost = r.timing.hostCpuNs - reportHost;
+      r.dev.freePageDone();
+      r.settle(1e6);
+      return { r, reportHost, hintHost, hinted: r.dev.metrics().pagesHinted, reported: r.dev.metrics().bytesReported };
+    };
+    const seq = run(false);
+    const sch = run(true);
+    expect(sch.hinted).toBe(seq.hinted);
+    expect(sch.hinted).toBeGreaterThan(0);
+    expect(sch.reported).toBe(seq.reported);
+    expect(sch.reported).toBeGreaterThan(0);
+    expect(sch.r.cpuNs(IOTHREAD.name)).toBe(sch.hintHost);
+    expect(sch.r.cpuNs(MAIN.name)).toBe(sch.r.timing.hostCpuNs - sch.hintHost);
+    expect(sch.r.cpuNs(VCPU.name)).toBe(sch.r.timing.guestCpuNs + sch.r.timing.exitNs);
   });
 });

@@ -29,8 +29,12 @@
  *   aligned to the host page size is discarded.
  *
  * Each element popped is a VM exit's worth of device work, charged in
- * virtual time (the exit itself is charged by the transport). The host side
- * of a discard is the VMM's business, behind the BalloonHost interface.
+ * virtual time (the exit itself is charged by the transport): sequentially
+ * on the clock, in a scenario as CPU time of QEMU's main loop (free page
+ * hints: its iothread, which QEMU requires for them), see
+ * src/virtio/timing.ts. The host side of a discard is the VMM's business,
+ * behind the BalloonHost interface; its syscalls' time is the same
+ * thread's CPU time.
  */
 import type { EventHandle, EventQueue } from '../sim/event_queue.ts';
 import { NSEC_PER_SEC } from '../sim/clock.ts';
@@ -326,7 +330,12 @@ export class VirtioBalloonDevice {
   private setConfig(): void {
     const old = this.actual;
     this.actual = this.transport.config.getUint32(vb.CONFIG_ACTUAL, true);
-    if (this.actual !== old) this.events.push({ at: this.timing.clock.now(), actual: this.queryBalloon().actual });
+    // The change is in effect now (a step's effects happen when it starts); BALLOON_CHANGE carries the time the
+    // guest's work that wrote it is done (VirtioTiming.atCompletion: the clock's time without a scheduler).
+    if (this.actual !== old) {
+      const actual = this.queryBalloon().actual;
+      this.timing.atCompletion((at) => this.events.push({ at, actual }));
+    }
     this.syncConfig();
   }
 
@@ -563,8 +572,12 @@ export class VirtioBalloonDevice {
     if (!this.opts.freePageHint) throw new Error('virtio-balloon: free-page-hint is off');
   }
 
-  /** get_free_page_hints over every pending element (the iothread's bottom half). */
+  /** get_free_page_hints over every pending element (the iothread's bottom half: its CPU is the iothread's). */
   private getFreePageHints(vq: SplitVirtqueue): void {
+    this.timing.onIothread(() => this.getFreePageHintsOn(vq));
+  }
+
+  private getFreePageHintsOn(vq: SplitVirtqueue): void {
     for (let elem = vq.pop(); elem; elem = vq.pop()) {
       if (elem.outSg.length) this.receiveCmdId(vq, elem);
       if (elem.inSg.length && this.freePageHintStatus === FREE_PAGE_HINT_S_START) this.receiveHints(vq.readIn(elem));
