@@ -3079,9 +3079,12 @@ static void m_multifd_compress(void)
 	free(back);
 }
 
-/* A TCP connection over loopback: one thread writes 512 KiB at a time (a
- * multifd packet's pages) from an already-faulted buffer, another reads
- * them into one; each thread's CPU time per 4K page. */
+/* A stream socket between two threads on two CPUs: one writes 512 KiB at a
+ * time (a multifd packet's pages) from an already-faulted buffer, the other
+ * reads them into one; each thread's CPU time per 4K page. Over TCP on
+ * loopback (what a migration channel is) and over an AF_UNIX socketpair (the
+ * same copies in and out of socket buffers without TCP/IP), so that the
+ * protocol's share of each side is the difference. */
 #define TCP_BYTES (256 * MB)
 #define TCP_CHUNK (512 * KB)
 struct tcp_side {
@@ -3089,11 +3092,24 @@ struct tcp_side {
 	unsigned char *buf;
 	uint64_t cpu;
 	int err;
+	int pin;
 };
+
+/* Run the calling thread on CPU `cpu` (< 0: leave it). */
+static void pin_self(int cpu)
+{
+	if (cpu < 0)
+		return;
+	cpu_set_t one;
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	sched_setaffinity(0, sizeof one, &one);
+}
 
 static void *tcp_reader(void *arg)
 {
 	struct tcp_side *s = arg;
+	pin_self(s->pin);
 	uint64_t c0 = thread_cpu_ns();
 	size_t got = 0;
 	while (got < TCP_BYTES) {
@@ -3108,38 +3124,54 @@ static void *tcp_reader(void *arg)
 	return NULL;
 }
 
-static void m_tcp_socket(void)
+/* A connected pair of stream sockets: TCP over loopback (tcp != 0) or an AF_UNIX socketpair. 0 on success. */
+static int stream_pair(int tcp, int *snd, int *rcv)
 {
-	progress("tcp_send_4k / tcp_recv_4k (loopback)");
-	double snd[REPEATS], rcv[REPEATS];
-	unsigned char *src = malloc(64 * MB), *dst = malloc(64 * MB);
-	if (!src || !dst) {
-		add_unavailable("tcp_send_4k", "malloc failed");
-		add_unavailable("tcp_recv_4k", "malloc failed");
-		return;
+	if (!tcp) {
+		int sv[2];
+		if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+			return -1;
+		*snd = sv[0];
+		*rcv = sv[1];
+		return 0;
 	}
-	memset(src, 0x5a, 64 * MB);
-	memset(dst, 0, 64 * MB);
-	for (int rep = -1; rep < REPEATS; rep++) {
-		int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-		struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-		socklen_t al = sizeof a;
-		setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-		if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 1) ||
-		    getsockname(l, (struct sockaddr *)&a, &al)) {
-			add_unavailable("tcp_send_4k", "loopback listen failed");
-			add_unavailable("tcp_recv_4k", "loopback listen failed");
-			return;
+	int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof a;
+	if (l < 0)
+		return -1;
+	setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 1) || getsockname(l, (struct sockaddr *)&a, &al)) {
+		close(l);
+		return -1;
+	}
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof a)) {
+		close(l);
+		return -1;
+	}
+	*snd = c;
+	*rcv = accept(l, NULL, NULL);
+	close(l);
+	return *rcv < 0 ? -1 : 0;
+}
+
+/* REPEATS runs of 256 MiB through a stream pair, the writer on CPU cpus[0] and the reader on cpus[1]. */
+static const char *stream_runs(int tcp, const int cpus[2], unsigned char *src, unsigned char *dst, double *snd, double *rcv)
+{
+	cpu_set_t old;
+	sched_getaffinity(0, sizeof old, &old);
+	pin_self(cpus[0]);
+	const char *err = NULL;
+	for (int rep = -1; rep < REPEATS && !err; rep++) {
+		int c, r;
+		if (stream_pair(tcp, &c, &r)) {
+			err = tcp ? "loopback connection failed" : "socketpair failed";
+			break;
 		}
-		int c = socket(AF_INET, SOCK_STREAM, 0);
-		if (connect(c, (struct sockaddr *)&a, sizeof a)) {
-			add_unavailable("tcp_send_4k", "loopback connect failed");
-			add_unavailable("tcp_recv_4k", "loopback connect failed");
-			return;
-		}
-		struct tcp_side r = {accept(l, NULL, NULL), dst, 0, 0};
+		struct tcp_side rd = {r, dst, 0, 0, cpus[1]};
 		pthread_t t;
-		pthread_create(&t, NULL, tcp_reader, &r);
+		pthread_create(&t, NULL, tcp_reader, &rd);
 		uint64_t c0 = thread_cpu_ns();
 		for (size_t sent = 0; sent < TCP_BYTES;) {
 			ssize_t n = send(c, src + (sent % (64 * MB)), TCP_CHUNK - (sent % TCP_CHUNK), 0);
@@ -3150,25 +3182,76 @@ static void m_tcp_socket(void)
 		uint64_t cs = thread_cpu_ns() - c0;
 		pthread_join(t, NULL);
 		close(c);
-		close(r.fd);
-		close(l);
-		if (rep >= 0) {
+		close(r);
+		if (rd.err)
+			err = "the reader got less than it was sent";
+		else if (rep >= 0) {
 			snd[rep] = (double)cs / (TCP_BYTES / PG);
-			rcv[rep] = (double)r.cpu / (TCP_BYTES / PG);
+			rcv[rep] = (double)rd.cpu / (TCP_BYTES / PG);
 		}
 	}
+	sched_setaffinity(0, sizeof old, &old);
+	return err;
+}
+
+static void m_tcp_socket(void)
+{
+	static const char *names[] = {"tcp_send_4k", "tcp_recv_4k", "unix_send_4k", "unix_recv_4k"};
+	progress("tcp_send_4k / tcp_recv_4k (loopback), unix_send_4k / unix_recv_4k (socketpair)");
+	/* The two threads on two CPUs of the allowed set, as a channel's sender and receiver are (on two hosts,
+	 * or QEMU threads on different CPUs): the reader copies out what the writer's CPU put in the socket. */
+	cpu_set_t allowed;
+	int cpus[2] = {-1, -1}, n = 0;
+	sched_getaffinity(0, sizeof allowed, &allowed);
+	for (int c = 0; c < CPU_SETSIZE && n < 2; c++)
+		if (CPU_ISSET(c, &allowed))
+			cpus[n++] = c;
+	if (n < 2) {
+		for (int i = 0; i < 4; i++)
+			add_unavailable(names[i], "needs two CPUs (the writer and the reader on different ones)");
+		return;
+	}
+	double v[4][REPEATS];
+	unsigned char *src = malloc(64 * MB), *dst = malloc(64 * MB);
+	if (!src || !dst) {
+		for (int i = 0; i < 4; i++)
+			add_unavailable(names[i], "malloc failed");
+		return;
+	}
+	memset(src, 0x5a, 64 * MB);
+	memset(dst, 0, 64 * MB);
+	const char *terr = stream_runs(1, cpus, src, dst, v[0], v[1]);
+	const char *uerr = stream_runs(0, cpus, src, dst, v[2], v[3]);
 	free(src);
 	free(dst);
-	add_cost("tcp_send_4k", snd, REPEATS, "ns per 4K page",
+	char where[160];
+	snprintf(where, sizeof where, "the writer pinned on CPU %d, the reader on CPU %d", cpus[0], cpus[1]);
+	char m[4][1024];
+	snprintf(m[0], sizeof m[0],
 		 "send() of 256 MiB in 512 KiB calls (a multifd packet's pages) on a TCP connection over loopback "
-		 "(default buffers, autotuned), from an already-faulted buffer: the sending thread's CPU time "
-		 "(CLOCK_THREAD_CPUTIME_ID) / 65536 pages. The copy into the socket and TCP's transmit path; on "
-		 "loopback the receive path's protocol processing runs in the sender's softirq and is counted here.",
-		 NULL);
-	add_cost("tcp_recv_4k", rcv, REPEATS, "ns per 4K page",
-		 "recv(MSG_WAITALL) of the same 256 MiB in 512 KiB calls into an already-faulted buffer by a second "
-		 "thread: its CPU time / 65536 pages (the copy out of the socket and the socket's bookkeeping).",
-		 NULL);
+		 "(default buffers, autotuned), from an already-faulted 64 MiB buffer (2x the LLC: read from DRAM, as a "
+		 "guest page is), %s: the sending thread's CPU time (CLOCK_THREAD_CPUTIME_ID) / 65536 pages. The copy "
+		 "into the socket and TCP's transmit path; on loopback the receive path's protocol processing runs in "
+		 "the sender's softirq, and this kernel (no CONFIG_IRQ_TIME_ACCOUNTING) counts it in the sender's time. "
+		 "tcp_send_4k - unix_send_4k is TCP/IP's share (transmit, and receive on loopback).",
+		 where);
+	snprintf(m[1], sizeof m[1],
+		 "recv(MSG_WAITALL) of the same 256 MiB in 512 KiB calls into an already-faulted 64 MiB buffer by the "
+		 "reading thread (%s): its CPU time / 65536 pages: the copy out of the socket (its data last written by "
+		 "the other CPU) and the socket's bookkeeping, ACKs included. tcp_recv_4k - unix_recv_4k is TCP's share.",
+		 where);
+	snprintf(m[2], sizeof m[2],
+		 "As tcp_send_4k on an AF_UNIX stream socketpair (%s): the copy into the socket's buffers without TCP/IP.",
+		 where);
+	snprintf(m[3], sizeof m[3], "As tcp_recv_4k on the AF_UNIX socketpair (%s): the copy out without TCP/IP.",
+		 where);
+	for (int i = 0; i < 4; i++) {
+		const char *err = i < 2 ? terr : uerr;
+		if (err)
+			add_unavailable(names[i], err);
+		else
+			add_cost(names[i], v[i], REPEATS, "ns per 4K page", m[i], NULL);
+	}
 }
 
 static void machine_info(void)
@@ -3375,7 +3458,7 @@ static const struct group {
 	{"filemap", m_filemap, "fault_file_4k_read,filemap_read_4k", -1},
 	{"balloon", m_balloon, "eventfd_wakeup,vmm_balloon_decode_entry,vmm_balloon_decode_bitmap_word", -1},
 	{"multifd_compress", m_multifd_compress, "multifd_zlib_*,multifd_zstd_*", -1},
-	{"tcp_socket", m_tcp_socket, "tcp_send_4k,tcp_recv_4k", -1},
+	{"tcp_socket", m_tcp_socket, "tcp_send_4k,tcp_recv_4k,unix_send_4k,unix_recv_4k", -1},
 };
 #define NGROUPS ((int)(sizeof groups / sizeof groups[0]))
 

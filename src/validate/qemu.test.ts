@@ -16,6 +16,10 @@ import {
   compareBatches,
   medianRun,
   metricOf,
+  calibrate,
+  inputsOf,
+  orderWorkingSet,
+  predict,
   NOT_MODELLED,
   BOUND_PCT,
   DOWNTIME_BOUND_MS,
@@ -123,6 +127,41 @@ describe('validate qemu (from the recorded results)', () => {
         }
       }
   });
+});
+
+describe("the dirty-sync count follows where the program's working set lies against the migration's scan (not measured)", () => {
+  it('orderWorkingSet permutes only the working set: scan keeps it, reverse reverses it, random shuffles it deterministically', () => {
+    const base = Array.from({ length: 20 }, (_, i) => i * 3);
+    for (const order of ['scan', 'reverse', 'random'] as const) {
+      const p = [...base];
+      orderWorkingSet(p, 8, order);
+      expect(p.slice(8)).toEqual(base.slice(8));
+      expect([...p.slice(0, 8)].sort((a, b) => a - b)).toEqual(base.slice(0, 8));
+      const again = [...base];
+      orderWorkingSet(again, 8, order);
+      expect(again).toEqual(p);
+    }
+    const r = [...base];
+    orderWorkingSet(r, 8, 'reverse');
+    expect(r.slice(0, 8)).toEqual(base.slice(0, 8).reverse());
+  });
+
+  it("multifd4-1g: in scan order memtwin syncs 5 times; rewrites behind the scan (reverse) take more passes, more syncs and more normal pages, toward QEMU 7.2's 9", () => {
+    const file = 'validation/qemu/results-1g.json';
+    const res = JSON.parse(readFileSync(file, 'utf8')) as RealResults;
+    const cal = calibrate(res, file);
+    const run = medianRun(res.runs.filter((r) => r.config.id === 'multifd4-1g-ws128M-r20000-bw128M'))!;
+    const at = (wsOrder: 'scan' | 'reverse'): { syncs: number; normal: number } => {
+      const q = predict({ ...inputsOf(run, cal), wsOrder }) as { ram: Record<string, number> };
+      return { syncs: q.ram['dirty-sync-count']!, normal: q.ram.normal! };
+    };
+    const scan = at('scan');
+    const reverse = at('reverse');
+    expect(scan.syncs).toBe(5);
+    expect(reverse.syncs).toBeGreaterThan(scan.syncs);
+    expect(reverse.normal).toBeGreaterThan(scan.normal);
+    expect(reverse.syncs).toBeLessThanOrEqual(metricOf(run.queryMigrate, 'dirty-sync-count')!);
+  }, 120_000);
 });
 
 describe('validate qemu batches (synthetic results)', () => {

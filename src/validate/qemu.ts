@@ -76,6 +76,8 @@ export interface ModelInputs {
   /** The boot's non-zero pages (the program's memory follows them). */
   bootPages: number;
   wsPages: number;
+  /** The order the program's writes visit its working set in guest-physical memory (orderWorkingSet); default scan. */
+  wsOrder?: 'scan' | 'reverse' | 'random';
   /** Bytes one dirtying write stores (the program's write mode: 8 for 'word', 4096 for 'page'): what xbzrle sees change. */
   writeBytes: number;
   /** Pages/s the guest dirties (measured in the guest while migration ran). */
@@ -294,6 +296,33 @@ class TopHints implements FreePageHints {
  * written round robin at the measured rate (1 ms steps) while the guest runs,
  * on the source or, after a postcopy switchover, on the destination.
  */
+/**
+ * Put the working set's pages (the first `ws` of `program`, in guest-physical
+ * order) in the order the program's round robin visits them: `scan`, the
+ * migration's own order (the default); `reverse`; or `random` (a fixed
+ * xorshift32 shuffle). Where the guest's allocator put the program's pages
+ * is not measured; the order decides how many of the pages it rewrites
+ * were already sent in the pass, so how many passes and syncs precopy takes.
+ */
+export function orderWorkingSet(program: number[], ws: number, order: 'scan' | 'reverse' | 'random'): void {
+  const n = Math.min(ws, program.length);
+  if (order === 'reverse') {
+    const head = program.slice(0, n).reverse();
+    for (let i = 0; i < n; i++) program[i] = head[i]!;
+  } else if (order === 'random') {
+    let x = 0x9e3779b9;
+    for (let i = n - 1; i > 0; i--) {
+      x ^= x << 13;
+      x >>>= 0;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      x >>>= 0;
+      const j = x % (i + 1);
+      [program[i], program[j]] = [program[j]!, program[i]!];
+    }
+  }
+}
+
 export function predict(inp: ModelInputs): Record<string, unknown> {
   const k: Kernel = vmTestKernel({ nodes: 1, gib: 2, cpus: 4 });
   const m = inp.memMiB * MiB;
@@ -320,6 +349,7 @@ export function predict(inp: ModelInputs): Record<string, unknown> {
   const program: number[] = [];
   for (let p = 0; p < totalPages && program.length < inp.nonZeroPages - inp.bootPages; p++) if (!nonZero[p]) program.push(p);
   for (const p of program) nonZero[p] = 1;
+  orderWorkingSet(program, inp.wsPages, inp.wsOrder ?? 'scan');
   for (let p = 0; p < totalPages; p++)
     if (nonZero[p]) k.runAsTask({ ns: 0 }, () => src.access(0, p * PAGE_SIZE, 1, 1, true, (p % 251) + 1));
   const hints = inp.hintedPages > 0 ? new TopHints((totalPages - inp.hintedPages) * PAGE_SIZE) : undefined;

@@ -46,11 +46,20 @@
  *   a zero page sent whole (zero-page-detection none) is the `zero` class.
  *   Only the levels the profile was measured at (QEMU's default, 1) are
  *   modelled.
- * - CPU: a sender thread's per-page work (the zero check, the copy into the
- *   socket, or the compression and the copy of what it produced) and a
- *   receiver's (the copy out of the socket, or the decompression, and
- *   clearing zero pages) are CPU work on the scheduler (the VM's QEMU
- *   threads' CPUs, competing with its vCPUs and everything else): a
+ * - CPU: a sender thread's per-page work and a receiver's are CPU work on
+ *   the scheduler. Without compression the sender sendmsg's the packet's
+ *   header and its pages straight from guest RAM (nocomp_send_prepare puts
+ *   their addresses in the iovec) and the receiver readv's them straight
+ *   into guest RAM (nocomp_recv): each side pays its socket per 4K
+ *   (tcp_send_4k, tcp_recv_4k, the copy included) and no memcpy of its own.
+ *   With zlib the sender first copies each page (zlib_send_prepare: the
+ *   page may change under deflate; memcpy_4k), with zstd it compresses
+ *   from guest RAM; either sends its output buffer, and the receiver reads
+ *   the compressed bytes into its buffer and inflates into guest RAM: the
+ *   socket's costs then follow the compressed bytes. Zero pages cost the
+ *   check on each side (buffer_is_zero; clearing a non-zero destination
+ *   page is a fault the kernel charges). All of it runs on the VM's QEMU
+ *   threads' CPUs (competing with its vCPUs and everything else): a
  *   channel's share of a step ends when its CPU work is done and its bytes
  *   are on the wire, so a sender without a CPU to run on holds its channel
  *   back. Without a scheduler (op-scripts) each thread has a CPU of its own.
@@ -180,17 +189,17 @@ export class Multifd {
     const k = src.k;
     const nsOf = (name: string, what: string): number =>
       k.costs.nsOf(name, `multifd charges it for ${what}. Measure it (memtwin calibrate --only multifd_compress --merge PROFILE).`);
-    const copy = nsOf('memcpy_4k', 'each page copied into or out of a channel');
     this.zeroCheckNs = nsOf('dram_access_seq_per_4k', 'each zero page checked');
     const classCost = (cls: ContentClass): ClassCost => {
-      if (opts.compression === 'none') return { srcNs: copy, dstNs: copy, bytes: PAGE_SIZE };
+      // nocomp: sendmsg from guest RAM, readv into guest RAM: the socket's copies are the only ones.
+      if (opts.compression === 'none') return { srcNs: ram.socketSendNs(PAGE_SIZE), dstNs: ram.socketRecvNs(PAGE_SIZE), bytes: PAGE_SIZE };
       const n = compressionCostNames(opts.compression, cls);
       const bytes = nsOf(n.bytes, `the compressed size of a ${cls} page`);
-      // The compressor reads the page and writes its output; the output is then copied into the socket (and out of it).
-      const wire = (copy * bytes) / PAGE_SIZE;
+      // zlib_send_prepare copies the page before deflate (it may change under it); zstd reads guest RAM.
+      const copy = opts.compression === 'zlib' ? nsOf('memcpy_4k', 'zlib copying each page before deflate') : 0;
       return {
-        srcNs: nsOf(n.compress, `compressing a ${cls} page`) + wire,
-        dstNs: nsOf(n.decompress, `decompressing a ${cls} page`) + wire,
+        srcNs: copy + nsOf(n.compress, `compressing a ${cls} page`) + ram.socketSendNs(bytes),
+        dstNs: ram.socketRecvNs(bytes) + nsOf(n.decompress, `decompressing a ${cls} page`),
         bytes,
       };
     };
@@ -294,6 +303,9 @@ export class Multifd {
         data += c.bytes;
       }
       const bytes = MULTIFD_PACKET_LEN + Math.round(data);
+      // The packet's header and offset array go through the socket with its pages.
+      l.srcNs += this.ram.socketSendNs(MULTIFD_PACKET_LEN);
+      l.dstNs += this.ram.socketRecvNs(MULTIFD_PACKET_LEN);
       l.bytes += bytes;
       total += bytes;
       const ch = this.channels[i]!;
@@ -310,6 +322,8 @@ export class Multifd {
     let n = 0;
     this.channels.forEach((c, i) => {
       loads[i]!.bytes += c.pending;
+      loads[i]!.srcNs += this.ram.socketSendNs(c.pending);
+      loads[i]!.dstNs += this.ram.socketRecvNs(c.pending);
       c.bytes += c.pending;
       n += c.pending;
       c.pending = 0;

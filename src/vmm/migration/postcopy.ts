@@ -117,6 +117,8 @@ interface Chunk {
   arriveAt: number;
   event: EventHandle | null;
   urgent: boolean;
+  /** Its bytes on the stream: what the receiving thread reads from the socket (tcp_recv_4k per 4K). */
+  bytes: number;
 }
 
 /** Per block: the placement unit and the destination's view of each unit. */
@@ -475,7 +477,7 @@ export class Postcopy {
       wireEnd = Math.max(now, this.mainWireFreeAt) + Math.max(r.srcNs, xfer);
       this.mainWireFreeAt = wireEnd;
     }
-    const chunk: Chunk = { units, arriveAt: Math.ceil(wireEnd + this.link.latency), event: null, urgent };
+    const chunk: Chunk = { units, arriveAt: Math.ceil(wireEnd + this.link.latency), event: null, urgent, bytes: r.bytes };
     this.inflight.add(chunk);
     chunk.event = this.k.events.schedule(chunk.arriveAt, urgent ? 'postcopy-preempt-recv' : 'postcopy-recv', () => this.arrive(chunk));
   }
@@ -498,7 +500,11 @@ export class Postcopy {
     // The copy runs on the destination's CPUs: QEMU's postcopy/listen thread, or the preempt channel's thread.
     this.k.runAsTask(
       t,
-      () => this.placeChunk(thread, chunk.units, t, done),
+      () => {
+        // The thread reads the chunk from its socket (into the QEMUFile's buffer; qemu_get_buffer_in_place), then places it.
+        this.k.charge(this.ram.socketRecvNs(chunk.bytes));
+        this.placeChunk(thread, chunk.units, t, done);
+      },
       this.dst.qemuThread(chunk.urgent ? 'postcopy/preempt' : 'postcopy/listen'),
     );
     const end = now + Math.ceil(t.ns);

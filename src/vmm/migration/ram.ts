@@ -50,8 +50,15 @@
  *   its VMM's page table, and for a zero page reads it and clears it only
  *   if it is not zero already (ram_handle_zero).
  *
- * Costs (profile entry names, configurable): copying a normal page into the
- * stream and out of it on the destination `memcpy_4k`; checking a zero
+ * Costs (profile entry names, configurable): the channel's socket, per 4K
+ * of stream bytes, `tcp_send_4k` on the source's migration thread (QEMU
+ * queues a page's address in the QEMUFile's iovec, qemu_put_buffer_async,
+ * and writev's it from guest RAM: the socket's copy is the only one) and
+ * `tcp_recv_4k` on the destination's (recvmsg into the QEMUFile's
+ * buffer); the destination's copy of a normal page out of that buffer into
+ * guest RAM (qemu_get_buffer) `memcpy_4k`, and the source's too when xbzrle
+ * runs outside the last stage (ram_save_page sends the cache's copy with
+ * qemu_put_buffer: send_async false); checking a zero
  * page (buffer_is_zero reads the whole page) `dram_access_seq_per_4k`;
  * a dirty-log harvest `syscall_null` per memslot (KVM_GET_DIRTY_LOG),
  * `kvm_get_dirty_log_per_page` per page of guest RAM (the bitmap copied
@@ -103,8 +110,12 @@ export interface FreePageHints {
 
 /** Cost-profile entry names the RAM migration charges. */
 export interface RamMigrationCostNames {
-  /** Copy of a normal page (source into the stream; destination out of it). Default memcpy_4k. */
+  /** Copy of a normal page out of the QEMUFile's buffer on the destination (and into it with xbzrle). Default memcpy_4k. */
   pageCopy?: string;
+  /** The socket's send, per 4K of stream bytes, on the sending thread. Default tcp_send_4k. */
+  socketSend?: string;
+  /** The socket's receive, per 4K of stream bytes, on the receiving thread. Default tcp_recv_4k. */
+  socketRecv?: string;
   /** buffer_is_zero over a zero page. Default dram_access_seq_per_4k. */
   zeroCheck?: string;
   /** One KVM_GET_DIRTY_LOG call per memslot per sync. Default syscall_null. */
@@ -297,6 +308,8 @@ export class RamMigration {
   private readonly keys = new Float64Array(512);
   /** The destination's decode time of the page readPageCode last sent, when it went xbzrle-encoded. */
   private lastDecodeNs: number | undefined = undefined;
+  /** Stream bytes of the page readPageCode last sent (its header included). */
+  private lastPageBytes = 0;
   /** The block nextDirty found its page in. */
   private nextBlock!: BlockState;
   /** The destination's task time while it loads a page (sendPage), and the page: reused, not made per page. */
@@ -321,6 +334,8 @@ export class RamMigration {
       );
     this.ns = {
       pageCopy: cost(c.pageCopy ?? 'memcpy_4k', 'each normal page copied'),
+      socketSend: cost(c.socketSend ?? 'tcp_send_4k', "each 4K written to a channel's socket"),
+      socketRecv: cost(c.socketRecv ?? 'tcp_recv_4k', "each 4K read from a channel's socket"),
       zeroCheck: cost(c.zeroCheck ?? 'dram_access_seq_per_4k', 'each zero page checked'),
       dirtyLogIoctl: cost(c.dirtyLogIoctl ?? 'syscall_null', 'each KVM_GET_DIRTY_LOG call'),
       dirtySyncPerPage: cost(c.dirtySyncPerPage ?? 'kvm_get_dirty_log_per_page', "each page's dirty bit harvested"),
@@ -590,6 +605,8 @@ export class RamMigration {
     const end = p + chunkPagesBoth(b, p);
     const perHostPage = b.block.pageSize / PAGE_SIZE;
     const zeroCheck = this.ns.zeroCheck;
+    const sendPerByte = this.ns.socketSend / PAGE_SIZE;
+    const recvPerByte = this.ns.socketRecv / PAGE_SIZE;
     const { bmap, state, seen } = b;
     let bytes = r.bytes;
     let srcNs = r.srcNs;
@@ -607,10 +624,11 @@ export class RamMigration {
       }
       bmap[q] = 0;
       dirty--;
-      bytes += PAGE_HEADER_BYTES + (this.lastSentBlock === b ? 0 : 1 + b.block.idstr.length) + 1;
+      const n = PAGE_HEADER_BYTES + (this.lastSentBlock === b ? 0 : 1 + b.block.idstr.length) + 1;
+      bytes += n;
       this.lastSentBlock = b;
-      srcNs += zeroCheck;
-      dstNs += zeroCheck;
+      srcNs += zeroCheck + n * sendPerByte;
+      dstNs += zeroCheck + n * recvPerByte;
       state[q] = 0; // seen zero and not skipped (noteSeen with key 0, then the skip cleared)
       seen[q] = 0;
     }
@@ -654,10 +672,11 @@ export class RamMigration {
       const zero = (code & PAGE_SENT_ZERO) !== 0;
       if (zero && mainZero) {
         // save_zero_page on the main channel: its header, one byte, and buffer_is_zero on the migration thread.
-        r.bytes += PAGE_HEADER_BYTES + (this.lastSentBlock === b ? 0 : 1 + b.block.idstr.length) + 1;
+        const n = PAGE_HEADER_BYTES + (this.lastSentBlock === b ? 0 : 1 + b.block.idstr.length) + 1;
+        r.bytes += n;
         this.lastSentBlock = b;
-        r.srcNs += this.ns.zeroCheck;
-        r.dstNs += this.loadPage(b, p, true, 0) + this.ns.zeroCheck;
+        r.srcNs += this.ns.zeroCheck + this.socketSendNs(n);
+        r.dstNs += this.loadPage(b, p, true, 0) + this.ns.zeroCheck + this.socketRecvNs(n);
         continue;
       }
       pages.push({ p, zero, byte: code & 0xff, empty: (code & PAGE_EMPTY) !== 0 });
@@ -698,11 +717,29 @@ export class RamMigration {
     }
   }
 
+  /**
+   * One page on the main channel: the source's side (readPageCode), then the
+   * destination's: its bytes read from the socket, then the zero check, the
+   * xbzrle decode or the copy out of the QEMUFile's buffer, and the fault.
+   */
   private sendPage(b: BlockState, p: number, r: SendResult): void {
     const page = this.readPageCode(b, p, r);
     if (page === PAGE_NOT_SENT) return;
     const zero = (page & PAGE_SENT_ZERO) !== 0;
-    r.dstNs += this.loadPage(b, p, zero, page & 0xff) + (zero ? this.ns.zeroCheck : (this.lastDecodeNs ?? this.ns.pageCopy));
+    r.dstNs +=
+      this.socketRecvNs(this.lastPageBytes) +
+      this.loadPage(b, p, zero, page & 0xff) +
+      (zero ? this.ns.zeroCheck : (this.lastDecodeNs ?? this.ns.pageCopy));
+  }
+
+  /** The sending thread's socket time for `bytes` of stream (tcp_send_4k per 4K). */
+  socketSendNs(bytes: number): number {
+    return (bytes * this.ns.socketSend) / PAGE_SIZE;
+  }
+
+  /** The receiving thread's socket time for `bytes` of stream (tcp_recv_4k per 4K). */
+  socketRecvNs(bytes: number): number {
+    return (bytes * this.ns.socketRecv) / PAGE_SIZE;
   }
 
   /**
@@ -784,19 +821,26 @@ export class RamMigration {
     const xb = this.xbzrle?.send(this.ramPage(b, p), sentZero, this.dirtySyncCount, this.lastStage);
     let decodeNs: number | undefined;
     if (xb) r.srcNs += xb.srcNs;
+    let bytes: number;
     if (sentZero) {
-      r.bytes += header + 1;
+      bytes = header + 1;
       r.srcNs += this.readNs(pfn, this.ns.zeroCheck, at);
       this.duplicate++;
     } else if (xb?.kind === 'xbzrle') {
-      r.bytes += header + xb.bytes;
+      bytes = header + xb.bytes;
       decodeNs = xb.dstNs;
       this.xbzrlePages++;
     } else {
-      r.bytes += header + PAGE_SIZE;
-      r.srcNs += this.readNs(pfn, this.ns.pageCopy, at);
+      bytes = header + PAGE_SIZE;
+      // The socket's copy reads the page (readNs prices that read as a copy of it, waiting for its node); QEMU's
+      // own copy into the QEMUFile's buffer only when xbzrle sends the cache's page (not async, last stage aside).
+      const copy = xb && !this.lastStage ? this.ns.pageCopy : 0;
+      r.srcNs += this.readNs(pfn, this.ns.pageCopy, at) - this.ns.pageCopy + copy;
       this.normal++;
     }
+    r.bytes += bytes;
+    r.srcNs += this.socketSendNs(bytes);
+    this.lastPageBytes = bytes;
     r.pages++;
     noteSeen(b, p, this.keyOfFrame(pfn)); // pfn: what maps the page now (after the read fault)
     b.state[p]! &= ~PAGE_SKIPPED;
