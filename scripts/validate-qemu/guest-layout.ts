@@ -179,7 +179,8 @@ function analyse(file: string): void {
       if (i > 0) lengths.push(len);
       runs++;
       len = 1;
-      if (prev !== undefined) p > prev ? up++ : down++;
+      if (prev !== undefined && p > prev) up++;
+      else if (prev !== undefined) down++;
     }
   }
   lengths.push(len);
