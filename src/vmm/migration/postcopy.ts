@@ -42,6 +42,16 @@
  * - postcopy-preempt: requested pages go on a channel of their own, placed
  *   by a thread of their own on the destination; while the main channel is
  *   busy the two share the link (each gets half of it).
+ * - After a request the background stream goes on from the requested unit
+ *   (QEMU's get_queued_page sets the page search there: "the guest is
+ *   likely to want other pages near to the page it just requested"), with
+ *   or without preempt. With preempt (QEMU 7.2's, the migration thread
+ *   sending both channels) the main thread then fills its QEMUFile with the
+ *   pages that follow (32: MAX_IOV_SIZE over two iovecs a page) before it
+ *   blocks on the main socket; a vCPU asking for one of those waits for it
+ *   there (the source finds it not dirty and sends nothing). A huge page the
+ *   request interrupted is finished first (postcopy_preempt_restore) and the
+ *   stream goes on after it.
  * - The destination's fault thread wakes (poll) when a vCPU blocks, reads
  *   every queued fault, drops units already placed or already requested
  *   (QEMU's page_requested tree), and sends one request per unit on the
@@ -94,6 +104,13 @@ import { PAGE_NOT_SENT, PAGE_SENT_ZERO, STREAM_MARKER_BYTES, pageSkipped, type R
 const BATCH_BYTES = 256 * 1024;
 /** ... and at most this many 4K pages (zero pages are 9 bytes each on the wire). */
 const BATCH_PAGES = 512;
+/**
+ * 4K pages the source's migration thread holds in its QEMUFile before it
+ * blocks writing them to the socket: QEMU 7.2 migration/qemu-file.c's
+ * MAX_IOV_SIZE (64 iovecs) over two per page (save_page_header's bytes in
+ * the buffer, the page itself by qemu_put_buffer_async).
+ */
+const QEMU_FILE_PAGES = 64 / 2;
 
 export interface PostcopyOptions {
   preempt: boolean;
@@ -383,30 +400,51 @@ export class Postcopy {
       const units: Unit[] = [];
       const r: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0 };
       const urgent = !this.cur ? this.urgentQueue.shift() : undefined;
-      if (urgent) this.takeUnit(urgent[0], urgent[1], r, units);
-      else
-        while (r.bytes < BATCH_BYTES && r.pages < BATCH_PAGES) {
-          if (!this.cur) {
-            if (this.urgentQueue.length) break;
-            const p = this.ram.nextDirtyHostPage();
-            if (p < 0) break;
-            // One object reused for every host page (a 4K page each on 4K blocks).
-            const c = this.curHostPage;
-            c.bi = this.ram.hostPageBlockIndex;
-            c.next = p;
-            c.end = p + this.ram.blocks[c.bi]!.block.pageSize / PAGE_SIZE;
-            c.unit = undefined;
-            this.cur = c;
-          }
-          const cur = this.cur;
-          while (cur.next < cur.end && r.bytes < BATCH_BYTES && r.pages < BATCH_PAGES) this.takeNext(cur, r, units);
-          if (cur.next >= cur.end) this.cur = null;
-        }
+      if (urgent) {
+        this.takeUnit(urgent[0], urgent[1], r, units);
+        this.continueAfter(urgent[0], urgent[1]);
+      } else this.takeBackground(r, units, BATCH_BYTES, BATCH_PAGES);
       if (!units.length && !r.bytes) break;
       this.write(units, r, false);
     }
     if (this.ram.dirtyPages === 0 && !this.cur && !this.urgentQueue.length) return; // all written; completion follows the last placement
     this.schedulePump(Math.max(now + 1, this.mainWireFreeAt - sndNs, this.loadBusyUntil - sndNs - rcvNs, this.urgentBusyUntil));
+  }
+
+  /**
+   * Background pages from the scan (ram_find_and_save_block's
+   * find_dirty_block), whole host pages in address order, into `units`
+   * until `maxBytes` or `maxPages`; stops where a requested unit waits for
+   * the next host page boundary.
+   */
+  private takeBackground(r: SendResult, units: Unit[], maxBytes: number, maxPages: number): void {
+    while (r.bytes < maxBytes && r.pages < maxPages) {
+      if (!this.cur) {
+        if (this.urgentQueue.length) break;
+        const p = this.ram.nextDirtyHostPage();
+        if (p < 0) break;
+        // One object reused for every host page (a 4K page each on 4K blocks).
+        const c = this.curHostPage;
+        c.bi = this.ram.hostPageBlockIndex;
+        c.next = p;
+        c.end = p + this.ram.blocks[c.bi]!.block.pageSize / PAGE_SIZE;
+        c.unit = undefined;
+        this.cur = c;
+      }
+      const cur = this.cur;
+      while (cur.next < cur.end && r.bytes < maxBytes && r.pages < maxPages) this.takeNext(cur, r, units);
+      if (cur.next >= cur.end) this.cur = null;
+    }
+  }
+
+  /**
+   * get_queued_page: the background scan goes on from the requested unit
+   * (QEMU sets its PageSearchStatus to the queued page, and
+   * ram_find_and_save_block leaves last_seen_block/last_page after it), so
+   * the pages after the one a vCPU asked for follow it on the main channel.
+   */
+  private continueAfter(bi: number, u: number): void {
+    this.ram.continueFrom(bi, (u + 1) * this.pc[bi]!.n);
   }
 
   /** The next 4K page of the host page being written; a unit goes in the chunk that carries its last page. */
@@ -743,6 +781,17 @@ export class Postcopy {
       const r: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0 };
       this.takeUnit(bi, u, r, units);
       this.write(units, r, true);
+      // A huge page interrupted for the request is finished first (postcopy_preempt_restore), and the scan goes on
+      // after it; between host pages the scan goes on after the requested unit, and the main thread at once fills
+      // its QEMUFile with the pages that follow (taken: a request for one of them is dropped as not dirty, its
+      // vCPU waits for it on the main channel), then blocks writing them behind what the socket holds.
+      if (!this.cur) {
+        this.continueAfter(bi, u);
+        const bg: Unit[] = [];
+        const rb: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0 };
+        this.takeBackground(rb, bg, QEMU_FILE_PAGES * PAGE_SIZE, BATCH_PAGES);
+        if (bg.length || rb.bytes) this.write(bg, rb, false);
+      }
       return;
     }
     pc.inflight[u] = 1;

@@ -931,6 +931,17 @@ export class RamMigration {
   hostPageBlockIndex = 0;
 
   /**
+   * get_queued_page: once a page the destination asked for is taken, the
+   * background scan continues from it ("the guest is likely to want other
+   * pages near to the page it just requested"): from 4K page `p` of block
+   * `bi` on.
+   */
+  continueFrom(bi: number, p: number): void {
+    this.cursorBlock = bi;
+    this.cursorPage = p;
+  }
+
+  /**
    * Send 4K page `p` of block `bi` if it is dirty (clearing its bit): its
    * readPageCode answer, PAGE_NOT_SENT if it was clean or skipped. Bytes
    * and source time go into `r`; the caller adds `r.bytes` to `bytes`.
