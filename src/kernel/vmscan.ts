@@ -55,6 +55,7 @@ import {
   type MemCgroup,
 } from './memcontrol.ts';
 import { outOfMemory } from './oom_kill.ts';
+import { shmemWriteout } from './shmem.ts';
 
 /** What shrinkFolio did with a folio. */
 export type ShrinkResult = 'freed' | 'swapcache' | 'kept';
@@ -97,6 +98,50 @@ function tryToUnmap(k: Kernel, pfn: number, swapPte: number): boolean {
 }
 
 /**
+ * try_to_unmap of a page-cache page: every PTE mapping it is cleared (a
+ * later access faults it in from the file). False if some mapping was not
+ * found.
+ */
+function tryToUnmapFile(k: Kernel, pfn: number): boolean {
+  const m = k.mem;
+  const disk = (m.flags(pfn) & PG.diskFile) !== 0;
+  rmapWalk(k, pfn, (mm, _vma, va) => {
+    const t = mm.pgtable.pmds.get(PageTable.pmdKey(va));
+    if (!(t instanceof PteTable)) return;
+    const i = Math.floor(va / PAGE_SIZE) & 511;
+    if (t.ptes[i]! <= 0 || pfnOfPte(t.ptes[i]!) !== pfn) return;
+    t.ptes[i] = PTE_NONE;
+    t.used--;
+    if (disk) mm.rssFile--;
+    else mm.rssShmem--;
+    m.addMapcount(pfn, -1);
+  });
+  return m.mapcount(pfn) === 0;
+}
+
+/**
+ * shrink_folio_list for a shmem folio (swap-backed, on the anon list):
+ * try_to_unmap clears its PTEs, pageout's shmem_writeout moves it to the
+ * swap cache (the file keeps the entry) and the write starts; a swap
+ * file's write completes later (the folio stays in the swap cache, as an
+ * anonymous one does), a zero-filled one is only marked and freed at once.
+ */
+function shrinkShmemFolio(k: Kernel, pfn: number): ShrinkResult {
+  const m = k.mem;
+  if (m.flags(pfn) & (PG.head | PG.tail) || !tryToUnmapFile(k, pfn)) return 'kept';
+  if (!shmemWriteout(k, pfn)) return 'kept'; // no slot: redirty, activate
+  const w = pageout(k, pfn);
+  if (w === 'fail') return 'swapcache';
+  if (w === 'async') {
+    m.addFlags(pfn, PG.reclaim);
+    return 'swapcache';
+  }
+  swapCacheDelFolio(k, pfn, m.flags(pfn) & PG.workingset ? SHADOW_WORKINGSET : 0);
+  k.freeUserPages(pfn, 0);
+  return 'freed';
+}
+
+/**
  * shrink_folio_list for one isolated order-0 anonymous folio mapped by one
  * PTE, with references ignored (reclaim_pages): see the header.
  */
@@ -109,6 +154,7 @@ export function shrinkFolio(k: Kernel, pfn: number): ShrinkResult {
     k.freeUserPages(pfn, 0);
     return 'freed';
   }
+  if (f & PG.shmem && !(f & PG.diskFile)) return shrinkShmemFolio(k, pfn);
   if (!(f & PG.anon) || f & (PG.head | PG.tail) || m.mapcount(pfn) < 1) return 'kept';
   if (f & PG.lazyfree && !(f & PG.swapcache) && m.mapcount(pfn) === 1) {
     // Written since MADV_FREE: try_to_unmap_one sets PG_swapbacked again and keeps the mapping; the folio is
@@ -362,17 +408,7 @@ function shrinkInactiveFileList(k: Kernel, lv: Lruvec, nrToScan: number, sc: Sca
       putback(k, pfn, refs === 'activate');
       continue;
     }
-    rmapWalk(k, pfn, (mm, _vma, va) => {
-      const t = mm.pgtable.pmds.get(PageTable.pmdKey(va));
-      if (!(t instanceof PteTable)) return;
-      const i = Math.floor(va / PAGE_SIZE) & 511;
-      if (t.ptes[i]! <= 0 || pfnOfPte(t.ptes[i]!) !== pfn) return;
-      t.ptes[i] = PTE_NONE;
-      t.used--;
-      mm.rssFile--;
-      m.addMapcount(pfn, -1);
-    });
-    if (m.mapcount(pfn) > 0) {
+    if (!tryToUnmapFile(k, pfn)) {
       putback(k, pfn, true);
       continue;
     }
