@@ -9,7 +9,9 @@ import type { Kernel } from './kernel.ts';
 import type { Process } from './sched.ts';
 import { DEF_PRIORITY, MAX_SWAPPINESS, folioReferenced, getScanCount, tryToFreePages, type ScanControl } from './vmscan.ts';
 import { followPage } from './memory.ts';
-import { LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, Lruvec, folioNrPages } from './swap.ts';
+import { LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, Lruvec, folioActivate, folioNrPages } from './swap.ts';
+import { PG } from './page.ts';
+import { sysFork } from './fork.ts';
 import { sysOpen } from './filemap.ts';
 import { MAP, PROT } from './uapi.ts';
 import { MIGRATE_MOVABLE } from './page_alloc.ts';
@@ -232,12 +234,16 @@ describe('MADV_PAGEOUT with a swap file (vmscan.ts, swap_state.ts)', () => {
     expect(verifyKernel(k)).toEqual([]);
   });
 
-  it('leaves shared anonymous (shmem) pages resident: shmem swap is not modelled', () => {
+  it("swaps shared anonymous (shmem) pages out too: not present, and not swapped in pagemap (the entry is the file's)", () => {
     const { k, p } = setup();
     const a = k.mmap(p, 0, 4 * PAGE_SIZE, RW, SHARED_ANON);
-    write(k, p, a, 4, () => 1);
+    write(k, p, a, 4, (i) => 1 + i);
+    const out = k.vmstat.events.pswpout;
     k.madvise(p, a, 4 * PAGE_SIZE, MADV.MADV_PAGEOUT);
-    expect(pagemap(k, p.mm, a, 4 * PAGE_SIZE)).toEqual([{ n: 4, present: true, node: 0, size: '4K' }]);
+    expect(pagemap(k, p.mm, a, 4 * PAGE_SIZE)).toEqual([{ n: 4, present: false, node: null, size: null }]);
+    expect(k.vmstat.events.pswpout - out).toBe(4);
+    expect(peek(k, p, a, 4)).toEqual([1, 2, 3, 4]);
+    expect(verifyKernel(k)).toEqual([]);
   });
 
   it('runs out of slots gracefully: pages without one stay mapped', () => {
@@ -720,6 +726,36 @@ describe('get_scan_count: the balance between anon and file (vm.swappiness)', ()
     expect(k.vmstat.events.pgdeactivate).toBeGreaterThan(0);
     expect(k.oom.kills.length).toBe(0);
     expect(lv.size(LRU_ACTIVE_ANON) + lv.size(LRU_INACTIVE_ANON)).toBeGreaterThan(0);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+});
+
+describe('MADV_COLD (madvise_cold_or_pageout_pte_range, folio_deactivate)', () => {
+  it('takes the accessed bits off the range and moves its active folios to the inactive list; shared pages are left', () => {
+    const { k, p } = setup();
+    const a = k.mmap(p, 0, 64 * PAGE_SIZE, RW, ANON);
+    write(k, p, a, 64, () => 4);
+    const pfns = Array.from({ length: 64 }, (_, i) => followPage(p.mm, a + i * PAGE_SIZE));
+    for (const pfn of pfns) folioActivate(k, pfn);
+    const lv = k.nodeLruvec[0]!;
+    expect(lv.size(LRU_ACTIVE_ANON)).toBe(64);
+    const c = sysFork(k, p.mainThread, 'c'); // the first 16 pages become shared: MADV_COLD leaves them alone
+    if (typeof c === 'number') throw new Error(`fork: ${c}`);
+    write(k, p, a + 16 * PAGE_SIZE, 48, () => 5); // the parent's writes break COW: its own copies, new and inactive
+    for (let i = 16; i < 64; i++) folioActivate(k, followPage(p.mm, a + i * PAGE_SIZE));
+    expect(k.madvise(p, a, 64 * PAGE_SIZE, MADV.MADV_COLD)).toBe(0);
+    for (let i = 0; i < 64; i++) {
+      const pfn = followPage(p.mm, a + i * PAGE_SIZE);
+      const f = k.mem.flags(pfn);
+      if (i < 16) expect(f & PG.active).toBeTruthy();
+      else {
+        expect(f & (PG.active | PG.referenced | PG.young)).toBe(0);
+        expect(f & PG.workingset).toBeTruthy();
+        expect(folioReferenced(k, pfn)).toBe(0); // the PTE's accessed bit went too
+      }
+    }
+    expect(k.vmstat.events.pgdeactivate).toBe(48);
+    expect(c.mm.rssAnon).toBe(64);
     expect(verifyKernel(k)).toEqual([]);
   });
 });

@@ -30,6 +30,7 @@ import {
   LRU_INACTIVE_ANON,
   LRU_INACTIVE_FILE,
   NR_LRU_LISTS,
+  folioDeactivate,
   folioIsolateLru,
   folioNrPages,
   folioPutbackLru,
@@ -42,7 +43,9 @@ import { splitAnonFolio } from './huge_memory.ts';
 import { WMARK_HIGH, type AllocRequest } from './page_alloc.ts';
 import type { EventHandle } from '../sim/event_queue.ts';
 import { PageTable, PteTable, PTE_NONE, VM, pfnOfPte, pteOf, pteOfSwpEntry, ptepTestAndClearYoung } from './mm_types.ts';
-import { rmapWalk } from './migrate.ts';
+import { mappedShared, rmapWalk } from './migrate.ts';
+import { followPage } from './memory.ts';
+import type { MmStruct } from './mm_types.ts';
 import { HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
 import { SHADOW_WORKINGSET, swapCacheAddFolio, swapCacheDelFolio, swapWriteout } from './swap_state.ts';
 import {
@@ -56,6 +59,41 @@ import {
 } from './memcontrol.ts';
 import { outOfMemory } from './oom_kill.ts';
 import { shmemWriteout } from './shmem.ts';
+
+/**
+ * madvise_cold_or_pageout_pte_range for MADV_COLD: each folio of
+ * [start, end) on an LRU list that no other mapping uses (order 0: mapcount
+ * 1; a THP, which the caller split if the range covers it in part: not
+ * mapped by another process) loses its accessed bits (the PTE's young bit,
+ * PG_referenced, the page's young flag), is marked workingset if it was
+ * active, and goes to the head of its inactive list (folio_deactivate), so
+ * reclaim takes it before the pages that were not advised.
+ */
+export function madviseCold(k: Kernel, mm: MmStruct, start: number, end: number): void {
+  const m = k.mem;
+  const pt = mm.pgtable;
+  let lastHead = -1;
+  for (let va = pt.skipNone(start, end, PAGE_SIZE); va < end; va = pt.walkNext(va, end, PAGE_SIZE)) {
+    const pfn = followPage(mm, va);
+    if (pfn < 0) continue;
+    const f = m.flags(pfn);
+    if (f & PG.hugetlb) continue;
+    const large = (f & (PG.head | PG.tail)) !== 0;
+    const head = large ? pfn - (pfn % HPAGE_PMD_NR) : pfn;
+    if (large ? mappedShared(k, head) : m.mapcount(pfn) !== 1) continue;
+    const t = pt.pmds.get(PageTable.pmdKey(va));
+    if (t instanceof PteTable) {
+      const i = Math.floor(va / PAGE_SIZE) & 511;
+      if (t.ptes[i] === pteOf(pfn)) ptepTestAndClearYoung(t, i);
+    }
+    m.clearFlags(pfn, PG.young);
+    if (head === lastHead || !(m.flags(head) & PG.lru)) continue;
+    lastHead = head;
+    m.clearFlags(head, PG.referenced | PG.young);
+    if (m.flags(head) & PG.active) m.addFlags(head, PG.workingset);
+    folioDeactivate(k, head);
+  }
+}
 
 /** What shrinkFolio did with a folio. */
 export type ShrinkResult = 'freed' | 'swapcache' | 'kept';
