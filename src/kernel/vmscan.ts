@@ -373,18 +373,19 @@ function splitForSwap(k: Kernel, head: number, sc: ScanControl): number[] {
   return out;
 }
 
-/** isolate_lru_folios for shrink_inactive_list, counted as scanned (pgscan_kswapd or _direct, and _anon or _file). */
+/** isolate_lru_folios for shrink_inactive_list, counted as scanned (pgscan_kswapd or _direct unless for a group, and _anon or _file). */
 function isolateForShrink(k: Kernel, lv: Lruvec, lru: number, nrToScan: number, sc: ScanControl): number[] {
   const { folios, scanned } = isolateLruFolios(k, lv, lru, nrToScan);
   sc.nrScanned += scanned;
-  k.vmstat.count(sc.kswapd ? 'pgscan_kswapd' : 'pgscan_direct', scanned);
+  // A memory cgroup's reclaim counts in its group's memory.stat (shrinkNode), not in the global pgscan_direct.
+  if (!sc.memcg) k.vmstat.count(sc.kswapd ? 'pgscan_kswapd' : 'pgscan_direct', scanned);
   k.vmstat.count(lru === LRU_INACTIVE_FILE ? 'pgscan_file' : 'pgscan_anon', scanned);
   return folios;
 }
 
-/** The pages shrink_inactive_list reclaimed, counted as stolen (pgsteal_kswapd or _direct, and _anon or _file). */
+/** The pages shrink_inactive_list reclaimed, counted as stolen (pgsteal_kswapd or _direct unless for a group, and _anon or _file). */
 function countSteal(k: Kernel, sc: ScanControl, file: boolean, reclaimed: number): void {
-  k.vmstat.count(sc.kswapd ? 'pgsteal_kswapd' : 'pgsteal_direct', reclaimed);
+  if (!sc.memcg) k.vmstat.count(sc.kswapd ? 'pgsteal_kswapd' : 'pgsteal_direct', reclaimed);
   k.vmstat.count(file ? 'pgsteal_file' : 'pgsteal_anon', reclaimed);
 }
 
@@ -466,11 +467,11 @@ function shrinkInactiveFileList(k: Kernel, lv: Lruvec, nrToScan: number, sc: Sca
  * referenced file folio that a VM_EXEC mapping uses, which gets another
  * trip on the active list (counted as rotated: lru_note_cost).
  */
-function shrinkActiveList(k: Kernel, lv: Lruvec, nrToScan: number, lru: number): void {
+function shrinkActiveList(k: Kernel, lv: Lruvec, nrToScan: number, lru: number, sc: ScanControl): void {
   const m = k.mem;
   const file = lru === LRU_ACTIVE_FILE;
   const { folios, scanned } = isolateLruFolios(k, lv, lru, nrToScan);
-  k.vmstat.count('pgrefill', scanned);
+  if (!sc.memcg) k.vmstat.count('pgrefill', scanned);
   let rotated = 0;
   for (const head of folios) {
     if (folioReferenced(k, head) && file && mappedExec(k, head)) {
@@ -612,7 +613,7 @@ export function getScanCount(k: Kernel, lv: Lruvec, sc: ScanControl, prot: Prote
 /** shrink_list: an active list is aged if may_deactivate allows it (else skipped_deactivate); an inactive one reclaimed. */
 function shrinkList(k: Kernel, lru: number, nrToScan: number, lv: Lruvec, sc: ScanControl): number {
   if (lru === LRU_ACTIVE_ANON || lru === LRU_ACTIVE_FILE) {
-    if (sc.mayDeactivate! & (lru === LRU_ACTIVE_FILE ? DEACTIVATE_FILE : DEACTIVATE_ANON)) shrinkActiveList(k, lv, nrToScan, lru);
+    if (sc.mayDeactivate! & (lru === LRU_ACTIVE_FILE ? DEACTIVATE_FILE : DEACTIVATE_ANON)) shrinkActiveList(k, lv, nrToScan, lru, sc);
     else sc.skippedDeactivate = true;
     return 0;
   }
@@ -659,7 +660,7 @@ function shrinkLruvec(k: Kernel, lv: Lruvec, sc: ScanControl, prot: Protection =
   }
   sc.nrReclaimed += reclaimed;
   // can_age_anon_pages (swap exists) and the anon inactive list low: rebalance it even if anon was not scanned.
-  if (k.swap.totalSwapPages > 0 && inactiveIsLow(k, lv, LRU_INACTIVE_ANON)) shrinkActiveList(k, lv, SWAP_CLUSTER_MAX, LRU_ACTIVE_ANON);
+  if (k.swap.totalSwapPages > 0 && inactiveIsLow(k, lv, LRU_INACTIVE_ANON)) shrinkActiveList(k, lv, SWAP_CLUSTER_MAX, LRU_ACTIVE_ANON, sc);
 }
 
 /** mem_cgroup_protection of a group below the target: its effective memory.min and memory.low (pages). */
