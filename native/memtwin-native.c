@@ -1056,6 +1056,16 @@ static long h_cgroup(struct ctx *c)
 			if ((r = cg_write(g->path, "memory.memsw.limit_in_bytes", v)) < 0)
 				goto fail;
 		}
+		/*
+		 * v1 gives each group its own memory.swappiness, copied from its parent when it is made (here the
+		 * parent is this process's own group, not the root), so vm.swappiness as the script set it would
+		 * not reach the group. v2, which the simulator models, reclaims every group with vm.swappiness
+		 * (mem_cgroup_swappiness): copy it in, as it is now.
+		 */
+		char sw[32];
+		if (read_small_file("/proc/sys/vm/swappiness", sw, sizeof sw) < 0 ||
+		    (sw[strcspn(sw, "\n")] = 0, r = cg_write(g->path, "memory.swappiness", sw)) < 0)
+			goto fail;
 		/* the OOM count v1 does not show: an eventfd notified at each OOM of the group */
 		char p[PATH_MAX + 32];
 		snprintf(p, sizeof p, "%s/memory.oom_control", g->path);

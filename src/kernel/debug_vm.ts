@@ -16,6 +16,7 @@ import { hgmLeaves } from './hugetlb_hgm.ts';
 import { PG } from './page.ts';
 import { verifyMemcg } from './memcontrol.ts';
 import { PAGE_SIZE, PMD_SIZE, PUD_SIZE, HPAGE_PMD_NR } from './uapi.ts';
+import { shmemSwapped } from './shmem.ts';
 
 export function verifyKernel(k: Kernel): string[] {
   const errs: string[] = [];
@@ -145,6 +146,9 @@ export function verifyKernel(k: Kernel): string[] {
       claim(pfn, f.kind === 'hugetlbfs' ? 2 ** (f.hugeShift - 12) : 1, f.kind === 'hugetlbfs' ? 4 : 3, 'file page');
     }
   }
+  // A shmem file holds one reference to the entry of each page reclaim swapped out of it (shmem.ts).
+  for (const f of k.files.values())
+    for (const entry of shmemSwapped(f)?.values() ?? []) swapRefs.set(entry, (swapRefs.get(entry) ?? 0) + 1);
   errs.push(...verifySwap(k, swapRefs, userSeen, claim));
   errs.push(...verifyLru(k));
   errs.push(...verifyMemcg(k));

@@ -37,7 +37,8 @@
  * clean; the first write through it dirties it (page_mkwrite, a write
  * fault); a shmem page is never write-protected. A disk file's pages go on
  * the file LRU (swap.ts lruAdd), where reclaim drops clean ones (vmscan.ts);
- * dirty pages stay in the cache (there is no writeback).
+ * dirty pages stay in the cache (there is no writeback). A shmem page goes
+ * on the anon LRU; reclaim swaps it out (shmem.ts) and a fault swaps it in.
  */
 import type { Kernel } from './kernel.ts';
 import type { Process, Thread } from './sched.ts';
@@ -49,7 +50,7 @@ import { FAULT_AROUND_PAGES, FAULT_OK, FAULT_OOM, FAULT_SIGBUS, mapShmemPage, ne
 import { allocPolicyPages, policyPlacement } from './mempolicy.ts';
 import { memcgCharge } from './memcontrol.ts';
 import { UnmodelledError } from './errors.ts';
-import { sysFtruncate } from './shmem.ts';
+import { shmemSwapin, shmemSwapped, sysFtruncate } from './shmem.ts';
 import { lruAdd } from './swap.ts';
 
 /** VM_READAHEAD_KB: a block device's default read_ahead_kb. */
@@ -115,9 +116,10 @@ function addToPageCache(k: Kernel, file: MappedFile, idx: number, pfn: number): 
   m.setOwner(pfn, file.id);
   m.setIndex(pfn, idx);
   file.pages.set(idx, pfn);
-  // A disk file's page goes on the file LRU (folio_add_lru), where reclaim finds it; shmem pages, which Linux keeps
-  // on the anon LRU, are not on any list here (vmscan.ts reclaims anonymous pages only).
+  // folio_add_lru: a disk file's page on the file LRU, a shmem page (swap-backed) on the anon LRU, where reclaim
+  // writes it to swap (shmem.ts shmemWriteout).
   if (file.kind === 'file') lruAdd(k, pfn, true);
+  else if (file.kind === 'shmem') lruAdd(k, pfn, false);
 }
 
 /**
@@ -188,6 +190,13 @@ function shmemPage(k: Kernel, vma: Vma, va: number, idx: number, thread: Thread)
   const file = vma.file!;
   const pfn = file.pages.get(idx);
   if (pfn !== undefined) return pfn;
+  const entry = shmemSwapped(file)?.get(idx);
+  if (entry !== undefined) {
+    // shmem_swapin_folio: the page comes back from swap (the fault waits for the read).
+    const r = shmemSwapin(k, file, idx, entry, k.cpuToNode(thread.cpu));
+    k.charge(r.ns);
+    return r.pfn;
+  }
   const n = allocPolicyPages(k, policyPlacement(k, thread, vma, va, 0), 0, MIGRATE_MOVABLE, k.cpuToNode(thread.cpu));
   if (n < 0 || !chargePageCache(k, n, thread)) return -1;
   addToPageCache(k, file, idx, n);
@@ -259,7 +268,7 @@ export function filemapFault(
       return FAULT_OK;
     }
   }
-  const cached = file.pages.has(idx);
+  const cached = file.pages.has(idx) || (!disk && shmemSwapped(file)?.has(idx) === true);
   const pfn = disk ? diskPage(k, vma, idx, thread) : shmemPage(k, vma, va, idx, thread);
   if (pfn < 0) return FAULT_OOM;
   if (disk) k.charge(k.costs.ns('fault_file_4k_read'));

@@ -51,7 +51,7 @@ import { compactForOrder, wakeupKcompactd } from './compaction.ts';
 import { freePteTable, hasPmdTable } from './memory.ts';
 import { doSwapPage, swapCacheGetFolio, swapinReadahead } from './swap_state.ts';
 import { folioUnmappedSome, prepAnonThp, thpGfp, thpVmaAllowable } from './huge_memory.ts';
-import { tryToFreePages } from './vmscan.ts';
+import { nodeFilePages, tryToFreePages } from './vmscan.ts';
 import { memcgCharge } from './memcontrol.ts';
 import type { EventHandle } from '../sim/event_queue.ts';
 import { UnmodelledError } from './errors.ts';
@@ -358,10 +358,10 @@ function directCompact(k: Kernel, nodes: readonly number[]): number {
  * round reclaims nothing. Returns the pages reclaimed.
  */
 function directReclaim(k: Kernel, req: AllocRequest): number {
-  // memtwin's LRUs hold anonymous pages only: without swap there is nothing to reclaim (tryToFreeMemCgroupPages
-  // stops there too), and today's runs without swap stay as they were.
-  if (k.swap.nrSwapPages <= 0) return 0;
   const nodes = req.nodemask ?? k.phys.zonelists[req.nid]!;
+  // Without a free swap slot only page cache can go: nothing to do when the nodes have none (get_scan_count would
+  // scan nothing), which keeps runs without swap or files as they were.
+  if (k.swap.nrSwapPages <= 0 && !nodes.some((n) => nodeFilePages(k, n))) return 0;
   let total = 0;
   while (!nodes.some((n) => compactionSuitable(k, n))) {
     const r = k.psi.memstall(() => tryToFreePages(k, req));

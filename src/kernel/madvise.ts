@@ -13,7 +13,7 @@ import { zapRange, followPage, swapPteAt } from './memory.ts';
 import { folioFreeSwap, freeSwapAndCache, readSwapCache } from './swap_state.ts';
 import { anonFolioAt, splitAnonFolio } from './huge_memory.ts';
 import { PG } from './page.ts';
-import { shrinkFolio } from './vmscan.ts';
+import { madviseCold, shrinkFolio } from './vmscan.ts';
 import { MADV_F_COLLAPSE_MASK, madviseCollapse } from './khugepaged.ts';
 import { UnmodelledError } from './errors.ts';
 import { capable, ptraceMayAccess } from './cred.ts';
@@ -119,8 +119,8 @@ export function sysMadvise(
     }
     case MADV.MADV_COLD:
     case MADV.MADV_PAGEOUT:
-      // MADV_COLD would deactivate pages on the LRU lists, which are not modelled yet: what remains visible
-      // is the VMA check and the split of THPs the range covers in part. MADV_PAGEOUT reclaims (vmscan.ts).
+      // Both split the THPs the range covers in part; MADV_COLD then deactivates the range's folios, MADV_PAGEOUT
+      // reclaims them (vmscan.ts).
       for (const v of mm.vmasIn(start, end)) {
         if (v.flags & (VM.LOCKED | VM.PFNMAP | VM.HUGETLB)) {
           err = neg('EINVAL');
@@ -129,7 +129,10 @@ export function sysMadvise(
         const s0 = Math.max(start, v.start);
         const e0 = Math.min(end, v.end);
         if (advice === MADV.MADV_PAGEOUT) madvisePageout(k, p, v, s0, e0);
-        else splitPartlyCoveredThps(k, p, v, s0, e0);
+        else {
+          splitPartlyCoveredThps(k, p, v, s0, e0);
+          madviseCold(k, p.mm, s0, e0);
+        }
       }
       break;
     case MADV.MADV_WILLNEED:
@@ -298,10 +301,12 @@ function splitPartlyCoveredThps(k: Kernel, p: Process, vma: Vma, start: number, 
  * pages", thp_swpout_fallback), the split maps its all-zero pages to the
  * zero page, and its other pages are reclaimed one by one. Order-0 pages
  * go to swap (or are discarded when lazyfree); without swap they stay.
- * Shared anonymous (shmem) pages stay: shmem swap is not modelled.
+ * A shmem mapping's pages (a memfd, a shared anonymous mapping: a file this
+ * process may write, can_do_file_pageout) that only it maps go to swap too
+ * (shmem_writeout, vmscan.ts).
  */
 function madvisePageout(k: Kernel, p: Process, vma: Vma, start: number, end: number): void {
-  if (!vma.isAnonymous()) return;
+  if (!vma.isAnonymous() && vma.file?.kind !== 'shmem') return;
   const mm = p.mm;
   const m = k.mem;
   const nid = k.cpuToNode(p.mainThread.cpu);
@@ -320,7 +325,9 @@ function madvisePageout(k: Kernel, p: Process, vma: Vma, start: number, end: num
   }
   for (let va = pt.skipNone(start, end, PAGE_SIZE); va < end; va = pt.walkNext(va, end, PAGE_SIZE)) {
     const pfn = followPage(mm, va);
-    if (pfn < 0 || m.mapcount(pfn) !== 1 || !(m.flags(pfn) & PG.anon)) continue;
+    if (pfn < 0 || m.mapcount(pfn) !== 1) continue;
+    const f = m.flags(pfn);
+    if (!(f & PG.anon) && !(f & PG.shmem && !(f & PG.diskFile))) continue;
     shrinkFolio(k, pfn);
   }
 }

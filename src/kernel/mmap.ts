@@ -30,7 +30,7 @@ import { splitHugePmd } from './huge_memory.ts';
 import { HugeLeaf } from './mm_types.ts';
 import { alignedAreaTopdown } from './vma_tree.ts';
 import { policyEqual, type Mempolicy } from './mempolicy.ts';
-import { vmaSetSharedPolicy } from './shmem.ts';
+import { shmemFreeSwap, vmaSetSharedPolicy } from './shmem.ts';
 import { UnmodelledError } from './errors.ts';
 import type { MappedFile } from './mm_types.ts';
 
@@ -596,6 +596,7 @@ function releaseVmaResources(k: Kernel, v: Vma): void {
       k.hugetlb.unreserve(h, f.reserved.size);
     } else {
       for (const pfn of f.pages.values()) k.freeUserPages(pfn, 0);
+      shmemFreeSwap(k, f, 0); // and the slots of its swapped pages
     }
     f.pages.clear();
     f.reserved.clear();

@@ -6,7 +6,10 @@
  *
  * The page cache of a shmem file is its MappedFile's `pages`; faults in it
  * are filemap.ts's (shmem_fault allocates a zeroed page where the file has
- * none). A hugetlb memfd is a hugetlbfs file: its pages and reservations
+ * none). shmem pages are swap-backed: they live on the anon LRU lists, and
+ * reclaim writes them to swap (shmemWriteout), leaving the swap entry in
+ * the file where the page was (shmemSwapped); a fault there reads it back
+ * (shmemSwapin). A hugetlb memfd is a hugetlbfs file: its pages and reservations
  * are memory.ts's and hugetlb.ts's, as for MAP_HUGETLB mappings.
  */
 import type { Kernel } from './kernel.ts';
@@ -15,6 +18,9 @@ import type { MappedFile, Vma } from './mm_types.ts';
 import type { Mempolicy } from './mempolicy.ts';
 import { MFD, MFD_HUGE_MASK, MFD_HUGE_SHIFT, PAGE_SIZE, neg, type SysRet } from './uapi.ts';
 import { zapRange } from './memory.ts';
+import { PG } from './page.ts';
+import { OWNER_SWAPCACHE, readSwapCache, swapCacheAddFolio, swapCacheDelFolio, swapCacheGetFolio } from './swap_state.ts';
+import { memcgSwapMargin, memcgTryChargeSwap } from './memcontrol.ts';
 
 /** MFD_NAME_MAX_LEN: NAME_MAX minus strlen("memfd:"). */
 export const MFD_NAME_MAX_LEN = 255 - 'memfd:'.length;
@@ -67,6 +73,7 @@ export function sysFtruncate(k: Kernel, file: MappedFile, size: number): SysRet 
       const s = Math.max(v.start, v.start + first * psize - v.pgoff * PAGE_SIZE);
       if (s < v.end) zapRange(k, p.mm, v, s, v.end, false, 0);
     }
+  shmemFreeSwap(k, file, first);
   for (const [idx, pfn] of [...file.pages]) {
     if (idx < first) continue;
     file.pages.delete(idx);
@@ -131,4 +138,95 @@ export function vmaPolicy(vma: Vma, va: number): Mempolicy | null {
  */
 export function vmaSetSharedPolicy(vma: Vma, pol: Mempolicy | null): void {
   if (vmaHasSharedPolicy(vma)) shmemSetPolicy(vma.file!, vma.pgoff, vma.pgoff + vma.size / PAGE_SIZE, pol);
+}
+
+// --- swap ------------------------------------------------------------------------
+
+/** The swap entries shmem keeps in a file's page cache where reclaim took pages out (index -> entry). */
+const swappedOf = new WeakMap<MappedFile, Map<number, number>>();
+
+/** The swap entries of a shmem file's swapped pages, by page index (none: undefined). */
+export function shmemSwapped(file: MappedFile): ReadonlyMap<number, number> | undefined {
+  return swappedOf.get(file);
+}
+
+/**
+ * shmem_writeout, for a shmem folio reclaim has unmapped: a swap slot
+ * (folio_alloc_swap, charged to the folio's group: false when there is none
+ * or the group is at memory.swap.max, and the folio stays), the folio moves
+ * from the file's page cache to the swap cache, the file keeps the entry in
+ * its place (swap_shmem_alloc: the slot's one reference), and the folio is
+ * dirty for the caller's pageout to write.
+ */
+export function shmemWriteout(k: Kernel, pfn: number): boolean {
+  const m = k.mem;
+  const file = k.files.get(m.owner(pfn));
+  if (!file || file.kind !== 'shmem') return false;
+  if (k.memcg.active && memcgSwapMargin(k.memcg.ofFrame(pfn)) < 1) return false;
+  const entry = k.swap.allocSwapEntry(0);
+  if (entry < 0) return false;
+  memcgTryChargeSwap(k, pfn, entry);
+  const idx = m.index(pfn);
+  swapCacheAddFolio(k, pfn, entry, 1);
+  k.swap.dup(entry);
+  // shmem_delete_from_page_cache: the page is the swap cache's now (no longer Shmem).
+  file.pages.delete(idx);
+  let map = swappedOf.get(file);
+  if (!map) swappedOf.set(file, (map = new Map()));
+  map.set(idx, entry);
+  m.setOwner(pfn, OWNER_SWAPCACHE);
+  m.setFlags(pfn, (m.flags(pfn) & ~PG.shmem) | PG.dirty);
+  return true;
+}
+
+/**
+ * shmem_swapin_folio: the page at idx of a shmem file whose entry is
+ * `entry`: from the swap cache, or read into a new page on node `nid`
+ * (charged to the group the entry was charged to; no readahead). It leaves
+ * the swap cache and frees its slot (shmem keeps no swap copy of a page it
+ * holds), and is the file's page again, dirty. The frame (-1 without
+ * memory) and the time the fault waits.
+ */
+export function shmemSwapin(k: Kernel, file: MappedFile, idx: number, entry: number, nid: number): { pfn: number; ns: number } {
+  const m = k.mem;
+  let ns: number;
+  let pfn = swapCacheGetFolio(k, entry);
+  if (pfn >= 0) ns = k.costs.nsOf('swapin_swapcache_4k', 'a fault on a page in the swap cache');
+  else {
+    const r = readSwapCache(k, entry, nid);
+    if (r.pfn < 0) return { pfn: -1, ns: 0 };
+    pfn = r.pfn;
+    ns = r.ns;
+    k.vmstat.count('pgmajfault');
+  }
+  // swap_free_nr of the file's reference, then delete_from_swap_cache frees the slot.
+  const s = k.swap.slot(entry);
+  if (s.t.count[s.i]! > 0) s.t.count[s.i]!--;
+  swapCacheDelFolio(k, pfn, 0);
+  swappedOf.get(file)!.delete(idx);
+  m.setOwner(pfn, file.id);
+  m.setIndex(pfn, idx);
+  m.setFlags(pfn, (m.flags(pfn) & ~(PG.readahead | PG.anon)) | PG.shmem | PG.dirty);
+  file.pages.set(idx, pfn);
+  return { pfn, ns };
+}
+
+/**
+ * shmem_undo_range's swap half: the swap entries of the file's pages from
+ * index `first` on are freed (free_swap_and_cache), with a swap cache page
+ * no one maps.
+ */
+export function shmemFreeSwap(k: Kernel, file: MappedFile, first: number): void {
+  const map = swappedOf.get(file);
+  if (!map) return;
+  for (const [idx, entry] of [...map]) {
+    if (idx < first) continue;
+    map.delete(idx);
+    const s = k.swap.slot(entry);
+    if (s.t.count[s.i]! > 0) s.t.count[s.i]!--;
+    const pfn = swapCacheGetFolio(k, entry);
+    if (pfn >= 0 && k.mem.mapcount(pfn) === 0)
+      k.freeUserPages(pfn, 0); // leaves the cache and frees the slot
+    else k.swap.maybeFree(entry);
+  }
 }

@@ -306,20 +306,48 @@ export function lruSplitFolio(k: Kernel, head: number, oldNr: number, tails: rea
 
 /**
  * lru_note_cost: the cost of reclaiming from one type of list, in pages
- * (IO done plus pages rotated), which get_scan_count weighs against the
- * other type. Halved for both types once their sum exceeds a quarter of
- * the lists, as Linux decays it.
+ * (nr_io * SWAP_CLUSTER_MAX + nr_rotated: I/O weighs more than a
+ * rotation), which get_scan_count weighs against the other type. Noted in
+ * the lruvec and each ancestor's (a group's parent's on the same node, up
+ * to the node's own), each halving both costs once their sum exceeds a
+ * quarter of its lists (its descendants' pages counted), as Linux decays
+ * them.
  */
-export function lruNoteCost(lv: Lruvec, file: boolean, nrIo: number, nrRotated: number): void {
-  // SWAP_CLUSTER_MAX-sized batches of IO weigh more than rotations (cost = nr_io * SWAP_CLUSTER_MAX + nr_rotated).
+export function lruNoteCost(k: Kernel, lv: Lruvec, file: boolean, nrIo: number, nrRotated: number): void {
   const cost = nrIo * 32 + nrRotated;
-  if (file) lv.fileCost += cost;
-  else lv.anonCost += cost;
-  const lrusize = lv.total();
-  if (lv.anonCost + lv.fileCost > lrusize / 4) {
-    lv.anonCost = Math.floor(lv.anonCost / 2);
-    lv.fileCost = Math.floor(lv.fileCost / 2);
+  if (!cost) return;
+  for (let l: Lruvec | undefined = lv; l; l = parentLruvec(k, l)) {
+    if (file) l.fileCost += cost;
+    else l.anonCost += cost;
+    if (l.anonCost + l.fileCost > Math.floor(hierarchicalTotal(k, l) / 4)) {
+      l.anonCost = Math.floor(l.anonCost / 2);
+      l.fileCost = Math.floor(l.fileCost / 2);
+    }
   }
+}
+
+/** The structural view of a memory cgroup swap.ts needs (memcontrol.ts imports this file). */
+interface CgroupLike {
+  parent: CgroupLike | null;
+  readonly children: readonly CgroupLike[];
+  readonly lruvecs: Lruvec[];
+  subtree(): CgroupLike[];
+}
+
+/** parent_lruvec: the parent group's lruvec on the same node; none above the node's own. */
+function parentLruvec(k: Kernel, lv: Lruvec): Lruvec | undefined {
+  const cg = lv.memcg as CgroupLike | null;
+  if (!cg?.parent) return undefined;
+  return cg.parent.parent ? cg.parent.lruvecs[lv.nid] : k.nodeLruvec[lv.nid];
+}
+
+/** Pages on the four lists of `lv` and, for a group's (or the node's, the root's), its descendants' on that node. */
+function hierarchicalTotal(k: Kernel, lv: Lruvec): number {
+  const cg = (lv.memcg as CgroupLike | null) ?? (k.memcg.active ? (k.memcg.root as CgroupLike) : null);
+  if (!cg || !cg.children.length) return lv.total();
+  let n = 0;
+  for (const c of cg.subtree()) n += c.lruvecs[lv.nid]!.total();
+  return n;
 }
 
 /**

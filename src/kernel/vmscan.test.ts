@@ -7,9 +7,13 @@ import { sysSwapon, renderSwaps } from './swapfile.ts';
 import { MADV, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
 import type { Kernel } from './kernel.ts';
 import type { Process } from './sched.ts';
-import { folioReferenced, tryToFreePages } from './vmscan.ts';
+import { DEF_PRIORITY, MAX_SWAPPINESS, folioReferenced, getScanCount, tryToFreePages, type ScanControl } from './vmscan.ts';
 import { followPage } from './memory.ts';
-import { folioNrPages } from './swap.ts';
+import { LRU_ACTIVE_ANON, LRU_ACTIVE_FILE, LRU_INACTIVE_ANON, LRU_INACTIVE_FILE, Lruvec, folioActivate, folioNrPages } from './swap.ts';
+import { PG } from './page.ts';
+import { sysFork } from './fork.ts';
+import { sysOpen } from './filemap.ts';
+import { MAP, PROT } from './uapi.ts';
 import { MIGRATE_MOVABLE } from './page_alloc.ts';
 
 const MiB = 1 << 20;
@@ -230,12 +234,16 @@ describe('MADV_PAGEOUT with a swap file (vmscan.ts, swap_state.ts)', () => {
     expect(verifyKernel(k)).toEqual([]);
   });
 
-  it('leaves shared anonymous (shmem) pages resident: shmem swap is not modelled', () => {
+  it("swaps shared anonymous (shmem) pages out too: not present, and not swapped in pagemap (the entry is the file's)", () => {
     const { k, p } = setup();
     const a = k.mmap(p, 0, 4 * PAGE_SIZE, RW, SHARED_ANON);
-    write(k, p, a, 4, () => 1);
+    write(k, p, a, 4, (i) => 1 + i);
+    const out = k.vmstat.events.pswpout;
     k.madvise(p, a, 4 * PAGE_SIZE, MADV.MADV_PAGEOUT);
-    expect(pagemap(k, p.mm, a, 4 * PAGE_SIZE)).toEqual([{ n: 4, present: true, node: 0, size: '4K' }]);
+    expect(pagemap(k, p.mm, a, 4 * PAGE_SIZE)).toEqual([{ n: 4, present: false, node: null, size: null }]);
+    expect(k.vmstat.events.pswpout - out).toBe(4);
+    expect(peek(k, p, a, 4)).toEqual([1, 2, 3, 4]);
+    expect(verifyKernel(k)).toEqual([]);
   });
 
   it('runs out of slots gracefully: pages without one stay mapped', () => {
@@ -612,5 +620,142 @@ describe('folio_referenced: the accessed bits (vmscan.ts)', () => {
     peek(k, p, h + 100 * PAGE_SIZE, 1);
     expect(folioReferenced(k, head)).toBe(1);
     expect(folioReferenced(k, head)).toBe(0);
+  });
+});
+
+describe('get_scan_count: the balance between anon and file (vm.swappiness)', () => {
+  /** An lruvec with these list sizes (pages), not linked to any page: get_scan_count reads sizes only. */
+  function lruvec(ia: number, aa: number, iF: number, aF: number): Lruvec {
+    const lv = new Lruvec(0);
+    lv.nrPages.set([ia, aa, iF, aF]);
+    return lv;
+  }
+  const sc = (over: Partial<ScanControl> = {}): ScanControl => ({
+    nrToReclaim: 32,
+    nrReclaimed: 0,
+    nrScanned: 0,
+    priority: DEF_PRIORITY,
+    nid: 0,
+    kswapd: false,
+    anonCost: 0,
+    fileCost: 0,
+    ...over,
+  });
+  const big = lruvec(1 << 22, 1 << 21, 1 << 22, 1 << 21);
+
+  it('SCAN_FRACT with no costs yet: anon gets swappiness/200 of its lists >> priority, file the rest', () => {
+    const { k } = setup();
+    k.swappiness = 60;
+    // 2^22 >> 12 = 1024 and 2^21 >> 12 = 512 pages; ap = 60, fp = 140.
+    expect(getScanCount(k, big, sc())).toEqual([307, 153, 716, 358]);
+  });
+
+  it('SCAN_FILE without swap, or for cgroup reclaim at swappiness 0, or in cache_trim_mode; SCAN_ANON when file is tiny', () => {
+    const { k } = setup({ swap: 0 });
+    expect(getScanCount(k, big, sc())).toEqual([0, 0, 1024, 512]);
+    const { k: s } = setup();
+    s.swappiness = 0;
+    const g = s.memcg.create('g');
+    expect(getScanCount(s, big, sc({ memcg: g }))).toEqual([0, 0, 1024, 512]);
+    // Global reclaim at swappiness 0 still balances (it swaps rather than OOM): SCAN_FRACT gives anon nothing here.
+    expect(getScanCount(s, big, sc())).toEqual([0, 0, 1024, 512]);
+    s.swappiness = 100;
+    expect(getScanCount(s, big, sc({ cacheTrimMode: true }))).toEqual([0, 0, 1024, 512]);
+    expect(getScanCount(s, big, sc({ fileIsTiny: true }))).toEqual([1024, 512, 0, 0]);
+    // may_swap off (a memcg reclaim that must not swap) is SCAN_FILE too.
+    expect(getScanCount(s, big, sc({ maySwap: false }))).toEqual([0, 0, 1024, 512]);
+  });
+
+  it('SCAN_EQUAL at priority 0 unless swappiness is 0: every list whole', () => {
+    const { k } = setup();
+    k.swappiness = 1;
+    const lv = lruvec(1000, 10, 20, 3);
+    expect(getScanCount(k, lv, sc({ priority: 0, anonCost: 1e6 }))).toEqual([1000, 10, 20, 3]);
+    k.swappiness = 0;
+    expect(getScanCount(k, lv, sc({ priority: 0 }))[LRU_INACTIVE_ANON]).toBe(0);
+  });
+
+  it('property: anon scanning grows with swappiness and file scanning shrinks; at 100 each type gets a third to two thirds', () => {
+    const { k } = setup();
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 1e9 }),
+        fc.integer({ min: 0, max: 1e9 }),
+        fc.integer({ min: 1, max: MAX_SWAPPINESS - 1 }),
+        fc.integer({ min: 1, max: 6 }),
+        (anonCost, fileCost, s, priority) => {
+          const at = (sw: number): number[] => {
+            k.swappiness = sw;
+            return getScanCount(k, big, sc({ anonCost, fileCost, priority }));
+          };
+          const lo = at(s);
+          const hi = at(s + 1);
+          expect(hi[LRU_INACTIVE_ANON]!).toBeGreaterThanOrEqual(lo[LRU_INACTIVE_ANON]!);
+          expect(hi[LRU_INACTIVE_FILE]!).toBeLessThanOrEqual(lo[LRU_INACTIVE_FILE]!);
+          const mid = at(100);
+          const share = mid[LRU_INACTIVE_ANON]! / (mid[LRU_INACTIVE_ANON]! + mid[LRU_INACTIVE_FILE]!);
+          expect(share).toBeGreaterThanOrEqual(1 / 3 - 1e-3);
+          expect(share).toBeLessThanOrEqual(2 / 3 + 1e-3);
+        },
+      ),
+    );
+  });
+
+  it('ages the active file list: file pages reclaim activated are deactivated and dropped later, not kept for ever', () => {
+    const { k, p } = setup({ swap: 0 });
+    const f = sysOpen(k, p, 'disk/f', 8 * MiB);
+    if (typeof f === 'number') throw new Error(`open: ${f}`);
+    const a = k.mmap(p, 0, 8 * MiB, PROT.PROT_READ, MAP.MAP_SHARED, { file: f, offset: 0 });
+    const lv = k.nodeLruvec[0]!;
+    // Read, reclaim (referenced once: kept, PG_referenced), read again, reclaim (referenced twice: activated).
+    for (let r = 0; r < 2; r++) {
+      peek(k, p, a, 2048);
+      tryToFreePages(k, { order: 0, mt: MIGRATE_MOVABLE, nid: 0 });
+    }
+    const activeBefore = lv.size(LRU_ACTIVE_FILE);
+    expect(activeBefore).toBeGreaterThan(256);
+    const stolenBefore = k.vmstat.events.pgsteal_file;
+    // Now the file is not used: anonymous memory fills the node (no swap). Only file pages can go, active ones too.
+    const q = k.createProcess('q');
+    const b = k.mmap(q, 0, 64 * MiB, RW, ANON);
+    expect(k.access(q.mainThread, b, 60 * MiB, PAGE_SIZE, true, 1).signal).toBeUndefined();
+    // More file pages dropped than were inactive: active ones were deactivated (shrink_active_list) and reclaimed.
+    const inactiveBefore = 2048 - stolenBefore - activeBefore;
+    expect(k.vmstat.events.pgsteal_file - stolenBefore).toBeGreaterThan(inactiveBefore);
+    expect(lv.size(LRU_ACTIVE_FILE)).toBeLessThan(activeBefore);
+    expect(k.vmstat.events.pgdeactivate).toBeGreaterThan(0);
+    expect(k.oom.kills.length).toBe(0);
+    expect(lv.size(LRU_ACTIVE_ANON) + lv.size(LRU_INACTIVE_ANON)).toBeGreaterThan(0);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+});
+
+describe('MADV_COLD (madvise_cold_or_pageout_pte_range, folio_deactivate)', () => {
+  it('takes the accessed bits off the range and moves its active folios to the inactive list; shared pages are left', () => {
+    const { k, p } = setup();
+    const a = k.mmap(p, 0, 64 * PAGE_SIZE, RW, ANON);
+    write(k, p, a, 64, () => 4);
+    const pfns = Array.from({ length: 64 }, (_, i) => followPage(p.mm, a + i * PAGE_SIZE));
+    for (const pfn of pfns) folioActivate(k, pfn);
+    const lv = k.nodeLruvec[0]!;
+    expect(lv.size(LRU_ACTIVE_ANON)).toBe(64);
+    const c = sysFork(k, p.mainThread, 'c'); // the first 16 pages become shared: MADV_COLD leaves them alone
+    if (typeof c === 'number') throw new Error(`fork: ${c}`);
+    write(k, p, a + 16 * PAGE_SIZE, 48, () => 5); // the parent's writes break COW: its own copies, new and inactive
+    for (let i = 16; i < 64; i++) folioActivate(k, followPage(p.mm, a + i * PAGE_SIZE));
+    expect(k.madvise(p, a, 64 * PAGE_SIZE, MADV.MADV_COLD)).toBe(0);
+    for (let i = 0; i < 64; i++) {
+      const pfn = followPage(p.mm, a + i * PAGE_SIZE);
+      const f = k.mem.flags(pfn);
+      if (i < 16) expect(f & PG.active).toBeTruthy();
+      else {
+        expect(f & (PG.active | PG.referenced | PG.young)).toBe(0);
+        expect(f & PG.workingset).toBeTruthy();
+        expect(folioReferenced(k, pfn)).toBe(0); // the PTE's accessed bit went too
+      }
+    }
+    expect(k.vmstat.events.pgdeactivate).toBe(48);
+    expect(c.mm.rssAnon).toBe(64);
+    expect(verifyKernel(k)).toEqual([]);
   });
 });

@@ -26,20 +26,26 @@ import type { Kernel } from './kernel.ts';
 import { PG } from './page.ts';
 import {
   LRU_ACTIVE_ANON,
+  LRU_ACTIVE_FILE,
   LRU_INACTIVE_ANON,
   LRU_INACTIVE_FILE,
+  NR_LRU_LISTS,
+  folioDeactivate,
   folioIsolateLru,
   folioNrPages,
   folioPutbackLru,
   lruvecAddFolioTail,
   lruListOf,
+  lruNoteCost,
   type Lruvec,
 } from './swap.ts';
 import { splitAnonFolio } from './huge_memory.ts';
 import { WMARK_HIGH, type AllocRequest } from './page_alloc.ts';
 import type { EventHandle } from '../sim/event_queue.ts';
-import { PageTable, PteTable, PTE_NONE, pfnOfPte, pteOf, pteOfSwpEntry, ptepTestAndClearYoung } from './mm_types.ts';
-import { rmapWalk } from './migrate.ts';
+import { PageTable, PteTable, PTE_NONE, VM, pfnOfPte, pteOf, pteOfSwpEntry, ptepTestAndClearYoung } from './mm_types.ts';
+import { mappedShared, rmapWalk } from './migrate.ts';
+import { followPage } from './memory.ts';
+import type { MmStruct } from './mm_types.ts';
 import { HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
 import { SHADOW_WORKINGSET, swapCacheAddFolio, swapCacheDelFolio, swapWriteout } from './swap_state.ts';
 import {
@@ -52,9 +58,55 @@ import {
   type MemCgroup,
 } from './memcontrol.ts';
 import { outOfMemory } from './oom_kill.ts';
+import { shmemWriteout } from './shmem.ts';
+
+/**
+ * madvise_cold_or_pageout_pte_range for MADV_COLD: each folio of
+ * [start, end) on an LRU list that no other mapping uses (order 0: mapcount
+ * 1; a THP, which the caller split if the range covers it in part: not
+ * mapped by another process) loses its accessed bits (the PTE's young bit,
+ * PG_referenced, the page's young flag), is marked workingset if it was
+ * active, and goes to the head of its inactive list (folio_deactivate), so
+ * reclaim takes it before the pages that were not advised.
+ */
+export function madviseCold(k: Kernel, mm: MmStruct, start: number, end: number): void {
+  const m = k.mem;
+  const pt = mm.pgtable;
+  let lastHead = -1;
+  for (let va = pt.skipNone(start, end, PAGE_SIZE); va < end; va = pt.walkNext(va, end, PAGE_SIZE)) {
+    const pfn = followPage(mm, va);
+    if (pfn < 0) continue;
+    const f = m.flags(pfn);
+    if (f & PG.hugetlb) continue;
+    const large = (f & (PG.head | PG.tail)) !== 0;
+    const head = large ? pfn - (pfn % HPAGE_PMD_NR) : pfn;
+    if (large ? mappedShared(k, head) : m.mapcount(pfn) !== 1) continue;
+    const t = pt.pmds.get(PageTable.pmdKey(va));
+    if (t instanceof PteTable) {
+      const i = Math.floor(va / PAGE_SIZE) & 511;
+      if (t.ptes[i] === pteOf(pfn)) ptepTestAndClearYoung(t, i);
+    }
+    m.clearFlags(pfn, PG.young);
+    if (head === lastHead || !(m.flags(head) & PG.lru)) continue;
+    lastHead = head;
+    m.clearFlags(head, PG.referenced | PG.young);
+    if (m.flags(head) & PG.active) m.addFlags(head, PG.workingset);
+    folioDeactivate(k, head);
+  }
+}
 
 /** What shrinkFolio did with a folio. */
 export type ShrinkResult = 'freed' | 'swapcache' | 'kept';
+
+/** Pages shrinkFolio has handed to swap_writeout successfully (reclaim_stat's nr_pageout, read as a difference). */
+let nrPageout = 0;
+
+/** pageout -> swap_writeout of a dirty folio in the swap cache, counted as nr_pageout unless it failed. */
+function pageout(k: Kernel, pfn: number): 'sync' | 'async' | 'fail' {
+  const w = swapWriteout(k, pfn);
+  if (w !== 'fail') nrPageout++;
+  return w;
+}
 
 /**
  * try_to_unmap of an order-0 anonymous folio: every PTE mapping it (the
@@ -84,6 +136,50 @@ function tryToUnmap(k: Kernel, pfn: number, swapPte: number): boolean {
 }
 
 /**
+ * try_to_unmap of a page-cache page: every PTE mapping it is cleared (a
+ * later access faults it in from the file). False if some mapping was not
+ * found.
+ */
+function tryToUnmapFile(k: Kernel, pfn: number): boolean {
+  const m = k.mem;
+  const disk = (m.flags(pfn) & PG.diskFile) !== 0;
+  rmapWalk(k, pfn, (mm, _vma, va) => {
+    const t = mm.pgtable.pmds.get(PageTable.pmdKey(va));
+    if (!(t instanceof PteTable)) return;
+    const i = Math.floor(va / PAGE_SIZE) & 511;
+    if (t.ptes[i]! <= 0 || pfnOfPte(t.ptes[i]!) !== pfn) return;
+    t.ptes[i] = PTE_NONE;
+    t.used--;
+    if (disk) mm.rssFile--;
+    else mm.rssShmem--;
+    m.addMapcount(pfn, -1);
+  });
+  return m.mapcount(pfn) === 0;
+}
+
+/**
+ * shrink_folio_list for a shmem folio (swap-backed, on the anon list):
+ * try_to_unmap clears its PTEs, pageout's shmem_writeout moves it to the
+ * swap cache (the file keeps the entry) and the write starts; a swap
+ * file's write completes later (the folio stays in the swap cache, as an
+ * anonymous one does), a zero-filled one is only marked and freed at once.
+ */
+function shrinkShmemFolio(k: Kernel, pfn: number): ShrinkResult {
+  const m = k.mem;
+  if (m.flags(pfn) & (PG.head | PG.tail) || !tryToUnmapFile(k, pfn)) return 'kept';
+  if (!shmemWriteout(k, pfn)) return 'kept'; // no slot: redirty, activate
+  const w = pageout(k, pfn);
+  if (w === 'fail') return 'swapcache';
+  if (w === 'async') {
+    m.addFlags(pfn, PG.reclaim);
+    return 'swapcache';
+  }
+  swapCacheDelFolio(k, pfn, m.flags(pfn) & PG.workingset ? SHADOW_WORKINGSET : 0);
+  k.freeUserPages(pfn, 0);
+  return 'freed';
+}
+
+/**
  * shrink_folio_list for one isolated order-0 anonymous folio mapped by one
  * PTE, with references ignored (reclaim_pages): see the header.
  */
@@ -92,10 +188,11 @@ export function shrinkFolio(k: Kernel, pfn: number): ShrinkResult {
   const f = m.flags(pfn);
   if (f & PG.swapcache && m.mapcount(pfn) === 0 && !(f & (PG.head | PG.tail))) {
     // Unmapped and in the swap cache: free it if clean (its slot keeps the content), else write it first.
-    if (f & PG.dirty && swapWriteout(k, pfn) !== 'sync') return 'swapcache';
+    if (f & PG.dirty && pageout(k, pfn) !== 'sync') return 'swapcache';
     k.freeUserPages(pfn, 0);
     return 'freed';
   }
+  if (f & PG.shmem && !(f & PG.diskFile)) return shrinkShmemFolio(k, pfn);
   if (!(f & PG.anon) || f & (PG.head | PG.tail) || m.mapcount(pfn) < 1) return 'kept';
   if (f & PG.lazyfree && !(f & PG.swapcache) && m.mapcount(pfn) === 1) {
     // Written since MADV_FREE: try_to_unmap_one sets PG_swapbacked again and keeps the mapping; the folio is
@@ -123,7 +220,7 @@ export function shrinkFolio(k: Kernel, pfn: number): ShrinkResult {
   const entry = k.swap.entryOf.get(pfn)!;
   if (!tryToUnmap(k, pfn, pteOfSwpEntry(entry))) return 'kept';
   if (m.flags(pfn) & PG.dirty) {
-    const w = swapWriteout(k, pfn);
+    const w = pageout(k, pfn);
     if (w === 'fail') return 'swapcache'; // stays in the cache, dirty: the next reclaim tries again
     if (w === 'async') {
       m.addFlags(pfn, PG.reclaim);
@@ -141,11 +238,21 @@ export function shrinkFolio(k: Kernel, pfn: number): ShrinkResult {
 
 export const DEF_PRIORITY = 12;
 export const SWAP_CLUSTER_MAX = 32;
+/** MAX_SWAPPINESS: vm.swappiness's top (200: anon favoured as much as file is at 0). */
+export const MAX_SWAPPINESS = 200;
+/** enum scan_balance. */
+const SCAN_EQUAL = 0;
+const SCAN_FRACT = 1;
+const SCAN_ANON = 2;
+const SCAN_FILE = 3;
+/** scan_control's may_deactivate bits. */
+const DEACTIVATE_ANON = 1;
+const DEACTIVATE_FILE = 2;
 /** MAX_RECLAIM_RETRIES: rounds of reclaim without progress before the allocation fails (the OOM path). */
 export const MAX_RECLAIM_RETRIES = 16;
 
 /** struct scan_control, the part memtwin uses. */
-interface ScanControl {
+export interface ScanControl {
   nrToReclaim: number;
   nrReclaimed: number;
   nrScanned: number;
@@ -160,6 +267,21 @@ interface ScanControl {
   memcgLowReclaim?: boolean;
   /** memcg_low_skipped: a group was spared for its memory.low. */
   memcgLowSkipped?: boolean;
+  /** may_swap: anonymous pages may go to swap (false: get_scan_count scans the file lists only). */
+  maySwap?: boolean;
+  /** prepare_scan_control's view of the target lruvec (set per node, per round: see prepareScanControl). */
+  anonCost?: number;
+  fileCost?: number;
+  /** DEACTIVATE_ANON | DEACTIVATE_FILE: which active lists shrink_list may age. */
+  mayDeactivate?: number;
+  /** force_deactivate: the retry after a round that skipped aging and reclaimed nothing ages both. */
+  forceDeactivate?: boolean;
+  /** skipped_deactivate: an active list was left alone because may_deactivate did not allow it. */
+  skippedDeactivate?: boolean;
+  /** cache_trim_mode: plenty of inactive file pages that are not thrashing: reclaim those first (SCAN_FILE). */
+  cacheTrimMode?: boolean;
+  /** file_is_tiny: global reclaim, the node almost out of file pages: scan anon only (SCAN_ANON). */
+  fileIsTiny?: boolean;
 }
 
 /**
@@ -251,18 +373,19 @@ function splitForSwap(k: Kernel, head: number, sc: ScanControl): number[] {
   return out;
 }
 
-/** isolate_lru_folios for shrink_inactive_list, counted as scanned (pgscan_kswapd or _direct, and _anon or _file). */
+/** isolate_lru_folios for shrink_inactive_list, counted as scanned (pgscan_kswapd or _direct unless for a group, and _anon or _file). */
 function isolateForShrink(k: Kernel, lv: Lruvec, lru: number, nrToScan: number, sc: ScanControl): number[] {
   const { folios, scanned } = isolateLruFolios(k, lv, lru, nrToScan);
   sc.nrScanned += scanned;
-  k.vmstat.count(sc.kswapd ? 'pgscan_kswapd' : 'pgscan_direct', scanned);
+  // A memory cgroup's reclaim counts in its group's memory.stat (shrinkNode), not in the global pgscan_direct.
+  if (!sc.memcg) k.vmstat.count(sc.kswapd ? 'pgscan_kswapd' : 'pgscan_direct', scanned);
   k.vmstat.count(lru === LRU_INACTIVE_FILE ? 'pgscan_file' : 'pgscan_anon', scanned);
   return folios;
 }
 
-/** The pages shrink_inactive_list reclaimed, counted as stolen (pgsteal_kswapd or _direct, and _anon or _file). */
+/** The pages shrink_inactive_list reclaimed, counted as stolen (pgsteal_kswapd or _direct unless for a group, and _anon or _file). */
 function countSteal(k: Kernel, sc: ScanControl, file: boolean, reclaimed: number): void {
-  k.vmstat.count(sc.kswapd ? 'pgsteal_kswapd' : 'pgsteal_direct', reclaimed);
+  if (!sc.memcg) k.vmstat.count(sc.kswapd ? 'pgsteal_kswapd' : 'pgsteal_direct', reclaimed);
   k.vmstat.count(file ? 'pgsteal_file' : 'pgsteal_anon', reclaimed);
 }
 
@@ -275,8 +398,10 @@ function countSteal(k: Kernel, sc: ScanControl, file: boolean, reclaimed: number
  */
 function shrinkInactiveList(k: Kernel, lv: Lruvec, nrToScan: number, sc: ScanControl): number {
   const m = k.mem;
+  const scannedBefore = sc.nrScanned;
   const folios = isolateForShrink(k, lv, LRU_INACTIVE_ANON, nrToScan, sc);
   let reclaimed = 0;
+  const pageoutsBefore = nrPageout;
   for (let j = 0; j < folios.length; j++) {
     const head = folios[j]!;
     const refs = m.mapcount(head) + m.entireMapcount(head) > 0 || m.flags(head) & PG.head ? folioCheckReferences(k, head) : 'reclaim';
@@ -298,6 +423,8 @@ function shrinkInactiveList(k: Kernel, lv: Lruvec, nrToScan: number, sc: ScanCon
     } else putback(k, head, true); // activate_locked: no swap slot, or still mapped elsewhere
   }
   countSteal(k, sc, false, reclaimed);
+  // lru_note_cost: the swap writes started (stat.nr_pageout) and the pages scanned but kept weigh against anon.
+  lruNoteCost(k, lv, false, nrPageout - pageoutsBefore, sc.nrScanned - scannedBefore - reclaimed);
   return reclaimed;
 }
 
@@ -311,6 +438,7 @@ function shrinkInactiveList(k: Kernel, lv: Lruvec, nrToScan: number, sc: ScanCon
  */
 function shrinkInactiveFileList(k: Kernel, lv: Lruvec, nrToScan: number, sc: ScanControl): number {
   const m = k.mem;
+  const scannedBefore = sc.nrScanned;
   const folios = isolateForShrink(k, lv, LRU_INACTIVE_FILE, nrToScan, sc);
   let reclaimed = 0;
   for (const pfn of folios) {
@@ -319,17 +447,7 @@ function shrinkInactiveFileList(k: Kernel, lv: Lruvec, nrToScan: number, sc: Sca
       putback(k, pfn, refs === 'activate');
       continue;
     }
-    rmapWalk(k, pfn, (mm, _vma, va) => {
-      const t = mm.pgtable.pmds.get(PageTable.pmdKey(va));
-      if (!(t instanceof PteTable)) return;
-      const i = Math.floor(va / PAGE_SIZE) & 511;
-      if (t.ptes[i]! <= 0 || pfnOfPte(t.ptes[i]!) !== pfn) return;
-      t.ptes[i] = PTE_NONE;
-      t.used--;
-      mm.rssFile--;
-      m.addMapcount(pfn, -1);
-    });
-    if (m.mapcount(pfn) > 0) {
+    if (!tryToUnmapFile(k, pfn)) {
       putback(k, pfn, true);
       continue;
     }
@@ -338,89 +456,251 @@ function shrinkInactiveFileList(k: Kernel, lv: Lruvec, nrToScan: number, sc: Sca
     reclaimed++;
   }
   countSteal(k, sc, true, reclaimed);
+  // lru_note_cost: no writeback here (nr_pageout 0); what was scanned and kept weighs against the file lists.
+  lruNoteCost(k, lv, true, 0, sc.nrScanned - scannedBefore - reclaimed);
   return reclaimed;
 }
 
 /**
- * shrink_active_list for the active anon list: isolated from the tail,
- * accessed bits cleared, and every anonymous folio deactivated (only
- * executable file folios keep a second trip on the active list).
+ * shrink_active_list: isolated from the tail of an active list, accessed
+ * bits cleared (folio_referenced), and every folio deactivated, except a
+ * referenced file folio that a VM_EXEC mapping uses, which gets another
+ * trip on the active list (counted as rotated: lru_note_cost).
  */
-function shrinkActiveList(k: Kernel, lv: Lruvec, nrToScan: number): void {
+function shrinkActiveList(k: Kernel, lv: Lruvec, nrToScan: number, lru: number, sc: ScanControl): void {
   const m = k.mem;
-  const { folios, scanned } = isolateLruFolios(k, lv, LRU_ACTIVE_ANON, nrToScan);
-  k.vmstat.count('pgrefill', scanned);
+  const file = lru === LRU_ACTIVE_FILE;
+  const { folios, scanned } = isolateLruFolios(k, lv, lru, nrToScan);
+  if (!sc.memcg) k.vmstat.count('pgrefill', scanned);
+  let rotated = 0;
   for (const head of folios) {
-    folioReferenced(k, head);
+    if (folioReferenced(k, head) && file && mappedExec(k, head)) {
+      rotated += folioNrPages(m, head);
+      putback(k, head, true);
+      continue;
+    }
     m.addFlags(head, PG.workingset);
     putback(k, head, false);
     k.vmstat.count('pgdeactivate', folioNrPages(m, head));
   }
+  if (rotated) lruNoteCost(k, lv, file, 0, rotated);
 }
 
-/** inactive_is_low: the inactive list is smaller than the active one over inactive_ratio (int_sqrt(10 * GiB of both), at least 1). */
-function inactiveIsLow(lv: Lruvec): boolean {
-  const inactive = lv.size(LRU_INACTIVE_ANON);
-  const active = lv.size(LRU_ACTIVE_ANON);
+/** The vm_flags folio_referenced gathers: whether some VMA mapping the page is VM_EXEC. */
+function mappedExec(k: Kernel, pfn: number): boolean {
+  let exec = false;
+  rmapWalk(k, pfn, (_mm, vma) => {
+    if (vma.flags & VM.EXEC) exec = true;
+  });
+  return exec;
+}
+
+/**
+ * lruvec_page_state of a list: a memory cgroup's lruvec counts its
+ * descendants' pages too (the root's: the whole node), its own list only
+ * when it has none (lruvec_lru_size, which get_scan_count sizes its scan
+ * by, is always the lruvec's own: Lruvec.size).
+ */
+function lruvecPageState(k: Kernel, lv: Lruvec, lru: number): number {
+  const cg = (lv.memcg as MemCgroup | null) ?? (k.memcg.active ? k.memcg.root : null);
+  if (!cg || !cg.children.length) return lv.size(lru);
+  let n = 0;
+  for (const c of cg.subtree()) n += c.lruvecs[lv.nid]!.size(lru);
+  return n;
+}
+
+/**
+ * inactive_is_low: the inactive list of a type is smaller than its active
+ * list over inactive_ratio (int_sqrt(10 * GiB of both), at least 1).
+ */
+function inactiveIsLow(k: Kernel, lv: Lruvec, inactiveLru: number): boolean {
+  const inactive = lruvecPageState(k, lv, inactiveLru);
+  const active = lruvecPageState(k, lv, inactiveLru + 1);
   const gb = Math.floor(((inactive + active) * PAGE_SIZE) / 2 ** 30);
   const ratio = gb ? Math.floor(Math.sqrt(10 * gb)) : 1;
   return inactive * ratio < active;
 }
 
-/**
- * shrink_lruvec with get_scan_count's SCAN_ANON (memtwin has no file pages,
- * so the file lists are always empty and vm.swappiness does not change the
- * balance; anonymous pages are scanned only while swap has free slots):
- * each anon list's size >> priority, in SWAP_CLUSTER_MAX batches, until
- * enough is reclaimed; the active list is aged when the inactive one is low.
- */
-function shrinkLruvec(k: Kernel, lv: Lruvec, sc: ScanControl, protection = 0, cgroupSize = 0): void {
-  // Clean file pages first: they need no swap (get_scan_count's balance between the two is not modelled; only
-  // files an op-script opened are on the file lists).
-  const nrFile = Math.floor(lv.size(LRU_INACTIVE_FILE) / 2 ** sc.priority);
-  for (let n = nrFile; n > 0 && sc.nrReclaimed < sc.nrToReclaim; n -= SWAP_CLUSTER_MAX)
-    sc.nrReclaimed += shrinkInactiveFileList(k, lv, Math.min(n, SWAP_CLUSTER_MAX), sc);
-  if (sc.nrReclaimed >= sc.nrToReclaim) return;
-  if (k.swap.nrSwapPages <= 0) return; // can_reclaim_anon_pages
-  if (lv.memcg && memcgSwapMargin(lv.memcg as MemCgroup) < 1) return; // ... and its group may swap
-  let nrInactive = Math.floor(protectedSize(lv.size(LRU_INACTIVE_ANON), protection, cgroupSize) / 2 ** sc.priority);
-  let nrActive = Math.floor(protectedSize(lv.size(LRU_ACTIVE_ANON), protection, cgroupSize) / 2 ** sc.priority);
-  const mayDeactivate = inactiveIsLow(lv);
-  while (nrInactive > 0 || (mayDeactivate && nrActive > 0)) {
-    if (mayDeactivate && nrActive > 0) {
-      const n = Math.min(nrActive, SWAP_CLUSTER_MAX);
-      nrActive -= n;
-      shrinkActiveList(k, lv, n);
-    }
-    if (nrInactive > 0) {
-      const n = Math.min(nrInactive, SWAP_CLUSTER_MAX);
-      nrInactive -= n;
-      sc.nrReclaimed += shrinkInactiveList(k, lv, n, sc);
-    }
-    if (sc.nrReclaimed >= sc.nrToReclaim) break;
-  }
-  if (inactiveIsLow(lv)) shrinkActiveList(k, lv, SWAP_CLUSTER_MAX);
+/** The lruvec reclaim is for on node nid: the target group's (mem_cgroup_lruvec), the node's for global reclaim. */
+function targetLruvec(k: Kernel, sc: ScanControl, nid: number): Lruvec {
+  return sc.memcg ? sc.memcg.lruvecs[nid]! : k.nodeLruvec[nid]!;
 }
+
+/**
+ * prepare_scan_control, at the start of each shrink_node: the target's
+ * reclaim costs; which active lists may be aged (an inactive list that is
+ * low; workingset refaults, which Linux also counts here, are not
+ * modelled); cache_trim_mode when the inactive file list is large enough
+ * at this priority and need not be refilled; and, for global reclaim,
+ * file_is_tiny: file pages and free pages together under the node's high
+ * watermark while the inactive anon list is not low.
+ */
+function prepareScanControl(k: Kernel, nid: number, sc: ScanControl): void {
+  const target = targetLruvec(k, sc, nid);
+  sc.anonCost = target.anonCost;
+  sc.fileCost = target.fileCost;
+  if (sc.forceDeactivate) sc.mayDeactivate = DEACTIVATE_ANON | DEACTIVATE_FILE;
+  else
+    sc.mayDeactivate =
+      (inactiveIsLow(k, target, LRU_INACTIVE_ANON) ? DEACTIVATE_ANON : 0) |
+      (inactiveIsLow(k, target, LRU_INACTIVE_FILE) ? DEACTIVATE_FILE : 0);
+  const inactiveFile = lruvecPageState(k, target, LRU_INACTIVE_FILE);
+  sc.cacheTrimMode = shr(inactiveFile, sc.priority) > 0 && !(sc.mayDeactivate & DEACTIVATE_FILE);
+  if (!sc.memcg) {
+    const z = k.phys.zones[nid]!;
+    const file = inactiveFile + lruvecPageState(k, target, LRU_ACTIVE_FILE);
+    const anon = lruvecPageState(k, target, LRU_INACTIVE_ANON);
+    sc.fileIsTiny = file + z.freePages <= z.wmark[WMARK_HIGH]! && !(sc.mayDeactivate & DEACTIVATE_ANON) && shr(anon, sc.priority) > 0;
+  }
+}
+
+/** x >> shift for page counts past 2^32. */
+function shr(x: number, shift: number): number {
+  return Math.floor(x / 2 ** shift);
+}
+
+/** can_reclaim_anon_pages: swap has free slots, and the lruvec's group (and its ancestors) may take more. */
+function canReclaimAnonPages(k: Kernel, lv: Lruvec): boolean {
+  if (k.swap.nrSwapPages <= 0) return false;
+  return !lv.memcg || memcgSwapMargin(lv.memcg as MemCgroup) >= 1;
+}
+
+/**
+ * get_scan_count: how many pages of each list of `lv` to scan this round,
+ * each list's own size >> priority (less what memory.min/low protects),
+ * split between anon and file by scan_balance:
+ * - SCAN_FILE when anon cannot go anywhere (no swap slot, may_swap off),
+ *   for cgroup reclaim at swappiness 0, and in cache_trim_mode;
+ * - SCAN_EQUAL at priority 0 (near OOM) unless swappiness is 0;
+ * - SCAN_ANON when file_is_tiny;
+ * - otherwise SCAN_FRACT: anon in proportion to swappiness over the
+ *   anon cost, file to (MAX_SWAPPINESS - swappiness) over the file cost,
+ *   each cost at least a third of the total (total + own).
+ * vm.swappiness is every group's (cgroup v2's mem_cgroup_swappiness).
+ */
+export function getScanCount(k: Kernel, lv: Lruvec, sc: ScanControl, prot: Protection = NO_PROTECTION): number[] {
+  const swappiness = k.swappiness;
+  let balance: number;
+  let fraction: [bigint, bigint] = [0n, 0n];
+  let denominator = 0n;
+  if (sc.maySwap === false || !canReclaimAnonPages(k, lv)) balance = SCAN_FILE;
+  else if (sc.memcg && !swappiness) balance = SCAN_FILE;
+  else if (!sc.priority && swappiness) balance = SCAN_EQUAL;
+  else if (sc.fileIsTiny) balance = SCAN_ANON;
+  else if (sc.cacheTrimMode) balance = SCAN_FILE;
+  else {
+    balance = SCAN_FRACT;
+    const own = BigInt(sc.anonCost! + sc.fileCost!);
+    const anonCost = own + BigInt(sc.anonCost!);
+    const fileCost = own + BigInt(sc.fileCost!);
+    const total = anonCost + fileCost;
+    const ap = (BigInt(swappiness) * (total + 1n)) / (anonCost + 1n);
+    const fp = (BigInt(MAX_SWAPPINESS - swappiness) * (total + 1n)) / (fileCost + 1n);
+    fraction = [ap, fp];
+    denominator = ap + fp;
+  }
+  const nr = [0, 0, 0, 0];
+  for (let lru = 0; lru < NR_LRU_LISTS; lru++) {
+    const file = lru >= LRU_INACTIVE_FILE ? 1 : 0;
+    let scan = shr(protectedSize(lv.size(lru), prot, sc), sc.priority);
+    if (balance === SCAN_FRACT) scan = denominator ? Number((BigInt(scan) * fraction[file]!) / denominator) : 0;
+    else if ((balance === SCAN_FILE || balance === SCAN_ANON) && (balance === SCAN_FILE) !== (file === 1)) scan = 0;
+    nr[lru] = scan;
+  }
+  return nr;
+}
+
+/** shrink_list: an active list is aged if may_deactivate allows it (else skipped_deactivate); an inactive one reclaimed. */
+function shrinkList(k: Kernel, lru: number, nrToScan: number, lv: Lruvec, sc: ScanControl): number {
+  if (lru === LRU_ACTIVE_ANON || lru === LRU_ACTIVE_FILE) {
+    if (sc.mayDeactivate! & (lru === LRU_ACTIVE_FILE ? DEACTIVATE_FILE : DEACTIVATE_ANON)) shrinkActiveList(k, lv, nrToScan, lru, sc);
+    else sc.skippedDeactivate = true;
+    return 0;
+  }
+  return lru === LRU_INACTIVE_FILE ? shrinkInactiveFileList(k, lv, nrToScan, sc) : shrinkInactiveList(k, lv, nrToScan, sc);
+}
+
+/**
+ * shrink_lruvec: get_scan_count's targets, taken SWAP_CLUSTER_MAX pages
+ * per list per pass in list order (inactive anon, active anon, inactive
+ * file, active file) while an inactive list or the active file list has
+ * some left. Direct global reclaim at DEF_PRIORITY scans its targets
+ * whole; any other reclaim stops once it has nr_to_reclaim, after one
+ * nudge towards proportionality: the type with less left stops, the other
+ * is cut to the share of its target the first had left. Then, if swap
+ * exists, the active anon list is aged when the inactive one is low.
+ */
+function shrinkLruvec(k: Kernel, lv: Lruvec, sc: ScanControl, prot: Protection = NO_PROTECTION): void {
+  const nr = getScanCount(k, lv, sc, prot);
+  const targets = nr.slice();
+  const proportionalReclaim = !sc.memcg && !sc.kswapd && sc.priority === DEF_PRIORITY;
+  let reclaimed = 0;
+  while (nr[LRU_INACTIVE_ANON] || nr[LRU_ACTIVE_FILE] || nr[LRU_INACTIVE_FILE]) {
+    for (let lru = 0; lru < NR_LRU_LISTS; lru++) {
+      if (!nr[lru]) continue;
+      const n = Math.min(nr[lru]!, SWAP_CLUSTER_MAX);
+      nr[lru]! -= n;
+      reclaimed += shrinkList(k, lru, n, lv, sc);
+    }
+    if (reclaimed < sc.nrToReclaim || proportionalReclaim) continue;
+    const nrFile = nr[LRU_INACTIVE_FILE]! + nr[LRU_ACTIVE_FILE]!;
+    const nrAnon = nr[LRU_INACTIVE_ANON]! + nr[LRU_ACTIVE_ANON]!;
+    if (!nrFile || !nrAnon) break;
+    // Stop the type with less left; scale the other down to the share the stopped one had still to go.
+    const [stop, other] = nrFile > nrAnon ? [LRU_INACTIVE_ANON, LRU_INACTIVE_FILE] : [LRU_INACTIVE_FILE, LRU_INACTIVE_ANON];
+    const left = stop === LRU_INACTIVE_ANON ? nrAnon : nrFile;
+    const percentage = Math.floor((left * 100) / (targets[stop]! + targets[stop + 1]! + 1));
+    nr[stop] = 0;
+    nr[stop + 1] = 0;
+    for (const lru of [other, other + 1]) {
+      const scanned = targets[lru]! - nr[lru]!;
+      nr[lru] = Math.floor((targets[lru]! * (100 - percentage)) / 100);
+      nr[lru]! -= Math.min(nr[lru]!, scanned);
+    }
+  }
+  sc.nrReclaimed += reclaimed;
+  // can_age_anon_pages (swap exists) and the anon inactive list low: rebalance it even if anon was not scanned.
+  if (k.swap.totalSwapPages > 0 && inactiveIsLow(k, lv, LRU_INACTIVE_ANON)) shrinkActiveList(k, lv, SWAP_CLUSTER_MAX, LRU_ACTIVE_ANON, sc);
+}
+
+/** mem_cgroup_protection of a group below the target: its effective memory.min and memory.low (pages). */
+export interface Protection {
+  min: number;
+  low: number;
+  /** mem_cgroup_size: the group's usage. */
+  size: number;
+}
+const NO_PROTECTION: Protection = { min: 0, low: 0, size: 0 };
 
 /**
  * apply_proportional_protection (get_scan_count): a list of a group with
  * memory.low or memory.min protection is scanned in proportion to how far
- * the group is over it, at least SWAP_CLUSTER_MAX pages.
+ * the group is over it (memory.low's only in the first pass, which then
+ * counts as having skipped protection: memcg_low_skipped), at least
+ * SWAP_CLUSTER_MAX pages.
  */
-function protectedSize(size: number, protection: number, cgroupSize: number): number {
-  if (!protection) return size;
+function protectedSize(size: number, prot: Protection, sc: ScanControl): number {
+  if (!prot.min && !prot.low) return size;
+  let protection = prot.min;
+  if (!sc.memcgLowReclaim && prot.low > prot.min) {
+    protection = prot.low;
+    sc.memcgLowSkipped = true;
+  }
+  const cgroupSize = Math.max(prot.size, protection);
   const scan = size - Math.floor((size * protection) / (cgroupSize + 1));
-  return Math.max(scan, Math.min(size, SWAP_CLUSTER_MAX));
+  return Math.max(scan, SWAP_CLUSTER_MAX);
 }
 
 /**
- * shrink_node_memcgs: reclaim on node `nid` from every group under the
- * target (the root for global reclaim), each from its own lruvec, skipping
- * groups within their memory.min, and within memory.low unless this is
- * the pass that may take from them (then counting a low event). Each
- * group's pgscan and pgsteal count what was taken from it.
+ * shrink_node: prepare_scan_control, then shrink_node_memcgs: reclaim on
+ * node `nid` from every group under the target (the root for global
+ * reclaim), each from its own lruvec, skipping groups within their
+ * memory.min, and within memory.low unless this is the pass that may take
+ * from them (then counting a low event). Each group's pgscan and pgsteal
+ * count what was taken from it.
  */
 function shrinkNode(k: Kernel, nid: number, sc: ScanControl): void {
+  prepareScanControl(k, nid, sc);
   if (!k.memcg.active) {
     shrinkLruvec(k, k.nodeLruvec[nid]!, sc);
     return;
@@ -428,7 +708,7 @@ function shrinkNode(k: Kernel, nid: number, sc: ScanControl): void {
   const target = sc.memcg ?? k.memcg.root;
   memcgCalculateProtection(target);
   for (const cg of target.subtree()) {
-    let protection = 0;
+    let prot = NO_PROTECTION;
     if (memcgBelowMin(target, cg)) continue;
     if (memcgBelowLow(target, cg)) {
       if (!sc.memcgLowReclaim) {
@@ -436,10 +716,11 @@ function shrinkNode(k: Kernel, nid: number, sc: ScanControl): void {
         continue;
       }
       memcgMemoryEvent(cg, 'low');
-    } else if (cg !== target && cg.parent) protection = sc.memcgLowReclaim ? cg.emin : Math.max(cg.emin, cg.elow);
+    }
+    if (cg !== target && cg.parent) prot = { min: cg.emin, low: cg.elow, size: cg.usage };
     const scanned = sc.nrScanned;
     const reclaimed = sc.nrReclaimed;
-    shrinkLruvec(k, cg.lruvecs[nid]!, sc, protection, cg.usage);
+    shrinkLruvec(k, cg.lruvecs[nid]!, sc, prot);
     if (cg.parent) {
       cg.count('pgscan', sc.nrScanned - scanned);
       cg.count('pgsteal', sc.nrReclaimed - reclaimed);
@@ -451,9 +732,10 @@ function shrinkNode(k: Kernel, nid: number, sc: ScanControl): void {
 }
 
 /**
- * The priority loop of do_try_to_free_pages over `nodes`, with the second
- * pass into memory.low protection when the first reclaimed nothing and
- * skipped a protected group.
+ * The priority loop of do_try_to_free_pages over `nodes`. When a whole
+ * loop reclaimed nothing it is run again from DEF_PRIORITY: first with
+ * force_deactivate if an active list was left unaged (skipped_deactivate),
+ * then into memory.low protection if a protected group was spared.
  */
 function doTryToFreePages(k: Kernel, nodes: readonly number[], sc: ScanControl): number {
   const saved = k.phys.memalloc;
@@ -464,8 +746,16 @@ function doTryToFreePages(k: Kernel, nodes: readonly number[], sc: ScanControl):
         for (const nid of nodes) shrinkNode(k, nid, sc);
         if (sc.nrReclaimed >= sc.nrToReclaim) break;
       }
-      if (sc.nrReclaimed || !sc.memcgLowSkipped || sc.memcgLowReclaim) break;
+      if (sc.nrReclaimed) break;
+      if (sc.skippedDeactivate) {
+        sc.priority = DEF_PRIORITY;
+        sc.forceDeactivate = true;
+        sc.skippedDeactivate = false;
+        continue;
+      }
+      if (!sc.memcgLowSkipped || sc.memcgLowReclaim) break;
       sc.priority = DEF_PRIORITY;
+      sc.forceDeactivate = false;
       sc.memcgLowReclaim = true;
       sc.memcgLowSkipped = false;
     }
@@ -478,11 +768,10 @@ function doTryToFreePages(k: Kernel, nodes: readonly number[], sc: ScanControl):
 /**
  * try_to_free_mem_cgroup_pages: reclaim at least nrPages (and
  * SWAP_CLUSTER_MAX) from `memcg`'s subtree on every node, for a charge
- * over memory.max or memory.high. `maySwap`: anonymous pages may go to
- * swap (false when the group is at its swap limit).
+ * over memory.max or memory.high. `maySwap` false: file pages only
+ * (MEMCG_RECLAIM_MAY_SWAP not given).
  */
 export function tryToFreeMemCgroupPages(k: Kernel, memcg: MemCgroup, nrPages: number, maySwap: boolean): number {
-  if (!maySwap) return 0; // memtwin's LRUs hold anonymous pages only: without swap nothing can be reclaimed
   const sc: ScanControl = {
     nrToReclaim: Math.max(nrPages, SWAP_CLUSTER_MAX),
     nrReclaimed: 0,
@@ -491,6 +780,7 @@ export function tryToFreeMemCgroupPages(k: Kernel, memcg: MemCgroup, nrPages: nu
     nid: 0,
     kswapd: false,
     memcg,
+    maySwap,
   };
   return doTryToFreePages(
     k,
@@ -550,10 +840,16 @@ export function allocSlowpath(k: Kernel, req: AllocRequest): number {
 
 // --- kswapd ----------------------------------------------------------------------
 
+/** Pages on node nid's file lists, every group's. */
+export function nodeFilePages(k: Kernel, nid: number): number {
+  const lv = k.nodeLruvec[nid]!;
+  return lruvecPageState(k, lv, LRU_INACTIVE_FILE) + lruvecPageState(k, lv, LRU_ACTIVE_FILE);
+}
+
 /**
  * The per-node kswapd threads: woken when an allocation leaves a node below
- * its low watermark (and swap has room: without it there is nothing they
- * could reclaim here), each runs balance_pgdat as a task of its own (its
+ * its low watermark (unless the node has neither a free swap slot nor a
+ * file page: nothing they could reclaim), each runs balance_pgdat as a task of its own (its
  * time in `cpuNs`, not the allocating task's), then sleeps until the next
  * wake-up.
  */
@@ -567,9 +863,9 @@ export class Kswapd {
     this.cpuNs = k.nodeLruvec.map(() => 0);
   }
 
-  /** wakeup_kswapd. */
+  /** wakeup_kswapd (not when it could reclaim nothing: no swap slot and no file page on the node). */
   wake(nid: number): void {
-    if (this.pending[nid] || this.k.swap.nrSwapPages <= 0) return;
+    if (this.pending[nid] || (this.k.swap.nrSwapPages <= 0 && !nodeFilePages(this.k, nid))) return;
     this.pending[nid] = this.k.events.after(0, 'kswapd', () => this.run(nid));
   }
 
@@ -605,7 +901,7 @@ export function balancePgdat(k: Kernel, nid: number): void {
       const sc: ScanControl = { nrToReclaim: Math.max(SWAP_CLUSTER_MAX, high), nrReclaimed: 0, nrScanned: 0, priority, nid, kswapd: true };
       shrinkNode(k, nid, sc);
       if (sc.nrReclaimed < sc.nrToReclaim) priority--;
-      if (!sc.nrScanned && !sc.nrReclaimed && k.swap.nrSwapPages <= 0) break;
+      if (!sc.nrScanned && !sc.nrReclaimed && k.swap.nrSwapPages <= 0 && !nodeFilePages(k, nid)) break;
     }
   } finally {
     k.phys.memalloc = saved;
