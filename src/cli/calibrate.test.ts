@@ -95,7 +95,9 @@ describe('calibrate --merge', () => {
     const merged = mergeProfile(JSON.parse(text), { ...fresh, machine: newer }, 'p.json', true);
     const c = merged.costs.khugepaged_scan_new!;
     expect(c.measured_on).toEqual({ ...newer, date: '2099-01-01' });
-    expect(c.method).toMatch(/on newer-build, not this profile's machine \(kernel: .* there, newer-build here; mem_bytes: \d+ there, 1 here\)/);
+    expect(c.method).toMatch(
+      /on newer-build, not this profile's machine \(kernel: .* there, newer-build here; mem_bytes: \d+ there, 1 here\)/,
+    );
     // The profile's own machine record, and every entry not measured now, stay as they were.
     expect(merged.machine).toEqual(base.machine);
     for (const [k, v] of Object.entries(base.costs)) if (k !== 'khugepaged_scan_new') expect(merged.costs[k]).toEqual(v);
