@@ -214,20 +214,10 @@ vms:
             - { pattern: idle, mapping: ram }
 ${migrate ? `    events:\n      - { at: ${at}s, op: migrate, destination: { host: dst }, max-bandwidth: 1250000000, capabilities: [postcopy-ram, postcopy-preempt], start-postcopy: 0s }\n` : ''}`;
   const dir = mkdtempSync(join(tmpdir(), 'memtwin-bench-postcopy-'));
-  const run = (migrate: boolean): { secs: number; cpuSecs: number; rssMiB: number; final: Record<string, number> } => {
+  const run = (migrate: boolean): ScenarioChildResult => {
     const file = join(dir, `postcopy-${migrate}.yaml`);
     writeFileSync(file, yaml(migrate));
-    return childJson(`
-      import { loadScenario } from './src/scenario/load.ts';
-      import { runScenario } from './src/scenario/run.ts';
-      const l = loadScenario(${JSON.stringify(file)});
-      const t = performance.now();
-      const c = process.cpuUsage();
-      const r = runScenario(l.runs[0], { file: ${JSON.stringify(file)} });
-      const cu = process.cpuUsage(c);
-      const keys = Object.keys(r.final).filter((k) => k.startsWith('vm.guest.migration.'));
-      console.log(JSON.stringify({ secs: (performance.now() - t) / 1000, cpuSecs: (cu.user + cu.system) / 1e6, rssMiB: process.memoryUsage().rss / 2 ** 20,
-        final: Object.fromEntries(keys.map((k) => [k, r.final[k]])) }));`);
+    return migrationScenarioChild(file);
   };
   try {
     const withMig: ReturnType<typeof run>[] = [];
@@ -326,6 +316,29 @@ function childJson<T>(code: string, heapMiB = 8192): T {
   return JSON.parse(out.trim().split('\n').pop()!) as T;
 }
 
+/** A migration's measures from one scenario run in a child process. */
+interface ScenarioChildResult {
+  secs: number;
+  cpuSecs: number;
+  rssMiB: number;
+  final: Record<string, number>;
+}
+
+/** Run the scenario `file`'s first run in a child process: wall and CPU seconds, RSS, and its vm.guest.migration.* finals. */
+function migrationScenarioChild(file: string): ScenarioChildResult {
+  return childJson(`
+      import { loadScenario } from './src/scenario/load.ts';
+      import { runScenario } from './src/scenario/run.ts';
+      const l = loadScenario(${JSON.stringify(file)});
+      const t = performance.now();
+      const c = process.cpuUsage();
+      const r = runScenario(l.runs[0], { file: ${JSON.stringify(file)} });
+      const cu = process.cpuUsage(c);
+      const keys = Object.keys(r.final).filter((k) => k.startsWith('vm.guest.migration.'));
+      console.log(JSON.stringify({ secs: (performance.now() - t) / 1000, cpuSecs: (cu.user + cu.system) / 1e6, rssMiB: process.memoryUsage().rss / 2 ** 20,
+        final: Object.fromEntries(keys.map((k) => [k, r.final[k]])) }));`);
+}
+
 /** "median (min-max over N runs)" of values formatted by `f`. */
 function medianSpread(xs: number[], f: (x: number) => string): string {
   return `${f(median(xs))} (${xs.length} runs: ${spread(xs, f)})`;
@@ -406,20 +419,10 @@ vms:
           phases:
             - { pattern: uniform, mapping: ram, read_ratio: 0, rate: 50000 }
 ${migrate ? '    events:\n      - { at: 100ms, op: migrate, destination: { host: dst }, max-bandwidth: 1250000000, downtime-limit: 300 }\n' : ''}`;
-  const run = (migrate: boolean): { secs: number; cpuSecs: number; rssMiB: number; final: Record<string, number> } => {
+  const run = (migrate: boolean): ScenarioChildResult => {
     const file = join(dir, `precopy-${migrate}.yaml`);
     writeFileSync(file, yaml(migrate));
-    return childJson(`
-      import { loadScenario } from './src/scenario/load.ts';
-      import { runScenario } from './src/scenario/run.ts';
-      const l = loadScenario(${JSON.stringify(file)});
-      const t = performance.now();
-      const c = process.cpuUsage();
-      const r = runScenario(l.runs[0], { file: ${JSON.stringify(file)} });
-      const cu = process.cpuUsage(c);
-      const keys = Object.keys(r.final).filter((k) => k.startsWith('vm.guest.migration.'));
-      console.log(JSON.stringify({ secs: (performance.now() - t) / 1000, cpuSecs: (cu.user + cu.system) / 1e6, rssMiB: process.memoryUsage().rss / 2 ** 20,
-        final: Object.fromEntries(keys.map((k) => [k, r.final[k]])) }));`);
+    return migrationScenarioChild(file);
   };
   try {
     const withMig = [run(true), run(true), run(true)];

@@ -168,11 +168,26 @@ function shrinkShmemFolio(k: Kernel, pfn: number): ShrinkResult {
   const m = k.mem;
   if (m.flags(pfn) & (PG.head | PG.tail) || !tryToUnmapFile(k, pfn)) return 'kept';
   if (!shmemWriteout(k, pfn)) return 'kept'; // no slot: redirty, activate
-  const w = pageout(k, pfn);
-  if (w === 'fail') return 'swapcache';
-  if (w === 'async') {
-    m.addFlags(pfn, PG.reclaim);
-    return 'swapcache';
+  return pageoutAndRemove(k, pfn);
+}
+
+/**
+ * The end of shrink_folio_list for an unmapped folio in the swap cache:
+ * pageout if it is dirty (a write that fails leaves it in the cache, dirty,
+ * for the next reclaim; an asynchronous one leaves it there with
+ * PG_reclaim until the write completes), then __remove_mapping takes a
+ * clean one out of the swap cache (keeping the slot, with a shadow that
+ * remembers a workingset folio: workingset_eviction) and frees it.
+ */
+function pageoutAndRemove(k: Kernel, pfn: number): ShrinkResult {
+  const m = k.mem;
+  if (m.flags(pfn) & PG.dirty) {
+    const w = pageout(k, pfn);
+    if (w === 'fail') return 'swapcache';
+    if (w === 'async') {
+      m.addFlags(pfn, PG.reclaim);
+      return 'swapcache';
+    }
   }
   swapCacheDelFolio(k, pfn, m.flags(pfn) & PG.workingset ? SHADOW_WORKINGSET : 0);
   k.freeUserPages(pfn, 0);
@@ -219,19 +234,7 @@ export function shrinkFolio(k: Kernel, pfn: number): ShrinkResult {
   }
   const entry = k.swap.entryOf.get(pfn)!;
   if (!tryToUnmap(k, pfn, pteOfSwpEntry(entry))) return 'kept';
-  if (m.flags(pfn) & PG.dirty) {
-    const w = pageout(k, pfn);
-    if (w === 'fail') return 'swapcache'; // stays in the cache, dirty: the next reclaim tries again
-    if (w === 'async') {
-      m.addFlags(pfn, PG.reclaim);
-      return 'swapcache';
-    }
-  }
-  // Clean and unmapped: __remove_mapping takes it out of the swap cache (keeping the slot, with a shadow that
-  // remembers a workingset folio: workingset_eviction) and frees it.
-  swapCacheDelFolio(k, pfn, m.flags(pfn) & PG.workingset ? SHADOW_WORKINGSET : 0);
-  k.freeUserPages(pfn, 0);
-  return 'freed';
+  return pageoutAndRemove(k, pfn);
 }
 
 // --- direct reclaim ---------------------------------------------------------------
