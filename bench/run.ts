@@ -213,35 +213,20 @@ vms:
             - { pattern: first-touch, mapping: ram }
             - { pattern: idle, mapping: ram }
 ${migrate ? `    events:\n      - { at: ${at}s, op: migrate, destination: { host: dst }, max-bandwidth: 1250000000, capabilities: [postcopy-ram, postcopy-preempt], start-postcopy: 0s }\n` : ''}`;
-  const dir = mkdtempSync(join(tmpdir(), 'memtwin-bench-postcopy-'));
-  const run = (migrate: boolean): ScenarioChildResult => {
-    const file = join(dir, `postcopy-${migrate}.yaml`);
-    writeFileSync(file, yaml(migrate));
-    return migrationScenarioChild(file);
-  };
-  try {
-    const withMig: ReturnType<typeof run>[] = [];
-    const without: ReturnType<typeof run>[] = [];
-    for (let i = 0; i < 3; i++) {
-      withMig.push(run(true));
-      without.push(run(false));
-    }
-    const f = withMig[0]!.final;
-    const secs = (xs: number[]): string => medianSpread(xs, (x) => `${x.toFixed(1)} s`);
-    row(
-      `postcopy of a ${gib} GiB guest at 4K through the scenario engine (a vCPU writes all of RAM, then idles; preempt; 10 Gbit/s; destination on its own host)`,
-      secs(withMig.map((r) => r.secs)) + ' wall',
-      `the same run without the migration ${secs(without.map((r) => r.secs))}, so the migration's share ${secs(withMig.map((r, i) => r.secs - without[i]!.secs))} (CPU ${secs(withMig.map((r, i) => r.cpuSecs - without[i]!.cpuSecs))}); completed ${f['vm.guest.migration.completed']}, total-time ${f['vm.guest.migration.total-time']} ms, pages differing ${f['vm.guest.migration.pages_differing']}; RSS ${medianSpread(
-        withMig.map((r) => r.rssMiB),
-        (x) => `${x.toFixed(0)} MiB`,
-      )} with, ${medianSpread(
-        without.map((r) => r.rssMiB),
-        (x) => `${x.toFixed(0)} MiB`,
-      )} without`,
-    );
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  const { withMig, without } = withAndWithoutMigration('postcopy', yaml);
+  const f = withMig[0]!.final;
+  const secs = (xs: number[]): string => medianSpread(xs, (x) => `${x.toFixed(1)} s`);
+  row(
+    `postcopy of a ${gib} GiB guest at 4K through the scenario engine (a vCPU writes all of RAM, then idles; preempt; 10 Gbit/s; destination on its own host)`,
+    secs(withMig.map((r) => r.secs)) + ' wall',
+    `the same run without the migration ${secs(without.map((r) => r.secs))}, so the migration's share ${secs(withMig.map((r, i) => r.secs - without[i]!.secs))} (CPU ${secs(withMig.map((r, i) => r.cpuSecs - without[i]!.cpuSecs))}); completed ${f['vm.guest.migration.completed']}, total-time ${f['vm.guest.migration.total-time']} ms, pages differing ${f['vm.guest.migration.pages_differing']}; RSS ${medianSpread(
+      withMig.map((r) => r.rssMiB),
+      (x) => `${x.toFixed(0)} MiB`,
+    )} with, ${medianSpread(
+      without.map((r) => r.rssMiB),
+      (x) => `${x.toFixed(0)} MiB`,
+    )} without`,
+  );
 }
 
 /**
@@ -339,6 +324,36 @@ function migrationScenarioChild(file: string): ScenarioChildResult {
         final: Object.fromEntries(keys.map((k) => [k, r.final[k]])) }));`);
 }
 
+/**
+ * A scenario written by `yaml(migrate)` run `rounds` times with the
+ * migration and as many without it, alternated (so both see the same
+ * machine load), each in a child process: the migration's share is the
+ * difference.
+ */
+function withAndWithoutMigration(
+  name: string,
+  yaml: (migrate: boolean) => string,
+  rounds = 3,
+): { withMig: ScenarioChildResult[]; without: ScenarioChildResult[] } {
+  const dir = mkdtempSync(join(tmpdir(), `memtwin-bench-${name}-`));
+  const run = (migrate: boolean): ScenarioChildResult => {
+    const file = join(dir, `${name}-${migrate}.yaml`);
+    writeFileSync(file, yaml(migrate));
+    return migrationScenarioChild(file);
+  };
+  try {
+    const withMig: ScenarioChildResult[] = [];
+    const without: ScenarioChildResult[] = [];
+    for (let i = 0; i < rounds; i++) {
+      withMig.push(run(true));
+      without.push(run(false));
+    }
+    return { withMig, without };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** "median (min-max over N runs)" of values formatted by `f`. */
 function medianSpread(xs: number[], f: (x: number) => string): string {
   return `${f(median(xs))} (${xs.length} runs: ${spread(xs, f)})`;
@@ -391,7 +406,6 @@ function precopyRuns(): void {
   );
 
   const gib = quick ? 2 : 64;
-  const dir = mkdtempSync(join(tmpdir(), 'memtwin-bench-precopy-'));
   const yaml = (migrate: boolean): string => `name: precopy-dirty
 seed: 1
 host:
@@ -419,33 +433,23 @@ vms:
           phases:
             - { pattern: uniform, mapping: ram, read_ratio: 0, rate: 50000 }
 ${migrate ? '    events:\n      - { at: 100ms, op: migrate, destination: { host: dst }, max-bandwidth: 1250000000, downtime-limit: 300 }\n' : ''}`;
-  const run = (migrate: boolean): ScenarioChildResult => {
-    const file = join(dir, `precopy-${migrate}.yaml`);
-    writeFileSync(file, yaml(migrate));
-    return migrationScenarioChild(file);
-  };
-  try {
-    const withMig = [run(true), run(true), run(true)];
-    const without = [run(false), run(false), run(false)];
-    const f = withMig[0]!.final;
-    const share = withMig.map((r, i) => r.secs - without[i]!.secs);
-    row(
-      `precopy of a ${gib} GiB guest writing 50,000 random 4K pages/s (scenario engine, 12 s run; destination on its own host)`,
-      medianSpread(
-        withMig.map((r) => r.secs),
-        (x) => `${x.toFixed(1)} s`,
-      ) + ' wall',
-      `the same run without the migration ${medianSpread(
-        without.map((r) => r.secs),
-        (x) => `${x.toFixed(1)} s`,
-      )}, so the migration's share ${medianSpread(share, (x) => `${x.toFixed(1)} s`)}; CPU with it ${medianSpread(
-        withMig.map((r) => r.cpuSecs),
-        (x) => `${x.toFixed(1)} s`,
-      )}; completed ${f['vm.guest.migration.completed']}, total-time ${f['vm.guest.migration.total-time']} ms, ${f['vm.guest.migration.ram.dirty-sync-count']} syncs, pages differing ${f['vm.guest.migration.pages_differing']}; RSS ${withMig[0]!.rssMiB.toFixed(0)} MiB`,
-    );
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  const { withMig, without } = withAndWithoutMigration('precopy', yaml);
+  const f = withMig[0]!.final;
+  const share = withMig.map((r, i) => r.secs - without[i]!.secs);
+  row(
+    `precopy of a ${gib} GiB guest writing 50,000 random 4K pages/s (scenario engine, 12 s run; destination on its own host)`,
+    medianSpread(
+      withMig.map((r) => r.secs),
+      (x) => `${x.toFixed(1)} s`,
+    ) + ' wall',
+    `the same run without the migration ${medianSpread(
+      without.map((r) => r.secs),
+      (x) => `${x.toFixed(1)} s`,
+    )}, so the migration's share ${medianSpread(share, (x) => `${x.toFixed(1)} s`)}; CPU with it ${medianSpread(
+      withMig.map((r) => r.cpuSecs),
+      (x) => `${x.toFixed(1)} s`,
+    )}; completed ${f['vm.guest.migration.completed']}, total-time ${f['vm.guest.migration.total-time']} ms, ${f['vm.guest.migration.ram.dirty-sync-count']} syncs, pages differing ${f['vm.guest.migration.pages_differing']}; RSS ${withMig[0]!.rssMiB.toFixed(0)} MiB`,
+  );
 }
 
 function hostOf1TiB(): void {
