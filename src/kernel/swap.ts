@@ -64,12 +64,7 @@ export class Lruvec {
   /** lruvec->anon_cost, file_cost (lru_note_cost). */
   anonCost = 0;
   fileCost = 0;
-  /** lruvec->refaults[ANON/FILE]: WORKINGSET_ACTIVATE_* at the last snapshot_refaults. */
-  readonly refaults = [0, 0];
-  /** WORKINGSET_ACTIVATE_ANON/FILE of this lruvec (workingset.ts). */
-  readonly workingsetActivate = [0, 0];
-  /** lruvec->nonresident_age: the workingset clock (workingset_age_nonresident). */
-  nonresidentAge = 0;
+  /* lruvec->refaults, nonresident_age: workingset refault detection is not modelled (docs/simplifications.md). */
   /** LRUVEC_NODE_CONGESTED / LRUVEC_CGROUP_CONGESTED are not modelled (no writeback congestion). */
 
   constructor(
