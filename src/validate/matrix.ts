@@ -218,6 +218,17 @@ export interface GuestLine {
   line: string;
 }
 
+/** One poll of the source's query-migrate (RealRun.samples). */
+export interface QuerySample {
+  atMs: number;
+  status: string;
+  transferred: number;
+  normal: number;
+  duplicate: number;
+  dirtySyncCount: number;
+  remaining: number;
+}
+
 export interface RealRun {
   config: RunConfig;
   /** Which of a batch's repeats this is (1-based); absent in a batch recorded once. */
@@ -239,6 +250,13 @@ export interface RealRun {
    * time to within the 50 ms poll.
    */
   postcopySwitch?: { atMs: number; queryMigrate: Record<string, unknown> };
+  /**
+   * The source's query-migrate as polled (every 50 ms) while the migration
+   * ran: ms after migrate, status and the ram counters that show its passes
+   * (transferred, normal, duplicate, dirty-sync-count, remaining). Recorded
+   * since this field was added; earlier runs lack it.
+   */
+  samples?: QuerySample[];
   guest: {
     /** memtwin-dirty's READY line: MemTotal and MemFree (kB) once it had touched its memory. */
     memTotalKiB: number | null;

@@ -26,6 +26,7 @@ import {
   DOWNTIME_BOUND_PCT,
   POSTCOPY_BOUND_PCT,
   SYNC_BOUND,
+  measuredLayout,
 } from './qemu.ts';
 import { BATCHES, type RealResults, type RealRun } from './matrix.ts';
 
@@ -162,6 +163,33 @@ describe("the dirty-sync count follows where the program's working set lies agai
     expect(reverse.normal).toBeGreaterThan(scan.normal);
     expect(reverse.syncs).toBeLessThanOrEqual(metricOf(run.queryMigrate, 'dirty-sync-count')!);
   }, 120_000);
+});
+
+describe("the guest's measured layout (predict()'s default)", () => {
+  const res = JSON.parse(readFileSync(RESULTS, 'utf8')) as RealResults;
+  const cal = calibrate(res, RESULTS);
+  const inputs = (id: string): ReturnType<typeof inputsOf> => inputsOf(medianRun(res.runs.filter((r) => r.config.id === id))!, cal);
+  const ram = (q: Record<string, unknown>): Record<string, number> => q.ram as Record<string, number>;
+
+  it('is measured for every guest size the batches use', () => {
+    for (const mem of [256, 512, 1024]) {
+      const L = measuredLayout(mem)!;
+      expect(L, `${mem} MiB`).not.toBeNull();
+      const pages = (mem * 2 ** 20) / 4096;
+      for (const [first, n] of [...L.boot, ...L.workingSet, ...L.rest]) expect(first >= 0 && n > 0 && first + n <= pages).toBe(true);
+    }
+  });
+
+  it("leaves the top of RAM non-zero at the end of the pass: precopy-idle-bw32M's final stage holds megabytes (the real 7.4 MB), the even spread almost nothing; the bytes are the same", () => {
+    const measured = ram(predict(inputs('precopy-idle-bw32M')));
+    const even = ram(predict({ ...inputs('precopy-idle-bw32M'), layout: 'even' }));
+    expect(measured['downtime-bytes']).toBeGreaterThan(3e6);
+    expect(even['downtime-bytes']).toBeLessThan(1e6);
+    expect(measured.normal).toBe(even.normal);
+    expect(Math.abs(measured.transferred! - even.transferred!)).toBeLessThan(64); // the same pages; the streams differ by a few bytes of framing
+    // Deterministic: the same inputs give the same answer.
+    expect(ram(predict(inputs('precopy-idle-bw32M')))).toEqual(measured);
+  }, 60_000);
 });
 
 describe('validate qemu batches (synthetic results)', () => {

@@ -12,10 +12,13 @@
  *   max-bandwidth cap; under TCG the migration thread, not the socket, sets it);
  * - the guest's non-zero memory at boot: the idle run of the same guest size
  *   (ram.normal pages), since memtwin's guest starts with all RAM zero;
+ * - where that memory lies (the guest layout scripts/validate-qemu/guest-layout.ts
+ *   measured) and the guest kernel's own writes;
  * - the dirty rate the guest program measured while migration ran.
  */
-import { readFileSync, writeFileSync, mkdirSync, readdirSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdirSync, readdirSync, existsSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { vmTestKernel } from '../vmm/test_fixtures.ts';
 import { Vm, type VmConfig } from '../vmm/vm.ts';
 import { Link } from '../vmm/migration/link.ts';
@@ -78,6 +81,14 @@ export interface ModelInputs {
   wsPages: number;
   /** The order the program's writes visit its working set in guest-physical memory (orderWorkingSet); default scan. */
   wsOrder?: 'scan' | 'reverse' | 'random';
+  /**
+   * Where the boot footprint and the program's pages lie in guest-physical
+   * memory: `measured` (the default; validation/qemu/evidence/guest-layout-<MiB>.json,
+   * scripts/validate-qemu/guest-layout.ts, with the guest kernel's own
+   * writes it measured) or `even` (the boot footprint spread evenly, no
+   * kernel writes). A guest size without a measurement is placed evenly.
+   */
+  layout?: 'measured' | 'even';
   /** Bytes one dirtying write stores (the program's write mode: 8 for 'word', 4096 for 'page'): what xbzrle sees change. */
   writeBytes: number;
   /** Pages/s the guest dirties (measured in the guest while migration ran). */
@@ -289,14 +300,6 @@ class TopHints implements FreePageHints {
 }
 
 /**
- * memtwin on one run's configuration: a source and a destination VMM on one
- * simulated host, the boot's non-zero pages spread evenly over guest RAM, the
- * program's touched memory (the working set first) and freed memory in the
- * pages left, from the bottom; the working set
- * written round robin at the measured rate (1 ms steps) while the guest runs,
- * on the source or, after a postcopy switchover, on the destination.
- */
-/**
  * Put the working set's pages (the first `ws` of `program`, in guest-physical
  * order) in the order the program's round robin visits them: `scan`, the
  * migration's own order (the default); `reverse`; or `random` (a fixed
@@ -323,6 +326,97 @@ export function orderWorkingSet(program: number[], ws: number, order: 'scan' | '
   }
 }
 
+/** A guest's measured memory layout (scripts/validate-qemu/guest-layout.ts): runs of [first page, pages]. */
+interface GuestLayout {
+  boot: [number, number][];
+  workingSet: [number, number][];
+  rest: [number, number][];
+}
+
+/** Where the measured layouts are (validation/qemu/evidence/guest-layout-<MiB>.json). */
+const LAYOUT_DIR = join(dirname(fileURLToPath(import.meta.url)), '../../validation/qemu/evidence');
+
+/** The layout measured for a guest of `memMiB`, or null if none was (then predict() spreads the boot footprint evenly). */
+export function measuredLayout(memMiB: number): GuestLayout | null {
+  const f = join(LAYOUT_DIR, `guest-layout-${memMiB}.json`);
+  return existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as GuestLayout) : null;
+}
+
+const expandRuns = (runs: [number, number][]): number[] => runs.flatMap(([a, n]) => Array.from({ length: n }, (_, j) => a + j));
+
+/**
+ * The boot's non-zero pages spread evenly over guest RAM; the program's
+ * pages fill the rest from the bottom, the working set first. (What
+ * predict() did before the layout was measured, and still does for a
+ * guest size without a measurement.)
+ */
+function placeEvenly(inp: ModelInputs, totalPages: number): { nonZero: Uint8Array; program: number[] } {
+  const nonZero = new Uint8Array(totalPages);
+  const program: number[] = [];
+  for (let i = 0; i < inp.bootPages; i++) nonZero[Math.floor((i * totalPages) / inp.bootPages)] = 1;
+  for (let p = 0; p < totalPages && program.length < inp.nonZeroPages - inp.bootPages; p++) if (!nonZero[p]) program.push(p);
+  return { nonZero, program };
+}
+
+/**
+ * The measured layout: the calibrated boot footprint (the idle runs'
+ * ram.normal) at the measured boot pages (spread over them if fewer, the
+ * excess in the lowest pages nothing measured holds if more); the
+ * program's pages where the guest put them, in the order it touches them
+ * (its working set first), then the lowest free pages for what the
+ * measurement had fewer of.
+ */
+function placeMeasured(inp: ModelInputs, totalPages: number, L: GuestLayout): { nonZero: Uint8Array; program: number[] } {
+  const nonZero = new Uint8Array(totalPages);
+  const program: number[] = [];
+  const [boot, ws, rest] = [expandRuns(L.boot), expandRuns(L.workingSet), expandRuns(L.rest)];
+  const taken = new Uint8Array(totalPages);
+  for (const p of [...boot, ...ws, ...rest]) taken[p] = 1;
+  if (inp.bootPages <= boot.length)
+    for (let i = 0; i < inp.bootPages; i++) nonZero[boot[Math.floor((i * boot.length) / inp.bootPages)]!] = 1;
+  else {
+    for (const p of boot) nonZero[p] = 1;
+    for (let p = 0, extra = inp.bootPages - boot.length; p < totalPages && extra > 0; p++)
+      if (!taken[p]) [nonZero[p], taken[p], extra] = [1, 1, extra - 1];
+  }
+  const want = inp.nonZeroPages - inp.bootPages;
+  for (const p of [...ws.slice(0, inp.wsPages), ...rest, ...ws.slice(inp.wsPages)])
+    if (program.length < want && !nonZero[p]) program.push(p);
+  for (let p = 0; p < totalPages && program.length < want; p++) if (!nonZero[p] && !taken[p]) program.push(p);
+  return { nonZero, program };
+}
+
+/**
+ * Pages the guest kernel rewrites while the program sleeps between its 10 ms
+ * bursts, per 1/64 of guest RAM: what scripts/validate-qemu/guest-layout.ts
+ * found changed besides the program's pages in a 100 ms window (1 GiB: 28
+ * pages, between 32 and 96 MiB and near the top; 256 MiB: 25). predict()
+ * rewrites them every 10 ms, on boot-footprint pages of the same slices.
+ */
+const KERNEL_SLICES: Record<number, Record<number, number>> = {
+  1024: { 2: 9, 3: 4, 4: 2, 5: 2, 62: 11 },
+  256: { 10: 1, 11: 5, 12: 1, 13: 2, 14: 1, 18: 1, 20: 3, 62: 11 },
+};
+
+function kernelWritePages(memMiB: number, totalPages: number, nonZero: Uint8Array, program: number[]): number[] {
+  const prog = new Set(program);
+  const boot: number[] = [];
+  for (let p = 0; p < totalPages; p++) if (nonZero[p] && !prog.has(p)) boot.push(p);
+  return Object.entries(KERNEL_SLICES[memMiB] ?? {}).flatMap(([slice, n]) => {
+    const c = boot.filter((p) => Math.floor((p * 64) / totalPages) === Number(slice));
+    return Array.from({ length: n }, (_, i) => c[Math.floor((i * c.length) / n)]!);
+  });
+}
+
+/**
+ * memtwin on one run's configuration: a source and a destination VMM on one
+ * simulated host, the boot's non-zero pages and the program's touched
+ * memory (the working set first) and freed memory where the guest put them
+ * (`layout`); the working set written round robin at the measured rate
+ * (1 ms steps), and the guest kernel's measured pages every 10 ms, while
+ * the guest runs, on the source or, after a postcopy switchover, on the
+ * destination.
+ */
 export function predict(inp: ModelInputs): Record<string, unknown> {
   const k: Kernel = vmTestKernel({ nodes: 1, gib: 2, cpus: 4 });
   const m = inp.memMiB * MiB;
@@ -342,12 +436,8 @@ export function predict(inp: ModelInputs): Record<string, unknown> {
   const src = new Vm(k, cfg('src'));
   const dst = new Vm(k, cfg('dst'));
   const totalPages = m / PAGE_SIZE;
-  // The boot's non-zero pages spread evenly over guest RAM (kernel, initramfs and page cache are
-  // not in one place); the program's pages fill the rest from the bottom, the working set first.
-  const nonZero = new Uint8Array(totalPages);
-  for (let i = 0; i < inp.bootPages; i++) nonZero[Math.floor((i * totalPages) / inp.bootPages)] = 1;
-  const program: number[] = [];
-  for (let p = 0; p < totalPages && program.length < inp.nonZeroPages - inp.bootPages; p++) if (!nonZero[p]) program.push(p);
+  const layout = inp.layout === 'even' ? null : measuredLayout(inp.memMiB);
+  const { nonZero, program } = layout ? placeMeasured(inp, totalPages, layout) : placeEvenly(inp, totalPages);
   for (const p of program) nonZero[p] = 1;
   orderWorkingSet(program, inp.wsPages, inp.wsOrder ?? 'scan');
   for (let p = 0; p < totalPages; p++)
@@ -412,9 +502,30 @@ export function predict(inp: ModelInputs): Record<string, unknown> {
     if (cursor === 0) fill = (fill % 250) + 2;
     return true;
   };
+  // The guest kernel's own writes while the program runs (its 10 ms sleeps: timers, the scheduler), measured
+  // with the layout; none in memtwin's even spread, which has no measured places for them.
+  const kernelPages = layout && inp.wsPages > 0 ? kernelWritePages(inp.memMiB, totalPages, nonZero, program) : [];
+  let kIdx = kernelPages.length;
+  let ticks = 0;
+  const kernelWrites = (): boolean => {
+    for (; kIdx < kernelPages.length; kIdx++) {
+      const page = kernelPages[kIdx]!;
+      if (where === 'src') {
+        k.runAsTask({ ns: 0 }, () => src.access(0, page * PAGE_SIZE, 1, 1, true, fill));
+        mig.onGuestWrite(page * PAGE_SIZE, 1);
+      } else if (k.runAsTask({ ns: 0 }, () => k.access(vcpu, dstBase + page * PAGE_SIZE, 1, 1, true, fill)).blocked !== undefined) {
+        blocked = true;
+        k.uffd.faulted(vcpu, k.clock.now());
+        return false;
+      }
+    }
+    return true;
+  };
   const tick = (): void => {
     if (done || mig.status === 'failed' || mig.status === 'cancelled') return;
     if (where === 'stopped' || blocked) return; // resumed by onGuest / the userfault wake
+    if (ticks++ % 10 === 0 && kIdx >= kernelPages.length) kIdx = 0;
+    if (!kernelWrites()) return;
     carry += (inp.dirtyRate * (where === 'src' ? mig.guestRunFraction : 1)) / 1000;
     while (carry >= 1) {
       if (!writeOne()) return;
@@ -591,6 +702,9 @@ function renderBatch(L: string[], b: BatchComparison, explanations: Record<strin
     L.push(
       `- postcopy link rate ${(cal.postcopyBps / MiB).toFixed(1)} MiB/s, the link rate of this batch's postcopy runs: ${cal.postcopySource};`,
     );
+  L.push(
+    "- where the guest's memory lies in guest-physical pages: the boot footprint and the program's pages where scripts/validate-qemu/guest-layout.ts found them (validation/qemu/evidence/guest-layout-<MiB>.json), and the pages the guest kernel rewrites while the program runs;",
+  );
   L.push('- the dirty rate the guest program measured while migration ran on the source.');
   L.push('');
   L.push('### Summary');

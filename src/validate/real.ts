@@ -12,7 +12,7 @@ import { createConnection, createServer, type Socket } from 'node:net';
 import { tmpdir, hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BATCHES, type Batch, type GuestLine, type RealResults, type RealRun, type RunConfig } from './matrix.ts';
+import { BATCHES, type Batch, type GuestLine, type QuerySample, type RealResults, type RealRun, type RunConfig } from './matrix.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const RESULTS_DIR = join(ROOT, 'validation/qemu');
@@ -273,6 +273,7 @@ async function attempt(c: RunConfig, log: (s: string) => void): Promise<RealRun>
     let postcopyStarted = false;
     let wallMs: number | null = null;
     let postcopySwitch: RealRun['postcopySwitch'];
+    const samples: QuerySample[] = [];
     if (c.postcopyAfterMs === 0) {
       await src.cmd('migrate-start-postcopy');
       postcopyStarted = true;
@@ -282,6 +283,7 @@ async function attempt(c: RunConfig, log: (s: string) => void): Promise<RealRun>
       readSerial();
       q = await src.cmd('query-migrate');
       const st = q.status as string;
+      samples.push(sampleOf(Date.now() - t0, q));
       if (st === 'postcopy-active' && !postcopySwitch) postcopySwitch = { atMs: Date.now() - t0, queryMigrate: q };
       if (st === 'completed') {
         wallMs = Date.now() - t0;
@@ -320,6 +322,7 @@ async function attempt(c: RunConfig, log: (s: string) => void): Promise<RealRun>
       dstQueryMigrate: dq,
       wallMs,
       ...(postcopySwitch ? { postcopySwitch } : {}),
+      samples,
       guest: {
         memTotalKiB: kib('MemTotal'),
         memFreeKiB: kib('MemFree'),
@@ -337,12 +340,29 @@ async function attempt(c: RunConfig, log: (s: string) => void): Promise<RealRun>
   }
 }
 
+/** The counters of one query-migrate poll that show the migration's passes. */
+function sampleOf(atMs: number, q: Record<string, unknown>): QuerySample {
+  const ram = (q.ram ?? {}) as Record<string, unknown>;
+  const n = (k: string): number => Number(ram[k] ?? 0);
+  return {
+    atMs,
+    status: String(q.status),
+    transferred: n('transferred'),
+    normal: n('normal'),
+    duplicate: n('duplicate'),
+    dirtySyncCount: n('dirty-sync-count'),
+    remaining: n('remaining'),
+  };
+}
+
 export interface RunRealOptions {
   /** The batch to record (src/validate/matrix.ts BATCHES); default `main`. */
   batch?: string;
   /** Rerun only these configurations (all their repeats), keep the batch's other recorded runs. */
   only?: string[];
   out?: string;
+  /** Record each configuration this many times (interleaved) instead of the batch's own count: evidence beside a batch. */
+  repeats?: number;
   log?: (s: string) => void;
 }
 
@@ -377,9 +397,10 @@ export async function runReal(o: RunRealOptions = {}): Promise<RealResults> {
   process.once('exit', cleanup);
   hookSignals(cleanup);
   try {
-    for (let rep = 1; rep <= batch.repeats; rep++)
+    const repeats = o.repeats ?? batch.repeats;
+    for (let rep = 1; rep <= repeats; rep++)
       for (const c of configs) {
-        log(`validate-qemu: ${c.id}${batch.repeats > 1 ? ` (${rep}/${batch.repeats})` : ''}: ${c.what}`);
+        log(`validate-qemu: ${c.id}${repeats > 1 ? ` (${rep}/${repeats})` : ''}: ${c.what}`);
         if (c.backend === 'hugetlb-2M' && !undoHuge) undoHuge = setupHugetlb(c.memMiB);
         const failures: string[] = [];
         let run: RealRun | null = null;
@@ -403,7 +424,7 @@ export async function runReal(o: RunRealOptions = {}): Promise<RealResults> {
           wallMs: null,
           guest: { memTotalKiB: null, memFreeKiB: null, dirtyRateDuring: null, dirtyRateBefore: null, lines: [] },
         };
-        if (batch.repeats > 1) run = { rep, ...run };
+        if (repeats > 1) run = { rep, ...run };
         runs.push(run);
         // Written after every run: a long batch interrupted keeps what it recorded.
         writeResults(out, batch, runs, prev, matrix);

@@ -39,9 +39,13 @@
  *   4096 bytes, counted in `ram.normal`. Reading a page the host never
  *   backed faults in the zero page on the source, as QEMU's read does.
  * - Free page hints: a dirty page the balloon device hinted free
- *   (`isSkippable`) is not sent (QEMU clears its bit:
- *   qemu_guest_free_page_hint), unless it was written since the migration
- *   last looked at it (then the hint is stale: markDirty). Skipped pages
+ *   (`isSkippable`) is not sent in this pass: qemu_guest_free_page_hint
+ *   cleared its bit when the hint came, whether the guest wrote it before
+ *   the hint (a guest with init_on_alloc zeroes each page it hints) or after.
+ *   Either write is in the dirty log (TCG's dirty memory; KVM's log, whose
+ *   clear for hinted ranges under manual dirty-log protect is not
+ *   modelled), so the next sync dirties the page again, ends its hint
+ *   (markDirty) and a later pass sends it. Skipped pages
  *   are free in the guest; their content on the destination is whatever
  *   it was (zero for a fresh destination), which is why the content check
  *   (verify) leaves them out.
@@ -786,13 +790,11 @@ export class RamMigration {
     const hints = this.opts.hints;
     const gpa = hints ? gpaOfPage(b, p) : -1;
     if (hints && gpa >= 0 && hints.isSkippable(gpa)) {
-      const key = this.key(b, p);
-      if (unchangedSinceSeen(b, p, key)) {
-        b.state[p]! |= PAGE_SKIPPED;
-        this.skippedByHints++;
-        return PAGE_NOT_SENT;
-      }
-      hints.markDirty(gpa, PAGE_SIZE); // written after the hint: the hint is stale
+      // The hint cleared the bit (qemu_guest_free_page_hint): not sent now. A write since the migration last saw
+      // the page is left unseen, so bitmapSync finds it and a later pass sends the page.
+      b.state[p]! |= PAGE_SKIPPED;
+      this.skippedByHints++;
+      return PAGE_NOT_SENT;
     }
     const hva = b.block.host + p * PAGE_SIZE;
     const mm = this.src.process.mm;
@@ -973,11 +975,6 @@ export class RamMigration {
   sourceByte(b: BlockState, p: number): number {
     const pfn = followPage(this.src.process.mm, b.block.host + p * PAGE_SIZE);
     return pfn < 0 ? 0 : this.k.mem.token(pfn) & 0xff;
-  }
-
-  /** The content key of a source page (keyOfFrame). */
-  private key(b: BlockState, p: number): number {
-    return this.keyOfFrame(followPage(this.src.process.mm, b.block.host + p * PAGE_SIZE));
   }
 
   /**
