@@ -129,12 +129,14 @@ interface Flow {
   cpu: number;
   /** Still in the list of flows to solve (a flow that can be extended, see flow()'s `extend`). */
   live: boolean;
+  /** Classes (the arrays below may hold stale entries past them: a flow is reused without shrinking them). */
+  nc: number;
   /** Per class: the resources it crosses (node, and the path if remote), bytes, idle DRAM time, that time as it ran. */
   res: number[];
   bytes: number[];
   memNs: number[];
   seenNs: number[];
-  /** Offsets into res per class (res[cls[i]..cls[i+1]) are class i's resources). */
+  /** Offsets into res per class (res[cls[i]..cls[i+1]) are class i's resources; cls[nc] is where they end). */
   cls: number[];
 }
 
@@ -173,7 +175,7 @@ export class MemBandwidth {
   private readonly weight: number[] = [];
   private readonly seen: Uint8Array;
   /** One-resource flows of a window, per flow: resource, K = bytes x weight x actual, B = time not scaling, S = idle DRAM time. */
-  private readonly simple = { r: [] as number[], k: [] as number[], b: [] as number[], s: [] as number[] };
+  private simple = { n: 0, r: new Int32Array(64), k: new Float64Array(64), b: new Float64Array(64), s: new Float64Array(64) };
 
   constructor(readonly spec: MemBwSpec) {
     const n = (this.nrNodes = spec.nodes.length);
@@ -235,27 +237,31 @@ export class MemBandwidth {
     if (!live) return;
     if (extend && this.extend(at, elapsedNs, cpu, classes, live)) return;
     // A flow solved for the last time is reused (a workload registers one per step: tens of thousands a run).
-    const f: Flow = this.spare.pop() ?? { at: 0, end: 0, cpu: 0, live: true, res: [], bytes: [], memNs: [], seenNs: [], cls: [] };
+    // Its arrays are written in place, by index, and not shrunk (nc and cls[nc] say where they end).
+    const f: Flow = this.spare.pop() ?? { at: 0, end: 0, cpu: 0, live: true, nc: 0, res: [], bytes: [], memNs: [], seenNs: [], cls: [] };
     f.at = at;
     f.end = at + Math.max(1, elapsedNs);
     f.cpu = cpu;
     f.live = true;
-    f.res.length = f.bytes.length = f.memNs.length = f.seenNs.length = f.cls.length = 0;
+    let nc = 0;
+    let nres = 0;
     for (const c of classes) {
       if (c.bytes <= 0 && c.memNs <= 0) continue;
-      f.cls.push(f.res.length);
-      f.res.push(c.node);
+      f.cls[nc] = nres;
+      f.res[nres++] = c.node;
       this.counted[c.node]! += c.bytes;
       if (cpu >= 0 && cpu !== c.node) {
         const p = this.path(cpu, c.node);
-        f.res.push(p);
+        f.res[nres++] = p;
         this.counted[p]! += c.bytes;
       }
-      f.bytes.push(c.bytes);
-      f.memNs.push(c.memNs);
-      f.seenNs.push(c.seenNs ?? c.memNs * this.current(cpu, c.node));
+      f.bytes[nc] = c.bytes;
+      f.memNs[nc] = c.memNs;
+      f.seenNs[nc] = c.seenNs ?? c.memNs * this.current(cpu, c.node);
+      nc++;
     }
-    f.cls.push(f.res.length);
+    f.cls[nc] = nres;
+    f.nc = nc;
     this.flows.push(f);
     this.last = f;
   }
@@ -263,7 +269,7 @@ export class MemBandwidth {
   /** Continue the last flow if it is still to be solved, contiguous, and on the same classes. */
   private extend(at: number, elapsedNs: number, cpu: number, classes: readonly FlowClass[], live: number): boolean {
     const f = this.last;
-    if (!f || !f.live || f.cpu !== cpu || Math.abs(f.end - at) > 0.5 || f.bytes.length !== live) return false;
+    if (!f || !f.live || f.cpu !== cpu || Math.abs(f.end - at) > 0.5 || f.nc !== live) return false;
     let i = 0;
     for (const c of classes) {
       if (c.bytes <= 0 && c.memNs <= 0) continue;
@@ -374,12 +380,15 @@ export class MemBandwidth {
     seen.fill(0);
     let coupled = false;
     for (const f of present) {
-      if (f.res.length > 1) coupled = true;
-      for (const r of f.res)
+      const nres = f.cls[f.nc]!;
+      if (nres > 1) coupled = true;
+      for (let k = 0; k < nres; k++) {
+        const r = f.res[k]!;
         if (!seen[r]) {
           seen[r] = 1;
           used.push(r);
         }
+      }
     }
     used.sort((a, b) => a - b);
     for (let r = 0; r < nr; r++) if (!seen[r]) m[r] = 1;
@@ -410,20 +419,24 @@ export class MemBandwidth {
    * DRAM time). The same equilibrium as the general solve, computed cheaply.
    */
   private solveSimple(used: number[], m: Float64Array): void {
-    const sp = this.simple;
-    sp.r.length = sp.k.length = sp.b.length = sp.s.length = 0;
     const present = this.present;
+    if (this.simple.r.length < present.length) {
+      const len = 2 * present.length;
+      this.simple = { n: 0, r: new Int32Array(len), k: new Float64Array(len), b: new Float64Array(len), s: new Float64Array(len) };
+    }
+    const sp = this.simple;
+    sp.n = present.length;
     for (let i = 0; i < present.length; i++) {
       const f = present[i]!;
       const actual = f.end - f.at;
-      sp.r.push(f.res[0]!);
-      sp.k.push(f.bytes[0]! * this.weight[i]! * actual);
-      sp.b.push(actual - f.seenNs[0]!);
-      sp.s.push(f.memNs[0]!);
+      sp.r[i] = f.res[0]!;
+      sp.k[i] = f.bytes[0]! * this.weight[i]! * actual;
+      sp.b[i] = actual - f.seenNs[0]!;
+      sp.s[i] = f.memNs[0]!;
     }
     const rateAt = (r: number, mr: number): number => {
       let sum = 0;
-      for (let i = 0; i < sp.r.length; i++) if (sp.r[i] === r) sum += sp.k[i]! / Math.max(sp.b[i]! + sp.s[i]! * mr, 1e-3); // a flow never takes no time
+      for (let i = 0; i < sp.n; i++) if (sp.r[i] === r) sum += sp.k[i]! / Math.max(sp.b[i]! + sp.s[i]! * mr, 1e-3); // a flow never takes no time
       return sum;
     };
     for (const r of used) {
@@ -444,7 +457,7 @@ export class MemBandwidth {
       const actual = f.end - f.at;
       let through = 0;
       let atM = actual; // the flow's time at multipliers m: its DRAM time rescaled, the rest as it was
-      const nc = f.bytes.length;
+      const nc = f.nc;
       for (let c = 0; c < nc; c++) {
         let excess = 0;
         let crosses = false;
