@@ -145,6 +145,8 @@ export interface BlockState {
   pages: number;
   /** Dirty bitmap (1 byte per 4K page, so that the next dirty page is an indexOf). */
   bmap: Uint8Array;
+  /** `bmap` four pages to a word (its whole words): a dirty run of four is 0x01010101. */
+  bmap32: Uint32Array;
   /** Per page: PAGE_LOGGED, PAGE_SKIPPED, PAGE_BACKED. */
   state: Uint8Array;
   /** `state` four pages to a word, for checking a run of pages at once (its length is padded to whole words). */
@@ -359,11 +361,13 @@ export class RamMigration {
       const gpaRuns: [number, number, number][] = [];
       for (const s of src.slots) if (s.block === block) gpaRuns.push([s.blockOffset / PAGE_SIZE, s.size / PAGE_SIZE, s.gpa]);
       const state32 = new Uint32Array(Math.ceil(pages / 4));
+      const bmap = new Uint8Array(pages);
       this.blocks.push({
         block,
         dst: dstBlock,
         pages,
-        bmap: new Uint8Array(pages),
+        bmap,
+        bmap32: new Uint32Array(bmap.buffer, 0, pages >>> 2),
         state: new Uint8Array(state32.buffer, 0, pages),
         state32,
         seen: new Uint32Array(pages),
@@ -930,8 +934,9 @@ export class RamMigration {
    * takePageCode for the `n` pages from 4K page `p` of block `bi` (all dirty, inside one runPages run) with one
    * page-table lookup, each page's code into codes[0..]: the same counts, bytes, times (summed in the same
    * order) and seen state as taking them one by one. Before each page after the first it stops once `r.bytes`
-   * reaches `maxBytes` or `r.pages` `maxPages` (the postcopy stream's limits). Returns the pages taken: 0 where
-   * the run must go page by page (free page hints or xbzrle to consult, a page the source must fault in).
+   * reaches `maxBytes` or `r.pages` `maxPages` (the postcopy stream's limits), and before a page the source
+   * must fault in (page by page from there). Returns the pages taken: 0 where the run must go page by page (free
+   * page hints or xbzrle to consult, nothing mapped, a first page to fault in).
    */
   takeRunCodes(bi: number, p: number, n: number, r: SendResult, maxBytes: number, maxPages: number, codes: Int32Array): number {
     if (this.opts.hints || this.xbzrle || !ramRuns.enabled) return 0;
@@ -939,7 +944,6 @@ export class RamMigration {
     const pfns = this.pfns;
     const what = followPmdRange(this.src.process.mm, b.block.host + p * PAGE_SIZE, n, pfns);
     if (what === PMD_RANGE_NONE) return 0;
-    for (let i = 0; i < n; i++) if (pfns[i] === -2) return 0; // readPageCode faults it in first
     const mem = this.k.mem;
     const { bmap, state, seen } = b;
     const detect = this.opts.zeroPageDetection;
@@ -947,11 +951,12 @@ export class RamMigration {
     const now = this.k.clock.now();
     let i = 0;
     for (; i < n && (i === 0 || (r.bytes < maxBytes && r.pages < maxPages)); i++) {
+      const pfn = pfns[i]!;
+      if (pfn === -2) break; // readPageCode faults it in first: from here, page by page
       const q = p + i;
       bmap[q] = 0;
       this.dirtyPages--;
       // readPageCode (stream, no hints, no xbzrle) on the frame looked up above.
-      const pfn = pfns[i]!;
       const token = pfn < 0 ? 0 : mem.token(pfn);
       const nonzero = pfn < 0 ? 0 : mem.flags(pfn) & PG.nonzero;
       const zero = pfn < 0 || (nonzero === 0 && (token & 0xff) === 0);
@@ -979,6 +984,7 @@ export class RamMigration {
       seen[q] = key ? key - 1 : 0;
       codes[i] = (sentZero ? PAGE_SENT_ZERO : 0) | (pfn < 0 ? 0 : token & 0xff);
     }
+    if (i === 0) return 0;
     this.lastDecodeNs = undefined;
     this.cursorBlock = bi;
     this.cursorPage = p + i;
