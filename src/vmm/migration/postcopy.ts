@@ -156,7 +156,8 @@ class UnitList {
     const i = this.n;
     const off = this.at[i]!;
     if (i + 1 >= this.bi.length || off + 1 > this.codes.length) {
-      this.codes[this.push(bi, u, 1)] = code;
+      const at = this.push(bi, u, 1); // first: push may grow `codes`
+      this.codes[at] = code;
       return;
     }
     this.codes[off] = code;
@@ -292,6 +293,9 @@ export class Postcopy {
   private readonly placedBytes = new Int32Array(512);
   /** takeRun's codes (a run is at most a 2M of 4K pages). */
   private readonly runCodes = new Int32Array(512);
+  /** Chunks arrived on the main and the preempt channel, waiting for their thread, in the order they arrived. */
+  private readonly loadWaiting: Chunk[] = [];
+  private readonly preemptWaiting: Chunk[] = [];
   /** Unit lists no chunk uses any more. */
   private readonly lists: UnitList[] = [];
   /** When each unit of the chunk being placed is done (ns into its task; NaN: not placed), by its place in the chunk. */
@@ -589,7 +593,10 @@ export class Postcopy {
       return;
     }
     this.curCodes[i] = code;
-    if (i === pc.n - 1) units.codes.set(this.curCodes.subarray(0, pc.n), units.push(cur.bi, u, pc.n));
+    if (i === pc.n - 1) {
+      const at = units.push(cur.bi, u, pc.n); // first: push may grow `codes`
+      units.codes.set(this.curCodes.subarray(0, pc.n), at);
+    }
   }
 
   /** A whole unit at once (a request): its dirty pages, or all of them if it was never sent (hinted free). */
@@ -656,14 +663,41 @@ export class Postcopy {
 
   // --- the destination ---------------------------------------------------------------
 
-  /** A chunk arrived: its thread (load, or preempt) places it once done with the previous one. */
+  /**
+   * A chunk arrived: its thread (load, or preempt) places it once done with the chunks that arrived before it
+   * on its channel (a TCP stream is read in order). Waiting chunks queue; only the first has an event.
+   */
   private arrive(chunk: Chunk): void {
-    const now = this.k.clock.now();
+    const waiting = chunk.urgent ? this.preemptWaiting : this.loadWaiting;
     const busy = chunk.urgent ? this.preemptBusyUntil : this.loadBusyUntil;
-    if (busy > now) {
-      chunk.event = this.k.events.schedule(Math.ceil(busy), 'postcopy-place', () => this.arrive(chunk));
+    chunk.event = null;
+    if (waiting.length || busy > this.k.clock.now()) {
+      waiting.push(chunk);
+      if (waiting.length === 1) this.placeLater(waiting, busy);
       return;
     }
+    this.place(chunk);
+  }
+
+  /** The first chunk waiting on a channel is placed when its thread is free (at `busy`). */
+  private placeLater(waiting: Chunk[], busy: number): void {
+    waiting[0]!.event = this.k.events.schedule(Math.ceil(busy), 'postcopy-place', () => {
+      const chunk = waiting[0]!;
+      const free = chunk.urgent ? this.preemptBusyUntil : this.loadBusyUntil;
+      if (free > this.k.clock.now()) {
+        this.placeLater(waiting, free);
+        return;
+      }
+      waiting.shift();
+      chunk.event = null;
+      this.place(chunk);
+      if (waiting.length) this.placeLater(waiting, chunk.urgent ? this.preemptBusyUntil : this.loadBusyUntil);
+    });
+  }
+
+  /** The channel's thread places a chunk now. */
+  private place(chunk: Chunk): void {
+    const now = this.k.clock.now();
     this.inflight.delete(chunk);
     const thread = chunk.urgent ? this.preemptThread : this.loadThread;
     const t = { ns: 0 };
