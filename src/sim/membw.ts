@@ -83,19 +83,19 @@ export function latencyMultiplier(u: number): number {
  * flows cannot be slowed below capacity.
  */
 function solveUtilisation(util: (m: number) => number): number {
-  const g = (u: number): number => util(latencyMultiplier(u)) - u;
+  // g(u) = util(m(u)) - u, written out (no closure per call: a window solves several).
   let lo = 0;
   let hi = U_MAX;
-  let glo = g(lo);
+  let glo = util(latencyMultiplier(lo)) - lo;
   if (glo <= 0) return 1;
-  let ghi = g(hi);
+  let ghi = util(latencyMultiplier(hi)) - hi;
   if (ghi >= 0) return latencyMultiplier(hi);
   let side = 0;
   let u = lo;
   for (let i = 0; i < 100 && hi - lo > 1e-10; i++) {
     u = (lo * ghi - hi * glo) / (ghi - glo);
     if (!(u > lo && u < hi)) u = (lo + hi) / 2;
-    const gu = g(u);
+    const gu = util(latencyMultiplier(u)) - u;
     if (gu === 0 || Math.abs(gu) < 1e-10) break;
     if (gu > 0) {
       lo = u;
@@ -163,7 +163,9 @@ export class MemBandwidth {
   private readonly counted: Float64Array;
   /** First window not solved yet. */
   private next = 0;
-  private flows: Flow[] = [];
+  private readonly flows: Flow[] = [];
+  /** Flows in `flows` (written by index and not shrunk, so that its backing store is not made again each window). */
+  private nflows = 0;
   /** Flows no window needs any more, for flow() to reuse. */
   private readonly spare: Flow[] = [];
   /** Utilisation of the last solved window per resource (what the threads of that window drove). */
@@ -173,6 +175,8 @@ export class MemBandwidth {
   /** Scratch of solveWindow (reused: a window is solved every 100 µs of virtual time). */
   private readonly present: Flow[] = [];
   private readonly weight: number[] = [];
+  /** Flows in `present` and `weight` (written by index and not shrunk: entries past it are stale). */
+  private np = 0;
   private readonly seen: Uint8Array;
   /** One-resource flows of a window, per flow: resource, K = bytes x weight x actual, B = time not scaling, S = idle DRAM time. */
   private simple = { n: 0, r: new Int32Array(64), k: new Float64Array(64), b: new Float64Array(64), s: new Float64Array(64) };
@@ -262,7 +266,7 @@ export class MemBandwidth {
     }
     f.cls[nc] = nres;
     f.nc = nc;
-    this.flows.push(f);
+    this.flows[this.nflows++] = f;
     this.last = f;
   }
 
@@ -322,7 +326,7 @@ export class MemBandwidth {
   private advance(at: number): void {
     const upTo = Math.floor(at / WINDOW_NS); // windows < upTo are complete
     while (this.next < upTo) {
-      if (!this.flows.length) {
+      if (!this.nflows) {
         // Idle from here: the multipliers decay towards 1 without a flow to solve.
         const k = upTo - this.next;
         const keep = (1 - LAMBDA) ** k;
@@ -345,16 +349,15 @@ export class MemBandwidth {
     const we = ws + WINDOW_NS;
     const present = this.present;
     const weight = this.weight;
-    present.length = 0;
-    weight.length = 0;
+    let np = 0;
     const flows = this.flows;
     let kept = 0;
-    for (let i = 0; i < flows.length; i++) {
+    for (let i = 0; i < this.nflows; i++) {
       const f = flows[i]!;
       const o = Math.min(f.end, we) - Math.max(f.at, ws);
       if (o > 0) {
-        present.push(f);
-        weight.push(o / WINDOW_NS / (f.end - f.at)); // share of the flow's bytes in this window, per ns of window
+        present[np] = f;
+        weight[np++] = o / WINDOW_NS / (f.end - f.at); // share of the flow's bytes in this window, per ns of window
       }
       if (f.end > we) flows[kept++] = f;
       else {
@@ -363,10 +366,11 @@ export class MemBandwidth {
         this.spare.push(f);
       }
     }
-    flows.length = kept;
+    this.nflows = kept;
     const nr = this.mult.length;
     const m = this.solved; // warm start from the last window
-    if (!present.length) {
+    this.np = np;
+    if (!np) {
       for (let r = 0; r < nr; r++) {
         m[r] = 1;
         this.lastUtil[r] = 0;
@@ -374,34 +378,32 @@ export class MemBandwidth {
       }
       return;
     }
-    // Resources the window's flows cross; whether any flow crosses two (then they depend on each other).
-    const used: number[] = [];
+    // Resources the window's flows cross (`seen`; solved in ascending order below); whether any flow crosses
+    // two (then they depend on each other).
     const seen = this.seen;
     seen.fill(0);
     let coupled = false;
-    for (const f of present) {
+    for (let i = 0; i < np; i++) {
+      const f = present[i]!;
       const nres = f.cls[f.nc]!;
       if (nres > 1) coupled = true;
       for (let k = 0; k < nres; k++) {
         const r = f.res[k]!;
-        if (!seen[r]) {
-          seen[r] = 1;
-          used.push(r);
-        }
+        seen[r] = 1;
       }
     }
-    used.sort((a, b) => a - b);
     for (let r = 0; r < nr; r++) if (!seen[r]) m[r] = 1;
     if (!coupled) {
-      this.solveSimple(used, m);
+      this.solveSimple(m);
       return;
     }
     // Gauss-Seidel over resources: each one's multiplier solved with the others fixed.
     for (let sweep = 0; sweep < 12; sweep++) {
       let delta = 0;
-      for (const r of used) {
+      for (let r = 0; r < nr; r++) {
+        if (!seen[r]) continue;
         const before = m[r]!;
-        m[r] = this.solveResource(r, present, weight, m);
+        m[r] = this.solveResource(r, m);
         delta = Math.max(delta, Math.abs(m[r]! - before));
       }
       if (delta < 1e-9) break;
@@ -418,15 +420,16 @@ export class MemBandwidth {
    * window x its actual time, B the time that does not scale, S its idle
    * DRAM time). The same equilibrium as the general solve, computed cheaply.
    */
-  private solveSimple(used: number[], m: Float64Array): void {
+  private solveSimple(m: Float64Array): void {
     const present = this.present;
-    if (this.simple.r.length < present.length) {
-      const len = 2 * present.length;
+    const np = this.np;
+    if (this.simple.r.length < np) {
+      const len = 2 * np;
       this.simple = { n: 0, r: new Int32Array(len), k: new Float64Array(len), b: new Float64Array(len), s: new Float64Array(len) };
     }
     const sp = this.simple;
-    sp.n = present.length;
-    for (let i = 0; i < present.length; i++) {
+    sp.n = np;
+    for (let i = 0; i < np; i++) {
       const f = present[i]!;
       const actual = f.end - f.at;
       sp.r[i] = f.res[0]!;
@@ -434,25 +437,41 @@ export class MemBandwidth {
       sp.b[i] = actual - f.seenNs[0]!;
       sp.s[i] = f.memNs[0]!;
     }
-    const rateAt = (r: number, mr: number): number => {
-      let sum = 0;
-      for (let i = 0; i < sp.n; i++) if (sp.r[i] === r) sum += sp.k[i]! / Math.max(sp.b[i]! + sp.s[i]! * mr, 1e-3); // a flow never takes no time
-      return sum;
-    };
-    for (const r of used) {
+    for (let r = 0; r < this.mult.length; r++) {
+      if (!this.seen[r]) continue;
       const cap = this.cap[r]!;
-      m[r] = cap > 0 ? solveUtilisation((mr) => rateAt(r, mr) / cap) : 1;
+      this.utilR = r;
+      m[r] = cap > 0 ? solveUtilisation(this.simpleUtil) : 1;
     }
     for (let r = 0; r < this.mult.length; r++) {
-      this.lastUtil[r] = this.seen[r] && this.cap[r]! > 0 ? rateAt(r, m[r]!) / this.cap[r]! : 0;
+      this.lastUtil[r] = this.seen[r] && this.cap[r]! > 0 ? this.simpleRate(r, m[r]!) / this.cap[r]! : 0;
       this.mult[r] = this.mult[r]! + LAMBDA * (m[r]! - this.mult[r]!);
     }
   }
 
+  /** Bytes/ns the one-resource flows of the window (solveSimple's `simple`) move through resource r at multiplier mr. */
+  private simpleRate(r: number, mr: number): number {
+    const sp = this.simple;
+    let sum = 0;
+    for (let i = 0; i < sp.n; i++) if (sp.r[i] === r) sum += sp.k[i]! / Math.max(sp.b[i]! + sp.s[i]! * mr, 1e-3); // a flow never takes no time
+    return sum;
+  }
+
+  /** The resource solveSimple or solveResource is solving, and the multipliers solveResource solves it among. */
+  private utilR = 0;
+  private utilM: Float64Array | null = null;
+  /** Its utilisation at multiplier mr, for solveUtilisation: made once, not per resource per window. */
+  private readonly simpleUtil = (mr: number): number => this.simpleRate(this.utilR, mr) / this.cap[this.utilR]!;
+  private readonly resourceUtil = (mr: number): number => {
+    const m = this.utilM!;
+    m[this.utilR] = mr;
+    return this.rate(this.utilR, this.present, this.weight, m) / this.cap[this.utilR]!;
+  };
+
   /** Bytes/ns the window's flows would move through resource r at multipliers m. */
   private rate(r: number, present: Flow[], weight: number[], m: Float64Array): number {
     let sum = 0;
-    for (let i = 0; i < present.length; i++) {
+    for (let i = 0; i < this.np; i++) {
       const f = present[i]!;
       const actual = f.end - f.at;
       let through = 0;
@@ -478,14 +497,13 @@ export class MemBandwidth {
   }
 
   /** m_r solving m_r = m(u_r(m)) with the other resources' multipliers fixed: bisection on u. */
-  private solveResource(r: number, present: Flow[], weight: number[], m: Float64Array): number {
+  private solveResource(r: number, m: Float64Array): number {
     const cap = this.cap[r]!;
     if (!(cap > 0)) return 1;
     const saved = m[r]!;
-    const x = solveUtilisation((mr) => {
-      m[r] = mr;
-      return this.rate(r, present, weight, m) / cap;
-    });
+    this.utilR = r;
+    this.utilM = m;
+    const x = solveUtilisation(this.resourceUtil);
     m[r] = saved;
     return x;
   }
