@@ -83,19 +83,19 @@ export function latencyMultiplier(u: number): number {
  * flows cannot be slowed below capacity.
  */
 function solveUtilisation(util: (m: number) => number): number {
-  const g = (u: number): number => util(latencyMultiplier(u)) - u;
+  // g(u) = util(m(u)) - u, written out (no closure per call: a window solves several).
   let lo = 0;
   let hi = U_MAX;
-  let glo = g(lo);
+  let glo = util(latencyMultiplier(lo)) - lo;
   if (glo <= 0) return 1;
-  let ghi = g(hi);
+  let ghi = util(latencyMultiplier(hi)) - hi;
   if (ghi >= 0) return latencyMultiplier(hi);
   let side = 0;
   let u = lo;
   for (let i = 0; i < 100 && hi - lo > 1e-10; i++) {
     u = (lo * ghi - hi * glo) / (ghi - glo);
     if (!(u > lo && u < hi)) u = (lo + hi) / 2;
-    const gu = g(u);
+    const gu = util(latencyMultiplier(u)) - u;
     if (gu === 0 || Math.abs(gu) < 1e-10) break;
     if (gu > 0) {
       lo = u;
@@ -129,12 +129,14 @@ interface Flow {
   cpu: number;
   /** Still in the list of flows to solve (a flow that can be extended, see flow()'s `extend`). */
   live: boolean;
+  /** Classes (the arrays below may hold stale entries past them: a flow is reused without shrinking them). */
+  nc: number;
   /** Per class: the resources it crosses (node, and the path if remote), bytes, idle DRAM time, that time as it ran. */
   res: number[];
   bytes: number[];
   memNs: number[];
   seenNs: number[];
-  /** Offsets into res per class (res[cls[i]..cls[i+1]) are class i's resources). */
+  /** Offsets into res per class (res[cls[i]..cls[i+1]) are class i's resources; cls[nc] is where they end). */
   cls: number[];
 }
 
@@ -161,7 +163,9 @@ export class MemBandwidth {
   private readonly counted: Float64Array;
   /** First window not solved yet. */
   private next = 0;
-  private flows: Flow[] = [];
+  private readonly flows: Flow[] = [];
+  /** Flows in `flows` (written by index and not shrunk, so that its backing store is not made again each window). */
+  private nflows = 0;
   /** Flows no window needs any more, for flow() to reuse. */
   private readonly spare: Flow[] = [];
   /** Utilisation of the last solved window per resource (what the threads of that window drove). */
@@ -171,9 +175,11 @@ export class MemBandwidth {
   /** Scratch of solveWindow (reused: a window is solved every 100 µs of virtual time). */
   private readonly present: Flow[] = [];
   private readonly weight: number[] = [];
+  /** Flows in `present` and `weight` (written by index and not shrunk: entries past it are stale). */
+  private np = 0;
   private readonly seen: Uint8Array;
   /** One-resource flows of a window, per flow: resource, K = bytes x weight x actual, B = time not scaling, S = idle DRAM time. */
-  private readonly simple = { r: [] as number[], k: [] as number[], b: [] as number[], s: [] as number[] };
+  private simple = { n: 0, r: new Int32Array(64), k: new Float64Array(64), b: new Float64Array(64), s: new Float64Array(64) };
 
   constructor(readonly spec: MemBwSpec) {
     const n = (this.nrNodes = spec.nodes.length);
@@ -235,35 +241,39 @@ export class MemBandwidth {
     if (!live) return;
     if (extend && this.extend(at, elapsedNs, cpu, classes, live)) return;
     // A flow solved for the last time is reused (a workload registers one per step: tens of thousands a run).
-    const f: Flow = this.spare.pop() ?? { at: 0, end: 0, cpu: 0, live: true, res: [], bytes: [], memNs: [], seenNs: [], cls: [] };
+    // Its arrays are written in place, by index, and not shrunk (nc and cls[nc] say where they end).
+    const f: Flow = this.spare.pop() ?? { at: 0, end: 0, cpu: 0, live: true, nc: 0, res: [], bytes: [], memNs: [], seenNs: [], cls: [] };
     f.at = at;
     f.end = at + Math.max(1, elapsedNs);
     f.cpu = cpu;
     f.live = true;
-    f.res.length = f.bytes.length = f.memNs.length = f.seenNs.length = f.cls.length = 0;
+    let nc = 0;
+    let nres = 0;
     for (const c of classes) {
       if (c.bytes <= 0 && c.memNs <= 0) continue;
-      f.cls.push(f.res.length);
-      f.res.push(c.node);
+      f.cls[nc] = nres;
+      f.res[nres++] = c.node;
       this.counted[c.node]! += c.bytes;
       if (cpu >= 0 && cpu !== c.node) {
         const p = this.path(cpu, c.node);
-        f.res.push(p);
+        f.res[nres++] = p;
         this.counted[p]! += c.bytes;
       }
-      f.bytes.push(c.bytes);
-      f.memNs.push(c.memNs);
-      f.seenNs.push(c.seenNs ?? c.memNs * this.current(cpu, c.node));
+      f.bytes[nc] = c.bytes;
+      f.memNs[nc] = c.memNs;
+      f.seenNs[nc] = c.seenNs ?? c.memNs * this.current(cpu, c.node);
+      nc++;
     }
-    f.cls.push(f.res.length);
-    this.flows.push(f);
+    f.cls[nc] = nres;
+    f.nc = nc;
+    this.flows[this.nflows++] = f;
     this.last = f;
   }
 
   /** Continue the last flow if it is still to be solved, contiguous, and on the same classes. */
   private extend(at: number, elapsedNs: number, cpu: number, classes: readonly FlowClass[], live: number): boolean {
     const f = this.last;
-    if (!f || !f.live || f.cpu !== cpu || Math.abs(f.end - at) > 0.5 || f.bytes.length !== live) return false;
+    if (!f || !f.live || f.cpu !== cpu || Math.abs(f.end - at) > 0.5 || f.nc !== live) return false;
     let i = 0;
     for (const c of classes) {
       if (c.bytes <= 0 && c.memNs <= 0) continue;
@@ -316,7 +326,7 @@ export class MemBandwidth {
   private advance(at: number): void {
     const upTo = Math.floor(at / WINDOW_NS); // windows < upTo are complete
     while (this.next < upTo) {
-      if (!this.flows.length) {
+      if (!this.nflows) {
         // Idle from here: the multipliers decay towards 1 without a flow to solve.
         const k = upTo - this.next;
         const keep = (1 - LAMBDA) ** k;
@@ -339,16 +349,15 @@ export class MemBandwidth {
     const we = ws + WINDOW_NS;
     const present = this.present;
     const weight = this.weight;
-    present.length = 0;
-    weight.length = 0;
+    let np = 0;
     const flows = this.flows;
     let kept = 0;
-    for (let i = 0; i < flows.length; i++) {
+    for (let i = 0; i < this.nflows; i++) {
       const f = flows[i]!;
       const o = Math.min(f.end, we) - Math.max(f.at, ws);
       if (o > 0) {
-        present.push(f);
-        weight.push(o / WINDOW_NS / (f.end - f.at)); // share of the flow's bytes in this window, per ns of window
+        present[np] = f;
+        weight[np++] = o / WINDOW_NS / (f.end - f.at); // share of the flow's bytes in this window, per ns of window
       }
       if (f.end > we) flows[kept++] = f;
       else {
@@ -357,10 +366,11 @@ export class MemBandwidth {
         this.spare.push(f);
       }
     }
-    flows.length = kept;
+    this.nflows = kept;
     const nr = this.mult.length;
     const m = this.solved; // warm start from the last window
-    if (!present.length) {
+    this.np = np;
+    if (!np) {
       for (let r = 0; r < nr; r++) {
         m[r] = 1;
         this.lastUtil[r] = 0;
@@ -368,31 +378,32 @@ export class MemBandwidth {
       }
       return;
     }
-    // Resources the window's flows cross; whether any flow crosses two (then they depend on each other).
-    const used: number[] = [];
+    // Resources the window's flows cross (`seen`; solved in ascending order below); whether any flow crosses
+    // two (then they depend on each other).
     const seen = this.seen;
     seen.fill(0);
     let coupled = false;
-    for (const f of present) {
-      if (f.res.length > 1) coupled = true;
-      for (const r of f.res)
-        if (!seen[r]) {
-          seen[r] = 1;
-          used.push(r);
-        }
+    for (let i = 0; i < np; i++) {
+      const f = present[i]!;
+      const nres = f.cls[f.nc]!;
+      if (nres > 1) coupled = true;
+      for (let k = 0; k < nres; k++) {
+        const r = f.res[k]!;
+        seen[r] = 1;
+      }
     }
-    used.sort((a, b) => a - b);
     for (let r = 0; r < nr; r++) if (!seen[r]) m[r] = 1;
     if (!coupled) {
-      this.solveSimple(used, m);
+      this.solveSimple(m);
       return;
     }
     // Gauss-Seidel over resources: each one's multiplier solved with the others fixed.
     for (let sweep = 0; sweep < 12; sweep++) {
       let delta = 0;
-      for (const r of used) {
+      for (let r = 0; r < nr; r++) {
+        if (!seen[r]) continue;
         const before = m[r]!;
-        m[r] = this.solveResource(r, present, weight, m);
+        m[r] = this.solveResource(r, m);
         delta = Math.max(delta, Math.abs(m[r]! - before));
       }
       if (delta < 1e-9) break;
@@ -409,42 +420,63 @@ export class MemBandwidth {
    * window x its actual time, B the time that does not scale, S its idle
    * DRAM time). The same equilibrium as the general solve, computed cheaply.
    */
-  private solveSimple(used: number[], m: Float64Array): void {
-    const sp = this.simple;
-    sp.r.length = sp.k.length = sp.b.length = sp.s.length = 0;
+  private solveSimple(m: Float64Array): void {
     const present = this.present;
-    for (let i = 0; i < present.length; i++) {
+    const np = this.np;
+    if (this.simple.r.length < np) {
+      const len = 2 * np;
+      this.simple = { n: 0, r: new Int32Array(len), k: new Float64Array(len), b: new Float64Array(len), s: new Float64Array(len) };
+    }
+    const sp = this.simple;
+    sp.n = np;
+    for (let i = 0; i < np; i++) {
       const f = present[i]!;
       const actual = f.end - f.at;
-      sp.r.push(f.res[0]!);
-      sp.k.push(f.bytes[0]! * this.weight[i]! * actual);
-      sp.b.push(actual - f.seenNs[0]!);
-      sp.s.push(f.memNs[0]!);
-    }
-    const rateAt = (r: number, mr: number): number => {
-      let sum = 0;
-      for (let i = 0; i < sp.r.length; i++) if (sp.r[i] === r) sum += sp.k[i]! / Math.max(sp.b[i]! + sp.s[i]! * mr, 1e-3); // a flow never takes no time
-      return sum;
-    };
-    for (const r of used) {
-      const cap = this.cap[r]!;
-      m[r] = cap > 0 ? solveUtilisation((mr) => rateAt(r, mr) / cap) : 1;
+      sp.r[i] = f.res[0]!;
+      sp.k[i] = f.bytes[0]! * this.weight[i]! * actual;
+      sp.b[i] = actual - f.seenNs[0]!;
+      sp.s[i] = f.memNs[0]!;
     }
     for (let r = 0; r < this.mult.length; r++) {
-      this.lastUtil[r] = this.seen[r] && this.cap[r]! > 0 ? rateAt(r, m[r]!) / this.cap[r]! : 0;
+      if (!this.seen[r]) continue;
+      const cap = this.cap[r]!;
+      this.utilR = r;
+      m[r] = cap > 0 ? solveUtilisation(this.simpleUtil) : 1;
+    }
+    for (let r = 0; r < this.mult.length; r++) {
+      this.lastUtil[r] = this.seen[r] && this.cap[r]! > 0 ? this.simpleRate(r, m[r]!) / this.cap[r]! : 0;
       this.mult[r] = this.mult[r]! + LAMBDA * (m[r]! - this.mult[r]!);
     }
   }
 
+  /** Bytes/ns the one-resource flows of the window (solveSimple's `simple`) move through resource r at multiplier mr. */
+  private simpleRate(r: number, mr: number): number {
+    const sp = this.simple;
+    let sum = 0;
+    for (let i = 0; i < sp.n; i++) if (sp.r[i] === r) sum += sp.k[i]! / Math.max(sp.b[i]! + sp.s[i]! * mr, 1e-3); // a flow never takes no time
+    return sum;
+  }
+
+  /** The resource solveSimple or solveResource is solving, and the multipliers solveResource solves it among. */
+  private utilR = 0;
+  private utilM: Float64Array | null = null;
+  /** Its utilisation at multiplier mr, for solveUtilisation: made once, not per resource per window. */
+  private readonly simpleUtil = (mr: number): number => this.simpleRate(this.utilR, mr) / this.cap[this.utilR]!;
+  private readonly resourceUtil = (mr: number): number => {
+    const m = this.utilM!;
+    m[this.utilR] = mr;
+    return this.rate(this.utilR, this.present, this.weight, m) / this.cap[this.utilR]!;
+  };
+
   /** Bytes/ns the window's flows would move through resource r at multipliers m. */
   private rate(r: number, present: Flow[], weight: number[], m: Float64Array): number {
     let sum = 0;
-    for (let i = 0; i < present.length; i++) {
+    for (let i = 0; i < this.np; i++) {
       const f = present[i]!;
       const actual = f.end - f.at;
       let through = 0;
       let atM = actual; // the flow's time at multipliers m: its DRAM time rescaled, the rest as it was
-      const nc = f.bytes.length;
+      const nc = f.nc;
       for (let c = 0; c < nc; c++) {
         let excess = 0;
         let crosses = false;
@@ -465,14 +497,13 @@ export class MemBandwidth {
   }
 
   /** m_r solving m_r = m(u_r(m)) with the other resources' multipliers fixed: bisection on u. */
-  private solveResource(r: number, present: Flow[], weight: number[], m: Float64Array): number {
+  private solveResource(r: number, m: Float64Array): number {
     const cap = this.cap[r]!;
     if (!(cap > 0)) return 1;
     const saved = m[r]!;
-    const x = solveUtilisation((mr) => {
-      m[r] = mr;
-      return this.rate(r, present, weight, m) / cap;
-    });
+    this.utilR = r;
+    this.utilM = m;
+    const x = solveUtilisation(this.resourceUtil);
     m[r] = saved;
     return x;
   }

@@ -15,6 +15,8 @@ import { PAGE_SIZE, PMD_SIZE, UFFD_FEATURE } from '../../kernel/uapi.ts';
 import { NSEC_PER_MSEC, NSEC_PER_SEC } from '../../sim/clock.ts';
 import { Link } from './link.ts';
 import { MigrationState, type MigrationOptions } from './migration.ts';
+import { ramRuns } from './ram.ts';
+import { MemBandwidth } from '../../sim/membw.ts';
 
 const MiB = 2 ** 20;
 const URI = 'tcp:dest:4444';
@@ -604,5 +606,67 @@ describe('the switch waits for ram_save_iterate to return', () => {
     ]);
     expect(huge).toBeGreaterThan(65 * 2 * MiB);
     expect(huge).toBeLessThan(66 * 2 * MiB);
+  });
+});
+
+describe('property: runs of pages (ramRuns) give the same postcopy as page by page', () => {
+  /** One postcopy with runs on or off: everything query-migrate and the postcopy's stats say, its times, the content check. */
+  function postcopy(
+    writes: { page: number; fill: number }[],
+    reads: number[],
+    touches: number[],
+    preempt: boolean,
+    dropAtMs: number | undefined,
+    membw: boolean,
+    runs: boolean,
+  ): unknown {
+    ramRuns.enabled = runs;
+    try {
+      const s = setup({ m: 8 * MiB, touches, written: 0, caps: preempt ? ['postcopy-ram', 'postcopy-preempt'] : ['postcopy-ram'] });
+      if (membw) s.k.membw = new MemBandwidth({ nodes: [2e9], interconnect: [[0]] });
+      // Pages written (a fill of 0 leaves a zero frame), pages only read (the zero page), and the rest never touched.
+      for (const w of writes) s.k.runAsTask({ ns: 0 }, () => s.src.access(0, w.page * PAGE_SIZE, 1, 1, true, w.fill));
+      for (const p of reads) s.k.runAsTask({ ns: 0 }, () => s.src.access(0, p * PAGE_SIZE, 1, 1, false, 0));
+      startPostcopy(s);
+      if (dropAtMs !== undefined) {
+        s.k.events.runUntil(s.k.clock.now() + dropAtMs * NSEC_PER_MSEC);
+        s.mig.linkDrop();
+        s.k.events.runUntil(s.k.clock.now() + 5 * NSEC_PER_MSEC);
+        if (s.mig.status !== 'completed') qmp(s.src, 'migrate', { uri: URI, resume: true });
+      }
+      runUntilDone(s.k, s.mig, 10 * NSEC_PER_SEC);
+      const st = s.mig.postcopy!.stats;
+      return {
+        query: s.mig.query(),
+        ns: { start: s.mig.startTime, end: s.mig.endTime, now: s.k.clock.now() },
+        stats: { ...st },
+        touched: s.touched(),
+        differing: s.mig.verify(),
+        membw: membw ? [s.k.membw!.bytesOnNode(0), s.k.membw!.utilisation(0, s.k.clock.now())] : null,
+      };
+    } finally {
+      ramRuns.enabled = true;
+    }
+  }
+
+  it('the same placements, times, bytes and content check, nanosecond for nanosecond, with and without a bandwidth model', () => {
+    const page = fc.integer({ min: 0, max: 2047 });
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ page, fill: fc.integer({ min: 0, max: 255 }) }), { maxLength: 400 }),
+        fc.array(page, { maxLength: 100 }),
+        fc.array(page, { maxLength: 30 }),
+        fc.boolean(),
+        fc.option(fc.integer({ min: 1, max: 10 }), { nil: undefined }),
+        fc.boolean(),
+        (writes, reads, touches, preempt, dropAtMs, membw) => {
+          const paged = postcopy(writes, reads, touches, preempt, dropAtMs, membw, false);
+          const batched = postcopy(writes, reads, touches, preempt, dropAtMs, membw, true);
+          expect(batched).toEqual(paged);
+          expect((paged as { differing: unknown[] }).differing).toEqual([]);
+        },
+      ),
+      { numRuns: 40 },
+    );
   });
 });

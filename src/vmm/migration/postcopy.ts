@@ -98,7 +98,7 @@ import { VM } from '../../kernel/mm_types.ts';
 import type { Vm } from '../vm.ts';
 import type { Link } from './link.ts';
 import type { Flow } from '../../sim/network.ts';
-import { PAGE_NOT_SENT, PAGE_SENT_ZERO, STREAM_MARKER_BYTES, pageSkipped, type RamMigration, type SendResult } from './ram.ts';
+import { PAGE_NOT_SENT, PAGE_SENT_ZERO, STREAM_MARKER_BYTES, pageSkipped, ramRuns, type RamMigration, type SendResult } from './ram.ts';
 
 /** Background bytes written to the main channel per event (small pages are batched). */
 const BATCH_BYTES = 256 * 1024;
@@ -120,17 +120,68 @@ export interface PostcopyOptions {
   hugetlbRequestSize?: number;
 }
 
-/** A unit in flight: its block, first 4K page, and each 4K page's content (undefined: not sent). */
-interface Unit {
-  bi: number;
-  u: number;
-  /** Per 4K page, what the source sent (RamMigration.readPageCode: PAGE_NOT_SENT, or the first byte with PAGE_SENT_ZERO). */
-  pages: number[];
+/**
+ * Units in flight, in the order they were taken, as parallel typed arrays (no object per unit or page): unit i is
+ * unit `u[i]` of block `bi[i]`, and its 4K pages' codes (what the source sent: RamMigration.readPageCode's
+ * answer, PAGE_NOT_SENT for a page it did not send) are codes[at[i]] to codes[at[i + 1] - 1]. Lists are reused
+ * (Postcopy.lists) once their chunk is placed.
+ */
+class UnitList {
+  n = 0;
+  bi = new Int32Array(16);
+  u = new Int32Array(16);
+  at = new Int32Array(17);
+  codes = new Int32Array(512);
+
+  /** Append unit `u` of block `bi` with `pages` codes, each PAGE_NOT_SENT; returns where its codes start. */
+  push(bi: number, u: number, pages: number): number {
+    const i = this.n;
+    if (i + 1 >= this.bi.length) {
+      this.bi = grow(this.bi, 2 * this.bi.length);
+      this.u = grow(this.u, 2 * this.u.length);
+      this.at = grow(this.at, 2 * this.at.length + 1);
+    }
+    const off = this.at[i]!;
+    if (off + pages > this.codes.length) this.codes = grow(this.codes, Math.max(2 * this.codes.length, off + pages));
+    this.codes.fill(PAGE_NOT_SENT, off, off + pages);
+    this.bi[i] = bi;
+    this.u[i] = u;
+    this.at[i + 1] = off + pages;
+    this.n = i + 1;
+    return off;
+  }
+
+  /** push() of a one-page unit whose page's code is `code`. */
+  push1(bi: number, u: number, code: number): void {
+    const i = this.n;
+    const off = this.at[i]!;
+    if (i + 1 >= this.bi.length || off + 1 > this.codes.length) {
+      const at = this.push(bi, u, 1); // first: push may grow `codes`
+      this.codes[at] = code;
+      return;
+    }
+    this.codes[off] = code;
+    this.bi[i] = bi;
+    this.u[i] = u;
+    this.at[i + 1] = off + 1;
+    this.n = i + 1;
+  }
+
+  clear(): void {
+    this.n = 0;
+  }
+}
+
+/** A copy of `a` with room for `len` elements. */
+function grow(a: Int32Array, len: number): Int32Array<ArrayBuffer> {
+  const b = new Int32Array(len);
+  b.set(a);
+  return b;
 }
 
 /** Bytes written to a channel together, and when they arrive. */
 interface Chunk {
-  units: Unit[];
+  units: UnitList;
   arriveAt: number;
   event: EventHandle | null;
   urgent: boolean;
@@ -154,6 +205,22 @@ interface BlockPc {
   requested: Uint8Array;
   /** 1: it is in flight on a channel. */
   inflight: Uint8Array;
+  /** `received` and `inflight` four units to a word (their whole words), for takeRun. */
+  received32: Uint32Array;
+  inflight32: Uint32Array;
+}
+
+/**
+ * Where the pages takeNext would send from 4K page `p` (4K units: unit q is page q) stop before `end`: the
+ * first that is clean, on the destination or in flight. Four pages a word where they are aligned.
+ */
+function takeable(bmap: Uint8Array, bmap32: Uint32Array, pc: BlockPc, p: number, end: number): number {
+  const { received, inflight, received32, inflight32 } = pc;
+  let q = p;
+  for (; q < end && q & 3; q++) if (!bmap[q] || received[q] || inflight[q]) return q;
+  for (let w = q >>> 2; q + 4 <= end && bmap32[w] === 0x01010101 && !received32[w] && !inflight32[w]; w++) q += 4;
+  for (; q < end; q++) if (!bmap[q] || received[q] || inflight[q]) return q;
+  return q;
 }
 
 /** A page whose destination content differs from the source's at switchover. */
@@ -215,9 +282,24 @@ export class Postcopy {
   private urgentBusyUntil = 0;
   /** Without preempt: requested units waiting for a host page boundary. */
   private readonly urgentQueue: [number, number][] = [];
-  /** The host page being written on the main channel: block, next and end 4K page, the unit being filled. */
-  private cur: { bi: number; next: number; end: number; unit: Unit | undefined } | null = null;
-  private readonly curHostPage: NonNullable<Postcopy['cur']> = { bi: 0, next: 0, end: 0, unit: undefined };
+  /**
+   * The host page being written on the main channel: block, next and end 4K page, and the unit being filled
+   * (-1: none; its pages' codes so far in `curCodes`, from its first page on).
+   */
+  private cur: { bi: number; next: number; end: number; unit: number } | null = null;
+  private readonly curHostPage: NonNullable<Postcopy['cur']> = { bi: 0, next: 0, end: 0, unit: -1 };
+  private curCodes = new Int32Array(512);
+  /** checkPlaced's destination bytes (one page-table lookup's). */
+  private readonly placedBytes = new Int32Array(512);
+  /** takeRun's codes (a run is at most a 2M of 4K pages). */
+  private readonly runCodes = new Int32Array(512);
+  /** Chunks arrived on the main and the preempt channel, waiting for their thread, in the order they arrived. */
+  private readonly loadWaiting: Chunk[] = [];
+  private readonly preemptWaiting: Chunk[] = [];
+  /** Unit lists no chunk uses any more. */
+  private readonly lists: UnitList[] = [];
+  /** When each unit of the chunk being placed is done (ns into its task; NaN: not placed), by its place in the chunk. */
+  private doneNs = new Float64Array(512);
   private readonly inflight = new Set<Chunk>();
   private pump: EventHandle | null = null;
   private readonly loadThread: Thread;
@@ -285,14 +367,18 @@ export class Postcopy {
         throw new Error(`postcopy: ${DEVMEM_REMAP} maps its aliases by 4K pages: the hugetlb request size must be 4K, not ${sub}`);
       const unit = hs > PAGE_SIZE && (proposal || hgm || devmem) ? Math.min(sub, hs) : hs;
       const units = b.pages / (unit / PAGE_SIZE);
+      const received = new Uint8Array(units);
+      const inflight = new Uint8Array(units);
       this.pc.push({
         hgm,
         devmem,
         unit,
         n: unit / PAGE_SIZE,
-        received: new Uint8Array(units),
+        received,
         requested: new Uint8Array(units),
-        inflight: new Uint8Array(units),
+        inflight,
+        received32: new Uint32Array(received.buffer, 0, units >>> 2),
+        inflight32: new Uint32Array(inflight.buffer, 0, units >>> 2),
       });
     }
     const mk = (what: string): Thread => {
@@ -335,19 +421,32 @@ export class Postcopy {
       ram.blocks.forEach((b, bi) => {
         const pc = this.pc[bi]!;
         const hn = b.block.pageSize / PAGE_SIZE;
-        // Discard runs of dirty host pages (ram_discard_range), one command (two be64) each.
-        for (let h = 0; h < b.pages;) {
-          if (!ram.hostPageDirty(bi, h)) {
-            pc.received.fill(1, h / pc.n, (h + hn) / pc.n);
-            h += hn;
-            continue;
+        // Discard runs of dirty host pages (ram_discard_range), one command (two be64) each. On 4K blocks the
+        // runs are found by indexOf on the dirty bitmap (native code) instead of page by page.
+        if (hn === 1 && pc.n === 1 && ramRuns.enabled)
+          for (let h = 0; h < b.pages;) {
+            const dirty = b.bmap.indexOf(1, h);
+            const e = dirty < 0 ? b.pages : dirty;
+            pc.received.fill(1, h, e); // clean: on the destination already
+            if (e === b.pages) break;
+            const clean = b.bmap.indexOf(0, e);
+            h = clean < 0 ? b.pages : clean;
+            b.dst.discardRange(k, this.dst.process, e * PAGE_SIZE, (h - e) * PAGE_SIZE);
+            bytes += 16;
           }
-          let e = h + hn;
-          while (e < b.pages && ram.hostPageDirty(bi, e)) e += hn;
-          b.dst.discardRange(k, this.dst.process, h * PAGE_SIZE, (e - h) * PAGE_SIZE);
-          bytes += 16;
-          h = e;
-        }
+        else
+          for (let h = 0; h < b.pages;) {
+            if (!ram.hostPageDirty(bi, h)) {
+              pc.received.fill(1, h / pc.n, (h + hn) / pc.n);
+              h += hn;
+              continue;
+            }
+            let e = h + hn;
+            while (e < b.pages && ram.hostPageDirty(bi, e)) e += hn;
+            b.dst.discardRange(k, this.dst.process, h * PAGE_SIZE, (e - h) * PAGE_SIZE);
+            bytes += 16;
+            h = e;
+          }
         if (pc.hgm) this.hgmPrepare(bi);
         const mode = pc.hgm
           ? UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_MINOR
@@ -397,14 +496,17 @@ export class Postcopy {
     const sndNs = (this.link.sndbuf * 1e9) / this.rate;
     const rcvNs = (this.link.rcvbuf * 1e9) / this.rate;
     while (this.mainWireFreeAt - now < sndNs && this.loadBusyUntil - now < sndNs + rcvNs && this.urgentBusyUntil <= now) {
-      const units: Unit[] = [];
+      const units = this.list();
       const r: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0 };
       const urgent = !this.cur ? this.urgentQueue.shift() : undefined;
       if (urgent) {
         this.takeUnit(urgent[0], urgent[1], r, units);
         this.continueAfter(urgent[0], urgent[1]);
       } else this.takeBackground(r, units, BATCH_BYTES, BATCH_PAGES);
-      if (!units.length && !r.bytes) break;
+      if (!units.n && !r.bytes) {
+        this.lists.push(units);
+        break;
+      }
       this.write(units, r, false);
     }
     if (this.ram.dirtyPages === 0 && !this.cur && !this.urgentQueue.length) return; // all written; completion follows the last placement
@@ -417,18 +519,21 @@ export class Postcopy {
    * until `maxBytes` or `maxPages`; stops where a requested unit waits for
    * the next host page boundary.
    */
-  private takeBackground(r: SendResult, units: Unit[], maxBytes: number, maxPages: number): void {
+  private takeBackground(r: SendResult, units: UnitList, maxBytes: number, maxPages: number): void {
     while (r.bytes < maxBytes && r.pages < maxPages) {
       if (!this.cur) {
         if (this.urgentQueue.length) break;
         const p = this.ram.nextDirtyHostPage();
         if (p < 0) break;
+        const bi = this.ram.hostPageBlockIndex;
+        if (this.pc[bi]!.n === 1 && this.ram.blocks[bi]!.block.pageSize === PAGE_SIZE && this.takeRun(bi, p, r, units, maxBytes, maxPages))
+          continue;
         // One object reused for every host page (a 4K page each on 4K blocks).
         const c = this.curHostPage;
-        c.bi = this.ram.hostPageBlockIndex;
+        c.bi = bi;
         c.next = p;
         c.end = p + this.ram.blocks[c.bi]!.block.pageSize / PAGE_SIZE;
-        c.unit = undefined;
+        c.unit = -1;
         this.cur = c;
       }
       const cur = this.cur;
@@ -447,34 +552,70 @@ export class Postcopy {
     this.ram.continueFrom(bi, (u + 1) * this.pc[bi]!.n);
   }
 
+  /**
+   * The background scan's pages from 4K page `p` of 4K block `bi` (4K units), a run at once: the dirty pages
+   * that follow it up to its 2M's end (RamMigration.takeRunCodes: one page-table lookup), as takeNext would
+   * take them one by one, each unit into `units`. False when the run cannot be taken so (the page is on the
+   * destination or in flight, or the source must fault a page in): take it page by page.
+   */
+  private takeRun(bi: number, p: number, r: SendResult, units: UnitList, maxBytes: number, maxPages: number): boolean {
+    const pc = this.pc[bi]!;
+    const ram = this.ram;
+    const b = ram.blocks[bi]!;
+    const end = takeable(b.bmap, b.bmap32, pc, p, p + ram.runPages(bi, p));
+    if (end === p) return false;
+    const codes = this.runCodes;
+    const n = ram.takeRunCodes(bi, p, end - p, r, maxBytes, maxPages, codes);
+    if (n === 0) return false;
+    pc.inflight.fill(1, p, p + n);
+    for (let q = p; q < p + n; q++) units.push1(bi, q, codes[q - p]!);
+    return true;
+  }
+
   /** The next 4K page of the host page being written; a unit goes in the chunk that carries its last page. */
-  private takeNext(cur: NonNullable<Postcopy['cur']>, r: SendResult, units: Unit[]): void {
+  private takeNext(cur: NonNullable<Postcopy['cur']>, r: SendResult, units: UnitList): void {
     const q = cur.next++;
     const pc = this.pc[cur.bi]!;
     const u = Math.floor(q / pc.n);
-    if (q % pc.n === 0) {
+    const i = q % pc.n;
+    if (i === 0) {
       // A unit on the destination, or already sent for a request, is not sent again.
-      cur.unit =
-        pc.received[u] || pc.inflight[u]
-          ? undefined
-          : { bi: cur.bi, u, pages: pc.n === 1 ? [PAGE_NOT_SENT] : new Array<number>(pc.n).fill(PAGE_NOT_SENT) };
-      if (cur.unit) pc.inflight[u] = 1;
+      cur.unit = pc.received[u] || pc.inflight[u] ? -1 : u;
+      if (cur.unit >= 0) {
+        pc.inflight[u] = 1;
+        if (this.curCodes.length < pc.n) this.curCodes = new Int32Array(pc.n);
+      }
     }
-    const unit = cur.unit;
-    if (unit) unit.pages[q % pc.n] = this.ram.takePageCode(cur.bi, q, r);
-    if (unit && (q + 1) % pc.n === 0) units.push(unit);
+    if (cur.unit < 0) return;
+    const code = this.ram.takePageCode(cur.bi, q, r);
+    if (pc.n === 1) {
+      units.push1(cur.bi, u, code);
+      return;
+    }
+    this.curCodes[i] = code;
+    if (i === pc.n - 1) {
+      const at = units.push(cur.bi, u, pc.n); // first: push may grow `codes`
+      units.codes.set(this.curCodes.subarray(0, pc.n), at);
+    }
   }
 
   /** A whole unit at once (a request): its dirty pages, or all of them if it was never sent (hinted free). */
-  private takeUnit(bi: number, u: number, r: SendResult, units: Unit[]): void {
+  private takeUnit(bi: number, u: number, r: SendResult, units: UnitList): void {
     const pc = this.pc[bi]!;
     const b = this.ram.blocks[bi]!;
     const p0 = u * pc.n;
     const dirty = this.ram.hostPageDirty(bi, p0) || pc.n < b.block.pageSize / PAGE_SIZE;
-    const pages = new Array<number>(pc.n);
-    for (let q = p0; q < p0 + pc.n; q++) pages[q - p0] = dirty ? this.ram.takePageCode(bi, q, r) : this.ram.readPageCode(b, q, r);
+    const off = units.push(bi, u, pc.n);
+    for (let q = p0; q < p0 + pc.n; q++)
+      units.codes[off + q - p0] = dirty ? this.ram.takePageCode(bi, q, r) : this.ram.readPageCode(b, q, r);
     pc.inflight[u] = 1;
-    units.push({ bi, u, pages });
+  }
+
+  /** An empty unit list (a spare one when there is). */
+  private list(): UnitList {
+    const l = this.lists.pop() ?? new UnitList();
+    l.clear();
+    return l;
   }
 
   /**
@@ -483,7 +624,7 @@ export class Postcopy {
    * main socket still holds, then has it alone: the main thread writes the
    * urgent page and no background until it is on the wire.
    */
-  private write(units: Unit[], r: SendResult, urgent: boolean): void {
+  private write(units: UnitList, r: SendResult, urgent: boolean): void {
     const now = this.k.clock.now();
     this.ram.bytes += r.bytes;
     this.link.carry(r.bytes);
@@ -522,26 +663,56 @@ export class Postcopy {
 
   // --- the destination ---------------------------------------------------------------
 
-  /** A chunk arrived: its thread (load, or preempt) places it once done with the previous one. */
+  /**
+   * A chunk arrived: its thread (load, or preempt) places it once done with the chunks that arrived before it
+   * on its channel (a TCP stream is read in order). Waiting chunks queue; only the first has an event.
+   */
   private arrive(chunk: Chunk): void {
-    const now = this.k.clock.now();
+    const waiting = chunk.urgent ? this.preemptWaiting : this.loadWaiting;
     const busy = chunk.urgent ? this.preemptBusyUntil : this.loadBusyUntil;
-    if (busy > now) {
-      chunk.event = this.k.events.schedule(Math.ceil(busy), 'postcopy-place', () => this.arrive(chunk));
+    chunk.event = null;
+    if (waiting.length || busy > this.k.clock.now()) {
+      waiting.push(chunk);
+      if (waiting.length === 1) this.placeLater(waiting, busy);
       return;
     }
+    this.place(chunk);
+  }
+
+  /** The first chunk waiting on a channel is placed when its thread is free (at `busy`). */
+  private placeLater(waiting: Chunk[], busy: number): void {
+    waiting[0]!.event = this.k.events.schedule(Math.ceil(busy), 'postcopy-place', () => {
+      const chunk = waiting[0]!;
+      const free = chunk.urgent ? this.preemptBusyUntil : this.loadBusyUntil;
+      if (free > this.k.clock.now()) {
+        this.placeLater(waiting, free);
+        return;
+      }
+      waiting.shift();
+      chunk.event = null;
+      this.place(chunk);
+      if (waiting.length) this.placeLater(waiting, chunk.urgent ? this.preemptBusyUntil : this.loadBusyUntil);
+    });
+  }
+
+  /** The channel's thread places a chunk now. */
+  private place(chunk: Chunk): void {
+    const now = this.k.clock.now();
     this.inflight.delete(chunk);
     const thread = chunk.urgent ? this.preemptThread : this.loadThread;
     const t = { ns: 0 };
-    // When each unit's copy is done (ns after now), by its place in the chunk (undefined: not placed).
-    const done: number[] = [];
+    const units = chunk.units;
+    // When each unit's copy is done (ns after now), by its place in the chunk (NaN: not placed).
+    if (this.doneNs.length < units.n) this.doneNs = new Float64Array(Math.max(units.n, 2 * this.doneNs.length));
+    const done = this.doneNs;
+    done.fill(NaN, 0, units.n);
     // The copy runs on the destination's CPUs: QEMU's postcopy/listen thread, or the preempt channel's thread.
     this.k.runAsTask(
       t,
       () => {
         // The thread reads the chunk from its socket (into the QEMUFile's buffer; qemu_get_buffer_in_place), then places it.
         this.k.charge(this.ram.socketRecvNs(chunk.bytes));
-        this.placeChunk(thread, chunk.units, t, done);
+        this.placeChunk(thread, units, t, done);
       },
       this.dst.qemuThread(chunk.urgent ? 'postcopy/preempt' : 'postcopy/listen'),
     );
@@ -550,23 +721,24 @@ export class Postcopy {
     else this.loadBusyUntil = end;
     // A vCPU waiting on a unit wakes when that unit's copy is done (the copy wakes its range).
     const ctx = this.k.uffd.ctxs.get(this.fd)!;
-    const woken = new Set<number>();
-    const doneAt = new Map<number, number>();
-    if (ctx.waiters.length)
-      chunk.units.forEach((unit, i) => {
-        if (done[i] !== undefined) doneAt.set(this.key(unit.bi, unit.u), done[i]);
-      });
-    for (const w of ctx.waiters) {
-      const where = this.unitAt(w.address);
-      if (!where) continue;
-      const key = this.key(where[0], where[1]);
-      const ns = doneAt.get(key);
-      if (ns === undefined || woken.has(key)) continue;
-      woken.add(key);
-      const pc = this.pc[where[0]]!;
-      const start = this.ram.blocks[where[0]]!.dst.host + where[1] * pc.unit;
-      this.k.events.schedule(now + ns, 'postcopy-wake', () => this.k.uffd.wake(ctx, start, pc.unit));
+    if (ctx.waiters.length) {
+      const woken = new Set<number>();
+      const doneAt = new Map<number, number>();
+      for (let i = 0; i < units.n; i++) if (!Number.isNaN(done[i]!)) doneAt.set(this.key(units.bi[i]!, units.u[i]!), done[i]!);
+      for (const w of ctx.waiters) {
+        const where = this.unitAt(w.address);
+        if (!where) continue;
+        const key = this.key(where[0], where[1]);
+        const ns = doneAt.get(key);
+        if (ns === undefined || woken.has(key)) continue;
+        woken.add(key);
+        const pc = this.pc[where[0]]!;
+        const start = this.ram.blocks[where[0]]!.dst.host + where[1] * pc.unit;
+        this.k.events.schedule(now + ns, 'postcopy-wake', () => this.k.uffd.wake(ctx, start, pc.unit));
+      }
     }
+    // Placed: its list is free for another chunk.
+    this.lists.push(units);
     this.k.events.schedule(end, 'postcopy-placed', () => {
       if (this.missing === 0 && this.inflight.size === 0) this.finish();
     });
@@ -584,56 +756,78 @@ export class Postcopy {
    * huge unit. Sets each placed unit's completion (ns into `t`) in `done`,
    * at the unit's place in `units`.
    */
-  private placeChunk(thread: Thread, units: Unit[], t: { ns: number }, done: number[]): void {
+  private placeChunk(thread: Thread, units: UnitList, t: { ns: number }, done: Float64Array): void {
     const k = this.k;
-    const zeroUnit = (x: Unit): boolean => this.pc[x.bi]!.unit === PAGE_SIZE && x.pages[0]! >= 0 && (x.pages[0]! & PAGE_SENT_ZERO) !== 0;
-    for (let i = 0; i < units.length;) {
-      const first = units[i]!;
-      const pc = this.pc[first.bi]!;
-      pc.inflight[first.u] = 0;
-      if (pc.received[first.u]) {
+    const { bi: ubi, u: uu, at, codes } = units;
+    // A 4K unit sent as a zero page.
+    const zeroUnit = (i: number): boolean => {
+      const c = codes[at[i]!]!;
+      return this.pc[ubi[i]!]!.unit === PAGE_SIZE && c >= 0 && (c & PAGE_SENT_ZERO) !== 0;
+    };
+    for (let i = 0; i < units.n;) {
+      const bi = ubi[i]!;
+      const u0 = uu[i]!;
+      const pc = this.pc[bi]!;
+      pc.inflight[u0] = 0;
+      if (pc.received[u0]) {
         i++;
         continue;
       }
       let j = i + 1;
+      const zero = zeroUnit(i);
       // Runs only on 4K-backed blocks: a hugetlb page filled in parts may be a VMA of its own (vma-split), and one
       // UFFDIO_COPY must stay inside one VMA.
-      if (pc.unit === PAGE_SIZE && this.ram.blocks[first.bi]!.block.pageSize === PAGE_SIZE)
-        while (
-          j < units.length &&
-          units[j]!.bi === first.bi &&
-          units[j]!.u === units[j - 1]!.u + 1 &&
-          zeroUnit(units[j]!) === zeroUnit(first) &&
-          !pc.received[units[j]!.u]
-        )
-          pc.inflight[units[j++]!.u] = 0;
-      const run = units.slice(i, j);
-      const b = this.ram.blocks[first.bi]!;
-      const start = b.dst.host + first.u * pc.unit;
+      if (pc.unit === PAGE_SIZE && this.ram.blocks[bi]!.block.pageSize === PAGE_SIZE)
+        while (j < units.n && ubi[j] === bi && uu[j] === uu[j - 1]! + 1 && zeroUnit(j) === zero && !pc.received[uu[j]!])
+          pc.inflight[uu[j++]!] = 0;
+      // Units i..j-1 are consecutive, so their pages' codes are too: page p0 + x's is codes[c0 + x].
+      const nu = j - i;
+      const p0 = u0 * pc.n;
+      const c0 = at[i]!;
+      const b = this.ram.blocks[bi]!;
+      const start = b.dst.host + u0 * pc.unit;
       const before = t.ns;
       let r: number;
-      if (pc.hgm) r = this.hgmPlace(thread, b, first, start, pc.unit);
+      if (pc.hgm) r = this.hgmPlace(thread, b, codes, c0, start, pc.unit);
       else if (pc.devmem)
         r = devmemAliasCopy(k, this.dst.process.mm, thread, start, PAGE_SIZE, (va) =>
-          this.sentByte(b, first.u * pc.n + (va - start) / PAGE_SIZE, run, first.u * pc.n, pc.n),
+          this.sentByte(b, p0 + (va - start) / PAGE_SIZE, codes, c0, p0),
         );
-      else if (zeroUnit(first) && !b.dst.hasFd)
-        r = uffdioFill(k, thread, this.fd, start, run.length * PAGE_SIZE, UFFDIO_MODE.UFFDIO_ZEROPAGE_MODE_DONTWAKE, null).ret;
+      else if (zero && !b.dst.hasFd)
+        r = uffdioFill(k, thread, this.fd, start, nu * PAGE_SIZE, UFFDIO_MODE.UFFDIO_ZEROPAGE_MODE_DONTWAKE, null).ret;
       else
-        r = uffdioFill(k, thread, this.fd, start, run.length * pc.unit, UFFDIO_MODE.UFFDIO_COPY_MODE_DONTWAKE, (va) =>
-          this.sentByte(b, first.u * pc.n + (va - start) / PAGE_SIZE, run, first.u * pc.n, pc.n),
+        r = uffdioFill(k, thread, this.fd, start, nu * pc.unit, UFFDIO_MODE.UFFDIO_COPY_MODE_DONTWAKE, (va) =>
+          this.sentByte(b, p0 + (va - start) / PAGE_SIZE, codes, c0, p0),
         ).ret;
-      if (r < 0) throw new Error(`postcopy: placing ${b.block.idstr}+0x${(first.u * pc.unit).toString(16)}: ${r}`);
-      run.forEach((unit, x) => {
-        pc.received[unit.u] = 1;
-        pc.requested[unit.u] = 0;
+      if (r < 0) throw new Error(`postcopy: placing ${b.block.idstr}+0x${(u0 * pc.unit).toString(16)}: ${r}`);
+      const spent = t.ns - before;
+      for (let x = 0; x < nu; x++) {
+        const u = u0 + x;
+        pc.received[u] = 1;
+        pc.requested[u] = 0;
         this.missing--;
-        for (let q = unit.u * pc.n; q < (unit.u + 1) * pc.n; q++) this.check(b, q, this.sentByte(b, q, run, first.u * pc.n, pc.n));
-        done[i + x] = Math.ceil(before + ((x + 1) * (t.ns - before)) / run.length);
-      });
+        done[i + x] = Math.ceil(before + ((x + 1) * spent) / nu);
+      }
+      this.checkPlaced(b, p0, nu * pc.n, codes, c0);
       const pt = this.dst.process.mm.pgtablesBytes;
       if (pt > this.stats.pgtablesPeak) this.stats.pgtablesPeak = pt;
       i = j;
+    }
+  }
+
+  /** The content check of pages [p0, p0 + n) of block b just placed from `codes` (page p0 + x's at c0 + x). */
+  private checkPlaced(b: RamMigration['blocks'][number], p0: number, n: number, codes: Int32Array, c0: number): void {
+    const dst = this.placedBytes;
+    for (let x = 0; x < n;) {
+      const m = this.ram.destBytes(b, p0 + x, n - x, dst);
+      for (let y = 0; y < m; y++) {
+        const p = p0 + x + y;
+        if (pageSkipped(b, p)) continue;
+        const c = codes[c0 + x + y]!;
+        const expected = c !== PAGE_NOT_SENT ? c & 0xff : this.ram.sourceByte(b, p); // a zero page's byte is 0
+        if (dst[y] !== expected) this.differs(b, p, expected, dst[y]!);
+      }
+      x += m;
     }
   }
 
@@ -654,7 +848,7 @@ export class Postcopy {
    * (its first write allocates the huge page, zeroed), then
    * UFFDIO_CONTINUE maps the unit (DONTWAKE).
    */
-  private hgmPlace(thread: Thread, b: RamMigration['blocks'][number], unit: Unit, start: number, len: number): number {
+  private hgmPlace(thread: Thread, b: RamMigration['blocks'][number], codes: Int32Array, c0: number, start: number, len: number): number {
     const k = this.k;
     const vma = this.dst.process.mm.vmaAt(start)!;
     const hs = vma.hugePageSize();
@@ -665,16 +859,16 @@ export class Postcopy {
     const p0 = (start - b.dst.host) / PAGE_SIZE;
     for (let q = 0; q < len / PAGE_SIZE; q++) {
       k.writeSerial = (k.writeSerial + 1) & 0xffffff;
-      k.mem.storeByte(head + (start - haddr) / PAGE_SIZE + q, k.writeSerial, this.sentByte(b, p0 + q, [unit], p0, len / PAGE_SIZE), true);
+      k.mem.storeByte(head + (start - haddr) / PAGE_SIZE + q, k.writeSerial, this.sentByte(b, p0 + q, codes, c0, p0), true);
     }
     k.charge((len / PAGE_SIZE) * k.costs.ns('memcpy_4k'));
     return uffdioContinue(k, thread, this.fd, start, len, UFFDIO_MODE.UFFDIO_CONTINUE_MODE_DONTWAKE).ret;
   }
 
-  /** The byte the source sent for 4K page `p` (of a run of units from page p0), or its content if the unit did not carry it. */
-  private sentByte(b: RamMigration['blocks'][number], p: number, run: Unit[], p0: number, n: number): number {
-    const pg = run[Math.floor((p - p0) / n)]!.pages[(p - p0) % n];
-    if (pg !== undefined && pg !== PAGE_NOT_SENT) return pg & 0xff; // a zero page's byte is 0
+  /** The byte the source sent for 4K page `p` (its code at codes[c0 + p - p0]), or its content if it was not sent. */
+  private sentByte(b: RamMigration['blocks'][number], p: number, codes: Int32Array, c0: number, p0: number): number {
+    const pg = codes[c0 + p - p0]!;
+    if (pg !== PAGE_NOT_SENT) return pg & 0xff; // a zero page's byte is 0
     return this.ram.sourceByte(b, p);
   }
 
@@ -682,7 +876,11 @@ export class Postcopy {
   private check(b: RamMigration['blocks'][number], p: number, expected: number): void {
     if (pageSkipped(b, p)) return;
     const dv = this.ram.destByte(b, p);
-    if (dv === expected) return;
+    if (dv !== expected) this.differs(b, p, expected, dv);
+  }
+
+  /** Page p differs: counted, and kept among the first few. */
+  private differs(b: RamMigration['blocks'][number], p: number, expected: number, dv: number): void {
     this.stats.pagesDiffering++;
     if (this.stats.differing.length < 10)
       this.stats.differing.push({ block: b.block.idstr, offset: p * PAGE_SIZE, src: expected, dst: dv });
@@ -777,7 +975,7 @@ export class Postcopy {
     const pc = this.pc[bi]!;
     if (pc.received[u] || pc.inflight[u]) return; // on its way: the vCPU waits for it
     if (this.opts.preempt) {
-      const units: Unit[] = [];
+      const units = this.list();
       const r: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0 };
       this.takeUnit(bi, u, r, units);
       this.write(units, r, true);
@@ -787,10 +985,11 @@ export class Postcopy {
       // vCPU waits for it on the main channel), then blocks writing them behind what the socket holds.
       if (!this.cur) {
         this.continueAfter(bi, u);
-        const bg: Unit[] = [];
+        const bg = this.list();
         const rb: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0 };
         this.takeBackground(rb, bg, QEMU_FILE_PAGES * PAGE_SIZE, BATCH_PAGES);
-        if (bg.length || rb.bytes) this.write(bg, rb, false);
+        if (bg.n || rb.bytes) this.write(bg, rb, false);
+        else this.lists.push(bg);
       }
       return;
     }
@@ -836,21 +1035,24 @@ export class Postcopy {
     this.pump?.cancel();
     this.pump = null;
     const now = this.k.clock.now();
-    const lost: Unit[] = [];
+    // Units whose pages go back to the source's dirty bitmap: [block, unit] pairs.
+    const lost: number[] = [];
     for (const c of [...this.inflight]) {
       if (c.arriveAt <= now) continue; // arrived, waiting for its thread: it is on the destination
       c.event?.cancel();
       this.inflight.delete(c);
-      lost.push(...c.units);
+      for (let i = 0; i < c.units.n; i++) lost.push(c.units.bi[i]!, c.units.u[i]!);
     }
     // The unit the main channel was in the middle of, and requests not sent yet.
-    if (this.cur?.unit) lost.push(this.cur.unit);
+    if (this.cur && this.cur.unit >= 0) lost.push(this.cur.bi, this.cur.unit);
     this.cur = null;
-    for (const [bi, u] of this.urgentQueue.splice(0)) lost.push({ bi, u, pages: [] });
-    for (const unit of lost) {
-      const pc = this.pc[unit.bi]!;
-      pc.inflight[unit.u] = 0;
-      for (let q = unit.u * pc.n; q < (unit.u + 1) * pc.n; q++) this.ram.redirtyPage(unit.bi, q);
+    for (const [bi, u] of this.urgentQueue.splice(0)) lost.push(bi, u);
+    for (let i = 0; i < lost.length; i += 2) {
+      const bi = lost[i]!;
+      const u = lost[i + 1]!;
+      const pc = this.pc[bi]!;
+      pc.inflight[u] = 0;
+      for (let q = u * pc.n; q < (u + 1) * pc.n; q++) this.ram.redirtyPage(bi, q);
     }
     for (const pc of this.pc) pc.requested.fill(0);
     this.mainWireFreeAt = this.preemptWireFreeAt = this.urgentBusyUntil = now;

@@ -85,12 +85,13 @@
 import type { Kernel } from '../../kernel/kernel.ts';
 import type { Thread } from '../../kernel/sched.ts';
 import { PAGE_SIZE, PMD_SIZE, PUD_SIZE } from '../../kernel/uapi.ts';
-import { followPage, followPmdRange, PMD_RANGE_PAGES, PMD_RANGE_ZERO } from '../../kernel/memory.ts';
+import { followPage, followPmdRange, PMD_RANGE_NONE, PMD_RANGE_PAGES, PMD_RANGE_ZERO } from '../../kernel/memory.ts';
 import { PG, SECTION_MASK } from '../../kernel/page.ts';
 import type { RAMBlock } from '../ram_block.ts';
 import type { Vm } from '../vm.ts';
 import type { Xbzrle } from './xbzrle.ts';
 import type { KvmDirtyRing } from './dirty_ring.ts';
+import type { FlowClass } from '../../sim/membw.ts';
 
 /** save_page_header: be64 offset | flags. */
 export const PAGE_HEADER_BYTES = 8;
@@ -148,6 +149,8 @@ export interface BlockState {
   pages: number;
   /** Dirty bitmap (1 byte per 4K page, so that the next dirty page is an indexOf). */
   bmap: Uint8Array;
+  /** `bmap` four pages to a word (its whole words): a dirty run of four is 0x01010101. */
+  bmap32: Uint32Array;
   /** Per page: PAGE_LOGGED, PAGE_SKIPPED, PAGE_BACKED. */
   state: Uint8Array;
   /** `state` four pages to a word, for checking a run of pages at once (its length is padded to whole words). */
@@ -162,8 +165,12 @@ export interface BlockState {
  * Whether runs of pages in one state are handled as one unit: a 2M that
  * nothing (or the huge zero page) maps and whose pages the migration last
  * saw zero is skipped by the sync and the content check, and a run of zero
- * pages on both sides is sent without a page-table walk per page. Tests
- * turn it off to check that the page-by-page path gives the same results.
+ * pages on both sides is sent without a page-table walk per page; in
+ * postcopy, the background stream takes the dirty pages of a 2M with one
+ * page-table lookup (takeRunCodes), the destination discards runs of dirty
+ * pages found by indexOf, and the setup's sync does not walk the page table
+ * its own walk has just read. Tests turn it off to check that the
+ * page-by-page path gives the same results.
  */
 export const ramRuns = { enabled: true };
 
@@ -358,11 +365,13 @@ export class RamMigration {
       const gpaRuns: [number, number, number][] = [];
       for (const s of src.slots) if (s.block === block) gpaRuns.push([s.blockOffset / PAGE_SIZE, s.size / PAGE_SIZE, s.gpa]);
       const state32 = new Uint32Array(Math.ceil(pages / 4));
+      const bmap = new Uint8Array(pages);
       this.blocks.push({
         block,
         dst: dstBlock,
         pages,
-        bmap: new Uint8Array(pages),
+        bmap,
+        bmap32: new Uint32Array(bmap.buffer, 0, pages >>> 2),
         state: new Uint8Array(state32.buffer, 0, pages),
         state32,
         seen: new Uint32Array(pages),
@@ -416,7 +425,10 @@ export class RamMigration {
         else if (!ramRuns.enabled || anyState(b, p, n, PAGE_LOGGED | PAGE_BACKED)) for (let i = 0; i < n; i++) noteSeen(b, p + i, 0);
       }
     }
-    return ns + this.sync().ns;
+    // ram_init_bitmaps syncs once. The walk above has just seen every page as the sync would, so (with no free
+    // page hints, whose notifiers run around the sync) the sync can find nothing new: it is charged without
+    // walking the page table a second time.
+    return ns + (this.opts.hints || !ramRuns.enabled ? this.sync() : this.sync(false)).ns;
   }
 
   /** Stop dirty logging (completion, cancel, failure). */
@@ -485,14 +497,15 @@ export class RamMigration {
    * since the migration last saw it; hinted pages written are no longer
    * skippable.
    */
-  sync(): SyncResult {
+  sync(walk = true): SyncResult {
     this.opts.precopyNotify?.('before-bitmap-sync');
-    const r = this.bitmapSync();
+    const r = this.bitmapSync(walk);
     this.opts.precopyNotify?.('after-bitmap-sync');
     return r;
   }
 
-  private bitmapSync(): SyncResult {
+  /** `walk` false: nothing changed since every page was last seen (setup's own walk), so only the cost is counted. */
+  private bitmapSync(walk: boolean): SyncResult {
     let newDirty = 0;
     let pages = 0;
     /** Pages KVM's log had dirty, each re-protected (already dirty in the bitmap or not). */
@@ -500,7 +513,7 @@ export class RamMigration {
     const keys = this.keys;
     for (const b of this.blocks) {
       pages += b.pages;
-      for (let p0 = 0, n = 0; p0 < b.pages; p0 += n) {
+      for (let p0 = 0, n = 0; walk && p0 < b.pages; p0 += n) {
         n = chunkPages(b, p0);
         if (!this.readKeys(b, p0, n)) {
           // Nothing maps this 2M: every key is 0, so only pages logged or last seen backed changed.
@@ -864,9 +877,17 @@ export class RamMigration {
     const cpu = this.k.cpuToNode(this.srcThread.cpu);
     const m = bw.multiplier(cpu, node, this.k.clock.now());
     const total = ns + Math.round(ns * (m - 1));
-    bw.flow(at, total, cpu, [{ node, bytes: PAGE_SIZE, memNs: ns, seenNs: ns * m }], true);
+    // One class object and its array, reused for every page (flow() copies what it keeps).
+    const c = this.readClass;
+    c.node = node;
+    c.memNs = ns;
+    c.seenNs = ns * m;
+    bw.flow(at, total, cpu, this.readClasses, true);
     return total;
   }
+
+  private readonly readClass: FlowClass = { node: 0, bytes: PAGE_SIZE, memNs: 0, seenNs: 0 };
+  private readonly readClasses: readonly FlowClass[] = [this.readClass];
 
   // --- postcopy (postcopy.ts drives these) -------------------------------------------
 
@@ -904,6 +925,91 @@ export class RamMigration {
     const n = b.block.pageSize / PAGE_SIZE;
     const i = b.bmap.indexOf(1, p);
     return i >= 0 && i < p + n;
+  }
+
+  /** Pages of one source page-table lookup from page p of block bi: to the end of its 2M, or of the block. */
+  runPages(bi: number, p: number): number {
+    return chunkPages(this.blocks[bi]!, p);
+  }
+
+  /**
+   * takePageCode for the `n` pages from 4K page `p` of block `bi` (all dirty, inside one runPages run) with one
+   * page-table lookup, each page's code into codes[0..]: the same counts, bytes, times (summed in the same
+   * order) and seen state as taking them one by one. Before each page after the first it stops once `r.bytes`
+   * reaches `maxBytes` or `r.pages` `maxPages` (the postcopy stream's limits), and before a page the source
+   * must fault in (page by page from there). Returns the pages taken: 0 where the run must go page by page (free
+   * page hints or xbzrle to consult, nothing mapped, a first page to fault in).
+   */
+  takeRunCodes(bi: number, p: number, n: number, r: SendResult, maxBytes: number, maxPages: number, codes: Int32Array): number {
+    if (this.opts.hints || this.xbzrle || !ramRuns.enabled) return 0;
+    const b = this.blocks[bi]!;
+    const pfns = this.pfns;
+    const what = followPmdRange(this.src.process.mm, b.block.host + p * PAGE_SIZE, n, pfns);
+    if (what === PMD_RANGE_NONE) return 0;
+    const mem = this.k.mem;
+    const { bmap, state, seen } = b;
+    const detect = this.opts.zeroPageDetection;
+    const { zeroCheck, pageCopy } = this.ns;
+    const now = this.k.clock.now();
+    let i = 0;
+    for (; i < n && (i === 0 || (r.bytes < maxBytes && r.pages < maxPages)); i++) {
+      const pfn = pfns[i]!;
+      if (pfn === -2) break; // readPageCode faults it in first: from here, page by page
+      const q = p + i;
+      bmap[q] = 0;
+      this.dirtyPages--;
+      // readPageCode (stream, no hints, no xbzrle) on the frame looked up above.
+      const token = pfn < 0 ? 0 : mem.token(pfn);
+      const nonzero = pfn < 0 ? 0 : mem.flags(pfn) & PG.nonzero;
+      const zero = pfn < 0 || (nonzero === 0 && (token & 0xff) === 0);
+      const sentZero = zero && detect;
+      const header = PAGE_HEADER_BYTES + (this.lastSentBlock === b ? 0 : 1 + b.block.idstr.length);
+      this.lastSentBlock = b;
+      const at = now + r.srcNs;
+      let bytes: number;
+      if (sentZero) {
+        bytes = header + 1;
+        r.srcNs += this.readNs(pfn, zeroCheck, at);
+        this.duplicate++;
+      } else {
+        bytes = header + PAGE_SIZE;
+        r.srcNs += this.readNs(pfn, pageCopy, at) - pageCopy + 0;
+        this.normal++;
+      }
+      r.bytes += bytes;
+      r.srcNs += this.socketSendNs(bytes);
+      this.lastPageBytes = bytes;
+      r.pages++;
+      // noteSeen(b, q, keyOfFrame(pfn)) with the skip cleared.
+      const key = pfn < 0 || (token === 0 && nonzero === 0) ? 0 : token + 1;
+      state[q] = key ? PAGE_BACKED : 0;
+      seen[q] = key ? key - 1 : 0;
+      codes[i] = (sentZero ? PAGE_SENT_ZERO : 0) | (pfn < 0 ? 0 : token & 0xff);
+    }
+    if (i === 0) return 0;
+    this.lastDecodeNs = undefined;
+    this.cursorBlock = bi;
+    this.cursorPage = p + i;
+    return i;
+  }
+
+  /**
+   * destByte for pages [p, p + n) of block b with one page-table lookup, into out[0..]: as many as one lookup
+   * reaches (to the end of the destination's 2M), which it returns.
+   */
+  destBytes(b: BlockState, p: number, n: number, out: Int32Array): number {
+    const m = Math.min(n, 512 - ((b.dst.host / PAGE_SIZE + p) % 512));
+    const pfns = this.dstPfns;
+    if (followPmdRange(this.dst.process.mm, b.dst.host + p * PAGE_SIZE, m, pfns) !== PMD_RANGE_PAGES) {
+      out.fill(0, 0, m);
+      return m;
+    }
+    const mem = this.dk.mem;
+    for (let i = 0; i < m; i++) {
+      const pfn = pfns[i]!;
+      out[i] = pfn < 0 ? 0 : mem.token(pfn) & 0xff;
+    }
+    return m;
   }
 
   /** Mark a 4K page dirty again (its copy was lost in flight). */
