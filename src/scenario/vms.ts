@@ -42,6 +42,7 @@ import { startNetwork, type ScenarioNetwork } from './network.ts';
 import { VmBalloonHost } from '../vmm/balloon_host.ts';
 import { VirtioBalloonDevice, type VirtioBalloonMetrics } from '../vmm/virtio_balloon.ts';
 import { GuestKernel } from '../guest/kernel.ts';
+import { PfnRuns } from '../guest/pfn_runs.ts';
 import { PAGE_SIZE, PageUse } from '../guest/page_alloc.ts';
 import { VirtioBalloonDriver } from '../guest/virtio_balloon.ts';
 import { VirtioTiming } from '../virtio/timing.ts';
@@ -75,7 +76,7 @@ export interface VmRt {
   dev: VirtioBalloonDevice | null;
   drv: VirtioBalloonDriver | null;
   /** Pages guest_alloc faulted in and guest_free has not freed, oldest first. */
-  guestPages: number[];
+  guestPages: PfnRuns;
   /** Virtual time of the last free page hint message the device handled. */
   lastHintAt: number;
   /** HVA and size of each guest node's RAM (the memdev's block, or the machine RAM). */
@@ -215,7 +216,7 @@ export function startVms(k: Kernel, s: Scenario, rep: RunReport): VmRt[] {
       guestBatch: (f) => memory.batch(f),
       dev: null,
       drv: null,
-      guestPages: [],
+      guestPages: new PfnRuns(),
       lastHintAt: -1,
       nodeRam: nodeRamOf(spec, vm),
       guestThreads: [],
@@ -880,22 +881,23 @@ function runVmEvent(
     }
     case 'guest_alloc': {
       const want = Math.floor(ev.size! / PAGE_SIZE);
-      const { pfns, ns } = rt.guestBatch(() => rt.guest.faultIn(ev.vcpu, ev.page_cache ? PageUse.File : PageUse.Anon, want));
-      k.charge(ns);
       // Page cache stays with the guest kernel (its reclaim drops it); anonymous memory is the task's until guest_free.
-      if (!ev.page_cache) for (const pfn of pfns) rt.guestPages.push(pfn);
-      entry.ret = pfns.length;
-      if (pfns.length < want)
+      const held = rt.guestPages;
+      const take = ev.page_cache ? (): void => {} : (pfn: number): void => held.push(pfn);
+      const { n, ns } = rt.guestBatch(() => rt.guest.faultInto(ev.vcpu, ev.page_cache ? PageUse.File : PageUse.Anon, want, take));
+      k.charge(ns);
+      entry.ret = n;
+      if (n < want)
         rep.warn(
           path,
-          `guest_alloc faulted in ${mib(pfns.length * PAGE_SIZE)} MiB of the ${mib(want * PAGE_SIZE)} MiB asked: the guest ran out of free memory (after its reclaim and OOM notifiers: its OOM killer's place, ${rt.guest.pages.oomKills} so far)`,
+          `guest_alloc faulted in ${mib(n * PAGE_SIZE)} MiB of the ${mib(want * PAGE_SIZE)} MiB asked: the guest ran out of free memory (after its reclaim and OOM notifiers: its OOM killer's place, ${rt.guest.pages.oomKills} so far)`,
         );
       return;
     }
     case 'guest_free': {
       const want = Math.floor(ev.size! / PAGE_SIZE);
       const n = Math.min(rt.guestPages.length, want);
-      rt.guest.release(rt.guestPages.splice(rt.guestPages.length - n, n));
+      rt.guest.release(rt.guestPages.popNewest(n));
       entry.ret = n;
       if (n < want)
         rep.warn(
