@@ -47,6 +47,7 @@ import {
 } from './memory_backend.ts';
 import { RamList, type RAMBlock } from './ram_block.ts';
 import { Monitor } from './monitor.ts';
+import { Ept, EPT_NONE, EPT_ZERO } from './ept.ts';
 import {
   MemoryRegion,
   flatRam,
@@ -136,7 +137,8 @@ export interface GuestNumaNode {
 /**
  * A KVM memslot: one RAM section (a piece of a RAM block mapped at a GPA),
  * with the EPT entries KVM built for it: per guest page, the host frame + 1
- * it maps (0: none, -1: the zero page, read-only).
+ * it maps (0: none, -1: the zero page, read-only), kept per 2M as a run of
+ * frames where it is one (ept.ts).
  */
 export interface MemSlot {
   gpa: number;
@@ -148,7 +150,7 @@ export interface MemSlot {
   node: number;
   /** The alias the section comes from (ram-below-4g / ram-above-4g). */
   via: string;
-  ept: Int32Array | null;
+  ept: Ept | null;
 }
 
 /** A memory device plugged with device_add: a pc-dimm (PCDIMMDevice), its memdev mapped in device memory. */
@@ -170,8 +172,6 @@ const ACPI_MAX_RAM_SLOTS = 256;
 /** QEMU's run states as query-status names them (the ones modelled). */
 export type RunState = 'running' | 'paused' | 'shutdown' | 'inmigrate' | 'postmigrate';
 
-const EPT_NONE = 0;
-const EPT_ZERO = -1;
 const DEFAULT_RAM_SIZE = 128 * 2 ** 20;
 
 /** Counters of the two-dimensional translation. */
@@ -690,7 +690,7 @@ export class Vm implements GuestMemory {
     for (const s of this.slots) if (hva >= s.hva && hva < s.hva + s.size) slot = s;
     if (!slot) return 0;
     const gpa = slot.gpa + (hva - slot.hva);
-    const e = slot.ept ? slot.ept[Math.floor((gpa - slot.gpa) / PAGE_SIZE)]! : EPT_NONE;
+    const e = slot.ept ? slot.ept.get(Math.floor((gpa - slot.gpa) / PAGE_SIZE)) : EPT_NONE;
     if (e !== EPT_NONE && (e === EPT_ZERO ? !write && pfn === -1 : pfn + 1 === e)) return 0;
     this.stats.eptViolations++;
     this.eptMap(slot, gpa);
@@ -701,7 +701,7 @@ export class Vm implements GuestMemory {
   private eptHit(slot: MemSlot, gpa: number, write: boolean): boolean {
     const ept = slot.ept;
     if (!ept) return false;
-    const e = ept[Math.floor((gpa - slot.gpa) / PAGE_SIZE)]!;
+    const e = ept.get(Math.floor((gpa - slot.gpa) / PAGE_SIZE));
     if (e === EPT_NONE || (e === EPT_ZERO && write)) return false;
     const pfn = hostMemory.translate(this.process.mm, slot.hva + (gpa - slot.gpa));
     return e === EPT_ZERO ? pfn === -1 : pfn + 1 === e;
@@ -714,16 +714,16 @@ export class Vm implements GuestMemory {
     const hostSize = hostMemory.translatedSize;
     if (pfn === -2) return; // not mapped (the access did not fault it in)
     const size = Math.min(hostSize || PAGE_SIZE, slotLevelLimit(slot, gpa));
-    slot.ept ??= new Int32Array(slot.size / PAGE_SIZE);
+    slot.ept ??= new Ept(slot.size / PAGE_SIZE);
     const g0 = alignDown(gpa, size);
     const i0 = (g0 - slot.gpa) / PAGE_SIZE;
     const n = size / PAGE_SIZE;
     if (pfn === -1) {
-      slot.ept.fill(EPT_ZERO, i0, i0 + n);
+      slot.ept.fillZero(i0, n);
       return;
     }
     const base = pfn - (gpa - g0) / PAGE_SIZE;
-    for (let i = 0; i < n; i++) slot.ept[i0 + i] = base + i + 1;
+    slot.ept.setRun(i0, n, base + 1);
   }
 
   /** The VM's monitor (one, as QEMU's -qmp/-monitor); devices register their commands on it. */
