@@ -147,13 +147,23 @@ function guestMemoryOf(k: Kernel, vm: Vm): ScenarioGuestMemory {
   // inside `batch` (a guest_alloc faults in one page per call), one per vCPU at the batch's end: the same CPU
   // time without a scheduler task per page.
   let pending: Map<number, number> | null = null;
+  // Inside `batch`, per vCPU, what the host moved for it (the faults' zeroing: Kernel.chargeMem), registered
+  // with the bandwidth model as one flow at the batch's end, as a workload thread's step is: the pages are
+  // faulted one after the other by one vCPU, not each a task of its own starting at the same instant.
+  let bwTasks: Map<number, NonNullable<Kernel['membwTask']>> | null = null;
   const onVcpu = (vcpu: number, f: () => unknown): number => {
     const t = { ns: 0 };
     if (!pending) {
       k.runAsTask(t, f, vcpuWork(vm, vcpu));
       return t.ns;
     }
-    k.runAsTask(t, f);
+    const saved = k.membwTask;
+    k.membwTask = bwTasks ? batchBwTask(k, vm, vcpu, bwTasks) : saved;
+    try {
+      k.runAsTask(t, f);
+    } finally {
+      k.membwTask = saved;
+    }
     pending.set(vcpu, (pending.get(vcpu) ?? 0) + t.ns);
     return t.ns;
   };
@@ -168,14 +178,43 @@ function guestMemoryOf(k: Kernel, vm: Vm): ScenarioGuestMemory {
     batch<T>(f: () => T): T {
       if (pending) return f();
       const mine = (pending = new Map());
+      const tasks = (bwTasks = k.membw && !k.membwTask ? new Map() : null);
+      const at = k.clock.now();
       try {
         return f();
       } finally {
         pending = null;
-        for (const [v, n] of mine) k.spend(vcpuWork(vm, v), n);
+        bwTasks = null;
+        for (const [v, n] of mine) {
+          const bt = tasks?.get(v);
+          if (bt?.classes.length) k.membw!.flow(at, n, bt.cpu, bt.classes);
+          k.spend(vcpuWork(vm, v), n);
+        }
       }
     },
   };
+}
+
+/**
+ * The bandwidth task of vCPU `vcpu` in a guest batch: its thread's node, the
+ * multipliers now (what chargeMem reads for a task of its own: the clock
+ * does not move inside the batch), and the bytes moved so far.
+ */
+function batchBwTask(
+  k: Kernel,
+  vm: Vm,
+  vcpu: number,
+  tasks: Map<number, NonNullable<Kernel['membwTask']>>,
+): NonNullable<Kernel['membwTask']> {
+  let bt = tasks.get(vcpu);
+  if (bt) return bt;
+  const cpu = k.cpuToNode(vm.vcpus[vcpu]!.thread.cpu);
+  const mult = new Float64Array(k.nrNodes);
+  const now = k.clock.now();
+  for (let b = 0; b < k.nrNodes; b++) mult[b] = k.membw!.multiplier(cpu, b, now);
+  bt = { cpu, mult, classes: [] };
+  tasks.set(vcpu, bt);
+  return bt;
 }
 
 /** CPU time a vCPU spends, on its thread's host CPU. */
