@@ -116,8 +116,9 @@ export class GuestKernel {
     let ns = 0;
     let n = 0;
     const faultNs = this.costs.nsOf('fault_anon_4k_write');
+    const req = { order: 0, use, cpu }; // one request for every page (allocPages keeps no reference to it)
     for (; n < nr; n++) {
-      const pfn = this.pages.allocPages({ order: 0, use, cpu });
+      const pfn = this.pages.allocPages(req);
       if (pfn < 0) break;
       this.vmEvents.pgfault++;
       ns += faultNs;

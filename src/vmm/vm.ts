@@ -523,7 +523,13 @@ export class Vm implements GuestMemory {
     if (!(stride > 0)) throw new RangeError(`stride must be positive`);
     const k = this.k;
     const time = { ns: 0 };
+    const slot = this.slotOf(gpa);
     k.runAsTask(time, () => {
+      // Within one memslot (a guest fault's page, most accesses): no list of segments.
+      if (slot && gpa + len <= slot.gpa + slot.size) {
+        if (len > 0) this.accessSlot(cpu.thread, slot, gpa, gpa + len, stride, write, fill);
+        return;
+      }
       for (const seg of this.segments(gpa, len)) {
         const first = seg.gpa + ((stride - ((seg.gpa - gpa) % stride)) % stride);
         if (first < seg.gpa + seg.size) this.accessSlot(cpu.thread, seg.slot, first, seg.gpa + seg.size, stride, write, fill);
@@ -905,12 +911,17 @@ function memoryOptions(cfg: VmConfig, ramSize: number): [number, number] {
 
 /** The largest EPT page size (1G, 2M, 4K) whose aligned GPA frame fits in the slot with GPA and HVA congruent. */
 function slotLevelLimit(s: MemSlot, gpa: number): number {
-  for (const size of [PUD_SIZE, PMD_SIZE]) {
-    const g0 = alignDown(gpa, size);
-    if ((s.gpa - s.hva) % size !== 0) continue;
-    if (g0 >= s.gpa && g0 + size <= s.gpa + s.size) return size;
-  }
+  // Called per EPT violation: the two sizes unrolled rather than a loop over an array made per call.
+  if (slotLevelFits(s, gpa, PUD_SIZE)) return PUD_SIZE;
+  if (slotLevelFits(s, gpa, PMD_SIZE)) return PMD_SIZE;
   return PAGE_SIZE;
+}
+
+/** Whether the EPT can map gpa at `size` in slot s: GPA and HVA congruent, the aligned frame inside the slot. */
+function slotLevelFits(s: MemSlot, gpa: number, size: number): boolean {
+  if ((s.gpa - s.hva) % size !== 0) return false;
+  const g0 = alignDown(gpa, size);
+  return g0 >= s.gpa && g0 + size <= s.gpa + s.size;
 }
 
 function normalizeSmp(smp: VmConfig['smp']): Required<SmpConfig> {
