@@ -158,8 +158,10 @@ describe('guest buddy allocator: memory that follows use', () => {
     expect(g.pageUse(3 * 262144)).toBe(PageUse.Hole);
     expect(g.allocPages({ order: 0, use: PageUse.Anon })).toBe(0); // lowest first, as boot's FPI_TO_TAIL order gives
     expect(g.allocRange(40 * 262144, 262144, PageUse.Anon)).toBe(262144); // 1 GiB at a known address
-    // two sections' worth of frames (2^15 each) for the first page, eight for the GiB
-    expect(g.metadataBytes()).toBe(9 * 32768 * 11);
+    // Sections (2^15 frames, 3 bytes each): one for the first page, eight for the GiB; free-list links (8 bytes a
+    // frame, in tables of 512) only where a block is on a list: the first page's buddies (orders 0-9, at frames
+    // 1, 2, 4, ..., 512) in the first two tables.
+    expect(g.metadataBytes()).toBe(9 * 32768 * 3 + 2 * 512 * 8);
     conserved(g);
   });
 

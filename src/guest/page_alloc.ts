@@ -30,6 +30,11 @@
  * - The per-frame arrays come in sections of 2^15 frames, made when a frame
  *   of the section is first written; until then every frame in it reads as
  *   pristine (free, a buddy head every 1024 frames) or a hole.
+ * - The free-list links (next, prev) only matter while a block is on a free
+ *   list; they come in tables of 512 frames, made when one of those frames
+ *   is linked and dropped when the last of them leaves its list (an entry
+ *   off every list reads -1, as a table's fresh entries do). A guest that
+ *   allocated a region keeps 3 bytes a frame for it, not 11.
  * - A frame's node comes from the RAM ranges, not from a per-frame array.
  */
 import type { GuestRamRange } from '../hw/guest_memory.ts';
@@ -128,16 +133,24 @@ const SECTION_SHIFT = 15;
 const SECTION_PAGES = 1 << SECTION_SHIFT;
 const SECTION_MASK = SECTION_PAGES - 1;
 
+const LINK_SHIFT = 9;
+const LINK_FRAMES = 1 << LINK_SHIFT;
+const LINK_MASK = LINK_FRAMES - 1;
+const LINK_TABLES = SECTION_PAGES / LINK_FRAMES;
+
 /** Per-frame state of 2^15 frames. */
 class Section {
   readonly use = new Uint8Array(SECTION_PAGES).fill(PageUse.Hole);
   readonly flags = new Uint8Array(SECTION_PAGES);
   readonly order = new Uint8Array(SECTION_PAGES);
-  readonly next = new Int32Array(SECTION_PAGES).fill(-1);
-  readonly prev = new Int32Array(SECTION_PAGES).fill(-1);
+  /** Free-list links per 512 frames (next at 2i, prev at 2i + 1), while one of those frames is on a list. */
+  readonly links = new Array<Int32Array | undefined>(LINK_TABLES);
+  /** Frames of each link table on a free list. */
+  readonly linked = new Uint16Array(LINK_TABLES);
 }
-/** Bytes per frame of a section. */
-const SECTION_FRAME_BYTES = 1 + 1 + 1 + 4 + 4;
+/** Bytes per frame of a section (use, flags, order), and of a link table (next, prev). */
+const SECTION_FRAME_BYTES = 1 + 1 + 1;
+const LINK_FRAME_BYTES = 4 + 4;
 
 /** /proc/meminfo, in bytes, as far as the model knows it. */
 export interface GuestMeminfo {
@@ -360,7 +373,11 @@ export class GuestPageAlloc {
   /** Bytes of per-frame state made so far (memtwin's own memory, for benchmarks). */
   metadataBytes(): number {
     let n = 0;
-    for (const s of this.sections) if (s) n += SECTION_PAGES * SECTION_FRAME_BYTES;
+    for (const s of this.sections)
+      if (s) {
+        n += SECTION_PAGES * SECTION_FRAME_BYTES;
+        for (const l of s.links) if (l) n += LINK_FRAMES * LINK_FRAME_BYTES;
+      }
     return n;
   }
 
@@ -436,7 +453,7 @@ export class GuestPageAlloc {
       if (i + 1 < z.pristine.length) return z.pristine[i + 1]![0];
       return this.resolve(z, z.pristineNext);
     }
-    return this.resolve(z, this.sec(pfn).next[pfn & SECTION_MASK]!);
+    return this.resolve(z, this.linkNext(z, pfn));
   }
 
   /** A list entry as a pfn: the PRISTINE entry is its first block. */
@@ -686,22 +703,48 @@ export class GuestPageAlloc {
   // --- lists and bookkeeping ----------------------------------------------------------
 
   private linkNext(z: GuestZone, id: number): number {
-    return id === PRISTINE ? z.pristineNext : this.sec(id).next[id & SECTION_MASK]!;
+    if (id === PRISTINE) return z.pristineNext;
+    const o = id & SECTION_MASK;
+    const l = this.sec(id).links[o >>> LINK_SHIFT];
+    return l === undefined ? -1 : l[2 * (o & LINK_MASK)]!;
   }
   private linkPrev(z: GuestZone, id: number): number {
-    return id === PRISTINE ? z.pristinePrev : this.sec(id).prev[id & SECTION_MASK]!;
+    if (id === PRISTINE) return z.pristinePrev;
+    const o = id & SECTION_MASK;
+    const l = this.sec(id).links[o >>> LINK_SHIFT];
+    return l === undefined ? -1 : l[2 * (o & LINK_MASK) + 1]!;
   }
   private setLinkNext(z: GuestZone, id: number, v: number): void {
     if (id === PRISTINE) z.pristineNext = v;
-    else if (id >= 0) this.sec(id).next[id & SECTION_MASK] = v;
+    else if (id >= 0) this.linkTable(id)[2 * (id & LINK_MASK)] = v;
   }
   private setLinkPrev(z: GuestZone, id: number, v: number): void {
     if (id === PRISTINE) z.pristinePrev = v;
-    else if (id >= 0) this.sec(id).prev[id & SECTION_MASK] = v;
+    else if (id >= 0) this.linkTable(id)[2 * (id & LINK_MASK) + 1] = v;
+  }
+
+  /** The link table of frame pfn, made (every entry -1: on no list) when it has none. */
+  private linkTable(pfn: number): Int32Array {
+    const s = this.sec(pfn);
+    const t = (pfn & SECTION_MASK) >>> LINK_SHIFT;
+    let l = s.links[t];
+    if (l === undefined) s.links[t] = l = new Int32Array(2 * LINK_FRAMES).fill(-1);
+    return l;
+  }
+
+  /** Frame `id` (not the PRISTINE entry) goes on a free list, or comes off one (its links are then -1). */
+  private countLinked(id: number, delta: 1 | -1): void {
+    if (id < 0) return;
+    const s = this.sec(id);
+    const t = (id & SECTION_MASK) >>> LINK_SHIFT;
+    s.linked[t]! += delta;
+    // Its last frame left the lists: every entry reads -1 again, which no table says as well.
+    if (s.linked[t] === 0) s.links[t] = undefined;
   }
 
   /** Link entry `id` at the head or tail of free_area[order]. */
   private linkAdd(z: GuestZone, id: number, order: number, tail: boolean): void {
+    this.countLinked(id, 1);
     if (tail) {
       const t = z.tails[order]!;
       this.setLinkPrev(z, id, t);
@@ -722,6 +765,7 @@ export class GuestPageAlloc {
   /** Link pfn just before entry `at` (-1: at the tail) of free_area[order]; counts nothing. */
   private linkBefore(z: GuestZone, pfn: number, at: number, order: number): void {
     if (at === -1) return this.linkAdd(z, pfn, order, true);
+    this.countLinked(pfn, 1);
     const p = this.linkPrev(z, at);
     this.setLinkNext(z, pfn, at);
     this.setLinkPrev(z, pfn, p);
@@ -740,6 +784,7 @@ export class GuestPageAlloc {
     else z.tails[order] = p;
     this.setLinkNext(z, id, -1);
     this.setLinkPrev(z, id, -1);
+    this.countLinked(id, -1);
   }
 
   private unlinkPristineEntry(z: GuestZone): void {

@@ -1229,3 +1229,39 @@ ${[0, 1, 2].map(vm).join('')}`;
     expect(Math.max(...busy.series.metrics['net.flow.backup.bytes_per_s']!)).toBeLessThanOrEqual(1.25e8 * 1.0001);
   });
 });
+
+describe('guest_alloc and the memory bandwidth model', () => {
+  // A guest task faults its pages in one after the other on one vCPU: the host's zeroing of them is one flow
+  // over the time it takes (as a workload thread's step is), not a flow per page all starting at the same
+  // instant, which made 64 MiB of clears look like one burst far beyond the node's bandwidth.
+  it('registers the faults of one guest_alloc as one flow over its time: the bytes, at a load the node can carry', () => {
+    const r = run(
+      'alloc-bw.yaml',
+      `name: alloc-bw
+host:
+  name: h
+  nodes: [{ id: 0, memory: 1G, cpus: 0-1 }]
+duration: 20ms
+sample: { interval: 1ms }
+kernel:
+  /sys/kernel/mm/transparent_hugepage/enabled: never
+vms:
+  - name: g
+    memdevs:
+      - { id: ram0, size: 256M }
+    vcpus: [0]
+    events:
+      - { at: 1ms, op: guest_alloc, size: 64M, vcpu: 0 }
+`,
+    );
+    const m = r.series.metrics;
+    // Every page's clear is registered: 16,384 4K pages.
+    expect(r.final['node0.membw_bytes']).toBeGreaterThanOrEqual(16384 * PAGE);
+    // ... spread over the allocation's time (16,384 faults take more than the run's 20 ms): a steady load on
+    // the node in every sample from the allocation's start on, where one flow per page, all registered at the
+    // same instant, gave one burst (1.19x in the sample after it) and an idle node afterwards.
+    const lat = m['node0.membw_latency_x']!.slice(3);
+    expect(Math.min(...lat)).toBeGreaterThan(1.01);
+    expect(Math.max(...lat)).toBeLessThan(1.1);
+  });
+});

@@ -42,6 +42,7 @@ import { startNetwork, type ScenarioNetwork } from './network.ts';
 import { VmBalloonHost } from '../vmm/balloon_host.ts';
 import { VirtioBalloonDevice, type VirtioBalloonMetrics } from '../vmm/virtio_balloon.ts';
 import { GuestKernel } from '../guest/kernel.ts';
+import { PfnRuns } from '../guest/pfn_runs.ts';
 import { PAGE_SIZE, PageUse } from '../guest/page_alloc.ts';
 import { VirtioBalloonDriver } from '../guest/virtio_balloon.ts';
 import { VirtioTiming } from '../virtio/timing.ts';
@@ -75,7 +76,7 @@ export interface VmRt {
   dev: VirtioBalloonDevice | null;
   drv: VirtioBalloonDriver | null;
   /** Pages guest_alloc faulted in and guest_free has not freed, oldest first. */
-  guestPages: number[];
+  guestPages: PfnRuns;
   /** Virtual time of the last free page hint message the device handled. */
   lastHintAt: number;
   /** HVA and size of each guest node's RAM (the memdev's block, or the machine RAM). */
@@ -146,13 +147,23 @@ function guestMemoryOf(k: Kernel, vm: Vm): ScenarioGuestMemory {
   // inside `batch` (a guest_alloc faults in one page per call), one per vCPU at the batch's end: the same CPU
   // time without a scheduler task per page.
   let pending: Map<number, number> | null = null;
+  // Inside `batch`, per vCPU, what the host moved for it (the faults' zeroing: Kernel.chargeMem), registered
+  // with the bandwidth model as one flow at the batch's end, as a workload thread's step is: the pages are
+  // faulted one after the other by one vCPU, not each a task of its own starting at the same instant.
+  let bwTasks: Map<number, NonNullable<Kernel['membwTask']>> | null = null;
   const onVcpu = (vcpu: number, f: () => unknown): number => {
     const t = { ns: 0 };
     if (!pending) {
       k.runAsTask(t, f, vcpuWork(vm, vcpu));
       return t.ns;
     }
-    k.runAsTask(t, f);
+    const saved = k.membwTask;
+    k.membwTask = bwTasks ? batchBwTask(k, vm, vcpu, bwTasks) : saved;
+    try {
+      k.runAsTask(t, f);
+    } finally {
+      k.membwTask = saved;
+    }
     pending.set(vcpu, (pending.get(vcpu) ?? 0) + t.ns);
     return t.ns;
   };
@@ -167,14 +178,43 @@ function guestMemoryOf(k: Kernel, vm: Vm): ScenarioGuestMemory {
     batch<T>(f: () => T): T {
       if (pending) return f();
       const mine = (pending = new Map());
+      const tasks = (bwTasks = k.membw && !k.membwTask ? new Map() : null);
+      const at = k.clock.now();
       try {
         return f();
       } finally {
         pending = null;
-        for (const [v, n] of mine) k.spend(vcpuWork(vm, v), n);
+        bwTasks = null;
+        for (const [v, n] of mine) {
+          const bt = tasks?.get(v);
+          if (bt?.classes.length) k.membw!.flow(at, n, bt.cpu, bt.classes);
+          k.spend(vcpuWork(vm, v), n);
+        }
       }
     },
   };
+}
+
+/**
+ * The bandwidth task of vCPU `vcpu` in a guest batch: its thread's node, the
+ * multipliers now (what chargeMem reads for a task of its own: the clock
+ * does not move inside the batch), and the bytes moved so far.
+ */
+function batchBwTask(
+  k: Kernel,
+  vm: Vm,
+  vcpu: number,
+  tasks: Map<number, NonNullable<Kernel['membwTask']>>,
+): NonNullable<Kernel['membwTask']> {
+  let bt = tasks.get(vcpu);
+  if (bt) return bt;
+  const cpu = k.cpuToNode(vm.vcpus[vcpu]!.thread.cpu);
+  const mult = new Float64Array(k.nrNodes);
+  const now = k.clock.now();
+  for (let b = 0; b < k.nrNodes; b++) mult[b] = k.membw!.multiplier(cpu, b, now);
+  bt = { cpu, mult, classes: [] };
+  tasks.set(vcpu, bt);
+  return bt;
 }
 
 /** CPU time a vCPU spends, on its thread's host CPU. */
@@ -215,7 +255,7 @@ export function startVms(k: Kernel, s: Scenario, rep: RunReport): VmRt[] {
       guestBatch: (f) => memory.batch(f),
       dev: null,
       drv: null,
-      guestPages: [],
+      guestPages: new PfnRuns(),
       lastHintAt: -1,
       nodeRam: nodeRamOf(spec, vm),
       guestThreads: [],
@@ -880,22 +920,23 @@ function runVmEvent(
     }
     case 'guest_alloc': {
       const want = Math.floor(ev.size! / PAGE_SIZE);
-      const { pfns, ns } = rt.guestBatch(() => rt.guest.faultIn(ev.vcpu, ev.page_cache ? PageUse.File : PageUse.Anon, want));
-      k.charge(ns);
       // Page cache stays with the guest kernel (its reclaim drops it); anonymous memory is the task's until guest_free.
-      if (!ev.page_cache) for (const pfn of pfns) rt.guestPages.push(pfn);
-      entry.ret = pfns.length;
-      if (pfns.length < want)
+      const held = rt.guestPages;
+      const take = ev.page_cache ? (): void => {} : (pfn: number): void => held.push(pfn);
+      const { n, ns } = rt.guestBatch(() => rt.guest.faultInto(ev.vcpu, ev.page_cache ? PageUse.File : PageUse.Anon, want, take));
+      k.charge(ns);
+      entry.ret = n;
+      if (n < want)
         rep.warn(
           path,
-          `guest_alloc faulted in ${mib(pfns.length * PAGE_SIZE)} MiB of the ${mib(want * PAGE_SIZE)} MiB asked: the guest ran out of free memory (after its reclaim and OOM notifiers: its OOM killer's place, ${rt.guest.pages.oomKills} so far)`,
+          `guest_alloc faulted in ${mib(n * PAGE_SIZE)} MiB of the ${mib(want * PAGE_SIZE)} MiB asked: the guest ran out of free memory (after its reclaim and OOM notifiers: its OOM killer's place, ${rt.guest.pages.oomKills} so far)`,
         );
       return;
     }
     case 'guest_free': {
       const want = Math.floor(ev.size! / PAGE_SIZE);
       const n = Math.min(rt.guestPages.length, want);
-      rt.guest.release(rt.guestPages.splice(rt.guestPages.length - n, n));
+      rt.guest.release(rt.guestPages.popNewest(n));
       entry.ret = n;
       if (n < want)
         rep.warn(

@@ -47,6 +47,7 @@ import {
 } from './memory_backend.ts';
 import { RamList, type RAMBlock } from './ram_block.ts';
 import { Monitor } from './monitor.ts';
+import { Ept, EPT_NONE, EPT_ZERO } from './ept.ts';
 import {
   MemoryRegion,
   flatRam,
@@ -136,7 +137,8 @@ export interface GuestNumaNode {
 /**
  * A KVM memslot: one RAM section (a piece of a RAM block mapped at a GPA),
  * with the EPT entries KVM built for it: per guest page, the host frame + 1
- * it maps (0: none, -1: the zero page, read-only).
+ * it maps (0: none, -1: the zero page, read-only), kept per 2M as a run of
+ * frames where it is one (ept.ts).
  */
 export interface MemSlot {
   gpa: number;
@@ -148,7 +150,7 @@ export interface MemSlot {
   node: number;
   /** The alias the section comes from (ram-below-4g / ram-above-4g). */
   via: string;
-  ept: Int32Array | null;
+  ept: Ept | null;
 }
 
 /** A memory device plugged with device_add: a pc-dimm (PCDIMMDevice), its memdev mapped in device memory. */
@@ -170,8 +172,6 @@ const ACPI_MAX_RAM_SLOTS = 256;
 /** QEMU's run states as query-status names them (the ones modelled). */
 export type RunState = 'running' | 'paused' | 'shutdown' | 'inmigrate' | 'postmigrate';
 
-const EPT_NONE = 0;
-const EPT_ZERO = -1;
 const DEFAULT_RAM_SIZE = 128 * 2 ** 20;
 
 /** Counters of the two-dimensional translation. */
@@ -523,7 +523,13 @@ export class Vm implements GuestMemory {
     if (!(stride > 0)) throw new RangeError(`stride must be positive`);
     const k = this.k;
     const time = { ns: 0 };
+    const slot = this.slotOf(gpa);
     k.runAsTask(time, () => {
+      // Within one memslot (a guest fault's page, most accesses): no list of segments.
+      if (slot && gpa + len <= slot.gpa + slot.size) {
+        if (len > 0) this.accessSlot(cpu.thread, slot, gpa, gpa + len, stride, write, fill);
+        return;
+      }
       for (const seg of this.segments(gpa, len)) {
         const first = seg.gpa + ((stride - ((seg.gpa - gpa) % stride)) % stride);
         if (first < seg.gpa + seg.size) this.accessSlot(cpu.thread, seg.slot, first, seg.gpa + seg.size, stride, write, fill);
@@ -690,7 +696,7 @@ export class Vm implements GuestMemory {
     for (const s of this.slots) if (hva >= s.hva && hva < s.hva + s.size) slot = s;
     if (!slot) return 0;
     const gpa = slot.gpa + (hva - slot.hva);
-    const e = slot.ept ? slot.ept[Math.floor((gpa - slot.gpa) / PAGE_SIZE)]! : EPT_NONE;
+    const e = slot.ept ? slot.ept.get(Math.floor((gpa - slot.gpa) / PAGE_SIZE)) : EPT_NONE;
     if (e !== EPT_NONE && (e === EPT_ZERO ? !write && pfn === -1 : pfn + 1 === e)) return 0;
     this.stats.eptViolations++;
     this.eptMap(slot, gpa);
@@ -701,7 +707,7 @@ export class Vm implements GuestMemory {
   private eptHit(slot: MemSlot, gpa: number, write: boolean): boolean {
     const ept = slot.ept;
     if (!ept) return false;
-    const e = ept[Math.floor((gpa - slot.gpa) / PAGE_SIZE)]!;
+    const e = ept.get(Math.floor((gpa - slot.gpa) / PAGE_SIZE));
     if (e === EPT_NONE || (e === EPT_ZERO && write)) return false;
     const pfn = hostMemory.translate(this.process.mm, slot.hva + (gpa - slot.gpa));
     return e === EPT_ZERO ? pfn === -1 : pfn + 1 === e;
@@ -714,16 +720,16 @@ export class Vm implements GuestMemory {
     const hostSize = hostMemory.translatedSize;
     if (pfn === -2) return; // not mapped (the access did not fault it in)
     const size = Math.min(hostSize || PAGE_SIZE, slotLevelLimit(slot, gpa));
-    slot.ept ??= new Int32Array(slot.size / PAGE_SIZE);
+    slot.ept ??= new Ept(slot.size / PAGE_SIZE);
     const g0 = alignDown(gpa, size);
     const i0 = (g0 - slot.gpa) / PAGE_SIZE;
     const n = size / PAGE_SIZE;
     if (pfn === -1) {
-      slot.ept.fill(EPT_ZERO, i0, i0 + n);
+      slot.ept.fillZero(i0, n);
       return;
     }
     const base = pfn - (gpa - g0) / PAGE_SIZE;
-    for (let i = 0; i < n; i++) slot.ept[i0 + i] = base + i + 1;
+    slot.ept.setRun(i0, n, base + 1);
   }
 
   /** The VM's monitor (one, as QEMU's -qmp/-monitor); devices register their commands on it. */
@@ -905,12 +911,17 @@ function memoryOptions(cfg: VmConfig, ramSize: number): [number, number] {
 
 /** The largest EPT page size (1G, 2M, 4K) whose aligned GPA frame fits in the slot with GPA and HVA congruent. */
 function slotLevelLimit(s: MemSlot, gpa: number): number {
-  for (const size of [PUD_SIZE, PMD_SIZE]) {
-    const g0 = alignDown(gpa, size);
-    if ((s.gpa - s.hva) % size !== 0) continue;
-    if (g0 >= s.gpa && g0 + size <= s.gpa + s.size) return size;
-  }
+  // Called per EPT violation: the two sizes unrolled rather than a loop over an array made per call.
+  if (slotLevelFits(s, gpa, PUD_SIZE)) return PUD_SIZE;
+  if (slotLevelFits(s, gpa, PMD_SIZE)) return PMD_SIZE;
   return PAGE_SIZE;
+}
+
+/** Whether the EPT can map gpa at `size` in slot s: GPA and HVA congruent, the aligned frame inside the slot. */
+function slotLevelFits(s: MemSlot, gpa: number, size: number): boolean {
+  if ((s.gpa - s.hva) % size !== 0) return false;
+  const g0 = alignDown(gpa, size);
+  return g0 >= s.gpa && g0 + size <= s.gpa + s.size;
 }
 
 function normalizeSmp(smp: VmConfig['smp']): Required<SmpConfig> {

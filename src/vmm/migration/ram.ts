@@ -409,7 +409,7 @@ export class RamMigration {
       if (!s.ept) continue;
       for (let off = 0; off < s.size; off += PMD_SIZE) {
         const i = off / PAGE_SIZE;
-        if (!s.ept[i]) continue;
+        if (!s.ept.get(i)) continue;
         const size = this.src.eptMappingSize(s.gpa + off);
         if (size === PMD_SIZE) this.hugeSplits++;
         else if (size === PUD_SIZE && off % PUD_SIZE === 0) this.hugeSplits += 1 + PUD_SIZE / PMD_SIZE;
