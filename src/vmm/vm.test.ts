@@ -101,6 +101,23 @@ describe('the EPT', () => {
     expect(vm.stats.eptViolations).toBe(2);
   });
 
+  it('an access inside a page builds the entry of the page it falls in: later accesses anywhere in the page do not exit', () => {
+    for (const thp of ['never', 'always']) {
+      const { k, vm } = anonVm();
+      k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', thp);
+      vm.access(0, 12 * MiB + 3 * PAGE_SIZE + 1000, 8, 8, true, 7); // a cache line mid-page, in the 4th page of a 2M
+      expect(vm.stats.eptViolations).toBe(1);
+      vm.access(0, 12 * MiB + 3 * PAGE_SIZE + 1000, 8, 8, false);
+      vm.access(0, 12 * MiB + 3 * PAGE_SIZE, 8, 8, true, 7);
+      vm.access(0, 12 * MiB + 4 * PAGE_SIZE - 64, 8, 8, false);
+      expect(vm.stats.eptViolations).toBe(1);
+      // With a THP the one entry maps the whole 2M; without, the next page is a page of its own.
+      vm.access(0, 12 * MiB + 5 * PAGE_SIZE + 8, 8, 8, true, 7);
+      expect(vm.stats.eptViolations).toBe(thp === 'always' ? 1 : 2);
+      expect(vm.peek(12 * MiB + 3 * PAGE_SIZE + 1000)).toBe(7);
+    }
+  });
+
   it('a read maps the zero page read-only; the first write exits again', () => {
     const { k, vm } = anonVm();
     k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');

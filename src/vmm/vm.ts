@@ -728,7 +728,8 @@ export class Vm implements GuestMemory {
       slot.ept.fillZero(i0, n);
       return;
     }
-    const base = pfn - (gpa - g0) / PAGE_SIZE;
+    // pfn is the 4K frame holding gpa, which need not be page-aligned (a workload touches cache lines).
+    const base = pfn - Math.floor((gpa - g0) / PAGE_SIZE);
     slot.ept.setRun(i0, n, base + 1);
   }
 
