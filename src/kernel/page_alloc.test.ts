@@ -151,7 +151,7 @@ describe('buddy allocator', () => {
               callerPreps(b, pfn);
               live.push([pfn, 0]);
             }
-            expect(woke).toBe(0); // taken only where no single allocation would have woken kswapd
+            expect(woke).toBe(0); // taken only where every single allocation passes the fast path (no slowpath, no kswapd)
           } else {
             for (let c = 0; c < s.count && live.length; c++) {
               const [pfn, o] = live.splice((s.pick + c) % live.length, 1)[0]!;
@@ -194,7 +194,7 @@ describe('buddy allocator', () => {
             ],
             false,
           ],
-          // The third request would take node 0 below its low watermark: declined (single allocations would wake kswapd).
+          // The third request would take node 0 below its low watermark: declined (single allocations would fall back to node 1).
           [
             [
               { kind: 'bulk', n: 700, nid: 0 },
