@@ -8,6 +8,9 @@ import { pagemap } from './procfs.ts';
 /** A 64 MiB node fragmented by `fragment`, THP enabled=always with the given defrag, and a fresh process. */
 function fragmentedThpHost(defrag: string) {
   const k = smallKernel({ nodes: 1, mib: 64 });
+  // 63 of the node's 64 MiB in use is below its boot-time min watermark (min_free_kbytes 3276 with THP on): Linux,
+  // as memtwin, would reclaim and OOM-kill first. A small min_free_kbytes (128, calculate_min_free_kbytes's floor) lets the fixture fill it.
+  k.sysfs.write('/proc/sys/vm/min_free_kbytes', '128');
   const f = fragment(k, 63);
   k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'always');
   k.sysfs.write('/sys/kernel/mm/transparent_hugepage/defrag', defrag);

@@ -109,29 +109,31 @@ export function thpGfp(k: Kernel, vma: Vma): { direct: boolean; kcompactd: boole
 export function allocThp(k: Kernel, vma: Vma, pl: PolicyPlacement): number {
   const gfp = thpGfp(k, vma);
   const nid = pl.nid;
+  // GFP_TRANSHUGE(_LIGHT) has no __GFP_KSWAPD_RECLAIM; the defer modes add it (vma_thp_gfp_mask).
+  const noKswapd = !gfp.kcompactd;
   if (pl.nodemask) {
     // A policy with a node set: its nodes only (then any for PREFERRED_MANY), compaction if the mode allows.
-    let pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid, nodemask: pl.nodemask });
+    let pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, noKswapd, nid, nodemask: pl.nodemask });
     if (pfn < 0 && gfp.direct)
       for (const n of k.phys.zonelists[nid]!.filter((x) => pl.nodemask!.includes(x)))
         if (
           compactForOrder(k, n, HPAGE_PMD_ORDER, 'direct') &&
-          (pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid: n, thisNode: true })) >= 0
+          (pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, noKswapd, nid: n, thisNode: true })) >= 0
         )
           break;
-    if (pfn < 0 && pl.fallbackAll) pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid });
+    if (pfn < 0 && pl.fallbackAll) pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, noKswapd, nid });
     return pfn;
   }
-  let pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid, thisNode: true });
+  let pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, noKswapd, nid, thisNode: true });
   if (pfn >= 0 || !gfp.direct) {
     if (pfn < 0 && gfp.kcompactd) wakeupKcompactd(k, nid, HPAGE_PMD_ORDER);
     return pfn;
   }
-  pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid });
+  pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, noKswapd, nid });
   if (pfn >= 0) return pfn;
   for (const n of k.phys.zonelists[nid]!) {
     if (compactForOrder(k, n, HPAGE_PMD_ORDER, 'direct')) {
-      pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid: n, thisNode: true });
+      pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, noKswapd, nid: n, thisNode: true });
       if (pfn >= 0) return pfn;
     }
   }

@@ -33,11 +33,11 @@ import { userAccess, type AccessResult } from './memory.ts';
 import { SwapState } from './swapfile.ts';
 import { swapCacheDelFolio } from './swap_state.ts';
 import { Lruvec, lruDel, lruDelPage } from './swap.ts';
-import { Kswapd, allocSlowpath } from './vmscan.ts';
+import { Kswapd, tryToFreePages, zoneReclaimablePages } from './vmscan.ts';
 import { Psi } from './psi.ts';
 import { Scheduler, type SchedTask } from './sched/core.ts';
 import { MemcgState } from './memcontrol.ts';
-import { OomState } from './oom_kill.ts';
+import { OomState, outOfMemory } from './oom_kill.ts';
 import { followCpu, type MigrationBatch } from './migrate_entry.ts';
 
 /** Where mmap's top-down search starts (mm->mmap_base without ASLR). */
@@ -159,7 +159,10 @@ export class Kernel {
     this.nodeLruvec = nodePages.map((_, nid) => new Lruvec(nid));
     this.memcg = new MemcgState(this);
     this.oom = new OomState(this);
-    this.phys.slowpath = (req) => allocSlowpath(this, req);
+    // __alloc_pages_slowpath's helpers (page_alloc.ts): direct reclaim is a memory stall of the allocating task (psi.ts).
+    this.phys.directReclaim = (req) => this.psi.memstall(() => tryToFreePages(this, req));
+    this.phys.reclaimablePages = (nid) => zoneReclaimablePages(this, nid);
+    this.phys.outOfMemory = (req) => outOfMemory(this, { memcg: null, order: req.order, current: null });
     initPerZoneWmarkMin(this.phys);
     if (this.thp.enabled !== 'never') setRecommendedMinFreeKbytes(this.phys); // khugepaged starts at boot
     this.kswapd = new Kswapd(this);

@@ -104,6 +104,9 @@ describe('MADV_COLLAPSE', () => {
 
   it('fails with ENOMEM when no huge page can be had even by compaction, and compacts when it can', () => {
     const k = smallKernel({ nodes: 1, mib: 64 });
+    // 63 of the node's 64 MiB in use is below its boot-time min watermark (min_free_kbytes 3276 with THP on): Linux,
+    // as memtwin, would reclaim and OOM-kill first. A small min_free_kbytes (128, calculate_min_free_kbytes's floor) lets the fixture fill it.
+    k.sysfs.write('/proc/sys/vm/min_free_kbytes', '128');
     fragment(k, 63); // every 2M block of the node has a used page
     const p = k.createProcess('c');
     k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
@@ -210,6 +213,9 @@ describe('khugepaged', () => {
 
   it('with khugepaged/defrag=0 does not compact, and after a failed allocation sleeps alloc_sleep_millisecs', () => {
     const k = smallKernel({ nodes: 1, mib: 64 });
+    // 63 of the node's 64 MiB in use is below its boot-time min watermark (min_free_kbytes 3276 with THP on): Linux,
+    // as memtwin, would reclaim and OOM-kill first. A small min_free_kbytes (128, calculate_min_free_kbytes's floor) lets the fixture fill it.
+    k.sysfs.write('/proc/sys/vm/min_free_kbytes', '128');
     fragment(k, 63);
     const { p, a } = build(k, [expand([[{ kind: 'data', fill: 5, node: 0 }, 512]])]);
     k.sysfs.write(`${KH}/defrag`, '0');

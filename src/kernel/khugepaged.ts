@@ -312,7 +312,8 @@ function targetNodes(cc: CollapseControl): { nid: number; nodemask: number[] } {
 function allocCollapseFolio(k: Kernel, cc: CollapseControl): number {
   const { nid, nodemask } = targetNodes(cc);
   const gfp = cc.gfp ?? khugepagedGfp(k);
-  const req: AllocRequest = { order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid, nodemask };
+  // GFP_TRANSHUGE(_LIGHT): no __GFP_KSWAPD_RECLAIM, kswapd is not woken.
+  const req: AllocRequest = { order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid, nodemask, noKswapd: true };
   let pfn = k.phys.alloc(req);
   if (pfn < 0 && gfp.direct) {
     const nodes = k.phys.zonelists[nid]!.filter((x) => nodemask.includes(x));
@@ -345,7 +346,7 @@ function compactionSuitable(k: Kernel, nid: number): boolean {
 function directCompact(k: Kernel, nodes: readonly number[]): number {
   for (const n of nodes)
     if (compactionSuitable(k, n) && compactForOrder(k, n, HPAGE_PMD_ORDER, 'direct')) {
-      const pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid: n, thisNode: true });
+      const pfn = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid: n, thisNode: true, noKswapd: true });
       if (pfn >= 0) return pfn;
     }
   return -1;

@@ -227,9 +227,10 @@ export function tryCharge(k: Kernel, cg: MemCgroup, nr: number, ctx: ChargeConte
     const over = pageCounterTryCharge(cg, nr);
     if (!over) break;
     memcgMemoryEvent(over, 'max');
-    // Under PF_MEMALLOC (reclaim, and swap readahead, which memtwin keeps from reclaiming: Linux would find the
-    // faulting folio locked and leave it, memtwin's reclaim would free it) the charge fails instead of reclaiming.
-    if (k.phys.memalloc) return -12;
+    // Under PF_MEMALLOC (reclaim) and without __GFP_DIRECT_RECLAIM (swap readahead, which memtwin keeps from
+    // reclaiming: Linux would find the faulting folio locked and leave it, memtwin's reclaim would free it) the
+    // charge fails instead of reclaiming.
+    if (k.phys.memalloc || k.phys.noDirectReclaim) return -12;
     const reclaimed = tryToFreeMemCgroupPages(k, over, nr, true);
     if (memcgMargin(over) >= nr) continue;
     // nr_reclaimed && nr_pages <= (1 << PAGE_ALLOC_COSTLY_ORDER): progress, try again without counting a retry.
@@ -248,7 +249,7 @@ export function tryCharge(k: Kernel, cg: MemCgroup, nr: number, ctx: ChargeConte
   for (let c: MemCgroup | null = cg; c && c.parent; c = c.parent)
     if (c.usage > c.high) {
       c.nrPagesOverHigh += nr;
-      if (c.nrPagesOverHigh > MEMCG_CHARGE_BATCH && !k.phys.memalloc) memCgroupHandleOverHigh(k, c);
+      if (c.nrPagesOverHigh > MEMCG_CHARGE_BATCH && !k.phys.memalloc && !k.phys.noDirectReclaim) memCgroupHandleOverHigh(k, c);
       break;
     }
   return 0;

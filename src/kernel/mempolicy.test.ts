@@ -261,3 +261,28 @@ describe('process_mbind (proposal, feature process_mbind)', () => {
     expect(sysGetMempolicy(k, vmm.mainThread, MPOL.MPOL_F_ADDR, a + (4 << 20), () => 0)).toEqual({ mode: MPOL.MPOL_BIND, nodes: [0] });
   });
 });
+
+describe('memory policies under the watermarks (page_alloc.ts)', () => {
+  it('MPOL_PREFERRED node 0 fills node 0 down to its low watermark, then node 1, without waking kswapd or reclaiming', () => {
+    const k = smallKernel({ nodes: 2, mib: 64 });
+    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
+    const p = k.createProcess('pref');
+    const t = p.mainThread;
+    expect(sysSetMempolicy(k, t, MPOL.MPOL_PREFERRED, [0])).toBe(0);
+    const z0 = k.phys.zones[0]!;
+    const low = z0.wmark[1]!;
+    expect(low).toBeGreaterThan(0);
+    const pages = z0.freePages; // more than node 0 can give above its low watermark
+    const a = k.mmap(p, 0, pages * PAGE_SIZE, RW, ANON);
+    k.access(t, a, pages * PAGE_SIZE, PAGE_SIZE, true, 1);
+    expect(z0.freePages).toBe(low);
+    const nodes = pagemap(k, p.mm, a, pages * PAGE_SIZE).map((r) => [r.node, r.n]);
+    // Node 0's pages first (page tables took some of its frames too), then node 1's for the rest.
+    expect(nodes.length).toBe(2);
+    expect(nodes[0]![0]).toBe(0);
+    expect(nodes[1]![0]).toBe(1);
+    const s = k.vmstat.snapshot();
+    expect([s.pageoutrun ?? 0, s.allocstall_normal ?? 0]).toEqual([0, 0]);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+});

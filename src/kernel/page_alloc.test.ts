@@ -1,7 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { MemMap } from './page.ts';
-import { MIGRATE_MOVABLE, MIGRATE_UNMOVABLE, PhysMem, initPerZoneWmarkMin, type AllocRequest } from './page_alloc.ts';
+import {
+  MAX_RECLAIM_RETRIES,
+  MIGRATE_MOVABLE,
+  MIGRATE_UNMOVABLE,
+  PhysMem,
+  WMARK_LOW,
+  WMARK_MIN,
+  initPerZoneWmarkMin,
+  type AllocRequest,
+} from './page_alloc.ts';
 
 function phys(mib = 64, nodes = 1): PhysMem {
   const pages = (mib * 2 ** 20) / 4096;
@@ -142,7 +151,7 @@ describe('buddy allocator', () => {
               callerPreps(b, pfn);
               live.push([pfn, 0]);
             }
-            expect(woke).toBe(0); // taken only where no single allocation would have woken kswapd
+            expect(woke).toBe(0); // taken only where every single allocation passes the fast path (no slowpath, no kswapd)
           } else {
             for (let c = 0; c < s.count && live.length; c++) {
               const [pfn, o] = live.splice((s.pick + c) % live.length, 1)[0]!;
@@ -185,7 +194,7 @@ describe('buddy allocator', () => {
             ],
             false,
           ],
-          // The third request would take node 0 below its low watermark: declined (single allocations would wake kswapd).
+          // The third request would take node 0 below its low watermark: declined (single allocations would fall back to node 1).
           [
             [
               { kind: 'bulk', n: 700, nid: 0 },
@@ -196,6 +205,180 @@ describe('buddy allocator', () => {
           ],
         ],
       },
+    );
+  });
+});
+
+describe('watermark-gated allocation (get_page_from_freelist, __alloc_pages_slowpath)', () => {
+  const ORDER0: AllocRequest = { order: 0, mt: MIGRATE_MOVABLE, nid: 0 };
+
+  /** Two 8 MiB nodes (2048 frames each) with the given watermarks [min, low, high] on both. */
+  function twoNodes(wmark: [number, number, number]): PhysMem {
+    const p = phys(8, 2);
+    for (const z of p.zones) z.wmark.splice(0, 3, ...wmark);
+    return p;
+  }
+
+  /** Allocate order-0 frames on node 0's zonelist until node 0 has `free` frames left. */
+  function fillTo(p: PhysMem, nid: number, free: number): number[] {
+    const got: number[] = [];
+    while (p.zones[nid]!.freePages > free) got.push(p.alloc({ ...ORDER0, nid, thisNode: true }));
+    expect(got.every((pfn) => p.nodeOfPfn(pfn) === nid)).toBe(true);
+    return got;
+  }
+
+  it('a node at its low watermark falls back to the next node without waking kswapd; kswapd wakes when every node is at low', () => {
+    const p = twoNodes([100, 200, 300]);
+    const woke: number[] = [];
+    p.wakeKswapd = (nid) => woke.push(nid);
+    // Node 0 is used down to its low watermark: the last allocation there leaves exactly `low` free.
+    for (let i = 0; i < 2048 - 200; i++) expect(p.nodeOfPfn(p.alloc(ORDER0))).toBe(0);
+    expect(p.zones[0]!.freePages).toBe(200);
+    // One more would leave it below low: node 1 serves it (node_reclaim_mode 0), nobody is woken.
+    expect(p.nodeOfPfn(p.alloc(ORDER0))).toBe(1);
+    expect(woke).toEqual([]);
+    fillTo(p, 1, 200);
+    // Every node at low: the slowpath wakes both kswapds and takes node 0's frame at the min watermark.
+    expect(p.nodeOfPfn(p.alloc(ORDER0))).toBe(0);
+    expect(woke).toEqual([0, 1]);
+    // __GFP_THISNODE never leaves its node: node 1 serves from its min reserve, then fails at min.
+    fillTo(p, 1, 100);
+    expect(p.alloc({ ...ORDER0, nid: 1, thisNode: true })).toBe(-1);
+  });
+
+  it('an allocation at the min watermark enters direct reclaim; between min and low it only wakes kswapd', () => {
+    const p = twoNodes([100, 200, 300]);
+    let woke = 0;
+    let reclaims = 0;
+    p.wakeKswapd = () => woke++;
+    const held = fillTo(p, 0, 101);
+    woke = 0;
+    p.directReclaim = (req) => {
+      reclaims++;
+      expect(req.nid).toBe(0);
+      // Reclaim frees 32 of the held frames (SWAP_CLUSTER_MAX).
+      for (const pfn of held.splice(0, 32)) p.free(pfn, 0);
+      return 32;
+    };
+    const req: AllocRequest = { ...ORDER0, thisNode: true };
+    expect(p.alloc(req)).toBeGreaterThanOrEqual(0); // 101 -> 100: allowed at min
+    expect([woke, reclaims]).toEqual([1, 0]);
+    expect(p.alloc(req)).toBeGreaterThanOrEqual(0); // would go to 99: reclaim first
+    expect(reclaims).toBe(1);
+    expect(p.zones[0]!.freePages).toBe(131);
+  });
+
+  it('PF_MEMALLOC allocates below the min watermark and never reclaims', () => {
+    const p = twoNodes([100, 200, 300]);
+    fillTo(p, 0, 100);
+    let reclaims = 0;
+    p.directReclaim = () => (reclaims++, 0);
+    p.memalloc = true;
+    for (let i = 0; i < 100; i++) expect(p.alloc({ ...ORDER0, thisNode: true })).toBeGreaterThanOrEqual(0);
+    expect(p.zones[0]!.freePages).toBe(0);
+    expect(p.alloc({ ...ORDER0, thisNode: true })).toBe(-1);
+    expect(reclaims).toBe(0);
+  });
+
+  it('a THP with __GFP_THISNODE: fast path at low, slowpath at min, and an order-9 block must be free', () => {
+    const p = twoNodes([100, 200, 300]);
+    const THP: AllocRequest = { order: 9, mt: MIGRATE_MOVABLE, nid: 0, thisNode: true, noKswapd: true };
+    let woke = 0;
+    p.wakeKswapd = () => woke++;
+    // 2048 frames, 4 blocks of 512: three THPs leave 512 free; a fourth would leave 0 < min.
+    for (let i = 0; i < 3; i++) expect(p.alloc(THP)).toBeGreaterThanOrEqual(0);
+    expect(p.alloc(THP)).toBe(-1);
+    expect(woke).toBe(0); // GFP_TRANSHUGE_LIGHT: no __GFP_KSWAPD_RECLAIM
+    // Enough free frames above min but no free order-9 block: the per-order check fails it.
+    const q = phys(8, 1);
+    const frames = Array.from({ length: 2048 }, () => q.alloc(ORDER0));
+    q.zones[0]!.wmark.splice(0, 3, 10, 20, 30);
+    for (let i = 0; i < frames.length; i += 2) q.free(frames[i]!, 0);
+    expect(q.zones[0]!.freePages).toBe(1024);
+    expect(q.alloc({ ...THP, nid: 0 })).toBe(-1);
+    expect(q.zones[0]!.watermarkOk(0, 20)).toBe(true);
+    expect(q.zones[0]!.watermarkOk(1, 20)).toBe(false);
+  });
+
+  it('should_reclaim_retry: MAX_RECLAIM_RETRIES + 1 rounds without progress while reclaimable pages would lift the zone over min, then the OOM killer', () => {
+    for (const reclaimable of [0, 10_000]) {
+      const p = twoNodes([100, 200, 300]);
+      const held = fillTo(p, 0, 100);
+      let rounds = 0;
+      let kills = 0;
+      p.directReclaim = () => (rounds++, 0);
+      p.reclaimablePages = () => reclaimable;
+      p.outOfMemory = () => {
+        kills++;
+        for (const pfn of held.splice(0, 500)) p.free(pfn, 0); // the victim's memory is reaped
+        return true;
+      };
+      expect(p.alloc({ ...ORDER0, thisNode: false, nodemask: [0] })).toBeGreaterThanOrEqual(0);
+      expect(kills).toBe(1);
+      expect(rounds).toBe(reclaimable ? MAX_RECLAIM_RETRIES + 1 : 1);
+    }
+  });
+
+  it("property: no allocation without PF_MEMALLOC takes a zone below min, fallback only past the preferred node's low watermark, no frame twice, pages conserved", () => {
+    const step = fc.oneof(
+      fc.record({
+        kind: fc.constant('alloc' as const),
+        order: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 10 })),
+        nid: fc.nat(1),
+        thisNode: fc.boolean(),
+        memalloc: fc.boolean(),
+      }),
+      fc.record({ kind: fc.constant('free' as const), pick: fc.nat(), count: fc.integer({ min: 1, max: 40 }) }),
+    );
+    const wm = fc.tuple(fc.integer({ min: 0, max: 600 }), fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: 300 }));
+    fc.assert(
+      fc.property(fc.array(step, { maxLength: 120 }), wm, wm, (steps, w0, w1) => {
+        const p = phys(8, 2);
+        for (const [z, [min, d1, d2]] of [
+          [p.zones[0]!, w0],
+          [p.zones[1]!, w1],
+        ] as const)
+          z.wmark.splice(0, 3, min, min + d1, min + d1 + d2);
+        const live: [number, number][] = [];
+        // Direct reclaim and the OOM killer free some of what is live, as reclaim would.
+        const reclaim = (n: number): number => {
+          let freed = 0;
+          for (const [pfn, o] of live.splice(0, n)) {
+            p.free(pfn, o);
+            freed += 1 << o;
+          }
+          return freed;
+        };
+        p.directReclaim = () => reclaim(2);
+        p.reclaimablePages = () => 0;
+        p.outOfMemory = () => reclaim(8) > 0;
+        for (const s of steps) {
+          if (s.kind === 'free') {
+            for (let c = 0; c < s.count && live.length; c++) {
+              const [pfn, o] = live.splice((s.pick + c) % live.length, 1)[0]!;
+              p.free(pfn, o);
+            }
+          } else {
+            const pref = p.zones[s.nid]!;
+            const prefOkAtLow = pref.watermarkOk(s.order, pref.wmark[WMARK_LOW]!);
+            p.memalloc = s.memalloc;
+            const pfn = p.alloc({ order: s.order, mt: MIGRATE_MOVABLE, nid: s.nid, thisNode: s.thisNode });
+            p.memalloc = false;
+            if (pfn >= 0) {
+              const z = p.zones[p.nodeOfPfn(pfn)]!;
+              if (!s.memalloc) expect(z.freePages).toBeGreaterThanOrEqual(z.wmark[WMARK_MIN]!);
+              if (z !== pref) expect(prefOkAtLow).toBe(false);
+              if (s.thisNode) expect(z).toBe(pref);
+              live.push([pfn, s.order]);
+            }
+          }
+          const used = live.reduce((a, [, o]) => a + (1 << o), 0);
+          expect(p.freePages() + used).toBe(p.totalPages());
+        }
+        const sorted = [...live].sort((a, b) => a[0] - b[0]);
+        for (let i = 1; i < sorted.length; i++) expect(sorted[i]![0]).toBeGreaterThanOrEqual(sorted[i - 1]![0] + (1 << sorted[i - 1]![1]));
+      }),
+      { numRuns: 150 },
     );
   });
 });

@@ -24,6 +24,27 @@ export const PAGEBLOCK_ORDER = 9; // pageblock_order = HPAGE_PMD_ORDER on x86-64
 const PAGEBLOCK_NR = 1 << PAGEBLOCK_ORDER;
 const MAX_BLOCK = 1 << MAX_PAGE_ORDER;
 
+/** Watermark indices (enum zone_watermarks). */
+export const WMARK_MIN = 0;
+export const WMARK_LOW = 1;
+export const WMARK_HIGH = 2;
+
+/**
+ * The watermark part of alloc_flags (ALLOC_WMARK_MIN/LOW/HIGH are the
+ * zone_watermarks indices, as in mm/internal.h) and ALLOC_NO_WATERMARKS.
+ * The reserve flags (ALLOC_HIGH/ALLOC_MIN_RESERVE, ALLOC_NON_BLOCK,
+ * ALLOC_OOM) are not modelled: no memtwin allocation is GFP_ATOMIC, and an
+ * OOM victim's memory is reaped at once.
+ */
+export const ALLOC_WMARK_MIN = WMARK_MIN;
+export const ALLOC_WMARK_LOW = WMARK_LOW;
+export const ALLOC_WMARK_HIGH = WMARK_HIGH;
+export const ALLOC_NO_WATERMARKS = 4;
+export type AllocFlags = typeof ALLOC_WMARK_MIN | typeof ALLOC_WMARK_LOW | typeof ALLOC_WMARK_HIGH | typeof ALLOC_NO_WATERMARKS;
+
+/** MAX_RECLAIM_RETRIES (mm/internal.h): rounds of direct reclaim without progress before the OOM killer. */
+export const MAX_RECLAIM_RETRIES = 16;
+
 export class Zone {
   /** free_area[order][migratetype]: head pfn of a doubly linked list, or -1. */
   private readonly heads: Int32Array;
@@ -364,6 +385,23 @@ export class Zone {
     }
   }
 
+  /**
+   * __zone_watermark_ok (zone_watermark_fast's order-0 shortcut folded in):
+   * whether taking a block of 2^order frames leaves the zone at or above
+   * `mark`, i.e. free - (2^order - 1) > mark, and, for order > 0, whether a
+   * free block of at least that order exists (any migratetype; the pristine
+   * tail counts as MAX_PAGE_ORDER blocks). No highatomic reserve, CMA or
+   * lowmem_reserve term: memtwin has none of them (one zone per node).
+   */
+  watermarkOk(order: number, mark: number): boolean {
+    if (order === 0) return this.freePages > mark;
+    if (this.freePages - (1 << order) + 1 <= mark) return false;
+    if (this.pristineStart < this.endPfn) return true;
+    for (let o = order; o <= MAX_PAGE_ORDER; o++)
+      for (let mt = 0; mt < MIGRATE_TYPES; mt++) if (this.heads[o * MIGRATE_TYPES + mt]! >= 0) return true;
+    return false;
+  }
+
   /** Whether pfn is currently free (inside a free buddy block or pristine). */
   isFree(pfn: number): boolean {
     if (pfn >= this.pristineStart) return true;
@@ -386,6 +424,12 @@ export interface AllocRequest {
   nodemask?: readonly number[] | undefined;
   /** __GFP_THISNODE: do not fall back to other nodes. */
   thisNode?: boolean;
+  /**
+   * No __GFP_KSWAPD_RECLAIM in the gfp mask (GFP_TRANSHUGE and
+   * GFP_TRANSHUGE_LIGHT, the THP masks of every defrag mode but defer):
+   * the slowpath does not wake kswapd.
+   */
+  noKswapd?: boolean;
   /**
    * The caller sets every field of the new order-0 frame itself
    * (swap.ts's lruAddNewAnon: post_alloc_hook and the anonymous folio's
@@ -430,31 +474,124 @@ export class PhysMem {
   userMinFreeKbytes = -1;
   /** vm.watermark_scale_factor (10000ths of a zone between watermarks). */
   watermarkScaleFactor = 10;
-  /** wakeup_kswapd, set by the Kernel (vmscan.ts): an allocation left node `nid` below its low watermark. */
+  /** wakeup_kswapd, set by the Kernel (vmscan.ts): wake node `nid`'s kswapd. */
   wakeKswapd: ((nid: number) => void) | null = null;
+  /**
+   * __alloc_pages_direct_reclaim's reclaim, set by the Kernel: try_to_free_pages
+   * for `req` in the allocating task, inside a PSI memstall; pages reclaimed.
+   */
+  directReclaim: ((req: AllocRequest) => number) | null = null;
+  /** zone_reclaimable_pages of node `nid` (vmscan.ts), set by the Kernel: what should_reclaim_retry counts on. */
+  reclaimablePages: ((nid: number) => number) | null = null;
+  /** __alloc_pages_may_oom's out_of_memory (oom_kill.ts), set by the Kernel: true if a process was killed. */
+  outOfMemory: ((req: AllocRequest) => boolean) | null = null;
+  /** PF_MEMALLOC: reclaim is running; its own allocations ignore the watermarks and never reclaim. */
+  memalloc = false;
+  /**
+   * The current allocations' gfp mask lacks __GFP_DIRECT_RECLAIM (memtwin's
+   * swap readahead, which must not reclaim the page it reads around): the
+   * slowpath stops after its min-watermark try.
+   */
+  noDirectReclaim = false;
 
-  /** __alloc_pages: the free lists, then (order 0) direct reclaim; -1 when every allowed node is exhausted. */
+  /**
+   * __alloc_pages_noprof: get_page_from_freelist at the low watermark
+   * (ALLOC_WMARK_LOW) over the zonelist, then __alloc_pages_slowpath. -1
+   * when the request cannot be served.
+   */
   alloc(req: AllocRequest): number {
-    const pfn = this.getPageFromFreelist(req);
-    if (pfn >= 0 || req.order || !this.slowpath || this.memalloc) return pfn;
-    return this.slowpath(req);
+    const pfn = this.getPageFromFreelist(req, ALLOC_WMARK_LOW);
+    if (pfn >= 0) return pfn;
+    return this.allocSlowpath(req);
   }
 
-  /** get_page_from_freelist over the zonelist (no watermarks: see docs/simplifications.md); -1 when every allowed node is exhausted. */
-  getPageFromFreelist(req: AllocRequest): number {
+  /**
+   * get_page_from_freelist: the first allowed zone in the zonelist that
+   * passes the watermark `alloc_flags` selects (node_reclaim_mode 0: a zone
+   * below it is skipped, never reclaimed); -1 if none does.
+   */
+  getPageFromFreelist(req: AllocRequest, allocFlags: AllocFlags): number {
     const order = req.order;
-    const list = req.thisNode ? [req.nid] : this.zonelists[req.nid]!;
-    for (const nid of list) {
-      if (req.nodemask && !req.nodemask.includes(nid)) continue;
+    if (req.thisNode) return this.rmqueueIfOk(req, req.nid, allocFlags);
+    const list = this.zonelists[req.nid]!;
+    const mask = req.nodemask;
+    for (let i = 0; i < list.length; i++) {
+      const nid = list[i]!;
+      if (mask && !mask.includes(nid)) continue;
       const z = this.zones[nid]!;
+      if (allocFlags !== ALLOC_NO_WATERMARKS && !z.watermarkOk(order, z.wmark[allocFlags]!)) continue;
       const pfn = z.rmqueue(order, req.mt);
-      if (pfn >= 0) {
-        if (!req.callerPreps) this.prepNewPage(pfn, order);
-        if (z.freePages < z.wmark[WMARK_LOW]! && this.wakeKswapd) this.wakeKswapd(nid);
-        return pfn;
-      }
+      if (pfn < 0) continue;
+      if (!req.callerPreps) this.prepNewPage(pfn, order);
+      return pfn;
     }
     return -1;
+  }
+
+  private rmqueueIfOk(req: AllocRequest, nid: number, allocFlags: AllocFlags): number {
+    if (req.nodemask && !req.nodemask.includes(nid)) return -1;
+    const z = this.zones[nid]!;
+    if (allocFlags !== ALLOC_NO_WATERMARKS && !z.watermarkOk(req.order, z.wmark[allocFlags]!)) return -1;
+    const pfn = z.rmqueue(req.order, req.mt);
+    if (pfn >= 0 && !req.callerPreps) this.prepNewPage(pfn, req.order);
+    return pfn;
+  }
+
+  /** The zones a request may use, in zonelist order (for_each_zone_zonelist_nodemask). */
+  private allowedNodes(req: AllocRequest): number[] {
+    const list = req.thisNode ? [req.nid] : this.zonelists[req.nid]!;
+    return req.nodemask ? list.filter((n) => req.nodemask!.includes(n)) : list;
+  }
+
+  /**
+   * wake_all_kswapds: wakeup_kswapd on every allowed node of the zonelist,
+   * except one already balanced for this order (pgdat_balanced: above its
+   * high watermark), whose kswapd would have nothing to do.
+   */
+  wakeAllKswapds(req: AllocRequest): void {
+    if (!this.wakeKswapd) return;
+    for (const nid of this.allowedNodes(req)) {
+      const z = this.zones[nid]!;
+      if (!z.watermarkOk(req.order, z.wmark[WMARK_HIGH]!)) this.wakeKswapd(nid);
+    }
+  }
+
+  /**
+   * __alloc_pages_slowpath (gfp_to_alloc_flags: ALLOC_WMARK_MIN, and
+   * ALLOC_KSWAPD unless the mask lacks __GFP_KSWAPD_RECLAIM): wake every
+   * allowed node's kswapd and try again at the min watermark. PF_MEMALLOC
+   * then takes any free frame (ALLOC_NO_WATERMARKS) and never reclaims.
+   * Order-0 requests that may reclaim then loop: direct reclaim, a try at
+   * min, should_reclaim_retry; when that gives up, __alloc_pages_may_oom
+   * (never for __GFP_THISNODE): a last try at the high watermark, the OOM
+   * killer, and the loop again. Larger orders (THPs, hugetlb pool pages,
+   * khugepaged) do their own compaction and reclaim in their callers.
+   */
+  private allocSlowpath(req: AllocRequest): number {
+    const kswapd = !req.noKswapd;
+    if (kswapd) this.wakeAllKswapds(req);
+    let pfn = this.getPageFromFreelist(req, ALLOC_WMARK_MIN);
+    if (pfn >= 0) return pfn;
+    if (this.memalloc) return this.getPageFromFreelist(req, ALLOC_NO_WATERMARKS);
+    if (req.order || this.noDirectReclaim || !this.directReclaim) return -1;
+    const retry = { noProgressLoops: 0 };
+    for (;;) {
+      const reclaimed = this.directReclaim(req);
+      pfn = this.getPageFromFreelist(req, ALLOC_WMARK_MIN);
+      if (pfn >= 0) return pfn;
+      if (!this.shouldReclaimRetry(req, reclaimed > 0, retry)) {
+        // __alloc_pages_may_oom: no kill for __GFP_THISNODE (a node's shortage does not justify one).
+        if (req.thisNode || !this.outOfMemory) return -1;
+        pfn = this.getPageFromFreelist(req, ALLOC_WMARK_HIGH);
+        if (pfn >= 0) return pfn;
+        if (!this.outOfMemory(req)) return -1;
+        retry.noProgressLoops = 0;
+      }
+      // retry: kswapd again, then the free lists at min before the next reclaim.
+      if (kswapd) this.wakeAllKswapds(req);
+      pfn = this.getPageFromFreelist(req, ALLOC_WMARK_MIN);
+      if (pfn >= 0) return pfn;
+    }
   }
 
   /**
@@ -462,15 +599,16 @@ export class PhysMem {
    * sets every field of each frame, as lruAddNewAnon does): n frames from
    * node req.nid into out[0..n), the very frames n single alloc() calls
    * would return in that order, with the same free lists after. Taken only
-   * when those n calls would all be served by the local node without waking
-   * kswapd (the node stays at or above its low watermark) or entering the
-   * slowpath; otherwise nothing is taken and 0 returned, and the caller
-   * allocates one frame at a time.
+   * when each of those n calls would pass the local node's low watermark in
+   * the fast path (the node keeps at least its low watermark free after the
+   * n-th); otherwise nothing is taken and 0 returned, and the caller
+   * allocates one frame at a time (falling back, waking kswapd, reclaiming).
    */
   allocBulk(req: AllocRequest, n: number, out: Int32Array): number {
     if (req.order !== 0 || !req.callerPreps || (req.nodemask && !req.nodemask.includes(req.nid))) return 0;
     // The zone single allocations try first: the node's own (first in its zonelist, or the only one with __GFP_THISNODE).
     const z = req.thisNode || this.zonelists[req.nid]?.[0] === req.nid ? this.zones[req.nid] : undefined;
+    // The k-th single allocation passes iff free - (k - 1) > low; the n-th is the last to check.
     if (!z || z.freePages - n < z.wmark[WMARK_LOW]! || z.freePages < n) return 0;
     const got = z.rmqueueBulk(n, req.mt, out, 0);
     if (got !== n) throw new Error(`memtwin internal error: node ${req.nid} handed out ${got} of ${n} free frames`);
@@ -478,13 +616,22 @@ export class PhysMem {
   }
 
   /**
-   * __alloc_pages_slowpath's direct reclaim, set by the Kernel (vmscan.ts):
-   * an order-0 request that found no free frame reclaims and retries.
-   * Larger orders (THPs, hugetlb pool pages) fail as before.
+   * should_reclaim_retry: a round that reclaimed something resets the count
+   * of rounds without progress, after MAX_RECLAIM_RETRIES of those it gives
+   * up; otherwise retry while some allowed zone would pass its min watermark
+   * if everything reclaimable on it were freed.
    */
-  slowpath: ((req: AllocRequest) => number) | null = null;
-  /** PF_MEMALLOC: reclaim is running; its own allocations never reclaim. */
-  memalloc = false;
+  private shouldReclaimRetry(req: AllocRequest, progress: boolean, retry: { noProgressLoops: number }): boolean {
+    if (progress) retry.noProgressLoops = 0;
+    else retry.noProgressLoops++;
+    if (retry.noProgressLoops > MAX_RECLAIM_RETRIES) return false;
+    for (const nid of this.allowedNodes(req)) {
+      const z = this.zones[nid]!;
+      const available = z.freePages + (this.reclaimablePages ? this.reclaimablePages(nid) : 0);
+      if (available - (1 << req.order) + 1 > z.wmark[WMARK_MIN]!) return true;
+    }
+    return false;
+  }
 
   /** post_alloc_hook: a fresh block reads as zeros and belongs to nobody yet. */
   private prepNewPage(pfn: number, order: number): void {
@@ -509,11 +656,6 @@ export class PhysMem {
     return this.zones.reduce((s, z) => s + z.freePages, 0);
   }
 }
-
-/** Watermark indices (enum zone_watermarks). */
-export const WMARK_MIN = 0;
-export const WMARK_LOW = 1;
-export const WMARK_HIGH = 2;
 
 /** nr_free_buffer_pages: over every zone, its managed pages above its high watermark. */
 function nrFreeBufferPages(phys: PhysMem): number {

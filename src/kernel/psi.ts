@@ -6,7 +6,7 @@
  * psi_memstall_leave (nestable: only the outermost pair counts). memtwin
  * enters it where Linux does, for the mechanisms it models:
  * - direct reclaim (__alloc_pages_direct_reclaim around try_to_free_pages:
- *   vmscan.ts allocSlowpath);
+ *   page_alloc.ts allocSlowpath, the hook kernel.ts sets);
  * - a swap-in that refaults a workingset folio (swap_read_folio and the
  *   wait on the locked folio: only when the folio was on the active list
  *   before it was evicted, i.e. a thrashing refault; a cold swap-in is I/O

@@ -309,10 +309,10 @@ function readAhead(k: Kernel, entry: number, nid: number): number {
   if (swapCacheGetFolio(k, entry) >= 0 || !entrySwapped(k, entry)) return 0;
   // Readahead takes only free memory: reclaim here could free the faulting page, read earlier in the window
   // and not yet mapped (Linux holds it locked and referenced; memtwin does not reclaim for readahead).
-  const saved = k.phys.memalloc;
-  k.phys.memalloc = true;
+  const saved = k.phys.noDirectReclaim;
+  k.phys.noDirectReclaim = true;
   const r = readSwapCache(k, entry, nid);
-  k.phys.memalloc = saved;
+  k.phys.noDirectReclaim = saved;
   if (r.pfn < 0 || !r.read) return 0;
   k.mem.addFlags(r.pfn, PG.readahead);
   k.vmstat.count('swap_ra');

@@ -57,7 +57,6 @@ import {
   memcgTryChargeSwap,
   type MemCgroup,
 } from './memcontrol.ts';
-import { outOfMemory } from './oom_kill.ts';
 import { shmemWriteout } from './shmem.ts';
 
 /**
@@ -251,8 +250,7 @@ const SCAN_FILE = 3;
 /** scan_control's may_deactivate bits. */
 const DEACTIVATE_ANON = 1;
 const DEACTIVATE_FILE = 2;
-/** MAX_RECLAIM_RETRIES: rounds of reclaim without progress before the allocation fails (the OOM path). */
-export const MAX_RECLAIM_RETRIES = 16;
+export { MAX_RECLAIM_RETRIES } from './page_alloc.ts';
 
 /** struct scan_control, the part memtwin uses. */
 export interface ScanControl {
@@ -811,37 +809,19 @@ export function tryToFreePages(k: Kernel, req: AllocRequest): number {
   return doTryToFreePages(k, nodes, sc);
 }
 
-/**
- * __alloc_pages_slowpath for an order-0 allocation that found nothing free:
- * direct reclaim in the allocating task (its time is charged to it: the
- * swap writes), then another try, while reclaim makes progress (at most
- * MAX_RECLAIM_RETRIES rounds without). Then __alloc_pages_may_oom: the
- * OOM killer (oom_kill.ts) kills a process, its memory is reaped, and the
- * allocation tries again; -1 when nothing could be killed.
- */
-export function allocSlowpath(k: Kernel, req: AllocRequest): number {
-  let noProgress = 0;
-  for (;;) {
-    while (noProgress < MAX_RECLAIM_RETRIES) {
-      // __alloc_pages_direct_reclaim: the reclaim is a memory stall of the allocating task (psi.ts).
-      const reclaimed = k.psi.memstall(() => tryToFreePages(k, req));
-      const pfn = k.phys.getPageFromFreelist(req);
-      if (pfn >= 0) return pfn;
-      if (reclaimed) noProgress = 0;
-      else noProgress++;
-      if (!reclaimed && k.swap.nrSwapPages <= 0) break;
-    }
-    // __alloc_pages_may_oom: never for __GFP_THISNODE (migration targets: a node's shortage does not justify a
-    // kill); a last try at the high watermark is the free list's own; then the killer.
-    if (req.thisNode) return -1;
-    if (!outOfMemory(k, { memcg: null, order: req.order, current: null })) return -1;
-    const pfn = k.phys.getPageFromFreelist(req);
-    if (pfn >= 0) return pfn;
-    noProgress = 0;
-  }
-}
-
 // --- kswapd ----------------------------------------------------------------------
+
+/**
+ * zone_reclaimable_pages: node nid's file pages, and its anon pages while
+ * swap has a free slot; a node with neither counts its free pages (6.18:
+ * such a zone is not written off while it still has free memory).
+ */
+export function zoneReclaimablePages(k: Kernel, nid: number): number {
+  const lv = k.nodeLruvec[nid]!;
+  let nr = nodeFilePages(k, nid);
+  if (k.swap.nrSwapPages > 0) nr += lruvecPageState(k, lv, LRU_INACTIVE_ANON) + lruvecPageState(k, lv, LRU_ACTIVE_ANON);
+  return nr || k.phys.zones[nid]!.freePages;
+}
 
 /** Pages on node nid's file lists, every group's. */
 export function nodeFilePages(k: Kernel, nid: number): number {
