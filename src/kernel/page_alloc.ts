@@ -104,9 +104,9 @@ export class Zone {
     const i = pfn & SECTION_MASK;
     s.flags[i] = PG.buddy;
     s.order[i] = order;
-    s.owner[i] = OWNER_FREE;
-    s.prev[i] = -1;
-    s.next[i] = head;
+    s.setOwnerAt(i, OWNER_FREE);
+    s.setPrevAt(i, -1);
+    s.setNextAt(i, head);
     if (head >= 0) m.setPrev(head, pfn);
     this.heads[li] = pfn;
     this.nrFreeLists[li]!++;
@@ -117,13 +117,13 @@ export class Zone {
     const li = order * MIGRATE_TYPES + mt;
     const s = m.sec(pfn);
     const i = pfn & SECTION_MASK;
-    const p = s.prev[i]!;
-    const n = s.next[i]!;
+    const p = s.prevAt(i);
+    const n = s.nextAt(i);
     if (p >= 0) m.setNext(p, n);
     else this.heads[li] = n;
     if (n >= 0) m.setPrev(n, p);
-    s.next[i] = -1;
-    s.prev[i] = -1;
+    s.setNextAt(i, -1);
+    s.setPrevAt(i, -1);
     s.flags[i]! &= ~PG.buddy;
     this.nrFreeLists[li]!--;
   }
