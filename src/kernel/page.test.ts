@@ -62,6 +62,7 @@ type Op =
   | { op: 'lruRun'; pfn: number; n: number; owner: number; vpn: number } // frames put on a list in pfn order
   | { op: 'owners'; pfn: number; n: number; first: number } // n distinct owners on n frames
   | { op: 'farLinks'; pfn: number; n: number; stride: number } // n links far from their frames
+  | { op: 'setLinks'; pfn: number; next: number; prev: number } // Section.setLinksAt: list_add's and list_del's one write
   | { op: 'xchgLastCpupid'; pfn: number; v: number }
   | { op: 'setMemcg'; pfn: number; v: number };
 
@@ -120,6 +121,7 @@ const opArb: fc.Arbitrary<Op> = pfnArb.chain((pfn) =>
       n: fc.integer({ min: 1, max: 1100 }),
       stride: fc.integer({ min: 8, max: 5000 }),
     }),
+    fc.record({ op: fc.constant('setLinks' as const), pfn: fc.constant(pfn), next: linkArb(pfn), prev: linkArb(pfn) }),
     fc.record({ op: fc.constant('xchgLastCpupid' as const), pfn: fc.constant(pfn), v: fc.integer({ min: -1, max: 5000 }) }),
     fc.record({ op: fc.constant('setMemcg' as const), pfn: fc.constant(pfn), v: fc.integer({ min: 0, max: 5 }) }),
   ),
@@ -231,6 +233,11 @@ function apply(m: MemMap, p: PlainMemMap, o: Op): number[] {
         m.setNext(o.pfn + j, v);
         set('next', o.pfn + j, v);
       }
+      break;
+    case 'setLinks':
+      m.sec(o.pfn).setLinksAt(o.pfn % PAGES_PER_SECTION, o.next, o.prev);
+      set('next', o.pfn, o.next);
+      set('prev', o.pfn, o.prev);
       break;
     case 'xchgLastCpupid':
       expect(m.xchgLastCpupid(o.pfn, o.v)).toBe(p.get('lastCpupid', o.pfn));

@@ -163,6 +163,10 @@ export class Section {
       this.ownerWide[i] = o;
       return;
     }
+    if (o === OWNER_FREE) {
+      this.ownerCode[i] = 0; // code 0 is always OWNER_FREE: frames freed between uses of one owner keep its cache
+      return;
+    }
     if (o !== this.lastOwner) {
       let c = this.owners.indexOf(o);
       if (c < 0) {
@@ -263,6 +267,32 @@ export class Section {
     if (this.prevWide) this.prevWide[i] = v;
     else this.setLink(i, v, 1);
   }
+  /** Both links of frame i (list_add and list_del's hot cases: one byte written when both are near or none). */
+  setLinksAt(i: number, next: number, prev: number): void {
+    if (this.nextWide) {
+      this.nextWide[i] = next;
+      this.prevWide![i] = prev;
+      return;
+    }
+    const old = this.link[i]!;
+    const cn = this.linkCode(i, next);
+    const cp = this.linkCode(i, prev);
+    if (cn !== LINK_ESCAPE && cp !== LINK_ESCAPE && (old & 15) !== LINK_ESCAPE && old >>> 4 !== LINK_ESCAPE) this.link[i] = cn | (cp << 4);
+    else {
+      this.setLink(i, next, 0);
+      this.setLinksAtPrev(i, prev);
+    }
+  }
+  private setLinksAtPrev(i: number, prev: number): void {
+    if (this.prevWide)
+      this.prevWide[i] = prev; // the next link's escape widened the section
+    else this.setLink(i, prev, 1);
+  }
+  private linkCode(i: number, v: number): number {
+    if (v === -1) return LINK_NONE;
+    const d = v - this.base - i;
+    return d >= 1 && d <= 7 ? d : d <= -1 && d >= -7 ? 7 - d : LINK_ESCAPE;
+  }
   private linkOf(i: number, code: number, which: number): number {
     if (code === LINK_NONE) return -1;
     if (code < 8) return this.base + i + code;
@@ -270,8 +300,7 @@ export class Section {
     return this.linkEscapes!.get(2 * i + which)!;
   }
   private setLink(i: number, v: number, which: number): void {
-    const d = v - this.base - i;
-    const code = v === -1 ? LINK_NONE : d >= 1 && d <= 7 ? d : d <= -1 && d >= -7 ? 7 - d : LINK_ESCAPE;
+    const code = this.linkCode(i, v);
     const old = this.link[i]!;
     const shift = which << 2;
     if (((old >>> shift) & 15) === LINK_ESCAPE && code !== LINK_ESCAPE) this.linkEscapes!.delete(2 * i + which);

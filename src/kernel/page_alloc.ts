@@ -105,8 +105,7 @@ export class Zone {
     s.flags[i] = PG.buddy;
     s.order[i] = order;
     s.setOwnerAt(i, OWNER_FREE);
-    s.setPrevAt(i, -1);
-    s.setNextAt(i, head);
+    s.setLinksAt(i, head, -1);
     if (head >= 0) m.setPrev(head, pfn);
     this.heads[li] = pfn;
     this.nrFreeLists[li]!++;
@@ -122,8 +121,7 @@ export class Zone {
     if (p >= 0) m.setNext(p, n);
     else this.heads[li] = n;
     if (n >= 0) m.setPrev(n, p);
-    s.setNextAt(i, -1);
-    s.setPrevAt(i, -1);
+    s.setLinksAt(i, -1, -1);
     s.flags[i]! &= ~PG.buddy;
     this.nrFreeLists[li]!--;
   }

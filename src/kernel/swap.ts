@@ -162,8 +162,7 @@ export function lruAddNewAnon(k: Kernel, pfn: number, owner: number, index: numb
   const lv = k.lruvecOf === undefined ? k.nodeLruvec[k.phys.nodeOfPfn(pfn)]! : folioLruvec(k, pfn);
   const lru = newFlags & PG.active ? LRU_ACTIVE_ANON : LRU_INACTIVE_ANON;
   const h = lv.head[lru]!;
-  s.setPrevAt(i, -1);
-  s.setNextAt(i, h);
+  s.setLinksAt(i, h, -1);
   // The old head is usually in the same section (frames are handed out in order).
   if (h >= 0) {
     if (h >>> SECTION_SHIFT === pfn >>> SECTION_SHIFT) s.setPrevAt(h & SECTION_MASK, pfn);
@@ -188,8 +187,7 @@ export function lruDelPage(k: Kernel, pfn: number): void {
   else lv.head[lru] = n;
   if (n >= 0) m.setPrev(n, p);
   else lv.tail[lru] = p;
-  s.setNextAt(i, -1);
-  s.setPrevAt(i, -1);
+  s.setLinksAt(i, -1, -1);
   s.flags[i] = f & ~PG.lru;
   lv.nrPages[lru]!--;
   lv.nrFolios[lru]!--;
