@@ -4,7 +4,9 @@
  * Like SPARSEMEM, metadata lives in sections of 2^15 frames (128 MiB) that
  * are created the first time any frame in them is handed out, so a host of
  * 1 TiB costs nothing until its memory is used. Fields are parallel typed
- * arrays, one element per 4K frame, the way struct page is one per frame.
+ * arrays, one element per 4K frame, the way struct page is one per frame;
+ * the ones whose values follow a pattern are kept narrow until a frame of
+ * the section breaks it (Section).
  */
 
 export const SECTION_SHIFT = 15;
