@@ -4,7 +4,9 @@
  * Like SPARSEMEM, metadata lives in sections of 2^15 frames (128 MiB) that
  * are created the first time any frame in them is handed out, so a host of
  * 1 TiB costs nothing until its memory is used. Fields are parallel typed
- * arrays, one element per 4K frame, the way struct page is one per frame.
+ * arrays, one element per 4K frame, the way struct page is one per frame;
+ * the ones whose values follow a pattern are kept narrow until a frame of
+ * the section breaks it (Section).
  */
 
 export const SECTION_SHIFT = 15;
@@ -55,26 +57,67 @@ export const OWNER_FREE = 0;
 export const OWNER_KERNEL = -1; // page tables and other kernel memory
 export const OWNER_HUGETLB_POOL = -2; // a free hugetlb page in its pool
 
+/** Frames of a section that share one rmap index rule (index = base + i): a pageblock's worth. */
+const INDEX_CHUNK_SHIFT = 9;
+const INDEX_CHUNKS = PAGES_PER_SECTION >>> INDEX_CHUNK_SHIFT;
+/** Distinct owners a section's byte-wide owner column can name before it widens to the owner ids themselves. */
+const OWNER_CODES = 256;
+/** Links a section keeps outside its link nibbles before it widens to two int32 link columns. */
+const LINK_ESCAPES_MAX = 64;
+/** Link nibble codes: 0 is no link (-1); 1..7 is pfn + 1..7; 8..14 is pfn - 1..7; 15 is in the escape map. */
+const LINK_NONE = 0;
+const LINK_ESCAPE = 15;
+
+/**
+ * One section of the frame metadata. Columns whose values follow a pattern
+ * in practice are narrow, and a section widens a column the first time one
+ * of its frames needs a value the narrow form cannot hold, so the cost
+ * follows the distinct state rather than the frame count:
+ * - mapcount is a byte (int32 after a value outside -128..127);
+ * - owner is a byte naming one of the section's owners (the owner ids
+ *   themselves once a 257th distinct owner appears in the section);
+ * - the rmap index is a rule per 512 frames (index = base + offset, or 0),
+ *   a bit per frame saying which (5 bytes a frame after a frame breaks its
+ *   chunk's rule);
+ * - the list links (struct page's lru / buddy_list: a frame is on an LRU
+ *   list or a free list, never both) are a nibble each holding the
+ *   distance to the linked frame when it is within 7 frames, which it is
+ *   when frames are put on a list in pfn order; farther links sit in a
+ *   small map (two int32 columns after LINK_ESCAPES_MAX of them).
+ * Every accessor reads back exactly what was written.
+ */
 export class Section {
   readonly flags = new Uint32Array(PAGES_PER_SECTION);
   /** buddy order for a free head; compound order for a compound head. */
   readonly order = new Uint8Array(PAGES_PER_SECTION);
-  /** PTE mappings of this 4K page (page->_mapcount + 1). */
-  readonly mapcount = new Int32Array(PAGES_PER_SECTION);
+  /** PTE mappings of this 4K page (page->_mapcount + 1): a byte until a value needs more. */
+  mapcount: Int8Array | Int32Array = new Int8Array(PAGES_PER_SECTION);
   /**
    * PMD/PUD mappings of the folio (head only: folio->_entire_mapcount + 1).
    * Allocated when a frame of the section first gets a non-zero value: a
    * section no PMD or PUD ever mapped keeps none (0 everywhere).
    */
   entireMapcount: Int32Array | null = null;
-  readonly owner = new Int32Array(PAGES_PER_SECTION);
+  /** The frame's owner as a code into `owners` (until ownerWide exists). */
+  private readonly ownerCode = new Uint8Array(PAGES_PER_SECTION);
+  /** Owner ids by code; code 0 is OWNER_FREE. */
+  private readonly owners: number[] = [OWNER_FREE];
+  private lastOwner = OWNER_FREE;
+  private lastOwnerCode = 0;
+  /** Owner ids per frame, once the section has seen more than OWNER_CODES owners. */
+  private ownerWide: Int32Array | null = null;
   /**
    * rmap: virtual page number (anon) or file page index (shmem/hugetlbfs),
-   * below 2^40 (a 52-bit address space of 4K pages): its low 32 bits here,
-   * the rest in indexHi (5 bytes a frame instead of a float64's 8).
+   * below 2^40 (a 52-bit address space of 4K pages). While every frame of a
+   * 512-frame chunk holds 0 or base + offset, the chunk keeps base and a bit
+   * per frame; the first frame that breaks its chunk's rule gives the
+   * section the index columns (low 32 bits, high 8 bits).
    */
-  readonly index = new Uint32Array(PAGES_PER_SECTION);
-  readonly indexHi = new Uint8Array(PAGES_PER_SECTION);
+  private readonly indexBase = new Float64Array(INDEX_CHUNKS);
+  private readonly indexCount = new Uint16Array(INDEX_CHUNKS);
+  private readonly indexBits = new Int32Array(PAGES_PER_SECTION >>> 5);
+  private indexLo: Uint32Array | null = null;
+  private indexHi: Uint8Array | null = null;
   /**
    * Content token of the 4K page: low 8 bits are the first byte of the page
    * (what `peek` reads), the upper 24 bits a write serial, so migration and
@@ -88,9 +131,13 @@ export class Section {
    * Allocated at the section's first hinting fault (-1 everywhere until then).
    */
   lastCpupid: Int32Array | null = null;
-  /** free-list links for buddy heads (struct page's lru list_head). */
-  readonly next = new Int32Array(PAGES_PER_SECTION).fill(-1);
-  readonly prev = new Int32Array(PAGES_PER_SECTION).fill(-1);
+  /** next (low nibble) and prev (high nibble) list links as distance codes (LINK_*). */
+  private readonly link = new Uint8Array(PAGES_PER_SECTION);
+  /** Links too far for a nibble: key 2i (next) or 2i + 1 (prev). */
+  private linkEscapes: Map<number, number> | null = null;
+  /** The links as pfns, once the section has more than LINK_ESCAPES_MAX far links. */
+  private nextWide: Int32Array | null = null;
+  private prevWide: Int32Array | null = null;
   /**
    * The memory cgroup charged for the frame (folio->memcg_data as an id:
    * memcontrol.ts; 0 = none, the root). Allocated at the section's first
@@ -98,17 +145,201 @@ export class Section {
    */
   memcg: Uint16Array | null = null;
 
-  /** Bytes of the arrays allocated: 30 per frame always, the side arrays when in use. */
+  /** `base` is the section's first pfn (links are kept relative to the frame's own pfn). */
+  constructor(readonly base: number) {}
+
+  // --- mapcount ---
+
+  setMapcountAt(i: number, v: number): void {
+    if ((v < -128 || v > 127) && this.mapcount instanceof Int8Array) this.mapcount = Int32Array.from(this.mapcount);
+    this.mapcount[i] = v;
+  }
+
+  // --- owner ---
+
+  ownerAt(i: number): number {
+    return this.ownerWide ? this.ownerWide[i]! : this.owners[this.ownerCode[i]!]!;
+  }
+  setOwnerAt(i: number, o: number): void {
+    if (this.ownerWide) {
+      this.ownerWide[i] = o;
+      return;
+    }
+    if (o === OWNER_FREE) {
+      this.ownerCode[i] = 0; // code 0 is always OWNER_FREE: frames freed between uses of one owner keep its cache
+      return;
+    }
+    if (o !== this.lastOwner) {
+      let c = this.owners.indexOf(o);
+      if (c < 0) {
+        if (this.owners.length === OWNER_CODES) {
+          this.widenOwner();
+          this.ownerWide![i] = o;
+          return;
+        }
+        c = this.owners.push(o) - 1;
+      }
+      this.lastOwner = o;
+      this.lastOwnerCode = c;
+    }
+    this.ownerCode[i] = this.lastOwnerCode;
+  }
+  /** setOwnerAt for frames lo..hi-1. */
+  fillOwner(o: number, lo: number, hi: number): void {
+    if (this.ownerWide) this.ownerWide.fill(o, lo, hi);
+    else if (lo < hi) {
+      this.setOwnerAt(lo, o);
+      if (this.ownerWide) (this.ownerWide as Int32Array).fill(o, lo, hi);
+      else this.ownerCode.fill(this.ownerCode[lo]!, lo, hi);
+    }
+  }
+  private widenOwner(): void {
+    const w = new Int32Array(PAGES_PER_SECTION);
+    for (let i = 0; i < PAGES_PER_SECTION; i++) w[i] = this.owners[this.ownerCode[i]!]!;
+    this.ownerWide = w;
+  }
+
+  // --- rmap index ---
+
+  indexAt(i: number): number {
+    if (this.indexLo) return this.indexHi![i]! * 2 ** 32 + this.indexLo[i]!;
+    return this.indexBits[i >>> 5]! & (1 << (i & 31)) ? this.indexBase[i >>> INDEX_CHUNK_SHIFT]! + i : 0;
+  }
+  setIndexAt(i: number, v: number): void {
+    if (this.indexLo) {
+      this.indexLo[i] = v >>> 0; // ToUint32: the low 32 bits of an integer below 2^53
+      this.indexHi![i] = (v / 2 ** 32) | 0;
+      return;
+    }
+    const c = i >>> INDEX_CHUNK_SHIFT;
+    const w = i >>> 5;
+    const bit = 1 << (i & 31);
+    const isSet = (this.indexBits[w]! & bit) !== 0;
+    if (v === 0) {
+      if (isSet) {
+        this.indexBits[w]! &= ~bit;
+        this.indexCount[c]!--;
+      }
+      return;
+    }
+    const b = v - i;
+    if (this.indexCount[c] === 0 || (isSet && this.indexCount[c] === 1)) this.indexBase[c] = b;
+    else if (this.indexBase[c] !== b) {
+      this.widenIndex();
+      this.setIndexAt(i, v);
+      return;
+    }
+    if (!isSet) {
+      this.indexBits[w]! |= bit;
+      this.indexCount[c]!++;
+    }
+  }
+  /** setIndexAt(i, 0) for frames lo..hi-1. */
+  clearIndex(lo: number, hi: number): void {
+    if (this.indexLo) {
+      this.indexLo.fill(0, lo, hi);
+      this.indexHi!.fill(0, lo, hi);
+    } else for (let i = lo; i < hi; i++) if (this.indexBits[i >>> 5]) this.setIndexAt(i, 0);
+  }
+  private widenIndex(): void {
+    const lo = new Uint32Array(PAGES_PER_SECTION);
+    const hi = new Uint8Array(PAGES_PER_SECTION);
+    for (let i = 0; i < PAGES_PER_SECTION; i++) {
+      const v = this.indexAt(i);
+      lo[i] = v >>> 0;
+      hi[i] = (v / 2 ** 32) | 0;
+    }
+    this.indexLo = lo;
+    this.indexHi = hi;
+  }
+
+  // --- list links ---
+
+  nextAt(i: number): number {
+    return this.nextWide ? this.nextWide[i]! : this.linkOf(i, this.link[i]! & 15, 0);
+  }
+  prevAt(i: number): number {
+    return this.prevWide ? this.prevWide[i]! : this.linkOf(i, this.link[i]! >>> 4, 1);
+  }
+  setNextAt(i: number, v: number): void {
+    if (this.nextWide) this.nextWide[i] = v;
+    else this.setLink(i, v, 0);
+  }
+  setPrevAt(i: number, v: number): void {
+    if (this.prevWide) this.prevWide[i] = v;
+    else this.setLink(i, v, 1);
+  }
+  /** Both links of frame i (list_add and list_del's hot cases: one byte written when both are near or none). */
+  setLinksAt(i: number, next: number, prev: number): void {
+    if (this.nextWide) {
+      this.nextWide[i] = next;
+      this.prevWide![i] = prev;
+      return;
+    }
+    const old = this.link[i]!;
+    const cn = this.linkCode(i, next);
+    const cp = this.linkCode(i, prev);
+    if (cn !== LINK_ESCAPE && cp !== LINK_ESCAPE && (old & 15) !== LINK_ESCAPE && old >>> 4 !== LINK_ESCAPE) this.link[i] = cn | (cp << 4);
+    else {
+      this.setLink(i, next, 0);
+      this.setLinksAtPrev(i, prev);
+    }
+  }
+  private setLinksAtPrev(i: number, prev: number): void {
+    if (this.prevWide)
+      this.prevWide[i] = prev; // the next link's escape widened the section
+    else this.setLink(i, prev, 1);
+  }
+  private linkCode(i: number, v: number): number {
+    if (v === -1) return LINK_NONE;
+    const d = v - this.base - i;
+    return d >= 1 && d <= 7 ? d : d <= -1 && d >= -7 ? 7 - d : LINK_ESCAPE;
+  }
+  private linkOf(i: number, code: number, which: number): number {
+    if (code === LINK_NONE) return -1;
+    if (code < 8) return this.base + i + code;
+    if (code < LINK_ESCAPE) return this.base + i + 7 - code;
+    return this.linkEscapes!.get(2 * i + which)!;
+  }
+  private setLink(i: number, v: number, which: number): void {
+    const code = this.linkCode(i, v);
+    const old = this.link[i]!;
+    const shift = which << 2;
+    if (((old >>> shift) & 15) === LINK_ESCAPE && code !== LINK_ESCAPE) this.linkEscapes!.delete(2 * i + which);
+    this.link[i] = (old & ~(15 << shift)) | (code << shift);
+    if (code === LINK_ESCAPE) {
+      const esc = (this.linkEscapes ??= new Map());
+      esc.set(2 * i + which, v);
+      if (esc.size > LINK_ESCAPES_MAX) this.widenLinks();
+    }
+  }
+  private widenLinks(): void {
+    const next = new Int32Array(PAGES_PER_SECTION);
+    const prev = new Int32Array(PAGES_PER_SECTION);
+    for (let i = 0; i < PAGES_PER_SECTION; i++) {
+      next[i] = this.nextAt(i);
+      prev[i] = this.prevAt(i);
+    }
+    this.nextWide = next;
+    this.prevWide = prev;
+    this.linkEscapes = null;
+  }
+
+  /** Bytes of the arrays allocated: the narrow columns always, the wide and side ones when in use. */
   bytes(): number {
-    const side = (this.entireMapcount ? 4 : 0) + (this.lastCpupid ? 4 : 0) + (this.memcg ? 2 : 0);
-    return PAGES_PER_SECTION * (4 + 1 + 4 + 4 + 5 + 4 + 4 + 4 + side);
+    const P = PAGES_PER_SECTION;
+    let b = P * (4 + 1 + 4) + this.mapcount.byteLength; // flags, order, token
+    b += this.ownerWide ? this.ownerWide.byteLength : P + this.owners.length * 8;
+    b += this.indexLo ? P * 5 : INDEX_CHUNKS * (8 + 2) + P / 8;
+    b += this.nextWide ? P * 8 : P + (this.linkEscapes?.size ?? 0) * 16;
+    b += (this.entireMapcount?.byteLength ?? 0) + (this.lastCpupid?.byteLength ?? 0) + (this.memcg?.byteLength ?? 0);
+    return b;
   }
 }
 
 /** Store a frame's rmap index (below 2^40) in a section. */
 export function setIndexAt(s: Section, i: number, index: number): void {
-  s.index[i] = index >>> 0; // ToUint32: the low 32 bits of an integer below 2^53
-  s.indexHi[i] = (index / 2 ** 32) | 0;
+  s.setIndexAt(i, index);
 }
 
 export class MemMap {
@@ -124,7 +355,7 @@ export class MemMap {
     const i = pfn >>> SECTION_SHIFT;
     let s = this.sections[i];
     if (!s) {
-      s = new Section();
+      s = new Section(i << SECTION_SHIFT);
       this.sections[i] = s;
       this.materialized++;
     }
@@ -163,7 +394,10 @@ export class MemMap {
   }
   addMapcount(pfn: number, d: number): number {
     const s = this.sec(pfn);
-    return (s.mapcount[pfn & SECTION_MASK]! += d);
+    const i = pfn & SECTION_MASK;
+    const v = s.mapcount[i]! + d;
+    s.setMapcountAt(i, v);
+    return v;
   }
   entireMapcount(pfn: number): number {
     const a = this.sec(pfn).entireMapcount;
@@ -181,19 +415,17 @@ export class MemMap {
   }
 
   owner(pfn: number): number {
-    return this.sec(pfn).owner[pfn & SECTION_MASK]!;
+    return this.sec(pfn).ownerAt(pfn & SECTION_MASK);
   }
   setOwner(pfn: number, o: number): void {
-    this.sec(pfn).owner[pfn & SECTION_MASK] = o;
+    this.sec(pfn).setOwnerAt(pfn & SECTION_MASK, o);
   }
 
   index(pfn: number): number {
-    const s = this.sec(pfn);
-    const i = pfn & SECTION_MASK;
-    return s.indexHi[i]! * 2 ** 32 + s.index[i]!;
+    return this.sec(pfn).indexAt(pfn & SECTION_MASK);
   }
   setIndex(pfn: number, i: number): void {
-    setIndexAt(this.sec(pfn), pfn & SECTION_MASK, i);
+    this.sec(pfn).setIndexAt(pfn & SECTION_MASK, i);
   }
 
   token(pfn: number): number {
@@ -233,16 +465,16 @@ export class MemMap {
   }
 
   next(pfn: number): number {
-    return this.sec(pfn).next[pfn & SECTION_MASK]!;
+    return this.sec(pfn).nextAt(pfn & SECTION_MASK);
   }
   setNext(pfn: number, v: number): void {
-    this.sec(pfn).next[pfn & SECTION_MASK] = v;
+    this.sec(pfn).setNextAt(pfn & SECTION_MASK, v);
   }
   prev(pfn: number): number {
-    return this.sec(pfn).prev[pfn & SECTION_MASK]!;
+    return this.sec(pfn).prevAt(pfn & SECTION_MASK);
   }
   setPrev(pfn: number, v: number): void {
-    this.sec(pfn).prev[pfn & SECTION_MASK] = v;
+    this.sec(pfn).setPrevAt(pfn & SECTION_MASK, v);
   }
 
   /** A freshly allocated order-0 page becomes an anonymous page mapped once (page_add_new_anon_rmap). */
@@ -250,8 +482,8 @@ export class MemMap {
     const s = this.sec(pfn);
     const i = pfn & SECTION_MASK;
     s.flags[i] = flags;
-    s.owner[i] = owner;
-    setIndexAt(s, i, index);
+    s.setOwnerAt(i, owner);
+    s.setIndexAt(i, index);
     s.mapcount[i] = 1;
   }
 
@@ -295,8 +527,8 @@ export class MemMap {
     s.flags[i] = PG.head | extraFlags;
     s.flags.fill(PG.tail | extraFlags, i + 1, i + n);
     s.order[i] = order;
-    s.owner.fill(owner, i, i + n);
-    for (let j = 0; j < n; j++) setIndexAt(s, i + j, vpn + j);
+    s.fillOwner(owner, i, i + n);
+    for (let j = 0; j < n; j++) s.setIndexAt(i + j, vpn + j);
   }
 
   /** Sum of the PTE mapcounts of n pages from pfn (inside one section). */
@@ -316,9 +548,8 @@ export class MemMap {
     s.order[i] = 0;
     s.mapcount[i] = 0;
     if (s.entireMapcount) s.entireMapcount[i] = 0;
-    s.owner[i] = 0;
-    s.index[i] = 0;
-    s.indexHi[i] = 0;
+    s.setOwnerAt(i, OWNER_FREE);
+    s.setIndexAt(i, 0);
     s.token[i] = 0;
     if (s.lastCpupid) s.lastCpupid[i] = -1;
     if (s.memcg) s.memcg[i] = 0;
@@ -336,9 +567,8 @@ export class MemMap {
       s.order.fill(0, lo, hi);
       s.mapcount.fill(0, lo, hi);
       s.entireMapcount?.fill(0, lo, hi);
-      s.owner.fill(0, lo, hi);
-      s.index.fill(0, lo, hi);
-      s.indexHi.fill(0, lo, hi);
+      s.fillOwner(OWNER_FREE, lo, hi);
+      s.clearIndex(lo, hi);
       s.token.fill(0, lo, hi);
       s.lastCpupid?.fill(-1, lo, hi);
       s.memcg?.fill(0, lo, hi);

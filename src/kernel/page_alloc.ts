@@ -125,9 +125,8 @@ export class Zone {
     const i = pfn & SECTION_MASK;
     s.flags[i] = PG.buddy;
     s.order[i] = order;
-    s.owner[i] = OWNER_FREE;
-    s.prev[i] = -1;
-    s.next[i] = head;
+    s.setOwnerAt(i, OWNER_FREE);
+    s.setLinksAt(i, head, -1);
     if (head >= 0) m.setPrev(head, pfn);
     this.heads[li] = pfn;
     this.nrFreeLists[li]!++;
@@ -138,13 +137,12 @@ export class Zone {
     const li = order * MIGRATE_TYPES + mt;
     const s = m.sec(pfn);
     const i = pfn & SECTION_MASK;
-    const p = s.prev[i]!;
-    const n = s.next[i]!;
+    const p = s.prevAt(i);
+    const n = s.nextAt(i);
     if (p >= 0) m.setNext(p, n);
     else this.heads[li] = n;
     if (n >= 0) m.setPrev(n, p);
-    s.next[i] = -1;
-    s.prev[i] = -1;
+    s.setLinksAt(i, -1, -1);
     s.flags[i]! &= ~PG.buddy;
     this.nrFreeLists[li]!--;
   }

@@ -23,7 +23,7 @@
  * lists and swaps, is neither swapped nor listed here.
  */
 import type { Kernel } from './kernel.ts';
-import { PG, SECTION_MASK, SECTION_SHIFT, setIndexAt, type MemMap } from './page.ts';
+import { PG, SECTION_MASK, SECTION_SHIFT, type MemMap } from './page.ts';
 
 /** enum lru_list. */
 export const LRU_INACTIVE_ANON = 0;
@@ -155,18 +155,17 @@ export function lruAddNewAnon(k: Kernel, pfn: number, owner: number, index: numb
   s.order[i] = 0;
   s.mapcount[i] = 1;
   if (s.entireMapcount) s.entireMapcount[i] = 0;
-  s.owner[i] = owner;
-  setIndexAt(s, i, index);
+  s.setOwnerAt(i, owner);
+  s.setIndexAt(i, index);
   s.token[i] = 0;
   if (s.lastCpupid) s.lastCpupid[i] = -1;
   const lv = k.lruvecOf === undefined ? k.nodeLruvec[k.phys.nodeOfPfn(pfn)]! : folioLruvec(k, pfn);
   const lru = newFlags & PG.active ? LRU_ACTIVE_ANON : LRU_INACTIVE_ANON;
   const h = lv.head[lru]!;
-  s.prev[i] = -1;
-  s.next[i] = h;
+  s.setLinksAt(i, h, -1);
   // The old head is usually in the same section (frames are handed out in order).
   if (h >= 0) {
-    if (h >>> SECTION_SHIFT === pfn >>> SECTION_SHIFT) s.prev[h & SECTION_MASK] = pfn;
+    if (h >>> SECTION_SHIFT === pfn >>> SECTION_SHIFT) s.setPrevAt(h & SECTION_MASK, pfn);
     else k.mem.setPrev(h, pfn);
   } else lv.tail[lru] = pfn;
   lv.head[lru] = pfn;
@@ -182,14 +181,13 @@ export function lruDelPage(k: Kernel, pfn: number): void {
   const f = s.flags[i]!;
   const lv = k.lruvecOf ? folioLruvec(k, pfn) : k.nodeLruvec[k.phys.nodeOfPfn(pfn)]!;
   const lru = lruListOf(f);
-  const p = s.prev[i]!;
-  const n = s.next[i]!;
+  const p = s.prevAt(i);
+  const n = s.nextAt(i);
   if (p >= 0) m.setNext(p, n);
   else lv.head[lru] = n;
   if (n >= 0) m.setPrev(n, p);
   else lv.tail[lru] = p;
-  s.next[i] = -1;
-  s.prev[i] = -1;
+  s.setLinksAt(i, -1, -1);
   s.flags[i] = f & ~PG.lru;
   lv.nrPages[lru]!--;
   lv.nrFolios[lru]!--;

@@ -276,7 +276,7 @@ export function nodeSnapshot(k: Kernel, z: Zone): NodeSnap {
       continue;
     }
     const n = f & PG.head ? 2 ** sec.order[i]! : 1;
-    const owner = sec.owner[i]!;
+    const owner = sec.ownerAt(i);
     if (f & PG.hugetlb) {
       const free = owner === OWNER_HUGETLB_POOL;
       folio(pfn, n, free ? K_HUGETLB_FREE : K_HUGETLB);
