@@ -211,7 +211,9 @@ export function migrateFrame(k: Kernel, src: number, dst: number, mapped?: (mm: 
  * the split maps its all-zero pages to the zero page and frees the pages
  * nothing maps, and the rest migrate one by one. The frames the folio's
  * pages now occupy are added to `moved`. Returns 0, or -ENOMEM when the
- * target has no memory.
+ * target has no memory. `misplaced`: NUMA balancing's migration, whose
+ * new memory is allocated without reclaim (alloc_misplaced_dst_folio:
+ * gfp & ~__GFP_RECLAIM, neither kswapd nor direct reclaim).
  */
 export function migrateMappedPage(
   k: Kernel,
@@ -221,6 +223,7 @@ export function migrateMappedPage(
   target: number,
   moved?: Set<number>,
   batches?: MigrateBatches,
+  misplaced = false,
 ): number {
   const m = k.mem;
   const pfn = followPage(mm, va);
@@ -242,7 +245,9 @@ export function migrateMappedPage(
     const head = pfn - (pfn % HPAGE_PMD_NR);
     const haddr = alignDown(va, PMD_SIZE);
     if (!folioTestPartiallyMapped(k, head)) {
-      const dst = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid: target, thisNode: true });
+      // alloc_migration_target drops __GFP_RECLAIM for a large folio (GFP_TRANSHUGE adds direct reclaim back,
+      // which memtwin's order > 0 requests do not take): it never wakes kswapd.
+      const dst = k.phys.alloc({ order: HPAGE_PMD_ORDER, mt: MIGRATE_MOVABLE, nid: target, thisNode: true, noKswapd: true });
       if (dst >= 0) {
         const b = batches?.join(HPAGE_PMD_NR);
         moveFolio(k, head, dst);
@@ -263,29 +268,41 @@ export function migrateMappedPage(
       const sub = followPage(mm, haddr + i * PAGE_SIZE);
       if (sub < head || sub >= head + HPAGE_PMD_NR) continue;
       freed--;
-      const r = migrateRecorded(k, mm, haddr + i * PAGE_SIZE, sub, target, batches);
+      const r = migrateRecorded(k, mm, haddr + i * PAGE_SIZE, sub, target, batches, misplaced);
       if (r < 0) err = r;
       else moved?.add(followPage(mm, haddr + i * PAGE_SIZE));
     }
     k.vmstat.count('pgmigrate_success', freed);
     return err;
   }
-  const r = migrateRecorded(k, mm, va, pfn, target, batches);
+  const r = migrateRecorded(k, mm, va, pfn, target, batches, misplaced);
   if (r === 0) moved?.add(followPage(mm, va));
   return r;
 }
 
 /** migrateOne for the 4K page mapped at va, in the batches' time when given. */
-function migrateRecorded(k: Kernel, mm: MmStruct, va: number, src: number, target: number, batches?: MigrateBatches): number {
+function migrateRecorded(
+  k: Kernel,
+  mm: MmStruct,
+  va: number,
+  src: number,
+  target: number,
+  batches?: MigrateBatches,
+  misplaced = false,
+): number {
   const from = k.phys.nodeOfPfn(src);
   const b = batches?.join(1);
-  const r = migrateOne(k, src, target);
+  const r = migrateOne(k, src, target, misplaced);
   if (b && r === 0) batches!.moved(b, mm, va, PAGE_SIZE, from, followPage(mm, va), 1);
   return r;
 }
 
-function migrateOne(k: Kernel, src: number, target: number): number {
-  const dst = k.phys.alloc({ order: 0, mt: MIGRATE_MOVABLE, nid: target, thisNode: true });
+function migrateOne(k: Kernel, src: number, target: number, misplaced = false): number {
+  const dst = k.phys.alloc(
+    misplaced
+      ? { order: 0, mt: MIGRATE_MOVABLE, nid: target, thisNode: true, noKswapd: true, noDirectReclaim: true }
+      : { order: 0, mt: MIGRATE_MOVABLE, nid: target, thisNode: true },
+  );
   if (dst < 0) {
     k.vmstat.count('pgmigrate_fail');
     return neg('ENOMEM');

@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { smallKernel, RW, ANON, SHARED_ANON } from '../testing/fixtures.ts';
 import { MPOL, PAGE_SIZE } from './uapi.ts';
+import { MIGRATE_MOVABLE, WMARK_HIGH } from './page_alloc.ts';
 import { sysMbind, sysSetMempolicy } from './mempolicy.ts';
 import { followPage } from './memory.ts';
 import { NUMA_MEM, NUMA_MEMBUF, taskFaultsIdx, type NumaGroup } from './numa_balancing.ts';
@@ -88,6 +89,32 @@ describe('NUMA balancing and memory policies', () => {
     expect(k.phys.nodeOfPfn(followPage(p.mm, a))).toBe(1);
     expect(ret).toBe(k.costs.ns('fault_anon_4k_read_zeropage')); // the fault's own time
     expect(ctx.ns).toBe(k.costs.ns('page_migrate_4k')); // the migration, charged where it happened
+  });
+
+  it('migrate_balanced_pgdat: no migration to a node at or below its high watermark plus the pages; above it, one without reclaim', () => {
+    for (const spare of [0, 1]) {
+      const k = smallKernel({ nodes: 2, mib: 64 });
+      k.sysctl.numa_balancing = 1;
+      const p = k.createProcess('b');
+      const t = p.mainThread;
+      const a = k.mmap(p, 0, PAGE_SIZE, RW, ANON);
+      k.access(t, a, PAGE_SIZE, PAGE_SIZE, true, 1); // on node 0
+      const z = k.phys.zones[1]!;
+      // Fill node 1 (order-0 frames, nobody's) until it holds its high watermark plus one page, plus `spare`.
+      while (z.freePages > z.wmark[WMARK_HIGH]! + 1 + spare)
+        expect(k.phys.alloc({ order: 0, mt: MIGRATE_MOVABLE, nid: 1, thisNode: true })).toBeGreaterThanOrEqual(0);
+      k.numab.start([p]);
+      k.events.runUntil(k.clock.now() + 2e9); // scanned: the page is marked
+      t.cpu = 2; // node 1
+      const free = z.freePages;
+      k.runAsTask({ ns: 0 }, () => k.numab.hintingFault(t, a, followPage(p.mm, a), PAGE_SIZE));
+      const v = k.vmstat.snapshot();
+      expect(k.phys.nodeOfPfn(followPage(p.mm, a))).toBe(spare ? 1 : 0);
+      expect(v.numa_pages_migrated).toBe(spare);
+      expect(z.freePages).toBe(free - spare);
+      expect(v.pgscan_kswapd ?? 0).toBe(0);
+      expect(v.pgscan_direct ?? 0).toBe(0);
+    }
   });
 
   it("the scanner's walk costs CPU time: change_prot_numa per PTE it changes", () => {

@@ -83,6 +83,7 @@ import type { Process, Thread } from './sched.ts';
 import { PageTable, PteTable, HugeLeaf, VM, type Vma } from './mm_types.ts';
 import { MPOL, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
 import { MigrateBatches, mappedShared, migrateMappedPage } from './migrate.ts';
+import { WMARK_HIGH } from './page_alloc.ts';
 import type { Mempolicy } from './mempolicy.ts';
 
 /** MPOL_F_MOF: the default policy, or an explicit one set with MPOL_F_NUMA_BALANCING. */
@@ -369,11 +370,15 @@ export class NumaBalancing {
     if (vma.flags & VM.SHARED && mappedShared(k, pfn)) flags |= TNF_SHARED;
     const lastCpupid = k.mem.lastCpupid(head);
     const target = this.mpolMisplaced(t, vma, head, memNode);
-    if (target >= 0) {
+    if (target >= 0 && !migrateBalancedPgdat(k, target, pages)) {
+      // migrate_misplaced_folio_prepare: the target node would fall toward kswapd's wake-up; the folio stays
+      // (-EAGAIN without memory tiering, which memtwin does not model).
+      flags |= TNF_MIGRATE_FAIL;
+    } else if (target >= 0) {
       // migrate_misplaced_folio: a batch of one folio; other threads touching it meanwhile wait on its migration entry.
       // Its window starts at the clock plus the task's kernel time in this step (not its access time in the step,
-      // which the engine keeps apart): up to one step early.
-      if (migrateMappedPage(k, t.process.mm, vma, va, target, undefined, new MigrateBatches(k)) === 0) {
+      // which the engine keeps apart): up to one step early. Its memory is allocated without reclaim.
+      if (migrateMappedPage(k, t.process.mm, vma, va, target, undefined, new MigrateBatches(k), true) === 0) {
         k.vmstat.count('numa_pages_migrated', pages);
         memNode = target;
         flags |= TNF_MIGRATED;
@@ -623,4 +628,15 @@ function countActiveNodes(ng: NumaGroup, nodes: number): void {
 /** numa_is_active_node */
 function isActiveNode(ng: NumaGroup, nodes: number, nid: number): boolean {
   return groupFaultsCpu(ng, nodes, nid) * ACTIVE_NODE_FRACTION > ng.maxFaultsCpu;
+}
+
+/**
+ * migrate_balanced_pgdat: NUMA balancing migrates `nr` pages to node nid
+ * only while the node stays above its high watermark plus those pages
+ * (zone_watermark_ok at order 0), so that a hinting fault never wakes the
+ * target's kswapd or reclaims there.
+ */
+export function migrateBalancedPgdat(k: Kernel, nid: number, nr: number): boolean {
+  const z = k.phys.zones[nid];
+  return z !== undefined && z.watermarkOk(0, z.wmark[WMARK_HIGH]! + nr);
 }

@@ -429,6 +429,12 @@ export interface AllocRequest {
    */
   noKswapd?: boolean;
   /**
+   * No __GFP_DIRECT_RECLAIM: the slowpath stops after its try at the min
+   * watermark (with noKswapd, gfp & ~__GFP_RECLAIM: alloc_misplaced_dst_folio's
+   * mask for NUMA balancing's migrations).
+   */
+  noDirectReclaim?: boolean;
+  /**
    * The caller sets every field of the new order-0 frame itself
    * (swap.ts's lruAddNewAnon: post_alloc_hook and the anonymous folio's
    * setup in one pass over the frame, the fault path's hot case).
@@ -562,8 +568,9 @@ export class PhysMem {
    * Order-0 requests that may reclaim then loop: direct reclaim, a try at
    * min, should_reclaim_retry; when that gives up, __alloc_pages_may_oom
    * (never for __GFP_THISNODE): a last try at the high watermark, the OOM
-   * killer, and the loop again. Larger orders (THPs, hugetlb pool pages,
-   * khugepaged) do their own compaction and reclaim in their callers.
+   * killer, and the loop again. Larger orders stop after the try at min
+   * (a THP fault compacts in its caller but does not reclaim; khugepaged
+   * reclaims in its own code: docs/simplifications.md).
    */
   private allocSlowpath(req: AllocRequest): number {
     const kswapd = !req.noKswapd;
@@ -571,7 +578,7 @@ export class PhysMem {
     let pfn = this.getPageFromFreelist(req, ALLOC_WMARK_MIN);
     if (pfn >= 0) return pfn;
     if (this.memalloc) return this.getPageFromFreelist(req, ALLOC_NO_WATERMARKS);
-    if (req.order || this.noDirectReclaim || !this.directReclaim) return -1;
+    if (req.order || req.noDirectReclaim || this.noDirectReclaim || !this.directReclaim) return -1;
     const retry = { noProgressLoops: 0 };
     for (;;) {
       const reclaimed = this.directReclaim(req);
