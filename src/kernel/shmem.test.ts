@@ -9,7 +9,8 @@ import fc from 'fast-check';
 import { smallKernel, RW, ANON, SHARED_ANON } from '../testing/fixtures.ts';
 import { verifyKernel } from './debug_vm.ts';
 import { sysSwapon } from './swapfile.ts';
-import { shmemSwapped, sysFtruncate, sysMemfdCreate } from './shmem.ts';
+import { exitFiles, shmemSwapped, sysFtruncate, sysMemfdCreate } from './shmem.ts';
+import { exitProcess, sysFork } from './fork.ts';
 import { LRU_ACTIVE_ANON, LRU_INACTIVE_ANON } from './swap.ts';
 import { MAP, PAGE_SIZE } from './uapi.ts';
 import type { Kernel } from './kernel.ts';
@@ -148,5 +149,39 @@ describe('shmem reclaim to swap (shmem_writeout, shmem_swapin_folio)', () => {
       ),
       { numRuns: 15 },
     );
+  });
+});
+
+describe('a memfd when its processes exit (exit_files, fput)', () => {
+  it('is freed with its pages and swap slots when the last process holding it exits; a forked child keeps it alive', () => {
+    const { k, p } = setup(16);
+    const f = memfd(k, p, 32 * PAGE_SIZE);
+    const a = k.mmap(p, 0, 32 * PAGE_SIZE, RW, MAP.MAP_SHARED, { file: f, offset: 0 });
+    for (let i = 0; i < 32; i++) k.access(p.mainThread, a + i * PAGE_SIZE, 1, PAGE_SIZE, true, 1 + i);
+    const child = sysFork(k, p.mainThread, 'c');
+    if (typeof child === 'number') throw new Error(`fork: ${child}`);
+    expect(f.opens).toBe(2);
+    const free0 = k.phys.zones[0]!.freePages;
+    exitProcess(k, p);
+    // The child still maps it and holds a descriptor: nothing freed.
+    expect(k.files.has(f.id)).toBe(true);
+    expect(f.pages.size).toBe(32);
+    exitProcess(k, child);
+    expect(k.files.has(f.id)).toBe(false);
+    expect(k.phys.zones[0]!.freePages - free0).toBeGreaterThanOrEqual(32);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+
+  it('an unmapped memfd stays while a descriptor holds it, and goes at the last close', () => {
+    const { k, p } = setup(0);
+    const f = memfd(k, p, 8 * PAGE_SIZE);
+    const a = k.mmap(p, 0, 8 * PAGE_SIZE, RW, MAP.MAP_SHARED, { file: f, offset: 0 });
+    for (let i = 0; i < 8; i++) k.access(p.mainThread, a + i * PAGE_SIZE, 1, PAGE_SIZE, true, 3);
+    expect(k.munmap(p, a, 8 * PAGE_SIZE)).toBe(0);
+    expect(f.pages.size).toBe(8);
+    exitFiles(k, p);
+    expect(k.files.has(f.id)).toBe(false);
+    expect(p.files).toEqual([]);
+    expect(verifyKernel(k)).toEqual([]);
   });
 });

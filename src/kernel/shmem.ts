@@ -21,6 +21,7 @@ import { zapRange } from './memory.ts';
 import { PG } from './page.ts';
 import { OWNER_SWAPCACHE, readSwapCache, swapCacheAddFolio, swapCacheDelFolio, swapCacheGetFolio } from './swap_state.ts';
 import { memcgSwapMargin, memcgTryChargeSwap } from './memcontrol.ts';
+import { dropPageCacheShadows } from './workingset.ts';
 
 /** MFD_NAME_MAX_LEN: NAME_MAX minus strlen("memfd:"). */
 export const MFD_NAME_MAX_LEN = 255 - 'memfd:'.length;
@@ -32,7 +33,7 @@ const MFD_ALL_FLAGS = MFD.MFD_CLOEXEC | MFD.MFD_ALLOW_SEALING | MFD.MFD_HUGETLB 
  * flags), of size 0. Returns the file, or -EINVAL for bad flags or a name
  * too long, -ENODEV for a huge page size the host does not have.
  */
-export function sysMemfdCreate(k: Kernel, _p: Process, name: string, flags: number): MappedFile | number {
+export function sysMemfdCreate(k: Kernel, p: Process, name: string, flags: number): MappedFile | number {
   // sanitize_flags
   const allowed = flags & MFD.MFD_HUGETLB ? MFD_ALL_FLAGS | (MFD_HUGE_MASK << MFD_HUGE_SHIFT) : MFD_ALL_FLAGS;
   if (flags & ~allowed) return neg('EINVAL');
@@ -49,7 +50,36 @@ export function sysMemfdCreate(k: Kernel, _p: Process, name: string, flags: numb
   file.size = 0;
   file.name = `memfd:${name}`;
   file.opens = 1;
+  p.files.push(file);
   return file;
+}
+
+/**
+ * fput of a descriptor's reference: the last one to an unlinked file (a
+ * memfd) that no VMA maps any more frees it (shmem_evict_inode: its pages
+ * uncharged and freed, its swap slots freed; a hugetlbfs file's huge pages
+ * and reservations given back). A file `open` made stays: it is linked in
+ * its directory, and its count here stands for the link too.
+ */
+export function fput(k: Kernel, f: MappedFile): void {
+  if (!f.name?.startsWith('memfd:')) return;
+  if (--f.opens > 0 || f.mapCount > 0) return;
+  if (f.kind === 'hugetlbfs') {
+    const h = k.hugetlb.byShift(f.hugeShift)!;
+    for (const pfn of f.pages.values()) k.hugetlb.freeHugePage(h, pfn, false);
+    k.hugetlb.unreserve(h, f.reserved.size);
+  } else {
+    for (const pfn of f.pages.values()) k.freeUserPages(pfn, 0);
+    shmemFreeSwap(k, f, 0);
+  }
+  f.pages.clear();
+  f.reserved.clear();
+  k.files.delete(f.id);
+}
+
+/** exit_files: a process that exits (or is killed) closes every descriptor it holds. */
+export function exitFiles(k: Kernel, p: Process): void {
+  for (const f of p.files.splice(0)) fput(k, f);
 }
 
 /**
@@ -74,6 +104,7 @@ export function sysFtruncate(k: Kernel, file: MappedFile, size: number): SysRet 
       if (s < v.end) zapRange(k, p.mm, v, s, v.end, false, 0);
     }
   shmemFreeSwap(k, file, first);
+  dropPageCacheShadows(file, first);
   for (const [idx, pfn] of [...file.pages]) {
     if (idx < first) continue;
     file.pages.delete(idx);
