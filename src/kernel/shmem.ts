@@ -19,7 +19,14 @@ import type { Mempolicy } from './mempolicy.ts';
 import { MFD, MFD_HUGE_MASK, MFD_HUGE_SHIFT, PAGE_SIZE, neg, type SysRet } from './uapi.ts';
 import { zapRange } from './memory.ts';
 import { PG } from './page.ts';
-import { OWNER_SWAPCACHE, readSwapCache, swapCacheAddFolio, swapCacheDelFolio, swapCacheGetFolio } from './swap_state.ts';
+import {
+  OWNER_SWAPCACHE,
+  shmemSwapCacheHit,
+  shmemSwapinCluster,
+  swapCacheAddFolio,
+  swapCacheDelFolio,
+  swapCacheGetFolio,
+} from './swap_state.ts';
 import { memcgSwapMargin, memcgTryChargeSwap } from './memcontrol.ts';
 import { dropPageCacheShadows } from './workingset.ts';
 
@@ -213,7 +220,8 @@ export function shmemWriteout(k: Kernel, pfn: number): boolean {
 /**
  * shmem_swapin_folio: the page at idx of a shmem file whose entry is
  * `entry`: from the swap cache, or read into a new page on node `nid`
- * (charged to the group the entry was charged to; no readahead). It leaves
+ * (charged to the group the entry was charged to) with swap_cluster_readahead
+ * of its vm.page-cluster window of slots (shmem_swapin_cluster). It leaves
  * the swap cache and frees its slot (shmem keeps no swap copy of a page it
  * holds), and is the file's page again, dirty. The frame (-1 without
  * memory) and the time the fault waits.
@@ -222,9 +230,12 @@ export function shmemSwapin(k: Kernel, file: MappedFile, idx: number, entry: num
   const m = k.mem;
   let ns: number;
   let pfn = swapCacheGetFolio(k, entry);
-  if (pfn >= 0) ns = k.costs.nsOf('swapin_swapcache_4k', 'a fault on a page in the swap cache');
-  else {
-    const r = readSwapCache(k, entry, nid);
+  if (pfn >= 0) {
+    shmemSwapCacheHit(k, pfn);
+    ns = k.costs.nsOf('swapin_swapcache_4k', 'a fault on a page in the swap cache');
+  } else {
+    // shmem_swapin_cluster: the page and its vm.page-cluster window around its slot.
+    const r = shmemSwapinCluster(k, entry, nid);
     if (r.pfn < 0) return { pfn: -1, ns: 0 };
     pfn = r.pfn;
     ns = r.ns;

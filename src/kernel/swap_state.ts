@@ -335,6 +335,31 @@ export function swapinReadahead(k: Kernel, mm: MmStruct, entry: number, vma: Vma
 }
 
 /**
+ * shmem_swapin_cluster: a shmem page's swap-in reads with
+ * swap_cluster_readahead whatever the swap device (shmem has no VMA
+ * readahead: its pages are found by file index, not by neighbouring PTEs).
+ * The page, read with its window; the pages read ahead are not waited for.
+ */
+export function shmemSwapinCluster(k: Kernel, entry: number, nid: number): SwapinResult {
+  let own: SwapinResult | null = null;
+  const readOwn = (): void => void (own ??= readSwapCache(k, entry, nid));
+  swapClusterReadahead(k, entry, nid, readOwn);
+  readOwn();
+  return own as unknown as SwapinResult;
+}
+
+/**
+ * swap_cache_get_folio for a shmem page found in the swap cache: one read
+ * ahead counts a hit (swap_ra_hit) towards the next cluster window.
+ */
+export function shmemSwapCacheHit(k: Kernel, pfn: number): void {
+  if (!(k.mem.flags(pfn) & PG.readahead)) return;
+  k.mem.clearFlags(pfn, PG.readahead);
+  k.vmstat.count('swap_ra_hit');
+  k.swap.raHits++;
+}
+
+/**
  * swap_cluster_readahead: an aligned block of 2^page_cluster slots around
  * the faulting one (the window shrinks to one page without readahead hits
  * or an adjacent offset: swapin_nr_pages); returns the pages read ahead.
