@@ -1128,7 +1128,8 @@ static int64_t keyed(const char *text, const char *key)
 }
 
 /*
- * cgroup_stat cg=k: "current" (bytes charged) and "events": {oom, oom_kill}.
+ * cgroup_stat cg=k: "current" (bytes charged), "events": {oom, oom_kill} and
+ * "workingset": {refault_anon, refault_file} (memory.stat).
  * v2: memory.current and memory.events. v1: memory.usage_in_bytes,
  * memory.oom_control's oom_kill, and for oom the notifications of the
  * eventfd registered on memory.oom_control (Linux counts v2's oom and sends
@@ -1163,6 +1164,16 @@ static long h_cgroup_stat(struct ctx *c)
 	}
 	bprintf(c->x, ",\"current\":%" PRIu64 ",\"events\":{\"oom\":%" PRId64 ",\"oom_kill\":%" PRId64 "}", cur, oom,
 	        kills);
+	/* memory.stat's workingset refaults: both versions spell them the same (v1 lists the group's own, and the
+	 * executor's groups have no children) */
+	static char st[16384];
+	snprintf(p, sizeof p, "%s/memory.stat", g->path);
+	if (read_small_file(p, st, sizeof st) < 0) {
+		c->err = errno;
+		return -1;
+	}
+	bprintf(c->x, ",\"workingset\":{\"refault_anon\":%" PRId64 ",\"refault_file\":%" PRId64 "}",
+	        keyed(st, "workingset_refault_anon"), keyed(st, "workingset_refault_file"));
 	return 0;
 }
 

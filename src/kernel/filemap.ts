@@ -52,6 +52,7 @@ import { memcgCharge } from './memcontrol.ts';
 import { UnmodelledError } from './errors.ts';
 import { shmemSwapin, shmemSwapped, sysFtruncate } from './shmem.ts';
 import { lruAdd } from './swap.ts';
+import { takePageCacheShadow, workingsetRefault } from './workingset.ts';
 
 /** VM_READAHEAD_KB: a block device's default read_ahead_kb. */
 export const VM_READAHEAD_KB = 128;
@@ -87,7 +88,7 @@ function maxIndex(file: MappedFile): number {
  * `size`, truncates it to that size). Returns the file, or -EINVAL for a
  * path outside both directories.
  */
-export function sysOpen(k: Kernel, _p: Process, path: string, size: number | undefined): MappedFile | number {
+export function sysOpen(k: Kernel, p: Process, path: string, size: number | undefined): MappedFile | number {
   const m = /^(tmpfs|disk)\/([^/]+)$/.exec(path);
   if (!m) return neg('EINVAL');
   let ns = namespaces.get(k);
@@ -95,6 +96,7 @@ export function sysOpen(k: Kernel, _p: Process, path: string, size: number | und
   let file = ns.get(path);
   if (file) {
     file.opens++;
+    p.files.push(file);
     if (size !== undefined) {
       const r = sysFtruncate(k, file, size);
       if (r < 0) return r;
@@ -105,6 +107,7 @@ export function sysOpen(k: Kernel, _p: Process, path: string, size: number | und
   file.name = path;
   file.size = size ?? 0;
   file.opens = 1;
+  p.files.push(file);
   ns.set(path, file);
   return file;
 }
@@ -117,9 +120,13 @@ function addToPageCache(k: Kernel, file: MappedFile, idx: number, pfn: number): 
   m.setIndex(pfn, idx);
   file.pages.set(idx, pfn);
   // folio_add_lru: a disk file's page on the file LRU, a shmem page (swap-backed) on the anon LRU, where reclaim
-  // writes it to swap (shmem.ts shmemWriteout).
-  if (file.kind === 'file') lruAdd(k, pfn, true);
-  else if (file.kind === 'shmem') lruAdd(k, pfn, false);
+  // writes it to swap (shmem.ts shmemWriteout). A disk file's page read into a slot reclaim left a shadow in is
+  // a refault first (filemap_add_folio: workingset_refault, which may activate it).
+  if (file.kind === 'file') {
+    m.addFlags(pfn, PG.fileLru);
+    workingsetRefault(k, pfn, takePageCacheShadow(file, idx));
+    lruAdd(k, pfn, true);
+  } else if (file.kind === 'shmem') lruAdd(k, pfn, false);
 }
 
 /**

@@ -32,6 +32,7 @@ import { HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE, PUD_SIZE, UFFD_FEATURE, neg } from '
 import { allocPteTable } from './memory.ts';
 import { doMunmap, vmEnoughMemory } from './mmap.ts';
 import { UnmodelledError } from './errors.ts';
+import { exitFiles } from './shmem.ts';
 import type { Mempolicy } from './mempolicy.ts';
 
 /** mm id -> the mms sharing anonymous pages with it through fork (members alive; the map keeps ids of exited mms). */
@@ -87,6 +88,11 @@ export function sysFork(k: Kernel, thread: Thread, name: string): Process | numb
   child.cred.caps = new Set(parent.cred.caps);
   child.dumpable = parent.dumpable;
   child.memsAllowed = parent.memsAllowed && [...parent.memsAllowed];
+  // dup_fd: the child's descriptors refer to the parent's open files.
+  for (const f of parent.files) {
+    f.opens++;
+    child.files.push(f);
+  }
   k.committedPages += charge;
   const cmm = child.mm;
   const stats: ForkStats = { entries: 0 };
@@ -212,6 +218,7 @@ export function exitProcess(k: Kernel, p: Process): void {
   const i = k.khugepaged.mmHead.indexOf(mm);
   if (i >= 0) k.khugepaged.mmHead.splice(i, 1);
   familyMap(k).get(mm.id)?.delete(mm);
+  exitFiles(k, p);
   p.exited = true;
   k.processes.delete(p.pid);
 }

@@ -30,6 +30,7 @@ import { Lruvec, LRU_NAMES, folioNrPages } from './swap.ts';
 import { MAX_RECLAIM_RETRIES, tryToFreeMemCgroupPages } from './vmscan.ts';
 import { outOfMemory } from './oom_kill.ts';
 import { PAGE_SIZE } from './uapi.ts';
+import { WORKINGSET_STATS } from './workingset.ts';
 
 /** MEMCG_CHARGE_BATCH: pages charged over memory.high before the task pays for it. */
 export const MEMCG_CHARGE_BATCH = 64;
@@ -526,8 +527,8 @@ export function renderEvents(cg: MemCgroup, local = false): string {
 /**
  * memory.stat, the fields this model knows (bytes for sizes, counts for
  * events), over the group's subtree as Linux reports them: anon, file,
- * shmem, anon_thp, swapcached, the LRU list sizes, and the reclaim
- * counters.
+ * shmem, anon_thp, swapcached, the LRU list sizes, the reclaim
+ * counters and the workingset ones (workingset.ts).
  */
 export function memcgStat(k: Kernel, cg: MemCgroup): Record<string, number> {
   const lists = [0, 0, 0, 0];
@@ -557,7 +558,8 @@ export function memcgStat(k: Kernel, cg: MemCgroup): Record<string, number> {
     swapcached: swapcached * PAGE_SIZE,
   };
   LRU_NAMES.forEach((n, l) => (out[n] = lists[l]! * PAGE_SIZE));
-  for (const key of ['pgscan', 'pgsteal', 'pgscan_direct', 'pgsteal_direct', 'pgscan_kswapd', 'pgsteal_kswapd']) out[key] = ev[key] ?? 0;
+  for (const key of ['pgscan', 'pgsteal', 'pgscan_direct', 'pgsteal_direct', 'pgscan_kswapd', 'pgsteal_kswapd', ...WORKINGSET_STATS])
+    out[key] = ev[key] ?? 0;
   return out;
 }
 

@@ -28,6 +28,7 @@ import type { MemCgroup } from './memcontrol.ts';
 import { memcgMemoryEvent } from './memcontrol.ts';
 import { zapRange } from './memory.ts';
 import { doMunmap } from './mmap.ts';
+import { exitFiles } from './shmem.ts';
 import { PAGE_SIZE } from './uapi.ts';
 
 /** OOM_SCORE_ADJ_MIN / MAX (include/uapi/linux/oom.h). */
@@ -204,8 +205,12 @@ export function oomKillProcess(k: Kernel, oc: OomControl, victim: Process, point
     anonRssKb: anonKb,
   });
   oomReap(k, victim);
-  // exit_mmap: the rest goes when the victim's exit runs, after the current work.
-  k.events.after(0, 'oom-exit', () => exitMmap(k, victim));
+  // exit_mmap, then exit_files: the rest goes when the victim's exit runs, after the current work; a memfd only
+  // it held open is freed (and uncharged) as its last descriptor closes.
+  k.events.after(0, 'oom-exit', () => {
+    exitMmap(k, victim);
+    exitFiles(k, victim);
+  });
 }
 
 /**

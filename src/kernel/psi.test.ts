@@ -20,6 +20,7 @@ import { renderPressureMemory } from './procfs.ts';
 import { sysSwapon } from './swapfile.ts';
 import { followPage } from './memory.ts';
 import { PG } from './page.ts';
+import { folioActivate } from './swap.ts';
 import { MADV, PAGE_SIZE } from './uapi.ts';
 import type { Scheduler, SchedTask } from './sched/core.ts';
 import { VirtualClock } from '../sim/clock.ts';
@@ -241,8 +242,16 @@ describe('PSI in the kernel: where memory stalls are entered', () => {
     k.sysfs.write('/proc/sys/vm/page-cluster', '0');
     const a = k.mmap(p, 0, 16 * PAGE_SIZE, RW, ANON);
     for (let i = 0; i < 16; i++) k.access(p.mainThread, a + i * PAGE_SIZE, 1, PAGE_SIZE, true, 7 + i);
-    // Pages that were on the active list once (shrink_active_list marks them PG_workingset).
-    if (workingset) for (let i = 0; i < 16; i++) k.mem.addFlags(followPage(p.mm, a + i * PAGE_SIZE), PG.workingset);
+    // Pages that were on the active list once (shrink_active_list marks them PG_workingset), beside 32 active
+    // pages: refaulting within that workingset, they are workingset again (workingset_refault's restore).
+    if (workingset) {
+      for (let i = 0; i < 16; i++) k.mem.addFlags(followPage(p.mm, a + i * PAGE_SIZE), PG.workingset);
+      const b = k.mmap(p, 0, 32 * PAGE_SIZE, RW, ANON);
+      for (let i = 0; i < 32; i++) {
+        k.access(p.mainThread, b + i * PAGE_SIZE, 1, PAGE_SIZE, true, 1);
+        folioActivate(k, followPage(p.mm, b + i * PAGE_SIZE));
+      }
+    }
     k.madvise(p, a, 16 * PAGE_SIZE, MADV.MADV_PAGEOUT);
     k.access(p.mainThread, a, 16 * PAGE_SIZE, PAGE_SIZE, false, 0); // back from the swap cache, clean
     k.madvise(p, a, 16 * PAGE_SIZE, MADV.MADV_PAGEOUT); // freed, shadows left in the slots

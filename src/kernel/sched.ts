@@ -2,7 +2,7 @@
  * Tasks as far as memory management cares: a process owns an mm, its
  * threads run on CPUs, and the CPU decides the local node.
  */
-import type { MmStruct } from './mm_types.ts';
+import type { MappedFile, MmStruct } from './mm_types.ts';
 import type { Mempolicy } from './mempolicy.ts';
 import { Cred, SUID_DUMP_USER } from './cred.ts';
 import type { SchedTask } from './sched/core.ts';
@@ -37,6 +37,8 @@ export class Process {
   exited = false;
   /** cpuset.mems of the process's cpuset; null = every node with memory. */
   memsAllowed: number[] | null = null;
+  /** The files its descriptors hold open (files_struct), one entry per descriptor: memfds and opened files. */
+  readonly files: MappedFile[] = [];
   constructor(
     readonly pid: number,
     readonly name: string,

@@ -9,9 +9,11 @@ import fc from 'fast-check';
 import { smallKernel, RW, ANON, SHARED_ANON } from '../testing/fixtures.ts';
 import { verifyKernel } from './debug_vm.ts';
 import { sysSwapon } from './swapfile.ts';
-import { shmemSwapped, sysFtruncate, sysMemfdCreate } from './shmem.ts';
-import { LRU_ACTIVE_ANON, LRU_INACTIVE_ANON } from './swap.ts';
-import { MAP, PAGE_SIZE } from './uapi.ts';
+import { exitFiles, shmemSwapped, sysFtruncate, sysMemfdCreate } from './shmem.ts';
+import { exitProcess, sysFork } from './fork.ts';
+import { LRU_ACTIVE_ANON, LRU_INACTIVE_ANON, folioIsolateLru } from './swap.ts';
+import { shrinkFolio } from './vmscan.ts';
+import { MADV, MAP, PAGE_SIZE } from './uapi.ts';
 import type { Kernel } from './kernel.ts';
 import type { MappedFile } from './mm_types.ts';
 import type { Process } from './sched.ts';
@@ -148,5 +150,93 @@ describe('shmem reclaim to swap (shmem_writeout, shmem_swapin_folio)', () => {
       ),
       { numRuns: 15 },
     );
+  });
+});
+
+describe('a memfd when its processes exit (exit_files, fput)', () => {
+  it('is freed with its pages and swap slots when the last process holding it exits; a forked child keeps it alive', () => {
+    const { k, p } = setup(16);
+    const f = memfd(k, p, 32 * PAGE_SIZE);
+    const a = k.mmap(p, 0, 32 * PAGE_SIZE, RW, MAP.MAP_SHARED, { file: f, offset: 0 });
+    for (let i = 0; i < 32; i++) k.access(p.mainThread, a + i * PAGE_SIZE, 1, PAGE_SIZE, true, 1 + i);
+    const child = sysFork(k, p.mainThread, 'c');
+    if (typeof child === 'number') throw new Error(`fork: ${child}`);
+    expect(f.opens).toBe(2);
+    const free0 = k.phys.zones[0]!.freePages;
+    exitProcess(k, p);
+    // The child still maps it and holds a descriptor: nothing freed.
+    expect(k.files.has(f.id)).toBe(true);
+    expect(f.pages.size).toBe(32);
+    exitProcess(k, child);
+    expect(k.files.has(f.id)).toBe(false);
+    expect(k.phys.zones[0]!.freePages - free0).toBeGreaterThanOrEqual(32);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+
+  it('an unmapped memfd stays while a descriptor holds it, and goes at the last close', () => {
+    const { k, p } = setup(0);
+    const f = memfd(k, p, 8 * PAGE_SIZE);
+    const a = k.mmap(p, 0, 8 * PAGE_SIZE, RW, MAP.MAP_SHARED, { file: f, offset: 0 });
+    for (let i = 0; i < 8; i++) k.access(p.mainThread, a + i * PAGE_SIZE, 1, PAGE_SIZE, true, 3);
+    expect(k.munmap(p, a, 8 * PAGE_SIZE)).toBe(0);
+    expect(f.pages.size).toBe(8);
+    exitFiles(k, p);
+    expect(k.files.has(f.id)).toBe(false);
+    expect(p.files).toEqual([]);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+});
+
+describe('shmem swap-in readahead (shmem_swapin_cluster)', () => {
+  /** A 64-page memfd written, paged out (freed to swap), then its first page read back with vm.page-cluster `pc`. */
+  function swapinFirst(pc: number): { ra: number; pswpin: number; raHit: number; k: Kernel; p: Process; a: number } {
+    const { k, p } = setup(16);
+    k.sysfs.write('/proc/sys/vm/page-cluster', String(pc));
+    const f = memfd(k, p, 64 * PAGE_SIZE);
+    const a = k.mmap(p, 0, 64 * PAGE_SIZE, RW, MAP.MAP_SHARED, { file: f, offset: 0 });
+    for (let i = 0; i < 64; i++) k.access(p.mainThread, a + i * PAGE_SIZE, 1, PAGE_SIZE, true, 1 + i);
+    expect(k.madvise(p, a, 64 * PAGE_SIZE, MADV.MADV_PAGEOUT)).toBe(0);
+    // The swap file's writes complete: reclaim meeting the swap cache pages again frees them.
+    for (const pfn of [...k.swap.cache.values()]) {
+      folioIsolateLru(k, pfn);
+      expect(shrinkFolio(k, pfn)).toBe('freed');
+    }
+    expect(shmemSwapped(f)!.size).toBe(64);
+    const before = { ...k.vmstat.events };
+    expect(peek(k, p, a, 1)).toEqual([1]);
+    return {
+      ra: k.vmstat.events.swap_ra - before.swap_ra,
+      pswpin: k.vmstat.events.pswpin - before.pswpin,
+      raHit: k.vmstat.events.swap_ra_hit - before.swap_ra_hit,
+      k,
+      p,
+      a,
+    };
+  }
+
+  it('reads the aligned page-cluster block of slots around the faulting one into the swap cache', () => {
+    // The first fault has no readahead history: swapin_nr_pages gives one page unless the offset is adjacent to
+    // the last one; the header slot (offset 0) is never read. The window then grows with hits.
+    const r = swapinFirst(3);
+    expect(r.pswpin).toBe(1 + r.ra);
+    const rest = peek(r.k, r.p, r.a + PAGE_SIZE, 7);
+    expect(rest).toEqual([2, 3, 4, 5, 6, 7, 8]);
+    expect(verifyKernel(r.k)).toEqual([]);
+  });
+
+  it('reads the faulting page alone with vm.page-cluster 0', () => {
+    const r = swapinFirst(0);
+    expect(r.ra).toBe(0);
+    expect(r.pswpin).toBe(1);
+  });
+
+  it('a sequential read of swapped shmem reads ahead and hits what it read (swap_ra, swap_ra_hit)', () => {
+    const r = swapinFirst(3);
+    const before = { ...r.k.vmstat.events };
+    expect(peek(r.k, r.p, r.a + PAGE_SIZE, 63)).toEqual(Array.from({ length: 63 }, (_, i) => 2 + i));
+    expect(r.k.vmstat.events.swap_ra - before.swap_ra).toBeGreaterThan(0);
+    expect(r.k.vmstat.events.swap_ra_hit - before.swap_ra_hit).toBeGreaterThan(0);
+    // Fewer reads waited for than pages: the rest came from the swap cache.
+    expect(r.k.vmstat.events.pgmajfault - before.pgmajfault).toBeLessThan(63);
   });
 });

@@ -19,8 +19,16 @@ import type { Mempolicy } from './mempolicy.ts';
 import { MFD, MFD_HUGE_MASK, MFD_HUGE_SHIFT, PAGE_SIZE, neg, type SysRet } from './uapi.ts';
 import { zapRange } from './memory.ts';
 import { PG } from './page.ts';
-import { OWNER_SWAPCACHE, readSwapCache, swapCacheAddFolio, swapCacheDelFolio, swapCacheGetFolio } from './swap_state.ts';
+import {
+  OWNER_SWAPCACHE,
+  shmemSwapCacheHit,
+  shmemSwapinCluster,
+  swapCacheAddFolio,
+  swapCacheDelFolio,
+  swapCacheGetFolio,
+} from './swap_state.ts';
 import { memcgSwapMargin, memcgTryChargeSwap } from './memcontrol.ts';
+import { dropPageCacheShadows } from './workingset.ts';
 
 /** MFD_NAME_MAX_LEN: NAME_MAX minus strlen("memfd:"). */
 export const MFD_NAME_MAX_LEN = 255 - 'memfd:'.length;
@@ -32,7 +40,7 @@ const MFD_ALL_FLAGS = MFD.MFD_CLOEXEC | MFD.MFD_ALLOW_SEALING | MFD.MFD_HUGETLB 
  * flags), of size 0. Returns the file, or -EINVAL for bad flags or a name
  * too long, -ENODEV for a huge page size the host does not have.
  */
-export function sysMemfdCreate(k: Kernel, _p: Process, name: string, flags: number): MappedFile | number {
+export function sysMemfdCreate(k: Kernel, p: Process, name: string, flags: number): MappedFile | number {
   // sanitize_flags
   const allowed = flags & MFD.MFD_HUGETLB ? MFD_ALL_FLAGS | (MFD_HUGE_MASK << MFD_HUGE_SHIFT) : MFD_ALL_FLAGS;
   if (flags & ~allowed) return neg('EINVAL');
@@ -49,7 +57,36 @@ export function sysMemfdCreate(k: Kernel, _p: Process, name: string, flags: numb
   file.size = 0;
   file.name = `memfd:${name}`;
   file.opens = 1;
+  p.files.push(file);
   return file;
+}
+
+/**
+ * fput of a descriptor's reference: the last one to an unlinked file (a
+ * memfd) that no VMA maps any more frees it (shmem_evict_inode: its pages
+ * uncharged and freed, its swap slots freed; a hugetlbfs file's huge pages
+ * and reservations given back). A file `open` made stays: it is linked in
+ * its directory, and its count here stands for the link too.
+ */
+export function fput(k: Kernel, f: MappedFile): void {
+  if (!f.name?.startsWith('memfd:')) return;
+  if (--f.opens > 0 || f.mapCount > 0) return;
+  if (f.kind === 'hugetlbfs') {
+    const h = k.hugetlb.byShift(f.hugeShift)!;
+    for (const pfn of f.pages.values()) k.hugetlb.freeHugePage(h, pfn, false);
+    k.hugetlb.unreserve(h, f.reserved.size);
+  } else {
+    for (const pfn of f.pages.values()) k.freeUserPages(pfn, 0);
+    shmemFreeSwap(k, f, 0);
+  }
+  f.pages.clear();
+  f.reserved.clear();
+  k.files.delete(f.id);
+}
+
+/** exit_files: a process that exits (or is killed) closes every descriptor it holds. */
+export function exitFiles(k: Kernel, p: Process): void {
+  for (const f of p.files.splice(0)) fput(k, f);
 }
 
 /**
@@ -74,6 +111,7 @@ export function sysFtruncate(k: Kernel, file: MappedFile, size: number): SysRet 
       if (s < v.end) zapRange(k, p.mm, v, s, v.end, false, 0);
     }
   shmemFreeSwap(k, file, first);
+  dropPageCacheShadows(file, first);
   for (const [idx, pfn] of [...file.pages]) {
     if (idx < first) continue;
     file.pages.delete(idx);
@@ -182,7 +220,8 @@ export function shmemWriteout(k: Kernel, pfn: number): boolean {
 /**
  * shmem_swapin_folio: the page at idx of a shmem file whose entry is
  * `entry`: from the swap cache, or read into a new page on node `nid`
- * (charged to the group the entry was charged to; no readahead). It leaves
+ * (charged to the group the entry was charged to) with swap_cluster_readahead
+ * of its vm.page-cluster window of slots (shmem_swapin_cluster). It leaves
  * the swap cache and frees its slot (shmem keeps no swap copy of a page it
  * holds), and is the file's page again, dirty. The frame (-1 without
  * memory) and the time the fault waits.
@@ -191,9 +230,12 @@ export function shmemSwapin(k: Kernel, file: MappedFile, idx: number, entry: num
   const m = k.mem;
   let ns: number;
   let pfn = swapCacheGetFolio(k, entry);
-  if (pfn >= 0) ns = k.costs.nsOf('swapin_swapcache_4k', 'a fault on a page in the swap cache');
-  else {
-    const r = readSwapCache(k, entry, nid);
+  if (pfn >= 0) {
+    shmemSwapCacheHit(k, pfn);
+    ns = k.costs.nsOf('swapin_swapcache_4k', 'a fault on a page in the swap cache');
+  } else {
+    // shmem_swapin_cluster: the page and its vm.page-cluster window around its slot.
+    const r = shmemSwapinCluster(k, entry, nid);
     if (r.pfn < 0) return { pfn: -1, ns: 0 };
     pfn = r.pfn;
     ns = r.ns;

@@ -18,9 +18,8 @@
  * Linux 5.9 anonymous pages start inactive too); reclaim takes from the
  * tail. The per-CPU folio batches that delay these moves in Linux
  * (lru_add, lru_activate, ...) are not modelled: a move happens at once.
- * Only private anonymous folios (and swap cache folios) are on the lists:
- * memtwin has no file page cache, and shmem, which Linux keeps on the anon
- * lists and swaps, is neither swapped nor listed here.
+ * Private anonymous, shmem and swap cache folios are on the anon lists,
+ * disk files' page cache on the file lists (filemap.ts).
  */
 import type { Kernel } from './kernel.ts';
 import { PG, SECTION_MASK, SECTION_SHIFT, type MemMap } from './page.ts';
@@ -64,7 +63,12 @@ export class Lruvec {
   /** lruvec->anon_cost, file_cost (lru_note_cost). */
   anonCost = 0;
   fileCost = 0;
-  /* lruvec->refaults, nonresident_age: workingset refault detection is not modelled (docs/simplifications.md). */
+  /** lruvec->nonresident_age: the workingset clock (workingset.ts), in pages evicted and activated. */
+  nonresidentAge = 0;
+  /** WORKINGSET_ACTIVATE_ANON/_FILE of this lruvec, hierarchical (a group's counts its descendants'). */
+  readonly workingsetActivate = [0, 0];
+  /** lruvec->refaults: those counters as reclaim last left the node (snapshot_refaults). */
+  readonly refaults = [0, 0];
   /** LRUVEC_NODE_CONGESTED / LRUVEC_CGROUP_CONGESTED are not modelled (no writeback congestion). */
 
   constructor(
@@ -328,7 +332,7 @@ interface CgroupLike {
 }
 
 /** parent_lruvec: the parent group's lruvec on the same node; none above the node's own. */
-function parentLruvec(k: Kernel, lv: Lruvec): Lruvec | undefined {
+export function parentLruvec(k: Kernel, lv: Lruvec): Lruvec | undefined {
   const cg = lv.memcg as CgroupLike | null;
   if (!cg?.parent) return undefined;
   return cg.parent.parent ? cg.parent.lruvecs[lv.nid] : k.nodeLruvec[lv.nid];

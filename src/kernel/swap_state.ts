@@ -35,6 +35,7 @@ import { PAGE_SIZE, PMD_SIZE } from './uapi.ts';
 import { swpEntry, swpOffset, swpType, type SwapInfo } from './swapfile.ts';
 import { PageTable, PteTable, isSwapPte, pteOf, swpEntryOfPte, type MmStruct, type Vma } from './mm_types.ts';
 import { anonVmaPrepare } from './mmap.ts';
+import { workingsetRefault } from './workingset.ts';
 
 /** Owner of a swap cache page that no page table maps yet (read ahead, or read for another mm). */
 export const OWNER_SWAPCACHE = -3;
@@ -76,9 +77,6 @@ export function swapCacheReplace(k: Kernel, oldPfn: number, newPfn: number): voi
   st.entryOf.set(newPfn, entry);
   st.cache.set(entry, newPfn);
 }
-
-/** pack_shadow's workingset bit: the evicted folio was on the active list once (PG_workingset). */
-export const SHADOW_WORKINGSET = 1;
 
 /**
  * __swap_cache_del_folio: the folio leaves the swap cache; each slot keeps
@@ -256,10 +254,9 @@ export function readSwapCache(k: Kernel, entry: number, nid: number): SwapinResu
   const m = k.mem;
   m.setOwner(pfn, OWNER_SWAPCACHE);
   m.setFlags(pfn, 0);
-  // workingset_refault: a folio that was active before eviction (the shadow's workingset bit) is workingset
-  // again, and waiting for its read is a memory stall (a thrashing refault, psi.ts). The refault distance
-  // (whether to activate it) is not modelled.
-  if (swapCacheAddFolio(k, pfn, entry, 1) & SHADOW_WORKINGSET) m.addFlags(pfn, PG.workingset);
+  // workingset_refault (workingset.ts): a folio evicted recently enough is activated, and one that was
+  // workingset before is again (waiting for its read is then a memory stall: a thrashing refault, psi.ts).
+  workingsetRefault(k, pfn, swapCacheAddFolio(k, pfn, entry, 1));
   folioAddLru(k, pfn);
   const ns = swapReadFolio(k, pfn, entry);
   return { pfn, ns, read: true };
@@ -335,6 +332,31 @@ export function swapinReadahead(k: Kernel, mm: MmStruct, entry: number, vma: Vma
   readOwn();
   void extra;
   return own as unknown as SwapinResult;
+}
+
+/**
+ * shmem_swapin_cluster: a shmem page's swap-in reads with
+ * swap_cluster_readahead whatever the swap device (shmem has no VMA
+ * readahead: its pages are found by file index, not by neighbouring PTEs).
+ * The page, read with its window; the pages read ahead are not waited for.
+ */
+export function shmemSwapinCluster(k: Kernel, entry: number, nid: number): SwapinResult {
+  let own: SwapinResult | null = null;
+  const readOwn = (): void => void (own ??= readSwapCache(k, entry, nid));
+  swapClusterReadahead(k, entry, nid, readOwn);
+  readOwn();
+  return own as unknown as SwapinResult;
+}
+
+/**
+ * swap_cache_get_folio for a shmem page found in the swap cache: one read
+ * ahead counts a hit (swap_ra_hit) towards the next cluster window.
+ */
+export function shmemSwapCacheHit(k: Kernel, pfn: number): void {
+  if (!(k.mem.flags(pfn) & PG.readahead)) return;
+  k.mem.clearFlags(pfn, PG.readahead);
+  k.vmstat.count('swap_ra_hit');
+  k.swap.raHits++;
 }
 
 /**

@@ -30,7 +30,10 @@ import {
   LRU_INACTIVE_ANON,
   LRU_INACTIVE_FILE,
   NR_LRU_LISTS,
+  ANON,
+  FILE,
   folioDeactivate,
+  folioLruvec,
   folioIsolateLru,
   folioNrPages,
   folioPutbackLru,
@@ -47,7 +50,8 @@ import { mappedShared, rmapWalk } from './migrate.ts';
 import { followPage } from './memory.ts';
 import type { MmStruct } from './mm_types.ts';
 import { HPAGE_PMD_NR, PAGE_SIZE, PMD_SIZE } from './uapi.ts';
-import { SHADOW_WORKINGSET, swapCacheAddFolio, swapCacheDelFolio, swapWriteout } from './swap_state.ts';
+import { swapCacheAddFolio, swapCacheDelFolio, swapWriteout } from './swap_state.ts';
+import { pageCacheDelete, snapshotRefaults, workingsetAgeNonresident, workingsetEviction } from './workingset.ts';
 import {
   memcgBelowLow,
   memcgBelowMin,
@@ -163,11 +167,11 @@ function tryToUnmapFile(k: Kernel, pfn: number): boolean {
  * file's write completes later (the folio stays in the swap cache, as an
  * anonymous one does), a zero-filled one is only marked and freed at once.
  */
-function shrinkShmemFolio(k: Kernel, pfn: number): ShrinkResult {
+function shrinkShmemFolio(k: Kernel, pfn: number, target: MemCgroup | null): ShrinkResult {
   const m = k.mem;
   if (m.flags(pfn) & (PG.head | PG.tail) || !tryToUnmapFile(k, pfn)) return 'kept';
   if (!shmemWriteout(k, pfn)) return 'kept'; // no slot: redirty, activate
-  return pageoutAndRemove(k, pfn);
+  return pageoutAndRemove(k, pfn, target);
 }
 
 /**
@@ -175,10 +179,10 @@ function shrinkShmemFolio(k: Kernel, pfn: number): ShrinkResult {
  * pageout if it is dirty (a write that fails leaves it in the cache, dirty,
  * for the next reclaim; an asynchronous one leaves it there with
  * PG_reclaim until the write completes), then __remove_mapping takes a
- * clean one out of the swap cache (keeping the slot, with a shadow that
- * remembers a workingset folio: workingset_eviction) and frees it.
+ * clean one out of the swap cache (keeping the slot, with the shadow
+ * workingset_eviction leaves for reclaim on behalf of `target`) and frees it.
  */
-function pageoutAndRemove(k: Kernel, pfn: number): ShrinkResult {
+function pageoutAndRemove(k: Kernel, pfn: number, target: MemCgroup | null): ShrinkResult {
   const m = k.mem;
   if (m.flags(pfn) & PG.dirty) {
     const w = pageout(k, pfn);
@@ -188,25 +192,29 @@ function pageoutAndRemove(k: Kernel, pfn: number): ShrinkResult {
       return 'swapcache';
     }
   }
-  swapCacheDelFolio(k, pfn, m.flags(pfn) & PG.workingset ? SHADOW_WORKINGSET : 0);
+  swapCacheDelFolio(k, pfn, workingsetEviction(k, pfn, target));
   k.freeUserPages(pfn, 0);
   return 'freed';
 }
 
 /**
  * shrink_folio_list for one isolated order-0 anonymous folio mapped by one
- * PTE, with references ignored (reclaim_pages): see the header.
+ * PTE, with references ignored (reclaim_pages): see the header. `target`
+ * is the memory cgroup reclaim is for (null: global reclaim, MADV_PAGEOUT),
+ * whose clock the evicted folio's shadow reads.
  */
-export function shrinkFolio(k: Kernel, pfn: number): ShrinkResult {
+export function shrinkFolio(k: Kernel, pfn: number, target: MemCgroup | null = null): ShrinkResult {
   const m = k.mem;
   const f = m.flags(pfn);
   if (f & PG.swapcache && m.mapcount(pfn) === 0 && !(f & (PG.head | PG.tail))) {
-    // Unmapped and in the swap cache: free it if clean (its slot keeps the content), else write it first.
+    // Unmapped and in the swap cache: free it if clean (its slot keeps the content, and the shadow), else write
+    // it first.
     if (f & PG.dirty && pageout(k, pfn) !== 'sync') return 'swapcache';
+    swapCacheDelFolio(k, pfn, workingsetEviction(k, pfn, target));
     k.freeUserPages(pfn, 0);
     return 'freed';
   }
-  if (f & PG.shmem && !(f & PG.diskFile)) return shrinkShmemFolio(k, pfn);
+  if (f & PG.shmem && !(f & PG.diskFile)) return shrinkShmemFolio(k, pfn, target);
   if (!(f & PG.anon) || f & (PG.head | PG.tail) || m.mapcount(pfn) < 1) return 'kept';
   if (f & PG.lazyfree && !(f & PG.swapcache) && m.mapcount(pfn) === 1) {
     // Written since MADV_FREE: try_to_unmap_one sets PG_swapbacked again and keeps the mapping; the folio is
@@ -233,7 +241,7 @@ export function shrinkFolio(k: Kernel, pfn: number): ShrinkResult {
   }
   const entry = k.swap.entryOf.get(pfn)!;
   if (!tryToUnmap(k, pfn, pteOfSwpEntry(entry))) return 'kept';
-  return pageoutAndRemove(k, pfn);
+  return pageoutAndRemove(k, pfn, target);
 }
 
 // --- direct reclaim ---------------------------------------------------------------
@@ -347,13 +355,18 @@ function isolateLruFolios(k: Kernel, lv: Lruvec, lru: number, nrToScan: number):
   return { folios, scanned };
 }
 
-/** A folio the caller isolated goes back: on the active list (pgactivate) or the inactive one. */
+/**
+ * A folio the caller isolated goes back (move_folios_to_lru): on the active
+ * list (pgactivate), which advances its lruvec's workingset clock as an
+ * activation pushes the inactive pages towards the tail, or the inactive one.
+ */
 function putback(k: Kernel, head: number, active: boolean): void {
   const m = k.mem;
   if (active && !(m.flags(head) & PG.active)) k.vmstat.count('pgactivate', folioNrPages(m, head));
   if (active) m.addFlags(head, PG.active);
   else m.clearFlags(head, PG.active);
   folioPutbackLru(k, head);
+  if (active) workingsetAgeNonresident(k, folioLruvec(k, head), folioNrPages(m, head));
 }
 
 /**
@@ -414,7 +427,7 @@ function shrinkInactiveList(k: Kernel, lv: Lruvec, nrToScan: number, sc: ScanCon
       folios.push(...splitForSwap(k, head, sc));
       continue;
     }
-    const r = shrinkFolio(k, head);
+    const r = shrinkFolio(k, head, sc.memcg ?? null);
     if (r === 'freed') reclaimed++;
     else if (r === 'swapcache') {
       m.clearFlags(head, PG.active);
@@ -452,7 +465,9 @@ function shrinkInactiveFileList(k: Kernel, lv: Lruvec, nrToScan: number, sc: Sca
       putback(k, pfn, true);
       continue;
     }
-    k.files.get(m.owner(pfn))?.pages.delete(m.index(pfn));
+    // __remove_mapping: the page cache slot keeps the shadow workingset_eviction leaves.
+    const file = k.files.get(m.owner(pfn));
+    if (file) pageCacheDelete(file, m.index(pfn), workingsetEviction(k, pfn, sc.memcg ?? null));
     k.freeUserPages(pfn, 0);
     reclaimed++;
   }
@@ -530,8 +545,8 @@ function targetLruvec(k: Kernel, sc: ScanControl, nid: number): Lruvec {
 /**
  * prepare_scan_control, at the start of each shrink_node: the target's
  * reclaim costs; which active lists may be aged (an inactive list that is
- * low; workingset refaults, which Linux also counts here, are not
- * modelled); cache_trim_mode when the inactive file list is large enough
+ * low, or refaults activated since reclaim last left the node: a new
+ * workingset forming, whose stale active pages should go); cache_trim_mode when the inactive file list is large enough
  * at this priority and need not be refilled; and, for global reclaim,
  * file_is_tiny: file pages and free pages together under the node's high
  * watermark while the inactive anon list is not low.
@@ -543,8 +558,8 @@ function prepareScanControl(k: Kernel, nid: number, sc: ScanControl): void {
   if (sc.forceDeactivate) sc.mayDeactivate = DEACTIVATE_ANON | DEACTIVATE_FILE;
   else
     sc.mayDeactivate =
-      (inactiveIsLow(k, target, LRU_INACTIVE_ANON) ? DEACTIVATE_ANON : 0) |
-      (inactiveIsLow(k, target, LRU_INACTIVE_FILE) ? DEACTIVATE_FILE : 0);
+      (target.workingsetActivate[ANON] !== target.refaults[ANON] || inactiveIsLow(k, target, LRU_INACTIVE_ANON) ? DEACTIVATE_ANON : 0) |
+      (target.workingsetActivate[FILE] !== target.refaults[FILE] || inactiveIsLow(k, target, LRU_INACTIVE_FILE) ? DEACTIVATE_FILE : 0);
   const inactiveFile = lruvecPageState(k, target, LRU_INACTIVE_FILE);
   sc.cacheTrimMode = shr(inactiveFile, sc.priority) > 0 && !(sc.mayDeactivate & DEACTIVATE_FILE);
   if (!sc.memcg) {
@@ -747,6 +762,7 @@ function doTryToFreePages(k: Kernel, nodes: readonly number[], sc: ScanControl):
         for (const nid of nodes) shrinkNode(k, nid, sc);
         if (sc.nrReclaimed >= sc.nrToReclaim) break;
       }
+      for (const nid of nodes) snapshotRefaults(targetLruvec(k, sc, nid));
       if (sc.nrReclaimed) break;
       if (sc.skippedDeactivate) {
         sc.priority = DEF_PRIORITY;
@@ -886,6 +902,7 @@ export function balancePgdat(k: Kernel, nid: number): void {
       if (sc.nrReclaimed < sc.nrToReclaim) priority--;
       if (!sc.nrScanned && !sc.nrReclaimed && k.swap.nrSwapPages <= 0 && !nodeFilePages(k, nid)) break;
     }
+    snapshotRefaults(k.nodeLruvec[nid]!);
   } finally {
     k.phys.memalloc = saved;
   }

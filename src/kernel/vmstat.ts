@@ -66,6 +66,13 @@ export const VM_EVENT_NAMES = [
   'swap_ra_hit',
   'swpin_zero',
   'swpout_zero',
+  'workingset_refault_anon',
+  'workingset_refault_file',
+  'workingset_activate_anon',
+  'workingset_activate_file',
+  'workingset_restore_anon',
+  'workingset_restore_file',
+  'workingset_nodereclaim',
 ] as const;
 export type VmEventName = (typeof VM_EVENT_NAMES)[number];
 

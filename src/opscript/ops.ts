@@ -246,7 +246,10 @@ export const OPS: Record<string, OpSpec> = {
   cgroup_enter: { req: { name: 'cgname' }, doc: "move the op's process (a spawned one) into the memory cgroup" },
   cgroup_stat: {
     req: { name: 'cgname' },
-    doc: "a memory cgroup's charge (current, not compared) and events {oom, oom_kill} (compared)",
+    opt: { current_within: 'size' },
+    doc:
+      "a memory cgroup's charge (current: compared only with current_within, to within that many bytes), events " +
+      '{oom, oom_kill} (compared) and workingset {refault_anon, refault_file} (memory.stat; compared as zero or not)',
   },
   damon: {
     req: { addr: 'addr', len: 'size', aggrs: 'aggrs' },

@@ -322,6 +322,22 @@ describe('oom_score_adj and oom_score on the simulator', () => {
 });
 
 describe('what diff compares', () => {
+  it('compares cgroup_stat workingset counters as zero or not, and current only within current_within', () => {
+    const ws = (refault_anon: number, refault_file: number, current = 0, within?: number) => ({
+      i: 0,
+      op: 'cgroup_stat',
+      ret: 0,
+      current,
+      ...(within === undefined ? {} : { current_within: within }),
+      events: { oom: 0, oom_kill: 0 },
+      workingset: { refault_anon, refault_file },
+    });
+    expect(diffRuns([ws(5120, 0)], [ws(3151, 0)]).disagreements).toEqual([]);
+    expect(diffRuns([ws(5120, 0)], [ws(0, 0)]).disagreements.map((d) => d.field)).toEqual(['workingset']);
+    expect(diffRuns([ws(0, 3072)], [ws(0, 0)]).disagreements.map((d) => d.field)).toEqual(['workingset']);
+    expect(diffRuns([ws(0, 0, 0, 1 << 20)], [ws(0, 0, 77 << 10, 1 << 20)]).disagreements).toEqual([]);
+    expect(diffRuns([ws(0, 0, 16 << 20, 1 << 20)], [ws(0, 0, 77 << 10, 1 << 20)]).disagreements.map((d) => d.field)).toEqual(['current']);
+  });
   it('compares cgroup_stat events and killed, not the bytes charged', () => {
     const stat = (current: number, oom_kill: number) => ({ i: 0, op: 'cgroup_stat', ret: 0, current, events: { oom: 1, oom_kill } });
     expect(diffRuns([stat(16 << 20, 1)], [stat(17 << 20, 1)]).disagreements).toEqual([]);

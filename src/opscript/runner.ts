@@ -43,7 +43,7 @@ export const OUTPUT_FIELDS: Record<string, readonly string[]> = {
   uffdio_poison: ['updated'],
   uffdio_move: ['move'],
   uffd_read: ['msgs'],
-  cgroup_stat: ['current', 'events'],
+  cgroup_stat: ['current', 'current_within', 'events', 'workingset'],
   damon: ['nr_regions', 'within_limits', 'hot_all_max', 'cold_all_zero', 'hot_nr_accesses', 'cold_nr_accesses', 'regions'],
 };
 /** The longest `invalid` message (a safety net: quoted values are already cut by quote()). */
@@ -288,6 +288,8 @@ export class ScriptRunner {
       else this.cgroups.set(name, { i: op.i, unsupported: raw.unsupported });
     }
     if (raw.signal === 'SIGKILL' || raw.killed !== undefined) this.killedProcs.add(op.proc);
+    // The bound a script asked `current` to be compared within travels with the result (diff.ts reads it there).
+    if (op.op === 'cgroup_stat' && raw.current !== undefined && op.a.current_within !== undefined) raw.current_within = op.a.current_within;
     if (raw.ret === -1) this.errors++;
     this.push(this.shape(op, raw));
   }

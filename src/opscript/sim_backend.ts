@@ -43,7 +43,7 @@ import {
   uffdioPoison,
 } from '../kernel/userfaultfd.ts';
 import type { Backend, RawResult, ResolvedOp } from './backend.ts';
-import { readCgroupFile, type MemCgroup } from '../kernel/memcontrol.ts';
+import { memcgStat, readCgroupFile, type MemCgroup } from '../kernel/memcontrol.ts';
 import { oomScore, writeOomScoreAdj } from '../kernel/oom_kill.ts';
 import { lookupPath } from '../kernel/sysfs_tree.ts';
 import { DamonCtx, type DamonSnapshotRegion } from '../kernel/damon.ts';
@@ -386,7 +386,13 @@ export class SimBackend implements Backend {
         return { ret: 0 };
       case 'cgroup_stat': {
         const cg = this.cgroups[op.cg!]!;
-        return { ret: 0, current: cg.usage * PAGE_SIZE, events: { oom: cg.events.oom, oom_kill: cg.events.oom_kill } };
+        const stat = memcgStat(k, cg);
+        return {
+          ret: 0,
+          current: cg.usage * PAGE_SIZE,
+          events: { oom: cg.events.oom, oom_kill: cg.events.oom_kill },
+          workingset: { refault_anon: stat.workingset_refault_anon, refault_file: stat.workingset_refault_file },
+        };
       }
       default:
         return { unsupported: `op ${op.op} is not implemented by the simulator yet` };
