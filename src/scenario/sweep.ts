@@ -40,7 +40,8 @@ import {
 } from './output.ts';
 import { SHARD_FILE, shardManifest, shardRuns, type ShardSpec, type SweepHeader } from './merge.ts';
 import type { RunResult, SweepResult } from './result.ts';
-import { PROGRESS_END, type ProgressMessage, type WorkerReply, type WorkerTask } from './worker.ts';
+import { PROGRESS_END, type ProgressMessage, type RunTask, type SweepReportTask, type WorkerReply } from './worker.ts';
+import { renderRunReport, renderSweepReport } from '../report/report.ts';
 import { InputError } from '../util/input_error.ts';
 
 export interface RunEvents {
@@ -137,28 +138,47 @@ export async function runScenarioFile(
     ids: mine.map((i) => loaded.runs[i]!.id),
     ...(shard ? { shard: { ...shard, of: loaded.runs.length } } : {}),
   });
+  const all = (): RunResult[] => mine.map((i) => results[i]!);
+  const sweepResult = (): SweepResult => ({
+    ...header,
+    runs: all().map((r) => ({ index: r.run.index, id: r.run.id, params: r.run.params, dir: `runs/${r.run.id}`, final: r.final })),
+  });
+  // memtwin's own reports are rendered by the workers (worker.ts): each run's by the worker that ran it, the
+  // sweep's by a worker whose ECharts is loaded and warm; the main thread only writes files. Other renderers
+  // (tests' own) cannot cross the thread boundary and render here.
+  const inWorkers = report.run === renderRunReport && report.sweep === renderSweepReport;
+  // A shard's runs are only part of the sweep: its summary, report and result.json are merge's to write.
+  const writesSweep = sweep && !shard;
+  let sweepHtml: string | undefined;
   if (pending.length) {
     if (sweep) removeSweepOutputs(outDir);
     const dirOf = (r: RunResult): string => (sweep ? join(outDir, 'runs', r.run.id) : outDir);
-    await runOnWorkers(loaded, load, pending, n, ev, signal, (r) => {
-      writeRun(dirOf(r), r, report);
-      results[r.run.index] = r;
-    }).catch((e: unknown) => {
+    const renderSweep =
+      writesSweep && inWorkers
+        ? async (render: (t: SweepReportTask) => Promise<string>): Promise<void> => {
+            sweepHtml = await render({ sweep: sweepResult(), runs: all() });
+          }
+        : undefined;
+    await runOnWorkers(
+      loaded,
+      pending,
+      n,
+      inWorkers,
+      ev,
+      signal,
+      (r, html) => {
+        writeRun(dirOf(r), r, report, html);
+        results[r.run.index] = r;
+      },
+      renderSweep,
+    ).catch((e: unknown) => {
       if (!(e instanceof Aborted)) throw e;
       removeStaleTemporaries(outDir); // none should be left (runs are written between awaits); make sure
       throw new Interrupted(results.filter(Boolean).length, mine.length, outDir, sweep);
     });
   }
-  const all = mine.map((i) => results[i]!);
-  // A shard's runs are only part of the sweep: its summary, report and result.json are merge's to write.
-  if (sweep && !shard) {
-    const s: SweepResult = {
-      ...header,
-      runs: all.map((r) => ({ index: r.run.index, id: r.run.id, params: r.run.params, dir: `runs/${r.run.id}`, final: r.final })),
-    };
-    writeSweep(outDir, s, all, report);
-  }
-  return { loaded, outDir, results: all, reused: mine.length - pending.length };
+  if (writesSweep) writeSweep(outDir, sweepResult(), all(), report, sweepHtml);
+  return { loaded, outDir, results: all(), reused: mine.length - pending.length };
 }
 
 /** A sweep's result.json before its runs: the memtwin version, the scenario, the swept parameters. */
@@ -177,17 +197,20 @@ const DRAIN_MS = 1000;
 
 /**
  * Run `pending` on `n` worker threads; `finish` is called (on the main
- * thread) with each result as it arrives. Rejects with Aborted when
- * `signal` stops it, after the workers are gone.
+ * thread) with each result as it arrives, and its report.html when the
+ * worker rendered it (`reports`). Then `epilogue`, if any, may render a
+ * sweep's report on the same workers. Rejects with Aborted when `signal`
+ * stops it, after the workers are gone.
  */
 async function runOnWorkers(
   loaded: LoadedScenario,
-  load: LoadOptions,
   pending: number[],
   n: number,
+  reports: boolean,
   ev: RunEvents,
   signal: AbortSignal | undefined,
-  finish: (r: RunResult) => void,
+  finish: (r: RunResult, html?: string) => void,
+  epilogue?: (render: (t: SweepReportTask) => Promise<string>) => Promise<void>,
 ): Promise<void> {
   if (signal?.aborted) throw new Aborted();
   const worker = workerModule();
@@ -218,7 +241,7 @@ async function runOnWorkers(
         port1.on('message', (m: ProgressMessage | typeof PROGRESS_END) => (m === PROGRESS_END ? drain() : progress(m)));
         let reply: WorkerReply;
         try {
-          const task: WorkerTask = { file: loaded.file, index: i, smoke: load.smoke, snapshots: load.snapshots, port: port2 };
+          const task: RunTask = { file: loaded.file, run, report: reports, port: port2 };
           reply = (await pool.run(task, { transferList: [port2] })) as WorkerReply;
           await Promise.race([drained, setTimeout(DRAIN_MS, undefined, { ref: false })]);
         } finally {
@@ -230,13 +253,19 @@ async function runOnWorkers(
           const e = reply.inputError;
           throw new InputError(e.file, e.line, e.column, e.field, e.expected);
         }
+        if (!('result' in reply)) throw new Error('a worker answered a run with no result');
         // Should the port not have drained in time, the run did reach its end all the same.
         if (!started || last.fraction < 1) progress({ fraction: 1, eventsPerSec: last.eventsPerSec });
-        finish(reply.result);
+        finish(reply.result, reply.report);
         ev.onRun?.({ index: i, id: run.id, state: 'done', wallMs: reply.wallMs });
       }),
     );
     if (signal?.aborted) throw new Aborted(); // every task returned, some of them without their run
+    await epilogue?.(async (t) => {
+      const reply = (await pool.run(t)) as WorkerReply;
+      if (!('sweepReport' in reply)) throw new Error("a worker answered a sweep's report with no report");
+      return reply.sweepReport;
+    });
   } catch (e) {
     if (signal?.aborted) throw new Aborted();
     throw e;
