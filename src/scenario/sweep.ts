@@ -95,13 +95,33 @@ export async function runScenarioFile(
   opts: LoadOptions & { signal?: AbortSignal; shard?: ShardSpec } = {},
 ): Promise<RunSummary> {
   const { signal, shard, ...load } = opts;
+  removeStaleBundles();
+  // The workers start first: the first one loads its code (~0.1 s) while this thread loads the scenario.
+  const pool = startWorkers(Math.max(1, workers));
+  try {
+    return await runLoaded(file, outDir, workers, report, ev, load, signal, shard, pool);
+  } finally {
+    await pool.destroy();
+  }
+}
+
+async function runLoaded(
+  file: string,
+  outDir: string,
+  workers: number,
+  report: ReportRenderer,
+  ev: RunEvents,
+  load: LoadOptions,
+  signal: AbortSignal | undefined,
+  shard: ShardSpec | undefined,
+  pool: Workers,
+): Promise<RunSummary> {
   const loaded = loadScenario(file, undefined, load);
   const sweep = loaded.swept.length > 0;
   if (shard && !sweep)
     throw new InputError('--shard', undefined, undefined, undefined, `${file} has no sweep: its one run cannot be split into shards`);
-  // What killed attempts left: temporaries in outDir, worker bundles of processes that are gone.
+  // What killed attempts left: temporaries in outDir (worker bundles of processes that are gone: above).
   removeStaleTemporaries(outDir);
-  removeStaleBundles();
   const header = sweepHeader(loaded, file);
   const inputs = loaded.runs.map((r) => inputsOf(r.scenario));
   // A shard runs its share of the runs, and says so first (merge.ts), so that even an unfinished shard describes itself.
@@ -160,9 +180,9 @@ export async function runScenarioFile(
           }
         : undefined;
     await runOnWorkers(
+      pool,
       loaded,
       pending,
-      n,
       inWorkers,
       ev,
       signal,
@@ -196,16 +216,16 @@ class Aborted extends Error {}
 const DRAIN_MS = 1000;
 
 /**
- * Run `pending` on `n` worker threads; `finish` is called (on the main
+ * Run `pending` on the pool's worker threads (as many at once as it has); `finish` is called (on the main
  * thread) with each result as it arrives, and its report.html when the
  * worker rendered it (`reports`). Then `epilogue`, if any, may render a
  * sweep's report on the same workers. Rejects with Aborted when `signal`
  * stops it, after the workers are gone.
  */
 async function runOnWorkers(
+  { pool, destroy }: Workers,
   loaded: LoadedScenario,
   pending: number[],
-  n: number,
   reports: boolean,
   ev: RunEvents,
   signal: AbortSignal | undefined,
@@ -213,11 +233,7 @@ async function runOnWorkers(
   epilogue?: (render: (t: SweepReportTask) => Promise<string>) => Promise<void>,
 ): Promise<void> {
   if (signal?.aborted) throw new Aborted();
-  const worker = workerModule();
-  const pool = new Piscina({ filename: worker.url, minThreads: n, maxThreads: n });
-  // One destroy, awaited by whoever comes last (a second call would return before the threads have exited).
-  let destroyed: Promise<void> | undefined;
-  const stop = (): void => void (destroyed ??= pool.destroy());
+  const stop = (): void => void destroy();
   signal?.addEventListener('abort', stop, { once: true });
   try {
     await Promise.all(
@@ -271,9 +287,28 @@ async function runOnWorkers(
     throw e;
   } finally {
     signal?.removeEventListener('abort', stop);
-    await (destroyed ??= pool.destroy());
-    worker.dispose();
+    await destroy();
   }
+}
+
+/** A sweep's worker threads, and their one destroy (awaited by whoever comes last: a second pool.destroy() would return before the threads have exited). */
+interface Workers {
+  pool: Piscina;
+  destroy(): Promise<void>;
+}
+
+/**
+ * Worker threads for up to `max` runs at once. One starts now; the others
+ * when runs are queued for them (piscina adds a thread while tasks wait,
+ * up to maxThreads), so a sweep of fewer runs than `max` starts no more
+ * than it uses, give or take one. None is ever retired for being idle: a
+ * worker's code and ECharts, once loaded and compiled, serve its next run.
+ */
+function startWorkers(max: number): Workers {
+  const worker = workerModule();
+  const pool = new Piscina({ filename: worker.url, minThreads: 1, maxThreads: max, idleTimeout: Infinity });
+  let destroyed: Promise<void> | undefined;
+  return { pool, destroy: () => (destroyed ??= pool.destroy().finally(() => worker.dispose())) };
 }
 
 export const defaultWorkers = (): number => availableParallelism();
