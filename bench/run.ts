@@ -899,6 +899,7 @@ async function startup(): Promise<void> {
         }
     };
     await pair('dist', [bin], '`memtwin run`', true);
+    await ceiling(bin, dir, quick ? '20ms' : '700ms', quick ? 1 : 3);
     await pair(
       'tsx',
       ['--import', 'tsx', fromRoot('src', 'cli', 'main.ts')],
@@ -908,6 +909,43 @@ async function startup(): Promise<void> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The most any sweep engine could gain from two workers here: one run of
+ * the sweep (seed 1) in a `memtwin run` process of its own, two such
+ * processes one after the other against two at once (nothing shared: no
+ * worker pool, no sweep report), alternated. What two at once lose is the
+ * machine's (two isolates on two cores contend for memory bandwidth and
+ * caches, V8's helper threads take the cores too), not memtwin's.
+ */
+async function ceiling(bin: string, dir: string, duration: string, repeats: number): Promise<void> {
+  const file = join(dir, 'one.yaml');
+  writeFileSync(file, SCENARIO(duration, false));
+  const one = (out: string): Promise<number | null> =>
+    new Promise((res) =>
+      spawn(process.execPath, [bin, 'run', file, '--out', join(dir, out), '--workers', '1', '--quiet'], { stdio: 'ignore' }).on(
+        'close',
+        res,
+      ),
+    );
+  const walls: Record<'seq' | 'par', number[]> = { seq: [], par: [] };
+  for (let r = 0; r < repeats; r++)
+    for (const how of r % 2 ? (['par', 'seq'] as const) : (['seq', 'par'] as const)) {
+      const t = performance.now();
+      const codes = how === 'seq' ? [await one('c-a'), await one('c-b')] : await Promise.all([one('c-a'), one('c-b')]);
+      walls[how].push((performance.now() - t) / 1000);
+      if (codes.some((c) => c !== 0)) throw new Error(`memtwin run ${file}: exit ${codes.join(', ')}`);
+    }
+  const s = (x: number): string => x.toFixed(2);
+  const [a, b] = [median(walls.seq), median(walls.par)];
+  row(
+    'the ceiling: two runs of that sweep, each a `memtwin run` process of its own, one after the other vs both at once',
+    `${s(a)} s vs ${s(b)} s (medians): ${(a / b).toFixed(2)}x`,
+    `${repeats} alternated repeats: ${spread(walls.seq, s)} s vs ${spread(walls.par, s)} s; speed-ups ${walls.seq
+      .map((w, i) => (w / walls.par[i]!).toFixed(2))
+      .join(', ')}; the most a sweep engine could reach on this machine`,
+  );
 }
 
 /** min-max of a list of values, formatted by `f`. */

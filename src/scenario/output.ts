@@ -107,22 +107,24 @@ export const SWEEP_FILES = ['summary.csv', 'report.html', 'result.json'] as cons
  */
 export const SNAPSHOTS_FILE = 'snapshots.json';
 
-export function writeRun(dir: string, r: RunResult, report: ReportRenderer): void {
+/** `html`: the run's report.html when it is already rendered (a sweep's worker renders it: worker.ts), else `report` renders it. */
+export function writeRun(dir: string, r: RunResult, report: ReportRenderer, html?: string): void {
   const { snapshots, ...result } = r;
   if (!snapshots) rmSync(join(dir, SNAPSHOTS_FILE), { force: true });
   writeSet(dir, [
     ['timeseries.csv', seriesCsv(result)],
-    ['report.html', report.run(result)],
+    ['report.html', html ?? report.run(result)],
     ...(snapshots ? [[SNAPSHOTS_FILE, JSON.stringify(snapshots) + '\n'] as [string, string]] : []),
     ['result.json', JSON.stringify(result, null, 1) + '\n'],
   ]);
   delete r.snapshots;
 }
 
-export function writeSweep(dir: string, s: SweepResult, runs: RunResult[], report: ReportRenderer): void {
+/** `html`: the sweep's report.html when it is already rendered (by a worker), else `report` renders it. */
+export function writeSweep(dir: string, s: SweepResult, runs: RunResult[], report: ReportRenderer, html?: string): void {
   writeSet(dir, [
     ['summary.csv', sweepCsv(s)],
-    ['report.html', report.sweep(s, runs)],
+    ['report.html', html ?? report.sweep(s, runs)],
     ['result.json', JSON.stringify(s, null, 1) + '\n'],
   ]);
 }

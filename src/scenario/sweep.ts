@@ -40,7 +40,8 @@ import {
 } from './output.ts';
 import { SHARD_FILE, shardManifest, shardRuns, type ShardSpec, type SweepHeader } from './merge.ts';
 import type { RunResult, SweepResult } from './result.ts';
-import { PROGRESS_END, type ProgressMessage, type WorkerReply, type WorkerTask } from './worker.ts';
+import { PROGRESS_END, type ProgressMessage, type RunTask, type SweepReportTask, type WorkerReply } from './worker.ts';
+import { renderRunReport, renderSweepReport } from '../report/report.ts';
 import { InputError } from '../util/input_error.ts';
 
 export interface RunEvents {
@@ -94,13 +95,33 @@ export async function runScenarioFile(
   opts: LoadOptions & { signal?: AbortSignal; shard?: ShardSpec } = {},
 ): Promise<RunSummary> {
   const { signal, shard, ...load } = opts;
+  removeStaleBundles();
+  // The workers start first: the first one loads its code (~0.1 s) while this thread loads the scenario.
+  const pool = startWorkers(Math.max(1, workers));
+  try {
+    return await runLoaded(file, outDir, workers, report, ev, load, signal, shard, pool);
+  } finally {
+    await pool.destroy();
+  }
+}
+
+async function runLoaded(
+  file: string,
+  outDir: string,
+  workers: number,
+  report: ReportRenderer,
+  ev: RunEvents,
+  load: LoadOptions,
+  signal: AbortSignal | undefined,
+  shard: ShardSpec | undefined,
+  pool: Workers,
+): Promise<RunSummary> {
   const loaded = loadScenario(file, undefined, load);
   const sweep = loaded.swept.length > 0;
   if (shard && !sweep)
     throw new InputError('--shard', undefined, undefined, undefined, `${file} has no sweep: its one run cannot be split into shards`);
-  // What killed attempts left: temporaries in outDir, worker bundles of processes that are gone.
+  // What killed attempts left: temporaries in outDir (worker bundles of processes that are gone: above).
   removeStaleTemporaries(outDir);
-  removeStaleBundles();
   const header = sweepHeader(loaded, file);
   const inputs = loaded.runs.map((r) => inputsOf(r.scenario));
   // A shard runs its share of the runs, and says so first (merge.ts), so that even an unfinished shard describes itself.
@@ -137,28 +158,47 @@ export async function runScenarioFile(
     ids: mine.map((i) => loaded.runs[i]!.id),
     ...(shard ? { shard: { ...shard, of: loaded.runs.length } } : {}),
   });
+  const all = (): RunResult[] => mine.map((i) => results[i]!);
+  const sweepResult = (): SweepResult => ({
+    ...header,
+    runs: all().map((r) => ({ index: r.run.index, id: r.run.id, params: r.run.params, dir: `runs/${r.run.id}`, final: r.final })),
+  });
+  // memtwin's own reports are rendered by the workers (worker.ts): each run's by the worker that ran it, the
+  // sweep's by a worker whose ECharts is loaded and warm; the main thread only writes files. Other renderers
+  // (tests' own) cannot cross the thread boundary and render here.
+  const inWorkers = report.run === renderRunReport && report.sweep === renderSweepReport;
+  // A shard's runs are only part of the sweep: its summary, report and result.json are merge's to write.
+  const writesSweep = sweep && !shard;
+  let sweepHtml: string | undefined;
   if (pending.length) {
     if (sweep) removeSweepOutputs(outDir);
     const dirOf = (r: RunResult): string => (sweep ? join(outDir, 'runs', r.run.id) : outDir);
-    await runOnWorkers(loaded, load, pending, n, ev, signal, (r) => {
-      writeRun(dirOf(r), r, report);
-      results[r.run.index] = r;
-    }).catch((e: unknown) => {
+    const renderSweep =
+      writesSweep && inWorkers
+        ? async (render: (t: SweepReportTask) => Promise<string>): Promise<void> => {
+            sweepHtml = await render({ sweep: sweepResult(), runs: all() });
+          }
+        : undefined;
+    await runOnWorkers(
+      pool,
+      loaded,
+      pending,
+      inWorkers,
+      ev,
+      signal,
+      (r, html) => {
+        writeRun(dirOf(r), r, report, html);
+        results[r.run.index] = r;
+      },
+      renderSweep,
+    ).catch((e: unknown) => {
       if (!(e instanceof Aborted)) throw e;
       removeStaleTemporaries(outDir); // none should be left (runs are written between awaits); make sure
       throw new Interrupted(results.filter(Boolean).length, mine.length, outDir, sweep);
     });
   }
-  const all = mine.map((i) => results[i]!);
-  // A shard's runs are only part of the sweep: its summary, report and result.json are merge's to write.
-  if (sweep && !shard) {
-    const s: SweepResult = {
-      ...header,
-      runs: all.map((r) => ({ index: r.run.index, id: r.run.id, params: r.run.params, dir: `runs/${r.run.id}`, final: r.final })),
-    };
-    writeSweep(outDir, s, all, report);
-  }
-  return { loaded, outDir, results: all, reused: mine.length - pending.length };
+  if (writesSweep) writeSweep(outDir, sweepResult(), all(), report, sweepHtml);
+  return { loaded, outDir, results: all(), reused: mine.length - pending.length };
 }
 
 /** A sweep's result.json before its runs: the memtwin version, the scenario, the swept parameters. */
@@ -176,25 +216,24 @@ class Aborted extends Error {}
 const DRAIN_MS = 1000;
 
 /**
- * Run `pending` on `n` worker threads; `finish` is called (on the main
- * thread) with each result as it arrives. Rejects with Aborted when
- * `signal` stops it, after the workers are gone.
+ * Run `pending` on the pool's worker threads (as many at once as it has); `finish` is called (on the main
+ * thread) with each result as it arrives, and its report.html when the
+ * worker rendered it (`reports`). Then `epilogue`, if any, may render a
+ * sweep's report on the same workers. Rejects with Aborted when `signal`
+ * stops it, after the workers are gone.
  */
 async function runOnWorkers(
+  { pool, destroy }: Workers,
   loaded: LoadedScenario,
-  load: LoadOptions,
   pending: number[],
-  n: number,
+  reports: boolean,
   ev: RunEvents,
   signal: AbortSignal | undefined,
-  finish: (r: RunResult) => void,
+  finish: (r: RunResult, html?: string) => void,
+  epilogue?: (render: (t: SweepReportTask) => Promise<string>) => Promise<void>,
 ): Promise<void> {
   if (signal?.aborted) throw new Aborted();
-  const worker = workerModule();
-  const pool = new Piscina({ filename: worker.url, minThreads: n, maxThreads: n });
-  // One destroy, awaited by whoever comes last (a second call would return before the threads have exited).
-  let destroyed: Promise<void> | undefined;
-  const stop = (): void => void (destroyed ??= pool.destroy());
+  const stop = (): void => void destroy();
   signal?.addEventListener('abort', stop, { once: true });
   try {
     await Promise.all(
@@ -218,7 +257,7 @@ async function runOnWorkers(
         port1.on('message', (m: ProgressMessage | typeof PROGRESS_END) => (m === PROGRESS_END ? drain() : progress(m)));
         let reply: WorkerReply;
         try {
-          const task: WorkerTask = { file: loaded.file, index: i, smoke: load.smoke, snapshots: load.snapshots, port: port2 };
+          const task: RunTask = { file: loaded.file, run, report: reports, port: port2 };
           reply = (await pool.run(task, { transferList: [port2] })) as WorkerReply;
           await Promise.race([drained, setTimeout(DRAIN_MS, undefined, { ref: false })]);
         } finally {
@@ -230,21 +269,46 @@ async function runOnWorkers(
           const e = reply.inputError;
           throw new InputError(e.file, e.line, e.column, e.field, e.expected);
         }
+        if (!('result' in reply)) throw new Error('a worker answered a run with no result');
         // Should the port not have drained in time, the run did reach its end all the same.
         if (!started || last.fraction < 1) progress({ fraction: 1, eventsPerSec: last.eventsPerSec });
-        finish(reply.result);
+        finish(reply.result, reply.report);
         ev.onRun?.({ index: i, id: run.id, state: 'done', wallMs: reply.wallMs });
       }),
     );
     if (signal?.aborted) throw new Aborted(); // every task returned, some of them without their run
+    await epilogue?.(async (t) => {
+      const reply = (await pool.run(t)) as WorkerReply;
+      if (!('sweepReport' in reply)) throw new Error("a worker answered a sweep's report with no report");
+      return reply.sweepReport;
+    });
   } catch (e) {
     if (signal?.aborted) throw new Aborted();
     throw e;
   } finally {
     signal?.removeEventListener('abort', stop);
-    await (destroyed ??= pool.destroy());
-    worker.dispose();
+    await destroy();
   }
+}
+
+/** A sweep's worker threads, and their one destroy (awaited by whoever comes last: a second pool.destroy() would return before the threads have exited). */
+interface Workers {
+  pool: Piscina;
+  destroy(): Promise<void>;
+}
+
+/**
+ * Worker threads for up to `max` runs at once. One starts now; the others
+ * when runs are queued for them (piscina adds a thread while tasks wait,
+ * up to maxThreads), so a sweep of fewer runs than `max` starts no more
+ * than it uses, give or take one. None is ever retired for being idle: a
+ * worker's code and ECharts, once loaded and compiled, serve its next run.
+ */
+function startWorkers(max: number): Workers {
+  const worker = workerModule();
+  const pool = new Piscina({ filename: worker.url, minThreads: 1, maxThreads: max, idleTimeout: Infinity });
+  let destroyed: Promise<void> | undefined;
+  return { pool, destroy: () => (destroyed ??= pool.destroy().finally(() => worker.dispose())) };
 }
 
 export const defaultWorkers = (): number => availableParallelism();
