@@ -30,7 +30,7 @@ import { Lruvec, LRU_NAMES, folioNrPages } from './swap.ts';
 import { MAX_RECLAIM_RETRIES, tryToFreeMemCgroupPages } from './vmscan.ts';
 import { outOfMemory } from './oom_kill.ts';
 import { PAGE_SIZE } from './uapi.ts';
-import { WORKINGSET_STATS } from './workingset.ts';
+import { WORKINGSET_STATS } from './vmstat.ts';
 
 /** MEMCG_CHARGE_BATCH: pages charged over memory.high before the task pays for it. */
 export const MEMCG_CHARGE_BATCH = 64;

@@ -30,7 +30,7 @@ import { splitHugePmd } from './huge_memory.ts';
 import { HugeLeaf } from './mm_types.ts';
 import { alignedAreaTopdown } from './vma_tree.ts';
 import { policyEqual, type Mempolicy } from './mempolicy.ts';
-import { shmemFreeSwap, vmaSetSharedPolicy } from './shmem.ts';
+import { evictInode, vmaSetSharedPolicy } from './shmem.ts';
 import { UnmodelledError } from './errors.ts';
 import type { MappedFile } from './mm_types.ts';
 
@@ -588,20 +588,8 @@ function releaseVmaResources(k: Kernel, v: Vma): void {
   if (v.isHugetlb() && v.resv) releaseReservation(k, v);
   const f = v.file;
   // The file stays while an fd holds it open (a memfd, an opened file).
-  if (f && --f.mapCount === 0 && f.opens === 0) {
-    // Last mapping of an anonymous shmem/hugetlbfs file: the inode goes away.
-    if (f.kind === 'hugetlbfs') {
-      const h = k.hugetlb.byShift(f.hugeShift)!;
-      for (const pfn of f.pages.values()) k.hugetlb.freeHugePage(h, pfn, false);
-      k.hugetlb.unreserve(h, f.reserved.size);
-    } else {
-      for (const pfn of f.pages.values()) k.freeUserPages(pfn, 0);
-      shmemFreeSwap(k, f, 0); // and the slots of its swapped pages
-    }
-    f.pages.clear();
-    f.reserved.clear();
-    k.files.delete(f.id);
-  }
+  // Last mapping of an anonymous shmem/hugetlbfs file: the inode goes away.
+  if (f && --f.mapCount === 0 && f.opens === 0) evictInode(k, f);
 }
 
 /** free_pgtables: PTE tables whose 2M range no VMA covers any more (PMD slots not in use are skipped). */

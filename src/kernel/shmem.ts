@@ -71,13 +71,22 @@ export function sysMemfdCreate(k: Kernel, p: Process, name: string, flags: numbe
 export function fput(k: Kernel, f: MappedFile): void {
   if (!f.name?.startsWith('memfd:')) return;
   if (--f.opens > 0 || f.mapCount > 0) return;
+  evictInode(k, f);
+}
+
+/**
+ * The last reference to an anonymous shmem or hugetlbfs file is gone (its
+ * last mapping, or its last open descriptor): shmem_evict_inode /
+ * hugetlbfs_evict_inode free its pages, its swap slots and its reservation.
+ */
+export function evictInode(k: Kernel, f: MappedFile): void {
   if (f.kind === 'hugetlbfs') {
     const h = k.hugetlb.byShift(f.hugeShift)!;
     for (const pfn of f.pages.values()) k.hugetlb.freeHugePage(h, pfn, false);
     k.hugetlb.unreserve(h, f.reserved.size);
   } else {
     for (const pfn of f.pages.values()) k.freeUserPages(pfn, 0);
-    shmemFreeSwap(k, f, 0);
+    shmemFreeSwap(k, f, 0); // and the slots of its swapped pages
   }
   f.pages.clear();
   f.reserved.clear();

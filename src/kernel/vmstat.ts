@@ -3,6 +3,19 @@
  * mm/vmstat.c). NUMA counters are kept per node, as Linux does, and summed
  * for /proc/vmstat.
  */
+
+/** The workingset counters (workingset.ts): in /proc/vmstat and, per memory cgroup, in memory.stat. */
+export const WORKINGSET_STATS = [
+  'workingset_refault_anon',
+  'workingset_refault_file',
+  'workingset_activate_anon',
+  'workingset_activate_file',
+  'workingset_restore_anon',
+  'workingset_restore_file',
+  'workingset_nodereclaim',
+] as const;
+
+/** Every event counter memtwin keeps. */
 export const VM_EVENT_NAMES = [
   'pswpin',
   'pswpout',
@@ -66,13 +79,7 @@ export const VM_EVENT_NAMES = [
   'swap_ra_hit',
   'swpin_zero',
   'swpout_zero',
-  'workingset_refault_anon',
-  'workingset_refault_file',
-  'workingset_activate_anon',
-  'workingset_activate_file',
-  'workingset_restore_anon',
-  'workingset_restore_file',
-  'workingset_nodereclaim',
+  ...WORKINGSET_STATS,
 ] as const;
 export type VmEventName = (typeof VM_EVENT_NAMES)[number];
 

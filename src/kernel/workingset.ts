@@ -209,17 +209,6 @@ export function snapshotRefaults(lv: Lruvec): void {
   lv.refaults[FILE] = lv.workingsetActivate[FILE]!;
 }
 
-/** The names workingset counters have in /proc/vmstat and memory.stat. */
-export const WORKINGSET_STATS = [
-  'workingset_refault_anon',
-  'workingset_refault_file',
-  'workingset_activate_anon',
-  'workingset_activate_file',
-  'workingset_restore_anon',
-  'workingset_restore_file',
-  'workingset_nodereclaim',
-] as const;
-
 /** The shadow entries of each file's page cache, by index (the xarray slots a reclaimed page left). */
 const fileShadows = new WeakMap<MappedFile, Map<number, number>>();
 
