@@ -26,6 +26,7 @@ import { followPmdRange, PMD_RANGE_PAGES } from '../kernel/memory.ts';
 import { MPOL, PMD_SIZE, alignDown, errnoName } from '../kernel/uapi.ts';
 import { HugeLeaf, type MmStruct } from '../kernel/mm_types.ts';
 import { PG } from '../kernel/page.ts';
+import { WMARK_HIGH } from '../kernel/page_alloc.ts';
 import { HGM_PROPOSALS } from '../kernel/hugetlb_hgm.ts';
 import { DEVMEM_REMAP } from '../kernel/hugetlb_devmem.ts';
 import { sysMigratePages, sysProcessMbind } from '../kernel/mempolicy.ts';
@@ -323,11 +324,16 @@ function guestAccess<T>(k: Kernel, path: YamlPath, rep: RunReport, f: () => T): 
   }
 }
 
-/** "; the host is out of memory: ..." when free host memory is nearly gone (the usual cause of a failed guest access). */
+/**
+ * "; the host is out of memory: ..." when free host memory is nearly gone (the usual cause of a failed guest
+ * access): every node at or below its high watermark (the allocator keeps about its min watermark free even
+ * when it OOM-kills), or little free memory left at all.
+ */
 export function hostMemoryNote(k: Kernel): string {
   const free = k.phys.freePages() * PAGE_SIZE;
   const total = k.host.nodes.reduce((a, n) => a + n.memory, 0);
-  if (free > Math.min(64 * MiB, total / 100)) return '';
+  const atWatermarks = k.phys.zones.every((z) => z.freePages <= z.wmark[WMARK_HIGH]!);
+  if (!atWatermarks && free > Math.min(64 * MiB, total / 100)) return '';
   const pools = k.hugetlb.hstates.filter((h) => h.nr > 0).map((h) => `${h.nr} x ${formatSize(h.size)} (${formatSize(h.nr * h.size)})`);
   return (
     `; the host is out of memory: ${mib(free)} MiB free of ${mib(total)} MiB` +
