@@ -335,6 +335,9 @@ describe('what diff compares', () => {
     expect(diffRuns([ws(5120, 0)], [ws(3151, 0)]).disagreements).toEqual([]);
     expect(diffRuns([ws(5120, 0)], [ws(0, 0)]).disagreements.map((d) => d.field)).toEqual(['workingset']);
     expect(diffRuns([ws(0, 3072)], [ws(0, 0)]).disagreements.map((d) => d.field)).toEqual(['workingset']);
+    // File refaults Linux counts and the simulator does not (the executor's own file pages) are not a disagreement.
+    expect(diffRuns([ws(0, 0)], [ws(0, 12)]).disagreements).toEqual([]);
+    expect(diffRuns([ws(0, 0)], [ws(7, 0)]).disagreements.map((d) => d.field)).toEqual(['workingset']);
     expect(diffRuns([ws(0, 0, 0, 1 << 20)], [ws(0, 0, 77 << 10, 1 << 20)]).disagreements).toEqual([]);
     expect(diffRuns([ws(0, 0, 16 << 20, 1 << 20)], [ws(0, 0, 77 << 10, 1 << 20)]).disagreements.map((d) => d.field)).toEqual(['current']);
   });
