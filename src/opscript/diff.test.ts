@@ -35,6 +35,24 @@ describe('diffRuns: what the script alone decides', () => {
     expect(diffRuns([read(3, [fault('$a+0x1000')])], [read(3, [fault('$a+0x2000')])]).disagreements).toHaveLength(1);
   });
 
+  it("does not compare pagemap's shared flag on 1G pages (Linux's folio_maybe_mapped_shared), but the rest of the run", () => {
+    const pm = (pages: unknown[]) => [{ i: 3, op: 'pagemap', ret: 0, pages }];
+    const g = { present: true, node: 0, size: '1G' };
+    expect(diffRuns(pm([{ n: 2048, ...g }]), pm([{ n: 2048, ...g, shared: true }])).disagreements).toEqual([]);
+    expect(
+      diffRuns(
+        pm([{ n: 512, ...g }]),
+        pm([
+          { n: 256, ...g, shared: true },
+          { n: 256, ...g },
+        ]),
+      ).disagreements,
+    ).toEqual([]);
+    expect(diffRuns(pm([{ n: 2048, ...g }]), pm([{ n: 2048, ...g, node: 1, shared: true }])).disagreements).toHaveLength(1);
+    const t = { present: true, node: 0, size: '2M' };
+    expect(diffRuns(pm([{ n: 512, ...t }]), pm([{ n: 512, ...t, shared: true }])).disagreements).toHaveLength(1);
+  });
+
   it('canonMsgs sorts within each run of faults or events and keeps the runs in order', () => {
     expect(canonMsgs([fault('$a+0x2000'), fault('$a+0x1000'), remove('$a+0x9000'), remove('$a+0x3000'), fault('$a+0x7000')])).toEqual([
       fault('$a+0x1000'),
