@@ -515,23 +515,16 @@ export class PhysMem {
    * below it is skipped, never reclaimed); -1 if none does.
    */
   getPageFromFreelist(req: AllocRequest, allocFlags: AllocFlags): number {
-    const order = req.order;
     if (req.thisNode) return this.rmqueueIfOk(req, req.nid, allocFlags);
     const list = this.zonelists[req.nid]!;
-    const mask = req.nodemask;
     for (let i = 0; i < list.length; i++) {
-      const nid = list[i]!;
-      if (mask && !mask.includes(nid)) continue;
-      const z = this.zones[nid]!;
-      if (allocFlags !== ALLOC_NO_WATERMARKS && !z.watermarkOk(order, z.wmark[allocFlags]!)) continue;
-      const pfn = z.rmqueue(order, req.mt);
-      if (pfn < 0) continue;
-      if (!req.callerPreps) this.prepNewPage(pfn, order);
-      return pfn;
+      const pfn = this.rmqueueIfOk(req, list[i]!, allocFlags);
+      if (pfn >= 0) return pfn;
     }
     return -1;
   }
 
+  /** One zone of get_page_from_freelist: allowed by the nodemask, passing the watermark, with a free block. */
   private rmqueueIfOk(req: AllocRequest, nid: number, allocFlags: AllocFlags): number {
     if (req.nodemask && !req.nodemask.includes(nid)) return -1;
     const z = this.zones[nid]!;
