@@ -11,13 +11,6 @@ const op = (entries: number) =>
       n: fc.oneof(fc.constant(1), fc.integer({ min: 1, max: 3 * EPT_TABLE_ENTRIES })),
       first: fc.integer({ min: 1, max: 2 ** 31 - 4 * EPT_TABLE_ENTRIES }),
     }),
-    // eptMap's value for an access that does not start a page: a frame number with a fraction (see Ept.setInTable).
-    fc.record({
-      kind: fc.constant('run' as const),
-      i0: fc.nat(entries - 1),
-      n: fc.integer({ min: 1, max: 2 * EPT_TABLE_ENTRIES }),
-      first: fc.integer({ min: 0, max: 2 ** 12 }).chain((p) => fc.constantFrom(p + 1 / 64, p + 0.5, p + 0.984375)),
-    }),
     fc.record({ kind: fc.constant('zero' as const), i0: fc.nat(entries - 1), n: fc.integer({ min: 1, max: 2 * EPT_TABLE_ENTRIES }) }),
     // A fault after fault of ascending pages on ascending frames: the case kept as a run.
     fc.record({

@@ -95,13 +95,6 @@ export class Ept {
       for (let j = 0; j < m; j++) d[o + j] = v + j;
       return;
     }
-    // A value that is not a whole number (vm.ts's eptMap gets one from an access not at a page's start) is
-    // stored as an Int32Array stores it (ToInt32: truncated toward zero): no run, the table's array.
-    if (!Number.isInteger(v)) {
-      const a = this.densify(t);
-      for (let j = 0; j < m; j++) a[o + j] = v + j;
-      return;
-    }
     const lo = this.lo[t]!;
     const hi = this.hi[t]!;
     const base = v - o;
