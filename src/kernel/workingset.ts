@@ -27,7 +27,7 @@
  * clock is kept in pages: bucket_order is 0 below 2^40 pages of memory).
  */
 import type { Kernel } from './kernel.ts';
-import type { MemCgroup } from './memcontrol.ts';
+import { memcgSwapMargin, type MemCgroup } from './memcontrol.ts';
 import type { MappedFile } from './mm_types.ts';
 import { PG } from './page.ts';
 import {
@@ -138,9 +138,7 @@ export function refaultDistance(eviction: number, now: number): number {
 
 /** mem_cgroup_get_nr_swap_pages > 0: a free swap slot, and room under every ancestor's memory.swap.max. */
 function memcgCanSwap(k: Kernel, cg: MemCgroup | undefined): boolean {
-  if (k.swap.nrSwapPages <= 0) return false;
-  for (let c = cg; c && c.parent; c = c.parent) if (c.swapMax - c.swapUsage <= 0) return false;
-  return true;
+  return k.swap.nrSwapPages > 0 && memcgSwapMargin(cg ?? null) >= 1;
 }
 
 /**
