@@ -141,6 +141,23 @@ describe('postcopy on 1G hugetlb pages: Linux 6.18 and the three proposals', () 
     expect(verifyKernel(k)).toEqual([]);
   });
 
+  it('a whole-page UFFDIO_COPY onto a 2M page already mapped in parts copies up to the first mapped part (EAGAIN), or is EEXIST at it', () => {
+    for (const proposal of ['uffd-hugetlb-subpage-copy', 'uffd-hugetlb-vma-split'] as const) {
+      const s = vmm(proposal, PMD_SIZE, 3);
+      const { k, p, a, fd } = s;
+      const free = k.hugetlb.byShift(21)!.free;
+      expect(uffdioFill(k, p.mainThread, fd, a + PMD_SIZE + PAGE_SIZE, PAGE_SIZE, 0, 1)).toEqual({ ret: 0, done: PAGE_SIZE });
+      // The aligned 2M copy takes the page's first 4K and stops at the second, copied before: no second huge page.
+      expect(uffdioFill(k, p.mainThread, fd, a + PMD_SIZE, PMD_SIZE, 0, 2)).toEqual({ ret: -11, done: PAGE_SIZE });
+      expect(uffdioFill(k, p.mainThread, fd, a + PMD_SIZE, PMD_SIZE, 0, 3)).toEqual({ ret: -17, done: -17 });
+      expect(k.hugetlb.byShift(21)!.free).toBe(free - 1);
+      const pfn = followPage(p.mm, a + PMD_SIZE);
+      expect(k.mem.token(pfn) & 0xff).toBe(2);
+      expect(k.mem.token(followPage(p.mm, a + PMD_SIZE + PAGE_SIZE)) & 0xff).toBe(1);
+      expect(verifyKernel(k)).toEqual([]);
+    }
+  });
+
   it('uffd-hugetlb-vma-split fails with ENOMEM when the split would pass vm.max_map_count', () => {
     const s = vmm('uffd-hugetlb-vma-split');
     const { k, p, a, fd } = s;

@@ -442,8 +442,18 @@ function mfillAtomic(
       const parts = subpageCopyMode(ctx.features ?? 0);
       return parts ? hgmCopy(k, mm, vma, thread, dst, len, src!, parts) : neg('EINVAL');
     }
+    const parts = subpageCopyMode(ctx.features ?? 0);
     let done = 0;
     for (let a = dst; a < dst + len; a += hs) {
+      if (parts && mm.hgm.has(a)) {
+        // A huge page already mapped in parts takes a whole-page copy as the proposal takes any other: its
+        // unmapped parts up to the first mapped one, which stops the copy (EEXIST if it is the first).
+        const r = hgmCopy(k, mm, vma, thread, a, hs, src!, parts);
+        if (r < 0) return done || r;
+        done += r;
+        if (r < hs) return done;
+        continue;
+      }
       const r = hugetlbInstall(k, mm, vma, a, thread, typeof src === 'function' ? src(a) : fill);
       if (r < 0) return done || r;
       if (typeof src === 'function') storeSubpages(k, followPage(mm, a), a, hs, src);
