@@ -499,7 +499,10 @@ async function scriptVersusLinux(what: string, script: string, opIndex: number, 
   const why = linuxBackendUnavailable();
   const simTimes: number[] = [];
   const realTimes: number[] = [];
-  for (let r = 0; r < (quick ? 2 : 5); r++) {
+  // One warm-up round on each side, not counted (the simulator's code is not yet compiled by the JIT in the first,
+  // and the real kernel's first run of the executor pays its own start), then the measured rounds.
+  const rounds = quick ? 2 : 7;
+  for (let r = -1; r < rounds; r++) {
     // The op's own time, measured in the run: from the result of the op before it to its own result.
     const stamps: number[] = [];
     const runner = new ScriptRunner(new SimBackend(new Kernel({ host: resolveHost('this-machine'), costs: CostProfile.default() })), () => {
@@ -509,13 +512,13 @@ async function scriptVersusLinux(what: string, script: string, opIndex: number, 
     await runner.run(script);
     if (runner.results.length <= opIndex || 'error' in runner.results[opIndex]! || 'invalid' in runner.results[opIndex]!)
       throw new Error(`bench script for ${what}: op ${opIndex} did not run (${JSON.stringify(runner.results[opIndex])})`);
-    simTimes.push(stamps[opIndex]! - (opIndex ? stamps[opIndex - 1]! : t0));
+    if (r >= 0) simTimes.push(stamps[opIndex]! - (opIndex ? stamps[opIndex - 1]! : t0));
     if (!why) {
       const backend = new LinuxBackend();
       const lin = new ScriptRunner(backend);
       await lin.run(script);
       await backend.close();
-      realTimes.push((lin.results[opIndex]!.ns as number) / 1e6);
+      if (r >= 0) realTimes.push((lin.results[opIndex]!.ns as number) / 1e6);
     }
   }
   const fmt = (rate: number): string => (rate >= 1e6 ? `${(rate / 1e6).toFixed(2)} M` : `${(rate / 1e3).toFixed(1)} k`);
@@ -525,7 +528,7 @@ async function scriptVersusLinux(what: string, script: string, opIndex: number, 
       ms.map((m) => units / (m / 1000)),
       fmt,
     );
-  row(`${what}, simulator (wall)`, `${fmt(simRate)} ${unitName}/s`, `median of ${simTimes.length}; spread ${rates(simTimes)}`);
+  row(`${what}, simulator (wall)`, `${fmt(simRate)} ${unitName}/s`, `median of ${simTimes.length} after a warm-up round; spread ${rates(simTimes)}`);
   if (why) row('same script on the real kernel', 'not run', why);
   else {
     const realRate = units / (median(realTimes) / 1000);

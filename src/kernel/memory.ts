@@ -734,6 +734,9 @@ function accessPtes(
   let nextEvent = k.events.size ? (k.events.peekTime() ?? Infinity) : Infinity;
   // Only an mm that forked or maps file pages has pages it may not write in place (do_wp_page).
   const cow = write && mm.cowPossible;
+  // A write that starts each page it touches (stride 4K from a page boundary) and has no bandwidth model to charge
+  // may fault a run of none PTEs in at once (faultAnonRun); otherwise, and where that declines, page by page.
+  const runs = write && stride === PAGE_SIZE && va % PAGE_SIZE === 0 && !k.membw;
   for (; va < stop; va += stride) {
     const i = (va / PAGE_SIZE) & 511;
     let pte = ptes[i]!;
@@ -771,6 +774,16 @@ function accessPtes(
         cost += k.hot.faultRead;
         if (read) read(va, 0);
         continue;
+      }
+      if (runs && pte === PTE_NONE && i < 511 && ptes[i + 1] === PTE_NONE && va + PAGE_SIZE < stop) {
+        const n = faultAnonRun(k, mm, vma, t, va, stop, thread, fill, cost, nextEvent);
+        if (n > 0) {
+          k.vmstat.events.pgfault += n - 1; // this one is counted above
+          res.faults += n - 1;
+          for (let j = 0; j < n; j++) cost += k.hot.faultWrite; // the same float sum as n faults one by one
+          va += (n - 1) * PAGE_SIZE;
+          continue;
+        }
       }
       const pfn = newAnonPage(k, mm, vma, va, thread);
       if (pfn < 0) {
@@ -811,6 +824,42 @@ function accessPtes(
   }
   k.charge(cost);
   return va;
+}
+
+/**
+ * accessPtes' write faults over a run of none PTEs of t from va (page
+ * aligned, each page written at its first byte): the pages n faults one by
+ * one would install (do_anonymous_page: newAnonPage, the PTE, then the
+ * write), taken in one go by installAnonPages. The run ends at the table's
+ * end, at `stop`, at the first PTE that is not none, and before the fault
+ * whose cost would reach the next pending event (the per-page loop runs
+ * events after that fault; the run leaves it to the loop). Returns the
+ * pages installed and written, or 0 with nothing done.
+ */
+function faultAnonRun(
+  k: Kernel,
+  mm: MmStruct,
+  vma: Vma,
+  t: PteTable,
+  va: number,
+  stop: number,
+  thread: Thread,
+  fill: number,
+  cost: number,
+  nextEvent: number,
+): number {
+  const ptes = t.ptes;
+  const i = (va / PAGE_SIZE) & 511;
+  const max = Math.min(512 - i, Math.ceil((stop - va) / PAGE_SIZE));
+  const now = k.clock.now();
+  let n = 0;
+  while (n < max && ptes[i + n] === PTE_NONE) {
+    cost += k.hot.faultWrite;
+    if (now + cost >= nextEvent) break;
+    n++;
+  }
+  if (n < 2) return 0;
+  return installAnonPages(k, mm, vma, t, va, n, thread, fill);
 }
 
 // --- unmapping ------------------------------------------------------------------

@@ -1,0 +1,116 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { smallKernel, RW, ANON } from '../testing/fixtures.ts';
+import { verifyKernel } from './debug_vm.ts';
+import { MADV, PAGE_SIZE } from './uapi.ts';
+import { followPage } from './memory.ts';
+import { LRU_INACTIVE_ANON } from './swap.ts';
+import { sysSwapon } from './swapfile.ts';
+import type { Kernel } from './kernel.ts';
+
+describe('write faults over runs of none PTEs (accessPtes, faultAnonRun)', () => {
+  it('property: one write access over a range faults in what one access per page faults in (frames, contents, LRU order, counters, time, events)', () => {
+    // One access over a range takes a run of none PTEs' frames at once (installAnonPages); an access per page
+    // takes them one at a time. Random ranges over 3 PTE tables and a bit, some pages read first (zero-page
+    // PTEs break a run), some zapped between accesses (their frames go back to the buddy lists), a timer due
+    // part-way through (the run stops before the fault that reaches it), on a node small enough to pass its
+    // low watermark (kswapd, and the run declines).
+    const PAGES = 1700;
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant('write' as const), at: fc.nat(PAGES - 1), n: fc.integer({ min: 1, max: 1100 }) }),
+      fc.record({ kind: fc.constant('read' as const), at: fc.nat(PAGES - 1), n: fc.integer({ min: 1, max: 40 }) }),
+      fc.record({ kind: fc.constant('zap' as const), at: fc.nat(PAGES - 1), n: fc.integer({ min: 1, max: 600 }) }),
+      fc.record({ kind: fc.constant('timer' as const), at: fc.integer({ min: 1, max: 3000 }), n: fc.constant(0) }),
+    );
+    type Op = { kind: 'write' | 'read' | 'zap' | 'timer'; at: number; n: number };
+    const run = (ops: Op[], perPage: boolean, mib: number) => {
+      const k = smallKernel({ nodes: 1, mib });
+      k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
+      expect(sysSwapon(k, { path: '/swap', size: 64 << 20, kind: 'file' })).toBe(0); // so that the low watermark wakes kswapd
+      // An integer cost per fault: one access charges the sum once, an access per page charges it per page.
+      k.hot.faultWrite = 1000;
+      k.hot.faultRead = 300;
+      const p = k.createProcess('app');
+      const a = k.mmap(p, 0, PAGES * PAGE_SIZE, RW, ANON);
+      const trace: (number | string)[] = [];
+      for (const o of ops) {
+        const n = Math.min(o.n, PAGES - o.at);
+        const start = a + o.at * PAGE_SIZE;
+        if (o.kind === 'timer') {
+          // A timer due o.at faults from now: what runs when, seen in the trace.
+          k.events.after(o.at * 1000 - 1, 'timer', () => trace.push(`timer@${k.clock.now()}:${p.mm.rssAnon}`));
+          continue;
+        }
+        if (o.kind === 'zap') {
+          expect(k.madvise(p, start, n * PAGE_SIZE, MADV.MADV_DONTNEED)).toBe(0);
+          continue;
+        }
+        const write = o.kind === 'write';
+        if (!perPage) {
+          const r = k.access(p.mainThread, start, n * PAGE_SIZE, PAGE_SIZE, write, 0x5a);
+          trace.push(r.faults, r.signal ?? '', k.events.size);
+          continue;
+        }
+        let faults = 0;
+        let signal = '';
+        for (let i = 0; i < n && !signal; i++) {
+          const r = k.access(p.mainThread, start + i * PAGE_SIZE, PAGE_SIZE, PAGE_SIZE, write, 0x5a);
+          faults += r.faults;
+          signal = r.signal ?? '';
+        }
+        trace.push(faults, signal, k.events.size);
+      }
+      expect(verifyKernel(k)).toEqual([]);
+      return { k, p, a, trace };
+    };
+    const lru = (k: Kernel): number[] => {
+      const out: number[] = [];
+      for (let f = k.nodeLruvec[0]!.head[LRU_INACTIVE_ANON]!; f >= 0; f = k.mem.next(f)) out.push(f);
+      return out;
+    };
+    fc.assert(
+      fc.property(fc.array(op, { minLength: 1, maxLength: 12 }), fc.constantFrom(8, 32), (ops, mib) => {
+        const x = run(ops, false, mib);
+        const y = run(ops, true, mib);
+        expect(x.trace).toEqual(y.trace);
+        const pages = (r: typeof x) =>
+          Array.from({ length: PAGES }, (_, i) => {
+            const pfn = followPage(r.p.mm, r.a + i * PAGE_SIZE);
+            return pfn < 0 ? pfn : `${pfn}:${r.k.mem.token(pfn)}:${r.k.mem.flags(pfn)}:${r.k.mem.index(pfn)}`;
+          }).join(' ');
+        expect(pages(x) === pages(y)).toBe(true);
+        expect(lru(x.k)).toEqual(lru(y.k));
+        expect(x.k.vmstat.snapshot()).toEqual(y.k.vmstat.snapshot());
+        expect(x.k.clock.now()).toBe(y.k.clock.now());
+        expect(x.p.mm.rssAnon).toBe(y.p.mm.rssAnon);
+        expect([...x.k.phys.zones[0]!.freeBlocks()].join(' ')).toBe([...y.k.phys.zones[0]!.freeBlocks()].join(' '));
+      }),
+      {
+        numRuns: 40,
+        examples: [
+          // Past the low watermark of an 8 MiB node: the run declines and the faults go one by one, waking kswapd.
+          [[{ kind: 'write', at: 0, n: 1700 }], 8],
+          // A timer due in the middle of a run.
+          [[{ kind: 'timer', at: 300, n: 0 }, { kind: 'write', at: 5, n: 1000 }], 32],
+        ],
+      },
+    );
+  });
+
+  it('a write over untouched memory takes its frames a run at a time and counts one fault per page', () => {
+    const k = smallKernel({ nodes: 1, mib: 64 });
+    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
+    const p = k.createProcess('app');
+    const a = k.mmap(p, 0, 4 << 20, RW, ANON);
+    const faults = k.vmstat.events.pgfault;
+    const r = k.access(p.mainThread, a, 4 << 20, PAGE_SIZE, true, 7);
+    expect(r.faults).toBe(1024);
+    expect(k.vmstat.events.pgfault - faults).toBe(1024);
+    expect(p.mm.rssAnon).toBe(1024);
+    // Frames in the order single allocations hand them out: ascending within each table.
+    const first = followPage(p.mm, a);
+    for (let i = 1; i < 512; i++) expect(followPage(p.mm, a + i * PAGE_SIZE)).toBe(first + i);
+    for (let i = 0; i < 1024; i++) expect(k.mem.token(followPage(p.mm, a + i * PAGE_SIZE)) & 0xff).toBe(7);
+    expect(verifyKernel(k)).toEqual([]);
+  });
+});
