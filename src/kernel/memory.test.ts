@@ -97,6 +97,36 @@ describe('write faults over runs of none PTEs (accessPtes, faultAnonRun)', () =>
     );
   });
 
+  it('a run whose frames cross a section of the frame metadata gives what single faults give', () => {
+    const run = (perPage: boolean) => {
+      const k = smallKernel({ nodes: 1, mib: 256 });
+      k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
+      k.hot.faultWrite = 1000;
+      const p = k.createProcess('app');
+      // Frames up to just below the first section's end (pfn 32768) taken first, in a mapping of their own.
+      const fill = k.mmap(p, 0, 123 << 20, RW, ANON);
+      k.access(p.mainThread, fill, 123 << 20, PAGE_SIZE, true, 1);
+      const a = k.mmap(p, 0, 4 << 20, RW, ANON);
+      if (perPage) for (let i = 0; i < 1024; i++) k.access(p.mainThread, a + i * PAGE_SIZE, PAGE_SIZE, PAGE_SIZE, true, 9);
+      else k.access(p.mainThread, a, 4 << 20, PAGE_SIZE, true, 9);
+      const pages = Array.from({ length: 1024 }, (_, i) => {
+        const pfn = followPage(p.mm, a + i * PAGE_SIZE);
+        return `${pfn}:${k.mem.token(pfn)}:${k.mem.flags(pfn)}:${k.mem.index(pfn)}:${k.mem.next(pfn)}:${k.mem.prev(pfn)}`;
+      });
+      expect(verifyKernel(k)).toEqual([]);
+      return { k, pages };
+    };
+    const x = run(false);
+    const y = run(true);
+    // The region's frames straddle the section boundary.
+    const pfns = x.pages.map((s) => Number(s.split(':')[0]));
+    expect(Math.min(...pfns)).toBeLessThan(32768);
+    expect(Math.max(...pfns)).toBeGreaterThanOrEqual(32768);
+    expect(x.pages).toEqual(y.pages);
+    expect(x.k.vmstat.snapshot()).toEqual(y.k.vmstat.snapshot());
+    expect(x.k.clock.now()).toBe(y.k.clock.now());
+  });
+
   it('a write over untouched memory takes its frames a run at a time and counts one fault per page', () => {
     const k = smallKernel({ nodes: 1, mib: 64 });
     k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');

@@ -21,7 +21,7 @@ import {
   type Vma,
 } from './mm_types.ts';
 import { doSwapPage, folioFreeSwap, freeSwapAndCache } from './swap_state.ts';
-import { lruAddNewAnon } from './swap.ts';
+import { lruAddNewAnon, lruAddNewAnonRun } from './swap.ts';
 import { memcgCharge } from './memcontrol.ts';
 import {
   HPAGE_PMD_NR,
@@ -299,9 +299,9 @@ export function installAnonPages(
   const vpn = va / PAGE_SIZE;
   const i0 = vpn & 511;
   const fill = typeof src === 'number' ? src : -1;
+  lruAddNewAnonRun(k, bulkFrames, n, owner, vpn, PG.anon | PG.young | PG.anonExclusive);
   for (let j = 0; j < n; j++) {
     const pfn = bulkFrames[j]!;
-    lruAddNewAnon(k, pfn, owner, vpn + j, PG.anon | PG.young | PG.anonExclusive);
     t.ptes[i0 + j] = pteOf(pfn);
     k.writeSerial = (k.writeSerial + 1) & 0xffffff;
     k.mem.storeByte(pfn, k.writeSerial, fill >= 0 ? fill : (src as (va: number) => number)(va + j * PAGE_SIZE), true);

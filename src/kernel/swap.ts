@@ -22,7 +22,7 @@
  * disk files' page cache on the file lists (filemap.ts).
  */
 import type { Kernel } from './kernel.ts';
-import { PG, SECTION_MASK, SECTION_SHIFT, type MemMap } from './page.ts';
+import { PAGES_PER_SECTION, PG, SECTION_MASK, SECTION_SHIFT, type MemMap } from './page.ts';
 
 /** enum lru_list. */
 export const LRU_INACTIVE_ANON = 0;
@@ -175,6 +175,52 @@ export function lruAddNewAnon(k: Kernel, pfn: number, owner: number, index: numb
   lv.head[lru] = pfn;
   lv.nrPages[lru]!++;
   lv.nrFolios[lru]!++;
+}
+
+/**
+ * lruAddNewAnon for frames[0..n) in that order, the page at frames[j]
+ * getting index vpn0 + j: the same metadata and list as n calls. Where
+ * frames follow each other in one section (as a bulk allocation hands them
+ * out), their columns are filled at once and each frame's links written
+ * once with their final values (the run's pages end linked to their
+ * neighbours in the run, the first to the old head).
+ */
+export function lruAddNewAnonRun(k: Kernel, frames: Int32Array, n: number, owner: number, vpn0: number, newFlags: number): void {
+  let j = 0;
+  while (j < n) {
+    const pfn = frames[j]!;
+    let m = 1;
+    const room = PAGES_PER_SECTION - (pfn & SECTION_MASK);
+    while (j + m < n && m < room && frames[j + m] === pfn + m) m++;
+    if (m < 4 || k.lruvecOf !== undefined) {
+      for (const end = j + m; j < end; j++) lruAddNewAnon(k, frames[j]!, owner, vpn0 + j, newFlags);
+      continue;
+    }
+    const s = k.mem.sec(pfn);
+    const lo = pfn & SECTION_MASK;
+    const hi = lo + m;
+    s.flags.fill((newFlags & ~PG.fileLru) | PG.lru, lo, hi);
+    s.order.fill(0, lo, hi);
+    s.mapcount.fill(1, lo, hi);
+    s.entireMapcount?.fill(0, lo, hi);
+    s.fillOwner(owner, lo, hi);
+    for (let i = lo, v = vpn0 + j; i < hi; i++, v++) s.setIndexAt(i, v);
+    s.token.fill(0, lo, hi);
+    s.lastCpupid?.fill(-1, lo, hi);
+    const lv = k.nodeLruvec[k.phys.nodeOfPfn(pfn)]!;
+    const lru = newFlags & PG.active ? LRU_ACTIVE_ANON : LRU_INACTIVE_ANON;
+    const h = lv.head[lru]!;
+    s.setLinksAt(lo, h, pfn + 1);
+    if (h >= 0) {
+      if (h >>> SECTION_SHIFT === pfn >>> SECTION_SHIFT) s.setPrevAt(h & SECTION_MASK, pfn);
+      else k.mem.setPrev(h, pfn);
+    } else lv.tail[lru] = pfn;
+    for (let i = lo + 1; i < hi; i++) s.setLinksAt(i, s.base + i - 1, i < hi - 1 ? s.base + i + 1 : -1);
+    lv.head[lru] = pfn + m - 1;
+    lv.nrPages[lru]! += m;
+    lv.nrFolios[lru]! += m;
+    j += m;
+  }
 }
 
 /** lruDel of an order-0 page (the free path's hot case), the links read and written in place. */
