@@ -877,9 +877,29 @@ export class RamMigration {
     const cpu = this.k.cpuToNode(this.srcThread.cpu);
     const m = bw.multiplier(cpu, node, this.k.clock.now());
     const total = ns + Math.round(ns * (m - 1));
+    const run = this.readRun;
+    if (run.on) {
+      // Batched (batchReads): the page joins the run's flow; a page on another node (or from another CPU node)
+      // starts one.
+      if (run.node !== node || run.cpu !== cpu) {
+        this.flushReads(bw);
+        run.node = node;
+        run.cpu = cpu;
+        run.at = at;
+        run.bytes = 0;
+        run.memNs = 0;
+        run.seenNs = 0;
+      }
+      run.end = Math.max(run.end, at + total);
+      run.bytes += PAGE_SIZE;
+      run.memNs += ns;
+      run.seenNs += ns * m;
+      return total;
+    }
     // One class object and its array, reused for every page (flow() copies what it keeps).
     const c = this.readClass;
     c.node = node;
+    c.bytes = PAGE_SIZE;
     c.memNs = ns;
     c.seenNs = ns * m;
     bw.flow(at, total, cpu, this.readClasses, true);
@@ -888,6 +908,43 @@ export class RamMigration {
 
   private readonly readClass: FlowClass = { node: 0, bytes: PAGE_SIZE, memNs: 0, seenNs: 0 };
   private readonly readClasses: readonly FlowClass[] = [this.readClass];
+
+  /**
+   * The reads of a batch (batchReads): the pages the migration thread reads
+   * one after another for one write to its channel, with its socket writes
+   * between them, are one bandwidth flow per stretch on one node, from the
+   * first page's read to the last one's end, with their bytes, idle DRAM
+   * time and that time as it ran summed: what a task copying page after
+   * page is (MemBandwidth.flow), not one flow per page. Each page costs
+   * what it does alone (the multiplier is the same for all: the clock does
+   * not move while the batch is taken).
+   */
+  private readonly readRun = { on: false, node: -1, cpu: 0, at: 0, end: 0, bytes: 0, memNs: 0, seenNs: 0 };
+
+  /**
+   * Postcopy's sender: from batchReads(true) to batchReads(false) the
+   * migration thread's reads are batched (readRun), and registered at the
+   * end. Precopy reads page by page.
+   */
+  batchReads(on: boolean): void {
+    const bw = this.k.membw;
+    if (bw) this.flushReads(bw);
+    this.readRun.on = on;
+  }
+
+  /** Register the batched reads' flow, if any. */
+  private flushReads(bw: NonNullable<Kernel['membw']>): void {
+    const run = this.readRun;
+    if (run.node < 0) return;
+    const c = this.readClass;
+    c.node = run.node;
+    c.bytes = run.bytes;
+    c.memNs = run.memNs;
+    c.seenNs = run.seenNs;
+    bw.flow(run.at, run.end - run.at, run.cpu, this.readClasses, true);
+    run.node = -1;
+    run.end = 0;
+  }
 
   // --- postcopy (postcopy.ts drives these) -------------------------------------------
 
