@@ -559,7 +559,7 @@ export class Postcopy {
    * The background scan's pages from 4K page `p` of 4K block `bi` (4K units), a run at once: the dirty pages
    * that follow it up to its 2M's end (RamMigration.takeRunCodes: one page-table lookup), as takeNext would
    * take them one by one, each unit into `units`. False when the run cannot be taken so (the page is on the
-   * destination or in flight, or the source must fault a page in): take it page by page.
+   * destination or in flight): take it page by page.
    */
   private takeRun(bi: number, p: number, r: SendResult, units: UnitList, maxBytes: number, maxPages: number): boolean {
     const pc = this.pc[bi]!;

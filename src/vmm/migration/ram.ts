@@ -993,16 +993,17 @@ export class RamMigration {
    * takePageCode for the `n` pages from 4K page `p` of block `bi` (all dirty, inside one runPages run) with one
    * page-table lookup, each page's code into codes[0..]: the same counts, bytes, times (summed in the same
    * order) and seen state as taking them one by one. Before each page after the first it stops once `r.bytes`
-   * reaches `maxBytes` or `r.pages` `maxPages` (the postcopy stream's limits), and before a page the source
-   * must fault in (page by page from there). Returns the pages taken: 0 where the run must go page by page (free
-   * page hints or xbzrle to consult, nothing mapped, a first page to fault in).
+   * reaches `maxBytes` or `r.pages` `maxPages` (the postcopy stream's limits). A page nothing maps is faulted
+   * in as readPageCode does, in its place in the run. Returns the pages taken: 0 where the run must go page by
+   * page (free page hints or xbzrle to consult).
    */
   takeRunCodes(bi: number, p: number, n: number, r: SendResult, maxBytes: number, maxPages: number, codes: Int32Array): number {
     if (this.opts.hints || this.xbzrle || !ramRuns.enabled) return 0;
     const b = this.blocks[bi]!;
     const pfns = this.pfns;
-    const what = followPmdRange(this.src.process.mm, b.block.host + p * PAGE_SIZE, n, pfns);
-    if (what === PMD_RANGE_NONE) return 0;
+    const mm = this.src.process.mm;
+    // Nothing maps the 2M: each page is faulted in as it is read (below).
+    if (followPmdRange(mm, b.block.host + p * PAGE_SIZE, n, pfns) === PMD_RANGE_NONE) pfns.fill(-2, 0, n);
     const mem = this.k.mem;
     const { bmap, state, seen } = b;
     const detect = this.opts.zeroPageDetection;
@@ -1010,9 +1011,20 @@ export class RamMigration {
     const now = this.k.clock.now();
     let i = 0;
     for (; i < n && (i === 0 || (r.bytes < maxBytes && r.pages < maxPages)); i++) {
-      const pfn = pfns[i]!;
-      if (pfn === -2) break; // readPageCode faults it in first: from here, page by page
+      let pfn = pfns[i]!;
       const q = p + i;
+      if (pfn === -2) {
+        // readPageCode's read: a never-backed page faults in (the zero page), its time the migration thread's,
+        // unless a fault of this run mapped it meanwhile (a huge zero page).
+        const hva = b.block.host + q * PAGE_SIZE;
+        pfn = followPage(mm, hva);
+        if (pfn === -2) {
+          const t = { ns: 0 };
+          this.k.runAsTask(t, () => this.k.access(this.srcThread, hva, 1, 1, false, 0));
+          r.srcNs += t.ns;
+          pfn = followPage(mm, hva);
+        }
+      }
       bmap[q] = 0;
       this.dirtyPages--;
       // readPageCode (stream, no hints, no xbzrle) on the frame looked up above.
