@@ -454,6 +454,52 @@ export class Kernel {
     return total;
   }
 
+  /**
+   * `n` chargeMem(ns, memNs, readNode, writeNode, bytes, cpuNode) calls in a
+   * row, with the same effect (the same charges summed one at a time, the
+   * same flows) and the work that cannot change between them done once: a
+   * task copying n pages (UFFDIO_COPY of a run). Outside a task (the clock
+   * advances between the calls) it makes the n calls.
+   */
+  chargeMemRun(n: number, ns: number, memNs: number, readNode: number, writeNode: number, bytes: number, cpuNode = writeNode): void {
+    const bw = this.membw;
+    const tt = this.taskTime;
+    if (!bw || !tt) {
+      for (let i = 0; i < n; i++) this.chargeMem(ns, memNs, readNode, writeNode, bytes, cpuNode);
+      return;
+    }
+    // chargeMem's figures, the same for each call (the clock does not move inside a task).
+    const now = this.clock.now();
+    const task = this.membwTask;
+    const cached = task !== null && task.cpu === cpuNode;
+    const st = bw.storeTraffic;
+    const stored = Math.round(st * bytes);
+    const rNs = readNode >= 0 ? memNs / (1 + st) : 0;
+    const wNs = memNs - rNs;
+    const mr = readNode < 0 ? 1 : cached ? task.mult[readNode]! : bw.multiplier(cpuNode, readNode, now);
+    const mw = cached ? task.mult[writeNode]! : bw.multiplier(cpuNode, writeNode, now);
+    const total = ns + Math.round(rNs * (mr - 1) + wNs * (mw - 1));
+    if (task) {
+      for (let i = 0; i < n; i++) {
+        addFlowClass(task.classes, writeNode, stored, wNs, wNs * mw);
+        if (readNode >= 0) addFlowClass(task.classes, readNode, bytes, rNs, rNs * mr);
+        tt.ns += total;
+      }
+      return;
+    }
+    OWN_WRITE.node = writeNode;
+    OWN_WRITE.bytes = stored;
+    OWN_WRITE.memNs = wNs;
+    OWN_WRITE.seenNs = wNs * mw;
+    if (readNode >= 0) {
+      OWN_READ.node = readNode;
+      OWN_READ.bytes = bytes;
+      OWN_READ.memNs = rNs;
+      OWN_READ.seenNs = rNs * mr;
+    }
+    tt.ns = bw.flowSeries(n, now, tt.ns, total, cpuNode, readNode >= 0 ? OWN_BOTH : OWN_WRITE_ONLY);
+  }
+
   /** Run background work (kcompactd, ...) that is due by now. */
   runDueEvents(): void {
     this.events.runUntil(this.clock.now());

@@ -534,7 +534,20 @@ function mfillAnonRun(
   clearMarkers(mm.uffdPoison, a, e);
   setUffdWp(mm, a, e, (mode & UFFDIO_MODE.UFFDIO_COPY_MODE_WP) !== 0);
   const ns = k.hot.uffdCopy4k;
-  for (let x = a; x < e; x += PAGE_SIZE) chargeCopy(k, ns, mm, x, PAGE_SIZE, thread);
+  if (!k.membw) {
+    for (let x = 0; x < n; x++) k.charge(ns);
+    return n;
+  }
+  // chargeCopy of each page, a run of pages on one node at a time: the frames are t's PTEs just installed (what
+  // followPage finds).
+  const cpuNode = k.cpuToNode(thread.cpu);
+  for (let x = 0; x < n;) {
+    const node = k.phys.nodeOfPfn(pfnOfPte(t.ptes[i + x]!));
+    let y = x + 1;
+    while (y < n && k.phys.nodeOfPfn(pfnOfPte(t.ptes[i + y]!)) === node) y++;
+    k.chargeMemRun(y - x, ns, k.hot.copy4k, node, node, PAGE_SIZE, cpuNode);
+    x = y;
+  }
   return n;
 }
 

@@ -270,6 +270,60 @@ export class MemBandwidth {
     this.last = f;
   }
 
+  /**
+   * `n` registrations of the same classes, each `elapsedNs` long, the i-th
+   * at base + round(t0 + i x elapsedNs) (the sum taken one term at a time,
+   * as a task's clock adds each charge), each with `extend`: exactly what n
+   * flow(..., true) calls would register, with the checks of a continuation
+   * made once where they cannot change (same CPU node, same classes: only
+   * contiguity is checked per registration). A task copying n pages one by
+   * one (Kernel.chargeMemRun). Returns t0 + n x elapsedNs summed the same way.
+   */
+  flowSeries(n: number, base: number, t0: number, elapsedNs: number, cpu: number, classes: readonly FlowClass[]): number {
+    let t = t0;
+    if (n <= 0) return t;
+    this.flow(base + Math.round(t), elapsedNs, cpu, classes, true);
+    t += elapsedNs;
+    const f = this.last;
+    // Nothing registered (no bytes, no DRAM time), or the classes are not one flow's: one call each.
+    if (!f || !f.live || f.nc > 2) {
+      for (let i = 1; i < n; i++, t += elapsedNs) this.flow(base + Math.round(t), elapsedNs, cpu, classes, true);
+      return t;
+    }
+    // The live classes in f's order (flow() and extend() skip the others), at most two.
+    let c0: FlowClass | undefined;
+    let c1: FlowClass | undefined;
+    for (const c of classes) {
+      if (c.bytes <= 0 && c.memNs <= 0) continue;
+      if (!c0) c0 = c;
+      else c1 = c;
+    }
+    const s0 = c0!.seenNs ?? c0!.memNs * this.current(cpu, c0!.node);
+    const s1 = c1 ? (c1.seenNs ?? c1.memNs * this.current(cpu, c1.node)) : 0;
+    const step = Math.max(1, elapsedNs);
+    for (let i = 1; i < n; i++, t += elapsedNs) {
+      const at = base + Math.round(t);
+      if (Math.abs(f.end - at) > 0.5 || this.last !== f) {
+        // Not contiguous (the rounding of a fractional clock): a flow of its own, as flow() would make; the rest
+        // of the series continues that one.
+        for (; i < n; i++, t += elapsedNs) this.flow(base + Math.round(t), elapsedNs, cpu, classes, true);
+        return t;
+      }
+      f.bytes[0]! += c0!.bytes;
+      f.memNs[0]! += c0!.memNs;
+      f.seenNs[0]! += s0;
+      for (let k = f.cls[0]!; k < f.cls[1]!; k++) this.counted[f.res[k]!]! += c0!.bytes;
+      if (c1) {
+        f.bytes[1]! += c1.bytes;
+        f.memNs[1]! += c1.memNs;
+        f.seenNs[1]! += s1;
+        for (let k = f.cls[1]!; k < f.cls[2]!; k++) this.counted[f.res[k]!]! += c1.bytes;
+      }
+      f.end += step;
+    }
+    return t;
+  }
+
   /** Continue the last flow if it is still to be solved, contiguous, and on the same classes. */
   private extend(at: number, elapsedNs: number, cpu: number, classes: readonly FlowClass[], live: number): boolean {
     const f = this.last;

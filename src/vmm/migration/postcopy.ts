@@ -499,10 +499,13 @@ export class Postcopy {
       const units = this.list();
       const r: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0 };
       const urgent = !this.cur ? this.urgentQueue.shift() : undefined;
+      // The chunk's reads are one bandwidth flow per node (RamMigration.batchReads).
+      this.ram.batchReads(true);
       if (urgent) {
         this.takeUnit(urgent[0], urgent[1], r, units);
         this.continueAfter(urgent[0], urgent[1]);
       } else this.takeBackground(r, units, BATCH_BYTES, BATCH_PAGES);
+      this.ram.batchReads(false);
       if (!units.n && !r.bytes) {
         this.lists.push(units);
         break;
@@ -556,7 +559,7 @@ export class Postcopy {
    * The background scan's pages from 4K page `p` of 4K block `bi` (4K units), a run at once: the dirty pages
    * that follow it up to its 2M's end (RamMigration.takeRunCodes: one page-table lookup), as takeNext would
    * take them one by one, each unit into `units`. False when the run cannot be taken so (the page is on the
-   * destination or in flight, or the source must fault a page in): take it page by page.
+   * destination or in flight): take it page by page.
    */
   private takeRun(bi: number, p: number, r: SendResult, units: UnitList, maxBytes: number, maxPages: number): boolean {
     const pc = this.pc[bi]!;
@@ -977,7 +980,9 @@ export class Postcopy {
     if (this.opts.preempt) {
       const units = this.list();
       const r: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0 };
+      this.ram.batchReads(true);
       this.takeUnit(bi, u, r, units);
+      this.ram.batchReads(false);
       this.write(units, r, true);
       // A huge page interrupted for the request is finished first (postcopy_preempt_restore), and the scan goes on
       // after it; between host pages the scan goes on after the requested unit, and the main thread at once fills
@@ -987,7 +992,9 @@ export class Postcopy {
         this.continueAfter(bi, u);
         const bg = this.list();
         const rb: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0 };
+        this.ram.batchReads(true);
         this.takeBackground(rb, bg, QEMU_FILE_PAGES * PAGE_SIZE, BATCH_PAGES);
+        this.ram.batchReads(false);
         if (bg.n || rb.bytes) this.write(bg, rb, false);
         else this.lists.push(bg);
       }

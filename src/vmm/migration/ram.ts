@@ -877,9 +877,29 @@ export class RamMigration {
     const cpu = this.k.cpuToNode(this.srcThread.cpu);
     const m = bw.multiplier(cpu, node, this.k.clock.now());
     const total = ns + Math.round(ns * (m - 1));
+    const run = this.readRun;
+    if (run.on) {
+      // Batched (batchReads): the page joins the run's flow; a page on another node (or from another CPU node)
+      // starts one.
+      if (run.node !== node || run.cpu !== cpu) {
+        this.flushReads(bw);
+        run.node = node;
+        run.cpu = cpu;
+        run.at = at;
+        run.bytes = 0;
+        run.memNs = 0;
+        run.seenNs = 0;
+      }
+      run.end = Math.max(run.end, at + total);
+      run.bytes += PAGE_SIZE;
+      run.memNs += ns;
+      run.seenNs += ns * m;
+      return total;
+    }
     // One class object and its array, reused for every page (flow() copies what it keeps).
     const c = this.readClass;
     c.node = node;
+    c.bytes = PAGE_SIZE;
     c.memNs = ns;
     c.seenNs = ns * m;
     bw.flow(at, total, cpu, this.readClasses, true);
@@ -888,6 +908,43 @@ export class RamMigration {
 
   private readonly readClass: FlowClass = { node: 0, bytes: PAGE_SIZE, memNs: 0, seenNs: 0 };
   private readonly readClasses: readonly FlowClass[] = [this.readClass];
+
+  /**
+   * The reads of a batch (batchReads): the pages the migration thread reads
+   * one after another for one write to its channel, with its socket writes
+   * between them, are one bandwidth flow per stretch on one node, from the
+   * first page's read to the last one's end, with their bytes, idle DRAM
+   * time and that time as it ran summed: what a task copying page after
+   * page is (MemBandwidth.flow), not one flow per page. Each page costs
+   * what it does alone (the multiplier is the same for all: the clock does
+   * not move while the batch is taken).
+   */
+  private readonly readRun = { on: false, node: -1, cpu: 0, at: 0, end: 0, bytes: 0, memNs: 0, seenNs: 0 };
+
+  /**
+   * Postcopy's sender: from batchReads(true) to batchReads(false) the
+   * migration thread's reads are batched (readRun), and registered at the
+   * end. Precopy reads page by page.
+   */
+  batchReads(on: boolean): void {
+    const bw = this.k.membw;
+    if (bw) this.flushReads(bw);
+    this.readRun.on = on;
+  }
+
+  /** Register the batched reads' flow, if any. */
+  private flushReads(bw: NonNullable<Kernel['membw']>): void {
+    const run = this.readRun;
+    if (run.node < 0) return;
+    const c = this.readClass;
+    c.node = run.node;
+    c.bytes = run.bytes;
+    c.memNs = run.memNs;
+    c.seenNs = run.seenNs;
+    bw.flow(run.at, run.end - run.at, run.cpu, this.readClasses, true);
+    run.node = -1;
+    run.end = 0;
+  }
 
   // --- postcopy (postcopy.ts drives these) -------------------------------------------
 
@@ -936,16 +993,17 @@ export class RamMigration {
    * takePageCode for the `n` pages from 4K page `p` of block `bi` (all dirty, inside one runPages run) with one
    * page-table lookup, each page's code into codes[0..]: the same counts, bytes, times (summed in the same
    * order) and seen state as taking them one by one. Before each page after the first it stops once `r.bytes`
-   * reaches `maxBytes` or `r.pages` `maxPages` (the postcopy stream's limits), and before a page the source
-   * must fault in (page by page from there). Returns the pages taken: 0 where the run must go page by page (free
-   * page hints or xbzrle to consult, nothing mapped, a first page to fault in).
+   * reaches `maxBytes` or `r.pages` `maxPages` (the postcopy stream's limits). A page nothing maps is faulted
+   * in as readPageCode does, in its place in the run. Returns the pages taken: 0 where the run must go page by
+   * page (free page hints or xbzrle to consult).
    */
   takeRunCodes(bi: number, p: number, n: number, r: SendResult, maxBytes: number, maxPages: number, codes: Int32Array): number {
     if (this.opts.hints || this.xbzrle || !ramRuns.enabled) return 0;
     const b = this.blocks[bi]!;
     const pfns = this.pfns;
-    const what = followPmdRange(this.src.process.mm, b.block.host + p * PAGE_SIZE, n, pfns);
-    if (what === PMD_RANGE_NONE) return 0;
+    const mm = this.src.process.mm;
+    // Nothing maps the 2M: each page is faulted in as it is read (below).
+    if (followPmdRange(mm, b.block.host + p * PAGE_SIZE, n, pfns) === PMD_RANGE_NONE) pfns.fill(-2, 0, n);
     const mem = this.k.mem;
     const { bmap, state, seen } = b;
     const detect = this.opts.zeroPageDetection;
@@ -953,9 +1011,20 @@ export class RamMigration {
     const now = this.k.clock.now();
     let i = 0;
     for (; i < n && (i === 0 || (r.bytes < maxBytes && r.pages < maxPages)); i++) {
-      const pfn = pfns[i]!;
-      if (pfn === -2) break; // readPageCode faults it in first: from here, page by page
+      let pfn = pfns[i]!;
       const q = p + i;
+      if (pfn === -2) {
+        // readPageCode's read: a never-backed page faults in (the zero page), its time the migration thread's,
+        // unless a fault of this run mapped it meanwhile (a huge zero page).
+        const hva = b.block.host + q * PAGE_SIZE;
+        pfn = followPage(mm, hva);
+        if (pfn === -2) {
+          const t = { ns: 0 };
+          this.k.runAsTask(t, () => this.k.access(this.srcThread, hva, 1, 1, false, 0));
+          r.srcNs += t.ns;
+          pfn = followPage(mm, hva);
+        }
+      }
       bmap[q] = 0;
       this.dirtyPages--;
       // readPageCode (stream, no hints, no xbzrle) on the frame looked up above.
