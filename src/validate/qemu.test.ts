@@ -27,6 +27,7 @@ import {
   POSTCOPY_BOUND_PCT,
   SYNC_BOUND,
   measuredLayout,
+  writerStartOf,
 } from './qemu.ts';
 import { BATCHES, type RealResults, type RealRun } from './matrix.ts';
 
@@ -163,6 +164,26 @@ describe("the dirty-sync count follows where the program's working set lies agai
     expect(reverse.normal).toBeGreaterThan(scan.normal);
     expect(reverse.syncs).toBeLessThanOrEqual(metricOf(run.queryMigrate, 'dirty-sync-count')!);
   }, 120_000);
+});
+
+describe("the program's place in its round robin at `migrate` (writerStartOf)", () => {
+  it('is read from its console lines: every 1g run of the 128 MiB working set started migrating at about 27,000-29,200 of 32,768, whatever its dirty-sync-count', () => {
+    const res = JSON.parse(readFileSync('validation/qemu/results-1g.json', 'utf8')) as RealResults;
+    const runs = res.runs.filter((r) => r.config.program?.wsMiB === 128);
+    expect(runs.length).toBe(21); // 7 configurations x 3 repeats
+    const starts = runs.map((r) => writerStartOf(r, 32768)!);
+    for (const s of starts) (expect(s).toBeGreaterThanOrEqual(27000), expect(s).toBeLessThanOrEqual(29200));
+    // The same start, yet the precopy runs' counts spread: the start does not decide them.
+    const syncs = new Set(runs.filter((r) => r.config.postcopyAfterMs === null).map((r) => metricOf(r.queryMigrate, 'dirty-sync-count')));
+    expect(syncs.size).toBeGreaterThanOrEqual(5);
+    // A run without a writing program has none.
+    expect(
+      writerStartOf(
+        res.runs.find((r) => r.config.id === 'ceiling-1g')!,
+        0,
+      ),
+    ).toBeNull();
+  });
 });
 
 describe("the guest's measured layout (predict()'s default)", () => {
