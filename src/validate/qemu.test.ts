@@ -176,6 +176,15 @@ describe("the program's place in its round robin at `migrate` (writerStartOf)", 
     // The same start, yet the precopy runs' counts spread: the start does not decide them.
     const syncs = new Set(runs.filter((r) => r.config.postcopyAfterMs === null).map((r) => metricOf(r.queryMigrate, 'dirty-sync-count')));
     expect(syncs.size).toBeGreaterThanOrEqual(5);
+    // memtwin started there (wsStart) converges sooner than at index 0, its default: measured, not adopted.
+    const file = 'validation/qemu/results-1g.json';
+    const run = medianRun(runs.filter((r) => r.config.id === 'precopy-dirty-1g-ws128M-r20000-bw128M'))!;
+    const at = (wsStart: number): Record<string, number> =>
+      (predict({ ...inputsOf(run, calibrate(res, file)), wsStart }) as { ram: Record<string, number> }).ram;
+    const [zero, measured] = [at(0), at(writerStartOf(run, 32768)!)];
+    expect(zero['dirty-sync-count']).toBe(7);
+    expect(measured['dirty-sync-count']).toBe(4);
+    expect(measured.normal).toBeLessThan(zero.normal!);
     // A run without a writing program has none.
     expect(
       writerStartOf(
