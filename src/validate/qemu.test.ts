@@ -27,6 +27,7 @@ import {
   POSTCOPY_BOUND_PCT,
   SYNC_BOUND,
   measuredLayout,
+  writerStartOf,
 } from './qemu.ts';
 import { BATCHES, type RealResults, type RealRun } from './matrix.ts';
 
@@ -163,6 +164,35 @@ describe("the dirty-sync count follows where the program's working set lies agai
     expect(reverse.normal).toBeGreaterThan(scan.normal);
     expect(reverse.syncs).toBeLessThanOrEqual(metricOf(run.queryMigrate, 'dirty-sync-count')!);
   }, 120_000);
+});
+
+describe("the program's place in its round robin at `migrate` (writerStartOf)", () => {
+  it('is read from its console lines: every 1g run of the 128 MiB working set started migrating at about 27,000-29,200 of 32,768, whatever its dirty-sync-count', () => {
+    const res = JSON.parse(readFileSync('validation/qemu/results-1g.json', 'utf8')) as RealResults;
+    const runs = res.runs.filter((r) => r.config.program?.wsMiB === 128);
+    expect(runs.length).toBe(21); // 7 configurations x 3 repeats
+    const starts = runs.map((r) => writerStartOf(r, 32768)!);
+    for (const s of starts) (expect(s).toBeGreaterThanOrEqual(27000), expect(s).toBeLessThanOrEqual(29200));
+    // The same start, yet the precopy runs' counts spread: the start does not decide them.
+    const syncs = new Set(runs.filter((r) => r.config.postcopyAfterMs === null).map((r) => metricOf(r.queryMigrate, 'dirty-sync-count')));
+    expect(syncs.size).toBeGreaterThanOrEqual(5);
+    // memtwin started there (wsStart) converges sooner than at index 0, its default: measured, not adopted.
+    const file = 'validation/qemu/results-1g.json';
+    const run = medianRun(runs.filter((r) => r.config.id === 'precopy-dirty-1g-ws128M-r20000-bw128M'))!;
+    const at = (wsStart: number): Record<string, number> =>
+      (predict({ ...inputsOf(run, calibrate(res, file)), wsStart }) as { ram: Record<string, number> }).ram;
+    const [zero, measured] = [at(0), at(writerStartOf(run, 32768)!)];
+    expect(zero['dirty-sync-count']).toBe(7);
+    expect(measured['dirty-sync-count']).toBe(4);
+    expect(measured.normal).toBeLessThan(zero.normal!);
+    // A run without a writing program has none.
+    expect(
+      writerStartOf(
+        res.runs.find((r) => r.config.id === 'ceiling-1g')!,
+        0,
+      ),
+    ).toBeNull();
+  });
 });
 
 describe("the guest's measured layout (predict()'s default)", () => {
