@@ -181,17 +181,21 @@ function guestMemoryOf(k: Kernel, vm: Vm): ScenarioGuestMemory {
       if (!pending || !vm.nothingDue()) return false;
       // Vm.writePages gives what each page's access would have returned; the vCPU's pending time grows by each of
       // them in turn, as onVcpu's page-by-page sums do.
+      // If a page's access throws (the VMM killed), the pages before it still count, as page by page they would.
       const saved = k.membwTask;
       k.membwTask = bwTasks ? batchBwTask(k, vm, vcpu, bwTasks) : saved;
+      ns.fill(NaN, 0, n);
+      let wrote = false;
       try {
-        if (!k.runAsTask({ ns: 0 }, () => vm.writePages(vcpu, gpa, n, fill, ns))) return false;
+        wrote = k.runAsTask({ ns: 0 }, () => vm.writePages(vcpu, gpa, n, fill, ns));
       } finally {
         k.membwTask = saved;
+        let sum = pending.get(vcpu) ?? 0;
+        let j = 0;
+        for (; j < n && !Number.isNaN(ns[j]!); j++) sum += ns[j]!;
+        if (j > 0) pending.set(vcpu, sum);
       }
-      let sum = pending.get(vcpu) ?? 0;
-      for (let j = 0; j < n; j++) sum += ns[j]!;
-      pending.set(vcpu, sum);
-      return true;
+      return wrote;
     },
     batch<T>(f: () => T): T {
       if (pending) return f();

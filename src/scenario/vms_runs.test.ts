@@ -205,6 +205,30 @@ describe('guest_alloc as runs of pages', () => {
               thp: 'never',
               vms: [
                 {
+                  ramMiB: 44,
+                  vcpus: 1,
+                  policy: 'none',
+                  cgroup: true,
+                  events: [{ atMs: 1, op: 'guest_alloc', mib: 44, vcpu: 0, pageCache: false }],
+                },
+                {
+                  ramMiB: 32,
+                  vcpus: 1,
+                  policy: 'none',
+                  cgroup: true,
+                  events: [{ atMs: 1, op: 'guest_alloc', mib: 5, vcpu: 0, pageCache: false }],
+                },
+              ],
+              hostProcess: false,
+            },
+          ],
+          [
+            {
+              hostMiB: 192,
+              nodes: 1,
+              thp: 'never',
+              vms: [
+                {
                   ramMiB: 52,
                   vcpus: 1,
                   policy: 'none',
