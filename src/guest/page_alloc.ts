@@ -509,6 +509,57 @@ export class GuestPageAlloc {
     return pfn;
   }
 
+  /**
+   * 2^MAX_PAGE_ORDER order-0 allocations of `req` at once, when they would
+   * take one whole block in ascending order: the first zone of the
+   * request's zonelist with a free page has no free block below
+   * MAX_PAGE_ORDER, so the first allocation splits the head block of
+   * free_area[MAX_PAGE_ORDER] and the next 1023 take its pieces, lowest
+   * first. The state left is what those allocations leave: the block off
+   * its list, every frame but the head filed once (PG_buddy cleared again,
+   * its order that of the piece it headed: the lowest set bit of its
+   * offset), no link table, the counters moved by 1024. Returns the
+   * block's first frame, or -1 (nothing done) when the allocations would
+   * not go that way; then allocPages, one page at a time.
+   */
+  allocBlockPages(req: GuestAllocRequest): number {
+    const z = this.blockZone(req);
+    if (!z) return -1;
+    const pfn = this.resolve(z, z.heads[MAX_PAGE_ORDER]!);
+    this.listDel(z, pfn, MAX_PAGE_ORDER);
+    const s = this.sec(pfn);
+    const base = pfn & SECTION_MASK;
+    for (let x = 1; x < 1 << MAX_PAGE_ORDER; x++) {
+      s.flags[base + x] = 0;
+      s.order[base + x] = 31 - Math.clz32(x & -x);
+    }
+    z.freePages -= 1 << MAX_PAGE_ORDER;
+    this.setUse(pfn, 1 << MAX_PAGE_ORDER, req.use);
+    return pfn;
+  }
+
+  /** The block allocBlockPages(req) would take now, or -1; changes nothing. */
+  peekBlockPages(req: GuestAllocRequest): number {
+    const z = this.blockZone(req);
+    return z ? this.resolve(z, z.heads[MAX_PAGE_ORDER]!) : -1;
+  }
+
+  /** The zone whose head MAX_PAGE_ORDER block 1024 order-0 allocations of req would take, or undefined. */
+  private blockZone(req: GuestAllocRequest): GuestZone | undefined {
+    if (req.order !== 0 || req.use === PageUse.Free || req.use === PageUse.Hole || req.use === PageUse.Isolated) return undefined;
+    const preferred = req.nid ?? this.nodeOfCpu(req.cpu ?? 0);
+    const list = req.thisNode ? [preferred] : (this.zonelists[preferred] ?? this.zonelists[0]!);
+    for (const nid of list) {
+      const z = this.zones[nid];
+      if (!z) continue;
+      let o = 0;
+      while (o <= MAX_PAGE_ORDER && z.heads[o] === -1) o++;
+      if (o > MAX_PAGE_ORDER) continue; // nothing free here: the allocation would go on to the next zone
+      return o === MAX_PAGE_ORDER ? z : undefined;
+    }
+    return undefined;
+  }
+
   private getPageFromFreelist(req: GuestAllocRequest): number {
     const preferred = req.nid ?? this.nodeOfCpu(req.cpu ?? 0);
     const list = req.thisNode ? [preferred] : (this.zonelists[preferred] ?? this.zonelists[0]!);

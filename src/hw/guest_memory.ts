@@ -29,6 +29,17 @@ export interface GuestMemory {
    * init_on_alloc does for every allocation). Returns the virtual ns.
    */
   clear(vcpu: number, gpa: number, len: number): number;
+  /**
+   * Optional: `n` calls access(vcpu, gpa + j * 4K, 4K, 4K, true, fill), j
+   * ascending, as one call: the same effects, what call j would have
+   * returned in ns[j]. An implementation handles a run of never-touched
+   * pages at once and each other page as access does. It returns false,
+   * having done nothing, when it cannot promise that nothing else runs
+   * meanwhile (background work falling due, or no batch to charge the
+   * time to): the caller then goes page by page, whose state in between
+   * something else might read.
+   */
+  writePages?(vcpu: number, gpa: number, n: number, fill: number, ns: Float64Array): boolean;
   /** The byte at `gpa` (0 for memory the host has not backed). */
   peek(gpa: number): number;
 }

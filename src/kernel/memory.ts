@@ -312,6 +312,64 @@ export function installAnonPages(
   return n;
 }
 
+/**
+ * Write faults on the n (<= 512) none PTEs of one PTE table from va, as n
+ * one-page stores by `thread` through userAccess would take them
+ * (accessPtes: do_anonymous_page for each, then the store of `fill`):
+ * their frames from one bulk allocation (PhysMem.allocBulk: the frames n
+ * single allocations would hand out, in that order), each page set up,
+ * mapped and written in address order, the faults counted. The time is
+ * not charged here: the caller charges chargeAnonWriteFault per page, in
+ * the order of its other charges. `frames` receives the frames. Returns
+ * n, or 0 with nothing done when the pages must go one at a time: not a
+ * plain private anonymous VMA (a file, hugetlb, userfaultfd), no PTE table
+ * yet (the first fault makes it), a PTE that is not none, a memory policy
+ * or cpuset to apply, a memory cgroup to charge, a task the OOM killer
+ * chose, a node that would fall to its low watermark, background work due
+ * within the faults, or no running task (each fault would move the clock).
+ */
+export function writeFaultAnonRun(k: Kernel, thread: Thread, va: number, n: number, fill: number, frames: Int32Array): number {
+  const proc = thread.process;
+  if (k.taskTime === null || proc.exited || proc.memsAllowed || thread.mempolicy || k.memcg.active) return 0;
+  if (n <= 0 || n > 512 || Math.floor(va / PMD_SIZE) !== Math.floor((va + n * PAGE_SIZE - 1) / PMD_SIZE) || va % PAGE_SIZE) return 0;
+  // accessPtes runs background work that falls due within a fault (the clock stands still inside a task).
+  if (k.events.size && (k.events.peekTime() ?? Infinity) <= k.clock.now() + k.hot.faultWrite) return 0;
+  const mm = proc.mm;
+  const vma = mm.vmaAt(va);
+  if (!vma || va + n * PAGE_SIZE > vma.end || !vmaAllows(vma, true) || vma.policy) return 0;
+  if (vma.file || vma.isHugetlb() || vma.flags & (VM.UFFD_MISSING | VM.UFFD_WP)) return 0;
+  const t = mm.pgtable.pmds.get(Math.floor(va / PMD_SIZE));
+  if (!(t instanceof PteTable)) return 0;
+  const ptes = t.ptes;
+  const vpn = va / PAGE_SIZE;
+  const i0 = vpn & 511;
+  for (let j = 0; j < n; j++) if (ptes[i0 + j] !== PTE_NONE) return 0;
+  const local = k.cpuToNode(thread.cpu);
+  ORDER0_MOVABLE.nid = local;
+  if (k.phys.allocBulk(ORDER0_MOVABLE, n, frames) === 0) return 0;
+  k.accountAlloc(frames[0]!, local, n);
+  k.vmstat.events.pgfault += n;
+  const owner = mm.id;
+  const m = k.mem;
+  for (let j = 0; j < n; j++) {
+    const pfn = frames[j]!;
+    lruAddNewAnon(k, pfn, owner, vpn + j, PG.anon | PG.young | PG.anonExclusive);
+    ptes[i0 + j] = pteOf(pfn);
+    k.writeSerial = (k.writeSerial + 1) & 0xffffff;
+    m.storeByte(pfn, k.writeSerial, fill, true);
+  }
+  t.used += n;
+  mm.rssAnon += n;
+  anonVmaPrepare(k, mm, vma);
+  return n;
+}
+
+/** The time of one anonymous write fault into frame pfn by a task on node `nid` (do_anonymous_page's clear_page with a bandwidth model). */
+export function chargeAnonWriteFault(k: Kernel, pfn: number, nid: number): void {
+  if (k.membw) k.chargeMem(k.hot.faultWrite, k.hot.zero4k, -1, k.phys.nodeOfPfn(pfn), PAGE_SIZE, nid);
+  else k.charge(k.hot.faultWrite);
+}
+
 /** fault_around_bytes default (64K): pages a read fault maps around itself. */
 export const FAULT_AROUND_PAGES = 16;
 

@@ -176,6 +176,27 @@ function guestMemoryOf(k: Kernel, vm: Vm): ScenarioGuestMemory {
     peek: (gpa) => vm.peek(gpa),
     clear: (vcpu, gpa, len) => onVcpu(vcpu, () => vm.clear(vcpu, gpa, len)),
     access: (vcpu, gpa, len, stride, write, fill) => onVcpu(vcpu, () => vm.access(vcpu, gpa, len, stride, write, fill)),
+    writePages(vcpu, gpa, n, fill, ns) {
+      // Only in a batch (the clock stands still, the time is the vCPU's, spent at the batch's end) with nothing due.
+      if (!pending || !vm.nothingDue()) return false;
+      // Vm.writePages gives what each page's access would have returned; the vCPU's pending time grows by each of
+      // them in turn, as onVcpu's page-by-page sums do.
+      // If a page's access throws (the VMM killed), the pages before it still count, as page by page they would.
+      const saved = k.membwTask;
+      k.membwTask = bwTasks ? batchBwTask(k, vm, vcpu, bwTasks) : saved;
+      ns.fill(NaN, 0, n);
+      let wrote = false;
+      try {
+        wrote = k.runAsTask({ ns: 0 }, () => vm.writePages(vcpu, gpa, n, fill, ns));
+      } finally {
+        k.membwTask = saved;
+        let sum = pending.get(vcpu) ?? 0;
+        let j = 0;
+        for (; j < n && !Number.isNaN(ns[j]!); j++) sum += ns[j]!;
+        if (j > 0) pending.set(vcpu, sum);
+      }
+      return wrote;
+    },
     batch<T>(f: () => T): T {
       if (pending) return f();
       const mine = (pending = new Map());

@@ -22,7 +22,7 @@ const op = (entries: number) =>
   );
 
 describe('Ept', () => {
-  it('reads exactly as a flat array of one entry per page, whatever is written', () => {
+  it('reads exactly as a flat array of one entry per page, whatever is written (get, tableEmpty, noneIn)', () => {
     const entries = 5 * EPT_TABLE_ENTRIES + 17; // a partial last table
     fc.assert(
       fc.property(fc.array(op(entries), { maxLength: 40 }), (ops) => {
@@ -43,6 +43,12 @@ describe('Ept', () => {
             }
           }
           for (let i = 0; i < entries; i++) if (ept.get(i) !== flat[i]) return false;
+          // noneIn over a few ranges, against the flat array.
+          for (let r = 0; r < 8; r++) {
+            const i0 = (o.i0 * 7 + r * 613) % entries;
+            const len = 1 + ((o.n + r * 97) % Math.min(3 * EPT_TABLE_ENTRIES, entries - i0));
+            if (ept.noneIn(i0, len) !== flat.subarray(i0, i0 + len).every((e) => e === EPT_NONE)) return false;
+          }
           for (let t = 0; t * EPT_TABLE_ENTRIES < entries; t++) {
             const empty = flat.subarray(t * EPT_TABLE_ENTRIES, (t + 1) * EPT_TABLE_ENTRIES).every((e) => e === EPT_NONE);
             if (ept.tableEmpty(t) !== empty) return false;

@@ -54,6 +54,21 @@ export class Ept {
     return o >= this.lo[t]! && o < this.hi[t]! ? this.runBase[t]! + o : EPT_NONE;
   }
 
+  /** Whether entries [i0, i0 + n) are all EPT_NONE (a run's table by its bounds, not entry by entry). */
+  noneIn(i0: number, n: number): boolean {
+    for (let i = i0; i < i0 + n;) {
+      const t = i >>> SHIFT;
+      const o = i & MASK;
+      const m = Math.min(i0 + n - i, EPT_TABLE_ENTRIES - o);
+      const d = this.dense[t];
+      if (d !== undefined) {
+        for (let j = o; j < o + m; j++) if (d[j] !== EPT_NONE) return false;
+      } else if (this.hi[t]! > this.lo[t]! && o < this.hi[t]! && o + m > this.lo[t]!) return false;
+      i += m;
+    }
+    return true;
+  }
+
   /** Entries [i0, i0 + n) map consecutive host frames: entry i0 + j holds first + j. */
   setRun(i0: number, n: number, first: number): void {
     for (let i = i0; i < i0 + n;) {

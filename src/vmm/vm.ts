@@ -540,6 +540,91 @@ export class Vm implements GuestMemory {
   }
 
   /**
+   * GuestMemory.writePages: n one-page stores of `fill` by vCPU `vcpu` from
+   * gpa (page aligned), as n calls of access(vcpu, gpa + j * 4K, 4K, 4K,
+   * true, fill) would make them, ns[j] what call j would return. A run of
+   * pages inside one host PTE table that the EPT does not map and the host
+   * has not backed (a plain anonymous first touch: memory.ts
+   * writeFaultAnonRun) is faulted in at once: one EPT violation per page
+   * counted and charged, the host's faults, then the EPT entries a run of
+   * frames at a time; each charge is the one the page's call would make,
+   * in the same order, so the sums are the same. Any other page goes
+   * through access. Returns false, having done nothing, outside a task or
+   * when background work falls due (GuestMemory.writePages).
+   */
+  writePages(vcpu: number, gpa: number, n: number, fill: number, ns: Float64Array): boolean {
+    const k = this.k;
+    if (k.taskTime === null || !this.nothingDue()) return false;
+    const cpu = this.vcpus[vcpu];
+    const slot = this.slotOf(gpa);
+    for (let j = 0; j < n;) {
+      const g = gpa + j * PAGE_SIZE;
+      let done = 0;
+      if (cpu && slot && g % PAGE_SIZE === 0 && g + PAGE_SIZE <= slot.gpa + slot.size) {
+        const hva = slot.hva + (g - slot.gpa);
+        const i0 = (g - slot.gpa) / PAGE_SIZE;
+        const m = Math.min(n - j, (PMD_SIZE - (hva % PMD_SIZE)) / PAGE_SIZE, slot.size / PAGE_SIZE - i0);
+        const none = !slot.ept || slot.ept.noneIn(i0, m);
+        if (none) done = hostMemory.writeFaultAnonRun(k, cpu.thread, hva, m, fill, runFrames);
+        if (done) this.chargeRun(slot, cpu.thread, i0, done, ns, j);
+      }
+      if (!done) {
+        ns[j] = this.access(vcpu, g, PAGE_SIZE, PAGE_SIZE, true, fill);
+        done = 1;
+      }
+      j += done;
+    }
+    return true;
+  }
+
+  /**
+   * Whether no background work (the sampler, kernel threads) falls due
+   * within a fault now: inside a task, where the clock stands still,
+   * nothing else then runs during writePages to see the state between two
+   * of its pages.
+   */
+  nothingDue(): boolean {
+    const k = this.k;
+    return !k.events.size || (k.events.peekTime() ?? Infinity) > k.clock.now() + k.hot.faultWrite;
+  }
+
+  /**
+   * After writeFaultAnonRun faulted in the m pages of slot entries i0...
+   * (frames in runFrames): what each page's access would have counted and
+   * charged (its EPT violation, then its host fault), into ns[at + q], and
+   * the EPT entries, a run of consecutive frames at a time.
+   */
+  private chargeRun(slot: MemSlot, t: Thread, i0: number, m: number, ns: Float64Array, at: number): void {
+    const k = this.k;
+    this.stats.eptViolations += m;
+    this.stats.hostFaults += m;
+    const nid = k.cpuToNode(t.cpu);
+    const outer = k.taskTime;
+    try {
+      for (let q = 0; q < m; q++) {
+        // access's own task time: a fresh sum per page, then charged to the caller's.
+        const time = pageTime;
+        time.ns = 0;
+        k.taskTime = time;
+        k.charge(this.eptViolationNs);
+        hostMemory.chargeAnonWriteFault(k, runFrames[q]!, nid);
+        k.taskTime = outer;
+        ns[at + q] = time.ns;
+        k.charge(time.ns);
+      }
+    } finally {
+      k.taskTime = outer;
+    }
+    slot.ept ??= new Ept(slot.size / PAGE_SIZE);
+    for (let q = 0; q < m;) {
+      let r = 1;
+      while (q + r < m && runFrames[q + r] === runFrames[q]! + r) r++;
+      slot.ept.setRun(i0 + q, r, runFrames[q]! + 1);
+      q += r;
+    }
+  }
+
+  /**
    * vCPU `vcpu` zeroes the whole pages of [gpa, gpa + len): a store to each
    * (faulting the host page in, through the EPT), then the page holds no
    * non-zero byte. The copy's cost is `memcpy_4k` per page (a proxy: the
@@ -909,6 +994,10 @@ function memoryOptions(cfg: VmConfig, ramSize: number): [number, number] {
     );
   return [cfg.maxmem, cfg.slots ?? 0];
 }
+
+/** Frames of one Vm.writePages run (at most a PTE table's worth), and a page's task time there. */
+const runFrames = new Int32Array(512);
+const pageTime = { ns: 0 };
 
 /** The largest EPT page size (1G, 2M, 4K) whose aligned GPA frame fits in the slot with GPA and HVA congruent. */
 function slotLevelLimit(s: MemSlot, gpa: number): number {
