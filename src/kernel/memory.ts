@@ -289,19 +289,20 @@ export function installAnonPages(
   n: number,
   thread: Thread,
   src: number | ((va: number) => number),
+  frames: Int32Array = bulkFrames,
 ): number {
   if (vma.policy || thread.mempolicy || thread.process.memsAllowed || k.memcg.active || thread.process.exited) return 0;
   const local = k.cpuToNode(thread.cpu);
   ORDER0_MOVABLE.nid = local;
-  if (k.phys.allocBulk(ORDER0_MOVABLE, n, bulkFrames) === 0) return 0;
-  k.accountAlloc(bulkFrames[0]!, local, n);
+  if (k.phys.allocBulk(ORDER0_MOVABLE, n, frames) === 0) return 0;
+  k.accountAlloc(frames[0]!, local, n);
   const owner = mm.id;
   const vpn = va / PAGE_SIZE;
   const i0 = vpn & 511;
   const fill = typeof src === 'number' ? src : -1;
-  lruAddNewAnonRun(k, bulkFrames, n, owner, vpn, PG.anon | PG.young | PG.anonExclusive);
+  lruAddNewAnonRun(k, frames, n, owner, vpn, PG.anon | PG.young | PG.anonExclusive);
   for (let j = 0; j < n; j++) {
-    const pfn = bulkFrames[j]!;
+    const pfn = frames[j]!;
     t.ptes[i0 + j] = pteOf(pfn);
     k.writeSerial = (k.writeSerial + 1) & 0xffffff;
     k.mem.storeByte(pfn, k.writeSerial, fill >= 0 ? fill : (src as (va: number) => number)(va + j * PAGE_SIZE), true);
@@ -344,23 +345,8 @@ export function writeFaultAnonRun(k: Kernel, thread: Thread, va: number, n: numb
   const vpn = va / PAGE_SIZE;
   const i0 = vpn & 511;
   for (let j = 0; j < n; j++) if (ptes[i0 + j] !== PTE_NONE) return 0;
-  const local = k.cpuToNode(thread.cpu);
-  ORDER0_MOVABLE.nid = local;
-  if (k.phys.allocBulk(ORDER0_MOVABLE, n, frames) === 0) return 0;
-  k.accountAlloc(frames[0]!, local, n);
+  if (installAnonPages(k, mm, vma, t, va, n, thread, fill, frames) === 0) return 0;
   k.vmstat.events.pgfault += n;
-  const owner = mm.id;
-  const m = k.mem;
-  for (let j = 0; j < n; j++) {
-    const pfn = frames[j]!;
-    lruAddNewAnon(k, pfn, owner, vpn + j, PG.anon | PG.young | PG.anonExclusive);
-    ptes[i0 + j] = pteOf(pfn);
-    k.writeSerial = (k.writeSerial + 1) & 0xffffff;
-    m.storeByte(pfn, k.writeSerial, fill, true);
-  }
-  t.used += n;
-  mm.rssAnon += n;
-  anonVmaPrepare(k, mm, vma);
   return n;
 }
 
