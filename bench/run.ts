@@ -528,7 +528,11 @@ async function scriptVersusLinux(what: string, script: string, opIndex: number, 
       ms.map((m) => units / (m / 1000)),
       fmt,
     );
-  row(`${what}, simulator (wall)`, `${fmt(simRate)} ${unitName}/s`, `median of ${simTimes.length} after a warm-up round; spread ${rates(simTimes)}`);
+  row(
+    `${what}, simulator (wall)`,
+    `${fmt(simRate)} ${unitName}/s`,
+    `median of ${simTimes.length} after a warm-up round; spread ${rates(simTimes)}`,
+  );
   if (why) row('same script on the real kernel', 'not run', why);
   else {
     const realRate = units / (median(realTimes) / 1000);

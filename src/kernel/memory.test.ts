@@ -91,7 +91,13 @@ describe('write faults over runs of none PTEs (accessPtes, faultAnonRun)', () =>
           // Past the low watermark of an 8 MiB node: the run declines and the faults go one by one, waking kswapd.
           [[{ kind: 'write', at: 0, n: 1700 }], 8],
           // A timer due in the middle of a run.
-          [[{ kind: 'timer', at: 300, n: 0 }, { kind: 'write', at: 5, n: 1000 }], 32],
+          [
+            [
+              { kind: 'timer', at: 300, n: 0 },
+              { kind: 'write', at: 5, n: 1000 },
+            ],
+            32,
+          ],
         ],
       },
     );

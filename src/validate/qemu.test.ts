@@ -172,7 +172,10 @@ describe("the program's place in its round robin at `migrate` (writerStartOf)", 
     const runs = res.runs.filter((r) => r.config.program?.wsMiB === 128);
     expect(runs.length).toBe(21); // 7 configurations x 3 repeats
     const starts = runs.map((r) => writerStartOf(r, 32768)!);
-    for (const s of starts) (expect(s).toBeGreaterThanOrEqual(27000), expect(s).toBeLessThanOrEqual(29200));
+    for (const s of starts) {
+      expect(s).toBeGreaterThanOrEqual(27000);
+      expect(s).toBeLessThanOrEqual(29200);
+    }
     // The same start, yet the precopy runs' counts spread: the start does not decide them.
     const syncs = new Set(runs.filter((r) => r.config.postcopyAfterMs === null).map((r) => metricOf(r.queryMigrate, 'dirty-sync-count')));
     expect(syncs.size).toBeGreaterThanOrEqual(5);
