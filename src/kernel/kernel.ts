@@ -420,38 +420,16 @@ export class Kernel {
       this.charge(ns);
       return ns;
     }
-    // The load as of now (the task's later time within its step is not known to other tasks yet);
-    // a workload step has already read it for its CPU's node.
-    const now = this.clock.now();
+    const f = this.memFigures(bw, ns, memNs, readNode, writeNode, bytes, cpuNode);
     const task = this.membwTask;
-    const cached = task !== null && task.cpu === cpuNode;
-    // The DRAM time splits by traffic: a read moves its bytes once, a store storeTraffic times (2 with a read for ownership).
-    const st = bw.storeTraffic;
-    const stored = Math.round(st * bytes);
-    const rNs = readNode >= 0 ? memNs / (1 + st) : 0;
-    const wNs = memNs - rNs;
-    const mr = readNode < 0 ? 1 : cached ? task.mult[readNode]! : bw.multiplier(cpuNode, readNode, now);
-    const mw = cached ? task.mult[writeNode]! : bw.multiplier(cpuNode, writeNode, now);
-    const total = ns + Math.round(rNs * (mr - 1) + wNs * (mw - 1));
-    if (task) {
-      addFlowClass(task.classes, writeNode, stored, wNs, wNs * mw);
-      if (readNode >= 0) addFlowClass(task.classes, readNode, bytes, rNs, rNs * mr);
-    } else {
+    if (task) this.addMemClasses(task.classes, f, readNode, writeNode, bytes);
+    else {
       // A task of its own (a tool's syscall, kcompactd): its copies page after page are one flow.
-      OWN_WRITE.node = writeNode;
-      OWN_WRITE.bytes = stored;
-      OWN_WRITE.memNs = wNs;
-      OWN_WRITE.seenNs = wNs * mw;
-      if (readNode >= 0) {
-        OWN_READ.node = readNode;
-        OWN_READ.bytes = bytes;
-        OWN_READ.memNs = rNs;
-        OWN_READ.seenNs = rNs * mr;
-      }
-      bw.flow(now + Math.round(this.taskTime?.ns ?? 0), total, cpuNode, readNode >= 0 ? OWN_BOTH : OWN_WRITE_ONLY, true);
+      const now = this.clock.now();
+      bw.flow(now + Math.round(this.taskTime?.ns ?? 0), f.total, cpuNode, ownClasses(f, readNode, writeNode, bytes), true);
     }
-    this.charge(total);
-    return total;
+    this.charge(f.total);
+    return f.total;
   }
 
   /**
@@ -469,35 +447,53 @@ export class Kernel {
       return;
     }
     // chargeMem's figures, the same for each call (the clock does not move inside a task).
+    const f = this.memFigures(bw, ns, memNs, readNode, writeNode, bytes, cpuNode);
+    const task = this.membwTask;
+    if (task) {
+      for (let i = 0; i < n; i++) {
+        this.addMemClasses(task.classes, f, readNode, writeNode, bytes);
+        tt.ns += f.total;
+      }
+      return;
+    }
+    tt.ns = bw.flowSeries(n, this.clock.now(), tt.ns, f.total, cpuNode, ownClasses(f, readNode, writeNode, bytes));
+  }
+
+  /**
+   * chargeMem's figures for one copy or clear (into one reused object: the
+   * hot path allocates nothing). The load is the one as of now (the task's
+   * later time within its step is not known to other tasks yet); a workload
+   * step has already read it for its CPU's node. The DRAM time splits by
+   * traffic: a read moves its bytes once, a store storeTraffic times (2
+   * with a read for ownership).
+   */
+  private memFigures(
+    bw: MemBandwidth,
+    ns: number,
+    memNs: number,
+    readNode: number,
+    writeNode: number,
+    bytes: number,
+    cpuNode: number,
+  ): MemFigures {
     const now = this.clock.now();
     const task = this.membwTask;
     const cached = task !== null && task.cpu === cpuNode;
     const st = bw.storeTraffic;
-    const stored = Math.round(st * bytes);
-    const rNs = readNode >= 0 ? memNs / (1 + st) : 0;
-    const wNs = memNs - rNs;
-    const mr = readNode < 0 ? 1 : cached ? task.mult[readNode]! : bw.multiplier(cpuNode, readNode, now);
-    const mw = cached ? task.mult[writeNode]! : bw.multiplier(cpuNode, writeNode, now);
-    const total = ns + Math.round(rNs * (mr - 1) + wNs * (mw - 1));
-    if (task) {
-      for (let i = 0; i < n; i++) {
-        addFlowClass(task.classes, writeNode, stored, wNs, wNs * mw);
-        if (readNode >= 0) addFlowClass(task.classes, readNode, bytes, rNs, rNs * mr);
-        tt.ns += total;
-      }
-      return;
-    }
-    OWN_WRITE.node = writeNode;
-    OWN_WRITE.bytes = stored;
-    OWN_WRITE.memNs = wNs;
-    OWN_WRITE.seenNs = wNs * mw;
-    if (readNode >= 0) {
-      OWN_READ.node = readNode;
-      OWN_READ.bytes = bytes;
-      OWN_READ.memNs = rNs;
-      OWN_READ.seenNs = rNs * mr;
-    }
-    tt.ns = bw.flowSeries(n, now, tt.ns, total, cpuNode, readNode >= 0 ? OWN_BOTH : OWN_WRITE_ONLY);
+    const f = MEM_FIGURES;
+    f.stored = Math.round(st * bytes);
+    f.rNs = readNode >= 0 ? memNs / (1 + st) : 0;
+    f.wNs = memNs - f.rNs;
+    f.mr = readNode < 0 ? 1 : cached ? task.mult[readNode]! : bw.multiplier(cpuNode, readNode, now);
+    f.mw = cached ? task.mult[writeNode]! : bw.multiplier(cpuNode, writeNode, now);
+    f.total = ns + Math.round(f.rNs * (f.mr - 1) + f.wNs * (f.mw - 1));
+    return f;
+  }
+
+  /** A workload step's or task's classes get one copy's bytes. */
+  private addMemClasses(classes: FlowClass[], f: MemFigures, readNode: number, writeNode: number, bytes: number): void {
+    addFlowClass(classes, writeNode, f.stored, f.wNs, f.wNs * f.mw);
+    if (readNode >= 0) addFlowClass(classes, readNode, bytes, f.rNs, f.rNs * f.mr);
   }
 
   /** Run background work (kcompactd, ...) that is due by now. */
@@ -514,6 +510,31 @@ const OWN_WRITE: FlowClass = { node: 0, bytes: 0, memNs: 0, seenNs: 0 };
 const OWN_READ: FlowClass = { node: 0, bytes: 0, memNs: 0, seenNs: 0 };
 const OWN_WRITE_ONLY: readonly FlowClass[] = [OWN_WRITE];
 const OWN_BOTH: readonly FlowClass[] = [OWN_WRITE, OWN_READ];
+
+/** Kernel.memFigures: a copy's stored bytes, its read and write DRAM time, their load multipliers, the time charged. */
+interface MemFigures {
+  stored: number;
+  rNs: number;
+  wNs: number;
+  mr: number;
+  mw: number;
+  total: number;
+}
+const MEM_FIGURES: MemFigures = { stored: 0, rNs: 0, wNs: 0, mr: 1, mw: 1, total: 0 };
+
+/** The flow classes of a copy made by a task of its own (OWN_WRITE, OWN_READ, reused). */
+function ownClasses(f: MemFigures, readNode: number, writeNode: number, bytes: number): readonly FlowClass[] {
+  OWN_WRITE.node = writeNode;
+  OWN_WRITE.bytes = f.stored;
+  OWN_WRITE.memNs = f.wNs;
+  OWN_WRITE.seenNs = f.wNs * f.mw;
+  if (readNode < 0) return OWN_WRITE_ONLY;
+  OWN_READ.node = readNode;
+  OWN_READ.bytes = bytes;
+  OWN_READ.memNs = f.rNs;
+  OWN_READ.seenNs = f.rNs * f.mr;
+  return OWN_BOTH;
+}
 
 /** Add bytes moved on `node` to a step's classes (one class per memory node). */
 export function addFlowClass(classes: FlowClass[], node: number, bytes: number, memNs: number, seenNs: number): void {
