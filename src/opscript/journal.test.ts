@@ -505,7 +505,9 @@ describe.skipIf(noLinux !== undefined)('the real machine is always restored', ()
     } finally {
       await Promise.all([a.close(), b.close()]);
     }
-  });
+    // a.exec itself waits for the lock while another test file's executor (or a process it spawned) still holds
+    // it: in the full suite that wait has passed the default two minutes.
+  }, 300_000);
 });
 
 /** A journal file as an executor writes it (native/PROTOCOL.md). */
