@@ -1,12 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { smallKernel, RW, ANON } from '../testing/fixtures.ts';
+import { anonStateOf, smallKernel, RW, ANON } from '../testing/fixtures.ts';
 import { verifyKernel } from './debug_vm.ts';
 import { MADV, PAGE_SIZE } from './uapi.ts';
 import { followPage } from './memory.ts';
-import { LRU_INACTIVE_ANON } from './swap.ts';
 import { sysSwapon } from './swapfile.ts';
-import type { Kernel } from './kernel.ts';
 
 describe('write faults over runs of none PTEs (accessPtes, faultAnonRun)', () => {
   it('property: one write access over a range faults in what one access per page faults in (frames, contents, LRU order, counters, time, events)', () => {
@@ -63,27 +61,14 @@ describe('write faults over runs of none PTEs (accessPtes, faultAnonRun)', () =>
       expect(verifyKernel(k)).toEqual([]);
       return { k, p, a, trace };
     };
-    const lru = (k: Kernel): number[] => {
-      const out: number[] = [];
-      for (let f = k.nodeLruvec[0]!.head[LRU_INACTIVE_ANON]!; f >= 0; f = k.mem.next(f)) out.push(f);
-      return out;
-    };
     fc.assert(
       fc.property(fc.array(op, { minLength: 1, maxLength: 12 }), fc.constantFrom(8, 32), (ops, mib) => {
         const x = run(ops, false, mib);
         const y = run(ops, true, mib);
         expect(x.trace).toEqual(y.trace);
-        const pages = (r: typeof x) =>
-          Array.from({ length: PAGES }, (_, i) => {
-            const pfn = followPage(r.p.mm, r.a + i * PAGE_SIZE);
-            return pfn < 0 ? pfn : `${pfn}:${r.k.mem.token(pfn)}:${r.k.mem.flags(pfn)}:${r.k.mem.index(pfn)}`;
-          }).join(' ');
-        expect(pages(x) === pages(y)).toBe(true);
-        expect(lru(x.k)).toEqual(lru(y.k));
-        expect(x.k.vmstat.snapshot()).toEqual(y.k.vmstat.snapshot());
-        expect(x.k.clock.now()).toBe(y.k.clock.now());
-        expect(x.p.mm.rssAnon).toBe(y.p.mm.rssAnon);
-        expect([...x.k.phys.zones[0]!.freeBlocks()].join(' ')).toBe([...y.k.phys.zones[0]!.freeBlocks()].join(' '));
+        // Frames, contents and flags of every page, LRU order, vmstat, clock, RSS and free lists alike.
+        const state = (r: typeof x) => anonStateOf(r.k, r.p.mm, r.a, PAGES, (pfn) => r.k.mem.index(pfn));
+        expect(state(x)).toEqual(state(y));
       }),
       {
         numRuns: 40,

@@ -1,13 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { smallKernel, RW, ANON } from '../testing/fixtures.ts';
+import { anonStateOf, smallKernel, RW, ANON } from '../testing/fixtures.ts';
 import { verifyKernel } from './debug_vm.ts';
 import { MADV, MAP, PAGE_SIZE, PMD_SIZE, UFFD_API, UFFD_FEATURE, UFFDIO_MODE, UFFDIO_REGISTER_MODE } from './uapi.ts';
 import { uffdioApi, uffdioFill, uffdioMove, uffdioRegister, uffdioUnregister, uffdioWake } from './userfaultfd.ts';
-import { followPage } from './memory.ts';
-import { LRU_INACTIVE_ANON } from './swap.ts';
 import { sysSwapon } from './swapfile.ts';
-import type { Kernel } from './kernel.ts';
 
 const MISSING = UFFDIO_REGISTER_MODE.UFFDIO_REGISTER_MODE_MISSING;
 
@@ -265,27 +262,14 @@ describe('userfaultfd', () => {
       expect(verifyKernel(k)).toEqual([]);
       return { k, p, a, rets };
     };
-    const lru = (k: Kernel): number[] => {
-      const out: number[] = [];
-      for (let f = k.nodeLruvec[0]!.head[LRU_INACTIVE_ANON]!; f >= 0; f = k.mem.next(f)) out.push(f);
-      return out;
-    };
     fc.assert(
       fc.property(fc.array(op, { minLength: 1, maxLength: 12 }), (ops) => {
         const x = run(ops, false);
         const y = run(ops, true);
         expect(x.rets).toEqual(y.rets);
-        const pages = (r: typeof x) =>
-          Array.from({ length: PAGES }, (_, i) => {
-            const pfn = followPage(r.p.mm, r.a + i * PAGE_SIZE);
-            return pfn < 0 ? pfn : `${pfn}:${r.k.mem.token(pfn)}:${r.k.mem.flags(pfn)}:${r.p.mm.uffdWp.has(r.a / PAGE_SIZE + i)}`;
-          }).join(' ');
-        expect(pages(x) === pages(y)).toBe(true);
-        expect(lru(x.k)).toEqual(lru(y.k));
-        expect(x.k.vmstat.snapshot()).toEqual(y.k.vmstat.snapshot());
-        expect(x.k.clock.now()).toBe(y.k.clock.now());
-        expect(x.p.mm.rssAnon).toBe(y.p.mm.rssAnon);
-        expect([...x.k.phys.zones[0]!.freeBlocks()].join(' ')).toBe([...y.k.phys.zones[0]!.freeBlocks()].join(' '));
+        // Frames, contents and flags of every page, LRU order, vmstat, clock, RSS and free lists alike.
+        const state = (r: typeof x) => anonStateOf(r.k, r.p.mm, r.a, PAGES, (_pfn, i) => String(r.p.mm.uffdWp.has(r.a / PAGE_SIZE + i)));
+        expect(state(x)).toEqual(state(y));
       }),
       {
         numRuns: 40,

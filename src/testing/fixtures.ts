@@ -3,6 +3,9 @@ import { Kernel } from '../kernel/kernel.ts';
 import { CostProfile } from '../sim/cost_profile.ts';
 import { hostFromFile } from '../sim/host.ts';
 import { MADV, MAP, PAGE_SIZE, PROT } from '../kernel/uapi.ts';
+import { followPage } from '../kernel/memory.ts';
+import { LRU_INACTIVE_ANON } from '../kernel/swap.ts';
+import type { MmStruct } from '../kernel/mm_types.ts';
 
 export const MiB = 1 << 20;
 
@@ -32,4 +35,34 @@ export function fragment(k: Kernel, mib: number): { p: ReturnType<Kernel['create
   k.access(p.mainThread, a, len, PAGE_SIZE, true, 0x5a);
   for (let off = 0; off < len; off += 2 * PAGE_SIZE) k.madvise(p, a + off, PAGE_SIZE, MADV.MADV_DONTNEED);
   return { p, a, len };
+}
+
+/**
+ * What a run path and the page-by-page path must leave alike in a one-node
+ * kernel after an anonymous mapping of `pages` pages at `a` was filled:
+ * each page's frame and what `pageExtra` adds (content token and flags
+ * always), the inactive anon LRU in order, vmstat, the clock, the mm's
+ * anonymous RSS and the node's free blocks.
+ */
+export function anonStateOf(
+  k: Kernel,
+  mm: MmStruct,
+  a: number,
+  pages: number,
+  pageExtra: (pfn: number, i: number) => string | number,
+): { pages: string; lru: number[]; vmstat: Record<string, number>; clock: number; rssAnon: number; free: string } {
+  const lru: number[] = [];
+  for (let f = k.nodeLruvec[0]!.head[LRU_INACTIVE_ANON]!; f >= 0; f = k.mem.next(f)) lru.push(f);
+  const list = Array.from({ length: pages }, (_, i) => {
+    const pfn = followPage(mm, a + i * PAGE_SIZE);
+    return pfn < 0 ? pfn : `${pfn}:${k.mem.token(pfn)}:${k.mem.flags(pfn)}:${pageExtra(pfn, i)}`;
+  }).join(' ');
+  return {
+    pages: list,
+    lru,
+    vmstat: k.vmstat.snapshot(),
+    clock: k.clock.now(),
+    rssAnon: mm.rssAnon,
+    free: [...k.phys.zones[0]!.freeBlocks()].join(' '),
+  };
 }
