@@ -13,6 +13,7 @@ import { NSEC_PER_MSEC, NSEC_PER_SEC } from '../../sim/clock.ts';
 import { Link } from './link.ts';
 import { MigrationState } from './migration.ts';
 import { Network } from '../../sim/network.ts';
+import { MemBandwidth } from '../../sim/membw.ts';
 import { RamMigration, ramRuns, type FreePageHints } from './ram.ts';
 import { followPage } from '../../kernel/memory.ts';
 
@@ -575,11 +576,14 @@ describe('runs of pages handled as one unit (ramRuns)', () => {
     before: { page: number; fill: number }[],
     during: { page: number; fill: number; atUs: number; logged: boolean }[],
     mbps: number,
+    membw: boolean,
     runs: boolean,
   ): unknown {
     ramRuns.enabled = runs;
     try {
       const k = vmTestKernel({ nodes: 1, gib: 2, cpus: 4 });
+      // With a bandwidth model the source's reads are flows, and their load prices later reads.
+      if (membw) k.membw = new MemBandwidth({ nodes: [2e9], interconnect: [[0]] });
       k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', thp);
       const src = new Vm(k, { name: 'src', m: 24 * MiB, smp: 1 });
       const dst = new Vm(k, { name: 'dst', m: 24 * MiB, smp: 1 });
@@ -597,7 +601,8 @@ describe('runs of pages handled as one unit (ramRuns)', () => {
       qmp(src, 'migrate', { uri: URI });
       runUntilDone(k, mig, 60 * NSEC_PER_SEC);
       const ns = { start: mig.startTime, end: mig.endTime, downtime: mig.downtime };
-      return { query: mig.query(), ns, differing: mig.verify() };
+      const bw = k.membw ? [k.membw.bytesOnNode(0), k.membw.utilisation(0, k.clock.now())] : null;
+      return { query: mig.query(), ns, differing: mig.verify(), bw };
     } finally {
       ramRuns.enabled = true;
     }
@@ -611,9 +616,10 @@ describe('runs of pages handled as one unit (ramRuns)', () => {
         fc.array(fc.record(write), { maxLength: 60 }),
         fc.array(fc.record({ ...write, atUs: fc.integer({ min: 0, max: 200_000 }), logged: fc.boolean() }), { maxLength: 60 }),
         fc.integer({ min: 8, max: 2048 }),
-        (thp, before, during, mbps) => {
-          const paged = precopy(thp, before, during, mbps, false);
-          expect(precopy(thp, before, during, mbps, true)).toEqual(paged);
+        fc.boolean(),
+        (thp, before, during, mbps, membw) => {
+          const paged = precopy(thp, before, during, mbps, membw, false);
+          expect(precopy(thp, before, during, mbps, membw, true)).toEqual(paged);
           expect((paged as { differing: unknown[] }).differing).toEqual([]);
         },
       ),

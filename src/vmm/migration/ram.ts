@@ -173,6 +173,8 @@ export interface BlockState {
  * page-by-page path gives the same results.
  */
 export const ramRuns = { enabled: true };
+/** Pages sendZeroFrames reads the mappings of at once (a short run of a 2M: it stops at the first page not zero). */
+const ZERO_FRAMES_WINDOW = 64;
 
 /** Logged written by logWrite since the last sync. */
 const PAGE_LOGGED = 1;
@@ -510,30 +512,55 @@ export class RamMigration {
     let pages = 0;
     /** Pages KVM's log had dirty, each re-protected (already dirty in the bitmap or not). */
     let logged = 0;
-    const keys = this.keys;
+    const { pfns } = this;
+    const mem = this.k.mem;
+    const mm = this.src.process.mm;
     for (const b of this.blocks) {
       pages += b.pages;
+      const { state, seen } = b;
       for (let p0 = 0, n = 0; walk && p0 < b.pages; p0 += n) {
         n = chunkPages(b, p0);
-        if (!this.readKeys(b, p0, n)) {
+        if (followPmdRange(mm, b.block.host + p0 * PAGE_SIZE, n, pfns) !== PMD_RANGE_PAGES) {
           // Nothing maps this 2M: every key is 0, so only pages logged or last seen backed changed.
           if (ramRuns.enabled && !anyState(b, p0, n, PAGE_LOGGED | PAGE_BACKED)) continue;
-          keys.fill(0, 0, n);
+          for (let p = p0; p < p0 + n; p++)
+            if (!unchangedSinceSeen(b, p, 0)) {
+              logged++;
+              newDirty += this.harvest(b, p, 0);
+            }
+          continue;
         }
-        for (let i = 0; i < n; i++) {
-          const p = p0 + i;
-          const key = keys[i]!;
-          if (unchangedSinceSeen(b, p, key)) continue;
-          logged++;
-          noteSeen(b, p, key);
-          if (this.opts.hints) {
-            const gpa = gpaOfPage(b, p);
-            if (gpa >= 0) this.opts.hints.markDirty(gpa, PAGE_SIZE);
+        // unchangedSinceSeen on each page's content key (keyOfFrame), reading the section arrays of the frames
+        // that follow each other (a THP's) directly, as readKeys does.
+        for (let i = 0; i < n;) {
+          const pfn = pfns[i]!;
+          if (pfn < 0) {
+            if (!unchangedSinceSeen(b, p0 + i, 0)) {
+              logged++;
+              newDirty += this.harvest(b, p0 + i, 0);
+            }
+            i++;
+            continue;
           }
-          if (b.bmap[p]) continue;
-          b.bmap[p] = 1;
-          this.dirtyPages++;
-          newDirty++;
+          const { token, flags } = mem.sec(pfn);
+          const base = (pfn & SECTION_MASK) - i;
+          do {
+            const p = p0 + i;
+            const t = token[base + i]!;
+            const st = state[p]!;
+            if (t === 0 && (flags[base + i]! & PG.nonzero) === 0) {
+              // key 0: changed if logged, or last seen backed
+              if ((st & (PAGE_LOGGED | PAGE_BACKED)) !== 0) {
+                logged++;
+                newDirty += this.harvest(b, p, 0);
+              }
+            } else if ((st & PAGE_LOGGED) !== 0 || (st & PAGE_BACKED) === 0 || seen[p] !== t) {
+              // key t + 1: changed if logged, or not last seen backed with this token
+              logged++;
+              newDirty += this.harvest(b, p, t + 1);
+            }
+            i++;
+          } while (i < n && pfns[i] === pfns[i - 1]! + 1 && ((base + i) & ~SECTION_MASK) === 0);
         }
       }
     }
@@ -546,6 +573,24 @@ export class RamMigration {
       : this.src.slots.length * this.ns.dirtyLogIoctl + pages * this.ns.dirtySyncPerPage + logged * this.ns.dirtyClearPerPage;
     this.syncNsTotal += ns;
     return { ns, newDirty };
+  }
+
+  /**
+   * The sync found page p of block b changed since the migration last saw
+   * it (KVM's log had it; its content key now `key`): seen now, no longer
+   * skippable by a free page hint, and dirty in the bitmap. Returns 1 when
+   * it was not dirty yet.
+   */
+  private harvest(b: BlockState, p: number, key: number): number {
+    noteSeen(b, p, key);
+    if (this.opts.hints) {
+      const gpa = gpaOfPage(b, p);
+      if (gpa >= 0) this.opts.hints.markDirty(gpa, PAGE_SIZE);
+    }
+    if (b.bmap[p]) return 0;
+    b.bmap[p] = 1;
+    this.dirtyPages++;
+    return 1;
   }
 
   /** ram_bytes_remaining: dirty pages not sent yet. */
@@ -571,6 +616,7 @@ export class RamMigration {
         this.sendZeroRun(b, p, r, maxBytes, maxNs, rateBps);
         continue;
       }
+      if (this.sendZeroFrames(b, p, r, maxBytes, maxNs, rateBps)) continue;
       this.beginPage(b, p, r);
       this.sendPage(b, p, r);
     }
@@ -658,6 +704,75 @@ export class RamMigration {
     r.hostPages = hostPages;
     this.dirtyPages = dirty;
     this.cursorPage = q;
+  }
+
+  /**
+   * The dirty pages from p on (at most ZERO_FRAMES_WINDOW, inside one 2M
+   * of both sides) that hold zeros on the source, in frames (a THP's) or
+   * the zero page, and whose destination page is mapped and zero already:
+   * each goes as a zero page exactly as beginPage and sendPage take it
+   * (the source's read and zero check priced by readNs, the destination's
+   * check finding zero and writing nothing), without a page-table walk on
+   * either side per page. The step's limits are checked before each page
+   * after the first, as in send(). Returns the pages taken: 0 when page p
+   * is not such a page (it goes page by page).
+   */
+  private sendZeroFrames(b: BlockState, p: number, r: SendResult, maxBytes: number, maxNs: number, rateBps: number): number {
+    if (!ramRuns.enabled || this.opts.hints || !this.opts.zeroPageDetection || this.xbzrle) return 0;
+    const n = Math.min(chunkPagesBoth(b, p), ZERO_FRAMES_WINDOW);
+    const { pfns, dstPfns } = this;
+    const src = followPmdRange(this.src.process.mm, b.block.host + p * PAGE_SIZE, n, pfns);
+    if (src === PMD_RANGE_NONE) return 0; // never backed: the read faults (readPageCode)
+    const dst = followPmdRange(this.dst.process.mm, b.dst.host + p * PAGE_SIZE, n, dstPfns);
+    if (dst === PMD_RANGE_NONE) return 0; // the destination's check faults (loadZeroPage)
+    if (!this.zeroSrc(pfns[0]!) || !this.zeroDst(dstPfns[0]!)) return 0;
+    const perHostPage = b.block.pageSize / PAGE_SIZE;
+    const zeroCheck = this.ns.zeroCheck;
+    const { bmap } = b;
+    let q = p;
+    for (let i = 0; i < n && bmap[q]; i++, q++) {
+      if (i > 0) {
+        if (!(this.dirtyPages > 0 && r.bytes < maxBytes && Math.max(r.srcNs, r.dstNs, (r.bytes * 1e9) / rateBps) < maxNs)) break;
+        if (!this.zeroSrc(pfns[i]!) || !this.zeroDst(dstPfns[i]!)) break;
+      }
+      const pfn = pfns[i]!;
+      // beginPage
+      const first = q - (q % perHostPage);
+      if (b !== this.hostPageBlock || first !== this.hostPageFirst) {
+        r.hostPages!++;
+        this.hostPageBlock = b;
+        this.hostPageFirst = first;
+      }
+      bmap[q] = 0;
+      this.dirtyPages--;
+      // readPageCode: a zero page's marker, its read and zero check
+      const bytes = PAGE_HEADER_BYTES + (this.lastSentBlock === b ? 0 : 1 + b.block.idstr.length) + 1;
+      this.lastSentBlock = b;
+      const at = this.k.clock.now() + r.srcNs;
+      r.srcNs += this.readNs(pfn, zeroCheck, at);
+      this.duplicate++;
+      r.bytes += bytes;
+      r.srcNs += this.socketSendNs(bytes);
+      this.lastPageBytes = bytes;
+      r.pages++;
+      noteSeen(b, q, this.keyOfFrame(pfn));
+      b.state[q]! &= ~PAGE_SKIPPED;
+      this.lastDecodeNs = undefined;
+      // sendPage's destination: the socket, the zero check (loadPage finds the page zero: 0 ns)
+      r.dstNs += this.socketRecvNs(bytes) + 0 + zeroCheck;
+    }
+    this.cursorPage = q;
+    return q - p;
+  }
+
+  /** A source frame (or the zero page) holding zeros as readPageCode judges it. */
+  private zeroSrc(pfn: number): boolean {
+    return pfn === -1 || (pfn >= 0 && (this.k.mem.flags(pfn) & PG.nonzero) === 0 && (this.k.mem.token(pfn) & 0xff) === 0);
+  }
+
+  /** A destination page mapped and zero as loadZeroPage's check (pageByte) finds it: no write, no fault. */
+  private zeroDst(pfn: number): boolean {
+    return pfn === -1 || (pfn >= 0 && (this.dk.mem.token(pfn) & 0xff) === 0);
   }
 
   /**
@@ -1212,12 +1327,34 @@ export class RamMigration {
         if (!srcPages && !dstPages && ramRuns.enabled) continue; // zero on both sides
         if (!srcPages) pfns.fill(-2, 0, n);
         if (!dstPages) dstPfns.fill(-2, 0, n);
-        for (let i = 0; i < n && out.length < limit; i++) {
-          const p = p0 + i;
-          if (pageSkipped(b, p)) continue;
-          const sv = byte(this.k, pfns[i]!);
-          const dv = byte(this.dk, dstPfns[i]!);
-          if (sv !== dv) out.push({ block: b.block.idstr, offset: p * PAGE_SIZE, src: sv, dst: dv });
+        for (let i = 0; i < n && out.length < limit;) {
+          const sp = pfns[i]!;
+          const dp = dstPfns[i]!;
+          if (sp < 0 || dp < 0) {
+            const sv = byte(this.k, sp);
+            const dv = byte(this.dk, dp);
+            if (sv !== dv && !pageSkipped(b, p0 + i)) out.push({ block: b.block.idstr, offset: (p0 + i) * PAGE_SIZE, src: sv, dst: dv });
+            i++;
+            continue;
+          }
+          // Frames that follow each other on both sides (THPs): their section arrays read directly.
+          const st = this.k.mem.sec(sp).token;
+          const sb = (sp & SECTION_MASK) - i;
+          const dt = this.dk.mem.sec(dp).token;
+          const db = (dp & SECTION_MASK) - i;
+          do {
+            const sv = st[sb + i]! & 0xff;
+            const dv = dt[db + i]! & 0xff;
+            if (sv !== dv && !pageSkipped(b, p0 + i)) out.push({ block: b.block.idstr, offset: (p0 + i) * PAGE_SIZE, src: sv, dst: dv });
+            i++;
+          } while (
+            i < n &&
+            out.length < limit &&
+            pfns[i] === pfns[i - 1]! + 1 &&
+            dstPfns[i] === dstPfns[i - 1]! + 1 &&
+            ((sb + i) & ~SECTION_MASK) === 0 &&
+            ((db + i) & ~SECTION_MASK) === 0
+          );
         }
       }
     return out;
