@@ -316,9 +316,19 @@ export class Section {
   private widenLinks(): void {
     const next = new Int32Array(PAGES_PER_SECTION);
     const prev = new Int32Array(PAGES_PER_SECTION);
+    // nextAt and prevAt for every frame, the codes decoded here (most frames are on no list: code LINK_NONE).
+    const { link, base } = this;
     for (let i = 0; i < PAGES_PER_SECTION; i++) {
-      next[i] = this.nextAt(i);
-      prev[i] = this.prevAt(i);
+      const l = link[i]!;
+      if (l === 0) {
+        next[i] = -1;
+        prev[i] = -1;
+        continue;
+      }
+      const cn = l & 15;
+      const cp = l >>> 4;
+      next[i] = cn === LINK_NONE ? -1 : cn < 8 ? base + i + cn : cn < LINK_ESCAPE ? base + i + 7 - cn : this.linkOf(i, cn, 0);
+      prev[i] = cp === LINK_NONE ? -1 : cp < 8 ? base + i + cp : cp < LINK_ESCAPE ? base + i + 7 - cp : this.linkOf(i, cp, 1);
     }
     this.nextWide = next;
     this.prevWide = prev;

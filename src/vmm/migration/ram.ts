@@ -86,7 +86,7 @@ import type { Kernel } from '../../kernel/kernel.ts';
 import type { Thread } from '../../kernel/sched.ts';
 import { PAGE_SIZE, PMD_SIZE, PUD_SIZE } from '../../kernel/uapi.ts';
 import { followPage, followPmdRange, PMD_RANGE_NONE, PMD_RANGE_PAGES, PMD_RANGE_ZERO } from '../../kernel/memory.ts';
-import { PG, SECTION_MASK } from '../../kernel/page.ts';
+import { PAGES_PER_SECTION, PG, SECTION_MASK } from '../../kernel/page.ts';
 import type { RAMBlock } from '../ram_block.ts';
 import type { Vm } from '../vm.ts';
 import type { Xbzrle } from './xbzrle.ts';
@@ -518,11 +518,21 @@ export class RamMigration {
     for (const b of this.blocks) {
       pages += b.pages;
       const { state, seen } = b;
+      if (walk && !ramRuns.enabled) {
+        // Page by page: each page's content key from its own page-table walk.
+        for (let p = 0; p < b.pages; p++) {
+          const key = this.keyOfFrame(followPage(mm, b.block.host + p * PAGE_SIZE));
+          if (unchangedSinceSeen(b, p, key)) continue;
+          logged++;
+          newDirty += this.harvest(b, p, key);
+        }
+        continue;
+      }
       for (let p0 = 0, n = 0; walk && p0 < b.pages; p0 += n) {
         n = chunkPages(b, p0);
         if (followPmdRange(mm, b.block.host + p0 * PAGE_SIZE, n, pfns) !== PMD_RANGE_PAGES) {
           // Nothing maps this 2M: every key is 0, so only pages logged or last seen backed changed.
-          if (ramRuns.enabled && !anyState(b, p0, n, PAGE_LOGGED | PAGE_BACKED)) continue;
+          if (!anyState(b, p0, n, PAGE_LOGGED | PAGE_BACKED)) continue;
           for (let p = p0; p < p0 + n; p++)
             if (!unchangedSinceSeen(b, p, 0)) {
               logged++;
@@ -544,23 +554,28 @@ export class RamMigration {
           }
           const { token, flags } = mem.sec(pfn);
           const base = (pfn & SECTION_MASK) - i;
-          do {
+          // The frames that follow pfn in its section: pages [i, end).
+          const limit = Math.min(n, PAGES_PER_SECTION - base);
+          let end = i + 1;
+          while (end < limit && pfns[end] === pfn + (end - i)) end++;
+          for (; i < end; i++) {
             const p = p0 + i;
             const t = token[base + i]!;
             const st = state[p]!;
-            if (t === 0 && (flags[base + i]! & PG.nonzero) === 0) {
-              // key 0: changed if logged, or last seen backed
-              if ((st & (PAGE_LOGGED | PAGE_BACKED)) !== 0) {
+            if (t === 0) {
+              // key 0 unless the page holds non-zero bytes: changed if logged, or last seen backed
+              if ((flags[base + i]! & PG.nonzero) === 0) {
+                if ((st & (PAGE_LOGGED | PAGE_BACKED)) === 0) continue;
                 logged++;
                 newDirty += this.harvest(b, p, 0);
+                continue;
               }
-            } else if ((st & PAGE_LOGGED) !== 0 || (st & PAGE_BACKED) === 0 || seen[p] !== t) {
-              // key t + 1: changed if logged, or not last seen backed with this token
-              logged++;
-              newDirty += this.harvest(b, p, t + 1);
             }
-            i++;
-          } while (i < n && pfns[i] === pfns[i - 1]! + 1 && ((base + i) & ~SECTION_MASK) === 0);
+            // key t + 1: changed if logged, or not last seen backed with this token
+            if ((st & PAGE_LOGGED) === 0 && (st & PAGE_BACKED) !== 0 && seen[p] === t) continue;
+            logged++;
+            newDirty += this.harvest(b, p, t + 1);
+          }
         }
       }
     }
@@ -1327,6 +1342,17 @@ export class RamMigration {
         if (!srcPages && !dstPages && ramRuns.enabled) continue; // zero on both sides
         if (!srcPages) pfns.fill(-2, 0, n);
         if (!dstPages) dstPfns.fill(-2, 0, n);
+        if (!ramRuns.enabled) {
+          // Page by page.
+          for (let i = 0; i < n && out.length < limit; i++) {
+            const p = p0 + i;
+            if (pageSkipped(b, p)) continue;
+            const sv = byte(this.k, pfns[i]!);
+            const dv = byte(this.dk, dstPfns[i]!);
+            if (sv !== dv) out.push({ block: b.block.idstr, offset: p * PAGE_SIZE, src: sv, dst: dv });
+          }
+          continue;
+        }
         for (let i = 0; i < n && out.length < limit;) {
           const sp = pfns[i]!;
           const dp = dstPfns[i]!;
