@@ -265,6 +265,32 @@ describe('MemMap sections', () => {
     );
   });
 
+  it('keeps the links of a section of huge folios narrow, and widens to every link intact past the escapes it keeps', () => {
+    const m = new MemMap(PAGES_PER_SECTION);
+    m.setNext(0, -1); // the section exists
+    const narrow = m.metadataBytes();
+    // 64 THP heads on one list, each linked to the next and the previous head: 126 links far from their frames.
+    for (let h = 0; h < 64; h++) {
+      m.setNext(h * 512, h < 63 ? (h + 1) * 512 : -1);
+      m.setPrev(h * 512, h > 0 ? (h - 1) * 512 : -1);
+    }
+    expect(m.metadataBytes() - narrow).toBeLessThan(4096); // the escapes, not two int32 columns
+    // Near links of both signs, then far ones until the section widens.
+    for (let q = 1; q < 100; q++) {
+      m.setNext(q, q - 1);
+      m.setPrev(q, q + 1);
+    }
+    for (let q = 600; q < 900; q++) m.setNext(q, q + 5000);
+    expect(m.metadataBytes() - narrow).toBeGreaterThanOrEqual(7 * PAGES_PER_SECTION); // two int32 columns for the byte of nibbles
+    for (let h = 0; h < 64; h++) {
+      expect(m.next(h * 512)).toBe(h < 63 ? (h + 1) * 512 : -1);
+      expect(m.prev(h * 512)).toBe(h > 0 ? (h - 1) * 512 : -1);
+    }
+    for (let q = 1; q < 100; q++) expect([m.next(q), m.prev(q)]).toEqual([q - 1, q + 1]);
+    for (let q = 600; q < 900; q++) expect(m.next(q)).toBe(q + 5000);
+    expect([m.next(200), m.prev(200)]).toEqual([-1, -1]);
+  });
+
   it('keeps a section narrow while frames follow one rule, and widens one column on a deviation', () => {
     const m = new MemMap(PAGES_PER_SECTION);
     // Frames put on an LRU list in pfn order, as the fault path and UFFDIO_COPY's bulk placement do.

@@ -62,8 +62,13 @@ const INDEX_CHUNK_SHIFT = 9;
 const INDEX_CHUNKS = PAGES_PER_SECTION >>> INDEX_CHUNK_SHIFT;
 /** Distinct owners a section's byte-wide owner column can name before it widens to the owner ids themselves. */
 const OWNER_CODES = 256;
-/** Links a section keeps outside its link nibbles before it widens to two int32 link columns. */
-const LINK_ESCAPES_MAX = 64;
+/**
+ * Links a section keeps outside its link nibbles before it widens to two
+ * int32 link columns (8 bytes a frame). A section of huge folios and free
+ * blocks links only their heads, far apart: at most 64 2M folios or 32 4M
+ * blocks, two links each, stay below it without widening.
+ */
+const LINK_ESCAPES_MAX = 256;
 /** Link nibble codes: 0 is no link (-1); 1..7 is pfn + 1..7; 8..14 is pfn - 1..7; 15 is in the escape map. */
 const LINK_NONE = 0;
 const LINK_ESCAPE = 15;
