@@ -291,6 +291,17 @@ describe('MemMap sections', () => {
     expect([m.next(200), m.prev(200)]).toEqual([-1, -1]);
   });
 
+  it('a THP freed and another at other virtual pages in its frames keep the index narrow', () => {
+    const m = new MemMap(PAGES_PER_SECTION);
+    m.initAnonFolio(512, 9, 7, 1000, PG.anon);
+    const narrow = m.metadataBytes();
+    expect([m.index(512), m.index(1023)]).toEqual([1000, 1511]);
+    m.resetRange(512, 512);
+    m.initAnonFolio(512, 9, 7, 5000, PG.anon); // the chunk's count went back to 0: a new base, no widening
+    expect([m.index(512), m.index(1023), m.index(511), m.index(1024)]).toEqual([5000, 5511, 0, 0]);
+    expect(m.metadataBytes()).toBe(narrow);
+  });
+
   it('keeps a section narrow while frames follow one rule, and widens one column on a deviation', () => {
     const m = new MemMap(PAGES_PER_SECTION);
     // Frames put on an LRU list in pfn order, as the fault path and UFFDIO_COPY's bulk placement do.

@@ -239,6 +239,35 @@ export class Section {
       this.indexCount[c]!++;
     }
   }
+  /**
+   * setIndexAt(i + j, v + j) for j < n (frames inside the section; v > 0):
+   * a folio's frames at consecutive virtual pages. Where a chunk is empty
+   * or already follows the run's rule its bits are set in one pass;
+   * anything else goes frame by frame.
+   */
+  setIndexRun(i: number, n: number, v: number): void {
+    const b = v - i;
+    for (let q = i, end = i + n; q < end;) {
+      const c = q >>> INDEX_CHUNK_SHIFT;
+      const hi = Math.min(end, (c + 1) << INDEX_CHUNK_SHIFT);
+      if (this.indexLo || v <= 0 || (this.indexCount[c] !== 0 && this.indexBase[c] !== b)) {
+        for (; q < end; q++) this.setIndexAt(q, b + q);
+        return;
+      }
+      this.indexBase[c] = b;
+      let count = this.indexCount[c]!;
+      const bits = this.indexBits;
+      for (; q < hi; q++) {
+        const w = q >>> 5;
+        const bit = 1 << (q & 31);
+        if ((bits[w]! & bit) === 0) {
+          bits[w]! |= bit;
+          count++;
+        }
+      }
+      this.indexCount[c] = count;
+    }
+  }
   /** setIndexAt(i, 0) for frames lo..hi-1. */
   clearIndex(lo: number, hi: number): void {
     if (this.indexLo) {
@@ -543,7 +572,7 @@ export class MemMap {
     s.flags.fill(PG.tail | extraFlags, i + 1, i + n);
     s.order[i] = order;
     s.fillOwner(owner, i, i + n);
-    for (let j = 0; j < n; j++) s.setIndexAt(i + j, vpn + j);
+    s.setIndexRun(i, n, vpn);
   }
 
   /** Sum of the PTE mapcounts of n pages from pfn (inside one section). */
