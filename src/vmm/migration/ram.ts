@@ -624,6 +624,8 @@ export class RamMigration {
   send(maxBytes: number, maxNs: number, rateBps: number): SendResult {
     const r: SendResult = { bytes: 0, pages: 0, srcNs: 0, dstNs: 0, hostPages: 0, midHostPage: false };
     const wireNs = (): number => (r.bytes * 1e9) / rateBps;
+    // The step's reads are one bandwidth flow per stretch on one node (batchReads), as postcopy's chunks are.
+    this.batchReads(true);
     while (this.dirtyPages > 0 && r.bytes < maxBytes && Math.max(r.srcNs, r.dstNs, wireNs()) < maxNs) {
       const p = this.nextDirty();
       const b = this.nextBlock;
@@ -635,6 +637,7 @@ export class RamMigration {
       this.beginPage(b, p, r);
       this.sendPage(b, p, r);
     }
+    this.batchReads(false);
     const b = this.hostPageBlock;
     if (b && r.pages > 0) {
       const next = b.bmap.indexOf(1, this.cursorBlock === this.blocks.indexOf(b) ? this.cursorPage : b.pages);
@@ -1052,9 +1055,10 @@ export class RamMigration {
   private readonly readRun = { on: false, node: -1, cpu: 0, at: 0, end: 0, bytes: 0, memNs: 0, seenNs: 0 };
 
   /**
-   * Postcopy's sender: from batchReads(true) to batchReads(false) the
-   * migration thread's reads are batched (readRun), and registered at the
-   * end. Precopy reads page by page.
+   * From batchReads(true) to batchReads(false) the migration thread's
+   * reads are batched (readRun), and registered at the end: a precopy
+   * step (send) and a postcopy chunk. multifd's sender threads read in
+   * their channels (multifd.ts).
    */
   batchReads(on: boolean): void {
     const bw = this.k.membw;
