@@ -313,6 +313,25 @@ describe("KVM's dirty log holds the pages the guest wrote", () => {
     expect(ram.verify()).toEqual([]);
   });
 
+  it.each([true, false])('a sync finds each page of a THP written without a log entry, wherever it sits (runs %s)', (runs) => {
+    ramRuns.enabled = runs;
+    try {
+      const { k, src, dst } = pair(8 * MiB);
+      k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'always');
+      k.runAsTask({ ns: 0 }, () => src.access(0, 512 * PAGE_SIZE, 1, 1, true, 1)); // a THP of zeroed frames
+      const ram = new RamMigration(src, dst, { zeroPageDetection: true });
+      ram.setup();
+      ram.send(Infinity, Infinity, 1e12);
+      expect(ram.sync().newDirty).toBe(0);
+      for (const p of [603, 605, 610, 1020, 1023]) k.runAsTask({ ns: 0 }, () => src.access(0, p * PAGE_SIZE, 1, 1, true, 3));
+      expect(ram.sync().newDirty).toBe(5);
+      expect(ram.send(Infinity, Infinity, 1e12).pages).toBe(5);
+      expect(ram.verify()).toEqual([]);
+    } finally {
+      ramRuns.enabled = true;
+    }
+  });
+
   it.each([true, false])('the content check finds each page whose first byte differs between the sides (runs %s)', (runs) => {
     ramRuns.enabled = runs;
     try {

@@ -182,6 +182,8 @@ const PAGE_LOGGED = 1;
 const PAGE_SKIPPED = 2;
 /** Backed by a frame when the migration last saw it (its token is in `seen`); else it saw it zero/unbacked. */
 const PAGE_BACKED = 4;
+/** PAGE_LOGGED | PAGE_BACKED in each byte of a state32 word (four pages). */
+const LOGGED_OR_BACKED4 = (PAGE_LOGGED | PAGE_BACKED) * 0x01010101;
 
 /** Whether page p was last skipped by a free page hint and not sent since. */
 export function pageSkipped(b: BlockState, p: number): boolean {
@@ -517,7 +519,7 @@ export class RamMigration {
     const mm = this.src.process.mm;
     for (const b of this.blocks) {
       pages += b.pages;
-      const { state, seen } = b;
+      const { state, state32, seen } = b;
       if (walk && !ramRuns.enabled) {
         // Page by page: each page's content key from its own page-table walk.
         for (let p = 0; p < b.pages; p++) {
@@ -560,6 +562,17 @@ export class RamMigration {
           while (end < limit && pfns[end] === pfn + (end - i)) end++;
           for (; i < end; i++) {
             const p = p0 + i;
+            // Four pages at once (the common case): none logged or last seen backed, all four frames zero.
+            if ((p & 3) === 0 && i + 4 <= end && (state32[p >>> 2]! & LOGGED_OR_BACKED4) === 0) {
+              const k = base + i;
+              if (
+                (token[k]! | token[k + 1]! | token[k + 2]! | token[k + 3]!) === 0 &&
+                ((flags[k]! | flags[k + 1]! | flags[k + 2]! | flags[k + 3]!) & PG.nonzero) === 0
+              ) {
+                i += 3;
+                continue;
+              }
+            }
             const t = token[base + i]!;
             const st = state[p]!;
             if (t === 0) {
