@@ -61,6 +61,9 @@ export const WINDOW_NS = 100_000;
 /** EWMA weight of a window's equilibrium. */
 export const LAMBDA = 0.5;
 
+/** How far a registration may start from the last flow's end and still continue it (flow()'s `extend`, flowSeries). */
+const CONTIGUOUS_NS = 0.5;
+
 /** Slope of the linear part, knee and wall of m(u) (see the top of the file). */
 export const CURVE = { A: 0.5, U_K: 0.85, W: 0.24 } as const;
 /** Utilisations are solved below this (m(U_MAX) is about 3000). */
@@ -231,9 +234,10 @@ export class MemBandwidth {
    * load. `at` must not lie in a window already solved (a window is solved
    * when a query's time has passed it: query at the clock's time, register
    * at or after it).
-   * With `extend`, a registration that starts where the last one ended,
-   * from the same CPU node on the same memory nodes, continues it (a task
-   * copying page after page: one flow, not one per page).
+   * With `extend`, a registration that starts where the last one ended
+   * (within CONTIGUOUS_NS), from the same CPU node on the same memory
+   * nodes, continues it (a task copying page after page: one flow, not one
+   * per page).
    */
   flow(at: number, elapsedNs: number, cpu: number, classes: readonly FlowClass[], extend = false): void {
     let live = 0;
@@ -301,33 +305,62 @@ export class MemBandwidth {
     const s0 = c0!.seenNs ?? c0!.memNs * this.current(cpu, c0!.node);
     const s1 = c1 ? (c1.seenNs ?? c1.memNs * this.current(cpu, c1.node)) : 0;
     const step = Math.max(1, elapsedNs);
-    for (let i = 1; i < n; i++, t += elapsedNs) {
+    // The continuation's sums in locals, added in the same order as extend() adds them (so bit for bit the same),
+    // written back once; the pages continued are counted, and their bytes added per resource at the end (whole
+    // numbers: exact in any order).
+    const b0 = c0!.bytes;
+    const m0 = c0!.memNs;
+    const b1 = c1 ? c1.bytes : 0;
+    const m1 = c1 ? c1.memNs : 0;
+    let fb0 = f.bytes[0]!;
+    let fm0 = f.memNs[0]!;
+    let fs0 = f.seenNs[0]!;
+    let fb1 = c1 ? f.bytes[1]! : 0;
+    let fm1 = c1 ? f.memNs[1]! : 0;
+    let fs1 = c1 ? f.seenNs[1]! : 0;
+    let end = f.end;
+    let i = 1;
+    for (; i < n; i++, t += elapsedNs) {
       const at = base + Math.round(t);
-      if (Math.abs(f.end - at) > 0.5 || this.last !== f) {
-        // Not contiguous (the rounding of a fractional clock): a flow of its own, as flow() would make; the rest
-        // of the series continues that one.
-        for (; i < n; i++, t += elapsedNs) this.flow(base + Math.round(t), elapsedNs, cpu, classes, true);
-        return t;
-      }
-      f.bytes[0]! += c0!.bytes;
-      f.memNs[0]! += c0!.memNs;
-      f.seenNs[0]! += s0;
-      for (let k = f.cls[0]!; k < f.cls[1]!; k++) this.counted[f.res[k]!]! += c0!.bytes;
+      if (Math.abs(end - at) > CONTIGUOUS_NS) break;
+      fb0 += b0;
+      fm0 += m0;
+      fs0 += s0;
       if (c1) {
-        f.bytes[1]! += c1.bytes;
-        f.memNs[1]! += c1.memNs;
-        f.seenNs[1]! += s1;
-        for (let k = f.cls[1]!; k < f.cls[2]!; k++) this.counted[f.res[k]!]! += c1.bytes;
+        fb1 += b1;
+        fm1 += m1;
+        fs1 += s1;
       }
-      f.end += step;
+      end += step;
     }
+    const more = i - 1;
+    f.bytes[0] = fb0;
+    f.memNs[0] = fm0;
+    f.seenNs[0] = fs0;
+    if (c1) {
+      f.bytes[1] = fb1;
+      f.memNs[1] = fm1;
+      f.seenNs[1] = fs1;
+    }
+    f.end = end;
+    if (Number.isSafeInteger(more * b0) && Number.isSafeInteger(more * b1)) {
+      for (let k = f.cls[0]!; k < f.cls[1]!; k++) this.counted[f.res[k]!]! += more * b0;
+      if (c1) for (let k = f.cls[1]!; k < f.cls[2]!; k++) this.counted[f.res[k]!]! += more * b1;
+    } else
+      for (let j = 0; j < more; j++) {
+        for (let k = f.cls[0]!; k < f.cls[1]!; k++) this.counted[f.res[k]!]! += b0;
+        if (c1) for (let k = f.cls[1]!; k < f.cls[2]!; k++) this.counted[f.res[k]!]! += b1;
+      }
+    // Not contiguous (the rounding of a fractional clock): a flow of its own, as flow() would make; the rest of
+    // the series continues that one.
+    for (; i < n; i++, t += elapsedNs) this.flow(base + Math.round(t), elapsedNs, cpu, classes, true);
     return t;
   }
 
   /** Continue the last flow if it is still to be solved, contiguous, and on the same classes. */
   private extend(at: number, elapsedNs: number, cpu: number, classes: readonly FlowClass[], live: number): boolean {
     const f = this.last;
-    if (!f || !f.live || f.cpu !== cpu || Math.abs(f.end - at) > 0.5 || f.nc !== live) return false;
+    if (!f || !f.live || f.cpu !== cpu || Math.abs(f.end - at) > CONTIGUOUS_NS || f.nc !== live) return false;
     let i = 0;
     for (const c of classes) {
       if (c.bytes <= 0 && c.memNs <= 0) continue;
@@ -437,13 +470,19 @@ export class MemBandwidth {
     const seen = this.seen;
     seen.fill(0);
     let coupled = false;
+    // Whether a flow crosses two different resources (a copy between nodes, a remote access): only then does one
+    // resource's multiplier depend on another's. A flow with several classes on one node (a copy within it) is
+    // solved by the general solve below, but in one sweep.
+    let linked = false;
     for (let i = 0; i < np; i++) {
       const f = present[i]!;
       const nres = f.cls[f.nc]!;
       if (nres > 1) coupled = true;
+      const r0 = f.res[0]!;
       for (let k = 0; k < nres; k++) {
         const r = f.res[k]!;
         seen[r] = 1;
+        if (r !== r0) linked = true;
       }
     }
     for (let r = 0; r < nr; r++) if (!seen[r]) m[r] = 1;
@@ -451,8 +490,11 @@ export class MemBandwidth {
       this.solveSimple(m);
       return;
     }
-    // Gauss-Seidel over resources: each one's multiplier solved with the others fixed.
-    for (let sweep = 0; sweep < 12; sweep++) {
+    // Gauss-Seidel over resources: each one's multiplier solved with the others fixed. Unlinked, each resource's
+    // solve reads no other resource's multiplier (rate(r) sums only flows on r alone, and solveResource sets m[r]
+    // itself), so a second sweep would give the same values bit for bit and stop: one sweep is that answer.
+    const sweeps = linked ? 12 : 1;
+    for (let sweep = 0; sweep < sweeps; sweep++) {
       let delta = 0;
       for (let r = 0; r < nr; r++) {
         if (!seen[r]) continue;
