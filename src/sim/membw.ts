@@ -61,8 +61,17 @@ export const WINDOW_NS = 100_000;
 /** EWMA weight of a window's equilibrium. */
 export const LAMBDA = 0.5;
 
-/** How far a registration may start from the last flow's end and still continue it (flow()'s `extend`, flowSeries). */
-const CONTIGUOUS_NS = 0.5;
+/**
+ * How far a registration may start from the last flow's end and still
+ * continue it (flow()'s `extend`, flowSeries). Registrations start at
+ * whole ns (the caller rounds its task's fractional clock) while a flow's
+ * end sums the unrounded times, so a task copying page after page starts
+ * each page up to 1 ns (two roundings of half a ns) from where the last
+ * one ended: within 1 ns it is the same flow. (At half a ns such a task's
+ * copies broke into a new flow every few pages: a postcopy destination's
+ * UFFDIO_COPY of 1 M pages made about 1 M flows.)
+ */
+const CONTIGUOUS_NS = 1;
 
 /** Slope of the linear part, knee and wall of m(u) (see the top of the file). */
 export const CURVE = { A: 0.5, U_K: 0.85, W: 0.24 } as const;
