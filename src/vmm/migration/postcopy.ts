@@ -167,6 +167,25 @@ class UnitList {
     this.n = i + 1;
   }
 
+  /** push1() of units u0 .. u0 + n - 1 of block `bi`, one page each, their codes from codes[0..n). */
+  pushRun(bi: number, u0: number, n: number, codes: Int32Array): void {
+    const i = this.n;
+    const off = this.at[i]!;
+    if (i + n >= this.bi.length || off + n > this.codes.length) {
+      for (let x = 0; x < n; x++) this.push1(bi, u0 + x, codes[x]!);
+      return;
+    }
+    this.codes.set(codes.subarray(0, n), off);
+    this.bi.fill(bi, i, i + n);
+    const u = this.u;
+    const at = this.at;
+    for (let x = 0; x < n; x++) {
+      u[i + x] = u0 + x;
+      at[i + x + 1] = off + x + 1;
+    }
+    this.n = i + n;
+  }
+
   clear(): void {
     this.n = 0;
   }
@@ -571,7 +590,7 @@ export class Postcopy {
     const n = ram.takeRunCodes(bi, p, end - p, r, maxBytes, maxPages, codes);
     if (n === 0) return false;
     pc.inflight.fill(1, p, p + n);
-    for (let q = p; q < p + n; q++) units.push1(bi, q, codes[q - p]!);
+    units.pushRun(bi, p, n, codes);
     return true;
   }
 
@@ -813,13 +832,10 @@ export class Postcopy {
       }
       if (r < 0) throw new Error(`postcopy: placing ${b.block.idstr}+0x${(u0 * pc.unit).toString(16)}: ${r}`);
       const spent = t.ns - before;
-      for (let x = 0; x < nu; x++) {
-        const u = u0 + x;
-        pc.received[u] = 1;
-        pc.requested[u] = 0;
-        this.missing--;
-        done[i + x] = Math.ceil(before + ((x + 1) * spent) / nu);
-      }
+      pc.received.fill(1, u0, u0 + nu);
+      pc.requested.fill(0, u0, u0 + nu);
+      this.missing -= nu;
+      for (let x = 0; x < nu; x++) done[i + x] = Math.ceil(before + ((x + 1) * spent) / nu);
       this.checkPlaced(b, p0, nu * pc.n, codes, c0);
       const pt = this.dst.process.mm.pgtablesBytes;
       if (pt > this.stats.pgtablesPeak) this.stats.pgtablesPeak = pt;
