@@ -63,15 +63,24 @@ export const LAMBDA = 0.5;
 
 /**
  * How far a registration may start from the last flow's end and still
- * continue it (flow()'s `extend`, flowSeries). Registrations start at
- * whole ns (the caller rounds its task's fractional clock) while a flow's
- * end sums the unrounded times, so a task copying page after page starts
- * each page up to 1 ns (two roundings of half a ns) from where the last
- * one ended: within 1 ns it is the same flow. (At half a ns such a task's
- * copies broke into a new flow every few pages: a postcopy destination's
- * UFFDIO_COPY of 1 M pages made about 1 M flows.)
+ * continue it (flow()'s `extend`, flowSeries): half a ns, the rounding of
+ * its start to whole ns.
  */
-const CONTIGUOUS_NS = 1;
+const CONTIGUOUS_NS = 0.5;
+
+/**
+ * The same for a registration that repeats the last one (the same time,
+ * bytes and DRAM time per class: a task copying page after page at one
+ * cost). Registrations start at whole ns (the caller rounds its task's
+ * fractional clock) while a flow's end sums the unrounded times, so such
+ * a task starts each page up to 1 ns (two roundings of half a ns) from
+ * where the last one ended: within 1 ns it is the same flow. (At half a ns
+ * the copies broke into a new flow every few pages: a postcopy
+ * destination's UFFDIO_COPY of 1 M pages made about 1 M flows.) A
+ * registration at another rate keeps the half ns, so that copies of
+ * different speeds are not averaged by the rounding of a clock.
+ */
+const REPEAT_CONTIGUOUS_NS = 1;
 
 /** Slope of the linear part, knee and wall of m(u) (see the top of the file). */
 export const CURVE = { A: 0.5, U_K: 0.85, W: 0.24 } as const;
@@ -244,7 +253,7 @@ export class MemBandwidth {
    * when a query's time has passed it: query at the clock's time, register
    * at or after it).
    * With `extend`, a registration that starts where the last one ended
-   * (within CONTIGUOUS_NS), from the same CPU node on the same memory
+   * (within CONTIGUOUS_NS, or REPEAT_CONTIGUOUS_NS when it repeats it), from the same CPU node on the same memory
    * nodes, continues it (a task copying page after page: one flow, not one
    * per page).
    */
@@ -252,7 +261,9 @@ export class MemBandwidth {
     let live = 0;
     for (const c of classes) if (c.bytes > 0 || c.memNs > 0) live++;
     if (!live) return;
-    if (extend && this.extend(at, elapsedNs, cpu, classes, live)) return;
+    const repeat = this.repeats(elapsedNs, cpu, classes);
+    if (!repeat) this.noteSegment(elapsedNs, cpu, classes);
+    if (extend && this.extend(at, elapsedNs, cpu, classes, live, repeat)) return;
     // A flow solved for the last time is reused (a workload registers one per step: tens of thousands a run).
     // Its arrays are written in place, by index, and not shrunk (nc and cls[nc] say where they end).
     const f: Flow = this.spare.pop() ?? { at: 0, end: 0, cpu: 0, live: true, nc: 0, res: [], bytes: [], memNs: [], seenNs: [], cls: [] };
@@ -331,7 +342,7 @@ export class MemBandwidth {
     let i = 1;
     for (; i < n; i++, t += elapsedNs) {
       const at = base + Math.round(t);
-      if (Math.abs(end - at) > CONTIGUOUS_NS) break;
+      if (Math.abs(end - at) > REPEAT_CONTIGUOUS_NS) break; // each page repeats the first (noted by flow())
       fb0 += b0;
       fm0 += m0;
       fs0 += s0;
@@ -366,10 +377,53 @@ export class MemBandwidth {
     return t;
   }
 
-  /** Continue the last flow if it is still to be solved, contiguous, and on the same classes. */
-  private extend(at: number, elapsedNs: number, cpu: number, classes: readonly FlowClass[], live: number): boolean {
+  /**
+   * The last registration's time, CPU node and live classes (node, bytes, DRAM time, that time as it ran), for
+   * repeats(): flow() notes each registration that is not a repeat.
+   */
+  private readonly seg = { ns: NaN, cpu: 0, n: 0, v: [] as number[] };
+
+  /** Whether a registration of `elapsedNs` on `classes` from CPU node `cpu` repeats the last one exactly. */
+  private repeats(elapsedNs: number, cpu: number, classes: readonly FlowClass[]): boolean {
+    const seg = this.seg;
+    if (elapsedNs !== seg.ns || cpu !== seg.cpu) return false;
+    const v = seg.v;
+    let i = 0;
+    for (const c of classes) {
+      if (c.bytes <= 0 && c.memNs <= 0) continue;
+      if (i >= seg.n) return false;
+      const seen = c.seenNs ?? c.memNs * this.current(cpu, c.node);
+      if (v[4 * i] !== c.node || v[4 * i + 1] !== c.bytes || v[4 * i + 2] !== c.memNs || v[4 * i + 3] !== seen) return false;
+      i++;
+    }
+    return i === seg.n;
+  }
+
+  /** Note a registration for repeats(). */
+  private noteSegment(elapsedNs: number, cpu: number, classes: readonly FlowClass[]): void {
+    const seg = this.seg;
+    seg.ns = elapsedNs;
+    seg.cpu = cpu;
+    let i = 0;
+    for (const c of classes) {
+      if (c.bytes <= 0 && c.memNs <= 0) continue;
+      seg.v[4 * i] = c.node;
+      seg.v[4 * i + 1] = c.bytes;
+      seg.v[4 * i + 2] = c.memNs;
+      seg.v[4 * i + 3] = c.seenNs ?? c.memNs * this.current(cpu, c.node);
+      i++;
+    }
+    seg.n = i;
+  }
+
+  /**
+   * Continue the last flow if it is still to be solved, contiguous (within REPEAT_CONTIGUOUS_NS for a
+   * `repeat` of the last registration), and on the same classes.
+   */
+  private extend(at: number, elapsedNs: number, cpu: number, classes: readonly FlowClass[], live: number, repeat: boolean): boolean {
     const f = this.last;
-    if (!f || !f.live || f.cpu !== cpu || Math.abs(f.end - at) > CONTIGUOUS_NS || f.nc !== live) return false;
+    const gap = repeat ? REPEAT_CONTIGUOUS_NS : CONTIGUOUS_NS;
+    if (!f || !f.live || f.cpu !== cpu || Math.abs(f.end - at) > gap || f.nc !== live) return false;
     let i = 0;
     for (const c of classes) {
       if (c.bytes <= 0 && c.memNs <= 0) continue;
