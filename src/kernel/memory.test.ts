@@ -3,8 +3,85 @@ import fc from 'fast-check';
 import { anonStateOf, smallKernel, RW, ANON } from '../testing/fixtures.ts';
 import { verifyKernel } from './debug_vm.ts';
 import { MADV, PAGE_SIZE } from './uapi.ts';
-import { followPage } from './memory.ts';
+import { followPage, readFaultNonePte } from './memory.ts';
 import { sysSwapon } from './swapfile.ts';
+
+describe('read faults on none PTEs without the walk (readFaultNonePte)', () => {
+  it('property: the same PTEs, counters and time as a one-page read access (userAccess), or declines and leaves all as it was', () => {
+    // Pages written, read, zapped; then loads of pages, each through readFaultNonePte (an access where it
+    // declines) or through an access, their times summed as a migration thread's are (runAsTask).
+    const PAGES = 1100;
+    const op = fc.record({
+      kind: fc.constantFrom('write' as const, 'read' as const, 'zap' as const),
+      at: fc.nat(PAGES - 1),
+      n: fc.integer({ min: 1, max: 600 }),
+    });
+    type Op = { kind: 'write' | 'read' | 'zap'; at: number; n: number };
+    const run = (ops: Op[], loads: number[], thp: string, direct: boolean) => {
+      const k = smallKernel({ nodes: 1, mib: 32 });
+      k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', thp);
+      k.hot.faultRead = 300.25; // fractional, as the profile's costs are
+      const p = k.createProcess('app');
+      const a = k.mmap(p, 0, PAGES * PAGE_SIZE, RW, ANON);
+      for (const o of ops) {
+        const n = Math.min(o.n, PAGES - o.at);
+        const start = a + o.at * PAGE_SIZE;
+        if (o.kind === 'zap') expect(k.madvise(p, start, n * PAGE_SIZE, MADV.MADV_DONTNEED)).toBe(0);
+        else k.access(p.mainThread, start, n * PAGE_SIZE, PAGE_SIZE, o.kind === 'write', 0x5a);
+      }
+      const times: number[] = [];
+      let sum = 0;
+      let declined = 0;
+      for (const q of loads) {
+        const va = a + q * PAGE_SIZE;
+        const ns = direct ? readFaultNonePte(k, p.mainThread, va) : -1;
+        if (ns >= 0) {
+          sum += 0 + ns;
+          times.push(ns);
+          continue;
+        }
+        if (direct) declined++;
+        const t = { ns: 0 };
+        k.runAsTask(t, () => k.access(p.mainThread, va, 1, 1, false, 0));
+        sum += t.ns;
+        times.push(t.ns);
+      }
+      expect(verifyKernel(k)).toEqual([]);
+      return { k, p, a, times, sum, declined };
+    };
+    fc.assert(
+      fc.property(
+        fc.array(op, { minLength: 0, maxLength: 8 }),
+        fc.array(fc.nat(PAGES - 1), { minLength: 1, maxLength: 300 }),
+        fc.constantFrom('never', 'always'),
+        (ops, loads, thp) => {
+          const x = run(ops, loads, thp, true);
+          const y = run(ops, loads, thp, false);
+          expect(x.times).toEqual(y.times);
+          expect(x.sum).toBe(y.sum);
+          const state = (r: typeof x) => anonStateOf(r.k, r.p.mm, r.a, PAGES, (pfn) => r.k.mem.index(pfn));
+          expect(state(x)).toEqual(state(y));
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
+  it('maps the zero page where a PTE table exists, and declines where none does', () => {
+    const k = smallKernel({ nodes: 1, mib: 32 });
+    k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'never');
+    const p = k.createProcess('app');
+    const a = k.mmap(p, 0, 1024 * PAGE_SIZE, RW, ANON);
+    expect(readFaultNonePte(k, p.mainThread, a + PAGE_SIZE)).toBe(-1); // no PTE table yet
+    k.access(p.mainThread, a, 1, 1, true, 1);
+    const faults = k.vmstat.events.pgfault;
+    expect(readFaultNonePte(k, p.mainThread, a + PAGE_SIZE)).toBe(k.hot.faultRead);
+    expect(followPage(p.mm, a + PAGE_SIZE)).toBe(-1);
+    expect(k.vmstat.events.pgfault).toBe(faults + 1);
+    expect(readFaultNonePte(k, p.mainThread, a + PAGE_SIZE)).toBe(-1); // mapped now
+    expect(readFaultNonePte(k, p.mainThread, a + 600 * PAGE_SIZE)).toBe(-1); // the next 2M has no table
+  });
+});
 
 describe('write faults over runs of none PTEs (accessPtes, faultAnonRun)', () => {
   it('property: one write access over a range faults in what one access per page faults in (frames, contents, LRU order, counters, time, events)', () => {

@@ -642,6 +642,31 @@ export function vmaAllows(vma: Vma, write: boolean): boolean {
 }
 
 /**
+ * A load by `thread` from the page at va whose PTE is none in a PTE table
+ * that exists, in a private anonymous VMA (no file, not hugetlb, no
+ * userfaultfd): do_anonymous_page's read fault, which maps the shared zero
+ * page (the PTE becomes PTE_ZERO). What userAccess(k, thread, va, 1, 1,
+ * false, 0) does there (accessPtes' read fault), without the walk: the
+ * fault counted and the PTE set. Returns the fault's time for the caller to
+ * charge, or -1, doing nothing, when va is not that case (the caller makes
+ * the access). A migration thread reading never-backed pages in a run.
+ */
+export function readFaultNonePte(k: Kernel, thread: Thread, va: number): number {
+  const mm = thread.process.mm;
+  if (thread.process.exited) return -1;
+  const vma = mm.vmaAt(va);
+  if (!vma || !vmaAllows(vma, false) || vma.file || vma.isHugetlb() || vma.flags & (VM.UFFD_MISSING | VM.UFFD_WP)) return -1;
+  const t = mm.pgtable.pmds.get(Math.floor(va / PMD_SIZE));
+  if (!(t instanceof PteTable)) return -1;
+  const i = (va / PAGE_SIZE) & 511;
+  if (t.ptes[i] !== PTE_NONE) return -1;
+  k.vmstat.events.pgfault++;
+  t.ptes[i] = PTE_ZERO;
+  t.used++;
+  return 0 + k.hot.faultRead; // accessPtes' cost, summed from 0
+}
+
+/**
  * A thread's loads or stores, one byte every `stride` bytes over
  * [start, start + len): faults as the hardware would, writes `fill` into
  * the page contents, and reads the first byte of each page into `read`

@@ -1392,6 +1392,7 @@ export function vmSeries(vms: VmRt[]): Record<string, number> {
 function placement(vm: Vm, nodeRam: { hva: number; size: number }[], prefix: string, out: Record<string, number>): void {
   const pfns = new Int32Array(PMD_SIZE / PAGE_SIZE);
   const mm = vm.process.mm;
+  const one = vm.k.host.nodes.length === 1;
   nodeRam.forEach((boot, g) => {
     const by: number[] = vm.k.host.nodes.map(() => 0);
     // The node's boot RAM and the DIMMs plugged into it.
@@ -1402,6 +1403,13 @@ function placement(vm: Vm, nodeRam: { hva: number; size: number }[], prefix: str
       for (let a = r.hva, n = 0; a < end; a += n * PAGE_SIZE) {
         n = Math.min((PMD_SIZE - (a % PMD_SIZE)) / PAGE_SIZE, (end - a) / PAGE_SIZE);
         if (followPmdRange(mm, a, n, pfns) !== PMD_RANGE_PAGES) continue;
+        if (one) {
+          // One node: every resident page is on it.
+          let c = 0;
+          for (let i = 0; i < n; i++) if (pfns[i]! >= 0) c++;
+          by[vm.k.host.nodes[0]!.id]! += c;
+          continue;
+        }
         for (let i = 0; i < n; i++) {
           const pfn = pfns[i]!;
           if (pfn < 0) continue;

@@ -252,6 +252,37 @@ describe('MemBandwidth in a closed loop', () => {
   });
 });
 
+describe('flows of a task copying page after page (flow() with extend)', () => {
+  /** Flows still to be solved (a private count, read for this test). */
+  const flows = (bw: MemBandwidth): number => (bw as unknown as { nflows: number }).nflows;
+  const copy = (bytes: number, memNs: number, seenNs: number): FlowClass[] => [
+    { node: 0, bytes, memNs, seenNs },
+    { node: 0, bytes: bytes / 2, memNs: memNs / 2, seenNs: seenNs / 2 },
+  ];
+
+  it('one flow for pages of one cost whose starts are rounded from a fractional clock (up to 1 ns from the last end)', () => {
+    const bw = new MemBandwidth({ nodes: [10 * GB], interconnect: [[0]] });
+    // 1000.3 ns a page from 0.6 ns: each start rounded to whole ns lands up to 1 ns from the flow's summed end.
+    let t = 0.6;
+    for (let i = 0; i < 200; i++, t += 1000.3) bw.flow(Math.round(t), 1000.3, 0, copy(4096, 300, 300), true);
+    expect(flows(bw)).toBe(1);
+    // The same as one series.
+    const series = new MemBandwidth({ nodes: [10 * GB], interconnect: [[0]] });
+    series.flowSeries(200, 0, 0.6, 1000.3, 0, copy(4096, 300, 300));
+    expect(flows(series)).toBe(1);
+    expect(series.bytesOnNode(0)).toBe(bw.bytesOnNode(0));
+  });
+
+  it('a registration at another cost continues the flow only within half a ns', () => {
+    const bw = new MemBandwidth({ nodes: [10 * GB], interconnect: [[0]] });
+    bw.flow(0, 1000.3, 0, copy(4096, 300, 300), true); // ends at 1000.3
+    bw.flow(1001, 2000, 0, copy(8192, 600, 600), true); // 0.7 ns away, another cost: a flow of its own
+    expect(flows(bw)).toBe(2);
+    bw.flow(3001, 500, 0, copy(4096, 100, 100), true); // ends at 3001 exactly: continues it
+    expect(flows(bw)).toBe(2);
+  });
+});
+
 describe('fitNodeCapacity', () => {
   it('finds the C that makes the curve give both measured bandwidths', () => {
     const C = 60 * GB;

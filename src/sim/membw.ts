@@ -61,6 +61,27 @@ export const WINDOW_NS = 100_000;
 /** EWMA weight of a window's equilibrium. */
 export const LAMBDA = 0.5;
 
+/**
+ * How far a registration may start from the last flow's end and still
+ * continue it (flow()'s `extend`, flowSeries): half a ns, the rounding of
+ * its start to whole ns.
+ */
+const CONTIGUOUS_NS = 0.5;
+
+/**
+ * The same for a registration that repeats the last one (the same time,
+ * bytes and DRAM time per class: a task copying page after page at one
+ * cost). Registrations start at whole ns (the caller rounds its task's
+ * fractional clock) while a flow's end sums the unrounded times, so such
+ * a task starts each page up to 1 ns (two roundings of half a ns) from
+ * where the last one ended: within 1 ns it is the same flow. (At half a ns
+ * the copies broke into a new flow every few pages: a postcopy
+ * destination's UFFDIO_COPY of 1 M pages made about 1 M flows.) A
+ * registration at another rate keeps the half ns, so that copies of
+ * different speeds are not averaged by the rounding of a clock.
+ */
+const REPEAT_CONTIGUOUS_NS = 1;
+
 /** Slope of the linear part, knee and wall of m(u) (see the top of the file). */
 export const CURVE = { A: 0.5, U_K: 0.85, W: 0.24 } as const;
 /** Utilisations are solved below this (m(U_MAX) is about 3000). */
@@ -231,15 +252,18 @@ export class MemBandwidth {
    * load. `at` must not lie in a window already solved (a window is solved
    * when a query's time has passed it: query at the clock's time, register
    * at or after it).
-   * With `extend`, a registration that starts where the last one ended,
-   * from the same CPU node on the same memory nodes, continues it (a task
-   * copying page after page: one flow, not one per page).
+   * With `extend`, a registration that starts where the last one ended
+   * (within CONTIGUOUS_NS, or REPEAT_CONTIGUOUS_NS when it repeats it), from the same CPU node on the same memory
+   * nodes, continues it (a task copying page after page: one flow, not one
+   * per page).
    */
   flow(at: number, elapsedNs: number, cpu: number, classes: readonly FlowClass[], extend = false): void {
     let live = 0;
     for (const c of classes) if (c.bytes > 0 || c.memNs > 0) live++;
     if (!live) return;
-    if (extend && this.extend(at, elapsedNs, cpu, classes, live)) return;
+    const repeat = this.repeats(elapsedNs, cpu, classes);
+    if (!repeat) this.noteSegment(elapsedNs, cpu, classes);
+    if (extend && this.extend(at, elapsedNs, cpu, classes, live, repeat)) return;
     // A flow solved for the last time is reused (a workload registers one per step: tens of thousands a run).
     // Its arrays are written in place, by index, and not shrunk (nc and cls[nc] say where they end).
     const f: Flow = this.spare.pop() ?? { at: 0, end: 0, cpu: 0, live: true, nc: 0, res: [], bytes: [], memNs: [], seenNs: [], cls: [] };
@@ -301,33 +325,105 @@ export class MemBandwidth {
     const s0 = c0!.seenNs ?? c0!.memNs * this.current(cpu, c0!.node);
     const s1 = c1 ? (c1.seenNs ?? c1.memNs * this.current(cpu, c1.node)) : 0;
     const step = Math.max(1, elapsedNs);
-    for (let i = 1; i < n; i++, t += elapsedNs) {
+    // The continuation's sums in locals, added in the same order as extend() adds them (so bit for bit the same),
+    // written back once; the pages continued are counted, and their bytes added per resource at the end (whole
+    // numbers: exact in any order).
+    const b0 = c0!.bytes;
+    const m0 = c0!.memNs;
+    const b1 = c1 ? c1.bytes : 0;
+    const m1 = c1 ? c1.memNs : 0;
+    let fb0 = f.bytes[0]!;
+    let fm0 = f.memNs[0]!;
+    let fs0 = f.seenNs[0]!;
+    let fb1 = c1 ? f.bytes[1]! : 0;
+    let fm1 = c1 ? f.memNs[1]! : 0;
+    let fs1 = c1 ? f.seenNs[1]! : 0;
+    let end = f.end;
+    let i = 1;
+    for (; i < n; i++, t += elapsedNs) {
       const at = base + Math.round(t);
-      if (Math.abs(f.end - at) > 0.5 || this.last !== f) {
-        // Not contiguous (the rounding of a fractional clock): a flow of its own, as flow() would make; the rest
-        // of the series continues that one.
-        for (; i < n; i++, t += elapsedNs) this.flow(base + Math.round(t), elapsedNs, cpu, classes, true);
-        return t;
-      }
-      f.bytes[0]! += c0!.bytes;
-      f.memNs[0]! += c0!.memNs;
-      f.seenNs[0]! += s0;
-      for (let k = f.cls[0]!; k < f.cls[1]!; k++) this.counted[f.res[k]!]! += c0!.bytes;
+      if (Math.abs(end - at) > REPEAT_CONTIGUOUS_NS) break; // each page repeats the first (noted by flow())
+      fb0 += b0;
+      fm0 += m0;
+      fs0 += s0;
       if (c1) {
-        f.bytes[1]! += c1.bytes;
-        f.memNs[1]! += c1.memNs;
-        f.seenNs[1]! += s1;
-        for (let k = f.cls[1]!; k < f.cls[2]!; k++) this.counted[f.res[k]!]! += c1.bytes;
+        fb1 += b1;
+        fm1 += m1;
+        fs1 += s1;
       }
-      f.end += step;
+      end += step;
     }
+    const more = i - 1;
+    f.bytes[0] = fb0;
+    f.memNs[0] = fm0;
+    f.seenNs[0] = fs0;
+    if (c1) {
+      f.bytes[1] = fb1;
+      f.memNs[1] = fm1;
+      f.seenNs[1] = fs1;
+    }
+    f.end = end;
+    if (Number.isSafeInteger(more * b0) && Number.isSafeInteger(more * b1)) {
+      for (let k = f.cls[0]!; k < f.cls[1]!; k++) this.counted[f.res[k]!]! += more * b0;
+      if (c1) for (let k = f.cls[1]!; k < f.cls[2]!; k++) this.counted[f.res[k]!]! += more * b1;
+    } else
+      for (let j = 0; j < more; j++) {
+        for (let k = f.cls[0]!; k < f.cls[1]!; k++) this.counted[f.res[k]!]! += b0;
+        if (c1) for (let k = f.cls[1]!; k < f.cls[2]!; k++) this.counted[f.res[k]!]! += b1;
+      }
+    // Not contiguous (the rounding of a fractional clock): a flow of its own, as flow() would make; the rest of
+    // the series continues that one.
+    for (; i < n; i++, t += elapsedNs) this.flow(base + Math.round(t), elapsedNs, cpu, classes, true);
     return t;
   }
 
-  /** Continue the last flow if it is still to be solved, contiguous, and on the same classes. */
-  private extend(at: number, elapsedNs: number, cpu: number, classes: readonly FlowClass[], live: number): boolean {
+  /**
+   * The last registration's time, CPU node and live classes (node, bytes, DRAM time, that time as it ran), for
+   * repeats(): flow() notes each registration that is not a repeat.
+   */
+  private readonly seg = { ns: NaN, cpu: 0, n: 0, v: [] as number[] };
+
+  /** Whether a registration of `elapsedNs` on `classes` from CPU node `cpu` repeats the last one exactly. */
+  private repeats(elapsedNs: number, cpu: number, classes: readonly FlowClass[]): boolean {
+    const seg = this.seg;
+    if (elapsedNs !== seg.ns || cpu !== seg.cpu) return false;
+    const v = seg.v;
+    let i = 0;
+    for (const c of classes) {
+      if (c.bytes <= 0 && c.memNs <= 0) continue;
+      if (i >= seg.n) return false;
+      const seen = c.seenNs ?? c.memNs * this.current(cpu, c.node);
+      if (v[4 * i] !== c.node || v[4 * i + 1] !== c.bytes || v[4 * i + 2] !== c.memNs || v[4 * i + 3] !== seen) return false;
+      i++;
+    }
+    return i === seg.n;
+  }
+
+  /** Note a registration for repeats(). */
+  private noteSegment(elapsedNs: number, cpu: number, classes: readonly FlowClass[]): void {
+    const seg = this.seg;
+    seg.ns = elapsedNs;
+    seg.cpu = cpu;
+    let i = 0;
+    for (const c of classes) {
+      if (c.bytes <= 0 && c.memNs <= 0) continue;
+      seg.v[4 * i] = c.node;
+      seg.v[4 * i + 1] = c.bytes;
+      seg.v[4 * i + 2] = c.memNs;
+      seg.v[4 * i + 3] = c.seenNs ?? c.memNs * this.current(cpu, c.node);
+      i++;
+    }
+    seg.n = i;
+  }
+
+  /**
+   * Continue the last flow if it is still to be solved, contiguous (within REPEAT_CONTIGUOUS_NS for a
+   * `repeat` of the last registration), and on the same classes.
+   */
+  private extend(at: number, elapsedNs: number, cpu: number, classes: readonly FlowClass[], live: number, repeat: boolean): boolean {
     const f = this.last;
-    if (!f || !f.live || f.cpu !== cpu || Math.abs(f.end - at) > 0.5 || f.nc !== live) return false;
+    const gap = repeat ? REPEAT_CONTIGUOUS_NS : CONTIGUOUS_NS;
+    if (!f || !f.live || f.cpu !== cpu || Math.abs(f.end - at) > gap || f.nc !== live) return false;
     let i = 0;
     for (const c of classes) {
       if (c.bytes <= 0 && c.memNs <= 0) continue;
@@ -437,13 +533,19 @@ export class MemBandwidth {
     const seen = this.seen;
     seen.fill(0);
     let coupled = false;
+    // Whether a flow crosses two different resources (a copy between nodes, a remote access): only then does one
+    // resource's multiplier depend on another's. A flow with several classes on one node (a copy within it) is
+    // solved by the general solve below, but in one sweep.
+    let linked = false;
     for (let i = 0; i < np; i++) {
       const f = present[i]!;
       const nres = f.cls[f.nc]!;
       if (nres > 1) coupled = true;
+      const r0 = f.res[0]!;
       for (let k = 0; k < nres; k++) {
         const r = f.res[k]!;
         seen[r] = 1;
+        if (r !== r0) linked = true;
       }
     }
     for (let r = 0; r < nr; r++) if (!seen[r]) m[r] = 1;
@@ -451,8 +553,11 @@ export class MemBandwidth {
       this.solveSimple(m);
       return;
     }
-    // Gauss-Seidel over resources: each one's multiplier solved with the others fixed.
-    for (let sweep = 0; sweep < 12; sweep++) {
+    // Gauss-Seidel over resources: each one's multiplier solved with the others fixed. Unlinked, each resource's
+    // solve reads no other resource's multiplier (rate(r) sums only flows on r alone, and solveResource sets m[r]
+    // itself), so a second sweep would give the same values bit for bit and stop: one sweep is that answer.
+    const sweeps = linked ? 12 : 1;
+    for (let sweep = 0; sweep < sweeps; sweep++) {
       let delta = 0;
       for (let r = 0; r < nr; r++) {
         if (!seen[r]) continue;

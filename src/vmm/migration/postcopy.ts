@@ -167,6 +167,25 @@ class UnitList {
     this.n = i + 1;
   }
 
+  /** push1() of units u0 .. u0 + n - 1 of block `bi`, one page each, their codes from codes[0..n). */
+  pushRun(bi: number, u0: number, n: number, codes: Int32Array): void {
+    const i = this.n;
+    const off = this.at[i]!;
+    if (i + n >= this.bi.length || off + n > this.codes.length) {
+      for (let x = 0; x < n; x++) this.push1(bi, u0 + x, codes[x]!);
+      return;
+    }
+    this.codes.set(codes.subarray(0, n), off);
+    this.bi.fill(bi, i, i + n);
+    const u = this.u;
+    const at = this.at;
+    for (let x = 0; x < n; x++) {
+      u[i + x] = u0 + x;
+      at[i + x + 1] = off + x + 1;
+    }
+    this.n = i + n;
+  }
+
   clear(): void {
     this.n = 0;
   }
@@ -571,7 +590,7 @@ export class Postcopy {
     const n = ram.takeRunCodes(bi, p, end - p, r, maxBytes, maxPages, codes);
     if (n === 0) return false;
     pc.inflight.fill(1, p, p + n);
-    for (let q = p; q < p + n; q++) units.push1(bi, q, codes[q - p]!);
+    units.pushRun(bi, p, n, codes);
     return true;
   }
 
@@ -762,11 +781,6 @@ export class Postcopy {
   private placeChunk(thread: Thread, units: UnitList, t: { ns: number }, done: Float64Array): void {
     const k = this.k;
     const { bi: ubi, u: uu, at, codes } = units;
-    // A 4K unit sent as a zero page.
-    const zeroUnit = (i: number): boolean => {
-      const c = codes[at[i]!]!;
-      return this.pc[ubi[i]!]!.unit === PAGE_SIZE && c >= 0 && (c & PAGE_SENT_ZERO) !== 0;
-    };
     for (let i = 0; i < units.n;) {
       const bi = ubi[i]!;
       const u0 = uu[i]!;
@@ -777,11 +791,11 @@ export class Postcopy {
         continue;
       }
       let j = i + 1;
-      const zero = zeroUnit(i);
+      const zero = this.zeroUnit(units, i);
       // Runs only on 4K-backed blocks: a hugetlb page filled in parts may be a VMA of its own (vma-split), and one
       // UFFDIO_COPY must stay inside one VMA.
       if (pc.unit === PAGE_SIZE && this.ram.blocks[bi]!.block.pageSize === PAGE_SIZE)
-        while (j < units.n && ubi[j] === bi && uu[j] === uu[j - 1]! + 1 && zeroUnit(j) === zero && !pc.received[uu[j]!])
+        while (j < units.n && ubi[j] === bi && uu[j] === uu[j - 1]! + 1 && this.zeroUnit(units, j) === zero && !pc.received[uu[j]!])
           pc.inflight[uu[j++]!] = 0;
       // Units i..j-1 are consecutive, so their pages' codes are too: page p0 + x's is codes[c0 + x].
       const nu = j - i;
@@ -798,25 +812,57 @@ export class Postcopy {
         );
       else if (zero && !b.dst.hasFd)
         r = uffdioFill(k, thread, this.fd, start, nu * PAGE_SIZE, UFFDIO_MODE.UFFDIO_ZEROPAGE_MODE_DONTWAKE, null).ret;
-      else
-        r = uffdioFill(k, thread, this.fd, start, nu * pc.unit, UFFDIO_MODE.UFFDIO_COPY_MODE_DONTWAKE, (va) =>
-          this.sentByte(b, p0 + (va - start) / PAGE_SIZE, codes, c0, p0),
-        ).ret;
+      else {
+        // The copy's source (fillSource, one function for every run: the run's place in the chunk set here).
+        const f = this.fill;
+        const saved = f.b;
+        const savedCodes = f.codes;
+        const { p0: sp0, c0: sc0, start: sstart } = f;
+        f.b = b;
+        f.codes = codes;
+        f.p0 = p0;
+        f.c0 = c0;
+        f.start = start;
+        r = uffdioFill(k, thread, this.fd, start, nu * pc.unit, UFFDIO_MODE.UFFDIO_COPY_MODE_DONTWAKE, this.fillSource).ret;
+        f.b = saved;
+        f.codes = savedCodes;
+        f.p0 = sp0;
+        f.c0 = sc0;
+        f.start = sstart;
+      }
       if (r < 0) throw new Error(`postcopy: placing ${b.block.idstr}+0x${(u0 * pc.unit).toString(16)}: ${r}`);
       const spent = t.ns - before;
-      for (let x = 0; x < nu; x++) {
-        const u = u0 + x;
-        pc.received[u] = 1;
-        pc.requested[u] = 0;
-        this.missing--;
-        done[i + x] = Math.ceil(before + ((x + 1) * spent) / nu);
-      }
+      pc.received.fill(1, u0, u0 + nu);
+      pc.requested.fill(0, u0, u0 + nu);
+      this.missing -= nu;
+      for (let x = 0; x < nu; x++) done[i + x] = Math.ceil(before + ((x + 1) * spent) / nu);
       this.checkPlaced(b, p0, nu * pc.n, codes, c0);
       const pt = this.dst.process.mm.pgtablesBytes;
       if (pt > this.stats.pgtablesPeak) this.stats.pgtablesPeak = pt;
       i = j;
     }
   }
+
+  /** A 4K unit sent as a zero page: the unit at `i` in `units`. */
+  private zeroUnit(units: UnitList, i: number): boolean {
+    const c = units.codes[units.at[i]!]!;
+    return this.pc[units.bi[i]!]!.unit === PAGE_SIZE && c >= 0 && (c & PAGE_SENT_ZERO) !== 0;
+  }
+
+  /** The run placeChunk is copying: its block, codes (page p0 + x's at c0 + x) and destination address. */
+  private readonly fill: { b: RamMigration['blocks'][number] | null; codes: Int32Array | null; p0: number; c0: number; start: number } = {
+    b: null,
+    codes: null,
+    p0: 0,
+    c0: 0,
+    start: 0,
+  };
+
+  /** UFFDIO_COPY's source for the run in `fill`: sentByte of the page at va (made once, not per run). */
+  private readonly fillSource = (va: number): number => {
+    const f = this.fill;
+    return this.sentByte(f.b!, f.p0 + (va - f.start) / PAGE_SIZE, f.codes!, f.c0, f.p0);
+  };
 
   /** The content check of pages [p0, p0 + n) of block b just placed from `codes` (page p0 + x's at c0 + x). */
   private checkPlaced(b: RamMigration['blocks'][number], p0: number, n: number, codes: Int32Array, c0: number): void {

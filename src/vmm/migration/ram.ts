@@ -85,7 +85,7 @@
 import type { Kernel } from '../../kernel/kernel.ts';
 import type { Thread } from '../../kernel/sched.ts';
 import { PAGE_SIZE, PMD_SIZE, PUD_SIZE } from '../../kernel/uapi.ts';
-import { followPage, followPmdRange, PMD_RANGE_NONE, PMD_RANGE_PAGES, PMD_RANGE_ZERO } from '../../kernel/memory.ts';
+import { followPage, followPmdRange, PMD_RANGE_NONE, PMD_RANGE_PAGES, PMD_RANGE_ZERO, readFaultNonePte } from '../../kernel/memory.ts';
 import { PAGES_PER_SECTION, PG, SECTION_MASK } from '../../kernel/page.ts';
 import type { RAMBlock } from '../ram_block.ts';
 import type { Vm } from '../vm.ts';
@@ -1156,6 +1156,7 @@ export class RamMigration {
     const detect = this.opts.zeroPageDetection;
     const { zeroCheck, pageCopy } = this.ns;
     const now = this.k.clock.now();
+    this.runRead.node = -1;
     let i = 0;
     for (; i < n && (i === 0 || (r.bytes < maxBytes && r.pages < maxPages)); i++) {
       let pfn = pfns[i]!;
@@ -1165,11 +1166,17 @@ export class RamMigration {
         // unless a fault of this run mapped it meanwhile (a huge zero page).
         const hva = b.block.host + q * PAGE_SIZE;
         pfn = followPage(mm, hva);
-        if (pfn === -2) {
+        const ns = pfn === -2 ? readFaultNonePte(this.k, this.srcThread, hva) : -1;
+        if (ns >= 0) {
+          // The fault in a PTE table an earlier page's fault made: the zero page, the fault's time the thread's.
+          r.srcNs += 0 + ns;
+          pfn = -1;
+        } else if (pfn === -2) {
           const t = { ns: 0 };
           this.k.runAsTask(t, () => this.k.access(this.srcThread, hva, 1, 1, false, 0));
           r.srcNs += t.ns;
           pfn = followPage(mm, hva);
+          this.runRead.node = -1; // the fault may have moved what runReadNs remembers
         }
       }
       bmap[q] = 0;
@@ -1185,11 +1192,11 @@ export class RamMigration {
       let bytes: number;
       if (sentZero) {
         bytes = header + 1;
-        r.srcNs += this.readNs(pfn, zeroCheck, at);
+        r.srcNs += this.runReadNs(pfn, zeroCheck, at);
         this.duplicate++;
       } else {
         bytes = header + PAGE_SIZE;
-        r.srcNs += this.readNs(pfn, pageCopy, at) - pageCopy + 0;
+        r.srcNs += this.runReadNs(pfn, pageCopy, at) - pageCopy + 0;
         this.normal++;
       }
       r.bytes += bytes;
@@ -1208,6 +1215,50 @@ export class RamMigration {
     this.cursorPage = p + i;
     return i;
   }
+
+  /**
+   * readNs for a page of takeRunCodes' run, the same answer and the same
+   * batched flow, with the load multiplier looked up once per node of the
+   * run rather than per page: the clock does not move while a run is taken,
+   * and nothing in between solves a window (a read fault clears what is
+   * remembered, see takeRunCodes). Page by page (no bandwidth model, the
+   * zero page, reads not batched): readNs itself.
+   */
+  private runReadNs(pfn: number, ns: number, at: number): number {
+    const bw = this.k.membw;
+    const run = this.readRun;
+    if (!bw || pfn < 0 || !run.on) return this.readNs(pfn, ns, at);
+    const node = this.k.phys.nodeOfPfn(pfn);
+    const rr = this.runRead;
+    const now = this.k.clock.now();
+    if (rr.node !== node || rr.now !== now) {
+      rr.cpu = this.k.cpuToNode(this.srcThread.cpu);
+      rr.m = bw.multiplier(rr.cpu, node, now);
+      rr.node = node;
+      rr.now = now;
+    }
+    const cpu = rr.cpu;
+    const m = rr.m;
+    // readNs' batched branch.
+    const total = ns + Math.round(ns * (m - 1));
+    if (run.node !== node || run.cpu !== cpu) {
+      this.flushReads(bw);
+      run.node = node;
+      run.cpu = cpu;
+      run.at = at;
+      run.bytes = 0;
+      run.memNs = 0;
+      run.seenNs = 0;
+    }
+    run.end = Math.max(run.end, at + total);
+    run.bytes += PAGE_SIZE;
+    run.memNs += ns;
+    run.seenNs += ns * m;
+    return total;
+  }
+
+  /** What runReadNs remembers: the node, the clock's time, the migration thread's CPU node, the multiplier. */
+  private readonly runRead = { node: -1, now: -1, cpu: 0, m: 1 };
 
   /**
    * destByte for pages [p, p + n) of block b with one page-table lookup, into out[0..]: as many as one lookup
