@@ -460,6 +460,58 @@ export class Kernel {
   }
 
   /**
+   * `n` times, each in a task time of its own that starts at 0: charge(pre),
+   * then chargeMem(ns, memNs, -1, writeNode, bytes, cpuNode) (a clear);
+   * each sum goes into out[at + i] and is then charged to the caller's task
+   * (Vm.writePages' pages: an EPT violation, then the host's first-touch
+   * fault). The same sums and flow classes as doing it page by page, with
+   * chargeMem's figures worked out once (the clock does not move inside a
+   * task). Page by page outside a workload step's task, and outside a task.
+   */
+  chargeClearEach(
+    n: number,
+    pre: number,
+    ns: number,
+    memNs: number,
+    writeNode: number,
+    bytes: number,
+    cpuNode: number,
+    out: Float64Array,
+    at: number,
+  ): void {
+    const outer = this.taskTime;
+    const bw = this.membw;
+    const task = this.membwTask;
+    if (!outer || (bw && !task)) {
+      const time = { ns: 0 };
+      try {
+        for (let i = 0; i < n; i++) {
+          time.ns = 0;
+          this.taskTime = time;
+          this.charge(pre);
+          this.chargeMem(ns, memNs, -1, writeNode, bytes, cpuNode);
+          this.taskTime = outer;
+          out[at + i] = time.ns;
+          this.charge(time.ns);
+        }
+      } finally {
+        this.taskTime = outer;
+      }
+      return;
+    }
+    const f = bw ? this.memFigures(bw, ns, memNs, -1, writeNode, bytes, cpuNode) : null;
+    const total = f ? f.total : ns;
+    for (let i = 0; i < n; i++) {
+      let t = 0;
+      t += pre;
+      if (f) this.addMemClasses(task!.classes, f, -1, writeNode, bytes);
+      t += total;
+      out[at + i] = t;
+      outer.ns += t;
+    }
+  }
+
+  /**
    * chargeMem's figures for one copy or clear (into one reused object: the
    * hot path allocates nothing). The load is the one as of now (the task's
    * later time within its step is not known to other tasks yet); a workload
