@@ -360,7 +360,6 @@ export function chargeAnonWriteFault(k: Kernel, pfn: number, nid: number): void 
 export const FAULT_AROUND_PAGES = 16;
 
 /**
-/**
  * shmem_mfill_atomic_pte: a new page for va in the VMA's shmem file, filled
  * with `fill` (0 for UFFDIO_ZEROPAGE), added to the page cache and mapped.
  * -EEXIST if the file already has a page there or va is mapped, -ENOMEM.
