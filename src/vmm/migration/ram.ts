@@ -1022,26 +1022,8 @@ export class RamMigration {
     const node = this.k.phys.nodeOfPfn(pfn);
     const cpu = this.k.cpuToNode(this.srcThread.cpu);
     const m = bw.multiplier(cpu, node, this.k.clock.now());
+    if (this.readRun.on) return this.batchedRead(bw, node, cpu, m, ns, at);
     const total = ns + Math.round(ns * (m - 1));
-    const run = this.readRun;
-    if (run.on) {
-      // Batched (batchReads): the page joins the run's flow; a page on another node (or from another CPU node)
-      // starts one.
-      if (run.node !== node || run.cpu !== cpu) {
-        this.flushReads(bw);
-        run.node = node;
-        run.cpu = cpu;
-        run.at = at;
-        run.bytes = 0;
-        run.memNs = 0;
-        run.seenNs = 0;
-      }
-      run.end = Math.max(run.end, at + total);
-      run.bytes += PAGE_SIZE;
-      run.memNs += ns;
-      run.seenNs += ns * m;
-      return total;
-    }
     // One class object and its array, reused for every page (flow() copies what it keeps).
     const c = this.readClass;
     c.node = node;
@@ -1237,10 +1219,18 @@ export class RamMigration {
       rr.node = node;
       rr.now = now;
     }
-    const cpu = rr.cpu;
-    const m = rr.m;
-    // readNs' batched branch.
+    return this.batchedRead(bw, node, rr.cpu, rr.m, ns, at);
+  }
+
+  /**
+   * readNs with its reads batched (batchReads): the page read at `at` from
+   * CPU node `cpu` on node `node`, at load multiplier `m`, joins the run's
+   * flow (a page on another node, or from another CPU node, starts one).
+   * Returns its time.
+   */
+  private batchedRead(bw: NonNullable<Kernel['membw']>, node: number, cpu: number, m: number, ns: number, at: number): number {
     const total = ns + Math.round(ns * (m - 1));
+    const run = this.readRun;
     if (run.node !== node || run.cpu !== cpu) {
       this.flushReads(bw);
       run.node = node;
