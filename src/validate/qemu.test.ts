@@ -148,7 +148,7 @@ describe("the dirty-sync count follows where the program's working set lies agai
     expect(r.slice(0, 8)).toEqual(base.slice(0, 8).reverse());
   });
 
-  it("multifd4-1g: in scan order memtwin syncs 5 times; rewrites behind the scan (reverse) take more passes, more syncs and more normal pages, toward QEMU 7.2's 9", () => {
+  it("multifd4-1g: in scan order memtwin syncs 5 times; rewrites behind the scan (reverse) take more passes, more syncs and more normal pages, toward QEMU 7.2's 8", () => {
     const file = 'validation/qemu/results-1g.json';
     const res = JSON.parse(readFileSync(file, 'utf8')) as RealResults;
     const cal = calibrate(res, file);
@@ -179,14 +179,16 @@ describe("the program's place in its round robin at `migrate` (writerStartOf)", 
     // The same start, yet the precopy runs' counts spread: the start does not decide them.
     const syncs = new Set(runs.filter((r) => r.config.postcopyAfterMs === null).map((r) => metricOf(r.queryMigrate, 'dirty-sync-count')));
     expect(syncs.size).toBeGreaterThanOrEqual(5);
-    // memtwin started there (wsStart) converges sooner than at index 0, its default: measured, not adopted.
+    // memtwin started there (wsStart) converges sooner than at index 0, its default: measured, not adopted (its send
+    // marks a page seen, so writes made before the page's send in a pass are lost to the next sync, and a writer
+    // just ahead of the scan loses more; QEMU's log keeps them: src/validate/passes.test.ts).
     const file = 'validation/qemu/results-1g.json';
     const run = medianRun(runs.filter((r) => r.config.id === 'precopy-dirty-1g-ws128M-r20000-bw128M'))!;
     const at = (wsStart: number): Record<string, number> =>
       (predict({ ...inputsOf(run, calibrate(res, file)), wsStart }) as { ram: Record<string, number> }).ram;
     const [zero, measured] = [at(0), at(writerStartOf(run, 32768)!)];
-    expect(zero['dirty-sync-count']).toBe(7);
-    expect(measured['dirty-sync-count']).toBe(4);
+    expect(zero['dirty-sync-count']).toBe(8);
+    expect(measured['dirty-sync-count']).toBe(5);
     expect(measured.normal).toBeLessThan(zero.normal!);
     // A run without a writing program has none.
     expect(

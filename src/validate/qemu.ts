@@ -22,12 +22,13 @@ import { fileURLToPath } from 'node:url';
 import { vmTestKernel } from '../vmm/test_fixtures.ts';
 import { Vm, type VmConfig } from '../vmm/vm.ts';
 import { Link } from '../vmm/migration/link.ts';
-import { MigrationState } from '../vmm/migration/migration.ts';
+import { MigrationState, type MigrationIteration } from '../vmm/migration/migration.ts';
 import type { FreePageHints } from '../vmm/migration/ram.ts';
 import type { Kernel } from '../kernel/kernel.ts';
 import { PAGE_SIZE, PMD_SIZE } from '../kernel/uapi.ts';
 import { NSEC_PER_MSEC, NSEC_PER_SEC } from '../sim/clock.ts';
-import { BATCHES, MiB, type RealResults, type RealRun } from './matrix.ts';
+import { BATCHES, MiB, type QuerySample, type RealResults, type RealRun } from './matrix.ts';
+import { passesOf, type Pass } from './passes.ts';
 
 export const METRICS = [
   'total-time',
@@ -146,6 +147,12 @@ export interface RunComparison {
    * spread of the completed runs (min, median, max) per metric.
    */
   repeats: { runs: number; completed: number; comparedRep: number; spread: Partial<Record<Metric, [number, number, number]>> } | null;
+  /**
+   * A run recorded with query-migrate samples: its passes (passesOf: each
+   * bitmap sync after the setup's, when the polls saw it and the pages it
+   * found dirty) beside memtwin's, read the same way from its own polls.
+   */
+  passes?: { real: Pass[]; memtwin: Pass[] };
 }
 
 /** The metrics whose spread over a batch's repeats the report gives. */
@@ -446,6 +453,30 @@ function kernelWritePages(memMiB: number, totalPages: number, nonZero: Uint8Arra
   });
 }
 
+/** The interval of the real recorder's query-migrate polls (src/validate/real.ts), used for memtwin's own. */
+export const SAMPLE_MS = 50;
+
+/** What predict() records besides its final query-migrate, when asked: its polls and its bitmap syncs (ns after migrate). */
+export interface PredictTrace {
+  samples: QuerySample[];
+  iterations: MigrationIteration[];
+}
+
+/** A query-migrate's counters as the recorder keeps them (real.ts sampleOf). */
+export function sampleOfQuery(atMs: number, q: Record<string, unknown>): QuerySample {
+  const ram = (q.ram ?? {}) as Record<string, unknown>;
+  const n = (k: string): number => Number(ram[k] ?? 0);
+  return {
+    atMs,
+    status: String(q.status),
+    transferred: n('transferred'),
+    normal: n('normal'),
+    duplicate: n('duplicate'),
+    dirtySyncCount: n('dirty-sync-count'),
+    remaining: n('remaining'),
+  };
+}
+
 /**
  * memtwin on one run's configuration: a source and a destination VMM on one
  * simulated host, the boot's non-zero pages and the program's touched
@@ -455,7 +486,7 @@ function kernelWritePages(memMiB: number, totalPages: number, nonZero: Uint8Arra
  * the guest runs, on the source or, after a postcopy switchover, on the
  * destination.
  */
-export function predict(inp: ModelInputs): Record<string, unknown> {
+export function predict(inp: ModelInputs, trace?: PredictTrace): Record<string, unknown> {
   const k: Kernel = vmTestKernel({ nodes: 1, gib: 2, cpus: 4 });
   const m = inp.memMiB * MiB;
   if (inp.backend === 'hugetlb-2M') {
@@ -590,8 +621,14 @@ export function predict(inp: ModelInputs): Record<string, unknown> {
   if (inp.postcopyAfterMs !== null)
     k.events.after(inp.postcopyAfterMs * NSEC_PER_MSEC, 'migrate-start-postcopy', () => qmp('migrate-start-postcopy'));
   const end = k.clock.now() + LIMIT_NS;
-  while (k.clock.now() < end && mig.status !== 'completed' && mig.status !== 'failed')
-    k.events.runUntil(Math.min(end, k.clock.now() + 100 * NSEC_PER_MSEC));
+  const t0 = k.clock.now();
+  // With a trace, query-migrate every SAMPLE_MS of virtual time, as the recorder polls the real source (read only).
+  const chunk = (trace ? SAMPLE_MS : 100) * NSEC_PER_MSEC;
+  while (k.clock.now() < end && mig.status !== 'completed' && mig.status !== 'failed') {
+    k.events.runUntil(Math.min(end, k.clock.now() + chunk));
+    if (trace && mig.query().status !== 'completed') trace.samples.push(sampleOfQuery((k.clock.now() - t0) / NSEC_PER_MSEC, mig.query()));
+  }
+  if (trace) trace.iterations.push(...mig.iterations.map((it) => ({ ...it, at: it.at - t0 })));
   done = true;
   const q = mig.query();
   return mig.status === 'completed' ? q : { ...q, status: `not completed in ${LIMIT_NS / NSEC_PER_SEC} s (virtual)` };
@@ -653,8 +690,9 @@ function compareConfig(group: RealRun[], cal: Calibration, ceilingId: string, po
   }
   const inputs = inputsOf(run, cal);
   let predicted: Record<string, unknown>;
+  const trace: PredictTrace | undefined = run.samples?.length ? { samples: [], iterations: [] } : undefined;
   try {
-    predicted = predict(inputs);
+    predicted = predict(inputs, trace);
   } catch (e) {
     if (!(e instanceof NotModelled)) throw e;
     // The real side stays in the report; memtwin's side becomes a comparison once it models the feature.
@@ -687,7 +725,19 @@ function compareConfig(group: RealRun[], cal: Calibration, ceilingId: string, po
   const syncsWithin = bounded
     ? syncs.real !== null && syncs.predicted !== null && Math.abs(syncs.predicted - syncs.real) <= SYNC_BOUND
     : null;
-  return { ...base, status: run.status, inputs, predicted, rows, withinBound, downtimeWithin, syncsWithin, notes: [] };
+  const passes = trace && c.postcopyAfterMs === null ? { real: passesOf(run.samples!), memtwin: passesOf(trace.samples) } : undefined;
+  return {
+    ...base,
+    status: run.status,
+    inputs,
+    predicted,
+    rows,
+    withinBound,
+    downtimeWithin,
+    syncsWithin,
+    notes: [],
+    ...(passes ? { passes } : {}),
+  };
 }
 
 const fmt = (v: number | null, metric?: Metric): string => {
@@ -810,10 +860,38 @@ function renderBatch(L: string[], b: BatchComparison, explanations: Record<strin
       for (const row of r.rows)
         L.push(`| ${row.metric} | ${fmt(row.real, row.metric)} | ${fmt(row.predicted, row.metric)} | ${pct(row.errorPct)} |`);
     }
+    if (r.passes && (r.passes.real.length || r.passes.memtwin.length)) renderPasses(L, r.passes);
     for (const n of r.notes) L.push('', `Failure: ${n.slice(0, 400)}`);
     L.push('');
     L.push(`What explains the gap: ${explanations[`${b.name}/${r.id}`] ?? explanations[r.id] ?? '(not analysed yet)'}`);
   }
+}
+
+/**
+ * The compared run's passes beside memtwin's: per bitmap sync after the
+ * setup's, the polls it fell between (ms after migrate), the pages it found
+ * dirty and ram.transferred at the poll (src/validate/passes.ts). Two syncs
+ * between one pair of polls are shown as one row (its count `xN`).
+ */
+function renderPasses(L: string[], p: { real: Pass[]; memtwin: Pass[] }): void {
+  const cell = (x: Pass | undefined): string[] =>
+    x
+      ? [
+          `${x.sync}${x.syncsInPoll > 1 ? ` (x${x.syncsInPoll})` : ''}`,
+          `${x.prevAtMs}-${x.atMs}`,
+          String(x.newDirtyPages),
+          `${(x.transferred / MiB).toFixed(1)} MiB`,
+        ]
+      : ['', '', '', ''];
+  L.push('');
+  L.push(
+    "Passes (query-migrate polled every 50 ms on both sides; a sync's new pages: remaining's rise plus the pages sent between the two polls):",
+  );
+  L.push('');
+  L.push('| real sync | at (ms) | new dirty pages | transferred | memtwin sync | at (ms) | new dirty pages | transferred |');
+  L.push('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (let i = 0; i < Math.max(p.real.length, p.memtwin.length); i++)
+    L.push(`| ${[...cell(p.real[i]), ...cell(p.memtwin[i])].join(' | ')} |`);
 }
 
 export interface ValidateOptions {

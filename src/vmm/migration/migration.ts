@@ -1374,9 +1374,9 @@ export class MigrationState {
   /** The stop-and-copy's bitmap sync, the guest stopped (its ns). */
   private finalSync(): number {
     this.precopyNotify('complete'); // migration_switchover_start, before the final sync
-    const syncNs = this.ram!.sync().ns;
-    this.recordIteration(this.ram!.dirtyPages);
-    return syncNs;
+    const r = this.ram!.sync();
+    this.recordIteration(r.newDirty);
+    return r.ns;
   }
 
   /**

@@ -225,6 +225,25 @@ describe('save_xbzrle_page', () => {
     expect(x.counters.bytes).toBe(PAGE_SIZE);
   });
 
+  it('a hit unchanged since its last send (the same content key) is skipped, nothing sent; every hit counts in pages', () => {
+    const x = new Xbzrle(64 * PAGE_SIZE, 1024, costs);
+    x.started = true;
+    // A miss with key 41: inserted, sent normal.
+    expect(x.send(3, false, 1, false, 41)?.kind).toBe('normal');
+    // Written before that send, found dirty again by the next sync: the key is the one sent, so encoded_len 0.
+    x.store(3, 0, 8); // (a store reported before the send would have been cleared by it; this one is after)
+    expect(x.send(3, false, 2, false, 42)?.kind).toBe('xbzrle'); // key changed: the store's line is encoded
+    expect(x.send(3, false, 3, false, 42)).toEqual({ kind: 'skip', srcNs: 350 + 300 });
+    expect(x.counters.pages).toBe(2);
+    expect(x.counters.bytes).toBe(1 + 2 + xbzrleEncodedLength(0b1, 0, 8)); // the skip adds none
+    // A new key with no store reported: changed by a path that reports none, an overflow, and a hit counted.
+    expect(x.send(3, false, 4, false, 43)?.kind).toBe('normal');
+    expect([x.counters.overflow, x.counters.pages]).toEqual([1, 3]);
+    // Without a key (callers that do not know it), an unreported change is an overflow as before.
+    expect(x.send(3, false, 5, false)?.kind).toBe('normal');
+    expect(x.counters.overflow).toBe(2);
+  });
+
   it('stores rewriting whole lines everywhere overflow; in the last stage a miss does not insert', () => {
     const x = new Xbzrle(64 * PAGE_SIZE, 1024, costs);
     x.started = true;

@@ -240,7 +240,12 @@ export type XbzrleResult =
   /** Send the page normal (a miss, an overflow, or xbzrle not started); srcNs is what xbzrle cost before that. */
   | { kind: 'normal'; srcNs: number }
   /** Sent encoded: `bytes` after the page header (flag, length, encoding). */
-  | { kind: 'xbzrle'; bytes: number; srcNs: number; dstNs: number };
+  | { kind: 'xbzrle'; bytes: number; srcNs: number; dstNs: number }
+  /**
+   * Not sent at all: the page is what the cache holds (encoded_len 0: save_xbzrle_page returns 0 pages and
+   * nothing goes in the stream), a page written before it was last sent and found dirty again by the next sync.
+   */
+  | { kind: 'skip'; srcNs: number };
 
 /** The source's xbzrle state for one migration: the cache, the counters, and what guest stores changed per page. */
 export class Xbzrle {
@@ -256,6 +261,8 @@ export class Xbzrle {
   private readonly hi: Uint32Array;
   /** Bytes changed per line by the stores since the page was last sent (the largest store's, at most 64). */
   private readonly perLine: Uint8Array;
+  /** Per page: the content key (ram.ts) it was last sent or cached with, + 1; 0: none known. */
+  private readonly sentKey: Float64Array;
   // migration_update_rates' period marks
   private missPrev = 0;
   private pagesPrev = 0;
@@ -271,6 +278,7 @@ export class Xbzrle {
     this.lo = new Uint32Array(totalPages);
     this.hi = new Uint32Array(totalPages);
     this.perLine = new Uint8Array(totalPages);
+    this.sentKey = new Float64Array(totalPages);
   }
 
   /**
@@ -296,11 +304,12 @@ export class Xbzrle {
     return n;
   }
 
-  /** The page was sent (any way): what changes next is against this content. */
-  private sent(page: number): void {
+  /** The page was sent (any way), with content key `key` if known: what changes next is against this content. */
+  private sent(page: number, key?: number): void {
     this.lo[page] = 0;
     this.hi[page] = 0;
     this.perLine[page] = 0;
+    this.sentKey[page] = key === undefined ? 0 : key + 1;
   }
 
   /** xbzrle_cache_zero_page: a zero page sent once xbzrle has started is cached as zeros. */
@@ -315,44 +324,62 @@ export class Xbzrle {
    * xbzrle_started a page goes normal untouched (null); after it,
    * save_xbzrle_page decides.
    */
-  send(page: number, zero: boolean, age: number, lastStage: boolean): XbzrleResult | null {
+  send(page: number, zero: boolean, age: number, lastStage: boolean, key?: number): XbzrleResult | null {
     if (zero) {
       this.zeroPage(page, age);
       return null;
     }
     if (!this.started) {
-      this.sent(page);
+      this.sent(page, key);
       return null;
     }
-    return this.savePage(page, age, lastStage);
+    return this.savePage(page, age, lastStage, key);
   }
 
   /**
    * save_xbzrle_page for a dirty, non-zero page at ram_addr page index
    * `page`, in bitmap-sync generation `age`; `lastStage`: the guest is
-   * stopped (the cache is no longer updated).
+   * stopped (the cache is no longer updated). `key`: the page's content key
+   * now (ram.ts; every store changes it), if the caller knows it.
+   *
+   * Every cache hit counts in `pages`, whatever its encoding (QEMU 5.1+:
+   * the encoding rate counts skipped and overflowing pages too). A hit
+   * whose key is the one it was last sent with is unchanged: the encoding
+   * is empty and the page is skipped (the dirty log keeps a write made
+   * before the page's last send, so the next sync finds it dirty again
+   * with nothing new in it).
    */
-  savePage(page: number, age: number, lastStage: boolean): XbzrleResult {
+  savePage(page: number, age: number, lastStage: boolean, key?: number): XbzrleResult {
     const addr = page * PAGE_SIZE;
     const c = this.costs;
     if (!this.cache.isCached(addr)) {
       this.counters.cacheMiss++;
       const inserted = !lastStage && this.cache.insert(addr, age);
-      this.sent(page);
+      this.sent(page, key);
       if (inserted) this.srcNs += c.pageCopy;
       return { kind: 'normal', srcNs: inserted ? c.pageCopy : 0 };
     }
     const lo = this.lo[page]!;
     const hi = this.hi[page]!;
-    // The page is dirty: changed by a path that reports no stores when no line is known, taken as changed
-    // whole (the encoding overflows). So an unchanged page (QEMU skips it) does not arise here.
+    if (key !== undefined && this.sentKey[page] === key + 1) {
+      // memcpy into current_buf and an encode that finds nothing changed; the cache is left as it is.
+      const srcNs = c.pageCopy + c.encode4k;
+      this.srcNs += srcNs;
+      this.counters.pages++;
+      this.sent(page, key);
+      return { kind: 'skip', srcNs };
+    }
+    // A dirty page with no store reported since it was last sent, and (without a key) not known unchanged:
+    // changed by a path that reports no stores (the guest kernel zeroing it, a fault, a DMA), taken as changed
+    // whole (the encoding overflows).
     const whole = !lo && !hi;
     const len = whole ? -1 : xbzrleEncodedLength(lo, hi, this.perLine[page]!);
     const changed = whole ? PAGE_SIZE : Math.min(PAGE_SIZE, this.changedLines(page) * this.perLine[page]!);
     // memcpy into current_buf, the encode, and the cache's copy updated (not in the last stage).
     const srcNs = c.pageCopy + c.encode4k + changed * c.encodePerByte + (lastStage ? 0 : c.pageCopy);
     this.srcNs += srcNs;
-    this.sent(page);
+    this.sent(page, key);
+    this.counters.pages++;
     if (len < 0) {
       this.counters.overflow++;
       this.counters.bytes += PAGE_SIZE;
@@ -360,7 +387,6 @@ export class Xbzrle {
     }
     const bytes = 1 + 2 + len;
     this.dstNs += changed * c.decodePerByte;
-    this.counters.pages++;
     this.counters.bytes += bytes;
     return { kind: 'xbzrle', bytes, srcNs, dstNs: changed * c.decodePerByte };
   }
