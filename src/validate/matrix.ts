@@ -229,6 +229,21 @@ export interface QuerySample {
   remaining: number;
 }
 
+/** The counters of one query-migrate answer (QEMU's or memtwin's) that show the migration's passes, at `atMs`. */
+export function sampleOfQuery(atMs: number, q: Record<string, unknown>): QuerySample {
+  const ram = (q.ram ?? {}) as Record<string, unknown>;
+  const n = (k: string): number => Number(ram[k] ?? 0);
+  return {
+    atMs,
+    status: String(q.status),
+    transferred: n('transferred'),
+    normal: n('normal'),
+    duplicate: n('duplicate'),
+    dirtySyncCount: n('dirty-sync-count'),
+    remaining: n('remaining'),
+  };
+}
+
 export interface RealRun {
   config: RunConfig;
   /** Which of a batch's repeats this is (1-based); absent in a batch recorded once. */

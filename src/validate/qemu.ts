@@ -27,7 +27,7 @@ import type { FreePageHints } from '../vmm/migration/ram.ts';
 import type { Kernel } from '../kernel/kernel.ts';
 import { PAGE_SIZE, PMD_SIZE } from '../kernel/uapi.ts';
 import { NSEC_PER_MSEC, NSEC_PER_SEC } from '../sim/clock.ts';
-import { BATCHES, MiB, type QuerySample, type RealResults, type RealRun } from './matrix.ts';
+import { BATCHES, MiB, sampleOfQuery, type QuerySample, type RealResults, type RealRun } from './matrix.ts';
 import { passesOf, type Pass } from './passes.ts';
 
 export const METRICS = [
@@ -460,21 +460,6 @@ export const SAMPLE_MS = 50;
 export interface PredictTrace {
   samples: QuerySample[];
   iterations: MigrationIteration[];
-}
-
-/** A query-migrate's counters as the recorder keeps them (real.ts sampleOf). */
-export function sampleOfQuery(atMs: number, q: Record<string, unknown>): QuerySample {
-  const ram = (q.ram ?? {}) as Record<string, unknown>;
-  const n = (k: string): number => Number(ram[k] ?? 0);
-  return {
-    atMs,
-    status: String(q.status),
-    transferred: n('transferred'),
-    normal: n('normal'),
-    duplicate: n('duplicate'),
-    dirtySyncCount: n('dirty-sync-count'),
-    remaining: n('remaining'),
-  };
 }
 
 /**

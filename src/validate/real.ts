@@ -12,7 +12,16 @@ import { createConnection, createServer, type Socket } from 'node:net';
 import { tmpdir, hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BATCHES, type Batch, type GuestLine, type QuerySample, type RealResults, type RealRun, type RunConfig } from './matrix.ts';
+import {
+  BATCHES,
+  sampleOfQuery,
+  type Batch,
+  type GuestLine,
+  type QuerySample,
+  type RealResults,
+  type RealRun,
+  type RunConfig,
+} from './matrix.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const RESULTS_DIR = join(ROOT, 'validation/qemu');
@@ -283,7 +292,7 @@ async function attempt(c: RunConfig, log: (s: string) => void): Promise<RealRun>
       readSerial();
       q = await src.cmd('query-migrate');
       const st = q.status as string;
-      samples.push(sampleOf(Date.now() - t0, q));
+      samples.push(sampleOfQuery(Date.now() - t0, q));
       if (st === 'postcopy-active' && !postcopySwitch) postcopySwitch = { atMs: Date.now() - t0, queryMigrate: q };
       if (st === 'completed') {
         wallMs = Date.now() - t0;
@@ -338,21 +347,6 @@ async function attempt(c: RunConfig, log: (s: string) => void): Promise<RealRun>
     rmSync(dir, { recursive: true, force: true });
     log(`  ${c.id}: wall ${((Date.now() - bootAt) / 1000).toFixed(1)} s`);
   }
-}
-
-/** The counters of one query-migrate poll that show the migration's passes. */
-function sampleOf(atMs: number, q: Record<string, unknown>): QuerySample {
-  const ram = (q.ram ?? {}) as Record<string, unknown>;
-  const n = (k: string): number => Number(ram[k] ?? 0);
-  return {
-    atMs,
-    status: String(q.status),
-    transferred: n('transferred'),
-    normal: n('normal'),
-    duplicate: n('duplicate'),
-    dirtySyncCount: n('dirty-sync-count'),
-    remaining: n('remaining'),
-  };
 }
 
 export interface RunRealOptions {
