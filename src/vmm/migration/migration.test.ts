@@ -313,79 +313,93 @@ describe("KVM's dirty log holds the pages the guest wrote", () => {
     expect(ram.verify()).toEqual([]);
   });
 
-  it.each([true, false])('a sync finds each page of a THP written without a log entry, wherever it sits (runs %s)', (runs) => {
+  /**
+   * With ramRuns `runs`: a pair of 8 MiB VMs on THPs whose source pages `written` hold `fill(p)`, migrated
+   * once with setup and one unlimited bulk pass; `body` goes on from there.
+   */
+  function afterBulkPass(
+    runs: boolean,
+    written: number[],
+    fill: (p: number) => number,
+    body: (s: { k: Kernel; src: Vm; dst: Vm; ram: RamMigration }) => void,
+  ): void {
     ramRuns.enabled = runs;
     try {
       const { k, src, dst } = pair(8 * MiB);
       k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'always');
-      k.runAsTask({ ns: 0 }, () => src.access(0, 512 * PAGE_SIZE, 1, 1, true, 1)); // a THP of zeroed frames
+      for (const p of written) k.runAsTask({ ns: 0 }, () => src.access(0, p * PAGE_SIZE, 1, 1, true, fill(p)));
       const ram = new RamMigration(src, dst, { zeroPageDetection: true });
       ram.setup();
       ram.send(Infinity, Infinity, 1e12);
-      expect(ram.sync().newDirty).toBe(0);
-      for (const p of [603, 605, 610, 1020, 1023]) k.runAsTask({ ns: 0 }, () => src.access(0, p * PAGE_SIZE, 1, 1, true, 3));
-      expect(ram.sync().newDirty).toBe(5);
-      expect(ram.send(Infinity, Infinity, 1e12).pages).toBe(5);
-      expect(ram.verify()).toEqual([]);
+      body({ k, src, dst, ram });
     } finally {
       ramRuns.enabled = true;
     }
+  }
+  const range = (from: number, to: number, step = 1): number[] =>
+    Array.from({ length: Math.ceil((to - from) / step) }, (_, i) => from + i * step);
+
+  it.each([true, false])('a sync finds each page of a THP written without a log entry, wherever it sits (runs %s)', (runs) => {
+    // A THP of zeroed frames (page 512 written).
+    afterBulkPass(
+      runs,
+      [512],
+      () => 1,
+      ({ k, src, ram }) => {
+        expect(ram.sync().newDirty).toBe(0);
+        for (const p of [603, 605, 610, 1020, 1023]) k.runAsTask({ ns: 0 }, () => src.access(0, p * PAGE_SIZE, 1, 1, true, 3));
+        expect(ram.sync().newDirty).toBe(5);
+        expect(ram.send(Infinity, Infinity, 1e12).pages).toBe(5);
+        expect(ram.verify()).toEqual([]);
+      },
+    );
   });
 
   it.each([true, false])('the content check finds each page whose first byte differs between the sides (runs %s)', (runs) => {
-    ramRuns.enabled = runs;
-    try {
-      const { k, src, dst } = pair(8 * MiB);
-      k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'always');
-      for (let p = 512; p < 1536; p += 3) k.runAsTask({ ns: 0 }, () => src.access(0, p * PAGE_SIZE, 1, 1, true, (p % 250) + 1));
-      const ram = new RamMigration(src, dst, { zeroPageDetection: true });
-      ram.setup();
-      ram.send(Infinity, Infinity, 1e12);
-      expect(ram.verify()).toEqual([]);
-      // Behind the migration's back: the destination's THP frames, the source's, and a 2M only the destination maps.
-      // Pages written: 512 + 3j (p % 3 == 2), with (p % 250) + 1.
-      k.runAsTask({ ns: 0 }, () => dst.access(0, 700 * PAGE_SIZE, 1, 1, true, 0xee)); // zero on the source
-      k.runAsTask({ ns: 0 }, () => src.access(0, 1027 * PAGE_SIZE, 1, 1, true, 0x11)); // zero on the destination
-      k.runAsTask({ ns: 0 }, () => dst.access(0, 1028 * PAGE_SIZE, 1, 1, true, 0xee)); // written on both
-      k.runAsTask({ ns: 0 }, () => dst.access(0, 1800 * PAGE_SIZE, 1, 1, true, 0x22)); // nothing maps the source's 2M
-      const id = src.ramList.blocks[0]!.idstr;
-      expect(ram.verify()).toEqual([
-        { block: id, offset: 700 * PAGE_SIZE, src: 0, dst: 0xee },
-        { block: id, offset: 1027 * PAGE_SIZE, src: 0x11, dst: 0 },
-        { block: id, offset: 1028 * PAGE_SIZE, src: (1028 % 250) + 1, dst: 0xee },
-        { block: id, offset: 1800 * PAGE_SIZE, src: 0, dst: 0x22 },
-      ]);
-      expect(ram.verify(2)).toHaveLength(2);
-    } finally {
-      ramRuns.enabled = true;
-    }
+    afterBulkPass(
+      runs,
+      range(512, 1536, 3),
+      (p) => (p % 250) + 1,
+      ({ k, src, dst, ram }) => {
+        expect(ram.verify()).toEqual([]);
+        // Behind the migration's back: the destination's THP frames, the source's, and a 2M only the destination maps.
+        // Pages written: 512 + 3j (p % 3 == 2), with (p % 250) + 1.
+        k.runAsTask({ ns: 0 }, () => dst.access(0, 700 * PAGE_SIZE, 1, 1, true, 0xee)); // zero on the source
+        k.runAsTask({ ns: 0 }, () => src.access(0, 1027 * PAGE_SIZE, 1, 1, true, 0x11)); // zero on the destination
+        k.runAsTask({ ns: 0 }, () => dst.access(0, 1028 * PAGE_SIZE, 1, 1, true, 0xee)); // written on both
+        k.runAsTask({ ns: 0 }, () => dst.access(0, 1800 * PAGE_SIZE, 1, 1, true, 0x22)); // nothing maps the source's 2M
+        const id = src.ramList.blocks[0]!.idstr;
+        expect(ram.verify()).toEqual([
+          { block: id, offset: 700 * PAGE_SIZE, src: 0, dst: 0xee },
+          { block: id, offset: 1027 * PAGE_SIZE, src: 0x11, dst: 0 },
+          { block: id, offset: 1028 * PAGE_SIZE, src: (1028 % 250) + 1, dst: 0xee },
+          { block: id, offset: 1800 * PAGE_SIZE, src: 0, dst: 0x22 },
+        ]);
+        expect(ram.verify(2)).toHaveLength(2);
+      },
+    );
   });
 
   it.each([true, false])('a page sent with contents and then discarded (zero again) is dirty at the next sync (runs %s)', (runs) => {
-    ramRuns.enabled = runs;
-    try {
-      const { k, src, dst } = pair(8 * MiB);
-      k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'always');
-      for (let p = 512; p < 520; p++) k.runAsTask({ ns: 0 }, () => src.access(0, p * PAGE_SIZE, 1, 1, true, 7));
-      for (let p = 1024; p < 1032; p++) k.runAsTask({ ns: 0 }, () => src.access(0, p * PAGE_SIZE, 1, 1, true, 7));
-      const ram = new RamMigration(src, dst, { zeroPageDetection: true });
-      ram.setup();
-      ram.send(Infinity, Infinity, 1e12);
-      expect(ram.sync().newDirty).toBe(0);
-      // MADV_DONTNEED on two whole 2Ms: their pages read as zeros now, so the 16 sent with contents changed,
-      // unlogged. In the first nothing maps the 2M; the second is a new THP at once (one page written): its
-      // zeroed frames hold zeros where the migration last saw contents.
-      const host = src.ramList.blocks[0]!.host;
-      expect(k.madvise(src.process, host + 2 * MiB, 2 * MiB, MADV.MADV_DONTNEED)).toBe(0);
-      expect(k.madvise(src.process, host + 4 * MiB, 2 * MiB, MADV.MADV_DONTNEED)).toBe(0);
-      k.runAsTask({ ns: 0 }, () => src.access(0, 1100 * PAGE_SIZE, 1, 1, true, 9));
-      expect(followPage(src.process.mm, host + 1024 * PAGE_SIZE)).toBeGreaterThanOrEqual(0);
-      expect(ram.sync().newDirty).toBe(17);
-      expect(ram.send(Infinity, Infinity, 1e12).pages).toBe(17);
-      expect(ram.verify()).toEqual([]);
-    } finally {
-      ramRuns.enabled = true;
-    }
+    afterBulkPass(
+      runs,
+      [...range(512, 520), ...range(1024, 1032)],
+      () => 7,
+      ({ k, src, ram }) => {
+        expect(ram.sync().newDirty).toBe(0);
+        // MADV_DONTNEED on two whole 2Ms: their pages read as zeros now, so the 16 sent with contents changed,
+        // unlogged. In the first nothing maps the 2M; the second is a new THP at once (one page written): its
+        // zeroed frames hold zeros where the migration last saw contents.
+        const host = src.ramList.blocks[0]!.host;
+        expect(k.madvise(src.process, host + 2 * MiB, 2 * MiB, MADV.MADV_DONTNEED)).toBe(0);
+        expect(k.madvise(src.process, host + 4 * MiB, 2 * MiB, MADV.MADV_DONTNEED)).toBe(0);
+        k.runAsTask({ ns: 0 }, () => src.access(0, 1100 * PAGE_SIZE, 1, 1, true, 9));
+        expect(followPage(src.process.mm, host + 1024 * PAGE_SIZE)).toBeGreaterThanOrEqual(0);
+        expect(ram.sync().newDirty).toBe(17);
+        expect(ram.send(Infinity, Infinity, 1e12).pages).toBe(17);
+        expect(ram.verify()).toEqual([]);
+      },
+    );
   });
 });
 
