@@ -569,7 +569,10 @@ vms:
     const zeroed = run('mig-ioa.yaml', text(true).replace('    events:', '    guest: { init_on_alloc: true }\n    events:')).final;
     expect([zeroed['vm.g.migration.completed'], zeroed['vm.g.migration.pages_differing']]).toEqual([1, 0]);
     expect(zeroed['vm.g.migration.ram.normal']).toBe((16 * MiB) / PAGE);
-    expect(zeroed['vm.g.migration.ram.duplicate']).toBe((48 * MiB) / PAGE);
+    // Except the first 4 MiB block, which the driver zeroed between the setup's sync and the migration's first
+    // page: taking that page cleared KVM's log for its 1 GiB chunk, forgetting the zeroing, and the block, hinted
+    // after, stays skipped (TCG's log keeps the zeroing: 48 MiB, migration.test.ts).
+    expect(zeroed['vm.g.migration.ram.duplicate']).toBe((44 * MiB) / PAGE);
     expect(zeroed['vm.g.balloon.pages_hinted']).toBeGreaterThan((47 * MiB) / PAGE);
   });
 

@@ -131,7 +131,7 @@ describe('validate qemu (from the recorded results)', () => {
   });
 });
 
-describe("the dirty-sync count follows where the program's working set lies against the migration's scan (not measured)", () => {
+describe("the dirty-sync count follows where the program's working set lies against the migration's scan (its order not measured)", () => {
   it('orderWorkingSet permutes only the working set: scan keeps it, reverse reverses it, random shuffles it deterministically', () => {
     const base = Array.from({ length: 20 }, (_, i) => i * 3);
     for (const order of ['scan', 'reverse', 'random'] as const) {
@@ -148,7 +148,7 @@ describe("the dirty-sync count follows where the program's working set lies agai
     expect(r.slice(0, 8)).toEqual(base.slice(0, 8).reverse());
   });
 
-  it("multifd4-1g: in scan order memtwin syncs 5 times; rewrites behind the scan (reverse) take more passes, more syncs and more normal pages, toward QEMU 7.2's 8", () => {
+  it('multifd4-1g: in scan order memtwin syncs 8 times as QEMU 7.2; rewrites behind the scan (reverse) take more passes, more syncs and more normal pages', () => {
     const file = 'validation/qemu/results-1g.json';
     const res = JSON.parse(readFileSync(file, 'utf8')) as RealResults;
     const cal = calibrate(res, file);
@@ -159,10 +159,9 @@ describe("the dirty-sync count follows where the program's working set lies agai
     };
     const scan = at('scan');
     const reverse = at('reverse');
-    expect(scan.syncs).toBe(5);
+    expect(scan.syncs).toBe(metricOf(run.queryMigrate, 'dirty-sync-count')!);
     expect(reverse.syncs).toBeGreaterThan(scan.syncs);
     expect(reverse.normal).toBeGreaterThan(scan.normal);
-    expect(reverse.syncs).toBeLessThanOrEqual(metricOf(run.queryMigrate, 'dirty-sync-count')!);
   }, 120_000);
 });
 
@@ -179,17 +178,18 @@ describe("the program's place in its round robin at `migrate` (writerStartOf)", 
     // The same start, yet the precopy runs' counts spread: the start does not decide them.
     const syncs = new Set(runs.filter((r) => r.config.postcopyAfterMs === null).map((r) => metricOf(r.queryMigrate, 'dirty-sync-count')));
     expect(syncs.size).toBeGreaterThanOrEqual(5);
-    // memtwin started there (wsStart) converges sooner than at index 0, its default: measured, not adopted (its send
-    // marks a page seen, so writes made before the page's send in a pass are lost to the next sync, and a writer
-    // just ahead of the scan loses more; QEMU's log keeps them: src/validate/passes.test.ts).
+    // memtwin started there (inputsOf's wsStart): once the dirty log keeps writes made before a page's send, the
+    // start decides how many rewritten pages are still dirty (not new) at each sync: from index 0 memtwin sends
+    // less than from the measured start, the real runs' 7-9 syncs and 547.7-586.7 MiB.
     const file = 'validation/qemu/results-1g.json';
     const run = medianRun(runs.filter((r) => r.config.id === 'precopy-dirty-1g-ws128M-r20000-bw128M'))!;
     const at = (wsStart: number): Record<string, number> =>
       (predict({ ...inputsOf(run, calibrate(res, file)), wsStart }) as { ram: Record<string, number> }).ram;
     const [zero, measured] = [at(0), at(writerStartOf(run, 32768)!)];
     expect(zero['dirty-sync-count']).toBe(8);
-    expect(measured['dirty-sync-count']).toBe(5);
-    expect(measured.normal).toBeLessThan(zero.normal!);
+    expect(measured['dirty-sync-count']).toBe(8);
+    expect(measured.normal).toBeGreaterThan(zero.normal!);
+    expect(inputsOf(run, calibrate(res, file)).wsStart).toBe(writerStartOf(run, 32768));
     // A run without a writing program has none.
     expect(
       writerStartOf(

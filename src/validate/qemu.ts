@@ -84,9 +84,9 @@ export interface ModelInputs {
   wsOrder?: 'scan' | 'reverse' | 'random';
   /**
    * Index into the working set (in the program's write order) of its next
-   * write when `migrate` is issued; default 0. The real runs' is measured
-   * (writerStartOf: about 27,450 of 32,768 on the 1g batch, the program
-   * having written for 3 s); not adopted, see docs/validate-qemu.md.
+   * write when `migrate` is issued; default 0. inputsOf takes the real
+   * run's, measured from its console lines (writerStartOf: 27,331-28,726 of
+   * 32,768 on the 1g batch, the program having written for 3 s).
    */
   wsStart?: number;
   /**
@@ -292,6 +292,8 @@ export function inputsOf(run: RealRun, cal: Calibration): ModelInputs {
     maxBandwidth: c.maxBandwidth,
     downtimeLimitMs: c.downtimeLimitMs,
     postcopyAfterMs: c.postcopyAfterMs,
+    // Where the program's round robin stood at `migrate`, measured from its console lines.
+    ...(p && p.wsMiB > 0 && p.rate > 0 ? { wsStart: writerStartOf(run, (p.wsMiB * MiB) / PAGE_SIZE) ?? 0 } : {}),
     capabilities: { ...c.capabilities },
     // QEMU 7.2 (every batch's real side) has no zero-page-detection: its ram_save_target_page tries
     // save_zero_page before ram_save_multifd_page, so the migration thread finds zero pages and sends them on
@@ -501,6 +503,8 @@ export function predict(inp: ModelInputs, trace?: PredictTrace): Record<string, 
   let done = false;
   const mig = new MigrationState(src, {
     ...(hints ? { hints } : {}),
+    // The real runs are TCG's: its dirty memory bitmap keeps every write made after a sync.
+    accel: 'tcg',
     onGuest: (w) => {
       where = w === 'stop' ? 'stopped' : w === 'start-source' ? 'src' : 'dst';
       if (w === 'start-destination' && mig.status === 'completed') done = true;

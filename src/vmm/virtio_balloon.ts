@@ -197,6 +197,8 @@ export class VirtioBalloonDevice {
   /** Hinted 4 KiB pages migration may skip (1) — cleared by markDirty. */
   private hinted = new Uint8Array(0);
   private hintedCount = 0;
+  /** The migration's qemu_guest_free_page_hint while it logs dirty pages (setFreePageHint). */
+  private migrationHint: ((gpa: number, len: number) => void) | null = null;
   private hostSyscalls = 0;
   private hostBytesReturned = 0;
   private pfnsInflated = 0;
@@ -608,6 +610,7 @@ export class VirtioBalloonDevice {
 
   /** qemu_guest_free_page_hint: the range's pages are clean for migration until written. */
   private recordHint(r: GpaRange): void {
+    this.migrationHint?.(r.gpa, r.len);
     const first = r.gpa / BALLOON_PAGE_SIZE;
     const n = r.len / BALLOON_PAGE_SIZE;
     this.ensureHinted(first + n);
@@ -636,6 +639,11 @@ export class VirtioBalloonDevice {
       if (this.hinted[p]) this.hintedCount--;
       this.hinted[p] = 0;
     }
+  }
+
+  /** The migration's side of qemu_guest_free_page_hint, told each range recorded (FreePageHints). */
+  setFreePageHint(hint: ((gpa: number, len: number) => void) | null): void {
+    this.migrationHint = hint;
   }
 
   /** Whether migration may skip the 4 KiB page at `gpa` (hinted free and not written since). */

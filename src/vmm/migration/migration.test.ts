@@ -22,11 +22,11 @@ const URI = 'tcp:dest:4444';
 /** 10 Gbit/s goodput, 50 µs one way. */
 const link10g = (): Link => new Link({ bandwidth: 1.25e9, latency: 50_000 });
 
-function pair(m = 64 * MiB, hints?: FreePageHints): { k: Kernel; src: Vm; dst: Vm; mig: MigrationState } {
+function pair(m = 64 * MiB, hints?: FreePageHints, accel?: 'kvm' | 'tcg'): { k: Kernel; src: Vm; dst: Vm; mig: MigrationState } {
   const k = vmTestKernel({ nodes: 1, gib: 2, cpus: 4 });
   const src = new Vm(k, { name: 'src', m, smp: 1 });
   const dst = new Vm(k, { name: 'dst', m, smp: 1 });
-  const mig = new MigrationState(src, { hints }).register();
+  const mig = new MigrationState(src, { hints, ...(accel ? { accel } : {}) }).register();
   mig.incoming(URI, dst, link10g());
   return { k, src, dst, mig };
 }
@@ -403,21 +403,149 @@ describe("KVM's dirty log holds the pages the guest wrote", () => {
   });
 });
 
-describe('precopy: free page hints', () => {
-  it('skips hinted pages unless the guest writes them', () => {
-    const hinted = new Set<number>();
-    const hints: FreePageHints = {
-      isSkippable: (gpa) => hinted.has(gpa / PAGE_SIZE),
-      markDirty: (gpa, len) => {
-        for (let a = gpa; a < gpa + len; a += PAGE_SIZE) hinted.delete(Math.floor(a / PAGE_SIZE));
-      },
-    };
-    const { k, src, mig } = pair(64 * MiB, hints);
+/**
+ * Hints kept in a set; `hint` records one as the balloon device does (the migration's qemu_guest_free_page_hint
+ * first, then the page skippable); a sync that finds a page written ends its hint (markDirty).
+ */
+function setHints(): { hinted: Set<number>; hints: FreePageHints; hint: (p: number) => void } {
+  const hinted = new Set<number>();
+  let migrationHint: ((gpa: number, len: number) => void) | null = null;
+  const hints: FreePageHints = {
+    isSkippable: (gpa) => hinted.has(gpa / PAGE_SIZE),
+    markDirty: (gpa, len) => {
+      for (let a = gpa; a < gpa + len; a += PAGE_SIZE) hinted.delete(Math.floor(a / PAGE_SIZE));
+    },
+    setFreePageHint: (h) => (migrationHint = h),
+  };
+  const hint = (p: number): void => {
+    migrationHint?.(p * PAGE_SIZE, PAGE_SIZE);
+    hinted.add(p);
+  };
+  return { hinted, hints, hint };
+}
+
+describe("a write between a sync and its page's send: KVM forgets it until the clear chunk is cleared, TCG keeps it", () => {
+  /**
+   * An 8 MiB pair, every page written (fill 1), its setup done: the bulk stage's bitmap is full. `shift`: the
+   * clear chunks' size (2^shift pages), null for TCG's log.
+   */
+  function started(shift: number | null): { k: Kernel; src: Vm; ram: RamMigration; write: (p: number, fill: number) => void } {
+    const { k, src, dst } = pair(8 * MiB);
+    const write = (p: number, fill: number): void => void k.runAsTask({ ns: 0 }, () => src.access(0, p * PAGE_SIZE, 1, 1, true, fill));
+    for (let p = 0; p < 2048; p++) write(p, 1);
+    const ram = new RamMigration(src, dst, { zeroPageDetection: true, clearBitmapShift: shift });
+    ram.setup();
+    return { k, src, ram, write };
+  }
+  const onePage = (ram: RamMigration): number => ram.send(1, Infinity, 1e12).pages;
+
+  it('KVM: the first page taken from a chunk clears it; a write before that is forgotten, one after is kept', () => {
+    const { ram, write } = started(6); // chunks of 64 pages
+    write(10, 2); // chunk 0, before its clear (KVM_DIRTY_LOG_INITIALLY_SET: reported, still writable)
+    write(100, 2); // chunk 1
+    expect(onePage(ram)).toBe(1); // page 0: chunk 0 is cleared
+    write(20, 3); // chunk 0, after its clear: logged, although page 20 is not sent yet
+    write(100, 3); // chunk 1, still not cleared: forgotten too
+    ram.send(Infinity, Infinity, 1e12);
+    expect(ram.dirtyPages).toBe(0);
+    expect(ram.sync().newDirty).toBe(1); // page 20 only
+    expect(ram.send(Infinity, Infinity, 1e12).pages).toBe(1);
+    expect(ram.verify()).toEqual([]);
+  });
+
+  it.each([true, false])('KVM: a run of zero pages that crosses into another chunk clears that chunk first (runs %s)', (runs) => {
+    ramRuns.enabled = runs;
+    try {
+      const { k, src, dst } = pair(8 * MiB);
+      k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', 'always');
+      const write = (p: number, fill: number): void => void k.runAsTask({ ns: 0 }, () => src.access(0, p * PAGE_SIZE, 1, 1, true, fill));
+      write(512, 1); // a THP of zeroed frames on the source (and, once sent, on the destination)
+      const ram = new RamMigration(src, dst, { zeroPageDetection: true, clearBitmapShift: 6 });
+      ram.setup();
+      ram.send(Infinity, Infinity, 1e12);
+      for (let p = 600; p < 700; p++) write(p, 0); // stores of zeros: dirty, still zero
+      expect(ram.sync().newDirty).toBe(100);
+      // 64 zero pages, 600-663: the run crosses from chunk 9 into chunk 10 at page 640, then the step ends.
+      expect(ram.send(64 * (8 + 1), Infinity, 1e12).pages).toBe(64);
+      write(650, 9); // after its send and its chunk's clear: logged
+      ram.send(Infinity, Infinity, 1e12);
+      expect(ram.sync().newDirty).toBe(1);
+      ram.send(Infinity, Infinity, 1e12);
+      expect(ram.verify()).toEqual([]);
+    } finally {
+      ramRuns.enabled = true;
+    }
+  });
+
+  it('TCG (and the dirty ring): every write since the sync is kept, before its page is sent or after', () => {
+    const { ram, write } = started(null);
+    write(10, 2);
+    write(100, 2);
+    expect(onePage(ram)).toBe(1);
+    write(20, 3);
+    write(100, 3);
+    ram.send(Infinity, Infinity, 1e12);
+    expect(ram.sync().newDirty).toBe(3); // pages 10, 20 and 100, although each went with its latest content
+    expect(ram.send(Infinity, Infinity, 1e12).pages).toBe(3);
+    expect(ram.verify()).toEqual([]);
+  });
+
+  it('KVM: a page a sync reported stays in the log until its chunk is cleared, and is charged one clear', () => {
+    const { k, ram, write } = started(6);
+    const c = (name: string): number => k.costs.nsOf(name, 'test');
+    write(10, 2);
+    const base = ram.sync().ns; // every page reported at setup, none cleared: nothing charged again
+    expect(base).toBeCloseTo(2048 * c('kvm_get_dirty_log_per_page') + c('syscall_null'), 6);
+    ram.send(Infinity, Infinity, 1e12); // the bulk stage clears every chunk
+    write(70, 4);
+    expect(ram.sync()).toEqual({ ns: base + c('kvm_clear_dirty_log_per_page'), newDirty: 1 });
+    // Not sent, so chunk 1 not cleared: the next sync finds page 70 again, and charges no second clear.
+    expect(ram.sync()).toEqual({ ns: base, newDirty: 0 });
+    expect(ram.dirtyPages).toBe(1);
+  });
+
+  it("KVM: a free page hint clears the chunks it covers, so the guest's next write to a hinted page is logged", () => {
+    const { src, ram, write } = started(6);
+    write(10, 2); // before the hint: forgotten
+    ram.freePageHint(src.slots[0]!.gpa + 64 * PAGE_SIZE, 128 * PAGE_SIZE); // chunks 1 and 2
+    write(70, 3); // after the hint: logged
+    write(200, 3); // chunk 3, never cleared before its pages are taken: forgotten
+    ram.send(Infinity, Infinity, 1e12);
+    expect(ram.sync().newDirty).toBe(1); // page 70
+    ram.send(Infinity, Infinity, 1e12);
+    expect(ram.verify()).toEqual([]);
+  });
+
+  it('KVM: the guest zeroes a page before hinting it (init_on_alloc): the hint clears the chunk after the zeroing, which is forgotten; the page is never sent again', () => {
+    const { hints, hint } = setHints();
+    const { k, src, mig } = pair(64 * MiB, hints, 'kvm');
     for (let p = 0; p < 4096; p++) guestWrite(k, src, mig, p, 7);
-    for (let p = 2048; p < 4096; p++) hinted.add(p);
+    qmp(src, 'migrate', { uri: URI });
+    k.events.runUntil(k.clock.now() + 1);
+    k.runAsTask({ ns: 0 }, () => src.clear(0, 2048 * PAGE_SIZE, 2048 * PAGE_SIZE));
+    for (let p = 2048; p < 4096; p++) hint(p);
+    runUntilDone(k, mig, 10 * NSEC_PER_SEC);
+    const q = mig.query() as { status: string; ram: Record<string, number> };
+    expect(q.status).toBe('completed');
+    expect(mig.ram!.skippedByHints).toBe(2048);
+    expect(q.ram.normal).toBe(2048);
+    expect(q.ram.duplicate).toBe(16384 - 4096); // only the never-written pages: TCG also sends the 2048 zeroed ones
+    // The destination never had them: zero, as the guest left them.
+    expect(mig.dest!.peek(3000 * PAGE_SIZE)).toBe(0);
+    expect(mig.verify()).toEqual([]);
+  });
+});
+
+describe('precopy: free page hints', () => {
+  it.each(['kvm', 'tcg'] as const)('skips hinted pages unless the guest writes them (%s)', (accel) => {
+    const { hints, hint } = setHints();
+    const { k, src, mig } = pair(64 * MiB, hints, accel);
+    for (let p = 0; p < 4096; p++) guestWrite(k, src, mig, p, 7);
     qmp(src, 'migrate', { uri: URI });
     k.events.runUntil(k.clock.now() + 1); // setup done
-    guestWrite(k, src, mig, 3000, 9); // the guest reuses one hinted page
+    for (let p = 2048; p < 4096; p++) hint(p);
+    // The guest reuses one hinted page: the hint cleared KVM's log for its chunk, so the write is logged.
+    guestWrite(k, src, mig, 3000, 9);
     runUntilDone(k, mig, 10 * NSEC_PER_SEC);
     const q = mig.query() as { status: string; ram: Record<string, number> };
     expect(q.status).toBe('completed');
@@ -430,27 +558,15 @@ describe('precopy: free page hints', () => {
 });
 
 describe('precopy: free page hints as qemu_guest_free_page_hint clears the bitmap', () => {
-  /** Hints kept in a set; a sync that finds a page written ends its hint (markDirty), as the balloon device does. */
-  function setHints(): { hinted: Set<number>; hints: FreePageHints } {
-    const hinted = new Set<number>();
-    const hints: FreePageHints = {
-      isSkippable: (gpa) => hinted.has(gpa / PAGE_SIZE),
-      markDirty: (gpa, len) => {
-        for (let a = gpa; a < gpa + len; a += PAGE_SIZE) hinted.delete(Math.floor(a / PAGE_SIZE));
-      },
-    };
-    return { hinted, hints };
-  }
-
-  it('a page the guest zeroed before hinting it (init_on_alloc) is skipped in the pass, then sent as a zero page after the next sync', () => {
-    const { hinted, hints } = setHints();
-    const { k, src, mig } = pair(64 * MiB, hints);
+  it('TCG: a page the guest zeroed before hinting it (init_on_alloc) is skipped in the pass, then sent as a zero page after the next sync', () => {
+    const { hints, hint } = setHints();
+    const { k, src, mig } = pair(64 * MiB, hints, 'tcg');
     for (let p = 0; p < 4096; p++) guestWrite(k, src, mig, p, 7);
     qmp(src, 'migrate', { uri: URI });
     k.events.runUntil(k.clock.now() + 1); // setup done: the first sync has every page dirty
     // The driver allocates the free pages (zeroing them), then hints them.
     k.runAsTask({ ns: 0 }, () => src.clear(0, 2048 * PAGE_SIZE, 2048 * PAGE_SIZE));
-    for (let p = 2048; p < 4096; p++) hinted.add(p);
+    for (let p = 2048; p < 4096; p++) hint(p);
     runUntilDone(k, mig, 10 * NSEC_PER_SEC);
     const q = mig.query() as { status: string; ram: Record<string, number> };
     expect(q.status).toBe('completed');
@@ -475,9 +591,10 @@ describe('precopy: free page hints as qemu_guest_free_page_hint clears the bitma
           { maxLength: 100 },
         ),
         fc.integer({ min: 0, max: 100_000 }),
-        (hintPages, writes, hintAtUs) => {
-          const { hinted, hints } = setHints();
-          const { k, src, mig } = pair(16 * MiB, hints);
+        fc.constantFrom('kvm' as const, 'tcg' as const),
+        (hintPages, writes, hintAtUs, accel) => {
+          const { hints, hint } = setHints();
+          const { k, src, mig } = pair(16 * MiB, hints, accel);
           for (let p = 0; p < 4096; p += 3) guestWrite(k, src, mig, p, 5);
           qmp(src, 'migrate-set-parameters', { 'max-bandwidth': 16 * MiB, 'downtime-limit': 10 });
           const t0 = k.clock.now();
@@ -489,7 +606,7 @@ describe('precopy: free page hints as qemu_guest_free_page_hint clears the bitma
               written.add(w.page);
             });
           k.events.schedule(t0 + hintAtUs * 1000, 'free-page-hint', () => {
-            if (mig.guestRunning && mig.status === 'active') for (const p of hintPages) if (!written.has(p)) hinted.add(p);
+            if (mig.guestRunning && mig.status === 'active') for (const p of hintPages) if (!written.has(p)) hint(p);
           });
           qmp(src, 'migrate', { uri: URI });
           runUntilDone(k, mig, 60 * NSEC_PER_SEC);
@@ -666,6 +783,7 @@ describe('runs of pages handled as one unit (ramRuns)', () => {
     during: { page: number; fill: number; atUs: number; logged: boolean }[],
     mbps: number,
     membw: boolean,
+    log: { accel: 'kvm' | 'tcg'; clearBitmapShift: number },
     runs: boolean,
   ): unknown {
     ramRuns.enabled = runs;
@@ -676,7 +794,7 @@ describe('runs of pages handled as one unit (ramRuns)', () => {
       k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', thp);
       const src = new Vm(k, { name: 'src', m: 24 * MiB, smp: 1 });
       const dst = new Vm(k, { name: 'dst', m: 24 * MiB, smp: 1 });
-      const mig = new MigrationState(src).register();
+      const mig = new MigrationState(src, log).register();
       mig.incoming(URI, dst, link10g());
       for (const w of before) k.runAsTask({ ns: 0 }, () => src.access(0, w.page * PAGE_SIZE, 1, 1, true, w.fill));
       qmp(src, 'migrate-set-parameters', { 'max-bandwidth': mbps * MiB, 'downtime-limit': 10 });
@@ -707,9 +825,11 @@ describe('runs of pages handled as one unit (ramRuns)', () => {
         fc.array(fc.record({ ...write, atUs: fc.integer({ min: 0, max: 200_000 }), logged: fc.boolean() }), { maxLength: 60 }),
         fc.integer({ min: 8, max: 2048 }),
         fc.boolean(),
-        (thp, before, during, mbps, membw) => {
-          const paged = precopy(thp, before, during, mbps, membw, false);
-          expect(precopy(thp, before, during, mbps, membw, true)).toEqual(paged);
+        // KVM's log cleared per chunk (of 64 pages: chunks begin and end inside runs; 1 GiB: one chunk), or TCG's.
+        fc.record({ accel: fc.constantFrom('kvm' as const, 'tcg' as const), clearBitmapShift: fc.constantFrom(6, 7, 18) }),
+        (thp, before, during, mbps, membw, log) => {
+          const paged = precopy(thp, before, during, mbps, membw, log, false);
+          expect(precopy(thp, before, during, mbps, membw, log, true)).toEqual(paged);
           expect((paged as { differing: unknown[] }).differing).toEqual([]);
         },
       ),

@@ -93,6 +93,7 @@ import { QmpError, type QmpArgs } from '../monitor.ts';
 import type { Vm } from '../vm.ts';
 import { Link } from './link.ts';
 import {
+  CLEAR_BITMAP_SHIFT_DEFAULT,
   RamMigration,
   STREAM_MARKER_BYTES,
   type FreePageHints,
@@ -262,6 +263,14 @@ export interface MigrationOptions {
   flowName?: string;
   /** -accel kvm,dirty-ring-size=N: per-vCPU KVM dirty rings of N entries instead of the dirty bitmap (0 or unset: the bitmap). */
   dirtyRingSize?: number;
+  /**
+   * The source's accelerator (default kvm). It decides when the dirty log forgets a write (ram.ts
+   * clearBitmapShift): KVM's bitmap is cleared per 1 GiB chunk when the chunk's first page is sent; TCG's dirty
+   * memory bitmap, and KVM's dirty ring, at the sync.
+   */
+  accel?: 'kvm' | 'tcg';
+  /** -global migration.x-clear-bitmap-shift=N: KVM's clear chunks are 2^N pages (default CLEAR_BITMAP_SHIFT_DEFAULT, 1 GiB). */
+  clearBitmapShift?: number;
   /**
    * What the guest's non-zero pages hold, for multifd compression (memtwin
    * tracks one byte of a page): same-filled, text or random (default).
@@ -539,6 +548,7 @@ export class MigrationState {
         hints: this.opts.hints,
         costs: this.opts.costs,
         precopyNotify: (reason) => this.precopyNotify(reason),
+        clearBitmapShift: this.opts.accel === 'tcg' || this.dirtyRing ? null : (this.opts.clearBitmapShift ?? CLEAR_BITMAP_SHIFT_DEFAULT),
       });
     } catch (e) {
       return this.fail((e as Error).message);

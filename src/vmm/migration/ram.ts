@@ -111,6 +111,12 @@ export interface FreePageHints {
    * (with it QEMU never starts hinting).
    */
   precopyNotify?(reason: PrecopyNotifyReason, vmRunning: boolean, postcopyRam: boolean): void;
+  /**
+   * The migration's qemu_guest_free_page_hint, which the device calls with each range it records while dirty
+   * logging is on (null: none). It clears the range's clear chunks before its pages are skipped, so a later
+   * write to a hinted page is logged (RamMigration.freePageHint).
+   */
+  setFreePageHint?(hint: ((gpa: number, len: number) => void) | null): void;
 }
 
 /** Cost-profile entry names the RAM migration charges. */
@@ -140,7 +146,30 @@ export interface RamMigrationOptions {
   costs?: RamMigrationCostNames;
   /** precopy_notify: called before and after every bitmap sync (migration_bitmap_sync_precopy). */
   precopyNotify?: (reason: PrecopyNotifyReason) => void;
+  /**
+   * How the source's dirty log is cleared, which decides whether a write
+   * made after a sync but before its page is sent is found by the next
+   * sync:
+   * - a number N (KVM's bitmap with KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 and
+   *   KVM_DIRTY_LOG_INITIALLY_SET, as QEMU uses it): QEMU's clear chunk is
+   *   2^N pages (its x-clear-bitmap-shift, CLEAR_BITMAP_SHIFT_DEFAULT 18:
+   *   1 GiB). The sync's KVM_GET_DIRTY_LOG leaves the pages it reports
+   *   writable and logged; migration_bitmap_clear_dirty clears a chunk's
+   *   reported pages (KVM_CLEAR_DIRTY_LOG, write-protecting them) when the
+   *   first dirty page of the chunk is taken to send. A write to a reported
+   *   page before that clear is forgotten (the page goes with its latest
+   *   content anyway); every write after it is kept.
+   * - null (default): nothing is forgotten. TCG's dirty memory bitmap is
+   *   cleared only by the sync's harvest, and KVM's dirty ring resets the
+   *   harvested entries (write-protecting their pages) within the sync.
+   */
+  clearBitmapShift?: number | null;
 }
+
+/** QEMU's CLEAR_BITMAP_SHIFT_MIN, _DEFAULT, _MAX (migration.h): clear chunks of 64 pages, 1 GiB, 8 TiB at 4K. */
+export const CLEAR_BITMAP_SHIFT_MIN = 6;
+export const CLEAR_BITMAP_SHIFT_DEFAULT = 18;
+export const CLEAR_BITMAP_SHIFT_MAX = 31;
 
 /** One RAM block as migration sees it, on both sides: 6 bytes per 4K page. */
 export interface BlockState {
@@ -151,7 +180,7 @@ export interface BlockState {
   bmap: Uint8Array;
   /** `bmap` four pages to a word (its whole words): a dirty run of four is 0x01010101. */
   bmap32: Uint32Array;
-  /** Per page: PAGE_LOGGED, PAGE_SKIPPED, PAGE_BACKED. */
+  /** Per page: PAGE_LOGGED, PAGE_SKIPPED, PAGE_BACKED, PAGE_UNCLEARED. */
   state: Uint8Array;
   /** `state` four pages to a word, for checking a run of pages at once (its length is padded to whole words). */
   state32: Uint32Array;
@@ -159,6 +188,12 @@ export interface BlockState {
   seen: Uint32Array;
   /** Where the block's pages sit in guest-physical memory: [first page, pages, GPA of the first], by page. */
   gpaRuns: [number, number, number][];
+  /**
+   * QEMU's clear_bmap (with clearBitmapShift): per clear chunk, 1 while the chunk holds pages the last sync
+   * reported (PAGE_UNCLEARED) and no page of it has been taken to send since; null when the log is cleared at
+   * the sync.
+   */
+  clearBmap: Uint8Array | null;
 }
 
 /**
@@ -182,8 +217,16 @@ const PAGE_LOGGED = 1;
 const PAGE_SKIPPED = 2;
 /** Backed by a frame when the migration last saw it (its token is in `seen`); else it saw it zero/unbacked. */
 const PAGE_BACKED = 4;
+/**
+ * Reported by a sync and not cleared since (clearBitmapShift): a write to it is not logged until its chunk is
+ * cleared. KVM's log still has it, so the next sync reports it again, which changes nothing (it is dirty in the
+ * bitmap until taken, and taking it clears its chunk first): the sync looks only at what changed since.
+ */
+const PAGE_UNCLEARED = 8;
 /** PAGE_LOGGED | PAGE_BACKED in each byte of a state32 word (four pages). */
 const LOGGED_OR_BACKED4 = (PAGE_LOGGED | PAGE_BACKED) * 0x01010101;
+/** PAGE_UNCLEARED in each byte of a state32 word. */
+const UNCLEARED4 = PAGE_UNCLEARED * 0x01010101;
 
 /** Whether page p was last skipped by a free page hint and not sent since. */
 export function pageSkipped(b: BlockState, p: number): boolean {
@@ -203,10 +246,20 @@ function unchangedSinceSeen(b: BlockState, p: number, key: number): boolean {
   return key === 0 ? (st & PAGE_BACKED) === 0 : (st & PAGE_BACKED) !== 0 && b.seen[p] === key - 1;
 }
 
-/** The migration saw page p with content key `key`: the log is harvested; a hint's skip stays. */
+/** The migration saw page p with content key `key`: the log is harvested (and cleared); a hint's skip stays. */
 function noteSeen(b: BlockState, p: number, key: number): void {
   b.state[p] = (b.state[p]! & PAGE_SKIPPED) | (key ? PAGE_BACKED : 0);
   b.seen[p] = key ? key - 1 : 0;
+}
+
+/**
+ * Page p was sent with content key `key`: no longer skipped by a hint. Sending does not touch the dirty log
+ * (its clear chunk was cleared before, clearChunk): a write since the migration last saw the page stays for the
+ * next sync to find, whether it came before the send or after, so only a page unchanged since then takes the key.
+ */
+function sentSeen(b: BlockState, p: number, key: number): void {
+  if (unchangedSinceSeen(b, p, key)) noteSeen(b, p, key);
+  b.state[p]! &= ~PAGE_SKIPPED;
 }
 
 /** Pages of one page-table lookup from page p: to the next 2M boundary of the block's host range, or the block's end. */
@@ -331,6 +384,10 @@ export class RamMigration {
   private readonly dstTime = { ns: 0 };
   private dstHva = 0;
   private dstByte = 0;
+  /** Pages the sync in progress found in KVM's log, each to be re-protected (KVM_CLEAR_DIRTY_LOG). */
+  private syncLogged = 0;
+  /** opts.clearBitmapShift: each block's clear chunks are 2^clearShift pages; null: the log is cleared at the sync. */
+  private readonly clearShift: number | null;
 
   constructor(
     readonly src: Vm,
@@ -341,6 +398,10 @@ export class RamMigration {
       throw new Error("memtwin: the destination host must share the source host's virtual time (KernelOptions.sameTimeAs)");
     this.k = src.k;
     this.dk = dst.k;
+    const shift = opts.clearBitmapShift ?? null;
+    if (shift !== null && !(Number.isInteger(shift) && shift >= CLEAR_BITMAP_SHIFT_MIN && shift <= CLEAR_BITMAP_SHIFT_MAX))
+      throw new RangeError(`clear_bitmap_shift ${shift} must be an integer from ${CLEAR_BITMAP_SHIFT_MIN} to ${CLEAR_BITMAP_SHIFT_MAX}`);
+    this.clearShift = shift;
     const c = opts.costs ?? {};
     const cost = (name: string, what: string): number =>
       this.k.costs.nsOf(
@@ -380,6 +441,7 @@ export class RamMigration {
         state32,
         seen: new Uint32Array(pages),
         gpaRuns,
+        clearBmap: this.clearShift === null ? null : new Uint8Array(Math.ceil(pages / 2 ** this.clearShift)),
       });
       total += block.usedLength;
     }
@@ -432,12 +494,49 @@ export class RamMigration {
     // ram_init_bitmaps syncs once. The walk above has just seen every page as the sync would, so (with no free
     // page hints, whose notifiers run around the sync) the sync can find nothing new: it is charged without
     // walking the page table a second time.
-    return ns + (this.opts.hints || !ramRuns.enabled ? this.sync() : this.sync(false)).ns;
+    ns += (this.opts.hints || !ramRuns.enabled ? this.sync() : this.sync(false)).ns;
+    if (this.clearShift !== null) this.opts.hints?.setFreePageHint?.((gpa, len) => this.freePageHint(gpa, len));
+    if (this.clearShift !== null)
+      // KVM_DIRTY_LOG_INITIALLY_SET: that first KVM_GET_DIRTY_LOG reported every page, none write-protected yet;
+      // each clear chunk is cleared when the bulk stage takes its first page.
+      for (const b of this.blocks) {
+        const w = b.state32;
+        for (let i = 0; i < w.length; i++) w[i]! |= UNCLEARED4;
+        b.clearBmap!.fill(1);
+      }
+    return ns;
   }
 
   /** Stop dirty logging (completion, cancel, failure). */
   stopDirtyLog(): void {
     this.dirtyLogging = false;
+    this.opts.hints?.setFreePageHint?.(null);
+  }
+
+  /**
+   * qemu_guest_free_page_hint for the guest's range [gpa, gpa + len): with a clear chunk (clearBitmapShift),
+   * migration_clear_memory_region_dirty_bitmap_range clears every chunk the range touches that the last sync
+   * left uncleared, before the hint drops the range's bits; so the guest's next write to a page it hinted, when
+   * it reuses the page, is logged. (The bits themselves memtwin drops when it takes each page: isSkippable.)
+   */
+  freePageHint(gpa: number, len: number): void {
+    const shift = this.clearShift;
+    if (shift === null || !this.dirtyLogging) return;
+    const chunk = 2 ** shift;
+    for (let a = gpa - (gpa % PAGE_SIZE); a < gpa + len;) {
+      const t = this.src.translate(a);
+      if (!t) {
+        a += PAGE_SIZE;
+        continue;
+      }
+      const b = this.blocks.find((x) => x.block === t.block)!;
+      const p = Math.floor(t.offset / PAGE_SIZE);
+      const c = Math.floor(p / chunk);
+      if (b.clearBmap![c]) this.clearChunk(b, c);
+      // On to the next chunk, or the end of the memory slot's run of the block (the GPA after it may map elsewhere).
+      const run = b.gpaRuns.find(([first, n]) => p >= first && p < first + n);
+      a += (Math.min((c + 1) * chunk, run ? run[0] + run[1] : p + 1) - p) * PAGE_SIZE;
+    }
   }
 
   /** Whether the guest page at gpa is tracked at 4K by dirty logging (its huge EPT mapping split). */
@@ -512,8 +611,7 @@ export class RamMigration {
   private bitmapSync(walk: boolean): SyncResult {
     let newDirty = 0;
     let pages = 0;
-    /** Pages KVM's log had dirty, each re-protected (already dirty in the bitmap or not). */
-    let logged = 0;
+    this.syncLogged = 0;
     const { pfns } = this;
     const mem = this.k.mem;
     const mm = this.src.process.mm;
@@ -525,7 +623,6 @@ export class RamMigration {
         for (let p = 0; p < b.pages; p++) {
           const key = this.keyOfFrame(followPage(mm, b.block.host + p * PAGE_SIZE));
           if (unchangedSinceSeen(b, p, key)) continue;
-          logged++;
           newDirty += this.harvest(b, p, key);
         }
         continue;
@@ -537,7 +634,6 @@ export class RamMigration {
           if (!anyState(b, p0, n, PAGE_LOGGED | PAGE_BACKED)) continue;
           for (let p = p0; p < p0 + n; p++)
             if (!unchangedSinceSeen(b, p, 0)) {
-              logged++;
               newDirty += this.harvest(b, p, 0);
             }
           continue;
@@ -548,7 +644,6 @@ export class RamMigration {
           const pfn = pfns[i]!;
           if (pfn < 0) {
             if (!unchangedSinceSeen(b, p0 + i, 0)) {
-              logged++;
               newDirty += this.harvest(b, p0 + i, 0);
             }
             i++;
@@ -579,14 +674,12 @@ export class RamMigration {
               // key 0 unless the page holds non-zero bytes: changed if logged, or last seen backed
               if ((flags[base + i]! & PG.nonzero) === 0) {
                 if ((st & (PAGE_LOGGED | PAGE_BACKED)) === 0) continue;
-                logged++;
                 newDirty += this.harvest(b, p, 0);
                 continue;
               }
             }
             // key t + 1: changed if logged, or not last seen backed with this token
             if ((st & PAGE_LOGGED) === 0 && (st & PAGE_BACKED) !== 0 && seen[p] === t) continue;
-            logged++;
             newDirty += this.harvest(b, p, t + 1);
           }
         }
@@ -597,8 +690,8 @@ export class RamMigration {
     // KVM_GET_DIRTY_LOG per memslot and KVM_CLEAR_DIRTY_LOG per page found dirty, or with the dirty ring every
     // ring reaped (kvm_dirty_ring_flush): the cost follows what was dirtied, not the guest's size.
     const ns = this.dirtyRing
-      ? this.dirtyRing.flush(logged)
-      : this.src.slots.length * this.ns.dirtyLogIoctl + pages * this.ns.dirtySyncPerPage + logged * this.ns.dirtyClearPerPage;
+      ? this.dirtyRing.flush(this.syncLogged)
+      : this.src.slots.length * this.ns.dirtyLogIoctl + pages * this.ns.dirtySyncPerPage + this.syncLogged * this.ns.dirtyClearPerPage;
     this.syncNsTotal += ns;
     return { ns, newDirty };
   }
@@ -610,7 +703,14 @@ export class RamMigration {
    * it was not dirty yet.
    */
   private harvest(b: BlockState, p: number, key: number): number {
+    // Re-protected once (already dirty in the bitmap or not): a page reported again before its chunk's clear is not.
+    if ((b.state[p]! & PAGE_UNCLEARED) === 0) this.syncLogged++;
     noteSeen(b, p, key);
+    if (b.clearBmap) {
+      // Reported by KVM_GET_DIRTY_LOG: in the log until its chunk is cleared.
+      b.state[p]! |= PAGE_UNCLEARED;
+      b.clearBmap[p >>> this.clearShift!] = 1;
+    }
     if (this.opts.hints) {
       const gpa = gpaOfPage(b, p);
       if (gpa >= 0) this.opts.hints.markDirty(gpa, PAGE_SIZE);
@@ -619,6 +719,46 @@ export class RamMigration {
     b.bmap[p] = 1;
     this.dirtyPages++;
     return 1;
+  }
+
+  /**
+   * memory_region_clear_dirty_bitmap for clear chunk c of block b (KVM_CLEAR_DIRTY_LOG of the pages the last
+   * sync reported there): each is write-protected again with what it holds now, so a write to it since the sync
+   * is forgotten, and the next write is logged. Its cost is in the sync's (dirtyClearPerPage per page reported).
+   */
+  private clearChunk(b: BlockState, c: number): void {
+    b.clearBmap![c] = 0;
+    const first = c * 2 ** this.clearShift!;
+    const end = Math.min(b.pages, first + 2 ** this.clearShift!);
+    const { state, state32, seen } = b;
+    const { keys } = this;
+    for (let p = first, n = 0; p < end; p += n) {
+      n = Math.min(chunkPages(b, p), end - p);
+      if (!anyState(b, p, n, PAGE_UNCLEARED)) continue;
+      if (!this.readKeys(b, p, n)) {
+        // Nothing maps the run: every key is 0, so a page last seen zero and not logged is unchanged; four at once.
+        for (let i = p; i < p + n;) {
+          if ((i & 3) === 0 && i + 4 <= p + n && (state32[i >>> 2]! & LOGGED_OR_BACKED4) === 0) {
+            state32[i >>> 2]! &= ~UNCLEARED4;
+            i += 4;
+            continue;
+          }
+          if (state[i]! & PAGE_UNCLEARED) noteSeen(b, i, 0);
+          i++;
+        }
+        continue;
+      }
+      for (let i = 0; i < n; i++) {
+        const q = p + i;
+        const st = state[q]!;
+        if ((st & PAGE_UNCLEARED) === 0) continue;
+        const key = keys[i]!;
+        // Unchanged since the sync (unchangedSinceSeen): only the bit goes; else what it holds now is seen.
+        if ((st & PAGE_LOGGED) === 0 && (key === 0 ? (st & PAGE_BACKED) === 0 : (st & PAGE_BACKED) !== 0 && seen[q] === key - 1))
+          state[q] = st & ~PAGE_UNCLEARED;
+        else noteSeen(b, q, key);
+      }
+    }
   }
 
   /** ram_bytes_remaining: dirty pages not sent yet. */
@@ -661,8 +801,12 @@ export class RamMigration {
     return r;
   }
 
-  /** Take dirty page p of block b to send: a host page begun counts in `r.hostPages`; its bit is cleared. */
+  /**
+   * Take dirty page p of block b to send (migration_bitmap_clear_dirty): its clear chunk is cleared first if
+   * the last sync left it uncleared; a host page begun counts in `r.hostPages`; its bit is cleared.
+   */
   private beginPage(b: BlockState, p: number, r: SendResult): void {
+    if (b.clearBmap?.[p >>> this.clearShift!]) this.clearChunk(b, p >>> this.clearShift!);
     const first = p - (p % (b.block.pageSize / PAGE_SIZE));
     if (b !== this.hostPageBlock || first !== this.hostPageFirst) {
       r.hostPages!++;
@@ -701,7 +845,9 @@ export class RamMigration {
     const zeroCheck = this.ns.zeroCheck;
     const sendPerByte = this.ns.socketSend / PAGE_SIZE;
     const recvPerByte = this.ns.socketRecv / PAGE_SIZE;
-    const { bmap, state, seen } = b;
+    const { bmap, clearBmap } = b;
+    const shift = this.clearShift!;
+    if (clearBmap?.[p >>> shift]) this.clearChunk(b, p >>> shift);
     let bytes = r.bytes;
     let srcNs = r.srcNs;
     let dstNs = r.dstNs;
@@ -710,6 +856,7 @@ export class RamMigration {
     let q = p;
     for (; q < end && bmap[q]; q++) {
       if (q > p && !(dirty > 0 && bytes < maxBytes && Math.max(srcNs, dstNs, (bytes * 1e9) / rateBps) < maxNs)) break;
+      if (clearBmap?.[q >>> shift]) break; // a clear chunk to clear first: send() goes on from q
       const first = q - (q % perHostPage);
       if (b !== this.hostPageBlock || first !== this.hostPageFirst) {
         hostPages++;
@@ -723,8 +870,7 @@ export class RamMigration {
       this.lastSentBlock = b;
       srcNs += zeroCheck + n * sendPerByte;
       dstNs += zeroCheck + n * recvPerByte;
-      state[q] = 0; // seen zero and not skipped (noteSeen with key 0, then the skip cleared)
-      seen[q] = 0;
+      sentSeen(b, q, 0);
     }
     const sent = q - p;
     this.duplicate += sent;
@@ -751,6 +897,10 @@ export class RamMigration {
   private sendZeroFrames(b: BlockState, p: number, r: SendResult, maxBytes: number, maxNs: number, rateBps: number): number {
     if (!ramRuns.enabled || this.opts.hints || !this.opts.zeroPageDetection || this.xbzrle) return 0;
     const n = Math.min(chunkPagesBoth(b, p), ZERO_FRAMES_WINDOW);
+    const { clearBmap } = b;
+    const shift = this.clearShift!;
+    // beginPage's clear first: clearChunk's page-table reads use the scratch arrays read below.
+    if (clearBmap?.[p >>> shift]) this.clearChunk(b, p >>> shift);
     const { pfns, dstPfns } = this;
     const src = followPmdRange(this.src.process.mm, b.block.host + p * PAGE_SIZE, n, pfns);
     if (src === PMD_RANGE_NONE) return 0; // never backed: the read faults (readPageCode)
@@ -765,6 +915,7 @@ export class RamMigration {
       if (i > 0) {
         if (!(this.dirtyPages > 0 && r.bytes < maxBytes && Math.max(r.srcNs, r.dstNs, (r.bytes * 1e9) / rateBps) < maxNs)) break;
         if (!this.zeroSrc(pfns[i]!) || !this.zeroDst(dstPfns[i]!)) break;
+        if (clearBmap?.[q >>> shift]) break; // a clear chunk to clear first: send() goes on from q
       }
       const pfn = pfns[i]!;
       // beginPage
@@ -786,8 +937,7 @@ export class RamMigration {
       r.srcNs += this.socketSendNs(bytes);
       this.lastPageBytes = bytes;
       r.pages++;
-      noteSeen(b, q, this.keyOfFrame(pfn));
-      b.state[q]! &= ~PAGE_SKIPPED;
+      sentSeen(b, q, this.keyOfFrame(pfn));
       this.lastDecodeNs = undefined;
       // sendPage's destination: the socket, the zero check (loadPage finds the page zero: 0 ns)
       r.dstNs += this.socketRecvNs(bytes) + 0 + zeroCheck;
@@ -972,16 +1122,22 @@ export class RamMigration {
       if (sentZero) this.duplicate++;
       else this.normal++;
       r.pages++;
-      noteSeen(b, p, this.keyOfFrame(pfn));
-      b.state[p]! &= ~PAGE_SKIPPED;
+      sentSeen(b, p, this.keyOfFrame(pfn));
       return (sentZero ? PAGE_SENT_ZERO : 0) | (zero ? PAGE_EMPTY : 0) | (pfn < 0 ? 0 : this.k.mem.token(pfn) & 0xff);
+    }
+    const at = this.k.clock.now() + r.srcNs;
+    const key = this.keyOfFrame(pfn); // pfn: what maps the page now (after the read fault)
+    const xb = this.xbzrle?.send(this.ramPage(b, p), sentZero, this.dirtySyncCount, this.lastStage, key);
+    let decodeNs: number | undefined;
+    if (xb) r.srcNs += xb.srcNs;
+    if (xb?.kind === 'skip') {
+      // save_xbzrle_page: the page holds what it was last sent with (written before that send, so the sync found
+      // it dirty again): nothing goes in the stream, and ram_save_target_page counts no page.
+      sentSeen(b, p, key);
+      return PAGE_NOT_SENT;
     }
     const header = PAGE_HEADER_BYTES + (this.lastSentBlock === b ? 0 : 1 + b.block.idstr.length);
     this.lastSentBlock = b;
-    const at = this.k.clock.now() + r.srcNs;
-    const xb = this.xbzrle?.send(this.ramPage(b, p), sentZero, this.dirtySyncCount, this.lastStage);
-    let decodeNs: number | undefined;
-    if (xb) r.srcNs += xb.srcNs;
     let bytes: number;
     if (sentZero) {
       bytes = header + 1;
@@ -1003,8 +1159,7 @@ export class RamMigration {
     r.srcNs += this.socketSendNs(bytes);
     this.lastPageBytes = bytes;
     r.pages++;
-    noteSeen(b, p, this.keyOfFrame(pfn)); // pfn: what maps the page now (after the read fault)
-    b.state[p]! &= ~PAGE_SKIPPED;
+    sentSeen(b, p, key);
     this.lastDecodeNs = decodeNs;
     return (sentZero ? PAGE_SENT_ZERO : 0) | (pfn < 0 ? 0 : this.k.mem.token(pfn) & 0xff);
   }
