@@ -794,9 +794,15 @@ export class Postcopy {
       const zero = this.zeroUnit(units, i);
       // Runs only on 4K-backed blocks: a hugetlb page filled in parts may be a VMA of its own (vma-split), and one
       // UFFDIO_COPY must stay inside one VMA.
-      if (pc.unit === PAGE_SIZE && this.ram.blocks[bi]!.block.pageSize === PAGE_SIZE)
-        while (j < units.n && ubi[j] === bi && uu[j] === uu[j - 1]! + 1 && this.zeroUnit(units, j) === zero && !pc.received[uu[j]!])
-          pc.inflight[uu[j++]!] = 0;
+      if (pc.unit === PAGE_SIZE && this.ram.blocks[bi]!.block.pageSize === PAGE_SIZE) {
+        // zeroUnit of each unit that follows, read from the codes directly (a 4K unit's one code).
+        const { received, inflight } = pc;
+        for (let u = u0 + 1; j < units.n && ubi[j] === bi && uu[j] === u && !received[u]; u++, j++) {
+          const c = codes[at[j]!]!;
+          if ((c >= 0 && (c & PAGE_SENT_ZERO) !== 0) !== zero) break;
+          inflight[u] = 0;
+        }
+      }
       // Units i..j-1 are consecutive, so their pages' codes are too: page p0 + x's is codes[c0 + x].
       const nu = j - i;
       const p0 = u0 * pc.n;
