@@ -198,6 +198,21 @@ function grow(a: Int32Array, len: number): Int32Array<ArrayBuffer> {
   return b;
 }
 
+/**
+ * The byte every page of a run of 4K units holds as sent (codes[c0] to codes[c0 + n - 1], a zero page's byte
+ * 0), or -1 when they differ or a page was not sent (its byte is the source's: Postcopy.sentByte).
+ */
+function uniformByte(codes: Int32Array, c0: number, n: number): number {
+  const c = codes[c0]!;
+  if (c === PAGE_NOT_SENT) return -1;
+  const byte = c & 0xff;
+  for (let x = c0 + 1; x < c0 + n; x++) {
+    const d = codes[x]!;
+    if (d === PAGE_NOT_SENT || (d & 0xff) !== byte) return -1;
+  }
+  return byte;
+}
+
 /** Bytes written to a channel together, and when they arrive. */
 interface Chunk {
   units: UnitList;
@@ -811,6 +826,7 @@ export class Postcopy {
       const start = b.dst.host + u0 * pc.unit;
       const before = t.ns;
       let r: number;
+      let byte: number;
       if (pc.hgm) r = this.hgmPlace(thread, b, codes, c0, start, pc.unit);
       else if (pc.devmem)
         r = devmemAliasCopy(k, this.dst.process.mm, thread, start, PAGE_SIZE, (va) =>
@@ -818,6 +834,10 @@ export class Postcopy {
         );
       else if (zero && !b.dst.hasFd)
         r = uffdioFill(k, thread, this.fd, start, nu * PAGE_SIZE, UFFDIO_MODE.UFFDIO_ZEROPAGE_MODE_DONTWAKE, null).ret;
+      else if (pc.unit === PAGE_SIZE && b.block.pageSize === PAGE_SIZE && (byte = uniformByte(codes, c0, nu)) >= 0)
+        // Every page of the run was sent holding one byte: the copy's source is that byte for each (what
+        // fillSource would answer page by page).
+        r = uffdioFill(k, thread, this.fd, start, nu * PAGE_SIZE, UFFDIO_MODE.UFFDIO_COPY_MODE_DONTWAKE, byte).ret;
       else {
         // The copy's source (fillSource, one function for every run: the run's place in the chunk set here).
         const f = this.fill;
