@@ -599,14 +599,24 @@ export class Postcopy {
     const pc = this.pc[bi]!;
     const ram = this.ram;
     const b = ram.blocks[bi]!;
-    const end = takeable(b.bmap, b.bmap32, pc, p, p + ram.runPages(bi, p));
-    if (end === p) return false;
+    const runEnd = p + ram.runPages(bi, p);
     const codes = this.runCodes;
-    const n = ram.takeRunCodes(bi, p, end - p, r, maxBytes, maxPages, codes);
-    if (n === 0) return false;
-    pc.inflight.fill(1, p, p + n);
-    units.pushRun(bi, p, n, codes);
-    return true;
+    // The takeable pages are found a piece at a time, as far as the stream's limits can reach at a full page each
+    // (and one more), not to the 2M's end: a chunk stops most runs long before it. Each piece is taken as the whole
+    // run would be (takeRunCodes checks the limits before each page after the run's first, as here before a piece).
+    let q = p;
+    while (q < runEnd && (q === p || (r.bytes < maxBytes && r.pages < maxPages))) {
+      const pieceEnd = Math.min(runEnd, q + Math.max(1, Math.ceil((maxBytes - r.bytes) / PAGE_SIZE) + 1));
+      const end = takeable(b.bmap, b.bmap32, pc, q, pieceEnd);
+      if (end === q) break;
+      const n = ram.takeRunCodes(bi, q, end - q, r, maxBytes, maxPages, codes);
+      if (n === 0) break;
+      pc.inflight.fill(1, q, q + n);
+      units.pushRun(bi, q, n, codes);
+      q += n;
+      if (q < pieceEnd) break; // stopped by a page it cannot take, or by the limits
+    }
+    return q > p;
   }
 
   /** The next 4K page of the host page being written; a unit goes in the chunk that carries its last page. */
