@@ -171,15 +171,18 @@ class UnitList {
   pushRun(bi: number, u0: number, n: number, codes: Int32Array): void {
     const i = this.n;
     const off = this.at[i]!;
-    if (i + n >= this.bi.length || off + n > this.codes.length) {
-      for (let x = 0; x < n; x++) this.push1(bi, u0 + x, codes[x]!);
-      return;
+    // Room for the run at once (push grows the arrays a unit at a time).
+    if (i + n >= this.bi.length) {
+      const len = Math.max(2 * this.bi.length, i + n + 1);
+      this.bi = grow(this.bi, len);
+      this.u = grow(this.u, len);
+      this.at = grow(this.at, len + 1);
     }
-    this.codes.set(codes.subarray(0, n), off);
+    if (off + n > this.codes.length) this.codes = grow(this.codes, Math.max(2 * this.codes.length, off + n));
     this.bi.fill(bi, i, i + n);
-    const u = this.u;
-    const at = this.at;
+    const { u, at, codes: c } = this;
     for (let x = 0; x < n; x++) {
+      c[off + x] = codes[x]!;
       u[i + x] = u0 + x;
       at[i + x + 1] = off + x + 1;
     }
