@@ -30,6 +30,7 @@ import {
   MMAP_MIN_ADDR,
   OPEN,
   HPAGE_PMD_NR,
+  MAX_PAGE_ORDER,
   PAGE_SIZE,
   PMD_SIZE,
   TASK_SIZE,
@@ -542,9 +543,17 @@ function mfillAnonRun(
   // followPage finds).
   const cpuNode = k.cpuToNode(thread.cpu);
   for (let x = 0; x < n;) {
-    const node = k.phys.nodeOfPfn(pfnOfPte(t.ptes[i + x]!));
+    let pfn = pfnOfPte(t.ptes[i + x]!);
+    const node = k.phys.nodeOfPfn(pfn);
     let y = x + 1;
-    while (y < n && k.phys.nodeOfPfn(pfnOfPte(t.ptes[i + y]!)) === node) y++;
+    // A node holds whole MAX_PAGE_ORDER blocks (PhysMem.nodeOfPfn): a frame in the block of the one before is on its node.
+    for (let block = pfn >>> MAX_PAGE_ORDER; y < n; y++) {
+      pfn = pfnOfPte(t.ptes[i + y]!);
+      if (pfn >>> MAX_PAGE_ORDER !== block) {
+        if (k.phys.nodeOfPfn(pfn) !== node) break;
+        block = pfn >>> MAX_PAGE_ORDER;
+      }
+    }
     k.chargeMemRun(y - x, ns, k.hot.copy4k, node, node, PAGE_SIZE, cpuNode);
     x = y;
   }

@@ -171,15 +171,18 @@ class UnitList {
   pushRun(bi: number, u0: number, n: number, codes: Int32Array): void {
     const i = this.n;
     const off = this.at[i]!;
-    if (i + n >= this.bi.length || off + n > this.codes.length) {
-      for (let x = 0; x < n; x++) this.push1(bi, u0 + x, codes[x]!);
-      return;
+    // Room for the run at once (push grows the arrays a unit at a time).
+    if (i + n >= this.bi.length) {
+      const len = Math.max(2 * this.bi.length, i + n + 1);
+      this.bi = grow(this.bi, len);
+      this.u = grow(this.u, len);
+      this.at = grow(this.at, len + 1);
     }
-    this.codes.set(codes.subarray(0, n), off);
+    if (off + n > this.codes.length) this.codes = grow(this.codes, Math.max(2 * this.codes.length, off + n));
     this.bi.fill(bi, i, i + n);
-    const u = this.u;
-    const at = this.at;
+    const { u, at, codes: c } = this;
     for (let x = 0; x < n; x++) {
+      c[off + x] = codes[x]!;
       u[i + x] = u0 + x;
       at[i + x + 1] = off + x + 1;
     }
@@ -196,6 +199,21 @@ function grow(a: Int32Array, len: number): Int32Array<ArrayBuffer> {
   const b = new Int32Array(len);
   b.set(a);
   return b;
+}
+
+/**
+ * The byte every page of a run of 4K units holds as sent (codes[c0] to codes[c0 + n - 1], a zero page's byte
+ * 0), or -1 when they differ or a page was not sent (its byte is the source's: Postcopy.sentByte).
+ */
+function uniformByte(codes: Int32Array, c0: number, n: number): number {
+  const c = codes[c0]!;
+  if (c === PAGE_NOT_SENT) return -1;
+  const byte = c & 0xff;
+  for (let x = c0 + 1; x < c0 + n; x++) {
+    const d = codes[x]!;
+    if (d === PAGE_NOT_SENT || (d & 0xff) !== byte) return -1;
+  }
+  return byte;
 }
 
 /** Bytes written to a channel together, and when they arrive. */
@@ -584,14 +602,24 @@ export class Postcopy {
     const pc = this.pc[bi]!;
     const ram = this.ram;
     const b = ram.blocks[bi]!;
-    const end = takeable(b.bmap, b.bmap32, pc, p, p + ram.runPages(bi, p));
-    if (end === p) return false;
+    const runEnd = p + ram.runPages(bi, p);
     const codes = this.runCodes;
-    const n = ram.takeRunCodes(bi, p, end - p, r, maxBytes, maxPages, codes);
-    if (n === 0) return false;
-    pc.inflight.fill(1, p, p + n);
-    units.pushRun(bi, p, n, codes);
-    return true;
+    // The takeable pages are found a piece at a time, as far as the stream's limits can reach at a full page each
+    // (and one more), not to the 2M's end: a chunk stops most runs long before it. Each piece is taken as the whole
+    // run would be (takeRunCodes checks the limits before each page after the run's first, as here before a piece).
+    let q = p;
+    while (q < runEnd && (q === p || (r.bytes < maxBytes && r.pages < maxPages))) {
+      const pieceEnd = Math.min(runEnd, q + Math.max(1, Math.ceil((maxBytes - r.bytes) / PAGE_SIZE) + 1));
+      const end = takeable(b.bmap, b.bmap32, pc, q, pieceEnd);
+      if (end === q) break;
+      const n = ram.takeRunCodes(bi, q, end - q, r, maxBytes, maxPages, codes);
+      if (n === 0) break;
+      pc.inflight.fill(1, q, q + n);
+      units.pushRun(bi, q, n, codes);
+      q += n;
+      if (q < pieceEnd) break; // stopped by a page it cannot take, or by the limits
+    }
+    return q > p;
   }
 
   /** The next 4K page of the host page being written; a unit goes in the chunk that carries its last page. */
@@ -794,9 +822,15 @@ export class Postcopy {
       const zero = this.zeroUnit(units, i);
       // Runs only on 4K-backed blocks: a hugetlb page filled in parts may be a VMA of its own (vma-split), and one
       // UFFDIO_COPY must stay inside one VMA.
-      if (pc.unit === PAGE_SIZE && this.ram.blocks[bi]!.block.pageSize === PAGE_SIZE)
-        while (j < units.n && ubi[j] === bi && uu[j] === uu[j - 1]! + 1 && this.zeroUnit(units, j) === zero && !pc.received[uu[j]!])
-          pc.inflight[uu[j++]!] = 0;
+      if (pc.unit === PAGE_SIZE && this.ram.blocks[bi]!.block.pageSize === PAGE_SIZE) {
+        // zeroUnit of each unit that follows, read from the codes directly (a 4K unit's one code).
+        const { received, inflight } = pc;
+        for (let u = u0 + 1; j < units.n && ubi[j] === bi && uu[j] === u && !received[u]; u++, j++) {
+          const c = codes[at[j]!]!;
+          if ((c >= 0 && (c & PAGE_SENT_ZERO) !== 0) !== zero) break;
+          inflight[u] = 0;
+        }
+      }
       // Units i..j-1 are consecutive, so their pages' codes are too: page p0 + x's is codes[c0 + x].
       const nu = j - i;
       const p0 = u0 * pc.n;
@@ -805,6 +839,7 @@ export class Postcopy {
       const start = b.dst.host + u0 * pc.unit;
       const before = t.ns;
       let r: number;
+      let byte: number;
       if (pc.hgm) r = this.hgmPlace(thread, b, codes, c0, start, pc.unit);
       else if (pc.devmem)
         r = devmemAliasCopy(k, this.dst.process.mm, thread, start, PAGE_SIZE, (va) =>
@@ -812,6 +847,10 @@ export class Postcopy {
         );
       else if (zero && !b.dst.hasFd)
         r = uffdioFill(k, thread, this.fd, start, nu * PAGE_SIZE, UFFDIO_MODE.UFFDIO_ZEROPAGE_MODE_DONTWAKE, null).ret;
+      else if (pc.unit === PAGE_SIZE && b.block.pageSize === PAGE_SIZE && (byte = uniformByte(codes, c0, nu)) >= 0)
+        // Every page of the run was sent holding one byte: the copy's source is that byte for each (what
+        // fillSource would answer page by page).
+        r = uffdioFill(k, thread, this.fd, start, nu * PAGE_SIZE, UFFDIO_MODE.UFFDIO_COPY_MODE_DONTWAKE, byte).ret;
       else {
         // The copy's source (fillSource, one function for every run: the run's place in the chunk set here).
         const f = this.fill;

@@ -86,7 +86,7 @@ import type { Kernel } from '../../kernel/kernel.ts';
 import type { Thread } from '../../kernel/sched.ts';
 import { PAGE_SIZE, PMD_SIZE, PUD_SIZE } from '../../kernel/uapi.ts';
 import { followPage, followPmdRange, PMD_RANGE_NONE, PMD_RANGE_PAGES, PMD_RANGE_ZERO, readFaultNonePte } from '../../kernel/memory.ts';
-import { PAGES_PER_SECTION, PG, SECTION_MASK } from '../../kernel/page.ts';
+import { PAGES_PER_SECTION, PG, SECTION_MASK, SECTION_SHIFT } from '../../kernel/page.ts';
 import type { RAMBlock } from '../ram_block.ts';
 import type { Vm } from '../vm.ts';
 import type { Xbzrle } from './xbzrle.ts';
@@ -1286,18 +1286,36 @@ export class RamMigration {
     const b = this.blocks[bi]!;
     const pfns = this.pfns;
     const mm = this.src.process.mm;
-    // Nothing maps the 2M: each page is faulted in as it is read (below).
-    if (followPmdRange(mm, b.block.host + p * PAGE_SIZE, n, pfns) === PMD_RANGE_NONE) pfns.fill(-2, 0, n);
     const mem = this.k.mem;
     const { bmap, state, seen } = b;
     const detect = this.opts.zeroPageDetection;
     const { zeroCheck, pageCopy } = this.ns;
     const now = this.k.clock.now();
     this.runRead.node = -1;
+    // r's figures and the counters in locals, written back once (the same sums, in the same order).
+    let { bytes: rBytes, pages: rPages, srcNs } = r;
+    let duplicate = 0;
+    let normal = 0;
+    // The PTEs are read a piece at a time, as far as the stream's limits can reach at a full page each (and one
+    // more), not to the 2M's end: a chunk stops most runs long before it. pfns[i - looked] is page p + i's frame.
+    let looked = 0;
+    let lookedEnd = 0;
+    // The section of the frames last read (a run's frames follow each other): its token and flags arrays.
+    let secNo = -1;
+    let token32: Uint32Array | null = null;
+    let flags32: Uint32Array | null = null;
+    let header = 0;
     let i = 0;
-    for (; i < n && (i === 0 || (r.bytes < maxBytes && r.pages < maxPages)); i++) {
-      let pfn = pfns[i]!;
+    for (; i < n && (i === 0 || (rBytes < maxBytes && rPages < maxPages)); i++) {
       const q = p + i;
+      if (i === lookedEnd) {
+        const m = Math.min(n - i, Math.max(1, Math.ceil((maxBytes - rBytes) / PAGE_SIZE) + 1));
+        // Nothing maps the 2M: each page is faulted in as it is read (below).
+        if (followPmdRange(mm, b.block.host + q * PAGE_SIZE, m, pfns) === PMD_RANGE_NONE) pfns.fill(-2, 0, m);
+        looked = i;
+        lookedEnd = i + m;
+      }
+      let pfn = pfns[i - looked]!;
       if (pfn === -2) {
         // readPageCode's read: a never-backed page faults in (the zero page), its time the migration thread's,
         // unless a fault of this run mapped it meanwhile (a huge zero page).
@@ -1306,46 +1324,64 @@ export class RamMigration {
         const ns = pfn === -2 ? readFaultNonePte(this.k, this.srcThread, hva) : -1;
         if (ns >= 0) {
           // The fault in a PTE table an earlier page's fault made: the zero page, the fault's time the thread's.
-          r.srcNs += 0 + ns;
+          srcNs += 0 + ns;
           pfn = -1;
         } else if (pfn === -2) {
           const t = { ns: 0 };
           this.k.runAsTask(t, () => this.k.access(this.srcThread, hva, 1, 1, false, 0));
-          r.srcNs += t.ns;
+          srcNs += t.ns;
           pfn = followPage(mm, hva);
           this.runRead.node = -1; // the fault may have moved what runReadNs remembers
+          secNo = -1; // ... and the frames' sections
         }
       }
       bmap[q] = 0;
-      this.dirtyPages--;
       // readPageCode (stream, no hints, no xbzrle) on the frame looked up above.
-      const token = pfn < 0 ? 0 : mem.token(pfn);
-      const nonzero = pfn < 0 ? 0 : mem.flags(pfn) & PG.nonzero;
+      let token = 0;
+      let nonzero = 0;
+      if (pfn >= 0) {
+        if (pfn >>> SECTION_SHIFT !== secNo) {
+          const sec = mem.sec(pfn);
+          secNo = pfn >>> SECTION_SHIFT;
+          token32 = sec.token;
+          flags32 = sec.flags;
+        }
+        token = token32![pfn & SECTION_MASK]!;
+        nonzero = flags32![pfn & SECTION_MASK]! & PG.nonzero;
+      }
       const zero = pfn < 0 || (nonzero === 0 && (token & 0xff) === 0);
       const sentZero = zero && detect;
-      const header = PAGE_HEADER_BYTES + (this.lastSentBlock === b ? 0 : 1 + b.block.idstr.length);
-      this.lastSentBlock = b;
-      const at = now + r.srcNs;
+      if (i === 0) {
+        header = PAGE_HEADER_BYTES + (this.lastSentBlock === b ? 0 : 1 + b.block.idstr.length);
+        this.lastSentBlock = b;
+      } else header = PAGE_HEADER_BYTES;
+      const at = now + srcNs;
       let bytes: number;
       if (sentZero) {
         bytes = header + 1;
-        r.srcNs += this.runReadNs(pfn, zeroCheck, at);
-        this.duplicate++;
+        srcNs += this.runReadNs(pfn, zeroCheck, at);
+        duplicate++;
       } else {
         bytes = header + PAGE_SIZE;
-        r.srcNs += this.runReadNs(pfn, pageCopy, at) - pageCopy + 0;
-        this.normal++;
+        srcNs += this.runReadNs(pfn, pageCopy, at) - pageCopy + 0;
+        normal++;
       }
-      r.bytes += bytes;
-      r.srcNs += this.socketSendNs(bytes);
+      rBytes += bytes;
+      srcNs += this.socketSendNs(bytes);
       this.lastPageBytes = bytes;
-      r.pages++;
+      rPages++;
       // noteSeen(b, q, keyOfFrame(pfn)) with the skip cleared.
       const key = pfn < 0 || (token === 0 && nonzero === 0) ? 0 : token + 1;
       state[q] = key ? PAGE_BACKED : 0;
       seen[q] = key ? key - 1 : 0;
       codes[i] = (sentZero ? PAGE_SENT_ZERO : 0) | (pfn < 0 ? 0 : token & 0xff);
     }
+    this.dirtyPages -= i;
+    this.duplicate += duplicate;
+    this.normal += normal;
+    r.bytes = rBytes;
+    r.pages = rPages;
+    r.srcNs = srcNs;
     if (i === 0) return 0;
     this.lastDecodeNs = undefined;
     this.cursorBlock = bi;
@@ -1417,9 +1453,20 @@ export class RamMigration {
       return m;
     }
     const mem = this.dk.mem;
+    // The section of the frames last read (placed runs' frames mostly follow each other): its token array.
+    let secNo = -1;
+    let token: Uint32Array | null = null;
     for (let i = 0; i < m; i++) {
       const pfn = pfns[i]!;
-      out[i] = pfn < 0 ? 0 : mem.token(pfn) & 0xff;
+      if (pfn < 0) {
+        out[i] = 0;
+        continue;
+      }
+      if (pfn >>> SECTION_SHIFT !== secNo) {
+        secNo = pfn >>> SECTION_SHIFT;
+        token = mem.sec(pfn).token;
+      }
+      out[i] = token![pfn & SECTION_MASK]! & 0xff;
     }
     return m;
   }
