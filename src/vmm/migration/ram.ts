@@ -730,7 +730,7 @@ export class RamMigration {
     b.clearBmap![c] = 0;
     const first = c * 2 ** this.clearShift!;
     const end = Math.min(b.pages, first + 2 ** this.clearShift!);
-    const { state, state32, seen } = b;
+    const { state, state32 } = b;
     const { keys } = this;
     for (let p = first, n = 0; p < end; p += n) {
       n = Math.min(chunkPages(b, p), end - p);
@@ -752,11 +752,9 @@ export class RamMigration {
         const q = p + i;
         const st = state[q]!;
         if ((st & PAGE_UNCLEARED) === 0) continue;
-        const key = keys[i]!;
-        // Unchanged since the sync (unchangedSinceSeen): only the bit goes; else what it holds now is seen.
-        if ((st & PAGE_LOGGED) === 0 && (key === 0 ? (st & PAGE_BACKED) === 0 : (st & PAGE_BACKED) !== 0 && seen[q] === key - 1))
-          state[q] = st & ~PAGE_UNCLEARED;
-        else noteSeen(b, q, key);
+        // Unchanged since the sync: only the bit goes; else what it holds now is seen (the write is forgotten).
+        if (unchangedSinceSeen(b, q, keys[i]!)) state[q] = st & ~PAGE_UNCLEARED;
+        else noteSeen(b, q, keys[i]!);
       }
     }
   }
