@@ -4,7 +4,7 @@
  * op-script `touch`/`peek` and workloads use, and zap_page_range.
  */
 import type { Kernel } from './kernel.ts';
-import { PG, OWNER_KERNEL, SECTION_MASK, SECTION_SHIFT } from './page.ts';
+import { PG, OWNER_KERNEL } from './page.ts';
 import { MIGRATE_MOVABLE, MIGRATE_UNMOVABLE } from './page_alloc.ts';
 import {
   HugeLeaf,
@@ -301,28 +301,11 @@ export function installAnonPages(
   const i0 = vpn & 511;
   const fill = typeof src === 'number' ? src : -1;
   lruAddNewAnonRun(k, frames, n, owner, vpn, PG.anon | PG.young | PG.anonExclusive);
-  // set_pte_at and the copy of each page (PhysMem.storeByte of its first byte at the page's start), the frames'
-  // section arrays looked up once per section: a bulk allocation's frames mostly follow each other.
-  const mem = k.mem;
+  // set_pte_at, then the copy of each page (its first byte stored at the page's start, in address order).
   const ptes = t.ptes;
-  let secNo = -1;
-  let token: Uint32Array | null = null;
-  let flags: Uint32Array | null = null;
-  for (let j = 0; j < n; j++) {
-    const pfn = frames[j]!;
-    ptes[i0 + j] = pteOf(pfn);
-    const serial = (k.writeSerial = (k.writeSerial + 1) & 0xffffff);
-    const byte = fill >= 0 ? fill : (src as (va: number) => number)(va + j * PAGE_SIZE);
-    if (pfn >>> SECTION_SHIFT !== secNo) {
-      const sec = mem.sec(pfn);
-      secNo = pfn >>> SECTION_SHIFT;
-      token = sec.token;
-      flags = sec.flags;
-    }
-    const x = pfn & SECTION_MASK;
-    token![x] = (serial * 256 + byte) >>> 0;
-    flags![x] = flags![x]! | (byte ? PG.nonzero | PG.dirty | PG.young : PG.dirty | PG.young);
-  }
+  for (let j = 0; j < n; j++) ptes[i0 + j] = pteOf(frames[j]!);
+  const byteOf = fill >= 0 ? null : (j: number): number => (src as (va: number) => number)(va + j * PAGE_SIZE);
+  k.writeSerial = k.mem.storePageStarts(frames, n, k.writeSerial, fill, byteOf);
   t.used += n;
   mm.rssAnon += n;
   anonVmaPrepare(k, mm, vma);

@@ -560,6 +560,32 @@ export class MemMap {
   }
 
   /**
+   * storeByte(frames[j], serial, byte, true) for j = 0 .. n - 1 in order, each store taking the next write
+   * serial (24 bits) after `serial`, its byte `fill`, or byteOf(j) when fill < 0. The frames' section arrays
+   * are looked up once per section (a bulk allocation's frames mostly follow each other). Returns the last serial.
+   */
+  storePageStarts(frames: Int32Array, n: number, serial: number, fill: number, byteOf: ((j: number) => number) | null): number {
+    let secNo = -1;
+    let token: Uint32Array | null = null;
+    let flags: Uint32Array | null = null;
+    for (let j = 0; j < n; j++) {
+      const pfn = frames[j]!;
+      serial = (serial + 1) & 0xffffff;
+      const byte = fill >= 0 ? fill : byteOf!(j);
+      if (pfn >>> SECTION_SHIFT !== secNo) {
+        const s = this.sec(pfn);
+        secNo = pfn >>> SECTION_SHIFT;
+        token = s.token;
+        flags = s.flags;
+      }
+      const i = pfn & SECTION_MASK;
+      token![i] = (serial * 256 + byte) >>> 0;
+      flags![i] = flags![i]! | (byte ? PG.nonzero | PG.dirty | PG.young : PG.dirty | PG.young);
+    }
+    return serial;
+  }
+
+  /**
    * A fresh naturally aligned compound folio of 2^order pages (order <= 15,
    * inside one section) becomes anonymous memory of `owner` at virtual page
    * `vpn`: head and tail flags, owner, rmap index.

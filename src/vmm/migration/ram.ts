@@ -495,15 +495,16 @@ export class RamMigration {
     // page hints, whose notifiers run around the sync) the sync can find nothing new: it is charged without
     // walking the page table a second time.
     ns += (this.opts.hints || !ramRuns.enabled ? this.sync() : this.sync(false)).ns;
-    if (this.clearShift !== null) this.opts.hints?.setFreePageHint?.((gpa, len) => this.freePageHint(gpa, len));
-    if (this.clearShift !== null)
+    if (this.clearShift !== null) {
       // KVM_DIRTY_LOG_INITIALLY_SET: that first KVM_GET_DIRTY_LOG reported every page, none write-protected yet;
-      // each clear chunk is cleared when the bulk stage takes its first page.
+      // each clear chunk is cleared when the bulk stage takes its first page, or a free page hint covers it.
       for (const b of this.blocks) {
         const w = b.state32;
         for (let i = 0; i < w.length; i++) w[i]! |= UNCLEARED4;
         b.clearBmap!.fill(1);
       }
+      this.opts.hints?.setFreePageHint?.((gpa, len) => this.freePageHint(gpa, len));
+    }
     return ns;
   }
 
