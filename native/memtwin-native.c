@@ -2615,6 +2615,9 @@ struct wthread {
 	int busy;
 	int cpu;
 	int start_state; /* 0 pending, 1 ok, -errno failed */
+	pid_t tid;
+	uint64_t queued, finished; /* jobs given to the thread, jobs it has finished (under mu) */
+	uint64_t running;	   /* 1 + the ordinal of the job in run_job, 0 between jobs (atomic) */
 	uint64_t async_done;
 	struct fault_rec faults[64];
 	int nfaults;
@@ -2657,6 +2660,10 @@ static void free_job(struct job *j)
 	free(j);
 }
 
+/* MEMTWIN_TEST_ASYNC_LATE_US: each async op's thread spins this long before running it, as a
+ * thread the scheduler runs late would (src/opscript/async_settle_linux.test.ts) */
+static uint64_t g_async_late_ns;
+
 static void *thread_main(void *arg)
 {
 	struct wthread *w = arg;
@@ -2672,6 +2679,7 @@ static void *thread_main(void *arg)
 			st = -errno;
 	}
 	pthread_mutex_lock(&w->mu);
+	w->tid = (pid_t)syscall(SYS_gettid);
 	w->start_state = st;
 	pthread_cond_broadcast(&w->cv_done);
 	pthread_mutex_unlock(&w->mu);
@@ -2686,12 +2694,19 @@ static void *thread_main(void *arg)
 		if (!w->head)
 			w->tail = NULL;
 		w->busy = 1;
+		uint64_t ord = w->finished;
 		pthread_mutex_unlock(&w->mu);
 
+		__atomic_store_n(&w->running, ord + 1, __ATOMIC_SEQ_CST);
+		if (j->async && g_async_late_ns) /* a thread scheduled late (tests only): spin, not sleep */
+			for (uint64_t until = now_ns() + g_async_late_ns; now_ns() < until;)
+				;
 		run_job(j);
+		__atomic_store_n(&w->running, 0, __ATOMIC_SEQ_CST);
 
 		pthread_mutex_lock(&w->mu);
 		w->busy = 0;
+		w->finished++;
 		if (j->async) {
 			w->async_done++;
 			if (j->sig && w->nfaults < 64)
@@ -2703,6 +2718,53 @@ static void *thread_main(void *arg)
 		pthread_mutex_unlock(&w->mu);
 	}
 	return NULL;
+}
+
+/* Whether thread tid sleeps in the kernel (state S or D in /proc/self/task/<tid>/stat):
+ * waiting in a userfault, for an event to be read, or on a lock. */
+static int task_sleeping(pid_t tid)
+{
+	char path[64], st[512];
+	snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, st, sizeof st - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	st[n] = 0;
+	char *p = strrchr(st, ')');
+	return p && p[1] == ' ' && (p[2] == 'S' || p[2] == 'D');
+}
+
+/* An async op is answered where the simulator answers it: once its thread has
+ * finished it, or sleeps in the kernel with it (or with an op queued before it)
+ * in progress. Answering at once let the next op of the main thread run before
+ * the async one had got that far: a UFFDIO_COPY issued right after an async
+ * MADV_DONTNEED then sometimes found mmap_changing still clear and copied, where
+ * the script expects EAGAIN. An op that neither finishes nor sleeps within 2 s
+ * (a long touch) is left running, as before. */
+static void settle_async(struct wthread *w, uint64_t ord)
+{
+	uint64_t deadline = now_ns() + 2000000000ull;
+	for (;;) {
+		pthread_mutex_lock(&w->mu);
+		int done = w->finished > ord;
+		pthread_mutex_unlock(&w->mu);
+		if (done)
+			return;
+		/* the job in run_job before and after reading the state: the sleep is that job's, not the
+		 * worker's wait for its mutex between jobs */
+		uint64_t r = __atomic_load_n(&w->running, __ATOMIC_SEQ_CST);
+		if (r && r <= ord + 1 && task_sleeping(w->tid) &&
+		    __atomic_load_n(&w->running, __ATOMIC_SEQ_CST) == r)
+			return;
+		if (now_ns() > deadline)
+			return;
+		struct timespec ts = {0, 20000};
+		nanosleep(&ts, NULL);
+	}
 }
 
 static struct buf *g_capture; /* main worker: collect local results here */
@@ -3152,11 +3214,13 @@ static void local_exec(struct buf *line)
 	}
 	struct wthread *w = &g_thr[t];
 	/* async=1 (meant for touch; accepted for any op, e.g. an madvise that raises a
-	 * UFFD_EVENT_REMOVE and blocks until the message is read): queued, answered at
-	 * once; only a caught signal is kept (reported by join) */
+	 * UFFD_EVENT_REMOVE and blocks until the message is read): queued, answered
+	 * once it has settled (settle_async); only a caught signal is kept (reported
+	 * by join) */
 	j->async = u64(op, "async", 0, 0) != 0;
 	uint64_t i = op->i;
 	pthread_mutex_lock(&w->mu);
+	uint64_t ord = w->queued++;
 	if (w->tail)
 		w->tail->next = j;
 	else
@@ -3168,6 +3232,8 @@ static void local_exec(struct buf *line)
 		char b[64];
 		int n = snprintf(b, sizeof b, "{\"i\":%" PRIu64 ",\"ret\":0}\n", i);
 		emit(b, n);
+		/* answered first, so that a kill the op brings shows on the next op, as before */
+		settle_async(w, ord);
 		return;
 	}
 	while (!j->done)
@@ -3799,6 +3865,9 @@ static int restore_main(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+	const char *late = getenv("MEMTWIN_TEST_ASYNC_LATE_US");
+	if (late)
+		g_async_late_ns = strtoull(late, NULL, 10) * 1000;
 	if (argc > 1 && !strcmp(argv[1], "--child"))
 		return child_main();
 	if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
