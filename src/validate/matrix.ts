@@ -229,6 +229,56 @@ export interface QuerySample {
   remaining: number;
 }
 
+/**
+ * One TCP connection of the migration at a poll, from `ss -tmi` (skmem and tcp_info): `side` 'src' is the
+ * source's socket (the connection's peer port is the destination's listening port), 'dst' the destination's.
+ * recvQ: bytes received and not yet read by QEMU; sendQ: bytes written and not yet acknowledged; rb / tb: the
+ * receive and send buffers' sizes (SO_RCVBUF / SO_SNDBUF as autotuning set them); r / t: the memory they hold;
+ * rcvSpace: tcp_rcv_space_adjust's last measure of what QEMU read in one round trip.
+ */
+export interface SocketSample {
+  atMs: number;
+  side: 'src' | 'dst';
+  port: number;
+  recvQ: number;
+  sendQ: number;
+  rb: number;
+  tb: number;
+  r: number;
+  t: number;
+  rcvSpace: number | null;
+}
+
+/** The connections to or from `port` in `ss -tmiHn` output (state established), taken at `atMs`. */
+export function socketSamplesOf(atMs: number, ssOutput: string, port: number): SocketSample[] {
+  const out: SocketSample[] = [];
+  const lines = ssOutput.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const head = /^\s*(\d+)\s+(\d+)\s+\S+:(\d+)\s+\S+:(\d+)/.exec(lines[i]!);
+    if (!head) continue;
+    const info = lines[i + 1] ?? '';
+    const mem = /skmem:\(r(\d+),rb(\d+),t(\d+),tb(\d+)/.exec(info);
+    if (!mem) continue;
+    const local = Number(head[3]);
+    const peer = Number(head[4]);
+    if (local !== port && peer !== port) continue;
+    const space = /\brcv_space:(\d+)/.exec(info);
+    out.push({
+      atMs,
+      side: local === port ? 'dst' : 'src',
+      port: local === port ? peer : local,
+      recvQ: Number(head[1]),
+      sendQ: Number(head[2]),
+      r: Number(mem[1]),
+      rb: Number(mem[2]),
+      t: Number(mem[3]),
+      tb: Number(mem[4]),
+      rcvSpace: space ? Number(space[1]) : null,
+    });
+  }
+  return out;
+}
+
 /** The counters of one query-migrate answer (QEMU's or memtwin's) that show the migration's passes, at `atMs`. */
 export function sampleOfQuery(atMs: number, q: Record<string, unknown>): QuerySample {
   const ram = (q.ram ?? {}) as Record<string, unknown>;
@@ -272,6 +322,13 @@ export interface RealRun {
    * since this field was added; earlier runs lack it.
    */
   samples?: QuerySample[];
+  /**
+   * The migration's TCP connections as `ss -tmi` showed them at each poll
+   * (socketSamplesOf): on each side the bytes queued and the buffer sizes
+   * the kernel's autotuning had reached. Recorded since this field was
+   * added, where `ss` is installed.
+   */
+  sockets?: SocketSample[];
   guest: {
     /** memtwin-dirty's READY line: MemTotal and MemFree (kB) once it had touched its memory. */
     memTotalKiB: number | null;

@@ -6,7 +6,7 @@
  * serial console. Writes validation/qemu/results.json. A failed run is
  * retried once; both QEMUs are always killed.
  */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { tmpdir, hostname } from 'node:os';
@@ -15,12 +15,14 @@ import { fileURLToPath } from 'node:url';
 import {
   BATCHES,
   sampleOfQuery,
+  socketSamplesOf,
   type Batch,
   type GuestLine,
   type QuerySample,
   type RealResults,
   type RealRun,
   type RunConfig,
+  type SocketSample,
 } from './matrix.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -208,6 +210,15 @@ function setupHugetlb(memMiB: number): () => void {
   };
 }
 
+/** The migration's connections now (`ss -tmiHn`); none where ss is missing or fails. */
+function socketsNow(atMs: number, port: number): Promise<SocketSample[]> {
+  return new Promise((done) => {
+    execFile('ss', ['-tmiHn', 'state', 'established'], { encoding: 'utf8', timeout: 2000 }, (err, stdout) =>
+      done(err ? [] : socketSamplesOf(atMs, stdout, port)),
+    );
+  });
+}
+
 function meanRate(lines: GuestLine[], from: number, to: number): number | null {
   const r = lines
     .filter((l) => l.atMs >= from && l.atMs <= to)
@@ -283,6 +294,7 @@ async function attempt(c: RunConfig, log: (s: string) => void): Promise<RealRun>
     let wallMs: number | null = null;
     let postcopySwitch: RealRun['postcopySwitch'];
     const samples: QuerySample[] = [];
+    const sockets: SocketSample[] = [];
     if (c.postcopyAfterMs === 0) {
       await src.cmd('migrate-start-postcopy');
       postcopyStarted = true;
@@ -293,6 +305,7 @@ async function attempt(c: RunConfig, log: (s: string) => void): Promise<RealRun>
       q = await src.cmd('query-migrate');
       const st = q.status as string;
       samples.push(sampleOfQuery(Date.now() - t0, q));
+      sockets.push(...(await socketsNow(Date.now() - t0, port)));
       if (st === 'postcopy-active' && !postcopySwitch) postcopySwitch = { atMs: Date.now() - t0, queryMigrate: q };
       if (st === 'completed') {
         wallMs = Date.now() - t0;
@@ -332,6 +345,7 @@ async function attempt(c: RunConfig, log: (s: string) => void): Promise<RealRun>
       wallMs,
       ...(postcopySwitch ? { postcopySwitch } : {}),
       samples,
+      ...(sockets.length ? { sockets } : {}),
       guest: {
         memTotalKiB: kib('MemTotal'),
         memFreeKiB: kib('MemFree'),
