@@ -193,17 +193,23 @@ describe('a sweep killed at random points and rerun', () => {
             continue;
           }
           if (k.signal === 'SIGKILL') continue;
+          const temporaries = files(out).filter((f) => /\.tmp-[\d-]+$/.test(f));
           if (killed.signal === k.signal) {
-            // The signal came before memtwin installed its handlers: nothing was planned, or written by this attempt.
+            // The signal came before memtwin installed its handlers: nothing was planned, or written by this attempt
+            // (an earlier attempt's SIGKILL may have left temporaries, which the next attempt that starts removes).
             expect(killed.stderr).not.toMatch(/runs/);
-          } else if (killed.code !== 0) {
-            expect(killed.code).toBe(k.signal === 'SIGINT' ? 130 : 143);
-            expect(killed.stderr).toContain(
-              `interrupted: ${kept} of ${RUNS} runs finished and kept in ${name}; rerun the same command to resume`,
-            );
+            expect(temporaries.filter((f) => f.includes(`.tmp-${killed.pid}`))).toEqual([]);
+          } else {
+            if (killed.code !== 0) {
+              expect(killed.code).toBe(k.signal === 'SIGINT' ? 130 : 143);
+              expect(killed.stderr).toContain(
+                `interrupted: ${kept} of ${RUNS} runs finished and kept in ${name}; rerun the same command to resume`,
+              );
+            }
+            // Stopped cleanly: no temporaries, its own or an earlier attempt's.
+            expect(temporaries).toEqual([]);
           }
-          // Stopped cleanly: no temporaries, no worker bundle of its own.
-          expect(files(out).filter((f) => /\.tmp-[\d-]+$/.test(f))).toEqual([]);
+          // No worker bundle of its own.
           expect(bundlesOf(killed.pid)).toEqual([]);
         }
         const again = spawnSync(process.execPath, [bin, 'run', file, '--out', name, '--workers', '2'], { cwd: dir, encoding: 'utf8' });
@@ -219,7 +225,20 @@ describe('a sweep killed at random points and rerun', () => {
         rmSync(out, { recursive: true, force: true });
       }),
       // endOnFailure: report the first failing kill as found (shrinking would rerun memtwin for minutes).
-      { numRuns: 3, endOnFailure: true },
+      {
+        numRuns: 3,
+        endOnFailure: true,
+        // CI's counterexample: a SIGKILL mid-write leaves temporaries; the next attempt, killed before its handlers,
+        // cannot remove them (the one after does).
+        examples: [
+          [
+            [
+              { signal: 'SIGKILL', after: { op: 9 } },
+              { signal: 'SIGINT', after: { ms: 0 } },
+            ],
+          ],
+        ],
+      },
     );
   }, 240_000);
 });

@@ -198,6 +198,24 @@ describe('guest_alloc as runs of pages', () => {
       {
         numRuns: 30,
         examples: [
+          // A plain first touch, no cgroup: the host faults runs in at once (bulk), whatever the random cases do.
+          [
+            {
+              hostMiB: 384,
+              nodes: 1,
+              thp: 'never',
+              vms: [
+                {
+                  ramMiB: 64,
+                  vcpus: 1,
+                  policy: 'none',
+                  cgroup: false,
+                  events: [{ atMs: 1, op: 'guest_alloc', mib: 16, vcpu: 0, pageCache: false }],
+                },
+              ],
+              hostProcess: false,
+            },
+          ],
           [
             {
               hostMiB: 192,
