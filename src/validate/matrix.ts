@@ -329,6 +329,13 @@ export interface RealRun {
    * added, where `ss` is installed.
    */
   sockets?: SocketSample[];
+  /**
+   * The host from `migrate` to the poll that saw it completed: THP faults
+   * (/proc/vmstat thp_fault_alloc, the whole host: the destination's first
+   * loads into its RAM) and each QEMU's CPU time (/proc/PID/stat utime +
+   * stime). Recorded since this field was added.
+   */
+  host?: { thpFaultAlloc: number; srcCpuMs: number; dstCpuMs: number };
   guest: {
     /** memtwin-dirty's READY line: MemTotal and MemFree (kB) once it had touched its memory. */
     memTotalKiB: number | null;

@@ -210,6 +210,27 @@ function setupHugetlb(memMiB: number): () => void {
   };
 }
 
+/** THP faults so far (/proc/vmstat) and each process's CPU time in ms (/proc/PID/stat); null where unreadable. */
+function hostCounters(procs: ChildProcess[]): { thp: number; cpuMs: number[] } | null {
+  try {
+    const thp = /^thp_fault_alloc (\d+)$/m.exec(readFileSync('/proc/vmstat', 'utf8'));
+    const cpuMs = procs.map((p) => {
+      const st = readFileSync(`/proc/${p.pid}/stat`, 'utf8');
+      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+      // utime and stime (fields 14 and 15; f[0] is field 3), in clock ticks of 10 ms (USER_HZ 100).
+      return (Number(f[11]) + Number(f[12])) * 10;
+    });
+    return thp ? { thp: Number(thp[1]), cpuMs } : null;
+  } catch {
+    return null;
+  }
+}
+
+function hostDelta(a: ReturnType<typeof hostCounters>, b: ReturnType<typeof hostCounters>): RealRun['host'] | undefined {
+  if (!a || !b || a.cpuMs.length < 2) return undefined;
+  return { thpFaultAlloc: b.thp - a.thp, srcCpuMs: b.cpuMs[0]! - a.cpuMs[0]!, dstCpuMs: b.cpuMs[1]! - a.cpuMs[1]! };
+}
+
 /** The migration's connections now (`ss -tmiHn`); none where ss is missing or fails. */
 function socketsNow(atMs: number, port: number): Promise<SocketSample[]> {
   return new Promise((done) => {
@@ -286,6 +307,7 @@ async function attempt(c: RunConfig, log: (s: string) => void): Promise<RealRun>
     if (c.parameters) await dst.cmd('migrate-set-parameters', c.parameters);
     await src.cmd('migrate-set-parameters', { 'max-bandwidth': c.maxBandwidth, 'downtime-limit': c.downtimeLimitMs, ...c.parameters });
     await dst.cmd('migrate-incoming', { uri: `tcp:127.0.0.1:${port}` });
+    const hostBefore = hostCounters(procs);
     t0 = Date.now();
     await src.cmd('migrate', { uri: `tcp:127.0.0.1:${port}` });
     for (const l of lines) l.atMs -= t0;
@@ -295,6 +317,7 @@ async function attempt(c: RunConfig, log: (s: string) => void): Promise<RealRun>
     let postcopySwitch: RealRun['postcopySwitch'];
     const samples: QuerySample[] = [];
     const sockets: SocketSample[] = [];
+    let hostDuring: RealRun['host'];
     if (c.postcopyAfterMs === 0) {
       await src.cmd('migrate-start-postcopy');
       postcopyStarted = true;
@@ -309,6 +332,7 @@ async function attempt(c: RunConfig, log: (s: string) => void): Promise<RealRun>
       if (st === 'postcopy-active' && !postcopySwitch) postcopySwitch = { atMs: Date.now() - t0, queryMigrate: q };
       if (st === 'completed') {
         wallMs = Date.now() - t0;
+        hostDuring = hostDelta(hostBefore, hostCounters(procs));
         break;
       }
       if (st === 'failed' || st === 'cancelled') throw new Error(`migration ${st}: ${String(q['error-desc'] ?? '')}`);
@@ -346,6 +370,7 @@ async function attempt(c: RunConfig, log: (s: string) => void): Promise<RealRun>
       ...(postcopySwitch ? { postcopySwitch } : {}),
       samples,
       ...(sockets.length ? { sockets } : {}),
+      ...(hostDuring ? { host: hostDuring } : {}),
       guest: {
         memTotalKiB: kib('MemTotal'),
         memFreeKiB: kib('MemFree'),
