@@ -507,6 +507,74 @@ static void m_fault_thp(void)
 		 extra);
 }
 
+/* Whether this machine is a guest whose virtio-balloon reports free pages to its host (VIRTIO_BALLOON_F_REPORTING,
+ * feature bit 5 of a virtio device of type 5): its free memory is then handed back a few seconds after it is freed. */
+static int balloon_reports_free_pages(void)
+{
+	DIR *d = opendir("/sys/bus/virtio/devices");
+	if (!d)
+		return 0;
+	int found = 0;
+	struct dirent *e;
+	while (!found && (e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		char path[512], buf[256];
+		snprintf(path, sizeof path, "/sys/bus/virtio/devices/%s/device", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		int dev = fgets(buf, sizeof buf, f) ? (int)strtol(buf, NULL, 0) : -1;
+		fclose(f);
+		if (dev != 5)
+			continue;
+		snprintf(path, sizeof path, "/sys/bus/virtio/devices/%s/features", e->d_name);
+		f = fopen(path, "r");
+		if (f && fgets(buf, sizeof buf, f) && strlen(buf) > 5 && buf[5] == '1')
+			found = 1;
+		if (f)
+			fclose(f);
+	}
+	closedir(d);
+	return found;
+}
+
+#define REPORTED_REPEATS 3
+#define REPORTED_WAIT_S 20
+
+/* fault_thp_2m_write on memory free long enough for free page reporting to have handed it to the host below:
+ * what a process that starts on such a guest (a migration's destination QEMU) pays for its first touches. */
+static void m_fault_thp_reported(void)
+{
+	progress("fault_thp_2m_write_reported");
+	double v[REPORTED_REPEATS];
+	size_t nh = THP_LEN / HPG;
+	int reports = balloon_reports_free_pages();
+	for (int rep = 0; rep < REPORTED_REPEATS; rep++) {
+		if (reports)
+			sleep(REPORTED_WAIT_S);
+		char *p = map_anon(THP_LEN, MADV_HUGEPAGE);
+		if (!p) {
+			add_unavailable("fault_thp_2m_write_reported", "mmap/madvise failed");
+			return;
+		}
+		uint64_t t0 = now_ns();
+		touch_write(p, THP_LEN, HPG);
+		uint64_t t1 = now_ns();
+		munmap(p, THP_LEN);
+		v[rep] = (double)(t1 - t0) / nh;
+	}
+	char extra[96];
+	snprintf(extra, sizeof extra, ", \"free_page_reporting\": %s", reports ? "true" : "false");
+	add_cost("fault_thp_2m_write_reported", v, REPORTED_REPEATS, "ns per 2M page",
+		 "fault_thp_2m_write's touch (one byte per 2M of a fresh MADV_HUGEPAGE 512 MiB mapping; total / 256), "
+		 "each repeat after 20 s with the memory free, on a guest whose virtio-balloon reports free pages "
+		 "(free_page_reporting: VIRTIO_BALLOON_F_REPORTING seen in /sys/bus/virtio/devices): its free 2M blocks have "
+		 "gone to the host below by then, whose fault and zeroing the touch pays. Without reporting, the same "
+		 "touch without the waits.",
+		 extra);
+}
+
 static int hugetlb2m_pages; /* pages obtained for the 2M pool */
 
 static void m_fault_hugetlb(void)
@@ -3459,6 +3527,8 @@ static const struct group {
 	{"balloon", m_balloon, "eventfd_wakeup,vmm_balloon_decode_entry,vmm_balloon_decode_bitmap_word", -1},
 	{"multifd_compress", m_multifd_compress, "multifd_zlib_*,multifd_zstd_*", -1},
 	{"tcp_socket", m_tcp_socket, "tcp_send_4k,tcp_recv_4k,unix_send_4k,unix_recv_4k", -1},
+	/* last: its waits (60 s on a guest with free page reporting) keep nothing else waiting */
+	{"fault_thp_reported", m_fault_thp_reported, "fault_thp_2m_write_reported", -1},
 };
 #define NGROUPS ((int)(sizeof groups / sizeof groups[0]))
 
