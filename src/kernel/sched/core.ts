@@ -97,11 +97,20 @@ class WorkClient implements TaskClient {
     const used = Math.min(this.left, budget);
     this.onRun?.(now, this.total - this.left, used);
     this.left -= used;
-    if (this.left > 0) return { used, next: 'run' };
+    // The outcome is read at once by the scheduler: one object per item, refilled.
+    const out = this.out;
+    out.used = used;
+    if (this.left > 0) {
+      out.next = 'run';
+      return out;
+    }
     const done = this.onDone;
     if (done) this.events.schedule(now + used, `${this.name} done`, () => done(now + used));
-    return { used, next: 'exit' };
+    out.next = 'exit';
+    return out;
   }
+
+  private readonly out: RunOutcome = { used: 0, next: 'run' };
 }
 
 /** The client of a task that exited (never run again). */

@@ -795,10 +795,13 @@ export class Postcopy {
     }
     // Placed: its list is free for another chunk.
     this.lists.push(units);
-    this.k.events.schedule(end, 'postcopy-placed', () => {
-      if (this.missing === 0 && this.inflight.size === 0) this.finish();
-    });
+    this.k.events.schedule(end, 'postcopy-placed', this.placed);
   }
+
+  /** A chunk's placement is over: the migration completes once nothing is missing or in flight (made once, not per chunk). */
+  private readonly placed = (): void => {
+    if (this.missing === 0 && this.inflight.size === 0) this.finish();
+  };
 
   /** A unit's key in doneAt. */
   private key(bi: number, u: number): number {
