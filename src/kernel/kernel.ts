@@ -391,7 +391,7 @@ export class Kernel {
   spend(on: CpuWork, ns: number, batches?: readonly MigrationBatch[] | null, base = this.clock.now()): SchedTask | null {
     if (this.sched && ns > 0) {
       const onRun = batches?.length ? followCpu(batches, base) : undefined;
-      return this.sched.work(on.name, ns, { allowed: on.cpus, nice: on.nice, onDone: on.onDone, ...(onRun ? { onRun } : {}) });
+      return this.sched.work(on.name, ns, { allowed: on.cpus, nice: on.nice, onDone: on.onDone, onRun });
     }
     on.onDone?.(this.clock.now() + Math.round(Math.max(0, ns)));
     return null;

@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { anonStateOf, smallKernel, RW, ANON } from '../testing/fixtures.ts';
 import { verifyKernel } from './debug_vm.ts';
 import { MADV, PAGE_SIZE } from './uapi.ts';
-import { followPage, readFaultNonePte } from './memory.ts';
+import { followPage, followPmdRange, pmdRangeResident, PMD_RANGE_PAGES, readFaultNonePte } from './memory.ts';
 import { sysSwapon } from './swapfile.ts';
 
 describe('read faults on none PTEs without the walk (readFaultNonePte)', () => {
@@ -210,5 +210,50 @@ describe('write faults over runs of none PTEs (accessPtes, faultAnonRun)', () =>
     for (let i = 1; i < 512; i++) expect(followPage(p.mm, a + i * PAGE_SIZE)).toBe(first + i);
     for (let i = 0; i < 1024; i++) expect(k.mem.token(followPage(p.mm, a + i * PAGE_SIZE)) & 0xff).toBe(7);
     expect(verifyKernel(k)).toEqual([]);
+  });
+});
+
+describe('resident pages of a PMD slot (pmdRangeResident)', () => {
+  it('property: the count of frames followPmdRange reports (zero page, swap entries and holes not counted), at 4K and with THP', () => {
+    const PAGES = 1536; // three 2M slots
+    const op = fc.record({
+      kind: fc.constantFrom('write' as const, 'read' as const, 'zap' as const, 'pageout' as const),
+      at: fc.nat(PAGES - 1),
+      n: fc.integer({ min: 1, max: 700 }),
+    });
+    const range = fc.record({ at: fc.nat(PAGES - 1), n: fc.nat(512) });
+    fc.assert(
+      fc.property(
+        fc.array(op, { maxLength: 8 }),
+        fc.array(range, { minLength: 1, maxLength: 40 }),
+        fc.constantFrom('never', 'always'),
+        (ops, ranges, thp) => {
+          const k = smallKernel({ nodes: 1, mib: 32 });
+          k.sysfs.write('/sys/kernel/mm/transparent_hugepage/enabled', thp);
+          expect(sysSwapon(k, { path: '/swap', size: 64 << 20, kind: 'file' })).toBe(0);
+          const p = k.createProcess('app');
+          const a0 = k.mmap(p, 0, (PAGES + 512) * PAGE_SIZE, RW, ANON);
+          const a = a0 + (((2 << 20) - (a0 % (2 << 20))) % (2 << 20)); // 2M-aligned, so THP can map whole slots
+          for (const o of ops) {
+            const n = Math.min(o.n, PAGES - o.at);
+            const start = a + o.at * PAGE_SIZE;
+            if (o.kind === 'zap') expect(k.madvise(p, start, n * PAGE_SIZE, MADV.MADV_DONTNEED)).toBe(0);
+            else if (o.kind === 'pageout') expect(k.madvise(p, start, n * PAGE_SIZE, MADV.MADV_PAGEOUT)).toBe(0);
+            else k.access(p.mainThread, start, n * PAGE_SIZE, PAGE_SIZE, o.kind === 'write', 0x5a);
+          }
+          const out = new Int32Array(512);
+          for (const r of ranges) {
+            const n = Math.min(r.n, 512 - (r.at % 512));
+            const va = a + r.at * PAGE_SIZE;
+            out.fill(-3);
+            const kind = followPmdRange(p.mm, va, n, out);
+            let want = 0;
+            if (kind === PMD_RANGE_PAGES) for (let i = 0; i < n; i++) if (out[i]! >= 0) want++;
+            expect(pmdRangeResident(p.mm, va, n)).toBe(want);
+          }
+        },
+      ),
+      { numRuns: 80 },
+    );
   });
 });

@@ -575,6 +575,32 @@ export function followPmdRange(mm: MmStruct, va: number, n: number, out: Int32Ar
   return PMD_RANGE_PAGES;
 }
 
+/**
+ * How many of the `n` 4K pages from va (none crossing a 2M boundary) map a
+ * frame: followPmdRange's count of out[i] >= 0 (the zero page, swap entries
+ * and holes not counted), with its one page-table lookup and no per-page
+ * output (smaps' Rss of one PMD slot, as smaps_pte_range counts it).
+ */
+export function pmdRangeResident(mm: MmStruct, va: number, n: number): number {
+  const pt = mm.pgtable;
+  const first = Math.floor(va / PAGE_SIZE);
+  if (pt.puds.size) {
+    const leaf = pt.puds.get(PageTable.pudKey(va));
+    if (leaf) {
+      const base = leaf.pfn + (first % (PUD_SIZE / PAGE_SIZE));
+      return base >= 0 ? n : Math.max(0, Math.min(n, base + n));
+    }
+  }
+  const e = pt.pmdEntry(PageTable.pmdKey(va));
+  if (e === undefined) return 0;
+  if (e instanceof HugeLeaf) return e.isZero ? 0 : n;
+  const ptes = e.ptes;
+  let c = 0;
+  // A PTE maps a frame when it is above PTE_NONE (pteOf(pfn) = pfn + 1); PTE_ZERO and swap entries are below.
+  for (let i = 0, j = first & 511; i < n; i++, j++) if (ptes[j]! > PTE_NONE) c++;
+  return c;
+}
+
 /** Size of the leaf found by the last translate(): PAGE_SIZE, PMD_SIZE, PUD_SIZE, or 0. */
 export let translatedSize = 0;
 /** The PTE table holding the entry the last translate() found when it maps a frame at 4K (not the zero page), else null. */

@@ -22,7 +22,7 @@ import { MemBandwidth, membwParams, membwSpec } from '../sim/membw.ts';
 import { Kernel, type CpuWork } from '../kernel/kernel.ts';
 import type { Process } from '../kernel/sched.ts';
 import { hostFromFile, resolveHost } from '../sim/host.ts';
-import { followPmdRange, PMD_RANGE_PAGES } from '../kernel/memory.ts';
+import { followPmdRange, pmdRangeResident, PMD_RANGE_PAGES } from '../kernel/memory.ts';
 import { MPOL, PMD_SIZE, alignDown, errnoName } from '../kernel/uapi.ts';
 import { HugeLeaf, type MmStruct } from '../kernel/mm_types.ts';
 import { PG } from '../kernel/page.ts';
@@ -1402,14 +1402,12 @@ function placement(vm: Vm, nodeRam: { hva: number; size: number }[], prefix: str
       // One page-table lookup per 2M: untouched RAM and the huge zero page cost no walk per page.
       for (let a = r.hva, n = 0; a < end; a += n * PAGE_SIZE) {
         n = Math.min((PMD_SIZE - (a % PMD_SIZE)) / PAGE_SIZE, (end - a) / PAGE_SIZE);
-        if (followPmdRange(mm, a, n, pfns) !== PMD_RANGE_PAGES) continue;
         if (one) {
-          // One node: every resident page is on it.
-          let c = 0;
-          for (let i = 0; i < n; i++) if (pfns[i]! >= 0) c++;
-          by[vm.k.host.nodes[0]!.id]! += c;
+          // One node: every resident page is on it (counted in the page table, no frame per page).
+          by[vm.k.host.nodes[0]!.id]! += pmdRangeResident(mm, a, n);
           continue;
         }
+        if (followPmdRange(mm, a, n, pfns) !== PMD_RANGE_PAGES) continue;
         for (let i = 0; i < n; i++) {
           const pfn = pfns[i]!;
           if (pfn < 0) continue;

@@ -45,15 +45,22 @@ export function selectTaskRq(s: Scheduler, t: SchedTask): number {
 
 /** The task to take for `dst` from the busiest other CPU with a waiting task it may run, nodes nearest first. */
 function stealFor(s: Scheduler, dst: Rq): SchedTask | null {
-  let best: { task: SchedTask; rq: Rq } | null = null;
-  for (const sameNode of [true, false]) {
+  // Nothing allocated per call: a CPU going idle looks here every time (a migration's chunks, one task each).
+  let best: SchedTask | null = null;
+  let bestRq: Rq | null = null;
+  for (let pass = 0; pass < 2; pass++) {
+    const sameNode = pass === 0;
     for (const rq of s.rqs.values()) {
-      if (rq === dst || (rq.node === dst.node) !== sameNode) continue;
-      const cand = rq.waiting().filter((t) => t.allowed.includes(dst.cpu) && t.busyUntil <= s.clock.now());
-      if (!cand.length) continue;
-      if (!best || load(rq) > load(best.rq)) best = { task: cand.reduce((a, b) => (b.id < a.id ? b : a)), rq };
+      // A queue of fewer than two keeps its task (Rq.waiting).
+      if (rq === dst || (rq.node === dst.node) !== sameNode || load(rq) < 2) continue;
+      const t = waitingFor(s, rq, dst);
+      if (!t) continue;
+      if (!bestRq || load(rq) > load(bestRq)) {
+        best = t;
+        bestRq = rq;
+      }
     }
-    if (best) return best.task;
+    if (best) return best;
   }
   return null;
 }
@@ -86,7 +93,13 @@ function balanceInterval(span: number, busy: boolean): number {
 /** A waiting task of `src` that may run on `dst` (the lowest id: deterministic), if any. */
 function waitingFor(s: Scheduler, src: Rq, dst: Rq): SchedTask | null {
   let best: SchedTask | null = null;
-  for (const t of src.waiting()) if (t.allowed.includes(dst.cpu) && t.busyUntil <= s.clock.now() && (!best || t.id < best.id)) best = t;
+  const now = s.clock.now();
+  // src.waiting(), read in place: a queue of two or more, its tasks but the one on the CPU.
+  if (src.cfs.nr < 2) return null;
+  for (const e of src.cfs.tasks) {
+    const t = e as SchedTask;
+    if (t !== src.curr && t.allowed.includes(dst.cpu) && t.busyUntil <= now && (!best || t.id < best.id)) best = t;
+  }
   return best;
 }
 

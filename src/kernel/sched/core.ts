@@ -75,6 +75,51 @@ export class SchedTask implements FairEntity {
   }
 }
 
+/**
+ * Scheduler.work's client: runs until its `total` ns of CPU time are used,
+ * then exits, and `onDone` hears when it finished. A class, not a closure
+ * per work item (a migration makes one per chunk).
+ */
+class WorkClient implements TaskClient {
+  private left: number;
+
+  constructor(
+    private readonly events: EventQueue,
+    private readonly name: string,
+    private readonly total: number,
+    private readonly onRun: ((now: number, done: number, used: number) => void) | undefined,
+    private readonly onDone: ((at: number) => void) | undefined,
+  ) {
+    this.left = total;
+  }
+
+  run(now: number, budget: number): RunOutcome {
+    const used = Math.min(this.left, budget);
+    this.onRun?.(now, this.total - this.left, used);
+    this.left -= used;
+    // The outcome is read at once by the scheduler: one object per item, refilled.
+    const out = this.out;
+    out.used = used;
+    if (this.left > 0) {
+      out.next = 'run';
+      return out;
+    }
+    const done = this.onDone;
+    if (done) this.events.schedule(now + used, `${this.name} done`, () => done(now + used));
+    out.next = 'exit';
+    return out;
+  }
+
+  private readonly out: RunOutcome = { used: 0, next: 'run' };
+}
+
+/** The client of a task that exited (never run again). */
+const EXITED: TaskClient = {
+  run(): RunOutcome {
+    throw new Error('sched: a dead task ran');
+  },
+};
+
 /** A CPU's run queue (struct rq). */
 export class Rq {
   readonly cfs: CfsRq;
@@ -151,12 +196,22 @@ export class Scheduler {
   }
 
   /** Normalise an affinity mask: existing CPUs, sorted, at least one. */
-  mask(cpus: readonly number[] | null | undefined): number[] {
-    if (!cpus) return [...this.cpus];
+  mask(cpus: readonly number[] | null | undefined): readonly number[] {
+    if (!cpus) return (this.allCpus ??= [...this.cpus]);
+    // The last mask asked for again (a VMM thread's work items, one per chunk of a migration: the same array): the
+    // same answer, shared (a task's mask is only ever replaced, never changed in place).
+    const memo = this.maskMemo;
+    if (memo && memo.of === cpus && memo.copy.length === cpus.length && memo.copy.every((c, i) => c === cpus[i])) return memo.mask;
     const m = [...new Set(cpus)].filter((c) => this.rqs.has(c)).sort((a, b) => a - b);
     if (!m.length) throw new RangeError(`no existing CPU in the mask ${cpus.join(',')}`);
+    this.maskMemo = { of: cpus, copy: [...cpus], mask: m };
     return m;
   }
+
+  /** mask(null), made once. */
+  private allCpus: readonly number[] | null = null;
+  /** The last mask() normalised: the array asked with, its contents then, and the answer. */
+  private maskMemo: { of: readonly number[]; copy: number[]; mask: readonly number[] } | null = null;
 
   /**
    * A new task (clone): on `cpu` if given, else on the idlest CPU of its
@@ -194,25 +249,7 @@ export class Scheduler {
       onRun?: (now: number, done: number, used: number) => void;
     } = {},
   ): SchedTask {
-    const total = Math.max(0, Math.round(ns));
-    let left = total;
-    return this.spawn(
-      name,
-      {
-        run: (now, budget) => {
-          const used = Math.min(left, budget);
-          o.onRun?.(now, total - left, used);
-          left -= used;
-          if (left > 0) return { used, next: 'run' };
-          if (o.onDone) {
-            const done = o.onDone;
-            this.events.schedule(now + used, `${name} done`, () => done(now + used));
-          }
-          return { used, next: 'exit' };
-        },
-      },
-      o,
-    );
+    return this.spawn(name, new WorkClient(this.events, name, Math.max(0, Math.round(ns)), o.onRun, o.onDone), o);
   }
 
   /** try_to_wake_up: a sleeping (or new) task becomes runnable at `at`. */
@@ -346,8 +383,11 @@ export class Scheduler {
     } else {
       rq.cfs.dequeue(next);
       rq.curr = null;
-      if (out.next === 'exit') next.state = 'dead';
-      else {
+      if (out.next === 'exit') {
+        next.state = 'dead';
+        // The scheduler keeps its dead tasks (psi reads every task made): what their client held goes now.
+        next.client = EXITED;
+      } else {
         next.state = 'sleeping';
         if (out.until !== undefined) this.wake(next, out.until);
       }

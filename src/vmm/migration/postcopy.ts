@@ -76,7 +76,7 @@
  *   background stream resumes. Losing the source during postcopy loses the
  *   VM: the destination cannot get the pages it lacks.
  */
-import type { Kernel } from '../../kernel/kernel.ts';
+import type { CpuWork, Kernel } from '../../kernel/kernel.ts';
 import type { Thread } from '../../kernel/sched.ts';
 import type { EventHandle } from '../../sim/event_queue.ts';
 import {
@@ -745,6 +745,10 @@ export class Postcopy {
     });
   }
 
+  /** The CPU work of the listen and preempt threads (Vm.qemuThread, made once: a chunk spends on one of them). */
+  private listenWork: CpuWork | null = null;
+  private preemptWork: CpuWork | null = null;
+
   /** The channel's thread places a chunk now. */
   private place(chunk: Chunk): void {
     const now = this.k.clock.now();
@@ -764,7 +768,9 @@ export class Postcopy {
         this.k.charge(this.ram.socketRecvNs(chunk.bytes));
         this.placeChunk(thread, units, t, done);
       },
-      this.dst.qemuThread(chunk.urgent ? 'postcopy/preempt' : 'postcopy/listen'),
+      chunk.urgent
+        ? (this.preemptWork ??= this.dst.qemuThread('postcopy/preempt'))
+        : (this.listenWork ??= this.dst.qemuThread('postcopy/listen')),
     );
     const end = now + Math.ceil(t.ns);
     if (chunk.urgent) this.preemptBusyUntil = end;
@@ -789,10 +795,13 @@ export class Postcopy {
     }
     // Placed: its list is free for another chunk.
     this.lists.push(units);
-    this.k.events.schedule(end, 'postcopy-placed', () => {
-      if (this.missing === 0 && this.inflight.size === 0) this.finish();
-    });
+    this.k.events.schedule(end, 'postcopy-placed', this.placed);
   }
+
+  /** A chunk's placement is over: the migration completes once nothing is missing or in flight (made once, not per chunk). */
+  private readonly placed = (): void => {
+    if (this.missing === 0 && this.inflight.size === 0) this.finish();
+  };
 
   /** A unit's key in doneAt. */
   private key(bi: number, u: number): number {
