@@ -14,6 +14,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, w
 import { join } from 'node:path';
 import type { RunResult, SweepResult } from './result.ts';
 import { staleReason } from './inputs.ts';
+import { procStatFields } from '../util/proc_stat.ts';
 
 /**
  * A process's start time, in clock ticks after boot (/proc/PID/stat field
@@ -23,13 +24,7 @@ import { staleReason } from './inputs.ts';
  * one's leftovers alive.
  */
 export function procStartTime(pid: number): string | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name, which may itself hold spaces and ')': field 3 is the state, 22 starttime.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null;
-  } catch {
-    return null;
-  }
+  return procStatFields(pid)?.[22 - 3] ?? null;
 }
 
 /** This process, as temporaries and worker bundles name it: PID-START (START 0 without /proc). */

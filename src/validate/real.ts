@@ -24,6 +24,7 @@ import {
   type RunConfig,
   type SocketSample,
 } from './matrix.ts';
+import { procStatFields } from '../util/proc_stat.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const RESULTS_DIR = join(ROOT, 'validation/qemu');
@@ -214,12 +215,13 @@ function setupHugetlb(memMiB: number): () => void {
 function hostCounters(procs: ChildProcess[]): { thp: number; cpuMs: number[] } | null {
   try {
     const thp = /^thp_fault_alloc (\d+)$/m.exec(readFileSync('/proc/vmstat', 'utf8'));
-    const cpuMs = procs.map((p) => {
-      const st = readFileSync(`/proc/${p.pid}/stat`, 'utf8');
-      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-      // utime and stime (fields 14 and 15; f[0] is field 3), in clock ticks of 10 ms (USER_HZ 100).
-      return (Number(f[11]) + Number(f[12])) * 10;
-    });
+    const cpuMs: number[] = [];
+    for (const p of procs) {
+      const f = p.pid === undefined ? null : procStatFields(p.pid);
+      if (!f) return null;
+      // utime and stime (fields 14 and 15), in clock ticks of 10 ms (USER_HZ 100).
+      cpuMs.push((Number(f[14 - 3]) + Number(f[15 - 3])) * 10);
+    }
     return thp ? { thp: Number(thp[1]), cpuMs } : null;
   } catch {
     return null;
