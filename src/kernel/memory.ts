@@ -532,6 +532,13 @@ export function followPage(mm: MmStruct, va: number): number {
   return pfnOfPte(pte);
 }
 
+/** The frame of 4K page `first` (va's) where a 1G leaf maps va, else undefined (followPmdRange, pmdRangeResident). */
+function pudLeafBase(pt: PageTable, va: number, first: number): number | undefined {
+  if (!pt.puds.size) return undefined;
+  const leaf = pt.puds.get(PageTable.pudKey(va));
+  return leaf ? leaf.pfn + (first % (PUD_SIZE / PAGE_SIZE)) : undefined;
+}
+
 /** followPmdRange's answers: nothing maps the 2M; the huge zero page maps it; `out` holds each page's frame. */
 export const PMD_RANGE_NONE = 0;
 export const PMD_RANGE_ZERO = 1;
@@ -549,13 +556,10 @@ export const PMD_RANGE_PAGES = 2;
 export function followPmdRange(mm: MmStruct, va: number, n: number, out: Int32Array): number {
   const pt = mm.pgtable;
   const first = Math.floor(va / PAGE_SIZE);
-  if (pt.puds.size) {
-    const leaf = pt.puds.get(PageTable.pudKey(va));
-    if (leaf) {
-      const base = leaf.pfn + (first % (PUD_SIZE / PAGE_SIZE));
-      for (let i = 0; i < n; i++) out[i] = base + i;
-      return PMD_RANGE_PAGES;
-    }
+  const pudBase = pudLeafBase(pt, va, first);
+  if (pudBase !== undefined) {
+    for (let i = 0; i < n; i++) out[i] = pudBase + i;
+    return PMD_RANGE_PAGES;
   }
   const e = pt.pmdEntry(PageTable.pmdKey(va));
   if (e === undefined) return PMD_RANGE_NONE;
@@ -584,13 +588,8 @@ export function followPmdRange(mm: MmStruct, va: number, n: number, out: Int32Ar
 export function pmdRangeResident(mm: MmStruct, va: number, n: number): number {
   const pt = mm.pgtable;
   const first = Math.floor(va / PAGE_SIZE);
-  if (pt.puds.size) {
-    const leaf = pt.puds.get(PageTable.pudKey(va));
-    if (leaf) {
-      const base = leaf.pfn + (first % (PUD_SIZE / PAGE_SIZE));
-      return base >= 0 ? n : Math.max(0, Math.min(n, base + n));
-    }
-  }
+  const pudBase = pudLeafBase(pt, va, first);
+  if (pudBase !== undefined) return pudBase >= 0 ? n : Math.max(0, Math.min(n, pudBase + n));
   const e = pt.pmdEntry(PageTable.pmdKey(va));
   if (e === undefined) return 0;
   if (e instanceof HugeLeaf) return e.isZero ? 0 : n;
