@@ -474,25 +474,36 @@ static void m_fault_anon_4k(void)
 
 #define THP_LEN (512 * MB)
 
+/* One touch of fresh THP memory: one byte per 2M of a new MADV_HUGEPAGE mapping of THP_LEN. Returns ns per 2M, or
+ * -1 (name made unavailable) when the mapping fails; *frac, if given, gets the share AnonHugePages saw mapped. */
+static double thp_touch(const char *name, double *frac)
+{
+	char *p = map_anon(THP_LEN, MADV_HUGEPAGE);
+	if (!p) {
+		add_unavailable(name, "mmap/madvise failed");
+		return -1;
+	}
+	uint64_t t0 = now_ns();
+	touch_write(p, THP_LEN, HPG);
+	uint64_t t1 = now_ns();
+	if (frac)
+		*frac = (double)anon_huge_bytes(p, THP_LEN) / THP_LEN;
+	munmap(p, THP_LEN);
+	return (double)(t1 - t0) / (THP_LEN / HPG);
+}
+
 static void m_fault_thp(void)
 {
 	progress("fault_thp_2m_write");
 	double v[REPEATS];
 	double frac_min = 1.0;
-	size_t nh = THP_LEN / HPG;
 	for (int rep = -1; rep < REPEATS; rep++) {
-		char *p = map_anon(THP_LEN, MADV_HUGEPAGE);
-		if (!p) {
-			add_unavailable("fault_thp_2m_write", "mmap/madvise failed");
+		double frac;
+		double ns = thp_touch("fault_thp_2m_write", &frac);
+		if (ns < 0)
 			return;
-		}
-		uint64_t t0 = now_ns();
-		touch_write(p, THP_LEN, HPG);
-		uint64_t t1 = now_ns();
-		double frac = (double)anon_huge_bytes(p, THP_LEN) / THP_LEN;
-		munmap(p, THP_LEN);
 		if (rep >= 0) {
-			v[rep] = (double)(t1 - t0) / nh;
+			v[rep] = ns;
 			if (frac < frac_min)
 				frac_min = frac;
 		}
@@ -548,21 +559,12 @@ static void m_fault_thp_reported(void)
 {
 	progress("fault_thp_2m_write_reported");
 	double v[REPORTED_REPEATS];
-	size_t nh = THP_LEN / HPG;
 	int reports = balloon_reports_free_pages();
 	for (int rep = 0; rep < REPORTED_REPEATS; rep++) {
 		if (reports)
 			sleep(REPORTED_WAIT_S);
-		char *p = map_anon(THP_LEN, MADV_HUGEPAGE);
-		if (!p) {
-			add_unavailable("fault_thp_2m_write_reported", "mmap/madvise failed");
+		if ((v[rep] = thp_touch("fault_thp_2m_write_reported", NULL)) < 0)
 			return;
-		}
-		uint64_t t0 = now_ns();
-		touch_write(p, THP_LEN, HPG);
-		uint64_t t1 = now_ns();
-		munmap(p, THP_LEN);
-		v[rep] = (double)(t1 - t0) / nh;
 	}
 	char extra[96];
 	snprintf(extra, sizeof extra, ", \"free_page_reporting\": %s", reports ? "true" : "false");

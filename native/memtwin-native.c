@@ -2754,11 +2754,10 @@ static void settle_async(struct wthread *w, uint64_t ord)
 		pthread_mutex_unlock(&w->mu);
 		if (done)
 			return;
-		/* the job in run_job before and after reading the state: the sleep is that job's, not the
-		 * worker's wait for its mutex between jobs */
+		/* a job in run_job (this one, or one queued before it: jobs run in order) before and after
+		 * reading the state: the sleep is that job's, not the worker's wait for its mutex between jobs */
 		uint64_t r = __atomic_load_n(&w->running, __ATOMIC_SEQ_CST);
-		if (r && r <= ord + 1 && task_sleeping(w->tid) &&
-		    __atomic_load_n(&w->running, __ATOMIC_SEQ_CST) == r)
+		if (r && task_sleeping(w->tid) && __atomic_load_n(&w->running, __ATOMIC_SEQ_CST) == r)
 			return;
 		if (now_ns() > deadline)
 			return;
