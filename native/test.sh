@@ -109,7 +109,8 @@ check "spawn gives a fresh process" "$TMP/spawn.out" 'r[0]["pid"] == r[1]["pid"]
 check "child pages are 4K after touch with MADV_NOHUGEPAGE" "$TMP/spawn.out" 'r[6]["pages"] == [{"n":1024,"present":True,"node":0,"size":"4K"}]'
 check "MADV_COLLAPSE on a VM_NOHUGEPAGE VMA -> EINVAL" "$TMP/spawn.out" 'r[7]["ret"] == -1 and r[7]["errno"] == "EINVAL"'
 check "process_madvise MADV_COLLAPSE on child returns bytes" "$TMP/spawn.out" 'r[9]["ret"] == 2097152'
-check "collapsed range is 2M" "$TMP/spawn.out" 'r[10]["pages"] == [{"n":512,"present":True,"node":0,"size":"2M"},{"n":512,"present":True,"node":0,"size":"4K"}]'
+# The second 2M may have been collapsed by khugepaged too (MADV_HUGEPAGE at i=8; about 1 run in 8 here).
+check "collapsed range is 2M" "$TMP/spawn.out" 'r[10]["pages"] in ([{"n":512,"present":True,"node":0,"size":"2M"},{"n":512,"present":True,"node":0,"size":"4K"}], [{"n":1024,"present":True,"node":0,"size":"2M"}])'
 check "thread + async touch + join" "$TMP/spawn.out" 'r[13] == {"i":13,"ret":0} and r[14]["ret"] == 0 and r[15]["bytes"] == [[3,16]]'
 check "async fault recorded" "$TMP/spawn.out" 'r[17]["async_faults"][0]["signal"] == "SIGSEGV" and r[17]["async_faults"][0]["at"] == 4096'
 
